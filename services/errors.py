@@ -1,0 +1,108 @@
+"""Typed exceptions with user-facing Chinese messages.
+
+Every error the UI may show derives from WendaoError and carries `message_zh`; the UI prints that
+message (never a traceback) and the CLI prints it as the skip reason.
+"""
+from __future__ import annotations
+
+
+class WendaoError(Exception):
+    """Base class: `message_zh` is what users see; `str(err)` is the same text."""
+
+    default_message = "操作失败。"
+
+    def __init__(self, message_zh: str | None = None):
+        self.message_zh = message_zh or self.default_message
+        super().__init__(self.message_zh)
+
+
+# --- document input -------------------------------------------------------------------------
+class DocumentError(WendaoError):
+    """A single uploaded file could not be indexed; other files and the index are unaffected."""
+
+
+class UnsupportedFileType(DocumentError):
+    default_message = "不支持的文件类型。支持：PDF、DOCX、TXT、MD、CSV、HTML。"
+
+
+class EmptyDocument(DocumentError):
+    default_message = "文件是空的，没有可以索引的内容。"
+
+
+class EncryptedPDF(DocumentError):
+    default_message = "PDF 已加密（需要密码），请先解除密码保护后再上传。"
+
+
+class CorruptFile(DocumentError):
+    default_message = "文件已损坏或格式不正确，无法读取。"
+
+
+class FileTooLarge(DocumentError):
+    default_message = "文件太大，超过了允许的上限。"
+
+
+class NoExtractableText(DocumentError):
+    default_message = "没有可提取的文字（可能是扫描件或字体损坏的 PDF），请先做 OCR 再上传。"
+
+
+# --- knowledge bases ------------------------------------------------------------------------
+class KnowledgeBaseError(WendaoError):
+    default_message = "知识库操作失败。"
+
+
+class KnowledgeBaseNotFound(KnowledgeBaseError):
+    default_message = "找不到这个知识库。"
+
+
+class InvalidName(KnowledgeBaseError):
+    default_message = "名称无效：请输入 1–64 个字符，不能只包含空格。"
+
+
+class DocumentNotFound(KnowledgeBaseError):
+    default_message = "找不到这个文档。"
+
+
+# --- models ---------------------------------------------------------------------------------
+class ModelLoadError(WendaoError):
+    default_message = "模型加载失败。"
+
+
+class InvalidQuestionFile(WendaoError):
+    default_message = "问题文件格式不正确：每行应是一个 JSON 对象，至少包含 question 字段。"
+
+
+# --- LLM ------------------------------------------------------------------------------------
+class LLMError(WendaoError):
+    default_message = "调用大模型失败。"
+
+
+class LLMNotConfigured(LLMError):
+    default_message = "尚未配置大模型（请在设置页填写接口地址和模型名）。"
+
+
+class LLMAuthError(LLMError):
+    default_message = "大模型接口拒绝了 API Key（401/403），请检查密钥是否正确。"
+
+
+class LLMModelNotFound(LLMError):
+    default_message = "大模型接口找不到这个模型（404），请检查模型名称。"
+
+
+class LLMUnreachable(LLMError):
+    default_message = "无法连接到大模型接口，请检查地址是否正确、服务是否已启动。"
+
+
+class LLMRateLimited(LLMError):
+    default_message = "大模型接口请求过于频繁（429），重试后仍失败，请稍后再试。"
+
+
+class LLMServerError(LLMError):
+    default_message = "大模型接口出错（5xx），重试后仍失败，请稍后再试。"
+
+
+class LLMTimeout(LLMError):
+    default_message = "大模型接口响应超时，请稍后再试或调大超时时间。"
+
+
+class LLMContextTooLong(LLMError):
+    default_message = "输入超过了模型的上下文长度，请减少检索片段数量或换用上下文更长的模型。"

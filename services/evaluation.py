@@ -1,0 +1,169 @@
+"""Retrieval evaluation over question sets (the format of shared/data/*/questions.jsonl).
+
+A question has `question`, `doc_file` and `answer_spans[].start_in_doc/text`. A retrieved passage
+is relevant when it is from the gold document and holds a whole answer span. Reported per
+configuration: chunk Recall@1/5/10/20, MRR@10, nDCG@10, document Recall@5, latency p50/p95, and
+answer coverage within the first 1,000 / 2,000 characters of retrieved text (fair across chunk
+sizes: a bigger chunk "finds" more only by showing more text).
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import PurePath
+from typing import Callable
+
+from services import errors
+from services.config import RetrievalSettings
+from services.library import Library
+from services.retrieval import Hit, Retriever
+from services.store import KnowledgeBase
+
+KS = (1, 5, 10, 20)
+BUDGETS = (1000, 2000)
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    doc_file: str = ""
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+
+    @property
+    def doc_name(self) -> str:
+        return PurePath(self.doc_file).name
+
+
+@dataclass
+class EvalConfig:
+    name: str
+    mode: str = "hybrid"
+    rerank: bool = False
+    settings: RetrievalSettings | None = None
+
+
+def parse_questions(lines: list[str]) -> list[Question]:
+    """Parse JSONL question lines; raises InvalidQuestionFile with the bad line number."""
+    questions = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            spans = [(int(s["start_in_doc"]), int(s["start_in_doc"]) + len(s["text"])) for s in d.get("answer_spans", [])]
+            questions.append(Question(str(d.get("id", n)), str(d["question"]), d.get("doc_file", ""), spans,
+                                      list(d.get("answers", [s for s in d.get("answer_spans", [])]))))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise errors.InvalidQuestionFile(f"问题文件第 {n} 行格式不正确（{type(exc).__name__}）。") from exc
+    if not questions:
+        raise errors.InvalidQuestionFile("问题文件里没有问题。")
+    return questions
+
+
+def load_questions(path: str) -> list[Question]:
+    with open(path, encoding="utf-8") as f:
+        return parse_questions(f.read().splitlines())
+
+
+def is_relevant(hit: Hit, q: Question) -> bool:
+    return hit.doc == q.doc_name and any(hit.start <= a and b <= hit.end for a, b in q.spans)
+
+
+def coverage(hits: list[Hit], q: Question, budget: int) -> float:
+    """Share of the gold answer's characters inside the first `budget` characters of retrieved text."""
+    if not q.spans:
+        return 0.0
+    a, b = q.spans[0]
+    covered, used = set(), 0
+    for hit in hits:
+        take = min(len(hit.text), budget - used)
+        if take <= 0:
+            break
+        if hit.doc == q.doc_name:
+            covered.update(range(max(a, hit.start), min(b, hit.start + take)))
+        used += take
+    return len(covered) / max(1, b - a)
+
+
+@dataclass
+class QuestionResult:
+    config: str
+    id: str
+    question: str
+    first_relevant_rank: int | None
+    doc_rank: int | None
+    ndcg10: float
+    ms: float
+    coverage: dict
+    top_doc: str = ""
+
+
+def ideal_relevant_count(lib: Library, kb: KnowledgeBase, q: Question, cache: dict) -> int:
+    """How many indexed chunks hold the answer (for nDCG's ideal ranking)."""
+    key = q.doc_name
+    if key not in cache:
+        docs = [d for d in lib.store.find_by_filename(kb.id, key) if d.status == "ready"]
+        cache[key] = lib.store.chunks_of(kb.id, docs[0].id) if docs else []
+    return max(1, sum(1 for c in cache[key] if any(c.start <= a and b <= c.end for a, b in q.spans)))
+
+
+def evaluate_question(retriever: Retriever, q: Question, config: EvalConfig, ideal: int) -> QuestionResult:
+    result = retriever.search(q.question, top_k=max(KS), mode=config.mode, rerank=config.rerank)
+    hits = result.hits
+    relevant = [i for i, h in enumerate(hits, start=1) if is_relevant(h, q)]
+    doc_rank = next((i for i, h in enumerate(hits, start=1) if h.doc == q.doc_name), None)
+    dcg = sum(1 / math.log2(r + 1) for r in relevant if r <= 10)
+    idcg = sum(1 / math.log2(r + 1) for r in range(1, min(ideal, 10) + 1))
+    return QuestionResult(config.name, q.id, q.question, relevant[0] if relevant else None, doc_rank,
+                          min(1.0, dcg / idcg), result.timings_ms["total"],
+                          {b: coverage(hits, q, b) for b in BUDGETS}, hits[0].doc if hits else "")
+
+
+def summarize(rows: list[QuestionResult]) -> dict:
+    n = len(rows)
+    ranks = [r.first_relevant_rank for r in rows]
+    ms = sorted(r.ms for r in rows)
+    out = {f"recall@{k}": sum(1 for x in ranks if x and x <= k) / n for k in KS}
+    out["mrr@10"] = sum(1 / x for x in ranks if x and x <= 10) / n
+    out["ndcg@10"] = sum(r.ndcg10 for r in rows) / n
+    out["doc_recall@5"] = sum(1 for r in rows if r.doc_rank and r.doc_rank <= 5) / n
+    for b in BUDGETS:
+        out[f"coverage@{b}chars"] = sum(r.coverage[b] for r in rows) / n
+    out["p50_ms"] = statistics.median(ms)
+    out["p95_ms"] = ms[min(n - 1, math.ceil(0.95 * n) - 1)]
+    out["questions"] = n
+    return out
+
+
+def evaluate(lib: Library, kb: KnowledgeBase, questions: list[Question], configs: list[EvalConfig],
+             progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, dict], list[QuestionResult]]:
+    """Run every configuration over every question; returns ({config: summary}, per-question rows)."""
+    rows: list[QuestionResult] = []
+    summaries: dict[str, dict] = {}
+    ideal_cache: dict = {}
+    total, done = len(questions) * len(configs), 0
+    for config in configs:
+        retriever = Retriever(lib, kb, replace(config.settings) if config.settings else RetrievalSettings())
+        config_rows = []
+        for q in questions:
+            config_rows.append(evaluate_question(retriever, q, config, ideal_relevant_count(lib, kb, q, ideal_cache)))
+            done += 1
+            if progress:
+                progress(done, total)
+        summaries[config.name] = summarize(config_rows)
+        rows.extend(config_rows)
+    return summaries, rows
+
+
+def rows_as_dicts(rows: list[QuestionResult]) -> list[dict]:
+    out = []
+    for r in rows:
+        d = asdict(r)
+        cov = d.pop("coverage")
+        d.update({f"coverage@{b}": round(v, 4) for b, v in cov.items()})
+        out.append(d)
+    return out

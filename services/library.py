@@ -1,0 +1,94 @@
+"""Library: the store plus its derived indexes and models, opened once per process.
+
+It owns the invariants that span SQLite and Qdrant: a document is searchable only when 'ready';
+deleting a document removes its points; on open, documents left 'indexing' by a crash are removed
+from the store and the indexes (`reconcile`).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from services import errors
+from services.config import data_dir
+from services.embedding import EmbeddingCache, load_embedder
+from services.models import DEFAULT_EMBEDDER
+from services.store import KnowledgeBase, Store
+from services.vectors import Backend, IndexSpec, collection_name, default_backend
+
+BM25_SPEC = IndexSpec("bm25", 0)
+
+
+class Library:
+    def __init__(self, root: str | Path | None = None, backend: Backend | None = None):
+        self.root = Path(root) if root else data_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.root / "wendao.db")
+        self.backend = backend or default_backend()
+        self.cache = EmbeddingCache(self.root / "embeddings.db")
+        self.write_lock = threading.Lock()  # one ingest/delete at a time per process
+        self.reconcile()
+
+    # --- knowledge bases --------------------------------------------------------------------
+    def kb(self, name: str, create: bool = False) -> KnowledgeBase:
+        kb = self.store.find_kb(name)
+        if kb is None:
+            if not create:
+                raise errors.KnowledgeBaseNotFound(f"找不到知识库「{name}」。")
+            kb = self.store.create_kb(name)
+        return kb
+
+    def embedding_model(self, kb: KnowledgeBase) -> str:
+        return self.store.get_kb(kb.id).settings.get("embedding_model", DEFAULT_EMBEDDER)
+
+    def embedder(self, kb: KnowledgeBase):
+        return load_embedder(self.embedding_model(kb))
+
+    def bm25_collection(self, kb: KnowledgeBase) -> str:
+        return collection_name(kb.id, BM25_SPEC)
+
+    def dense_collection(self, kb: KnowledgeBase, model: str | None = None) -> str:
+        return collection_name(kb.id, IndexSpec(model or self.embedding_model(kb), 1))
+
+    def delete_kb(self, kb: KnowledgeBase) -> None:
+        with self.write_lock:
+            self.backend.drop(self.bm25_collection(kb))
+            self.backend.drop(self.dense_collection(kb))
+            self.store.delete_kb(kb.id)
+
+    # --- documents --------------------------------------------------------------------------
+    def drop_points(self, kb: KnowledgeBase, chunk_ids: list[int]) -> None:
+        """Remove chunk ids from both indexes of a KB."""
+        if chunk_ids:
+            self.backend.delete(self.bm25_collection(kb), chunk_ids)
+            self.backend.delete(self.dense_collection(kb), chunk_ids)
+
+    def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
+        with self.write_lock:
+            if self.store.get_document(kb.id, doc_id) is None:
+                raise errors.DocumentNotFound()
+            self.drop_points(kb, self.store.delete_document(kb.id, doc_id))
+
+    def reconcile(self) -> int:
+        """Remove documents a crash left half-written; returns how many were removed."""
+        stale = self.store.stale_documents()
+        for doc in stale:
+            kb = self.store.get_kb(doc.kb_id)
+            self.drop_points(kb, self.store.delete_document(doc.kb_id, doc.id))
+        return len(stale)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+_LIBRARIES: dict[str, Library] = {}
+_LOCK = threading.Lock()
+
+
+def open_library(root: str | Path | None = None) -> Library:
+    """The process-wide Library for a data directory (created on first use)."""
+    key = str(Path(root or data_dir()).resolve())
+    with _LOCK:
+        if key not in _LIBRARIES:
+            _LIBRARIES[key] = Library(key)
+        return _LIBRARIES[key]

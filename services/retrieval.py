@@ -1,0 +1,186 @@
+"""Retriever: BM25 + dense -> fuse -> rerank -> merge neighbouring windows.
+
+Each stage is a small step with one input and one output type, so stages can be swapped and
+measured one at a time; every Hit carries each stage's rank and score (the retrieval lab shows
+them side by side) and timings are reported per stage.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from services import fusion
+from services.bm25 import query_vector
+from services.chunking import Chunk
+from services.config import RetrievalSettings
+from services.library import Library
+from services.store import KnowledgeBase
+from services.tokenizer import query_terms
+
+MODES = {"bm25": "BM25 关键词", "dense": "向量", "hybrid": "混合"}
+
+
+@dataclass
+class Hit:
+    """A retrieved passage: a chunk (or several merged windows) plus per-stage diagnostics."""
+
+    chunk: Chunk
+    doc: str  # filename
+    start: int
+    end: int
+    text: str
+    page_start: int
+    page_end: int
+    scores: dict = field(default_factory=dict)  # bm25 / dense / fused / rerank
+    ranks: dict = field(default_factory=dict)
+    chunk_ids: list[int] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        """The score the final order is based on."""
+        for stage in ("rerank", "fused", "dense", "bm25"):
+            if stage in self.scores:
+                return self.scores[stage]
+        return 0.0
+
+    @property
+    def page(self) -> int:
+        return self.page_start
+
+    def to_json(self) -> dict:
+        return {"doc": self.doc, "start": self.start, "end": self.end, "page": self.page_start,
+                "pages": [self.page_start, self.page_end], "text": self.text,
+                "scores": {k: round(v, 6) for k, v in self.scores.items()}, "ranks": dict(self.ranks),
+                "chunk_ids": self.chunk_ids}
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    timings_ms: dict
+    terms: list[str]
+    candidates: list[Hit] = field(default_factory=list)  # everything scored, before top-k
+
+
+class Retriever:
+    def __init__(self, lib: Library, kb: KnowledgeBase, settings: RetrievalSettings | None = None):
+        self.lib, self.kb = lib, kb
+        self.settings = settings or RetrievalSettings()
+
+    def search(self, query: str, top_k: int | None = None, mode: str | None = None,
+               rerank: bool | None = None) -> SearchResult:
+        s = self.settings
+        mode = mode or s.mode
+        top_k = top_k or s.top_k
+        rerank = s.rerank if rerank is None else rerank
+        timings: dict[str, float] = {}
+        stages: dict[str, dict[int, float]] = {}
+        if mode in ("bm25", "hybrid"):
+            with _timed(timings, "bm25"):
+                found = self.lib.backend.search(self.lib.bm25_collection(self.kb), query_vector(query), s.bm25_top_k, True)
+                stages["bm25"] = {p.id: p.score for p in found}
+        if mode in ("dense", "hybrid"):
+            with _timed(timings, "embed_query"):
+                embedder = self.lib.embedder(self.kb)
+                vector = embedder.encode_query(query)
+            with _timed(timings, "dense"):
+                found = self.lib.backend.search(self.lib.dense_collection(self.kb, embedder.name), vector, s.dense_top_k, False)
+                stages["dense"] = {p.id: p.score for p in found}
+        with _timed(timings, "fusion"):
+            fused = self._fuse(stages, mode)
+        with _timed(timings, "load"):
+            candidates = self._hits(stages, fused)
+        if rerank and candidates:
+            with _timed(timings, "rerank"):
+                candidates = self._rerank(query, candidates)
+        if s.merge_windows:
+            with _timed(timings, "merge"):
+                ranked = merge_windows(self.lib, self.kb, candidates)
+        else:
+            ranked = candidates
+        timings["total"] = sum(timings.values())
+        return SearchResult(query, ranked[:top_k], timings, query_terms(query), candidates)
+
+    def _fuse(self, stages: dict[str, dict[int, float]], mode: str) -> dict[int, float]:
+        if mode != "hybrid":
+            return dict(next(iter(stages.values()), {}))
+        s = self.settings
+        if s.fusion == "rrf":
+            return fusion.rrf(stages, k=s.rrf_k)
+        return fusion.weighted(stages, {"dense": s.dense_weight, "bm25": 1.0 - s.dense_weight})
+
+    def _hits(self, stages, fused) -> list[Hit]:
+        chunks = self.lib.store.get_chunks(list(fused))  # only chunks of 'ready' documents
+        names = self.lib.store.filenames(self.kb.id)
+        stage_ranks = {stage: fusion.ranks(scores) for stage, scores in stages.items()}
+        fused_ranks = fusion.ranks({i: v for i, v in fused.items() if i in chunks})
+        hits = []
+        for chunk_id, r in sorted(fused_ranks.items(), key=lambda kv: kv[1]):
+            c = chunks[chunk_id]
+            hit = Hit(c, names.get(c.doc_id, "?"), c.start, c.end, c.text, c.page_start, c.page_end,
+                      chunk_ids=[chunk_id])
+            for stage, scores in stages.items():
+                if chunk_id in scores:
+                    hit.scores[stage] = scores[chunk_id]
+                    hit.ranks[stage] = stage_ranks[stage][chunk_id]
+            hit.scores["fused"], hit.ranks["fused"] = fused[chunk_id], r
+            hits.append(hit)
+        return hits
+
+    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        from services.rerank import load_reranker
+
+        reranker = load_reranker(self.settings.reranker_model)
+        head, tail = hits[: self.settings.rerank_top_n], hits[self.settings.rerank_top_n:]
+        scores = reranker.score(query, [h.text for h in head])
+        for hit, score in zip(head, scores):
+            hit.scores["rerank"] = score
+        head.sort(key=lambda h: -h.scores["rerank"])
+        for r, hit in enumerate(head, start=1):
+            hit.ranks["rerank"] = r
+        return head + tail
+
+
+def merge_windows(lib: Library, kb: KnowledgeBase, hits: list[Hit]) -> list[Hit]:
+    """Merge hits whose windows overlap or touch (same document) into one continuous passage.
+
+    Only window chunks merge; the merged passage takes the place (and scores) of its best member,
+    its text is the document text between the outermost offsets, so nothing is cut mid-thought.
+    """
+    merged: list[Hit] = []
+    texts: dict[str, str] = {}
+    for hit in hits:
+        c = hit.chunk
+        target = None
+        if c.strategy == "window":
+            for kept in merged:
+                k = kept.chunk
+                if (k.strategy == "window" and k.doc_id == c.doc_id
+                        and c.sentence_start <= kept.chunk.sentence_end and kept.chunk.sentence_start <= c.sentence_end):
+                    target = kept
+                    break
+        if target is None:
+            merged.append(replace(hit, chunk_ids=list(hit.chunk_ids), scores=dict(hit.scores), ranks=dict(hit.ranks)))
+            continue
+        if c.doc_id not in texts:
+            texts[c.doc_id] = lib.store.document_text(kb.id, c.doc_id)
+        target.start, target.end = min(target.start, hit.start), max(target.end, hit.end)
+        target.page_start, target.page_end = min(target.page_start, hit.page_start), max(target.page_end, hit.page_end)
+        target.text = texts[c.doc_id][target.start:target.end]
+        target.chunk_ids.append(c.id)
+        target.chunk = replace(target.chunk, sentence_start=min(target.chunk.sentence_start, c.sentence_start),
+                               sentence_end=max(target.chunk.sentence_end, c.sentence_end))
+    return merged
+
+
+class _timed:
+    def __init__(self, timings: dict, stage: str):
+        self.timings, self.stage = timings, stage
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + (time.perf_counter() - self.t) * 1000
+        return False

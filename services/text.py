@@ -1,0 +1,76 @@
+"""Chinese text normalisation and sentence splitting.
+
+Two normalisations with different jobs:
+- `fold_chars` is length-preserving (one character in, one out), so offsets into the folded text
+  are offsets into the original: used on PDF extraction, where Kangxi radicals (⽤ U+2F64) and
+  full-width forms are artefacts of the font, not of the document.
+- `normalize` is full NFKC + whitespace collapsing, used only for index/query text (BM25 tokens,
+  embeddings, document hashing), never for what is quoted back to the user.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+SENTENCE_END = "。！？!?；;…"
+CLOSERS = "」』”’）)]】》〉\"'"
+_SENTENCE = re.compile(
+    rf"[^{SENTENCE_END}\n]*(?:[{SENTENCE_END}]+[{re.escape(CLOSERS)}]*[ \t\r\u3000]*\n?|\n|$)"
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+# CJK Radicals Supplement forms that PDF fonts emit for ordinary characters; NFKC leaves these alone.
+RADICAL_SUPPLEMENT = str.maketrans({
+    "⺁": "厂", "⺇": "几", "⺌": "小", "⺍": "小", "⺏": "尣", "⺐": "尢", "⺓": "幺", "⺔": "彑", "⺝": "月",
+    "⺟": "母", "⺠": "民", "⻁": "虎", "⻂": "衤", "⻄": "西", "⻅": "见", "⻆": "角", "⻉": "贝", "⻋": "车",
+    "⻓": "长", "⻔": "门", "⻘": "青", "⻙": "韦", "⻚": "页", "⻛": "风", "⻜": "飞", "⻝": "食", "⻢": "马",
+    "⻣": "骨", "⻤": "鬼", "⻥": "鱼", "⻦": "鸟", "⻧": "卤", "⻨": "麦", "⻩": "黄", "⻬": "齐", "⻮": "齿",
+    "⻯": "竜", "⻰": "龙", "⻳": "龟",
+})
+
+
+def fold_chars(text: str) -> str:
+    """NFKC per character where it maps to exactly one character (keeps len(text) unchanged)."""
+    out = []
+    for ch in text:
+        if ch.isascii():
+            out.append(ch)
+            continue
+        folded = unicodedata.normalize("NFKC", ch)
+        out.append(folded if len(folded) == 1 else ch)
+    return "".join(out).translate(RADICAL_SUPPLEMENT)
+
+
+def normalize(text: str) -> str:
+    """NFKC (full-width ASCII, Kangxi radicals, compatibility forms) and collapsed whitespace."""
+    folded = unicodedata.normalize("NFKC", text).translate(RADICAL_SUPPLEMENT)
+    return _WHITESPACE.sub(" ", folded).strip()
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Split into contiguous [start, end) sentence spans that cover the whole text.
+
+    A sentence ends at 。！？!?；;… (runs of them, e.g. ……) plus any closing quotes/brackets
+    right after, or at a newline. Whitespace-only pieces are attached to the previous sentence,
+    so every span holds visible text (except for an all-blank text).
+    """
+    spans: list[tuple[int, int]] = []
+    for match in _SENTENCE.finditer(text):
+        start, end = match.span()
+        if start == end:
+            continue
+        if spans and not text[start:end].strip():
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    if spans and not text[spans[0][0]:spans[0][1]].strip() and len(spans) > 1:
+        spans[1] = (spans[0][0], spans[1][1])
+        spans.pop(0)
+    return spans
+
+
+
+def sentence_ends(text: str) -> set[int]:
+    """Offsets at which a sentence ends (used to check chunk boundaries)."""
+    return {end for _, end in split_sentences(text)}

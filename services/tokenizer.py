@@ -1,0 +1,61 @@
+"""Jieba tokenisation for BM25 (and for highlighting query terms in the UI).
+
+Search mode (`cut_for_search`) also emits the short words inside long ones (中华人民共和国 ->
+中华, 华人, 人民, 共和, 共和国, ...), which raises recall for Chinese keyword search. Text is
+NFKC-normalised and lower-cased first; punctuation, whitespace and stopwords are dropped. Works on
+traditional Chinese too: jieba's dictionary is simplified, but queries and documents are cut the
+same way, so their tokens still meet.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from services.text import normalize
+
+_WORD = re.compile(r"[0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", re.IGNORECASE)
+
+STOPWORDS = frozenset(
+    "的 了 是 在 和 与 及 或 也 而 就 都 又 并 被 把 将 对 于 从 以 之 其 这 那 这个 那个 这些 那些 "
+    "一个 一种 我 你 他 她 它 我们 你们 他们 她们 它们 着 过 吗 呢 吧 啊 呀 么 么 什么 哪 哪些 哪个 "
+    "谁 怎么 怎样 如何 为什么 为何 多少 几 是否 有 没有 个 们 等 等等 所 该 此 由 为 因为 所以 但 "
+    "但是 如果 则 即 及其 以及 而且 并且 还 还是 已 已经 曾 曾经 呢 啦 哦 嗯 "
+    "這 那 這個 這些 們 為 於 與 對 從 將 麼 甚麼 什麼 哪裡 誰 怎麼 為什麼 為何 幾 個 沒有 "
+    "a an the of to in on for and or is are was were be by with as at".split()
+)
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=8)
+def _jieba(user_dict: str | None):
+    """One jieba Tokenizer per user dictionary, initialised once per process."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tokenizer = jieba.Tokenizer()
+    with _lock:
+        tokenizer.initialize()
+        if user_dict:
+            tokenizer.load_userdict(user_dict)
+    return tokenizer
+
+
+def is_term(token: str) -> bool:
+    """A token worth indexing: has a letter/digit/CJK character and is not a stopword."""
+    return bool(_WORD.search(token)) and token not in STOPWORDS
+
+
+def tokenize(text: str, user_dict: str | Path | None = None) -> list[str]:
+    """BM25 terms of `text` (with repeats, in order)."""
+    tokenizer = _jieba(str(user_dict) if user_dict else None)
+    words = tokenizer.cut_for_search(normalize(text).lower(), HMM=True)
+    return [w for w in (w.strip() for w in words) if w and is_term(w)]
+
+
+def query_terms(text: str, user_dict: str | Path | None = None) -> list[str]:
+    """Distinct terms of a query in order of first appearance (for display and highlighting)."""
+    return list(dict.fromkeys(tokenize(text, user_dict)))
