@@ -30,15 +30,23 @@ RADICAL_SUPPLEMENT = str.maketrans({
 })
 
 
+def _foldable(ch: str) -> bool:
+    """Characters that are font artefacts, not authorial choices: Kangxi radicals, CJK
+    compatibility ideographs and full-width letters/digits. Chinese punctuation (，。：) stays."""
+    o = ord(ch)
+    return (0x2F00 <= o <= 0x2FDF or 0xF900 <= o <= 0xFAFF or 0xFF10 <= o <= 0xFF19
+            or 0xFF21 <= o <= 0xFF3A or 0xFF41 <= o <= 0xFF5A)
+
+
 def fold_chars(text: str) -> str:
-    """NFKC per character where it maps to exactly one character (keeps len(text) unchanged)."""
+    """Length-preserving clean-up of PDF-extracted text (one character in, one character out)."""
     out = []
     for ch in text:
-        if ch.isascii():
+        if not ch.isascii() and _foldable(ch):
+            folded = unicodedata.normalize("NFKC", ch)
+            out.append(folded if len(folded) == 1 else ch)
+        else:
             out.append(ch)
-            continue
-        folded = unicodedata.normalize("NFKC", ch)
-        out.append(folded if len(folded) == 1 else ch)
     return "".join(out).translate(RADICAL_SUPPLEMENT)
 
 

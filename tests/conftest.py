@@ -1,0 +1,36 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A fresh WENDAO_DATA_DIR for the test."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("WENDAO_DATA_DIR", str(path))
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    yield path
+    from services.vectors import close_all
+
+    close_all()
+
+
+@pytest.fixture
+def lib(data_dir):
+    from services.library import Library
+
+    library = Library(data_dir)
+    yield library
+    library.close()
+
+
+@pytest.fixture
+def kb(lib):
+    return lib.kb("测试库", create=True)

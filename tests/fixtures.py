@@ -1,0 +1,74 @@
+"""Generated test documents (no files from ../shared): PDFs, DOCX, encodings, bombs."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+ZH_PARAGRAPHS = [
+    "长江是中国第一大河，全长约六千三百公里。它发源于青藏高原，流经十一个省级行政区，最后注入东海。",
+    "黄河是中国第二长河，被称为中华民族的母亲河。黄河流域是中华文明最主要的发源地之一。",
+    "珠穆朗玛峰是世界最高峰，海拔八千八百四十八点八六米，位于中国与尼泊尔边境。",
+]
+
+
+def make_pdf(pages: list[str], encrypt_password: str | None = None) -> bytes:
+    """A text PDF with Chinese text (reportlab's built-in STSong-Light CID font), one string per page.
+    An empty string makes a page with no text (like a scanned page without OCR)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=A4)
+    for text in pages:
+        c.setFont("STSong-Light", 12)
+        y = 800
+        for i in range(0, len(text), 35):
+            c.drawString(40, y, text[i:i + 35])
+            y -= 18
+        if not text:
+            c.rect(50, 50, 400, 600, fill=1)  # an "image" and no text
+        c.showPage()
+    c.save()
+    data = buf.getvalue()
+    if encrypt_password is not None:
+        from pypdf import PdfReader, PdfWriter
+
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+        writer.encrypt(user_password=encrypt_password, owner_password="owner")
+        out = io.BytesIO()
+        writer.write(out)
+        data = out.getvalue()
+    return data
+
+
+def make_docx(heading: str = "第一章 总则", paragraphs=None, table=None) -> bytes:
+    import docx
+
+    d = docx.Document()
+    d.add_heading(heading, level=1)
+    for p in paragraphs or ZH_PARAGRAPHS[:2]:
+        d.add_paragraph(p)
+    rows = table or [["城市", "人口"], ["北京", "2189万"], ["上海", "2487万"]]
+    t = d.add_table(rows=len(rows), cols=len(rows[0]))
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            t.cell(r, c).text = value
+    d.add_paragraph("表格之后的段落。")
+    buf = io.BytesIO()
+    d.save(buf)
+    return buf.getvalue()
+
+
+def make_zip_bomb_docx(megabytes: int = 40) -> bytes:
+    """A 'DOCX' whose document.xml inflates to `megabytes` MB of zeros (compresses ~1000x)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        with z.open("word/document.xml", "w") as f:
+            block = b"\0" * (1024 * 1024)
+            for _ in range(megabytes):
+                f.write(block)
+    return buf.getvalue()

@@ -1,0 +1,101 @@
+"""Chunkers: coverage, exact offsets, sentence boundaries (property-based) and sentence splitting."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.chunking import ChunkingConfig, chunk_text
+from services.text import sentence_ends, split_sentences
+
+PIECES = ["长江是中国第一大河", "它发源于青藏高原", "“你好。”", "他说", "（注：见附录）", "abc 123", "\n", "\n\n",
+          "。", "！", "？", "；", "……", "，", "」", "数据" * 40]
+texts = st.lists(st.sampled_from(PIECES), min_size=0, max_size=60).map("".join)
+
+
+def covered(text, chunks):
+    mask = [False] * len(text)
+    for c in chunks:
+        for i in range(c.start, c.end):
+            mask[i] = True
+    return all(mask[i] or text[i].isspace() for i in range(len(text)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts, st.sampled_from(["fixed", "sentence", "window"]), st.integers(5, 120), st.integers(0, 30))
+def test_chunks_cover_text_with_exact_offsets(text, strategy, size, overlap):
+    config = ChunkingConfig(strategy, size, min(overlap, size - 1), window=3, stride=2)
+    chunks = chunk_text(text, config)
+    assert covered(text, chunks)
+    for i, c in enumerate(chunks):
+        assert c.text == text[c.start:c.end]
+        assert c.ordinal == i and c.strategy == strategy and c.text.strip()
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts, st.integers(5, 120), st.integers(0, 40))
+def test_sentence_chunker_cuts_only_at_sentence_ends(text, size, overlap):
+    config = ChunkingConfig("sentence", size, overlap)
+    ends = sentence_ends(text) | {0, len(text)}
+    spans = split_sentences(text)
+    for c in chunk_text(text, config):
+        assert c.end - c.start <= size
+        for edge in (c.start, c.end):
+            if edge not in ends:  # only allowed inside a single over-long sentence
+                a, b = next((a, b) for a, b in spans if a < edge < b)
+                assert b - a > size
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts)
+def test_sentences_are_contiguous_and_cover(text):
+    spans = split_sentences(text)
+    if not text:
+        assert spans == []
+        return
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_sentence_split_keeps_closing_quotes():
+    text = "他说：“今天下雨了。”我们回家吧！真的吗？是的……好；\n新的一行"
+    parts = [text[a:b] for a, b in split_sentences(text)]
+    assert parts == ["他说：“今天下雨了。”", "我们回家吧！", "真的吗？", "是的……", "好；\n", "新的一行"]
+
+
+def test_sentence_overlap_is_whole_sentences():
+    text = "第一句话。" * 3 + "第二句话。" * 3
+    chunks = chunk_text(text, ChunkingConfig("sentence", 15, 5))
+    assert [c.text for c in chunks][:2] == ["第一句话。第一句话。第一句话。", "第一句话。第二句话。第二句话。"]
+
+
+def test_fixed_chunker_sizes_and_overlap():
+    chunks = chunk_text("一" * 250, ChunkingConfig("fixed", 100, 20))
+    assert [(c.start, c.end) for c in chunks] == [(0, 100), (80, 180), (160, 250)]
+
+
+def test_window_chunker_records_sentences_and_reaches_end():
+    text = "".join(f"第{i}句。" for i in range(7))
+    chunks = chunk_text(text, ChunkingConfig("window", window=3, stride=2))
+    assert [(c.sentence_start, c.sentence_end) for c in chunks] == [(0, 3), (2, 5), (4, 7)]
+    assert chunks[-1].end == len(text)
+
+
+def test_pages_are_recorded():
+    text = "第一页的内容。" * 5 + "第二页的内容。" * 5
+    boundary = len("第一页的内容。") * 5
+    chunks = chunk_text(text, ChunkingConfig("sentence", 20), page_at=lambda o: 1 if o < boundary else 2)
+    assert chunks[0].page_start == 1 and chunks[-1].page_end == 2
+    straddling = [c for c in chunks if c.page_start == 1 and c.page_end == 2]
+    assert len(straddling) == 1 and straddling[0].start < boundary < straddling[0].end
+
+
+def test_token_unit_uses_model_counter():
+    text = "长江是中国第一大河。" * 10
+    chunks = chunk_text(text, ChunkingConfig("sentence", 25, unit="tokens"), count_tokens=lambda s: len(s) * 2)
+    assert all(len(c.text) * 2 <= 25 or len(c.text) <= 10 for c in chunks)
+
+
+@pytest.mark.parametrize("kwargs", [dict(strategy="nope"), dict(chunk_size=0), dict(strategy="fixed", overlap=300),
+                                    dict(strategy="window", window=2, stride=3)])
+def test_invalid_configs(kwargs):
+    with pytest.raises(ValueError):
+        ChunkingConfig(**kwargs)

@@ -1,0 +1,168 @@
+"""Store + ingest: dedup, replacement, deletion, failures, crash safety, CLI."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fixtures import ZH_PARAGRAPHS, make_docx, make_pdf
+from services.chunking import ChunkingConfig
+from services.ingest import ingest_bytes
+from services.retrieval import Retriever
+from services.store import MIGRATIONS, Store
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEXT_A = "".join(ZH_PARAGRAPHS)
+TEXT_B = "太阳系有八大行星。木星是太阳系中体积最大的行星。土星以其美丽的光环而闻名。"
+
+
+def points(lib, kb):
+    return lib.backend.count(lib.bm25_collection(kb)), lib.backend.count(lib.dense_collection(kb))
+
+
+def test_ingest_and_search(lib, kb):
+    r = ingest_bytes(lib, kb, TEXT_A.encode("gbk"), "rivers.txt")
+    assert r.status == "ok" and r.chunks >= 1
+    hits = Retriever(lib, kb).search("珠穆朗玛峰有多高").hits
+    assert hits[0].doc == "rivers.txt" and "珠穆朗玛峰" in hits[0].text
+    assert points(lib, kb) == (r.chunks, r.chunks)
+
+
+def test_same_content_any_filename_is_duplicate(lib, kb):
+    ingest_bytes(lib, kb, TEXT_A.encode("utf-8"), "a.txt")
+    r = ingest_bytes(lib, kb, TEXT_A.encode("utf-16"), "copy-of-a.txt")
+    assert r.status == "duplicate" and "a.txt" in r.reason
+    assert len(lib.store.list_documents(kb.id)) == 1
+
+
+def test_same_content_in_other_kb_is_indexed(lib, kb):
+    other = lib.kb("另一个库", create=True)
+    ingest_bytes(lib, kb, TEXT_A.encode(), "a.txt")
+    assert ingest_bytes(lib, other, TEXT_A.encode(), "a.txt").status == "ok"
+
+
+def test_same_filename_new_content_replaces_only_in_its_kb(lib, kb):
+    other = lib.kb("另一个库", create=True)
+    ingest_bytes(lib, kb, TEXT_A.encode(), "notes.txt")
+    ingest_bytes(lib, other, TEXT_A.encode(), "notes.txt")
+    r = ingest_bytes(lib, kb, TEXT_B.encode(), "notes.txt")
+    assert r.status == "replaced"
+    docs = lib.store.list_documents(kb.id)
+    assert len(docs) == 1 and "木星" in lib.store.document_text(kb.id, docs[0].id)
+    assert "长江" in lib.store.document_text(other.id, lib.store.list_documents(other.id)[0].id)
+    assert points(lib, kb) == (r.chunks, r.chunks)
+    assert all(h.doc == "notes.txt" and "长江" not in h.text for h in Retriever(lib, kb).search("长江").hits)
+
+
+def test_bad_file_is_reported_and_index_untouched(lib, kb):
+    ok = ingest_bytes(lib, kb, TEXT_A.encode(), "a.txt")
+    bad = ingest_bytes(lib, kb, make_pdf(["x"], encrypt_password="pw"), "locked.pdf")
+    assert bad.status == "failed" and "加密" in bad.reason
+    assert [d.filename for d in lib.store.list_documents(kb.id)] == ["a.txt"]
+    assert points(lib, kb) == (ok.chunks, ok.chunks)
+
+
+def test_delete_document_removes_points(lib, kb):
+    a = ingest_bytes(lib, kb, TEXT_A.encode(), "a.txt")
+    b = ingest_bytes(lib, kb, TEXT_B.encode(), "b.txt")
+    lib.delete_document(kb, a.doc_id)
+    assert points(lib, kb) == (b.chunks, b.chunks)
+    assert all(h.doc == "b.txt" for h in Retriever(lib, kb).search("长江").hits)
+
+
+def test_pdf_and_docx_pages(lib, kb):
+    r = ingest_bytes(lib, kb, make_pdf([ZH_PARAGRAPHS[0], ZH_PARAGRAPHS[2]]), "geo.pdf",
+                     ChunkingConfig("sentence", 60))
+    assert r.pages == 2
+    hit = Retriever(lib, kb).search("珠穆朗玛峰海拔").hits[0]
+    assert hit.page == 2
+    assert ingest_bytes(lib, kb, make_docx(), "rules.docx").status == "ok"
+
+
+def test_rechunk_keeps_document(lib, kb):
+    from services.ingest import rechunk_document
+
+    r = ingest_bytes(lib, kb, TEXT_A.encode(), "a.txt", ChunkingConfig("sentence", 300))
+    r2 = rechunk_document(lib, kb, r.doc_id, ChunkingConfig("window", window=2, stride=1))
+    assert r2.chunks > r.chunks
+    assert points(lib, kb) == (r2.chunks, r2.chunks)
+    assert lib.store.chunks_of(kb.id, r.doc_id)[0].strategy == "window"
+
+
+def test_migrations_from_empty_and_idempotent(tmp_path):
+    path = tmp_path / "x.db"
+    sqlite3.connect(path).close()
+    store = Store(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    store.close()
+    assert Store(path).migrate() == len(MIGRATIONS)
+
+
+def run_cli(args, env, **kw):
+    return subprocess.run([sys.executable, "-m", "services", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def test_cli_ingest_json_and_chunks(tmp_path, data_dir):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(TEXT_A.encode("gbk"))
+    (folder / "b.txt").write_bytes(TEXT_A.encode("utf-8"))  # duplicate content
+    (folder / "bad.pdf").write_bytes(b"%PDF-1.4 broken")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    out = run_cli(["ingest", "--kb", "k", "--chunker", "sentence", "--chunk-size", "40", "--json", str(folder)], env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["documents"] == 1 and report["chunks"] >= 3 and report["seconds"] > 0
+    assert {s["file"] for s in report["skipped"]} == {"b.txt", "bad.pdf"}
+    assert "[3/3]" in out.stderr
+    out = run_cli(["chunks", "--kb", "k", "--doc", "a.txt", "--json"], env)
+    chunks = json.loads(out.stdout)["chunks"]
+    text = TEXT_A
+    assert all(text[c["start"]:c["end"]] == c["text"] for c in chunks)
+    assert all(set(c) >= {"text", "start", "end", "pages"} for c in chunks)
+    missing = run_cli(["chunks", "--kb", "k", "--doc", "nope.txt", "--json"], env)
+    assert missing.returncode == 1 and "nope.txt" in missing.stderr
+
+
+def test_kill_during_ingest_leaves_no_half_document(tmp_path, data_dir):
+    """kill -9 between the SQLite write and the index write; the next start cleans up."""
+    (tmp_path / "1.txt").write_text(TEXT_A, encoding="utf-8")
+    (tmp_path / "2.txt").write_text(TEXT_B, encoding="utf-8")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir), "WENDAO_FAULT_PAUSE_S": "4"}
+    proc = subprocess.Popen([sys.executable, "-m", "services", "ingest", "--kb", "k",
+                             str(tmp_path / "1.txt"), str(tmp_path / "2.txt")],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("[1/2]"):
+            break
+    db = sqlite3.connect(data_dir / "wendao.db")
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until 2.txt is written as 'indexing' (inside the pause)
+        if db.execute("SELECT COUNT(*) FROM documents WHERE status='indexing'").fetchone()[0]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("second document never reached 'indexing'")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    db.close()
+
+    from services.library import Library
+
+    lib = Library(data_dir)
+    kb = lib.kb("k")
+    docs = lib.store.list_documents(kb.id)
+    assert [(d.filename, d.status) for d in docs] == [("1.txt", "ready")]
+    assert points(lib, kb) == (docs[0].chunk_count, docs[0].chunk_count)
+    lib.close()
+    env.pop("WENDAO_FAULT_PAUSE_S")
+    from services.vectors import close_all
+
+    close_all()
+    again = run_cli(["ingest", "--kb", "k", "--json", str(tmp_path / "2.txt")], env)
+    assert json.loads(again.stdout)["documents"] == 1

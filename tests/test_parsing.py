@@ -1,0 +1,125 @@
+"""Every format and every typed error, with generated fixtures."""
+import pytest
+
+from fixtures import ZH_PARAGRAPHS, make_docx, make_pdf, make_zip_bomb_docx
+from services import errors
+from services.parsing import decode_text, parse
+
+TEXT = "第一章 总则\n" + "".join(ZH_PARAGRAPHS)
+TRADITIONAL = "臺灣是一個位於東亞的島嶼，這裡的人們說國語與臺灣話。馬祖列島距離中國大陸最近點約九公里。"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "gbk", "gb18030"])
+def test_text_encodings_decode_exactly(encoding):
+    doc = parse(TEXT.encode(encoding), "a.txt")
+    assert doc.text == TEXT
+
+
+def test_big5_traditional_chinese():
+    doc = parse(TRADITIONAL.encode("big5"), "tw.txt")
+    assert doc.text == TRADITIONAL
+    assert doc.encoding == "big5"
+
+
+def test_undecodable_bytes_never_crash():
+    data = "正常的文字。".encode("utf-8") + bytes([0xFF, 0xFE, 0x81, 0x00, 0xC3]) + "后面".encode("gbk")
+    text, _ = decode_text(data)
+    assert isinstance(text, str) and text
+
+
+@pytest.mark.parametrize("name", ["notes.md", "table.csv"])
+def test_markdown_and_csv_are_text(name):
+    assert parse("# 标题\n城市,人口\n北京,2189万".encode(), name).text.startswith("# 标题")
+
+
+def test_html_visible_text_only():
+    html = ("<html><head><title>t</title><style>body{color:red}</style></head><body><h1>标题</h1>"
+            "<script>alert('坏')</script><p>正文内容。</p><!-- 注释 --><noscript>无</noscript></body></html>")
+    doc = parse(html.encode("utf-8"), "page.html")
+    assert "标题" in doc.text and "正文内容。" in doc.text
+    assert "alert" not in doc.text and "color" not in doc.text and "注释" not in doc.text
+
+
+def test_pdf_pages_and_page_numbers():
+    doc = parse(make_pdf(["第一页" + ZH_PARAGRAPHS[0], "第二页" + ZH_PARAGRAPHS[1]]), "a.pdf")
+    assert [p.page for p in doc.pages] == [1, 2]
+    assert "长江" in doc.text[doc.pages[0].start:doc.pages[0].end]
+    assert "黄河" in doc.text[doc.pages[1].start:doc.pages[1].end]
+    assert doc.page_at(doc.pages[1].start + 3) == 2
+
+
+def test_pdf_textless_page_is_reported_not_indexed():
+    doc = parse(make_pdf([ZH_PARAGRAPHS[0], "", ZH_PARAGRAPHS[1]]), "scan.pdf")
+    assert doc.skipped_pages == [2]
+    assert [p.page for p in doc.pages] == [1, 3]
+    assert "2" in doc.warnings[0]
+
+
+def test_pdf_without_any_text():
+    with pytest.raises(errors.NoExtractableText):
+        parse(make_pdf(["", ""]), "scan.pdf")
+
+
+def test_pdf_kangxi_radicals_are_folded():
+    from services.text import fold_chars
+
+    assert fold_chars("⽤⽂⻓度") == "用文长度"
+
+
+def test_encrypted_pdf():
+    with pytest.raises(errors.EncryptedPDF) as exc:
+        parse(make_pdf([ZH_PARAGRAPHS[0]], encrypt_password="secret"), "locked.pdf")
+    assert "加密" in exc.value.message_zh
+
+
+def test_pdf_encrypted_with_empty_user_password_opens():
+    doc = parse(make_pdf([ZH_PARAGRAPHS[0]], encrypt_password=""), "open.pdf")
+    assert "长江" in doc.text
+
+
+@pytest.mark.parametrize("data", [b"%PDF-1.7\n garbage", make_pdf(["长江"])[:200], b"\x00\x01\x02" * 10])
+def test_corrupt_pdf(data):
+    with pytest.raises((errors.CorruptFile, errors.NoExtractableText, errors.EmptyDocument)):
+        parse(data, "broken.pdf")
+
+
+def test_docx_headings_paragraphs_tables_in_order():
+    doc = parse(make_docx(), "a.docx")
+    lines = doc.text.split("\n")
+    assert lines[0] == "第一章 总则"
+    assert "北京 | 2189万" in lines
+    assert lines.index("北京 | 2189万") < lines.index("表格之后的段落。")
+
+
+def test_corrupt_docx():
+    with pytest.raises(errors.CorruptFile):
+        parse(b"PK\x03\x04 not really a zip", "bad.docx")
+
+
+def test_zip_bomb_docx_refused():
+    with pytest.raises(errors.FileTooLarge):
+        parse(make_zip_bomb_docx(), "bomb.docx")
+
+
+def test_unsupported_type():
+    with pytest.raises(errors.UnsupportedFileType) as exc:
+        parse(b"MZ...", "virus.exe")
+    assert ".exe" in exc.value.message_zh
+
+
+@pytest.mark.parametrize("data", [b"", b"   \n\n  "])
+def test_empty_document(data):
+    with pytest.raises(errors.EmptyDocument):
+        parse(data, "empty.txt")
+
+
+def test_too_large(monkeypatch):
+    monkeypatch.setenv("WENDAO_MAX_FILE_MB", "0.001")
+    with pytest.raises(errors.FileTooLarge):
+        parse(("长" * 2000).encode(), "big.txt")
+
+
+def test_errors_have_chinese_messages():
+    for cls in (errors.UnsupportedFileType, errors.EmptyDocument, errors.EncryptedPDF, errors.CorruptFile,
+                errors.FileTooLarge, errors.NoExtractableText):
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in cls().message_zh)
