@@ -36,7 +36,7 @@ def quality(args) -> None:
 
     lib = Library(Path(os.environ["WENDAO_BENCH_DIR"]) / "quality")
     config = ChunkingConfig(args.chunker, args.chunk_size, args.overlap, args.window, args.stride)
-    tag = f"{config.strategy}-{config.chunk_size}-{config.overlap}-{config.window}-{config.stride}"
+    tag = f"{config.strategy}-{config.chunk_size}-{config.overlap}-{config.window}-{config.stride}-{args.kb_suffix}"
     base = RetrievalSettings()
     configs = [
         EvalConfig("bm25", "bm25", settings=replace(base, mode="bm25")),
@@ -171,6 +171,7 @@ def main() -> None:
     q.add_argument("--overlap", type=int, default=0)
     q.add_argument("--window", type=int, default=4)
     q.add_argument("--stride", type=int, default=2)
+    q.add_argument("--kb-suffix", default="v2", help="change to re-ingest after changing ingestion code")
     s = sub.add_parser("speed")
     s.add_argument("--chunks", type=int, default=100_000)
     s.add_argument("--queries", type=int, default=200)

@@ -115,10 +115,12 @@ def _index_document(lib, kb, doc: ParsedDocument, doc_id, size, config, progress
         chunks = chunk_text(doc.text, config, doc.page_at, count)
         if not chunks:
             raise errors.EmptyDocument()
-        tokens = [tokenize(c.text) for c in chunks]
+        title = document_title(doc.text, doc.filename)
+        index_texts = [index_text(title, c) for c in chunks]
+        tokens = [tokenize(t) for t in index_texts]
         progress("chunk", len(chunks), len(chunks))
     with timer("embed"):
-        vectors, embedded = embed_with_cache(embedder, lib.cache, [normalize(c.text) for c in chunks],
+        vectors, embedded = embed_with_cache(embedder, lib.cache, index_texts,
                                              lambda done, total: progress("embed", done, total))
         progress("embed", len(chunks), len(chunks))
     with timer("index"):
@@ -142,6 +144,27 @@ def _index_document(lib, kb, doc: ParsedDocument, doc_id, size, config, progress
         lib.drop_points(kb, lib.store.delete_document(kb.id, old.id))
     return FileResult(doc.filename, "replaced" if replaced else "ok", "", doc_id, len(chunks), doc.page_count,
                       doc.warnings, timer.seconds, embedded)
+
+
+def document_title(text: str, filename: str) -> str:
+    """The document's title: its first line when that is short (a heading), else the file name."""
+    first = text.lstrip().split("\n", 1)[0].strip()
+    if 0 < len(first) <= 40 and len(text) > len(first) + 20:
+        return first
+    return Path(filename).stem
+
+
+def index_text(title: str, chunk) -> str:
+    """What BM25 and the embedder see for a chunk: the document title, then the chunk text.
+
+    Chunks after the first lose the subject their document is about (the title names it); putting
+    the title in front of every chunk's index text lets queries that name the subject find them.
+    The stored and quoted chunk text is unchanged.
+    """
+    text = normalize(chunk.text)
+    if chunk.start == 0 or text.startswith(normalize(title)):
+        return text
+    return f"{normalize(title)}\n{text}"
 
 
 def _write_points(lib, kb, ids, doc_id, sparse, dense, embedder) -> None:
