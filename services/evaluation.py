@@ -167,3 +167,40 @@ def rows_as_dicts(rows: list[QuestionResult]) -> list[dict]:
         d.update({f"coverage@{b}": round(v, 4) for b, v in cov.items()})
         out.append(d)
     return out
+
+
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parent / "samples"
+
+
+def sample_questions() -> list[Question]:
+    """The small question set the app ships (CMRC 2018 trial excerpt, CC BY-SA 4.0)."""
+    return load_questions(str(SAMPLES / "questions.jsonl"))
+
+
+def sample_documents() -> list:
+    return sorted((SAMPLES / "docs").glob("*.txt"))
+
+
+def chunker_variant(lib: Library, kb: KnowledgeBase, config, progress=None) -> KnowledgeBase:
+    """A hidden copy of `kb` re-chunked with `config` (for comparing chunkers in an evaluation).
+
+    Built once from the stored document texts (embeddings of unchanged text come from the cache)
+    and reused while the source KB's documents are unchanged.
+    """
+    from services.ingest import ingest_bytes
+
+    docs = [d for d in lib.store.list_documents(kb.id) if d.status == "ready"]
+    signature = ",".join(sorted(d.id for d in docs))
+    name = f"~评测~{kb.name}~{config.strategy}-{config.chunk_size}-{config.overlap}-{config.window}-{config.stride}"
+    variant = lib.kb(name, create=True)
+    if lib.store.get_kb(variant.id).settings.get("source_signature") != signature:
+        for d in lib.store.list_documents(variant.id):
+            lib.delete_document(variant, d.id)
+        lib.store.update_kb_settings(variant.id, embedding_model=lib.embedding_model(kb), hidden=True)
+        for i, d in enumerate(docs, start=1):
+            text = lib.store.document_text(kb.id, d.id)
+            ingest_bytes(lib, variant, text.encode("utf-8"), d.filename, config)
+            if progress:
+                progress(i, len(docs))
+        lib.store.update_kb_settings(variant.id, source_signature=signature)
+    return lib.store.get_kb(variant.id)

@@ -92,3 +92,50 @@ def open_library(root: str | Path | None = None) -> Library:
         if key not in _LIBRARIES:
             _LIBRARIES[key] = Library(key)
         return _LIBRARIES[key]
+
+
+# --- per-knowledge-base settings (persisted in the KB's settings JSON) -----------------------
+def retrieval_settings(lib: Library, kb: KnowledgeBase):
+    from services.config import RetrievalSettings
+
+    saved = lib.store.get_kb(kb.id).settings.get("retrieval", {})
+    return RetrievalSettings(**{k: v for k, v in saved.items() if k in RetrievalSettings.__dataclass_fields__})
+
+
+def chunking_config(lib: Library, kb: KnowledgeBase):
+    from services.chunking import ChunkingConfig
+
+    saved = lib.store.get_kb(kb.id).settings.get("chunking", {})
+    try:
+        return ChunkingConfig(**{k: v for k, v in saved.items() if k in ChunkingConfig.__dataclass_fields__})
+    except ValueError:
+        return ChunkingConfig()
+
+
+def llm_settings(lib: Library, kb: KnowledgeBase, session_key: str = ""):
+    """Saved endpoint settings over the environment's; the key comes from the session, the saved
+    settings (only when the user chose to save it) or OPENAI_API_KEY."""
+    from dataclasses import replace
+
+    from services.config import LLMSettings
+
+    base = LLMSettings.from_env()
+    saved = lib.store.get_kb(kb.id).settings.get("llm", {})
+    fields = {k: v for k, v in saved.items() if k in LLMSettings.__dataclass_fields__ and v not in ("", None)}
+    settings = replace(base, **fields)
+    if session_key:
+        settings = replace(settings, api_key=session_key)
+    return settings
+
+
+def save_settings(lib: Library, kb: KnowledgeBase, section: str, values: dict) -> None:
+    """Persist one settings section ('retrieval', 'chunking', 'llm') for a KB."""
+    lib.store.update_kb_settings(kb.id, **{section: values})
+
+
+def save_llm_settings(lib: Library, kb: KnowledgeBase, settings, save_key: bool = False) -> None:
+    """Persist endpoint settings; the API key only when the user explicitly asks."""
+    values = dict(settings.__dict__)
+    if not save_key:
+        values.pop("api_key", None)
+    save_settings(lib, kb, "llm", values)

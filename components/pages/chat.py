@@ -1,0 +1,96 @@
+"""问答: chat over the current knowledge base with streamed, cited answers."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from components.state import api_key, current_kb, library, show_error
+from components.widgets import citation_chips, highlight, passage_box
+from services.answer import Answer, Conversation, stream_answer
+from services.library import llm_settings, retrieval_settings
+from services.retrieval import MODES, Retriever
+
+MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
+
+lib = library()
+kb = current_kb()
+st.title("💬 问答")
+if kb is None or lib.store.count_chunks(kb.id) == 0:
+    st.info("还没有可以检索的文档。请先到文档库上传文件。")
+    st.page_link("components/pages/library.py", label="前往文档库", icon="📁")
+    st.stop()
+
+chats = st.session_state.setdefault("chats", {})
+chat = chats.setdefault(kb.id, {"conversation": Conversation(), "messages": []})
+settings = retrieval_settings(lib, kb)
+llm = llm_settings(lib, kb, api_key())
+
+top = st.columns([3, 1, 1])
+top[0].caption(f"知识库「{kb.name}」 · 检索：{MODES[settings.mode]}"
+               + (" + 重排" if settings.rerank else "") + f" · 回答：{'大模型 ' + llm.model if llm.configured else '摘录式（未配置大模型）'}")
+if top[1].button("🆕 新对话", width="stretch"):
+    chats[kb.id] = {"conversation": Conversation(), "messages": []}
+    st.rerun()
+
+
+def export_markdown(messages) -> str:
+    lines = [f"# 问道对话记录 · {kb.name}\n"]
+    for m in messages:
+        if m["role"] == "user":
+            lines.append(f"## 问：{m['content']}\n")
+        else:
+            a: Answer = m["answer"]
+            lines.append(a.text + "\n")
+            if a.citations:
+                lines.append("**来源**\n")
+                for c in a.citations:
+                    lines.append(f"- [{c.n}] 《{c.doc}》第{c.page}页：“{c.quote}”" + ("" if c.supported else "（未被支持）"))
+                lines.append("")
+    return "\n".join(lines)
+
+
+top[2].download_button("⬇️ 导出", export_markdown(chat["messages"]), file_name=f"wendao-{kb.name}.md",
+                       mime="text/markdown", width="stretch", disabled=not chat["messages"])
+
+
+def render_details(a: Answer) -> None:
+    if a.notice:
+        st.warning(a.notice)
+    citation_chips(a, key=str(id(a)))
+    with st.expander("检索详情：改写后的查询、各阶段耗时、来源段落"):
+        st.markdown(f"**检索用的查询：** {a.query}" + ("（由追问改写）" if a.query != a.question else ""))
+        st.markdown(f"**回答方式：** {MODE_ZH.get(a.mode, a.mode)}")
+        if a.citations:
+            precision = a.citation_precision
+            st.markdown(f"**引用核验：** {sum(c.supported for c in a.citations)}/{len(a.citations)} 条引用得到原文支持"
+                        f"（{precision:.0%}）")
+        timing = {k.replace("retrieval.", "检索·"): round(v, 1) for k, v in a.timings_ms.items()}
+        st.dataframe(pd.DataFrame([timing]), hide_index=True)
+        for n, h in enumerate(a.sources, start=1):
+            st.markdown(f"**[{n}] {h.doc}** · 第{h.page_start}页 · 分数 {h.score:.3f}")
+            quotes = [(c.start - h.start, c.end - h.start) for c in a.citations if c.n == n]
+            passage_box(highlight(h.text, quotes))
+
+
+for m in chat["messages"]:
+    with st.chat_message(m["role"]):
+        st.markdown(m["content"])
+        if m["role"] == "assistant":
+            render_details(m["answer"])
+
+question = st.chat_input("就文档提问，例如：合同的有效期是多久？")
+if question:
+    chat["messages"].append({"role": "user", "content": question})
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        try:
+            stream = stream_answer(Retriever(lib, kb, settings), llm, question, chat["conversation"])
+            st.write_stream(stream)
+            answer = stream.answer
+        except Exception as exc:
+            show_error(exc)
+            st.stop()
+        render_details(answer)
+    chat["conversation"].add(answer)
+    chat["messages"].append({"role": "assistant", "content": answer.text, "answer": answer})

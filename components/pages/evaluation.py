@@ -1,0 +1,108 @@
+"""评测: run a question set over several configurations; Recall@k / MRR / nDCG / latency table,
+Recall@k curves, per-question CSV. Same code as `python -m services eval`."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from components.state import create_kb, current_kb, library, select_kb, show_error
+from services import errors
+from services.chunking import ChunkingConfig
+from services.evaluation import (KS, EvalConfig, chunker_variant, evaluate, parse_questions, rows_as_dicts,
+                                 sample_documents, sample_questions)
+from services.ingest import ingest_paths
+from services.library import chunking_config, retrieval_settings
+from services.retrieval import MODES
+
+CHUNKERS = {"current": "当前知识库的切分", "sentence": "按句子 300 字", "fixed": "固定 300 字 / 重叠 50",
+            "window": "滑动窗口 4 句 / 步长 2"}
+CHUNKER_CONFIGS = {"sentence": ChunkingConfig("sentence", 300, 0), "fixed": ChunkingConfig("fixed", 300, 50),
+                   "window": ChunkingConfig("window", window=4, stride=2)}
+
+lib = library()
+st.title("📊 评测")
+kb = current_kb()
+
+source = st.radio("问题集", ["sample", "upload"], horizontal=True,
+                  format_func={"sample": "内置示例（CMRC 2018 节选，33 题）", "upload": "上传 JSONL"}.get)
+questions = None
+if source == "sample":
+    questions = sample_questions()
+    st.caption("示例问题针对内置的 8 篇示例文档。")
+    if st.button("创建「示例」知识库并导入示例文档"):
+        sample = lib.store.find_kb("示例") or create_kb("示例")
+        if sample:
+            with st.spinner("正在索引示例文档…"):
+                report = ingest_paths(lib, sample, sample_documents())
+            select_kb(sample)
+            st.success(f"示例知识库已就绪：{report.documents} 个新文档（{len(report.skipped)} 个已存在）。")
+            kb = sample
+else:
+    upload = st.file_uploader("问题文件（每行一个 JSON：question, doc_file, answer_spans[].start_in_doc/text）",
+                              type=["jsonl", "json"])
+    if upload:
+        try:
+            questions = parse_questions(upload.getvalue().decode("utf-8-sig").splitlines())
+        except (errors.WendaoError, UnicodeDecodeError) as exc:
+            show_error(exc if isinstance(exc, errors.WendaoError) else errors.InvalidQuestionFile())
+
+if kb is None or lib.store.count_chunks(kb.id) == 0:
+    st.info("当前知识库还没有文档。可以先创建示例知识库。")
+    st.stop()
+st.markdown(f"评测知识库：**{kb.name}**" + (f" · {len(questions)} 个问题" if questions else ""))
+
+c1, c2, c3 = st.columns(3)
+modes = c1.multiselect("检索方式", list(MODES), default=list(MODES), format_func=MODES.get)
+reranks = c2.multiselect("重排", [False, True], default=[False], format_func=lambda r: "开" if r else "关")
+chunkers = c3.multiselect("切分方式", list(CHUNKERS), default=["current"], format_func=CHUNKERS.get)
+limit = st.slider("最多评测多少题", 5, max(5, len(questions or [])), min(100, len(questions or [5])),
+                  disabled=not questions) if questions and len(questions) > 5 else len(questions or [])
+
+if st.button("开始评测", type="primary", disabled=not (questions and modes and reranks and chunkers)):
+    base = retrieval_settings(lib, kb)
+    bar = st.progress(0.0, text="准备中…")
+    combos = list(itertools.product(chunkers, modes, reranks))
+    all_summaries, all_rows = {}, []
+    try:
+        for i, (chunker, mode, rerank) in enumerate(combos):
+            target = kb
+            if chunker != "current" and CHUNKER_CONFIGS[chunker] != chunking_config(lib, kb):
+                bar.progress(i / len(combos), text=f"按「{CHUNKERS[chunker]}」重新切分文档…")
+                target = chunker_variant(lib, kb, CHUNKER_CONFIGS[chunker])
+            name = f"{CHUNKERS[chunker]} · {MODES[mode]}" + (" · 重排" if rerank else "")
+            config = EvalConfig(name, mode, rerank, replace(base, mode=mode, rerank=rerank))
+
+            def progress(done, total, i=i):
+                bar.progress((i + done / total) / len(combos), text=f"{name}：{done}/{total}")
+
+            summaries, rows = evaluate(lib, target, questions[:limit], [config], progress)
+            all_summaries.update(summaries)
+            all_rows.extend(rows)
+        bar.progress(1.0, text="完成")
+        st.session_state["eval_result"] = (all_summaries, all_rows)
+    except Exception as exc:
+        show_error(exc)
+
+if "eval_result" in st.session_state:
+    summaries, rows = st.session_state["eval_result"]
+    table = pd.DataFrame([{"配置": name, **{k: v for k, v in s.items()}} for name, s in summaries.items()])
+    table = table.rename(columns={"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "Recall@10",
+                                  "recall@20": "Recall@20", "mrr@10": "MRR@10", "ndcg@10": "nDCG@10",
+                                  "doc_recall@5": "文档 Recall@5", "p50_ms": "延迟 p50 (ms)", "p95_ms": "延迟 p95 (ms)",
+                                  "coverage@1000chars": "答案覆盖@1000字", "coverage@2000chars": "答案覆盖@2000字",
+                                  "questions": "题数"})
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c not in ("配置", "题数")})
+    curve = pd.DataFrame([{"配置": name, "k": k, "Recall": s[f"recall@{k}"]} for name, s in summaries.items() for k in KS])
+    st.altair_chart(alt.Chart(curve).mark_line(point=True).encode(
+        x=alt.X("k:O", title="k"), y=alt.Y("Recall:Q", scale=alt.Scale(zero=False)), color="配置:N"),
+        width="stretch")
+    latency = table[["配置", "延迟 p50 (ms)", "延迟 p95 (ms)"]].melt("配置", var_name="指标", value_name="毫秒")
+    st.altair_chart(alt.Chart(latency).mark_bar().encode(x="配置:N", y="毫秒:Q", color="指标:N", xOffset="指标:N"),
+                    width="stretch")
+    csv = pd.DataFrame(rows_as_dicts(rows)).to_csv(index=False).encode("utf-8-sig")
+    st.download_button("⬇️ 下载逐题结果 CSV", csv, file_name="wendao-eval.csv", mime="text/csv")

@@ -1,0 +1,110 @@
+"""检索实验室: see every candidate's BM25 / dense / fused / rerank rank and score side by side, the
+query's jieba tokens highlighted in each passage, and compare two settings."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from components.state import current_kb, library, show_error
+from components.widgets import highlight, passage_box, term_spans
+from services.config import RetrievalSettings
+from services.fusion import METHODS
+from services.library import retrieval_settings
+from services.retrieval import MODES, Retriever, SearchResult
+
+lib = library()
+kb = current_kb()
+st.title("🔬 检索实验室")
+if kb is None or lib.store.count_chunks(kb.id) == 0:
+    st.info("还没有可以检索的文档。")
+    st.page_link("components/pages/library.py", label="前往文档库", icon="📁")
+    st.stop()
+
+
+def settings_form(prefix: str, base: RetrievalSettings) -> RetrievalSettings:
+    modes = list(MODES)
+    mode = st.radio("检索方式", modes, index=modes.index(base.mode), format_func=MODES.get, horizontal=True,
+                    key=f"{prefix}_mode")
+    c1, c2 = st.columns(2)
+    fusion = c1.selectbox("融合方法", list(METHODS), index=list(METHODS).index(base.fusion), format_func=METHODS.get,
+                          key=f"{prefix}_fusion", disabled=mode != "hybrid")
+    weight = c2.slider("向量权重", 0.0, 1.0, base.dense_weight, 0.05, key=f"{prefix}_weight",
+                       disabled=mode != "hybrid" or fusion != "weighted")
+    c3, c4 = st.columns(2)
+    top_k = c3.number_input("返回条数", 1, 50, max(base.top_k, 10), key=f"{prefix}_topk")
+    rerank = c4.toggle("重排", base.rerank, key=f"{prefix}_rerank", help="需要重排模型（离线环境默认没有）")
+    return replace(base, mode=mode, fusion=fusion, dense_weight=weight, top_k=int(top_k), rerank=rerank)
+
+
+def run(settings: RetrievalSettings, query: str) -> SearchResult | None:
+    try:
+        return Retriever(lib, kb, settings).search(query)
+    except Exception as exc:
+        show_error(exc)
+        return None
+
+
+def score_table(result: SearchResult) -> pd.DataFrame:
+    rows = []
+    for i, h in enumerate(result.hits, start=1):
+        rows.append({"名次": i, "文档": h.doc, "页": h.page_start,
+                     "BM25 名次": h.ranks.get("bm25"), "BM25 分数": h.scores.get("bm25"),
+                     "向量名次": h.ranks.get("dense"), "向量分数": h.scores.get("dense"),
+                     "融合分数": h.scores.get("fused"), "重排分数": h.scores.get("rerank"),
+                     "片段": h.text[:60].replace("\n", " ")})
+    return pd.DataFrame(rows)
+
+
+def show_result(result: SearchResult, key: str) -> None:
+    st.caption("查询分词（jieba 搜索模式）：" + (" / ".join(f"`{t}`" for t in result.terms) or "（无有效词）")
+               + " · " + " · ".join(f"{k} {v:.1f}ms" for k, v in result.timings_ms.items()))
+    if not result.hits:
+        st.warning("没有找到候选段落。")
+        return
+    table = score_table(result)
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                                ("BM25 分数", "向量分数", "融合分数", "重排分数")})
+    long = table.melt(id_vars=["名次"], value_vars=["BM25 分数", "向量分数", "融合分数", "重排分数"],
+                      var_name="阶段", value_name="分数").dropna()
+    chart = alt.Chart(long).mark_bar().encode(x=alt.X("名次:O"), y="分数:Q", color="阶段:N", xOffset="阶段:N")
+    st.altair_chart(chart, width="stretch")
+    for i, h in enumerate(result.hits, start=1):
+        st.markdown(f"**{i}. {h.doc}** · 第{h.page_start}页 · [{h.start}, {h.end})")
+        passage_box(highlight(h.text, term_spans(h.text, result.terms)))
+
+
+query = st.text_input("查询", placeholder="输入一个问题，看看每个阶段找到了什么")
+compare = st.toggle("对比两组设置", key="lab_compare")
+base = retrieval_settings(lib, kb)
+if compare:
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**设置 A**")
+        a = settings_form("a", base)
+    with right:
+        st.markdown("**设置 B**")
+        b = settings_form("b", replace(base, mode="bm25" if base.mode != "bm25" else "dense"))
+else:
+    a, b = settings_form("a", base), None
+
+if query.strip():
+    result_a = run(a, query)
+    result_b = run(b, query) if b else None
+    if result_a and result_b:
+        ids_a = {tuple(h.chunk_ids) for h in result_a.hits}
+        ids_b = {tuple(h.chunk_ids) for h in result_b.hits}
+        m1, m2, m3 = st.columns(3)
+        m1.metric("两组都找到", len(ids_a & ids_b))
+        m2.metric("只有 A 找到", len(ids_a - ids_b))
+        m3.metric("只有 B 找到", len(ids_b - ids_a))
+        left, right = st.columns(2)
+        with left:
+            show_result(result_a, "a")
+        with right:
+            show_result(result_b, "b")
+    elif result_a:
+        show_result(result_a, "a")

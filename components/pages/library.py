@@ -1,0 +1,173 @@
+"""文档库: create knowledge bases, upload files with per-file/per-stage progress, manage documents,
+preview chunk boundaries under any chunking settings."""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from components.state import create_kb, current_kb, library, show_error
+from components.widgets import chunk_boundaries_html, passage_box
+from services.chunking import STRATEGIES, ChunkingConfig, chunk_text
+from services.ingest import STAGE_ZH, ingest_bytes, rechunk_document
+from services.library import chunking_config, save_settings
+from services.parsing import SUPPORTED_EXTENSIONS
+
+STATUS_ZH = {"ready": "✅ 就绪", "indexing": "⏳ 索引中", "failed": "❌ 失败"}
+STRATEGY_ZH = {"fixed": "固定长度", "sentence": "按句子", "window": "滑动窗口"}
+RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
+
+lib = library()
+st.title("📁 文档库")
+
+with st.expander("新建知识库", expanded=current_kb() is None):
+    with st.form("new_kb", clear_on_submit=True):
+        name = st.text_input("知识库名称", placeholder="例如：公司制度")
+        if st.form_submit_button("创建", type="primary") and create_kb(name):
+            st.rerun()
+
+kb = current_kb()
+if kb is None:
+    st.info("先创建一个知识库，再上传文档。")
+    st.stop()
+
+st.subheader(f"知识库：{kb.name}")
+
+
+def chunking_form(prefix: str, config: ChunkingConfig) -> ChunkingConfig | None:
+    """Chunking controls; returns a valid config or None (with a Chinese message)."""
+    c1, c2, c3, c4 = st.columns(4)
+    strategy = c1.selectbox("切分方式", STRATEGIES, index=STRATEGIES.index(config.strategy),
+                            format_func=STRATEGY_ZH.get, key=f"{prefix}_strategy")
+    if strategy == "window":
+        window = c2.number_input("窗口句数 W", 1, 50, config.window, key=f"{prefix}_window")
+        stride = c3.number_input("步长 S", 1, 50, min(config.stride, window), key=f"{prefix}_stride")
+        size, overlap, unit = config.chunk_size, config.overlap, "chars"
+    else:
+        size = c2.number_input("片段长度 N（字符）", 20, 4000, config.chunk_size, step=10, key=f"{prefix}_size")
+        overlap = c3.number_input("重叠 M（字符）", 0, 2000, config.overlap, step=10, key=f"{prefix}_overlap")
+        unit = c4.selectbox("长度单位", ("chars", "tokens"), index=("chars", "tokens").index(config.unit),
+                            format_func={"chars": "字符", "tokens": "模型 token"}.get, key=f"{prefix}_unit") \
+            if strategy == "sentence" else "chars"
+        window, stride = config.window, config.stride
+    try:
+        return ChunkingConfig(strategy, int(size), int(overlap), int(window), int(stride), unit)
+    except ValueError:
+        st.warning("设置无效：重叠必须小于片段长度，步长不能大于窗口。")
+        return None
+
+
+# --- upload -----------------------------------------------------------------------------------
+st.markdown("#### 上传文档")
+config = chunking_form("upload", chunking_config(lib, kb))
+files = st.file_uploader("选择文件（可多选）", type=[e.lstrip(".") for e in SUPPORTED_EXTENSIONS],
+                         accept_multiple_files=True, key=f"uploader_{st.session_state.get('upload_round', 0)}")
+if files and config and st.button(f"开始索引 {len(files)} 个文件", type="primary"):
+    save_settings(lib, kb, "chunking", config.to_dict())
+    results = []
+    for f in files:
+        box = st.status(f"{f.name}：等待中…", expanded=False)
+        bar = box.progress(0.0)
+        started = time.perf_counter()
+        stage_weights = {"parse": (0.0, 0.1), "chunk": (0.1, 0.2), "embed": (0.2, 0.9), "index": (0.9, 1.0)}
+
+        def progress(stage, done, total, bar=bar, box=box, name=f.name, started=started):
+            lo, hi = stage_weights[stage]
+            bar.progress(min(1.0, lo + (hi - lo) * (done / max(1, total))))
+            rate = f" · {done / max(1e-6, time.perf_counter() - started):.1f} 片段/秒" if stage == "embed" else ""
+            box.update(label=f"{name}：{STAGE_ZH[stage]} {done}/{total}{rate}")
+
+        try:
+            r = ingest_bytes(lib, kb, f.getvalue(), f.name, config, progress)
+        except Exception as exc:  # keep going with the other files
+            show_error(exc)
+            continue
+        results.append(r)
+        bar.progress(1.0)
+        seconds = sum(r.seconds.values())
+        if r.status in ("ok", "replaced"):
+            label = f"{f.name}：{RESULT_ZH[r.status]} · {r.chunks} 个片段 · {seconds:.1f} 秒"
+            box.update(label=label, state="complete")
+            stage_line = " · ".join(f"{STAGE_ZH[k]} {v:.2f}s" for k, v in r.seconds.items())
+            box.write(f"{stage_line}（新向量化 {r.embedded} 个片段，其余来自缓存）")
+            for w in r.warnings:
+                box.warning(w)
+        else:
+            box.update(label=f"{f.name}：{RESULT_ZH[r.status]} — {r.reason}", state="error")
+    ok = sum(r.status in ("ok", "replaced") for r in results)
+    skipped = [r for r in results if r.status in ("duplicate", "failed")]
+    st.success(f"完成：{ok} 个文件已索引，{len(skipped)} 个跳过。")
+    for r in skipped:
+        st.warning(f"{r.file}：{r.reason}")
+    st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
+
+# --- documents ----------------------------------------------------------------------------------
+st.markdown("#### 文档列表")
+docs = lib.store.list_documents(kb.id)
+if not docs:
+    st.info("这个知识库还没有文档。")
+    st.stop()
+table = pd.DataFrame([{
+    "文件名": d.filename, "状态": STATUS_ZH.get(d.status, d.status), "片段数": d.chunk_count, "页数": d.pages,
+    "大小 (KB)": round(d.size / 1024, 1), "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
+    "说明": d.error or ("跳过页：" + ",".join(map(str, d.skipped_pages)) if d.skipped_pages else ""),
+} for d in docs])
+st.dataframe(table, hide_index=True, width="stretch")
+
+names = {d.id: d.filename for d in docs}
+c1, c2, c3 = st.columns([3, 1, 1])
+doc_id = c1.selectbox("选择文档", list(names), format_func=names.get, key="doc_pick")
+if c2.button("🗑️ 删除", width="stretch"):
+    st.session_state["confirm_delete"] = doc_id
+if st.session_state.get("confirm_delete") == doc_id:
+    st.warning(f"确定删除「{names[doc_id]}」？它的片段和索引会一并删除。")
+    if st.button("确认删除", type="primary"):
+        try:
+            lib.delete_document(kb, doc_id)
+            st.session_state.pop("confirm_delete")
+            st.toast(f"已删除 {names[doc_id]}")
+            st.rerun()
+        except Exception as exc:
+            show_error(exc)
+reindex = c3.button("🔄 按上方设置重新索引", width="stretch", disabled=config is None)
+if reindex and config:
+    with st.spinner("重新切分并索引…"):
+        try:
+            r = rechunk_document(lib, kb, doc_id, config)
+            st.success(f"已重新索引：{r.chunks} 个片段。")
+        except Exception as exc:
+            show_error(exc)
+
+# --- chunk preview --------------------------------------------------------------------------------
+st.markdown("#### 切分预览")
+st.caption("换一种设置看看这个文档会被怎样切分（仅预览，不改索引；满意后点上方「重新索引」）。")
+preview_config = chunking_form("preview", ChunkingConfig(**{k: v for k, v in docs[[d.id for d in docs].index(doc_id)].chunking.items()
+                                                            if k in ChunkingConfig.__dataclass_fields__}) if docs else ChunkingConfig())
+if preview_config:
+    text = lib.store.document_text(kb.id, doc_id)
+    spans = lib.store.page_spans(kb.id, doc_id)
+
+    def page_at(offset, spans=spans):
+        return next((s["page"] for s in spans if s["start"] <= offset < s["end"]), spans[-1]["page"] if spans else 1)
+
+    counter = lib.embedder(kb).count_tokens if preview_config.unit == "tokens" else None
+    chunks = chunk_text(text, preview_config, page_at, counter)
+    lengths = [len(c.text) for c in chunks]
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("片段数", len(chunks))
+    m2.metric("平均长度", f"{sum(lengths) / max(1, len(lengths)):.0f} 字")
+    m3.metric("最短 / 最长", f"{min(lengths, default=0)} / {max(lengths, default=0)}")
+    m4.metric("文档长度", f"{len(text)} 字")
+    hist = pd.cut(pd.Series(lengths), bins=min(12, max(1, len(set(lengths))))).value_counts(sort=False)
+    st.bar_chart(pd.DataFrame({"片段数": hist.values}, index=[f"{int(i.left)}–{int(i.right)}" for i in hist.index]),
+                 x_label="片段长度（字符）", y_label="片段数")
+    tab1, tab2 = st.tabs(["边界视图", "片段表"])
+    with tab1:
+        passage_box(chunk_boundaries_html(text[:20000], [c for c in chunks if c.start < 20000]))
+        if len(text) > 20000:
+            st.caption("（只显示前 20000 字）")
+    with tab2:
+        st.dataframe(pd.DataFrame([{"#": c.ordinal, "起": c.start, "止": c.end, "长度": len(c.text),
+                                    "页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start else c.page_start,
+                                    "内容": c.text} for c in chunks]), hide_index=True, width="stretch")

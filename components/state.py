@@ -1,0 +1,76 @@
+"""Shared UI state: the process-wide Library (st.cache_resource), the current knowledge base,
+and per-KB chat sessions. No retrieval logic here: everything goes through services."""
+from __future__ import annotations
+
+import streamlit as st
+
+from services import errors
+from services.library import Library, open_library
+from services.store import KnowledgeBase
+
+
+@st.cache_resource(show_spinner="正在打开数据目录…")
+def library() -> Library:
+    return open_library()
+
+
+def visible_kbs() -> list[KnowledgeBase]:
+    return [kb for kb in library().store.list_kbs() if not kb.name.startswith("~")]
+
+
+def current_kb() -> KnowledgeBase | None:
+    """The knowledge base picked in the sidebar (fresh from the store, so settings are current)."""
+    kb_id = st.session_state.get("kb_id")
+    kbs = visible_kbs()
+    if kb_id is None or all(kb.id != kb_id for kb in kbs):
+        if not kbs:
+            return None
+        st.session_state["kb_id"] = kb_id = kbs[0].id
+    return library().store.get_kb(kb_id)
+
+
+def select_kb(kb: KnowledgeBase) -> None:
+    st.session_state["kb_id"] = kb.id
+
+
+def create_kb(name: str) -> KnowledgeBase | None:
+    try:
+        kb = library().store.create_kb(name)
+    except errors.WendaoError as exc:
+        st.error(exc.message_zh)
+        return None
+    select_kb(kb)
+    return kb
+
+
+def sidebar() -> KnowledgeBase | None:
+    """The knowledge-base picker shown on every page."""
+    kbs = visible_kbs()
+    with st.sidebar:
+        st.markdown("### 问道 · 文档问答")
+        if not kbs:
+            st.caption("还没有知识库，请在「文档库」页创建。")
+            return None
+        kb = current_kb()
+        ids = [k.id for k in kbs]
+        picked = st.selectbox("知识库", ids, index=ids.index(kb.id), format_func=lambda i: next(k.name for k in kbs if k.id == i),
+                              key="kb_picker")
+        if picked != kb.id:
+            st.session_state["kb_id"] = picked
+            st.rerun()
+        n_docs = len(library().store.list_documents(kb.id))
+        st.caption(f"{n_docs} 个文档 · {library().store.count_chunks(kb.id)} 个片段")
+        return kb
+
+
+def api_key() -> str:
+    """The API key typed in this browser session (never written anywhere unless saved explicitly)."""
+    return st.session_state.get("llm_api_key", "")
+
+
+def show_error(exc: Exception) -> None:
+    """A Chinese message for any failure; the page stays usable."""
+    if isinstance(exc, errors.WendaoError):
+        st.error(exc.message_zh)
+    else:
+        st.error(f"出错了：{type(exc).__name__}。请重试；如果问题持续，请查看终端日志。")

@@ -1,0 +1,84 @@
+"""Reusable widgets: highlighted passages, chunk boundaries, citation chips, score tables."""
+from __future__ import annotations
+
+import html
+
+import streamlit as st
+
+BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
+
+
+def highlight(text: str, spans: list[tuple[int, int]], css: str = "background:#ffe58f") -> str:
+    """HTML of `text` with [start, end) spans (relative) marked; everything escaped."""
+    out, pos = [], 0
+    for a, b in sorted(s for s in spans if s[0] < s[1]):
+        a = max(a, pos)
+        if a >= b:
+            continue
+        out.append(html.escape(text[pos:a]))
+        out.append(f'<mark style="{css}">{html.escape(text[a:b])}</mark>')
+        pos = b
+    out.append(html.escape(text[pos:]))
+    return "".join(out).replace("\n", "<br>")
+
+
+def term_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
+    """Where query terms occur in text (case-insensitive), for highlighting matches."""
+    lowered, spans = text.lower(), []
+    for term in sorted(set(terms), key=len, reverse=True):
+        start = lowered.find(term)
+        while start >= 0:
+            spans.append((start, start + len(term)))
+            start = lowered.find(term, start + 1)
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def passage_box(inner_html: str) -> None:
+    st.markdown(f'<div class="wendao-passage">{inner_html}</div>', unsafe_allow_html=True)
+
+
+def chunk_boundaries_html(text: str, chunks) -> str:
+    """The document with alternating colours per chunk and a ‖ marker at every boundary."""
+    out, pos = [], 0
+    for i, c in enumerate(chunks):
+        start = max(c.start, pos)
+        if start > pos:
+            out.append(html.escape(text[pos:start]))
+        color = BOUNDARY_COLORS[i % 2]
+        out.append(f'<span title="#{c.ordinal} [{c.start},{c.end}) 页{c.page_start}" '
+                   f'style="background:{color}">{html.escape(text[start:c.end])}</span>'
+                   f'<b style="color:#b5472a">‖</b>')
+        pos = max(pos, c.end)
+    out.append(html.escape(text[pos:]))
+    return "".join(out).replace("\n", "<br>")
+
+
+def citation_chips(answer, key: str) -> None:
+    """One chip per citation; clicking opens the quote highlighted inside its passage."""
+    if not answer.citations:
+        return
+    seen: dict[tuple, object] = {}
+    for c in answer.citations:
+        seen.setdefault((c.n, c.start, c.end), c)
+    cols = st.columns(min(4, len(seen)))
+    for i, c in enumerate(seen.values()):
+        mark = "" if c.supported else " ⚠"
+        with cols[i % len(cols)].popover(f"[{c.n}] {c.doc} · 第{c.page}页{mark}", width="stretch"):
+            source = answer.sources[c.n - 1]
+            st.caption(f"《{c.doc}》第 {c.page} 页 · 位置 {c.start}–{c.end} · 支持度 {c.support:.2f}"
+                       + ("" if c.supported else " · 未能在该段落中找到支持这句话的内容"))
+            passage_box(highlight(source.text, [(c.start - source.start, c.end - source.start)]))
+
+
+def inject_css() -> None:
+    st.markdown("""<style>
+    .wendao-passage {border-left: 3px solid #b5472a; padding: .4rem .8rem; background: #faf7f2;
+                     line-height: 1.8; border-radius: 4px; margin-bottom: .5rem; font-size: .95rem}
+    mark {padding: 0 .1rem; border-radius: 2px}
+    </style>""", unsafe_allow_html=True)
