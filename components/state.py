@@ -5,13 +5,19 @@ from __future__ import annotations
 import streamlit as st
 
 from services import errors
+from services.config import data_dir
 from services.library import Library, open_library
 from services.store import KnowledgeBase
 
 
 @st.cache_resource(show_spinner="正在打开数据目录…")
+def _library(root: str) -> Library:
+    return open_library(root)
+
+
 def library() -> Library:
-    return open_library()
+    """The Library of WENDAO_DATA_DIR, shared by all sessions of this process."""
+    return _library(str(data_dir().resolve()))
 
 
 def visible_kbs() -> list[KnowledgeBase]:

@@ -39,7 +39,10 @@ def fake_answer(messages) -> tuple[str, list[int]]:
     order = re.search(r"请只回答：(\S+)", outside)
     if order:
         return order.group(1), []
-    question = re.search(r"问题：(.*)", user).group(1)
+    asked = re.search(r"问题：(.*)", user)
+    if not asked:  # e.g. the settings page's connection test
+        return "好", []
+    question = asked.group(1)
     best = (0.0, 0, "")
     for n, body in SOURCE.findall(user):
         for sentence in re.split(r"(?<=[。！？])", body):

@@ -1,0 +1,116 @@
+"""AppTest: each page's main path, headless (no browser)."""
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fixtures import ZH_PARAGRAPHS, make_pdf
+from llm_server import FakeLLMServer
+from conftest import ROOT
+
+GBK_TEXT = "第一章 江河\n" + "".join(ZH_PARAGRAPHS)
+
+
+def app(page=None):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(f"components/pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def button(at, label):
+    return next(b for b in at.button if b.label.startswith(label))
+
+
+@pytest.fixture
+def filled(data_dir):
+    """A knowledge base with one document, made through the services (same process)."""
+    from services.ingest import ingest_bytes
+    from services.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("地理", create=True)
+    ingest_bytes(lib, kb, GBK_TEXT.encode("gbk"), "rivers.txt")
+    return lib, kb
+
+
+def test_library_create_upload_list_delete(data_dir):
+    at = app("library")
+    at.text_input[0].input("我的资料")
+    at.button[0].click().run()  # the form's 创建 button
+    assert "知识库：我的资料" in [s.value for s in at.subheader]
+    pdf = make_pdf(["第一页" + ZH_PARAGRAPHS[0], "第二页" + ZH_PARAGRAPHS[2]])
+    at.get("file_uploader")[0].set_value([("rivers.txt", GBK_TEXT.encode("gbk"), "text/plain"),
+                                          ("geo.pdf", pdf, "application/pdf"),
+                                          ("locked.pdf", make_pdf(["x"], encrypt_password="p"), "application/pdf")])
+    at.run()
+    button(at, "开始索引").click().run()
+    assert not at.exception
+    assert any("2 个文件已索引" in s.value and "1 个跳过" in s.value for s in at.success)
+    assert any("locked.pdf" in w.value and "加密" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert sorted(table["文件名"]) == ["geo.pdf", "rivers.txt"] and (table["片段数"] > 0).all()
+    assert at.metric[0].label == "片段数"  # chunk preview is shown
+    # delete the selected document
+    button(at, "🗑️ 删除").click().run()
+    button(at, "确认删除").click().run()
+    assert len(at.dataframe[0].value) == 1
+
+
+def test_library_duplicate_upload_reported(filled):
+    at = app("library")
+    at.get("file_uploader")[0].set_value([("copy.txt", GBK_TEXT.encode("utf-8"), "text/plain")])
+    at.run()
+    button(at, "开始索引").click().run()
+    assert any("copy.txt" in w.value and "内容相同" in w.value for w in at.warning)
+
+
+def test_chat_answers_with_citations(filled):
+    at = app("chat")
+    at.chat_input[0].set_value("长江全长多少公里？").run()
+    assert not at.exception
+    texts = " ".join(m.value for m in at.markdown)
+    assert "六千三百公里" in texts and "以下内容摘自文档" in texts
+    assert any("检索详情" in e.label for e in at.expander)
+
+
+def test_chat_empty_kb_points_to_library(data_dir):
+    at = app("chat")
+    assert any("还没有可以检索的文档" in i.value for i in at.info)
+
+
+def test_lab_shows_stage_scores_and_compares(filled):
+    at = app("lab")
+    at.text_input[0].input("黄河 母亲河").run()
+    table = at.dataframe[0].value
+    assert {"BM25 名次", "向量分数", "融合分数"} <= set(table.columns)
+    assert table.iloc[0]["文档"] == "rivers.txt"
+    at.toggle(key="lab_compare").set_value(True).run()
+    assert [m.label for m in at.metric][:3] == ["两组都找到", "只有 A 找到", "只有 B 找到"]
+
+
+def test_evaluation_sample_run(data_dir):
+    at = app("evaluation")
+    button(at, "创建「示例」知识库").click().run()
+    assert not at.exception
+    at.multiselect[0].set_value(["bm25", "hybrid"]).run()
+    button(at, "开始评测").click().run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 2 and (table["Recall@5"] > 0.5).all()
+    assert any(b.label.startswith("⬇️ 下载逐题结果") for b in at.get("download_button"))
+
+
+def test_settings_persist_and_test_connection(filled):
+    lib, kb = filled
+    at = app("settings")
+    at.radio(key="set_mode").set_value("bm25").run()
+    assert lib.store.get_kb(kb.id).settings["retrieval"]["mode"] == "bm25"
+    with FakeLLMServer() as server:
+        at.text_input[0].input(server.url)
+        at.text_input[1].input("echo")
+        at.text_input[2].input("sk-not-saved")
+        next(b for b in at.button if b.label == "测试连接").click().run()
+        assert any("连接成功" in s.value for s in at.success), [e.value for e in at.error]
+    saved = lib.store.get_kb(kb.id).settings["llm"]
+    assert saved["model"] == "echo" and "api_key" not in saved
