@@ -4,16 +4,17 @@ import streamlit as st
 from components.state import sidebar
 from components.widgets import inject_css
 
-st.set_page_config(page_title="问道 · 文档问答", page_icon="📚", layout="wide")
+st.set_page_config(page_title="问道 · 文档问答", page_icon=":material/menu_book:", layout="wide")
 inject_css()
 
 pages = [
-    st.Page("components/pages/chat.py", title="问答", icon="💬", default=True, url_path="chat"),
-    st.Page("components/pages/library.py", title="文档库", icon="📁", url_path="library"),
-    st.Page("components/pages/lab.py", title="检索实验室", icon="🔬", url_path="lab"),
-    st.Page("components/pages/evaluation.py", title="评测", icon="📊", url_path="evaluation"),
-    st.Page("components/pages/settings.py", title="设置", icon="⚙️", url_path="settings"),
+    st.Page("components/pages/chat.py", title="问答", icon=":material/forum:", default=True, url_path="chat"),
+    st.Page("components/pages/library.py", title="文档库", icon=":material/folder_open:", url_path="library"),
+    st.Page("components/pages/lab.py", title="检索实验室", icon=":material/science:", url_path="lab"),
+    st.Page("components/pages/evaluation.py", title="评测", icon=":material/monitoring:", url_path="evaluation"),
+    st.Page("components/pages/settings.py", title="设置", icon=":material/settings:", url_path="settings"),
 ]
 navigation = st.navigation(pages)
-sidebar()
+counts = sidebar()
 navigation.run()
+counts.refresh()  # after the page ran, so uploads and deletions show at once

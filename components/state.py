@@ -49,24 +49,35 @@ def create_kb(name: str) -> KnowledgeBase | None:
     return kb
 
 
-def sidebar() -> KnowledgeBase | None:
-    """The knowledge-base picker shown on every page."""
+class _Counts:
+    """Sidebar line with the KB's document/chunk counts, filled after the page has run."""
+
+    def __init__(self):
+        self.slot = st.sidebar.empty()
+
+    def refresh(self) -> None:
+        kb = current_kb()
+        if kb is None:
+            self.slot.caption("还没有知识库，请在「文档库」页创建。")
+            return
+        store = library().store
+        self.slot.caption(f"{len(store.list_documents(kb.id))} 个文档 · {store.count_chunks(kb.id)} 个片段")
+
+
+def sidebar() -> _Counts:
+    """The knowledge-base picker shown on every page; returns the counts line to refresh."""
     kbs = visible_kbs()
     with st.sidebar:
         st.markdown("### 问道 · 文档问答")
         if not kbs:
-            st.caption("还没有知识库，请在「文档库」页创建。")
-            return None
+            return _Counts()
         kb = current_kb()
         ids = [k.id for k in kbs]
-        picked = st.selectbox("知识库", ids, index=ids.index(kb.id), format_func=lambda i: next(k.name for k in kbs if k.id == i),
-                              key="kb_picker")
-        if picked != kb.id:
-            st.session_state["kb_id"] = picked
-            st.rerun()
-        n_docs = len(library().store.list_documents(kb.id))
-        st.caption(f"{n_docs} 个文档 · {library().store.count_chunks(kb.id)} 个片段")
-        return kb
+        if st.session_state.get("kb_picker") != kb.id:
+            st.session_state["kb_picker"] = kb.id  # follow programmatic switches (e.g. the sample KB)
+        st.selectbox("知识库", ids, format_func=lambda i: next(k.name for k in kbs if k.id == i), key="kb_picker",
+                     on_change=lambda: st.session_state.update(kb_id=st.session_state["kb_picker"]))
+        return _Counts()
 
 
 def api_key() -> str:

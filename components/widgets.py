@@ -60,20 +60,24 @@ def chunk_boundaries_html(text: str, chunks) -> str:
 
 
 def citation_chips(answer, key: str) -> None:
-    """One chip per citation; clicking opens the quote highlighted inside its passage."""
+    """One chip per cited source; clicking opens its passage with every quoted sentence marked."""
     if not answer.citations:
         return
-    seen: dict[tuple, object] = {}
+    by_source: dict[int, list] = {}
     for c in answer.citations:
-        seen.setdefault((c.n, c.start, c.end), c)
-    cols = st.columns(min(4, len(seen)))
-    for i, c in enumerate(seen.values()):
-        mark = "" if c.supported else " ⚠"
-        with cols[i % len(cols)].popover(f"[{c.n}] {c.doc} · 第{c.page}页{mark}", width="stretch"):
-            source = answer.sources[c.n - 1]
-            st.caption(f"《{c.doc}》第 {c.page} 页 · 位置 {c.start}–{c.end} · 支持度 {c.support:.2f}"
-                       + ("" if c.supported else " · 未能在该段落中找到支持这句话的内容"))
-            passage_box(highlight(source.text, [(c.start - source.start, c.end - source.start)]))
+        by_source.setdefault(c.n, []).append(c)
+    cols = st.columns(min(4, len(by_source)))
+    for i, (n, cits) in enumerate(sorted(by_source.items())):
+        first = cits[0]
+        unsupported = [c for c in cits if not c.supported]
+        label = f"[{n}] {first.doc} · 第{first.page}页" + ("（未核实）" if unsupported else "")
+        with cols[i % len(cols)].popover(label, width="stretch"):
+            source = answer.sources[n - 1]
+            pages = sorted({c.page for c in cits})
+            st.caption(f"《{first.doc}》第 {'、'.join(map(str, pages))} 页 · 位置 {first.start}–{first.end} · "
+                       f"支持度 {max(c.support for c in cits):.2f}"
+                       + (" · 有引用未能在该段落中找到支持" if unsupported else ""))
+            passage_box(highlight(source.text, [(c.start - source.start, c.end - source.start) for c in cits]))
 
 
 def inject_css() -> None:

@@ -14,10 +14,10 @@ MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置�
 
 lib = library()
 kb = current_kb()
-st.title("💬 问答")
+st.title("问答")
 if kb is None or lib.store.count_chunks(kb.id) == 0:
     st.info("还没有可以检索的文档。请先到文档库上传文件。")
-    st.page_link("components/pages/library.py", label="前往文档库", icon="📁")
+    st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
     st.stop()
 
 chats = st.session_state.setdefault("chats", {})
@@ -28,7 +28,7 @@ llm = llm_settings(lib, kb, api_key())
 top = st.columns([3, 1, 1])
 top[0].caption(f"知识库「{kb.name}」 · 检索：{MODES[settings.mode]}"
                + (" + 重排" if settings.rerank else "") + f" · 回答：{'大模型 ' + llm.model if llm.configured else '摘录式（未配置大模型）'}")
-if top[1].button("🆕 新对话", width="stretch"):
+if top[1].button("新对话", icon=":material/add_comment:", width="stretch"):
     chats[kb.id] = {"conversation": Conversation(), "messages": []}
     st.rerun()
 
@@ -49,7 +49,7 @@ def export_markdown(messages) -> str:
     return "\n".join(lines)
 
 
-top[2].download_button("⬇️ 导出", export_markdown(chat["messages"]), file_name=f"wendao-{kb.name}.md",
+top[2].download_button("导出", icon=":material/download:", data=export_markdown(chat["messages"]), file_name=f"wendao-{kb.name}.md",
                        mime="text/markdown", width="stretch", disabled=not chat["messages"])
 
 

@@ -24,7 +24,7 @@ CHUNKER_CONFIGS = {"sentence": ChunkingConfig("sentence", 300, 0), "fixed": Chun
                    "window": ChunkingConfig("window", window=4, stride=2)}
 
 lib = library()
-st.title("📊 评测")
+st.title("评测")
 kb = current_kb()
 
 source = st.radio("问题集", ["sample", "upload"], horizontal=True,
@@ -105,4 +105,4 @@ if "eval_result" in st.session_state:
     st.altair_chart(alt.Chart(latency).mark_bar().encode(x="配置:N", y="毫秒:Q", color="指标:N", xOffset="指标:N"),
                     width="stretch")
     csv = pd.DataFrame(rows_as_dicts(rows)).to_csv(index=False).encode("utf-8-sig")
-    st.download_button("⬇️ 下载逐题结果 CSV", csv, file_name="wendao-eval.csv", mime="text/csv")
+    st.download_button("下载逐题结果 CSV", csv, icon=":material/download:", file_name="wendao-eval.csv", mime="text/csv")

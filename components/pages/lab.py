@@ -17,10 +17,10 @@ from services.retrieval import MODES, Retriever, SearchResult
 
 lib = library()
 kb = current_kb()
-st.title("🔬 检索实验室")
+st.title("检索实验室")
 if kb is None or lib.store.count_chunks(kb.id) == 0:
     st.info("还没有可以检索的文档。")
-    st.page_link("components/pages/library.py", label="前往文档库", icon="📁")
+    st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
     st.stop()
 
 

@@ -14,12 +14,12 @@ from services.ingest import STAGE_ZH, ingest_bytes, rechunk_document
 from services.library import chunking_config, save_settings
 from services.parsing import SUPPORTED_EXTENSIONS
 
-STATUS_ZH = {"ready": "✅ 就绪", "indexing": "⏳ 索引中", "failed": "❌ 失败"}
+STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 STRATEGY_ZH = {"fixed": "固定长度", "sentence": "按句子", "window": "滑动窗口"}
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 
 lib = library()
-st.title("📁 文档库")
+st.title("文档库")
 
 with st.expander("新建知识库", expanded=current_kb() is None):
     with st.form("new_kb", clear_on_submit=True):
@@ -118,7 +118,7 @@ st.dataframe(table, hide_index=True, width="stretch")
 names = {d.id: d.filename for d in docs}
 c1, c2, c3 = st.columns([3, 1, 1])
 doc_id = c1.selectbox("选择文档", list(names), format_func=names.get, key="doc_pick")
-if c2.button("🗑️ 删除", width="stretch"):
+if c2.button("删除", icon=":material/delete:", width="stretch"):
     st.session_state["confirm_delete"] = doc_id
 if st.session_state.get("confirm_delete") == doc_id:
     st.warning(f"确定删除「{names[doc_id]}」？它的片段和索引会一并删除。")
@@ -130,7 +130,7 @@ if st.session_state.get("confirm_delete") == doc_id:
             st.rerun()
         except Exception as exc:
             show_error(exc)
-reindex = c3.button("🔄 按上方设置重新索引", width="stretch", disabled=config is None)
+reindex = c3.button("按上方设置重新索引", icon=":material/refresh:", width="stretch", disabled=config is None)
 if reindex and config:
     with st.spinner("重新切分并索引…"):
         try:

@@ -17,10 +17,10 @@ from services.retrieval import MODES
 
 lib = library()
 kb = current_kb()
-st.title("⚙️ 设置")
+st.title("设置")
 if kb is None:
     st.info("先在文档库创建一个知识库。")
-    st.page_link("components/pages/library.py", label="前往文档库", icon="📁")
+    st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
     st.stop()
 st.caption(f"以下设置保存在知识库「{kb.name}」中，修改后立即生效。")
 

@@ -1,0 +1,154 @@
+"""Real-browser tests: Debian's Chromium driven by Playwright against `streamlit run app.py`.
+
+Upload a Chinese PDF and a GBK .txt, ask a question, see the streamed answer and open a citation,
+run the retrieval lab and a small evaluation. Screenshots of each page go to a temp dir
+(printed; kept under $WENDAO_SCREENSHOTS when set).
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from fixtures import ZH_PARAGRAPHS, make_pdf
+from llm_server import FakeLLMServer
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(
+    not CHROMIUM and not os.environ.get("WENDAO_REQUIRE_BROWSER"), reason="Debian chromium not installed")]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+GBK_TEXT = "公司制度\n第一条 员工每天工作八小时。第二条 员工每年享有十五天带薪年假。第三条 加班需提前申请。"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def shots():
+    path = Path(os.environ.get("WENDAO_SCREENSHOTS") or tempfile.mkdtemp(prefix="wendao-shots-"))
+    path.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots: {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    data = tmp_path_factory.mktemp("browser-data")
+    port = free_port()
+    with FakeLLMServer() as llm:
+        env = {**os.environ, "WENDAO_DATA_DIR": str(data), "OPENAI_BASE_URL": llm.url, "OPENAI_API_KEY": "sk-test",
+               "WENDAO_LLM_MODEL": "echo"}
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                                 "--server.address", "127.0.0.1", "--server.headless", "true"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            proc.kill()
+            pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+        yield url
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+        pg = context.new_page()
+        pg.set_default_timeout(120_000)
+        yield pg
+        browser.close()
+
+
+def wait_idle(page):
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_timeout(300)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=180_000)
+
+
+def test_upload_pdf_and_gbk_text(page, app_url, shots, tmp_path):
+    page.goto(app_url + "/library")
+    page.get_by_label("知识库名称").fill("浏览器测试")
+    page.get_by_role("button", name="创建").click()
+    page.get_by_text("知识库：浏览器测试").wait_for()
+    pdf = tmp_path / "地理.pdf"
+    pdf.write_bytes(make_pdf(["第一页 " + ZH_PARAGRAPHS[0], "第二页 " + ZH_PARAGRAPHS[2]]))
+    txt = tmp_path / "制度.txt"
+    txt.write_bytes(GBK_TEXT.encode("gbk"))
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(pdf), str(txt)])
+    page.get_by_role("button", name="开始索引 2 个文件").click()
+    page.get_by_text("2 个文件已索引").wait_for()
+    wait_idle(page)
+    page.screenshot(path=str(shots / "1-library.png"), full_page=True)
+    assert page.get_by_text("制度.txt").count() >= 1
+
+
+def test_chat_streams_answer_and_citation_opens_quote(page, app_url, shots):
+    page.goto(app_url + "/")  # the chat page is the default page
+    box = page.get_by_placeholder("就文档提问")
+    box.fill("珠穆朗玛峰海拔多少米？")
+    box.press("Enter")
+    answer = page.locator('[data-testid="stChatMessage"]').nth(1)
+    answer.get_by_text("八千八百四十八").first.wait_for()
+    wait_idle(page)
+    chip = answer.get_by_role("button", name="[1] 地理.pdf · 第2页")
+    chip.click()
+    quote = page.locator('[data-testid="stPopoverBody"] mark')
+    quote.first.wait_for()
+    assert "珠穆朗玛峰" in quote.first.inner_text()
+    assert page.locator('[data-testid="stPopoverBody"]').get_by_text("第 2 页").count() >= 1
+    page.screenshot(path=str(shots / "2-chat.png"), full_page=True)
+
+
+def test_retrieval_lab(page, app_url, shots):
+    page.goto(app_url + "/lab")
+    page.get_by_label("查询").fill("年假有几天")
+    page.get_by_label("查询").press("Enter")
+    page.get_by_text("查询分词").wait_for()
+    wait_idle(page)
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    page.locator("mark").first.wait_for()
+    page.screenshot(path=str(shots / "3-lab.png"), full_page=True)
+
+
+def test_small_evaluation(page, app_url, shots):
+    page.goto(app_url + "/evaluation")
+    page.get_by_role("button", name="创建「示例」知识库并导入示例文档").click()
+    page.get_by_text("示例知识库已就绪").wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="开始评测").click()
+    try:
+        page.get_by_role("button", name="下载逐题结果 CSV").wait_for()
+    finally:
+        page.screenshot(path=str(shots / "4-evaluation.png"), full_page=True)
+    wait_idle(page)
+    page.screenshot(path=str(shots / "4-evaluation.png"), full_page=True)
+
+
+def test_settings_page(page, app_url, shots):
+    page.goto(app_url + "/settings")
+    page.get_by_text("向量模型").first.wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="测试连接").click()
+    page.get_by_text("连接成功").wait_for()
+    page.screenshot(path=str(shots / "5-settings.png"), full_page=True)
