@@ -168,7 +168,7 @@ def main() -> None:
     q.add_argument("--limit", type=int, default=0)
     q.add_argument("--chunker", default="sentence")
     q.add_argument("--chunk-size", type=int, default=300)
-    q.add_argument("--overlap", type=int, default=0)
+    q.add_argument("--overlap", type=int, default=120)
     q.add_argument("--window", type=int, default=4)
     q.add_argument("--stride", type=int, default=2)
     q.add_argument("--kb-suffix", default="v2", help="change to re-ingest after changing ingestion code")

@@ -24,7 +24,7 @@ STRATEGIES = ("fixed", "sentence", "window")
 class ChunkingConfig:
     strategy: str = "sentence"
     chunk_size: int = 300
-    overlap: int = 0
+    overlap: int = 120
     window: int = 4
     stride: int = 2
     unit: str = "chars"  # chars | tokens (tokens of the embedding model; sentence strategy)

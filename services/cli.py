@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kb", required=True)
     s.add_argument("--chunker", choices=STRATEGIES, default="sentence")
     s.add_argument("--chunk-size", type=int, default=300)
-    s.add_argument("--overlap", type=int, default=0)
+    s.add_argument("--overlap", type=int, default=120)
     s.add_argument("--window", type=int, default=4)
     s.add_argument("--stride", type=int, default=2)
     s.add_argument("--unit", choices=("chars", "tokens"), default="chars")

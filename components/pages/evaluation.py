@@ -18,9 +18,9 @@ from services.ingest import ingest_paths
 from services.library import chunking_config, retrieval_settings
 from services.retrieval import MODES
 
-CHUNKERS = {"current": "当前知识库的切分", "sentence": "按句子 300 字", "fixed": "固定 300 字 / 重叠 50",
+CHUNKERS = {"current": "当前知识库的切分", "sentence": "按句子 300 字 / 重叠 120", "fixed": "固定 300 字 / 重叠 50",
             "window": "滑动窗口 4 句 / 步长 2"}
-CHUNKER_CONFIGS = {"sentence": ChunkingConfig("sentence", 300, 0), "fixed": ChunkingConfig("fixed", 300, 50),
+CHUNKER_CONFIGS = {"sentence": ChunkingConfig("sentence", 300, 120), "fixed": ChunkingConfig("fixed", 300, 50),
                    "window": ChunkingConfig("window", window=4, stride=2)}
 
 lib = library()
