@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--llm-url")
     p.add_argument("--llm-model", default="local")
     p.add_argument("--llm-sample", type=int, default=30)
+    p.add_argument("--no-dense", action="store_true", help="extractive answers without dense sentence similarity")
     args = p.parse_args()
     root = DATASETS["cmrc2018_trial"]
     lib = Library(Path(os.environ["WENDAO_BENCH_DIR"]) / "quality")
@@ -69,7 +70,7 @@ def main() -> None:
     precisions, ms = [], []
     for i, q in enumerate(sample, 1):
         t = time.perf_counter()
-        a = A.answer_question(retriever, LLMSettings(), q.question)
+        a = A.answer_question(retriever, LLMSettings(), q.question, extractive_dense=not args.no_dense)
         ms.append((time.perf_counter() - t) * 1000)
         contains += any(g and A.normalize(g) in A.normalize(A.strip_markers(a.text)) for g in q.answers)
         refused += a.mode == "refused"

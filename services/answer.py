@@ -11,6 +11,7 @@ citations to uncited answer sentences (small models often drop or misplace marke
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ SUPPORT_THRESHOLD = 0.5
 # Refusal: answer only when the best passage covers enough of the query's key terms, weighted by
 # term length, or its dense similarity is high. Calibrated by bench/answers.py on CMRC trial
 # (answerable) vs. DRCD questions asked against the CMRC knowledge base (unanswerable).
-REFUSE_BELOW_COVERAGE = 0.34
-REFUSE_BELOW_DENSE = 0.86
+REFUSE_BELOW_COVERAGE = 0.45
+REFUSE_BELOW_DENSE = 0.88
 
 SYSTEM_PROMPT = """你是「问道」文档问答助手。请严格依据用户提供的资料回答问题。
 规则：
@@ -292,20 +293,29 @@ def should_refuse(strength: dict) -> bool:
 def extractive_answer(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = 240,
                       embedder=None) -> tuple[str, list[tuple[int, int, int]]]:
     """Pick the sentences of the top passages that best answer the query; returns the answer text
-    (each sentence followed by its [n], in document order) and (n, start, end) of each pick."""
+    (each sentence followed by its [n], in document order) and (n, start, end) of each pick.
+
+    A sentence scores by the query terms it contains, each weighted by length x local IDF (terms
+    found in few candidate sentences are the specific ones), plus a small prior for the passage's
+    rank and, with an embedder, the sentence's dense similarity to the query. Measured on CMRC
+    (bench/answers.py): local IDF beat plain term coverage (0.767 vs 0.743 gold-in-answer on 300
+    questions) with shorter answers (94 vs 122 characters).
+    """
     candidates = []
     for n, hit in enumerate(hits[:4], start=1):
-        prior = 1.0 / (n + 1)
         for a, b in split_sentences(hit.text):
             sentence = hit.text[a:b].strip()
-            if len(sentence) < 4:
-                continue
-            candidates.append([term_coverage(query, sentence) + 0.15 * prior, n, hit.start + a, hit.start + b, sentence])
+            if len(sentence) >= 4:
+                candidates.append([0.15 / (n + 1), n, hit.start + a, hit.start + b, sentence])
     if not candidates:
         return "", []
+    lowered = [normalize(c[4]).lower() for c in candidates]
+    terms = query_terms(query)
+    weights = {t: len(t) * math.log(1 + len(candidates) / (1 + sum(t in x for x in lowered))) for t in terms}
+    total = sum(weights.values()) or 1.0
+    for c, text in zip(candidates, lowered):
+        c[0] += sum(w for t, w in weights.items() if t in text) / total
     if embedder is not None:
-        import numpy as np
-
         q = embedder.encode_query(query)
         vectors = embedder.encode_passages([c[4] for c in candidates])
         for c, sim in zip(candidates, vectors @ q):
@@ -373,7 +383,7 @@ class AnswerStream:
 
 def stream_answer(retriever: Retriever, llm: LLMSettings, question: str,
                   conversation: Conversation | None = None, context_tokens: int = 3000,
-                  extractive_dense: bool = False) -> AnswerStream:
+                  extractive_dense: bool = True) -> AnswerStream:
     return AnswerStream(_answer_flow(retriever, llm, question, conversation or Conversation(), context_tokens,
                                      extractive_dense))
 

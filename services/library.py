@@ -24,7 +24,7 @@ class Library:
         self.root = Path(root) if root else data_dir()
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.root / "wendao.db")
-        self.backend = backend or default_backend()
+        self.backend = backend or default_backend(self.root)
         self.cache = EmbeddingCache(self.root / "embeddings.db")
         self.write_lock = threading.Lock()  # one ingest/delete at a time per process
         self.reconcile()

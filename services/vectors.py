@@ -247,12 +247,13 @@ _BACKENDS: dict[str, Backend] = {}
 _BACKENDS_LOCK = threading.Lock()
 
 
-def default_backend() -> Backend:
-    """The process-wide backend: a Qdrant server when QDRANT_URL is set, else embedded shards."""
+def default_backend(root: Path | None = None) -> Backend:
+    """The process-wide backend for a data directory: a Qdrant server when QDRANT_URL is set,
+    else embedded shards under <root>/qdrant (root defaults to WENDAO_DATA_DIR)."""
     import os
 
     url = qdrant_url()
-    key = url or str(data_dir().resolve() / "qdrant")
+    key = url or str(Path(root or data_dir()).resolve() / "qdrant")
     with _BACKENDS_LOCK:
         if key not in _BACKENDS:
             _BACKENDS[key] = (ServerBackend(url, os.environ.get("QDRANT_API_KEY")) if url

@@ -76,7 +76,7 @@ def test_delete_document_removes_points(lib, kb):
 
 def test_pdf_and_docx_pages(lib, kb):
     r = ingest_bytes(lib, kb, make_pdf([ZH_PARAGRAPHS[0], ZH_PARAGRAPHS[2]]), "geo.pdf",
-                     ChunkingConfig("sentence", 60))
+                     ChunkingConfig("sentence", 60, 0))
     assert r.pages == 2
     hit = Retriever(lib, kb).search("珠穆朗玛峰海拔").hits[0]
     assert hit.page == 2
@@ -166,3 +166,21 @@ def test_kill_during_ingest_leaves_no_half_document(tmp_path, data_dir):
     close_all()
     again = run_cli(["ingest", "--kb", "k", "--json", str(tmp_path / "2.txt")], env)
     assert json.loads(again.stdout)["documents"] == 1
+
+
+def test_library_keeps_indexes_under_its_own_root(tmp_path, monkeypatch):
+    """Regression: Library(root) must not put its Qdrant shards under WENDAO_DATA_DIR."""
+    from services.library import Library
+    from services.vectors import close_all
+
+    monkeypatch.setenv("WENDAO_DATA_DIR", str(tmp_path / "elsewhere"))
+    root = tmp_path / "root"
+    lib = Library(root)
+    kb = lib.kb("k", create=True)
+    ingest_bytes(lib, kb, TEXT_A.encode(), "a.txt")
+    lib.close()
+    close_all()
+    reopened = Library(root)
+    assert Retriever(reopened, reopened.kb("k")).search("长江").hits
+    assert (root / "qdrant").is_dir() and not (tmp_path / "elsewhere" / "qdrant").exists()
+    close_all()
