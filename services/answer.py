@@ -285,9 +285,15 @@ def evidence_strength(query: str, hits: list[Hit]) -> dict:
 
 
 def should_refuse(strength: dict) -> bool:
-    if strength["rerank"] is not None:
-        return strength["rerank"] < 0.0  # bge-reranker logits: < 0 means "not relevant"
-    return strength["coverage"] < REFUSE_BELOW_COVERAGE and strength["dense"] < REFUSE_BELOW_DENSE
+    """Refuse when neither the query's key terms nor dense similarity support the best passages.
+
+    A reranker's judgement can only overrule a refusal (sigmoid score >= 0.5, i.e. logit >= 0, means
+    "relevant" for bge-rerankers); it was not calibrated here because no reranker ships offline.
+    """
+    weak = strength["coverage"] < REFUSE_BELOW_COVERAGE and strength["dense"] < REFUSE_BELOW_DENSE
+    if weak and strength["rerank"] is not None:
+        return strength["rerank"] < 0.5
+    return weak
 
 
 def extractive_answer(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = 240,

@@ -81,7 +81,8 @@ class SentenceTransformerEmbedder:
         kwargs = {"model_kwargs": {"torch_dtype": "float16"}} if self.device == "cuda" else {}
         self._model = SentenceTransformer(spec.hf_id, device=self.device, **kwargs)
         self.name = spec.name
-        self.dim = int(self._model.get_sentence_embedding_dimension() or spec.dim)
+        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dimension() or spec.dim)
         self.max_tokens = int(getattr(self._model, "max_seq_length", None) or spec.max_tokens)
 
     def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

@@ -9,6 +9,7 @@ same way, so their tokens still meet.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from functools import lru_cache
@@ -50,7 +51,12 @@ def is_term(token: str) -> bool:
 
 
 def tokenize(text: str, user_dict: str | Path | None = None) -> list[str]:
-    """BM25 terms of `text` (with repeats, in order)."""
+    """BM25 terms of `text` (with repeats, in order).
+
+    `user_dict` (or the WENDAO_USER_DICT environment variable) is a jieba dictionary file of domain
+    terms, one per line ("词语 [词频] [词性]"), kept whole by the segmenter. Re-index after changing it.
+    """
+    user_dict = user_dict or os.environ.get("WENDAO_USER_DICT") or None
     tokenizer = _jieba(str(user_dict) if user_dict else None)
     words = tokenizer.cut_for_search(normalize(text).lower(), HMM=True)
     return [w for w in (w.strip() for w in words) if w and is_term(w)]
