@@ -22,23 +22,6 @@ def highlight(text: str, spans: list[tuple[int, int]], css: str = "background:#f
     return "".join(out).replace("\n", "<br>")
 
 
-def term_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
-    """Where query terms occur in text (case-insensitive), for highlighting matches."""
-    lowered, spans = text.lower(), []
-    for term in sorted(set(terms), key=len, reverse=True):
-        start = lowered.find(term)
-        while start >= 0:
-            spans.append((start, start + len(term)))
-            start = lowered.find(term, start + 1)
-    merged: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
-        else:
-            merged.append((a, b))
-    return merged
-
-
 def passage_box(inner_html: str) -> None:
     st.markdown(f'<div class="wendao-passage">{inner_html}</div>', unsafe_allow_html=True)
 

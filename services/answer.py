@@ -21,7 +21,7 @@ from services import errors
 from services.config import LLMSettings
 from services.retrieval import Hit, Retriever
 from services.text import normalize, split_sentences
-from services.tokenizer import query_terms, tokenize
+from services.tokenizer import comparable, query_terms, tokenize
 
 REFUSAL_TEXT = "文档中没有找到这个问题的答案。"
 EXTRACTIVE_LABEL = "以下内容摘自文档："
@@ -156,7 +156,7 @@ def answer_sentences(text: str) -> list[tuple[str, list[int]]]:
 
 
 def _bigrams(text: str) -> set[str]:
-    t = re.sub(r"\W+", "", normalize(text).lower())
+    t = re.sub(r"\W+", "", comparable(text))
     return {t[i:i + 2] for i in range(len(t) - 1)} or ({t} if t else set())
 
 
@@ -165,7 +165,8 @@ def support_score(claim: str, evidence: str) -> float:
     bigram recall (robust to re-segmentation and light paraphrase)."""
     claim = strip_markers(claim)
     terms = set(tokenize(claim))
-    term_recall = (sum(1 for t in terms if t in normalize(evidence).lower()) / len(terms)) if terms else 0.0
+    haystack = comparable(evidence)
+    term_recall = (sum(1 for t in terms if t in haystack) / len(terms)) if terms else 0.0
     grams = _bigrams(claim)
     gram_recall = len(grams & _bigrams(evidence)) / len(grams) if grams else 0.0
     return max(term_recall, gram_recall)
@@ -269,7 +270,7 @@ def term_coverage(query: str, text: str) -> float:
     terms = query_terms(query)
     if not terms:
         return 0.0
-    haystack = normalize(text).lower()
+    haystack = comparable(text)
     total = sum(len(t) for t in terms)
     return sum(len(t) for t in terms if t in haystack) / total
 
@@ -315,7 +316,7 @@ def extractive_answer(query: str, hits: list[Hit], max_sentences: int = 3, max_c
                 candidates.append([0.15 / (n + 1), n, hit.start + a, hit.start + b, sentence])
     if not candidates:
         return "", []
-    lowered = [normalize(c[4]).lower() for c in candidates]
+    lowered = [comparable(c[4]) for c in candidates]
     terms = query_terms(query)
     weights = {t: len(t) * math.log(1 + len(candidates) / (1 + sum(t in x for x in lowered))) for t in terms}
     total = sum(weights.values()) or 1.0

@@ -4,7 +4,9 @@ Search mode (`cut_for_search`) also emits the short words inside long ones (中�
 中华, 华人, 人民, 共和, 共和国, ...), which raises recall for Chinese keyword search. Text is
 NFKC-normalised and lower-cased first; punctuation, whitespace and stopwords are dropped. Works on
 traditional Chinese too: jieba's dictionary is simplified, but queries and documents are cut the
-same way, so their tokens still meet.
+same way, so their tokens still meet — and better still, traditional characters are mapped to
+simplified ones first (OpenCC t2s, ~20M chars/s), so jieba's dictionary applies and a traditional
+query matches a simplified document and vice versa.
 """
 from __future__ import annotations
 
@@ -29,6 +31,47 @@ STOPWORDS = frozenset(
 )
 
 _lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    """OpenCC traditional->simplified converter, or None when opencc is not installed."""
+    try:
+        import opencc
+
+        return opencc.OpenCC("t2s")
+    except Exception:
+        return None
+
+
+def to_simplified(text: str) -> str:
+    converter = _t2s()
+    return converter.convert(text) if converter else text
+
+
+def comparable(text: str) -> str:
+    """Text in the form tokens are matched against: NFKC, lower-case, simplified characters."""
+    return to_simplified(normalize(text).lower())
+
+
+def term_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
+    """Where the terms occur in `text` (merged [start, end) spans), for highlighting matches.
+    Matching runs on the simplified form when that keeps offsets (t2s maps characters 1:1 here)."""
+    folded = to_simplified(text.lower())
+    haystack = folded if len(folded) == len(text) else text.lower()
+    spans = []
+    for term in set(terms):
+        start = haystack.find(term)
+        while start >= 0:
+            spans.append((start, start + len(term)))
+            start = haystack.find(term, start + 1)
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 @lru_cache(maxsize=8)
@@ -58,7 +101,7 @@ def tokenize(text: str, user_dict: str | Path | None = None) -> list[str]:
     """
     user_dict = user_dict or os.environ.get("WENDAO_USER_DICT") or None
     tokenizer = _jieba(str(user_dict) if user_dict else None)
-    words = tokenizer.cut_for_search(normalize(text).lower(), HMM=True)
+    words = tokenizer.cut_for_search(comparable(text), HMM=True)
     return [w for w in (w.strip() for w in words) if w and is_term(w)]
 
 

@@ -143,6 +143,7 @@ class FakeLLMServer:
         self.stall_seconds = stall_seconds
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda *a: None  # clients that hang up (timeout tests) are expected
         self.httpd.owner = self
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -34,7 +34,15 @@ def test_rrf_and_weighted_fusion():
 
 def test_tokens_drop_punctuation_and_stopwords_and_handle_traditional():
     assert tokenize("长江的长度是多少？！") == ["长江", "长度"]
-    assert "臺灣" in "".join(tokenize("臺灣的首都在哪裡")) or "臺" in tokenize("臺灣的首都在哪裡")
+    assert tokenize("臺灣的首都在哪裡") == tokenize("台湾的首都在哪里") == ["台湾", "首都", "哪里"]
+
+
+def test_term_spans_highlight_traditional_text():
+    from services.tokenizer import query_terms, term_spans
+
+    text = "馬祖列島距離中國大陸很近。"
+    spans = term_spans(text, query_terms("马祖列岛离大陆多远"))
+    assert [text[a:b] for a, b in spans] == ["馬祖列島", "離", "大陸"]
 
 
 def test_user_dictionary_keeps_domain_terms(tmp_path, monkeypatch):

@@ -9,11 +9,12 @@ import pandas as pd
 import streamlit as st
 
 from components.state import current_kb, library, show_error
-from components.widgets import highlight, passage_box, term_spans
+from components.widgets import highlight, passage_box
 from services.config import RetrievalSettings
 from services.fusion import METHODS
 from services.library import retrieval_settings
 from services.retrieval import MODES, Retriever, SearchResult
+from services.tokenizer import term_spans
 
 lib = library()
 kb = current_kb()
