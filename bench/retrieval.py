@@ -41,7 +41,7 @@ def quality(args) -> None:
     configs = [
         EvalConfig("bm25", "bm25", settings=replace(base, mode="bm25")),
         EvalConfig("dense", "dense", settings=replace(base, mode="dense")),
-        EvalConfig("hybrid (weighted 0.7/0.3, default)", "hybrid", settings=replace(base, mode="hybrid")),
+        EvalConfig("hybrid (weighted 0.5/0.5, default)", "hybrid", settings=replace(base, mode="hybrid")),
         EvalConfig("hybrid (rrf k=60)", "hybrid", settings=replace(base, mode="hybrid", fusion="rrf")),
     ]
     for name in args.datasets.split(","):

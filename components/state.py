@@ -91,3 +91,13 @@ def show_error(exc: Exception) -> None:
         st.error(exc.message_zh)
     else:
         st.error(f"出错了：{type(exc).__name__}。请重试；如果问题持续，请查看终端日志。")
+
+
+def searchable_kb() -> KnowledgeBase:
+    """The current KB when it has indexed chunks; otherwise say so, link to the library and stop."""
+    kb = current_kb()
+    if kb is None or library().store.count_chunks(kb.id) == 0:
+        st.info("还没有可以检索的文档。请先到文档库上传文件。")
+        st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
+        st.stop()
+    return kb

@@ -61,7 +61,7 @@ class RetrievalSettings:
 
     mode: str = "hybrid"  # bm25 | dense | hybrid
     fusion: str = "weighted"  # weighted | rrf
-    dense_weight: float = 0.7
+    dense_weight: float = 0.5
     rrf_k: int = 60
     bm25_top_k: int = 50
     dense_top_k: int = 50

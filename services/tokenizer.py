@@ -31,6 +31,9 @@ STOPWORDS = frozenset(
 )
 
 _lock = threading.Lock()
+# jieba's HMM finds out-of-dictionary words (names) but costs ~40% of tokenising speed
+# (350k vs 580k chars/s here); see bench/retrieval.py for the quality side. WENDAO_JIEBA_HMM=1 turns it on.
+USE_HMM = os.environ.get("WENDAO_JIEBA_HMM", "0") == "1"
 
 
 @lru_cache(maxsize=1)
@@ -101,7 +104,7 @@ def tokenize(text: str, user_dict: str | Path | None = None) -> list[str]:
     """
     user_dict = user_dict or os.environ.get("WENDAO_USER_DICT") or None
     tokenizer = _jieba(str(user_dict) if user_dict else None)
-    words = tokenizer.cut_for_search(comparable(text), HMM=True)
+    words = tokenizer.cut_for_search(comparable(text), HMM=USE_HMM)
     return [w for w in (w.strip() for w in words) if w and is_term(w)]
 
 

@@ -51,6 +51,13 @@ def collection_name(kb_id: int, spec: IndexSpec) -> str:
     return f"kb{kb_id}__{slug}"
 
 
+def _named(vector, sparse_type) -> dict:
+    """A point's named vector in the engine's own types: BM25 sparse or dense."""
+    if isinstance(vector, SparseVector):
+        return {SPARSE: sparse_type(indices=vector.indices, values=vector.values)}
+    return {DENSE: [float(x) for x in vector]}
+
+
 class Backend(Protocol):
     def ensure(self, name: str, spec: IndexSpec) -> None: ...
     def upsert(self, name: str, ids: Sequence[int], vectors: Sequence, doc_ids: Sequence[str]) -> None: ...
@@ -106,13 +113,8 @@ class EdgeBackend:
         import qdrant_edge as q
 
         shard = self._shard(name)
-        points = []
-        for point_id, vector, doc_id in zip(ids, vectors, doc_ids):
-            if isinstance(vector, SparseVector):
-                named = {SPARSE: q.SparseVector(indices=vector.indices, values=vector.values)}
-            else:
-                named = {DENSE: [float(x) for x in vector]}
-            points.append(q.Point(id=int(point_id), vector=named, payload={"doc_id": doc_id}))
+        points = [q.Point(id=int(i), vector=_named(v, q.SparseVector), payload={"doc_id": d})
+                  for i, v, d in zip(ids, vectors, doc_ids)]
         for i in range(0, len(points), 2000):
             shard.update(q.UpdateOperation.upsert_points(points[i:i + 2000]))
         shard.flush()
@@ -199,13 +201,8 @@ class ServerBackend:
     def upsert(self, name, ids, vectors, doc_ids) -> None:
         from qdrant_client import models as m
 
-        points = []
-        for point_id, vector, doc_id in zip(ids, vectors, doc_ids):
-            if isinstance(vector, SparseVector):
-                named = {SPARSE: m.SparseVector(indices=vector.indices, values=vector.values)}
-            else:
-                named = {DENSE: [float(x) for x in vector]}
-            points.append(m.PointStruct(id=int(point_id), vector=named, payload={"doc_id": doc_id}))
+        points = [m.PointStruct(id=int(i), vector=_named(v, m.SparseVector), payload={"doc_id": d})
+                  for i, v, d in zip(ids, vectors, doc_ids)]
         for i in range(0, len(points), 500):
             self.client.upsert(self._name(name), points[i:i + 500], wait=True)
 

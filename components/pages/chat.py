@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components.state import api_key, current_kb, library, show_error
+from components.state import api_key, library, searchable_kb, show_error
 from components.widgets import citation_chips, highlight, passage_box
 from services.answer import Answer, Conversation, stream_answer
 from services.library import llm_settings, retrieval_settings
@@ -13,12 +13,8 @@ from services.retrieval import MODES, Retriever
 MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
 
 lib = library()
-kb = current_kb()
 st.title("问答")
-if kb is None or lib.store.count_chunks(kb.id) == 0:
-    st.info("还没有可以检索的文档。请先到文档库上传文件。")
-    st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
-    st.stop()
+kb = searchable_kb()
 
 chats = st.session_state.setdefault("chats", {})
 chat = chats.setdefault(kb.id, {"conversation": Conversation(), "messages": []})

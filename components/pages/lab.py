@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from components.state import current_kb, library, show_error
+from components.state import library, searchable_kb, show_error
 from components.widgets import highlight, passage_box
 from services.config import RetrievalSettings
 from services.fusion import METHODS
@@ -17,12 +17,8 @@ from services.retrieval import MODES, Retriever, SearchResult
 from services.tokenizer import term_spans
 
 lib = library()
-kb = current_kb()
 st.title("检索实验室")
-if kb is None or lib.store.count_chunks(kb.id) == 0:
-    st.info("还没有可以检索的文档。")
-    st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
-    st.stop()
+kb = searchable_kb()
 
 
 def settings_form(prefix: str, base: RetrievalSettings) -> RetrievalSettings:
