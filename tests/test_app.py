@@ -85,6 +85,10 @@ def test_lab_shows_stage_scores_and_compares(filled):
     table = at.dataframe[0].value
     assert {"BM25 名次", "向量分数", "融合分数"} <= set(table.columns)
     assert table.iloc[0]["文档"] == "rivers.txt"
+    at.text_input[1].input("不存在的一句话").run()
+    assert any("不在任何候选中" in w.value for w in at.warning)
+    at.text_input[1].input("母亲河").run()
+    assert any("BM25 第 1 名" in i.value and "最终第 1 名" in i.value for i in at.info)
     at.toggle(key="lab_compare").set_value(True).run()
     assert [m.label for m in at.metric][:3] == ["两组都找到", "只有 A 找到", "只有 B 找到"]
 

@@ -55,6 +55,22 @@ def score_table(result: SearchResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def explain_missing(result: SearchResult, expected: str, settings: RetrievalSettings) -> None:
+    """Where (if anywhere) the passage the user expected sits in each stage's candidate list."""
+    found = [h for h in result.candidates if expected in h.text]
+    if not found:
+        st.warning(f"期望的内容不在任何候选中：既不在 BM25 前 {settings.bm25_top_k} 名，也不在向量前 {settings.dense_top_k} 名。"
+                   "可以检查它是否被切分到了两个片段之间（文档库 → 切分预览），或换用更贴近原文的提问。")
+        return
+    for h in found:
+        final = next((i for i, x in enumerate(result.hits, start=1) if set(h.chunk_ids) & set(x.chunk_ids)), None)
+        where = f"最终第 {final} 名" if final else f"未进入最终前 {settings.top_k} 名"
+        stages = "，".join(f"{label}第 {h.ranks[k]} 名" for k, label in (("bm25", "BM25 "), ("dense", "向量 "),
+                                                                        ("fused", "融合后 "), ("rerank", "重排后 "))
+                          if k in h.ranks)
+        st.info(f"《{h.doc}》[{h.start}, {h.end})：{stages}；{where}。")
+
+
 def show_result(result: SearchResult, key: str) -> None:
     st.caption("查询分词（jieba 搜索模式）：" + (" / ".join(f"`{t}`" for t in result.terms) or "（无有效词）")
                + " · " + " · ".join(f"{k} {v:.1f}ms" for k, v in result.timings_ms.items()))
@@ -72,9 +88,13 @@ def show_result(result: SearchResult, key: str) -> None:
     for i, h in enumerate(result.hits, start=1):
         st.markdown(f"**{i}. {h.doc}** · 第{h.page_start}页 · [{h.start}, {h.end})")
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
+    with st.expander(f"全部 {len(result.candidates)} 个候选（融合后、截断前）"):
+        st.dataframe(score_table(SearchResult(result.query, result.candidates, {}, result.terms)), hide_index=True,
+                     width="stretch")
 
 
 query = st.text_input("查询", placeholder="输入一个问题，看看每个阶段找到了什么")
+expected = st.text_input("期望找到的内容（可选）", placeholder="粘贴一句原文，看看它在每个阶段排第几、为什么没被找到")
 compare = st.toggle("对比两组设置", key="lab_compare")
 base = retrieval_settings(lib, kb)
 if compare:
@@ -105,3 +125,5 @@ if query.strip():
             show_result(result_b, "b")
     elif result_a:
         show_result(result_a, "a")
+    if result_a and expected.strip():
+        explain_missing(result_a, expected.strip(), a)
