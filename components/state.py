@@ -80,6 +80,17 @@ def sidebar() -> _Counts:
         return _Counts()
 
 
+SECRET_NAMES = {"OPENAI_BASE_URL": "base_url", "OPENAI_API_KEY": "api_key", "WENDAO_LLM_MODEL": "model"}
+
+
+def llm_secrets() -> dict:
+    """LLM endpoint values from .streamlit/secrets.toml (st.secrets), when that file exists."""
+    try:
+        return {field: str(st.secrets[name]) for name, field in SECRET_NAMES.items() if name in st.secrets}
+    except Exception:  # no secrets file
+        return {}
+
+
 def api_key() -> str:
     """The API key typed in this browser session (never written anywhere unless saved explicitly)."""
     return st.session_state.get("llm_api_key", "")

@@ -112,14 +112,15 @@ def chunking_config(lib: Library, kb: KnowledgeBase):
         return ChunkingConfig()
 
 
-def llm_settings(lib: Library, kb: KnowledgeBase, session_key: str = ""):
-    """Saved endpoint settings over the environment's; the key comes from the session, the saved
-    settings (only when the user chose to save it) or OPENAI_API_KEY."""
+def llm_settings(lib: Library, kb: KnowledgeBase, session_key: str = "", secrets: dict | None = None):
+    """Endpoint settings, later sources winning: environment (OPENAI_BASE_URL, OPENAI_API_KEY,
+    WENDAO_LLM_MODEL) < `secrets` (st.secrets, passed in by the UI) < settings saved for the KB
+    (the key only when the user chose to save it) < the key typed in this session."""
     from dataclasses import replace
 
     from services.config import LLMSettings
 
-    base = LLMSettings.from_env()
+    base = replace(LLMSettings.from_env(), **{k: v for k, v in (secrets or {}).items() if v})
     saved = lib.store.get_kb(kb.id).settings.get("llm", {})
     fields = {k: v for k, v in saved.items() if k in LLMSettings.__dataclass_fields__ and v not in ("", None)}
     settings = replace(base, **fields)

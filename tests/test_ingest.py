@@ -184,3 +184,18 @@ def test_library_keeps_indexes_under_its_own_root(tmp_path, monkeypatch):
     assert Retriever(reopened, reopened.kb("k")).search("长江").hits
     assert (root / "qdrant").is_dir() and not (tmp_path / "elsewhere" / "qdrant").exists()
     close_all()
+
+
+def test_llm_settings_precedence_and_key_not_saved(lib, kb, monkeypatch):
+    from services.config import LLMSettings
+    from services.library import llm_settings, save_llm_settings
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://env/v1")
+    monkeypatch.setenv("WENDAO_LLM_MODEL", "env-model")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert llm_settings(lib, kb).model == "env-model"
+    assert llm_settings(lib, kb, secrets={"model": "secret-model", "api_key": "sk-s"}).api_key == "sk-s"
+    save_llm_settings(lib, kb, LLMSettings("http://saved/v1", "sk-typed", "saved-model"))
+    assert "sk-typed" not in json.dumps(lib.store.get_kb(kb.id).settings)
+    s = llm_settings(lib, kb, "sk-session", {"model": "secret-model"})
+    assert (s.base_url, s.model, s.api_key) == ("http://saved/v1", "saved-model", "sk-session")

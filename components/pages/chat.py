@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components.state import api_key, library, searchable_kb, show_error
+from components.state import api_key, library, llm_secrets, searchable_kb, show_error
 from components.widgets import citation_chips, highlight, passage_box
 from services.answer import Answer, Conversation, stream_answer
 from services.library import llm_settings, retrieval_settings
@@ -19,7 +19,7 @@ kb = searchable_kb()
 chats = st.session_state.setdefault("chats", {})
 chat = chats.setdefault(kb.id, {"conversation": Conversation(), "messages": []})
 settings = retrieval_settings(lib, kb)
-llm = llm_settings(lib, kb, api_key())
+llm = llm_settings(lib, kb, api_key(), llm_secrets())
 
 top = st.columns([3, 1, 1])
 top[0].caption(f"知识库「{kb.name}」 · 检索：{MODES[settings.mode]}"

@@ -6,7 +6,7 @@ from dataclasses import asdict, replace
 
 import streamlit as st
 
-from components.state import current_kb, library, show_error
+from components.state import api_key, current_kb, library, llm_secrets, show_error
 from services.chunking import STRATEGIES, ChunkingConfig
 from services.config import LLMSettings
 from services.fusion import METHODS
@@ -112,7 +112,7 @@ if choice and choice != current:
 # --- LLM ------------------------------------------------------------------------------------
 st.subheader("大模型（OpenAI 兼容接口）")
 st.caption("支持 OpenAI、DeepSeek、通义千问、Moonshot、智谱、vLLM、Ollama、llama.cpp 等。不填模型名则使用摘录式回答。")
-llm = llm_settings(lib, kb, st.session_state.get("llm_api_key", ""))
+llm = llm_settings(lib, kb, api_key(), llm_secrets())
 with st.form("llm"):
     c1, c2 = st.columns(2)
     base_url = c1.text_input("接口地址 base_url", llm.base_url, placeholder="例如 http://127.0.0.1:8080/v1")
