@@ -42,7 +42,7 @@ def chunk_boundaries_html(text: str, chunks) -> str:
     return "".join(out).replace("\n", "<br>")
 
 
-def citation_chips(answer, key: str) -> None:
+def citation_chips(answer) -> None:
     """One chip per cited source; clicking opens its passage with every quoted sentence marked."""
     if not answer.citations:
         return

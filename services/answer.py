@@ -15,7 +15,6 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from services import errors
 from services.config import LLMSettings

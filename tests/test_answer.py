@@ -1,7 +1,6 @@
 """Answers: citations, extractive fallback, refusal, multi-turn, and the real openai client over
 HTTP against a local OpenAI-compatible server (streaming, retries, errors, prompt injection)."""
 import os
-from dataclasses import replace
 
 import pytest
 

@@ -52,7 +52,7 @@ top[2].download_button("导出", icon=":material/download:", data=export_markdow
 def render_details(a: Answer) -> None:
     if a.notice:
         st.warning(a.notice)
-    citation_chips(a, key=str(id(a)))
+    citation_chips(a)
     with st.expander("检索详情：改写后的查询、各阶段耗时、来源段落"):
         st.markdown(f"**检索用的查询：** {a.query}" + ("（由追问改写）" if a.query != a.question else ""))
         st.markdown(f"**回答方式：** {MODE_ZH.get(a.mode, a.mode)}")

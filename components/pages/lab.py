@@ -71,7 +71,7 @@ def explain_missing(result: SearchResult, expected: str, settings: RetrievalSett
         st.info(f"《{h.doc}》[{h.start}, {h.end})：{stages}；{where}。")
 
 
-def show_result(result: SearchResult, key: str) -> None:
+def show_result(result: SearchResult) -> None:
     st.caption("查询分词（jieba 搜索模式）：" + (" / ".join(f"`{t}`" for t in result.terms) or "（无有效词）")
                + " · " + " · ".join(f"{k} {v:.1f}ms" for k, v in result.timings_ms.items()))
     if not result.hits:
@@ -120,10 +120,10 @@ if query.strip():
         m3.metric("只有 B 找到", len(ids_b - ids_a))
         left, right = st.columns(2)
         with left:
-            show_result(result_a, "a")
+            show_result(result_a)
         with right:
-            show_result(result_b, "b")
+            show_result(result_b)
     elif result_a:
-        show_result(result_a, "a")
+        show_result(result_a)
     if result_a and expected.strip():
         explain_missing(result_a, expected.strip(), a)
