@@ -56,6 +56,13 @@ def cmd_ingest(args) -> int:
             print(f"  {name}: {stage} {done}/{total}", file=sys.stderr)
 
     report = ingest_paths(lib, kb, args.paths, config, on_file, progress)
+    from services.library import OPTIMIZE_FROM_CHUNKS
+
+    if report.documents and lib.store.count_chunks(kb.id) >= OPTIMIZE_FROM_CHUNKS:
+        started = time.perf_counter()
+        print("优化索引（构建 HNSW）…", file=sys.stderr)
+        lib.optimize(kb)
+        print(f"索引优化完成，用时 {time.perf_counter() - started:.0f} 秒", file=sys.stderr)
     if args.json:
         _print_json(report.to_json())
     else:

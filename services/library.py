@@ -17,6 +17,7 @@ from services.store import KnowledgeBase, Store
 from services.vectors import Backend, IndexSpec, collection_name, default_backend
 
 BM25_SPEC = IndexSpec("bm25", 0)
+OPTIMIZE_FROM_CHUNKS = 20_000  # below this, unoptimised exact search is already a few ms
 
 
 class Library:
@@ -49,6 +50,13 @@ class Library:
 
     def dense_collection(self, kb: KnowledgeBase, model: str | None = None) -> str:
         return collection_name(kb.id, IndexSpec(model or self.embedding_model(kb), 1))
+
+    def optimize(self, kb: KnowledgeBase) -> None:
+        """Merge segments and build the HNSW graph of both indexes (bench at 100k chunks: 62 s;
+        dense search 12.6 -> 6.0 ms). Blocks (and holds the GIL on the embedded engine)."""
+        with self.write_lock:
+            self.backend.optimize(self.bm25_collection(kb))
+            self.backend.optimize(self.dense_collection(kb))
 
     def delete_kb(self, kb: KnowledgeBase) -> None:
         with self.write_lock:

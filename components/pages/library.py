@@ -11,7 +11,7 @@ from components.state import create_kb, current_kb, library, show_error
 from components.widgets import chunk_boundaries_html, passage_box
 from services.chunking import STRATEGIES, ChunkingConfig, chunk_text
 from services.ingest import STAGE_ZH, ingest_bytes, rechunk_document
-from services.library import chunking_config, save_settings
+from services.library import OPTIMIZE_FROM_CHUNKS, chunking_config, save_settings
 from services.parsing import SUPPORTED_EXTENSIONS
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
@@ -114,6 +114,12 @@ table = pd.DataFrame([{
     "说明": d.error or ("跳过页：" + ",".join(map(str, d.skipped_pages)) if d.skipped_pages else ""),
 } for d in docs])
 st.dataframe(table, hide_index=True, width="stretch")
+
+if lib.store.count_chunks(kb.id) >= OPTIMIZE_FROM_CHUNKS and st.button("优化索引", icon=":material/speed:",
+                                                                     help="大知识库（2 万片段以上）构建 HNSW 图，向量检索约快一倍；10 万片段约需 1 分钟"):
+    with st.spinner("正在优化索引…"):
+        lib.optimize(kb)
+    st.success("索引已优化。")
 
 names = {d.id: d.filename for d in docs}
 c1, c2, c3 = st.columns([3, 1, 1])
