@@ -56,8 +56,8 @@ def main() -> None:
             print(file=sys.stderr)
         return kb
 
-    full = build("answers-cmrc-full", docs)
-    half_kb = build("answers-cmrc-half", [d for d in docs if d.name in half])
+    full = build("answers-cmrc-full-v4", docs)
+    half_kb = build("answers-cmrc-half-v4", [d for d in docs if d.name in half])
     rng = random.Random(0)
     sample = questions[:]
     rng.shuffle(sample)

@@ -15,6 +15,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,29 @@ class SentenceTransformerEmbedder:
 
     def count_tokens(self, text: str) -> int:
         return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+_QUERY_CACHE: "OrderedDict[tuple[str, str], np.ndarray]" = OrderedDict()
+_QUERY_CACHE_SIZE = 2048
+
+
+def embed_query(embedder, text: str) -> np.ndarray:
+    """The query vector, from a small LRU cache (the lab, evaluations over several configurations
+    and multi-turn chats ask the same query again; the bundled model takes ~24 ms per query)."""
+    key = (embedder.name, text)
+    vector = _QUERY_CACHE.get(key)
+    if vector is None:
+        vector = _QUERY_CACHE[key] = embedder.encode_query(text)
+        if len(_QUERY_CACHE) > _QUERY_CACHE_SIZE:
+            _QUERY_CACHE.popitem(last=False)
+    else:
+        _QUERY_CACHE.move_to_end(key)
+    return vector
+
+
+def clear_query_cache() -> None:
+    """Forget cached query vectors (evaluations time each configuration from a cold cache)."""
+    _QUERY_CACHE.clear()
 
 
 _EMBEDDERS: dict[str, object] = {}

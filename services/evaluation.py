@@ -17,6 +17,7 @@ from typing import Callable
 
 from services import errors
 from services.config import RetrievalSettings
+from services.embedding import clear_query_cache
 from services.library import Library
 from services.retrieval import Hit, Retriever
 from services.store import KnowledgeBase
@@ -147,6 +148,7 @@ def evaluate(lib: Library, kb: KnowledgeBase, questions: list[Question], configs
     ideal_cache: dict = {}
     total, done = len(questions) * len(configs), 0
     for config in configs:
+        clear_query_cache()  # latency per configuration includes embedding each query once
         retriever = Retriever(lib, kb, replace(config.settings) if config.settings else RetrievalSettings())
         config_rows = []
         for q in questions:

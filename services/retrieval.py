@@ -13,6 +13,7 @@ from services import fusion
 from services.bm25 import query_vector
 from services.chunking import Chunk
 from services.config import RetrievalSettings
+from services.embedding import embed_query
 from services.library import Library
 from services.store import KnowledgeBase
 from services.tokenizer import query_terms
@@ -83,7 +84,7 @@ class Retriever:
         if mode in ("dense", "hybrid"):
             with _timed(timings, "embed_query"):
                 embedder = self.lib.embedder(self.kb)
-                vector = embedder.encode_query(query)
+                vector = embed_query(embedder, query)
             with _timed(timings, "dense"):
                 found = self.lib.backend.search(self.lib.dense_collection(self.kb, embedder.name), vector, s.dense_top_k, False)
                 stages["dense"] = {p.id: p.score for p in found}
