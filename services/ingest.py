@@ -107,8 +107,9 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
 
 def _index_document(lib, kb, doc: ParsedDocument, doc_id, size, config, progress, timer,
                     replace: bool = False) -> FileResult:
-    """Chunk, embed and index a parsed document; with `replace`, its old chunks are swapped out
-    only once the new ones are computed (so a failure keeps the old version)."""
+    """Chunk, embed and index a parsed document. With `replace` (re-chunking), its old chunks are
+    swapped out only once the new ones are chunked and embedded, so a failure in those (slow) stages
+    keeps the old version; a failure while writing the indexes removes the document."""
     embedder = lib.embedder(kb)
     with timer("chunk"):
         count = embedder.count_tokens if config.unit == "tokens" else None

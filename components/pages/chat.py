@@ -53,7 +53,8 @@ def render_details(a: Answer) -> None:
     if a.notice:
         st.warning(a.notice)
     citation_chips(a)
-    with st.expander("检索详情：改写后的查询、各阶段耗时、来源段落"):
+    title = "最接近的段落与检索详情" if a.mode == "refused" else "检索详情：改写后的查询、各阶段耗时、来源段落"
+    with st.expander(title, expanded=a.mode == "refused"):
         st.markdown(f"**检索用的查询：** {a.query}" + ("（由追问改写）" if a.query != a.question else ""))
         st.markdown(f"**回答方式：** {MODE_ZH.get(a.mode, a.mode)}")
         if a.citations:
