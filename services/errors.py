@@ -67,6 +67,11 @@ class ModelLoadError(WendaoError):
     default_message = "模型加载失败。"
 
 
+class IndexLocked(WendaoError):
+    default_message = ("索引正被另一个进程使用（例如正在运行的网页应用或另一个命令行）。请关闭它后重试；"
+                       "需要多个进程同时读写时，请使用 Qdrant 服务器（设置 QDRANT_URL）。")
+
+
 class InvalidQuestionFile(WendaoError):
     default_message = "问题文件格式不正确：每行应是一个 JSON 对象，至少包含 question 字段。"
 

@@ -19,12 +19,11 @@ from services import errors
 from services.bm25 import average_length, document_vector
 from services.chunking import ChunkingConfig, chunk_text
 from services.embedding import embed_with_cache
-from services.library import BM25_SPEC, Library
+from services.library import Library
 from services.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, parse
 from services.store import KnowledgeBase
 from services.text import normalize
 from services.tokenizer import tokenize
-from services.vectors import IndexSpec
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 STAGES = ("parse", "chunk", "embed", "index")
@@ -99,7 +98,7 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
                               doc_id, existing.chunk_count, seconds=timer.seconds)
         with lib.write_lock:
             if existing is not None:  # an earlier failed attempt
-                lib.drop_points(kb, lib.store.delete_document(kb.id, doc_id))
+                lib.discard(kb, doc_id)
             return _index_document(lib, kb, doc, doc_id, len(data), config, progress, timer)
     except errors.WendaoError as exc:
         return FileResult(filename, "failed", exc.message_zh, seconds=timer.seconds)
@@ -125,6 +124,7 @@ def _index_document(lib, kb, doc: ParsedDocument, doc_id, size, config, progress
                                              lambda done, total: progress("embed", done, total))
         progress("embed", len(chunks), len(chunks))
     with timer("index"):
+        lib.ensure_indexes(kb, embedder)
         avgdl = _bm25_avgdl(lib, kb, tokens)
         old_ids = lib.store.chunk_ids(kb.id, doc_id) if replace else []
         ids = lib.store.add_document(
@@ -136,13 +136,16 @@ def _index_document(lib, kb, doc: ParsedDocument, doc_id, size, config, progress
             _fault_injection_pause()
             _write_points(lib, kb, ids, doc_id, [document_vector(t, avgdl) for t in tokens], vectors, embedder)
             lib.store.set_status(kb.id, doc_id, "ready")
+        except errors.WendaoError:
+            lib.discard(kb, doc_id)
+            raise
         except Exception as exc:
-            lib.drop_points(kb, lib.store.delete_document(kb.id, doc_id))
+            lib.discard(kb, doc_id)
             raise errors.WendaoError(f"写入索引失败：{type(exc).__name__}: {exc}") from exc
         progress("index", len(chunks), len(chunks))
     replaced = [d for d in lib.store.find_by_filename(kb.id, doc.filename) if d.id != doc_id]
     for old in replaced:
-        lib.drop_points(kb, lib.store.delete_document(kb.id, old.id))
+        lib.discard(kb, old.id)
     return FileResult(doc.filename, "replaced" if replaced else "ok", "", doc_id, len(chunks), doc.page_count,
                       doc.warnings, timer.seconds, embedded)
 
@@ -170,12 +173,8 @@ def index_text(title: str, chunk) -> str:
 
 def _write_points(lib, kb, ids, doc_id, sparse, dense, embedder) -> None:
     doc_ids = [doc_id] * len(ids)
-    bm25 = lib.bm25_collection(kb)
-    lib.backend.ensure(bm25, BM25_SPEC)
-    lib.backend.upsert(bm25, ids, sparse, doc_ids)
-    dense_name = lib.dense_collection(kb, embedder.name)
-    lib.backend.ensure(dense_name, IndexSpec(embedder.name, embedder.dim))
-    lib.backend.upsert(dense_name, ids, dense, doc_ids)
+    lib.backend.upsert(lib.bm25_collection(kb), ids, sparse, doc_ids)
+    lib.backend.upsert(lib.dense_collection(kb, embedder.name), ids, dense, doc_ids)
 
 
 def _bm25_avgdl(lib: Library, kb: KnowledgeBase, tokens: list[list[str]]) -> float:

@@ -75,15 +75,33 @@ class Library:
         with self.write_lock:
             if self.store.get_document(kb.id, doc_id) is None:
                 raise errors.DocumentNotFound()
-            self.drop_points(kb, self.store.delete_document(kb.id, doc_id))
+            self.drop_points(kb, self.store.chunk_ids(kb.id, doc_id))  # IndexLocked here changes nothing
+            self.store.delete_document(kb.id, doc_id)
 
     def reconcile(self) -> int:
-        """Remove documents a crash left half-written; returns how many were removed."""
+        """Remove documents a crash left half-written; returns how many were removed.
+
+        Their points are dropped too when the index can be opened; points that stay behind (index
+        locked by another process) are harmless: chunk ids are never reused and search only returns
+        chunks of 'ready' documents.
+        """
         stale = self.store.stale_documents()
         for doc in stale:
-            kb = self.store.get_kb(doc.kb_id)
-            self.drop_points(kb, self.store.delete_document(doc.kb_id, doc.id))
+            self.discard(self.store.get_kb(doc.kb_id), doc.id)
         return len(stale)
+
+    def discard(self, kb: KnowledgeBase, doc_id: str) -> None:
+        """Delete a document's rows, then (best effort) its points."""
+        chunk_ids = self.store.delete_document(kb.id, doc_id)
+        try:
+            self.drop_points(kb, chunk_ids)
+        except errors.IndexLocked:
+            pass
+
+    def ensure_indexes(self, kb: KnowledgeBase, embedder) -> None:
+        """Open (or create) both indexes of a KB; raises IndexLocked before anything is written."""
+        self.backend.ensure(self.bm25_collection(kb), BM25_SPEC)
+        self.backend.ensure(self.dense_collection(kb, embedder.name), IndexSpec(embedder.name, embedder.dim))
 
     def close(self) -> None:
         self.store.close()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from services import errors
 from services.bm25 import SparseVector
 from services.config import data_dir, qdrant_url
 
@@ -98,14 +99,19 @@ class EdgeBackend:
                 return self._shards[name]
             path = self.root / name
             meta = path / "meta.json"
-            if meta.exists():
-                shard = q.EdgeShard.load(str(path / "shard"))
-            elif spec is None:
-                return None
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-                shard = q.EdgeShard.create(str(path / "shard"), self._config(spec))
-                meta.write_text(json.dumps({"model": spec.name, "dim": spec.dim}))
+            try:
+                if meta.exists():
+                    shard = q.EdgeShard.load(str(path / "shard"))
+                elif spec is None:
+                    return None
+                else:
+                    shutil.rmtree(path, ignore_errors=True)
+                    shard = q.EdgeShard.create(str(path / "shard"), self._config(spec))
+                    meta.write_text(json.dumps({"model": spec.name, "dim": spec.dim}))
+            except Exception as exc:  # the shard's WAL is locked by another process
+                if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+                    raise errors.IndexLocked() from exc
+                raise
             self._shards[name] = shard
             return shard
 

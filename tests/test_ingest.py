@@ -199,3 +199,28 @@ def test_llm_settings_precedence_and_key_not_saved(lib, kb, monkeypatch):
     assert "sk-typed" not in json.dumps(lib.store.get_kb(kb.id).settings)
     s = llm_settings(lib, kb, "sk-session", {"model": "secret-model"})
     assert (s.base_url, s.model, s.api_key) == ("http://saved/v1", "saved-model", "sk-session")
+
+
+def test_index_locked_by_another_process_is_a_clear_error(tmp_path, data_dir):
+    """The embedded engine allows one process per index: a second one gets a Chinese message,
+    writes nothing, and the first process's data stays intact."""
+    (tmp_path / "1.txt").write_text(TEXT_A, encoding="utf-8")
+    (tmp_path / "2.txt").write_text(TEXT_B, encoding="utf-8")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    assert json.loads(run_cli(["ingest", "--kb", "k", "--json", str(tmp_path / "1.txt")], env).stdout)["documents"] == 1
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from services.library import open_library; from services.retrieval "
+         "import Retriever; lib = open_library(); Retriever(lib, lib.kb('k')).search('长江'); print('ready', flush=True); "
+         "time.sleep(60)"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        out = run_cli(["ingest", "--kb", "k", "--json", str(tmp_path / "2.txt")], env)
+        report = json.loads(out.stdout)
+        assert report["documents"] == 0 and "另一个进程" in report["skipped"][0]["reason"]
+        search = run_cli(["search", "--kb", "k", "长江"], env)
+        assert search.returncode == 1 and "另一个进程" in search.stderr and "Traceback" not in search.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    db = sqlite3.connect(data_dir / "wendao.db")
+    assert db.execute("SELECT filename, status FROM documents").fetchall() == [("1.txt", "ready")]
