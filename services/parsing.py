@@ -18,7 +18,7 @@ from typing import Callable
 
 from services import errors
 from services.config import max_file_bytes
-from services.text import fold_chars
+from services.text import fold_chars, join_wrapped_lines
 
 PAGE_SEPARATOR = "\n\n"
 
@@ -161,7 +161,7 @@ def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
     offset = 0
     for number, page in enumerate(pages, start=1):
         try:
-            page_text = fold_chars(page.extract_text() or "").strip()
+            page_text = join_wrapped_lines(fold_chars(page.extract_text() or "")).strip()
         except (PdfReadError, Exception):
             page_text = ""
         if is_garbage(page_text):

@@ -82,3 +82,29 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
 def sentence_ends(text: str) -> set[int]:
     """Offsets at which a sentence ends (used to check chunk boundaries)."""
     return {end for _, end in split_sentences(text)}
+
+
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+
+
+def join_wrapped_lines(text: str) -> str:
+    """Undo a PDF's layout line wraps: a line that runs (nearly) to the full text width and does not
+    end a sentence continues on the next line, so the newline is removed (CJK) or becomes a space
+    (Latin). Short lines — headings, list items, last lines of paragraphs — keep their newline, so
+    sentence splitting and quotes follow the author's sentences, not the page width."""
+    lines = text.split("\n")
+    lengths = sorted(len(line.rstrip()) for line in lines if line.strip())
+    if len(lengths) < 3:
+        return text
+    full = lengths[int(0.9 * (len(lengths) - 1))]
+    out = [lines[0]]
+    for line in lines[1:]:
+        previous = out[-1].rstrip()
+        wrapped = (previous and line[:1].strip() and len(previous) >= 0.85 * full
+                   and previous[-1] not in SENTENCE_END + CLOSERS + "：:")
+        if wrapped:
+            glue = "" if _CJK_CHAR.match(previous[-1]) or _CJK_CHAR.match(line[0]) else " "
+            out[-1] = previous + glue + line
+        else:
+            out.append(line)
+    return "\n".join(out)

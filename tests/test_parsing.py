@@ -123,3 +123,20 @@ def test_errors_have_chinese_messages():
     for cls in (errors.UnsupportedFileType, errors.EmptyDocument, errors.EncryptedPDF, errors.CorruptFile,
                 errors.FileTooLarge, errors.NoExtractableText):
         assert any("\u4e00" <= ch <= "\u9fff" for ch in cls().message_zh)
+
+
+def test_pdf_layout_line_wraps_are_joined_but_headings_kept():
+    long = ZH_PARAGRAPHS[0] + ZH_PARAGRAPHS[1]  # wraps over several 35-character lines
+    doc = parse(make_pdf(["第一章 总则\n" + long]), "wrapped.pdf")
+    assert ZH_PARAGRAPHS[0] in doc.text and ZH_PARAGRAPHS[1] in doc.text  # no newline inside sentences
+    assert doc.text.startswith("第一章 总则\n")
+
+
+def test_join_wrapped_lines_rules():
+    from services.text import join_wrapped_lines
+
+    text = "标题\n" + "很长的一行文字没有结束标点继续" * 2 + "\n下一行接着写完。\n" + "这一行以句号结束了呀呀呀呀呀呀呀呀呀呀呀呀呀。\n新段落"
+    out = join_wrapped_lines(text)
+    assert out.startswith("标题\n") and "继续下一行接着写完。" in out and "。\n新段落" in out
+    english = "The quick brown fox jumps over\nthe lazy dog and keeps running\nfar away."
+    assert join_wrapped_lines(english) == "The quick brown fox jumps over the lazy dog and keeps running far away."
