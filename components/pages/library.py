@@ -148,8 +148,12 @@ if reindex and config:
 # --- chunk preview --------------------------------------------------------------------------------
 st.markdown("#### 切分预览")
 st.caption("换一种设置看看这个文档会被怎样切分（仅预览，不改索引；满意后点上方「重新索引」）。")
-preview_config = chunking_form("preview", ChunkingConfig(**{k: v for k, v in docs[[d.id for d in docs].index(doc_id)].chunking.items()
-                                                            if k in ChunkingConfig.__dataclass_fields__}) if docs else ChunkingConfig())
+selected = next(d for d in docs if d.id == doc_id)
+try:  # start from the settings this document was chunked with
+    current = ChunkingConfig(**{k: v for k, v in selected.chunking.items() if k in ChunkingConfig.__dataclass_fields__})
+except (TypeError, ValueError):
+    current = ChunkingConfig()
+preview_config = chunking_form("preview", current)
 if preview_config:
     text = lib.store.document_text(kb.id, doc_id)
     spans = lib.store.page_spans(kb.id, doc_id)
