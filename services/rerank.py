@@ -12,7 +12,7 @@ import time
 
 from services import errors
 from services.embedding import _short_hub_timeouts, pick_device
-from services.models import hub_hint, resolve
+from services.models import ensure_loadable, hub_hint, resolve
 
 
 class Reranker:
@@ -23,9 +23,11 @@ class Reranker:
         self.spec = resolve(name_or_path, "reranker")
         self.device = device or pick_device()
         kwargs = {"model_kwargs": {"torch_dtype": "float16"}} if self.device == "cuda" else {}
+        offline = ensure_loadable(self.spec)
         try:
             with _short_hub_timeouts():
-                self.model = CrossEncoder(self.spec.hf_id, device=self.device, max_length=max_length, **kwargs)
+                self.model = CrossEncoder(self.spec.hf_id, device=self.device, max_length=max_length,
+                                          local_files_only=offline, **kwargs)
         except Exception as exc:
             raise errors.ModelLoadError(
                 f"无法加载重排模型「{self.spec.name}」（{self.spec.hf_id}）：{type(exc).__name__}。{hub_hint()}") from exc

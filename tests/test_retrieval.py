@@ -166,13 +166,22 @@ def test_reranker_token_budget_batches_and_oom_fallback(tiny_paths):
     assert calls == [4096, 2048]  # retried with half the token budget
 
 
-def test_unloadable_model_gives_chinese_error(monkeypatch):
-    from services.embedding import load_embedder
+def test_unloadable_model_fails_fast_with_chinese_error(monkeypatch):
+    """An uncached hub model with the hub unreachable fails in seconds (not after the hub client's
+    retries, 78 s here), naming the model and what to do."""
+    import time
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from services.embedding import load_embedder
+    from services.rerank import Reranker
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    started = time.perf_counter()
     with pytest.raises(errors.ModelLoadError) as exc:
         load_embedder("no-such-org/no-such-model")
     assert "no-such-org/no-such-model" in exc.value.message_zh and "HF_ENDPOINT" in exc.value.message_zh
+    with pytest.raises(errors.ModelLoadError):
+        Reranker("bge-reranker-base")
+    assert time.perf_counter() - started < 10
 
 
 # --- CLI ------------------------------------------------------------------------------------
