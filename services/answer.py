@@ -424,7 +424,7 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
     timings.update({f"retrieval.{k}": v for k, v in result.timings_ms.items()})
     sources = fit_sources(result.hits, context_tokens)
     page_of = _page_lookup(retriever)
-    answer = Answer("", "refused", query, question, [], sources, timings, notice)
+    answer = Answer("", "refused", query, question, [], sources, timings, " ".join(filter(None, [notice, result.notice])))
     strength = evidence_strength(query, sources)
     if not sources or should_refuse(strength):
         answer.text = REFUSAL_TEXT + ("以下是最接近的段落，供参考。" if sources else "知识库里还没有可检索的内容。")

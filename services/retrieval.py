@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from services import fusion
+from services import errors, fusion
 from services.bm25 import query_vector
 from services.chunking import Chunk
 from services.config import RetrievalSettings
@@ -62,6 +62,7 @@ class SearchResult:
     timings_ms: dict
     terms: list[str]
     candidates: list[Hit] = field(default_factory=list)  # everything scored, before top-k
+    notice: str = ""  # e.g. why reranking was skipped
 
 
 class Retriever:
@@ -92,16 +93,20 @@ class Retriever:
             fused = self._fuse(stages, mode)
         with _timed(timings, "load"):
             candidates = self._hits(stages, fused)
+        notice = ""
         if rerank and candidates:
             with _timed(timings, "rerank"):
-                candidates = self._rerank(query, candidates)
+                try:
+                    candidates = self._rerank(query, candidates)
+                except errors.ModelLoadError as exc:  # answer without reranking rather than not at all
+                    notice = f"{exc.message_zh}（本次未重排）"
         if s.merge_windows:
             with _timed(timings, "merge"):
                 ranked = merge_windows(self.lib, self.kb, candidates)
         else:
             ranked = candidates
         timings["total"] = sum(timings.values())
-        return SearchResult(query, ranked[:top_k], timings, query_terms(query), candidates)
+        return SearchResult(query, ranked[:top_k], timings, query_terms(query), candidates, notice)
 
     def _fuse(self, stages: dict[str, dict[int, float]], mode: str) -> dict[int, float]:
         if mode != "hybrid":

@@ -184,6 +184,13 @@ def test_unloadable_model_fails_fast_with_chinese_error(monkeypatch):
     assert time.perf_counter() - started < 10
 
 
+def test_search_without_reranker_model_still_answers(lib, kb, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    ingest_bytes(lib, kb, GEO.encode(), "geo.txt")
+    result = Retriever(lib, kb, RetrievalSettings(rerank=True, reranker_model="bge-reranker-large")).search("黄河")
+    assert result.hits and "bge-reranker-large" in result.notice and "未重排" in result.notice
+
+
 # --- CLI ------------------------------------------------------------------------------------
 def test_cli_search_batch_and_eval(tmp_path, data_dir):
     docs = tmp_path / "docs"

@@ -72,6 +72,8 @@ def explain_missing(result: SearchResult, expected: str, settings: RetrievalSett
 
 
 def show_result(result: SearchResult) -> None:
+    if result.notice:
+        st.warning(result.notice)
     st.caption("查询分词（jieba 搜索模式）：" + (" / ".join(f"`{t}`" for t in result.terms) or "（无有效词）")
                + " · " + " · ".join(f"{k} {v:.1f}ms" for k, v in result.timings_ms.items()))
     if not result.hits:
