@@ -514,8 +514,7 @@ def answer_questions_batch(retriever: Retriever, llm: LLMSettings, questions) ->
     rows, contains, refused, precisions, ttft = [], 0, 0, [], []
     for q in questions:
         a = answer_question(retriever, llm, q.question)
-        gold = [g if isinstance(g, str) else g.get("text", "") for g in q.answers]
-        hit = any(g and normalize(g) in normalize(strip_markers(a.text)) for g in gold)
+        hit = any(g and normalize(g) in normalize(strip_markers(a.text)) for g in q.answers)
         contains += hit
         refused += a.mode == "refused"
         if a.citation_precision is not None:

@@ -6,7 +6,7 @@ per-knowledge-base parts (retrieval/chunking/LLM) and persists them in the store
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -70,7 +70,6 @@ class RetrievalSettings:
     reranker_model: str = "bge-reranker-base"
     rerank_top_n: int = 20
     merge_windows: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def qdrant_url() -> str | None:

@@ -56,8 +56,9 @@ def parse_questions(lines: list[str]) -> list[Question]:
         try:
             d = json.loads(line)
             spans = [(int(s["start_in_doc"]), int(s["start_in_doc"]) + len(s["text"])) for s in d.get("answer_spans", [])]
+            answers = d.get("answers") or [s["text"] for s in d.get("answer_spans", [])]
             questions.append(Question(str(d.get("id", n)), str(d["question"]), d.get("doc_file", ""), spans,
-                                      list(d.get("answers", [s for s in d.get("answer_spans", [])]))))
+                                      [str(a) for a in answers]))
         except (ValueError, KeyError, TypeError) as exc:
             raise errors.InvalidQuestionFile(f"问题文件第 {n} 行格式不正确（{type(exc).__name__}）。") from exc
     if not questions:
