@@ -197,10 +197,10 @@ def map_citations(answer_text: str, sources: list[Hit], page_of=None, posthoc: b
             continue
         valid = [n for n in numbers if 1 <= n <= len(sources)]
         added = False
-        if not valid and posthoc and len(claim) >= 4:
-            best = max(range(len(sources)), key=lambda i: best_quote(claim, sources[i])[2], default=None)
-            if best is not None and best_quote(claim, sources[best])[2] >= SUPPORT_THRESHOLD:
-                valid, added = [best + 1], True
+        if not valid and posthoc and len(claim) >= 4 and sources:
+            support = [best_quote(claim, hit)[2] for hit in sources]
+            if max(support) >= SUPPORT_THRESHOLD:
+                valid, added = [support.index(max(support)) + 1], True
         for n in valid:
             hit = sources[n - 1]
             start, end, score = best_quote(claim, hit)
