@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -169,9 +170,11 @@ if preview_config:
     m2.metric("平均长度", f"{sum(lengths) / max(1, len(lengths)):.0f} 字")
     m3.metric("最短 / 最长", f"{min(lengths, default=0)} / {max(lengths, default=0)}")
     m4.metric("文档长度", f"{len(text)} 字")
-    hist = pd.cut(pd.Series(lengths), bins=min(12, max(1, len(set(lengths))))).value_counts(sort=False)
-    st.bar_chart(pd.DataFrame({"片段数": hist.values}, index=[f"{int(i.left)}–{int(i.right)}" for i in hist.index]),
-                 x_label="片段长度（字符）", y_label="片段数")
+    hist = pd.cut(pd.Series(lengths), bins=min(12, max(1, len(set(lengths))))).value_counts(sort=False).sort_index()
+    bins = pd.DataFrame({"长度区间": [f"{max(0, int(i.left))}–{int(i.right)}" for i in hist.index], "片段数": hist.values})
+    st.altair_chart(alt.Chart(bins).mark_bar().encode(
+        x=alt.X("长度区间:N", sort=list(bins["长度区间"]), title="片段长度（字符）"), y=alt.Y("片段数:Q")),
+        width="stretch")
     tab1, tab2 = st.tabs(["边界视图", "片段表"])
     with tab1:
         passage_box(chunk_boundaries_html(text[:20000], [c for c in chunks if c.start < 20000]))
