@@ -222,6 +222,19 @@ def estimate_tokens(text: str) -> int:
     return cjk + (len(text) - cjk) // 4 + 1
 
 
+# Context windows (tokens) by model-name pattern, for budgeting the sources; unknown models get 8k.
+CONTEXT_WINDOWS = [("gpt-4o", 128_000), ("gpt-4.1", 1_000_000), ("deepseek", 64_000), ("qwen2.5", 32_000),
+                   ("qwen", 32_000), ("moonshot-v1-8k", 8_000), ("moonshot-v1-32k", 32_000),
+                   ("moonshot", 128_000), ("glm-4", 128_000), ("llama3", 8_000)]
+
+
+def context_budget(model: str, max_tokens: int) -> int:
+    """Tokens available for sources: half the model's window minus the answer and the prompt,
+    capped at 6,000 (more text rarely helps a grounded answer and slows small local models)."""
+    window = next((w for pattern, w in CONTEXT_WINDOWS if pattern in model.lower()), 8_000)
+    return max(800, min(6_000, window // 2 - max_tokens - 500))
+
+
 def fit_sources(hits: list[Hit], budget_tokens: int) -> list[Hit]:
     """Keep hits in rank order while they fit the context budget (windows are merged already)."""
     kept, used = [], 0
@@ -388,7 +401,7 @@ class AnswerStream:
 
 
 def stream_answer(retriever: Retriever, llm: LLMSettings, question: str,
-                  conversation: Conversation | None = None, context_tokens: int = 3000,
+                  conversation: Conversation | None = None, context_tokens: int | None = None,
                   extractive_dense: bool = True) -> AnswerStream:
     return AnswerStream(_answer_flow(retriever, llm, question, conversation or Conversation(), context_tokens,
                                      extractive_dense))
@@ -422,7 +435,8 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
     timings["rewrite"] = (time.perf_counter() - t) * 1000
     result = retriever.search(query)
     timings.update({f"retrieval.{k}": v for k, v in result.timings_ms.items()})
-    sources = fit_sources(result.hits, context_tokens)
+    budget = context_tokens or (context_budget(llm.model, llm.max_tokens) if client else 3000)
+    sources = fit_sources(result.hits, budget)
     page_of = _page_lookup(retriever)
     answer = Answer("", "refused", query, question, [], sources, timings, " ".join(filter(None, [notice, result.notice])))
     strength = evidence_strength(query, sources)

@@ -210,3 +210,12 @@ def test_real_local_llm_answers_with_citation(lib, geo_kb):
     a = answer_question(Retriever(lib, geo_kb), settings, "长江全长多少公里？")
     assert a.mode == "llm" and "6300" in a.text
     assert a.citations and any(c.supported for c in a.citations)
+
+
+def test_context_budget_per_model_and_fit():
+    from services.answer import context_budget, fit_sources
+
+    assert context_budget("qwen2.5-7b-instruct", 1024) == 6000
+    assert context_budget("some-local-model", 1024) == 2476  # 8k window by default
+    hits = [make_hit("长江" * 500), make_hit("黄河" * 500), make_hit("珠峰" * 500)]
+    assert len(fit_sources(hits, 2100)) == 2 and len(fit_sources(hits, 10)) == 1
