@@ -60,7 +60,7 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     """Split into contiguous [start, end) sentence spans that cover the whole text.
 
     A sentence ends at 。！？!?；;… (runs of them, e.g. ……) plus any closing quotes/brackets
-    right after, or at a newline. Whitespace-only pieces are attached to the previous sentence,
+    right after, or at a newline — except a layout line wrap of a hard-wrapped text (`soft_wraps`). Whitespace-only pieces are attached to the previous sentence,
     so every span holds visible text (except for an all-blank text).
     """
     spans: list[tuple[int, int]] = []
@@ -75,6 +75,15 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     if spans and not text[spans[0][0]:spans[0][1]].strip() and len(spans) > 1:
         spans[1] = (spans[0][0], spans[1][1])
         spans.pop(0)
+    wraps = set(soft_wraps(text)) if "\n" in text else set()
+    if wraps:  # a hard-wrapped text file: a layout line break does not end a sentence
+        merged: list[tuple[int, int]] = []
+        for a, b in spans:
+            if merged and merged[-1][1] - 1 in wraps:
+                merged[-1] = (merged[-1][0], b)
+            else:
+                merged.append((a, b))
+        spans = merged
     return spans
 
 
@@ -87,24 +96,35 @@ def sentence_ends(text: str) -> set[int]:
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 
 
-def join_wrapped_lines(text: str) -> str:
-    """Undo a PDF's layout line wraps: a line that runs (nearly) to the full text width and does not
-    end a sentence continues on the next line, so the newline is removed (CJK) or becomes a space
-    (Latin). Short lines — headings, list items, last lines of paragraphs — keep their newline, so
-    sentence splitting and quotes follow the author's sentences, not the page width."""
+def soft_wraps(text: str) -> list[int]:
+    """Offsets of newlines that are layout line wraps, not the author's: the line before runs
+    (nearly) to the full text width (>= 85% of the 90th-percentile line length) and does not end a
+    sentence, and the next line starts right away (no indent, not blank)."""
     lines = text.split("\n")
     lengths = sorted(len(line.rstrip()) for line in lines if line.strip())
     if len(lengths) < 3:
-        return text
+        return []
     full = lengths[int(0.9 * (len(lengths) - 1))]
-    out = [lines[0]]
-    for line in lines[1:]:
-        previous = out[-1].rstrip()
-        wrapped = (previous and line[:1].strip() and len(previous) >= 0.85 * full
-                   and previous[-1] not in SENTENCE_END + CLOSERS + "：:")
-        if wrapped:
-            glue = "" if _CJK_CHAR.match(previous[-1]) or _CJK_CHAR.match(line[0]) else " "
-            out[-1] = previous + glue + line
-        else:
-            out.append(line)
-    return "\n".join(out)
+    wraps, offset = [], 0
+    for line, following in zip(lines, lines[1:]):
+        offset += len(line)
+        body = line.rstrip()
+        if (body and following[:1].strip() and len(body) >= 0.85 * full
+                and body[-1] not in SENTENCE_END + CLOSERS + "：:"):
+            wraps.append(offset)
+        offset += 1
+    return wraps
+
+
+def join_wrapped_lines(text: str) -> str:
+    """Undo a PDF's layout line wraps (see `soft_wraps`): the newline is removed between CJK text
+    and becomes a space between Latin words, so sentences, chunks and quotes follow the author's
+    sentences, not the page width. Headings, list items and paragraph ends keep their newline."""
+    out, start = [], 0
+    for pos in soft_wraps(text):
+        before, after = text[start:pos].rstrip(), text[pos + 1:pos + 2]
+        glue = "" if _CJK_CHAR.match(before[-1:] or " ") or _CJK_CHAR.match(after or " ") else " "
+        out.append(before + glue)
+        start = pos + 1
+    out.append(text[start:])
+    return "".join(out)

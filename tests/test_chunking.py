@@ -99,3 +99,13 @@ def test_token_unit_uses_model_counter():
 def test_invalid_configs(kwargs):
     with pytest.raises(ValueError):
         ChunkingConfig(**kwargs)
+
+
+def test_hard_wrapped_text_file_sentences_span_line_wraps():
+    line = "这是一段被硬换行的长文本它没有在行尾结束所以"  # 22 chars, no sentence end
+    text = "第一章\n" + line + "\n" + line + "\n最后一行结束了。\n新的段落。"
+    spans = [text[a:b] for a, b in split_sentences(text)]
+    assert spans[0] == "第一章\n"
+    assert spans[1] == line + "\n" + line + "\n最后一行结束了。\n"
+    chunks = chunk_text(text, ChunkingConfig("sentence", 60, 0))
+    assert all(c.end in sentence_ends(text) | {len(text)} for c in chunks)
