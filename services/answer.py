@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from services import errors
 from services.config import LLMSettings
+from services.parsing import page_for_offset
 from services.retrieval import Hit, Retriever
 from services.text import normalize, split_sentences
 from services.tokenizer import comparable, query_terms, tokenize
@@ -508,17 +509,14 @@ def _finish(answer: Answer, timings: dict) -> Answer:
 
 def _page_lookup(retriever: Retriever):
     """page_of(hit, offset): the page of a quote inside the hit's document."""
-    cache: dict[str, list[dict]] = {}
+    cache: dict[str, list] = {}
     store, kb = retriever.lib.store, retriever.kb
 
     def page_of(hit: Hit, offset: int) -> int:
         doc_id = hit.chunk.doc_id
         if doc_id not in cache:
             cache[doc_id] = store.page_spans(kb.id, doc_id)
-        for span in cache[doc_id]:
-            if span["start"] <= offset < span["end"]:
-                return span["page"]
-        return hit.page_start
+        return page_for_offset(cache[doc_id], offset) if cache[doc_id] else hit.page_start
 
     return page_of
 

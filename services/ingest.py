@@ -233,18 +233,11 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
     if document is None:
         raise errors.DocumentNotFound()
     text = lib.store.document_text(kb.id, doc_id)
-    spans = lib.store.page_spans(kb.id, doc_id)
-    parsed = ParsedDocument(document.filename, text, [_span(s) for s in spans], document.skipped_pages,
+    parsed = ParsedDocument(document.filename, text, lib.store.page_spans(kb.id, doc_id), document.skipped_pages,
                             encoding=document.encoding)
     with lib.write_lock:
         return _index_document(lib, kb, parsed, doc_id, document.size, config, progress or (lambda *_: None),
                                _StageTimer(), replace=True)
-
-
-def _span(d: dict):
-    from services.parsing import PageSpan
-
-    return PageSpan(d["page"], d["start"], d["end"])
 
 
 class _StageTimer:

@@ -47,10 +47,18 @@ class ParsedDocument:
 
     def page_at(self, offset: int) -> int:
         """The page number holding character `offset` (1 for documents without pages)."""
-        for span in self.pages:
-            if span.start <= offset < span.end:
-                return span.page
-        return self.pages[-1].page if self.pages and offset >= self.pages[-1].end else 1
+        return page_for_offset(self.pages, offset)
+
+
+def page_for_offset(spans: list[PageSpan], offset: int) -> int:
+    """The page holding `offset`; an offset in the separator between two pages belongs to the page
+    before it (so a chunk ending in that separator does not end on an earlier page)."""
+    page = spans[0].page if spans else 1
+    for span in spans:
+        if span.start > offset:
+            break
+        page = span.page
+    return page
 
 
 # --- text files -----------------------------------------------------------------------------

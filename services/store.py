@@ -17,6 +17,7 @@ from pathlib import Path
 
 from services import errors
 from services.chunking import Chunk
+from services.parsing import PageSpan
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -188,10 +189,10 @@ class Store:
             raise errors.DocumentNotFound()
         return row[0]
 
-    def page_spans(self, kb_id: int, doc_id: str) -> list[dict]:
+    def page_spans(self, kb_id: int, doc_id: str) -> list[PageSpan]:
         row = self.db.execute(
             "SELECT page_spans FROM documents WHERE kb_id=? AND id=?", (kb_id, doc_id)).fetchone()
-        return json.loads(row[0]) if row else []
+        return [PageSpan(**span) for span in json.loads(row[0])] if row else []
 
     def add_document(self, kb_id: int, doc_id: str, filename: str, *, size: int, pages: int, text: str,
                      page_spans: list[dict], skipped_pages: list[int], encoding: str | None,

@@ -224,3 +224,11 @@ def test_index_locked_by_another_process_is_a_clear_error(tmp_path, data_dir):
         holder.wait()
     db = sqlite3.connect(data_dir / "wendao.db")
     assert db.execute("SELECT filename, status FROM documents").fetchall() == [("1.txt", "ready")]
+
+
+def test_chunk_ending_in_page_separator_keeps_its_page(lib, kb):
+    """Regression: a chunk ending in the blank separator after page 2 was reported as ending on page 1."""
+    r = ingest_bytes(lib, kb, make_pdf(ZH_PARAGRAPHS), "three.pdf", ChunkingConfig("sentence", 40, 0))
+    chunks = lib.store.chunks_of(kb.id, r.doc_id)
+    assert all(c.page_start <= c.page_end for c in chunks)
+    assert [c.page_end for c in chunks] == sorted(c.page_end for c in chunks)

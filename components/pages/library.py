@@ -13,7 +13,7 @@ from components.widgets import chunk_boundaries_html, passage_box
 from services.chunking import STRATEGIES, ChunkingConfig, chunk_text
 from services.ingest import STAGE_ZH, ingest_bytes, rechunk_document
 from services.library import OPTIMIZE_FROM_CHUNKS, chunking_config, save_settings
-from services.parsing import SUPPORTED_EXTENSIONS
+from services.parsing import SUPPORTED_EXTENSIONS, page_for_offset
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 STRATEGY_ZH = {"fixed": "固定长度", "sentence": "按句子", "window": "滑动窗口"}
@@ -158,12 +158,8 @@ preview_config = chunking_form("preview", current)
 if preview_config:
     text = lib.store.document_text(kb.id, doc_id)
     spans = lib.store.page_spans(kb.id, doc_id)
-
-    def page_at(offset, spans=spans):
-        return next((s["page"] for s in spans if s["start"] <= offset < s["end"]), spans[-1]["page"] if spans else 1)
-
     counter = lib.embedder(kb).count_tokens if preview_config.unit == "tokens" else None
-    chunks = chunk_text(text, preview_config, page_at, counter)
+    chunks = chunk_text(text, preview_config, lambda offset: page_for_offset(spans, offset), counter)
     lengths = [len(c.text) for c in chunks]
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("片段数", len(chunks))
