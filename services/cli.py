@@ -26,18 +26,13 @@ def _library():
     return open_library()
 
 
-def _retrieval_settings(args, kb) -> RetrievalSettings:
-    saved = kb.settings.get("retrieval", {})
-    settings = RetrievalSettings(**{k: v for k, v in saved.items() if k in RetrievalSettings.__dataclass_fields__})
-    if getattr(args, "mode", None):
-        settings = replace(settings, mode=args.mode)
-    if getattr(args, "rerank", False):
-        settings = replace(settings, rerank=True)
-    if getattr(args, "reranker", None):
-        settings = replace(settings, reranker_model=args.reranker)
-    if getattr(args, "top_k", None):
-        settings = replace(settings, top_k=args.top_k)
-    return settings
+def _retrieval_settings(args, lib, kb) -> RetrievalSettings:
+    """The KB's saved retrieval settings (as the UI uses them) with the command-line overrides."""
+    from services.library import retrieval_settings
+
+    overrides = {"mode": getattr(args, "mode", None), "rerank": getattr(args, "rerank", False) or None,
+                 "reranker_model": getattr(args, "reranker", None), "top_k": getattr(args, "top_k", None)}
+    return replace(retrieval_settings(lib, kb), **{k: v for k, v in overrides.items() if v})
 
 
 def cmd_ingest(args) -> int:
@@ -99,7 +94,7 @@ def cmd_search(args) -> int:
 
     lib = _library()
     kb = lib.kb(args.kb)
-    retriever = Retriever(lib, kb, _retrieval_settings(args, kb))
+    retriever = Retriever(lib, kb, _retrieval_settings(args, lib, kb))
     queries = ([(str(q.get("id")), q["question"]) for q in _read_jsonl(args.queries)] if args.queries
                else [(None, " ".join(args.query))])
     if not queries or not queries[0][1].strip():
@@ -129,7 +124,7 @@ def cmd_eval(args) -> int:
     questions = load_questions(args.questions)
     if args.limit:
         questions = questions[: args.limit]
-    base = _retrieval_settings(args, kb)
+    base = _retrieval_settings(args, lib, kb)
     configs = [EvalConfig(m + ("+rerank" if args.rerank else ""), m, args.rerank, replace(base, mode=m))
                for m in args.modes.split(",")]
     summaries, _ = evaluate(lib, kb, questions, configs,
@@ -151,7 +146,7 @@ def cmd_ask(args) -> int:
 
     lib = _library()
     kb = lib.kb(args.kb)
-    retriever = Retriever(lib, kb, _retrieval_settings(args, kb))
+    retriever = Retriever(lib, kb, _retrieval_settings(args, lib, kb))
     llm = LLMSettings.from_env()
     if args.no_llm:
         llm = replace(llm, model="")
