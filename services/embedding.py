@@ -190,8 +190,9 @@ class EmbeddingCache:
     def key(text: str) -> str:
         return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
-    def get_many(self, model: str, texts: list[str]) -> dict[str, np.ndarray]:
-        keys = list({self.key(t) for t in texts})
+    def get_many(self, model: str, keys: list[str]) -> dict[str, np.ndarray]:
+        """Cached vectors by text key (see `key`)."""
+        keys = list(set(keys))
         found = {}
         for i in range(0, len(keys), 900):
             part = keys[i:i + 900]
@@ -201,11 +202,11 @@ class EmbeddingCache:
             found.update((h, np.frombuffer(v, np.float32)) for h, v in rows)
         return found
 
-    def put_many(self, model: str, texts: list[str], vectors: np.ndarray) -> None:
+    def put_many(self, model: str, keys: list[str], vectors: np.ndarray) -> None:
         with self._lock:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?,?)",
-                                [(model, self.key(t), np.asarray(v, np.float32).tobytes()) for t, v in zip(texts, vectors)])
+                                [(model, k, np.asarray(v, np.float32).tobytes()) for k, v in zip(keys, vectors)])
             self.db.execute("COMMIT")
 
 
@@ -216,19 +217,21 @@ def embed_with_cache(embedder, cache: EmbeddingCache | None, texts: list[str],
     `progress(done, total)` is called after each computed batch.
     """
     out = np.zeros((len(texts), embedder.dim), np.float32)
-    cached = cache.get_many(embedder.name, texts) if cache else {}
-    missing = [i for i, t in enumerate(texts) if EmbeddingCache.key(t) not in cached]
-    for i, t in enumerate(texts):
-        vector = cached.get(EmbeddingCache.key(t))
-        if vector is not None:
-            out[i] = vector
+    keys = [EmbeddingCache.key(t) for t in texts]
+    cached = cache.get_many(embedder.name, keys) if cache else {}
+    missing = []
+    for i, key in enumerate(keys):
+        if key in cached:
+            out[i] = cached[key]
+        else:
+            missing.append(i)
     step = 32
     for start in range(0, len(missing), step):
         idx = missing[start:start + step]
         vectors = embedder.encode_passages([texts[i] for i in idx])
         out[idx] = vectors
         if cache:
-            cache.put_many(embedder.name, [texts[i] for i in idx], vectors)
+            cache.put_many(embedder.name, [keys[i] for i in idx], vectors)
         if progress:
             progress(min(start + step, len(missing)), len(missing))
     return out, len(missing)
