@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from services import errors, fusion
 from services.bm25 import query_vector
@@ -149,35 +150,78 @@ class Retriever:
 
 
 def merge_windows(lib: Library, kb: KnowledgeBase, hits: list[Hit]) -> list[Hit]:
-    """Merge hits whose windows overlap or touch (same document) into one continuous passage.
+    """Merge window hits of one document whose sentences overlap or touch into one continuous passage.
 
-    Only window chunks merge; the merged passage takes the place (and scores) of its best member,
-    its text is the document text between the outermost offsets, so nothing is cut mid-thought.
+    Reads each document's text from the store (once) and delegates to `merge_hits`.
     """
-    merged: list[Hit] = []
     texts: dict[str, str] = {}
-    for hit in hits:
+
+    def text_of(doc_id: str) -> str:
+        if doc_id not in texts:
+            texts[doc_id] = lib.store.document_text(kb.id, doc_id)
+        return texts[doc_id]
+
+    return merge_hits(hits, text_of)
+
+
+def merge_hits(hits: list[Hit], text_of: Callable[[str], str]) -> list[Hit]:
+    """Merge ranked hits into non-overlapping passages; `text_of(doc_id)` gives a document's text.
+
+    Window chunks of one document merge when their sentence ranges overlap or touch, transitively
+    (windows 0-4 and 4-8 joined by a hit on 2-6 become one passage 0-8), so no sentence is returned
+    twice as separate sources. A merged passage takes the place of its best-ranked member, spans the
+    document text between its members' outermost offsets (nothing cut mid-thought) and keeps, per
+    stage, the best score and rank of any member. Other chunks pass through unchanged.
+    """
+    groups: dict[int, list[Hit]] = {}
+    for hit, group in zip(hits, _window_groups(hits)):
+        groups.setdefault(group, []).append(hit)
+    return [_merged(members, text_of) for members in groups.values()]
+
+
+def _window_groups(hits: list[Hit]) -> list[int]:
+    """A group number per hit: connected components of overlapping/touching windows per document;
+    every other hit is a group of its own. Group numbers are hit positions (the first member's)."""
+    group = list(range(len(hits)))
+    by_doc: dict[str, list[int]] = {}
+    for i, hit in enumerate(hits):
         c = hit.chunk
-        target = None
-        if c.strategy == "window":
-            for kept in merged:
-                k = kept.chunk
-                if (k.strategy == "window" and k.doc_id == c.doc_id
-                        and c.sentence_start <= kept.chunk.sentence_end and kept.chunk.sentence_start <= c.sentence_end):
-                    target = kept
-                    break
-        if target is None:
-            merged.append(replace(hit, chunk_ids=list(hit.chunk_ids), scores=dict(hit.scores), ranks=dict(hit.ranks)))
-            continue
-        if c.doc_id not in texts:
-            texts[c.doc_id] = lib.store.document_text(kb.id, c.doc_id)
-        target.start, target.end = min(target.start, hit.start), max(target.end, hit.end)
-        target.page_start, target.page_end = min(target.page_start, hit.page_start), max(target.page_end, hit.page_end)
-        target.text = texts[c.doc_id][target.start:target.end]
-        target.chunk_ids.append(c.id)
-        target.chunk = replace(target.chunk, sentence_start=min(target.chunk.sentence_start, c.sentence_start),
-                               sentence_end=max(target.chunk.sentence_end, c.sentence_end))
-    return merged
+        if c.strategy == "window" and c.sentence_start >= 0:
+            by_doc.setdefault(c.doc_id, []).append(i)
+    for members in by_doc.values():
+        members.sort(key=lambda i: (hits[i].chunk.sentence_start, hits[i].chunk.sentence_end))
+        component: list[int] = []
+        reach = -1
+        for i in members + [None]:
+            if i is None or hits[i].chunk.sentence_start > reach:  # a gap: close the component
+                first = min(component, default=0)
+                for j in component:
+                    group[j] = first
+                component, reach = [], -1
+            if i is not None:
+                component.append(i)
+                reach = max(reach, hits[i].chunk.sentence_end)
+    return group
+
+
+def _merged(members: list[Hit], text_of: Callable[[str], str]) -> Hit:
+    """One passage from ranked members of a group (the first is the best ranked)."""
+    best = members[0]
+    hit = replace(best, chunk_ids=list(best.chunk_ids), scores=dict(best.scores), ranks=dict(best.ranks))
+    if len(members) == 1:
+        return hit
+    hit.start, hit.end = min(m.start for m in members), max(m.end for m in members)
+    hit.page_start, hit.page_end = min(m.page_start for m in members), max(m.page_end for m in members)
+    hit.text = text_of(best.chunk.doc_id)[hit.start:hit.end]
+    hit.chunk_ids = list(dict.fromkeys(i for m in members for i in m.chunk_ids))
+    hit.chunk = replace(best.chunk, sentence_start=min(m.chunk.sentence_start for m in members),
+                        sentence_end=max(m.chunk.sentence_end for m in members))
+    for m in members[1:]:  # every stage score is "higher is better", every rank "lower is better"
+        for stage, score in m.scores.items():
+            hit.scores[stage] = max(score, hit.scores.get(stage, score))
+        for stage, rank in m.ranks.items():
+            hit.ranks[stage] = min(rank, hit.ranks.get(stage, rank))
+    return hit
 
 
 class _timed:
