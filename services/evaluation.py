@@ -8,6 +8,7 @@ sizes: a bigger chunk "finds" more only by showing more text).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import statistics
@@ -184,26 +185,53 @@ def sample_documents() -> list:
     return sorted((SAMPLES / "docs").glob("*.txt"))
 
 
+KB_NAME_LIMIT = 64  # Store.create_kb's limit on knowledge-base names
+VARIANT_PREFIX = "~评测~"  # names starting with "~" are hidden from the KB pickers
+
+
+def variant_name(kb: KnowledgeBase, config) -> str:
+    """The hidden KB name for `kb` re-chunked with `config`: always a valid name (within the length
+    limit, however long the source name) and unique per (source KB id, chunking config), because it
+    ends in a hash of both; the readable part is only a label."""
+    identity = json.dumps({"kb": kb.id, "chunking": config.to_dict()}, sort_keys=True)
+    tail = f"~{config.strategy}~{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+    return f"{VARIANT_PREFIX}{kb.name}"[: KB_NAME_LIMIT - len(tail)] + tail
+
+
 def chunker_variant(lib: Library, kb: KnowledgeBase, config, progress=None) -> KnowledgeBase:
     """A hidden copy of `kb` re-chunked with `config` (for comparing chunkers in an evaluation).
 
-    Built once from the stored document texts (embeddings of unchanged text come from the cache)
-    and reused while the source KB's documents are unchanged.
+    Re-chunks each ready document's stored text with its stored page spans (never re-parses it, so
+    PDFs and DOCX keep their text, offsets and pages); embeddings of unchanged text come from the
+    cache. Built once and reused while the source's documents and embedding model are unchanged.
+    A document that cannot be re-chunked raises a WendaoError naming it, rather than dropping out.
     """
-    from services.ingest import ingest_bytes
-
     docs = [d for d in lib.store.list_documents(kb.id) if d.status == "ready"]
-    signature = ",".join(sorted(d.id for d in docs))
-    name = f"~评测~{kb.name}~{config.strategy}-{config.chunk_size}-{config.overlap}-{config.window}-{config.stride}"
-    variant = lib.kb(name, create=True)
-    if lib.store.get_kb(variant.id).settings.get("source_signature") != signature:
-        for d in lib.store.list_documents(variant.id):
-            lib.delete_document(variant, d.id)
-        lib.store.update_kb_settings(variant.id, embedding_model=lib.embedding_model(kb), hidden=True)
-        for i, d in enumerate(docs, start=1):
-            text = lib.store.document_text(kb.id, d.id)
-            ingest_bytes(lib, variant, text.encode("utf-8"), d.filename, config)
-            if progress:
-                progress(i, len(docs))
-        lib.store.update_kb_settings(variant.id, source_signature=signature)
+    model = lib.embedding_model(kb)
+    signature = model + ":" + ",".join(sorted(d.id for d in docs))
+    variant = lib.kb(variant_name(kb, config), create=True)
+    if lib.store.get_kb(variant.id).settings.get("source_signature") == signature:
+        return lib.store.get_kb(variant.id)
+    for d in lib.store.list_documents(variant.id):
+        lib.delete_document(variant, d.id)
+    lib.store.update_kb_settings(variant.id, embedding_model=model, hidden=True, source_signature=None)
+    for i, d in enumerate(docs, start=1):
+        _copy_rechunked(lib, kb, variant, d, config)
+        if progress:
+            progress(i, len(docs))
+    lib.store.update_kb_settings(variant.id, source_signature=signature)
     return lib.store.get_kb(variant.id)
+
+
+def _copy_rechunked(lib: Library, source: KnowledgeBase, variant: KnowledgeBase, doc, config) -> None:
+    """Index `doc`'s stored text and page spans into `variant`, chunked with `config`."""
+    from services.ingest import _index_document, _StageTimer
+    from services.parsing import ParsedDocument
+
+    parsed = ParsedDocument(doc.filename, lib.store.document_text(source.id, doc.id),
+                            lib.store.page_spans(source.id, doc.id), doc.skipped_pages, encoding=doc.encoding)
+    try:
+        with lib.write_lock:
+            _index_document(lib, variant, parsed, doc.id, doc.size, config, lambda *_: None, _StageTimer())
+    except errors.WendaoError as exc:
+        raise errors.WendaoError(f"按新设置切分文档「{doc.filename}」失败：{exc.message_zh}") from exc

@@ -1,0 +1,67 @@
+"""Evaluation chunker variants (issue 8 item 10): PDFs and DOCX must not drop out, pages and offsets
+stay those of the stored text, and the hidden variant KB's name is always valid."""
+from fixtures import ZH_PARAGRAPHS, make_docx, make_pdf
+from services.chunking import ChunkingConfig
+from services.evaluation import EvalConfig, Question, chunker_variant, evaluate, variant_name
+from services.ingest import ingest_bytes
+
+WINDOW = ChunkingConfig("window", window=2, stride=1)
+
+
+def _ingest_mixed(lib, kb):
+    for data, name in ((make_pdf([ZH_PARAGRAPHS[0], ZH_PARAGRAPHS[2]]), "geo.pdf"),
+                       (make_docx(), "rules.docx"), ("".join(ZH_PARAGRAPHS[1:]).encode(), "river.txt")):
+        assert ingest_bytes(lib, kb, data, name, ChunkingConfig("sentence", 60, 0)).status == "ok", name
+
+
+def test_variant_rechunks_stored_text_of_pdf_and_docx_keeping_pages(lib, kb):
+    _ingest_mixed(lib, kb)
+    seen = []
+    variant = chunker_variant(lib, kb, WINDOW, lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (3, 3)
+    source = {d.filename: d for d in lib.store.list_documents(kb.id)}
+    copies = {d.filename: d for d in lib.store.list_documents(variant.id)}
+    assert set(copies) == {"geo.pdf", "rules.docx", "river.txt"}
+    assert all(d.status == "ready" for d in copies.values())
+    for name, d in source.items():
+        assert lib.store.document_text(variant.id, copies[name].id) == lib.store.document_text(kb.id, d.id)
+        assert lib.store.page_spans(variant.id, copies[name].id) == lib.store.page_spans(kb.id, d.id)
+        chunks = lib.store.chunks_of(variant.id, copies[name].id)
+        assert chunks and all(c.strategy == "window" for c in chunks)
+    pdf_text = lib.store.document_text(kb.id, source["geo.pdf"].id)
+    everest = [c for c in lib.store.chunks_of(variant.id, copies["geo.pdf"].id) if "珠穆朗玛峰" in c.text]
+    assert everest and all(c.page_end == 2 for c in everest)
+    assert all(pdf_text[c.start:c.end] == c.text for c in everest)
+
+
+def test_variant_evaluation_finds_answers_in_pdf_and_docx(lib, kb):
+    _ingest_mixed(lib, kb)
+    variant = chunker_variant(lib, kb, WINDOW)
+    texts = {d.filename: lib.store.document_text(kb.id, d.id) for d in lib.store.list_documents(kb.id)}
+    questions = []
+    for n, (doc, answer, question) in enumerate((("geo.pdf", "珠穆朗玛峰", "世界最高峰是哪座山"),
+                                                 ("rules.docx", "2487万", "上海人口有多少"))):
+        start = texts[doc].index(answer)
+        questions.append(Question(str(n), question, f"docs/{doc}", [(start, start + len(answer))], [answer]))
+    summaries, rows = evaluate(lib, variant, questions, [EvalConfig("bm25", "bm25")])
+    assert summaries["bm25"]["recall@5"] == 1.0, rows
+
+
+def test_variant_name_is_valid_and_unique_for_long_names(lib):
+    long_kb = lib.kb("长" * 64, create=True)
+    other = lib.kb("长" * 63 + "短", create=True)
+    names = {variant_name(k, c) for k in (long_kb, other)
+             for c in (WINDOW, ChunkingConfig("window", window=4, stride=2), ChunkingConfig("fixed", 100, 20))}
+    assert len(names) == 6 and all(len(n) <= 64 and n.startswith("~") for n in names)
+    ingest_bytes(lib, long_kb, ZH_PARAGRAPHS[0].encode(), "a.txt")
+    variant = chunker_variant(lib, long_kb, WINDOW)
+    assert variant.name == variant_name(long_kb, WINDOW) and lib.store.count_chunks(variant.id) > 0
+
+
+def test_variant_is_reused_until_the_source_changes(lib, kb):
+    ingest_bytes(lib, kb, ZH_PARAGRAPHS[0].encode(), "a.txt")
+    first = chunker_variant(lib, kb, WINDOW)
+    created = [d.created_at for d in lib.store.list_documents(first.id)]
+    assert [d.created_at for d in lib.store.list_documents(chunker_variant(lib, kb, WINDOW).id)] == created
+    ingest_bytes(lib, kb, make_docx(), "rules.docx")
+    assert {d.filename for d in lib.store.list_documents(chunker_variant(lib, kb, WINDOW).id)} == {"a.txt", "rules.docx"}
