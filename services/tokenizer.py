@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import threading
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,23 +59,63 @@ def comparable(text: str) -> str:
 
 
 def term_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
-    """Where the terms occur in `text` (merged [start, end) spans), for highlighting matches.
-    Matching runs on the simplified form when that keeps offsets (t2s maps characters 1:1 here)."""
-    folded = to_simplified(text.lower())
-    haystack = folded if len(folded) == len(text) else text.lower()
-    spans = []
-    for term in set(terms):
-        start = haystack.find(term)
-        while start >= 0:
-            spans.append((start, start + len(term)))
-            start = haystack.find(term, start + 1)
+    """Where the terms occur in `text` as merged [start, end) spans of the original text, for
+    highlighting matches; built from `term_matches`, so full-width, upper-case, traditional or
+    Kangxi-radical spellings are highlighted where the query's terms match them."""
     merged: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
+    for a, b, _term in term_matches(text, terms):
         if merged and a <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
         else:
             merged.append((a, b))
     return merged
+
+
+def term_matches(text: str, terms: list[str]) -> list[tuple[int, int, str]]:
+    """Every occurrence of each term (a `query_terms` token) in `text`: sorted (start, end, term)
+    with exact offsets into the original text, such that `comparable(text[start:end]) == term`.
+
+    Matching runs on the comparable form (NFKC, lower case, simplified), built piece by piece so
+    each folded character knows the original characters it came from; a length-changing fold
+    (ＧＤＰ -> gdp is 1:1, but 'İ'.lower() is two characters) therefore cannot shift offsets.
+    """
+    folded, owner, pieces = _folded_with_origin(text)
+    found = set()
+    for term in {t for t in terms if t}:
+        i = folded.find(term)
+        while i >= 0:
+            a, b = pieces[owner[i]][0], pieces[owner[i + len(term) - 1]][1]
+            if comparable(text[a:b]) == term:  # a match inside one piece's fold is no match
+                found.add((a, b, term))
+            i = folded.find(term, i + 1)
+    return sorted(found)
+
+
+def _folded_with_origin(text: str) -> tuple[str, list[int], list[tuple[int, int]]]:
+    """`text` in comparable form, the piece each folded character comes from, and the pieces'
+    [start, end) offsets. A piece is a character with the combining marks that follow it (NFKC
+    composes across those); whitespace folds to one space, as `normalize` collapses it."""
+    pieces = _pieces(text)
+    parts, owner = [], []
+    for k, (a, b) in enumerate(pieces):
+        piece = text[a:b]
+        part = " " if piece.isspace() else normalize(piece).lower()
+        parts.append(part)
+        owner.extend([k] * len(part))
+    folded = "".join(parts)
+    simplified = to_simplified(folded)
+    return (simplified if len(simplified) == len(folded) else folded), owner, pieces
+
+
+def _pieces(text: str) -> list[tuple[int, int]]:
+    """[start, end) of each base character plus its combining marks (and Hangul vowel/final jamo)."""
+    pieces: list[tuple[int, int]] = []
+    for i, ch in enumerate(text):
+        if pieces and (unicodedata.combining(ch) or 0x1160 <= ord(ch) <= 0x11FF):
+            pieces[-1] = (pieces[-1][0], i + 1)
+        else:
+            pieces.append((i, i + 1))
+    return pieces
 
 
 @lru_cache(maxsize=8)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import ROOT
 from fixtures import ZH_PARAGRAPHS
@@ -43,6 +45,53 @@ def test_term_spans_highlight_traditional_text():
     text = "馬祖列島距離中國大陸很近。"
     spans = term_spans(text, query_terms("马祖列岛离大陆多远"))
     assert [text[a:b] for a, b in spans] == ["馬祖列島", "離", "大陸"]
+
+
+def test_term_spans_highlight_full_width_and_keep_offsets_after_length_changing_case():
+    from services.tokenizer import query_terms, term_spans
+
+    text = "İİ中国的ＧＤＰ增长，Gdp 与 gdp。"
+    spans = term_spans(text, query_terms("中国GDP增长"))
+    assert [text[a:b] for a, b in spans] == ["中国", "ＧＤＰ增长", "Gdp", "gdp"]
+    kangxi = "⽤⽔量"  # Kangxi radicals as PDFs emit them (⽤ U+2F64 for 用)
+    assert [kangxi[a:b] for a, b in term_spans(kangxi, query_terms("用水量"))] == [kangxi]
+
+
+_VARIANTS = {c: [c, c.upper(), chr(ord(c) - 0x20 + 0xFF00), chr(ord(c.upper()) - 0x20 + 0xFF00)]
+             for c in "gdpxyz"} | {"长": ["长", "長"], "江": ["江"], "用": ["用", "⽤"], "水": ["水", "⽔"]}
+_ALPHABET = "".join(v for vs in _VARIANTS.values() for v in vs) + "İıßΣσ\u0301\u00a0 ，。的e"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=_ALPHABET, max_size=40), query=st.text(alphabet=_ALPHABET, max_size=12))
+def test_every_highlighted_span_normalises_to_a_query_term(text, query):
+    from services.tokenizer import comparable, query_terms, term_matches, term_spans
+
+    terms = query_terms(query)
+    matches = term_matches(text, terms)
+    assert all(comparable(text[a:b]) == term and term in terms for a, b, term in matches)
+    spans = term_spans(text, terms)
+    assert all(a < b and b < c for (a, b), (c, _) in zip(spans, spans[1:]))  # ordered, apart
+    covered = {i for a, b, _ in matches for i in range(a, b)}
+    assert covered == {i for a, b in spans for i in range(a, b)}  # spans are exactly the matches
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["gdp", "长江", "用水", "xyz"]), st.integers(0, 3), st.integers(0, 2 ** 12)),
+                min_size=1, max_size=6))
+def test_every_spelling_of_a_term_is_highlighted(parts):
+    """Terms written in any mix of full-width, upper-case, traditional or radical forms are found
+    at their exact offsets."""
+    from services.tokenizer import term_spans
+
+    text, placed = "", []
+    for term, gap, choice in parts:
+        text += "，的" * gap
+        spelled = "".join(_VARIANTS[c][(choice >> (2 * i)) % len(_VARIANTS[c])] for i, c in enumerate(term))
+        placed.append((len(text), len(text) + len(spelled)))
+        text += spelled + "。"
+    spans = term_spans(text, ["gdp", "长江", "用水", "xyz"])
+    assert all(any(a <= x and y <= b for a, b in spans) for x, y in placed), (text, spans)
 
 
 def test_user_dictionary_keeps_domain_terms(tmp_path, monkeypatch):
