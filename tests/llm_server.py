@@ -2,14 +2,19 @@
 
 Behaviour is chosen by the requested model name:
   "echo"            answer from the <source> blocks it receives (the best-matching sentence + [n]);
-                    JSON {answer, citations} when response_format asks for it
+                    JSON {answerable, answer, citations} when response_format asks for it
+  "miscite"         like echo, but cites the next source's number (a small model's typical slip)
+  "empty"           an empty completion (200, no text)
   "no-json"         like echo but rejects response_format with 400 (endpoints without structured output)
   "fail-401" / "fail-404" / "fail-500" / "fail-context"   fail every time
   "fail-429-N"      answer 429 for the first N requests, then behave like echo
   "stall"           send the response headers, then nothing (a hung server)
-It obeys an instruction "请只回答：X" only when it appears outside <source> blocks, like a model
-that respects the prompt's data/instruction boundary; tests check our prompt keeps injected text
-inside the blocks.
+It obeys an instruction "请只回答：X" anywhere outside <source> blocks, and it reads source blocks as
+leniently as a real model would: a block opens at any <source ...> tag and closes at the first
+</source> in any case or spacing (</SOURCE>, </ source >), and an opening tag ends at its first ">".
+Only text inside a block so delimited is treated as data; everything else (text after an early
+close, text inside other tags, a file name that breaks out of its attribute) counts as instructions.
+So tests show that our prompt keeps document text and file names inside their blocks.
 """
 from __future__ import annotations
 
@@ -19,7 +24,18 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-SOURCE = re.compile(r'<source id="(\d+)"[^>]*>\n(.*?)\n</source>', re.S)
+SOURCE = re.compile(r"<\s*source\b([^>]*)>(.*?)(?:<\s*/\s*source\s*>|$)", re.S | re.I)
+SOURCE_ID = re.compile(r'\bid\s*=\s*"?(\d+)', re.I)
+
+
+def source_blocks(text: str) -> list[tuple[int, str]]:
+    """(id, body) of each block, delimited leniently (see the module docstring)."""
+    out = []
+    for attrs, body in SOURCE.findall(text):
+        m = SOURCE_ID.search(attrs)
+        if m:
+            out.append((int(m.group(1)), body.strip()))
+    return out
 
 
 def _bigrams(text):
@@ -27,7 +43,7 @@ def _bigrams(text):
     return {t[i:i + 2] for i in range(len(t) - 1)}
 
 
-def fake_answer(messages) -> tuple[str, list[int]]:
+def fake_answer(messages, model: str = "echo") -> tuple[str, list[int]]:
     system = messages[0]["content"] if messages else ""
     user = messages[-1]["content"]
     if "改写" in system:  # query rewriting
@@ -36,7 +52,7 @@ def fake_answer(messages) -> tuple[str, list[int]]:
         subject = history[-1].split("的")[0] if history else ""
         return re.sub(r"^那(么)?", "", follow).replace("它", subject), []
     outside = SOURCE.sub("", user)
-    order = re.search(r"请只回答：(\S+)", outside)
+    order = re.search(r"请只回答：([^\s<]+)", outside)
     if order:
         return order.group(1), []
     asked = re.search(r"问题：(.*)", user)
@@ -44,14 +60,18 @@ def fake_answer(messages) -> tuple[str, list[int]]:
         return "好", []
     question = asked.group(1)
     best = (0.0, 0, "")
-    for n, body in SOURCE.findall(user):
+    blocks = source_blocks(user)
+    for n, body in blocks:
         for sentence in re.split(r"(?<=[。！？])", body):
             score = len(_bigrams(question) & _bigrams(sentence)) / max(1, len(_bigrams(question)))
             if sentence.strip() and score > best[0]:
                 best = (score, int(n), sentence.strip())
     if best[0] < 0.2:
         return "文档中没有找到这个问题的答案。", []
-    return f"{best[2]}[{best[1]}]", [best[1]]
+    n = best[1]
+    if model == "miscite":
+        n = n % len(blocks) + 1
+    return f"{best[2]}[{n}]", [n]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -102,9 +122,12 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(server.stall_seconds)
             return
-        text, cited = fake_answer(body["messages"])
-        if body.get("response_format"):
-            text = json.dumps({"answer": text, "citations": cited}, ensure_ascii=False)
+        text, cited = fake_answer(body["messages"], model)
+        if model == "empty":
+            text = ""
+        elif body.get("response_format"):
+            answerable = not text.startswith("文档中没有找到")
+            text = json.dumps({"answerable": answerable, "answer": text, "citations": cited}, ensure_ascii=False)
         if body.get("stream"):
             return self._stream(model, text)
         self._json(200, {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,

@@ -66,10 +66,10 @@ def test_citations_map_to_quote_and_drop_unknown_numbers():
     assert (c.start, c.end) == (110, 110 + len(c.quote)) and c.supported
 
 
-def test_unsupported_citation_is_flagged_and_posthoc_added():
+def test_unsupported_citation_is_repaired_and_posthoc_added():
     hits = [make_hit("黄河被称为母亲河。"), make_hit("珠穆朗玛峰海拔8848米。")]
     cits = map_citations("珠穆朗玛峰海拔8848米[1]。黄河被称为母亲河。", hits)
-    assert [(c.n, c.supported, c.posthoc) for c in cits] == [(1, False, False), (1, True, True)]
+    assert [(c.n, c.supported, c.posthoc, c.corrected) for c in cits] == [(2, True, False, True), (1, True, True, False)]
 
 
 def test_partial_json_answer_streaming():

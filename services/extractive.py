@@ -1,0 +1,151 @@
+"""Extractive answers (no LLM): the sentence(s) of the top passages that answer the question.
+
+A candidate sentence scores by the query terms it contains, each weighted by length x local IDF
+(terms found in few candidate sentences are the specific ones), plus character-bigram overlap with
+the question, a small prior for the passage's rank, and a bonus when it holds the answer's expected
+type (a number for 多少/几, a date for 哪一年/何时, a person for 谁). Further sentences are added only
+when they are nearly as good and cover query terms the first did not (never a neighbour that only
+shares words, never the same sentence twice). No embeddings: ~ms per answer.
+
+Each picked sentence is then checked against the question (does it answer it?), not against itself:
+its `support` is the query-term coverage it reaches with its type match, see `check_picks`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from services.refusal import key_terms
+from services.retrieval import Hit
+from services.text import split_sentences
+from services.tokenizer import comparable, query_terms
+
+EXTRACTIVE_LABEL = "以下内容摘自文档："
+# A picked sentence "answers" the question when it covers this share of the key terms (length-weighted).
+ANSWERS_THRESHOLD = 0.4
+
+_NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家所人只台部]|多[大长高远重久宽深]|数量|人口|面积|价格|金额|比例|百分")
+_DATE_Q = re.compile(r"哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪")
+_PERSON_Q = re.compile(r"谁|何人|哪位|哪一位|什么人|哪个人|姓名|名字叫")
+_NUMBER = re.compile(r"[0-9０-９]|[一二两三四五六七八九十百千万亿]+[个次位种年天名岁座条项件本家所人只台部元米吨倍%％]")
+_DATE = re.compile(r"[0-9０-９]{1,4}\s*[年月日]|[一二三四五六七八九十〇零]{2,4}年|世纪|年代|朝|公元")
+_PERSON_HINT = re.compile(r"[他她]|先生|女士|教授|博士|总统|主席|皇帝|国王|作者|导演|创始人|发明|原告|被告|法官|[姓名]")
+
+
+@dataclass
+class Pick:
+    """A sentence chosen for the answer: source number, document offsets, text, relevance to the question."""
+
+    n: int
+    start: int
+    end: int
+    text: str
+    score: float
+    support: float = 0.0
+
+
+def answer_type(question: str) -> str | None:
+    """The expected answer type of a question: 'date', 'number', 'person' or None."""
+    if _DATE_Q.search(question):
+        return "date"
+    if _PERSON_Q.search(question):
+        return "person"
+    if _NUMBER_Q.search(question):
+        return "number"
+    return None
+
+
+def has_type(kind: str | None, sentence: str) -> bool:
+    """Whether a sentence holds a value of the expected type (cheap patterns, no NER model)."""
+    if kind == "date":
+        return bool(_DATE.search(sentence))
+    if kind == "number":
+        return bool(_NUMBER.search(sentence))
+    if kind == "person":
+        return bool(_PERSON_HINT.search(sentence))
+    return False
+
+
+def _bigrams(text: str) -> set[str]:
+    t = re.sub(r"\W+", "", text)
+    return {t[i:i + 2] for i in range(len(t) - 1)}
+
+
+def _candidates(hits: list[Hit], max_passages: int) -> list[Pick]:
+    seen_spans, seen_text, out = set(), set(), []
+    for n, hit in enumerate(hits[:max_passages], start=1):
+        for a, b in split_sentences(hit.text):
+            raw = hit.text[a:b]
+            sentence = raw.strip()
+            a += len(raw) - len(raw.lstrip())
+            key = comparable(sentence)
+            span = (hit.doc, hit.start + a)
+            if len(sentence) < 4 or span in seen_spans or key in seen_text:
+                continue  # windows overlap: the same sentence is quoted once
+            seen_spans.add(span)
+            seen_text.add(key)
+            out.append(Pick(n, hit.start + a, hit.start + a + len(sentence), sentence, 0.12 / (n + 1)))
+    return out
+
+
+def pick_sentences(query: str, hits: list[Hit], max_sentences: int = 2, max_chars: int = 200,
+                   max_passages: int = 4) -> list[Pick]:
+    """The sentences that best answer `query`, in document order (see the module docstring)."""
+    candidates = _candidates(hits, max_passages)
+    if not candidates:
+        return []
+    lowered = [comparable(c.text) for c in candidates]
+    terms = key_terms(query) or query_terms(query)
+    weights = {t: len(t) * math.log(1 + len(candidates) / (1 + sum(t in x for x in lowered))) for t in terms}
+    total = sum(weights.values()) or 1.0
+    q_grams = _bigrams(comparable(query))
+    kind = answer_type(query)
+    covered: list[set[str]] = []
+    for c, text in zip(candidates, lowered):
+        found = {t for t in terms if t in text}
+        covered.append(found)
+        c.score += sum(weights[t] for t in found) / total
+        c.score += 0.3 * len(q_grams & _bigrams(text)) / max(1, len(q_grams))
+        if kind and has_type(kind, c.text):
+            c.score += 0.15
+    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].score)
+    first = order[0]
+    picked, used, have = [candidates[first]], len(candidates[first].text), set(covered[first])
+    for i in order[1:]:
+        c = candidates[i]
+        if len(picked) >= max_sentences or c.score < 0.75 * picked[0].score:
+            break
+        new_terms = covered[i] - have
+        if not new_terms or sum(weights[t] for t in new_terms) / total < 0.15 or used + len(c.text) > max_chars:
+            continue  # a neighbour that only repeats the first sentence's words adds nothing
+        picked.append(c)
+        used += len(c.text)
+        have |= covered[i]
+    check_picks(query, picked)
+    return sorted(picked, key=lambda c: (c.n, c.start))
+
+
+def check_picks(query: str, picks: list[Pick]) -> list[Pick]:
+    """Set each pick's `support`: how well the sentence answers the question (key-term coverage,
+    plus a little when it holds the expected answer type). Judged against the question, never
+    against the sentence itself, so an off-topic sentence is not marked supported."""
+    terms = key_terms(query) or query_terms(query)
+    kind = answer_type(query)
+    for p in picks:
+        text = comparable(p.text)
+        total = sum(len(t) for t in terms) or 1
+        coverage = sum(len(t) for t in terms if t in text) / total
+        p.support = min(1.0, coverage + (0.1 if kind and has_type(kind, p.text) and coverage > 0 else 0.0))
+    return picks
+
+
+def extractive_text(picks: list[Pick]) -> str:
+    """The answer text: the label, then each sentence followed by its [n]."""
+    return EXTRACTIVE_LABEL + "\n\n" + "\n".join(f"{p.text}[{p.n}]" for p in picks)
+
+
+def extractive_answer(query: str, hits: list[Hit], **kwargs) -> tuple[str, list[Pick]]:
+    """(answer text, picks) for `query` from `hits`; ("", []) when no passage has a usable sentence."""
+    picks = pick_sentences(query, hits, **kwargs)
+    return (extractive_text(picks), picks) if picks else ("", [])

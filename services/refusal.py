@@ -1,0 +1,93 @@
+"""Refusal: decide whether the retrieved passages can answer the question at all.
+
+The decision uses signals that exist in every retrieval mode (BM25-only, dense-only, hybrid,
+reranked), so a mode without dense scores does not refuse what it found:
+  - `sentence`: query-term coverage (terms weighted by length: long terms are specific) of the best
+    sentence (or adjacent pair) of the top passages — does one place in the text say it?
+  - `pool`: share of the query's key terms found anywhere in the retrieved candidates — a key term
+    missing from every candidate (拜占庭 after its only document was deleted) means the knowledge
+    base does not talk about it;
+  - `bm25`: the top BM25 score per query term (normalised), when BM25 ran;
+  - `dense`: the top dense similarity, when dense retrieval ran;
+  - `rerank`: a cross-encoder's score, when reranking ran;
+and, with an LLM, its own structured judgement (`answerable`), applied in services.answer.
+Thresholds are calibrated by bench/answers.py on CMRC / DRCD / CAIL2019 (answerable vs. questions
+asked against a knowledge base without their document, and CAIL's real unanswerable questions).
+"""
+from __future__ import annotations
+
+from services.retrieval import Hit
+from services.text import split_sentences
+from services.tokenizer import comparable, query_terms
+
+# Refuse when the best sentence covers less than this share of the query's key terms ...
+REFUSE_BELOW_SENTENCE = 0.34
+# ... or when fewer than this share of the key terms occur anywhere in the candidates,
+REFUSE_BELOW_POOL = 0.5
+# unless dense similarity (when present) is at least this high.
+ANSWER_ABOVE_DENSE = 0.9
+
+# Question words carry the question's shape, not its topic; they rarely occur in the answer text.
+QUESTION_WORDS = frozenset("哪一年 一年 哪年 哪里 哪儿 哪位 哪家 哪种 哪天 何时 何地 何人 何处 多久 多长 多大 多高 多远 多重 "
+                           "几年 几个 几次 几位 几种 何 因何 为何 是不是 有没有 能否 可否 请问 主要 分别 一共 共有 总共 "
+                           "哪一 哪一个 哪一位 什么样 怎么样 甚么".split())
+
+
+def key_terms(query: str) -> list[str]:
+    """The query's content terms (question words removed)."""
+    return [t for t in query_terms(query) if t not in QUESTION_WORDS]
+
+
+def _coverage(terms: list[str], text: str) -> float:
+    if not terms:
+        return 0.0
+    haystack = comparable(text)
+    total = sum(len(t) for t in terms)
+    return sum(len(t) for t in terms if t in haystack) / total
+
+
+def term_coverage(query: str, text: str) -> float:
+    """Share of the query's key terms (weighted by length) found in text."""
+    return _coverage(key_terms(query), text)
+
+
+def best_sentence_coverage(terms: list[str], text: str) -> float:
+    """Coverage of the best sentence or pair of adjacent sentences of a passage."""
+    pieces = [text[a:b] for a, b in split_sentences(text)] or [text]
+    best = max(_coverage(terms, p) for p in pieces)
+    for p1, p2 in zip(pieces, pieces[1:]):
+        best = max(best, _coverage(terms, p1 + p2))
+    return best
+
+
+def evidence_strength(query: str, hits: list[Hit], candidates: list[Hit] | None = None) -> dict:
+    """Signals the refusal decision is based on (also shown in the UI for transparency)."""
+    terms = key_terms(query) or query_terms(query)
+    if not hits or not terms:
+        return {"sentence": 0.0, "pool": 0.0, "bm25": None, "dense": None, "rerank": None}
+    top = hits[:3]
+    pool = (candidates or []) + hits
+    pool_text = comparable("\n".join(h.text for h in pool[:60]))
+    bm25 = [h.scores["bm25"] for h in top if "bm25" in h.scores]
+    dense = [h.scores["dense"] for h in top if "dense" in h.scores]
+    rerank = [h.scores["rerank"] for h in top if "rerank" in h.scores]
+    return {"sentence": max(best_sentence_coverage(terms, h.text) for h in top),
+            "pool": _coverage(terms, pool_text),
+            "bm25": max(bm25) / max(1, len(terms)) if bm25 else None,
+            "dense": max(dense) if dense else None,
+            "rerank": max(rerank) if rerank else None}
+
+
+def should_refuse(strength: dict) -> bool:
+    """Refuse when no sentence of the top passages covers the query's key terms, or a key term is
+    missing from every candidate, unless dense similarity or a reranker vouches for the passages.
+
+    A reranker's judgement can only overrule a refusal (sigmoid score >= 0.5, i.e. logit >= 0, means
+    "relevant" for bge-rerankers); it was not calibrated here because no reranker ships offline.
+    """
+    weak = strength["sentence"] < REFUSE_BELOW_SENTENCE or strength["pool"] < REFUSE_BELOW_POOL
+    if weak and strength.get("dense") is not None and strength["dense"] >= ANSWER_ABOVE_DENSE:
+        weak = False
+    if weak and strength.get("rerank") is not None:
+        return strength["rerank"] < 0.5
+    return weak
