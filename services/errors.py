@@ -45,6 +45,29 @@ class NoExtractableText(DocumentError):
     default_message = "没有可提取的文字（可能是扫描件或字体损坏的 PDF），请先做 OCR 再上传。"
 
 
+class BinaryContent(DocumentError):
+    default_message = "文件内容不是文本（看起来是图片、压缩包或程序等二进制文件），无法索引。"
+
+
+class DocumentTooLong(DocumentError):
+    default_message = "文档文字太多，超过了单个文档的上限，请拆分成几个较小的文件后再上传。"
+
+
+class FileUnreadable(DocumentError):
+    default_message = "无法读取文件。"
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> "FileUnreadable":
+        """A Chinese reason for an OSError (the system's own text is English and may hold paths)."""
+        import errno
+
+        reasons = {errno.ENOENT: "文件不存在", errno.EACCES: "没有读取权限", errno.EPERM: "没有读取权限",
+                   errno.EISDIR: "这是一个文件夹，不是文件", errno.ENAMETOOLONG: "文件名太长",
+                   errno.EIO: "磁盘读写错误", errno.ELOOP: "符号链接循环"}
+        reason = reasons.get(exc.errno or -1, f"系统错误码 {exc.errno}" if exc.errno else "未知系统错误")
+        return cls(f"无法读取文件：{reason}。")
+
+
 # --- knowledge bases ------------------------------------------------------------------------
 class KnowledgeBaseError(WendaoError):
     default_message = "知识库操作失败。"
@@ -70,6 +93,17 @@ class ModelLoadError(WendaoError):
 class IndexLocked(WendaoError):
     default_message = ("索引正被另一个进程使用（例如正在运行的网页应用或另一个命令行）。请关闭它后重试；"
                        "需要多个进程同时读写时，请使用 Qdrant 服务器（设置 QDRANT_URL）。")
+
+
+class DataDirBusy(IndexLocked):
+    """Another live process owns the data directory (services.ownership); nothing was changed."""
+
+    default_message = ("数据目录正被另一个进程使用（例如正在运行的网页应用），本操作需要写入，因此未做任何修改。"
+                       "请在网页应用中操作，或关闭它后重试。")
+
+
+class IndexMismatch(WendaoError):
+    default_message = "索引与知识库记录不一致（向量模型或维度不同）。请在文档库中“重建索引”。"
 
 
 class InvalidQuestionFile(WendaoError):

@@ -225,13 +225,12 @@ def chunker_variant(lib: Library, kb: KnowledgeBase, config, progress=None) -> K
 
 def _copy_rechunked(lib: Library, source: KnowledgeBase, variant: KnowledgeBase, doc, config) -> None:
     """Index `doc`'s stored text and page spans into `variant`, chunked with `config`."""
-    from services.ingest import _index_document, _StageTimer
+    from services.ingest import index_parsed
     from services.parsing import ParsedDocument
 
     parsed = ParsedDocument(doc.filename, lib.store.document_text(source.id, doc.id),
                             lib.store.page_spans(source.id, doc.id), doc.skipped_pages, encoding=doc.encoding)
     try:
-        with lib.write_lock:
-            _index_document(lib, variant, parsed, doc.id, doc.size, config, lambda *_: None, _StageTimer())
+        index_parsed(lib, variant, parsed, doc.id, doc.size, config)
     except errors.WendaoError as exc:
         raise errors.WendaoError(f"按新设置切分文档「{doc.filename}」失败：{exc.message_zh}") from exc

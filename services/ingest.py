@@ -1,14 +1,20 @@
 """Ingest pipeline: parse -> chunk -> embed -> store -> index, atomic per document.
 
-Order matters for crash safety: the slow, side-effect-free stages (parse, chunk, tokenise, embed)
-run first; then the document and its chunks are written in one SQLite transaction as 'indexing';
-then BM25 and dense points are upserted; then the document flips to 'ready'. A crash before the
-flip leaves an 'indexing' row that Library.reconcile removes (with its points) on the next start.
-A same-named file with new content replaces the old version only after the new one is ready.
+Only the data dir's owner ingests (Library.require_owner, checked before parsing, so a refused
+command reads, embeds and writes nothing). Order matters for crash safety: the slow, side-effect-free
+stages (parse, chunk, tokenise, embed) run first; then the document, its chunks and their BM25 terms
+are written in one SQLite transaction as 'indexing' (the duplicate check is part of that insert);
+then dense points are upserted; then one transaction makes the document 'ready' and removes the
+version it replaces (same file name). A crash before that leaves an 'indexing' row that the next
+owner removes with its points (Library.reconcile); a crash after it leaves at most orphan points of
+the old version, which search ignores and reconcile deletes. Re-chunking stages the new chunks as
+pending and swaps them in one transaction, so the old version stays searchable until then.
+Every failure of a file becomes a 'failed' FileResult with a Chinese reason, never an exception.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,14 +22,15 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from services import errors
-from services.bm25 import average_length, document_vector
 from services.chunking import ChunkingConfig, chunk_text
 from services.embedding import embed_with_cache
+from services.index_text import document_title, index_rows, index_text  # noqa: F401 (re-exported)
 from services.library import Library
-from services.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, parse
+from services.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, check_size, parse
 from services.store import KnowledgeBase
 from services.text import normalize
-from services.tokenizer import tokenize
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 STAGES = ("parse", "chunk", "embed", "index")
@@ -87,28 +94,58 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
     progress = progress or (lambda *_: None)
     timer = _StageTimer()
     try:
+        lib.require_owner()
         with timer("parse"):
             progress("parse", 0, 1)
             doc = parse(data, filename)
             progress("parse", 1, 1)
         doc_id = document_id(doc.text)
         existing = lib.store.get_document(kb.id, doc_id)
-        if existing is not None and existing.status == "ready":
-            return FileResult(filename, "duplicate", f"与已有文档「{existing.filename}」内容相同，未重复索引",
-                              doc_id, existing.chunk_count, seconds=timer.seconds)
-        with lib.write_lock:
-            if existing is not None:  # an earlier failed attempt
-                lib.discard(kb, doc_id)
-            return _index_document(lib, kb, doc, doc_id, len(data), config, progress, timer)
+        if existing is not None:
+            return _duplicate(filename, existing, timer)
+        prepared = _prepare(lib, kb, doc, config, progress, timer)
+        with lib.write_lock, timer("index"):
+            return _commit_new(lib, kb, doc, doc_id, len(data), config, prepared, progress, timer)
     except errors.WendaoError as exc:
         return FileResult(filename, "failed", exc.message_zh, seconds=timer.seconds)
+    except Exception:  # noqa: BLE001 - a file's failure is a result; the traceback goes to the log
+        log.exception("ingest of %r failed", filename)
+        return FileResult(filename, "failed", "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。",
+                          seconds=timer.seconds)
 
 
-def _index_document(lib, kb, doc: ParsedDocument, doc_id, size, config, progress, timer,
-                    replace: bool = False) -> FileResult:
-    """Chunk, embed and index a parsed document. With `replace` (re-chunking), its old chunks are
-    swapped out only once the new ones are chunked and embedded, so a failure in those (slow) stages
-    keeps the old version; a failure while writing the indexes removes the document."""
+def index_parsed(lib: Library, kb: KnowledgeBase, doc: ParsedDocument, doc_id: str, size: int,
+                 config: ChunkingConfig, progress: Progress | None = None) -> FileResult:
+    """Index an already parsed document (e.g. stored text copied into an evaluation variant KB).
+    Raises WendaoError on failure (the KB is then unchanged)."""
+    lib.require_owner()
+    progress = progress or (lambda *_: None)
+    timer = _StageTimer()
+    prepared = _prepare(lib, kb, doc, config, progress, timer)
+    with lib.write_lock, timer("index"):
+        return _commit_new(lib, kb, doc, doc_id, size, config, prepared, progress, timer)
+
+
+def _duplicate(filename: str, existing, timer) -> FileResult:
+    if existing.status == "ready":
+        reason = f"与已有文档「{existing.filename}」内容相同，未重复索引"
+    else:
+        reason = f"相同内容的文档「{existing.filename}」正在索引中，未重复索引"
+    return FileResult(filename, "duplicate", reason, existing.id, existing.chunk_count, seconds=timer.seconds)
+
+
+@dataclass
+class _Prepared:
+    """The slow, side-effect-free part of indexing: chunks, their index rows and vectors."""
+
+    chunks: list
+    rows: list
+    vectors: object
+    embedder: object
+    embedded: int
+
+
+def _prepare(lib, kb, doc: ParsedDocument, config, progress, timer) -> _Prepared:
     embedder = lib.embedder(kb)
     with timer("chunk"):
         count = embedder.count_tokens if config.unit == "tokens" else None
@@ -116,80 +153,50 @@ def _index_document(lib, kb, doc: ParsedDocument, doc_id, size, config, progress
         if not chunks:
             raise errors.EmptyDocument()
         title = document_title(doc.text, doc.filename)
-        index_texts = [index_text(title, c) for c in chunks]
-        tokens = [tokenize(t) for t in index_texts]
+        texts = [index_text(title, c) for c in chunks]
+        rows = index_rows(texts)
         progress("chunk", len(chunks), len(chunks))
     with timer("embed"):
-        vectors, embedded = embed_with_cache(embedder, lib.cache, index_texts,
+        vectors, embedded = embed_with_cache(embedder, lib.cache, texts,
                                              lambda done, total: progress("embed", done, total))
         progress("embed", len(chunks), len(chunks))
-    with timer("index"):
-        lib.ensure_indexes(kb, embedder)
-        avgdl = _bm25_avgdl(lib, kb, tokens)
-        old_ids = lib.store.chunk_ids(kb.id, doc_id) if replace else []
-        ids = lib.store.add_document(
-            kb.id, doc_id, doc.filename, size=size, pages=doc.page_count, text=doc.text,
-            page_spans=[asdict(p) for p in doc.pages], skipped_pages=doc.skipped_pages,
-            encoding=doc.encoding, chunking=config.to_dict(), chunks=chunks, replace=replace)
-        lib.drop_points(kb, old_ids)
-        try:
-            _fault_injection_pause()
-            _write_points(lib, kb, ids, doc_id, [document_vector(t, avgdl) for t in tokens], vectors, embedder)
-            lib.store.set_status(kb.id, doc_id, "ready")
-        except errors.WendaoError:
-            lib.discard(kb, doc_id)
+    return _Prepared(chunks, rows, vectors, embedder, embedded)
+
+
+def _commit_new(lib, kb, doc, doc_id, size, config, p: _Prepared, progress, timer) -> FileResult:
+    """Write rows ('indexing'), then points, then flip to 'ready' replacing the same-named version."""
+    collection = lib.dense_for_writing(kb, p.embedder)
+    replaces = next((d.id for d in lib.store.find_by_filename(kb.id, doc.filename)
+                     if d.id != doc_id and d.status == "ready"), None)
+    ids = lib.store.add_document(
+        kb.id, doc_id, doc.filename, size=size, pages=doc.page_count, text=doc.text,
+        page_spans=[asdict(x) for x in doc.pages], skipped_pages=doc.skipped_pages, encoding=doc.encoding,
+        chunking=config.to_dict(), chunks=p.chunks, index_rows=p.rows, replaces=replaces)
+    if ids is None:  # the same content was inserted meanwhile (another session)
+        return _duplicate(doc.filename, lib.store.get_document(kb.id, doc_id), timer)
+    try:
+        fault_point("rows_written")
+        lib.backend.upsert(collection, ids, p.vectors, [doc_id] * len(ids))
+        fault_point("points_written")
+        removed = lib.store.finalize_document(kb.id, doc_id)
+    except BaseException as exc:
+        lib.drop_points(kb, lib.store.delete_document(kb.id, doc_id))
+        if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
             raise
-        except Exception as exc:
-            lib.discard(kb, doc_id)
-            raise errors.WendaoError(f"写入索引失败：{type(exc).__name__}: {exc}") from exc
-        progress("index", len(chunks), len(chunks))
-    replaced = [d for d in lib.store.find_by_filename(kb.id, doc.filename) if d.id != doc_id]
-    for old in replaced:
-        lib.discard(kb, old.id)
-    return FileResult(doc.filename, "replaced" if replaced else "ok", "", doc_id, len(chunks), doc.page_count,
-                      doc.warnings, timer.seconds, embedded)
+        raise errors.WendaoError("写入索引失败，知识库未改变。") from exc
+    fault_point("finalized")
+    lib.drop_points(kb, removed)
+    progress("index", len(ids), len(ids))
+    return FileResult(doc.filename, "replaced" if replaces else "ok", "", doc_id, len(ids), doc.page_count,
+                      doc.warnings, timer.seconds, p.embedded)
 
 
-def document_title(text: str, filename: str) -> str:
-    """The document's title: its first line when that is short (a heading), else the file name."""
-    first = text.lstrip().split("\n", 1)[0].strip()
-    if 0 < len(first) <= 40 and len(text) > len(first) + 20:
-        return first
-    return Path(filename).stem
-
-
-def index_text(title: str, chunk) -> str:
-    """What BM25 and the embedder see for a chunk: the document title, then the chunk text.
-
-    Chunks after the first lose the subject their document is about (the title names it); putting
-    the title in front of every chunk's index text lets queries that name the subject find them.
-    The stored and quoted chunk text is unchanged.
-    """
-    text = normalize(chunk.text)
-    if chunk.start == 0 or text.startswith(normalize(title)):
-        return text
-    return f"{normalize(title)}\n{text}"
-
-
-def _write_points(lib, kb, ids, doc_id, sparse, dense, embedder) -> None:
-    doc_ids = [doc_id] * len(ids)
-    lib.backend.upsert(lib.bm25_collection(kb), ids, sparse, doc_ids)
-    lib.backend.upsert(lib.dense_collection(kb, embedder.name), ids, dense, doc_ids)
-
-
-def _bm25_avgdl(lib: Library, kb: KnowledgeBase, tokens: list[list[str]]) -> float:
-    """avgdl is fixed at a KB's first ingest (see services.bm25)."""
-    settings = lib.store.get_kb(kb.id).settings
-    if "bm25_avgdl" not in settings:
-        settings = lib.store.update_kb_settings(kb.id, bm25_avgdl=average_length(tokens))
-    return float(settings["bm25_avgdl"])
-
-
-def _fault_injection_pause() -> None:
-    """Test hook: WENDAO_FAULT_PAUSE_S sleeps between the SQLite write and the index write,
-    so the crash-safety test can kill -9 the process at the worst moment."""
+def fault_point(name: str) -> None:
+    """Test hook for crash tests: with WENDAO_FAULT_AT naming this point (or '*'), sleep
+    WENDAO_FAULT_PAUSE_S seconds there so a test can kill -9 the process at that exact moment."""
     pause = float(os.environ.get("WENDAO_FAULT_PAUSE_S", "0") or 0)
-    if pause:
+    if pause and os.environ.get("WENDAO_FAULT_AT", "rows_written") in (name, "*"):
+        print(f"FAULT_POINT {name}", flush=True)
         time.sleep(pause)
 
 
@@ -208,15 +215,20 @@ def ingest_paths(lib: Library, kb: KnowledgeBase, paths: Iterable[str | Path],
                  config: ChunkingConfig = ChunkingConfig(),
                  on_file: Callable[[int, int, FileResult], None] | None = None,
                  progress: Callable[[str, str, int, int], None] | None = None) -> IngestReport:
-    """Ingest files/folders; `on_file(i, n, result)` after each, `progress(file, stage, done, total)`."""
+    """Ingest files/folders; `on_file(i, n, result)` after each, `progress(file, stage, done, total)`.
+    Raises DataDirBusy before reading anything when another process owns the data dir."""
+    lib.require_owner()
     start = time.perf_counter()
     files = expand_paths(paths)
     results = []
     for i, path in enumerate(files, start=1):
         try:
+            check_size(path.stat().st_size)  # before reading: an over-limit file is never loaded
             data = path.read_bytes()
         except OSError as exc:
-            result = FileResult(path.name, "failed", f"无法读取文件：{exc.strerror}")
+            result = FileResult(path.name, "failed", errors.FileUnreadable.from_os_error(exc).message_zh)
+        except errors.DocumentError as exc:
+            result = FileResult(path.name, "failed", exc.message_zh)
         else:
             result = ingest_bytes(lib, kb, data, path.name, config,
                                   (lambda s, d, t, name=path.name: progress(name, s, d, t)) if progress else None)
@@ -228,16 +240,37 @@ def ingest_paths(lib: Library, kb: KnowledgeBase, paths: Iterable[str | Path],
 
 def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: ChunkingConfig,
                      progress: Progress | None = None) -> FileResult:
-    """Re-split an indexed document with new settings (re-embeds only text not in the cache)."""
+    """Re-split an indexed document with new settings (re-embeds only text not in the cache).
+
+    The new chunks are staged as pending, their points written, and one transaction swaps them in;
+    until then — and if anything fails — the old version stays searchable."""
+    lib.require_owner()
     document = lib.store.get_document(kb.id, doc_id)
-    if document is None:
+    if document is None or document.status != "ready":
         raise errors.DocumentNotFound()
     text = lib.store.document_text(kb.id, doc_id)
     parsed = ParsedDocument(document.filename, text, lib.store.page_spans(kb.id, doc_id), document.skipped_pages,
                             encoding=document.encoding)
-    with lib.write_lock:
-        return _index_document(lib, kb, parsed, doc_id, document.size, config, progress or (lambda *_: None),
-                               _StageTimer(), replace=True)
+    timer = _StageTimer()
+    progress = progress or (lambda *_: None)
+    p = _prepare(lib, kb, parsed, config, progress, timer)
+    with lib.write_lock, timer("index"):
+        collection = lib.dense_for_writing(kb, p.embedder)
+        ids = lib.store.stage_chunks(kb.id, doc_id, p.chunks, p.rows)
+        try:
+            fault_point("rows_written")
+            lib.backend.upsert(collection, ids, p.vectors, [doc_id] * len(ids))
+            fault_point("points_written")
+            old = lib.store.swap_chunks(kb.id, doc_id, config.to_dict())
+        except BaseException as exc:
+            lib.drop_points(kb, lib.store.discard_pending(kb.id, doc_id))
+            if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
+                raise
+            raise errors.WendaoError("重新切分失败，文档保持原来的版本。") from exc
+        fault_point("finalized")
+        lib.drop_points(kb, old)
+    progress("index", len(ids), len(ids))
+    return FileResult(document.filename, "ok", "", doc_id, len(ids), document.pages, [], timer.seconds, p.embedded)
 
 
 class _StageTimer:

@@ -1,22 +1,35 @@
 """Library: the store plus its derived indexes and models, opened once per process.
 
-It owns the invariants that span SQLite and Qdrant: a document is searchable only when 'ready';
-deleting a document removes its points; on open, documents left 'indexing' by a crash are removed
-from the store and the indexes (`reconcile`).
+It owns the invariants that span SQLite and the indexes (../shared/DESIGN.md §3):
+- SQLite is the truth. BM25 is computed in memory from SQLite rows (services.bm25) and follows every
+  commit through the KB's generation counter; the dense collection is recorded in the KB's settings
+  (name + model fingerprint) so every operation uses the collection search uses.
+- Only the data dir's owner (services.ownership) writes rows or opens Qdrant Edge shards. Another
+  process (the CLI while the app runs) is read-only: BM25 from SQLite, dense search exact over the
+  cached vectors in SQLite, and every write raises DataDirBusy before doing anything.
+- When a process becomes owner it reconciles: rows a dead process left half-written ('indexing'
+  documents, pending re-chunks) are removed with their points, points whose chunk no longer exists
+  (orphans) are deleted, and collections no KB records are dropped.
 """
 from __future__ import annotations
 
+import logging
 import threading
+import uuid
 from pathlib import Path
 
-from services import errors
+import numpy as np
+
+from services import errors, ownership
+from services.bm25 import BM25Index, SparseVector
 from services.config import data_dir
 from services.embedding import EmbeddingCache, load_embedder
 from services.models import DEFAULT_EMBEDDER
 from services.store import KnowledgeBase, Store
-from services.vectors import Backend, IndexSpec, collection_name, default_backend
+from services.vectors import (Backend, IndexSpec, ScoredId, ServerBackend, default_backend, dense_collection_name,
+                              kb_prefix)
 
-BM25_SPEC = IndexSpec("bm25", 0)
+log = logging.getLogger(__name__)
 OPTIMIZE_FROM_CHUNKS = 20_000  # below this, unoptimised exact search is already a few ms
 
 
@@ -25,10 +38,42 @@ class Library:
         self.root = Path(root) if root else data_dir()
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.root / "wendao.db")
-        self.backend = backend or default_backend(self.root)
+        self._backend = backend
         self.cache = EmbeddingCache(self.root / "embeddings.db")
-        self.write_lock = threading.Lock()  # one ingest/delete at a time per process
-        self.reconcile()
+        self.write_lock = threading.RLock()  # one ingest/delete/rebuild at a time per process
+        self._bm25: dict[int, BM25Index] = {}
+        self._readonly_dense: dict[tuple, tuple] = {}
+        self.owner = False
+        self._closed = False
+        self.try_own()
+
+    # --- ownership ----------------------------------------------------------------------------
+    def try_own(self) -> bool:
+        """Become the data dir's owner if no live process is; reconcile on becoming owner."""
+        if not self.owner and ownership.try_acquire(self.root):
+            self.owner = True
+            self.reconcile()
+        return self.owner
+
+    def require_owner(self) -> None:
+        """Raise DataDirBusy (before anything is read or written) unless this process owns the dir."""
+        if not self.try_own():
+            raise errors.DataDirBusy(f"数据目录正被{ownership.describe_owner(self.root)}使用，本操作需要写入，"
+                                     "因此未做任何修改。请在网页应用中操作，或关闭它后重试。")
+
+    @property
+    def read_only(self) -> bool:
+        return not self.try_own()
+
+    @property
+    def backend(self) -> Backend:
+        """The vector engine. Embedded shards are opened only by the owner (see services.ownership)."""
+        if self._backend is not None:
+            return self._backend
+        backend = default_backend(self.root)
+        if not isinstance(backend, ServerBackend):
+            self.require_owner()
+        return backend
 
     # --- knowledge bases --------------------------------------------------------------------
     def kb(self, name: str, create: bool = False) -> KnowledgeBase:
@@ -36,6 +81,7 @@ class Library:
         if kb is None:
             if not create:
                 raise errors.KnowledgeBaseNotFound(f"找不到知识库「{name}」。")
+            self.require_owner()
             kb = self.store.create_kb(name)
         return kb
 
@@ -45,66 +91,195 @@ class Library:
     def embedder(self, kb: KnowledgeBase):
         return load_embedder(self.embedding_model(kb))
 
-    def bm25_collection(self, kb: KnowledgeBase) -> str:
-        return collection_name(kb.id, BM25_SPEC)
+    def dense_index(self, kb: KnowledgeBase) -> dict | None:
+        """The dense collection this KB uses: {"collection", "fingerprint", "dim", "model"}, or None."""
+        return self.store.get_kb(kb.id).settings.get("dense_index")
 
-    def dense_collection(self, kb: KnowledgeBase, model: str | None = None) -> str:
-        return collection_name(kb.id, IndexSpec(model or self.embedding_model(kb), 1))
+    def dense_collection(self, kb: KnowledgeBase) -> str | None:
+        record = self.dense_index(kb)
+        return record["collection"] if record else None
+
+    def new_dense_record(self, kb: KnowledgeBase, embedder) -> dict:
+        """A fresh collection name for (KB, model fingerprint); recorded by the caller once built."""
+        name = dense_collection_name(kb.id, embedder.fingerprint_id, uuid.uuid4().hex[:8])
+        return {"collection": name, "fingerprint": embedder.fingerprint_id, "dim": embedder.dim,
+                "model": self.embedding_model(kb)}
+
+    def dense_for_writing(self, kb: KnowledgeBase, embedder) -> str:
+        """The KB's dense collection, created and recorded on first use; IndexMismatch when the KB's
+        index was built by a different model (e.g. a model folder replaced in place: reindex)."""
+        record = self.dense_index(kb)
+        if record and record["fingerprint"] != embedder.fingerprint_id:
+            if self.store.count_chunks(kb.id) or self.store.list_documents(kb.id):
+                raise errors.IndexMismatch(
+                    "向量模型已变化（模型文件或设置与建立索引时不同），请先在文档库中“重建索引”。")
+            record = None
+        if record is None:
+            record = self.new_dense_record(kb, embedder)
+            self.backend.ensure(record["collection"], IndexSpec(record["model"], embedder.dim, embedder.fingerprint_id))
+            self.store.update_kb_settings(kb.id, dense_index=record)
+        else:
+            self.backend.ensure(record["collection"], IndexSpec(record["model"], embedder.dim, embedder.fingerprint_id))
+        return record["collection"]
 
     def optimize(self, kb: KnowledgeBase) -> None:
-        """Merge segments and build the HNSW graph of both indexes (bench at 100k chunks: 62 s;
+        """Merge segments and build the HNSW graph of the dense index (bench at 100k chunks: 62 s;
         dense search 12.6 -> 6.0 ms). Blocks (and holds the GIL on the embedded engine)."""
+        self.require_owner()
         with self.write_lock:
-            self.backend.optimize(self.bm25_collection(kb))
-            self.backend.optimize(self.dense_collection(kb))
+            name = self.dense_collection(kb)
+            if name:
+                self.backend.optimize(name)
 
     def delete_kb(self, kb: KnowledgeBase) -> None:
+        """Delete a KB: its rows first (the truth), then every collection named for it."""
+        self.require_owner()
         with self.write_lock:
-            self.backend.drop(self.bm25_collection(kb))
-            self.backend.drop(self.dense_collection(kb))
             self.store.delete_kb(kb.id)
+            self._bm25.pop(kb.id, None)
+            self._drop_collections(kb_prefix(kb.id))
 
-    # --- documents --------------------------------------------------------------------------
-    def drop_points(self, kb: KnowledgeBase, chunk_ids: list[int]) -> None:
-        """Remove chunk ids from both indexes of a KB."""
-        if chunk_ids:
-            self.backend.delete(self.bm25_collection(kb), chunk_ids)
-            self.backend.delete(self.dense_collection(kb), chunk_ids)
-
-    def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
-        with self.write_lock:
-            if self.store.get_document(kb.id, doc_id) is None:
-                raise errors.DocumentNotFound()
-            self.drop_points(kb, self.store.chunk_ids(kb.id, doc_id))  # IndexLocked here changes nothing
-            self.store.delete_document(kb.id, doc_id)
-
-    def reconcile(self) -> int:
-        """Remove documents a crash left half-written; returns how many were removed.
-
-        Their points are dropped too when the index can be opened; points that stay behind (index
-        locked by another process) are harmless: chunk ids are never reused and search only returns
-        chunks of 'ready' documents.
-        """
-        stale = self.store.stale_documents()
-        for doc in stale:
-            self.discard(self.store.get_kb(doc.kb_id), doc.id)
-        return len(stale)
-
-    def discard(self, kb: KnowledgeBase, doc_id: str) -> None:
-        """Delete a document's rows, then (best effort) its points."""
-        chunk_ids = self.store.delete_document(kb.id, doc_id)
+    def _drop_collections(self, prefix: str, keep: str | None = None) -> None:
         try:
-            self.drop_points(kb, chunk_ids)
+            for name in self.backend.collections(prefix):
+                if name != keep:
+                    self.backend.drop(name)
         except errors.IndexLocked:
             pass
 
-    def ensure_indexes(self, kb: KnowledgeBase, embedder) -> None:
-        """Open (or create) both indexes of a KB; raises IndexLocked before anything is written."""
-        self.backend.ensure(self.bm25_collection(kb), BM25_SPEC)
-        self.backend.ensure(self.dense_collection(kb, embedder.name), IndexSpec(embedder.name, embedder.dim))
+    # --- documents --------------------------------------------------------------------------
+    def drop_points(self, kb: KnowledgeBase, chunk_ids: list[int]) -> None:
+        """Remove chunk ids from the dense index (BM25 follows SQLite by itself). Best effort: a point
+        left behind is an orphan that search ignores and the next reconcile deletes."""
+        name = self.dense_collection(kb)
+        if chunk_ids and name:
+            try:
+                self.backend.delete(name, chunk_ids)
+            except Exception:  # noqa: BLE001 - orphans are swept by reconcile; never fail a delete here
+                log.warning("could not drop %d points from %s", len(chunk_ids), name, exc_info=True)
+
+    def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
+        self.require_owner()
+        with self.write_lock:
+            if self.store.get_document(kb.id, doc_id) is None:
+                raise errors.DocumentNotFound()
+            self.drop_points(kb, self.store.delete_document(kb.id, doc_id))
+
+    def reconcile(self) -> int:
+        """Owner only: remove what dead processes left half-done; returns how many documents/re-chunks
+        were removed. Safe because holding the owner lock proves no other live process writes."""
+        removed = 0
+        with self.write_lock:
+            for doc in self.store.stale_documents():
+                self.drop_points(self.store.get_kb(doc.kb_id), self.store.delete_document(doc.kb_id, doc.id))
+                removed += 1
+            for kb_id, doc_id in self.store.stale_pending():
+                self.drop_points(self.store.get_kb(kb_id), self.store.discard_pending(kb_id, doc_id))
+                removed += 1
+            self._sweep_indexes()
+        return removed
+
+    def _sweep_indexes(self) -> None:
+        """Delete orphan points and collections no KB records (legacy BM25, old builds, deleted KBs)."""
+        try:
+            kbs = {kb.id: kb for kb in self.store.list_kbs()}
+            recorded = {self.dense_collection(kb) for kb in kbs.values()}
+            for name in self.backend.collections("kb"):
+                if name not in recorded:
+                    self.backend.drop(name)
+            for kb in kbs.values():
+                name = self.dense_collection(kb)
+                if name and self.backend.exists(name):
+                    orphans = self.backend.ids(name) - self.store.chunk_id_set(kb.id)
+                    if orphans:
+                        self.backend.delete(name, sorted(orphans))
+        except errors.IndexLocked:
+            log.warning("index sweep skipped: index locked")
+
+    # --- search -------------------------------------------------------------------------------
+    def bm25_index(self, kb: KnowledgeBase) -> BM25Index:
+        """The KB's in-memory BM25 index, brought up to date with SQLite (cheap when nothing changed)."""
+        index = self._bm25.setdefault(kb.id, BM25Index())
+        with index.lock:
+            generation = self.store.generation(kb.id)
+            if index.generation != generation:
+                live = self.store.chunk_id_set(kb.id)
+                index.remove(index.ids - live)
+                added = sorted(live - index.ids)
+                if added:
+                    index.add(self._bm25_rows(kb, added))
+                index.generation = generation
+        return index
+
+    def _bm25_rows(self, kb: KnowledgeBase, ids: list[int]) -> list[tuple[int, int, bytes]]:
+        rows, missing = [], []
+        for chunk_id, length, blob, doc_id in self.store.bm25_rows(kb.id, ids):
+            (rows if blob is not None else missing).append((chunk_id, length, blob, doc_id))
+        if missing:  # chunks written before BM25 terms lived in SQLite: compute (and store, as owner)
+            rows.extend(self._backfill_terms(kb, missing))
+        return [(i, n, b) for i, n, b, _ in rows]
+
+    def _backfill_terms(self, kb: KnowledgeBase, missing: list[tuple]) -> list[tuple]:
+        from services.index_text import document_title, index_rows, index_text
+
+        chunks = self.store.get_chunks([m[0] for m in missing])
+        titles: dict[str, str] = {}
+        out, updates = [], []
+        for chunk_id, _, _, doc_id in missing:
+            if doc_id not in titles:
+                doc = self.store.get_document(kb.id, doc_id)
+                titles[doc_id] = document_title(self.store.document_text(kb.id, doc_id), doc.filename)
+            blob, length, key = index_rows([index_text(titles[doc_id], chunks[chunk_id])])[0]
+            out.append((chunk_id, length, blob, doc_id))
+            updates.append((chunk_id, blob, length, key))
+        if self.owner:
+            self.store.set_chunk_terms(updates)
+        return out
+
+    def bm25_search(self, kb: KnowledgeBase, query: SparseVector, limit: int) -> list[ScoredId]:
+        return [ScoredId(i, s) for i, s in self.bm25_index(kb).search(query, limit)]
+
+    def dense_search(self, kb: KnowledgeBase, embedder, vector, limit: int) -> list[ScoredId]:
+        """Dense search in the KB's recorded collection (IndexMismatch when the model changed since it
+        was built). A read-only process searches exactly over the cached vectors in SQLite."""
+        record = self.dense_index(kb)
+        if record is None:
+            return []
+        if record["fingerprint"] != embedder.fingerprint_id:
+            raise errors.IndexMismatch(
+                f"知识库的向量索引由另一个模型建立（{record.get('model')}），与当前模型不一致。请在文档库中“重建索引”。")
+        if self._backend is None and not isinstance(default_backend(self.root), ServerBackend) and self.read_only:
+            return self._dense_from_cache(kb, record, vector, limit)
+        return self.backend.search(record["collection"], vector, limit, False)
+
+    def _dense_from_cache(self, kb: KnowledgeBase, record: dict, vector, limit: int) -> list[ScoredId]:
+        key = (kb.id, record["collection"])
+        generation = self.store.generation(kb.id)
+        cached = self._readonly_dense.get(key)
+        if cached is None or cached[0] != generation:
+            ids, keys = zip(*self.store.embed_keys(kb.id)) if self.store.count_chunks(kb.id) else ((), ())
+            found = self.cache.vectors_for(record["fingerprint"], list(keys), int(record["dim"]))
+            pairs = [(i, found[k]) for i, k in zip(ids, keys) if k in found]
+            matrix = np.stack([v for _, v in pairs]) if pairs else np.zeros((0, int(record["dim"])), np.float32)
+            cached = self._readonly_dense[key] = (generation, np.array([i for i, _ in pairs], np.int64), matrix)
+        _, ids, matrix = cached
+        if not len(ids):
+            return []
+        scores = matrix @ np.asarray(vector, np.float32)
+        top = np.argsort(-scores)[:limit]
+        return [ScoredId(int(ids[i]), float(scores[i])) for i in top]
 
     def close(self) -> None:
+        """Close the store; the last owner in this process also closes the shards and the lock."""
+        if self._closed:
+            return
+        self._closed = True
         self.store.close()
+        if self.owner and ownership.release(self.root):
+            from services.vectors import close_backend
+
+            close_backend(self.root)
+        self.owner = False
 
 
 _LIBRARIES: dict[str, Library] = {}
@@ -138,20 +313,34 @@ def chunking_config(lib: Library, kb: KnowledgeBase):
         return ChunkingConfig()
 
 
-def llm_settings(lib: Library, kb: KnowledgeBase, session_key: str = "", secrets: dict | None = None):
+def llm_settings(lib: Library, kb: KnowledgeBase, session_key: str = "", secrets: dict | None = None,
+                 unsaved: dict | None = None):
     """Endpoint settings, later sources winning: environment (OPENAI_BASE_URL, OPENAI_API_KEY,
-    WENDAO_LLM_MODEL) < `secrets` (st.secrets, passed in by the UI) < settings saved for the KB
-    (the key only when the user chose to save it) < the key typed in this session."""
+    WENDAO_LLM_MODEL) < `secrets` (st.secrets, passed in by the UI) < settings saved for the KB <
+    `unsaved` (values a visitor is trying out, e.g. the settings page's connection test).
+
+    Keys are bound to endpoints: the server's key (env / secrets) is used only with the server's
+    base_url, a key saved for the KB only with the base_url saved next to it. The key typed in
+    this session (`session_key`, the visitor's own) wins wherever they point it. So a visitor who
+    names another host never makes the server send its key there.
+    """
     from dataclasses import replace
 
-    from services.config import LLMSettings
+    from services.config import LLMSettings, same_endpoint
 
-    base = replace(LLMSettings.from_env(), **{k: v for k, v in (secrets or {}).items() if v})
+    server = replace(LLMSettings.from_env(), **{k: v for k, v in (secrets or {}).items() if v})
     saved = lib.store.get_kb(kb.id).settings.get("llm", {})
-    fields = {k: v for k, v in saved.items() if k in LLMSettings.__dataclass_fields__ and v not in ("", None)}
-    settings = replace(base, **fields)
+    fields = {k: v for k, v in saved.items()
+              if k in LLMSettings.__dataclass_fields__ and k not in ("api_key", "key_source") and v not in ("", None)}
+    saved_url = fields.get("base_url", server.base_url)
+    fields.update({k: v for k, v in (unsaved or {}).items()
+                   if k in LLMSettings.__dataclass_fields__ and k not in ("api_key", "key_source") and v not in ("", None)})
+    settings = replace(server, api_key="", **fields)
     if session_key:
-        settings = replace(settings, api_key=session_key)
+        return replace(settings, api_key=session_key, key_source="session")
+    for source, url, key in (("saved", saved_url, saved.get("api_key", "")), ("server", server.base_url, server.api_key)):
+        if key and same_endpoint(url, settings.base_url):
+            return replace(settings, api_key=key, key_source=source)
     return settings
 
 
@@ -161,8 +350,11 @@ def save_settings(lib: Library, kb: KnowledgeBase, section: str, values: dict) -
 
 
 def save_llm_settings(lib: Library, kb: KnowledgeBase, settings, save_key: bool = False) -> None:
-    """Persist endpoint settings; the API key only when the user explicitly asks."""
+    """Persist endpoint settings; the API key only when the user explicitly asks (it is then
+    stored in plain text in the KB's settings JSON, which the UI says). A key that came from the
+    server (env / st.secrets) is never copied into the store."""
     values = dict(settings.__dict__)
-    if not save_key:
+    source = values.pop("key_source", "")
+    if not save_key or source == "server" or not values.get("api_key"):
         values.pop("api_key", None)
     save_settings(lib, kb, "llm", values)

@@ -1,39 +1,55 @@
-"""Switching a knowledge base to another embedding model: re-embed every chunk into a new dense
-collection, then flip the KB's setting and drop the old collection (so search keeps working on the
-old model until the new index is complete, and a failure leaves the KB as it was)."""
+"""Building a KB's dense collection from SQLite: switching the embedding model (re-embed) and
+rebuilding with the same one (reindex). Either way a new collection is built next to the one in use,
+then the KB's record flips to it in one settings write and the old one is dropped — search keeps
+working on the old collection until the new one is complete, and a failure leaves the KB as it was.
+Vectors come from the embedding cache where the same model already embedded the same text."""
 from __future__ import annotations
 
 from typing import Callable
 
 from services.embedding import embed_with_cache, load_embedder
-from services.ingest import document_title, index_text
+from services.index_text import document_title, index_text
 from services.library import Library
 from services.store import KnowledgeBase
 from services.vectors import IndexSpec
 
 
 def reembed(lib: Library, kb: KnowledgeBase, model: str, progress: Callable[[int, int], None] | None = None) -> int:
-    """Re-embed all chunks of `kb` with `model`; returns the number of chunks. Raises ModelLoadError."""
+    """Re-embed all chunks of `kb` with `model`; returns the number of chunks. Raises ModelLoadError.
+    When `model` resolves to the model the index was built with, only the setting changes."""
+    lib.require_owner()
     embedder = load_embedder(model)
-    old_name = lib.dense_collection(kb)
-    new_name = lib.dense_collection(kb, embedder.name)
-    if new_name == old_name:
+    record = lib.dense_index(kb)
+    if record and record["fingerprint"] == embedder.fingerprint_id:
+        lib.store.update_kb_settings(kb.id, embedding_model=model, dense_index={**record, "model": model})
         return lib.store.count_chunks(kb.id)
-    lib.backend.drop(new_name)
-    lib.backend.ensure(new_name, IndexSpec(embedder.name, embedder.dim))
-    total, done = lib.store.count_chunks(kb.id), 0
-    titles: dict[str, str] = {}
+    return build_dense(lib, kb, embedder, model, progress)
+
+
+def build_dense(lib: Library, kb: KnowledgeBase, embedder, model: str,
+                progress: Callable[[int, int], None] | None = None) -> int:
+    """Embed every searchable chunk into a new collection, then switch the KB to it."""
     with lib.write_lock:
-        for batch in lib.store.iter_chunks(kb.id, 256):
-            for c in batch:
-                if c.doc_id not in titles:
-                    doc = lib.store.get_document(kb.id, c.doc_id)
-                    titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
-            vectors, _ = embed_with_cache(embedder, lib.cache, [index_text(titles[c.doc_id], c) for c in batch])
-            lib.backend.upsert(new_name, [c.id for c in batch], vectors, [c.doc_id for c in batch])
-            done += len(batch)
-            if progress:
-                progress(done, total)
-        lib.store.update_kb_settings(kb.id, embedding_model=model)
-        lib.backend.drop(old_name)
+        old = lib.dense_collection(kb)
+        record = {**lib.new_dense_record(kb, embedder), "model": model}
+        lib.backend.ensure(record["collection"], IndexSpec(model, embedder.dim, embedder.fingerprint_id))
+        total, done = lib.store.count_chunks(kb.id), 0
+        titles: dict[str, str] = {}
+        try:
+            for batch in lib.store.iter_chunks(kb.id, 256):
+                for c in batch:
+                    if c.doc_id not in titles:
+                        doc = lib.store.get_document(kb.id, c.doc_id)
+                        titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
+                vectors, _ = embed_with_cache(embedder, lib.cache, [index_text(titles[c.doc_id], c) for c in batch])
+                lib.backend.upsert(record["collection"], [c.id for c in batch], vectors, [c.doc_id for c in batch])
+                done += len(batch)
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            lib.backend.drop(record["collection"])
+            raise
+        lib.store.update_kb_settings(kb.id, embedding_model=model, dense_index=record)
+        if old and old != record["collection"]:
+            lib.backend.drop(old)
     return total

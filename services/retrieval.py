@@ -81,14 +81,14 @@ class Retriever:
         stages: dict[str, dict[int, float]] = {}
         if mode in ("bm25", "hybrid"):
             with _timed(timings, "bm25"):
-                found = self.lib.backend.search(self.lib.bm25_collection(self.kb), query_vector(query), s.bm25_top_k, True)
+                found = self.lib.bm25_search(self.kb, query_vector(query), s.bm25_top_k)
                 stages["bm25"] = {p.id: p.score for p in found}
         if mode in ("dense", "hybrid"):
             with _timed(timings, "embed_query"):
                 embedder = self.lib.embedder(self.kb)
                 vector = embed_query(embedder, query)
             with _timed(timings, "dense"):
-                found = self.lib.backend.search(self.lib.dense_collection(self.kb, embedder.name), vector, s.dense_top_k, False)
+                found = self.lib.dense_search(self.kb, embedder, vector, s.dense_top_k)
                 stages["dense"] = {p.id: p.score for p in found}
         with _timed(timings, "fusion"):
             fused = self._fuse(stages, mode)

@@ -1,10 +1,17 @@
 """SQLite store: knowledge bases, documents and chunks — the source of truth.
 
-BM25 and dense vectors are derived indexes (services.vectors) rebuilt from here when needed.
-Schema changes are numbered migrations applied in order (PRAGMA user_version), from day one.
-A document is written together with its chunks in one transaction with status 'indexing' and
-flipped to 'ready' once its indexes are written, so a crash leaves it 'indexing' and
-`stale_documents()` lets the next start remove it (see services.library.Library.reconcile).
+BM25 (services.bm25, in memory) and dense vectors (services.vectors) are derived from here and can
+be rebuilt from here (`reindex`). Schema changes are numbered migrations (PRAGMA user_version).
+
+Every change of what is searchable is one SQLite transaction, so there is never a half state:
+- a new document and its chunks are written as 'indexing' and become 'ready' in `finalize_document`,
+  which in the same transaction removes the version it `replaces` (same file name, new content);
+- re-chunking stages the new chunks as `pending` and `swap_chunks` makes them live while deleting the
+  old ones, so the old version stays searchable until the new one is complete;
+- each such commit bumps the knowledge base's `generation`, which tells in-memory indexes (in this or
+  another process) that they must catch up.
+Rows left 'indexing' / 'pending' by a dead process are removed by the data-dir owner at start
+(services.library.Library.reconcile); only the owner writes (services.ownership).
 """
 from __future__ import annotations
 
@@ -62,6 +69,15 @@ MIGRATIONS: list[str] = [
         FOREIGN KEY (kb_id, doc_id) REFERENCES documents(kb_id, id) ON DELETE CASCADE
     );
     CREATE INDEX chunks_doc ON chunks(kb_id, doc_id, ordinal);
+    """,
+    # 2: explicit state: staged re-chunks, atomic replacement, BM25 terms from SQLite, change counter
+    """
+    ALTER TABLE chunks ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE chunks ADD COLUMN terms BLOB;
+    ALTER TABLE chunks ADD COLUMN length INTEGER;
+    ALTER TABLE chunks ADD COLUMN embed_key TEXT;
+    ALTER TABLE documents ADD COLUMN replaces TEXT;
+    ALTER TABLE kbs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 
@@ -196,63 +212,160 @@ class Store:
 
     def add_document(self, kb_id: int, doc_id: str, filename: str, *, size: int, pages: int, text: str,
                      page_spans: list[dict], skipped_pages: list[int], encoding: str | None,
-                     chunking: dict, chunks: list[Chunk], replace: bool = False) -> list[int]:
+                     chunking: dict, chunks: list[Chunk], index_rows: list[tuple] | None = None,
+                     replaces: str | None = None) -> list[int] | None:
         """Insert a document (status 'indexing') and its chunks in one transaction.
 
-        With `replace`, an existing row with the same id (and its chunks) is swapped out in the same
-        transaction (re-chunking).
+        The duplicate check and the insert are one statement under the write transaction, so two
+        uploads of the same content at once cannot both insert: the second gets None.
+        `replaces` names the document (same file name, older content) that `finalize_document` will
+        remove in the same transaction that makes this one ready. `index_rows[i]` is chunk i's
+        (BM25 terms blob, BM25 length, embedding-cache key), see services.bm25.
 
         Returns the new chunk ids (in order), which also become the vector-index point ids.
         """
         with self._lock, self.transaction():
-            if replace:
-                self.db.execute("DELETE FROM chunks WHERE kb_id=? AND doc_id=?", (kb_id, doc_id))
-                self.db.execute("DELETE FROM documents WHERE kb_id=? AND id=?", (kb_id, doc_id))
-            self.db.execute(
+            cur = self.db.execute(
                 "INSERT INTO documents(kb_id, id, filename, size, pages, status, text, page_spans,"
-                " skipped_pages, encoding, chunking, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " skipped_pages, encoding, chunking, created_at, replaces) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(kb_id, id) DO NOTHING",
                 (kb_id, doc_id, filename, size, pages, "indexing", text, json.dumps(page_spans),
-                 json.dumps(skipped_pages), encoding, json.dumps(chunking), time.time()))
-            return self._insert_chunks(kb_id, doc_id, chunks)
+                 json.dumps(skipped_pages), encoding, json.dumps(chunking), time.time(), replaces))
+            if cur.rowcount == 0:
+                return None
+            return self._insert_chunks(kb_id, doc_id, chunks, index_rows)
 
-    def _insert_chunks(self, kb_id: int, doc_id: str, chunks: list[Chunk]) -> list[int]:
+    def finalize_document(self, kb_id: int, doc_id: str) -> list[int]:
+        """Make an 'indexing' document searchable and, in the same transaction, delete the version it
+        replaces. Returns the chunk ids of the removed version (their points are dropped afterwards)."""
+        with self._lock, self.transaction():
+            row = self.db.execute("SELECT replaces FROM documents WHERE kb_id=? AND id=?", (kb_id, doc_id)).fetchone()
+            if row is None:
+                raise errors.DocumentNotFound()
+            removed: list[int] = []
+            if row[0] and row[0] != doc_id:
+                removed = self._all_chunk_ids(kb_id, row[0])
+                self.db.execute("DELETE FROM chunks WHERE kb_id=? AND doc_id=?", (kb_id, row[0]))
+                self.db.execute("DELETE FROM documents WHERE kb_id=? AND id=?", (kb_id, row[0]))
+            self.db.execute("UPDATE documents SET status='ready', error=NULL, replaces=NULL WHERE kb_id=? AND id=?",
+                            (kb_id, doc_id))
+            self._bump(kb_id)
+            return removed
+
+    def stage_chunks(self, kb_id: int, doc_id: str, chunks: list[Chunk], index_rows: list[tuple] | None = None) -> list[int]:
+        """Write a new version of a document's chunks as `pending` (invisible to search)."""
+        with self._lock, self.transaction():
+            return self._insert_chunks(kb_id, doc_id, chunks, index_rows, pending=True)
+
+    def swap_chunks(self, kb_id: int, doc_id: str, chunking: dict) -> list[int]:
+        """Make the pending chunks of a document live and delete the old ones, in one transaction.
+        Returns the old chunk ids (their points are dropped afterwards)."""
+        with self._lock, self.transaction():
+            old = [r[0] for r in self.db.execute(
+                "SELECT id FROM chunks WHERE kb_id=? AND doc_id=? AND pending=0", (kb_id, doc_id))]
+            self.db.execute("DELETE FROM chunks WHERE kb_id=? AND doc_id=? AND pending=0", (kb_id, doc_id))
+            self.db.execute("UPDATE chunks SET pending=0 WHERE kb_id=? AND doc_id=?", (kb_id, doc_id))
+            self.db.execute("UPDATE documents SET chunking=? WHERE kb_id=? AND id=?",
+                            (json.dumps(chunking), kb_id, doc_id))
+            self._bump(kb_id)
+            return old
+
+    def discard_pending(self, kb_id: int, doc_id: str) -> list[int]:
+        """Delete a document's staged (pending) chunks; returns their ids."""
+        with self._lock, self.transaction():
+            ids = [r[0] for r in self.db.execute(
+                "SELECT id FROM chunks WHERE kb_id=? AND doc_id=? AND pending=1", (kb_id, doc_id))]
+            self.db.execute("DELETE FROM chunks WHERE kb_id=? AND doc_id=? AND pending=1", (kb_id, doc_id))
+            return ids
+
+    def _bump(self, kb_id: int) -> None:
+        self.db.execute("UPDATE kbs SET generation=generation+1 WHERE id=?", (kb_id,))
+
+    def generation(self, kb_id: int) -> int:
+        """A counter bumped by every commit that changes what a KB's search can return."""
+        row = self.db.execute("SELECT generation FROM kbs WHERE id=?", (kb_id,)).fetchone()
+        return row[0] if row else -1
+
+    def _insert_chunks(self, kb_id: int, doc_id: str, chunks: list[Chunk], index_rows: list[tuple] | None = None,
+                       pending: bool = False) -> list[int]:
         ids = []
-        for c in chunks:
+        for n, c in enumerate(chunks):
+            terms, length, embed_key = index_rows[n] if index_rows else (None, None, None)
             cur = self.db.execute(
                 "INSERT INTO chunks(kb_id, doc_id, ordinal, start, end, text, page_start, page_end, strategy,"
-                " params, sentence_start, sentence_end) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " params, sentence_start, sentence_end, pending, terms, length, embed_key)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (kb_id, doc_id, c.ordinal, c.start, c.end, c.text, c.page_start, c.page_end, c.strategy,
-                 json.dumps(c.params), c.sentence_start, c.sentence_end))
+                 json.dumps(c.params), c.sentence_start, c.sentence_end, int(pending),
+                 terms, length, embed_key))
             c.id, c.doc_id = cur.lastrowid, doc_id
             ids.append(cur.lastrowid)
         return ids
 
-    def set_status(self, kb_id: int, doc_id: str, status: str, error: str | None = None) -> None:
-        assert status in DOC_STATUSES
-        with self._lock:
-            self.db.execute("UPDATE documents SET status=?, error=? WHERE kb_id=? AND id=?",
-                            (status, error, kb_id, doc_id))
-
     def delete_document(self, kb_id: int, doc_id: str) -> list[int]:
-        """Delete a document and its chunks; returns the chunk ids removed (to drop from indexes)."""
+        """Delete a document and all its chunks (live and pending); returns the chunk ids removed
+        (to drop from indexes)."""
         with self._lock, self.transaction():
-            ids = self.chunk_ids(kb_id, doc_id)
+            ids = self._all_chunk_ids(kb_id, doc_id)
             self.db.execute("DELETE FROM chunks WHERE kb_id=? AND doc_id=?", (kb_id, doc_id))
-            self.db.execute("DELETE FROM documents WHERE kb_id=? AND id=?", (kb_id, doc_id))
+            cur = self.db.execute("DELETE FROM documents WHERE kb_id=? AND id=?", (kb_id, doc_id))
+            if cur.rowcount:
+                self._bump(kb_id)
             return ids
 
     def stale_documents(self) -> list[Document]:
-        """Documents left 'indexing' by a crash (no ingest runs while the store is being opened)."""
+        """Documents left 'indexing' (only meaningful to the data-dir owner: see Library.reconcile)."""
         rows = self.db.execute(f"SELECT {_DOC_COLUMNS} FROM documents d WHERE status='indexing'")
         return [_doc(r) for r in rows]
 
+    def stale_pending(self) -> list[tuple[int, str]]:
+        """(kb_id, doc_id) of documents with staged chunks (a re-chunk that did not finish)."""
+        return [tuple(r) for r in self.db.execute("SELECT DISTINCT kb_id, doc_id FROM chunks WHERE pending=1")]
+
     # --- chunks -----------------------------------------------------------------------------
     def chunk_ids(self, kb_id: int, doc_id: str) -> list[int]:
+        """Live chunk ids of a document, in order."""
         return [r[0] for r in self.db.execute(
-            "SELECT id FROM chunks WHERE kb_id=? AND doc_id=? ORDER BY ordinal", (kb_id, doc_id))]
+            "SELECT id FROM chunks WHERE kb_id=? AND doc_id=? AND pending=0 ORDER BY ordinal", (kb_id, doc_id))]
+
+    def _all_chunk_ids(self, kb_id: int, doc_id: str) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE kb_id=? AND doc_id=?", (kb_id, doc_id))]
+
+    def chunk_id_set(self, kb_id: int, searchable: bool = True) -> set[int]:
+        """Ids of a KB's searchable chunks (ready, live), or with `searchable=False` of every chunk row."""
+        if searchable:
+            return {r[0] for r in self.db.execute(
+                "SELECT c.id FROM chunks c JOIN documents d ON d.kb_id=c.kb_id AND d.id=c.doc_id "
+                "WHERE c.kb_id=? AND d.status='ready' AND c.pending=0", (kb_id,))}
+        return {r[0] for r in self.db.execute("SELECT id FROM chunks WHERE kb_id=?", (kb_id,))}
+
+    def bm25_rows(self, kb_id: int, ids: list[int] | None = None):
+        """(id, length, terms, doc_id) of searchable chunks (all, or those in `ids`)."""
+        base = ("SELECT c.id, c.length, c.terms, c.doc_id FROM chunks c JOIN documents d "
+                "ON d.kb_id=c.kb_id AND d.id=c.doc_id WHERE c.kb_id=? AND d.status='ready' AND c.pending=0")
+        if ids is None:
+            yield from self.db.execute(base + " ORDER BY c.id", (kb_id,))
+            return
+        for i in range(0, len(ids), 900):
+            part = ids[i:i + 900]
+            yield from self.db.execute(base + f" AND c.id IN ({','.join('?' * len(part))}) ORDER BY c.id",
+                                       (kb_id, *part))
+
+    def embed_keys(self, kb_id: int) -> list[tuple[int, str]]:
+        """(chunk id, embedding-cache key) of a KB's searchable chunks (read-only dense search)."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT c.id, c.embed_key FROM chunks c JOIN documents d ON d.kb_id=c.kb_id AND d.id=c.doc_id "
+            "WHERE c.kb_id=? AND d.status='ready' AND c.pending=0 AND c.embed_key IS NOT NULL", (kb_id,))]
+
+    def set_chunk_terms(self, rows: list[tuple[int, bytes, int, str]]) -> None:
+        """Store recomputed BM25 terms / lengths / embedding keys: [(id, terms, length, embed_key)]."""
+        with self._lock, self.transaction():
+            self.db.executemany("UPDATE chunks SET terms=?, length=?, embed_key=? WHERE id=?",
+                                [(t, n, k, i) for i, t, n, k in rows])
 
     def chunks_of(self, kb_id: int, doc_id: str) -> list[Chunk]:
-        rows = self.db.execute("SELECT * FROM chunks WHERE kb_id=? AND doc_id=? ORDER BY ordinal", (kb_id, doc_id))
+        rows = self.db.execute("SELECT * FROM chunks WHERE kb_id=? AND doc_id=? AND pending=0 ORDER BY ordinal",
+                               (kb_id, doc_id))
         return [_chunk(r) for r in rows]
 
     def get_chunks(self, ids: list[int]) -> dict[int, Chunk]:
@@ -262,7 +375,7 @@ class Store:
             part = ids[i:i + 900]
             rows = self.db.execute(
                 f"SELECT c.* FROM chunks c JOIN documents d ON d.kb_id=c.kb_id AND d.id=c.doc_id "
-                f"WHERE d.status='ready' AND c.id IN ({','.join('?' * len(part))})", part)
+                f"WHERE d.status='ready' AND c.pending=0 AND c.id IN ({','.join('?' * len(part))})", part)
             found.update((r["id"], _chunk(r)) for r in rows)
         return found
 
@@ -273,7 +386,7 @@ class Store:
     def count_chunks(self, kb_id: int) -> int:
         return self.db.execute(
             "SELECT COUNT(*) FROM chunks c JOIN documents d ON d.kb_id=c.kb_id AND d.id=c.doc_id "
-            "WHERE c.kb_id=? AND d.status='ready'", (kb_id,)).fetchone()[0]
+            "WHERE c.kb_id=? AND d.status='ready' AND c.pending=0", (kb_id,)).fetchone()[0]
 
     def iter_chunks(self, kb_id: int, batch: int = 2000):
         """All chunks of ready documents in a KB, in batches (for re-indexing)."""
@@ -281,7 +394,7 @@ class Store:
         while True:
             rows = self.db.execute(
                 "SELECT c.* FROM chunks c JOIN documents d ON d.kb_id=c.kb_id AND d.id=c.doc_id "
-                "WHERE c.kb_id=? AND d.status='ready' AND c.id>? ORDER BY c.id LIMIT ?", (kb_id, last, batch)).fetchall()
+                "WHERE c.kb_id=? AND d.status='ready' AND c.pending=0 AND c.id>? ORDER BY c.id LIMIT ?", (kb_id, last, batch)).fetchall()
             if not rows:
                 return
             yield [_chunk(r) for r in rows]
@@ -301,7 +414,7 @@ class _Transaction:
 
 
 _DOC_COLUMNS = ("d.kb_id, d.id, d.filename, d.size, d.pages, d.status, d.error, d.created_at, d.skipped_pages,"
-                " d.encoding, d.chunking, (SELECT COUNT(*) FROM chunks c WHERE c.kb_id=d.kb_id AND c.doc_id=d.id)"
+                " d.encoding, d.chunking, (SELECT COUNT(*) FROM chunks c WHERE c.kb_id=d.kb_id AND c.doc_id=d.id AND c.pending=0)"
                 " AS chunk_count")
 
 

@@ -1,10 +1,13 @@
 """Qdrant vector indexes: embedded on disk by default, a Qdrant server when QDRANT_URL is set.
 
-Layout (identical on both engines): one collection per (knowledge base, index), where an index is
-either a dense embedding model (named vector "dense", cosine, dimension of the model) or BM25
-(named sparse vector "bm25" with Qdrant's IDF modifier, see services.bm25). Point id = chunk id from
-the SQLite store; payload = {"doc_id"}. Each collection records its model and dimension in
-`meta.json` (embedded) or the collection's metadata (server).
+Layout (identical on both engines): one dense collection per (knowledge base, embedding model
+fingerprint, build), named `kb<id>__dense_<fingerprint id>_<build>` (see `dense_collection_name`) and
+recorded in the KB's settings, so every operation — search, delete, optimise, delete-KB — touches the
+collection the KB really uses. Named vector "dense", cosine. Point id = chunk id from the SQLite
+store; payload = {"doc_id"}. Each collection records its model fingerprint and dimension in
+`meta.json` (embedded) or the collection's metadata (server); opening it with another fingerprint
+raises IndexMismatch. (BM25 lives in memory, computed from SQLite: services.bm25. The sparse code
+path here only serves the legacy `kb<id>__bm25` collections of older data dirs, which are dropped.)
 
 Embedded engine: qdrant-edge-py (Qdrant's own engine in-process). Measured on this 2-core machine
 at 100k x 384-d (bench/retrieval.py): ~12k points/s upsert, reopen 0.24 s, HNSW query ~4 ms, sparse
@@ -31,10 +34,14 @@ SPARSE = "bm25"
 
 @dataclass
 class IndexSpec:
-    """What a collection holds: a dense model (name + dim) or BM25 (dim 0)."""
+    """What a collection holds: a dense model (name + dim + fingerprint) or BM25 (dim 0)."""
 
     name: str
     dim: int = 0
+    fingerprint: str = ""
+
+    def meta(self) -> dict:
+        return {"model": self.name, "dim": self.dim, "fingerprint": self.fingerprint}
 
     @property
     def sparse(self) -> bool:
@@ -48,8 +55,25 @@ class ScoredId:
 
 
 def collection_name(kb_id: int, spec: IndexSpec) -> str:
+    """Legacy naming (model name slug); kept to find and drop collections of older data dirs."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name).strip("_")[:80]
     return f"kb{kb_id}__{slug}"
+
+
+def dense_collection_name(kb_id: int, fingerprint_id: str, build: str) -> str:
+    """`kb<id>__dense_<fingerprint id>_<build>`: the model identity is in the name, and each
+    (re)build gets a new name so a rebuild never disturbs the collection being searched."""
+    return f"kb{kb_id}__dense_{fingerprint_id}_{build}"
+
+
+def kb_prefix(kb_id: int) -> str:
+    return f"kb{kb_id}__"
+
+
+def _check_meta(name: str, recorded: dict, spec: IndexSpec | None) -> None:
+    if spec is not None and spec.fingerprint and recorded.get("fingerprint") not in (None, spec.fingerprint):
+        raise errors.IndexMismatch(f"索引「{name}」由另一个向量模型建立（{recorded.get('model')}），与当前模型不一致。"
+                                   "请在文档库中“重建索引”。")
 
 
 def _named(vector, sparse_type) -> dict:
@@ -65,6 +89,8 @@ class Backend(Protocol):
     def delete(self, name: str, ids: Sequence[int]) -> None: ...
     def search(self, name: str, vector, limit: int, sparse: bool) -> list[ScoredId]: ...
     def count(self, name: str) -> int: ...
+    def ids(self, name: str) -> set[int]: ...
+    def collections(self, prefix: str) -> list[str]: ...
     def drop(self, name: str) -> None: ...
     def exists(self, name: str) -> bool: ...
 
@@ -101,13 +127,14 @@ class EdgeBackend:
             meta = path / "meta.json"
             try:
                 if meta.exists():
+                    _check_meta(name, json.loads(meta.read_text()), spec)
                     shard = q.EdgeShard.load(str(path / "shard"))
                 elif spec is None:
                     return None
                 else:
                     shutil.rmtree(path, ignore_errors=True)
                     shard = q.EdgeShard.create(str(path / "shard"), self._config(spec))
-                    meta.write_text(json.dumps({"model": spec.name, "dim": spec.dim}))
+                    meta.write_text(json.dumps(spec.meta()))
             except Exception as exc:  # the shard's WAL is locked by another process
                 if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
                     raise errors.IndexLocked() from exc
@@ -154,6 +181,24 @@ class EdgeBackend:
         shard = self._shard(name)
         return shard.count(q.CountRequest(exact=True)) if shard is not None else 0
 
+    def ids(self, name) -> set[int]:
+        """Every point id in a collection (for `check`)."""
+        import qdrant_edge as q
+
+        shard = self._shard(name)
+        found: set[int] = set()
+        offset = None
+        while shard is not None:
+            records, offset = shard.scroll(q.ScrollRequest(offset=offset, limit=5000, with_payload=False,
+                                                           with_vector=False))
+            found.update(int(r.id) for r in records)
+            if offset is None:
+                break
+        return found
+
+    def collections(self, prefix: str) -> list[str]:
+        return sorted(p.name for p in self.root.glob(prefix + "*") if (p / "meta.json").exists())
+
     def optimize(self, name) -> None:
         """Build HNSW/merge segments (slow, holds the GIL: run off the UI thread)."""
         shard = self._shard(name)
@@ -193,16 +238,17 @@ class ServerBackend:
         from qdrant_client import models as m
 
         if self.exists(name):
+            _check_meta(name, self.client.get_collection(self._name(name)).config.metadata or {}, spec)
             return
         if spec.sparse:
             self.client.create_collection(
                 self._name(name), vectors_config={},
                 sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
-                metadata={"model": spec.name, "dim": 0})
+                metadata=spec.meta())
         else:
             self.client.create_collection(
                 self._name(name), vectors_config={DENSE: m.VectorParams(size=spec.dim, distance=m.Distance.COSINE)},
-                metadata={"model": spec.name, "dim": spec.dim})
+                metadata=spec.meta())
 
     def upsert(self, name, ids, vectors, doc_ids) -> None:
         from qdrant_client import models as m
@@ -235,6 +281,22 @@ class ServerBackend:
     def count(self, name) -> int:
         return self.client.count(self._name(name), exact=True).count if self.exists(name) else 0
 
+    def ids(self, name) -> set[int]:
+        found: set[int] = set()
+        offset = None
+        while self.exists(name):
+            records, offset = self.client.scroll(self._name(name), offset=offset, limit=5000,
+                                                 with_payload=False, with_vectors=False)
+            found.update(int(r.id) for r in records)
+            if offset is None:
+                break
+        return found
+
+    def collections(self, prefix: str) -> list[str]:
+        full = self._name(prefix)
+        return sorted(c.name[len("wendao_"):] for c in self.client.get_collections().collections
+                      if c.name.startswith(full))
+
     def optimize(self, name) -> None:
         """The server optimises in the background."""
 
@@ -262,6 +324,15 @@ def default_backend(root: Path | None = None) -> Backend:
             _BACKENDS[key] = (ServerBackend(url, os.environ.get("QDRANT_API_KEY")) if url
                               else EdgeBackend(Path(key)))
         return _BACKENDS[key]
+
+
+def close_backend(root: Path) -> None:
+    """Close the embedded backend of a data dir (its owner is letting go of it)."""
+    key = str(Path(root).resolve() / "qdrant")
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.pop(key, None)
+    if backend is not None:
+        backend.close()
 
 
 def close_all() -> None:

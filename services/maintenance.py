@@ -1,0 +1,126 @@
+"""Rebuild a KB's indexes from SQLite (`reindex`) and verify they agree with it (`check`).
+
+SQLite is the truth; BM25 and the dense collection derive from it. `reindex` recomputes every
+chunk's BM25 terms and embedding-cache key from the stored text (picking up a changed tokenizer or
+user dictionary) and builds a fresh dense collection (cached vectors reused), then switches to it.
+`check` compares SQLite with each index — chunk ids missing from an index, points with no chunk
+(orphans), BM25 statistics against a from-scratch computation, the dense collection's recorded model
+fingerprint, stray collections and half-written rows — and says `ok` only when all agree.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from services.bm25 import BM25Index, decode_terms
+from services.index_text import document_title, index_rows, index_text
+from services.library import Library
+from services.reembed import build_dense
+from services.store import KnowledgeBase
+from services.vectors import kb_prefix
+
+
+def reindex(lib: Library, kb: KnowledgeBase, progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Rebuild BM25 terms and the dense collection of `kb` from SQLite; returns counts and seconds."""
+    lib.require_owner()
+    progress = progress or (lambda *_: None)
+    started = time.perf_counter()
+    with lib.write_lock:
+        updates = list(_recomputed_rows(lib, kb))
+        lib.store.set_chunk_terms([(i, blob, n, key) for i, (blob, n, key) in updates])
+        lib._bm25.pop(kb.id, None)  # rebuilt from SQLite at the next search
+        progress("bm25", len(updates), len(updates))
+        bm25_seconds = time.perf_counter() - started
+        embedder = lib.embedder(kb)
+        chunks = build_dense(lib, kb, embedder, lib.embedding_model(kb), lambda d, t: progress("dense", d, t))
+        for name in lib.backend.collections(kb_prefix(kb.id)):
+            if name != lib.dense_collection(kb):
+                lib.backend.drop(name)
+    return {"kb": kb.name, "chunks": chunks, "bm25_seconds": round(bm25_seconds, 3),
+            "seconds": round(time.perf_counter() - started, 3), "collection": lib.dense_collection(kb)}
+
+
+def _recomputed_rows(lib: Library, kb: KnowledgeBase):
+    """(chunk id, (terms blob, length, embed key)) for every searchable chunk, from stored text."""
+    titles: dict[str, str] = {}
+    for batch in lib.store.iter_chunks(kb.id, 1000):
+        texts = []
+        for c in batch:
+            if c.doc_id not in titles:
+                doc = lib.store.get_document(kb.id, c.doc_id)
+                titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
+            texts.append(index_text(titles[c.doc_id], c))
+        yield from zip((c.id for c in batch), index_rows(texts))
+
+
+def check(lib: Library, kb: KnowledgeBase) -> dict:
+    """Compare SQLite with every index of `kb`. Read-only; `ok` is False on any disagreement."""
+    with lib.write_lock:
+        live = lib.store.chunk_id_set(kb.id)
+        report = {"kb": kb.name, "sqlite": _sqlite_counts(lib, kb, live), "indexes": {
+            "bm25": _check_bm25(lib, kb, live), "dense": _check_dense(lib, kb, live)}}
+    problems = [f"{name}: {key}" for name, r in report["indexes"].items() for key in ("missing", "orphans")
+                if r.get(key)]
+    problems += [f"bm25: {p}" for p in report["indexes"]["bm25"]["problems"]]
+    problems += [f"dense: {p}" for p in report["indexes"]["dense"].get("problems", [])]
+    if report["sqlite"]["indexing"] or report["sqlite"]["pending_chunks"]:
+        problems.append("sqlite: half-written rows (a dead process's ingest or re-chunk; reconciled when the app restarts)")
+    report["problems"] = problems
+    report["ok"] = not problems
+    return report
+
+
+def _sqlite_counts(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
+    docs = lib.store.list_documents(kb.id)
+    every = lib.store.chunk_id_set(kb.id, searchable=False)
+    return {"documents": len(docs), "ready": sum(d.status == "ready" for d in docs),
+            "indexing": sum(d.status == "indexing" for d in docs), "chunks": len(live),
+            "pending_chunks": len(every - live)}
+
+
+def _check_bm25(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
+    """The live BM25 index against SQLite: same ids, same statistics as a fresh build, and stored
+    terms equal to what the tokenizer gives for the stored text today."""
+    index = lib.bm25_index(kb)
+    fresh = BM25Index()
+    fresh.add(lib._bm25_rows(kb, sorted(live)))
+    problems = []
+    if index.stats() != fresh.stats():
+        problems.append("statistics differ from a fresh build")
+    stored = {i: (blob, n) for i, n, blob, _ in lib.store.bm25_rows(kb.id) if blob is not None}
+    stale = sum(1 for i, (blob, n, _) in _recomputed_rows(lib, kb)
+                if i in stored and (stored[i][1] != n or not _same_terms(stored[i][0], blob)))
+    if stale:
+        problems.append(f"{stale} chunks' stored terms differ from the current tokenizer (run reindex)")
+    return {"points": len(index.ids), "missing": len(live - index.ids), "orphans": len(index.ids - live),
+            "stale_terms": stale, "problems": problems}
+
+
+def _same_terms(a: bytes, b: bytes) -> bool:
+    (ia, ca), (ib, cb) = decode_terms(a), decode_terms(b)
+    return ia.tolist() == ib.tolist() and ca.tolist() == cb.tolist()
+
+
+def _check_dense(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
+    record = lib.dense_index(kb)
+    stray = [n for n in lib.backend.collections(kb_prefix(kb.id)) if not record or n != record["collection"]]
+    if record is None:
+        return {"collection": None, "points": 0, "missing": len(live), "orphans": 0, "stray_collections": stray,
+                "problems": ["no dense collection recorded"] if live else []}
+    problems = []
+    if not lib.backend.exists(record["collection"]):
+        problems.append("recorded collection does not exist")
+        ids: set[int] = set()
+    else:
+        ids = lib.backend.ids(record["collection"])
+    try:
+        embedder = lib.embedder(kb)
+        if embedder.fingerprint_id != record["fingerprint"]:
+            problems.append("the embedding model changed since the collection was built (run reindex)")
+    except Exception as exc:  # noqa: BLE001 - a model that cannot load is a finding, not a crash
+        problems.append(f"embedding model cannot be loaded: {type(exc).__name__}")
+    if stray:
+        problems.append(f"{len(stray)} collections not recorded for this KB")
+    return {"collection": record["collection"], "fingerprint": record["fingerprint"], "points": len(ids),
+            "missing": len(live - ids), "orphans": len(ids - live), "stray_collections": stray,
+            "problems": problems}
