@@ -18,8 +18,15 @@ def data_dir() -> Path:
 
 
 def max_file_bytes() -> int:
-    """Largest accepted upload (`WENDAO_MAX_FILE_MB`, default 200 MB, as in .streamlit/config.toml)."""
+    """Largest accepted upload (`WENDAO_MAX_FILE_MB`, default 200). One MB is 1024 x 1024 bytes
+    everywhere (limit, messages), as for Streamlit's maxUploadSize in .streamlit/config.toml."""
     return int(float(os.environ.get("WENDAO_MAX_FILE_MB", "200")) * 1024 * 1024)
+
+
+def max_document_chars() -> int:
+    """Most characters one document may hold (`WENDAO_MAX_DOC_CHARS`, default 5 million, about
+    2,500 pages of Chinese); parsers stop at this cap so memory stays bounded."""
+    return int(float(os.environ.get("WENDAO_MAX_DOC_CHARS", "5000000")))
 
 
 @dataclass

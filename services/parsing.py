@@ -1,26 +1,42 @@
 """Bytes + filename -> ParsedDocument: the document's text and which page each part is on.
 
 One parser function per format, registered in PARSERS by extension; a new format is one new
-function. Parsers raise the typed errors of services.errors, never library exceptions.
+function. Parsers raise the typed errors of services.errors, never library exceptions, and every
+message is Chinese.
 
-PDF: pypdf (pure Python, no native dependency, honours ToUnicode maps so CJK fonts extract
-correctly, detects encryption). Pages whose text is empty or mostly garbage (scanned images, broken
-font maps) are reported in `skipped_pages` instead of being indexed as mojibake.
+Hostile input is expected: sizes are checked before anything is decoded, text files that are
+really binary (an image renamed .txt, a file of NUL bytes) are refused, DOCX XML is streamed (never
+held as a tree, and the inflated bytes actually read are capped whatever the zip directory
+claims), and every document is capped in characters and lines (`DocumentTooLong`), so parsing one
+file within the size limit stays well under 1 GB of memory.
+
+PDF: pypdfium2 (PDFium, Apache-2.0/BSD-3). Measured against pypdf and pdfplumber in
+bench/pdf_extractors.py: it keeps table rows on one line, follows reading order in multi-column
+layouts, does not put spaces inside CJK text or numbers, opens RC4/AES-128/AES-256 files with an
+empty password without extra dependencies and is ~7x faster than pypdf per page. Pages whose text
+is empty or mostly garbage (scanned images, broken font maps) are reported in `skipped_pages`
+instead of being indexed as mojibake.
 """
 from __future__ import annotations
 
 import io
+import logging
 import re
+import threading
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Callable
 
 from services import errors
-from services.config import max_file_bytes
+from services.config import max_document_chars, max_file_bytes
 from services.text import fold_chars, join_wrapped_lines
 
+log = logging.getLogger(__name__)
+
 PAGE_SEPARATOR = "\n\n"
+MIB = 1024 * 1024
 
 
 @dataclass
@@ -61,6 +77,45 @@ def page_for_offset(spans: list[PageSpan], offset: int) -> int:
     return page
 
 
+# --- limits ---------------------------------------------------------------------------------
+def format_mb(size: int) -> str:
+    """A byte count in the unit of the size limit (MB of 1024 x 1024 bytes, as Streamlit's
+    maxUploadSize), so "200 MB" in a message means the same as WENDAO_MAX_FILE_MB=200."""
+    return f"{size / MIB:.2f}".rstrip("0").rstrip(".")
+
+
+def check_size(size: int) -> None:
+    """Refuse a file over the size limit; called with the size from the upload or from `stat`,
+    before the file is read."""
+    limit = max_file_bytes()
+    if size > limit:
+        size_text, limit_text = f"{format_mb(size)} MB", f"{format_mb(limit)} MB"
+        if size_text == limit_text:  # just over the limit: show bytes, not two equal numbers
+            size_text, limit_text = f"{size:,} 字节", f"{limit_text}（{limit:,} 字节）"
+        raise errors.FileTooLarge(f"文件大小 {size_text}，超过上限 {limit_text}。")
+
+
+class _TextBudget:
+    """Counts the characters and lines a parser has produced so far and stops it, with a clear
+    message, as soon as a document would exceed the per-document caps (memory stays bounded)."""
+
+    def __init__(self, max_chars: int | None = None, max_lines: int | None = None):
+        self.max_chars = max_document_chars() if max_chars is None else max_chars
+        self.max_lines = max_lines if max_lines is not None else max(1000, self.max_chars // 10)
+        self.chars = 0
+        self.lines = 0
+
+    def add(self, chars: int, lines: int = 0) -> None:
+        self.chars += chars
+        self.lines += lines
+        if self.chars > self.max_chars:
+            raise errors.DocumentTooLong(
+                f"文档文字太多（超过 {self.max_chars:,} 个字符的上限），请拆分成几个较小的文件后再上传。")
+        if self.lines > self.max_lines:
+            raise errors.DocumentTooLong(
+                f"文档段落太多（超过 {self.max_lines:,} 段的上限），请拆分成几个较小的文件后再上传。")
+
+
 # --- text files -----------------------------------------------------------------------------
 _BOMS = [
     (b"\xef\xbb\xbf", "utf-8-sig"),
@@ -74,14 +129,39 @@ _COMMON_ZH = set(
     "用道行所然家种事成方多经么去法学如都同现当没动面起看定天分还进好小部其些主样理心她本前开但因只从想实"
     "日軍於與這個們來時會學國說對後裡為發過經還當現動與產關開將業區體點專應無長東門問題資實們華語臺灣"
 )
+_SAMPLE = 256 * 1024  # bytes used to choose an encoding or judge a file as binary
+# Decoded characters that are noise, not text: controls, replacement characters, private use.
+_SPACE = re.compile(r"\s+")
+_BAD_CHARS = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd\ue000-\uf8ff]")
+
+
+def _utf16_guess(data: bytes) -> tuple[str, str] | None:
+    """(text, encoding) for a BOM-less UTF-16 file: it has NUL bytes (high bytes of ASCII, some
+    CJK), decodes strictly in one byte order, and gives text, not control characters; else None.
+    Of two valid byte orders the one giving more ASCII and common Chinese characters wins."""
+    if data.count(b"\x00", 0, _SAMPLE) <= max(2, min(len(data), _SAMPLE) // 1000):
+        return None
+    best = None
+    for encoding in ("utf-16-le", "utf-16-be"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        sample = text[:_SAMPLE // 2]
+        if len(_BAD_CHARS.findall(sample)) > len(sample) // 100:
+            continue
+        score = sum(1 for ch in sample if " " <= ch <= "~" or ch in _COMMON_ZH)
+        if best is None or score > best[0]:
+            best = (score, text, encoding)
+    return (best[1], best[2]) if best else None
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
     """Decode text bytes, returning (text, encoding). Never raises on undecodable bytes.
 
-    Order: BOM -> strict UTF-8 -> BOM-less UTF-16 (many NUL bytes) -> the better of GB18030 and
-    Big5 by share of common Chinese characters -> charset-normalizer's guess -> UTF-8 with
-    replacement characters.
+    Order: BOM -> strict UTF-8 -> BOM-less UTF-16 (NUL bytes in alternate positions) -> the better
+    of GB18030 and Big5 by share of common Chinese characters (judged on a sample, so large files
+    cost one decode) -> charset-normalizer's guess -> UTF-8 with replacement characters.
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -90,32 +170,92 @@ def decode_text(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    if data[:4000].count(b"\x00") > len(data[:4000]) // 4:
-        even_nuls = data[0:4000:2].count(b"\x00")
-        odd_nuls = data[1:4000:2].count(b"\x00")
-        encoding = "utf-16-le" if odd_nuls >= even_nuls else "utf-16-be"
-        return data.decode(encoding, errors="replace"), encoding
+    utf16 = _utf16_guess(data)
+    if utf16:
+        return utf16
     candidates = []
     for encoding in ("gb18030", "big5"):
         try:
+            sample = data[:_SAMPLE].decode(encoding, errors="strict" if len(data) <= _SAMPLE else "ignore")
             text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
-        common = sum(1 for ch in text if ch in _COMMON_ZH)
+        common = sum(1 for ch in sample if ch in _COMMON_ZH)
         candidates.append((common, encoding, text))
+        del text
     if candidates:
         _, encoding, text = max(candidates, key=lambda c: c[0])
         return text, encoding
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    best = from_bytes(data[:_SAMPLE]).best()
     if best is not None and best.encoding:
-        return str(best), best.encoding
+        try:
+            return data.decode(best.encoding, errors="replace"), best.encoding
+        except LookupError:
+            pass
     return data.decode("utf-8", errors="replace"), "utf-8 (lossy)"
 
 
-def parse_text(data: bytes, filename: str) -> ParsedDocument:
+# Signatures of binary formats that users rename by mistake; the message names what the file is.
+_MAGIC = [
+    (b"\x89PNG\r\n\x1a\n", "PNG 图片"), (b"\xff\xd8\xff", "JPEG 图片"), (b"GIF87a", "GIF 图片"),
+    (b"GIF89a", "GIF 图片"), (b"BM", None), (b"%PDF-", "PDF 文件（请使用 .pdf 扩展名上传）"),
+    (b"PK\x03\x04", "压缩包或 Office 文档（如 DOCX/XLSX）"), (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "旧版 Office 文档（DOC/XLS）"),
+    (b"\x1f\x8b", "gzip 压缩包"), (b"7z\xbc\xaf\x27\x1c", "7z 压缩包"), (b"Rar!\x1a\x07", "RAR 压缩包"),
+    (b"BZh", None), (b"\x7fELF", "可执行程序"), (b"SQLite format 3\x00", "SQLite 数据库"),
+    (b"RIFF", None), (b"OggS", "音频文件"), (b"ID3", "音频文件"), (b"wOFF", "字体文件"),
+]
+# C0 control bytes that never occur in text in any supported encoding (tab, newlines, form
+# feed and escape excluded); a text file is binary when more than 1% of its bytes are these.
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13, 27)) + b"\x7f"
+_NOT_TEXT = "文件内容不是文本（{what}），无法作为文本文档索引。请上传 PDF、DOCX、TXT、MD、CSV 或 HTML 格式的原始文件。"
+
+
+def check_text_bytes(data: bytes) -> None:
+    """Refuse bytes that are not text whatever their file name says: known binary formats by
+    signature, files of NUL bytes that are not UTF-16, and files full of control bytes."""
+    head = data[:16]
+    for magic, what in _MAGIC:
+        if what and head.startswith(magic):
+            raise errors.BinaryContent(_NOT_TEXT.format(what=f"看起来是{what}"))
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return  # UTF-16 with BOM: judged after decoding
+    nuls = data.count(b"\x00")
+    if nuls > max(2, len(data) // 1000):
+        if _utf16_guess(data):
+            return  # UTF-16 without BOM
+        raise errors.BinaryContent(_NOT_TEXT.format(what=f"其中 {nuls / len(data):.0%} 是空字节 NUL，看起来是二进制文件"))
+    middle = len(data) // 2
+    sample = data[:_SAMPLE] + data[middle:middle + _SAMPLE] + data[-_SAMPLE:]
+    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+    if controls > len(sample) // 100:
+        raise errors.BinaryContent(_NOT_TEXT.format(what="含有大量控制字符，看起来是图片、压缩包或程序等二进制文件"))
+
+
+def check_decoded_text(text: str) -> None:
+    """Refuse decoded text that is mostly noise (e.g. binary bytes behind a UTF-16 BOM)."""
+    middle = len(text) // 2
+    sample = text[:_SAMPLE] + text[middle:middle + _SAMPLE] + text[-_SAMPLE:]
+    visible = len(_SPACE.sub("", sample))
+    if visible and len(_BAD_CHARS.findall(sample)) > 0.1 * visible:
+        raise errors.BinaryContent(_NOT_TEXT.format(what="解码后大部分是乱码或控制字符"))
+
+
+def _decode_document(data: bytes) -> tuple[str, str]:
+    """Text of a text-like file (TXT/MD/CSV/HTML), refusing binary content, and refusing
+    over-long text before decoding when the byte count alone proves it (a character takes at
+    most 4 bytes in any supported encoding)."""
+    check_text_bytes(data)
+    _TextBudget().add(len(data) // 4)
     text, encoding = decode_text(data)
+    check_decoded_text(text)
+    _TextBudget().add(len(text))
+    return text, encoding
+
+
+def parse_text(data: bytes, filename: str) -> ParsedDocument:
+    text, encoding = _decode_document(data)
     return ParsedDocument(filename, text, [PageSpan(1, 0, len(text))], encoding=encoding)
 
 
@@ -124,7 +264,7 @@ def parse_html(data: bytes, filename: str) -> ParsedDocument:
     """Visible text only: script/style/template/noscript and comments are dropped."""
     from bs4 import BeautifulSoup, Comment
 
-    raw, encoding = decode_text(data)
+    raw, encoding = _decode_document(data)
     soup = BeautifulSoup(raw, "html.parser")
     for tag in soup(["script", "style", "template", "noscript", "head", "svg"]):
         tag.decompose()
@@ -137,6 +277,10 @@ def parse_html(data: bytes, filename: str) -> ParsedDocument:
 
 # --- PDF ------------------------------------------------------------------------------------
 _GOOD_CHAR = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbfA-Za-z0-9\s，。！？；：、“”‘’（）《》—…,.!?;:()\-%]")
+# PDFium is not thread-safe (pypdfium2 docs); Streamlit sessions and the ingest worker are threads.
+_PDFIUM_LOCK = threading.Lock()
+# PDFium marks a hyphen it generated at a line end with U+0002 and soft hyphens with U+FFFE.
+_PDFIUM_MARKS = str.maketrans({"\r": None, "\x02": None, "\ufffe": None, "\x00": None})
 
 
 def is_garbage(text: str) -> bool:
@@ -149,94 +293,256 @@ def is_garbage(text: str) -> bool:
     return good / len(visible) < 0.6 or bad / len(visible) > 0.1
 
 
-def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+def _open_pdf(data: bytes):
+    """A pypdfium2 document (empty user password tried, as viewers do); typed errors otherwise."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
 
     try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise errors.EncryptedPDF()
-        pages = list(reader.pages)
-    except errors.WendaoError:
-        raise
-    except Exception as exc:  # pypdf raises many types for broken files
-        if "encrypt" in str(exc).lower() or "password" in str(exc).lower():
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        code = getattr(exc, "err_code", None)
+        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
             raise errors.EncryptedPDF() from exc
-        raise errors.CorruptFile(f"PDF 文件已损坏，无法读取：{type(exc).__name__}") from exc
+        log.info("PDF could not be opened: %s", exc)
+        raise errors.CorruptFile("PDF 文件已损坏或不是有效的 PDF，无法读取。") from exc
+
+
+def _pdf_page_text(pdf, index: int) -> str:
+    """One page's text as PDFium lays it out (lines in reading order, table rows on one line)."""
+    page = pdf[index]
+    try:
+        textpage = page.get_textpage()
+        try:
+            return textpage.get_text_bounded().replace("\r\n", "\n").translate(_PDFIUM_MARKS)
+        finally:
+            textpage.close()
+    finally:
+        page.close()
+
+
+def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
     doc = ParsedDocument(filename, "")
+    budget = _TextBudget()
     parts: list[str] = []
     offset = 0
-    for number, page in enumerate(pages, start=1):
+    with _PDFIUM_LOCK:
+        pdf = _open_pdf(data)
         try:
-            page_text = join_wrapped_lines(fold_chars(page.extract_text() or "")).strip()
-        except (PdfReadError, Exception):
-            page_text = ""
-        if is_garbage(page_text):
-            doc.skipped_pages.append(number)
-            continue
-        if parts:
-            parts.append(PAGE_SEPARATOR)
-            offset += len(PAGE_SEPARATOR)
-        parts.append(page_text)
-        doc.pages.append(PageSpan(number, offset, offset + len(page_text)))
-        offset += len(page_text)
+            page_total = len(pdf)
+            for number in range(1, page_total + 1):
+                try:
+                    page_text = join_wrapped_lines(fold_chars(_pdf_page_text(pdf, number - 1))).strip()
+                except Exception as exc:  # one broken page must not lose the others
+                    log.info("PDF page %d unreadable: %s", number, exc)
+                    page_text = ""
+                if is_garbage(page_text):
+                    doc.skipped_pages.append(number)
+                    continue
+                if parts:
+                    parts.append(PAGE_SEPARATOR)
+                    offset += len(PAGE_SEPARATOR)
+                budget.add(len(page_text) + len(PAGE_SEPARATOR), page_text.count("\n") + 1)
+                parts.append(page_text)
+                doc.pages.append(PageSpan(number, offset, offset + len(page_text)))
+                offset += len(page_text)
+        finally:
+            pdf.close()
     doc.text = "".join(parts)
-    if not pages:
+    if not page_total:
         raise errors.EmptyDocument("PDF 没有任何页面。")
     if not doc.pages:
         raise errors.NoExtractableText(
-            f"PDF 共 {len(pages)} 页，但没有可提取的文字（可能是扫描件或字体损坏），请先做 OCR。")
+            f"PDF 共 {page_total} 页，但没有可提取的文字（可能是扫描件或字体损坏），请先做 OCR。")
     if doc.skipped_pages:
         doc.warnings.append(f"以下页面没有可用文字，已跳过：{', '.join(map(str, doc.skipped_pages))}")
     return doc
 
 
 # --- DOCX -----------------------------------------------------------------------------------
-MAX_DOCX_UNCOMPRESSED = 300 * 1024 * 1024
+MAX_DOCX_UNCOMPRESSED = 300 * MIB
 MAX_COMPRESSION_RATIO = 200
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+_OFFICE_DOCUMENT = "/officeDocument"
+# Text inside these is not body text (text boxes are repeated in fallbacks; deleted revisions).
+_DOCX_SKIP = {_W + "txbxContent", _W + "del", _W + "moveFrom"}
+_DOCX_CHARS = {_W + "tab": "\t", _W + "ptab": "\t", _W + "cr": "\n", _W + "noBreakHyphen": "-"}
 
 
-def check_zip_bomb(data: bytes) -> None:
-    """Refuse archives that would expand to an absurd size (zip bombs) before opening them."""
+def check_zip_bomb(data: bytes) -> list[zipfile.ZipInfo]:
+    """Refuse archives whose directory announces an absurd size (honest zip bombs) or claims more
+    compressed data than the file holds (a directory that lies); returns the entries. The bytes
+    actually inflated are capped again while reading (`_read_capped`), whatever the directory says."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
         raise errors.CorruptFile("DOCX 文件已损坏（不是有效的 zip 包）。") from exc
     total = sum(info.file_size for info in infos)
-    compressed = max(1, sum(info.compress_size for info in infos))
-    if total > MAX_DOCX_UNCOMPRESSED or (total > 10 * 1024 * 1024 and total / compressed > MAX_COMPRESSION_RATIO):
+    compressed = sum(info.compress_size for info in infos)
+    if compressed > len(data):
+        raise errors.CorruptFile("DOCX 文件已损坏（压缩包目录与实际内容不符），已拒绝。")
+    if total > MAX_DOCX_UNCOMPRESSED or (total > 10 * MIB and total / max(1, compressed) > MAX_COMPRESSION_RATIO):
         raise errors.FileTooLarge("DOCX 解压后体积异常巨大（疑似压缩炸弹），已拒绝。")
+    return infos
+
+
+def _read_capped(archive: zipfile.ZipFile, name: str, sink: Callable[[bytes], None], cap: int) -> None:
+    """Stream one zip entry into `sink` in 64 KiB pieces, stopping once `cap` inflated bytes have
+    actually been read (the sizes in the zip directory may lie)."""
+    total = 0
+    try:
+        with archive.open(name) as stream:
+            while chunk := stream.read(64 * 1024):
+                total += len(chunk)
+                if total > cap:
+                    raise errors.FileTooLarge(
+                        f"DOCX 解压后超过 {format_mb(cap)} MB（疑似压缩炸弹），已拒绝。")
+                sink(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as exc:
+        log.info("DOCX entry %s unreadable: %s", name, exc)
+        raise errors.CorruptFile("DOCX 文件已损坏（压缩数据无法解开或校验失败）。") from exc
+
+
+class _DocxBody:
+    """lxml parser target for word/document.xml: emits one line per paragraph and `a | b` per
+    table row, in body order, as the XML streams by. No tree is built, so memory is bounded by the
+    text kept (capped by `budget`), not by the size of the XML."""
+
+    def __init__(self, budget: _TextBudget):
+        self.budget = budget
+        self.lines: list[str] = []
+        self.paragraph: list[str] | None = None
+        self.in_text = False
+        self.skip = 0
+        self.tables: list[dict] = []  # stack (nested tables): row cells, open cell, merges
+
+    def doctype(self, *_):
+        raise errors.CorruptFile("DOCX 文件格式不正确（包含 DTD 声明）。")
+
+    def start(self, tag, attrib):
+        if tag in _DOCX_SKIP:
+            self.skip += 1
+        if self.skip:
+            return
+        if tag == _W + "p" and self.paragraph is None:
+            self.paragraph = []
+        elif tag == _W + "t":
+            self.in_text = True
+        elif self.paragraph is not None and tag in _DOCX_CHARS:
+            self._add(_DOCX_CHARS[tag])
+        elif self.paragraph is not None and tag == _W + "br":
+            if attrib.get(_W + "type", "textWrapping") == "textWrapping":
+                self._add("\n")
+        elif tag == _W + "tbl":
+            self.tables.append({"row": None, "cell": None, "col": 0, "span": 1, "vmerge": None, "merged": {}})
+        elif self.tables:
+            self._table_start(tag, attrib, self.tables[-1])
+
+    def _table_start(self, tag, attrib, table):
+        if tag == _W + "tr":
+            table["row"], table["col"] = [], 0
+        elif tag == _W + "tc":
+            table["cell"], table["span"], table["vmerge"] = [], 1, None
+        elif tag == _W + "gridSpan" and table["cell"] is not None:
+            table["span"] = max(1, min(64, int(attrib.get(_W + "val", "1") or 1)))
+        elif tag == _W + "vMerge" and table["cell"] is not None:
+            table["vmerge"] = attrib.get(_W + "val", "continue")
+
+    def data(self, text):
+        if self.in_text and self.paragraph is not None and not self.skip:
+            self._add(text)
+
+    def _add(self, text: str) -> None:
+        self.budget.add(len(text))
+        self.paragraph.append(text)
+
+    def end(self, tag):
+        if tag in _DOCX_SKIP:
+            self.skip -= 1
+            return
+        if self.skip:
+            return
+        if tag == _W + "t":
+            self.in_text = False
+        elif tag == _W + "p" and self.paragraph is not None:
+            text, self.paragraph = "".join(self.paragraph).strip(), None
+            self._emit(text, self.tables)
+        elif self.tables:
+            self._table_end(tag)
+
+    def _table_end(self, tag):
+        table = self.tables[-1]
+        if tag == _W + "tc" and table["cell"] is not None and table["row"] is not None:
+            value = " ".join(p for p in table["cell"] if p).replace("\n", " ")
+            if table["vmerge"] == "restart":
+                table["merged"][table["col"]] = value
+            elif table["vmerge"] == "continue" and not value:
+                value = table["merged"].get(table["col"], "")  # vertically merged: repeat the value
+            if not table["row"] or table["row"][-1] != value:  # horizontally merged cells repeat
+                table["row"].append(value)
+            table["col"] += table["span"]
+            table["cell"] = None
+        elif tag == _W + "tr" and table["row"] is not None:
+            cells, table["row"] = table["row"], None
+            if any(cells):  # a nested table's row goes into the enclosing cell
+                self._emit(" | ".join(cells), self.tables[:-1])
+        elif tag == _W + "tbl":
+            self.tables.pop()
+
+    def _emit(self, text: str, tables: list[dict]) -> None:
+        """A finished paragraph or row goes into the innermost open table cell, or is a body line."""
+        if tables and tables[-1]["cell"] is not None:
+            tables[-1]["cell"].append(text)
+        elif text:
+            self.budget.add(1, 1)
+            self.lines.append(text)
+
+    def close(self):
+        return "\n".join(self.lines)
+
+
+def _docx_main_part(archive: zipfile.ZipFile, names: set[str]) -> str:
+    """The main document part named by the package relationships (word/document.xml usually)."""
+    from lxml import etree
+
+    if "_rels/.rels" in names:
+        chunks: list[bytes] = []
+        _read_capped(archive, "_rels/.rels", chunks.append, MIB)
+        try:
+            root = etree.fromstring(b"".join(chunks), etree.XMLParser(resolve_entities=False, no_network=True))
+        except etree.XMLSyntaxError as exc:
+            raise errors.CorruptFile("DOCX 文件已损坏（包关系文件格式错误）。") from exc
+        for rel in root.iter(_REL + "Relationship"):
+            if rel.get("Type", "").endswith(_OFFICE_DOCUMENT):
+                target = rel.get("Target", "").lstrip("/")
+                if target in names:
+                    return target
+    if "word/document.xml" in names:
+        return "word/document.xml"
+    raise errors.CorruptFile("DOCX 文件已损坏或不是 Word 文档（找不到正文部分）。")
 
 
 def parse_docx(data: bytes, filename: str) -> ParsedDocument:
-    """Paragraphs and tables in body order; headings on their own line; table rows as `a | b`."""
-    import docx
-    from docx.table import Table
-    from docx.text.paragraph import Paragraph
+    """Paragraphs and tables in body order; headings on their own line; table rows as `a | b`.
 
-    check_zip_bomb(data)
-    try:
-        document = docx.Document(io.BytesIO(data))
-    except Exception as exc:
-        raise errors.CorruptFile("DOCX 文件已损坏或不是 Word 文档，无法读取。") from exc
-    lines: list[str] = []
-    for block in document.iter_inner_content():
-        if isinstance(block, Paragraph):
-            text = block.text.strip()
-            if text:
-                lines.append(text)
-        elif isinstance(block, Table):
-            for row in block.rows:
-                cells: list[str] = []
-                for cell in row.cells:
-                    value = cell.text.strip().replace("\n", " ")
-                    if not cells or cells[-1] != value:  # merged cells repeat
-                        cells.append(value)
-                if any(cells):
-                    lines.append(" | ".join(cells))
-    text = "\n".join(lines)
+    The XML is streamed through an lxml target parser (no tree, no python-docx object model),
+    so a small DOCX holding huge XML costs time in proportion to its XML and bounded memory."""
+    from lxml import etree
+
+    infos = check_zip_bomb(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = {info.filename for info in infos}
+        part = _docx_main_part(archive, names)
+        body = _DocxBody(_TextBudget())
+        parser = etree.XMLParser(target=body, resolve_entities=False, no_network=True, huge_tree=False)
+        try:
+            _read_capped(archive, part, parser.feed, MAX_DOCX_UNCOMPRESSED)
+            text = parser.close()
+        except etree.XMLSyntaxError as exc:
+            log.info("DOCX XML broken: %s", exc)
+            raise errors.CorruptFile("DOCX 文件已损坏（正文 XML 格式错误）。") from exc
     return ParsedDocument(filename, text, [PageSpan(1, 0, len(text))])
 
 
@@ -251,6 +557,13 @@ PARSERS: dict[str, Callable[[bytes, str], ParsedDocument]] = {
     ".htm": parse_html,
 }
 SUPPORTED_EXTENSIONS = sorted(PARSERS)
+# Whitespace and invisible format characters (zero-width space/joiners, BOM, soft hyphen, bidi marks).
+_INVISIBLE = re.compile(r"[\s\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\x00-\x1f\x7f]*")
+
+
+def has_visible_text(text: str) -> bool:
+    """True when the text holds at least one visible character (not only blanks/zero-width)."""
+    return _INVISIBLE.fullmatch(text) is None
 
 
 def parse(data: bytes, filename: str) -> ParsedDocument:
@@ -260,12 +573,12 @@ def parse(data: bytes, filename: str) -> ParsedDocument:
     if parser is None:
         raise errors.UnsupportedFileType(
             f"不支持的文件类型「{extension or '无扩展名'}」。支持：{'、'.join(SUPPORTED_EXTENSIONS)}")
-    limit = max_file_bytes()
-    if len(data) > limit:
-        raise errors.FileTooLarge(f"文件大小 {len(data) / 1e6:.1f} MB，超过上限 {limit / 1e6:.0f} MB。")
+    check_size(len(data))
     if not data.strip():
         raise errors.EmptyDocument()
     doc = parser(data, filename)
     if not doc.text.strip():
         raise errors.EmptyDocument()
+    if not has_visible_text(doc.text):
+        raise errors.EmptyDocument("文件里只有空白或不可见字符（如零宽字符），没有可以索引的文字。")
     return doc

@@ -96,10 +96,16 @@ def sentence_ends(text: str) -> set[int]:
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 
 
+# A gap between two ideographs: text pieces set apart on the line (table cells, columns), which
+# flowing CJK text never has; such a line is a table row, never half of a wrapped sentence.
+_CELL_GAP = re.compile(r"[\u3400-\u9fff][ \t\u3000]+[\u3400-\u9fff]")
+
+
 def soft_wraps(text: str) -> list[int]:
     """Offsets of newlines that are layout line wraps, not the author's: the line before runs
     (nearly) to the full text width (>= 85% of the 90th-percentile line length) and does not end a
-    sentence, and the next line starts right away (no indent, not blank)."""
+    sentence, the next line starts right away (no indent, not blank), and neither line is a table
+    row (a gap between two ideographs)."""
     lines = text.split("\n")
     lengths = sorted(len(line.rstrip()) for line in lines if line.strip())
     if len(lengths) < 3:
@@ -110,21 +116,35 @@ def soft_wraps(text: str) -> list[int]:
         offset += len(line)
         body = line.rstrip()
         if (body and following[:1].strip() and len(body) >= 0.85 * full
-                and body[-1] not in SENTENCE_END + CLOSERS + "：:"):
+                and body[-1] not in SENTENCE_END + CLOSERS + "：:"
+                and not _CELL_GAP.search(body) and not _CELL_GAP.search(following)):
             wraps.append(offset)
         offset += 1
     return wraps
 
 
+_LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f]")
+
+
+def _wrap_glue(line: str, after: str) -> str:
+    """What replaces a layout line wrap after `line`: nothing next to CJK characters, and nothing
+    inside a line of CJK text at all (CJK layout breaks anywhere, also inside a number such as
+    "200|7年" or a Latin word), a space only where Latin text was wrapped at a word boundary."""
+    if _CJK_CHAR.match(line[-1:] or " ") or _CJK_CHAR.match(after or " "):
+        return ""
+    cjk = len(_CJK_CHAR.findall(line))
+    return "" if cjk and cjk >= len(_LATIN_LETTER.findall(line)) else " "
+
+
 def join_wrapped_lines(text: str) -> str:
-    """Undo a PDF's layout line wraps (see `soft_wraps`): the newline is removed between CJK text
+    """Undo a PDF's layout line wraps (see `soft_wraps`): the newline is removed in CJK text
     and becomes a space between Latin words, so sentences, chunks and quotes follow the author's
     sentences, not the page width. Headings, list items and paragraph ends keep their newline."""
     out, start = [], 0
     for pos in soft_wraps(text):
         before, after = text[start:pos].rstrip(), text[pos + 1:pos + 2]
-        glue = "" if _CJK_CHAR.match(before[-1:] or " ") or _CJK_CHAR.match(after or " ") else " "
-        out.append(before + glue)
+        line = before[before.rfind("\n") + 1:]
+        out.append(before + _wrap_glue(line, after))
         start = pos + 1
     out.append(text[start:])
     return "".join(out)

@@ -140,3 +140,46 @@ def test_join_wrapped_lines_rules():
     assert out.startswith("标题\n") and "继续下一行接着写完。" in out and "。\n新段落" in out
     english = "The quick brown fox jumps over\nthe lazy dog and keeps running\nfar away."
     assert join_wrapped_lines(english) == "The quick brown fox jumps over the lazy dog and keeps running far away."
+
+
+def _table_pdf(rows) -> bytes:
+    """A reportlab table (the layout that pypdf + line joining glued across rows)."""
+    import io
+
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.platypus import SimpleDocTemplate, Table
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    buf = io.BytesIO()
+    SimpleDocTemplate(buf).build([Table(rows, style=[("FONT", (0, 0), (-1, -1), "STSong-Light", 11)])])
+    return buf.getvalue()
+
+
+def test_pdf_table_rows_are_not_glued_together():
+    rows = [["城市", "简介"], ["北京", "首都，政治文化中心"], ["上海", "经济中心"], ["广州", "华南门户城市"]]
+    doc = parse(_table_pdf(rows), "table.pdf")
+    lines = doc.text.split("\n")
+    assert "首都，政治文化中心上海" not in doc.text
+    for city, note in rows[1:]:
+        assert any(city in line and note in line for line in lines), (city, doc.text)
+    assert lines.index(next(l for l in lines if "北京" in l)) < lines.index(next(l for l in lines if "上海" in l))
+
+
+def test_pdf_wrap_inside_a_number_or_latin_word_adds_no_space():
+    # make_pdf wraps every 35 characters: "20|07" and "Pyt|hon" straddle line ends.
+    text = "甲" * 33 + "2007年成立的公司" + "乙" * 24 + "Python语言写的程序" + "丙" * 30 + "。"
+    assert text.index("2007") == 33 and text.index("Python") == 67
+    doc = parse(make_pdf([text]), "wrap.pdf")
+    assert "2007年" in doc.text and "Python语言" in doc.text, doc.text
+    assert doc.text == text
+
+
+def test_join_wrapped_lines_never_spaces_inside_cjk_lines():
+    from services.text import join_wrapped_lines
+
+    text = ("公司成立于二零零七年也就是公元200\n7年，当时只有三个人在一间小屋里面工作写代\n码，后来我们大家一起开会决定使用Pyt\n"
+            "hon重写了全部的程序，并且在世界各地都开了分公司。\n下一段")
+    out = join_wrapped_lines(text)
+    assert "2007年" in out and "写代码" in out and "Python重写" in out
+    assert out.endswith("。\n下一段")
