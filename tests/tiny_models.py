@@ -16,16 +16,19 @@ def _vocab_and_config(path: Path, **config):
     (path / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), tokenize_chinese_chars=True, model_max_length=512)
     tokenizer.save_pretrained(path)
-    return BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=512, **config)
+    settings = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=512)
+    settings.update(config)
+    return BertConfig(**settings)
 
 
-def tiny_embedder(path: Path) -> Path:
+def tiny_embedder(path: Path, seed: int = 0, hidden_size: int = 32) -> Path:
+    """A random BERT saved at `path` (another seed or size: other weights / dimension, same path)."""
     import torch
     from transformers import BertModel
 
-    torch.manual_seed(0)
-    BertModel(_vocab_and_config(path)).save_pretrained(path)
+    torch.manual_seed(seed)
+    BertModel(_vocab_and_config(path, hidden_size=hidden_size)).save_pretrained(path)
     return path
 
 

@@ -1,0 +1,443 @@
+"""The SQLite <-> index contract (issue 8): one owner per data dir, exact BM25 after any sequence,
+explicit collection and cache identity, atomic replace / re-chunk, crashes at any point, and a
+randomized 200-operation sequence after which `check` finds nothing and BM25 equals a fresh build."""
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures import ZH_PARAGRAPHS
+from services.bm25 import exact_scores, query_vector
+from services.chunking import ChunkingConfig
+from services.ingest import ingest_bytes, rechunk_document
+from services.library import Library
+from services.maintenance import check
+from services.retrieval import Retriever
+from tiny_models import tiny_embedder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ChunkingConfig("sentence", 40, 0)
+DOCS = {
+    "rivers.txt": "".join(ZH_PARAGRAPHS),
+    "planets.txt": "太阳系有八大行星。木星是太阳系中体积最大的行星。土星以其美丽的光环而闻名。火星被称为红色星球。",
+    "cities.txt": "北京是中国的首都。上海是中国最大的城市之一。长江流经上海注入东海。广州是华南的中心城市。",
+    "tiny.txt": "长江。",
+}
+QUERIES = ["长江有多长", "最大的行星", "中国的首都", "黄河 母亲河", "上海 东海"]
+
+
+def cli(args, env, **kw):
+    return subprocess.run([sys.executable, "-m", "services", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=180, **kw)
+
+
+def scores_by_text(lib, kb, query):
+    """BM25 scores keyed by chunk text (chunk ids differ between data dirs)."""
+    found = lib.bm25_search(kb, query_vector(query), 1000)
+    chunks = lib.store.get_chunks([f.id for f in found])
+    return {chunks[f.id].text: f.score for f in found}
+
+
+def assert_bm25_is_exact(lib, kb):
+    """The live index equals a from-scratch computation over SQLite's searchable rows (1e-6)."""
+    rows = lib._bm25_rows(kb, sorted(lib.store.chunk_id_set(kb.id)))
+    for q in QUERIES:
+        got = {f.id: f.score for f in lib.bm25_search(kb, query_vector(q), 10_000)}
+        ref = exact_scores(rows, query_vector(q))
+        assert got.keys() == ref.keys(), q
+        assert all(abs(got[i] - ref[i]) < 1e-6 for i in ref), q
+
+
+# --- BM25 statistics (items 2, 3) --------------------------------------------------------------
+def test_bm25_scores_after_delete_equal_a_fresh_build_and_a_restart(tmp_path):
+    a = Library(tmp_path / "a")
+    kb = a.kb("k", create=True)
+    ids = {name: ingest_bytes(a, kb, text.encode(), name, SMALL).doc_id for name, text in DOCS.items()}
+    a.delete_document(kb, ids["planets.txt"])
+    a.delete_document(kb, ids["tiny.txt"])
+    live = {q: scores_by_text(a, kb, q) for q in QUERIES}
+    assert_bm25_is_exact(a, kb)
+    fresh = Library(tmp_path / "fresh")
+    fkb = fresh.kb("k", create=True)
+    for name in ("rivers.txt", "cities.txt"):
+        ingest_bytes(fresh, fkb, DOCS[name].encode(), name, SMALL)
+    for q in QUERIES:
+        ref = scores_by_text(fresh, fkb, q)
+        assert live[q].keys() == ref.keys()
+        assert all(abs(live[q][t] - ref[t]) < 1e-6 for t in ref)
+    a.close()
+    reopened = Library(tmp_path / "a")
+    assert all(scores_by_text(reopened, reopened.kb("k"), q) == pytest.approx(live[q], abs=1e-9) for q in QUERIES)
+    reopened.close()
+    fresh.close()
+
+
+def test_bm25_does_not_depend_on_upload_order(tmp_path):
+    results = []
+    for order, folder in ((["tiny.txt", "rivers.txt", "cities.txt"], "x"), (["cities.txt", "rivers.txt", "tiny.txt"], "y")):
+        lib = Library(tmp_path / folder)
+        kb = lib.kb("k", create=True)
+        for name in order:
+            ingest_bytes(lib, kb, DOCS[name].encode(), name, SMALL)
+        results.append({q: scores_by_text(lib, kb, q) for q in QUERIES})
+        lib.close()
+    for q in QUERIES:
+        assert results[0][q].keys() == results[1][q].keys()
+        assert all(abs(results[0][q][t] - results[1][q][t]) < 1e-6 for t in results[0][q])
+
+
+# --- reindex / check (item 4), ingest exit code (item 16) ----------------------------------------
+def test_check_finds_missing_and_orphan_points_and_reindex_repairs(tmp_path, data_dir):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("rivers.txt", "planets.txt"):
+        (folder / name).write_text(DOCS[name], encoding="utf-8")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    assert cli(["ingest", "--kb", "k", "--chunk-size", "40", "--overlap", "0", str(folder)], env).returncode == 0
+    ok = cli(["check", "--kb", "k", "--json"], env)
+    report = json.loads(ok.stdout)
+    assert ok.returncode == 0 and report["ok"], report
+    assert report["indexes"]["dense"]["points"] == report["sqlite"]["chunks"] == report["indexes"]["bm25"]["points"]
+
+    lib = Library(data_dir)  # damage the dense index behind SQLite's back
+    kb = lib.kb("k")
+    name = lib.dense_collection(kb)
+    victim = sorted(lib.store.chunk_id_set(kb.id))[0]
+    lib.backend.delete(name, [victim])
+    lib.backend.upsert(name, [987654], [[0.1] * lib.dense_index(kb)["dim"]], ["ghost"])
+    damaged = check(lib, kb)
+    assert not damaged["ok"]
+    assert damaged["indexes"]["dense"]["missing"] == 1 and damaged["indexes"]["dense"]["orphans"] == 1
+    lib.close()
+    from services.vectors import close_all
+
+    close_all()
+    bad = cli(["check", "--kb", "k", "--json"], env)  # a new owner sweeps orphans; the missing point stays
+    report = json.loads(bad.stdout)
+    assert bad.returncode == 1 and not report["ok"]
+    assert report["indexes"]["dense"]["missing"] == 1 and report["indexes"]["dense"]["orphans"] == 0
+    rebuilt = cli(["reindex", "--kb", "k", "--json"], env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["chunks"] == report["sqlite"]["chunks"]
+    again = cli(["check", "--kb", "k", "--json"], env)
+    assert again.returncode == 0 and json.loads(again.stdout)["ok"]
+
+
+# --- identity (items 5, 6) -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    long = root / ("m" * 90)
+    a, b = tiny_embedder(long / "a"), tiny_embedder(long / "b", seed=1)
+    return a, b
+
+
+def test_collection_follows_the_kb_whatever_the_model_is_called(lib, kb, tiny_models):
+    from services.reembed import reembed
+
+    a, b = tiny_models  # two local paths that differ only after 90 characters
+    r = ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
+    reembed(lib, kb, str(a) + "/")  # raw input differs from the resolved path
+    first = lib.dense_collection(kb)
+    reembed(lib, kb, str(b))
+    second = lib.dense_collection(kb)
+    assert first != second and lib.dense_index(kb)["fingerprint"] != ""
+    assert lib.backend.collections(f"kb{kb.id}__") == [second]  # the old build is gone
+    lib.delete_document(kb, r.doc_id)
+    assert lib.backend.count(second) == 0
+    assert Retriever(lib, kb).search("长江", mode="dense").hits == []
+    lib.delete_kb(kb)
+    assert lib.backend.collections(f"kb{kb.id}__") == []
+
+
+def test_model_folder_replaced_in_place_never_reuses_cached_vectors(lib, tmp_path):
+    from services import embedding
+
+    folder = tiny_embedder(tmp_path / "model")
+    kb = lib.kb("k", create=True)
+    lib.store.update_kb_settings(kb.id, embedding_model=str(folder))
+    ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
+    old_fp = lib.dense_index(kb)["fingerprint"]
+    shutil.rmtree(folder)
+    tiny_embedder(folder, seed=3, hidden_size=48)  # other weights and another dimension, same path
+    embedding._EMBEDDERS.clear()  # as after a restart
+    new = lib.embedder(kb)
+    assert new.fingerprint_id != old_fp and new.dim == 48
+    r = ingest_bytes(lib, kb, DOCS["planets.txt"].encode(), "planets.txt", SMALL)
+    assert r.status == "failed" and "重建索引" in r.reason  # a clear reason, not a raw ValueError
+    with pytest.raises(Exception) as exc:
+        Retriever(lib, kb).search("长江", mode="dense")
+    assert "重建索引" in str(exc.value)
+    from services.maintenance import reindex
+
+    reindex(lib, kb)
+    assert lib.dense_index(kb)["fingerprint"] == new.fingerprint_id and check(lib, kb)["ok"]
+    assert Retriever(lib, kb).search("长江", mode="dense").hits
+    assert ingest_bytes(lib, kb, DOCS["planets.txt"].encode(), "planets.txt", SMALL).status == "ok"
+
+
+# --- concurrency and atomicity (items 7, 8) ------------------------------------------------------
+def test_concurrent_uploads_of_the_same_content_dedupe_without_errors(lib, kb):
+    barrier = threading.Barrier(4)
+    results = []
+
+    def upload(i):
+        barrier.wait()
+        results.append(ingest_bytes(lib, kb, DOCS["cities.txt"].encode(), f"copy{i}.txt", SMALL))
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.status for r in results) == ["duplicate", "duplicate", "duplicate", "ok"]
+    assert all(r.reason for r in results if r.status == "duplicate")
+    assert len(lib.store.list_documents(kb.id)) == 1 and check(lib, kb)["ok"]
+
+
+def test_failed_rechunk_keeps_the_old_version_searchable(lib, kb, monkeypatch):
+    r = ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
+    before = [c.text for c in lib.store.chunks_of(kb.id, r.doc_id)]
+    backend = lib.backend
+
+    def broken(*a, **k):
+        raise RuntimeError("transient index error")
+
+    monkeypatch.setattr(type(backend), "upsert", broken)
+    with pytest.raises(Exception) as exc:
+        rechunk_document(lib, kb, r.doc_id, ChunkingConfig("sentence", 80, 0))
+    assert "原来的版本" in str(exc.value)
+    monkeypatch.undo()
+    doc = lib.store.get_document(kb.id, r.doc_id)
+    assert doc.status == "ready" and [c.text for c in lib.store.chunks_of(kb.id, r.doc_id)] == before
+    assert "珠穆朗玛峰" in Retriever(lib, kb).search("珠穆朗玛峰有多高").hits[0].text
+    assert check(lib, kb)["ok"]
+    root = lib.root
+    lib.close()
+    reopened = Library(root)
+    assert reopened.store.get_document(kb.id, r.doc_id).status == "ready"
+    reopened.close()
+
+
+# --- processes: ownership (items 1, 14) and crashes (item 15) ---------------------------------------
+HOLDER = """
+import json, sys
+from services.library import open_library
+from services.ingest import ingest_bytes
+from services.maintenance import check
+from services.chunking import ChunkingConfig
+lib = open_library()
+kb = lib.kb("k", create=True)
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd, _, arg = line.strip().partition(" ")
+    if cmd == "ingest":
+        r = ingest_bytes(lib, kb, open(arg, "rb").read(), arg.rsplit("/", 1)[-1], ChunkingConfig("sentence", 40, 0))
+        print(json.dumps({"status": r.status, "reason": r.reason}), flush=True)
+    elif cmd == "check":
+        print(json.dumps(check(lib, kb)), flush=True)
+    else:
+        break
+"""
+
+
+def start_holder(env):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def ask(proc, line):
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    while True:
+        out = proc.stdout.readline()
+        if not out.startswith("FAULT_POINT"):
+            return json.loads(out)
+
+
+def test_live_ingest_is_not_cleaned_by_another_process(tmp_path, data_dir):
+    """An app-like process is paused mid-ingest (rows written, 'indexing'); another process opens the
+    data dir and runs commands; the live document must survive and end up ready and consistent."""
+    path = tmp_path / "rivers.txt"
+    path.write_text(DOCS["rivers.txt"], encoding="utf-8")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir), "WENDAO_FAULT_PAUSE_S": "6",
+           "WENDAO_FAULT_AT": "rows_written"}
+    holder = start_holder(env)
+    try:
+        holder.stdin.write(f"ingest {path}\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().startswith("FAULT_POINT rows_written")
+        quiet = {**env, "WENDAO_FAULT_PAUSE_S": "0"}
+        kbs = cli(["kbs", "--json"], quiet)
+        assert kbs.returncode == 0, kbs.stderr
+        db = sqlite3.connect(data_dir / "wendao.db")
+        assert db.execute("SELECT status FROM documents").fetchall() == [("indexing",)]
+        result = json.loads(holder.stdout.readline())
+        assert result["status"] == "ok"
+        report = ask(holder, "check")
+        assert report["ok"], report
+        assert db.execute("SELECT status FROM documents").fetchall() == [("ready",)]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_second_process_never_breaks_the_owner(tmp_path, data_dir):
+    """With the app-like owner running, CLI reads work read-only, a CLI ingest is refused before it
+    parses or embeds anything, and the owner keeps ingesting without errors."""
+    files = []
+    for name in ("rivers.txt", "planets.txt", "cities.txt"):
+        (tmp_path / name).write_text(DOCS[name], encoding="utf-8")
+        files.append(tmp_path / name)
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    holder = start_holder(env)
+    try:
+        assert ask(holder, f"ingest {files[0]}")["status"] == "ok"
+        cache = sqlite3.connect(data_dir / "embeddings.db")
+        cached = cache.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
+        search = cli(["search", "--kb", "k", "--json", "珠穆朗玛峰有多高"], env)
+        assert search.returncode == 0 and "珠穆朗玛峰" in json.loads(search.stdout)["hits"][0]["text"]
+        refused = cli(["ingest", "--kb", "k", str(files[1])], env)
+        assert refused.returncode == 1 and "另一个进程" in refused.stderr and "Traceback" not in refused.stderr
+        new_kb = cli(["ingest", "--kb", "other", str(files[1])], env)
+        assert new_kb.returncode == 1 and "另一个进程" in new_kb.stderr
+        assert cache.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == cached  # nothing embedded
+        assert cli(["reindex", "--kb", "k"], env).returncode == 1
+        for f in files[1:]:
+            assert ask(holder, f"ingest {f}")["status"] == "ok"
+        assert ask(holder, "check")["ok"]
+    finally:
+        holder.kill()
+        holder.wait()
+    kbs = sqlite3.connect(data_dir / "wendao.db").execute("SELECT name FROM kbs").fetchall()
+    assert kbs == [("k",)]
+
+
+KILLER = """
+import sys
+from services.library import open_library
+from services.ingest import ingest_bytes, rechunk_document
+from services.chunking import ChunkingConfig
+lib = open_library()
+kb = lib.kb("k", create=True)
+op, name, text = sys.argv[1], sys.argv[2], sys.argv[3]
+if op == "rechunk":
+    doc = [d for d in lib.store.list_documents(kb.id) if d.filename == name][0]
+    rechunk_document(lib, kb, doc.id, ChunkingConfig("sentence", int(text), 0))
+else:
+    ingest_bytes(lib, kb, text.encode(), name, ChunkingConfig("sentence", 40, 0))
+print("DONE", flush=True)
+"""
+
+
+def run_and_maybe_kill(env, op, name, arg, point):
+    """Run one operation in a child; kill -9 it when it reaches fault point `point` (None: finish)."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, op, name, arg], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env={**env, "WENDAO_FAULT_PAUSE_S": "30" if point else "0",
+                                            "WENDAO_FAULT_AT": point or ""})
+    for line in proc.stdout:
+        if point and line.startswith(f"FAULT_POINT {point}"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    return proc.returncode
+
+
+def state_after_restart(data_dir):
+    lib = Library(data_dir)
+    kb = lib.kb("k")
+    docs = {d.filename: (d.status, d.chunk_count) for d in lib.store.list_documents(kb.id)}
+    texts = {d.filename: lib.store.document_text(kb.id, d.id) for d in lib.store.list_documents(kb.id)}
+    report = check(lib, kb)
+    assert_bm25_is_exact(lib, kb)
+    lib.close()
+    from services.vectors import close_all
+
+    close_all()
+    return docs, texts, report
+
+
+@pytest.mark.parametrize("point", ["rows_written", "points_written", "finalized"])
+def test_kill_while_replacing_a_same_named_file_is_recoverable(data_dir, point):
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    old, new = DOCS["rivers.txt"], DOCS["cities.txt"]
+    assert run_and_maybe_kill(env, "ingest", "notes.txt", old, None) == 0
+    assert run_and_maybe_kill(env, "ingest", "notes.txt", new, point) != 0
+    docs, texts, report = state_after_restart(data_dir)
+    assert report["ok"], report
+    assert list(docs) == ["notes.txt"] and docs["notes.txt"][0] == "ready"  # exactly one version
+    assert texts["notes.txt"] == (new if point == "finalized" else old)
+    assert run_and_maybe_kill(env, "ingest", "notes.txt", new, None) == 0  # re-running completes it
+    docs, texts, report = state_after_restart(data_dir)
+    assert report["ok"] and texts == {"notes.txt": new}
+
+
+def test_kill_at_random_points_of_ingest_replace_and_rechunk(data_dir):
+    """Seeded: each round runs an ingest, a replacement or a re-chunk and kills it at a random fault
+    point (or lets it finish); after every round `check` passes and nothing committed is lost."""
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    rng = random.Random(8)
+    committed: dict[str, str] = {}
+    names = list(DOCS)
+    for _ in range(6):
+        op = rng.choice(["ingest", "replace", "rechunk"] if committed else ["ingest"])
+        point = rng.choice(["rows_written", "points_written", "finalized", None])
+        if op == "rechunk":
+            name = rng.choice(sorted(committed))
+            run_and_maybe_kill(env, "rechunk", name, str(rng.choice([20, 60, 90])), point)
+        else:
+            name = rng.choice(sorted(committed)) if op == "replace" else rng.choice(names)
+            text = DOCS[rng.choice(names)] + ("" if op == "ingest" else f"第{rng.randint(1, 99)}版。")
+            run_and_maybe_kill(env, "ingest", name, text, point)
+            if point in (None, "finalized"):
+                committed = {k: v for k, v in committed.items() if v != text}  # dedup: same content elsewhere
+                if not any(v == text for v in committed.values()):
+                    committed[name] = text
+        docs, texts, report = state_after_restart(data_dir)
+        assert report["ok"], (op, point, report)
+        assert all(status == "ready" for status, _ in docs.values())
+        for name, text in committed.items():
+            assert texts.get(name) == text, (op, point, name)
+        committed = dict(texts)
+
+
+# --- a randomized sequence of 200 operations ------------------------------------------------------
+def test_random_sequence_of_200_operations_keeps_every_index_consistent(lib, tiny_models):
+    from services.reembed import reembed
+
+    rng = random.Random(2024)
+    a, b = tiny_models
+    kb = lib.kb("random", create=True)
+    lib.store.update_kb_settings(kb.id, embedding_model=str(a))
+    sentences = [s + "。" for p in list(DOCS.values()) for s in p.split("。") if s]
+    for step in range(200):
+        docs = [d for d in lib.store.list_documents(kb.id)]
+        op = rng.choices(["upload", "replace", "delete", "rechunk", "reembed"], [6, 2, 3, 2, 1])[0]
+        if op == "upload" or not docs:
+            text = "".join(rng.sample(sentences, rng.randint(1, 6)))
+            ingest_bytes(lib, kb, text.encode(), f"f{rng.randint(0, 30)}.txt", SMALL)
+        elif op == "replace":
+            doc = rng.choice(docs)
+            ingest_bytes(lib, kb, ("".join(rng.sample(sentences, 3)) + f"{step}").encode(), doc.filename, SMALL)
+        elif op == "delete":
+            lib.delete_document(kb, rng.choice(docs).id)
+        elif op == "rechunk":
+            rechunk_document(lib, kb, rng.choice(docs).id, ChunkingConfig("sentence", rng.choice([20, 40, 80]), 0))
+        else:
+            reembed(lib, kb, str(b) if lib.embedding_model(kb) == str(a) else str(a))
+        if step % 50 == 49 or step == 199:
+            report = check(lib, kb)
+            assert report["ok"], (step, report)
+            assert_bm25_is_exact(lib, kb)
+    assert report["sqlite"]["documents"] > 0
