@@ -301,10 +301,14 @@ def _open_pdf(data: bytes):
     try:
         return pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
+        # PDFium's last-error code is process-global and may be stale (a zero-page file fails
+        # without setting it), so "password" is believed only for a file with an /Encrypt entry.
         code = getattr(exc, "err_code", None)
-        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY) and b"/Encrypt" in data:
             raise errors.EncryptedPDF() from exc
         log.info("PDF could not be opened: %s", exc)
+        if re.search(rb"/Count\s+0\b", data) and not re.search(rb"/Count\s+[1-9]", data):
+            raise errors.EmptyDocument("PDF 没有任何页面。") from exc
         raise errors.CorruptFile("PDF 文件已损坏或不是有效的 PDF，无法读取。") from exc
 
 
