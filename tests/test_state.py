@@ -441,3 +441,25 @@ def test_random_sequence_of_200_operations_keeps_every_index_consistent(lib, tin
             assert report["ok"], (step, report)
             assert_bm25_is_exact(lib, kb)
     assert report["sqlite"]["documents"] > 0
+
+
+# --- the app offers check and rebuild ------------------------------------------------------------
+def test_library_page_checks_and_rebuilds_the_index(data_dir):
+    from streamlit.testing.v1 import AppTest
+
+    from services.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("地理", create=True)
+    ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
+    lib.backend.delete(lib.dense_collection(kb), [min(lib.store.chunk_id_set(kb.id))])  # damage
+    at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("components/pages/library.py").run()
+    next(b for b in at.button if b.label == "核对索引").click().run()
+    assert any("发现不一致" in e.value and "缺失 1" in e.value for e in at.error)
+    next(b for b in at.button if b.label == "重建索引").click().run()
+    assert any("已重建" in s.value for s in at.success), [e.value for e in at.error]
+    next(b for b in at.button if b.label == "核对索引").click().run()
+    assert any("索引与 SQLite 一致" in s.value for s in at.success)
+    assert not at.exception
