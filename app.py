@@ -1,10 +1,16 @@
 """问道 Wendao — the Streamlit entry point: page config, navigation, shared sidebar."""
+from pathlib import Path
+
 import streamlit as st
 
-from components.state import sidebar
+from components.state import setup_logging, sidebar
 from components.widgets import inject_css
 
-st.set_page_config(page_title="问道 · 文档问答", page_icon=":material/menu_book:", layout="wide")
+# A local image: an emoji or :material/…: page icon makes every browser fetch it from a CDN.
+ICON = Path(__file__).resolve().parent / "components" / "assets" / "wendao.png"
+
+setup_logging()
+st.set_page_config(page_title="问道 · 文档问答", page_icon=str(ICON), layout="wide")
 inject_css()
 
 pages = [

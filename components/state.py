@@ -2,8 +2,12 @@
 and per-KB chat sessions. No retrieval logic here: everything goes through services."""
 from __future__ import annotations
 
+import logging
+import re
+
 import streamlit as st
 
+from components.safe_text import inert
 from services import errors
 from services.config import data_dir
 from services.library import Library, open_library
@@ -96,12 +100,37 @@ def api_key() -> str:
     return st.session_state.get("llm_api_key", "")
 
 
+log = logging.getLogger("wendao.ui")
+# Absolute filesystem paths (POSIX or Windows), but not the path part of a URL ("http://host/v1").
+_PATH = re.compile(r"(?<![\w:/.\\])/[^\s'\"，。；、）)]+|\b[A-Za-z]:\\[^\s'\"，。；、）)]+")
+
+
+def without_paths(text: str) -> str:
+    """`text` with server filesystem paths replaced by "…" (engine errors often quote them)."""
+    return _PATH.sub("…", text)
+
+
 def show_error(exc: Exception) -> None:
-    """A Chinese message for any failure; the page stays usable."""
+    """A Chinese message for any failure, without server paths; the traceback goes to the server
+    log (never to the page). The page stays usable."""
     if isinstance(exc, errors.WendaoError):
-        st.error(exc.message_zh)
+        if exc.__cause__ is not None:
+            log.error("%s", type(exc).__name__, exc_info=exc)
+        st.error(inert(without_paths(exc.message_zh)))
     else:
-        st.error(f"出错了：{type(exc).__name__}。请重试；如果问题持续，请查看终端日志。")
+        log.error("unexpected error shown to the user", exc_info=exc)
+        st.error(f"出错了（{type(exc).__name__}），操作没有完成。请重试；详细信息已写入服务器日志。")
+
+
+def setup_logging() -> None:
+    """Send the app's log records (tracebacks of errors shown to users) to the server's stderr,
+    once per process. Keys are never logged: LLMSettings hides its key in repr()."""
+    logger = logging.getLogger("wendao")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def searchable_kb() -> KnowledgeBase:

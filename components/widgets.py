@@ -1,9 +1,12 @@
 """Reusable widgets: highlighted passages, chunk boundaries, citation chips, score tables."""
 from __future__ import annotations
 
-import html
+import time
 
 import streamlit as st
+
+from components.safe_text import html_text, inert
+from services.chunking import STRATEGIES, ChunkingConfig
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 
@@ -15,14 +18,15 @@ def highlight(text: str, spans: list[tuple[int, int]], css: str = "background:#f
         a = max(a, pos)
         if a >= b:
             continue
-        out.append(html.escape(text[pos:a]))
-        out.append(f'<mark style="{css}">{html.escape(text[a:b])}</mark>')
+        out.append(html_text(text[pos:a]))
+        out.append(f'<mark style="{css}">{html_text(text[a:b])}</mark>')
         pos = b
-    out.append(html.escape(text[pos:]))
-    return "".join(out).replace("\n", "<br>")
+    out.append(html_text(text[pos:]))
+    return "".join(out)
 
 
 def passage_box(inner_html: str) -> None:
+    """Show HTML built by highlight()/chunk_boundaries_html() (all text escaped) in a quote box."""
     st.markdown(f'<div class="wendao-passage">{inner_html}</div>', unsafe_allow_html=True)
 
 
@@ -32,14 +36,14 @@ def chunk_boundaries_html(text: str, chunks) -> str:
     for i, c in enumerate(chunks):
         start = max(c.start, pos)
         if start > pos:
-            out.append(html.escape(text[pos:start]))
+            out.append(html_text(text[pos:start]))
         color = BOUNDARY_COLORS[i % 2]
         out.append(f'<span title="#{c.ordinal} [{c.start},{c.end}) 页{c.page_start}" '
-                   f'style="background:{color}">{html.escape(text[start:c.end])}</span>'
+                   f'style="background:{color}">{html_text(text[start:c.end])}</span>'
                    f'<b style="color:#b5472a">‖</b>')
         pos = max(pos, c.end)
-    out.append(html.escape(text[pos:]))
-    return "".join(out).replace("\n", "<br>")
+    out.append(html_text(text[pos:]))
+    return "".join(out)
 
 
 def citation_chips(answer) -> None:
@@ -53,11 +57,11 @@ def citation_chips(answer) -> None:
     for i, (n, cits) in enumerate(sorted(by_source.items())):
         first = cits[0]
         unsupported = [c for c in cits if not c.supported]
-        label = f"[{n}] {first.doc} · 第{first.page}页" + ("（未核实）" if unsupported else "")
+        label = f"\\[{n}\\] {inert(first.doc, keep_lines=False)} · 第{first.page}页" + ("（未核实）" if unsupported else "")
         with cols[i % len(cols)].popover(label, width="stretch"):
             source = answer.sources[n - 1]
             pages = sorted({c.page for c in cits})
-            st.caption(f"《{first.doc}》第 {'、'.join(map(str, pages))} 页 · 位置 {first.start}–{first.end} · "
+            st.caption(f"《{inert(first.doc, keep_lines=False)}》第 {'、'.join(map(str, pages))} 页 · 位置 {first.start}–{first.end} · "
                        f"支持度 {max(c.support for c in cits):.2f}"
                        + (" · 有引用未能在该段落中找到支持" if unsupported else ""))
             passage_box(highlight(source.text, [(c.start - source.start, c.end - source.start) for c in cits]))
@@ -69,3 +73,47 @@ def inject_css() -> None:
                      line-height: 1.8; border-radius: 4px; margin-bottom: .5rem; font-size: .95rem}
     mark {padding: 0 .1rem; border-radius: 2px}
     </style>""", unsafe_allow_html=True)
+
+
+STRATEGY_ZH = {"fixed": "固定长度", "sentence": "按句子", "window": "滑动窗口"}
+
+
+def chunking_form(prefix: str, config: ChunkingConfig) -> ChunkingConfig | None:
+    """Chunking controls (the one form used by the library and the settings page); returns a
+    valid config or None (with a Chinese message).
+
+    `prefix` must name the knowledge base (and document) the form edits: Streamlit keeps a keyed
+    widget's value across reruns, so an unscoped key would carry one KB's choice into another.
+    """
+    c1, c2, c3, c4 = st.columns(4)
+    strategy = c1.selectbox("切分方式", STRATEGIES, index=STRATEGIES.index(config.strategy),
+                            format_func=STRATEGY_ZH.get, key=f"{prefix}_strategy")
+    if strategy == "window":
+        window = c2.number_input("窗口句数 W", 1, 50, config.window, key=f"{prefix}_window")
+        stride = c3.number_input("步长 S", 1, 50, min(config.stride, window), key=f"{prefix}_stride")
+        size, overlap, unit = config.chunk_size, config.overlap, "chars"
+    else:
+        size = c2.number_input("片段长度 N（字符）", 20, 4000, config.chunk_size, step=10, key=f"{prefix}_size")
+        overlap = c3.number_input("重叠 M（字符）", 0, 2000, config.overlap, step=10, key=f"{prefix}_overlap")
+        unit = c4.selectbox("长度单位", ("chars", "tokens"), index=("chars", "tokens").index(config.unit),
+                            format_func={"chars": "字符", "tokens": "模型 token"}.get, key=f"{prefix}_unit") \
+            if strategy == "sentence" else "chars"
+        window, stride = config.window, config.stride
+    try:
+        return ChunkingConfig(strategy, int(size), int(overlap), int(window), int(stride), unit)
+    except ValueError:
+        st.warning("设置无效：重叠必须小于片段长度，步长不能大于窗口。")
+        return None
+
+
+def stream_inert(deltas, every_s: float = 0.05) -> str:
+    """Show a stream of untrusted text deltas (LLM output) as it arrives, escaped like
+    inert(); returns the whole text. st.write_stream would render the raw deltas as Markdown."""
+    slot, text, shown_at = st.empty(), "", 0.0
+    for delta in deltas:
+        text += delta
+        if time.perf_counter() - shown_at >= every_s:
+            slot.markdown(inert(text))
+            shown_at = time.perf_counter()
+    slot.markdown(inert(text))
+    return text

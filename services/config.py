@@ -6,8 +6,9 @@ per-knowledge-base parts (retrieval/chunking/LLM) and persists them in the store
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def data_dir() -> Path:
@@ -29,9 +30,14 @@ def max_document_chars() -> int:
     return int(float(os.environ.get("WENDAO_MAX_DOC_CHARS", "5000000")))
 
 
-@dataclass
+@dataclass(repr=False)
 class LLMSettings:
-    """An OpenAI-compatible endpoint. An empty model means "no LLM": answers are extractive."""
+    """An OpenAI-compatible endpoint. An empty model means "no LLM": answers are extractive.
+
+    `key_source` says where `api_key` came from ("server": env / st.secrets, "saved": the KB's
+    settings, "session": typed by this visitor, "" none), so the UI can say so without ever
+    showing the key. repr() never contains the key.
+    """
 
     base_url: str = ""
     api_key: str = ""
@@ -41,6 +47,10 @@ class LLMSettings:
     timeout: float = 60.0
     max_retries: int = 3
     structured_output: bool = True
+    key_source: str = field(default="", compare=False)
+
+    def __repr__(self) -> str:
+        return "LLMSettings(" + ", ".join(f"{k}={v!r}" for k, v in self.redacted().items()) + ")"
 
     @property
     def configured(self) -> bool:
@@ -60,6 +70,22 @@ class LLMSettings:
         d = dict(self.__dict__)
         d["api_key"] = "***" if self.api_key else ""
         return d
+
+
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+
+
+def same_endpoint(a: str, b: str) -> bool:
+    """Whether two base URLs name the same endpoint ("" is the SDK's default, OpenAI).
+
+    Deliberately strict: only the scheme/host letter case and a trailing slash are forgiven, so
+    a key bound to one endpoint is never sent to a look-alike ("http://host@evil/", other port).
+    """
+    def norm(url: str) -> tuple:
+        parts = urlsplit(url.strip() or OPENAI_DEFAULT_URL)
+        return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query
+
+    return norm(a) == norm(b)
 
 
 @dataclass

@@ -4,6 +4,7 @@ Upload a Chinese PDF and a GBK .txt, ask a question, see the streamed answer and
 run the retrieval lab and a small evaluation. Screenshots of each page go to a temp dir
 (printed; kept under $WENDAO_SCREENSHOTS when set).
 """
+import contextlib
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -42,17 +44,16 @@ def shots():
     return path
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    data = tmp_path_factory.mktemp("browser-data")
+@contextlib.contextmanager
+def running_app(data: Path, **env_vars):
+    """`streamlit run app.py` on a free 127.0.0.1 port with WENDAO_DATA_DIR=data; yields its URL."""
     port = free_port()
-    with FakeLLMServer() as llm:
-        env = {**os.environ, "WENDAO_DATA_DIR": str(data), "OPENAI_BASE_URL": llm.url, "OPENAI_API_KEY": "sk-test",
-               "WENDAO_LLM_MODEL": "echo"}
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                 "--server.address", "127.0.0.1", "--server.headless", "true"],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data), **env_vars}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
         for _ in range(120):
             try:
                 urllib.request.urlopen(url + "/_stcore/health", timeout=1)
@@ -63,21 +64,51 @@ def app_url(tmp_path_factory):
             proc.kill()
             pytest.fail("streamlit did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
         yield url
+    finally:
         proc.terminate()
         proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def page(app_url):
+@contextlib.contextmanager
+def browser_page(outside: list[str]):
+    """A Chromium page; every request to a host other than 127.0.0.1 is appended to `outside`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+        context.on("request", lambda request: outside.append(request.url) if is_outside(request.url) else None)
         pg = context.new_page()
         pg.set_default_timeout(120_000)
+        try:
+            yield pg
+        finally:
+            browser.close()
+
+
+def is_outside(url: str) -> bool:
+    """A request that leaves this machine (data:/blob: URLs and 127.0.0.1 stay home)."""
+    parts = urlsplit(url)
+    return parts.scheme not in ("data", "blob", "about") and parts.hostname not in ("127.0.0.1", "localhost")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    with FakeLLMServer() as llm:
+        with running_app(tmp_path_factory.mktemp("browser-data"), OPENAI_BASE_URL=llm.url,
+                         OPENAI_API_KEY="sk-test", WENDAO_LLM_MODEL="echo") as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def outside_requests():
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(app_url, outside_requests):
+    with browser_page(outside_requests) as pg:
         yield pg
-        browser.close()
 
 
 def wait_idle(page):
@@ -152,3 +183,18 @@ def test_settings_page(page, app_url, shots):
     page.get_by_role("button", name="测试连接").click()
     page.get_by_text("连接成功").wait_for()
     page.screenshot(path=str(shots / "5-settings.png"), full_page=True)
+
+
+PAGES = ("chat", "library", "lab", "evaluation", "settings")
+
+
+def test_no_page_loads_anything_from_outside(page, app_url, outside_requests):
+    """Every page (and everything the tests above did) stays on 127.0.0.1: the page icon is a local
+    image, not a :material: / emoji icon that Chromium fetches from a CDN."""
+    for name in PAGES:
+        page.goto(f"{app_url}/{name}")
+        page.locator('[data-testid="stSidebar"]').wait_for()
+        wait_idle(page)
+    icon = page.locator('link[rel~="icon"]').first.get_attribute("href")
+    assert not is_outside(page.evaluate("href => new URL(href, document.baseURI).href", icon)), icon
+    assert outside_requests == []

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from components.safe_text import inert
 from components.state import api_key, library, llm_secrets, searchable_kb, show_error
-from components.widgets import citation_chips, highlight, passage_box
+from components.widgets import citation_chips, highlight, passage_box, stream_inert
 from services.answer import Answer, Conversation, stream_answer
 from services.library import llm_settings, retrieval_settings
 from services.retrieval import MODES, Retriever
@@ -22,8 +23,9 @@ settings = retrieval_settings(lib, kb)
 llm = llm_settings(lib, kb, api_key(), llm_secrets())
 
 top = st.columns([3, 1, 1])
-top[0].caption(f"知识库「{kb.name}」 · 检索：{MODES[settings.mode]}"
-               + (" + 重排" if settings.rerank else "") + f" · 回答：{'大模型 ' + llm.model if llm.configured else '摘录式（未配置大模型）'}")
+top[0].caption(f"知识库「{inert(kb.name, keep_lines=False)}」 · 检索：{MODES[settings.mode]}"
+               + (" + 重排" if settings.rerank else "")
+               + f" · 回答：{'大模型 ' + inert(llm.model, keep_lines=False) if llm.configured else '摘录式（未配置大模型）'}")
 if top[1].button("新对话", icon=":material/add_comment:", width="stretch"):
     chats[kb.id] = {"conversation": Conversation(), "messages": []}
     st.rerun()
@@ -51,11 +53,12 @@ top[2].download_button("导出", icon=":material/download:", data=export_markdow
 
 def render_details(a: Answer) -> None:
     if a.notice:
-        st.warning(a.notice)
+        st.warning(inert(a.notice))
     citation_chips(a)
     title = "最接近的段落与检索详情" if a.mode == "refused" else "检索详情：改写后的查询、各阶段耗时、来源段落"
     with st.expander(title, expanded=a.mode == "refused"):
-        st.markdown(f"**检索用的查询：** {a.query}" + ("（由追问改写）" if a.query != a.question else ""))
+        st.markdown(f"**检索用的查询：** {inert(a.query, keep_lines=False)}"
+                    + ("（由追问改写）" if a.query != a.question else ""))
         st.markdown(f"**回答方式：** {MODE_ZH.get(a.mode, a.mode)}")
         if a.citations:
             precision = a.citation_precision
@@ -64,14 +67,14 @@ def render_details(a: Answer) -> None:
         timing = {k.replace("retrieval.", "检索·"): round(v, 1) for k, v in a.timings_ms.items()}
         st.dataframe(pd.DataFrame([timing]), hide_index=True)
         for n, h in enumerate(a.sources, start=1):
-            st.markdown(f"**[{n}] {h.doc}** · 第{h.page_start}页 · 分数 {h.score:.3f}")
+            st.markdown(f"**\\[{n}\\] {inert(h.doc, keep_lines=False)}** · 第{h.page_start}页 · 分数 {h.score:.3f}")
             quotes = [(c.start - h.start, c.end - h.start) for c in a.citations if c.n == n]
             passage_box(highlight(h.text, quotes))
 
 
 for m in chat["messages"]:
     with st.chat_message(m["role"]):
-        st.markdown(m["content"])
+        st.markdown(inert(m["content"]))  # questions and answers are shown literally, never as Markdown
         if m["role"] == "assistant":
             render_details(m["answer"])
 
@@ -79,11 +82,11 @@ question = st.chat_input("就文档提问，例如：合同的有效期是多久
 if question:
     chat["messages"].append({"role": "user", "content": question})
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(inert(question))
     with st.chat_message("assistant"):
         try:
             stream = stream_answer(Retriever(lib, kb, settings), llm, question, chat["conversation"])
-            st.write_stream(stream)
+            stream_inert(stream)
             answer = stream.answer
         except Exception as exc:
             show_error(exc)

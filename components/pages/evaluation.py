@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from components.safe_text import inert
 from components.state import create_kb, current_kb, library, select_kb, show_error
 from services import errors
 from services.chunking import ChunkingConfig
@@ -53,7 +54,7 @@ else:
 if kb is None or lib.store.count_chunks(kb.id) == 0:
     st.info("当前知识库还没有文档。可以先创建示例知识库。")
     st.stop()
-st.markdown(f"评测知识库：**{kb.name}**" + (f" · {len(questions)} 个问题" if questions else ""))
+st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**" + (f" · {len(questions)} 个问题" if questions else ""))
 
 c1, c2, c3 = st.columns(3)
 modes = c1.multiselect("检索方式", list(MODES), default=list(MODES), format_func=MODES.get)

@@ -8,6 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from components.safe_text import inert
 from components.state import library, searchable_kb, show_error
 from components.widgets import highlight, passage_box
 from services.config import RetrievalSettings
@@ -68,13 +69,13 @@ def explain_missing(result: SearchResult, expected: str, settings: RetrievalSett
         stages = "，".join(f"{label}第 {h.ranks[k]} 名" for k, label in (("bm25", "BM25 "), ("dense", "向量 "),
                                                                         ("fused", "融合后 "), ("rerank", "重排后 "))
                           if k in h.ranks)
-        st.info(f"《{h.doc}》[{h.start}, {h.end})：{stages}；{where}。")
+        st.info(f"《{inert(h.doc, keep_lines=False)}》\\[{h.start}, {h.end})：{stages}；{where}。")
 
 
 def show_result(result: SearchResult) -> None:
     if result.notice:
-        st.warning(result.notice)
-    st.caption("查询分词（jieba 搜索模式）：" + (" / ".join(f"`{t}`" for t in result.terms) or "（无有效词）")
+        st.warning(inert(result.notice))
+    st.caption("查询分词（jieba 搜索模式）：" + (" / ".join(f"`{t.replace('`', '')}`" for t in result.terms) or "（无有效词）")
                + " · " + " · ".join(f"{k} {v:.1f}ms" for k, v in result.timings_ms.items()))
     if not result.hits:
         st.warning("没有找到候选段落。")
@@ -88,7 +89,7 @@ def show_result(result: SearchResult) -> None:
     chart = alt.Chart(long).mark_bar().encode(x=alt.X("名次:O"), y="分数:Q", color="阶段:N", xOffset="阶段:N")
     st.altair_chart(chart, width="stretch")
     for i, h in enumerate(result.hits, start=1):
-        st.markdown(f"**{i}. {h.doc}** · 第{h.page_start}页 · [{h.start}, {h.end})")
+        st.markdown(f"**{i}\\. {inert(h.doc, keep_lines=False)}** · 第{h.page_start}页 · \\[{h.start}, {h.end})")
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
     with st.expander(f"全部 {len(result.candidates)} 个候选（融合后、截断前）"):
         st.dataframe(score_table(SearchResult(result.query, result.candidates, {}, result.terms)), hide_index=True,
@@ -103,12 +104,12 @@ if compare:
     left, right = st.columns(2)
     with left:
         st.markdown("**设置 A**")
-        a = settings_form("a", base)
+        a = settings_form(f"a_{kb.id}", base)  # widget keys scoped per KB
     with right:
         st.markdown("**设置 B**")
-        b = settings_form("b", replace(base, mode="bm25" if base.mode != "bm25" else "dense"))
+        b = settings_form(f"b_{kb.id}", replace(base, mode="bm25" if base.mode != "bm25" else "dense"))
 else:
-    a, b = settings_form("a", base), None
+    a, b = settings_form(f"a_{kb.id}", base), None
 
 if query.strip():
     result_a = run(a, query)

@@ -8,15 +8,16 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from components.safe_text import inert
 from components.state import create_kb, current_kb, library, show_error
-from components.widgets import chunk_boundaries_html, passage_box
-from services.chunking import STRATEGIES, ChunkingConfig, chunk_text
+from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
+from services.chunking import ChunkingConfig, chunk_text
 from services.ingest import STAGE_ZH, ingest_bytes, rechunk_document
 from services.library import OPTIMIZE_FROM_CHUNKS, chunking_config, save_settings
+from services.maintenance import check, reindex
 from services.parsing import SUPPORTED_EXTENSIONS, page_for_offset
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
-STRATEGY_ZH = {"fixed": "固定长度", "sentence": "按句子", "window": "滑动窗口"}
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 
 lib = library()
@@ -33,47 +34,25 @@ if kb is None:
     st.info("先创建一个知识库，再上传文档。")
     st.stop()
 
-st.subheader(f"知识库：{kb.name}")
-
-
-def chunking_form(prefix: str, config: ChunkingConfig) -> ChunkingConfig | None:
-    """Chunking controls; returns a valid config or None (with a Chinese message)."""
-    c1, c2, c3, c4 = st.columns(4)
-    strategy = c1.selectbox("切分方式", STRATEGIES, index=STRATEGIES.index(config.strategy),
-                            format_func=STRATEGY_ZH.get, key=f"{prefix}_strategy")
-    if strategy == "window":
-        window = c2.number_input("窗口句数 W", 1, 50, config.window, key=f"{prefix}_window")
-        stride = c3.number_input("步长 S", 1, 50, min(config.stride, window), key=f"{prefix}_stride")
-        size, overlap, unit = config.chunk_size, config.overlap, "chars"
-    else:
-        size = c2.number_input("片段长度 N（字符）", 20, 4000, config.chunk_size, step=10, key=f"{prefix}_size")
-        overlap = c3.number_input("重叠 M（字符）", 0, 2000, config.overlap, step=10, key=f"{prefix}_overlap")
-        unit = c4.selectbox("长度单位", ("chars", "tokens"), index=("chars", "tokens").index(config.unit),
-                            format_func={"chars": "字符", "tokens": "模型 token"}.get, key=f"{prefix}_unit") \
-            if strategy == "sentence" else "chars"
-        window, stride = config.window, config.stride
-    try:
-        return ChunkingConfig(strategy, int(size), int(overlap), int(window), int(stride), unit)
-    except ValueError:
-        st.warning("设置无效：重叠必须小于片段长度，步长不能大于窗口。")
-        return None
+st.subheader(f"知识库：{inert(kb.name, keep_lines=False)}")
 
 
 # --- upload -----------------------------------------------------------------------------------
 st.markdown("#### 上传文档")
-config = chunking_form("upload", chunking_config(lib, kb))
+config = chunking_form(f"upload_{kb.id}", chunking_config(lib, kb))  # keys scoped per KB
 files = st.file_uploader("选择文件（可多选）", type=[e.lstrip(".") for e in SUPPORTED_EXTENSIONS],
                          accept_multiple_files=True, key=f"uploader_{st.session_state.get('upload_round', 0)}")
 if files and config and st.button(f"开始索引 {len(files)} 个文件", type="primary"):
     save_settings(lib, kb, "chunking", config.to_dict())
     results = []
     for f in files:
-        box = st.status(f"{f.name}：等待中…", expanded=False)
+        shown = inert(f.name, keep_lines=False)
+        box = st.status(f"{shown}：等待中…", expanded=False)
         bar = box.progress(0.0)
         started = time.perf_counter()
         stage_weights = {"parse": (0.0, 0.1), "chunk": (0.1, 0.2), "embed": (0.2, 0.9), "index": (0.9, 1.0)}
 
-        def progress(stage, done, total, bar=bar, box=box, name=f.name, started=started):
+        def progress(stage, done, total, bar=bar, box=box, name=shown, started=started):
             lo, hi = stage_weights[stage]
             bar.progress(min(1.0, lo + (hi - lo) * (done / max(1, total))))
             rate = f" · {done / max(1e-6, time.perf_counter() - started):.1f} 片段/秒" if stage == "embed" else ""
@@ -88,19 +67,19 @@ if files and config and st.button(f"开始索引 {len(files)} 个文件", type="
         bar.progress(1.0)
         seconds = sum(r.seconds.values())
         if r.status in ("ok", "replaced"):
-            label = f"{f.name}：{RESULT_ZH[r.status]} · {r.chunks} 个片段 · {seconds:.1f} 秒"
+            label = f"{shown}：{RESULT_ZH[r.status]} · {r.chunks} 个片段 · {seconds:.1f} 秒"
             box.update(label=label, state="complete")
             stage_line = " · ".join(f"{STAGE_ZH[k]} {v:.2f}s" for k, v in r.seconds.items())
             box.write(f"{stage_line}（新向量化 {r.embedded} 个片段，其余来自缓存）")
             for w in r.warnings:
-                box.warning(w)
+                box.warning(inert(w))
         else:
-            box.update(label=f"{f.name}：{RESULT_ZH[r.status]} — {r.reason}", state="error")
+            box.update(label=f"{shown}：{RESULT_ZH[r.status]} — {inert(r.reason, keep_lines=False)}", state="error")
     ok = sum(r.status in ("ok", "replaced") for r in results)
     skipped = [r for r in results if r.status in ("duplicate", "failed")]
     st.success(f"完成：{ok} 个文件已索引，{len(skipped)} 个跳过。")
     for r in skipped:
-        st.warning(f"{r.file}：{r.reason}")
+        st.warning(f"{inert(r.file, keep_lines=False)}：{inert(r.reason)}")
     st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
 
 # --- documents ----------------------------------------------------------------------------------
@@ -122,18 +101,43 @@ if lib.store.count_chunks(kb.id) >= OPTIMIZE_FROM_CHUNKS and st.button("优化�
         lib.optimize(kb)
     st.success("索引已优化。")
 
+with st.expander("索引维护（核对 / 重建）"):
+    st.caption("SQLite 中的文档与片段是唯一可信来源，BM25 与向量索引由它派生。“核对”比较两者；"
+               "“重建索引”从 SQLite 重新生成 BM25 词项和向量索引（已缓存的向量直接复用），期间旧索引照常可用。")
+    m1, m2 = st.columns(2)
+    if m1.button("核对索引", icon=":material/fact_check:", width="stretch", key=f"check_{kb.id}"):
+        try:
+            report = check(lib, kb)
+            counts = (f"SQLite {report['sqlite']['chunks']} 个片段 · BM25 {report['indexes']['bm25']['points']} · "
+                      f"向量 {report['indexes']['dense']['points']}")
+            if report["ok"]:
+                st.success(f"索引与 SQLite 一致：{counts}")
+            else:
+                st.error(f"发现不一致：{counts}。缺失 {report['indexes']['dense']['missing']} 个向量，"
+                         f"孤立 {report['indexes']['dense']['orphans']} 个；请点“重建索引”。")
+        except Exception as exc:
+            show_error(exc)
+    if m2.button("重建索引", icon=":material/build:", width="stretch", key=f"reindex_{kb.id}"):
+        bar = st.progress(0.0, text="重建索引…")
+        try:
+            result = reindex(lib, kb, lambda stage, done, total: bar.progress(
+                min(1.0, done / max(1, total)), text=f"{'BM25 词项' if stage == 'bm25' else '向量'} {done}/{total}"))
+            st.success(f"已重建：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒。")
+        except Exception as exc:
+            show_error(exc)
+
 names = {d.id: d.filename for d in docs}
 c1, c2, c3 = st.columns([3, 1, 1])
-doc_id = c1.selectbox("选择文档", list(names), format_func=names.get, key="doc_pick")
+doc_id = c1.selectbox("选择文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}")
 if c2.button("删除", icon=":material/delete:", width="stretch"):
-    st.session_state["confirm_delete"] = doc_id
-if st.session_state.get("confirm_delete") == doc_id:
-    st.warning(f"确定删除「{names[doc_id]}」？它的片段和索引会一并删除。")
+    st.session_state["confirm_delete"] = (kb.id, doc_id)
+if st.session_state.get("confirm_delete") == (kb.id, doc_id):
+    st.warning(f"确定删除「{inert(names[doc_id], keep_lines=False)}」？它的片段和索引会一并删除。")
     if st.button("确认删除", type="primary"):
         try:
             lib.delete_document(kb, doc_id)
             st.session_state.pop("confirm_delete")
-            st.toast(f"已删除 {names[doc_id]}")
+            st.toast(f"已删除 {inert(names[doc_id], keep_lines=False)}")
             st.rerun()
         except Exception as exc:
             show_error(exc)
@@ -154,7 +158,7 @@ try:  # start from the settings this document was chunked with
     current = ChunkingConfig(**{k: v for k, v in selected.chunking.items() if k in ChunkingConfig.__dataclass_fields__})
 except (TypeError, ValueError):
     current = ChunkingConfig()
-preview_config = chunking_form("preview", current)
+preview_config = chunking_form(f"preview_{kb.id}_{doc_id}", current)
 if preview_config:
     text = lib.store.document_text(kb.id, doc_id)
     spans = lib.store.page_spans(kb.id, doc_id)
