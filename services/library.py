@@ -117,7 +117,9 @@ class Library:
         if record is None:
             record = self.new_dense_record(kb, embedder)
             self.backend.ensure(record["collection"], IndexSpec(record["model"], embedder.dim, embedder.fingerprint_id))
-            self.store.update_kb_settings(kb.id, dense_index=record)
+            # the model is written down with the index, so a later change of the default model never
+            # silently changes what an existing KB's vectors mean
+            self.store.update_kb_settings(kb.id, dense_index=record, embedding_model=record["model"])
         else:
             self.backend.ensure(record["collection"], IndexSpec(record["model"], embedder.dim, embedder.fingerprint_id))
         return record["collection"]
