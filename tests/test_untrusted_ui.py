@@ -196,6 +196,16 @@ def test_engine_errors_are_logged_and_shown_without_paths(kb_with_doc, monkeypat
     shown = " ".join(e.value for e in at.error)
     assert "出错了" in shown and "/srv" not in shown and "No such file" not in shown
 
+    # a per-file failure reason quoting a path: the reason is shown, the path is not
+    monkeypatch.setattr(services.ingest, "ingest_bytes", lambda lib, kb, data, name, *a, **k: services.ingest.FileResult(
+        name, "failed", "写入索引失败：Tracker journal /srv/wendao/data/qdrant/wal is shorter than expected"))
+    at = app("library")
+    at.get("file_uploader")[0].set_value([("c.txt", "内容".encode(), "text/plain")])
+    at.run()
+    next(b for b in at.button if b.label.startswith("开始索引")).click().run()
+    shown = " ".join(w.value for w in at.warning)
+    assert "写入索引失败" in shown and "/srv" not in shown
+
 
 # --- issue 9 #2: untrusted text is inert -----------------------------------------------------------
 def test_inert_escapes_every_markdown_construct():

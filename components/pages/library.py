@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from components.safe_text import inert
-from components.state import create_kb, current_kb, library, show_error
+from components.state import create_kb, current_kb, library, show_error, without_paths
 from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
 from services.chunking import ChunkingConfig, chunk_text
 from services.ingest import STAGE_ZH, ingest_bytes, rechunk_document
@@ -74,12 +74,12 @@ if files and config and st.button(f"开始索引 {len(files)} 个文件", type="
             for w in r.warnings:
                 box.warning(inert(w))
         else:
-            box.update(label=f"{shown}：{RESULT_ZH[r.status]} — {inert(r.reason, keep_lines=False)}", state="error")
+            box.update(label=f"{shown}：{RESULT_ZH[r.status]} — {inert(without_paths(r.reason), keep_lines=False)}", state="error")
     ok = sum(r.status in ("ok", "replaced") for r in results)
     skipped = [r for r in results if r.status in ("duplicate", "failed")]
     st.success(f"完成：{ok} 个文件已索引，{len(skipped)} 个跳过。")
     for r in skipped:
-        st.warning(f"{inert(r.file, keep_lines=False)}：{inert(r.reason)}")
+        st.warning(f"{inert(r.file, keep_lines=False)}：{inert(without_paths(r.reason))}")
     st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
 
 # --- documents ----------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ if not docs:
 table = pd.DataFrame([{
     "文件名": d.filename, "状态": STATUS_ZH.get(d.status, d.status), "片段数": d.chunk_count, "页数": d.pages,
     "大小 (KB)": round(d.size / 1024, 1), "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
-    "说明": d.error or ("跳过页：" + ",".join(map(str, d.skipped_pages)) if d.skipped_pages else ""),
+    "说明": without_paths(d.error or "") or ("跳过页：" + ",".join(map(str, d.skipped_pages)) if d.skipped_pages else ""),
 } for d in docs])
 st.dataframe(table, hide_index=True, width="stretch")
 
