@@ -74,13 +74,13 @@ def load_sets(n: int, docs_per_kb: int):
     return {k: sets[k] for k in order}, kb_docs
 
 
-def build_kbs(lib, kb_docs):
+def build_kbs(lib, kb_docs, tag: str):
     from services.chunking import ChunkingConfig
     from services.ingest import ingest_paths
 
     kbs = {}
     for key, names in kb_docs.items():
-        kb = lib.kb(f"answers-{key}-{len(names)}-v5", create=True)
+        kb = lib.kb(f"answers-{key}-{tag}-v5", create=True)
         if not lib.store.list_documents(kb.id):
             paths = [DATASETS[key] / "docs" / name for name in names]
             ingest_paths(lib, kb, paths, ChunkingConfig(),
@@ -223,7 +223,7 @@ def main() -> None:
         return
     sets, kb_docs = load_sets(args.n, args.docs)
     lib = Library(Path(os.environ["WENDAO_BENCH_DIR"]) / "quality")
-    kbs = build_kbs(lib, kb_docs)
+    kbs = build_kbs(lib, kb_docs, f"n{args.n}-d{args.docs}")
     out = open(args.out, "a", encoding="utf-8") if args.out else None
     rows = []
 

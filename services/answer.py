@@ -52,7 +52,7 @@ ANSWER_SCHEMA = {
 }
 # A local model's prompt speed is learned from its first answers; sources are then cut so that
 # reading them takes about this long (a slow model gets fewer, shorter sources).
-TARGET_READING_SECONDS = 25.0
+TARGET_READING_SECONDS = 15.0
 _PROMPT_SPEED: dict[tuple[str, str], float] = {}  # (base_url, model) -> prompt tokens per second
 
 

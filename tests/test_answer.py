@@ -202,14 +202,28 @@ def test_ask_cli_json(tmp_path, data_dir, server):
 
 
 # --- optional: a real local model (llama.cpp server / Ollama) --------------------------------
+def real_llm_settings() -> LLMSettings:
+    return LLMSettings(base_url=os.environ["WENDAO_TEST_LLM_URL"], api_key="local",
+                       model=os.environ.get("WENDAO_TEST_LLM_MODEL", "local"), timeout=900, max_retries=0,
+                       temperature=0.0, max_tokens=200)
+
+
 @pytest.mark.real_llm
 @pytest.mark.skipif(not os.environ.get("WENDAO_TEST_LLM_URL"), reason="WENDAO_TEST_LLM_URL not set")
 def test_real_local_llm_answers_with_citation(lib, geo_kb):
-    settings = LLMSettings(base_url=os.environ["WENDAO_TEST_LLM_URL"], api_key="local",
-                           model=os.environ.get("WENDAO_TEST_LLM_MODEL", "local"), timeout=120)
-    a = answer_question(Retriever(lib, geo_kb), settings, "长江全长多少公里？")
-    assert a.mode == "llm" and "6300" in a.text
-    assert a.citations and any(c.supported for c in a.citations)
+    stream = stream_answer(Retriever(lib, geo_kb), real_llm_settings(), "长江全长多少公里？")
+    deltas = list(stream)
+    a = stream.answer
+    assert stream.preview is not None and "6300" in stream.preview.text  # the extract came first
+    assert a.mode == "llm" and "6300" in a.text and deltas and a.answerable is True
+    assert a.citations and all(c.supported for c in a.citations)  # after repair
+
+
+@pytest.mark.real_llm
+@pytest.mark.skipif(not os.environ.get("WENDAO_TEST_LLM_URL"), reason="WENDAO_TEST_LLM_URL not set")
+def test_real_local_llm_refuses_what_the_passages_do_not_say(lib, geo_kb):
+    a = answer_question(Retriever(lib, geo_kb), real_llm_settings(), "长江流域有多少种鱼类？")
+    assert a.mode == "refused" and a.text.startswith(REFUSAL_TEXT)
 
 
 def test_context_budget_per_model_and_fit():

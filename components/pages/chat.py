@@ -63,7 +63,7 @@ def render_details(a: Answer) -> None:
         if a.citations:
             precision = a.citation_precision
             st.markdown(f"**引用核验：** {sum(c.supported for c in a.citations)}/{len(a.citations)} 条引用得到原文支持"
-                        f"（{precision:.0%}）")
+                        f"（{precision:.0%}）" + (f"，其中 {a.corrected} 条已改指向真正支持该句的资料" if a.corrected else ""))
         timing = {k.replace("retrieval.", "检索·"): round(v, 1) for k, v in a.timings_ms.items()}
         st.dataframe(pd.DataFrame([timing]), hide_index=True)
         for n, h in enumerate(a.sources, start=1):
@@ -85,8 +85,17 @@ if question:
         st.markdown(inert(question))
     with st.chat_message("assistant"):
         try:
-            stream = stream_answer(Retriever(lib, kb, settings), llm, question, chat["conversation"])
+            preview = st.empty()  # the cited extract, shown at once while the LLM reads (issue 10 #5)
+
+            def show_preview(extract: Answer, status: str) -> None:
+                with preview.container(border=True):
+                    st.caption(status + " 先看文档摘录：")
+                    st.markdown(inert(extract.text))
+
+            stream = stream_answer(Retriever(lib, kb, settings), llm, question, chat["conversation"],
+                                   on_preview=show_preview)
             stream_inert(stream)
+            preview.empty()
             answer = stream.answer
         except Exception as exc:
             show_error(exc)
