@@ -324,7 +324,7 @@ def test_hostile_document_stays_inert_in_chromium(tmp_path):
 
     with FakeLLMServer() as llm, running_app(tmp_path / "data") as url, browser_page(outside) as page:
         page.goto(url + "/library")
-        page.get_by_label("知识库名称").fill("注入测试")
+        page.get_by_label("知识库名称").fill("注入测试![](http:attacker.example/kb)")
         page.get_by_role("button", name="创建").click()
         page.get_by_text("知识库：注入测试").wait_for()
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(doc)])

@@ -34,7 +34,7 @@ if kb is None:
     st.info("先创建一个知识库，再上传文档。")
     st.stop()
 
-st.subheader(f"知识库：{inert(kb.name, keep_lines=False)}")
+st.subheader(f"知识库：{inert(kb.name, keep_lines=False)}", anchor=False)  # no anchor derived from the name
 
 
 # --- upload -----------------------------------------------------------------------------------
