@@ -5,6 +5,7 @@ Behaviour is chosen by the requested model name:
                     JSON {answerable, answer, citations} when response_format asks for it
   "miscite"         like echo, but cites the next source's number (a small model's typical slip)
   "empty"           an empty completion (200, no text)
+  "bad-json"        accepts response_format but answers plain text (a model that ignores the schema)
   "no-json"         like echo but rejects response_format with 400 (endpoints without structured output)
   "fail-401" / "fail-404" / "fail-500" / "fail-context"   fail every time
   "fail-429-N"      answer 429 for the first N requests, then behave like echo
@@ -125,7 +126,7 @@ class Handler(BaseHTTPRequestHandler):
         text, cited = fake_answer(body["messages"], model)
         if model == "empty":
             text = ""
-        elif body.get("response_format"):
+        elif body.get("response_format") and model != "bad-json":
             answerable = not text.startswith("文档中没有找到")
             text = json.dumps({"answerable": answerable, "answer": text, "citations": cited}, ensure_ascii=False)
         if body.get("stream"):

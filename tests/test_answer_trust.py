@@ -248,3 +248,11 @@ def test_chat_page_shows_llm_answer_after_extract(data_dir, monkeypatch, server)
     texts = " ".join(m.value for m in at.markdown)
     assert "1318" in texts and "以下内容摘自文档" not in texts  # the LLM answer replaced the extract
     assert not any("先看文档摘录" in c.value for c in at.caption)
+
+
+def test_unusable_structured_output_falls_back_to_inline_markers(lib, kb, server):
+    ingest(lib, kb, RAIL, "rail.txt")
+    a = answer_question(Retriever(lib, kb), llm(server, "bad-json"), "京沪高铁全长多少公里？")
+    assert a.mode == "llm" and "1318" in a.text and a.citations and a.citations[0].supported
+    bodies = [r["body"] for r in server.requests if r["model"] == "bad-json"]
+    assert "response_format" in bodies[-2] and "response_format" not in bodies[-1]
