@@ -177,8 +177,9 @@ class BM25Index:
         self.where = {int(i): (0, r) for r, i in enumerate(merged.ids.tolist())}
 
     # --- queries ------------------------------------------------------------------------------
-    def search(self, query: SparseVector, limit: int) -> list[tuple[int, float]]:
-        """Top `limit` (chunk id, BM25 score) for the query's terms, best first."""
+    def search(self, query: SparseVector, limit: int, allowed: set[int] | None = None) -> list[tuple[int, float]]:
+        """Top `limit` (chunk id, BM25 score) for the query's terms, best first; with `allowed`, only
+        those chunk ids compete (statistics stay those of the whole KB)."""
         with self.lock:
             cols = [self.columns[t] for t in query.indices if t in self.columns]
             if not cols or self.n == 0:
@@ -188,7 +189,8 @@ class BM25Index:
             found_ids, found_scores = [], []
             for seg in self.segments:
                 scores = self._score_segment(seg, cols, weights, avgdl)
-                hit = np.flatnonzero((scores > 0) & seg.alive)
+                keep = seg.alive if allowed is None else seg.alive & np.isin(seg.ids, np.fromiter(allowed, np.int64))
+                hit = np.flatnonzero((scores > 0) & keep)
                 found_ids.append(seg.ids[hit])
                 found_scores.append(scores[hit])
             ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)

@@ -160,6 +160,15 @@ class Library:
             except Exception:  # noqa: BLE001 - orphans are swept by reconcile; never fail a delete here
                 log.warning("could not drop %d points from %s", len(chunk_ids), name, exc_info=True)
 
+    def set_enabled(self, kb: KnowledgeBase, doc_id: str, enabled: bool) -> None:
+        """Switch a document off (kept, indexed, not searched) or on; takes effect at the next search."""
+        self.require_owner()
+        self.store.set_enabled(kb.id, doc_id, enabled)
+
+    def rename_kb(self, kb: KnowledgeBase, name: str) -> KnowledgeBase:
+        self.require_owner()
+        return self.store.rename_kb(kb.id, name)
+
     def delete_document(self, kb: KnowledgeBase, doc_id: str) -> None:
         self.require_owner()
         with self.write_lock:
@@ -178,6 +187,8 @@ class Library:
             for kb_id, doc_id in self.store.stale_pending():
                 self.drop_points(self.store.get_kb(kb_id), self.store.discard_pending(kb_id, doc_id))
                 removed += 1
+            with self.store._lock:  # background jobs a dead owner was running start again
+                self.store.db.execute("UPDATE jobs SET status='queued', stage='', done=0 WHERE status='running'")
             self._sweep_indexes()
         return removed
 
@@ -205,7 +216,7 @@ class Library:
         with index.lock:
             generation = self.store.generation(kb.id)
             if index.generation != generation:
-                live = self.store.chunk_id_set(kb.id)
+                live = self.store.chunk_id_set(kb.id, enabled_only=True)
                 index.remove(index.ids - live)
                 added = sorted(live - index.ids)
                 if added:
@@ -238,12 +249,21 @@ class Library:
             self.store.set_chunk_terms(updates)
         return out
 
-    def bm25_search(self, kb: KnowledgeBase, query: SparseVector, limit: int) -> list[ScoredId]:
-        return [ScoredId(i, s) for i, s in self.bm25_index(kb).search(query, limit)]
+    def bm25_search(self, kb: KnowledgeBase, query: SparseVector, limit: int,
+                    doc_ids: list[str] | None = None) -> list[ScoredId]:
+        """BM25 over the KB's switched-on documents (or only `doc_ids`)."""
+        allowed = self.store.chunk_ids_of(kb.id, doc_ids) if doc_ids is not None else None
+        return [ScoredId(i, s) for i, s in self.bm25_index(kb).search(query, limit, allowed)]
 
-    def dense_search(self, kb: KnowledgeBase, embedder, vector, limit: int) -> list[ScoredId]:
+    def dense_search(self, kb: KnowledgeBase, embedder, vector, limit: int,
+                     doc_ids: list[str] | None = None) -> list[ScoredId]:
         """Dense search in the KB's recorded collection (IndexMismatch when the model changed since it
-        was built). A read-only process searches exactly over the cached vectors in SQLite."""
+        was built), over switched-on documents or only `doc_ids`. A read-only process searches
+        exactly over the cached vectors in SQLite."""
+        if doc_ids is None:
+            off = self.store.disabled_documents(kb.id)
+            if off:  # switched-off documents stay indexed: search only the others
+                doc_ids = [d for d in self.store.filenames(kb.id) if d not in off]
         record = self.dense_index(kb)
         if record is None:
             return []
@@ -251,10 +271,11 @@ class Library:
             raise errors.IndexMismatch(
                 f"知识库的向量索引由另一个模型建立（{record.get('model')}），与当前模型不一致。请在文档库中“重建索引”。")
         if self._backend is None and not isinstance(default_backend(self.root), ServerBackend) and self.read_only:
-            return self._dense_from_cache(kb, record, vector, limit)
-        return self.backend.search(record["collection"], vector, limit, False)
+            return self._dense_from_cache(kb, record, vector, limit, doc_ids)
+        return self.backend.search(record["collection"], vector, limit, False, doc_ids)
 
-    def _dense_from_cache(self, kb: KnowledgeBase, record: dict, vector, limit: int) -> list[ScoredId]:
+    def _dense_from_cache(self, kb: KnowledgeBase, record: dict, vector, limit: int,
+                          doc_ids: list[str] | None = None) -> list[ScoredId]:
         key = (kb.id, record["collection"])
         generation = self.store.generation(kb.id)
         cached = self._readonly_dense.get(key)
@@ -268,7 +289,10 @@ class Library:
         if not len(ids):
             return []
         scores = matrix @ np.asarray(vector, np.float32)
-        top = np.argsort(-scores)[:limit]
+        if doc_ids is not None:
+            allowed = np.fromiter(self.store.chunk_ids_of(kb.id, doc_ids), np.int64)
+            scores = np.where(np.isin(ids, allowed), scores, -np.inf)
+        top = [i for i in np.argsort(-scores)[:limit] if np.isfinite(scores[i])]
         return [ScoredId(int(ids[i]), float(scores[i])) for i in top]
 
     def close(self) -> None:

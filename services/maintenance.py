@@ -82,6 +82,7 @@ def _check_bm25(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
     """The live BM25 index against SQLite: same ids, same statistics as a fresh build, and stored
     terms equal to what the tokenizer gives for the stored text today."""
     index = lib.bm25_index(kb)
+    live = lib.store.chunk_id_set(kb.id, enabled_only=True)  # BM25 holds switched-on documents only
     fresh = BM25Index()
     fresh.add(lib._bm25_rows(kb, sorted(live)))
     problems = []

@@ -67,9 +67,12 @@ class SearchResult:
 
 
 class Retriever:
-    def __init__(self, lib: Library, kb: KnowledgeBase, settings: RetrievalSettings | None = None):
+    def __init__(self, lib: Library, kb: KnowledgeBase, settings: RetrievalSettings | None = None,
+                 doc_ids: list[str] | None = None):
+        """`doc_ids`: search only these documents of the KB (None: every switched-on document)."""
         self.lib, self.kb = lib, kb
         self.settings = settings or RetrievalSettings()
+        self.doc_ids = list(doc_ids) if doc_ids is not None else None
 
     def search(self, query: str, top_k: int | None = None, mode: str | None = None,
                rerank: bool | None = None) -> SearchResult:
@@ -81,14 +84,14 @@ class Retriever:
         stages: dict[str, dict[int, float]] = {}
         if mode in ("bm25", "hybrid"):
             with _timed(timings, "bm25"):
-                found = self.lib.bm25_search(self.kb, query_vector(query), s.bm25_top_k)
+                found = self.lib.bm25_search(self.kb, query_vector(query), s.bm25_top_k, self.doc_ids)
                 stages["bm25"] = {p.id: p.score for p in found}
         if mode in ("dense", "hybrid"):
             with _timed(timings, "embed_query"):
                 embedder = self.lib.embedder(self.kb)
                 vector = embed_query(embedder, query)
             with _timed(timings, "dense"):
-                found = self.lib.dense_search(self.kb, embedder, vector, s.dense_top_k)
+                found = self.lib.dense_search(self.kb, embedder, vector, s.dense_top_k, self.doc_ids)
                 stages["dense"] = {p.id: p.score for p in found}
         with _timed(timings, "fusion"):
             fused = self._fuse(stages, mode)

@@ -79,6 +79,43 @@ MIGRATIONS: list[str] = [
     ALTER TABLE documents ADD COLUMN replaces TEXT;
     ALTER TABLE kbs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: kept conversations, documents that can be switched off, background ingest jobs
+    """
+    CREATE TABLE conversations(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kb_id INTEGER NOT NULL REFERENCES kbs(id) ON DELETE CASCADE,
+        title TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX conversations_kb ON conversations(kb_id, updated_at);
+    CREATE TABLE turns(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        question TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX turns_conversation ON turns(conversation_id, id);
+    ALTER TABLE documents ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE jobs(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kb_id INTEGER NOT NULL REFERENCES kbs(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        path TEXT,
+        params TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL,
+        stage TEXT NOT NULL DEFAULT '',
+        done INTEGER NOT NULL DEFAULT 0,
+        total INTEGER NOT NULL DEFAULT 0,
+        result TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX jobs_status ON jobs(status, id);
+    """,
 ]
 
 DOC_STATUSES = ("indexing", "ready", "failed")
@@ -106,6 +143,7 @@ class Document:
     skipped_pages: list[int] = field(default_factory=list)
     encoding: str | None = None
     chunking: dict = field(default_factory=dict)
+    enabled: bool = True
 
 
 class Store:
@@ -179,6 +217,10 @@ class Store:
 
     def delete_kb(self, kb_id: int) -> None:
         with self._lock, self.transaction():
+            self.db.execute("DELETE FROM turns WHERE conversation_id IN (SELECT id FROM conversations WHERE kb_id=?)",
+                            (kb_id,))
+            self.db.execute("DELETE FROM conversations WHERE kb_id=?", (kb_id,))
+            self.db.execute("DELETE FROM jobs WHERE kb_id=?", (kb_id,))
             self.db.execute("DELETE FROM chunks WHERE kb_id=?", (kb_id,))
             self.db.execute("DELETE FROM documents WHERE kb_id=?", (kb_id,))
             self.db.execute("DELETE FROM kbs WHERE id=?", (kb_id,))
@@ -331,18 +373,54 @@ class Store:
     def _all_chunk_ids(self, kb_id: int, doc_id: str) -> list[int]:
         return [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE kb_id=? AND doc_id=?", (kb_id, doc_id))]
 
-    def chunk_id_set(self, kb_id: int, searchable: bool = True) -> set[int]:
-        """Ids of a KB's searchable chunks (ready, live), or with `searchable=False` of every chunk row."""
+    def chunk_id_set(self, kb_id: int, searchable: bool = True, enabled_only: bool = False) -> set[int]:
+        """Ids of a KB's indexed chunks (ready, live; with `enabled_only` only of switched-on documents),
+        or with `searchable=False` of every chunk row."""
         if searchable:
+            enabled = " AND d.enabled=1" if enabled_only else ""
             return {r[0] for r in self.db.execute(
                 "SELECT c.id FROM chunks c JOIN documents d ON d.kb_id=c.kb_id AND d.id=c.doc_id "
-                "WHERE c.kb_id=? AND d.status='ready' AND c.pending=0", (kb_id,))}
+                "WHERE c.kb_id=? AND d.status='ready' AND c.pending=0" + enabled, (kb_id,))}
         return {r[0] for r in self.db.execute("SELECT id FROM chunks WHERE kb_id=?", (kb_id,))}
+
+    def chunk_ids_of(self, kb_id: int, doc_ids) -> set[int]:
+        """Live chunk ids of some documents (a search restricted to selected documents)."""
+        found: set[int] = set()
+        doc_ids = list(doc_ids)
+        for i in range(0, len(doc_ids), 900):
+            part = doc_ids[i:i + 900]
+            found.update(r[0] for r in self.db.execute(
+                f"SELECT id FROM chunks WHERE kb_id=? AND pending=0 AND doc_id IN ({','.join('?' * len(part))})",
+                (kb_id, *part)))
+        return found
+
+    def disabled_documents(self, kb_id: int) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM documents WHERE kb_id=? AND enabled=0", (kb_id,))}
+
+    def set_enabled(self, kb_id: int, doc_id: str, enabled: bool) -> None:
+        """Switch a document off (kept and indexed, but not searched) or on again."""
+        with self._lock, self.transaction():
+            cur = self.db.execute("UPDATE documents SET enabled=? WHERE kb_id=? AND id=?", (int(enabled), kb_id, doc_id))
+            if not cur.rowcount:
+                raise errors.DocumentNotFound()
+            self._bump(kb_id)
+
+    def rename_kb(self, kb_id: int, name: str) -> KnowledgeBase:
+        name = (name or "").strip()
+        if not name or len(name) > 64:
+            raise errors.InvalidName()
+        with self._lock:
+            other = self.find_kb(name)
+            if other and other.id != kb_id:
+                raise errors.KnowledgeBaseError(f"知识库「{name}」已存在。")
+            self.db.execute("UPDATE kbs SET name=? WHERE id=?", (name, kb_id))
+            return self.get_kb(kb_id)
 
     def bm25_rows(self, kb_id: int, ids: list[int] | None = None):
         """(id, length, terms, doc_id) of searchable chunks (all, or those in `ids`)."""
         base = ("SELECT c.id, c.length, c.terms, c.doc_id FROM chunks c JOIN documents d "
                 "ON d.kb_id=c.kb_id AND d.id=c.doc_id WHERE c.kb_id=? AND d.status='ready' AND c.pending=0")
+        # (callers pass the ids they want; search uses chunk_id_set(enabled_only=True))
         if ids is None:
             yield from self.db.execute(base + " ORDER BY c.id", (kb_id,))
             return
@@ -369,13 +447,13 @@ class Store:
         return [_chunk(r) for r in rows]
 
     def get_chunks(self, ids: list[int]) -> dict[int, Chunk]:
-        """Chunks by id (only those that still exist and whose document is ready)."""
+        """Chunks by id (only those that still exist and whose document is ready and switched on)."""
         found: dict[int, Chunk] = {}
         for i in range(0, len(ids), 900):
             part = ids[i:i + 900]
             rows = self.db.execute(
                 f"SELECT c.* FROM chunks c JOIN documents d ON d.kb_id=c.kb_id AND d.id=c.doc_id "
-                f"WHERE d.status='ready' AND c.pending=0 AND c.id IN ({','.join('?' * len(part))})", part)
+                f"WHERE d.status='ready' AND d.enabled=1 AND c.pending=0 AND c.id IN ({','.join('?' * len(part))})", part)
             found.update((r["id"], _chunk(r)) for r in rows)
         return found
 
@@ -414,7 +492,7 @@ class _Transaction:
 
 
 _DOC_COLUMNS = ("d.kb_id, d.id, d.filename, d.size, d.pages, d.status, d.error, d.created_at, d.skipped_pages,"
-                " d.encoding, d.chunking, (SELECT COUNT(*) FROM chunks c WHERE c.kb_id=d.kb_id AND c.doc_id=d.id AND c.pending=0)"
+                " d.encoding, d.chunking, d.enabled, (SELECT COUNT(*) FROM chunks c WHERE c.kb_id=d.kb_id AND c.doc_id=d.id AND c.pending=0)"
                 " AS chunk_count")
 
 
@@ -425,7 +503,7 @@ def _kb(row) -> KnowledgeBase:
 def _doc(row) -> Document:
     return Document(row["kb_id"], row["id"], row["filename"], row["size"], row["pages"], row["status"],
                     row["error"], row["created_at"], row["chunk_count"], json.loads(row["skipped_pages"]),
-                    row["encoding"], json.loads(row["chunking"]))
+                    row["encoding"], json.loads(row["chunking"]), bool(row["enabled"]))
 
 
 def _chunk(row) -> Chunk:

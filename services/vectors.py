@@ -87,7 +87,7 @@ class Backend(Protocol):
     def ensure(self, name: str, spec: IndexSpec) -> None: ...
     def upsert(self, name: str, ids: Sequence[int], vectors: Sequence, doc_ids: Sequence[str]) -> None: ...
     def delete(self, name: str, ids: Sequence[int]) -> None: ...
-    def search(self, name: str, vector, limit: int, sparse: bool) -> list[ScoredId]: ...
+    def search(self, name: str, vector, limit: int, sparse: bool, doc_ids: Sequence[str] | None = None) -> list[ScoredId]: ...
     def count(self, name: str) -> int: ...
     def ids(self, name: str) -> set[int]: ...
     def collections(self, prefix: str) -> list[str]: ...
@@ -160,7 +160,8 @@ class EdgeBackend:
             shard.update(q.UpdateOperation.delete_points([int(i) for i in ids]))
             shard.flush()
 
-    def search(self, name, vector, limit, sparse) -> list[ScoredId]:
+    def search(self, name, vector, limit, sparse, doc_ids=None) -> list[ScoredId]:
+        """Nearest points; with `doc_ids`, only points of those documents (payload filter)."""
         import qdrant_edge as q
 
         shard = self._shard(name)
@@ -172,7 +173,9 @@ class EdgeBackend:
             query = q.Query.Nearest(q.SparseVector(indices=vector.indices, values=vector.values), using=SPARSE)
         else:
             query = q.Query.Nearest([float(x) for x in vector], using=DENSE)
-        points = shard.query(q.QueryRequest(limit=limit, query=query, with_payload=False))
+        where = (q.Filter(must=[q.FieldCondition(key="doc_id", match=q.MatchAny(any=list(doc_ids)))])
+                 if doc_ids is not None else None)
+        points = shard.query(q.QueryRequest(limit=limit, query=query, with_payload=False, filter=where))
         return [ScoredId(int(p.id), float(p.score)) for p in points]
 
     def count(self, name) -> int:
@@ -264,7 +267,7 @@ class ServerBackend:
         if ids and self.exists(name):
             self.client.delete(self._name(name), m.PointIdsList(points=[int(i) for i in ids]), wait=True)
 
-    def search(self, name, vector, limit, sparse) -> list[ScoredId]:
+    def search(self, name, vector, limit, sparse, doc_ids=None) -> list[ScoredId]:
         from qdrant_client import models as m
 
         if not self.exists(name):
@@ -275,7 +278,9 @@ class ServerBackend:
             query, using = m.SparseVector(indices=vector.indices, values=vector.values), SPARSE
         else:
             query, using = [float(x) for x in vector], DENSE
-        result = self.client.query_points(self._name(name), query=query, using=using, limit=limit)
+        where = (m.Filter(must=[m.FieldCondition(key="doc_id", match=m.MatchAny(any=list(doc_ids)))])
+                 if doc_ids is not None else None)
+        result = self.client.query_points(self._name(name), query=query, using=using, limit=limit, query_filter=where)
         return [ScoredId(int(p.id), float(p.score)) for p in result.points]
 
     def count(self, name) -> int:

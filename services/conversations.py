@@ -1,0 +1,103 @@
+"""Kept conversations: per knowledge base, in SQLite, so a reload or a restart loses nothing.
+
+A conversation is a titled list of turns; each turn stores the question and everything needed to
+show it again and to continue from it: the answer's JSON (text, mode, rewritten query, citations
+with document offsets and pages, timings, notices) and the settings it was answered with.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from services import errors
+from services.store import Store
+
+TITLE_CHARS = 30
+
+
+@dataclass
+class ConversationInfo:
+    id: int
+    kb_id: int
+    title: str
+    created_at: float
+    updated_at: float
+    turns: int
+
+
+def create(store: Store, kb_id: int, title: str = "新对话") -> int:
+    now = time.time()
+    with store._lock:
+        cur = store.db.execute("INSERT INTO conversations(kb_id, title, created_at, updated_at) VALUES (?,?,?,?)",
+                               (kb_id, title, now, now))
+        return cur.lastrowid
+
+
+def list_for(store: Store, kb_id: int) -> list[ConversationInfo]:
+    """A KB's conversations, most recently used first."""
+    rows = store.db.execute(
+        "SELECT c.id, c.kb_id, c.title, c.created_at, c.updated_at, "
+        "(SELECT COUNT(*) FROM turns t WHERE t.conversation_id=c.id) FROM conversations c "
+        "WHERE c.kb_id=? ORDER BY c.updated_at DESC, c.id DESC", (kb_id,))
+    return [ConversationInfo(*r) for r in rows]
+
+
+def get(store: Store, conversation_id: int) -> ConversationInfo:
+    row = store.db.execute(
+        "SELECT c.id, c.kb_id, c.title, c.created_at, c.updated_at, "
+        "(SELECT COUNT(*) FROM turns t WHERE t.conversation_id=c.id) FROM conversations c WHERE c.id=?",
+        (conversation_id,)).fetchone()
+    if row is None:
+        raise errors.WendaoError("找不到这个对话（可能已被删除）。")
+    return ConversationInfo(*row)
+
+
+def add_turn(store: Store, conversation_id: int, question: str, answer: dict, settings: dict | None = None) -> int:
+    """Append a turn; the first question becomes the title of an untitled conversation."""
+    now = time.time()
+    payload = json.dumps({"answer": answer, "settings": settings or {}}, ensure_ascii=False)
+    with store._lock, store.transaction():
+        cur = store.db.execute("INSERT INTO turns(conversation_id, question, payload, created_at) VALUES (?,?,?,?)",
+                               (conversation_id, question, payload, now))
+        store.db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now, conversation_id))
+        store.db.execute("UPDATE conversations SET title=? WHERE id=? AND title='新对话'",
+                         (_title(question), conversation_id))
+        return cur.lastrowid
+
+
+def turns(store: Store, conversation_id: int) -> list[dict]:
+    """[{"question", "answer": {...}, "settings": {...}, "created_at"}] in order."""
+    rows = store.db.execute("SELECT question, payload, created_at FROM turns WHERE conversation_id=? ORDER BY id",
+                            (conversation_id,))
+    return [{"question": q, **json.loads(p), "created_at": t} for q, p, t in rows]
+
+
+def rename(store: Store, conversation_id: int, title: str) -> None:
+    title = (title or "").strip()
+    if not title or len(title) > 100:
+        raise errors.InvalidName("对话名称不能为空，且不超过 100 个字符。")
+    with store._lock:
+        store.db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
+
+
+def delete(store: Store, conversation_id: int) -> None:
+    with store._lock, store.transaction():
+        store.db.execute("DELETE FROM turns WHERE conversation_id=?", (conversation_id,))
+        store.db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+
+
+def history(store: Store, conversation_id: int):
+    """The conversation as services.answer.Conversation, to continue it (follow-up rewriting)."""
+    from services.answer import Conversation, Turn
+
+    conv = Conversation()
+    for t in turns(store, conversation_id):
+        a = t["answer"]
+        conv.turns.append(Turn(t["question"], a.get("query", t["question"]), a.get("answer", "")))
+    return conv
+
+
+def _title(question: str) -> str:
+    q = " ".join(question.split())
+    return q if len(q) <= TITLE_CHARS else q[:TITLE_CHARS] + "…"

@@ -1,0 +1,193 @@
+"""Background ingestion: one worker thread per data dir, jobs and their progress in SQLite.
+
+The page that receives an upload only stores the bytes (`<data>/uploads/`) and queues a job; the
+worker (a daemon thread in the owner process — the app) indexes queued jobs one at a time with the
+same `ingest_bytes` the CLI uses, writing stage / done / total / rate to the job row as it goes. Pages
+poll the rows, so users can switch pages, ask about what is already indexed, close the tab and come
+back; other sessions are never blocked. A job left 'running' by a process that died is queued again
+by the next owner (services.library.Library.reconcile); its upload file is still there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from services import errors
+from services.chunking import ChunkingConfig
+from services.library import Library
+from services.store import KnowledgeBase
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.3
+ACTIVE = ("queued", "running")
+
+
+@dataclass
+class Job:
+    id: int
+    kb_id: int
+    filename: str
+    status: str  # queued | running | done | failed | cancelled
+    stage: str
+    done: int
+    total: int
+    result: dict
+    created_at: float
+    started_at: float | None
+    updated_at: float
+
+    @property
+    def elapsed(self) -> float:
+        return (self.updated_at if self.status not in ACTIVE else time.time()) - (self.started_at or self.created_at)
+
+
+def submit(lib: Library, kb: KnowledgeBase, filename: str, data: bytes, config: ChunkingConfig) -> int:
+    """Queue one upload for background indexing; returns the job id. Only the owner queues jobs."""
+    lib.require_owner()
+    folder = lib.root / "uploads"
+    folder.mkdir(exist_ok=True)
+    path = folder / uuid.uuid4().hex
+    path.write_bytes(data)
+    now = time.time()
+    with lib.store._lock:
+        cur = lib.store.db.execute(
+            "INSERT INTO jobs(kb_id, kind, filename, path, params, status, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (kb.id, "ingest", filename, str(path), json.dumps(config.to_dict()), "queued", now, now))
+    worker_for(lib).wake()
+    return cur.lastrowid
+
+
+def jobs(lib: Library, kb: KnowledgeBase, since: float | None = None) -> list[Job]:
+    """A KB's jobs: all active ones plus those finished after `since` (default: the last hour)."""
+    since = time.time() - 3600 if since is None else since
+    rows = lib.store.db.execute(
+        "SELECT id, kb_id, filename, status, stage, done, total, result, created_at, started_at, updated_at FROM jobs"
+        " WHERE kb_id=? AND (status IN ('queued','running') OR updated_at>=?) ORDER BY id", (kb.id, since))
+    return [Job(*r[:7], json.loads(r[7] or "{}"), *r[8:]) for r in rows]
+
+
+def cancel(lib: Library, job_id: int) -> bool:
+    """Cancel a job that has not started; True when it was cancelled."""
+    with lib.store._lock:
+        cur = lib.store.db.execute("UPDATE jobs SET status='cancelled', updated_at=? WHERE id=? AND status='queued'",
+                                   (time.time(), job_id))
+    if cur.rowcount:
+        _remove_upload(lib, job_id)
+    return bool(cur.rowcount)
+
+
+class IngestWorker:
+    """The data dir's background indexer (one thread)."""
+
+    def __init__(self, lib: Library):
+        self.lib = lib
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="wendao-ingest", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def idle(self) -> bool:
+        return not self.lib.store.db.execute("SELECT 1 FROM jobs WHERE status IN ('queued','running')").fetchone()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                self._wake.wait(timeout=2.0)
+                self._wake.clear()
+                continue
+            try:
+                self._run(*job)
+            except Exception:  # noqa: BLE001 - a job's failure must never stop the worker
+                log.exception("ingest job %s failed", job[0])
+                self._finish(job[0], "failed", {"reason": "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。"})
+
+    def _next(self):
+        if self.lib._closed or not self.lib.owner:
+            return None
+        with self.lib.store._lock:
+            row = self.lib.store.db.execute(
+                "SELECT id, kb_id, filename, path, params FROM jobs WHERE status='queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            self.lib.store.db.execute("UPDATE jobs SET status='running', started_at=?, updated_at=? WHERE id=?",
+                                      (now, now, row[0]))
+        return row
+
+    def _run(self, job_id: int, kb_id: int, filename: str, path: str, params: str) -> None:
+        from services.ingest import ingest_bytes
+
+        try:
+            kb = self.lib.store.get_kb(kb_id)
+            data = Path(path).read_bytes()
+        except (errors.WendaoError, OSError):
+            self._finish(job_id, "failed", {"reason": "知识库或上传的文件已不存在。"})
+            return
+        config = ChunkingConfig(**json.loads(params))
+        result = ingest_bytes(self.lib, kb, data, filename, config, self._progress(job_id))
+        self._finish(job_id, "failed" if result.status == "failed" else "done", result.to_dict())
+
+    def _progress(self, job_id: int):
+        last = [0.0]
+        stage_started: dict[str, float] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            now = time.time()
+            stage_started.setdefault(stage, now)
+            if now - last[0] < PROGRESS_EVERY_S and done < total:
+                return
+            last[0] = now
+            seconds = now - stage_started[stage]
+            rate = done / seconds if seconds > 0.2 and done else 0.0
+            info = {"rate": round(rate, 2), "eta_s": round((total - done) / rate, 1) if rate else None}
+            with self.lib.store._lock:
+                self.lib.store.db.execute(
+                    "UPDATE jobs SET stage=?, done=?, total=?, result=?, updated_at=? WHERE id=?",
+                    (stage, done, total, json.dumps(info), now, job_id))
+
+        return report
+
+    def _finish(self, job_id: int, status: str, result: dict) -> None:
+        with self.lib.store._lock:
+            self.lib.store.db.execute("UPDATE jobs SET status=?, result=?, updated_at=? WHERE id=?",
+                                      (status, json.dumps(result, ensure_ascii=False), time.time(), job_id))
+        _remove_upload(self.lib, job_id)
+
+
+def _remove_upload(lib: Library, job_id: int) -> None:
+    row = lib.store.db.execute("SELECT path FROM jobs WHERE id=?", (job_id,)).fetchone()
+    if row and row[0]:
+        Path(row[0]).unlink(missing_ok=True)
+
+
+_WORKERS: dict[int, IngestWorker] = {}
+_WORKERS_LOCK = threading.Lock()
+
+
+def worker_for(lib: Library) -> IngestWorker:
+    """The worker of this Library (started on first use; queued jobs of an earlier run resume)."""
+    with _WORKERS_LOCK:
+        worker = _WORKERS.get(id(lib))
+        if worker is None or worker.lib is not lib:
+            worker = _WORKERS[id(lib)] = IngestWorker(lib)
+        return worker
+
+
+def wait_idle(lib: Library, timeout: float = 60.0) -> bool:
+    """Block until no job is queued or running (tests, CLI); True when idle."""
+    deadline = time.time() + timeout
+    worker = worker_for(lib)
+    while time.time() < deadline:
+        if worker.idle():
+            return True
+        time.sleep(0.05)
+    return False
