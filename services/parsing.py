@@ -27,7 +27,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Callable
+from typing import Callable, Iterable
 
 from services import errors
 from services.config import max_document_chars, max_file_bytes
@@ -313,45 +313,48 @@ def _open_pdf(data: bytes):
 
 
 def _pdf_page_text(pdf, index: int) -> str:
-    """One page's text as PDFium lays it out (lines in reading order, table rows on one line)."""
-    page = pdf[index]
+    """One page's text as PDFium lays it out (lines in reading order, table rows on one line);
+    "" for a page PDFium cannot read, so one broken page does not lose the others."""
+    try:
+        page = pdf[index]
+    except Exception as exc:
+        log.info("PDF page %d unreadable: %s", index + 1, exc)
+        return ""
     try:
         textpage = page.get_textpage()
         try:
             return textpage.get_text_bounded().replace("\r\n", "\n").translate(_PDFIUM_MARKS)
         finally:
             textpage.close()
+    except Exception as exc:
+        log.info("PDF page %d unreadable: %s", index + 1, exc)
+        return ""
     finally:
         page.close()
 
 
-def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
+def pdf_document(filename: str, page_texts: Iterable[str]) -> ParsedDocument:
+    """A PDF's ParsedDocument from its pages' raw texts, whichever extractor produced them:
+    characters folded, layout line wraps joined, garbage pages skipped, pages separated by
+    PAGE_SEPARATOR with exact [start, end) spans. (bench/pdf_extractors.py feeds it pypdf and
+    pdfplumber text to compare extractors under the same post-processing.)"""
     doc = ParsedDocument(filename, "")
     budget = _TextBudget()
     parts: list[str] = []
-    offset = 0
-    with _PDFIUM_LOCK:
-        pdf = _open_pdf(data)
-        try:
-            page_total = len(pdf)
-            for number in range(1, page_total + 1):
-                try:
-                    page_text = join_wrapped_lines(fold_chars(_pdf_page_text(pdf, number - 1))).strip()
-                except Exception as exc:  # one broken page must not lose the others
-                    log.info("PDF page %d unreadable: %s", number, exc)
-                    page_text = ""
-                if is_garbage(page_text):
-                    doc.skipped_pages.append(number)
-                    continue
-                if parts:
-                    parts.append(PAGE_SEPARATOR)
-                    offset += len(PAGE_SEPARATOR)
-                budget.add(len(page_text) + len(PAGE_SEPARATOR), page_text.count("\n") + 1)
-                parts.append(page_text)
-                doc.pages.append(PageSpan(number, offset, offset + len(page_text)))
-                offset += len(page_text)
-        finally:
-            pdf.close()
+    offset = page_total = 0
+    for number, raw in enumerate(page_texts, start=1):
+        page_total = number
+        page_text = join_wrapped_lines(fold_chars(raw)).strip()
+        if is_garbage(page_text):
+            doc.skipped_pages.append(number)
+            continue
+        if parts:
+            parts.append(PAGE_SEPARATOR)
+            offset += len(PAGE_SEPARATOR)
+        budget.add(len(page_text) + len(PAGE_SEPARATOR), page_text.count("\n") + 1)
+        parts.append(page_text)
+        doc.pages.append(PageSpan(number, offset, offset + len(page_text)))
+        offset += len(page_text)
     doc.text = "".join(parts)
     if not page_total:
         raise errors.EmptyDocument("PDF 没有任何页面。")
@@ -361,6 +364,15 @@ def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
     if doc.skipped_pages:
         doc.warnings.append(f"以下页面没有可用文字，已跳过：{', '.join(map(str, doc.skipped_pages))}")
     return doc
+
+
+def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
+    with _PDFIUM_LOCK:
+        pdf = _open_pdf(data)
+        try:
+            return pdf_document(filename, (_pdf_page_text(pdf, i) for i in range(len(pdf))))
+        finally:
+            pdf.close()
 
 
 # --- DOCX -----------------------------------------------------------------------------------

@@ -96,16 +96,16 @@ def sentence_ends(text: str) -> set[int]:
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 
 
-# A gap between two ideographs: text pieces set apart on the line (table cells, columns), which
-# flowing CJK text never has; such a line is a table row, never half of a wrapped sentence.
-_CELL_GAP = re.compile(r"[\u3400-\u9fff][ \t\u3000]+[\u3400-\u9fff]")
+# A gap between two ideographs or numbers (table cells, columns set apart on one line), which
+# flowing CJK text rarely has: two such lines in a row are table rows, not a wrapped sentence.
+_CELL_GAP = re.compile(r"[\u3400-\u9fff0-9%][ \t\u3000]+[\u3400-\u9fff0-9]")
 
 
 def soft_wraps(text: str) -> list[int]:
     """Offsets of newlines that are layout line wraps, not the author's: the line before runs
     (nearly) to the full text width (>= 85% of the 90th-percentile line length) and does not end a
-    sentence, the next line starts right away (no indent, not blank), and neither line is a table
-    row (a gap between two ideographs)."""
+    sentence, the next line starts right away (no indent, not blank), and the two lines are not
+    table rows (both with a gap between ideographs or numbers)."""
     lines = text.split("\n")
     lengths = sorted(len(line.rstrip()) for line in lines if line.strip())
     if len(lengths) < 3:
@@ -117,7 +117,7 @@ def soft_wraps(text: str) -> list[int]:
         body = line.rstrip()
         if (body and following[:1].strip() and len(body) >= 0.85 * full
                 and body[-1] not in SENTENCE_END + CLOSERS + "：:"
-                and not _CELL_GAP.search(body) and not _CELL_GAP.search(following)):
+                and not (_CELL_GAP.search(body) and _CELL_GAP.search(following))):
             wraps.append(offset)
         offset += 1
     return wraps
