@@ -105,7 +105,7 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
             return _duplicate(filename, existing, timer)
         prepared = _prepare(lib, kb, doc, config, progress, timer)
         with lib.write_lock, timer("index"):
-            return _commit_new(lib, kb, doc, doc_id, len(data), config, prepared, progress, timer)
+            return _commit_new(lib, kb, doc, doc_id, len(data), config, prepared, progress, timer, data)
     except errors.WendaoError as exc:
         return FileResult(filename, "failed", exc.message_zh, seconds=timer.seconds)
     except Exception:  # noqa: BLE001 - a file's failure is a result; the traceback goes to the log
@@ -163,8 +163,10 @@ def _prepare(lib, kb, doc: ParsedDocument, config, progress, timer) -> _Prepared
     return _Prepared(chunks, rows, vectors, embedder, embedded)
 
 
-def _commit_new(lib, kb, doc, doc_id, size, config, p: _Prepared, progress, timer) -> FileResult:
-    """Write rows ('indexing'), then points, then flip to 'ready' replacing the same-named version."""
+def _commit_new(lib, kb, doc, doc_id, size, config, p: _Prepared, progress, timer,
+                original: bytes | None = None) -> FileResult:
+    """Write rows ('indexing'), then points (and the original file, for the page view), then flip
+    to 'ready' replacing the same-named version."""
     collection = lib.dense_for_writing(kb, p.embedder)
     replaces = next((d.id for d in lib.store.find_by_filename(kb.id, doc.filename)
                      if d.id != doc_id and d.status == "ready"), None)
@@ -177,15 +179,20 @@ def _commit_new(lib, kb, doc, doc_id, size, config, p: _Prepared, progress, time
     try:
         fault_point("rows_written")
         lib.backend.upsert(collection, ids, p.vectors, [doc_id] * len(ids))
+        if original is not None:
+            lib.save_original(kb, doc_id, doc.filename, original)
         fault_point("points_written")
         removed = lib.store.finalize_document(kb.id, doc_id)
     except BaseException as exc:
         lib.drop_points(kb, lib.store.delete_document(kb.id, doc_id))
+        lib.remove_original(kb, doc_id)
         if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
             raise
         raise errors.WendaoError("写入索引失败，知识库未改变。") from exc
     fault_point("finalized")
     lib.drop_points(kb, removed)
+    if replaces:
+        lib.remove_original(kb, replaces)
     progress("index", len(ids), len(ids))
     return FileResult(doc.filename, "replaced" if replaces else "ok", "", doc_id, len(ids), doc.page_count,
                       doc.warnings, timer.seconds, p.embedded)

@@ -14,6 +14,7 @@ It owns the invariants that span SQLite and the indexes (../shared/DESIGN.md §3
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -139,6 +140,7 @@ class Library:
         with self.write_lock:
             self.store.delete_kb(kb.id)
             self._bm25.pop(kb.id, None)
+            shutil.rmtree(self.root / "originals" / str(kb.id), ignore_errors=True)
             self._drop_collections(kb_prefix(kb.id))
 
     def _drop_collections(self, prefix: str, keep: str | None = None) -> None:
@@ -160,6 +162,39 @@ class Library:
             except Exception:  # noqa: BLE001 - orphans are swept by reconcile; never fail a delete here
                 log.warning("could not drop %d points from %s", len(chunk_ids), name, exc_info=True)
 
+    # --- original files (the page view renders the cited page of the uploaded file) ----------
+    def original_path(self, kb: KnowledgeBase, doc_id: str) -> Path | None:
+        """The uploaded file of a document, when it was kept (uploads since schema 3)."""
+        folder = self.root / "originals" / str(kb.id)
+        found = sorted(folder.glob(doc_id + ".*")) if folder.exists() else []
+        return found[0] if found else None
+
+    def save_original(self, kb: KnowledgeBase, doc_id: str, filename: str, data: bytes) -> None:
+        folder = self.root / "originals" / str(kb.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = Path(filename).suffix.lower()
+        suffix = suffix if suffix.isascii() and suffix[1:].isalnum() and len(suffix) <= 6 else ".bin"
+        tmp = folder / f".{doc_id}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(folder / (doc_id + suffix))
+
+    def remove_original(self, kb: KnowledgeBase | int, doc_id: str) -> None:
+        kb_id = kb if isinstance(kb, int) else kb.id
+        folder = self.root / "originals" / str(kb_id)
+        for f in folder.glob(doc_id + ".*") if folder.exists() else []:
+            f.unlink(missing_ok=True)
+
+    def _sweep_originals(self) -> None:
+        """Delete kept files whose document no longer exists (a crash between the two writes)."""
+        root = self.root / "originals"
+        if not root.exists():
+            return
+        for folder in root.iterdir():
+            known = set(self.store.filenames(int(folder.name))) if folder.name.isdigit() else set()
+            for f in folder.iterdir():
+                if f.name.startswith(".") or f.name.split(".")[0] not in known:
+                    f.unlink(missing_ok=True)
+
     def set_enabled(self, kb: KnowledgeBase, doc_id: str, enabled: bool) -> None:
         """Switch a document off (kept, indexed, not searched) or on; takes effect at the next search."""
         self.require_owner()
@@ -175,6 +210,7 @@ class Library:
             if self.store.get_document(kb.id, doc_id) is None:
                 raise errors.DocumentNotFound()
             self.drop_points(kb, self.store.delete_document(kb.id, doc_id))
+            self.remove_original(kb, doc_id)
 
     def reconcile(self) -> int:
         """Owner only: remove what dead processes left half-done; returns how many documents/re-chunks
@@ -187,6 +223,7 @@ class Library:
             for kb_id, doc_id in self.store.stale_pending():
                 self.drop_points(self.store.get_kb(kb_id), self.store.discard_pending(kb_id, doc_id))
                 removed += 1
+            self._sweep_originals()
             with self.store._lock:  # background jobs a dead owner was running start again
                 self.store.db.execute("UPDATE jobs SET status='queued', stage='', done=0 WHERE status='running'")
             self._sweep_indexes()

@@ -115,3 +115,23 @@ def test_jobs_of_a_dead_owner_resume_after_restart(tmp_path):
     assert [j.status for j in worker.jobs(lib, kb, since=0)] == ["done"]
     assert [d.filename for d in lib.store.list_documents(kb.id)] == ["r.txt"]
     lib.close()
+
+
+def test_original_files_are_kept_for_the_page_view_and_follow_the_document(lib, kb):
+    from fixtures import make_pdf
+
+    pdf = make_pdf(["第一页" + ZH_PARAGRAPHS[0], "第二页" + ZH_PARAGRAPHS[2]])
+    r = ingest_bytes(lib, kb, pdf, "geo.pdf", SMALL)
+    path = lib.original_path(kb, r.doc_id)
+    assert path is not None and path.read_bytes() == pdf and path.suffix == ".pdf"
+    new = ingest_bytes(lib, kb, make_pdf(["第一页" + ZH_PARAGRAPHS[1]]), "geo.pdf", SMALL)
+    assert new.status == "replaced" and lib.original_path(kb, r.doc_id) is None
+    assert lib.original_path(kb, new.doc_id) is not None
+    lib.delete_document(kb, new.doc_id)
+    assert lib.original_path(kb, new.doc_id) is None
+    stray = lib.root / "originals" / str(kb.id) / "deadbeef.pdf"
+    stray.write_bytes(b"x")
+    root = lib.root
+    lib.close()
+    Library(root).close()  # the next owner sweeps files whose document does not exist
+    assert not stray.exists()
