@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from components.state import setup_logging, sidebar
+from components.state import follow_url, setup_logging, sidebar
 from components.widgets import inject_css
 
 # A local image: an emoji or :material/…: page icon makes every browser fetch it from a CDN.
@@ -21,6 +21,7 @@ pages = [
     st.Page("components/pages/settings.py", title="设置", icon=":material/settings:", url_path="settings"),
 ]
 navigation = st.navigation(pages)
+follow_url()  # ?c=<conversation> after a reload: open it in its knowledge base
 counts = sidebar()
 navigation.run()
 counts.refresh()  # after the page ran, so uploads and deletions show at once

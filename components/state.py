@@ -141,3 +141,23 @@ def searchable_kb() -> KnowledgeBase:
         st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
         st.stop()
     return kb
+
+
+def follow_url() -> None:
+    """On a fresh session (a reload, a shared link) with ?c=<conversation id> in the URL, open that
+    conversation and pick its knowledge base, before the sidebar is drawn."""
+    if st.session_state.get("url_followed"):
+        return
+    st.session_state["url_followed"] = True
+    raw = st.query_params.get("c")
+    if not raw or not str(raw).isdigit():
+        return
+    from services import conversations
+
+    try:
+        info = conversations.get(library().store, int(raw))
+    except errors.WendaoError:
+        st.query_params.pop("c", None)
+        return
+    st.session_state["kb_id"] = info.kb_id
+    st.session_state.setdefault("open_conv", {})[info.kb_id] = info.id

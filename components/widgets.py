@@ -117,3 +117,16 @@ def stream_inert(deltas, every_s: float = 0.05) -> str:
             shown_at = time.perf_counter()
     slot.markdown(inert(text))
     return text
+
+
+def document_filter(lib, kb, key: str) -> list[str] | None:
+    """A multiselect of the KB's searchable documents; the ids picked, or None (every document).
+    Retriever(doc_ids=…) then searches only those."""
+    docs = [d for d in lib.store.list_documents(kb.id) if d.status == "ready" and d.enabled]
+    if len(docs) < 2:
+        return None
+    names = {d.id: d.filename for d in docs}
+    picked = st.multiselect("只在这些文档中查找", list(names), format_func=lambda i: names.get(i, "（已删除）"),
+                            key=key, placeholder="全部文档（可选择一个或多个）")
+    picked = [i for i in picked if i in names]
+    return picked or None

@@ -1,86 +1,99 @@
-"""问答: chat over the current knowledge base with streamed, cited answers."""
+"""问答: chat over the current knowledge base with streamed, cited answers.
+
+Conversations are kept in SQLite per knowledge base (services.conversations): every answered turn
+is saved at once, the sidebar lists them (continue, rename, delete), and the open conversation's id
+sits in the URL (?c=…) so a reload or a restart finds it again.
+"""
 from __future__ import annotations
 
-import pandas as pd
+from dataclasses import asdict
+
 import streamlit as st
 
+from components.answer_view import export_markdown, show_turn
 from components.safe_text import inert
 from components.state import api_key, library, llm_secrets, searchable_kb, show_error
-from components.widgets import citation_chips, highlight, passage_box, stream_inert
+from components.widgets import document_filter, stream_inert
+from services import conversations
 from services.answer import Answer, Conversation, stream_answer
 from services.library import llm_settings, retrieval_settings
 from services.retrieval import MODES, Retriever
 
-MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
-
 lib = library()
+store = lib.store
 st.title("问答")
 kb = searchable_kb()
 
-chats = st.session_state.setdefault("chats", {})
-chat = chats.setdefault(kb.id, {"conversation": Conversation(), "messages": []})
+open_convs: dict = st.session_state.setdefault("open_conv", {})  # kb id -> open conversation id
+
+
+def open_conversation(conv_id: int | None) -> None:
+    open_convs[kb.id] = conv_id
+    st.session_state.pop("confirm_conv_delete", None)
+
+
+conv_id = open_convs.get(kb.id)
+if conv_id is not None:
+    try:
+        if conversations.get(store, conv_id).kb_id != kb.id:
+            conv_id = None
+    except Exception:  # deleted meanwhile (another tab)
+        conv_id = None
+    open_convs[kb.id] = conv_id
+if conv_id is None:
+    st.query_params.pop("c", None)
+else:
+    st.query_params["c"] = str(conv_id)
+turns = conversations.turns(store, conv_id) if conv_id else []
+
+# --- sidebar: the KB's conversations -------------------------------------------------------------
+with st.sidebar:
+    st.markdown("#### 对话记录")
+    st.button("新对话", icon=":material/add_comment:", key="new_conv_side", width="stretch",
+              on_click=open_conversation, args=(None,))
+    for info in conversations.list_for(store, kb.id)[:50]:
+        st.button(inert(info.title, keep_lines=False) + f"（{info.turns} 问）", key=f"conv_{info.id}", width="stretch",
+                  type="primary" if info.id == conv_id else "secondary", on_click=open_conversation, args=(info.id,))
+    if conv_id is not None:
+        with st.expander("管理当前对话"):
+            with st.form(f"rename_conv_{conv_id}", clear_on_submit=True, border=False):
+                title = st.text_input("新名称", placeholder="给这个对话起个名字")
+                if st.form_submit_button("重命名"):
+                    try:
+                        conversations.rename(store, conv_id, title)
+                        st.rerun()
+                    except Exception as exc:
+                        show_error(exc)
+            if st.button("删除当前对话", icon=":material/delete:", key="delete_conv"):
+                st.session_state["confirm_conv_delete"] = conv_id
+            if st.session_state.get("confirm_conv_delete") == conv_id:
+                st.warning("确定删除这个对话？删除后无法恢复。")
+                c1, c2 = st.columns(2)
+                if c1.button("确认删除", type="primary", key="delete_conv_yes"):
+                    conversations.delete(store, conv_id)
+                    open_conversation(None)
+                    st.rerun()
+                if c2.button("取消", key="delete_conv_no"):
+                    st.session_state.pop("confirm_conv_delete", None)
+                    st.rerun()
+
+# --- header: settings line, new conversation, export, document filter -------------------------
 settings = retrieval_settings(lib, kb)
 llm = llm_settings(lib, kb, api_key(), llm_secrets())
-
 top = st.columns([3, 1, 1])
 top[0].caption(f"知识库「{inert(kb.name, keep_lines=False)}」 · 检索：{MODES[settings.mode]}"
                + (" + 重排" if settings.rerank else "")
                + f" · 回答：{'大模型 ' + inert(llm.model, keep_lines=False) if llm.configured else '摘录式（未配置大模型）'}")
-if top[1].button("新对话", icon=":material/add_comment:", width="stretch"):
-    chats[kb.id] = {"conversation": Conversation(), "messages": []}
-    st.rerun()
+top[1].button("新对话", icon=":material/add_comment:", width="stretch", on_click=open_conversation, args=(None,))
+top[2].download_button("导出", icon=":material/download:", data=export_markdown(kb.name, turns),
+                       file_name=f"wendao-{kb.name}.md", mime="text/markdown", width="stretch", disabled=not turns)
+doc_ids = document_filter(lib, kb, f"chat_docs_{kb.id}")
 
-
-def export_markdown(messages) -> str:
-    lines = [f"# 问道对话记录 · {kb.name}\n"]
-    for m in messages:
-        if m["role"] == "user":
-            lines.append(f"## 问：{m['content']}\n")
-        else:
-            a: Answer = m["answer"]
-            lines.append(a.text + "\n")
-            if a.citations:
-                lines.append("**来源**\n")
-                for c in a.citations:
-                    lines.append(f"- [{c.n}] 《{c.doc}》第{c.page}页：“{c.quote}”" + ("" if c.supported else "（未被支持）"))
-                lines.append("")
-    return "\n".join(lines)
-
-
-top[2].download_button("导出", icon=":material/download:", data=export_markdown(chat["messages"]), file_name=f"wendao-{kb.name}.md",
-                       mime="text/markdown", width="stretch", disabled=not chat["messages"])
-
-
-def render_details(a: Answer) -> None:
-    if a.notice:
-        st.warning(inert(a.notice))
-    citation_chips(a)
-    title = "最接近的段落与检索详情" if a.mode == "refused" else "检索详情：改写后的查询、各阶段耗时、来源段落"
-    with st.expander(title, expanded=a.mode == "refused"):
-        st.markdown(f"**检索用的查询：** {inert(a.query, keep_lines=False)}"
-                    + ("（由追问改写）" if a.query != a.question else ""))
-        st.markdown(f"**回答方式：** {MODE_ZH.get(a.mode, a.mode)}")
-        if a.citations:
-            precision = a.citation_precision
-            st.markdown(f"**引用核验：** {sum(c.supported for c in a.citations)}/{len(a.citations)} 条引用得到原文支持"
-                        f"（{precision:.0%}）" + (f"，其中 {a.corrected} 条已改指向真正支持该句的资料" if a.corrected else ""))
-        timing = {k.replace("retrieval.", "检索·"): round(v, 1) for k, v in a.timings_ms.items()}
-        st.dataframe(pd.DataFrame([timing]), hide_index=True)
-        for n, h in enumerate(a.sources, start=1):
-            st.markdown(f"**\\[{n}\\] {inert(h.doc, keep_lines=False)}** · 第{h.page_start}页 · 分数 {h.score:.3f}")
-            quotes = [(c.start - h.start, c.end - h.start) for c in a.citations if c.n == n]
-            passage_box(highlight(h.text, quotes))
-
-
-for m in chat["messages"]:
-    with st.chat_message(m["role"]):
-        st.markdown(inert(m["content"]))  # questions and answers are shown literally, never as Markdown
-        if m["role"] == "assistant":
-            render_details(m["answer"])
+for i, t in enumerate(turns):
+    show_turn(kb, t["question"], t["answer"], key=f"turn_{conv_id}_{i}")
 
 question = st.chat_input("就文档提问，例如：合同的有效期是多久？")
 if question:
-    chat["messages"].append({"role": "user", "content": question})
     with st.chat_message("user"):
         st.markdown(inert(question))
     with st.chat_message("assistant"):
@@ -92,7 +105,8 @@ if question:
                     st.caption(status + " 先看文档摘录：")
                     st.markdown(inert(extract.text))
 
-            stream = stream_answer(Retriever(lib, kb, settings), llm, question, chat["conversation"],
+            history = conversations.history(store, conv_id) if conv_id else Conversation()
+            stream = stream_answer(Retriever(lib, kb, settings, doc_ids=doc_ids), llm, question, history,
                                    on_preview=show_preview)
             stream_inert(stream)
             preview.empty()
@@ -100,6 +114,10 @@ if question:
         except Exception as exc:
             show_error(exc)
             st.stop()
-        render_details(answer)
-    chat["conversation"].add(answer)
-    chat["messages"].append({"role": "assistant", "content": answer.text, "answer": answer})
+    if conv_id is None:
+        conv_id = conversations.create(store, kb.id)
+        open_conversation(conv_id)
+    conversations.add_turn(store, conv_id, question, answer.to_json(),
+                           {"retrieval": asdict(settings), "doc_ids": doc_ids,
+                            "llm_model": llm.model if llm.configured else ""})
+    st.rerun()  # show the kept turn like every other (clickable citations, export up to date)

@@ -1,0 +1,229 @@
+"""One answered turn on the page: the answer with clickable [n] markers, citation chips, the
+citation dialog (passage + the original page with the quote highlighted) and the details.
+
+Everything works on the answer's JSON (services.answer.Answer.to_json()), the form a turn is kept in
+(services.conversations), so a fresh answer and one reloaded from SQLite look the same.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from components.safe_text import inert
+from components.state import library, show_error
+from components.widgets import highlight, passage_box
+from services.citations import parse_markers
+from services.pageview import context_window, page_label, render_pdf_page
+from services.store import KnowledgeBase
+
+MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
+TIMING_ZH = {"rewrite": "追问改写", "bm25": "BM25 检索", "embed_query": "查询向量化", "dense": "向量检索",
+             "fusion": "融合", "load": "读取片段", "rerank": "重排", "merge": "合并相邻窗口", "extractive": "摘录",
+             "llm_first_token": "大模型首字", "llm": "大模型生成", "total": "合计"}
+
+# The answer text with each [n] as a button. The text is put into the page with textContent (never
+# parsed as HTML or Markdown), so whatever the LLM or a document wrote stays inert.
+_ANSWER_JS = """
+export default function(component) {
+  const { data, setTriggerValue, parentElement } = component;
+  let root = parentElement.querySelector('.wd-answer');
+  if (!root) { root = document.createElement('div'); root.className = 'wd-answer'; parentElement.appendChild(root); }
+  root.replaceChildren();
+  for (const part of (data && data.parts) || []) {
+    if (part.n === undefined) { root.appendChild(document.createTextNode(part.t)); continue; }
+    const b = document.createElement('button');
+    b.type = 'button'; b.className = 'wd-cite'; b.textContent = '[' + part.n + ']';
+    b.title = part.title || ''; b.dataset.n = String(part.n);
+    b.onclick = () => setTriggerValue('cite', part.n);
+    root.appendChild(b);
+  }
+}
+"""
+_ANSWER_CSS = """
+.wd-answer {white-space: pre-wrap; line-height: 1.75; font-size: 1rem; color: var(--st-text-color);
+            font-family: var(--st-font, "Source Sans Pro", sans-serif); overflow-wrap: anywhere}
+.wd-cite {border: none; background: none; padding: 0 .1rem; margin: 0; color: var(--st-primary-color, #b5472a);
+          font: inherit; font-weight: 600; cursor: pointer; text-decoration: underline dotted}
+.wd-cite:hover, .wd-cite:focus-visible {background: #fde2d2; border-radius: 3px; outline: none}
+"""
+_answer_component = st.components.v2.component("wendao_answer", js=_ANSWER_JS, css=_ANSWER_CSS)
+
+
+def answer_parts(text: str, sources: int, titles: dict[int, str] | None = None) -> list[dict]:
+    """The answer split into text pieces and one {"n"} piece per cited number ([1,2] gives two);
+    numbers without a source stay plain text."""
+    parts, pos = [], 0
+    for start, end, numbers in parse_markers(text):
+        valid = [n for n in numbers if 1 <= n <= sources]
+        if not valid:
+            continue
+        if start > pos:
+            parts.append({"t": text[pos:start]})
+        parts.extend({"n": n, "title": (titles or {}).get(n, "")} for n in valid)
+        pos = end
+    if pos < len(text):
+        parts.append({"t": text[pos:]})
+    return parts
+
+
+def source_pages(source: dict) -> str:
+    first, last = (source.get("pages") or [source.get("page", 1)] * 2)[:2]
+    return page_label(int(first), int(last))
+
+
+def _doc_id(kb: KnowledgeBase, source: dict) -> str | None:
+    """The document a kept source came from (its chunks, or failing that its file name)."""
+    store = library().store
+    chunks = store.get_chunks(list(source.get("chunk_ids") or []))
+    if chunks:
+        return next(iter(chunks.values())).doc_id
+    docs = store.find_by_filename(kb.id, source.get("doc", ""))
+    return docs[0].id if docs else None
+
+
+def _quotes(answer: dict, n: int) -> list[dict]:
+    return [c for c in answer.get("citations", []) if c.get("n") == n]
+
+
+@st.dialog("引用原文", width="large")
+def citation_dialog(kb: KnowledgeBase, answer: dict, n: int) -> None:
+    """Source n: the passage with its quotes marked, then the original at the cited spot."""
+    sources = answer.get("sources", [])
+    if not 1 <= n <= len(sources):
+        st.warning("这个引用编号没有对应的资料。")
+        return
+    source, quotes = sources[n - 1], _quotes(answer, n)
+    supported = all(c.get("supported", True) for c in quotes)
+    st.markdown(f"**\\[{n}\\] 《{inert(source.get('doc', ''), keep_lines=False)}》{source_pages(source)}**"
+                + ("" if supported else " · 有引用未能在该段落中找到支持"))
+    start = int(source.get("start", 0))
+    text = source.get("text", "")
+    passage_box(highlight(text, [(c["start"] - start, c["end"] - start) for c in quotes]))
+    original_view(kb, source, quotes)
+
+
+def original_view(kb: KnowledgeBase, source: dict, quotes: list[dict]) -> None:
+    """The cited page rendered from the PDF with the quotes highlighted, or (other formats and files
+    kept before originals were) the passage inside its surrounding text."""
+    lib = library()
+    doc_id = _doc_id(kb, source)
+    if doc_id is None:
+        st.info("原文件已不在知识库中（文档可能已删除或被停用）。")
+        return
+    ranges = [(int(c["start"]), int(c["end"])) for c in quotes] or [(int(source["start"]), int(source["end"]))]
+    try:
+        text = lib.store.document_text(kb.id, doc_id)
+        path = lib.original_path(kb, doc_id)
+        if path is not None and path.suffix.lower() == ".pdf":
+            spans = lib.store.page_spans(kb.id, doc_id)
+            pages = sorted({int(c.get("page", 0)) for c in quotes} - {0}) or [int(source.get("page", 1))]
+            page = st.radio("页码", pages, format_func=page_label, horizontal=True,
+                            key=f"pageview_{doc_id}_{source['start']}") if len(pages) > 1 else pages[0]
+            image = render_pdf_page(path, text, spans, page, ranges)
+            st.caption(f"原文 {page_label(page)}（共 {image.pages} 页）"
+                       + ("，引用句已用黄色标出" if image.found else "；未能在页面上定位引用句"))
+            st.image(image.png, width="stretch")
+            return
+        a, b = context_window(text, min(r[0] for r in ranges), max(r[1] for r in ranges))
+        st.caption("原文上下文（引用句已标出）")
+        passage_box(("…" if a > 0 else "") + highlight(text[a:b], [(s - a, e - a) for s, e in ranges])
+                    + ("…" if b < len(text) else ""))
+    except Exception as exc:  # a missing or unreadable original never breaks the chat
+        show_error(exc)
+
+
+def citation_chips(kb: KnowledgeBase, answer: dict, key: str) -> int | None:
+    """One chip per cited source (file and pages); returns the number of the chip clicked."""
+    cited = sorted({c["n"] for c in answer.get("citations", [])})
+    sources = answer.get("sources", [])
+    cited = [n for n in cited if 1 <= n <= len(sources)]
+    if not cited:
+        return None
+    cols = st.columns(min(4, len(cited)))
+    clicked = None
+    for i, n in enumerate(cited):
+        source = sources[n - 1]
+        unverified = any(not c.get("supported", True) for c in _quotes(answer, n))
+        label = f"\\[{n}\\] {inert(source.get('doc', ''), keep_lines=False)} · {source_pages(source)}" \
+            + ("（未核实）" if unverified else "")
+        if cols[i % len(cols)].button(label, key=f"{key}_chip_{n}", width="stretch"):
+            clicked = n
+    return clicked
+
+
+def answer_text(answer: dict, key: str) -> int | None:
+    """The answer with clickable [n]; returns the number clicked in this run (or None)."""
+    sources = answer.get("sources", [])
+    titles = {i: f"《{s.get('doc', '')}》{source_pages(s)}" for i, s in enumerate(sources, start=1)}
+    result = _answer_component(key=f"{key}_text", data={"parts": answer_parts(answer.get("answer", ""), len(sources), titles)},
+                               on_cite_change=lambda: None, height="content")
+    value = getattr(result, "cite", None)
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def timing_table(timings: dict) -> pd.DataFrame:
+    """Stage timings with Chinese names, in milliseconds."""
+    rows = []
+    for k, v in timings.items():
+        name = k.split(".", 1)[-1]
+        label = TIMING_ZH.get(name, name)
+        if k.startswith("retrieval."):
+            label = "检索·" + label
+        rows.append({"阶段": label, "耗时（毫秒）": round(float(v), 1)})
+    return pd.DataFrame(rows)
+
+
+def details(answer: dict, question: str) -> None:
+    refused = answer.get("mode") == "refused"
+    title = "最接近的段落与检索详情" if refused else "检索详情：改写后的查询、各阶段耗时、来源段落"
+    with st.expander(title, expanded=refused):
+        query = answer.get("query", question)
+        st.markdown(f"**检索用的查询：** {inert(query, keep_lines=False)}" + ("（由追问改写）" if query != question else ""))
+        st.markdown(f"**回答方式：** {MODE_ZH.get(answer.get('mode'), '未知')}")
+        citations = answer.get("citations", [])
+        if citations:
+            supported = sum(bool(c.get("supported")) for c in citations)
+            corrected = sum(bool(c.get("corrected")) for c in citations)
+            st.markdown(f"**引用核验：** {supported}/{len(citations)} 条引用得到原文支持（{supported / len(citations):.0%}）"
+                        + (f"，其中 {corrected} 条已改指向真正支持该句的资料" if corrected else ""))
+        if answer.get("timings_ms"):
+            st.dataframe(timing_table(answer["timings_ms"]), hide_index=True)
+        for n, s in enumerate(answer.get("sources", []), start=1):
+            score = next((s["scores"][k] for k in ("rerank", "fused", "dense", "bm25") if k in s.get("scores", {})), None)
+            st.markdown(f"**\\[{n}\\] {inert(s.get('doc', ''), keep_lines=False)}** · {source_pages(s)}"
+                        + (f" · 分数 {score:.3f}" if score is not None else ""))
+            quotes = [(c["start"] - s["start"], c["end"] - s["start"]) for c in citations if c.get("n") == n]
+            passage_box(highlight(s.get("text", ""), quotes))
+
+
+def show_turn(kb: KnowledgeBase, question: str, answer: dict, key: str) -> None:
+    """A kept turn: the question, the answer with clickable citations, chips and details."""
+    with st.chat_message("user"):
+        st.markdown(inert(question))
+    with st.chat_message("assistant"):
+        clicked = answer_text(answer, key)
+        if answer.get("notice"):
+            st.warning(inert(answer["notice"]))
+        chip = citation_chips(kb, answer, key)
+        details(answer, question)
+    n = clicked or chip
+    if n:
+        citation_dialog(kb, answer, n)
+
+
+def export_markdown(kb_name: str, turns: list[dict]) -> str:
+    """The conversation as Markdown, every kept turn included (the last one too)."""
+    lines = [f"# 问道对话记录 · {kb_name}\n"]
+    for t in turns:
+        a = t["answer"]
+        lines.append(f"## 问：{t['question']}\n")
+        lines.append(a.get("answer", "") + "\n")
+        sources = a.get("sources", [])
+        if a.get("citations"):
+            lines.append("**来源**\n")
+            for c in a["citations"]:
+                s = sources[c["n"] - 1] if 1 <= c["n"] <= len(sources) else {}
+                pages = source_pages(s) if s else page_label(c.get("page", 1))
+                lines.append(f"- [{c['n']}] 《{c['doc']}》{pages}：“{c['quote']}”" + ("" if c.get("supported") else "（未被支持）"))
+            lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""The page view: the original file at the cited spot.
+
+For a PDF, the cited page is rendered with PDFium and the quoted sentence is highlighted from the
+text page's character boxes. The parser (services.parsing) built the document text from PDFium's page
+text, folded (services.text.fold_chars), with layout line wraps joined and each page stripped; so a
+document offset maps to the page's character index by walking both texts over their non-blank
+characters, which those steps never add, drop or reorder. For other formats (DOCX, TXT, …) the
+passage is shown in its surrounding document text (`context_window`).
+
+Pure Python (no streamlit): the UI shows the PNG and draws nothing itself.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.parsing import _PDFIUM_LOCK, PageSpan
+from services.text import fold_chars
+
+HIGHLIGHT_RGBA = (255, 214, 0, 110)
+OUTLINE_RGB = (181, 71, 42)
+
+
+@dataclass
+class PageImage:
+    """One rendered page: PNG bytes, its pixel size, and the highlight rectangles drawn on it
+    (pixels, (left, top, right, bottom)). `found` is False when the quote could not be located on
+    the page (the page is still shown, without a highlight)."""
+
+    png: bytes
+    width: int
+    height: int
+    page: int
+    pages: int
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.boxes)
+
+
+def page_label(first: int, last: int | None = None) -> str:
+    """"第9页" or "第9–10页": one wording for a passage's pages everywhere (chips, details, dialog)."""
+    last = first if last is None else last
+    return f"第{first}页" if last <= first else f"第{first}–{last}页"
+
+
+def _visible(text: str) -> list[int]:
+    """Positions of the non-blank characters of `text`."""
+    return [i for i, ch in enumerate(text) if not ch.isspace()]
+
+
+def _page_chars(textpage) -> str:
+    """The page's characters by PDFium index (one string position per character index)."""
+    import pypdfium2.raw as pdfium_c
+
+    chars = []
+    for i in range(textpage.count_chars()):
+        code = pdfium_c.FPDFText_GetUnicode(textpage.raw, i)
+        chars.append(chr(code) if 0 < code < 0x110000 else " ")
+    return fold_chars("".join(chars).replace("\x02", " ").replace("\ufffe", " "))
+
+
+def map_to_page_chars(doc_text: str, span: PageSpan, page_chars: str, start: int, end: int) -> list[int]:
+    """PDFium character indices of document text [start, end) on the page `span` covers.
+
+    The k-th non-blank character of the page's document text is the k-th non-blank character of
+    PDFium's page text (see the module docstring); when the two disagree (an extractor change, a
+    re-parse) the quote is searched for on the page instead. Returns [] when it is not there."""
+    start, end = max(start, span.start), min(end, span.end)
+    if start >= end:
+        return []
+    page_text = doc_text[span.start:span.end]
+    doc_visible = _visible(page_text)
+    pdf_visible = _visible(page_chars)
+    wanted = [k for k, pos in enumerate(doc_visible) if start - span.start <= pos < end - span.start]
+    if not wanted:
+        return []
+    if len(doc_visible) == len(pdf_visible) and all(
+            page_text[doc_visible[k]] == page_chars[pdf_visible[k]] for k in (wanted[0], wanted[-1])):
+        return [pdf_visible[k] for k in wanted]
+    # fall back: find the quote's non-blank characters in the page's, nearest the expected place
+    needle = "".join(page_text[doc_visible[k]] for k in wanted)
+    hay = "".join(page_chars[i] for i in pdf_visible)
+    best, pos = None, hay.find(needle)
+    while pos >= 0:
+        if best is None or abs(pos - wanted[0]) < abs(best - wanted[0]):
+            best = pos
+        pos = hay.find(needle, pos + 1)
+    return [] if best is None else pdf_visible[best:best + len(needle)]
+
+
+def _line_boxes(char_boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+    """Character boxes (left, bottom, right, top in PDF points) merged into one box per line."""
+    lines: list[list[float]] = []
+    for left, bottom, right, top in char_boxes:
+        if right <= left or top <= bottom:
+            continue
+        last = lines[-1] if lines else None
+        # same line: vertical ranges overlap by at least half the smaller height
+        if last and min(top, last[3]) - max(bottom, last[1]) >= 0.5 * min(top - bottom, last[3] - last[1]):
+            last[0], last[1] = min(last[0], left), min(last[1], bottom)
+            last[2], last[3] = max(last[2], right), max(last[3], top)
+        else:
+            lines.append([left, bottom, right, top])
+    return [tuple(line) for line in lines]
+
+
+def render_pdf_page(path: str | Path, doc_text: str, spans: list[PageSpan], page: int,
+                    quotes: list[tuple[int, int]], scale: float = 1.6) -> PageImage:
+    """Page `page` (1-based) of the PDF at `path` as a PNG, each document-text range in `quotes`
+    that lies on this page highlighted (a translucent mark with an outline, one box per line)."""
+    import pypdfium2 as pdfium
+    from PIL import Image, ImageDraw
+
+    span = next((s for s in spans if s.page == page), None)
+    with _PDFIUM_LOCK:  # PDFium is not thread-safe
+        pdf = pdfium.PdfDocument(str(path))
+        try:
+            count = len(pdf)
+            pg = pdf[min(max(page, 1), count) - 1]
+            try:
+                width_pt, height_pt = pg.get_size()
+                left0, bottom0 = pg.get_mediabox()[:2] if hasattr(pg, "get_mediabox") else (0, 0)
+                image = pg.render(scale=scale).to_pil().convert("RGBA")
+                rects: list[tuple[float, float, float, float]] = []
+                if span is not None:
+                    textpage = pg.get_textpage()
+                    try:
+                        chars = _page_chars(textpage)
+                        for start, end in quotes:
+                            indices = map_to_page_chars(doc_text, span, chars, start, end)
+                            rects.extend(_line_boxes([textpage.get_charbox(i) for i in indices]))
+                    finally:
+                        textpage.close()
+            finally:
+                pg.close()
+        finally:
+            pdf.close()
+    boxes = []
+    for left, bottom, right, top in rects:
+        pad = 1.5
+        boxes.append((int((left - left0 - pad) * scale), int((height_pt - (top - bottom0) - pad) * scale),
+                      int((right - left0 + pad) * scale) + 1, int((height_pt - (bottom - bottom0) + pad) * scale) + 1))
+    if boxes:
+        overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+        draw = ImageDraw.Draw(overlay)
+        for box in boxes:
+            draw.rectangle(box, fill=HIGHLIGHT_RGBA, outline=OUTLINE_RGB + (255,), width=2)
+        image = Image.alpha_composite(image, overlay)
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="PNG", optimize=False)
+    return PageImage(out.getvalue(), image.width, image.height, page, count, boxes)
+
+
+def context_window(doc_text: str, start: int, end: int, chars: int = 600) -> tuple[int, int]:
+    """[a, b) of the text around [start, end): about `chars` characters either side, widened to
+    paragraph (or, failing that, sentence) boundaries so the surrounding text reads naturally."""
+    a, b = max(0, start - chars), min(len(doc_text), end + chars)
+    if a > 0:
+        cut = doc_text.find("\n", a, start)
+        a = cut + 1 if cut >= 0 else a
+    if b < len(doc_text):
+        cut = doc_text.rfind("\n", end, b)
+        b = cut if cut >= 0 else b
+    return a, b
