@@ -113,9 +113,9 @@ def paragraphs_xml(megabytes: float, text: str = "第{}段：长江是中国第�
 def one_paragraph_xml(megabytes: float) -> object:
     """Body XML of about `megabytes` MB in a single paragraph of one-character runs."""
     yield b"<w:p>"
-    run = "<w:r><w:t>字</w:t></w:r>".encode()
-    for _ in range(int(megabytes * 1024 * 1024 / len(run))):
-        yield run
+    runs = [f"<w:r><w:t>{chr(0x4e00 + i)}</w:t></w:r>".encode() for i in range(3000)]
+    for i in range(int(megabytes * 1024 * 1024 / len(runs[0]))):
+        yield runs[(i * 7919) % len(runs)]
     yield b"</w:p>"
 
 
@@ -281,6 +281,16 @@ def test_ingest_paths_checks_size_before_reading(lib, kb, tmp_path, monkeypatch)
 # --- bounded memory (peak RSS in a subprocess) --------------------------------------------------
 CHILD = r"""
 import json, resource, sys
+
+
+def peak_mb():
+    # VmHWM: this process's own peak RSS (ru_maxrss would include the parent's at fork time)
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 for module in ("lxml.etree", "docx", "bs4", "pypdfium2", "charset_normalizer"):
     try:
         __import__(module)
@@ -289,13 +299,13 @@ for module in ("lxml.etree", "docx", "bs4", "pypdfium2", "charset_normalizer"):
 from services import errors
 from services.parsing import parse
 data = open(sys.argv[1], "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_mb()
 try:
     doc = parse(data, sys.argv[2])
     outcome = {"chars": len(doc.text)}
 except errors.WendaoError as exc:
     outcome = {"error": type(exc).__name__, "message": exc.message_zh}
-outcome["growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+outcome["growth_mb"] = peak_mb() - before
 print(json.dumps(outcome))
 """
 
@@ -348,3 +358,32 @@ def test_large_text_file_is_refused_in_bounded_memory(tmp_path):
     assert outcome.get("error") == "DocumentTooLong", outcome
     assert_chinese_reason(outcome["message"])
     assert outcome["growth_mb"] < 30, outcome
+
+
+def test_docx_stream_reader_keeps_structure():
+    """The streaming DOCX reader: tabs, line breaks, hyperlinks and insertions kept; deleted text and
+    text boxes (repeated in fallbacks) dropped; merged cells repeated; nested tables inside their cell."""
+    def p(*runs: str) -> bytes:
+        return ("<w:p>" + "".join(runs) + "</w:p>").encode()
+
+    def r(text: str) -> str:
+        return f"<w:r><w:t>{text}</w:t></w:r>"
+
+    def tc(inner: str, merge: str = "") -> str:
+        return f"<w:tc><w:tcPr>{merge}</w:tcPr>{inner}</w:tc>"
+
+    body = [
+        p(r("第一章"), "<w:r><w:tab/><w:t>总则</w:t></w:r>"),
+        p("<w:hyperlink>" + r("链接文字") + "</w:hyperlink>", r("之后"), "<w:r><w:br/><w:t>换行</w:t></w:r>"),
+        p("<w:r><w:pict><w:txbxContent>" + p(r("文本框")).decode() + "</w:txbxContent></w:pict></w:r>", r("正文")),
+        p("<w:del><w:r><w:delText>删掉</w:delText></w:r></w:del>", "<w:ins>" + r("插入") + "</w:ins>"),
+        ("<w:tbl><w:tr>" + tc(p(r("华北")).decode(), '<w:vMerge w:val="restart"/>') + tc(p(r("北京")).decode())
+         + "</w:tr><w:tr>" + tc("<w:p/>", "<w:vMerge/>")
+         + tc(p(r("天津")).decode() + "<w:tbl><w:tr>" + tc(p(r("内")).decode()) + tc(p(r("表")).decode())
+              + "</w:tr></w:tbl>")
+         + "</w:tr></w:tbl>").encode(),
+        p(r("表后")),
+    ]
+    doc = parse(docx_package(body), "structure.docx")
+    assert doc.text.split("\n") == ["第一章\t总则", "链接文字之后", "换行", "正文", "插入",
+                                    "华北 | 北京", "华北 | 天津 内 | 表", "表后"]

@@ -156,14 +156,24 @@ def _table_pdf(rows) -> bytes:
     return buf.getvalue()
 
 
-def test_pdf_table_rows_are_not_glued_together():
-    rows = [["城市", "简介"], ["北京", "首都，政治文化中心"], ["上海", "经济中心"], ["广州", "华南门户城市"]]
+@pytest.mark.parametrize("rows", [
+    [["城市", "简介"], ["北京", "首都，政治文化中心"], ["上海", "经济中心"], ["广州", "华南门户城市"]],
+    [["年份", "收入（亿元）", "增长"], ["2019年", "1,234.5", "3.2%"], ["2020年", "1,301.7", "5.4%"]],
+])
+def test_pdf_table_rows_are_not_glued_together(rows):
     doc = parse(_table_pdf(rows), "table.pdf")
-    lines = doc.text.split("\n")
-    assert "首都，政治文化中心上海" not in doc.text
-    for city, note in rows[1:]:
-        assert any(city in line and note in line for line in lines), (city, doc.text)
-    assert lines.index(next(l for l in lines if "北京" in l)) < lines.index(next(l for l in lines if "上海" in l))
+    assert "首都，政治文化中心上海" not in doc.text and "3.2%2020年" not in doc.text
+    lines = [tuple(line.split()) for line in doc.text.split("\n")]
+    assert lines == [tuple(row) for row in rows], doc.text
+
+
+def test_title_gap_on_a_paragraph_line_does_not_stop_joining():
+    from services.text import join_wrapped_lines
+
+    text = ("明圣王后 金氏本贯清风。清风府院君金佑明和德恩府夫人宋氏之长女，朝鲜王\n"
+            "朝第18代君主显宗的王妃，第19代君主肃宗的母亲。朝鲜仁祖二十年五月十七日\n"
+            "金氏生于长通坊私第。孝宗二年被封为世子嫔，与世子李棩行嘉礼于于义洞。")
+    assert "朝鲜王朝第18代君主显宗的王妃" in join_wrapped_lines(text)
 
 
 def test_pdf_wrap_inside_a_number_or_latin_word_adds_no_space():
