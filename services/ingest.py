@@ -33,8 +33,8 @@ from services.text import normalize
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-STAGES = ("parse", "chunk", "embed", "index")
-STAGE_ZH = {"parse": "解析", "chunk": "切分", "embed": "向量化", "index": "写入索引"}
+STAGES = ("parse", "chunk", "keywords", "embed", "index")
+STAGE_ZH = {"parse": "解析", "chunk": "切分", "keywords": "关键词可检索", "embed": "向量化", "index": "写入向量索引"}
 
 
 @dataclass
@@ -90,7 +90,10 @@ def document_id(text: str) -> str:
 
 def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
                  config: ChunkingConfig = ChunkingConfig(), progress: Progress | None = None) -> FileResult:
-    """Index one uploaded file into `kb`. Bad input gives a 'failed' result, never an exception."""
+    """Index one uploaded file into `kb`. Bad input gives a 'failed' result, never an exception.
+
+    The document is searchable by keywords as soon as it is chunked (seconds); its vectors follow
+    (embedding is most of the time) and make it fully hybrid."""
     progress = progress or (lambda *_: None)
     timer = _StageTimer()
     try:
@@ -103,9 +106,7 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
         existing = lib.store.get_document(kb.id, doc_id)
         if existing is not None:
             return _duplicate(filename, existing, timer)
-        prepared = _prepare(lib, kb, doc, config, progress, timer)
-        with lib.write_lock, timer("index"):
-            return _commit_new(lib, kb, doc, doc_id, len(data), config, prepared, progress, timer, data)
+        return _index(lib, kb, doc, doc_id, len(data), config, progress, timer, data)
     except errors.WendaoError as exc:
         return FileResult(filename, "failed", exc.message_zh, seconds=timer.seconds)
     except Exception:  # noqa: BLE001 - a file's failure is a result; the traceback goes to the log
@@ -119,11 +120,27 @@ def index_parsed(lib: Library, kb: KnowledgeBase, doc: ParsedDocument, doc_id: s
     """Index an already parsed document (e.g. stored text copied into an evaluation variant KB).
     Raises WendaoError on failure (the KB is then unchanged)."""
     lib.require_owner()
-    progress = progress or (lambda *_: None)
-    timer = _StageTimer()
+    return _index(lib, kb, doc, doc_id, size, config, progress or (lambda *_: None), _StageTimer())
+
+
+def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes | None = None) -> FileResult:
     prepared = _prepare(lib, kb, doc, config, progress, timer)
     with lib.write_lock, timer("index"):
-        return _commit_new(lib, kb, doc, doc_id, size, config, prepared, progress, timer)
+        committed = _commit_keywords(lib, kb, doc, doc_id, size, config, prepared, timer, original)
+    if isinstance(committed, FileResult):  # a concurrent duplicate
+        return committed
+    ids, replaces = committed
+    progress("keywords", len(ids), len(ids))
+    warnings = list(doc.warnings)
+    embedded = 0
+    try:
+        embedded = _complete_dense(lib, kb, doc_id, ids, prepared.texts, prepared.embedder, progress, timer)
+    except Exception as exc:  # noqa: BLE001 - keyword search keeps working; the vectors can be rebuilt
+        log.warning("vectors of %r not written", doc.filename, exc_info=True)
+        reason = exc.message_zh if isinstance(exc, errors.WendaoError) else "内部错误（详情见服务器日志）"
+        warnings.append(f"向量化未完成：{reason}。该文档暂时只能按关键词检索，可在文档库“重建索引”。")
+    return FileResult(doc.filename, "replaced" if replaces else "ok", "", doc_id, len(ids), doc.page_count,
+                      warnings, timer.seconds, embedded)
 
 
 def _duplicate(filename: str, existing, timer) -> FileResult:
@@ -136,13 +153,12 @@ def _duplicate(filename: str, existing, timer) -> FileResult:
 
 @dataclass
 class _Prepared:
-    """The slow, side-effect-free part of indexing: chunks, their index rows and vectors."""
+    """The side-effect-free part of indexing: chunks, their index rows and index texts."""
 
     chunks: list
     rows: list
-    vectors: object
+    texts: list
     embedder: object
-    embedded: int
 
 
 def _prepare(lib, kb, doc: ParsedDocument, config, progress, timer) -> _Prepared:
@@ -156,18 +172,14 @@ def _prepare(lib, kb, doc: ParsedDocument, config, progress, timer) -> _Prepared
         texts = [index_text(title, c) for c in chunks]
         rows = index_rows(texts)
         progress("chunk", len(chunks), len(chunks))
-    with timer("embed"):
-        vectors, embedded = embed_with_cache(embedder, lib.cache, texts,
-                                             lambda done, total: progress("embed", done, total))
-        progress("embed", len(chunks), len(chunks))
-    return _Prepared(chunks, rows, vectors, embedder, embedded)
+    return _Prepared(chunks, rows, texts, embedder)
 
 
-def _commit_new(lib, kb, doc, doc_id, size, config, p: _Prepared, progress, timer,
-                original: bytes | None = None) -> FileResult:
-    """Write rows ('indexing'), then points (and the original file, for the page view), then flip
-    to 'ready' replacing the same-named version."""
-    collection = lib.dense_for_writing(kb, p.embedder)
+def _commit_keywords(lib, kb, doc, doc_id, size, config, p: _Prepared, timer, original: bytes | None):
+    """Write the document, its chunks and BM25 terms ('indexing'), keep the original file, then in one
+    transaction make it 'ready' (keyword-searchable, vectors pending) and remove the same-named
+    version it replaces. Returns (chunk ids, replaced doc id) or a duplicate FileResult."""
+    lib.dense_for_writing(kb, p.embedder)  # IndexMismatch here, before anything is written
     replaces = next((d.id for d in lib.store.find_by_filename(kb.id, doc.filename)
                      if d.id != doc_id and d.status == "ready"), None)
     ids = lib.store.add_document(
@@ -178,10 +190,8 @@ def _commit_new(lib, kb, doc, doc_id, size, config, p: _Prepared, progress, time
         return _duplicate(doc.filename, lib.store.get_document(kb.id, doc_id), timer)
     try:
         fault_point("rows_written")
-        lib.backend.upsert(collection, ids, p.vectors, [doc_id] * len(ids))
         if original is not None:
             lib.save_original(kb, doc_id, doc.filename, original)
-        fault_point("points_written")
         removed = lib.store.finalize_document(kb.id, doc_id)
     except BaseException as exc:
         lib.drop_points(kb, lib.store.delete_document(kb.id, doc_id))
@@ -193,9 +203,37 @@ def _commit_new(lib, kb, doc, doc_id, size, config, p: _Prepared, progress, time
     lib.drop_points(kb, removed)
     if replaces:
         lib.remove_original(kb, replaces)
+    return ids, replaces
+
+
+def _complete_dense(lib, kb, doc_id, ids, texts, embedder, progress, timer) -> int:
+    """Embed a keyword-ready document's chunks and write its vectors; returns how many were computed
+    (the rest came from the cache). Skips quietly when the document changed meanwhile."""
+    with timer("embed"):
+        vectors, embedded = embed_with_cache(embedder, lib.cache, texts,
+                                             lambda done, total: progress("embed", done, total))
+        progress("embed", len(ids), len(ids))
+    with lib.write_lock, timer("index"):
+        if lib.store.chunk_ids(kb.id, doc_id) != list(ids):  # deleted or re-chunked meanwhile
+            return embedded
+        collection = lib.dense_for_writing(kb, embedder)  # the current one (a rebuild may have switched)
+        lib.backend.upsert(collection, ids, vectors, [doc_id] * len(ids))
+        fault_point("points_written")
+        lib.store.set_dense_done(kb.id, [doc_id])
     progress("index", len(ids), len(ids))
-    return FileResult(doc.filename, "replaced" if replaces else "ok", "", doc_id, len(ids), doc.page_count,
-                      doc.warnings, timer.seconds, p.embedded)
+    return embedded
+
+
+def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progress: Progress | None = None) -> int:
+    """Write the vectors of a document left keyword-only (a crash or a failed embedding)."""
+    lib.require_owner()
+    document = lib.store.get_document(kb.id, doc_id)
+    if document is None or document.status != "ready" or document.dense_state != "pending":
+        return 0
+    chunks = lib.store.chunks_of(kb.id, doc_id)
+    title = document_title(lib.store.document_text(kb.id, doc_id), document.filename)
+    return _complete_dense(lib, kb, doc_id, [c.id for c in chunks], [index_text(title, c) for c in chunks],
+                           lib.embedder(kb), progress or (lambda *_: None), _StageTimer())
 
 
 def fault_point(name: str) -> None:
@@ -261,14 +299,19 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
     timer = _StageTimer()
     progress = progress or (lambda *_: None)
     p = _prepare(lib, kb, parsed, config, progress, timer)
+    with timer("embed"):
+        vectors, embedded = embed_with_cache(p.embedder, lib.cache, p.texts,
+                                             lambda done, total: progress("embed", done, total))
     with lib.write_lock, timer("index"):
         collection = lib.dense_for_writing(kb, p.embedder)
         ids = lib.store.stage_chunks(kb.id, doc_id, p.chunks, p.rows)
         try:
             fault_point("rows_written")
-            lib.backend.upsert(collection, ids, p.vectors, [doc_id] * len(ids))
+            lib.backend.upsert(collection, ids, vectors, [doc_id] * len(ids))
             fault_point("points_written")
             old = lib.store.swap_chunks(kb.id, doc_id, config.to_dict())
+            if document.dense_state != "done":
+                lib.store.set_dense_done(kb.id, [doc_id])
         except BaseException as exc:
             lib.drop_points(kb, lib.store.discard_pending(kb.id, doc_id))
             if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
@@ -277,7 +320,7 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
         fault_point("finalized")
         lib.drop_points(kb, old)
     progress("index", len(ids), len(ids))
-    return FileResult(document.filename, "ok", "", doc_id, len(ids), document.pages, [], timer.seconds, p.embedded)
+    return FileResult(document.filename, "ok", "", doc_id, len(ids), document.pages, [], timer.seconds, embedded)
 
 
 class _StageTimer:

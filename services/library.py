@@ -226,6 +226,14 @@ class Library:
             self._sweep_originals()
             with self.store._lock:  # background jobs a dead owner was running start again
                 self.store.db.execute("UPDATE jobs SET status='queued', stage='', done=0 WHERE status='running'")
+                queued = {tuple(r) for r in self.store.db.execute(
+                    "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status='queued'")}
+                for kb_id, doc_id in self.store.dense_pending():  # keyword-only documents get their vectors
+                    if (kb_id, doc_id) not in queued:
+                        self.store.db.execute(
+                            "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
+                            " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
+                            " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
             self._sweep_indexes()
         return removed
 

@@ -5,7 +5,8 @@ chunk's BM25 terms and embedding-cache key from the stored text (picking up a ch
 user dictionary) and builds a fresh dense collection (cached vectors reused), then switches to it.
 `check` compares SQLite with each index — chunk ids missing from an index, points with no chunk
 (orphans), BM25 statistics against a from-scratch computation, the dense collection's recorded model
-fingerprint, stray collections and half-written rows — and says `ok` only when all agree.
+fingerprint, stray collections and half-written rows — and says `ok` only when all agree. Documents
+SQLite records as keyword-only ("vectors pending", being embedded) are counted, not mismatches.
 """
 from __future__ import annotations
 
@@ -106,14 +107,17 @@ def _check_dense(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
     record = lib.dense_index(kb)
     stray = [n for n in lib.backend.collections(kb_prefix(kb.id)) if not record or n != record["collection"]]
     if record is None:
-        return {"collection": None, "points": 0, "missing": len(live), "orphans": 0, "stray_collections": stray,
-                "problems": ["no dense collection recorded"] if live else []}
+        pending = lib.store.chunk_ids_of(kb.id, [d for _, d in lib.store.dense_pending(kb.id)])
+        return {"collection": None, "points": 0, "missing": len(live - pending), "orphans": 0,
+                "vectors_pending": len(pending), "stray_collections": stray,
+                "problems": ["no dense collection recorded"] if live - pending else []}
     problems = []
     if not lib.backend.exists(record["collection"]):
         problems.append("recorded collection does not exist")
         ids: set[int] = set()
     else:
         ids = lib.backend.ids(record["collection"])
+    pending = lib.store.chunk_ids_of(kb.id, [d for _, d in lib.store.dense_pending(kb.id)])
     try:
         embedder = lib.embedder(kb)
         if embedder.fingerprint_id != record["fingerprint"]:
@@ -123,5 +127,5 @@ def _check_dense(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
     if stray:
         problems.append(f"{len(stray)} collections not recorded for this KB")
     return {"collection": record["collection"], "fingerprint": record["fingerprint"], "points": len(ids),
-            "missing": len(live - ids), "orphans": len(ids - live), "stray_collections": stray,
-            "problems": problems}
+            "missing": len(live - ids - pending), "orphans": len(ids - live), "vectors_pending": len(pending - ids),
+            "stray_collections": stray, "problems": problems}

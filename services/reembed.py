@@ -50,6 +50,7 @@ def build_dense(lib: Library, kb: KnowledgeBase, embedder, model: str,
             lib.backend.drop(record["collection"])
             raise
         lib.store.update_kb_settings(kb.id, embedding_model=model, dense_index=record)
+        lib.store.set_dense_done(kb.id)  # every ready document's vectors are in the new collection
         if old and old != record["collection"]:
             lib.backend.drop(old)
     return total

@@ -98,12 +98,15 @@ class Retriever:
         with _timed(timings, "load"):
             candidates = self._hits(stages, fused)
         notice = ""
+        pending = len(self.lib.store.dense_pending(self.kb.id)) if mode != "bm25" else 0
+        if pending:
+            notice = f"向量化进行中（{pending} 个文档），这些文档暂时只按关键词检索。"
         if rerank and candidates:
             with _timed(timings, "rerank"):
                 try:
                     candidates = self._rerank(query, candidates)
                 except errors.ModelLoadError as exc:  # answer without reranking rather than not at all
-                    notice = f"{exc.message_zh}（本次未重排）"
+                    notice = (notice + " " if notice else "") + f"{exc.message_zh}（本次未重排）"
         if s.merge_windows:
             with _timed(timings, "merge"):
                 ranked = merge_windows(self.lib, self.kb, candidates)

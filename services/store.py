@@ -98,6 +98,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX turns_conversation ON turns(conversation_id, id);
     ALTER TABLE documents ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE documents ADD COLUMN dense_state TEXT NOT NULL DEFAULT 'done';
     CREATE TABLE jobs(
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         kb_id INTEGER NOT NULL REFERENCES kbs(id) ON DELETE CASCADE,
@@ -144,6 +145,7 @@ class Document:
     encoding: str | None = None
     chunking: dict = field(default_factory=dict)
     enabled: bool = True
+    dense_state: str = "done"  # 'pending': searchable by keywords, vectors still being computed
 
 
 class Store:
@@ -269,7 +271,8 @@ class Store:
         with self._lock, self.transaction():
             cur = self.db.execute(
                 "INSERT INTO documents(kb_id, id, filename, size, pages, status, text, page_spans,"
-                " skipped_pages, encoding, chunking, created_at, replaces) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " skipped_pages, encoding, chunking, created_at, replaces, dense_state)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending')"
                 " ON CONFLICT(kb_id, id) DO NOTHING",
                 (kb_id, doc_id, filename, size, pages, "indexing", text, json.dumps(page_spans),
                  json.dumps(skipped_pages), encoding, json.dumps(chunking), time.time(), replaces))
@@ -293,6 +296,24 @@ class Store:
                             (kb_id, doc_id))
             self._bump(kb_id)
             return removed
+
+    def set_dense_done(self, kb_id: int, doc_ids: list[str] | None = None) -> None:
+        """Record that a document's (or, with None, every ready document's) vectors are in the index."""
+        with self._lock, self.transaction():
+            if doc_ids is None:
+                self.db.execute("UPDATE documents SET dense_state='done' WHERE kb_id=? AND status='ready'", (kb_id,))
+            else:
+                self.db.executemany("UPDATE documents SET dense_state='done' WHERE kb_id=? AND id=?",
+                                    [(kb_id, d) for d in doc_ids])
+            self._bump(kb_id)
+
+    def dense_pending(self, kb_id: int | None = None) -> list[tuple[int, str]]:
+        """(kb_id, doc_id) of ready documents searchable by keywords whose vectors are not written yet."""
+        if kb_id is None:
+            return [tuple(r) for r in self.db.execute(
+                "SELECT kb_id, id FROM documents WHERE status='ready' AND dense_state='pending'")]
+        return [tuple(r) for r in self.db.execute(
+            "SELECT kb_id, id FROM documents WHERE kb_id=? AND status='ready' AND dense_state='pending'", (kb_id,))]
 
     def stage_chunks(self, kb_id: int, doc_id: str, chunks: list[Chunk], index_rows: list[tuple] | None = None) -> list[int]:
         """Write a new version of a document's chunks as `pending` (invisible to search)."""
@@ -492,7 +513,7 @@ class _Transaction:
 
 
 _DOC_COLUMNS = ("d.kb_id, d.id, d.filename, d.size, d.pages, d.status, d.error, d.created_at, d.skipped_pages,"
-                " d.encoding, d.chunking, d.enabled, (SELECT COUNT(*) FROM chunks c WHERE c.kb_id=d.kb_id AND c.doc_id=d.id AND c.pending=0)"
+                " d.encoding, d.chunking, d.enabled, d.dense_state, (SELECT COUNT(*) FROM chunks c WHERE c.kb_id=d.kb_id AND c.doc_id=d.id AND c.pending=0)"
                 " AS chunk_count")
 
 
@@ -503,7 +524,8 @@ def _kb(row) -> KnowledgeBase:
 def _doc(row) -> Document:
     return Document(row["kb_id"], row["id"], row["filename"], row["size"], row["pages"], row["status"],
                     row["error"], row["created_at"], row["chunk_count"], json.loads(row["skipped_pages"]),
-                    row["encoding"], json.loads(row["chunking"]), bool(row["enabled"]))
+                    row["encoding"], json.loads(row["chunking"]), bool(row["enabled"]),
+                    row["dense_state"])
 
 
 def _chunk(row) -> Chunk:

@@ -32,7 +32,7 @@ class Job:
     id: int
     kb_id: int
     filename: str
-    status: str  # queued | running | done | failed | cancelled
+    status: str  # queued | running | done | failed | cancelled (kind 'vectors': a keyword-only doc's vectors)
     stage: str
     done: int
     total: int
@@ -115,7 +115,8 @@ class IngestWorker:
             return None
         with self.lib.store._lock:
             row = self.lib.store.db.execute(
-                "SELECT id, kb_id, filename, path, params FROM jobs WHERE status='queued' ORDER BY id LIMIT 1").fetchone()
+                "SELECT id, kb_id, filename, path, params, kind FROM jobs WHERE status='queued' ORDER BY id LIMIT 1"
+            ).fetchone()
             if row is None:
                 return None
             now = time.time()
@@ -123,9 +124,14 @@ class IngestWorker:
                                       (now, now, row[0]))
         return row
 
-    def _run(self, job_id: int, kb_id: int, filename: str, path: str, params: str) -> None:
-        from services.ingest import ingest_bytes
+    def _run(self, job_id: int, kb_id: int, filename: str, path: str, params: str, kind: str) -> None:
+        from services.ingest import complete_pending_vectors, ingest_bytes
 
+        if kind == "vectors":  # a keyword-only document left by a crash: `path` holds its doc id
+            kb = self.lib.store.get_kb(kb_id)
+            n = complete_pending_vectors(self.lib, kb, path, self._progress(job_id))
+            self._finish(job_id, "done", {"embedded": n}, remove_upload=False)
+            return
         try:
             kb = self.lib.store.get_kb(kb_id)
             data = Path(path).read_bytes()
@@ -156,11 +162,12 @@ class IngestWorker:
 
         return report
 
-    def _finish(self, job_id: int, status: str, result: dict) -> None:
+    def _finish(self, job_id: int, status: str, result: dict, remove_upload: bool = True) -> None:
         with self.lib.store._lock:
             self.lib.store.db.execute("UPDATE jobs SET status=?, result=?, updated_at=? WHERE id=?",
                                       (status, json.dumps(result, ensure_ascii=False), time.time(), job_id))
-        _remove_upload(self.lib, job_id)
+        if remove_upload:
+            _remove_upload(self.lib, job_id)
 
 
 def _remove_upload(lib: Library, job_id: int) -> None:

@@ -135,3 +135,21 @@ def test_original_files_are_kept_for_the_page_view_and_follow_the_document(lib, 
     lib.close()
     Library(root).close()  # the next owner sweeps files whose document does not exist
     assert not stray.exists()
+
+
+def test_a_document_is_keyword_searchable_before_its_vectors_are_written(lib, kb):
+    """Issue 12 item 3: BM25 answers as soon as a document is chunked; dense follows."""
+    seen = {}
+
+    def progress(stage, done, total):
+        if stage == "keywords":
+            result = Retriever(lib, kb).search("珠穆朗玛峰有多高")
+            seen["bm25"] = [h.doc for h in Retriever(lib, kb).search("珠穆朗玛峰有多高", mode="bm25").hits]
+            seen["dense"] = [h.doc for h in Retriever(lib, kb).search("珠穆朗玛峰有多高", mode="dense").hits]
+            seen["notice"] = result.notice
+
+    r = ingest_bytes(lib, kb, RIVERS.encode(), "rivers.txt", SMALL, progress)
+    assert r.status == "ok"
+    assert seen["bm25"][0] == "rivers.txt" and seen["dense"] == [] and "向量化进行中" in seen["notice"]
+    assert Retriever(lib, kb).search("珠穆朗玛峰有多高", mode="dense").hits[0].doc == "rivers.txt"
+    assert Retriever(lib, kb).search("珠穆朗玛峰有多高").notice == ""
