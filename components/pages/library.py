@@ -1,24 +1,24 @@
-"""文档库: create knowledge bases, upload files with per-file/per-stage progress, manage documents,
-preview chunk boundaries under any chunking settings."""
+"""文档库: create, rename and delete knowledge bases; upload files to the background indexer and
+watch its progress (polled from the job rows in SQLite); switch documents on and off; preview chunk
+boundaries under any chunking settings."""
 from __future__ import annotations
 
-import time
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from components.ingest_view import job_panel, upload_section
 from components.safe_text import inert
 from components.state import create_kb, current_kb, library, show_error, without_paths
 from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
 from services.chunking import ChunkingConfig, chunk_text
-from services.ingest import STAGE_ZH, ingest_bytes, rechunk_document
-from services.library import OPTIMIZE_FROM_CHUNKS, chunking_config, save_settings
+from services.ingest import rechunk_document
+from services.library import OPTIMIZE_FROM_CHUNKS, chunking_config
 from services.maintenance import check, reindex
-from services.parsing import SUPPORTED_EXTENSIONS, page_for_offset
+from services.parsing import page_for_offset
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
-RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 
 lib = library()
 st.title("文档库")
@@ -37,50 +37,41 @@ if kb is None:
 st.subheader(f"知识库：{inert(kb.name, keep_lines=False)}", anchor=False)  # no anchor derived from the name
 
 
-# --- upload -----------------------------------------------------------------------------------
+# --- rename / delete the knowledge base ---------------------------------------------------------
+with st.expander("重命名或删除知识库"):
+    with st.form(f"rename_kb_{kb.id}", clear_on_submit=True, border=False):
+        new_name = st.text_input("新名称", placeholder=kb.name)
+        if st.form_submit_button("重命名"):
+            try:
+                lib.rename_kb(kb, new_name)
+                st.rerun()
+            except Exception as exc:
+                show_error(exc)
+    if st.button("删除知识库", icon=":material/delete_forever:", key=f"delete_kb_{kb.id}"):
+        st.session_state["confirm_delete_kb"] = kb.id
+    if st.session_state.get("confirm_delete_kb") == kb.id:
+        st.warning(f"确定删除知识库「{inert(kb.name, keep_lines=False)}」？其中的全部文档、片段、索引和对话记录都会删除，无法恢复。")
+        c1, c2 = st.columns(2)
+        if c1.button("确认删除知识库", type="primary", key=f"delete_kb_yes_{kb.id}"):
+            try:
+                lib.delete_kb(kb)
+                st.session_state.pop("confirm_delete_kb", None)
+                st.session_state.pop("kb_id", None)
+                st.session_state.get("open_conv", {}).pop(kb.id, None)
+                st.toast(f"已删除知识库 {inert(kb.name, keep_lines=False)}")
+                st.rerun()
+            except Exception as exc:
+                show_error(exc)
+        if c2.button("取消", key=f"delete_kb_no_{kb.id}"):
+            st.session_state.pop("confirm_delete_kb", None)
+            st.rerun()
+
+
+# --- upload (queued for the background worker) and its progress ----------------------------------
 st.markdown("#### 上传文档")
 config = chunking_form(f"upload_{kb.id}", chunking_config(lib, kb))  # keys scoped per KB
-files = st.file_uploader("选择文件（可多选）", type=[e.lstrip(".") for e in SUPPORTED_EXTENSIONS],
-                         accept_multiple_files=True, key=f"uploader_{st.session_state.get('upload_round', 0)}")
-if files and config and st.button(f"开始索引 {len(files)} 个文件", type="primary"):
-    save_settings(lib, kb, "chunking", config.to_dict())
-    results = []
-    for f in files:
-        shown = inert(f.name, keep_lines=False)
-        box = st.status(f"{shown}：等待中…", expanded=False)
-        bar = box.progress(0.0)
-        started = time.perf_counter()
-        stage_weights = {"parse": (0.0, 0.1), "chunk": (0.1, 0.2), "embed": (0.2, 0.9), "index": (0.9, 1.0)}
-
-        def progress(stage, done, total, bar=bar, box=box, name=shown, started=started):
-            lo, hi = stage_weights[stage]
-            bar.progress(min(1.0, lo + (hi - lo) * (done / max(1, total))))
-            rate = f" · {done / max(1e-6, time.perf_counter() - started):.1f} 片段/秒" if stage == "embed" else ""
-            box.update(label=f"{name}：{STAGE_ZH[stage]} {done}/{total}{rate}")
-
-        try:
-            r = ingest_bytes(lib, kb, f.getvalue(), f.name, config, progress)
-        except Exception as exc:  # keep going with the other files
-            show_error(exc)
-            continue
-        results.append(r)
-        bar.progress(1.0)
-        seconds = sum(r.seconds.values())
-        if r.status in ("ok", "replaced"):
-            label = f"{shown}：{RESULT_ZH[r.status]} · {r.chunks} 个片段 · {seconds:.1f} 秒"
-            box.update(label=label, state="complete")
-            stage_line = " · ".join(f"{STAGE_ZH[k]} {v:.2f}s" for k, v in r.seconds.items())
-            box.write(f"{stage_line}（新向量化 {r.embedded} 个片段，其余来自缓存）")
-            for w in r.warnings:
-                box.warning(inert(w))
-        else:
-            box.update(label=f"{shown}：{RESULT_ZH[r.status]} — {inert(without_paths(r.reason), keep_lines=False)}", state="error")
-    ok = sum(r.status in ("ok", "replaced") for r in results)
-    skipped = [r for r in results if r.status in ("duplicate", "failed")]
-    st.success(f"完成：{ok} 个文件已索引，{len(skipped)} 个跳过。")
-    for r in skipped:
-        st.warning(f"{inert(r.file, keep_lines=False)}：{inert(without_paths(r.reason))}")
-    st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
+upload_section(lib, kb, config)
+job_panel(lib, kb)
 
 # --- documents ----------------------------------------------------------------------------------
 st.markdown("#### 文档列表")
@@ -89,9 +80,11 @@ if not docs:
     st.info("这个知识库还没有文档。")
     st.stop()
 table = pd.DataFrame([{
-    "文件名": d.filename, "状态": STATUS_ZH.get(d.status, d.status), "片段数": d.chunk_count, "页数": d.pages,
-    "大小 (KB)": round(d.size / 1024, 1), "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
-    "说明": without_paths(d.error or "") or ("跳过页：" + ",".join(map(str, d.skipped_pages)) if d.skipped_pages else ""),
+    "文件名": d.filename, "启用": "是" if d.enabled else "已停用", "状态": STATUS_ZH.get(d.status, d.status),
+    "片段数": d.chunk_count, "页数": d.pages, "大小 (KB)": round(d.size / 1024, 1),
+    "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
+    "说明": without_paths(d.error or "") or ("跳过页：" + ",".join(map(str, d.skipped_pages)) if d.skipped_pages else "")
+    or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
 } for d in docs])
 st.dataframe(table, hide_index=True, width="stretch")
 
@@ -127,12 +120,25 @@ with st.expander("索引维护（核对 / 重建）"):
             show_error(exc)
 
 names = {d.id: d.filename for d in docs}
-c1, c2, c3 = st.columns([3, 1, 1])
+c1, c0, c2, c3 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
 doc_id = c1.selectbox("选择文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}")
+chosen = next(d for d in docs if d.id == doc_id)
+enabled = c0.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{doc_id}",
+                    help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
+if enabled != chosen.enabled:
+    try:
+        lib.set_enabled(kb, doc_id, enabled)
+        st.toast(f"{'已启用' if enabled else '已停用'} {inert(chosen.filename, keep_lines=False)}")
+        st.rerun()
+    except Exception as exc:
+        show_error(exc)
 if c2.button("删除", icon=":material/delete:", width="stretch"):
     st.session_state["confirm_delete"] = (kb.id, doc_id)
 if st.session_state.get("confirm_delete") == (kb.id, doc_id):
     st.warning(f"确定删除「{inert(names[doc_id], keep_lines=False)}」？它的片段和索引会一并删除。")
+    if st.button("取消", key=f"delete_doc_no_{kb.id}"):
+        st.session_state.pop("confirm_delete", None)
+        st.rerun()
     if st.button("确认删除", type="primary"):
         try:
             lib.delete_document(kb, doc_id)
