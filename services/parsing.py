@@ -26,6 +26,7 @@ import threading
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import PurePath
 from typing import Callable, Iterable
 
@@ -260,18 +261,51 @@ def parse_text(data: bytes, filename: str) -> ParsedDocument:
 
 
 # --- HTML -----------------------------------------------------------------------------------
-def parse_html(data: bytes, filename: str) -> ParsedDocument:
-    """Visible text only: script/style/template/noscript and comments are dropped."""
-    from bs4 import BeautifulSoup, Comment
+_HTML_HIDDEN = {"script", "style", "template", "noscript", "head", "svg", "iframe", "object"}
 
+
+class _HtmlText(HTMLParser):
+    """Visible text of an HTML page, one line per text node, streamed (no DOM: a page of a million
+    tiny elements costs its text, not a tree of a million objects; BeautifulSoup took 700 MB for
+    4.7 MB of tags). Script/style/template/noscript/head/svg content and comments are dropped."""
+
+    def __init__(self, budget: _TextBudget):
+        super().__init__(convert_charrefs=True)
+        self.budget = budget
+        self.lines: list[str] = []
+        self.hidden: list[str] = []  # open hidden elements, innermost last
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "body" and "head" in self.hidden:  # an unclosed <head> ends where <body> starts
+            del self.hidden[self.hidden.index("head"):]
+        if tag in _HTML_HIDDEN:
+            self.hidden.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        pass  # <svg/>, <br/>: nothing to open or show
+
+    def handle_endtag(self, tag):
+        if tag in self.hidden:
+            del self.hidden[len(self.hidden) - 1 - self.hidden[::-1].index(tag):]
+
+    def handle_data(self, data):
+        if self.hidden:
+            return
+        for line in data.splitlines():
+            line = line.strip()
+            if line:
+                self.budget.add(len(line) + 1, 1)
+                self.lines.append(line)
+
+
+def parse_html(data: bytes, filename: str) -> ParsedDocument:
+    """Visible text only: script/style/template/noscript/head and comments are dropped."""
     raw, encoding = _decode_document(data)
-    soup = BeautifulSoup(raw, "html.parser")
-    for tag in soup(["script", "style", "template", "noscript", "head", "svg"]):
-        tag.decompose()
-    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
-        comment.extract()
-    lines = (line.strip() for line in soup.get_text("\n").splitlines())
-    text = "\n".join(line for line in lines if line)
+    reader = _HtmlText(_TextBudget())
+    for start in range(0, len(raw), 1 << 20):
+        reader.feed(raw[start:start + (1 << 20)])
+    reader.close()
+    text = "\n".join(reader.lines)
     return ParsedDocument(filename, text, [PageSpan(1, 0, len(text))], encoding=encoding)
 
 
@@ -602,7 +636,13 @@ def parse(data: bytes, filename: str) -> ParsedDocument:
     check_size(len(data))
     if not data or data.isspace():  # (not data.strip(): that copies a 200 MB file)
         raise errors.EmptyDocument()
-    doc = parser(data, filename)
+    try:
+        doc = parser(data, filename)
+    except errors.WendaoError:
+        raise
+    except Exception as exc:  # a library failing in a way not foreseen: logged, and said in Chinese
+        log.exception("parsing %r failed", filename)
+        raise errors.CorruptFile(f"文件无法解析（{extension[1:].upper()} 格式异常或已损坏）。") from exc
     if not doc.text.strip():
         raise errors.EmptyDocument()
     if not has_visible_text(doc.text):

@@ -291,7 +291,7 @@ def peak_mb():
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-for module in ("lxml.etree", "docx", "bs4", "pypdfium2", "charset_normalizer"):
+for module in ("lxml.etree", "docx", "bs4", "html.parser", "pypdfium2", "charset_normalizer"):
     try:
         __import__(module)
     except ImportError:
@@ -348,6 +348,14 @@ def test_lying_zip_directory_never_inflates_past_what_it_announces(tmp_path):
     assert outcome["growth_mb"] < 50, outcome
 
 
+def test_html_of_many_tiny_elements_parses_in_bounded_memory(tmp_path):
+    path = tmp_path / "tags.html"
+    path.write_bytes(b"<html><body>" + b"<i>x</i>" * 200_000 + b"</body></html>")  # 1.6 MB
+    outcome = parse_in_subprocess(path, "tags.html")
+    assert outcome.get("chars", 0) >= 200_000 * 2 - 1, outcome
+    assert outcome["growth_mb"] < 60, outcome  # a BeautifulSoup tree: ~150 bytes per byte of tags
+
+
 def test_large_text_file_is_refused_in_bounded_memory(tmp_path):
     path = tmp_path / "big.txt"
     line = (TEXT + "\n").encode("gbk")
@@ -387,3 +395,16 @@ def test_docx_stream_reader_keeps_structure():
     doc = parse(docx_package(body), "structure.docx")
     assert doc.text.split("\n") == ["第一章\t总则", "链接文字之后", "换行", "正文", "插入",
                                     "华北 | 北京", "华北 | 天津 内 | 表", "表后"]
+
+
+def test_unforeseen_library_failure_becomes_a_chinese_reason(monkeypatch, caplog):
+    from services import parsing
+
+    def broken(data, filename):
+        raise KeyError("/Root object missing in /tmp/secret/path")
+
+    monkeypatch.setitem(parsing.PARSERS, ".pdf", broken)
+    with pytest.raises(errors.CorruptFile) as caught:
+        parse(b"%PDF-1.4 whatever", "x.pdf")
+    assert_chinese_reason(caught.value.message_zh)
+    assert "/tmp" not in caught.value.message_zh and "KeyError" in caplog.text  # logged server-side
