@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components.safe_text import inert
+from components.safe_text import inert, inert_code_urls
 from components.state import library, show_error
 from components.widgets import highlight, passage_box
 from services.citations import parse_markers
@@ -203,7 +203,7 @@ def show_turn(kb: KnowledgeBase, question: str, answer: dict, key: str) -> None:
     with st.chat_message("assistant"):
         clicked = answer_text(answer, key)
         if answer.get("notice"):
-            st.warning(inert(answer["notice"]))
+            st.warning(inert_code_urls(answer["notice"]))
         chip = citation_chips(kb, answer, key)
         details(answer, question)
     n = clicked or chip

@@ -46,3 +46,25 @@ def html_text(text: object) -> str:
     kind of line break turned into <br>, so no blank line can end the HTML block and let the
     rest be parsed as Markdown."""
     return _NEWLINES.sub("\n", html.escape(str(text))).replace("\n", "<br>")
+
+
+# A URL up to the first blank, quote or CJK / closing punctuation (so "地址 http://h/v1，请检查" ends at "v1").
+_URL = re.compile(r"(?i)(?:https?://|www\.)[^\s`\"'<>，。；、！？：）」』】]*[^\s`\"'<>，。；、！？：）」』】.,;:!?)]")
+
+
+def inert_code_urls(text: object) -> str:
+    """Like inert(), but every URL (an endpoint in a notice or an error) is shown as inline code:
+    readable, never an auto-link that swallows the Chinese text after it."""
+    lines = _NEWLINES.sub("\n", str(text)).split("\n")
+    out = []
+    for line in lines:
+        parts, pos = [], 0
+        for m in _URL.finditer(line):
+            if m.start() > pos:
+                parts.append(inert(line[pos:m.start()], keep_lines=False))
+            parts.append(f" `{m.group(0)}` ")
+            pos = m.end()
+        if pos < len(line):
+            parts.append(inert(line[pos:], keep_lines=False))
+        out.append("".join(parts).strip())
+    return "  \n".join(out)

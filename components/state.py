@@ -7,7 +7,7 @@ import re
 
 import streamlit as st
 
-from components.safe_text import inert
+from components.safe_text import inert, inert_code_urls
 from services import errors
 from services.config import data_dir
 from services.library import Library, open_library
@@ -116,10 +116,10 @@ def show_error(exc: Exception) -> None:
     if isinstance(exc, errors.WendaoError):
         if exc.__cause__ is not None:
             log.error("%s", type(exc).__name__, exc_info=exc)
-        st.error(inert(without_paths(exc.message_zh)))
+        st.error(inert_code_urls(without_paths(exc.message_zh)))
     else:
         log.error("unexpected error shown to the user", exc_info=exc)
-        st.error(f"出错了（{type(exc).__name__}），操作没有完成。请重试；详细信息已写入服务器日志。")
+        st.error("出错了，操作没有完成。请重试；详细信息已写入服务器日志。")
 
 
 def setup_logging() -> None:

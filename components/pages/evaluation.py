@@ -24,6 +24,20 @@ CHUNKERS = {"current": "当前知识库的切分", "sentence": "按句子 300 �
 CHUNKER_CONFIGS = {"sentence": ChunkingConfig("sentence", 300, 120), "fixed": ChunkingConfig("fixed", 300, 50),
                    "window": ChunkingConfig("window", window=4, stride=2)}
 
+CSV_HEADERS = {"config": "配置", "id": "问题编号", "question": "问题", "first_relevant_rank": "首个相关片段名次",
+               "doc_rank": "相关文档名次", "ndcg10": "nDCG@10", "ms": "耗时（毫秒）", "top_doc": "第一名文档"}
+
+
+def csv_bytes(rows) -> bytes:
+    """Per-question results as CSV: Chinese headers, then one row with the English keys (for
+    scripts), then the data; UTF-8 with BOM so Excel shows the Chinese."""
+    frame = pd.DataFrame(rows_as_dicts(rows))
+    keys = list(frame.columns)
+    headers = [CSV_HEADERS.get(k) or k.replace("coverage@", "答案覆盖@").replace("chars", "字") for k in keys]
+    body = pd.concat([pd.DataFrame([keys], columns=keys), frame.astype(object).where(frame.notna(), "")])
+    return body.to_csv(index=False, header=headers).encode("utf-8-sig")
+
+
 lib = library()
 st.title("评测")
 kb = current_kb()
@@ -55,6 +69,21 @@ if kb is None or lib.store.count_chunks(kb.id) == 0:
     st.info("当前知识库还没有文档。可以先创建示例知识库。")
     st.stop()
 st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**" + (f" · {len(questions)} 个问题" if questions else ""))
+if questions:
+    wanted = {q.doc_name for q in questions if q.doc_name}
+    held = {d.filename for d in lib.store.list_documents(kb.id) if d.status == "ready" and d.enabled}
+    if wanted and not wanted & held:
+        st.warning("当前知识库里没有这些问题所针对的文档，评测结果会全部为 0。"
+                   + ("示例问题需要「示例」知识库。" if source == "sample" else "请先上传问题文件中 doc_file 指向的文档。"))
+        sample_kb = lib.store.find_kb("示例")
+        if source == "sample" and sample_kb is not None and sample_kb.id != kb.id:
+            if st.button("切换到「示例」知识库"):
+                select_kb(sample_kb)
+                st.rerun()
+        elif source == "sample":
+            st.caption("点上方「创建「示例」知识库并导入示例文档」。")
+    elif wanted - held:
+        st.caption(f"问题针对的 {len(wanted)} 个文档中，当前知识库有 {len(wanted & held)} 个；其余文档的问题得分为 0。")
 
 c1, c2, c3 = st.columns(3)
 modes = c1.multiselect("检索方式", list(MODES), default=list(MODES), format_func=MODES.get)
@@ -84,12 +113,18 @@ if st.button("开始评测", type="primary", disabled=not (questions and modes a
             all_summaries.update(summaries)
             all_rows.extend(rows)
         bar.progress(1.0, text="完成")
-        st.session_state["eval_result"] = (all_summaries, all_rows)
+        st.session_state["eval_result"] = (kb.id, all_summaries, all_rows)
     except Exception as exc:
         show_error(exc)
 
-if "eval_result" in st.session_state:
-    summaries, rows = st.session_state["eval_result"]
+result = st.session_state.get("eval_result")
+if result and result[0] != kb.id:  # results belong to the KB they were run on
+    st.session_state.pop("eval_result", None)
+    result = None
+if result:
+    _, summaries, rows = result
+    if all(s.get("recall@20", 0) == 0 for s in summaries.values()):
+        st.warning("所有配置的得分都是 0：当前知识库很可能不包含问题所针对的文档。")
     table = pd.DataFrame([{"配置": name, **{k: v for k, v in s.items()}} for name, s in summaries.items()])
     table = table.rename(columns={"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "Recall@10",
                                   "recall@20": "Recall@20", "mrr@10": "MRR@10", "ndcg@10": "nDCG@10",
@@ -98,12 +133,19 @@ if "eval_result" in st.session_state:
                                   "questions": "题数"})
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c not in ("配置", "题数")})
-    curve = pd.DataFrame([{"配置": name, "k": k, "Recall": s[f"recall@{k}"]} for name, s in summaries.items() for k in KS])
-    st.altair_chart(alt.Chart(curve).mark_line(point=True).encode(
-        x=alt.X("k:O", title="k"), y=alt.Y("Recall:Q", scale=alt.Scale(zero=False)), color="配置:N"),
+    curve = pd.DataFrame([{"配置": name, "k": k, "召回率": s[f"recall@{k}"]} for name, s in summaries.items() for k in KS])
+    legend = alt.Legend(orient="bottom", columns=1, labelLimit=600, title=None)
+    st.altair_chart(alt.Chart(curve, title="Recall@k 曲线").mark_line(point=alt.OverlayMarkDef(size=70)).encode(
+        x=alt.X("k:O", title="前 k 个结果", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("召回率:Q", scale=alt.Scale(zero=False), axis=alt.Axis(format=".0%")),
+        color=alt.Color("配置:N", legend=legend), strokeDash=alt.StrokeDash("配置:N", legend=legend),
+        shape=alt.Shape("配置:N", legend=legend), tooltip=["配置", "k", alt.Tooltip("召回率:Q", format=".3f")]),
         width="stretch")
     latency = table[["配置", "延迟 p50 (ms)", "延迟 p95 (ms)"]].melt("配置", var_name="指标", value_name="毫秒")
-    st.altair_chart(alt.Chart(latency).mark_bar().encode(x="配置:N", y="毫秒:Q", color="指标:N", xOffset="指标:N"),
-                    width="stretch")
-    csv = pd.DataFrame(rows_as_dicts(rows)).to_csv(index=False).encode("utf-8-sig")
+    latency["指标"] = latency["指标"].map({"延迟 p50 (ms)": "中位数 p50", "延迟 p95 (ms)": "p95"})
+    st.altair_chart(alt.Chart(latency, title="检索延迟（毫秒）").mark_bar().encode(
+        y=alt.Y("配置:N", title=None, axis=alt.Axis(labelLimit=600)), yOffset="指标:N",
+        x=alt.X("毫秒:Q", title="毫秒", axis=alt.Axis(format="~s")), color=alt.Color("指标:N", title=None),
+        tooltip=["配置", "指标", alt.Tooltip("毫秒:Q", format=".1f")]), width="stretch")
+    csv = csv_bytes(rows)
     st.download_button("下载逐题结果 CSV", csv, icon=":material/download:", file_name="wendao-eval.csv", mime="text/csv")

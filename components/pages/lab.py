@@ -8,12 +8,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from components.safe_text import inert
+from components.safe_text import inert, inert_code_urls
 from components.state import library, searchable_kb, show_error
-from components.widgets import highlight, passage_box
+from components.answer_view import TIMING_ZH
+from components.widgets import document_filter, highlight, passage_box
 from services.config import RetrievalSettings
 from services.fusion import METHODS
 from services.library import retrieval_settings
+from services.pageview import page_label
 from services.retrieval import MODES, Retriever, SearchResult
 from services.tokenizer import term_spans
 
@@ -37,23 +39,54 @@ def settings_form(prefix: str, base: RetrievalSettings) -> RetrievalSettings:
     return replace(base, mode=mode, fusion=fusion, dense_weight=weight, top_k=int(top_k), rerank=rerank)
 
 
+SCORE_KINDS = {"BM25 分数": "BM25 原始分数（无上限）", "向量分数": "向量相似度（0–1）", "融合分数": "融合分数",
+               "重排分数": "重排分数"}
+
+
 def run(settings: RetrievalSettings, query: str) -> SearchResult | None:
     try:
-        return Retriever(lib, kb, settings).search(query)
+        return Retriever(lib, kb, settings, doc_ids=doc_ids).search(query)
     except Exception as exc:
         show_error(exc)
         return None
 
 
 def score_table(result: SearchResult) -> pd.DataFrame:
+    """Every hit's rank and score per stage; a stage that did not find it shows "—" (never "None")."""
+    def rank(h, k):
+        return str(h.ranks[k]) if h.ranks.get(k) is not None else "—"
+
+    def score(h, k):
+        return f"{h.scores[k]:.3f}" if h.scores.get(k) is not None else "—"
+
     rows = []
     for i, h in enumerate(result.hits, start=1):
-        rows.append({"名次": i, "文档": h.doc, "页": h.page_start,
-                     "BM25 名次": h.ranks.get("bm25"), "BM25 分数": h.scores.get("bm25"),
-                     "向量名次": h.ranks.get("dense"), "向量分数": h.scores.get("dense"),
-                     "融合分数": h.scores.get("fused"), "重排分数": h.scores.get("rerank"),
+        rows.append({"名次": i, "文档": h.doc, "页": page_label(h.page_start, h.page_end),
+                     "BM25 名次": rank(h, "bm25"), "BM25 分数": score(h, "bm25"),
+                     "向量名次": rank(h, "dense"), "向量分数": score(h, "dense"),
+                     "融合分数": score(h, "fused"), "重排分数": score(h, "rerank"),
                      "片段": h.text[:60].replace("\n", " ")})
     return pd.DataFrame(rows)
+
+
+def score_chart(result: SearchResult) -> alt.FacetChart | None:
+    """One panel per score kind, each on its own axis: BM25's raw scores (0–8 and more) would
+    flatten the 0–1 similarities into identical bars on a shared axis."""
+    rows = [{"名次": i, "分数类型": SCORE_KINDS[label], "分数": h.scores[k]}
+            for i, h in enumerate(result.hits, start=1)
+            for k, label in (("bm25", "BM25 分数"), ("dense", "向量分数"), ("fused", "融合分数"), ("rerank", "重排分数"))
+            if h.scores.get(k) is not None]
+    if not rows:
+        return None
+    data = pd.DataFrame(rows)
+    kinds = [v for v in SCORE_KINDS.values() if v in set(data["分数类型"])]
+    return alt.Chart(data).mark_bar().encode(
+        x=alt.X("名次:O", title="最终名次", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("分数:Q", title=None, axis=alt.Axis(format="~r", tickCount=4)),
+        color=alt.Color("分数类型:N", legend=None), tooltip=["名次", "分数类型", alt.Tooltip("分数:Q", format=".4f")],
+    ).properties(height=150).facet(row=alt.Row("分数类型:N", sort=kinds, title=None,
+                                               header=alt.Header(labelAngle=0, labelAlign="left", labelOrient="top"))
+                                   ).resolve_scale(y="independent")
 
 
 def explain_missing(result: SearchResult, expected: str, settings: RetrievalSettings) -> None:
@@ -74,22 +107,19 @@ def explain_missing(result: SearchResult, expected: str, settings: RetrievalSett
 
 def show_result(result: SearchResult) -> None:
     if result.notice:
-        st.warning(inert(result.notice))
+        st.warning(inert_code_urls(result.notice))
     st.caption("查询分词（jieba 搜索模式）：" + (" / ".join(f"`{t.replace('`', '')}`" for t in result.terms) or "（无有效词）")
-               + " · " + " · ".join(f"{k} {v:.1f}ms" for k, v in result.timings_ms.items()))
+               + " · " + " · ".join(f"{TIMING_ZH.get(k, k)} {v:.1f} 毫秒" for k, v in result.timings_ms.items()))
     if not result.hits:
         st.warning("没有找到候选段落。")
         return
     table = score_table(result)
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
-                                ("BM25 分数", "向量分数", "融合分数", "重排分数")})
-    long = table.melt(id_vars=["名次"], value_vars=["BM25 分数", "向量分数", "融合分数", "重排分数"],
-                      var_name="阶段", value_name="分数").dropna()
-    chart = alt.Chart(long).mark_bar().encode(x=alt.X("名次:O"), y="分数:Q", color="阶段:N", xOffset="阶段:N")
-    st.altair_chart(chart, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch")
+    chart = score_chart(result)
+    if chart is not None:
+        st.altair_chart(chart)
     for i, h in enumerate(result.hits, start=1):
-        st.markdown(f"**{i}\\. {inert(h.doc, keep_lines=False)}** · 第{h.page_start}页 · \\[{h.start}, {h.end})")
+        st.markdown(f"**{i}\\. {inert(h.doc, keep_lines=False)}** · {page_label(h.page_start, h.page_end)} · 位置 {h.start}–{h.end}")
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
     with st.expander(f"全部 {len(result.candidates)} 个候选（融合后、截断前）"):
         st.dataframe(score_table(SearchResult(result.query, result.candidates, {}, result.terms)), hide_index=True,
@@ -97,6 +127,7 @@ def show_result(result: SearchResult) -> None:
 
 
 query = st.text_input("查询", placeholder="输入一个问题，看看每个阶段找到了什么")
+doc_ids = document_filter(lib, kb, f"lab_docs_{kb.id}")
 expected = st.text_input("期望找到的内容（可选）", placeholder="粘贴一句原文，看看它在每个阶段排第几、为什么没被找到")
 compare = st.toggle("对比两组设置", key="lab_compare")
 base = retrieval_settings(lib, kb)

@@ -129,7 +129,8 @@ with st.form(key("llm")):
                               help="填写后只保存在当前浏览器会话中，并用于你填写的接口地址。服务器配置的 Key 只会发往服务器配置的接口地址；"
                                    "换成其他接口地址时，请填写你自己的 Key。")
     c1, c2, c3 = st.columns(3)
-    temperature = c1.slider("temperature", 0.0, 1.5, float(llm.temperature), 0.05)
+    temperature = c1.slider("随机性（温度）", 0.0, 1.5, float(llm.temperature), 0.05,
+                            help="越低回答越稳定、越贴近资料；文档问答建议 0–0.3")
     max_tokens = c2.number_input("最大输出 tokens", 64, 32000, int(llm.max_tokens))
     timeout = c3.number_input("超时（秒）", 1, 600, int(llm.timeout))
     structured = st.checkbox("优先使用结构化输出（JSON schema，小模型引用更准确）", llm.structured_output)
