@@ -1,4 +1,4 @@
-"""`python -m services {ingest,chunks,search,ask,eval,kbs,reindex,check}` — the same code the UI runs.
+"""`python -m services {ingest,chunks,search,ask,eval,kbs,reindex,check,finetune}` — the same code the UI runs.
 
 Human-readable output by default; `--json` prints machine-readable JSON (stable fields, see the
 README). Progress goes to stderr. Exit code 1 on a user error (message in Chinese on stderr);
@@ -222,6 +222,36 @@ def cmd_check(args) -> int:
     return 0 if report["ok"] else 1
 
 
+def cmd_finetune(args) -> int:
+    from services.finetune import FinetuneSettings, finetune
+
+    lib = _library()
+    lib.require_owner()
+    kb = lib.kb(args.kb)
+    settings = FinetuneSettings(epochs=args.epochs, max_pairs=args.max_pairs, batch_size=args.batch_size)
+
+    def on_step(p):
+        if args.verbose or p.step == p.steps:
+            eta = f"，预计还需 {p.eta_s:.0f} 秒" if p.eta_s else ""
+            print(f"  训练 {p.step}/{p.steps}，loss {p.losses[-1]:.4f}{eta}", file=sys.stderr)
+
+    card = finetune(lib, kb, args.name, settings, on_step, on_stage=lambda s: print(f"[{s}]", file=sys.stderr))
+    rows = [{"retrieval": kind, "model": label, **{k: round(v, 4) for k, v in card[when][kind].items()}}
+            for kind in ("dense", "hybrid") for when, label in (("before", "base"), ("after", args.name))]
+    if args.json:
+        _print_json({"name": card["name"], "path": card["path"], "base_model": card["base_model"],
+                     "pairs": card["pairs"], "better": card["better"], "seconds": card["seconds"],
+                     "before": card["before"], "after": card["after"], "table": rows})
+    else:
+        print(f"微调完成：{card['path']}（{card['seconds']:.0f} 秒，训练查询 {card['pairs']['train']} 条，"
+              f"留出 {card['pairs']['heldout']} 条）")
+        for r in rows:
+            print(f"  {r['retrieval']:6} {r['model']:24} R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  "
+                  f"R@10 {r['recall@10']:.3f}  MRR@10 {r['mrr@10']:.3f}")
+        print("新模型更好，可在设置中切换到它。" if card["better"] else "新模型没有更好，不建议切换。")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m services", description="问道 Wendao 命令行")
     sub = p.add_subparsers(dest="command", required=True)
@@ -278,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_reindex)
+
+    s = sub.add_parser("finetune", help="用知识库自己的文档微调向量模型，输出前后对比")
+    s.add_argument("--kb", required=True)
+    s.add_argument("--name", required=True)
+    s.add_argument("--epochs", type=int, default=1)
+    s.add_argument("--max-pairs", type=int, default=2000)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("check", help="核对索引与 SQLite 是否一致（不一致时退出码为 1）")
     s.add_argument("--kb", required=True)

@@ -225,7 +225,8 @@ class Library:
                 removed += 1
             self._sweep_originals()
             with self.store._lock:  # background jobs a dead owner was running start again
-                self.store.db.execute("UPDATE jobs SET status='queued', stage='', done=0 WHERE status='running'")
+                self.store.db.execute(
+                    "UPDATE jobs SET status='queued', stage='', done=0 WHERE status IN ('running','cancelling')")
                 queued = {tuple(r) for r in self.store.db.execute(
                     "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status='queued'")}
                 for kb_id, doc_id in self.store.dense_pending():  # keyword-only documents get their vectors

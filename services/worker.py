@@ -24,7 +24,7 @@ from services.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "cancelling")
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Job:
     created_at: float
     started_at: float | None
     updated_at: float
+    kind: str = "ingest"  # ingest | vectors | finetune
 
     @property
     def elapsed(self) -> float:
@@ -63,23 +64,47 @@ def submit(lib: Library, kb: KnowledgeBase, filename: str, data: bytes, config: 
     return cur.lastrowid
 
 
-def jobs(lib: Library, kb: KnowledgeBase, since: float | None = None) -> list[Job]:
-    """A KB's jobs: all active ones plus those finished after `since` (default: the last hour)."""
+def jobs(lib: Library, kb: KnowledgeBase, since: float | None = None, kinds=("ingest", "vectors")) -> list[Job]:
+    """A KB's jobs of `kinds`: all active ones plus those finished after `since` (default: the last hour)."""
     since = time.time() - 3600 if since is None else since
+    marks = ",".join("?" * len(kinds))
     rows = lib.store.db.execute(
-        "SELECT id, kb_id, filename, status, stage, done, total, result, created_at, started_at, updated_at FROM jobs"
-        " WHERE kb_id=? AND (status IN ('queued','running') OR updated_at>=?) ORDER BY id", (kb.id, since))
+        "SELECT id, kb_id, filename, status, stage, done, total, result, created_at, started_at, updated_at, kind"
+        f" FROM jobs WHERE kb_id=? AND kind IN ({marks}) AND (status IN ('queued','running','cancelling')"
+        " OR updated_at>=?) ORDER BY id", (kb.id, *kinds, since))
     return [Job(*r[:7], json.loads(r[7] or "{}"), *r[8:]) for r in rows]
 
 
 def cancel(lib: Library, job_id: int) -> bool:
-    """Cancel a job that has not started; True when it was cancelled."""
+    """Cancel a job: one not started is cancelled at once; a running fine-tuning stops at its next
+    step ('cancelling'). True when something was cancelled."""
+    now = time.time()
     with lib.store._lock:
         cur = lib.store.db.execute("UPDATE jobs SET status='cancelled', updated_at=? WHERE id=? AND status='queued'",
-                                   (time.time(), job_id))
-    if cur.rowcount:
-        _remove_upload(lib, job_id)
-    return bool(cur.rowcount)
+                                   (now, job_id))
+        if not cur.rowcount:
+            running = lib.store.db.execute("UPDATE jobs SET status='cancelling', updated_at=? WHERE id=?"
+                                           " AND status='running' AND kind='finetune'", (now, job_id))
+            return bool(running.rowcount)
+    _remove_upload(lib, job_id)
+    return True
+
+
+def submit_finetune(lib: Library, kb: KnowledgeBase, name: str, settings=None) -> int:
+    """Queue a fine-tuning run of the KB's embedding model (services.finetune) in the background."""
+    from dataclasses import asdict
+
+    from services.finetune import FinetuneSettings, _valid_name
+
+    lib.require_owner()
+    params = {"name": _valid_name(name), "settings": asdict(settings or FinetuneSettings())}
+    now = time.time()
+    with lib.store._lock:
+        cur = lib.store.db.execute(
+            "INSERT INTO jobs(kb_id, kind, filename, params, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+            (kb.id, "finetune", params["name"], json.dumps(params, ensure_ascii=False), "queued", now, now))
+    worker_for(lib).wake()
+    return cur.lastrowid
 
 
 class IngestWorker:
@@ -95,7 +120,8 @@ class IngestWorker:
         self._wake.set()
 
     def idle(self) -> bool:
-        return not self.lib.store.db.execute("SELECT 1 FROM jobs WHERE status IN ('queued','running')").fetchone()
+        return not self.lib.store.db.execute(
+            "SELECT 1 FROM jobs WHERE status IN ('queued','running','cancelling')").fetchone()
 
     def _loop(self) -> None:
         while True:
@@ -127,6 +153,9 @@ class IngestWorker:
     def _run(self, job_id: int, kb_id: int, filename: str, path: str, params: str, kind: str) -> None:
         from services.ingest import complete_pending_vectors, ingest_bytes
 
+        if kind == "finetune":
+            self._finetune(job_id, kb_id, json.loads(params))
+            return
         if kind == "vectors":  # a keyword-only document left by a crash: `path` holds its doc id
             kb = self.lib.store.get_kb(kb_id)
             n = complete_pending_vectors(self.lib, kb, path, self._progress(job_id))
@@ -141,6 +170,41 @@ class IngestWorker:
         config = ChunkingConfig(**json.loads(params))
         result = ingest_bytes(self.lib, kb, data, filename, config, self._progress(job_id))
         self._finish(job_id, "failed" if result.status == "failed" else "done", result.to_dict())
+
+    def _finetune(self, job_id: int, kb_id: int, params: dict) -> None:
+        from services.finetune import Cancelled, FinetuneSettings, finetune
+
+        kb = self.lib.store.get_kb(kb_id)
+        settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
+                                       for k, v in params.get("settings", {}).items()})
+        state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None}
+
+        def save():
+            with self.lib.store._lock:
+                self.lib.store.db.execute(
+                    "UPDATE jobs SET stage=?, done=?, total=?, result=?, updated_at=? WHERE id=?",
+                    (state["stage"], state["step"], state["steps"],
+                     json.dumps({"losses": state["losses"], "eta_s": state["eta"]}), time.time(), job_id))
+
+        def on_stage(stage):
+            state["stage"] = stage
+            save()
+
+        def on_step(p):
+            state.update(losses=p.losses, step=p.step, steps=p.steps, eta=p.eta_s)
+            save()
+
+        def cancelled():
+            row = self.lib.store.db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            return row is None or row[0] == "cancelling"
+
+        try:
+            card = finetune(self.lib, kb, params["name"], settings, on_step, cancelled, on_stage=on_stage)
+            self._finish(job_id, "done", card, remove_upload=False)
+        except Cancelled:
+            self._finish(job_id, "cancelled", {"reason": "已取消"}, remove_upload=False)
+        except errors.WendaoError as exc:
+            self._finish(job_id, "failed", {"reason": exc.message_zh}, remove_upload=False)
 
     def _progress(self, job_id: int):
         last = [0.0]

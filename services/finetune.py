@@ -1,0 +1,380 @@
+"""Fine-tune the embedding model on a knowledge base's own documents (no gold questions needed).
+
+Following the BGE recipe (the seed document): pseudo-queries per chunk, hard negatives mined from
+other documents, contrastive training, then evaluation before/after on held-out queries.
+- Training pairs: offline, a chunk's most informative sentence becomes the query and the rest of
+  the chunk the positive (the inverse-cloze task); with an LLM configured, 2–3 questions a user would
+  type (in the KB's script). A held-out part of the queries is kept for evaluation only.
+- Hard negatives: BM25 candidates from *other* documents, sampled from a rank range (not the very
+  top, which often holds false negatives), skipping near-duplicates of the positive.
+- Training: sentence-transformers' MultipleNegativesRankingLoss (in-batch + mined negatives) in a
+  plain loop with progress, a loss curve, an ETA and cancellation; CPU or GPU.
+- Result: a normal sentence-transformers folder under `<data>/models/<name>/` with a model card
+  (`wendao_card.json`: base model, KB, date, data size, settings, metrics), listed by
+  `finetuned_models` and selectable per KB like any model (re-embedding switches the KB to it).
+  The switch is offered only when the new model is better on the held-out queries.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from services import errors
+from services.bm25 import query_vector
+from services.index_text import document_title, index_text
+from services.library import Library
+from services.store import KnowledgeBase
+from services.text import split_sentences
+
+log = logging.getLogger(__name__)
+CARD = "wendao_card.json"
+
+
+@dataclass
+class FinetuneSettings:
+    epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 2e-5
+    max_pairs: int = 2000  # training queries (CPU budget: ~15 min for a 1,000-document KB)
+    heldout: float = 0.15
+    negatives_range: tuple[int, int] = (3, 30)  # BM25 ranks hard negatives are sampled from
+    max_seq_length: int = 256
+    seed: int = 0
+    method: str = "sentence"  # sentence (offline, inverse cloze) | llm
+
+
+@dataclass
+class Pair:
+    query: str
+    positive: str
+    chunk_id: int
+    doc_id: str
+    negative: str = ""
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.step:
+            return None
+        return (time.time() - self.started) / self.step * (self.steps - self.step)
+
+
+# --- training data -------------------------------------------------------------------------------
+def generate_pairs(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings, llm=None) -> list[Pair]:
+    """Pseudo-queries for the KB's chunks (offline: inverse cloze; with `llm`: generated questions)."""
+    rng = random.Random(settings.seed)
+    chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
+    rng.shuffle(chunks)
+    titles: dict[str, str] = {}
+    pairs: list[Pair] = []
+    for c in chunks:
+        if len(pairs) >= settings.max_pairs:
+            break
+        if c.doc_id not in titles:
+            doc = lib.store.get_document(kb.id, c.doc_id)
+            titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
+        passage = index_text(titles[c.doc_id], c)
+        queries = _llm_queries(llm, c.text) if llm is not None else [_cloze_query(c.text, rng)]
+        for q in filter(None, queries):
+            positive = passage if llm is not None else _without(passage, q)
+            if len(positive) >= 10:
+                pairs.append(Pair(q, positive, c.id, c.doc_id))
+    return pairs
+
+
+def _cloze_query(text: str, rng: random.Random) -> str | None:
+    """The chunk's sentence with the most content (8–80 characters), a query the rest must answer."""
+    sentences = [text[a:b].strip() for a, b in split_sentences(text)]
+    good = [s for s in sentences if 8 <= len(s) <= 80]
+    if len(good) < 2 and len(sentences) < 2:
+        return None
+    good = good or sentences
+    scored = sorted(good, key=lambda s: -len(set(re.findall(r"[\u4e00-\u9fff]", s))))
+    return rng.choice(scored[:3]).rstrip("。！？!?；;")
+
+
+def _without(passage: str, sentence: str) -> str:
+    return passage.replace(sentence, "", 1).strip()
+
+
+def _llm_queries(llm, text: str) -> list[str]:
+    """2–3 questions a user would type about a passage, in its script (one LLM call)."""
+    prompt = ("根据下面的资料，写出 2 到 3 个用户可能会问、且资料能回答的问题。使用与资料相同的文字（简体或繁体），"
+              "每行一个问题，不要编号，不要其他内容。\n\n资料：\n" + text[:1200])
+    try:
+        reply = llm.complete([{"role": "user", "content": prompt}], max_tokens=200)
+    except errors.LLMError:
+        return []
+    lines = [re.sub(r"^[\s\d.、\-*]+", "", line).strip() for line in reply.splitlines()]
+    return [q for q in lines if 4 <= len(q) <= 80][:3]
+
+
+def mine_negatives(lib: Library, kb: KnowledgeBase, pairs: list[Pair], settings: FinetuneSettings) -> list[Pair]:
+    """Give each pair a hard negative: a BM25 candidate from another document, sampled from the rank
+    range, never a near-duplicate of the positive. Pairs without one keep in-batch negatives only."""
+    rng = random.Random(settings.seed + 1)
+    lo, hi = settings.negatives_range
+    for p in pairs:
+        found = lib.bm25_search(kb, query_vector(p.query), hi)
+        chunks = lib.store.get_chunks([f.id for f in found])
+        candidates = [chunks[f.id] for f in found[lo - 1:] if f.id in chunks]
+        candidates = [c for c in candidates if c.doc_id != p.doc_id and not near_duplicate(c.text, p.positive)]
+        if candidates:
+            p.negative = rng.choice(candidates).text
+    return pairs
+
+
+def near_duplicate(a: str, b: str, threshold: float = 0.5) -> bool:
+    """Character-bigram Jaccard similarity above `threshold` (the same passage in another file)."""
+    x, y = _bigrams(a), _bigrams(b)
+    return bool(x and y) and len(x & y) / len(x | y) > threshold
+
+
+def _bigrams(text: str) -> set[str]:
+    text = re.sub(r"\s+", "", text)
+    return {text[i:i + 2] for i in range(len(text) - 1)}
+
+
+def split_heldout(pairs: list[Pair], settings: FinetuneSettings) -> tuple[list[Pair], list[Pair]]:
+    """Held-out queries by document (no document contributes to both), for an honest evaluation."""
+    docs = sorted({p.doc_id for p in pairs})
+    random.Random(settings.seed + 2).shuffle(docs)
+    held = set(docs[:max(1, round(len(docs) * settings.heldout))]) if len(docs) > 1 else set()
+    train = [p for p in pairs if p.doc_id not in held]
+    test = [p for p in pairs if p.doc_id in held] or pairs[: max(1, len(pairs) // 7)]
+    return train, test
+
+
+# --- training ------------------------------------------------------------------------------------
+def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSettings,
+          on_step: Callable[[Progress], None] | None = None, cancelled: Callable[[], bool] | None = None,
+          device: str | None = None):
+    """Contrastive training (MultipleNegativesRankingLoss) of the sentence-transformers model `base`;
+    saves it to `out_dir` and returns the Progress (loss per step). Raises Cancelled when asked to stop."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from services.embedding import pick_device
+
+    torch.manual_seed(settings.seed)
+    model = SentenceTransformer(base, device=device or pick_device(), local_files_only=True)
+    model.max_seq_length = min(model.max_seq_length or 512, settings.max_seq_length)
+    prefix_q, prefix_p = _prefixes(base)
+    loss_fn = MultipleNegativesRankingLoss(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+    rng = random.Random(settings.seed)
+    batches_per_epoch = math.ceil(len(pairs) / settings.batch_size)
+    progress = Progress(steps=batches_per_epoch * settings.epochs)
+    warmup = max(1, progress.steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (progress.steps - s) / max(1, progress.steps - warmup)))
+    model.train()
+    for _ in range(settings.epochs):
+        order = pairs[:]
+        rng.shuffle(order)
+        for i in range(0, len(order), settings.batch_size):
+            if cancelled and cancelled():
+                raise Cancelled()
+            batch = order[i:i + settings.batch_size]
+            columns = [[prefix_q + p.query for p in batch], [prefix_p + p.positive for p in batch]]
+            if all(p.negative for p in batch):
+                columns.append([prefix_p + p.negative for p in batch])
+            features = [_to_device(model.tokenize(col), model.device) for col in columns]
+            loss = loss_fn(features, torch.zeros(len(batch)))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            progress.step += 1
+            progress.losses.append(float(loss.detach()))
+            if on_step:
+                on_step(progress)
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(out_dir))
+    return progress
+
+
+class Cancelled(errors.WendaoError):
+    default_message = "微调已取消。"
+
+
+def _to_device(features: dict, device) -> dict:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
+
+
+def _prefixes(base: str) -> tuple[str, str]:
+    from services.models import resolve
+
+    spec = resolve(base, "embedding")
+    return spec.query_prefix, spec.passage_prefix
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+def evaluate_model(lib: Library, kb: KnowledgeBase, model_path: str, pairs: list[Pair],
+                   dense_weight: float = 0.5) -> dict:
+    """R@1/5/10 and MRR@10 of held-out queries (relevant = the chunk the query came from) over all of
+    the KB's chunks, dense alone and hybrid (weighted fusion with BM25, as search does)."""
+    from services import fusion
+    from services.embedding import SentenceTransformerEmbedder
+    from services.models import resolve
+
+    embedder = SentenceTransformerEmbedder(resolve(model_path, "embedding"))
+    chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
+    titles: dict[str, str] = {}
+    texts = []
+    for c in chunks:
+        if c.doc_id not in titles:
+            doc = lib.store.get_document(kb.id, c.doc_id)
+            titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
+        texts.append(index_text(titles[c.doc_id], c))
+    matrix = embedder.encode_passages(texts)
+    ids = np.array([c.id for c in chunks])
+    dense_ranks, hybrid_ranks = [], []
+    for p in pairs:
+        scores = matrix @ embedder.encode_query(p.query)
+        top = np.argsort(-scores)[:100]
+        dense = {int(ids[i]): float(scores[i]) for i in top}
+        bm25 = {f.id: f.score for f in lib.bm25_search(kb, query_vector(p.query), 100)}
+        fused = fusion.weighted({"dense": dense, "bm25": bm25}, {"dense": dense_weight, "bm25": 1 - dense_weight})
+        dense_ranks.append(_rank(dense, p.chunk_id))
+        hybrid_ranks.append(_rank(fused, p.chunk_id))
+    return {"dense": _metrics(dense_ranks), "hybrid": _metrics(hybrid_ranks), "queries": len(pairs)}
+
+
+def _rank(scores: dict[int, float], target: int) -> int | None:
+    order = sorted(scores, key=lambda i: -scores[i])
+    return order.index(target) + 1 if target in order else None
+
+
+def _metrics(ranks: list[int | None]) -> dict:
+    n = max(1, len(ranks))
+    return {"recall@1": sum(r is not None and r <= 1 for r in ranks) / n,
+            "recall@5": sum(r is not None and r <= 5 for r in ranks) / n,
+            "recall@10": sum(r is not None and r <= 10 for r in ranks) / n,
+            "mrr@10": sum(1 / r for r in ranks if r is not None and r <= 10) / n}
+
+
+# --- the whole run -------------------------------------------------------------------------------
+def trainable_base(lib: Library, kb: KnowledgeBase) -> str:
+    """A sentence-transformers folder or id for the KB's current model (the bundled 4-bit engine is
+    converted to its torch form first, when that converter is available)."""
+    from services.models import resolve
+
+    name = lib.embedding_model(kb)
+    spec = resolve(name, "embedding")
+    if not spec.bundled:
+        return spec.hf_id
+    try:
+        from services import torch_e5
+
+        return str(torch_e5.model_folder())
+    except Exception as exc:  # noqa: BLE001
+        raise errors.ModelLoadError("内置的 4-bit 向量模型无法直接微调，且转换为可训练模型失败。"
+                                    "请先在设置中选择一个 sentence-transformers 模型（本地文件夹或模型 ID）。") from exc
+
+
+def models_dir(lib: Library) -> Path:
+    return lib.root / "models"
+
+
+def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSettings | None = None,
+             on_step: Callable[[Progress], None] | None = None, cancelled: Callable[[], bool] | None = None,
+             llm=None, on_stage: Callable[[str], None] | None = None) -> dict:
+    """Generate data, mine negatives, evaluate the base, train, evaluate the result, save with its
+    card. Returns the card (with "before", "after" and "better")."""
+    settings = settings or FinetuneSettings()
+    name = _valid_name(name)
+    out = models_dir(lib) / name
+    if out.exists():
+        raise errors.InvalidName(f"已有名为「{name}」的微调模型，请换一个名字或先删除它。")
+    stage = on_stage or (lambda *_: None)
+    started = time.time()
+    base = trainable_base(lib, kb)
+    stage("data")
+    pairs = generate_pairs(lib, kb, settings, llm)
+    if len(pairs) < 8:
+        raise errors.WendaoError("知识库内容太少，无法生成足够的训练数据（至少需要几十个片段）。")
+    pairs = mine_negatives(lib, kb, pairs, settings)
+    train_pairs, test_pairs = split_heldout(pairs, settings)
+    stage("before")
+    before = evaluate_model(lib, kb, base, test_pairs)
+    stage("train")
+    tmp = models_dir(lib) / f".{name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        progress = train(base, train_pairs, tmp, settings, on_step, cancelled)
+        stage("after")
+        after = evaluate_model(lib, kb, str(tmp), test_pairs)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name,
+            "created_at": time.time(), "pairs": {"train": len(train_pairs), "heldout": len(test_pairs),
+                                                   "with_hard_negative": sum(bool(p.negative) for p in pairs)},
+            "settings": asdict(settings), "before": before, "after": after,
+            "better": after["dense"]["mrr@10"] > before["dense"]["mrr@10"],
+            "losses": progress.losses, "seconds": round(time.time() - started, 1)}
+    (tmp / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+    (tmp / "README.md").write_text(_card_markdown(card), encoding="utf-8")
+    tmp.rename(out)
+    return {**card, "path": str(out)}
+
+
+def _valid_name(name: str) -> str:
+    name = (name or "").strip()
+    if not re.fullmatch(r"[\w\u4e00-\u9fff.-]{1,60}", name) or name.startswith("."):
+        raise errors.InvalidName("模型名称只能包含中文、字母、数字、点、下划线和短横线，且不超过 60 个字符。")
+    return name
+
+
+def _card_markdown(card: dict) -> str:
+    rows = "\n".join(f"| {kind} | {card['before'][kind]['recall@5']:.3f} → {card['after'][kind]['recall@5']:.3f} | "
+                     f"{card['before'][kind]['mrr@10']:.3f} → {card['after'][kind]['mrr@10']:.3f} |"
+                     for kind in ("dense", "hybrid"))
+    return (f"# {card['name']}\n\n微调自 `{card['base_model']}`，知识库「{card['kb']}」，"
+            f"{time.strftime('%Y-%m-%d', time.localtime(card['created_at']))}。训练查询 {card['pairs']['train']} 条，"
+            f"留出评测 {card['pairs']['heldout']} 条。\n\n| 检索 | R@5 | MRR@10 |\n| --- | --- | --- |\n{rows}\n")
+
+
+def finetuned_models(lib: Library) -> list[dict]:
+    """Saved fine-tuned models (their cards, with "path"), newest first."""
+    root = models_dir(lib)
+    cards = []
+    for folder in root.iterdir() if root.exists() else []:
+        card_file = folder / CARD
+        if folder.is_dir() and not folder.name.startswith(".") and card_file.exists():
+            try:
+                cards.append({**json.loads(card_file.read_text(encoding="utf-8")), "path": str(folder)})
+            except ValueError:
+                log.warning("unreadable model card %s", card_file)
+    return sorted(cards, key=lambda c: -c.get("created_at", 0))
+
+
+def delete_model(lib: Library, name: str) -> None:
+    """Delete a fine-tuned model; refused while a knowledge base uses it."""
+    lib.require_owner()
+    folder = models_dir(lib) / _valid_name(name)
+    users = [kb.name for kb in lib.store.list_kbs() if lib.embedding_model(kb) == str(folder)]
+    if users:
+        raise errors.WendaoError(f"知识库「{'、'.join(users)}」正在使用这个模型，请先切换到其他模型。")
+    shutil.rmtree(folder, ignore_errors=True)

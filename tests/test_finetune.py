@@ -1,0 +1,130 @@
+"""Fine-tuning on a KB's own documents (issue 13): offline data, negative mining, a tiny-model
+training run that lowers the loss and saves a loadable model, the registry, the CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from services.chunking import ChunkingConfig
+from services.finetune import (FinetuneSettings, delete_model, finetune, finetuned_models, generate_pairs,
+                               mine_negatives, near_duplicate)
+from services.ingest import ingest_bytes
+from tiny_models import tiny_embedder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOPICS = {
+    "长江": "长江是中国第一大河，全长约六千三百公里。它发源于青藏高原。长江流经十一个省级行政区。长江最后注入东海。长江流域人口众多。",
+    "黄河": "黄河是中国第二长河。黄河被称为中华民族的母亲河。黄河流域是中华文明的发源地之一。黄河中游流经黄土高原。黄河含沙量很大。",
+    "珠峰": "珠穆朗玛峰是世界最高峰。珠穆朗玛峰海拔八千八百四十八点八六米。它位于中国与尼泊尔边境。每年都有很多人攀登珠峰。峰顶终年积雪。",
+    "北京": "北京是中国的首都。北京有三千多年的建城史。故宫位于北京的中心。北京的人口超过两千万。北京是政治文化中心。",
+    "上海": "上海是中国最大的城市之一。上海位于长江入海口。上海港是世界最繁忙的港口之一。上海有很多高楼。上海是经济中心。",
+    "木星": "木星是太阳系中体积最大的行星。木星主要由氢和氦组成。木星有很多颗卫星。木星上有一个大红斑。木星自转很快。",
+}
+CONFIG = ChunkingConfig("sentence", 40, 0)
+
+
+@pytest.fixture
+def tuned_kb(lib, tmp_path):
+    model = tiny_embedder(tmp_path / "base")
+    kb = lib.kb("微调", create=True)
+    lib.store.update_kb_settings(kb.id, embedding_model=str(model))
+    for name, text in TOPICS.items():
+        ingest_bytes(lib, kb, text.encode(), f"{name}.txt", CONFIG)
+    return kb, model
+
+
+def test_offline_pairs_come_from_the_chunk_and_negatives_from_other_documents(lib, tuned_kb):
+    kb, _ = tuned_kb
+    settings = FinetuneSettings(max_pairs=100)
+    pairs = generate_pairs(lib, kb, settings)
+    assert len(pairs) >= 8
+    for p in pairs:
+        chunk = lib.store.get_chunks([p.chunk_id])[p.chunk_id]
+        assert p.query in chunk.text and p.query not in p.positive  # the sentence is taken out
+    pairs = mine_negatives(lib, kb, pairs, FinetuneSettings(negatives_range=(1, 30)))
+    with_negative = [p for p in pairs if p.negative]
+    assert with_negative
+    names = lib.store.filenames(kb.id)
+    for p in with_negative:
+        assert not near_duplicate(p.negative, p.positive)
+        owners = [d for d in names if any(c.text == p.negative for c in lib.store.chunks_of(kb.id, d))]
+        assert p.doc_id not in owners  # never a chunk of the positive's own document
+
+
+def test_near_duplicates_are_never_negatives():
+    assert near_duplicate("长江是中国第一大河，全长约六千三百公里。", "长江是中国第一大河，全长约六千三百公里！")
+    assert not near_duplicate("长江是中国第一大河。", "木星是太阳系中体积最大的行星。")
+
+
+def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib, tuned_kb):
+    from services.embedding import load_embedder
+    from services.reembed import reembed
+
+    kb, _ = tuned_kb
+    steps = []
+    card = finetune(lib, kb, "小模型", FinetuneSettings(epochs=8, batch_size=8, learning_rate=5e-4, max_pairs=64),
+                    on_step=lambda p: steps.append(p.step))
+    losses = card["losses"]
+    assert steps == list(range(1, len(losses) + 1))
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first, losses
+    assert set(card["before"]) == {"dense", "hybrid", "queries"} and "mrr@10" in card["after"]["dense"]
+    listed = finetuned_models(lib)
+    assert [m["name"] for m in listed] == ["小模型"] and listed[0]["kb"] == "微调"
+    embedder = load_embedder(card["path"])
+    assert embedder.encode_query("长江").shape == (32,)
+    reembed(lib, kb, card["path"])  # selectable per KB like any model
+    assert lib.embedding_model(kb) == card["path"]
+    with pytest.raises(Exception):
+        delete_model(lib, "小模型")  # in use
+    with pytest.raises(Exception):
+        finetune(lib, kb, "小模型")  # the name is taken
+
+
+def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
+    model = tiny_embedder(tmp_path / "base")
+    from services.library import Library
+
+    lib = Library(data_dir)
+    kb = lib.kb("k", create=True)
+    lib.store.update_kb_settings(kb.id, embedding_model=str(model))
+    for name, text in TOPICS.items():
+        ingest_bytes(lib, kb, text.encode(), f"{name}.txt", CONFIG)
+    lib.close()
+    from services.vectors import close_all
+
+    close_all()
+    out = subprocess.run([sys.executable, "-m", "services", "finetune", "--kb", "k", "--name", "m1", "--epochs", "1",
+                          "--max-pairs", "32", "--json"], cwd=ROOT, env={**os.environ, "WENDAO_DATA_DIR": str(data_dir)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["name"] == "m1" and {r["model"] for r in report["table"]} == {"base", "m1"}
+    assert {"recall@1", "recall@5", "recall@10", "mrr@10"} <= set(report["table"][0])
+
+
+def test_finetune_runs_in_the_background_with_progress_and_can_be_cancelled(lib, tuned_kb):
+    from services import worker
+
+    kb, _ = tuned_kb
+    job = worker.submit_finetune(lib, kb, "后台", FinetuneSettings(epochs=2, batch_size=4, max_pairs=40))
+    assert worker.wait_idle(lib, 300)
+    done = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == job][0]
+    assert done.status == "done" and done.kind == "finetune" and done.result["losses"]
+    assert done.done == done.total > 0 and "after" in done.result
+    slow = worker.submit_finetune(lib, kb, "取消", FinetuneSettings(epochs=200, batch_size=4, max_pairs=40))
+    import time
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        j = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == slow][0]
+        if j.stage == "train" and j.done > 0:
+            break
+        time.sleep(0.1)
+    assert worker.cancel(lib, slow)
+    assert worker.wait_idle(lib, 120)
+    j = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == slow][0]
+    assert j.status == "cancelled" and "取消" not in [m["name"] for m in finetuned_models(lib)]
+    assert not list((lib.root / "models").glob(".*partial"))
