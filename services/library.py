@@ -110,6 +110,8 @@ class Library:
         """The KB's dense collection, created and recorded on first use; IndexMismatch when the KB's
         index was built by a different model (e.g. a model folder replaced in place: reindex)."""
         record = self.dense_index(kb)
+        if record:
+            record = self._settle_legacy(kb, record, embedder)
         if record and record["fingerprint"] != embedder.fingerprint_id:
             if self.store.count_chunks(kb.id) or self.store.list_documents(kb.id):
                 raise errors.IndexMismatch(
@@ -238,9 +240,34 @@ class Library:
             self._sweep_indexes()
         return removed
 
+    def _adopt_legacy_collections(self, kbs: dict) -> None:
+        """Data dirs from before collections were recorded: adopt each KB's dense collection (named
+        after its model, `kb<id>__<model>`) instead of dropping it; its fingerprint is filled in the
+        first time the model that named it is loaded (see `_settle_legacy`)."""
+        from services.models import resolve
+        from services.vectors import collection_name
+
+        for kb in kbs.values():
+            if self.dense_index(kb) is not None:
+                continue
+            model = self.embedding_model(kb)
+            name = collection_name(kb.id, IndexSpec(resolve(model, "embedding").name, 1))
+            if self.backend.exists(name):
+                record = {"collection": name, "fingerprint": "legacy:" + resolve(model, "embedding").name,
+                          "dim": 0, "model": model}
+                self.store.update_kb_settings(kb.id, dense_index=record, embedding_model=model)
+
+    def _settle_legacy(self, kb: KnowledgeBase, record: dict, embedder) -> dict:
+        if record["fingerprint"] == "legacy:" + embedder.name:
+            record = {**record, "fingerprint": embedder.fingerprint_id, "dim": embedder.dim}
+            self.store.update_kb_settings(kb.id, dense_index=record)
+        return record
+
     def _sweep_indexes(self) -> None:
         """Delete orphan points and collections no KB records (legacy BM25, old builds, deleted KBs)."""
         try:
+            kbs = {kb.id: kb for kb in self.store.list_kbs()}
+            self._adopt_legacy_collections(kbs)
             kbs = {kb.id: kb for kb in self.store.list_kbs()}
             recorded = {self.dense_collection(kb) for kb in kbs.values()}
             for name in self.backend.collections("kb"):
@@ -313,6 +340,7 @@ class Library:
         record = self.dense_index(kb)
         if record is None:
             return []
+        record = self._settle_legacy(kb, record, embedder)
         if record["fingerprint"] != embedder.fingerprint_id:
             raise errors.IndexMismatch(
                 f"知识库的向量索引由另一个模型建立（{record.get('model')}），与当前模型不一致。请在文档库中“重建索引”。")

@@ -486,3 +486,42 @@ def test_keyword_only_document_gets_its_vectors_after_a_crash(data_dir):
     assert report["ok"] and report["indexes"]["dense"]["points"] == doc.chunk_count
     assert Retriever(lib, kb).search("珠穆朗玛峰有多高", mode="dense").hits
     lib.close()
+
+
+def test_data_dir_from_before_recorded_collections_keeps_its_vectors(tmp_path):
+    """Upgrading: a KB whose dense collection was named after its model (and a Qdrant BM25
+    collection) keeps searching after the upgrade; the old BM25 collection is dropped."""
+    import json as _json
+
+    from services.models import DEFAULT_EMBEDDER, resolve
+    from services.vectors import IndexSpec, close_all, collection_name
+
+    root = tmp_path / "old"
+    lib = Library(root)
+    kb = lib.kb("k", create=True)
+    ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
+    record = lib.dense_index(kb)
+    lib.close()
+    close_all()
+    qdrant = root / "qdrant"
+    legacy = collection_name(kb.id, IndexSpec(resolve(DEFAULT_EMBEDDER).name, 1))
+    (qdrant / record["collection"]).rename(qdrant / legacy)
+    meta = _json.loads((qdrant / legacy / "meta.json").read_text())
+    meta.pop("fingerprint")
+    (qdrant / legacy / "meta.json").write_text(_json.dumps(meta))
+    (qdrant / f"kb{kb.id}__bm25").mkdir()
+    (qdrant / f"kb{kb.id}__bm25" / "meta.json").write_text(_json.dumps({"model": "bm25", "dim": 0}))
+    db = sqlite3.connect(root / "wendao.db")
+    db.execute("UPDATE kbs SET settings='{}'")
+    db.execute("UPDATE chunks SET terms=NULL, length=NULL")  # BM25 terms are backfilled from the text
+    db.commit()
+    db.close()
+    upgraded = Library(root)
+    kb = upgraded.kb("k")
+    assert upgraded.dense_collection(kb) == legacy
+    assert Retriever(upgraded, kb).search("珠穆朗玛峰有多高", mode="dense").hits
+    assert "珠穆朗玛峰" in Retriever(upgraded, kb).search("珠穆朗玛峰有多高", mode="bm25").hits[0].text
+    assert upgraded.dense_index(kb)["fingerprint"] == upgraded.embedder(kb).fingerprint_id
+    assert check(upgraded, kb)["ok"]
+    assert not (qdrant / f"kb{kb.id}__bm25").exists()
+    upgraded.close()
