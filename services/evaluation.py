@@ -190,12 +190,12 @@ VARIANT_PREFIX = "~评测~"  # names starting with "~" are hidden from the KB pi
 
 
 def variant_name(kb: KnowledgeBase, config) -> str:
-    """The hidden KB name for `kb` re-chunked with `config`: always a valid name (within the length
-    limit, however long the source name) and unique per (source KB id, chunking config), because it
-    ends in a hash of both; the readable part is only a label."""
+    """The hidden KB name for `kb` re-chunked with `config`: short and valid whatever the source's
+    name, stable when the source is renamed, and unique per (source KB id, chunking config) through
+    a hash of both."""
     identity = json.dumps({"kb": kb.id, "chunking": config.to_dict()}, sort_keys=True)
-    tail = f"~{config.strategy}~{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
-    return f"{VARIANT_PREFIX}{kb.name}"[: KB_NAME_LIMIT - len(tail)] + tail
+    name = f"{VARIANT_PREFIX}{kb.id}~{config.strategy}~{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+    return name[:KB_NAME_LIMIT]  # ~35 characters: the limit never cuts into the hash
 
 
 def chunker_variant(lib: Library, kb: KnowledgeBase, config, progress=None) -> KnowledgeBase:
@@ -203,34 +203,45 @@ def chunker_variant(lib: Library, kb: KnowledgeBase, config, progress=None) -> K
 
     Re-chunks each ready document's stored text with its stored page spans (never re-parses it, so
     PDFs and DOCX keep their text, offsets and pages); embeddings of unchanged text come from the
-    cache. Built once and reused while the source's documents and embedding model are unchanged.
-    A document that cannot be re-chunked raises a WendaoError naming it, rather than dropping out.
+    cache. Built once and reused while the source's documents and embedding model are unchanged;
+    documents switched off in the source are switched off in the copy. A document that cannot be
+    re-chunked or embedded raises a WendaoError naming it, rather than dropping out.
     """
     docs = [d for d in lib.store.list_documents(kb.id) if d.status == "ready"]
     model = lib.embedding_model(kb)
     signature = model + ":" + ",".join(sorted(d.id for d in docs))
     variant = lib.kb(variant_name(kb, config), create=True)
-    if lib.store.get_kb(variant.id).settings.get("source_signature") == signature:
-        return lib.store.get_kb(variant.id)
-    for d in lib.store.list_documents(variant.id):
-        lib.delete_document(variant, d.id)
-    lib.store.update_kb_settings(variant.id, embedding_model=model, hidden=True, source_signature=None)
-    for i, d in enumerate(docs, start=1):
-        _copy_rechunked(lib, kb, variant, d, config)
-        if progress:
-            progress(i, len(docs))
-    lib.store.update_kb_settings(variant.id, source_signature=signature)
+    if lib.store.get_kb(variant.id).settings.get("source_signature") != signature:
+        for d in lib.store.list_documents(variant.id):
+            lib.delete_document(variant, d.id)
+        lib.store.update_kb_settings(variant.id, embedding_model=model, hidden=True, source_kb=kb.id,
+                                     source_signature=None)
+        for i, d in enumerate(docs, start=1):
+            _copy_rechunked(lib, kb, variant, d, config)
+            if progress:
+                progress(i, len(docs))
+        lib.store.update_kb_settings(variant.id, source_signature=signature)
+    copies = {d.id: d for d in lib.store.list_documents(variant.id)}
+    for d in docs:
+        if d.id in copies and copies[d.id].enabled != d.enabled:
+            lib.set_enabled(variant, d.id, d.enabled)
     return lib.store.get_kb(variant.id)
 
 
 def _copy_rechunked(lib: Library, source: KnowledgeBase, variant: KnowledgeBase, doc, config) -> None:
-    """Index `doc`'s stored text and page spans into `variant`, chunked with `config`."""
-    from services.ingest import index_parsed
+    """Index `doc`'s stored text and page spans into `variant`, chunked with `config`, vectors included
+    (ingest leaves a document keyword-only when embedding fails; a comparison needs both halves)."""
+    from services.ingest import complete_pending_vectors, index_parsed
     from services.parsing import ParsedDocument
 
     parsed = ParsedDocument(doc.filename, lib.store.document_text(source.id, doc.id),
                             lib.store.page_spans(source.id, doc.id), doc.skipped_pages, encoding=doc.encoding)
     try:
         index_parsed(lib, variant, parsed, doc.id, doc.size, config)
-    except errors.WendaoError as exc:
-        raise errors.WendaoError(f"按新设置切分文档「{doc.filename}」失败：{exc.message_zh}") from exc
+        if lib.store.get_document(variant.id, doc.id).dense_state == "pending":
+            complete_pending_vectors(lib, variant, doc.id)  # one retry of the embedding stage
+        if lib.store.get_document(variant.id, doc.id).dense_state == "pending":
+            raise errors.WendaoError("向量未写入。")
+    except Exception as exc:  # noqa: BLE001 - any failure names the document, in Chinese
+        reason = exc.message_zh if isinstance(exc, errors.WendaoError) else f"内部错误（{type(exc).__name__}）"
+        raise errors.WendaoError(f"按新设置切分文档「{doc.filename}」失败：{reason}") from exc

@@ -65,3 +65,50 @@ def test_variant_is_reused_until_the_source_changes(lib, kb):
     assert [d.created_at for d in lib.store.list_documents(chunker_variant(lib, kb, WINDOW).id)] == created
     ingest_bytes(lib, kb, make_docx(), "rules.docx")
     assert {d.filename for d in lib.store.list_documents(chunker_variant(lib, kb, WINDOW).id)} == {"a.txt", "rules.docx"}
+
+
+def test_variant_copies_vectors_even_when_embedding_fails_once(lib, kb, monkeypatch):
+    """Ingest leaves a document keyword-only when embedding fails; the variant retries, and a
+    document it cannot embed fails the comparison by name instead of skewing it."""
+    import pytest
+
+    import services.ingest as ingest
+    from services import errors
+
+    ingest_bytes(lib, kb, make_docx(), "rules.docx")
+    real, calls = ingest.embed_with_cache, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("transient")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "embed_with_cache", flaky)
+    variant = chunker_variant(lib, kb, WINDOW)
+    assert [d.dense_state for d in lib.store.list_documents(variant.id)] == ["done"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("always")
+
+    monkeypatch.setattr(ingest, "embed_with_cache", broken)
+    with pytest.raises(errors.WendaoError) as exc:
+        chunker_variant(lib, kb, ChunkingConfig("fixed", 80, 10))
+    assert "rules.docx" in exc.value.message_zh
+
+
+def test_variant_follows_documents_switched_off(lib, kb):
+    ingest_bytes(lib, kb, ZH_PARAGRAPHS[0].encode(), "a.txt")
+    off = ingest_bytes(lib, kb, ZH_PARAGRAPHS[1].encode(), "b.txt").doc_id
+    lib.set_enabled(kb, off, False)
+    variant = chunker_variant(lib, kb, WINDOW)
+    assert {d.filename: d.enabled for d in lib.store.list_documents(variant.id)} == {"a.txt": True, "b.txt": False}
+    lib.set_enabled(kb, off, True)
+    assert all(d.enabled for d in lib.store.list_documents(chunker_variant(lib, kb, WINDOW).id))
+
+
+def test_variant_survives_renaming_the_source(lib, kb):
+    ingest_bytes(lib, kb, ZH_PARAGRAPHS[0].encode(), "a.txt")
+    first = chunker_variant(lib, kb, WINDOW)
+    renamed = lib.rename_kb(kb, "新名字")
+    assert chunker_variant(lib, renamed, WINDOW).id == first.id
