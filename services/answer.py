@@ -20,7 +20,7 @@ from services import errors
 from services.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
                                 parse_markers, repair_citations, split_answer, strip_markers, support_score)
 from services.config import LLMSettings
-from services.extractive import EXTRACTIVE_LABEL, extractive_answer
+from services.extractive import ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, extractive_answer
 from services.parsing import page_for_offset
 from services.refusal import evidence_strength, should_refuse, term_coverage  # noqa: F401
 from services.retrieval import Hit, Retriever
@@ -387,7 +387,7 @@ def _extract(query: str, question: str, sources: list[Hit], page_of, timings) ->
     for index, p in enumerate(picks):
         hit = sources[p.n - 1]
         page = page_of(hit, p.start) if page_of else hit.page_start
-        extract.citations.append(Citation(p.n, hit.doc, page, p.start, p.end, p.text, p.support >= SUPPORT_THRESHOLD,
+        extract.citations.append(Citation(p.n, hit.doc, page, p.start, p.end, p.text, p.support >= ANSWERS_THRESHOLD,
                                           p.support, index, hit.chunk_ids[0] if hit.chunk_ids else None))
     if not picks:
         extract.text, extract.mode = REFUSAL_TEXT + "以下是最接近的段落，供参考。", "refused"

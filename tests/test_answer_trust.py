@@ -143,8 +143,16 @@ def test_extractive_prefers_the_answer_type(question, expected):
 
 
 def test_answer_type_of_questions():
-    assert [answer_type(q) for q in ("哪一年开通？", "有多少位皇帝？", "谁发明了电话？", "为什么下雨？")] == \
-        ["date", "number", "person", None]
+    assert [answer_type(q) for q in ("哪一年开通？", "有多少位皇帝？", "谁发明了电话？", "为什么下雨？", "长江在哪里？")] == \
+        ["date", "number", "person", "reason", None]
+
+
+def test_consequence_brings_its_cause():
+    hit = make_hit("吉斯伯恩有长时间的日照，肥沃的土壤和河川带来丰富的水源；因此，畜牧业发达；此外也种植葡萄。", "g.txt")
+    from services.extractive import extractive_text
+
+    text = extractive_text(pick_sentences("为什么吉斯伯恩的畜牧业发达？", [hit]))
+    assert "带来丰富的水源；因此，畜牧业发达；[1]" in text  # adjacent sentences read as one passage
 
 
 def test_extractive_is_fast():
