@@ -50,11 +50,12 @@ print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - start,
 
 def write_cases(folder: Path, only: str | None) -> list[tuple[str, Path]]:
     from fixtures import ZH_PARAGRAPHS, make_pdf
-    from test_bad_input import docx_package, one_paragraph_xml, paragraphs_xml
+    from test_bad_input import VERBOSE, docx_package, one_paragraph_xml, paragraphs_xml
 
     text_line = ("".join(ZH_PARAGRAPHS) + "\n").encode("utf-8")
     cases = {
         "docx-60MB-xml.docx": lambda: docx_package(paragraphs_xml(60)),
+        "docx-60MB-verbose-xml.docx": lambda: docx_package(paragraphs_xml(60, VERBOSE)),
         "docx-60MB-one-paragraph.docx": lambda: docx_package(one_paragraph_xml(60)),
         "docx-290MB-xml-announced-1KB.docx": lambda: docx_package(
             (b"<w:p/>" * 10_000 for _ in range(290 * 1024 * 1024 // 60_000)), lie_file_size=1000),
