@@ -18,6 +18,7 @@ pages = [
     st.Page("components/pages/library.py", title="文档库", icon=":material/folder_open:", url_path="library"),
     st.Page("components/pages/lab.py", title="检索实验室", icon=":material/science:", url_path="lab"),
     st.Page("components/pages/evaluation.py", title="评测", icon=":material/monitoring:", url_path="evaluation"),
+    st.Page("components/pages/finetune.py", title="微调", icon=":material/model_training:", url_path="finetune"),
     st.Page("components/pages/settings.py", title="设置", icon=":material/settings:", url_path="settings"),
 ]
 navigation = st.navigation(pages)

@@ -287,7 +287,7 @@ def trainable_base(lib: Library, kb: KnowledgeBase) -> str:
     try:
         from services import torch_e5
 
-        return str(torch_e5.model_folder())
+        return str(torch_e5.model_dir())
     except Exception as exc:  # noqa: BLE001
         raise errors.ModelLoadError("内置的 4-bit 向量模型无法直接微调，且转换为可训练模型失败。"
                                     "请先在设置中选择一个 sentence-transformers 模型（本地文件夹或模型 ID）。") from exc

@@ -72,7 +72,23 @@ def resolve(name_or_path: str, kind: str = "embedding") -> ModelSpec:
     for spec in MODELS.values():
         if spec.hf_id == name_or_path:
             return spec
-    return ModelSpec(name_or_path, name_or_path, kind, 0, 512, license="未知（本地或自定义模型）")
+    query, passage = folder_prompts(name_or_path) if kind == "embedding" else ("", "")
+    return ModelSpec(name_or_path, name_or_path, kind, 0, 512, query_prefix=query, passage_prefix=passage,
+                     license="未知（本地或自定义模型）")
+
+
+def folder_prompts(path: str) -> tuple[str, str]:
+    """The "query" / "passage" prompts a local sentence-transformers folder declares in
+    config_sentence_transformers.json (e5 folders: "query: " / "passage: "), so a local or
+    fine-tuned e5 is used with the prefixes it was trained with; ("", "") otherwise."""
+    import json
+
+    config = Path(path).expanduser() / "config_sentence_transformers.json"
+    try:
+        prompts = json.loads(config.read_text(encoding="utf-8")).get("prompts") or {}
+    except (OSError, ValueError, AttributeError):
+        return "", ""
+    return str(prompts.get("query", "")), str(prompts.get("passage", ""))
 
 
 def bundled_available() -> bool:

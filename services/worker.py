@@ -199,7 +199,8 @@ class IngestWorker:
             return row is None or row[0] == "cancelling"
 
         try:
-            card = finetune(self.lib, kb, params["name"], settings, on_step, cancelled, on_stage=on_stage)
+            llm = _finetune_llm(self.lib, kb) if settings.method == "llm" else None
+            card = finetune(self.lib, kb, params["name"], settings, on_step, cancelled, llm, on_stage=on_stage)
             self._finish(job_id, "done", card, remove_upload=False)
         except Cancelled:
             self._finish(job_id, "cancelled", {"reason": "已取消"}, remove_upload=False)
@@ -232,6 +233,18 @@ class IngestWorker:
                                       (status, json.dumps(result, ensure_ascii=False), time.time(), job_id))
         if remove_upload:
             _remove_upload(self.lib, job_id)
+
+
+def _finetune_llm(lib: Library, kb: KnowledgeBase):
+    """The LLM that writes pseudo-queries: the server's or the KB's saved endpoint (a key typed in a
+    browser session is never written to a job row, so it cannot reach the worker)."""
+    from services.library import llm_settings
+    from services.llm import LLMClient
+
+    settings = llm_settings(lib, kb)
+    if not settings.configured:
+        raise errors.LLMError("没有可供后台任务使用的大模型接口（需在服务器配置，或在设置页保存接口地址和模型名）。")
+    return LLMClient(settings)
 
 
 def _remove_upload(lib: Library, job_id: int) -> None:

@@ -13,6 +13,7 @@ import streamlit as st
 from components.safe_text import inert
 from components.state import api_key, current_kb, library, llm_secrets, show_error
 from components.widgets import chunking_form
+from services.finetune import finetuned_models
 from services.fusion import METHODS
 from services.library import (chunking_config, llm_settings, retrieval_settings, save_llm_settings,
                               save_settings)
@@ -94,9 +95,12 @@ if new_ch is not None and new_ch != ch:
 # --- embedding model ------------------------------------------------------------------------
 st.subheader("向量模型")
 current = lib.embedding_model(kb)
-names = [m.name for m in embedding_models()]
+tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in finetuned_models(lib)}  # services.finetune's folders
+names = [m.name for m in embedding_models()] + list(tuned)
 choice = st.selectbox("模型", names + ["自定义…"], index=names.index(current) if current in names else len(names),
-                      key=key("embedder"))
+                      format_func=lambda n: tuned.get(n, n), key=key("embedder"))
+if choice in tuned:
+    st.caption("在本机数据目录中微调得到的模型；微调前后的对比见「微调」页。")
 if choice == "自定义…":
     choice = st.text_input("Hugging Face 模型 ID 或本地目录", "" if current in names else current, key=key("embedder_path"))
 if choice in MODELS:
@@ -105,8 +109,9 @@ if choice in MODELS:
                 f"**{AVAILABILITY_ZH[availability(spec)]}**" + (f"  \n{spec.note}" if spec.note else "")
                 + (f"  \n查询指令：`{spec.query_prefix}`" if spec.query_prefix else ""))
 if choice and choice != current:
-    st.info(f"当前知识库使用「{inert(current, keep_lines=False)}」。切换模型需要把全部片段重新向量化。")
-    if st.button(f"切换到「{inert(choice, keep_lines=False)}」并重新向量化", type="primary", key=key("reembed")):
+    st.info(f"当前知识库使用「{inert(tuned.get(current, current), keep_lines=False)}」。切换模型需要把全部片段重新向量化。")
+    if st.button(f"切换到「{inert(tuned.get(choice, choice), keep_lines=False)}」并重新向量化", type="primary",
+                 key=key("reembed")):
         from services.reembed import reembed
 
         bar = st.progress(0.0, text="加载模型…")

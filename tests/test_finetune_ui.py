@@ -1,0 +1,169 @@
+"""The 微调 page (issue 13): start a background fine-tuning run, watch its progress and loss curve,
+cancel it, see the before/after table, switch the KB to the new model only when it is better and
+back, delete models; the settings page's model list includes fine-tuned models. A tiny random BERT
+is the KB's model, so training takes seconds."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from test_finetune import CONFIG, TOPICS
+from tiny_models import tiny_embedder
+
+
+def app(page=None):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(f"components/pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def button(at, label):
+    return next(b for b in at.button if b.label.startswith(label))
+
+
+def texts(at) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error") for e in at.get(kind)]
+    parts += [e.proto.text for e in at.get("progress")]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.fixture
+def tiny_kb(data_dir, tmp_path):
+    from services.ingest import ingest_bytes
+    from services.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("微调库", create=True)
+    lib.store.update_kb_settings(kb.id, embedding_model=str(tiny_embedder(tmp_path / "base")))
+    for name, text in TOPICS.items():
+        ingest_bytes(lib, kb, text.encode(), f"{name}.txt", CONFIG)
+    return lib, kb
+
+
+def start(at, name, epochs, max_pairs):
+    at.text_input(key=f"finetune_{at.session_state['kb_id']}_name").set_value(name)
+    at.number_input[0].set_value(epochs)
+    at.number_input[1].set_value(max_pairs)
+    button(at, "开始微调").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
+    from services import worker
+    from services.finetune import finetuned_models
+
+    lib, kb = tiny_kb
+    at = app("finetune")
+    assert "当前向量模型" in texts(at) and not at.dataframe
+    start(at, "页面模型", 2, 40)
+    assert worker.wait_idle(lib, 300)
+    at.run()
+    assert "微调「页面模型」完成" in texts(at), texts(at)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["检索", "模型", "R@1", "R@5", "R@10", "MRR@10"]
+    assert list(table["检索"]) == ["向量检索"] * 3 + ["混合检索"] * 3 and list(table["模型"][:3]) == ["微调前", "微调后", "变化"]
+    assert "训练设置：2 轮" in texts(at) and "留出评测" in texts(at)
+    [card] = finetuned_models(lib)
+    assert card["name"] == "页面模型" and f"{card['pairs']['train']} 条" in texts(at)
+
+    card_file = Path(card["path"]) / "wendao_card.json"
+    for better in (False, True):  # the page offers the switch exactly when the card says "better"
+        saved = json.loads(card_file.read_text(encoding="utf-8"))
+        card_file.write_text(json.dumps({**saved, "better": better}, ensure_ascii=False), encoding="utf-8")
+        at.run()
+        offered = [b for b in at.button if b.label.startswith("切换到微调模型")]
+        assert bool(offered) == better
+        assert ("没有变好，因此不提供切换" in texts(at)) == (not better)
+    button(at, "切换到微调模型").click().run()
+    assert lib.embedding_model(lib.store.get_kb(kb.id)) == card["path"]
+    assert "已切换到微调模型「页面模型」" in texts(at) and "（使用中）" in texts(at)
+    assert button(at, "删除").disabled  # in use: cannot be deleted
+
+    settings = app("settings")  # the registry lists it, selected
+    box = settings.selectbox(key=f"settings_{kb.id}_embedder")
+    assert box.value == card["path"] and "微调：页面模型（微调库）" in box.options
+
+    at.run()
+    button(at, "切换回原模型").click().run()
+    assert lib.embedding_model(lib.store.get_kb(kb.id)) != card["path"]
+    button(at, "删除").click().run()
+    assert finetuned_models(lib) == [] and "还没有微调过的模型" in texts(at)
+
+
+def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):
+    from services import finetune, worker
+
+    lib, kb = tiny_kb
+    to_device = finetune._to_device
+    monkeypatch.setattr(finetune, "_to_device", lambda *a: time.sleep(0.1) or to_device(*a))  # slow steps
+    at = app("finetune")
+    start(at, "慢模型", 20, 400)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        [job] = worker.jobs(lib, kb, kinds=("finetune",))
+        if job.stage == "train" and job.done >= 2:
+            break
+        time.sleep(0.2)
+    at.run()  # a user coming back to the page sees the running job
+    shown = texts(at)
+    assert "「慢模型」：训练 · 第 " in shown and "剩余" in shown and "训练损失" in shown, shown
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    button(at, "开始微调").click().run()  # a second run of the same KB is refused while one is active
+    assert "已有一个微调任务在进行" in texts(at)
+    button(at, "取消微调").click().run()
+    assert worker.wait_idle(lib, 120)
+    at.run()
+    assert "微调「慢模型」已取消" in texts(at)
+    assert not list((lib.root / "models").glob("*慢模型*"))
+
+
+def test_bad_model_name_gets_a_chinese_message(tiny_kb):
+    at = app("finetune")
+    start(at, "../逃逸", 1, 40)
+    assert any("模型名称只能包含" in e.value for e in at.error)
+
+
+def test_llm_option_needs_an_endpoint_the_worker_can_use(tiny_kb, monkeypatch):
+    at = app("finetune")
+    assert at.checkbox[0].disabled  # nothing configured on the server or saved for the KB
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("WENDAO_LLM_MODEL", "m")
+    at.run()
+    assert not at.checkbox[0].disabled
+
+
+def test_a_fine_tuned_e5_folder_keeps_its_query_and_passage_prefixes(tmp_path):
+    from services.models import resolve
+
+    folder = tiny_embedder(tmp_path / "e5")
+    assert (resolve(str(folder)).query_prefix, resolve(str(folder)).passage_prefix) == ("", "")
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: ", "passage": "passage: "}}), encoding="utf-8")
+    spec = resolve(str(folder))
+    assert (spec.query_prefix, spec.passage_prefix) == ("query: ", "passage: ")
+
+
+def test_llm_queries_in_the_background_use_the_servers_endpoint(tiny_kb, monkeypatch):
+    from llm_server import FakeLLMServer
+    from services import worker
+    from services.finetune import FinetuneSettings
+
+    lib, kb = tiny_kb
+    settings = FinetuneSettings(max_pairs=20, method="llm")
+    job = worker.submit_finetune(lib, kb, "无接口", settings)
+    assert worker.wait_idle(lib, 60)
+    [failed] = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == job]
+    assert failed.status == "failed" and "没有可供后台任务使用的大模型接口" in failed.result["reason"]
+    with FakeLLMServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("WENDAO_LLM_MODEL", "echo")
+        worker.submit_finetune(lib, kb, "有接口", settings)
+        assert worker.wait_idle(lib, 120)
+    prompts = [r["body"]["messages"][-1]["content"] for r in server.requests]
+    assert prompts and all("用户可能会问" in p for p in prompts)  # one question-writing call per chunk
