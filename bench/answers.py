@@ -125,8 +125,19 @@ def run_one(A, retriever, llm, q, set_name, mode) -> dict:
     return row
 
 
-def summarize(rows: list[dict]) -> None:
+def markdown(rows: list[dict]) -> str:
+    """A Markdown table (floats with 3 decimals), for the README."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    fmt = [[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+                     + ["| " + " | ".join(row) + " |" for row in fmt])
+
+
+def summarize(rows: list[dict], as_markdown: bool = False) -> None:
     """Print the side-by-side tables from result rows."""
+    table_ = markdown if as_markdown else table
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         for who in ("extractive", "llm"):
@@ -147,9 +158,9 @@ def summarize(rows: list[dict]) -> None:
                     "corrected": sum(a["corrected"] for a in ans),
                     "sent. cited": sum(a["cited_sentences"] for a in answered) / max(1, sum(a["sentences"] for a in answered)) if sent else "-",
                     "first text s (median)": statistics.median(a["first_s"] for a in ans),
-                    "total s (median)": statistics.median(r.get("total_s", 0) for r in rs) if who == "llm" else
-                    statistics.median((a["extract_ms"] or 0) / 1000 for a in ans)})
-    print(table(out))
+                    "total s (median)": statistics.median(r.get("total_s", 0) if who == "llm" else r[who]["first_s"]
+                                                          for r in rs)})
+    print(table_(out))
     pairs = [("cail", "cail_unanswerable"), ("cmrc", "offkb")]
     refusal = []
     for (mode, who) in sorted({(m, w) for m, w, _ in groups}):
@@ -166,7 +177,7 @@ def summarize(rows: list[dict]) -> None:
             refusal.append({"retrieval": mode, "answerer": who, "pool": f"{answerable} + {unanswerable}" if answerable else "all sets",
                             "n": len(pool), "refusal precision": p, "recall": rec, "F1": 2 * p * rec / max(1e-9, p + rec)})
     print("\nrefusal (positive = unanswerable question refused)")
-    print(table(refusal))
+    print(table_(refusal))
     first_refused = [r for r in rows if r["mode"] == "bm25" and not r["unanswerable"] and r["gold_rank"] == 1
                      and r["extractive"]["mode"] == "refused"]
     firsts = sum(1 for r in rows if r["mode"] == "bm25" and not r["unanswerable"] and r["gold_rank"] == 1)
@@ -215,11 +226,13 @@ def main() -> None:
     p.add_argument("--inline", action="store_true", help="LLM without structured output (inline [n] markers)")
     p.add_argument("--out", default="")
     p.add_argument("--summary", help="only print the tables of a results file")
+    p.add_argument("--markdown", action="store_true", help="with --summary: Markdown tables")
     args = p.parse_args()
     if args.summary:
         rows = [json.loads(line) for line in Path(args.summary).read_text().splitlines() if line.strip()]
-        summarize(rows)
-        sweep(rows)
+        summarize(rows, args.markdown)
+        if not args.markdown:
+            sweep(rows)
         return
     sets, kb_docs = load_sets(args.n, args.docs)
     lib = Library(Path(os.environ["WENDAO_BENCH_DIR"]) / "quality")
