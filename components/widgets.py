@@ -130,3 +130,21 @@ def document_filter(lib, kb, key: str) -> list[str] | None:
                             key=key, placeholder="全部文档（可选择一个或多个）")
     picked = [i for i in picked if i in names]
     return picked or None
+
+
+CSV_HEADERS = {"config": "配置", "id": "问题编号", "question": "问题", "first_relevant_rank": "首个相关片段名次",
+               "doc_rank": "相关文档名次", "ndcg10": "nDCG@10", "ms": "耗时（毫秒）", "top_doc": "第一名文档"}
+
+
+def eval_csv(rows) -> bytes:
+    """Per-question results as CSV: Chinese headers, then one row with the English keys (for
+    scripts), then the data; UTF-8 with BOM so Excel shows the Chinese."""
+    import pandas as pd
+
+    from services.evaluation import rows_as_dicts
+
+    frame = pd.DataFrame(rows_as_dicts(rows))
+    keys = list(frame.columns)
+    headers = [CSV_HEADERS.get(k) or k.replace("coverage@", "答案覆盖@").replace("chars", "字") for k in keys]
+    body = pd.concat([pd.DataFrame([keys], columns=keys), frame.astype(object).where(frame.notna(), "")])
+    return body.to_csv(index=False, header=headers).encode("utf-8-sig")

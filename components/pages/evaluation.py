@@ -11,9 +11,10 @@ import streamlit as st
 
 from components.safe_text import inert
 from components.state import create_kb, current_kb, library, select_kb, show_error
+from components.widgets import eval_csv
 from services import errors
 from services.chunking import ChunkingConfig
-from services.evaluation import (KS, EvalConfig, chunker_variant, evaluate, parse_questions, rows_as_dicts,
+from services.evaluation import (KS, EvalConfig, chunker_variant, evaluate, parse_questions,
                                  sample_documents, sample_questions)
 from services.ingest import ingest_paths
 from services.library import chunking_config, retrieval_settings
@@ -24,23 +25,11 @@ CHUNKERS = {"current": "当前知识库的切分", "sentence": "按句子 300 �
 CHUNKER_CONFIGS = {"sentence": ChunkingConfig("sentence", 300, 120), "fixed": ChunkingConfig("fixed", 300, 50),
                    "window": ChunkingConfig("window", window=4, stride=2)}
 
-CSV_HEADERS = {"config": "配置", "id": "问题编号", "question": "问题", "first_relevant_rank": "首个相关片段名次",
-               "doc_rank": "相关文档名次", "ndcg10": "nDCG@10", "ms": "耗时（毫秒）", "top_doc": "第一名文档"}
-
-
-def csv_bytes(rows) -> bytes:
-    """Per-question results as CSV: Chinese headers, then one row with the English keys (for
-    scripts), then the data; UTF-8 with BOM so Excel shows the Chinese."""
-    frame = pd.DataFrame(rows_as_dicts(rows))
-    keys = list(frame.columns)
-    headers = [CSV_HEADERS.get(k) or k.replace("coverage@", "答案覆盖@").replace("chars", "字") for k in keys]
-    body = pd.concat([pd.DataFrame([keys], columns=keys), frame.astype(object).where(frame.notna(), "")])
-    return body.to_csv(index=False, header=headers).encode("utf-8-sig")
-
-
 lib = library()
 st.title("评测")
 kb = current_kb()
+if kb is None or (st.session_state.get("eval_result") or (None,))[0] != kb.id:
+    st.session_state.pop("eval_result", None)  # results belong to the KB they were run on
 
 source = st.radio("问题集", ["sample", "upload"], horizontal=True,
                   format_func={"sample": "内置示例（CMRC 2018 节选，33 题）", "upload": "上传 JSONL"}.get)
@@ -118,10 +107,7 @@ if st.button("开始评测", type="primary", disabled=not (questions and modes a
         show_error(exc)
 
 result = st.session_state.get("eval_result")
-if result and result[0] != kb.id:  # results belong to the KB they were run on
-    st.session_state.pop("eval_result", None)
-    result = None
-if result:
+if result and result[0] == kb.id:
     _, summaries, rows = result
     if all(s.get("recall@20", 0) == 0 for s in summaries.values()):
         st.warning("所有配置的得分都是 0：当前知识库很可能不包含问题所针对的文档。")
@@ -147,5 +133,5 @@ if result:
         y=alt.Y("配置:N", title=None, axis=alt.Axis(labelLimit=600)), yOffset="指标:N",
         x=alt.X("毫秒:Q", title="毫秒", axis=alt.Axis(format="~s")), color=alt.Color("指标:N", title=None),
         tooltip=["配置", "指标", alt.Tooltip("毫秒:Q", format=".1f")]), width="stretch")
-    csv = csv_bytes(rows)
+    csv = eval_csv(rows)
     st.download_button("下载逐题结果 CSV", csv, icon=":material/download:", file_name="wendao-eval.csv", mime="text/csv")

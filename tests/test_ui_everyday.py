@@ -1,0 +1,412 @@
+"""The app as people use it every day (issue 11, UI side), headless with AppTest: kept
+conversations, clickable citations and the page view, background ingestion progress, KB and
+document management, Chinese-only polish. The browser side is in tests/test_browser.py."""
+import io
+import json
+import re
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from fixtures import ZH_PARAGRAPHS, make_pdf
+
+RIVERS = "第一章 江河\n" + "".join(ZH_PARAGRAPHS)
+LAW = "公司制度\n第一条 员工每天工作八小时。第二条 员工每年享有十五天带薪年假。第三条 加班需提前申请。"
+
+
+def app(page=None, query=None):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(f"components/pages/{page}.py").run()
+    ok(at)
+    return at
+
+
+def ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def click(at, label, exact=True):
+    found = [b for b in at.button if (b.label == label if exact else b.label.startswith(label))]
+    assert found, (label, [b.label for b in at.button])
+    found[0].click().run()
+    ok(at)
+
+
+def plain(markdown: str) -> str:
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
+def answers(at) -> list[list[dict]]:
+    """The parts of each answer shown (text pieces and clickable [n] markers)."""
+    return [json.loads(e.proto.json)["parts"] for e in at.get("bidi_component")
+            if e.proto.component_name == "wendao_answer"]
+
+
+def answer_text(parts) -> str:
+    return "".join(p["t"] if "t" in p else f"[{p['n']}]" for p in parts)
+
+
+def shown(at) -> str:
+    """Every text the page shows in Markdown-ish elements (for wording checks)."""
+    items = [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error]
+    items += [w.value for w in at.warning] + [i.value for i in at.info] + [s.value for s in at.success]
+    items += [b.label for b in at.button] + [p.proto.text for p in at.get("progress")]
+    return plain("\n".join(items).replace("**", ""))
+
+
+@pytest.fixture
+def two_docs(data_dir):
+    from services.ingest import ingest_bytes
+    from services.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("资料", create=True)
+    ingest_bytes(lib, kb, RIVERS.encode(), "rivers.txt")
+    ingest_bytes(lib, kb, LAW.encode("gbk"), "制度.txt")
+    return lib, kb
+
+
+def ask(at, question):
+    at.chat_input[0].set_value(question).run()
+    ok(at)
+
+
+# --- 1. conversations kept per KB ------------------------------------------------------------
+def test_conversation_survives_reload_and_export_has_every_turn(two_docs):
+    from components.answer_view import export_markdown
+    from services import conversations
+
+    lib, kb = two_docs
+    at = app("chat")
+    ask(at, "长江全长多少公里？")
+    conv = at.query_params["c"]
+    export = at.get("download_button")[0]
+    assert export.proto.label == "导出" and not export.proto.disabled  # enabled right after the first answer
+    ask(at, "员工每年有几天年假？")
+    assert at.query_params["c"] == conv and len(answers(at)) == 2
+    # a reload is a new session: the URL's ?c= finds the kept conversation
+    again = app(query={"c": conv})
+    texts = [answer_text(p) for p in answers(again)]
+    assert len(texts) == 2 and "六千三百公里" in texts[0] and "十五天" in texts[1]
+    assert again.session_state["open_conv"][kb.id] == int(conv)
+    turns = conversations.turns(lib.store, int(conv))
+    md = export_markdown(kb.name, turns)
+    assert "## 问：员工每年有几天年假？" in md and "十五天" in md  # the last turn too
+    assert turns[1]["settings"]["retrieval"]["mode"] == "hybrid"
+
+
+def test_history_continue_rename_delete(two_docs):
+    lib, kb = two_docs
+    at = app("chat")
+    ask(at, "长江全长多少公里？")
+    first = at.query_params["c"]
+    click(at, "新对话")
+    assert "c" not in at.query_params and answers(at) == []
+    ask(at, "员工每年有几天年假？")
+    second = at.query_params["c"]
+    assert second != first
+    history = [b.label for b in at.sidebar.button if b.key and b.key.startswith("conv_")]
+    assert history == ["员工每年有几天年假？（1 问）", "长江全长多少公里？（1 问）"]  # most recent first
+    at.sidebar.button(key=f"conv_{first}").click().run()  # continue the first one
+    assert at.query_params["c"] == first and "六千三百公里" in answer_text(answers(at)[0])
+    ask(at, "它发源于哪里？")  # a follow-up continues it (rewritten with the kept history)
+    from services import conversations
+
+    kept = conversations.turns(lib.store, int(first))
+    assert len(answers(at)) == 2 and len(kept) == 2
+    assert "长江" in kept[1]["answer"]["query"]  # rewritten from the kept first turn
+    at.sidebar.text_input[0].input("长江笔记")
+    next(b for b in at.sidebar.button if b.label == "重命名").click().run()
+    assert any(b.label == "长江笔记（2 问）" for b in at.sidebar.button)
+    click(at, "删除当前对话")
+    click(at, "取消")  # cancel keeps it
+    assert any(b.label == "长江笔记（2 问）" for b in at.sidebar.button)
+    click(at, "删除当前对话")
+    click(at, "确认删除")
+    labels = [b.label for b in at.sidebar.button]
+    assert "长江笔记（2 问）" not in labels and "c" not in at.query_params and answers(at) == []
+
+
+def test_document_filter_searches_only_selected_documents(two_docs):
+    lib, kb = two_docs
+    law = next(d.id for d in lib.store.list_documents(kb.id) if d.filename == "制度.txt")
+    at = app("chat")
+    at.multiselect(key=f"chat_docs_{kb.id}").set_value([law]).run()
+    ask(at, "长江全长多少公里？")
+    from services import conversations
+
+    turn = conversations.turns(lib.store, int(at.query_params["c"]))[0]
+    assert turn["settings"]["doc_ids"] == [law]
+    assert {s["doc"] for s in turn["answer"]["sources"]} <= {"制度.txt"}
+    lab = app("lab")
+    lab.multiselect(key=f"lab_docs_{kb.id}").set_value([law]).run()
+    lab.text_input[0].input("长江 黄河").run()
+    ok(lab)
+    docs = set(lab.dataframe[0].value["文档"]) if len(lab.dataframe) else set()
+    assert "rivers.txt" not in docs
+
+
+# --- 2. inline [n] ---------------------------------------------------------------------------
+def test_inline_markers_become_citation_buttons(two_docs):
+    from components.answer_view import answer_parts
+
+    parts = answer_parts("甲[1]乙【1，2】丙[9]<b>x</b>", 2)
+    assert [p.get("n") for p in parts if "n" in p] == [1, 1, 2]
+    assert answer_text(parts) == "甲[1]乙[1][2]丙[9]<b>x</b>"  # [9] has no source: stays text; HTML stays text
+    at = app("chat")
+    ask(at, "长江全长多少公里？")
+    parts = answers(at)[0]
+    assert any(p.get("n") == 1 for p in parts) and "《rivers.txt》第1页" in parts[-1]["title"]
+
+
+def test_chip_opens_passage_in_its_surrounding_text(two_docs):
+    at = app("chat")
+    ask(at, "长江全长多少公里？")
+    click(at, "\\[1\\] rivers\\.txt · 第1页")
+    assert "原文上下文（引用句已标出）" in [c.value for c in at.caption]
+    boxes = [m.value for m in at.markdown if "wendao-passage" in m.value]
+    assert any("<mark" in b and "第一章 江河" in b for b in boxes)
+
+
+# --- 3. the page view ------------------------------------------------------------------------
+def _pdf_with_passage_over_two_pages():
+    return make_pdf(["第一页 " + ZH_PARAGRAPHS[0] + ZH_PARAGRAPHS[1], "第二页 " + ZH_PARAGRAPHS[2]])
+
+
+def test_pdf_page_rendered_with_the_quote_highlighted(tmp_path):
+    from PIL import Image
+
+    from services.pageview import map_to_page_chars, render_pdf_page
+    from services.parsing import parse_pdf
+
+    data = _pdf_with_passage_over_two_pages()
+    path = tmp_path / "geo.pdf"
+    path.write_bytes(data)
+    doc = parse_pdf(data, "geo.pdf")
+    quote = "黄河是中国第二长河，被称为中华民族的母亲河"  # wraps onto a second line in the PDF
+    start = doc.text.find(quote)
+    image = render_pdf_page(path, doc.text, doc.pages, 1, [(start, start + len(quote))])
+    assert image.pages == 2 and len(image.boxes) == 2  # one box per line
+    png = Image.open(io.BytesIO(image.png)).convert("RGB")
+    assert png.size == (image.width, image.height)
+
+    def yellowish(box):
+        left, top, right, bottom = box
+        px = [png.getpixel((x, (top + bottom) // 2)) for x in range(left + 4, right - 4, 3)]
+        return sum(r > 200 and g > 180 and b < 180 for r, g, b in px) / len(px)
+
+    assert all(yellowish(b) > 0.5 for b in image.boxes)
+    # the boxes sit where PDFium puts those characters
+    import pypdfium2 as pdfium
+
+    from services.pageview import _page_chars
+
+    pdf = pdfium.PdfDocument(str(path))
+    textpage = pdf[0].get_textpage()
+    chars = _page_chars(textpage)
+    indices = map_to_page_chars(doc.text, doc.pages[0], chars, start, start + len(quote))
+    assert "".join(chars[i] for i in indices) == quote.replace("，", "，")
+    textpage.close()
+    pdf.close()
+    # a quote not on the page: the page is shown without a highlight
+    other = doc.text.find("珠穆朗玛峰")
+    assert not render_pdf_page(path, doc.text, doc.pages, 1, [(other, other + 5)]).found
+
+
+def test_pdf_citation_opens_page_view_and_pages_agree(data_dir):
+    from services.chunking import ChunkingConfig
+    from services.ingest import ingest_bytes
+    from services.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("地理", create=True)
+    ingest_bytes(lib, kb, _pdf_with_passage_over_two_pages(), "geo.pdf", ChunkingConfig("fixed", 400, 0))
+    at = app("chat")
+    ask(at, "珠穆朗玛峰海拔多少米？")
+    chips = [b.label for b in at.button if b.label.startswith("\\[1\\]")]
+    assert chips == ["\\[1\\] geo\\.pdf · 第1–2页"]  # the passage spans both pages
+    assert any("**\\[1\\] geo\\.pdf** · 第1–2页" in m.value for m in at.markdown)  # details agree
+    click(at, chips[0])
+    assert any("《geo\\.pdf》第1–2页" in m.value for m in at.markdown)  # dialog title line too
+    assert any(c.value.startswith("原文 第2页（共 2 页），引用句已用黄色标出") for c in at.caption)
+    assert len(at.get("image")) == 1
+
+
+# --- 4. library: background ingestion, KB and documents ---------------------------------------
+def _job(lib, kb, filename, status, stage="", done=0, total=0, result=None, age=0.0):
+    now = time.time() - age
+    with lib.store._lock:
+        lib.store.db.execute(
+            "INSERT INTO jobs(kb_id, kind, filename, path, params, status, stage, done, total, result, created_at,"
+            " started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (kb.id, "ingest", filename, "", "{}", status, stage, done, total, json.dumps(result or {}, ensure_ascii=False),
+             now, now if status != "queued" else None, now))
+
+
+def test_progress_from_job_rows(two_docs):
+    """What the worker writes to SQLite is what the page shows: overall files, the running stage with
+    done/total, speed and time left, waiting files, results with reasons, cache wording only when
+    something came from the cache."""
+    lib, kb = two_docs
+    done = {"file": "a.txt", "status": "ok", "chunks": 5, "embedded": 5, "seconds": {"parse": 0.1, "embed": 1.0}}
+    cached = {"file": "b.txt", "status": "ok", "chunks": 5, "embedded": 2, "seconds": {"embed": 0.2}}
+    _job(lib, kb, "a.txt", "done", "index", 5, 5, done, age=5)
+    _job(lib, kb, "b.txt", "done", "index", 5, 5, cached, age=4)
+    _job(lib, kb, "c.pdf", "failed", "parse", 0, 1, {"file": "c.pdf", "status": "failed",
+                                                     "reason": "PDF 文件已损坏或不是有效的 PDF，无法读取。"}, age=3)
+    _job(lib, kb, "大文件.pdf", "running", "embed", 40, 109, {"rate": 12.5, "eta_s": 5.5})
+    _job(lib, kb, "d.docx", "queued")
+    at = app("library")
+    text = shown(at)
+    assert "文件 3/5" in text
+    assert "正在处理「大文件.pdf」：向量化 40/109 个片段 · 12.5 片段/秒 · 剩余约 6 秒" in text
+    assert "等待中：「d.docx」" in text
+    assert "「a.txt」：已索引 · 5 个片段 · 1.1 秒" in text and "「a.txt」：已索引 · 5 个片段 · 1.1 秒（" not in text
+    assert "「b.txt」：已索引 · 5 个片段 · 0.2 秒（新向量化 2 个片段，其余来自缓存）" in text
+    assert "「c.pdf」：失败 — PDF 文件已损坏" in text
+    click(at, "取消等待中的文件")
+    assert "「d.docx」：已取消" in shown(at)
+
+
+def test_uploads_go_to_the_worker_and_the_uploader_clears(data_dir, monkeypatch):
+    monkeypatch.setenv("WENDAO_MAX_FILE_MB", "3")
+    from services import worker
+    from services.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("新库", create=True)
+    at = app("library")
+    uploader = at.get("file_uploader")[0]
+    assert uploader.proto.max_upload_size_mb == 3 and "单个文件不超过 3 MB" in uploader.proto.label
+    assert not uploader.proto.type  # every file accepted; unsupported ones refused below, in Chinese
+    uploader.set_value([("notes.txt", RIVERS.encode(), "text/plain"), ("表格.numbers", b"PK..", "application/zip"),
+                        ("big.txt", b"x" * (3 * 1024 * 1024 + 1), "text/plain")])
+    at.run()
+    errors = plain(" ".join(e.value for e in at.error))
+    assert "「表格.numbers」：不支持的文件类型「.numbers」。支持：" in errors and ".pdf" in errors and ".docx" in errors
+    assert "「big.txt」：文件大小" in errors and "超过上限 3 MB" in errors
+    click(at, "开始索引 1 个文件")
+    assert at.get("file_uploader")[0].value in (None, [])  # a fresh uploader
+    assert worker.wait_idle(lib, 120)
+    at.run()
+    assert "「notes.txt」：已索引" in shown(at) and "文件 1/1（全部完成）" in shown(at)
+    assert [d.filename for d in lib.store.list_documents(kb.id)] == ["notes.txt"]
+
+
+def test_kb_rename_and_delete_with_cancel(two_docs):
+    from services import conversations
+
+    lib, kb = two_docs
+    other = lib.kb("另一个", create=True)
+    conversations.create(lib.store, kb.id)
+    at = app("library")
+    field = next(t for t in at.text_input if t.label == "新名称")
+    field.input("江河资料")
+    click(at, "重命名")
+    assert lib.store.get_kb(kb.id).name == "江河资料" and "知识库：江河资料" in [s.value for s in at.subheader]
+    click(at, "删除知识库")
+    click(at, "取消")
+    assert lib.store.find_kb("江河资料") is not None
+    click(at, "删除知识库")
+    assert "确定删除知识库「江河资料」" in shown(at)
+    click(at, "确认删除知识库")
+    assert lib.store.find_kb("江河资料") is None and conversations.list_for(lib.store, kb.id) == []
+    assert at.session_state["kb_id"] == other.id  # the page moved on to a remaining KB
+
+
+def test_document_switched_off_is_not_searched(two_docs):
+    from services.retrieval import Retriever
+
+    lib, kb = two_docs
+    rivers = next(d.id for d in lib.store.list_documents(kb.id) if d.filename == "rivers.txt")
+    at = app("library")
+    at.selectbox(key=f"doc_pick_{kb.id}").set_value(rivers).run()
+    at.toggle(key=f"doc_enabled_{kb.id}_{rivers}").set_value(False).run()
+    ok(at)
+    assert not lib.store.get_document(kb.id, rivers).enabled
+    assert "已停用" in list(at.dataframe[0].value["启用"])
+    assert all(h.doc != "rivers.txt" for h in Retriever(lib, kb).search("长江全长").hits)
+    at.toggle(key=f"doc_enabled_{kb.id}_{rivers}").set_value(True).run()
+    assert lib.store.get_document(kb.id, rivers).enabled
+
+
+# --- 6. polish -------------------------------------------------------------------------------
+def test_chat_details_in_chinese(two_docs):
+    at = app("chat")
+    ask(at, "长江全长多少公里？")
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["阶段", "耗时（毫秒）"]
+    assert not any(re.search(r"[a-z_]{4,}", str(s)) for s in table["阶段"] if "BM25" not in s), list(table["阶段"])
+    assert "合计" in list(table["阶段"])
+
+
+def test_unexpected_errors_name_no_class_and_urls_are_code(two_docs, monkeypatch):
+    from components.safe_text import inert_code_urls
+
+    md = inert_code_urls("无法连接到大模型接口 http://127.0.0.1:9/v1，请检查地址和服务是否已启动。")
+    assert "`http://127.0.0.1:9/v1`" in md and md.endswith("，请检查地址和服务是否已启动。")
+    import services.retrieval
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("APIStatusError: boom")
+
+    monkeypatch.setattr(services.retrieval.Retriever, "search", broken)
+    at = app("chat")
+    ask(at, "长江全长多少公里？")
+    message = " ".join(e.value for e in at.error)
+    assert "出错了" in message and "Error" not in message
+
+
+def test_lab_scores_one_panel_per_kind_and_no_none(two_docs):
+    at = app("lab")
+    at.text_input[0].input("黄河 母亲河").run()
+    table = at.dataframe[0].value
+    assert "None" not in table.astype(str).to_string() and "nan" not in table.astype(str).to_string()
+    chart = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert chart["resolve"]["scale"]["y"] == "independent" and "row" in chart["facet"]
+    caption = next(c.value for c in at.caption if c.value.startswith("查询分词"))
+    assert "毫秒" in caption and "ms" not in caption and "embed_query" not in caption
+
+
+def test_settings_show_only_the_chosen_chunkers_fields(two_docs):
+    lib, kb = two_docs
+    at = app("settings")
+    labels = {n.label for n in at.number_input}
+    assert "片段长度 N（字符）" in labels and "窗口句数 W" not in labels and "步长 S" not in labels
+    assert all(s.label != "temperature" for s in at.slider)
+    at.selectbox(key=f"settings_{kb.id}_chunking_strategy").set_value("window").run()
+    labels = {n.label for n in at.number_input}
+    assert "窗口句数 W" in labels and "片段长度 N（字符）" not in labels
+    page = app("library")  # the same form component on the library page
+    assert {s.label for s in page.selectbox} >= {"切分方式"}
+
+
+def test_evaluation_warns_without_the_sample_documents_and_clears_on_switch(two_docs):
+    lib, kb = two_docs
+    other = lib.kb("其他", create=True)
+    at = app("evaluation")
+    assert any("没有这些问题所针对的文档" in w.value for w in at.warning)
+    at.session_state["eval_result"] = (kb.id, {"x": {"recall@20": 0.0}}, [])
+    at.run()
+    assert any("得分都是 0" in w.value for w in at.warning)
+    at.selectbox(key="kb_picker").set_value(other.id).run()
+    assert "eval_result" not in at.session_state
+
+
+def test_evaluation_csv_has_chinese_headers_and_an_english_key_row():
+    import pandas as pd
+
+    from components.widgets import eval_csv
+    from services.evaluation import QuestionResult
+
+    csv = eval_csv([QuestionResult("BM25", "q1", "问题一", 1, None, 1.0, 3.2, {1000: 1.0}, "a.txt")])
+    frame = pd.read_csv(io.BytesIO(csv), encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    assert list(frame.columns)[:3] == ["配置", "问题编号", "问题"] and "答案覆盖@1000" in frame.columns
+    assert list(frame.iloc[0])[:3] == ["config", "id", "question"]  # the English keys
+    assert frame.iloc[1]["相关文档名次"] == ""  # no "None"
