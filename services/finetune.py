@@ -176,7 +176,8 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
 
     torch.manual_seed(settings.seed)
     model = SentenceTransformer(base, device=device or pick_device(), local_files_only=True)
-    model.max_seq_length = min(model.max_seq_length or 512, settings.max_seq_length)
+    full_length = model.max_seq_length
+    model.max_seq_length = min(full_length or 512, settings.max_seq_length)  # shorter while training (speed)
     prefix_q, prefix_p = _prefixes(base)
     loss_fn = MultipleNegativesRankingLoss(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
@@ -209,6 +210,7 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
             if on_step:
                 on_step(progress)
     model.eval()
+    model.max_seq_length = full_length  # saved with the base's length: passages are embedded whole, as before
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
     return progress

@@ -167,3 +167,17 @@ def test_llm_queries_in_the_background_use_the_servers_endpoint(tiny_kb, monkeyp
         assert worker.wait_idle(lib, 120)
     prompts = [r["body"]["messages"][-1]["content"] for r in server.requests]
     assert prompts and all("用户可能会问" in p for p in prompts)  # one question-writing call per chunk
+
+
+def test_training_length_is_not_saved_with_the_model(tmp_path):
+    """Training truncates at settings.max_seq_length for speed; the saved model embeds passages
+    as long as the base did (before/after compare the same text)."""
+    from sentence_transformers import SentenceTransformer
+
+    from services.finetune import FinetuneSettings, Pair, train
+
+    base = tiny_embedder(tmp_path / "base")
+    length = SentenceTransformer(str(base), device="cpu").max_seq_length
+    pairs = [Pair(q, text, i, name) for i, (name, text) in enumerate(TOPICS.items()) for q in [text[:8]]]
+    train(str(base), pairs, tmp_path / "out", FinetuneSettings(batch_size=3, max_seq_length=16), device="cpu")
+    assert length > 16 and SentenceTransformer(str(tmp_path / "out"), device="cpu").max_seq_length == length
