@@ -41,6 +41,12 @@ class FileTooLarge(DocumentError):
     default_message = "文件太大，超过了允许的上限。"
 
 
+class EncryptedOrLegacyOffice(DocumentError):
+    """An .xlsx/.pptx that is really an OLE file: password-protected, or the old binary format renamed."""
+
+    default_message = "文件是加密的 Office 文档或旧版（.xls/.ppt）格式，无法读取。请去掉密码或另存为新格式后再上传。"
+
+
 class NoExtractableText(DocumentError):
     default_message = "没有可提取的文字（可能是扫描件或字体损坏的 PDF），请先做 OCR 再上传。"
 

@@ -42,11 +42,13 @@ MIB = 1024 * 1024
 
 @dataclass
 class PageSpan:
-    """Text [start, end) of the document text is on page `page` (1-based)."""
+    """Text [start, end) of the document text is on page `page` (1-based); `ocr` when that text
+    was recognised from the page image (a scanned page), not read from a text layer."""
 
     page: int
     start: int
     end: int
+    ocr: bool = False
 
 
 @dataclass
@@ -430,21 +432,23 @@ _DOCX_SKIP = {_W + "txbxContent", _W + "del", _W + "moveFrom"}
 _DOCX_CHARS = {_W + "tab": "\t", _W + "ptab": "\t", _W + "cr": "\n", _W + "noBreakHyphen": "-"}
 
 
-def check_zip_bomb(data: bytes) -> list[zipfile.ZipInfo]:
+def check_zip_bomb(data: bytes, kind: str = "DOCX") -> list[zipfile.ZipInfo]:
     """Refuse archives whose directory announces an absurd size (honest zip bombs) or claims more
     compressed data than the file holds (a directory that lies); returns the entries. The bytes
-    actually inflated are capped again while reading (`_read_capped`), whatever the directory says."""
+    actually inflated are capped again while reading (`_read_capped`), whatever the directory says;
+    zipfile itself never inflates an entry past the size its directory entry states. `kind` names
+    the format in the messages (DOCX, XLSX, PPTX)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
-        raise errors.CorruptFile("DOCX 文件已损坏（不是有效的 zip 包）。") from exc
+        raise errors.CorruptFile(f"{kind} 文件已损坏（不是有效的 zip 包）。") from exc
     total = sum(info.file_size for info in infos)
     compressed = sum(info.compress_size for info in infos)
     if compressed > len(data):
-        raise errors.CorruptFile("DOCX 文件已损坏（压缩包目录与实际内容不符），已拒绝。")
+        raise errors.CorruptFile(f"{kind} 文件已损坏（压缩包目录与实际内容不符），已拒绝。")
     if total > MAX_DOCX_UNCOMPRESSED or (total > 10 * MIB and total / max(1, compressed) > MAX_COMPRESSION_RATIO):
-        raise errors.FileTooLarge("DOCX 解压后体积异常巨大（疑似压缩炸弹），已拒绝。")
+        raise errors.FileTooLarge(f"{kind} 解压后体积异常巨大（疑似压缩炸弹），已拒绝。")
     return infos
 
 
@@ -606,6 +610,13 @@ def parse_docx(data: bytes, filename: str) -> ParsedDocument:
     return ParsedDocument(filename, text, [PageSpan(1, 0, len(text))])
 
 
+def _office():
+    """services.office (XLSX/PPTX), imported on first use: it imports this module."""
+    from services import office
+
+    return office
+
+
 PARSERS: dict[str, Callable[[bytes, str], ParsedDocument]] = {
     ".txt": parse_text,
     ".md": parse_text,
@@ -615,6 +626,8 @@ PARSERS: dict[str, Callable[[bytes, str], ParsedDocument]] = {
     ".docx": parse_docx,
     ".html": parse_html,
     ".htm": parse_html,
+    ".xlsx": lambda data, filename: _office().parse_xlsx(data, filename),
+    ".pptx": lambda data, filename: _office().parse_pptx(data, filename),
 }
 SUPPORTED_EXTENSIONS = sorted(PARSERS)
 # Whitespace and invisible format characters (zero-width space/joiners, BOM, soft hyphen, bidi marks).

@@ -1,0 +1,180 @@
+"""More formats (issue 11 items 6, 9, 10): .xlsx sheets and .pptx slides as pages, OCR of scanned
+PDF pages, CJK line wraps and quote boundaries. Fixtures are generated here (openpyxl,
+python-pptx, reportlab + pypdfium2 + Pillow); OCR tests use one small page."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+
+import pytest
+
+from fixtures import ZH_PARAGRAPHS, make_pdf
+from services import errors
+from services.chunking import ChunkingConfig
+from services.parsing import PageSpan, SUPPORTED_EXTENSIONS, parse
+
+
+# --- fixtures -------------------------------------------------------------------------------
+def make_xlsx(sheets: dict[str, list[list]]) -> bytes:
+    """A workbook with one sheet per item, rows as given (None = empty cell)."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    buf = io.BytesIO()
+    book.save(buf)
+    return buf.getvalue()
+
+
+def make_pptx(slides: list[dict]) -> bytes:
+    """A deck: each slide dict may have title, body (lines), notes, table (rows), group (texts)."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    for spec in slides:
+        slide = deck.slides.add_slide(deck.slide_layouts[1 if "body" in spec else 5])
+        if "title" in spec:
+            slide.shapes.title.text = spec["title"]
+        if "body" in spec:
+            slide.placeholders[1].text = "\n".join(spec["body"])
+        if "table" in spec:
+            rows = spec["table"]
+            table = slide.shapes.add_table(len(rows), len(rows[0]), Inches(1), Inches(4), Inches(6), Inches(1)).table
+            for r, row in enumerate(rows):
+                for c, value in enumerate(row):
+                    table.cell(r, c).text = value
+        if "group" in spec:
+            group = slide.shapes.add_group_shape()
+            for i, text in enumerate(spec["group"]):
+                group.shapes.add_textbox(Inches(1), Inches(5 + i * 0.5), Inches(4), Inches(0.4)).text_frame.text = text
+        if "notes" in spec:
+            slide.notes_slide.notes_text_frame.text = spec["notes"]
+    buf = io.BytesIO()
+    deck.save(buf)
+    return buf.getvalue()
+
+
+STAFF = [
+    ["2023年员工名单"],
+    ["姓名", "部门", "电话", "入职日期", "工资"],
+    ["张三", "研发部", "13800000001", dt.datetime(2020, 3, 1), 12000.0],
+    ["李四", None, "13800000002", dt.datetime(2021, 5, 6, 9, 30), 9500.5],
+]
+
+
+# --- item 9: XLSX ---------------------------------------------------------------------------
+def test_xlsx_and_pptx_are_supported_extensions():
+    assert ".xlsx" in SUPPORTED_EXTENSIONS and ".pptx" in SUPPORTED_EXTENSIONS
+
+
+def test_xlsx_rows_carry_their_headers_and_sheets_are_pages():
+    doc = parse(make_xlsx({"员工": STAFF, "空表": [], "产品": [["产品", "价格", "上市"], ["问道", 0.1 + 0.2, True]]}),
+                "staff.xlsx")
+    lines = doc.text.split("\n")
+    assert lines[:3] == ["工作表：员工", "2023年员工名单", "姓名 | 部门 | 电话 | 入职日期 | 工资"]
+    assert "姓名：张三 | 部门：研发部 | 电话：13800000001 | 入职日期：2020-03-01 | 工资：12000" in lines
+    # an empty cell is left out; a time of day is kept; no "None", no "9500.5000001"
+    assert "姓名：李四 | 电话：13800000002 | 入职日期：2021-05-06 09:30:00 | 工资：9500.5" in lines
+    assert "产品：问道 | 价格：0.3 | 上市：TRUE" in lines
+    # sheet number = page; the empty sheet is skipped like a blank PDF page, and said so
+    assert [p.page for p in doc.pages] == [1, 3] and doc.skipped_pages == [2]
+    assert doc.page_at(doc.text.index("张三")) == 1 and doc.page_at(doc.text.index("问道")) == 3
+    assert doc.text[doc.pages[1].start:doc.pages[1].end].startswith("工作表：产品")
+    assert any("工作表" in w and "2" in w for w in doc.warnings)
+
+
+def test_xlsx_padded_to_column_xfd_is_capped(monkeypatch):
+    """A sheet with a value in column XFD costs one cell per column of every row: the cell cap stops
+    it with a Chinese message instead of running on."""
+    from services import office
+
+    monkeypatch.setattr(office, "MAX_SHEET_CELLS", 50_000)
+    rows = [["甲"] + [None] * 16382 + ["乙"] for _ in range(10)]
+    with pytest.raises(errors.DocumentTooLong, match="单元格太多"):
+        parse(make_xlsx({"宽表": rows}), "wide.xlsx")
+
+
+def test_xlsx_text_is_capped_by_the_document_budget(monkeypatch):
+    monkeypatch.setenv("WENDAO_MAX_DOC_CHARS", "2000")
+    rows = [["编号", "内容"]] + [[i, "长江是中国第一大河" * 3] for i in range(500)]
+    with pytest.raises(errors.DocumentTooLong):
+        parse(make_xlsx({"长表": rows}), "long.xlsx")
+
+
+@pytest.mark.parametrize("name", ["bad.xlsx", "bad.pptx"])
+def test_office_garbage_and_zip_bombs_are_refused_in_chinese(name):
+    kind = name.rsplit(".", 1)[1].upper()
+    with pytest.raises(errors.CorruptFile, match=kind):
+        parse(b"PK\x03\x04 this is not really a zip file", name)
+    with pytest.raises(errors.CorruptFile, match=kind):  # a zip, but not a workbook / deck
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("hello.txt", "你好")
+        parse(buf.getvalue(), name)
+    buf = io.BytesIO()  # 20 MB of zeros in about 20 KB
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("xl/sharedStrings.xml" if kind == "XLSX" else "ppt/slides/slide1.xml", "w") as f:
+            block = b"\0" * (1 << 20)
+            for _ in range(20):
+                f.write(block)
+    with pytest.raises(errors.FileTooLarge, match=kind):
+        parse(buf.getvalue(), name)
+    with pytest.raises(errors.EncryptedOrLegacyOffice, match="加密"):  # password-protected = OLE file
+        parse(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 600, name)
+
+
+def test_xlsx_without_any_values_is_empty():
+    with pytest.raises(errors.EmptyDocument, match="工作表"):
+        parse(make_xlsx({"一": [], "二": [[None, None]]}), "empty.xlsx")
+
+
+# --- item 9: PPTX ---------------------------------------------------------------------------
+def test_pptx_slides_in_order_with_titles_tables_groups_and_notes():
+    data = make_pptx([
+        {"title": "第一章 长江", "body": ["长江是中国第一大河。", "全长约六千三百公里。"], "notes": "讲到这里停顿一下。"},
+        {},  # a slide with nothing on it
+        {"title": "第二章 黄河", "table": [["河流", "长度"], ["黄河", "5464公里"]], "group": ["黄河流域是中华文明的发源地之一。"]},
+    ])
+    doc = parse(data, "rivers.pptx")
+    first = doc.text[doc.pages[0].start:doc.pages[0].end]
+    assert first.split("\n") == ["第一章 长江", "长江是中国第一大河。", "全长约六千三百公里。", "备注：讲到这里停顿一下。"]
+    third = doc.text[doc.pages[1].start:doc.pages[1].end]
+    assert third.split("\n") == ["第二章 黄河", "河流 | 长度", "黄河 | 5464公里", "黄河流域是中华文明的发源地之一。"]
+    assert [p.page for p in doc.pages] == [1, 3] and doc.skipped_pages == [2]
+    assert doc.page_at(doc.text.index("5464")) == 3 and doc.page_count == 3
+
+
+def test_xlsx_and_pptx_pages_reach_citations(lib, kb):
+    """An answer's citation says the sheet / slide number the quote is on."""
+    from services.answer import answer_question
+    from services.config import LLMSettings
+    from services.ingest import ingest_bytes
+    from services.retrieval import Retriever
+
+    filler = [["编号", "说明"]] + [[i, f"第{i}行记录的普通说明文字"] for i in range(3)]
+    xlsx = make_xlsx({"说明": filler, "员工": STAFF})
+    pptx = make_pptx([{"title": "目录", "body": ["本次汇报分为三个部分。"]},
+                      {"title": "珠穆朗玛峰", "body": [ZH_PARAGRAPHS[2]]}])
+    config = ChunkingConfig("sentence", 60, 0)
+    assert ingest_bytes(lib, kb, xlsx, "staff.xlsx", config).status == "ok"
+    assert ingest_bytes(lib, kb, pptx, "talk.pptx", config).status == "ok"
+    retriever = Retriever(lib, kb)
+    answer = answer_question(retriever, LLMSettings(), "张三的电话是多少？")
+    cited = [c for c in answer.citations if "13800000001" in c.quote]
+    assert cited and cited[0].doc == "staff.xlsx" and cited[0].page == 2
+    answer = answer_question(retriever, LLMSettings(), "珠穆朗玛峰海拔多少米？")
+    cited = [c for c in answer.citations if "八千八百" in c.quote]
+    assert cited and cited[0].doc == "talk.pptx" and cited[0].page == 2
+
+
+# --- PageSpan stays backwards compatible ----------------------------------------------------
+def test_page_span_from_old_json_rows():
+    """SQLite rows written before the OCR flag existed build PageSpans as before."""
+    span = PageSpan(**{"page": 2, "start": 0, "end": 5})
+    assert span.page == 2 and span.ocr is False
