@@ -296,7 +296,7 @@ class AnswerStream:
 
 def stream_answer(retriever: Retriever, llm: LLMSettings, question: str,
                   conversation: Conversation | None = None, context_tokens: int | None = None,
-                  on_preview=None, **_ignored) -> AnswerStream:
+                  on_preview=None) -> AnswerStream:
     """Answer `question` from the retriever's knowledge base as a stream (see AnswerStream).
 
     `on_preview(answer, status)` is called with the extractive answer and "正在阅读 N 段资料…"
