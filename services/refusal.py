@@ -7,6 +7,9 @@ reranked), so a mode without dense scores does not refuse what it found:
   - `pool`: share of the query's key terms found anywhere in the retrieved candidates — a key term
     missing from every candidate (拜占庭 after its only document was deleted) means the knowledge
     base does not talk about it;
+  - `subject_missing`: a specific key term (≥ 3 characters) from the first third of the question —
+    usually its subject — occurs in no candidate, although other words of the question do (asking
+    about 拜占庭帝国的皇帝 when only 元朝 documents mention 帝国 and 皇帝);
   - `bm25`: the top BM25 score per query term (normalised), when BM25 ran;
   - `dense`: the top dense similarity, when dense retrieval ran;
   - `rerank`: a cross-encoder's score, when reranking ran;
@@ -26,6 +29,9 @@ REFUSE_BELOW_SENTENCE = 0.34
 REFUSE_BELOW_POOL = 0.5
 # unless dense similarity (when present) is at least this high.
 ANSWER_ABOVE_DENSE = 0.9
+# A missing subject refuses unless one sentence covers at least this share of the key terms.
+SUBJECT_SPAN = 0.34
+SUBJECT_OVERRULED_ABOVE = 0.75
 
 # Question words carry the question's shape, not its topic; they rarely occur in the answer text.
 QUESTION_WORDS = frozenset("哪一年 一年 哪年 哪里 哪儿 哪位 哪家 哪种 哪天 何时 何地 何人 何处 多久 多长 多大 多高 多远 多重 "
@@ -60,11 +66,22 @@ def best_sentence_coverage(terms: list[str], text: str) -> float:
     return best
 
 
+def subject_missing(query: str, terms: list[str], pool_text: str) -> bool:
+    """Whether a key term of >= 3 characters in the first third of the query occurs in no candidate,
+    not even through a shorter term inside it."""
+    q = comparable(query)
+
+    def absent(t: str) -> bool:  # neither the term nor any shorter term inside it (法律效力 -> 法律, 效力)
+        return t not in pool_text and not any(u != t and u in t and u in pool_text for u in terms)
+
+    return any(len(t) >= 3 and 0 <= q.find(t) <= SUBJECT_SPAN * len(q) and absent(t) for t in terms)
+
+
 def evidence_strength(query: str, hits: list[Hit], candidates: list[Hit] | None = None) -> dict:
     """Signals the refusal decision is based on (also shown in the UI for transparency)."""
     terms = key_terms(query) or query_terms(query)
     if not hits or not terms:
-        return {"sentence": 0.0, "pool": 0.0, "bm25": None, "dense": None, "rerank": None}
+        return {"sentence": 0.0, "pool": 0.0, "subject_missing": True, "bm25": None, "dense": None, "rerank": None}
     top = hits[:3]
     pool = (candidates or []) + hits
     pool_text = comparable("\n".join(h.text for h in pool[:60]))
@@ -73,19 +90,23 @@ def evidence_strength(query: str, hits: list[Hit], candidates: list[Hit] | None 
     rerank = [h.scores["rerank"] for h in top if "rerank" in h.scores]
     return {"sentence": max(best_sentence_coverage(terms, h.text) for h in top),
             "pool": _coverage(terms, pool_text),
+            "subject_missing": subject_missing(query, terms, pool_text),
             "bm25": max(bm25) / max(1, len(terms)) if bm25 else None,
             "dense": max(dense) if dense else None,
             "rerank": max(rerank) if rerank else None}
 
 
 def should_refuse(strength: dict) -> bool:
-    """Refuse when no sentence of the top passages covers the query's key terms, or a key term is
-    missing from every candidate, unless dense similarity or a reranker vouches for the passages.
+    """Refuse when no sentence of the top passages covers the query's key terms, most key terms or
+    the question's subject are missing from every candidate, unless dense similarity or a reranker
+    vouches for the passages.
 
     A reranker's judgement can only overrule a refusal (sigmoid score >= 0.5, i.e. logit >= 0, means
     "relevant" for bge-rerankers); it was not calibrated here because no reranker ships offline.
     """
     weak = strength["sentence"] < REFUSE_BELOW_SENTENCE or strength["pool"] < REFUSE_BELOW_POOL
+    if strength.get("subject_missing") and strength["sentence"] < SUBJECT_OVERRULED_ABOVE:
+        weak = True
     if weak and strength.get("dense") is not None and strength["dense"] >= ANSWER_ABOVE_DENSE:
         weak = False
     if weak and strength.get("rerank") is not None:
