@@ -14,6 +14,9 @@ folding, layout line-wrap joining, page spans), so the columns measure the extra
                  found in the extracted text (fidelity: nothing lost, nothing garbled)
   extra_spaces   same PDFs + sample: spaces between two CJK characters or digits, per 1,000
                  characters, beyond those in the source (pypdf's "6 个碳原⼦", "200 7年")
+  split_numbers  a hard-wrapped PDF of the CMRC trial documents (35 characters a line, so numbers
+                 and Latin words break across lines): "digit space digit" sequences beyond those in
+                 the source (the old pypdf pipeline gave "200 7年")
   ms_page_gen    extraction time per page of the generated 40-page PDF (reportlab, CJK font
                  not embedded; PDFium spends ~20 ms per document finding a substitute font)
   ms_page_real   the same for the MinerU sample (embedded fonts, 1 dense A3-sized page)
@@ -54,6 +57,7 @@ TABLES = [
     [["河流", "长度", "流经省份"], ["长江", "约6300公里", "青海、西藏、四川、云南、重庆、湖北、湖南、江西、安徽、江苏、上海"],
      ["黄河", "约5464公里", "青海、四川、甘肃、宁夏、内蒙古、山西、陕西、河南、山东"], ["珠江", "约2320公里", "云南、贵州、广西、广东"]],
 ]
+_SPACED_DIGITS = re.compile(r"\d[ \t]+\d")
 _CJK_OR_DIGIT_GAP = re.compile(r"(?<=[\u4e00-\u9fff0-9])[ \t]+(?=[\u4e00-\u9fff0-9])")
 
 
@@ -102,6 +106,17 @@ def paged_pdf(pages: int = 40) -> tuple[bytes, list[str]]:
     markers = [f"第{n}页专属标记{chr(0x4e00 + 97 * n)}" for n in range(1, pages + 1)]
     texts = [m + "。" + "".join(ZH_PARAGRAPHS) * 4 for m in markers]
     return make_pdf(texts), markers
+
+
+def wrapped_pdf(samples: Path) -> tuple[bytes, str] | None:
+    """The CMRC trial documents set 35 characters a line by make_pdf (1,540 a page), and their text."""
+    from fixtures import make_pdf
+
+    docs = sorted((samples.parent / "cmrc2018_trial" / "docs").glob("*.txt"))
+    if not docs:
+        return None
+    text = "".join(d.read_text(encoding="utf-8").replace("\n", "") for d in docs)
+    return make_pdf([text[i:i + 1540] for i in range(0, len(text), 1540)]), text
 
 
 def squash(text: str) -> str:
@@ -182,6 +197,11 @@ def measure(name: str, extract, samples: Path) -> dict:
             grams_total += len(grams)
         extra += max(0, len(_CJK_OR_DIGIT_GAP.findall(text)) - sum(len(_CJK_OR_DIGIT_GAP.findall(p)) for p in passages))
         chars += len(text)
+    split_numbers = "-"
+    wrapped = wrapped_pdf(samples)
+    if wrapped:
+        text = run(wrapped[0], "wrapped.pdf").text
+        split_numbers = len(_SPACED_DIGITS.findall(text)) - len(_SPACED_DIGITS.findall(wrapped[1]))
     return {
         "extractor": name,
         "rows_ok": f"{good}/{total} ({row_share:.0%})",
@@ -190,6 +210,7 @@ def measure(name: str, extract, samples: Path) -> dict:
         "answers_ok": f"{found}/{answers_total}" if answers_total else "-",
         "source_8grams": grams_found / grams_total if grams_total else 0.0,
         "extra_spaces": round(1000 * extra / max(1, chars), 2),
+        "split_numbers": split_numbers,
         "ms_page_gen": round(ms_gen, 1),
         "ms_page_real": round(ms_real, 1),
     }

@@ -123,17 +123,11 @@ def soft_wraps(text: str) -> list[int]:
     return wraps
 
 
-_LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f]")
-
-
 def _wrap_glue(line: str, after: str) -> str:
-    """What replaces a layout line wrap after `line`: nothing next to CJK characters, and nothing
-    inside a line of CJK text at all (CJK layout breaks anywhere, also inside a number such as
-    "200|7年" or a Latin word), a space only where Latin text was wrapped at a word boundary."""
-    if _CJK_CHAR.match(line[-1:] or " ") or _CJK_CHAR.match(after or " "):
-        return ""
-    cjk = len(_CJK_CHAR.findall(line))
-    return "" if cjk and cjk >= len(_LATIN_LETTER.findall(line)) else " "
+    """What replaces a layout line wrap after `line`: nothing in a line holding CJK text (CJK
+    layout breaks lines anywhere, also inside a number such as "200|7年" or a Latin word such as
+    "OpenCour|seWare"), a space only where Latin-only text was wrapped at a word boundary."""
+    return "" if _CJK_CHAR.search(line) or _CJK_CHAR.match(after or " ") else " "
 
 
 def join_wrapped_lines(text: str) -> str:
@@ -142,9 +136,11 @@ def join_wrapped_lines(text: str) -> str:
     sentences, not the page width. Headings, list items and paragraph ends keep their newline."""
     out, start = [], 0
     for pos in soft_wraps(text):
-        before, after = text[start:pos].rstrip(), text[pos + 1:pos + 2]
+        raw, after = text[start:pos], text[pos + 1:pos + 2]
+        before = raw.rstrip()
         line = before[before.rfind("\n") + 1:]
-        out.append(before + _wrap_glue(line, after))
+        # a space typeset at the end of the line is the author's ("Kevin |Padian") and stays one
+        out.append(before + (" " if len(before) < len(raw) else _wrap_glue(line, after)))
         start = pos + 1
     out.append(text[start:])
     return "".join(out)

@@ -193,3 +193,20 @@ def test_join_wrapped_lines_never_spaces_inside_cjk_lines():
     out = join_wrapped_lines(text)
     assert "2007年" in out and "写代码" in out and "Python重写" in out
     assert out.endswith("。\n下一段")
+
+
+def test_join_in_mixed_lines_keeps_words_numbers_and_typeset_spaces():
+    from services.text import join_wrapped_lines
+
+    lines = ["细胞内的蛋白质不断减少。MIT OpenCour", "seWare是由麻省理工学院在20年前的20",
+             "02年创始的一项计划，导演是Kevin ", "Smith先生，他在美国长大成人后工作",
+             "写完。"]
+    out = join_wrapped_lines("\n".join(lines))
+    assert "MIT OpenCourseWare是由" in out and "的2002年创始" in out and "Kevin Smith先生" in out, out
+
+
+def test_pdf_hyphen_at_a_line_end_is_kept():
+    text = "甲" * 24 + "2009年9月27日-10月9日举行" + "乙" * 40 + "。"
+    assert text.index("-") == 34  # the last character of the first 35-character line
+    doc = parse(make_pdf([text]), "hyphen.pdf")
+    assert "27日-10月" in doc.text, doc.text
