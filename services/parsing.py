@@ -418,6 +418,7 @@ MAX_COMPRESSION_RATIO = 200
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 _OFFICE_DOCUMENT = "/officeDocument"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # password-protected OOXML and legacy .doc are OLE files
 # Text inside these is not body text (text boxes are repeated in fallbacks; deleted revisions).
 _W_P = _W + "p"
 _W_T = _W + "t"
@@ -596,6 +597,9 @@ def parse_docx(data: bytes, filename: str) -> ParsedDocument:
     so a small DOCX holding huge XML costs time in proportion to its XML and bounded memory."""
     from lxml import etree
 
+    if data.startswith(_OLE_MAGIC):
+        raise errors.EncryptedOrLegacyOffice(
+            "文件是加密的 Word 文档或旧版 .doc 格式，无法读取。请去掉密码，或在 Word/WPS 中另存为 .docx 后再上传。")
     infos = check_zip_bomb(data)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = {info.filename for info in infos}

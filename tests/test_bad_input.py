@@ -169,6 +169,8 @@ BATTERY = {
     "lying-compressed-size.docx": (lambda: docx_package(paragraphs_xml(2), lie_compress_size=50_000_000),
                                    errors.CorruptFile),
     "not-a-zip.docx": (lambda: b"PK\x03\x04 not really a zip", errors.CorruptFile),
+    "password.docx": (lambda: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + random.Random(4).randbytes(4000),
+                      errors.EncryptedOrLegacyOffice),
     "zip-without-document.docx": (lambda: _zip({"hello.txt": b"hi"}), errors.CorruptFile),
     "dtd.docx": (lambda: _zip({"word/document.xml": b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa">]>'
                                b'<w:document xmlns:w="' + W_NS + b'"><w:body><w:p><w:r><w:t>&a;</w:t></w:r>'
