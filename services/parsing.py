@@ -370,18 +370,28 @@ def _pdf_page_text(pdf, index: int) -> str:
         page.close()
 
 
-def pdf_document(filename: str, page_texts: Iterable[str]) -> ParsedDocument:
+def pdf_document(filename: str, page_texts: Iterable[str],
+                 ocr: Callable[[int], str | None] | None = None) -> ParsedDocument:
     """A PDF's ParsedDocument from its pages' raw texts, whichever extractor produced them:
     characters folded, layout line wraps joined, garbage pages skipped, pages separated by
     PAGE_SEPARATOR with exact [start, end) spans. (bench/pdf_extractors.py feeds it pypdf and
-    pdfplumber text to compare extractors under the same post-processing.)"""
+    pdfplumber text to compare extractors under the same post-processing.) `ocr(page number)`,
+    when given, is asked for the text of a page without a usable text layer (None: not read);
+    such a page's span is marked `ocr`."""
     doc = ParsedDocument(filename, "")
     budget = _TextBudget()
     parts: list[str] = []
     offset = page_total = 0
+    recognised: list[int] = []
+    tried = False  # OCR was asked and read some page (even if it found no text)
     for number, raw in enumerate(page_texts, start=1):
         page_total = number
         page_text = join_wrapped_lines(fold_chars(raw)).strip()
+        from_ocr = False
+        if is_garbage(page_text) and ocr is not None:
+            read = ocr(number)
+            tried = tried or read is not None
+            page_text, from_ocr = join_wrapped_lines(fold_chars(read or "")).strip(), read is not None
         if is_garbage(page_text):
             doc.skipped_pages.append(number)
             continue
@@ -390,26 +400,47 @@ def pdf_document(filename: str, page_texts: Iterable[str]) -> ParsedDocument:
             offset += len(PAGE_SEPARATOR)
         budget.add(len(page_text) + len(PAGE_SEPARATOR), page_text.count("\n") + 1)
         parts.append(page_text)
-        doc.pages.append(PageSpan(number, offset, offset + len(page_text)))
+        doc.pages.append(PageSpan(number, offset, offset + len(page_text), ocr=from_ocr))
+        recognised += [number] if from_ocr else []
         offset += len(page_text)
     doc.text = "".join(parts)
     if not page_total:
         raise errors.EmptyDocument("PDF 没有任何页面。")
     if not doc.pages:
         raise errors.NoExtractableText(
-            f"PDF 共 {page_total} 页，但没有可提取的文字（可能是扫描件或字体损坏），请先做 OCR。")
+            f"PDF 共 {page_total} 页，但没有可提取的文字（可能是扫描件或字体损坏）"
+            + ("，OCR 也没有识别出文字。" if tried else "，请先做 OCR。"))
+    if recognised:
+        doc.warnings.append(f"以下页面是扫描件，文字由 OCR 识别，可能有错字：{', '.join(map(str, recognised))}")
     if doc.skipped_pages:
         doc.warnings.append(f"以下页面没有可用文字，已跳过：{', '.join(map(str, doc.skipped_pages))}")
     return doc
 
 
+def _locked_page_text(pdf, index: int) -> str:
+    with _PDFIUM_LOCK:
+        return _pdf_page_text(pdf, index)
+
+
 def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
+    """Text layer page by page; pages without one are OCR'd when services.ocr can run (PDFium is
+    locked per call, not while a page is being recognised)."""
+    from services import ocr
+
     with _PDFIUM_LOCK:
         pdf = _open_pdf(data)
-        try:
-            return pdf_document(filename, (_pdf_page_text(pdf, i) for i in range(len(pdf))))
-        finally:
+        count = len(pdf)
+    try:
+        reader = ocr.PageReader(pdf, _PDFIUM_LOCK)
+        doc = pdf_document(filename, (_locked_page_text(pdf, i) for i in range(count)), reader.read)
+    finally:
+        with _PDFIUM_LOCK:
             pdf.close()
+    if reader.over_cap:
+        doc.warnings.append(f"扫描页超过 OCR 上限（每个文档 {ocr.max_pages()} 页），未识别：{', '.join(map(str, reader.over_cap))}")
+    if reader.not_read:
+        doc.warnings.append(f"扫描页未做 OCR（{ocr.unavailable_reason()}）：{', '.join(map(str, reader.not_read))}")
+    return doc
 
 
 # --- DOCX -----------------------------------------------------------------------------------

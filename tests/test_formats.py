@@ -178,3 +178,106 @@ def test_page_span_from_old_json_rows():
     """SQLite rows written before the OCR flag existed build PageSpans as before."""
     span = PageSpan(**{"page": 2, "start": 0, "end": 5})
     assert span.page == 2 and span.ocr is False
+
+
+# --- item 10: OCR of scanned pages ----------------------------------------------------------
+def _bench_ocr():
+    """bench/ocr.py (the scanned-page generator and the accuracy measure)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location("bench_ocr", bench / "ocr.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _text_then_scanned_page(bench) -> bytes:
+    """Page 1 with a text layer, page 2 a small scanned image of bench.SMALL_TEXT."""
+    import pypdfium2 as pdfium
+
+    merged = pdfium.PdfDocument(make_pdf([ZH_PARAGRAPHS[1]]))
+    scanned = pdfium.PdfDocument(bench.make_scanned_pdf([bench.SMALL_TEXT], width=300, height=100, chars_per_line=20))
+    merged.import_pages(scanned)
+    buf = io.BytesIO()
+    merged.save(buf)
+    return buf.getvalue()
+
+
+# Measured with bench/ocr.py: 1.000 on this page and 0.995 on a full A4 page (150 dpi scans).
+OCR_MIN_ACCURACY = 0.9
+
+
+@pytest.fixture
+def ocr_ready(monkeypatch):
+    monkeypatch.delenv("WENDAO_OCR", raising=False)
+    from services import ocr
+
+    if ocr.engine() is None:
+        pytest.fail(f"OCR should be installed with the project: {ocr.unavailable_reason()}")
+    return ocr
+
+
+def test_scanned_page_is_ocrd_keeps_its_page_and_is_marked(ocr_ready):
+    bench = _bench_ocr()
+    doc = parse(_text_then_scanned_page(bench), "mixed.pdf")
+    assert [(p.page, p.ocr) for p in doc.pages] == [(1, False), (2, True)] and doc.skipped_pages == []
+    scanned = doc.text[doc.pages[1].start:doc.pages[1].end]
+    assert bench.char_accuracy(bench.SMALL_TEXT, scanned) >= OCR_MIN_ACCURACY
+    assert "大河，全长" in scanned  # one line wraps into the next with no space between CJK characters
+    assert doc.page_at(doc.text.index("珠穆朗玛峰")) == 2 and doc.page_at(doc.text.index("黄河")) == 1
+    assert any("OCR" in w and "2" in w for w in doc.warnings)
+
+
+def test_ocr_flag_is_stored_with_the_document(ocr_ready, lib, kb):
+    from services.ingest import ingest_bytes
+
+    bench = _bench_ocr()
+    result = ingest_bytes(lib, kb, _text_then_scanned_page(bench), "mixed.pdf")
+    assert result.status == "ok"
+    assert [(s.page, s.ocr) for s in lib.store.page_spans(kb.id, result.doc_id)] == [(1, False), (2, True)]
+
+
+def test_without_ocr_scanned_pages_are_skipped_with_the_reason(monkeypatch):
+    from services import ocr
+
+    bench = _bench_ocr()
+    data = _text_then_scanned_page(bench)
+    monkeypatch.setenv("WENDAO_OCR", "0")
+    doc = parse(data, "mixed.pdf")
+    assert doc.skipped_pages == [2] and [p.page for p in doc.pages] == [1]
+    assert any("未做 OCR" in w and "WENDAO_OCR=0" in w for w in doc.warnings)
+    # the package missing (or OpenCV failing to load) reads the same way, in Chinese
+    monkeypatch.delenv("WENDAO_OCR")
+    monkeypatch.setitem(__import__("sys").modules, "rapidocr_onnxruntime", None)
+    monkeypatch.setattr(ocr, "_engine", None)
+    monkeypatch.setattr(ocr, "_engine_error", None)
+    doc = parse(data, "mixed.pdf")
+    assert doc.skipped_pages == [2] and any("未安装" in w for w in doc.warnings)
+    with pytest.raises(errors.NoExtractableText, match="请先做 OCR"):
+        parse(bench.make_scanned_pdf([bench.SMALL_TEXT], width=300, height=100), "scan.pdf")
+
+
+def test_blank_pages_cost_no_ocr(monkeypatch):
+    """A page with nothing to read (no image, no text objects) is never rendered for OCR."""
+    from services import ocr
+
+    monkeypatch.setattr(ocr, "recognise", lambda image: pytest.fail("a blank page was OCR'd"))
+    with pytest.raises(errors.NoExtractableText):
+        parse(make_pdf(["", ""]), "blank.pdf")
+
+
+def test_ocr_lines_are_rebuilt_from_boxes():
+    boxes = [  # two lines, the second given first and split in two boxes; a low-confidence speck
+        ([[10, 50], [90, 50], [90, 70], [10, 70]], "第二行左", 0.99),
+        ([[100, 52], [200, 52], [200, 72], [100, 72]], "第二行右", 0.98),
+        ([[10, 10], [200, 10], [200, 30], [10, 30]], "First line", 0.97),
+        ([[300, 10], [400, 10], [400, 30], [300, 30]], "continues", 0.97),
+        ([[5, 90], [8, 90], [8, 93], [5, 93]], "~", 0.2),
+    ]
+    from services.ocr import lines_from_boxes
+
+    assert lines_from_boxes(boxes) == "First line continues\n第二行左第二行右"
