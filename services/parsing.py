@@ -253,6 +253,8 @@ def _decode_document(data: bytes) -> tuple[str, str]:
     _TextBudget().add(len(data) // 4)
     text, encoding = decode_text(data)
     check_decoded_text(text)
+    if "\x00" in text:  # a few stray NUL bytes (more are refused above): never stored or shown
+        text = text.replace("\x00", "")
     _TextBudget().add(len(text))
     return text, encoding
 

@@ -419,3 +419,8 @@ def test_unforeseen_library_failure_becomes_a_chinese_reason(monkeypatch, caplog
         parse(b"%PDF-1.4 whatever", "x.pdf")
     assert_chinese_reason(caught.value.message_zh)
     assert "/tmp" not in caught.value.message_zh and "KeyError" in caplog.text  # logged server-side
+
+
+def test_stray_nul_bytes_are_dropped_from_text():
+    doc = parse(TEXT.encode() + b"\x00" + TEXT.encode(), "stray.txt")
+    assert "\x00" not in doc.text and doc.text == TEXT + TEXT
