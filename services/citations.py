@@ -114,9 +114,40 @@ def support_score(claim: str, evidence: str) -> float:
     return max(term_recall, gram_recall)
 
 
+# A quote never opens with these (a span that does continues the sentence before it, as after
+# "……" or "？”", or is the tail of a sentence cut at the passage start) nor ends with a pause mark
+# (a sentence cut at the passage end).
+_NO_OPEN = "，、；：,;:。！？!?…）)」』”’》〉】］]"
+_NO_CLOSE = "，、,"
+
+
+def quote_bounds(text: str, a: int, b: int) -> tuple[int, int]:
+    """[a, b) of `text` narrowed to start and end where a sentence can: surrounding whitespace,
+    leading punctuation that cannot open a sentence ("，各种…") and a trailing comma dropped."""
+    while a < b and (text[a].isspace() or text[a] in _NO_OPEN):
+        a += 1
+    while b > a and (text[b - 1].isspace() or text[b - 1] in _NO_CLOSE):
+        b -= 1
+    return a, b
+
+
+def quote_spans(text: str) -> list[tuple[int, int]]:
+    """The sentences of a passage as quotable [start, end) spans: a piece that opens with a comma
+    or a closing mark is joined to the sentence before it ("他问“为什么？”，大家都笑了。" is one
+    quote, not "，大家都笑了。"), and every span is narrowed by `quote_bounds`; empty ones dropped."""
+    spans: list[tuple[int, int]] = []
+    for a, b in split_sentences(text):
+        head = text[a:b].lstrip()
+        if spans and head[:1] in _NO_OPEN and head:
+            spans[-1] = (spans[-1][0], b)
+        else:
+            spans.append((a, b))
+    return [(a, b) for a, b in (quote_bounds(text, a, b) for a, b in spans) if a < b]
+
+
 def best_quote(claim: str, hit: Hit) -> tuple[int, int, float]:
     """The sentence(s) of a passage that best support `claim`: (start, end) in document offsets, score."""
-    spans = split_sentences(hit.text) or [(0, len(hit.text))]
+    spans = quote_spans(hit.text) or [(0, len(hit.text))]
     scored = [(support_score(claim, hit.text[a:b]), a, b) for a, b in spans if hit.text[a:b].strip()]
     if not scored:
         return hit.start, hit.end, 0.0
@@ -126,9 +157,7 @@ def best_quote(claim: str, hit: Hit) -> tuple[int, int, float]:
         both = support_score(claim, hit.text[a1:b2])
         if both > score + 0.15:
             score, a, b = both, a1, b2
-    text = hit.text[a:b]
-    a += len(text) - len(text.lstrip())
-    b -= len(text) - len(text.rstrip())
+    a, b = quote_bounds(hit.text, a, b)
     return hit.start + a, hit.start + b, score
 
 

@@ -23,9 +23,9 @@ import math
 import re
 from dataclasses import dataclass
 
+from services.citations import quote_spans
 from services.refusal import key_terms
 from services.retrieval import Hit
-from services.text import split_sentences
 from services.tokenizer import comparable, query_terms
 
 EXTRACTIVE_LABEL = "以下内容摘自文档："
@@ -94,10 +94,8 @@ def _candidates(hits: list[Hit], max_passages: int) -> tuple[list[Pick], list[in
     seen_spans, seen_text, out, previous = set(), set(), [], []
     for n, hit in enumerate(hits[:max_passages], start=1):
         last = None
-        for a, b in split_sentences(hit.text):
-            raw = hit.text[a:b]
-            sentence = raw.strip()
-            a += len(raw) - len(raw.lstrip())
+        for a, b in quote_spans(hit.text):
+            sentence = hit.text[a:b]
             key = comparable(sentence)
             span = (hit.doc, hit.start + a)
             if len(sentence) < 4 or span in seen_spans or key in seen_text:

@@ -281,3 +281,45 @@ def test_ocr_lines_are_rebuilt_from_boxes():
     from services.ocr import lines_from_boxes
 
     assert lines_from_boxes(boxes) == "First line continues\n第二行左第二行右"
+
+
+# --- item 6: CJK line wraps and quote boundaries --------------------------------------------
+def _hit(text: str, start: int = 100, doc: str = "d.pdf", page: int = 1):
+    from services.chunking import Chunk
+    from services.retrieval import Hit
+
+    chunk = Chunk(0, start, start + len(text), text, page, page, id=7, doc_id="x")
+    return Hit(chunk, doc, start, start + len(text), text, page, page, chunk_ids=[7])
+
+
+def test_wrapped_cjk_pdf_lines_join_without_spaces():
+    """make_pdf wraps every 35 characters; the joined text reads as the paragraphs did."""
+    text = "".join(ZH_PARAGRAPHS)
+    doc = parse(make_pdf([text]), "wrapped.pdf")
+    assert doc.text == text  # no "描述 各种" spaces, no leftover line breaks inside sentences
+
+
+def test_extractive_quotes_start_and_end_at_sentence_boundaries():
+    from services.extractive import extractive_answer
+
+    # the passage starts mid-sentence (chunk cut), and a sentence goes on after a closing quote
+    passage = ("，各种方法都试过了。记者问道：“长江有多长？”，专家回答说长江全长约六千三百公里。"
+               "黄河是中国第二长河。")
+    text, picks = extractive_answer("长江全长多少公里？", [_hit(passage)])
+    assert picks, text
+    for p in picks:
+        assert p.text[0] not in "，、；：。？”" and p.text == passage[p.start - 100:p.end - 100]
+    quote = next(p.text for p in picks if "六千三百" in p.text)
+    assert quote == "记者问道：“长江有多长？”，专家回答说长江全长约六千三百公里。"
+    assert "\n，" not in text and "[1]" in text
+
+
+def test_llm_citation_quotes_start_at_a_sentence():
+    from services.citations import map_citations
+
+    passage = "，前一句的后半截。他问“为什么？”，大家回答说长江全长约六千三百公里。"
+    [citation] = map_citations("长江全长约六千三百公里[1]。", [_hit(passage)])
+    assert citation.quote == "他问“为什么？”，大家回答说长江全长约六千三百公里。"
+    assert citation.quote == passage[citation.start - 100:citation.end - 100]
+    [citation] = map_citations("前一句说的是后半截[1]。", [_hit(passage)])
+    assert citation.quote.startswith("前一句的后半截。")  # not "，前一句…"
