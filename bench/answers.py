@@ -136,8 +136,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def summarize(rows: list[dict], as_markdown: bool = False) -> None:
-    """Print the side-by-side tables from result rows."""
+    """Print the side-by-side tables from result rows (a question answered twice counts once)."""
     table_ = markdown if as_markdown else table
+    rows = list({(r["set"], r["id"], r["mode"]): r for r in reversed(rows)}.values())[::-1]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         for who in ("extractive", "llm"):
@@ -224,12 +225,16 @@ def main() -> None:
     p.add_argument("--llm-max-tokens", type=int, default=200)
     p.add_argument("--llm-sets", default="cmrc,drcd,cail,cail_unanswerable")
     p.add_argument("--inline", action="store_true", help="LLM without structured output (inline [n] markers)")
+    p.add_argument("--shard", default="0/1", help="i/N: answer only every N-th LLM question from the i-th (parallel servers)")
+    p.add_argument("--reverse", action="store_true", help="LLM questions in reverse order (a second server from the other end)")
+    p.add_argument("--skip", default="", help="results file(s), comma-separated: LLM questions already answered there are skipped")
     p.add_argument("--out", default="")
     p.add_argument("--summary", help="only print the tables of a results file")
     p.add_argument("--markdown", action="store_true", help="with --summary: Markdown tables")
     args = p.parse_args()
     if args.summary:
-        rows = [json.loads(line) for line in Path(args.summary).read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for f in args.summary.split(",") for line in Path(f).read_text().splitlines()
+                if line.strip()]
         summarize(rows, args.markdown)
         if not args.markdown:
             sweep(rows)
@@ -260,6 +265,11 @@ def main() -> None:
         chosen = [s for s in args.llm_sets.split(",") if s in sets]
         queue = [(s, q) for i in range(args.n) for s in chosen if i < len(sets[s][1]) for q in [sets[s][1][i]]]
         tag = "hybrid+llm-inline" if args.inline else "hybrid+llm"
+        shard, shards = (int(x) for x in args.shard.split("/"))
+        done = {(r["set"], r["id"], r["mode"]) for f in filter(None, args.skip.split(",")) if Path(f).exists()
+                for r in map(json.loads, Path(f).read_text().splitlines())}
+        queue = [(s, q) for i, (s, q) in enumerate(queue) if i % shards == shard and (s, q.id, tag) not in done]
+        queue = queue[::-1] if args.reverse else queue
         for i, (set_name, q) in enumerate(queue, 1):  # interleaved: a partial run covers every set
             key = sets[set_name][0]
             emit(run_one(A, Retriever(lib, kbs[key]), llm, q, set_name, tag))
