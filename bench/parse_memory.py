@@ -62,7 +62,7 @@ def write_cases(folder: Path, only: str | None) -> list[tuple[str, Path]]:
         "docx-290MB-xml-compressed-size-lie.docx": lambda: docx_package(
             (b"<w:p/>" * 10_000 for _ in range(290 * 1024 * 1024 // 60_000)), lie_compress_size=40_000_000),
         "text-150MB.txt": lambda: text_line * (150 * 1024 * 1024 // len(text_line)),
-        "text-14MB-near-char-cap.txt": lambda: text_line * (14 * 1024 * 1024 // len(text_line)),
+        "text-8.5MB-near-char-cap.txt": lambda: text_line * (17 * 512 * 1024 // len(text_line)),
         "html-10MB.html": lambda: b"<html><body>" + b"".join(
             f"<div class='c{i % 7}'><p>{i}: ".encode() + text_line + b"</p></div>\n" for i in range(10 * 1024 * 1024 // 400)
         ) + b"</body></html>",
