@@ -120,8 +120,11 @@ def original_view(kb: KnowledgeBase, source: dict, quotes: list[dict]) -> None:
             page = st.radio("页码", pages, format_func=page_label, horizontal=True,
                             key=f"pageview_{doc_id}_{source['start']}") if len(pages) > 1 else pages[0]
             image = render_pdf_page(path, text, spans, page, ranges)
+            scanned = any(s.ocr and s.page == page for s in spans)  # no text layer to find the quote in
             st.caption(f"原文 {page_label(page)}（共 {image.pages} 页）"
-                       + ("，引用句已用黄色标出" if image.found else "；未能在页面上定位引用句"))
+                       + ("，引用句已用黄色标出" if image.found else
+                          "；此页是扫描件，文字由 OCR 识别（可能有错字），无法在图上标出引用句" if scanned else
+                          "；未能在页面上定位引用句"))
             st.image(image.png, width="stretch")
             return
         a, b = context_window(text, min(r[0] for r in ranges), max(r[1] for r in ranges))

@@ -323,3 +323,22 @@ def test_llm_citation_quotes_start_at_a_sentence():
     assert citation.quote == passage[citation.start - 100:citation.end - 100]
     [citation] = map_citations("前一句说的是后半截[1]。", [_hit(passage)])
     assert citation.quote.startswith("前一句的后半截。")  # not "，前一句…"
+
+
+def test_citation_of_a_scanned_page_says_it_was_ocrd(ocr_ready, data_dir):
+    """The chat's page view of a quote from an OCR'd page says the text was recognised by OCR."""
+    from test_ui_everyday import app, ask, click
+
+    from services.ingest import ingest_bytes
+    from services.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("扫描", create=True)
+    data = _text_then_scanned_page(_bench_ocr())
+    assert ingest_bytes(lib, kb, data, "scan.pdf", ChunkingConfig("sentence", 40, 0)).status == "ok"
+    at = app("chat")
+    ask(at, "珠穆朗玛峰海拔多少米？")
+    chip = next(b.label for b in at.button if b.label.startswith("\\[1\\]"))
+    assert "第2页" in chip
+    click(at, chip)
+    assert any(c.value.startswith("原文 第2页") and "OCR 识别" in c.value for c in at.caption)
