@@ -63,10 +63,10 @@ def write_cases(folder: Path, only: str | None) -> list[tuple[str, Path]]:
             (b"<w:p/>" * 10_000 for _ in range(290 * 1024 * 1024 // 60_000)), lie_compress_size=40_000_000),
         "text-150MB.txt": lambda: text_line * (150 * 1024 * 1024 // len(text_line)),
         "text-8.5MB-near-char-cap.txt": lambda: text_line * (17 * 512 * 1024 // len(text_line)),
-        "html-10MB.html": lambda: b"<html><body>" + b"".join(
-            f"<div class='c{i % 7}'><p>{i}: ".encode() + text_line + b"</p></div>\n" for i in range(10 * 1024 * 1024 // 400)
+        "html-6MB.html": lambda: b"<html><body>" + b"".join(
+            f"<div class='c{i % 7}'><p>{i}: ".encode() + text_line + b"</p></div>\n" for i in range(6 * 1024 * 1024 // 400)
         ) + b"</body></html>",
-        "html-4.9MB-of-tags.html": lambda: b"<html><body>" + b"<i>x</i>" * (4_900_000 // 8) + b"</body></html>",
+        "html-2.9MB-of-tags.html": lambda: b"<html><body>" + b"<i>x</i>" * (2_900_000 // 8) + b"</body></html>",
         "pdf-1000-pages.pdf": lambda: make_pdf(["".join(ZH_PARAGRAPHS) * 6] * 1000),
     }
     out = []
