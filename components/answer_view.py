@@ -46,7 +46,7 @@ _ANSWER_CSS = """
           font: inherit; font-weight: 600; cursor: pointer; text-decoration: underline dotted}
 .wd-cite:hover, .wd-cite:focus-visible {background: #fde2d2; border-radius: 3px; outline: none}
 """
-_answer_component = st.components.v2.component("wendao_answer", js=_ANSWER_JS, css=_ANSWER_CSS)
+_answer_component = st.components.v2.component("wendao_answer", js=_ANSWER_JS, css=_ANSWER_CSS, isolate_styles=False)
 
 
 def answer_parts(text: str, sources: int, titles: dict[int, str] | None = None) -> list[dict]:

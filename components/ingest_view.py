@@ -55,6 +55,17 @@ def split_uploads(files) -> tuple[list, list[str]]:
 
 def upload_section(lib, kb, config) -> None:
     """The uploader and the button that queues its files; the uploader clears once they are queued."""
+    # Streamlit writes "Upload" and "200MB per file" in English and offers no parameter for them:
+    # our own Chinese words replace them (the limit is WENDAO_MAX_FILE_MB, as passed to the uploader).
+    st.markdown(f"""<style>
+    [data-testid="stFileUploaderDropzone"] [data-testid="stBaseButton-secondary"] [data-testid="stMarkdownContainer"] p
+        {{font-size: 0}}
+    [data-testid="stFileUploaderDropzone"] [data-testid="stBaseButton-secondary"] [data-testid="stMarkdownContainer"] p::after
+        {{content: "选择文件"; font-size: .875rem}}
+    [data-testid="stFileUploaderDropzoneInstructions"] span {{font-size: 0}}
+    [data-testid="stFileUploaderDropzoneInstructions"] span::after
+        {{content: "或把文件拖到这里 · 单个文件不超过 {format_mb(max_file_bytes())} MB"; font-size: .875rem}}
+    </style>""", unsafe_allow_html=True)
     files = st.file_uploader(f"选择文件（可多选；支持 {supported_text()}；单个文件不超过 {format_mb(max_file_bytes())} MB）",
                              accept_multiple_files=True, max_upload_size=max_upload_mb(),
                              key=f"uploader_{kb.id}_{st.session_state.get('upload_round', 0)}",
@@ -119,7 +130,9 @@ def _finished(job) -> None:
         cache = f"（新向量化 {embedded} 个片段，其余来自缓存）" if embedded else "（向量全部来自缓存）"
     st.success(f"「{name}」：{RESULT_ZH.get(status, '已索引')} · {chunks} 个片段 · {sum(seconds.values()):.1f} 秒{cache}")
     if seconds:
-        st.caption(" · ".join(f"{STAGE_ZH.get(k, k)} {v:.2f} 秒" for k, v in seconds.items()))
+        order = list(STAGE_ZH)
+        st.caption(" · ".join(f"{STAGE_ZH.get(k, k)} {v:.2f} 秒"
+                              for k, v in sorted(seconds.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)))
     for w in r.get("warnings", []):
         st.warning(inert(w))
 

@@ -328,9 +328,10 @@ def test_hostile_document_stays_inert_in_chromium(tmp_path):
         answer.get_by_text("六千三百公里").first.wait_for()
         wait_idle(page)
         assert "attacker.example" in answer.inner_text()  # shown, as text
-        answer.get_by_role("button", name=re.compile(r"^\[1\]")).click()  # the citation chip stays clickable
-        page.locator('[data-testid="stPopoverBody"] mark').first.wait_for()
+        answer.get_by_role("button", name=re.compile(r"^\[1\] ")).click()  # the citation chip stays clickable
+        page.get_by_role("dialog").locator("mark").first.wait_for()
         clean(page)
+        page.keyboard.press("Escape")
 
     with FakeLLMServer() as llm, running_app(tmp_path / "data") as url, browser_page(outside) as page:
         page.goto(url + "/library")
@@ -339,7 +340,7 @@ def test_hostile_document_stays_inert_in_chromium(tmp_path):
         page.get_by_text("知识库：注入测试").wait_for()
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(doc)])
         page.get_by_role("button", name="开始索引 1 个文件").click()
-        page.get_by_text("1 个文件已索引").wait_for()
+        page.get_by_text("文件 1/1（全部完成）").wait_for()  # indexed by the background worker
         clean(page)
         ask(page, url)  # extractive: no LLM configured
         page.goto(url + "/settings")
