@@ -221,6 +221,8 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, default=SHARED / "data" / "upload_samples")
     args = parser.parse_args()
     logging.getLogger("pdfminer").setLevel(logging.ERROR)
+    if not args.samples.exists():
+        print(f"(no samples at {args.samples}: only the generated PDFs are measured; set WENDAO_SHARED or --samples)")
     rows = []
     for name, extract in EXTRACTORS.items():
         extract(table_pdf(TABLES[0]))  # warm-up (imports, font caches)
