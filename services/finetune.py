@@ -51,6 +51,7 @@ class FinetuneSettings:
     max_seq_length: int = 256
     seed: int = 0
     method: str = "sentence"  # sentence (offline, inverse cloze) | llm
+    freeze_embeddings: bool = True  # keep the (250k-token multilingual) input embedding matrix fixed
 
 
 @dataclass
@@ -178,9 +179,11 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
     model = SentenceTransformer(base, device=device or pick_device(), local_files_only=True)
     full_length = model.max_seq_length
     model.max_seq_length = min(full_length or 512, settings.max_seq_length)  # shorter while training (speed)
+    if settings.freeze_embeddings:  # e5-small: 96M of its 118M weights; freezing them saves ~2.3 GB of
+        _input_embeddings(model).requires_grad_(False)  # gradients + optimizer state and time per step
     prefix_q, prefix_p = _prefixes(base)
     loss_fn = MultipleNegativesRankingLoss(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
     rng = random.Random(settings.seed)
     batches_per_epoch = math.ceil(len(pairs) / settings.batch_size)
     progress = Progress(steps=batches_per_epoch * settings.epochs)
@@ -218,6 +221,11 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
 
 class Cancelled(errors.WendaoError):
     default_message = "微调已取消。"
+
+
+def _input_embeddings(model):
+    """The token embedding module of a sentence-transformers model's transformer."""
+    return model[0].auto_model.get_input_embeddings()
 
 
 def _to_device(features: dict, device) -> dict:

@@ -181,3 +181,25 @@ def test_training_length_is_not_saved_with_the_model(tmp_path):
     pairs = [Pair(q, text, i, name) for i, (name, text) in enumerate(TOPICS.items()) for q in [text[:8]]]
     train(str(base), pairs, tmp_path / "out", FinetuneSettings(batch_size=3, max_seq_length=16), device="cpu")
     assert length > 16 and SentenceTransformer(str(tmp_path / "out"), device="cpu").max_seq_length == length
+
+
+def test_token_embeddings_are_frozen_by_default(tmp_path):
+    """The multilingual vocabulary's embedding matrix is most of e5-small's weights: training leaves
+    it unchanged (memory and time), the rest of the network learns."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from services.finetune import FinetuneSettings, Pair, train
+
+    base = tiny_embedder(tmp_path / "base")
+    pairs = [Pair(text[:8], text[8:], i, name) for i, (name, text) in enumerate(TOPICS.items())]
+    before = SentenceTransformer(str(base), device="cpu")
+    for frozen in (True, False):
+        out = tmp_path / f"out{frozen}"
+        train(str(base), pairs, out, FinetuneSettings(batch_size=3, learning_rate=1e-3, freeze_embeddings=frozen),
+              device="cpu")
+        after = SentenceTransformer(str(out), device="cpu")
+        same = [torch.equal(a, b) for a, b in zip(before[0].auto_model.parameters(), after[0].auto_model.parameters())]
+        tokens = before[0].auto_model.get_input_embeddings().weight
+        assert torch.equal(tokens, after[0].auto_model.get_input_embeddings().weight) == frozen
+        assert not all(same)  # the encoder layers were trained either way
