@@ -73,20 +73,36 @@ def test_xlsx_and_pptx_are_supported_extensions():
     assert ".xlsx" in SUPPORTED_EXTENSIONS and ".pptx" in SUPPORTED_EXTENSIONS
 
 
-def test_xlsx_rows_carry_their_headers_and_sheets_are_pages():
+def test_xlsx_rows_under_their_header_and_sheets_are_pages():
     doc = parse(make_xlsx({"员工": STAFF, "空表": [], "产品": [["产品", "价格", "上市"], ["问道", 0.1 + 0.2, True]]}),
                 "staff.xlsx")
     lines = doc.text.split("\n")
-    assert lines[:3] == ["工作表：员工", "2023年员工名单", "姓名 | 部门 | 电话 | 入职日期 | 工资"]
-    assert "姓名：张三 | 部门：研发部 | 电话：13800000001 | 入职日期：2020-03-01 | 工资：12000" in lines
-    # an empty cell is left out; a time of day is kept; no "None", no "9500.5000001"
-    assert "姓名：李四 | 电话：13800000002 | 入职日期：2021-05-06 09:30:00 | 工资：9500.5" in lines
-    assert "产品：问道 | 价格：0.3 | 上市：TRUE" in lines
+    assert lines[:5] == ["工作表：员工", "2023年员工名单", "姓名 | 部门 | 电话 | 入职日期 | 工资",
+                         "张三 | 研发部 | 13800000001 | 2020-03-01 | 12000",
+                         # an empty cell keeps its place; a time of day is kept; no "None", no "9500.5000001"
+                         "李四 |  | 13800000002 | 2021-05-06 09:30:00 | 9500.5"]
+    assert "问道 | 0.3 | TRUE" in lines
     # sheet number = page; the empty sheet is skipped like a blank PDF page, and said so
     assert [p.page for p in doc.pages] == [1, 3] and doc.skipped_pages == [2]
     assert doc.page_at(doc.text.index("张三")) == 1 and doc.page_at(doc.text.index("问道")) == 3
     assert doc.text[doc.pages[1].start:doc.pages[1].end].startswith("工作表：产品")
     assert any("工作表" in w and "2" in w for w in doc.warnings)
+
+
+def test_xlsx_header_is_repeated_through_a_long_sheet():
+    """Every stretch of HEADER_EVERY characters of rows starts with the column names, so a chunk
+    from the middle of the sheet still says which value is which (bench/xlsx_rows.py)."""
+    from services.office import HEADER_EVERY
+
+    header = ["姓名", "部门", "电话"]
+    rows = [header] + [[f"员工{i:03d}", "研发部", f"138{i:08d}"] for i in range(200)]
+    lines = parse(make_xlsx({"员工": rows}), "long.xlsx").text.split("\n")
+    assert lines[1] == "姓名 | 部门 | 电话" and lines.count("姓名 | 部门 | 电话") > 10
+    run = 0
+    for line in lines[2:]:
+        run = 0 if line == "姓名 | 部门 | 电话" else run + len(line) + 1
+        assert run <= HEADER_EVERY + len(line) + 1
+    assert sum(line.startswith("员工") for line in lines) == 200  # every row once
 
 
 def test_xlsx_padded_to_column_xfd_is_capped(monkeypatch):
