@@ -78,7 +78,7 @@ def engine():
 def unavailable_reason() -> str | None:
     """Why OCR cannot run now, in Chinese; None when it can."""
     if not enabled():
-        return "OCR 已关闭（WENDAO_OCR=0）"
+        return "OCR 已关闭，WENDAO_OCR=0"
     return None if engine() is not None else _engine_error
 
 
