@@ -135,7 +135,7 @@ def original_view(kb: KnowledgeBase, source: dict, quotes: list[dict]) -> None:
         show_error(exc)
 
 
-def citation_chips(kb: KnowledgeBase, answer: dict, key: str) -> int | None:
+def citation_chips(answer: dict, key: str) -> int | None:
     """One chip per cited source (file and pages); returns the number of the chip clicked."""
     cited = sorted({c["n"] for c in answer.get("citations", [])})
     sources = answer.get("sources", [])
@@ -207,7 +207,7 @@ def show_turn(kb: KnowledgeBase, question: str, answer: dict, key: str) -> None:
         clicked = answer_text(answer, key)
         if answer.get("notice"):
             st.warning(inert_code_urls(answer["notice"]))
-        chip = citation_chips(kb, answer, key)
+        chip = citation_chips(answer, key)
         details(answer, question)
     n = clicked or chip
     if n:

@@ -7,7 +7,7 @@ import re
 
 import streamlit as st
 
-from components.safe_text import inert, inert_code_urls
+from components.safe_text import inert_code_urls
 from services import errors
 from services.config import data_dir
 from services.library import Library, open_library

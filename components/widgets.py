@@ -46,27 +46,6 @@ def chunk_boundaries_html(text: str, chunks) -> str:
     return "".join(out)
 
 
-def citation_chips(answer) -> None:
-    """One chip per cited source; clicking opens its passage with every quoted sentence marked."""
-    if not answer.citations:
-        return
-    by_source: dict[int, list] = {}
-    for c in answer.citations:
-        by_source.setdefault(c.n, []).append(c)
-    cols = st.columns(min(4, len(by_source)))
-    for i, (n, cits) in enumerate(sorted(by_source.items())):
-        first = cits[0]
-        unsupported = [c for c in cits if not c.supported]
-        label = f"\\[{n}\\] {inert(first.doc, keep_lines=False)} · 第{first.page}页" + ("（未核实）" if unsupported else "")
-        with cols[i % len(cols)].popover(label, width="stretch"):
-            source = answer.sources[n - 1]
-            pages = sorted({c.page for c in cits})
-            st.caption(f"《{inert(first.doc, keep_lines=False)}》第 {'、'.join(map(str, pages))} 页 · 位置 {first.start}–{first.end} · "
-                       f"支持度 {max(c.support for c in cits):.2f}"
-                       + (" · 有引用未能在该段落中找到支持" if unsupported else ""))
-            passage_box(highlight(source.text, [(c.start - source.start, c.end - source.start) for c in cits]))
-
-
 def inject_css() -> None:
     st.markdown("""<style>
     .wendao-passage {border-left: 3px solid #b5472a; padding: .4rem .8rem; background: #faf7f2;
