@@ -224,6 +224,7 @@ def main() -> None:
     p.add_argument("--llm-model", default="local")
     p.add_argument("--llm-max-tokens", type=int, default=200)
     p.add_argument("--llm-sets", default="cmrc,drcd,cail,cail_unanswerable")
+    p.add_argument("--llm-limit", type=int, default=0, help="LLM questions per set (default: --n)")
     p.add_argument("--inline", action="store_true", help="LLM without structured output (inline [n] markers)")
     p.add_argument("--shard", default="0/1", help="i/N: answer only every N-th LLM question from the i-th (parallel servers)")
     p.add_argument("--reverse", action="store_true", help="LLM questions in reverse order (a second server from the other end)")
@@ -263,7 +264,8 @@ def main() -> None:
         llm = LLMSettings(base_url=args.llm_url, api_key="local", model=args.llm_model, timeout=900, max_retries=0,
                           max_tokens=args.llm_max_tokens, temperature=0.0, structured_output=not args.inline)
         chosen = [s for s in args.llm_sets.split(",") if s in sets]
-        queue = [(s, q) for i in range(args.n) for s in chosen if i < len(sets[s][1]) for q in [sets[s][1][i]]]
+        queue = [(s, q) for i in range(args.llm_limit or args.n) for s in chosen if i < len(sets[s][1])
+                 for q in [sets[s][1][i]]]
         tag = "hybrid+llm-inline" if args.inline else "hybrid+llm"
         shard, shards = (int(x) for x in args.shard.split("/"))
         done = {(r["set"], r["id"], r["mode"]) for f in filter(None, args.skip.split(",")) if Path(f).exists()
