@@ -102,6 +102,8 @@ def _running(job) -> None:
         line += f" {job.done}/{job.total} {STAGE_UNIT.get(job.stage, '')}"
     if rate:
         line += f" · {rate:.1f} 片段/秒 · 剩余{_seconds(eta)}"
+    elif job.stage == "embed":
+        line += " · 速度估算中"
     line += f" · 已用 {job.elapsed:.0f} 秒"
     st.markdown(line)
     st.progress(min(1.0, job.done / job.total) if job.total else 0.0)
