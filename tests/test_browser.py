@@ -244,6 +244,20 @@ def test_background_ingestion_while_asking(page, app_url, data_path, shots, tmp_
     wait_idle(page)  # (the running file finishes in the background while the next tests run)
 
 
+def ask_to_delete(page):
+    """Click 删除知识库 until the confirmation shows (a click landing during a rerun can be dropped)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):
+        page.get_by_role("button", name="删除知识库", exact=True).click()
+        try:
+            page.get_by_text("确定删除知识库「临时库」").wait_for(timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            wait_idle(page)
+    pytest.fail("the delete confirmation never showed")
+
+
 def test_kb_delete(page, app_url):
     page.goto(app_url + "/library")
     page.get_by_text("新建知识库").click()
@@ -252,11 +266,12 @@ def test_kb_delete(page, app_url):
     page.get_by_text("知识库：临时库").wait_for()
     wait_idle(page)
     page.get_by_text("重命名或删除知识库").click()
-    page.get_by_role("button", name="删除知识库").click()
-    page.get_by_role("button", name="取消").click()  # cancel keeps it
+    ask_to_delete(page)
+    page.get_by_role("button", name="取消", exact=True).click()  # cancel keeps it
+    page.get_by_text("确定删除知识库「临时库」").wait_for(state="detached")
     wait_idle(page)
-    page.get_by_role("button", name="删除知识库").click()
-    page.get_by_role("button", name="确认删除知识库").click()
+    ask_to_delete(page)
+    page.get_by_role("button", name="确认删除知识库", exact=True).click()
     page.get_by_text("知识库：浏览器测试").wait_for()
     wait_idle(page)
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
