@@ -210,6 +210,7 @@ def _complete_dense(lib, kb, doc_id, ids, texts, embedder, progress, timer) -> i
     """Embed a keyword-ready document's chunks and write its vectors; returns how many were computed
     (the rest came from the cache). Skips quietly when the document changed meanwhile."""
     with timer("embed"):
+        progress("embed", 0, len(ids))  # the stage starts now (speed and time left are measured from here)
         vectors, embedded = embed_with_cache(embedder, lib.cache, texts,
                                              lambda done, total: progress("embed", done, total))
         progress("embed", len(ids), len(ids))
