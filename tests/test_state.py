@@ -493,18 +493,19 @@ def test_data_dir_from_before_recorded_collections_keeps_its_vectors(tmp_path):
     collection) keeps searching after the upgrade; the old BM25 collection is dropped."""
     import json as _json
 
-    from services.models import DEFAULT_EMBEDDER, resolve
+    from services.models import BUNDLED_EMBEDDER, resolve
     from services.vectors import IndexSpec, close_all, collection_name
 
     root = tmp_path / "old"
     lib = Library(root)
     kb = lib.kb("k", create=True)
+    lib.store.update_kb_settings(kb.id, embedding_model=BUNDLED_EMBEDDER)  # what the old app indexed with
     ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
     record = lib.dense_index(kb)
     lib.close()
     close_all()
     qdrant = root / "qdrant"
-    legacy = collection_name(kb.id, IndexSpec(resolve(DEFAULT_EMBEDDER).name, 1))
+    legacy = collection_name(kb.id, IndexSpec(resolve(BUNDLED_EMBEDDER).name, 1))
     (qdrant / record["collection"]).rename(qdrant / legacy)
     meta = _json.loads((qdrant / legacy / "meta.json").read_text())
     meta.pop("fingerprint")
@@ -518,7 +519,8 @@ def test_data_dir_from_before_recorded_collections_keeps_its_vectors(tmp_path):
     db.close()
     upgraded = Library(root)
     kb = upgraded.kb("k")
-    assert upgraded.dense_collection(kb) == legacy
+    assert upgraded.dense_collection(kb) == legacy  # settings were lost: the old bundled model is assumed
+    assert upgraded.embedding_model(kb) == BUNDLED_EMBEDDER
     assert Retriever(upgraded, kb).search("珠穆朗玛峰有多高", mode="dense").hits
     assert "珠穆朗玛峰" in Retriever(upgraded, kb).search("珠穆朗玛峰有多高", mode="bm25").hits[0].text
     assert upgraded.dense_index(kb)["fingerprint"] == upgraded.embedder(kb).fingerprint_id
