@@ -115,15 +115,13 @@ class BM25Index:
         rows = [r for r in rows if r[0] not in self.where]
         if not rows:
             return
-        row_idx, col_idx, data = [], [], []
-        for r, (_, _, blob) in enumerate(rows):
-            ids, counts = decode_terms(blob)
-            cols = [self._column(int(t)) for t in ids.tolist()]
-            row_idx.append(np.full(len(cols), r, np.int32))
-            col_idx.append(np.array(cols, np.int32))
-            data.append(counts.astype(np.float32))
-        cols = np.concatenate(col_idx) if col_idx else np.zeros(0, np.int32)
-        matrix = sp.csc_matrix((np.concatenate(data), (np.concatenate(row_idx), cols)),
+        decoded = [decode_terms(blob) for _, _, blob in rows]
+        sizes = np.fromiter((len(t) for t, _ in decoded), np.int64, len(decoded))
+        terms = np.concatenate([t for t, _ in decoded]) if decoded else np.zeros(0, np.int32)
+        counts = np.concatenate([c for _, c in decoded]).astype(np.float32) if decoded else np.zeros(0, np.float32)
+        unique, inverse = np.unique(terms, return_inverse=True)  # Python touches each distinct term once
+        cols = np.fromiter((self._column(int(t)) for t in unique.tolist()), np.int32, len(unique))[inverse]
+        matrix = sp.csc_matrix((counts, (np.repeat(np.arange(len(rows), dtype=np.int32), sizes), cols)),
                                shape=(len(rows), len(self.columns)))
         np.add.at(self.df, cols, 1)
         ids = np.array([r[0] for r in rows], np.int64)

@@ -302,13 +302,17 @@ class Library:
                 index.remove(index.ids - live)
                 added = sorted(live - index.ids)
                 if added:
-                    index.add(self._bm25_rows(kb, added))
+                    index.add(self._bm25_rows(kb, added if index.ids else None, live))
                 index.generation = generation
         return index
 
-    def _bm25_rows(self, kb: KnowledgeBase, ids: list[int]) -> list[tuple[int, int, bytes]]:
+    def _bm25_rows(self, kb: KnowledgeBase, ids: list[int] | None,
+                   only: set[int] | None = None) -> list[tuple[int, int, bytes]]:
+        """(id, length, terms) of chunks `ids` (None: all indexed chunks, restricted to `only`)."""
         rows, missing = [], []
         for chunk_id, length, blob, doc_id in self.store.bm25_rows(kb.id, ids):
+            if only is not None and chunk_id not in only:
+                continue
             (rows if blob is not None else missing).append((chunk_id, length, blob, doc_id))
         if missing:  # chunks written before BM25 terms lived in SQLite: compute (and store, as owner)
             rows.extend(self._backfill_terms(kb, missing))

@@ -116,6 +116,7 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     CREATE INDEX jobs_status ON jobs(status, id);
+    CREATE INDEX documents_search ON documents(kb_id, id, status, enabled, dense_state);
     """,
 ]
 
