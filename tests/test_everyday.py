@@ -153,3 +153,14 @@ def test_a_document_is_keyword_searchable_before_its_vectors_are_written(lib, kb
     assert seen["bm25"][0] == "rivers.txt" and seen["dense"] == [] and "向量化进行中" in seen["notice"]
     assert Retriever(lib, kb).search("珠穆朗玛峰有多高", mode="dense").hits[0].doc == "rivers.txt"
     assert Retriever(lib, kb).search("珠穆朗玛峰有多高").notice == ""
+
+
+def test_deleting_a_kb_removes_its_hidden_evaluation_copies(lib, kb):
+    from services.evaluation import chunker_variant
+
+    ingest_bytes(lib, kb, RIVERS.encode(), "rivers.txt", SMALL)
+    variant = chunker_variant(lib, kb, ChunkingConfig("fixed", 80, 0))
+    assert lib.store.get_kb(variant.id).settings.get("source_kb") == kb.id
+    lib.delete_kb(kb)
+    assert lib.store.list_kbs() == []
+    assert lib.backend.collections(f"kb{variant.id}__") == []

