@@ -133,7 +133,7 @@ class IngestWorker:
             try:
                 self._run(*job)
             except errors.WendaoError as exc:  # a typed failure keeps its Chinese reason
-                log.warning("job %s failed: %s", job[0], exc.message_zh, exc_info=True)
+                log.error("job %s failed: %s", job[0], exc.message_zh, exc_info=True)
                 self._finish(job[0], "failed", {"reason": exc.message_zh})
             except Exception:  # noqa: BLE001 - a job's failure must never stop the worker
                 log.exception("ingest job %s failed", job[0])
