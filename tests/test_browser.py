@@ -155,6 +155,32 @@ def test_upload_pdf_and_gbk_text(page, app_url, shots, tmp_path):
     assert page.locator('[data-testid="stFileChip"]').count() == 0  # the uploader cleared
 
 
+def test_upload_xlsx_and_a_scanned_pdf(page, app_url, tmp_path):
+    """Issue 11: an .xlsx and a PDF with a scanned page go through the browser upload and the
+    background worker; the scanned page's text is recognised (OCR) and answers a question."""
+    from test_formats import _bench_ocr, _text_then_scanned_page, make_xlsx
+
+    bench = _bench_ocr()
+    sheet = tmp_path / "员工.xlsx"
+    sheet.write_bytes(make_xlsx({"名单": [["姓名", "部门", "电话"], ["张三", "财务部", "6001"], ["李四", "研发部", "6002"]]}))
+    scan = tmp_path / "扫描件.pdf"
+    scan.write_bytes(_text_then_scanned_page(bench))
+    page.goto(app_url + "/library")
+    wait_idle(page)
+    if page.locator('[data-testid="stFileUploader"]').count() == 0:  # run alone: no KB yet
+        page.get_by_label("知识库名称").fill("格式测试")
+        page.get_by_role("button", name="创建").click()
+        page.get_by_text("知识库：格式测试").wait_for()
+        wait_idle(page)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(sheet), str(scan)])
+    page.get_by_role("button", name="开始索引 2 个文件").click()
+    page.get_by_text("文件 2/2（全部完成）").wait_for(timeout=240_000)
+    wait_idle(page)
+    body = page.inner_text("body")
+    assert "员工.xlsx" in body and "扫描件.pdf" in body and "失败" not in body
+    assert "OCR" in body  # the scanned page is said to be recognised text
+
+
 def yellow_pixels(png: bytes) -> int:
     from io import BytesIO
 
