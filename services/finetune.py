@@ -31,7 +31,7 @@ import numpy as np
 
 from services import errors
 from services.bm25 import query_vector
-from services.index_text import document_title, index_text
+from services.index_text import StoredIndexTexts
 from services.library import Library
 from services.store import KnowledgeBase
 from services.text import split_sentences
@@ -83,15 +83,12 @@ def generate_pairs(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings, 
     rng = random.Random(settings.seed)
     chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
     rng.shuffle(chunks)
-    titles: dict[str, str] = {}
+    texts_of = StoredIndexTexts(lib.store, kb.id)
     pairs: list[Pair] = []
     for c in chunks:
         if len(pairs) >= settings.max_pairs:
             break
-        if c.doc_id not in titles:
-            doc = lib.store.get_document(kb.id, c.doc_id)
-            titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
-        passage = index_text(titles[c.doc_id], c)
+        passage = texts_of([c])[0]
         queries = _llm_queries(llm, c.text) if llm is not None else [_cloze_query(c.text, rng)]
         for q in filter(None, queries):
             positive = passage if llm is not None else _without(passage, q)
@@ -250,14 +247,7 @@ def evaluate_model(lib: Library, kb: KnowledgeBase, model_path: str, pairs: list
 
     embedder = SentenceTransformerEmbedder(resolve(model_path, "embedding"))
     chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
-    titles: dict[str, str] = {}
-    texts = []
-    for c in chunks:
-        if c.doc_id not in titles:
-            doc = lib.store.get_document(kb.id, c.doc_id)
-            titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
-        texts.append(index_text(titles[c.doc_id], c))
-    matrix = embedder.encode_passages(texts)
+    matrix = embedder.encode_passages(StoredIndexTexts(lib.store, kb.id)(chunks))
     ids = np.array([c.id for c in chunks])
     dense_ranks, hybrid_ranks = [], []
     for p in pairs:

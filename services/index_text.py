@@ -38,3 +38,21 @@ def index_text(title: str, chunk) -> str:
 def index_rows(texts: list[str]) -> list[tuple[bytes, int, str]]:
     """(BM25 terms blob, BM25 length, embedding-cache key) for each index text, as SQLite stores them."""
     return [(*terms_blob(tokenize(t)), EmbeddingCache.key(t)) for t in texts]
+
+
+class StoredIndexTexts:
+    """Index texts of chunks already in SQLite (re-embedding, re-indexing, fine-tuning, backfill):
+    each document's title is read once, however many of its chunks are asked for."""
+
+    def __init__(self, store, kb_id: int):
+        self.store, self.kb_id = store, kb_id
+        self._titles: dict[str, str] = {}
+
+    def title(self, doc_id: str) -> str:
+        if doc_id not in self._titles:
+            doc = self.store.get_document(self.kb_id, doc_id)
+            self._titles[doc_id] = document_title(self.store.document_text(self.kb_id, doc_id), doc.filename)
+        return self._titles[doc_id]
+
+    def __call__(self, chunks) -> list[str]:
+        return [index_text(self.title(c.doc_id), c) for c in chunks]

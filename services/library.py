@@ -322,16 +322,13 @@ class Library:
         return [(i, n, b) for i, n, b, _ in rows]
 
     def _backfill_terms(self, kb: KnowledgeBase, missing: list[tuple]) -> list[tuple]:
-        from services.index_text import document_title, index_rows, index_text
+        from services.index_text import StoredIndexTexts, index_rows
 
         chunks = self.store.get_chunks([m[0] for m in missing])
-        titles: dict[str, str] = {}
+        texts_of = StoredIndexTexts(self.store, kb.id)
         out, updates = [], []
         for chunk_id, _, _, doc_id in missing:
-            if doc_id not in titles:
-                doc = self.store.get_document(kb.id, doc_id)
-                titles[doc_id] = document_title(self.store.document_text(kb.id, doc_id), doc.filename)
-            blob, length, key = index_rows([index_text(titles[doc_id], chunks[chunk_id])])[0]
+            blob, length, key = index_rows(texts_of([chunks[chunk_id]]))[0]
             out.append((chunk_id, length, blob, doc_id))
             updates.append((chunk_id, blob, length, key))
         if self.owner:

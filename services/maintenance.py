@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from services.bm25 import BM25Index, decode_terms
-from services.index_text import document_title, index_rows, index_text
+from services.index_text import StoredIndexTexts, index_rows
 from services.library import Library
 from services.reembed import build_dense
 from services.store import KnowledgeBase
@@ -43,15 +43,9 @@ def reindex(lib: Library, kb: KnowledgeBase, progress: Callable[[str, int, int],
 
 def _recomputed_rows(lib: Library, kb: KnowledgeBase):
     """(chunk id, (terms blob, length, embed key)) for every searchable chunk, from stored text."""
-    titles: dict[str, str] = {}
+    texts_of = StoredIndexTexts(lib.store, kb.id)
     for batch in lib.store.iter_chunks(kb.id, 1000):
-        texts = []
-        for c in batch:
-            if c.doc_id not in titles:
-                doc = lib.store.get_document(kb.id, c.doc_id)
-                titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
-            texts.append(index_text(titles[c.doc_id], c))
-        yield from zip((c.id for c in batch), index_rows(texts))
+        yield from zip((c.id for c in batch), index_rows(texts_of(batch)))
 
 
 def check(lib: Library, kb: KnowledgeBase) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from services.embedding import embed_with_cache, load_embedder
-from services.index_text import document_title, index_text
+from services.index_text import StoredIndexTexts
 from services.library import Library
 from services.store import KnowledgeBase
 from services.vectors import IndexSpec
@@ -34,14 +34,10 @@ def build_dense(lib: Library, kb: KnowledgeBase, embedder, model: str,
         record = {**lib.new_dense_record(kb, embedder), "model": model}
         lib.backend.ensure(record["collection"], IndexSpec(model, embedder.dim, embedder.fingerprint_id))
         total, done = lib.store.count_chunks(kb.id), 0
-        titles: dict[str, str] = {}
+        texts_of = StoredIndexTexts(lib.store, kb.id)
         try:
             for batch in lib.store.iter_chunks(kb.id, 256):
-                for c in batch:
-                    if c.doc_id not in titles:
-                        doc = lib.store.get_document(kb.id, c.doc_id)
-                        titles[c.doc_id] = document_title(lib.store.document_text(kb.id, c.doc_id), doc.filename)
-                vectors, _ = embed_with_cache(embedder, lib.cache, [index_text(titles[c.doc_id], c) for c in batch])
+                vectors, _ = embed_with_cache(embedder, lib.cache, texts_of(batch))
                 lib.backend.upsert(record["collection"], [c.id for c in batch], vectors, [c.doc_id for c in batch])
                 done += len(batch)
                 if progress:
