@@ -7,24 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from test_app import app, button
 from test_finetune import CONFIG, TOPICS
 from tiny_models import tiny_embedder
-
-
-def app(page=None):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.run()
-    if page:
-        at.switch_page(f"components/pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def button(at, label):
-    return next(b for b in at.button if b.label.startswith(label))
 
 
 def texts(at) -> str:
