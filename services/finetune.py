@@ -52,6 +52,7 @@ class FinetuneSettings:
     seed: int = 0
     method: str = "sentence"  # sentence (offline, inverse cloze) | llm
     freeze_embeddings: bool = True  # keep the (250k-token multilingual) input embedding matrix fixed
+    precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 matmuls (AMX/AVX512-BF16), else fp32
 
 
 @dataclass
@@ -98,14 +99,32 @@ def generate_pairs(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings, 
 
 
 def _cloze_query(text: str, rng: random.Random) -> str | None:
-    """The chunk's sentence with the most content (8–80 characters), a query the rest must answer."""
+    """The chunk's sentence with the most content (8–80 characters), a query the rest must answer.
+
+    Text without sentence punctuation (court judgments, OCR, tables flattened to one line) is cut at
+    clause marks (，：；) instead, so such a chunk still yields a query of one to three clauses."""
     sentences = [text[a:b].strip() for a, b in split_sentences(text)]
     good = [s for s in sentences if 8 <= len(s) <= 80]
     if len(good) < 2 and len(sentences) < 2:
-        return None
+        good = _clause_runs(text)
+        if len(good) < 2:
+            return None
     good = good or sentences
     scored = sorted(good, key=lambda s: -len(set(re.findall(r"[\u4e00-\u9fff]", s))))
-    return rng.choice(scored[:3]).rstrip("。！？!?；;")
+    return rng.choice(scored[:3]).rstrip("。！？!?；;，,：:")
+
+
+def _clause_runs(text: str, shortest: int = 8, longest: int = 60) -> list[str]:
+    """Runs of one to three consecutive clauses (split at ，,：:；;) of `shortest`–`longest` characters."""
+    clauses = [c.strip() for c in re.split(r"(?<=[，,：:；;])", text) if c.strip()]
+    runs = []
+    for i in range(len(clauses)):
+        for n in (1, 2, 3):
+            run = "".join(clauses[i:i + n])
+            if i + n <= len(clauses) and shortest <= len(run) <= longest:
+                runs.append(run)
+                break
+    return runs
 
 
 def _without(passage: str, sentence: str) -> str:
@@ -199,7 +218,8 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
             if all(p.negative for p in batch):
                 columns.append([prefix_p + p.negative for p in batch])
             features = [_to_device(model.tokenize(col), model.device) for col in columns]
-            loss = loss_fn(features, torch.zeros(len(batch)))
+            with _autocast(model.device, settings.precision):
+                loss = loss_fn(features, torch.zeros(len(batch)))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -214,6 +234,20 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
     return progress
+
+
+def _autocast(device, precision: str):
+    """bf16 autocast for the forward pass where the CPU multiplies bf16 natively (weights, gradients
+    and optimizer state stay fp32); a no-op elsewhere. CUDA keeps its own fp32/AMP choice."""
+    import contextlib
+
+    import torch
+
+    from services.torch_e5 import resolve_precision
+
+    if torch.device(device).type == "cpu" and resolve_precision(precision) == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class Cancelled(errors.WendaoError):

@@ -58,6 +58,20 @@ def test_near_duplicates_are_never_negatives():
     assert not near_duplicate("长江是中国第一大河。", "木星是太阳系中体积最大的行星。")
 
 
+def test_text_without_sentence_punctuation_still_gives_a_query_from_its_clauses():
+    """Court judgments (CAIL) come without 。: the query is one to three clauses, not nothing."""
+    import random
+
+    from services.finetune import _cloze_query
+
+    text = ("经审理查明:原告曹某与被告张某原系夫妻关系,2001年5月27日生育一女张某某,"
+            "原、被告因夫妻感情破裂在重庆市荣昌县人民法院调解离婚,约定被告每月向原告支付生活费800元,"
+            "张某某一直随原告生活至今,期间被告未依照约定按时支付生活费")
+    query = _cloze_query(text, random.Random(0))
+    assert query and 8 <= len(query) <= 60 and query in text
+    assert _cloze_query("短句", random.Random(0)) is None
+
+
 def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib, tuned_kb):
     from services.embedding import load_embedder
     from services.reembed import reembed
