@@ -236,19 +236,33 @@ def cmd_finetune(args) -> int:
             print(f"  训练 {p.step}/{p.steps}，loss {p.losses[-1]:.4f}{eta}", file=sys.stderr)
 
     card = finetune(lib, kb, args.name, settings, on_step, on_stage=lambda s: print(f"[{s}]", file=sys.stderr))
-    rows = [{"retrieval": kind, "model": label, **{k: round(v, 4) for k, v in card[when][kind].items()}}
-            for kind in ("dense", "hybrid") for when, label in (("before", "base"), ("after", args.name))]
+    def table(before, after):
+        return [{"retrieval": kind, "model": label, **{k: round(v, 4) for k, v in metrics[kind].items()}}
+                for kind in ("dense", "hybrid") for metrics, label in ((before, "base"), (after, args.name))]
+
+    rows = table(card["before"], card["after"])
+    questions = card.get("questions")  # the KB's saved question set, when it has one
+    question_rows = table(questions["before"], questions["after"]) if questions else None
     if args.json:
-        _print_json({"name": card["name"], "path": card["path"], "base_model": card["base_model"],
-                     "pairs": card["pairs"], "better": card["better"], "seconds": card["seconds"],
-                     "before": card["before"], "after": card["after"], "table": rows})
+        report = {"name": card["name"], "path": card["path"], "base_model": card["base_model"],
+                  "pairs": card["pairs"], "better": card["better"], "seconds": card["seconds"],
+                  "before": card["before"], "after": card["after"], "table": rows, "better_on": card["better_on"]}
+        if questions:
+            report.update(questions=questions, questions_table=question_rows)
+        _print_json(report)
     else:
         print(f"微调完成：{card['path']}（{card['seconds']:.0f} 秒，训练查询 {card['pairs']['train']} 条，"
               f"留出 {card['pairs']['heldout']} 条）")
-        for r in rows:
-            print(f"  {r['retrieval']:6} {r['model']:24} R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  "
-                  f"R@10 {r['recall@10']:.3f}  MRR@10 {r['mrr@10']:.3f}")
-        print("新模型更好，可在设置中切换到它。" if card["better"] else "新模型没有更好，不建议切换。")
+        blocks = [("留出的生成查询", rows)]
+        if questions:
+            blocks.append((f"知识库的问题集（{questions['n']} 题）", question_rows))
+        for title, block in blocks:
+            print(f"{title}：")
+            for r in block:
+                print(f"  {r['retrieval']:6} {r['model']:24} R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  "
+                      f"R@10 {r['recall@10']:.3f}  MRR@10 {r['mrr@10']:.3f}")
+        judged = "（按知识库的问题集判断）" if questions else ""
+        print(("新模型更好，可在设置中切换到它。" if card["better"] else "新模型没有更好，不建议切换。") + judged)
     return 0
 
 

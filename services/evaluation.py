@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import statistics
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePath
 from typing import Callable
@@ -23,6 +25,7 @@ from services.library import Library
 from services.retrieval import Hit, Retriever
 from services.store import KnowledgeBase
 
+log = logging.getLogger(__name__)
 KS = (1, 5, 10, 20)
 BUDGETS = (1000, 2000)
 
@@ -72,8 +75,50 @@ def load_questions(path: str) -> list[Question]:
         return parse_questions(f.read().splitlines())
 
 
+def holds_answer(doc_name: str, start: int, end: int, q: Question) -> bool:
+    """The relevance rule: a passage [start, end) of the gold document that holds a whole answer span."""
+    return doc_name == q.doc_name and any(start <= a and b <= end for a, b in q.spans)
+
+
 def is_relevant(hit: Hit, q: Question) -> bool:
-    return hit.doc == q.doc_name and any(hit.start <= a and b <= hit.end for a, b in q.spans)
+    return holds_answer(hit.doc, hit.start, hit.end, q)
+
+
+# --- a KB's saved question set -------------------------------------------------------------------
+QUESTION_SET_FILE = "questions.json"
+
+
+def save_question_set(lib: Library, kb: KnowledgeBase, lines: list[str]) -> list[Question]:
+    """Keep a JSONL question file (validated first: InvalidQuestionFile) as the KB's question set, so
+    later evaluations and fine-tuning runs (before/after on the user's own questions) can use it.
+    Replaces any earlier set; stored under the data dir and deleted with the KB (Library.kb_folder)."""
+    lib.require_owner()
+    questions = parse_questions(lines)
+    folder = lib.kb_folder(kb.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{QUESTION_SET_FILE}.tmp"
+    record = {"saved_at": time.time(), "lines": list(lines)}  # blank lines too: ids default to line numbers
+    tmp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(folder / QUESTION_SET_FILE)
+    return questions
+
+
+def question_set(lib: Library, kb: KnowledgeBase) -> list[Question] | None:
+    """The KB's saved question set, or None when it has none (or the file no longer parses)."""
+    path = lib.kb_folder(kb.id) / QUESTION_SET_FILE
+    if not path.exists():
+        return None
+    try:
+        return parse_questions(json.loads(path.read_text(encoding="utf-8"))["lines"])
+    except (ValueError, KeyError, TypeError, OSError, errors.InvalidQuestionFile):
+        log.warning("unreadable question set %s", path)
+        return None
+
+
+def delete_question_set(lib: Library, kb: KnowledgeBase) -> None:
+    """Forget the KB's saved question set (its documents and indexes are untouched)."""
+    lib.require_owner()
+    (lib.kb_folder(kb.id) / QUESTION_SET_FILE).unlink(missing_ok=True)
 
 
 def coverage(hits: list[Hit], q: Question, budget: int) -> float:

@@ -12,7 +12,8 @@ other documents, contrastive training, then evaluation before/after on held-out 
 - Result: a normal sentence-transformers folder under `<data>/models/<name>/` with a model card
   (`wendao_card.json`: base model, KB, date, data size, settings, metrics), listed by
   `finetuned_models` and selectable per KB like any model (re-embedding switches the KB to it).
-  The switch is offered only when the new model is better on the held-out queries.
+  The switch is offered only when the new model is better: on the KB's saved question set when it
+  has one (services.evaluation.save_question_set), else on the held-out queries.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from services import errors
 from services.bm25 import query_vector
+from services.evaluation import Question, holds_answer, question_set
 from services.index_text import StoredIndexTexts
 from services.library import Library
 from services.store import KnowledgeBase
@@ -271,10 +273,49 @@ def _prefixes(base: str) -> tuple[str, str]:
 
 
 # --- evaluation ----------------------------------------------------------------------------------
+QUESTION_LIMIT = 1000  # questions of the KB's saved set evaluated per model (time: ~2 queries per question)
+
+
+@dataclass
+class Target:
+    """An evaluation query and the ids of the chunks that count as finding its answer."""
+    query: str
+    relevant: frozenset[int]
+
+
+def pair_targets(pairs: list[Pair]) -> list[Target]:
+    """Held-out pseudo-queries: relevant = the chunk the query came from."""
+    return [Target(p.query, frozenset({p.chunk_id})) for p in pairs]
+
+
+def question_targets(lib: Library, kb: KnowledgeBase, questions: list[Question]) -> list[Target]:
+    """The user's questions with services.evaluation's relevance rule (a chunk of the gold document
+    holding a whole answer span). Questions no chunk of this KB answers (their document is not in it)
+    are left out: they would score 0 before and after and say nothing about the model."""
+    by_doc: dict[str, list] = {}
+    names = lib.store.filenames(kb.id)
+    for batch in lib.store.iter_chunks(kb.id, 1000):
+        for c in batch:
+            by_doc.setdefault(names.get(c.doc_id, ""), []).append(c)
+    targets = []
+    for q in questions:
+        relevant = frozenset(c.id for c in by_doc.get(q.doc_name, []) if holds_answer(q.doc_name, c.start, c.end, q))
+        if relevant:
+            targets.append(Target(q.question, relevant))
+    return targets
+
+
 def evaluate_model(lib: Library, kb: KnowledgeBase, model_path: str, pairs: list[Pair],
                    dense_weight: float = 0.5) -> dict:
     """R@1/5/10 and MRR@10 of held-out queries (relevant = the chunk the query came from) over all of
     the KB's chunks, dense alone and hybrid (weighted fusion with BM25, as search does)."""
+    return evaluate_sets(lib, kb, model_path, {"heldout": pair_targets(pairs)}, dense_weight)["heldout"]
+
+
+def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str, sets: dict[str, list[Target]],
+                  dense_weight: float = 0.5) -> dict[str, dict]:
+    """For each named set of targets: R@1/5/10 and MRR@10 over all of the KB's chunks, which the model
+    embeds itself (once for all sets), dense alone and hybrid (weighted fusion with BM25, as search does)."""
     from services import fusion
     from services.embedding import SentenceTransformerEmbedder
     from services.models import resolve
@@ -283,21 +324,34 @@ def evaluate_model(lib: Library, kb: KnowledgeBase, model_path: str, pairs: list
     chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
     matrix = embedder.encode_passages(StoredIndexTexts(lib.store, kb.id)(chunks))
     ids = np.array([c.id for c in chunks])
-    dense_ranks, hybrid_ranks = [], []
-    for p in pairs:
-        scores = matrix @ embedder.encode_query(p.query)
-        top = np.argsort(-scores)[:100]
-        dense = {int(ids[i]): float(scores[i]) for i in top}
-        bm25 = {f.id: f.score for f in lib.bm25_search(kb, query_vector(p.query), 100)}
-        fused = fusion.weighted({"dense": dense, "bm25": bm25}, {"dense": dense_weight, "bm25": 1 - dense_weight})
-        dense_ranks.append(_rank(dense, p.chunk_id))
-        hybrid_ranks.append(_rank(fused, p.chunk_id))
-    return {"dense": _metrics(dense_ranks), "hybrid": _metrics(hybrid_ranks), "queries": len(pairs)}
+    results = {}
+    for name, targets in sets.items():
+        dense_ranks, hybrid_ranks = [], []
+        for t in targets:
+            scores = matrix @ embedder.encode_query(t.query)
+            top = np.argsort(-scores)[:100]
+            dense = {int(ids[i]): float(scores[i]) for i in top}
+            bm25 = {f.id: f.score for f in lib.bm25_search(kb, query_vector(t.query), 100)}
+            fused = fusion.weighted({"dense": dense, "bm25": bm25}, {"dense": dense_weight, "bm25": 1 - dense_weight})
+            dense_ranks.append(_rank(dense, t.relevant))
+            hybrid_ranks.append(_rank(fused, t.relevant))
+        results[name] = {"dense": _metrics(dense_ranks), "hybrid": _metrics(hybrid_ranks), "queries": len(targets)}
+    return results
 
 
-def _rank(scores: dict[int, float], target: int) -> int | None:
+def _rank(scores: dict[int, float], relevant: frozenset[int]) -> int | None:
+    """1-based rank of the first relevant id by descending score, or None."""
     order = sorted(scores, key=lambda i: -scores[i])
-    return order.index(target) + 1 if target in order else None
+    return next((n for n, i in enumerate(order, start=1) if i in relevant), None)
+
+
+def is_better(before: dict, after: dict, questions: dict | None = None) -> bool:
+    """Offer the switch? On the user's question set when the KB has one (hybrid MRR@10 not worse and
+    dense MRR@10 better), else on the held-out pseudo-queries (dense MRR@10 better)."""
+    if questions:
+        b, a = questions["before"], questions["after"]
+        return a["hybrid"]["mrr@10"] >= b["hybrid"]["mrr@10"] and a["dense"]["mrr@10"] > b["dense"]["mrr@10"]
+    return after["dense"]["mrr@10"] > before["dense"]["mrr@10"]
 
 
 def _metrics(ranks: list[int | None]) -> dict:
@@ -335,7 +389,8 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
              on_step: Callable[[Progress], None] | None = None, cancelled: Callable[[], bool] | None = None,
              llm=None, on_stage: Callable[[str], None] | None = None) -> dict:
     """Generate data, mine negatives, evaluate the base, train, evaluate the result, save with its
-    card. Returns the card (with "before", "after" and "better")."""
+    card. Returns the card (with "before", "after" and "better"; with "questions" when the KB has a
+    saved question set: {"n", "total", "before", "after"}, which then decides "better")."""
     settings = settings or FinetuneSettings()
     name = _valid_name(name)
     out = models_dir(lib) / name
@@ -350,24 +405,30 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         raise errors.WendaoError("知识库内容太少，无法生成足够的训练数据（至少需要几十个片段）。")
     pairs = mine_negatives(lib, kb, pairs, settings)
     train_pairs, test_pairs = split_heldout(pairs, settings)
+    saved = question_set(lib, kb) or []
+    sets = {"heldout": pair_targets(test_pairs), "questions": question_targets(lib, kb, saved[:QUESTION_LIMIT])}
     stage("before")
-    before = evaluate_model(lib, kb, base, test_pairs)
+    before = evaluate_sets(lib, kb, base, sets)
     stage("train")
     tmp = models_dir(lib) / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress = train(base, train_pairs, tmp, settings, on_step, cancelled)
         stage("after")
-        after = evaluate_model(lib, kb, str(tmp), test_pairs)
+        after = evaluate_sets(lib, kb, str(tmp), sets)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name,
             "created_at": time.time(), "pairs": {"train": len(train_pairs), "heldout": len(test_pairs),
                                                    "with_hard_negative": sum(bool(p.negative) for p in pairs)},
-            "settings": asdict(settings), "before": before, "after": after,
-            "better": after["dense"]["mrr@10"] > before["dense"]["mrr@10"],
+            "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
             "losses": progress.losses, "seconds": round(time.time() - started, 1)}
+    if sets["questions"]:  # the KB's saved question set (services.evaluation.save_question_set)
+        card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
+                             "before": before["questions"], "after": after["questions"]}
+    card["better"] = is_better(card["before"], card["after"], card.get("questions"))
+    card["better_on"] = "questions" if "questions" in card else "heldout"
     (tmp / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
     (tmp / "README.md").write_text(_card_markdown(card), encoding="utf-8")
     tmp.rename(out)
@@ -382,12 +443,19 @@ def _valid_name(name: str) -> str:
 
 
 def _card_markdown(card: dict) -> str:
-    rows = "\n".join(f"| {kind} | {card['before'][kind]['recall@5']:.3f} → {card['after'][kind]['recall@5']:.3f} | "
-                     f"{card['before'][kind]['mrr@10']:.3f} → {card['after'][kind]['mrr@10']:.3f} |"
-                     for kind in ("dense", "hybrid"))
-    return (f"# {card['name']}\n\n微调自 `{card['base_model']}`，知识库「{card['kb']}」，"
+    text = (f"# {card['name']}\n\n微调自 `{card['base_model']}`，知识库「{card['kb']}」，"
             f"{time.strftime('%Y-%m-%d', time.localtime(card['created_at']))}。训练查询 {card['pairs']['train']} 条，"
-            f"留出评测 {card['pairs']['heldout']} 条。\n\n| 检索 | R@5 | MRR@10 |\n| --- | --- | --- |\n{rows}\n")
+            f"留出评测 {card['pairs']['heldout']} 条。\n\n留出的生成查询：\n\n{_table_markdown(card['before'], card['after'])}")
+    if card.get("questions"):
+        q = card["questions"]
+        text += f"\n知识库的问题集（{q['n']} 题）：\n\n{_table_markdown(q['before'], q['after'])}"
+    return text
+
+
+def _table_markdown(before: dict, after: dict) -> str:
+    rows = "\n".join(f"| {kind} | {before[kind]['recall@5']:.3f} → {after[kind]['recall@5']:.3f} | "
+                     f"{before[kind]['mrr@10']:.3f} → {after[kind]['mrr@10']:.3f} |" for kind in ("dense", "hybrid"))
+    return f"| 检索 | R@5 | MRR@10 |\n| --- | --- | --- |\n{rows}\n"
 
 
 def finetuned_models(lib: Library) -> list[dict]:

@@ -155,7 +155,12 @@ class Library:
                 self.store.delete_kb(victim.id)
                 self._bm25.pop(victim.id, None)
                 shutil.rmtree(self.root / "originals" / str(victim.id), ignore_errors=True)
+                shutil.rmtree(self.kb_folder(victim.id), ignore_errors=True)
                 self._drop_collections(kb_prefix(victim.id))
+
+    def kb_folder(self, kb_id: int) -> Path:
+        """A folder for files kept for one KB (its saved question set); removed with the KB."""
+        return self.root / "kb_files" / str(kb_id)
 
     def _drop_collections(self, prefix: str, keep: str | None = None) -> None:
         try:

@@ -1,5 +1,8 @@
 """Evaluation chunker variants (issue 8 item 10): PDFs and DOCX must not drop out, pages and offsets
-stay those of the stored text, and the hidden variant KB's name is always valid."""
+stay those of the stored text, and the hidden variant KB's name is always valid. A KB's saved
+question set (issue 13: fine-tuning evaluates on it) lives and dies with the KB."""
+import json
+
 from fixtures import ZH_PARAGRAPHS, make_docx, make_pdf
 from services.chunking import ChunkingConfig
 from services.evaluation import EvalConfig, Question, chunker_variant, evaluate, variant_name
@@ -112,3 +115,32 @@ def test_variant_survives_renaming_the_source(lib, kb):
     first = chunker_variant(lib, kb, WINDOW)
     renamed = lib.rename_kb(kb, "新名字")
     assert chunker_variant(lib, renamed, WINDOW).id == first.id
+
+
+QUESTION_LINES = [json.dumps({"id": "q1", "question": "世界最高峰是哪座山", "doc_file": "docs/geo.pdf",
+                              "answer_spans": [{"text": "珠穆朗玛峰", "start_in_doc": 0}]}, ensure_ascii=False),
+                  "",
+                  json.dumps({"question": "上海人口有多少", "doc_file": "rules.docx"}, ensure_ascii=False)]
+
+
+def test_a_kb_keeps_its_question_set_until_removed_or_the_kb_is_deleted(lib, kb):
+    import pytest
+
+    from services import errors
+    from services.evaluation import delete_question_set, question_set, save_question_set
+
+    other = lib.kb("另一个", create=True)
+    assert question_set(lib, kb) is None
+    assert [q.question for q in save_question_set(lib, kb, QUESTION_LINES)] == ["世界最高峰是哪座山", "上海人口有多少"]
+    saved = question_set(lib, kb)
+    assert [(q.id, q.doc_name, q.spans) for q in saved] == [("q1", "geo.pdf", [(0, 5)]), ("3", "rules.docx", [])]
+    assert question_set(lib, other) is None  # per KB
+    with pytest.raises(errors.InvalidQuestionFile):
+        save_question_set(lib, kb, ['{"question": "缺右括号"'])
+    assert len(question_set(lib, kb)) == 2  # a bad file never replaces the saved set
+    delete_question_set(lib, kb)
+    assert question_set(lib, kb) is None
+    save_question_set(lib, other, QUESTION_LINES)
+    lib.delete_kb(other)
+    assert not lib.kb_folder(other.id).exists()
+    assert question_set(lib, lib.kb("新的", create=True)) is None  # even where SQLite reuses the deleted id

@@ -23,6 +23,19 @@ TOPICS = {
     "木星": "木星是太阳系中体积最大的行星。木星主要由氢和氦组成。木星有很多颗卫星。木星上有一个大红斑。木星自转很快。",
 }
 CONFIG = ChunkingConfig("sentence", 40, 0)
+QUESTIONS = (("长江", "长江最后流到哪个海", "东海"), ("木星", "木星由什么气体构成", "氢和氦"),
+             ("北京", "故宫在北京什么位置", "北京的中心"), ("黄河", "哪条河被称为母亲河", "黄河被称为中华民族的母亲河"),
+             ("火星", "火星是什么颜色", "红色"))  # the last one's document is not in the KB
+
+
+def question_lines() -> list[str]:
+    """A JSONL question set (the evaluation page's format) about TOPICS, one question off the KB."""
+    lines = []
+    for n, (doc, question, answer) in enumerate(QUESTIONS):
+        start = TOPICS[doc].index(answer) if doc in TOPICS else 0
+        lines.append(json.dumps({"id": f"q{n}", "question": question, "doc_file": f"docs/{doc}.txt",
+                                 "answer_spans": [{"text": answer, "start_in_doc": start}]}, ensure_ascii=False))
+    return lines
 
 
 @pytest.fixture
@@ -97,8 +110,67 @@ def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib,
         finetune(lib, kb, "小模型")  # the name is taken
 
 
+def test_a_saved_question_set_gets_before_after_numbers_with_the_evaluation_pages_rule(lib, tuned_kb):
+    """The KB's own questions are scored like the 评测 page scores them (a chunk of the gold document
+    holding the answer): the base model's dense numbers equal services.evaluation's dense run."""
+    from pathlib import Path
+
+    from services.evaluation import EvalConfig, evaluate, save_question_set
+
+    kb, _ = tuned_kb
+    questions = save_question_set(lib, kb, question_lines())
+    card = finetune(lib, kb, "问题集", FinetuneSettings(epochs=1, batch_size=8, max_pairs=32))
+    q = card["questions"]
+    assert (q["n"], q["total"]) == (4, 5)  # the question about a document not in the KB is left out
+    assert set(q["before"]) == set(q["after"]) == {"dense", "hybrid", "queries"} and q["before"]["queries"] == 4
+    assert set(q["after"]["hybrid"]) == {"recall@1", "recall@5", "recall@10", "mrr@10"}
+    summaries, _ = evaluate(lib, kb, questions[:4], [EvalConfig("dense", "dense")])
+    for k in (1, 5, 10):  # (not MRR: the random tiny model gives some chunks equal scores, ordered differently)
+        assert q["before"]["dense"][f"recall@{k}"] == pytest.approx(summaries["dense"][f"recall@{k}"])
+    assert 0 < q["before"]["dense"]["recall@10"] < 1  # the comparison above is not vacuous
+    assert card["better_on"] == "questions"
+    [listed] = finetuned_models(lib)
+    assert listed["questions"] == q  # in the saved card
+    assert "知识库的问题集（4 题）" in (Path(card["path"]) / "README.md").read_text(encoding="utf-8")
+
+
+def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monkeypatch):
+    """Held-out pseudo-queries say the tuned model is better; the user's questions decide."""
+    from services import finetune as ft
+    from services.evaluation import delete_question_set, save_question_set
+
+    kb, _ = tuned_kb
+    scores = {"questions": (0.5, 0.5)}  # (dense, hybrid) MRR@10 of the tuned model on the user's questions
+
+    def fake_sets(lib, kb, model_path, sets, dense_weight=0.5):
+        tuned = ".partial" in model_path
+
+        def result(dense, hybrid, n):
+            return {"dense": {"recall@1": 0, "recall@5": 0, "recall@10": 0, "mrr@10": dense},
+                    "hybrid": {"recall@1": 0, "recall@5": 0, "recall@10": 0, "mrr@10": hybrid}, "queries": n}
+        out = {"heldout": result(0.9 if tuned else 0.1, 0.9 if tuned else 0.1, len(sets["heldout"]))}
+        if sets.get("questions"):
+            out["questions"] = result(*(scores["questions"] if tuned else (0.5, 0.5)), len(sets["questions"]))
+        return out
+
+    monkeypatch.setattr(ft, "evaluate_sets", fake_sets)
+    settings = FinetuneSettings(epochs=1, batch_size=8, max_pairs=16)
+    assert finetune(lib, kb, "留出", settings)["better"]  # no question set: held-out queries decide
+    save_question_set(lib, kb, question_lines())
+    expected = {(0.4, 0.9): False, (0.6, 0.4): False, (0.6, 0.5): True}  # dense better and hybrid not worse
+    for n, (after, better) in enumerate(expected.items()):
+        scores["questions"] = after
+        card = finetune(lib, kb, f"问题集{n}", settings)
+        assert (card["better"], card["better_on"], card["questions"]["after"]["dense"]["mrr@10"]) == \
+            (better, "questions", after[0])
+    delete_question_set(lib, kb)
+    card = finetune(lib, kb, "删除后", settings)
+    assert card["better"] and card["better_on"] == "heldout" and "questions" not in card
+
+
 def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
     model = tiny_embedder(tmp_path / "base")
+    from services.evaluation import save_question_set
     from services.library import Library
 
     lib = Library(data_dir)
@@ -106,6 +178,7 @@ def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
     lib.store.update_kb_settings(kb.id, embedding_model=str(model))
     for name, text in TOPICS.items():
         ingest_bytes(lib, kb, text.encode(), f"{name}.txt", CONFIG)
+    save_question_set(lib, kb, question_lines())
     lib.close()
     from services.vectors import close_all
 
@@ -117,6 +190,11 @@ def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
     report = json.loads(out.stdout)
     assert report["name"] == "m1" and {r["model"] for r in report["table"]} == {"base", "m1"}
     assert {"recall@1", "recall@5", "recall@10", "mrr@10"} <= set(report["table"][0])
+    questions = report["questions"]  # the KB's saved question set, before and after
+    assert questions["n"] == 4 and {"dense", "hybrid"} <= set(questions["before"]) and report["better_on"] == "questions"
+    assert [(r["retrieval"], r["model"]) for r in report["questions_table"]] == \
+        [("dense", "base"), ("dense", "m1"), ("hybrid", "base"), ("hybrid", "m1")]
+    assert report["questions_table"][1]["mrr@10"] == round(questions["after"]["dense"]["mrr@10"], 4)
 
 
 def test_finetune_runs_in_the_background_with_progress_and_can_be_cancelled(lib, tuned_kb):
