@@ -221,9 +221,14 @@ def rows_as_dicts(rows: list[QuestionResult]) -> list[dict]:
 SAMPLES = __import__("pathlib").Path(__file__).resolve().parent / "samples"
 
 
+def sample_question_lines() -> list[str]:
+    """The JSONL lines of the small question set the app ships (CMRC 2018 trial excerpt, CC BY-SA 4.0)."""
+    return (SAMPLES / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+
+
 def sample_questions() -> list[Question]:
-    """The small question set the app ships (CMRC 2018 trial excerpt, CC BY-SA 4.0)."""
-    return load_questions(str(SAMPLES / "questions.jsonl"))
+    """The small question set the app ships, parsed."""
+    return parse_questions(sample_question_lines())
 
 
 def sample_documents() -> list:

@@ -144,3 +144,38 @@ def test_a_kb_keeps_its_question_set_until_removed_or_the_kb_is_deleted(lib, kb)
     lib.delete_kb(other)
     assert not lib.kb_folder(other.id).exists()
     assert question_set(lib, lib.kb("新的", create=True)) is None  # even where SQLite reuses the deleted id
+
+
+def test_evaluation_page_keeps_an_uploaded_question_set_shows_it_inert_and_removes_it(data_dir):
+    from test_app import app, button
+
+    from services.evaluation import question_set
+    from services.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("问题库", create=True)
+    text = "".join(ZH_PARAGRAPHS)
+    assert ingest_bytes(lib, kb, text.encode(), "geo.txt").status == "ok"
+    start = text.index("珠穆朗玛峰")
+    line = json.dumps({"question": "[点我](http://evil.example/x) 世界最高峰是哪座山", "doc_file": "docs/geo.txt",
+                       "answer_spans": [{"text": "珠穆朗玛峰", "start_in_doc": start}]}, ensure_ascii=False)
+    at = app("evaluation")
+    assert list(at.radio[0].options)[0].startswith("内置示例")  # no saved set yet
+    assert not at.checkbox(key=f"eval_keep_{kb.id}_sample").value  # the sample is kept only when asked
+    at.radio[0].set_value("upload").run()
+    at.get("file_uploader")[0].set_value([("q.jsonl", line.encode(), "application/json")]).run()
+    assert at.checkbox(key=f"eval_keep_{kb.id}_upload").value  # uploads are kept by default
+    at.multiselect[0].set_value(["bm25"]).run()
+    button(at, "开始评测").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [q.question for q in question_set(lib, kb)] == ["[点我](http://evil.example/x) 世界最高峰是哪座山"]
+    assert any("已保存为本知识库的问题集（1 题）" in s.value for s in at.success)
+    assert at.radio[0].value == "saved" and list(at.radio[0].options)[0] == "本知识库的问题集（1 题）"
+    assert at.dataframe[0].value["Recall@1"].iloc[0] == 1.0  # the results of the run stay on the page
+    shown = [m.value for m in at.markdown if "点我" in m.value]
+    assert shown and all("](http" not in m and "\\[点我\\]" in m for m in shown)  # inert, no live link
+    button(at, "开始评测").click().run()  # the saved set runs like any other
+    assert not at.exception and at.dataframe[0].value["题数"].iloc[0] == 1
+    button(at, "删除本知识库的问题集").click().run()
+    assert question_set(lib, kb) is None
+    assert not any(o.startswith("本知识库的问题集") for o in at.radio[0].options)

@@ -1,5 +1,9 @@
 """评测: run a question set over several configurations; Recall@k / MRR / nDCG / latency table,
-Recall@k curves, per-question CSV. Same code as `python -m services eval`."""
+Recall@k curves, per-question CSV. Same code as `python -m services eval`.
+
+A question set that was uploaded (or the bundled sample) can be kept as the KB's own question set
+(services.evaluation.save_question_set) when it is run: it is then offered here for later runs and
+used by fine-tuning for its before/after comparison. Its questions are shown inert; it can be removed."""
 from __future__ import annotations
 
 import itertools
@@ -14,8 +18,8 @@ from components.state import create_kb, current_kb, library, select_kb, show_err
 from components.widgets import eval_csv
 from services import errors
 from services.chunking import ChunkingConfig
-from services.evaluation import (KS, EvalConfig, chunker_variant, evaluate, parse_questions,
-                                 sample_documents, sample_questions)
+from services.evaluation import (KS, EvalConfig, chunker_variant, delete_question_set, evaluate, parse_questions,
+                                 question_set, sample_documents, sample_question_lines, save_question_set)
 from services.ingest import ingest_paths
 from services.library import chunking_config, retrieval_settings
 from services.retrieval import MODES
@@ -25,17 +29,44 @@ CHUNKERS = {"current": "当前知识库的切分", "sentence": "按句子 300 �
 CHUNKER_CONFIGS = {"sentence": ChunkingConfig("sentence", 300, 120), "fixed": ChunkingConfig("fixed", 300, 50),
                    "window": ChunkingConfig("window", window=4, stride=2)}
 
+SHOWN_QUESTIONS = 20  # questions of a saved set listed on the page
+
+
+def saved_panel(kb) -> None:
+    """The KB's saved question set: how many questions, the first few (inert), and removing it."""
+    kept = question_set(lib, kb)
+    if not kept:
+        return
+    with st.expander(f"本知识库已保存 {len(kept)} 个问题（评测时可直接选用；微调时用来比较前后效果）"):
+        st.markdown("  \n".join(f"{n}\\. {inert(q.question, keep_lines=False)}"
+                                for n, q in enumerate(kept[:SHOWN_QUESTIONS], start=1)))
+        if len(kept) > SHOWN_QUESTIONS:
+            st.caption(f"……还有 {len(kept) - SHOWN_QUESTIONS} 个问题")
+        if st.button("删除本知识库的问题集", key=f"eval_forget_{kb.id}"):
+            try:
+                delete_question_set(lib, kb)
+                st.rerun()
+            except errors.WendaoError as exc:
+                show_error(exc)
+
+
 lib = library()
 st.title("评测")
 kb = current_kb()
 if kb is None or (st.session_state.get("eval_result") or (None,))[0] != kb.id:
     st.session_state.pop("eval_result", None)  # results belong to the KB they were run on
 
-source = st.radio("问题集", ["sample", "upload"], horizontal=True,
-                  format_func={"sample": "内置示例（CMRC 2018 节选，33 题）", "upload": "上传 JSONL"}.get)
-questions = None
-if source == "sample":
-    questions = sample_questions()
+saved = question_set(lib, kb) if kb is not None else None
+sources = {"sample": "内置示例（CMRC 2018 节选，33 题）", "upload": "上传 JSONL"}
+if saved:
+    sources = {"saved": f"本知识库的问题集（{len(saved)} 题）", **sources}
+source = st.radio("问题集", list(sources), horizontal=True, format_func=sources.get)
+questions, lines = None, None  # lines: the JSONL text, kept as the KB's question set when asked
+if source == "saved":
+    questions = saved
+elif source == "sample":
+    lines = sample_question_lines()
+    questions = parse_questions(lines)
     st.caption("示例问题针对内置的 8 篇示例文档。")
     if st.button("创建「示例」知识库并导入示例文档"):
         sample = lib.store.find_kb("示例") or create_kb("示例")
@@ -50,7 +81,8 @@ else:
                               type=["jsonl", "json"])
     if upload:
         try:
-            questions = parse_questions(upload.getvalue().decode("utf-8-sig").splitlines())
+            lines = upload.getvalue().decode("utf-8-sig").splitlines()
+            questions = parse_questions(lines)
         except (errors.WendaoError, UnicodeDecodeError) as exc:
             show_error(exc if isinstance(exc, errors.WendaoError) else errors.InvalidQuestionFile())
 
@@ -58,6 +90,12 @@ if kb is None or lib.store.count_chunks(kb.id) == 0:
     st.info("当前知识库还没有文档。可以先创建示例知识库。")
     st.stop()
 st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**" + (f" · {len(questions)} 个问题" if questions else ""))
+if "eval_saved_note" in st.session_state:
+    st.success(st.session_state.pop("eval_saved_note"))
+saved_panel(kb)
+keep = bool(questions and lines) and st.checkbox(
+    "保存为本知识库的问题集", value=source == "upload", key=f"eval_keep_{kb.id}_{source}",
+    help="开始评测时保存。以后评测可以直接选用它；微调向量模型时也会在这些问题上比较微调前后的效果。")
 if questions:
     wanted = {q.doc_name for q in questions if q.doc_name}
     held = {d.filename for d in lib.store.list_documents(kb.id) if d.status == "ready" and d.enabled}
@@ -83,6 +121,12 @@ limit = st.slider("最多评测多少题", 5, max(5, len(questions or [])), min(
 
 if st.button("开始评测", type="primary", disabled=not (questions and modes and reranks and chunkers)):
     base = retrieval_settings(lib, kb)
+    note = None
+    if keep:
+        try:
+            note = f"已保存为本知识库的问题集（{len(save_question_set(lib, kb, lines))} 题）。"
+        except errors.WendaoError as exc:
+            show_error(exc)
     bar = st.progress(0.0, text="准备中…")
     combos = list(itertools.product(chunkers, modes, reranks))
     all_summaries, all_rows = {}, []
@@ -105,6 +149,12 @@ if st.button("开始评测", type="primary", disabled=not (questions and modes a
         st.session_state["eval_result"] = (kb.id, all_summaries, all_rows)
     except Exception as exc:
         show_error(exc)
+        if note:
+            st.success(note)
+    else:
+        if note:  # show the saved set (now offered as this KB's question set) with the results
+            st.session_state["eval_saved_note"] = note
+            st.rerun()
 
 result = st.session_state.get("eval_result")
 if result and result[0] == kb.id:
