@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from test_app import app, button
-from test_finetune import CONFIG, TOPICS
+from test_finetune import CONFIG, TOPICS, question_lines
 from tiny_models import tiny_embedder
 
 
@@ -80,6 +80,34 @@ def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
     assert lib.embedding_model(lib.store.get_kb(kb.id)) != card["path"]
     button(at, "删除").click().run()
     assert finetuned_models(lib) == [] and "还没有微调过的模型" in texts(at)
+
+
+def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_switch(tiny_kb):
+    from services.evaluation import save_question_set
+    from services.finetune import FinetuneSettings, finetune
+
+    lib, kb = tiny_kb
+    save_question_set(lib, kb, question_lines())
+    card = finetune(lib, kb, "问题集模型", FinetuneSettings(epochs=1, batch_size=8, max_pairs=32))
+    at = app("finetune")
+    assert len(at.dataframe) == 2  # held-out generated queries, then the KB's question set
+    held, mine = (d.value for d in at.dataframe)
+    assert list(mine.columns) == list(held.columns) == ["检索", "模型", "R@1", "R@5", "R@10", "MRR@10"]
+    assert list(mine["模型"][:3]) == ["微调前", "微调后", "变化"]
+    q = card["questions"]
+    assert list(mine["MRR@10"][:2]) == [q["before"]["dense"]["mrr@10"], q["after"]["dense"]["mrr@10"]]
+    assert list(mine["R@5"][3:5]) == [q["before"]["hybrid"]["recall@5"], q["after"]["hybrid"]["recall@5"]]
+    assert "本知识库的问题集（4 题" in texts(at) and "另有 1 题未计入" in texts(at)
+    assert "问题集 4 题 MRR@10" in texts(at)  # in the list of models too
+
+    card_file = Path(card["path"]) / "wendao_card.json"
+    for better in (False, True):  # the message names the set that decided
+        saved = json.loads(card_file.read_text(encoding="utf-8"))
+        card_file.write_text(json.dumps({**saved, "better": better}, ensure_ascii=False), encoding="utf-8")
+        at.run()
+        assert bool([b for b in at.button if b.label.startswith("切换到微调模型")]) == better
+        assert ("在本知识库的问题集上更好" in texts(at)) == better
+        assert ("在本知识库的问题集上没有变好" in texts(at)) == (not better)
 
 
 def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):

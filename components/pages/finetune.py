@@ -1,7 +1,8 @@
 """微调: fine-tune the KB's embedding model on its own documents (services.finetune), in the
 background worker; progress, loss curve, ETA and cancel polled from the job row every second (users
 can leave and come back); the before/after table with the training settings; the switch to the new
-model only when it measured better, and the switch back; the list of fine-tuned models with delete.
+model only when it measured better (on the KB's saved question set when it has one, which gets
+its own before/after table), and the switch back; the list of fine-tuned models with delete.
 
 Every widget key carries the KB id (see the settings page). Model names are validated by the
 service (letters, digits, CJK, `.`, `_`, `-`); KB names and base model ids are shown inert.
@@ -28,7 +29,8 @@ lib = library()
 kb = searchable_kb()
 st.title("微调向量模型")
 st.caption("用当前知识库自己的文档训练向量模型：从每个片段自动生成查询（不需要人工标注的问题），"
-           "用 BM25 从其他文档挖掘困难负例，对比学习训练，再在留出的查询上比较微调前后的检索效果。"
+           "用 BM25 从其他文档挖掘困难负例，对比学习训练，再在留出的查询上比较微调前后的检索效果"
+           "（知识库在评测页保存了问题集时，也在这些问题上比较，并以它们为准决定是否提供切换）。"
            "训练在后台进行，可以离开本页，稍后回来查看。")
 
 
@@ -139,16 +141,28 @@ job_panel()
 
 
 # --- results: before/after, switch -----------------------------------------------------------
-def before_after(card: dict) -> pd.DataFrame:
-    """One row per retrieval kind and moment (before / after), one column per metric."""
+def before_after(result: dict) -> pd.DataFrame:
+    """One row per retrieval kind and moment (before / after / change), one column per metric;
+    `result` holds "before" and "after" (the card itself, or its "questions")."""
     rows = []
     for kind in ("dense", "hybrid"):
         for moment, label in (("before", "微调前"), ("after", "微调后")):
             rows.append({"检索": KIND_ZH[kind], "模型": label,
-                         **{METRICS[m]: card[moment][kind][m] for m in METRICS}})
+                         **{METRICS[m]: result[moment][kind][m] for m in METRICS}})
         rows.append({"检索": KIND_ZH[kind], "模型": "变化",
-                     **{METRICS[m]: card["after"][kind][m] - card["before"][kind][m] for m in METRICS}})
+                     **{METRICS[m]: result["after"][kind][m] - result["before"][kind][m] for m in METRICS}})
     return pd.DataFrame(rows)
+
+
+def metric_table(result: dict) -> None:
+    st.dataframe(before_after(result), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in METRICS.values()})
+
+
+def questions_caption(q: dict) -> str:
+    left_out = q.get("total", q["n"]) - q["n"]
+    return (f"在本知识库的问题集（{q['n']} 题，评测页保存）上的检索效果（相关片段 = 含有标准答案的片段）"
+            + (f"；另有 {left_out} 题未计入（所针对的文档不在知识库中，或超过评测上限）。" if left_out else "。"))
 
 
 def settings_caption(card: dict) -> str:
@@ -182,8 +196,10 @@ if mine:
     picked = st.selectbox("微调模型", names, key=key("picked")) if len(names) > 1 else names[0]
     card = next(m for m in mine if m["name"] == picked)
     st.caption(f"在 {card['before'].get('queries', 0)} 条留出查询上的检索效果（相关片段 = 生成该查询的片段）。")
-    st.dataframe(before_after(card), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in METRICS.values()})
+    metric_table(card)
+    if card.get("questions"):
+        st.caption(questions_caption(card["questions"]))
+        metric_table(card["questions"])
     st.caption(settings_caption(card))
     base = card.get("base_model", "")
     if current == card["path"]:
@@ -191,11 +207,13 @@ if mine:
         if base and st.button(f"切换回原模型「{inert(base, keep_lines=False)}」并重新向量化", key=key("switch_back")):
             switch_to(base, "原模型")
     elif card.get("better"):
-        st.success("微调后的模型在留出查询上更好（向量检索 MRR@10 提高）。")
+        st.success("微调后的模型在本知识库的问题集上更好（向量检索 MRR@10 提高，混合检索 MRR@10 没有下降）。"
+                   if card.get("better_on") == "questions" else "微调后的模型在留出查询上更好（向量检索 MRR@10 提高）。")
         if st.button(f"切换到微调模型「{card['name']}」并重新向量化", type="primary", key=key("switch")):
             switch_to(card["path"], f"微调模型「{card['name']}」")
     else:
-        st.warning("微调后的模型在留出查询上没有变好，因此不提供切换。可以增加训练轮数或训练查询数后再试。")
+        where = "本知识库的问题集" if card.get("better_on") == "questions" else "留出查询"
+        st.warning(f"微调后的模型在{where}上没有变好，因此不提供切换。可以增加训练轮数或训练查询数后再试。")
 
 # --- all fine-tuned models -------------------------------------------------------------------
 st.subheader("已微调的模型")
@@ -206,13 +224,16 @@ for m in models:
     with st.container(border=True):
         dense_b, dense_a = m["before"]["dense"], m["after"]["dense"]
         pairs = m.get("pairs", {})
+        mine_q = m.get("questions")
+        on_questions = (f" · 问题集 {mine_q['n']} 题 MRR@10 {mine_q['before']['dense']['mrr@10']:.3f} → "
+                        f"{mine_q['after']['dense']['mrr@10']:.3f}") if mine_q else ""
         st.markdown(f"**{m['name']}**" + ("（使用中）" if m["path"] in in_use else ""))
         st.caption(f"基础模型：{inert(resolve(m.get('base_model', '')).name, keep_lines=False)} · "
                    f"知识库：{inert(m.get('kb', ''), keep_lines=False)} · "
                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.get('created_at', 0)))} · "
                    f"训练查询 {pairs.get('train', 0)} 条 / 留出 {pairs.get('heldout', 0)} 条 · "
                    f"向量 R@5 {dense_b['recall@5']:.3f} → {dense_a['recall@5']:.3f} · "
-                   f"MRR@10 {dense_b['mrr@10']:.3f} → {dense_a['mrr@10']:.3f}")
+                   f"MRR@10 {dense_b['mrr@10']:.3f} → {dense_a['mrr@10']:.3f}{on_questions}")
         if st.button("删除", key=f"finetune_delete_{m['name']}", disabled=m["path"] in in_use,
                      help="正在被知识库使用的模型不能删除，请先切换到其他模型" if m["path"] in in_use else None):
             try:
