@@ -313,16 +313,19 @@ def evaluate_model(lib: Library, kb: KnowledgeBase, model_path: str, pairs: list
 
 
 def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str, sets: dict[str, list[Target]],
-                  dense_weight: float = 0.5) -> dict[str, dict]:
+                  dense_weight: float = 0.5, embedder=None, cache=None) -> dict[str, dict]:
     """For each named set of targets: R@1/5/10 and MRR@10 over all of the KB's chunks, which the model
-    embeds itself (once for all sets), dense alone and hybrid (weighted fusion with BM25, as search does)."""
-    from services import fusion
-    from services.embedding import SentenceTransformerEmbedder
-    from services.models import resolve
+    embeds itself (once for all sets), dense alone and hybrid (weighted fusion with BM25, as search does).
 
-    embedder = SentenceTransformerEmbedder(resolve(model_path, "embedding"))
+    `embedder` defaults to a fresh one for `model_path`; with `cache` (the library's embedding cache)
+    vectors already computed are reused and new ones kept, so evaluating the KB's current model costs
+    nothing and switching to a model evaluated here needs no re-embedding."""
+    from services import fusion
+    from services.embedding import embed_with_cache, open_embedder
+
+    embedder = embedder or open_embedder(model_path)  # fresh: a run's output folder is reused by the next run
     chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
-    matrix = embedder.encode_passages(StoredIndexTexts(lib.store, kb.id)(chunks))
+    matrix, _ = embed_with_cache(embedder, cache, StoredIndexTexts(lib.store, kb.id)(chunks))
     ids = np.array([c.id for c in chunks])
     results = {}
     for name, targets in sets.items():
@@ -394,6 +397,8 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     settings = settings or FinetuneSettings()
     name = _valid_name(name)
     out = models_dir(lib) / name
+    if out.exists() and _unfinished(out):  # left by a run that stopped while evaluating
+        shutil.rmtree(out, ignore_errors=True)
     if out.exists():
         raise errors.InvalidName(f"已有名为「{name}」的微调模型，请换一个名字或先删除它。")
     stage = on_stage or (lambda *_: None)
@@ -407,17 +412,22 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     train_pairs, test_pairs = split_heldout(pairs, settings)
     saved = question_set(lib, kb) or []
     sets = {"heldout": pair_targets(test_pairs), "questions": question_targets(lib, kb, saved[:QUESTION_LIMIT])}
-    stage("before")
-    before = evaluate_sets(lib, kb, base, sets)
+    stage("before")  # the KB's model as search runs it, over its cached vectors
+    before = evaluate_sets(lib, kb, base, sets, embedder=_current_embedder(lib, kb), cache=lib.cache)
     stage("train")
     tmp = models_dir(lib) / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress = train(base, train_pairs, tmp, settings, on_step, cancelled)
+        # Evaluated in its final folder (an unfinished card keeps it out of the list) so the vectors
+        # computed here are cached under the model's final identity: switching to it is then instant.
+        (tmp / CARD).write_text(json.dumps({"name": name, "base_path": base, "status": "evaluating"}), encoding="utf-8")
+        tmp.rename(out)
         stage("after")
-        after = evaluate_sets(lib, kb, str(tmp), sets)
+        after = evaluate_sets(lib, kb, str(out), sets, cache=lib.cache)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
         raise
     card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name,
             "created_at": time.time(), "pairs": {"train": len(train_pairs), "heldout": len(test_pairs),
@@ -429,10 +439,25 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
                              "before": before["questions"], "after": after["questions"]}
     card["better"] = is_better(card["before"], card["after"], card.get("questions"))
     card["better_on"] = "questions" if "questions" in card else "heldout"
-    (tmp / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
-    (tmp / "README.md").write_text(_card_markdown(card), encoding="utf-8")
-    tmp.rename(out)
+    (out / "README.md").write_text(_card_markdown(card), encoding="utf-8")
+    (out / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
     return {**card, "path": str(out)}
+
+
+def _current_embedder(lib: Library, kb: KnowledgeBase):
+    """The KB's embedder as search uses it (None when it cannot be loaded: the base folder is used)."""
+    try:
+        return lib.embedder(kb)
+    except errors.WendaoError:
+        return None
+
+
+def _unfinished(folder: Path) -> bool:
+    """A model folder left by a run that stopped while evaluating (its card has no results)."""
+    try:
+        return "after" not in json.loads((folder / CARD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
 
 
 def _valid_name(name: str) -> str:
@@ -464,7 +489,7 @@ def finetuned_models(lib: Library) -> list[dict]:
     cards = []
     for folder in root.iterdir() if root.exists() else []:
         card_file = folder / CARD
-        if folder.is_dir() and not folder.name.startswith(".") and card_file.exists():
+        if folder.is_dir() and not folder.name.startswith(".") and card_file.exists() and not _unfinished(folder):
             try:
                 cards.append({**json.loads(card_file.read_text(encoding="utf-8")), "path": str(folder)})
             except ValueError:

@@ -320,6 +320,24 @@ def model_dir(source: str | Path | None = None, root: str | Path | None = None) 
     return dest
 
 
+def derived_from_bundled(path: str | Path) -> bool:
+    """Whether a folder holds the bundled e5 as converted here, or a model fine-tuned from it
+    (services.finetune writes a card naming its base folder; chains of fine-tunes are followed).
+    Such folders share this architecture and tokenizer, so the torch engine below runs them."""
+    folder = Path(path).expanduser()
+    for _ in range(16):
+        if (folder / "wendao_source.json").is_file():
+            return True
+        try:
+            base = json.loads((folder / "wendao_card.json").read_text(encoding="utf-8")).get("base_path")
+        except (OSError, ValueError, AttributeError):
+            return False
+        if not base or Path(base).expanduser() == folder:
+            return False
+        folder = Path(base).expanduser()
+    return False
+
+
 # ----------------------------------------------------------------------------- inference
 
 def native_bf16() -> bool:

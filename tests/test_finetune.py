@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,12 +103,43 @@ def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib,
     assert [m["name"] for m in listed] == ["小模型"] and listed[0]["kb"] == "微调"
     embedder = load_embedder(card["path"])
     assert embedder.encode_query("长江").shape == (32,)
+    from services.embedding import embed_with_cache
+    from services.index_text import StoredIndexTexts
+
+    chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
+    _, computed = embed_with_cache(embedder, lib.cache, StoredIndexTexts(lib.store, kb.id)(chunks))
+    assert computed == 0, "the evaluation cached the new model's vectors: switching re-embeds nothing"
     reembed(lib, kb, card["path"])  # selectable per KB like any model
     assert lib.embedding_model(kb) == card["path"]
     with pytest.raises(Exception):
         delete_model(lib, "小模型")  # in use
     with pytest.raises(Exception):
         finetune(lib, kb, "小模型")  # the name is taken
+
+
+def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_name(lib, tuned_kb, monkeypatch):
+    from services import finetune as ft
+
+    kb, _ = tuned_kb
+    settings = FinetuneSettings(epochs=1, batch_size=8, max_pairs=16)
+    real = ft.evaluate_sets
+
+    def crash_after(lib_, kb_, model_path, sets, *args, **kwargs):
+        if Path(model_path).parent.name == "models":
+            assert Path(model_path).is_dir() and not finetuned_models(lib), "unfinished models stay unlisted"
+            raise KeyboardInterrupt  # the process stops while evaluating the new model
+        return real(lib_, kb_, model_path, sets, *args, **kwargs)
+
+    monkeypatch.setattr(ft, "evaluate_sets", crash_after)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(lib, kb, "中断", settings)
+    assert not (ft.models_dir(lib) / "中断").exists() and not finetuned_models(lib)
+    (ft.models_dir(lib) / "中断").mkdir()  # as a kill -9 would leave it: a card without results
+    (ft.models_dir(lib) / "中断" / ft.CARD).write_text('{"name": "中断", "status": "evaluating"}')
+    assert not finetuned_models(lib)
+    monkeypatch.setattr(ft, "evaluate_sets", real)
+    assert finetune(lib, kb, "中断", settings)["name"] == "中断"  # the leftover does not block the name
+    assert [m["name"] for m in finetuned_models(lib)] == ["中断"]
 
 
 def test_a_saved_question_set_gets_before_after_numbers_with_the_evaluation_pages_rule(lib, tuned_kb):
@@ -142,8 +174,8 @@ def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monk
     kb, _ = tuned_kb
     scores = {"questions": (0.5, 0.5)}  # (dense, hybrid) MRR@10 of the tuned model on the user's questions
 
-    def fake_sets(lib, kb, model_path, sets, dense_weight=0.5):
-        tuned = ".partial" in model_path
+    def fake_sets(lib, kb, model_path, sets, dense_weight=0.5, **_):
+        tuned = Path(model_path).parent.name == "models"  # the run's output folder, not the base
 
         def result(dense, hybrid, n):
             return {"dense": {"recall@1": 0, "recall@5": 0, "recall@10": 0, "mrr@10": dense},

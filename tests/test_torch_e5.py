@@ -158,6 +158,30 @@ def test_folder_loads_with_sentence_transformers(folder, engine):
     assert (vectors * ours).sum(1).min() > 0.9999
 
 
+def test_a_model_fine_tuned_from_the_bundled_one_runs_on_the_torch_engine(folder, tmp_path):
+    """A fine-tuned folder (its card names the bundled folder as base) runs on the torch engine with
+    the fingerprint sentence-transformers gives it, so either engine opens its index; editing the
+    card (metrics) does not change that fingerprint."""
+    import json
+
+    from services.embedding import SentenceTransformerEmbedder, TorchE5Embedder, open_embedder
+    from services.models import resolve
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(folder, tuned, symlinks=False, ignore=shutil.ignore_patterns("wendao_source.json", "*.safetensors"))
+    (tuned / "model.safetensors").symlink_to(folder / "model.safetensors")
+    (tuned / "wendao_card.json").write_text(json.dumps({"name": "t", "base_path": str(folder)}), encoding="utf-8")
+    fast = open_embedder(str(tuned))
+    slow = SentenceTransformerEmbedder(resolve(str(tuned), "embedding"))
+    assert isinstance(fast, TorchE5Embedder)
+    assert fast.fingerprint == slow.fingerprint
+    assert (fast.encode_passages(TEXTS) * slow.encode_passages(TEXTS)).sum(1).min() > 0.999
+    (tuned / "wendao_card.json").write_text(json.dumps({"name": "t", "base_path": str(folder), "after": 1}))
+    assert open_embedder(str(tuned)).fingerprint_id == fast.fingerprint_id
+    (tuned / "wendao_card.json").unlink()  # not derived from the bundled model: sentence-transformers
+    assert isinstance(open_embedder(str(tuned)), SentenceTransformerEmbedder)
+
+
 def test_conversion_is_cached(folder):
     """model_dir converts once: a second call returns the same folder without rewriting it."""
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
