@@ -50,6 +50,32 @@ ANSWER_SCHEMA = {
         },
     },
 }
+# Before answering, the model is asked whether the sources answer the question at all, quoting the
+# sentence that does (bench/llm_judge.py: with Qwen2.5-1.5B its own `answerable` field in the answer
+# was never false; a separate judgement that must quote its evidence refuses real unanswerable
+# questions). The request repeats the answer's prompt up to the question, so a server with prompt
+# caching reads the sources once for both calls.
+VERIFY_INSTRUCTION = ("先不要回答。判断资料是否直接回答了这个问题：在 evidence 中逐字摘抄资料里直接回答问题的那句话；"
+                      "资料只提到相关的人或事、但没有说出问题所问的内容时，evidence 为空字符串，answerable 为 false。"
+                      '以 JSON 返回 {"evidence": 原句, "answerable": 是否有答案}。')
+VERIFY_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answerable_check",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "evidence": {"type": "string", "description": "资料中直接回答问题的原句，逐字摘抄；没有则为空字符串"},
+                "answerable": {"type": "boolean", "description": "资料中是否有答案"},
+            },
+            "required": ["evidence", "answerable"],
+            "additionalProperties": False,
+        },
+    },
+}
+# The quoted evidence must really be in a source (character-bigram recall, as citations are judged).
+EVIDENCE_GROUNDED = 0.6
 # A local model's prompt speed is learned from its first answers; sources are then cut so that
 # reading them takes about this long (a slow model gets fewer, shorter sources).
 TARGET_READING_SECONDS = 15.0
@@ -357,9 +383,16 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
     stream.status = reading_estimate(llm, sources)
     if on_preview is not None:
         on_preview(extract, stream.status)
+    verdict = _verify(client, llm, query, sources, timings) if llm.verify_answerable else None
+    if verdict is False:
+        answer.answerable = False
+        answer.mode, answer.text = "refused", REFUSAL_TEXT + "以下是最接近的段落，供参考。"
+        answer.notice = " ".join(filter(None, [answer.notice, "大模型核对后认为这些资料没有直接回答这个问题。"]))
+        yield answer.text
+        return _finish(answer, timings)
     t = time.perf_counter()
     try:
-        text, answerable = yield from _llm_answer(client, query, sources, timings, t)
+        text, answerable = yield from _llm_answer(client, query, sources, timings, t, learn=verdict is None)
     except errors.LLMError as exc:
         _adopt(answer, extract)
         answer.notice = " ".join(filter(None, [answer.notice, f"{exc.message_zh} 已改为摘录式回答。"]))
@@ -398,9 +431,44 @@ def _adopt(answer: Answer, extract: Answer) -> None:
     answer.text, answer.mode, answer.citations = extract.text, extract.mode, extract.citations
 
 
-def _llm_answer(client, query, sources, timings, started):
+def verification_messages(query: str, sources: list[Hit]) -> list[dict]:
+    """The answer's messages with the format line replaced by the verification instruction (same
+    prefix up to the question, so a prompt cache reads the sources once)."""
+    messages = build_messages(query, sources, structured=True)
+    head = messages[1]["content"].rsplit("\n\n", 1)[0]
+    return [messages[0], {"role": "user", "content": head + "\n\n" + VERIFY_INSTRUCTION}]
+
+
+def _verify(client, llm: LLMSettings, query: str, sources: list[Hit], timings: dict) -> bool | None:
+    """Whether the model finds the answer in the sources: False when it says no or its quoted
+    evidence is not in any source, True when it quotes a real sentence, None when it could not
+    judge (no structured output, an error, unusable JSON): then the answer goes ahead unchecked."""
+    if not llm.structured_output:
+        return None
+    messages = verification_messages(query, sources)
+    started, first, raw = time.perf_counter(), None, ""
+    try:
+        for delta in client.stream(messages, VERIFY_SCHEMA, max_tokens=200):
+            first = first or time.perf_counter()
+            raw += delta
+        data = json.loads(raw)
+    except (errors.LLMError, ValueError):
+        return None
+    finally:
+        timings["llm_verify"] = (time.perf_counter() - started) * 1000
+    if first:
+        _learn_speed(client.settings, sum(estimate_tokens(m["content"]) for m in messages), first - started)
+    if not isinstance(data, dict) or not isinstance(data.get("answerable"), bool):
+        return None
+    evidence = str(data.get("evidence") or "").strip()
+    grounded = bool(evidence) and max(support_score(evidence, h.text) for h in sources) >= EVIDENCE_GROUNDED
+    return bool(data["answerable"]) and grounded
+
+
+def _llm_answer(client, query, sources, timings, started, learn: bool = True):
     """Stream the LLM's answer; returns (text, answerable or None). Structured JSON first; inline
-    markers when the endpoint refuses response_format or its JSON is unusable."""
+    markers when the endpoint refuses response_format or its JSON is unusable. `learn`: measure the
+    prompt speed on this call (not when a verification just read the same prompt)."""
     structured = client.settings.structured_output
     while True:
         buffer, shown, first = "", "", None
@@ -420,8 +488,9 @@ def _llm_answer(client, query, sources, timings, started):
             raise
         timings["llm_first_token"] = ((first or time.perf_counter()) - started) * 1000
         timings["llm"] = (time.perf_counter() - started) * 1000
-        _learn_speed(client.settings, sum(estimate_tokens(m["content"]) for m in messages),
-                     (first or time.perf_counter()) - started)
+        if learn:
+            _learn_speed(client.settings, sum(estimate_tokens(m["content"]) for m in messages),
+                         (first or time.perf_counter()) - started)
         if not structured:
             return buffer, None
         try:

@@ -48,6 +48,7 @@ class LLMSettings:
     timeout: float = 60.0
     max_retries: int = 3
     structured_output: bool = True
+    verify_answerable: bool = True  # ask the model first whether the sources answer the question
     key_source: str = field(default="", compare=False)
 
     def __repr__(self) -> str:

@@ -2,8 +2,11 @@
 
 Behaviour is chosen by the requested model name:
   "echo"            answer from the <source> blocks it receives (the best-matching sentence + [n]);
-                    JSON {answerable, answer, citations} when response_format asks for it
+                    JSON {answerable, answer, citations} when response_format asks for it, and
+                    {evidence, answerable} (that sentence, or "" and false) for the answerable check
   "miscite"         like echo, but cites the next source's number (a small model's typical slip)
+  "judge-no"        like echo, but its answerable check says the sources do not answer
+  "judge-made-up"   like echo, but its answerable check quotes a sentence that is in no source
   "empty"           an empty completion (200, no text)
   "bad-json"        accepts response_format but answers plain text (a model that ignores the schema)
   "no-json"         like echo but rejects response_format with 400 (endpoints without structured output)
@@ -128,7 +131,16 @@ class Handler(BaseHTTPRequestHandler):
             text = ""
         elif body.get("response_format") and model != "bad-json":
             answerable = not text.startswith("文档中没有找到")
-            text = json.dumps({"answerable": answerable, "answer": text, "citations": cited}, ensure_ascii=False)
+            schema = body["response_format"].get("json_schema", {}).get("name")
+            if schema == "answerable_check":  # the verification before the answer: quote the evidence
+                evidence = re.sub(r"\[\d+\]$", "", text) if answerable else ""
+                if model == "judge-no":
+                    answerable, evidence = False, ""
+                elif model == "judge-made-up":
+                    evidence = "资料里并没有这样一句编造出来的话"
+                text = json.dumps({"evidence": evidence, "answerable": answerable}, ensure_ascii=False)
+            else:
+                text = json.dumps({"answerable": answerable, "answer": text, "citations": cited}, ensure_ascii=False)
         if body.get("stream"):
             return self._stream(model, text)
         self._json(200, {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model,

@@ -61,6 +61,50 @@ def test_citation_no_source_supports_is_flagged():
     assert text == "长江是中国第一大河[2]。" and [(c.n, c.supported, c.corrected) for c in cits] == [(2, False, False)]
 
 
+def _checks(server) -> list[dict]:
+    return [r for r in server.requests
+            if (r["body"].get("response_format") or {}).get("json_schema", {}).get("name") == "answerable_check"]
+
+
+def test_llm_that_finds_no_answer_in_the_sources_refuses_before_answering(lib, kb, server):
+    """Retrieval finds the rail passage, but the model's check says it does not answer: refused,
+    with the reason, and no answer is generated."""
+    ingest(lib, kb, RAIL, "rail.txt")
+    ingest(lib, kb, AEGIS, "aegis.txt")
+    server.requests.clear()
+    a = answer_question(Retriever(lib, kb), llm(server, "judge-no"), "京沪高铁全长多少公里？")
+    assert a.mode == "refused" and a.text.startswith(REFUSAL_TEXT) and a.answerable is False
+    assert "核对" in a.notice and "llm_verify" in a.timings_ms
+    assert len(_checks(server)) == 1 and len(server.requests) == 1  # the answer itself was never asked for
+
+
+def test_evidence_quoted_from_nowhere_refuses(lib, kb, server):
+    ingest(lib, kb, RAIL, "rail.txt")
+    a = answer_question(Retriever(lib, kb), llm(server, "judge-made-up"), "京沪高铁全长多少公里？")
+    assert a.mode == "refused"
+
+
+def test_answer_after_a_passed_check_shares_the_prompt_up_to_the_question(lib, kb, server):
+    ingest(lib, kb, RAIL, "rail.txt")
+    server.requests.clear()
+    a = answer_question(Retriever(lib, kb), llm(server), "京沪高铁全长多少公里？")
+    assert a.mode == "llm" and "1318" in a.text
+    check, answer = (r["body"]["messages"] for r in server.requests)
+    assert check[0] == answer[0]  # same system prompt
+    head = answer[1]["content"].rsplit("\n\n", 1)[0]
+    assert check[1]["content"].startswith(head) and "问题：" in head  # sources and question: one cached prefix
+    server.requests.clear()
+    a = answer_question(Retriever(lib, kb), llm(server, verify_answerable=False), "京沪高铁全长多少公里？")
+    assert a.mode == "llm" and not _checks(server)  # switched off: no check
+
+
+def test_a_check_the_endpoint_cannot_do_never_blocks_the_answer(lib, kb, server):
+    ingest(lib, kb, RAIL, "rail.txt")
+    for model in ("no-json", "bad-json"):
+        a = answer_question(Retriever(lib, kb), llm(server, model), "京沪高铁全长多少公里？")
+        assert a.mode == "llm" and "1318" in a.text, model
+
+
 def test_llm_citation_to_wrong_source_is_repaired_end_to_end(lib, kb, server):
     ingest(lib, kb, RAIL, "rail.txt")
     ingest(lib, kb, AEGIS, "aegis.txt")
@@ -100,9 +144,10 @@ def test_bm25_mode_answers_when_its_passage_ranks_first(lib, kb):
 
 def test_llm_structured_unanswerable_judgement_refuses(lib, kb, server):
     ingest(lib, kb, RAIL, "rail.txt")
+    server.requests.clear()
     a = answer_question(Retriever(lib, kb), llm(server), "京沪高铁的总工程师叫什么名字？")
     assert a.mode == "refused" and a.text.startswith(REFUSAL_TEXT)
-    assert "answerable" in str(server.requests[-1]["body"]["response_format"])
+    assert all("answerable" in str(r["body"]["response_format"]) for r in server.requests)
 
 
 # --- extractive answers ---------------------------------------------------------------------

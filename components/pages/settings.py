@@ -139,6 +139,8 @@ with st.form(key("llm")):
     max_tokens = c2.number_input("最大输出 tokens", 64, 32000, int(llm.max_tokens))
     timeout = c3.number_input("超时（秒）", 1, 600, int(llm.timeout))
     structured = st.checkbox("优先使用结构化输出（JSON schema，小模型引用更准确）", llm.structured_output)
+    verify = st.checkbox("回答前先让大模型核对资料里是否有答案（没有就拒答，减少答非所问；小模型每题多几秒）",
+                         llm.verify_answerable, help="需要结构化输出。模型要先逐字摘抄资料中回答问题的原句，摘抄不到就拒答。")
     save_key = st.checkbox("把 API Key 也保存到本机数据目录（以明文 JSON 保存在 wendao.db 中，能读取数据目录的人都能看到；不推荐）",
                            llm.key_source == "saved")
     c1, c2 = st.columns(2)
@@ -147,7 +149,8 @@ with st.form(key("llm")):
 if llm.key_source:
     st.caption(f"API Key：{KEY_SOURCE_ZH[llm.key_source]}")
 form = {"base_url": base_url.strip(), "model": model.strip(), "temperature": float(temperature),
-        "max_tokens": int(max_tokens), "timeout": float(timeout), "structured_output": structured}
+        "max_tokens": int(max_tokens), "timeout": float(timeout), "structured_output": structured,
+        "verify_answerable": verify}
 session_key = typed_key.strip() or api_key()
 # The key is resolved on the server for the endpoint in the form (never the server's key for another host).
 new_llm = llm_settings(lib, kb, session_key, llm_secrets(), unsaved=form)
