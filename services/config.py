@@ -6,9 +6,10 @@ per-knowledge-base parts (retrieval/chunking/LLM) and persists them in the store
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 
 def data_dir() -> Path:
@@ -88,6 +89,33 @@ def same_endpoint(a: str, b: str) -> bool:
         return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query
 
     return norm(a) == norm(b)
+
+
+_SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth)", re.I)
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown in a browser: the password in its user-info and the values of
+    key/token/secret-like query parameters replaced by ***. Used for the server's endpoint, which
+    can carry credentials (http://user:pass@host/v1, ?api-key=...) that must stay on the server."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{REDACTED}@{host}" if ":" in userinfo else f"{REDACTED}@{host}"
+    query = "&".join(f"{k}={REDACTED}" if _SECRET_QUERY.search(k) else (f"{k}={v}" if sep else k)
+                     for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def restore_redacted(typed: str, actual: str) -> str:
+    """What the user meant: the real URL when they left its redacted form unchanged."""
+    return actual if typed.strip() and typed.strip() == redact_url(actual) else typed
 
 
 @dataclass

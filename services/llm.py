@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from services import errors
-from services.config import LLMSettings
+from services.config import LLMSettings, redact_url
 
 RETRYABLE = ("RateLimitError", "InternalServerError", "APITimeoutError", "APIConnectionError")
 
@@ -63,7 +64,13 @@ class LLMClient:
         return self.complete([{"role": "user", "content": "请只回复：好"}], max_tokens=8).strip()
 
     def _scrub(self, text: str) -> str:
-        key = self.settings.api_key
+        """Error text without the key or the endpoint's credentials (user-info password, key-like
+        query values): it is shown in the browser."""
+        key, url = self.settings.api_key, self.settings.base_url
+        if url and redact_url(url) != url:
+            text = text.replace(url, redact_url(url))
+            secret = urlsplit(url).password
+            text = text.replace(secret, "***") if secret else text
         return text.replace(key, "***") if key else text
 
     def _translate(self, exc: Exception) -> errors.LLMError:
@@ -79,7 +86,7 @@ class LLMClient:
         if name == "APITimeoutError":
             return errors.LLMTimeout()
         if name == "APIConnectionError":
-            return errors.LLMUnreachable(f"无法连接到大模型接口 {self.settings.base_url or '(默认 OpenAI)'}，请检查地址和服务是否已启动。")
+            return errors.LLMUnreachable(f"无法连接到大模型接口 {redact_url(self.settings.base_url) or '(默认 OpenAI)'}，请检查地址和服务是否已启动。")
         if name == "InternalServerError" or (status and status >= 500):
             return errors.LLMServerError()
         lowered = detail.lower()

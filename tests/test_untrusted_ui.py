@@ -85,6 +85,30 @@ def test_server_key_never_reaches_the_page(kb_with_doc, monkeypatch):
     assert SERVER_KEY not in everything_sent(chat)
 
 
+def test_credentials_in_the_server_endpoint_url_never_reach_the_page(kb_with_doc, monkeypatch):
+    """A server endpoint like http://user:pass@host/v1?api-key=… is shown masked in the settings form,
+    saving the form unchanged keeps the real URL, and an unreachable-endpoint error is masked too."""
+    from services.config import LLMSettings, redact_url
+    from services.library import llm_settings
+    from services.llm import LLMClient
+
+    lib, kb = kb_with_doc
+    url = "http://svc:Pa55word-url@127.0.0.1:9/v1?api-key=url-secret-77&deployment=chat"
+    assert redact_url(url) == "http://svc:***@127.0.0.1:9/v1?api-key=***&deployment=chat"
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("WENDAO_LLM_MODEL", "echo")
+    at = app("settings")
+    assert field(at, "接口地址 base_url").value == redact_url(url)
+    sent = everything_sent(at)
+    assert "Pa55word-url" not in sent and "url-secret-77" not in sent
+    click(at, "保存")
+    assert llm_settings(lib, kb).base_url == url  # the masked form left unchanged means the real URL
+    assert "Pa55word-url" not in everything_sent(at) and "url-secret-77" not in everything_sent(at)
+    error = pytest.raises(Exception, LLMClient(LLMSettings(base_url=url, model="m", timeout=2, max_retries=0))
+                          .test_connection).value
+    assert "Pa55word-url" not in str(error) and "url-secret-77" not in str(error)
+
+
 def test_visitor_endpoint_never_receives_the_server_key(kb_with_doc, monkeypatch):
     lib, kb = kb_with_doc
     with FakeLLMServer() as home, FakeLLMServer() as visitor:

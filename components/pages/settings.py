@@ -14,6 +14,7 @@ from components.safe_text import inert
 from components.state import api_key, current_kb, library, llm_secrets, show_error
 from components.widgets import chunking_form
 from services.finetune import finetuned_models
+from services.config import redact_url, restore_redacted
 from services.fusion import METHODS
 from services.library import (chunking_config, llm_settings, retrieval_settings, save_llm_settings,
                               save_settings)
@@ -127,7 +128,9 @@ st.caption("支持 OpenAI、DeepSeek、通义千问、Moonshot、智谱、vLLM�
 llm = llm_settings(lib, kb, api_key(), llm_secrets())
 with st.form(key("llm")):
     c1, c2 = st.columns(2)
-    base_url = c1.text_input("接口地址 base_url", llm.base_url, placeholder="例如 http://127.0.0.1:8080/v1")
+    # Shown with any password / key-like query value masked (a server URL can carry credentials);
+    # left unchanged, the masked form means the real URL again.
+    base_url = c1.text_input("接口地址 base_url", redact_url(llm.base_url), placeholder="例如 http://127.0.0.1:8080/v1")
     model = c2.text_input("模型名", llm.model, placeholder="例如 qwen2.5-7b-instruct / deepseek-chat")
     # Never prefilled: a key configured on the server (or saved by someone else) must not reach the browser.
     typed_key = st.text_input("API Key", "", type="password", placeholder=KEY_SOURCE_ZH.get(llm.key_source, "未设置"),
@@ -148,7 +151,7 @@ with st.form(key("llm")):
     tested = c2.form_submit_button("测试连接", help="只测试，不保存任何设置")
 if llm.key_source:
     st.caption(f"API Key：{KEY_SOURCE_ZH[llm.key_source]}")
-form = {"base_url": base_url.strip(), "model": model.strip(), "temperature": float(temperature),
+form = {"base_url": restore_redacted(base_url, llm.base_url).strip(), "model": model.strip(), "temperature": float(temperature),
         "max_tokens": int(max_tokens), "timeout": float(timeout), "structured_output": structured,
         "verify_answerable": verify}
 session_key = typed_key.strip() or api_key()
