@@ -55,6 +55,9 @@ class FinetuneSettings:
     method: str = "sentence"  # sentence (offline, inverse cloze) | llm
     freeze_embeddings: bool = True  # keep the (250k-token multilingual) input embedding matrix fixed
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 matmuls (AMX/AVX512-BF16), else fp32
+    # Recompute each layer's activations in the backward pass instead of keeping them: e5-small,
+    # batch 16x3 of 256 tokens, bf16 on 2 cores: peak RSS 8.2 -> 2.9 GB for ~20% more CPU per step.
+    gradient_checkpointing: bool = True
 
 
 @dataclass
@@ -197,6 +200,8 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
     model = SentenceTransformer(base, device=device or pick_device(), local_files_only=True)
     full_length = model.max_seq_length
     model.max_seq_length = min(full_length or 512, settings.max_seq_length)  # shorter while training (speed)
+    if settings.gradient_checkpointing:
+        _checkpoint_activations(model)
     if settings.freeze_embeddings:  # e5-small: 96M of its 118M weights; freezing them saves ~2.3 GB of
         _input_embeddings(model).requires_grad_(False)  # gradients + optimizer state and time per step
     prefix_q, prefix_p = _prefixes(base)
@@ -254,6 +259,17 @@ def _autocast(device, precision: str):
 
 class Cancelled(errors.WendaoError):
     default_message = "微调已取消。"
+
+
+def _checkpoint_activations(model) -> None:
+    """Activation (gradient) checkpointing on the model's transformer, by whichever name this
+    transformers version offers (activation_checkpointing_enable replaces gradient_…)."""
+    backbone = model[0].auto_model
+    enable = getattr(backbone, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _input_embeddings(model):
