@@ -10,8 +10,9 @@ as the app does, and asks the model in each variant:
   answer        the app's structured answer schema {answerable, answer, citations}
   quote_first   {evidence, answerable, answer, citations}: the model first copies the source
                 sentence that answers the question (empty when none), then judges
-  judge         a separate yes/no call (short schema {evidence, answerable}); the app would run it
-                on the same cached prompt prefix
+  judge         a separate yes/no call (short schema {evidence, answerable}) with its own system prompt
+  verify        the app's check before answering (services.answer.verification_messages): the answer's
+                prompt up to the question (one cached prefix), then the judge's instruction
 
 Decision rules are applied offline to the recorded replies (model's flag; empty or not-in-sources
 evidence; the evidence's coverage of the question's key terms), so one run compares all of them.
@@ -59,6 +60,8 @@ def messages_for(variant: str, question: str, sources) -> tuple[list[dict], dict
     messages = A.build_messages(question, sources, structured=True)
     if variant == "answer":
         return messages, A.ANSWER_SCHEMA
+    if variant == "verify":  # what the app asks before answering (services.answer._verify)
+        return A.verification_messages(question, sources), A.VERIFY_SCHEMA
     prompt, fmt = VARIANTS[variant]
     user = messages[1]["content"].rsplit("\n\n", 1)[0] + "\n\n以 JSON 返回。"
     return [{"role": "system", "content": prompt}, {"role": "user", "content": user}], fmt
@@ -80,9 +83,9 @@ def ask(client, variant, question, sources, max_tokens) -> dict:
 
 def decide(row: dict, variant: str, rule: str) -> bool:
     """True = refuse."""
-    from services.answer import REFUSAL_TEXT
+    from services.answer import EVIDENCE_GROUNDED, REFUSAL_TEXT
+    from services.citations import support_score
     from services.refusal import term_coverage
-    from services.tokenizer import comparable
 
     reply = row["replies"].get(variant)
     if reply is None:
@@ -92,7 +95,7 @@ def decide(row: dict, variant: str, rule: str) -> bool:
     if rule == "flag":
         return flag
     evidence = str(data.get("evidence", "")).strip()
-    grounded = bool(evidence) and comparable(evidence)[:12] in comparable(row["sources_text"])
+    grounded = bool(evidence) and support_score(evidence, row["sources_text"]) >= EVIDENCE_GROUNDED
     if rule == "flag+evidence":
         return flag or not grounded
     if rule == "flag+evidence+coverage":
@@ -115,7 +118,7 @@ def summarize(rows: list[dict]) -> None:
                 fn = sum(r["unanswerable"] and not decide(r, variant, rule) for r in pool)
                 p, rec = tp / max(1, tp + fp), tp / max(1, tp + fn)
                 secs = sorted(r["replies"][variant]["seconds"] for r in pool)
-                out.append({"variant": variant, "rule": rule, "pool": pool_name, "n": len(pool),
+                out.append({"variant": variant, "budget": pool[0].get("budget", 500), "rule": rule, "pool": pool_name, "n": len(pool),
                             "answerable refused": fp, "precision": p, "recall": rec,
                             "F1": 2 * p * rec / max(1e-9, p + rec), "s (median)": secs[len(secs) // 2]})
     print(table(out))
@@ -155,7 +158,7 @@ def main() -> None:
         key = sets[set_name][0]
         result = Retriever(lib, kbs[key]).search(q.question)
         sources = fit_sources(result.hits, min(args.budget, context_budget("local", args.max_tokens)))
-        row = {"set": set_name, "id": q.id, "question": q.question, "answers": q.answers,
+        row = {"set": set_name, "id": q.id, "budget": args.budget, "question": q.question, "answers": q.answers,
                "unanswerable": q.kind == "unanswerable" or set_name == "offkb",
                "sources_text": "\n".join(h.text for h in sources), "replies": {}}
         for variant in args.variants.split(","):
