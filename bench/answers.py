@@ -81,8 +81,9 @@ def build_kbs(lib, kb_docs, tag: str):
     kbs = {}
     for key, names in kb_docs.items():
         kb = lib.kb(f"answers-{key}-{tag}-v5", create=True)
-        if not lib.store.list_documents(kb.id):
-            paths = [DATASETS[key] / "docs" / name for name in names]
+        have = {d.filename for d in lib.store.list_documents(kb.id)}
+        if set(names) - have:  # also completes a KB whose ingest was interrupted
+            paths = [DATASETS[key] / "docs" / name for name in names if name not in have]
             ingest_paths(lib, kb, paths, ChunkingConfig(),
                          on_file=lambda i, n, r: print(f"\r  ingest {key} {i}/{n}", end="", file=sys.stderr))
             print(file=sys.stderr)
