@@ -47,6 +47,7 @@ class FinetuneSettings:
     epochs: int = 1
     batch_size: int = 16
     learning_rate: float = 2e-5
+    scale: float = 20.0  # MultipleNegativesRankingLoss logit scale (1 / temperature)
     max_pairs: int = 2000  # training queries (CPU budget: ~15 min for a 1,000-document KB)
     heldout: float = 0.15
     negatives_range: tuple[int, int] = (3, 30)  # BM25 ranks hard negatives are sampled from
@@ -205,7 +206,7 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
     if settings.freeze_embeddings:  # e5-small: 96M of its 118M weights; freezing them saves ~2.3 GB of
         _input_embeddings(model).requires_grad_(False)  # gradients + optimizer state and time per step
     prefix_q, prefix_p = _prefixes(base)
-    loss_fn = MultipleNegativesRankingLoss(model)
+    loss_fn = MultipleNegativesRankingLoss(model, scale=settings.scale)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
     rng = random.Random(settings.seed)
     batches_per_epoch = math.ceil(len(pairs) / settings.batch_size)
