@@ -11,8 +11,10 @@ as the app does, and asks the model in each variant:
   quote_first   {evidence, answerable, answer, citations}: the model first copies the source
                 sentence that answers the question (empty when none), then judges
   judge         a separate yes/no call (short schema {evidence, answerable}) with its own system prompt
-  verify        the app's check before answering (services.answer.verification_messages): the answer's
-                prompt up to the question (one cached prefix), then the judge's instruction
+  verify        the app's check before answering (services.answer.verification_messages). Measured first
+                as the answer's prompt up to the question + the judge's instruction (one cached prefix):
+                F1 0.40 / 0.19 at budgets 500 / 1000 vs 0.56 / 0.47 for `judge`, so the app now asks
+                like `judge` (own system prompt)
 
 Decision rules are applied offline to the recorded replies (model's flag; empty or not-in-sources
 evidence; the evidence's coverage of the question's key terms), so one run compares all of them.
@@ -83,7 +85,7 @@ def ask(client, variant, question, sources, max_tokens) -> dict:
 
 def decide(row: dict, variant: str, rule: str) -> bool:
     """True = refuse."""
-    from services.answer import EVIDENCE_GROUNDED, REFUSAL_TEXT
+    from services.answer import REFUSAL_TEXT
     from services.citations import support_score
     from services.refusal import term_coverage
 
@@ -95,7 +97,7 @@ def decide(row: dict, variant: str, rule: str) -> bool:
     if rule == "flag":
         return flag
     evidence = str(data.get("evidence", "")).strip()
-    grounded = bool(evidence) and support_score(evidence, row["sources_text"]) >= EVIDENCE_GROUNDED
+    grounded = bool(evidence) and support_score(evidence, row["sources_text"]) >= 0.6  # bigram recall
     if rule == "flag+evidence":
         return flag or not grounded
     if rule == "flag+evidence+coverage":

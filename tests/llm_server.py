@@ -6,7 +6,6 @@ Behaviour is chosen by the requested model name:
                     {evidence, answerable} (that sentence, or "" and false) for the answerable check
   "miscite"         like echo, but cites the next source's number (a small model's typical slip)
   "judge-no"        like echo, but its answerable check says the sources do not answer
-  "judge-made-up"   like echo, but its answerable check quotes a sentence that is in no source
   "empty"           an empty completion (200, no text)
   "bad-json"        accepts response_format but answers plain text (a model that ignores the schema)
   "no-json"         like echo but rejects response_format with 400 (endpoints without structured output)
@@ -136,8 +135,6 @@ class Handler(BaseHTTPRequestHandler):
                 evidence = re.sub(r"\[\d+\]$", "", text) if answerable else ""
                 if model == "judge-no":
                     answerable, evidence = False, ""
-                elif model == "judge-made-up":
-                    evidence = "资料里并没有这样一句编造出来的话"
                 text = json.dumps({"evidence": evidence, "answerable": answerable}, ensure_ascii=False)
             else:
                 text = json.dumps({"answerable": answerable, "answer": text, "citations": cited}, ensure_ascii=False)
