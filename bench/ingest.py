@@ -7,8 +7,13 @@
 2. A full ingest with the default model: documents, chunks, seconds per stage (parse / chunk /
    embed / index) and the share of sentence-chunker boundaries at a sentence end.
 
+3. With --first-answer N / --pdf-pages P: time from upload to the first answerable question
+   (keyword stage, then fully hybrid) on N DRCD articles, and a generated P-page Chinese PDF
+   ingested end to end with its wall time and peak RSS (bench/first_answer.py's code).
+
     python bench/ingest.py [--docs PATH] [--chunk-size 300] [--overlap 120]
                            [--parity-chunks 1000] [--rounds 3] [--skip-engines] [--skip-ingest]
+                           [--first-answer 4] [--pdf-pages 1000]
 """
 from __future__ import annotations
 
@@ -143,9 +148,20 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--skip-engines", action="store_true")
     p.add_argument("--skip-ingest", action="store_true")
+    p.add_argument("--first-answer", type=int, default=0, metavar="N",
+                   help="also time upload -> first answerable question on N DRCD articles (bench/first_answer.py)")
+    p.add_argument("--pdf-pages", type=int, default=0, metavar="P",
+                   help="also ingest a generated P-page Chinese PDF end to end: wall time and peak RSS")
     args = p.parse_args()
     if not args.skip_engines:
         engines(args)
+    if args.first_answer or args.pdf_pages:
+        import first_answer  # the same code as `python bench/first_answer.py --docs N --pages P`
+
+        if args.first_answer:
+            first_answer.upload_to_answer(sorted((DATASETS["drcd_dev"] / "docs").glob("*.txt"))[: args.first_answer])
+        if args.pdf_pages:
+            first_answer.big_pdf_row(args.pdf_pages)
     if args.skip_ingest:
         return
     root = Path(tempfile.mkdtemp(prefix="wendao-ingest-"))
