@@ -17,13 +17,14 @@ other documents, contrastive training, then evaluation before/after on held-out 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import math
 import random
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,7 +37,8 @@ from services.evaluation import Question, holds_answer, question_set
 from services.index_text import StoredIndexTexts
 from services.library import Library
 from services.store import KnowledgeBase
-from services.text import split_sentences
+from services.pseudo_queries import PseudoQuery, llm_queries, offline_queries, starts_inside_a_sentence
+from services.text import normalize
 
 log = logging.getLogger(__name__)
 CARD = "wendao_card.json"
@@ -48,17 +50,22 @@ class FinetuneSettings:
     batch_size: int = 16
     learning_rate: float = 2e-5
     scale: float = 20.0  # MultipleNegativesRankingLoss logit scale (1 / temperature)
-    max_pairs: int = 2000  # training queries (CPU budget: ~15 min for a 1,000-document KB)
+    max_pairs: int = 1600  # training queries (CPU budget: ~15 min for a 1,000-document KB on 2 cores)
+    queries_per_chunk: int = 2  # offline pseudo-queries per chunk, each from a different sentence
     heldout: float = 0.15
-    negatives_range: tuple[int, int] = (3, 30)  # BM25 ranks hard negatives are sampled from
-    max_seq_length: int = 256
+    negatives_range: tuple[int, int] = (3, 30)  # BM25 / dense ranks hard negatives are sampled from
+    negative_ceiling: float = 0.95  # a negative must score below this share of the positive's score
+    # Training truncates at 128 tokens (positives are ~220-character windows around the query's
+    # sentence): e5-small, batch 16x3 on 2 cores, 50 -> 16 CPU-s per step vs 256 with checkpointing.
+    max_seq_length: int = 128
+    train_layers: int = 6  # top transformer layers trained (0: all); the lower ones keep the base's
     seed: int = 0
-    method: str = "sentence"  # sentence (offline, inverse cloze) | llm
+    method: str = "sentence"  # sentence (offline: answer-masked questions, inverse cloze) | llm
     freeze_embeddings: bool = True  # keep the (250k-token multilingual) input embedding matrix fixed
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 matmuls (AMX/AVX512-BF16), else fp32
-    # Recompute each layer's activations in the backward pass instead of keeping them: e5-small,
-    # batch 16x3 of 256 tokens, bf16 on 2 cores: peak RSS 8.2 -> 2.9 GB for ~20% more CPU per step.
-    gradient_checkpointing: bool = True
+    # Recompute activations in the backward pass instead of keeping them: at 256 tokens, all layers,
+    # peak RSS 8.2 -> 2.9 GB for ~20% more CPU; at 128 tokens and 6 layers only 2.4 -> 2.0 GB for ~40%.
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -68,6 +75,7 @@ class Pair:
     chunk_id: int
     doc_id: str
     negative: str = ""
+    kind: str = ""  # question | cloze | llm (services.pseudo_queries)
 
 
 @dataclass
@@ -86,82 +94,75 @@ class Progress:
 
 # --- training data -------------------------------------------------------------------------------
 def generate_pairs(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings, llm=None) -> list[Pair]:
-    """Pseudo-queries for the KB's chunks (offline: inverse cloze; with `llm`: generated questions)."""
+    """Pseudo-queries for the KB's chunks (services.pseudo_queries: offline answer-masked questions
+    and inverse cloze; with `llm`: generated questions), at most `queries_per_chunk` per chunk."""
     rng = random.Random(settings.seed)
     chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
     rng.shuffle(chunks)
     texts_of = StoredIndexTexts(lib.store, kb.id)
+    documents = functools.lru_cache(maxsize=64)(lambda doc_id: lib.store.document_text(kb.id, doc_id))
     pairs: list[Pair] = []
     for c in chunks:
         if len(pairs) >= settings.max_pairs:
             break
         passage = texts_of([c])[0]
-        queries = _llm_queries(llm, c.text) if llm is not None else [_cloze_query(c.text, rng)]
-        for q in filter(None, queries):
-            positive = passage if llm is not None else _without(passage, q)
-            if len(positive) >= 10:
-                pairs.append(Pair(q, positive, c.id, c.doc_id))
-    return pairs
+        if llm is not None:
+            found = [PseudoQuery(q, passage, "llm") for q in llm_queries(llm, c.text)]
+        else:
+            cut = starts_inside_a_sentence(documents(c.doc_id), c.start)
+            found = offline_queries(passage, normalize(c.text), rng, settings.queries_per_chunk, cut_start=cut)
+        pairs += [Pair(q.query, q.positive, c.id, c.doc_id, kind=q.kind) for q in found]
+    return pairs[:settings.max_pairs]
 
 
-def _cloze_query(text: str, rng: random.Random) -> str | None:
-    """The chunk's sentence with the most content (8–80 characters), a query the rest must answer.
-
-    Text without sentence punctuation (court judgments, OCR, tables flattened to one line) is cut at
-    clause marks (，：；) instead, so such a chunk still yields a query of one to three clauses."""
-    sentences = [text[a:b].strip() for a, b in split_sentences(text)]
-    good = [s for s in sentences if 8 <= len(s) <= 80]
-    if len(good) < 2 and len(sentences) < 2:
-        good = _clause_runs(text)
-        if len(good) < 2:
-            return None
-    good = good or sentences
-    scored = sorted(good, key=lambda s: -len(set(re.findall(r"[\u4e00-\u9fff]", s))))
-    return rng.choice(scored[:3]).rstrip("。！？!?；;，,：:")
-
-
-def _clause_runs(text: str, shortest: int = 8, longest: int = 60) -> list[str]:
-    """Runs of one to three consecutive clauses (split at ，,：:；;) of `shortest`–`longest` characters."""
-    clauses = [c.strip() for c in re.split(r"(?<=[，,：:；;])", text) if c.strip()]
-    runs = []
-    for i in range(len(clauses)):
-        for n in (1, 2, 3):
-            run = "".join(clauses[i:i + n])
-            if i + n <= len(clauses) and shortest <= len(run) <= longest:
-                runs.append(run)
-                break
-    return runs
-
-
-def _without(passage: str, sentence: str) -> str:
-    return passage.replace(sentence, "", 1).strip()
-
-
-def _llm_queries(llm, text: str) -> list[str]:
-    """2–3 questions a user would type about a passage, in its script (one LLM call)."""
-    prompt = ("根据下面的资料，写出 2 到 3 个用户可能会问、且资料能回答的问题。使用与资料相同的文字（简体或繁体），"
-              "每行一个问题，不要编号，不要其他内容。\n\n资料：\n" + text[:1200])
-    try:
-        reply = llm.complete([{"role": "user", "content": prompt}], max_tokens=200)
-    except errors.LLMError:
-        return []
-    lines = [re.sub(r"^[\s\d.、\-*]+", "", line).strip() for line in reply.splitlines()]
-    return [q for q in lines if 4 <= len(q) <= 80][:3]
-
-
-def mine_negatives(lib: Library, kb: KnowledgeBase, pairs: list[Pair], settings: FinetuneSettings) -> list[Pair]:
-    """Give each pair a hard negative: a BM25 candidate from another document, sampled from the rank
-    range, never a near-duplicate of the positive. Pairs without one keep in-batch negatives only."""
+def mine_negatives(lib: Library, kb: KnowledgeBase, pairs: list[Pair], settings: FinetuneSettings,
+                   embedder=None) -> list[Pair]:
+    """Give each pair a hard negative from another document: a BM25 or dense candidate sampled from
+    the rank range (BGE), never a near-duplicate of the positive, and — positive-aware mining
+    (NV-Retriever) with the KB's current model (`embedder`) — scored below `negative_ceiling` times
+    the positive's score: in documents that share templates (court judgments) a candidate the model
+    finds as close as the positive is more often an unlabelled answer than a wrong one. Pairs
+    without a candidate keep in-batch negatives only."""
     rng = random.Random(settings.seed + 1)
     lo, hi = settings.negatives_range
+    texts_of = StoredIndexTexts(lib.store, kb.id)
+    dense = _DenseScorer(lib, kb, embedder) if embedder is not None else None
     for p in pairs:
-        found = lib.bm25_search(kb, query_vector(p.query), hi)
-        chunks = lib.store.get_chunks([f.id for f in found])
-        candidates = [chunks[f.id] for f in found[lo - 1:] if f.id in chunks]
-        candidates = [c for c in candidates if c.doc_id != p.doc_id and not near_duplicate(c.text, p.positive)]
-        if candidates:
-            p.negative = rng.choice(candidates).text
+        candidates = [f.id for f in lib.bm25_search(kb, query_vector(p.query), hi)][lo - 1:]
+        if dense is not None:
+            q = dense.query(p.query)
+            candidates += dense.top(q, hi)[lo - 1:]
+            ceiling = settings.negative_ceiling * dense.score(q, p.chunk_id)
+            candidates = [i for i in candidates if dense.score(q, i) < ceiling]
+        chunks = lib.store.get_chunks(sorted(set(candidates)))
+        fit = [chunks[i] for i in dict.fromkeys(candidates)
+               if i in chunks and chunks[i].doc_id != p.doc_id and not near_duplicate(chunks[i].text, p.positive)]
+        if fit:
+            p.negative = texts_of([rng.choice(fit)])[0]  # as indexed (title line too), like the positive
     return pairs
+
+
+class _DenseScorer:
+    """The KB's chunks as its current model embeds them (from the embedding cache), for mining."""
+
+    def __init__(self, lib: Library, kb: KnowledgeBase, embedder):
+        from services.embedding import embed_with_cache
+
+        chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
+        self.embedder = embedder
+        self.matrix, _ = embed_with_cache(embedder, lib.cache, StoredIndexTexts(lib.store, kb.id)(chunks))
+        self.ids = np.array([c.id for c in chunks])
+        self.row = {int(i): n for n, i in enumerate(self.ids)}
+
+    def query(self, text: str) -> np.ndarray:
+        return self.embedder.encode_query(text)
+
+    def top(self, q: np.ndarray, k: int) -> list[int]:
+        scores = self.matrix @ q
+        return [int(self.ids[i]) for i in np.argsort(-scores)[:k]]
+
+    def score(self, q: np.ndarray, chunk_id: int) -> float:
+        return float(self.matrix[self.row[chunk_id]] @ q) if chunk_id in self.row else -1.0
 
 
 def near_duplicate(a: str, b: str, threshold: float = 0.5) -> bool:
@@ -205,23 +206,21 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
         _checkpoint_activations(model)
     if settings.freeze_embeddings:  # e5-small: 96M of its 118M weights; freezing them saves ~2.3 GB of
         _input_embeddings(model).requires_grad_(False)  # gradients + optimizer state and time per step
+    _freeze_lower_layers(model, settings.train_layers)
     prefix_q, prefix_p = _prefixes(base)
     loss_fn = MultipleNegativesRankingLoss(model, scale=settings.scale)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
     rng = random.Random(settings.seed)
-    batches_per_epoch = math.ceil(len(pairs) / settings.batch_size)
+    batches_per_epoch = len(_batches(pairs, settings.batch_size, random.Random(0)))
     progress = Progress(steps=batches_per_epoch * settings.epochs)
     warmup = max(1, progress.steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (progress.steps - s) / max(1, progress.steps - warmup)))
     model.train()
     for _ in range(settings.epochs):
-        order = pairs[:]
-        rng.shuffle(order)
-        for i in range(0, len(order), settings.batch_size):
+        for batch in _batches(pairs, settings.batch_size, rng):
             if cancelled and cancelled():
                 raise Cancelled()
-            batch = order[i:i + settings.batch_size]
             columns = [[prefix_q + p.query for p in batch], [prefix_p + p.positive for p in batch]]
             if all(p.negative for p in batch):
                 columns.append([prefix_p + p.negative for p in batch])
@@ -242,6 +241,39 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
     return progress
+
+
+def _batches(pairs: list[Pair], size: int, rng: random.Random, slots: int = 4) -> list[list[Pair]]:
+    """Shuffled batches in which, where the KB allows, no two pairs come from the same document
+    (never from the same chunk): the other pairs' positives are a query's in-batch negatives, and a
+    passage of its own document may answer it. A KB of one or two documents still fills its batches."""
+    order = pairs[:]
+    rng.shuffle(order)
+    batches: list[list[Pair]] = []
+    filling: list[list[Pair]] = []
+    for p in order:
+        fits = [b for b in filling if all(x.doc_id != p.doc_id for x in b)]
+        if not fits and len(filling) >= slots:
+            fits = [b for b in filling if all(x.chunk_id != p.chunk_id for x in b)]
+        batch = fits[0] if fits else None
+        if batch is None:
+            batch = []
+            filling.append(batch)
+        batch.append(p)
+        if len(batch) == size:
+            batches.append(batch)
+            filling.remove(batch)
+    return batches + filling
+
+
+def _freeze_lower_layers(model, train_layers: int) -> None:
+    """Train only the top `train_layers` transformer layers (0: all): fewer weights to move on a few
+    hundred pseudo-queries, so less of what the base model knows is lost."""
+    layers = getattr(getattr(model[0].auto_model, "encoder", None), "layer", None)
+    if not train_layers or layers is None or train_layers >= len(layers):
+        return
+    for layer in layers[:len(layers) - train_layers]:
+        layer.requires_grad_(False)
 
 
 def _autocast(device, precision: str):
@@ -425,7 +457,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     pairs = generate_pairs(lib, kb, settings, llm)
     if len(pairs) < 8:
         raise errors.WendaoError("知识库内容太少，无法生成足够的训练数据（至少需要几十个片段）。")
-    pairs = mine_negatives(lib, kb, pairs, settings)
+    pairs = mine_negatives(lib, kb, pairs, settings, embedder=_current_embedder(lib, kb))
     train_pairs, test_pairs = split_heldout(pairs, settings)
     saved = question_set(lib, kb) or []
     sets = {"heldout": pair_targets(test_pairs), "questions": question_targets(lib, kb, saved[:QUESTION_LIMIT])}
@@ -448,7 +480,8 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         raise
     card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name,
             "created_at": time.time(), "pairs": {"train": len(train_pairs), "heldout": len(test_pairs),
-                                                   "with_hard_negative": sum(bool(p.negative) for p in pairs)},
+                                                   "with_hard_negative": sum(bool(p.negative) for p in pairs),
+                                                   "kinds": dict(Counter(p.kind for p in pairs))},
             "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
             "losses": progress.losses, "seconds": round(time.time() - started, 1)}
     if sets["questions"]:  # the KB's saved question set (services.evaluation.save_question_set)

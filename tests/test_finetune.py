@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from services.chunking import ChunkingConfig
 from services.finetune import (FinetuneSettings, delete_model, finetune, finetuned_models, generate_pairs,
                                mine_negatives, near_duplicate)
 from services.ingest import ingest_bytes
+from services.text import normalize
 from tiny_models import tiny_embedder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,37 +55,96 @@ def test_offline_pairs_come_from_the_chunk_and_negatives_from_other_documents(li
     kb, _ = tuned_kb
     settings = FinetuneSettings(max_pairs=100)
     pairs = generate_pairs(lib, kb, settings)
-    assert len(pairs) >= 8
+    assert len(pairs) >= 8 and {p.kind for p in pairs} == {"question", "cloze"}
     for p in pairs:
         chunk = lib.store.get_chunks([p.chunk_id])[p.chunk_id]
-        assert p.query in chunk.text and p.query not in p.positive  # the sentence is taken out
+        if p.kind == "cloze":
+            assert p.query in chunk.text and p.query not in p.positive  # the sentence is taken out
+        else:  # the question's context words come from the passage, its answer does not
+            assert p.query.endswith("？") and p.positive.split("\n")[-1] in normalize(TOPICS[_doc(lib, kb, p)])
     pairs = mine_negatives(lib, kb, pairs, FinetuneSettings(negatives_range=(1, 30)))
     with_negative = [p for p in pairs if p.negative]
     assert with_negative
-    names = lib.store.filenames(kb.id)
     for p in with_negative:
         assert not near_duplicate(p.negative, p.positive)
-        owners = [d for d in names if any(c.text == p.negative for c in lib.store.chunks_of(kb.id, d))]
-        assert p.doc_id not in owners  # never a chunk of the positive's own document
+        owner = next(name for name, text in TOPICS.items() if p.negative.split("\n")[-1] in normalize(text))
+        assert owner != _doc(lib, kb, p)  # never a chunk of the positive's own document
 
 
-def test_near_duplicates_are_never_negatives():
-    assert near_duplicate("长江是中国第一大河，全长约六千三百公里。", "长江是中国第一大河，全长约六千三百公里！")
-    assert not near_duplicate("长江是中国第一大河。", "木星是太阳系中体积最大的行星。")
+def _doc(lib, kb, pair) -> str:
+    return lib.store.filenames(kb.id)[pair.doc_id].removesuffix(".txt")
+
+
+def test_a_sentence_with_an_answer_becomes_a_question_without_the_answer():
+    """Answer-masked questions: a date, an amount, a number with its unit or a 《title》 is replaced by a
+    question word (in the text's script); the positive keeps the sentence with the answer."""
+    import random
+
+    from services.pseudo_queries import offline_queries
+
+    text = ("经审理查明:原告曹某与被告张某原系夫妻关系,双方于2001年5月27日生育一女张某某,"
+            "原、被告因夫妻感情破裂在重庆市荣昌县人民法院调解离婚,约定被告每月向原告支付张某某的生活费800元,"
+            "张某某一直随原告生活至今,期间被告未依照约定按时支付生活费。")
+    found = {q.query: q for seed in range(8) for q in offline_queries(text, text, random.Random(seed), limit=2)}
+    questions = [q for q in found.values() if q.kind == "question"]
+    assert any("多少钱" in q.query and "800" not in q.query and "800元" in q.positive for q in questions)
+    assert any("何时" in q.query and "2001" not in q.query and "2001年5月27日" in q.positive for q in questions)
+    traditional = "長江是中國第一大河，全長約六千三百公里。它發源於青藏高原。長江流經十一個省級行政區。最後注入東海。"
+    asked = {q.query for seed in range(8) for q in offline_queries(traditional, traditional, random.Random(seed))}
+    assert "長江流經多少個省級行政區？" in asked
 
 
 def test_text_without_sentence_punctuation_still_gives_a_query_from_its_clauses():
-    """Court judgments (CAIL) come without 。: the query is one to three clauses, not nothing."""
+    """Court judgments (CAIL) come without 。: the query is one to three clauses, not nothing; a
+    clause cut by the chunk's edges is never one."""
     import random
 
-    from services.finetune import _cloze_query
+    from services.pseudo_queries import offline_queries
 
-    text = ("经审理查明:原告曹某与被告张某原系夫妻关系,2001年5月27日生育一女张某某,"
-            "原、被告因夫妻感情破裂在重庆市荣昌县人民法院调解离婚,约定被告每月向原告支付生活费800元,"
-            "张某某一直随原告生活至今,期间被告未依照约定按时支付生活费")
-    query = _cloze_query(text, random.Random(0))
-    assert query and 8 <= len(query) <= 60 and query in text
-    assert _cloze_query("短句", random.Random(0)) is None
+    text = ("原告曹某与被告张某原系夫妻关系,原、被告因夫妻感情破裂在重庆市荣昌县人民法院调解离婚,"
+            "张某某一直随原告生活至今,期间被告未依照约定按时支付生活费另查明张某某现在荣昌县城西小学上学")
+    queries = [q for seed in range(10) for q in offline_queries(text, text, random.Random(seed), cut_start=True)]
+    assert queries and all(q.kind == "cloze" and 8 <= len(q.query) <= 60 and q.query in text for q in queries)
+    assert not any(text.startswith(q.query) or text.endswith(q.query) for q in queries)
+    assert offline_queries("短句", "短句", random.Random(0)) == []
+
+
+def test_positive_aware_mining_skips_candidates_the_model_finds_as_close_as_the_positive(lib, tuned_kb, monkeypatch):
+    """A candidate the KB's model scores at least `negative_ceiling` x the positive's score is more likely
+    an unlabelled answer than a wrong one: it is never the negative."""
+    from services import finetune as ft
+
+    kb, model = tuned_kb
+    from services.embedding import load_embedder
+
+    embedder = load_embedder(str(model))
+    pairs = generate_pairs(lib, kb, FinetuneSettings(max_pairs=100))
+    source = {p.query: p.chunk_id for p in pairs}
+    monkeypatch.setattr(ft._DenseScorer, "query", lambda self, text: text)
+    monkeypatch.setattr(ft._DenseScorer, "top", lambda self, q, k: [int(i) for i in self.ids[:k]])
+    wide = FinetuneSettings(negatives_range=(1, 30))
+
+    def mined(score):
+        monkeypatch.setattr(ft._DenseScorer, "score", lambda self, q, chunk_id: score(chunk_id == source[q]))
+        return [p for p in mine_negatives(lib, kb, [replace(p) for p in pairs], wide, embedder=embedder) if p.negative]
+
+    assert mined(lambda positive: 1.0 if positive else 0.94)  # just below the ceiling: kept
+    assert not mined(lambda positive: 1.0 if positive else 0.96)  # as close as the positive: skipped
+
+
+def test_batches_keep_one_pair_per_document_where_the_kb_allows():
+    import random
+
+    from services.finetune import Pair, _batches
+
+    pairs = [Pair(f"q{i}", f"p{i}", i, f"d{i % 10}") for i in range(60)]
+    batches = _batches(pairs, 8, random.Random(0))
+    assert sorted(p.chunk_id for b in batches for p in b) == list(range(60))
+    assert all(len({p.doc_id for p in b}) == len(b) for b in batches)
+    one_document = [Pair(f"q{i}", f"p{i}", i // 2, "d") for i in range(32)]  # a KB of one long PDF
+    batches = _batches(one_document, 8, random.Random(0))
+    assert sum(len(b) == 8 for b in batches) >= 3  # still trains with in-batch negatives
+    assert all(len({p.chunk_id for p in b}) == len(b) for b in batches)  # never two queries of one chunk
 
 
 def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib, tuned_kb):
@@ -117,9 +178,9 @@ def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib,
         finetune(lib, kb, "小模型")  # the name is taken
 
 
-def test_training_checkpoints_activations_by_default(tmp_path, monkeypatch):
-    """Activation checkpointing (peak RSS 8.2 -> 2.9 GB for e5-small on 2 cores) is on unless turned off,
-    and training still lowers the loss with it."""
+def test_training_checkpoints_activations_when_asked(tmp_path, monkeypatch):
+    """Activation checkpointing (peak RSS 8.2 -> 2.9 GB for e5-small at 256 tokens on 2 cores) is off by
+    default at the 128-token training length and on when asked; training still lowers the loss with it."""
     from services import finetune as ft
     from services.finetune import Pair, train
 
@@ -128,10 +189,27 @@ def test_training_checkpoints_activations_by_default(tmp_path, monkeypatch):
     monkeypatch.setattr(ft, "_checkpoint_activations", lambda m: (enabled.append(True), real(m)))
     base = tiny_embedder(tmp_path / "base")
     pairs = [Pair(f"问题{i}", f"答案{i}是第{i}段的内容", i, f"d{i % 4}") for i in range(16)]
-    progress = train(str(base), pairs, tmp_path / "out", FinetuneSettings(epochs=6, batch_size=8, learning_rate=5e-4))
+    settings = FinetuneSettings(epochs=6, batch_size=8, learning_rate=5e-4, gradient_checkpointing=True)
+    progress = train(str(base), pairs, tmp_path / "out", settings)
     assert enabled == [True] and progress.losses[-1] < progress.losses[0]
-    train(str(base), pairs, tmp_path / "out2", FinetuneSettings(epochs=1, batch_size=8, gradient_checkpointing=False))
+    train(str(base), pairs, tmp_path / "out2", FinetuneSettings(epochs=1, batch_size=8))
     assert enabled == [True]
+
+
+def test_only_the_top_layers_train_when_asked(tmp_path):
+    """train_layers=N keeps all but the top N transformer layers as the base had them."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from services.finetune import Pair, train
+
+    base = tiny_embedder(tmp_path / "base", num_hidden_layers=3)
+    pairs = [Pair(text[:8], text[8:], i, name) for i, (name, text) in enumerate(TOPICS.items())]
+    train(str(base), pairs, tmp_path / "out", FinetuneSettings(batch_size=3, learning_rate=1e-3, train_layers=1),
+          device="cpu")
+    layers = [SentenceTransformer(str(p), device="cpu")[0].auto_model.encoder.layer for p in (base, tmp_path / "out")]
+    unchanged = [all(torch.equal(a, b) for a, b in zip(x.parameters(), y.parameters())) for x, y in zip(*layers)]
+    assert unchanged == [True, True, False]
 
 
 def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_name(lib, tuned_kb, monkeypatch):

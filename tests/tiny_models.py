@@ -22,13 +22,13 @@ def _vocab_and_config(path: Path, **config):
     return BertConfig(**settings)
 
 
-def tiny_embedder(path: Path, seed: int = 0, hidden_size: int = 32) -> Path:
+def tiny_embedder(path: Path, seed: int = 0, hidden_size: int = 32, num_hidden_layers: int = 1) -> Path:
     """A random BERT saved at `path` (another seed or size: other weights / dimension, same path)."""
     import torch
     from transformers import BertModel
 
     torch.manual_seed(seed)
-    BertModel(_vocab_and_config(path, hidden_size=hidden_size)).save_pretrained(path)
+    BertModel(_vocab_and_config(path, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers)).save_pretrained(path)
     return path
 
 
