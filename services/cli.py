@@ -228,7 +228,8 @@ def cmd_finetune(args) -> int:
     lib = _library()
     lib.require_owner()
     kb = lib.kb(args.kb)
-    settings = FinetuneSettings(epochs=args.epochs, max_pairs=args.max_pairs, batch_size=args.batch_size)
+    given = {"epochs": args.epochs, "max_pairs": args.max_pairs, "batch_size": args.batch_size}
+    settings = FinetuneSettings(**{k: v for k, v in given.items() if v is not None})
 
     def on_step(p):
         if args.verbose or p.step == p.steps:
@@ -326,9 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("finetune", help="用知识库自己的文档微调向量模型，输出前后对比")
     s.add_argument("--kb", required=True)
     s.add_argument("--name", required=True)
-    s.add_argument("--epochs", type=int, default=1)
-    s.add_argument("--max-pairs", type=int, default=2000)
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--epochs", type=int, default=None, help="训练轮数（默认同微调页）")
+    s.add_argument("--max-pairs", type=int, default=None, help="最多训练查询数（默认同微调页）")
+    s.add_argument("--batch-size", type=int, default=None)
     s.add_argument("--json", action="store_true")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_finetune)

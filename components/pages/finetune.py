@@ -66,11 +66,12 @@ with st.form(key("form")):
                          help="只能包含中文、字母、数字、点、下划线和短横线")
     epochs = c2.number_input("训练轮数", 1, 20, 1, help="每条训练查询学习的次数；轮数越多越慢，也更容易过拟合")
     max_pairs = c3.number_input("最多训练查询数", 16, 50000, FinetuneSettings.max_pairs, step=100,
-                                help="默认 2000 条：2 核 CPU 上 1000 个文档的知识库约 15 分钟内完成")
+                                help=f"默认 {FinetuneSettings.max_pairs} 条：2 核 CPU 上 1000 个文档的知识库约 15 分钟内完成")
     use_llm = st.checkbox("用大模型为每个片段生成 2–3 个用户可能提的问题（更接近真实提问，但需要调用大模型）",
                           False, disabled=not server_llm.configured,
                           help=None if server_llm.configured else
-                          "后台任务只能使用服务器配置或在设置页保存的大模型接口；目前没有。不勾选时离线生成：以片段中的一句话作为查询。")
+                          "后台任务只能使用服务器配置或在设置页保存的大模型接口；目前没有。不勾选时离线生成：把片段中含日期、金额、"
+                          "数量或书名的句子改写成问题（去掉答案），其余片段取一句话作为查询。")
     start = st.form_submit_button("开始微调", type="primary")
 if start:
     if active_job():
