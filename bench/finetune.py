@@ -1,8 +1,8 @@
 """Fine-tuning benchmark (issue 13): gold-question retrieval before/after fine-tuning the bundled
 model on a KB's own documents (services.finetune, the same code as the UI and CLI).
 
-    python bench/finetune.py [--datasets cail,drcd_para,cmrc] [--docs cail=200] [--epochs 1]
-                             [--max-pairs 1600] [--threads 2] [--set learning_rate=1e-5,train_layers=0]
+    python bench/finetune.py [--datasets cail,drcd_para,cmrc] [--docs cail=200] [--epochs N]
+                             [--max-pairs N] [--threads 2] [--set learning_rate=1e-5,train_layers=0]
 
 Per dataset: ingest the documents (default chunking, bundled multilingual-e5-small) into a KB under
 $WENDAO_BENCH_DIR (default /tmp/wendao-ft-bench; reused, embeddings cached), evaluate the gold
@@ -102,9 +102,10 @@ def run(name: str, args) -> tuple[list[dict], dict]:
 
     print(f"{name}: {len(files)} docs, {chunks} chunks, {len(questions)} questions; evaluating the base", file=sys.stderr)
     before = gold(configs)
-    settings = FinetuneSettings(epochs=args.epochs, max_pairs=args.max_pairs, **args.settings)
+    given = {"epochs": args.epochs, "max_pairs": args.max_pairs}
+    settings = FinetuneSettings(**{k: v for k, v in given.items() if v is not None}, **args.settings)
     changed = "".join(f"-{k}{v}" for k, v in sorted(args.settings.items()))
-    model_name = f"bench-{name}-{len(files)}-e{args.epochs}-p{args.max_pairs}{changed}".replace(",", "_")
+    model_name = f"bench-{name}-{len(files)}-e{settings.epochs}-p{settings.max_pairs}{changed}".replace(",", "_")
     existing = {m["name"]: m for m in finetuned_models(lib)}
     if model_name in existing:
         card, wall, peak = existing[model_name], existing[model_name].get("seconds", 0.0), existing[model_name].get("bench_peak_mb")
@@ -142,7 +143,7 @@ def run(name: str, args) -> tuple[list[dict], dict]:
     info = {"dataset": name, "docs": len(files), "chunks": chunks, "gold_questions": len(questions),
             "train_pairs": card["pairs"]["train"], "hard_negatives": card["pairs"]["with_hard_negative"],
             "kinds": card["pairs"].get("kinds"), "model": model_name,
-            "epochs": args.epochs, "finetune_wall_s": round(wall), "peak_rss_mb": round(peak) if peak else None}
+            "epochs": settings.epochs, "finetune_wall_s": round(wall), "peak_rss_mb": round(peak) if peak else None}
     print(json.dumps(info, ensure_ascii=False), file=sys.stderr)
     lib.close()
     return rows, info
@@ -152,8 +153,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="cail,drcd_para,cmrc")
     parser.add_argument("--docs", default="", help="per-dataset document limits, e.g. cail=200,drcd_para=200")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--max-pairs", type=int, default=1600)
+    parser.add_argument("--epochs", type=int, default=None, help="default: FinetuneSettings")
+    parser.add_argument("--max-pairs", type=int, default=None, help="default: FinetuneSettings")
     parser.add_argument("--questions", type=int, default=1000, help="at most this many gold questions (seeded sample)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--set", default="", help="FinetuneSettings overrides, e.g. learning_rate=1e-5,train_layers=0")

@@ -156,6 +156,18 @@ def _window(text: str, start: int, end: int, size: int = WINDOW) -> str:
     return text[a:b].strip()
 
 
+def window_for(passage: str, body: str, question: str, size: int = WINDOW) -> str:
+    """The ~`size`-character window of `body` sharing the most character bigrams with `question`
+    (an LLM's question says nothing of where its answer is), behind `passage`'s title line."""
+    prefix = passage[:len(passage) - len(body)] if passage.endswith(body) else ""
+    if len(body) <= size:
+        return prefix + body
+    wanted = {question[i:i + 2] for i in range(len(question) - 1)}
+    starts = range(0, len(body) - size + 50, 50)
+    best = max(starts, key=lambda a: sum(body[i:i + 2] in wanted for i in range(a, min(len(body), a + size) - 1)))
+    return prefix + body[best:best + size].strip()
+
+
 def llm_queries(llm, text: str) -> list[str]:
     """2–3 questions a user would type about a passage, in its script (one LLM call)."""
     prompt = ("根据下面的资料，写出 2 到 3 个用户可能会问、且资料能回答的问题。使用与资料相同的文字（简体或繁体），"

@@ -347,3 +347,14 @@ def test_finetune_runs_in_the_background_with_progress_and_can_be_cancelled(lib,
     j = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == slow][0]
     assert j.status == "cancelled" and "取消" not in [m["name"] for m in finetuned_models(lib)]
     assert not list((lib.root / "models").glob(".*partial"))
+
+
+def test_an_llm_question_trains_on_the_part_of_the_passage_it_asks_about():
+    """Training truncates at 128 tokens: an LLM's question keeps the window of its passage it shares
+    most words with, not the passage's first 220 characters."""
+    from services.pseudo_queries import WINDOW, window_for
+
+    body = "长江是中国第一大河，它发源于青藏高原。" * 15 + "木星是太阳系中体积最大的行星，主要由氢和氦组成。"
+    window = window_for("长江\n" + body, body, "木星主要由什么组成？")
+    assert window.startswith("长江\n") and "氢和氦" in window and len(window) <= WINDOW + 3
+    assert window_for(body[:100], body[:100], "长江") == body[:100]

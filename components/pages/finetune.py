@@ -64,7 +64,7 @@ with st.form(key("form")):
     st.session_state.setdefault(key("name"), time.strftime("微调-%Y%m%d-%H%M"))
     name = c1.text_input("新模型名称", max_chars=60, key=key("name"),
                          help="只能包含中文、字母、数字、点、下划线和短横线")
-    epochs = c2.number_input("训练轮数", 1, 20, 1, help="每条训练查询学习的次数；轮数越多越慢，也更容易过拟合")
+    epochs = c2.number_input("训练轮数", 1, 20, FinetuneSettings.epochs, help="每条训练查询学习的次数；轮数越多越慢，也更容易过拟合")
     max_pairs = c3.number_input("最多训练查询数", 16, 50000, FinetuneSettings.max_pairs, step=100,
                                 help=f"默认 {FinetuneSettings.max_pairs} 条：2 核 CPU 上 1000 个文档的知识库约 15 分钟内完成")
     use_llm = st.checkbox("用大模型为每个片段生成 2–3 个用户可能提的问题（更接近真实提问，但需要调用大模型）",
