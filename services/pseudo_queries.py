@@ -29,12 +29,28 @@ WINDOW = 220  # characters of passage kept around the query's sentence (~128 e5 
 _NUMBER = r"(?<!第)(?:[0-9][0-9,.]*|[一二三四五六七八九十百千万两零〇点點]+)"
 _UNITS = ("个月|個月|平方公里|平方米|公里|千米|公斤|千克|小时|小時|个|個|年|天|日|次|人|名|岁|歲|米|吨|噸|件|台|辆|輛|"
           "户|戶|股|份|项|項|座|所|种|種|届|屆|倍|位|条|條|家|%|％")
-# (pattern, question word in simplified, in traditional); the first pattern that matches a sentence wins
+_PLACE = ("省|市|县|縣|区|區|镇|鎮|乡|鄉|村|路|街|医院|醫院|法院|派出所|公安局|银行|銀行|公司|学校|學校|小学|小學|中学|中學|"
+          "大学|大學|事务所|事務所")
+_REGIONS = set("省市县縣区區镇鎮乡鄉村路街")
+
+
+def _where(m: re.Match) -> tuple[str, str]:
+    """哪里 for a region, 哪个/哪家 + the kind of place for an institution ("在哪家医院")."""
+    kind = m.group("kind")
+    if kind in _REGIONS:
+        return "哪里", "哪裡"
+    return ("哪家" + kind, "哪家" + kind) if kind in ("公司", "银行", "銀行", "医院", "醫院") else ("哪个" + kind, "哪個" + kind)
+
+
+# (pattern, question words as (simplified, traditional) pairs or a function of the match); the
+# first pattern that matches a sentence wins; several words: one at random (users ask both ways)
 _ANSWERS = [
-    (re.compile(r"(?:\d{4}|[一二〇零○]{4})年(?!龄|齡)(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日"), "何时", "何時"),
-    (re.compile(rf"(?:人民币)?{_NUMBER}(?:万|亿|億)?元"), "多少钱", "多少錢"),
-    (re.compile(rf"{_NUMBER}(?={_UNITS})"), "多少", "多少"),
-    (re.compile(r"《[^》]{1,30}》"), "什么", "什麼"),
+    (re.compile(r"(?:\d{4}|[一二〇零○]{4})年(?!龄|齡)(?:\d{1,2}月(?:\d{1,2}日)?)?|\d{1,2}月\d{1,2}日"),
+     [("何时", "何時"), ("什么时候", "什麼時候")]),
+    (re.compile(rf"(?:人民币)?{_NUMBER}(?:万|亿|億)?元"), [("多少钱", "多少錢"), ("多少", "多少")]),
+    (re.compile(rf"{_NUMBER}(?={_UNITS})"), [("多少", "多少")]),
+    (re.compile(r"《[^》]{1,30}》"), [("什么", "什麼")]),
+    (re.compile(rf"(?<=[在于於至到往向])[\u4e00-\u9fff]{{2,10}}(?P<kind>{_PLACE})"), _where),
 ]
 _CLAUSE_END = "，,：:；;"
 _SENTENCE_END = "。！？!?；;…」』”）)"
@@ -110,13 +126,13 @@ def _clause_runs(text: str, shortest: int = 8, longest: int = 60) -> list[tuple[
 
 
 def _masked_question(sentence: str, traditional: bool, rng: random.Random) -> str | None:
-    """The sentence as a question about one of its answers (date, money, number, title), or None."""
-    for pattern, simplified, trad in _ANSWERS:
+    """The sentence as a question about one of its answers (date, money, number, title, place), or None."""
+    for pattern, words in _ANSWERS:
         matches = list(pattern.finditer(sentence))
         if matches:
             m = rng.choice(matches)
-            clause = _clause_around(sentence, m.start(), m.end())
-            a, b = clause
+            simplified, trad = words(m) if callable(words) else rng.choice(words)
+            a, b = _clause_around(sentence, m.start(), m.end())
             question = (sentence[a:m.start()] + (trad if traditional else simplified) + sentence[m.end():b])
             question = question.strip().strip(_TRIM)
             if len(re.findall(r"[\u4e00-\u9fff]", question)) >= 8:  # enough context to tell passages apart

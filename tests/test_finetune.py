@@ -89,6 +89,10 @@ def test_a_sentence_with_an_answer_becomes_a_question_without_the_answer():
     questions = [q for q in found.values() if q.kind == "question"]
     assert any("多少钱" in q.query and "800" not in q.query and "800元" in q.positive for q in questions)
     assert any("何时" in q.query and "2001" not in q.query and "2001年5月27日" in q.positive for q in questions)
+    places = {q.query for seed in range(8) for q in offline_queries(
+        "伤者被送往荣昌县人民医院抢救无效死亡。原告曹某在重庆市荣昌县人民法院起诉。", "伤者被送往荣昌县人民医院抢救无效死亡。原告曹某在重庆市荣昌县人民法院起诉。",
+        random.Random(seed), limit=2)}
+    assert {"伤者被送往哪家医院抢救无效死亡？", "原告曹某在哪个法院起诉？"} <= places
     traditional = "長江是中國第一大河，全長約六千三百公里。它發源於青藏高原。長江流經十一個省級行政區。最後注入東海。"
     asked = {q.query for seed in range(8) for q in offline_queries(traditional, traditional, random.Random(seed))}
     assert "長江流經多少個省級行政區？" in asked
@@ -101,8 +105,8 @@ def test_text_without_sentence_punctuation_still_gives_a_query_from_its_clauses(
 
     from services.pseudo_queries import offline_queries
 
-    text = ("原告曹某与被告张某原系夫妻关系,原、被告因夫妻感情破裂在重庆市荣昌县人民法院调解离婚,"
-            "张某某一直随原告生活至今,期间被告未依照约定按时支付生活费另查明张某某现在荣昌县城西小学上学")
+    text = ("原告曹某与被告张某原系夫妻关系,原、被告因夫妻感情破裂经法院调解离婚,"
+            "张某某一直随原告生活至今,期间被告未依照约定按时支付生活费另查明张某某目前正常上学读书")
     queries = [q for seed in range(10) for q in offline_queries(text, text, random.Random(seed), cut_start=True)]
     assert queries and all(q.kind == "cloze" and 8 <= len(q.query) <= 60 and q.query in text for q in queries)
     assert not any(text.startswith(q.query) or text.endswith(q.query) for q in queries)
