@@ -88,7 +88,7 @@ def offline_queries(passage: str, body: str, rng: random.Random, limit: int = 1,
             continue
         query = body[a:b].strip().rstrip(_TRIM)
         rest = _window(body, a, b).replace(body[a:b], "", 1).strip()
-        if len(rest) >= max(20, len(query)):  # enough left to be found by
+        if len(rest) >= max(20, len(query)):  # enough of the passage left to be found by
             out.append(PseudoQuery(query, prefix + rest, "cloze"))
     return out
 

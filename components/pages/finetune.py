@@ -168,7 +168,10 @@ def questions_caption(q: dict) -> str:
 
 def settings_caption(card: dict) -> str:
     s, pairs = card.get("settings", {}), card.get("pairs", {})
-    method = "大模型生成的问题" if s.get("method") == "llm" else "片段中的句子（离线）"
+    kinds = pairs.get("kinds") or {}
+    method = "大模型生成的问题" if s.get("method") == "llm" else "由片段改写的问题和原句（离线）"
+    if kinds.get("question") or kinds.get("cloze"):
+        method += f"：问题 {kinds.get('question', 0)} 条、原句 {kinds.get('cloze', 0)} 条"
     return (f"训练设置：{s.get('epochs')} 轮 · 批大小 {s.get('batch_size')} · 学习率 {s.get('learning_rate')} · "
             f"查询来源：{method} · 训练查询 {pairs.get('train')} 条（其中 {pairs.get('with_hard_negative')} 条带困难负例）· "
             f"留出评测 {pairs.get('heldout')} 条（来自训练时未见过的文档）· 用时 {card.get('seconds', 0):.0f} 秒")
