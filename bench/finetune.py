@@ -105,7 +105,7 @@ def run(name: str, args) -> tuple[list[dict], dict]:
     given = {"epochs": args.epochs, "max_pairs": args.max_pairs}
     settings = FinetuneSettings(**{k: v for k, v in given.items() if v is not None}, **args.settings)
     changed = "".join(f"-{k}{v}" for k, v in sorted(args.settings.items()))
-    model_name = f"bench-{name}-{len(files)}-e{settings.epochs}-p{settings.max_pairs}{changed}".replace(",", "_")
+    model_name = f"bench-{name}-{len(files)}-e{settings.epochs}-p{settings.max_pairs}{changed}{args.tag}".replace(",", "_")
     existing = {m["name"]: m for m in finetuned_models(lib)}
     if model_name in existing:
         card, wall, peak = existing[model_name], existing[model_name].get("seconds", 0.0), existing[model_name].get("bench_peak_mb")
@@ -142,7 +142,7 @@ def run(name: str, args) -> tuple[list[dict], dict]:
                          "model": label, **{m: metrics[m] for m in METRICS}})
     info = {"dataset": name, "docs": len(files), "chunks": chunks, "gold_questions": len(questions),
             "train_pairs": card["pairs"]["train"], "hard_negatives": card["pairs"]["with_hard_negative"],
-            "kinds": card["pairs"].get("kinds"), "model": model_name,
+            "kinds": card["pairs"].get("kinds"), "model": model_name, "mix": card.get("mix"), "dev_mrr": card.get("dev_mrr"),
             "epochs": settings.epochs, "finetune_wall_s": round(wall), "peak_rss_mb": round(peak) if peak else None}
     print(json.dumps(info, ensure_ascii=False), file=sys.stderr)
     lib.close()
@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--max-pairs", type=int, default=None, help="default: FinetuneSettings")
     parser.add_argument("--questions", type=int, default=1000, help="at most this many gold questions (seeded sample)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--tag", default="", help="appended to the model's name (a finished model of the same name is reused)")
     parser.add_argument("--set", default="", help="FinetuneSettings overrides, e.g. learning_rate=1e-5,train_layers=0")
     args = parser.parse_args()
     args.docs = {k: int(v) for k, v in (item.split("=") for item in args.docs.split(",") if item)}

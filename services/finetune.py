@@ -59,7 +59,11 @@ class FinetuneSettings:
     scale: float = 20.0  # MultipleNegativesRankingLoss logit scale (1 / temperature)
     max_pairs: int = 1600  # training queries (CPU budget: ~15 min for a 1,000-document KB on 2 cores)
     queries_per_chunk: int = 2  # offline pseudo-queries per chunk, each from a different sentence
-    heldout: float = 0.15
+    heldout: float = 0.15  # share of documents whose queries are kept for the before/after table
+    dev: float = 0.1  # share of the remaining documents whose queries choose the weight mix
+    # Weight-space ensembling (WiSE-FT): the saved model is base + mix x (trained - base) for the mix
+    # scoring best on the dev queries; (1.0,): the trained weights as they are.
+    mixes: tuple[float, ...] = (0.5, 1.0)
     negatives_range: tuple[int, int] = (3, 30)  # BM25 / dense ranks hard negatives are sampled from
     negative_ceiling: float = 0.95  # a negative must score below this share of the positive's score
     # Training truncates at 128 tokens (positives are ~220-character windows around the query's
@@ -184,11 +188,13 @@ def _bigrams(text: str) -> set[str]:
     return {text[i:i + 2] for i in range(len(text) - 1)}
 
 
-def split_heldout(pairs: list[Pair], settings: FinetuneSettings) -> tuple[list[Pair], list[Pair]]:
+def split_heldout(pairs: list[Pair], settings: FinetuneSettings, share: float | None = None,
+                  seed: int = 2) -> tuple[list[Pair], list[Pair]]:
     """Held-out queries by document (no document contributes to both), for an honest evaluation."""
+    share = settings.heldout if share is None else share
     docs = sorted({p.doc_id for p in pairs})
-    random.Random(settings.seed + 2).shuffle(docs)
-    held = set(docs[:max(1, round(len(docs) * settings.heldout))]) if len(docs) > 1 else set()
+    random.Random(settings.seed + seed).shuffle(docs)
+    held = set(docs[:max(1, round(len(docs) * share))]) if len(docs) > 1 else set()
     train = [p for p in pairs if p.doc_id not in held]
     test = [p for p in pairs if p.doc_id in held] or pairs[: max(1, len(pairs) // 7)]
     return train, test
@@ -282,6 +288,57 @@ def _freeze_lower_layers(model, train_layers: int) -> None:
         return
     for layer in layers[:len(layers) - train_layers]:
         layer.requires_grad_(False)
+
+
+def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pairs: list[Pair],
+               mixes: tuple[float, ...], distractors: int = 600) -> dict[float, float]:
+    """Weight-space ensembling (WiSE-FT): try base + mix x (trained - base) for each mix on the dev
+    queries (dense MRR@10 over their documents' chunks plus up to `distractors` others, so each try
+    embeds a few hundred chunks, not the KB), leave the best mix's weights in `folder` and return
+    {mix: dev MRR@10}. Interpolating keeps more of what the base knew where the KB's pseudo-queries
+    teach little (general text) and most of the gain where they teach a lot (court judgments)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from services.embedding import open_embedder
+
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    start = SentenceTransformer(base, device="cpu", local_files_only=True).state_dict()
+    chunks = _dev_chunks(lib, kb, dev_pairs, distractors)
+    texts = StoredIndexTexts(lib.store, kb.id)(chunks)
+    ids = np.array([c.id for c in chunks])
+    scores: dict[float, float] = {}
+    for mix in sorted(mixes):
+        _load_mix(model, start, trained, mix, torch)
+        model.save(str(folder))
+        embedder = open_embedder(str(folder))
+        matrix = embedder.encode_passages(texts)
+        ranks = []
+        for p in dev_pairs:
+            order = ids[np.argsort(-(matrix @ embedder.encode_query(p.query)))[:10]]
+            ranks.append(next((n for n, i in enumerate(order, 1) if i == p.chunk_id), None))
+        scores[mix] = _metrics(ranks)["mrr@10"]
+    best = max(scores, key=lambda m: (scores[m], -m))  # a tie keeps more of the base
+    if best != max(scores):
+        _load_mix(model, start, trained, best, torch)
+        model.save(str(folder))
+    return scores
+
+
+def _load_mix(model, start: dict, trained: dict, mix: float, torch) -> None:
+    with torch.no_grad():
+        model.load_state_dict({k: (start[k] + mix * (v - start[k])) if v.is_floating_point() else v
+                               for k, v in trained.items()})
+
+
+def _dev_chunks(lib: Library, kb: KnowledgeBase, dev_pairs: list[Pair], distractors: int) -> list:
+    """The dev queries' documents' chunks and a seeded sample of up to `distractors` other chunks."""
+    docs = {p.doc_id for p in dev_pairs}
+    chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
+    own = [c for c in chunks if c.doc_id in docs]
+    others = [c for c in chunks if c.doc_id not in docs]
+    return own + random.Random(0).sample(others, min(distractors, len(others)))
 
 
 def _autocast(device, precision: str):
@@ -467,6 +524,9 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         raise errors.WendaoError("知识库内容太少，无法生成足够的训练数据（至少需要几十个片段）。")
     pairs = mine_negatives(lib, kb, pairs, settings, embedder=_current_embedder(lib, kb))
     train_pairs, test_pairs = split_heldout(pairs, settings)
+    dev_pairs: list[Pair] = []
+    if len(settings.mixes) > 1 and len({p.doc_id for p in train_pairs}) >= 10:
+        train_pairs, dev_pairs = split_heldout(train_pairs, settings, settings.dev, seed=3)
     saved = question_set(lib, kb) or []
     sets = {"heldout": pair_targets(test_pairs), "questions": question_targets(lib, kb, saved[:QUESTION_LIMIT])}
     stage("before")  # the KB's model as search runs it, over its cached vectors
@@ -476,6 +536,10 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress = train(base, train_pairs, tmp, settings, on_step, cancelled)
+        mixes = {}
+        if dev_pairs:
+            stage("mix")
+            mixes = choose_mix(lib, kb, base, tmp, dev_pairs, settings.mixes)
         # Evaluated in its final folder (an unfinished card keeps it out of the list) so the vectors
         # computed here are cached under the model's final identity: switching to it is then instant.
         (tmp / CARD).write_text(json.dumps({"name": name, "base_path": base, "status": "evaluating"}), encoding="utf-8")
@@ -488,10 +552,12 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         raise
     card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name,
             "created_at": time.time(), "pairs": {"train": len(train_pairs), "heldout": len(test_pairs),
+                                                   "dev": len(dev_pairs),
                                                    "with_hard_negative": sum(bool(p.negative) for p in pairs),
                                                    "kinds": dict(Counter(p.kind for p in pairs))},
             "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
-            "losses": progress.losses, "seconds": round(time.time() - started, 1)}
+            "losses": progress.losses, "seconds": round(time.time() - started, 1),
+            "mix": max(mixes, key=mixes.get) if mixes else 1.0, "dev_mrr": mixes}
     if sets["questions"]:  # the KB's saved question set (services.evaluation.save_question_set)
         card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
                              "before": before["questions"], "after": after["questions"]}

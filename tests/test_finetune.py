@@ -362,3 +362,29 @@ def test_an_llm_question_trains_on_the_part_of_the_passage_it_asks_about():
     window = window_for("长江\n" + body, body, "木星主要由什么组成？")
     assert window.startswith("长江\n") and "氢和氦" in window and len(window) <= WINDOW + 3
     assert window_for(body[:100], body[:100], "长江") == body[:100]
+
+
+def test_the_saved_weights_are_the_base_trained_mix_that_scores_best_on_dev_queries(lib, tuned_kb, monkeypatch):
+    """WiSE-FT: each mix of base and trained weights is scored on the dev queries; the folder keeps the
+    best one (a tie keeps more of the base)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from services import finetune as ft
+
+    kb, model = tuned_kb
+    pairs = generate_pairs(lib, kb, FinetuneSettings(max_pairs=40))
+    out = lib.root / "mixed"
+    ft.train(str(model), pairs, out, FinetuneSettings(batch_size=4, learning_rate=1e-3), device="cpu")
+    trained = SentenceTransformer(str(out), device="cpu").state_dict()
+    start = SentenceTransformer(str(model), device="cpu").state_dict()
+    scores = ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))
+    assert set(scores) == {0.5, 1.0} and all(0 <= v <= 1 for v in scores.values())
+    best = max(scores, key=lambda m: (scores[m], -m))
+    saved = SentenceTransformer(str(out), device="cpu").state_dict()
+    key = next(k for k in saved if k.endswith("attention.self.query.weight"))
+    assert torch.allclose(saved[key], start[key] + best * (trained[key] - start[key]), atol=1e-6)
+    monkeypatch.setattr(ft, "_metrics", lambda ranks: {"mrr@10": 0.5})  # every mix scores the same
+    ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))  # (the folder's weights are now `saved`)
+    again = SentenceTransformer(str(out), device="cpu").state_dict()
+    assert torch.allclose(again[key], start[key] + 0.5 * (saved[key] - start[key]), atol=1e-6)

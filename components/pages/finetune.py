@@ -21,7 +21,8 @@ from services.finetune import FinetuneSettings, delete_model, finetuned_models
 from services.library import llm_settings
 from services.models import resolve
 
-STAGE_ZH = {"data": "生成训练数据并挖掘困难负例", "before": "评测原模型", "train": "训练", "after": "评测微调后的模型"}
+STAGE_ZH = {"data": "生成训练数据并挖掘困难负例", "before": "评测原模型", "train": "训练",
+            "mix": "在验证查询上选择与原模型的融合比例", "after": "评测微调后的模型"}
 KIND_ZH = {"dense": "向量检索", "hybrid": "混合检索"}
 METRICS = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr@10": "MRR@10"}
 
