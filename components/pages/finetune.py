@@ -175,7 +175,16 @@ def settings_caption(card: dict) -> str:
         method += f"：问题 {kinds.get('question', 0)} 条、原句 {kinds.get('cloze', 0)} 条"
     return (f"训练设置：{s.get('epochs')} 轮 · 批大小 {s.get('batch_size')} · 学习率 {s.get('learning_rate')} · "
             f"查询来源：{method} · 训练查询 {pairs.get('train')} 条（其中 {pairs.get('with_hard_negative')} 条带困难负例）· "
-            f"留出评测 {pairs.get('heldout')} 条（来自训练时未见过的文档）· 用时 {card.get('seconds', 0):.0f} 秒")
+            f"留出评测 {pairs.get('heldout')} 条（来自训练时未见过的文档）" + _mix_caption(card)
+            + f" · 用时 {card.get('seconds', 0):.0f} 秒")
+
+
+def _mix_caption(card: dict) -> str:
+    """How much of the training's change was kept (services.finetune.choose_mix), when it was chosen."""
+    if not card.get("dev_mrr"):
+        return ""
+    return (f" · 保留训练带来的权重变化的 {card.get('mix', 1.0):.0%}（与原模型按比例融合，"
+            f"在另外 {card['pairs'].get('dev', 0)} 条验证查询上选出）")
 
 
 def switch_to(model: str, label: str) -> None:
