@@ -291,7 +291,8 @@ def _freeze_lower_layers(model, train_layers: int) -> None:
 
 
 def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pairs: list[Pair],
-               mixes: tuple[float, ...], distractors: int = 600) -> dict[float, float]:
+               mixes: tuple[float, ...], distractors: int = 600,
+               cancelled: Callable[[], bool] | None = None) -> dict[float, float]:
     """Weight-space ensembling (WiSE-FT): try base + mix x (trained - base) for each mix on the dev
     queries (dense MRR@10 over their documents' chunks plus up to `distractors` others, so each try
     embeds a few hundred chunks, not the KB), leave the best mix's weights in `folder` and return
@@ -310,6 +311,8 @@ def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pai
     ids = np.array([c.id for c in chunks])
     scores: dict[float, float] = {}
     for mix in sorted(mixes):
+        if cancelled and cancelled():
+            raise Cancelled()
         _load_mix(model, start, trained, mix, torch)
         model.save(str(folder))
         embedder = open_embedder(str(folder))
@@ -539,7 +542,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         mixes = {}
         if dev_pairs:
             stage("mix")
-            mixes = choose_mix(lib, kb, base, tmp, dev_pairs, settings.mixes)
+            mixes = choose_mix(lib, kb, base, tmp, dev_pairs, settings.mixes, cancelled=cancelled)
         # Evaluated in its final folder (an unfinished card keeps it out of the list) so the vectors
         # computed here are cached under the model's final identity: switching to it is then instant.
         (tmp / CARD).write_text(json.dumps({"name": name, "base_path": base, "status": "evaluating"}), encoding="utf-8")
