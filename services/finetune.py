@@ -293,46 +293,58 @@ def _freeze_lower_layers(model, train_layers: int) -> None:
 def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pairs: list[Pair],
                mixes: tuple[float, ...], distractors: int = 600,
                cancelled: Callable[[], bool] | None = None) -> dict[float, float]:
-    """Weight-space ensembling (WiSE-FT): try base + mix x (trained - base) for each mix on the dev
+    """Weight-space ensembling (WiSE-FT): score base + mix x (trained - base) for each mix on the dev
     queries (dense MRR@10 over their documents' chunks plus up to `distractors` others, so each try
-    embeds a few hundred chunks, not the KB), leave the best mix's weights in `folder` and return
-    {mix: dev MRR@10}. Interpolating keeps more of what the base knew where the KB's pseudo-queries
-    teach little (general text) and most of the gain where they teach a lot (court judgments)."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
+    embeds a few hundred chunks, not the KB), leave the best mix's weights in `folder` (the trained
+    model) and return {mix: dev MRR@10}; a tie keeps more of the base. Interpolating keeps more of
+    what the base knew where the KB's pseudo-queries teach little (general text) and most of the
+    gain where they teach a lot (court judgments)."""
     from services.embedding import open_embedder
 
-    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-    trained = {k: v.clone() for k, v in model.state_dict().items()}
-    start = SentenceTransformer(base, device="cpu", local_files_only=True).state_dict()
     chunks = _dev_chunks(lib, kb, dev_pairs, distractors)
     texts = StoredIndexTexts(lib.store, kb.id)(chunks)
     ids = np.array([c.id for c in chunks])
     scores: dict[float, float] = {}
-    for mix in sorted(mixes):
-        if cancelled and cancelled():
-            raise Cancelled()
-        _load_mix(model, start, trained, mix, torch)
-        model.save(str(folder))
-        embedder = open_embedder(str(folder))
-        matrix = embedder.encode_passages(texts)
-        ranks = []
-        for p in dev_pairs:
-            order = ids[np.argsort(-(matrix @ embedder.encode_query(p.query)))[:10]]
-            ranks.append(next((n for n, i in enumerate(order, 1) if i == p.chunk_id), None))
-        scores[mix] = _metrics(ranks)["mrr@10"]
-    best = max(scores, key=lambda m: (scores[m], -m))  # a tie keeps more of the base
-    if best != max(scores):
-        _load_mix(model, start, trained, best, torch)
-        model.save(str(folder))
+    tried: dict[float, Path] = {}
+    try:
+        for mix in sorted(mixes, reverse=True):
+            if cancelled and cancelled():
+                raise Cancelled()
+            tried[mix] = folder if mix == 1.0 else _mixed_copy(folder, base, mix)
+            embedder = open_embedder(str(tried[mix]))
+            matrix = embedder.encode_passages(texts)
+            ranks = []
+            for p in dev_pairs:
+                order = ids[np.argsort(-(matrix @ embedder.encode_query(p.query)))[:10]]
+                ranks.append(next((n for n, i in enumerate(order, 1) if i == p.chunk_id), None))
+            scores[mix] = _metrics(ranks)["mrr@10"]
+        best = max(scores, key=lambda m: (scores[m], -m))
+        if tried[best] != folder:
+            shutil.rmtree(folder)
+            tried[best].rename(folder)
+    finally:
+        for path in tried.values():
+            if path != folder:
+                shutil.rmtree(path, ignore_errors=True)
     return scores
 
 
-def _load_mix(model, start: dict, trained: dict, mix: float, torch) -> None:
+def _mixed_copy(folder: Path, base: str, mix: float) -> Path:
+    """A copy of the trained model in `folder` with weights base + mix x (trained - base), in place
+    (two sets of weights in memory, not three)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    start = SentenceTransformer(base, device="cpu", local_files_only=True).state_dict()
     with torch.no_grad():
-        model.load_state_dict({k: (start[k] + mix * (v - start[k])) if v.is_floating_point() else v
-                               for k, v in trained.items()})
+        for name, weights in model.state_dict().items():
+            if weights.is_floating_point() and name in start:
+                weights.mul_(mix).add_(start[name], alpha=1 - mix)
+    out = folder.with_name(f"{folder.name}.mix{mix}")
+    shutil.rmtree(out, ignore_errors=True)
+    model.save(str(out))
+    return out
 
 
 def _dev_chunks(lib: Library, kb: KnowledgeBase, dev_pairs: list[Pair], distractors: int) -> list:

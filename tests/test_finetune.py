@@ -384,6 +384,7 @@ def test_the_saved_weights_are_the_base_trained_mix_that_scores_best_on_dev_quer
     saved = SentenceTransformer(str(out), device="cpu").state_dict()
     key = next(k for k in saved if k.endswith("attention.self.query.weight"))
     assert torch.allclose(saved[key], start[key] + best * (trained[key] - start[key]), atol=1e-6)
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith("mixed")) == ["mixed"]  # no copies left
     monkeypatch.setattr(ft, "_metrics", lambda ranks: {"mrr@10": 0.5})  # every mix scores the same
     ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))  # (the folder's weights are now `saved`)
     again = SentenceTransformer(str(out), device="cpu").state_dict()
