@@ -110,6 +110,25 @@ def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_sw
         assert ("在本知识库的问题集上没有变好" in texts(at)) == (not better)
 
 
+def test_the_result_says_which_queries_and_how_much_of_the_training_was_kept(tiny_kb):
+    """The settings caption counts the offline query kinds and, when a KB was big enough for dev
+    queries, how much of the trained change the saved weights keep (services.finetune.choose_mix)."""
+    from services.finetune import FinetuneSettings, finetune
+
+    lib, kb = tiny_kb
+    card = finetune(lib, kb, "融合模型", FinetuneSettings(epochs=1, batch_size=8, max_pairs=32))
+    at = app("finetune")
+    kinds = card["pairs"]["kinds"]
+    assert f"问题 {kinds.get('question', 0)} 条、原句 {kinds.get('cloze', 0)} 条" in texts(at)
+    assert "权重变化" not in texts(at)  # six documents: too few for dev queries, nothing was mixed
+    card_file = Path(card["path"]) / "wendao_card.json"
+    saved = json.loads(card_file.read_text(encoding="utf-8"))
+    saved.update(mix=0.5, dev_mrr={"0.5": 0.7, "1.0": 0.6}, pairs={**saved["pairs"], "dev": 12})
+    card_file.write_text(json.dumps(saved, ensure_ascii=False), encoding="utf-8")
+    at.run()
+    assert not at.exception and "保留训练带来的权重变化的 50%" in texts(at) and "12 条验证查询" in texts(at)
+
+
 def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):
     from services import finetune, worker
 
