@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from services import errors
 from services.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
-                                parse_markers, repair_citations, split_answer, strip_markers, support_score)
+                                parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
 from services.extractive import ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, extractive_answer
 from services.parsing import page_for_offset

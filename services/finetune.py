@@ -158,20 +158,15 @@ class _DenseScorer:
     """The KB's chunks as its current model embeds them (from the embedding cache), for mining."""
 
     def __init__(self, lib: Library, kb: KnowledgeBase, embedder):
-        from services.embedding import embed_with_cache
-
-        chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
         self.embedder = embedder
-        self.matrix, _ = embed_with_cache(embedder, lib.cache, StoredIndexTexts(lib.store, kb.id)(chunks))
-        self.ids = np.array([c.id for c in chunks])
+        self.ids, self.matrix = _kb_vectors(lib, kb, embedder, lib.cache)
         self.row = {int(i): n for n, i in enumerate(self.ids)}
 
     def query(self, text: str) -> np.ndarray:
         return self.embedder.encode_query(text)
 
     def top(self, q: np.ndarray, k: int) -> list[int]:
-        scores = self.matrix @ q
-        return [int(self.ids[i]) for i in np.argsort(-scores)[:k]]
+        return list(_dense_top(self.matrix, self.ids, q, k))
 
     def score(self, q: np.ndarray, chunk_id: int) -> float:
         return float(self.matrix[self.row[chunk_id]] @ q) if chunk_id in self.row else -1.0
@@ -225,14 +220,14 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
     loss_fn = MultipleNegativesRankingLoss(model, scale=settings.scale)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
     rng = random.Random(settings.seed)
-    batches_per_epoch = len(_batches(pairs, settings.batch_size, random.Random(0)))
-    progress = Progress(steps=batches_per_epoch * settings.epochs)
+    epochs = [_batches(pairs, settings.batch_size, rng) for _ in range(settings.epochs)]
+    progress = Progress(steps=sum(map(len, epochs)))
     warmup = max(1, progress.steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (progress.steps - s) / max(1, progress.steps - warmup)))
     model.train()
-    for _ in range(settings.epochs):
-        for batch in _batches(pairs, settings.batch_size, rng):
+    for batches in epochs:
+        for batch in batches:
             if cancelled and cancelled():
                 raise Cancelled()
             columns = [[prefix_q + p.query for p in batch], [prefix_p + p.positive for p in batch]]
@@ -292,11 +287,11 @@ def _freeze_lower_layers(model, train_layers: int) -> None:
 
 def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pairs: list[Pair],
                mixes: tuple[float, ...], distractors: int = 600,
-               cancelled: Callable[[], bool] | None = None) -> dict[float, float]:
+               cancelled: Callable[[], bool] | None = None) -> tuple[float, dict[float, float]]:
     """Weight-space ensembling (WiSE-FT): score base + mix x (trained - base) for each mix on the dev
     queries (dense MRR@10 over their documents' chunks plus up to `distractors` others, so each try
     embeds a few hundred chunks, not the KB), leave the best mix's weights in `folder` (the trained
-    model) and return {mix: dev MRR@10}; a tie keeps more of the base. Interpolating keeps more of
+    model) and return (that mix, {mix: dev MRR@10}); a tie keeps more of the base. Interpolating keeps more of
     what the base knew where the KB's pseudo-queries teach little (general text) and most of the
     gain where they teach a lot (court judgments)."""
     from services.embedding import open_embedder
@@ -313,10 +308,8 @@ def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pai
             tried[mix] = folder if mix == 1.0 else _mixed_copy(folder, base, mix)
             embedder = open_embedder(str(tried[mix]))
             matrix = embedder.encode_passages(texts)
-            ranks = []
-            for p in dev_pairs:
-                order = ids[np.argsort(-(matrix @ embedder.encode_query(p.query)))[:10]]
-                ranks.append(next((n for n, i in enumerate(order, 1) if i == p.chunk_id), None))
+            ranks = [_rank(_dense_top(matrix, ids, embedder.encode_query(p.query), 10), frozenset({p.chunk_id}))
+                     for p in dev_pairs]
             scores[mix] = _metrics(ranks)["mrr@10"]
         best = max(scores, key=lambda m: (scores[m], -m))
         if tried[best] != folder:
@@ -326,7 +319,7 @@ def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pai
         for path in tried.values():
             if path != folder:
                 shutil.rmtree(path, ignore_errors=True)
-    return scores
+    return best, scores
 
 
 def _mixed_copy(folder: Path, base: str, mix: float) -> Path:
@@ -450,25 +443,37 @@ def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str, sets: dict[s
     vectors already computed are reused and new ones kept, so evaluating the KB's current model costs
     nothing and switching to a model evaluated here needs no re-embedding."""
     from services import fusion
-    from services.embedding import embed_with_cache, open_embedder
+    from services.embedding import open_embedder
 
     embedder = embedder or open_embedder(model_path)  # fresh: a run's output folder is reused by the next run
-    chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
-    matrix, _ = embed_with_cache(embedder, cache, StoredIndexTexts(lib.store, kb.id)(chunks))
-    ids = np.array([c.id for c in chunks])
+    ids, matrix = _kb_vectors(lib, kb, embedder, cache)
     results = {}
     for name, targets in sets.items():
         dense_ranks, hybrid_ranks = [], []
         for t in targets:
-            scores = matrix @ embedder.encode_query(t.query)
-            top = np.argsort(-scores)[:100]
-            dense = {int(ids[i]): float(scores[i]) for i in top}
+            dense = _dense_top(matrix, ids, embedder.encode_query(t.query), 100)
             bm25 = {f.id: f.score for f in lib.bm25_search(kb, query_vector(t.query), 100)}
             fused = fusion.weighted({"dense": dense, "bm25": bm25}, {"dense": dense_weight, "bm25": 1 - dense_weight})
             dense_ranks.append(_rank(dense, t.relevant))
             hybrid_ranks.append(_rank(fused, t.relevant))
         results[name] = {"dense": _metrics(dense_ranks), "hybrid": _metrics(hybrid_ranks), "queries": len(targets)}
     return results
+
+
+def _kb_vectors(lib: Library, kb: KnowledgeBase, embedder, cache) -> tuple[np.ndarray, np.ndarray]:
+    """(chunk ids, their passage vectors) for all of the KB's chunks as `embedder` embeds their index
+    texts, reusing and filling `cache` (the library's embedding cache) when given."""
+    from services.embedding import embed_with_cache
+
+    chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
+    matrix, _ = embed_with_cache(embedder, cache, StoredIndexTexts(lib.store, kb.id)(chunks))
+    return np.array([c.id for c in chunks]), matrix
+
+
+def _dense_top(matrix: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> dict[int, float]:
+    """The `k` best chunk ids for a query vector with their scores, best first."""
+    scores = matrix @ query
+    return {int(ids[i]): float(scores[i]) for i in np.argsort(-scores)[:k]}
 
 
 def _rank(scores: dict[int, float], relevant: frozenset[int]) -> int | None:
@@ -551,10 +556,10 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress = train(base, train_pairs, tmp, settings, on_step, cancelled)
-        mixes = {}
+        mix, dev_mrr = 1.0, {}
         if dev_pairs:
             stage("mix")
-            mixes = choose_mix(lib, kb, base, tmp, dev_pairs, settings.mixes, cancelled=cancelled)
+            mix, dev_mrr = choose_mix(lib, kb, base, tmp, dev_pairs, settings.mixes, cancelled=cancelled)
         # Evaluated in its final folder (an unfinished card keeps it out of the list) so the vectors
         # computed here are cached under the model's final identity: switching to it is then instant.
         (tmp / CARD).write_text(json.dumps({"name": name, "base_path": base, "status": "evaluating"}), encoding="utf-8")
@@ -572,7 +577,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
                                                    "kinds": dict(Counter(p.kind for p in pairs))},
             "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
             "losses": progress.losses, "seconds": round(time.time() - started, 1),
-            "mix": max(mixes, key=mixes.get) if mixes else 1.0, "dev_mrr": mixes}
+            "mix": mix, "dev_mrr": dev_mrr}
     if sets["questions"]:  # the KB's saved question set (services.evaluation.save_question_set)
         card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
                              "before": before["questions"], "after": after["questions"]}

@@ -70,7 +70,7 @@ def offline_queries(passage: str, body: str, rng: random.Random, limit: int = 1,
 
     `passage` is the chunk's index text (title line + `body`), `body` its text; `cut_start` says the
     chunk starts inside a sentence of its document (its first sentence is a fragment)."""
-    prefix = passage[:len(passage) - len(body)] if passage.endswith(body) else ""
+    prefix = _title_line(passage, body)
     units = _units(body, cut_start)
     traditional = to_simplified(body) != body
     questions = {q: span for span in units if (q := _masked_question(body[span[0]:span[1]], traditional, rng))}
@@ -91,6 +91,11 @@ def offline_queries(passage: str, body: str, rng: random.Random, limit: int = 1,
         if len(rest) >= max(20, len(query)):  # enough of the passage left to be found by
             out.append(PseudoQuery(query, prefix + rest, "cloze"))
     return out
+
+
+def _title_line(passage: str, body: str) -> str:
+    """What the chunk's index text `passage` puts in front of its text `body` (the title line, or "")."""
+    return passage[:len(passage) - len(body)] if passage.endswith(body) else ""
 
 
 def starts_inside_a_sentence(document: str, start: int) -> bool:
@@ -175,7 +180,7 @@ def _window(text: str, start: int, end: int, size: int = WINDOW) -> str:
 def window_for(passage: str, body: str, question: str, size: int = WINDOW) -> str:
     """The ~`size`-character window of `body` sharing the most character bigrams with `question`
     (an LLM's question says nothing of where its answer is), behind `passage`'s title line."""
-    prefix = passage[:len(passage) - len(body)] if passage.endswith(body) else ""
+    prefix = _title_line(passage, body)
     if len(body) <= size:
         return prefix + body
     wanted = {question[i:i + 2] for i in range(len(question) - 1)}

@@ -378,14 +378,14 @@ def test_the_saved_weights_are_the_base_trained_mix_that_scores_best_on_dev_quer
     ft.train(str(model), pairs, out, FinetuneSettings(batch_size=4, learning_rate=1e-3), device="cpu")
     trained = SentenceTransformer(str(out), device="cpu").state_dict()
     start = SentenceTransformer(str(model), device="cpu").state_dict()
-    scores = ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))
+    best, scores = ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))
     assert set(scores) == {0.5, 1.0} and all(0 <= v <= 1 for v in scores.values())
-    best = max(scores, key=lambda m: (scores[m], -m))
+    assert best == max(scores, key=lambda m: (scores[m], -m))
     saved = SentenceTransformer(str(out), device="cpu").state_dict()
     key = next(k for k in saved if k.endswith("attention.self.query.weight"))
     assert torch.allclose(saved[key], start[key] + best * (trained[key] - start[key]), atol=1e-6)
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith("mixed")) == ["mixed"]  # no copies left
     monkeypatch.setattr(ft, "_metrics", lambda ranks: {"mrr@10": 0.5})  # every mix scores the same
-    ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))  # (the folder's weights are now `saved`)
+    assert ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))[0] == 0.5  # (the folder held `saved`)
     again = SentenceTransformer(str(out), device="cpu").state_dict()
     assert torch.allclose(again[key], start[key] + 0.5 * (saved[key] - start[key]), atol=1e-6)
