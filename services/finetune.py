@@ -573,7 +573,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name,
             "created_at": time.time(), "pairs": {"train": len(train_pairs), "heldout": len(test_pairs),
                                                    "dev": len(dev_pairs),
-                                                   "with_hard_negative": sum(bool(p.negative) for p in pairs),
+                                                   "with_hard_negative": sum(bool(p.negative) for p in train_pairs),
                                                    "kinds": dict(Counter(p.kind for p in pairs))},
             "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
             "losses": progress.losses, "seconds": round(time.time() - started, 1),

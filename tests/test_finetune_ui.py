@@ -56,6 +56,7 @@ def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
     assert list(table["检索"]) == ["向量检索"] * 3 + ["混合检索"] * 3 and list(table["模型"][:3]) == ["微调前", "微调后", "变化"]
     assert "训练设置：2 轮" in texts(at) and "留出评测" in texts(at)
     [card] = finetuned_models(lib)
+    assert card["pairs"]["with_hard_negative"] <= card["pairs"]["train"]  # "训练查询 N 条（其中 M 条带困难负例）"
     assert card["name"] == "页面模型" and f"{card['pairs']['train']} 条" in texts(at)
 
     card_file = Path(card["path"]) / "wendao_card.json"
