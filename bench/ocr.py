@@ -2,7 +2,7 @@
 
 A page of known text is typeset with reportlab (STSong-Light), rendered with pypdfium2 at the
 scan resolution and saved by Pillow as an image-only PDF (no text layer, like a scanner's output).
-That PDF goes through the real upload path (services.parsing.parse -> services.ocr), and the
+That PDF goes through the real upload path (services.documents.parsing.parse -> services.documents.ocr), and the
 recognised text is compared with the known text: character accuracy = 1 - CER, where CER is the
 edit distance (insertions, deletions, substitutions) over the known text's length, whitespace
 ignored and both sides folded the same way as PDF text (full-width forms, Kangxi radicals).
@@ -19,7 +19,7 @@ import time
 
 from common import table  # noqa: E402  (puts the repo root on sys.path)
 
-from services.text import fold_chars
+from services.documents.text import fold_chars
 
 TEXT = (
     "长江是中国第一大河，全长约六千三百公里。它发源于青藏高原，流经十一个省级行政区，最后注入东海。"
@@ -82,7 +82,7 @@ def char_accuracy(expected: str, recognised: str) -> float:
 
 def measure(text: str, **page) -> dict:
     """Parse a scanned page of `text` through the upload path; accuracy, seconds, OCR flag."""
-    from services.parsing import parse
+    from services.documents.parsing import parse
 
     data = make_scanned_pdf([text], **page)
     started = time.perf_counter()
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--dpi", type=int, nargs="*", default=[150, 200])
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    from services import ocr
+    from services.documents import ocr
 
     started = time.perf_counter()
     if ocr.engine() is None:

@@ -35,7 +35,7 @@ def peak_mb():
 
 
 from services import errors
-from services.parsing import parse
+from services.documents.parsing import parse
 start = time.perf_counter()
 data = open(sys.argv[1], "rb").read()
 try:

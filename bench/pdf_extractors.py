@@ -1,7 +1,7 @@
 """PDF text extractors compared under the same post-processing (issue 9 item 5).
 
 pypdf (the old parser), pypdfium2 (PDFium; the current parser) and pdfplumber (pdfminer.six)
-each give page texts; every one then goes through services.parsing.pdf_document (character
+each give page texts; every one then goes through services.documents.parsing.pdf_document (character
 folding, layout line-wrap joining, page spans), so the columns measure the extractor:
 
   rows_ok        generated reportlab tables: share of rows whose cells sit on one line, in order,
@@ -39,7 +39,7 @@ from common import ROOT, SHARED, table
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from services.parsing import pdf_document  # noqa: E402
+from services.documents.parsing import pdf_document  # noqa: E402
 
 PROBES = [  # sentences that wrap over 2-5 lines inside one box of the mind map
     "又称化学反应式、化学反应方程式，是用化学式来描述各种物质之间的不同化学反应的式子（类似于数学公式，注意特殊符号表达）",
@@ -69,7 +69,7 @@ def pages_pypdf(data: bytes) -> list[str]:
 
 
 def pages_pypdfium2(data: bytes) -> list[str]:
-    from services.parsing import _open_pdf, _pdf_page_text
+    from services.documents.parsing import _open_pdf, _pdf_page_text
 
     pdf = _open_pdf(data)
     try:

@@ -16,8 +16,8 @@ from common import DATASETS, table
 
 
 def main() -> None:
-    from services.embedding import load_embedder
-    from services.models import DEFAULT_EMBEDDER
+    from services.index.embedding import load_embedder
+    from services.index.models import DEFAULT_EMBEDDER
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=DEFAULT_EMBEDDER)

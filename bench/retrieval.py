@@ -28,11 +28,11 @@ os.environ.setdefault("WENDAO_BENCH_DIR", "/tmp/wendao-bench")
 
 
 def quality(args) -> None:
-    from services.chunking import ChunkingConfig
+    from services.documents.chunking import ChunkingConfig
     from services.config import RetrievalSettings
-    from services.evaluation import EvalConfig, evaluate, load_questions
-    from services.ingest import ingest_paths
-    from services.library import Library
+    from services.tuning.evaluation import EvalConfig, evaluate, load_questions
+    from services.index.ingest import ingest_paths
+    from services.index.library import Library
 
     lib = Library(Path(os.environ["WENDAO_BENCH_DIR"]) / "quality")
     config = ChunkingConfig(args.chunker, args.chunk_size, args.overlap, args.window, args.stride)
@@ -92,14 +92,14 @@ class RandomEmbedder:
 
 
 def speed(args) -> None:
-    from services import embedding
-    from services.chunking import ChunkingConfig
+    from services.index import embedding
+    from services.documents.chunking import ChunkingConfig
     from services.config import RetrievalSettings
-    from services.ingest import ingest_bytes
-    from services.library import Library
-    from services.retrieval import Retriever
-    from services.text import split_sentences
-    from services.vectors import close_all
+    from services.index.ingest import ingest_bytes
+    from services.index.library import Library
+    from services.search.retrieval import Retriever
+    from services.documents.text import split_sentences
+    from services.index.vectors import close_all
 
     sentences = []
     for root in DATASETS.values():
@@ -132,7 +132,7 @@ def speed(args) -> None:
     queries = [rng.choice(sentences)[:20] for _ in range(args.queries)]
     before = query_latencies(Retriever(lib, kb, RetrievalSettings()), queries)
     t = time.perf_counter()
-    lib.optimize(kb)  # BM25 is in memory (services.bm25): only the dense collection has a graph to build
+    lib.optimize(kb)  # BM25 is in memory (services.index.bm25): only the dense collection has a graph to build
     optimize_s = time.perf_counter() - t
     lib.close()
     close_all()
@@ -179,8 +179,8 @@ def query_latencies(retriever, queries) -> dict:
 
 
 def e5_query_ms(queries) -> float:
-    from services.embedding import load_embedder
-    from services.models import DEFAULT_EMBEDDER
+    from services.index.embedding import load_embedder
+    from services.index.models import DEFAULT_EMBEDDER
 
     embedder = load_embedder(DEFAULT_EMBEDDER)
     embedder.encode_query(queries[0])

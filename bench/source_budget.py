@@ -4,7 +4,7 @@
     python bench/source_budget.py --summary FILE.jsonl
 
 The app cuts the retrieved sources to a token budget: the model's context, and for a slow model
-the tokens it reads in about TARGET_READING_SECONDS (services.answer.time_budget). This answers the
+the tokens it reads in about TARGET_READING_SECONDS (services.answers.answer.time_budget). This answers the
 same questions (bench/answers.py's CMRC / DRCD / CAIL2019 answerable sets and knowledge bases) at
 several budgets and prints, per budget: sources given, gold answer in the LLM answer, gold answer
 in the sources, time to first token and total time (medians). Budgets run in the outer loop, so
@@ -42,10 +42,10 @@ def summarize(rows: list[dict]) -> None:
 def main() -> None:
     from answers import build_kbs, load_sets
 
-    from services import answer as A
+    from services.answers import answer as A
     from services.config import LLMSettings
-    from services.library import Library
-    from services.retrieval import Retriever
+    from services.index.library import Library
+    from services.search.retrieval import Retriever
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--llm-url")

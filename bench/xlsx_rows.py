@@ -4,7 +4,7 @@ A 300-row staff sheet (姓名, 部门, 电话, 城市, 入职年份; generated, 
 format, and 100 questions ("X的电话是多少？", "X在哪个部门？", ...) are searched with BM25, dense
 (the bundled e5) and hybrid retrieval. A hit is right when it holds the person's row with the
 asked value. Formats: the header once with "a | b" rows; every cell labelled "列名：值"; and what
-services/office.py does: "a | b" rows with the header repeated every HEADER_EVERY characters.
+services/documents/office.py does: "a | b" rows with the header repeated every HEADER_EVERY characters.
 
     python bench/xlsx_rows.py [--questions 100]
 """
@@ -19,8 +19,8 @@ import time
 
 from common import table  # noqa: E402  (puts the repo root on sys.path)
 
-from services import office
-from services.chunking import ChunkingConfig
+from services.documents import office
+from services.documents.chunking import ChunkingConfig
 
 
 def staff_sheet(n: int = 300, seed: int = 7) -> tuple[bytes, list[list]]:
@@ -81,9 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=100)
     args = parser.parse_args()
-    from services.ingest import ingest_bytes
-    from services.library import Library
-    from services.retrieval import Retriever
+    from services.index.ingest import ingest_bytes
+    from services.index.library import Library
+    from services.search.retrieval import Retriever
 
     data, rows = staff_sheet()
     asked = questions(rows, args.questions)

@@ -1,7 +1,7 @@
 """One answered turn on the page: the answer with clickable [n] markers, citation chips, the
 citation dialog (passage + the original page with the quote highlighted) and the details.
 
-Everything works on the answer's JSON (services.answer.Answer.to_json()), the form a turn is kept in
+Everything works on the answer's JSON (services.answers.answer.Answer.to_json()), the form a turn is kept in
 (services.conversations), so a fresh answer and one reloaded from SQLite look the same.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import streamlit as st
 from components.safe_text import inert, inert_code_urls
 from components.state import library, show_error
 from components.widgets import highlight, passage_box
-from services.citations import parse_markers
-from services.pageview import context_window, page_label, render_pdf_page
-from services.store import KnowledgeBase
+from services.answers.citations import parse_markers
+from services.documents.pageview import context_window, page_label, render_pdf_page
+from services.index.store import KnowledgeBase
 
 MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
 TIMING_ZH = {"rewrite": "追问改写", "bm25": "BM25 检索", "embed_query": "查询向量化", "dense": "向量检索",

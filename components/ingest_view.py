@@ -17,9 +17,9 @@ from components.safe_text import inert
 from components.state import show_error, without_paths
 from services import worker
 from services.config import max_file_bytes
-from services.ingest import STAGE_ZH
-from services.library import save_settings
-from services.parsing import MIB, SUPPORTED_EXTENSIONS, format_mb
+from services.index.ingest import STAGE_ZH
+from services.index.library import save_settings
+from services.documents.parsing import MIB, SUPPORTED_EXTENSIONS, format_mb
 
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "embed": "个片段", "index": "个片段"}

@@ -10,8 +10,8 @@ import streamlit as st
 from components.safe_text import inert_code_urls
 from services import errors
 from services.config import data_dir
-from services.library import Library, open_library
-from services.store import KnowledgeBase
+from services.index.library import Library, open_library
+from services.index.store import KnowledgeBase
 
 
 @st.cache_resource(show_spinner="正在打开数据目录…")

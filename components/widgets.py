@@ -6,7 +6,7 @@ import time
 import streamlit as st
 
 from components.safe_text import html_text, inert
-from services.chunking import STRATEGIES, ChunkingConfig
+from services.documents.chunking import STRATEGIES, ChunkingConfig
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 
@@ -120,7 +120,7 @@ def eval_csv(rows) -> bytes:
     scripts), then the data; UTF-8 with BOM so Excel shows the Chinese."""
     import pandas as pd
 
-    from services.evaluation import rows_as_dicts
+    from services.tuning.evaluation import rows_as_dicts
 
     frame = pd.DataFrame(rows_as_dicts(rows))
     keys = list(frame.columns)

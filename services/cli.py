@@ -4,7 +4,7 @@ Human-readable output by default; `--json` prints machine-readable JSON (stable 
 README). Progress goes to stderr. Exit code 1 on a user error (message in Chinese on stderr);
 `ingest` exits 1 when any file failed (unless --allow-failures), `check` exits 1 on any mismatch.
 While another process (the app) owns the data dir, read commands work read-only and write commands
-(ingest, reindex) are refused before touching anything (services.ownership).
+(ingest, reindex) are refused before touching anything (services.index.ownership).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from dataclasses import replace
 
 from services import errors
-from services.chunking import STRATEGIES, ChunkingConfig
+from services.documents.chunking import STRATEGIES, ChunkingConfig
 from services.config import LLMSettings, RetrievalSettings
 
 
@@ -24,14 +24,14 @@ def _print_json(obj) -> None:
 
 
 def _library():
-    from services.library import open_library
+    from services.index.library import open_library
 
     return open_library()
 
 
 def _retrieval_settings(args, lib, kb) -> RetrievalSettings:
     """The KB's saved retrieval settings (as the UI uses them) with the command-line overrides."""
-    from services.library import retrieval_settings
+    from services.index.library import retrieval_settings
 
     overrides = {"mode": getattr(args, "mode", None), "rerank": getattr(args, "rerank", False) or None,
                  "reranker_model": getattr(args, "reranker", None), "top_k": getattr(args, "top_k", None)}
@@ -39,7 +39,7 @@ def _retrieval_settings(args, lib, kb) -> RetrievalSettings:
 
 
 def cmd_ingest(args) -> int:
-    from services.ingest import ingest_paths
+    from services.index.ingest import ingest_paths
 
     lib = _library()
     kb = lib.kb(args.kb, create=True)
@@ -54,7 +54,7 @@ def cmd_ingest(args) -> int:
             print(f"  {name}: {stage} {done}/{total}", file=sys.stderr)
 
     report = ingest_paths(lib, kb, args.paths, config, on_file, progress)
-    from services.library import OPTIMIZE_FROM_CHUNKS
+    from services.index.library import OPTIMIZE_FROM_CHUNKS
 
     if report.documents and lib.store.count_chunks(kb.id) >= OPTIMIZE_FROM_CHUNKS:
         started = time.perf_counter()
@@ -97,7 +97,7 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def cmd_search(args) -> int:
-    from services.retrieval import Retriever
+    from services.search.retrieval import Retriever
 
     lib = _library()
     kb = lib.kb(args.kb)
@@ -124,7 +124,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from services.evaluation import EvalConfig, evaluate, load_questions
+    from services.tuning.evaluation import EvalConfig, evaluate, load_questions
 
     lib = _library()
     kb = lib.kb(args.kb)
@@ -148,8 +148,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from services.answer import Conversation, answer_question, answer_questions_batch
-    from services.retrieval import Retriever
+    from services.answers.answer import Conversation, answer_question, answer_questions_batch
+    from services.search.retrieval import Retriever
 
     lib = _library()
     kb = lib.kb(args.kb)
@@ -158,7 +158,7 @@ def cmd_ask(args) -> int:
     if args.no_llm:
         llm = replace(llm, model="")
     if args.questions:
-        from services.evaluation import load_questions
+        from services.tuning.evaluation import load_questions
 
         questions = load_questions(args.questions)[: args.limit or None]
         report = answer_questions_batch(retriever, llm, questions)
@@ -187,7 +187,7 @@ def cmd_kbs(args) -> int:
 
 
 def cmd_reindex(args) -> int:
-    from services.maintenance import reindex
+    from services.index.maintenance import reindex
 
     lib = _library()
     kb = lib.kb(args.kb)
@@ -205,7 +205,7 @@ def cmd_reindex(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from services.maintenance import check
+    from services.index.maintenance import check
 
     lib = _library()
     kb = lib.kb(args.kb)
@@ -223,7 +223,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from services.finetune import FinetuneSettings, finetune
+    from services.tuning.finetune import FinetuneSettings, finetune
 
     lib = _library()
     lib.require_owner()
@@ -352,6 +352,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"错误：{exc}", file=sys.stderr)
         return 1
     finally:
-        from services.vectors import close_all
+        from services.index.vectors import close_all
 
         close_all()

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from services import errors
-from services.store import Store
+from services.index.store import Store
 
 TITLE_CHARS = 30
 
@@ -88,8 +88,8 @@ def delete(store: Store, conversation_id: int) -> None:
 
 
 def history(store: Store, conversation_id: int):
-    """The conversation as services.answer.Conversation, to continue it (follow-up rewriting)."""
-    from services.answer import Conversation, Turn
+    """The conversation as services.answers.answer.Conversation, to continue it (follow-up rewriting)."""
+    from services.answers.answer import Conversation, Turn
 
     conv = Conversation()
     for t in turns(store, conversation_id):

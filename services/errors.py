@@ -102,7 +102,7 @@ class IndexLocked(WendaoError):
 
 
 class DataDirBusy(IndexLocked):
-    """Another live process owns the data directory (services.ownership); nothing was changed."""
+    """Another live process owns the data directory (services.index.ownership); nothing was changed."""
 
     default_message = ("数据目录正被另一个进程使用（例如正在运行的网页应用），本操作需要写入，因此未做任何修改。"
                        "请在网页应用中操作，或关闭它后重试。")

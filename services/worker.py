@@ -5,7 +5,7 @@ worker (a daemon thread in the owner process — the app) indexes queued jobs on
 same `ingest_bytes` the CLI uses, writing stage / done / total / rate to the job row as it goes. Pages
 poll the rows, so users can switch pages, ask about what is already indexed, close the tab and come
 back; other sessions are never blocked. A job left 'running' by a process that died is queued again
-by the next owner (services.library.Library.reconcile); its upload file is still there.
+by the next owner (services.index.library.Library.reconcile); its upload file is still there.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services import errors
-from services.chunking import ChunkingConfig
-from services.library import Library
-from services.store import KnowledgeBase
+from services.documents.chunking import ChunkingConfig
+from services.index.library import Library
+from services.index.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3
@@ -91,10 +91,10 @@ def cancel(lib: Library, job_id: int) -> bool:
 
 
 def submit_finetune(lib: Library, kb: KnowledgeBase, name: str, settings=None) -> int:
-    """Queue a fine-tuning run of the KB's embedding model (services.finetune) in the background."""
+    """Queue a fine-tuning run of the KB's embedding model (services.tuning.finetune) in the background."""
     from dataclasses import asdict
 
-    from services.finetune import FinetuneSettings, _valid_name
+    from services.tuning.finetune import FinetuneSettings, _valid_name
 
     lib.require_owner()
     params = {"name": _valid_name(name), "settings": asdict(settings or FinetuneSettings())}
@@ -154,7 +154,7 @@ class IngestWorker:
         return row
 
     def _run(self, job_id: int, kb_id: int, filename: str, path: str, params: str, kind: str) -> None:
-        from services.ingest import complete_pending_vectors, ingest_bytes
+        from services.index.ingest import complete_pending_vectors, ingest_bytes
 
         if kind == "finetune":
             self._finetune(job_id, kb_id, json.loads(params))
@@ -175,7 +175,7 @@ class IngestWorker:
         self._finish(job_id, "failed" if result.status == "failed" else "done", result.to_dict())
 
     def _finetune(self, job_id: int, kb_id: int, params: dict) -> None:
-        from services.finetune import Cancelled, FinetuneSettings, finetune
+        from services.tuning.finetune import Cancelled, FinetuneSettings, finetune
 
         kb = self.lib.store.get_kb(kb_id)
         settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
@@ -241,8 +241,8 @@ class IngestWorker:
 def _finetune_llm(lib: Library, kb: KnowledgeBase):
     """The LLM that writes pseudo-queries: the server's or the KB's saved endpoint (a key typed in a
     browser session is never written to a job row, so it cannot reach the worker)."""
-    from services.library import llm_settings
-    from services.llm import LLMClient
+    from services.index.library import llm_settings
+    from services.answers.llm import LLMClient
 
     settings = llm_settings(lib, kb)
     if not settings.configured:

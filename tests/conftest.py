@@ -21,14 +21,14 @@ def data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("WENDAO_DATA_DIR", str(path))
     monkeypatch.delenv("QDRANT_URL", raising=False)
     yield path
-    from services.vectors import close_all
+    from services.index.vectors import close_all
 
     close_all()
 
 
 @pytest.fixture
 def lib(data_dir):
-    from services.library import Library
+    from services.index.library import Library
 
     library = Library(data_dir)
     yield library

@@ -6,13 +6,13 @@ import pytest
 
 from llm_server import FakeLLMServer
 from services import errors
-from services.answer import (REFUSAL_TEXT, Conversation, Turn, answer_question, answer_sentences, heuristic_rewrite,
+from services.answers.answer import (REFUSAL_TEXT, Conversation, Turn, answer_question, answer_sentences, heuristic_rewrite,
                              map_citations, parse_markers, partial_json_string, stream_answer)
-from services.chunking import ChunkingConfig
+from services.documents.chunking import ChunkingConfig
 from services.config import LLMSettings
-from services.ingest import ingest_bytes
-from services.llm import LLMClient
-from services.retrieval import Hit, Retriever
+from services.index.ingest import ingest_bytes
+from services.answers.llm import LLMClient
+from services.search.retrieval import Hit, Retriever
 
 GEO = ("中国地理简介\n长江是中国第一大河，全长约6300公里。它发源于青藏高原，最后注入东海。"
        "黄河是中国第二长河，全长约5464公里，被称为母亲河。"
@@ -39,7 +39,7 @@ def llm(server, model="echo", **kw):
 
 
 def make_hit(text, doc="d.txt", start=100, page=3):
-    from services.chunking import Chunk
+    from services.documents.chunking import Chunk
 
     c = Chunk(0, start, start + len(text), text, page, page, id=7, doc_id="x")
     return Hit(c, doc, start, start + len(text), text, page, page, chunk_ids=[7])
@@ -227,7 +227,7 @@ def test_real_local_llm_refuses_what_the_passages_do_not_say(lib, geo_kb):
 
 
 def test_context_budget_per_model_and_fit():
-    from services.answer import context_budget, fit_sources
+    from services.answers.answer import context_budget, fit_sources
 
     assert context_budget("qwen2.5-7b-instruct", 1024) == 6000
     assert context_budget("some-local-model", 1024) == 2476  # 8k window by default

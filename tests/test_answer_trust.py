@@ -7,14 +7,14 @@ from dataclasses import replace
 import pytest
 
 from llm_server import FakeLLMServer
-from services.answer import (REFUSAL_TEXT, Conversation, Turn, answer_question, build_messages, is_follow_up,
+from services.answers.answer import (REFUSAL_TEXT, Conversation, Turn, answer_question, build_messages, is_follow_up,
                              stream_answer)
-from services.chunking import Chunk, ChunkingConfig
-from services.citations import repair_citations
+from services.documents.chunking import Chunk, ChunkingConfig
+from services.answers.citations import repair_citations
 from services.config import LLMSettings
-from services.extractive import answer_type, check_picks, pick_sentences
-from services.ingest import ingest_bytes
-from services.retrieval import Hit, Retriever
+from services.answers.extractive import answer_type, check_picks, pick_sentences
+from services.index.ingest import ingest_bytes
+from services.search.retrieval import Hit, Retriever
 
 BYZANTIUM = ("拜占庭帝国\n拜占庭帝国即东罗马帝国，首都君士坦丁堡。拜占庭帝国历史上一共有过九十多位皇帝。"
              "查士丁尼一世是最著名的拜占庭皇帝之一。1453年君士坦丁堡被奥斯曼帝国攻陷，拜占庭帝国灭亡。")
@@ -189,7 +189,7 @@ def test_answer_type_of_questions():
 
 def test_consequence_brings_its_cause():
     hit = make_hit("吉斯伯恩有长时间的日照，肥沃的土壤和河川带来丰富的水源；因此，畜牧业发达；此外也种植葡萄。", "g.txt")
-    from services.extractive import extractive_text
+    from services.answers.extractive import extractive_text
 
     text = extractive_text(pick_sentences("为什么吉斯伯恩的畜牧业发达？", [hit]))
     assert "带来丰富的水源；因此，畜牧业发达；[1]" in text  # adjacent sentences read as one passage
@@ -280,7 +280,7 @@ def test_chat_page_shows_llm_answer_after_extract(data_dir, monkeypatch, server)
     from streamlit.testing.v1 import AppTest
 
     from conftest import ROOT
-    from services.library import open_library
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("铁路", create=True)

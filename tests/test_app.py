@@ -27,7 +27,7 @@ def button(at, label):
 def finish_jobs(at):
     """Wait for the background indexer to finish what the page queued, then re-run the page."""
     from services import worker
-    from services.library import open_library
+    from services.index.library import open_library
 
     assert worker.wait_idle(open_library(), 120)
     at.run()
@@ -50,8 +50,8 @@ def plain(markdown: str) -> str:
 @pytest.fixture
 def filled(data_dir):
     """A knowledge base with one document, made through the services (same process)."""
-    from services.ingest import ingest_bytes
-    from services.library import open_library
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("地理", create=True)

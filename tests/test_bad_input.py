@@ -23,7 +23,7 @@ import pytest
 
 from fixtures import ZH_PARAGRAPHS, make_docx, make_pdf, make_zip_bomb_docx
 from services import errors
-from services.parsing import parse
+from services.documents.parsing import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "".join(ZH_PARAGRAPHS)
@@ -219,7 +219,7 @@ def test_battery_file_gives_document_or_chinese_reason(name):
 
 
 def test_failures_leave_the_knowledge_base_unchanged(lib, kb):
-    from services.ingest import ingest_bytes
+    from services.index.ingest import ingest_bytes
 
     first = ingest_bytes(lib, kb, TEXT.encode(), "rivers.txt")
     assert first.status == "ok"
@@ -233,7 +233,7 @@ def test_failures_leave_the_knowledge_base_unchanged(lib, kb):
 
 
 def test_traversal_like_names_are_indexed_and_write_nothing_outside(lib, kb, tmp_path):
-    from services.ingest import ingest_bytes
+    from services.index.ingest import ingest_bytes
 
     outside = set(tmp_path.parent.iterdir())
     result = ingest_bytes(lib, kb, TEXT_B.encode(), "../../etc/passwd.txt")
@@ -248,7 +248,7 @@ TEXT_B = "太阳系有八大行星。木星是太阳系中体积最大的行星�
 # --- sizes ----------------------------------------------------------------------------------
 def test_size_limit_uses_one_unit(monkeypatch):
     monkeypatch.setenv("WENDAO_MAX_FILE_MB", "200")
-    from services.parsing import check_size
+    from services.documents.parsing import check_size
 
     check_size(200 * 1024 * 1024)  # exactly at the limit: accepted
     with pytest.raises(errors.FileTooLarge) as caught:
@@ -272,7 +272,7 @@ def test_over_and_near_limit_files(monkeypatch):
 
 
 def test_ingest_paths_checks_size_before_reading(lib, kb, tmp_path, monkeypatch):
-    from services.ingest import ingest_paths
+    from services.index.ingest import ingest_paths
 
     monkeypatch.setenv("WENDAO_MAX_FILE_MB", "200")
     big = tmp_path / "huge.txt"
@@ -308,7 +308,7 @@ for module in ("lxml.etree", "docx", "bs4", "html.parser", "pypdfium2", "charset
     except ImportError:
         pass
 from services import errors
-from services.parsing import parse
+from services.documents.parsing import parse
 data = open(sys.argv[1], "rb").read()
 before = peak_mb()
 try:
@@ -409,7 +409,7 @@ def test_docx_stream_reader_keeps_structure():
 
 
 def test_unforeseen_library_failure_becomes_a_chinese_reason(monkeypatch, caplog):
-    from services import parsing
+    from services.documents import parsing
 
     def broken(data, filename):
         raise KeyError("/Root object missing in /tmp/secret/path")

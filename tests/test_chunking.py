@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.chunking import ChunkingConfig, chunk_text
-from services.text import sentence_ends, split_sentences
+from services.documents.chunking import ChunkingConfig, chunk_text
+from services.documents.text import sentence_ends, split_sentences
 
 PIECES = ["长江是中国第一大河", "它发源于青藏高原", "“你好。”", "他说", "（注：见附录）", "abc 123", "\n", "\n\n",
           "。", "！", "？", "；", "……", "，", "」", "数据" * 40]

@@ -4,9 +4,9 @@ question set (issue 13: fine-tuning evaluates on it) lives and dies with the KB.
 import json
 
 from fixtures import ZH_PARAGRAPHS, make_docx, make_pdf
-from services.chunking import ChunkingConfig
-from services.evaluation import EvalConfig, Question, chunker_variant, evaluate, variant_name
-from services.ingest import ingest_bytes
+from services.documents.chunking import ChunkingConfig
+from services.tuning.evaluation import EvalConfig, Question, chunker_variant, evaluate, variant_name
+from services.index.ingest import ingest_bytes
 
 WINDOW = ChunkingConfig("window", window=2, stride=1)
 
@@ -75,7 +75,7 @@ def test_variant_copies_vectors_even_when_embedding_fails_once(lib, kb, monkeypa
     document it cannot embed fails the comparison by name instead of skewing it."""
     import pytest
 
-    import services.ingest as ingest
+    import services.index.ingest as ingest
     from services import errors
 
     ingest_bytes(lib, kb, make_docx(), "rules.docx")
@@ -127,7 +127,7 @@ def test_a_kb_keeps_its_question_set_until_removed_or_the_kb_is_deleted(lib, kb)
     import pytest
 
     from services import errors
-    from services.evaluation import delete_question_set, question_set, save_question_set
+    from services.tuning.evaluation import delete_question_set, question_set, save_question_set
 
     other = lib.kb("另一个", create=True)
     assert question_set(lib, kb) is None
@@ -149,8 +149,8 @@ def test_a_kb_keeps_its_question_set_until_removed_or_the_kb_is_deleted(lib, kb)
 def test_evaluation_page_keeps_an_uploaded_question_set_shows_it_inert_and_removes_it(data_dir):
     from test_app import app, button
 
-    from services.evaluation import question_set
-    from services.library import open_library
+    from services.tuning.evaluation import question_set
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("问题库", create=True)

@@ -9,13 +9,13 @@ import pytest
 
 from fixtures import ZH_PARAGRAPHS
 from services import conversations, worker
-from services.answer import answer_question
-from services.chunking import ChunkingConfig
+from services.answers.answer import answer_question
+from services.documents.chunking import ChunkingConfig
 from services.config import LLMSettings
-from services.ingest import ingest_bytes
-from services.library import Library
-from services.maintenance import check
-from services.retrieval import Retriever
+from services.index.ingest import ingest_bytes
+from services.index.library import Library
+from services.index.maintenance import check
+from services.search.retrieval import Retriever
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ChunkingConfig("sentence", 60, 0)
@@ -99,8 +99,8 @@ def test_jobs_of_a_dead_owner_resume_after_restart(tmp_path):
     root = tmp_path / "data"
     script = (
         "import json, os, sys\n"
-        "from services.library import Library\n"
-        "from services.chunking import ChunkingConfig\n"
+        "from services.index.library import Library\n"
+        "from services.documents.chunking import ChunkingConfig\n"
         "lib = Library(sys.argv[1]); kb = lib.kb('k', create=True)\n"
         "lib.store.db.execute(\"INSERT INTO jobs(kb_id, kind, filename, path, params, status, created_at, updated_at)"
         " VALUES (?, 'ingest', 'r.txt', ?, ?, 'running', 0, 0)\", (kb.id, sys.argv[2], json.dumps(ChunkingConfig().to_dict())))\n"
@@ -156,7 +156,7 @@ def test_a_document_is_keyword_searchable_before_its_vectors_are_written(lib, kb
 
 
 def test_deleting_a_kb_removes_its_hidden_evaluation_copies(lib, kb):
-    from services.evaluation import chunker_variant
+    from services.tuning.evaluation import chunker_variant
 
     ingest_bytes(lib, kb, RIVERS.encode(), "rivers.txt", SMALL)
     variant = chunker_variant(lib, kb, ChunkingConfig("fixed", 80, 0))

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from services.chunking import ChunkingConfig
-from services.finetune import (FinetuneSettings, delete_model, finetune, finetuned_models, generate_pairs,
+from services.documents.chunking import ChunkingConfig
+from services.tuning.finetune import (FinetuneSettings, delete_model, finetune, finetuned_models, generate_pairs,
                                mine_negatives, near_duplicate)
-from services.ingest import ingest_bytes
-from services.text import normalize
+from services.index.ingest import ingest_bytes
+from services.documents.text import normalize
 from tiny_models import tiny_embedder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +80,7 @@ def test_a_sentence_with_an_answer_becomes_a_question_without_the_answer():
     question word (in the text's script); the positive keeps the sentence with the answer."""
     import random
 
-    from services.pseudo_queries import offline_queries
+    from services.tuning.pseudo_queries import offline_queries
 
     text = ("经审理查明:原告曹某与被告张某原系夫妻关系,双方于2001年5月27日生育一女张某某,"
             "原、被告因夫妻感情破裂在重庆市荣昌县人民法院调解离婚,约定被告每月向原告支付张某某的生活费800元,"
@@ -103,7 +103,7 @@ def test_text_without_sentence_punctuation_still_gives_a_query_from_its_clauses(
     clause cut by the chunk's edges is never one."""
     import random
 
-    from services.pseudo_queries import offline_queries
+    from services.tuning.pseudo_queries import offline_queries
 
     text = ("原告曹某与被告张某原系夫妻关系,原、被告因夫妻感情破裂经法院调解离婚,"
             "张某某一直随原告生活至今,期间被告未依照约定按时支付生活费另查明张某某目前正常上学读书")
@@ -116,10 +116,10 @@ def test_text_without_sentence_punctuation_still_gives_a_query_from_its_clauses(
 def test_positive_aware_mining_skips_candidates_the_model_finds_as_close_as_the_positive(lib, tuned_kb, monkeypatch):
     """A candidate the KB's model scores at least `negative_ceiling` x the positive's score is more likely
     an unlabelled answer than a wrong one: it is never the negative."""
-    from services import finetune as ft
+    from services.tuning import finetune as ft
 
     kb, model = tuned_kb
-    from services.embedding import load_embedder
+    from services.index.embedding import load_embedder
 
     embedder = load_embedder(str(model))
     pairs = generate_pairs(lib, kb, FinetuneSettings(max_pairs=100))
@@ -139,7 +139,7 @@ def test_positive_aware_mining_skips_candidates_the_model_finds_as_close_as_the_
 def test_batches_keep_one_pair_per_document_where_the_kb_allows():
     import random
 
-    from services.finetune import Pair, _batches
+    from services.tuning.finetune import Pair, _batches
 
     pairs = [Pair(f"q{i}", f"p{i}", i, f"d{i % 10}") for i in range(60)]
     batches = _batches(pairs, 8, random.Random(0))
@@ -152,8 +152,8 @@ def test_batches_keep_one_pair_per_document_where_the_kb_allows():
 
 
 def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib, tuned_kb):
-    from services.embedding import load_embedder
-    from services.reembed import reembed
+    from services.index.embedding import load_embedder
+    from services.index.reembed import reembed
 
     kb, _ = tuned_kb
     steps = []
@@ -168,8 +168,8 @@ def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib,
     assert [m["name"] for m in listed] == ["小模型"] and listed[0]["kb"] == "微调"
     embedder = load_embedder(card["path"])
     assert embedder.encode_query("长江").shape == (32,)
-    from services.embedding import embed_with_cache
-    from services.index_text import StoredIndexTexts
+    from services.index.embedding import embed_with_cache
+    from services.index.index_text import StoredIndexTexts
 
     chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
     _, computed = embed_with_cache(embedder, lib.cache, StoredIndexTexts(lib.store, kb.id)(chunks))
@@ -185,8 +185,8 @@ def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib,
 def test_training_checkpoints_activations_when_asked(tmp_path, monkeypatch):
     """Activation checkpointing (peak RSS 8.2 -> 2.9 GB for e5-small at 256 tokens on 2 cores) is off by
     default at the 128-token training length and on when asked; training still lowers the loss with it."""
-    from services import finetune as ft
-    from services.finetune import Pair, train
+    from services.tuning import finetune as ft
+    from services.tuning.finetune import Pair, train
 
     enabled = []
     real = ft._checkpoint_activations
@@ -205,7 +205,7 @@ def test_only_the_top_layers_train_when_asked(tmp_path):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from services.finetune import Pair, train
+    from services.tuning.finetune import Pair, train
 
     base = tiny_embedder(tmp_path / "base", num_hidden_layers=3)
     pairs = [Pair(text[:8], text[8:], i, name) for i, (name, text) in enumerate(TOPICS.items())]
@@ -217,7 +217,7 @@ def test_only_the_top_layers_train_when_asked(tmp_path):
 
 
 def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_name(lib, tuned_kb, monkeypatch):
-    from services import finetune as ft
+    from services.tuning import finetune as ft
 
     kb, _ = tuned_kb
     settings = FinetuneSettings(epochs=1, batch_size=8, max_pairs=16)
@@ -243,10 +243,10 @@ def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_nam
 
 def test_a_saved_question_set_gets_before_after_numbers_with_the_evaluation_pages_rule(lib, tuned_kb):
     """The KB's own questions are scored like the 评测 page scores them (a chunk of the gold document
-    holding the answer): the base model's dense numbers equal services.evaluation's dense run."""
+    holding the answer): the base model's dense numbers equal services.tuning.evaluation's dense run."""
     from pathlib import Path
 
-    from services.evaluation import EvalConfig, evaluate, save_question_set
+    from services.tuning.evaluation import EvalConfig, evaluate, save_question_set
 
     kb, _ = tuned_kb
     questions = save_question_set(lib, kb, question_lines())
@@ -267,8 +267,8 @@ def test_a_saved_question_set_gets_before_after_numbers_with_the_evaluation_page
 
 def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monkeypatch):
     """Held-out pseudo-queries say the tuned model is better; the user's questions decide."""
-    from services import finetune as ft
-    from services.evaluation import delete_question_set, save_question_set
+    from services.tuning import finetune as ft
+    from services.tuning.evaluation import delete_question_set, save_question_set
 
     kb, _ = tuned_kb
     scores = {"questions": (0.5, 0.5)}  # (dense, hybrid) MRR@10 of the tuned model on the user's questions
@@ -301,8 +301,8 @@ def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monk
 
 def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
     model = tiny_embedder(tmp_path / "base")
-    from services.evaluation import save_question_set
-    from services.library import Library
+    from services.tuning.evaluation import save_question_set
+    from services.index.library import Library
 
     lib = Library(data_dir)
     kb = lib.kb("k", create=True)
@@ -311,7 +311,7 @@ def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
         ingest_bytes(lib, kb, text.encode(), f"{name}.txt", CONFIG)
     save_question_set(lib, kb, question_lines())
     lib.close()
-    from services.vectors import close_all
+    from services.index.vectors import close_all
 
     close_all()
     out = subprocess.run([sys.executable, "-m", "services", "finetune", "--kb", "k", "--name", "m1", "--epochs", "1",
@@ -356,7 +356,7 @@ def test_finetune_runs_in_the_background_with_progress_and_can_be_cancelled(lib,
 def test_an_llm_question_trains_on_the_part_of_the_passage_it_asks_about():
     """Training truncates at 128 tokens: an LLM's question keeps the window of its passage it shares
     most words with, not the passage's first 220 characters."""
-    from services.pseudo_queries import WINDOW, window_for
+    from services.tuning.pseudo_queries import WINDOW, window_for
 
     body = "长江是中国第一大河，它发源于青藏高原。" * 15 + "木星是太阳系中体积最大的行星，主要由氢和氦组成。"
     window = window_for("长江\n" + body, body, "木星主要由什么组成？")
@@ -370,7 +370,7 @@ def test_the_saved_weights_are_the_base_trained_mix_that_scores_best_on_dev_quer
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from services import finetune as ft
+    from services.tuning import finetune as ft
 
     kb, model = tuned_kb
     pairs = generate_pairs(lib, kb, FinetuneSettings(max_pairs=40))

@@ -21,8 +21,8 @@ def texts(at) -> str:
 
 @pytest.fixture
 def tiny_kb(data_dir, tmp_path):
-    from services.ingest import ingest_bytes
-    from services.library import open_library
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("微调库", create=True)
@@ -42,7 +42,7 @@ def start(at, name, epochs, max_pairs):
 
 def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
     from services import worker
-    from services.finetune import finetuned_models
+    from services.tuning.finetune import finetuned_models
 
     lib, kb = tiny_kb
     at = app("finetune")
@@ -84,8 +84,8 @@ def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
 
 
 def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_switch(tiny_kb):
-    from services.evaluation import save_question_set
-    from services.finetune import FinetuneSettings, finetune
+    from services.tuning.evaluation import save_question_set
+    from services.tuning.finetune import FinetuneSettings, finetune
 
     lib, kb = tiny_kb
     save_question_set(lib, kb, question_lines())
@@ -113,8 +113,8 @@ def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_sw
 
 def test_the_result_says_which_queries_and_how_much_of_the_training_was_kept(tiny_kb):
     """The settings caption counts the offline query kinds and, when a KB was big enough for dev
-    queries, how much of the trained change the saved weights keep (services.finetune.choose_mix)."""
-    from services.finetune import FinetuneSettings, finetune
+    queries, how much of the trained change the saved weights keep (services.tuning.finetune.choose_mix)."""
+    from services.tuning.finetune import FinetuneSettings, finetune
 
     lib, kb = tiny_kb
     card = finetune(lib, kb, "融合模型", FinetuneSettings(epochs=1, batch_size=8, max_pairs=32))
@@ -131,7 +131,8 @@ def test_the_result_says_which_queries_and_how_much_of_the_training_was_kept(tin
 
 
 def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):
-    from services import finetune, worker
+    from services.tuning import finetune
+    from services import worker
 
     lib, kb = tiny_kb
     to_device = finetune._to_device
@@ -173,7 +174,7 @@ def test_llm_option_needs_an_endpoint_the_worker_can_use(tiny_kb, monkeypatch):
 
 
 def test_a_fine_tuned_e5_folder_keeps_its_query_and_passage_prefixes(tmp_path):
-    from services.models import resolve
+    from services.index.models import resolve
 
     folder = tiny_embedder(tmp_path / "e5")
     assert (resolve(str(folder)).query_prefix, resolve(str(folder)).passage_prefix) == ("", "")
@@ -186,7 +187,7 @@ def test_a_fine_tuned_e5_folder_keeps_its_query_and_passage_prefixes(tmp_path):
 def test_llm_queries_in_the_background_use_the_servers_endpoint(tiny_kb, monkeypatch):
     from llm_server import FakeLLMServer
     from services import worker
-    from services.finetune import FinetuneSettings
+    from services.tuning.finetune import FinetuneSettings
 
     lib, kb = tiny_kb
     settings = FinetuneSettings(max_pairs=20, method="llm")
@@ -208,7 +209,7 @@ def test_training_length_is_not_saved_with_the_model(tmp_path):
     as long as the base did (before/after compare the same text)."""
     from sentence_transformers import SentenceTransformer
 
-    from services.finetune import FinetuneSettings, Pair, train
+    from services.tuning.finetune import FinetuneSettings, Pair, train
 
     base = tiny_embedder(tmp_path / "base")
     length = SentenceTransformer(str(base), device="cpu").max_seq_length
@@ -223,7 +224,7 @@ def test_token_embeddings_are_frozen_by_default(tmp_path):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from services.finetune import FinetuneSettings, Pair, train
+    from services.tuning.finetune import FinetuneSettings, Pair, train
 
     base = tiny_embedder(tmp_path / "base")
     pairs = [Pair(text[:8], text[8:], i, name) for i, (name, text) in enumerate(TOPICS.items())]

@@ -11,8 +11,8 @@ import pytest
 
 from fixtures import ZH_PARAGRAPHS, make_pdf
 from services import errors
-from services.chunking import ChunkingConfig
-from services.parsing import PageSpan, SUPPORTED_EXTENSIONS, parse
+from services.documents.chunking import ChunkingConfig
+from services.documents.parsing import PageSpan, SUPPORTED_EXTENSIONS, parse
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_xlsx_rows_under_their_header_and_sheets_are_pages():
 def test_xlsx_header_is_repeated_through_a_long_sheet():
     """Every stretch of HEADER_EVERY characters of rows starts with the column names, so a chunk
     from the middle of the sheet still says which value is which (bench/xlsx_rows.py)."""
-    from services.office import HEADER_EVERY
+    from services.documents.office import HEADER_EVERY
 
     header = ["姓名", "部门", "电话"]
     rows = [header] + [[f"员工{i:03d}", "研发部", f"138{i:08d}"] for i in range(200)]
@@ -108,7 +108,7 @@ def test_xlsx_header_is_repeated_through_a_long_sheet():
 def test_xlsx_padded_to_column_xfd_is_capped(monkeypatch):
     """A sheet with a value in column XFD costs one cell per column of every row: the cell cap stops
     it with a Chinese message instead of running on."""
-    from services import office
+    from services.documents import office
 
     monkeypatch.setattr(office, "MAX_SHEET_CELLS", 50_000)
     rows = [["甲"] + [None] * 16382 + ["乙"] for _ in range(10)]
@@ -168,10 +168,10 @@ def test_pptx_slides_in_order_with_titles_tables_groups_and_notes():
 
 def test_xlsx_and_pptx_pages_reach_citations(lib, kb):
     """An answer's citation says the sheet / slide number the quote is on."""
-    from services.answer import answer_question
+    from services.answers.answer import answer_question
     from services.config import LLMSettings
-    from services.ingest import ingest_bytes
-    from services.retrieval import Retriever
+    from services.index.ingest import ingest_bytes
+    from services.search.retrieval import Retriever
 
     filler = [["编号", "说明"]] + [[i, f"第{i}行记录的普通说明文字"] for i in range(3)]
     xlsx = make_xlsx({"说明": filler, "员工": STAFF})
@@ -230,7 +230,7 @@ OCR_MIN_ACCURACY = 0.9
 @pytest.fixture
 def ocr_ready(monkeypatch):
     monkeypatch.delenv("WENDAO_OCR", raising=False)
-    from services import ocr
+    from services.documents import ocr
 
     if ocr.engine() is None:
         pytest.fail(f"OCR should be installed with the project: {ocr.unavailable_reason()}")
@@ -249,7 +249,7 @@ def test_scanned_page_is_ocrd_keeps_its_page_and_is_marked(ocr_ready):
 
 
 def test_ocr_flag_is_stored_with_the_document(ocr_ready, lib, kb):
-    from services.ingest import ingest_bytes
+    from services.index.ingest import ingest_bytes
 
     bench = _bench_ocr()
     result = ingest_bytes(lib, kb, _text_then_scanned_page(bench), "mixed.pdf")
@@ -258,7 +258,7 @@ def test_ocr_flag_is_stored_with_the_document(ocr_ready, lib, kb):
 
 
 def test_without_ocr_scanned_pages_are_skipped_with_the_reason(monkeypatch):
-    from services import ocr
+    from services.documents import ocr
 
     bench = _bench_ocr()
     data = _text_then_scanned_page(bench)
@@ -279,7 +279,7 @@ def test_without_ocr_scanned_pages_are_skipped_with_the_reason(monkeypatch):
 
 def test_blank_pages_cost_no_ocr(monkeypatch):
     """A page with nothing to read (no image, no text objects) is never rendered for OCR."""
-    from services import ocr
+    from services.documents import ocr
 
     monkeypatch.setattr(ocr, "recognise", lambda image: pytest.fail("a blank page was OCR'd"))
     with pytest.raises(errors.NoExtractableText):
@@ -294,15 +294,15 @@ def test_ocr_lines_are_rebuilt_from_boxes():
         ([[300, 10], [400, 10], [400, 30], [300, 30]], "continues", 0.97),
         ([[5, 90], [8, 90], [8, 93], [5, 93]], "~", 0.2),
     ]
-    from services.ocr import lines_from_boxes
+    from services.documents.ocr import lines_from_boxes
 
     assert lines_from_boxes(boxes) == "First line continues\n第二行左第二行右"
 
 
 # --- item 6: CJK line wraps and quote boundaries --------------------------------------------
 def _hit(text: str, start: int = 100, doc: str = "d.pdf", page: int = 1):
-    from services.chunking import Chunk
-    from services.retrieval import Hit
+    from services.documents.chunking import Chunk
+    from services.search.retrieval import Hit
 
     chunk = Chunk(0, start, start + len(text), text, page, page, id=7, doc_id="x")
     return Hit(chunk, doc, start, start + len(text), text, page, page, chunk_ids=[7])
@@ -316,7 +316,7 @@ def test_wrapped_cjk_pdf_lines_join_without_spaces():
 
 
 def test_extractive_quotes_start_and_end_at_sentence_boundaries():
-    from services.extractive import extractive_answer
+    from services.answers.extractive import extractive_answer
 
     # the passage starts mid-sentence (chunk cut), and a sentence goes on after a closing quote
     passage = ("，各种方法都试过了。记者问道：“长江有多长？”，专家回答说长江全长约六千三百公里。"
@@ -331,7 +331,7 @@ def test_extractive_quotes_start_and_end_at_sentence_boundaries():
 
 
 def test_llm_citation_quotes_start_at_a_sentence():
-    from services.citations import map_citations
+    from services.answers.citations import map_citations
 
     passage = "，前一句的后半截。他问“为什么？”，大家回答说长江全长约六千三百公里。"
     [citation] = map_citations("长江全长约六千三百公里[1]。", [_hit(passage)])
@@ -345,8 +345,8 @@ def test_citation_of_a_scanned_page_says_it_was_ocrd(ocr_ready, data_dir):
     """The chat's page view of a quote from an OCR'd page says the text was recognised by OCR."""
     from test_ui_everyday import app, ask, click
 
-    from services.ingest import ingest_bytes
-    from services.library import open_library
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("扫描", create=True)

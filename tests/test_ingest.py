@@ -10,10 +10,10 @@ import time
 import pytest
 
 from fixtures import ZH_PARAGRAPHS, make_docx, make_pdf
-from services.chunking import ChunkingConfig
-from services.ingest import ingest_bytes
-from services.retrieval import Retriever
-from services.store import MIGRATIONS, Store
+from services.documents.chunking import ChunkingConfig
+from services.index.ingest import ingest_bytes
+from services.search.retrieval import Retriever
+from services.index.store import MIGRATIONS, Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT_A = "".join(ZH_PARAGRAPHS)
@@ -85,7 +85,7 @@ def test_pdf_and_docx_pages(lib, kb):
 
 
 def test_rechunk_keeps_document(lib, kb):
-    from services.ingest import rechunk_document
+    from services.index.ingest import rechunk_document
 
     r = ingest_bytes(lib, kb, TEXT_A.encode(), "a.txt", ChunkingConfig("sentence", 300))
     r2 = rechunk_document(lib, kb, r.doc_id, ChunkingConfig("window", window=2, stride=1))
@@ -158,7 +158,7 @@ def test_kill_during_ingest_leaves_no_half_document(tmp_path, data_dir):
     proc.wait()
     db.close()
 
-    from services.library import Library
+    from services.index.library import Library
 
     lib = Library(data_dir)
     kb = lib.kb("k")
@@ -167,7 +167,7 @@ def test_kill_during_ingest_leaves_no_half_document(tmp_path, data_dir):
     assert points(lib, kb) == (docs[0].chunk_count, docs[0].chunk_count)
     lib.close()
     env.pop("WENDAO_FAULT_PAUSE_S")
-    from services.vectors import close_all
+    from services.index.vectors import close_all
 
     close_all()
     again = run_cli(["ingest", "--kb", "k", "--json", str(tmp_path / "2.txt")], env)
@@ -176,8 +176,8 @@ def test_kill_during_ingest_leaves_no_half_document(tmp_path, data_dir):
 
 def test_library_keeps_indexes_under_its_own_root(tmp_path, monkeypatch):
     """Regression: Library(root) must not put its Qdrant shards under WENDAO_DATA_DIR."""
-    from services.library import Library
-    from services.vectors import close_all
+    from services.index.library import Library
+    from services.index.vectors import close_all
 
     monkeypatch.setenv("WENDAO_DATA_DIR", str(tmp_path / "elsewhere"))
     root = tmp_path / "root"
@@ -194,7 +194,7 @@ def test_library_keeps_indexes_under_its_own_root(tmp_path, monkeypatch):
 
 def test_llm_settings_precedence_and_key_not_saved(lib, kb, monkeypatch):
     from services.config import LLMSettings
-    from services.library import llm_settings, save_llm_settings
+    from services.index.library import llm_settings, save_llm_settings
 
     monkeypatch.setenv("OPENAI_BASE_URL", "http://env/v1")
     monkeypatch.setenv("WENDAO_LLM_MODEL", "env-model")
@@ -215,7 +215,7 @@ def test_index_locked_by_another_process_is_a_clear_error(tmp_path, data_dir):
     env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
     assert json.loads(run_cli(["ingest", "--kb", "k", "--json", str(tmp_path / "1.txt")], env).stdout)["documents"] == 1
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from services.library import open_library; from services.retrieval "
+        [sys.executable, "-c", "import sys, time; from services.index.library import open_library; from services.search.retrieval "
          "import Retriever; lib = open_library(); Retriever(lib, lib.kb('k')).search('长江'); print('ready', flush=True); "
          "time.sleep(60)"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:

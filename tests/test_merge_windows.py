@@ -5,8 +5,8 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.chunking import ChunkingConfig, chunk_text
-from services.retrieval import Hit, merge_windows
+from services.documents.chunking import ChunkingConfig, chunk_text
+from services.search.retrieval import Hit, merge_windows
 
 STAGES = ("bm25", "dense", "fused", "rerank")
 
@@ -105,8 +105,8 @@ def test_a_window_joining_two_passages_merges_all_three():
 def test_window_merge_end_to_end_with_ui_defaults(lib, kb):
     """Through the retriever with window 4 / stride 2: passages of one document never overlap."""
     from services.config import RetrievalSettings
-    from services.ingest import ingest_bytes
-    from services.retrieval import Retriever
+    from services.index.ingest import ingest_bytes
+    from services.search.retrieval import Retriever
 
     text = "".join(f"第{i}句讲的是长江的第{i}个特点{'，也讲黄河' if i % 3 == 0 else ''}。" for i in range(30))
     ingest_bytes(lib, kb, text.encode(), "w.txt", ChunkingConfig("window", window=4, stride=2))

@@ -3,7 +3,7 @@ import pytest
 
 from fixtures import ZH_PARAGRAPHS, make_docx, make_pdf, make_zip_bomb_docx
 from services import errors
-from services.parsing import decode_text, parse
+from services.documents.parsing import decode_text, parse
 
 TEXT = "第一章 总则\n" + "".join(ZH_PARAGRAPHS)
 TRADITIONAL = "臺灣是一個位於東亞的島嶼，這裡的人們說國語與臺灣話。馬祖列島距離中國大陸最近點約九公里。"
@@ -61,7 +61,7 @@ def test_pdf_without_any_text():
 
 
 def test_pdf_kangxi_radicals_are_folded():
-    from services.text import fold_chars
+    from services.documents.text import fold_chars
 
     assert fold_chars("⽤⽂⻓度") == "用文长度"
 
@@ -133,7 +133,7 @@ def test_pdf_layout_line_wraps_are_joined_but_headings_kept():
 
 
 def test_join_wrapped_lines_rules():
-    from services.text import join_wrapped_lines
+    from services.documents.text import join_wrapped_lines
 
     text = "标题\n" + "很长的一行文字没有结束标点继续" * 2 + "\n下一行接着写完。\n" + "这一行以句号结束了呀呀呀呀呀呀呀呀呀呀呀呀呀。\n新段落"
     out = join_wrapped_lines(text)
@@ -168,7 +168,7 @@ def test_pdf_table_rows_are_not_glued_together(rows):
 
 
 def test_title_gap_on_a_paragraph_line_does_not_stop_joining():
-    from services.text import join_wrapped_lines
+    from services.documents.text import join_wrapped_lines
 
     text = ("明圣王后 金氏本贯清风。清风府院君金佑明和德恩府夫人宋氏之长女，朝鲜王\n"
             "朝第18代君主显宗的王妃，第19代君主肃宗的母亲。朝鲜仁祖二十年五月十七日\n"
@@ -186,7 +186,7 @@ def test_pdf_wrap_inside_a_number_or_latin_word_adds_no_space():
 
 
 def test_join_wrapped_lines_never_spaces_inside_cjk_lines():
-    from services.text import join_wrapped_lines
+    from services.documents.text import join_wrapped_lines
 
     text = ("公司成立于二零零七年也就是公元200\n7年，当时只有三个人在一间小屋里面工作写代\n码，后来我们大家一起开会决定使用Pyt\n"
             "hon重写了全部的程序，并且在世界各地都开了分公司。\n下一段")
@@ -196,7 +196,7 @@ def test_join_wrapped_lines_never_spaces_inside_cjk_lines():
 
 
 def test_join_in_mixed_lines_keeps_words_numbers_and_typeset_spaces():
-    from services.text import join_wrapped_lines
+    from services.documents.text import join_wrapped_lines
 
     lines = ["细胞内的蛋白质不断减少。MIT OpenCour", "seWare是由麻省理工学院在20年前的20",
              "02年创始的一项计划，导演是Kevin ", "Smith先生，他在美国长大成人后工作",

@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 
 from conftest import ROOT
 from fixtures import ZH_PARAGRAPHS
-from services import errors, fusion
-from services.bm25 import document_vector, query_vector, term_index
-from services.chunking import ChunkingConfig
+from services import errors
+from services.search import fusion
+from services.index.bm25 import document_vector, query_vector, term_index
+from services.documents.chunking import ChunkingConfig
 from services.config import RetrievalSettings
-from services.ingest import ingest_bytes
-from services.retrieval import Retriever
-from services.tokenizer import tokenize
+from services.index.ingest import ingest_bytes
+from services.search.retrieval import Retriever
+from services.documents.tokenizer import tokenize
 from tiny_models import tiny_cross_encoder, tiny_embedder
 
 GEO = "中国地理\n" + "".join(ZH_PARAGRAPHS) + "北京是中国的首都。上海是最大的城市。"
@@ -40,7 +41,7 @@ def test_tokens_drop_punctuation_and_stopwords_and_handle_traditional():
 
 
 def test_term_spans_highlight_traditional_text():
-    from services.tokenizer import query_terms, term_spans
+    from services.documents.tokenizer import query_terms, term_spans
 
     text = "馬祖列島距離中國大陸很近。"
     spans = term_spans(text, query_terms("马祖列岛离大陆多远"))
@@ -48,7 +49,7 @@ def test_term_spans_highlight_traditional_text():
 
 
 def test_term_spans_highlight_full_width_and_keep_offsets_after_length_changing_case():
-    from services.tokenizer import query_terms, term_spans
+    from services.documents.tokenizer import query_terms, term_spans
 
     text = "İİ中国的ＧＤＰ增长，Gdp 与 gdp。"
     spans = term_spans(text, query_terms("中国GDP增长"))
@@ -65,7 +66,7 @@ _ALPHABET = "".join(v for vs in _VARIANTS.values() for v in vs) + "İıßΣσ\u0
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(alphabet=_ALPHABET, max_size=40), query=st.text(alphabet=_ALPHABET, max_size=12))
 def test_every_highlighted_span_normalises_to_a_query_term(text, query):
-    from services.tokenizer import comparable, query_terms, term_matches, term_spans
+    from services.documents.tokenizer import comparable, query_terms, term_matches, term_spans
 
     terms = query_terms(query)
     matches = term_matches(text, terms)
@@ -82,7 +83,7 @@ def test_every_highlighted_span_normalises_to_a_query_term(text, query):
 def test_every_spelling_of_a_term_is_highlighted(parts):
     """Terms written in any mix of full-width, upper-case, traditional or radical forms are found
     at their exact offsets."""
-    from services.tokenizer import term_spans
+    from services.documents.tokenizer import term_spans
 
     text, placed = "", []
     for term, gap, choice in parts:
@@ -141,8 +142,8 @@ def test_qdrant_server_code_path(data_dir):
     """The server backend (qdrant-client; its :memory: mode stands in for a server) behaves the same."""
     from qdrant_client import QdrantClient
 
-    from services.library import Library
-    from services.vectors import ServerBackend
+    from services.index.library import Library
+    from services.index.vectors import ServerBackend
 
     lib = Library(data_dir, backend=ServerBackend(client=QdrantClient(":memory:")))
     kb = lib.kb("server", create=True)
@@ -169,8 +170,8 @@ def tiny_paths(tmp_path_factory):
 
 
 def test_local_sentence_transformer_embedder_and_reembed(lib, kb, tiny_paths):
-    from services.embedding import load_embedder
-    from services.reembed import reembed
+    from services.index.embedding import load_embedder
+    from services.index.reembed import reembed
 
     emb_path, _ = tiny_paths
     r = ingest_bytes(lib, kb, GEO.encode(), "geo.txt", ChunkingConfig("sentence", 50, 0))
@@ -195,7 +196,7 @@ def test_cross_encoder_reranks_candidates(lib, kb, tiny_paths):
 
 
 def test_reranker_token_budget_batches_and_oom_fallback(tiny_paths):
-    from services.rerank import Reranker
+    from services.search.rerank import Reranker
 
     r = Reranker(str(tiny_paths[1]), device="cpu", token_budget=4096)
     # padded length x batch size stays within the budget: three short pairs together, the long one alone
@@ -220,8 +221,8 @@ def test_unloadable_model_fails_fast_with_chinese_error(monkeypatch):
     retries, 78 s here), naming the model and what to do."""
     import time
 
-    from services.embedding import load_embedder
-    from services.rerank import Reranker
+    from services.index.embedding import load_embedder
+    from services.search.rerank import Reranker
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     started = time.perf_counter()

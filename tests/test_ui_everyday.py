@@ -62,8 +62,8 @@ def shown(at) -> str:
 
 @pytest.fixture
 def two_docs(data_dir):
-    from services.ingest import ingest_bytes
-    from services.library import open_library
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("资料", create=True)
@@ -182,8 +182,8 @@ def _pdf_with_passage_over_two_pages():
 def test_pdf_page_rendered_with_the_quote_highlighted(tmp_path):
     from PIL import Image
 
-    from services.pageview import map_to_page_chars, render_pdf_page
-    from services.parsing import parse_pdf
+    from services.documents.pageview import map_to_page_chars, render_pdf_page
+    from services.documents.parsing import parse_pdf
 
     data = _pdf_with_passage_over_two_pages()
     path = tmp_path / "geo.pdf"
@@ -205,7 +205,7 @@ def test_pdf_page_rendered_with_the_quote_highlighted(tmp_path):
     # the boxes sit where PDFium puts those characters
     import pypdfium2 as pdfium
 
-    from services.pageview import _page_chars
+    from services.documents.pageview import _page_chars
 
     pdf = pdfium.PdfDocument(str(path))
     textpage = pdf[0].get_textpage()
@@ -220,9 +220,9 @@ def test_pdf_page_rendered_with_the_quote_highlighted(tmp_path):
 
 
 def test_pdf_citation_opens_page_view_and_pages_agree(data_dir):
-    from services.chunking import ChunkingConfig
-    from services.ingest import ingest_bytes
-    from services.library import open_library
+    from services.documents.chunking import ChunkingConfig
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("地理", create=True)
@@ -277,7 +277,7 @@ def test_progress_from_job_rows(two_docs):
 def test_uploads_go_to_the_worker_and_the_uploader_clears(data_dir, monkeypatch):
     monkeypatch.setenv("WENDAO_MAX_FILE_MB", "3")
     from services import worker
-    from services.library import open_library
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("新库", create=True)
@@ -321,7 +321,7 @@ def test_kb_rename_and_delete_with_cancel(two_docs):
 
 
 def test_document_switched_off_is_not_searched(two_docs):
-    from services.retrieval import Retriever
+    from services.search.retrieval import Retriever
 
     lib, kb = two_docs
     rivers = next(d.id for d in lib.store.list_documents(kb.id) if d.filename == "rivers.txt")
@@ -351,12 +351,12 @@ def test_unexpected_errors_name_no_class_and_urls_are_code(two_docs, monkeypatch
 
     md = inert_code_urls("无法连接到大模型接口 http://127.0.0.1:9/v1，请检查地址和服务是否已启动。")
     assert "`http://127.0.0.1:9/v1`" in md and md.endswith("，请检查地址和服务是否已启动。")
-    import services.retrieval
+    import services.search.retrieval
 
     def broken(*args, **kwargs):
         raise RuntimeError("APIStatusError: boom")
 
-    monkeypatch.setattr(services.retrieval.Retriever, "search", broken)
+    monkeypatch.setattr(services.search.retrieval.Retriever, "search", broken)
     at = app("chat")
     ask(at, "长江全长多少公里？")
     message = " ".join(e.value for e in at.error)
@@ -403,7 +403,7 @@ def test_evaluation_csv_has_chinese_headers_and_an_english_key_row():
     import pandas as pd
 
     from components.widgets import eval_csv
-    from services.evaluation import QuestionResult
+    from services.tuning.evaluation import QuestionResult
 
     csv = eval_csv([QuestionResult("BM25", "q1", "问题一", 1, None, 1.0, 3.2, {1000: 1.0}, "a.txt")])
     frame = pd.read_csv(io.BytesIO(csv), encoding="utf-8-sig", dtype=str, keep_default_na=False)

@@ -60,8 +60,8 @@ def click(at, label):
 
 @pytest.fixture
 def kb_with_doc(data_dir):
-    from services.ingest import ingest_bytes
-    from services.library import open_library
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("资料", create=True)
@@ -89,8 +89,8 @@ def test_credentials_in_the_server_endpoint_url_never_reach_the_page(kb_with_doc
     """A server endpoint like http://user:pass@host/v1?api-key=… is shown masked in the settings form,
     saving the form unchanged keeps the real URL, and an unreachable-endpoint error is masked too."""
     from services.config import LLMSettings, redact_url
-    from services.library import llm_settings
-    from services.llm import LLMClient
+    from services.index.library import llm_settings
+    from services.answers.llm import LLMClient
 
     lib, kb = kb_with_doc
     url = "http://svc:Pa55word-url@127.0.0.1:9/v1?api-key=url-secret-77&deployment=chat"
@@ -153,7 +153,7 @@ def test_visitor_endpoint_never_receives_the_server_key(kb_with_doc, monkeypatch
 
 def test_llm_settings_resolve_keys_per_endpoint(lib, kb, monkeypatch):
     from services.config import LLMSettings, same_endpoint
-    from services.library import llm_settings, save_llm_settings
+    from services.index.library import llm_settings, save_llm_settings
 
     monkeypatch.setenv("OPENAI_BASE_URL", "http://home:8000/v1")
     monkeypatch.setenv("OPENAI_API_KEY", SERVER_KEY)
@@ -193,7 +193,7 @@ def test_saving_a_key_says_it_is_plain_text(kb_with_doc, monkeypatch):
 
 # --- issue 9 #4: errors are logged, shown without server paths ------------------------------------
 def test_engine_errors_are_logged_and_shown_without_paths(kb_with_doc, monkeypatch, caplog):
-    import services.ingest
+    import services.index.ingest
     from services import errors
 
     def broken(*args, **kwargs):
@@ -202,7 +202,7 @@ def test_engine_errors_are_logged_and_shown_without_paths(kb_with_doc, monkeypat
         except OSError as exc:
             raise errors.WendaoError(f"写入索引失败：OSError: {exc}") from exc
 
-    monkeypatch.setattr(services.ingest, "ingest_bytes", broken)
+    monkeypatch.setattr(services.index.ingest, "ingest_bytes", broken)
     at = app("library")
     at.get("file_uploader")[0].set_value([("a.txt", "内容".encode(), "text/plain")])
     at.run()
@@ -212,7 +212,7 @@ def test_engine_errors_are_logged_and_shown_without_paths(kb_with_doc, monkeypat
     assert "失败" in shown and "/srv/wendao" not in shown and "qdrant" not in shown
     assert "/srv/wendao/data/qdrant" in caplog.text and "Traceback" in caplog.text
 
-    monkeypatch.setattr(services.ingest, "ingest_bytes", lambda *a, **k: open("/srv/nowhere/x.db"))
+    monkeypatch.setattr(services.index.ingest, "ingest_bytes", lambda *a, **k: open("/srv/nowhere/x.db"))
     at = app("library")
     at.get("file_uploader")[0].set_value([("b.txt", "内容".encode(), "text/plain")])
     at.run()
@@ -221,7 +221,7 @@ def test_engine_errors_are_logged_and_shown_without_paths(kb_with_doc, monkeypat
     assert "内部错误" in shown and "/srv" not in shown and "No such file" not in shown
 
     # a per-file failure reason quoting a path: the reason is shown, the path is not
-    monkeypatch.setattr(services.ingest, "ingest_bytes", lambda lib, kb, data, name, *a, **k: services.ingest.FileResult(
+    monkeypatch.setattr(services.index.ingest, "ingest_bytes", lambda lib, kb, data, name, *a, **k: services.index.ingest.FileResult(
         name, "failed", "写入索引失败：Tracker journal /srv/wendao/data/qdrant/wal is shorter than expected"))
     at = app("library")
     at.get("file_uploader")[0].set_value([("c.txt", "内容".encode(), "text/plain")])
@@ -234,7 +234,7 @@ def test_engine_errors_are_logged_and_shown_without_paths(kb_with_doc, monkeypat
 def index_in_background(at):
     """Click 开始索引, wait for the background worker, show the page again."""
     from services import worker
-    from services.library import open_library
+    from services.index.library import open_library
 
     next(b for b in at.button if b.label.startswith("开始索引")).click().run()
     assert worker.wait_idle(open_library(), 60)
@@ -262,8 +262,8 @@ def test_inert_escapes_every_markdown_construct():
 
 def test_pages_render_document_text_inert(data_dir):
     """Answers, passages, file names and KB names reach every Markdown surface escaped."""
-    from services.ingest import ingest_bytes
-    from services.library import open_library
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
 
     lib = open_library(data_dir)
     kb = lib.kb("库![](http://attacker.example/kb)", create=True)
@@ -289,7 +289,7 @@ def test_pages_render_document_text_inert(data_dir):
 
 # --- issue 8 #11: settings never leak from one knowledge base into another -----------------------
 def test_switching_kb_keeps_each_kbs_settings(data_dir):
-    from services.library import chunking_config, open_library, retrieval_settings
+    from services.index.library import chunking_config, open_library, retrieval_settings
 
     def widget(items, label):
         return next(w for w in items if w.label == label)

@@ -15,9 +15,9 @@ from components.safe_text import inert
 from components.state import api_key, library, llm_secrets, searchable_kb, show_error
 from components.widgets import document_filter, stream_inert
 from services import conversations
-from services.answer import Answer, Conversation, stream_answer
-from services.library import llm_settings, retrieval_settings
-from services.retrieval import MODES, Retriever
+from services.answers.answer import Answer, Conversation, stream_answer
+from services.index.library import llm_settings, retrieval_settings
+from services.search.retrieval import MODES, Retriever
 
 lib = library()
 store = lib.store

@@ -2,7 +2,7 @@
 Recall@k curves, per-question CSV. Same code as `python -m services eval`.
 
 A question set that was uploaded (or the bundled sample) can be kept as the KB's own question set
-(services.evaluation.save_question_set) when it is run: it is then offered here for later runs and
+(services.tuning.evaluation.save_question_set) when it is run: it is then offered here for later runs and
 used by fine-tuning for its before/after comparison. Its questions are shown inert; it can be removed."""
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from components.safe_text import inert
 from components.state import create_kb, current_kb, library, select_kb, show_error
 from components.widgets import eval_csv
 from services import errors
-from services.chunking import ChunkingConfig
-from services.evaluation import (KS, EvalConfig, chunker_variant, delete_question_set, evaluate, parse_questions,
+from services.documents.chunking import ChunkingConfig
+from services.tuning.evaluation import (KS, EvalConfig, chunker_variant, delete_question_set, evaluate, parse_questions,
                                  question_set, sample_documents, sample_question_lines, save_question_set)
-from services.ingest import ingest_paths
-from services.library import chunking_config, retrieval_settings
-from services.retrieval import MODES
+from services.index.ingest import ingest_paths
+from services.index.library import chunking_config, retrieval_settings
+from services.search.retrieval import MODES
 
 CHUNKERS = {"current": "当前知识库的切分", "sentence": "按句子 300 字 / 重叠 120", "fixed": "固定 300 字 / 重叠 50",
             "window": "滑动窗口 4 句 / 步长 2"}

@@ -1,4 +1,4 @@
-"""微调: fine-tune the KB's embedding model on its own documents (services.finetune), in the
+"""微调: fine-tune the KB's embedding model on its own documents (services.tuning.finetune), in the
 background worker; progress, loss curve, ETA and cancel polled from the job row every second (users
 can leave and come back); the before/after table with the training settings; the switch to the new
 model only when it measured better (on the KB's saved question set when it has one, which gets
@@ -17,9 +17,9 @@ import streamlit as st
 from components.safe_text import inert
 from components.state import library, searchable_kb, show_error, without_paths
 from services import worker
-from services.finetune import FinetuneSettings, delete_model, finetuned_models
-from services.library import llm_settings
-from services.models import resolve
+from services.tuning.finetune import FinetuneSettings, delete_model, finetuned_models
+from services.index.library import llm_settings
+from services.index.models import resolve
 
 STAGE_ZH = {"data": "生成训练数据并挖掘困难负例", "before": "评测原模型", "train": "训练",
             "mix": "在验证查询上选择与原模型的融合比例", "after": "评测微调后的模型"}
@@ -180,7 +180,7 @@ def settings_caption(card: dict) -> str:
 
 
 def _mix_caption(card: dict) -> str:
-    """How much of the training's change was kept (services.finetune.choose_mix), when it was chosen."""
+    """How much of the training's change was kept (services.tuning.finetune.choose_mix), when it was chosen."""
     if not card.get("dev_mrr"):
         return ""
     return (f" · 保留训练带来的权重变化的 {card.get('mix', 1.0):.0%}（与原模型按比例融合，"
@@ -188,7 +188,7 @@ def _mix_caption(card: dict) -> str:
 
 
 def switch_to(model: str, label: str) -> None:
-    from services.reembed import reembed
+    from services.index.reembed import reembed
 
     bar = st.progress(0.0, text="加载模型…")
     try:

@@ -13,11 +13,11 @@ from components.state import library, searchable_kb, show_error
 from components.answer_view import TIMING_ZH
 from components.widgets import document_filter, highlight, passage_box
 from services.config import RetrievalSettings
-from services.fusion import METHODS
-from services.library import retrieval_settings
-from services.pageview import page_label
-from services.retrieval import MODES, Retriever, SearchResult
-from services.tokenizer import term_spans
+from services.search.fusion import METHODS
+from services.index.library import retrieval_settings
+from services.documents.pageview import page_label
+from services.search.retrieval import MODES, Retriever, SearchResult
+from services.documents.tokenizer import term_spans
 
 lib = library()
 st.title("检索实验室")

@@ -12,11 +12,11 @@ from components.ingest_view import job_panel, upload_section
 from components.safe_text import inert
 from components.state import create_kb, current_kb, library, show_error, without_paths
 from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
-from services.chunking import ChunkingConfig, chunk_text
-from services.ingest import rechunk_document
-from services.library import OPTIMIZE_FROM_CHUNKS, chunking_config
-from services.maintenance import check, reindex
-from services.parsing import page_for_offset
+from services.documents.chunking import ChunkingConfig, chunk_text
+from services.index.ingest import rechunk_document
+from services.index.library import OPTIMIZE_FROM_CHUNKS, chunking_config
+from services.index.maintenance import check, reindex
+from services.documents.parsing import page_for_offset
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 

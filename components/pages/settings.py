@@ -13,13 +13,13 @@ import streamlit as st
 from components.safe_text import inert
 from components.state import api_key, current_kb, library, llm_secrets, show_error
 from components.widgets import chunking_form
-from services.finetune import finetuned_models
+from services.tuning.finetune import finetuned_models
 from services.config import redact_url, restore_redacted
-from services.fusion import METHODS
-from services.library import (chunking_config, llm_settings, retrieval_settings, save_llm_settings,
+from services.search.fusion import METHODS
+from services.index.library import (chunking_config, llm_settings, retrieval_settings, save_llm_settings,
                               save_settings)
-from services.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models
-from services.retrieval import MODES
+from services.index.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models
+from services.search.retrieval import MODES
 
 KEY_SOURCE_ZH = {"server": "已在服务器配置（不会发送到浏览器；只用于服务器配置的接口地址）",
                  "saved": "已保存在数据目录（明文，只用于保存时的接口地址）",
@@ -77,7 +77,7 @@ if new_r != r:
 if rerank and st.button("测试重排模型", key=key("test_reranker")):
     with st.spinner("加载重排模型…"):
         try:
-            from services.rerank import load_reranker
+            from services.search.rerank import load_reranker
 
             model = load_reranker(new_r.reranker_model)
             model.score("测试", ["测试段落"] * 10)
@@ -96,7 +96,7 @@ if new_ch is not None and new_ch != ch:
 # --- embedding model ------------------------------------------------------------------------
 st.subheader("向量模型")
 current = lib.embedding_model(kb)
-tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in finetuned_models(lib)}  # services.finetune's folders
+tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in finetuned_models(lib)}  # services.tuning.finetune's folders
 names = [m.name for m in embedding_models()] + list(tuned)
 choice = st.selectbox("模型", names + ["自定义…"], index=names.index(current) if current in names else len(names),
                       format_func=lambda n: tuned.get(n, n), key=key("embedder"))
@@ -113,7 +113,7 @@ if choice and choice != current:
     st.info(f"当前知识库使用「{inert(tuned.get(current, current), keep_lines=False)}」。切换模型需要把全部片段重新向量化。")
     if st.button(f"切换到「{inert(tuned.get(choice, choice), keep_lines=False)}」并重新向量化", type="primary",
                  key=key("reembed")):
-        from services.reembed import reembed
+        from services.index.reembed import reembed
 
         bar = st.progress(0.0, text="加载模型…")
         try:
@@ -172,7 +172,7 @@ if tested:  # testing never saves anything, not even the typed key in the sessio
     else:
         with st.spinner("正在连接…"):
             try:
-                from services.llm import LLMClient
+                from services.answers.llm import LLMClient
 
                 reply = LLMClient(new_llm).test_connection()
                 st.success(f"连接成功，模型回复：{inert(reply[:50], keep_lines=False)}")

@@ -13,15 +13,15 @@ reranked), so a mode without dense scores does not refuse what it found:
   - `bm25`: the top BM25 score per query term (normalised), when BM25 ran;
   - `dense`: the top dense similarity, when dense retrieval ran;
   - `rerank`: a cross-encoder's score, when reranking ran;
-and, with an LLM, its own structured judgement (`answerable`), applied in services.answer.
+and, with an LLM, its own structured judgement (`answerable`), applied in services.answers.answer.
 Thresholds are calibrated by bench/answers.py on CMRC / DRCD / CAIL2019 (answerable vs. questions
 asked against a knowledge base without their document, and CAIL's real unanswerable questions).
 """
 from __future__ import annotations
 
-from services.retrieval import Hit
-from services.text import split_sentences
-from services.tokenizer import comparable, query_terms
+from services.search.retrieval import Hit
+from services.documents.text import split_sentences
+from services.documents.tokenizer import comparable, query_terms
 
 # Refuse when the best sentence covers less than this share of the query's key terms ...
 REFUSE_BELOW_SENTENCE = 0.34

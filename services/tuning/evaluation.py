@@ -20,10 +20,10 @@ from typing import Callable
 
 from services import errors
 from services.config import RetrievalSettings
-from services.embedding import clear_query_cache
-from services.library import Library
-from services.retrieval import Hit, Retriever
-from services.store import KnowledgeBase
+from services.index.embedding import clear_query_cache
+from services.index.library import Library
+from services.search.retrieval import Hit, Retriever
+from services.index.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 KS = (1, 5, 10, 20)
@@ -218,7 +218,7 @@ def rows_as_dicts(rows: list[QuestionResult]) -> list[dict]:
     return out
 
 
-SAMPLES = __import__("pathlib").Path(__file__).resolve().parent / "samples"
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "samples"
 
 
 def sample_question_lines() -> list[str]:
@@ -281,8 +281,8 @@ def chunker_variant(lib: Library, kb: KnowledgeBase, config, progress=None) -> K
 def _copy_rechunked(lib: Library, source: KnowledgeBase, variant: KnowledgeBase, doc, config) -> None:
     """Index `doc`'s stored text and page spans into `variant`, chunked with `config`, vectors included
     (ingest leaves a document keyword-only when embedding fails; a comparison needs both halves)."""
-    from services.ingest import complete_pending_vectors, index_parsed
-    from services.parsing import ParsedDocument
+    from services.index.ingest import complete_pending_vectors, index_parsed
+    from services.documents.parsing import ParsedDocument
 
     parsed = ParsedDocument(doc.filename, lib.store.document_text(source.id, doc.id),
                             lib.store.page_spans(source.id, doc.id), doc.skipped_pages, encoding=doc.encoding)

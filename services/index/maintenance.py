@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from services.bm25 import BM25Index, decode_terms
-from services.index_text import StoredIndexTexts, index_rows
-from services.library import Library
-from services.reembed import build_dense
-from services.store import KnowledgeBase
-from services.vectors import kb_prefix
+from services.index.bm25 import BM25Index, decode_terms
+from services.index.index_text import StoredIndexTexts, index_rows
+from services.index.library import Library
+from services.index.reembed import build_dense
+from services.index.store import KnowledgeBase
+from services.index.vectors import kb_prefix
 
 
 def reindex(lib: Library, kb: KnowledgeBase, progress: Callable[[str, int, int], None] | None = None) -> dict:

@@ -7,7 +7,7 @@ dies, however it dies (kill -9 included), so:
   half-written (Library.reconcile) — a live ingest in another process is never touched;
 - a process that cannot get the lock (the CLI while the app runs) never opens a Qdrant Edge shard
   (a failed EdgeShard.load in a second process corrupts the holder's next flush), writes nothing,
-  and serves read-only commands from SQLite (see services.library.Library.read_only).
+  and serves read-only commands from SQLite (see services.index.library.Library.read_only).
 Who owns is recorded in `<data>/owner.json` (pid, command, since) for the error message.
 """
 from __future__ import annotations

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.bm25 import terms_blob
-from services.embedding import EmbeddingCache
-from services.text import normalize
-from services.tokenizer import tokenize
+from services.index.bm25 import terms_blob
+from services.index.embedding import EmbeddingCache
+from services.documents.text import normalize
+from services.documents.tokenizer import tokenize
 
 
 def document_title(text: str, filename: str) -> str:

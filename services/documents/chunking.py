@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from services.text import split_sentences
+from services.documents.text import split_sentences
 
 STRATEGIES = ("fixed", "sentence", "window")
 

@@ -1,12 +1,12 @@
 """Answers with citations: the flow from a question to a cited answer, a refusal or an extract.
 
 Flow (`stream_answer`): rewrite a follow-up into a standalone query -> retrieve -> refuse when the
-evidence is weak (services.refusal) -> build the extractive answer (services.extractive, ~ms) ->
+evidence is weak (services.answers.refusal) -> build the extractive answer (services.answers.extractive, ~ms) ->
 without an LLM that is the answer; with one, the extract is handed out at once (`on_preview`,
 `Answer.extract`) while the LLM answer streams: structured JSON {answerable, answer, citations}
 first, inline [n] markers when the endpoint refuses response_format or returns no usable JSON.
 The model's own `answerable` judgement can refuse. Every [n] is then judged against its
-sentence and repaired (services.citations). Every LLM failure falls back to the extract with a notice.
+sentence and repaired (services.answers.citations). Every LLM failure falls back to the extract with a notice.
 """
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ import time
 from dataclasses import dataclass, field
 
 from services import errors
-from services.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
+from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
                                 parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
-from services.extractive import ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, extractive_answer
-from services.parsing import page_for_offset
-from services.refusal import evidence_strength, should_refuse, term_coverage  # noqa: F401
-from services.retrieval import Hit, Retriever
-from services.text import normalize
-from services.tokenizer import comparable, query_terms
+from services.answers.extractive import ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, extractive_answer
+from services.documents.parsing import page_for_offset
+from services.answers.refusal import evidence_strength, should_refuse, term_coverage  # noqa: F401
+from services.search.retrieval import Hit, Retriever
+from services.documents.text import normalize
+from services.documents.tokenizer import comparable, query_terms
 
 REFUSAL_TEXT = "文档中没有找到这个问题的答案。"
 
@@ -76,7 +76,7 @@ class Answer:
     sources: list[Hit] = field(default_factory=list)
     timings_ms: dict = field(default_factory=dict)
     notice: str = ""  # e.g. why the LLM was not used
-    evidence: dict = field(default_factory=dict)  # the refusal signals (services.refusal)
+    evidence: dict = field(default_factory=dict)  # the refusal signals (services.answers.refusal)
     extract: "Answer | None" = None  # with an LLM: the extractive answer shown while it reads
     answerable: bool | None = None  # the LLM's own judgement (structured output)
 
@@ -223,8 +223,8 @@ _FOLLOW_UP_OPENERS = frozenset("那 那么 那麼 还有 還有 并且 而且 �
 
 
 def _words(text: str) -> list[str]:
-    """jieba tokens of a question, cut exactly as BM25 cuts it (services.tokenizer's segmenter)."""
-    from services.tokenizer import _segmenter
+    """jieba tokens of a question, cut exactly as BM25 cuts it (services.documents.tokenizer's segmenter)."""
+    from services.documents.tokenizer import _segmenter
 
     return [w for w in (w.strip() for w in _segmenter(None)(comparable(text))) if w]
 
@@ -328,7 +328,7 @@ def _client(llm: LLMSettings):
     if not llm.configured:
         return None, ""
     try:
-        from services.llm import LLMClient
+        from services.answers.llm import LLMClient
 
         return LLMClient(llm), ""
     except errors.LLMError as exc:

@@ -2,7 +2,7 @@
 
 Following the BGE recipe (the seed document): pseudo-queries per chunk, hard negatives mined from
 other documents, contrastive training, then evaluation before/after on held-out queries.
-- Training pairs (services.pseudo_queries): offline, answer-masked questions (a sentence's date,
+- Training pairs (services.tuning.pseudo_queries): offline, answer-masked questions (a sentence's date,
   amount, number or title replaced by a question word; the positive keeps the sentence) and inverse
   cloze where a chunk has no such sentence; with an LLM configured, 2–3 questions a user would type
   (in the KB's script). A held-out part (by document) is kept for evaluation only.
@@ -16,7 +16,7 @@ other documents, contrastive training, then evaluation before/after on held-out 
   (`wendao_card.json`: base model, KB, date, data size, settings, metrics), listed by
   `finetuned_models` and selectable per KB like any model (re-embedding switches the KB to it).
   The switch is offered only when the new model is better: on the KB's saved question set when it
-  has one (services.evaluation.save_question_set), else on the held-out queries.
+  has one (services.tuning.evaluation.save_question_set), else on the held-out queries.
 """
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ from typing import Callable
 import numpy as np
 
 from services import errors
-from services.bm25 import query_vector
-from services.evaluation import Question, holds_answer, question_set
-from services.index_text import StoredIndexTexts
-from services.library import Library
-from services.store import KnowledgeBase
-from services.pseudo_queries import (PseudoQuery, llm_queries, offline_queries, starts_inside_a_sentence,
+from services.index.bm25 import query_vector
+from services.tuning.evaluation import Question, holds_answer, question_set
+from services.index.index_text import StoredIndexTexts
+from services.index.library import Library
+from services.index.store import KnowledgeBase
+from services.tuning.pseudo_queries import (PseudoQuery, llm_queries, offline_queries, starts_inside_a_sentence,
                                      window_for)
-from services.text import normalize
+from services.documents.text import normalize
 
 log = logging.getLogger(__name__)
 CARD = "wendao_card.json"
@@ -86,7 +86,7 @@ class Pair:
     chunk_id: int
     doc_id: str
     negative: str = ""
-    kind: str = ""  # question | cloze | llm (services.pseudo_queries)
+    kind: str = ""  # question | cloze | llm (services.tuning.pseudo_queries)
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Progress:
 
 # --- training data -------------------------------------------------------------------------------
 def generate_pairs(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings, llm=None) -> list[Pair]:
-    """Pseudo-queries for the KB's chunks (services.pseudo_queries: offline answer-masked questions
+    """Pseudo-queries for the KB's chunks (services.tuning.pseudo_queries: offline answer-masked questions
     and inverse cloze; with `llm`: generated questions), at most `queries_per_chunk` per chunk."""
     rng = random.Random(settings.seed)
     chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
@@ -205,7 +205,7 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from services.embedding import pick_device
+    from services.index.embedding import pick_device
 
     torch.manual_seed(settings.seed)
     model = SentenceTransformer(base, device=device or pick_device(), local_files_only=True)
@@ -294,7 +294,7 @@ def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pai
     model) and return (that mix, {mix: dev MRR@10}); a tie keeps more of the base. Interpolating keeps more of
     what the base knew where the KB's pseudo-queries teach little (general text) and most of the
     gain where they teach a lot (court judgments)."""
-    from services.embedding import open_embedder
+    from services.index.embedding import open_embedder
 
     chunks = _dev_chunks(lib, kb, dev_pairs, distractors)
     texts = StoredIndexTexts(lib.store, kb.id)(chunks)
@@ -356,7 +356,7 @@ def _autocast(device, precision: str):
 
     import torch
 
-    from services.torch_e5 import resolve_precision
+    from services.index.torch_e5 import resolve_precision
 
     if torch.device(device).type == "cpu" and resolve_precision(precision) == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -388,7 +388,7 @@ def _to_device(features: dict, device) -> dict:
 
 
 def _prefixes(base: str) -> tuple[str, str]:
-    from services.models import resolve
+    from services.index.models import resolve
 
     spec = resolve(base, "embedding")
     return spec.query_prefix, spec.passage_prefix
@@ -411,7 +411,7 @@ def pair_targets(pairs: list[Pair]) -> list[Target]:
 
 
 def question_targets(lib: Library, kb: KnowledgeBase, questions: list[Question]) -> list[Target]:
-    """The user's questions with services.evaluation's relevance rule (a chunk of the gold document
+    """The user's questions with services.tuning.evaluation's relevance rule (a chunk of the gold document
     holding a whole answer span). Questions no chunk of this KB answers (their document is not in it)
     are left out: they would score 0 before and after and say nothing about the model."""
     by_doc: dict[str, list] = {}
@@ -442,8 +442,8 @@ def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str, sets: dict[s
     `embedder` defaults to a fresh one for `model_path`; with `cache` (the library's embedding cache)
     vectors already computed are reused and new ones kept, so evaluating the KB's current model costs
     nothing and switching to a model evaluated here needs no re-embedding."""
-    from services import fusion
-    from services.embedding import open_embedder
+    from services.search import fusion
+    from services.index.embedding import open_embedder
 
     embedder = embedder or open_embedder(model_path)  # fresh: a run's output folder is reused by the next run
     ids, matrix = _kb_vectors(lib, kb, embedder, cache)
@@ -463,7 +463,7 @@ def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str, sets: dict[s
 def _kb_vectors(lib: Library, kb: KnowledgeBase, embedder, cache) -> tuple[np.ndarray, np.ndarray]:
     """(chunk ids, their passage vectors) for all of the KB's chunks as `embedder` embeds their index
     texts, reusing and filling `cache` (the library's embedding cache) when given."""
-    from services.embedding import embed_with_cache
+    from services.index.embedding import embed_with_cache
 
     chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
     matrix, _ = embed_with_cache(embedder, cache, StoredIndexTexts(lib.store, kb.id)(chunks))
@@ -503,14 +503,14 @@ def _metrics(ranks: list[int | None]) -> dict:
 def trainable_base(lib: Library, kb: KnowledgeBase) -> str:
     """A sentence-transformers folder or id for the KB's current model (the bundled 4-bit engine is
     converted to its torch form first, when that converter is available)."""
-    from services.models import resolve
+    from services.index.models import resolve
 
     name = lib.embedding_model(kb)
     spec = resolve(name, "embedding")
     if not spec.bundled:
         return spec.hf_id
     try:
-        from services import torch_e5
+        from services.index import torch_e5
 
         return str(torch_e5.model_dir())
     except Exception as exc:  # noqa: BLE001
@@ -578,7 +578,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
             "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
             "losses": progress.losses, "seconds": round(time.time() - started, 1),
             "mix": mix, "dev_mrr": dev_mrr}
-    if sets["questions"]:  # the KB's saved question set (services.evaluation.save_question_set)
+    if sets["questions"]:  # the KB's saved question set (services.tuning.evaluation.save_question_set)
         card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
                              "before": before["questions"], "after": after["questions"]}
     card["better"] = is_better(card["before"], card["after"], card.get("questions"))

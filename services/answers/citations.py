@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from services.retrieval import Hit
-from services.text import normalize, split_sentences
-from services.tokenizer import comparable, tokenize
+from services.search.retrieval import Hit
+from services.documents.text import normalize, split_sentences
+from services.documents.tokenizer import comparable, tokenize
 
 SUPPORT_THRESHOLD = 0.5
 # Texts that are not claims (labels and refusals) and are never cited.

@@ -39,7 +39,7 @@ import zipfile
 from typing import Iterable, Iterator
 
 from services import errors
-from services.parsing import (MIB, PAGE_SEPARATOR, PageSpan, ParsedDocument, _TextBudget, check_zip_bomb)
+from services.documents.doctypes import MIB, PAGE_SEPARATOR, PageSpan, ParsedDocument, TextBudget, check_zip_bomb
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def cell_text(value) -> str:
     return " ".join(str(value).split())  # line breaks inside a cell would split the row
 
 
-def sheet_lines(rows: Iterable[tuple], budget: _TextBudget, cells: list[int]) -> Iterator[str]:
+def sheet_lines(rows: Iterable[tuple], budget: TextBudget, cells: list[int]) -> Iterator[str]:
     """The lines of one sheet: rows before the header as they are, then every row as "a | b" (empty
     cells kept so columns line up, trailing ones dropped), the header row repeated whenever HEADER_EVERY characters of rows have passed
     since it last appeared. `cells` is a one-item counter of cells visited, shared by the sheets of
@@ -149,7 +149,7 @@ def parse_xlsx(data: bytes, filename: str) -> ParsedDocument:
     except Exception as exc:
         log.info("XLSX could not be opened: %s", exc)
         raise errors.CorruptFile("XLSX 文件已损坏或不是 Excel 工作簿，无法读取。") from exc
-    budget, cells = _TextBudget(), [0]
+    budget, cells = TextBudget(), [0]
     try:
         sheets = list(book.worksheets)
 
@@ -218,7 +218,7 @@ def parse_pptx(data: bytes, filename: str) -> ParsedDocument:
     except Exception as exc:
         log.info("PPTX could not be opened: %s", exc)
         raise errors.CorruptFile("PPTX 文件已损坏或不是 PowerPoint 演示文稿，无法读取。") from exc
-    budget = _TextBudget()
+    budget = TextBudget()
     slides = list(deck.slides)
 
     def pages():

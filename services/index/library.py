@@ -1,10 +1,10 @@
 """Library: the store plus its derived indexes and models, opened once per process.
 
 It owns the invariants that span SQLite and the indexes (../shared/DESIGN.md §3):
-- SQLite is the truth. BM25 is computed in memory from SQLite rows (services.bm25) and follows every
+- SQLite is the truth. BM25 is computed in memory from SQLite rows (services.index.bm25) and follows every
   commit through the KB's generation counter; the dense collection is recorded in the KB's settings
   (name + model fingerprint) so every operation uses the collection search uses.
-- Only the data dir's owner (services.ownership) writes rows or opens Qdrant Edge shards. Another
+- Only the data dir's owner (services.index.ownership) writes rows or opens Qdrant Edge shards. Another
   process (the CLI while the app runs) is read-only: BM25 from SQLite, dense search exact over the
   cached vectors in SQLite, and every write raises DataDirBusy before doing anything.
 - When a process becomes owner it reconciles: rows a dead process left half-written ('indexing'
@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from services import errors, ownership
-from services.bm25 import BM25Index, SparseVector
+from services import errors
+
+from services.index import ownership
+from services.index.bm25 import BM25Index, SparseVector
 from services.config import data_dir
-from services.embedding import EmbeddingCache, load_embedder
-from services.models import BUNDLED_EMBEDDER, default_embedder
-from services.store import KnowledgeBase, Store
-from services.vectors import (Backend, IndexSpec, ScoredId, ServerBackend, default_backend, dense_collection_name,
+from services.index.embedding import EmbeddingCache, load_embedder
+from services.index.models import BUNDLED_EMBEDDER, default_embedder
+from services.index.store import KnowledgeBase, Store
+from services.index.vectors import (Backend, IndexSpec, ScoredId, ServerBackend, default_backend, dense_collection_name,
                               kb_prefix)
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class Library:
 
     @property
     def backend(self) -> Backend:
-        """The vector engine. Embedded shards are opened only by the owner (see services.ownership)."""
+        """The vector engine. Embedded shards are opened only by the owner (see services.index.ownership)."""
         if self._backend is not None:
             return self._backend
         backend = default_backend(self.root)
@@ -147,7 +149,7 @@ class Library:
 
     def delete_kb(self, kb: KnowledgeBase) -> None:
         """Delete a KB — its rows first (the truth), then every collection and file named for it —
-        and the hidden evaluation copies made from it (services.evaluation.chunker_variant)."""
+        and the hidden evaluation copies made from it (services.tuning.evaluation.chunker_variant)."""
         self.require_owner()
         with self.write_lock:
             copies = [k for k in self.store.list_kbs() if k.settings.get("source_kb") == kb.id]
@@ -261,8 +263,8 @@ class Library:
         """Data dirs from before collections were recorded: adopt each KB's dense collection (named
         after its model, `kb<id>__<model>`) instead of dropping it; its fingerprint is filled in the
         first time the model that named it is loaded (see `_settle_legacy`)."""
-        from services.models import resolve
-        from services.vectors import collection_name
+        from services.index.models import resolve
+        from services.index.vectors import collection_name
 
         for kb in kbs.values():
             if self.dense_index(kb) is not None:
@@ -327,7 +329,7 @@ class Library:
         return [(i, n, b) for i, n, b, _ in rows]
 
     def _backfill_terms(self, kb: KnowledgeBase, missing: list[tuple]) -> list[tuple]:
-        from services.index_text import StoredIndexTexts, index_rows
+        from services.index.index_text import StoredIndexTexts, index_rows
 
         chunks = self.store.get_chunks([m[0] for m in missing])
         texts_of = StoredIndexTexts(self.store, kb.id)
@@ -394,7 +396,7 @@ class Library:
         self._closed = True
         self.store.close()
         if self.owner and ownership.release(self.root):
-            from services.vectors import close_backend
+            from services.index.vectors import close_backend
 
             close_backend(self.root)
         self.owner = False
@@ -422,7 +424,7 @@ def retrieval_settings(lib: Library, kb: KnowledgeBase):
 
 
 def chunking_config(lib: Library, kb: KnowledgeBase):
-    from services.chunking import ChunkingConfig
+    from services.documents.chunking import ChunkingConfig
 
     saved = lib.store.get_kb(kb.id).settings.get("chunking", {})
     try:

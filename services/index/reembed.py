@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from services.embedding import embed_with_cache, load_embedder
-from services.index_text import StoredIndexTexts
-from services.library import Library
-from services.store import KnowledgeBase
-from services.vectors import IndexSpec
+from services.index.embedding import embed_with_cache, load_embedder
+from services.index.index_text import StoredIndexTexts
+from services.index.library import Library
+from services.index.store import KnowledgeBase
+from services.index.vectors import IndexSpec
 
 
 def reembed(lib: Library, kb: KnowledgeBase, model: str, progress: Callable[[int, int], None] | None = None) -> int:

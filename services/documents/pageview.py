@@ -1,8 +1,8 @@
 """The page view: the original file at the cited spot.
 
 For a PDF, the cited page is rendered with PDFium and the quoted sentence is highlighted from the
-text page's character boxes. The parser (services.parsing) built the document text from PDFium's page
-text, folded (services.text.fold_chars), with layout line wraps joined and each page stripped; so a
+text page's character boxes. The parser (services.documents.parsing) built the document text from PDFium's page
+text, folded (services.documents.text.fold_chars), with layout line wraps joined and each page stripped; so a
 document offset maps to the page's character index by walking both texts over their non-blank
 characters, which those steps never add, drop or reorder. For other formats (DOCX, TXT, …) the
 passage is shown in its surrounding document text (`context_window`).
@@ -15,8 +15,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.parsing import _PDFIUM_LOCK, PageSpan
-from services.text import fold_chars
+from services.documents.parsing import _PDFIUM_LOCK, PageSpan
+from services.documents.text import fold_chars
 
 HIGHLIGHT_RGBA = (255, 214, 0, 110)
 OUTLINE_RGB = (181, 71, 42)

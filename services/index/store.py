@@ -1,6 +1,6 @@
 """SQLite store: knowledge bases, documents and chunks — the source of truth.
 
-BM25 (services.bm25, in memory) and dense vectors (services.vectors) are derived from here and can
+BM25 (services.index.bm25, in memory) and dense vectors (services.index.vectors) are derived from here and can
 be rebuilt from here (`reindex`). Schema changes are numbered migrations (PRAGMA user_version).
 
 Every change of what is searchable is one SQLite transaction, so there is never a half state:
@@ -11,7 +11,7 @@ Every change of what is searchable is one SQLite transaction, so there is never 
 - each such commit bumps the knowledge base's `generation`, which tells in-memory indexes (in this or
   another process) that they must catch up.
 Rows left 'indexing' / 'pending' by a dead process are removed by the data-dir owner at start
-(services.library.Library.reconcile); only the owner writes (services.ownership).
+(services.index.library.Library.reconcile); only the owner writes (services.index.ownership).
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import errors
-from services.chunking import Chunk
-from services.parsing import PageSpan
+from services.documents.chunking import Chunk
+from services.documents.parsing import PageSpan
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -265,7 +265,7 @@ class Store:
         uploads of the same content at once cannot both insert: the second gets None.
         `replaces` names the document (same file name, older content) that `finalize_document` will
         remove in the same transaction that makes this one ready. `index_rows[i]` is chunk i's
-        (BM25 terms blob, BM25 length, embedding-cache key), see services.bm25.
+        (BM25 terms blob, BM25 length, embedding-cache key), see services.index.bm25.
 
         Returns the new chunk ids (in order), which also become the vector-index point ids.
         """

@@ -10,14 +10,16 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from services import errors, fusion
-from services.bm25 import query_vector
-from services.chunking import Chunk
+from services import errors
+
+from services.search import fusion
+from services.index.bm25 import query_vector
+from services.documents.chunking import Chunk
 from services.config import RetrievalSettings
-from services.embedding import embed_query
-from services.library import Library
-from services.store import KnowledgeBase
-from services.tokenizer import query_terms
+from services.index.embedding import embed_query
+from services.index.library import Library
+from services.index.store import KnowledgeBase
+from services.documents.tokenizer import query_terms
 
 MODES = {"bm25": "BM25 关键词", "dense": "向量", "hybrid": "混合"}
 
@@ -142,7 +144,7 @@ class Retriever:
         return hits
 
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
-        from services.rerank import load_reranker
+        from services.search.rerank import load_reranker
 
         reranker = load_reranker(self.settings.reranker_model)
         head, tail = hits[: self.settings.rerank_top_n], hits[self.settings.rerank_top_n:]

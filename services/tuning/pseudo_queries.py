@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 
 from services import errors
-from services.text import split_sentences
-from services.tokenizer import to_simplified
+from services.documents.text import split_sentences
+from services.documents.tokenizer import to_simplified
 
 WINDOW = 220  # characters of passage kept around the query's sentence (~128 e5 tokens with the title)
 _NUMBER = r"(?<!第)(?:[0-9][0-9,.]*|[一二三四五六七八九十百千万两零〇点點]+)"

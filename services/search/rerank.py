@@ -11,8 +11,8 @@ import threading
 import time
 
 from services import errors
-from services.embedding import _short_hub_timeouts, pick_device
-from services.models import ensure_loadable, hub_hint, resolve
+from services.index.embedding import _short_hub_timeouts, pick_device
+from services.index.models import ensure_loadable, hub_hint, resolve
 
 
 class Reranker:

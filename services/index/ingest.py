@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from services import errors
-from services.chunking import ChunkingConfig, chunk_text
-from services.embedding import embed_with_cache
-from services.index_text import document_title, index_rows, index_text  # noqa: F401 (re-exported)
-from services.library import Library
-from services.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, check_size, parse
-from services.store import KnowledgeBase
-from services.text import normalize
+from services.documents.chunking import ChunkingConfig, chunk_text
+from services.index.embedding import embed_with_cache
+from services.index.index_text import document_title, index_rows, index_text  # noqa: F401 (re-exported)
+from services.index.library import Library
+from services.documents.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, check_size, parse
+from services.index.store import KnowledgeBase
+from services.documents.text import normalize
 
 log = logging.getLogger(__name__)
 

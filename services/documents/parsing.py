@@ -32,92 +32,13 @@ from typing import Callable, Iterable
 
 from services import errors
 from services.config import max_document_chars, max_file_bytes
-from services.text import fold_chars, join_wrapped_lines
+from services.documents import office
+from services.documents.doctypes import (MAX_COMPRESSION_RATIO, MAX_DOCX_UNCOMPRESSED, MIB, PAGE_SEPARATOR,  # noqa: F401
+                                         PageSpan, ParsedDocument, TextBudget, check_size, check_zip_bomb,
+                                         format_mb, page_for_offset)
+from services.documents.text import fold_chars, join_wrapped_lines
 
 log = logging.getLogger(__name__)
-
-PAGE_SEPARATOR = "\n\n"
-MIB = 1024 * 1024
-
-
-@dataclass
-class PageSpan:
-    """Text [start, end) of the document text is on page `page` (1-based); `ocr` when that text
-    was recognised from the page image (a scanned page), not read from a text layer."""
-
-    page: int
-    start: int
-    end: int
-    ocr: bool = False
-
-
-@dataclass
-class ParsedDocument:
-    filename: str
-    text: str
-    pages: list[PageSpan] = field(default_factory=list)
-    skipped_pages: list[int] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    encoding: str | None = None
-
-    @property
-    def page_count(self) -> int:
-        return max([p.page for p in self.pages] + self.skipped_pages + [1])
-
-    def page_at(self, offset: int) -> int:
-        """The page number holding character `offset` (1 for documents without pages)."""
-        return page_for_offset(self.pages, offset)
-
-
-def page_for_offset(spans: list[PageSpan], offset: int) -> int:
-    """The page holding `offset`; an offset in the separator between two pages belongs to the page
-    before it (so a chunk ending in that separator does not end on an earlier page)."""
-    page = spans[0].page if spans else 1
-    for span in spans:
-        if span.start > offset:
-            break
-        page = span.page
-    return page
-
-
-# --- limits ---------------------------------------------------------------------------------
-def format_mb(size: int) -> str:
-    """A byte count in the unit of the size limit (MB of 1024 x 1024 bytes, as Streamlit's
-    maxUploadSize), so "200 MB" in a message means the same as WENDAO_MAX_FILE_MB=200."""
-    return f"{size / MIB:.2f}".rstrip("0").rstrip(".")
-
-
-def check_size(size: int) -> None:
-    """Refuse a file over the size limit; called with the size from the upload or from `stat`,
-    before the file is read."""
-    limit = max_file_bytes()
-    if size > limit:
-        size_text, limit_text = f"{format_mb(size)} MB", f"{format_mb(limit)} MB"
-        if size_text == limit_text:  # just over the limit: show bytes, not two equal numbers
-            size_text, limit_text = f"{size:,} 字节", f"{limit_text}（{limit:,} 字节）"
-        raise errors.FileTooLarge(f"文件大小 {size_text}，超过上限 {limit_text}。")
-
-
-class _TextBudget:
-    """Counts the characters and lines a parser has produced so far and stops it, with a clear
-    message, as soon as a document would exceed the per-document caps (memory stays bounded)."""
-
-    def __init__(self, max_chars: int | None = None, max_lines: int | None = None):
-        self.max_chars = max_document_chars() if max_chars is None else max_chars
-        self.max_lines = max_lines if max_lines is not None else max(1000, self.max_chars // 10)
-        self.chars = 0
-        self.lines = 0
-
-    def add(self, chars: int, lines: int = 0) -> None:
-        self.chars += chars
-        self.lines += lines
-        if self.chars > self.max_chars:
-            raise errors.DocumentTooLong(
-                f"文档文字太多（超过 {self.max_chars:,} 个字符的上限），请拆分成几个较小的文件后再上传。")
-        if self.lines > self.max_lines:
-            raise errors.DocumentTooLong(
-                f"文档段落太多（超过 {self.max_lines:,} 段的上限），请拆分成几个较小的文件后再上传。")
-
 
 # --- text files -----------------------------------------------------------------------------
 _BOMS = [
@@ -250,12 +171,12 @@ def _decode_document(data: bytes) -> tuple[str, str]:
     over-long text before decoding when the byte count alone proves it (a character takes at
     most 4 bytes in any supported encoding)."""
     check_text_bytes(data)
-    _TextBudget().add(len(data) // 4)
+    TextBudget().add(len(data) // 4)
     text, encoding = decode_text(data)
     check_decoded_text(text)
     if "\x00" in text:  # a few stray NUL bytes (more are refused above): never stored or shown
         text = text.replace("\x00", "")
-    _TextBudget().add(len(text))
+    TextBudget().add(len(text))
     return text, encoding
 
 
@@ -273,7 +194,7 @@ class _HtmlText(HTMLParser):
     tiny elements costs its text, not a tree of a million objects; BeautifulSoup took 700 MB for
     4.7 MB of tags). Script/style/template/noscript/head/svg content and comments are dropped."""
 
-    def __init__(self, budget: _TextBudget):
+    def __init__(self, budget: TextBudget):
         super().__init__(convert_charrefs=True)
         self.budget = budget
         self.lines: list[str] = []
@@ -305,7 +226,7 @@ class _HtmlText(HTMLParser):
 def parse_html(data: bytes, filename: str) -> ParsedDocument:
     """Visible text only: script/style/template/noscript/head and comments are dropped."""
     raw, encoding = _decode_document(data)
-    reader = _HtmlText(_TextBudget())
+    reader = _HtmlText(TextBudget())
     for start in range(0, len(raw), 1 << 20):
         reader.feed(raw[start:start + (1 << 20)])
     reader.close()
@@ -381,7 +302,7 @@ def pdf_document(filename: str, page_texts: Iterable[str],
     when given, is asked for the text of a page without a usable text layer (None: not read);
     such a page's span is marked `ocr`."""
     doc = ParsedDocument(filename, "")
-    budget = _TextBudget()
+    budget = TextBudget()
     parts: list[str] = []
     offset = page_total = 0
     recognised: list[int] = []
@@ -425,9 +346,9 @@ def _locked_page_text(pdf, index: int) -> str:
 
 
 def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
-    """Text layer page by page; pages without one are OCR'd when services.ocr can run (PDFium is
+    """Text layer page by page; pages without one are OCR'd when services.documents.ocr can run (PDFium is
     locked per call, not while a page is being recognised)."""
-    from services import ocr
+    from services.documents import ocr
 
     with _PDFIUM_LOCK:
         pdf = _open_pdf(data)
@@ -446,8 +367,6 @@ def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
 
 
 # --- DOCX -----------------------------------------------------------------------------------
-MAX_DOCX_UNCOMPRESSED = 300 * MIB
-MAX_COMPRESSION_RATIO = 200
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 _OFFICE_DOCUMENT = "/officeDocument"
@@ -465,26 +384,6 @@ _W_VMERGE = _W + "vMerge"
 _W_VAL = _W + "val"
 _DOCX_SKIP = {_W + "txbxContent", _W + "del", _W + "moveFrom"}
 _DOCX_CHARS = {_W + "tab": "\t", _W + "ptab": "\t", _W + "cr": "\n", _W + "noBreakHyphen": "-"}
-
-
-def check_zip_bomb(data: bytes, kind: str = "DOCX") -> list[zipfile.ZipInfo]:
-    """Refuse archives whose directory announces an absurd size (honest zip bombs) or claims more
-    compressed data than the file holds (a directory that lies); returns the entries. The bytes
-    actually inflated are capped again while reading (`_read_capped`), whatever the directory says;
-    zipfile itself never inflates an entry past the size its directory entry states. `kind` names
-    the format in the messages (DOCX, XLSX, PPTX)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
-        raise errors.CorruptFile(f"{kind} 文件已损坏（不是有效的 zip 包）。") from exc
-    total = sum(info.file_size for info in infos)
-    compressed = sum(info.compress_size for info in infos)
-    if compressed > len(data):
-        raise errors.CorruptFile(f"{kind} 文件已损坏（压缩包目录与实际内容不符），已拒绝。")
-    if total > MAX_DOCX_UNCOMPRESSED or (total > 10 * MIB and total / max(1, compressed) > MAX_COMPRESSION_RATIO):
-        raise errors.FileTooLarge(f"{kind} 解压后体积异常巨大（疑似压缩炸弹），已拒绝。")
-    return infos
 
 
 def _read_capped(archive: zipfile.ZipFile, name: str, sink: Callable[[bytes], None], cap: int) -> None:
@@ -509,7 +408,7 @@ class _DocxBody:
     table row, in body order, as the XML streams by. No tree is built, so memory is bounded by the
     text kept (capped by `budget`), not by the size of the XML."""
 
-    def __init__(self, budget: _TextBudget):
+    def __init__(self, budget: TextBudget):
         self.budget = budget
         self.lines: list[str] = []
         self.paragraph: io.StringIO | None = None  # (a list of millions of one-character runs is 60x larger)
@@ -637,7 +536,7 @@ def parse_docx(data: bytes, filename: str) -> ParsedDocument:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = {info.filename for info in infos}
         part = _docx_main_part(archive, names)
-        body = _DocxBody(_TextBudget())
+        body = _DocxBody(TextBudget())
         parser = etree.XMLParser(target=body, resolve_entities=False, no_network=True, huge_tree=False)
         try:
             _read_capped(archive, part, parser.feed, MAX_DOCX_UNCOMPRESSED)
@@ -646,13 +545,6 @@ def parse_docx(data: bytes, filename: str) -> ParsedDocument:
             log.info("DOCX XML broken: %s", exc)
             raise errors.CorruptFile("DOCX 文件已损坏（正文 XML 格式错误）。") from exc
     return ParsedDocument(filename, text, [PageSpan(1, 0, len(text))])
-
-
-def _office():
-    """services.office (XLSX/PPTX), imported on first use: it imports this module."""
-    from services import office
-
-    return office
 
 
 PARSERS: dict[str, Callable[[bytes, str], ParsedDocument]] = {
@@ -664,8 +556,8 @@ PARSERS: dict[str, Callable[[bytes, str], ParsedDocument]] = {
     ".docx": parse_docx,
     ".html": parse_html,
     ".htm": parse_html,
-    ".xlsx": lambda data, filename: _office().parse_xlsx(data, filename),
-    ".pptx": lambda data, filename: _office().parse_pptx(data, filename),
+    ".xlsx": office.parse_xlsx,
+    ".pptx": office.parse_pptx,
 }
 SUPPORTED_EXTENSIONS = sorted(PARSERS)
 # Whitespace and invisible format characters (zero-width space/joiners, BOM, soft hyphen, bidi marks).

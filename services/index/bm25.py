@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import sparse as sp
 
-from services.tokenizer import tokenize
+from services.documents.tokenizer import tokenize
 
 K1 = 1.2
 B = 0.75

@@ -6,7 +6,7 @@ recorded in the KB's settings, so every operation — search, delete, optimise, 
 collection the KB really uses. Named vector "dense", cosine. Point id = chunk id from the SQLite
 store; payload = {"doc_id"}. Each collection records its model fingerprint and dimension in
 `meta.json` (embedded) or the collection's metadata (server); opening it with another fingerprint
-raises IndexMismatch. (BM25 lives in memory, computed from SQLite: services.bm25. The sparse code
+raises IndexMismatch. (BM25 lives in memory, computed from SQLite: services.index.bm25. The sparse code
 path here only serves the legacy `kb<id>__bm25` collections of older data dirs, which are dropped.)
 
 Embedded engine: qdrant-edge-py (Qdrant's own engine in-process). Measured on this 2-core machine
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 from services import errors
-from services.bm25 import SparseVector
+from services.index.bm25 import SparseVector
 from services.config import data_dir, qdrant_url
 
 DENSE = "dense"

@@ -1,0 +1,1 @@
+"""Answers: prompt and LLM client, extractive answers, citations, refusal."""

@@ -1,0 +1,1 @@
+"""Documents: bytes -> text with pages (parsing, office formats, OCR), normalisation, tokenizing, chunking."""

@@ -1,0 +1,1 @@
+"""Search: the retriever (BM25 + dense -> fusion -> rerank -> merged passages)."""

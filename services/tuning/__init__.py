@@ -1,0 +1,1 @@
+"""Tuning: the retrieval evaluator, pseudo-queries and fine-tuning."""
