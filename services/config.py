@@ -19,6 +19,25 @@ def data_dir() -> Path:
     return path
 
 
+SECRET_NAMES = {"OPENAI_BASE_URL": "base_url", "OPENAI_API_KEY": "api_key", "WENDAO_LLM_MODEL": "model"}
+
+
+def server_llm_secrets() -> dict:
+    """LLM endpoint values from Streamlit's secrets files (~/.streamlit/secrets.toml, then
+    ./.streamlit/secrets.toml winning), read here so the app, the CLI and the API resolve the
+    endpoint the same way. Values stay on the server (services.index.library.llm_settings)."""
+    import tomllib
+
+    found: dict = {}
+    for path in (Path.home() / ".streamlit" / "secrets.toml", Path.cwd() / ".streamlit" / "secrets.toml"):
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        found.update({field: str(values[name]) for name, field in SECRET_NAMES.items() if values.get(name)})
+    return found
+
+
 def max_file_bytes() -> int:
     """Largest accepted upload (`WENDAO_MAX_FILE_MB`, default 200). One MB is 1024 x 1024 bytes
     everywhere (limit, messages), as for Streamlit's maxUploadSize in .streamlit/config.toml."""

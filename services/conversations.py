@@ -1,90 +1,61 @@
-"""Kept conversations: per knowledge base, in SQLite, so a reload or a restart loses nothing.
+"""Kept conversations: per knowledge base and per user, in SQLite, so a reload or a restart loses nothing.
 
 A conversation is a titled list of turns; each turn stores the question and everything needed to
 show it again and to continue from it: the answer's JSON (text, mode, rewritten query, citations
-with document offsets and pages, timings, notices) and the settings it was answered with.
+with document offsets and pages, timings, notices) and the settings it was answered with. The rows
+live in services.index.repositories.ConversationRows; this module is the conversation logic on top
+(titles, continuing a conversation, export). Each conversation has an unguessable public id
+(`key`), used in URLs and the API instead of the sequential row id.
 """
 from __future__ import annotations
 
-import json
-import time
-from dataclasses import dataclass
+import re
+import secrets
 
 from services import errors
+from services.index.repositories import ConversationInfo  # noqa: F401 - the view type of this module
 from services.index.store import Store
 
-TITLE_CHARS = 30
+TITLE_LIMIT = 100
 
 
-@dataclass
-class ConversationInfo:
-    id: int
-    kb_id: int
-    title: str
-    created_at: float
-    updated_at: float
-    turns: int
+def create(store: Store, kb_id: int, title: str = "新对话", owner: str = "") -> int:
+    return store.conversations.create(kb_id, title, owner, secrets.token_urlsafe(16))
 
 
-def create(store: Store, kb_id: int, title: str = "新对话") -> int:
-    now = time.time()
-    with store._lock:
-        cur = store.db.execute("INSERT INTO conversations(kb_id, title, created_at, updated_at) VALUES (?,?,?,?)",
-                               (kb_id, title, now, now))
-        return cur.lastrowid
-
-
-def list_for(store: Store, kb_id: int) -> list[ConversationInfo]:
-    """A KB's conversations, most recently used first."""
-    rows = store.db.execute(
-        "SELECT c.id, c.kb_id, c.title, c.created_at, c.updated_at, "
-        "(SELECT COUNT(*) FROM turns t WHERE t.conversation_id=c.id) FROM conversations c "
-        "WHERE c.kb_id=? ORDER BY c.updated_at DESC, c.id DESC", (kb_id,))
-    return [ConversationInfo(*r) for r in rows]
+def list_for(store: Store, kb_id: int, owner: str | None = None) -> list[ConversationInfo]:
+    """A KB's conversations (only `owner`'s when given), most recently used first."""
+    return store.conversations.list_for(kb_id, owner)
 
 
 def get(store: Store, conversation_id: int) -> ConversationInfo:
-    row = store.db.execute(
-        "SELECT c.id, c.kb_id, c.title, c.created_at, c.updated_at, "
-        "(SELECT COUNT(*) FROM turns t WHERE t.conversation_id=c.id) FROM conversations c WHERE c.id=?",
-        (conversation_id,)).fetchone()
-    if row is None:
-        raise errors.WendaoError("找不到这个对话（可能已被删除）。")
-    return ConversationInfo(*row)
+    return store.conversations.get(conversation_id)
+
+
+def find(store: Store, key: str) -> ConversationInfo:
+    """A conversation by its public id (ConversationNotFound when there is none)."""
+    return store.conversations.find(key)
 
 
 def add_turn(store: Store, conversation_id: int, question: str, answer: dict, settings: dict | None = None) -> int:
     """Append a turn; the first question becomes the title of an untitled conversation."""
-    now = time.time()
-    payload = json.dumps({"answer": answer, "settings": settings or {}}, ensure_ascii=False)
-    with store._lock, store.transaction():
-        cur = store.db.execute("INSERT INTO turns(conversation_id, question, payload, created_at) VALUES (?,?,?,?)",
-                               (conversation_id, question, payload, now))
-        store.db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now, conversation_id))
-        store.db.execute("UPDATE conversations SET title=? WHERE id=? AND title='新对话'",
-                         (_title(question), conversation_id))
-        return cur.lastrowid
+    return store.conversations.add_turn(conversation_id, question, {"answer": answer, "settings": settings or {}})
 
 
 def turns(store: Store, conversation_id: int) -> list[dict]:
     """[{"question", "answer": {...}, "settings": {...}, "created_at"}] in order."""
-    rows = store.db.execute("SELECT question, payload, created_at FROM turns WHERE conversation_id=? ORDER BY id",
-                            (conversation_id,))
-    return [{"question": q, **json.loads(p), "created_at": t} for q, p, t in rows]
+    return store.conversations.turns(conversation_id)
 
 
 def rename(store: Store, conversation_id: int, title: str) -> None:
     title = (title or "").strip()
-    if not title or len(title) > 100:
-        raise errors.InvalidName("对话名称不能为空，且不超过 100 个字符。")
-    with store._lock:
-        store.db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
+    if not title or len(title) > TITLE_LIMIT:
+        raise errors.InvalidName(f"对话名称不能为空，且不超过 {TITLE_LIMIT} 个字符。")
+    store.conversations.rename(conversation_id, title)
 
 
 def delete(store: Store, conversation_id: int) -> None:
-    with store._lock, store.transaction():
-        store.db.execute("DELETE FROM turns WHERE conversation_id=?", (conversation_id,))
-        store.db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+    store.conversations.delete(conversation_id)
 
 
 def history(store: Store, conversation_id: int):
@@ -98,6 +69,29 @@ def history(store: Store, conversation_id: int):
     return conv
 
 
-def _title(question: str) -> str:
-    q = " ".join(question.split())
-    return q if len(q) <= TITLE_CHARS else q[:TITLE_CHARS] + "…"
+def export_filename(title: str) -> str:
+    """A download name from the conversation's title: characters that file systems refuse removed."""
+    stem = re.sub(r'[\\/:*?"<>|\x00-\x1f\u202a-\u202e\u2066-\u2069]+', "_", title).strip(" ._") or "对话"
+    return f"问道对话-{stem[:60]}.md"
+
+
+def export_markdown(kb_name: str, turns: list[dict]) -> str:
+    """The conversation as Markdown, every kept turn included; an unsupported citation is marked
+    （未核实）, the word the chat uses."""
+    from services.documents.pageview import page_label
+
+    lines = [f"# 问道对话记录 · {kb_name}\n"]
+    for t in turns:
+        a = t["answer"]
+        lines.append(f"## 问：{t['question']}\n")
+        lines.append(a.get("answer", "") + "\n")
+        sources = a.get("sources", [])
+        if a.get("citations"):
+            lines.append("**来源**\n")
+            for c in a["citations"]:
+                s = sources[c["n"] - 1] if 1 <= c["n"] <= len(sources) else {}
+                first, last = (s.get("pages") or [s.get("page", c.get("page", 1))] * 2)[:2] if s else [c.get("page", 1)] * 2
+                lines.append(f"- [{c['n']}] 《{c['doc']}》{page_label(int(first), int(last))}：“{c['quote']}”"
+                             + ("" if c.get("supported") else "（未核实）"))
+            lines.append("")
+    return "\n".join(lines)

@@ -151,3 +151,21 @@ class LLMTimeout(LLMError):
 
 class LLMContextTooLong(LLMError):
     default_message = "输入超过了模型的上下文长度，请减少检索片段数量或换用上下文更长的模型。"
+
+
+class ConversationNotFound(WendaoError):
+    default_message = "找不到这个对话（可能已被删除）。"
+
+
+class JobNotFound(WendaoError):
+    default_message = "找不到这个任务。"
+
+
+class PermissionDenied(WendaoError):
+    """The principal (user or API key) may not do this; nothing was read or changed."""
+
+    default_message = "没有权限执行这个操作。"
+
+
+class NotSignedIn(PermissionDenied):
+    default_message = "请先登录。"

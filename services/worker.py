@@ -1,127 +1,197 @@
-"""Background ingestion: one worker thread per data dir, jobs and their progress in SQLite.
+"""One execution model for long work: jobs in SQLite, run one at a time by the data dir's worker.
 
-The page that receives an upload only stores the bytes (`<data>/uploads/`) and queues a job; the
-worker (a daemon thread in the owner process — the app) indexes queued jobs one at a time with the
-same `ingest_bytes` the CLI uses, writing stage / done / total / rate to the job row as it goes. Pages
-poll the rows, so users can switch pages, ask about what is already indexed, close the tab and come
-back; other sessions are never blocked. A job left 'running' by a process that died is queued again
-by the next owner (services.index.library.Library.reconcile); its upload file is still there.
+Anything that can take more than a second — ingest of an upload, a document's missing vectors,
+re-embedding with another model, reindex, re-chunking a document, optimising the dense index, an
+evaluation run (chunker variants included), the sample KB, fine-tuning — is queued as a job row
+(services.index.repositories.JobRows) and run by the worker thread of the process that owns the data
+dir (the app; the CLI runs the same handlers in-line). A handler reports stage / done / total to the
+row as it goes and checks `cancelled()` between steps, so pages only submit and poll: users can switch
+pages, reload, open a second tab or leave and come back. A job left 'running' by a process that died
+is queued again by the next owner (services.index.library.Library.reconcile); its inputs (an upload's
+bytes under `<data>/uploads/`, the params) are still there. The worker starts with the owner, so
+queued work resumes without waiting for a new submission.
+
+A new kind of long work is one handler registered in HANDLERS.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from services import errors
-from services.documents.chunking import ChunkingConfig
 from services.index.library import Library
+from services.index.repositories import ACTIVE, Job  # noqa: F401 - Job/ACTIVE are the worker's view types
 from services.index.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3
-ACTIVE = ("queued", "running", "cancelling")
+# kinds whose handler checks `cancelled()` while running; others can be cancelled only while queued
+CANCELLABLE_WHILE_RUNNING = {"finetune", "evaluate", "reembed", "sample"}
+
+
+class Cancelled(Exception):
+    """Raised by a handler that saw its job cancelled; the job ends 'cancelled', nothing half-done kept."""
 
 
 @dataclass
-class Job:
-    id: int
-    kb_id: int
-    filename: str
-    status: str  # queued | running | done | failed | cancelled (kind 'vectors': a keyword-only doc's vectors)
-    stage: str
-    done: int
-    total: int
-    result: dict
-    created_at: float
-    started_at: float | None
-    updated_at: float
-    kind: str = "ingest"  # ingest | vectors | finetune
+class JobContext:
+    """What a handler gets: the library, the KB, the job's params and ways to report and to stop."""
 
-    @property
-    def elapsed(self) -> float:
-        return (self.updated_at if self.status not in ACTIVE else time.time()) - (self.started_at or self.created_at)
+    lib: Library
+    kb: KnowledgeBase
+    job_id: int
+    name: str
+    params: dict
+    path: str | None
+    progress: Callable[..., None]  # progress(stage, done, total, **extra)
+    cancelled: Callable[[], bool]
+
+    def check_cancelled(self) -> None:
+        if self.cancelled():
+            raise Cancelled()
 
 
-def submit(lib: Library, kb: KnowledgeBase, filename: str, data: bytes, config: ChunkingConfig) -> int:
-    """Queue one upload for background indexing; returns the job id. Only the owner queues jobs."""
+Handler = Callable[[JobContext], dict]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(kind: str):
+    """Register the function that runs jobs of `kind` (returns the job's result dict)."""
+    def register(fn: Handler) -> Handler:
+        HANDLERS[kind] = fn
+        return fn
+    return register
+
+
+# --- submitting and reading jobs -----------------------------------------------------------------
+def submit(lib: Library, kb: KnowledgeBase, kind: str, name: str, params: dict | None = None,
+           data: bytes | None = None, background: bool = True) -> int:
+    """Queue a job of `kind` for the KB; `data` (an upload's bytes) is kept under <data>/uploads/ until
+    the job ends. Only the data dir's owner queues jobs (DataDirBusy otherwise)."""
+    import services.jobs  # noqa: F401 - registers the handlers
+
+    if kind not in HANDLERS:
+        raise errors.WendaoError(f"未知的任务类型：{kind}")
     lib.require_owner()
-    folder = lib.root / "uploads"
-    folder.mkdir(exist_ok=True)
-    path = folder / uuid.uuid4().hex
-    path.write_bytes(data)
-    now = time.time()
-    with lib.store._lock:
-        cur = lib.store.db.execute(
-            "INSERT INTO jobs(kb_id, kind, filename, path, params, status, created_at, updated_at)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (kb.id, "ingest", filename, str(path), json.dumps(config.to_dict()), "queued", now, now))
-    worker_for(lib).wake()
-    return cur.lastrowid
+    path = None
+    if data is not None:
+        folder = lib.root / "uploads"
+        folder.mkdir(exist_ok=True)
+        path = folder / uuid.uuid4().hex
+        path.write_bytes(data)
+    job_id = lib.store.jobs.add(kb.id, kind, name, params or {}, str(path) if path else None)
+    if background:
+        worker_for(lib).wake()
+    return job_id
 
 
 def jobs(lib: Library, kb: KnowledgeBase, since: float | None = None, kinds=("ingest", "vectors")) -> list[Job]:
     """A KB's jobs of `kinds`: all active ones plus those finished after `since` (default: the last hour)."""
     since = time.time() - 3600 if since is None else since
-    marks = ",".join("?" * len(kinds))
-    rows = lib.store.db.execute(
-        "SELECT id, kb_id, filename, status, stage, done, total, result, created_at, started_at, updated_at, kind"
-        f" FROM jobs WHERE kb_id=? AND kind IN ({marks}) AND (status IN ('queued','running','cancelling')"
-        " OR updated_at>=?) ORDER BY id", (kb.id, *kinds, since))
-    return [Job(*r[:7], json.loads(r[7] or "{}"), *r[8:]) for r in rows]
+    return lib.store.jobs.of_kb(kb.id, tuple(kinds), since)
+
+
+def get(lib: Library, job_id: int) -> Job:
+    job = lib.store.jobs.get(job_id)
+    if job is None:
+        raise errors.JobNotFound()
+    return job
 
 
 def cancel(lib: Library, job_id: int) -> bool:
-    """Cancel a job: one not started is cancelled at once; a running fine-tuning stops at its next
-    step ('cancelling'). True when something was cancelled."""
-    now = time.time()
-    with lib.store._lock:
-        cur = lib.store.db.execute("UPDATE jobs SET status='cancelled', updated_at=? WHERE id=? AND status='queued'",
-                                   (now, job_id))
-        if not cur.rowcount:
-            running = lib.store.db.execute("UPDATE jobs SET status='cancelling', updated_at=? WHERE id=?"
-                                           " AND status='running' AND kind='finetune'", (now, job_id))
-            return bool(running.rowcount)
-    _remove_upload(lib, job_id)
-    return True
+    """Cancel a job: one not started is cancelled at once; a running one of a kind that checks for it
+    stops at its next step ('cancelling'). True when something was cancelled."""
+    job = get(lib, job_id)
+    if job.status == "running" and job.kind not in CANCELLABLE_WHILE_RUNNING:
+        return False
+    outcome = lib.store.jobs.cancel(job_id)
+    if outcome == "cancelled":
+        _remove_upload(lib, job_id)
+    return outcome is not None
 
 
-def submit_finetune(lib: Library, kb: KnowledgeBase, name: str, settings=None) -> int:
-    """Queue a fine-tuning run of the KB's embedding model (services.tuning.finetune) in the background."""
-    from dataclasses import asdict
-
-    from services.tuning.finetune import FinetuneSettings, _valid_name
-
-    lib.require_owner()
-    params = {"name": _valid_name(name), "settings": asdict(settings or FinetuneSettings())}
-    now = time.time()
-    with lib.store._lock:
-        cur = lib.store.db.execute(
-            "INSERT INTO jobs(kb_id, kind, filename, params, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-            (kb.id, "finetune", params["name"], json.dumps(params, ensure_ascii=False), "queued", now, now))
-    worker_for(lib).wake()
-    return cur.lastrowid
-
-
-class IngestWorker:
-    """The data dir's background indexer (one thread)."""
+# --- the worker ------------------------------------------------------------------------------------
+class Runner:
+    """Runs claimed jobs of one Library through their handlers, writing progress and end state."""
 
     def __init__(self, lib: Library):
+        import services.jobs  # noqa: F401 - registers the handlers
+
         self.lib = lib
+
+    def run_one(self, job_id: int, kb_id: int, name: str, path: str | None, params: str | dict, kind: str,
+                listener: Callable | None = None) -> None:
+        """Run one claimed job to its end state (done / failed / cancelled); never raises. `listener`
+        also gets every progress report (the CLI prints them)."""
+        import json
+
+        params = json.loads(params or "{}") if isinstance(params, str) else params
+        try:
+            kb = self.lib.store.get_kb(kb_id)
+            ctx = JobContext(self.lib, kb, job_id, name, params, path, self._progress(job_id, listener),
+                             self._cancelled(job_id))
+            result = HANDLERS[kind](ctx)
+            status = "failed" if result.get("status") == "failed" else "done"
+            self._finish(job_id, status, result)
+        except Cancelled:
+            self._finish(job_id, "cancelled", {"reason": "已取消"})
+        except errors.WendaoError as exc:  # a typed failure keeps its Chinese reason
+            log.error("job %s (%s) failed: %s", job_id, kind, exc.message_zh, exc_info=exc.__cause__ is not None)
+            self._finish(job_id, "failed", {"reason": exc.message_zh})
+        except Exception:  # noqa: BLE001 - a job's failure must never stop the worker
+            log.exception("job %s (%s) failed", job_id, kind)
+            self._finish(job_id, "failed", {"reason": "处理时发生内部错误（详情见服务器日志），知识库未改变。"})
+        finally:
+            _remove_upload(self.lib, job_id)
+
+    def _cancelled(self, job_id: int) -> Callable[[], bool]:
+        def cancelled() -> bool:
+            return self.lib.store.jobs.status(job_id) in (None, "cancelling", "cancelled")
+        return cancelled
+
+    def _progress(self, job_id: int, listener: Callable | None = None):
+        last = [0.0]
+        stage_started: dict[str, float] = {}
+
+        def report(stage: str, done: int, total: int, **extra) -> None:
+            if listener:
+                listener(stage, done, total, extra)
+            now = time.time()
+            stage_started.setdefault(stage, now)
+            if now - last[0] < PROGRESS_EVERY_S and done < total and not extra.get("force"):
+                return
+            last[0] = now
+            seconds = now - stage_started[stage]
+            rate = done / seconds if seconds > 0.2 and done else 0.0
+            info = {"rate": round(rate, 2), "eta_s": round((total - done) / rate, 1) if rate else None,
+                    **{k: v for k, v in extra.items() if k != "force"}}
+            self.lib.store.jobs.progress(job_id, stage, done, total, info)
+
+        return report
+
+    def _finish(self, job_id: int, status: str, result: dict) -> None:
+        self.lib.store.jobs.finish(job_id, status, result)
+
+
+class Worker(Runner):
+    """The data dir's background runner: one thread per Library, one job at a time."""
+
+    def __init__(self, lib: Library):
+        super().__init__(lib)
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="wendao-ingest", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="wendao-worker", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
         self._wake.set()
 
     def idle(self) -> bool:
-        return not self.lib.store.db.execute(
-            "SELECT 1 FROM jobs WHERE status IN ('queued','running','cancelling')").fetchone()
+        return not self.lib.store.jobs.any_active()
 
     def _loop(self) -> None:
         while True:
@@ -130,143 +200,38 @@ class IngestWorker:
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
                 continue
-            try:
-                self._run(*job)
-            except errors.WendaoError as exc:  # a typed failure keeps its Chinese reason
-                log.error("job %s failed: %s", job[0], exc.message_zh, exc_info=True)
-                self._finish(job[0], "failed", {"reason": exc.message_zh})
-            except Exception:  # noqa: BLE001 - a job's failure must never stop the worker
-                log.exception("ingest job %s failed", job[0])
-                self._finish(job[0], "failed", {"reason": "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。"})
+            self.run_one(*job)
 
     def _next(self):
         if self.lib._closed or not self.lib.owner:
             return None
-        with self.lib.store._lock:
-            row = self.lib.store.db.execute(
-                "SELECT id, kb_id, filename, path, params, kind FROM jobs WHERE status='queued' ORDER BY id LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            now = time.time()
-            self.lib.store.db.execute("UPDATE jobs SET status='running', started_at=?, updated_at=? WHERE id=?",
-                                      (now, now, row[0]))
-        return row
-
-    def _run(self, job_id: int, kb_id: int, filename: str, path: str, params: str, kind: str) -> None:
-        from services.index.ingest import complete_pending_vectors, ingest_bytes
-
-        if kind == "finetune":
-            self._finetune(job_id, kb_id, json.loads(params))
-            return
-        if kind == "vectors":  # a keyword-only document left by a crash: `path` holds its doc id
-            kb = self.lib.store.get_kb(kb_id)
-            n = complete_pending_vectors(self.lib, kb, path, self._progress(job_id))
-            self._finish(job_id, "done", {"embedded": n}, remove_upload=False)
-            return
-        try:
-            kb = self.lib.store.get_kb(kb_id)
-            data = Path(path).read_bytes()
-        except (errors.WendaoError, OSError):
-            self._finish(job_id, "failed", {"reason": "知识库或上传的文件已不存在。"})
-            return
-        config = ChunkingConfig(**json.loads(params))
-        result = ingest_bytes(self.lib, kb, data, filename, config, self._progress(job_id))
-        self._finish(job_id, "failed" if result.status == "failed" else "done", result.to_dict())
-
-    def _finetune(self, job_id: int, kb_id: int, params: dict) -> None:
-        from services.tuning.finetune import Cancelled, FinetuneSettings, finetune
-
-        kb = self.lib.store.get_kb(kb_id)
-        settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
-                                       for k, v in params.get("settings", {}).items()})
-        state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None}
-
-        def save():
-            with self.lib.store._lock:
-                self.lib.store.db.execute(
-                    "UPDATE jobs SET stage=?, done=?, total=?, result=?, updated_at=? WHERE id=?",
-                    (state["stage"], state["step"], state["steps"],
-                     json.dumps({"losses": state["losses"], "eta_s": state["eta"]}), time.time(), job_id))
-
-        def on_stage(stage):
-            state["stage"] = stage
-            save()
-
-        def on_step(p):
-            state.update(losses=p.losses, step=p.step, steps=p.steps, eta=p.eta_s)
-            save()
-
-        def cancelled():
-            row = self.lib.store.db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
-            return row is None or row[0] == "cancelling"
-
-        try:
-            llm = _finetune_llm(self.lib, kb) if settings.method == "llm" else None
-            card = finetune(self.lib, kb, params["name"], settings, on_step, cancelled, llm, on_stage=on_stage)
-            self._finish(job_id, "done", card, remove_upload=False)
-        except Cancelled:
-            self._finish(job_id, "cancelled", {"reason": "已取消"}, remove_upload=False)
-        except errors.WendaoError as exc:
-            self._finish(job_id, "failed", {"reason": exc.message_zh}, remove_upload=False)
-
-    def _progress(self, job_id: int):
-        last = [0.0]
-        stage_started: dict[str, float] = {}
-
-        def report(stage: str, done: int, total: int) -> None:
-            now = time.time()
-            stage_started.setdefault(stage, now)
-            if now - last[0] < PROGRESS_EVERY_S and done < total:
-                return
-            last[0] = now
-            seconds = now - stage_started[stage]
-            rate = done / seconds if seconds > 0.2 and done else 0.0
-            info = {"rate": round(rate, 2), "eta_s": round((total - done) / rate, 1) if rate else None}
-            with self.lib.store._lock:
-                self.lib.store.db.execute(
-                    "UPDATE jobs SET stage=?, done=?, total=?, result=?, updated_at=? WHERE id=?",
-                    (stage, done, total, json.dumps(info), now, job_id))
-
-        return report
-
-    def _finish(self, job_id: int, status: str, result: dict, remove_upload: bool = True) -> None:
-        with self.lib.store._lock:
-            self.lib.store.db.execute("UPDATE jobs SET status=?, result=?, updated_at=? WHERE id=?",
-                                      (status, json.dumps(result, ensure_ascii=False), time.time(), job_id))
-        if remove_upload:
-            _remove_upload(self.lib, job_id)
-
-
-def _finetune_llm(lib: Library, kb: KnowledgeBase):
-    """The LLM that writes pseudo-queries: the server's or the KB's saved endpoint (a key typed in a
-    browser session is never written to a job row, so it cannot reach the worker)."""
-    from services.index.library import llm_settings
-    from services.answers.llm import LLMClient
-
-    settings = llm_settings(lib, kb)
-    if not settings.configured:
-        raise errors.LLMError("没有可供后台任务使用的大模型接口（需在服务器配置，或在设置页保存接口地址和模型名）。")
-    return LLMClient(settings)
+        return self.lib.store.jobs.claim_next()
 
 
 def _remove_upload(lib: Library, job_id: int) -> None:
-    row = lib.store.db.execute("SELECT path FROM jobs WHERE id=?", (job_id,)).fetchone()
-    if row and row[0]:
-        Path(row[0]).unlink(missing_ok=True)
+    path = lib.store.jobs.path(job_id)
+    if path and Path(path).parent == lib.root / "uploads":
+        Path(path).unlink(missing_ok=True)
 
 
-_WORKERS: dict[int, IngestWorker] = {}
+_WORKERS: dict[int, Worker] = {}
 _WORKERS_LOCK = threading.Lock()
 
 
-def worker_for(lib: Library) -> IngestWorker:
+def worker_for(lib: Library) -> Worker:
     """The worker of this Library (started on first use; queued jobs of an earlier run resume)."""
     with _WORKERS_LOCK:
         worker = _WORKERS.get(id(lib))
         if worker is None or worker.lib is not lib:
-            worker = _WORKERS[id(lib)] = IngestWorker(lib)
+            worker = _WORKERS[id(lib)] = Worker(lib)
         return worker
+
+
+def start(lib: Library) -> None:
+    """Start the worker when this process owns the data dir, so work queued before a restart (and
+    keyword-only documents' vectors) resumes at once."""
+    if lib.owner:
+        worker_for(lib)
 
 
 def wait_idle(lib: Library, timeout: float = 60.0) -> bool:
@@ -278,3 +243,12 @@ def wait_idle(lib: Library, timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def run_inline(lib: Library, job_id: int, listener: Callable | None = None) -> Job:
+    """Run a queued job in this thread (the CLI: same handler, same rows, no waiting on a thread).
+    Returns the finished job."""
+    row = lib.store.jobs.claim(job_id)
+    if row is not None:
+        Runner(lib).run_one(*row, listener=listener)
+    return get(lib, job_id)

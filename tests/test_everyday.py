@@ -81,8 +81,9 @@ def test_rename_and_delete_knowledge_base(lib, kb):
 
 def test_background_ingest_reports_progress_and_keeps_search_available(lib, kb):
     ingest_bytes(lib, kb, PLANETS.encode(), "planets.txt", SMALL)
-    ids = [worker.submit(lib, kb, f"r{i}.txt", (RIVERS + f"第{i}份。").encode(), SMALL) for i in range(3)]
-    ids.append(worker.submit(lib, kb, "bad.pdf", b"%PDF-1.4 broken", SMALL))
+    ids = [worker.submit(lib, kb, "ingest", f"r{i}.txt", SMALL.to_dict(), (RIVERS + f"第{i}份。").encode())
+           for i in range(3)]
+    ids.append(worker.submit(lib, kb, "ingest", "bad.pdf", SMALL.to_dict(), b"%PDF-1.4 broken"))
     # searching what is indexed works while the worker runs
     assert Retriever(lib, kb).search("最大的行星", mode="bm25").hits[0].doc == "planets.txt"
     assert worker.wait_idle(lib, 120)

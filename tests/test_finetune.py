@@ -332,12 +332,17 @@ def test_finetune_runs_in_the_background_with_progress_and_can_be_cancelled(lib,
     from services import worker
 
     kb, _ = tuned_kb
-    job = worker.submit_finetune(lib, kb, "后台", FinetuneSettings(epochs=2, batch_size=4, max_pairs=40))
+    from dataclasses import asdict
+
+    def submit_finetune(name, settings):
+        return worker.submit(lib, kb, "finetune", name, {"name": name, "settings": asdict(settings)})
+
+    job = submit_finetune("后台", FinetuneSettings(epochs=2, batch_size=4, max_pairs=40))
     assert worker.wait_idle(lib, 300)
     done = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == job][0]
     assert done.status == "done" and done.kind == "finetune" and done.result["losses"]
     assert done.done == done.total > 0 and "after" in done.result
-    slow = worker.submit_finetune(lib, kb, "取消", FinetuneSettings(epochs=200, batch_size=4, max_pairs=40))
+    slow = submit_finetune("取消", FinetuneSettings(epochs=200, batch_size=4, max_pairs=40))
     import time
 
     deadline = time.time() + 120

@@ -96,7 +96,7 @@ class Library:
             return settings["embedding_model"]
         if settings.get("dense_index"):
             return settings["dense_index"]["model"]
-        if self.store.db.execute("SELECT 1 FROM documents WHERE kb_id=? LIMIT 1", (kb.id,)).fetchone():
+        if self.store.has_documents(kb.id):
             return BUNDLED_EMBEDDER
         return default_embedder()
 
@@ -245,17 +245,8 @@ class Library:
                 self.drop_points(self.store.get_kb(kb_id), self.store.discard_pending(kb_id, doc_id))
                 removed += 1
             self._sweep_originals()
-            with self.store._lock:  # background jobs a dead owner was running start again
-                self.store.db.execute(
-                    "UPDATE jobs SET status='queued', stage='', done=0 WHERE status IN ('running','cancelling')")
-                queued = {tuple(r) for r in self.store.db.execute(
-                    "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status='queued'")}
-                for kb_id, doc_id in self.store.dense_pending():  # keyword-only documents get their vectors
-                    if (kb_id, doc_id) not in queued:
-                        self.store.db.execute(
-                            "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
-                            " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
-                            " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
+            self.store.jobs.requeue_interrupted()  # background jobs a dead owner was running start again
+            self.store.jobs.queue_vectors(self.store.dense_pending())  # keyword-only documents get their vectors
             self._sweep_indexes()
         return removed
 

@@ -118,6 +118,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_status ON jobs(status, id);
     CREATE INDEX documents_search ON documents(kb_id, id, status, enabled, dense_state);
     """,
+    # 4: conversations belong to a user and are addressed by an unguessable id
+    """
+    ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE conversations ADD COLUMN public_id TEXT;
+    UPDATE conversations SET public_id = lower(hex(randomblob(16))) WHERE public_id IS NULL;
+    CREATE UNIQUE INDEX conversations_public ON conversations(public_id);
+    CREATE INDEX conversations_owner ON conversations(kb_id, owner, updated_at);
+    """,
 ]
 
 DOC_STATUSES = ("indexing", "ready", "failed")
@@ -162,6 +170,14 @@ class Store:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.migrate()
+        from services.index.repositories import ConversationRows, JobRows
+
+        self.jobs = JobRows(self)
+        self.conversations = ConversationRows(self)
+
+    def locked(self):
+        """The write lock: repositories sharing this connection hold it around their writes."""
+        return self._lock
 
     # --- schema -----------------------------------------------------------------------------
     def migrate(self) -> int:
@@ -217,6 +233,9 @@ class Store:
             settings.update(changes)
             self.db.execute("UPDATE kbs SET settings=? WHERE id=?", (json.dumps(settings, ensure_ascii=False), kb_id))
             return settings
+
+    def has_documents(self, kb_id: int) -> bool:
+        return self.db.execute("SELECT 1 FROM documents WHERE kb_id=? LIMIT 1", (kb_id,)).fetchone() is not None
 
     def delete_kb(self, kb_id: int) -> None:
         with self._lock, self.transaction():

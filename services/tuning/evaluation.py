@@ -20,6 +20,7 @@ from typing import Callable
 
 from services import errors
 from services.config import RetrievalSettings
+from services.documents.chunking import ChunkingConfig
 from services.index.embedding import clear_query_cache
 from services.index.library import Library
 from services.search.retrieval import Hit, Retriever
@@ -235,6 +236,13 @@ def sample_documents() -> list:
     return sorted((SAMPLES / "docs").glob("*.txt"))
 
 
+# The chunkers an evaluation run can compare with the KB's own ("current"): name -> settings.
+CHUNKER_NAMES = {"current": "当前知识库的切分", "sentence": "按句子 300 字 / 重叠 120", "fixed": "固定 300 字 / 重叠 50",
+                 "window": "滑动窗口 4 句 / 步长 2"}
+
+
+CHUNKER_PRESETS = {"sentence": ChunkingConfig("sentence", 300, 120), "fixed": ChunkingConfig("fixed", 300, 50),
+                   "window": ChunkingConfig("window", window=4, stride=2)}
 KB_NAME_LIMIT = 64  # Store.create_kb's limit on knowledge-base names
 VARIANT_PREFIX = "~评测~"  # names starting with "~" are hidden from the KB pickers
 

@@ -529,7 +529,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     card. Returns the card (with "before", "after" and "better"; with "questions" when the KB has a
     saved question set: {"n", "total", "before", "after"}, which then decides "better")."""
     settings = settings or FinetuneSettings()
-    name = _valid_name(name)
+    name = valid_model_name(name)
     out = models_dir(lib) / name
     if out.exists() and _unfinished(out):  # left by a run that stopped while evaluating
         shutil.rmtree(out, ignore_errors=True)
@@ -604,7 +604,7 @@ def _unfinished(folder: Path) -> bool:
         return True
 
 
-def _valid_name(name: str) -> str:
+def valid_model_name(name: str) -> str:
     name = (name or "").strip()
     if not re.fullmatch(r"[\w\u4e00-\u9fff.-]{1,60}", name) or name.startswith("."):
         raise errors.InvalidName("模型名称只能包含中文、字母、数字、点、下划线和短横线，且不超过 60 个字符。")
@@ -644,7 +644,7 @@ def finetuned_models(lib: Library) -> list[dict]:
 def delete_model(lib: Library, name: str) -> None:
     """Delete a fine-tuned model; refused while a knowledge base uses it."""
     lib.require_owner()
-    folder = models_dir(lib) / _valid_name(name)
+    folder = models_dir(lib) / valid_model_name(name)
     users = [kb.name for kb in lib.store.list_kbs() if lib.embedding_model(kb) == str(folder)]
     if users:
         raise errors.WendaoError(f"知识库「{'、'.join(users)}」正在使用这个模型，请先切换到其他模型。")

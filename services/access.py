@@ -1,0 +1,80 @@
+"""Who is acting (a Principal) and what they may do with a knowledge base (a role).
+
+Roles per KB, weakest first: viewer (ask, search, open sources), editor (also upload, delete,
+re-chunk, settings, fine-tune), owner (also rename, delete, share, keys). The single local user of a
+loopback install is an implicit admin: every KB, every action. services.workspace asks `role_of`
+before every use case; nothing else decides permissions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services import errors
+
+ROLES = ("viewer", "editor", "owner")
+ROLE_ZH = {"viewer": "查看者", "editor": "编辑者", "owner": "所有者"}
+NEED_ZH = {"viewer": "查看", "editor": "编辑", "owner": "管理"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is acting. `kind`: "local" (single-user mode), "user" (signed in) or "key" (an API key,
+    bound to one KB with a scope). `address` is where the request came from (for the audit log)."""
+
+    kind: str
+    user_id: int | None = None
+    name: str = ""
+    admin: bool = False
+    key_id: int | None = None
+    key_kb: int | None = None
+    key_scope: str = ""  # read | write
+    address: str = ""
+
+    @property
+    def owner_tag(self) -> str:
+        """What conversations are filed under: the user's id, the key's KB-scoped id, "" for local."""
+        if self.kind == "user":
+            return f"u{self.user_id}"
+        if self.kind == "key":
+            return f"k{self.key_id}"
+        return ""
+
+    @property
+    def label(self) -> str:
+        return {"local": "本机用户", "key": f"API 密钥 #{self.key_id}"}.get(self.kind, self.name)
+
+
+LOCAL = Principal("local", name="local", admin=True)
+
+
+def at_least(role: str | None, need: str) -> bool:
+    return role is not None and ROLES.index(role) >= ROLES.index(need)
+
+
+def role_of(store, who: Principal, kb) -> str | None:
+    """The principal's role on `kb` (a KnowledgeBase row), or None when they may not see it. A hidden
+    evaluation copy has the role of the KB it was made from."""
+    source = kb.settings.get("source_kb")
+    if source is not None and kb.settings.get("hidden"):
+        try:
+            kb = store.get_kb(int(source))
+        except errors.KnowledgeBaseNotFound:
+            return None
+    if who.kind == "local" or who.admin:
+        return "owner"
+    if who.kind == "key":
+        if who.key_kb != kb.id:
+            return None
+        return "editor" if who.key_scope == "write" else "viewer"
+    return store.access.role(kb.id, who.user_id)
+
+
+def require(store, who: Principal, kb, need: str) -> str:
+    """The principal's role when it is at least `need`; PermissionDenied (a KB they cannot see at all:
+    KnowledgeBaseNotFound, so names of others' KBs do not leak) otherwise."""
+    role = role_of(store, who, kb)
+    if role is None:
+        raise errors.KnowledgeBaseNotFound()
+    if not at_least(role, need):
+        raise errors.PermissionDenied(f"你在知识库「{kb.name}」中是{ROLE_ZH[role]}，不能{NEED_ZH[need]}它。")
+    return role

@@ -1,0 +1,242 @@
+"""Repositories over the store's SQLite file for rows that are not documents or chunks: background
+jobs and kept conversations. With services.index.store they are the only code that issues SQL.
+
+Each repository shares the Store's connection and its write lock (`Store.locked()`), so a write here
+and a document write never interleave inside one transaction.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from services import errors
+
+ACTIVE = ("queued", "running", "cancelling")
+TITLE_CHARS = 30
+
+
+@dataclass
+class Job:
+    """One unit of long work (services.worker runs it): its kind, where it stands and its result."""
+
+    id: int
+    kb_id: int
+    filename: str  # what the job is about, as users know it (a file name, a model name, "重建索引")
+    status: str  # queued | running | cancelling | done | failed | cancelled
+    stage: str
+    done: int
+    total: int
+    result: dict
+    created_at: float
+    started_at: float | None
+    updated_at: float
+    kind: str = "ingest"
+    params: dict = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def elapsed(self) -> float:
+        return (self.updated_at if self.status not in ACTIVE else time.time()) - (self.started_at or self.created_at)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "name": self.filename, "status": self.status, "stage": self.stage,
+                "done": self.done, "total": self.total, "result": self.result, "created_at": self.created_at,
+                "started_at": self.started_at, "updated_at": self.updated_at}
+
+
+_JOB_COLUMNS = ("id, kb_id, filename, status, stage, done, total, result, created_at, started_at, updated_at, kind,"
+                " params")
+
+
+def _job(row) -> Job:
+    return Job(*row[:7], json.loads(row[7] or "{}"), *row[8:12], json.loads(row[12] or "{}"))
+
+
+class JobRows:
+    """The `jobs` table: queued work, its progress and its result."""
+
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+
+    def add(self, kb_id: int, kind: str, name: str, params: dict, path: str | None = None) -> int:
+        now = time.time()
+        with self.store.locked():
+            cur = self.db.execute(
+                "INSERT INTO jobs(kb_id, kind, filename, path, params, status, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (kb_id, kind, name, path, json.dumps(params, ensure_ascii=False), "queued", now, now))
+            return cur.lastrowid
+
+    def get(self, job_id: int) -> Job | None:
+        row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def path(self, job_id: int) -> str | None:
+        row = self.db.execute("SELECT path FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def of_kb(self, kb_id: int, kinds: tuple[str, ...], since: float) -> list[Job]:
+        """A KB's jobs of `kinds`: every active one plus those updated after `since`."""
+        marks = ",".join("?" * len(kinds))
+        rows = self.db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE kb_id=? AND kind IN ({marks})"
+            " AND (status IN ('queued','running','cancelling') OR updated_at>=?) ORDER BY id", (kb_id, *kinds, since))
+        return [_job(r) for r in rows]
+
+    def any_active(self) -> bool:
+        return self.db.execute("SELECT 1 FROM jobs WHERE status IN ('queued','running','cancelling')").fetchone() is not None
+
+    def claim_next(self) -> tuple | None:
+        """Mark the oldest queued job running; (id, kb_id, filename, path, params, kind) or None."""
+        with self.store.locked():
+            row = self.db.execute(
+                "SELECT id, kb_id, filename, path, params, kind FROM jobs WHERE status='queued' ORDER BY id LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            self.db.execute("UPDATE jobs SET status='running', started_at=?, updated_at=? WHERE id=?", (now, now, row[0]))
+            return tuple(row)
+
+    def claim(self, job_id: int) -> tuple | None:
+        """Mark one queued job running (to run it in this thread); its row as `claim_next` returns it."""
+        with self.store.locked():
+            row = self.db.execute("SELECT id, kb_id, filename, path, params, kind FROM jobs WHERE id=? AND status='queued'",
+                                  (job_id,)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            self.db.execute("UPDATE jobs SET status='running', started_at=?, updated_at=? WHERE id=?", (now, now, job_id))
+            return tuple(row)
+
+    def progress(self, job_id: int, stage: str, done: int, total: int, info: dict) -> None:
+        with self.store.locked():
+            self.db.execute("UPDATE jobs SET stage=?, done=?, total=?, result=?, updated_at=? WHERE id=?",
+                            (stage, done, total, json.dumps(info, ensure_ascii=False), time.time(), job_id))
+
+    def finish(self, job_id: int, status: str, result: dict) -> None:
+        with self.store.locked():
+            self.db.execute("UPDATE jobs SET status=?, result=?, updated_at=? WHERE id=?",
+                            (status, json.dumps(result, ensure_ascii=False), time.time(), job_id))
+
+    def status(self, job_id: int) -> str | None:
+        row = self.db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return row[0] if row else None
+
+    def cancel(self, job_id: int) -> str | None:
+        """'cancelled' when the job had not started, 'cancelling' when it was running (it stops at its
+        next check), None when nothing was cancelled."""
+        now = time.time()
+        with self.store.locked():
+            if self.db.execute("UPDATE jobs SET status='cancelled', updated_at=? WHERE id=? AND status='queued'",
+                               (now, job_id)).rowcount:
+                return "cancelled"
+            if self.db.execute("UPDATE jobs SET status='cancelling', updated_at=? WHERE id=? AND status='running'",
+                               (now, job_id)).rowcount:
+                return "cancelling"
+        return None
+
+    def requeue_interrupted(self) -> None:
+        """Jobs a dead owner was running start again (their inputs are still on disk)."""
+        with self.store.locked():
+            self.db.execute("UPDATE jobs SET status='queued', stage='', done=0 WHERE status IN ('running','cancelling')")
+
+    def queue_vectors(self, pending: list[tuple[int, str]]) -> None:
+        """A 'vectors' job for each keyword-only (kb_id, doc_id) that has none queued yet."""
+        with self.store.locked():
+            queued = {tuple(r) for r in self.db.execute(
+                "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status='queued'")}
+            for kb_id, doc_id in pending:
+                if (kb_id, doc_id) not in queued:
+                    self.db.execute(
+                        "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
+                        " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
+                        " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
+
+
+@dataclass
+class ConversationInfo:
+    id: int
+    kb_id: int
+    title: str
+    created_at: float
+    updated_at: float
+    turns: int
+    owner: str = ""  # who it belongs to: a user id as text, "" for the single local user
+    key: str = ""  # the unguessable id used in URLs and the API
+
+
+_CONV_COLUMNS = ("c.id, c.kb_id, c.title, c.created_at, c.updated_at,"
+                 " (SELECT COUNT(*) FROM turns t WHERE t.conversation_id=c.id), c.owner, c.public_id")
+
+
+class ConversationRows:
+    """The `conversations` and `turns` tables."""
+
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+
+    def create(self, kb_id: int, title: str, owner: str, public_id: str) -> int:
+        now = time.time()
+        with self.store.locked():
+            cur = self.db.execute(
+                "INSERT INTO conversations(kb_id, title, created_at, updated_at, owner, public_id) VALUES (?,?,?,?,?,?)",
+                (kb_id, title, now, now, owner, public_id))
+            return cur.lastrowid
+
+    def list_for(self, kb_id: int, owner: str | None = None) -> list[ConversationInfo]:
+        """A KB's conversations (only `owner`'s when given), most recently used first."""
+        where, args = ("c.kb_id=?", (kb_id,)) if owner is None else ("c.kb_id=? AND c.owner=?", (kb_id, owner))
+        rows = self.db.execute(f"SELECT {_CONV_COLUMNS} FROM conversations c WHERE {where}"
+                               " ORDER BY c.updated_at DESC, c.id DESC", args)
+        return [ConversationInfo(*r) for r in rows]
+
+    def get(self, conversation_id: int) -> ConversationInfo:
+        row = self.db.execute(f"SELECT {_CONV_COLUMNS} FROM conversations c WHERE c.id=?", (conversation_id,)).fetchone()
+        if row is None:
+            raise errors.ConversationNotFound()
+        return ConversationInfo(*row)
+
+    def find(self, public_id: str) -> ConversationInfo:
+        row = self.db.execute(f"SELECT {_CONV_COLUMNS} FROM conversations c WHERE c.public_id=?",
+                              (str(public_id),)).fetchone()
+        if row is None:
+            raise errors.ConversationNotFound()
+        return ConversationInfo(*row)
+
+    def add_turn(self, conversation_id: int, question: str, payload: dict) -> int:
+        """Append a turn; the first question becomes the title of an untitled conversation."""
+        now = time.time()
+        with self.store.locked(), self.store.transaction():
+            cur = self.db.execute("INSERT INTO turns(conversation_id, question, payload, created_at) VALUES (?,?,?,?)",
+                                  (conversation_id, question, json.dumps(payload, ensure_ascii=False), now))
+            self.db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now, conversation_id))
+            self.db.execute("UPDATE conversations SET title=? WHERE id=? AND title='新对话'",
+                            (_title(question), conversation_id))
+            return cur.lastrowid
+
+    def turns(self, conversation_id: int) -> list[dict]:
+        """[{"question", "answer": {...}, "settings": {...}, "created_at"}] in order."""
+        rows = self.db.execute("SELECT question, payload, created_at FROM turns WHERE conversation_id=? ORDER BY id",
+                               (conversation_id,))
+        return [{"question": q, **json.loads(p), "created_at": t} for q, p, t in rows]
+
+    def rename(self, conversation_id: int, title: str) -> None:
+        with self.store.locked():
+            self.db.execute("UPDATE conversations SET title=? WHERE id=?", (title, conversation_id))
+
+    def delete(self, conversation_id: int) -> None:
+        with self.store.locked(), self.store.transaction():
+            self.db.execute("DELETE FROM turns WHERE conversation_id=?", (conversation_id,))
+            self.db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+
+
+def _title(question: str) -> str:
+    q = " ".join(question.split())
+    return q if len(q) <= TITLE_CHARS else q[:TITLE_CHARS] + "…"

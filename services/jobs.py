@@ -1,0 +1,173 @@
+"""The handlers of every kind of long work (services.worker runs them; the core submits them).
+
+Each handler takes a services.worker.JobContext, reports progress through it, checks for
+cancellation between steps where the work can stop cleanly, and returns the job's result dict.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from services import errors
+from services.documents.chunking import ChunkingConfig
+from services.worker import Cancelled, JobContext, handler
+
+
+@handler("ingest")
+def ingest(ctx: JobContext) -> dict:
+    """Index one uploaded file (its bytes under <data>/uploads/)."""
+    from services.index.ingest import ingest_bytes
+
+    try:
+        data = Path(ctx.path).read_bytes()
+    except (OSError, TypeError):
+        raise errors.WendaoError("上传的文件已不存在。") from None
+    config = ChunkingConfig(**{k: v for k, v in ctx.params.items() if k in ChunkingConfig.__dataclass_fields__})
+    result = ingest_bytes(ctx.lib, ctx.kb, data, ctx.name, config,
+                          ctx.progress)
+    return result.to_dict()
+
+
+@handler("vectors")
+def vectors(ctx: JobContext) -> dict:
+    """A keyword-only document's vectors (left by a crash or a failed embedding); `path` holds its id."""
+    from services.index.ingest import complete_pending_vectors
+
+    return {"embedded": complete_pending_vectors(ctx.lib, ctx.kb, ctx.path, ctx.progress)}
+
+
+@handler("reembed")
+def reembed(ctx: JobContext) -> dict:
+    """Switch the KB's embedding model: embed every chunk into a new collection, then flip to it."""
+    from services.index.reembed import reembed as run
+
+    def progress(done: int, total: int) -> None:
+        ctx.check_cancelled()  # build_dense drops the half-built collection
+        ctx.progress("embed", done, total)
+
+    n = run(ctx.lib, ctx.kb, ctx.params["model"], progress)
+    return {"chunks": n, "model": ctx.params["model"]}
+
+
+@handler("reindex")
+def reindex(ctx: JobContext) -> dict:
+    """Rebuild BM25 terms and the dense collection from SQLite."""
+    from services.index.maintenance import reindex as run
+
+    return run(ctx.lib, ctx.kb, ctx.progress)
+
+
+@handler("rechunk")
+def rechunk(ctx: JobContext) -> dict:
+    """Re-split one document with new settings (the old version stays searchable until the swap)."""
+    from services.index.ingest import rechunk_document
+
+    config = ChunkingConfig(**ctx.params["config"])
+    return rechunk_document(ctx.lib, ctx.kb, ctx.params["doc_id"], config, ctx.progress).to_dict()
+
+
+@handler("optimize")
+def optimize(ctx: JobContext) -> dict:
+    """Merge segments and build the HNSW graph of the dense index."""
+    ctx.progress("optimize", 0, 1, force=True)
+    ctx.lib.optimize(ctx.kb)
+    return {"chunks": ctx.lib.store.count_chunks(ctx.kb.id)}
+
+
+@handler("sample")
+def sample(ctx: JobContext) -> dict:
+    """Index the bundled sample documents into the KB (the 示例 knowledge base)."""
+    from services.index.ingest import ingest_paths
+    from services.tuning.evaluation import sample_documents
+
+    files = sample_documents()
+
+    def on_file(i, n, _result):
+        ctx.check_cancelled()
+        ctx.progress("files", i, n, force=True)
+
+    report = ingest_paths(ctx.lib, ctx.kb, files, ChunkingConfig(), on_file)
+    return {"documents": report.documents, "skipped": len(report.skipped), "chunks": report.chunks}
+
+
+@handler("evaluate")
+def evaluate(ctx: JobContext) -> dict:
+    """Run a question set over chunker x mode x rerank combinations (services.tuning.evaluation)."""
+    from services.index.library import chunking_config, retrieval_settings
+    from services.search.retrieval import MODES
+    from services.tuning.evaluation import (CHUNKER_NAMES, CHUNKER_PRESETS, EvalConfig, chunker_variant, evaluate,
+                                            parse_questions, rows_as_dicts)
+
+    lib, kb, p = ctx.lib, ctx.kb, ctx.params
+    questions = parse_questions(p["lines"])[: p.get("limit") or None]
+    base = retrieval_settings(lib, kb)
+    combos = list(itertools.product(p["chunkers"], p["modes"], p["reranks"]))
+    summaries, rows = {}, []
+    for i, (chunker, mode, rerank) in enumerate(combos):
+        ctx.check_cancelled()
+        target = kb
+        if chunker != "current" and CHUNKER_PRESETS[chunker] != chunking_config(lib, kb):
+            ctx.progress("variant", i, len(combos), force=True, config=CHUNKER_NAMES[chunker])
+            target = chunker_variant(lib, kb, CHUNKER_PRESETS[chunker])
+        name = f"{CHUNKER_NAMES[chunker]} · {MODES[mode]}" + (" · 重排" if rerank else "")
+        config = EvalConfig(name, mode, rerank, replace(base, mode=mode, rerank=rerank))
+
+        def progress(done, total, i=i, name=name):
+            if ctx.cancelled():
+                raise Cancelled()
+            ctx.progress("questions", i * total + done, len(combos) * total, config=name)
+
+        found, config_rows = evaluate(lib, target, questions, [config], progress)
+        summaries.update(found)
+        rows.extend(rows_as_dicts(config_rows))
+    return {"summaries": summaries, "rows": rows, "questions": len(questions),
+            "settings": asdict(base) | {"combos": [list(c) for c in combos]}}
+
+
+@handler("finetune")
+def finetune(ctx: JobContext) -> dict:
+    """Fine-tune the KB's embedding model (services.tuning.finetune); the losses and time left go to the row."""
+    from services.tuning.finetune import Cancelled as TrainingCancelled
+    from services.tuning.finetune import FinetuneSettings
+    from services.tuning.finetune import finetune as run
+
+    settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
+                                   for k, v in ctx.params.get("settings", {}).items()})
+    state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None}
+
+    def save():
+        ctx.progress(state["stage"], state["step"], state["steps"], force=True, losses=state["losses"],
+                     eta_s=state["eta"])
+
+    def on_stage(stage):
+        state["stage"] = stage
+        save()
+
+    def on_step(p):
+        state.update(losses=p.losses, step=p.step, steps=p.steps, eta=p.eta_s)
+        save()
+
+    llm = _finetune_llm(ctx) if settings.method == "llm" else None
+    try:
+        return run(ctx.lib, ctx.kb, ctx.params["name"], settings, on_step, ctx.cancelled, llm, on_stage=on_stage)
+    except TrainingCancelled:
+        raise Cancelled() from None
+
+
+def _finetune_llm(ctx: JobContext):
+    """The LLM that writes pseudo-queries: the server's or the KB's saved endpoint (a key typed in a
+    browser session is never written to a job row, so it cannot reach the worker)."""
+    from services.answers.llm import LLMClient
+    from services.index.library import llm_settings
+
+    settings = llm_settings(ctx.lib, ctx.kb)
+    if not settings.configured:
+        raise errors.LLMError("没有可供后台任务使用的大模型接口（需在服务器配置，或在设置页保存接口地址和模型名）。")
+    return LLMClient(settings)
+
+
+def chunking_params(config: ChunkingConfig) -> dict:
+    """A chunking config as job params (what `ingest` reads back)."""
+    return json.loads(json.dumps(config.to_dict()))

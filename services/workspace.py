@@ -1,0 +1,523 @@
+"""The application core: every use case of 问道, one entry each, for the pages, the CLI and the HTTP API.
+
+    ws = open_workspace()                 # one per data dir per process (the Library, the worker)
+    me = ws.session(principal)            # who is acting (services.access.Principal; LOCAL by default)
+    kb = me.kb("合同")                     # a knowledge-base handle, permission-checked
+    kb.upload("a.pdf", data)              # -> job id (services.worker runs it)
+    stream = kb.ask("有效期多久？")          # streamed, cited answer; the turn is saved in a conversation
+
+Front ends call only this module (and the view types it returns): no page or command touches the
+store, an index or a model. Every method checks the principal's role on the KB first
+(services.access) — the one place where permissions are decided — and long work is submitted as a
+job (services.worker), never run in a page.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from services import access, conversations, errors, worker
+from services.access import LOCAL, Principal
+from services.config import LLMSettings, RetrievalSettings, data_dir, server_llm_secrets
+from services.documents.chunking import ChunkingConfig, chunk_text
+from services.documents.doctypes import page_for_offset
+from services.index.library import (Library, chunking_config, llm_settings, open_library, retrieval_settings,
+                                    save_llm_settings, save_settings)
+from services.index.repositories import ConversationInfo, Job
+from services.index.store import Document, KnowledgeBase
+
+INGEST_KINDS = ("ingest", "vectors", "rechunk", "reindex", "reembed", "optimize", "sample")
+SAMPLE_KB = "示例"
+
+
+@dataclass
+class KBInfo:
+    """A knowledge base as listed: name, counts and the caller's role."""
+
+    id: int
+    name: str
+    documents: int
+    chunks: int
+    role: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "documents": self.documents, "chunks": self.chunks, "role": self.role}
+
+
+@dataclass
+class SourceView:
+    """What the citation dialog shows for a kept source: the rendered PDF page with the quotes boxed
+    (`png`), or the passage inside its surrounding text (`text`, with `marks` relative to it)."""
+
+    doc_id: str | None
+    kind: str  # pdf | text | missing
+    page: int = 1
+    pages: list[int] | None = None
+    page_count: int = 0
+    png: bytes = b""
+    found: bool = False
+    scanned: bool = False
+    text: str = ""
+    marks: list[tuple[int, int]] | None = None
+    cut_before: bool = False
+    cut_after: bool = False
+
+
+class Workspace:
+    """A data dir opened by this process: its Library (store + indexes + models) and its worker."""
+
+    def __init__(self, lib: Library, background: bool = True):
+        self.lib = lib
+        self.background = background
+        if background:
+            worker.start(lib)  # queued work and keyword-only documents resume with the owner
+
+    @property
+    def read_only(self) -> bool:
+        """True while another process owns the data dir (reads work, writes raise DataDirBusy)."""
+        return self.lib.read_only
+
+    def session(self, who: Principal = LOCAL) -> "Session":
+        return Session(self, who)
+
+
+_WORKSPACES: dict[str, Workspace] = {}
+_LOCK = threading.Lock()
+
+
+def open_workspace(root: str | Path | None = None, background: bool = True) -> Workspace:
+    """The process-wide Workspace of a data dir (WENDAO_DATA_DIR by default). `background`: run jobs
+    in the worker thread (the app); the CLI passes False and runs its jobs in-line."""
+    key = str(Path(root or data_dir()).resolve())
+    with _LOCK:
+        if key not in _WORKSPACES or _WORKSPACES[key].lib._closed:
+            _WORKSPACES[key] = Workspace(open_library(key), background)
+        return _WORKSPACES[key]
+
+
+class Session:
+    """The use cases available to one principal."""
+
+    def __init__(self, ws: Workspace, who: Principal):
+        self.ws, self.who, self.lib = ws, who, ws.lib
+
+    @property
+    def store(self):
+        return self.lib.store
+
+    # --- knowledge bases ---------------------------------------------------------------------------
+    def kbs(self) -> list[KBInfo]:
+        """The KBs this principal may see (hidden evaluation copies never listed), oldest first."""
+        out = []
+        for row in self.store.list_kbs():
+            role = access.role_of(self.store, self.who, row)
+            if role and not _hidden(row):
+                out.append(KBInfo(row.id, row.name, len(self.store.list_documents(row.id)),
+                                  self.store.count_chunks(row.id), role))
+        return out
+
+    def kb(self, name_or_id: str | int, need: str = "viewer") -> "KB":
+        """A KB handle by name or id, after checking the principal's role is at least `need`."""
+        row = self.store.get_kb(name_or_id) if isinstance(name_or_id, int) else self.store.find_kb(str(name_or_id))
+        if row is None or _hidden(row) and isinstance(name_or_id, str):
+            raise errors.KnowledgeBaseNotFound(f"找不到知识库「{name_or_id}」。")
+        return KB(self, row, access.require(self.store, self.who, row, need))
+
+    def create_kb(self, name: str) -> "KB":
+        """A new KB, private to its creator (services.access)."""
+        if self.who.kind == "key":
+            raise errors.PermissionDenied("API 密钥不能创建知识库。")
+        self.lib.require_owner()
+        row = self.store.create_kb(name)
+        if self.who.kind == "user":
+            self.store.access.grant(row.id, self.who.user_id, "owner")
+        return KB(self, row, "owner")
+
+    def sample_kb(self) -> tuple["KB", int | None]:
+        """The 示例 KB with the bundled sample documents: (handle, job id of its ingest, None when ready)."""
+        try:
+            kb = self.kb(SAMPLE_KB, "editor")
+        except errors.KnowledgeBaseNotFound:
+            kb = self.create_kb(SAMPLE_KB)
+        job = None if kb.info().documents else kb.submit("sample", "示例文档", {})
+        return kb, job
+
+    # --- models --------------------------------------------------------------------------------
+    def finetuned_models(self) -> list[dict]:
+        from services.tuning.finetune import finetuned_models
+
+        return finetuned_models(self.lib)
+
+    def models_in_use(self) -> set[str]:
+        return {self.lib.embedding_model(k) for k in self.store.list_kbs()}
+
+    def delete_finetuned_model(self, name: str) -> None:
+        """Delete a fine-tuned model folder: its KB's owner or an admin; never one a KB uses."""
+        from services.tuning.finetune import delete_model
+
+        card = next((m for m in self.finetuned_models() if m["name"] == name), None)
+        if card is None:
+            raise errors.WendaoError("找不到这个微调模型。")
+        if not self.who.admin:
+            self.kb(card.get("kb", ""), "owner")
+        delete_model(self.lib, name)
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def job(self, job_id: int) -> Job:
+        """A job of a KB the principal may see."""
+        job = worker.get(self.lib, job_id)
+        self.kb(job.kb_id)
+        return job
+
+
+def _hidden(row: KnowledgeBase) -> bool:
+    return bool(row.settings.get("hidden"))
+
+
+class KB:
+    """One knowledge base as seen by one principal (`role`): every use case on it."""
+
+    def __init__(self, session: Session, row: KnowledgeBase, role: str):
+        self.session, self.row, self.role = session, row, role
+        self.lib = session.lib
+        self.store = session.lib.store
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    def _need(self, role: str) -> None:
+        if not access.at_least(self.role, role):
+            access.require(self.store, self.session.who, self.row, role)
+
+    def refresh(self) -> "KB":
+        """The same KB with its row read again (settings changed by another session)."""
+        self.row = self.store.get_kb(self.row.id)
+        return self
+
+    # --- views ---------------------------------------------------------------------------------
+    def info(self) -> KBInfo:
+        return KBInfo(self.id, self.name, len(self.store.list_documents(self.id)), self.store.count_chunks(self.id),
+                      self.role)
+
+    def documents(self, searchable_only: bool = False) -> list[Document]:
+        docs = self.store.list_documents(self.id)
+        return [d for d in docs if d.status == "ready" and d.enabled] if searchable_only else docs
+
+    def document(self, doc_id: str) -> Document:
+        doc = self.store.get_document(self.id, doc_id)
+        if doc is None:
+            raise errors.DocumentNotFound()
+        return doc
+
+    def find_documents(self, filename: str) -> list[Document]:
+        return [d for d in self.store.find_by_filename(self.id, filename) if d.status == "ready"]
+
+    def chunks(self, doc_id: str):
+        return self.store.chunks_of(self.id, doc_id)
+
+    def chunk_preview(self, doc_id: str, config: ChunkingConfig) -> tuple[str, list]:
+        """(document text, its chunks under `config`): how a re-split would look; nothing changes."""
+        text = self.store.document_text(self.id, doc_id)
+        spans = self.store.page_spans(self.id, doc_id)
+        counter = self.lib.embedder(self.row).count_tokens if config.unit == "tokens" else None
+        return text, chunk_text(text, config, lambda offset: page_for_offset(spans, offset), counter)
+
+    def source_view(self, source: dict, quotes: list[dict], page: int | None = None) -> SourceView:
+        """The original behind a kept source: its PDF page rendered with the quotes boxed, or the passage
+        in its surrounding text (other formats, files kept before originals were)."""
+        from services.documents.pageview import context_window, render_pdf_page
+
+        doc_id = self._source_doc(source)
+        if doc_id is None:
+            return SourceView(None, "missing")
+        ranges = [(int(c["start"]), int(c["end"])) for c in quotes] or [(int(source["start"]), int(source["end"]))]
+        text = self.store.document_text(self.id, doc_id)
+        path = self.lib.original_path(self.row, doc_id)
+        if path is not None and path.suffix.lower() == ".pdf":
+            spans = self.store.page_spans(self.id, doc_id)
+            pages = sorted({int(c.get("page", 0)) for c in quotes} - {0}) or [int(source.get("page", 1))]
+            page = page if page in pages else pages[0]
+            image = render_pdf_page(path, text, spans, page, ranges)
+            return SourceView(doc_id, "pdf", page, pages, image.pages, image.png, image.found,
+                              any(s.ocr and s.page == page for s in spans))
+        a, b = context_window(text, min(r[0] for r in ranges), max(r[1] for r in ranges))
+        return SourceView(doc_id, "text", text=text[a:b], marks=[(s - a, e - a) for s, e in ranges],
+                          cut_before=a > 0, cut_after=b < len(text))
+
+    def _source_doc(self, source: dict) -> str | None:
+        chunks = self.store.get_chunks(list(source.get("chunk_ids") or []))
+        if chunks:
+            doc_id = next(iter(chunks.values())).doc_id
+            if self.store.get_document(self.id, doc_id) is not None:
+                return doc_id
+        docs = self.store.find_by_filename(self.id, source.get("doc", ""))
+        return docs[0].id if docs else None
+
+    # --- settings -------------------------------------------------------------------------------
+    def retrieval_settings(self, **overrides) -> RetrievalSettings:
+        """The KB's saved retrieval settings with `overrides` (None values ignored)."""
+        return replace(retrieval_settings(self.lib, self.row), **{k: v for k, v in overrides.items() if v is not None})
+
+    def chunking_config(self) -> ChunkingConfig:
+        return chunking_config(self.lib, self.row)
+
+    def llm_settings(self, session_key: str = "", unsaved: dict | None = None) -> LLMSettings:
+        """The endpoint answers use: server (env, .streamlit/secrets.toml) < saved for the KB < `unsaved`;
+        keys bound to their endpoints (services.index.library.llm_settings)."""
+        return llm_settings(self.lib, self.row, session_key, server_llm_secrets(), unsaved)
+
+    def embedding_model(self) -> str:
+        return self.lib.embedding_model(self.row)
+
+    def save_retrieval(self, settings: RetrievalSettings) -> None:
+        self._need("editor")
+        self.lib.require_owner()
+        save_settings(self.lib, self.row, "retrieval", asdict(settings))
+        self.refresh()
+
+    def save_chunking(self, config: ChunkingConfig) -> None:
+        self._need("editor")
+        self.lib.require_owner()
+        save_settings(self.lib, self.row, "chunking", config.to_dict())
+        self.refresh()
+
+    def save_llm(self, settings: LLMSettings, save_key: bool = False) -> None:
+        """Save the endpoint (the key only when asked). Where questions and passages are sent is a
+        security decision: the KB's owner (or an admin) only."""
+        self._need("owner")
+        self.lib.require_owner()
+        save_llm_settings(self.lib, self.row, settings, save_key)
+        self.refresh()
+
+    def test_llm(self, settings: LLMSettings) -> str:
+        """Send one short request to the endpoint; its reply (LLMError subclasses on failure)."""
+        from services.answers.llm import LLMClient
+
+        self._need("owner")
+        return LLMClient(settings).test_connection()
+
+    def test_reranker(self, model: str):
+        """Load the reranker and score 10 pairs; the loaded model (device, speed)."""
+        from services.search.rerank import load_reranker
+
+        self._need("editor")
+        reranker = load_reranker(model)
+        reranker.score("测试", ["测试段落"] * 10)
+        return reranker
+
+    # --- search and answers ----------------------------------------------------------------------
+    def retriever(self, settings: RetrievalSettings | None = None, doc_ids: list[str] | None = None):
+        from services.search.retrieval import Retriever
+
+        return Retriever(self.lib, self.row, settings or self.retrieval_settings(), doc_ids=doc_ids)
+
+    def search(self, query: str, settings: RetrievalSettings | None = None, doc_ids: list[str] | None = None):
+        """Hits with every stage's rank and score (the lab, the CLI, the API's retrieval endpoint)."""
+        if not (query or "").strip():
+            raise errors.WendaoError("请输入查询内容。")
+        return self.retriever(settings, doc_ids).search(query)
+
+    def ask(self, question: str, conversation: str | None = None, doc_ids: list[str] | None = None,
+            settings: RetrievalSettings | None = None, llm: LLMSettings | None = None, session_key: str = "",
+            on_preview: Callable | None = None, save: bool = True) -> "AskStream":
+        """Answer `question` (streamed) in the conversation `conversation` (its public id; a new one when
+        None), and save the turn when the answer is complete. `llm` None: the KB's endpoint as the chat
+        page and the CLI both resolve it (`llm_settings`)."""
+        from services.answers.answer import Conversation, stream_answer
+
+        question = (question or "").strip()
+        if not question:
+            raise errors.WendaoError("请输入问题。")
+        info = self.conversation(conversation) if conversation else None
+        history = conversations.history(self.store, info.id) if info else Conversation()
+        settings = settings or self.retrieval_settings()
+        llm = llm if llm is not None else self.llm_settings(session_key)
+        stream = stream_answer(self.retriever(settings, doc_ids), llm, question, history, on_preview=on_preview)
+        saved = {"retrieval": asdict(settings), "doc_ids": doc_ids, "llm_model": llm.model if llm.configured else ""}
+        return AskStream(self, stream, question, info, saved if save else None)
+
+    def answer_batch(self, questions, llm: LLMSettings | None = None, settings: RetrievalSettings | None = None) -> dict:
+        """Answer a question set (CLI `ask --questions`): per-question answers with the gold check."""
+        from services.answers.answer import answer_questions_batch
+
+        return answer_questions_batch(self.retriever(settings), llm or self.llm_settings(), questions)
+
+    # --- conversations --------------------------------------------------------------------------
+    def conversations(self) -> list[ConversationInfo]:
+        """The principal's own conversations in this KB, most recent first."""
+        return conversations.list_for(self.store, self.id, self.session.who.owner_tag)
+
+    def conversation(self, key: str) -> ConversationInfo:
+        """One of the principal's conversations in this KB by its public id (not found otherwise)."""
+        info = conversations.find(self.store, str(key))
+        if info.kb_id != self.id or info.owner != self.session.who.owner_tag:
+            raise errors.ConversationNotFound()
+        return info
+
+    def turns(self, key: str) -> list[dict]:
+        return conversations.turns(self.store, self.conversation(key).id)
+
+    def rename_conversation(self, key: str, title: str) -> None:
+        conversations.rename(self.store, self.conversation(key).id, title)
+
+    def delete_conversation(self, key: str) -> None:
+        conversations.delete(self.store, self.conversation(key).id)
+
+    def export_conversation(self, key: str) -> tuple[str, str]:
+        """(file name, Markdown) of a conversation, named after its title."""
+        info = self.conversation(key)
+        return conversations.export_filename(info.title), conversations.export_markdown(
+            self.name, conversations.turns(self.store, info.id))
+
+    # --- changes ---------------------------------------------------------------------------------
+    def rename(self, name: str) -> None:
+        self._need("owner")
+        self.lib.require_owner()
+        self.row = self.lib.rename_kb(self.row, name)
+
+    def delete(self) -> None:
+        """Delete the KB with its documents, indexes, conversations, keys and hidden copies."""
+        self._need("owner")
+        self.lib.delete_kb(self.row)
+
+    def set_enabled(self, doc_id: str, enabled: bool) -> None:
+        self._need("editor")
+        self.lib.set_enabled(self.row, doc_id, enabled)
+
+    def delete_document(self, doc_id: str) -> None:
+        self._need("editor")
+        self.lib.delete_document(self.row, doc_id)
+
+    def upload(self, filename: str, data: bytes, config: ChunkingConfig | None = None) -> int:
+        """Queue one file for background indexing; the job id."""
+        from services.jobs import chunking_params
+
+        self._need("editor")
+        return self.submit("ingest", filename, chunking_params(config or self.chunking_config()), data)
+
+    def ingest_paths(self, paths: Iterable[str | Path], config: ChunkingConfig | None = None,
+                     on_file=None, progress=None):
+        """Index files and folders now, in this process (the CLI); an IngestReport."""
+        from services.index.ingest import ingest_paths
+
+        self._need("editor")
+        return ingest_paths(self.lib, self.row, paths, config or self.chunking_config(), on_file, progress)
+
+    def rechunk(self, doc_id: str, config: ChunkingConfig) -> int:
+        self.document(doc_id)
+        return self.submit("rechunk", self.document(doc_id).filename, {"doc_id": doc_id, "config": config.to_dict()})
+
+    def reindex(self) -> int:
+        return self.submit("reindex", "重建索引", {})
+
+    def optimize(self) -> int:
+        return self.submit("optimize", "优化索引", {})
+
+    def reembed(self, model: str) -> int:
+        """Switch the embedding model (re-embeds every chunk in the background)."""
+        return self.submit("reembed", model, {"model": model})
+
+    def evaluate(self, lines: list[str], modes: list[str], reranks: list[bool], chunkers: list[str],
+                 limit: int | None = None, keep: bool = False) -> int:
+        """Queue an evaluation run of the question set `lines` (JSONL) over chunker x mode x rerank;
+        `keep` saves the set as the KB's question set first."""
+        from services.tuning.evaluation import parse_questions, save_question_set
+
+        parse_questions(lines)  # a bad file is refused now, not in the background
+        self._need("viewer" if chunkers == ["current"] and not keep else "editor")
+        if keep:
+            save_question_set(self.lib, self.row, lines)
+        return self.submit("evaluate", "评测", {"lines": lines, "modes": modes, "reranks": reranks,
+                                                "chunkers": chunkers, "limit": limit}, need="viewer")
+
+    def finetune(self, name: str, settings=None) -> int:
+        """Queue fine-tuning of the KB's embedding model; the job id."""
+        from services.tuning.finetune import FinetuneSettings, valid_model_name
+
+        if any(j.active for j in self.jobs(kinds=("finetune",))):
+            raise errors.WendaoError("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
+        name = valid_model_name(name)
+        return self.submit("finetune", name, {"name": name, "settings": asdict(settings or FinetuneSettings())})
+
+    def submit(self, kind: str, name: str, params: dict, data: bytes | None = None, need: str = "editor") -> int:
+        """Queue a job of `kind` (services.jobs) after checking the role; the job id."""
+        self._need(need)
+        return worker.submit(self.lib, self.row, kind, name, params, data, self.session.ws.background)
+
+    def jobs(self, since: float | None = None, kinds: tuple[str, ...] = INGEST_KINDS) -> list[Job]:
+        return worker.jobs(self.lib, self.row, since, kinds)
+
+    def job(self, job_id: int) -> Job:
+        job = worker.get(self.lib, job_id)
+        if job.kb_id != self.id:
+            raise errors.JobNotFound()
+        return job
+
+    def cancel(self, job_id: int) -> bool:
+        self._need("editor")
+        self.job(job_id)
+        return worker.cancel(self.lib, job_id)
+
+    def run_now(self, job_id: int, listener: Callable | None = None) -> Job:
+        """Run a queued job in this thread (the CLI): same handler and rows as the background worker."""
+        self.job(job_id)
+        return worker.run_inline(self.lib, job_id, listener)
+
+    def check(self) -> dict:
+        """Compare SQLite with the BM25 and dense indexes (read-only)."""
+        from services.index.maintenance import check
+
+        return check(self.lib, self.row)
+
+    # --- question sets ---------------------------------------------------------------------------
+    def question_set(self):
+        from services.tuning.evaluation import question_set
+
+        return question_set(self.lib, self.row)
+
+    def delete_question_set(self) -> None:
+        from services.tuning.evaluation import delete_question_set
+
+        self._need("editor")
+        delete_question_set(self.lib, self.row)
+
+
+class AskStream:
+    """A streamed answer: iterate for text; `answer` once done. The turn is saved when the stream ends
+    (a new conversation is created for the first turn); `conversation` is its public id."""
+
+    def __init__(self, kb: KB, stream, question: str, info: ConversationInfo | None, saved: dict | None):
+        self.kb, self.stream, self.question, self.info, self.saved = kb, stream, question, info, saved
+        self.answer = None
+
+    @property
+    def conversation(self) -> str | None:
+        return self.info.key if self.info else None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.stream
+        self.answer = self.stream.answer
+        if self.saved is not None:
+            self._save()
+
+    def finish(self):
+        """Consume the whole stream (non-streaming callers); the Answer."""
+        for _ in self:
+            pass
+        return self.answer
+
+    def _save(self) -> None:
+        store, who = self.kb.store, self.kb.session.who
+        if self.info is None:
+            conv_id = conversations.create(store, self.kb.id, owner=who.owner_tag)
+            self.info = conversations.get(store, conv_id)
+        conversations.add_turn(store, self.info.id, self.question, self.answer.to_json(), self.saved)
+        self.info = conversations.get(store, self.info.id)
+
