@@ -1,4 +1,5 @@
-"""`python -m services {ingest,chunks,search,ask,eval,kbs,reindex,check,finetune}` — the same code the UI runs.
+"""`wendao {serve,ingest,chunks,search,ask,eval,kbs,reindex,check,finetune}` (also `python -m services`):
+an adapter over the application core (services.workspace), the same use cases the UI runs.
 
 Human-readable output by default; `--json` prints machine-readable JSON (stable fields, see the
 README). Progress goes to stderr. Exit code 1 on a user error (message in Chinese on stderr);
@@ -16,57 +17,75 @@ from dataclasses import replace
 
 from services import errors
 from services.documents.chunking import STRATEGIES, ChunkingConfig
-from services.config import LLMSettings, RetrievalSettings
+from services.config import RetrievalSettings
+from services.documents.text import display_name
 
 
 def _print_json(obj) -> None:
     print(json.dumps(obj, ensure_ascii=False))
 
 
-def _library():
-    from services.index.library import open_library
+def _session():
+    """The core for the person at this terminal: the local principal (whoever can run this command
+    can read the data dir anyway); jobs run in this process, not in a background thread."""
+    from services.workspace import open_workspace
 
-    return open_library()
+    return open_workspace(background=False).session()
 
 
-def _retrieval_settings(args, lib, kb) -> RetrievalSettings:
+def _kb(args, need: str = "viewer"):
+    return _session().kb(args.kb, need)
+
+
+def _retrieval_settings(args, kb) -> RetrievalSettings:
     """The KB's saved retrieval settings (as the UI uses them) with the command-line overrides."""
-    from services.index.library import retrieval_settings
+    return kb.retrieval_settings(mode=getattr(args, "mode", None), rerank=getattr(args, "rerank", False) or None,
+                                 reranker_model=getattr(args, "reranker", None), top_k=getattr(args, "top_k", None))
 
-    overrides = {"mode": getattr(args, "mode", None), "rerank": getattr(args, "rerank", False) or None,
-                 "reranker_model": getattr(args, "reranker", None), "top_k": getattr(args, "top_k", None)}
-    return replace(retrieval_settings(lib, kb), **{k: v for k, v in overrides.items() if v})
+
+def _run(kb, job_id: int, verbose: bool = False, label=None):
+    """Run a queued job here (same handler as the app's worker); its result, or the job's Chinese
+    failure reason as a WendaoError."""
+    def listener(stage, done, total, extra):
+        if verbose:
+            print(f"  {label(stage) if label else stage} {done}/{total}", file=sys.stderr)
+
+    job = kb.run_now(job_id, listener)
+    if job.status != "done":
+        raise errors.WendaoError(job.result.get("reason") or f"任务未完成（{job.status}）。")
+    return job.result
 
 
 def cmd_ingest(args) -> int:
-    from services.index.ingest import ingest_paths
+    from services.index.library import OPTIMIZE_FROM_CHUNKS
 
-    lib = _library()
-    kb = lib.kb(args.kb, create=True)
+    me = _session()
+    try:
+        kb = me.kb(args.kb, "editor")
+    except errors.KnowledgeBaseNotFound:
+        kb = me.create_kb(args.kb)
     config = ChunkingConfig(args.chunker, args.chunk_size, args.overlap, args.window, args.stride, args.unit)
 
     def on_file(i, n, r):
         detail = f"{r.chunks} 个片段" if r.status in ("ok", "replaced") else r.reason
-        print(f"[{i}/{n}] {r.file}: {r.status} — {detail}", file=sys.stderr)
+        print(f"[{i}/{n}] {display_name(r.file)}: {r.status} — {detail}", file=sys.stderr)
 
     def progress(name, stage, done, total):
         if args.verbose:
-            print(f"  {name}: {stage} {done}/{total}", file=sys.stderr)
+            print(f"  {display_name(name)}: {stage} {done}/{total}", file=sys.stderr)
 
-    report = ingest_paths(lib, kb, args.paths, config, on_file, progress)
-    from services.index.library import OPTIMIZE_FROM_CHUNKS
-
-    if report.documents and lib.store.count_chunks(kb.id) >= OPTIMIZE_FROM_CHUNKS:
+    report = kb.ingest_paths(args.paths, config, on_file, progress)
+    if report.documents and kb.info().chunks >= OPTIMIZE_FROM_CHUNKS:
         started = time.perf_counter()
         print("优化索引（构建 HNSW）…", file=sys.stderr)
-        lib.optimize(kb)
+        _run(kb, kb.optimize())
         print(f"索引优化完成，用时 {time.perf_counter() - started:.0f} 秒", file=sys.stderr)
     if args.json:
         _print_json(report.to_json())
     else:
         print(f"文档 {report.documents} 个，片段 {report.chunks} 个，跳过 {len(report.skipped)} 个，用时 {report.seconds:.1f} 秒")
         for s in report.skipped:
-            print(f"  跳过 {s['file']}: {s['reason']}")
+            print(f"  跳过 {display_name(s['file'])}: {s['reason']}")
     failed = [r for r in report.results if r.status == "failed"]
     if failed and not args.allow_failures:
         print(f"错误：{len(failed)} 个文件索引失败（加 --allow-failures 可在有失败时仍以 0 退出）", file=sys.stderr)
@@ -75,14 +94,13 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_chunks(args) -> int:
-    lib = _library()
-    kb = lib.kb(args.kb)
-    docs = [d for d in lib.store.find_by_filename(kb.id, args.doc) if d.status == "ready"]
+    kb = _kb(args)
+    docs = kb.find_documents(args.doc)
     if not docs:
         raise errors.DocumentNotFound(f"知识库「{args.kb}」里没有文档「{args.doc}」。")
-    chunks = lib.store.chunks_of(kb.id, docs[0].id)
     rows = [{"ordinal": c.ordinal, "text": c.text, "start": c.start, "end": c.end,
-             "pages": [c.page_start, c.page_end], "strategy": c.strategy, "params": c.params} for c in chunks]
+             "pages": [c.page_start, c.page_end], "strategy": c.strategy, "params": c.params}
+            for c in kb.chunks(docs[0].id)]
     if args.json:
         _print_json({"doc": args.doc, "chunks": rows})
     else:
@@ -97,15 +115,13 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def cmd_search(args) -> int:
-    from services.search.retrieval import Retriever
-
-    lib = _library()
-    kb = lib.kb(args.kb)
-    retriever = Retriever(lib, kb, _retrieval_settings(args, lib, kb))
+    kb = _kb(args)
+    settings = _retrieval_settings(args, kb)
     queries = ([(str(q.get("id")), q["question"]) for q in _read_jsonl(args.queries)] if args.queries
                else [(None, " ".join(args.query))])
     if not queries or not queries[0][1].strip():
         raise errors.WendaoError("请输入查询内容。")
+    retriever = kb.retriever(settings)  # one retriever for the whole query file (models loaded once)
     for qid, text in queries:
         start = time.perf_counter()
         result = retriever.search(text)
@@ -119,26 +135,21 @@ def cmd_search(args) -> int:
             print(f"查询：{text}  （{ms:.0f} ms，词项：{' / '.join(result.terms)}）")
             for i, h in enumerate(result.hits, start=1):
                 scores = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
-                print(f"{i}. {h.doc} 第{h.page}页 [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
+                print(f"{i}. {display_name(h.doc)} 第{h.page}页 [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    from services.tuning.evaluation import EvalConfig, evaluate, load_questions
-
-    lib = _library()
-    kb = lib.kb(args.kb)
-    questions = load_questions(args.questions)
-    if args.limit:
-        questions = questions[: args.limit]
-    base = _retrieval_settings(args, lib, kb)
-    configs = [EvalConfig(m + ("+rerank" if args.rerank else ""), m, args.rerank, replace(base, mode=m))
-               for m in args.modes.split(",")]
-    summaries, _ = evaluate(lib, kb, questions, configs,
-                            lambda d, t: print(f"\r评测 {d}/{t}", end="", file=sys.stderr) if d % 50 == 0 or d == t else None)
-    print(file=sys.stderr)
+    kb = _kb(args)
+    with open(args.questions, encoding="utf-8-sig") as f:
+        lines = f.read().splitlines()
+    overrides = {"top_k": args.top_k, "reranker_model": args.reranker}
+    job = kb.evaluate(lines, args.modes.split(","), [bool(args.rerank)], ["current"], args.limit,
+                      overrides={k: v for k, v in overrides.items() if v}, names="mode")
+    result = _run(kb, job, verbose=True, label=lambda stage: "评测")
+    summaries = result["summaries"]
     if args.json:
-        _print_json({"questions": len(questions), "results": summaries})
+        _print_json({"questions": result["questions"], "results": summaries})
     else:
         keys = list(next(iter(summaries.values())))
         print("mode".ljust(16) + "".join(k.rjust(18) for k in keys))
@@ -148,73 +159,62 @@ def cmd_eval(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from services.answers.answer import Conversation, answer_question, answer_questions_batch
-    from services.search.retrieval import Retriever
-
-    lib = _library()
-    kb = lib.kb(args.kb)
-    retriever = Retriever(lib, kb, _retrieval_settings(args, lib, kb))
-    llm = LLMSettings.from_env()
+    kb = _kb(args)
+    settings = _retrieval_settings(args, kb)
+    llm = kb.llm_settings()  # the KB's endpoint, resolved as the chat page resolves it
     if args.no_llm:
         llm = replace(llm, model="")
     if args.questions:
         from services.tuning.evaluation import load_questions
 
         questions = load_questions(args.questions)[: args.limit or None]
-        report = answer_questions_batch(retriever, llm, questions)
+        report = kb.answer_batch(questions, llm, settings)
         _print_json(report) if args.json else print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
-    question = " ".join(args.question).strip()
-    if not question:
-        raise errors.WendaoError("请输入问题。")
-    answer = answer_question(retriever, llm, question, Conversation())
+    conversation = None if args.conversation in (None, "new") else args.conversation
+    stream = kb.ask(" ".join(args.question), conversation, settings=settings, llm=llm,
+                    save=args.conversation is not None)
+    answer = stream.finish()
     if args.json:
-        _print_json(answer.to_json())
+        _print_json({**answer.to_json(), "conversation": stream.conversation})
     else:
         print(answer.text)
         for c in answer.citations:
-            mark = "" if c.supported else "（未被支持）"
-            print(f"[{c.n}] {c.doc} 第{c.page}页{mark}：{c.quote}")
+            mark = "" if c.supported else "（未核实）"
+            print(f"[{c.n}] {display_name(c.doc)} 第{c.page}页{mark}：{c.quote}")
+        if stream.conversation:
+            print(f"（对话 {stream.conversation}：继续追问请加 --conversation {stream.conversation}）", file=sys.stderr)
     return 0
 
 
 def cmd_kbs(args) -> int:
-    lib = _library()
-    rows = [{"name": kb.name, "documents": len(lib.store.list_documents(kb.id)),
-             "chunks": lib.store.count_chunks(kb.id)} for kb in lib.store.list_kbs()]
-    _print_json(rows) if args.json else [print(f"{r['name']}: {r['documents']} 文档, {r['chunks']} 片段") for r in rows]
+    rows = [kb.to_json() for kb in _session().kbs()]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{display_name(r['name'])}: {r['documents']} 文档, {r['chunks']} 片段")
     return 0
 
 
 def cmd_reindex(args) -> int:
-    from services.index.maintenance import reindex
-
-    lib = _library()
-    kb = lib.kb(args.kb)
-
-    def progress(stage, done, total):
-        if args.verbose:
-            print(f"  {stage} {done}/{total}", file=sys.stderr)
-
-    result = reindex(lib, kb, progress)
+    kb = _kb(args, "editor")
+    result = _run(kb, kb.reindex(), args.verbose)
     if args.json:
         _print_json(result)
     else:
-        print(f"已重建知识库「{kb.name}」的索引：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒")
+        print(f"已重建知识库「{display_name(kb.name)}」的索引：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒")
     return 0
 
 
 def cmd_check(args) -> int:
-    from services.index.maintenance import check
-
-    lib = _library()
-    kb = lib.kb(args.kb)
-    report = check(lib, kb)
+    kb = _kb(args)
+    report = kb.check()
     if args.json:
         _print_json(report)
     else:
         state = "一致" if report["ok"] else "不一致"
-        print(f"知识库「{kb.name}」：SQLite {report['sqlite']['chunks']} 个片段；索引与 SQLite {state}")
+        print(f"知识库「{display_name(kb.name)}」：SQLite {report['sqlite']['chunks']} 个片段；索引与 SQLite {state}")
         for name, r in report["indexes"].items():
             print(f"  {name}: {r['points']} 个点，缺失 {r['missing']}，孤立 {r['orphans']}")
         for p in report["problems"]:
@@ -223,20 +223,26 @@ def cmd_check(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from services.tuning.finetune import FinetuneSettings, finetune
+    from services.tuning.finetune import FinetuneSettings
 
-    lib = _library()
-    lib.require_owner()
-    kb = lib.kb(args.kb)
+    kb = _kb(args, "editor")
     given = {"epochs": args.epochs, "max_pairs": args.max_pairs, "batch_size": args.batch_size}
     settings = FinetuneSettings(**{k: v for k, v in given.items() if v is not None})
+    seen = {"stage": None}
 
-    def on_step(p):
-        if args.verbose or p.step == p.steps:
-            eta = f"，预计还需 {p.eta_s:.0f} 秒" if p.eta_s else ""
-            print(f"  训练 {p.step}/{p.steps}，loss {p.losses[-1]:.4f}{eta}", file=sys.stderr)
+    def listener(stage, done, total, extra):
+        if stage != seen["stage"]:
+            seen["stage"] = stage
+            print(f"[{stage}]", file=sys.stderr)
+        if stage == "train" and total and extra.get("losses") and (args.verbose or done == total):
+            eta = f"，预计还需 {extra['eta_s']:.0f} 秒" if extra.get("eta_s") else ""
+            print(f"  训练 {done}/{total}，loss {extra['losses'][-1]:.4f}{eta}", file=sys.stderr)
 
-    card = finetune(lib, kb, args.name, settings, on_step, on_stage=lambda s: print(f"[{s}]", file=sys.stderr))
+    job = kb.run_now(kb.finetune(args.name, settings), listener)
+    if job.status != "done":
+        raise errors.WendaoError(job.result.get("reason") or f"微调未完成（{job.status}）。")
+    card = job.result
+
     def table(before, after):
         return [{"retrieval": kind, "model": label, **{k: round(v, 4) for k, v in metrics[kind].items()}}
                 for kind in ("dense", "hybrid") for metrics, label in ((before, "base"), (after, args.name))]
@@ -267,8 +273,73 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_user(args) -> int:
+    """Local accounts for team mode (WENDAO_AUTH=local): add, list, remove."""
+    me = _session()
+    if args.action == "add":
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            import getpass
+
+            password = getpass.getpass("密码（至少 8 个字符）：")
+            if getpass.getpass("再输入一次：") != password:
+                raise errors.WendaoError("两次输入的密码不一致。")
+        user = me.add_user(args.name, password, args.admin)
+        _print_json(user.to_json()) if args.json else print(f"已创建{'管理员' if user.admin else '用户'}「{user.name}」。")
+    elif args.action == "list":
+        users = [u.to_json() for u in me.users()]
+        if args.json:
+            _print_json(users)
+        else:
+            for u in users:
+                print(f"{display_name(u['name'])}{'（管理员）' if u['admin'] else ''}")
+    else:
+        me.remove_user(args.name)
+        print(f"已删除用户「{display_name(args.name)}」。", file=sys.stderr)
+    return 0
+
+
+def cmd_key(args) -> int:
+    """API keys scoped to one KB: add (printed once), list, revoke."""
+    me = _session()
+    if args.action == "add":
+        key = me.kb(args.kb, "owner").create_key(args.scope, args.name or "")
+        if args.json:
+            _print_json(key.to_json())
+        else:
+            print(key.key)
+            print(f"（密钥 #{key.id}，知识库「{display_name(key.kb)}」，权限 {key.scope}。只显示这一次，请妥善保存。）",
+                  file=sys.stderr)
+    elif args.action == "list":
+        keys = me.kb(args.kb, "owner").keys() if args.kb else me.all_keys()
+        names = {k.id: k.name for k in me.kbs()}
+        rows = [{**k.to_json(), "kb": names.get(k.kb_id, k.kb_id)} for k in keys]
+        if args.json:
+            _print_json(rows)
+        else:
+            for r in rows:
+                state = "已吊销" if r["revoked"] else ("从未使用" if not r["last_used"] else
+                                                     time.strftime("最近使用 %Y-%m-%d %H:%M", time.localtime(r["last_used"])))
+                print(f"#{r['id']} {r['prefix']}… 知识库「{display_name(str(r['kb']))}」 {r['scope']} {state}")
+    else:
+        key = next((k for k in me.all_keys() if k.id == args.id), None)
+        if key is None:
+            raise errors.WendaoError("找不到这个密钥。")
+        me.kb(key.kb_id, "owner").revoke_key(args.id)
+        print(f"已吊销密钥 #{args.id}。", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """Start the web app (pages and, in the same process, the HTTP API) with uvicorn."""
+    from services.serving import serve
+
+    return serve(args.address, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m services", description="问道 Wendao 命令行")
+    p = argparse.ArgumentParser(prog="wendao", description="问道 Wendao 命令行（也可用 python -m services）")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("ingest", help="索引文件或文件夹")
@@ -308,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--questions")
             s.add_argument("--limit", type=int)
             s.add_argument("--no-llm", action="store_true", help="不调用大模型，只给摘录式回答")
+            s.add_argument("--conversation", metavar="ID",
+                           help="在保存的对话中提问（new 表示新建），回答会保存；用输出的 conversation 继续追问")
             s.add_argument("question", nargs="*")
         else:
             s.add_argument("--questions", required=True)
@@ -333,6 +406,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("user", help="管理团队模式的本地账号（add / list / remove）")
+    users = s.add_subparsers(dest="action", required=True)
+    u = users.add_parser("add", help="创建用户")
+    u.add_argument("name")
+    u.add_argument("--admin", action="store_true", help="管理员")
+    u.add_argument("--password-stdin", action="store_true", help="从标准输入读取密码（一行）")
+    u.add_argument("--json", action="store_true")
+    u = users.add_parser("list", help="列出用户")
+    u.add_argument("--json", action="store_true")
+    u = users.add_parser("remove", help="删除用户")
+    u.add_argument("name")
+    s.set_defaults(func=cmd_user, json=False)
+
+    s = sub.add_parser("key", help="管理知识库的 API 密钥（add / list / revoke）")
+    keys = s.add_subparsers(dest="action", required=True)
+    k = keys.add_parser("add", help="创建密钥（只显示一次）")
+    k.add_argument("--kb", required=True)
+    k.add_argument("--scope", choices=("read", "write"), required=True)
+    k.add_argument("--name", help="备注")
+    k.add_argument("--json", action="store_true")
+    k = keys.add_parser("list", help="列出密钥")
+    k.add_argument("--kb")
+    k.add_argument("--json", action="store_true")
+    k = keys.add_parser("revoke", help="吊销密钥")
+    k.add_argument("id", type=int)
+    s.set_defaults(func=cmd_key, json=False)
+
+    s = sub.add_parser("serve", help="启动网页应用（同一端口提供 HTTP API）")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--address", default="127.0.0.1")
+    s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("check", help="核对索引与 SQLite 是否一致（不一致时退出码为 1）")
     s.add_argument("--kb", required=True)

@@ -169,3 +169,21 @@ class PermissionDenied(WendaoError):
 
 class NotSignedIn(PermissionDenied):
     default_message = "请先登录。"
+
+
+class SignInFailed(PermissionDenied):
+    default_message = "用户名或密码不正确。"
+
+
+class SignInThrottled(PermissionDenied):
+    default_message = "登录失败次数过多，请稍后再试。"
+
+
+class InsecureBind(WendaoError):
+    default_message = "拒绝启动：在网络地址上提供服务必须开启登录（WENDAO_AUTH=local 或 oidc）。"
+
+
+class UnsafeEndpoint(WendaoError):
+    """A model endpoint pointing at a link-local, metadata or (not allowed) loopback address."""
+
+    default_message = "这个接口地址指向本机或内网的特殊地址，出于安全考虑不允许使用。"

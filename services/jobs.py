@@ -102,7 +102,7 @@ def evaluate(ctx: JobContext) -> dict:
 
     lib, kb, p = ctx.lib, ctx.kb, ctx.params
     questions = parse_questions(p["lines"])[: p.get("limit") or None]
-    base = retrieval_settings(lib, kb)
+    base = replace(retrieval_settings(lib, kb), **p.get("overrides", {}))
     combos = list(itertools.product(p["chunkers"], p["modes"], p["reranks"]))
     summaries, rows = {}, []
     for i, (chunker, mode, rerank) in enumerate(combos):
@@ -111,7 +111,8 @@ def evaluate(ctx: JobContext) -> dict:
         if chunker != "current" and CHUNKER_PRESETS[chunker] != chunking_config(lib, kb):
             ctx.progress("variant", i, len(combos), force=True, config=CHUNKER_NAMES[chunker])
             target = chunker_variant(lib, kb, CHUNKER_PRESETS[chunker])
-        name = f"{CHUNKER_NAMES[chunker]} · {MODES[mode]}" + (" · 重排" if rerank else "")
+        name = (f"{mode}{'+rerank' if rerank else ''}" if p.get("names") == "mode" else
+                f"{CHUNKER_NAMES[chunker]} · {MODES[mode]}" + (" · 重排" if rerank else ""))
         config = EvalConfig(name, mode, rerank, replace(base, mode=mode, rerank=rerank))
 
         def progress(done, total, i=i, name=name):

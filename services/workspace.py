@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 
 from services import access, conversations, errors, worker
 from services.access import LOCAL, Principal
-from services.config import LLMSettings, RetrievalSettings, data_dir, server_llm_secrets
+from services.config import LLMSettings, RetrievalSettings, data_dir, redact_url, server_llm_secrets
 from services.documents.chunking import ChunkingConfig, chunk_text
 from services.documents.doctypes import page_for_offset
 from services.index.library import (Library, chunking_config, llm_settings, open_library, retrieval_settings,
@@ -133,6 +133,7 @@ class Session:
         row = self.store.create_kb(name)
         if self.who.kind == "user":
             self.store.access.grant(row.id, self.who.user_id, "owner")
+        self.audit("kb_created", row.name)
         return KB(self, row, "owner")
 
     def sample_kb(self) -> tuple["KB", int | None]:
@@ -171,6 +172,62 @@ class Session:
         self.kb(job.kb_id)
         return job
 
+    # --- users and audit (admins) --------------------------------------------------------------------
+    def _admin(self) -> None:
+        if not self.who.admin:
+            raise errors.PermissionDenied("只有管理员可以管理用户和查看审计日志。")
+
+    def audit(self, action: str, target: str = "", detail: str = "") -> None:
+        """Record a destructive or security-relevant action by this principal."""
+        self.store.audit.record(self.who.label, action, target, detail, self.who.address)
+
+    def users(self):
+        self._admin()
+        return self.store.users.all()
+
+    def user_names(self) -> dict[int, str]:
+        """Every user's name by id (to pick whom to share with); any signed-in user may see names."""
+        if self.who.kind == "key":
+            raise errors.PermissionDenied()
+        return {u.id: u.name for u in self.store.users.all()}
+
+    def add_user(self, name: str, password: str | None, admin: bool = False):
+        from services import auth
+
+        self._admin()
+        user = auth.add_user(self.store, name, password, admin)
+        self.audit("user_added", user.name, "admin" if admin else "member")
+        return user
+
+    def remove_user(self, name: str) -> None:
+        self._admin()
+        user = self.store.users.find(name)
+        if user is None:
+            raise errors.WendaoError(f"没有用户「{name}」。")
+        if user.admin and sum(u.admin for u in self.store.users.all()) == 1:
+            raise errors.WendaoError("不能删除最后一个管理员。")
+        self.store.users.remove(user.id)
+        self.audit("user_removed", name)
+
+    def set_admin(self, name: str, admin: bool) -> None:
+        self._admin()
+        user = self.store.users.find(name)
+        if user is None:
+            raise errors.WendaoError(f"没有用户「{name}」。")
+        if not admin and user.admin and sum(u.admin for u in self.store.users.all()) == 1:
+            raise errors.WendaoError("至少要保留一个管理员。")
+        self.store.users.set_admin(user.id, admin)
+        self.audit("user_role", name, "admin" if admin else "member")
+
+    def audit_log(self, limit: int = 200):
+        self._admin()
+        return self.store.audit.recent(limit)
+
+    def all_keys(self):
+        """Every API key of every KB (admins), newest last."""
+        self._admin()
+        return self.store.keys.of_kb()
+
 
 def _hidden(row: KnowledgeBase) -> bool:
     return bool(row.settings.get("hidden"))
@@ -195,6 +252,9 @@ class KB:
     def _need(self, role: str) -> None:
         if not access.at_least(self.role, role):
             access.require(self.store, self.session.who, self.row, role)
+
+    def _audit(self, action: str, detail: str = "") -> None:
+        self.session.audit(action, self.name, detail)
 
     def refresh(self) -> "KB":
         """The same KB with its row read again (settings changed by another session)."""
@@ -293,15 +353,28 @@ class KB:
         security decision: the KB's owner (or an admin) only."""
         self._need("owner")
         self.lib.require_owner()
+        self._check_endpoint(settings)
         save_llm_settings(self.lib, self.row, settings, save_key)
         self.refresh()
+        self._audit("llm_endpoint_saved", redact_url(settings.base_url))
 
     def test_llm(self, settings: LLMSettings) -> str:
         """Send one short request to the endpoint; its reply (LLMError subclasses on failure)."""
         from services.answers.llm import LLMClient
 
         self._need("owner")
+        self._check_endpoint(settings)
         return LLMClient(settings).test_connection()
+
+    def _check_endpoint(self, settings: LLMSettings) -> None:
+        """In team mode, an endpoint other than the server's own must not reach internal addresses
+        (services.netguard); the server's configured endpoint is the operator's choice."""
+        from services import auth, netguard
+        from services.config import same_endpoint
+
+        server = replace(LLMSettings.from_env(), **server_llm_secrets())
+        if auth.team_mode() and settings.base_url and not same_endpoint(settings.base_url, server.base_url):
+            netguard.check_endpoint(settings.base_url)
 
     def test_reranker(self, model: str):
         """Load the reranker and score 10 pairs; the loaded model (device, speed)."""
@@ -326,19 +399,23 @@ class KB:
 
     def ask(self, question: str, conversation: str | None = None, doc_ids: list[str] | None = None,
             settings: RetrievalSettings | None = None, llm: LLMSettings | None = None, session_key: str = "",
-            on_preview: Callable | None = None, save: bool = True) -> "AskStream":
+            on_preview: Callable | None = None, save: bool = True, history=None) -> "AskStream":
         """Answer `question` (streamed) in the conversation `conversation` (its public id; a new one when
         None), and save the turn when the answer is complete. `llm` None: the KB's endpoint as the chat
-        page and the CLI both resolve it (`llm_settings`)."""
+        page and the CLI both resolve it (`llm_settings`). `history`: earlier turns given by the caller
+        (the OpenAI-compatible API sends them with every request) instead of a saved conversation."""
         from services.answers.answer import Conversation, stream_answer
 
         question = (question or "").strip()
         if not question:
             raise errors.WendaoError("请输入问题。")
         info = self.conversation(conversation) if conversation else None
-        history = conversations.history(self.store, info.id) if info else Conversation()
+        if history is None:
+            history = conversations.history(self.store, info.id) if info else Conversation()
         settings = settings or self.retrieval_settings()
         llm = llm if llm is not None else self.llm_settings(session_key)
+        if llm.configured:
+            self._check_endpoint(llm)
         stream = stream_answer(self.retriever(settings, doc_ids), llm, question, history, on_preview=on_preview)
         saved = {"retrieval": asdict(settings), "doc_ids": doc_ids, "llm_model": llm.model if llm.configured else ""}
         return AskStream(self, stream, question, info, saved if save else None)
@@ -380,12 +457,15 @@ class KB:
     def rename(self, name: str) -> None:
         self._need("owner")
         self.lib.require_owner()
+        old = self.name
         self.row = self.lib.rename_kb(self.row, name)
+        self.session.audit("kb_renamed", old, self.name)
 
     def delete(self) -> None:
         """Delete the KB with its documents, indexes, conversations, keys and hidden copies."""
         self._need("owner")
         self.lib.delete_kb(self.row)
+        self._audit("kb_deleted")
 
     def set_enabled(self, doc_id: str, enabled: bool) -> None:
         self._need("editor")
@@ -393,7 +473,9 @@ class KB:
 
     def delete_document(self, doc_id: str) -> None:
         self._need("editor")
+        name = self.document(doc_id).filename
         self.lib.delete_document(self.row, doc_id)
+        self._audit("document_deleted", name)
 
     def upload(self, filename: str, data: bytes, config: ChunkingConfig | None = None) -> int:
         """Queue one file for background indexing; the job id."""
@@ -425,9 +507,12 @@ class KB:
         return self.submit("reembed", model, {"model": model})
 
     def evaluate(self, lines: list[str], modes: list[str], reranks: list[bool], chunkers: list[str],
-                 limit: int | None = None, keep: bool = False) -> int:
-        """Queue an evaluation run of the question set `lines` (JSONL) over chunker x mode x rerank;
-        `keep` saves the set as the KB's question set first."""
+                 limit: int | None = None, keep: bool = False, overrides: dict | None = None,
+                 names: str = "zh") -> int:
+        """Queue an evaluation run of the question set `lines` (JSONL) over chunker x mode x rerank, on
+        the KB's retrieval settings with `overrides`; `keep` saves the set as the KB's question set
+        first. `names`: "zh" labels configurations for the page, "mode" as `bm25` / `hybrid+rerank`
+        (the CLI's JSON keys)."""
         from services.tuning.evaluation import parse_questions, save_question_set
 
         parse_questions(lines)  # a bad file is refused now, not in the background
@@ -435,7 +520,8 @@ class KB:
         if keep:
             save_question_set(self.lib, self.row, lines)
         return self.submit("evaluate", "评测", {"lines": lines, "modes": modes, "reranks": reranks,
-                                                "chunkers": chunkers, "limit": limit}, need="viewer")
+                                                "chunkers": chunkers, "limit": limit, "overrides": overrides or {},
+                                                "names": names}, need="viewer")
 
     def finetune(self, name: str, settings=None) -> int:
         """Queue fine-tuning of the KB's embedding model; the job id."""
@@ -475,6 +561,57 @@ class KB:
         from services.index.maintenance import check
 
         return check(self.lib, self.row)
+
+    # --- sharing and API keys (owners) ----------------------------------------------------------------
+    def members(self) -> list[tuple[str, str]]:
+        """(user name or "所有人", role) of everyone who holds a role on this KB."""
+        self._need("owner")
+        names = {u.id: u.name for u in self.store.users.all()}
+        return [("所有人" if uid == 0 else names.get(uid, f"#{uid}"), role)
+                for uid, role in self.store.access.members(self.id)]
+
+    def share(self, user: str | None, role: str) -> None:
+        """Give a user (None: everyone signed in) a role on this KB; role "" removes it."""
+        from services.index.repositories import EVERYONE
+
+        self._need("owner")
+        if role and role not in access.ROLES:
+            raise errors.WendaoError("角色只能是 viewer、editor 或 owner。")
+        if user is None:
+            uid = EVERYONE
+        else:
+            found = self.store.users.find(user)
+            if found is None:
+                raise errors.WendaoError(f"没有用户「{user}」。")
+            uid = found.id
+        if role:
+            self.store.access.grant(self.id, uid, role)
+        else:
+            self.store.access.revoke(self.id, uid)
+        self._audit("kb_shared" if role else "kb_unshared", f"{user or '所有人'}:{role}")
+
+    def keys(self):
+        self._need("owner")
+        return self.store.keys.of_kb(self.id)
+
+    def create_key(self, scope: str, name: str = ""):
+        """A new API key for this KB only (shown once: the returned NewKey.key)."""
+        from services import auth
+
+        self._need("owner")
+        if self.session.who.kind == "key":
+            raise errors.PermissionDenied("API 密钥不能创建新的密钥。")
+        key = auth.create_key(self.store, self.row, scope, self.session.who.label, name)
+        self._audit("key_created", f"#{key.id} {scope}")
+        return key
+
+    def revoke_key(self, key_id: int) -> None:
+        self._need("owner")
+        row = self.store.keys.get(key_id)
+        if row is None or row.kb_id != self.id:
+            raise errors.WendaoError("找不到这个密钥。")
+        self.store.keys.revoke(key_id)
+        self._audit("key_revoked", f"#{key_id}")
 
     # --- question sets ---------------------------------------------------------------------------
     def question_set(self):

@@ -144,3 +144,13 @@ def join_wrapped_lines(text: str) -> str:
         start = pos + 1
     out.append(text[start:])
     return "".join(out)
+
+
+_UNSAFE_FOR_DISPLAY = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def display_name(name: str) -> str:
+    """A file or KB name safe to print or show: control characters (ANSI escapes, newlines) and bidi
+    overrides, which make a name print or read as something else, shown as \\uXXXX; the stored name is
+    unchanged."""
+    return _UNSAFE_FOR_DISPLAY.sub(lambda m: f"\\u{ord(m.group()):04x}", name)

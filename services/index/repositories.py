@@ -240,3 +240,214 @@ class ConversationRows:
 def _title(question: str) -> str:
     q = " ".join(question.split())
     return q if len(q) <= TITLE_CHARS else q[:TITLE_CHARS] + "…"
+
+
+@dataclass
+class User:
+    id: int
+    name: str
+    admin: bool
+    created_at: float
+    has_password: bool = False
+    sso: bool = False
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "name": self.name, "admin": self.admin, "created_at": self.created_at,
+                "login": "sso" if self.sso else "password"}
+
+
+_USER_COLUMNS = "id, name, admin, created_at, password_hash IS NOT NULL, sso_subject IS NOT NULL"
+
+
+def _user(row) -> User:
+    return User(row[0], row[1], bool(row[2]), row[3], bool(row[4]), bool(row[5]))
+
+
+class UserRows:
+    """The `users` and `sessions` tables (passwords and session tokens only as hashes)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+
+    def add(self, name: str, password_hash: str | None, admin: bool, sso_subject: str | None = None) -> User:
+        with self.store.locked():
+            if self.find(name):
+                raise errors.WendaoError(f"用户「{name}」已存在。")
+            cur = self.db.execute("INSERT INTO users(name, password_hash, admin, sso_subject, created_at) VALUES (?,?,?,?,?)",
+                                  (name, password_hash, int(admin), sso_subject, time.time()))
+            return self.get(cur.lastrowid)
+
+    def get(self, user_id: int) -> User | None:
+        row = self.db.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id=?", (user_id,)).fetchone()
+        return _user(row) if row else None
+
+    def find(self, name: str) -> User | None:
+        row = self.db.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE name=?", (name,)).fetchone()
+        return _user(row) if row else None
+
+    def by_subject(self, subject: str) -> User | None:
+        row = self.db.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE sso_subject=?", (subject,)).fetchone()
+        return _user(row) if row else None
+
+    def password_hash(self, user_id: int) -> str | None:
+        row = self.db.execute("SELECT password_hash FROM users WHERE id=?", (user_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        with self.store.locked():
+            self.db.execute("UPDATE users SET password_hash=? WHERE id=?", (password_hash, user_id))
+
+    def set_admin(self, user_id: int, admin: bool) -> None:
+        with self.store.locked():
+            self.db.execute("UPDATE users SET admin=? WHERE id=?", (int(admin), user_id))
+
+    def all(self) -> list[User]:
+        return [_user(r) for r in self.db.execute(f"SELECT {_USER_COLUMNS} FROM users ORDER BY id")]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+    def remove(self, user_id: int) -> None:
+        with self.store.locked(), self.store.transaction():
+            self.db.execute("DELETE FROM sessions WHERE user_id=?", (user_id,))
+            self.db.execute("DELETE FROM memberships WHERE user_id=?", (user_id,))
+            self.db.execute("DELETE FROM users WHERE id=?", (user_id,))
+
+    # sign-in sessions
+    def add_session(self, token_hash: str, user_id: int, expires_at: float) -> None:
+        with self.store.locked():
+            self.db.execute("DELETE FROM sessions WHERE expires_at<?", (time.time(),))
+            self.db.execute("INSERT INTO sessions(hash, user_id, created_at, expires_at) VALUES (?,?,?,?)",
+                            (token_hash, user_id, time.time(), expires_at))
+
+    def session_user(self, token_hash: str) -> int | None:
+        row = self.db.execute("SELECT user_id FROM sessions WHERE hash=? AND expires_at>=?",
+                              (token_hash, time.time())).fetchone()
+        return row[0] if row else None
+
+    def end_session(self, token_hash: str) -> None:
+        with self.store.locked():
+            self.db.execute("DELETE FROM sessions WHERE hash=?", (token_hash,))
+
+
+EVERYONE = 0  # memberships.user_id for "everyone signed in"
+
+
+class AccessRows:
+    """The `memberships` table: who holds which role on which KB (user 0: everyone)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+
+    def role(self, kb_id: int, user_id: int | None) -> str | None:
+        """The strongest role the user holds on the KB, directly or through a share with everyone."""
+        from services.access import ROLES
+
+        rows = self.db.execute("SELECT role FROM memberships WHERE kb_id=? AND user_id IN (?, ?)",
+                               (kb_id, user_id if user_id is not None else -1, EVERYONE)).fetchall()
+        roles = [r[0] for r in rows if r[0] in ROLES]
+        return max(roles, key=ROLES.index) if roles else None
+
+    def grant(self, kb_id: int, user_id: int, role: str) -> None:
+        with self.store.locked():
+            self.db.execute("INSERT INTO memberships(kb_id, user_id, role) VALUES (?,?,?)"
+                            " ON CONFLICT(kb_id, user_id) DO UPDATE SET role=excluded.role", (kb_id, user_id, role))
+
+    def revoke(self, kb_id: int, user_id: int) -> None:
+        with self.store.locked():
+            self.db.execute("DELETE FROM memberships WHERE kb_id=? AND user_id=?", (kb_id, user_id))
+
+    def members(self, kb_id: int) -> list[tuple[int, str]]:
+        """(user id, role) of a KB, everyone (0) included."""
+        return [tuple(r) for r in self.db.execute("SELECT user_id, role FROM memberships WHERE kb_id=? ORDER BY user_id",
+                                                  (kb_id,))]
+
+
+@dataclass
+class ApiKey:
+    id: int
+    kb_id: int
+    scope: str
+    prefix: str
+    name: str
+    created_by: str
+    created_at: float
+    last_used: float | None
+    revoked_at: float | None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "kb_id": self.kb_id, "scope": self.scope, "prefix": self.prefix, "name": self.name,
+                "created_by": self.created_by, "created_at": self.created_at, "last_used": self.last_used,
+                "revoked": self.revoked_at is not None}
+
+
+_KEY_COLUMNS = "id, kb_id, scope, prefix, name, created_by, created_at, last_used, revoked_at"
+
+
+class KeyRows:
+    """The `api_keys` table: keys scoped to one KB, stored as SHA-256 hashes (keys are 256-bit random)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+
+    def add(self, kb_id: int, scope: str, key_hash: str, prefix: str, name: str, created_by: str) -> int:
+        with self.store.locked():
+            cur = self.db.execute(
+                "INSERT INTO api_keys(kb_id, scope, hash, prefix, name, created_by, created_at) VALUES (?,?,?,?,?,?,?)",
+                (kb_id, scope, key_hash, prefix, name, created_by, time.time()))
+            return cur.lastrowid
+
+    def by_hash(self, key_hash: str) -> ApiKey | None:
+        row = self.db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash=? AND revoked_at IS NULL",
+                              (key_hash,)).fetchone()
+        return ApiKey(*row) if row else None
+
+    def get(self, key_id: int) -> ApiKey | None:
+        row = self.db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id=?", (key_id,)).fetchone()
+        return ApiKey(*row) if row else None
+
+    def of_kb(self, kb_id: int | None = None) -> list[ApiKey]:
+        where, args = ("WHERE kb_id=?", (kb_id,)) if kb_id is not None else ("", ())
+        return [ApiKey(*r) for r in self.db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys {where} ORDER BY id", args)]
+
+    def touch(self, key_id: int) -> None:
+        with self.store.locked():
+            self.db.execute("UPDATE api_keys SET last_used=? WHERE id=?", (time.time(), key_id))
+
+    def revoke(self, key_id: int) -> None:
+        with self.store.locked():
+            self.db.execute("UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL", (time.time(), key_id))
+
+
+@dataclass
+class AuditEvent:
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    detail: str
+    address: str
+
+    def to_json(self) -> dict:
+        return self.__dict__.copy()
+
+
+class AuditRows:
+    """The `audit` table: destructive and security-relevant actions (who, what, when, from where)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+
+    def record(self, actor: str, action: str, target: str = "", detail: str = "", address: str = "") -> None:
+        with self.store.locked():
+            self.db.execute("INSERT INTO audit(at, actor, action, target, detail, address) VALUES (?,?,?,?,?,?)",
+                            (time.time(), actor, action, target, detail, address))
+
+    def recent(self, limit: int = 200) -> list[AuditEvent]:
+        return [AuditEvent(*r) for r in self.db.execute(
+            "SELECT id, at, actor, action, target, detail, address FROM audit ORDER BY id DESC LIMIT ?", (limit,))]

@@ -126,6 +126,51 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX conversations_public ON conversations(public_id);
     CREATE INDEX conversations_owner ON conversations(kb_id, owner, updated_at);
     """,
+    # 5: team use: users, per-KB roles (user_id 0 = everyone), API keys (hashed), sign-in sessions, audit
+    """
+    CREATE TABLE users(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        password_hash TEXT,
+        admin INTEGER NOT NULL DEFAULT 0,
+        sso_subject TEXT UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE memberships(
+        kb_id INTEGER NOT NULL REFERENCES kbs(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (kb_id, user_id)
+    );
+    CREATE TABLE api_keys(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kb_id INTEGER NOT NULL REFERENCES kbs(id) ON DELETE CASCADE,
+        scope TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        created_by TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        last_used REAL,
+        revoked_at REAL
+    );
+    CREATE TABLE sessions(
+        hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE audit(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '',
+        address TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_at ON audit(at)
+    """,
 ]
 
 DOC_STATUSES = ("indexing", "ready", "failed")
@@ -170,10 +215,14 @@ class Store:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.migrate()
-        from services.index.repositories import ConversationRows, JobRows
+        from services.index.repositories import AccessRows, AuditRows, ConversationRows, JobRows, KeyRows, UserRows
 
         self.jobs = JobRows(self)
         self.conversations = ConversationRows(self)
+        self.users = UserRows(self)
+        self.access = AccessRows(self)
+        self.keys = KeyRows(self)
+        self.audit = AuditRows(self)
 
     def locked(self):
         """The write lock: repositories sharing this connection hold it around their writes."""
@@ -243,6 +292,8 @@ class Store:
                             (kb_id,))
             self.db.execute("DELETE FROM conversations WHERE kb_id=?", (kb_id,))
             self.db.execute("DELETE FROM jobs WHERE kb_id=?", (kb_id,))
+            self.db.execute("DELETE FROM memberships WHERE kb_id=?", (kb_id,))
+            self.db.execute("DELETE FROM api_keys WHERE kb_id=?", (kb_id,))
             self.db.execute("DELETE FROM chunks WHERE kb_id=?", (kb_id,))
             self.db.execute("DELETE FROM documents WHERE kb_id=?", (kb_id,))
             self.db.execute("DELETE FROM kbs WHERE id=?", (kb_id,))

@@ -1,0 +1,262 @@
+"""Identity: who is signed in (team mode) or the single local user; API keys; the bind rule.
+
+Modes (`WENDAO_AUTH`):
+- unset: single-user mode, no sign-in — allowed only on a loopback address;
+- `local`: local accounts (argon2 password hashes), a sign-in page, a session cookie (HttpOnly,
+  SameSite=Lax; a random token signed with a secret kept in the data dir, stored only as a hash so
+  sign-out and user removal end it), throttled failed sign-ins;
+- `oidc`: single sign-on through Streamlit's `st.login` ([auth] in secrets), mapped to the same users;
+- `none`: explicitly no sign-in, even on a network address (a trusted network; the operator's choice).
+
+API keys belong to one KB with a scope (read: ask/search; write: also upload/delete), are shown once,
+stored as SHA-256 hashes (256-bit random keys: a slow hash adds nothing) and can be revoked.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from services import errors
+from services.access import Principal
+
+MODES = ("single", "local", "oidc", "none")
+COOKIE = "wendao_session"
+SESSION_DAYS = 14
+KEY_PREFIX = "wd_"
+MAX_FAILURES = 5  # failed sign-ins per (name, address) within FAILURE_WINDOW_S before a pause
+FAILURE_WINDOW_S = 15 * 60
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def mode() -> str:
+    """The sign-in mode from WENDAO_AUTH ("single" when unset)."""
+    value = os.environ.get("WENDAO_AUTH", "").strip().lower()
+    if value in ("", "single"):
+        return "single"
+    if value not in MODES:
+        raise errors.WendaoError(f"WENDAO_AUTH 的值「{value}」无效，可选：local、oidc、none（不设置即单用户模式）。")
+    return value
+
+
+def team_mode() -> bool:
+    return mode() in ("local", "oidc")
+
+
+def is_loopback(address: str) -> bool:
+    if address.strip("[]") in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(address: str) -> None:
+    """Refuse to listen on a network address without sign-in (unless WENDAO_AUTH=none says so)."""
+    if mode() == "single" and not is_loopback(address):
+        raise errors.InsecureBind(
+            f"拒绝启动：要在网络地址 {address} 上提供服务，必须开启登录（WENDAO_AUTH=local 或 oidc），"
+            "否则同一网络中的任何人都能读取和删除所有知识库。先用 `wendao user add --admin 名字` 创建管理员，"
+            "再以 WENDAO_AUTH=local 启动；确实要在可信网络中免登录共享时，显式设置 WENDAO_AUTH=none。")
+
+
+# --- passwords -------------------------------------------------------------------------------------
+def _hasher():
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    if len(password or "") < 8:
+        raise errors.WendaoError("密码至少 8 个字符。")
+    return _hasher().hash(password)
+
+
+def valid_user_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 64 or any(c.isspace() or ord(c) < 32 for c in name):
+        raise errors.InvalidName("用户名无效：1–64 个字符，不能包含空格或控制字符。")
+    return name
+
+
+def add_user(store, name: str, password: str | None, admin: bool = False):
+    """A local account; `password` None only for SSO users (they sign in through the identity provider)."""
+    return store.users.add(valid_user_name(name), hash_password(password) if password is not None else None, admin)
+
+
+# --- failed sign-ins -----------------------------------------------------------------------------------
+class Throttle:
+    """Failed sign-ins per (name, address): after MAX_FAILURES within the window, refuse for the rest
+    of it (in memory: one server process owns the data dir)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._failures: dict[tuple[str, str], list[float]] = {}
+
+    def check(self, name: str, address: str) -> None:
+        with self._lock:
+            recent = [t for t in self._failures.get((name, address), []) if t > time.time() - FAILURE_WINDOW_S]
+            self._failures[(name, address)] = recent
+            if len(recent) >= MAX_FAILURES:
+                wait = int(recent[0] + FAILURE_WINDOW_S - time.time()) // 60 + 1
+                raise errors.SignInThrottled(f"登录失败次数过多，请 {wait} 分钟后再试。")
+
+    def failed(self, name: str, address: str) -> None:
+        with self._lock:
+            self._failures.setdefault((name, address), []).append(time.time())
+
+    def succeeded(self, name: str, address: str) -> None:
+        with self._lock:
+            self._failures.pop((name, address), None)
+
+
+THROTTLE = Throttle()
+
+
+def sign_in(store, root: Path, name: str, password: str, address: str = "") -> str:
+    """Check a name and password; a signed session token for the cookie. One message for every
+    failure (no hint whether the name exists); throttled per name and address; audited."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    name = (name or "").strip()
+    THROTTLE.check(name, address)
+    user = store.users.find(name)
+    stored = store.users.password_hash(user.id) if user else None
+    try:
+        if stored is None:
+            _hasher().hash(password or "x")  # the same work whether or not the name exists
+            raise VerificationError()
+        _hasher().verify(stored, password or "")
+    except (VerificationError, InvalidHashError):
+        THROTTLE.failed(name, address)
+        store.audit.record(name or "?", "sign_in_failed", address=address)
+        raise errors.SignInFailed() from None
+    THROTTLE.succeeded(name, address)
+    store.audit.record(user.name, "sign_in", address=address)
+    token = secrets.token_urlsafe(32)
+    store.users.add_session(_sha256(token), user.id, time.time() + SESSION_DAYS * 86400)
+    return _signer(root).sign(token).decode()
+
+
+def sign_in_sso(store, root: Path, subject: str, name: str, address: str = "") -> str:
+    """The users row for an identity-provider subject (created as a member on first sign-in); a token."""
+    user = store.users.by_subject(subject)
+    if user is None:
+        base = valid_user_name(name or subject)[:56]
+        taken = store.users.find(base)
+        user = store.users.add(base if taken is None else f"{base}-{secrets.token_hex(3)}", None, False, subject)
+        store.audit.record(user.name, "user_added_by_sso", address=address)
+    token = secrets.token_urlsafe(32)
+    store.users.add_session(_sha256(token), user.id, time.time() + SESSION_DAYS * 86400)
+    return _signer(root).sign(token).decode()
+
+
+def sign_out(store, root: Path, cookie: str) -> None:
+    token = _unsign(root, cookie)
+    if token:
+        store.users.end_session(_sha256(token))
+
+
+def principal_from_cookie(store, root: Path, cookie: str | None, address: str = "") -> Principal | None:
+    """The signed-in user behind a session cookie, or None (missing, forged, expired, signed out)."""
+    token = _unsign(root, cookie or "")
+    user_id = store.users.session_user(_sha256(token)) if token else None
+    user = store.users.get(user_id) if user_id is not None else None
+    if user is None:
+        return None
+    return Principal("user", user.id, user.name, user.admin, address=address)
+
+
+# --- API keys --------------------------------------------------------------------------------------
+@dataclass
+class NewKey:
+    key: str  # shown once
+    id: int
+    kb: str
+    scope: str
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "id": self.id, "kb": self.kb, "scope": self.scope}
+
+
+def create_key(store, kb, scope: str, created_by: str, name: str = "") -> NewKey:
+    if scope not in ("read", "write"):
+        raise errors.WendaoError("密钥权限只能是 read（提问、检索）或 write（还可上传、删除文档）。")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = store.keys.add(kb.id, scope, _sha256(key), key[:10], name, created_by)
+    return NewKey(key, key_id, kb.name, scope)
+
+
+def principal_from_key(store, key: str, address: str = "") -> Principal | None:
+    """The API key's principal (bound to its KB and scope), or None for an unknown or revoked key."""
+    if not key or not key.startswith(KEY_PREFIX):
+        return None
+    row = store.keys.by_hash(_sha256(key))
+    if row is None:
+        return None
+    store.keys.touch(row.id)
+    return Principal("key", name=f"key:{row.prefix}", key_id=row.id, key_kb=row.kb_id, key_scope=row.scope,
+                     address=address)
+
+
+# --- one-time setup token (first admin from the browser) ---------------------------------------------
+_SETUP: dict[str, str] = {}
+
+
+def setup_token(store) -> str | None:
+    """A one-time token to create the first admin in the browser (printed in the server log), while
+    no user exists; None once there is one."""
+    if store.users.count():
+        return None
+    token = secrets.token_urlsafe(16)
+    _SETUP["hash"] = _sha256(token)
+    return token
+
+
+def create_first_admin(store, token: str, name: str, password: str, address: str = ""):
+    if store.users.count() or not _SETUP.get("hash") or not secrets.compare_digest(_SETUP["hash"], _sha256(token or "")):
+        raise errors.PermissionDenied("设置令牌无效或已用过。")
+    user = add_user(store, name, password, admin=True)
+    _SETUP.clear()
+    store.audit.record(user.name, "first_admin_created", address=address)
+    return user
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def secret_key(root: Path) -> bytes:
+    """The data dir's signing secret (created once, readable by the owner only)."""
+    path = Path(root) / "secret.key"
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process wrote it meanwhile
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def _signer(root: Path):
+    from itsdangerous import Signer
+
+    return Signer(secret_key(root), salt="wendao-session")
+
+
+def _unsign(root: Path, cookie: str) -> str | None:
+    from itsdangerous import BadSignature
+
+    try:
+        return _signer(root).unsign(cookie).decode() if cookie else None
+    except (BadSignature, UnicodeDecodeError):
+        return None

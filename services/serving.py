@@ -1,0 +1,111 @@
+"""Serving the app: `wendao serve` (the bind rule, then Streamlit's server on components/server.py,
+where the pages and the HTTP API share one process) and the ASGI middleware every response passes:
+the Host check (DNS rebinding) and the security headers."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from services import auth
+
+log = logging.getLogger("wendao.serving")
+ROOT = Path(__file__).resolve().parent.parent
+SECURITY_HEADERS = [
+    # pages may be framed only by themselves (clickjacking); no plugins; links do not leak the URL
+    (b"content-security-policy", b"frame-ancestors 'self'; object-src 'none'; base-uri 'self'"),
+    (b"x-frame-options", b"SAMEORIGIN"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+def serve(address: str = "127.0.0.1", port: int = 8501) -> int:
+    """Check the bind rule, then run the app (pages + API) until stopped; the exit code."""
+    auth.check_bind(address)
+    env = {**os.environ, "WENDAO_SERVE_ADDRESS": address}
+    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "components" / "server.py"),
+               "--server.port", str(port), "--server.address", address, "--server.headless", "true"]
+    try:
+        return subprocess.call(command, cwd=ROOT, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def allowed_hosts(address: str) -> set[str]:
+    """Host header values the server answers to: loopback names, the bound address, this machine's
+    name and addresses when bound to all interfaces, and WENDAO_ALLOWED_HOSTS (comma-separated)."""
+    hosts = {"localhost", "127.0.0.1", "::1"}
+    if address and address not in ("0.0.0.0", "::"):
+        hosts.add(address.strip("[]"))
+    else:
+        name = socket.gethostname()
+        hosts.update({name, socket.getfqdn()})
+        try:
+            hosts.update(info[4][0] for info in socket.getaddrinfo(name, None))
+        except socket.gaierror:
+            pass
+    hosts.update(h.strip().lower() for h in os.environ.get("WENDAO_ALLOWED_HOSTS", "").split(",") if h.strip())
+    return {h.lower() for h in hosts}
+
+
+def _host_of(header: str) -> str:
+    header = header.strip().lower()
+    if header.startswith("["):  # [::1]:8501
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class GuardMiddleware:
+    """Refuses requests and WebSockets whose Host is not one of ours (a page on another site cannot
+    drive the app through DNS rebinding) and adds the security headers to every HTTP response."""
+
+    def __init__(self, app, address_of=lambda: os.environ.get("WENDAO_SERVE_ADDRESS", "127.0.0.1")):
+        self.app = app
+        self.address_of = address_of
+        self._hosts: set[str] | None = None
+
+    def hosts(self) -> set[str]:
+        if self._hosts is None:
+            self._hosts = allowed_hosts(self.address_of())
+        return self._hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), "")
+        if _host_of(host) not in self.hosts():
+            log.warning("refused a %s request for host %r", scope["type"], host[:100])
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            body = ("主机名不被允许（Host 头检查，防止 DNS 重绑定攻击）。如果这是服务器的正确地址，"
+                    "请在 WENDAO_ALLOWED_HOSTS 中加入它。").encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), *SECURITY_HEADERS]})
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *[(k, v) for k, v in SECURITY_HEADERS if k not in names]]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def announce_setup(store) -> None:
+    """In team mode with no user yet, print a one-time token for creating the first admin in the browser."""
+    if auth.mode() == "local":
+        token = auth.setup_token(store)
+        if token:
+            print(f"[问道] 还没有任何用户。用这个一次性令牌在浏览器中创建第一个管理员：/api/auth/setup?token={token}"
+                  "（或运行 wendao user add --admin 名字）", file=sys.stderr, flush=True)
+
+
+
