@@ -11,7 +11,8 @@ is queued again by the next owner (services.index.library.Library.reconcile); it
 bytes under `<data>/uploads/`, the params) are still there. The worker starts with the owner, so
 queued work resumes without waiting for a new submission.
 
-A new kind of long work is one handler registered in HANDLERS.
+A new kind of long work is one handler registered in HANDLERS (services.jobs registers them all; the
+core imports it).
 """
 from __future__ import annotations
 
@@ -73,8 +74,6 @@ def submit(lib: Library, kb: KnowledgeBase, kind: str, name: str, params: dict |
            data: bytes | None = None, background: bool = True) -> int:
     """Queue a job of `kind` for the KB; `data` (an upload's bytes) is kept under <data>/uploads/ until
     the job ends. Only the data dir's owner queues jobs (DataDirBusy otherwise)."""
-    import services.jobs  # noqa: F401 - registers the handlers
-
     if kind not in HANDLERS:
         raise errors.WendaoError(f"未知的任务类型：{kind}")
     lib.require_owner()
@@ -120,8 +119,6 @@ class Runner:
     """Runs claimed jobs of one Library through their handlers, writing progress and end state."""
 
     def __init__(self, lib: Library):
-        import services.jobs  # noqa: F401 - registers the handlers
-
         self.lib = lib
 
     def run_one(self, job_id: int, kb_id: int, name: str, path: str | None, params: str | dict, kind: str,
@@ -203,7 +200,7 @@ class Worker(Runner):
             self.run_one(*job)
 
     def _next(self):
-        if self.lib._closed or not self.lib.owner:
+        if self.lib.closed or not self.lib.owner:
             return None
         return self.lib.store.jobs.claim_next()
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from services import access, conversations, errors, worker
+from services import access, conversations, errors, jobs, worker  # noqa: F401 - jobs registers the handlers
 from services.access import LOCAL, Principal
 from services.config import LLMSettings, RetrievalSettings, data_dir, redact_url, server_llm_secrets
 from services.documents.chunking import ChunkingConfig, chunk_text
@@ -92,7 +92,7 @@ def open_workspace(root: str | Path | None = None, background: bool = True) -> W
     in the worker thread (the app); the CLI passes False and runs its jobs in-line."""
     key = str(Path(root or data_dir()).resolve())
     with _LOCK:
-        if key not in _WORKSPACES or _WORKSPACES[key].lib._closed:
+        if key not in _WORKSPACES or _WORKSPACES[key].lib.closed:
             _WORKSPACES[key] = Workspace(open_library(key), background)
         return _WORKSPACES[key]
 

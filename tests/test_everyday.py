@@ -3,7 +3,6 @@ selected documents, KB rename/delete, and background ingestion with progress in 
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 

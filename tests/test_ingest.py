@@ -140,7 +140,7 @@ def test_kill_during_ingest_leaves_no_half_document(tmp_path, data_dir):
     (tmp_path / "1.txt").write_text(TEXT_A, encoding="utf-8")
     (tmp_path / "2.txt").write_text(TEXT_B, encoding="utf-8")
     env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir), "WENDAO_FAULT_PAUSE_S": "4"}
-    proc = subprocess.Popen([sys.executable, "-m", "services", "ingest", "--kb", "k",
+    proc = subprocess.Popen([sys.executable, "tests/faults.py", "ingest", "--kb", "k",
                              str(tmp_path / "1.txt"), str(tmp_path / "2.txt")],
                             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:

@@ -10,8 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -49,7 +47,7 @@ def scores_by_text(lib, kb, query):
 
 def assert_bm25_is_exact(lib, kb):
     """The live index equals a from-scratch computation over SQLite's searchable rows (1e-6)."""
-    rows = lib._bm25_rows(kb, sorted(lib.store.chunk_id_set(kb.id)))
+    rows = lib.bm25_rows(kb, sorted(lib.store.chunk_id_set(kb.id)))
     for q in QUERIES:
         got = {f.id: f.score for f in lib.bm25_search(kb, query_vector(q), 10_000)}
         ref = exact_scores(rows, query_vector(q))
@@ -231,6 +229,7 @@ def test_failed_rechunk_keeps_the_old_version_searchable(lib, kb, monkeypatch):
 # --- processes: ownership (items 1, 14) and crashes (item 15) ---------------------------------------
 HOLDER = """
 import json, sys
+sys.path.insert(0, "tests"); import faults; faults.install()
 from services.index.library import open_library
 from services.index.ingest import ingest_bytes
 from services.index.maintenance import check
@@ -326,6 +325,7 @@ def test_second_process_never_breaks_the_owner(tmp_path, data_dir):
 
 KILLER = """
 import sys
+sys.path.insert(0, "tests"); import faults; faults.install()
 from services.index.library import open_library
 from services.index.ingest import ingest_bytes, rechunk_document
 from services.documents.chunking import ChunkingConfig

@@ -25,13 +25,11 @@ import re
 import threading
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import PurePath
 from typing import Callable, Iterable
 
 from services import errors
-from services.config import max_document_chars, max_file_bytes
 from services.documents import office
 from services.documents.doctypes import (MAX_COMPRESSION_RATIO, MAX_DOCX_UNCOMPRESSED, MIB, PAGE_SEPARATOR,  # noqa: F401
                                          PageSpan, ParsedDocument, TextBudget, check_size, check_zip_bomb,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -237,13 +236,20 @@ def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progr
                            lib.embedder(kb), progress or (lambda *_: None), _StageTimer())
 
 
-def fault_point(name: str) -> None:
-    """Test hook for crash tests: with WENDAO_FAULT_AT naming this point (or '*'), sleep
-    WENDAO_FAULT_PAUSE_S seconds there so a test can kill -9 the process at that exact moment."""
-    pause = float(os.environ.get("WENDAO_FAULT_PAUSE_S", "0") or 0)
-    if pause and os.environ.get("WENDAO_FAULT_AT", "rows_written") in (name, "*"):
-        print(f"FAULT_POINT {name}", flush=True)
-        time.sleep(pause)
+class Checkpoints:
+    """The named moments of an ingest or re-chunk where a crash matters ("rows_written",
+    "points_written", "finalized"). No-op in production; crash tests install a hook (tests/faults.py)
+    that pauses there so the process can be killed at that exact moment."""
+
+    def __init__(self):
+        self.hook: Callable[[str], None] | None = None
+
+    def __call__(self, name: str) -> None:
+        if self.hook is not None:
+            self.hook(name)
+
+
+fault_point = Checkpoints()
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

@@ -303,11 +303,11 @@ class Library:
                 index.remove(index.ids - live)
                 added = sorted(live - index.ids)
                 if added:
-                    index.add(self._bm25_rows(kb, added if index.ids else None, live))
+                    index.add(self.bm25_rows(kb, added if index.ids else None, live))
                 index.generation = generation
         return index
 
-    def _bm25_rows(self, kb: KnowledgeBase, ids: list[int] | None,
+    def bm25_rows(self, kb: KnowledgeBase, ids: list[int] | None,
                    only: set[int] | None = None) -> list[tuple[int, int, bytes]]:
         """(id, length, terms) of chunks `ids` (None: all indexed chunks, restricted to `only`)."""
         rows, missing = [], []
@@ -379,6 +379,14 @@ class Library:
             scores = np.where(np.isin(ids, allowed), scores, -np.inf)
         top = [i for i in np.argsort(-scores)[:limit] if np.isfinite(scores[i])]
         return [ScoredId(int(ids[i]), float(scores[i])) for i in top]
+
+    def forget_bm25(self, kb: KnowledgeBase) -> None:
+        """Drop the KB's in-memory BM25 index; the next search rebuilds it from SQLite (after reindex)."""
+        self._bm25.pop(kb.id, None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         """Close the store; the last owner in this process also closes the shards and the lock."""

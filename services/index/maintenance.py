@@ -29,7 +29,7 @@ def reindex(lib: Library, kb: KnowledgeBase, progress: Callable[[str, int, int],
     with lib.write_lock:
         updates = list(_recomputed_rows(lib, kb))
         lib.store.set_chunk_terms([(i, blob, n, key) for i, (blob, n, key) in updates])
-        lib._bm25.pop(kb.id, None)  # rebuilt from SQLite at the next search
+        lib.forget_bm25(kb)  # rebuilt from SQLite at the next search
         progress("bm25", len(updates), len(updates))
         bm25_seconds = time.perf_counter() - started
         embedder = lib.embedder(kb)
@@ -79,7 +79,7 @@ def _check_bm25(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
     index = lib.bm25_index(kb)
     live = lib.store.chunk_id_set(kb.id, enabled_only=True)  # BM25 holds switched-on documents only
     fresh = BM25Index()
-    fresh.add(lib._bm25_rows(kb, sorted(live)))
+    fresh.add(lib.bm25_rows(kb, sorted(live)))
     problems = []
     if index.stats() != fresh.stats():
         problems.append("statistics differ from a fresh build")

@@ -1,0 +1,49 @@
+"""The embedding cache: passage vectors in their own SQLite file (embeddings.db), keyed by (model
+fingerprint id, sha1(text)), so re-chunking, re-uploading or re-embedding text a model has already
+seen costs nothing. Part of the store layer (with services.index.store and .repositories)."""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+
+
+class EmbeddingCache:
+    """SQLite cache of passage vectors keyed by (model fingerprint id, sha1(text))."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS vectors(model TEXT, hash TEXT, vector BLOB, PRIMARY KEY(model, hash))")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def get_many(self, model: str, keys: list[str]) -> dict[str, np.ndarray]:
+        """Cached vectors by text key (see `key`)."""
+        keys = list(set(keys))
+        found = {}
+        for i in range(0, len(keys), 900):
+            part = keys[i:i + 900]
+            rows = self.db.execute(
+                f"SELECT hash, vector FROM vectors WHERE model=? AND hash IN ({','.join('?' * len(part))})",
+                [model, *part])
+            found.update((h, np.frombuffer(v, np.float32)) for h, v in rows)
+        return found
+
+    def vectors_for(self, model: str, keys: list[str], dim: int) -> dict[str, np.ndarray]:
+        """Cached vectors of the right dimension only (a read-only search uses these)."""
+        return {k: v for k, v in self.get_many(model, keys).items() if v.shape[0] == dim}
+
+    def put_many(self, model: str, keys: list[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?,?)",
+                                [(model, k, np.asarray(v, np.float32).tobytes()) for k, v in zip(keys, vectors)])
+            self.db.execute("COMMIT")

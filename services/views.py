@@ -1,0 +1,30 @@
+"""The view types and display constants front ends may use besides the core (services.workspace):
+plain data and pure functions re-exported in one place, so pages never import an engine module
+(the import-linter contract in pyproject.toml holds them to this module, the core, access, auth,
+config and errors)."""
+from __future__ import annotations
+
+from services.answers.citations import parse_markers
+from services.config import LLMSettings, RetrievalSettings, redact_url, restore_redacted
+from services.documents.chunking import STRATEGIES, Chunk, ChunkingConfig
+from services.documents.doctypes import MIB, format_mb, page_for_offset
+from services.documents.pageview import page_label
+from services.documents.parsing import SUPPORTED_EXTENSIONS
+from services.documents.text import display_name
+from services.documents.tokenizer import term_spans
+from services.index.ingest import STAGE_ZH
+from services.index.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models, resolve
+from services.index.repositories import ACTIVE, ApiKey, AuditEvent, ConversationInfo, Job, User
+from services.index.store import Document, KnowledgeBase
+from services.search.fusion import METHODS
+from services.search.retrieval import MODES, Hit, SearchResult
+from services.tuning.evaluation import CHUNKER_NAMES, KS
+from services.tuning.finetune import FinetuneSettings
+
+__all__ = [
+    "ACTIVE", "AVAILABILITY_ZH", "ApiKey", "AuditEvent", "CHUNKER_NAMES", "Chunk", "ChunkingConfig", "ConversationInfo",
+    "Document", "FinetuneSettings", "Hit", "Job", "KS", "KnowledgeBase", "LLMSettings", "METHODS", "MIB", "MODELS",
+    "MODES", "RetrievalSettings", "STAGE_ZH", "STRATEGIES", "SUPPORTED_EXTENSIONS", "SearchResult", "User",
+    "availability", "display_name", "embedding_models", "format_mb", "page_for_offset", "page_label",
+    "parse_markers", "redact_url", "reranker_models", "resolve", "restore_redacted", "term_spans",
+]
