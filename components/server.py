@@ -12,10 +12,10 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from services.api import create_api
-from services.serving import GuardMiddleware, announce_setup
+from services.serving import GuardMiddleware, SignInMiddleware, announce_setup
 from services.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
 announce_setup(open_workspace().lib.store)
-app = st.App(str(ROOT / "app.py"), routes=[Mount("/api", app=create_api())], middleware=[Middleware(GuardMiddleware)])
+app = st.App(str(ROOT / "app.py"), routes=[Mount("/api", app=create_api())], middleware=[Middleware(GuardMiddleware), Middleware(SignInMiddleware)])

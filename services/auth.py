@@ -145,17 +145,16 @@ def sign_in(store, root: Path, name: str, password: str, address: str = "") -> s
     return _signer(root).sign(token).decode()
 
 
-def sign_in_sso(store, root: Path, subject: str, name: str, address: str = "") -> str:
-    """The users row for an identity-provider subject (created as a member on first sign-in); a token."""
+def principal_for_sso(store, subject: str, name: str, address: str = "") -> Principal:
+    """The user behind an identity-provider subject (st.login / OIDC `sub`), created as a member on first
+    sign-in, so SSO users share the users table, roles and audit with local accounts."""
     user = store.users.by_subject(subject)
     if user is None:
-        base = valid_user_name(name or subject)[:56]
+        base = valid_user_name((name or subject).replace(" ", "_"))[:56]
         taken = store.users.find(base)
         user = store.users.add(base if taken is None else f"{base}-{secrets.token_hex(3)}", None, False, subject)
         store.audit.record(user.name, "user_added_by_sso", address=address)
-    token = secrets.token_urlsafe(32)
-    store.users.add_session(_sha256(token), user.id, time.time() + SESSION_DAYS * 86400)
-    return _signer(root).sign(token).decode()
+    return Principal("user", user.id, user.name, user.admin, address=address)
 
 
 def sign_out(store, root: Path, cookie: str) -> None:

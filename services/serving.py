@@ -109,3 +109,42 @@ def announce_setup(store) -> None:
 
 
 
+
+
+PUBLIC_PREFIXES = ("/api/", "/_stcore/", "/static/", "/component/", "/media/", "/favicon")
+
+
+class SignInMiddleware:
+    """Team mode with local accounts: a page request without a valid session cookie is sent to the
+    sign-in page (and Streamlit's WebSocket refused), so nothing of the app loads before sign-in. The
+    pages check the principal again; the API answers 401 itself."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket") or auth.mode() != "local":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "/")
+        stream = path.endswith("/_stcore/stream")
+        if path.startswith(PUBLIC_PREFIXES) and not stream:
+            return await self.app(scope, receive, send)
+        from http.cookies import SimpleCookie
+
+        from services.workspace import open_workspace
+
+        raw = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"cookie"), "")
+        cookie = SimpleCookie()
+        try:
+            cookie.load(raw)
+        except Exception:  # noqa: BLE001 - a malformed header is no cookie
+            cookie = SimpleCookie()
+        value = cookie[auth.COOKIE].value if auth.COOKIE in cookie else None
+        if open_workspace().signed_in(value) is not None:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": [(b"location", b"/api/auth/login"), (b"content-length", b"0"), *SECURITY_HEADERS]})
+        await send({"type": "http.response.body", "body": b""})

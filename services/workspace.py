@@ -82,6 +82,21 @@ class Workspace:
     def session(self, who: Principal = LOCAL) -> "Session":
         return Session(self, who)
 
+    def signed_in(self, cookie: str | None, address: str = "") -> Principal | None:
+        """Who a request is: the local user without sign-in (single-user / WENDAO_AUTH=none), the user
+        behind a valid session cookie in team mode, else None (the caller shows the sign-in page)."""
+        from services import auth
+
+        if not auth.team_mode():
+            return LOCAL
+        return auth.principal_from_cookie(self.lib.store, self.lib.root, cookie, address)
+
+    def sso_principal(self, subject: str, name: str, address: str = "") -> Principal:
+        """The principal of a user signed in through the identity provider (WENDAO_AUTH=oidc)."""
+        from services import auth
+
+        return auth.principal_for_sso(self.lib.store, subject, name, address)
+
 
 _WORKSPACES: dict[str, Workspace] = {}
 _LOCK = threading.Lock()

@@ -1,0 +1,109 @@
+"""Team use in the pages: who is signed in (the sign-in page itself is served by the API, because only
+an HTTP response can set the HttpOnly cookie), the user menu, sharing a KB and its API keys.
+
+Every action goes through the core, which checks the role; these widgets only hide what the
+principal could not do anyway."""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from components.safe_text import inert
+from services import auth, errors
+from services.access import LOCAL, ROLE_ZH, ROLES, Principal
+
+SIGN_IN = "/api/auth/login"
+SIGN_OUT = "/api/auth/logout"
+
+
+def _address() -> str:
+    try:
+        return st.context.ip_address or ""
+    except Exception:  # noqa: BLE001 - not in a browser session (AppTest)
+        return ""
+
+
+def current_principal(ws) -> Principal:
+    """The principal of this browser session; in team mode without a valid sign-in, the sign-in page
+    is shown and the script stops."""
+    mode = auth.mode()
+    if mode in ("single", "none"):
+        return LOCAL
+    if mode == "oidc":
+        user = st.user
+        if not user.is_logged_in:
+            st.title("问道 · 文档问答")
+            st.info("请先用单位账号登录。")
+            st.button("登录", type="primary", on_click=st.login)
+            st.stop()
+        return ws.sso_principal(str(user.get("sub") or user.get("email")), str(user.get("name") or user.get("email")),
+                                _address())
+    who = ws.signed_in(st.context.cookies.get(auth.COOKIE), _address())
+    if who is None:
+        st.title("问道 · 文档问答")
+        st.info("请先登录。")
+        st.markdown(f'<a href="{SIGN_IN}" target="_self">前往登录页</a>', unsafe_allow_html=True)
+        st.stop()
+    return who
+
+
+def user_menu(who: Principal) -> None:
+    """Who is signed in and how to sign out (team mode only)."""
+    if who.kind != "user":
+        return
+    with st.sidebar:
+        st.caption(f"已登录：{inert(who.name, keep_lines=False)}" + ("（管理员）" if who.admin else ""))
+        if auth.mode() == "oidc":
+            st.button("退出登录", on_click=st.logout, key="sign_out")
+        else:
+            st.markdown(f'<a href="{SIGN_OUT}" target="_self">退出登录</a>', unsafe_allow_html=True)
+
+
+@st.dialog("共享知识库", width="large")
+def share_dialog(kb, names: dict[int, str]) -> None:
+    """Members of the KB with their roles; add or change a user's role, or share with everyone."""
+    st.caption("新建的知识库只有创建者能看到。查看者可以提问、检索和打开原文；编辑者还可以上传、删除、重新切分、改设置和微调；"
+               "所有者还可以改名、删除、共享和管理 API 密钥。")
+    members = kb.members()
+    if members:
+        st.dataframe(pd.DataFrame([{"成员": name, "角色": ROLE_ZH.get(role, role)} for name, role in members]),
+                     hide_index=True, width="stretch")
+    with st.form(f"share_{kb.id}", border=False):
+        c1, c2 = st.columns(2)
+        options = ["（所有人）", *sorted(names.values())]
+        user = c1.selectbox("用户", options, format_func=lambda n: inert(n, keep_lines=False))
+        role = c2.selectbox("角色", ["", *ROLES], format_func=lambda r: ROLE_ZH.get(r, "移除共享"))
+        if st.form_submit_button("保存", type="primary"):
+            try:
+                kb.share(None if user == "（所有人）" else user, role)
+                st.rerun()
+            except errors.WendaoError as exc:
+                st.error(exc.message_zh)
+
+
+def keys_panel(kb) -> None:
+    """The KB's API keys: create one (shown once), see when each was last used, revoke."""
+    st.caption("API 密钥只能访问这个知识库：read 可以提问和检索，write 还可以上传和删除文档。密钥只显示一次，服务器只保存它的哈希。")
+    shown = st.session_state.pop(f"new_key_{kb.id}", None)
+    if shown:
+        st.success("新密钥（只显示这一次，请立即复制保存）：")
+        st.code(shown, language=None)
+    c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
+    scope = c1.selectbox("权限", ["read", "write"], key=f"key_scope_{kb.id}")
+    note = c2.text_input("备注（可选）", key=f"key_note_{kb.id}", max_chars=60)
+    if c3.button("创建密钥", key=f"key_add_{kb.id}", width="stretch"):
+        try:
+            st.session_state[f"new_key_{kb.id}"] = kb.create_key(scope, note).key
+            st.rerun()
+        except errors.WendaoError as exc:
+            st.error(exc.message_zh)
+    for key in kb.keys():
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.last_used)) if key.last_used else "从未使用"
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.markdown(f"`{key.prefix}…` · {key.scope} · {inert(key.name, keep_lines=False) or '无备注'} · "
+                    + ("**已吊销**" if key.revoked_at else f"最近使用：{used}"))
+        if not key.revoked_at and c2.button("吊销", key=f"key_revoke_{key.id}", width="stretch"):
+            kb.revoke_key(key.id)
+            st.rerun()
