@@ -31,6 +31,15 @@ KS = (1, 5, 10, 20)
 BUDGETS = (1000, 2000)
 
 
+MATCH_RULE_ZH = "按文件名（忽略目录和扩展名）对应知识库中的文档，例如 docs/合同.txt 对应 合同.pdf"
+
+
+def doc_key(name: str) -> str:
+    """How a question's `doc_file` is matched to a KB document: the file name without folders and
+    extension, case-folded (a question file written for `docs/x.txt` scores against `x.pdf`)."""
+    return PurePath(str(name).replace("\\", "/")).stem.casefold()
+
+
 @dataclass
 class Question:
     id: str
@@ -38,10 +47,20 @@ class Question:
     doc_file: str = ""
     spans: list[tuple[int, int]] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
+    answer_type: str = "span"  # span | yesno | unanswerable (CAIL2019): only span questions measure recall
 
     @property
     def doc_name(self) -> str:
         return PurePath(self.doc_file).name
+
+    @property
+    def doc_key(self) -> str:
+        return doc_key(self.doc_file)
+
+    @property
+    def retrievable(self) -> bool:
+        """A question whose answer is a passage of its document (not yes/no, not unanswerable)."""
+        return self.answer_type == "span" and bool(self.spans)
 
 
 @dataclass
@@ -62,8 +81,9 @@ def parse_questions(lines: list[str]) -> list[Question]:
             d = json.loads(line)
             spans = [(int(s["start_in_doc"]), int(s["start_in_doc"]) + len(s["text"])) for s in d.get("answer_spans", [])]
             answers = d.get("answers") or [s["text"] for s in d.get("answer_spans", [])]
+            kind = str(d.get("answer_type") or ("span" if spans else "unanswerable"))
             questions.append(Question(str(d.get("id", n)), str(d["question"]), d.get("doc_file", ""), spans,
-                                      [str(a) for a in answers]))
+                                      [str(a) for a in answers], kind))
         except (ValueError, KeyError, TypeError) as exc:
             raise errors.InvalidQuestionFile(f"问题文件第 {n} 行格式不正确（{type(exc).__name__}）。") from exc
     if not questions:
@@ -77,8 +97,28 @@ def load_questions(path: str) -> list[Question]:
 
 
 def holds_answer(doc_name: str, start: int, end: int, q: Question) -> bool:
-    """The relevance rule: a passage [start, end) of the gold document that holds a whole answer span."""
-    return doc_name == q.doc_name and any(start <= a and b <= end for a, b in q.spans)
+    """The relevance rule: a passage [start, end) of the gold document (matched by `doc_key`) that holds
+    a whole answer span."""
+    return doc_key(doc_name) == q.doc_key and any(start <= a and b <= end for a, b in q.spans)
+
+
+def split_questions(questions: list[Question], filenames: list[str]) -> dict:
+    """The questions a retrieval score is computed on, and the rest by reason: {"scored", "yesno",
+    "unanswerable", "missing": questions whose document the KB lacks, "missing_docs": those names}."""
+    held = {doc_key(f) for f in filenames}
+    out = {"scored": [], "yesno": [], "unanswerable": [], "missing": [], "missing_docs": []}
+    for q in questions:
+        if q.answer_type == "yesno":
+            out["yesno"].append(q)
+        elif not q.retrievable:
+            out["unanswerable"].append(q)
+        elif q.doc_key not in held:
+            out["missing"].append(q)
+            if q.doc_name not in out["missing_docs"]:
+                out["missing_docs"].append(q.doc_name)
+        else:
+            out["scored"].append(q)
+    return out
 
 
 def is_relevant(hit: Hit, q: Question) -> bool:
@@ -132,7 +172,7 @@ def coverage(hits: list[Hit], q: Question, budget: int) -> float:
         take = min(len(hit.text), budget - used)
         if take <= 0:
             break
-        if hit.doc == q.doc_name:
+        if doc_key(hit.doc) == q.doc_key:
             covered.update(range(max(a, hit.start), min(b, hit.start + take)))
         used += take
     return len(covered) / max(1, b - a)
@@ -153,9 +193,9 @@ class QuestionResult:
 
 def ideal_relevant_count(lib: Library, kb: KnowledgeBase, q: Question, cache: dict) -> int:
     """How many indexed chunks hold the answer (for nDCG's ideal ranking)."""
-    key = q.doc_name
+    key = q.doc_key
     if key not in cache:
-        docs = [d for d in lib.store.find_by_filename(kb.id, key) if d.status == "ready"]
+        docs = [d for d in lib.store.list_documents(kb.id) if d.status == "ready" and doc_key(d.filename) == key]
         cache[key] = lib.store.chunks_of(kb.id, docs[0].id) if docs else []
     return max(1, sum(1 for c in cache[key] if any(c.start <= a and b <= c.end for a, b in q.spans)))
 
@@ -164,7 +204,7 @@ def evaluate_question(retriever: Retriever, q: Question, config: EvalConfig, ide
     result = retriever.search(q.question, top_k=max(KS), mode=config.mode, rerank=config.rerank)
     hits = result.hits
     relevant = [i for i, h in enumerate(hits, start=1) if is_relevant(h, q)]
-    doc_rank = next((i for i, h in enumerate(hits, start=1) if h.doc == q.doc_name), None)
+    doc_rank = next((i for i, h in enumerate(hits, start=1) if doc_key(h.doc) == q.doc_key), None)
     dcg = sum(1 / math.log2(r + 1) for r in relevant if r <= 10)
     idcg = sum(1 / math.log2(r + 1) for r in range(1, min(ideal, 10) + 1))
     return QuestionResult(config.name, q.id, q.question, relevant[0] if relevant else None, doc_rank,
