@@ -363,15 +363,25 @@ class KB:
         save_settings(self.lib, self.row, "chunking", config.to_dict())
         self.refresh()
 
-    def save_llm(self, settings: LLMSettings, save_key: bool = False) -> None:
-        """Save the endpoint (the key only when asked). Where questions and passages are sent is a
-        security decision: the KB's owner (or an admin) only."""
+    def save_llm(self, settings: LLMSettings, save_key: bool = False, test: bool = True) -> str:
+        """Save the endpoint (the key only when asked) after testing it; "" when it answered, else the
+        Chinese reason it did not (saved anyway: the server may be down for a moment — the page warns).
+        Where questions and passages are sent is a security decision: the KB's owner (or an admin) only."""
+        from services.answers.llm import LLMClient
+
         self._need("owner")
         self.lib.require_owner()
         self._check_endpoint(settings)
+        warning = ""
+        if test and settings.configured:
+            try:
+                LLMClient(settings).test_connection()
+            except errors.WendaoError as exc:
+                warning = exc.message_zh
         save_llm_settings(self.lib, self.row, settings, save_key)
         self.refresh()
         self._audit("llm_endpoint_saved", redact_url(settings.base_url))
+        return warning
 
     def test_llm(self, settings: LLMSettings) -> str:
         """Send one short request to the endpoint; its reply (LLMError subclasses on failure)."""

@@ -240,7 +240,7 @@ def test_visitor_endpoints_cannot_reach_internal_addresses_in_team_mode(team, mo
         with pytest.raises(errors.UnsafeEndpoint):
             kb.test_llm(LLMSettings(base_url=url, model="m"))
     monkeypatch.setenv("WENDAO_ALLOW_PRIVATE_ENDPOINTS", "1")  # the operator allows a model server on the LAN
-    kb.save_llm(LLMSettings(base_url="http://127.0.0.1:9/v1", model="m"))
+    kb.save_llm(LLMSettings(base_url="http://127.0.0.1:9/v1", model="m"), test=False)
     with pytest.raises(errors.UnsafeEndpoint):  # link-local / metadata never
         kb.save_llm(LLMSettings(base_url="http://169.254.169.254/", model="m"))
 

@@ -94,4 +94,10 @@ class LLMClient:
             return errors.LLMContextTooLong()
         if name == "BadRequestError" and "response_format" in lowered:
             return errors.LLMError("接口不支持结构化输出（response_format）。")
-        return errors.LLMError(f"调用大模型失败：{name} {detail}")
+        if status in (405, 400, 415, 422) or name in ("BadRequestError", "UnprocessableEntityError"):
+            return errors.LLMError(
+                f"大模型接口拒绝了请求（HTTP {status or '400'}）。请检查：接口地址是否是 OpenAI 兼容地址"
+                "（通常以 /v1 结尾，例如 http://127.0.0.1:8080/v1）、模型名是否正确、该服务是否支持 /chat/completions。")
+        if status:
+            return errors.LLMError(f"大模型接口返回错误（HTTP {status}）。请检查接口地址和模型名。")
+        return errors.LLMError(f"调用大模型失败（{name}）。请检查接口地址、模型名和网络。")
