@@ -9,17 +9,15 @@ import pandas as pd
 import streamlit as st
 
 from components.safe_text import inert, inert_code_urls
-from components.state import library, searchable_kb, show_error
+from components.state import searchable_kb, show_error
 from components.answer_view import TIMING_ZH
 from components.widgets import document_filter, highlight, passage_box
 from services.config import RetrievalSettings
 from services.search.fusion import METHODS
-from services.index.library import retrieval_settings
 from services.documents.pageview import page_label
-from services.search.retrieval import MODES, Retriever, SearchResult
+from services.search.retrieval import MODES, SearchResult
 from services.documents.tokenizer import term_spans
 
-lib = library()
 st.title("检索实验室")
 kb = searchable_kb()
 
@@ -45,7 +43,7 @@ SCORE_KINDS = {"BM25 分数": "BM25 原始分数（无上限）", "向量分数"
 
 def run(settings: RetrievalSettings, query: str) -> SearchResult | None:
     try:
-        return Retriever(lib, kb, settings, doc_ids=doc_ids).search(query)
+        return kb.search(query, settings, doc_ids)
     except Exception as exc:
         show_error(exc)
         return None
@@ -127,10 +125,10 @@ def show_result(result: SearchResult) -> None:
 
 
 query = st.text_input("查询", placeholder="输入一个问题，看看每个阶段找到了什么")
-doc_ids = document_filter(lib, kb, f"lab_docs_{kb.id}")
+doc_ids = document_filter(kb, f"lab_docs_{kb.id}")
 expected = st.text_input("期望找到的内容（可选）", placeholder="粘贴一句原文，看看它在每个阶段排第几、为什么没被找到")
 compare = st.toggle("对比两组设置", key="lab_compare")
-base = retrieval_settings(lib, kb)
+base = kb.retrieval_settings()
 if compare:
     left, right = st.columns(2)
     with left:
