@@ -125,9 +125,11 @@ def test_evaluation_sample_run(data_dir):
     at = app("evaluation")
     button(at, "创建「示例」知识库").click().run()
     assert not at.exception
+    finish_jobs(at)  # the sample documents are indexed by the background worker
     at.multiselect[0].set_value(["bm25", "hybrid"]).run()
     button(at, "开始评测").click().run()
     assert not at.exception
+    finish_jobs(at)  # so is the evaluation
     table = at.dataframe[0].value
     assert len(table) == 2 and (table["Recall@5"] > 0.5).all()
     assert any("下载逐题结果" in b.label for b in at.get("download_button"))
