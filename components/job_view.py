@@ -25,11 +25,11 @@ from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
 
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "embed": "个片段", "index": "个片段",
-              "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次"}
+              "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次", "variant": "种配置"}
 JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重算 BM25 词项", "dense": "重建向量索引", "optimize": "优化向量索引",
-                "files": "索引示例文档", "variant": "按另一种切分方式重新切分文档", "questions": "检索问题"}
+                "files": "索引文件", "variant": "按另一种切分方式重新切分文档", "questions": "检索问题"}
 KIND_ZH = {"ingest": "索引", "vectors": "补齐向量", "rechunk": "重新切分", "reindex": "重建索引", "optimize": "优化索引",
-           "reembed": "重新向量化", "sample": "示例知识库", "evaluate": "评测", "finetune": "微调"}
+           "reembed": "重新向量化", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调"}
 FILE_KINDS = ("ingest", "vectors")
 
 
@@ -48,10 +48,13 @@ def running_line(job) -> None:
     """Any running job: what it is, the stage it is in with done/total, speed, time left, time used."""
     stage = "正在取消…" if job.status == "cancelling" else JOB_STAGE_ZH.get(job.stage, "准备中")
     rate, eta = job.result.get("rate"), job.result.get("eta_s")
+    kind = KIND_ZH.get(job.kind, "后台任务")
     if job.kind == "ingest":
         line = f"正在处理「{_name(job)}」：**{stage}**"
+    elif job.filename in kind:  # 重建索引, 评测…: the job's name says nothing more
+        line = f"{kind}：**{stage}**"
     else:
-        line = f"{KIND_ZH.get(job.kind, '后台任务')}「{_name(job)}」：**{stage}**"
+        line = f"{kind}「{_name(job)}」：**{stage}**"
     if job.result.get("config"):
         line += f"（{inert(str(job.result['config']), keep_lines=False)}）"
     if job.total:
