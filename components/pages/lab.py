@@ -49,7 +49,7 @@ def run(settings: RetrievalSettings, query: str) -> SearchResult | None:
         return None
 
 
-def score_table(result: SearchResult) -> pd.DataFrame:
+def score_table(hits) -> pd.DataFrame:
     """Every hit's rank and score per stage; a stage that did not find it shows "—" (never "None")."""
     def rank(h, k):
         return str(h.ranks[k]) if h.ranks.get(k) is not None else "—"
@@ -58,7 +58,7 @@ def score_table(result: SearchResult) -> pd.DataFrame:
         return f"{h.scores[k]:.3f}" if h.scores.get(k) is not None else "—"
 
     rows = []
-    for i, h in enumerate(result.hits, start=1):
+    for i, h in enumerate(hits, start=1):
         rows.append({"名次": i, "文档": h.doc, "页": page_label(h.page_start, h.page_end),
                      "BM25 名次": rank(h, "bm25"), "BM25 分数": score(h, "bm25"),
                      "向量名次": rank(h, "dense"), "向量分数": score(h, "dense"),
@@ -111,7 +111,7 @@ def show_result(result: SearchResult) -> None:
     if not result.hits:
         st.warning("没有找到候选段落。")
         return
-    table = score_table(result)
+    table = score_table(result.hits)
     st.dataframe(table, hide_index=True, width="stretch")
     chart = score_chart(result)
     if chart is not None:
@@ -120,7 +120,7 @@ def show_result(result: SearchResult) -> None:
         st.markdown(f"**{i}\\. {inert(h.doc, keep_lines=False)}** · {page_label(h.page_start, h.page_end)} · 位置 {h.start}–{h.end}")
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
     with st.expander(f"全部 {len(result.candidates)} 个候选（融合后、截断前）"):
-        st.dataframe(score_table(SearchResult(result.query, result.candidates, {}, result.terms)), hide_index=True,
+        st.dataframe(score_table(result.candidates), hide_index=True,
                      width="stretch")
 
 
