@@ -12,8 +12,7 @@ import streamlit as st
 from components.safe_text import inert, inert_code_urls
 from components.state import show_error
 from components.widgets import highlight, passage_box
-from services.answers.citations import parse_markers
-from services.documents.pageview import page_label
+from services.views import page_label, parse_markers
 from services.workspace import KB
 
 MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}

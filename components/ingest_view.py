@@ -13,7 +13,7 @@ from components.job_view import job_panel, new_batch
 from components.safe_text import inert
 from components.state import show_error
 from services.config import max_file_bytes
-from services.documents.parsing import MIB, SUPPORTED_EXTENSIONS, format_mb
+from services.views import MIB, SUPPORTED_EXTENSIONS, format_mb
 from services.workspace import KB
 
 UPLOAD_KINDS = ("ingest", "vectors")

@@ -20,7 +20,7 @@ import streamlit as st
 
 from components.safe_text import inert
 from components.state import show_error, without_paths
-from services.index.ingest import STAGE_ZH
+from services.views import STAGE_ZH
 from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
 
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}

@@ -6,7 +6,7 @@ import time
 import streamlit as st
 
 from components.safe_text import html_text, inert
-from services.documents.chunking import STRATEGIES, ChunkingConfig
+from services.views import STRATEGIES, ChunkingConfig
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 

@@ -13,7 +13,7 @@ from components.answer_view import show_turn
 from components.safe_text import inert
 from components.state import api_key, searchable_kb, show_error
 from components.widgets import document_filter, stream_inert
-from services.search.retrieval import MODES
+from services.views import MODES
 
 st.title("问答")
 kb = searchable_kb()

@@ -19,8 +19,7 @@ from components.safe_text import inert
 from components.state import current_kb, select_kb, session, show_error
 from components.widgets import eval_csv
 from services import errors
-from services.search.retrieval import MODES
-from services.tuning.evaluation import CHUNKER_NAMES, KS, parse_questions, sample_question_lines
+from services.views import CHUNKER_NAMES, KS, MODES, parse_questions, sample_question_lines
 
 SHOWN_QUESTIONS = 20  # questions of a saved set listed on the page
 SAMPLE_KB = "示例"

@@ -17,8 +17,7 @@ import streamlit as st
 from components.job_view import job_panel, jobs_running, new_batch, reembed_finished, seconds_zh
 from components.safe_text import inert
 from components.state import searchable_kb, session, show_error, without_paths
-from services.index.models import resolve
-from services.tuning.finetune import FinetuneSettings
+from services.views import FinetuneSettings, resolve
 
 STAGE_ZH = {"data": "生成训练数据并挖掘困难负例", "before": "评测原模型", "train": "训练",
             "mix": "在验证查询上选择与原模型的融合比例", "after": "评测微调后的模型"}

@@ -13,10 +13,7 @@ from components.state import searchable_kb, show_error
 from components.answer_view import TIMING_ZH
 from components.widgets import document_filter, highlight, passage_box
 from services.config import RetrievalSettings
-from services.search.fusion import METHODS
-from services.documents.pageview import page_label
-from services.search.retrieval import MODES, SearchResult
-from services.documents.tokenizer import term_spans
+from services.views import METHODS, MODES, SearchResult, page_label, term_spans
 
 st.title("检索实验室")
 kb = searchable_kb()

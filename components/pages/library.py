@@ -13,8 +13,7 @@ from components.job_view import job_panel, new_batch
 from components.safe_text import inert
 from components.state import create_kb, current_kb, show_error, without_paths
 from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
-from services.documents.chunking import ChunkingConfig
-from services.index.library import OPTIMIZE_FROM_CHUNKS
+from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 MAINTENANCE_KINDS = ("rechunk", "reindex", "optimize")  # shown in one panel below the document row

@@ -12,13 +12,12 @@ from dataclasses import replace
 import streamlit as st
 
 from components.job_view import job_panel, jobs_running, new_batch, reembed_finished
-from components.safe_text import inert
-from components.state import api_key, current_kb, session, show_error
+from components.safe_text import inert, inert_code_urls
+from components.state import api_key, current_kb, session, show_error, without_paths
 from components.widgets import chunking_form
 from services.config import redact_url, restore_redacted
-from services.search.fusion import METHODS
-from services.index.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models
-from services.search.retrieval import MODES
+from services.views import (AVAILABILITY_ZH, METHODS, MODELS, MODES, availability, embedding_models,
+                            reranker_models)
 
 KEY_SOURCE_ZH = {"server": "已在服务器配置（不会发送到浏览器；只用于服务器配置的接口地址）",
                  "saved": "已保存在数据目录（明文，只用于保存时的接口地址）",
@@ -164,7 +163,7 @@ if saved:
     if typed_key.strip():
         st.session_state["llm_api_key"] = typed_key.strip()
     try:  # persist what the visitor typed (blank = the server's default), with the key resolved above
-        kb.save_llm(replace(new_llm, base_url=form["base_url"], model=form["model"]), save_key)
+        problem = kb.save_llm(replace(new_llm, base_url=form["base_url"], model=form["model"]), save_key)
     except Exception as exc:
         show_error(exc)
     else:
@@ -172,6 +171,8 @@ if saved:
             st.success("已保存。API Key 已以明文写入数据目录（wendao.db 的知识库设置中）。")
         else:
             st.success("已保存。" + ("API Key 只保存在当前会话中。" if new_llm.key_source == "session" else ""))
+        if problem:  # the core tested the endpoint while saving and says why it did not answer
+            st.warning("但这个接口现在连不上：" + inert_code_urls(without_paths(problem)))
 if tested:  # testing never saves anything, not even the typed key in the session
     if not new_llm.configured:
         st.warning("请先填写接口地址（或 API Key）和模型名。")

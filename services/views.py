@@ -1,0 +1,29 @@
+"""The view types and display constants front ends may use besides the core (services.workspace):
+plain data and pure functions re-exported in one place, so pages never import an engine module.
+Pages import only this module, the core (services.workspace), services.access, services.config
+and services.errors."""
+from __future__ import annotations
+
+from services.answers.citations import parse_markers
+from services.config import LLMSettings, RetrievalSettings, redact_url, restore_redacted
+from services.documents.chunking import STRATEGIES, Chunk, ChunkingConfig
+from services.documents.pageview import page_label
+from services.documents.parsing import MIB, SUPPORTED_EXTENSIONS, format_mb
+from services.documents.tokenizer import term_spans
+from services.index.ingest import STAGE_ZH
+from services.index.library import OPTIMIZE_FROM_CHUNKS
+from services.index.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models, resolve
+from services.index.repositories import ACTIVE, ConversationInfo, Job
+from services.index.store import Document, KnowledgeBase
+from services.search.fusion import METHODS
+from services.search.retrieval import MODES, Hit, SearchResult
+from services.tuning.evaluation import CHUNKER_NAMES, KS, parse_questions, sample_question_lines
+from services.tuning.finetune import FinetuneSettings
+
+__all__ = [
+    "ACTIVE", "AVAILABILITY_ZH", "CHUNKER_NAMES", "Chunk", "ChunkingConfig", "ConversationInfo", "Document",
+    "FinetuneSettings", "Hit", "Job", "KS", "KnowledgeBase", "LLMSettings", "METHODS", "MIB", "MODELS", "MODES",
+    "OPTIMIZE_FROM_CHUNKS", "RetrievalSettings", "STAGE_ZH", "STRATEGIES", "SUPPORTED_EXTENSIONS", "SearchResult",
+    "availability", "embedding_models", "format_mb", "page_label", "parse_markers", "parse_questions", "redact_url",
+    "reranker_models", "resolve", "restore_redacted", "sample_question_lines", "term_spans",
+]
