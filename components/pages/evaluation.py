@@ -138,6 +138,9 @@ if last is not None:
         st.success(note[1])
     st.caption(f"最近一次评测：{last.result.get('questions', 0)} 个问题 · "
                + time.strftime("%Y-%m-%d %H:%M", time.localtime(last.updated_at)))
+    if any((last.result.get("excluded") or {}).values()):  # questions a retrieval score leaves out, and why
+        st.caption(f"未计入检索评分：{inert(last.result.get('excluded_zh', ''), keep_lines=False)}。"
+                   + inert(last.result.get("match_rule", ""), keep_lines=False))
     if all(s.get("recall@20", 0) == 0 for s in summaries.values()):
         st.warning("所有配置的得分都是 0：当前知识库很可能不包含问题所针对的文档。")
     table = pd.DataFrame([{"配置": name, **{k: v for k, v in s.items()}} for name, s in summaries.items()])
