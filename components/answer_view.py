@@ -10,11 +10,10 @@ import pandas as pd
 import streamlit as st
 
 from components.safe_text import inert, inert_code_urls
-from components.state import library, show_error
+from components.state import show_error
 from components.widgets import highlight, passage_box
-from services.answers.citations import parse_markers
-from services.documents.pageview import context_window, page_label, render_pdf_page
-from services.index.store import KnowledgeBase
+from services.views import page_label, parse_markers
+from services.workspace import KB
 
 MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
 TIMING_ZH = {"rewrite": "追问改写", "bm25": "BM25 检索", "embed_query": "查询向量化", "dense": "向量检索",
@@ -71,22 +70,12 @@ def source_pages(source: dict) -> str:
     return page_label(int(first), int(last))
 
 
-def _doc_id(kb: KnowledgeBase, source: dict) -> str | None:
-    """The document a kept source came from (its chunks, or failing that its file name)."""
-    store = library().store
-    chunks = store.get_chunks(list(source.get("chunk_ids") or []))
-    if chunks:
-        return next(iter(chunks.values())).doc_id
-    docs = store.find_by_filename(kb.id, source.get("doc", ""))
-    return docs[0].id if docs else None
-
-
 def _quotes(answer: dict, n: int) -> list[dict]:
     return [c for c in answer.get("citations", []) if c.get("n") == n]
 
 
 @st.dialog("引用原文", width="large")
-def citation_dialog(kb: KnowledgeBase, answer: dict, n: int) -> None:
+def citation_dialog(kb: KB, answer: dict, n: int) -> None:
     """Source n: the passage with its quotes marked, then the original at the cited spot."""
     sources = answer.get("sources", [])
     if not 1 <= n <= len(sources):
@@ -102,35 +91,27 @@ def citation_dialog(kb: KnowledgeBase, answer: dict, n: int) -> None:
     original_view(kb, source, quotes)
 
 
-def original_view(kb: KnowledgeBase, source: dict, quotes: list[dict]) -> None:
+def original_view(kb: KB, source: dict, quotes: list[dict]) -> None:
     """The cited page rendered from the PDF with the quotes highlighted, or (other formats and files
-    kept before originals were) the passage inside its surrounding text."""
-    lib = library()
-    doc_id = _doc_id(kb, source)
-    if doc_id is None:
-        st.info("原文件已不在知识库中（文档可能已删除或被停用）。")
-        return
-    ranges = [(int(c["start"]), int(c["end"])) for c in quotes] or [(int(source["start"]), int(source["end"]))]
+    kept before originals were) the passage inside its surrounding text (kb.source_view)."""
+    pick = f"pageview_{source.get('doc', '')}_{source.get('start', 0)}"  # the page radio's value, when shown
     try:
-        text = lib.store.document_text(kb.id, doc_id)
-        path = lib.original_path(kb, doc_id)
-        if path is not None and path.suffix.lower() == ".pdf":
-            spans = lib.store.page_spans(kb.id, doc_id)
-            pages = sorted({int(c.get("page", 0)) for c in quotes} - {0}) or [int(source.get("page", 1))]
-            page = st.radio("页码", pages, format_func=page_label, horizontal=True,
-                            key=f"pageview_{doc_id}_{source['start']}") if len(pages) > 1 else pages[0]
-            image = render_pdf_page(path, text, spans, page, ranges)
-            scanned = any(s.ocr and s.page == page for s in spans)  # no text layer to find the quote in
-            st.caption(f"原文 {page_label(page)}（共 {image.pages} 页）"
-                       + ("，引用句已用黄色标出" if image.found else
-                          "；此页是扫描件，文字由 OCR 识别（可能有错字），无法在图上标出引用句" if scanned else
-                          "；未能在页面上定位引用句"))
-            st.image(image.png, width="stretch")
+        view = kb.source_view(source, quotes, st.session_state.get(pick))
+        if view.kind == "missing":
+            st.info("原文件已不在知识库中（文档可能已删除或被停用）。")
             return
-        a, b = context_window(text, min(r[0] for r in ranges), max(r[1] for r in ranges))
+        if view.kind == "pdf":
+            if len(view.pages or []) > 1:
+                st.radio("页码", view.pages, format_func=page_label, horizontal=True, key=pick)
+            st.caption(f"原文 {page_label(view.page)}（共 {view.page_count} 页）"
+                       + ("，引用句已用黄色标出" if view.found else
+                          "；此页是扫描件，文字由 OCR 识别（可能有错字），无法在图上标出引用句" if view.scanned else
+                          "；未能在页面上定位引用句"))
+            st.image(view.png, width="stretch")
+            return
         st.caption("原文上下文（引用句已标出）")
-        passage_box(("…" if a > 0 else "") + highlight(text[a:b], [(s - a, e - a) for s, e in ranges])
-                    + ("…" if b < len(text) else ""))
+        passage_box(("…" if view.cut_before else "") + highlight(view.text, view.marks or [])
+                    + ("…" if view.cut_after else ""))
     except Exception as exc:  # a missing or unreadable original never breaks the chat
         show_error(exc)
 
@@ -199,7 +180,7 @@ def details(answer: dict, question: str) -> None:
             passage_box(highlight(s.get("text", ""), quotes))
 
 
-def show_turn(kb: KnowledgeBase, question: str, answer: dict, key: str) -> None:
+def show_turn(kb: KB, question: str, answer: dict, key: str) -> None:
     """A kept turn: the question, the answer with clickable citations, chips and details."""
     with st.chat_message("user"):
         st.markdown(inert(question))
@@ -212,21 +193,3 @@ def show_turn(kb: KnowledgeBase, question: str, answer: dict, key: str) -> None:
     n = clicked or chip
     if n:
         citation_dialog(kb, answer, n)
-
-
-def export_markdown(kb_name: str, turns: list[dict]) -> str:
-    """The conversation as Markdown, every kept turn included (the last one too)."""
-    lines = [f"# 问道对话记录 · {kb_name}\n"]
-    for t in turns:
-        a = t["answer"]
-        lines.append(f"## 问：{t['question']}\n")
-        lines.append(a.get("answer", "") + "\n")
-        sources = a.get("sources", [])
-        if a.get("citations"):
-            lines.append("**来源**\n")
-            for c in a["citations"]:
-                s = sources[c["n"] - 1] if 1 <= c["n"] <= len(sources) else {}
-                pages = source_pages(s) if s else page_label(c.get("page", 1))
-                lines.append(f"- [{c['n']}] 《{c['doc']}》{pages}：“{c['quote']}”" + ("" if c.get("supported") else "（未被支持）"))
-            lines.append("")
-    return "\n".join(lines)

@@ -1,28 +1,22 @@
-"""Uploading to the background indexer (services.worker) and watching it.
+"""Uploading to the background indexer and watching it (components.job_view's panel).
 
-The page only queues files; the worker indexes them one at a time and writes its progress to the
-job rows in SQLite. The panel polls those rows every second (a fragment, so the rest of the page is
-not re-run) while anything is queued or running, and shows, without expanding anything: files
-done out of the batch, the stage the running file is really in with done/total, speed and time
-left, the files waiting, and each finished file's result or failure reason.
+The page only queues files (kb.upload, one job per file); the worker indexes them one at a time
+and writes its progress to the job rows, which the panel polls.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import streamlit as st
 
+from components.job_view import job_panel, new_batch
 from components.safe_text import inert
-from components.state import show_error, without_paths
-from services import worker
+from components.state import show_error
 from services.config import max_file_bytes
-from services.index.ingest import STAGE_ZH
-from services.index.library import save_settings
-from services.documents.parsing import MIB, SUPPORTED_EXTENSIONS, format_mb
+from services.views import MIB, SUPPORTED_EXTENSIONS, format_mb
+from services.workspace import KB
 
-RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
-STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "embed": "个片段", "index": "个片段"}
+UPLOAD_KINDS = ("ingest", "vectors")
 
 
 def supported_text() -> str:
@@ -53,7 +47,7 @@ def split_uploads(files) -> tuple[list, list[str]]:
     return accepted, refused
 
 
-def upload_section(lib, kb, config) -> None:
+def upload_section(kb: KB, config) -> None:
     """The uploader and the button that queues its files; the uploader clears once they are queued."""
     # Streamlit writes "Upload" and "200MB per file" in English and offers no parameter for them:
     # our own Chinese words replace them (the limit is WENDAO_MAX_FILE_MB, as passed to the uploader).
@@ -74,13 +68,11 @@ def upload_section(lib, kb, config) -> None:
     for message in refused:
         st.error(message)
     if accepted and config and st.button(f"开始索引 {len(accepted)} 个文件", type="primary"):
-        save_settings(lib, kb, "chunking", config.to_dict())
-        since_key = f"jobs_since_{kb.id}"
-        if not any(j.status in worker.ACTIVE for j in worker.jobs(lib, kb, st.session_state.get(since_key))):
-            st.session_state[since_key] = time.time() - 1  # a new batch: count files from here
         try:
+            kb.save_chunking(config)
+            new_batch(kb, UPLOAD_KINDS, "upload")  # a new batch: count files from here
             for f in accepted:
-                worker.submit(lib, kb, f.name, f.getvalue(), config)
+                kb.upload(f.name, f.getvalue(), config)
         except Exception as exc:
             show_error(exc)
             return
@@ -88,87 +80,6 @@ def upload_section(lib, kb, config) -> None:
         st.rerun()
 
 
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return "估算中"
-    return f"约 {s:.0f} 秒" if s < 90 else f"约 {s / 60:.1f} 分钟"
-
-
-def _running(job) -> None:
-    stage = STAGE_ZH.get(job.stage, "准备中")
-    rate, eta = job.result.get("rate"), job.result.get("eta_s")
-    line = f"正在处理「{inert(job.filename, keep_lines=False)}」：**{stage}**"
-    if job.total:
-        line += f" {job.done}/{job.total} {STAGE_UNIT.get(job.stage, '')}"
-    if rate:
-        line += f" · {rate:.1f} 片段/秒 · 剩余{_seconds(eta)}"
-    elif job.stage == "embed":
-        line += " · 速度估算中"
-    line += f" · 已用 {job.elapsed:.0f} 秒"
-    st.markdown(line)
-    st.progress(min(1.0, job.done / job.total) if job.total else 0.0)
-
-
-def _finished(job) -> None:
-    name = inert(job.filename, keep_lines=False)
-    r = job.result
-    if job.status == "cancelled":
-        st.caption(f"「{name}」：已取消")
-        return
-    status = r.get("status", "failed" if job.status == "failed" else "ok")
-    if job.status == "failed" or status == "failed":
-        st.warning(f"「{name}」：失败 — {inert(without_paths(r.get('reason') or '未知原因'), keep_lines=False)}")
-        return
-    if status == "duplicate":
-        st.info(f"「{name}」：{RESULT_ZH[status]} — {inert(without_paths(r.get('reason', '')), keep_lines=False)}")
-        return
-    if "chunks" not in r:  # a document's vectors completed after a restart
-        st.success(f"「{name}」：向量已补齐（{r.get('embedded', 0)} 个片段）")
-        return
-    chunks, embedded = r.get("chunks", 0), r.get("embedded", 0)
-    seconds = r.get("seconds", {})
-    cache = ""
-    if chunks and embedded < chunks:
-        cache = f"（新向量化 {embedded} 个片段，其余来自缓存）" if embedded else "（向量全部来自缓存）"
-    st.success(f"「{name}」：{RESULT_ZH.get(status, '已索引')} · {chunks} 个片段 · {sum(seconds.values()):.1f} 秒{cache}")
-    if seconds:
-        order = list(STAGE_ZH)
-        st.caption(" · ".join(f"{STAGE_ZH.get(k, k)} {v:.2f} 秒"
-                              for k, v in sorted(seconds.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)))
-    for w in r.get("warnings", []):
-        st.warning(inert(w))
-
-
-def job_panel(lib, kb) -> None:
+def upload_panel(kb: KB) -> None:
     """The batch's progress, polled from the job rows every second while files are queued or running."""
-    since_key = f"jobs_since_{kb.id}"
-    active_now = any(j.status in worker.ACTIVE for j in worker.jobs(lib, kb, st.session_state.get(since_key)))
-
-    @st.fragment(run_every=1 if active_now else None)
-    def panel() -> None:
-        jobs = worker.jobs(lib, kb, st.session_state.get(since_key))
-        if not jobs:
-            return
-        running = [j for j in jobs if j.status == "running"]
-        queued = [j for j in jobs if j.status == "queued"]
-        finished = [j for j in jobs if j.status not in worker.ACTIVE]
-        with st.container(border=True):
-            st.progress(len(finished) / len(jobs), text=f"文件 {len(finished)}/{len(jobs)}"
-                        + ("（全部完成）" if not running and not queued else "（后台索引中，可以离开本页）"))
-            for job in running:
-                _running(job)
-            if queued:
-                st.markdown("等待中：" + "、".join(f"「{inert(j.filename, keep_lines=False)}」" for j in queued))
-                if st.button("取消等待中的文件", key=f"cancel_queued_{kb.id}"):
-                    for j in queued:
-                        worker.cancel(lib, j.id)
-                    st.rerun()
-            for job in finished:
-                _finished(job)
-            if finished and not running and not queued and st.button("清除这些记录", key=f"clear_jobs_{kb.id}"):
-                st.session_state[since_key] = time.time()
-                st.rerun()
-        if active_now and not running and not queued:
-            st.rerun()  # everything indexed: refresh the document list (and stop polling)
-
-    panel()
+    job_panel(kb, UPLOAD_KINDS, "upload")

@@ -1,5 +1,6 @@
-"""Shared UI state: the process-wide Library (st.cache_resource), the current knowledge base,
-and per-KB chat sessions. No retrieval logic here: everything goes through services."""
+"""Shared UI state: who is acting, the application core (services.workspace) for them, the
+current knowledge base and per-KB chat sessions. Pages call only the core: no store, index or
+model is touched here or in any page."""
 from __future__ import annotations
 
 import logging
@@ -9,43 +10,46 @@ import streamlit as st
 
 from components.safe_text import inert_code_urls
 from services import errors
-from services.config import data_dir
-from services.index.library import Library, open_library
-from services.index.store import KnowledgeBase
+from services.access import LOCAL, Principal
+from services.workspace import KB, KBInfo, Session, open_workspace
 
 
-@st.cache_resource(show_spinner="正在打开数据目录…")
-def _library(root: str) -> Library:
-    return open_library(root)
+def principal() -> Principal:
+    """Who is using this browser session: the one place the UI decides it. In single-user mode
+    that is the local user (services.access.LOCAL); with sign-in, the signed-in user."""
+    return LOCAL
 
 
-def library() -> Library:
-    """The Library of WENDAO_DATA_DIR, shared by all sessions of this process."""
-    return _library(str(data_dir().resolve()))
+def session() -> Session:
+    """The core's use cases for this browser session's principal (the data dir's Workspace is
+    shared by every session of the process; its worker runs the long work)."""
+    return open_workspace().session(principal())
 
 
-def visible_kbs() -> list[KnowledgeBase]:
-    return [kb for kb in library().store.list_kbs() if not kb.name.startswith("~")]
+def visible_kbs() -> list[KBInfo]:
+    """The KBs the principal may see (hidden evaluation copies never listed)."""
+    return session().kbs()
 
 
-def current_kb() -> KnowledgeBase | None:
-    """The knowledge base picked in the sidebar (fresh from the store, so settings are current)."""
+def current_kb() -> KB | None:
+    """The knowledge base picked in the sidebar, as a core KB handle (read fresh, so settings are
+    current), or None when there is none."""
     kb_id = st.session_state.get("kb_id")
     kbs = visible_kbs()
     if kb_id is None or all(kb.id != kb_id for kb in kbs):
         if not kbs:
             return None
         st.session_state["kb_id"] = kb_id = kbs[0].id
-    return library().store.get_kb(kb_id)
+    return session().kb(kb_id)
 
 
-def select_kb(kb: KnowledgeBase) -> None:
+def select_kb(kb: KB | KBInfo) -> None:
     st.session_state["kb_id"] = kb.id
 
 
-def create_kb(name: str) -> KnowledgeBase | None:
+def create_kb(name: str) -> KB | None:
     try:
-        kb = library().store.create_kb(name)
+        kb = session().create_kb(name)
     except errors.WendaoError as exc:
         st.error(exc.message_zh)
         return None
@@ -64,8 +68,8 @@ class _Counts:
         if kb is None:
             self.slot.caption("还没有知识库，请在「文档库」页创建。")
             return
-        store = library().store
-        self.slot.caption(f"{len(store.list_documents(kb.id))} 个文档 · {store.count_chunks(kb.id)} 个片段")
+        info = kb.info()
+        self.slot.caption(f"{info.documents} 个文档 · {info.chunks} 个片段")
 
 
 def sidebar() -> _Counts:
@@ -82,17 +86,6 @@ def sidebar() -> _Counts:
         st.selectbox("知识库", ids, format_func=lambda i: next(k.name for k in kbs if k.id == i), key="kb_picker",
                      on_change=lambda: st.session_state.update(kb_id=st.session_state["kb_picker"]))
         return _Counts()
-
-
-SECRET_NAMES = {"OPENAI_BASE_URL": "base_url", "OPENAI_API_KEY": "api_key", "WENDAO_LLM_MODEL": "model"}
-
-
-def llm_secrets() -> dict:
-    """LLM endpoint values from .streamlit/secrets.toml (st.secrets), when that file exists."""
-    try:
-        return {field: str(st.secrets[name]) for name, field in SECRET_NAMES.items() if name in st.secrets}
-    except Exception:  # no secrets file
-        return {}
 
 
 def api_key() -> str:
@@ -133,10 +126,10 @@ def setup_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
-def searchable_kb() -> KnowledgeBase:
+def searchable_kb() -> KB:
     """The current KB when it has indexed chunks; otherwise say so, link to the library and stop."""
     kb = current_kb()
-    if kb is None or library().store.count_chunks(kb.id) == 0:
+    if kb is None or kb.info().chunks == 0:
         st.info("还没有可以检索的文档。请先到文档库上传文件。")
         st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
         st.stop()
@@ -144,20 +137,19 @@ def searchable_kb() -> KnowledgeBase:
 
 
 def follow_url() -> None:
-    """On a fresh session (a reload, a shared link) with ?c=<conversation id> in the URL, open that
-    conversation and pick its knowledge base, before the sidebar is drawn."""
+    """On a fresh session (a reload, a shared link) with ?c=<conversation public id> in the URL, open
+    that conversation and pick its knowledge base, before the sidebar is drawn. A link to a
+    conversation the principal may not open is dropped silently."""
     if st.session_state.get("url_followed"):
         return
     st.session_state["url_followed"] = True
-    raw = st.query_params.get("c")
-    if not raw or not str(raw).isdigit():
+    key = st.query_params.get("c")
+    if not key:
         return
-    from services import conversations
-
     try:
-        info = conversations.get(library().store, int(raw))
+        info = session().conversation(str(key))
     except errors.WendaoError:
         st.query_params.pop("c", None)
         return
     st.session_state["kb_id"] = info.kb_id
-    st.session_state.setdefault("open_conv", {})[info.kb_id] = info.id
+    st.session_state.setdefault("open_conv", {})[info.kb_id] = info.key

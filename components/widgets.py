@@ -6,7 +6,7 @@ import time
 import streamlit as st
 
 from components.safe_text import html_text, inert
-from services.documents.chunking import STRATEGIES, ChunkingConfig
+from services.views import STRATEGIES, ChunkingConfig
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 
@@ -98,10 +98,10 @@ def stream_inert(deltas, every_s: float = 0.05) -> str:
     return text
 
 
-def document_filter(lib, kb, key: str) -> list[str] | None:
+def document_filter(kb, key: str) -> list[str] | None:
     """A multiselect of the KB's searchable documents; the ids picked, or None (every document).
-    Retriever(doc_ids=…) then searches only those."""
-    docs = [d for d in lib.store.list_documents(kb.id) if d.status == "ready" and d.enabled]
+    kb.ask / kb.search(doc_ids=…) then search only those."""
+    docs = kb.documents(searchable_only=True)
     if len(docs) < 2:
         return None
     names = {d.id: d.filename for d in docs}
@@ -115,14 +115,12 @@ CSV_HEADERS = {"config": "配置", "id": "问题编号", "question": "问题", "
                "doc_rank": "相关文档名次", "ndcg10": "nDCG@10", "ms": "耗时（毫秒）", "top_doc": "第一名文档"}
 
 
-def eval_csv(rows) -> bytes:
-    """Per-question results as CSV: Chinese headers, then one row with the English keys (for
-    scripts), then the data; UTF-8 with BOM so Excel shows the Chinese."""
+def eval_csv(rows: list[dict]) -> bytes:
+    """Per-question results (an evaluation job's result["rows"]) as CSV: Chinese headers, then one
+    row with the English keys (for scripts), then the data; UTF-8 with BOM so Excel shows the Chinese."""
     import pandas as pd
 
-    from services.tuning.evaluation import rows_as_dicts
-
-    frame = pd.DataFrame(rows_as_dicts(rows))
+    frame = pd.DataFrame(rows)
     keys = list(frame.columns)
     headers = [CSV_HEADERS.get(k) or k.replace("coverage@", "答案覆盖@").replace("chars", "字") for k in keys]
     body = pd.concat([pd.DataFrame([keys], columns=keys), frame.astype(object).where(frame.notna(), "")])

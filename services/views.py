@@ -1,6 +1,6 @@
 """The view types and display constants front ends may use besides the core (services.workspace):
 plain data and pure functions re-exported in one place, so pages never import an engine module
-(the import-linter contract in pyproject.toml holds them to this module, the core, access, auth,
+(the import-linter contract in pyproject.toml holds components to this module, the core, access, auth,
 config and errors)."""
 from __future__ import annotations
 
@@ -13,18 +13,20 @@ from services.documents.parsing import SUPPORTED_EXTENSIONS
 from services.documents.text import display_name
 from services.documents.tokenizer import term_spans
 from services.index.ingest import STAGE_ZH
+from services.index.library import OPTIMIZE_FROM_CHUNKS
 from services.index.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models, resolve
 from services.index.repositories import ACTIVE, ApiKey, AuditEvent, ConversationInfo, Job, User
 from services.index.store import Document, KnowledgeBase
 from services.search.fusion import METHODS
 from services.search.retrieval import MODES, Hit, SearchResult
-from services.tuning.evaluation import CHUNKER_NAMES, KS
+from services.tuning.evaluation import CHUNKER_NAMES, KS, MATCH_RULE_ZH, parse_questions, sample_question_lines
 from services.tuning.finetune import FinetuneSettings
 
 __all__ = [
     "ACTIVE", "AVAILABILITY_ZH", "ApiKey", "AuditEvent", "CHUNKER_NAMES", "Chunk", "ChunkingConfig", "ConversationInfo",
-    "Document", "FinetuneSettings", "Hit", "Job", "KS", "KnowledgeBase", "LLMSettings", "METHODS", "MIB", "MODELS",
-    "MODES", "RetrievalSettings", "STAGE_ZH", "STRATEGIES", "SUPPORTED_EXTENSIONS", "SearchResult", "User",
-    "availability", "display_name", "embedding_models", "format_mb", "page_for_offset", "page_label",
-    "parse_markers", "redact_url", "reranker_models", "resolve", "restore_redacted", "term_spans",
+    "Document", "FinetuneSettings", "Hit", "Job", "KS", "KnowledgeBase", "LLMSettings", "MATCH_RULE_ZH", "METHODS",
+    "MIB", "MODELS", "MODES", "OPTIMIZE_FROM_CHUNKS", "RetrievalSettings", "STAGE_ZH", "STRATEGIES",
+    "SUPPORTED_EXTENSIONS", "SearchResult", "User", "availability", "display_name", "embedding_models", "format_mb",
+    "page_for_offset", "page_label", "parse_markers", "parse_questions", "redact_url", "reranker_models", "resolve",
+    "restore_redacted", "sample_question_lines", "term_spans",
 ]

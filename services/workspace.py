@@ -29,6 +29,7 @@ from services.index.repositories import ConversationInfo, Job
 from services.index.store import Document, KnowledgeBase
 
 INGEST_KINDS = ("ingest", "vectors", "rechunk", "reindex", "reembed", "optimize", "sample")
+CANCELLABLE_WHILE_RUNNING = worker.CANCELLABLE_WHILE_RUNNING  # other kinds: cancellable only while queued
 SAMPLE_KB = "示例"
 
 
@@ -159,6 +160,16 @@ class Session:
             kb = self.create_kb(SAMPLE_KB)
         job = None if kb.info().documents else kb.submit("sample", "示例文档", {})
         return kb, job
+
+    def conversation(self, key: str) -> ConversationInfo:
+        """One of the principal's conversations, by its public id, in a KB they may see (a link
+        after a reload); ConversationNotFound otherwise."""
+        info = conversations.find(self.store, str(key))
+        try:
+            kb = self.kb(info.kb_id)
+        except errors.WendaoError:
+            raise errors.ConversationNotFound() from None
+        return kb.conversation(key)
 
     # --- models --------------------------------------------------------------------------------
     def finetuned_models(self) -> list[dict]:
@@ -643,6 +654,24 @@ class KB:
         from services.tuning.evaluation import question_set
 
         return question_set(self.lib, self.row)
+
+    def question_set_lines(self) -> list[str] | None:
+        """The saved question set as the JSONL lines it was saved from (to run it again with
+        `evaluate`), or None when the KB has none."""
+        import json
+
+        from services.tuning.evaluation import QUESTION_SET_FILE
+
+        if self.question_set() is None:
+            return None
+        path = self.lib.kb_folder(self.id) / QUESTION_SET_FILE
+        return list(json.loads(path.read_text(encoding="utf-8"))["lines"])
+
+    def last_result(self, kind: str) -> Job | None:
+        """The KB's most recent finished (done) job of `kind`, e.g. the evaluation whose table the
+        评测 page shows; None when there is none."""
+        done = [j for j in self.jobs(since=0.0, kinds=(kind,)) if j.status == "done"]
+        return done[-1] if done else None
 
     def delete_question_set(self) -> None:
         from services.tuning.evaluation import delete_question_set

@@ -125,9 +125,11 @@ def test_evaluation_sample_run(data_dir):
     at = app("evaluation")
     button(at, "创建「示例」知识库").click().run()
     assert not at.exception
+    finish_jobs(at)  # the sample documents are indexed by the background worker
     at.multiselect[0].set_value(["bm25", "hybrid"]).run()
     button(at, "开始评测").click().run()
     assert not at.exception
+    finish_jobs(at)  # so is the evaluation
     table = at.dataframe[0].value
     assert len(table) == 2 and (table["Recall@5"] > 0.5).all()
     assert any("下载逐题结果" in b.label for b in at.get("download_button"))
@@ -149,3 +151,51 @@ def test_settings_persist_and_test_connection(filled):
         next(b for b in at.button if b.label == "保存").click().run()
     saved = lib.store.get_kb(kb.id).settings["llm"]
     assert saved["model"] == "echo" and saved["base_url"] == server.url and "api_key" not in saved
+
+
+@pytest.mark.slow
+def test_cli_ask_and_the_chat_page_give_the_same_mode_and_citations(data_dir, monkeypatch):
+    """Issue 18: the CLI and the chat page resolve a KB's saved LLM endpoint the same way (through
+    the core's kb.ask), so the same question gets the same kind of answer with the same citations."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from services.config import LLMSettings
+    from services.index.ingest import ingest_bytes
+    from services.index.library import Library
+    from services.index.vectors import close_all
+    from services.workspace import Workspace
+
+    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "WENDAO_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)  # only the KB's saved endpoint configures an LLM
+    question = "长江全长多少公里？"
+    with FakeLLMServer() as server:
+        lib = Library(data_dir)  # set up, then let go of the data dir (the CLI process opens it next)
+        kb = Workspace(lib, background=False).session().create_kb("地理")
+        ingest_bytes(lib, kb.row, GBK_TEXT.encode("gbk"), "rivers.txt")
+        kb.save_llm(LLMSettings(base_url=server.url, model="echo"))
+        lib.close()
+        close_all()
+        cli = subprocess.run([sys.executable, "-m", "services", "ask", "--kb", "地理", "--json", question],
+                             cwd=ROOT, env={**os.environ, "WENDAO_DATA_DIR": str(data_dir)},
+                             capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        from_cli = json.loads(cli.stdout.strip().splitlines()[-1])
+
+        at = app("chat")
+        at.chat_input[0].set_value(question).run()
+        assert not at.exception, [e.value for e in at.exception]
+        from services.workspace import open_workspace
+
+        handle = open_workspace().session().kb("地理")
+        [turn] = handle.turns(at.query_params["c"])
+        from_page = turn["answer"]
+
+    def cited(answer):
+        return [(c["n"], c["doc"], c["page"], c["quote"], c["supported"]) for c in answer["citations"]]
+
+    assert from_page["mode"] == "llm" and cited(from_page)  # the saved endpoint answered on the page
+    assert from_cli["mode"] == from_page["mode"], "CLI ask does not use the KB's saved LLM endpoint"
+    assert cited(from_cli) == cited(from_page)

@@ -6,6 +6,7 @@ run the retrieval lab and a small evaluation. Screenshots of each page go to a t
 """
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -340,6 +341,74 @@ def test_settings_page(page, app_url, shots):
     page.get_by_role("button", name="测试连接").click()
     page.get_by_text("连接成功").wait_for()
     page.screenshot(path=str(shots / "5-settings.png"), full_page=True)
+
+
+def pick_options(page, label: str, options: list[str]) -> None:
+    """Add `options` to the multiselect labelled `label`."""
+    box = page.locator('[data-testid="stMultiSelect"]').filter(has=page.get_by_text(label, exact=True))
+    for option in options:
+        box.locator("input").click()
+        page.get_by_role("option", name=option, exact=True).click()
+        wait_idle(page)
+    page.keyboard.press("Escape")
+
+
+def pick_select(page, label: str, option: str) -> None:
+    """Choose `option` in the selectbox labelled `label` (typed to filter a long list)."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has=page.get_by_text(label, exact=True))
+    box.locator("input").click()
+    box.locator("input").fill(option)
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+@pytest.mark.slow
+def test_reembed_and_chunker_evaluation_keep_running_across_a_reload(tmp_path, shots):
+    """Issue 18: an evaluation comparing chunkers and a switch of the embedding model, started in the
+    browser, are background jobs (one worker runs them in turn): after a reload (a new session) and
+    in a second tab the pages still show their progress from the job rows, and then their results."""
+    torch_model = "multilingual-e5-small (内置·torch)"
+    evaluating = re.compile(r"^评测：|等待中：「评测」")  # the running line, or waiting its turn
+    switching = re.compile(f"^重新向量化「{re.escape(torch_model)}」：|等待中：「{re.escape(torch_model)}」")
+    with running_app(tmp_path / "data") as url, browser_page([]) as page:
+        page.goto(url + "/evaluation")
+        page.get_by_role("button", name="创建「示例」知识库并导入示例文档").click()
+        page.get_by_text("示例知识库已就绪").wait_for()  # the sample ingest is a job too
+        wait_idle(page)
+        pick_options(page, "切分方式", ["固定 300 字 / 重叠 50", "滑动窗口 4 句 / 步长 2", "按句子 300 字 / 重叠 120"])
+        page.get_by_role("button", name="开始评测").click()
+        page.get_by_text(evaluating).first.wait_for()
+        page.reload()  # a new session: the running evaluation is found again in its job row
+        page.get_by_text(evaluating).first.wait_for()
+        page.screenshot(path=str(shots / "6-evaluation-after-reload.png"), full_page=True)
+        other = page.context.new_page()  # and in a second tab
+        try:
+            other.goto(url + "/evaluation")
+            other.get_by_text(evaluating).first.wait_for()
+        finally:
+            other.close()
+
+        page.goto(url + "/settings")
+        page.get_by_text("向量模型").first.wait_for()
+        wait_idle(page)
+        pick_select(page, "模型", torch_model)
+        page.get_by_role("button", name=f"切换到「{torch_model}」并重新向量化").click()
+        page.get_by_text(switching).first.wait_for()  # queued behind the evaluation, or running
+        page.reload()
+        page.get_by_text(switching).first.wait_for()
+        page.screenshot(path=str(shots / "7-reembed-after-reload.png"), full_page=True)
+        page.get_by_text(f"已切换到「{torch_model}」").wait_for(timeout=300_000)  # polled until it ends
+        page.reload()
+        page.get_by_text(f"已切换到「{torch_model}」").wait_for()  # the result stays after a reload
+
+        page.goto(url + "/evaluation")  # the latest finished evaluation's table and charts
+        page.get_by_role("button", name="下载逐题结果 CSV").wait_for()
+        wait_idle(page)
+        body = page.inner_text("body")
+        assert "评测完成：33 个问题 × 12 种配置" in body
+        assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 2  # Recall@k curves and latency
+        page.screenshot(path=str(shots / "8-evaluation-result.png"), full_page=True)
 
 
 PAGES = ("chat", "library", "lab", "evaluation", "settings")

@@ -147,7 +147,7 @@ def test_a_kb_keeps_its_question_set_until_removed_or_the_kb_is_deleted(lib, kb)
 
 
 def test_evaluation_page_keeps_an_uploaded_question_set_shows_it_inert_and_removes_it(data_dir):
-    from test_app import app, button
+    from test_app import app, button, finish_jobs
 
     from services.tuning.evaluation import question_set
     from services.index.library import open_library
@@ -168,6 +168,7 @@ def test_evaluation_page_keeps_an_uploaded_question_set_shows_it_inert_and_remov
     at.multiselect[0].set_value(["bm25"]).run()
     button(at, "开始评测").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    finish_jobs(at)  # the run is a background job
     assert [q.question for q in question_set(lib, kb)] == ["[点我](http://evil.example/x) 世界最高峰是哪座山"]
     assert any("已保存为本知识库的问题集（1 题）" in s.value for s in at.success)
     assert at.radio[0].value == "saved" and list(at.radio[0].options)[0] == "本知识库的问题集（1 题）"
@@ -175,6 +176,8 @@ def test_evaluation_page_keeps_an_uploaded_question_set_shows_it_inert_and_remov
     shown = [m.value for m in at.markdown if "点我" in m.value]
     assert shown and all("](http" not in m and "\\[点我\\]" in m for m in shown)  # inert, no live link
     button(at, "开始评测").click().run()  # the saved set runs like any other
+    finish_jobs(at)
+    assert len(open_library(data_dir).store.jobs.of_kb(kb.id, ("evaluate",), 0)) == 2
     assert not at.exception and at.dataframe[0].value["题数"].iloc[0] == 1
     button(at, "删除本知识库的问题集").click().run()
     assert question_set(lib, kb) is None

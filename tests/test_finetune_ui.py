@@ -68,6 +68,8 @@ def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
         assert bool(offered) == better
         assert ("没有变好，因此不提供切换" in texts(at)) == (not better)
     button(at, "切换到微调模型").click().run()
+    assert worker.wait_idle(lib, 120)  # re-embedded by the background worker
+    at.run()
     assert lib.embedding_model(lib.store.get_kb(kb.id)) == card["path"]
     assert "已切换到微调模型「页面模型」" in texts(at) and "（使用中）" in texts(at)
     assert button(at, "删除").disabled  # in use: cannot be deleted
@@ -78,6 +80,8 @@ def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
 
     at.run()
     button(at, "切换回原模型").click().run()
+    assert worker.wait_idle(lib, 120)
+    at.run()
     assert lib.embedding_model(lib.store.get_kb(kb.id)) != card["path"]
     button(at, "删除").click().run()
     assert finetuned_models(lib) == [] and "还没有微调过的模型" in texts(at)
@@ -188,17 +192,19 @@ def test_llm_queries_in_the_background_use_the_servers_endpoint(tiny_kb, monkeyp
     from llm_server import FakeLLMServer
     from services import worker
     from services.tuning.finetune import FinetuneSettings
+    from services.workspace import open_workspace
 
     lib, kb = tiny_kb
+    handle = open_workspace(lib.root).session().kb(kb.id)
     settings = FinetuneSettings(max_pairs=20, method="llm")
-    job = worker.submit_finetune(lib, kb, "无接口", settings)
+    job = handle.finetune("无接口", settings)
     assert worker.wait_idle(lib, 60)
     [failed] = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == job]
     assert failed.status == "failed" and "没有可供后台任务使用的大模型接口" in failed.result["reason"]
     with FakeLLMServer() as server:
         monkeypatch.setenv("OPENAI_BASE_URL", server.url)
         monkeypatch.setenv("WENDAO_LLM_MODEL", "echo")
-        worker.submit_finetune(lib, kb, "有接口", settings)
+        handle.finetune("有接口", settings)
         assert worker.wait_idle(lib, 120)
     prompts = [r["body"]["messages"][-1]["content"] for r in server.requests]
     assert prompts and all("用户可能会问" in p for p in prompts)  # one question-writing call per chunk

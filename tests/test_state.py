@@ -459,6 +459,10 @@ def test_library_page_checks_and_rebuilds_the_index(data_dir):
     next(b for b in at.button if b.label == "核对索引").click().run()
     assert any("发现不一致" in e.value and "缺失 1" in e.value for e in at.error)
     next(b for b in at.button if b.label == "重建索引").click().run()
+    from services import worker
+
+    assert worker.wait_idle(lib, 120)  # rebuilt by the background worker
+    at.run()
     assert any("已重建" in s.value for s in at.success), [e.value for e in at.error]
     next(b for b in at.button if b.label == "核对索引").click().run()
     assert any("索引与 SQLite 一致" in s.value for s in at.success)

@@ -78,9 +78,15 @@ def ask(at, question):
 
 
 # --- 1. conversations kept per KB ------------------------------------------------------------
+def kept_turns(kb, key: str) -> list[dict]:
+    """The turns kept for the conversation with public id `key` (read through the core)."""
+    from services.workspace import open_workspace
+
+    return open_workspace().session().kb(kb.id).turns(key)
+
+
 def test_conversation_survives_reload_and_export_has_every_turn(two_docs):
-    from components.answer_view import export_markdown
-    from services import conversations
+    from services.workspace import open_workspace
 
     lib, kb = two_docs
     at = app("chat")
@@ -94,9 +100,10 @@ def test_conversation_survives_reload_and_export_has_every_turn(two_docs):
     again = app(query={"c": conv})
     texts = [answer_text(p) for p in answers(again)]
     assert len(texts) == 2 and "六千三百公里" in texts[0] and "十五天" in texts[1]
-    assert again.session_state["open_conv"][kb.id] == int(conv)
-    turns = conversations.turns(lib.store, int(conv))
-    md = export_markdown(kb.name, turns)
+    assert again.session_state["open_conv"][kb.id] == conv
+    turns = kept_turns(kb, conv)
+    name, md = open_workspace().session().kb(kb.id).export_conversation(conv)  # what 导出 downloads
+    assert name == "问道对话-长江全长多少公里？.md"
     assert "## 问：员工每年有几天年假？" in md and "十五天" in md  # the last turn too
     assert turns[1]["settings"]["retrieval"]["mode"] == "hybrid"
 
@@ -116,9 +123,7 @@ def test_history_continue_rename_delete(two_docs):
     at.sidebar.button(key=f"conv_{first}").click().run()  # continue the first one
     assert at.query_params["c"] == first and "六千三百公里" in answer_text(answers(at)[0])
     ask(at, "它发源于哪里？")  # a follow-up continues it (rewritten with the kept history)
-    from services import conversations
-
-    kept = conversations.turns(lib.store, int(first))
+    kept = kept_turns(kb, first)
     assert len(answers(at)) == 2 and len(kept) == 2
     assert "长江" in kept[1]["answer"]["query"]  # rewritten from the kept first turn
     at.sidebar.text_input[0].input("长江笔记")
@@ -139,9 +144,7 @@ def test_document_filter_searches_only_selected_documents(two_docs):
     at = app("chat")
     at.multiselect(key=f"chat_docs_{kb.id}").set_value([law]).run()
     ask(at, "长江全长多少公里？")
-    from services import conversations
-
-    turn = conversations.turns(lib.store, int(at.query_params["c"]))[0]
+    turn = kept_turns(kb, at.query_params["c"])[0]
     assert turn["settings"]["doc_ids"] == [law]
     assert {s["doc"] for s in turn["answer"]["sources"]} <= {"制度.txt"}
     lab = app("lab")
@@ -239,17 +242,17 @@ def test_pdf_citation_opens_page_view_and_pages_agree(data_dir):
 
 
 # --- 4. library: background ingestion, KB and documents ---------------------------------------
-def _job(lib, kb, filename, status, stage="", done=0, total=0, result=None, age=0.0):
+def _job(lib, kb, filename, status, stage="", done=0, total=0, result=None, age=0.0, kind="ingest"):
     now = time.time() - age
     with lib.store._lock:
         lib.store.db.execute(
             "INSERT INTO jobs(kb_id, kind, filename, path, params, status, stage, done, total, result, created_at,"
             " started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (kb.id, "ingest", filename, "", "{}", status, stage, done, total, json.dumps(result or {}, ensure_ascii=False),
+            (kb.id, kind, filename, "", "{}", status, stage, done, total, json.dumps(result or {}, ensure_ascii=False),
              now, now if status != "queued" else None, now))
 
 
-def test_progress_from_job_rows(two_docs):
+def test_progress_from_job_rows(two_docs, monkeypatch):
     """What the worker writes to SQLite is what the page shows: overall files, the running stage with
     done/total, speed and time left, waiting files, results with reasons, cache wording only when
     something came from the cache."""
@@ -262,6 +265,9 @@ def test_progress_from_job_rows(two_docs):
                                                      "reason": "PDF 文件已损坏或不是有效的 PDF，无法读取。"}, age=3)
     _job(lib, kb, "大文件.pdf", "running", "embed", 40, 109, {"rate": 12.5, "eta_s": 5.5})
     _job(lib, kb, "d.docx", "queued")
+    from services import worker
+
+    monkeypatch.setattr(worker.Worker, "_next", lambda self: None)  # rows as written: the worker claims none
     at = app("library")
     text = shown(at)
     assert "文件 3/5" in text
@@ -392,20 +398,23 @@ def test_evaluation_warns_without_the_sample_documents_and_clears_on_switch(two_
     other = lib.kb("其他", create=True)
     at = app("evaluation")
     assert any("没有这些问题所针对的文档" in w.value for w in at.warning)
-    at.session_state["eval_result"] = (kb.id, {"x": {"recall@20": 0.0}}, [])
+    zero = {f"recall@{k}": 0.0 for k in (1, 5, 10, 20)} | {"p50_ms": 1.0, "p95_ms": 2.0, "questions": 1}
+    _job(lib, kb, "评测", "done", "questions", 1, 1, {"summaries": {"x": zero}, "rows": [], "questions": 1},
+         kind="evaluate")  # a finished evaluation of this KB
     at.run()
     assert any("得分都是 0" in w.value for w in at.warning)
     at.selectbox(key="kb_picker").set_value(other.id).run()
-    assert "eval_result" not in at.session_state
+    assert not any("得分都是 0" in w.value for w in at.warning)  # results belong to the KB they were run on
 
 
 def test_evaluation_csv_has_chinese_headers_and_an_english_key_row():
     import pandas as pd
 
     from components.widgets import eval_csv
-    from services.tuning.evaluation import QuestionResult
+    from services.tuning.evaluation import QuestionResult, rows_as_dicts
 
-    csv = eval_csv([QuestionResult("BM25", "q1", "问题一", 1, None, 1.0, 3.2, {1000: 1.0}, "a.txt")])
+    rows = rows_as_dicts([QuestionResult("BM25", "q1", "问题一", 1, None, 1.0, 3.2, {1000: 1.0}, "a.txt")])
+    csv = eval_csv(json.loads(json.dumps(rows)))  # as an evaluation job's result keeps them
     frame = pd.read_csv(io.BytesIO(csv), encoding="utf-8-sig", dtype=str, keep_default_na=False)
     assert list(frame.columns)[:3] == ["配置", "问题编号", "问题"] and "答案覆盖@1000" in frame.columns
     assert list(frame.iloc[0])[:3] == ["config", "id", "question"]  # the English keys

@@ -14,19 +14,16 @@ import time
 import pandas as pd
 import streamlit as st
 
+from components.job_view import job_panel, jobs_running, new_batch, reembed_finished, seconds_zh
 from components.safe_text import inert
-from components.state import library, searchable_kb, show_error, without_paths
-from services import worker
-from services.tuning.finetune import FinetuneSettings, delete_model, finetuned_models
-from services.index.library import llm_settings
-from services.index.models import resolve
+from components.state import searchable_kb, session, show_error, without_paths
+from services.views import FinetuneSettings, resolve
 
 STAGE_ZH = {"data": "生成训练数据并挖掘困难负例", "before": "评测原模型", "train": "训练",
             "mix": "在验证查询上选择与原模型的融合比例", "after": "评测微调后的模型"}
 KIND_ZH = {"dense": "向量检索", "hybrid": "混合检索"}
 METRICS = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr@10": "MRR@10"}
 
-lib = library()
 kb = searchable_kb()
 st.title("微调向量模型")
 st.caption("用当前知识库自己的文档训练向量模型：从每个片段自动生成查询（不需要人工标注的问题），"
@@ -42,24 +39,14 @@ def key(name: str) -> str:
 
 def model_label(name_or_path: str) -> str:
     """A model as users know it: a fine-tuned model by its name, a registry model by its name."""
-    tuned = {m["path"]: m["name"] for m in finetuned_models(lib)}
+    tuned = {m["path"]: m["name"] for m in session().finetuned_models()}
     return f"微调模型「{tuned[name_or_path]}」" if name_or_path in tuned else f"「{inert(name_or_path, keep_lines=False)}」"
 
 
-def seconds_zh(s: float | None) -> str:
-    if s is None:
-        return "估算中"
-    return f"约 {s:.0f} 秒" if s < 90 else f"约 {s / 60:.1f} 分钟"
-
-
 # --- settings and start ----------------------------------------------------------------------
-def active_job():
-    return next((j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.status in worker.ACTIVE), None)
-
-
-current = lib.embedding_model(kb)
+current = kb.embedding_model()
 st.markdown(f"当前向量模型：{model_label(current)}")
-server_llm = llm_settings(lib, kb)  # what the background worker can use (never a key typed in this session)
+server_llm = kb.llm_settings()  # what the background worker can use (never a key typed in this session)
 with st.form(key("form")):
     c1, c2, c3 = st.columns(3)
     st.session_state.setdefault(key("name"), time.strftime("微调-%Y%m%d-%H%M"))
@@ -75,42 +62,37 @@ with st.form(key("form")):
                           "数量或书名的句子改写成问题（去掉答案），其余片段取一句话作为查询。")
     start = st.form_submit_button("开始微调", type="primary")
 if start:
-    if active_job():
+    if jobs_running(kb, ("finetune",)):
         st.warning("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
     else:
         settings = FinetuneSettings(epochs=int(epochs), max_pairs=int(max_pairs), method="llm" if use_llm else "sentence")
         try:
-            worker.submit_finetune(lib, kb, name, settings)
-            st.session_state[key("since")] = time.time() - 1
+            new_batch(kb, ("finetune",), "finetune")
+            kb.finetune(name, settings)
+            st.rerun()
         except Exception as exc:
             show_error(exc)
 
 
 # --- the running job, polled -----------------------------------------------------------------
 def _running(job) -> None:
-    if job.status == "queued":
-        st.info(f"「{inert(job.filename, keep_lines=False)}」排队中（后台任务一次只处理一个）。")
-    else:
-        stage = STAGE_ZH.get(job.stage, "准备中")
-        if job.status == "cancelling":
-            stage = "正在取消…"
-        eta = job.result.get("eta_s")
-        text = f"「{inert(job.filename, keep_lines=False)}」：{stage}"
-        if job.stage == "train" and job.total:
-            text += f" · 第 {job.done}/{job.total} 步 · 剩余{seconds_zh(eta)}"
-        text += f" · 已用 {job.elapsed:.0f} 秒"
-        order = list(STAGE_ZH)
-        share = (order.index(job.stage) if job.stage in order else 0) / len(order)
-        if job.stage == "train" and job.total:
-            share += job.done / job.total / len(order)
-        st.progress(min(1.0, share), text=text)
-        losses = job.result.get("losses") or []
-        if losses:
-            st.caption(f"训练损失（最近一步 {losses[-1]:.4f}）")
-            st.line_chart(pd.DataFrame({"步": range(1, len(losses) + 1), "损失": losses}), x="步", y="损失", height=220)
-    if job.status != "cancelling" and st.button("取消微调", key=key(f"cancel_{job.id}")):
-        worker.cancel(lib, job.id)
-        st.rerun()
+    """A running fine-tuning job: its stage, steps, time left and the loss curve so far (the
+    panel adds the cancel button)."""
+    stage = "正在取消…" if job.status == "cancelling" else STAGE_ZH.get(job.stage, "准备中")
+    eta = job.result.get("eta_s")
+    text = f"「{inert(job.filename, keep_lines=False)}」：{stage}"
+    if job.stage == "train" and job.total:
+        text += f" · 第 {job.done}/{job.total} 步 · 剩余{seconds_zh(eta)}"
+    text += f" · 已用 {job.elapsed:.0f} 秒"
+    order = list(STAGE_ZH)
+    share = (order.index(job.stage) if job.stage in order else 0) / len(order)
+    if job.stage == "train" and job.total:
+        share += job.done / job.total / len(order)
+    st.progress(min(1.0, share), text=text)
+    losses = job.result.get("losses") or []
+    if losses:
+        st.caption(f"训练损失（最近一步 {losses[-1]:.4f}）")
+        st.line_chart(pd.DataFrame({"步": range(1, len(losses) + 1), "损失": losses}), x="步", y="损失", height=220)
 
 
 def _finished(job) -> None:
@@ -124,22 +106,7 @@ def _finished(job) -> None:
         st.success(f"微调「{name}」完成，用时 {job.result.get('seconds', job.elapsed):.0f} 秒。结果见下方。")
 
 
-was_active = active_job() is not None
-
-
-@st.fragment(run_every=1 if was_active else None)
-def job_panel() -> None:
-    jobs = worker.jobs(lib, kb, st.session_state.get(key("since"), time.time() - 3600), kinds=("finetune",))
-    if not jobs:
-        return
-    with st.container(border=True):
-        for job in jobs:
-            (_running if job.status in worker.ACTIVE else _finished)(job)
-    if was_active and not any(j.status in worker.ACTIVE for j in jobs):
-        st.rerun()  # finished: show the new model's results (and stop polling)
-
-
-job_panel()
+job_panel(kb, ("finetune",), "finetune", running=_running, finished=_finished)  # polled while it runs
 
 
 # --- results: before/after, switch -----------------------------------------------------------
@@ -187,25 +154,22 @@ def _mix_caption(card: dict) -> str:
             f"在另外 {card['pairs'].get('dev', 0)} 条验证查询上选出）")
 
 
-def switch_to(model: str, label: str) -> None:
-    from services.index.reembed import reembed
-
-    bar = st.progress(0.0, text="加载模型…")
+def switch_to(model: str) -> None:
+    """Re-embed the KB with `model` in the background (the panel below shows its progress)."""
     try:
-        n = reembed(lib, kb, model, lambda d, t: bar.progress(d / max(1, t), text=f"重新向量化 {d}/{t}"))
+        new_batch(kb, ("reembed",), "reembed")
+        kb.reembed(model)
     except Exception as exc:
         show_error(exc)
         return
-    st.session_state[key("switched")] = f"已切换到{label}，{n} 个片段已重新向量化。"
     st.rerun()
 
 
-models = finetuned_models(lib)
+models = session().finetuned_models()
 mine = [m for m in models if m.get("kb") == kb.name]
+switching = jobs_running(kb, ("reembed",))
 if mine:
     st.subheader("微调前后对比")
-    if key("switched") in st.session_state:
-        st.success(st.session_state.pop(key("switched")))
     names = [m["name"] for m in mine]
     picked = st.selectbox("微调模型", names, key=key("picked")) if len(names) > 1 else names[0]
     card = next(m for m in mine if m["name"] == picked)
@@ -218,22 +182,25 @@ if mine:
     base = card.get("base_model", "")
     if current == card["path"]:
         st.info(f"知识库正在使用微调模型「{card['name']}」。")
-        if base and st.button(f"切换回原模型「{inert(base, keep_lines=False)}」并重新向量化", key=key("switch_back")):
-            switch_to(base, "原模型")
+        if base and st.button(f"切换回原模型「{inert(base, keep_lines=False)}」并重新向量化", key=key("switch_back"),
+                              disabled=switching):
+            switch_to(base)
     elif card.get("better"):
         st.success("微调后的模型在本知识库的问题集上更好（向量检索 MRR@10 提高，混合检索 MRR@10 没有下降）。"
                    if card.get("better_on") == "questions" else "微调后的模型在留出查询上更好（向量检索 MRR@10 提高）。")
-        if st.button(f"切换到微调模型「{card['name']}」并重新向量化", type="primary", key=key("switch")):
-            switch_to(card["path"], f"微调模型「{card['name']}」")
+        if st.button(f"切换到微调模型「{card['name']}」并重新向量化", type="primary", key=key("switch"),
+                     disabled=switching):
+            switch_to(card["path"])
     else:
         where = "本知识库的问题集" if card.get("better_on") == "questions" else "留出查询"
         st.warning(f"微调后的模型在{where}上没有变好，因此不提供切换。可以增加训练轮数或训练查询数后再试。")
+job_panel(kb, ("reembed",), "reembed", finished=lambda job: reembed_finished(job, model_label(job.filename)))
 
 # --- all fine-tuned models -------------------------------------------------------------------
 st.subheader("已微调的模型")
 if not models:
     st.caption("还没有微调过的模型。")
-in_use = {lib.embedding_model(k) for k in lib.store.list_kbs()}
+in_use = session().models_in_use()
 for m in models:
     with st.container(border=True):
         dense_b, dense_a = m["before"]["dense"], m["after"]["dense"]
@@ -251,7 +218,7 @@ for m in models:
         if st.button("删除", key=f"finetune_delete_{m['name']}", disabled=m["path"] in in_use,
                      help="正在被知识库使用的模型不能删除，请先切换到其他模型" if m["path"] in in_use else None):
             try:
-                delete_model(lib, m["name"])
+                session().delete_finetuned_model(m["name"])
                 st.rerun()
             except Exception as exc:
                 show_error(exc)

@@ -9,17 +9,12 @@ import pandas as pd
 import streamlit as st
 
 from components.safe_text import inert, inert_code_urls
-from components.state import library, searchable_kb, show_error
+from components.state import searchable_kb, show_error
 from components.answer_view import TIMING_ZH
 from components.widgets import document_filter, highlight, passage_box
 from services.config import RetrievalSettings
-from services.search.fusion import METHODS
-from services.index.library import retrieval_settings
-from services.documents.pageview import page_label
-from services.search.retrieval import MODES, Retriever, SearchResult
-from services.documents.tokenizer import term_spans
+from services.views import METHODS, MODES, SearchResult, page_label, term_spans
 
-lib = library()
 st.title("检索实验室")
 kb = searchable_kb()
 
@@ -45,13 +40,13 @@ SCORE_KINDS = {"BM25 分数": "BM25 原始分数（无上限）", "向量分数"
 
 def run(settings: RetrievalSettings, query: str) -> SearchResult | None:
     try:
-        return Retriever(lib, kb, settings, doc_ids=doc_ids).search(query)
+        return kb.search(query, settings, doc_ids)
     except Exception as exc:
         show_error(exc)
         return None
 
 
-def score_table(result: SearchResult) -> pd.DataFrame:
+def score_table(hits) -> pd.DataFrame:
     """Every hit's rank and score per stage; a stage that did not find it shows "—" (never "None")."""
     def rank(h, k):
         return str(h.ranks[k]) if h.ranks.get(k) is not None else "—"
@@ -60,7 +55,7 @@ def score_table(result: SearchResult) -> pd.DataFrame:
         return f"{h.scores[k]:.3f}" if h.scores.get(k) is not None else "—"
 
     rows = []
-    for i, h in enumerate(result.hits, start=1):
+    for i, h in enumerate(hits, start=1):
         rows.append({"名次": i, "文档": h.doc, "页": page_label(h.page_start, h.page_end),
                      "BM25 名次": rank(h, "bm25"), "BM25 分数": score(h, "bm25"),
                      "向量名次": rank(h, "dense"), "向量分数": score(h, "dense"),
@@ -113,7 +108,7 @@ def show_result(result: SearchResult) -> None:
     if not result.hits:
         st.warning("没有找到候选段落。")
         return
-    table = score_table(result)
+    table = score_table(result.hits)
     st.dataframe(table, hide_index=True, width="stretch")
     chart = score_chart(result)
     if chart is not None:
@@ -122,15 +117,15 @@ def show_result(result: SearchResult) -> None:
         st.markdown(f"**{i}\\. {inert(h.doc, keep_lines=False)}** · {page_label(h.page_start, h.page_end)} · 位置 {h.start}–{h.end}")
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
     with st.expander(f"全部 {len(result.candidates)} 个候选（融合后、截断前）"):
-        st.dataframe(score_table(SearchResult(result.query, result.candidates, {}, result.terms)), hide_index=True,
+        st.dataframe(score_table(result.candidates), hide_index=True,
                      width="stretch")
 
 
 query = st.text_input("查询", placeholder="输入一个问题，看看每个阶段找到了什么")
-doc_ids = document_filter(lib, kb, f"lab_docs_{kb.id}")
+doc_ids = document_filter(kb, f"lab_docs_{kb.id}")
 expected = st.text_input("期望找到的内容（可选）", placeholder="粘贴一句原文，看看它在每个阶段排第几、为什么没被找到")
 compare = st.toggle("对比两组设置", key="lab_compare")
-base = retrieval_settings(lib, kb)
+base = kb.retrieval_settings()
 if compare:
     left, right = st.columns(2)
     with left:

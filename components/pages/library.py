@@ -8,19 +8,16 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from components.ingest_view import job_panel, upload_section
+from components.ingest_view import upload_panel, upload_section
+from components.job_view import job_panel, new_batch
 from components.safe_text import inert
-from components.state import create_kb, current_kb, library, show_error, without_paths
+from components.state import create_kb, current_kb, show_error, without_paths
 from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
-from services.documents.chunking import ChunkingConfig, chunk_text
-from services.index.ingest import rechunk_document
-from services.index.library import OPTIMIZE_FROM_CHUNKS, chunking_config
-from services.index.maintenance import check, reindex
-from services.documents.parsing import page_for_offset
+from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
+MAINTENANCE_KINDS = ("rechunk", "reindex", "optimize")  # shown in one panel below the document row
 
-lib = library()
 st.title("文档库")
 
 with st.expander("新建知识库", expanded=current_kb() is None):
@@ -43,7 +40,7 @@ with st.expander("重命名或删除知识库"):
         new_name = st.text_input("新名称", placeholder=kb.name)
         if st.form_submit_button("重命名"):
             try:
-                lib.rename_kb(kb, new_name)
+                kb.rename(new_name)
                 st.rerun()
             except Exception as exc:
                 show_error(exc)
@@ -54,7 +51,7 @@ with st.expander("重命名或删除知识库"):
         c1, c2 = st.columns(2)
         if c1.button("确认删除知识库", type="primary", key=f"delete_kb_yes_{kb.id}"):
             try:
-                lib.delete_kb(kb)
+                kb.delete()
                 st.session_state.pop("confirm_delete_kb", None)
                 st.session_state.pop("kb_id", None)
                 st.session_state.get("open_conv", {}).pop(kb.id, None)
@@ -69,13 +66,25 @@ with st.expander("重命名或删除知识库"):
 
 # --- upload (queued for the background worker) and its progress ----------------------------------
 st.markdown("#### 上传文档")
-config = chunking_form(f"upload_{kb.id}", chunking_config(lib, kb))  # keys scoped per KB
-upload_section(lib, kb, config)
-job_panel(lib, kb)
+config = chunking_form(f"upload_{kb.id}", kb.chunking_config())  # keys scoped per KB
+upload_section(kb, config)
+upload_panel(kb)
+
+
+def start(submit) -> None:
+    """Queue a maintenance job (its progress shows in the panel below the document row)."""
+    try:
+        new_batch(kb, MAINTENANCE_KINDS, "maintenance")
+        submit()
+    except Exception as exc:
+        show_error(exc)
+        return
+    st.rerun()
+
 
 # --- documents ----------------------------------------------------------------------------------
 st.markdown("#### 文档列表")
-docs = lib.store.list_documents(kb.id)
+docs = kb.documents()
 if not docs:
     st.info("这个知识库还没有文档。")
     st.stop()
@@ -88,11 +97,10 @@ table = pd.DataFrame([{
 } for d in docs])
 st.dataframe(table, hide_index=True, width="stretch")
 
-if lib.store.count_chunks(kb.id) >= OPTIMIZE_FROM_CHUNKS and st.button("优化索引", icon=":material/speed:",
-                                                                     help="大知识库（2 万片段以上）构建 HNSW 图，向量检索约快一倍；10 万片段约需 1 分钟"):
-    with st.spinner("正在优化索引…"):
-        lib.optimize(kb)
-    st.success("索引已优化。")
+if kb.info().chunks >= OPTIMIZE_FROM_CHUNKS and st.button(
+        "优化索引", icon=":material/speed:", key=f"optimize_{kb.id}",
+        help="大知识库（2 万片段以上）构建 HNSW 图，向量检索约快一倍；10 万片段约需 1 分钟（在后台进行）"):
+    start(kb.optimize)
 
 with st.expander("索引维护（核对 / 重建）"):
     st.caption("SQLite 中的文档与片段是唯一可信来源，BM25 与向量索引由它派生。“核对”比较两者；"
@@ -100,7 +108,7 @@ with st.expander("索引维护（核对 / 重建）"):
     m1, m2 = st.columns(2)
     if m1.button("核对索引", icon=":material/fact_check:", width="stretch", key=f"check_{kb.id}"):
         try:
-            report = check(lib, kb)
+            report = kb.check()
             counts = (f"SQLite {report['sqlite']['chunks']} 个片段 · BM25 {report['indexes']['bm25']['points']} · "
                       f"向量 {report['indexes']['dense']['points']}")
             if report["ok"]:
@@ -110,14 +118,9 @@ with st.expander("索引维护（核对 / 重建）"):
                          f"孤立 {report['indexes']['dense']['orphans']} 个；请点“重建索引”。")
         except Exception as exc:
             show_error(exc)
-    if m2.button("重建索引", icon=":material/build:", width="stretch", key=f"reindex_{kb.id}"):
-        bar = st.progress(0.0, text="重建索引…")
-        try:
-            result = reindex(lib, kb, lambda stage, done, total: bar.progress(
-                min(1.0, done / max(1, total)), text=f"{'BM25 词项' if stage == 'bm25' else '向量'} {done}/{total}"))
-            st.success(f"已重建：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒。")
-        except Exception as exc:
-            show_error(exc)
+    if m2.button("重建索引", icon=":material/build:", width="stretch", key=f"reindex_{kb.id}",
+                 help="在后台进行：可以离开本页，进度在下方显示"):
+        start(kb.reindex)
 
 names = {d.id: d.filename for d in docs}
 c1, c0, c2, c3 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
@@ -127,7 +130,7 @@ enabled = c0.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{d
                     help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
 if enabled != chosen.enabled:
     try:
-        lib.set_enabled(kb, doc_id, enabled)
+        kb.set_enabled(doc_id, enabled)
         st.toast(f"{'已启用' if enabled else '已停用'} {inert(chosen.filename, keep_lines=False)}")
         st.rerun()
     except Exception as exc:
@@ -141,20 +144,15 @@ if st.session_state.get("confirm_delete") == (kb.id, doc_id):
         st.rerun()
     if st.button("确认删除", type="primary"):
         try:
-            lib.delete_document(kb, doc_id)
+            kb.delete_document(doc_id)
             st.session_state.pop("confirm_delete")
             st.toast(f"已删除 {inert(names[doc_id], keep_lines=False)}")
             st.rerun()
         except Exception as exc:
             show_error(exc)
-reindex = c3.button("按上方设置重新索引", icon=":material/refresh:", width="stretch", disabled=config is None)
-if reindex and config:
-    with st.spinner("重新切分并索引…"):
-        try:
-            r = rechunk_document(lib, kb, doc_id, config)
-            st.success(f"已重新索引：{r.chunks} 个片段。")
-        except Exception as exc:
-            show_error(exc)
+if c3.button("按上方设置重新索引", icon=":material/refresh:", width="stretch", disabled=config is None) and config:
+    start(lambda: kb.rechunk(doc_id, config))
+job_panel(kb, MAINTENANCE_KINDS, "maintenance")
 
 # --- chunk preview --------------------------------------------------------------------------------
 st.markdown("#### 切分预览")
@@ -166,10 +164,7 @@ except (TypeError, ValueError):
     current = ChunkingConfig()
 preview_config = chunking_form(f"preview_{kb.id}_{doc_id}", current)
 if preview_config:
-    text = lib.store.document_text(kb.id, doc_id)
-    spans = lib.store.page_spans(kb.id, doc_id)
-    counter = lib.embedder(kb).count_tokens if preview_config.unit == "tokens" else None
-    chunks = chunk_text(text, preview_config, lambda offset: page_for_offset(spans, offset), counter)
+    text, chunks = kb.chunk_preview(doc_id, preview_config)
     lengths = [len(c.text) for c in chunks]
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("片段数", len(chunks))

@@ -1,31 +1,28 @@
 """设置: retrieval settings (apply immediately, saved per knowledge base), chunking for new
-uploads, embedding model (with re-embedding), reranker, LLM endpoint with a connection test.
+uploads, embedding model (switching re-embeds every chunk in a background job, whose progress
+is polled here), reranker, LLM endpoint with a connection test. All through the core's KB handle.
 
 Every widget key carries the KB id: Streamlit keeps a keyed widget's value across reruns, so an
 unscoped key would write one KB's settings into the next one picked in the sidebar.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import streamlit as st
 
-from components.safe_text import inert
-from components.state import api_key, current_kb, library, llm_secrets, show_error
+from components.job_view import job_panel, jobs_running, new_batch, reembed_finished
+from components.safe_text import inert, inert_code_urls
+from components.state import api_key, current_kb, session, show_error, without_paths
 from components.widgets import chunking_form
-from services.tuning.finetune import finetuned_models
 from services.config import redact_url, restore_redacted
-from services.search.fusion import METHODS
-from services.index.library import (chunking_config, llm_settings, retrieval_settings, save_llm_settings,
-                              save_settings)
-from services.index.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models
-from services.search.retrieval import MODES
+from services.views import (AVAILABILITY_ZH, METHODS, MODELS, MODES, availability, embedding_models,
+                            reranker_models)
 
 KEY_SOURCE_ZH = {"server": "已在服务器配置（不会发送到浏览器；只用于服务器配置的接口地址）",
                  "saved": "已保存在数据目录（明文，只用于保存时的接口地址）",
                  "session": "已在本会话中填写"}
 
-lib = library()
 kb = current_kb()
 st.title("设置")
 if kb is None:
@@ -43,7 +40,7 @@ def key(name: str) -> str:
 
 # --- retrieval ------------------------------------------------------------------------------
 st.subheader("检索")
-r = retrieval_settings(lib, kb)
+r = kb.retrieval_settings()
 modes = list(MODES)
 c1, c2, c3 = st.columns(3)
 mode = c1.radio("检索方式", modes, index=modes.index(r.mode), format_func=MODES.get, key=key("mode"))
@@ -72,31 +69,34 @@ new_r = replace(r, mode=mode, fusion=fusion, dense_weight=float(weight), rrf_k=i
                 dense_top_k=int(dense_k), top_k=int(top_k), rerank=rerank, reranker_model=reranker or r.reranker_model,
                 rerank_top_n=int(rerank_n))
 if new_r != r:
-    save_settings(lib, kb, "retrieval", asdict(new_r))
-    st.toast("检索设置已保存")
+    try:
+        kb.save_retrieval(new_r)
+        st.toast("检索设置已保存")
+    except Exception as exc:
+        show_error(exc)
 if rerank and st.button("测试重排模型", key=key("test_reranker")):
     with st.spinner("加载重排模型…"):
         try:
-            from services.search.rerank import load_reranker
-
-            model = load_reranker(new_r.reranker_model)
-            model.score("测试", ["测试段落"] * 10)
+            model = kb.test_reranker(new_r.reranker_model)
             st.success(f"重排模型可用（{model.device}，每 100 对 {model.last_ms_per_100:.0f} ms）。")
         except Exception as exc:
             show_error(exc)
 
 # --- chunking -------------------------------------------------------------------------------
 st.subheader("切分（用于之后上传的文档）")
-ch = chunking_config(lib, kb)
+ch = kb.chunking_config()
 new_ch = chunking_form(key("chunking"), ch)  # the same form as the library's upload controls
 if new_ch is not None and new_ch != ch:
-    save_settings(lib, kb, "chunking", new_ch.to_dict())
-    st.toast("切分设置已保存")
+    try:
+        kb.save_chunking(new_ch)
+        st.toast("切分设置已保存")
+    except Exception as exc:
+        show_error(exc)
 
 # --- embedding model ------------------------------------------------------------------------
 st.subheader("向量模型")
-current = lib.embedding_model(kb)
-tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in finetuned_models(lib)}  # services.tuning.finetune's folders
+current = kb.embedding_model()
+tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in session().finetuned_models()}
 names = [m.name for m in embedding_models()] + list(tuned)
 choice = st.selectbox("模型", names + ["自定义…"], index=names.index(current) if current in names else len(names),
                       format_func=lambda n: tuned.get(n, n), key=key("embedder"))
@@ -109,23 +109,25 @@ if choice in MODELS:
     st.markdown(f"`{spec.hf_id}` · 维度 **{spec.dim}** · 最大长度 **{spec.max_tokens}** tokens · 许可 **{spec.license}** · "
                 f"**{AVAILABILITY_ZH[availability(spec)]}**" + (f"  \n{spec.note}" if spec.note else "")
                 + (f"  \n查询指令：`{spec.query_prefix}`" if spec.query_prefix else ""))
+busy = jobs_running(kb, ("reembed",))
 if choice and choice != current:
-    st.info(f"当前知识库使用「{inert(tuned.get(current, current), keep_lines=False)}」。切换模型需要把全部片段重新向量化。")
+    st.info(f"当前知识库使用「{inert(tuned.get(current, current), keep_lines=False)}」。切换模型需要把全部片段重新向量化"
+            "（在后台进行：可以离开本页，期间仍用原模型检索）。")
     if st.button(f"切换到「{inert(tuned.get(choice, choice), keep_lines=False)}」并重新向量化", type="primary",
-                 key=key("reembed")):
-        from services.index.reembed import reembed
-
-        bar = st.progress(0.0, text="加载模型…")
+                 key=key("reembed"), disabled=busy, help="已有一个重新向量化任务在进行" if busy else None):
         try:
-            n = reembed(lib, kb, choice, lambda d, t: bar.progress(d / max(1, t), text=f"重新向量化 {d}/{t}"))
-            st.success(f"已切换，{n} 个片段已重新向量化。")
+            new_batch(kb, ("reembed",), "reembed")
+            kb.reembed(choice)
+            st.rerun()
         except Exception as exc:
             show_error(exc)
+job_panel(kb, ("reembed",), "reembed", finished=lambda job: reembed_finished(
+    job, f"「{inert(tuned[job.filename], keep_lines=False)}」" if job.filename in tuned else None))
 
 # --- LLM ------------------------------------------------------------------------------------
 st.subheader("大模型（OpenAI 兼容接口）")
 st.caption("支持 OpenAI、DeepSeek、通义千问、Moonshot、智谱、vLLM、Ollama、llama.cpp 等。不填模型名则使用摘录式回答。")
-llm = llm_settings(lib, kb, api_key(), llm_secrets())
+llm = kb.llm_settings(api_key())
 with st.form(key("llm")):
     c1, c2 = st.columns(2)
     # Shown with any password / key-like query value masked (a server URL can carry credentials);
@@ -156,25 +158,28 @@ form = {"base_url": restore_redacted(base_url, llm.base_url).strip(), "model": m
         "verify_answerable": verify}
 session_key = typed_key.strip() or api_key()
 # The key is resolved on the server for the endpoint in the form (never the server's key for another host).
-new_llm = llm_settings(lib, kb, session_key, llm_secrets(), unsaved=form)
+new_llm = kb.llm_settings(session_key, unsaved=form)
 if saved:
     if typed_key.strip():
         st.session_state["llm_api_key"] = typed_key.strip()
-    # persist what the visitor typed (blank = the server's default), with the key resolved above
-    save_llm_settings(lib, kb, replace(new_llm, base_url=form["base_url"], model=form["model"]), save_key)
-    if save_key and new_llm.api_key and new_llm.key_source != "server":
-        st.success("已保存。API Key 已以明文写入数据目录（wendao.db 的知识库设置中）。")
+    try:  # persist what the visitor typed (blank = the server's default), with the key resolved above
+        problem = kb.save_llm(replace(new_llm, base_url=form["base_url"], model=form["model"]), save_key)
+    except Exception as exc:
+        show_error(exc)
     else:
-        st.success("已保存。" + ("API Key 只保存在当前会话中。" if new_llm.key_source == "session" else ""))
+        if save_key and new_llm.api_key and new_llm.key_source != "server":
+            st.success("已保存。API Key 已以明文写入数据目录（wendao.db 的知识库设置中）。")
+        else:
+            st.success("已保存。" + ("API Key 只保存在当前会话中。" if new_llm.key_source == "session" else ""))
+        if problem:  # the core tested the endpoint while saving and says why it did not answer
+            st.warning("但这个接口现在连不上：" + inert_code_urls(without_paths(problem)))
 if tested:  # testing never saves anything, not even the typed key in the session
     if not new_llm.configured:
         st.warning("请先填写接口地址（或 API Key）和模型名。")
     else:
         with st.spinner("正在连接…"):
             try:
-                from services.answers.llm import LLMClient
-
-                reply = LLMClient(new_llm).test_connection()
+                reply = kb.test_llm(new_llm)
                 st.success(f"连接成功，模型回复：{inert(reply[:50], keep_lines=False)}")
             except Exception as exc:
                 show_error(exc)

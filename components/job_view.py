@@ -1,0 +1,218 @@
+"""The one progress panel for long work run by the background worker (services.worker, through the
+core: kb.upload / reindex / rechunk / optimize / reembed / evaluate / finetune, session.sample_kb).
+
+Pages only submit jobs; this panel polls the KB's job rows every second (a fragment, so the rest of
+the page is not re-run) while any of the kinds it watches is queued or running, and shows, without
+expanding anything: how many of the batch are done, the stage the running job is really in with
+done/total, speed and time left, the jobs waiting, and each finished job's result or failure
+reason. Everything comes from the rows in SQLite, so a reload, a second tab or coming back later
+shows the same. When the last active job ends, the whole page runs again (the new documents, the
+evaluation table, the switched model).
+
+Each kind has a line for "running" and one for "finished" (RENDERERS); a page can pass its own.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import streamlit as st
+
+from components.safe_text import inert
+from components.state import show_error, without_paths
+from services.views import STAGE_ZH
+from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
+
+RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
+STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "embed": "个片段", "index": "个片段",
+              "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次", "variant": "种配置"}
+JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重算 BM25 词项", "dense": "重建向量索引", "optimize": "优化向量索引",
+                "files": "索引文件", "variant": "按另一种切分方式重新切分文档", "questions": "检索问题"}
+KIND_ZH = {"ingest": "索引", "vectors": "补齐向量", "rechunk": "重新切分", "reindex": "重建索引", "optimize": "优化索引",
+           "reembed": "重新向量化", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调"}
+FILE_KINDS = ("ingest", "vectors")
+
+
+def seconds_zh(s: float | None) -> str:
+    if s is None:
+        return "估算中"
+    return f"约 {s:.0f} 秒" if s < 90 else f"约 {s / 60:.1f} 分钟"
+
+
+def _name(job) -> str:
+    return inert(job.filename, keep_lines=False)
+
+
+# --- running -------------------------------------------------------------------------------------
+def running_line(job) -> None:
+    """Any running job: what it is, the stage it is in with done/total, speed, time left, time used."""
+    stage = "正在取消…" if job.status == "cancelling" else JOB_STAGE_ZH.get(job.stage, "准备中")
+    rate, eta = job.result.get("rate"), job.result.get("eta_s")
+    kind = KIND_ZH.get(job.kind, "后台任务")
+    if job.kind == "ingest":
+        line = f"正在处理「{_name(job)}」：**{stage}**"
+    elif job.filename in kind:  # 重建索引, 评测…: the job's name says nothing more
+        line = f"{kind}：**{stage}**"
+    else:
+        line = f"{kind}「{_name(job)}」：**{stage}**"
+    if job.result.get("config"):
+        line += f"（{inert(str(job.result['config']), keep_lines=False)}）"
+    if job.total:
+        line += f" {job.done}/{job.total} {STAGE_UNIT.get(job.stage, '')}"
+    if rate and job.stage in ("embed", "dense", "keywords", "index"):
+        line += f" · {rate:.1f} 片段/秒 · 剩余{seconds_zh(eta)}"
+    elif rate and eta is not None:
+        line += f" · 剩余{seconds_zh(eta)}"
+    elif job.stage == "embed":
+        line += " · 速度估算中"
+    line += f" · 已用 {job.elapsed:.0f} 秒"
+    st.markdown(line)
+    st.progress(min(1.0, job.done / job.total) if job.total else 0.0)
+
+
+# --- finished ------------------------------------------------------------------------------------
+def failed_or_cancelled(job) -> bool:
+    """Show a cancelled or failed job's line; True when it was one of those."""
+    r = job.result
+    if job.status == "cancelled":
+        st.caption(f"「{_name(job)}」：已取消")
+        return True
+    if job.status == "failed" or r.get("status") == "failed":
+        st.warning(f"「{_name(job)}」：失败 — {inert(without_paths(r.get('reason') or '未知原因'), keep_lines=False)}")
+        return True
+    return False
+
+
+def ingest_finished(job) -> None:
+    """An indexed file: its result, chunks, seconds per stage, what came from the embedding cache."""
+    if failed_or_cancelled(job):
+        return
+    name, r = _name(job), job.result
+    status = r.get("status", "ok")
+    if status == "duplicate":
+        st.info(f"「{name}」：{RESULT_ZH[status]} — {inert(without_paths(r.get('reason', '')), keep_lines=False)}")
+        return
+    if "chunks" not in r:  # a document's vectors completed after a restart
+        st.success(f"「{name}」：向量已补齐（{r.get('embedded', 0)} 个片段）")
+        return
+    chunks, embedded = r.get("chunks", 0), r.get("embedded", 0)
+    seconds = r.get("seconds", {})
+    cache = ""
+    if chunks and embedded < chunks:
+        cache = f"（新向量化 {embedded} 个片段，其余来自缓存）" if embedded else "（向量全部来自缓存）"
+    verb = "已重新切分" if job.kind == "rechunk" else RESULT_ZH.get(status, "已索引")
+    st.success(f"「{name}」：{verb} · {chunks} 个片段 · {sum(seconds.values()):.1f} 秒{cache}")
+    if seconds:
+        order = list(STAGE_ZH)
+        st.caption(" · ".join(f"{STAGE_ZH.get(k, k)} {v:.2f} 秒"
+                              for k, v in sorted(seconds.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)))
+    for w in r.get("warnings", []):
+        st.warning(inert(w))
+
+
+def reindex_finished(job) -> None:
+    if not failed_or_cancelled(job):
+        st.success(f"已重建：{job.result.get('chunks', 0)} 个片段，用时 {job.result.get('seconds', job.elapsed):.1f} 秒。")
+
+
+def optimize_finished(job) -> None:
+    if not failed_or_cancelled(job):
+        st.success(f"索引已优化（{job.result.get('chunks', 0)} 个片段）。")
+
+
+def reembed_finished(job, label: str | None = None) -> None:
+    """A finished switch of the embedding model; `label`: the model as users know it, ready to show
+    (e.g. 微调模型「名称」 rather than its folder)."""
+    if not failed_or_cancelled(job):
+        st.success(f"已切换到{label or '「' + _name(job) + '」'}，{job.result.get('chunks', 0)} 个片段已重新向量化。")
+
+
+def sample_finished(job) -> None:
+    if not failed_or_cancelled(job):
+        r = job.result
+        st.success(f"示例知识库已就绪：{r.get('documents', 0)} 个新文档（{r.get('skipped', 0)} 个已存在）。")
+
+
+def evaluate_finished(job) -> None:
+    if not failed_or_cancelled(job):
+        st.success(f"评测完成：{job.result.get('questions', 0)} 个问题 × {len(job.result.get('summaries', {}))} 种配置，"
+                   f"用时 {job.elapsed:.0f} 秒。结果见下方。")
+
+
+def generic_finished(job) -> None:
+    if not failed_or_cancelled(job):
+        st.success(f"{KIND_ZH.get(job.kind, '后台任务')}「{_name(job)}」已完成。")
+
+
+RENDERERS: dict[str, Callable] = {"ingest": ingest_finished, "vectors": ingest_finished, "rechunk": ingest_finished,
+                                  "reindex": reindex_finished, "optimize": optimize_finished,
+                                  "reembed": reembed_finished, "sample": sample_finished,
+                                  "evaluate": evaluate_finished}
+
+
+# --- the panel -----------------------------------------------------------------------------------
+def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None = None,
+              finished: Callable | None = None) -> None:
+    """The progress of the KB's jobs of `kinds`, polled from the job rows every second while any is
+    queued or running; finished ones stay listed (for the last hour) until cleared. `key` names
+    the panel (several on one page); `running` / `finished` replace the default line of a job."""
+    since_key = f"jobs_since_{key}_{kb.id}"
+    active_now = any(j.active for j in kb.jobs(st.session_state.get(since_key), kinds))
+
+    @st.fragment(run_every=1 if active_now else None)
+    def panel() -> None:
+        jobs = kb.jobs(st.session_state.get(since_key), kinds)
+        if not jobs:
+            if active_now:
+                st.rerun()  # cleared in another tab
+            return
+        current = [j for j in jobs if j.status in ("running", "cancelling")]
+        queued = [j for j in jobs if j.status == "queued"]
+        done = [j for j in jobs if not j.active]
+        with st.container(border=True):
+            if len(jobs) > 1 or all(j.kind in FILE_KINDS for j in jobs):
+                unit = "文件" if all(j.kind in FILE_KINDS for j in jobs) else "任务"
+                st.progress(len(done) / len(jobs), text=f"{unit} {len(done)}/{len(jobs)}"
+                            + ("（全部完成）" if not current and not queued else "（后台进行中，可以离开本页）"))
+            for job in current:
+                (running or running_line)(job)
+                if job.kind in CANCELLABLE_WHILE_RUNNING and job.status == "running" \
+                        and st.button(f"取消{KIND_ZH.get(job.kind, '')}", key=f"cancel_{key}_{job.id}"):
+                    _cancel(kb, [job])
+            if queued:
+                st.markdown("等待中：" + "、".join(f"「{_name(j)}」" for j in queued))
+                label = "取消等待中的文件" if all(j.kind in FILE_KINDS for j in queued) else "取消等待中的任务"
+                if st.button(label, key=f"cancel_queued_{key}_{kb.id}"):
+                    _cancel(kb, queued)
+            for job in done:
+                (finished or RENDERERS.get(job.kind, generic_finished))(job)
+            if done and not current and not queued and st.button("清除这些记录", key=f"clear_jobs_{key}_{kb.id}"):
+                st.session_state[since_key] = time.time()
+                st.rerun()
+        if active_now and not current and not queued:
+            st.rerun()  # everything finished: show what changed on the whole page (and stop polling)
+
+    panel()
+
+
+def _cancel(kb: KB, jobs) -> None:
+    try:
+        for job in jobs:
+            kb.cancel(job.id)
+    except Exception as exc:
+        show_error(exc)
+        return
+    st.rerun()
+
+
+def jobs_running(kb: KB, kinds: tuple[str, ...]) -> bool:
+    """True while a job of `kinds` is queued or running for the KB (pages disable a second start)."""
+    return any(j.active for j in kb.jobs(kinds=kinds))
+
+
+def new_batch(kb: KB, kinds: tuple[str, ...], key: str) -> None:
+    """Call before submitting: when nothing of the panel's is still queued or running, the panel
+    counts from now on (earlier finished rows are no longer listed)."""
+    since_key = f"jobs_since_{key}_{kb.id}"
+    if not any(j.active for j in kb.jobs(st.session_state.get(since_key), kinds)):
+        st.session_state[since_key] = time.time() - 1
