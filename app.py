@@ -3,7 +3,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from components.state import follow_url, setup_logging, sidebar
+from components.account import user_menu
+from components.state import follow_url, principal, setup_logging, sidebar
 from components.widgets import inject_css
 
 # A local image: an emoji or :material/…: page icon makes every browser fetch it from a CDN.
@@ -12,6 +13,7 @@ ICON = Path(__file__).resolve().parent / "components" / "assets" / "wendao.png"
 setup_logging()
 st.set_page_config(page_title="问道 · 文档问答", page_icon=str(ICON), layout="wide")
 inject_css()
+who = principal()  # team mode: the sign-in page (and stop) until signed in
 
 pages = [
     st.Page("components/pages/chat.py", title="问答", icon=":material/forum:", default=True, url_path="chat"),
@@ -21,8 +23,12 @@ pages = [
     st.Page("components/pages/finetune.py", title="微调", icon=":material/model_training:", url_path="finetune"),
     st.Page("components/pages/settings.py", title="设置", icon=":material/settings:", url_path="settings"),
 ]
+if who.kind == "user" and who.admin:
+    pages.append(st.Page("components/pages/admin.py", title="管理", icon=":material/admin_panel_settings:",
+                         url_path="admin"))
 navigation = st.navigation(pages)
 follow_url()  # ?c=<conversation> after a reload: open it in its knowledge base
 counts = sidebar()
+user_menu(who)
 navigation.run()
 counts.refresh()  # after the page ran, so uploads and deletions show at once

@@ -5,19 +5,31 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import streamlit as st
 
 from components.safe_text import inert_code_urls
 from services import errors
-from services.access import LOCAL, Principal
+from services.access import Principal
 from services.workspace import KB, KBInfo, Session, open_workspace
+
+
+RECHECK_S = 5.0  # a signed-out or removed user loses access within this long
 
 
 def principal() -> Principal:
     """Who is using this browser session: the one place the UI decides it. In single-user mode
-    that is the local user (services.access.LOCAL); with sign-in, the signed-in user."""
-    return LOCAL
+    that is the local user (services.access.LOCAL); with sign-in (WENDAO_AUTH=local|oidc), the
+    signed-in user, checked against the sessions table every few seconds — without one the sign-in
+    page is shown and the script stops (components.account)."""
+    from components.account import current_principal
+
+    cached = st.session_state.get("_principal")
+    if cached is None or time.monotonic() - cached[1] > RECHECK_S:
+        cached = (current_principal(open_workspace()), time.monotonic())
+        st.session_state["_principal"] = cached
+    return cached[0]
 
 
 def session() -> Session:

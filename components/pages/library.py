@@ -11,7 +11,8 @@ import streamlit as st
 from components.ingest_view import upload_panel, upload_section
 from components.job_view import job_panel, new_batch
 from components.safe_text import inert
-from components.state import create_kb, current_kb, show_error, without_paths
+from components.account import keys_panel, share_dialog
+from components.state import create_kb, current_kb, session, show_error, without_paths
 from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
 from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig
 
@@ -62,6 +63,17 @@ with st.expander("重命名或删除知识库"):
         if c2.button("取消", key=f"delete_kb_no_{kb.id}"):
             st.session_state.pop("confirm_delete_kb", None)
             st.rerun()
+
+
+# --- sharing and API keys (owners; team mode) ----------------------------------------------------
+if kb.role == "owner" and session().who.kind == "user":
+    with st.expander("共享与 API 密钥"):
+        if st.button("共享给其他人…", icon=":material/group_add:", key=f"share_{kb.id}"):
+            share_dialog(kb, session().user_names())
+        keys_panel(kb)
+elif kb.role == "owner":
+    with st.expander("API 密钥（供其他程序调用这个知识库）"):
+        keys_panel(kb)
 
 
 # --- upload (queued for the background worker) and its progress ----------------------------------
