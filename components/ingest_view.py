@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from components.safe_text import inert
+from components.safe_text import inert, inert_name
 from components.state import show_error, without_paths
 from services import worker
 from services.config import max_file_bytes
@@ -43,10 +43,10 @@ def split_uploads(files) -> tuple[list, list[str]]:
     for f in files:
         ext = Path(f.name).suffix.lower()
         if ext not in SUPPORTED_EXTENSIONS:
-            refused.append(f"「{inert(f.name, keep_lines=False)}」：不支持的文件类型"
+            refused.append(f"「{inert_name(f.name)}」：不支持的文件类型"
                            f"「{inert(ext or '无扩展名', keep_lines=False)}」。支持：{supported_text()}")
         elif f.size > max_file_bytes():
-            refused.append(f"「{inert(f.name, keep_lines=False)}」：文件大小 {format_mb(f.size)} MB，"
+            refused.append(f"「{inert_name(f.name)}」：文件大小 {format_mb(f.size)} MB，"
                            f"超过上限 {format_mb(max_file_bytes())} MB。")
         else:
             accepted.append(f)
@@ -97,7 +97,7 @@ def _seconds(s: float | None) -> str:
 def _running(job) -> None:
     stage = STAGE_ZH.get(job.stage, "准备中")
     rate, eta = job.result.get("rate"), job.result.get("eta_s")
-    line = f"正在处理「{inert(job.filename, keep_lines=False)}」：**{stage}**"
+    line = f"正在处理「{inert_name(job.filename)}」：**{stage}**"
     if job.total:
         line += f" {job.done}/{job.total} {STAGE_UNIT.get(job.stage, '')}"
     if rate:
@@ -110,7 +110,7 @@ def _running(job) -> None:
 
 
 def _finished(job) -> None:
-    name = inert(job.filename, keep_lines=False)
+    name = inert_name(job.filename)
     r = job.result
     if job.status == "cancelled":
         st.caption(f"「{name}」：已取消")
@@ -158,7 +158,7 @@ def job_panel(lib, kb) -> None:
             for job in running:
                 _running(job)
             if queued:
-                st.markdown("等待中：" + "、".join(f"「{inert(j.filename, keep_lines=False)}」" for j in queued))
+                st.markdown("等待中：" + "、".join(f"「{inert_name(j.filename)}」" for j in queued))
                 if st.button("取消等待中的文件", key=f"cancel_queued_{kb.id}"):
                     for j in queued:
                         worker.cancel(lib, j.id)

@@ -17,6 +17,7 @@ from dataclasses import replace
 from services import errors
 from services.documents.chunking import STRATEGIES, ChunkingConfig
 from services.config import LLMSettings, RetrievalSettings
+from services.documents.text import display_name as shown  # untrusted names: controls/bidi made visible
 
 
 def _print_json(obj) -> None:
@@ -47,11 +48,11 @@ def cmd_ingest(args) -> int:
 
     def on_file(i, n, r):
         detail = f"{r.chunks} 个片段" if r.status in ("ok", "replaced") else r.reason
-        print(f"[{i}/{n}] {r.file}: {r.status} — {detail}", file=sys.stderr)
+        print(shown(f"[{i}/{n}] {r.file}: {r.status} — {detail}"), file=sys.stderr)
 
     def progress(name, stage, done, total):
         if args.verbose:
-            print(f"  {name}: {stage} {done}/{total}", file=sys.stderr)
+            print(f"  {shown(name)}: {stage} {done}/{total}", file=sys.stderr)
 
     report = ingest_paths(lib, kb, args.paths, config, on_file, progress)
     from services.index.library import OPTIMIZE_FROM_CHUNKS
@@ -66,7 +67,7 @@ def cmd_ingest(args) -> int:
     else:
         print(f"文档 {report.documents} 个，片段 {report.chunks} 个，跳过 {len(report.skipped)} 个，用时 {report.seconds:.1f} 秒")
         for s in report.skipped:
-            print(f"  跳过 {s['file']}: {s['reason']}")
+            print(shown(f"  跳过 {s['file']}: {s['reason']}"))
     failed = [r for r in report.results if r.status == "failed"]
     if failed and not args.allow_failures:
         print(f"错误：{len(failed)} 个文件索引失败（加 --allow-failures 可在有失败时仍以 0 退出）", file=sys.stderr)
@@ -119,7 +120,7 @@ def cmd_search(args) -> int:
             print(f"查询：{text}  （{ms:.0f} ms，词项：{' / '.join(result.terms)}）")
             for i, h in enumerate(result.hits, start=1):
                 scores = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
-                print(f"{i}. {h.doc} 第{h.page}页 [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
+                print(f"{i}. {shown(h.doc)} 第{h.page}页 [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
     return 0
 
 
@@ -174,7 +175,7 @@ def cmd_ask(args) -> int:
         print(answer.text)
         for c in answer.citations:
             mark = "" if c.supported else "（未被支持）"
-            print(f"[{c.n}] {c.doc} 第{c.page}页{mark}：{c.quote}")
+            print(shown(f"[{c.n}] {c.doc} 第{c.page}页{mark}：{c.quote}"))
     return 0
 
 
@@ -182,7 +183,7 @@ def cmd_kbs(args) -> int:
     lib = _library()
     rows = [{"name": kb.name, "documents": len(lib.store.list_documents(kb.id)),
              "chunks": lib.store.count_chunks(kb.id)} for kb in lib.store.list_kbs()]
-    _print_json(rows) if args.json else [print(f"{r['name']}: {r['documents']} 文档, {r['chunks']} 片段") for r in rows]
+    _print_json(rows) if args.json else [print(f"{shown(r['name'])}: {r['documents']} 文档, {r['chunks']} 片段") for r in rows]
     return 0
 
 
@@ -200,7 +201,7 @@ def cmd_reindex(args) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"已重建知识库「{kb.name}」的索引：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒")
+        print(f"已重建知识库「{shown(kb.name)}」的索引：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒")
     return 0
 
 
@@ -214,7 +215,7 @@ def cmd_check(args) -> int:
         _print_json(report)
     else:
         state = "一致" if report["ok"] else "不一致"
-        print(f"知识库「{kb.name}」：SQLite {report['sqlite']['chunks']} 个片段；索引与 SQLite {state}")
+        print(f"知识库「{shown(kb.name)}」：SQLite {report['sqlite']['chunks']} 个片段；索引与 SQLite {state}")
         for name, r in report["indexes"].items():
             print(f"  {name}: {r['points']} 个点，缺失 {r['missing']}，孤立 {r['orphans']}")
         for p in report["problems"]:
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except errors.WendaoError as exc:
-        print(f"错误：{exc.message_zh}", file=sys.stderr)
+        print(shown(f"错误：{exc.message_zh}"), file=sys.stderr)
         return 1
     except (OSError, json.JSONDecodeError) as exc:
         print(f"错误：{exc}", file=sys.stderr)

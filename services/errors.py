@@ -59,6 +59,12 @@ class DocumentTooLong(DocumentError):
     default_message = "文档文字太多，超过了单个文档的上限，请拆分成几个较小的文件后再上传。"
 
 
+class NotARegularFile(DocumentError):
+    """A symbolic link, FIFO, device or /proc file named for ingest (services.documents.files)."""
+
+    default_message = "这不是普通文件，不会读取。"
+
+
 class FileUnreadable(DocumentError):
     default_message = "无法读取文件。"
 

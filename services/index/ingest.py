@@ -26,7 +26,8 @@ from services.documents.chunking import ChunkingConfig, chunk_text
 from services.index.embedding import embed_with_cache
 from services.index.index_text import document_title, index_rows, index_text  # noqa: F401 (re-exported)
 from services.index.library import Library
-from services.documents.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, check_size, parse
+from services.documents.files import list_files, read_regular_file
+from services.documents.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, parse
 from services.index.store import KnowledgeBase
 from services.documents.text import normalize
 
@@ -247,14 +248,9 @@ def fault_point(name: str) -> None:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files and folders (recursively, supported extensions only, sorted)."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_EXTENSIONS))
-        else:
-            files.append(p)
-    return files
+    """Files and folders (recursively, supported extensions only, sorted); symbolic links and
+    special files found in folders are left out (ingest_paths reports them)."""
+    return [p for p, reason in list_files(paths, SUPPORTED_EXTENSIONS) if reason is None]
 
 
 def ingest_paths(lib: Library, kb: KnowledgeBase, paths: Iterable[str | Path],
@@ -262,17 +258,20 @@ def ingest_paths(lib: Library, kb: KnowledgeBase, paths: Iterable[str | Path],
                  on_file: Callable[[int, int, FileResult], None] | None = None,
                  progress: Callable[[str, str, int, int], None] | None = None) -> IngestReport:
     """Ingest files/folders; `on_file(i, n, result)` after each, `progress(file, stage, done, total)`.
-    Raises DataDirBusy before reading anything when another process owns the data dir."""
+    Raises DataDirBusy before reading anything when another process owns the data dir.
+
+    Only regular files are read, each at most up to the size limit (services.documents.files):
+    symbolic links (never followed), FIFOs, devices and /proc files become 'failed' results with
+    their Chinese reason."""
     lib.require_owner()
     start = time.perf_counter()
-    files = expand_paths(paths)
+    files = list_files(paths, SUPPORTED_EXTENSIONS)
     results = []
-    for i, path in enumerate(files, start=1):
+    for i, (path, refused) in enumerate(files, start=1):
         try:
-            check_size(path.stat().st_size)  # before reading: an over-limit file is never loaded
-            data = path.read_bytes()
-        except OSError as exc:
-            result = FileResult(path.name, "failed", errors.FileUnreadable.from_os_error(exc).message_zh)
+            if refused:
+                raise errors.NotARegularFile(refused)
+            data = read_regular_file(path)  # size checked on the open file before reading, read bounded
         except errors.DocumentError as exc:
             result = FileResult(path.name, "failed", exc.message_zh)
         else:
