@@ -1,0 +1,231 @@
+"""Hostile environments (issue 22 items 4-8): links and special files, full and read-only disks,
+kill -9 during embedding, control characters in names, and the smaller cases.
+
+Every case ends with `check` clean and nothing committed lost. Real FIFOs and symlinks; real
+processes killed with SIGKILL; a real full tmpfs and a real read-only bind mount inside a user
+namespace (`unshare -Urm`, skipped where the kernel does not allow it) next to injected
+ENOSPC / EROFS errors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures import ZH_PARAGRAPHS
+from services import errors
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = "".join(ZH_PARAGRAPHS)
+TEXT_B = "太阳系有八大行星。木星是太阳系中体积最大的行星。土星以其美丽的光环而闻名。火星被称为红色星球。"
+SECRET = "WENDAO_TEST_SECRET_7f3a9c"
+
+
+def cli(args, env, timeout=180, **kw):
+    return subprocess.run([sys.executable, "-m", "services", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def doc_state(lib, kb) -> dict:
+    """filename -> (status, chunk count, text) of every document: what 'nothing committed lost' compares."""
+    return {d.filename: (d.status, d.chunk_count, lib.store.document_text(kb.id, d.id))
+            for d in lib.store.list_documents(kb.id)}
+
+
+def assert_check_clean(lib, kb):
+    from services.index.maintenance import check
+
+    report = check(lib, kb)
+    assert report["ok"], report
+    return report
+
+
+# --- item 4: only regular files are ingested --------------------------------------------------
+def hostile_folder(tmp_path: Path) -> Path:
+    """A folder of two real documents among links (inside and outside it, to /etc/passwd,
+    /proc/self/environ, /dev/zero, a folder) and a real FIFO."""
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "good.txt").write_text(TEXT, encoding="utf-8")
+    (folder / "sub" / "inner.txt").write_text(TEXT_B, encoding="utf-8")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("机密文件：金库口令是八八六六。", encoding="utf-8")
+    os.symlink("/etc/passwd", folder / "a.txt")
+    os.symlink("/proc/self/environ", folder / "env.txt")
+    os.symlink("/dev/zero", folder / "z.txt")
+    os.symlink(folder / "good.txt", folder / "inside.txt")  # a link that stays in the folder
+    os.symlink("sub/inner.txt", folder / "rel.txt")  # relative, inside too
+    os.symlink(outside / "secret.txt", folder / "secret.txt")  # leaves the folder
+    os.symlink(outside, folder / "linked_folder")  # a link to a folder is not walked
+    os.mkfifo(folder / "pipe.txt")
+    return folder
+
+
+REFUSED = {"a.txt": "符号链接", "env.txt": "符号链接", "z.txt": "符号链接", "inside.txt": "符号链接",
+           "rel.txt": "符号链接", "secret.txt": "符号链接", "linked_folder": "符号链接", "pipe.txt": "命名管道"}
+
+
+def run_bounded(fn, seconds=60):
+    """Run fn in a thread; fail (instead of hanging the suite) when it has not returned in time."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(value=fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "ingest hung (a FIFO or device was read)"
+    return out["value"]
+
+
+def test_folder_ingest_reads_only_regular_files(lib, kb, tmp_path):
+    from services.index.ingest import ingest_paths
+
+    folder = hostile_folder(tmp_path)
+    report = run_bounded(lambda: ingest_paths(lib, kb, [folder]))
+    status = {r.file: (r.status, r.reason) for r in report.results}
+    assert status["good.txt"][0] == "ok" and status["inner.txt"][0] == "ok"
+    for name, word in REFUSED.items():
+        assert status[name][0] == "failed" and word in status[name][1], (name, status[name])
+    assert len(report.results) == 2 + len(REFUSED)  # nothing under the linked folder or /etc
+    docs = doc_state(lib, kb)
+    assert sorted(docs) == ["good.txt", "inner.txt"]
+    stored = (lib.root / "wendao.db").read_bytes()
+    assert b"root:x:0:0" not in stored and "八八六六".encode() not in stored
+    assert len(list((lib.root / "originals").rglob("*.*"))) == 2  # only the two real files kept
+    assert_check_clean(lib, kb)
+
+
+def test_links_and_special_files_named_directly_are_refused_at_once(lib, kb, tmp_path, monkeypatch):
+    from services.index.ingest import ingest_paths
+
+    monkeypatch.setenv(SECRET, "do-not-index-me")
+    folder = hostile_folder(tmp_path)
+    named = [folder / "pipe.txt", folder / "a.txt", folder / "env.txt", "/dev/zero", "/proc/self/environ",
+             "/proc/self/status", folder / "linked_folder"]
+    started = time.perf_counter()
+    report = run_bounded(lambda: ingest_paths(lib, kb, named))
+    assert time.perf_counter() - started < 30
+    reasons = [r.reason for r in report.results]
+    assert all(r.status == "failed" for r in report.results), reasons
+    assert "命名管道" in reasons[0] and "符号链接" in reasons[1] and "符号链接" in reasons[2]
+    assert "设备文件" in reasons[3] and "虚拟文件" in reasons[4] and "虚拟文件" in reasons[5]
+    assert "符号链接" in reasons[6]
+    assert lib.store.list_documents(kb.id) == []
+    assert b"do-not-index-me" not in (lib.root / "wendao.db").read_bytes()
+
+
+def test_every_read_is_bounded_whatever_stat_says(tmp_path, monkeypatch):
+    """A file whose stat says 0 bytes (like /proc files, or one growing while read) is read only up
+    to the limit + 1 byte, then refused as too large."""
+    from services.documents import files
+
+    monkeypatch.setenv("WENDAO_MAX_FILE_MB", "0.01")
+    limit = int(0.01 * 1024 * 1024)
+    big = tmp_path / "grows.txt"
+    big.write_bytes("长江。".encode() * limit)  # 9x the limit
+    real_fstat, real_read = os.fstat, os.read
+    read = []
+
+    class Zero:
+        def __init__(self, st):
+            self._st = st
+
+        def __getattr__(self, name):
+            return 0 if name == "st_size" else getattr(self._st, name)
+
+    monkeypatch.setattr(files.os, "fstat", lambda fd: Zero(real_fstat(fd)))
+    monkeypatch.setattr(files.os, "read", lambda fd, n: read.append(n) or real_read(fd, n))
+    with pytest.raises(errors.FileTooLarge) as caught:
+        files.read_regular_file(big)
+    assert "上限" in caught.value.message_zh
+    assert sum(read) <= limit + 1
+    small = tmp_path / "small.txt"
+    small.write_text(TEXT_B, encoding="utf-8")
+    assert files.read_regular_file(small).decode() == TEXT_B
+
+
+@pytest.mark.slow
+def test_cli_ingest_of_a_hostile_folder_never_hangs_or_leaks(tmp_path, data_dir):
+    """The real command on a folder with a FIFO and links to /etc/passwd, /proc/self/environ and
+    /dev/zero (with a secret in its environment): finishes, indexes the two real files, leaks
+    nothing, and `check` is clean."""
+    folder = hostile_folder(tmp_path)
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir), SECRET: "env-secret-value-91"}
+    done = cli(["ingest", "--kb", "k", "--allow-failures", folder], env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "文档 2 个" in done.stdout
+    assert done.stdout.count("符号链接") == 7 and "命名管道" in done.stdout
+    db = (data_dir / "wendao.db").read_bytes()
+    assert b"env-secret-value-91" not in db and b"root:x:0:0" not in db
+    check = cli(["check", "--kb", "k"], env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    search = cli(["search", "--kb", "k", "--json", "root"], env)
+    assert all("root:" not in h["text"] for h in json.loads(search.stdout)["hits"])
+
+
+# --- item 7: untrusted names are shown, not obeyed -----------------------------------------------
+HOSTILE_NAMES = ["a\x1b[31mred\x1b[0m.txt", "two\nlines.txt", "invoice\u202eexe.txt", "x\u2066y\u2069\u200f.txt",
+                 "bell\x07\x9b2J.txt"]
+
+
+def test_display_name_makes_controls_and_bidi_visible():
+    from services.documents.text import display_name
+
+    assert display_name("invoice\u202eexe.txt") == "invoice<U+202E>exe.txt"
+    assert display_name("a\x1b[31mred.txt") == "a␛[31mred.txt"
+    assert display_name("two\nlines.txt") == "two␊lines.txt"
+    assert display_name("bell\x07\x9b2J.txt") == "bell␇<U+009B>2J.txt"
+    assert display_name("长江 报告（2024）.pdf") == "长江 报告（2024）.pdf"
+    for name in HOSTILE_NAMES:
+        shown = display_name(name)
+        assert shown.isprintable(), repr(shown)
+        assert not any(ch in shown for ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
+def test_stored_name_is_unchanged_and_pages_show_it_visibly(data_dir):
+    from streamlit.testing.v1 import AppTest
+
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("资料", create=True)
+    ingest_bytes(lib, kb, TEXT.encode(), "invoice\u202eexe.txt")
+    assert [d.filename for d in lib.store.list_documents(kb.id)] == ["invoice\u202eexe.txt"]
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("components/pages/library.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["文件名"]) == ["invoice<U+202E>exe.txt"]
+    picker = next(s for s in at.selectbox if s.label == "选择文档")
+    assert all("\u202e" not in str(o) for o in picker.options)
+
+
+@pytest.mark.slow
+def test_cli_output_never_carries_control_characters(tmp_path, data_dir):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    texts = [TEXT, TEXT_B, "北京是中国的首都。上海是中国最大的城市之一。", "黄河是中华民族的母亲河。", "火星被称为红色星球。"]
+    for name, text in zip(HOSTILE_NAMES, texts):
+        (folder / name).write_text(text, encoding="utf-8")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    done = cli(["ingest", "--kb", "k", "-v", folder], env)
+    assert done.returncode == 0, done.stderr
+    search = cli(["search", "--kb", "k", "长江", "行星", "首都"], env)
+    for out in (done.stdout, done.stderr, search.stdout):
+        assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out and "\x9b" not in out
+    progress = [line for line in done.stderr.splitlines() if line.startswith("[")]
+    assert len(progress) == len(HOSTILE_NAMES) and all(": ok — " in line for line in progress), progress
+    assert any("two␊lines.txt" in line for line in progress)
+    assert "invoice<U+202E>exe.txt" in search.stdout or "invoice<U+202E>exe.txt" in done.stderr
+    stored = {r[0] for r in sqlite3.connect(data_dir / "wendao.db").execute("SELECT filename FROM documents")}
+    assert stored == set(HOSTILE_NAMES)  # the names themselves are kept exactly
