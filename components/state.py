@@ -8,7 +8,7 @@ import re
 import streamlit as st
 
 from components.safe_text import inert_code_urls
-from services import errors
+from services import errors, worker
 from services.config import data_dir
 from services.index.library import Library, open_library
 from services.index.store import KnowledgeBase
@@ -16,7 +16,9 @@ from services.index.store import KnowledgeBase
 
 @st.cache_resource(show_spinner="正在打开数据目录…")
 def _library(root: str) -> Library:
-    return open_library(root)
+    lib = open_library(root)
+    worker.start(lib)  # queued jobs (e.g. vectors a killed process left pending) run now, not at the next upload
+    return lib
 
 
 def library() -> Library:

@@ -219,7 +219,15 @@ def cmd_check(args) -> int:
         for name, r in report["indexes"].items():
             print(f"  {name}: {r['points']} 个点，缺失 {r['missing']}，孤立 {r['orphans']}")
         for p in report["problems"]:
-            print(f"  问题：{p}")
+            print(shown(f"  问题：{p}"))
+        if report["indexes"]["dense"].get("mode") == "cache":
+            print("  （数据目录由另一个进程持有或不可写：向量按 SQLite 中缓存的向量核对）")
+        if report["vectors_pending"]:
+            print(shown(f"  向量未完成（暂时只能按关键词检索）的文档 {len(report['vectors_pending'])} 个："
+                        + "、".join(report["vectors_pending"])))
+            print("  运行网页应用（它会在后台补全）、重新导入这些文件，或运行 reindex 可补全。")
+    if args.strict and report["vectors_pending"]:
+        return 1
     return 0 if report["ok"] else 1
 
 
@@ -338,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="核对索引与 SQLite 是否一致（不一致时退出码为 1）")
     s.add_argument("--kb", required=True)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--strict", action="store_true", help="还有文档的向量未完成时也以 1 退出")
     s.set_defaults(func=cmd_check)
     return p
 

@@ -1,7 +1,7 @@
 """Background ingestion: one worker thread per data dir, jobs and their progress in SQLite.
 
 The page that receives an upload only stores the bytes (`<data>/uploads/`) and queues a job; the
-worker (a daemon thread in the owner process — the app) indexes queued jobs one at a time with the
+worker (a daemon thread in the owner process — the app, started with it by `start`) indexes queued jobs one at a time with the
 same `ingest_bytes` the CLI uses, writing stage / done / total / rate to the job row as it goes. Pages
 poll the rows, so users can switch pages, ask about what is already indexed, close the tab and come
 back; other sessions are never blocked. A job left 'running' by a process that died is queued again
@@ -140,8 +140,8 @@ class IngestWorker:
                 self._finish(job[0], "failed", {"reason": "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。"})
 
     def _next(self):
-        if self.lib._closed or not self.lib.owner:
-            return None
+        if self.lib._closed or not (self.lib.owner or self.lib.try_own()):
+            return None  # not the owner (yet): try again at the next wake-up (every 2 s)
         with self.lib.store._lock:
             row = self.lib.store.db.execute(
                 "SELECT id, kb_id, filename, path, params, kind FROM jobs WHERE status='queued' ORDER BY id LIMIT 1"
@@ -267,6 +267,17 @@ def worker_for(lib: Library) -> IngestWorker:
         if worker is None or worker.lib is not lib:
             worker = _WORKERS[id(lib)] = IngestWorker(lib)
         return worker
+
+
+def start(lib: Library) -> IngestWorker:
+    """Start the data dir's background worker with the process that serves it (the app calls this
+    when it opens the data dir), not only at the next upload: jobs queued by an earlier run — uploads,
+    and the vectors of documents a killed process left keyword-only, which Library.reconcile queues —
+    run now. A process that is not the owner yet (a CLI command holds the data dir) keeps trying to
+    become it every few seconds and then runs them."""
+    worker = worker_for(lib)
+    lib.when_owner(worker.wake)
+    return worker
 
 
 def wait_idle(lib: Library, timeout: float = 60.0) -> bool:

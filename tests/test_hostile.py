@@ -229,3 +229,150 @@ def test_cli_output_never_carries_control_characters(tmp_path, data_dir):
     assert "invoice<U+202E>exe.txt" in search.stdout or "invoice<U+202E>exe.txt" in done.stderr
     stored = {r[0] for r in sqlite3.connect(data_dir / "wendao.db").execute("SELECT filename FROM documents")}
     assert stored == set(HOSTILE_NAMES)  # the names themselves are kept exactly
+
+
+# --- item 6: kill -9 while embedding ----------------------------------------------------------------
+KILLER = """
+import sys
+from services.index.library import open_library
+from services.index.ingest import ingest_bytes
+from services.documents.chunking import ChunkingConfig
+lib = open_library()
+kb = lib.kb("k", create=True)
+ingest_bytes(lib, kb, open(sys.argv[1], "rb").read(), sys.argv[2], ChunkingConfig("sentence", 40, 0))
+print("DONE", flush=True)
+"""
+LONG = "".join(f"第{i}条：长江流经第{i}座城市，沿岸有{i * 7}个码头。" for i in range(60))  # ~60 chunks, 2 batches
+
+
+def kill_while_embedding(env, path: Path) -> None:
+    """Ingest `path` in a child and kill -9 it once the first batch of vectors is computed (the
+    document is already keyword-searchable, its vectors are not written)."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(path), path.name], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env={**env, "WENDAO_FAULT_PAUSE_S": "60", "WENDAO_FAULT_AT": "embedding"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("FAULT_POINT embedding"):
+                proc.send_signal(signal.SIGKILL)
+                break
+        assert proc.wait(timeout=120) == -signal.SIGKILL
+    finally:
+        proc.kill()
+
+
+def pending_documents(data_dir) -> list:
+    db = sqlite3.connect(data_dir / "wendao.db")
+    try:
+        return db.execute("SELECT filename FROM documents WHERE status='ready' AND dense_state='pending'").fetchall()
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def killed_mid_embedding(tmp_path, data_dir):
+    """A data dir whose one document 'long.txt' was left keyword-only by kill -9 during embedding."""
+    path = tmp_path / "long.txt"
+    path.write_text(LONG, encoding="utf-8")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    kill_while_embedding(env, path)
+    assert pending_documents(data_dir) == [("long.txt",)]
+    return env, path
+
+
+@pytest.mark.slow
+def test_check_names_keyword_only_documents_and_reupload_completes_them(killed_mid_embedding, data_dir):
+    env, path = killed_mid_embedding
+    report = json.loads(cli(["check", "--kb", "k", "--json"], env).stdout)
+    assert report["ok"] and report["vectors_pending"] == ["long.txt"]
+    strict = cli(["check", "--kb", "k", "--strict"], env)
+    assert strict.returncode == 1 and "long.txt" in strict.stdout and "向量未完成" in strict.stdout
+    again = cli(["ingest", "--kb", "k", "--json", path], env)
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)["files"][0]
+    assert result["status"] == "ok" and "补全" in result["warnings"][0], result
+    assert pending_documents(data_dir) == []
+    assert cli(["check", "--kb", "k", "--strict"], env).returncode == 0
+    dense = json.loads(cli(["search", "--kb", "k", "--json", "--mode", "dense", "第17座城市的码头"], env).stdout)
+    assert dense["hits"] and dense["hits"][0]["doc"] == "long.txt"
+
+
+@pytest.mark.slow
+def test_app_start_completes_vectors_a_killed_process_left_pending(killed_mid_embedding, data_dir):
+    """Nothing is uploaded: opening the app alone starts the worker, which writes the vectors."""
+    from streamlit.testing.v1 import AppTest
+
+    from services.index.library import open_library
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    deadline = time.time() + 120
+    while pending_documents(data_dir) and time.time() < deadline:
+        time.sleep(0.5)
+    assert pending_documents(data_dir) == []
+    lib = open_library(data_dir)
+    assert_check_clean(lib, lib.kb("k"))
+
+
+HOLDER = """
+import sys
+from services.index.library import open_library
+lib = open_library()
+print("owner" if lib.owner else "not owner", flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_data_dir(env):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "owner"
+    return proc
+
+
+@pytest.mark.slow
+def test_worker_runs_pending_vectors_once_its_process_becomes_owner(killed_mid_embedding, data_dir):
+    """The app started while a CLI command held the data dir: when that command ends, the app's
+    worker becomes the owner by itself and completes the pending vectors."""
+    from services import worker
+    from services.index.library import Library
+
+    env, _ = killed_mid_embedding
+    holder = hold_data_dir(env)
+    try:
+        lib = Library(data_dir)
+        assert not lib.owner
+        worker.start(lib)
+        time.sleep(3)
+        assert pending_documents(data_dir) == [("long.txt",)]  # the holder owns: nothing touched
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    deadline = time.time() + 120
+    while pending_documents(data_dir) and time.time() < deadline:
+        time.sleep(0.5)
+    assert lib.owner and pending_documents(data_dir) == []
+    assert_check_clean(lib, lib.kb("k"))
+    lib.close()
+
+
+# --- item 8: check while another process owns the data dir ----------------------------------------
+@pytest.mark.slow
+def test_check_works_while_another_process_owns_the_data_dir(tmp_path, data_dir):
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    (tmp_path / "rivers.txt").write_text(TEXT, encoding="utf-8")
+    assert cli(["ingest", "--kb", "k", tmp_path / "rivers.txt"], env).returncode == 0
+    holder = hold_data_dir(env)
+    try:
+        done = cli(["check", "--kb", "k"], env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "一致" in done.stdout and "需要写入" not in done.stderr and "缓存的向量" in done.stdout
+        cache = sqlite3.connect(data_dir / "embeddings.db")  # damage: one chunk's vector is lost
+        cache.execute("DELETE FROM vectors WHERE rowid = (SELECT MIN(rowid) FROM vectors)")
+        cache.commit()
+        cache.close()
+        damaged = json.loads(cli(["check", "--kb", "k", "--json"], env).stdout)
+        assert not damaged["ok"] and damaged["indexes"]["dense"]["missing"] == 1
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

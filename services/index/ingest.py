@@ -105,6 +105,8 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
             progress("parse", 1, 1)
         doc_id = document_id(doc.text)
         existing = lib.store.get_document(kb.id, doc_id)
+        if existing is not None and existing.status == "ready" and existing.dense_state == "pending":
+            return _complete_keyword_only(lib, kb, existing, filename, progress, timer)
         if existing is not None:
             return _duplicate(filename, existing, timer)
         return _index(lib, kb, doc, doc_id, len(data), config, progress, timer, data)
@@ -142,6 +144,20 @@ def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes 
         warnings.append(f"向量化未完成：{reason}。该文档暂时只能按关键词检索，可在文档库“重建索引”。")
     return FileResult(doc.filename, "replaced" if replaces else "ok", "", doc_id, len(ids), doc.page_count,
                       warnings, timer.seconds, embedded)
+
+
+def _complete_keyword_only(lib, kb, existing, filename, progress, timer) -> FileResult:
+    """The same content was indexed before but its vectors never got written (the process was killed
+    while embedding, or embedding failed): uploading it again completes it rather than being told
+    it is a duplicate of a document that dense search cannot find."""
+    embedded = complete_pending_vectors(lib, kb, existing.id, progress, timer)
+    done = lib.store.get_document(kb.id, existing.id)
+    if done is None or done.dense_state != "done":  # deleted or re-chunked meanwhile
+        return _duplicate(filename, existing, timer)
+    note = (f"与已有文档「{existing.filename}」内容相同；它此前只建立了关键词索引（向量化曾被中断），"
+            f"这次补全了它的向量（{embedded} 个片段），现在也可按语义检索。")
+    return FileResult(existing.filename, "ok", "", existing.id, done.chunk_count, done.pages, [note],
+                      timer.seconds, embedded)
 
 
 def _duplicate(filename: str, existing, timer) -> FileResult:
@@ -212,8 +228,11 @@ def _complete_dense(lib, kb, doc_id, ids, texts, embedder, progress, timer) -> i
     (the rest came from the cache). Skips quietly when the document changed meanwhile."""
     with timer("embed"):
         progress("embed", 0, len(ids))  # the stage starts now (speed and time left are measured from here)
-        vectors, embedded = embed_with_cache(embedder, lib.cache, texts,
-                                             lambda done, total: progress("embed", done, total))
+        def on_batch(done, total):
+            fault_point("embedding")  # crash tests: kill -9 while the vectors are being computed
+            progress("embed", done, total)
+
+        vectors, embedded = embed_with_cache(embedder, lib.cache, texts, on_batch)
         progress("embed", len(ids), len(ids))
     with lib.write_lock, timer("index"):
         if lib.store.chunk_ids(kb.id, doc_id) != list(ids):  # deleted or re-chunked meanwhile
@@ -226,8 +245,10 @@ def _complete_dense(lib, kb, doc_id, ids, texts, embedder, progress, timer) -> i
     return embedded
 
 
-def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progress: Progress | None = None) -> int:
-    """Write the vectors of a document left keyword-only (a crash or a failed embedding)."""
+def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progress: Progress | None = None,
+                             timer: "_StageTimer | None" = None) -> int:
+    """Write the vectors of a document left keyword-only (a crash or a failed embedding); returns how
+    many chunks were embedded (0 when there was nothing to do)."""
     lib.require_owner()
     document = lib.store.get_document(kb.id, doc_id)
     if document is None or document.status != "ready" or document.dense_state != "pending":
@@ -235,7 +256,7 @@ def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progr
     chunks = lib.store.chunks_of(kb.id, doc_id)
     title = document_title(lib.store.document_text(kb.id, doc_id), document.filename)
     return _complete_dense(lib, kb, doc_id, [c.id for c in chunks], [index_text(title, c) for c in chunks],
-                           lib.embedder(kb), progress or (lambda *_: None), _StageTimer())
+                           lib.embedder(kb), progress or (lambda *_: None), timer or _StageTimer())
 
 
 def fault_point(name: str) -> None:

@@ -48,6 +48,7 @@ class Library:
         self._readonly_dense: dict[tuple, tuple] = {}
         self.owner = False
         self._closed = False
+        self._on_owner: list = []
         self.try_own()
 
     # --- ownership ----------------------------------------------------------------------------
@@ -56,7 +57,16 @@ class Library:
         if not self.owner and ownership.try_acquire(self.root):
             self.owner = True
             self.reconcile()
+            for callback in list(self._on_owner):
+                callback()
         return self.owner
+
+    def when_owner(self, callback) -> None:
+        """Call `callback()` now if this process owns the data dir, else each time it becomes the owner
+        (after reconcile has queued what a dead owner left). The background worker starts this way."""
+        self._on_owner.append(callback)
+        if self.owner:
+            callback()
 
     def require_owner(self) -> None:
         """Raise DataDirBusy (before anything is read or written) unless this process owns the dir."""
@@ -77,6 +87,12 @@ class Library:
         if not isinstance(backend, ServerBackend):
             self.require_owner()
         return backend
+
+    @property
+    def dense_from_cache(self) -> bool:
+        """True when this process may not open the embedded vector shards (it is not the owner), so
+        dense search and `check` use the vectors cached in SQLite instead."""
+        return self._backend is None and not isinstance(default_backend(self.root), ServerBackend) and self.read_only
 
     # --- knowledge bases --------------------------------------------------------------------
     def kb(self, name: str, create: bool = False) -> KnowledgeBase:
@@ -364,7 +380,7 @@ class Library:
         if record["fingerprint"] != embedder.fingerprint_id:
             raise errors.IndexMismatch(
                 f"知识库的向量索引由另一个模型建立（{record.get('model')}），与当前模型不一致。请在文档库中“重建索引”。")
-        if self._backend is None and not isinstance(default_backend(self.root), ServerBackend) and self.read_only:
+        if self.dense_from_cache:
             return self._dense_from_cache(kb, record, vector, limit, doc_ids)
         return self.backend.search(record["collection"], vector, limit, False, doc_ids)
 
