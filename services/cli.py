@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from dataclasses import replace
@@ -351,6 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error_zh(exc: Exception) -> str:
+    """A Chinese message for an OSError / SQLite error that reached the command (a full or read-only
+    disk is named as such; never an English system message or traceback)."""
+    disk = errors.storage_error(exc)
+    if disk is not None:
+        return disk.message_zh
+    if isinstance(exc, OSError):
+        where = f"「{exc.filename}」" if getattr(exc, "filename", None) else ""
+        return errors.FileUnreadable.from_os_error(exc).message_zh.replace("无法读取文件", f"无法读取文件{where}", 1)
+    if isinstance(exc, sqlite3.Error):
+        return "数据库出错，操作没有完成（数据目录未做修改）。可运行 check 核对。"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -358,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     except errors.WendaoError as exc:
         print(shown(f"错误：{exc.message_zh}"), file=sys.stderr)
         return 1
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"错误：{exc}", file=sys.stderr)
+    except (OSError, json.JSONDecodeError, sqlite3.Error) as exc:
+        print(shown(f"错误：{_os_error_zh(exc)}"), file=sys.stderr)
         return 1
     finally:
         from services.index.vectors import close_all

@@ -50,6 +50,7 @@ class Job:
 def submit(lib: Library, kb: KnowledgeBase, filename: str, data: bytes, config: ChunkingConfig) -> int:
     """Queue one upload for background indexing; returns the job id. Only the owner queues jobs."""
     lib.require_owner()
+    lib.ensure_space(2 * len(data))  # the upload waits here, then is kept as the original: refused now if short
     folder = lib.root / "uploads"
     folder.mkdir(exist_ok=True)
     path = folder / uuid.uuid4().hex
@@ -125,7 +126,11 @@ class IngestWorker:
 
     def _loop(self) -> None:
         while True:
-            job = self._next()
+            try:
+                job = self._next()
+            except Exception:  # noqa: BLE001 - e.g. a full disk: the worker waits and tries again
+                log.exception("the worker could not take the next job")
+                job = None
             if job is None:
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
@@ -135,9 +140,15 @@ class IngestWorker:
             except errors.WendaoError as exc:  # a typed failure keeps its Chinese reason
                 log.error("job %s failed: %s", job[0], exc.message_zh, exc_info=True)
                 self._finish(job[0], "failed", {"reason": exc.message_zh})
-            except Exception:  # noqa: BLE001 - a job's failure must never stop the worker
+            except Exception as exc:  # noqa: BLE001 - a job's failure must never stop the worker
                 log.exception("ingest job %s failed", job[0])
-                self._finish(job[0], "failed", {"reason": "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。"})
+                disk = errors.storage_error(exc)
+                try:
+                    self._finish(job[0], "failed", {"reason": disk.message_zh if disk else
+                                                    "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。"})
+                except Exception:  # noqa: BLE001 - e.g. the disk is full: the next owner queues it again
+                    log.exception("job %s could not be marked failed", job[0])
+                    self._wake.wait(timeout=5.0)
 
     def _next(self):
         if self.lib._closed or not (self.lib.owner or self.lib.try_own()):

@@ -376,3 +376,217 @@ def test_check_works_while_another_process_owns_the_data_dir(tmp_path, data_dir)
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+# --- item 5: full and read-only disks --------------------------------------------------------------
+MIB = 1024 * 1024
+
+
+def test_ingest_refused_before_writing_when_the_disk_is_short(lib, kb, monkeypatch):
+    from services.index import storage
+    from services.index.ingest import ingest_bytes
+
+    assert ingest_bytes(lib, kb, TEXT.encode(), "rivers.txt").status == "ok"
+    before = doc_state(lib, kb)
+    big = ("长江是中国第一大河。" * 70_000).encode()  # ~2 MB of text
+    monkeypatch.setattr(storage, "free_bytes", lambda root: storage.RESERVE_BYTES + MIB)
+    result = ingest_bytes(lib, kb, big, "big.txt")
+    assert result.status == "failed" and result.reason.startswith("磁盘空间不足：还需约 "), result.reason
+    needed = int(result.reason.split("还需约 ")[1].split(" MB")[0])
+    assert 2 <= needed <= 50  # the estimate follows the upload (text, chunks, vectors), not a constant
+    assert doc_state(lib, kb) == before and not list((lib.root / "originals").rglob(".*tmp"))
+    assert_check_clean(lib, kb)
+
+
+def test_upload_from_the_page_refused_when_the_disk_is_short(lib, kb, monkeypatch):
+    from services import worker
+    from services.index import storage
+
+    monkeypatch.setattr(storage, "free_bytes", lambda root: storage.RESERVE_BYTES)
+    with pytest.raises(errors.DiskFull) as caught:
+        worker.submit(lib, kb, "a.txt", TEXT.encode() * 100, __import__("services.documents.chunking",
+                                                                         fromlist=["x"]).ChunkingConfig())
+    assert "磁盘空间不足：还需约" in caught.value.message_zh
+    assert not (lib.root / "uploads").exists() or not list((lib.root / "uploads").iterdir())
+    assert lib.store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("code, word", [("ENOSPC", "磁盘空间不足"), ("EROFS", "只读")])
+def test_injected_disk_errors_while_writing_leave_the_kb_as_it_was(lib, kb, monkeypatch, code, word):
+    import errno
+
+    from services.index.ingest import ingest_bytes
+
+    assert ingest_bytes(lib, kb, TEXT.encode(), "rivers.txt").status == "ok"
+    before = doc_state(lib, kb)
+
+    def failing(*args, **kwargs):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(type(lib), "save_original", failing)  # after the rows, before 'ready'
+    result = ingest_bytes(lib, kb, TEXT_B.encode(), "planets.txt")
+    assert result.status == "failed" and word in result.reason, result.reason
+    assert "Errno" not in result.reason and "内部错误" not in result.reason
+    assert doc_state(lib, kb) == before
+    assert_check_clean(lib, kb)
+
+
+def test_sqlite_database_full_is_a_typed_chinese_error(lib, kb):
+    """A real SQLITE_FULL (the database may not grow: max_page_count) in the middle of an ingest."""
+    from services.index.ingest import ingest_bytes
+
+    assert ingest_bytes(lib, kb, TEXT.encode(), "rivers.txt").status == "ok"
+    before = doc_state(lib, kb)
+    pages = lib.store.db.execute("PRAGMA page_count").fetchone()[0]
+    lib.store.db.execute(f"PRAGMA max_page_count = {pages}")
+    result = ingest_bytes(lib, kb, ("黄河是中华民族的母亲河。" * 3000).encode(), "huanghe.txt")
+    assert result.status == "failed" and "磁盘空间不足" in result.reason, result.reason
+    lib.store.db.execute("PRAGMA max_page_count = 1073741823")
+    assert doc_state(lib, kb) == before
+    assert_check_clean(lib, kb)
+
+
+def test_storage_errors_are_recognised():
+    import errno
+
+    assert isinstance(errors.storage_error(OSError(errno.ENOSPC, "No space left on device")), errors.DiskFull)
+    assert isinstance(errors.storage_error(OSError(errno.EROFS, "Read-only file system")), errors.ReadOnlyStorage)
+    assert isinstance(errors.storage_error(RuntimeError("Service internal error: No space left on device (os error 28)")),
+                      errors.DiskFull)
+    wrapped = errors.WendaoError("x")
+    wrapped.__cause__ = sqlite3.OperationalError("database or disk is full")
+    assert isinstance(errors.storage_error(wrapped), errors.DiskFull)
+    assert errors.storage_error(ValueError("bad")) is None
+    assert errors.DiskFull(needed_bytes=5 * MIB + 1, free_bytes=3 * MIB).message_zh.startswith(
+        "磁盘空间不足：还需约 6 MB（数据目录所在磁盘剩余 3 MB）")
+
+
+def test_read_only_disk_opens_for_reading_and_refuses_every_write(data_dir, monkeypatch):
+    """A Library opened on a disk that cannot be written (probe injected: EROFS) reads SQLite
+    read-only, searches (dense from the cached vectors), checks, and refuses writes in Chinese."""
+    from services.index import storage
+    from services.index.ingest import ingest_bytes
+    from services.index.library import Library
+    from services.index.maintenance import check
+    from services.search.retrieval import Retriever
+    from services.index.vectors import close_all
+
+    lib = Library(data_dir)
+    kb = lib.kb("k", create=True)
+    assert ingest_bytes(lib, kb, TEXT.encode(), "rivers.txt").status == "ok"
+    before = doc_state(lib, kb)
+    lib.close()
+    close_all()
+    monkeypatch.setattr(storage, "probe", lambda root: errors.ReadOnlyStorage())
+    ro = Library(data_dir)
+    try:
+        kb = ro.kb("k")
+        assert not ro.owner and ro.store.readonly
+        assert "珠穆朗玛峰" in Retriever(ro, kb).search("珠穆朗玛峰有多高").hits[0].text
+        assert Retriever(ro, kb).search("珠穆朗玛峰有多高", mode="dense").hits
+        report = check(ro, kb)
+        assert report["ok"] and report["indexes"]["dense"]["mode"] == "cache", report
+        for write in (lambda: ro.kb("new", create=True), lambda: ro.delete_document(kb, next(iter(ro.store.filenames(kb.id)))),
+                      lambda: ro.rename_kb(kb, "x")):
+            with pytest.raises(errors.ReadOnlyStorage):
+                write()
+        result = ingest_bytes(ro, kb, TEXT_B.encode(), "planets.txt")
+        assert result.status == "failed" and "只读" in result.reason
+        assert doc_state(ro, kb) == before
+    finally:
+        ro.close()
+
+
+UNSHARE = shutil.which("unshare")
+
+
+def _can_unshare() -> bool:
+    if not UNSHARE or not sys.platform.startswith("linux"):
+        return False
+    probe = subprocess.run([UNSHARE, "-Urm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+NAMESPACE_SCRIPT = r"""
+set -u
+M="$1"; DATA="$2"; OUT="$3"; MODE="$4"; LEAVE="$5"; NEWFILE="$6"
+if [ "$MODE" = full ]; then
+  mount -t tmpfs -o size=160m tmpfs "$M"
+  cp -a "$DATA" "$M/data"
+  FREE=$(df -m --output=avail "$M" | tail -1)
+  dd if=/dev/zero of="$M/filler" bs=1M count=$((FREE - LEAVE)) status=none 2>/dev/null || true
+  export WENDAO_DATA_DIR="$M/data"
+else
+  mount --bind "$DATA" "$M" && mount -o remount,bind,ro "$M"
+  export WENDAO_DATA_DIR="$M"
+fi
+df -m --output=avail "$M" | tail -1 > "$OUT/free"
+i=0
+for c in "kbs --json" "search --kb k --json 珠穆朗玛峰有多高" "search --kb k --json --mode dense 珠穆朗玛峰有多高" \
+         "check --kb k --json" "ask --kb k --json --no-llm 珠穆朗玛峰有多高" "chunks --kb k --doc rivers.txt --json" \
+         "ingest --kb k $NEWFILE" "reindex --kb k" "kbs --json" "check --kb k --json"; do
+  i=$((i+1))
+  "$PYTHON" -m services $c > "$OUT/$i.out" 2> "$OUT/$i.err"
+  echo $? > "$OUT/$i.rc"
+done
+"""
+READS = {1: "kbs", 2: "search", 3: "search dense", 4: "check", 5: "ask", 6: "chunks"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, leave_mb", [("full", 18), ("full", 0), ("readonly", 0)])
+def test_real_full_or_read_only_disk(tmp_path, data_dir, mode, leave_mb):
+    """A real tmpfs with 18 MB left (every command used to die of SIGBUS) or none left ("No space
+    left on device" tracebacks), and a real read-only bind mount ("unable to open database file"):
+    read commands work; ingest and reindex are refused in Chinese; the KB is as it was."""
+    if not _can_unshare():
+        pytest.skip("no user namespaces with mounts here (unshare -Urm)")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir), "PYTHON": sys.executable}
+    (tmp_path / "rivers.txt").write_text(TEXT, encoding="utf-8")
+    assert cli(["ingest", "--kb", "k", tmp_path / "rivers.txt"], env).returncode == 0
+    before = json.loads(cli(["kbs", "--json"], env).stdout)
+    (tmp_path / "new.txt").write_text(TEXT_B, encoding="utf-8")
+    mount, out = tmp_path / "mnt", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    subprocess.run([UNSHARE, "-Urm", "bash", "-c", NAMESPACE_SCRIPT, "ns", mount, data_dir, out, mode,
+                    str(leave_mb), tmp_path / "new.txt"], cwd=ROOT, env=env, timeout=600, check=True)
+    assert int((out / "free").read_text()) <= max(leave_mb, 0) + 1 or mode == "readonly"
+    results = {i: (int((out / f"{i}.rc").read_text()), (out / f"{i}.out").read_text(), (out / f"{i}.err").read_text())
+               for i in range(1, 11)}
+    for i, name in READS.items():
+        rc, stdout, stderr = results[i]
+        assert rc == 0, (name, rc, stderr[-2000:])
+        json.loads(stdout.splitlines()[-1])
+        assert "Traceback" not in stderr, (name, stderr)
+    assert json.loads(results[2][1])["hits"][0]["doc"] == "rivers.txt"
+    assert json.loads(results[3][1])["hits"], "dense search works from the cached vectors"
+    assert json.loads(results[4][1])["ok"]
+    word = "只读" if mode == "readonly" else "磁盘空间不足：还需约"
+    for i in (7, 8):  # ingest, reindex
+        rc, stdout, stderr = results[i]
+        assert rc == 1 and word in stderr and "Traceback" not in stderr, (i, rc, stderr[-2000:])
+    assert json.loads(results[9][1]) == before and json.loads(results[10][1])["ok"]  # nothing lost
+    assert json.loads(cli(["kbs", "--json"], env).stdout) == before  # the original data dir too
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
+                    reason="root ignores file permissions (the read-only mount case covers it)")
+def test_read_only_copy_by_permissions(tmp_path, data_dir):
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    (tmp_path / "rivers.txt").write_text(TEXT, encoding="utf-8")
+    assert cli(["ingest", "--kb", "k", tmp_path / "rivers.txt"], env).returncode == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir, copy)
+    subprocess.run(["chmod", "-R", "a-w", str(copy)], check=True)
+    try:
+        ro = {**env, "WENDAO_DATA_DIR": str(copy)}
+        for args in (["kbs", "--json"], ["search", "--kb", "k", "--json", "长江"], ["check", "--kb", "k", "--json"]):
+            done = cli(args, ro)
+            assert done.returncode == 0, done.stderr
+        refused = cli(["ingest", "--kb", "k", tmp_path / "rivers.txt"], ro)
+        assert refused.returncode == 1 and "只读" in refused.stderr
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(copy)], check=True)

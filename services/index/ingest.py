@@ -25,7 +25,9 @@ from services import errors
 from services.documents.chunking import ChunkingConfig, chunk_text
 from services.index.embedding import embed_with_cache
 from services.index.index_text import document_title, index_rows, index_text  # noqa: F401 (re-exported)
+from services.index import storage
 from services.index.library import Library
+from services.index.storage import estimate_ingest
 from services.documents.files import list_files, read_regular_file
 from services.documents.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, parse
 from services.index.store import KnowledgeBase
@@ -99,6 +101,7 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
     timer = _StageTimer()
     try:
         lib.require_owner()
+        lib.ensure_space(estimate_ingest(len(data)))  # refused before parsing when the disk is short
         with timer("parse"):
             progress("parse", 0, 1)
             doc = parse(data, filename)
@@ -112,10 +115,11 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
         return _index(lib, kb, doc, doc_id, len(data), config, progress, timer, data)
     except errors.WendaoError as exc:
         return FileResult(filename, "failed", exc.message_zh, seconds=timer.seconds)
-    except Exception:  # noqa: BLE001 - a file's failure is a result; the traceback goes to the log
+    except Exception as exc:  # noqa: BLE001 - a file's failure is a result; the traceback goes to the log
         log.exception("ingest of %r failed", filename)
-        return FileResult(filename, "failed", "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。",
-                          seconds=timer.seconds)
+        disk = _storage_error(lib, exc)  # the disk filled (or became read-only) meanwhile
+        return FileResult(filename, "failed", disk.message_zh if disk else
+                          "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。", seconds=timer.seconds)
 
 
 def index_parsed(lib: Library, kb: KnowledgeBase, doc: ParsedDocument, doc_id: str, size: int,
@@ -126,8 +130,20 @@ def index_parsed(lib: Library, kb: KnowledgeBase, doc: ParsedDocument, doc_id: s
     return _index(lib, kb, doc, doc_id, size, config, progress or (lambda *_: None), _StageTimer())
 
 
+def _storage_error(lib, exc: BaseException):
+    """errors.storage_error with the data dir's free space for the message."""
+    try:
+        free = storage.free_bytes(lib.root)
+    except OSError:
+        free = None
+    return errors.storage_error(exc, free)
+
+
 def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes | None = None) -> FileResult:
     prepared = _prepare(lib, kb, doc, config, progress, timer)
+    # now the text and chunk count are known: refuse before the first row is written
+    lib.ensure_space(estimate_ingest(size, len(doc.text.encode("utf-8")), len(prepared.chunks),
+                                     getattr(prepared.embedder, "dim", 0) or 0))
     with lib.write_lock, timer("index"):
         committed = _commit_keywords(lib, kb, doc, doc_id, size, config, prepared, timer, original)
     if isinstance(committed, FileResult):  # a concurrent duplicate
@@ -140,7 +156,8 @@ def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes 
         embedded = _complete_dense(lib, kb, doc_id, ids, prepared.texts, prepared.embedder, progress, timer)
     except Exception as exc:  # noqa: BLE001 - keyword search keeps working; the vectors can be rebuilt
         log.warning("vectors of %r not written", doc.filename, exc_info=True)
-        reason = exc.message_zh if isinstance(exc, errors.WendaoError) else "内部错误（详情见服务器日志）"
+        disk = _storage_error(lib, exc)
+        reason = (disk or exc).message_zh if disk or isinstance(exc, errors.WendaoError) else "内部错误（详情见服务器日志）"
         warnings.append(f"向量化未完成：{reason}。该文档暂时只能按关键词检索，可在文档库“重建索引”。")
     return FileResult(doc.filename, "replaced" if replaces else "ok", "", doc_id, len(ids), doc.page_count,
                       warnings, timer.seconds, embedded)
@@ -215,7 +232,7 @@ def _commit_keywords(lib, kb, doc, doc_id, size, config, p: _Prepared, timer, or
         lib.remove_original(kb, doc_id)
         if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
             raise
-        raise errors.WendaoError("写入索引失败，知识库未改变。") from exc
+        raise (_storage_error(lib, exc) or errors.WendaoError("写入索引失败，知识库未改变。")) from exc
     fault_point("finalized")
     lib.drop_points(kb, removed)
     if replaces:
@@ -320,6 +337,7 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
     timer = _StageTimer()
     progress = progress or (lambda *_: None)
     p = _prepare(lib, kb, parsed, config, progress, timer)
+    lib.ensure_space(estimate_ingest(0, len(text.encode("utf-8")), len(p.chunks), getattr(p.embedder, "dim", 0) or 0))
     with timer("embed"):
         vectors, embedded = embed_with_cache(p.embedder, lib.cache, p.texts,
                                              lambda done, total: progress("embed", done, total))
@@ -337,7 +355,9 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
             lib.drop_points(kb, lib.store.discard_pending(kb.id, doc_id))
             if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
                 raise
-            raise errors.WendaoError("重新切分失败，文档保持原来的版本。") from exc
+            disk = _storage_error(lib, exc)
+            raise errors.WendaoError(("重新切分失败，文档保持原来的版本。" + disk.message_zh) if disk
+                                     else "重新切分失败，文档保持原来的版本。") from exc
         fault_point("finalized")
         lib.drop_points(kb, old)
     progress("index", len(ids), len(ids))

@@ -17,6 +17,7 @@ from services.index.bm25 import BM25Index, decode_terms
 from services.index.index_text import StoredIndexTexts, index_rows
 from services.index.library import Library
 from services.index.reembed import build_dense
+from services.index.storage import estimate_ingest
 from services.index.store import KnowledgeBase
 from services.index.vectors import kb_prefix
 
@@ -24,6 +25,8 @@ from services.index.vectors import kb_prefix
 def reindex(lib: Library, kb: KnowledgeBase, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Rebuild BM25 terms and the dense collection of `kb` from SQLite; returns counts and seconds."""
     lib.require_owner()
+    dim = int((lib.dense_index(kb) or {}).get("dim") or 1024)  # a new collection is built beside the old one
+    lib.ensure_space(estimate_ingest(0, 0, lib.store.count_chunks(kb.id), dim))
     progress = progress or (lambda *_: None)
     started = time.perf_counter()
     with lib.write_lock:
