@@ -37,6 +37,15 @@ class CorruptFile(DocumentError):
     default_message = "文件已损坏或格式不正确，无法读取。"
 
 
+class UnsafeXml(CorruptFile):
+    """An Office package whose XML declares a DTD (entities): never written by Office (ECMA-376
+    forbids it), the vehicle of entity bombs and external-entity reads."""
+
+    default_message = ("文件里含有 DTD（文档类型定义）或实体声明。正规的 Office/WPS 不会写入这些内容，"
+                       "它们可能被用来读取服务器上的文件或制造“实体炸弹”，为安全起见已拒绝。"
+                       "请用 Office/WPS 打开后重新另存，再上传。")
+
+
 class FileTooLarge(DocumentError):
     default_message = "文件太大，超过了允许的上限。"
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from components.ingest_view import job_panel, upload_section
 from components.safe_text import inert, inert_name
+from services.documents.doctypes import page_ranges
 from services.documents.text import display_name
 from components.state import create_kb, current_kb, library, show_error, without_paths
 from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
@@ -84,7 +85,7 @@ table = pd.DataFrame([{
     "文件名": display_name(d.filename), "启用": "是" if d.enabled else "已停用", "状态": STATUS_ZH.get(d.status, d.status),
     "片段数": d.chunk_count, "页数": d.pages, "大小 (KB)": round(d.size / 1024, 1),
     "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
-    "说明": without_paths(d.error or "") or ("跳过页：" + ",".join(map(str, d.skipped_pages)) if d.skipped_pages else "")
+    "说明": without_paths(d.error or "") or ("跳过" + page_ranges(d.skipped_pages) if d.skipped_pages else "")
     or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
 } for d in docs])
 st.dataframe(table, hide_index=True, width="stretch")
