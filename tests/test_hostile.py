@@ -590,3 +590,136 @@ def test_read_only_copy_by_permissions(tmp_path, data_dir):
         assert refused.returncode == 1 and "只读" in refused.stderr
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(copy)], check=True)
+
+
+# --- item 8: the smaller cases -----------------------------------------------------------------------
+def test_page_ranges():
+    from services.documents.doctypes import page_ranges
+
+    assert page_ranges(range(2, 5001)) == "第2–5000页"
+    assert page_ranges([1, 3, 4, 5, 9]) == "第1、3–5、9页"
+    assert page_ranges([7]) == "第7页"
+    many = page_ranges(range(1, 200, 2))  # 100 separate pages
+    assert many.endswith("等，共 100 页") and len(many) < 120
+
+
+def test_pdf_of_thousands_of_empty_pages_warns_in_ranges():
+    """4,999 pages, only the first with text: the warning names the range, not 4,998 numbers."""
+    import io
+
+    from pypdf import PdfReader, PdfWriter
+
+    from fixtures import make_pdf
+    from services.documents.parsing import parse
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf([ZH_PARAGRAPHS[0]]))))
+    box = writer.pages[0].mediabox
+    for _ in range(4998):
+        writer.add_blank_page(width=box.width, height=box.height)
+    out = io.BytesIO()
+    writer.write(out)
+    doc = parse(out.getvalue(), "blank.pdf")
+    assert doc.page_count == 4999 and len(doc.skipped_pages) == 4998
+    (warning,) = [w for w in doc.warnings if "没有可用文字" in w]
+    assert warning.endswith("第2–4999页") and len(warning) < 60, warning
+
+
+def _ooxml_with(data: bytes, part: str, change) -> bytes:
+    import io
+    import zipfile
+
+    source, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            body = source.read(info.filename)
+            target.writestr(info, change(body) if info.filename == part else body)
+    return out.getvalue()
+
+
+def _with_dtd(xml: bytes, declarations: bytes) -> bytes:
+    """Insert <!DOCTYPE root [declarations]> before the root element of an XML part."""
+    head, sep, rest = xml.partition(b"?>") if xml.startswith(b"<?xml") else (b"", b"", xml)
+    rest = rest.lstrip()
+    root = rest[1:].split(b" ", 1)[0].split(b">", 1)[0]
+    return head + sep + b"<!DOCTYPE " + root + b" [" + declarations + b"]>" + rest
+
+
+def _xlsx() -> bytes:
+    import io
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.active.append(["河流", "长度"])
+    book.active.append(["长江", "6300 公里"])
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def _pptx(body: str) -> bytes:
+    import io
+
+    from pptx import Presentation
+
+    deck = Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[1])
+    slide.shapes.title.text = "长江"
+    slide.placeholders[1].text = body
+    out = io.BytesIO()
+    deck.save(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("declarations", [b'<!ENTITY x "&#38271;&#27743;">', b'<!ENTITY x SYSTEM "file:///etc/passwd">',
+                                          b'<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">',
+                                          b"<!ELEMENT worksheet ANY>"])
+def test_xlsx_with_a_dtd_says_what_it_is(declarations):
+    from services.documents.parsing import parse
+
+    hostile = _ooxml_with(_xlsx(), "xl/worksheets/sheet1.xml", lambda xml: _with_dtd(xml, declarations))
+    with pytest.raises(errors.UnsafeXml) as caught:
+        parse(hostile, "表.xlsx")
+    assert "DTD" in caught.value.message_zh and "为安全起见" in caught.value.message_zh
+    assert "已损坏" not in caught.value.message_zh
+    assert "长江" in parse(_xlsx(), "表.xlsx").text  # an ordinary workbook still reads
+
+
+def test_pptx_entity_never_silently_drops_the_text_after_it():
+    from services.documents.parsing import parse
+
+    def entity(xml: bytes) -> bytes:
+        return _with_dtd(xml, '<!ENTITY x "实体">'.encode()).replace("前文XX后文".encode(), "前文&x;后文".encode())
+
+    plain = parse(_pptx("前文XX后文"), "s.pptx")
+    assert "前文XX后文" in plain.text
+    with pytest.raises(errors.UnsafeXml) as caught:  # it used to give "长江\n前文": the rest was lost
+        parse(_ooxml_with(_pptx("前文XX后文"), "ppt/slides/slide1.xml", entity), "s.pptx")
+    assert "DTD" in caught.value.message_zh
+
+
+@pytest.mark.slow
+def test_one_line_markdown_of_a_megabyte_indexes_in_linear_time():
+    """Parse, chunk and tokenise a 1 MB one-line Markdown file with and without punctuation: both
+    well under a minute (each stage is linear; embedding time follows the chunk count)."""
+    import random
+
+    from services.documents.chunking import ChunkingConfig, chunk_text
+    from services.documents.parsing import parse
+    from services.index.index_text import document_title, index_rows, index_text
+
+    rng = random.Random(1)
+    words = ["长江", "黄河", "中国", "城市", "发展", "经济", "历史", "文化"]
+    for punct in (True, False):
+        parts, size = [], 0
+        while size < 1024 * 1024:
+            s = "".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + (rng.choice("，。；！？、") if punct else "")
+            parts.append(s)
+            size += len(s.encode())
+        started = time.perf_counter()
+        doc = parse("".join(parts).encode(), "one-line.md")
+        chunks = chunk_text(doc.text, ChunkingConfig(), doc.page_at)
+        title = document_title(doc.text, doc.filename)
+        index_rows([index_text(title, c) for c in chunks])
+        assert time.perf_counter() - started < 60
+        assert all(len(c.text) <= 300 for c in chunks)
