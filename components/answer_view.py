@@ -9,10 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components.safe_text import inert, inert_code_urls
+from components.safe_text import inert, inert_code_urls, inert_name
 from components.state import show_error
 from components.widgets import highlight, passage_box
-from services.views import page_label, parse_markers
+from services.views import display_name, page_label, parse_markers
 from services.workspace import KB
 
 MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
@@ -83,7 +83,7 @@ def citation_dialog(kb: KB, answer: dict, n: int) -> None:
         return
     source, quotes = sources[n - 1], _quotes(answer, n)
     supported = all(c.get("supported", True) for c in quotes)
-    st.markdown(f"**\\[{n}\\] 《{inert(source.get('doc', ''), keep_lines=False)}》{source_pages(source)}**"
+    st.markdown(f"**\\[{n}\\] 《{inert_name(source.get('doc', ''))}》{source_pages(source)}**"
                 + ("" if supported else " · 有引用未能在该段落中找到支持"))
     start = int(source.get("start", 0))
     text = source.get("text", "")
@@ -128,7 +128,7 @@ def citation_chips(answer: dict, key: str) -> int | None:
     for i, n in enumerate(cited):
         source = sources[n - 1]
         unverified = any(not c.get("supported", True) for c in _quotes(answer, n))
-        label = f"\\[{n}\\] {inert(source.get('doc', ''), keep_lines=False)} · {source_pages(source)}" \
+        label = f"\\[{n}\\] {inert_name(source.get('doc', ''))} · {source_pages(source)}" \
             + ("（未核实）" if unverified else "")
         if cols[i % len(cols)].button(label, key=f"{key}_chip_{n}", width="stretch"):
             clicked = n
@@ -138,7 +138,7 @@ def citation_chips(answer: dict, key: str) -> int | None:
 def answer_text(answer: dict, key: str) -> int | None:
     """The answer with clickable [n]; returns the number clicked in this run (or None)."""
     sources = answer.get("sources", [])
-    titles = {i: f"《{s.get('doc', '')}》{source_pages(s)}" for i, s in enumerate(sources, start=1)}
+    titles = {i: f"《{display_name(s.get('doc', ''))}》{source_pages(s)}" for i, s in enumerate(sources, start=1)}
     result = _answer_component(key=f"{key}_text", data={"parts": answer_parts(answer.get("answer", ""), len(sources), titles)},
                                on_cite_change=lambda: None, height="content")
     value = getattr(result, "cite", None)
@@ -174,7 +174,7 @@ def details(answer: dict, question: str) -> None:
             st.dataframe(timing_table(answer["timings_ms"]), hide_index=True)
         for n, s in enumerate(answer.get("sources", []), start=1):
             score = next((s["scores"][k] for k in ("rerank", "fused", "dense", "bm25") if k in s.get("scores", {})), None)
-            st.markdown(f"**\\[{n}\\] {inert(s.get('doc', ''), keep_lines=False)}** · {source_pages(s)}"
+            st.markdown(f"**\\[{n}\\] {inert_name(s.get('doc', ''))}** · {source_pages(s)}"
                         + (f" · 分数 {score:.3f}" if score is not None else ""))
             quotes = [(c["start"] - s["start"], c["end"] - s["start"]) for c in citations if c.get("n") == n]
             passage_box(highlight(s.get("text", ""), quotes))

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from components.job_view import job_panel, new_batch
-from components.safe_text import inert
+from components.safe_text import inert, inert_name
 from components.state import show_error
 from services.config import max_file_bytes
 from services.views import MIB, SUPPORTED_EXTENSIONS, format_mb
@@ -37,10 +37,10 @@ def split_uploads(files) -> tuple[list, list[str]]:
     for f in files:
         ext = Path(f.name).suffix.lower()
         if ext not in SUPPORTED_EXTENSIONS:
-            refused.append(f"「{inert(f.name, keep_lines=False)}」：不支持的文件类型"
+            refused.append(f"「{inert_name(f.name)}」：不支持的文件类型"
                            f"「{inert(ext or '无扩展名', keep_lines=False)}」。支持：{supported_text()}")
         elif f.size > max_file_bytes():
-            refused.append(f"「{inert(f.name, keep_lines=False)}」：文件大小 {format_mb(f.size)} MB，"
+            refused.append(f"「{inert_name(f.name)}」：文件大小 {format_mb(f.size)} MB，"
                            f"超过上限 {format_mb(max_file_bytes())} MB。")
         else:
             accepted.append(f)

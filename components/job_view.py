@@ -18,7 +18,7 @@ from typing import Callable
 
 import streamlit as st
 
-from components.safe_text import inert
+from components.safe_text import inert, inert_name
 from components.state import show_error, without_paths
 from services.views import STAGE_ZH
 from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
@@ -40,7 +40,7 @@ def seconds_zh(s: float | None) -> str:
 
 
 def _name(job) -> str:
-    return inert(job.filename, keep_lines=False)
+    return inert_name(job.filename)
 
 
 # --- running -------------------------------------------------------------------------------------

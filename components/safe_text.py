@@ -68,3 +68,11 @@ def inert_code_urls(text: object) -> str:
             parts.append(inert(line[pos:], keep_lines=False))
         out.append("".join(parts).strip())
     return "  \n".join(out)
+
+
+def inert_name(name: object) -> str:
+    """A file or KB name for a Markdown surface: control characters and bidi overrides made visible
+    (services.documents.text.display_name), then inert() on one line."""
+    from services.views import display_name
+
+    return inert(display_name(name), keep_lines=False)

@@ -17,5 +17,6 @@ from services.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
-announce_setup(open_workspace().lib.store)
-app = st.App(str(ROOT / "app.py"), routes=[Mount("/api", app=create_api())], middleware=[Middleware(GuardMiddleware), Middleware(SignInMiddleware)])
+announce_setup(open_workspace())
+app = st.App(str(ROOT / "app.py"), routes=[Mount("/api", app=create_api())],
+             middleware=[Middleware(GuardMiddleware), Middleware(SignInMiddleware)])

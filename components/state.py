@@ -118,6 +118,7 @@ def without_paths(text: str) -> str:
 def show_error(exc: Exception) -> None:
     """A Chinese message for any failure, without server paths; the traceback goes to the server
     log (never to the page). The page stays usable."""
+    exc = errors.storage_error(exc) or exc  # a full / read-only disk says so, in Chinese
     if isinstance(exc, errors.WendaoError):
         if exc.__cause__ is not None:
             log.error("%s", type(exc).__name__, exc_info=exc)

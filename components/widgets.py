@@ -6,7 +6,7 @@ import time
 import streamlit as st
 
 from components.safe_text import html_text, inert
-from services.views import STRATEGIES, ChunkingConfig
+from services.views import STRATEGIES, ChunkingConfig, display_name
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 
@@ -104,7 +104,7 @@ def document_filter(kb, key: str) -> list[str] | None:
     docs = kb.documents(searchable_only=True)
     if len(docs) < 2:
         return None
-    names = {d.id: d.filename for d in docs}
+    names = {d.id: display_name(d.filename) for d in docs}
     picked = st.multiselect("只在这些文档中查找", list(names), format_func=lambda i: names.get(i, "（已删除）"),
                             key=key, placeholder="全部文档（可选择一个或多个）")
     picked = [i for i in picked if i in names]

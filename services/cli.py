@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from dataclasses import replace
@@ -18,7 +19,7 @@ from dataclasses import replace
 from services import errors
 from services.documents.chunking import STRATEGIES, ChunkingConfig
 from services.config import RetrievalSettings
-from services.documents.text import display_name
+from services.documents.text import display_name as shown  # untrusted names: controls/bidi made visible
 
 
 def _print_json(obj) -> None:
@@ -68,11 +69,11 @@ def cmd_ingest(args) -> int:
 
     def on_file(i, n, r):
         detail = f"{r.chunks} 个片段" if r.status in ("ok", "replaced") else r.reason
-        print(f"[{i}/{n}] {display_name(r.file)}: {r.status} — {detail}", file=sys.stderr)
+        print(shown(f"[{i}/{n}] {r.file}: {r.status} — {detail}"), file=sys.stderr)
 
     def progress(name, stage, done, total):
         if args.verbose:
-            print(f"  {display_name(name)}: {stage} {done}/{total}", file=sys.stderr)
+            print(f"  {shown(name)}: {stage} {done}/{total}", file=sys.stderr)
 
     report = kb.ingest_paths(args.paths, config, on_file, progress)
     if report.documents and kb.info().chunks >= OPTIMIZE_FROM_CHUNKS:
@@ -85,7 +86,7 @@ def cmd_ingest(args) -> int:
     else:
         print(f"文档 {report.documents} 个，片段 {report.chunks} 个，跳过 {len(report.skipped)} 个，用时 {report.seconds:.1f} 秒")
         for s in report.skipped:
-            print(f"  跳过 {display_name(s['file'])}: {s['reason']}")
+            print(shown(f"  跳过 {s['file']}: {s['reason']}"))
     failed = [r for r in report.results if r.status == "failed"]
     if failed and not args.allow_failures:
         print(f"错误：{len(failed)} 个文件索引失败（加 --allow-failures 可在有失败时仍以 0 退出）", file=sys.stderr)
@@ -135,7 +136,7 @@ def cmd_search(args) -> int:
             print(f"查询：{text}  （{ms:.0f} ms，词项：{' / '.join(result.terms)}）")
             for i, h in enumerate(result.hits, start=1):
                 scores = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
-                print(f"{i}. {display_name(h.doc)} 第{h.page}页 [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
+                print(f"{i}. {shown(h.doc)} 第{h.page}页 [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
     return 0
 
 
@@ -181,7 +182,7 @@ def cmd_ask(args) -> int:
         print(answer.text)
         for c in answer.citations:
             mark = "" if c.supported else "（未核实）"
-            print(f"[{c.n}] {display_name(c.doc)} 第{c.page}页{mark}：{c.quote}")
+            print(shown(f"[{c.n}] {c.doc} 第{c.page}页{mark}：{c.quote}"))
         if stream.conversation:
             print(f"（对话 {stream.conversation}：继续追问请加 --conversation {stream.conversation}）", file=sys.stderr)
     return 0
@@ -193,7 +194,7 @@ def cmd_kbs(args) -> int:
         _print_json(rows)
     else:
         for r in rows:
-            print(f"{display_name(r['name'])}: {r['documents']} 文档, {r['chunks']} 片段")
+            print(f"{shown(r['name'])}: {r['documents']} 文档, {r['chunks']} 片段")
     return 0
 
 
@@ -203,7 +204,7 @@ def cmd_reindex(args) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"已重建知识库「{display_name(kb.name)}」的索引：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒")
+        print(f"已重建知识库「{shown(kb.name)}」的索引：{result['chunks']} 个片段，用时 {result['seconds']:.1f} 秒")
     return 0
 
 
@@ -214,11 +215,19 @@ def cmd_check(args) -> int:
         _print_json(report)
     else:
         state = "一致" if report["ok"] else "不一致"
-        print(f"知识库「{display_name(kb.name)}」：SQLite {report['sqlite']['chunks']} 个片段；索引与 SQLite {state}")
+        print(f"知识库「{shown(kb.name)}」：SQLite {report['sqlite']['chunks']} 个片段；索引与 SQLite {state}")
         for name, r in report["indexes"].items():
             print(f"  {name}: {r['points']} 个点，缺失 {r['missing']}，孤立 {r['orphans']}")
         for p in report["problems"]:
-            print(f"  问题：{p}")
+            print(shown(f"  问题：{p}"))
+        if report["indexes"]["dense"].get("mode") == "cache":
+            print("  （数据目录由另一个进程持有或不可写：向量按 SQLite 中缓存的向量核对）")
+        if report["vectors_pending"]:
+            print(shown(f"  向量未完成（暂时只能按关键词检索）的文档 {len(report['vectors_pending'])} 个："
+                        + "、".join(report["vectors_pending"])))
+            print("  运行网页应用（它会在后台补全）、重新导入这些文件，或运行 reindex 可补全。")
+    if args.strict and report["vectors_pending"]:
+        return 1
     return 0 if report["ok"] else 1
 
 
@@ -293,10 +302,10 @@ def cmd_user(args) -> int:
             _print_json(users)
         else:
             for u in users:
-                print(f"{display_name(u['name'])}{'（管理员）' if u['admin'] else ''}")
+                print(f"{shown(u['name'])}{'（管理员）' if u['admin'] else ''}")
     else:
         me.remove_user(args.name)
-        print(f"已删除用户「{display_name(args.name)}」。", file=sys.stderr)
+        print(f"已删除用户「{shown(args.name)}」。", file=sys.stderr)
     return 0
 
 
@@ -309,7 +318,7 @@ def cmd_key(args) -> int:
             _print_json(key.to_json())
         else:
             print(key.key)
-            print(f"（密钥 #{key.id}，知识库「{display_name(key.kb)}」，权限 {key.scope}。只显示这一次，请妥善保存。）",
+            print(f"（密钥 #{key.id}，知识库「{shown(key.kb)}」，权限 {key.scope}。只显示这一次，请妥善保存。）",
                   file=sys.stderr)
     elif args.action == "list":
         keys = me.kb(args.kb, "owner").keys() if args.kb else me.all_keys()
@@ -321,7 +330,7 @@ def cmd_key(args) -> int:
             for r in rows:
                 state = "已吊销" if r["revoked"] else ("从未使用" if not r["last_used"] else
                                                      time.strftime("最近使用 %Y-%m-%d %H:%M", time.localtime(r["last_used"])))
-                print(f"#{r['id']} {r['prefix']}… 知识库「{display_name(str(r['kb']))}」 {r['scope']} {state}")
+                print(f"#{r['id']} {r['prefix']}… 知识库「{shown(str(r['kb']))}」 {r['scope']} {state}")
     else:
         key = next((k for k in me.all_keys() if k.id == args.id), None)
         if key is None:
@@ -442,8 +451,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check", help="核对索引与 SQLite 是否一致（不一致时退出码为 1）")
     s.add_argument("--kb", required=True)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--strict", action="store_true", help="还有文档的向量未完成时也以 1 退出")
     s.set_defaults(func=cmd_check)
     return p
+
+
+def _os_error_zh(exc: Exception) -> str:
+    """A Chinese message for an OSError / SQLite error that reached the command (a full or read-only
+    disk is named as such; never an English system message or traceback)."""
+    disk = errors.storage_error(exc)
+    if disk is not None:
+        return disk.message_zh
+    if isinstance(exc, OSError):
+        where = f"「{exc.filename}」" if getattr(exc, "filename", None) else ""
+        return errors.FileUnreadable.from_os_error(exc).message_zh.replace("无法读取文件", f"无法读取文件{where}", 1)
+    if isinstance(exc, sqlite3.Error):
+        return "数据库出错，操作没有完成（数据目录未做修改）。可运行 check 核对。"
+    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -451,10 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except errors.WendaoError as exc:
-        print(f"错误：{exc.message_zh}", file=sys.stderr)
+        print(shown(f"错误：{exc.message_zh}"), file=sys.stderr)
         return 1
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"错误：{exc}", file=sys.stderr)
+    except (OSError, json.JSONDecodeError, sqlite3.Error) as exc:
+        print(shown(f"错误：{_os_error_zh(exc)}"), file=sys.stderr)
         return 1
     finally:
         from services.index.vectors import close_all

@@ -37,6 +37,15 @@ class CorruptFile(DocumentError):
     default_message = "文件已损坏或格式不正确，无法读取。"
 
 
+class UnsafeXml(CorruptFile):
+    """An Office package whose XML declares a DTD (entities): never written by Office (ECMA-376
+    forbids it), the vehicle of entity bombs and external-entity reads."""
+
+    default_message = ("文件里含有 DTD（文档类型定义）或实体声明。正规的 Office/WPS 不会写入这些内容，"
+                       "它们可能被用来读取服务器上的文件或制造“实体炸弹”，为安全起见已拒绝。"
+                       "请用 Office/WPS 打开后重新另存，再上传。")
+
+
 class FileTooLarge(DocumentError):
     default_message = "文件太大，超过了允许的上限。"
 
@@ -57,6 +66,12 @@ class BinaryContent(DocumentError):
 
 class DocumentTooLong(DocumentError):
     default_message = "文档文字太多，超过了单个文档的上限，请拆分成几个较小的文件后再上传。"
+
+
+class NotARegularFile(DocumentError):
+    """A symbolic link, FIFO, device or /proc file named for ingest (services.documents.files)."""
+
+    default_message = "这不是普通文件，不会读取。"
 
 
 class FileUnreadable(DocumentError):
@@ -106,6 +121,64 @@ class DataDirBusy(IndexLocked):
 
     default_message = ("数据目录正被另一个进程使用（例如正在运行的网页应用），本操作需要写入，因此未做任何修改。"
                        "请在网页应用中操作，或关闭它后重试。")
+
+
+class StorageError(WendaoError):
+    """The data dir's disk cannot take a write (full, read-only, no permission); nothing was changed.
+    Reading keeps working (services.index.storage, services.index.library.Library)."""
+
+    default_message = "数据目录所在的磁盘无法写入，本次操作未做任何修改。"
+
+
+class DiskFull(StorageError):
+    """Too little free space for a write: says about how much more is needed."""
+
+    def __init__(self, message_zh: str | None = None, needed_bytes: int | None = None, free_bytes: int | None = None):
+        if message_zh is None:
+            mb = 1024 * 1024
+            more = f"还需约 {max(1, -(-int(needed_bytes or 0) // mb))} MB" if needed_bytes else "已没有剩余空间"
+            free = f"（数据目录所在磁盘剩余 {int(free_bytes) // mb} MB）" if free_bytes is not None else ""
+            message_zh = (f"磁盘空间不足：{more}{free}。本次操作未做任何修改，已有的知识库照常可以查询；"
+                          "请清理磁盘后重试。")
+        self.needed_bytes = needed_bytes
+        super().__init__(message_zh)
+
+
+class ReadOnlyStorage(StorageError):
+    default_message = ("数据目录所在的磁盘是只读的（或没有写入权限）：可以查询，但不能导入、删除或修改。"
+                       "本次操作未做任何修改。")
+
+
+def storage_error(exc: BaseException, free_bytes: int | None = None) -> StorageError | None:
+    """The typed error for a failed write caused by the disk — OSError ENOSPC/EDQUOT (full), EROFS
+    (read-only), SQLite's 'database or disk is full' and 'attempt to write a readonly database' — or
+    None when `exc` is something else. (Duck-typed: this module imports nothing.)"""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # the disk error may be the cause of a wrapper
+        seen.add(id(exc))
+        if isinstance(exc, StorageError):
+            return exc
+        code = getattr(exc, "errno", None)
+        if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return DiskFull(free_bytes=free_bytes)
+        if code == errno.EROFS:
+            return ReadOnlyStorage()
+        sqlite_code = getattr(exc, "sqlite_errorcode", None)
+        if sqlite_code is not None:
+            primary = sqlite_code & 0xFF
+            if primary == 13:  # SQLITE_FULL
+                return DiskFull(free_bytes=free_bytes)
+            if primary == 8:  # SQLITE_READONLY
+                return ReadOnlyStorage()
+        text = str(exc).lower()
+        if "no space left on device" in text or "database or disk is full" in text or "os error 28" in text:
+            return DiskFull(free_bytes=free_bytes)
+        if "read-only file system" in text or "readonly database" in text or "os error 30" in text:
+            return ReadOnlyStorage()
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class IndexMismatch(WendaoError):

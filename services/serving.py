@@ -99,10 +99,10 @@ class GuardMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def announce_setup(store) -> None:
+def announce_setup(ws) -> None:
     """In team mode with no user yet, print a one-time token for creating the first admin in the browser."""
     if auth.mode() == "local":
-        token = auth.setup_token(store)
+        token = auth.setup_token(ws.lib.store)
         if token:
             print(f"[问道] 还没有任何用户。用这个一次性令牌在浏览器中创建第一个管理员：/api/auth/setup?token={token}"
                   "（或运行 wendao user add --admin 名字）", file=sys.stderr, flush=True)

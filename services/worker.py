@@ -79,6 +79,7 @@ def submit(lib: Library, kb: KnowledgeBase, kind: str, name: str, params: dict |
     lib.require_owner()
     path = None
     if data is not None:
+        lib.ensure_space(2 * len(data))  # the upload waits here, then is kept as the original: refused now if short
         folder = lib.root / "uploads"
         folder.mkdir(exist_ok=True)
         path = folder / uuid.uuid4().hex
@@ -140,9 +141,14 @@ class Runner:
         except errors.WendaoError as exc:  # a typed failure keeps its Chinese reason
             log.error("job %s (%s) failed: %s", job_id, kind, exc.message_zh, exc_info=exc.__cause__ is not None)
             self._finish(job_id, "failed", {"reason": exc.message_zh})
-        except Exception:  # noqa: BLE001 - a job's failure must never stop the worker
+        except Exception as exc:  # noqa: BLE001 - a job's failure must never stop the worker
             log.exception("job %s (%s) failed", job_id, kind)
-            self._finish(job_id, "failed", {"reason": "处理时发生内部错误（详情见服务器日志），知识库未改变。"})
+            disk = errors.storage_error(exc)
+            try:
+                self._finish(job_id, "failed", {"reason": disk.message_zh if disk else
+                                                "处理时发生内部错误（详情见服务器日志），知识库未改变。"})
+            except Exception:  # noqa: BLE001 - e.g. the disk is full: the next owner queues it again
+                log.exception("job %s could not be marked failed", job_id)
         finally:
             _remove_upload(self.lib, job_id)
 
@@ -192,7 +198,11 @@ class Worker(Runner):
 
     def _loop(self) -> None:
         while True:
-            job = self._next()
+            try:
+                job = self._next()
+            except Exception:  # noqa: BLE001 - e.g. a full disk: the worker waits and tries again
+                log.exception("the worker could not take the next job")
+                job = None
             if job is None:
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
@@ -200,8 +210,8 @@ class Worker(Runner):
             self.run_one(*job)
 
     def _next(self):
-        if self.lib.closed or not self.lib.owner:
-            return None
+        if self.lib.closed or not (self.lib.owner or self.lib.try_own()):
+            return None  # not the owner (yet): try again at the next wake-up (every 2 s)
         return self.lib.store.jobs.claim_next()
 
 
@@ -224,11 +234,15 @@ def worker_for(lib: Library) -> Worker:
         return worker
 
 
-def start(lib: Library) -> None:
-    """Start the worker when this process owns the data dir, so work queued before a restart (and
-    keyword-only documents' vectors) resumes at once."""
-    if lib.owner:
-        worker_for(lib)
+def start(lib: Library) -> Worker:
+    """Start the data dir's background worker with the process that serves it (the app opens the data
+    dir through services.workspace), not only at the next upload: jobs queued by an earlier run —
+    uploads, and the vectors of documents a killed process left keyword-only, which Library.reconcile
+    queues — run now. A process that is not the owner yet (a CLI command holds the data dir) keeps
+    trying to become it every few seconds and then runs them."""
+    worker = worker_for(lib)
+    lib.when_owner(worker.wake)
+    return worker
 
 
 def wait_idle(lib: Library, timeout: float = 60.0) -> bool:

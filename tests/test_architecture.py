@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STORE_LAYER = {"services/index/store.py", "services/index/repositories.py", "services/index/embedding_cache.py"}
+STORE_LAYER = {"services/index/store.py", "services/index/repositories.py", "services/index/embedding_cache.py",
+               "services/index/storage.py"}
 SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|BEGIN|COMMIT|ROLLBACK)\b", re.I)
 
 

@@ -174,7 +174,7 @@ BATTERY = {
     "zip-without-document.docx": (lambda: _zip({"hello.txt": b"hi"}), errors.CorruptFile),
     "dtd.docx": (lambda: _zip({"word/document.xml": b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa">]>'
                                b'<w:document xmlns:w="' + W_NS + b'"><w:body><w:p><w:r><w:t>&a;</w:t></w:r>'
-                               b'</w:p></w:body></w:document>'}), errors.CorruptFile),
+                               b'</w:p></w:body></w:document>'}), errors.UnsafeXml),
     "small-docx-big-xml.docx": (lambda: docx_package(paragraphs_xml(3)), _ok("第0段：长江是中国第一大河。")),
     "table.docx": (make_docx, _ok("北京 | 2189万")),
     # other

@@ -256,6 +256,9 @@ def test_progress_from_job_rows(two_docs, monkeypatch):
     """What the worker writes to SQLite is what the page shows: overall files, the running stage with
     done/total, speed and time left, waiting files, results with reasons, cache wording only when
     something came from the cache."""
+    from services import worker
+
+    monkeypatch.setattr(worker, "start", lambda lib: None)  # the rows are staged: no worker runs them
     lib, kb = two_docs
     done = {"file": "a.txt", "status": "ok", "chunks": 5, "embedded": 5, "seconds": {"parse": 0.1, "embed": 1.0}}
     cached = {"file": "b.txt", "status": "ok", "chunks": 5, "embedded": 2, "seconds": {"embed": 0.2}}

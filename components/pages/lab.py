@@ -8,12 +8,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from components.safe_text import inert, inert_code_urls
+from components.safe_text import inert, inert_code_urls, inert_name
 from components.state import searchable_kb, show_error
 from components.answer_view import TIMING_ZH
 from components.widgets import document_filter, highlight, passage_box
 from services.config import RetrievalSettings
-from services.views import METHODS, MODES, SearchResult, page_label, term_spans
+from services.views import METHODS, MODES, SearchResult, display_name, page_label, term_spans
 
 st.title("检索实验室")
 kb = searchable_kb()
@@ -56,7 +56,7 @@ def score_table(hits) -> pd.DataFrame:
 
     rows = []
     for i, h in enumerate(hits, start=1):
-        rows.append({"名次": i, "文档": h.doc, "页": page_label(h.page_start, h.page_end),
+        rows.append({"名次": i, "文档": display_name(h.doc), "页": page_label(h.page_start, h.page_end),
                      "BM25 名次": rank(h, "bm25"), "BM25 分数": score(h, "bm25"),
                      "向量名次": rank(h, "dense"), "向量分数": score(h, "dense"),
                      "融合分数": score(h, "fused"), "重排分数": score(h, "rerank"),
@@ -97,7 +97,7 @@ def explain_missing(result: SearchResult, expected: str, settings: RetrievalSett
         stages = "，".join(f"{label}第 {h.ranks[k]} 名" for k, label in (("bm25", "BM25 "), ("dense", "向量 "),
                                                                         ("fused", "融合后 "), ("rerank", "重排后 "))
                           if k in h.ranks)
-        st.info(f"《{inert(h.doc, keep_lines=False)}》\\[{h.start}, {h.end})：{stages}；{where}。")
+        st.info(f"《{inert_name(h.doc)}》\\[{h.start}, {h.end})：{stages}；{where}。")
 
 
 def show_result(result: SearchResult) -> None:
@@ -114,7 +114,7 @@ def show_result(result: SearchResult) -> None:
     if chart is not None:
         st.altair_chart(chart)
     for i, h in enumerate(result.hits, start=1):
-        st.markdown(f"**{i}\\. {inert(h.doc, keep_lines=False)}** · {page_label(h.page_start, h.page_end)} · 位置 {h.start}–{h.end}")
+        st.markdown(f"**{i}\\. {inert_name(h.doc)}** · {page_label(h.page_start, h.page_end)} · 位置 {h.start}–{h.end}")
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
     with st.expander(f"全部 {len(result.candidates)} 个候选（融合后、截断前）"):
         st.dataframe(score_table(result.candidates), hide_index=True,

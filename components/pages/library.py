@@ -10,11 +10,11 @@ import streamlit as st
 
 from components.ingest_view import upload_panel, upload_section
 from components.job_view import job_panel, new_batch
-from components.safe_text import inert
+from components.safe_text import inert, inert_name
 from components.account import keys_panel, share_dialog
 from components.state import create_kb, current_kb, session, show_error, without_paths
 from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
-from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig
+from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_ranges
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 MAINTENANCE_KINDS = ("rechunk", "reindex", "optimize")  # shown in one panel below the document row
@@ -101,10 +101,10 @@ if not docs:
     st.info("这个知识库还没有文档。")
     st.stop()
 table = pd.DataFrame([{
-    "文件名": d.filename, "启用": "是" if d.enabled else "已停用", "状态": STATUS_ZH.get(d.status, d.status),
+    "文件名": display_name(d.filename), "启用": "是" if d.enabled else "已停用", "状态": STATUS_ZH.get(d.status, d.status),
     "片段数": d.chunk_count, "页数": d.pages, "大小 (KB)": round(d.size / 1024, 1),
     "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
-    "说明": without_paths(d.error or "") or ("跳过页：" + ",".join(map(str, d.skipped_pages)) if d.skipped_pages else "")
+    "说明": without_paths(d.error or "") or ("跳过" + page_ranges(d.skipped_pages) if d.skipped_pages else "")
     or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
 } for d in docs])
 st.dataframe(table, hide_index=True, width="stretch")
@@ -134,7 +134,7 @@ with st.expander("索引维护（核对 / 重建）"):
                  help="在后台进行：可以离开本页，进度在下方显示"):
         start(kb.reindex)
 
-names = {d.id: d.filename for d in docs}
+names = {d.id: display_name(d.filename) for d in docs}
 c1, c0, c2, c3 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
 doc_id = c1.selectbox("选择文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}")
 chosen = next(d for d in docs if d.id == doc_id)
@@ -143,7 +143,7 @@ enabled = c0.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{d
 if enabled != chosen.enabled:
     try:
         kb.set_enabled(doc_id, enabled)
-        st.toast(f"{'已启用' if enabled else '已停用'} {inert(chosen.filename, keep_lines=False)}")
+        st.toast(f"{'已启用' if enabled else '已停用'} {inert_name(chosen.filename)}")
         st.rerun()
     except Exception as exc:
         show_error(exc)

@@ -57,6 +57,22 @@ def page_for_offset(spans: list[PageSpan], offset: int) -> int:
     return page
 
 
+def page_ranges(numbers, unit: str = "页", most: int = 20) -> str:
+    """Page numbers as ranges in Chinese: [2, 3, …, 5000] -> "第2–5000页", [1, 3, 4, 5, 9] ->
+    "第1、3–5、9页". More than `most` ranges: the first `most`, then how many pages in all
+    (a PDF of 4,999 empty pages once produced a 28,900-character warning)."""
+    ordered = sorted(set(numbers))
+    ranges: list[list[int]] = []
+    for n in ordered:
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    parts = [str(a) if a == b else f"{a}–{b}" for a, b in ranges[:most]]
+    more = f"等，共 {len(ordered)} {unit}" if len(ranges) > most else ""
+    return f"第{'、'.join(parts)}{unit}{more}"
+
+
 # --- limits ---------------------------------------------------------------------------------
 def format_mb(size: int) -> str:
     """A byte count in the unit of the size limit (MB of 1024 x 1024 bytes, as Streamlit's
@@ -118,3 +134,45 @@ def check_zip_bomb(data: bytes, kind: str = "DOCX") -> list[zipfile.ZipInfo]:
     if total > MAX_DOCX_UNCOMPRESSED or (total > 10 * MIB and total / max(1, compressed) > MAX_COMPRESSION_RATIO):
         raise errors.FileTooLarge(f"{kind} 解压后体积异常巨大（疑似压缩炸弹），已拒绝。")
     return infos
+
+
+class _PrologEnd(Exception):
+    pass
+
+
+def refuse_dtd(data: bytes, kind: str) -> None:
+    """Raise UnsafeXml when any XML part of an Office package declares a DTD (where entities are
+    declared). Only each part's prolog is read — a DOCTYPE can only come before the root element —
+    so the cost is a few bytes per part, whatever the part's size. Parts that are not well-formed
+    are left to the format's own parser (and its "damaged" message)."""
+    import xml.parsers.expat
+
+    def doctype(*_):
+        raise errors.UnsafeXml(f"{kind} " + errors.UnsafeXml.default_message)
+
+    def root(*_):
+        raise _PrologEnd
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
+        return
+    with archive:
+        for info in archive.infolist():
+            if not info.filename.lower().endswith((".xml", ".rels", ".vml")):
+                continue
+            parser = xml.parsers.expat.ParserCreate()
+            parser.StartDoctypeDeclHandler = doctype
+            parser.StartElementHandler = root
+            try:
+                with archive.open(info) as part:
+                    read = 0
+                    while read < MAX_DOCX_UNCOMPRESSED:
+                        chunk = part.read(16384)
+                        read += len(chunk)
+                        parser.Parse(chunk, not chunk)
+                        if not chunk:
+                            break
+            except (_PrologEnd, xml.parsers.expat.ExpatError, zipfile.BadZipFile, OSError, ValueError,
+                    EOFError, NotImplementedError, RuntimeError):
+                continue

@@ -39,7 +39,8 @@ import zipfile
 from typing import Iterable, Iterator
 
 from services import errors
-from services.documents.doctypes import MIB, PAGE_SEPARATOR, PageSpan, ParsedDocument, TextBudget, check_zip_bomb
+from services.documents.doctypes import (MIB, PAGE_SEPARATOR, PageSpan, ParsedDocument, TextBudget, check_zip_bomb,
+                                         page_ranges, refuse_dtd)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,9 @@ def _open_package(data: bytes, kind: str) -> list[zipfile.ZipInfo]:
         raise errors.EncryptedOrLegacyOffice(
             f"文件是加密的 Office 文档或旧版（.xls/.ppt）格式，无法读取。请去掉密码，"
             f"或在 Office/WPS 中另存为 .{kind.lower()} 后再上传。")
-    return check_zip_bomb(data, kind)
+    infos = check_zip_bomb(data, kind)
+    refuse_dtd(data, kind)  # openpyxl expands entities, python-pptx drops the text after one
+    return infos
 
 
 def _assemble(filename: str, pages: Iterable[tuple[int, str]], total: int, measure: str, unit: str) -> ParsedDocument:
@@ -85,7 +88,7 @@ def _assemble(filename: str, pages: Iterable[tuple[int, str]], total: int, measu
     if not doc.pages:
         raise errors.EmptyDocument(f"文件共 {total} {measure}{unit}，但都没有文字。")
     if doc.skipped_pages:
-        doc.warnings.append(f"以下{unit}没有文字，已跳过：{', '.join(map(str, doc.skipped_pages))}")
+        doc.warnings.append(f"以下{unit}没有文字，已跳过：{page_ranges(doc.skipped_pages, measure)}")
     return doc
 
 

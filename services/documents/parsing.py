@@ -33,7 +33,7 @@ from services import errors
 from services.documents import office
 from services.documents.doctypes import (MAX_COMPRESSION_RATIO, MAX_DOCX_UNCOMPRESSED, MIB, PAGE_SEPARATOR,  # noqa: F401
                                          PageSpan, ParsedDocument, TextBudget, check_size, check_zip_bomb,
-                                         format_mb, page_for_offset)
+                                         format_mb, page_for_offset, page_ranges)
 from services.documents.text import fold_chars, join_wrapped_lines
 
 log = logging.getLogger(__name__)
@@ -332,9 +332,9 @@ def pdf_document(filename: str, page_texts: Iterable[str],
             f"PDF 共 {page_total} 页，但没有可提取的文字（可能是扫描件或字体损坏）"
             + ("，OCR 也没有识别出文字。" if tried else "，请先做 OCR。"))
     if recognised:
-        doc.warnings.append(f"以下页面是扫描件，文字由 OCR 识别，可能有错字：{', '.join(map(str, recognised))}")
+        doc.warnings.append(f"以下页面是扫描件，文字由 OCR 识别，可能有错字：{page_ranges(recognised)}")
     if doc.skipped_pages:
-        doc.warnings.append(f"以下页面没有可用文字，已跳过：{', '.join(map(str, doc.skipped_pages))}")
+        doc.warnings.append(f"以下页面没有可用文字，已跳过：{page_ranges(doc.skipped_pages)}")
     return doc
 
 
@@ -415,7 +415,7 @@ class _DocxBody:
         self.tables: list[dict] = []  # stack (nested tables): row cells, open cell, merges
 
     def doctype(self, *_):
-        raise errors.CorruptFile("DOCX 文件格式不正确（包含 DTD 声明）。")
+        raise errors.UnsafeXml("DOCX " + errors.UnsafeXml.default_message)
 
     def start(self, tag, attrib):
         if tag in _DOCX_SKIP:

@@ -146,11 +146,29 @@ def join_wrapped_lines(text: str) -> str:
     return "".join(out)
 
 
-_UNSAFE_FOR_DISPLAY = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Characters that change how a line is displayed rather than what it says: bidi embeddings,
+# overrides and isolates, and the direction marks (U+202A-202E, U+2066-2069, U+200E/F, U+061C).
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 
 
-def display_name(name: str) -> str:
-    """A file or KB name safe to print or show: control characters (ANSI escapes, newlines) and bidi
-    overrides, which make a name print or read as something else, shown as \\uXXXX; the stored name is
-    unchanged."""
-    return _UNSAFE_FOR_DISPLAY.sub(lambda m: f"\\u{ord(m.group()):04x}", name)
+def display_name(name: object) -> str:
+    """A file (or knowledge-base) name as it may be shown in a terminal, a log line or a page:
+    what it says, never what it does. The stored name is not changed.
+
+    Untrusted names can carry ANSI escape sequences (ESC [31m recolours or clears a terminal), line
+    breaks (which split a progress line or a table cell) and bidi overrides (`invoice\\u202eexe.txt`
+    displays as "invoicetxt.exe"). C0/C1 controls become visible: C0 and DEL as their Unicode control
+    pictures (ESC -> ␛, LF -> ␊), C1 as `<U+009B>`; bidi controls and Unicode line/paragraph
+    separators as `<U+202E>`. Everything else, Chinese included, is unchanged."""
+    out = []
+    for ch in str(name):
+        o = ord(ch)
+        if o < 0x20:
+            out.append(chr(0x2400 + o))
+        elif o == 0x7F:
+            out.append("\u2421")
+        elif 0x80 <= o <= 0x9F or ch in _BIDI or ch in "\u2028\u2029":
+            out.append(f"<U+{o:04X}>")
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -14,12 +14,24 @@ import numpy as np
 class EmbeddingCache:
     """SQLite cache of passage vectors keyed by (model fingerprint id, sha1(text))."""
 
-    def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS vectors(model TEXT, hash TEXT, vector BLOB, PRIMARY KEY(model, hash))")
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """`readonly`: the disk cannot be written; read the existing cache (or an empty one) and
+        drop writes (vectors computed meanwhile are simply not kept)."""
+        self.readonly = readonly
         self._lock = threading.Lock()
+        if readonly:
+            from services.index.storage import open_sqlite_readonly
+
+            try:
+                self.db = open_sqlite_readonly(path)
+                return
+            except Exception:  # noqa: BLE001 - no readable cache: an empty one (nothing cached)
+                self.db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS vectors(model TEXT, hash TEXT, vector BLOB, PRIMARY KEY(model, hash))")
 
     @staticmethod
     def key(text: str) -> str:
@@ -42,6 +54,8 @@ class EmbeddingCache:
         return {k: v for k, v in self.get_many(model, keys).items() if v.shape[0] == dim}
 
     def put_many(self, model: str, keys: list[str], vectors: np.ndarray) -> None:
+        if self.readonly:
+            return
         with self._lock:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?,?)",

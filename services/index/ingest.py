@@ -24,8 +24,11 @@ from services import errors
 from services.documents.chunking import ChunkingConfig, chunk_text
 from services.index.embedding import embed_with_cache
 from services.index.index_text import document_title, index_rows, index_text  # noqa: F401 (re-exported)
+from services.index import storage
 from services.index.library import Library
-from services.documents.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, check_size, parse
+from services.index.storage import estimate_ingest
+from services.documents.files import list_files, read_regular_file
+from services.documents.parsing import SUPPORTED_EXTENSIONS, ParsedDocument, parse
 from services.index.store import KnowledgeBase
 from services.documents.text import normalize
 
@@ -97,21 +100,25 @@ def ingest_bytes(lib: Library, kb: KnowledgeBase, data: bytes, filename: str,
     timer = _StageTimer()
     try:
         lib.require_owner()
+        lib.ensure_space(estimate_ingest(len(data)))  # refused before parsing when the disk is short
         with timer("parse"):
             progress("parse", 0, 1)
             doc = parse(data, filename)
             progress("parse", 1, 1)
         doc_id = document_id(doc.text)
         existing = lib.store.get_document(kb.id, doc_id)
+        if existing is not None and existing.status == "ready" and existing.dense_state == "pending":
+            return _complete_keyword_only(lib, kb, existing, filename, progress, timer)
         if existing is not None:
             return _duplicate(filename, existing, timer)
         return _index(lib, kb, doc, doc_id, len(data), config, progress, timer, data)
     except errors.WendaoError as exc:
         return FileResult(filename, "failed", exc.message_zh, seconds=timer.seconds)
-    except Exception:  # noqa: BLE001 - a file's failure is a result; the traceback goes to the log
+    except Exception as exc:  # noqa: BLE001 - a file's failure is a result; the traceback goes to the log
         log.exception("ingest of %r failed", filename)
-        return FileResult(filename, "failed", "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。",
-                          seconds=timer.seconds)
+        disk = _storage_error(lib, exc)  # the disk filled (or became read-only) meanwhile
+        return FileResult(filename, "failed", disk.message_zh if disk else
+                          "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。", seconds=timer.seconds)
 
 
 def index_parsed(lib: Library, kb: KnowledgeBase, doc: ParsedDocument, doc_id: str, size: int,
@@ -122,8 +129,20 @@ def index_parsed(lib: Library, kb: KnowledgeBase, doc: ParsedDocument, doc_id: s
     return _index(lib, kb, doc, doc_id, size, config, progress or (lambda *_: None), _StageTimer())
 
 
+def _storage_error(lib, exc: BaseException):
+    """errors.storage_error with the data dir's free space for the message."""
+    try:
+        free = storage.free_bytes(lib.root)
+    except OSError:
+        free = None
+    return errors.storage_error(exc, free)
+
+
 def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes | None = None) -> FileResult:
     prepared = _prepare(lib, kb, doc, config, progress, timer)
+    # now the text and chunk count are known: refuse before the first row is written
+    lib.ensure_space(estimate_ingest(size, len(doc.text.encode("utf-8")), len(prepared.chunks),
+                                     getattr(prepared.embedder, "dim", 0) or 0))
     with lib.write_lock, timer("index"):
         committed = _commit_keywords(lib, kb, doc, doc_id, size, config, prepared, timer, original)
     if isinstance(committed, FileResult):  # a concurrent duplicate
@@ -136,10 +155,25 @@ def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes 
         embedded = _complete_dense(lib, kb, doc_id, ids, prepared.texts, prepared.embedder, progress, timer)
     except Exception as exc:  # noqa: BLE001 - keyword search keeps working; the vectors can be rebuilt
         log.warning("vectors of %r not written", doc.filename, exc_info=True)
-        reason = exc.message_zh if isinstance(exc, errors.WendaoError) else "内部错误（详情见服务器日志）"
+        disk = _storage_error(lib, exc)
+        reason = (disk or exc).message_zh if disk or isinstance(exc, errors.WendaoError) else "内部错误（详情见服务器日志）"
         warnings.append(f"向量化未完成：{reason}。该文档暂时只能按关键词检索，可在文档库“重建索引”。")
     return FileResult(doc.filename, "replaced" if replaces else "ok", "", doc_id, len(ids), doc.page_count,
                       warnings, timer.seconds, embedded)
+
+
+def _complete_keyword_only(lib, kb, existing, filename, progress, timer) -> FileResult:
+    """The same content was indexed before but its vectors never got written (the process was killed
+    while embedding, or embedding failed): uploading it again completes it rather than being told
+    it is a duplicate of a document that dense search cannot find."""
+    embedded = complete_pending_vectors(lib, kb, existing.id, progress, timer)
+    done = lib.store.get_document(kb.id, existing.id)
+    if done is None or done.dense_state != "done":  # deleted or re-chunked meanwhile
+        return _duplicate(filename, existing, timer)
+    note = (f"与已有文档「{existing.filename}」内容相同；它此前只建立了关键词索引（向量化曾被中断），"
+            f"这次补全了它的向量（{embedded} 个片段），现在也可按语义检索。")
+    return FileResult(existing.filename, "ok", "", existing.id, done.chunk_count, done.pages, [note],
+                      timer.seconds, embedded)
 
 
 def _duplicate(filename: str, existing, timer) -> FileResult:
@@ -197,7 +231,7 @@ def _commit_keywords(lib, kb, doc, doc_id, size, config, p: _Prepared, timer, or
         lib.remove_original(kb, doc_id)
         if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
             raise
-        raise errors.WendaoError("写入索引失败，知识库未改变。") from exc
+        raise (_storage_error(lib, exc) or errors.WendaoError("写入索引失败，知识库未改变。")) from exc
     fault_point("finalized")
     lib.drop_points(kb, removed)
     if replaces:
@@ -210,8 +244,11 @@ def _complete_dense(lib, kb, doc_id, ids, texts, embedder, progress, timer) -> i
     (the rest came from the cache). Skips quietly when the document changed meanwhile."""
     with timer("embed"):
         progress("embed", 0, len(ids))  # the stage starts now (speed and time left are measured from here)
-        vectors, embedded = embed_with_cache(embedder, lib.cache, texts,
-                                             lambda done, total: progress("embed", done, total))
+        def on_batch(done, total):
+            fault_point("embedding")  # crash tests: kill -9 while the vectors are being computed
+            progress("embed", done, total)
+
+        vectors, embedded = embed_with_cache(embedder, lib.cache, texts, on_batch)
         progress("embed", len(ids), len(ids))
     with lib.write_lock, timer("index"):
         if lib.store.chunk_ids(kb.id, doc_id) != list(ids):  # deleted or re-chunked meanwhile
@@ -224,8 +261,10 @@ def _complete_dense(lib, kb, doc_id, ids, texts, embedder, progress, timer) -> i
     return embedded
 
 
-def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progress: Progress | None = None) -> int:
-    """Write the vectors of a document left keyword-only (a crash or a failed embedding)."""
+def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progress: Progress | None = None,
+                             timer: "_StageTimer | None" = None) -> int:
+    """Write the vectors of a document left keyword-only (a crash or a failed embedding); returns how
+    many chunks were embedded (0 when there was nothing to do)."""
     lib.require_owner()
     document = lib.store.get_document(kb.id, doc_id)
     if document is None or document.status != "ready" or document.dense_state != "pending":
@@ -233,7 +272,7 @@ def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progr
     chunks = lib.store.chunks_of(kb.id, doc_id)
     title = document_title(lib.store.document_text(kb.id, doc_id), document.filename)
     return _complete_dense(lib, kb, doc_id, [c.id for c in chunks], [index_text(title, c) for c in chunks],
-                           lib.embedder(kb), progress or (lambda *_: None), _StageTimer())
+                           lib.embedder(kb), progress or (lambda *_: None), timer or _StageTimer())
 
 
 class Checkpoints:
@@ -253,14 +292,9 @@ fault_point = Checkpoints()
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files and folders (recursively, supported extensions only, sorted)."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_EXTENSIONS))
-        else:
-            files.append(p)
-    return files
+    """Files and folders (recursively, supported extensions only, sorted); symbolic links and
+    special files found in folders are left out (ingest_paths reports them)."""
+    return [p for p, reason in list_files(paths, SUPPORTED_EXTENSIONS) if reason is None]
 
 
 def ingest_paths(lib: Library, kb: KnowledgeBase, paths: Iterable[str | Path],
@@ -268,17 +302,20 @@ def ingest_paths(lib: Library, kb: KnowledgeBase, paths: Iterable[str | Path],
                  on_file: Callable[[int, int, FileResult], None] | None = None,
                  progress: Callable[[str, str, int, int], None] | None = None) -> IngestReport:
     """Ingest files/folders; `on_file(i, n, result)` after each, `progress(file, stage, done, total)`.
-    Raises DataDirBusy before reading anything when another process owns the data dir."""
+    Raises DataDirBusy before reading anything when another process owns the data dir.
+
+    Only regular files are read, each at most up to the size limit (services.documents.files):
+    symbolic links (never followed), FIFOs, devices and /proc files become 'failed' results with
+    their Chinese reason."""
     lib.require_owner()
     start = time.perf_counter()
-    files = expand_paths(paths)
+    files = list_files(paths, SUPPORTED_EXTENSIONS)
     results = []
-    for i, path in enumerate(files, start=1):
+    for i, (path, refused) in enumerate(files, start=1):
         try:
-            check_size(path.stat().st_size)  # before reading: an over-limit file is never loaded
-            data = path.read_bytes()
-        except OSError as exc:
-            result = FileResult(path.name, "failed", errors.FileUnreadable.from_os_error(exc).message_zh)
+            if refused:
+                raise errors.NotARegularFile(refused)
+            data = read_regular_file(path)  # size checked on the open file before reading, read bounded
         except errors.DocumentError as exc:
             result = FileResult(path.name, "failed", exc.message_zh)
         else:
@@ -306,6 +343,7 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
     timer = _StageTimer()
     progress = progress or (lambda *_: None)
     p = _prepare(lib, kb, parsed, config, progress, timer)
+    lib.ensure_space(estimate_ingest(0, len(text.encode("utf-8")), len(p.chunks), getattr(p.embedder, "dim", 0) or 0))
     with timer("embed"):
         vectors, embedded = embed_with_cache(p.embedder, lib.cache, p.texts,
                                              lambda done, total: progress("embed", done, total))
@@ -323,7 +361,9 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
             lib.drop_points(kb, lib.store.discard_pending(kb.id, doc_id))
             if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
                 raise
-            raise errors.WendaoError("重新切分失败，文档保持原来的版本。") from exc
+            disk = _storage_error(lib, exc)
+            raise errors.WendaoError(("重新切分失败，文档保持原来的版本。" + disk.message_zh) if disk
+                                     else "重新切分失败，文档保持原来的版本。") from exc
         fault_point("finalized")
         lib.drop_points(kb, old)
     progress("index", len(ids), len(ids))

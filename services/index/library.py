@@ -13,6 +13,7 @@ It owns the invariants that span SQLite and the indexes (../shared/DESIGN.md §3
 """
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import threading
@@ -23,7 +24,7 @@ import numpy as np
 
 from services import errors
 
-from services.index import ownership
+from services.index import ownership, storage
 from services.index.bm25 import BM25Index, SparseVector
 from services.config import data_dir
 from services.index.embedding import EmbeddingCache, load_embedder
@@ -40,29 +41,55 @@ class Library:
     def __init__(self, root: str | Path | None = None, backend: Backend | None = None):
         self.root = Path(root) if root else data_dir()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.root / "wendao.db")
+        # A full or read-only disk: open for reading only (never the owner, no vector shards), and
+        # every write says why it is refused (services.index.storage).
+        self.storage_problem = storage.probe(self.root)
+        readonly = self.storage_problem is not None
+        self.store = Store(self.root / "wendao.db", readonly=readonly)
         self._backend = backend
-        self.cache = EmbeddingCache(self.root / "embeddings.db")
+        self.cache = EmbeddingCache(self.root / "embeddings.db", readonly=readonly)
         self.write_lock = threading.RLock()  # one ingest/delete/rebuild at a time per process
         self._bm25: dict[int, BM25Index] = {}
         self._readonly_dense: dict[tuple, tuple] = {}
         self.owner = False
         self._closed = False
+        self._on_owner: list = []
         self.try_own()
 
     # --- ownership ----------------------------------------------------------------------------
     def try_own(self) -> bool:
         """Become the data dir's owner if no live process is; reconcile on becoming owner."""
+        if self.storage_problem is not None:  # full / read-only disk: stay a reader
+            return False
         if not self.owner and ownership.try_acquire(self.root):
             self.owner = True
             self.reconcile()
+            for callback in list(self._on_owner):
+                callback()
         return self.owner
 
+    def when_owner(self, callback) -> None:
+        """Call `callback()` now if this process owns the data dir, else each time it becomes the owner
+        (after reconcile has queued what a dead owner left). The background worker starts this way."""
+        self._on_owner.append(callback)
+        if self.owner:
+            callback()
+
     def require_owner(self) -> None:
-        """Raise DataDirBusy (before anything is read or written) unless this process owns the dir."""
+        """Raise DataDirBusy (before anything is read or written) unless this process owns the dir;
+        DiskFull / ReadOnlyStorage when the disk could not be written when the Library opened."""
+        if self.storage_problem is not None:
+            raise _fresh(self.storage_problem)
         if not self.try_own():
             raise errors.DataDirBusy(f"数据目录正被{ownership.describe_owner(self.root)}使用，本操作需要写入，"
                                      "因此未做任何修改。请在网页应用中操作，或关闭它后重试。")
+
+    def ensure_space(self, needed: int) -> None:
+        """Before a write of about `needed` bytes: DiskFull / ReadOnlyStorage (nothing written yet)
+        unless the data dir's disk has room for it and the vector store's headroom."""
+        if self.storage_problem is not None:
+            raise _fresh(self.storage_problem)
+        storage.ensure_space(self.root, needed)
 
     @property
     def read_only(self) -> bool:
@@ -77,6 +104,12 @@ class Library:
         if not isinstance(backend, ServerBackend):
             self.require_owner()
         return backend
+
+    @property
+    def dense_from_cache(self) -> bool:
+        """True when this process may not open the embedded vector shards (it is not the owner), so
+        dense search and `check` use the vectors cached in SQLite instead."""
+        return self._backend is None and not isinstance(default_backend(self.root), ServerBackend) and self.read_only
 
     # --- knowledge bases --------------------------------------------------------------------
     def kb(self, name: str, create: bool = False) -> KnowledgeBase:
@@ -270,7 +303,8 @@ class Library:
     def _settle_legacy(self, kb: KnowledgeBase, record: dict, embedder) -> dict:
         if record["fingerprint"] == "legacy:" + embedder.name:
             record = {**record, "fingerprint": embedder.fingerprint_id, "dim": embedder.dim}
-            self.store.update_kb_settings(kb.id, dense_index=record)
+            if self.owner:  # a reader uses the settled record without writing it down
+                self.store.update_kb_settings(kb.id, dense_index=record)
         return record
 
     def _sweep_indexes(self) -> None:
@@ -355,7 +389,7 @@ class Library:
         if record["fingerprint"] != embedder.fingerprint_id:
             raise errors.IndexMismatch(
                 f"知识库的向量索引由另一个模型建立（{record.get('model')}），与当前模型不一致。请在文档库中“重建索引”。")
-        if self._backend is None and not isinstance(default_backend(self.root), ServerBackend) and self.read_only:
+        if self.dense_from_cache:
             return self._dense_from_cache(kb, record, vector, limit, doc_ids)
         return self.backend.search(record["collection"], vector, limit, False, doc_ids)
 
@@ -399,6 +433,11 @@ class Library:
 
             close_backend(self.root)
         self.owner = False
+
+
+def _fresh(error: errors.WendaoError) -> errors.WendaoError:
+    """A new instance of a kept error (raising one instance again would chain its old traceback)."""
+    return copy.copy(error).with_traceback(None)
 
 
 _LIBRARIES: dict[str, Library] = {}

@@ -17,6 +17,7 @@ from services.index.bm25 import BM25Index, decode_terms
 from services.index.index_text import StoredIndexTexts, index_rows
 from services.index.library import Library
 from services.index.reembed import build_dense
+from services.index.storage import estimate_ingest
 from services.index.store import KnowledgeBase
 from services.index.vectors import kb_prefix
 
@@ -24,6 +25,8 @@ from services.index.vectors import kb_prefix
 def reindex(lib: Library, kb: KnowledgeBase, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Rebuild BM25 terms and the dense collection of `kb` from SQLite; returns counts and seconds."""
     lib.require_owner()
+    dim = int((lib.dense_index(kb) or {}).get("dim") or 1024)  # a new collection is built beside the old one
+    lib.ensure_space(estimate_ingest(0, 0, lib.store.count_chunks(kb.id), dim))
     progress = progress or (lambda *_: None)
     started = time.perf_counter()
     with lib.write_lock:
@@ -49,7 +52,12 @@ def _recomputed_rows(lib: Library, kb: KnowledgeBase):
 
 
 def check(lib: Library, kb: KnowledgeBase) -> dict:
-    """Compare SQLite with every index of `kb`. Read-only; `ok` is False on any disagreement."""
+    """Compare SQLite with every index of `kb`. Read-only; `ok` is False on any disagreement.
+
+    `vectors_pending` names the documents searchable by keywords only (their vectors are still to
+    be computed: not a disagreement, but `check --strict` fails on them). A process that does not
+    own the data dir (the app is running, or the disk is full / read-only) checks the dense side
+    against the vectors cached in SQLite — what its searches use — and says so in `dense.mode`."""
     with lib.write_lock:
         live = lib.store.chunk_id_set(kb.id)
         report = {"kb": kb.name, "sqlite": _sqlite_counts(lib, kb, live), "indexes": {
@@ -58,6 +66,8 @@ def check(lib: Library, kb: KnowledgeBase) -> dict:
                 if r.get(key)]
     problems += [f"bm25: {p}" for p in report["indexes"]["bm25"]["problems"]]
     problems += [f"dense: {p}" for p in report["indexes"]["dense"].get("problems", [])]
+    report["vectors_pending"] = [d.filename for d in lib.store.list_documents(kb.id)
+                                 if d.status == "ready" and d.dense_state == "pending"]
     if report["sqlite"]["indexing"] or report["sqlite"]["pending_chunks"]:
         problems.append("sqlite: half-written rows (a dead process's ingest or re-chunk; reconciled when the app restarts)")
     report["problems"] = problems
@@ -99,7 +109,10 @@ def _same_terms(a: bytes, b: bytes) -> bool:
 
 def _check_dense(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
     record = lib.dense_index(kb)
-    stray = [n for n in lib.backend.collections(kb_prefix(kb.id)) if not record or n != record["collection"]]
+    if record is not None and lib.dense_from_cache:
+        return _check_dense_cache(lib, kb, live, record)
+    stray = [] if lib.dense_from_cache else [
+        n for n in lib.backend.collections(kb_prefix(kb.id)) if not record or n != record["collection"]]
     if record is None:
         pending = lib.store.chunk_ids_of(kb.id, [d for _, d in lib.store.dense_pending(kb.id)])
         return {"collection": None, "points": 0, "missing": len(live - pending), "orphans": 0,
@@ -123,3 +136,17 @@ def _check_dense(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
     return {"collection": record["collection"], "fingerprint": record["fingerprint"], "points": len(ids),
             "missing": len(live - ids - pending), "orphans": len(ids - live), "vectors_pending": len(pending - ids),
             "stray_collections": stray, "problems": problems}
+
+
+def _check_dense_cache(lib: Library, kb: KnowledgeBase, live: set[int], record: dict) -> dict:
+    """Read-only dense check (the shards belong to another process or the disk cannot be written):
+    every searchable chunk must have its vector, of the recorded model and dimension, in the cache."""
+    pending = lib.store.chunk_ids_of(kb.id, [d for _, d in lib.store.dense_pending(kb.id)])
+    keys = dict(lib.store.embed_keys(kb.id))  # chunks written before keys were stored are not checkable here
+    dim = int(record.get("dim") or 0)  # 0: a legacy collection not yet settled by its owner
+    found = lib.cache.vectors_for(record["fingerprint"], list(set(keys.values())), dim) if dim else {}
+    have = {i for i, k in keys.items() if k in found}
+    missing = (live & set(keys)) - have - pending if dim else set()
+    return {"collection": record["collection"], "fingerprint": record["fingerprint"], "mode": "cache",
+            "points": len(have & live), "missing": len(missing), "orphans": 0,
+            "vectors_pending": len(pending - have), "stray_collections": [], "problems": []}

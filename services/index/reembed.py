@@ -10,6 +10,7 @@ from typing import Callable
 from services.index.embedding import embed_with_cache, load_embedder
 from services.index.index_text import StoredIndexTexts
 from services.index.library import Library
+from services.index.storage import estimate_ingest
 from services.index.store import KnowledgeBase
 from services.index.vectors import IndexSpec
 
@@ -23,6 +24,7 @@ def reembed(lib: Library, kb: KnowledgeBase, model: str, progress: Callable[[int
     if record and record["fingerprint"] == embedder.fingerprint_id:
         lib.store.update_kb_settings(kb.id, embedding_model=model, dense_index={**record, "model": model})
         return lib.store.count_chunks(kb.id)
+    lib.ensure_space(estimate_ingest(0, 0, lib.store.count_chunks(kb.id), embedder.dim))
     return build_dense(lib, kb, embedder, model, progress)
 
 

@@ -205,10 +205,23 @@ class Document:
 class Store:
     """One SQLite file; safe to share across threads (writes are serialised by a lock)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """Open (and migrate) the store; with `readonly` (the disk cannot be written) open the existing
+        file read-only without migrating (services.index.storage.open_sqlite_readonly)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._lock = threading.RLock()
+        if readonly:
+            from services.index.storage import open_sqlite_readonly
+
+            self.db = open_sqlite_readonly(self.path)
+            self.db.row_factory = sqlite3.Row
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != len(MIGRATIONS):
+                self.db.close()
+                raise errors.ReadOnlyStorage("数据目录需要升级到当前版本的格式，但所在磁盘无法写入（已满或只读），"
+                                             "因此无法打开。请腾出空间或改为可写后重试。")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
