@@ -20,7 +20,7 @@ TITLE_LIMIT = 100
 
 
 def create(store: Store, kb_id: int, title: str = "新对话", owner: str = "") -> int:
-    return store.conversations.create(kb_id, title, owner, secrets.token_urlsafe(16))
+    return store.conversations.create(kb_id, title, owner, secrets.token_hex(16))  # hex: safe in URLs and widget keys
 
 
 def list_for(store: Store, kb_id: int, owner: str | None = None) -> list[ConversationInfo]:

@@ -404,8 +404,7 @@ def test_upload_from_the_page_refused_when_the_disk_is_short(lib, kb, monkeypatc
 
     monkeypatch.setattr(storage, "free_bytes", lambda root: storage.RESERVE_BYTES)
     with pytest.raises(errors.DiskFull) as caught:
-        worker.submit(lib, kb, "a.txt", TEXT.encode() * 100, __import__("services.documents.chunking",
-                                                                         fromlist=["x"]).ChunkingConfig())
+        worker.submit(lib, kb, "ingest", "a.txt", {}, TEXT.encode() * 100)
     assert "磁盘空间不足：还需约" in caught.value.message_zh
     assert not (lib.root / "uploads").exists() or not list((lib.root / "uploads").iterdir())
     assert lib.store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
