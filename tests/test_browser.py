@@ -74,19 +74,39 @@ def running_app(data: Path, **env_vars):
             proc.wait(10)
 
 
+def new_page(browser, outside: list[str]):
+    """A page in a fresh context of `browser`; every request to a host other than 127.0.0.1 is
+    appended to `outside`."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    context.on("request", lambda request: outside.append(request.url) if is_outside(request.url) else None)
+    pg = context.new_page()
+    pg.set_default_timeout(120_000)
+    return pg
+
+
 @contextlib.contextmanager
 def browser_page(outside: list[str]):
-    """A Chromium page; every request to a host other than 127.0.0.1 is appended to `outside`."""
+    """A Chromium page (its own browser); every request to a host other than 127.0.0.1 is appended to
+    `outside`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
-        context.on("request", lambda request: outside.append(request.url) if is_outside(request.url) else None)
-        pg = context.new_page()
-        pg.set_default_timeout(120_000)
         try:
-            yield pg
+            yield new_page(browser, outside)
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for the module's tests (Playwright's sync API allows one instance at a time)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield browser
         finally:
             browser.close()
 
@@ -116,9 +136,10 @@ def outside_requests():
 
 
 @pytest.fixture(scope="module")
-def page(app_url, outside_requests):
-    with browser_page(outside_requests) as pg:
-        yield pg
+def page(app_url, outside_requests, chromium):
+    pg = new_page(chromium, outside_requests)
+    yield pg
+    pg.context.close()
 
 
 def wait_idle(page):
@@ -323,7 +344,10 @@ def test_retrieval_lab(page, app_url, shots):
 def test_small_evaluation(page, app_url, shots):
     page.goto(app_url + "/evaluation")
     page.get_by_role("button", name="创建「示例」知识库并导入示例文档").click()
-    page.get_by_text("示例知识库已就绪").wait_for()
+    try:  # indexed by the background worker, after what earlier tests left it (a long upload)
+        page.get_by_text("示例知识库已就绪").wait_for(timeout=300_000)
+    finally:
+        page.screenshot(path=str(shots / "4-evaluation-sample.png"), full_page=True)
     wait_idle(page)
     page.get_by_role("button", name="开始评测").click()
     try:
@@ -363,14 +387,15 @@ def pick_select(page, label: str, option: str) -> None:
 
 
 @pytest.mark.slow
-def test_reembed_and_chunker_evaluation_keep_running_across_a_reload(tmp_path, shots):
+def test_reembed_and_chunker_evaluation_keep_running_across_a_reload(chromium, tmp_path, shots):
     """Issue 18: an evaluation comparing chunkers and a switch of the embedding model, started in the
     browser, are background jobs (one worker runs them in turn): after a reload (a new session) and
     in a second tab the pages still show their progress from the job rows, and then their results."""
     torch_model = "multilingual-e5-small (内置·torch)"
     evaluating = re.compile(r"^评测：|等待中：「评测」")  # the running line, or waiting its turn
     switching = re.compile(f"^重新向量化「{re.escape(torch_model)}」：|等待中：「{re.escape(torch_model)}」")
-    with running_app(tmp_path / "data") as url, browser_page([]) as page:
+    with running_app(tmp_path / "data") as url:
+        page = new_page(chromium, [])
         page.goto(url + "/evaluation")
         page.get_by_role("button", name="创建「示例」知识库并导入示例文档").click()
         page.get_by_text("示例知识库已就绪").wait_for()  # the sample ingest is a job too
@@ -409,6 +434,7 @@ def test_reembed_and_chunker_evaluation_keep_running_across_a_reload(tmp_path, s
         assert page.locator('[data-testid="stDataFrame"]').count() >= 1
         assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 2  # Recall@k curves and latency
         page.screenshot(path=str(shots / "8-evaluation-result.png"), full_page=True)
+        page.context.close()
 
 
 PAGES = ("chat", "library", "lab", "evaluation", "settings")
