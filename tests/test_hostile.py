@@ -234,6 +234,11 @@ def test_cli_output_never_carries_control_characters(tmp_path, data_dir):
 # --- item 6: kill -9 while embedding ----------------------------------------------------------------
 KILLER = """
 import sys
+sys.path.insert(0, "tests")
+try:  # where fault injection is a test-only hook (tests/faults.py), install it
+    import faults; faults.install()
+except ImportError:
+    pass
 from services.index.library import open_library
 from services.index.ingest import ingest_bytes
 from services.documents.chunking import ChunkingConfig
@@ -398,13 +403,24 @@ def test_ingest_refused_before_writing_when_the_disk_is_short(lib, kb, monkeypat
     assert_check_clean(lib, kb)
 
 
+def _submit_upload(worker, lib, kb, name: str, data: bytes) -> int:
+    """Queue an upload as the library page does (the job API with a kind, or the older upload-only one)."""
+    import inspect
+
+    from services.documents.chunking import ChunkingConfig
+
+    if "kind" in inspect.signature(worker.submit).parameters:
+        return worker.submit(lib, kb, "ingest", name, ChunkingConfig().to_dict(), data=data)
+    return worker.submit(lib, kb, name, data, ChunkingConfig())
+
+
 def test_upload_from_the_page_refused_when_the_disk_is_short(lib, kb, monkeypatch):
     from services import worker
     from services.index import storage
 
     monkeypatch.setattr(storage, "free_bytes", lambda root: storage.RESERVE_BYTES)
     with pytest.raises(errors.DiskFull) as caught:
-        worker.submit(lib, kb, "ingest", "a.txt", {}, TEXT.encode() * 100)
+        _submit_upload(worker, lib, kb, "a.txt", TEXT.encode() * 100)
     assert "磁盘空间不足：还需约" in caught.value.message_zh
     assert not (lib.root / "uploads").exists() or not list((lib.root / "uploads").iterdir())
     assert lib.store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
