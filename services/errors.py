@@ -108,6 +108,32 @@ class DataDirBusy(IndexLocked):
                        "请在网页应用中操作，或关闭它后重试。")
 
 
+class ModelServerError(ModelLoadError):
+    """A model server (OpenAI-compatible /embeddings, a /rerank endpoint) could not be used."""
+
+    default_message = "模型服务调用失败。"
+
+
+class ModelServerUnreachable(ModelServerError):
+    default_message = "无法连接到模型服务，请检查接口地址是否正确、服务是否已启动。"
+
+
+class ModelServerAuth(ModelServerError):
+    default_message = "模型服务拒绝了 API Key（401/403），请检查密钥是否正确。"
+
+
+class ModelNotServed(ModelServerError):
+    default_message = "模型服务没有提供这个模型，请检查模型名称。"
+
+
+class ModelServerTimeout(ModelServerError):
+    default_message = "模型服务响应超时（重试后仍失败），请稍后再试或调大超时时间。"
+
+
+class ModelServerBadResponse(ModelServerError):
+    default_message = "模型服务的返回内容不符合预期（例如向量维度不对）。"
+
+
 class IndexMismatch(WendaoError):
     default_message = "索引与知识库记录不一致（向量模型或维度不同）。请在文档库中“重建索引”。"
 

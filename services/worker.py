@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from services.index.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3
+VECTORS_RETRY_S = float(os.environ.get("WENDAO_VECTORS_RETRY_S", "30"))  # idle worker: are model servers back?
 ACTIVE = ("queued", "running", "cancelling")
 
 
@@ -124,9 +126,13 @@ class IngestWorker:
             "SELECT 1 FROM jobs WHERE status IN ('queued','running','cancelling')").fetchone()
 
     def _loop(self) -> None:
+        last_retry = time.monotonic()
         while True:
             job = self._next()
             if job is None:
+                if time.monotonic() - last_retry >= VECTORS_RETRY_S and self.lib.owner and not self.lib._closed:
+                    last_retry = time.monotonic()
+                    self._retry_vectors()
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
                 continue
@@ -138,6 +144,15 @@ class IngestWorker:
             except Exception:  # noqa: BLE001 - a job's failure must never stop the worker
                 log.exception("ingest job %s failed", job[0])
                 self._finish(job[0], "failed", {"reason": "处理该文件时发生内部错误（详情见服务器日志），知识库未改变。"})
+
+    def _retry_vectors(self) -> None:
+        """Queue the vectors a model server's outage left pending, once it answers again."""
+        from services.index.pending import queue_when_servers_back
+
+        try:
+            queue_when_servers_back(self.lib)
+        except Exception:  # noqa: BLE001 - a retry tick must never stop the worker
+            log.exception("retrying pending vectors failed")
 
     def _next(self):
         if self.lib._closed or not self.lib.owner:

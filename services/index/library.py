@@ -28,6 +28,7 @@ from services.index.bm25 import BM25Index, SparseVector
 from services.config import data_dir
 from services.index.embedding import EmbeddingCache, load_embedder
 from services.index.models import BUNDLED_EMBEDDER, default_embedder
+from services.index.served import display_name
 from services.index.store import KnowledgeBase, Store
 from services.index.vectors import (Backend, IndexSpec, ScoredId, ServerBackend, default_backend, dense_collection_name,
                               kb_prefix)
@@ -101,7 +102,21 @@ class Library:
         return default_embedder()
 
     def embedder(self, kb: KnowledgeBase):
-        return load_embedder(self.embedding_model(kb))
+        """The KB's embedder (loaded once per process); for a served model, with the key for its
+        endpoint (`server_key`)."""
+        name = self.embedding_model(kb)
+        return load_embedder(name, self.server_key(kb, name))
+
+    def server_key(self, kb: KnowledgeBase, name: str) -> str:
+        """The API key for a served model's endpoint: one saved in this KB for exactly that base_url,
+        else a server-side key configured for the same endpoint, else "" (services.index.served.key_for).
+        "" for in-process models."""
+        from services.index.served import key_for, parse_served
+
+        served = parse_served(name)
+        if served is None:
+            return ""
+        return key_for(served.base_url, self.store.get_kb(kb.id).settings.get("model_server_keys") or [])
 
     def dense_index(self, kb: KnowledgeBase) -> dict | None:
         """The dense collection this KB uses: {"collection", "fingerprint", "dim", "model"}, or None."""
@@ -248,16 +263,25 @@ class Library:
             with self.store._lock:  # background jobs a dead owner was running start again
                 self.store.db.execute(
                     "UPDATE jobs SET status='queued', stage='', done=0 WHERE status IN ('running','cancelling')")
-                queued = {tuple(r) for r in self.store.db.execute(
-                    "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status='queued'")}
-                for kb_id, doc_id in self.store.dense_pending():  # keyword-only documents get their vectors
-                    if (kb_id, doc_id) not in queued:
-                        self.store.db.execute(
-                            "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
-                            " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
-                            " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
+            self.queue_pending_vectors()
             self._sweep_indexes()
         return removed
+
+    def queue_pending_vectors(self, kb_ids: set[int] | None = None) -> int:
+        """Queue a background 'vectors' job for every keyword-only document (a crash, or an embedding
+        server that was down) that has none queued or running; returns how many were queued."""
+        added = 0
+        with self.store._lock:
+            queued = {tuple(r) for r in self.store.db.execute(
+                "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status IN ('queued','running')")}
+            for kb_id, doc_id in self.store.dense_pending():  # keyword-only documents get their vectors
+                if (kb_id, doc_id) not in queued and (kb_ids is None or kb_id in kb_ids):
+                    self.store.db.execute(
+                        "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
+                        " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
+                        " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
+                    added += 1
+        return added
 
     def _adopt_legacy_collections(self, kbs: dict) -> None:
         """Data dirs from before collections were recorded: adopt each KB's dense collection (named
@@ -363,7 +387,8 @@ class Library:
         record = self._settle_legacy(kb, record, embedder)
         if record["fingerprint"] != embedder.fingerprint_id:
             raise errors.IndexMismatch(
-                f"知识库的向量索引由另一个模型建立（{record.get('model')}），与当前模型不一致。请在文档库中“重建索引”。")
+                f"知识库的向量索引由另一个模型建立（{display_name(str(record.get('model')))}），与当前模型不一致"
+                "（模型服务换了模型时也会这样）。请在文档库中“重建索引”。")
         if self._backend is None and not isinstance(default_backend(self.root), ServerBackend) and self.read_only:
             return self._dense_from_cache(kb, record, vector, limit, doc_ids)
         return self.backend.search(record["collection"], vector, limit, False, doc_ids)
