@@ -130,7 +130,7 @@ class IngestWorker:
         while True:
             job = self._next()
             if job is None:
-                if time.monotonic() - last_retry >= VECTORS_RETRY_S and self.lib.owner and not self.lib._closed:
+                if time.monotonic() - last_retry >= VECTORS_RETRY_S and self.lib.owner:
                     last_retry = time.monotonic()
                     self._retry_vectors()
                 self._wake.wait(timeout=2.0)

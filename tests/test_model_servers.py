@@ -302,3 +302,65 @@ def test_use_rerank_server_saves_settings_and_key(lib, fresh_models):
         r = retrieval_settings(lib, kb)
         assert r.rerank and "fake-reranker" in r.reranker_model and "rk" not in r.reranker_model
         assert lib.server_key(kb, r.reranker_model) == "rk"
+
+
+@pytest.mark.slow
+def test_lab_shows_rerank_ranks_and_scores_from_a_rerank_server(data_dir, monkeypatch, fresh_models):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from services.index.library import open_library
+
+    with FakeModelServer(models=["fake-reranker"]) as s:
+        monkeypatch.setenv("WENDAO_RERANK_BASE_URL", s.url)
+        monkeypatch.setenv("WENDAO_RERANK_MODEL", "fake-reranker")
+        lib = open_library(data_dir)
+        ingest_all(lib, lib.kb("地理", create=True))
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page("components/pages/lab.py").run()
+        at.text_input[0].input("珠穆朗玛峰海拔").run()
+        assert not at.exception, [e.value for e in at.exception]
+        table = at.dataframe[0].value
+        assert table.iloc[0]["文档"] == "mountains.txt"
+        assert table["重排名次"].tolist() == [str(i) for i in range(1, len(table) + 1)]
+        assert (table["重排分数"] != "—").all()
+        assert any(r["path"].endswith("/rerank") for r in s.requests)
+
+
+@pytest.mark.slow
+def test_settings_page_switches_a_kb_to_an_embedding_server(data_dir, monkeypatch, fresh_models):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from services.index.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("地理", create=True)
+    ingest_all(lib, kb)
+    with FakeModelServer(models=["fake-e5"], key="team-key") as s:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page("components/pages/settings.py").run()
+
+        def field(label):
+            return next(t for t in at.text_input if t.label == label)
+        field("模型服务地址 base_url").input(s.url)
+        field("服务端的模型名").input("fake-e5")
+        next(b for b in at.button if b.label == "测试模型服务").click().run()
+        assert any("API Key" in e.value for e in at.error)  # 401, said in Chinese, nothing saved
+        assert not lib.embedding_model(kb).startswith("served:")
+        field("查询前缀").input("query: ")
+        field("段落前缀").input("passage: ")
+        field("模型服务 API Key").input("team-key")
+        next(b for b in at.button if b.label == "切换到该服务并重新向量化").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("已切换" in x.value for x in at.success), [e.value for e in at.error]
+        assert "fake-e5" in lib.embedding_model(kb) and "team-key" not in lib.embedding_model(kb)
+        assert search(lib, kb, "珠穆朗玛峰海拔多少").hits[0].doc == "mountains.txt"
+        fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)  # another visit: the key stays server-side
+        fresh.run()
+        fresh.switch_page("components/pages/settings.py").run()
+        key_field = next(t for t in fresh.text_input if t.label == "模型服务 API Key")
+        assert key_field.value == "" and "已保存" in key_field.proto.placeholder
+        assert "team-key" not in "".join(str(t.value) for t in fresh.text_input)

@@ -263,25 +263,21 @@ class Library:
             with self.store._lock:  # background jobs a dead owner was running start again
                 self.store.db.execute(
                     "UPDATE jobs SET status='queued', stage='', done=0 WHERE status IN ('running','cancelling')")
-            self.queue_pending_vectors()
+                queued = {tuple(r) for r in self.store.db.execute(
+                    "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status='queued'")}
+                for kb_id, doc_id in self.store.dense_pending():  # keyword-only documents get their vectors
+                    if (kb_id, doc_id) not in queued:
+                        self.store.db.execute(
+                            "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
+                            " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
+                            " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
             self._sweep_indexes()
         return removed
 
-    def queue_pending_vectors(self, kb_ids: set[int] | None = None) -> int:
-        """Queue a background 'vectors' job for every keyword-only document (a crash, or an embedding
-        server that was down) that has none queued or running; returns how many were queued."""
-        added = 0
-        with self.store._lock:
-            queued = {tuple(r) for r in self.store.db.execute(
-                "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status IN ('queued','running')")}
-            for kb_id, doc_id in self.store.dense_pending():  # keyword-only documents get their vectors
-                if (kb_id, doc_id) not in queued and (kb_ids is None or kb_id in kb_ids):
-                    self.store.db.execute(
-                        "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
-                        " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
-                        " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
-                    added += 1
-        return added
+    def queue_pending_vectors(self, kb_ids: set[int]) -> int:
+        """Queue a background 'vectors' job for each keyword-only document of these KBs (an embedding
+        server was down when they were uploaded) that has none queued or running; returns how many."""
+        return self.store.queue_vectors_jobs([(k, d) for k, d in self.store.dense_pending() if k in kb_ids])
 
     def _adopt_legacy_collections(self, kbs: dict) -> None:
         """Data dirs from before collections were recorded: adopt each KB's dense collection (named

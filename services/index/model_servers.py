@@ -83,3 +83,18 @@ def save_server_key(lib: Library, kb: KnowledgeBase, base_url: str, api_key: str
 
 def _saved_keys(lib: Library, kb: KnowledgeBase) -> list[dict]:
     return list(lib.store.get_kb(kb.id).settings.get("model_server_keys") or [])
+
+
+def served_embedders(current: str) -> list[str]:
+    """Served embedding models to offer in the model list: the KB's own (when served) and the server's
+    default (WENDAO_EMBEDDING_BASE_URL + WENDAO_EMBEDDING_MODEL)."""
+    from services.index.models import default_embedder
+
+    return [n for n in dict.fromkeys([current, default_embedder()]) if parse_served(n)]
+
+
+def served_rerankers(current: str) -> list[str]:
+    """Served rerankers to offer: the KB's own (when served) and WENDAO_RERANK_BASE_URL + _MODEL's."""
+    from services.config import default_reranker
+
+    return [n for n in dict.fromkeys([current, default_reranker()]) if parse_served(n)]

@@ -316,6 +316,22 @@ class Store:
         return [tuple(r) for r in self.db.execute(
             "SELECT kb_id, id FROM documents WHERE kb_id=? AND status='ready' AND dense_state='pending'", (kb_id,))]
 
+    def queue_vectors_jobs(self, pairs: list[tuple[int, str]]) -> int:
+        """Queue a 'vectors' job for each (kb_id, doc_id) that has none queued or running; returns how many."""
+        added = 0
+        with self._lock:
+            active = {tuple(r) for r in self.db.execute(
+                "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status IN ('queued','running')")}
+            for kb_id, doc_id in pairs:
+                if (kb_id, doc_id) not in active:
+                    self.db.execute(
+                        "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
+                        " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
+                        " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
+                    active.add((kb_id, doc_id))
+                    added += 1
+        return added
+
     def stage_chunks(self, kb_id: int, doc_id: str, chunks: list[Chunk], index_rows: list[tuple] | None = None) -> list[int]:
         """Write a new version of a document's chunks as `pending` (invisible to search)."""
         with self._lock, self.transaction():
