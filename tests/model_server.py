@@ -8,7 +8,8 @@ are the bigram overlap of query and document. It records every request (path, mo
 Authorization header) and the most requests it had in flight at once; `delay` slows each request.
 `stop()` closes the port and `start()` opens the same port again (a server that goes away and comes
 back). `key` makes it demand "Bearer <key>" (401 otherwise); `models` are the names it serves (404 for
-others, as vLLM and OpenAI answer); `listed` overrides what /models shows.
+others, as vLLM and OpenAI answer); `listed` overrides what /models shows; `base64` says whether it
+honours, ignores or rejects encoding_format "base64".
 """
 from __future__ import annotations
 
@@ -103,8 +104,17 @@ class _Handler(BaseHTTPRequestHandler):
                                        "code": 404}})
             return
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        base64 = body.get("encoding_format") == "base64"
+        if base64 and owner.base64 == "reject":  # e.g. an older server: 400 on the parameter
+            self._json(400, {"error": {"message": "encoding_format 'base64' is not supported", "code": 400}})
+            return
         data = [{"object": "embedding", "index": i, "embedding": fake_vector(t, owner.dim, owner.variant)}
                 for i, t in enumerate(texts)]
+        if base64 and owner.base64 == "yes":
+            import base64 as b64
+
+            for d in data:
+                d["embedding"] = b64.b64encode(np.asarray(d["embedding"], "<f4").tobytes()).decode()
         self._json(200, {"object": "list", "data": data, "model": model,
                          "usage": {"prompt_tokens": 0, "total_tokens": 0}})
 
@@ -137,6 +147,7 @@ class FakeModelServer:
         self.models, self.dim, self.key, self.rerank_shape = list(models), dim, key, rerank_shape
         self.delay, self.list_models = delay, list_models
         self.variant = 0
+        self.base64 = "yes"  # encoding_format "base64": "yes" honours it, "ignore" sends floats, "reject" says 400
         self.connections: set = set()  # open client connections, cut by stop()
         self.listed: list[str] | None = None  # what /models shows (default: `models`)
         self.requests: list[dict] = []

@@ -107,6 +107,19 @@ def test_requests_are_batched_by_count_and_tokens_with_limited_concurrency(monke
     assert abs(float(vectors[7] @ expected) - 1.0) < 1e-5  # vectors come back in input order
 
 
+@pytest.mark.parametrize("base64", ["yes", "ignore", "reject"])
+def test_vectors_arrive_whichever_number_format_the_server_speaks(base64, served_env):
+    from model_server import fake_vector
+    from services.index.embedding import load_embedder
+    from services.index.models import default_embedder
+
+    served_env.base64 = base64
+    embedder = load_embedder(default_embedder())
+    vector = embedder.encode_passages(["黄河是中国第二长河"])[0]
+    assert abs(float(vector @ fake_vector("passage: 黄河是中国第二长河", embedder.dim)) - 1.0) < 1e-5
+    assert embedder.encoding == ("float" if base64 == "reject" else "base64")
+
+
 @pytest.mark.parametrize("case, error, words", [
     ("unreachable", "ModelServerUnreachable", "无法连接"),
     ("wrong key", "ModelServerAuth", "API Key"),

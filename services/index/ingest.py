@@ -138,7 +138,8 @@ def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes 
             raise prepared.embedder_error
         embedded = _complete_dense(lib, kb, doc_id, ids, prepared.texts, prepared.embedder, progress, timer)
     except Exception as exc:  # noqa: BLE001 - keyword search keeps working; the vectors can be rebuilt
-        log.warning("vectors of %r not written", doc.filename, exc_info=exc is not prepared.embedder_error)
+        log.warning("vectors of %r not written: %s", doc.filename, type(exc).__name__,
+                    exc_info=not isinstance(exc, errors.ModelServerError))  # a server outage needs no traceback
         reason = exc.message_zh if isinstance(exc, errors.WendaoError) else "内部错误（详情见服务器日志）"
         later = ("模型服务恢复后会在后台自动补全向量" if isinstance(exc, errors.ModelServerError)
                  else "可在文档库“重建索引”")

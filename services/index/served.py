@@ -10,8 +10,9 @@ OPENAI_API_KEY) whose configured base_url is the same endpoint. So a key goes on
 
 `ServedEmbedder` has the interface of the in-process embedders (`encode_passages`, `encode_query`,
 `count_tokens`, `dim`, `fingerprint`, `fingerprint_id`). Requests go through the `openai` SDK
-(timeouts, retries with backoff on connection errors, 429 and 5xx), in batches limited by count and
-by an estimate of tokens, at most `concurrency` requests in flight per model. Every failure becomes a
+(timeouts, retries with backoff on connection errors, 429 and 5xx), texts sorted by length and cut
+into batches limited by count and by an estimate of tokens, at most `concurrency` requests in flight
+per model, vectors as base64 (floats from servers without it). Every failure becomes a
 typed services.errors.ModelServerError with a Chinese message (unreachable, 401/403, model not served,
 timeout, wrong dimension).
 
@@ -197,6 +198,7 @@ class ServedEmbedder:
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)
         self._lock = threading.Lock()
         self.requests = 0
+        self.encoding = "base64"  # 4 bytes a number instead of JSON decimals; "float" for servers without it
         probe = self._probe()
         self.dim = int(probe.shape[1])
         self._check_listed()
@@ -262,15 +264,16 @@ class ServedEmbedder:
         """Passage vectors (L2-normalised), in batches sent concurrently (up to `concurrency`)."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        prefixed = [self.served.passage_prefix + t for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch: less padding
+        prefixed = [self.served.passage_prefix + texts[i] for i in order]
         groups = batches(prefixed, batch_size or self.settings.batch_size, self.settings.max_batch_tokens)
         out = np.zeros((len(texts), self.dim), np.float32)
         if len(groups) == 1:
-            out[:] = self._embed(prefixed)
+            out[order] = self._embed(prefixed)
             return out
         with ThreadPoolExecutor(min(len(groups), self.settings.concurrency)) as pool:
             for idx, vectors in zip(groups, pool.map(lambda g: self._embed([prefixed[i] for i in g]), groups)):
-                out[idx] = vectors
+                out[[order[i] for i in idx]] = vectors
         return out
 
     def encode_query(self, text: str) -> np.ndarray:
@@ -288,7 +291,15 @@ class ServedEmbedder:
     def _embed(self, inputs: list[str], check_dim: bool = True) -> np.ndarray:
         with self._slots:
             try:
-                response = self._client.embeddings.create(model=self.served.model, input=inputs, encoding_format="float")
+                try:
+                    response = self._client.embeddings.create(model=self.served.model, input=inputs,
+                                                              encoding_format=self.encoding)
+                except Exception as exc:  # noqa: BLE001 - a server without base64 output: ask for floats
+                    if self.encoding != "base64" or getattr(exc, "status_code", None) not in (400, 422) or \
+                            "encoding" not in str(exc).lower() and "base64" not in str(exc).lower():
+                        raise
+                    self.encoding = "float"
+                    response = self._client.embeddings.create(model=self.served.model, input=inputs, encoding_format="float")
             except Exception as exc:  # noqa: BLE001 - the SDK raises its own hierarchy; translated below
                 raise translate(exc, self.served.base_url, self.served.model) from None
             finally:
@@ -297,7 +308,7 @@ class ServedEmbedder:
         if len(data) != len(inputs):
             raise errors.ModelServerBadResponse(f"向量模型服务返回了 {len(data)} 个向量，请求的是 {len(inputs)} 个。")
         try:
-            vectors = np.asarray([d.embedding for d in data], np.float32)
+            vectors = np.asarray([_decoded(d.embedding) for d in data], np.float32)
         except (ValueError, TypeError) as exc:
             raise errors.ModelServerBadResponse("向量模型服务返回的向量长度不一致。") from exc
         if vectors.ndim != 2 or not vectors.shape[1]:
@@ -308,6 +319,16 @@ class ServedEmbedder:
                 "请确认服务的模型，然后在文档库“重建索引”。")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
+
+
+def _decoded(embedding) -> np.ndarray | list:
+    """A vector as sent: base64 of little-endian float32 (OpenAI's encoding_format "base64"), or numbers
+    (servers that ignore the format)."""
+    if isinstance(embedding, str):
+        import base64
+
+        return np.frombuffer(base64.b64decode(embedding), "<f4")
+    return embedding
 
 
 class _Spec:
