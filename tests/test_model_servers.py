@@ -26,13 +26,13 @@ def fresh_models():
     from services.index import embedding
     from services.search import rerank
 
-    embedding._EMBEDDERS.clear()
+    for cache in (embedding._EMBEDDERS, embedding._FAILED, rerank._RERANKERS):
+        cache.clear()
     embedding.clear_query_cache()
-    rerank._RERANKERS.clear()
     yield
-    embedding._EMBEDDERS.clear()
+    for cache in (embedding._EMBEDDERS, embedding._FAILED, rerank._RERANKERS):
+        cache.clear()
     embedding.clear_query_cache()
-    rerank._RERANKERS.clear()
 
 
 @pytest.fixture
@@ -248,6 +248,8 @@ def test_server_down_mid_ingest_leaves_kb_consistent_and_vectors_follow(monkeypa
 
 
 def test_server_down_before_first_upload_still_indexes_keywords(monkeypatch, lib, fresh_models):
+    import time
+
     with FakeModelServer(models=["fake-e5"]) as s:
         monkeypatch.setenv("WENDAO_EMBEDDING_BASE_URL", s.url)
         monkeypatch.setenv("WENDAO_EMBEDDING_MODEL", "fake-e5")
@@ -259,8 +261,15 @@ def test_server_down_before_first_upload_still_indexes_keywords(monkeypatch, lib
         from services.index.maintenance import check
 
         assert check(lib, kb)["ok"]
+        started = time.perf_counter()  # searches meanwhile answer by keywords at once, without waiting on the server
+        result_down = search(lib, kb, "带薪年假有几天", mode="hybrid")
+        assert time.perf_counter() - started < 1.0 and "只按关键词" in result_down.notice
+        assert result_down.hits[0].doc == "leave.txt"
         s.start()
+        from services.index import embedding
         from services.index.ingest import complete_pending_vectors
+
+        embedding._FAILED.clear()  # as SERVER_RETRY_AFTER_S later
 
         assert complete_pending_vectors(lib, kb, result.doc_id) > 0
         assert search(lib, kb, "带薪年假有几天").hits[0].doc == "leave.txt"

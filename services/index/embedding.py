@@ -23,6 +23,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -269,6 +270,8 @@ def clear_query_cache() -> None:
 _EMBEDDERS: dict[object, object] = {}  # by name (or (name, key hash) for a server with a key)
 _EMBEDDERS_LOCK = threading.Lock()
 _LOADING: dict[object, threading.Lock] = {}
+_FAILED: dict[object, tuple[float, Exception]] = {}  # served models whose server did not answer, and when
+SERVER_RETRY_AFTER_S = 5.0
 
 
 def load_embedder(name_or_path: str, api_key: str = ""):
@@ -285,7 +288,15 @@ def load_embedder(name_or_path: str, api_key: str = ""):
         lock = _LOADING.setdefault(key, threading.Lock())
     with lock:  # one load per model at a time; a slow server does not hold up other models
         if key not in _EMBEDDERS:
-            _EMBEDDERS[key] = _load_any(name_or_path, api_key)
+            failed = _FAILED.get(key)
+            if failed and time.monotonic() - failed[0] < SERVER_RETRY_AFTER_S:
+                raise failed[1]  # a server that was just down: say so at once instead of waiting again
+            try:
+                _EMBEDDERS[key] = _load_any(name_or_path, api_key)
+            except errors.ModelServerError as exc:
+                _FAILED[key] = (time.monotonic(), exc)
+                raise
+            _FAILED.pop(key, None)
         return _EMBEDDERS[key]
 
 

@@ -193,8 +193,11 @@ class ServedEmbedder:
         self.name = served.name
         self.spec = _Spec(served)
         self.max_tokens = 512
+        from openai import Timeout  # the SDK's own HTTP library's type (httpx or its successor)
+
         self._client = OpenAI(base_url=served.base_url, api_key=api_key or "not-needed",
-                              timeout=self.settings.timeout, max_retries=self.settings.max_retries)
+                              timeout=Timeout(self.settings.timeout, connect=min(5.0, self.settings.timeout)),
+                              max_retries=self.settings.max_retries)
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)
         self._lock = threading.Lock()
         self.requests = 0
