@@ -220,7 +220,6 @@ def test_server_key_goes_only_to_its_own_endpoint(monkeypatch, lib, fresh_models
 def test_server_down_mid_ingest_leaves_kb_consistent_and_vectors_follow(monkeypatch, served_env, lib):
     from services.index.maintenance import check
     from services.index.pending import queue_when_servers_back
-    from services.search import retrieval  # noqa: F401
     from services import worker
 
     monkeypatch.setenv("WENDAO_MODEL_SERVER_RETRIES", "0")  # fail fast; retries are the SDK's own
@@ -308,6 +307,8 @@ def test_rerank_server_down_answers_without_reranking(monkeypatch, lib, fresh_mo
         settings = RetrievalSettings(mode="bm25", rerank=True, reranker_model=served_name(s.url, "fake-reranker"))
         result = Retriever(lib, kb, settings).search("年假")
         assert result.hits[0].doc == "leave.txt" and "无法连接到重排模型服务" in result.notice
+        again = Retriever(lib, kb, settings).search("年假")  # right after: not waiting on the server again
+        assert again.timings_ms["rerank"] < 100 and "无法连接到重排模型服务" in again.notice
 
 
 def test_use_rerank_server_saves_settings_and_key(lib, fresh_models):

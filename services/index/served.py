@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -111,13 +111,12 @@ class ServerSettings:
 
     @classmethod
     def from_env(cls) -> "ServerSettings":
-        env = os.environ.get
-        return cls(timeout=float(env("WENDAO_MODEL_SERVER_TIMEOUT", "60")),
-                   max_retries=int(env("WENDAO_MODEL_SERVER_RETRIES", "2")),
-                   batch_size=max(1, int(env("WENDAO_MODEL_SERVER_BATCH", "32"))),
-                   max_batch_tokens=max(64, int(env("WENDAO_MODEL_SERVER_BATCH_TOKENS", "16384"))),
-                   concurrency=max(1, int(env("WENDAO_MODEL_SERVER_CONCURRENCY", "4"))),
-                   reprobe_s=float(env("WENDAO_MODEL_SERVER_REPROBE_S", "600")))
+        return cls(timeout=float(os.environ.get("WENDAO_MODEL_SERVER_TIMEOUT", "60")),
+                   max_retries=int(os.environ.get("WENDAO_MODEL_SERVER_RETRIES", "2")),
+                   batch_size=max(1, int(os.environ.get("WENDAO_MODEL_SERVER_BATCH", "32"))),
+                   max_batch_tokens=max(64, int(os.environ.get("WENDAO_MODEL_SERVER_BATCH_TOKENS", "16384"))),
+                   concurrency=max(1, int(os.environ.get("WENDAO_MODEL_SERVER_CONCURRENCY", "4"))),
+                   reprobe_s=float(os.environ.get("WENDAO_MODEL_SERVER_REPROBE_S", "600")))
 
 
 def estimate_tokens(text: str) -> int:

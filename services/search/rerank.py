@@ -127,7 +127,9 @@ class ServedReranker:
         self.settings = settings or ServerSettings.from_env()
         self.url = served.base_url.rstrip("/") + "/rerank"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(timeout=self.settings.timeout, headers=headers)
+        self._http = httpx.Client(timeout=httpx.Timeout(self.settings.timeout, connect=min(5.0, self.settings.timeout)),
+                                  headers=headers)
+        self._down: tuple[float, Exception] | None = None  # when the server last failed to answer, and how
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)
         self.shape = "cohere"  # or "tei", learnt from the server's first answer
         self.device = "模型服务"
@@ -138,15 +140,21 @@ class ServedReranker:
         """Relevance score per passage (higher = more relevant), in the passages' order."""
         if not passages:
             return []
+        if self._down and time.monotonic() - self._down[0] < 5.0:
+            raise self._down[1]  # just failed: searches meanwhile go on without reranking at once
         start = time.perf_counter()
         size = self.settings.batch_size
         groups = [list(range(i, min(i + size, len(passages)))) for i in range(0, len(passages), size)]
         scores = [0.0] * len(passages)
-        first = self._request(query, [passages[i] for i in groups[0]])  # learns the shape before going parallel
-        results = [first]
-        if len(groups) > 1:
-            with ThreadPoolExecutor(min(len(groups) - 1, self.settings.concurrency)) as pool:
-                results += list(pool.map(lambda g: self._request(query, [passages[i] for i in g]), groups[1:]))
+        try:
+            results = [self._request(query, [passages[i] for i in groups[0]])]  # learns the shape before going parallel
+            if len(groups) > 1:
+                with ThreadPoolExecutor(min(len(groups) - 1, self.settings.concurrency)) as pool:
+                    results += list(pool.map(lambda g: self._request(query, [passages[i] for i in g]), groups[1:]))
+        except (errors.ModelServerUnreachable, errors.ModelServerTimeout) as exc:
+            self._down = (time.monotonic(), exc)
+            raise
+        self._down = None
         for group, got in zip(groups, results):
             for i, value in zip(group, got):
                 scores[i] = value
