@@ -181,6 +181,18 @@ def test_another_model_under_the_same_name_asks_for_a_rebuild(served_env, lib):
     assert check(lib, kb)["ok"]
 
 
+def test_a_running_app_notices_the_swap_at_its_next_probe(monkeypatch, served_env, lib):
+    from services import errors
+
+    monkeypatch.setenv("WENDAO_MODEL_SERVER_REPROBE_S", "0")  # probe before every use (default: every 10 minutes)
+    kb = lib.kb("运行中换模型", create=True)
+    ingest_all(lib, kb)
+    assert search(lib, kb, "泰山").hits
+    served_env.variant = 2  # swapped behind the same name while the app keeps its client
+    with pytest.raises(errors.IndexMismatch):
+        search(lib, kb, "珠穆朗玛峰")
+
+
 def test_same_model_again_keeps_its_identity(served_env, lib):
     """A restart (new client, new probe) of the same model reuses the index without a rebuild."""
     from services.index import embedding
