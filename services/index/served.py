@@ -183,7 +183,7 @@ class ServedEmbedder:
     """Embeddings from an OpenAI-compatible `/embeddings` endpoint (see the module docstring)."""
 
     def __init__(self, served: ServedModel, api_key: str = "", settings: ServerSettings | None = None):
-        from openai import OpenAI
+        from openai import OpenAI, Timeout  # Timeout: the SDK's own HTTP library's type
 
         if not served.base_url or not served.model:
             raise errors.ModelLoadError("模型服务需要填写接口地址（base_url）和模型名。")
@@ -192,8 +192,6 @@ class ServedEmbedder:
         self.name = served.name
         self.spec = _Spec(served)
         self.max_tokens = 512
-        from openai import Timeout  # the SDK's own HTTP library's type (httpx or its successor)
-
         self._client = OpenAI(base_url=served.base_url, api_key=api_key or "not-needed",
                               timeout=Timeout(self.settings.timeout, connect=min(5.0, self.settings.timeout)),
                               max_retries=self.settings.max_retries)
