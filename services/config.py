@@ -5,6 +5,7 @@ per-knowledge-base parts (retrieval/chunking/LLM) and persists them in the store
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -137,6 +138,44 @@ def restore_redacted(typed: str, actual: str) -> str:
     return actual if typed.strip() and typed.strip() == redact_url(actual) else typed
 
 
+SERVED = "served:"  # names of models behind an HTTP model server start with this
+
+
+def served_name(base_url: str, model: str, query_prefix: str = "", passage_prefix: str = "") -> str:
+    """The name recorded for a model behind a model server (an OpenAI-compatible /embeddings or a
+    /rerank endpoint): "served:" + JSON of its endpoint, served model name and the prefixes put before
+    queries and passages. Self-describing and secret-free (keys are resolved per endpoint when the
+    model is loaded), so a KB's settings say exactly which server and model built its vectors."""
+    entry = {"base_url": base_url.strip(), "model": model.strip()}
+    if query_prefix or passage_prefix:
+        entry.update(query_prefix=query_prefix, passage_prefix=passage_prefix)
+    return SERVED + json.dumps(entry, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def server_key_pairs() -> list[tuple[str, str]]:
+    """(base_url, key) of every server-side model endpoint configured in the environment: the
+    embedding server, the rerank server and the LLM endpoint. A key is only ever sent to the
+    endpoint it is paired with here (see `same_endpoint`)."""
+    pairs = [(os.environ.get(url, ""), os.environ.get(key, ""))
+             for url, key in (("WENDAO_EMBEDDING_BASE_URL", "WENDAO_EMBEDDING_API_KEY"),
+                              ("WENDAO_RERANK_BASE_URL", "WENDAO_RERANK_API_KEY"),
+                              ("OPENAI_BASE_URL", "OPENAI_API_KEY"))]
+    return [(url, key) for url, key in pairs if key]
+
+
+def default_reranker() -> str:
+    """The reranker new settings start with: the rerank server's model when WENDAO_RERANK_BASE_URL
+    and WENDAO_RERANK_MODEL are set, else bge-reranker-base (in-process, when its weights are there)."""
+    url, model = os.environ.get("WENDAO_RERANK_BASE_URL", "").strip(), os.environ.get("WENDAO_RERANK_MODEL", "").strip()
+    return served_name(url, model) if url and model else "bge-reranker-base"
+
+
+def rerank_by_default() -> bool:
+    """Reranking is on by default where the server has a rerank endpoint configured (off otherwise:
+    no reranker weights ship offline)."""
+    return default_reranker().startswith(SERVED)
+
+
 @dataclass
 class RetrievalSettings:
     """How a query is answered from the indexes; every field is tunable in the UI."""
@@ -148,8 +187,8 @@ class RetrievalSettings:
     bm25_top_k: int = 50
     dense_top_k: int = 50
     top_k: int = 5
-    rerank: bool = False
-    reranker_model: str = "bge-reranker-base"
+    rerank: bool = field(default_factory=rerank_by_default)
+    reranker_model: str = field(default_factory=default_reranker)
     rerank_top_n: int = 20
     merge_windows: bool = True
 

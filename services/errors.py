@@ -179,6 +179,30 @@ def storage_error(exc: BaseException, free_bytes: int | None = None) -> StorageE
             return ReadOnlyStorage()
         exc = exc.__cause__ or exc.__context__
     return None
+class ModelServerError(ModelLoadError):
+    """A model server (OpenAI-compatible /embeddings, a /rerank endpoint) could not be used."""
+
+    default_message = "模型服务调用失败。"
+
+
+class ModelServerUnreachable(ModelServerError):
+    default_message = "无法连接到模型服务，请检查接口地址是否正确、服务是否已启动。"
+
+
+class ModelServerAuth(ModelServerError):
+    default_message = "模型服务拒绝了 API Key（401/403），请检查密钥是否正确。"
+
+
+class ModelNotServed(ModelServerError):
+    default_message = "模型服务没有提供这个模型，请检查模型名称。"
+
+
+class ModelServerTimeout(ModelServerError):
+    default_message = "模型服务响应超时（重试后仍失败），请稍后再试或调大超时时间。"
+
+
+class ModelServerBadResponse(ModelServerError):
+    default_message = "模型服务的返回内容不符合预期（例如向量维度不对）。"
 
 
 class IndexMismatch(WendaoError):

@@ -14,8 +14,10 @@ from services.documents.text import display_name
 from services.documents.tokenizer import term_spans
 from services.index.ingest import STAGE_ZH
 from services.index.library import OPTIMIZE_FROM_CHUNKS
+from services.index.model_servers import served_embedders, served_rerankers
 from services.index.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models, resolve
 from services.index.repositories import ACTIVE, ApiKey, AuditEvent, ConversationInfo, Job, User
+from services.index.served import display_name as model_label
 from services.index.store import Document, KnowledgeBase
 from services.search.fusion import METHODS
 from services.search.retrieval import MODES, Hit, SearchResult
@@ -28,5 +30,5 @@ __all__ = [
     "MIB", "MODELS", "MODES", "OPTIMIZE_FROM_CHUNKS", "RetrievalSettings", "STAGE_ZH", "STRATEGIES",
     "SUPPORTED_EXTENSIONS", "SearchResult", "User", "availability", "display_name", "embedding_models", "format_mb",
     "page_for_offset", "page_label", "page_ranges", "parse_markers", "parse_questions", "redact_url", "reranker_models", "resolve",
-    "restore_redacted", "sample_question_lines", "term_spans",
+    "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
 ]

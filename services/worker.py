@@ -17,6 +17,7 @@ core imports it).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from services.index.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3
+VECTORS_RETRY_S = float(os.environ.get("WENDAO_VECTORS_RETRY_S", "30"))  # idle worker: are model servers back?
 # kinds whose handler checks `cancelled()` while running; others can be cancelled only while queued
 CANCELLABLE_WHILE_RUNNING = {"finetune", "evaluate", "reembed", "sample"}
 
@@ -197,6 +199,7 @@ class Worker(Runner):
         return not self.lib.store.jobs.any_active()
 
     def _loop(self) -> None:
+        last_retry = time.monotonic()
         while True:
             try:
                 job = self._next()
@@ -204,10 +207,22 @@ class Worker(Runner):
                 log.exception("the worker could not take the next job")
                 job = None
             if job is None:
+                if time.monotonic() - last_retry >= VECTORS_RETRY_S and self.lib.owner:
+                    last_retry = time.monotonic()
+                    self._retry_vectors()
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
                 continue
             self.run_one(*job)
+
+    def _retry_vectors(self) -> None:
+        """Queue the vectors a model server's outage left pending, once it answers again."""
+        from services.index.pending import queue_when_servers_back
+
+        try:
+            queue_when_servers_back(self.lib)
+        except Exception:  # noqa: BLE001 - a retry tick must never stop the worker
+            log.exception("retrying pending vectors failed")
 
     def _next(self):
         if self.lib.closed or not (self.lib.owner or self.lib.try_own()):

@@ -421,6 +421,54 @@ class KB:
         reranker.score("测试", ["测试段落"] * 10)
         return reranker
 
+    # --- model servers (where the KB's chunks and questions are sent: owners only) -----------------------
+    def embedding_server_form(self) -> dict:
+        """The settings form's start values for an embedding server (never a key, only where one comes from)."""
+        from services.index.model_servers import embedding_server_form
+
+        return embedding_server_form(self.lib, self.row)
+
+    def try_embedding_server(self, base_url: str, model: str, query_prefix: str = "", passage_prefix: str = "",
+                             api_key: str = "") -> dict:
+        """One probe through the server as the form describes, nothing saved: {"dim", "ms"}."""
+        from services.index.model_servers import try_embedding_server
+
+        self._need("owner")
+        self._check_url(base_url)
+        return try_embedding_server(self.lib, self.row, base_url, model, query_prefix, passage_prefix, api_key)
+
+    def use_embedding_server(self, base_url: str, model: str, query_prefix: str = "", passage_prefix: str = "",
+                             api_key: str = "") -> int:
+        """Embed this KB through the server from now on: a typed key is tested and saved for exactly that
+        endpoint, then a re-embed job is queued (search keeps the old vectors until it is done)."""
+        from services.config import served_name
+        from services.index.model_servers import save_server_key, try_embedding_server
+
+        self._need("owner")
+        self.lib.require_owner()
+        if not base_url.strip() or not model.strip():
+            raise errors.ModelLoadError("请填写模型服务的接口地址（base_url）和模型名。")
+        self._check_url(base_url)
+        if api_key:
+            try_embedding_server(self.lib, self.row, base_url, model, query_prefix, passage_prefix, api_key)
+            save_server_key(self.lib, self.row, base_url, api_key)
+        self._audit("embedding_server_used", redact_url(base_url))
+        return self.reembed(served_name(base_url, model, query_prefix, passage_prefix))
+
+    def use_rerank_server(self, base_url: str, model: str, api_key: str = "") -> dict:
+        """Rerank this KB's searches through a /rerank server (tested first): {"ms_per_100"}."""
+        from services.search.rerank import use_rerank_server
+
+        self._need("owner")
+        self._check_url(base_url)
+        result = use_rerank_server(self.lib, self.row, base_url, model, api_key)
+        self.refresh()
+        self._audit("rerank_server_used", redact_url(base_url))
+        return result
+
+    def _check_url(self, base_url: str) -> None:
+        self._check_endpoint(LLMSettings(base_url=base_url))
+
     # --- search and answers ----------------------------------------------------------------------
     def retriever(self, settings: RetrievalSettings | None = None, doc_ids: list[str] | None = None):
         from services.search.retrieval import Retriever

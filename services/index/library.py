@@ -29,6 +29,7 @@ from services.index.bm25 import BM25Index, SparseVector
 from services.config import data_dir
 from services.index.embedding import EmbeddingCache, load_embedder
 from services.index.models import BUNDLED_EMBEDDER, default_embedder
+from services.index.served import display_name
 from services.index.store import KnowledgeBase, Store
 from services.index.vectors import (Backend, IndexSpec, ScoredId, ServerBackend, default_backend, dense_collection_name,
                               kb_prefix)
@@ -134,7 +135,21 @@ class Library:
         return default_embedder()
 
     def embedder(self, kb: KnowledgeBase):
-        return load_embedder(self.embedding_model(kb))
+        """The KB's embedder (loaded once per process); for a served model, with the key for its
+        endpoint (`server_key`)."""
+        name = self.embedding_model(kb)
+        return load_embedder(name, self.server_key(kb, name))
+
+    def server_key(self, kb: KnowledgeBase, name: str) -> str:
+        """The API key for a served model's endpoint: one saved in this KB for exactly that base_url,
+        else a server-side key configured for the same endpoint, else "" (services.index.served.key_for).
+        "" for in-process models."""
+        from services.index.served import key_for, parse_served
+
+        served = parse_served(name)
+        if served is None:
+            return ""
+        return key_for(served.base_url, self.store.get_kb(kb.id).settings.get("model_server_keys") or [])
 
     def dense_index(self, kb: KnowledgeBase) -> dict | None:
         """The dense collection this KB uses: {"collection", "fingerprint", "dim", "model"}, or None."""
@@ -283,6 +298,11 @@ class Library:
             self._sweep_indexes()
         return removed
 
+    def queue_pending_vectors(self, kb_ids: set[int]) -> int:
+        """Queue a background 'vectors' job for each keyword-only document of these KBs (an embedding
+        server was down when they were uploaded) that has none queued or running; returns how many."""
+        return self.store.jobs.queue_vectors([(k, d) for k, d in self.store.dense_pending() if k in kb_ids])
+
     def _adopt_legacy_collections(self, kbs: dict) -> None:
         """Data dirs from before collections were recorded: adopt each KB's dense collection (named
         after its model, `kb<id>__<model>`) instead of dropping it; its fingerprint is filled in the
@@ -388,7 +408,8 @@ class Library:
         record = self._settle_legacy(kb, record, embedder)
         if record["fingerprint"] != embedder.fingerprint_id:
             raise errors.IndexMismatch(
-                f"知识库的向量索引由另一个模型建立（{record.get('model')}），与当前模型不一致。请在文档库中“重建索引”。")
+                f"知识库的向量索引由另一个模型建立（{display_name(str(record.get('model')))}），与当前模型不一致"
+                "（模型服务换了模型时也会这样）。请在文档库中“重建索引”。")
         if self.dense_from_cache:
             return self._dense_from_cache(kb, record, vector, limit, doc_ids)
         return self.backend.search(record["collection"], vector, limit, False, doc_ids)

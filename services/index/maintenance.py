@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from services import errors
 from services.index.bm25 import BM25Index, decode_terms
 from services.index.index_text import StoredIndexTexts, index_rows
 from services.index.library import Library
@@ -125,17 +126,20 @@ def _check_dense(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
     else:
         ids = lib.backend.ids(record["collection"])
     pending = lib.store.chunk_ids_of(kb.id, [d for _, d in lib.store.dense_pending(kb.id)])
+    notes = []
     try:
         embedder = lib.embedder(kb)
         if embedder.fingerprint_id != record["fingerprint"]:
             problems.append("the embedding model changed since the collection was built (run reindex)")
+    except errors.ModelServerError as exc:  # the indexes still agree with SQLite; the model is checked when it is back
+        notes.append(f"embedding model server not answering, model identity not verified: {type(exc).__name__}")
     except Exception as exc:  # noqa: BLE001 - a model that cannot load is a finding, not a crash
         problems.append(f"embedding model cannot be loaded: {type(exc).__name__}")
     if stray:
         problems.append(f"{len(stray)} collections not recorded for this KB")
     return {"collection": record["collection"], "fingerprint": record["fingerprint"], "points": len(ids),
             "missing": len(live - ids - pending), "orphans": len(ids - live), "vectors_pending": len(pending - ids),
-            "stray_collections": stray, "problems": problems}
+            "stray_collections": stray, "problems": problems, "notes": notes}
 
 
 def _check_dense_cache(lib: Library, kb: KnowledgeBase, live: set[int], record: dict) -> dict:
@@ -149,4 +153,4 @@ def _check_dense_cache(lib: Library, kb: KnowledgeBase, live: set[int], record: 
     missing = (live & set(keys)) - have - pending if dim else set()
     return {"collection": record["collection"], "fingerprint": record["fingerprint"], "mode": "cache",
             "points": len(have & live), "missing": len(missing), "orphans": 0,
-            "vectors_pending": len(pending - have), "stray_collections": [], "problems": []}
+            "vectors_pending": len(pending - have), "stray_collections": [], "problems": [], "notes": []}

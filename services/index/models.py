@@ -69,9 +69,39 @@ DEFAULT_EMBEDDER = BUNDLED_TORCH_EMBEDDER
 
 
 def default_embedder() -> str:
-    """The model new knowledge bases start with: WENDAO_EMBEDDING_MODEL (a registry name, HF id or
-    local folder) when set, else DEFAULT_EMBEDDER."""
-    return os.environ.get("WENDAO_EMBEDDING_MODEL", "").strip() or DEFAULT_EMBEDDER
+    """The model new knowledge bases start with. With WENDAO_EMBEDDING_BASE_URL set, the model the
+    server serves under the name WENDAO_EMBEDDING_MODEL (prefixes: WENDAO_EMBEDDING_QUERY_PREFIX /
+    WENDAO_EMBEDDING_PASSAGE_PREFIX when set, else what `served_prefixes` knows for that name);
+    otherwise WENDAO_EMBEDDING_MODEL as a registry name, HF id or local folder, else DEFAULT_EMBEDDER."""
+    from services.config import served_name
+
+    model = os.environ.get("WENDAO_EMBEDDING_MODEL", "").strip()
+    base_url = os.environ.get("WENDAO_EMBEDDING_BASE_URL", "").strip()
+    if base_url and model:
+        known = served_prefixes(model)
+        return served_name(base_url, model, os.environ.get("WENDAO_EMBEDDING_QUERY_PREFIX", known[0]),
+                           os.environ.get("WENDAO_EMBEDDING_PASSAGE_PREFIX", known[1]))
+    return model or DEFAULT_EMBEDDER
+
+
+def served_prefixes(model: str) -> tuple[str, str]:
+    """The (query, passage) prefixes a served model name calls for. A server embeds raw text, so the
+    instructions the registry keeps for a model must be added by us: a registry name or HF id (also
+    as the last path part, e.g. "BAAI/bge-large-zh-v1.5" or a folder named after it) gets its registry
+    prefixes; other e5 names get "query: " / "passage: ", other bge-*-zh names BGE's query
+    instruction; anything else none (bge-m3, gte, OpenAI's models)."""
+    wanted = model.strip().lower()
+    base = wanted.rstrip("/").rsplit("/", 1)[-1].split(":", 1)[0]
+    for spec in MODELS.values():
+        names = (spec.name.lower(), spec.hf_id.lower(), spec.hf_id.lower().rsplit("/", 1)[-1])
+        if spec.kind == "embedding" and (wanted in names or base in names):
+            return spec.query_prefix, spec.passage_prefix
+    parts = base.replace("_", "-").split("-")
+    if "e5" in parts and "instruct" not in parts and "mistral" not in parts:  # e5-mistral takes an instruction
+        return "query: ", "passage: "
+    if base.startswith("bge-") and "zh" in base.split("-"):
+        return BGE_ZH_QUERY, ""
+    return "", ""
 
 
 def embedding_models() -> list[ModelSpec]:

@@ -19,7 +19,7 @@ def reembed(lib: Library, kb: KnowledgeBase, model: str, progress: Callable[[int
     """Re-embed all chunks of `kb` with `model`; returns the number of chunks. Raises ModelLoadError.
     When `model` resolves to the model the index was built with, only the setting changes."""
     lib.require_owner()
-    embedder = load_embedder(model)
+    embedder = load_embedder(model, lib.server_key(kb, model))
     record = lib.dense_index(kb)
     if record and record["fingerprint"] == embedder.fingerprint_id:
         lib.store.update_kb_settings(kb.id, embedding_model=model, dense_index={**record, "model": model})

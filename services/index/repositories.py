@@ -146,17 +146,21 @@ class JobRows:
         with self.store.locked():
             self.db.execute("UPDATE jobs SET status='queued', stage='', done=0 WHERE status IN ('running','cancelling')")
 
-    def queue_vectors(self, pending: list[tuple[int, str]]) -> None:
-        """A 'vectors' job for each keyword-only (kb_id, doc_id) that has none queued yet."""
+    def queue_vectors(self, pairs: list[tuple[int, str]]) -> int:
+        """A 'vectors' job for each keyword-only (kb_id, doc_id) that has none queued or running; how many."""
+        added = 0
         with self.store.locked():
-            queued = {tuple(r) for r in self.db.execute(
-                "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status='queued'")}
-            for kb_id, doc_id in pending:
-                if (kb_id, doc_id) not in queued:
+            active = {tuple(r) for r in self.db.execute(
+                "SELECT kb_id, path FROM jobs WHERE kind='vectors' AND status IN ('queued','running')")}
+            for kb_id, doc_id in pairs:
+                if (kb_id, doc_id) not in active:
                     self.db.execute(
                         "INSERT INTO jobs(kb_id, kind, filename, path, status, created_at, updated_at)"
                         " VALUES (?, 'vectors', (SELECT filename FROM documents WHERE kb_id=? AND id=?), ?,"
                         " 'queued', strftime('%s','now'), strftime('%s','now'))", (kb_id, kb_id, doc_id, doc_id))
+                    active.add((kb_id, doc_id))
+                    added += 1
+        return added
 
 
 @dataclass

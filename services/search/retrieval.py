@@ -88,19 +88,26 @@ class Retriever:
             with _timed(timings, "bm25"):
                 found = self.lib.bm25_search(self.kb, query_vector(query), s.bm25_top_k, self.doc_ids)
                 stages["bm25"] = {p.id: p.score for p in found}
+        server_down = ""
         if mode in ("dense", "hybrid"):
-            with _timed(timings, "embed_query"):
-                embedder = self.lib.embedder(self.kb)
-                vector = embed_query(embedder, query)
-            with _timed(timings, "dense"):
-                found = self.lib.dense_search(self.kb, embedder, vector, s.dense_top_k, self.doc_ids)
-                stages["dense"] = {p.id: p.score for p in found}
+            try:
+                with _timed(timings, "embed_query"):
+                    embedder = self.lib.embedder(self.kb)
+                    vector = embed_query(embedder, query)
+            except errors.ModelServerError as exc:  # hybrid answers by keywords while the model server is down
+                if mode == "dense":
+                    raise
+                server_down = f"{exc.message_zh}（本次只按关键词检索）"
+            else:
+                with _timed(timings, "dense"):
+                    found = self.lib.dense_search(self.kb, embedder, vector, s.dense_top_k, self.doc_ids)
+                    stages["dense"] = {p.id: p.score for p in found}
         with _timed(timings, "fusion"):
             fused = self._fuse(stages, mode)
         with _timed(timings, "load"):
             candidates = self._hits(stages, fused)
-        notice = ""
-        pending = len(self.lib.store.dense_pending(self.kb.id)) if mode != "bm25" else 0
+        notice = server_down
+        pending = len(self.lib.store.dense_pending(self.kb.id)) if mode != "bm25" and not server_down else 0
         if pending:
             notice = f"向量化进行中（{pending} 个文档），这些文档暂时只按关键词检索。"
         if rerank and candidates:
@@ -146,7 +153,8 @@ class Retriever:
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
         from services.search.rerank import load_reranker
 
-        reranker = load_reranker(self.settings.reranker_model)
+        name = self.settings.reranker_model
+        reranker = load_reranker(name, self.lib.server_key(self.kb, name))
         head, tail = hits[: self.settings.rerank_top_n], hits[self.settings.rerank_top_n:]
         scores = reranker.score(query, [h.text for h in head])
         for hit, score in zip(head, scores):
