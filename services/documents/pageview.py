@@ -15,7 +15,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.documents.parsing import _PDFIUM_LOCK, PageSpan
+from services.documents.parsing import PDFIUM_LOCK, PageSpan
 from services.documents.text import fold_chars
 
 HIGHLIGHT_RGBA = (255, 214, 0, 110)
@@ -115,7 +115,7 @@ def render_pdf_page(path: str | Path, doc_text: str, spans: list[PageSpan], page
     from PIL import Image, ImageDraw
 
     span = next((s for s in spans if s.page == page), None)
-    with _PDFIUM_LOCK:  # PDFium is not thread-safe
+    with PDFIUM_LOCK:  # PDFium is not thread-safe
         pdf = pdfium.PdfDocument(str(path))
         try:
             count = len(pdf)

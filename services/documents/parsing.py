@@ -235,7 +235,7 @@ def parse_html(data: bytes, filename: str) -> ParsedDocument:
 # --- PDF ------------------------------------------------------------------------------------
 _GOOD_CHAR = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbfA-Za-z0-9\s，。！？；：、“”‘’（）《》—…,.!?;:()\-%]")
 # PDFium is not thread-safe (pypdfium2 docs); Streamlit sessions and the ingest worker are threads.
-_PDFIUM_LOCK = threading.Lock()
+PDFIUM_LOCK = threading.Lock()
 # PDFium reports a hyphen that ends a line as U+0002 (it may be a real one: "27日-|10月", "zh-|hk",
 # so it stays a hyphen) and soft hyphens as U+FFFE (dropped).
 _PDFIUM_MARKS = str.maketrans({"\r": None, "\x02": "-", "\ufffe": None, "\x00": None})
@@ -339,7 +339,7 @@ def pdf_document(filename: str, page_texts: Iterable[str],
 
 
 def _locked_page_text(pdf, index: int) -> str:
-    with _PDFIUM_LOCK:
+    with PDFIUM_LOCK:
         return _pdf_page_text(pdf, index)
 
 
@@ -348,14 +348,14 @@ def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
     locked per call, not while a page is being recognised)."""
     from services.documents import ocr
 
-    with _PDFIUM_LOCK:
+    with PDFIUM_LOCK:
         pdf = _open_pdf(data)
         count = len(pdf)
     try:
-        reader = ocr.PageReader(pdf, _PDFIUM_LOCK)
+        reader = ocr.PageReader(pdf, PDFIUM_LOCK)
         doc = pdf_document(filename, (_locked_page_text(pdf, i) for i in range(count)), reader.read)
     finally:
-        with _PDFIUM_LOCK:
+        with PDFIUM_LOCK:
             pdf.close()
     if reader.over_cap:
         doc.warnings.append(f"扫描页超过 OCR 上限（每个文档 {ocr.max_pages()} 页），未识别：{', '.join(map(str, reader.over_cap))}")

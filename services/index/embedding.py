@@ -322,7 +322,7 @@ def _load(spec: ModelSpec):
         except Exception:  # noqa: BLE001 - sentence-transformers runs the same folder, only slower
             pass
     try:
-        with _short_hub_timeouts():
+        with short_hub_timeouts():
             return SentenceTransformerEmbedder(spec)
     except errors.ModelLoadError:
         raise
@@ -347,7 +347,7 @@ def open_embedder(name_or_path: str, api_key: str = ""):
     return _load_any(name_or_path, api_key)
 
 
-class _short_hub_timeouts:
+class short_hub_timeouts:
     """Fail fast instead of hanging when the hub is unreachable."""
 
     def __enter__(self):

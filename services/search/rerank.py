@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from services import errors
-from services.index.embedding import _short_hub_timeouts, pick_device
+from services.index.embedding import short_hub_timeouts, pick_device
 from services.index.models import ensure_loadable, hub_hint, resolve
 
 
@@ -38,7 +38,7 @@ class Reranker:
         kwargs = {"model_kwargs": {"torch_dtype": "float16"}} if self.device == "cuda" else {}
         offline = ensure_loadable(self.spec)
         try:
-            with _short_hub_timeouts():
+            with short_hub_timeouts():
                 self.model = CrossEncoder(self.spec.hf_id, device=self.device, max_length=max_length,
                                           local_files_only=offline, **kwargs)
         except Exception as exc:
