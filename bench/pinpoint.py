@@ -137,9 +137,9 @@ def retrieve_all(lib, kbs, plan, cache: Path) -> dict:
             a = answer_question(retriever, LLMSettings(), q.question)
             rows[q.id] = {"sources": [_hit_json(h) for h in a.sources], "refused": not a.sources or a.mode == "refused"
                           and not a.citations, "retrieval_ms": a.timings_ms.get("retrieval.total", 0.0)}
-            print(f"\r  retrieve {key} {i}/{len(todo)}", end="", file=sys.stderr)
+            if i % 50 == 0 or i == len(todo):
+                print(f"  retrieve {key} {i}/{len(todo)}", file=sys.stderr)
         if todo:
-            print(file=sys.stderr)
             cache.write_text(json.dumps(rows, ensure_ascii=False))
     return rows
 
@@ -150,9 +150,22 @@ def gold_in(text: str, answers: list[str]) -> bool:
     return contains_gold(text, answers)
 
 
-def extractive_rows(plan, retrieved) -> list[dict]:
+def old_extractive(query, hits):
+    """The extractive step before issue 21 (whole sentences, no span), from --baseline FILE (an old
+    services/answers/extractive.py, e.g. `git show 41fa5a8:services/answers/extractive.py > /tmp/old.py`)."""
+    from types import SimpleNamespace
+
+    text, picks = OLD.extractive_answer(query, hits)
+    return SimpleNamespace(picks=picks, span=None, kind=OLD.answer_type(query), ambiguous=False)
+
+
+OLD = None
+
+
+def extractive_rows(plan, retrieved, pinpoint=None) -> list[dict]:
     """Run the extractive step (services.answers.extractive.pinpoint) on each question's cached sources."""
-    from services.answers.extractive import pinpoint
+    if pinpoint is None:
+        from services.answers.extractive import pinpoint
 
     rows = []
     for key, (questions, _, _) in plan.items():
@@ -202,6 +215,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=150)
     p.add_argument("--build-only", action="store_true")
     p.add_argument("--dump", help="write the extractive rows (JSONL) here, to read the misses")
+    p.add_argument("--baseline", help="an older extractive.py to compare with (see old_extractive)")
     args = p.parse_args()
     from services.index.library import Library
 
@@ -217,6 +231,16 @@ def main() -> None:
         Path(args.dump).write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
     print("extractive answers (hybrid retrieval, no LLM)")
     print(table(extractive_table(rows)))
+    if args.baseline:
+        import importlib.util
+
+        global OLD
+        spec = importlib.util.spec_from_file_location("old_extractive", args.baseline)
+        OLD = importlib.util.module_from_spec(spec)
+        sys.modules["old_extractive"] = OLD
+        spec.loader.exec_module(OLD)
+        print("\nbefore (--baseline: whole sentences, no marked span)")
+        print(table(extractive_table(extractive_rows(plan, retrieved, old_extractive))))
 
 
 if __name__ == "__main__":

@@ -44,12 +44,17 @@ AMBIGUOUS_TEMPLATE = "有 {n} 份文档给出不同答案："
 # A picked unit "answers" the question when it covers this share of the key terms (length-weighted).
 ANSWERS_THRESHOLD = 0.4
 CONTEXT_WEIGHT = 0.25  # weight of the query terms named by the preceding unit
+CLAUSE_CONTEXT_WEIGHT = 0.5  # ... by the earlier clauses of a clause's sentence
 FOLLOW_RATIO = 0.6  # a further unit scores at least this share of the best one
 TYPE_BONUS = 0.15
-CLAUSE_FROM = 40  # sentences longer than this (characters) are cut into clauses
+LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
+CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
 MIN_CLAUSE = 8  # a shorter clause joins the next one
 SHORT_QUOTE = 16  # a quote shorter than this takes its neighbouring clause, to be readable
-MAX_CHARS = 160  # quoted characters at most (the best unit always counts)
+SPAN_WHOLE = 30  # a unit this short is marked whole for an untyped question
+WINDOW_CHARS = 0  # the best run of consecutive units is at most this long (0: best unit + neighbours)
+WINDOW_PENALTY = 0.05  # per 100 characters of a run
+MAX_CHARS = 240  # quoted characters at most (the best unit always counts)
 # Ambiguity: another document's best unit scores at least this share of the best and covers the key terms.
 AMBIGUITY_RATIO = 0.8
 AMBIGUITY_SUPPORT = 0.6
@@ -58,7 +63,7 @@ STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
 TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
 
 # --- the asked-for type ----------------------------------------------------------------------
-_DATE_Q = re.compile(r"哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月")
+_DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月")
 _TITLE_Q = re.compile(r"哪一?[部本首篇张]|什么(?:书|作品|电影|电视剧|歌曲|歌|小说|专辑|节目|游戏|杂志|报纸|著作|剧)|书名|作品名|片名|歌名|剧名")
 _COUNTRY_Q = re.compile(r"哪一?个?国家?|何国|国籍|哪一国")
 _PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|在哪|去哪|到哪|从哪|来自哪|哪一?个?(?:城市|省份?|地方|地区|县|市|区|镇|乡|村|学校|医院|大学|州|洲|岛|国家)|"
@@ -92,18 +97,19 @@ def answer_type(question: str) -> str | None:
 
 # --- values of a type, with exact offsets ------------------------------------------------------
 _NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]+)"
-_MONEY = r"(?:美元|港元|港币|欧元|英镑|日元|新台币|台币|元|块钱)"
-_AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
+_MONEY = r"(?:美元|美金|港元|港币|欧元|英镑|日元|韩元|新台币|台币|澳元|加元|越南盾|卢布|卢比|法郎|马克|比索|泰铢|里拉|元|块钱|两白银|两银子|银两)"
+_AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
 _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
          + "|周岁|岁|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
            "篇|册|集|章|度|℃|枚|颗|株|棵|头|匹|支|艘|架|列|幅|张|份|次|期|版|级|分|票|岁|孔|栋|块|批|处|粒|盒|瓶|袋|箱|桶|斤|升|毫升|码")
-_NUMBER = re.compile(rf"(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
+_NUMBER = re.compile(rf"(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+")
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
-_DATE_ONE = (rf"(?:公元前?|西元前?)?(?:(?:{_D}|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
-             rf"(?:{_D}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?)?(?:{_D}[日号])?")
-_DATE = re.compile(rf"{_DATE_ONE}(?:(?:至|到|-|—|~|～|起至){_DATE_ONE})?|{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|"
-                   rf"[夏商周秦汉晋隋唐宋辽金元明清][朝代]")
+_DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
+             rf"(?:{_D}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?(?:{_D}[日号]?)?|{_D}[日号])?"
+             rf"(?:(?:凌晨|上午|中午|下午|晚上|晚)?[0-9]{{1,2}}[时点](?:[0-9]{{1,2}}分?)?许?)?")
+_DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
+                   rf"[\u4e00-\u9fff]{{2,4}}时期|[上中下晚早]?[\u4e00-\u9fff]{{2}}纪(?:早期|中期|晚期|初期|末期)?|{_DATE_ONE}(?:(?:至|到|-|—|~|～|起至){_DATE_ONE})?")
 _TITLE = re.compile(r"《[^》\n]{1,40}》")
 _COUNTRIES = ("中国 美国 英国 法国 德国 日本 韩国 朝鲜 俄罗斯 苏联 意大利 西班牙 葡萄牙 荷兰 比利时 瑞士 瑞典 挪威 丹麦 芬兰 冰岛 爱尔兰 "
               "奥地利 匈牙利 波兰 捷克 希腊 土耳其 埃及 印度 巴基斯坦 伊朗 伊拉克 以色列 沙特 越南 泰国 缅甸 柬埔寨 老挝 新加坡 马来西亚 "
@@ -118,6 +124,9 @@ _MASKED_NAME = re.compile(r"[\u4e00-\u9fff](?:[xX×][0-9]{1,3}|[0-9]{1,3}某?|�
 _PLACE_SUFFIX = ("省 市 县 区 州 镇 乡 村 街道 路 街 巷 号 小学 中学 大学 学院 学校 幼儿园 医院 公园 广场 车站 机场 港 岛 群岛 列岛 山 山脉 河 江 湖 海 湾 半岛 "
                  "盆地 高原 平原 沙漠 洲 大道 社区 小区 公司 法院 酒店 宾馆 大厦 门口 寺 宫 城 峡 湖泊 流域 地区").split()
 _PLACE_END = re.compile("(?:" + "|".join(sorted(_PLACE_SUFFIX, key=len, reverse=True)) + ")$")
+_PLACE_AFTER = re.compile(r"(?:位于|坐落于|坐落在|地处|出生于|生于|来自|发源于|总部设于|总部设在|总部位于|设于|迁至|迁往|迁到|搬到|前往|"
+                          r"居住在|居住于|住在|家住|在位于)([^，,。；;！？、（(]{2,30})")
+_DOTTED_NAME = re.compile(r"[\u4e00-\u9fff]{1,6}(?:[·・][\u4e00-\u9fff]{1,8})+")
 _REASON = re.compile(r"(?:因为|由于|因|为了|是为|以便|出于)[^，,；;。！？]*")
 _REASON_HINT = re.compile(r"因为|由于|因此|所以|故|得名|导致|原因|以便|为了|因")
 
@@ -178,7 +187,7 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
     t = _aligned(text)
     if kind == "amount":
         spans = [m.span() for m in _AMOUNT.finditer(t)]
-        return spans or [m.span() for m in _NUMBER.finditer(t)]
+        return spans or [m.span() for m in _NUMBER.finditer(t) if not re.search(r"[年月日时]$", m.group())]
     if kind == "number":
         return [m.span() for m in _NUMBER.finditer(t)] + [m.span() for m in _AMOUNT.finditer(t)]
     if kind == "date":
@@ -200,14 +209,16 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
     if kind == "person":
         names = [m.span() for m in _MASKED_NAME.finditer(t)]
         names += _runs(tags, lambda w, i: w[2] in ("nr", "nrt", "nrfg") and w[1] - w[0] >= 2)
+        names += [m.span() for m in _DOTTED_NAME.finditer(t)]
         return _merge(names)
     # place: runs of place names and words ending with a place suffix (荣昌县 城西 小学), or a lone ns
     def placeish(w, i):
         word = t[w[0]:w[1]]
         return w[2] in ("ns", "nt") or bool(_PLACE_END.search(word)) and w[2] not in ("v", "vn", "d", "r", "p", "uj")
 
-    runs = _runs(tags, placeish)
-    return [(a, b) for a, b in runs if b - a >= 2]
+    runs = [(a, b) for a, b in _runs(tags, placeish) if b - a >= 2]
+    anchored = [m.span(1) for m in _PLACE_AFTER.finditer(t)]
+    return sorted(anchored + [r for r in runs if not any(a <= r[0] and r[1] <= b for a, b in anchored)])
 
 
 _ENTITY_TAGS = frozenset({"nr", "nrt", "nrfg", "ns", "nt", "nz", "j"})
@@ -269,6 +280,7 @@ class Pick:
     doc: str = ""  # file name
     doc_id: str = ""
     clause: bool = False  # a clause of a longer sentence
+    sentence: int = 0  # which sentence of the passages it is (clauses of one sentence share it)
 
 
 @dataclass
@@ -302,9 +314,9 @@ class Extract:
         return bool(self.alternatives)
 
 
-def clause_spans(text: str, a: int, b: int) -> list[tuple[int, int]]:
+def clause_spans(text: str, a: int, b: int, min_clause: int = MIN_CLAUSE) -> list[tuple[int, int]]:
     """Clauses of text[a:b] as [start, end) spans (cut after ，,；;：: outside brackets and numbers);
-    a clause shorter than MIN_CLAUSE joins the next one."""
+    a clause shorter than `min_clause` joins the next one."""
     pieces, start, depth = [], a, 0
     for i in range(a, b):
         ch = text[i]
@@ -320,11 +332,11 @@ def clause_spans(text: str, a: int, b: int) -> list[tuple[int, int]]:
     pieces.append((start, b))
     merged: list[tuple[int, int]] = []
     for p in pieces:
-        if merged and len(text[merged[-1][0]:merged[-1][1]].strip()) < MIN_CLAUSE:
+        if merged and len(text[merged[-1][0]:merged[-1][1]].strip()) < min_clause:
             merged[-1] = (merged[-1][0], p[1])
         else:
             merged.append(p)
-    if len(merged) > 1 and len(text[merged[-1][0]:merged[-1][1]].strip()) < MIN_CLAUSE:
+    if len(merged) > 1 and len(text[merged[-1][0]:merged[-1][1]].strip()) < min_clause:
         last = merged.pop()
         merged[-1] = (merged[-1][0], last[1])
     return merged
@@ -339,10 +351,12 @@ def _candidates(hits: list[Hit], max_passages: int) -> tuple[list[Pick], list[in
     """Distinct units of the top passages (clauses of long sentences, else sentences), and for each
     the index of the unit before and after it in the same passage (None at a passage edge)."""
     seen_spans, seen_text, out, previous, following = set(), set(), [], [], []
+    sentence_no = 0
     for n, hit in enumerate(hits[:max_passages], start=1):
         last = None
         doc_id = getattr(hit.chunk, "doc_id", "") or ""
         for sa, sb in quote_spans(hit.text):
+            sentence_no += 1
             long_sentence = sb - sa > CLAUSE_FROM
             spans = clause_spans(hit.text, sa, sb) if long_sentence else [(sa, sb)]
             for a, b in spans:
@@ -356,7 +370,7 @@ def _candidates(hits: list[Hit], max_passages: int) -> tuple[list[Pick], list[in
                 seen_spans.add(span)
                 seen_text.add(key)
                 out.append(Pick(n, hit.start + a, hit.start + b, unit, 0.12 / (n + 1), doc=hit.doc, doc_id=doc_id,
-                                clause=long_sentence and (a, b) != quote_bounds(hit.text, sa, sb)))
+                                clause=long_sentence and (a, b) != quote_bounds(hit.text, sa, sb), sentence=sentence_no))
                 previous.append(last)
                 following.append(None)
                 if last is not None:
@@ -370,10 +384,18 @@ def _question_values(kind: str | None, question: str) -> set[str]:
     return {comparable(question[a:b]) for a, b in typed_values(kind, question)} if kind in TYPED else set()
 
 
+_ARTICLE = re.compile(r"^(?:其中)?[一两][个种座条位名项件家所只部本批些类次]$")  # 一座, 一种: an article, not a count
+
+
 def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, int]]:
     """Typed values of a unit (offsets in the unit's text) that the question does not name itself."""
-    return [(a, b) for a, b in typed_values(kind, unit.text) if comparable(unit.text[a:b]) not in exclude
-            and not any(comparable(unit.text[a:b]) in e for e in exclude)]
+    out = []
+    for a, b in typed_values(kind, unit.text):
+        value = comparable(unit.text[a:b])
+        if value in exclude or any(value in e for e in exclude) or kind in ("number", "amount") and _ARTICLE.match(value):
+            continue
+        out.append((a, b))
+    return out
 
 
 class _Scorer:
@@ -393,19 +415,67 @@ class _Scorer:
         total = sum(self.weights.values()) or 1.0
         self.covered = [{t for t in self.terms if t in text} for text in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
-                      (self.kind == "reason" and has_type("reason", c.text)) for c in self.candidates]
+                      (self.kind == "reason" and bool(_reasons(c.text))) for c in self.candidates]
         for i, (c, text) in enumerate(zip(self.candidates, lowered)):
             c.score += sum(self.weights[t] for t in self.covered[i]) / total
-            if self.previous[i] is not None:  # the subject is often named just before ("X 是…。它于 2004 年发行。")
-                c.score += CONTEXT_WEIGHT * sum(self.weights[t] for t in self.covered[self.previous[i]] - self.covered[i]) / total
+            before = self._before(i)
+            if before:  # the subject is often named just before ("X 是…。它于 2004 年发行。", "X（…）位于…，兴建于…")
+                weight = CLAUSE_CONTEXT_WEIGHT if c.clause else CONTEXT_WEIGHT
+                c.score += weight * sum(self.weights[t] for t in set().union(*before) - self.covered[i]) / total
             c.score += 0.3 * len(self.q_grams & _bigrams(text)) / max(1, len(self.q_grams))
             if self.typed[i]:
-                c.score += TYPE_BONUS
+                c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == "reason" else LOOSE_TYPE_BONUS
             if _novel_chars(text, self.q_grams) < 6:
                 c.score *= 0.6  # restates the question (or is a title): holds no answer
 
+    def _before(self, i: int) -> list[set[str]]:
+        """The query terms named by the unit before, or, for a clause, by the clauses of its
+        sentence before it (the sentence's subject)."""
+        c, out, j = self.candidates, [], self.previous[i]
+        if j is None:
+            return out
+        out.append(self.covered[j])
+        while c[i].clause and j is not None and c[j].sentence == c[i].sentence and self.previous[j] is not None \
+                and c[self.previous[j]].sentence == c[i].sentence:
+            j = self.previous[j]
+            out.append(self.covered[j])
+        return out
+
+    def clause_score(self, piece: str) -> float:
+        """How much of the question a piece of text holds: its specific query terms (weighted as in
+        the unit scores) and its bigram overlap with the question."""
+        folded = comparable(piece)
+        total = sum(self.weights.values()) or 1.0
+        return (sum(w for t, w in self.weights.items() if t in folded) / total
+                + 0.3 * len(self.q_grams & _bigrams(folded)) / max(1, len(self.q_grams)))
+
     def order(self) -> list[int]:
         return sorted(range(len(self.candidates)), key=lambda i: -self.candidates[i].score)
+
+    def window(self, max_window: int, doc: str | None = None) -> list[int]:
+        """The best run of consecutive units of one passage within `max_window` characters: the one
+        whose units together hold the most of the question (specific terms, bigrams, a value of the
+        asked-for type), less WINDOW_PENALTY per 100 characters; document order."""
+        c = self.candidates
+        total = sum(self.weights.values()) or 1.0
+        grams = [_bigrams(x) for x in self.lowered]
+        best, best_score = [], -1.0
+        for i in range(len(c)):
+            if doc is not None and (c[i].doc_id or c[i].doc) != doc:
+                continue
+            terms, gram, chars, typed, run, j = set(), set(), 0, False, [], i
+            while j is not None and (not run or chars + len(c[j].text) <= max_window):
+                run.append(j)
+                terms |= self.covered[j]
+                gram |= grams[j]
+                chars += len(c[j].text)
+                typed = typed or self.typed[j]
+                score = (sum(self.weights[t] for t in terms) / total + 0.3 * len(self.q_grams & gram) / max(1, len(self.q_grams))
+                         + (TYPE_BONUS if typed else 0.0) + 0.12 / (c[i].n + 1) - WINDOW_PENALTY * chars / 100)
+                if score > best_score:
+                    best, best_score = list(run), score
+                j = self.following[j]
+        return sorted(best)
 
     def around(self, first: int, max_chars: int) -> list[int]:
         """The best unit with the neighbours it needs (see the module docstring), in document order."""
@@ -465,8 +535,9 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int) -> list[Pick]:
     if not c:
         return []
     order = scorer.order()
-    first = order[0]
-    group = scorer.around(first, max_chars)
+    group = scorer.window(WINDOW_CHARS) if WINDOW_CHARS else scorer.around(order[0], max_chars)
+    first = max(group, key=lambda i: c[i].score)
+    scorer.group, scorer.first = group, first
     picked = [c[i] for i in group]
     used = sum(len(p.text) for p in picked)
     max_sentences += len(group) - 1
@@ -522,36 +593,93 @@ def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> lis
 
 # --- the marked answer -----------------------------------------------------------------------------
 def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None:
-    """The answer span inside the picks: the typed value nearest the question's words (in the best
-    unit first), or the best unit itself for untyped questions (and when no value is found)."""
+    """The answer span inside the picks: the typed value whose clause (and the clauses beside it)
+    holds most of the question's specific words, in the best unit first; or, for an untyped question
+    (and when no value is found), the best clause of the best unit."""
     kind = scorer.kind
     terms = [t for t in scorer.terms if len(t) >= 2] or scorer.terms
     best_value = None
     if kind in TYPED or kind == "reason":
         for p in picks:
+            values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
+            if not values:
+                continue
+            clauses = clause_spans(p.text, 0, len(p.text), min_clause=4)
+            scores = [scorer.clause_score(p.text[x:y]) for x, y in clauses]
             folded = comparable(p.text)
             hits = [m.start() for t in terms for m in re.finditer(re.escape(t), folded)] if len(folded) == len(p.text) else []
-            values = _values(kind, p, scorer.exclude) if kind in TYPED else typed_values("reason", p.text)
             for a, b in values:
+                k = next((i for i, (x, y) in enumerate(clauses) if x <= a < y), 0)
+                side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
                 distance = min((abs(h - a) for h in hits), default=60)
-                unit_wanted = _unit_match(scorer.query, p.text[a:b])
-                score = (1.0 if p is best else 0.5) + 1.0 / (1 + distance / 10) + (0.5 if unit_wanted else 0.0)
+                score = (scores[k] + 0.3 * side + (0.3 if p is best else 0.0) + 0.2 / (1 + distance / 10)
+                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) else 0.0))
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
         _, p, a, b = best_value
         a, b = _trim(p.text, a, b)
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
-    return AnswerSpan(best.text, best.doc, best.start, best.end, best.n, None)
+    a, b = _best_clause(scorer, best)
+    return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
+
+
+_CAUSE_NEXT = re.compile(r"^(?:因此|所以|故而|因而|于是|从而|以致|才|遂)")
+
+
+def _reasons(text: str) -> list[tuple[int, int]]:
+    """Spans of a unit that state a cause: "因/由于/为了 …" to the end of its clause, and the clause
+    before "因此/所以 …"."""
+    spans = [m.span() for m in _REASON.finditer(_aligned(text)) if m.end() - m.start() >= 3
+             and not _CAUSE_NEXT.match(_aligned(text)[m.start():])]
+    clauses = clause_spans(text, 0, len(text), min_clause=4)
+    for i, (a, b) in enumerate(clauses[1:], start=1):
+        if _CAUSE_NEXT.match(_aligned(text[a:b]).lstrip()):
+            spans.append(clauses[i - 1])
+    return spans
+
+
+def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
+    """[start, end) in the unit's text of the clause that best answers an untyped question (the
+    specific query terms it holds, bigram overlap), with its neighbour when it is too short to read;
+    the whole unit when it is short already."""
+    text = unit.text
+    if len(text) <= SPAN_WHOLE:
+        return 0, len(text)
+    clauses = clause_spans(text, 0, len(text))
+    total = sum(scorer.weights.values()) or 1.0
+
+    def score(ab):
+        piece = comparable(text[ab[0]:ab[1]])
+        return (sum(w for t, w in scorer.weights.items() if t in piece) / total
+                + 0.3 * len(scorer.q_grams & _bigrams(piece)) / max(1, len(scorer.q_grams))
+                + 0.2 * _novel_chars(piece, scorer.q_grams) / max(1, len(piece)))
+
+    i = max(range(len(clauses)), key=lambda k: score(clauses[k]))
+    a, b = clauses[i]
+    if b - a < SHORT_QUOTE and len(clauses) > 1:
+        j = i + 1 if i + 1 < len(clauses) else i - 1
+        a, b = min(a, clauses[j][0]), max(b, clauses[j][1])
+    return _trim(text, a, b)
 
 
 _UNIT_IN_Q = re.compile(rf"(?:多少|几)({_UNIT})")
+_UNIT_CUES = [(re.compile(r"多长|多远|长度|全长|距离|多宽|多深|宽度|深度|身高"), re.compile(r"(?:米|公里|千米|公尺|英尺|英里|海里|公分)$")),
+              (re.compile(r"多高|海拔|高度"), re.compile(r"(?:米|公尺|英尺|公分)$")),
+              (re.compile(r"多重|重量|体重"), re.compile(r"(?:吨|公斤|千克|克|磅|斤)$")),
+              (re.compile(r"面积|多大"), re.compile(r"(?:平方公里|平方千米|平方米|公顷|亩|平方英里)$")),
+              (re.compile(r"多久|多长时间|期限|几年"), re.compile(r"(?:年|个月|天|日|小时|分钟|周|星期)$")),
+              (re.compile(r"几岁|多大年纪|年龄|岁数"), re.compile(r"岁$")),
+              (re.compile(r"人口|多少人|几个人|人数"), re.compile(r"(?:人|万|亿|名)$"))]
 
 
 def _unit_match(question: str, value: str) -> bool:
-    """Whether the value carries the unit the question asks in (多少公里 -> …公里)."""
-    m = _UNIT_IN_Q.search(comparable(question))
-    return bool(m) and comparable(value).endswith(m.group(1))
+    """Whether the value carries the unit the question asks in (多少公里 -> …公里, 多长 -> …米)."""
+    q, v = comparable(question), comparable(value)
+    m = _UNIT_IN_Q.search(q)
+    if m and v.endswith(m.group(1)):
+        return True
+    return any(cue.search(q) and unit.search(v) for cue, unit in _UNIT_CUES)
 
 
 def _trim(text: str, a: int, b: int) -> tuple[int, int]:
@@ -584,7 +712,7 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         if doc in seen_docs:
             continue
         seen_docs.add(doc)
-        picks = [c[j] for j in scorer.around(i, max_chars)]
+        picks = [c[j] for j in (scorer.window(WINDOW_CHARS, doc) if WINDOW_CHARS else scorer.around(i, max_chars))]
         check_picks(scorer.query, picks, scorer.kind)
         if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
             continue
@@ -605,9 +733,9 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     picks = _pick(scorer, max_sentences, max_chars)
     if not picks:
         return Extract([], kind=scorer.kind)
-    first = scorer.order()[0]
+    first = scorer.first
     best = scorer.candidates[first]
-    span = _locate(scorer, [p for p in picks if p.n == best.n and abs(p.start - best.start) <= max_chars], best)
+    span = _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
     extract = Extract(picks, span, scorer.kind)
     others = _alternatives(scorer, first, span, max_chars) if ambiguity else []
     if others:
