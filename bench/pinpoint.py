@@ -88,6 +88,84 @@ def sample(n: int):
         others = [d for d in docs if d not in set(chosen)]
         rng.shuffle(others)
         out[key] = (picked, chosen + sorted(others[:distract]), by_doc)
+    extra = sorted({d for item in ambiguity_set() for d in item["docs"]} | {ISSUE_DOC})
+    picked, names, by_doc = out["cail2019_dev"]
+    out["cail2019_dev"] = (picked, names + [d for d in extra if d not in names], by_doc)
+    return out
+
+
+# --- follow-ups and ambiguity -------------------------------------------------------------------------
+ISSUE_DOC = "cail2019_dev_0001.txt"  # the judgment of the issue's conversation (张x6, 800元, 荣昌县城西小学)
+ISSUE_DIALOGUE = ("双方约定被告每月支付多少生活费？", "那孩子现在在哪上学？", ["荣昌县城西小学"])
+_ROLE = r"(原告|被告人|被告|被害人|申请人|上诉人|第三人)"
+
+
+def _strip_names(question: str) -> str:
+    """A CAIL question without its masked names: "被告张x1…" -> "被告…", other names -> ""."""
+    from services.answers.extractive import _MASKED_NAME
+
+    q = re.sub(_ROLE + _MASKED_NAME.pattern, r"\1", question)
+    return _MASKED_NAME.sub("", q).replace("?", "？").strip()
+
+
+def _pronoun_question(question: str) -> str:
+    """The second question of a CAIL dialogue: names dropped after a role (原告曹0 -> 原告), other
+    names replaced by 他 (once), and "那" in front when no pronoun is left ("那原告…")."""
+    from services.answers.extractive import _MASKED_NAME
+
+    q = re.sub(_ROLE + _MASKED_NAME.pattern, r"\1", question)
+    q = _MASKED_NAME.sub("他", q, count=1)
+    q = _MASKED_NAME.sub("", q).replace("?", "？")
+    return q if "他" in q else "那" + q
+
+
+def cail_dialogues(plan, n_follow: int = 30, n_self: int = 15) -> list[dict]:
+    """Two-turn CAIL2019 dialogues built at run time (never stored, see the module docstring)."""
+    from services.answers.extractive import _MASKED_NAME
+
+    _, names, by_doc = plan["cail2019_dev"]
+    rng = random.Random(SEED)
+    docs = [d for d in names if len(by_doc.get(d, [])) >= 2 and any(_MASKED_NAME.search(q.question) for q in by_doc[d])]
+    rng.shuffle(docs)
+    texts = {d: (DATASETS["cail2019_dev"] / "docs" / d).read_text(encoding="utf-8") for d in names}
+    out = [{"id": "cail-issue", "kind": "follow-up", "source": "cail2019_dev", "doc": ISSUE_DOC,
+            "turns": [{"question": ISSUE_DIALOGUE[0]}, {"question": ISSUE_DIALOGUE[1]}], "answers": ISSUE_DIALOGUE[2]}]
+    for d in docs[:n_follow - 1]:
+        first = next(q for q in by_doc[d] if _MASKED_NAME.search(q.question))
+        second = next(q for q in by_doc[d] if q is not first)
+        out.append({"id": f"cail-f{len(out)}", "kind": "follow-up", "source": "cail2019_dev", "doc": d,
+                    "turns": [{"question": first.question}, {"question": _pronoun_question(second.question)}],
+                    "answers": second.answers})
+    own = []
+    for d in docs[n_follow:]:
+        for q in by_doc[d]:
+            found = [m.group() for m in _MASKED_NAME.finditer(q.question)]
+            if found and all(sum(f in t for t in texts.values()) == 1 for f in found):
+                own.append((d, q))  # a name only this judgment has: the question names its subject
+                break
+    for i, (d, q) in enumerate(own[:n_self]):
+        first_doc = docs[i]
+        first = next(x for x in by_doc[first_doc] if _MASKED_NAME.search(x.question))
+        out.append({"id": f"cail-s{i + 1}", "kind": "self-contained", "source": "cail2019_dev", "doc": d,
+                    "turns": [{"question": first.question}, {"question": q.question}], "answers": q.answers})
+    return out
+
+
+def ambiguity_set() -> list[dict]:
+    """CAIL2019 questions asking for an amount, number or date whose wording, once the names are
+    removed, is the same in two or more judgments with different answers ("被告借了多少贷款？"):
+    [{"question", "docs", "answers"}]. Their judgments are added to the CAIL KB."""
+    from services.answers.extractive import answer_type
+
+    groups: dict[str, list[dict]] = {}
+    for r in _raw("cail2019_dev"):
+        if r["answer_type"] == "span" and answer_type(r["question"]) in ("amount", "number", "date"):
+            groups.setdefault(_strip_names(r["question"]), []).append(r)
+    out = []
+    for q, rs in sorted(groups.items()):
+        docs = sorted({Path(r["doc_file"]).name for r in rs})
+        if len(docs) >= 2 and len({r["answers"][0] for r in rs}) >= 2 and re.match(r"^(原|被|双方|本案|事故|约定)", q):
+            out.append({"question": q, "docs": docs, "answers": [r["answers"] for r in rs]})
     return out
 
 
@@ -210,19 +288,153 @@ def extractive_table(rows: list[dict]) -> list[dict]:
     return out
 
 
+def load_followups(plan) -> list[dict]:
+    """bench/followups.jsonl (DRCD) + the CAIL dialogues built at run time."""
+    path = Path(__file__).with_name("followups.jsonl")
+    stored = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return stored + cail_dialogues(plan)
+
+
+OLD_ANSWER = None
+
+
+def run_dialogue(lib, kb, item: dict, llm=None, old: bool = False) -> dict:
+    """Answer a two-turn dialogue; the row: the second answer's documents, query, gold."""
+    from services.answers import answer as A
+    from services.config import LLMSettings
+    from services.search.retrieval import Retriever
+
+    llm = llm or LLMSettings()
+    retriever = Retriever(lib, kb)
+    module = OLD_ANSWER if old else A
+    conv = module.Conversation()
+    first = module.answer_question(retriever, llm, item["turns"][0]["question"], conv)
+    conv.add(first)
+    started = time.perf_counter()
+    second = module.answer_question(retriever, llm, item["turns"][1]["question"], conv)
+    ms = (time.perf_counter() - started) * 1000
+    cited = [c.doc for c in second.citations]
+    question = item["turns"][1]["question"]
+    return {"id": item["id"], "kind": item["kind"], "source": item["source"], "question": question,
+            "doc_expected": item["doc"],
+            "query": second.query, "rewritten": second.query != question,
+            "first_doc": first.citations[0].doc if first.citations else None,
+            "doc": cited[0] if cited else None, "right_doc": bool(cited) and cited[0] == item["doc"],
+            "only_right_doc": bool(cited) and set(cited) == {item["doc"]},
+            "gold": gold_in(second.text, item["answers"]), "mode": second.mode, "ms": ms,
+            "supported": [c.supported for c in second.citations],
+            "flagged": second.text.startswith("有 ") and "份文档给出不同答案" in second.text[:20]}
+
+
+def followup_table(rows: list[dict]) -> list[dict]:
+    out = []
+    for kind in ("follow-up", "self-contained"):
+        for source in ("drcd_dev", "cail2019_dev", None):
+            rs = [r for r in rows if r["kind"] == kind and (source is None or r["source"] == source)]
+            if not rs:
+                continue
+            first_right = [r for r in rs if r["first_doc"] == r["doc_expected"]] if kind == "follow-up" else rs
+            out.append({"dialogues": kind, "set": source or "all", "n": len(rs),
+                        "right doc (2nd answer)": sum(r["right_doc"] for r in rs) / len(rs),
+                        "right doc when 1st answer was": sum(r["right_doc"] for r in first_right) / max(1, len(first_right)),
+                        "only that doc cited": sum(r["only_right_doc"] for r in rs) / len(rs),
+                        "gold in 2nd answer": sum(r["gold"] for r in rs) / len(rs),
+                        "not rewritten": sum(not r["rewritten"] for r in rs) / len(rs),
+                        "refused": sum(r["mode"] == "refused" for r in rs) / len(rs),
+                        "ms (median)": statistics.median(r["ms"] for r in rs)})
+    return out
+
+
+def run_ambiguity(lib, kb, plan, llm=None) -> list[dict]:
+    """The ambiguity set (flagged rate) and 100 questions that name their subject (false flags)."""
+    from services.answers.answer import answer_question
+    from services.answers.extractive import _MASKED_NAME
+    from services.config import LLMSettings
+    from services.search.retrieval import Retriever
+
+    llm = llm or LLMSettings()
+    rows = []
+    for item in ambiguity_set():
+        a = answer_question(Retriever(lib, kb), llm, item["question"])
+        rows.append({"set": "ambiguous", "question": item["question"], "text": a.text,
+                     "flagged": "份文档给出不同答案" in a.text[:20],
+                     "docs": sorted({c.doc for c in a.citations})})
+    rng = random.Random(SEED)
+    plain = []
+    texts = {}
+    for key, (questions, names, _) in plan.items():
+        pool = list(questions)
+        if key == "cail2019_dev":  # CAIL questions that name their subject: a name only their judgment has
+            for d in names:
+                texts[d] = (DATASETS[key] / "docs" / d).read_text(encoding="utf-8")
+            pool = [q for q in pool if (found := [m.group() for m in _MASKED_NAME.finditer(q.question)])
+                    and all(sum(f in t for t in texts.values()) == 1 for f in found)]
+        rng.shuffle(pool)
+        plain += [(key, q) for q in pool[:34 if key != "cmrc2018_trial" else 32]]
+    kbs = {k: v for k, v in KBS.items()}
+    for key, q in plain[:100]:
+        a = answer_question(Retriever(lib, kbs[key]), llm, q.question)
+        rows.append({"set": "unambiguous", "question": q.question, "text": a.text,
+                     "flagged": "份文档给出不同答案" in a.text[:20], "docs": sorted({c.doc for c in a.citations})})
+    return rows
+
+
+KBS: dict = {}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=150)
     p.add_argument("--build-only", action="store_true")
     p.add_argument("--dump", help="write the extractive rows (JSONL) here, to read the misses")
     p.add_argument("--baseline", help="an older extractive.py to compare with (see old_extractive)")
+    p.add_argument("--baseline-answer", help="an older answer.py: follow-ups answered the old way, for comparison")
+    p.add_argument("--sets", default="extractive,followups,ambiguity")
+    p.add_argument("--context-modes", default="filter", help="CONTEXT_MODE values to compare: filter,boost")
     args = p.parse_args()
     from services.index.library import Library
 
     plan = sample(args.n)
     lib = Library(BENCH / "pinpoint")
     kbs = build_kbs(lib, plan)
+    KBS.update(kbs)
     if args.build_only:
+        return
+    sets = args.sets.split(",")
+    if "followups" in sets:
+        from services.answers import answer as A
+
+        dialogues = load_followups(plan)
+        for mode in args.context_modes.split(","):
+            A.CONTEXT_MODE = mode
+            rows = [run_dialogue(lib, kbs[d["source"]], d) for d in dialogues]
+            if args.dump:
+                Path(args.dump + f".followups-{mode}").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+            print(f"\nfollow-ups (no LLM, context mode {mode})")
+            print(table(followup_table(rows)))
+        A.CONTEXT_MODE = "filter"
+        if args.baseline_answer:
+            import importlib.util
+
+            global OLD_ANSWER
+            spec = importlib.util.spec_from_file_location("old_answer", args.baseline_answer)
+            OLD_ANSWER = importlib.util.module_from_spec(spec)
+            sys.modules["old_answer"] = OLD_ANSWER
+            spec.loader.exec_module(OLD_ANSWER)
+            rows = [run_dialogue(lib, kbs[d["source"]], d, old=True) for d in dialogues]
+            print("\nfollow-ups before (--baseline-answer: rewrite only, whole KB)")
+            print(table(followup_table(rows)))
+    if "ambiguity" in sets:
+        rows = run_ambiguity(lib, kbs["cail2019_dev"], plan)
+        if args.dump:
+            Path(args.dump + ".ambiguity").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
+        amb = [r for r in rows if r["set"] == "ambiguous"]
+        plain = [r for r in rows if r["set"] == "unambiguous"]
+        print("\nambiguity (no LLM)")
+        print(table([{"set": "answer differs across judgments", "n": len(amb), "flagged": sum(r["flagged"] for r in amb) / len(amb)},
+                     {"set": "names its subject (34 DRCD + 34 CAIL + 32 CMRC)", "n": len(plain),
+                      "flagged": sum(r["flagged"] for r in plain) / len(plain)}]))
+    if "extractive" not in sets:
         return
     retrieved = retrieve_all(lib, kbs, plan, BENCH / f"pinpoint-retrieved-n{args.n}.json")
     pinpoint_warm = extractive_rows({k: (v[0][:3], v[1], v[2]) for k, v in plan.items()}, retrieved)  # noqa: F841 (warm-up)

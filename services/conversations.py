@@ -88,14 +88,34 @@ def delete(store: Store, conversation_id: int) -> None:
 
 
 def history(store: Store, conversation_id: int):
-    """The conversation as services.answers.answer.Conversation, to continue it (follow-up rewriting)."""
-    from services.answers.answer import Conversation, Turn
+    """The conversation as services.answers.answer.Conversation, to continue it: each turn with its
+    standalone query (follow-up rewriting) and the documents its answer was about (a follow-up keeps
+    to them). Turns kept before citations carried document ids find them through their chunks."""
+    from services.answers.answer import Conversation, Turn, answer_documents
 
     conv = Conversation()
     for t in turns(store, conversation_id):
         a = t["answer"]
-        conv.turns.append(Turn(t["question"], a.get("query", t["question"]), a.get("answer", "")))
+        conv.turns.append(Turn(t["question"], a.get("query", t["question"]), a.get("answer", ""),
+                               answer_documents(_with_doc_ids(store, a))))
     return conv
+
+
+def _with_doc_ids(store: Store, answer: dict) -> dict:
+    """The answer JSON with every citation's doc_id (older turns: from the cited chunk, else the
+    source's chunks); citations whose chunks are gone keep none."""
+    citations = [dict(c) for c in answer.get("citations", [])]
+    missing = [c for c in citations if not c.get("doc_id")]
+    if missing:
+        sources = answer.get("sources", [])
+        ids = {c.get("n"): (sources[c["n"] - 1].get("chunk_ids") or [None])[0] if 1 <= c.get("n", 0) <= len(sources) else None
+               for c in missing}
+        chunks = store.get_chunks([i for i in ids.values() if i is not None])
+        for c in missing:
+            chunk = chunks.get(ids.get(c.get("n")))
+            if chunk is not None:
+                c["doc_id"] = chunk.doc_id
+    return {**answer, "citations": citations}
 
 
 def _title(question: str) -> str:

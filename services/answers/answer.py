@@ -93,8 +93,8 @@ class Answer:
 
     @property
     def cited_documents(self) -> list[str]:
-        """Ids of the documents the answer cites, in order (what a follow-up is about)."""
-        return list(dict.fromkeys(c.doc_id for c in self.citations if c.doc_id))
+        """Ids of the documents the answer is about (what a follow-up refers to), see `answer_documents`."""
+        return answer_documents(self.to_json())
 
     @property
     def citation_precision(self) -> float | None:
@@ -118,6 +118,20 @@ class Answer:
                 "answer_span": self.answer_span.to_json() if self.answer_span else None,
                 "emphasis": [list(e) for e in self.emphasis],
                 "alternatives": [a.to_json() for a in self.alternatives]}
+
+
+def answer_documents(answer: dict) -> list[str]:
+    """The documents an answer (its JSON, as kept in a conversation) is about, as ids: first those
+    quoted around its marked answer (and around the other documents' different answers), then those
+    of its supported citations; every cited one when none is supported. (Keeping only the marked
+    answer's document was measured worse, bench/pinpoint.py: a first answer from the wrong judgment
+    often quotes the right one too.)"""
+    citations = [c for c in answer.get("citations", []) if c.get("doc_id")]
+    marked = [answer.get("answer_span")] + list(answer.get("alternatives") or [])
+    around = [c["doc_id"] for m in marked if m for c in citations
+              if c.get("doc") == m.get("doc") and c.get("start", 0) <= m.get("start", -1) and m.get("end", 0) <= c.get("end", -1)]
+    supported = [c["doc_id"] for c in citations if c.get("supported")]
+    return list(dict.fromkeys((around + supported) or [c["doc_id"] for c in citations]))
 
 
 @dataclass
@@ -270,9 +284,13 @@ SUBJECT_SHARE = 0.05
 GENERIC_SHARE = 0.2
 # Shares say little in a tiny KB: below this many chunks only parts of speech decide.
 MIN_CHUNKS_FOR_SHARES = 30
-# A question whose key terms (weighted by specificity) are missing from the conversation's documents
-# at least this much, while the KB has them elsewhere, is about something else.
-OTHER_SUBJECT_WEIGHT = 0.5
+# A question is about another document when that document holds this much more of its key terms
+# (weighted by specificity) than the conversation's documents; far more when it points back with a
+# pronoun or 那…. bench/pinpoint.py follow-up set: self-contained questions without a pronoun were
+# 0.08-1.00 ahead elsewhere, follow-ups with one up to 0.78 (their words missing from the document).
+OTHER_SUBJECT_MARGIN = 0.05
+OTHER_SUBJECT_FOLLOW_UP = 0.85
+PERSON_PLACE = frozenset({"nr", "nrt", "nrfg", "ns", "masked"})
 
 
 @dataclass
@@ -285,15 +303,17 @@ class ContextPlan:
     documents: list[str] = field(default_factory=list)
     reason: str = ""  # "follow-up" | "same-subject" | "other-subject" | "no-context" | "first"
     notice: str = ""
+    wide: object = None  # the whole-KB search already run for the question as asked (reused)
 
 
-def subject_terms(text: str, shares: dict[str, float] | None = None) -> list[str]:
+def subject_terms(text: str, shares: dict[str, float] | None = None, kinds: frozenset | None = None) -> list[str]:
     """The subject a question (or quote) names: people, places, organisations, works, masked names
     (张x6, 曹0) with the nouns attached (京沪 + 高铁), found by jieba's parts of speech — never
     generic words: with `shares` (Retriever.term_shares over a KB of enough chunks), a word in more
-    than GENERIC_SHARE of the chunks is not a subject."""
+    than GENERIC_SHARE of the chunks is not a subject. `kinds`: only names of these parts of speech
+    ("masked" for masked names and titles)."""
     out = []
-    for a, b in entity_spans(text):
+    for a, b in entity_spans(text, kinds):
         term = text[a:b].strip()
         if len(term) < 2 or comparable(term) in QUESTION_WORDS or term in _FOLLOW_UP_TOKENS:
             continue
@@ -356,37 +376,37 @@ def rewrite_query(question: str, conversation: Conversation, client,
         return heuristic_rewrite(question, conversation, shares), "大模型改写追问失败，追问已按规则改写。"
 
 
-def names_other_subject(question: str, context_text: str, shares: dict[str, float], follow_up: bool) -> bool:
-    """Whether the question is about something other than the conversation's documents
-    (`context_text`): words of it that those documents never use but the KB does elsewhere, either a
-    name (`subject_terms`), or — for a question that does not point back with a pronoun or 那… —
-    any specific word (in at most SUBJECT_SHARE of the KB's chunks), or at least OTHER_SUBJECT_WEIGHT
-    of its key terms weighted by specificity ("射击断续器是哪个国家发明的？" in a talk about a judgment)."""
+def names_other_subject(question: str, context_text: str, other_texts: list[str], shares: dict[str, float],
+                        follow_up: bool) -> bool:
+    """Whether the question is about something other than the conversation's documents: another
+    document of the KB (`other_texts`: the best ones a search over the whole KB finds) holds more of
+    its key terms — weighted by how specific they are in the KB — than the conversation's documents
+    (`context_text`) do. A question without a pronoun or an opening 那… needs only a little more
+    (OTHER_SUBJECT_MARGIN); one that points back needs far more (OTHER_SUBJECT_FOLLOW_UP), or to name
+    a person or place the conversation's documents never mention and another document does
+    ("射击断续器是哪个国家发明的？那个装置有什么作用？" in a talk about a judgment). Texts are in
+    comparable form (services.documents.tokenizer.comparable)."""
     terms = [t for t in key_terms(question) if len(t) >= 2 and t not in _FOLLOW_UP_TOKENS]
-    if not terms:
+    if not terms or not other_texts:
         return False
-    small = shares.get("", 0) < MIN_CHUNKS_FOR_SHARES
-    elsewhere = [t for t in terms if t not in context_text and shares.get(t, 0.0) > 0]
-    if not elsewhere:
-        return False
-    names = {comparable(n) for n in subject_terms(question, shares)}
-    if any(t in n or n in t for t in elsewhere for n in names if n not in context_text):
-        return True
-    if not follow_up and any(small or shares.get(t, 0.0) <= SUBJECT_SHARE for t in elsewhere):
-        return True
+    weight = {t: len(t) * math.log(1 + 1 / max(shares.get(t, 0.0), 1e-3)) for t in terms}
+    total = sum(weight.values())
 
-    def weight(t: str) -> float:
-        return len(t) * math.log(1 + 1 / max(shares.get(t, 0.0), 1e-3))
+    def coverage(text: str) -> float:
+        return sum(w for t, w in weight.items() if t in text) / total
 
-    missing = sum(weight(t) for t in elsewhere)
-    return missing >= OTHER_SUBJECT_WEIGHT * sum(weight(t) for t in terms)
+    margin = max(coverage(text) for text in other_texts) - coverage(context_text)
+    if margin >= (OTHER_SUBJECT_FOLLOW_UP if follow_up else OTHER_SUBJECT_MARGIN):
+        return True
+    names = [comparable(n) for n in subject_terms(question, shares, kinds=PERSON_PLACE)]
+    return any(n not in context_text and any(n in text for text in other_texts) for n in names)
 
 
 def plan_context(question: str, conversation: Conversation, retriever: Retriever, client=None) -> ContextPlan:
     """How a question uses the conversation (issue 21): a question about the conversation's
     documents keeps the search to them (a follow-up is also rewritten with the previous turn's
-    subject, `rewrite_query`); a question that names another subject is searched over the whole KB as
-    asked, never rewritten; a self-contained question is never rewritten."""
+    subject, `rewrite_query`); a question about another subject (`names_other_subject`) is searched
+    over the whole KB as asked, never rewritten; a self-contained question is never rewritten."""
     if not conversation.turns:
         return ContextPlan(question, reason="first")
     follow_up = is_follow_up(question)
@@ -395,15 +415,23 @@ def plan_context(question: str, conversation: Conversation, retriever: Retriever
         documents = [d for d in documents if d in set(retriever.doc_ids)]
     terms = list(dict.fromkeys(key_terms(question) + [t for turn in conversation.turns[-1:]
                                                         for t in query_terms(turn.query)]))
-    shares = retriever.term_shares(terms) if retriever is not None else {}
+    shares = retriever.term_shares(terms)
+    plan = ContextPlan(question)
     if documents:
-        text = comparable("\n".join(retriever.lib.store.document_text(retriever.kb.id, d) for d in documents))
-        if names_other_subject(question, text, shares, follow_up):
-            return ContextPlan(question, reason="other-subject")
+        store, kb = retriever.lib.store, retriever.kb
+        wide = retriever.search(question)
+        others = list(dict.fromkeys(h.chunk.doc_id for h in wide.hits if h.chunk.doc_id not in documents))[:3]
+        context_text = comparable("\n".join(store.document_text(kb.id, d) for d in documents))
+        other_texts = [comparable(store.document_text(kb.id, d)) for d in others]
+        if names_other_subject(question, context_text, other_texts, shares, follow_up):
+            plan.reason, plan.wide = "other-subject", wide
+            return plan
     if not follow_up:
-        return ContextPlan(question, documents=documents, reason="same-subject" if documents else "no-context")
-    query, notice = rewrite_query(question, conversation, client, shares)
-    return ContextPlan(query, query != question, documents, "follow-up", notice)
+        plan.documents, plan.reason = documents, "same-subject" if documents else "no-context"
+        return plan
+    plan.query, plan.notice = rewrite_query(question, conversation, client, shares)
+    plan.rewritten, plan.documents, plan.reason = plan.query != question, documents, "follow-up"
+    return plan
 
 
 # --- the whole flow -----------------------------------------------------------------------
@@ -459,14 +487,14 @@ def _client(llm: LLMSettings):
 # With conversation context, "filter" searches only the conversation's documents (the whole KB when
 # they hold nothing for the question); "boost" puts their passages first, then the rest of the KB.
 # bench/pinpoint.py (follow-up set): see the README's measurements.
-CONTEXT_MODE = "filter"
+CONTEXT_MODE = "boost"
 
 
 def context_search(retriever: Retriever, plan: ContextPlan):
     """The search for a planned question: over the conversation's documents when it keeps to them
     (CONTEXT_MODE), else over the retriever's documents."""
     if not plan.documents:
-        return retriever.search(plan.query)
+        return plan.wide if plan.wide is not None and plan.query == plan.wide.query else retriever.search(plan.query)
     scoped = Retriever(retriever.lib, retriever.kb, retriever.settings, doc_ids=plan.documents)
     result = scoped.search(plan.query)
     if CONTEXT_MODE == "filter" and result.hits:

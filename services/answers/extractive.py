@@ -225,17 +225,20 @@ _ENTITY_TAGS = frozenset({"nr", "nrt", "nrfg", "ns", "nt", "nz", "j"})
 _ATTACHED_TAGS = frozenset({"n", "ng", "eng"})
 
 
-def entity_spans(text: str) -> list[tuple[int, int]]:
+def entity_spans(text: str, kinds: frozenset | None = None) -> list[tuple[int, int]]:
     """[start, end) of the names in `text` — people, places, organisations, works (jieba's parts of
     speech), masked names of court judgments (张x6, 曹0, 王某甲) and 《titles》 — each with the nouns
-    attached to it (京沪 + 高铁 = 京沪高铁, 马 + 祖列岛)."""
+    attached to it (京沪 + 高铁 = 京沪高铁, 马 + 祖列岛). `kinds`: only these tags ("masked" for
+    masked names and titles)."""
     t = _aligned(text)
     tags = _tags(t)
-    spans = [m.span() for m in _MASKED_NAME.finditer(t)] + [m.span() for m in _TITLE.finditer(t)]
+    wanted = _ENTITY_TAGS if kinds is None else _ENTITY_TAGS & kinds
+    spans = [m.span() for m in _MASKED_NAME.finditer(t)] + [m.span() for m in _TITLE.finditer(t)] \
+        if kinds is None or "masked" in kinds else []
     i = 0
     while i < len(tags):
         a, b, flag = tags[i]
-        if flag in _ENTITY_TAGS and (b - a >= 2 or i + 1 < len(tags) and tags[i + 1][2] in _ENTITY_TAGS):
+        if flag in wanted and (b - a >= 2 or i + 1 < len(tags) and tags[i + 1][2] in _ENTITY_TAGS):
             j = i
             while j + 1 < len(tags) and tags[j + 1][0] == tags[j][1] and tags[j + 1][1] - a <= 10 and (
                     tags[j + 1][2] in _ENTITY_TAGS or tags[j][2] == "j" and tags[j + 1][2] in _ATTACHED_TAGS):
