@@ -47,6 +47,7 @@ CONTEXT_WEIGHT = 0.25  # weight of the query terms named by the preceding unit
 CLAUSE_CONTEXT_WEIGHT = 0.5  # ... by the earlier clauses of a clause's sentence
 FOLLOW_RATIO = 0.6  # a further unit scores at least this share of the best one
 TYPE_BONUS = 0.15
+TYPED_RATIO = 0.5  # for a strictly typed question, a unit with a value wins if it scores this share of the best
 LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
 CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
 MIN_CLAUSE = 8  # a shorter clause joins the next one
@@ -56,8 +57,9 @@ WINDOW_CHARS = 0  # the best run of consecutive units is at most this long (0: b
 WINDOW_PENALTY = 0.05  # per 100 characters of a run
 MAX_CHARS = 240  # quoted characters at most (the best unit always counts)
 # Ambiguity: another document's best unit scores at least this share of the best and covers the key terms.
-AMBIGUITY_RATIO = 0.8
-AMBIGUITY_SUPPORT = 0.6
+AMBIGUITY_RATIO = 0.7
+AMBIGUITY_SUPPORT = 0.5
+AMBIGUITY_PASSAGES = 6  # passages searched for other documents' answers
 # Types whose values the patterns find reliably: a unit without one does not answer such a question.
 STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
 TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
@@ -96,7 +98,7 @@ def answer_type(question: str) -> str | None:
 
 
 # --- values of a type, with exact offsets ------------------------------------------------------
-_NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]+)"
+_NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]*[零〇一二两三四五六七八九十壹贰叁肆伍陆柒捌玖拾][零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]*)"
 _MONEY = r"(?:美元|美金|港元|港币|欧元|英镑|日元|韩元|新台币|台币|澳元|加元|越南盾|卢布|卢比|法郎|马克|比索|泰铢|里拉|元|块钱|两白银|两银子|银两)"
 _AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
 _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
@@ -105,8 +107,9 @@ _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|
 _NUMBER = re.compile(rf"(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+")
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
+_DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
 _DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
-             rf"(?:{_D}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?(?:{_D}[日号]?)?|{_D}[日号])?"
+             rf"(?:{_DAY}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?(?:{_DAY}[日号]?)?|{_DAY}日)?"
              rf"(?:(?:凌晨|上午|中午|下午|晚上|晚)?[0-9]{{1,2}}[时点](?:[0-9]{{1,2}}分?)?许?)?")
 _DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
                    rf"[\u4e00-\u9fff]{{2,4}}时期|[上中下晚早]?[\u4e00-\u9fff]{{2}}纪(?:早期|中期|晚期|初期|末期)?|{_DATE_ONE}(?:(?:至|到|-|—|~|～|起至){_DATE_ONE})?")
@@ -194,7 +197,8 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
         spans = []
         for m in _DATE.finditer(t):
             a = m.start() + len(m.group()) - len(m.group().lstrip("至到-—~～起"))
-            if m.end() - a >= 2 and re.search(r"[0-9零〇一二三四五六七八九十世朝代]", t[a:m.end()]):
+            if m.end() - a >= 2 and re.search(r"[0-9零〇一二三四五六七八九十世朝代]", t[a:m.end()]) \
+                    and not t.startswith("级", m.end()) and not (t[a:m.end()].isdigit() or t[m.end() - 1] in "号日" and t[m.end():m.end() + 1] in "楼院"):
                 spans.append((a, m.end()))
         return spans
     if kind == "title":
@@ -406,7 +410,9 @@ class _Scorer:
 
     def __init__(self, query: str, hits: list[Hit], max_passages: int):
         self.query = query
-        self.candidates, self.previous, self.following = _candidates(hits, max_passages)
+        self.passages = [h.text for h in hits]
+        self.max_passages = max_passages  # the answer's own units; ambiguity looks a little further
+        self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES))
         self.kind = answer_type(query)
         self.exclude = _question_values(self.kind, query)
         self.terms = key_terms(query) or query_terms(query)
@@ -452,8 +458,10 @@ class _Scorer:
         return (sum(w for t, w in self.weights.items() if t in folded) / total
                 + 0.3 * len(self.q_grams & _bigrams(folded)) / max(1, len(self.q_grams)))
 
-    def order(self) -> list[int]:
-        return sorted(range(len(self.candidates)), key=lambda i: -self.candidates[i].score)
+    def order(self, everywhere: bool = False) -> list[int]:
+        """Units by score, best first: those of the first `max_passages` passages, or all."""
+        return sorted((i for i, c in enumerate(self.candidates) if everywhere or c.n <= self.max_passages),
+                      key=lambda i: -self.candidates[i].score)
 
     def window(self, max_window: int, doc: str | None = None) -> list[int]:
         """The best run of consecutive units of one passage within `max_window` characters: the one
@@ -538,7 +546,13 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int) -> list[Pick]:
     if not c:
         return []
     order = scorer.order()
-    group = scorer.window(WINDOW_CHARS) if WINDOW_CHARS else scorer.around(order[0], max_chars)
+    best = order[0]
+    if scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
+        # a question asking for a number, date, title or country: a unit holding one, if it is close
+        typed = next((i for i in order if scorer.typed[i]), None)
+        if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
+            best = typed
+    group = scorer.window(WINDOW_CHARS) if WINDOW_CHARS else scorer.around(best, max_chars)
     first = max(group, key=lambda i: c[i].score)
     scorer.group, scorer.first = group, first
     picked = [c[i] for i in group]
@@ -673,7 +687,8 @@ _UNIT_CUES = [(re.compile(r"多长|多远|长度|全长|距离|多宽|多深|宽
               (re.compile(r"面积|多大"), re.compile(r"(?:平方公里|平方千米|平方米|公顷|亩|平方英里)$")),
               (re.compile(r"多久|多长时间|期限|几年"), re.compile(r"(?:年|个月|天|日|小时|分钟|周|星期)$")),
               (re.compile(r"几岁|多大年纪|年龄|岁数"), re.compile(r"岁$")),
-              (re.compile(r"人口|多少人|几个人|人数"), re.compile(r"(?:人|万|亿|名)$"))]
+              (re.compile(r"人口|多少人|几个人|人数"), re.compile(r"(?:人|万|亿|名)$")),
+              (re.compile(r"利率|比例|百分比|税率|占比|比率|利息率"), re.compile(r"(?:%|‰|分|成)$"))]
 
 
 def _unit_match(question: str, value: str) -> bool:
@@ -707,7 +722,8 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         return []
     best_doc = c[first].doc_id or c[first].doc
     out, seen_docs, values = [], {best_doc}, [span.text]
-    for i in scorer.order():
+    names = [comparable(scorer.query[a:b]) for a, b in entity_spans(scorer.query, frozenset({"nr", "nrt", "nrfg", "ns", "masked"}))]
+    for i in scorer.order(everywhere=True):
         u = c[i]
         doc = u.doc_id or u.doc
         if u.score < AMBIGUITY_RATIO * c[first].score:
@@ -715,6 +731,9 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         if doc in seen_docs:
             continue
         seen_docs.add(doc)
+        passage = comparable(scorer.passages[u.n - 1])
+        if any(n not in passage for n in names):
+            continue  # the question names someone (or somewhere) this passage does not: not its answer
         picks = [c[j] for j in (scorer.window(WINDOW_CHARS, doc) if WINDOW_CHARS else scorer.around(i, max_chars))]
         check_picks(scorer.query, picks, scorer.kind)
         if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
