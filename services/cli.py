@@ -167,9 +167,14 @@ def cmd_ask(args) -> int:
     question = " ".join(args.question).strip()
     if not question:
         raise errors.WendaoError("请输入问题。")
-    answer = answer_question(retriever, llm, question, Conversation())
+    if args.conversation is not None:  # continue (or start) a saved conversation and keep the turn
+        from services import conversations
+
+        answer, conversation_id = conversations.ask(lib, kb, question, args.conversation, llm, retriever.settings)
+    else:
+        answer, conversation_id = answer_question(retriever, llm, question, Conversation()), None
     if args.json:
-        _print_json(answer.to_json())
+        _print_json({**answer.to_json(), **({"conversation_id": conversation_id} if conversation_id else {})})
     else:
         print(answer.text)
         for c in answer.citations:
@@ -308,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--questions")
             s.add_argument("--limit", type=int)
             s.add_argument("--no-llm", action="store_true", help="不调用大模型，只给摘录式回答")
+            s.add_argument("--conversation", type=int, metavar="ID",
+                           help="在已保存的对话 ID 中继续提问（追问沿用该对话的文档；ID 不存在时以此 ID 新建），并保存这一轮")
             s.add_argument("question", nargs="*")
         else:
             s.add_argument("--questions", required=True)

@@ -26,12 +26,17 @@ class ConversationInfo:
     turns: int
 
 
-def create(store: Store, kb_id: int, title: str = "新对话") -> int:
+def create(store: Store, kb_id: int, title: str = "新对话", conversation_id: int | None = None) -> int:
+    """A new conversation of the KB (with the given id, when a script names it); returns its id."""
     now = time.time()
     with store._lock:
-        cur = store.db.execute("INSERT INTO conversations(kb_id, title, created_at, updated_at) VALUES (?,?,?,?)",
-                               (kb_id, title, now, now))
-        return cur.lastrowid
+        if conversation_id is None:
+            cur = store.db.execute("INSERT INTO conversations(kb_id, title, created_at, updated_at) VALUES (?,?,?,?)",
+                                   (kb_id, title, now, now))
+            return cur.lastrowid
+        store.db.execute("INSERT INTO conversations(id, kb_id, title, created_at, updated_at) VALUES (?,?,?,?,?)",
+                         (conversation_id, kb_id, title, now, now))
+        return conversation_id
 
 
 def list_for(store: Store, kb_id: int) -> list[ConversationInfo]:
@@ -116,6 +121,42 @@ def _with_doc_ids(store: Store, answer: dict) -> dict:
             if chunk is not None:
                 c["doc_id"] = chunk.doc_id
     return {**answer, "citations": citations}
+
+
+def ask(lib, kb, question: str, conversation_id: int | None = None, llm=None, settings=None,
+        doc_ids: list[str] | None = None):
+    """Ask in a saved conversation and keep the turn: continues conversation `conversation_id` of
+    the KB (follow-ups keep to the documents its answers were about), or starts it — under that id
+    when it is given and free, else a new one. Returns (services.answers.answer.Answer, conversation id).
+    The turn is saved with its answer JSON and the settings used, as the chat page saves it.
+    Raises WendaoError for an empty question or a conversation of another knowledge base."""
+    from dataclasses import asdict
+
+    from services.answers.answer import answer_question
+    from services.config import LLMSettings
+    from services.index.library import retrieval_settings
+    from services.search.retrieval import Retriever
+
+    question = (question or "").strip()
+    if not question:
+        raise errors.WendaoError("请输入问题。")
+    store, info = lib.store, None
+    if conversation_id is not None:
+        try:
+            info = get(store, conversation_id)
+        except errors.WendaoError:
+            info = None
+        if info is not None and info.kb_id != kb.id:
+            raise errors.WendaoError(f"对话 {conversation_id} 属于另一个知识库，不能在这里继续。")
+    settings = settings or retrieval_settings(lib, kb)
+    llm = llm or LLMSettings()
+    history_ = history(store, conversation_id) if info is not None else None
+    answer = answer_question(Retriever(lib, kb, settings, doc_ids=doc_ids), llm, question, history_)
+    if info is None:
+        conversation_id = create(store, kb.id, conversation_id=conversation_id)
+    add_turn(store, conversation_id, question, answer.to_json(),
+             {"retrieval": asdict(settings), "doc_ids": doc_ids, "llm_model": llm.model if llm.configured else ""})
+    return answer, conversation_id
 
 
 def _title(question: str) -> str:

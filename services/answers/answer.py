@@ -386,10 +386,11 @@ def names_other_subject(question: str, context_text: str, other_texts: list[str]
     a person or place the conversation's documents never mention and another document does
     ("射击断续器是哪个国家发明的？那个装置有什么作用？" in a talk about a judgment). Texts are in
     comparable form (services.documents.tokenizer.comparable)."""
-    terms = [t for t in key_terms(question) if len(t) >= 2 and t not in _FOLLOW_UP_TOKENS]
+    # words the KB never uses say nothing about which of its documents the question is about
+    terms = [t for t in key_terms(question) if len(t) >= 2 and t not in _FOLLOW_UP_TOKENS and shares.get(t, 0.0) > 0]
     if not terms or not other_texts:
         return False
-    weight = {t: len(t) * math.log(1 + 1 / max(shares.get(t, 0.0), 1e-3)) for t in terms}
+    weight = {t: len(t) * math.log(1 + 1 / shares[t]) for t in terms}
     total = sum(weight.values())
 
     def coverage(text: str) -> float:

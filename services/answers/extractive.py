@@ -98,14 +98,14 @@ def answer_type(question: str) -> str | None:
 
 
 # --- values of a type, with exact offsets ------------------------------------------------------
-_NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]*[零〇一二两三四五六七八九十壹贰叁肆伍陆柒捌玖拾][零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]*)"
+_NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]+)"
 _MONEY = r"(?:美元|美金|港元|港币|欧元|英镑|日元|韩元|新台币|台币|澳元|加元|越南盾|卢布|卢比|法郎|马克|比索|泰铢|里拉|元|块钱|两白银|两银子|银两)"
 _AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
 _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
          + "|周岁|岁|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
            "篇|册|集|章|度|℃|枚|颗|株|棵|头|匹|支|艘|架|列|幅|张|份|次|期|版|级|分|票|岁|孔|栋|块|批|处|粒|盒|瓶|袋|箱|桶|斤|升|毫升|码")
 _NUMBER = re.compile(rf"(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
-                     rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+")
+                     rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
 _DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
 _DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
@@ -198,7 +198,7 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
         for m in _DATE.finditer(t):
             a = m.start() + len(m.group()) - len(m.group().lstrip("至到-—~～起"))
             if m.end() - a >= 2 and re.search(r"[0-9零〇一二三四五六七八九十世朝代]", t[a:m.end()]) \
-                    and not t.startswith("级", m.end()) and not (t[a:m.end()].isdigit() or t[m.end() - 1] in "号日" and t[m.end():m.end() + 1] in "楼院"):
+                    and not t.startswith("级", m.end()) and not (t[a:m.end()].isdigit() or t[m.end() - 1] in "号日" and t[m.end():m.end() + 1] in ("楼", "院")):
                 spans.append((a, m.end()))
         return spans
     if kind == "title":
@@ -391,7 +391,8 @@ def _question_values(kind: str | None, question: str) -> set[str]:
     return {comparable(question[a:b]) for a, b in typed_values(kind, question)} if kind in TYPED else set()
 
 
-_ARTICLE = re.compile(r"^(?:其中)?[一两][个种座条位名项件家所只部本批些类次]$")  # 一座, 一种: an article, not a count
+# 一座, 一种: an article, not a count; 百分 (of 百分之…): not a value
+_ARTICLE = re.compile(r"^(?:其中)?[一两][个种座条位名项件家所只部本批些类次]$|^[百千万]分$")
 
 
 def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, int]]:
@@ -411,6 +412,7 @@ class _Scorer:
     def __init__(self, query: str, hits: list[Hit], max_passages: int):
         self.query = query
         self.passages = [h.text for h in hits]
+        self.starts = [h.start for h in hits]
         self.max_passages = max_passages  # the answer's own units; ambiguity looks a little further
         self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES))
         self.kind = answer_type(query)
@@ -572,6 +574,23 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int) -> list[Pick]:
         used += len(u.text)
     check_picks(scorer.query, picked)
     return sorted(picked, key=lambda p: (p.n, p.start))
+
+
+def _merged(scorer: _Scorer, picks: list[Pick]) -> list[Pick]:
+    """Adjacent picks of one passage as one Pick whose text is the passage between them (the comma a
+    clause was trimmed of included), so each quote, its citation and its highlight are one
+    continuous piece of the document."""
+    out = []
+    for group in _groups(picks):
+        first, last = group[0], group[-1]
+        if len(group) == 1:
+            out.append(first)
+            continue
+        base = scorer.starts[first.n - 1]
+        text = scorer.passages[first.n - 1][first.start - base:last.end - base]
+        out.append(Pick(first.n, first.start, last.end, text, max(p.score for p in group), min(p.support for p in group),
+                        first.doc, first.doc_id, any(p.clause for p in group), first.sentence))
+    return out
 
 
 def _groups(picks: list[Pick]) -> list[list[Pick]]:
@@ -758,12 +777,14 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     first = scorer.first
     best = scorer.candidates[first]
     span = _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    picks = _merged(scorer, picks)
     extract = Extract(picks, span, scorer.kind)
     others = _alternatives(scorer, first, span, max_chars) if ambiguity else []
     if others:
         primary = [p for p in picks if (p.doc_id or p.doc) == (best.doc_id or best.doc)]
         for p in primary:
             p.support = max(p.support, ANSWERS_THRESHOLD)
+        others = [(o, _merged(scorer, ps)) for o, ps in others]
         extract.picks = sorted(primary + [p for _, ps in others for p in ps], key=lambda p: (p.n, p.start))
         extract.alternatives = [s for s, _ in others]
         extract.text, extract.emphasis = ambiguous_text(span, primary, others)
