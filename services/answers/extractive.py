@@ -53,9 +53,8 @@ CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clause
 MIN_CLAUSE = 8  # a shorter clause joins the next one
 SHORT_QUOTE = 16  # a quote shorter than this takes its neighbouring clause, to be readable
 SPAN_WHOLE = 30  # a unit this short is marked whole for an untyped question
-WINDOW_CHARS = 0  # the best run of consecutive units is at most this long (0: best unit + neighbours)
-WINDOW_PENALTY = 0.05  # per 100 characters of a run
 MAX_CHARS = 240  # quoted characters at most (the best unit always counts)
+CLAUSE_MAX_CHARS = 120  # ... when the best unit is a clause of a long sentence (unpunctuated text)
 # Ambiguity: another document's best unit scores at least this share of the best and covers the key terms.
 AMBIGUITY_RATIO = 0.7
 AMBIGUITY_SUPPORT = 0.5
@@ -465,31 +464,6 @@ class _Scorer:
         return sorted((i for i, c in enumerate(self.candidates) if everywhere or c.n <= self.max_passages),
                       key=lambda i: -self.candidates[i].score)
 
-    def window(self, max_window: int, doc: str | None = None) -> list[int]:
-        """The best run of consecutive units of one passage within `max_window` characters: the one
-        whose units together hold the most of the question (specific terms, bigrams, a value of the
-        asked-for type), less WINDOW_PENALTY per 100 characters; document order."""
-        c = self.candidates
-        total = sum(self.weights.values()) or 1.0
-        grams = [_bigrams(x) for x in self.lowered]
-        best, best_score = [], -1.0
-        for i in range(len(c)):
-            if doc is not None and (c[i].doc_id or c[i].doc) != doc:
-                continue
-            terms, gram, chars, typed, run, j = set(), set(), 0, False, [], i
-            while j is not None and (not run or chars + len(c[j].text) <= max_window):
-                run.append(j)
-                terms |= self.covered[j]
-                gram |= grams[j]
-                chars += len(c[j].text)
-                typed = typed or self.typed[j]
-                score = (sum(self.weights[t] for t in terms) / total + 0.3 * len(self.q_grams & gram) / max(1, len(self.q_grams))
-                         + (TYPE_BONUS if typed else 0.0) + 0.12 / (c[i].n + 1) - WINDOW_PENALTY * chars / 100)
-                if score > best_score:
-                    best, best_score = list(run), score
-                j = self.following[j]
-        return sorted(best)
-
     def around(self, first: int, max_chars: int) -> list[int]:
         """The best unit with the neighbours it needs (see the module docstring), in document order."""
         c, kind = self.candidates, self.kind
@@ -554,7 +528,9 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int) -> list[Pick]:
         typed = next((i for i in order if scorer.typed[i]), None)
         if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
             best = typed
-    group = scorer.window(WINDOW_CHARS) if WINDOW_CHARS else scorer.around(best, max_chars)
+    if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
+        max_chars = min(max_chars, CLAUSE_MAX_CHARS)
+    group = scorer.around(best, max_chars)
     first = max(group, key=lambda i: c[i].score)
     scorer.group, scorer.first = group, first
     picked = [c[i] for i in group]
@@ -753,7 +729,7 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         passage = comparable(scorer.passages[u.n - 1])
         if any(n not in passage for n in names):
             continue  # the question names someone (or somewhere) this passage does not: not its answer
-        picks = [c[j] for j in (scorer.window(WINDOW_CHARS, doc) if WINDOW_CHARS else scorer.around(i, max_chars))]
+        picks = [c[j] for j in scorer.around(i, max_chars)]
         check_picks(scorer.query, picks, scorer.kind)
         if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
             continue
