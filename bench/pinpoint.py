@@ -385,6 +385,42 @@ def run_ambiguity(lib, kb, plan, llm=None) -> list[dict]:
 KBS: dict = {}
 
 
+def run_llm(lib, kbs, plan, args) -> None:
+    """Follow-ups (`--llm-n` of each kind, CAIL and DRCD interleaved) and ambiguity (`--llm-n` each)
+    with a real LLM: the same context rules for its rewrite and its sources. The answer check before
+    answering is off (it is measured in bench/answers.py); each row is printed as it finishes."""
+    from services.config import LLMSettings
+
+    llm = LLMSettings(base_url=args.llm_url, api_key="local", model=args.llm_model, timeout=900, max_retries=0,
+                      max_tokens=200, temperature=0.0, verify_answerable=False)
+    dialogues = load_followups(plan)
+    chosen = []
+    for kind in ("follow-up", "self-contained"):
+        drcd = [d for d in dialogues if d["kind"] == kind and d["source"] == "drcd_dev"]
+        cail = [d for d in dialogues if d["kind"] == kind and d["source"] == "cail2019_dev"]
+        mixed = [d for pair in zip(cail, drcd) for d in pair]
+        chosen += mixed[:args.llm_n]
+    rows = []
+    for i, d in enumerate(chosen, 1):
+        rows.append(run_dialogue(lib, kbs[d["source"]], d, llm))
+        print(f"  llm dialogue {i}/{len(chosen)} {json.dumps(rows[-1], ensure_ascii=False)}", file=sys.stderr, flush=True)
+    print("\nfollow-ups with the LLM")
+    print(table(followup_table(rows)))
+    from services.answers.answer import answer_question
+    from services.search.retrieval import Retriever
+
+    amb = []
+    for item in ambiguity_set()[:args.llm_n]:
+        a = answer_question(Retriever(lib, kbs["cail2019_dev"]), llm, item["question"])
+        amb.append({"flagged": "份文档给出不同答案" in a.text[:20] + a.notice, "mode": a.mode,
+                    "docs": len({c.doc for c in a.citations})})
+        print(f"  llm ambiguity {len(amb)} {json.dumps(amb[-1], ensure_ascii=False)} {a.text[:80]!r}", file=sys.stderr, flush=True)
+    print("\nambiguity with the LLM (flagged: the answer or its notice says the documents differ)")
+    print(table([{"n": len(amb), "flagged": sum(r["flagged"] for r in amb) / len(amb),
+                  "LLM answer cites 2+ documents": sum(r["docs"] >= 2 for r in amb) / len(amb),
+                  "fell back to the extract": sum(r["mode"] == "extractive" for r in amb) / len(amb)}]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=150)
@@ -393,7 +429,10 @@ def main() -> None:
     p.add_argument("--baseline", help="an older extractive.py to compare with (see old_extractive)")
     p.add_argument("--baseline-answer", help="an older answer.py: follow-ups answered the old way, for comparison")
     p.add_argument("--sets", default="extractive,followups,ambiguity")
-    p.add_argument("--context-modes", default="filter", help="CONTEXT_MODE values to compare: filter,boost")
+    p.add_argument("--context-modes", default="boost", help="CONTEXT_MODE values to compare: filter,boost")
+    p.add_argument("--llm-url", help="also answer with this OpenAI-compatible LLM (follow-ups and ambiguity)")
+    p.add_argument("--llm-model", default="local")
+    p.add_argument("--llm-n", type=int, default=20, help="questions or dialogues of each kind with the LLM")
     args = p.parse_args()
     from services.index.library import Library
 
@@ -427,6 +466,8 @@ def main() -> None:
             rows = [run_dialogue(lib, kbs[d["source"]], d, old=True) for d in dialogues]
             print("\nfollow-ups before (--baseline-answer: rewrite only, whole KB)")
             print(table(followup_table(rows)))
+    if args.llm_url:
+        run_llm(lib, kbs, plan, args)
     if "ambiguity" in sets:
         rows = run_ambiguity(lib, kbs["cail2019_dev"], plan)
         if args.dump:

@@ -261,3 +261,11 @@ def test_llm_answer_without_supported_citation_shows_the_extract(lib, cases, ser
     a = answer_question(Retriever(lib, cases), llm(server, "off-topic"), "原告王0与被告李x3约定被告每月支付多少生活费？")
     assert a.mode == "extractive" and UNSUPPORTED_LLM_NOTICE in a.notice
     assert "四十二" not in a.text and a.answer_span.text == "800元"
+
+
+def test_llm_answer_is_told_when_the_documents_disagree(lib, kb, server):
+    ingest(lib, kb, JUDGMENT_B, "赵0离婚.txt")
+    ingest(lib, kb, JUDGMENT_C, "周0离婚.txt")
+    a = answer_question(Retriever(lib, kb), llm(server), "原告每个月需要支付多少抚养费？")
+    assert a.mode == "llm" and "有 2 份文档给出不同答案" in a.notice
+    assert "1000元（赵0离婚.txt）" in a.notice and "10000元（周0离婚.txt）" in a.notice

@@ -579,7 +579,16 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         _adopt(answer, extract)
         answer.notice = " ".join(filter(None, [answer.notice, UNSUPPORTED_LLM_NOTICE]))
         yield "\n\n" + answer.text
+    elif extract.alternatives:  # the documents disagree: say so beside the model's answer too
+        answer.notice = " ".join(filter(None, [answer.notice, ambiguity_notice(extract)]))
     return _finish(answer, timings)
+
+
+def ambiguity_notice(extract: Answer) -> str:
+    """"注意：有 N 份文档给出不同答案：800元（a.txt）、1000元（b.txt）。" for an answer whose extract found
+    different answers of the asked-for type in different documents."""
+    spans = [extract.answer_span] + list(extract.alternatives)
+    return (f"注意：有 {len(spans)} 份文档给出不同答案：" + "、".join(f"{s.text}（{s.doc}）" for s in spans if s) + "。")
 
 
 UNSUPPORTED_LLM_NOTICE = "大模型的回答没有一条引用得到原文支持，已改为显示文档摘录。"
