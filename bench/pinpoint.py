@@ -1,26 +1,31 @@
 """Pinpointed answers, follow-ups and ambiguity (issue 21), measured without an LLM (optionally with one).
 
-    python bench/pinpoint.py [--n 150] [--sets extractive,followups,ambiguity] [--llm-url URL --llm-n 20]
-    python bench/pinpoint.py --cached          # re-run the extractive step on the saved retrieval results
+    python bench/pinpoint.py [--n 150] [--sets extractive,followups,ambiguity] [--context-modes boost,filter]
+                             [--baseline OLD_extractive.py] [--baseline-answer OLD_answer.py]
+                             [--llm-url URL --llm-n 20] [--dump PREFIX]
 
-Question sets (seed 21, never the sets bench/answers.py tuned on or reports: every question of its seed-0 sets at
-n=150 is excluded, and so are their KBs' CMRC off-KB articles):
-  - extractive: `--n` answerable span questions each from CMRC 2018 trial, DRCD dev and CAIL2019 dev. Each KB holds
-    the sampled questions' documents plus distractors (documents nobody asks about), see `sample`.
-  - follow-ups: two-turn dialogues. DRCD ones are in bench/followups.jsonl (written for this from DRCD dev, CC BY-SA
-    3.0; see `followup_set`); CAIL2019 ones are built here at run time from the questions of one judgment (CAIL has no
-    licence, so nothing derived from it is committed): the second question loses the names the first one gave
-    ("被告张x1每月支付多少生活费？" -> "那他每月支付多少生活费？"). Self-contained second questions name their own
-    subject (a question about another document, kept verbatim). Scores: the second answer cites the first turn's
-    document (follow-ups) or its own (self-contained); self-contained questions are not rewritten.
-  - ambiguity: CAIL2019 questions with their names removed ("被告每月支付多少抚养费？") whose asked-for value
-    (amount, date, number) differs between two or more judgments of the KB that the original question was asked
-    about; flagged = the answer says "有 N 份文档给出不同答案". False flags: on 100 questions that name their subject
-    (extractive questions of all three sets).
+`--baseline` / `--baseline-answer` take the files as they were before issue 21 (e.g.
+`git show 41fa5a8:services/answers/extractive.py > /tmp/old_extractive.py`) and print the "before" tables.
+
+Question sets (seed 21; every question bench/answers.py uses at --n 150 — its tuning and reported sets — is excluded):
+  - extractive: `--n` answerable span questions each from CMRC 2018 trial, DRCD dev and CAIL2019 dev, drawn from
+    110 / 60 / 130 randomly chosen documents. Each KB holds those documents plus 40 / 30 / 50 distractors (DRCD:
+    articles of at most 3,000 characters, for ingest time); the CAIL KB also holds the ambiguity set's judgments
+    and the issue's judgment (cail2019_dev_0001), see `sample`.
+  - follow-ups: two-turn dialogues. DRCD ones are in bench/followups.jsonl (adapted for this from DRCD dev questions,
+    CC BY-SA 3.0: the title replaced by 它/他, sometimes with 那 in front); CAIL2019 ones are built at run time
+    (`cail_dialogues`: CAIL has no licence, so nothing derived from it is committed): the second question of one
+    judgment loses the names ("被告张x1每月支付多少生活费？" -> "那被告每月支付多少生活费？", "他…"), plus the issue's
+    own conversation. Self-contained second questions are another document's question, verbatim, that names its
+    subject. Scores: the second answer's first citation is from the first turn's document (follow-ups) or its own
+    (self-contained); self-contained questions are not rewritten.
+  - ambiguity (`ambiguity_set`): CAIL2019 questions asking for an amount, date or number that, with the names removed
+    ("被告借了多少贷款？"), are asked of two or more judgments with different answers; flagged = the answer says
+    "有 N 份文档给出不同答案". False flags: on 100 extractive questions that name their subject.
 Per extractive question: gold answer in the answer, gold inside the marked answer span (`answer_span`), answer length
-in characters (the quoted text, label, span line and markers excluded), ms of the extractive step (retrieval
-excluded; retrieval is reported beside it). Results are cached under WENDAO_BENCH_DIR so that `--cached` re-runs only
-the extractive step (what tuning needs) in seconds.
+in characters (the quoted text; label, answer line and markers excluded), wall and CPU ms of the extractive step
+(retrieval excluded, reported beside it). Retrieval results are cached under WENDAO_BENCH_DIR
+(pinpoint-retrieved-n*.json; delete it after changing retrieval), so re-running the extractive step takes seconds.
 """
 from __future__ import annotations
 
@@ -102,36 +107,36 @@ _ROLE = r"(原告|被告人|被告|被害人|申请人|上诉人|第三人)"
 
 def _strip_names(question: str) -> str:
     """A CAIL question without its masked names: "被告张x1…" -> "被告…", other names -> ""."""
-    from services.answers.extractive import _MASKED_NAME
+    from services.answers.extractive import MASKED_NAME
 
-    q = re.sub(_ROLE + _MASKED_NAME.pattern, r"\1", question)
-    return _MASKED_NAME.sub("", q).replace("?", "？").strip()
+    q = re.sub(_ROLE + MASKED_NAME.pattern, r"\1", question)
+    return MASKED_NAME.sub("", q).replace("?", "？").strip()
 
 
 def _pronoun_question(question: str) -> str:
     """The second question of a CAIL dialogue: names dropped after a role (原告曹0 -> 原告), other
     names replaced by 他 (once), and "那" in front when no pronoun is left ("那原告…")."""
-    from services.answers.extractive import _MASKED_NAME
+    from services.answers.extractive import MASKED_NAME
 
-    q = re.sub(_ROLE + _MASKED_NAME.pattern, r"\1", question)
-    q = _MASKED_NAME.sub("他", q, count=1)
-    q = _MASKED_NAME.sub("", q).replace("?", "？")
+    q = re.sub(_ROLE + MASKED_NAME.pattern, r"\1", question)
+    q = MASKED_NAME.sub("他", q, count=1)
+    q = MASKED_NAME.sub("", q).replace("?", "？")
     return q if "他" in q else "那" + q
 
 
 def cail_dialogues(plan, n_follow: int = 30, n_self: int = 15) -> list[dict]:
     """Two-turn CAIL2019 dialogues built at run time (never stored, see the module docstring)."""
-    from services.answers.extractive import _MASKED_NAME
+    from services.answers.extractive import MASKED_NAME
 
     _, names, by_doc = plan["cail2019_dev"]
     rng = random.Random(SEED)
-    docs = [d for d in names if len(by_doc.get(d, [])) >= 2 and any(_MASKED_NAME.search(q.question) for q in by_doc[d])]
+    docs = [d for d in names if len(by_doc.get(d, [])) >= 2 and any(MASKED_NAME.search(q.question) for q in by_doc[d])]
     rng.shuffle(docs)
     texts = {d: (DATASETS["cail2019_dev"] / "docs" / d).read_text(encoding="utf-8") for d in names}
     out = [{"id": "cail-issue", "kind": "follow-up", "source": "cail2019_dev", "doc": ISSUE_DOC,
             "turns": [{"question": ISSUE_DIALOGUE[0]}, {"question": ISSUE_DIALOGUE[1]}], "answers": ISSUE_DIALOGUE[2]}]
     for d in docs[:n_follow - 1]:
-        first = next(q for q in by_doc[d] if _MASKED_NAME.search(q.question))
+        first = next(q for q in by_doc[d] if MASKED_NAME.search(q.question))
         second = next(q for q in by_doc[d] if q is not first)
         out.append({"id": f"cail-f{len(out)}", "kind": "follow-up", "source": "cail2019_dev", "doc": d,
                     "turns": [{"question": first.question}, {"question": _pronoun_question(second.question)}],
@@ -139,13 +144,13 @@ def cail_dialogues(plan, n_follow: int = 30, n_self: int = 15) -> list[dict]:
     own = []
     for d in docs[n_follow:]:
         for q in by_doc[d]:
-            found = [m.group() for m in _MASKED_NAME.finditer(q.question)]
+            found = [m.group() for m in MASKED_NAME.finditer(q.question)]
             if found and all(sum(f in t for t in texts.values()) == 1 for f in found):
                 own.append((d, q))  # a name only this judgment has: the question names its subject
                 break
     for i, (d, q) in enumerate(own[:n_self]):
         first_doc = docs[i]
-        first = next(x for x in by_doc[first_doc] if _MASKED_NAME.search(x.question))
+        first = next(x for x in by_doc[first_doc] if MASKED_NAME.search(x.question))
         out.append({"id": f"cail-s{i + 1}", "kind": "self-contained", "source": "cail2019_dev", "doc": d,
                     "turns": [{"question": first.question}, {"question": q.question}], "answers": q.answers})
     return out
@@ -250,9 +255,9 @@ def extractive_rows(plan, retrieved, pinpoint=None) -> list[dict]:
         for q in questions:
             r = retrieved[q.id]
             hits = [_hit(h) for h in r["sources"]]
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             extract = pinpoint(q.question, hits) if hits else None
-            ms = (time.perf_counter() - started) * 1000
+            ms, cpu_ms = (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
             picks = extract.picks if extract else []
             quoted = "".join(p.text for p in picks)
             span = extract.span.text if extract and extract.span else ""
@@ -261,7 +266,7 @@ def extractive_rows(plan, retrieved, pinpoint=None) -> list[dict]:
                          "gold": bool(picks) and not r["refused"] and gold_in(quoted, q.answers),
                          "in_span": bool(span) and not r["refused"] and gold_in(span, q.answers),
                          "typed": bool(extract and extract.span and extract.span.kind),
-                         "chars": len(quoted), "ms": ms, "retrieval_ms": r["retrieval_ms"],
+                         "chars": len(quoted), "ms": ms, "cpu_ms": cpu_ms, "retrieval_ms": r["retrieval_ms"],
                          "ambiguous": bool(extract and extract.ambiguous), "span": span, "quote": quoted,
                          "gold_doc": q.doc_name, "gold_in_sources": any(gold_in(h["text"], q.answers)
                                                                         for h in r["sources"])})
@@ -282,6 +287,7 @@ def extractive_table(rows: list[dict]) -> list[dict]:
                     "median chars": statistics.median(r["chars"] for r in rs),
                     "ms/answer (median)": statistics.median(r["ms"] for r in rs),
                     "ms p90": sorted(r["ms"] for r in rs)[int(0.9 * len(rs))],
+                    "CPU ms (median)": statistics.median(r["cpu_ms"] for r in rs),
                     "retrieval ms (median)": statistics.median(r["retrieval_ms"] for r in rs),
                     "gold in sources": sum(r["gold_in_sources"] for r in rs) / len(rs),
                     "flagged ambiguous": sum(r["ambiguous"] for r in rs)})
@@ -348,7 +354,7 @@ def followup_table(rows: list[dict]) -> list[dict]:
 def run_ambiguity(lib, kb, plan, llm=None) -> list[dict]:
     """The ambiguity set (flagged rate) and 100 questions that name their subject (false flags)."""
     from services.answers.answer import answer_question
-    from services.answers.extractive import _MASKED_NAME
+    from services.answers.extractive import MASKED_NAME
     from services.config import LLMSettings
     from services.search.retrieval import Retriever
 
@@ -367,7 +373,7 @@ def run_ambiguity(lib, kb, plan, llm=None) -> list[dict]:
         if key == "cail2019_dev":  # CAIL questions that name their subject: a name only their judgment has
             for d in names:
                 texts[d] = (DATASETS[key] / "docs" / d).read_text(encoding="utf-8")
-            pool = [q for q in pool if (found := [m.group() for m in _MASKED_NAME.finditer(q.question)])
+            pool = [q for q in pool if (found := [m.group() for m in MASKED_NAME.finditer(q.question)])
                     and all(sum(f in t for t in texts.values()) == 1 for f in found)]
         rng.shuffle(pool)
         plain.append([(key, q) for q in pool])
@@ -481,7 +487,7 @@ def main() -> None:
     if "extractive" not in sets:
         return
     retrieved = retrieve_all(lib, kbs, plan, BENCH / f"pinpoint-retrieved-n{args.n}.json")
-    pinpoint_warm = extractive_rows({k: (v[0][:3], v[1], v[2]) for k, v in plan.items()}, retrieved)  # noqa: F841 (warm-up)
+    extractive_rows({k: (v[0][:3], v[1], v[2]) for k, v in plan.items()}, retrieved)  # warm up (jieba, the tagger)
     rows = extractive_rows(plan, retrieved)
     if args.dump:
         Path(args.dump).write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))

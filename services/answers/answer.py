@@ -1,12 +1,15 @@
 """Answers with citations: the flow from a question to a cited answer, a refusal or an extract.
 
-Flow (`stream_answer`): rewrite a follow-up into a standalone query -> retrieve -> refuse when the
-evidence is weak (services.answers.refusal) -> build the extractive answer (services.answers.extractive, ~ms) ->
-without an LLM that is the answer; with one, the extract is handed out at once (`on_preview`,
-`Answer.extract`) while the LLM answer streams: structured JSON {answerable, answer, citations}
-first, inline [n] markers when the endpoint refuses response_format or returns no usable JSON.
-The model's own `answerable` judgement can refuse. Every [n] is then judged against its
-sentence and repaired (services.answers.citations). Every LLM failure falls back to the extract with a notice.
+Flow (`stream_answer`): plan the question's use of the conversation (`plan_context`: a follow-up
+keeps to the documents the previous answers were about and is rewritten with the previous turn's
+subject; a question about another subject searches the whole KB as asked) -> retrieve
+(`context_search`) -> refuse when the evidence is weak (services.answers.refusal) -> build the
+pinpointed extract (services.answers.extractive, ~ms) -> without an LLM that is the answer; with one,
+the extract is handed out at once (`on_preview`, `Answer.extract`) while the LLM answer streams:
+structured JSON {answerable, answer, citations} first, inline [n] markers when the endpoint refuses
+response_format or returns no usable JSON. The model's own `answerable` judgement can refuse. Every [n]
+is then judged against its sentence and repaired (services.answers.citations); an LLM answer with no
+supported citation is replaced by the extract with a notice, as is every LLM failure.
 """
 from __future__ import annotations
 
@@ -278,9 +281,7 @@ def is_follow_up(question: str) -> bool:
             or words[-1] == "呢" or len(question.rstrip("？?！!。 ")) <= 4)
 
 
-# A word found in at most this share of the KB's chunks is specific (a name, a rare term) ...
-SUBJECT_SHARE = 0.05
-# ... and one in more than this share is generic (原告, 约定): never carried into a rewrite.
+# A word in more than this share of the KB's chunks is generic (原告, 约定): never carried into a rewrite.
 GENERIC_SHARE = 0.2
 # Shares say little in a tiny KB: below this many chunks only parts of speech decide.
 MIN_CHUNKS_FOR_SHARES = 30

@@ -1,5 +1,5 @@
-"""Extractive answers (no LLM): the clause(s) of the top passages that answer the question, with the
-answer itself marked.
+"""Extractive answers (no LLM): the sentence or clause(s) of the top passages that answer the question,
+with the answer itself marked.
 
 Units. A passage is cut into sentences (services.answers.citations.quote_spans); a sentence longer than
 CLAUSE_FROM characters — court judgments often have no 。 at all, so "the sentence" would be a whole
@@ -8,24 +8,30 @@ offsets. Clauses shorter than MIN_CLAUSE join the next one ("经审理查明："
 
 Scoring. A unit scores by the query terms it contains, each weighted by length x local IDF (terms found
 in few candidate units are the specific ones), plus character-bigram overlap with the question, a small
-prior for the passage's rank, a bonus when it holds a value of the asked-for type (`answer_type`), and a
-little for the query terms its preceding unit names (the subject is often there). Units that only
-restate the question are discounted and followed by the next one; a consequence ("因此，…") brings its
-cause.
+prior for the passage's rank, a bonus when it holds a value of the asked-for type (`answer_type`:
+number, amount, date, title, country; less for person and place, whose patterns are looser), and a
+share of the query terms named just before it (the previous sentence, or for a clause the earlier
+clauses of its sentence: the subject is often there). Units that only restate the question are
+discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
-Pinpointing. The best unit is extended by one unit to either side when it names the subject but not the
-asked-for type and the neighbour holds it (射击断续器 in one sentence, 荷兰 in the next), and a clause too
-short to read alone takes its neighbour. Further units are added only when they score at least
-FOLLOW_RATIO of the best and answer the question themselves. Inside the quote the answer span is marked:
-a value of the asked-for type (number with its unit, amount in 元, date, person, place, country, 《title》)
-nearest the question's words and not already in the question; for other questions the best clause.
+Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
+value wins when it scores at least TYPED_RATIO of the best. The best unit is extended by one unit to
+either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
+in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. Further
+units are added only when they score at least FOLLOW_RATIO of the best and answer the question
+themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
+as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
+asked-for type whose clause holds most of the question's words (not a value the question itself names),
+or for other questions the best clause.
 
-Ambiguity. When strong units of different documents hold different values of the asked-for type, the
-extract says so ("有 2 份文档给出不同答案：…", each with its citation) instead of picking one.
+Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, scoring at
+least AMBIGUITY_RATIO of the best and covering the question) hold different values of the asked-for
+type, the extract says so ("有 2 份文档给出不同答案：…", each with its citation) instead of picking one.
+A document that lacks a name the question gives (原告周0) is not another answer.
 
 Support is judged against the question, never against the quote itself (`check_picks`): the key-term
-coverage a unit (with the units quoted next to it) reaches, and for typed questions only when it holds
-a value of that type. No embeddings: a few ms per answer. Measured by bench/pinpoint.py.
+coverage a quoted passage reaches, and for a number/amount/date/title/country question only when it
+holds such a value. No embeddings, a few ms per answer. Measured by bench/pinpoint.py (README).
 """
 from __future__ import annotations
 
@@ -121,7 +127,8 @@ _COUNTRIES = ("中国 美国 英国 法国 德国 日本 韩国 朝鲜 俄罗斯
               "尼日利亚 加纳 刚果 安哥拉 委内瑞拉 哥伦比亚 厄瓜多尔 玻利维亚 乌拉圭 巴拉圭").split()
 _COUNTRY_NAMED = re.compile("|".join(sorted(_COUNTRIES, key=len, reverse=True)))
 _COUNTRY_OTHER = re.compile(r"[^\W由在到于从向和与及对把被为是的了中全外本各我两他邻敌該该此其][\u4e00-\u9fff]{0,3}?(?:帝国|王国|共和国|公国|联邦|国(?![家际内外王民道会务营产籍土]))")
-_MASKED_NAME = re.compile(r"[\u4e00-\u9fff](?:[xX×][0-9]{1,3}|[0-9]{1,3}某?|某[甲乙丙丁戊己庚辛某0-9]?)"
+# Names as court judgments mask them (张x6, 曹0, 刘1某, 王某甲), not followed by a unit (费800元 is no name).
+MASKED_NAME = re.compile(r"[\u4e00-\u9fff](?:[xX×][0-9]{1,3}|[0-9]{1,3}某?|某[甲乙丙丁戊己庚辛某0-9]?)"
                           r"(?![0-9.元万亿千百年月日号岁%个次人名位天件份米吨斤户间])")
 _PLACE_SUFFIX = ("省 市 县 区 州 镇 乡 村 街道 路 街 巷 号 小学 中学 大学 学院 学校 幼儿园 医院 公园 广场 车站 机场 港 岛 群岛 列岛 山 山脉 河 江 湖 海 湾 半岛 "
                  "盆地 高原 平原 沙漠 洲 大道 社区 小区 公司 法院 酒店 宾馆 大厦 门口 寺 宫 城 峡 湖泊 流域 地区").split()
@@ -210,7 +217,7 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
         return [m.span() for m in _REASON.finditer(t) if m.end() - m.start() >= 3]
     tags = _tags(t)
     if kind == "person":
-        names = [m.span() for m in _MASKED_NAME.finditer(t)]
+        names = [m.span() for m in MASKED_NAME.finditer(t)]
         names += _runs(tags, lambda w, i: w[2] in ("nr", "nrt", "nrfg") and w[1] - w[0] >= 2)
         names += [m.span() for m in _DOTTED_NAME.finditer(t)]
         return _merge(names)
@@ -236,7 +243,7 @@ def entity_spans(text: str, kinds: frozenset | None = None) -> list[tuple[int, i
     t = _aligned(text)
     tags = _tags(t)
     wanted = _ENTITY_TAGS if kinds is None else _ENTITY_TAGS & kinds
-    spans = [m.span() for m in _MASKED_NAME.finditer(t)] + [m.span() for m in _TITLE.finditer(t)] \
+    spans = [m.span() for m in MASKED_NAME.finditer(t)] + [m.span() for m in _TITLE.finditer(t)] \
         if kinds is None or "masked" in kinds else []
     i = 0
     while i < len(tags):
