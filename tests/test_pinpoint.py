@@ -269,3 +269,17 @@ def test_llm_answer_is_told_when_the_documents_disagree(lib, kb, server):
     a = answer_question(Retriever(lib, kb), llm(server), "原告每个月需要支付多少抚养费？")
     assert a.mode == "llm" and "有 2 份文档给出不同答案" in a.notice
     assert "1000元（赵0离婚.txt）" in a.notice and "10000元（周0离婚.txt）" in a.notice
+
+
+def test_llm_rewrite_may_add_only_the_subject(lib, cases, server):
+    from services.answers.answer import adds_only_the_subject
+
+    conv = Conversation([Turn("北京的人口是多少？", "北京的人口是多少？", "约2189万[1]")])
+    assert adds_only_the_subject("北京的面积呢？", "那它的面积呢？", conv)
+    conv = Conversation([Turn("儒略日的使用者中以什么族群为多数？", "儒略日的使用者中以什么族群为多数？", "天文学家[1]")])
+    assert not adds_only_the_subject("儒略日的使用者中以天文学家为多数，它以什么时间点当作起点？", "它以什么时间点当作起点？", conv)
+    # end to end: the fake model puts the previous question's words in place of 它; they are not a subject
+    retriever, conv = Retriever(lib, cases), Conversation()
+    conv.add(answer_question(retriever, llm(server), "双方约定被告每月支付的生活费是多少？", conv))
+    a = answer_question(retriever, llm(server), "那它是从什么时候开始支付的？", conv)
+    assert "双方" not in a.query and "约定" not in a.query

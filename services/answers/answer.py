@@ -370,11 +370,27 @@ def rewrite_query(question: str, conversation: Conversation, client,
     if client is None:
         return heuristic_rewrite(question, conversation, shares), ""
     try:
-        return llm_rewrite(question, conversation, client), ""
+        rewritten = llm_rewrite(question, conversation, client)
+        if adds_only_the_subject(rewritten, question, conversation, shares):
+            return rewritten, ""
+        return heuristic_rewrite(question, conversation, shares), ""  # the model added more than the subject
     except errors.LLMError as exc:
         return heuristic_rewrite(question, conversation, shares), f"{exc.message_zh} 追问已按规则改写。"
     except Exception:  # noqa: BLE001 - a malformed reply must never break the answer
         return heuristic_rewrite(question, conversation, shares), "大模型改写追问失败，追问已按规则改写。"
+
+
+def adds_only_the_subject(rewritten: str, question: str, conversation: Conversation,
+                          shares: dict[str, float] | None = None) -> bool:
+    """Whether an LLM's rewrite of a follow-up adds nothing but the previous turn's subject (the names
+    its query or its answer gives, `subject_terms`): "北京的面积呢？" for "那它的面积呢？" is kept; a
+    rewrite that carries the previous answer's content or generic words ("儒略日的使用者中以天文学家为多数，
+    它以…") is not — the heuristic rewrite is used instead."""
+    last = conversation.turns[-1]
+    names = [comparable(n) for n in subject_terms(last.query, shares) + subject_terms(strip_markers(last.answer), shares)]
+    asked = set(query_terms(question))
+    added = [t for t in query_terms(rewritten) if t not in asked]
+    return all(any(t in n for n in names) for t in added)
 
 
 def names_other_subject(question: str, context_text: str, other_texts: list[str], shares: dict[str, float],
