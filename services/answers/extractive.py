@@ -59,6 +59,8 @@ CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clause
 MIN_CLAUSE = 8  # a shorter clause joins the next one
 SHORT_QUOTE = 16  # a quote shorter than this takes its neighbouring clause, to be readable
 SPAN_WHOLE = 30  # a unit this short is marked whole for an untyped question
+SPAN_SIDE_WEIGHT = 0.5  # an untyped question's clause: weight of the question words beside it ...
+SPAN_NOVELTY_FLOOR = 0.3  # ... and the floor of its share of new words (see _best_clause)
 MAX_CHARS = 240  # quoted characters at most (the best unit always counts)
 CLAUSE_MAX_CHARS = 120  # ... when the best unit is a clause of a long sentence (unpunctuated text)
 # Ambiguity: another document's best unit scores at least this share of the best and covers the key terms.
@@ -659,22 +661,24 @@ def _reasons(text: str) -> list[tuple[int, int]]:
 
 
 def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
-    """[start, end) in the unit's text of the clause that best answers an untyped question (the
-    specific query terms it holds, bigram overlap), with its neighbour when it is too short to read;
-    the whole unit when it is short already."""
+    """[start, end) in the unit's text of the clause that best answers an untyped question, with its
+    neighbour when it is too short to read; the whole unit when it is short already. The answer is
+    where the question's words meet words the question does not have: a clause scores by the specific
+    query terms it and its neighbours hold, times its share of new words — "属维多利亚港的一部份", not
+    "九龙湾原指香港九龙半岛东面的海湾" that only restates the subject."""
     text = unit.text
     if len(text) <= SPAN_WHOLE:
         return 0, len(text)
-    clauses = clause_spans(text, 0, len(text))
-    total = sum(scorer.weights.values()) or 1.0
+    clauses = clause_spans(text, 0, len(text), min_clause=4)
+    pieces = [comparable(text[a:b]) for a, b in clauses]
+    near = [scorer.clause_score(p) for p in pieces]
 
-    def score(ab):
-        piece = comparable(text[ab[0]:ab[1]])
-        return (sum(w for t, w in scorer.weights.items() if t in piece) / total
-                + 0.3 * len(scorer.q_grams & _bigrams(piece)) / max(1, len(scorer.q_grams))
-                + 0.2 * _novel_chars(piece, scorer.q_grams) / max(1, len(piece)))
+    def score(k: int) -> float:
+        side = max([near[j] for j in (k - 1, k + 1) if 0 <= j < len(near)], default=0.0)
+        novel = _novel_chars(pieces[k], scorer.q_grams) / max(1, len(re.sub(r"\W+", "", pieces[k])))
+        return (near[k] + SPAN_SIDE_WEIGHT * side) * (SPAN_NOVELTY_FLOOR + novel)
 
-    i = max(range(len(clauses)), key=lambda k: score(clauses[k]))
+    i = max(range(len(clauses)), key=score)
     a, b = clauses[i]
     if b - a < SHORT_QUOTE and len(clauses) > 1:
         j = i + 1 if i + 1 < len(clauses) else i - 1
