@@ -128,8 +128,9 @@ def ask(lib, kb, question: str, conversation_id: int | None = None, llm=None, se
     """Ask in a saved conversation and keep the turn: continues conversation `conversation_id` of
     the KB (follow-ups keep to the documents its answers were about), or starts it — under that id
     when it is given and free, else a new one. Returns (services.answers.answer.Answer, conversation id).
-    The turn is saved with its answer JSON and the settings used, as the chat page saves it.
-    Raises WendaoError for an empty question or a conversation of another knowledge base."""
+    The turn is saved with its answer JSON and the settings used, as the chat page saves it. Saving
+    writes rows, so only the data dir's owner may (DataDirBusy while the app holds it, before anything
+    is done). Raises WendaoError for an empty question or a conversation of another knowledge base."""
     from dataclasses import asdict
 
     from services.answers.answer import answer_question
@@ -140,6 +141,7 @@ def ask(lib, kb, question: str, conversation_id: int | None = None, llm=None, se
     question = (question or "").strip()
     if not question:
         raise errors.WendaoError("请输入问题。")
+    lib.require_owner()
     store, info = lib.store, None
     if conversation_id is not None:
         try:
