@@ -103,12 +103,14 @@ def sample(n: int):
 ISSUE_DOC = "cail2019_dev_0001.txt"  # the judgment of the issue's conversation (张x6, 800元, 荣昌县城西小学)
 ISSUE_DIALOGUE = ("双方约定被告每月支付多少生活费？", "那孩子现在在哪上学？", ["荣昌县城西小学"])
 _ROLE = r"(原告|被告人|被告|被害人|申请人|上诉人|第三人)"
+# CAIL2019's masked names (张x6, 曹0, 刘1某, 王某甲), as the sets are built: fixed here, so that tuning the app's own
+# name patterns (services.answers.extractive.MASKED_NAME) never changes the questions it is measured on.
+MASKED_NAME = re.compile(r"[\u4e00-\u9fff](?:[xX×][0-9]{1,3}|[0-9]{1,3}某?|某[甲乙丙丁戊己庚辛某0-9]?)"
+                         r"(?![0-9.元万亿千百年月日号岁%个次人名位天件份米吨斤户间])")
 
 
 def _strip_names(question: str) -> str:
     """A CAIL question without its masked names: "被告张x1…" -> "被告…", other names -> ""."""
-    from services.answers.extractive import MASKED_NAME
-
     q = re.sub(_ROLE + MASKED_NAME.pattern, r"\1", question)
     return MASKED_NAME.sub("", q).replace("?", "？").strip()
 
@@ -116,8 +118,6 @@ def _strip_names(question: str) -> str:
 def _pronoun_question(question: str) -> str:
     """The second question of a CAIL dialogue: names dropped after a role (原告曹0 -> 原告), other
     names replaced by 他 (once), and "那" in front when no pronoun is left ("那原告…")."""
-    from services.answers.extractive import MASKED_NAME
-
     q = re.sub(_ROLE + MASKED_NAME.pattern, r"\1", question)
     q = MASKED_NAME.sub("他", q, count=1)
     q = MASKED_NAME.sub("", q).replace("?", "？")
@@ -126,8 +126,6 @@ def _pronoun_question(question: str) -> str:
 
 def cail_dialogues(plan, n_follow: int = 30, n_self: int = 15) -> list[dict]:
     """Two-turn CAIL2019 dialogues built at run time (never stored, see the module docstring)."""
-    from services.answers.extractive import MASKED_NAME
-
     _, names, by_doc = plan["cail2019_dev"]
     rng = random.Random(SEED)
     docs = [d for d in names if len(by_doc.get(d, [])) >= 2 and any(MASKED_NAME.search(q.question) for q in by_doc[d])]
@@ -354,7 +352,6 @@ def followup_table(rows: list[dict]) -> list[dict]:
 def run_ambiguity(lib, kb, plan, llm=None) -> list[dict]:
     """The ambiguity set (flagged rate) and 100 questions that name their subject (false flags)."""
     from services.answers.answer import answer_question
-    from services.answers.extractive import MASKED_NAME
     from services.config import LLMSettings
     from services.search.retrieval import Retriever
 
