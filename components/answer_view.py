@@ -29,6 +29,9 @@ export default function(component) {
   if (!root) { root = document.createElement('div'); root.className = 'wd-answer'; parentElement.appendChild(root); }
   root.replaceChildren();
   for (const part of (data && data.parts) || []) {
+    if (part.n === undefined && part.b) {
+      const strong = document.createElement('strong'); strong.textContent = part.t; root.appendChild(strong); continue;
+    }
     if (part.n === undefined) { root.appendChild(document.createTextNode(part.t)); continue; }
     const b = document.createElement('button');
     b.type = 'button'; b.className = 'wd-cite'; b.textContent = '[' + part.n + ']';
@@ -48,20 +51,30 @@ _ANSWER_CSS = """
 _answer_component = st.components.v2.component("wendao_answer", js=_ANSWER_JS, css=_ANSWER_CSS, isolate_styles=False)
 
 
-def answer_parts(text: str, sources: int, titles: dict[int, str] | None = None) -> list[dict]:
+def answer_parts(text: str, sources: int, titles: dict[int, str] | None = None,
+                 emphasis: list | None = None) -> list[dict]:
     """The answer split into text pieces and one {"n"} piece per cited number ([1,2] gives two);
-    numbers without a source stay plain text."""
+    numbers without a source stay plain text. Text inside an `emphasis` range ([start, end) of the
+    answer: the marked answer, services.answers.answer.Answer.emphasis) is a {"t", "b": True} piece,
+    shown bold (still as text, never markup)."""
     parts, pos = [], 0
+
+    def plain(a: int, b: int) -> None:
+        cuts = sorted({a, b} | {x for s, e in emphasis or [] for x in (s, e) if a < x < b})
+        for x, y in zip(cuts, cuts[1:]):
+            bold = any(s <= x and y <= e for s, e in emphasis or [])
+            parts.append({"t": text[x:y], "b": True} if bold else {"t": text[x:y]})
+
     for start, end, numbers in parse_markers(text):
         valid = [n for n in numbers if 1 <= n <= sources]
         if not valid:
             continue
         if start > pos:
-            parts.append({"t": text[pos:start]})
+            plain(pos, start)
         parts.extend({"n": n, "title": (titles or {}).get(n, "")} for n in valid)
         pos = end
     if pos < len(text):
-        parts.append({"t": text[pos:]})
+        plain(pos, len(text))
     return parts
 
 
@@ -139,7 +152,8 @@ def answer_text(answer: dict, key: str) -> int | None:
     """The answer with clickable [n]; returns the number clicked in this run (or None)."""
     sources = answer.get("sources", [])
     titles = {i: f"《{display_name(s.get('doc', ''))}》{source_pages(s)}" for i, s in enumerate(sources, start=1)}
-    result = _answer_component(key=f"{key}_text", data={"parts": answer_parts(answer.get("answer", ""), len(sources), titles)},
+    parts = answer_parts(answer.get("answer", ""), len(sources), titles, answer.get("emphasis"))
+    result = _answer_component(key=f"{key}_text", data={"parts": parts},
                                on_cite_change=lambda: None, height="content")
     value = getattr(result, "cite", None)
     return int(value) if isinstance(value, (int, float)) else None
@@ -163,6 +177,9 @@ def details(answer: dict, question: str) -> None:
     with st.expander(title, expanded=refused):
         query = answer.get("query", question)
         st.markdown(f"**检索用的查询：** {inert(query, keep_lines=False)}" + ("（由追问改写）" if query != question else ""))
+        if answer.get("context_documents"):
+            st.markdown("**对话上下文：** 优先检索上一轮回答所依据的文档 " + "、".join(
+                f"《{inert(d.get('doc', ''), keep_lines=False)}》" for d in answer["context_documents"]))
         st.markdown(f"**回答方式：** {MODE_ZH.get(answer.get('mode'), '未知')}")
         citations = answer.get("citations", [])
         if citations:

@@ -174,10 +174,10 @@ def cmd_ask(args) -> int:
         return 0
     conversation = None if args.conversation in (None, "new") else args.conversation
     stream = kb.ask(" ".join(args.question), conversation, settings=settings, llm=llm,
-                    save=args.conversation is not None)
+                    save=args.conversation is not None, start=True)
     answer = stream.finish()
     if args.json:
-        _print_json({**answer.to_json(), "conversation": stream.conversation})
+        _print_json({**answer.to_json(), **({"conversation_id": stream.conversation} if stream.conversation else {})})
     else:
         print(answer.text)
         for c in answer.citations:
@@ -389,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--limit", type=int)
             s.add_argument("--no-llm", action="store_true", help="不调用大模型，只给摘录式回答")
             s.add_argument("--conversation", metavar="ID",
-                           help="在保存的对话中提问（new 表示新建），回答会保存；用输出的 conversation 继续追问")
+                           help="在保存的对话 ID 中继续提问（追问沿用该对话的文档；ID 还不存在时以此 ID 新建，new 表示随机 ID），"
+                                "并保存这一轮")
             s.add_argument("question", nargs="*")
         else:
             s.add_argument("--questions", required=True)

@@ -19,8 +19,22 @@ from services.index.store import Store
 TITLE_LIMIT = 100
 
 
-def create(store: Store, kb_id: int, title: str = "新对话", owner: str = "") -> int:
-    return store.conversations.create(kb_id, title, owner, secrets.token_hex(16))  # hex: safe in URLs and widget keys
+KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}")
+
+
+def create(store: Store, kb_id: int, title: str = "新对话", owner: str = "", key: str | None = None) -> int:
+    """A new conversation; its public id is random (hex: safe in URLs and widget keys) unless a script
+    names it (`key`: letters, digits, `-`, `_`; InvalidName otherwise, or when it is taken)."""
+    if key is not None:
+        if not KEY.fullmatch(key):
+            raise errors.InvalidName("对话 ID 只能包含字母、数字、短横线和下划线（1–64 个字符）。")
+        try:
+            find(store, key)
+        except errors.ConversationNotFound:
+            pass
+        else:
+            raise errors.InvalidName(f"对话 ID「{key}」已被使用。")
+    return store.conversations.create(kb_id, title, owner, key or secrets.token_hex(16))
 
 
 def list_for(store: Store, kb_id: int, owner: str | None = None) -> list[ConversationInfo]:
@@ -59,13 +73,16 @@ def delete(store: Store, conversation_id: int) -> None:
 
 
 def history(store: Store, conversation_id: int):
-    """The conversation as services.answers.answer.Conversation, to continue it (follow-up rewriting)."""
-    from services.answers.answer import Conversation, Turn
+    """The conversation as services.answers.answer.Conversation, to continue it: each turn with its
+    standalone query (follow-up rewriting) and the documents its answer was about (a follow-up keeps
+    to them). Turns kept before citations carried document ids find them through their chunks."""
+    from services.answers.answer import Conversation, Turn, answer_documents
 
     conv = Conversation()
     for t in turns(store, conversation_id):
         a = t["answer"]
-        conv.turns.append(Turn(t["question"], a.get("query", t["question"]), a.get("answer", "")))
+        conv.turns.append(Turn(t["question"], a.get("query", t["question"]), a.get("answer", ""),
+                               answer_documents(_with_doc_ids(store, a))))
     return conv
 
 
@@ -95,3 +112,20 @@ def export_markdown(kb_name: str, turns: list[dict]) -> str:
                              + ("" if c.get("supported") else "（未核实）"))
             lines.append("")
     return "\n".join(lines)
+
+
+def _with_doc_ids(store: Store, answer: dict) -> dict:
+    """The answer JSON with every citation's doc_id (older turns: from the cited chunk, else the
+    source's chunks); citations whose chunks are gone keep none."""
+    citations = [dict(c) for c in answer.get("citations", [])]
+    missing = [c for c in citations if not c.get("doc_id")]
+    if missing:
+        sources = answer.get("sources", [])
+        ids = {c.get("n"): (sources[c["n"] - 1].get("chunk_ids") or [None])[0] if 1 <= c.get("n", 0) <= len(sources) else None
+               for c in missing}
+        chunks = store.get_chunks([i for i in ids.values() if i is not None])
+        for c in missing:
+            chunk = chunks.get(ids.get(c.get("n")))
+            if chunk is not None:
+                c["doc_id"] = chunk.doc_id
+    return {**answer, "citations": citations}

@@ -483,17 +483,27 @@ class KB:
 
     def ask(self, question: str, conversation: str | None = None, doc_ids: list[str] | None = None,
             settings: RetrievalSettings | None = None, llm: LLMSettings | None = None, session_key: str = "",
-            on_preview: Callable | None = None, save: bool = True, history=None) -> "AskStream":
+            on_preview: Callable | None = None, save: bool = True, history=None,
+            start: bool = False) -> "AskStream":
         """Answer `question` (streamed) in the conversation `conversation` (its public id; a new one when
         None), and save the turn when the answer is complete. `llm` None: the KB's endpoint as the chat
         page and the CLI both resolve it (`llm_settings`). `history`: earlier turns given by the caller
-        (the OpenAI-compatible API sends them with every request) instead of a saved conversation."""
+        (the OpenAI-compatible API sends them with every request) instead of a saved conversation.
+        `start`: a `conversation` id this principal does not have yet starts a new one under that id
+        (scripts name their conversations: CLI `ask --conversation ID`)."""
         from services.answers.answer import Conversation, stream_answer
 
         question = (question or "").strip()
         if not question:
             raise errors.WendaoError("请输入问题。")
-        info = self.conversation(conversation) if conversation else None
+        info, new_key = None, None
+        if conversation:
+            try:
+                info = self.conversation(conversation)
+            except errors.ConversationNotFound:
+                if not start:
+                    raise
+                new_key = str(conversation)
         if history is None:
             history = conversations.history(self.store, info.id) if info else Conversation()
         settings = settings or self.retrieval_settings()
@@ -502,7 +512,9 @@ class KB:
             self._check_endpoint(llm)
         stream = stream_answer(self.retriever(settings, doc_ids), llm, question, history, on_preview=on_preview)
         saved = {"retrieval": asdict(settings), "doc_ids": doc_ids, "llm_model": llm.model if llm.configured else ""}
-        return AskStream(self, stream, question, info, saved if save else None)
+        if save:
+            self.lib.require_owner()  # saving writes rows: refused before anything is done
+        return AskStream(self, stream, question, info, saved if save else None, new_key)
 
     def answer_batch(self, questions, llm: LLMSettings | None = None, settings: RetrievalSettings | None = None) -> dict:
         """Answer a question set (CLI `ask --questions`): per-question answers with the gold check."""
@@ -732,8 +744,10 @@ class AskStream:
     """A streamed answer: iterate for text; `answer` once done. The turn is saved when the stream ends
     (a new conversation is created for the first turn); `conversation` is its public id."""
 
-    def __init__(self, kb: KB, stream, question: str, info: ConversationInfo | None, saved: dict | None):
+    def __init__(self, kb: KB, stream, question: str, info: ConversationInfo | None, saved: dict | None,
+                 new_key: str | None = None):
         self.kb, self.stream, self.question, self.info, self.saved = kb, stream, question, info, saved
+        self.new_key = new_key  # the id a new conversation gets (None: a random one)
         self.answer = None
 
     @property
@@ -755,7 +769,7 @@ class AskStream:
     def _save(self) -> None:
         store, who = self.kb.store, self.kb.session.who
         if self.info is None:
-            conv_id = conversations.create(store, self.kb.id, owner=who.owner_tag)
+            conv_id = conversations.create(store, self.kb.id, owner=who.owner_tag, key=self.new_key)
             self.info = conversations.get(store, conv_id)
         conversations.add_turn(store, self.info.id, self.question, self.answer.to_json(), self.saved)
         self.info = conversations.get(store, self.info.id)

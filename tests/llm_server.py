@@ -6,6 +6,7 @@ Behaviour is chosen by the requested model name:
                     {evidence, answerable} (that sentence, or "" and false) for the answerable check
   "miscite"         like echo, but cites the next source's number (a small model's typical slip)
   "judge-no"        like echo, but its answerable check says the sources do not answer
+  "off-topic"       answers a sentence no source says, citing [1] (an answer without supported citations)
   "empty"           an empty completion (200, no text)
   "bad-json"        accepts response_format but answers plain text (a model that ignores the schema)
   "no-json"         like echo but rejects response_format with 400 (endpoints without structured output)
@@ -72,6 +73,8 @@ def fake_answer(messages, model: str = "echo") -> tuple[str, list[int]]:
     if best[0] < 0.2:
         return "文档中没有找到这个问题的答案。", []
     n = best[1]
+    if model == "off-topic":
+        return "答案是四十二，这是宇宙的终极答案。[1]", [1]
     if model == "miscite":
         n = n % len(blocks) + 1
     return f"{best[2]}[{n}]", [n]

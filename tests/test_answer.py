@@ -81,7 +81,9 @@ def test_partial_json_answer_streaming():
 # --- extractive, refusal, multi-turn (no LLM) ------------------------------------------------
 def test_extractive_answer_without_llm(lib, geo_kb):
     a = answer_question(Retriever(lib, geo_kb), LLMSettings(), "长江全长多少公里？")
-    assert a.mode == "extractive" and a.text.startswith("以下内容摘自文档")
+    # the marked answer first (issue 21), then the labelled quote
+    assert a.mode == "extractive" and "6300公里" in a.answer_span.text and a.text.startswith(a.answer_span.text)
+    assert "\n\n以下内容摘自文档：\n\n" in a.text
     assert "6300" in a.text and a.citations and all(c.supported for c in a.citations)
     assert a.citations[0].doc == "geo.txt" and "6300" in a.citations[0].quote
 

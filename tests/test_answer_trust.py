@@ -183,8 +183,10 @@ def test_extractive_prefers_the_answer_type(question, expected):
 
 
 def test_answer_type_of_questions():
-    assert [answer_type(q) for q in ("哪一年开通？", "有多少位皇帝？", "谁发明了电话？", "为什么下雨？", "长江在哪里？")] == \
-        ["date", "number", "person", "reason", None]
+    questions = ("哪一年开通？", "有多少位皇帝？", "谁发明了电话？", "为什么下雨？", "长江在哪里？", "每月支付多少生活费？",
+                 "射击断续器是哪个国家发明的？", "他写了哪本书？", "黄河有什么特点？")
+    assert [answer_type(q) for q in questions] == \
+        ["date", "number", "person", "reason", "place", "amount", "country", "title", None]
 
 
 def test_consequence_brings_its_cause():

@@ -1,17 +1,21 @@
 """Answers with citations: the flow from a question to a cited answer, a refusal or an extract.
 
-Flow (`stream_answer`): rewrite a follow-up into a standalone query -> retrieve -> refuse when the
-evidence is weak (services.answers.refusal) -> build the extractive answer (services.answers.extractive, ~ms) ->
-without an LLM that is the answer; with one, the extract is handed out at once (`on_preview`,
-`Answer.extract`) while the LLM answer streams: structured JSON {answerable, answer, citations}
-first, inline [n] markers when the endpoint refuses response_format or returns no usable JSON.
-The model's own `answerable` judgement can refuse. Every [n] is then judged against its
-sentence and repaired (services.answers.citations). Every LLM failure falls back to the extract with a notice.
+Flow (`stream_answer`): plan the question's use of the conversation (`plan_context`: a follow-up
+keeps to the documents the previous answers were about and is rewritten with the previous turn's
+subject; a question about another subject searches the whole KB as asked) -> retrieve
+(`context_search`) -> refuse when the evidence is weak (services.answers.refusal) -> build the
+pinpointed extract (services.answers.extractive, ~ms) -> without an LLM that is the answer; with one,
+the extract is handed out at once (`on_preview`, `Answer.extract`) while the LLM answer streams:
+structured JSON {answerable, answer, citations} first, inline [n] markers when the endpoint refuses
+response_format or returns no usable JSON. The model's own `answerable` judgement can refuse. Every [n]
+is then judged against its sentence and repaired (services.answers.citations); an LLM answer with no
+supported citation is replaced by the extract with a notice, as is every LLM failure.
 """
 from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,9 +24,10 @@ from services import errors
 from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
                                 parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
-from services.answers.extractive import ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, extractive_answer
+from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, entity_spans,  # noqa: F401
+                                        pinpoint)
 from services.documents.parsing import page_for_offset
-from services.answers.refusal import evidence_strength, should_refuse, term_coverage  # noqa: F401
+from services.answers.refusal import QUESTION_WORDS, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401
 from services.search.retrieval import Hit, Retriever
 from services.documents.text import normalize
 from services.documents.tokenizer import comparable, query_terms
@@ -79,6 +84,20 @@ class Answer:
     evidence: dict = field(default_factory=dict)  # the refusal signals (services.answers.refusal)
     extract: "Answer | None" = None  # with an LLM: the extractive answer shown while it reads
     answerable: bool | None = None  # the LLM's own judgement (structured output)
+    answer_span: AnswerSpan | None = None  # the marked answer inside the extract's quote
+    emphasis: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of `text` to show bold
+    alternatives: list[AnswerSpan] = field(default_factory=list)  # other documents' different answers
+    context_documents: list[dict] = field(default_factory=list)  # [{"id", "doc"}] the conversation kept
+
+    @property
+    def rewritten_query(self) -> str | None:
+        """The query retrieval used, when it is not the question as asked (a rewritten follow-up)."""
+        return self.query if self.query != self.question else None
+
+    @property
+    def cited_documents(self) -> list[str]:
+        """Ids of the documents the answer is about (what a follow-up refers to), see `answer_documents`."""
+        return answer_documents(self.to_json())
 
     @property
     def citation_precision(self) -> float | None:
@@ -97,7 +116,25 @@ class Answer:
                 "citation_precision": self.citation_precision, "answerable": self.answerable,
                 "evidence": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.evidence.items()},
                 "sources": [{"n": i, **h.to_json()} for i, h in enumerate(self.sources, start=1)],
-                "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}, "notice": self.notice}
+                "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}, "notice": self.notice,
+                "rewritten_query": self.rewritten_query, "context_documents": list(self.context_documents),
+                "answer_span": self.answer_span.to_json() if self.answer_span else None,
+                "emphasis": [list(e) for e in self.emphasis],
+                "alternatives": [a.to_json() for a in self.alternatives]}
+
+
+def answer_documents(answer: dict) -> list[str]:
+    """The documents an answer (its JSON, as kept in a conversation) is about, as ids: first those
+    quoted around its marked answer (and around the other documents' different answers), then those
+    of its supported citations; every cited one when none is supported. (Keeping only the marked
+    answer's document was measured worse, bench/pinpoint.py: a first answer from the wrong judgment
+    often quotes the right one too.)"""
+    citations = [c for c in answer.get("citations", []) if c.get("doc_id")]
+    marked = [answer.get("answer_span")] + list(answer.get("alternatives") or [])
+    around = [c["doc_id"] for m in marked if m for c in citations
+              if c.get("doc") == m.get("doc") and c.get("start", 0) <= m.get("start", -1) and m.get("end", 0) <= c.get("end", -1)]
+    supported = [c["doc_id"] for c in citations if c.get("supported")]
+    return list(dict.fromkeys((around + supported) or [c["doc_id"] for c in citations]))
 
 
 @dataclass
@@ -105,6 +142,7 @@ class Turn:
     question: str
     query: str
     answer: str
+    documents: list[str] = field(default_factory=list)  # ids of the documents the answer cited
 
 
 @dataclass
@@ -112,7 +150,11 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
 
     def add(self, answer: Answer) -> None:
-        self.turns.append(Turn(answer.question, answer.query, answer.text))
+        self.turns.append(Turn(answer.question, answer.query, answer.text, answer.cited_documents))
+
+    def documents(self) -> list[str]:
+        """The documents the conversation is about: those cited by the latest turn that cited any."""
+        return next((list(t.documents) for t in reversed(self.turns) if t.documents), [])
 
 
 # --- prompt -------------------------------------------------------------------------------
@@ -224,9 +266,9 @@ _FOLLOW_UP_OPENERS = frozenset("那 那么 那麼 还有 還有 并且 而且 �
 
 def _words(text: str) -> list[str]:
     """jieba tokens of a question, cut exactly as BM25 cuts it (services.documents.tokenizer's segmenter)."""
-    from services.documents.tokenizer import _segmenter
+    from services.documents.tokenizer import segmenter
 
-    return [w for w in (w.strip() for w in _segmenter(None)(comparable(text))) if w]
+    return [w for w in (w.strip() for w in segmenter(None)(comparable(text))) if w]
 
 
 def is_follow_up(question: str) -> bool:
@@ -239,23 +281,72 @@ def is_follow_up(question: str) -> bool:
             or words[-1] == "呢" or len(question.rstrip("？?！!。 ")) <= 4)
 
 
-def heuristic_rewrite(question: str, conversation: Conversation) -> str:
-    """Without an LLM: when the question looks like a follow-up (pronoun, 那/那么…, …呢, at most 4 characters),
-    prepend the previous standalone query's subject terms — the terms before its first 的 (its
-    topic, e.g. 北京 in 北京的人口是多少), or its first two terms — that the question lacks."""
+# A word in more than this share of the KB's chunks is generic (原告, 约定): never carried into a rewrite.
+GENERIC_SHARE = 0.2
+# Shares say little in a tiny KB: below this many chunks only parts of speech decide.
+MIN_CHUNKS_FOR_SHARES = 30
+# A question is about another document when that document holds this much more of its key terms
+# (weighted by specificity) than the conversation's documents; far more when it points back with a
+# pronoun or 那…. bench/pinpoint.py follow-up set: self-contained questions without a pronoun were
+# 0.08-1.00 ahead elsewhere, follow-ups with one up to 0.78 (their words missing from the document).
+OTHER_SUBJECT_MARGIN = 0.05
+OTHER_SUBJECT_FOLLOW_UP = 0.85
+PERSON_PLACE = frozenset({"nr", "nrt", "nrfg", "ns", "masked"})
+
+
+@dataclass
+class ContextPlan:
+    """How one question uses the conversation: the query to search with, whether it was rewritten,
+    and the documents the search keeps to (empty: the whole KB)."""
+
+    query: str
+    rewritten: bool = False
+    documents: list[str] = field(default_factory=list)
+    reason: str = ""  # "follow-up" | "same-subject" | "other-subject" | "no-context" | "first"
+    notice: str = ""
+    wide: object = None  # the whole-KB search already run for the question as asked (reused)
+
+
+def subject_terms(text: str, shares: dict[str, float] | None = None, kinds: frozenset | None = None) -> list[str]:
+    """The subject a question (or quote) names: people, places, organisations, works, masked names
+    (张x6, 曹0) with the nouns attached (京沪 + 高铁), found by jieba's parts of speech — never
+    generic words: with `shares` (Retriever.term_shares over a KB of enough chunks), a word in more
+    than GENERIC_SHARE of the chunks is not a subject. `kinds`: only names of these parts of speech
+    ("masked" for masked names and titles)."""
+    out = []
+    for a, b in entity_spans(text, kinds):
+        term = text[a:b].strip()
+        if len(term) < 2 or comparable(term) in QUESTION_WORDS or term in _FOLLOW_UP_TOKENS:
+            continue
+        if shares and shares.get("", 0) >= MIN_CHUNKS_FOR_SHARES:
+            parts = query_terms(term)
+            if parts and all(shares.get(t, 0.0) > GENERIC_SHARE for t in parts):
+                continue
+        out.append(term)
+    return list(dict.fromkeys(out))
+
+
+def heuristic_rewrite(question: str, conversation: Conversation, shares: dict[str, float] | None = None) -> str:
+    """Without an LLM: a follow-up (pronoun, 那/那么…, …呢, at most 4 characters) gets the previous
+    turn's subject prepended — the names its standalone query gives (`subject_terms`; the previous
+    query chains the subject through several follow-ups), else those of the answer it quoted —
+    never generic words. A question with no subject to carry stays as it is (the conversation's
+    documents still keep the search on the case, see `plan_context`)."""
     if not conversation.turns or not is_follow_up(question):
         return question
-    previous = conversation.turns[-1].query
-    subject = previous.split("的", 1)[0] if "的" in previous else previous
-    carried = [t for t in query_terms(subject) if t not in question]
-    if not carried or "的" not in previous:
-        carried = [t for t in query_terms(previous) if t not in question][:2]
+    last = conversation.turns[-1]
+    have = comparable(question)
+    carried = [t for t in subject_terms(last.query, shares) if comparable(t) not in have]
+    if not carried:
+        quoted = strip_markers(last.answer)
+        carried = [t for t in subject_terms(quoted, shares) if comparable(t) not in have][:2]
     longest = [t for t in carried if not any(t != o and t in o for o in carried)]
-    return ("".join(longest) + " " + question).strip() if longest else question
+    return (" ".join(longest) + " " + question).strip() if longest else question
 
 
 REWRITE_PROMPT = """根据对话历史，把用户最后的追问改写成一个独立、完整、可以单独检索的问题。
-只输出改写后的问题本身，不要回答，不要解释。如果追问本身已经完整，原样输出。"""
+只补上追问省略的主体（上一轮问题所说的人名、地名、机构、作品或案件当事人），不要加入其他词语，不要回答，不要解释。
+只输出改写后的问题本身。如果追问本身已经完整，原样输出。"""
 
 
 def llm_rewrite(question: str, conversation: Conversation, client) -> str:
@@ -270,19 +361,95 @@ def llm_rewrite(question: str, conversation: Conversation, client) -> str:
     return lines[0]
 
 
-def rewrite_query(question: str, conversation: Conversation, client) -> tuple[str, str]:
+def rewrite_query(question: str, conversation: Conversation, client,
+                  shares: dict[str, float] | None = None) -> tuple[str, str]:
     """(standalone query, notice): the LLM rewrites follow-ups when configured; any failure of it
     (error, empty or unusable completion) falls back to the heuristic rewrite with a notice."""
     if not conversation.turns or not is_follow_up(question):
         return question, ""
     if client is None:
-        return heuristic_rewrite(question, conversation), ""
+        return heuristic_rewrite(question, conversation, shares), ""
     try:
-        return llm_rewrite(question, conversation, client), ""
+        rewritten = llm_rewrite(question, conversation, client)
+        if adds_only_the_subject(rewritten, question, conversation, shares):
+            return rewritten, ""
+        return heuristic_rewrite(question, conversation, shares), ""  # the model added more than the subject
     except errors.LLMError as exc:
-        return heuristic_rewrite(question, conversation), f"{exc.message_zh} 追问已按规则改写。"
+        return heuristic_rewrite(question, conversation, shares), f"{exc.message_zh} 追问已按规则改写。"
     except Exception:  # noqa: BLE001 - a malformed reply must never break the answer
-        return heuristic_rewrite(question, conversation), "大模型改写追问失败，追问已按规则改写。"
+        return heuristic_rewrite(question, conversation, shares), "大模型改写追问失败，追问已按规则改写。"
+
+
+def adds_only_the_subject(rewritten: str, question: str, conversation: Conversation,
+                          shares: dict[str, float] | None = None) -> bool:
+    """Whether an LLM's rewrite of a follow-up adds nothing but the previous turn's subject (the names
+    its query or its answer gives, `subject_terms`): "北京的面积呢？" for "那它的面积呢？" is kept; a
+    rewrite that carries the previous answer's content or generic words ("儒略日的使用者中以天文学家为多数，
+    它以…") is not — the heuristic rewrite is used instead."""
+    last = conversation.turns[-1]
+    names = [comparable(n) for n in subject_terms(last.query, shares) + subject_terms(strip_markers(last.answer), shares)]
+    asked = set(query_terms(question))
+    added = [t for t in query_terms(rewritten) if t not in asked]
+    return all(any(t in n for n in names) for t in added)
+
+
+def names_other_subject(question: str, context_text: str, other_texts: list[str], shares: dict[str, float],
+                        follow_up: bool) -> bool:
+    """Whether the question is about something other than the conversation's documents: another
+    document of the KB (`other_texts`: the best ones a search over the whole KB finds) holds more of
+    its key terms — weighted by how specific they are in the KB — than the conversation's documents
+    (`context_text`) do. A question without a pronoun or an opening 那… needs only a little more
+    (OTHER_SUBJECT_MARGIN); one that points back needs far more (OTHER_SUBJECT_FOLLOW_UP), or to name
+    a person or place the conversation's documents never mention and another document does
+    ("射击断续器是哪个国家发明的？那个装置有什么作用？" in a talk about a judgment). Texts are in
+    comparable form (services.documents.tokenizer.comparable)."""
+    # words the KB never uses say nothing about which of its documents the question is about
+    terms = [t for t in key_terms(question) if len(t) >= 2 and t not in _FOLLOW_UP_TOKENS and shares.get(t, 0.0) > 0]
+    if not terms or not other_texts:
+        return False
+    weight = {t: len(t) * math.log(1 + 1 / shares[t]) for t in terms}
+    total = sum(weight.values())
+
+    def coverage(text: str) -> float:
+        return sum(w for t, w in weight.items() if t in text) / total
+
+    margin = max(coverage(text) for text in other_texts) - coverage(context_text)
+    if margin >= (OTHER_SUBJECT_FOLLOW_UP if follow_up else OTHER_SUBJECT_MARGIN):
+        return True
+    names = [comparable(n) for n in subject_terms(question, shares, kinds=PERSON_PLACE)]
+    return any(n not in context_text and any(n in text for text in other_texts) for n in names)
+
+
+def plan_context(question: str, conversation: Conversation, retriever: Retriever, client=None) -> ContextPlan:
+    """How a question uses the conversation (issue 21): a question about the conversation's
+    documents keeps the search to them (a follow-up is also rewritten with the previous turn's
+    subject, `rewrite_query`); a question about another subject (`names_other_subject`) is searched
+    over the whole KB as asked, never rewritten; a self-contained question is never rewritten."""
+    if not conversation.turns:
+        return ContextPlan(question, reason="first")
+    follow_up = is_follow_up(question)
+    documents = conversation.documents()
+    if retriever.doc_ids is not None:
+        documents = [d for d in documents if d in set(retriever.doc_ids)]
+    terms = list(dict.fromkeys(key_terms(question) + [t for turn in conversation.turns[-1:]
+                                                        for t in query_terms(turn.query)]))
+    shares = retriever.term_shares(terms)
+    plan = ContextPlan(question)
+    if documents:
+        store, kb = retriever.lib.store, retriever.kb
+        wide = retriever.search(question)
+        others = list(dict.fromkeys(h.chunk.doc_id for h in wide.hits if h.chunk.doc_id not in documents))[:3]
+        context_text = comparable("\n".join(store.document_text(kb.id, d) for d in documents))
+        other_texts = [comparable(store.document_text(kb.id, d)) for d in others]
+        if names_other_subject(question, context_text, other_texts, shares, follow_up):
+            plan.reason, plan.wide = "other-subject", wide
+            return plan
+    if not follow_up:
+        plan.documents, plan.reason = documents, "same-subject" if documents else "no-context"
+        return plan
+    plan.query, plan.notice = rewrite_query(question, conversation, client, shares)
+    plan.rewritten, plan.documents, plan.reason = plan.query != question, documents, "follow-up"
+    return plan
 
 
 # --- the whole flow -----------------------------------------------------------------------
@@ -335,13 +502,38 @@ def _client(llm: LLMSettings):
         return None, exc.message_zh
 
 
+# With conversation context, "filter" searches only the conversation's documents (the whole KB when
+# they hold nothing for the question); "boost" puts their passages first, then the rest of the KB.
+# bench/pinpoint.py (follow-up set): see the README's measurements.
+CONTEXT_MODE = "boost"
+
+
+def context_search(retriever: Retriever, plan: ContextPlan):
+    """The search for a planned question: over the conversation's documents when it keeps to them
+    (CONTEXT_MODE), else over the retriever's documents."""
+    if not plan.documents:
+        return plan.wide if plan.wide is not None and plan.query == plan.wide.query else retriever.search(plan.query)
+    scoped = Retriever(retriever.lib, retriever.kb, retriever.settings, doc_ids=plan.documents)
+    result = scoped.search(plan.query)
+    if CONTEXT_MODE == "filter" and result.hits:
+        return result
+    wide = retriever.search(plan.query)
+    seen = {tuple(h.chunk_ids) for h in result.hits}
+    result.hits = (result.hits + [h for h in wide.hits if tuple(h.chunk_ids) not in seen])[:retriever.settings.top_k]
+    result.candidates = result.candidates + wide.candidates
+    for k, v in wide.timings_ms.items():
+        result.timings_ms[k] = result.timings_ms.get(k, 0.0) + v
+    return result
+
+
 def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_tokens, stream, on_preview):
     timings: dict[str, float] = {}
     client, notice = _client(llm)
     t = time.perf_counter()
-    query, rewrite_notice = rewrite_query(question, conversation, client)
+    plan = plan_context(question, conversation, retriever, client)
+    query = plan.query
     timings["rewrite"] = (time.perf_counter() - t) * 1000
-    result = retriever.search(query)
+    result = context_search(retriever, plan)
     timings.update({f"retrieval.{k}": v for k, v in result.timings_ms.items()})
     budget = context_tokens or (context_budget(llm.model, llm.max_tokens) if client else 3000)
     if client and not context_tokens:
@@ -349,14 +541,17 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
     sources = fit_sources(result.hits, budget)
     page_of = _page_lookup(retriever)
     answer = Answer("", "refused", query, question, [], sources, timings,
-                    " ".join(filter(None, [notice, rewrite_notice, result.notice])))
+                    " ".join(filter(None, [notice, plan.notice, result.notice])))
+    if plan.documents:
+        names = retriever.lib.store.filenames(retriever.kb.id)
+        answer.context_documents = [{"id": d, "doc": names.get(d, "?")} for d in plan.documents]
     answer.evidence = evidence_strength(query, sources, result.candidates)
     if not sources or should_refuse(answer.evidence):
         answer.text = REFUSAL_TEXT + ("以下是最接近的段落，供参考。" if sources else "知识库里还没有可检索的内容。")
         yield answer.text
         return _finish(answer, timings)
     t = time.perf_counter()
-    extract = _extract(query, question, sources, page_of, timings)
+    extract = _extract(query, question, sources, page_of, timings, plan.documents)
     timings["extractive"] = (time.perf_counter() - t) * 1000
     if client is None:
         _adopt(answer, extract)
@@ -393,25 +588,53 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         return _finish(answer, timings)
     answer.text, answer.citations = repair_citations(text, sources, page_of)
     answer.mode = "llm"
+    if plan.documents:  # a follow-up is about the conversation's documents: others do not support it
+        for c in answer.citations:
+            if c.doc_id and c.doc_id not in plan.documents:
+                c.supported = False
+    if not any(c.supported for c in answer.citations) and extract.mode == "extractive":
+        _adopt(answer, extract)
+        answer.notice = " ".join(filter(None, [answer.notice, UNSUPPORTED_LLM_NOTICE]))
+        yield "\n\n" + answer.text
+    elif extract.alternatives:  # the documents disagree: say so beside the model's answer too
+        answer.notice = " ".join(filter(None, [answer.notice, ambiguity_notice(extract)]))
     return _finish(answer, timings)
 
 
-def _extract(query: str, question: str, sources: list[Hit], page_of, timings) -> Answer:
-    """The extractive answer, its citations judged against the question (does the sentence answer it?)."""
-    text, picks = extractive_answer(query, sources)
-    extract = Answer(text, "extractive", query, question, [], sources, timings)
-    for index, p in enumerate(picks):
+def ambiguity_notice(extract: Answer) -> str:
+    """"注意：有 N 份文档给出不同答案：800元（a.txt）、1000元（b.txt）。" for an answer whose extract found
+    different answers of the asked-for type in different documents."""
+    spans = [extract.answer_span] + list(extract.alternatives)
+    return (f"注意：有 {len(spans)} 份文档给出不同答案：" + "、".join(f"{s.text}（{s.doc}）" for s in spans if s) + "。")
+
+
+UNSUPPORTED_LLM_NOTICE = "大模型的回答没有一条引用得到原文支持，已改为显示文档摘录。"
+
+
+def _extract(query: str, question: str, sources: list[Hit], page_of, timings, context: list[str] | None = None) -> Answer:
+    """The pinpointed extract (services.answers.extractive.pinpoint), its citations judged against the
+    question: a quote that does not answer it, or one from a document other than the conversation's
+    (`context`), is not supported. Different answers from several documents are reported (not
+    within a conversation's documents: they were chosen by the conversation)."""
+    result = pinpoint(query, sources, ambiguity=not context)
+    extract = Answer(result.text, "extractive", query, question, [], sources, timings)
+    extract.answer_span, extract.emphasis, extract.alternatives = result.span, result.emphasis, result.alternatives
+    for index, p in enumerate(result.picks):
         hit = sources[p.n - 1]
         page = page_of(hit, p.start) if page_of else hit.page_start
-        extract.citations.append(Citation(p.n, hit.doc, page, p.start, p.end, p.text, p.support >= ANSWERS_THRESHOLD,
-                                          p.support, index, hit.chunk_ids[0] if hit.chunk_ids else None))
-    if not picks:
+        doc_id = getattr(hit.chunk, "doc_id", "") or ""
+        supported = p.support >= ANSWERS_THRESHOLD and (not context or doc_id in context)
+        extract.citations.append(Citation(p.n, hit.doc, page, p.start, p.end, p.text, supported, p.support, index,
+                                          hit.chunk_ids[0] if hit.chunk_ids else None, doc_id=doc_id))
+    if not result.picks:
         extract.text, extract.mode = REFUSAL_TEXT + "以下是最接近的段落，供参考。", "refused"
+        extract.answer_span, extract.emphasis = None, []
     return extract
 
 
 def _adopt(answer: Answer, extract: Answer) -> None:
     answer.text, answer.mode, answer.citations = extract.text, extract.mode, extract.citations
+    answer.answer_span, answer.emphasis, answer.alternatives = extract.answer_span, extract.emphasis, extract.alternatives
 
 
 def verification_messages(query: str, sources: list[Hit]) -> list[dict]:

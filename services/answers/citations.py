@@ -36,11 +36,12 @@ class Citation:
     posthoc: bool = False  # added by matching, not written by the model
     corrected: bool = False  # the model cited another number; re-attached to the supporting source
     cited_n: int | None = None  # the number the model wrote, when corrected
+    doc_id: str = ""  # the cited document's id (what a follow-up question is about)
 
     def to_json(self) -> dict:
         return {"n": self.n, "doc": self.doc, "page": self.page, "start": self.start, "end": self.end,
                 "quote": self.quote, "supported": self.supported, "support": round(self.support, 3),
-                "posthoc": self.posthoc, "corrected": self.corrected, "cited_n": self.cited_n}
+                "posthoc": self.posthoc, "corrected": self.corrected, "cited_n": self.cited_n, "doc_id": self.doc_id}
 
 
 @dataclass
@@ -219,7 +220,8 @@ def repair_citations(answer_text: str, sources: list[Hit], page_of=None,
             page = page_of(hit, start) if page_of else hit.page_start
             citations.append(Citation(n, hit.doc, page, start, end, _quote_text(hit, start, end),
                                       score >= SUPPORT_THRESHOLD, score, index,
-                                      hit.chunk_ids[0] if hit.chunk_ids else None, added, corrected, cited))
+                                      hit.chunk_ids[0] if hit.chunk_ids else None, added, corrected, cited,
+                                      getattr(hit.chunk, "doc_id", "") or ""))
     return _rewrite_markers(answer_text, renumber), citations
 
 

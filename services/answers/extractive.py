@@ -1,53 +1,295 @@
-"""Extractive answers (no LLM): the sentence(s) of the top passages that answer the question.
+"""Extractive answers (no LLM): the sentence or clause(s) of the top passages that answer the question,
+with the answer itself marked.
 
-A candidate sentence scores by the query terms it contains, each weighted by length x local IDF
-(terms found in few candidate sentences are the specific ones), plus character-bigram overlap with
-the question, a small prior for the passage's rank, and a bonus when it holds the answer's expected
-type (a number for 多少/几, a date for 哪一年/何时, a person for 谁, a cause for 为什么), and a little
-for the query terms its preceding sentence names (the subject is often there). Sentences that only
-restate the question (or a title) are discounted and followed by the next sentence; a consequence
-("因此，…") brings its cause. Further sentences are added only when they score at least FOLLOW_RATIO
-of the best and answer the question themselves (never a neighbour that merely shares a word, never
-the same sentence twice). No embeddings: a few ms per answer.
+Units. A passage is cut into sentences (services.answers.citations.quote_spans); a sentence longer than
+CLAUSE_FROM characters — court judgments often have no 。 at all, so "the sentence" would be a whole
+chunk — is cut further into clauses at ，；： (not inside numbers or brackets), keeping exact document
+offsets. Clauses shorter than MIN_CLAUSE join the next one ("经审理查明：").
 
-Tuned on 150 questions per set whose documents are in the bench KBs (bench/answers.py): gold answer
-in the extract CMRC 0.780 / DRCD 0.833 / CAIL 0.747 (previous algorithm without dense similarity:
-0.753 / 0.860 / 0.733), 84% / 81% / 93% of picked sentences answering the question.
+Scoring. A unit scores by the query terms it contains, each weighted by length x local IDF (terms found
+in few candidate units are the specific ones), plus character-bigram overlap with the question, a small
+prior for the passage's rank, a bonus when it holds a value of the asked-for type (`answer_type`:
+number, amount, date, title, country; less for person and place, whose patterns are looser), and a
+share of the query terms named just before it (the previous sentence, or for a clause the earlier
+clauses of its sentence: the subject is often there). Units that only restate the question are
+discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
-Each picked sentence is then checked against the question (does it answer it?), not against itself:
-its `support` is the query-term coverage it reaches with its type match, see `check_picks`.
+Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
+value wins when it scores at least TYPED_RATIO of the best. The best unit is extended by one unit to
+either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
+in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. Further
+units are added only when they score at least FOLLOW_RATIO of the best and answer the question
+themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
+as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
+asked-for type whose clause holds most of the question's words (not a value the question itself names),
+or for other questions the best clause.
+
+Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, scoring at
+least AMBIGUITY_RATIO of the best and covering the question) hold different values of the asked-for
+type, the extract says so ("有 2 份文档给出不同答案：…", each with its citation) instead of picking one.
+A document that lacks a name the question gives (原告周0) is not another answer.
+
+Support is judged against the question, never against the quote itself (`check_picks`): the key-term
+coverage a quoted passage reaches, and for a number/amount/date/title/country question only when it
+holds such a value. No embeddings, a few ms per answer. Measured by bench/pinpoint.py (README).
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 
-from services.answers.citations import quote_spans
+from services.answers.citations import quote_bounds, quote_spans
 from services.answers.refusal import key_terms
+from services.documents.tokenizer import comparable, query_terms, to_simplified
 from services.search.retrieval import Hit
-from services.documents.tokenizer import comparable, query_terms
 
 EXTRACTIVE_LABEL = "以下内容摘自文档："
-# A picked sentence "answers" the question when it covers this share of the key terms (length-weighted).
+AMBIGUOUS_TEMPLATE = "有 {n} 份文档给出不同答案："
+# A picked unit "answers" the question when it covers this share of the key terms (length-weighted).
 ANSWERS_THRESHOLD = 0.4
-CONTEXT_WEIGHT = 0.25  # weight of the query terms named by the preceding sentence
-FOLLOW_RATIO = 0.6  # a further sentence scores at least this share of the best one
+CONTEXT_WEIGHT = 0.25  # weight of the query terms named by the preceding unit
+CLAUSE_CONTEXT_WEIGHT = 0.5  # ... by the earlier clauses of a clause's sentence
+FOLLOW_RATIO = 0.6  # a further unit scores at least this share of the best one
+TYPE_BONUS = 0.15
+TYPED_RATIO = 0.5  # for a strictly typed question, a unit with a value wins if it scores this share of the best
+LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
+CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
+MIN_CLAUSE = 8  # a shorter clause joins the next one
+SHORT_QUOTE = 16  # a quote shorter than this takes its neighbouring clause, to be readable
+SPAN_WHOLE = 30  # a unit this short is marked whole for an untyped question
+SPAN_SIDE_WEIGHT = 0.5  # an untyped question's clause: weight of the question words beside it ...
+SPAN_NOVELTY_FLOOR = 0.3  # ... and the floor of its share of new words (see _best_clause)
+MAX_CHARS = 240  # quoted characters at most (the best unit always counts)
+CLAUSE_MAX_CHARS = 120  # ... when the best unit is a clause of a long sentence (unpunctuated text)
+# Ambiguity: another document's best unit scores at least this share of the best and covers the key terms.
+AMBIGUITY_RATIO = 0.7
+AMBIGUITY_SUPPORT = 0.5
+AMBIGUITY_PASSAGES = 6  # passages searched for other documents' answers
+# Types whose values the patterns find reliably: a unit without one does not answer such a question.
+STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
+TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
 
-_NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家所人只台部]|多[大长高远重久宽深]|数量|人口|面积|价格|金额|比例|百分")
-_DATE_Q = re.compile(r"哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪")
-_REASON_Q = re.compile(r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会")
-_PERSON_Q = re.compile(r"谁|何人|哪位|哪一位|什么人|哪个人|姓名|名字叫")
-_NUMBER = re.compile(r"[0-9０-９]|[一二两三四五六七八九十百千万亿]+[个次位种年天名岁座条项件本家所人只台部元米吨倍%％]")
-_DATE = re.compile(r"[0-9０-９]{1,4}\s*[年月日]|[一二三四五六七八九十〇零]{2,4}年|世纪|年代|朝|公元")
-_REASON = re.compile(r"因为|由于|因此|所以|故|得名|导致|原因|以便|为了|因")
-_CONSEQUENCE = re.compile(r"^(因此|所以|故而|故|因而|于是|从而|以致|这使|这让|此后)")
-_PERSON_HINT = re.compile(r"[他她]|先生|女士|教授|博士|总统|主席|皇帝|国王|作者|导演|创始人|发明|原告|被告|法官|[姓名]")
+# --- the asked-for type ----------------------------------------------------------------------
+_DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月")
+_TITLE_Q = re.compile(r"哪一?[部本首篇张]|什么(?:书|作品|电影|电视剧|歌曲|歌|小说|专辑|节目|游戏|杂志|报纸|著作|剧)|书名|作品名|片名|歌名|剧名")
+_COUNTRY_Q = re.compile(r"哪一?个?国家?|何国|国籍|哪一国")
+_PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|在哪|去哪|到哪|从哪|来自哪|哪一?个?(?:城市|省份?|地方|地区|县|市|区|镇|乡|村|学校|医院|大学|州|洲|岛|国家)|"
+                      r"哪一?[所座]|什么地方|地点|地址|住址|住所|什么位置|何方")
+_PERSON_Q = re.compile(r"谁|何人|哪位|哪一位|什么人|哪个人|姓名|名字叫|叫什么名字")
+_AMOUNT_Q = re.compile(r"多少钱|多少元|多少万元|金额|价款|价格|价值多少|罚金|罚款|租金|工资|多少.{0,8}[费款金钱资价]|[费款金钱资价].{0,6}多少")
+_NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家所人只台部层届倍辆套户间]|多[大长高远重久宽深]|数量|人口|面积|价格|金额|比例|百分|几成|几何")
+_REASON_Q = re.compile(r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会|何事|什么事")
 
 
+def answer_type(question: str) -> str | None:
+    """The asked-for answer type: 'date', 'title', 'country', 'place', 'person', 'amount' (money),
+    'number' (a number with its unit), 'reason' or None (anything else: the best clause answers)."""
+    q = comparable(question)
+    if _DATE_Q.search(q):
+        return "date"
+    if _TITLE_Q.search(q):
+        return "title"
+    if _COUNTRY_Q.search(q):
+        return "country"
+    if _PERSON_Q.search(q):
+        return "person"
+    if _PLACE_Q.search(q):
+        return "place"
+    if _NUMBER_Q.search(q) or _AMOUNT_Q.search(q):
+        return "amount" if _AMOUNT_Q.search(q) else "number"
+    if _REASON_Q.search(q):
+        return "reason"
+    return None
+
+
+# --- values of a type, with exact offsets ------------------------------------------------------
+_NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]+)"
+_MONEY = r"(?:美元|美金|港元|港币|欧元|英镑|日元|韩元|新台币|台币|澳元|加元|越南盾|卢布|卢比|法郎|马克|比索|泰铢|里拉|元|块钱|两白银|两银子|银两)"
+_AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
+_UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
+         + "|周岁|岁|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
+           "篇|册|集|章|度|℃|枚|颗|株|棵|头|匹|支|艘|架|列|幅|张|份|次|期|版|级|分|票|岁|孔|栋|块|批|处|粒|盒|瓶|袋|箱|桶|斤|升|毫升|码")
+_NUMBER = re.compile(rf"(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
+                     rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
+_D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
+_DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
+_DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
+             rf"(?:{_DAY}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?(?:{_DAY}[日号]?)?|{_DAY}日)?"
+             rf"(?:(?:凌晨|上午|中午|下午|晚上|晚)?[0-9]{{1,2}}[时点](?:[0-9]{{1,2}}分?)?许?)?")
+_DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
+                   rf"[\u4e00-\u9fff]{{2,4}}时期|[上中下晚早]?[\u4e00-\u9fff]{{2}}纪(?:早期|中期|晚期|初期|末期)?|{_DATE_ONE}(?:(?:至|到|-|—|~|～|起至){_DATE_ONE})?")
+_TITLE = re.compile(r"《[^》\n]{1,40}》")
+_COUNTRIES = ("中国 美国 英国 法国 德国 日本 韩国 朝鲜 俄罗斯 苏联 意大利 西班牙 葡萄牙 荷兰 比利时 瑞士 瑞典 挪威 丹麦 芬兰 冰岛 爱尔兰 "
+              "奥地利 匈牙利 波兰 捷克 希腊 土耳其 埃及 印度 巴基斯坦 伊朗 伊拉克 以色列 沙特 越南 泰国 缅甸 柬埔寨 老挝 新加坡 马来西亚 "
+              "印度尼西亚 印尼 菲律宾 蒙古 澳大利亚 澳洲 新西兰 加拿大 墨西哥 巴西 阿根廷 智利 秘鲁 古巴 南非 普鲁士 拜占庭 罗马 "
+              "苏格兰 英格兰 威尔士 乌克兰 白俄罗斯 罗马尼亚 保加利亚 塞尔维亚 克罗地亚 阿富汗 尼泊尔 不丹 孟加拉 斯里兰卡 哈萨克斯坦 "
+              "乌兹别克斯坦 叙利亚 黎巴嫩 约旦 科威特 卡塔尔 阿联酋 也门 阿曼 利比亚 突尼斯 阿尔及利亚 摩洛哥 苏丹 埃塞俄比亚 肯尼亚 "
+              "尼日利亚 加纳 刚果 安哥拉 委内瑞拉 哥伦比亚 厄瓜多尔 玻利维亚 乌拉圭 巴拉圭").split()
+_COUNTRY_NAMED = re.compile("|".join(sorted(_COUNTRIES, key=len, reverse=True)))
+_COUNTRY_OTHER = re.compile(r"[^\W由在到于从向和与及对把被为是的了中全外本各我两他邻敌該该此其][\u4e00-\u9fff]{0,3}?(?:帝国|王国|共和国|公国|联邦|国(?![家际内外王民道会务营产籍土]))")
+# Names as court judgments mask them (张x6, 曹0, 刘1某, 王某甲), not followed by a unit (费800元 is no name).
+_SURNAMES = ("王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗梁宋郑谢韩唐冯于董萧程曹袁邓许傅沈曾彭吕苏卢蒋蔡贾丁魏薛叶阎余潘杜戴夏"
+             "钟汪田任姜范方石姚谭廖邹熊金陆郝孔白崔康毛邱秦江史顾侯邵孟龙万段雷钱汤尹黎易常武乔贺赖龚文庞樊兰殷施陶洪翟安颜倪严牛"
+             "温芦季俞章鲁葛伍韦申尤毕聂丛焦向柳邢路岳齐沿梅莫庄辛管祝左涂谷祁时舒耿牟卜詹关苗凌费纪靳盛童欧甄项曲成游阳裴席卫查屈鲍"
+             "位覃霍翁隋植甘景薄单包司柏宁柯阮桂闵解强柴华车冉房边辜吉饶刁瞿戚丘古米池滕晋苑邬臧畅宫来嵺苟全褚廉简娄盖符奚木穆党燕郎邸"
+             "冀谈姬屠连郜晏栾郁商蒙计喻揣冷訾寇应尚")
+MASKED_NAME = re.compile(rf"[{_SURNAMES}](?:[xX×][0-9]{{1,3}}|[0-9]{{1,3}}某?|某[甲乙丙丁戊己庚辛某0-9]?)"
+                         r"(?![0-9.:：/\-元万亿千百年月日号岁%个次人名位天件份米吨斤户间])")
+_PLACE_SUFFIX = ("省 市 县 区 州 镇 乡 村 街道 路 街 巷 号 小学 中学 大学 学院 学校 幼儿园 医院 公园 广场 车站 机场 港 岛 群岛 列岛 山 山脉 河 江 湖 海 湾 半岛 "
+                 "盆地 高原 平原 沙漠 洲 大道 社区 小区 公司 法院 酒店 宾馆 大厦 门口 寺 宫 城 峡 湖泊 流域 地区").split()
+_PLACE_END = re.compile("(?:" + "|".join(sorted(_PLACE_SUFFIX, key=len, reverse=True)) + ")$")
+_PLACE_AFTER = re.compile(r"(?:位于|坐落于|坐落在|地处|出生于|生于|来自|发源于|总部设于|总部设在|总部位于|设于|迁至|迁往|迁到|搬到|前往|"
+                          r"居住在|居住于|住在|家住|在位于)([^，,。；;！？、（(]{2,30})")
+_DOTTED_NAME = re.compile(r"[\u4e00-\u9fff]{1,6}(?:[·・][\u4e00-\u9fff]{1,8})+")
+_REASON = re.compile(r"(?:因为|由于|因|为了|是为|以便|出于)[^，,；;。！？]*")
+_REASON_HINT = re.compile(r"因为|由于|因此|所以|故|得名|导致|原因|以便|为了|因")
+
+
+def _aligned(text: str) -> str:
+    """`text` folded for matching (NFKC, simplified) when that keeps every offset, else `text` itself."""
+    folded = to_simplified(unicodedata.normalize("NFKC", text))
+    return folded if len(folded) == len(text) else text
+
+
+def _tags(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, part of speech) of the words of `text` (rjieba, else jieba.posseg)."""
+    out, pos = [], 0
+    for word, flag in _tagger()(text):
+        a = text.find(word, pos)
+        if a < 0:
+            continue
+        out.append((a, a + len(word), flag))
+        pos = a + len(word)
+    return out
+
+
+_TAGGER = None
+
+
+def _tagger():
+    global _TAGGER
+    if _TAGGER is None:
+        try:
+            import rjieba
+
+            jieba = rjieba.Jieba()
+            _TAGGER = jieba.tag
+        except ImportError:  # pragma: no cover - rjieba ships with the app
+            import jieba.posseg
+
+            _TAGGER = lambda text: [(w.word, w.flag) for w in jieba.posseg.cut(text)]  # noqa: E731
+    return _TAGGER
+
+
+def _runs(tags, keep) -> list[tuple[int, int]]:
+    """Maximal runs of adjacent words whose tag (start, end, flag, index) satisfies `keep`."""
+    runs: list[tuple[int, int]] = []
+    for i, t in enumerate(tags):
+        if keep(t, i):
+            if runs and runs[-1][1] == t[0]:
+                runs[-1] = (runs[-1][0], t[1])
+            else:
+                runs.append((t[0], t[1]))
+    return runs
+
+
+def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
+    """[start, end) spans of `text` holding a value of the type (cheap patterns and jieba's parts of
+    speech, no NER model); [] for untyped questions."""
+    if kind not in TYPED and kind != "reason":
+        return []
+    t = _aligned(text)
+    if kind == "amount":
+        spans = [m.span() for m in _AMOUNT.finditer(t)]
+        return spans or [m.span() for m in _NUMBER.finditer(t) if not re.search(r"[年月日时]$", m.group())]
+    if kind == "number":
+        return [m.span() for m in _NUMBER.finditer(t)] + [m.span() for m in _AMOUNT.finditer(t)]
+    if kind == "date":
+        spans = []
+        for m in _DATE.finditer(t):
+            a = m.start() + len(m.group()) - len(m.group().lstrip("至到-—~～起"))
+            if m.end() - a >= 2 and re.search(r"[0-9零〇一二三四五六七八九十世朝代]", t[a:m.end()]) \
+                    and not t.startswith("级", m.end()) and not (t[a:m.end()].isdigit() or t[m.end() - 1] in "号日" and t[m.end():m.end() + 1] in ("楼", "院")):
+                spans.append((a, m.end()))
+        return spans
+    if kind == "title":
+        return [m.span() for m in _TITLE.finditer(t)]
+    if kind == "country":
+        named = [m.span() for m in _COUNTRY_NAMED.finditer(t)]
+        return sorted(named + [m.span() for m in _COUNTRY_OTHER.finditer(t)
+                               if not any(a < m.end() and m.start() < b for a, b in named)])
+    if kind == "reason":
+        return [m.span() for m in _REASON.finditer(t) if m.end() - m.start() >= 3]
+    tags = _tags(t)
+    if kind == "person":
+        names = [m.span() for m in MASKED_NAME.finditer(t)]
+        names += _runs(tags, lambda w, i: w[2] in ("nr", "nrt", "nrfg") and w[1] - w[0] >= 2)
+        names += [m.span() for m in _DOTTED_NAME.finditer(t)]
+        return _merge(names)
+    # place: runs of place names and words ending with a place suffix (荣昌县 城西 小学), or a lone ns
+    def placeish(w, i):
+        word = t[w[0]:w[1]]
+        return w[2] in ("ns", "nt") or bool(_PLACE_END.search(word)) and w[2] not in ("v", "vn", "d", "r", "p", "uj")
+
+    runs = [(a, b) for a, b in _runs(tags, placeish) if b - a >= 2]
+    anchored = [m.span(1) for m in _PLACE_AFTER.finditer(t)]
+    return sorted(anchored + [r for r in runs if not any(a <= r[0] and r[1] <= b for a, b in anchored)])
+
+
+_ENTITY_TAGS = frozenset({"nr", "nrt", "nrfg", "ns", "nt", "nz", "j"})
+_ATTACHED_TAGS = frozenset({"n", "ng", "eng"})
+
+
+def entity_spans(text: str, kinds: frozenset | None = None) -> list[tuple[int, int]]:
+    """[start, end) of the names in `text` — people, places, organisations, works (jieba's parts of
+    speech), masked names of court judgments (张x6, 曹0, 王某甲) and 《titles》 — each with the nouns
+    attached to it (京沪 + 高铁 = 京沪高铁, 马 + 祖列岛). `kinds`: only these tags ("masked" for
+    masked names and titles)."""
+    t = _aligned(text)
+    tags = _tags(t)
+    wanted = _ENTITY_TAGS if kinds is None else _ENTITY_TAGS & kinds
+    spans = [m.span() for m in MASKED_NAME.finditer(t)] + [m.span() for m in _TITLE.finditer(t)] \
+        if kinds is None or "masked" in kinds else []
+    i = 0
+    while i < len(tags):
+        a, b, flag = tags[i]
+        if flag in wanted and (b - a >= 2 or i + 1 < len(tags) and tags[i + 1][2] in _ENTITY_TAGS):
+            j = i
+            while j + 1 < len(tags) and tags[j + 1][0] == tags[j][1] and tags[j + 1][1] - a <= 10 and (
+                    tags[j + 1][2] in _ENTITY_TAGS or tags[j][2] == "j" and tags[j + 1][2] in _ATTACHED_TAGS):
+                j += 1  # 京沪 (an abbreviation) + 高铁; names next to names
+            if i > 0 and tags[i - 1][2] in ("n", "ng") and tags[i - 1][1] - tags[i - 1][0] == 1 and tags[i - 1][1] == a:
+                a = tags[i - 1][0]
+            spans.append((a, tags[j][1]))
+            i = j + 1
+        else:
+            i += 1
+    return _merge(spans)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
+
+
+def has_type(kind: str | None, sentence: str) -> bool:
+    """Whether a sentence holds a value of the expected type."""
+    if kind == "reason":
+        return bool(_REASON_HINT.search(sentence))
+    return bool(typed_values(kind, sentence))
+
+
+# --- units ---------------------------------------------------------------------------------------
 @dataclass
 class Pick:
-    """A sentence chosen for the answer: source number, document offsets, text, relevance to the question."""
+    """A unit chosen for the answer: source number, document offsets, text, relevance to the question."""
 
     n: int
     start: int
@@ -55,32 +297,69 @@ class Pick:
     text: str
     score: float
     support: float = 0.0
+    doc: str = ""  # file name
+    doc_id: str = ""
+    clause: bool = False  # a clause of a longer sentence
+    sentence: int = 0  # which sentence of the passages it is (clauses of one sentence share it)
 
 
-def answer_type(question: str) -> str | None:
-    """The expected answer type of a question: 'date', 'number', 'person' or None."""
-    if _DATE_Q.search(question):
-        return "date"
-    if _PERSON_Q.search(question):
-        return "person"
-    if _REASON_Q.search(question):
-        return "reason"
-    if _NUMBER_Q.search(question):
-        return "number"
-    return None
+@dataclass
+class AnswerSpan:
+    """The marked answer: its text and document offsets (inside a quote), and the source it is in."""
+
+    text: str
+    doc: str
+    start: int
+    end: int
+    n: int
+    kind: str | None = None  # the type it is a value of; None: the best clause of an untyped question
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "doc": self.doc, "start": self.start, "end": self.end}
 
 
-def has_type(kind: str | None, sentence: str) -> bool:
-    """Whether a sentence holds a value of the expected type (cheap patterns, no NER model)."""
-    if kind == "date":
-        return bool(_DATE.search(sentence))
-    if kind == "number":
-        return bool(_NUMBER.search(sentence))
-    if kind == "person":
-        return bool(_PERSON_HINT.search(sentence))
-    if kind == "reason":
-        return bool(_REASON.search(sentence))
-    return False
+@dataclass
+class Extract:
+    """The pinpointed extract: quoted units, the marked answer, the answer text and where to bold it."""
+
+    picks: list[Pick]
+    span: AnswerSpan | None = None
+    kind: str | None = None
+    alternatives: list[AnswerSpan] = field(default_factory=list)  # other documents' different answers
+    text: str = ""
+    emphasis: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of `text` shown bold
+
+    @property
+    def ambiguous(self) -> bool:
+        return bool(self.alternatives)
+
+
+def clause_spans(text: str, a: int, b: int, min_clause: int = MIN_CLAUSE) -> list[tuple[int, int]]:
+    """Clauses of text[a:b] as [start, end) spans (cut after ，,；;：: outside brackets and numbers);
+    a clause shorter than `min_clause` joins the next one."""
+    pieces, start, depth = [], a, 0
+    for i in range(a, b):
+        ch = text[i]
+        if ch in "（(《“「[【":
+            depth += 1
+        elif ch in "）)》”」]】":
+            depth = max(0, depth - 1)
+        elif ch in "，,；;：:" and depth == 0 and i + 1 < b:
+            if ch in ",:" and i > a and text[i - 1].isdigit() and text[i + 1].isdigit():
+                continue  # 1,000 / 10:30
+            pieces.append((start, i + 1))
+            start = i + 1
+    pieces.append((start, b))
+    merged: list[tuple[int, int]] = []
+    for p in pieces:
+        if merged and len(text[merged[-1][0]:merged[-1][1]].strip()) < min_clause:
+            merged[-1] = (merged[-1][0], p[1])
+        else:
+            merged.append(p)
+    if len(merged) > 1 and len(text[merged[-1][0]:merged[-1][1]].strip()) < min_clause:
+        last = merged.pop()
+        merged[-1] = (merged[-1][0], last[1])
+    return merged
 
 
 def _bigrams(text: str) -> set[str]:
@@ -88,82 +367,155 @@ def _bigrams(text: str) -> set[str]:
     return {t[i:i + 2] for i in range(len(t) - 1)}
 
 
-def _candidates(hits: list[Hit], max_passages: int) -> tuple[list[Pick], list[int | None]]:
-    """Distinct sentences of the top passages, and for each the index of the sentence before it
-    in the same passage (None at a passage start)."""
-    seen_spans, seen_text, out, previous = set(), set(), [], []
+def _candidates(hits: list[Hit], max_passages: int) -> tuple[list[Pick], list[int | None], list[int | None]]:
+    """Distinct units of the top passages (clauses of long sentences, else sentences), and for each
+    the index of the unit before and after it in the same passage (None at a passage edge)."""
+    seen_spans, seen_text, out, previous, following = set(), set(), [], [], []
+    sentence_no = 0
     for n, hit in enumerate(hits[:max_passages], start=1):
         last = None
-        for a, b in quote_spans(hit.text):
-            sentence = hit.text[a:b]
-            key = comparable(sentence)
-            span = (hit.doc, hit.start + a)
-            if len(sentence) < 4 or span in seen_spans or key in seen_text:
-                last = None
-                continue  # windows overlap: the same sentence is quoted once
-            seen_spans.add(span)
-            seen_text.add(key)
-            out.append(Pick(n, hit.start + a, hit.start + a + len(sentence), sentence, 0.12 / (n + 1)))
-            previous.append(last)
-            last = len(out) - 1
-    return out, previous
+        doc_id = getattr(hit.chunk, "doc_id", "") or ""
+        for sa, sb in quote_spans(hit.text):
+            sentence_no += 1
+            long_sentence = sb - sa > CLAUSE_FROM
+            spans = clause_spans(hit.text, sa, sb) if long_sentence else [(sa, sb)]
+            for a, b in spans:
+                a, b = quote_bounds(hit.text, a, b)
+                unit = hit.text[a:b]
+                key = comparable(unit)
+                span = (hit.doc, hit.start + a)
+                if len(unit) < 4 or span in seen_spans or key in seen_text:
+                    last = None
+                    continue  # windows overlap: the same unit is quoted once
+                seen_spans.add(span)
+                seen_text.add(key)
+                out.append(Pick(n, hit.start + a, hit.start + b, unit, 0.12 / (n + 1), doc=hit.doc, doc_id=doc_id,
+                                clause=long_sentence and (a, b) != quote_bounds(hit.text, sa, sb), sentence=sentence_no))
+                previous.append(last)
+                following.append(None)
+                if last is not None:
+                    following[last] = len(out) - 1
+                last = len(out) - 1
+    return out, previous, following
 
 
-def pick_sentences(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = 240,
-                   max_passages: int = 4) -> list[Pick]:
-    """The sentences that best answer `query`, in document order (see the module docstring)."""
-    candidates, previous = _candidates(hits, max_passages)
-    if not candidates:
-        return []
-    lowered = [comparable(c.text) for c in candidates]
-    terms = key_terms(query) or query_terms(query)
-    weights = {t: len(t) * math.log(1 + len(candidates) / (1 + sum(t in x for x in lowered))) for t in terms}
-    total = sum(weights.values()) or 1.0
-    q_grams = _bigrams(comparable(query))
-    kind = answer_type(query)
-    covered = [{t for t in terms if t in text} for text in lowered]
-    for i, (c, text) in enumerate(zip(candidates, lowered)):
-        c.score += sum(weights[t] for t in covered[i]) / total
-        # the subject is often named in the sentence before ("X 是…。它于 2004 年发行。")
-        if previous[i] is not None:
-            c.score += CONTEXT_WEIGHT * sum(weights[t] for t in covered[previous[i]] - covered[i]) / total
-        c.score += 0.3 * len(q_grams & _bigrams(text)) / max(1, len(q_grams))
-        if kind and has_type(kind, c.text):
-            c.score += 0.15
-        if _novel_chars(text, q_grams) < 6:
-            c.score *= 0.6  # restates the question (or is a title): holds no answer
-    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].score)
-    first = order[0]
-    picked, used = [candidates[first]], len(candidates[first].text)
-    # the best sentence may need a neighbour to hold the answer: "因此，…" states a consequence whose
-    # cause is the sentence before; a title or a restatement of the question is followed by the answer
-    following = {p: i for i, p in enumerate(previous) if p is not None}
-    best = candidates[first]
-    neighbour = None
-    if _CONSEQUENCE.match(best.text) and previous[first] is not None:
-        neighbour = previous[first]
-    elif (_novel_chars(lowered[first], q_grams) < 6 or len(best.text) < 12) and first in following:
-        neighbour = following[first]
-    if neighbour is not None and used + len(candidates[neighbour].text) <= max_chars:
-        picked.append(candidates[neighbour])
-        used += len(candidates[neighbour].text)
-        max_sentences += 1
-    for i in order[1:]:
-        c = candidates[i]
-        if len(picked) >= max_sentences or c.score < FOLLOW_RATIO * picked[0].score:
-            break
-        if c in picked:
+def _question_values(kind: str | None, question: str) -> set[str]:
+    """Values of the type the question itself names (they are not its answer)."""
+    return {comparable(question[a:b]) for a, b in typed_values(kind, question)} if kind in TYPED else set()
+
+
+# 一座, 一种: an article, not a count; 百分 (of 百分之…): not a value
+_ARTICLE = re.compile(r"^(?:其中)?[一两][个种座条位名项件家所只部本批些类次]$|^[百千万]分$")
+
+
+def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, int]]:
+    """Typed values of a unit (offsets in the unit's text) that the question does not name itself."""
+    out = []
+    for a, b in typed_values(kind, unit.text):
+        value = comparable(unit.text[a:b])
+        if value in exclude or any(value in e for e in exclude) or kind in ("number", "amount") and _ARTICLE.match(value):
             continue
-        if used + len(c.text) > max_chars or check_picks(query, [c])[0].support < ANSWERS_THRESHOLD:
-            continue  # a sentence that merely shares a word with the question adds nothing
-        picked.append(c)
-        used += len(c.text)
-    check_picks(query, picked)
-    return sorted(picked, key=lambda c: (c.n, c.start))
+        out.append((a, b))
+    return out
+
+
+class _Scorer:
+    """Scores the candidate units of one question (see the module docstring)."""
+
+    def __init__(self, query: str, hits: list[Hit], max_passages: int):
+        self.query = query
+        self.passages = [h.text for h in hits]
+        self.starts = [h.start for h in hits]
+        self.max_passages = max_passages  # the answer's own units; ambiguity looks a little further
+        self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES))
+        self.kind = answer_type(query)
+        self.exclude = _question_values(self.kind, query)
+        self.terms = key_terms(query) or query_terms(query)
+        self.q_grams = _bigrams(comparable(query))
+        lowered = [comparable(c.text) for c in self.candidates]
+        self.lowered = lowered
+        n = len(self.candidates)
+        self.weights = {t: len(t) * math.log(1 + n / (1 + sum(t in x for x in lowered))) for t in self.terms}
+        total = sum(self.weights.values()) or 1.0
+        self.covered = [{t for t in self.terms if t in text} for text in lowered]
+        self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
+                      (self.kind == "reason" and bool(_reasons(c.text))) for c in self.candidates]
+        for i, (c, text) in enumerate(zip(self.candidates, lowered)):
+            c.score += sum(self.weights[t] for t in self.covered[i]) / total
+            before = self._before(i)
+            if before:  # the subject is often named just before ("X 是…。它于 2004 年发行。", "X（…）位于…，兴建于…")
+                weight = CLAUSE_CONTEXT_WEIGHT if c.clause else CONTEXT_WEIGHT
+                c.score += weight * sum(self.weights[t] for t in set().union(*before) - self.covered[i]) / total
+            c.score += 0.3 * len(self.q_grams & _bigrams(text)) / max(1, len(self.q_grams))
+            if self.typed[i]:
+                c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == "reason" else LOOSE_TYPE_BONUS
+            if _novel_chars(text, self.q_grams) < 6:
+                c.score *= 0.6  # restates the question (or is a title): holds no answer
+
+    def _before(self, i: int) -> list[set[str]]:
+        """The query terms named by the unit before, or, for a clause, by the clauses of its
+        sentence before it (the sentence's subject)."""
+        c, out, j = self.candidates, [], self.previous[i]
+        if j is None:
+            return out
+        out.append(self.covered[j])
+        while c[i].clause and j is not None and c[j].sentence == c[i].sentence and self.previous[j] is not None \
+                and c[self.previous[j]].sentence == c[i].sentence:
+            j = self.previous[j]
+            out.append(self.covered[j])
+        return out
+
+    def clause_score(self, piece: str) -> float:
+        """How much of the question a piece of text holds: its specific query terms (weighted as in
+        the unit scores) and its bigram overlap with the question."""
+        folded = comparable(piece)
+        total = sum(self.weights.values()) or 1.0
+        return (sum(w for t, w in self.weights.items() if t in folded) / total
+                + 0.3 * len(self.q_grams & _bigrams(folded)) / max(1, len(self.q_grams)))
+
+    def order(self, everywhere: bool = False) -> list[int]:
+        """Units by score, best first: those of the first `max_passages` passages, or all."""
+        return sorted((i for i, c in enumerate(self.candidates) if everywhere or c.n <= self.max_passages),
+                      key=lambda i: -self.candidates[i].score)
+
+    def around(self, first: int, max_chars: int) -> list[int]:
+        """The best unit with the neighbours it needs (see the module docstring), in document order."""
+        c, kind = self.candidates, self.kind
+        group = [first]
+        used = len(c[first].text)
+
+        def add(i: int | None) -> bool:
+            nonlocal used
+            if i is None or i in group or used + len(c[i].text) > max_chars and used >= SHORT_QUOTE:
+                return False
+            group.append(i)
+            used += len(c[i].text)
+            return True
+
+        best = c[first]
+        before, after = self.previous[first], self.following[first]
+        if _CONSEQUENCE.match(best.text) and before is not None:
+            add(before)
+        elif (_novel_chars(self.lowered[first], self.q_grams) < 6 or len(best.text) < 12) and after is not None:
+            add(after)
+        if kind in TYPED and not self.typed[first]:
+            # the unit names the subject but not the value asked for: one unit to either side may hold it
+            side = [i for i in (after, before) if i is not None and self.typed[i]]
+            if side:
+                add(max(side, key=lambda i: c[i].score))
+        if used < SHORT_QUOTE or (best.clause and used < 2 * SHORT_QUOTE):
+            # a clause alone is hard to read: take the neighbour naming more of the question
+            side = [i for i in (before, after) if i is not None and i not in group]
+            if side:
+                add(max(side, key=lambda i: (len(self.covered[i]), i == before)))
+        return sorted(group)
+
+
+_CONSEQUENCE = re.compile(r"^(因此|所以|故而|故|因而|于是|从而|以致|这使|这让|此后)")
 
 
 def _novel_chars(text: str, q_grams: set[str]) -> int:
-    """Characters of a sentence outside the question's bigrams: what it says beyond the question."""
+    """Characters of a unit outside the question's bigrams: what it says beyond the question."""
     t = re.sub(r"\W+", "", text)
     inside = set()
     for i in range(len(t) - 1):
@@ -172,32 +524,311 @@ def _novel_chars(text: str, q_grams: set[str]) -> int:
     return len(t) - len(inside)
 
 
-def check_picks(query: str, picks: list[Pick]) -> list[Pick]:
-    """Set each pick's `support`: how well the sentence answers the question (key-term coverage,
-    plus a little when it holds the expected answer type). Judged against the question, never
-    against the sentence itself, so an off-topic sentence is not marked supported."""
-    terms = key_terms(query) or query_terms(query)
-    kind = answer_type(query)
-    for p in picks:
-        text = comparable(p.text)
-        total = sum(len(t) for t in terms) or 1
-        coverage = sum(len(t) for t in terms if t in text) / total
-        p.support = min(1.0, coverage + (0.1 if kind and has_type(kind, p.text) and coverage > 0 else 0.0))
-    return picks
+def pick_sentences(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
+                   max_passages: int = 4) -> list[Pick]:
+    """The units that best answer `query`, in document order (see the module docstring)."""
+    scorer = _Scorer(query, hits, max_passages)
+    return _pick(scorer, max_sentences, max_chars)
 
 
-def extractive_text(picks: list[Pick]) -> str:
-    """The answer text: the label, then each sentence followed by its [n]."""
+def _pick(scorer: _Scorer, max_sentences: int, max_chars: int) -> list[Pick]:
+    c = scorer.candidates
+    if not c:
+        return []
+    order = scorer.order()
+    best = order[0]
+    if scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
+        # a question asking for a number, date, title or country: a unit holding one, if it is close
+        typed = next((i for i in order if scorer.typed[i]), None)
+        if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
+            best = typed
+    if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
+        max_chars = min(max_chars, CLAUSE_MAX_CHARS)
+    group = scorer.around(best, max_chars)
+    first = max(group, key=lambda i: c[i].score)
+    scorer.group, scorer.first = group, first
+    picked = [c[i] for i in group]
+    used = sum(len(p.text) for p in picked)
+    max_sentences += len(group) - 1
+    for i in order[1:]:
+        u = c[i]
+        if len(picked) >= max_sentences or u.score < FOLLOW_RATIO * c[first].score:
+            break
+        if u in picked:
+            continue
+        if used + len(u.text) > max_chars or check_picks(scorer.query, [u])[0].support < ANSWERS_THRESHOLD:
+            continue  # a unit that merely shares a word with the question adds nothing
+        if scorer.kind in STRICT_TYPES and not scorer.typed[i]:
+            continue
+        picked.append(u)
+        used += len(u.text)
+    check_picks(scorer.query, picked)
+    return sorted(picked, key=lambda p: (p.n, p.start))
+
+
+def _merged(scorer: _Scorer, picks: list[Pick]) -> list[Pick]:
+    """Adjacent picks of one passage as one Pick whose text is the passage between them (the comma a
+    clause was trimmed of included), so each quote, its citation and its highlight are one
+    continuous piece of the document."""
+    out = []
+    for group in _groups(picks):
+        first, last = group[0], group[-1]
+        if len(group) == 1:
+            out.append(first)
+            continue
+        base = scorer.starts[first.n - 1]
+        text = scorer.passages[first.n - 1][first.start - base:last.end - base]
+        out.append(Pick(first.n, first.start, last.end, text, max(p.score for p in group), min(p.support for p in group),
+                        first.doc, first.doc_id, any(p.clause for p in group), first.sentence))
+    return out
+
+
+def _groups(picks: list[Pick]) -> list[list[Pick]]:
+    """Picks that follow each other in one source read as one passage."""
     groups: list[list[Pick]] = []
-    for p in picks:  # sentences that follow each other in the document read as one passage
+    for p in sorted(picks, key=lambda p: (p.n, p.start)):
         if groups and groups[-1][-1].n == p.n and 0 <= p.start - groups[-1][-1].end <= 1:
             groups[-1].append(p)
         else:
             groups.append([p])
-    return EXTRACTIVE_LABEL + "\n\n" + "\n".join("".join(p.text for p in g) + f"[{g[0].n}]" for g in groups)
+    return groups
+
+
+def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> list[Pick]:
+    """Set each pick's `support`: how well the quoted passage it belongs to answers the question —
+    key-term coverage, plus a little when it holds the expected answer type; for a question asking
+    for a number, amount, date, title or country, a passage without such a value gets at most half
+    the threshold. Judged against the question, never against the quote itself, so an off-topic
+    sentence or a sentence that names the subject but not the answer is not marked supported."""
+    terms = key_terms(query) or query_terms(query)
+    kind = answer_type(query) if kind == "auto" else kind
+    exclude = _question_values(kind, query)
+    total = sum(len(t) for t in terms) or 1
+    for group in _groups(picks):
+        joined = "".join(p.text for p in group)
+        text = comparable(joined)
+        coverage = sum(len(t) for t in terms if t in text) / total
+        typed = bool(_values(kind, Pick(0, 0, 0, joined, 0), exclude)) if kind in TYPED else has_type(kind, joined)
+        support = min(1.0, coverage + (0.1 if kind and typed and coverage > 0 else 0.0))
+        if kind in STRICT_TYPES and not typed:
+            support = min(support, ANSWERS_THRESHOLD / 2)
+        for p in group:
+            p.support = support
+    return picks
+
+
+# --- the marked answer -----------------------------------------------------------------------------
+def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None:
+    """The answer span inside the picks: the typed value whose clause (and the clauses beside it)
+    holds most of the question's specific words, in the best unit first; or, for an untyped question
+    (and when no value is found), the best clause of the best unit."""
+    kind = scorer.kind
+    terms = [t for t in scorer.terms if len(t) >= 2] or scorer.terms
+    best_value = None
+    if kind in TYPED or kind == "reason":
+        for p in picks:
+            values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
+            if not values:
+                continue
+            clauses = clause_spans(p.text, 0, len(p.text), min_clause=4)
+            scores = [scorer.clause_score(p.text[x:y]) for x, y in clauses]
+            folded = comparable(p.text)
+            hits = [m.start() for t in terms for m in re.finditer(re.escape(t), folded)] if len(folded) == len(p.text) else []
+            for a, b in values:
+                k = next((i for i, (x, y) in enumerate(clauses) if x <= a < y), 0)
+                side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
+                distance = min((abs(h - a) for h in hits), default=60)
+                score = (scores[k] + 0.3 * side + (0.3 if p is best else 0.0) + 0.2 / (1 + distance / 10)
+                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) else 0.0))
+                if best_value is None or score > best_value[0]:
+                    best_value = (score, p, a, b)
+    if best_value is not None:
+        _, p, a, b = best_value
+        a, b = _trim(p.text, a, b)
+        return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
+    a, b = _best_clause(scorer, best)
+    return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
+
+
+_CAUSE_NEXT = re.compile(r"^(?:因此|所以|故而|因而|于是|从而|以致|才|遂)")
+
+
+def _reasons(text: str) -> list[tuple[int, int]]:
+    """Spans of a unit that state a cause: "因/由于/为了 …" to the end of its clause, and the clause
+    before "因此/所以 …"."""
+    spans = [m.span() for m in _REASON.finditer(_aligned(text)) if m.end() - m.start() >= 3
+             and not _CAUSE_NEXT.match(_aligned(text)[m.start():])]
+    clauses = clause_spans(text, 0, len(text), min_clause=4)
+    for i, (a, b) in enumerate(clauses[1:], start=1):
+        if _CAUSE_NEXT.match(_aligned(text[a:b]).lstrip()):
+            spans.append(clauses[i - 1])
+    return spans
+
+
+def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
+    """[start, end) in the unit's text of the clause that best answers an untyped question, with its
+    neighbour when it is too short to read; the whole unit when it is short already. The answer is
+    where the question's words meet words the question does not have: a clause scores by the specific
+    query terms it and its neighbours hold, times its share of new words — "属维多利亚港的一部份", not
+    "九龙湾原指香港九龙半岛东面的海湾" that only restates the subject."""
+    text = unit.text
+    if len(text) <= SPAN_WHOLE:
+        return 0, len(text)
+    clauses = clause_spans(text, 0, len(text), min_clause=4)
+    pieces = [comparable(text[a:b]) for a, b in clauses]
+    near = [scorer.clause_score(p) for p in pieces]
+
+    def score(k: int) -> float:
+        side = max([near[j] for j in (k - 1, k + 1) if 0 <= j < len(near)], default=0.0)
+        novel = _novel_chars(pieces[k], scorer.q_grams) / max(1, len(re.sub(r"\W+", "", pieces[k])))
+        return (near[k] + SPAN_SIDE_WEIGHT * side) * (SPAN_NOVELTY_FLOOR + novel)
+
+    i = max(range(len(clauses)), key=score)
+    a, b = clauses[i]
+    if b - a < SHORT_QUOTE and len(clauses) > 1:
+        j = i + 1 if i + 1 < len(clauses) else i - 1
+        a, b = min(a, clauses[j][0]), max(b, clauses[j][1])
+    return _trim(text, a, b)
+
+
+_UNIT_IN_Q = re.compile(rf"(?:多少|几)({_UNIT})")
+_UNIT_CUES = [(re.compile(r"多长|多远|长度|全长|距离|多宽|多深|宽度|深度|身高"), re.compile(r"(?:米|公里|千米|公尺|英尺|英里|海里|公分)$")),
+              (re.compile(r"多高|海拔|高度"), re.compile(r"(?:米|公尺|英尺|公分)$")),
+              (re.compile(r"多重|重量|体重"), re.compile(r"(?:吨|公斤|千克|克|磅|斤)$")),
+              (re.compile(r"面积|多大"), re.compile(r"(?:平方公里|平方千米|平方米|公顷|亩|平方英里)$")),
+              (re.compile(r"多久|多长时间|期限|几年"), re.compile(r"(?:年|个月|天|日|小时|分钟|周|星期)$")),
+              (re.compile(r"几岁|多大年纪|年龄|岁数"), re.compile(r"岁$")),
+              (re.compile(r"人口|多少人|几个人|人数"), re.compile(r"(?:人|万|亿|名)$")),
+              (re.compile(r"利率|比例|百分比|税率|占比|比率|利息率"), re.compile(r"(?:%|‰|分|成)$"))]
+
+
+def _unit_match(question: str, value: str) -> bool:
+    """Whether the value carries the unit the question asks in (多少公里 -> …公里, 多长 -> …米)."""
+    q, v = comparable(question), comparable(value)
+    m = _UNIT_IN_Q.search(q)
+    if m and v.endswith(m.group(1)):
+        return True
+    return any(cue.search(q) and unit.search(v) for cue, unit in _UNIT_CUES)
+
+
+def _trim(text: str, a: int, b: int) -> tuple[int, int]:
+    while a < b and (text[a].isspace() or text[a] in "，,、；;：:"):
+        a += 1
+    while b > a and (text[b - 1].isspace() or text[b - 1] in "，,、；;：:。"):
+        b -= 1
+    return a, b
+
+
+def _same_value(x: str, y: str) -> bool:
+    strip = re.compile(r"^(?:人民币|约|近|共|达|逾|超过)|整$|\s")
+    x, y = strip.sub("", comparable(x)), strip.sub("", comparable(y))
+    return x == y or (len(x) > 1 and len(y) > 1 and (x in y or y in x))
+
+
+def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_chars: int) -> list[tuple[AnswerSpan, list[Pick]]]:
+    """Other documents' answers of the asked-for type that differ from the best one (see the module
+    docstring): [(span, picks)] for each such document, best first."""
+    c = scorer.candidates
+    if scorer.kind not in TYPED or span is None or span.kind is None:
+        return []
+    best_doc = c[first].doc_id or c[first].doc
+    out, seen_docs, values = [], {best_doc}, [span.text]
+    names = [comparable(scorer.query[a:b]) for a, b in entity_spans(scorer.query, frozenset({"nr", "nrt", "nrfg", "ns", "masked"}))]
+    for i in scorer.order(everywhere=True):
+        u = c[i]
+        doc = u.doc_id or u.doc
+        if u.score < AMBIGUITY_RATIO * c[first].score:
+            break
+        if doc in seen_docs:
+            continue
+        seen_docs.add(doc)
+        passage = comparable(scorer.passages[u.n - 1])
+        if any(n not in passage for n in names):
+            continue  # the question names someone (or somewhere) this passage does not: not its answer
+        picks = [c[j] for j in scorer.around(i, max_chars)]
+        check_picks(scorer.query, picks, scorer.kind)
+        if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
+            continue
+        other = _locate(scorer, picks, u)
+        if other is None or other.kind is None or any(_same_value(other.text, v) for v in values):
+            continue
+        values.append(other.text)
+        out.append((other, picks))
+    return out
+
+
+def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
+             max_passages: int = 4, ambiguity: bool = True) -> Extract:
+    """The pinpointed extract for `query` from `hits` (see the module docstring); an Extract with no
+    picks when no passage has a usable unit. `ambiguity=False` never reports different answers
+    (a follow-up whose document is fixed by the conversation)."""
+    scorer = _Scorer(query, hits, max_passages)
+    picks = _pick(scorer, max_sentences, max_chars)
+    if not picks:
+        return Extract([], kind=scorer.kind)
+    first = scorer.first
+    best = scorer.candidates[first]
+    span = _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    picks = _merged(scorer, picks)
+    extract = Extract(picks, span, scorer.kind)
+    others = _alternatives(scorer, first, span, max_chars) if ambiguity else []
+    if others:
+        primary = [p for p in picks if (p.doc_id or p.doc) == (best.doc_id or best.doc)]
+        for p in primary:
+            p.support = max(p.support, ANSWERS_THRESHOLD)
+        others = [(o, _merged(scorer, ps)) for o, ps in others]
+        extract.picks = sorted(primary + [p for _, ps in others for p in ps], key=lambda p: (p.n, p.start))
+        extract.alternatives = [s for s, _ in others]
+        extract.text, extract.emphasis = ambiguous_text(span, primary, others)
+    else:
+        extract.text, extract.emphasis = marked_text(picks, span)
+    return extract
+
+
+# --- the answer text ---------------------------------------------------------------------------------
+def _quote_lines(picks: list[Pick], span: AnswerSpan | None, offset: int) -> tuple[str, list[tuple[int, int]]]:
+    """Each group of adjacent picks as one line ending with its [n]; the span's position in the text."""
+    lines, emphasis, pos = [], [], offset
+    for g in _groups(picks):
+        line = "".join(p.text for p in g)
+        if span is not None and g[0].n == span.n:
+            inside = [p for p in g if p.start <= span.start and span.end <= p.end]
+            if inside:
+                a = pos + sum(len(p.text) for p in g[:g.index(inside[0])]) + span.start - inside[0].start
+                emphasis.append((a, a + span.end - span.start))
+        lines.append(line + f"[{g[0].n}]")
+        pos += len(lines[-1]) + 1
+    return "\n".join(lines), emphasis
+
+
+def extractive_text(picks: list[Pick]) -> str:
+    """The plain answer text: the label, then each quoted passage followed by its [n]."""
+    return EXTRACTIVE_LABEL + "\n\n" + _quote_lines(picks, None, 0)[0]
+
+
+def marked_text(picks: list[Pick], span: AnswerSpan | None) -> tuple[str, list[tuple[int, int]]]:
+    """(text, emphasis): a typed answer (800元, 荷兰, 2011年7月21日) first on its own line, then the label
+    and each quoted passage with its [n]; `emphasis` holds the [start, end) of the text to show bold
+    (the answer line, and the span inside its quote)."""
+    head = (span.text + "\n\n") if span is not None and span.kind is not None else ""
+    quotes, emphasis = _quote_lines(picks, span, len(head) + len(EXTRACTIVE_LABEL) + 2)
+    return head + EXTRACTIVE_LABEL + "\n\n" + quotes, ([(0, len(span.text))] if head else []) + emphasis
+
+
+def ambiguous_text(span: AnswerSpan, primary: list[Pick],
+                   others: list[tuple[AnswerSpan, list[Pick]]]) -> tuple[str, list[tuple[int, int]]]:
+    """"有 N 份文档给出不同答案：" then one line per document: its answer, its file, its quote [n]."""
+    text = AMBIGUOUS_TEMPLATE.format(n=1 + len(others)) + "\n\n"
+    emphasis = []
+    for s, picks in [(span, primary)] + others:
+        lead = f"{s.text}（{s.doc}）："
+        emphasis.append((len(text), len(text) + len(s.text)))
+        quotes, _ = _quote_lines(picks, None, 0)
+        text += lead + quotes.replace("\n", "") + "\n"
+    return text.rstrip("\n"), emphasis
 
 
 def extractive_answer(query: str, hits: list[Hit], **kwargs) -> tuple[str, list[Pick]]:
-    """(answer text, picks) for `query` from `hits`; ("", []) when no passage has a usable sentence."""
-    picks = pick_sentences(query, hits, **kwargs)
-    return (extractive_text(picks), picks) if picks else ("", [])
+    """(answer text, picks) for `query` from `hits`; ("", []) when no passage has a usable unit."""
+    extract = pinpoint(query, hits, **kwargs)
+    return (extract.text, extract.picks) if extract.picks else ("", [])

@@ -119,7 +119,7 @@ def _pieces(text: str) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=8)
-def _segmenter(user_dict: str | None):
+def segmenter(user_dict: str | None):
     """cut_for_search for a user dictionary, built once per process.
 
     Prefers rjieba (jieba-rs: same dictionary and search mode, ~7M vs ~0.35-0.6M chars/s for
@@ -169,7 +169,7 @@ def tokenize(text: str, user_dict: str | Path | None = None) -> list[str]:
     terms, one per line ("词语 [词频] [词性]"), kept whole by the segmenter. Re-index after changing it.
     """
     user_dict = user_dict or os.environ.get("WENDAO_USER_DICT") or None
-    words = _segmenter(str(user_dict) if user_dict else None)(comparable(text))
+    words = segmenter(str(user_dict) if user_dict else None)(comparable(text))
     return [w for w in (w.strip() for w in words) if w and is_term(w)]
 
 

@@ -52,7 +52,7 @@ class Hit:
         return self.page_start
 
     def to_json(self) -> dict:
-        return {"doc": self.doc, "start": self.start, "end": self.end, "page": self.page_start,
+        return {"doc": self.doc, "doc_id": self.chunk.doc_id, "start": self.start, "end": self.end, "page": self.page_start,
                 "pages": [self.page_start, self.page_end], "text": self.text,
                 "scores": {k: round(v, 6) for k, v in self.scores.items()}, "ranks": dict(self.ranks),
                 "chunk_ids": self.chunk_ids}
@@ -123,6 +123,20 @@ class Retriever:
             ranked = candidates
         timings["total"] = sum(timings.values())
         return SearchResult(query, ranked[:top_k], timings, query_terms(query), candidates, notice)
+
+    def term_shares(self, terms: list[str]) -> dict[str, float]:
+        """Share of the KB's searchable chunks that hold each term (BM25 document frequency / N), and
+        the number of chunks as key "" — how specific a word is here (a name: few; 原告: most)."""
+        from services.index.bm25 import term_index
+
+        index = self.lib.bm25_index(self.kb)
+        with index.lock:
+            n = max(1, index.n)
+            out = {"": float(index.n)}
+            for t in terms:
+                col = index.columns.get(term_index(t))
+                out[t] = float(index.df[col]) / n if col is not None else 0.0
+        return out
 
     def _fuse(self, stages: dict[str, dict[int, float]], mode: str) -> dict[int, float]:
         if mode != "hybrid":

@@ -1,0 +1,289 @@
+"""Issue 21: answers that point at the answer (the clause and the value, marked), follow-ups that stay
+on the case, ambiguity said out loud, the support check judging the question, the CLI's conversations.
+
+Fixtures are written here (court-judgment-like texts without 。, as the CAIL2019 judgments are), never
+copied from ../shared/data.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from llm_server import FakeLLMServer
+from services import conversations, errors
+from services.answers.answer import (UNSUPPORTED_LLM_NOTICE, Conversation, Turn, answer_question,
+                                     heuristic_rewrite)
+from services.answers.extractive import answer_type, pinpoint
+from services.config import LLMSettings
+from services.documents.chunking import Chunk, ChunkingConfig
+from services.index.ingest import ingest_bytes
+from services.search.retrieval import Hit, Retriever
+
+# Judgments in the style of court records: long runs of clauses joined by commas, no 。
+JUDGMENT_A = ("重庆市某区人民法院民事判决书\n经审理查明:原告王0与被告李x3原系夫妻关系,婚后生育一女李x6,2011年7月21日,"
+              "原、被告因感情不和经本院调解离婚,调解书载明李x6随被告生活,离婚后双方又自行协商,约定李x6暂由原告抚养,"
+              "被告每月向原告支付李x6的生活费800元,此后李x6一直随原告生活至今,期间被告未按约定支付生活费另查明:"
+              "李x6现在荣昌县城西小学上学,为城镇居民户口,原告王0系本地一家压铸有限公司职工,收入比较稳定,现已再婚"
+              "本院认为,变更抚养关系应当以有利于子女身心健康为原则,原告要求被告支付拖欠的生活费,理由正当,本院予以支持")
+JUDGMENT_B = ("四川省某县人民法院民事判决书\n经审理查明:原告赵0与被告孙x2于2009年登记结婚,婚生一子孙x8,2015年3月双方协议离婚,"
+              "离婚协议约定孙x8由原告抚养,原告每个月需要支付抚养费1000元给孙x8的外祖母代为照看,孙x8现在永川区实验小学就读,"
+              "被告孙x2在外地务工,收入不固定本院认为,父母对子女有抚养教育的义务,原告的请求本院予以支持")
+JUDGMENT_C = ("湖北省某县人民法院民事判决书\n经审理查明:原告周0与被告吴x5于2003年结婚,婚后育有一子吴x9,2016年5月双方离婚,"
+              "约定吴x9由被告抚养,原告每个月需要支付抚养费10000元,直至吴x9年满十八周岁止,原告现在深圳经商,收入较高"
+              "本院认为,原告的抚养能力足以负担上述费用")
+GUN = ("射击断续器\n早期的战斗机无法透过旋转的螺旋桨向前开火。第一次世界大战中飞机上最重要的一项发明就是射击断续器。"
+       "这个由荷兰人所发明的装置，让机枪的子弹能够从旋转的螺旋桨之间穿过而不打坏桨叶。后来德国的福克公司把它装上了战斗机。")
+
+
+def ingest(lib, kb, text, name):
+    return ingest_bytes(lib, kb, text.encode(), name, ChunkingConfig("sentence", 300, 0))
+
+
+def make_hit(text, doc="d.txt", start=0, doc_id=None):
+    c = Chunk(0, start, start + len(text), text, 1, 1, id=start + 1, doc_id=doc_id or doc)
+    return Hit(c, doc, start, start + len(text), text, 1, 1, chunk_ids=[start + 1])
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeLLMServer(stall_seconds=5) as s:
+        yield s
+
+
+def llm(server, model="echo"):
+    return LLMSettings(base_url=server.url, api_key="sk-test", model=model, timeout=10)
+
+
+# --- pinpointed extracts --------------------------------------------------------------------------
+def test_a_judgment_question_is_answered_with_the_clause_and_the_amount_marked(lib, kb):
+    """The issue's first complaint: a ~280-character run of a judgment with 800元 buried in it."""
+    ingest(lib, kb, JUDGMENT_A, "李x6抚养纠纷.txt")
+    a = answer_question(Retriever(lib, kb), LLMSettings(), "双方约定被告每月支付多少生活费？")
+    assert a.mode == "extractive" and a.answer_span.text == "800元"
+    assert a.text.startswith("800元\n\n以下内容摘自文档：")  # the answer first, then the quote with [n]
+    quote = a.citations[0].quote
+    assert "被告每月向原告支付李x6的生活费800元" in quote and len(quote) <= 120
+    # the marked answer's offsets are the document's; the quote is exactly what the citation covers
+    text = lib.store.document_text(kb.id, lib.store.find_by_filename(kb.id, "李x6抚养纠纷.txt")[0].id)
+    span = a.to_json()["answer_span"]
+    assert set(span) == {"text", "doc", "start", "end"} and text[span["start"]:span["end"]] == "800元"
+    for c in a.citations:
+        assert text[c.start:c.end] == c.quote and c.quote in a.text
+    # bold: the answer line and the same value inside the quote
+    assert [a.text[s:e] for s, e in a.emphasis] == ["800元", "800元"]
+    assert all(c.supported for c in a.citations)
+
+
+def test_the_answer_in_the_next_sentence_is_looked_up():
+    """"…一项发明就是射击断续器。" names the subject; the next sentence holds 荷兰."""
+    extract = pinpoint("射击断续器是哪个国家发明的？", [make_hit(GUN, "gun.txt")])
+    assert extract.span.text == "荷兰" and extract.span.kind == "country"
+    quoted = "".join(p.text for p in extract.picks)
+    assert "射击断续器" in quoted and "荷兰" in quoted
+    assert all(p.support >= 0.4 for p in extract.picks)
+
+
+@pytest.mark.parametrize("question,kind,value", [
+    ("被告什么时候与原告离婚？", "date", "2011年7月21日"), ("李x6现在在哪上学？", "place", "荣昌县城西小学"),
+    ("被告每月支付多少生活费？", "amount", "800元")])
+def test_the_marked_span_is_the_asked_for_type(question, kind, value):
+    extract = pinpoint(question, [make_hit(JUDGMENT_A, "a.txt")])
+    assert answer_type(question) == kind and extract.span.text == value
+    assert extract.text.startswith(value + "\n\n")
+
+
+def test_a_quote_without_the_asked_for_type_is_not_supported():
+    """The support check judges the question: a sentence naming the subject but not a number does
+    not answer "how many"."""
+    hit = make_hit("长江\n长江是中国第一大河，流经青藏高原和四川盆地，最后注入东海。", "river.txt")
+    extract = pinpoint("长江全长多少公里？", [hit])
+    assert extract.picks and all(p.support < 0.4 for p in extract.picks)
+    assert extract.span.kind is None  # no value to mark: the best clause is marked, nothing shown first
+    assert extract.text.startswith("以下内容摘自文档：")
+
+
+def test_extract_is_fast_on_long_judgments():
+    import time
+
+    hits = [make_hit((JUDGMENT_A + JUDGMENT_B + JUDGMENT_C) * 2, f"d{i}.txt", i * 5000) for i in range(6)]
+    pinpoint("双方约定被告每月支付多少生活费？", hits)  # warm the tagger
+    started = time.perf_counter()
+    for _ in range(10):
+        pinpoint("双方约定被告每月支付多少生活费？", hits)
+    assert (time.perf_counter() - started) / 10 < 0.1
+
+
+# --- ambiguity ------------------------------------------------------------------------------------
+def test_different_answers_in_different_documents_are_said_out_loud(lib, kb):
+    ingest(lib, kb, JUDGMENT_B, "赵0离婚.txt")
+    ingest(lib, kb, JUDGMENT_C, "周0离婚.txt")
+    a = answer_question(Retriever(lib, kb), LLMSettings(), "原告每个月需要支付多少抚养费？")
+    assert a.text.startswith("有 2 份文档给出不同答案：")
+    assert "1000元" in a.text and "10000元" in a.text
+    docs = {c.doc for c in a.citations}
+    assert docs == {"赵0离婚.txt", "周0离婚.txt"}
+    for line in a.text.splitlines()[2:]:  # each answer with its own citation
+        assert line.rstrip().endswith("]")
+    assert {a.text[s:e] for s, e in a.emphasis} == {"1000元", "10000元"}
+    assert a.to_json()["alternatives"]
+
+
+def test_a_question_naming_its_subject_is_not_flagged(lib, kb):
+    ingest(lib, kb, JUDGMENT_B, "赵0离婚.txt")
+    ingest(lib, kb, JUDGMENT_C, "周0离婚.txt")
+    a = answer_question(Retriever(lib, kb), LLMSettings(), "原告周0每个月需要支付多少抚养费？")
+    assert "份文档给出不同答案" not in a.text and a.answer_span.text == "10000元"
+
+
+# --- conversations --------------------------------------------------------------------------------
+@pytest.fixture
+def cases(lib, kb):
+    ingest(lib, kb, JUDGMENT_A, "李x6抚养纠纷.txt")
+    ingest(lib, kb, JUDGMENT_B, "赵0离婚.txt")
+    ingest(lib, kb, GUN, "射击断续器.txt")
+    return kb
+
+
+def test_a_follow_up_stays_on_the_case(lib, cases):
+    """The issue's conversation: the follow-up is answered from the same judgment, the rewrite adds
+    the case's names (never 双方约定), the context is reported."""
+    retriever, conv = Retriever(lib, cases), Conversation()
+    first = answer_question(retriever, LLMSettings(), "原告王0与被告李x3约定被告每月支付多少生活费？", conv)
+    assert first.answer_span.text == "800元"
+    conv.add(first)
+    a = answer_question(retriever, LLMSettings(), "那孩子现在在哪上学？", conv)
+    assert a.answer_span.text == "荣昌县城西小学" and {c.doc for c in a.citations} == {"李x6抚养纠纷.txt"}
+    assert all(c.supported for c in a.citations)
+    data = a.to_json()
+    assert [d["doc"] for d in data["context_documents"]] == ["李x6抚养纠纷.txt"]
+    assert data["rewritten_query"] and "双方" not in data["rewritten_query"] and "约定" not in data["rewritten_query"]
+    assert "王0" in data["rewritten_query"] or "李x3" in data["rewritten_query"]
+
+
+def test_a_self_contained_question_is_not_rewritten_and_leaves_the_case(lib, cases):
+    retriever, conv = Retriever(lib, cases), Conversation()
+    conv.add(answer_question(retriever, LLMSettings(), "原告王0与被告李x3约定被告每月支付多少生活费？", conv))
+    a = answer_question(retriever, LLMSettings(), "射击断续器是哪个国家发明的？那个装置有什么作用？", conv)
+    assert a.rewritten_query is None and a.query == "射击断续器是哪个国家发明的？那个装置有什么作用？"
+    assert a.context_documents == [] and a.citations and a.citations[0].doc == "射击断续器.txt"
+
+
+def test_a_quote_from_another_document_does_not_support_a_follow_up(lib, cases):
+    """Item 4: within a conversation about one judgment, an extract from another one is not supported."""
+    retriever = Retriever(lib, cases)
+    doc_a = lib.store.find_by_filename(cases.id, "李x6抚养纠纷.txt")[0].id
+    conv = Conversation([Turn("原告王0每月收到多少生活费？", "原告王0每月收到多少生活费？", "800元", [doc_a])])
+    a = answer_question(retriever, LLMSettings(), "那孙x8在哪上学？", conv)  # only the other judgment says
+    other = [c for c in a.citations if c.doc != "李x6抚养纠纷.txt"]
+    assert all(not c.supported for c in other)
+
+
+def test_heuristic_rewrite_never_adds_generic_words():
+    conv = Conversation([Turn("双方约定被告每月支付多少生活费？", "双方约定被告每月支付多少生活费？",
+                              "800元\n\n以下内容摘自文档：\n\n被告每月向原告支付李x6的生活费800元[1]")])
+    rewritten = heuristic_rewrite("那孩子现在在哪上学？", conv)
+    assert "双方" not in rewritten and "约定" not in rewritten
+    assert rewritten == "李x6 那孩子现在在哪上学？"  # the case's name, from the quote the answer gave
+
+
+def test_history_rebuilds_the_documents_of_saved_turns(lib, cases):
+    """Turns saved before citations carried doc ids find their documents through the cited chunks."""
+    cid = conversations.create(lib.store, cases.id)
+    a = answer_question(Retriever(lib, cases), LLMSettings(), "原告王0与被告李x3约定被告每月支付多少生活费？")
+    doc_a = lib.store.find_by_filename(cases.id, "李x6抚养纠纷.txt")[0].id
+    old = a.to_json()
+    for c in old["citations"]:
+        c.pop("doc_id")
+    old.pop("answer_span")
+    conversations.add_turn(lib.store, cid, "原告王0与被告李x3约定被告每月支付多少生活费？", old)
+    assert conversations.history(lib.store, cid).turns[0].documents == [doc_a]
+
+
+def test_ask_in_a_saved_conversation_continues_it(lib, cases):
+    from services.workspace import Workspace
+
+    me = Workspace(lib, background=False).session()
+    kb = me.kb(cases.id)
+    first = kb.ask("原告王0与被告李x3约定被告每月支付多少生活费？")
+    first.finish()
+    follow = kb.ask("那孩子现在在哪上学？", first.conversation)
+    assert follow.finish().answer_span.text == "荣昌县城西小学" and follow.conversation == first.conversation
+    kept = kb.turns(first.conversation)
+    assert [t["question"] for t in kept] == ["原告王0与被告李x3约定被告每月支付多少生活费？", "那孩子现在在哪上学？"]
+    assert kept[1]["answer"]["context_documents"][0]["doc"] == "李x6抚养纠纷.txt"
+    other_kb = me.create_kb("另一个库")
+    with pytest.raises(errors.ConversationNotFound):  # a conversation of another KB is not continued here
+        other_kb.ask("那孩子现在在哪上学？", first.conversation)
+
+
+def test_cli_ask_conversation_json(tmp_path, data_dir):
+    """`ask --conversation ID` starts the conversation under that id, then continues it; --json adds
+    rewritten_query, context_documents and answer_span."""
+    (tmp_path / "李x6抚养纠纷.txt").write_text(JUDGMENT_A, encoding="utf-8")
+    (tmp_path / "赵0离婚.txt").write_text(JUDGMENT_B, encoding="utf-8")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}
+    env.pop("OPENAI_BASE_URL", None)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "services", *args], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=180)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    cli("ingest", "--kb", "案件", str(tmp_path / "李x6抚养纠纷.txt"), str(tmp_path / "赵0离婚.txt"))
+    first = json.loads(cli("ask", "--kb", "案件", "--no-llm", "--json", "--conversation", "7",
+                           "原告王0与被告李x3约定被告每月支付多少生活费？"))
+    assert first["conversation_id"] == "7" and first["answer_span"]["text"] == "800元"
+    assert first["rewritten_query"] is None and first["context_documents"] == []
+    second = json.loads(cli("ask", "--kb", "案件", "--no-llm", "--json", "--conversation", "7", "那孩子现在在哪上学？"))
+    assert second["answer_span"] == {"text": "荣昌县城西小学", "doc": "李x6抚养纠纷.txt",
+                                     "start": second["answer_span"]["start"], "end": second["answer_span"]["end"]}
+    assert second["context_documents"][0]["doc"] == "李x6抚养纠纷.txt" and second["rewritten_query"]
+    plain = cli("ask", "--kb", "案件", "--no-llm", "--conversation", "7", "他现在的收入怎么样？")
+    assert "[1]" in plain
+
+
+# --- with an LLM ----------------------------------------------------------------------------------
+def test_llm_follow_up_uses_the_same_context(lib, cases, server):
+    retriever, conv = Retriever(lib, cases), Conversation()
+    conv.add(answer_question(retriever, llm(server), "原告王0与被告李x3约定被告每月支付多少生活费？", conv))
+    before = len(server.requests)
+    a = answer_question(retriever, llm(server), "射击断续器是哪个国家发明的？那个装置有什么作用？", conv)
+    asked = server.requests[before:]
+    assert not any("改写" in r["body"]["messages"][0]["content"] for r in asked)  # self-contained: no rewrite call
+    assert a.rewritten_query is None and a.context_documents == []
+    assert "射击断续器" in asked[-1]["body"]["messages"][-1]["content"]
+    follow = answer_question(retriever, llm(server), "那孩子现在在哪上学？", conv)
+    prompt = server.requests[-1]["body"]["messages"][-1]["content"]
+    assert follow.context_documents and 'doc="李x6抚养纠纷.txt"' in prompt.split("</source>")[0]
+
+
+def test_llm_answer_without_supported_citation_shows_the_extract(lib, cases, server):
+    a = answer_question(Retriever(lib, cases), llm(server, "off-topic"), "原告王0与被告李x3约定被告每月支付多少生活费？")
+    assert a.mode == "extractive" and UNSUPPORTED_LLM_NOTICE in a.notice
+    assert "四十二" not in a.text and a.answer_span.text == "800元"
+
+
+def test_llm_answer_is_told_when_the_documents_disagree(lib, kb, server):
+    ingest(lib, kb, JUDGMENT_B, "赵0离婚.txt")
+    ingest(lib, kb, JUDGMENT_C, "周0离婚.txt")
+    a = answer_question(Retriever(lib, kb), llm(server), "原告每个月需要支付多少抚养费？")
+    assert a.mode == "llm" and "有 2 份文档给出不同答案" in a.notice
+    assert "1000元（赵0离婚.txt）" in a.notice and "10000元（周0离婚.txt）" in a.notice
+
+
+def test_llm_rewrite_may_add_only_the_subject(lib, cases, server):
+    from services.answers.answer import adds_only_the_subject
+
+    conv = Conversation([Turn("北京的人口是多少？", "北京的人口是多少？", "约2189万[1]")])
+    assert adds_only_the_subject("北京的面积呢？", "那它的面积呢？", conv)
+    conv = Conversation([Turn("儒略日的使用者中以什么族群为多数？", "儒略日的使用者中以什么族群为多数？", "天文学家[1]")])
+    assert not adds_only_the_subject("儒略日的使用者中以天文学家为多数，它以什么时间点当作起点？", "它以什么时间点当作起点？", conv)
+    # end to end: the fake model puts the previous question's words in place of 它; they are not a subject
+    retriever, conv = Retriever(lib, cases), Conversation()
+    conv.add(answer_question(retriever, llm(server), "双方约定被告每月支付的生活费是多少？", conv))
+    a = answer_question(retriever, llm(server), "那它是从什么时候开始支付的？", conv)
+    assert "双方" not in a.query and "约定" not in a.query
