@@ -229,6 +229,8 @@ def cmd_finetune(args) -> int:
     lib.require_owner()
     kb = lib.kb(args.kb)
     given = {"epochs": args.epochs, "max_pairs": args.max_pairs, "batch_size": args.batch_size}
+    if args.kind == "reranker":
+        return _finetune_reranker(args, lib, kb, {k: v for k, v in given.items() if v is not None})
     settings = FinetuneSettings(**{k: v for k, v in given.items() if v is not None})
 
     def on_step(p):
@@ -264,6 +266,35 @@ def cmd_finetune(args) -> int:
                       f"R@10 {r['recall@10']:.3f}  MRR@10 {r['mrr@10']:.3f}")
         judged = "（按知识库的问题集判断）" if questions else ""
         print(("新模型更好，可在设置中切换到它。" if card["better"] else "新模型没有更好，不建议切换。") + judged)
+    return 0
+
+
+def _finetune_reranker(args, lib, kb, given: dict) -> int:
+    """`finetune --kind reranker`: train a reranker on the KB (services.tuning.rerank_training) and print
+    the before/after table with reranking off and on."""
+    from services.tuning.rerank_training import SET_ZH, RerankSettings, finetune_reranker, result_rows
+
+    def on_step(p):
+        if args.verbose or p.step == p.steps:
+            eta = f"，预计还需 {p.eta_s:.0f} 秒" if p.eta_s else ""
+            print(f"  训练 {p.step}/{p.steps}，loss {p.losses[-1]:.4f}{eta}", file=sys.stderr)
+
+    card = finetune_reranker(lib, kb, args.name, RerankSettings(**given), on_step,
+                             on_stage=lambda s: print(f"[{s}]", file=sys.stderr))
+    rows = result_rows(card)
+    if args.json:
+        _print_json({k: card[k] for k in ("name", "kind", "path", "base_model", "pairs", "results", "better",
+                                          "better_on", "applied", "added_ms_p50", "seconds")} | {"table": rows})
+        return 0
+    print(f"重排模型训练完成：{card['path']}（{card['seconds']:.0f} 秒，训练查询 {card['pairs']['train']} 条）")
+    for r in rows:
+        print(f"  {SET_ZH[r['set']]}（{r['questions']} 题） 重排{'开' if r['rerank'] == 'on' else '关'}  "
+              f"R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  MRR@10 {r['mrr@10']:.3f}  "
+              f"1000字内答案 {r['coverage@1000chars']:.3f}  p50 {r['p50_ms']:.0f} ms")
+    if card["applied"]:
+        print("重排后更好：该知识库已默认开启重排并使用这个模型。")
+    else:
+        print("重排后没有更好，未启用（不建议使用这个模型）。")
     return 0
 
 
@@ -324,9 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_reindex)
 
-    s = sub.add_parser("finetune", help="用知识库自己的文档微调向量模型，输出前后对比")
+    s = sub.add_parser("finetune", help="用知识库自己的文档微调向量模型（或训练重排模型），输出前后对比")
     s.add_argument("--kb", required=True)
     s.add_argument("--name", required=True)
+    s.add_argument("--kind", choices=("embedder", "reranker"), default="embedder",
+                   help="embedder：微调向量模型（默认）；reranker：训练重排模型")
     s.add_argument("--epochs", type=int, default=None, help="训练轮数（默认同微调页）")
     s.add_argument("--max-pairs", type=int, default=None, help="最多训练查询数（默认同微调页）")
     s.add_argument("--batch-size", type=int, default=None)

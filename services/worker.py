@@ -40,7 +40,7 @@ class Job:
     created_at: float
     started_at: float | None
     updated_at: float
-    kind: str = "ingest"  # ingest | vectors | finetune
+    kind: str = "ingest"  # ingest | vectors | finetune | finetune_reranker
 
     @property
     def elapsed(self) -> float:
@@ -84,25 +84,30 @@ def cancel(lib: Library, job_id: int) -> bool:
                                    (now, job_id))
         if not cur.rowcount:
             running = lib.store.db.execute("UPDATE jobs SET status='cancelling', updated_at=? WHERE id=?"
-                                           " AND status='running' AND kind='finetune'", (now, job_id))
+                                           " AND status='running' AND kind IN ('finetune','finetune_reranker')",
+                                           (now, job_id))
             return bool(running.rowcount)
     _remove_upload(lib, job_id)
     return True
 
 
-def submit_finetune(lib: Library, kb: KnowledgeBase, name: str, settings=None) -> int:
-    """Queue a fine-tuning run of the KB's embedding model (services.tuning.finetune) in the background."""
+def submit_finetune(lib: Library, kb: KnowledgeBase, name: str, settings=None, kind: str = "embedding") -> int:
+    """Queue a fine-tuning run in the background: of the KB's embedding model (services.tuning.finetune)
+    or, with kind="reranker", of a reranker trained on the KB (services.tuning.rerank_training)."""
     from dataclasses import asdict
 
     from services.tuning.finetune import FinetuneSettings, _valid_name
+    from services.tuning.rerank_training import RerankSettings
 
     lib.require_owner()
-    params = {"name": _valid_name(name), "settings": asdict(settings or FinetuneSettings())}
+    default = RerankSettings() if kind == "reranker" else FinetuneSettings()
+    params = {"name": _valid_name(name), "settings": asdict(settings or default)}
     now = time.time()
     with lib.store._lock:
         cur = lib.store.db.execute(
             "INSERT INTO jobs(kb_id, kind, filename, params, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-            (kb.id, "finetune", params["name"], json.dumps(params, ensure_ascii=False), "queued", now, now))
+            (kb.id, "finetune_reranker" if kind == "reranker" else "finetune", params["name"],
+             json.dumps(params, ensure_ascii=False), "queued", now, now))
     worker_for(lib).wake()
     return cur.lastrowid
 
@@ -156,8 +161,8 @@ class IngestWorker:
     def _run(self, job_id: int, kb_id: int, filename: str, path: str, params: str, kind: str) -> None:
         from services.index.ingest import complete_pending_vectors, ingest_bytes
 
-        if kind == "finetune":
-            self._finetune(job_id, kb_id, json.loads(params))
+        if kind in ("finetune", "finetune_reranker"):
+            self._finetune(job_id, kb_id, json.loads(params), kind)
             return
         if kind == "vectors":  # a keyword-only document left by a crash: `path` holds its doc id
             kb = self.lib.store.get_kb(kb_id)
@@ -174,12 +179,16 @@ class IngestWorker:
         result = ingest_bytes(self.lib, kb, data, filename, config, self._progress(job_id))
         self._finish(job_id, "failed" if result.status == "failed" else "done", result.to_dict())
 
-    def _finetune(self, job_id: int, kb_id: int, params: dict) -> None:
+    def _finetune(self, job_id: int, kb_id: int, params: dict, kind: str = "finetune") -> None:
         from services.tuning.finetune import Cancelled, FinetuneSettings, finetune
+        from services.tuning.rerank_training import RerankSettings, finetune_reranker
 
         kb = self.lib.store.get_kb(kb_id)
-        settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
-                                       for k, v in params.get("settings", {}).items()})
+        if kind == "finetune_reranker":
+            settings, finetune = RerankSettings(**params.get("settings", {})), finetune_reranker
+        else:
+            settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
+                                           for k, v in params.get("settings", {}).items()})
         state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None}
 
         def save():
