@@ -29,7 +29,8 @@ STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "em
 JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重算 BM25 词项", "dense": "重建向量索引", "optimize": "优化向量索引",
                 "files": "索引文件", "variant": "按另一种切分方式重新切分文档", "questions": "检索问题"}
 KIND_ZH = {"ingest": "索引", "vectors": "补齐向量", "rechunk": "重新切分", "reindex": "重建索引", "optimize": "优化索引",
-           "reembed": "重新向量化", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调"}
+           "reembed": "重新向量化", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调",
+           "finetune_reranker": "训练重排模型"}
 FILE_KINDS = ("ingest", "vectors")
 
 

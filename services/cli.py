@@ -236,6 +236,8 @@ def cmd_finetune(args) -> int:
 
     kb = _kb(args, "editor")
     given = {"epochs": args.epochs, "max_pairs": args.max_pairs, "batch_size": args.batch_size}
+    if args.kind == "reranker":
+        return _finetune_reranker(args, lib, kb, {k: v for k, v in given.items() if v is not None})
     settings = FinetuneSettings(**{k: v for k, v in given.items() if v is not None})
     seen = {"stage": None}
 
@@ -279,6 +281,35 @@ def cmd_finetune(args) -> int:
                       f"R@10 {r['recall@10']:.3f}  MRR@10 {r['mrr@10']:.3f}")
         judged = "（按知识库的问题集判断）" if questions else ""
         print(("新模型更好，可在设置中切换到它。" if card["better"] else "新模型没有更好，不建议切换。") + judged)
+    return 0
+
+
+def _finetune_reranker(args, kb, given: dict) -> int:
+    """`finetune --kind reranker`: train a reranker on the KB (services.tuning.rerank_training, as a job
+    run here) and print the before/after table with reranking off and on."""
+    from services.tuning.rerank_training import SET_ZH, RerankSettings, result_rows
+
+    def listener(stage, done, total, extra):
+        if stage == "train" and total and extra.get("losses") and (args.verbose or done == total):
+            eta = f"，预计还需 {extra['eta_s']:.0f} 秒" if extra.get("eta_s") else ""
+            print(f"  训练 {done}/{total}，loss {extra['losses'][-1]:.4f}{eta}", file=sys.stderr)
+
+    job = kb.run_now(kb.finetune(args.name, RerankSettings(**given), kind="reranker"), listener)
+    if job.status != "done":
+        raise errors.WendaoError(job.result.get("reason") or f"训练未完成（{job.status}）。")
+    card = job.result
+    rows = result_rows(card)
+    if args.json:
+        _print_json({k: card[k] for k in ("name", "kind", "path", "base_model", "pairs", "results", "better",
+                                          "better_on", "applied", "added_ms_p50", "seconds")} | {"table": rows})
+        return 0
+    print(f"重排模型训练完成：{card['path']}（{card['seconds']:.0f} 秒，训练查询 {card['pairs']['train']} 条）")
+    for r in rows:
+        print(f"  {SET_ZH[r['set']]}（{r['questions']} 题） 重排{'开' if r['rerank'] == 'on' else '关'}  "
+              f"R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  MRR@10 {r['mrr@10']:.3f}  "
+              f"1000字内答案 {r['coverage@1000chars']:.3f}  p50 {r['p50_ms']:.0f} ms")
+    print("重排后更好：该知识库已默认开启重排并使用这个模型。" if card["applied"]
+          else "重排后没有更好，未启用（不建议使用这个模型）。")
     return 0
 
 
@@ -407,9 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_reindex)
 
-    s = sub.add_parser("finetune", help="用知识库自己的文档微调向量模型，输出前后对比")
+    s = sub.add_parser("finetune", help="用知识库自己的文档微调向量模型（或训练重排模型），输出前后对比")
     s.add_argument("--kb", required=True)
     s.add_argument("--name", required=True)
+    s.add_argument("--kind", choices=("embedder", "reranker"), default="embedder",
+                   help="embedder：微调向量模型（默认）；reranker：训练重排模型")
     s.add_argument("--epochs", type=int, default=None, help="训练轮数（默认同微调页）")
     s.add_argument("--max-pairs", type=int, default=None, help="最多训练查询数（默认同微调页）")
     s.add_argument("--batch-size", type=int, default=None)

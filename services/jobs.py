@@ -148,14 +148,21 @@ def _excluded_zh(parts: dict) -> str:
 
 
 @handler("finetune")
+@handler("finetune_reranker")
 def finetune(ctx: JobContext) -> dict:
-    """Fine-tune the KB's embedding model (services.tuning.finetune); the losses and time left go to the row."""
+    """Fine-tune the KB's embedding model (services.tuning.finetune) or train a reranker on the KB
+    (services.tuning.rerank_training, kind finetune_reranker); the losses and time left go to the row."""
     from services.tuning.finetune import Cancelled as TrainingCancelled
     from services.tuning.finetune import FinetuneSettings
     from services.tuning.finetune import finetune as run
 
-    settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
-                                   for k, v in ctx.params.get("settings", {}).items()})
+    if ctx.params.get("kind") == "reranker":
+        from services.tuning.rerank_training import RerankSettings, finetune_reranker as run
+
+        settings = RerankSettings(**ctx.params.get("settings", {}))
+    else:
+        settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
+                                       for k, v in ctx.params.get("settings", {}).items()})
     state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None}
 
     def save():

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3
 VECTORS_RETRY_S = float(os.environ.get("WENDAO_VECTORS_RETRY_S", "30"))  # idle worker: are model servers back?
 # kinds whose handler checks `cancelled()` while running; others can be cancelled only while queued
-CANCELLABLE_WHILE_RUNNING = {"finetune", "evaluate", "reembed", "sample"}
+CANCELLABLE_WHILE_RUNNING = {"finetune", "finetune_reranker", "evaluate", "reembed", "sample"}
 
 
 class Cancelled(Exception):

@@ -172,10 +172,12 @@ class Session:
         return kb.conversation(key)
 
     # --- models --------------------------------------------------------------------------------
-    def finetuned_models(self) -> list[dict]:
+    def finetuned_models(self, kind: str = "embedding") -> list[dict]:
+        """Model folders trained in this data dir (cards with "path"), newest first: embedders, or
+        (kind="reranker") rerankers trained on a KB."""
         from services.tuning.finetune import finetuned_models
 
-        return finetuned_models(self.lib)
+        return finetuned_models(self.lib, kind)
 
     def models_in_use(self) -> set[str]:
         return {self.lib.embedding_model(k) for k in self.store.list_kbs()}
@@ -619,13 +621,19 @@ class KB:
                                                 "chunkers": chunkers, "limit": limit, "overrides": overrides or {},
                                                 "names": names}, need="viewer")
 
-    def finetune(self, name: str, settings=None) -> int:
-        """Queue fine-tuning of the KB's embedding model; the job id."""
+    def finetune(self, name: str, settings=None, kind: str = "embedding") -> int:
+        """Queue fine-tuning of the KB's embedding model, or (kind="reranker") training of a reranker on
+        the KB's documents; the job id."""
         from services.tuning.finetune import FinetuneSettings, valid_model_name
 
-        if any(j.active for j in self.jobs(kinds=("finetune",))):
+        if any(j.active for j in self.jobs(kinds=("finetune", "finetune_reranker"))):
             raise errors.WendaoError("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
         name = valid_model_name(name)
+        if kind == "reranker":
+            from services.tuning.rerank_training import RerankSettings
+
+            return self.submit("finetune_reranker", name, {"name": name, "kind": "reranker",
+                                                           "settings": asdict(settings or RerankSettings())})
         return self.submit("finetune", name, {"name": name, "settings": asdict(settings or FinetuneSettings())})
 
     def submit(self, kind: str, name: str, params: dict, data: bytes | None = None, need: str = "editor") -> int:

@@ -222,3 +222,8 @@ for m in models:
                 st.rerun()
             except Exception as exc:
                 show_error(exc)
+
+# --- rerankers trained on this KB (components/rerank_panel.py) ---------------------------------
+from components.rerank_panel import reranker_section  # noqa: E402
+
+reranker_section(kb)

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from components.safe_text import inert, inert_code_urls, inert_name
-from components.state import searchable_kb, show_error
+from components.state import searchable_kb, session, show_error
 from components.answer_view import TIMING_ZH
 from components.widgets import document_filter, highlight, passage_box
 from services.config import RetrievalSettings
@@ -31,7 +31,13 @@ def settings_form(prefix: str, base: RetrievalSettings) -> RetrievalSettings:
     c3, c4 = st.columns(2)
     top_k = c3.number_input("返回条数", 1, 50, max(base.top_k, 10), key=f"{prefix}_topk")
     rerank = c4.toggle("重排", base.rerank, key=f"{prefix}_rerank", help="需要重排模型（离线环境默认没有）")
-    return replace(base, mode=mode, fusion=fusion, dense_weight=weight, top_k=int(top_k), rerank=rerank)
+    reranker = base.reranker_model
+    if rerank:  # the KB's reranker, or one trained on a KB (微调 page) that measured better
+        trained = {m["path"]: f"训练：{m['name']}（{m['kb']}）" for m in session().finetuned_models("reranker") if m.get("better")}
+        options = list(dict.fromkeys([base.reranker_model, *trained]))
+        reranker = st.selectbox("重排模型", options, format_func=lambda n: trained.get(n, n), key=f"{prefix}_reranker")
+    return replace(base, mode=mode, fusion=fusion, dense_weight=weight, top_k=int(top_k), rerank=rerank,
+                   reranker_model=reranker)
 
 
 SCORE_KINDS = {"BM25 分数": "BM25 原始分数（无上限）", "向量分数": "向量相似度（0–1）", "融合分数": "融合分数",

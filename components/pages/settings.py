@@ -55,10 +55,11 @@ dense_k = c3.number_input("向量候选数", 1, 500, int(r.dense_top_k), key=key
 top_k = c4.number_input("最终返回条数", 1, 50, int(r.top_k), key=key("top_k"))
 c1, c2, c3 = st.columns(3)
 rerank = c1.toggle("启用重排（cross-encoder）", r.rerank, key=key("rerank"))
-rerankers = list(dict.fromkeys([m.name for m in reranker_models()] + served_rerankers(r.reranker_model)))
+trained = {m["path"]: f"训练：{m['name']}（{m['kb']}）" for m in session().finetuned_models("reranker") if m.get("better")}
+rerankers = list(dict.fromkeys([m.name for m in reranker_models()] + list(trained) + served_rerankers(r.reranker_model)))
 custom = r.reranker_model not in rerankers
 reranker = c2.selectbox("重排模型", rerankers + ["自定义…"], index=len(rerankers) if custom else rerankers.index(r.reranker_model),
-                        format_func=model_label, key=key("reranker"))
+                        format_func=lambda n: trained.get(n, model_label(n)), key=key("reranker"))
 if reranker == "自定义…":
     reranker = c2.text_input("重排模型 ID 或本地路径", r.reranker_model if custom else "", key=key("reranker_path"))
 rerank_n = c3.number_input("重排候选数", 1, 200, int(r.rerank_top_n), key=key("rerank_n"))

@@ -13,6 +13,8 @@ reranked), so a mode without dense scores does not refuse what it found:
   - `bm25`: the top BM25 score per query term (normalised), when BM25 ran;
   - `dense`: the top dense similarity, when dense retrieval ran;
   - `rerank`: a cross-encoder's score, when reranking ran;
+  - `answerability`: the answerability check's probability that one of the first passages answers the
+    question (services.answers.answerability), where that model is installed, with its threshold;
 and, with an LLM, its own structured judgement (`answerable`), applied in services.answers.answer.
 Thresholds are calibrated by bench/answers.py on CMRC / DRCD / CAIL2019 (answerable vs. questions
 asked against a knowledge base without their document, and CAIL's real unanswerable questions).
@@ -79,9 +81,13 @@ def subject_missing(query: str, terms: list[str], pool_text: str) -> bool:
 
 def evidence_strength(query: str, hits: list[Hit], candidates: list[Hit] | None = None) -> dict:
     """Signals the refusal decision is based on (also shown in the UI for transparency)."""
+    from services.answers.answerability import answerability, load_check
+
     terms = key_terms(query) or query_terms(query)
     if not hits or not terms:
-        return {"sentence": 0.0, "pool": 0.0, "subject_missing": True, "bm25": None, "dense": None, "rerank": None}
+        return {"sentence": 0.0, "pool": 0.0, "subject_missing": True, "bm25": None, "dense": None, "rerank": None,
+                "answerability": None}
+    check = load_check()
     top = hits[:3]
     pool = (candidates or []) + hits
     pool_text = comparable("\n".join(h.text for h in pool[:60]))
@@ -93,7 +99,9 @@ def evidence_strength(query: str, hits: list[Hit], candidates: list[Hit] | None 
             "subject_missing": subject_missing(query, terms, pool_text),
             "bm25": max(bm25) / max(1, len(terms)) if bm25 else None,
             "dense": max(dense) if dense else None,
-            "rerank": max(rerank) if rerank else None}
+            "rerank": max(rerank) if rerank else None,
+            "answerability": answerability(query, [h.text for h in hits], check) if check else None,
+            **({"answerability_threshold": check.threshold} if check else {})}
 
 
 def should_refuse(strength: dict) -> bool:
@@ -103,7 +111,11 @@ def should_refuse(strength: dict) -> bool:
 
     A reranker's judgement can only overrule a refusal (sigmoid score >= 0.5, i.e. logit >= 0, means
     "relevant" for bge-rerankers); it was not calibrated here because no reranker ships offline.
+    Where the answerability check is installed, a score below its threshold refuses as well
+    (measured in bench/answerability.py: see the README).
     """
+    if strength.get("answerability") is not None and strength["answerability"] < strength["answerability_threshold"]:
+        return True
     weak = strength["sentence"] < REFUSE_BELOW_SENTENCE or strength["pool"] < REFUSE_BELOW_POOL
     if strength.get("subject_missing") and strength["sentence"] < SUBJECT_OVERRULED_ABOVE:
         weak = True

@@ -87,6 +87,7 @@ class Pair:
     doc_id: str
     negative: str = ""
     kind: str = ""  # question | cloze | llm (services.tuning.pseudo_queries)
+    negative_ids: list[int] = field(default_factory=list)  # chunk ids of the mined negatives (the first: `negative`)
 
 
 @dataclass
@@ -128,13 +129,18 @@ def generate_pairs(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings, 
 
 
 def mine_negatives(lib: Library, kb: KnowledgeBase, pairs: list[Pair], settings: FinetuneSettings,
-                   embedder=None) -> list[Pair]:
+                   embedder=None, count: int = 1, same_document: bool = False) -> list[Pair]:
     """Give each pair a hard negative from another document: a BM25 or dense candidate sampled from
     the rank range (BGE), never a near-duplicate of the positive, and — positive-aware mining
     (NV-Retriever) with the KB's current model (`embedder`) — scored below `negative_ceiling` times
     the positive's score: in documents that share templates (court judgments) a candidate the model
     finds as close as the positive is more often an unlabelled answer than a wrong one. Pairs
-    without a candidate keep in-batch negatives only."""
+    without a candidate keep in-batch negatives only.
+
+    `count` > 1 samples up to that many (their chunk ids in `negative_ids`, the first also as
+    `negative`); `same_document` also admits chunks of the positive's own document that do not
+    overlap the positive's chunk (a reranker sees those among its candidates; an embedder's
+    in-batch training does not want them)."""
     rng = random.Random(settings.seed + 1)
     lo, hi = settings.negatives_range
     texts_of = StoredIndexTexts(lib.store, kb.id)
@@ -146,11 +152,20 @@ def mine_negatives(lib: Library, kb: KnowledgeBase, pairs: list[Pair], settings:
             candidates += dense.top(q, hi)[lo - 1:]
             ceiling = settings.negative_ceiling * dense.score(q, p.chunk_id)
             candidates = [i for i in candidates if dense.score(q, i) < ceiling]
-        chunks = lib.store.get_chunks(sorted(set(candidates)))
+        chunks = lib.store.get_chunks(sorted(set(candidates) | {p.chunk_id}))
+        own = chunks.get(p.chunk_id)
+
+        def admissible(c) -> bool:
+            if c.doc_id != p.doc_id:
+                return True
+            return same_document and own is not None and c.id != own.id and (c.end <= own.start or c.start >= own.end)
+
         fit = [chunks[i] for i in dict.fromkeys(candidates)
-               if i in chunks and chunks[i].doc_id != p.doc_id and not near_duplicate(chunks[i].text, p.positive)]
+               if i in chunks and admissible(chunks[i]) and not near_duplicate(chunks[i].text, p.positive)]
         if fit:
-            p.negative = texts_of([rng.choice(fit)])[0]  # as indexed (title line too), like the positive
+            picked = [rng.choice(fit)] if count == 1 else rng.sample(fit, min(count, len(fit)))
+            p.negative = texts_of(picked[:1])[0]  # as indexed (title line too), like the positive
+            p.negative_ids = [c.id for c in picked]
     return pairs
 
 
@@ -234,7 +249,7 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
             if all(p.negative for p in batch):
                 columns.append([prefix_p + p.negative for p in batch])
             features = [_to_device(model.tokenize(col), model.device) for col in columns]
-            with _autocast(model.device, settings.precision):
+            with autocast(model.device, settings.precision):
                 loss = loss_fn(features, torch.zeros(len(batch)))
             optimizer.zero_grad()
             loss.backward()
@@ -349,7 +364,7 @@ def _dev_chunks(lib: Library, kb: KnowledgeBase, dev_pairs: list[Pair], distract
     return own + random.Random(0).sample(others, min(distractors, len(others)))
 
 
-def _autocast(device, precision: str):
+def autocast(device, precision: str):
     """bf16 autocast for the forward pass where the CPU multiplies bf16 natively (weights, gradients
     and optimizer state stay fp32); a no-op elsewhere. CUDA keeps its own fp32/AMP choice."""
     import contextlib
@@ -531,7 +546,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     settings = settings or FinetuneSettings()
     name = valid_model_name(name)
     out = models_dir(lib) / name
-    if out.exists() and _unfinished(out):  # left by a run that stopped while evaluating
+    if out.exists() and unfinished(out):  # left by a run that stopped while evaluating
         shutil.rmtree(out, ignore_errors=True)
     if out.exists():
         raise errors.InvalidName(f"已有名为「{name}」的微调模型，请换一个名字或先删除它。")
@@ -542,7 +557,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     pairs = generate_pairs(lib, kb, settings, llm)
     if len(pairs) < 8:
         raise errors.WendaoError("知识库内容太少，无法生成足够的训练数据（至少需要几十个片段）。")
-    pairs = mine_negatives(lib, kb, pairs, settings, embedder=_current_embedder(lib, kb))
+    pairs = mine_negatives(lib, kb, pairs, settings, embedder=current_embedder(lib, kb))
     train_pairs, test_pairs = split_heldout(pairs, settings)
     dev_pairs: list[Pair] = []
     if len(settings.mixes) > 1 and len({p.doc_id for p in train_pairs}) >= 10:
@@ -550,7 +565,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     saved = question_set(lib, kb) or []
     sets = {"heldout": pair_targets(test_pairs), "questions": question_targets(lib, kb, saved[:QUESTION_LIMIT])}
     stage("before")  # the KB's model as search runs it, over its cached vectors
-    before = evaluate_sets(lib, kb, base, sets, embedder=_current_embedder(lib, kb), cache=lib.cache)
+    before = evaluate_sets(lib, kb, base, sets, embedder=current_embedder(lib, kb), cache=lib.cache)
     stage("train")
     tmp = models_dir(lib) / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -588,7 +603,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     return {**card, "path": str(out)}
 
 
-def _current_embedder(lib: Library, kb: KnowledgeBase):
+def current_embedder(lib: Library, kb: KnowledgeBase):
     """The KB's embedder as search uses it (None when it cannot be loaded: the base folder is used)."""
     try:
         return lib.embedder(kb)
@@ -596,10 +611,12 @@ def _current_embedder(lib: Library, kb: KnowledgeBase):
         return None
 
 
-def _unfinished(folder: Path) -> bool:
-    """A model folder left by a run that stopped while evaluating (its card has no results)."""
+def unfinished(folder: Path) -> bool:
+    """A model folder left by a run that stopped while evaluating (its card has no results: "after"
+    for an embedder, "results" for a reranker)."""
     try:
-        return "after" not in json.loads((folder / CARD).read_text(encoding="utf-8"))
+        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
+        return "after" not in card and "results" not in card
     except (OSError, ValueError):
         return True
 
@@ -627,25 +644,32 @@ def _table_markdown(before: dict, after: dict) -> str:
     return f"| 检索 | R@5 | MRR@10 |\n| --- | --- | --- |\n{rows}\n"
 
 
-def finetuned_models(lib: Library) -> list[dict]:
-    """Saved fine-tuned models (their cards, with "path"), newest first."""
+def finetuned_models(lib: Library, kind: str = "embedding") -> list[dict]:
+    """Saved fine-tuned models of `kind` (embedding; reranker: services.tuning.rerank_training), their
+    cards with "path", newest first."""
     root = models_dir(lib)
     cards = []
     for folder in root.iterdir() if root.exists() else []:
         card_file = folder / CARD
-        if folder.is_dir() and not folder.name.startswith(".") and card_file.exists() and not _unfinished(folder):
+        if folder.is_dir() and not folder.name.startswith(".") and card_file.exists() and not unfinished(folder):
             try:
-                cards.append({**json.loads(card_file.read_text(encoding="utf-8")), "path": str(folder)})
+                card = json.loads(card_file.read_text(encoding="utf-8"))
             except ValueError:
                 log.warning("unreadable model card %s", card_file)
+                continue
+            if card.get("kind", "embedding") == kind:
+                cards.append({**card, "path": str(folder)})
     return sorted(cards, key=lambda c: -c.get("created_at", 0))
 
 
 def delete_model(lib: Library, name: str) -> None:
-    """Delete a fine-tuned model; refused while a knowledge base uses it."""
+    """Delete a fine-tuned model (embedder or reranker); refused while a knowledge base uses it."""
+    from services.index.library import retrieval_settings
+
     lib.require_owner()
     folder = models_dir(lib) / valid_model_name(name)
-    users = [kb.name for kb in lib.store.list_kbs() if lib.embedding_model(kb) == str(folder)]
+    users = [kb.name for kb in lib.store.list_kbs()
+             if str(folder) in (lib.embedding_model(kb), retrieval_settings(lib, kb).reranker_model)]
     if users:
         raise errors.WendaoError(f"知识库「{'、'.join(users)}」正在使用这个模型，请先切换到其他模型。")
     shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,325 @@
+"""Train the answerability check (services.answers.answerability; issue 21 item 7) on public question
+sets, and measure it: a cross-encoder over (question, passage) that says whether the passage answers
+the question, trained with the reranker's training code (services.tuning.rerank_training).
+
+    python -m services.tuning.answerability --data ../shared/data --out <data dir>/models/answerability
+                                            [--sources cail2019_dev,cmrc2018_trial,drcd_dev] [--json]
+
+Data: folders in the shared format (docs/*.txt and questions.jsonl with answer_spans, answer_type).
+Documents are chunked as the app chunks them (default settings), and per question:
+- answerable with a span: the passage holding the answer (label 1) and, where its document has one,
+  its best-matching passage that does not hold it (label 0: the same case, not the answer);
+- answerable yes/no (CAIL): its document's best-matching passage (label 1);
+- unanswerable (CAIL2019: asked about a judgment that does not state the answer): its document's
+  two best-matching passages (label 0);
+- answerable, paired with another document (CMRC / DRCD): the best-matching passage of another
+  document of its set (label 0: what a knowledge base without its document returns).
+Best-matching is BM25 with the app's tokenizer. Documents are split three ways (seeded): train, dev
+(the threshold: best F1 of refusing unanswerable questions with at most `max_refused` of the
+answerable ones refused) and held-out (reported, never used for a choice). A question's score is
+its best passage's among the first `top` of its pool, as the app scores its first sources.
+
+CAIL2019 has no licence: neither its data nor a model trained on it is committed or shipped. The
+app uses the check only where this script's output folder exists (WENDAO_ANSWERABILITY_MODEL or
+`<data dir>/models/answerability`); `--sources cmrc2018_trial,drcd_dev` trains on the CC BY-SA sets
+only (the README compares both).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from services.tuning.rerank_training import Example, RerankSettings, bundled_base, train_cross_encoder
+
+KIND = "answerability"
+CAIL_LIKE = "unanswerable"  # a set with real unanswerable questions (answer_type)
+
+
+@dataclass
+class AnswerabilitySettings:
+    training: RerankSettings = field(default_factory=lambda: RerankSettings(batch_size=16, max_length=256))
+    sources: tuple[str, ...] = ("cail2019_dev", "cmrc2018_trial", "drcd_dev")
+    evaluate_on: str = "cail2019_dev"  # the set whose dev / held-out documents choose and report
+    max_questions: int = 1500  # per source, training questions (seeded sample)
+    dev: float = 0.15  # share of documents per source for the threshold
+    heldout: float = 0.2  # share of documents per source never used for training or a choice
+    top: int = 3  # passages scored per question
+    max_refused: float = 0.08  # answerable questions refused at most (dev), below the 10% goal
+    seed: int = 0
+
+
+@dataclass
+class Item:
+    """A question of a set, its document and whether (and where) the document answers it."""
+    source: str
+    id: str
+    question: str
+    doc: str
+    kind: str  # span | yesno | unanswerable
+    spans: list[tuple[int, int]]
+
+    @property
+    def answerable(self) -> bool:
+        return self.kind != "unanswerable"
+
+
+@dataclass
+class Passage:
+    doc: str
+    start: int
+    end: int
+    text: str
+
+
+class Corpus:
+    """One question set's documents, chunked as the app chunks them, with an in-memory BM25."""
+
+    def __init__(self, root: Path, source: str):
+        from services.documents.chunking import ChunkingConfig, chunk_text
+
+        self.source = source
+        self.items: list[Item] = []
+        for line in (root / "questions.jsonl").read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            spans = [(int(s["start_in_doc"]), int(s["start_in_doc"]) + len(s["text"])) for s in d.get("answer_spans", [])]
+            kind = d.get("answer_type") or ("span" if spans else "unanswerable")
+            self.items.append(Item(source, str(d.get("id")), d["question"], Path(d["doc_file"]).name, kind, spans))
+        docs = sorted({i.doc for i in self.items})
+        self.passages: list[Passage] = []
+        self.by_doc: dict[str, list[int]] = {}
+        for name in docs:
+            text = (root / "docs" / name).read_text(encoding="utf-8")
+            for c in chunk_text(text, ChunkingConfig()):
+                self.by_doc.setdefault(name, []).append(len(self.passages))
+                self.passages.append(Passage(name, c.start, c.end, c.text))
+        self._index()
+
+    def _index(self) -> None:
+        from services.documents.tokenizer import tokenize
+
+        self.tf = [Counter(tokenize(p.text)) for p in self.passages]
+        self.length = [sum(c.values()) for c in self.tf]
+        self.avg = sum(self.length) / max(1, len(self.length))
+        df = Counter(t for c in self.tf for t in c)
+        n = len(self.tf)
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        self.postings: dict[str, list[int]] = {}
+        for i, c in enumerate(self.tf):
+            for t in c:
+                self.postings.setdefault(t, []).append(i)
+
+    def best(self, query: str, pool: list[int] | None = None, k: int = 3, exclude_doc: str = "") -> list[int]:
+        """The `k` best passages for `query` by BM25: among `pool`, or all passages not of `exclude_doc`."""
+        from services.documents.tokenizer import query_terms
+
+        terms = [t for t in query_terms(query) if t in self.idf]
+        allowed = set(pool) if pool is not None else None
+        scores: Counter = Counter()
+        for t in terms:
+            for i in self.postings[t]:
+                if (allowed is not None and i not in allowed) or self.passages[i].doc == exclude_doc:
+                    continue
+                tf = self.tf[i][t]
+                scores[i] += self.idf[t] * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * self.length[i] / self.avg))
+        ranked = [i for i, _ in scores.most_common(k)]
+        if pool is not None and len(ranked) < k:  # passages sharing no term still belong to the pool
+            ranked += [i for i in pool if i not in ranked][:k - len(ranked)]
+        return ranked
+
+    def holds(self, i: int, item: Item) -> bool:
+        p = self.passages[i]
+        return p.doc == item.doc and any(p.start <= a and b <= p.end for a, b in item.spans)
+
+
+def split_documents(corpus: Corpus, settings: AnswerabilitySettings) -> dict[str, set[str]]:
+    """{"train", "dev", "heldout"}: the set's documents, split by a seeded shuffle."""
+    docs = sorted(corpus.by_doc)
+    random.Random(settings.seed).shuffle(docs)
+    held = round(len(docs) * settings.heldout)
+    dev = round(len(docs) * settings.dev)
+    return {"heldout": set(docs[:held]), "dev": set(docs[held:held + dev]), "train": set(docs[held + dev:])}
+
+
+def training_examples(corpus: Corpus, docs: set[str], settings: AnswerabilitySettings, rng: random.Random,
+                      first_group: int = 0) -> list[Example]:
+    """Labelled (question, passage) pairs from the questions about `docs` (see the module docstring);
+    a question's pairs share a group number, counted from `first_group`."""
+    items = [i for i in corpus.items if i.doc in docs]
+    if len(items) > settings.max_questions:
+        items = rng.sample(items, settings.max_questions)
+    has_unanswerable = any(not i.answerable for i in corpus.items)
+    out: list[Example] = []
+    for n, item in enumerate(items):
+        own = corpus.by_doc.get(item.doc, [])
+        group = first_group + n
+        if item.kind == "unanswerable":
+            out += [Example(item.question, corpus.passages[i].text, 0.0, group) for i in corpus.best(item.question, own, 2)]
+            continue
+        if item.kind == "yesno":
+            out += [Example(item.question, corpus.passages[i].text, 1.0, group) for i in corpus.best(item.question, own, 1)]
+            continue
+        holding = [i for i in own if corpus.holds(i, item)]
+        if not holding:
+            continue
+        out.append(Example(item.question, corpus.passages[rng.choice(holding)].text, 1.0, group))
+        others = [i for i in corpus.best(item.question, own, 3) if i not in holding and not _overlaps(corpus, i, holding)]
+        if others:
+            out.append(Example(item.question, corpus.passages[others[0]].text, 0.0, group))
+        if not has_unanswerable:  # CMRC / DRCD: the question against a KB without its document
+            elsewhere = corpus.best(item.question, None, 1, exclude_doc=item.doc)
+            out += [Example(item.question, corpus.passages[i].text, 0.0, group) for i in elsewhere]
+    return out
+
+
+def _overlaps(corpus: Corpus, i: int, holding: list[int]) -> bool:
+    p = corpus.passages[i]
+    return any(p.start < corpus.passages[j].end and corpus.passages[j].start < p.end for j in holding)
+
+
+def question_scores(model_path: str, corpus: Corpus, items: list[Item], top: int,
+                    progress: Callable[[int, int], None] | None = None) -> list[float]:
+    """Each question's score: the best of the check's scores for its document's first `top` passages
+    (BM25 order), as the app scores its first sources."""
+    from services.search.rerank import load_reranker
+
+    model = load_reranker(model_path)
+    out = []
+    for n, item in enumerate(items, start=1):
+        pool = corpus.best(item.question, corpus.by_doc.get(item.doc, []), top)
+        out.append(max(model.score(item.question, [corpus.passages[i].text for i in pool]), default=0.0))
+        if progress:
+            progress(n, len(items))
+    return out
+
+
+def refusal_metrics(scores: list[float], answerable: list[bool], threshold: float) -> dict:
+    """Refusing below `threshold`: F1 of refusing the unanswerable questions (precision, recall) and the
+    share of answerable questions refused."""
+    refused = [s < threshold for s in scores]
+    tp = sum(r and not a for r, a in zip(refused, answerable))
+    fp = sum(r and a for r, a in zip(refused, answerable))
+    fn = sum(not r and not a for r, a in zip(refused, answerable))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    n_answerable = max(1, sum(answerable))
+    return {"f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "precision": precision, "recall": recall, "answerable_refused": fp / n_answerable,
+            "answerable": sum(answerable), "unanswerable": len(answerable) - sum(answerable)}
+
+
+def choose_threshold(scores: list[float], answerable: list[bool], max_refused: float) -> float:
+    """The threshold with the best F1 among those refusing at most `max_refused` of the answerable."""
+    candidates = sorted(set(round(s, 4) for s in scores)) + [1.01]
+    best, best_f1 = 0.0, -1.0
+    for t in candidates:
+        m = refusal_metrics(scores, answerable, t)
+        if m["answerable_refused"] <= max_refused and m["f1"] > best_f1:
+            best, best_f1 = t, m["f1"]
+    return best
+
+
+def balanced(items: list[Item], rng: random.Random) -> list[Item]:
+    """As many answerable questions as unanswerable ones (a seeded sample), as issue 21 counts them."""
+    unanswerable = [i for i in items if not i.answerable]
+    answerable = [i for i in items if i.answerable]
+    return unanswerable + rng.sample(answerable, min(len(answerable), len(unanswerable)))
+
+
+def train_check(data_root: Path, out: Path, settings: AnswerabilitySettings | None = None, base: str | None = None,
+                log: Callable[[str], None] = lambda s: None) -> dict:
+    """Build the examples, train, choose the threshold on the dev documents, measure on the held-out
+    ones, save the model folder with its card (threshold, sources, metrics). Returns the card."""
+    settings = settings or AnswerabilitySettings()
+    started = time.time()
+    rng = random.Random(settings.seed)
+    corpora = {s: Corpus(data_root / s, s) for s in dict.fromkeys((*settings.sources, settings.evaluate_on))}
+    splits = {s: split_documents(c, settings) for s, c in corpora.items()}
+    examples: list[Example] = []
+    for source in settings.sources:
+        examples += training_examples(corpora[source], splits[source]["train"], settings, rng,
+                                      first_group=1 + max((e.group for e in examples), default=0))
+    rng.shuffle(examples)
+    log(f"{len(examples)} examples ({sum(e.label >= 0.5 for e in examples)} positive) from {', '.join(settings.sources)}")
+    tmp = out.with_name(f".{out.name}.partial")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    last = [0.0]
+
+    def on_step(p):
+        if time.time() - last[0] > 15 or p.step == p.steps:
+            last[0] = time.time()
+            log(f"train {p.step}/{p.steps} loss {sum(p.losses[-20:]) / len(p.losses[-20:]):.3f} eta {p.eta_s or 0:.0f}s")
+
+    progress = train_cross_encoder(base or bundled_base(), examples, tmp, settings.training, on_step)
+    train_seconds = time.time() - started
+    corpus = corpora[settings.evaluate_on]
+    results = {}
+    for part in ("dev", "heldout"):
+        items = [i for i in corpus.items if i.doc in splits[settings.evaluate_on][part]]
+        scores = question_scores(str(tmp), corpus, items, settings.top)
+        results[part] = {"items": items, "scores": scores}
+    dev = results["dev"]
+    threshold = choose_threshold(dev["scores"], [i.answerable for i in dev["items"]], settings.max_refused)
+    metrics = {}
+    for part, r in results.items():
+        answerable = [i.answerable for i in r["items"]]
+        metrics[part] = refusal_metrics(r["scores"], answerable, threshold)
+        pick = balanced(r["items"], random.Random(settings.seed))
+        index = {id(i): n for n, i in enumerate(r["items"])}
+        metrics[f"{part}_balanced"] = refusal_metrics([r["scores"][index[id(i)]] for i in pick],
+                                                      [i.answerable for i in pick], threshold)
+    card = {"name": out.name, "kind": KIND, "threshold": threshold, "top": settings.top,
+            "sources": list(settings.sources), "evaluated_on": settings.evaluate_on, "examples": len(examples),
+            "settings": {**asdict(settings), "training": asdict(settings.training)}, "metrics": metrics,
+            "losses": progress.losses, "train_seconds": round(train_seconds), "seconds": round(time.time() - started),
+            "created_at": time.time(),
+            "note": "Trained on CAIL2019 (no licence): keep private; do not redistribute." if "cail2019_dev" in settings.sources
+            else "Trained on CMRC 2018 / DRCD (CC BY-SA 4.0)."}
+    (tmp / "wendao_card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.tuning.answerability",
+                                     description="训练无需大模型的可回答性检查（拒答）模型")
+    parser.add_argument("--data", required=True, help="question sets in the shared format (e.g. ../shared/data)")
+    parser.add_argument("--out", required=True, help="model folder (e.g. <data dir>/models/answerability)")
+    parser.add_argument("--sources", default="cail2019_dev,cmrc2018_trial,drcd_dev")
+    parser.add_argument("--evaluate-on", default="cail2019_dev")
+    parser.add_argument("--max-questions", type=int, default=None)
+    parser.add_argument("--set", default="", help="RerankSettings overrides, e.g. layers=6,max_length=192")
+    parser.add_argument("--base", default=None, help="starting model (default: the bundled multilingual-e5-small)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    overrides = {k: json.loads(v) for k, v in (item.split("=") for item in args.set.split(",") if item)}
+    settings = AnswerabilitySettings(training=replace(RerankSettings(batch_size=16, max_length=256), **overrides),
+                                     sources=tuple(s for s in args.sources.split(",") if s), evaluate_on=args.evaluate_on)
+    if args.max_questions:
+        settings.max_questions = args.max_questions
+    card = train_check(Path(args.data), Path(args.out), settings, args.base, log=lambda s: print(s, file=sys.stderr))
+    if args.json:
+        print(json.dumps({k: v for k, v in card.items() if k != "losses"}, ensure_ascii=False))
+    else:
+        print(f"阈值 {card['threshold']:.4f}（{card['evaluated_on']} 的验证文档上选出），训练 {card['train_seconds']} 秒")
+        for part, m in card["metrics"].items():
+            print(f"  {part:18} F1 {m['f1']:.3f}  拒答召回 {m['recall']:.3f}  拒答精确 {m['precision']:.3f}  "
+                  f"可回答被拒 {m['answerable_refused']:.3f}（{m['answerable']} 可答 / {m['unanswerable']} 不可答）")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Refusal without a large model (issue 21 item 7): the answerability check is trained from question
+sets in the shared format, installed as a model folder with its threshold, and then refuses
+questions its passages do not answer, in any retrieval mode; without the folder nothing changes."""
+import json
+
+import pytest
+
+from services.answers import answerability as check_module
+from services.tuning.answerability import (AnswerabilitySettings, Corpus, choose_threshold, refusal_metrics,
+                                           split_documents, train_check, training_examples)
+from services.tuning.rerank_training import RerankSettings
+from tiny_models import tiny_cross_encoder, tiny_embedder
+
+JUDGMENTS = {
+    "j1.txt": "原告张某与被告李某原系夫妻关系，双方约定被告每月支付生活费800元，孩子随原告生活。",
+    "j2.txt": "被告人王某于2015年3月盗窃手机一部，价值人民币2000元，被公安机关抓获。",
+    "j3.txt": "原告赵某向被告借款5万元，约定月利率百分之二，被告到期未还。",
+    "j4.txt": "被告人刘某酒后驾驶机动车，血液酒精含量为180毫克每百毫升，被查获。",
+}
+
+
+def write_set(root, name="cail2019_dev"):
+    """A tiny question set in the shared format: a span, a yes/no and an unanswerable question per document."""
+    folder = root / name
+    (folder / "docs").mkdir(parents=True)
+    lines = []
+    for n, (doc, text) in enumerate(JUDGMENTS.items()):
+        (folder / "docs" / doc).write_text(text, encoding="utf-8")
+        answer = next(a for a in ("800元", "2000元", "5万元", "180毫克") if a in text)
+        lines += [{"id": f"{n}-1", "question": "金额是多少？" if "元" in answer else "酒精含量是多少？", "doc_file": f"docs/{doc}",
+                   "answer_type": "span", "answer_spans": [{"text": answer, "start_in_doc": text.index(answer)}]},
+                  {"id": f"{n}-2", "question": "被告是否到庭？", "doc_file": f"docs/{doc}", "answer_type": "yesno",
+                   "answer_spans": []},
+                  {"id": f"{n}-3", "question": "法院判决的案件受理费是多少？", "doc_file": f"docs/{doc}",
+                   "answer_type": "unanswerable", "answer_spans": []}]
+    (folder / "questions.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
+    return folder
+
+
+def test_examples_label_the_answer_passage_and_the_unanswerable_questions(tmp_path):
+    corpus = Corpus(write_set(tmp_path), "cail2019_dev")
+    settings = AnswerabilitySettings()
+    import random
+
+    examples = training_examples(corpus, set(corpus.by_doc), settings, random.Random(0))
+    positives = [e for e in examples if e.label == 1.0]
+    negatives = [e for e in examples if e.label == 0.0]
+    assert any("800元" in e.passage and e.query == "金额是多少？" for e in positives)
+    assert all(e.query != "法院判决的案件受理费是多少？" for e in positives)
+    assert any(e.query == "法院判决的案件受理费是多少？" for e in negatives)
+    splits = split_documents(corpus, AnswerabilitySettings(dev=0.25, heldout=0.25))
+    assert sorted(len(v) for v in splits.values()) == [1, 1, 2] and set.union(*splits.values()) == set(JUDGMENTS)
+
+
+def test_sets_without_unanswerable_questions_pair_them_with_other_documents(tmp_path):
+    import random
+
+    root = write_set(tmp_path, "cmrc2018_trial")
+    lines = [json.loads(x) for x in (root / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
+    (root / "questions.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines
+                                                    if x["answer_type"] == "span"), encoding="utf-8")
+    corpus = Corpus(root, "cmrc2018_trial")
+    examples = training_examples(corpus, set(corpus.by_doc), AnswerabilitySettings(), random.Random(0))
+    for e in examples:
+        if e.label == 0.0:  # a passage of another document: it does not hold this question's answer
+            owner = next(d for d, text in JUDGMENTS.items() if e.passage in text)
+            question_doc = next(d for d, text in JUDGMENTS.items() if any(
+                p.label == 1.0 and p.query == e.query and p.group == e.group and p.passage in text for p in examples))
+            assert owner != question_doc
+
+
+def test_threshold_is_the_best_f1_within_the_refusal_budget():
+    scores = [0.9, 0.8, 0.7, 0.2, 0.3, 0.6, 0.1]
+    answerable = [True, True, True, False, False, True, False]
+    t = choose_threshold(scores, answerable, max_refused=0.0)
+    m = refusal_metrics(scores, answerable, t)
+    assert m["answerable_refused"] == 0.0 and m["recall"] == 1.0 and m["f1"] == 1.0
+    assert refusal_metrics(scores, answerable, 0.75)["answerable_refused"] == 0.5
+
+
+def test_training_writes_a_model_folder_with_its_threshold(tmp_path):
+    root = tmp_path / "data"
+    write_set(root)
+    base = tiny_embedder(tmp_path / "base")
+    settings = AnswerabilitySettings(training=RerankSettings(batch_size=8, max_length=48), sources=("cail2019_dev",),
+                                     dev=0.25, heldout=0.25)
+    card = train_check(root, tmp_path / "check", settings, base=str(base))
+    saved = json.loads((tmp_path / "check" / "wendao_card.json").read_text(encoding="utf-8"))
+    assert saved["threshold"] == card["threshold"] and saved["kind"] == "answerability"
+    assert {"dev", "heldout", "dev_balanced", "heldout_balanced"} <= set(saved["metrics"])
+    assert "CAIL2019" in saved["note"]  # says it must not be redistributed
+
+
+@pytest.fixture
+def installed_check(tmp_path, monkeypatch):
+    """A (tiny, random) check installed through WENDAO_ANSWERABILITY_MODEL with a given threshold."""
+    folder = tiny_cross_encoder(tmp_path / "check")
+
+    def install(threshold: float):
+        (folder / "wendao_card.json").write_text(json.dumps({"kind": "answerability", "threshold": threshold}),
+                                                 encoding="utf-8")
+        check_module._CHECKS.clear()
+        monkeypatch.setenv("WENDAO_ANSWERABILITY_MODEL", str(folder))
+    yield install
+    check_module._CHECKS.clear()
+
+
+def test_the_check_refuses_below_its_threshold_in_every_mode(lib, kb, installed_check, monkeypatch):
+    from services.answers.answer import Conversation, answer_question
+    from services.config import LLMSettings
+    from services.documents.chunking import ChunkingConfig
+    from services.index.ingest import ingest_bytes
+    from services.search.retrieval import Retriever
+
+    for doc, text in JUDGMENTS.items():
+        ingest_bytes(lib, kb, text.encode(), doc, ChunkingConfig())
+    question = "被告每月支付多少生活费？"
+    for mode in ("bm25", "dense", "hybrid"):
+        retriever = Retriever(lib, kb)
+        check_module._CHECKS.clear()
+        answer = answer_question(replace_mode(retriever, mode), LLMSettings(), question, Conversation())
+        assert answer.mode != "refused" and answer.evidence["answerability"] is None  # no check installed
+        installed_check(1.01)  # no probability reaches it: refused
+        answer = answer_question(replace_mode(retriever, mode), LLMSettings(), question, Conversation())
+        assert answer.mode == "refused" and answer.evidence["answerability"] is not None, mode
+        installed_check(0.0)  # every probability reaches it: answered as before
+        answer = answer_question(replace_mode(retriever, mode), LLMSettings(), question, Conversation())
+        assert answer.mode != "refused" and "800" in answer.text, mode
+        monkeypatch.delenv("WENDAO_ANSWERABILITY_MODEL")
+
+
+def replace_mode(retriever, mode):
+    from dataclasses import replace
+
+    retriever.settings = replace(retriever.settings, mode=mode)
+    return retriever
+
+
+def test_a_data_dir_holds_the_check_in_models_answerability(tmp_path, monkeypatch):
+    monkeypatch.delenv("WENDAO_ANSWERABILITY_MODEL", raising=False)
+    monkeypatch.setenv("WENDAO_DATA_DIR", str(tmp_path))
+    check_module._CHECKS.clear()
+    assert check_module.load_check() is None
+    folder = tiny_cross_encoder(tmp_path / "models" / "answerability")
+    (folder / "wendao_card.json").write_text(json.dumps({"kind": "answerability", "threshold": 0.4}), encoding="utf-8")
+    check = check_module.load_check()
+    assert check is not None and check.threshold == 0.4 and check.path == str(folder.resolve())
+    check_module._CHECKS.clear()
