@@ -236,9 +236,10 @@ def cmd_finetune(args) -> int:
 
     kb = _kb(args, "editor")
     given = {"epochs": args.epochs, "max_pairs": args.max_pairs, "batch_size": args.batch_size}
+    given = {k: v for k, v in given.items() if v is not None}
     if args.kind == "reranker":
-        return _finetune_reranker(args, lib, kb, {k: v for k, v in given.items() if v is not None})
-    settings = FinetuneSettings(**{k: v for k, v in given.items() if v is not None})
+        return _finetune_reranker(args, kb, given)
+    settings = FinetuneSettings(**given)
     seen = {"stage": None}
 
     def listener(stage, done, total, extra):

@@ -29,7 +29,7 @@ def tiny_kb(lib, tmp_path, monkeypatch):
     lib.store.update_kb_settings(kb.id, embedding_model=str(model))
     for name, text in TOPICS.items():
         ingest_bytes(lib, kb, text.encode(), f"{name}.txt", CONFIG)
-    monkeypatch.setattr(rt, "_current_embedder", lambda lib_, kb_: None)
+    monkeypatch.setattr(rt, "current_embedder", lambda lib_, kb_: None)
     return kb, str(model)
 
 
@@ -148,7 +148,10 @@ def test_reranker_training_runs_as_a_background_job(lib, tiny_kb):
     original = rt.bundled_base
     rt.bundled_base = lambda: base  # the job starts from the bundled weights; here the tiny model
     try:
-        job = worker.submit_finetune(lib, kb, "后台重排", rt_settings, kind="reranker")
+        from dataclasses import asdict
+
+        job = worker.submit(lib, kb, "finetune_reranker", "后台重排",
+                            {"name": "后台重排", "kind": "reranker", "settings": asdict(rt_settings)})
         assert worker.wait_idle(lib, 300)
     finally:
         rt.bundled_base = original
@@ -175,7 +178,7 @@ def test_cli_finetune_kind_reranker_prints_the_table_with_rerank_off_and_on(tmp_
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(
         "import services.tuning.rerank_training as rt\n"
-        "rt._current_embedder = lambda lib, kb: None\n"
+        "rt.current_embedder = lambda lib, kb: None\n"
         f"rt.bundled_base = lambda: {str(base)!r}\n", encoding="utf-8")
     env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir), "PYTHONPATH": f"{shim}{os.pathsep}{ROOT}"}
     out = subprocess.run([sys.executable, "-m", "services", "finetune", "--kb", "k", "--name", "r1", "--kind",

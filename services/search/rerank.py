@@ -243,6 +243,14 @@ def load_reranker(name_or_path: str, api_key: str = ""):
         return _RERANKERS[key]
 
 
+def forget_reranker(path: str) -> None:
+    """Drop a loaded reranker of this name or path from the process's cache (a folder trained anew
+    under an earlier name must be loaded again)."""
+    with _LOCK:
+        for key in [k for k in _RERANKERS if k == path or (isinstance(k, tuple) and k[0] == path)]:
+            _RERANKERS.pop(key, None)
+
+
 def use_rerank_server(lib, kb, base_url: str, model: str, api_key: str = "") -> dict:
     """Rerank this KB's searches through a /rerank server: one test request (ModelServerError with a
     Chinese reason when it fails, nothing saved), then a typed key saved for exactly that endpoint and

@@ -46,6 +46,8 @@ from services.tuning.finetune import (CARD, Cancelled, FinetuneSettings, Pair, P
                                       current_embedder, unfinished, valid_model_name, generate_pairs,
                                       mine_negatives, models_dir, split_heldout)
 
+from services.search.rerank import forget_reranker  # noqa: E402
+
 log = logging.getLogger(__name__)
 KIND = "reranker"
 # Files of a sentence-transformers embedder folder that describe its embedding pipeline, not its
@@ -322,15 +324,6 @@ def evaluate_reranker(lib: Library, kb: KnowledgeBase, questions: list[Question]
         config = EvalConfig("on", base.mode, True, replace(base, rerank=True, reranker_model=model_path))
     summaries, _ = evaluate(lib, kb, questions, [config], progress)
     return summaries[config.name]
-
-
-def forget_reranker(path: str) -> None:
-    """Drop a loaded reranker of this path from the process's model cache (services.search.rerank)."""
-    from services.search import rerank
-
-    with rerank._LOCK:
-        for key in [k for k in rerank._RERANKERS if k == path or (isinstance(k, tuple) and k[0] == path)]:
-            rerank._RERANKERS.pop(key, None)
 
 
 TOLERANCE = 0.005  # a set "worse" by less than this (R@5 / MRR@10) counts as unchanged
