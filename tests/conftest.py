@@ -39,3 +39,10 @@ def lib(data_dir):
 @pytest.fixture
 def kb(lib):
     return lib.kb("测试库", create=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests are slow too: `pytest -m "not slow"` is the fast inner loop (no Chromium, no servers)."""
+    for item in items:
+        if item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.slow)

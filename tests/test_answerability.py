@@ -78,6 +78,7 @@ def test_threshold_is_the_best_f1_within_the_refusal_budget():
     assert refusal_metrics(scores, answerable, 0.75)["answerable_refused"] == 0.5
 
 
+@pytest.mark.slow
 def test_training_writes_a_model_folder_with_its_threshold(tmp_path):
     root = tmp_path / "data"
     write_set(root)

@@ -121,6 +121,7 @@ def test_lab_shows_stage_scores_and_compares(filled):
     assert [m.label for m in at.metric][:3] == ["两组都找到", "只有 A 找到", "只有 B 找到"]
 
 
+@pytest.mark.slow
 def test_evaluation_sample_run(data_dir):
     at = app("evaluation")
     button(at, "创建「示例」知识库").click().run()

@@ -299,6 +299,7 @@ def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monk
     assert card["better"] and card["better_on"] == "heldout" and "questions" not in card
 
 
+@pytest.mark.slow
 def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
     model = tiny_embedder(tmp_path / "base")
     from services.tuning.evaluation import save_question_set

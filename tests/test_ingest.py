@@ -135,6 +135,7 @@ def test_cli_ingest_json_and_chunks(tmp_path, data_dir):
     assert dup_only.returncode == 0  # a duplicate is not a failure
 
 
+@pytest.mark.slow
 def test_kill_during_ingest_leaves_no_half_document(tmp_path, data_dir):
     """kill -9 between the SQLite write and the index write; the next start cleans up."""
     (tmp_path / "1.txt").write_text(TEXT_A, encoding="utf-8")
@@ -207,6 +208,7 @@ def test_llm_settings_precedence_and_key_not_saved(lib, kb, monkeypatch):
     assert (s.base_url, s.model, s.api_key) == ("http://saved/v1", "saved-model", "sk-session")
 
 
+@pytest.mark.slow
 def test_index_locked_by_another_process_is_a_clear_error(tmp_path, data_dir):
     """The embedded engine allows one process per index: a second one gets a Chinese message,
     writes nothing, and the first process's data stays intact."""

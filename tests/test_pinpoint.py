@@ -218,6 +218,7 @@ def test_ask_in_a_saved_conversation_continues_it(lib, cases):
         other_kb.ask("那孩子现在在哪上学？", first.conversation)
 
 
+@pytest.mark.slow
 def test_cli_ask_conversation_json(tmp_path, data_dir):
     """`ask --conversation ID` starts the conversation under that id, then continues it; --json adds
     rewritten_query, context_documents and answer_span."""

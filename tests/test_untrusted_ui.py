@@ -369,7 +369,7 @@ def test_hostile_document_stays_inert_in_chromium(tmp_path):
         ask(page, url)  # extractive: no LLM configured
         page.goto(url + "/settings")
         page.get_by_label("接口地址 base_url").fill(llm.url)
-        page.get_by_label("模型名").fill("echo")
+        page.get_by_label("模型名", exact=True).fill("echo")
         page.get_by_role("button", name="保存", exact=True).click()
         page.get_by_text("已保存").wait_for()
         ask(page, url)  # an LLM that repeats the document's Markdown

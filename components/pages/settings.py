@@ -219,7 +219,7 @@ with st.expander("重排模型服务（TEI / Infinity / Xinference / Jina / Cohe
     with st.form(key("rerank_server")):
         c1, c2 = st.columns(2)
         rr_url = c1.text_input("接口地址", placeholder="例如 http://127.0.0.1:7997")
-        rr_model = c2.text_input("模型名", placeholder="例如 bge-reranker-base")
+        rr_model = c2.text_input("重排模型名", placeholder="例如 bge-reranker-base")
         rr_key = st.text_input("API Key（可选；填写后以明文保存在数据目录，只发往这个地址）", type="password")
         if st.form_submit_button("测试并使用"):
             try:
