@@ -269,6 +269,9 @@ def test_llm_answer_is_told_when_the_documents_disagree(lib, kb, server):
     a = answer_question(Retriever(lib, kb), llm(server), "原告每个月需要支付多少抚养费？")
     assert a.mode == "llm" and "有 2 份文档给出不同答案" in a.notice
     assert "1000元（赵0离婚.txt）" in a.notice and "10000元（周0离婚.txt）" in a.notice
+    # a slow model reads one passage; whether the documents disagree is still judged on the usual sources
+    a = answer_question(Retriever(lib, kb), llm(server), "原告每个月需要支付多少抚养费？", context_tokens=50)
+    assert len(a.sources) == 1 and "有 2 份文档给出不同答案" in a.notice
 
 
 def test_llm_rewrite_may_add_only_the_subject(lib, cases, server):
