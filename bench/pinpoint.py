@@ -396,7 +396,7 @@ def run_llm(lib, kbs, plan, args) -> None:
 
     llm = LLMSettings(base_url=args.llm_url, api_key="local", model=args.llm_model, timeout=900, max_retries=0,
                       max_tokens=200, temperature=0.0, verify_answerable=False)
-    dialogues = load_followups(plan)
+    dialogues = load_followups(plan) if "followups" in args.llm_sets else []
     chosen = []
     for kind in ("follow-up", "self-contained"):
         drcd = [d for d in dialogues if d["kind"] == kind and d["source"] == "drcd_dev"]
@@ -407,17 +407,20 @@ def run_llm(lib, kbs, plan, args) -> None:
     for i, d in enumerate(chosen, 1):
         rows.append(run_dialogue(lib, kbs[d["source"]], d, llm))
         print(f"  llm dialogue {i}/{len(chosen)} {json.dumps(rows[-1], ensure_ascii=False)}", file=sys.stderr, flush=True)
-    print("\nfollow-ups with the LLM")
-    print(table(followup_table(rows)))
+    if rows:
+        print("\nfollow-ups with the LLM")
+        print(table(followup_table(rows)))
     from services.answers.answer import answer_question
     from services.search.retrieval import Retriever
 
     amb = []
-    for item in ambiguity_set()[:args.llm_n]:
+    for item in ambiguity_set()[:args.llm_n] if "ambiguity" in args.llm_sets else []:
         a = answer_question(Retriever(lib, kbs["cail2019_dev"]), llm, item["question"])
         amb.append({"flagged": "份文档给出不同答案" in a.text[:20] + a.notice, "mode": a.mode,
                     "docs": len({c.doc for c in a.citations})})
         print(f"  llm ambiguity {len(amb)} {json.dumps(amb[-1], ensure_ascii=False)} {a.text[:80]!r}", file=sys.stderr, flush=True)
+    if not amb:
+        return
     print("\nambiguity with the LLM (flagged: the answer or its notice says the documents differ)")
     print(table([{"n": len(amb), "flagged": sum(r["flagged"] for r in amb) / len(amb),
                   "LLM answer cites 2+ documents": sum(r["docs"] >= 2 for r in amb) / len(amb),
@@ -436,6 +439,7 @@ def main() -> None:
     p.add_argument("--llm-url", help="also answer with this OpenAI-compatible LLM (follow-ups and ambiguity)")
     p.add_argument("--llm-model", default="local")
     p.add_argument("--llm-n", type=int, default=20, help="questions or dialogues of each kind with the LLM")
+    p.add_argument("--llm-sets", default="followups,ambiguity")
     args = p.parse_args()
     from services.index.library import Library
 

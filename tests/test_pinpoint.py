@@ -274,6 +274,9 @@ def test_llm_answer_is_told_when_the_documents_disagree(lib, kb, server):
     a = answer_question(Retriever(lib, kb), llm(server), "原告每个月需要支付多少抚养费？")
     assert a.mode == "llm" and "有 2 份文档给出不同答案" in a.notice
     assert "1000元（赵0离婚.txt）" in a.notice and "10000元（周0离婚.txt）" in a.notice
+    # a slow model reads one passage; whether the documents disagree is still judged on the usual sources
+    a = answer_question(Retriever(lib, kb), llm(server), "原告每个月需要支付多少抚养费？", context_tokens=50)
+    assert len(a.sources) == 1 and "有 2 份文档给出不同答案" in a.notice
 
 
 def test_llm_rewrite_may_add_only_the_subject(lib, cases, server):
@@ -288,3 +291,9 @@ def test_llm_rewrite_may_add_only_the_subject(lib, cases, server):
     conv.add(answer_question(retriever, llm(server), "双方约定被告每月支付的生活费是多少？", conv))
     a = answer_question(retriever, llm(server), "那它是从什么时候开始支付的？", conv)
     assert "双方" not in a.query and "约定" not in a.query
+
+
+def test_no_usable_unit_in_the_first_passages_gives_no_extract():
+    hits = [make_hit("短。", f"s{i}.txt", i * 10) for i in range(4)] + [make_hit(GUN, "gun.txt", 100)]
+    extract = pinpoint("射击断续器是哪个国家发明的？", hits)
+    assert extract.picks == [] and extract.text == ""

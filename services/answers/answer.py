@@ -535,7 +535,7 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
     timings["rewrite"] = (time.perf_counter() - t) * 1000
     result = context_search(retriever, plan)
     timings.update({f"retrieval.{k}": v for k, v in result.timings_ms.items()})
-    budget = context_tokens or (context_budget(llm.model, llm.max_tokens) if client else 3000)
+    budget = context_tokens or (context_budget(llm.model, llm.max_tokens) if client else EXTRACT_TOKENS)
     if client and not context_tokens:
         budget = min(budget, time_budget(llm) or budget)
     sources = fit_sources(result.hits, budget)
@@ -596,8 +596,11 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         _adopt(answer, extract)
         answer.notice = " ".join(filter(None, [answer.notice, UNSUPPORTED_LLM_NOTICE]))
         yield "\n\n" + answer.text
-    elif extract.alternatives:  # the documents disagree: say so beside the model's answer too
-        answer.notice = " ".join(filter(None, [answer.notice, ambiguity_notice(extract)]))
+    elif not plan.documents:  # the documents disagree: say so beside the model's answer too
+        wider = extract if extract.alternatives or len(sources) >= len(result.hits) else \
+            _extract(query, question, fit_sources(result.hits, EXTRACT_TOKENS), None, {})
+        if wider.alternatives:
+            answer.notice = " ".join(filter(None, [answer.notice, ambiguity_notice(wider)]))
     return _finish(answer, timings)
 
 
@@ -609,6 +612,9 @@ def ambiguity_notice(extract: Answer) -> str:
 
 
 UNSUPPORTED_LLM_NOTICE = "大模型的回答没有一条引用得到原文支持，已改为显示文档摘录。"
+# Sources an extract reads without an LLM (estimated tokens). A slow LLM reads fewer; whether the documents
+# disagree is still judged on this many (services.answers.extractive.pinpoint, a few ms).
+EXTRACT_TOKENS = 3000
 
 
 def _extract(query: str, question: str, sources: list[Hit], page_of, timings, context: list[str] | None = None) -> Answer:

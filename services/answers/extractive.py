@@ -533,9 +533,9 @@ def pick_sentences(query: str, hits: list[Hit], max_sentences: int = 3, max_char
 
 def _pick(scorer: _Scorer, max_sentences: int, max_chars: int) -> list[Pick]:
     c = scorer.candidates
-    if not c:
-        return []
     order = scorer.order()
+    if not order:  # no usable unit in the answer's passages (those further on only serve ambiguity)
+        return []
     best = order[0]
     if scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
         # a question asking for a number, date, title or country: a unit holding one, if it is close
