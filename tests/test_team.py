@@ -286,3 +286,38 @@ def test_first_admin_from_the_setup_token(data_dir, monkeypatch):
     again = client.post("/auth/setup", data={"token": token, "name": "x2", "password": PASSWORD})
     assert again.status_code == 400  # one time only
     ws.lib.close()
+
+
+@pytest.mark.slow
+def test_permission_matrix_through_the_pages(team, monkeypatch):
+    """The same rules in the UI (AppTest): the page acts as the signed-in principal; a viewer sees KB1 and
+    can ask, but deleting it is refused in Chinese and nothing is deleted; D sees no KB at all; the admin
+    page is offered to admins only."""
+    from streamlit.testing.v1 import AppTest
+
+    import components.account as account
+
+    ws, who, _ = team
+
+    def run_as(name, page=None):
+        monkeypatch.setattr(account, "current_principal", lambda _ws: who[name])
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()
+        if page:
+            at.switch_page(f"components/pages/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    viewer = run_as("C", "library")
+    assert "知识库：KB1" in [s.value for s in viewer.subheader]
+    next(b for b in viewer.button if b.label == "删除知识库").click().run()
+    next(b for b in viewer.button if b.label == "确认删除知识库").click().run()
+    assert any("查看者" in e.value for e in viewer.error) and ws.lib.store.find_kb("KB1") is not None
+    nobody = run_as("D", "library")
+    assert not [s.value for s in nobody.subheader if "KB1" in s.value or "KB2" in s.value]
+    assert "先创建一个知识库" in " ".join(i.value for i in nobody.info)
+    admin = run_as("A", "admin")
+    assert {"用户", "API 密钥", "审计日志"} <= {t.label for t in admin.tabs}
+    assert any(e.action == "kb_created" for e in ws.session(who["A"]).audit_log())
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not even offered to others
+        run_as("B", "admin")

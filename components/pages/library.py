@@ -195,5 +195,5 @@ if preview_config:
             st.caption("（只显示前 20000 字）")
     with tab2:
         st.dataframe(pd.DataFrame([{"#": c.ordinal, "起": c.start, "止": c.end, "长度": len(c.text),
-                                    "页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start else c.page_start,
+                                    "页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start else str(c.page_start),
                                     "内容": c.text} for c in chunks]), hide_index=True, width="stretch")
