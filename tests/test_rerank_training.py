@@ -130,14 +130,31 @@ def test_listwise_loss_trains_too(lib, tiny_kb, tmp_path):
     assert rt.is_cross_encoder(str(tmp_path / "out"))
 
 
-def test_only_the_bottom_layers_are_kept_when_asked(tmp_path):
+def test_from_an_embedder_the_bottom_layers_are_kept_and_a_mean_pooling_layer_is_added(tmp_path):
+    """An embedder trained with mean pooling leaves its first token's output the same for every input,
+    so the classifier would start constant: one more layer makes that token the mean of all tokens.
+    The folder stays a plain BertForSequenceClassification (servable by Infinity / TEI)."""
+    import torch
     from sentence_transformers import CrossEncoder
+    from transformers import AutoModel
 
     base = tiny_embedder(tmp_path / "base", num_hidden_layers=3)
+    model = rt.load_cross_encoder(str(base), max_length=32, layers=2, device="cpu")
+    layers = model.model.bert.encoder.layer
+    assert len(layers) == model.model.config.num_hidden_layers == 3  # two of the base's, then the pooling layer
+    original = AutoModel.from_pretrained(str(base)).encoder.layer
+    assert all(torch.equal(a, b) for a, b in zip(layers[1].parameters(), original[1].parameters()))
+    hidden = torch.randn(2, 5, 32)
+    model.model.eval()
+    out = layers[2](hidden)
+    out = out[0] if isinstance(out, tuple) else out  # (a tuple in older transformers)
+    mean = hidden.mean(dim=1, keepdim=True)
+    expected = torch.nn.functional.layer_norm(torch.nn.functional.layer_norm(hidden + mean, (32,)), (32,))
+    assert torch.allclose(out, expected, atol=1e-4)
     rt.train_cross_encoder(str(base), [rt.Example("问题", "答案", 1.0, 0), rt.Example("问题", "别的", 0.0, 0)],
                            tmp_path / "out", RerankSettings(layers=2, max_length=32), device="cpu")
-    model = CrossEncoder(str(tmp_path / "out"), device="cpu")
-    assert model.model.config.num_hidden_layers == 2 and len(model.model.bert.encoder.layer) == 2
+    saved = CrossEncoder(str(tmp_path / "out"), device="cpu")
+    assert type(saved.model).__name__ == "BertForSequenceClassification" and saved.model.config.num_hidden_layers == 3
 
 
 def test_reranker_training_runs_as_a_background_job(lib, tiny_kb):

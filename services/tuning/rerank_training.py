@@ -153,6 +153,9 @@ def load_cross_encoder(base: str, max_length: int = 512, layers: int = 0, device
                 if f.is_file() and f.name not in _EMBEDDER_FILES:
                     _link_or_copy(f, Path(tmp) / f.name)
             model = CrossEncoder(tmp, num_labels=1, max_length=max_length, device=device)
+        _keep_bottom_layers(model.model, layers)
+        _add_mean_pooling_layer(model.model)
+        return model
     _keep_bottom_layers(model.model, layers)
     return model
 
@@ -171,6 +174,40 @@ def _keep_bottom_layers(transformer, layers: int) -> None:
         return
     encoder.layer = stack[:layers]
     transformer.config.num_hidden_layers = layers
+
+
+def _add_mean_pooling_layer(transformer) -> None:
+    """Put one more transformer layer on top that makes the first token's output the mean of all
+    tokens' (uniform attention: zero queries and keys; identity values and output; no feed-forward).
+
+    A sequence classifier reads the first token ([CLS] / <s>), but an embedder trained with mean
+    pooling (e5) leaves that token's output the same for every input (cosine 0.9999 between inputs
+    at every layer of e5-small): its score starts constant, and in the few hundred steps a CPU
+    affords the loss stayed at chance. With the layer the head starts from the mean-pooled
+    representation of question and passage together, and the folder stays a plain
+    *ForSequenceClassification model (Infinity, TEI and any sentence-transformers load it)."""
+    import copy
+
+    import torch
+
+    encoder = getattr(getattr(transformer, transformer.base_model_prefix, transformer), "encoder", None)
+    stack = getattr(encoder, "layer", None)
+    if stack is None:
+        return
+    layer = copy.deepcopy(stack[-1])
+    attention, output = layer.attention, layer.output
+    with torch.no_grad():
+        for linear in (attention.self.query, attention.self.key, output.dense):
+            linear.weight.zero_()
+            linear.bias.zero_()
+        for linear in (attention.self.value, attention.output.dense):
+            linear.weight.copy_(torch.eye(linear.weight.shape[0], dtype=linear.weight.dtype))
+            linear.bias.zero_()
+        for norm in (attention.output.LayerNorm, output.LayerNorm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    stack.append(layer)
+    transformer.config.num_hidden_layers = len(stack)
 
 
 def bundled_base() -> str:
