@@ -72,3 +72,46 @@ def make_zip_bomb_docx(megabytes: int = 40) -> bytes:
             for _ in range(megabytes):
                 f.write(block)
     return buf.getvalue()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serving(command: list[str], port: int, env: dict, cwd, health: str = "/_stcore/health", tries: int = 240):
+    """Start `command` (a server on 127.0.0.1:`port`) and wait until `health` answers; (process, URL).
+    Fails the test with the server's output when it does not come up."""
+    import subprocess
+    import time
+    import urllib.request
+
+    import pytest
+
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(url + health, timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail("server did not start: " + proc.stdout.read().decode(errors="replace")[-3000:])
+
+
+def stop(proc) -> None:
+    """Terminate a server started by `serving` (hard after 20 s: a busy machine, a worker mid-write)."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

@@ -4,24 +4,16 @@ on the same port."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
-from fixtures import ZH_PARAGRAPHS
+from fixtures import ZH_PARAGRAPHS, free_port, serving, stop
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wendao(*args, env, stdin=None):
@@ -41,26 +33,10 @@ def server(tmp_path_factory):
     _wendao("user", "add", "admin", "--admin", "--password-stdin", env=env, stdin="a-long-password\n")
     _wendao("ingest", "--kb", "河流", str(docs), env=env)
     key = json.loads(_wendao("key", "add", "--kb", "河流", "--scope", "read", "--json", env=env))
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "services", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("server did not start: " + proc.stdout.read().decode(errors="replace")[-3000:])
-            time.sleep(0.5)
+    port = free_port()
+    proc, url = serving([sys.executable, "-m", "services", "serve", "--port", str(port)], port, env, ROOT)
     yield url, key
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 def test_official_openai_client_gets_cited_answers(server):

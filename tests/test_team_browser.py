@@ -4,14 +4,12 @@ browser context signed in as another user sees none of the first user's KBs or c
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from conftest import ROOT
-from fixtures import ZH_PARAGRAPHS
-from test_browser import ARGS, CHROMIUM, free_port, wait_idle
+from fixtures import ZH_PARAGRAPHS, free_port, serving, stop
+from test_browser import ARGS, CHROMIUM, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
     not CHROMIUM and not os.environ.get("WENDAO_REQUIRE_BROWSER"), reason="Debian chromium not installed")]
@@ -27,24 +25,9 @@ def server(tmp_path_factory):
         subprocess.run([sys.executable, "-m", "services", "user", "add", name, "--password-stdin"], cwd=ROOT, env=env,
                        input=PASSWORD + "\n", text=True, check=True, capture_output=True)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "services", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("server did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+    proc, url = serving([sys.executable, "-m", "services", "serve", "--port", str(port)], port, env, ROOT)
     yield url, data
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 def sign_in(page, url, name):

@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from components.safe_text import inert, inert_code_urls, inert_name
+from components.safe_text import inert_code_urls, inert_name
 from components.state import searchable_kb, session, show_error
 from components.answer_view import TIMING_ZH
 from components.widgets import document_filter, highlight, passage_box

@@ -537,6 +537,17 @@ def models_dir(lib: Library) -> Path:
     return lib.root / "models"
 
 
+def new_model_folder(lib: Library, name: str) -> Path:
+    """Where a model trained under `name` goes: free (a folder left by a run that stopped while
+    evaluating is removed), or InvalidName when a finished model already has that name."""
+    out = models_dir(lib) / valid_model_name(name)
+    if out.exists() and unfinished(out):
+        shutil.rmtree(out, ignore_errors=True)
+    if out.exists():
+        raise errors.InvalidName(f"已有名为「{out.name}」的微调模型，请换一个名字或先删除它。")
+    return out
+
+
 def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSettings | None = None,
              on_step: Callable[[Progress], None] | None = None, cancelled: Callable[[], bool] | None = None,
              llm=None, on_stage: Callable[[str], None] | None = None) -> dict:
@@ -545,11 +556,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     saved question set: {"n", "total", "before", "after"}, which then decides "better")."""
     settings = settings or FinetuneSettings()
     name = valid_model_name(name)
-    out = models_dir(lib) / name
-    if out.exists() and unfinished(out):  # left by a run that stopped while evaluating
-        shutil.rmtree(out, ignore_errors=True)
-    if out.exists():
-        raise errors.InvalidName(f"已有名为「{name}」的微调模型，请换一个名字或先删除它。")
+    out = new_model_folder(lib, name)
     stage = on_stage or (lambda *_: None)
     started = time.time()
     base = trainable_base(lib, kb)

@@ -43,7 +43,8 @@ from services.index.library import Library
 from services.index.store import KnowledgeBase
 from services.tuning.evaluation import Question, question_set
 from services.tuning.finetune import (CARD, Cancelled, FinetuneSettings, Pair, Progress, autocast,
-                                      current_embedder, unfinished, valid_model_name, generate_pairs,
+                                      current_embedder, new_model_folder, valid_model_name,
+                                      generate_pairs,
                                       mine_negatives, models_dir, split_heldout)
 
 from services.search.rerank import forget_reranker  # noqa: E402
@@ -389,11 +390,7 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
     lib.require_owner()
     settings = settings or RerankSettings()
     name = valid_model_name(name)
-    out = models_dir(lib) / name
-    if out.exists() and unfinished(out):  # left by a run that stopped while evaluating
-        shutil.rmtree(out, ignore_errors=True)
-    if out.exists():
-        raise errors.InvalidName(f"已有名为「{name}」的微调模型，请换一个名字或先删除它。")
+    out = new_model_folder(lib, name)
     stage = on_stage or (lambda *_: None)
     started = time.time()
     base = base or bundled_base()
