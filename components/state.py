@@ -3,6 +3,7 @@ current knowledge base and per-KB chat sessions. Pages call only the core: no st
 model is touched here or in any page."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -12,6 +13,7 @@ import streamlit as st
 from components.safe_text import inert_code_urls
 from services import errors
 from services.access import Principal
+from services.views import display_name
 from services.workspace import KB, KBInfo, Session, open_workspace
 
 
@@ -93,10 +95,14 @@ def sidebar() -> _Counts:
             return _Counts()
         kb = current_kb()
         ids = [k.id for k in kbs]
-        if st.session_state.get("kb_picker") != kb.id:
-            st.session_state["kb_picker"] = kb.id  # follow programmatic switches (e.g. the sample KB)
-        st.selectbox("知识库", ids, format_func=lambda i: next(k.name for k in kbs if k.id == i), key="kb_picker",
-                     on_change=lambda: st.session_state.update(kb_id=st.session_state["kb_picker"]))
+        names = {k.id: k.name for k in kbs}
+        # Streamlit identifies a widget by its options' labels too: renaming a KB made a new picker whose
+        # default (the first KB) then replaced the current one at the next click. The key carries the
+        # current KB and the names, so a rename or a programmatic switch (the sample KB) makes a picker
+        # that starts on the current KB.
+        key = "kb_picker_" + hashlib.sha1(repr((kb.id, sorted(names.items()))).encode()).hexdigest()[:12]
+        st.selectbox("知识库", ids, index=ids.index(kb.id), format_func=lambda i: display_name(names.get(i, "")),
+                     key=key, on_change=lambda: st.session_state.update(kb_id=st.session_state[key]))
         return _Counts()
 
 

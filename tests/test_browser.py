@@ -330,6 +330,30 @@ def test_kb_delete(page, app_url):
     page.keyboard.press("Escape")
 
 
+def test_renamed_kb_stays_current_and_its_delete_names_it(page, app_url):
+    """Issue 22 item 1: after renaming a KB, the page stays on it (not another KB) and the delete
+    confirmation names it with its new name."""
+    page.goto(app_url + "/library")
+    page.get_by_text("新建知识库").click()
+    page.get_by_label("知识库名称").fill("临时库C")
+    page.get_by_role("button", name="创建").click()
+    page.get_by_text("知识库：临时库C").wait_for()
+    wait_idle(page)
+    page.get_by_text("重命名或删除知识库").click()
+    page.get_by_label("新名称").fill("临时库D")
+    page.get_by_role("button", name="重命名", exact=True).click()
+    page.get_by_text("知识库：临时库D").wait_for()
+    wait_idle(page)
+    if not page.get_by_role("button", name="删除知识库").is_visible():
+        page.get_by_text("重命名或删除知识库").click()
+    page.get_by_role("button", name="删除知识库").click()
+    page.get_by_text("确定删除知识库「临时库D」").wait_for(timeout=30_000)  # the renamed KB, at the first click
+    assert "知识库：临时库D" in page.inner_text("body")
+    page.get_by_role("button", name="确认删除知识库", exact=True).click()
+    page.get_by_text("知识库：临时库D").wait_for(state="detached")
+    wait_idle(page)
+
+
 def test_retrieval_lab(page, app_url, shots):
     page.goto(app_url + "/lab")
     page.get_by_label("查询").fill("年假有几天")

@@ -406,7 +406,7 @@ def test_evaluation_warns_without_the_sample_documents_and_clears_on_switch(two_
          kind="evaluate")  # a finished evaluation of this KB
     at.run()
     assert any("得分都是 0" in w.value for w in at.warning)
-    at.selectbox(key="kb_picker").set_value(other.id).run()
+    next(s for s in at.sidebar.selectbox if s.label == "知识库").set_value(other.id).run()
     assert not any("得分都是 0" in w.value for w in at.warning)  # results belong to the KB they were run on
 
 

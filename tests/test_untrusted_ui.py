@@ -302,7 +302,7 @@ def test_switching_kb_keeps_each_kbs_settings(data_dir):
     widget(at.selectbox, "切分方式").set_value("fixed").run()
     assert retrieval_settings(lib, first).mode == "bm25" and chunking_config(lib, first).strategy == "fixed"
     before = dict(lib.store.get_kb(second.id).settings)
-    at.selectbox(key="kb_picker").set_value(second.id).run()
+    next(s for s in at.sidebar.selectbox if s.label == "知识库").set_value(second.id).run()
     assert not at.exception
     at.run()  # and once more, as any later interaction would
     assert lib.store.get_kb(second.id).settings == before
@@ -311,7 +311,7 @@ def test_switching_kb_keeps_each_kbs_settings(data_dir):
     # the library's upload controls too: the second KB's form shows (and would save) its own settings
     page = app("library")
     widget(page.selectbox, "切分方式").set_value("window").run()
-    page.selectbox(key="kb_picker").set_value(second.id).run()
+    next(s for s in page.sidebar.selectbox if s.label == "知识库").set_value(second.id).run()
     assert widget(page.selectbox, "切分方式").value == "sentence"
     assert lib.store.get_kb(second.id).settings == before
 
