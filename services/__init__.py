@@ -1,7 +1,9 @@
-"""问道 Wendao services: the whole document-QA pipeline as pure Python (no UI code).
+"""问道 Wendao services: the whole document-QA pipeline as pure Python (never imports streamlit).
 
-Layers (low to high): text, tokenizer, store, vectors, bm25 -> chunking, parsing, embedding,
-fusion, rerank -> retrieval, ingest, answer, evaluation -> cli.
+Layers, high to low (import-linter contracts in pyproject.toml; a layer imports only those below it):
+adapters (cli, api, serving) -> the core (workspace) -> jobs -> worker -> conversations, auth, views ->
+tuning/ -> answers/ -> search/ -> index/ -> documents/ -> access, netguard -> config, errors.
+See README "Architecture" for the path of an upload and of a question.
 """
 
 import os as _os

@@ -1,15 +1,18 @@
-"""Ingest pipeline: parse -> chunk -> embed -> store -> index, atomic per document.
+"""Ingest pipeline: parse -> chunk -> BM25 terms -> SQLite (keyword-searchable) -> embed -> dense index.
 
 Only the data dir's owner ingests (Library.require_owner, checked before parsing, so a refused
-command reads, embeds and writes nothing). Order matters for crash safety: the slow, side-effect-free
-stages (parse, chunk, tokenise, embed) run first; then the document, its chunks and their BM25 terms
-are written in one SQLite transaction as 'indexing' (the duplicate check is part of that insert);
-then dense points are upserted; then one transaction makes the document 'ready' and removes the
-version it replaces (same file name). A crash before that leaves an 'indexing' row that the next
-owner removes with its points (Library.reconcile); a crash after it leaves at most orphan points of
-the old version, which search ignores and reconcile deletes. Re-chunking stages the new chunks as
-pending and swaps them in one transaction, so the old version stays searchable until then.
-Every failure of a file becomes a 'failed' FileResult with a Chinese reason, never an exception.
+command reads, embeds and writes nothing), and free disk space is checked first. Order matters for
+crash safety: parse, chunk and tokenise run first (no side effects); then the document, its chunks and
+their BM25 terms are written as 'indexing' (the duplicate check is part of that insert), the original
+file is kept, and one transaction makes the document 'ready' — searchable by keywords, its vectors
+'pending' — and removes the version it replaces (same file name). Then the chunks are embedded (cache
+first) and upserted, and the document's vectors are marked done. A crash before 'ready' leaves an
+'indexing' row the next owner removes (Library.reconcile); a crash after it leaves a keyword-only
+document whose vectors the worker completes ('vectors' jobs), and at most orphan points, which search
+ignores and reconcile deletes. Re-chunking stages the new chunks as pending and swaps them in one
+transaction, so the old version stays searchable until then. Every failure of a file becomes a
+'failed' FileResult with a Chinese reason, never an exception. Named checkpoints (`fault_point`) are
+no-ops unless a crash test installs a hook (tests/faults.py).
 """
 from __future__ import annotations
 
