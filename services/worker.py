@@ -33,6 +33,7 @@ from services.index.store import KnowledgeBase
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.3
 VECTORS_RETRY_S = float(os.environ.get("WENDAO_VECTORS_RETRY_S", "30"))  # idle worker: are model servers back?
+STOP_WAIT_S = 30.0  # closing a data dir waits this long for the worker to leave its job step
 # kinds whose handler checks `cancelled()` while running; others can be cancelled only while queued
 CANCELLABLE_WHILE_RUNNING = {"finetune", "finetune_reranker", "evaluate", "reembed", "sample"}
 
@@ -139,6 +140,8 @@ class Runner:
             status = "failed" if result.get("status") == "failed" else "done"
             self._finish(job_id, status, result)
         except Cancelled:
+            if self.lib.closed:  # the process is closing the data dir: the next owner runs the job again
+                return
             self._finish(job_id, "cancelled", {"reason": "已取消"})
         except errors.WendaoError as exc:  # a typed failure keeps its Chinese reason
             log.error("job %s (%s) failed: %s", job_id, kind, exc.message_zh, exc_info=exc.__cause__ is not None)
@@ -152,11 +155,12 @@ class Runner:
             except Exception:  # noqa: BLE001 - e.g. the disk is full: the next owner queues it again
                 log.exception("job %s could not be marked failed", job_id)
         finally:
-            _remove_upload(self.lib, job_id)
+            if not self.lib.closed:  # a job interrupted by closing keeps its upload for the next run
+                _remove_upload(self.lib, job_id)
 
     def _cancelled(self, job_id: int) -> Callable[[], bool]:
         def cancelled() -> bool:
-            return self.lib.store.jobs.status(job_id) in (None, "cancelling", "cancelled")
+            return self.lib.closed or self.lib.store.jobs.status(job_id) in (None, "cancelling", "cancelled")
         return cancelled
 
     def _progress(self, job_id: int, listener: Callable | None = None):
@@ -191,16 +195,26 @@ class Worker(Runner):
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="wendao-worker", daemon=True)
         self._thread.start()
+        lib.on_close(self.stop)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def stop(self, timeout: float = STOP_WAIT_S) -> None:
+        """Stop the thread (the Library is closing: `lib.closed` is already true, so a running job stops at
+        its next cancellation check and stays queued for the next owner); wait for it to leave SQLite."""
+        self._wake.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("the worker is still inside a job step %.0f s after close was asked", timeout)
 
     def idle(self) -> bool:
         return not self.lib.store.jobs.any_active()
 
     def _loop(self) -> None:
         last_retry = time.monotonic()
-        while True:
+        while not self.lib.closed:
             try:
                 job = self._next()
             except Exception:  # noqa: BLE001 - e.g. a full disk: the worker waits and tries again

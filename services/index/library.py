@@ -55,6 +55,7 @@ class Library:
         self.owner = False
         self._closed = False
         self._on_owner: list = []
+        self._on_close: list = []
         self.try_own()
 
     # --- ownership ----------------------------------------------------------------------------
@@ -75,6 +76,11 @@ class Library:
         self._on_owner.append(callback)
         if self.owner:
             callback()
+
+    def on_close(self, callback) -> None:
+        """Call `callback()` when this Library closes, before its store does: the background worker
+        stops there, so no thread is inside SQLite when the connection closes (that crashes the process)."""
+        self._on_close.append(callback)
 
     def require_owner(self) -> None:
         """Raise DataDirBusy (before anything is read or written) unless this process owns the dir;
@@ -448,6 +454,11 @@ class Library:
         if self._closed:
             return
         self._closed = True
+        for callback in list(self._on_close):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - closing must go on
+                log.exception("a close hook failed")
         self.store.close()
         if self.owner and ownership.release(self.root):
             from services.index.vectors import close_backend

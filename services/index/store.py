@@ -262,7 +262,10 @@ class Store:
         return _Transaction(self)
 
     def close(self) -> None:
-        self.db.close()
+        """Close the connection, waiting for a write in progress on another thread (closing under a
+        running statement frees memory that statement still uses)."""
+        with self._lock:
+            self.db.close()
 
     # --- knowledge bases --------------------------------------------------------------------
     def create_kb(self, name: str) -> KnowledgeBase:
