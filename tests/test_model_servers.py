@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from model_server import FakeModelServer
+from services import errors
 
 DOCS = {
     "rivers.txt": "长江是中国最长的河流，全长约6300公里，流经十一个省级行政区。黄河是中国第二长河，被称为中华民族的母亲河。",
@@ -402,3 +403,20 @@ def test_settings_page_switches_a_kb_to_an_embedding_server(data_dir, monkeypatc
         key_field = next(t for t in fresh.text_input if t.label == "模型服务 API Key")
         assert key_field.value == "" and "已保存" in key_field.proto.placeholder
         assert "team-key" not in "".join(str(t.value) for t in fresh.text_input)
+
+
+def test_fine_tuning_a_served_kb_starts_from_the_served_model_or_says_why_not(lib, tmp_path):
+    """A KB embedded by a model server: fine-tuning trains locally from the folder the server runs
+    (its weights are reachable here) and otherwise refuses in Chinese with what to do."""
+    from services.config import served_name
+    from services.tuning.finetune import trainable_base
+
+    kb = lib.store.create_kb("served-ft")
+    folder = tmp_path / "my-e5"
+    folder.mkdir()
+    lib.store.update_kb_settings(kb.id, embedding_model=served_name("http://127.0.0.1:9/v1", str(folder)))
+    assert trainable_base(lib, kb) == str(folder)
+    lib.store.update_kb_settings(kb.id, embedding_model=served_name("http://127.0.0.1:9/v1", "bge-on-gpu"))
+    with pytest.raises(errors.ModelLoadError) as caught:
+        trainable_base(lib, kb)
+    assert "模型服务" in caught.value.message_zh and "bge-on-gpu" in caught.value.message_zh

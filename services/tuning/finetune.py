@@ -39,6 +39,7 @@ from services.index.bm25 import query_vector
 from services.tuning.evaluation import Question, holds_answer, question_set
 from services.index.index_text import StoredIndexTexts
 from services.index.library import Library
+from services.index.served import parse_served
 from services.index.store import KnowledgeBase
 from services.tuning.pseudo_queries import (PseudoQuery, llm_queries, offline_queries, starts_inside_a_sentence,
                                      window_for)
@@ -521,6 +522,9 @@ def trainable_base(lib: Library, kb: KnowledgeBase) -> str:
     from services.index.models import resolve
 
     name = lib.embedding_model(kb)
+    served = parse_served(name)
+    if served is not None:  # trained here from the model the server runs, when this machine has it
+        name = served_base(served)
     spec = resolve(name, "embedding")
     if not spec.bundled:
         return spec.hf_id
@@ -531,6 +535,19 @@ def trainable_base(lib: Library, kb: KnowledgeBase) -> str:
     except Exception as exc:  # noqa: BLE001
         raise errors.ModelLoadError("内置的 4-bit 向量模型无法直接微调，且转换为可训练模型失败。"
                                     "请先在设置中选择一个 sentence-transformers 模型（本地文件夹或模型 ID）。") from exc
+
+
+def served_base(served) -> str:
+    """The in-process name of a served model: its registry name, or the local folder it was served
+    from. A model server's weights are not reachable from here, so any other served model refuses
+    fine-tuning with what to do instead."""
+    from services.index.models import MODELS
+
+    if served.model in MODELS or Path(served.model).expanduser().is_dir():
+        return served.model
+    raise errors.ModelLoadError(
+        f"这个知识库的向量由模型服务计算（模型「{served.model}」），微调需要在本机加载同一个模型，但本机找不到它。"
+        "请让模型服务以本机也有的模型文件夹路径作为模型名，或在设置中先换成本地模型（文件夹或模型 ID）并重建向量后再微调。")
 
 
 def models_dir(lib: Library) -> Path:
