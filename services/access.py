@@ -29,6 +29,7 @@ class Principal:
     key_kb: int | None = None
     key_scope: str = ""  # read | write
     address: str = ""
+    key_creator: int | None = None  # the user who made the key (None: the server's command line)
 
     @property
     def owner_tag(self) -> str:
@@ -65,8 +66,23 @@ def role_of(store, who: Principal, kb) -> str | None:
     if who.kind == "key":
         if who.key_kb != kb.id:
             return None
-        return "editor" if who.key_scope == "write" else "viewer"
+        return _within_maker(store, who.key_creator, kb, "editor" if who.key_scope == "write" else "viewer")
     return store.access.role(kb.id, who.user_id)
+
+
+def _within_maker(store, maker_id: int | None, kb, role: str) -> str | None:
+    """A key's role, never more than what the user who made it still holds on the KB: a demoted
+    owner's write key reads only, a key of someone who lost access (or was removed) opens nothing.
+    Keys made on the server's command line (no maker) keep their scope."""
+    if maker_id is None:
+        return role
+    maker = store.users.get(maker_id)
+    if maker is None:
+        return None
+    if maker.admin:
+        return role
+    theirs = store.access.role(kb.id, maker.id)
+    return None if theirs is None else min(role, theirs, key=ROLES.index)
 
 
 def require(store, who: Principal, kb, need: str) -> str:

@@ -94,23 +94,25 @@ def add_user(store, name: str, password: str | None, admin: bool = False):
 # --- failed sign-ins -----------------------------------------------------------------------------------
 class Throttle:
     """Failed sign-ins per (name, address): after MAX_FAILURES within the window, refuse for the rest
-    of it (in memory: one server process owns the data dir)."""
+    of it (in memory: one server process owns the data dir). An attempt counts as failed from the
+    moment it starts until its password checks out, so parallel guesses cannot all pass the check
+    before the first failure is recorded."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._failures: dict[tuple[str, str], list[float]] = {}
 
-    def check(self, name: str, address: str) -> None:
+    def attempt(self, name: str, address: str) -> float:
+        """Start an attempt (SignInThrottled when too many failed lately); its mark for `succeeded`."""
         with self._lock:
-            recent = [t for t in self._failures.get((name, address), []) if t > time.time() - FAILURE_WINDOW_S]
+            now = time.time()
+            recent = [t for t in self._failures.get((name, address), []) if t > now - FAILURE_WINDOW_S]
             self._failures[(name, address)] = recent
             if len(recent) >= MAX_FAILURES:
-                wait = int(recent[0] + FAILURE_WINDOW_S - time.time()) // 60 + 1
+                wait = int(recent[0] + FAILURE_WINDOW_S - now) // 60 + 1
                 raise errors.SignInThrottled(f"登录失败次数过多，请 {wait} 分钟后再试。")
-
-    def failed(self, name: str, address: str) -> None:
-        with self._lock:
-            self._failures.setdefault((name, address), []).append(time.time())
+            recent.append(now)
+            return now
 
     def succeeded(self, name: str, address: str) -> None:
         with self._lock:
@@ -126,7 +128,7 @@ def sign_in(store, root: Path, name: str, password: str, address: str = "") -> s
     from argon2.exceptions import InvalidHashError, VerificationError
 
     name = (name or "").strip()
-    THROTTLE.check(name, address)
+    THROTTLE.attempt(name, address)  # counted as failed until the password checks out
     user = store.users.find(name)
     stored = store.users.password_hash(user.id) if user else None
     try:
@@ -135,7 +137,6 @@ def sign_in(store, root: Path, name: str, password: str, address: str = "") -> s
             raise VerificationError()
         _hasher().verify(stored, password or "")
     except (VerificationError, InvalidHashError):
-        THROTTLE.failed(name, address)
         store.audit.record(name or "?", "sign_in_failed", address=address)
         raise errors.SignInFailed() from None
     THROTTLE.succeeded(name, address)
@@ -185,11 +186,12 @@ class NewKey:
         return {"key": self.key, "id": self.id, "kb": self.kb, "scope": self.scope}
 
 
-def create_key(store, kb, scope: str, created_by: str, name: str = "") -> NewKey:
+def create_key(store, kb, scope: str, created_by: str, name: str = "", creator_id: int | None = None) -> NewKey:
+    """A new key; `creator_id`: the user making it (the key then never grants more than they hold)."""
     if scope not in ("read", "write"):
         raise errors.WendaoError("密钥权限只能是 read（提问、检索）或 write（还可上传、删除文档）。")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    key_id = store.keys.add(kb.id, scope, _sha256(key), key[:10], name, created_by)
+    key_id = store.keys.add(kb.id, scope, _sha256(key), key[:10], name, created_by, creator_id)
     return NewKey(key, key_id, kb.name, scope)
 
 
@@ -202,7 +204,7 @@ def principal_from_key(store, key: str, address: str = "") -> Principal | None:
         return None
     store.keys.touch(row.id)
     return Principal("key", name=f"key:{row.prefix}", key_id=row.id, key_kb=row.kb_id, key_scope=row.scope,
-                     address=address)
+                     address=address, key_creator=row.creator_id)
 
 
 # --- one-time setup token (first admin from the browser) ---------------------------------------------

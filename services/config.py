@@ -152,6 +152,14 @@ def served_name(base_url: str, model: str, query_prefix: str = "", passage_prefi
     return SERVED + json.dumps(entry, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def server_endpoints() -> list[str]:
+    """The base URLs of the model endpoints the operator configured for the server (embedding server,
+    rerank server, LLM): trusted as the operator's choice, unlike URLs typed in a browser."""
+    urls = [os.environ.get(name, "").strip() for name in
+            ("WENDAO_EMBEDDING_BASE_URL", "WENDAO_RERANK_BASE_URL", "OPENAI_BASE_URL")]
+    return [u for u in urls if u]
+
+
 def server_key_pairs() -> list[tuple[str, str]]:
     """(base_url, key) of every server-side model endpoint configured in the environment: the
     embedding server, the rerank server and the LLM endpoint. A key is only ever sent to the

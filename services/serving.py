@@ -3,12 +3,14 @@ where the pages and the HTTP API share one process) and the ASGI middleware ever
 the Host check (DNS rebinding) and the security headers."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from services import auth
 
@@ -48,7 +50,7 @@ def allowed_hosts(address: str) -> set[str]:
             hosts.update(info[4][0] for info in socket.getaddrinfo(name, None))
         except socket.gaierror:
             pass
-    hosts.update(h.strip().lower() for h in os.environ.get("WENDAO_ALLOWED_HOSTS", "").split(",") if h.strip())
+    hosts.update(declared_hosts())
     return {h.lower() for h in hosts}
 
 
@@ -59,9 +61,51 @@ def _host_of(header: str) -> str:
     return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
+def declared_hosts() -> set[str]:
+    """Host names the operator declared in WENDAO_ALLOWED_HOSTS (e.g. a reverse proxy's public name)."""
+    return {h.strip().lower() for h in os.environ.get("WENDAO_ALLOWED_HOSTS", "").split(",") if h.strip()}
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def cross_origin(headers: dict[bytes, str], host: str) -> bool:
+    """Whether a browser says the request comes from a page of another origin: an Origin header that
+    is not this server's own (scheme-less comparison of host and port with the Host header; "null"
+    from sandboxed frames and privacy redirects counts as foreign) or Sec-Fetch-Site naming another
+    site. A name declared in WENDAO_ALLOWED_HOSTS counts as ours (a proxy may rewrite Host).
+    Clients that are not browsers send neither header."""
+    site = headers.get(b"sec-fetch-site", "").strip().lower()
+    if site in ("cross-site", "same-site"):
+        return True
+    origin = headers.get(b"origin")
+    if origin is None:
+        return False
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return True
+    if parts.netloc.lower() == host.strip().lower():
+        return False
+    return (parts.hostname or "") not in declared_hosts()
+
+
+def _refusal(status: int, message: str, kind: str) -> tuple[dict, dict]:
+    body = json.dumps({"error": {"message": message, "type": kind, "code": status}}, ensure_ascii=False).encode()
+    return ({"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json; charset=utf-8"), *SECURITY_HEADERS]},
+            {"type": "http.response.body", "body": body})
+
+
+CROSS_SITE_ZH = ("拒绝跨站请求：这个请求来自其他网站的页面（Origin 与本服务器不同），可能是跨站请求伪造。"
+                 "如果服务器经由反向代理以另一个名字访问，请把该名字加入 WENDAO_ALLOWED_HOSTS。")
+
+
 class GuardMiddleware:
     """Refuses requests and WebSockets whose Host is not one of ours (a page on another site cannot
-    drive the app through DNS rebinding) and adds the security headers to every HTTP response."""
+    drive the app through DNS rebinding), state-changing requests and WebSockets that a browser says
+    come from a page of another origin (cross-site request forgery: with no sign-in in single-user
+    mode any web page could otherwise upload into the user's KBs; in team mode, sign in a victim as
+    the attacker), and adds the security headers to every HTTP response."""
 
     def __init__(self, app, address_of=lambda: os.environ.get("WENDAO_SERVE_ADDRESS", "127.0.0.1")):
         self.app = app
@@ -87,6 +131,18 @@ class GuardMiddleware:
             await send({"type": "http.response.start", "status": 400,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8"), *SECURITY_HEADERS]})
             await send({"type": "http.response.body", "body": body})
+            return
+
+        headers = {k: v.decode("latin-1") for k, v in scope.get("headers", [])}
+        unsafe = scope["type"] == "websocket" or scope.get("method", "GET").upper() not in SAFE_METHODS
+        if unsafe and cross_origin(headers, host):
+            log.warning("refused a cross-origin %s %s from %r", scope.get("method", "websocket"),
+                        scope.get("path", ""), headers.get(b"origin", "")[:100])
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            for message in _refusal(403, CROSS_SITE_ZH, "CrossSiteRequest"):
+                await send(message)
             return
 
         async def send_with_headers(message):

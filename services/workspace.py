@@ -234,8 +234,13 @@ class Session:
             raise errors.WendaoError(f"没有用户「{name}」。")
         if user.admin and sum(u.admin for u in self.store.users.all()) == 1:
             raise errors.WendaoError("不能删除最后一个管理员。")
+        revoked = self.store.keys.revoke_made_by(user.id)
         self.store.users.remove(user.id)
         self.audit("user_removed", name)
+        names = {k.id: k.name for k in self.store.list_kbs()}
+        for key_id in revoked:
+            row = self.store.keys.get(key_id)
+            self.audit("key_revoked", names.get(row.kb_id, "") if row else "", f"#{key_id} 创建者「{name}」已被删除")
 
     def set_admin(self, name: str, admin: bool) -> None:
         self._admin()
@@ -366,6 +371,7 @@ class KB:
 
     def save_retrieval(self, settings: RetrievalSettings) -> None:
         self._need("editor")
+        self._check_model(settings.reranker_model, self.retrieval_settings().reranker_model)
         self.lib.require_owner()
         save_settings(self.lib, self.row, "retrieval", asdict(settings))
         self.refresh()
@@ -419,6 +425,7 @@ class KB:
         from services.search.rerank import load_reranker
 
         self._need("editor")
+        self._check_model(model, self.retrieval_settings().reranker_model)
         reranker = load_reranker(model)
         reranker.score("测试", ["测试段落"] * 10)
         return reranker
@@ -470,6 +477,23 @@ class KB:
 
     def _check_url(self, base_url: str) -> None:
         self._check_endpoint(LLMSettings(base_url=base_url))
+
+    def _check_model(self, name: str, current: str = "") -> None:
+        """A model behind a model server (a `served:` name) is an endpoint the KB's chunks and
+        questions are sent to, so naming a new one is the same decision as `use_embedding_server`:
+        the KB's owner (or an admin) only, and in team mode never towards internal addresses. In-process
+        models, the endpoint the KB already uses (`current`) and the server's own stay an editor's choice."""
+        from services.config import SERVED, same_endpoint, server_endpoints
+        from services.index.served import parse_served
+
+        served = parse_served(name) if isinstance(name, str) and name.startswith(SERVED) else None
+        if served is None:
+            return
+        known = [m.base_url for m in (parse_served(current) if str(current).startswith(SERVED) else None,) if m]
+        if any(same_endpoint(served.base_url, url) for url in [*known, *server_endpoints()]):
+            return
+        self._need("owner")
+        self._check_url(served.base_url)
 
     # --- search and answers ----------------------------------------------------------------------
     def retriever(self, settings: RetrievalSettings | None = None, doc_ids: list[str] | None = None):
@@ -602,7 +626,13 @@ class KB:
 
     def reembed(self, model: str) -> int:
         """Switch the embedding model (re-embeds every chunk in the background)."""
-        return self.submit("reembed", model, {"model": model})
+        from services.index.served import display_name as display_model
+
+        self._need("editor")
+        self._check_model(model, self.embedding_model())
+        job = self.submit("reembed", model, {"model": model})
+        self._audit("reembed", display_model(model))
+        return job
 
     def evaluate(self, lines: list[str], modes: list[str], reranks: list[bool], chunkers: list[str],
                  limit: int | None = None, keep: bool = False, overrides: dict | None = None,
@@ -615,6 +645,8 @@ class KB:
 
         parse_questions(lines)  # a bad file is refused now, not in the background
         self._need("viewer" if chunkers == ["current"] and not keep else "editor")
+        if (overrides or {}).get("reranker_model"):
+            self._check_model(str(overrides["reranker_model"]), self.retrieval_settings().reranker_model)
         if keep:
             save_question_set(self.lib, self.row, lines)
         return self.submit("evaluate", "评测", {"lines": lines, "modes": modes, "reranks": reranks,
@@ -705,7 +737,8 @@ class KB:
         self._need("owner")
         if self.session.who.kind == "key":
             raise errors.PermissionDenied("API 密钥不能创建新的密钥。")
-        key = auth.create_key(self.store, self.row, scope, self.session.who.label, name)
+        who = self.session.who
+        key = auth.create_key(self.store, self.row, scope, who.label, name, who.user_id if who.kind == "user" else None)
         self._audit("key_created", f"#{key.id} {scope}")
         return key
 

@@ -380,6 +380,7 @@ class ApiKey:
     created_at: float
     last_used: float | None
     revoked_at: float | None
+    creator_id: int | None = None  # the user who made it (None: the server's command line, older keys)
 
     def to_json(self) -> dict:
         return {"id": self.id, "kb_id": self.kb_id, "scope": self.scope, "prefix": self.prefix, "name": self.name,
@@ -387,7 +388,7 @@ class ApiKey:
                 "revoked": self.revoked_at is not None}
 
 
-_KEY_COLUMNS = "id, kb_id, scope, prefix, name, created_by, created_at, last_used, revoked_at"
+_KEY_COLUMNS = "id, kb_id, scope, prefix, name, created_by, created_at, last_used, revoked_at, creator_id"
 
 
 class KeyRows:
@@ -397,12 +398,22 @@ class KeyRows:
         self.store = store
         self.db = store.db
 
-    def add(self, kb_id: int, scope: str, key_hash: str, prefix: str, name: str, created_by: str) -> int:
+    def add(self, kb_id: int, scope: str, key_hash: str, prefix: str, name: str, created_by: str,
+            creator_id: int | None = None) -> int:
         with self.store.locked():
             cur = self.db.execute(
-                "INSERT INTO api_keys(kb_id, scope, hash, prefix, name, created_by, created_at) VALUES (?,?,?,?,?,?,?)",
-                (kb_id, scope, key_hash, prefix, name, created_by, time.time()))
+                "INSERT INTO api_keys(kb_id, scope, hash, prefix, name, created_by, created_at, creator_id)"
+                " VALUES (?,?,?,?,?,?,?,?)", (kb_id, scope, key_hash, prefix, name, created_by, time.time(), creator_id))
             return cur.lastrowid
+
+    def revoke_made_by(self, user_id: int) -> list[int]:
+        """Revoke every live key the user made; their ids."""
+        with self.store.locked():
+            ids = [r[0] for r in self.db.execute(
+                "SELECT id FROM api_keys WHERE creator_id=? AND revoked_at IS NULL", (user_id,))]
+            self.db.execute("UPDATE api_keys SET revoked_at=? WHERE creator_id=? AND revoked_at IS NULL",
+                            (time.time(), user_id))
+            return ids
 
     def by_hash(self, key_hash: str) -> ApiKey | None:
         row = self.db.execute(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash=? AND revoked_at IS NULL",

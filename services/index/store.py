@@ -171,6 +171,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_at ON audit(at)
     """,
+    # 6: the user who made an API key (a key never grants more than its maker still holds)
+    """
+    ALTER TABLE api_keys ADD COLUMN creator_id INTEGER
+    """,
 ]
 
 DOC_STATUSES = ("indexing", "ready", "failed")

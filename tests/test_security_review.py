@@ -1,0 +1,347 @@
+"""An adversarial review of team mode (issue 19): each test is an attack that worked before its fix.
+
+- an editor (or a write key) pointing the KB's embedding / rerank model at a server of their choosing
+  through a `served:` model name, past the owner-only endpoint rule and the internal-address guard;
+- cross-origin POSTs to /api from any web page (CSRF: uploads in single-user mode, login CSRF);
+- API keys that outlive the rights of the user who made them (removed, demoted);
+- parallel wrong passwords outrunning the sign-in throttle;
+- fine-tuned models of private KBs listed (with the KB's name) to everyone, deletable by whoever
+  later owns a KB of the same name;
+- destructive actions missing from the audit log;
+- model-endpoint requests following redirects / DNS answers to link-local and metadata addresses.
+"""
+import json
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from services import auth, errors, worker
+from services.access import LOCAL
+from services.config import LLMSettings, served_name
+from test_team import PASSWORD, team  # noqa: F401 - the shared fixture (admin A, editor B, viewer C, D; keys)
+
+EVIL = served_name("http://attacker.example/v1", "steal")
+
+
+def _app(address="127.0.0.1"):
+    """The server's ASGI stack as components/server.py builds it, minus the Streamlit pages."""
+    from services.api import create_api
+    from services.serving import GuardMiddleware, SignInMiddleware
+
+    inner = Starlette(routes=[Mount("/api", app=create_api())])
+    return GuardMiddleware(SignInMiddleware(inner), lambda: address)
+
+
+# --- 1. model servers chosen by an editor ----------------------------------------------------------------
+def test_an_editor_cannot_send_the_kb_to_a_model_server_of_their_choosing(team, monkeypatch):
+    ws, who, _ = team
+    for name in ("B", "KB1-write"):
+        editor = ws.session(who[name]).kb("KB1", "editor")
+        before = editor.embedding_model()
+        with pytest.raises(errors.PermissionDenied):
+            editor.reembed(EVIL)
+        with pytest.raises(errors.PermissionDenied):
+            editor.save_retrieval(replace(editor.retrieval_settings(), rerank=True, reranker_model=EVIL))
+        with pytest.raises(errors.PermissionDenied):
+            editor.test_reranker(EVIL)
+        assert editor.refresh().retrieval_settings().reranker_model != EVIL
+        assert not [j for j in editor.jobs(since=0.0, kinds=("reembed",)) if j.filename == EVIL]
+        assert editor.embedding_model() == before
+        # choosing among in-process models stays an editor's decision
+        editor.save_retrieval(replace(editor.retrieval_settings(), reranker_model="bge-reranker-base"))
+    viewer = ws.session(who["C"]).kb("KB1")
+    with pytest.raises(errors.PermissionDenied):  # an evaluation run is no back door
+        viewer.evaluate(['{"question": "长江有多长？", "answer": "6300"}'], ["hybrid"], [True], ["current"],
+                        overrides={"rerank": True, "reranker_model": EVIL})
+    # the owner may, but in team mode not towards internal addresses
+    owner = ws.session(who["A"]).kb("KB1", "owner")
+    for url in ("http://169.254.169.254/v1", "http://127.0.0.1:9/v1"):
+        with pytest.raises(errors.UnsafeEndpoint):
+            owner.reembed(served_name(url, "m"))
+        with pytest.raises(errors.UnsafeEndpoint):
+            owner.save_retrieval(replace(owner.retrieval_settings(), reranker_model=served_name(url, "m")))
+    # the server's own model server (configured by the operator) is every editor's to use
+    monkeypatch.setenv("WENDAO_RERANK_BASE_URL", "http://127.0.0.1:7997")
+    editor = ws.session(who["B"]).kb("KB1", "editor")
+    editor.save_retrieval(replace(editor.retrieval_settings(), reranker_model=served_name("http://127.0.0.1:7997", "r")))
+    assert worker.wait_idle(ws.lib, 120)
+
+
+# --- 2. cross-origin requests (CSRF) -----------------------------------------------------------------------
+def test_cross_origin_posts_are_refused_in_single_user_mode(data_dir, monkeypatch):
+    """Without sign-in, any web page the user visits could upload into their KBs with a plain form POST
+    (a "simple" request: no preflight); the browser always says where such a request comes from."""
+    monkeypatch.delenv("WENDAO_AUTH", raising=False)
+    from services.workspace import open_workspace
+
+    ws = open_workspace(data_dir)
+    ws.session(LOCAL).create_kb("KB")
+    client = TestClient(_app(), base_url="http://127.0.0.1:8501")
+    upload = {"files": {"file": ("x.txt", "注入的内容。".encode())}}
+    for origin in ("https://evil.example", "null", "http://127.0.0.1:3000", "http://localhost:8501"):
+        r = client.post("/api/v1/kbs/KB/documents", headers={"Origin": origin}, **upload)
+        assert r.status_code == 403 and "跨站" in r.json()["error"]["message"], (origin, r.text)
+    r = client.post("/api/v1/retrieval", headers={"Sec-Fetch-Site": "cross-site"}, json={"kb": "KB", "query": "x"})
+    assert r.status_code == 403
+    assert ws.session(LOCAL).kb("KB").documents() == [] and not ws.session(LOCAL).kb("KB").jobs(since=0.0)
+    # the app's own pages (same origin) and non-browser clients (no Origin) are served
+    assert client.post("/api/v1/kbs/KB/documents", headers={"Origin": "http://127.0.0.1:8501"}, **upload).status_code == 202
+    assert client.post("/api/v1/kbs/KB/documents", **upload).status_code == 202
+    assert client.get("/api/v1/kbs", headers={"Origin": "https://evil.example"}).status_code == 200  # reads: CORS
+    # a name the operator declared (a reverse proxy in front) counts as ours
+    monkeypatch.setenv("WENDAO_ALLOWED_HOSTS", "wendao.corp.example")
+    proxied = TestClient(_app(), base_url="http://127.0.0.1:8501")
+    assert proxied.post("/api/v1/kbs/KB/documents", headers={"Origin": "https://wendao.corp.example"},
+                        **upload).status_code == 202
+    assert worker.wait_idle(ws.lib, 120)
+    ws.lib.close()
+
+
+def test_login_csrf_and_cross_origin_cookie_writes_are_refused(team):
+    """A page elsewhere cannot sign the victim into the attacker's account (their questions would land
+    there), nor use the victim's cookie for writes from a sibling origin (same site, other port)."""
+    ws, _, _ = team
+    client = TestClient(_app(), base_url="http://127.0.0.1:8501", follow_redirects=False)
+    r = client.post("/api/auth/login", data={"name": "D", "password": PASSWORD},
+                    headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and auth.COOKIE not in r.headers.get("set-cookie", "")
+    ok = client.post("/api/auth/login", data={"name": "B", "password": PASSWORD},
+                     headers={"Origin": "http://127.0.0.1:8501"})
+    assert ok.status_code == 303 and auth.COOKIE in ok.headers["set-cookie"]
+    r = client.post("/api/v1/kbs/KB1/documents", files={"file": ("x.txt", "注入。".encode())},
+                    headers={"Origin": "http://127.0.0.1:9000"})
+    assert r.status_code == 403
+    r = client.post("/api/auth/logout", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert client.post("/api/v1/kbs/KB1/documents", files={"file": ("x.txt", "正常上传。".encode())},
+                       headers={"Origin": "http://127.0.0.1:8501"}).status_code == 202
+    assert worker.wait_idle(ws.lib, 120)
+
+
+def test_cross_origin_websocket_is_refused():
+    """A page on another origin cannot open the app's WebSocket (it would drive the UI with no sign-in
+    in single-user mode), even when the Host is ours."""
+    from starlette.websockets import WebSocket
+
+    from services.serving import GuardMiddleware
+
+    async def echo(scope, receive, send):
+        ws = WebSocket(scope, receive, send)
+        await ws.accept()
+        await ws.send_text("hello")
+        await ws.close()
+
+    client = TestClient(GuardMiddleware(echo, lambda: "127.0.0.1"), base_url="http://127.0.0.1:8501")
+    with client.websocket_connect("/_stcore/stream", headers={"Host": "127.0.0.1:8501", "Origin": "http://127.0.0.1:8501"}) as ws:
+        assert ws.receive_text() == "hello"
+    with pytest.raises(Exception):
+        with client.websocket_connect("/_stcore/stream", headers={"Host": "127.0.0.1:8501", "Origin": "https://evil.example"}) as ws:
+            ws.receive_text()
+
+
+# --- 3. keys that outlive their maker's rights -------------------------------------------------------------
+def test_a_key_never_grants_more_than_its_maker_still_has(team):
+    from services.api import create_api
+
+    ws, who, keys = team
+    admin = ws.session(who["A"])
+    admin.kb("KB1", "owner").share("B", "owner")
+    key = ws.session(who["B"]).kb("KB1", "owner").create_key("write")
+    client = TestClient(create_api())
+    bearer = {"Authorization": f"Bearer {key.key}"}
+
+    def upload():
+        return client.post("/v1/kbs/KB1/documents", files={"file": ("y.txt", "新文档。".encode())}, headers=bearer)
+
+    assert upload().status_code == 202
+    admin.kb("KB1", "owner").share("B", "viewer")  # demoted: their write key reads only
+    assert upload().status_code == 403
+    assert client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"}, headers=bearer).status_code == 200
+    admin.kb("KB1", "owner").share("B", "")  # no access at all: the key sees nothing
+    assert client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"}, headers=bearer).status_code == 404
+    admin.kb("KB1", "owner").share("B", "owner")
+    assert upload().status_code == 202
+    admin.remove_user("B")  # removed: the keys they made are revoked (and say so in the keys panel)
+    r = client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"}, headers=bearer)
+    assert r.status_code == 401
+    assert next(k for k in admin.kb("KB1", "owner").keys() if k.id == key.id).revoked_at is not None
+    assert any(e.action == "key_revoked" and e.detail.startswith(f"#{key.id}") for e in admin.audit_log())
+    # keys made by an admin or on the server's command line are unaffected
+    assert client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"},
+                       headers={"Authorization": f"Bearer {keys['KB1-read'].key}"}).status_code == 200
+    cli_key = ws.session(LOCAL).kb("KB1", "owner").create_key("read")
+    assert auth.principal_from_key(ws.lib.store, cli_key.key) is not None
+    assert worker.wait_idle(ws.lib, 120)
+
+
+# --- 4. the throttle against parallel guesses ----------------------------------------------------------------
+def test_parallel_wrong_passwords_do_not_outrun_the_throttle(team):
+    ws, _, _ = team
+    outcomes = []
+
+    def guess(i):
+        try:
+            auth.sign_in(ws.lib.store, ws.lib.root, "C", f"guess-{i:04d}", "10.9.9.9")
+        except errors.SignInThrottled:
+            outcomes.append("throttled")
+        except errors.SignInFailed:
+            outcomes.append("checked")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(guess, range(8)))
+    assert outcomes.count("checked") <= auth.MAX_FAILURES, outcomes
+    with pytest.raises(errors.SignInThrottled):
+        auth.sign_in(ws.lib.store, ws.lib.root, "C", PASSWORD, "10.9.9.9")
+    assert auth.sign_in(ws.lib.store, ws.lib.root, "C", PASSWORD, "10.0.0.1")  # another address is not locked out
+
+
+# --- 5. fine-tuned models follow their KB --------------------------------------------------------------------
+def _fake_model(ws, name, kb, kind="embedding"):
+    from services.tuning.finetune import CARD, models_dir
+
+    folder = models_dir(ws.lib) / name
+    folder.mkdir(parents=True)
+    card = {"name": name, "kind": kind, "kb": kb.name, "kb_id": kb.id, "created_at": 1.0, "after": {}, "results": {}}
+    (folder / CARD).write_text(json.dumps(card), encoding="utf-8")
+    return folder
+
+
+def test_fine_tuned_models_are_seen_and_deleted_only_through_their_kb(team):
+    ws, who, _ = team
+    kb2 = ws.session(who["A"]).kb("KB2", "owner")
+    folder = _fake_model(ws, "薪资模型", kb2)
+    reranker = _fake_model(ws, "薪资重排", kb2, kind="reranker")
+    for name in ("B", "C", "D", "KB1-write"):
+        me = ws.session(who[name])
+        assert [m["name"] for m in me.finetuned_models()] == []  # KB2's name and model stay private
+        assert [m["name"] for m in me.finetuned_models("reranker")] == []
+        with pytest.raises((errors.KnowledgeBaseNotFound, errors.WendaoError)):
+            me.delete_finetuned_model("薪资模型")
+    assert folder.exists()
+    # KB2 renamed; D creates a KB with its old name: D still does not own KB2's model
+    kb2.rename("KB2-新")
+    ws.session(who["D"]).create_kb("KB2")
+    d = ws.session(who["D"])
+    assert [m["name"] for m in d.finetuned_models()] == []
+    with pytest.raises(errors.WendaoError):
+        d.delete_finetuned_model("薪资模型")
+    with pytest.raises(errors.WendaoError):
+        d.delete_finetuned_model("薪资重排")
+    assert folder.exists() and reranker.exists()
+    a = ws.session(who["A"])
+    assert [m["name"] for m in a.finetuned_models()] == ["薪资模型"]
+    a.delete_finetuned_model("薪资重排")  # rerankers are deleted the same way
+    a.delete_finetuned_model("薪资模型")
+    assert not folder.exists() and not reranker.exists()
+    assert {"model_deleted"} <= {e.action for e in a.audit_log()}
+
+
+# --- 6. audit gaps ---------------------------------------------------------------------------------------------
+def test_destructive_actions_are_audited(team):
+    ws, who, _ = team
+    kb = ws.session(who["B"]).kb("KB1", "editor")
+    kb.evaluate(['{"question": "长江有多长？", "answer": "6300"}'], ["bm25"], [False], ["current"], keep=True)
+    assert worker.wait_idle(ws.lib, 120)
+    kb.delete_question_set()
+    kb.reembed("multilingual-e5-small (内置)")
+    job = kb.reindex()
+    kb.cancel(job)
+    stream = kb.ask("长江有多长？")
+    stream.finish()
+    kb.delete_conversation(stream.conversation)
+    assert worker.wait_idle(ws.lib, 120)
+    actions = {(e.actor, e.action, e.target) for e in ws.session(who["A"]).audit_log()}
+    for action in ("question_set_deleted", "reembed", "job_cancelled", "conversation_deleted"):
+        assert ("B", action, "KB1") in actions, action
+
+
+# --- 7. model endpoints: redirects and DNS answers ------------------------------------------------------------
+class _Redirect(BaseHTTPRequestHandler):
+    target = ""
+
+    def do_POST(self):  # noqa: N802
+        self.send_response(307)
+        self.send_header("Location", self.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST  # noqa: N815
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Every TCP connection the process opens (host, port); only loopback ones are really made."""
+    made = []
+    real = socket.create_connection
+
+    def record(address, *args, **kwargs):
+        host, port = address[0], address[1]
+        ip = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]  # where it would connect
+        made.append((ip, port))
+        if ip not in ("127.0.0.1", "::1"):
+            raise OSError("no network in tests")
+        return real((ip, port), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", record)
+    return made
+
+
+def test_endpoint_redirects_to_metadata_are_not_followed(team, monkeypatch, connections):
+    ws, who, _ = team
+    monkeypatch.setenv("WENDAO_ALLOW_PRIVATE_ENDPOINTS", "1")  # the LAN model server is allowed; metadata never
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
+    _Redirect.target = "http://169.254.169.254/latest/meta-data/iam/"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kb = ws.session(who["A"]).kb("KB1", "owner")
+        base = f"http://127.0.0.1:{server.server_port}/v1"
+        with pytest.raises(errors.WendaoError):
+            kb.test_llm(LLMSettings(base_url=base, model="m", timeout=5, max_retries=0))
+        with pytest.raises(errors.WendaoError):
+            kb.use_rerank_server(base, "r")
+    finally:
+        server.shutdown()
+    assert connections and not [c for c in connections if c[0].startswith("169.254")], connections
+
+
+def test_endpoint_dns_answers_are_checked_when_connecting(team, monkeypatch, connections):
+    """DNS rebinding: the name resolves to a public address when the endpoint is checked and to the
+    metadata address when the client connects; the address connected to is the one checked."""
+    ws, who, _ = team
+    real = socket.getaddrinfo
+    answers = iter(["93.184.216.34"] + ["169.254.169.254"] * 50)
+
+    def rebinding(host, *args, **kwargs):
+        if host == "rebind.example":
+            ip = next(answers)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, args[0] if args else 80))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    kb = ws.session(who["A"]).kb("KB1", "owner")
+    with pytest.raises(errors.WendaoError):
+        kb.test_llm(LLMSettings(base_url="http://rebind.example/v1", model="m", timeout=5, max_retries=0))
+    assert not [c for c in connections if str(c[0]).startswith("169.254")], connections
+
+
+def test_principal_cannot_be_forged_by_headers_or_query(team):
+    """The API knows the caller only from a key or the signed session cookie: an X-Forwarded-User,
+    a user id in the query or a cookie of the right name with a made-up value gets nothing."""
+    ws, who, _ = team
+    client = TestClient(_app(), base_url="http://127.0.0.1:8501", follow_redirects=False)
+    for headers in ({"X-Forwarded-User": "A"}, {"X-Remote-User": "A", "Remote-User": "A"},
+                    {"Cookie": f"{auth.COOKIE}=1"}, {"Authorization": "Bearer wd_" + "A" * 43}):
+        r = client.get("/api/v1/kbs?user=A&admin=1", headers=headers)
+        assert r.status_code == 401, (headers, r.text)
+        page = client.get("/?user=A", headers=headers)
+        assert page.status_code == 303 and page.headers["location"] == "/api/auth/login"
