@@ -174,24 +174,51 @@ class Session:
     # --- models --------------------------------------------------------------------------------
     def finetuned_models(self, kind: str = "embedding") -> list[dict]:
         """Model folders trained in this data dir (cards with "path"), newest first: embedders, or
-        (kind="reranker") rerankers trained on a KB."""
+        (kind="reranker") rerankers trained on a KB. A model follows the KB it was trained on: listed
+        only to those who may see that KB (its card names the KB, and it learned from its documents),
+        with the KB's current name; admins also see models whose KB is gone."""
         from services.tuning.finetune import finetuned_models
 
-        return finetuned_models(self.lib, kind)
+        out = []
+        for card in finetuned_models(self.lib, kind):
+            row = self._model_kb(card)
+            if row is not None and access.role_of(self.store, self.who, row) is not None:
+                out.append({**card, "kb": row.name})
+            elif row is None and (self.who.admin or self.who.kind == "local"):
+                out.append(card)
+        return out
+
+    def _model_kb(self, card: dict) -> KnowledgeBase | None:
+        """The KB a fine-tuned model was trained on: by id (cards since the security review), else by
+        name when that KB is older than the model (a KB created later under a freed name is another
+        KB); None when it is gone."""
+        if card.get("kb_id") is not None:
+            try:
+                return self.store.get_kb(int(card["kb_id"]))
+            except (errors.KnowledgeBaseNotFound, TypeError, ValueError):
+                return None
+        row = self.store.find_kb(str(card.get("kb", "")))
+        return row if row is not None and row.created_at <= float(card.get("created_at") or 0) else None
 
     def models_in_use(self) -> set[str]:
         return {self.lib.embedding_model(k) for k in self.store.list_kbs()}
 
     def delete_finetuned_model(self, name: str) -> None:
-        """Delete a fine-tuned model folder: its KB's owner or an admin; never one a KB uses."""
+        """Delete a fine-tuned model folder (embedder or reranker): the owner of the KB it was trained
+        on, or an admin; never one a KB uses."""
         from services.tuning.finetune import delete_model
 
-        card = next((m for m in self.finetuned_models() if m["name"] == name), None)
+        card = next((m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)
+                     if m["name"] == name), None)
         if card is None:
             raise errors.WendaoError("找不到这个微调模型。")
-        if not self.who.admin:
-            self.kb(card.get("kb", ""), "owner")
+        row = self._model_kb(card)
+        if not self.who.admin and self.who.kind != "local":
+            if row is None:
+                raise errors.WendaoError("找不到这个微调模型。")
+            access.require(self.store, self.who, row, "owner")
         delete_model(self.lib, name)
+        self.audit("model_deleted", row.name if row else str(card.get("kb", "")), name)
 
     # --- jobs ----------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
@@ -567,7 +594,9 @@ class KB:
         conversations.rename(self.store, self.conversation(key).id, title)
 
     def delete_conversation(self, key: str) -> None:
-        conversations.delete(self.store, self.conversation(key).id)
+        info = self.conversation(key)
+        conversations.delete(self.store, info.id)
+        self._audit("conversation_deleted", info.title)
 
     def export_conversation(self, key: str) -> tuple[str, str]:
         """(file name, Markdown) of a conversation, named after its title."""
@@ -684,8 +713,10 @@ class KB:
 
     def cancel(self, job_id: int) -> bool:
         self._need("editor")
-        self.job(job_id)
-        return worker.cancel(self.lib, job_id)
+        job = self.job(job_id)
+        cancelled = worker.cancel(self.lib, job_id)
+        self._audit("job_cancelled" if cancelled else "job_cancel_too_late", f"#{job_id} {job.kind} {job.filename}")
+        return cancelled
 
     def run_now(self, job_id: int, listener: Callable | None = None) -> Job:
         """Run a queued job in this thread (the CLI): same handler and rows as the background worker."""
@@ -779,6 +810,7 @@ class KB:
 
         self._need("editor")
         delete_question_set(self.lib, self.row)
+        self._audit("question_set_deleted")
 
 
 class AskStream:

@@ -609,7 +609,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
         raise
-    card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name,
+    card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name, "kb_id": kb.id,
             "created_at": time.time(), "pairs": {"train": len(train_pairs), "heldout": len(test_pairs),
                                                    "dev": len(dev_pairs),
                                                    "with_hard_negative": sum(bool(p.negative) for p in train_pairs),

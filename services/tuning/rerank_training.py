@@ -429,7 +429,7 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
         forget_reranker(str(out))
         raise
     deciding = "questions" if "questions" in results else "heldout"
-    card = {"name": name, "kind": KIND, "base_model": base, "kb": kb.name, "created_at": time.time(),
+    card = {"name": name, "kind": KIND, "base_model": base, "kb": kb.name, "kb_id": kb.id, "created_at": time.time(),
             "pairs": {"train": len({e.group for e in examples}), "examples": len(examples),
                       "heldout": len(sets["heldout"]), "kinds": dict(Counter(p.kind for p in pairs))},
             "settings": asdict(settings), "results": results, "losses": progress.losses,
