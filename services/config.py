@@ -152,6 +152,11 @@ def served_name(base_url: str, model: str, query_prefix: str = "", passage_prefi
     return SERVED + json.dumps(entry, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+def team_mode() -> bool:
+    """Whether sign-in is on (WENDAO_AUTH=local|oidc; services.auth reads and validates the modes)."""
+    return os.environ.get("WENDAO_AUTH", "").strip().lower() in ("local", "oidc")
+
+
 def server_endpoints() -> list[str]:
     """The base URLs of the model endpoints the operator configured for the server (embedding server,
     rerank server, LLM): trusted as the operator's choice, unlike URLs typed in a browser."""

@@ -13,6 +13,8 @@ import os
 import socket
 from urllib.parse import urlsplit
 
+import httpx
+
 from services import errors
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data", "metadata.azure.internal"}
@@ -25,17 +27,23 @@ def private_allowed() -> bool:
 def check_endpoint(url: str, allow_private: bool | None = None) -> None:
     """Raise UnsafeEndpoint unless `url` is an http(s) URL whose host resolves only to addresses the
     server may call for a visitor."""
-    allow_private = private_allowed() if allow_private is None else allow_private
     parts = urlsplit(url or "")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise errors.UnsafeEndpoint("接口地址必须是 http:// 或 https:// 开头的完整地址。")
-    host = parts.hostname.lower().rstrip(".")
+    vetted_addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private)
+
+
+def vetted_addresses(host: str, port: int, allow_private: bool | None = None) -> list[str]:
+    """The addresses `host` resolves to, after checking every one of them (UnsafeEndpoint otherwise)."""
+    allow_private = private_allowed() if allow_private is None else allow_private
+    host = host.lower().rstrip(".").strip("[]")
     if host in METADATA_HOSTS:
         raise errors.UnsafeEndpoint("接口地址指向云主机的元数据服务，出于安全考虑不允许使用。")
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise errors.LLMUnreachable(f"无法解析接口地址的主机名「{host}」。") from None
+    out = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved \
@@ -45,3 +53,40 @@ def check_endpoint(url: str, allow_private: bool | None = None) -> None:
             raise errors.UnsafeEndpoint(
                 f"接口地址解析到本机或内网地址（{address}）。团队模式下只有管理员允许后"
                 "（服务器设置 WENDAO_ALLOW_PRIVATE_ENDPOINTS=1）才能使用，或请管理员在服务器上配置该接口。")
+        out.append(str(address))
+    return out
+
+
+def guarded(base_url: str) -> bool:
+    """Whether requests to `base_url` must pass the guard when they are made: in team mode, for every
+    endpoint except the ones the operator configured for the server (environment, secrets)."""
+    from services.config import LLMSettings, same_endpoint, server_endpoints, server_llm_secrets, team_mode
+
+    if not team_mode():
+        return False
+    own = [*server_endpoints(), server_llm_secrets().get("base_url", ""), LLMSettings.from_env().base_url]
+    return not any(u and same_endpoint(base_url, u) for u in own)
+
+
+def http_client(base_url: str, timeout=None):
+    """An httpx client for a visitor-chosen endpoint (None where `guarded` says no guard is needed):
+    every request, redirects included, connects only to an address checked at that moment, so
+    neither a redirect nor a DNS answer that changes after `check_endpoint` (DNS rebinding) reaches
+    link-local, metadata or (unless allowed) internal addresses."""
+    if not guarded(base_url):
+        return None
+    return httpx.Client(transport=GuardedTransport(), timeout=timeout, follow_redirects=False)
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx transport that resolves each request's host once, checks every address, and connects to
+    the checked one (the Host header and the TLS server name stay the host name)."""
+
+    def handle_request(self, request):
+        url = request.url
+        addresses = vetted_addresses(url.host, url.port or (443 if url.scheme == "https" else 80))
+        if addresses and addresses[0] != url.host:
+            if url.scheme == "https":
+                request.extensions = {**request.extensions, "sni_hostname": url.host}
+            request.url = url.copy_with(host=addresses[0])
+        return super().handle_request(request)

@@ -24,9 +24,12 @@ class LLMClient:
             raise errors.LLMNotConfigured()
         from openai import OpenAI
 
+        from services import netguard
+
         self.settings = settings
         self.client = OpenAI(base_url=settings.base_url or None, api_key=settings.api_key or "not-needed",
-                             timeout=settings.timeout, max_retries=0)
+                             timeout=settings.timeout, max_retries=0,
+                             http_client=netguard.http_client(settings.base_url, settings.timeout))
 
     def stream(self, messages: list[dict], response_format: dict | None = None,
                max_tokens: int | None = None) -> Iterator[str]:
@@ -50,6 +53,8 @@ class LLMClient:
                 return
             except Exception as exc:  # openai raises its own hierarchy; map it below
                 name = type(exc).__name__
+                if isinstance(exc.__cause__, errors.UnsafeEndpoint):  # the guard refused where it led
+                    raise exc.__cause__ from None
                 if name in RETRYABLE and not started and attempt < s.max_retries:
                     time.sleep(min(8.0, 0.5 * 2 ** attempt))
                     attempt += 1

@@ -192,9 +192,12 @@ class ServedEmbedder:
         self.name = served.name
         self.spec = _Spec(served)
         self.max_tokens = 512
-        self._client = OpenAI(base_url=served.base_url, api_key=api_key or "not-needed",
-                              timeout=Timeout(self.settings.timeout, connect=min(5.0, self.settings.timeout)),
-                              max_retries=self.settings.max_retries)
+        from services import netguard
+
+        timeout = Timeout(self.settings.timeout, connect=min(5.0, self.settings.timeout))
+        self._client = OpenAI(base_url=served.base_url, api_key=api_key or "not-needed", timeout=timeout,
+                              max_retries=self.settings.max_retries,
+                              http_client=netguard.http_client(served.base_url, timeout))
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)
         self._lock = threading.Lock()
         self.requests = 0

@@ -127,8 +127,13 @@ class ServedReranker:
         self.settings = settings or ServerSettings.from_env()
         self.url = served.base_url.rstrip("/") + "/rerank"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(timeout=httpx.Timeout(self.settings.timeout, connect=min(5.0, self.settings.timeout)),
-                                  headers=headers)
+        from services import netguard
+
+        timeout = httpx.Timeout(self.settings.timeout, connect=min(5.0, self.settings.timeout))
+        guarded = netguard.http_client(served.base_url, timeout)  # visitor-chosen endpoints in team mode
+        if guarded is not None:
+            guarded.headers.update(headers)
+        self._http = guarded or httpx.Client(timeout=timeout, headers=headers)
         self._down: tuple[float, Exception] | None = None  # when the server last failed to answer, and how
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)
         self.shape = "cohere"  # or "tei", learnt from the server's first answer
