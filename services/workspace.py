@@ -190,15 +190,17 @@ class Session:
 
     def _model_kb(self, card: dict) -> KnowledgeBase | None:
         """The KB a fine-tuned model was trained on: by id (cards since the security review), else by
-        name when that KB is older than the model (a KB created later under a freed name is another
-        KB); None when it is gone."""
-        if card.get("kb_id") is not None:
-            try:
-                return self.store.get_kb(int(card["kb_id"]))
-            except (errors.KnowledgeBaseNotFound, TypeError, ValueError):
-                return None
-        row = self.store.find_kb(str(card.get("kb", "")))
-        return row if row is not None and row.created_at <= float(card.get("created_at") or 0) else None
+        name; only a KB older than the model (a KB created later under a freed name, or a reused id,
+        is another KB). None when it is gone."""
+        try:
+            if card.get("kb_id") is not None:
+                row = self.store.get_kb(int(card["kb_id"]))
+            else:
+                row = self.store.find_kb(str(card.get("kb", "")))
+            made = float(card.get("created_at") or 0)
+        except (errors.KnowledgeBaseNotFound, TypeError, ValueError):
+            return None
+        return row if row is not None and row.created_at <= made else None
 
     def models_in_use(self) -> set[str]:
         return {self.lib.embedding_model(k) for k in self.store.list_kbs()}

@@ -13,6 +13,7 @@
 import json
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,7 +209,8 @@ def _fake_model(ws, name, kb, kind="embedding"):
 
     folder = models_dir(ws.lib) / name
     folder.mkdir(parents=True)
-    card = {"name": name, "kind": kind, "kb": kb.name, "kb_id": kb.id, "created_at": 1.0, "after": {}, "results": {}}
+    card = {"name": name, "kind": kind, "kb": kb.name, "kb_id": kb.id, "created_at": time.time(), "after": {},
+            "results": {}}
     (folder / CARD).write_text(json.dumps(card), encoding="utf-8")
     return folder
 
@@ -241,6 +243,15 @@ def test_fine_tuned_models_are_seen_and_deleted_only_through_their_kb(team):
     a.delete_finetuned_model("薪资模型")
     assert not folder.exists() and not reranker.exists()
     assert {"model_deleted"} <= {e.action for e in a.audit_log()}
+    # a KB id is reused after the newest KB is deleted: a model of the deleted KB does not pass to the new one
+    gone = a.create_kb("临时")
+    orphan = _fake_model(ws, "临时模型", gone)
+    gone.delete()
+    reused = d.create_kb("新库")
+    assert reused.id == gone.id
+    assert d.finetuned_models() == [] and orphan.exists()
+    with pytest.raises(errors.WendaoError):
+        d.delete_finetuned_model("临时模型")
 
 
 # --- 6. audit gaps ---------------------------------------------------------------------------------------------
