@@ -315,9 +315,9 @@ def _finetune_reranker(args, kb, given: dict) -> int:
 
 
 def cmd_user(args) -> int:
-    """Local accounts for team mode (WENDAO_AUTH=local): add, list, remove."""
+    """Local accounts for team mode (WENDAO_AUTH=local): add, list, remove, passwd."""
     me = _session()
-    if args.action == "add":
+    if args.action in ("add", "passwd"):
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\n")
         else:
@@ -326,6 +326,10 @@ def cmd_user(args) -> int:
             password = getpass.getpass("密码（至少 8 个字符）：")
             if getpass.getpass("再输入一次：") != password:
                 raise errors.WendaoError("两次输入的密码不一致。")
+        if args.action == "passwd":
+            me.set_password(args.name, password)
+            print(f"已修改「{shown(args.name)}」的密码，其所有登录会话已失效。", file=sys.stderr)
+            return 0
         user = me.add_user(args.name, password, args.admin)
         _print_json(user.to_json()) if args.json else print(f"已创建{'管理员' if user.admin else '用户'}「{user.name}」。")
     elif args.action == "list":
@@ -451,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_finetune)
 
-    s = sub.add_parser("user", help="管理团队模式的本地账号（add / list / remove）")
+    s = sub.add_parser("user", help="管理团队模式的本地账号（add / list / remove / passwd）")
     users = s.add_subparsers(dest="action", required=True)
     u = users.add_parser("add", help="创建用户")
     u.add_argument("name")
@@ -462,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--json", action="store_true")
     u = users.add_parser("remove", help="删除用户")
     u.add_argument("name")
+    u = users.add_parser("passwd", help="修改密码（该用户的所有登录会话随之失效）")
+    u.add_argument("name")
+    u.add_argument("--password-stdin", action="store_true", help="从标准输入读取密码（一行）")
     s.set_defaults(func=cmd_user, json=False)
 
     s = sub.add_parser("key", help="管理知识库的 API 密钥（add / list / revoke）")

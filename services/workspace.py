@@ -271,6 +271,20 @@ class Session:
             row = self.store.keys.get(key_id)
             self.audit("key_revoked", names.get(row.kb_id, "") if row else "", f"#{key_id} 创建者「{name}」已被删除")
 
+    def set_password(self, name: str, password: str) -> None:
+        """A new password for a local account (an admin for anyone, a user for themselves); every
+        session of that user ends, so a stolen cookie dies with the old password."""
+        from services import auth
+
+        user = self.store.users.find(name)
+        if not self.who.admin and not (self.who.kind == "user" and user is not None and user.id == self.who.user_id):
+            raise errors.PermissionDenied("只有管理员可以修改别人的密码。")
+        if user is None:
+            raise errors.WendaoError(f"没有用户「{name}」。")
+        self.store.users.set_password_hash(user.id, auth.hash_password(password))
+        self.store.users.end_sessions_of(user.id)
+        self.audit("password_changed", name)
+
     def set_admin(self, name: str, admin: bool) -> None:
         self._admin()
         user = self.store.users.find(name)

@@ -357,3 +357,47 @@ def test_principal_cannot_be_forged_by_headers_or_query(team):
         assert r.status_code == 401, (headers, r.text)
         page = client.get("/?user=A", headers=headers)
         assert page.status_code == 303 and page.headers["location"] == "/api/auth/login"
+
+
+def test_removed_or_demoted_users_lose_access_at_once(team):
+    """Checked sound: the principal is read from the sessions and users tables on every request, so a
+    removed user's cookie dies with them and a demoted admin is a member at the next request."""
+    from services.api import create_api
+
+    ws, who, _ = team
+    client = TestClient(create_api())
+    admin = ws.session(who["A"])
+    admin.add_user("E", PASSWORD, admin=True)
+    e_cookie = auth.sign_in(ws.lib.store, ws.lib.root, "E", PASSWORD)
+    b_cookie = auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD)
+    client.cookies.set(auth.COOKIE, e_cookie)
+    assert {k["name"] for k in client.get("/v1/kbs").json()["kbs"]} == {"KB1", "KB2"}
+    admin.set_admin("E", False)
+    assert client.get("/v1/kbs").json()["kbs"] == []
+    client.cookies.set(auth.COOKIE, b_cookie)
+    assert [k["name"] for k in client.get("/v1/kbs").json()["kbs"]] == ["KB1"]
+    admin.remove_user("B")
+    assert client.get("/v1/kbs").status_code == 401
+    assert auth.principal_from_cookie(ws.lib.store, ws.lib.root, b_cookie) is None
+
+
+def test_a_new_password_ends_every_session_of_that_user(team):
+    ws, who, _ = team
+    old = [auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD) for _ in range(2)]  # two browsers
+    with pytest.raises(errors.PermissionDenied):
+        ws.session(who["C"]).set_password("B", "c-chose-this-1")
+    ws.session(who["B"]).set_password("B", "new-horse-22")  # their own
+    assert all(auth.principal_from_cookie(ws.lib.store, ws.lib.root, c) is None for c in old)
+    with pytest.raises(errors.SignInFailed):
+        auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "10.1.1.1")
+    fresh = auth.sign_in(ws.lib.store, ws.lib.root, "B", "new-horse-22")
+    ws.session(who["A"]).set_password("B", "admin-reset-33")  # an admin resets it
+    assert auth.principal_from_cookie(ws.lib.store, ws.lib.root, fresh) is None
+    assert [e.actor for e in ws.session(who["A"]).audit_log() if e.action == "password_changed"] == ["A", "B"]
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "services", "user", "passwd", "C", "--password-stdin"],
+                         input="cli-horse-444\n", capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "WENDAO_DATA_DIR": str(ws.lib.root)})
+    assert out.returncode == 0, out.stderr
+    assert auth.sign_in(ws.lib.store, ws.lib.root, "C", "cli-horse-444")

@@ -334,6 +334,11 @@ class UserRows:
         with self.store.locked():
             self.db.execute("DELETE FROM sessions WHERE hash=?", (token_hash,))
 
+    def end_sessions_of(self, user_id: int) -> None:
+        """Sign the user out everywhere (a new password)."""
+        with self.store.locked():
+            self.db.execute("DELETE FROM sessions WHERE user_id=?", (user_id,))
+
 
 EVERYONE = 0  # memberships.user_id for "everyone signed in"
 
