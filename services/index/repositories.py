@@ -43,9 +43,25 @@ class Job:
         return (self.updated_at if self.status not in ACTIVE else time.time()) - (self.started_at or self.created_at)
 
     def to_json(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "name": self.filename, "status": self.status, "stage": self.stage,
+        return {"id": self.id, "kind": self.kind, "name": _without_credentials(self.filename), "status": self.status,
+                "stage": self.stage,
                 "done": self.done, "total": self.total, "result": self.result, "created_at": self.created_at,
                 "started_at": self.started_at, "updated_at": self.updated_at}
+
+
+def _without_credentials(name: str) -> str:
+    """A job's name as callers see it: a model server's name (a re-embed job) with any credential in
+    its endpoint masked (services.config.redact_url), so viewers and read keys never learn it."""
+    from services.config import SERVED, redact_url, served_name
+    from services.index.served import parse_served
+
+    if not name.startswith(SERVED):
+        return name
+    try:
+        served = parse_served(name)
+    except errors.WendaoError:
+        return SERVED + "…"
+    return served_name(redact_url(served.base_url), served.model, served.query_prefix, served.passage_prefix)
 
 
 _JOB_COLUMNS = ("id, kb_id, filename, status, stage, done, total, result, created_at, started_at, updated_at, kind,"
