@@ -418,3 +418,31 @@ def test_model_server_credentials_never_reach_api_callers(team, monkeypatch):
     assert "s3cret-pass" not in r.text
     assert "s3cret-pass" not in json.dumps([e.to_json() for e in ws.session(who["A"]).audit_log()], ensure_ascii=False)
     assert worker.wait_idle(ws.lib, 120)
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(team, monkeypatch):
+    """FastAPI reads a request's whole body (JSON into memory, multipart to temporary files) before it
+    asks who is calling: anyone who reaches the port could fill memory or disk without a key."""
+    from services.api import create_api
+
+    ws, _, keys = team
+    monkeypatch.setenv("WENDAO_MAX_FILE_MB", "1")
+    client = TestClient(create_api())
+    big = b"x" * (3 * 1024 * 1024)
+    r = client.post("/v1/kbs/KB1/documents", files={"file": ("big.txt", big)})
+    assert r.status_code == 413 and r.json()["error"]["message"]
+    r = client.post("/v1/retrieval", content=b'{"kb": "KB1", "query": "' + b"x" * (17 * 1024 * 1024) + b'"}',
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(20):
+            yield b"y" * (1024 * 1024)
+
+    r = client.post("/v1/retrieval", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    # within the limits everything works as before
+    ok = client.post("/v1/kbs/KB1/documents", files={"file": ("ok.txt", "正常大小的文档。".encode())},
+                     headers={"Authorization": f"Bearer {keys['KB1-write'].key}"})
+    assert ok.status_code == 202
+    assert worker.wait_idle(ws.lib, 120)

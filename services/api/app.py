@@ -109,10 +109,73 @@ def create_api() -> FastAPI:
                                        "type": "RateLimited", "code": 429}}, status_code=429)
 
     api.add_middleware(SlowAPIMiddleware)  # the default limit on every route, per caller key
+    api.add_middleware(BodyLimitMiddleware)  # outermost of ours: before anything reads the body
 
     _v1_routes(api)
     pages.add_auth_routes(api, _workspace)
     return api
+
+
+JSON_LIMIT = 16 * 1024 * 1024  # any request but an upload: a question, a conversation, a query
+
+
+def body_limit(scope) -> int:
+    """The most bytes a request body may have: an upload's file limit plus room for the multipart
+    envelope, else JSON_LIMIT."""
+    from services.config import max_file_bytes
+
+    upload = scope.get("method") == "POST" and scope.get("path", "").rstrip("/").endswith("/documents")
+    return max_file_bytes() + 1024 * 1024 if upload else JSON_LIMIT
+
+
+class BodyLimitMiddleware:
+    """Refuses a body over `body_limit` by its Content-Length, or as it arrives when it has none, with
+    413 — before FastAPI reads it (it reads a whole body, JSON into memory and multipart to temporary
+    files, before resolving who is calling, so without this anyone reaching the port could fill the
+    server's memory or disk)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = body_limit(scope)
+        length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
+        if length is not None and (not length.strip().isdigit() or int(length) > limit):
+            return await _too_large(send, limit)
+        state = {"received": 0, "started": False, "refused": False}
+
+        async def counted():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit and not state["started"]:
+                    state["refused"] = state["started"] = True
+                    await _too_large(send, limit)
+                    return {"type": "http.disconnect"}  # the app stops reading; its answer is dropped
+            return message
+
+        async def watched(message):
+            if state["refused"]:
+                return
+            state["started"] = state["started"] or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except Exception:  # noqa: BLE001 - the app failing on the cut-off body after we answered
+            if not state["refused"]:
+                raise
+
+
+async def _too_large(send, limit: int) -> None:
+    body = json.dumps({"error": {"message": f"请求体过大（上限 {limit // (1024 * 1024)} MB）。",
+                                 "type": "FileTooLarge", "code": 413}}, ensure_ascii=False).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _v1_routes(api: FastAPI) -> None:
