@@ -31,6 +31,7 @@ SESSION_DAYS = 14
 KEY_PREFIX = "wd_"
 MAX_FAILURES = 5  # failed sign-ins per (name, address) within FAILURE_WINDOW_S before a pause
 FAILURE_WINDOW_S = 15 * 60
+MAX_TRACKED = 10_000  # (name, address) pairs kept before those outside the window are dropped
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -67,10 +68,31 @@ def check_bind(address: str) -> None:
 
 
 # --- passwords -------------------------------------------------------------------------------------
-def _hasher():
-    from argon2 import PasswordHasher
+HASHING_SLOTS = 2  # password hashes computed at once (each takes 64 MiB and a core for ~0.1 s)
+_HASHING = threading.BoundedSemaphore(HASHING_SLOTS)
 
-    return PasswordHasher()
+
+class _Hasher:
+    """argon2's PasswordHasher, at most HASHING_SLOTS hashes at a time: sign-in is reachable without an
+    account, and the API's thread pool would otherwise run dozens of 64 MiB hashes at once for
+    anyone sending a burst of sign-ins under different names."""
+
+    def __init__(self):
+        from argon2 import PasswordHasher
+
+        self.hasher = PasswordHasher()
+
+    def hash(self, password: str) -> str:
+        with _HASHING:
+            return self.hasher.hash(password)
+
+    def verify(self, stored: str, password: str) -> bool:
+        with _HASHING:
+            return self.hasher.verify(stored, password)
+
+
+def _hasher() -> _Hasher:
+    return _Hasher()
 
 
 def hash_password(password: str) -> str:
@@ -106,6 +128,8 @@ class Throttle:
         """Start an attempt (SignInThrottled when too many failed lately); its mark for `succeeded`."""
         with self._lock:
             now = time.time()
+            if len(self._failures) > MAX_TRACKED:  # made-up names must not grow this without bound
+                self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > now - FAILURE_WINDOW_S}
             recent = [t for t in self._failures.get((name, address), []) if t > now - FAILURE_WINDOW_S]
             self._failures[(name, address)] = recent
             if len(recent) >= MAX_FAILURES:

@@ -446,3 +446,43 @@ def test_oversized_bodies_are_refused_before_they_are_read(team, monkeypatch):
                      headers={"Authorization": f"Bearer {keys['KB1-write'].key}"})
     assert ok.status_code == 202
     assert worker.wait_idle(ws.lib, 120)
+
+
+def test_sign_in_bursts_hash_a_few_passwords_at_a_time_and_forget_old_names(team, monkeypatch):
+    """Sign-in needs no account: a burst under made-up names must not run dozens of 64 MiB argon2
+    hashes at once, nor grow the throttle's memory without bound."""
+    import argon2
+
+    ws, _, _ = team
+    running, peak, lock = [0], [0], threading.Lock()
+    real_hash, real_verify = argon2.PasswordHasher.hash, argon2.PasswordHasher.verify
+
+    def watched(real):
+        def run(self, *args, **kwargs):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            try:
+                time.sleep(0.05)
+                return real(self, *args, **kwargs)
+            finally:
+                with lock:
+                    running[0] -= 1
+        return run
+
+    monkeypatch.setattr(argon2.PasswordHasher, "hash", watched(real_hash))
+    monkeypatch.setattr(argon2.PasswordHasher, "verify", watched(real_verify))
+
+    def guess(i):
+        with pytest.raises(errors.SignInFailed):
+            auth.sign_in(ws.lib.store, ws.lib.root, f"nobody-{i}" if i % 2 else "C", f"guess-{i}", f"10.0.0.{i}")
+
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(guess, range(12)))
+    assert peak[0] <= auth.HASHING_SLOTS
+    throttle = auth.Throttle()
+    monkeypatch.setattr(auth, "MAX_TRACKED", 100)
+    old = time.time() - auth.FAILURE_WINDOW_S - 1
+    throttle._failures.update({(f"n{i}", "a"): [old] for i in range(150)})
+    throttle.attempt("fresh", "b")
+    assert len(throttle._failures) == 1
