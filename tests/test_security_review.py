@@ -486,3 +486,64 @@ def test_sign_in_bursts_hash_a_few_passwords_at_a_time_and_forget_old_names(team
     throttle._failures.update({(f"n{i}", "a"): [old] for i in range(150)})
     throttle.attempt("fresh", "b")
     assert len(throttle._failures) == 1
+
+
+def _handshake(url: str, path: str, origin: str, cookie: str = "") -> str:
+    """The status line a raw WebSocket handshake gets."""
+    import base64
+    import os
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\nSec-WebSocket-Version: 13\r\n"
+                   f"Origin: {origin}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n")
+        sock.sendall(request.encode())
+        return sock.recv(4096).split(b"\r\n", 1)[0].decode()
+
+
+@pytest.mark.slow
+def test_against_wendao_serve_cross_origin_sign_in_and_websocket_are_refused(tmp_path):
+    """The same rules in the real server (`wendao serve`, st.App with the middleware), by raw HTTP."""
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from fixtures import free_port, serving, stop
+    from test_team import ROOT
+
+    env = {**os.environ, "WENDAO_DATA_DIR": str(tmp_path / "data"), "WENDAO_AUTH": "local"}
+    made = subprocess.run([sys.executable, "-m", "services", "user", "add", "alice", "--password-stdin"],
+                          input=PASSWORD + "\n", env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    proc, url = serving([sys.executable, "-m", "services", "serve", "--port", str(port)], port, env, ROOT)
+    try:
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+
+        def sign_in(origin):
+            data = urllib.parse.urlencode({"name": "alice", "password": PASSWORD}).encode()
+            request = urllib.request.Request(url + "/api/auth/login", data=data, headers={"Origin": origin})
+            try:
+                return opener.open(request, timeout=30)
+            except urllib.error.HTTPError as exc:
+                return exc
+
+        foreign = sign_in("https://evil.example")
+        assert foreign.status == 403 and "Set-Cookie" not in foreign.headers
+        own = sign_in(url)
+        assert own.status == 303
+        cookie = own.headers["Set-Cookie"].split(";", 1)[0]
+        assert _handshake(url, "/_stcore/stream", "https://evil.example", cookie).split()[1] != "101"
+        assert _handshake(url, "/_stcore/stream", "http://localhost:3000", cookie).split()[1] != "101"
+        assert _handshake(url, "/_stcore/stream", url, cookie).split()[1] == "101"
+    finally:
+        stop(proc)
