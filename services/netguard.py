@@ -73,9 +73,21 @@ def http_client(base_url: str, timeout=None):
     every request, redirects included, connects only to an address checked at that moment, so
     neither a redirect nor a DNS answer that changes after `check_endpoint` (DNS rebinding) reaches
     link-local, metadata or (unless allowed) internal addresses."""
-    if not guarded(base_url):
+    if not guarded(base_url) or _through_proxy(base_url):
         return None
     return httpx.Client(transport=GuardedTransport(), timeout=timeout, follow_redirects=False)
+
+
+def _through_proxy(url: str) -> bool:
+    """Whether the environment sends requests to `url` through an HTTP proxy (HTTPS_PROXY and the
+    like): the proxy resolves the name, so the connection cannot be pinned here; such endpoints keep
+    the SDK's own client (with the proxy) and `check_endpoint`'s check (when the endpoint is chosen,
+    and for the LLM before each question)."""
+    import urllib.request
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 class GuardedTransport(httpx.HTTPTransport):
