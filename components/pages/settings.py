@@ -155,7 +155,7 @@ with st.form(key("llm")):
                              help="使用接口的结构化输出（JSON schema）：{answerable, answer, citations}；接口不支持时自动改用行内 [n] 引用")
     verify = st.checkbox("回答前先让大模型核对资料里是否有答案（没有就拒答，减少答非所问；小模型每题多几秒）",
                          llm.verify_answerable, help="需要结构化输出。模型要先逐字摘抄资料中回答问题的原句，摘抄不到就拒答。")
-    save_key = st.checkbox("把 API Key 也保存到本机数据目录（不加密，能读取数据目录的人都能看到；不推荐）",
+    save_key = st.checkbox("把 API Key 也保存到本机数据目录（明文保存，不加密，能读取数据目录的人都能看到；不推荐）",
                            llm.key_source == "saved", help="以明文 JSON 保存在数据目录的 wendao.db 中")
     c1, c2 = st.columns(2)
     saved = c1.form_submit_button("保存", type="primary")

@@ -111,6 +111,7 @@ STAGES = ("data", "before", "train", "mix", "after")
 # 92 s re-embedding 3,265 chunks, the rest evaluating the base). A run on this data dir replaces them
 # with its own measurement (the card's "timing").
 REFERENCE_RATES = {"data": 0.12, "before": 0.02, "train": 2.1, "mix": 0.07, "after": 0.03}
+REFERENCE_LOAD_S = 10.0  # loading the model to train (once a run, whatever its size)
 UNIT_OF = {"data": "pairs", "before": "pairs", "train": "steps", "mix": "pairs", "after": "chunks"}
 PAIRS_PER_CHUNK = 1.8  # offline pseudo-queries a chunk gives (CMRC 2.0, 200 judgments 1.6)
 
@@ -133,10 +134,15 @@ def measured_rates(lib: Library) -> dict | None:
     if not cards:
         return None
     timing = max(cards, key=lambda c: c.get("created_at", 0))["timing"]
-    rates = {}
+    stages = dict(timing.get("stages", {}))
+    load = REFERENCE_LOAD_S
+    if timing.get("steps_s") is not None and stages.get("train") is not None:
+        load = max(0.0, stages["train"] - timing["steps_s"])
+        stages["train"] = timing["steps_s"]
+    rates = {"load": load}
     for stage in STAGES:
         units = timing.get(UNIT_OF[stage]) or 0
-        seconds = timing.get("stages", {}).get(stage)
+        seconds = stages.get(stage)
         rates[stage] = seconds / units if units and seconds is not None else REFERENCE_RATES[stage]
     return rates
 
@@ -149,8 +155,9 @@ def estimate(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings | None 
     settings = settings or FinetuneSettings()
     run = plan(lib.store.count_chunks(kb.id), len(lib.store.list_documents(kb.id)), settings)
     rates = measured_rates(lib)
-    use = rates or REFERENCE_RATES
+    use = rates or {**REFERENCE_RATES, "load": REFERENCE_LOAD_S}
     stages = {stage: round(use[stage] * run[UNIT_OF[stage]], 1) for stage in STAGES}
+    stages["train"] = round(stages["train"] + use["load"], 1)
     if not run["mix"]:
         stages["mix"] = 0.0
     return {**run, "stages": stages, "seconds": round(sum(stages.values()), 1), "measured": rates is not None}
@@ -671,6 +678,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress = train(base, train_pairs, tmp, settings, on_step, cancelled)
+        steps_s = time.time() - progress.started  # the training loop (and saving), without loading the model
         mix, dev_mrr = 1.0, {}
         if dev_pairs:
             stage("mix")
@@ -694,7 +702,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
             "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
             "losses": progress.losses, "seconds": round(time.time() - started, 1),
             "mix": mix, "dev_mrr": dev_mrr,
-            "timing": {"stages": timing, "pairs": len(pairs), "steps": progress.steps,
+            "timing": {"stages": timing, "steps_s": round(steps_s, 2), "pairs": len(pairs), "steps": progress.steps,
                        "chunks": lib.store.count_chunks(kb.id)}}
     if sets["questions"]:  # the KB's saved question set (services.tuning.evaluation.save_question_set)
         card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
