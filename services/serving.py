@@ -117,7 +117,9 @@ class PageLanguageMiddleware:
         if scope["type"] != "http" or scope.get("method") != "GET" \
                 or scope.get("path", "/").startswith(ASSET_PREFIXES):
             return await self.app(scope, receive, send)
-        scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"accept-encoding"]}
+        # uncompressed, and never a 304 that would keep a copy cached before this rewrite
+        scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
+                                      if k.lower() not in (b"accept-encoding", b"if-none-match", b"if-modified-since")]}
         start: dict = {}
         body: list[bytes] = []
 

@@ -178,3 +178,30 @@ def test_lab_score_charts_stand_in_columns_across_the_page(two_docs):  # noqa: F
     holders = [c for c in at.columns if c.get("vega_lite_chart")]
     assert len(charts) >= 3 and len(holders) == len(charts)  # one chart in each column, side by side
     assert all("facet" not in json.loads(c.proto.spec) for c in charts)
+
+
+# --- item 9 (the server side; the browser side is tests/test_browser_polish.py) ----------------------
+def test_the_page_is_sent_as_zh_cn_even_to_a_browser_asking_for_gzip_or_a_304():
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from services.serving import PageLanguageMiddleware
+
+    page = '<!DOCTYPE html><html lang="en"><head><title>Streamlit</title></head><body>' + "x" * 2000 + "</body></html>"
+
+    def index(request):
+        if request.headers.get("if-none-match"):
+            return HTMLResponse(status_code=304)
+        return HTMLResponse(page)
+
+    inner = Starlette(routes=[Route("/library", index), Route("/api/v1/x", lambda r: JSONResponse({"lang": "en"}))],
+                      middleware=[Middleware(GZipMiddleware, minimum_size=10)])
+    client = TestClient(PageLanguageMiddleware(inner))
+    got = client.get("/library", headers={"Accept-Encoding": "gzip", "If-None-Match": '"old"'})
+    assert got.status_code == 200 and '<html lang="zh-CN">' in got.text and "<title>问道 · 文档问答</title>" in got.text
+    assert int(got.headers["content-length"]) == len(got.content)
+    assert client.get("/api/v1/x").json() == {"lang": "en"}  # the API passes untouched
