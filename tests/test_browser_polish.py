@@ -111,6 +111,12 @@ def test_every_page_is_zh_cn_without_english_outside_the_allow_list(page, server
     for title, path in PAGES.items():
         visit(page, server + path)
         assert page.evaluate("document.documentElement.lang") == "zh-CN", title
+        if title == "问答":  # an answer with its citations and details
+            box = page.get_by_placeholder("就文档提问")
+            box.fill("长江有多长？")
+            box.press("Enter")
+            page.locator('[data-testid="stChatMessage"]').nth(1).wait_for()
+            wait_idle(page)
         if title == "检索实验室":  # results: the score table (its toolbar) and the charts
             page.get_by_label("查询", exact=True).fill("长江有多长")
             page.keyboard.press("Enter")
@@ -118,6 +124,10 @@ def test_every_page_is_zh_cn_without_english_outside_the_allow_list(page, server
             page.locator('[data-testid="stDataFrame"]').first.hover()  # the table's toolbar shows
             page.locator('[data-testid="stElementToolbar"] button').first.hover()  # and a tooltip
             page.wait_for_timeout(800)
+        if title == "评测":  # the question-file uploader
+            page.get_by_text("上传 JSONL").click()
+            page.locator('[data-testid="stFileUploader"]').wait_for()
+            wait_idle(page)
         if title == "设置":  # a form's input instruction ("Press Enter to submit form")
             page.get_by_label("模型名", exact=True).fill("x")
             page.locator('[data-testid="InputInstructions"]').first.wait_for()

@@ -73,8 +73,9 @@ elif source == "sample":
         except Exception as exc:
             show_error(exc)
 else:
-    upload = st.file_uploader("问题文件（每行一个 JSON：question, doc_file, answer_spans[].start_in_doc/text）",
-                              type=["jsonl", "json"])
+    upload = st.file_uploader("问题文件（JSONL：每行一个问题，写明问题、所在文档和答案）", type=["jsonl", "json"],
+                              help="每行一个 JSON 对象：question（问题）、doc_file（答案所在的文档）、"
+                                   "answer_spans[].start_in_doc / text（答案在文档中的位置和原文）")
     if upload:
         try:
             lines = upload.getvalue().decode("utf-8-sig").splitlines()
