@@ -124,8 +124,8 @@ def test_the_result_says_which_queries_and_how_much_of_the_training_was_kept(tin
     card = finetune(lib, kb, "融合模型", FinetuneSettings(epochs=1, batch_size=8, max_pairs=32))
     at = app("finetune")
     kinds = card["pairs"]["kinds"]
-    assert f"问题 {kinds.get('question', 0)} 条、原句 {kinds.get('cloze', 0)} 条" in texts(at)
-    assert "权重变化" not in texts(at)  # six documents: too few for dev queries, nothing was mixed
+    assert f"问题 {kinds.get('question', 0)} 道、原句 {kinds.get('cloze', 0)} 句" in texts(at)
+    assert "保留训练带来的变化" not in texts(at)  # six documents: too few for dev queries, nothing was mixed
     card_file = Path(card["path"]) / "wendao_card.json"
     saved = json.loads(card_file.read_text(encoding="utf-8"))
     saved.update(mix=0.5, dev_mrr={"0.5": 0.7, "1.0": 0.6}, pairs={**saved["pairs"], "dev": 12})
