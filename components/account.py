@@ -83,15 +83,20 @@ def share_dialog(kb, names: dict[int, str]) -> None:
                 st.error(exc.message_zh)
 
 
+SCOPE_ZH = {"read": "只读", "write": "读写"}
+
+
 def keys_panel(kb) -> None:
     """The KB's API keys: create one (shown once), see when each was last used, revoke."""
-    st.caption("API 密钥只能访问这个知识库：read 可以提问和检索，write 还可以上传和删除文档。密钥只显示一次，服务器只保存它的哈希。")
+    st.caption("API 密钥只能访问这个知识库：「只读」密钥可以提问和检索，「读写」密钥还可以上传和删除文档。"
+               "密钥只显示一次，服务器只保存它的哈希。")
     shown = st.session_state.pop(f"new_key_{kb.id}", None)
     if shown:
         st.success("新密钥（只显示这一次，请立即复制保存）：")
         st.code(shown, language=None)
     c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
-    scope = c1.selectbox("权限", ["read", "write"], key=f"key_scope_{kb.id}")
+    scope = c1.selectbox("权限", ["read", "write"], format_func=SCOPE_ZH.get, key=f"key_scope_{kb.id}",
+                         help="只读（read）：提问和检索；读写（write）：还可以上传和删除文档")
     note = c2.text_input("备注（可选）", key=f"key_note_{kb.id}", max_chars=60)
     if c3.button("创建密钥", key=f"key_add_{kb.id}", width="stretch"):
         try:
@@ -102,7 +107,7 @@ def keys_panel(kb) -> None:
     for key in kb.keys():
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(key.last_used)) if key.last_used else "从未使用"
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.markdown(f"`{key.prefix}…` · {key.scope} · {inert(key.name, keep_lines=False) or '无备注'} · "
+        c1.markdown(f"`{key.prefix}…` · {SCOPE_ZH.get(key.scope, key.scope)} · {inert(key.name, keep_lines=False) or '无备注'} · "
                     + ("**已吊销**" if key.revoked_at else f"最近使用：{used}"))
         if not key.revoked_at and c2.button("吊销", key=f"key_revoke_{key.id}", width="stretch"):
             kb.revoke_key(key.id)

@@ -5,7 +5,6 @@ and writes its progress to the job rows, which the panel polls.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import streamlit as st
 
@@ -13,7 +12,7 @@ from components.job_view import job_panel, new_batch
 from components.safe_text import inert, inert_name
 from components.state import show_error
 from services.config import max_file_bytes
-from services.views import MIB, SUPPORTED_EXTENSIONS, format_mb
+from services.views import MIB, SUPPORTED_EXTENSIONS, format_mb, unsupported
 from services.workspace import KB
 
 UPLOAD_KINDS = ("ingest", "vectors")
@@ -35,10 +34,9 @@ def split_uploads(files) -> tuple[list, list[str]]:
     English "files are not allowed")."""
     accepted, refused = [], []
     for f in files:
-        ext = Path(f.name).suffix.lower()
-        if ext not in SUPPORTED_EXTENSIONS:
-            refused.append(f"「{inert_name(f.name)}」：不支持的文件类型"
-                           f"「{inert(ext or '无扩展名', keep_lines=False)}」。支持：{supported_text()}")
+        why = unsupported(f.name)  # the core's reason: an old .doc says "请另存为 .docx 后上传"
+        if why is not None:
+            refused.append(f"「{inert_name(f.name)}」：{inert(why.message_zh, keep_lines=False)}")
         elif f.size > max_file_bytes():
             refused.append(f"「{inert_name(f.name)}」：文件大小 {format_mb(f.size)} MB，"
                            f"超过上限 {format_mb(max_file_bytes())} MB。")
@@ -82,4 +80,4 @@ def upload_section(kb: KB, config) -> None:
 
 def upload_panel(kb: KB) -> None:
     """The batch's progress, polled from the job rows every second while files are queued or running."""
-    job_panel(kb, UPLOAD_KINDS, "upload")
+    job_panel(kb, UPLOAD_KINDS, "upload", fold_when_done=True)

@@ -152,11 +152,27 @@ RENDERERS: dict[str, Callable] = {"ingest": ingest_finished, "vectors": ingest_f
 
 
 # --- the panel -----------------------------------------------------------------------------------
+def batch_summary(jobs) -> str:
+    """One line for a finished batch of files: how many were indexed, skipped, failed."""
+    counts: dict[str, int] = {}
+    for j in jobs:
+        if j.status == "cancelled":
+            word = "已取消"
+        elif j.status == "failed" or j.result.get("status") == "failed":
+            word = "失败"
+        else:
+            word = {"duplicate": "重复", "replaced": "已替换"}.get(j.result.get("status", "ok"), "已索引")
+        counts[word] = counts.get(word, 0) + 1
+    return "，".join(f"{n} 个{word}" for word, n in counts.items())
+
+
 def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None = None,
-              finished: Callable | None = None) -> None:
+              finished: Callable | None = None, fold_when_done: bool = False) -> None:
     """The progress of the KB's jobs of `kinds`, polled from the job rows every second while any is
     queued or running; finished ones stay listed (for the last hour) until cleared. `key` names
-    the panel (several on one page); `running` / `finished` replace the default line of a job."""
+    the panel (several on one page); `running` / `finished` replace the default line of a job.
+    `fold_when_done`: once nothing is queued or running, the finished lines fold into one closed
+    expander whose title sums them up (an upload's log does not stay open on every visit)."""
     since_key = f"jobs_since_{key}_{kb.id}"
     active_now = any(j.active for j in kb.jobs(st.session_state.get(since_key), kinds))
 
@@ -170,6 +186,18 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
         current = [j for j in jobs if j.status in ("running", "cancelling")]
         queued = [j for j in jobs if j.status == "queued"]
         done = [j for j in jobs if not j.active]
+        if fold_when_done and not current and not queued:
+            unit = "文件" if all(j.kind in FILE_KINDS for j in jobs) else "任务"
+            with st.expander(f"{unit} {len(done)}/{len(jobs)}（全部完成）：{batch_summary(done)}",
+                             icon=":material/task_alt:"):
+                for job in done:
+                    (finished or RENDERERS.get(job.kind, generic_finished))(job)
+                if st.button("清除这些记录", key=f"clear_jobs_{key}_{kb.id}"):
+                    st.session_state[since_key] = time.time()
+                    st.rerun()
+            if active_now:
+                st.rerun()  # everything finished: show what changed on the whole page (and stop polling)
+            return
         with st.container(border=True):
             if len(jobs) > 1 or all(j.kind in FILE_KINDS for j in jobs):
                 unit = "文件" if all(j.kind in FILE_KINDS for j in jobs) else "任务"

@@ -33,7 +33,7 @@ def reranker_section(kb) -> None:
         c1, c2 = st.columns(2)
         st.session_state.setdefault(key("name"), time.strftime("重排-%Y%m%d-%H%M"))
         name = c1.text_input("新重排模型名称", max_chars=60, key=key("name"))
-        max_pairs = c2.number_input("最多训练查询数", 16, 50000, RerankSettings.max_pairs, step=100, key=key("pairs"))
+        max_pairs = c2.number_input("最多训练题数", 16, 50000, RerankSettings.max_pairs, step=100, key=key("pairs"))
         start = st.form_submit_button("开始训练重排模型", type="primary")
     if start:
         try:
@@ -51,7 +51,7 @@ def reranker_section(kb) -> None:
                      **{label: r[m] for m, label in COLUMNS.items()}} for r in result_rows(card)]
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                          column_config={c: st.column_config.NumberColumn(format="%.3f") for c in list(COLUMNS.values())[:-1]})
-            st.caption(f"训练查询 {card['pairs']['train']} 条 · 用时 {card.get('seconds', 0):.0f} 秒 · "
+            st.caption(f"训练题 {card['pairs']['train']} 道 · 用时 {card.get('seconds', 0):.0f} 秒 · "
                        f"每次检索多用约 {card.get('added_ms_p50', 0):.0f} 毫秒")
             c1, c2 = st.columns(2)
             if in_use:

@@ -1,5 +1,6 @@
 """The server: Streamlit's st.App serving the pages (app.py) and, in the same process, the HTTP API
-under /api (services.api), behind the Host check and security headers (services.serving).
+under /api (services.api), behind the Host check and security headers (services.serving); the page
+itself is sent as zh-CN (services.serving.PageLanguageMiddleware).
 
 Started by `wendao serve` (services.serving.serve runs `streamlit run components/server.py`, which
 finds this st.App and serves it with uvicorn)."""
@@ -12,11 +13,11 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 
 from services.api import create_api
-from services.serving import GuardMiddleware, SignInMiddleware, announce_setup
+from services.serving import GuardMiddleware, PageLanguageMiddleware, SignInMiddleware, announce_setup
 from services.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
 announce_setup(open_workspace())
 app = st.App(str(ROOT / "app.py"), routes=[Mount("/api", app=create_api())],
-             middleware=[Middleware(GuardMiddleware), Middleware(SignInMiddleware)])
+             middleware=[Middleware(GuardMiddleware), Middleware(SignInMiddleware), Middleware(PageLanguageMiddleware)])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -9,6 +10,8 @@ from components.safe_text import html_text, inert
 from services.views import STRATEGIES, ChunkingConfig, display_name
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
+PRIMARY = st.get_option("theme.primaryColor") or "#b5472a"  # charts in the theme's colour (.streamlit/config.toml)
+CHART_COLORS = (PRIMARY, "#3f7d8c", "#c98a2b", "#6b5b95")  # the theme colour first, then calm companions
 
 
 def highlight(text: str, spans: list[tuple[int, int]], css: str = "background:#ffe58f") -> str:
@@ -46,12 +49,20 @@ def chunk_boundaries_html(text: str, chunks) -> str:
     return "".join(out)
 
 
+ZH_SCRIPT = Path(__file__).resolve().parent / "assets" / "zh.js"
+
+
 def inject_css() -> None:
+    """The app's styles, and the script that makes the page zh-CN and puts Streamlit's own English
+    words (toolbars, tooltips, instructions, aria-labels) into Chinese (components/assets/zh.js)."""
     st.markdown("""<style>
     .wendao-passage {border-left: 3px solid #b5472a; padding: .4rem .8rem; background: #faf7f2;
                      line-height: 1.8; border-radius: 4px; margin-bottom: .5rem; font-size: .95rem}
     mark {padding: 0 .1rem; border-radius: 2px}
+    [data-testid="stElementContainer"]:has(#wendao-zh) {display: none}
     </style>""", unsafe_allow_html=True)
+    st.html(f'<span id="wendao-zh"></span><script>{ZH_SCRIPT.read_text(encoding="utf-8")}</script>',
+            unsafe_allow_javascript=True)
 
 
 STRATEGY_ZH = {"fixed": "固定长度", "sentence": "按句子", "window": "滑动窗口"}

@@ -25,6 +25,12 @@ class UnsupportedFileType(DocumentError):
     default_message = "不支持的文件类型。支持：PDF、DOCX、TXT、MD、CSV、HTML。"
 
 
+class LegacyOfficeFormat(UnsupportedFileType):
+    """An old binary Office file (.doc, .xls, .ppt): not read; saved again in the new format it is."""
+
+    default_message = "不支持旧版 Office 格式，请另存为新格式（.docx、.xlsx、.pptx）后上传。"
+
+
 class EmptyDocument(DocumentError):
     default_message = "文件是空的，没有可以索引的内容。"
 

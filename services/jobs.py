@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -163,14 +164,19 @@ def finetune(ctx: JobContext) -> dict:
     else:
         settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
                                        for k, v in ctx.params.get("settings", {}).items()})
-    state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None}
+    state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None, "started": time.time()}
+    plan = None
+    if ctx.params.get("kind") != "reranker":  # the time per stage planned (services.tuning.finetune.progress_of)
+        from services.tuning.finetune import estimate
+
+        plan = estimate(ctx.lib, ctx.kb, settings)["stages"]
 
     def save():
         ctx.progress(state["stage"], state["step"], state["steps"], force=True, losses=state["losses"],
-                     eta_s=state["eta"])
+                     eta_s=state["eta"], plan=plan, stage_started=state["started"])
 
     def on_stage(stage):
-        state["stage"] = stage
+        state.update(stage=stage, started=time.time())
         save()
 
     def on_step(p):

@@ -155,6 +155,54 @@ class GuardMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+PAGE_REWRITES = ((b'<html lang="en">', b'<html lang="zh-CN">'),
+                 (b"<title>Streamlit</title>", "<title>问道 · 文档问答</title>".encode()))
+ASSET_PREFIXES = ("/static/", "/_stcore/", "/api/", "/media/", "/component/", "/favicon")
+
+
+class PageLanguageMiddleware:
+    """Streamlit's page (index.html) says `<html lang="en">` and "Streamlit" in its title, so Chrome
+    offers to translate a Chinese app and the tab reads "Streamlit" until the script runs: the page is
+    sent as zh-CN with the app's title. Only HTML page requests are touched (uncompressed: their
+    Accept-Encoding is dropped, the page is small); assets, the API and the WebSocket pass as they are."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "GET" \
+                or scope.get("path", "/").startswith(ASSET_PREFIXES):
+            return await self.app(scope, receive, send)
+        # uncompressed, and never a 304 that would keep a copy cached before this rewrite
+        scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
+                                      if k.lower() not in (b"accept-encoding", b"if-none-match", b"if-modified-since")]}
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def rewrite(message):
+            if message["type"] == "http.response.start":
+                headers = dict((k.lower(), v) for k, v in message.get("headers", []))
+                if not headers.get(b"content-type", b"").startswith(b"text/html") or b"content-encoding" in headers:
+                    start["pass"] = True
+                    return await send(message)
+                start["message"] = message
+                return None
+            if start.get("pass") or message["type"] != "http.response.body":
+                return await send(message)
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return None
+            page = b"".join(body)
+            for old, new in PAGE_REWRITES:
+                page = page.replace(old, new, 1)
+            headers = [(k, v) for k, v in start["message"].get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(page)).encode()))
+            await send({**start["message"], "headers": headers})
+            await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, rewrite)
+
+
 def announce_setup(ws) -> None:
     """In team mode with no user yet, print a one-time token for creating the first admin in the browser."""
     if auth.mode() == "local":

@@ -9,7 +9,7 @@ from services.config import LLMSettings, RetrievalSettings, redact_url, restore_
 from services.documents.chunking import STRATEGIES, Chunk, ChunkingConfig
 from services.documents.doctypes import MIB, format_mb, page_for_offset, page_ranges
 from services.documents.pageview import page_label
-from services.documents.parsing import SUPPORTED_EXTENSIONS
+from services.documents.parsing import SUPPORTED_EXTENSIONS, unsupported
 from services.documents.text import display_name
 from services.documents.tokenizer import term_spans
 from services.index.ingest import STAGE_ZH
@@ -30,7 +30,7 @@ __all__ = [
     "ACTIVE", "AVAILABILITY_ZH", "ApiKey", "AuditEvent", "CHUNKER_NAMES", "Chunk", "ChunkingConfig", "ConversationInfo",
     "Document", "FinetuneSettings", "Hit", "Job", "KS", "KnowledgeBase", "LLMSettings", "MATCH_RULE_ZH", "METHODS",
     "MIB", "MODELS", "MODES", "OPTIMIZE_FROM_CHUNKS", "RetrievalSettings", "STAGE_ZH", "STRATEGIES",
-    "SUPPORTED_EXTENSIONS", "SearchResult", "User", "availability", "display_name", "embedding_models", "format_mb",
+    "SUPPORTED_EXTENSIONS", "unsupported", "SearchResult", "User", "availability", "display_name", "embedding_models", "format_mb",
     "page_for_offset", "page_label", "page_ranges", "parse_markers", "parse_questions", "redact_url", "reranker_models", "resolve",
     "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
     "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows",

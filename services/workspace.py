@@ -713,6 +713,21 @@ class KB:
                                                            "settings": asdict(settings or RerankSettings())})
         return self.submit("finetune", name, {"name": name, "settings": asdict(settings or FinetuneSettings())})
 
+    def finetune_estimate(self, settings=None) -> dict:
+        """How long fine-tuning this KB with `settings` should take (services.tuning.finetune.estimate):
+        seconds per stage and in all, from its chunk count and the speed measured by the last run on
+        this data dir (or the reference machine's)."""
+        from services.tuning.finetune import estimate
+
+        return estimate(self.lib, self.row, settings)
+
+    @staticmethod
+    def finetune_progress(job: Job) -> tuple[float, float | None]:
+        """(share done, seconds left) of a running fine-tuning job; the two always agree."""
+        from services.tuning.finetune import progress_of
+
+        return progress_of(job)
+
     def submit(self, kind: str, name: str, params: dict, data: bytes | None = None, need: str = "editor") -> int:
         """Queue a job of `kind` (services.jobs) after checking the role; the job id."""
         self._need(need)

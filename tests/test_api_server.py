@@ -76,3 +76,22 @@ def test_curl_retrieval_and_the_pages_on_the_same_port(server):
     assert page.status == 200 and "frame-ancestors" in page.headers["Content-Security-Policy"]
     docs = urllib.request.urlopen(url + "/api/docs", timeout=10).read().decode()
     assert "swagger" in docs.lower()
+
+
+def test_api_docs_load_nothing_from_another_host(data_dir):
+    """Issue 22: /api/docs (Swagger UI) uses the script and style shipped by fastapi-offline, served under
+    /api/docs-assets, so an offline install shows it (FastAPI's own page loads them from a CDN)."""
+    pytest.importorskip("fastapi_offline", reason="fastapi-offline (a dependency since issue 22) is not installed")
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from services.api import create_api
+
+    outer = FastAPI()
+    outer.mount("/api", create_api())
+    client = TestClient(outer)
+    page = client.get("/api/docs").text
+    assert "cdn." not in page and "https://" not in page.replace("https://fastapi.tiangolo.com", "")
+    for asset in ("/api/docs-assets/swagger-ui-bundle.js", "/api/docs-assets/swagger-ui.css"):
+        assert asset in page and client.get(asset).status_code == 200
+    assert client.get("/api/openapi.json").json()["info"]["title"] == "问道 Wendao API"

@@ -72,14 +72,14 @@ def test_library_create_upload_list_delete(data_dir):
     button(at, "开始索引").click().run()
     assert not at.exception
     finish_jobs(at)
-    assert any("文件 3/3" in p.proto.text for p in at.get("progress"))
+    assert any("文件 3/3（全部完成）" in e.label for e in at.expander)  # the finished log is folded
     assert sum("已索引" in s.value for s in at.success) == 2
     assert any("locked.pdf" in plain(w.value) and "加密" in w.value for w in at.warning)
     table = at.dataframe[0].value
     assert sorted(table["文件名"]) == ["geo.pdf", "rivers.txt"] and (table["片段数"] > 0).all()
     assert at.metric[0].label == "片段数"  # chunk preview is shown
     # delete the selected document
-    next(b for b in at.button if b.label == "删除").click().run()
+    next(b for b in at.button if b.label == "删除这个文档").click().run()
     next(b for b in at.button if b.label == "确认删除").click().run()
     assert len(at.dataframe[0].value) == 1
 

@@ -173,7 +173,9 @@ def test_upload_pdf_and_gbk_text(page, app_url, shots, tmp_path):
     finally:
         page.screenshot(path=str(shots / "1-library.png"), full_page=True)
     wait_idle(page)
-    page.get_by_text("制度.txt").first.wait_for()
+    # the finished log is folded into one line (issue 22); opened, it lists each file
+    page.locator('[data-testid="stExpander"]').filter(has_text="文件 2/2（全部完成）").locator("summary").click()
+    page.get_by_text("「制度.txt」：已索引").wait_for()
     assert page.locator('[data-testid="stFileChip"]').count() == 0  # the uploader cleared
 
 
@@ -200,6 +202,8 @@ def test_upload_xlsx_and_a_scanned_pdf(page, app_url, tmp_path):
     page.get_by_role("button", name="开始索引 2 个文件").click()
     page.get_by_text("文件 2/2（全部完成）").wait_for(timeout=240_000)
     wait_idle(page)
+    page.locator('[data-testid="stExpander"]').filter(has_text="文件 2/2（全部完成）").locator("summary").click()
+    page.get_by_text("「扫描件.pdf」：已索引").wait_for()  # the folded log, opened
     body = page.inner_text("body")
     assert "员工.xlsx" in body and "扫描件.pdf" in body and "失败" not in body
     assert "OCR" in body  # the scanned page is said to be recognised text

@@ -54,10 +54,10 @@ def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
     table = at.dataframe[0].value
     assert list(table.columns) == ["检索", "模型", "R@1", "R@5", "R@10", "MRR@10"]
     assert list(table["检索"]) == ["向量检索"] * 3 + ["混合检索"] * 3 and list(table["模型"][:3]) == ["微调前", "微调后", "变化"]
-    assert "训练设置：2 轮" in texts(at) and "留出评测" in texts(at)
+    assert "训练设置：2 轮" in texts(at) and "检验题" in texts(at)
     [card] = finetuned_models(lib)
-    assert card["pairs"]["with_hard_negative"] <= card["pairs"]["train"]  # "训练查询 N 条（其中 M 条带困难负例）"
-    assert card["name"] == "页面模型" and f"{card['pairs']['train']} 条" in texts(at)
+    assert card["pairs"]["with_hard_negative"] <= card["pairs"]["train"]  # "训练题 N 道（其中 M 道配有易混淆段落）"
+    assert card["name"] == "页面模型" and f"{card['pairs']['train']} 道" in texts(at)
 
     card_file = Path(card["path"]) / "wendao_card.json"
     for better in (False, True):  # the page offers the switch exactly when the card says "better"
@@ -124,14 +124,14 @@ def test_the_result_says_which_queries_and_how_much_of_the_training_was_kept(tin
     card = finetune(lib, kb, "融合模型", FinetuneSettings(epochs=1, batch_size=8, max_pairs=32))
     at = app("finetune")
     kinds = card["pairs"]["kinds"]
-    assert f"问题 {kinds.get('question', 0)} 条、原句 {kinds.get('cloze', 0)} 条" in texts(at)
-    assert "权重变化" not in texts(at)  # six documents: too few for dev queries, nothing was mixed
+    assert f"问题 {kinds.get('question', 0)} 道、原句 {kinds.get('cloze', 0)} 句" in texts(at)
+    assert "保留训练带来的变化" not in texts(at)  # six documents: too few for dev queries, nothing was mixed
     card_file = Path(card["path"]) / "wendao_card.json"
     saved = json.loads(card_file.read_text(encoding="utf-8"))
     saved.update(mix=0.5, dev_mrr={"0.5": 0.7, "1.0": 0.6}, pairs={**saved["pairs"], "dev": 12})
     card_file.write_text(json.dumps(saved, ensure_ascii=False), encoding="utf-8")
     at.run()
-    assert not at.exception and "保留训练带来的权重变化的 50%" in texts(at) and "12 条验证查询" in texts(at)
+    assert not at.exception and "保留训练带来的变化的 50%" in texts(at) and "12 道验证题" in texts(at)
 
 
 def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):

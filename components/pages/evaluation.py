@@ -73,8 +73,9 @@ elif source == "sample":
         except Exception as exc:
             show_error(exc)
 else:
-    upload = st.file_uploader("问题文件（每行一个 JSON：question, doc_file, answer_spans[].start_in_doc/text）",
-                              type=["jsonl", "json"])
+    upload = st.file_uploader("问题文件（JSONL：每行一个问题，写明问题、所在文档和答案）", type=["jsonl", "json"],
+                              help="每行一个 JSON 对象：question（问题）、doc_file（答案所在的文档）、"
+                                   "answer_spans[].start_in_doc / text（答案在文档中的位置和原文）")
     if upload:
         try:
             lines = upload.getvalue().decode("utf-8-sig").splitlines()
@@ -146,7 +147,7 @@ if last is not None:
     table = pd.DataFrame([{"配置": name, **{k: v for k, v in s.items()}} for name, s in summaries.items()])
     table = table.rename(columns={"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "Recall@10",
                                   "recall@20": "Recall@20", "mrr@10": "MRR@10", "ndcg@10": "nDCG@10",
-                                  "doc_recall@5": "文档 Recall@5", "p50_ms": "延迟 p50 (ms)", "p95_ms": "延迟 p95 (ms)",
+                                  "doc_recall@5": "文档 Recall@5", "p50_ms": "延迟 p50（毫秒）", "p95_ms": "延迟 p95（毫秒）",
                                   "coverage@1000chars": "答案覆盖@1000字", "coverage@2000chars": "答案覆盖@2000字",
                                   "questions": "题数"})
     st.dataframe(table, hide_index=True, width="stretch",
@@ -157,13 +158,13 @@ if last is not None:
         x=alt.X("k:O", title="前 k 个结果", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("召回率:Q", scale=alt.Scale(zero=False), axis=alt.Axis(format=".0%")),
         color=alt.Color("配置:N", legend=legend), strokeDash=alt.StrokeDash("配置:N", legend=legend),
-        shape=alt.Shape("配置:N", legend=legend), tooltip=["配置", "k", alt.Tooltip("召回率:Q", format=".3f")]),
-        width="stretch")
-    latency = table[["配置", "延迟 p50 (ms)", "延迟 p95 (ms)"]].melt("配置", var_name="指标", value_name="毫秒")
-    latency["指标"] = latency["指标"].map({"延迟 p50 (ms)": "中位数 p50", "延迟 p95 (ms)": "p95"})
+        shape=alt.Shape("配置:N", legend=legend), tooltip=["配置", "k", alt.Tooltip("召回率:Q", format=".3f")]
+    ).configure(aria=False), width="stretch")  # aria off: Vega would describe the axes in English
+    latency = table[["配置", "延迟 p50（毫秒）", "延迟 p95（毫秒）"]].melt("配置", var_name="指标", value_name="毫秒")
+    latency["指标"] = latency["指标"].map({"延迟 p50（毫秒）": "中位数 p50", "延迟 p95（毫秒）": "p95"})
     st.altair_chart(alt.Chart(latency, title="检索延迟（毫秒）").mark_bar().encode(
         y=alt.Y("配置:N", title=None, axis=alt.Axis(labelLimit=600)), yOffset="指标:N",
         x=alt.X("毫秒:Q", title="毫秒", axis=alt.Axis(format="~s")), color=alt.Color("指标:N", title=None),
-        tooltip=["配置", "指标", alt.Tooltip("毫秒:Q", format=".1f")]), width="stretch")
+        tooltip=["配置", "指标", alt.Tooltip("毫秒:Q", format=".1f")]).configure(aria=False), width="stretch")
     csv = eval_csv(rows)
     st.download_button("下载逐题结果 CSV", csv, icon=":material/download:", file_name="wendao-eval.csv", mime="text/csv")

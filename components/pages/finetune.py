@@ -11,25 +11,31 @@ from __future__ import annotations
 
 import time
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
 from components.job_view import job_panel, jobs_running, new_batch, reembed_finished, seconds_zh
 from components.safe_text import inert
 from components.state import searchable_kb, session, show_error, without_paths
+from components.widgets import PRIMARY
 from services.views import FinetuneSettings, resolve
 
-STAGE_ZH = {"data": "生成训练数据并挖掘困难负例", "before": "评测原模型", "train": "训练",
-            "mix": "在验证查询上选择与原模型的融合比例", "after": "评测微调后的模型"}
+STAGE_ZH = {"data": "出题并找出容易混淆的段落", "before": "评测原模型", "train": "训练",
+            "mix": "选择与原模型的混合比例", "after": "评测微调后的模型"}
 KIND_ZH = {"dense": "向量检索", "hybrid": "混合检索"}
 METRICS = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr@10": "MRR@10"}
+HOW_IT_WORKS = ("技术细节：从片段生成伪查询（把含日期、金额、数量、书名的句子改写成问题，其余取一句话作查询）；"
+                "困难负例（hard negatives）取自 BM25 和当前向量索引对其他文档的第 3–30 名；"
+                "以对比学习（MultipleNegativesRankingLoss）训练；前后对比用留出查询（held-out，"
+                "出自训练时没见过的 15% 文档），再与原模型按权重混合（WiSE-FT）。")
 
 kb = searchable_kb()
 st.title("微调向量模型")
-st.caption("用当前知识库自己的文档训练向量模型：从每个片段自动生成查询（不需要人工标注的问题），"
-           "用 BM25 和当前向量索引从其他文档挖掘困难负例，对比学习训练，再在留出的查询上比较微调前后的检索效果"
-           "（知识库在评测页保存了问题集时，也在这些问题上比较，并以它们为准决定是否提供切换）。"
-           "训练在后台进行，可以离开本页，稍后回来查看。")
+st.caption("用当前知识库自己的文档训练向量模型，让它更懂这些文档：自动从每个片段出题（不需要人工标注），"
+           "再从其他文档里找出容易混淆的段落，让模型学会区分；训练后用没参加训练的文档出的题比较前后的检索效果"
+           "（知识库在评测页保存了问题集时以这些问题为准），变好了才提供切换。"
+           "训练在后台进行，可以离开本页，稍后回来查看。", help=HOW_IT_WORKS)
 
 
 def key(name: str) -> str:
@@ -43,29 +49,39 @@ def model_label(name_or_path: str) -> str:
     return f"微调模型「{tuned[name_or_path]}」" if name_or_path in tuned else f"「{inert(name_or_path, keep_lines=False)}」"
 
 
+def estimate_line(plan: dict) -> str:
+    """The time a run should take on this KB, before it starts (the core's estimate)."""
+    speed = "按本机上次微调实测的速度" if plan["measured"] else "按 2 核 CPU 上实测的速度；本机跑过一次后按本机的速度估算"
+    return (f"预计用时：**{seconds_zh(plan['seconds']).removeprefix('约 ')}**左右（本知识库 {plan['chunks']} 个片段 → "
+            f"约 {plan['pairs']} 道训练题、{plan['steps']} 步训练；{speed}）")
+
+
 # --- settings and start ----------------------------------------------------------------------
 current = kb.embedding_model()
 st.markdown(f"当前向量模型：{model_label(current)}")
 server_llm = kb.llm_settings()  # what the background worker can use (never a key typed in this session)
-with st.form(key("form")):
+with st.container(border=True):  # plain widgets (no form): the estimate follows every change at once
     c1, c2, c3 = st.columns(3)
     st.session_state.setdefault(key("name"), time.strftime("微调-%Y%m%d-%H%M"))
     name = c1.text_input("新模型名称", max_chars=60, key=key("name"),
                          help="只能包含中文、字母、数字、点、下划线和短横线")
-    epochs = c2.number_input("训练轮数", 1, 20, FinetuneSettings.epochs, help="每条训练查询学习的次数；轮数越多越慢，也更容易过拟合")
-    max_pairs = c3.number_input("最多训练查询数", 16, 50000, FinetuneSettings.max_pairs, step=100,
-                                help=f"默认 {FinetuneSettings.max_pairs} 条：2 核 CPU 上 1000 个文档的知识库约 15 分钟内完成")
-    use_llm = st.checkbox("用大模型为每个片段生成 2–3 个用户可能提的问题（更接近真实提问，但需要调用大模型）",
-                          False, disabled=not server_llm.configured,
+    epochs = c2.number_input("训练轮数", 1, 20, FinetuneSettings.epochs, key=key("epochs"),
+                             help="每道训练题学习的次数；轮数越多越慢，也更容易学过头")
+    max_pairs = c3.number_input("最多训练题数", 16, 50000, FinetuneSettings.max_pairs, step=100, key=key("pairs"),
+                                help=f"默认 {FinetuneSettings.max_pairs} 道：2 核 CPU 上 1000 个文档的知识库约 15 分钟内完成")
+    use_llm = st.checkbox("用大模型为每个片段出 2–3 道用户可能会问的题（更接近真实提问，但需要调用大模型）",
+                          False, disabled=not server_llm.configured, key=key("llm"),
                           help=None if server_llm.configured else
-                          "后台任务只能使用服务器配置或在设置页保存的大模型接口；目前没有。不勾选时离线生成：把片段中含日期、金额、"
-                          "数量或书名的句子改写成问题（去掉答案），其余片段取一句话作为查询。")
-    start = st.form_submit_button("开始微调", type="primary")
+                          "后台任务只能使用服务器配置或在设置页保存的大模型接口；目前没有。不勾选时离线出题：把片段中含日期、金额、"
+                          "数量或书名的句子改写成问题（去掉答案），其余片段取一句话作为题目。")
+    settings = FinetuneSettings(epochs=int(epochs), max_pairs=int(max_pairs), method="llm" if use_llm else "sentence")
+    st.markdown(estimate_line(kb.finetune_estimate(settings))
+                + ("（不含大模型出题的时间）" if use_llm else ""))
+    start = st.button("开始微调", type="primary", key=key("start"))
 if start:
     if jobs_running(kb, ("finetune",)):
         st.warning("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
     else:
-        settings = FinetuneSettings(epochs=int(epochs), max_pairs=int(max_pairs), method="llm" if use_llm else "sentence")
         try:
             new_batch(kb, ("finetune",), "finetune")
             kb.finetune(name, settings)
@@ -75,24 +91,30 @@ if start:
 
 
 # --- the running job, polled -----------------------------------------------------------------
+def loss_chart(losses: list[float]) -> alt.Chart:
+    """The training loss per step, with its axes named (步数, 损失) and plain numbers on them."""
+    data = pd.DataFrame({"步数": range(1, len(losses) + 1), "损失": losses})
+    return alt.Chart(data).mark_line(color=PRIMARY).encode(
+        x=alt.X("步数:Q", title="步数", axis=alt.Axis(format="d", tickMinStep=1)),
+        y=alt.Y("损失:Q", title="损失", axis=alt.Axis(format="~r"), scale=alt.Scale(zero=False)),
+        tooltip=["步数", alt.Tooltip("损失:Q", format=".4f")],
+    ).properties(height=220).configure(aria=False)
+
+
 def _running(job) -> None:
     """A running fine-tuning job: its stage, steps, time left and the loss curve so far (the
-    panel adds the cancel button)."""
+    panel adds the cancel button). The bar is the time spent over the time spent plus the time left."""
     stage = "正在取消…" if job.status == "cancelling" else STAGE_ZH.get(job.stage, "准备中")
-    eta = job.result.get("eta_s")
+    share, left = kb.finetune_progress(job)
     text = f"「{inert(job.filename, keep_lines=False)}」：{stage}"
     if job.stage == "train" and job.total:
-        text += f" · 第 {job.done}/{job.total} 步 · 剩余{seconds_zh(eta)}"
-    text += f" · 已用 {job.elapsed:.0f} 秒"
-    order = list(STAGE_ZH)
-    share = (order.index(job.stage) if job.stage in order else 0) / len(order)
-    if job.stage == "train" and job.total:
-        share += job.done / job.total / len(order)
+        text += f" · 第 {job.done}/{job.total} 步"
+    text += f" · 已完成 {share:.0%} · 剩余{seconds_zh(left)} · 已用 {job.elapsed:.0f} 秒"
     st.progress(min(1.0, share), text=text)
     losses = job.result.get("losses") or []
     if losses:
-        st.caption(f"训练损失（最近一步 {losses[-1]:.4f}）")
-        st.line_chart(pd.DataFrame({"步": range(1, len(losses) + 1), "损失": losses}), x="步", y="损失", height=220)
+        st.caption(f"训练损失（越低越好；最近一步 {losses[-1]:.4f}）")
+        st.altair_chart(loss_chart(losses), width="stretch")
 
 
 def _finished(job) -> None:
@@ -137,12 +159,12 @@ def questions_caption(q: dict) -> str:
 def settings_caption(card: dict) -> str:
     s, pairs = card.get("settings", {}), card.get("pairs", {})
     kinds = pairs.get("kinds") or {}
-    method = "大模型生成的问题" if s.get("method") == "llm" else "由片段改写的问题和原句（离线）"
+    method = "大模型出的题" if s.get("method") == "llm" else "由片段改写的问题和原句（离线）"
     if kinds.get("question") or kinds.get("cloze"):
-        method += f"：问题 {kinds.get('question', 0)} 条、原句 {kinds.get('cloze', 0)} 条"
-    return (f"训练设置：{s.get('epochs')} 轮 · 批大小 {s.get('batch_size')} · 学习率 {s.get('learning_rate')} · "
-            f"查询来源：{method} · 训练查询 {pairs.get('train')} 条（其中 {pairs.get('with_hard_negative')} 条带困难负例）· "
-            f"留出评测 {pairs.get('heldout')} 条（来自训练时未见过的文档）" + _mix_caption(card)
+        method += f"：问题 {kinds.get('question', 0)} 道、原句 {kinds.get('cloze', 0)} 句"
+    return (f"训练设置：{s.get('epochs')} 轮 · 每批 {s.get('batch_size')} 道题 · 学习率 {s.get('learning_rate')} · "
+            f"题目来源：{method} · 训练题 {pairs.get('train')} 道（其中 {pairs.get('with_hard_negative')} 道配有易混淆段落）· "
+            f"检验题 {pairs.get('heldout')} 道（出自没参加训练的文档）" + _mix_caption(card)
             + f" · 用时 {card.get('seconds', 0):.0f} 秒")
 
 
@@ -150,8 +172,8 @@ def _mix_caption(card: dict) -> str:
     """How much of the training's change was kept (services.tuning.finetune.choose_mix), when it was chosen."""
     if not card.get("dev_mrr"):
         return ""
-    return (f" · 保留训练带来的权重变化的 {card.get('mix', 1.0):.0%}（与原模型按比例融合，"
-            f"在另外 {card['pairs'].get('dev', 0)} 条验证查询上选出）")
+    return (f" · 保留训练带来的变化的 {card.get('mix', 1.0):.0%}（与原模型按比例混合，"
+            f"比例由另外 {card['pairs'].get('dev', 0)} 道验证题选出）")
 
 
 def switch_to(model: str) -> None:
@@ -173,7 +195,7 @@ if mine:
     names = [m["name"] for m in mine]
     picked = st.selectbox("微调模型", names, key=key("picked")) if len(names) > 1 else names[0]
     card = next(m for m in mine if m["name"] == picked)
-    st.caption(f"在 {card['before'].get('queries', 0)} 条留出查询上的检索效果（相关片段 = 生成该查询的片段）。")
+    st.caption(f"在 {card['before'].get('queries', 0)} 道检验题上的检索效果（检验题出自没参加训练的文档；相关片段 = 出题的片段）。")
     metric_table(card)
     if card.get("questions"):
         st.caption(questions_caption(card["questions"]))
@@ -187,13 +209,13 @@ if mine:
             switch_to(base)
     elif card.get("better"):
         st.success("微调后的模型在本知识库的问题集上更好（向量检索 MRR@10 提高，混合检索 MRR@10 没有下降）。"
-                   if card.get("better_on") == "questions" else "微调后的模型在留出查询上更好（向量检索 MRR@10 提高）。")
+                   if card.get("better_on") == "questions" else "微调后的模型在检验题上更好（向量检索 MRR@10 提高）。")
         if st.button(f"切换到微调模型「{card['name']}」并重新向量化", type="primary", key=key("switch"),
                      disabled=switching):
             switch_to(card["path"])
     else:
-        where = "本知识库的问题集" if card.get("better_on") == "questions" else "留出查询"
-        st.warning(f"微调后的模型在{where}上没有变好，因此不提供切换。可以增加训练轮数或训练查询数后再试。")
+        where = "本知识库的问题集" if card.get("better_on") == "questions" else "检验题"
+        st.warning(f"微调后的模型在{where}上没有变好，因此不提供切换。可以增加训练轮数或训练题数后再试。")
 job_panel(kb, ("reembed",), "reembed", finished=lambda job: reembed_finished(job, model_label(job.filename)))
 
 # --- all fine-tuned models -------------------------------------------------------------------
@@ -212,7 +234,7 @@ for m in models:
         st.caption(f"基础模型：{inert(resolve(m.get('base_model', '')).name, keep_lines=False)} · "
                    f"知识库：{inert(m.get('kb', ''), keep_lines=False)} · "
                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.get('created_at', 0)))} · "
-                   f"训练查询 {pairs.get('train', 0)} 条 / 留出 {pairs.get('heldout', 0)} 条 · "
+                   f"训练题 {pairs.get('train', 0)} 道 / 检验题 {pairs.get('heldout', 0)} 道 · "
                    f"向量 R@5 {dense_b['recall@5']:.3f} → {dense_a['recall@5']:.3f} · "
                    f"MRR@10 {dense_b['mrr@10']:.3f} → {dense_a['mrr@10']:.3f}{on_questions}")
         if st.button("删除", key=f"finetune_delete_{m['name']}", disabled=m["path"] in in_use,

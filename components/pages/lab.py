@@ -11,7 +11,7 @@ import streamlit as st
 from components.safe_text import inert_code_urls, inert_name
 from components.state import searchable_kb, session, show_error
 from components.answer_view import TIMING_ZH
-from components.widgets import document_filter, highlight, passage_box
+from components.widgets import CHART_COLORS, document_filter, highlight, passage_box
 from services.config import RetrievalSettings
 from services.views import METHODS, MODES, SearchResult, display_name, page_label, term_spans
 
@@ -70,24 +70,32 @@ def score_table(hits) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def score_chart(result: SearchResult) -> alt.FacetChart | None:
-    """One panel per score kind, each on its own axis: BM25's raw scores (0–8 and more) would
-    flatten the 0–1 similarities into identical bars on a shared axis."""
+def score_charts(result: SearchResult) -> list[tuple[str, alt.Chart]]:
+    """One bar chart per score kind, each on its own axis (BM25's raw scores, 0–8 and more, would
+    flatten the 0–1 similarities into identical bars on a shared one); shown side by side."""
     rows = [{"名次": i, "分数类型": SCORE_KINDS[label], "分数": h.scores[k]}
             for i, h in enumerate(result.hits, start=1)
             for k, label in (("bm25", "BM25 分数"), ("dense", "向量分数"), ("fused", "融合分数"), ("rerank", "重排分数"))
             if h.scores.get(k) is not None]
     if not rows:
-        return None
+        return []
     data = pd.DataFrame(rows)
-    kinds = [v for v in SCORE_KINDS.values() if v in set(data["分数类型"])]
-    return alt.Chart(data).mark_bar().encode(
-        x=alt.X("名次:O", title="最终名次", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("分数:Q", title=None, axis=alt.Axis(format="~r", tickCount=4)),
-        color=alt.Color("分数类型:N", legend=None), tooltip=["名次", "分数类型", alt.Tooltip("分数:Q", format=".4f")],
-    ).properties(height=150).facet(row=alt.Row("分数类型:N", sort=kinds, title=None,
-                                               header=alt.Header(labelAngle=0, labelAlign="left", labelOrient="top"))
-                                   ).resolve_scale(y="independent")
+    charts = []
+    for n, kind in enumerate(k for k in SCORE_KINDS.values() if k in set(data["分数类型"])):
+        charts.append((kind, alt.Chart(data[data["分数类型"] == kind]).mark_bar(color=CHART_COLORS[n % len(CHART_COLORS)]).encode(
+            x=alt.X("名次:O", title="最终名次", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("分数:Q", title=None, axis=alt.Axis(format="~r", tickCount=4)),
+            tooltip=["名次", alt.Tooltip("分数:Q", format=".4f")],
+        ).properties(height=180).configure(aria=False)))
+    return charts
+
+
+def show_score_charts(result: SearchResult) -> None:
+    charts = score_charts(result)
+    for column, (kind, chart) in zip(st.columns(len(charts)) if charts else [], charts):
+        with column:
+            st.caption(kind)
+            st.altair_chart(chart, width="stretch")
 
 
 def explain_missing(result: SearchResult, expected: str, settings: RetrievalSettings) -> None:
@@ -116,9 +124,7 @@ def show_result(result: SearchResult) -> None:
         return
     table = score_table(result.hits)
     st.dataframe(table, hide_index=True, width="stretch")
-    chart = score_chart(result)
-    if chart is not None:
-        st.altair_chart(chart)
+    show_score_charts(result)
     for i, h in enumerate(result.hits, start=1):
         st.markdown(f"**{i}\\. {inert_name(h.doc)}** · {page_label(h.page_start, h.page_end)} · 位置 {h.start}–{h.end}")
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))

@@ -13,7 +13,7 @@ from components.job_view import job_panel, new_batch
 from components.safe_text import inert, inert_name
 from components.account import keys_panel, share_dialog
 from components.state import create_kb, current_kb, session, show_error, without_paths
-from components.widgets import STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
+from components.widgets import PRIMARY, STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
 from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_ranges
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
@@ -107,7 +107,30 @@ table = pd.DataFrame([{
     "说明": without_paths(d.error or "") or ("跳过" + page_ranges(d.skipped_pages) if d.skipped_pages else "")
     or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
 } for d in docs])
-st.dataframe(table, hide_index=True, width="stretch")
+picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+                           key=f"doc_table_{kb.id}_{len(docs)}").selection.rows
+st.caption("勾选表格左侧的方框可以选中文档，再删除选中的文档。")
+chosen_rows = [docs[i] for i in picked_rows if i < len(docs)]
+if chosen_rows:
+    names_shown = "、".join(f"「{inert(display_name(d.filename), keep_lines=False)}」" for d in chosen_rows[:5]) \
+        + (f"等 {len(chosen_rows)} 个文档" if len(chosen_rows) > 5 else "")
+    if st.button(f"删除选中的 {len(chosen_rows)} 个文档", icon=":material/delete:", key=f"delete_rows_{kb.id}"):
+        st.session_state["confirm_delete_rows"] = (kb.id, [d.id for d in chosen_rows])
+    if st.session_state.get("confirm_delete_rows") == (kb.id, [d.id for d in chosen_rows]):
+        st.warning(f"确定删除{names_shown}？它们的片段和索引会一并删除，无法恢复。")
+        y, n = st.columns(2)
+        if y.button("确认删除", type="primary", key=f"delete_rows_yes_{kb.id}"):
+            try:
+                for d in chosen_rows:
+                    kb.delete_document(d.id)
+                st.session_state.pop("confirm_delete_rows", None)
+                st.toast(f"已删除 {len(chosen_rows)} 个文档")
+                st.rerun()
+            except Exception as exc:
+                show_error(exc)
+        if n.button("取消", key=f"delete_rows_no_{kb.id}"):
+            st.session_state.pop("confirm_delete_rows", None)
+            st.rerun()
 
 if kb.info().chunks >= OPTIMIZE_FROM_CHUNKS and st.button(
         "优化索引", icon=":material/speed:", key=f"optimize_{kb.id}",
@@ -135,11 +158,14 @@ with st.expander("索引维护（核对 / 重建）"):
         start(kb.reindex)
 
 names = {d.id: display_name(d.filename) for d in docs}
-c1, c0, c2, c3 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
-doc_id = c1.selectbox("选择文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}")
+doc_id = st.selectbox("选择文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}")
 chosen = next(d for d in docs if d.id == doc_id)
-enabled = c0.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{doc_id}",
-                    help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
+with st.container(horizontal=True, vertical_alignment="center", gap="medium"):  # each control as wide as its words
+    enabled = st.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{doc_id}",
+                        help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
+    delete_one = st.button("删除这个文档", icon=":material/delete:", key=f"delete_doc_{kb.id}")
+    rechunk = st.button("按上方的切分设置重新切分", icon=":material/refresh:", disabled=config is None,
+                        key=f"rechunk_doc_{kb.id}", help="用「上传文档」处的切分方式重新切分这个文档（在后台进行）")
 if enabled != chosen.enabled:
     try:
         kb.set_enabled(doc_id, enabled)
@@ -147,7 +173,7 @@ if enabled != chosen.enabled:
         st.rerun()
     except Exception as exc:
         show_error(exc)
-if c2.button("删除", icon=":material/delete:", width="stretch"):
+if delete_one:
     st.session_state["confirm_delete"] = (kb.id, doc_id)
 if st.session_state.get("confirm_delete") == (kb.id, doc_id):
     st.warning(f"确定删除「{inert(names[doc_id], keep_lines=False)}」？它的片段和索引会一并删除。")
@@ -162,13 +188,25 @@ if st.session_state.get("confirm_delete") == (kb.id, doc_id):
             st.rerun()
         except Exception as exc:
             show_error(exc)
-if c3.button("按上方设置重新索引", icon=":material/refresh:", width="stretch", disabled=config is None) and config:
+if rechunk and config:
     start(lambda: kb.rechunk(doc_id, config))
 job_panel(kb, MAINTENANCE_KINDS, "maintenance")
 
 # --- chunk preview --------------------------------------------------------------------------------
+def length_histogram(lengths: list[int]) -> alt.Chart:
+    """How many chunks have each length: whole-number counts on the y axis, the length bins as plain
+    numbers on an upright x axis, in the theme's colour."""
+    data = pd.DataFrame({"长度": lengths})
+    return alt.Chart(data).mark_bar(color=PRIMARY).encode(
+        x=alt.X("长度:Q", bin=alt.Bin(maxbins=12), title="片段长度（字符）", axis=alt.Axis(labelAngle=0, format="d")),
+        y=alt.Y("count():Q", title="片段数", axis=alt.Axis(format="d", tickMinStep=1)),
+        tooltip=[alt.Tooltip("长度:Q", bin=alt.Bin(maxbins=12), title="长度区间"), alt.Tooltip("count():Q", title="片段数")],
+    ).properties(height=220).configure(aria=False)
+
+
 st.markdown("#### 切分预览")
-st.caption("换一种设置看看这个文档会被怎样切分（仅预览，不改索引；满意后点上方「重新索引」）。")
+st.caption("换一种设置看看这个文档会被怎样切分（仅预览，不改索引）。满意的话，在「上传文档」处选同样的设置，"
+           "再点上方的「按上方的切分设置重新切分」。")
 selected = next(d for d in docs if d.id == doc_id)
 try:  # start from the settings this document was chunked with
     current = ChunkingConfig(**{k: v for k, v in selected.chunking.items() if k in ChunkingConfig.__dataclass_fields__})
@@ -183,11 +221,7 @@ if preview_config:
     m2.metric("平均长度", f"{sum(lengths) / max(1, len(lengths)):.0f} 字")
     m3.metric("最短 / 最长", f"{min(lengths, default=0)} / {max(lengths, default=0)}")
     m4.metric("文档长度", f"{len(text)} 字")
-    hist = pd.cut(pd.Series(lengths), bins=min(12, max(1, len(set(lengths))))).value_counts(sort=False).sort_index()
-    bins = pd.DataFrame({"长度区间": [f"{max(0, int(i.left))}–{int(i.right)}" for i in hist.index], "片段数": hist.values})
-    st.altair_chart(alt.Chart(bins).mark_bar().encode(
-        x=alt.X("长度区间:N", sort=list(bins["长度区间"]), title="片段长度（字符）"), y=alt.Y("片段数:Q")),
-        width="stretch")
+    st.altair_chart(length_histogram(lengths), width="stretch")
     tab1, tab2 = st.tabs(["边界视图", "片段表"])
     with tab1:
         passage_box(chunk_boundaries_html(text[:20000], [c for c in chunks if c.start < 20000]))

@@ -49,12 +49,15 @@ fusion = c2.selectbox("融合方法", list(METHODS), index=list(METHODS).index(r
 weight = c3.slider("向量权重（加权融合）", 0.0, 1.0, float(r.dense_weight), 0.05,
                    disabled=mode != "hybrid" or fusion != "weighted", help="BM25 权重 = 1 − 向量权重", key=key("weight"))
 c1, c2, c3, c4 = st.columns(4)
-rrf_k = c1.number_input("RRF k", 1, 1000, int(r.rrf_k), disabled=fusion != "rrf", key=key("rrf_k"))
+rrf_k = c1.number_input("名次融合的平滑系数", 1, 1000, int(r.rrf_k), disabled=fusion != "rrf", key=key("rrf_k"),
+                        help="RRF（倒数排名融合）的参数 k：每种检索中排第 n 名的候选得 1/(k+n) 分，再相加。"
+                             "k 越大，前几名之间的差距越小；常用 60。")
 bm25_k = c2.number_input("BM25 候选数", 1, 500, int(r.bm25_top_k), key=key("bm25_k"))
 dense_k = c3.number_input("向量候选数", 1, 500, int(r.dense_top_k), key=key("dense_k"))
 top_k = c4.number_input("最终返回条数", 1, 50, int(r.top_k), key=key("top_k"))
 c1, c2, c3 = st.columns(3)
-rerank = c1.toggle("启用重排（cross-encoder）", r.rerank, key=key("rerank"))
+rerank = c1.toggle("启用重排（逐条细读候选段落，重新排序）", r.rerank, key=key("rerank"),
+                   help="重排模型（cross-encoder）把问题和每个候选段落放在一起打分，比只比较向量更准，但每次检索更慢。")
 trained = {m["path"]: f"训练：{m['name']}（{m['kb']}）" for m in session().finetuned_models("reranker") if m.get("better")}
 rerankers = list(dict.fromkeys([m.name for m in reranker_models()] + list(trained) + served_rerankers(r.reranker_model)))
 custom = r.reranker_model not in rerankers
@@ -107,9 +110,11 @@ if choice == "自定义…":
     choice = st.text_input("Hugging Face 模型 ID 或本地目录", "" if current in names else current, key=key("embedder_path"))
 if choice in MODELS:
     spec = MODELS[choice]
-    st.markdown(f"`{spec.hf_id}` · 维度 **{spec.dim}** · 最大长度 **{spec.max_tokens}** tokens · 许可 **{spec.license}** · "
+    st.markdown(f"`{spec.hf_id}` · 向量维度 **{spec.dim}** · 一段最多读入 **{spec.max_tokens}** 个词元 · 许可 **{spec.license}** · "
                 f"**{AVAILABILITY_ZH[availability(spec)]}**" + (f"  \n{spec.note}" if spec.note else "")
-                + (f"  \n查询指令：`{spec.query_prefix}`" if spec.query_prefix else ""))
+                + (f"  \n提问前自动加上：`{spec.query_prefix}`" if spec.query_prefix else ""),
+                help="词元（token）是模型切分文字的单位，一个汉字约 1 个词元；超出的部分不参与向量计算。"
+                     + (f"\n\n{spec.detail}" if spec.detail else ""))
 busy = jobs_running(kb, ("reembed",))
 if choice and choice != current:
     st.info(f"当前知识库使用「{inert(tuned.get(current, model_label(current)), keep_lines=False)}」。切换模型需要把全部片段重新向量化"
@@ -133,7 +138,8 @@ with st.form(key("llm")):
     c1, c2 = st.columns(2)
     # Shown with any password / key-like query value masked (a server URL can carry credentials);
     # left unchanged, the masked form means the real URL again.
-    base_url = c1.text_input("接口地址 base_url", redact_url(llm.base_url), placeholder="例如 http://127.0.0.1:8080/v1")
+    base_url = c1.text_input("接口地址", redact_url(llm.base_url), placeholder="例如 http://127.0.0.1:8080/v1",
+                             help="OpenAI 兼容接口的 base_url，通常以 /v1 结尾")
     model = c2.text_input("模型名", llm.model, placeholder="例如 qwen2.5-7b-instruct / deepseek-chat")
     # Never prefilled: a key configured on the server (or saved by someone else) must not reach the browser.
     typed_key = st.text_input("API Key", "", type="password", placeholder=KEY_SOURCE_ZH.get(llm.key_source, "未设置"),
@@ -142,13 +148,15 @@ with st.form(key("llm")):
     c1, c2, c3 = st.columns(3)
     temperature = c1.slider("随机性（温度）", 0.0, 1.5, float(llm.temperature), 0.05,
                             help="越低回答越稳定、越贴近资料；文档问答建议 0–0.3")
-    max_tokens = c2.number_input("最大输出 tokens", 64, 32000, int(llm.max_tokens))
+    max_tokens = c2.number_input("回答的最大长度（词元）", 64, 32000, int(llm.max_tokens),
+                                 help="max_tokens：大模型一次最多输出多少个词元（token），一个汉字约 1–2 个词元")
     timeout = c3.number_input("超时（秒）", 1, 600, int(llm.timeout))
-    structured = st.checkbox("优先使用结构化输出（JSON schema，小模型引用更准确）", llm.structured_output)
+    structured = st.checkbox("让大模型按固定格式作答（小模型的引用更准确）", llm.structured_output,
+                             help="使用接口的结构化输出（JSON schema）：{answerable, answer, citations}；接口不支持时自动改用行内 [n] 引用")
     verify = st.checkbox("回答前先让大模型核对资料里是否有答案（没有就拒答，减少答非所问；小模型每题多几秒）",
                          llm.verify_answerable, help="需要结构化输出。模型要先逐字摘抄资料中回答问题的原句，摘抄不到就拒答。")
-    save_key = st.checkbox("把 API Key 也保存到本机数据目录（以明文 JSON 保存在 wendao.db 中，能读取数据目录的人都能看到；不推荐）",
-                           llm.key_source == "saved")
+    save_key = st.checkbox("把 API Key 也保存到本机数据目录（明文保存，不加密，能读取数据目录的人都能看到；不推荐）",
+                           llm.key_source == "saved", help="以明文 JSON 保存在数据目录的 wendao.db 中")
     c1, c2 = st.columns(2)
     saved = c1.form_submit_button("保存", type="primary")
     tested = c2.form_submit_button("测试连接", help="只测试，不保存任何设置")
@@ -190,11 +198,12 @@ if api_key() and st.button("清除本会话中的 API Key", key=key("forget_sess
 
 # --- model servers (kept last: a small block, services.index.model_servers / services.search.rerank) ---
 st.subheader("模型服务")
-with st.expander("使用模型服务（OpenAI 兼容 /embeddings：Infinity、TEI、vLLM、Xinference、Ollama、OpenAI…）"):
+with st.expander("使用模型服务计算向量（Infinity、TEI、vLLM、Xinference、Ollama、OpenAI 等）"):
     form = kb.embedding_server_form()
     with st.form(key("embedding_server")):
         c1, c2 = st.columns(2)
-        es_url = c1.text_input("模型服务地址 base_url", redact_url(form["base_url"]), placeholder="例如 http://127.0.0.1:7997")
+        es_url = c1.text_input("模型服务地址", redact_url(form["base_url"]), placeholder="例如 http://127.0.0.1:7997",
+                               help="OpenAI 兼容的向量接口（/embeddings）的 base_url")
         es_model = c2.text_input("服务端的模型名", form["model"], placeholder="例如 bge-m3 / multilingual-e5-large")
         c1, c2 = st.columns(2)
         es_query = c1.text_input("查询前缀", form["query_prefix"], help="e5：\"query: \"；BGE 中文：检索指令；其他模型通常留空")
@@ -215,10 +224,10 @@ with st.expander("使用模型服务（OpenAI 兼容 /embeddings：Infinity、TE
                 st.success("已开始在后台用模型服务重新向量化（进度见上方「向量模型」）；完成前仍用原来的向量检索。")
         except Exception as exc:
             show_error(exc)
-with st.expander("重排模型服务（TEI / Infinity / Xinference / Jina / Cohere 的 /rerank 接口）"):
+with st.expander("使用模型服务重排（TEI、Infinity、Xinference、Jina、Cohere 等）"):
     with st.form(key("rerank_server")):
         c1, c2 = st.columns(2)
-        rr_url = c1.text_input("接口地址", placeholder="例如 http://127.0.0.1:7997")
+        rr_url = c1.text_input("重排服务地址", placeholder="例如 http://127.0.0.1:7997")
         rr_model = c2.text_input("重排模型名", placeholder="例如 bge-reranker-base")
         rr_key = st.text_input("API Key（可选；填写后以明文保存在数据目录，只发往这个地址）", type="password")
         if st.form_submit_button("测试并使用"):

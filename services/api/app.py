@@ -5,6 +5,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 from fastapi import Depends, FastAPI, File, Request, UploadFile
@@ -91,9 +92,25 @@ class RetrievalRequest(BaseModel):
     documents: list[str] | None = Field(None, description="只在这些文档中检索（文档 id 或文件名）")
 
 
+def docs_assets() -> Path | None:
+    """Swagger UI's script and style shipped by the PyPI package fastapi-offline (MIT; Swagger UI itself is
+    Apache-2.0), so /api/docs works without the internet; None when it is not installed (then FastAPI's
+    page, which loads them from a CDN)."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    static = Path(fastapi_offline.__file__).resolve().parent / "static"
+    return static if (static / "swagger-ui-bundle.js").is_file() and (static / "swagger-ui.css").is_file() else None
+
+
 def create_api() -> FastAPI:
-    api = FastAPI(title="问道 Wendao API", version="1", docs_url="/docs", openapi_url="/openapi.json",
-                  redoc_url=None, description="对自己的中文文档提问：OpenAI 兼容的对话接口、检索接口、文档与任务管理。")
+    assets = docs_assets()
+    api = FastAPI(title="问道 Wendao API", version="1", docs_url=None if assets else "/docs",
+                  openapi_url="/openapi.json", redoc_url=None,
+                  description="对自己的中文文档提问：OpenAI 兼容的对话接口、检索接口、文档与任务管理。")
+    if assets:
+        _local_docs(api, assets)
     limiter = Limiter(key_func=_caller_key, default_limits=[rate_limit()], headers_enabled=False)
     api.state.limiter = limiter
 
@@ -176,6 +193,22 @@ async def _too_large(send, limit: int) -> None:
                 "headers": [(b"content-type", b"application/json; charset=utf-8"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def _local_docs(api: FastAPI, assets: Path) -> None:
+    """/docs (Swagger UI) from `assets` under /docs-assets: nothing loaded from another host."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    api.mount("/docs-assets", StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @api.get("/docs", include_in_schema=False)
+    def swagger(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="问道 Wendao API",
+                                   swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs-assets/favicon.png")
 
 
 def _v1_routes(api: FastAPI) -> None:

