@@ -44,8 +44,8 @@ from services.index.store import KnowledgeBase
 from services.tuning.evaluation import Question, question_set
 from services.tuning.finetune import (CARD, Cancelled, FinetuneSettings, Pair, Progress, autocast,
                                       current_embedder, new_model_folder, valid_model_name,
-                                      generate_pairs,
-                                      mine_negatives, models_dir, split_heldout)
+                                      generate_pairs, mine_negatives, models_dir, pair_questions,
+                                      split_heldout)
 
 from services.search.rerank import forget_reranker  # noqa: E402
 
@@ -330,10 +330,7 @@ def heldout_questions(lib: Library, kb: KnowledgeBase, pairs: list[Pair], limit:
     chosen = asked if len(asked) >= min(20, len(pairs)) else pairs
     if len(chosen) > limit:
         chosen = random.Random(seed).sample(chosen, limit)
-    chunks = lib.store.get_chunks([p.chunk_id for p in chosen])
-    names = lib.store.filenames(kb.id)
-    return [Question(f"heldout-{n}", p.query, names.get(p.doc_id, ""), [(chunks[p.chunk_id].start, chunks[p.chunk_id].end)])
-            for n, p in enumerate(chosen) if p.chunk_id in chunks]
+    return pair_questions(lib, kb, chosen)
 
 
 def saved_questions(lib: Library, kb: KnowledgeBase, limit: int, seed: int = 0) -> tuple[list[Question], int]:
