@@ -77,7 +77,8 @@ class DenseStage(Protocol):
 
 
 class KbDense:
-    """The dense stage users get: the KB's embedder and its recorded index (Library.dense_search)."""
+    """The dense stage users get: the KB's embedder and its recorded index
+    (services.index.dense.DenseIndex.search)."""
 
     def __init__(self, lib: Library, kb: KnowledgeBase):
         self.lib, self.kb = lib, kb
@@ -86,7 +87,7 @@ class KbDense:
         return self.lib.embedder(self.kb)
 
     def search(self, embedder, vector, limit: int, doc_ids: list[str] | None = None) -> list:
-        return self.lib.dense_search(self.kb, embedder, vector, limit, doc_ids)
+        return self.lib.dense.search(self.kb, embedder, vector, limit, doc_ids)
 
 
 class Retriever:
@@ -111,7 +112,7 @@ class Retriever:
         stages: dict[str, dict[int, float]] = {}
         if mode in ("bm25", "hybrid"):
             with _timed(timings, "bm25"):
-                found = self.lib.bm25_search(self.kb, query_vector(query), s.bm25_top_k, self.doc_ids)
+                found = self.lib.keyword.search(self.kb, query_vector(query), s.bm25_top_k, self.doc_ids)
                 stages["bm25"] = {p.id: p.score for p in found}
         server_down = ""
         if mode in ("dense", "hybrid"):
@@ -154,7 +155,7 @@ class Retriever:
         the number of chunks as key "" — how specific a word is here (a name: few; 原告: most)."""
         from services.index.bm25 import term_index
 
-        index = self.lib.bm25_index(self.kb)
+        index = self.lib.keyword.index(self.kb)
         with index.lock:
             n = max(1, index.n)
             out = {"": float(index.n)}

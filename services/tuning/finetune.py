@@ -40,7 +40,8 @@ from services import errors
 from services.index.bm25 import query_vector
 from services.index.dense import MemoryDense
 from services.index.index_text import StoredIndexTexts
-from services.index.library import Library, retrieval_settings
+from services.index.library import Library
+from services.index.kb_settings import retrieval_settings
 from services.tuning.evaluation import EvalConfig, Question, doc_key, evaluate, holds_answer, question_set
 from services.index.store import KnowledgeBase
 from services.tuning.pseudo_queries import (PseudoQuery, llm_queries, offline_queries, starts_inside_a_sentence,
@@ -149,7 +150,7 @@ def mine_negatives(lib: Library, kb: KnowledgeBase, pairs: list[Pair], settings:
     texts_of = StoredIndexTexts(lib.store, kb.id)
     dense = _DenseScorer(lib, kb, embedder) if embedder is not None else None
     for p in pairs:
-        candidates = [f.id for f in lib.bm25_search(kb, query_vector(p.query), hi)][lo - 1:]
+        candidates = [f.id for f in lib.keyword.search(kb, query_vector(p.query), hi)][lo - 1:]
         if dense is not None:
             q = dense.query(p.query)
             candidates += dense.top(q, hi)[lo - 1:]

@@ -348,7 +348,7 @@ def evaluate_reranker(lib: Library, kb: KnowledgeBase, questions: list[Question]
                       progress: Callable[[int, int], None] | None = None) -> dict:
     """The 评测 page's evaluator (services.tuning.evaluation.evaluate) with the KB's retrieval settings:
     rerank off, or on with `model_path`. Returns its summary (R@k, MRR@10, coverage, p50/p95 ms)."""
-    from services.index.library import retrieval_settings
+    from services.index.kb_settings import retrieval_settings
     from services.tuning.evaluation import EvalConfig, evaluate
 
     base = retrieval_settings(lib, kb)
@@ -382,7 +382,7 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
     evaluate with it on, save it with its card. When better (`is_better`) and `apply`, the KB's
     retrieval settings switch reranking on with it. Returns the card ("results": {set: {"off", "on"}},
     "better", "better_on", "applied", "added_ms_p50", "path", ...)."""
-    from services.index.library import retrieval_settings, save_settings
+    from services.index.kb_settings import retrieval_settings, save_settings
 
     lib.require_owner()
     settings = settings or RerankSettings()
