@@ -119,7 +119,7 @@ def rerank_latency(lib, kb, model_path: str, questions, n: int) -> dict:
     and the process CPU ms of the whole search (embedding + BM25 + dense + rerank)."""
     from dataclasses import replace
 
-    from services.index.library import retrieval_settings
+    from services.index.kb_settings import retrieval_settings
     from services.search.retrieval import Retriever
 
     settings = replace(retrieval_settings(lib, kb), rerank=True, reranker_model=model_path)

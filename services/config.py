@@ -26,7 +26,7 @@ SECRET_NAMES = {"OPENAI_BASE_URL": "base_url", "OPENAI_API_KEY": "api_key", "WEN
 def server_llm_secrets() -> dict:
     """LLM endpoint values from Streamlit's secrets files (~/.streamlit/secrets.toml, then
     ./.streamlit/secrets.toml winning), read here so the app, the CLI and the API resolve the
-    endpoint the same way. Values stay on the server (services.index.library.llm_settings)."""
+    endpoint the same way. Values stay on the server (services.index.kb_settings.llm_settings)."""
     import tomllib
 
     found: dict = {}

@@ -96,7 +96,7 @@ def sample(ctx: JobContext) -> dict:
 @handler("evaluate")
 def evaluate(ctx: JobContext) -> dict:
     """Run a question set over chunker x mode x rerank combinations (services.tuning.evaluation)."""
-    from services.index.library import chunking_config, retrieval_settings
+    from services.index.kb_settings import chunking_config, retrieval_settings
     from services.search.retrieval import MODES
     from services.tuning.evaluation import (CHUNKER_NAMES, CHUNKER_PRESETS, MATCH_RULE_ZH, EvalConfig,
                                             chunker_variant, evaluate, parse_questions, rows_as_dicts,
@@ -194,7 +194,7 @@ def _finetune_llm(ctx: JobContext):
     """The LLM that writes pseudo-queries: the server's or the KB's saved endpoint (a key typed in a
     browser session is never written to a job row, so it cannot reach the worker)."""
     from services.answers.llm import LLMClient
-    from services.index.library import llm_settings
+    from services.index.kb_settings import llm_settings
 
     settings = llm_settings(ctx.lib, ctx.kb)
     if not settings.configured:

@@ -23,8 +23,9 @@ from services.access import LOCAL, Principal
 from services.config import LLMSettings, RetrievalSettings, data_dir, redact_url, server_llm_secrets
 from services.documents.chunking import ChunkingConfig, chunk_text
 from services.documents.doctypes import page_for_offset
-from services.index.library import (Library, chunking_config, llm_settings, open_library, retrieval_settings,
-                                    save_llm_settings, save_settings)
+from services.index.library import Library, open_library
+from services.index.kb_settings import (chunking_config, llm_settings, retrieval_settings, save_llm_settings,
+                                        save_settings)
 from services.index.repositories import ConversationInfo, Job
 from services.index.store import Document, KnowledgeBase
 
@@ -375,7 +376,7 @@ class KB:
             return SourceView(None, "missing")
         ranges = [(int(c["start"]), int(c["end"])) for c in quotes] or [(int(source["start"]), int(source["end"]))]
         text = self.store.document_text(self.id, doc_id)
-        path = self.lib.original_path(self.row, doc_id)
+        path = self.lib.originals.path(self.row.id, doc_id)
         if path is not None and path.suffix.lower() == ".pdf":
             spans = self.store.page_spans(self.id, doc_id)
             pages = sorted({int(c.get("page", 0)) for c in quotes} - {0}) or [int(source.get("page", 1))]
@@ -406,7 +407,7 @@ class KB:
 
     def llm_settings(self, session_key: str = "", unsaved: dict | None = None) -> LLMSettings:
         """The endpoint answers use: server (env, .streamlit/secrets.toml) < saved for the KB < `unsaved`;
-        keys bound to their endpoints (services.index.library.llm_settings)."""
+        keys bound to their endpoints (services.index.kb_settings.llm_settings)."""
         return llm_settings(self.lib, self.row, session_key, server_llm_secrets(), unsaved)
 
     def embedding_model(self) -> str:

@@ -122,13 +122,13 @@ def test_original_files_are_kept_for_the_page_view_and_follow_the_document(lib, 
 
     pdf = make_pdf(["第一页" + ZH_PARAGRAPHS[0], "第二页" + ZH_PARAGRAPHS[2]])
     r = ingest_bytes(lib, kb, pdf, "geo.pdf", SMALL)
-    path = lib.original_path(kb, r.doc_id)
+    path = lib.originals.path(kb.id, r.doc_id)
     assert path is not None and path.read_bytes() == pdf and path.suffix == ".pdf"
     new = ingest_bytes(lib, kb, make_pdf(["第一页" + ZH_PARAGRAPHS[1]]), "geo.pdf", SMALL)
-    assert new.status == "replaced" and lib.original_path(kb, r.doc_id) is None
-    assert lib.original_path(kb, new.doc_id) is not None
+    assert new.status == "replaced" and lib.originals.path(kb.id, r.doc_id) is None
+    assert lib.originals.path(kb.id, new.doc_id) is not None
     lib.delete_document(kb, new.doc_id)
-    assert lib.original_path(kb, new.doc_id) is None
+    assert lib.originals.path(kb.id, new.doc_id) is None
     stray = lib.root / "originals" / str(kb.id) / "deadbeef.pdf"
     stray.write_bytes(b"x")
     root = lib.root

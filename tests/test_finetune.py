@@ -224,7 +224,7 @@ def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_nam
     real = ft.evaluate_sets
 
     def crash_after(lib_, kb_, model_path, sets, *args, **kwargs):
-        if Path(model_path).parent.name == "models":
+        if model_path and Path(model_path).parent.name == "models":
             assert Path(model_path).is_dir() and not finetuned_models(lib), "unfinished models stay unlisted"
             raise KeyboardInterrupt  # the process stops while evaluating the new model
         return real(lib_, kb_, model_path, sets, *args, **kwargs)
@@ -265,6 +265,42 @@ def test_a_saved_question_set_gets_before_after_numbers_with_the_evaluation_page
     assert "知识库的问题集（4 题）" in (Path(card["path"]) / "README.md").read_text(encoding="utf-8")
 
 
+def test_before_after_numbers_are_what_the_evaluation_page_reports(data_dir, tmp_path):
+    """One pipeline: the fine-tuning run's numbers on the KB's question set equal what the 评测 page's
+    evaluation job reports for the same questions — before: with the KB's model and index; after:
+    once the KB is switched to the new model — both under the KB's own (non-default) retrieval settings."""
+    from services import worker
+    from services.config import RetrievalSettings
+    from services.index.reembed import reembed
+    from services.workspace import open_workspace
+
+    ws = open_workspace(data_dir)
+    lib = ws.lib
+    row = lib.kb("一条流水线", create=True)
+    lib.store.update_kb_settings(row.id, embedding_model=str(tiny_embedder(tmp_path / "base")))
+    for name, text in TOPICS.items():
+        ingest_bytes(lib, row, text.encode(), f"{name}.txt", CONFIG)
+    kb = ws.session().kb("一条流水线")
+    kb.save_retrieval(RetrievalSettings(fusion="rrf", rrf_k=5, bm25_top_k=3, dense_top_k=12))
+
+    def page_numbers() -> dict:
+        job = kb.evaluate(question_lines(), ["dense", "hybrid"], [False], ["current"], keep=True, names="mode")
+        assert worker.wait_idle(lib, 120)
+        return kb.job(job).result["summaries"]
+
+    before = page_numbers()
+    card = finetune(lib, lib.store.get_kb(row.id), "同一流水线", FinetuneSettings(epochs=1, batch_size=8, max_pairs=32))
+    reembed(lib, lib.store.get_kb(row.id), card["path"])
+    after = page_numbers()
+    for mode in ("dense", "hybrid"):
+        for metric in ("recall@1", "recall@5", "recall@10", "mrr@10"):
+            assert card["questions"]["before"][mode][metric] == pytest.approx(before[mode][metric]), (mode, metric)
+            assert card["questions"]["after"][mode][metric] == pytest.approx(after[mode][metric]), (mode, metric)
+    assert card["questions"]["n"] == before["dense"]["questions"] == 4
+    assert 0 < before["dense"]["recall@10"] < 1 and before["dense"]["mrr@10"] != after["dense"]["mrr@10"]  # not vacuous
+    ws.lib.close()
+
+
 def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monkeypatch):
     """Held-out pseudo-queries say the tuned model is better; the user's questions decide."""
     from services.tuning import finetune as ft
@@ -273,8 +309,8 @@ def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monk
     kb, _ = tuned_kb
     scores = {"questions": (0.5, 0.5)}  # (dense, hybrid) MRR@10 of the tuned model on the user's questions
 
-    def fake_sets(lib, kb, model_path, sets, dense_weight=0.5, **_):
-        tuned = Path(model_path).parent.name == "models"  # the run's output folder, not the base
+    def fake_sets(lib, kb, model_path, sets):
+        tuned = bool(model_path) and Path(model_path).parent.name == "models"  # the run's output folder
 
         def result(dense, hybrid, n):
             return {"dense": {"recall@1": 0, "recall@5": 0, "recall@10": 0, "mrr@10": dense},
@@ -391,7 +427,7 @@ def test_the_saved_weights_are_the_base_trained_mix_that_scores_best_on_dev_quer
     key = next(k for k in saved if k.endswith("attention.self.query.weight"))
     assert torch.allclose(saved[key], start[key] + best * (trained[key] - start[key]), atol=1e-6)
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith("mixed")) == ["mixed"]  # no copies left
-    monkeypatch.setattr(ft, "_metrics", lambda ranks: {"mrr@10": 0.5})  # every mix scores the same
+    monkeypatch.setattr(ft, "evaluate", lambda *a, **k: ({"dev": {"mrr@10": 0.5}}, []))  # every mix scores the same
     assert ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))[0] == 0.5  # (the folder held `saved`)
     again = SentenceTransformer(str(out), device="cpu").state_dict()
     assert torch.allclose(again[key], start[key] + 0.5 * (saved[key] - start[key]), atol=1e-6)

@@ -438,7 +438,7 @@ def test_injected_disk_errors_while_writing_leave_the_kb_as_it_was(lib, kb, monk
     def failing(*args, **kwargs):
         raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
 
-    monkeypatch.setattr(type(lib), "save_original", failing)  # after the rows, before 'ready'
+    monkeypatch.setattr(type(lib.originals), "save", failing)  # after the rows, before 'ready'
     result = ingest_bytes(lib, kb, TEXT_B.encode(), "planets.txt")
     assert result.status == "failed" and word in result.reason, result.reason
     assert "Errno" not in result.reason and "内部错误" not in result.reason

@@ -21,8 +21,8 @@ TEXT_B = "太阳系有八大行星。木星是太阳系中体积最大的行星�
 
 
 def points(lib, kb):
-    dense = lib.dense_collection(kb)
-    return len(lib.bm25_index(kb).ids), lib.backend.count(dense) if dense else 0
+    dense = lib.dense.collection(kb)
+    return len(lib.keyword.index(kb).ids), lib.backend.count(dense) if dense else 0
 
 
 def test_ingest_and_search(lib, kb):
@@ -195,7 +195,7 @@ def test_library_keeps_indexes_under_its_own_root(tmp_path, monkeypatch):
 
 def test_llm_settings_precedence_and_key_not_saved(lib, kb, monkeypatch):
     from services.config import LLMSettings
-    from services.index.library import llm_settings, save_llm_settings
+    from services.index.kb_settings import llm_settings, save_llm_settings
 
     monkeypatch.setenv("OPENAI_BASE_URL", "http://env/v1")
     monkeypatch.setenv("WENDAO_LLM_MODEL", "env-model")

@@ -200,7 +200,7 @@ def test_same_model_again_keeps_its_identity(served_env, lib):
 
     kb = lib.kb("重启", create=True)
     ingest_all(lib, kb)
-    before = lib.dense_index(kb)["fingerprint"]
+    before = lib.dense.record(kb)["fingerprint"]
     embedding._EMBEDDERS.clear()
     assert lib.embedder(kb).fingerprint_id == before
     assert search(lib, kb, "黄河被称为什么").hits[0].doc == "rivers.txt"
@@ -326,7 +326,7 @@ def test_rerank_server_down_answers_without_reranking(monkeypatch, lib, fresh_mo
 
 def test_use_rerank_server_saves_settings_and_key(lib, fresh_models):
     from services import errors
-    from services.index.library import retrieval_settings
+    from services.index.kb_settings import retrieval_settings
     from services.search.rerank import use_rerank_server
 
     with FakeModelServer(models=["fake-reranker"], key="rk") as s:

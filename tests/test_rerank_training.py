@@ -61,7 +61,7 @@ def test_tiny_reranker_is_a_crossencoder_folder_the_retriever_reranks_with(lib, 
 
     from sentence_transformers import CrossEncoder
 
-    from services.index.library import retrieval_settings
+    from services.index.kb_settings import retrieval_settings
     from services.search.retrieval import Retriever
     from services.tuning.evaluation import save_question_set
 
@@ -87,7 +87,7 @@ def test_tiny_reranker_is_a_crossencoder_folder_the_retriever_reranks_with(lib, 
 
 
 def test_reranking_is_switched_on_only_when_the_reranker_is_better(lib, tiny_kb, monkeypatch):
-    from services.index.library import retrieval_settings
+    from services.index.kb_settings import retrieval_settings
 
     kb, base = tiny_kb
     mrr = {"off": 0.5, "on": 0.6}

@@ -42,7 +42,7 @@ def kb_with_rerankers(data_dir):
 
 
 def test_a_better_reranker_is_offered_and_then_reranks_the_kb(kb_with_rerankers):
-    from services.index.library import retrieval_settings
+    from services.index.kb_settings import retrieval_settings
 
     lib, kb, good, bad = kb_with_rerankers
     at = app("finetune")

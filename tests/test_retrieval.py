@@ -148,11 +148,11 @@ def test_qdrant_server_code_path(data_dir):
     lib = Library(data_dir, backend=ServerBackend(client=QdrantClient(":memory:")))
     kb = lib.kb("server", create=True)
     r = ingest_bytes(lib, kb, GEO.encode(), "geo.txt", ChunkingConfig("sentence", 50, 0))
-    assert lib.backend.count(lib.dense_collection(kb)) == r.chunks == len(lib.bm25_index(kb).ids)
+    assert lib.backend.count(lib.dense.collection(kb)) == r.chunks == len(lib.keyword.index(kb).ids)
     for mode in ("bm25", "dense", "hybrid"):
         assert "黄河" in Retriever(lib, kb).search("母亲河是哪条河", mode=mode).hits[0].text
     lib.delete_document(kb, r.doc_id)
-    assert lib.backend.count(lib.dense_collection(kb)) == 0
+    assert lib.backend.count(lib.dense.collection(kb)) == 0
 
 
 def test_embedding_cache_avoids_re_embedding(lib, kb):

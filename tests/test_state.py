@@ -40,16 +40,16 @@ def cli(args, env, **kw):
 
 def scores_by_text(lib, kb, query):
     """BM25 scores keyed by chunk text (chunk ids differ between data dirs)."""
-    found = lib.bm25_search(kb, query_vector(query), 1000)
+    found = lib.keyword.search(kb, query_vector(query), 1000)
     chunks = lib.store.get_chunks([f.id for f in found])
     return {chunks[f.id].text: f.score for f in found}
 
 
 def assert_bm25_is_exact(lib, kb):
     """The live index equals a from-scratch computation over SQLite's searchable rows (1e-6)."""
-    rows = lib.bm25_rows(kb, sorted(lib.store.chunk_id_set(kb.id)))
+    rows = lib.keyword.rows(kb, sorted(lib.store.chunk_id_set(kb.id)))
     for q in QUERIES:
-        got = {f.id: f.score for f in lib.bm25_search(kb, query_vector(q), 10_000)}
+        got = {f.id: f.score for f in lib.keyword.search(kb, query_vector(q), 10_000)}
         ref = exact_scores(rows, query_vector(q))
         assert got.keys() == ref.keys(), q
         assert all(abs(got[i] - ref[i]) < 1e-6 for i in ref), q
@@ -109,10 +109,10 @@ def test_check_finds_missing_and_orphan_points_and_reindex_repairs(tmp_path, dat
 
     lib = Library(data_dir)  # damage the dense index behind SQLite's back
     kb = lib.kb("k")
-    name = lib.dense_collection(kb)
+    name = lib.dense.collection(kb)
     victim = sorted(lib.store.chunk_id_set(kb.id))[0]
     lib.backend.delete(name, [victim])
-    lib.backend.upsert(name, [987654], [[0.1] * lib.dense_index(kb)["dim"]], ["ghost"])
+    lib.backend.upsert(name, [987654], [[0.1] * lib.dense.record(kb)["dim"]], ["ghost"])
     damaged = check(lib, kb)
     assert not damaged["ok"]
     assert damaged["indexes"]["dense"]["missing"] == 1 and damaged["indexes"]["dense"]["orphans"] == 1
@@ -146,10 +146,10 @@ def test_collection_follows_the_kb_whatever_the_model_is_called(lib, kb, tiny_mo
     a, b = tiny_models  # two local paths that differ only after 90 characters
     r = ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
     reembed(lib, kb, str(a) + "/")  # raw input differs from the resolved path
-    first = lib.dense_collection(kb)
+    first = lib.dense.collection(kb)
     reembed(lib, kb, str(b))
-    second = lib.dense_collection(kb)
-    assert first != second and lib.dense_index(kb)["fingerprint"] != ""
+    second = lib.dense.collection(kb)
+    assert first != second and lib.dense.record(kb)["fingerprint"] != ""
     assert lib.backend.collections(f"kb{kb.id}__") == [second]  # the old build is gone
     lib.delete_document(kb, r.doc_id)
     assert lib.backend.count(second) == 0
@@ -165,7 +165,7 @@ def test_model_folder_replaced_in_place_never_reuses_cached_vectors(lib, tmp_pat
     kb = lib.kb("k", create=True)
     lib.store.update_kb_settings(kb.id, embedding_model=str(folder))
     ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
-    old_fp = lib.dense_index(kb)["fingerprint"]
+    old_fp = lib.dense.record(kb)["fingerprint"]
     shutil.rmtree(folder)
     tiny_embedder(folder, seed=3, hidden_size=48)  # other weights and another dimension, same path
     embedding._EMBEDDERS.clear()  # as after a restart
@@ -179,7 +179,7 @@ def test_model_folder_replaced_in_place_never_reuses_cached_vectors(lib, tmp_pat
     from services.index.maintenance import reindex
 
     reindex(lib, kb)
-    assert lib.dense_index(kb)["fingerprint"] == new.fingerprint_id and check(lib, kb)["ok"]
+    assert lib.dense.record(kb)["fingerprint"] == new.fingerprint_id and check(lib, kb)["ok"]
     assert Retriever(lib, kb).search("长江", mode="dense").hits
     assert ingest_bytes(lib, kb, DOCS["planets.txt"].encode(), "planets.txt", SMALL).status == "ok"
 
@@ -456,7 +456,7 @@ def test_library_page_checks_and_rebuilds_the_index(data_dir):
     lib = open_library(data_dir)
     kb = lib.kb("地理", create=True)
     ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
-    lib.backend.delete(lib.dense_collection(kb), [min(lib.store.chunk_id_set(kb.id))])  # damage
+    lib.backend.delete(lib.dense.collection(kb), [min(lib.store.chunk_id_set(kb.id))])  # damage
     at = AppTest.from_file(os.path.join(ROOT, "app.py"), default_timeout=120)
     at.run()
     at.switch_page("components/pages/library.py").run()
@@ -509,7 +509,7 @@ def test_data_dir_from_before_recorded_collections_keeps_its_vectors(tmp_path):
     kb = lib.kb("k", create=True)
     lib.store.update_kb_settings(kb.id, embedding_model=BUNDLED_EMBEDDER)  # what the old app indexed with
     ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
-    record = lib.dense_index(kb)
+    record = lib.dense.record(kb)
     lib.close()
     close_all()
     qdrant = root / "qdrant"
@@ -527,11 +527,11 @@ def test_data_dir_from_before_recorded_collections_keeps_its_vectors(tmp_path):
     db.close()
     upgraded = Library(root)
     kb = upgraded.kb("k")
-    assert upgraded.dense_collection(kb) == legacy  # settings were lost: the old bundled model is assumed
+    assert upgraded.dense.collection(kb) == legacy  # settings were lost: the old bundled model is assumed
     assert upgraded.embedding_model(kb) == BUNDLED_EMBEDDER
     assert Retriever(upgraded, kb).search("珠穆朗玛峰有多高", mode="dense").hits
     assert "珠穆朗玛峰" in Retriever(upgraded, kb).search("珠穆朗玛峰有多高", mode="bm25").hits[0].text
-    assert upgraded.dense_index(kb)["fingerprint"] == upgraded.embedder(kb).fingerprint_id
+    assert upgraded.dense.record(kb)["fingerprint"] == upgraded.embedder(kb).fingerprint_id
     assert check(upgraded, kb)["ok"]
     assert not (qdrant / f"kb{kb.id}__bm25").exists()
     upgraded.close()

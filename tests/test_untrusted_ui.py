@@ -89,7 +89,7 @@ def test_credentials_in_the_server_endpoint_url_never_reach_the_page(kb_with_doc
     """A server endpoint like http://user:pass@host/v1?api-key=… is shown masked in the settings form,
     saving the form unchanged keeps the real URL, and an unreachable-endpoint error is masked too."""
     from services.config import LLMSettings, redact_url
-    from services.index.library import llm_settings
+    from services.index.kb_settings import llm_settings
     from services.answers.llm import LLMClient
 
     lib, kb = kb_with_doc
@@ -153,7 +153,7 @@ def test_visitor_endpoint_never_receives_the_server_key(kb_with_doc, monkeypatch
 
 def test_llm_settings_resolve_keys_per_endpoint(lib, kb, monkeypatch):
     from services.config import LLMSettings, same_endpoint
-    from services.index.library import llm_settings, save_llm_settings
+    from services.index.kb_settings import llm_settings, save_llm_settings
 
     monkeypatch.setenv("OPENAI_BASE_URL", "http://home:8000/v1")
     monkeypatch.setenv("OPENAI_API_KEY", SERVER_KEY)
@@ -289,7 +289,8 @@ def test_pages_render_document_text_inert(data_dir):
 
 # --- issue 8 #11: settings never leak from one knowledge base into another -----------------------
 def test_switching_kb_keeps_each_kbs_settings(data_dir):
-    from services.index.library import chunking_config, open_library, retrieval_settings
+    from services.index.library import open_library
+    from services.index.kb_settings import chunking_config, retrieval_settings
 
     def widget(items, label):
         return next(w for w in items if w.label == label)

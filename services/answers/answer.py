@@ -513,7 +513,7 @@ def context_search(retriever: Retriever, plan: ContextPlan):
     (CONTEXT_MODE), else over the retriever's documents."""
     if not plan.documents:
         return plan.wide if plan.wide is not None and plan.query == plan.wide.query else retriever.search(plan.query)
-    scoped = Retriever(retriever.lib, retriever.kb, retriever.settings, doc_ids=plan.documents)
+    scoped = Retriever(retriever.lib, retriever.kb, retriever.settings, doc_ids=plan.documents, dense=retriever.dense)
     result = scoped.search(plan.query)
     if CONTEXT_MODE == "filter" and result.hits:
         return result

@@ -229,7 +229,7 @@ def _commit_keywords(lib, kb, doc, doc_id, size, config, p: _Prepared, timer, or
     transaction make it 'ready' (keyword-searchable, vectors pending) and remove the same-named
     version it replaces. Returns (chunk ids, replaced doc id) or a duplicate FileResult."""
     if p.embedder is not None:
-        lib.dense_for_writing(kb, p.embedder)  # IndexMismatch here, before anything is written
+        lib.dense.for_writing(kb, p.embedder)  # IndexMismatch here, before anything is written
     replaces = next((d.id for d in lib.store.find_by_filename(kb.id, doc.filename)
                      if d.id != doc_id and d.status == "ready"), None)
     ids = lib.store.add_document(
@@ -241,18 +241,18 @@ def _commit_keywords(lib, kb, doc, doc_id, size, config, p: _Prepared, timer, or
     try:
         fault_point("rows_written")
         if original is not None:
-            lib.save_original(kb, doc_id, doc.filename, original)
+            lib.originals.save(kb.id, doc_id, doc.filename, original)
         removed = lib.store.finalize_document(kb.id, doc_id)
     except BaseException as exc:
-        lib.drop_points(kb, lib.store.delete_document(kb.id, doc_id))
-        lib.remove_original(kb, doc_id)
+        lib.dense.drop_points(kb, lib.store.delete_document(kb.id, doc_id))
+        lib.originals.remove(kb.id, doc_id)
         if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
             raise
         raise (_storage_error(lib, exc) or errors.WendaoError("写入索引失败，知识库未改变。")) from exc
     fault_point("finalized")
-    lib.drop_points(kb, removed)
+    lib.dense.drop_points(kb, removed)
     if replaces:
-        lib.remove_original(kb, replaces)
+        lib.originals.remove(kb.id, replaces)
     return ids, replaces
 
 
@@ -270,7 +270,7 @@ def _complete_dense(lib, kb, doc_id, ids, texts, embedder, progress, timer) -> i
     with lib.write_lock, timer("index"):
         if lib.store.chunk_ids(kb.id, doc_id) != list(ids):  # deleted or re-chunked meanwhile
             return embedded
-        collection = lib.dense_for_writing(kb, embedder)  # the current one (a rebuild may have switched)
+        collection = lib.dense.for_writing(kb, embedder)  # the current one (a rebuild may have switched)
         lib.backend.upsert(collection, ids, vectors, [doc_id] * len(ids))
         fault_point("points_written")
         lib.store.set_dense_done(kb.id, [doc_id])
@@ -365,7 +365,7 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
         vectors, embedded = embed_with_cache(p.embedder, lib.cache, p.texts,
                                              lambda done, total: progress("embed", done, total))
     with lib.write_lock, timer("index"):
-        collection = lib.dense_for_writing(kb, p.embedder)
+        collection = lib.dense.for_writing(kb, p.embedder)
         ids = lib.store.stage_chunks(kb.id, doc_id, p.chunks, p.rows)
         try:
             fault_point("rows_written")
@@ -375,14 +375,14 @@ def rechunk_document(lib: Library, kb: KnowledgeBase, doc_id: str, config: Chunk
             if document.dense_state != "done":
                 lib.store.set_dense_done(kb.id, [doc_id])
         except BaseException as exc:
-            lib.drop_points(kb, lib.store.discard_pending(kb.id, doc_id))
+            lib.dense.drop_points(kb, lib.store.discard_pending(kb.id, doc_id))
             if isinstance(exc, errors.WendaoError) or not isinstance(exc, Exception):
                 raise
             disk = _storage_error(lib, exc)
             raise errors.WendaoError(("重新切分失败，文档保持原来的版本。" + disk.message_zh) if disk
                                      else "重新切分失败，文档保持原来的版本。") from exc
         fault_point("finalized")
-        lib.drop_points(kb, old)
+        lib.dense.drop_points(kb, old)
     progress("index", len(ids), len(ids))
     return FileResult(document.filename, "ok", "", doc_id, len(ids), document.pages, [], timer.seconds, embedded)
 

@@ -26,23 +26,23 @@ from services.index.vectors import kb_prefix
 def reindex(lib: Library, kb: KnowledgeBase, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Rebuild BM25 terms and the dense collection of `kb` from SQLite; returns counts and seconds."""
     lib.require_owner()
-    dim = int((lib.dense_index(kb) or {}).get("dim") or 1024)  # a new collection is built beside the old one
+    dim = int((lib.dense.record(kb) or {}).get("dim") or 1024)  # a new collection is built beside the old one
     lib.ensure_space(estimate_ingest(0, 0, lib.store.count_chunks(kb.id), dim))
     progress = progress or (lambda *_: None)
     started = time.perf_counter()
     with lib.write_lock:
         updates = list(_recomputed_rows(lib, kb))
         lib.store.set_chunk_terms([(i, blob, n, key) for i, (blob, n, key) in updates])
-        lib.forget_bm25(kb)  # rebuilt from SQLite at the next search
+        lib.keyword.forget(kb.id)  # rebuilt from SQLite at the next search
         progress("bm25", len(updates), len(updates))
         bm25_seconds = time.perf_counter() - started
         embedder = lib.embedder(kb)
         chunks = build_dense(lib, kb, embedder, lib.embedding_model(kb), lambda d, t: progress("dense", d, t))
         for name in lib.backend.collections(kb_prefix(kb.id)):
-            if name != lib.dense_collection(kb):
+            if name != lib.dense.collection(kb):
                 lib.backend.drop(name)
     return {"kb": kb.name, "chunks": chunks, "bm25_seconds": round(bm25_seconds, 3),
-            "seconds": round(time.perf_counter() - started, 3), "collection": lib.dense_collection(kb)}
+            "seconds": round(time.perf_counter() - started, 3), "collection": lib.dense.collection(kb)}
 
 
 def _recomputed_rows(lib: Library, kb: KnowledgeBase):
@@ -87,10 +87,10 @@ def _sqlite_counts(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
 def _check_bm25(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
     """The live BM25 index against SQLite: same ids, same statistics as a fresh build, and stored
     terms equal to what the tokenizer gives for the stored text today."""
-    index = lib.bm25_index(kb)
+    index = lib.keyword.index(kb)
     live = lib.store.chunk_id_set(kb.id, enabled_only=True)  # BM25 holds switched-on documents only
     fresh = BM25Index()
-    fresh.add(lib.bm25_rows(kb, sorted(live)))
+    fresh.add(lib.keyword.rows(kb, sorted(live)))
     problems = []
     if index.stats() != fresh.stats():
         problems.append("statistics differ from a fresh build")
@@ -109,10 +109,10 @@ def _same_terms(a: bytes, b: bytes) -> bool:
 
 
 def _check_dense(lib: Library, kb: KnowledgeBase, live: set[int]) -> dict:
-    record = lib.dense_index(kb)
-    if record is not None and lib.dense_from_cache:
+    record = lib.dense.record(kb)
+    if record is not None and lib.dense.from_cache:
         return _check_dense_cache(lib, kb, live, record)
-    stray = [] if lib.dense_from_cache else [
+    stray = [] if lib.dense.from_cache else [
         n for n in lib.backend.collections(kb_prefix(kb.id)) if not record or n != record["collection"]]
     if record is None:
         pending = lib.store.chunk_ids_of(kb.id, [d for _, d in lib.store.dense_pending(kb.id)])

@@ -1,7 +1,7 @@
 """Per-KB settings of model servers (what the settings page offers): embed a KB through an
 OpenAI-compatible `/embeddings` server, and keep an API key for a server endpoint.
 
-Keys follow the LLM key rules (services.index.library.llm_settings): the server's own keys (env) are
+Keys follow the LLM key rules (services.index.kb_settings.llm_settings): the server's own keys (env) are
 never shown nor saved; a key typed for a KB is saved next to the base_url it was typed for and only
 ever sent there (services.index.served.key_for). Unlike the LLM's, an embedding key cannot stay in the
 browser session only: background ingest needs it, so it is saved (the page says so) or not used.

@@ -4,14 +4,17 @@ The owner holds an OS file lock on `<data>/wendao.lock` (filelock: flock on POSI
 Windows) for as long as it keeps the data dir open. The kernel releases the lock when the process
 dies, however it dies (kill -9 included), so:
 - whoever gets the lock knows no live process is writing, and may clean rows a dead one left
-  half-written (Library.reconcile) — a live ingest in another process is never touched;
+  half-written (services.index.reconcile) — a live ingest in another process is never touched;
 - a process that cannot get the lock (the CLI while the app runs) never opens a Qdrant Edge shard
   (a failed EdgeShard.load in a second process corrupts the holder's next flush), writes nothing,
-  and serves read-only commands from SQLite (see services.index.library.Library.read_only).
+  and serves read-only commands from SQLite (see `Ownership.read_only`).
 Who owns is recorded in `<data>/owner.json` (pid, command, since) for the error message.
+`Ownership` is one open data dir's side of this: whether it owns, what runs when it becomes the
+owner, and the checks every write makes first.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -20,6 +23,9 @@ import time
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+from services import errors
+from services.index import storage
 
 _HELD: dict[str, list] = {}  # resolved path -> [FileLock, refcount]
 _LOCK = threading.Lock()
@@ -84,3 +90,63 @@ def _write_owner(root: Path) -> None:
         os.replace(tmp, root / "owner.json")
     except OSError:
         pass
+
+
+class Ownership:
+    """Whether this process owns one open data dir, and the checks a write makes before it starts.
+
+    `storage_problem` (services.index.storage.probe: a full or read-only disk) keeps it a reader for
+    good: never the owner, every write refused with that reason. Hooks added with `when_owner` run in
+    order each time this process becomes the owner (the Library's reconcile is the first)."""
+
+    def __init__(self, root: Path, storage_problem: errors.WendaoError | None = None):
+        self.root = root
+        self.storage_problem = storage_problem
+        self.owner = False
+        self.hooks: list = []
+
+    def try_own(self) -> bool:
+        """Become the owner if no live process is (running the hooks then); True when owner."""
+        if self.storage_problem is not None:  # full / read-only disk: stay a reader
+            return False
+        if not self.owner and try_acquire(self.root):
+            self.owner = True
+            for hook in list(self.hooks):
+                hook()
+        return self.owner
+
+    def when_owner(self, hook) -> None:
+        """Call `hook()` now if this process owns the data dir, and each time it becomes the owner."""
+        self.hooks.append(hook)
+        if self.owner:
+            hook()
+
+    def require_owner(self) -> None:
+        """Raise DataDirBusy (before anything is read or written) unless this process owns the dir;
+        DiskFull / ReadOnlyStorage when the disk could not be written when the data dir was opened."""
+        if self.storage_problem is not None:
+            raise fresh(self.storage_problem)
+        if not self.try_own():
+            raise errors.DataDirBusy(f"数据目录正被{describe_owner(self.root)}使用，本操作需要写入，"
+                                     "因此未做任何修改。请在网页应用中操作，或关闭它后重试。")
+
+    def ensure_space(self, needed: int) -> None:
+        """Before a write of about `needed` bytes: DiskFull / ReadOnlyStorage (nothing written yet)
+        unless the disk has room for it and the vector store's headroom."""
+        if self.storage_problem is not None:
+            raise fresh(self.storage_problem)
+        storage.ensure_space(self.root, needed)
+
+    @property
+    def read_only(self) -> bool:
+        return not self.try_own()
+
+    def release(self) -> bool:
+        """Stop owning; True when that released this process's lock (no other open copy holds it)."""
+        was, self.owner = self.owner, False
+        return was and release(self.root)
+
+
+def fresh(error: errors.WendaoError) -> errors.WendaoError:
+    """A new instance of a kept error (raising one instance again would chain its old traceback)."""
+    return copy.copy(error).with_traceback(None)

@@ -31,9 +31,9 @@ def queue_when_servers_back(lib: Library) -> int:
             embedder = lib.embedder(kb)
             if not embedder.reachable():
                 continue
-            record = lib.dense_index(kb)
+            record = lib.dense.record(kb)
             if record is None or record["fingerprint"] == embedder.fingerprint_id:
                 ready.add(kb_id)
         except errors.WendaoError as exc:
             log.info("vectors of KB %s still pending: %s", kb_id, exc.message_zh)
-    return lib.queue_pending_vectors(ready) if ready else 0
+    return lib.store.jobs.queue_vectors([(k, d) for k, d in lib.store.dense_pending() if k in ready]) if ready else 0

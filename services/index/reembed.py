@@ -20,7 +20,7 @@ def reembed(lib: Library, kb: KnowledgeBase, model: str, progress: Callable[[int
     When `model` resolves to the model the index was built with, only the setting changes."""
     lib.require_owner()
     embedder = load_embedder(model, lib.server_key(kb, model))
-    record = lib.dense_index(kb)
+    record = lib.dense.record(kb)
     if record and record["fingerprint"] == embedder.fingerprint_id:
         lib.store.update_kb_settings(kb.id, embedding_model=model, dense_index={**record, "model": model})
         return lib.store.count_chunks(kb.id)
@@ -32,8 +32,8 @@ def build_dense(lib: Library, kb: KnowledgeBase, embedder, model: str,
                 progress: Callable[[int, int], None] | None = None) -> int:
     """Embed every searchable chunk into a new collection, then switch the KB to it."""
     with lib.write_lock:
-        old = lib.dense_collection(kb)
-        record = {**lib.new_dense_record(kb, embedder), "model": model}
+        old = lib.dense.collection(kb)
+        record = {**lib.dense.new_record(kb, embedder), "model": model}
         lib.backend.ensure(record["collection"], IndexSpec(model, embedder.dim, embedder.fingerprint_id))
         total, done = lib.store.count_chunks(kb.id), 0
         texts_of = StoredIndexTexts(lib.store, kb.id)

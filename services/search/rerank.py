@@ -264,7 +264,7 @@ def use_rerank_server(lib, kb, base_url: str, model: str, api_key: str = "") -> 
     from dataclasses import asdict, replace
 
     from services.config import served_name
-    from services.index.library import retrieval_settings, save_settings
+    from services.index.kb_settings import retrieval_settings, save_settings
     from services.index.model_servers import save_server_key
     from services.index.served import parse_served
 

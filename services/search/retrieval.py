@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Protocol
 
 from services import errors
 
@@ -68,13 +68,39 @@ class SearchResult:
     notice: str = ""  # e.g. why reranking was skipped
 
 
+class DenseStage(Protocol):
+    """Where the dense stage gets its query embedder and its candidates."""
+
+    def embedder(self): ...
+
+    def search(self, embedder, vector, limit: int, doc_ids: list[str] | None = None) -> list: ...
+
+
+class KbDense:
+    """The dense stage users get: the KB's embedder and its recorded index
+    (services.index.dense.DenseIndex.search)."""
+
+    def __init__(self, lib: Library, kb: KnowledgeBase):
+        self.lib, self.kb = lib, kb
+
+    def embedder(self):
+        return self.lib.embedder(self.kb)
+
+    def search(self, embedder, vector, limit: int, doc_ids: list[str] | None = None) -> list:
+        return self.lib.dense.search(self.kb, embedder, vector, limit, doc_ids)
+
+
 class Retriever:
     def __init__(self, lib: Library, kb: KnowledgeBase, settings: RetrievalSettings | None = None,
-                 doc_ids: list[str] | None = None):
-        """`doc_ids`: search only these documents of the KB (None: every switched-on document)."""
+                 doc_ids: list[str] | None = None, dense: DenseStage | None = None):
+        """`doc_ids`: search only these documents of the KB (None: every switched-on document).
+        `dense`: the dense stage (default: the KB's model and index); fine-tuning passes a candidate
+        model's vectors held in memory (services.index.dense.MemoryDense) to measure it by this
+        same pipeline without building an index."""
         self.lib, self.kb = lib, kb
         self.settings = settings or RetrievalSettings()
         self.doc_ids = list(doc_ids) if doc_ids is not None else None
+        self.dense = dense or KbDense(lib, kb)
 
     def search(self, query: str, top_k: int | None = None, mode: str | None = None,
                rerank: bool | None = None) -> SearchResult:
@@ -86,13 +112,13 @@ class Retriever:
         stages: dict[str, dict[int, float]] = {}
         if mode in ("bm25", "hybrid"):
             with _timed(timings, "bm25"):
-                found = self.lib.bm25_search(self.kb, query_vector(query), s.bm25_top_k, self.doc_ids)
+                found = self.lib.keyword.search(self.kb, query_vector(query), s.bm25_top_k, self.doc_ids)
                 stages["bm25"] = {p.id: p.score for p in found}
         server_down = ""
         if mode in ("dense", "hybrid"):
             try:
                 with _timed(timings, "embed_query"):
-                    embedder = self.lib.embedder(self.kb)
+                    embedder = self.dense.embedder()
                     vector = embed_query(embedder, query)
             except errors.ModelServerError as exc:  # hybrid answers by keywords while the model server is down
                 if mode == "dense":
@@ -100,7 +126,7 @@ class Retriever:
                 server_down = f"{exc.message_zh}（本次只按关键词检索）"
             else:
                 with _timed(timings, "dense"):
-                    found = self.lib.dense_search(self.kb, embedder, vector, s.dense_top_k, self.doc_ids)
+                    found = self.dense.search(embedder, vector, s.dense_top_k, self.doc_ids)
                     stages["dense"] = {p.id: p.score for p in found}
         with _timed(timings, "fusion"):
             fused = self._fuse(stages, mode)
@@ -129,7 +155,7 @@ class Retriever:
         the number of chunks as key "" — how specific a word is here (a name: few; 原告: most)."""
         from services.index.bm25 import term_index
 
-        index = self.lib.bm25_index(self.kb)
+        index = self.lib.keyword.index(self.kb)
         with index.lock:
             n = max(1, index.n)
             out = {"": float(index.n)}

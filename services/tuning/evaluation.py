@@ -23,7 +23,7 @@ from services.config import RetrievalSettings
 from services.documents.chunking import ChunkingConfig
 from services.index.embedding import clear_query_cache
 from services.index.library import Library
-from services.search.retrieval import Hit, Retriever
+from services.search.retrieval import DenseStage, Hit, Retriever
 from services.index.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
@@ -229,15 +229,19 @@ def summarize(rows: list[QuestionResult]) -> dict:
 
 
 def evaluate(lib: Library, kb: KnowledgeBase, questions: list[Question], configs: list[EvalConfig],
-             progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, dict], list[QuestionResult]]:
-    """Run every configuration over every question; returns ({config: summary}, per-question rows)."""
+             progress: Callable[[int, int], None] | None = None,
+             dense: DenseStage | None = None) -> tuple[dict[str, dict], list[QuestionResult]]:
+    """Run every configuration over every question through `Retriever.search` (the pipeline users
+    get); returns ({config: summary}, per-question rows). `dense`: the retriever's dense stage
+    (default: the KB's model and index; fine-tuning measures a candidate model's vectors held in
+    memory, services.index.dense.MemoryDense)."""
     rows: list[QuestionResult] = []
     summaries: dict[str, dict] = {}
     ideal_cache: dict = {}
     total, done = len(questions) * len(configs), 0
     for config in configs:
         clear_query_cache()  # latency per configuration includes embedding each query once
-        retriever = Retriever(lib, kb, replace(config.settings) if config.settings else RetrievalSettings())
+        retriever = Retriever(lib, kb, replace(config.settings) if config.settings else RetrievalSettings(), dense=dense)
         config_rows = []
         for q in questions:
             config_rows.append(evaluate_question(retriever, q, config, ideal_relevant_count(lib, kb, q, ideal_cache)))

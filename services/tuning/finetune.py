@@ -1,7 +1,9 @@
 """Fine-tune the embedding model on a knowledge base's own documents (no gold questions needed).
 
 Following the BGE recipe (the seed document): pseudo-queries per chunk, hard negatives mined from
-other documents, contrastive training, then evaluation before/after on held-out queries.
+other documents, contrastive training, then evaluation before/after on held-out queries — by the
+评测 page's evaluator over `Retriever.search` (services.tuning.evaluation), the new model's vectors
+held in memory (services.index.dense.MemoryDense), so the switch decision measures the search users get.
 - Training pairs (services.tuning.pseudo_queries): offline, answer-masked questions (a sentence's date,
   amount, number or title replaced by a question word; the positive keeps the sentence) and inverse
   cloze where a chunk has no such sentence; with an LLM configured, 2–3 questions a user would type
@@ -28,7 +30,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,10 +38,12 @@ import numpy as np
 
 from services import errors
 from services.index.bm25 import query_vector
-from services.tuning.evaluation import Question, holds_answer, question_set
+from services.index.dense import MemoryDense
 from services.index.index_text import StoredIndexTexts
 from services.index.library import Library
 from services.index.served import parse_served
+from services.index.kb_settings import retrieval_settings
+from services.tuning.evaluation import EvalConfig, Question, doc_key, evaluate, holds_answer, question_set
 from services.index.store import KnowledgeBase
 from services.tuning.pseudo_queries import (PseudoQuery, llm_queries, offline_queries, starts_inside_a_sentence,
                                      window_for)
@@ -237,7 +241,7 @@ def mine_negatives(lib: Library, kb: KnowledgeBase, pairs: list[Pair], settings:
     texts_of = StoredIndexTexts(lib.store, kb.id)
     dense = _DenseScorer(lib, kb, embedder) if embedder is not None else None
     for p in pairs:
-        candidates = [f.id for f in lib.bm25_search(kb, query_vector(p.query), hi)][lo - 1:]
+        candidates = [f.id for f in lib.keyword.search(kb, query_vector(p.query), hi)][lo - 1:]
         if dense is not None:
             q = dense.query(p.query)
             candidates += dense.top(q, hi)[lo - 1:]
@@ -265,17 +269,17 @@ class _DenseScorer:
 
     def __init__(self, lib: Library, kb: KnowledgeBase, embedder):
         self.embedder = embedder
-        self.ids, self.matrix = _kb_vectors(lib, kb, embedder, lib.cache)
-        self.row = {int(i): n for n, i in enumerate(self.ids)}
+        self.vectors = MemoryDense(lib.store, kb.id, embedder, cache=lib.cache).vectors
+        self.ids = self.vectors.ids
 
     def query(self, text: str) -> np.ndarray:
         return self.embedder.encode_query(text)
 
     def top(self, q: np.ndarray, k: int) -> list[int]:
-        return list(_dense_top(self.matrix, self.ids, q, k))
+        return [found.id for found in self.vectors.search(q, k)]
 
     def score(self, q: np.ndarray, chunk_id: int) -> float:
-        return float(self.matrix[self.row[chunk_id]] @ q) if chunk_id in self.row else -1.0
+        return self.vectors.score(q, chunk_id)
 
 
 def near_duplicate(a: str, b: str, threshold: float = 0.5) -> bool:
@@ -395,16 +399,16 @@ def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pai
                mixes: tuple[float, ...], distractors: int = 600,
                cancelled: Callable[[], bool] | None = None) -> tuple[float, dict[float, float]]:
     """Weight-space ensembling (WiSE-FT): score base + mix x (trained - base) for each mix on the dev
-    queries (dense MRR@10 over their documents' chunks plus up to `distractors` others, so each try
-    embeds a few hundred chunks, not the KB), leave the best mix's weights in `folder` (the trained
+    queries (dense MRR@10 by the evaluator, services.tuning.evaluation, over their documents' chunks
+    plus up to `distractors` others held in memory, so each try embeds a few hundred chunks, not the KB), leave the best mix's weights in `folder` (the trained
     model) and return (that mix, {mix: dev MRR@10}); a tie keeps more of the base. Interpolating keeps more of
     what the base knew where the KB's pseudo-queries teach little (general text) and most of the
     gain where they teach a lot (court judgments)."""
     from services.index.embedding import open_embedder
 
     chunks = _dev_chunks(lib, kb, dev_pairs, distractors)
-    texts = StoredIndexTexts(lib.store, kb.id)(chunks)
-    ids = np.array([c.id for c in chunks])
+    questions = pair_questions(lib, kb, dev_pairs, "dev")
+    config = EvalConfig("dev", "dense", False, replace(retrieval_settings(lib, kb), mode="dense", rerank=False))
     scores: dict[float, float] = {}
     tried: dict[float, Path] = {}
     try:
@@ -412,11 +416,8 @@ def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pai
             if cancelled and cancelled():
                 raise Cancelled()
             tried[mix] = folder if mix == 1.0 else _mixed_copy(folder, base, mix)
-            embedder = open_embedder(str(tried[mix]))
-            matrix = embedder.encode_passages(texts)
-            ranks = [_rank(_dense_top(matrix, ids, embedder.encode_query(p.query), 10), frozenset({p.chunk_id}))
-                     for p in dev_pairs]
-            scores[mix] = _metrics(ranks)["mrr@10"]
+            dense = MemoryDense(lib.store, kb.id, open_embedder(str(tried[mix])), chunks)
+            scores[mix] = evaluate(lib, kb, questions, [config], dense=dense)[0]["dev"]["mrr@10"]
         best = max(scores, key=lambda m: (scores[m], -m))
         if tried[best] != folder:
             shutil.rmtree(folder)
@@ -502,90 +503,56 @@ def _prefixes(base: str) -> tuple[str, str]:
 
 # --- evaluation ----------------------------------------------------------------------------------
 QUESTION_LIMIT = 1000  # questions of the KB's saved set evaluated per model (time: ~2 queries per question)
+METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10")  # the before/after table's columns
+MODES = ("dense", "hybrid")  # its rows: the retrieval modes the embedder takes part in
 
 
-@dataclass
-class Target:
-    """An evaluation query and the ids of the chunks that count as finding its answer."""
-    query: str
-    relevant: frozenset[int]
-
-
-def pair_targets(pairs: list[Pair]) -> list[Target]:
-    """Held-out pseudo-queries: relevant = the chunk the query came from."""
-    return [Target(p.query, frozenset({p.chunk_id})) for p in pairs]
-
-
-def question_targets(lib: Library, kb: KnowledgeBase, questions: list[Question]) -> list[Target]:
-    """The user's questions with services.tuning.evaluation's relevance rule (a chunk of the gold document
-    holding a whole answer span). Questions no chunk of this KB answers (their document is not in it)
-    are left out: they would score 0 before and after and say nothing about the model."""
-    by_doc: dict[str, list] = {}
+def pair_questions(lib: Library, kb: KnowledgeBase, pairs: list[Pair], prefix: str = "heldout") -> list[Question]:
+    """Pseudo-queries as questions for the evaluator (services.tuning.evaluation): relevant = a
+    passage of the query's document that holds the whole chunk the query came from."""
+    chunks = lib.store.get_chunks([p.chunk_id for p in pairs])
     names = lib.store.filenames(kb.id)
+    return [Question(f"{prefix}-{n}", p.query, names.get(p.doc_id, ""),
+                     [(chunks[p.chunk_id].start, chunks[p.chunk_id].end)])
+            for n, p in enumerate(pairs) if p.chunk_id in chunks]
+
+
+def answerable_questions(lib: Library, kb: KnowledgeBase, questions: list[Question]) -> list[Question]:
+    """The user's questions that some chunk of this KB answers by the evaluator's relevance rule
+    (services.tuning.evaluation.holds_answer). The others (their document is not in this KB, or they
+    are yes/no or unanswerable) would score 0 before and after and say nothing about the model."""
+    names = lib.store.filenames(kb.id)
+    by_key: dict[str, list] = {}
     for batch in lib.store.iter_chunks(kb.id, 1000):
         for c in batch:
-            by_doc.setdefault(names.get(c.doc_id, ""), []).append(c)
-    targets = []
-    for q in questions:
-        relevant = frozenset(c.id for c in by_doc.get(q.doc_name, []) if holds_answer(q.doc_name, c.start, c.end, q))
-        if relevant:
-            targets.append(Target(q.question, relevant))
-    return targets
+            by_key.setdefault(doc_key(names.get(c.doc_id, "")), []).append(c)
+    return [q for q in questions if q.retrievable and
+            any(holds_answer(names[c.doc_id], c.start, c.end, q) for c in by_key.get(q.doc_key, []))]
 
 
-def evaluate_model(lib: Library, kb: KnowledgeBase, model_path: str, pairs: list[Pair],
-                   dense_weight: float = 0.5) -> dict:
-    """R@1/5/10 and MRR@10 of held-out queries (relevant = the chunk the query came from) over all of
-    the KB's chunks, dense alone and hybrid (weighted fusion with BM25, as search does)."""
-    return evaluate_sets(lib, kb, model_path, {"heldout": pair_targets(pairs)}, dense_weight)["heldout"]
+def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str | None,
+                  sets: dict[str, list[Question]]) -> dict[str, dict]:
+    """For each named question set: R@1/5/10 and MRR@10, dense alone and hybrid, measured by the 评测
+    page's evaluator (services.tuning.evaluation.evaluate: Retriever.search with the KB's retrieval
+    settings; reranking off, so the numbers are the embedder's). Returns {set: {"dense": {...},
+    "hybrid": {...}, "queries": n}}.
 
-
-def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str, sets: dict[str, list[Target]],
-                  dense_weight: float = 0.5, embedder=None, cache=None) -> dict[str, dict]:
-    """For each named set of targets: R@1/5/10 and MRR@10 over all of the KB's chunks, which the model
-    embeds itself (once for all sets), dense alone and hybrid (weighted fusion with BM25, as search does).
-
-    `embedder` defaults to a fresh one for `model_path`; with `cache` (the library's embedding cache)
-    vectors already computed are reused and new ones kept, so evaluating the KB's current model costs
-    nothing and switching to a model evaluated here needs no re-embedding."""
-    from services.search import fusion
+    `model_path` None: the KB's model and index, as users search today. A path: that model's vectors
+    for all of the KB's chunks, held in memory (services.index.dense.MemoryDense) and searched by the
+    same pipeline; they go into the embedding cache too, so switching the KB to it embeds nothing."""
     from services.index.embedding import open_embedder
 
-    embedder = embedder or open_embedder(model_path)  # fresh: a run's output folder is reused by the next run
-    ids, matrix = _kb_vectors(lib, kb, embedder, cache)
+    dense = None
+    if model_path is not None:  # a fresh embedder: a run's output folder is reused by the next run
+        dense = MemoryDense(lib.store, kb.id, open_embedder(model_path), cache=lib.cache)
+    base = retrieval_settings(lib, kb)
+    configs = [EvalConfig(mode, mode, False, replace(base, mode=mode, rerank=False)) for mode in MODES]
     results = {}
-    for name, targets in sets.items():
-        dense_ranks, hybrid_ranks = [], []
-        for t in targets:
-            dense = _dense_top(matrix, ids, embedder.encode_query(t.query), 100)
-            bm25 = {f.id: f.score for f in lib.bm25_search(kb, query_vector(t.query), 100)}
-            fused = fusion.weighted({"dense": dense, "bm25": bm25}, {"dense": dense_weight, "bm25": 1 - dense_weight})
-            dense_ranks.append(_rank(dense, t.relevant))
-            hybrid_ranks.append(_rank(fused, t.relevant))
-        results[name] = {"dense": _metrics(dense_ranks), "hybrid": _metrics(hybrid_ranks), "queries": len(targets)}
+    for name, questions in sets.items():
+        summaries = evaluate(lib, kb, questions, configs, dense=dense)[0] if questions else {}
+        results[name] = {mode: {m: summaries[mode][m] if summaries else 0.0 for m in METRICS} for mode in MODES}
+        results[name]["queries"] = len(questions)
     return results
-
-
-def _kb_vectors(lib: Library, kb: KnowledgeBase, embedder, cache) -> tuple[np.ndarray, np.ndarray]:
-    """(chunk ids, their passage vectors) for all of the KB's chunks as `embedder` embeds their index
-    texts, reusing and filling `cache` (the library's embedding cache) when given."""
-    from services.index.embedding import embed_with_cache
-
-    chunks = [c for batch in lib.store.iter_chunks(kb.id, 1000) for c in batch]
-    matrix, _ = embed_with_cache(embedder, cache, StoredIndexTexts(lib.store, kb.id)(chunks))
-    return np.array([c.id for c in chunks]), matrix
-
-
-def _dense_top(matrix: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> dict[int, float]:
-    """The `k` best chunk ids for a query vector with their scores, best first."""
-    scores = matrix @ query
-    return {int(ids[i]): float(scores[i]) for i in np.argsort(-scores)[:k]}
-
-
-def _rank(scores: dict[int, float], relevant: frozenset[int]) -> int | None:
-    """1-based rank of the first relevant id by descending score, or None."""
-    order = sorted(scores, key=lambda i: -scores[i])
-    return next((n for n, i in enumerate(order, start=1) if i in relevant), None)
 
 
 def is_better(before: dict, after: dict, questions: dict | None = None) -> bool:
@@ -595,14 +562,6 @@ def is_better(before: dict, after: dict, questions: dict | None = None) -> bool:
         b, a = questions["before"], questions["after"]
         return a["hybrid"]["mrr@10"] >= b["hybrid"]["mrr@10"] and a["dense"]["mrr@10"] > b["dense"]["mrr@10"]
     return after["dense"]["mrr@10"] > before["dense"]["mrr@10"]
-
-
-def _metrics(ranks: list[int | None]) -> dict:
-    n = max(1, len(ranks))
-    return {"recall@1": sum(r is not None and r <= 1 for r in ranks) / n,
-            "recall@5": sum(r is not None and r <= 5 for r in ranks) / n,
-            "recall@10": sum(r is not None and r <= 10 for r in ranks) / n,
-            "mrr@10": sum(1 / r for r in ranks if r is not None and r <= 10) / n}
 
 
 # --- the whole run -------------------------------------------------------------------------------
@@ -687,9 +646,10 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     if len(settings.mixes) > 1 and len({p.doc_id for p in train_pairs}) >= 10:
         train_pairs, dev_pairs = split_heldout(train_pairs, settings, settings.dev, seed=3)
     saved = question_set(lib, kb) or []
-    sets = {"heldout": pair_targets(test_pairs), "questions": question_targets(lib, kb, saved[:QUESTION_LIMIT])}
-    stage("before")  # the KB's model as search runs it, over its cached vectors
-    before = evaluate_sets(lib, kb, base, sets, embedder=current_embedder(lib, kb), cache=lib.cache)
+    sets = {"heldout": pair_questions(lib, kb, test_pairs),
+            "questions": answerable_questions(lib, kb, saved[:QUESTION_LIMIT])}
+    stage("before")  # search as users get it: the KB's model and index (the base folder when the model won't load)
+    before = evaluate_sets(lib, kb, None if current_embedder(lib, kb) else base, sets)
     stage("train")
     tmp = models_dir(lib) / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -705,7 +665,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         (tmp / CARD).write_text(json.dumps({"name": name, "base_path": base, "status": "evaluating"}), encoding="utf-8")
         tmp.rename(out)
         stage("after")
-        after = evaluate_sets(lib, kb, str(out), sets, cache=lib.cache)
+        after = evaluate_sets(lib, kb, str(out), sets)
         stage("done")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -792,8 +752,6 @@ def finetuned_models(lib: Library, kind: str = "embedding") -> list[dict]:
 
 def delete_model(lib: Library, name: str) -> None:
     """Delete a fine-tuned model (embedder or reranker); refused while a knowledge base uses it."""
-    from services.index.library import retrieval_settings
-
     lib.require_owner()
     folder = models_dir(lib) / valid_model_name(name)
     users = [kb.name for kb in lib.store.list_kbs()

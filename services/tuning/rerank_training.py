@@ -44,8 +44,8 @@ from services.index.store import KnowledgeBase
 from services.tuning.evaluation import Question, question_set
 from services.tuning.finetune import (CARD, Cancelled, FinetuneSettings, Pair, Progress, autocast,
                                       current_embedder, new_model_folder, valid_model_name,
-                                      generate_pairs,
-                                      mine_negatives, models_dir, split_heldout)
+                                      generate_pairs, mine_negatives, models_dir, pair_questions,
+                                      split_heldout)
 
 from services.search.rerank import forget_reranker  # noqa: E402
 
@@ -330,10 +330,7 @@ def heldout_questions(lib: Library, kb: KnowledgeBase, pairs: list[Pair], limit:
     chosen = asked if len(asked) >= min(20, len(pairs)) else pairs
     if len(chosen) > limit:
         chosen = random.Random(seed).sample(chosen, limit)
-    chunks = lib.store.get_chunks([p.chunk_id for p in chosen])
-    names = lib.store.filenames(kb.id)
-    return [Question(f"heldout-{n}", p.query, names.get(p.doc_id, ""), [(chunks[p.chunk_id].start, chunks[p.chunk_id].end)])
-            for n, p in enumerate(chosen) if p.chunk_id in chunks]
+    return pair_questions(lib, kb, chosen)
 
 
 def saved_questions(lib: Library, kb: KnowledgeBase, limit: int, seed: int = 0) -> tuple[list[Question], int]:
@@ -351,7 +348,7 @@ def evaluate_reranker(lib: Library, kb: KnowledgeBase, questions: list[Question]
                       progress: Callable[[int, int], None] | None = None) -> dict:
     """The 评测 page's evaluator (services.tuning.evaluation.evaluate) with the KB's retrieval settings:
     rerank off, or on with `model_path`. Returns its summary (R@k, MRR@10, coverage, p50/p95 ms)."""
-    from services.index.library import retrieval_settings
+    from services.index.kb_settings import retrieval_settings
     from services.tuning.evaluation import EvalConfig, evaluate
 
     base = retrieval_settings(lib, kb)
@@ -385,7 +382,7 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
     evaluate with it on, save it with its card. When better (`is_better`) and `apply`, the KB's
     retrieval settings switch reranking on with it. Returns the card ("results": {set: {"off", "on"}},
     "better", "better_on", "applied", "added_ms_p50", "path", ...)."""
-    from services.index.library import retrieval_settings, save_settings
+    from services.index.kb_settings import retrieval_settings, save_settings
 
     lib.require_owner()
     settings = settings or RerankSettings()
