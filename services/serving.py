@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,15 +25,18 @@ SECURITY_HEADERS = [
 
 
 def serve(address: str = "127.0.0.1", port: int = 8501) -> int:
-    """Check the bind rule, then run the app (pages + API) until stopped; the exit code."""
+    """Check the bind rule, then become the app's server (pages + API): this process is replaced by
+    Streamlit's (same pid), so stopping `wendao serve` — a signal, a service manager — stops the
+    server itself rather than leaving a child listening on the port."""
     auth.check_bind(address)
     env = {**os.environ, "WENDAO_SERVE_ADDRESS": address}
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "components" / "server.py"),
                "--server.port", str(port), "--server.address", address, "--server.headless", "true"]
-    try:
-        return subprocess.call(command, cwd=ROOT, env=env)
-    except KeyboardInterrupt:
-        return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(ROOT)
+    os.execve(sys.executable, command, env)
+    return 0  # not reached
 
 
 def allowed_hosts(address: str) -> set[str]:

@@ -95,3 +95,23 @@ def test_api_docs_load_nothing_from_another_host(data_dir):
     for asset in ("/api/docs-assets/swagger-ui-bundle.js", "/api/docs-assets/swagger-ui.css"):
         assert asset in page and client.get(asset).status_code == 200
     assert client.get("/api/openapi.json").json()["info"]["title"] == "问道 Wendao API"
+
+
+def test_stopping_wendao_serve_stops_the_server_on_its_port(tmp_path):
+    """`wendao serve` becomes the server (same pid): a SIGTERM to it frees the port. Before, it ran
+    Streamlit as a child that kept serving after the command was stopped."""
+    import time
+
+    env = {**os.environ, "WENDAO_DATA_DIR": str(tmp_path / "data")}
+    port = free_port()
+    proc, url = serving([sys.executable, "-m", "services", "serve", "--port", str(port)], port, env, ROOT)
+    proc.terminate()
+    proc.wait(30)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+        except OSError:
+            return
+        time.sleep(0.5)
+    pytest.fail("the server still answers after `wendao serve` was stopped")
