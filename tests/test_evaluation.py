@@ -182,3 +182,26 @@ def test_evaluation_page_keeps_an_uploaded_question_set_shows_it_inert_and_remov
     button(at, "删除本知识库的问题集").click().run()
     assert question_set(lib, kb) is None
     assert not any(o.startswith("本知识库的问题集") for o in at.radio[0].options)
+
+
+def test_evaluation_cannot_start_on_a_kb_without_the_questions_documents(data_dir):
+    """The sample questions on a KB that holds none of their documents: a warning and no run (it
+    used to start and then fail); a question file naming docs/geo.txt runs on a KB holding geo.txt."""
+    from test_app import app, button
+
+    from services.index.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("问题库", create=True)
+    text = "".join(ZH_PARAGRAPHS)
+    assert ingest_bytes(lib, kb, text.encode(), "geo.txt").status == "ok"
+    at = app("evaluation")
+    assert any("无法评测" in w.value for w in at.warning)
+    assert button(at, "开始评测").disabled
+    start = text.index("珠穆朗玛峰")
+    line = json.dumps({"question": "世界最高峰是哪座山", "doc_file": "docs/GEO.md",
+                       "answer_spans": [{"text": "珠穆朗玛峰", "start_in_doc": start}]}, ensure_ascii=False)
+    at.radio[0].set_value("upload").run()
+    at.get("file_uploader")[0].set_value([("q.jsonl", line.encode(), "application/json")]).run()
+    assert not any("无法评测" in w.value for w in at.warning)
+    assert not button(at, "开始评测").disabled

@@ -19,7 +19,7 @@ from components.safe_text import inert
 from components.state import current_kb, select_kb, session, show_error
 from components.widgets import eval_csv
 from services import errors
-from services.views import CHUNKER_NAMES, KS, MODES, parse_questions, sample_question_lines
+from services.views import CHUNKER_NAMES, KS, MODES, doc_key, parse_questions, sample_question_lines
 
 SHOWN_QUESTIONS = 20  # questions of a saved set listed on the page
 SAMPLE_KB = "示例"
@@ -95,11 +95,13 @@ saved_panel(kb)
 keep = bool(questions and lines) and source != "saved" and st.checkbox(
     "保存为本知识库的问题集", value=source == "upload", key=f"eval_keep_{kb.id}_{source}",
     help="开始评测时保存。以后评测可以直接选用它；微调向量模型时也会在这些问题上比较微调前后的效果。")
+no_documents = False  # none of the questions' documents is in this KB: nothing to evaluate
 if questions:
-    wanted = {q.doc_name for q in questions if q.doc_name}
-    held = {d.filename for d in kb.documents(searchable_only=True)}
+    wanted = {q.doc_key for q in questions if q.doc_name}  # matched as the evaluation does (services.views.doc_key)
+    held = {doc_key(d.filename) for d in kb.documents(searchable_only=True)}
     if wanted and not wanted & held:
-        st.warning("当前知识库里没有这些问题所针对的文档，评测结果会全部为 0。"
+        no_documents = True
+        st.warning("当前知识库里没有这些问题所针对的文档，无法评测。"
                    + ("示例问题需要「示例」知识库。" if source == "sample" else "请先上传问题文件中 doc_file 指向的文档。"))
         sample = sample_kb()
         if source == "sample" and sample is not None and sample.id != kb.id:
@@ -119,7 +121,7 @@ limit = st.slider("最多评测多少题", 5, max(5, len(questions or [])), min(
                   disabled=not questions) if questions and len(questions) > 5 else len(questions or [])
 
 busy = jobs_running(kb, ("evaluate",))
-if st.button("开始评测", type="primary", disabled=not (questions and lines and modes and reranks and chunkers) or busy,
+if st.button("开始评测", type="primary", disabled=not (questions and lines and modes and reranks and chunkers) or busy or no_documents,
              help="评测在后台进行：可以离开本页，稍后回来查看结果" if not busy else "已有一个评测在进行，请等它完成"):
     try:
         new_batch(kb, ("evaluate",), "evaluate")

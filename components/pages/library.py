@@ -117,7 +117,7 @@ if chosen_rows:
     if st.button(f"删除选中的 {len(chosen_rows)} 个文档", icon=":material/delete:", key=f"delete_rows_{kb.id}"):
         st.session_state["confirm_delete_rows"] = (kb.id, [d.id for d in chosen_rows])
     if st.session_state.get("confirm_delete_rows") == (kb.id, [d.id for d in chosen_rows]):
-        st.warning(f"确定删除{names_shown}？它们的片段和索引会一并删除，无法恢复。")
+        st.warning(f"确定删除{names_shown}？{'它们' if len(chosen_rows) > 1 else '它'}的片段和索引会一并删除，无法恢复。")
         y, n = st.columns(2)
         if y.button("确认删除", type="primary", key=f"delete_rows_yes_{kb.id}"):
             try:
