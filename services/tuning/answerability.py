@@ -48,7 +48,8 @@ class AnswerabilitySettings:
     training: RerankSettings = field(default_factory=lambda: RerankSettings(batch_size=16, max_length=256))
     sources: tuple[str, ...] = ("cail2019_dev", "cmrc2018_trial", "drcd_dev")
     evaluate_on: str = "cail2019_dev"  # the set whose dev / held-out documents choose and report
-    max_questions: int = 1500  # per source, training questions (seeded sample)
+    max_questions: int = 1500  # per source, training questions (seeded sample; unanswerable ones first)
+    source_questions: dict[str, int] = field(default_factory=dict)  # per-source caps overriding max_questions
     dev: float = 0.15  # share of documents per source for the threshold
     heldout: float = 0.2  # share of documents per source never used for training or a choice
     top: int = 3  # passages scored per question
@@ -155,8 +156,12 @@ def training_examples(corpus: Corpus, docs: set[str], settings: AnswerabilitySet
     """Labelled (question, passage) pairs from the questions about `docs` (see the module docstring);
     a question's pairs share a group number, counted from `first_group`."""
     items = [i for i in corpus.items if i.doc in docs]
-    if len(items) > settings.max_questions:
-        items = rng.sample(items, settings.max_questions)
+    cap = settings.source_questions.get(corpus.source, settings.max_questions)
+    if len(items) > cap:  # the real unanswerable questions are the scarce signal: all of them first
+        unanswerable = [i for i in items if not i.answerable]
+        answerable = [i for i in items if i.answerable]
+        kept = rng.sample(unanswerable, min(cap, len(unanswerable)))
+        items = kept + rng.sample(answerable, cap - len(kept))
     has_unanswerable = any(not i.answerable for i in corpus.items)
     out: list[Example] = []
     for n, item in enumerate(items):
