@@ -4,6 +4,8 @@ the question, trained with the reranker's training code (services.tuning.rerank_
 
     python -m services.tuning.answerability --data ../shared/data --out <data dir>/models/answerability
                                             [--sources cail2019_dev,cmrc2018_trial,drcd_dev] [--json]
+                                            [--source-questions cail2019_dev=4000,cmrc2018_trial=150,drcd_dev=150]
+                                            [--set layers=6,max_length=192,learning_rate=1e-4]
 
 Data: folders in the shared format (docs/*.txt and questions.jsonl with answer_spans, answer_type).
 Documents are chunked as the app chunks them (default settings), and per question:
@@ -306,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", default="cail2019_dev,cmrc2018_trial,drcd_dev")
     parser.add_argument("--evaluate-on", default="cail2019_dev")
     parser.add_argument("--max-questions", type=int, default=None)
+    parser.add_argument("--source-questions", default="", help="per-source caps, e.g. cail2019_dev=4000,drcd_dev=150")
     parser.add_argument("--set", default="", help="RerankSettings overrides, e.g. layers=6,max_length=192")
     parser.add_argument("--base", default=None, help="starting model (default: the bundled multilingual-e5-small)")
     parser.add_argument("--json", action="store_true")
@@ -315,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                                      sources=tuple(s for s in args.sources.split(",") if s), evaluate_on=args.evaluate_on)
     if args.max_questions:
         settings.max_questions = args.max_questions
+    settings.source_questions = {k: int(v) for k, v in (item.split("=") for item in args.source_questions.split(",") if item)}
     card = train_check(Path(args.data), Path(args.out), settings, args.base, log=lambda s: print(s, file=sys.stderr))
     if args.json:
         print(json.dumps({k: v for k, v in card.items() if k != "losses"}, ensure_ascii=False))
