@@ -142,7 +142,7 @@ def main() -> None:
     from services.tuning.rerank_training import RerankSettings
 
     settings = AnswerabilitySettings(
-        training=replace(RerankSettings(batch_size=16, max_length=256), **args.settings),
+        training=replace(RerankSettings(batch_size=16), **args.settings),
         source_questions={"cail2019_dev": args.cail, "cmrc2018_trial": args.cmrc, "drcd_dev": args.drcd})
     t = time.perf_counter()
     model, card = train_or_reuse(args, settings)
