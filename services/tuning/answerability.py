@@ -50,7 +50,7 @@ CAIL_LIKE = "unanswerable"  # a set with real unanswerable questions (answer_typ
 class AnswerabilitySettings:
     # The measured configuration (bench/answerability.py, README): 6 of e5-small's 12 layers, 192 tokens,
     # CAIL's unanswerable questions first — about 11 minutes of training on 2 CPU cores.
-    training: RerankSettings = field(default_factory=lambda: TRAINING)
+    training: RerankSettings = field(default_factory=lambda: replace(TRAINING))
     sources: tuple[str, ...] = ("cail2019_dev", "cmrc2018_trial", "drcd_dev")
     evaluate_on: str = "cail2019_dev"  # the set whose dev / held-out documents choose and report
     max_questions: int = 1500  # per source, training questions (seeded sample; unanswerable ones first)

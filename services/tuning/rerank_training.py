@@ -18,7 +18,9 @@ and the cross-encoder training that the answerability check (services.tuning.ans
   (sigmoid >= 0.5: relevant), which services.answers.refusal reads.
 - Evaluation: before (rerank off) and after (rerank on with the new model) through
   services.tuning.evaluation.evaluate — the 评测 page's evaluator — on held-out pseudo-questions
-  (documents never trained on) and on the KB's saved question set when it has one.
+  (documents never trained on) and on the KB's saved question set when it has one; "on" both with
+  the reranker ordering the candidates alone and blended with the first stage's ranks
+  (RetrievalSettings.rerank_weight, WEIGHTS), keeping the better on the deciding set.
 - Result: a normal sentence-transformers CrossEncoder folder under `<data>/models/<name>/` (config,
   safetensors, tokenizer: Infinity and TEI serve it as a reranker) with a model card
   (`wendao_card.json`, kind "reranker"), listed by `finetuned_models(lib, "reranker")`. It is
