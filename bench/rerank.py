@@ -84,6 +84,10 @@ def train(lib, kb, args) -> tuple[dict, float, float]:
     settings = RerankSettings(**args.settings)
     changed = "".join(f"-{k}{v}" for k, v in sorted(args.settings.items()))
     name = f"bench-{kb.name}{changed}{args.tag}".replace(",", "_")
+    if len(name) > 60:  # model names are at most 60 characters (services.tuning.finetune.valid_model_name)
+        import hashlib
+
+        name = f"bench-{kb.name}-{hashlib.sha1(changed.encode()).hexdigest()[:8]}{args.tag}"
     existing = {m["name"]: m for m in finetuned_models(lib, "reranker")}
     if name in existing:
         card = existing[name]
