@@ -2,6 +2,7 @@
 
     python bench/rerank.py [--datasets cmrc,drcd,drcd_para,cail] [--docs cail=1000] [--questions 200]
                            [--set layers=6,max_length=192] [--tag T] [--threads 2] [--latency 40]
+                           [--weights 1.0,0.5]
 
 Per knowledge base (CMRC 2018 trial, DRCD dev — which the paraphrased DRCD questions of
 bench/drcd_paraphrase.jsonl share — and CAIL2019 dev, a subset with --docs cail=N): ingest the
@@ -9,7 +10,9 @@ documents (default chunking, the bundled multilingual-e5-small) into $WENDAO_BEN
 /tmp/wendao-rerank-bench; reused), train a reranker on the KB's documents only
 (services.tuning.rerank_training.finetune_reranker, the code the UI, the job and the CLI run; the gold
 questions are never seen), then evaluate a seeded sample of the gold questions with the 评测 page's
-evaluator, rerank off and on (R@1, R@5, MRR@10, answer within the first 1,000 characters). Also
+evaluator, rerank off and on (R@1, R@5, MRR@10, answer within the first 1,000 characters) with the
+reranker ordering the candidates alone (w=1.0) and blended with the first stage's ranks (w=0.5,
+RetrievalSettings.rerank_weight; the training run keeps whichever its deciding set prefers). Also
 printed: the training run's wall time and peak RSS (VmHWM, reset before the run), the held-out pseudo-
 question numbers of its card, and the rerank stage's own latency for 20 candidates (p50 / p95 over
 --latency queries, wall and CPU). A finished model of the same name is reused (its training numbers
@@ -81,6 +84,10 @@ def train(lib, kb, args) -> tuple[dict, float, float]:
     settings = RerankSettings(**args.settings)
     changed = "".join(f"-{k}{v}" for k, v in sorted(args.settings.items()))
     name = f"bench-{kb.name}{changed}{args.tag}".replace(",", "_")
+    if len(name) > 60:  # model names are at most 60 characters (services.tuning.finetune.valid_model_name)
+        import hashlib
+
+        name = f"bench-{kb.name}-{hashlib.sha1(changed.encode()).hexdigest()[:8]}{args.tag}"
     existing = {m["name"]: m for m in finetuned_models(lib, "reranker")}
     if name in existing:
         card = existing[name]
@@ -146,8 +153,10 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--latency", type=int, default=40, help="queries timed for the rerank stage")
+    parser.add_argument("--weights", default="1.0,0.5", help="reranker shares of the order evaluated on the gold questions")
     args = parser.parse_args()
     docs = {k: int(v) for k, v in (item.split("=") for item in args.docs.split(",") if item)}
+    args.weights = [float(w) for w in args.weights.split(",") if w]
     args.settings = {k: json.loads(v) for k, v in (item.split("=") for item in args.set.split(",") if item)}
     import torch
 
@@ -165,7 +174,10 @@ def main() -> None:
             cards[kb.name] = card
             info = {"kb": kb.name, "docs": len(lib.store.list_documents(kb.id)), "chunks": lib.store.count_chunks(kb.id),
                     "train_queries": card["pairs"]["train"], "train_pairs": card["pairs"]["examples"],
-                    "train_wall_s": round(wall), "peak_rss_mb": round(peak or 0), "model": card["name"]}
+                    "train_wall_s": round(wall), "peak_rss_mb": round(peak or 0), "model": card["name"],
+                    "chosen_weight": card.get("rerank_weight", 1.0), "offered": card["better"]}
+            for w, tried in card.get("weights_tried", {}).items():
+                print(f"{kb.name} card, reranker weight {w}: {json.dumps(tried)}", flush=True)
             for key, result in card["results"].items():
                 for state in ("off", "on"):
                     rows.append({"set": f"{kb.name} {key} (pseudo, {result[state]['questions']})", "rerank": state,
@@ -173,11 +185,12 @@ def main() -> None:
         card = cards[kb.name]
         questions = gold_questions(name, kb, lib, args.questions)
         print(f"{name}: {len(questions)} gold questions", file=sys.stderr)
-        for state, path in (("off", None), ("on", card["path"])):
-            summary = evaluate_reranker(lib, kb, questions, path)
+        states = [("off", None, 1.0)] + [(f"on w={w}", card["path"], w) for w in args.weights]
+        for state, path, weight in states:
+            summary = evaluate_reranker(lib, kb, questions, path, weight=weight)
             rows.append({"set": f"{name} ({len(questions)})", "rerank": state, **{m: summary[m] for m in METRICS},
                          "p50_ms": summary["p50_ms"]})
-        print(table(rows[-2:], ["set", "rerank", *METRICS, "p50_ms"]), flush=True)
+        print(table(rows[-len(states):], ["set", "rerank", *METRICS, "p50_ms"]), flush=True)
         if name in ("drcd_para", "cail") or name == args.datasets.split(",")[-1]:
             lat = rerank_latency(lib, kb, card["path"], questions, args.latency)
             infos.append({**(info if info["kb"] == kb.name else {"kb": kb.name}), **lat, "set": name})

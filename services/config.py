@@ -203,6 +203,10 @@ class RetrievalSettings:
     rerank: bool = field(default_factory=rerank_by_default)
     reranker_model: str = field(default_factory=default_reranker)
     rerank_top_n: int = 20
+    # Share of the reranker in the order of the reranked candidates: 1.0 orders them by its score alone;
+    # below 1 each candidate's reciprocal ranks (k = rrf_k) are blended, the first stage's with the
+    # rest, so a weak reranker (one trained on a KB's pseudo-questions) adjusts rather than replaces it.
+    rerank_weight: float = 1.0
     merge_windows: bool = True
 
 

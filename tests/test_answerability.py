@@ -52,6 +52,20 @@ def test_examples_label_the_answer_passage_and_the_unanswerable_questions(tmp_pa
     assert sorted(len(v) for v in splits.values()) == [1, 1, 2] and set.union(*splits.values()) == set(JUDGMENTS)
 
 
+def test_a_capped_sample_keeps_every_unanswerable_question_first(tmp_path):
+    import random
+
+    corpus = Corpus(write_set(tmp_path), "cail2019_dev")
+    settings = AnswerabilitySettings(source_questions={"cail2019_dev": 5})
+    examples = training_examples(corpus, set(corpus.by_doc), settings, random.Random(0))
+    unanswerable = {e.group for e in examples if e.query == "法院判决的案件受理费是多少？"}
+    assert len(unanswerable) == 4  # all four, then one answerable question
+    assert len({e.group for e in examples}) == 5
+    settings = AnswerabilitySettings(source_questions={"cail2019_dev": 3})
+    examples = training_examples(corpus, set(corpus.by_doc), settings, random.Random(0))
+    assert {e.query for e in examples} == {"法院判决的案件受理费是多少？"}
+
+
 def test_sets_without_unanswerable_questions_pair_them_with_other_documents(tmp_path):
     import random
 

@@ -92,7 +92,7 @@ def test_reranking_is_switched_on_only_when_the_reranker_is_better(lib, tiny_kb,
     kb, base = tiny_kb
     mrr = {"off": 0.5, "on": 0.6}
 
-    def fake_evaluate(lib_, kb_, questions, model_path, progress=None):
+    def fake_evaluate(lib_, kb_, questions, model_path, progress=None, weight=1.0):
         value = mrr["on" if model_path else "off"]
         return {"recall@1": value, "recall@5": value, "mrr@10": value, "coverage@1000chars": 1.0, "p50_ms": 10.0,
                 "questions": len(questions)}
@@ -108,6 +108,51 @@ def test_reranking_is_switched_on_only_when_the_reranker_is_better(lib, tiny_kb,
     card = finetune_reranker(lib, kb, "更差", TINY, base=base)
     assert not card["better"] and not card["applied"]
     assert retrieval_settings(lib, kb).reranker_model.endswith("更好")  # unchanged
+
+
+def test_the_rerankers_share_of_the_order_is_chosen_by_measurement_and_saved(lib, tiny_kb, monkeypatch):
+    from services.index.kb_settings import retrieval_settings
+
+    kb, base = tiny_kb
+    mrr = {None: 0.5, 1.0: 0.45, 0.5: 0.6}  # alone it is worse; blended with the first stage, better
+
+    def fake_evaluate(lib_, kb_, questions, model_path, progress=None, weight=1.0):
+        value = mrr[weight if model_path else None]
+        return {"recall@1": value, "recall@5": value, "mrr@10": value, "coverage@1000chars": 1.0, "p50_ms": 10.0,
+                "questions": len(questions)}
+
+    monkeypatch.setattr(rt, "evaluate_reranker", fake_evaluate)
+    card = finetune_reranker(lib, kb, "混合", TINY, base=base)
+    assert card["rerank_weight"] == 0.5 and card["better"] and card["applied"]
+    assert card["weights_tried"]["1.0"]["heldout"]["mrr@10"] == 0.45
+    assert card["results"]["heldout"]["on"]["mrr@10"] == 0.6
+    settings = retrieval_settings(lib, kb)
+    assert settings.rerank and settings.rerank_weight == 0.5
+
+
+def test_a_rerank_weight_below_one_blends_the_first_stage_order(lib, tiny_kb, monkeypatch):
+    from dataclasses import replace
+
+    from services.index.kb_settings import retrieval_settings
+    from services.search import rerank
+    from services.search.retrieval import Retriever
+
+    kb, _ = tiny_kb
+
+    class Reversing:  # scores the first stage's last candidate highest
+        def score(self, query, passages):
+            return [float(i) for i in range(len(passages))]
+
+    monkeypatch.setattr(rerank, "load_reranker", lambda *a, **k: Reversing())
+    base = replace(retrieval_settings(lib, kb), mode="bm25", merge_windows=False, top_k=20)
+    first = [h.chunk_ids for h in Retriever(lib, kb, replace(base, rerank=False)).search("长江").hits]
+    assert len(first) >= 3
+    alone = [h.chunk_ids for h in Retriever(lib, kb, replace(base, rerank=True, rerank_weight=1.0)).search("长江").hits]
+    assert alone == first[::-1]
+    kept = [h.chunk_ids for h in Retriever(lib, kb, replace(base, rerank=True, rerank_weight=0.0)).search("长江").hits]
+    assert kept == first
+    blended = [h.chunk_ids for h in Retriever(lib, kb, replace(base, rerank=True, rerank_weight=0.5)).search("长江").hits]
+    assert blended[:2] == [first[0], first[-1]]  # equal shares: both stages' first candidates lead
 
 
 def test_a_reranker_never_worsens_any_set_it_is_offered_on():

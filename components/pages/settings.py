@@ -55,9 +55,10 @@ rrf_k = c1.number_input("名次融合的平滑系数", 1, 1000, int(r.rrf_k), di
 bm25_k = c2.number_input("BM25 候选数", 1, 500, int(r.bm25_top_k), key=key("bm25_k"))
 dense_k = c3.number_input("向量候选数", 1, 500, int(r.dense_top_k), key=key("dense_k"))
 top_k = c4.number_input("最终返回条数", 1, 50, int(r.top_k), key=key("top_k"))
-c1, c2, c3 = st.columns(3)
-rerank = c1.toggle("启用重排（逐条细读候选段落，重新排序）", r.rerank, key=key("rerank"),
-                   help="重排模型（cross-encoder）把问题和每个候选段落放在一起打分，比只比较向量更准，但每次检索更慢。")
+c1, c2, c3, c4 = st.columns(4)
+rerank = c1.toggle("启用重排", r.rerank, key=key("rerank"),
+                   help="逐条细读候选段落、重新排序：重排模型（cross-encoder）把问题和每个候选段落放在一起打分，"
+                        "比只比较向量更准，但每次检索更慢。")
 trained = {m["path"]: f"训练：{m['name']}（{m['kb']}）" for m in session().finetuned_models("reranker") if m.get("better")}
 rerankers = list(dict.fromkeys([m.name for m in reranker_models()] + list(trained) + served_rerankers(r.reranker_model)))
 custom = r.reranker_model not in rerankers
@@ -66,12 +67,15 @@ reranker = c2.selectbox("重排模型", rerankers + ["自定义…"], index=len(
 if reranker == "自定义…":
     reranker = c2.text_input("重排模型 ID 或本地路径", r.reranker_model if custom else "", key=key("reranker_path"))
 rerank_n = c3.number_input("重排候选数", 1, 200, int(r.rerank_top_n), key=key("rerank_n"))
+rerank_w = c4.number_input("重排权重", 0.0, 1.0, float(r.rerank_weight), step=0.1, key=key("rerank_w"),
+                           help="重排分数占多大比重：1 = 只按重排分数排序；小于 1 时与第一轮检索的名次混合（RRF）。"
+                                "在本知识库上训练的重排模型，这个值由训练时的测量选定。")
 if reranker in MODELS:
     spec = MODELS[reranker]
     st.caption(f"{spec.hf_id} · 许可：{spec.license} · {AVAILABILITY_ZH[availability(spec)]}")
 new_r = replace(r, mode=mode, fusion=fusion, dense_weight=float(weight), rrf_k=int(rrf_k), bm25_top_k=int(bm25_k),
                 dense_top_k=int(dense_k), top_k=int(top_k), rerank=rerank, reranker_model=reranker or r.reranker_model,
-                rerank_top_n=int(rerank_n))
+                rerank_top_n=int(rerank_n), rerank_weight=float(rerank_w))
 if new_r != r:
     try:
         kb.save_retrieval(new_r)

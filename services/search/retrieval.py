@@ -199,7 +199,15 @@ class Retriever:
         scores = reranker.score(query, [h.text for h in head])
         for hit, score in zip(head, scores):
             hit.scores["rerank"] = score
-        head.sort(key=lambda h: -h.scores["rerank"])
+        weight = self.settings.rerank_weight
+        if weight >= 1.0:
+            head.sort(key=lambda h: -h.scores["rerank"])
+        else:  # blend the reranker's rank with the first stage's (the head's order as it came)
+            k = self.settings.rrf_k
+            by_score = sorted(range(len(head)), key=lambda i: -head[i].scores["rerank"])
+            rerank_rank = {i: r for r, i in enumerate(by_score, start=1)}
+            blended = {i: weight / (k + rerank_rank[i]) + (1 - weight) / (k + i + 1) for i in range(len(head))}
+            head = [head[i] for i in sorted(range(len(head)), key=lambda i: -blended[i])]
         for r, hit in enumerate(head, start=1):
             hit.ranks["rerank"] = r
         return head + tail

@@ -18,7 +18,9 @@ and the cross-encoder training that the answerability check (services.tuning.ans
   (sigmoid >= 0.5: relevant), which services.answers.refusal reads.
 - Evaluation: before (rerank off) and after (rerank on with the new model) through
   services.tuning.evaluation.evaluate — the 评测 page's evaluator — on held-out pseudo-questions
-  (documents never trained on) and on the KB's saved question set when it has one.
+  (documents never trained on) and on the KB's saved question set when it has one; "on" both with
+  the reranker ordering the candidates alone and blended with the first stage's ranks
+  (RetrievalSettings.rerank_weight, WEIGHTS), keeping the better on the deciding set.
 - Result: a normal sentence-transformers CrossEncoder folder under `<data>/models/<name>/` (config,
   safetensors, tokenizer: Infinity and TEI serve it as a reranker) with a model card
   (`wendao_card.json`, kind "reranker"), listed by `finetuned_models(lib, "reranker")`. It is
@@ -57,6 +59,11 @@ _EMBEDDER_FILES = {"modules.json", "sentence_bert_config.json", "config_sentence
                    "wendao_source.json", CARD}
 
 
+# Shares of the trained reranker in the candidates' order tried after training (the first one alone,
+# then blended with the first stage's ranks); the better on the deciding set is kept.
+WEIGHTS = (1.0, 0.5)
+
+
 @dataclass
 class RerankSettings:
     epochs: int = 1
@@ -78,6 +85,7 @@ class RerankSettings:
     method: str = "sentence"  # pseudo-queries: sentence (offline) | llm
     eval_queries: int = 150  # held-out pseudo-questions evaluated (rerank on costs ~20 passages each)
     eval_questions: int = 200  # questions of the KB's saved set evaluated (seeded sample)
+    weights: tuple[float, ...] = WEIGHTS  # the reranker's shares of the order tried (RetrievalSettings.rerank_weight)
 
     def data_settings(self) -> FinetuneSettings:
         """The embedder fine-tuning's settings for the shared data functions."""
@@ -345,9 +353,10 @@ def saved_questions(lib: Library, kb: KnowledgeBase, limit: int, seed: int = 0) 
 
 
 def evaluate_reranker(lib: Library, kb: KnowledgeBase, questions: list[Question], model_path: str | None,
-                      progress: Callable[[int, int], None] | None = None) -> dict:
+                      progress: Callable[[int, int], None] | None = None, weight: float = 1.0) -> dict:
     """The 评测 page's evaluator (services.tuning.evaluation.evaluate) with the KB's retrieval settings:
-    rerank off, or on with `model_path`. Returns its summary (R@k, MRR@10, coverage, p50/p95 ms)."""
+    rerank off, or on with `model_path` (its share of the candidates' order: `weight`, see
+    RetrievalSettings.rerank_weight). Returns its summary (R@k, MRR@10, coverage, p50/p95 ms)."""
     from services.index.kb_settings import retrieval_settings
     from services.tuning.evaluation import EvalConfig, evaluate
 
@@ -356,7 +365,8 @@ def evaluate_reranker(lib: Library, kb: KnowledgeBase, questions: list[Question]
         config = EvalConfig("off", base.mode, False, replace(base, rerank=False))
     else:
         forget_reranker(model_path)  # a folder of this name may have held another model in this process
-        config = EvalConfig("on", base.mode, True, replace(base, rerank=True, reranker_model=model_path))
+        config = EvalConfig("on", base.mode, True, replace(base, rerank=True, reranker_model=model_path,
+                                                             rerank_weight=weight))
     summaries, _ = evaluate(lib, kb, questions, [config], progress)
     return summaries[config.name]
 
@@ -416,29 +426,37 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
         (tmp / CARD).write_text(json.dumps({"name": name, "kind": KIND, "status": "evaluating"}), encoding="utf-8")
         tmp.rename(out)
         stage("after")
-        for k, qs in sets.items():
-            if cancelled and cancelled():
-                raise Cancelled()
-            results[k]["on"] = evaluate_reranker(lib, kb, qs, str(out))
+        tried = {}
+        for weight in settings.weights:
+            tried[weight] = {}
+            for k, qs in sets.items():
+                if cancelled and cancelled():
+                    raise Cancelled()
+                tried[weight][k] = evaluate_reranker(lib, kb, qs, str(out), weight=weight)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
         forget_reranker(str(out))
         raise
     deciding = "questions" if "questions" in results else "heldout"
+    weight = max(tried, key=lambda w: (tried[w][deciding]["mrr@10"], w))
+    for k in results:
+        results[k]["on"] = tried[weight][k]
     card = {"name": name, "kind": KIND, "base_model": base, "kb": kb.name, "kb_id": kb.id, "created_at": time.time(),
             "pairs": {"train": len({e.group for e in examples}), "examples": len(examples),
                       "heldout": len(sets["heldout"]), "kinds": dict(Counter(p.kind for p in pairs))},
             "settings": asdict(settings), "results": results, "losses": progress.losses,
             "seconds": round(time.time() - started, 1),
             "added_ms_p50": round(results[deciding]["on"]["p50_ms"] - results[deciding]["off"]["p50_ms"], 1),
-            "better": is_better(results), "better_on": deciding}
+            "better": is_better(results), "better_on": deciding, "rerank_weight": weight,
+            "weights_tried": {str(w): {k: {m: r[m] for m in ("recall@1", "recall@5", "mrr@10")} for k, r in t.items()}
+                              for w, t in tried.items()}}
     if asked:
         card["questions_total"] = total
     card["applied"] = bool(card["better"] and apply)
     if card["applied"]:
         save_settings(lib, kb, "retrieval", asdict(replace(retrieval_settings(lib, kb), rerank=True,
-                                                           reranker_model=str(out))))
+                                                           reranker_model=str(out), rerank_weight=weight)))
     (out / "README.md").write_text(_card_markdown(card), encoding="utf-8")
     (out / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
     return {**card, "path": str(out)}
