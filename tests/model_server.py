@@ -19,9 +19,11 @@ import re
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
+
+from llm_server import JSONHandler
 
 
 def bigrams(text: str) -> list[str]:
@@ -38,23 +40,10 @@ def fake_vector(text: str, dim: int, variant: int = 0) -> list[float]:
     return (v / n).tolist()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
+class _Handler(JSONHandler):
     def setup(self):
         super().setup()
         self.server.owner.connections.add(self.connection)
-
-    def _json(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _authorised(self) -> bool:
         server = self.server.owner
