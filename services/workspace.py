@@ -532,12 +532,33 @@ class KB:
 
         served = parse_served(name) if isinstance(name, str) and name.startswith(SERVED) else None
         if served is None:
+            self._check_folder(name, current)
             return
         known = [m.base_url for m in (parse_served(current) if str(current).startswith(SERVED) else None,) if m]
         if any(same_endpoint(served.base_url, url) for url in [*known, *server_endpoints()]):
             return
         self._need("owner")
         self._check_url(served.base_url)
+
+    def _check_folder(self, name: str, current: str = "") -> None:
+        """In team mode a model named by a folder on the server is an admin's choice: a member could
+        otherwise probe which folders exist there (the error differs) or load files from anywhere the
+        server can read. Registry models, hub ids, the KB's current model and fine-tuned models the
+        member may see stay selectable. Refused the same way whether or not the folder exists."""
+        from services.index.models import MODELS
+
+        who = self.session.who
+        if who.kind == "local" or who.admin or not name or name == current or name in MODELS:
+            return
+        if any(name == spec.hf_id for spec in MODELS.values()):
+            return
+        visible = {m["path"] for kind in ("embedding", "reranker") for m in self.session.finetuned_models(kind)}
+        if name in visible:
+            return
+        looks_like_path = name.startswith(("/", "~", ".", "\\")) or (len(name) > 1 and name[1] == ":")
+        if looks_like_path or Path(name).expanduser().exists():
+            raise errors.PermissionDenied("团队模式下，只有管理员可以使用服务器上的模型目录；"
+                                          "请从列表中选择模型（含本知识库可见的微调模型），或请管理员添加。")
 
     # --- search and answers ----------------------------------------------------------------------
     def retriever(self, settings: RetrievalSettings | None = None, doc_ids: list[str] | None = None):

@@ -254,6 +254,40 @@ def test_fine_tuned_models_are_seen_and_deleted_only_through_their_kb(team):
         d.delete_finetuned_model("临时模型")
 
 
+def test_members_cannot_probe_or_load_server_folders_as_models(team, tmp_path):
+    """A member naming a server folder as a model learned whether it exists (a different error) and
+    could load files from wherever the server can read; an admin may, a visible fine-tuned model stays
+    selectable, and the refusal is the same for a folder that exists and one that does not."""
+    ws, who, _ = team
+    kb1 = ws.session(who["A"]).kb("KB1", "owner")
+    trained = _fake_model(ws, "KB1模型", kb1)
+    real = tmp_path / "secret-model"
+    real.mkdir()
+    editor = ws.session(who["B"]).kb("KB1", "editor")
+    before = editor.embedding_model()
+    messages = set()
+    for name in (str(real), str(tmp_path / "no-such-folder"), "~/.ssh", "../../etc"):
+        with pytest.raises(errors.PermissionDenied) as refused:
+            editor.reembed(name)
+        messages.add(refused.value.message_zh)
+        with pytest.raises(errors.PermissionDenied):
+            editor.save_retrieval(replace(editor.retrieval_settings(), rerank=True, reranker_model=name))
+        with pytest.raises(errors.PermissionDenied):
+            editor.test_reranker(name)
+    assert len(messages) == 1 and "管理员" in next(iter(messages))
+    assert editor.refresh().embedding_model() == before
+    # registry models, hub ids and the KB's own fine-tuned model stay an editor's choice
+    editor.save_retrieval(replace(editor.retrieval_settings(), reranker_model="bge-reranker-base"))
+    editor.save_retrieval(replace(editor.retrieval_settings(), reranker_model="BAAI/bge-reranker-v2-m3"))
+    editor._check_model(str(trained))
+    # another member who cannot see KB1 cannot name its model's folder either
+    with pytest.raises(errors.PermissionDenied):
+        ws.session(who["D"]).create_kb("D的库").reembed(str(trained))
+    # an admin may use a server folder
+    ws.session(who["A"]).kb("KB1", "owner")._check_model(str(real))
+    assert worker.wait_idle(ws.lib, 120)
+
+
 # --- 6. audit gaps ---------------------------------------------------------------------------------------------
 def test_destructive_actions_are_audited(team):
     ws, who, _ = team
