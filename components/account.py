@@ -25,6 +25,14 @@ def _address() -> str:
         return ""
 
 
+def _auth_configured() -> bool:
+    """Whether secrets hold the [auth] section st.login needs (without it st.user has no is_logged_in)."""
+    try:
+        return bool(st.secrets.get("auth"))
+    except Exception:  # noqa: BLE001 - no secrets file at all
+        return False
+
+
 def current_principal(ws) -> Principal:
     """The principal of this browser session; in team mode without a valid sign-in, the sign-in page
     is shown and the script stops."""
@@ -32,14 +40,29 @@ def current_principal(ws) -> Principal:
     if mode in ("single", "none"):
         return LOCAL
     if mode == "oidc":
+        if st.get_option("server.trustedUserHeaders"):
+            # Streamlit would copy these request headers into st.user: anyone reaching the port could
+            # then claim any identity by sending them. Identity comes from the provider only.
+            st.error("拒绝服务：WENDAO_AUTH=oidc 时不能设置 Streamlit 的 server.trustedUserHeaders——"
+                     "它会把请求头当作用户身份，任何人都能伪造。请删除这项配置后重启。")
+            st.stop()
+        if not _auth_configured():
+            st.error("WENDAO_AUTH=oidc 需要先配置身份提供方：在 .streamlit/secrets.toml 的 [auth] 中填写 "
+                     "redirect_uri、cookie_secret、client_id、client_secret 和 server_metadata_url（见 README），然后重启。")
+            st.stop()
         user = st.user
-        if not user.is_logged_in:
+        if not user.get("is_logged_in"):
             st.title("问道 · 文档问答")
             st.info("请先用单位账号登录。")
             st.button("登录", type="primary", on_click=st.login)
             st.stop()
-        return ws.sso_principal(str(user.get("sub") or user.get("email")), str(user.get("name") or user.get("email")),
-                                _address())
+        try:
+            return ws.sso_principal(str(user.get("sub") or ""), str(user.get("name") or user.get("email") or ""),
+                                    _address())
+        except errors.PermissionDenied as exc:
+            st.error(exc.message_zh)
+            st.button("退出登录", on_click=st.logout, key="sign_out_unknown")
+            st.stop()
     who = ws.signed_in(st.context.cookies.get(auth.COOKIE), _address())
     if who is None:
         st.title("问道 · 文档问答")

@@ -172,7 +172,12 @@ def sign_in(store, root: Path, name: str, password: str, address: str = "") -> s
 
 def principal_for_sso(store, subject: str, name: str, address: str = "") -> Principal:
     """The user behind an identity-provider subject (st.login / OIDC `sub`), created as a member on first
-    sign-in, so SSO users share the users table, roles and audit with local accounts."""
+    sign-in, so SSO users share the users table, roles and audit with local accounts. Only the
+    provider's stable subject (`sub`) identifies a user: an e-mail address or a display name can be
+    reassigned or changed, and a missing one must not merge every such sign-in into one account."""
+    subject = (subject or "").strip()
+    if not subject or subject == "None":
+        raise errors.SignInFailed("身份提供方没有返回用户标识（sub），无法确定您是谁。请联系管理员检查单点登录（OIDC）配置。")
     user = store.users.by_subject(subject)
     if user is None:
         base = valid_user_name((name or subject).replace(" ", "_"))[:56]

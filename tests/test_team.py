@@ -321,3 +321,55 @@ def test_permission_matrix_through_the_pages(team, monkeypatch):
     assert any(e.action == "kb_created" for e in ws.session(who["A"]).audit_log())
     with pytest.raises(ValueError, match="Could not find a navigation page"):  # not even offered to others
         run_as("B", "admin")
+
+
+def test_single_sign_on_users_are_told_apart_by_the_providers_subject_only(team):
+    """OIDC (st.login): the provider's `sub` names the user. A sign-in without one was filed under the
+    literal subject "None" (every such user one account); a display name equal to a local account's
+    gets its own account, never the local one's rights."""
+    ws, who, _ = team
+    for missing in ("", "None", "  "):
+        with pytest.raises(errors.SignInFailed, match="sub"):
+            ws.sso_principal(missing, "某人")
+    first = ws.sso_principal("oidc|123", "A")  # "A" is the local admin's name
+    assert first.name != "A" and not first.admin and first.user_id != who["A"].user_id
+    again = ws.sso_principal("oidc|123", "改了名字")
+    assert again.user_id == first.user_id
+    other = ws.sso_principal("oidc|456", "A")
+    assert other.user_id not in (first.user_id, who["A"].user_id)
+    assert [kb.name for kb in ws.session(first).kbs()] == []  # a new member sees nothing until shared
+
+
+@pytest.mark.slow
+def test_oidc_mode_refuses_identity_from_request_headers(data_dir, monkeypatch):
+    """Streamlit's server.trustedUserHeaders copies request headers into st.user: with it set, anyone
+    could claim any identity, so OIDC mode refuses to serve; without it the sign-in button is shown.
+    Without an [auth] section the page said nothing useful (AttributeError: st.user has no
+    is_logged_in); now it says what to configure."""
+    from streamlit import config as st_config
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("WENDAO_AUTH", "oidc")
+    auth_section = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "s" * 32,
+                    "client_id": "wendao", "client_secret": "x",
+                    "server_metadata_url": "https://idp.example/.well-known/openid-configuration"}
+
+    def page():
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.secrets["auth"] = auth_section
+        return at
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)  # no [auth]: said, not a traceback
+    at.run()
+    assert not at.exception and not at.button and any("[auth]" in e.value for e in at.error)
+    at = page()
+    at.run()
+    assert not at.exception and [b.label for b in at.button] == ["登录"]
+    st_config.set_option("server.trustedUserHeaders", {"X-Forwarded-User": "sub"})
+    try:
+        at = page()
+        at.run()
+    finally:
+        st_config.set_option("server.trustedUserHeaders", {})
+    assert not at.exception and not at.button
+    assert any("trustedUserHeaders" in e.value for e in at.error)
