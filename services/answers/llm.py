@@ -26,6 +26,7 @@ from services.config import LLMSettings, redact_url
 RETRYABLE = ("RateLimitError", "InternalServerError")
 CONNECT_TIMEOUT_S = 3.0  # a TCP connection (and a TLS handshake) takes far less, even across the world
 RECENT_FAILURE_S = 30.0  # how long a failed connect is remembered per endpoint
+RETRY_BACKOFF_S = 0.5  # the first retry's wait; doubled each time, at most 8 s
 
 _recent_failures: dict[str, tuple[float, errors.LLMError]] = {}
 _recent_lock = threading.Lock()
@@ -135,7 +136,7 @@ class LLMClient:
                     raise error from None
                 dropped = name == "APIConnectionError"  # connected, then the connection broke: may recover
                 if (name in RETRYABLE or dropped) and not started and attempt < s.max_retries:
-                    time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                    time.sleep(min(8.0, RETRY_BACKOFF_S * 2 ** attempt))
                     attempt += 1
                     continue
                 raise self._translate(exc) from None
