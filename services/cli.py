@@ -194,7 +194,7 @@ def cmd_kbs(args) -> int:
         _print_json(rows)
     else:
         for r in rows:
-            print(f"{shown(r['name'])}: {r['documents']} 文档, {r['chunks']} 片段")
+            print(f"{shown(r['name'])} (#{r['id']}): {r['documents']} 文档, {r['chunks']} 片段")
     return 0
 
 

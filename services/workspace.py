@@ -45,7 +45,7 @@ class KBInfo:
     role: str
 
     def to_json(self) -> dict:
-        return {"name": self.name, "documents": self.documents, "chunks": self.chunks, "role": self.role}
+        return {"id": self.id, "name": self.name, "documents": self.documents, "chunks": self.chunks, "role": self.role}
 
 
 @dataclass

@@ -601,6 +601,8 @@ def test_two_visible_kbs_of_one_name_ask_for_the_id(team):
     assert r.status_code == 200 and r.json()["hits"][0]["doc"] == "k1.txt", r.text
     r = client.post("/v1/chat/completions", json={"model": f"#{a_kb1.id}", "messages": [{"role": "user", "content": "长江有多长"}]})
     assert r.status_code == 200 and r.json()["model"] == "KB1", r.text
+    listed = client.get("/v1/kbs").json()["kbs"]
+    assert sorted((k["name"], k["id"]) for k in listed) == sorted([("KB1", a_kb1.id), ("KB1", own.id)])
     client.cookies.clear()  # a key for A's KB1 resolves "KB1" to it, whatever else is named so
     r = client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江有多长"},
                     headers={"Authorization": f"Bearer {keys['KB1-read'].key}"})
@@ -655,3 +657,23 @@ def test_migration_7_keeps_every_kb_and_its_rows_and_gives_each_its_owner(tmp_pa
     store.delete_kb(1)  # the cascade still works after the rebuild
     assert store.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
     store.close()
+
+
+def test_the_sidebar_tells_two_kbs_of_one_name_apart(team, monkeypatch):
+    """Two KBs of one name in the picker carry their ids; a name of one's own stays as it is."""
+    from streamlit.testing.v1 import AppTest
+
+    import components.account as account
+    from conftest import ROOT
+
+    ws, who, _ = team
+    b = ws.session(who["B"])
+    own = b.create_kb("KB1")
+    monkeypatch.setattr(account, "current_principal", lambda _ws: who["B"])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    picker = at.sidebar.selectbox[0]
+    labels = sorted(picker.options)  # the labels as shown
+    a_kb1 = ws.session(who["A"]).kb("KB1").id
+    assert labels == sorted([f"KB1（#{a_kb1}）", f"KB1（#{own.id}）"]), labels
