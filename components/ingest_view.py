@@ -1,7 +1,9 @@
 """Uploading to the background indexer and watching it (components.job_view's panel).
 
 The page only queues files (kb.upload, one job per file); the worker indexes them one at a time
-and writes its progress to the job rows, which the panel polls.
+and writes its progress to the job rows, which the panel polls. Each document is searchable by
+keywords before its vectors are computed: the page runs again at that moment (the document list and
+the sidebar show it) and the panel shows the vectors' progress apart until they are in.
 """
 from __future__ import annotations
 
@@ -80,4 +82,11 @@ def upload_section(kb: KB, config) -> None:
 
 def upload_panel(kb: KB) -> None:
     """The batch's progress, polled from the job rows every second while files are queued or running."""
-    job_panel(kb, UPLOAD_KINDS, "upload", fold_when_done=True)
+    job_panel(kb, UPLOAD_KINDS, "upload", fold_when_done=True, rerun_when=documents_changed)
+
+
+def documents_changed(jobs) -> tuple:
+    """What the document list shows of a batch: which files are keyword-searchable and which are
+    finished (vectors done); the page runs again when it changes, so each document appears (with
+    "向量计算中，暂可按关键词检索") as soon as it is searchable and loses that note when its vectors are in."""
+    return tuple(sorted((j.id, j.keyword_searchable, j.active) for j in jobs))

@@ -47,6 +47,9 @@ def _name(job) -> str:
 # --- running -------------------------------------------------------------------------------------
 def running_line(job) -> None:
     """Any running job: what it is, the stage it is in with done/total, speed, time left, time used."""
+    if job.vectors_pending and job.status == "running" and job.total:
+        vectors_line(job)
+        return
     stage = "正在取消…" if job.status == "cancelling" else JOB_STAGE_ZH.get(job.stage, "准备中")
     rate, eta = job.result.get("rate"), job.result.get("eta_s")
     kind = KIND_ZH.get(job.kind, "后台任务")
@@ -69,6 +72,24 @@ def running_line(job) -> None:
     line += f" · 已用 {job.elapsed:.0f} 秒"
     st.markdown(line)
     st.progress(min(1.0, job.done / job.total) if job.total else 0.0)
+
+
+def vectors_line(job) -> None:
+    """A document already keyword-searchable whose vectors are being computed: the vectors' own
+    progress, apart (never a full "关键词可检索 n/n" bar while the vectors are still pending)."""
+    embedded = {"embed": job.done, "index": job.total}.get(job.stage, 0)
+    where = f"正在处理「{_name(job)}」：**已可按关键词检索**" if job.kind == "ingest" else f"补齐向量「{_name(job)}」："
+    line = f"{where} · 向量 {embedded}/{job.total}，语义检索稍后可用"
+    if job.stage == "index":
+        line = f"{where} · 向量 {embedded}/{job.total}，正在写入向量索引"
+    rate, eta = job.result.get("rate"), job.result.get("eta_s")
+    if rate and job.stage == "embed":
+        line += f" · {rate:.1f} 片段/秒 · 剩余{seconds_zh(eta)}"
+    elif job.stage != "index":
+        line += " · 速度估算中"
+    line += f" · 已用 {job.elapsed:.0f} 秒"
+    st.markdown(line.replace("： · ", "："))
+    st.progress(min(1.0, embedded / job.total), text=f"向量 {embedded}/{job.total}")
 
 
 # --- finished ------------------------------------------------------------------------------------
@@ -167,12 +188,15 @@ def batch_summary(jobs) -> str:
 
 
 def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None = None,
-              finished: Callable | None = None, fold_when_done: bool = False) -> None:
+              finished: Callable | None = None, fold_when_done: bool = False,
+              rerun_when: Callable[[list], object] | None = None) -> None:
     """The progress of the KB's jobs of `kinds`, polled from the job rows every second while any is
     queued or running; finished ones stay listed (for the last hour) until cleared. `key` names
     the panel (several on one page); `running` / `finished` replace the default line of a job.
     `fold_when_done`: once nothing is queued or running, the finished lines fold into one closed
-    expander whose title sums them up (an upload's log does not stay open on every visit)."""
+    expander whose title sums them up (an upload's log does not stay open on every visit).
+    `rerun_when(jobs)`: a value that, when it changes while jobs run, runs the whole page again (an
+    upload's documents appear in the list as each becomes keyword-searchable, not when the batch ends)."""
     since_key = f"jobs_since_{key}_{kb.id}"
     active_now = any(j.active for j in kb.jobs(st.session_state.get(since_key), kinds))
 
@@ -183,6 +207,12 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
             if active_now:
                 st.rerun()  # cleared in another tab
             return
+        if rerun_when is not None:
+            seen_key, seen = f"jobs_seen_{key}_{kb.id}", rerun_when(jobs)
+            before = st.session_state.get(seen_key)
+            st.session_state[seen_key] = seen
+            if before is not None and before != seen:
+                st.rerun()  # e.g. a document became searchable: the list, the sidebar's count
         current = [j for j in jobs if j.status in ("running", "cancelling")]
         queued = [j for j in jobs if j.status == "queued"]
         done = [j for j in jobs if not j.active]
@@ -201,7 +231,9 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
         with st.container(border=True):
             if len(jobs) > 1 or all(j.kind in FILE_KINDS for j in jobs):
                 unit = "文件" if all(j.kind in FILE_KINDS for j in jobs) else "任务"
-                st.progress(len(done) / len(jobs), text=f"{unit} {len(done)}/{len(jobs)}"
+                searchable = sum(j.keyword_searchable for j in jobs)
+                early = f" · {searchable} 个已可按关键词检索" if searchable > sum(j.keyword_searchable for j in done) else ""
+                st.progress(len(done) / len(jobs), text=f"{unit} {len(done)}/{len(jobs)}{early}"
                             + ("（全部完成）" if not current and not queued else "（后台进行中，可以离开本页）"))
             for job in current:
                 (running or running_line)(job)

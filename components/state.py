@@ -96,6 +96,8 @@ def sidebar() -> _Counts:
         kb = current_kb()
         ids = [k.id for k in kbs]
         names = {k.id: k.name for k in kbs}
+        shared = {n for n in names.values() if list(names.values()).count(n) > 1}  # names are unique per owner only
+        names = {i: f"{n}（#{i}）" if n in shared else n for i, n in names.items()}
         # Streamlit identifies a widget by its options' labels too: renaming a KB made a new picker whose
         # default (the first KB) then replaced the current one at the next click. The key carries the
         # current KB and the names, so a rename or a programmatic switch (the sample KB) makes a picker

@@ -194,7 +194,7 @@ def cmd_kbs(args) -> int:
         _print_json(rows)
     else:
         for r in rows:
-            print(f"{shown(r['name'])}: {r['documents']} 文档, {r['chunks']} 片段")
+            print(f"{shown(r['name'])} (#{r['id']}): {r['documents']} 文档, {r['chunks']} 片段")
     return 0
 
 
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("ingest", help="索引文件或文件夹")
-    s.add_argument("--kb", required=True)
+    s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
     s.add_argument("--chunker", choices=STRATEGIES, default="sentence")
     s.add_argument("--chunk-size", type=int, default=300)
     s.add_argument("--overlap", type=int, default=120)
@@ -402,14 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("chunks", help="列出文档的片段")
-    s.add_argument("--kb", required=True)
+    s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
     s.add_argument("--doc", required=True)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_chunks)
 
     for name, func, help_ in (("search", cmd_search, "检索"), ("ask", cmd_ask, "问答"), ("eval", cmd_eval, "评测")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--kb", required=True)
+        s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
         s.add_argument("--json", action="store_true")
         s.add_argument("--rerank", action="store_true")
         s.add_argument("--reranker")
@@ -438,13 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_kbs)
 
     s = sub.add_parser("reindex", help="从 SQLite 重建知识库的 BM25 与向量索引")
-    s.add_argument("--kb", required=True)
+    s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
     s.add_argument("--json", action="store_true")
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(func=cmd_reindex)
 
     s = sub.add_parser("finetune", help="用知识库自己的文档微调向量模型（或训练重排模型），输出前后对比")
-    s.add_argument("--kb", required=True)
+    s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
     s.add_argument("--name", required=True)
     s.add_argument("--kind", choices=("embedder", "reranker"), default="embedder",
                    help="embedder：微调向量模型（默认）；reranker：训练重排模型")
@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("key", help="管理知识库的 API 密钥（add / list / revoke）")
     keys = s.add_subparsers(dest="action", required=True)
     k = keys.add_parser("add", help="创建密钥（只显示一次）")
-    k.add_argument("--kb", required=True)
+    k.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
     k.add_argument("--scope", choices=("read", "write"), required=True)
     k.add_argument("--name", help="备注")
     k.add_argument("--json", action="store_true")
@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("check", help="核对索引与 SQLite 是否一致（不一致时退出码为 1）")
-    s.add_argument("--kb", required=True)
+    s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
     s.add_argument("--json", action="store_true")
     s.add_argument("--strict", action="store_true", help="还有文档的向量未完成时也以 1 退出")
     s.set_defaults(func=cmd_check)

@@ -104,6 +104,12 @@ class KnowledgeBaseNotFound(KnowledgeBaseError):
     default_message = "找不到这个知识库。"
 
 
+class AmbiguousKnowledgeBase(KnowledgeBaseError):
+    """Two knowledge bases the principal may see share the name asked for (names are unique per owner)."""
+
+    default_message = "有多个知识库叫这个名字，请改用编号指定。"
+
+
 class InvalidName(KnowledgeBaseError):
     default_message = "名称无效：请输入 1–64 个字符，不能只包含空格。"
 

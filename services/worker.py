@@ -164,7 +164,7 @@ class Runner:
         return cancelled
 
     def _progress(self, job_id: int, listener: Callable | None = None):
-        last = [0.0]
+        last = [0.0, None]  # when the row was last written, and the stage it was written with
         stage_started: dict[str, float] = {}
 
         def report(stage: str, done: int, total: int, **extra) -> None:
@@ -172,9 +172,10 @@ class Runner:
                 listener(stage, done, total, extra)
             now = time.time()
             stage_started.setdefault(stage, now)
-            if now - last[0] < PROGRESS_EVERY_S and done < total and not extra.get("force"):
+            # a new stage is always written (an ingest's "keywords n/n" must not stand for its embedding)
+            if stage == last[1] and now - last[0] < PROGRESS_EVERY_S and done < total and not extra.get("force"):
                 return
-            last[0] = now
+            last[0], last[1] = now, stage
             seconds = now - stage_started[stage]
             rate = done / seconds if seconds > 0.2 and done else 0.0
             info = {"rate": round(rate, 2), "eta_s": round((total - done) / rate, 1) if rate else None,

@@ -45,7 +45,7 @@ class KBInfo:
     role: str
 
     def to_json(self) -> dict:
-        return {"name": self.name, "documents": self.documents, "chunks": self.chunks, "role": self.role}
+        return {"id": self.id, "name": self.name, "documents": self.documents, "chunks": self.chunks, "role": self.role}
 
 
 @dataclass
@@ -136,18 +136,53 @@ class Session:
         return out
 
     def kb(self, name_or_id: str | int, need: str = "viewer") -> "KB":
-        """A KB handle by name or id, after checking the principal's role is at least `need`."""
-        row = self.store.get_kb(name_or_id) if isinstance(name_or_id, int) else self.store.find_kb(str(name_or_id))
+        """A KB handle by name or id, after checking the principal's role is at least `need`.
+
+        A name is looked up among the KBs this principal may see (names are unique per owner only,
+        so another user's KB of the same name is neither found nor hinted at): their own first, else
+        the only one they can see; two they can see but do not own → AmbiguousKnowledgeBase asking
+        for the id. "#12" (a string, as the CLI's --kb and the API's model take it) is KB 12, unless
+        a visible KB is literally named so."""
+        if isinstance(name_or_id, int):
+            row = self.store.get_kb(name_or_id)
+        else:
+            row = self._visible_named(str(name_or_id))
         if row is None or _hidden(row) and isinstance(name_or_id, str):
             raise errors.KnowledgeBaseNotFound(f"找不到知识库「{name_or_id}」。")
         return KB(self, row, access.require(self.store, self.who, row, need))
+
+    def _creator(self, row: KnowledgeBase) -> str:
+        user = self.store.users.get(row.owner_id) if row.owner_id else None
+        return f"「{user.name}」" if user else "本机或命令行"
+
+    def _visible_named(self, name: str) -> KnowledgeBase | None:
+        name = name.strip()
+        visible = [r for r in self.store.kbs_named(name)
+                   if not _hidden(r) and access.role_of(self.store, self.who, r) is not None]
+        mine = self.who.user_id if self.who.kind == "user" else (0 if self.who.kind == "local" else None)
+        own = [r for r in visible if mine is not None and r.owner_id == mine]
+        if len(own) == 1:
+            return own[0]
+        if len(visible) == 1:
+            return visible[0]
+        if len(visible) > 1:
+            listed = "、".join(f"#{r.id}（{self._creator(r)}创建）" for r in visible)
+            raise errors.AmbiguousKnowledgeBase(
+                f"你能访问的知识库中有 {len(visible)} 个都叫「{name}」：{listed}。请改用编号指定"
+                f"（例如命令行 --kb '#{visible[0].id}'，API 的 kb / model 填 \"#{visible[0].id}\"），或先把其中一个重命名。")
+        if name.startswith("#") and name[1:].isdigit():
+            try:
+                return self.store.get_kb(int(name[1:]))
+            except errors.KnowledgeBaseNotFound:
+                return None
+        return None
 
     def create_kb(self, name: str) -> "KB":
         """A new KB, private to its creator (services.access)."""
         if self.who.kind == "key":
             raise errors.PermissionDenied("API 密钥不能创建知识库。")
         self.lib.require_owner()
-        row = self.store.create_kb(name)
+        row = self.store.create_kb(name, self.who.user_id if self.who.kind == "user" else 0)
         if self.who.kind == "user":
             self.store.access.grant(row.id, self.who.user_id, "owner")
         self.audit("kb_created", row.name)

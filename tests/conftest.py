@@ -15,6 +15,26 @@ os.environ.setdefault("WENDAO_EMBEDDING_MODEL", "multilingual-e5-small (内置)"
 import services.jobs  # noqa: E402,F401 - job handlers registered for tests that drive services.worker directly
 
 
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(monkeypatch):
+    """Password hashes at argon2's lowest cost in this process (1 pass over 1 MiB instead of 3 over
+    64 MiB with 4 lanes): the team fixtures hash a dozen passwords per test, which was seconds of the
+    fast loop. The hashes are still argon2id (verify reads the cost from the hash); servers the tests
+    start in other processes keep the production cost."""
+    import argon2
+
+    from services import auth
+
+    cheap = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+    def hasher():
+        h = auth._Hasher.__new__(auth._Hasher)
+        h.hasher = cheap
+        return h
+
+    monkeypatch.setattr(auth, "_hasher", hasher)
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A fresh WENDAO_DATA_DIR for the test."""

@@ -1,6 +1,7 @@
 """Answers: citations, extractive fallback, refusal, multi-turn, and the real openai client over
 HTTP against a local OpenAI-compatible server (streaming, retries, errors, prompt injection)."""
 import os
+import time
 
 import pytest
 
@@ -137,7 +138,10 @@ def test_errors_are_typed_chinese_and_never_leak_the_key(server, model, error):
     assert any("\u4e00" <= ch <= "\u9fff" for ch in exc.value.message_zh)
 
 
-def test_retries_429_then_succeeds(server):
+def test_retries_429_then_succeeds(server, monkeypatch):
+    from services.answers import llm as llm_module
+
+    monkeypatch.setattr(llm_module, "RETRY_BACKOFF_S", 0.05)  # the same retries, without 1.5 s of waiting
     client = LLMClient(llm(server, "fail-429-2", max_retries=3))
     before = server.count("fail-429-2")
     out = client.complete([{"role": "system", "content": "x"},
@@ -155,6 +159,84 @@ def test_unreachable_endpoint():
     settings = LLMSettings(base_url="http://127.0.0.1:9/v1", api_key="k", model="m", timeout=2, max_retries=1)
     with pytest.raises(errors.LLMUnreachable):
         LLMClient(settings).test_connection()
+
+
+@pytest.fixture
+def dead_endpoints():
+    """(refusing, blackhole): a port where nothing listens (connection refused) and one whose accept
+    queue is full, so the kernel drops new connections (a host that never answers: connect hangs)."""
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    fillers = []
+    for _ in range(3):  # fill the accept queue (never accepted): later SYNs are dropped
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(hole.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    time.sleep(0.2)
+    yield f"http://127.0.0.1:{closed.getsockname()[1]}/v1", f"http://127.0.0.1:{hole.getsockname()[1]}/v1"
+    for sock in (closed, hole, *fillers):
+        sock.close()
+
+
+@pytest.mark.parametrize("which,why", [(0, "连接被拒绝"), (1, "秒内没有建立连接")])
+def test_unreachable_endpoint_falls_back_within_seconds_and_says_why(lib, geo_kb, dead_endpoints, which, why,
+                                                                    monkeypatch):
+    """Issue 22 follow-up: with the default settings (60 s timeout, 3 retries) a refused port took
+    7-9 s and a host that never answers 488 s before the extractive answer. Now: no retry for a
+    failure a retry cannot fix, a 3 s connect timeout apart from the read timeout, no second request
+    after the pre-check failed, and the failure remembered for the next question (which falls back at
+    once); 测试连接 still tries afresh. The notice says why, in Chinese."""
+    from services.answers import llm as llm_module
+
+    assert llm_module.CONNECT_TIMEOUT_S <= 3
+    monkeypatch.setattr(llm_module, "CONNECT_TIMEOUT_S", 1.0)  # the blackhole waits this long (3 s in use)
+    url = dead_endpoints[which]
+    settings = LLMSettings(base_url=url, api_key="k", model="m")  # defaults: timeout 60, max_retries 3
+    started = time.perf_counter()
+    a = answer_question(Retriever(lib, geo_kb), settings, "长江全长多少公里？")
+    first = time.perf_counter() - started
+    assert a.mode == "extractive" and "6300" in a.text
+    assert first < 4, first
+    assert why in a.notice and "已改为摘录式回答" in a.notice, a.notice
+    started = time.perf_counter()
+    again = answer_question(Retriever(lib, geo_kb), settings, "黄河被称为什么？")
+    assert time.perf_counter() - started < 1.5
+    assert again.mode == "extractive" and why in again.notice and "这次不再等待" in again.notice, again.notice
+    if which == 0:  # (the blackhole would only wait its 3 s again)
+        with pytest.raises(errors.LLMUnreachable) as exc:
+            LLMClient(settings).test_connection()  # tried afresh: the user may just have started the server
+        assert "不再等待" not in exc.value.message_zh and why in exc.value.message_zh
+
+
+def test_a_dns_failure_is_not_retried_and_says_so():
+    settings = LLMSettings(base_url="http://no-such-host.invalid/v1", api_key="k", model="m")
+    started = time.perf_counter()
+    with pytest.raises(errors.LLMUnreachable) as exc:
+        LLMClient(settings).test_connection()
+    assert "找不到主机「no-such-host.invalid」" in exc.value.message_zh
+    assert time.perf_counter() - started < 6
+
+
+def test_a_working_endpoint_is_not_blocked_by_an_earlier_failure(server):
+    """A success clears what was remembered; an endpoint that answers is never held back."""
+    from services.answers import llm as llm_module
+
+    client = LLMClient(llm(server))
+    llm_module._remember(server.url, errors.LLMUnreachable("无法连接"))
+    with pytest.raises(errors.LLMUnreachable):
+        client.complete([{"role": "user", "content": "你好"}])
+    assert client.test_connection()  # afresh, and it answers
+    assert llm_module.recent_failure(server.url) is None
+    assert client.complete([{"role": "user", "content": "你好"}]) is not None
 
 
 def test_llm_failure_falls_back_to_extractive(lib, geo_kb, server):

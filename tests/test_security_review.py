@@ -581,3 +581,133 @@ def test_against_wendao_serve_cross_origin_sign_in_and_websocket_are_refused(tmp
         assert _handshake(url, "/_stcore/stream", url, cookie).split()[1] == "101"
     finally:
         stop(proc)
+
+
+# --- KB names are unique per owner: another user's private KB name never leaks ---------------------------
+def test_a_private_kb_name_does_not_leak_through_create_or_rename(team):
+    """Names were UNIQUE across the data dir: member D, who may not see A's KB2, learned it existed
+    from "知识库「KB2」已存在" when creating or renaming a KB of that name. Now names are unique per
+    owner: D gets their own KB2, and only their own names are refused."""
+    ws, who, _ = team
+    d = ws.session(who["D"])
+    mine = d.create_kb("KB2")  # A's private KB2 exists: no refusal, nothing said about it
+    assert [k.name for k in d.kbs()] == ["KB2"] and d.kb("KB2").id == mine.id != ws.session(who["A"]).kb("KB2").id
+    with pytest.raises(errors.KnowledgeBaseError) as exc:
+        d.create_kb("KB2")  # their own name: refused, speaking of their own KB
+    assert "你已经有一个叫「KB2」的知识库" in exc.value.message_zh
+    other = d.create_kb("草稿")
+    other.rename("KB1")  # A's KB1 (shared with B and C, not D): renaming onto it says nothing either
+    with pytest.raises(errors.KnowledgeBaseError):
+        other.rename("KB2")  # onto their own KB2: refused
+    assert {k.name for k in d.kbs()} == {"KB1", "KB2"}
+    assert d.kb("KB1").id == other.id
+    # the admin sees both KB2s and gets their own first; the key for A's KB2 stays on A's KB2
+    a = ws.session(who["A"])
+    assert a.kb("KB2").id != mine.id and ws.session(who["KB2-read"]).kb("KB2").id == a.kb("KB2").id
+    # an upload by D went to D's KB, not A's
+    assert d.kb("KB2").documents() == [] and [x.filename for x in a.kb("KB2").documents()] == ["k2.txt"]
+
+
+def test_two_visible_kbs_of_one_name_ask_for_the_id(team):
+    """A viewer who can see two KBs of one name (neither theirs) gets a Chinese error naming both ids;
+    "#id" picks one, in the core, the CLI's --kb and the HTTP API (409 with the message)."""
+    from services.api import create_api
+
+    ws, who, keys = team
+    b = ws.session(who["B"])
+    own = b.create_kb("KB1")  # B's own KB1 beside A's KB1 (where B is editor)
+    assert b.kb("KB1").id == own.id  # their own first
+    own.share("C", "viewer")
+    c = ws.session(who["C"])
+    with pytest.raises(errors.AmbiguousKnowledgeBase) as exc:
+        c.kb("KB1")
+    a_kb1 = ws.session(who["A"]).kb("KB1")
+    message = exc.value.message_zh
+    assert f"#{a_kb1.id}" in message and f"#{own.id}" in message and "「B」创建" in message and "编号" in message
+    assert c.kb(f"#{own.id}").id == own.id and c.kb(f"#{a_kb1.id}").id == a_kb1.id
+    with pytest.raises(errors.KnowledgeBaseNotFound):
+        ws.session(who["D"]).kb(f"#{own.id}")  # an id is no way around the permission check
+    client = TestClient(create_api())
+    client.cookies.set(auth.COOKIE, auth.sign_in(ws.lib.store, ws.lib.root, "C", PASSWORD))
+    r = client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江有多长"})
+    assert r.status_code == 409 and f"#{own.id}" in r.json()["error"]["message"], r.text
+    r = client.post("/v1/retrieval", json={"kb": f"#{a_kb1.id}", "query": "长江有多长"})
+    assert r.status_code == 200 and r.json()["hits"][0]["doc"] == "k1.txt", r.text
+    r = client.post("/v1/chat/completions", json={"model": f"#{a_kb1.id}", "messages": [{"role": "user", "content": "长江有多长"}]})
+    assert r.status_code == 200 and r.json()["model"] == "KB1", r.text
+    listed = client.get("/v1/kbs").json()["kbs"]
+    assert sorted((k["name"], k["id"]) for k in listed) == sorted([("KB1", a_kb1.id), ("KB1", own.id)])
+    client.cookies.clear()  # a key for A's KB1 resolves "KB1" to it, whatever else is named so
+    r = client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江有多长"},
+                    headers={"Authorization": f"Bearer {keys['KB1-read'].key}"})
+    assert r.status_code == 200, r.text
+
+
+def test_cli_kb_resolves_its_own_name_first_and_takes_an_id(team, capsys):
+    """The command line acts as the local admin: its own KB first, "#id" for another owner's."""
+    from services import cli
+
+    ws, who, _ = team
+    theirs = ws.session(who["D"]).create_kb("资料")
+    theirs.upload("d.txt", "丁的文档：黄河是中国第二长河。".encode())
+    ours = ws.session(LOCAL).create_kb("资料")  # the command line's own, beside D's
+    ours.upload("ours.txt", "本机的文档：黄河流经黄土高原。".encode())
+    assert worker.wait_idle(ws.lib, 120)
+    assert cli.main(["search", "--kb", "资料", "--json", "黄河"]) == 0
+    out = capsys.readouterr().out
+    assert "ours.txt" in out and "d.txt" not in out
+    assert cli.main(["search", "--kb", f"#{theirs.id}", "--json", "黄河"]) == 0
+    out = capsys.readouterr().out
+    assert "d.txt" in out and "ours.txt" not in out
+
+
+def test_migration_7_keeps_every_kb_and_its_rows_and_gives_each_its_owner(tmp_path):
+    """The kbs table is rebuilt without its global UNIQUE: documents, memberships and jobs keep
+    pointing at their KB (no cascade from the rebuild), owners come from the owner memberships."""
+    import sqlite3
+
+    from services.index.store import MIGRATIONS, Store
+
+    path = tmp_path / "wendao.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:6], start=1):
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+    db.execute("INSERT INTO kbs(id, name, created_at) VALUES (1, '甲', 1), (2, '乙', 2)")
+    db.execute("INSERT INTO users(id, name, created_at) VALUES (7, 'u7', 0)")
+    db.execute("INSERT INTO memberships VALUES (2, 7, 'owner'), (1, 7, 'viewer')")
+    db.execute("INSERT INTO documents(kb_id, id, filename, size, pages, status, text, created_at)"
+               " VALUES (1, 'd1', 'a.txt', 1, 1, 'ready', 'x', 0)")
+    db.close()
+    store = Store(path)
+    assert [(k.id, k.name, k.owner_id) for k in store.list_kbs()] == [(1, "甲", 0), (2, "乙", 7)]
+    assert [d.filename for d in store.list_documents(1)] == ["a.txt"]
+    assert store.access.role(2, 7) == "owner"
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.create_kb("乙").owner_id == 0  # another owner may use the name
+    with pytest.raises(errors.KnowledgeBaseError):
+        store.create_kb("乙", 7)
+    store.delete_kb(1)  # the cascade still works after the rebuild
+    assert store.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
+    store.close()
+
+
+def test_the_sidebar_tells_two_kbs_of_one_name_apart(team, monkeypatch):
+    """Two KBs of one name in the picker carry their ids; a name of one's own stays as it is."""
+    from streamlit.testing.v1 import AppTest
+
+    import components.account as account
+    from conftest import ROOT
+
+    ws, who, _ = team
+    b = ws.session(who["B"])
+    own = b.create_kb("KB1")
+    monkeypatch.setattr(account, "current_principal", lambda _ws: who["B"])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    picker = at.sidebar.selectbox[0]
+    labels = sorted(picker.options)  # the labels as shown
+    a_kb1 = ws.session(who["A"]).kb("KB1").id
+    assert labels == sorted([f"KB1（#{a_kb1}）", f"KB1（#{own.id}）"]), labels

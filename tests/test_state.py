@@ -370,6 +370,7 @@ def state_after_restart(data_dir):
     return docs, texts, report
 
 
+@pytest.mark.slow  # three CLI processes per case, one killed with -9 (issue 18 item 9: multi-process tests)
 @pytest.mark.parametrize("point", ["rows_written", "points_written", "finalized"])
 def test_kill_while_replacing_a_same_named_file_is_recoverable(data_dir, point):
     env = {**os.environ, "WENDAO_DATA_DIR": str(data_dir)}

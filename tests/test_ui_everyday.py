@@ -274,13 +274,56 @@ def test_progress_from_job_rows(two_docs, monkeypatch):
     at = app("library")
     text = shown(at)
     assert "文件 3/5" in text
-    assert "正在处理「大文件.pdf」：向量化 40/109 个片段 · 12.5 片段/秒 · 剩余约 6 秒" in text
+    assert "正在处理「大文件.pdf」：已可按关键词检索 · 向量 40/109，语义检索稍后可用 · 12.5 片段/秒 · 剩余约 6 秒" in text
     assert "等待中：「d.docx」" in text
     assert "「a.txt」：已索引 · 5 个片段 · 1.1 秒" in text and "「a.txt」：已索引 · 5 个片段 · 1.1 秒（" not in text
     assert "「b.txt」：已索引 · 5 个片段 · 0.2 秒（新向量化 2 个片段，其余来自缓存）" in text
     assert "「c.pdf」：失败 — PDF 文件已损坏" in text
     click(at, "取消等待中的文件")
     assert "「d.docx」：已取消" in shown(at)
+
+
+def test_vectors_progress_is_shown_apart_from_keyword_search(two_docs, monkeypatch):
+    """A file past its keyword stage is searchable while its vectors compute: the panel says so and
+    shows the vectors' own progress (no full "关键词可检索 30/30" bar while they are pending); the batch
+    line counts the files already searchable by keywords."""
+    from services import worker
+
+    monkeypatch.setattr(worker, "start", lambda lib: None)
+    monkeypatch.setattr(worker.Worker, "_next", lambda self: None)
+    lib, kb = two_docs
+    _job(lib, kb, "a.txt", "done", "index", 5, 5, {"file": "a.txt", "status": "ok", "chunks": 5, "embedded": 5}, age=5)
+    _job(lib, kb, "报告.pdf", "running", "keywords", 30, 30, {})
+    _job(lib, kb, "d.docx", "queued")
+    at = app("library")
+    text = shown(at)
+    assert "正在处理「报告.pdf」：已可按关键词检索 · 向量 0/30，语义检索稍后可用" in text, text
+    assert "关键词可检索 30/30" not in text
+    bars = {p.proto.text: p.proto.value for p in at.get("progress")}
+    assert bars.get("向量 0/30") == 0, bars
+    assert "文件 1/3 · 2 个已可按关键词检索（后台进行中，可以离开本页）" in text
+    # a model-server outage left a document keyword-only: its "vectors" job shows the same way
+    _job(lib, kb, "旧文档.txt", "running", "embed", 12, 30, {"rate": 3.0, "eta_s": 6.0}, kind="vectors")
+    at.run()
+    text = shown(at)
+    assert "补齐向量「旧文档.txt」：向量 12/30，语义检索稍后可用 · 3.0 片段/秒 · 剩余约 6 秒" in text, [l for l in text.splitlines() if "旧文档" in l]
+
+
+def test_a_new_stage_is_always_written_to_the_job_row(two_docs):
+    """The worker's progress rows skip reports that come within 0.3 s of the last one, but never the
+    first report of a new stage: an ingest's "embed 0/n" right after "keywords n/n" reaches the page."""
+    from services.worker import Runner
+
+    lib, kb = two_docs
+    _job(lib, kb, "x.txt", "running")
+    job_id = lib.store.jobs.of_kb(kb.id, ("ingest",), 0)[-1].id
+    report = Runner(lib)._progress(job_id)
+    report("keywords", 30, 30)
+    report("embed", 0, 30)
+    job = lib.store.jobs.get(job_id)
+    assert (job.stage, job.done, job.total) == ("embed", 0, 30) and job.vectors_pending
+    report("embed", 5, 30)  # within 0.3 s of the last write, same stage: skipped
+    assert lib.store.jobs.get(job_id).done == 0
 
 
 def test_uploads_go_to_the_worker_and_the_uploader_clears(data_dir, monkeypatch):

@@ -561,7 +561,13 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
     stream.status = reading_estimate(llm, sources)
     if on_preview is not None:
         on_preview(extract, stream.status)
-    verdict = _verify(client, llm, query, sources, timings) if llm.verify_answerable else None
+    try:
+        verdict = _verify(client, llm, query, sources, timings) if llm.verify_answerable else None
+    except errors.LLMError as exc:  # the endpoint cannot be reached (or refuses the key): do not ask again
+        _adopt(answer, extract)
+        answer.notice = " ".join(filter(None, [answer.notice, f"{exc.message_zh} 已改为摘录式回答。"]))
+        yield "\n\n" + answer.text
+        return _finish(answer, timings)
     if verdict is False:
         answer.answerable = False
         answer.mode, answer.text = "refused", REFUSAL_TEXT + "以下是最接近的段落，供参考。"
@@ -651,7 +657,9 @@ def verification_messages(query: str, sources: list[Hit]) -> list[dict]:
 
 def _verify(client, llm: LLMSettings, query: str, sources: list[Hit], timings: dict) -> bool | None:
     """The model's judgement whether the sources answer the question (False refuses), or None when
-    it could not judge (no structured output, an error, unusable JSON): the answer then goes ahead."""
+    it could not judge (no structured output, an error of the request, unusable JSON): the answer then
+    goes ahead. An endpoint that cannot be reached, times out or refuses the key raises (LLMError):
+    asking it again for the answer would only make the user wait a second time."""
     if not llm.structured_output:
         return None
     messages = verification_messages(query, sources)
@@ -661,6 +669,8 @@ def _verify(client, llm: LLMSettings, query: str, sources: list[Hit], timings: d
             first = first or time.perf_counter()
             raw += delta
         data = json.loads(raw)
+    except (errors.LLMUnreachable, errors.LLMTimeout, errors.LLMAuthError):
+        raise
     except (errors.LLMError, ValueError):
         return None
     finally:

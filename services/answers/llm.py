@@ -1,13 +1,20 @@
 """OpenAI-compatible chat client (OpenAI, DeepSeek, Qwen/DashScope, Moonshot, Zhipu, vLLM, Ollama,
 llama.cpp server...) through the official `openai` SDK.
 
-Streaming by default. Transient failures (429, 5xx, timeouts, dropped connections) are retried
-with exponential backoff before the first token arrives; every failure surfaces as a typed
-services.errors.LLMError with a Chinese message. The API key is never put into messages, logs or
-files: error texts are scrubbed of it.
+Streaming by default. Failures that a second try can fix (429, 5xx, a connection dropped after it
+was made) are retried with exponential backoff before the first token arrives. Failures it cannot
+are not: a refused connection, a host name that does not resolve, no connection within
+CONNECT_TIMEOUT_S (an address that drops packets) fail at once, and a read timeout is not waited out
+twice. Such a connect failure is remembered for RECENT_FAILURE_S per endpoint, so the next call (the
+answer after the pre-check, the next question) falls back at once instead of waiting again; "测试连接"
+always tries afresh. Every failure surfaces as a typed services.errors.LLMError with a Chinese message
+that says what happened. The API key is never put into messages, logs or files: error texts are
+scrubbed of it.
 """
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -15,7 +22,58 @@ from urllib.parse import urlsplit
 from services import errors
 from services.config import LLMSettings, redact_url
 
-RETRYABLE = ("RateLimitError", "InternalServerError", "APITimeoutError", "APIConnectionError")
+# the endpoint answered but was busy or failing: a later try can succeed
+RETRYABLE = ("RateLimitError", "InternalServerError")
+CONNECT_TIMEOUT_S = 3.0  # a TCP connection (and a TLS handshake) takes far less, even across the world
+RECENT_FAILURE_S = 30.0  # how long a failed connect is remembered per endpoint
+RETRY_BACKOFF_S = 0.5  # the first retry's wait; doubled each time, at most 8 s
+
+_recent_failures: dict[str, tuple[float, errors.LLMError]] = {}
+_recent_lock = threading.Lock()
+
+
+def recent_failure(base_url: str) -> tuple[float, errors.LLMError] | None:
+    """(when, error) of a connect failure to `base_url` in the last RECENT_FAILURE_S, else None."""
+    with _recent_lock:
+        found = _recent_failures.get(base_url or "")
+        if found and time.monotonic() - found[0] > RECENT_FAILURE_S:
+            del _recent_failures[base_url or ""]
+            found = None
+        return found
+
+
+def _remember(base_url: str, error: errors.LLMError | None) -> None:
+    with _recent_lock:
+        if error is None:
+            _recent_failures.pop(base_url or "", None)
+        else:
+            _recent_failures[base_url or ""] = (time.monotonic(), error)
+
+
+def _connect_failure(exc: BaseException) -> str | None:
+    """"refused" / "dns" / "timeout" when `exc` (an openai error) failed to connect at all, else None
+    (e.g. a connection that was made and then dropped, which a retry can fix)."""
+    seen, e = set(), exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        # httpx's classes, or httpx2's (newer openai releases): matched by name
+        kind = type(e).__name__ if type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore") else ""
+        if kind == "ConnectTimeout":
+            return "timeout"
+        if isinstance(e, socket.gaierror):
+            return "dns"
+        if isinstance(e, ConnectionRefusedError):
+            return "refused"
+        if kind == "ConnectError":
+            text = str(e).lower()
+            if "refused" in text or "errno 111" in text:
+                return "refused"
+            if "name or service" in text or "nodename" in text or "errno -2" in text or "errno -3" in text \
+                    or "getaddrinfo" in text or "temporary failure in name resolution" in text:
+                return "dns"
+            return "connect"
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class LLMClient:
@@ -26,15 +84,28 @@ class LLMClient:
 
         from services import netguard
 
+        import httpx
+        from openai import Timeout  # the SDK's own (httpx's, or httpx2's in newer releases)
+
         self.settings = settings
+        connect = min(CONNECT_TIMEOUT_S, settings.timeout)
         self.client = OpenAI(base_url=settings.base_url or None, api_key=settings.api_key or "not-needed",
-                             timeout=settings.timeout, max_retries=0,
-                             http_client=netguard.http_client(settings.base_url, settings.timeout))
+                             timeout=Timeout(settings.timeout, connect=connect), max_retries=0,
+                             http_client=netguard.http_client(settings.base_url,
+                                                              httpx.Timeout(settings.timeout, connect=connect)))
 
     def stream(self, messages: list[dict], response_format: dict | None = None,
-               max_tokens: int | None = None) -> Iterator[str]:
-        """Yield text deltas of one chat completion (retrying transient errors before the first)."""
+               max_tokens: int | None = None, fresh: bool = False) -> Iterator[str]:
+        """Yield text deltas of one chat completion (retrying transient errors before the first).
+        An endpoint that could not be connected to in the last RECENT_FAILURE_S fails at once with
+        that reason, unless `fresh` (测试连接: the user may just have started the server)."""
         s = self.settings
+        recent = None if fresh else recent_failure(s.base_url)
+        if recent is not None:
+            when, error = recent
+            ago, left = time.monotonic() - when, RECENT_FAILURE_S - (time.monotonic() - when)
+            when_zh = "刚刚" if ago < 1 else f"{ago:.0f} 秒前"
+            raise type(error)(f"{error.message_zh}（{when_zh}已连接失败，这次不再等待；约 {max(1.0, left):.0f} 秒后会重新尝试）")
         kwargs = dict(model=s.model, messages=messages, temperature=s.temperature,
                       max_tokens=max_tokens or s.max_tokens, stream=True)
         if response_format:
@@ -50,13 +121,22 @@ class LLMClient:
                     if delta:
                         started = True
                         yield delta
+                _remember(s.base_url, None)
                 return
             except Exception as exc:  # openai raises its own hierarchy; map it below
                 name = type(exc).__name__
-                if isinstance(exc.__cause__, errors.UnsafeEndpoint):  # the guard refused where it led
+                if isinstance(exc.__cause__, errors.WendaoError):  # the guard refused where it led, or no DNS
+                    if isinstance(exc.__cause__, errors.LLMUnreachable):
+                        _remember(s.base_url, exc.__cause__)
                     raise exc.__cause__ from None
-                if name in RETRYABLE and not started and attempt < s.max_retries:
-                    time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                failed_to_connect = _connect_failure(exc)
+                if failed_to_connect:  # nothing listens there, no such host, or nothing answers: no retry
+                    error = self._unreachable(failed_to_connect)
+                    _remember(s.base_url, error)
+                    raise error from None
+                dropped = name == "APIConnectionError"  # connected, then the connection broke: may recover
+                if (name in RETRYABLE or dropped) and not started and attempt < s.max_retries:
+                    time.sleep(min(8.0, RETRY_BACKOFF_S * 2 ** attempt))
                     attempt += 1
                     continue
                 raise self._translate(exc) from None
@@ -65,8 +145,19 @@ class LLMClient:
         return "".join(self.stream(messages, response_format, max_tokens))
 
     def test_connection(self) -> str:
-        """A one-word round trip; returns the reply (raises LLMError with a Chinese message)."""
-        return self.complete([{"role": "user", "content": "请只回复：好"}], max_tokens=8).strip()
+        """A one-word round trip, tried afresh even after a recent failure; returns the reply
+        (raises LLMError with a Chinese message)."""
+        messages = [{"role": "user", "content": "请只回复：好"}]
+        return "".join(self.stream(messages, max_tokens=8, fresh=True)).strip()
+
+    def _unreachable(self, how: str) -> errors.LLMUnreachable:
+        where = redact_url(self.settings.base_url) or "(默认 OpenAI)"
+        host = urlsplit(self.settings.base_url or "").hostname or ""
+        why = {"refused": "连接被拒绝，这个地址和端口上没有服务在运行。请检查端口，以及服务是否已启动。",
+               "dns": f"找不到主机「{host}」（域名无法解析）。请检查地址的拼写和网络。",
+               "timeout": f"{min(CONNECT_TIMEOUT_S, self.settings.timeout):.0f} 秒内没有建立连接（地址不可达，"
+                          "或被防火墙拦截）。请检查地址、端口和网络。"}.get(how, "请检查地址和服务是否已启动。")
+        return errors.LLMUnreachable(f"无法连接到大模型接口 {where}：{why}")
 
     def _scrub(self, text: str) -> str:
         """Error text without the key or the endpoint's credentials (user-info password, key-like

@@ -22,7 +22,7 @@ from services.api import pages
 STATUS = [(errors.NotSignedIn, 401), (errors.SignInFailed, 401), (errors.SignInThrottled, 429),
           (errors.PermissionDenied, 403), (errors.KnowledgeBaseNotFound, 404), (errors.DocumentNotFound, 404),
           (errors.JobNotFound, 404), (errors.ConversationNotFound, 404), (errors.DataDirBusy, 409),
-          (errors.FileTooLarge, 413)]
+          (errors.FileTooLarge, 413), (errors.AmbiguousKnowledgeBase, 409)]
 
 
 def rate_limit() -> str:
@@ -75,7 +75,7 @@ class Message(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    model: str = Field(description="知识库名称")
+    model: str = Field(description="知识库名称（与其他知识库重名时用 \"#编号\"）")
     messages: list[Message]
     stream: bool = False
     documents: list[str] | None = Field(None, description="只在这些文档中检索（文档 id 或文件名）")
@@ -85,7 +85,7 @@ class ChatRequest(BaseModel):
 
 
 class RetrievalRequest(BaseModel):
-    kb: str
+    kb: str = Field(description="知识库名称（与其他知识库重名时用 \"#编号\"）")
     query: str
     mode: str | None = Field(None, description="bm25 | dense | hybrid（默认用知识库的设置）")
     top_k: int | None = Field(None, ge=1, le=100)

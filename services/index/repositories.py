@@ -39,6 +39,21 @@ class Job:
         return self.status in ACTIVE
 
     @property
+    def keyword_searchable(self) -> bool:
+        """An upload whose document can already be found by keywords: it is past its "keywords" stage
+        (its vectors may still be computing) or finished indexed."""
+        if self.kind != "ingest":
+            return False
+        if not self.active:
+            return self.status == "done" and self.result.get("status", "ok") in ("ok", "replaced")
+        return self.stage in ("embed", "index") or (self.stage == "keywords" and 0 < self.total <= self.done)
+
+    @property
+    def vectors_pending(self) -> bool:
+        """A running job whose document is keyword-searchable while its vectors are being computed."""
+        return self.active and (self.keyword_searchable or (self.kind == "vectors" and self.stage in ("embed", "index")))
+
+    @property
     def elapsed(self) -> float:
         return (self.updated_at if self.status not in ACTIVE else time.time()) - (self.started_at or self.created_at)
 

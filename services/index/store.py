@@ -175,6 +175,29 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE api_keys ADD COLUMN creator_id INTEGER
     """,
+    # 7: KB names are unique per owner, not across the data dir (a member creating "财务" must not
+    # learn that someone else's private "财务" exists). owner_id: the user who created the KB (0: the
+    # local user, the command line, hidden evaluation copies). The table is rebuilt (SQLite cannot
+    # drop a column's UNIQUE); foreign keys are off during migrations (Store.migrate).
+    """
+    CREATE TABLE kbs_new(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{}',
+        generation INTEGER NOT NULL DEFAULT 0,
+        owner_id INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO kbs_new(id, name, created_at, settings, generation, owner_id)
+        SELECT id, name, created_at, settings, generation,
+               COALESCE((SELECT MIN(m.user_id) FROM memberships m
+                         WHERE m.kb_id = kbs.id AND m.role = 'owner' AND m.user_id > 0), 0)
+        FROM kbs;
+    DROP TABLE kbs;
+    ALTER TABLE kbs_new RENAME TO kbs;
+    CREATE UNIQUE INDEX kbs_owner_name ON kbs(owner_id, name);
+    CREATE INDEX kbs_name ON kbs(name)
+    """,
 ]
 
 DOC_STATUSES = ("indexing", "ready", "failed")
@@ -186,6 +209,7 @@ class KnowledgeBase:
     name: str
     created_at: float
     settings: dict = field(default_factory=dict)
+    owner_id: int = 0  # the user who created it (0: the local user / command line): names are unique per owner
 
 
 @dataclass
@@ -250,16 +274,27 @@ class Store:
         """Apply pending migrations; returns the schema version."""
         with self._lock:
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                self.db.execute("BEGIN")
-                try:
-                    for statement in filter(str.strip, script.split(";")):
-                        self.db.execute(statement)
-                    self.db.execute(f"PRAGMA user_version={number}")
-                    self.db.execute("COMMIT")
-                except Exception:
-                    self.db.execute("ROLLBACK")
-                    raise
+            if version >= len(MIGRATIONS):
+                return len(MIGRATIONS)
+            # a migration may rebuild a table others refer to (7: kbs): foreign keys are off meanwhile
+            # (no cascade from the DROP) and checked before each commit
+            self.db.execute("PRAGMA foreign_keys=OFF")
+            try:
+                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    self.db.execute("BEGIN")
+                    try:
+                        for statement in filter(str.strip, script.split(";")):
+                            self.db.execute(statement)
+                        broken = self.db.execute("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise errors.WendaoError(f"数据目录升级失败：第 {number} 步之后有 {len(broken)} 条记录的引用无效。")
+                        self.db.execute(f"PRAGMA user_version={number}")
+                        self.db.execute("COMMIT")
+                    except Exception:
+                        self.db.execute("ROLLBACK")
+                        raise
+            finally:
+                self.db.execute("PRAGMA foreign_keys=ON")
             return len(MIGRATIONS)
 
     def transaction(self):
@@ -272,19 +307,34 @@ class Store:
             self.db.close()
 
     # --- knowledge bases --------------------------------------------------------------------
-    def create_kb(self, name: str) -> KnowledgeBase:
+    def create_kb(self, name: str, owner_id: int = 0) -> KnowledgeBase:
+        """A new KB of `owner_id` (0: the local user / command line). Names are unique per owner only:
+        the refusal speaks of the owner's own KB, never of someone else's."""
         name = (name or "").strip()
         if not name or len(name) > 64:
             raise errors.InvalidName()
         with self._lock:
-            if self.find_kb(name):
-                raise errors.KnowledgeBaseError(f"知识库「{name}」已存在。")
-            cur = self.db.execute("INSERT INTO kbs(name, created_at) VALUES (?, ?)", (name, time.time()))
+            if self.find_kb(name, owner_id):
+                raise errors.KnowledgeBaseError(f"你已经有一个叫「{name}」的知识库了，请换一个名称。")
+            cur = self.db.execute("INSERT INTO kbs(name, created_at, owner_id) VALUES (?, ?, ?)",
+                                  (name, time.time(), int(owner_id or 0)))
             return self.get_kb(cur.lastrowid)
 
-    def find_kb(self, name: str) -> KnowledgeBase | None:
-        row = self.db.execute("SELECT * FROM kbs WHERE name=?", (name.strip(),)).fetchone()
+    def find_kb(self, name: str, owner_id: int | None = None) -> KnowledgeBase | None:
+        """The KB named `name` of `owner_id`; with no owner given, the oldest of that name (the single
+        local user's data dir has one owner; team callers resolve through `kbs_named`)."""
+        if owner_id is None:
+            row = self.db.execute("SELECT * FROM kbs WHERE name=? ORDER BY created_at, id LIMIT 1",
+                                  (name.strip(),)).fetchone()
+        else:
+            row = self.db.execute("SELECT * FROM kbs WHERE name=? AND owner_id=?",
+                                  (name.strip(), int(owner_id or 0))).fetchone()
         return _kb(row) if row else None
+
+    def kbs_named(self, name: str) -> list[KnowledgeBase]:
+        """Every KB named `name` (of any owner), oldest first; the caller keeps those the principal may see."""
+        return [_kb(r) for r in self.db.execute("SELECT * FROM kbs WHERE name=? ORDER BY created_at, id",
+                                                 ((name or "").strip(),))]
 
     def get_kb(self, kb_id: int) -> KnowledgeBase:
         row = self.db.execute("SELECT * FROM kbs WHERE id=?", (kb_id,)).fetchone()
@@ -522,9 +572,9 @@ class Store:
         if not name or len(name) > 64:
             raise errors.InvalidName()
         with self._lock:
-            other = self.find_kb(name)
+            other = self.find_kb(name, self.get_kb(kb_id).owner_id)
             if other and other.id != kb_id:
-                raise errors.KnowledgeBaseError(f"知识库「{name}」已存在。")
+                raise errors.KnowledgeBaseError(f"这个知识库的所有者已经有一个叫「{name}」的知识库了，请换一个名称。")
             self.db.execute("UPDATE kbs SET name=? WHERE id=?", (name, kb_id))
             return self.get_kb(kb_id)
 
@@ -609,7 +659,8 @@ _DOC_COLUMNS = ("d.kb_id, d.id, d.filename, d.size, d.pages, d.status, d.error, 
 
 
 def _kb(row) -> KnowledgeBase:
-    return KnowledgeBase(row["id"], row["name"], row["created_at"], json.loads(row["settings"] or "{}"))
+    return KnowledgeBase(row["id"], row["name"], row["created_at"], json.loads(row["settings"] or "{}"),
+                         row["owner_id"])
 
 
 def _doc(row) -> Document:
