@@ -70,6 +70,7 @@ AMBIGUITY_PASSAGES = 6  # passages searched for other documents' answers
 # Types whose values the patterns find reliably: a unit without one does not answer such a question.
 STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
 TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
+READER_KIND = "reader"  # the kind of an answer span the reader marked for an untyped question
 
 # --- the asked-for type ----------------------------------------------------------------------
 _DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月")
@@ -531,20 +532,24 @@ def pick_sentences(query: str, hits: list[Hit], max_sentences: int = 3, max_char
     return _pick(scorer, max_sentences, max_chars)
 
 
-def _pick(scorer: _Scorer, max_sentences: int, max_chars: int) -> list[Pick]:
+def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int] | None = None) -> list[Pick]:
+    """The picks, best unit first chosen by the scores, or `forced`: the units holding the reader's
+    answer (all of them are quoted)."""
     c = scorer.candidates
     order = scorer.order()
     if not order:  # no usable unit in the answer's passages (those further on only serve ambiguity)
         return []
-    best = order[0]
-    if scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
+    best = forced[0] if forced else order[0]
+    if forced:
+        pass
+    elif scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
         # a question asking for a number, date, title or country: a unit holding one, if it is close
         typed = next((i for i in order if scorer.typed[i]), None)
         if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
             best = typed
     if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
         max_chars = min(max_chars, CLAUSE_MAX_CHARS)
-    group = scorer.around(best, max_chars)
+    group = sorted(set(scorer.around(best, max_chars)) | set(forced or []))
     first = max(group, key=lambda i: c[i].score)
     scorer.group, scorer.first = group, first
     picked = [c[i] for i in group]
@@ -757,18 +762,56 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     return out
 
 
+def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[int], AnswerSpan] | None:
+    """The reader's answer (services.answers.reader) where one is installed (or given) and its score
+    reaches the model's threshold: (the candidate units holding it, the span clipped to them, with
+    exact document offsets); None otherwise (the heuristics mark the answer)."""
+    from services.answers.reader import load_reader, read_spans
+
+    if reader is False:
+        return None
+    reader = reader or load_reader()
+    if reader is None:
+        return None
+    top = hits[:min(reader.top, scorer.max_passages)]
+    for r in read_spans(query, [h.text for h in top], reader)[:1]:
+        if r.score < reader.threshold:
+            return None
+        hit = top[r.passage]
+        start, end = hit.start + r.start, hit.start + r.end
+        c = scorer.candidates
+        units = [i for i, u in enumerate(c) if u.doc == hit.doc and (u.doc_id or "") == (getattr(hit.chunk, "doc_id", "") or "")
+                 and u.start < end and start < u.end and u.n <= scorer.max_passages]
+        if not units or len({c[i].n for i in units}) > 1:
+            return None  # the answer is in no quotable unit (a heading, a deduplicated window)
+        units.sort(key=lambda i: c[i].start)
+        unit = c[units[0]]
+        start, end = max(start, unit.start), min(end, c[units[-1]].end)
+        base = scorer.starts[unit.n - 1]
+        text = scorer.passages[unit.n - 1][start - base:end - base]
+        a, b = _trim(text, 0, len(text))
+        if b <= a:
+            return None
+        kind = scorer.kind if scorer.kind in TYPED else READER_KIND
+        return units, AnswerSpan(text[a:b], unit.doc, start + a, start + b, unit.n, kind)
+    return None
+
+
 def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
-             max_passages: int = 4, ambiguity: bool = True) -> Extract:
+             max_passages: int = 4, ambiguity: bool = True, reader=None) -> Extract:
     """The pinpointed extract for `query` from `hits` (see the module docstring); an Extract with no
     picks when no passage has a usable unit. `ambiguity=False` never reports different answers
-    (a follow-up whose document is fixed by the conversation)."""
+    (a follow-up whose document is fixed by the conversation). `reader`: None — the installed reader
+    (services.answers.reader) marks the answer when there is one, False — the heuristics only, or a
+    Reader to use."""
     scorer = _Scorer(query, hits, max_passages)
-    picks = _pick(scorer, max_sentences, max_chars)
+    found = _read(scorer, query, hits, reader)
+    picks = _pick(scorer, max_sentences, max_chars, forced=found[0] if found else None)
     if not picks:
         return Extract([], kind=scorer.kind)
     first = scorer.first
     best = scorer.candidates[first]
-    span = _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
     picks = _merged(scorer, picks)
     extract = Extract(picks, span, scorer.kind)
     others = _alternatives(scorer, first, span, max_chars) if ambiguity else []
