@@ -50,7 +50,7 @@ class Window:
 def windows(tokenizer, question: str, passage: str, max_length: int, stride: int) -> list[Window]:
     """The passage cut into windows of at most `max_length` tokens with the question in front,
     consecutive windows sharing `stride` tokens."""
-    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
+    bos, eos = special_ids(tokenizer)[:2]
     q = tokenizer.encode(question, add_special_tokens=False).ids[:MAX_QUESTION_TOKENS]
     enc = tokenizer.encode(passage, add_special_tokens=False)
     tokens = [(i, o) for i, o in zip(enc.ids, enc.offsets) if o[1] > o[0]]
@@ -62,6 +62,14 @@ def windows(tokenizer, question: str, passage: str, max_length: int, stride: int
         if a + room >= len(tokens):
             return out
         a += max(1, room - stride)
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    """(start, separator, padding) token ids: e5's <s> </s> <pad>, or a BERT vocabulary's [CLS] [SEP] [PAD]."""
+    ids = [tokenizer.token_to_id(a) for a in ("<s>", "</s>", "<pad>")]
+    if None in ids:
+        ids = [tokenizer.token_to_id(a) for a in ("[CLS]", "[SEP]", "[PAD]")]
+    return ids[0], ids[1], ids[2] or 0
 
 
 class Reader:
@@ -76,7 +84,7 @@ class Reader:
         self.tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        self.pad = self.tokenizer.token_to_id("<pad>")
+        self.pad = special_ids(self.tokenizer)[2]
         self._model = None
         self._lock = threading.Lock()
         self._recent: dict[tuple, list[ReadSpan]] = {}  # an answer reads its passages again for ambiguity
