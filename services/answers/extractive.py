@@ -24,6 +24,13 @@ as one continuous piece of the document. Inside the quote the answer span is mar
 asked-for type whose clause holds most of the question's words (not a value the question itself names),
 or for other questions the best clause.
 
+Reader. Where a trained reader is installed (services.answers.reader, WENDAO_READER_MODEL or the data
+dir's models/reader) it reads the question with the first passages; when its best span scores at
+least the model's threshold, the units holding that span are the best units (their neighbours and
+further units are added as above) and the span itself is the marked answer, clipped to the quoted
+units, with its exact document offsets. Without a reader, below its threshold, or when the span lies
+in no quotable unit, the heuristics above mark the answer.
+
 Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, scoring at
 least AMBIGUITY_RATIO of the best and covering the question) hold different values of the asked-for
 type, the extract says so ("有 2 份文档给出不同答案：…", each with its citation) instead of picking one.
@@ -31,7 +38,7 @@ A document that lacks a name the question gives (原告周0) is not another answ
 
 Support is judged against the question, never against the quote itself (`check_picks`): the key-term
 coverage a quoted passage reaches, and for a number/amount/date/title/country question only when it
-holds such a value. No embeddings, a few ms per answer. Measured by bench/pinpoint.py (README).
+holds such a value. Without the reader no embeddings, a few ms per answer. Measured by bench/pinpoint.py (README).
 """
 from __future__ import annotations
 
