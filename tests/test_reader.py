@@ -127,11 +127,12 @@ def test_a_trained_reader_marks_the_answer_with_exact_offsets(no_reader, tmp_pat
     assert card["questions"]["cail2019_dev"] == 47 + 30 and (out / "model.safetensors").is_file()
     assert card["metrics"]["all"]["reader_in_span"] >= 0.75  # it learned where the amount is
     # installed: the extract marks the reader's span, its offsets exact in the document
-    card["threshold"] = -1e9
+    assert set(card["thresholds"]) == {"typed", "untyped"}
+    card["threshold"], card["thresholds"] = 0.0, {"typed": -1e9}
     (out / "wendao_card.json").write_text(json.dumps(card), encoding="utf-8")
     monkeypatch.setenv("WENDAO_READER_MODEL", str(out))
     reader = reader_module.load_reader()
-    assert reader is not None and reader.threshold == -1e9
+    assert reader is not None and reader.threshold_for("amount") == -1e9 and reader.threshold_for(None) == 0.0
     text, question, answer = judgment(59)  # a document it never saw
     document = "第一段。" * 25 + text
     offset = document.index(text)
@@ -142,6 +143,6 @@ def test_a_trained_reader_marks_the_answer_with_exact_offsets(no_reader, tmp_pat
     assert extract.text.startswith(span.text + "\n")
     assert any(p.start <= span.start and span.end <= p.end for p in extract.picks)  # inside the quote
     # above every score: the heuristics mark it
-    reader.threshold = 1e9
+    reader.thresholds["typed"] = 1e9
     fallback = pinpoint(question, hits_for(text, offset=offset))
     assert fallback.span.text == answer

@@ -782,7 +782,7 @@ def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[in
         return None
     top = hits[:min(reader.top, scorer.max_passages)]
     for r in read_spans(query, [h.text for h in top], reader)[:1]:
-        if r.score < reader.threshold:
+        if r.score < reader.threshold_for(scorer.kind):
             return None
         hit = top[r.passage]
         start, end = hit.start + r.start, hit.start + r.end

@@ -72,14 +72,23 @@ def special_ids(tokenizer) -> tuple[int, int, int]:
     return ids[0], ids[1], ids[2] or 0
 
 
+def threshold_group(kind: str | None) -> str:
+    """Which of the card's thresholds applies to a question of the asked-for type `kind`
+    (services.answers.extractive.answer_type): "typed" for those the heuristics find values of."""
+    from services.answers.extractive import TYPED
+
+    return "typed" if kind in TYPED else "untyped"
+
+
 class Reader:
     """A trained reader folder (see the module docstring)."""
 
     def __init__(self, path: str, threshold: float, top: int = TOP, max_length: int = 256, stride: int = 64,
-                 max_answer_tokens: int = 40, load_model: bool = True):
+                 max_answer_tokens: int = 40, load_model: bool = True, thresholds: dict | None = None):
         from tokenizers import Tokenizer
 
         self.path, self.threshold, self.top = path, threshold, top
+        self.thresholds = dict(thresholds or {})  # per threshold_group; `threshold` for the others
         self.max_length, self.stride, self.max_answer_tokens = max_length, stride, max_answer_tokens
         self.tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -90,6 +99,10 @@ class Reader:
         self._recent: dict[tuple, list[ReadSpan]] = {}  # an answer reads its passages again for ambiguity
         if load_model:
             self.model()
+
+    def threshold_for(self, kind: str | None) -> float:
+        """The score the reader's span must reach for a question of type `kind`."""
+        return self.thresholds.get(threshold_group(kind), self.threshold)
 
     def model(self):
         """(encoder, head weight, head bias), loaded once."""
@@ -174,7 +187,8 @@ def load_reader() -> Reader | None:
                 card = json.loads((folder / CARD).read_text(encoding="utf-8"))
                 _READERS[key] = Reader(key, float(card["threshold"]), int(card.get("top", TOP)),
                                        int(card.get("max_length", 256)), int(card.get("stride", 64)),
-                                       int(card.get("max_answer_tokens", 40)))
+                                       int(card.get("max_answer_tokens", 40)),
+                                       thresholds={k: float(v) for k, v in (card.get("thresholds") or {}).items()})
             except Exception as exc:  # noqa: BLE001 - a broken folder must not break answering
                 log.warning("unreadable reader model in %s: %s", folder, type(exc).__name__)
                 _READERS[key] = None

@@ -26,8 +26,10 @@ dialogues are built from them) and the documents of bench/followups.jsonl.
 Selection: documents are split (seeded) into train and dev. On the dev questions — each read with
 the three chunks of its document that BM25 ranks first, as the app reads its first sources — the
 reader's best span is compared with the heuristic answer span (services.answers.extractive without
-a reader); the card's `threshold` is the reader score above which the reader's span is used, the one
-giving the most gold answers inside the marked span on dev.
+a reader); the card's `thresholds` are the reader scores above which the reader's span is used, for
+questions of a type the heuristics look for ("typed": amounts, dates, names, …) and the others
+("untyped"), each the one giving the most gold answers inside the marked span on dev (`threshold`:
+one for all, the fallback).
 
 CAIL2019 has no licence: neither its data nor a model trained on it is committed or shipped. The app
 uses the reader only where this script's output folder exists (WENDAO_READER_MODEL or
@@ -253,7 +255,8 @@ def dev_rows(reader: Reader, corpus: Corpus, items: list[Item], top: int) -> lis
     """Per dev question: the reader's best span and score, and the heuristic span, over its document's
     first `top` chunks by BM25; whether each holds a gold answer."""
     from services.answers.answer import contains_gold
-    from services.answers.extractive import pinpoint
+    from services.answers.extractive import answer_type, pinpoint
+    from services.answers.reader import threshold_group
     from services.documents.chunking import Chunk
     from services.search.retrieval import Hit
 
@@ -269,7 +272,7 @@ def dev_rows(reader: Reader, corpus: Corpus, items: list[Item], top: int) -> lis
         best = found[0] if found else None
         heuristic = pinpoint(item.question, hits, reader=False) if hits else None
         span = heuristic.span.text if heuristic and heuristic.span else ""
-        rows.append({"score": best.score if best else -1e9, "reader": bool(best) and contains_gold(best.text, golds),
+        rows.append({"group": threshold_group(answer_type(item.question)), "score": best.score if best else -1e9, "reader": bool(best) and contains_gold(best.text, golds),
                      "heuristic": bool(span) and contains_gold(span, golds),
                      "chars": len(best.text) if best else 0})
     return rows
@@ -342,12 +345,20 @@ def train_reader(data_root: Path, out: Path, settings: ReaderSettings | None = N
         metrics[source] = r
         rows += r
     threshold, overall = choose_threshold(rows)
-    metrics = {s: choose_threshold(r)[1] | {"at_threshold": sum(x["reader"] if x["score"] >= threshold else x["heuristic"]
+    thresholds = {g: choose_threshold([r for r in rows if r["group"] == g])[0] for g in ("typed", "untyped")}
+
+    def used(x: dict) -> bool:
+        return x["score"] >= thresholds.get(x["group"], threshold)
+
+    metrics = {s: choose_threshold(r)[1] | {"at_threshold": sum(x["reader"] if used(x) else x["heuristic"]
                                                                     for x in r) / max(1, len(r))}
                for s, r in metrics.items()}
-    metrics["all"] = overall
-    log(f"dev ({time.time() - dev_started:.0f}s): threshold {threshold:.3f} {json.dumps(metrics)}")
-    card.update({"threshold": threshold, "sources": list(settings.sources), "questions": questions,
+    for g in ("typed", "untyped"):
+        part = [r for r in rows if r["group"] == g]
+        metrics[g] = choose_threshold(part)[1]
+    metrics["all"] = overall | {"at_threshold": sum(x["reader"] if used(x) else x["heuristic"] for x in rows) / max(1, len(rows))}
+    log(f"dev ({time.time() - dev_started:.0f}s): thresholds {thresholds} {json.dumps(metrics)}")
+    card.update({"threshold": threshold, "thresholds": thresholds, "sources": list(settings.sources), "questions": questions,
                  "windows": len(features), "settings": asdict(settings), "metrics": metrics,
                  "excluded_documents": {k: len(v) for k, v in exclude.items()},
                  "steps": result["steps"], "planned_steps": result["planned_steps"], "losses": result["losses"][::10],
