@@ -12,7 +12,8 @@ from services.answers.reader import Reader, windows
 from services.documents.chunking import Chunk
 from services.search.retrieval import Hit
 from services.tuning.answerability import Corpus
-from services.tuning.reader import ReaderSettings, choose_threshold, encode_example, train_reader, training_features
+from services.tuning.reader import (ReaderSettings, choose_threshold, choose_value_threshold, encode_example,
+                                    train_reader, training_features)
 from tiny_models import tiny_embedder
 
 NAMES = "张王李赵刘陈杨黄周吴"
@@ -86,6 +87,16 @@ def test_threshold_keeps_the_reader_where_it_beats_the_heuristics():
     assert 1.0 < threshold <= 4.0 and metrics["combined_in_span"] == 0.75 and metrics["reader_in_span"] == 0.5
 
 
+def test_value_threshold_only_where_the_readers_pick_among_values_beats_the_heuristics():
+    rows = [{"group": "typed", "score": 0.0, "value_score": 3.0, "value": True, "heuristic": False},
+            {"group": "typed", "score": 0.0, "value_score": 2.0, "value": True, "heuristic": True},
+            {"group": "typed", "score": 0.0, "value_score": 1.0, "value": False, "heuristic": True},
+            {"group": "typed", "score": 9.0, "value_score": 0.5, "value": False, "heuristic": True},  # its span is used
+            {"group": "untyped", "score": 0.0, "value_score": None, "value": False, "heuristic": True}]
+    assert choose_value_threshold(rows, {"typed": 5.0}) == 2.0
+    assert choose_value_threshold([dict(r, value=False) for r in rows], {"typed": 5.0}) is None
+
+
 def test_without_a_reader_the_heuristics_mark_the_answer(no_reader, tmp_path):
     text, question, answer = judgment(3)
     assert reader_module.load_reader() is None
@@ -127,7 +138,7 @@ def test_a_trained_reader_marks_the_answer_with_exact_offsets(no_reader, tmp_pat
     assert card["questions"]["cail2019_dev"] == 47 + 30 and (out / "model.safetensors").is_file()
     assert card["metrics"]["all"]["reader_in_span"] >= 0.75  # it learned where the amount is
     # installed: the extract marks the reader's span, its offsets exact in the document
-    assert set(card["thresholds"]) == {"typed", "untyped"}
+    assert set(card["thresholds"]) == {"typed", "untyped"} and "value_threshold" in card
     card["threshold"], card["thresholds"] = 0.0, {"typed": -1e9}
     (out / "wendao_card.json").write_text(json.dumps(card), encoding="utf-8")
     monkeypatch.setenv("WENDAO_READER_MODEL", str(out))

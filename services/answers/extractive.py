@@ -336,6 +336,7 @@ class Extract:
     alternatives: list[AnswerSpan] = field(default_factory=list)  # other documents' different answers
     text: str = ""
     emphasis: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of `text` shown bold
+    reading: tuple[str, float] | None = None  # how the reader marked the span ("span" | "value", score), if it did
 
     @property
     def ambiguous(self) -> bool:
@@ -769,10 +770,13 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     return out
 
 
-def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[int], AnswerSpan] | None:
-    """The reader's answer (services.answers.reader) where one is installed (or given) and its score
-    reaches the model's threshold: (the candidate units holding it, the span clipped to them, with
-    exact document offsets); None otherwise (the heuristics mark the answer)."""
+def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[int], AnswerSpan, str, float] | None:
+    """The reader's answer (services.answers.reader) where one is installed (or given): (the candidate
+    units holding it, the span clipped to them with exact document offsets, "span" or "value", its
+    score), or None (the heuristics mark the answer). "span": the reader's own best span, when it
+    scores at least the model's threshold for the question's type; else, for a question asking for a
+    type of value, "value": the heuristics' value of that type (in the first passages) that the
+    reader scores best, when that reaches the model's value threshold."""
     from services.answers.reader import load_reader, read_spans
 
     if reader is False:
@@ -781,16 +785,18 @@ def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[in
     if reader is None:
         return None
     top = hits[:min(reader.top, scorer.max_passages)]
-    for r in read_spans(query, [h.text for h in top], reader)[:1]:
+    c = scorer.candidates
+    found = read_spans(query, [h.text for h in top], reader)[:1]
+    for r in found:
         if r.score < reader.threshold_for(scorer.kind):
-            return None
+            break
         hit = top[r.passage]
         start, end = hit.start + r.start, hit.start + r.end
-        c = scorer.candidates
-        units = [i for i, u in enumerate(c) if u.doc == hit.doc and (u.doc_id or "") == (getattr(hit.chunk, "doc_id", "") or "")
+        doc_id = getattr(hit.chunk, "doc_id", "") or ""
+        units = [i for i, u in enumerate(c) if u.doc == hit.doc and (u.doc_id or "") == doc_id
                  and u.start < end and start < u.end and u.n <= scorer.max_passages]
         if not units or len({c[i].n for i in units}) > 1:
-            return None  # the answer is in no quotable unit (a heading, a deduplicated window)
+            break  # the answer is in no quotable unit (a heading, a deduplicated window)
         units.sort(key=lambda i: c[i].start)
         unit = c[units[0]]
         start, end = max(start, unit.start), min(end, c[units[-1]].end)
@@ -798,10 +804,29 @@ def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[in
         text = scorer.passages[unit.n - 1][start - base:end - base]
         a, b = _trim(text, 0, len(text))
         if b <= a:
-            return None
+            break
         kind = scorer.kind if scorer.kind in TYPED else READER_KIND
-        return units, AnswerSpan(text[a:b], unit.doc, start + a, start + b, unit.n, kind)
-    return None
+        return units, AnswerSpan(text[a:b], unit.doc, start + a, start + b, unit.n, kind), "span", r.score
+    if scorer.kind not in TYPED or reader.value_threshold is None or not found:
+        return None
+    values = []  # (unit index, passage index, start, end in the passage)
+    for i, u in enumerate(c):
+        if u.n > len(top):
+            continue
+        for a, b in _values(scorer.kind, u, scorer.exclude):
+            offset = u.start - scorer.starts[u.n - 1]
+            values.append((i, u.n - 1, offset + a, offset + b))
+    if not values:
+        return None
+    scores = reader.span_scores(query, [h.text for h in top], [(n, a, b) for _, n, a, b in values])
+    k = max(range(len(values)), key=lambda k: scores[k])
+    if scores[k] < reader.value_threshold:
+        return None
+    i, n, a, b = values[k]
+    unit = c[i]
+    a, b = _trim(scorer.passages[n], a, b)
+    start = scorer.starts[n]
+    return [i], AnswerSpan(scorer.passages[n][a:b], unit.doc, start + a, start + b, unit.n, scorer.kind), "value", scores[k]
 
 
 def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
@@ -819,8 +844,9 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     first = scorer.first
     best = scorer.candidates[first]
     span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    reading = (found[2], found[3]) if found else None
     picks = _merged(scorer, picks)
-    extract = Extract(picks, span, scorer.kind)
+    extract = Extract(picks, span, scorer.kind, reading=reading)
     others = _alternatives(scorer, first, span, max_chars) if ambiguity else []
     if others:
         primary = [p for p in picks if (p.doc_id or p.doc) == (best.doc_id or best.doc)]

@@ -84,11 +84,15 @@ class Reader:
     """A trained reader folder (see the module docstring)."""
 
     def __init__(self, path: str, threshold: float, top: int = TOP, max_length: int = 256, stride: int = 64,
-                 max_answer_tokens: int = 40, load_model: bool = True, thresholds: dict | None = None):
+                 max_answer_tokens: int = 40, load_model: bool = True, thresholds: dict | None = None,
+                 value_threshold: float | None = None):
         from tokenizers import Tokenizer
 
         self.path, self.threshold, self.top = path, threshold, top
         self.thresholds = dict(thresholds or {})  # per threshold_group; `threshold` for the others
+        # a typed question whose free span scored below its threshold: the heuristics' value of the type
+        # that the reader scores best is marked when it scores this much (None: never)
+        self.value_threshold = value_threshold
         self.max_length, self.stride, self.max_answer_tokens = max_length, stride, max_answer_tokens
         self.tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -96,7 +100,7 @@ class Reader:
         self.pad = special_ids(self.tokenizer)[2]
         self._model = None
         self._lock = threading.Lock()
-        self._recent: dict[tuple, list[ReadSpan]] = {}  # an answer reads its passages again for ambiguity
+        self._recent: dict[tuple, list] = {}
         if load_model:
             self.model()
 
@@ -118,14 +122,56 @@ class Reader:
 
     def read(self, question: str, passages: list[str]) -> list[ReadSpan]:
         """The best span of each passage that has one, best first."""
+        import torch
+
+        best: dict[int, ReadSpan] = {}
+        for n, w, s, e in self._logits(question, passages):
+            a, b = w.first, w.first + len(w.offsets)
+            band = torch.ones(b - a, b - a, dtype=torch.bool).triu().tril(self.max_answer_tokens - 1)
+            pair = (s[a:b, None] + e[None, a:b]).masked_fill(~band, float("-inf"))
+            i, j = divmod(int(pair.argmax()), b - a)
+            score = float(pair[i, j] - (s[0] + e[0]))
+            start, end = w.offsets[i][0], w.offsets[j][1]
+            text = passages[n][start:end]
+            start += len(text) - len(text.lstrip())  # "▁" tokens carry the space before them
+            end -= len(text) - len(text.rstrip())
+            if end <= start:
+                continue
+            if n not in best or score > best[n].score:
+                best[n] = ReadSpan(n, start, end, passages[n][start:end], score)
+        return sorted(best.values(), key=lambda r: -r.score)
+
+    def span_scores(self, question: str, passages: list[str], spans: list[tuple[int, int, int]]) -> list[float]:
+        """The reader's score of given spans (passage index, [start, end) in it): its start logit at the
+        token where the span starts plus its end logit where it ends, minus the no-answer logits, in the
+        best window holding it (-inf where none does)."""
+        out = []
+        rows = self._logits(question, passages)
+        for n, a, b in spans:
+            best = float("-inf")
+            for m, w, s, e in rows:
+                if m != n:
+                    continue
+                inside = [k for k, (x, y) in enumerate(w.offsets) if x < b and y > a]
+                if not inside or w.offsets[inside[0]][0] > a or w.offsets[inside[-1]][1] < b \
+                        or len(inside) > self.max_answer_tokens:
+                    continue
+                i, j = w.first + inside[0], w.first + inside[-1]
+                best = max(best, float(s[i] + e[j] - (s[0] + e[0])))
+            out.append(best)
+        return out
+
+    def _logits(self, question: str, passages: list[str]) -> list:
+        """[(passage index, window, start logits, end logits)] of every window, the latest few cached
+        (an answer reads its passages again for ambiguity)."""
         key = (question, tuple(passages))
         if key not in self._recent:
             if len(self._recent) >= 32:
                 self._recent.pop(next(iter(self._recent)))
-            self._recent[key] = self._read(question, passages)
-        return list(self._recent[key])
+            self._recent[key] = self._forward(question, passages)
+        return self._recent[key]
 
-    def _read(self, question: str, passages: list[str]) -> list[ReadSpan]:
+    def _forward(self, question: str, passages: list[str]) -> list:
         import torch
 
         encoder, weight, bias = self.model()
@@ -142,24 +188,7 @@ class Reader:
         with self._lock, torch.inference_mode():
             hidden = encoder(ids, None if bool(mask.all()) else mask).float()
             logits = torch.nn.functional.linear(hidden, weight, bias)
-        best: dict[int, ReadSpan] = {}
-        band = torch.ones(longest, longest, dtype=torch.bool).triu().tril(self.max_answer_tokens - 1)
-        for row, (n, w) in enumerate(items):
-            s, e = logits[row, :, 0], logits[row, :, 1]
-            a, b = w.first, w.first + len(w.offsets)
-            pair = (s[a:b, None] + e[None, a:b]).masked_fill(~band[:b - a, :b - a], float("-inf"))
-            k = int(pair.argmax())
-            i, j = divmod(k, b - a)
-            score = float(pair[i, j] - (s[0] + e[0]))
-            start, end = w.offsets[i][0], w.offsets[j][1]
-            text = passages[n][start:end]
-            start += len(text) - len(text.lstrip())  # "▁" tokens carry the space before them
-            end -= len(text) - len(text.rstrip())
-            if end <= start:
-                continue
-            if n not in best or score > best[n].score:
-                best[n] = ReadSpan(n, start, end, passages[n][start:end], score)
-        return sorted(best.values(), key=lambda r: -r.score)
+        return [(n, w, logits[row, :, 0], logits[row, :, 1]) for row, (n, w) in enumerate(items)]
 
 
 def reader_folder() -> Path | None:
@@ -188,7 +217,9 @@ def load_reader() -> Reader | None:
                 _READERS[key] = Reader(key, float(card["threshold"]), int(card.get("top", TOP)),
                                        int(card.get("max_length", 256)), int(card.get("stride", 64)),
                                        int(card.get("max_answer_tokens", 40)),
-                                       thresholds={k: float(v) for k, v in (card.get("thresholds") or {}).items()})
+                                       thresholds={k: float(v) for k, v in (card.get("thresholds") or {}).items()},
+                                       value_threshold=None if card.get("value_threshold") is None
+                                       else float(card["value_threshold"]))
             except Exception as exc:  # noqa: BLE001 - a broken folder must not break answering
                 log.warning("unreadable reader model in %s: %s", folder, type(exc).__name__)
                 _READERS[key] = None

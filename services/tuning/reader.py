@@ -29,7 +29,10 @@ reader's best span is compared with the heuristic answer span (services.answers.
 a reader); the card's `thresholds` are the reader scores above which the reader's span is used, for
 questions of a type the heuristics look for ("typed": amounts, dates, names, …) and the others
 ("untyped"), each the one giving the most gold answers inside the marked span on dev (`threshold`:
-one for all, the fallback).
+one for all, the fallback); `value_threshold`: for a typed question whose span scored below its
+threshold, the score above which the reader's best-scored value of the asked-for type (found by the
+heuristics' patterns) is marked instead of the heuristics' choice — or none when that does not help
+on dev. `--evaluate-only` chooses them again for a folder already trained.
 
 CAIL2019 has no licence: neither its data nor a model trained on it is committed or shipped. The app
 uses the reader only where this script's output folder exists (WENDAO_READER_MODEL or
@@ -38,6 +41,7 @@ uses the reader only where this script's output folder exists (WENDAO_READER_MOD
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import resource
@@ -260,6 +264,8 @@ def dev_rows(reader: Reader, corpus: Corpus, items: list[Item], top: int) -> lis
     from services.documents.chunking import Chunk
     from services.search.retrieval import Hit
 
+    probe = copy.copy(reader)  # the same model and logits: free spans never pass, every typed value is scored
+    probe.threshold, probe.thresholds, probe.value_threshold = float("inf"), {}, float("-inf")
     rows = []
     for item in items:
         pool = corpus.best(item.question, corpus.by_doc.get(item.doc, []), top)
@@ -272,8 +278,12 @@ def dev_rows(reader: Reader, corpus: Corpus, items: list[Item], top: int) -> lis
         best = found[0] if found else None
         heuristic = pinpoint(item.question, hits, reader=False) if hits else None
         span = heuristic.span.text if heuristic and heuristic.span else ""
-        rows.append({"group": threshold_group(answer_type(item.question)), "score": best.score if best else -1e9, "reader": bool(best) and contains_gold(best.text, golds),
+        valued = pinpoint(item.question, hits, reader=probe) if hits else None  # the reader's pick among typed values
+        value = valued.span.text if valued and valued.reading and valued.reading[0] == "value" else ""
+        rows.append({"group": threshold_group(answer_type(item.question)), "score": best.score if best else -1e9,
+                     "reader": bool(best) and contains_gold(best.text, golds),
                      "heuristic": bool(span) and contains_gold(span, golds),
+                     "value_score": valued.reading[1] if value else None, "value": bool(value) and contains_gold(value, golds),
                      "chars": len(best.text) if best else 0})
     return rows
 
@@ -301,6 +311,75 @@ def choose_threshold(rows: list[dict]) -> tuple[float, dict]:
                   "reader_used": sum(r["score"] >= best for r in rows) / n}
 
 
+def split(corpus: Corpus, settings: ReaderSettings, exclude: dict[str, set[str]]) -> tuple[set[str], list[Item]]:
+    """(training documents, dev questions) of a set, its `exclude`d documents left out (seeded)."""
+    docs = sorted(d for d in corpus.by_doc if d not in exclude.get(corpus.source, set()))
+    random.Random(settings.seed).shuffle(docs)
+    n_dev = round(len(docs) * settings.dev)
+    dev = set(docs[:n_dev])
+    items = [i for i in corpus.items if i.doc in dev and i.kind == "span" and i.spans]
+    return set(docs[n_dev:]), random.Random(settings.seed).sample(items, min(settings.dev_questions, len(items)))
+
+
+def choose_value_threshold(rows: list[dict], thresholds: dict[str, float]) -> float | None:
+    """For typed questions whose free span scored below its threshold: the score above which the
+    reader's best typed value replaces the heuristic one, the most gold answers in the span on dev;
+    None when no threshold beats the heuristics."""
+    rows = [r for r in rows if r["group"] == "typed" and r["score"] < thresholds["typed"] and r["value_score"] is not None]
+    base = sum(r["heuristic"] for r in rows)
+    best, best_hits = None, base
+    for t in sorted({r["value_score"] for r in rows}):
+        hits = sum(r["value"] if r["value_score"] >= t else r["heuristic"] for r in rows)
+        if hits > best_hits:
+            best, best_hits = t, hits
+    return best
+
+
+def select(folder: str, settings: ReaderSettings, corpora: dict[str, Corpus], dev_items: dict[str, list[Item]],
+           log: Callable[[str], None] = lambda s: None) -> dict:
+    """Read the dev questions with the reader at `folder` and choose its thresholds (see the module
+    docstring): {"threshold", "thresholds", "value_threshold", "metrics"}."""
+    trained = Reader(folder, 0.0, settings.top, settings.max_length, settings.stride, settings.max_answer_tokens)
+    rows, per_source = [], {}
+    started = time.time()
+    for source, items in dev_items.items():
+        per_source[source] = dev_rows(trained, corpora[source], items, settings.top)
+        rows += per_source[source]
+    threshold = choose_threshold(rows)[0]
+    thresholds = {g: choose_threshold([r for r in rows if r["group"] == g])[0] for g in ("typed", "untyped")}
+    value_threshold = choose_value_threshold(rows, thresholds)
+
+    def marked(x: dict) -> bool:
+        if x["score"] >= thresholds.get(x["group"], threshold):
+            return x["reader"]
+        if value_threshold is not None and x["value_score"] is not None and x["value_score"] >= value_threshold:
+            return x["value"]
+        return x["heuristic"]
+
+    metrics = {}
+    for name, part in [*per_source.items(), *((g, [r for r in rows if r["group"] == g]) for g in ("typed", "untyped")),
+                       ("all", rows)]:
+        metrics[name] = choose_threshold(part)[1] | {"at_thresholds": sum(map(marked, part)) / max(1, len(part))}
+    log(f"dev ({time.time() - started:.0f}s): thresholds {thresholds}, value {value_threshold} {json.dumps(metrics)}")
+    return {"threshold": threshold, "thresholds": thresholds, "value_threshold": value_threshold, "metrics": metrics}
+
+
+def evaluate_only(data_root: Path, folder: Path, exclude: dict[str, set[str]],
+                  log: Callable[[str], None] = lambda s: None) -> dict:
+    """Choose a trained reader's thresholds again on its own dev questions (the settings in its card)
+    and update its card."""
+    card = json.loads((folder / CARD).read_text(encoding="utf-8"))
+    stored = card["settings"]
+    settings = ReaderSettings(**{k: tuple(v) if k == "sources" else v for k, v in stored.items()})
+    corpora, dev_items = {}, {}
+    for source in settings.sources:
+        corpora[source] = Corpus(data_root / source, source)
+        dev_items[source] = split(corpora[source], settings, exclude)[1]
+    card.update(select(str(folder), settings, corpora, dev_items, log))
+    (folder / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+    return card
+
+
 def train_reader(data_root: Path, out: Path, settings: ReaderSettings | None = None, base: str | None = None,
                  exclude: dict[str, set[str]] | None = None, log: Callable[[str], None] = lambda s: None) -> dict:
     """Build the features, train, choose the threshold on the dev documents, save the folder with its
@@ -319,15 +398,10 @@ def train_reader(data_root: Path, out: Path, settings: ReaderSettings | None = N
     corpora = {}
     for source in settings.sources:
         corpus = corpora[source] = Corpus(data_root / source, source)
-        docs = sorted(d for d in corpus.by_doc if d not in exclude.get(source, set()))
-        random.Random(settings.seed).shuffle(docs)
-        n_dev = round(len(docs) * settings.dev)
-        dev, train_docs = set(docs[:n_dev]), set(docs[n_dev:])
+        train_docs, dev_items[source] = split(corpus, settings, exclude)
         made, n = training_features(reader, corpus, train_docs, settings, rng)
         features += made
         questions[source] = n
-        items = [i for i in corpus.items if i.doc in dev and i.kind == "span" and i.spans]
-        dev_items[source] = random.Random(settings.seed).sample(items, min(settings.dev_questions, len(items)))
         log(f"{source}: {n} training questions ({len(made)} windows) from {len(train_docs)} documents, "
             f"{len(dev_items[source])} dev questions; {len(exclude.get(source, ()))} documents excluded")
     tmp = out.with_name(f".{out.name}.partial")
@@ -337,29 +411,9 @@ def train_reader(data_root: Path, out: Path, settings: ReaderSettings | None = N
     card = {"name": out.name, "kind": KIND, "threshold": 0.0, "top": settings.top, "max_length": settings.max_length,
             "stride": settings.stride, "max_answer_tokens": settings.max_answer_tokens}
     (tmp / CARD).write_text(json.dumps(card), encoding="utf-8")
-    trained = Reader(str(tmp), 0.0, settings.top, settings.max_length, settings.stride, settings.max_answer_tokens)
-    rows, metrics = [], {}
-    dev_started = time.time()
-    for source, items in dev_items.items():
-        r = dev_rows(trained, corpora[source], items, settings.top)
-        metrics[source] = r
-        rows += r
-    threshold, overall = choose_threshold(rows)
-    thresholds = {g: choose_threshold([r for r in rows if r["group"] == g])[0] for g in ("typed", "untyped")}
-
-    def used(x: dict) -> bool:
-        return x["score"] >= thresholds.get(x["group"], threshold)
-
-    metrics = {s: choose_threshold(r)[1] | {"at_threshold": sum(x["reader"] if used(x) else x["heuristic"]
-                                                                    for x in r) / max(1, len(r))}
-               for s, r in metrics.items()}
-    for g in ("typed", "untyped"):
-        part = [r for r in rows if r["group"] == g]
-        metrics[g] = choose_threshold(part)[1]
-    metrics["all"] = overall | {"at_threshold": sum(x["reader"] if used(x) else x["heuristic"] for x in rows) / max(1, len(rows))}
-    log(f"dev ({time.time() - dev_started:.0f}s): thresholds {thresholds} {json.dumps(metrics)}")
-    card.update({"threshold": threshold, "thresholds": thresholds, "sources": list(settings.sources), "questions": questions,
-                 "windows": len(features), "settings": asdict(settings), "metrics": metrics,
+    selection = select(str(tmp), settings, corpora, dev_items, log)
+    card.update({**selection, "sources": list(settings.sources), "questions": questions,
+                 "windows": len(features), "settings": asdict(settings),
                  "excluded_documents": {k: len(v) for k, v in exclude.items()},
                  "steps": result["steps"], "planned_steps": result["planned_steps"], "losses": result["losses"][::10],
                  "train_seconds": result["train_seconds"], "seconds": round(time.time() - started),
@@ -383,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=None, help="starting model folder (default: the bundled multilingual-e5-small)")
     parser.add_argument("--no-bench-exclusion", action="store_true",
                         help="do not leave out the questions bench/pinpoint.py and bench/answers.py evaluate on")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="choose the thresholds of the reader already at --out again (no training)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     overrides = {k: json.loads(v) for k, v in (item.split("=") for item in args.set.split(",") if item)}
@@ -390,16 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     settings.source_questions.update({k: int(v) for k, v in (item.split("=") for item in args.source_questions.split(",")
                                                              if item)})
     exclude = {} if args.no_bench_exclusion or not (BENCH / "pinpoint.py").is_file() else bench_heldout()
-    card = train_reader(Path(args.data), Path(args.out), settings, args.base, exclude,
-                        log=lambda s: print(s, file=sys.stderr, flush=True))
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    if args.evaluate_only:
+        card = evaluate_only(Path(args.data), Path(args.out), exclude, log)
+    else:
+        card = train_reader(Path(args.data), Path(args.out), settings, args.base, exclude, log)
     if args.json:
         print(json.dumps({k: v for k, v in card.items() if k != "losses"}, ensure_ascii=False))
     else:
-        print(f"阈值 {card['threshold']:.3f}，训练 {card['train_seconds']} 秒（{card['steps']} 步），"
-              f"峰值内存 {card['peak_rss_mb']} MB")
+        print(f"阈值 {card['thresholds']}，类型值阈值 {card['value_threshold']}，训练 {card['train_seconds']} 秒"
+              f"（{card['steps']} 步），峰值内存 {card['peak_rss_mb']} MB")
         for source, m in card["metrics"].items():
-            print(f"  {source:16} 验证 {m['n']} 问：阅读模型 {m['reader_in_span']:.3f}  启发式 {m['heuristic_in_span']:.3f}  "
-                  f"合用 {m.get('at_threshold', m['combined_in_span']):.3f}")
+            print(f"  {source:16} 验证 {m['n']} 问（答案在标出范围内）：阅读模型 {m['reader_in_span']:.3f}  "
+                  f"启发式 {m['heuristic_in_span']:.3f}  合用 {m['at_thresholds']:.3f}")
     return 0
 
 
