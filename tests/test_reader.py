@@ -12,8 +12,8 @@ from services.answers.reader import Reader, windows
 from services.documents.chunking import Chunk
 from services.search.retrieval import Hit
 from services.tuning.answerability import Corpus
-from services.tuning.reader import (ReaderSettings, choose_threshold, choose_value_threshold, encode_example,
-                                    train_reader, training_features)
+from services.tuning.reader import (ReaderSettings, choose_threshold, choose_inside_threshold, encode_example,
+                                    train_reader, training_features, with_fallback)
 from tiny_models import tiny_embedder
 
 NAMES = "张王李赵刘陈杨黄周吴"
@@ -87,14 +87,14 @@ def test_threshold_keeps_the_reader_where_it_beats_the_heuristics():
     assert 1.0 < threshold <= 4.0 and metrics["combined_in_span"] == 0.75 and metrics["reader_in_span"] == 0.5
 
 
-def test_value_threshold_only_where_the_readers_pick_among_values_beats_the_heuristics():
-    rows = [{"group": "typed", "score": 0.0, "value_score": 3.0, "value": True, "heuristic": False},
-            {"group": "typed", "score": 0.0, "value_score": 2.0, "value": True, "heuristic": True},
-            {"group": "typed", "score": 0.0, "value_score": 1.0, "value": False, "heuristic": True},
-            {"group": "typed", "score": 9.0, "value_score": 0.5, "value": False, "heuristic": True},  # its span is used
-            {"group": "untyped", "score": 0.0, "value_score": None, "value": False, "heuristic": True}]
-    assert choose_value_threshold(rows, {"typed": 5.0}) == 2.0
-    assert choose_value_threshold([dict(r, value=False) for r in rows], {"typed": 5.0}) is None
+def test_inside_threshold_only_where_marking_inside_the_heuristic_quote_beats_the_heuristics():
+    rows = [{"inside_score": 3.0, "inside": True, "heuristic": False},
+            {"inside_score": 2.0, "inside": True, "heuristic": True},
+            {"inside_score": 1.0, "inside": False, "heuristic": True},
+            {"inside_score": None, "inside": False, "heuristic": True}]
+    assert choose_inside_threshold(rows) == 2.0
+    assert choose_inside_threshold([dict(r, inside=False) for r in rows]) is None
+    assert [r["heuristic"] for r in with_fallback(rows, 2.0)] == [True, True, True, True]
 
 
 def test_without_a_reader_the_heuristics_mark_the_answer(no_reader, tmp_path):
@@ -138,7 +138,7 @@ def test_a_trained_reader_marks_the_answer_with_exact_offsets(no_reader, tmp_pat
     assert card["questions"]["cail2019_dev"] == 47 + 30 and (out / "model.safetensors").is_file()
     assert card["metrics"]["all"]["reader_in_span"] >= 0.75  # it learned where the amount is
     # installed: the extract marks the reader's span, its offsets exact in the document
-    assert set(card["thresholds"]) == {"typed", "untyped"} and "value_threshold" in card
+    assert set(card["thresholds"]) == {"typed", "untyped"} and "inside_threshold" in card
     card["threshold"], card["thresholds"] = 0.0, {"typed": -1e9}
     (out / "wendao_card.json").write_text(json.dumps(card), encoding="utf-8")
     monkeypatch.setenv("WENDAO_READER_MODEL", str(out))
@@ -153,7 +153,12 @@ def test_a_trained_reader_marks_the_answer_with_exact_offsets(no_reader, tmp_pat
     assert answer in span.text and len(span.text) <= len(answer) + 4
     assert extract.text.startswith(span.text + "\n")
     assert any(p.start <= span.start and span.end <= p.end for p in extract.picks)  # inside the quote
+    # its own span below the threshold: the reader marks its best span inside the heuristics' quote
+    reader.thresholds["typed"], reader.inside_threshold = 1e9, -1e9
+    inside = pinpoint(question, hits_for(text, offset=offset))
+    assert inside.reading[0] == "inside" and document[inside.span.start:inside.span.end] == inside.span.text
+    assert any(p.start <= inside.span.start and inside.span.end <= p.end for p in inside.picks)
     # above every score: the heuristics mark it
-    reader.thresholds["typed"] = 1e9
+    reader.inside_threshold = None
     fallback = pinpoint(question, hits_for(text, offset=offset))
-    assert fallback.span.text == answer
+    assert fallback.span.text == answer and fallback.reading is None

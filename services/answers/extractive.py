@@ -28,8 +28,9 @@ Reader. Where a trained reader is installed (services.answers.reader, WENDAO_REA
 dir's models/reader) it reads the question with the first passages; when its best span scores at
 least the model's threshold, the units holding that span are the best units (their neighbours and
 further units are added as above) and the span itself is the marked answer, clipped to the quoted
-units, with its exact document offsets. Without a reader, below its threshold, or when the span lies
-in no quotable unit, the heuristics above mark the answer.
+units, with its exact document offsets. Below that threshold the heuristics choose the quote, and the
+reader's best span inside it is marked when it reaches the model's `inside_threshold`. Without a
+reader, or below both, the heuristics above mark the answer.
 
 Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, scoring at
 least AMBIGUITY_RATIO of the best and covering the question) hold different values of the asked-for
@@ -336,7 +337,7 @@ class Extract:
     alternatives: list[AnswerSpan] = field(default_factory=list)  # other documents' different answers
     text: str = ""
     emphasis: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of `text` shown bold
-    reading: tuple[str, float] | None = None  # how the reader marked the span ("span" | "value", score), if it did
+    reading: tuple[str, float] | None = None  # how the reader marked the span ("span" | "inside", score), if it did
 
     @property
     def ambiguous(self) -> bool:
@@ -771,18 +772,12 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
 
 
 def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[int], AnswerSpan, str, float] | None:
-    """The reader's answer (services.answers.reader) where one is installed (or given): (the candidate
-    units holding it, the span clipped to them with exact document offsets, "span" or "value", its
-    score), or None (the heuristics mark the answer). "span": the reader's own best span, when it
-    scores at least the model's threshold for the question's type; else, for a question asking for a
-    type of value, "value": the heuristics' value of that type (in the first passages) that the
-    reader scores best, when that reaches the model's value threshold."""
-    from services.answers.reader import load_reader, read_spans
+    """The reader's own answer (services.answers.reader) when it scores at least the model's threshold
+    for the question's type: (the candidate units holding it, the span clipped to them with exact
+    document offsets, "span", its score); None otherwise (the quote is chosen by the heuristics)."""
+    from services.answers.reader import read_spans
 
-    if reader is False:
-        return None
-    reader = reader or load_reader()
-    if reader is None:
+    if not reader:
         return None
     top = hits[:min(reader.top, scorer.max_passages)]
     c = scorer.candidates
@@ -807,26 +802,27 @@ def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[in
             break
         kind = scorer.kind if scorer.kind in TYPED else READER_KIND
         return units, AnswerSpan(text[a:b], unit.doc, start + a, start + b, unit.n, kind), "span", r.score
-    if scorer.kind not in TYPED or reader.value_threshold is None or not found:
+    return None
+
+
+def _read_inside(scorer: _Scorer, query: str, reader, span: AnswerSpan | None) -> tuple[AnswerSpan, float] | None:
+    """The reader's best span inside the units the heuristics chose (scorer.group) when it scores at
+    least the model's `inside_threshold`: (the span, its score); None otherwise."""
+    if reader is None or reader.inside_threshold is None:
         return None
-    values = []  # (unit index, passage index, start, end in the passage)
-    for i, u in enumerate(c):
-        if u.n > len(top):
-            continue
-        for a, b in _values(scorer.kind, u, scorer.exclude):
-            offset = u.start - scorer.starts[u.n - 1]
-            values.append((i, u.n - 1, offset + a, offset + b))
-    if not values:
+    c = scorer.candidates
+    units = [c[i] for i in scorer.group if c[i].n <= min(reader.top, len(scorer.passages))]
+    if not units:
         return None
-    scores = reader.span_scores(query, [h.text for h in top], [(n, a, b) for _, n, a, b in values])
-    k = max(range(len(values)), key=lambda k: scores[k])
-    if scores[k] < reader.value_threshold:
+    passages = scorer.passages[:reader.top]
+    ranges = [(u.n - 1, u.start - scorer.starts[u.n - 1], u.end - scorer.starts[u.n - 1]) for u in units]
+    r = reader.best_in(query, passages, ranges)
+    if r is None or r.score < reader.inside_threshold:
         return None
-    i, n, a, b = values[k]
-    unit = c[i]
-    a, b = _trim(scorer.passages[n], a, b)
-    start = scorer.starts[n]
-    return [i], AnswerSpan(scorer.passages[n][a:b], unit.doc, start + a, start + b, unit.n, scorer.kind), "value", scores[k]
+    unit = next(u for u in units if u.n - 1 == r.passage and u.start - scorer.starts[u.n - 1] <= r.start)
+    start = scorer.starts[r.passage]
+    kind = scorer.kind if scorer.kind in TYPED else READER_KIND
+    return AnswerSpan(r.text, unit.doc, start + r.start, start + r.end, unit.n, kind), r.score
 
 
 def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
@@ -837,14 +833,21 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     (services.answers.reader) marks the answer when there is one, False — the heuristics only, or a
     Reader to use."""
     scorer = _Scorer(query, hits, max_passages)
+    if reader is None:
+        from services.answers.reader import load_reader
+
+        reader = load_reader()
     found = _read(scorer, query, hits, reader)
     picks = _pick(scorer, max_sentences, max_chars, forced=found[0] if found else None)
     if not picks:
         return Extract([], kind=scorer.kind)
     first = scorer.first
     best = scorer.candidates[first]
-    span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
     reading = (found[2], found[3]) if found else None
+    span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
+    if inside:
+        span, reading = inside[0], ("inside", inside[1])
     picks = _merged(scorer, picks)
     extract = Extract(picks, span, scorer.kind, reading=reading)
     others = _alternatives(scorer, first, span, max_chars) if ambiguity else []

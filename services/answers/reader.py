@@ -85,14 +85,14 @@ class Reader:
 
     def __init__(self, path: str, threshold: float, top: int = TOP, max_length: int = 256, stride: int = 64,
                  max_answer_tokens: int = 40, load_model: bool = True, thresholds: dict | None = None,
-                 value_threshold: float | None = None):
+                 inside_threshold: float | None = None):
         from tokenizers import Tokenizer
 
         self.path, self.threshold, self.top = path, threshold, top
         self.thresholds = dict(thresholds or {})  # per threshold_group; `threshold` for the others
-        # a typed question whose free span scored below its threshold: the heuristics' value of the type
-        # that the reader scores best is marked when it scores this much (None: never)
-        self.value_threshold = value_threshold
+        # when its own best span scores below its threshold: the best span inside the quote the heuristics
+        # chose is marked when it scores this much (None: never; the heuristics mark it)
+        self.inside_threshold = inside_threshold
         self.max_length, self.stride, self.max_answer_tokens = max_length, stride, max_answer_tokens
         self.tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -141,25 +141,31 @@ class Reader:
                 best[n] = ReadSpan(n, start, end, passages[n][start:end], score)
         return sorted(best.values(), key=lambda r: -r.score)
 
-    def span_scores(self, question: str, passages: list[str], spans: list[tuple[int, int, int]]) -> list[float]:
-        """The reader's score of given spans (passage index, [start, end) in it): its start logit at the
-        token where the span starts plus its end logit where it ends, minus the no-answer logits, in the
-        best window holding it (-inf where none does)."""
-        out = []
-        rows = self._logits(question, passages)
-        for n, a, b in spans:
-            best = float("-inf")
-            for m, w, s, e in rows:
+    def best_in(self, question: str, passages: list[str], ranges: list[tuple[int, int, int]]) -> ReadSpan | None:
+        """The best span that lies inside one of `ranges` (passage index, [start, end) in it): the
+        answer marked inside a quote chosen otherwise (the heuristics' units)."""
+        import torch
+
+        best = None
+        for n, w, s, e in self._logits(question, passages):
+            for m, lo, hi in ranges:
                 if m != n:
                     continue
-                inside = [k for k, (x, y) in enumerate(w.offsets) if x < b and y > a]
-                if not inside or w.offsets[inside[0]][0] > a or w.offsets[inside[-1]][1] < b \
-                        or len(inside) > self.max_answer_tokens:
+                inside = [k for k, (x, y) in enumerate(w.offsets) if lo <= x and y <= hi]
+                if not inside:
                     continue
-                i, j = w.first + inside[0], w.first + inside[-1]
-                best = max(best, float(s[i] + e[j] - (s[0] + e[0])))
-            out.append(best)
-        return out
+                a, b = w.first + inside[0], w.first + inside[-1] + 1
+                band = torch.ones(b - a, b - a, dtype=torch.bool).triu().tril(self.max_answer_tokens - 1)
+                pair = (s[a:b, None] + e[None, a:b]).masked_fill(~band, float("-inf"))
+                i, j = divmod(int(pair.argmax()), b - a)
+                score = float(pair[i, j] - (s[0] + e[0]))
+                start, end = w.offsets[inside[0] + i][0], w.offsets[inside[0] + j][1]
+                text = passages[n][start:end]
+                start += len(text) - len(text.lstrip())
+                end -= len(text) - len(text.rstrip())
+                if end > start and (best is None or score > best.score):
+                    best = ReadSpan(n, start, end, passages[n][start:end], score)
+        return best
 
     def _logits(self, question: str, passages: list[str]) -> list:
         """[(passage index, window, start logits, end logits)] of every window, the latest few cached
@@ -218,8 +224,8 @@ def load_reader() -> Reader | None:
                                        int(card.get("max_length", 256)), int(card.get("stride", 64)),
                                        int(card.get("max_answer_tokens", 40)),
                                        thresholds={k: float(v) for k, v in (card.get("thresholds") or {}).items()},
-                                       value_threshold=None if card.get("value_threshold") is None
-                                       else float(card["value_threshold"]))
+                                       inside_threshold=None if card.get("inside_threshold") is None
+                                       else float(card["inside_threshold"]))
             except Exception as exc:  # noqa: BLE001 - a broken folder must not break answering
                 log.warning("unreadable reader model in %s: %s", folder, type(exc).__name__)
                 _READERS[key] = None

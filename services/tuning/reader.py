@@ -29,10 +29,10 @@ reader's best span is compared with the heuristic answer span (services.answers.
 a reader); the card's `thresholds` are the reader scores above which the reader's span is used, for
 questions of a type the heuristics look for ("typed": amounts, dates, names, …) and the others
 ("untyped"), each the one giving the most gold answers inside the marked span on dev (`threshold`:
-one for all, the fallback); `value_threshold`: for a typed question whose span scored below its
-threshold, the score above which the reader's best-scored value of the asked-for type (found by the
-heuristics' patterns) is marked instead of the heuristics' choice — or none when that does not help
-on dev. `--evaluate-only` chooses them again for a folder already trained.
+one for all, the fallback); below them the heuristics choose the quote and `inside_threshold` is the
+score above which the reader's best span inside that quote is marked instead of the heuristic span
+(chosen first, on all dev questions; none when that does not help). `--evaluate-only` chooses them
+again for a folder already trained.
 
 CAIL2019 has no licence: neither its data nor a model trained on it is committed or shipped. The app
 uses the reader only where this script's output folder exists (WENDAO_READER_MODEL or
@@ -264,8 +264,8 @@ def dev_rows(reader: Reader, corpus: Corpus, items: list[Item], top: int) -> lis
     from services.documents.chunking import Chunk
     from services.search.retrieval import Hit
 
-    probe = copy.copy(reader)  # the same model and logits: free spans never pass, every typed value is scored
-    probe.threshold, probe.thresholds, probe.value_threshold = float("inf"), {}, float("-inf")
+    probe = copy.copy(reader)  # the same model and logits: its own spans never pass, the one inside the quote always
+    probe.threshold, probe.thresholds, probe.inside_threshold = float("inf"), {}, float("-inf")
     rows = []
     for item in items:
         pool = corpus.best(item.question, corpus.by_doc.get(item.doc, []), top)
@@ -278,12 +278,13 @@ def dev_rows(reader: Reader, corpus: Corpus, items: list[Item], top: int) -> lis
         best = found[0] if found else None
         heuristic = pinpoint(item.question, hits, reader=False) if hits else None
         span = heuristic.span.text if heuristic and heuristic.span else ""
-        valued = pinpoint(item.question, hits, reader=probe) if hits else None  # the reader's pick among typed values
-        value = valued.span.text if valued and valued.reading and valued.reading[0] == "value" else ""
+        marked = pinpoint(item.question, hits, reader=probe) if hits else None  # its span inside the heuristics' quote
+        inside = marked.span.text if marked and marked.reading and marked.reading[0] == "inside" else ""
         rows.append({"group": threshold_group(answer_type(item.question)), "score": best.score if best else -1e9,
                      "reader": bool(best) and contains_gold(best.text, golds),
                      "heuristic": bool(span) and contains_gold(span, golds),
-                     "value_score": valued.reading[1] if value else None, "value": bool(value) and contains_gold(value, golds),
+                     "inside_score": marked.reading[1] if inside else None,
+                     "inside": bool(inside) and contains_gold(inside, golds),
                      "chars": len(best.text) if best else 0})
     return rows
 
@@ -321,18 +322,27 @@ def split(corpus: Corpus, settings: ReaderSettings, exclude: dict[str, set[str]]
     return set(docs[n_dev:]), random.Random(settings.seed).sample(items, min(settings.dev_questions, len(items)))
 
 
-def choose_value_threshold(rows: list[dict], thresholds: dict[str, float]) -> float | None:
-    """For typed questions whose free span scored below its threshold: the score above which the
-    reader's best typed value replaces the heuristic one, the most gold answers in the span on dev;
-    None when no threshold beats the heuristics."""
-    rows = [r for r in rows if r["group"] == "typed" and r["score"] < thresholds["typed"] and r["value_score"] is not None]
-    base = sum(r["heuristic"] for r in rows)
-    best, best_hits = None, base
-    for t in sorted({r["value_score"] for r in rows}):
-        hits = sum(r["value"] if r["value_score"] >= t else r["heuristic"] for r in rows)
+def choose_inside_threshold(rows: list[dict]) -> float | None:
+    """The score above which the reader's best span inside the heuristics' quote replaces the heuristic
+    span: the most gold answers in the marked span on dev; None when no threshold beats the heuristics."""
+    rows = [r for r in rows if r["inside_score"] is not None]
+    best, best_hits = None, sum(r["heuristic"] for r in rows)
+    for t in sorted({r["inside_score"] for r in rows}):
+        hits = sum(r["inside"] if r["inside_score"] >= t else r["heuristic"] for r in rows)
         if hits > best_hits:
             best, best_hits = t, hits
     return best
+
+
+def with_fallback(rows: list[dict], inside_threshold: float | None) -> list[dict]:
+    """The rows with "heuristic" replaced by what is marked when the reader's own span is not used:
+    its span inside the heuristics' quote above `inside_threshold`, else the heuristic span."""
+    def fallback(r: dict) -> bool:
+        if inside_threshold is not None and r["inside_score"] is not None and r["inside_score"] >= inside_threshold:
+            return r["inside"]
+        return r["heuristic"]
+
+    return [dict(r, heuristic=fallback(r), plain=r["heuristic"]) for r in rows]
 
 
 def select(folder: str, settings: ReaderSettings, corpora: dict[str, Corpus], dev_items: dict[str, list[Item]],
@@ -345,23 +355,25 @@ def select(folder: str, settings: ReaderSettings, corpora: dict[str, Corpus], de
     for source, items in dev_items.items():
         per_source[source] = dev_rows(trained, corpora[source], items, settings.top)
         rows += per_source[source]
+    inside_threshold = choose_inside_threshold(rows)
+    rows = with_fallback(rows, inside_threshold)
+    per_source = {k: with_fallback(v, inside_threshold) for k, v in per_source.items()}
     threshold = choose_threshold(rows)[0]
     thresholds = {g: choose_threshold([r for r in rows if r["group"] == g])[0] for g in ("typed", "untyped")}
-    value_threshold = choose_value_threshold(rows, thresholds)
 
     def marked(x: dict) -> bool:
-        if x["score"] >= thresholds.get(x["group"], threshold):
-            return x["reader"]
-        if value_threshold is not None and x["value_score"] is not None and x["value_score"] >= value_threshold:
-            return x["value"]
-        return x["heuristic"]
+        return x["reader"] if x["score"] >= thresholds.get(x["group"], threshold) else x["heuristic"]
 
     metrics = {}
     for name, part in [*per_source.items(), *((g, [r for r in rows if r["group"] == g]) for g in ("typed", "untyped")),
                        ("all", rows)]:
-        metrics[name] = choose_threshold(part)[1] | {"at_thresholds": sum(map(marked, part)) / max(1, len(part))}
-    log(f"dev ({time.time() - started:.0f}s): thresholds {thresholds}, value {value_threshold} {json.dumps(metrics)}")
-    return {"threshold": threshold, "thresholds": thresholds, "value_threshold": value_threshold, "metrics": metrics}
+        n = max(1, len(part))
+        metrics[name] = choose_threshold(part)[1] | {
+            "heuristic_in_span": sum(r["plain"] for r in part) / n,
+            "inside_in_span": sum(r["inside"] for r in part) / n,
+            "at_thresholds": sum(map(marked, part)) / n}
+    log(f"dev ({time.time() - started:.0f}s): thresholds {thresholds}, inside {inside_threshold} {json.dumps(metrics)}")
+    return {"threshold": threshold, "thresholds": thresholds, "inside_threshold": inside_threshold, "metrics": metrics}
 
 
 def evaluate_only(data_root: Path, folder: Path, exclude: dict[str, set[str]],
@@ -454,11 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in card.items() if k != "losses"}, ensure_ascii=False))
     else:
-        print(f"阈值 {card['thresholds']}，类型值阈值 {card['value_threshold']}，训练 {card['train_seconds']} 秒"
+        print(f"阈值 {card['thresholds']}，摘录内标注阈值 {card['inside_threshold']}，训练 {card['train_seconds']} 秒"
               f"（{card['steps']} 步），峰值内存 {card['peak_rss_mb']} MB")
         for source, m in card["metrics"].items():
             print(f"  {source:16} 验证 {m['n']} 问（答案在标出范围内）：阅读模型 {m['reader_in_span']:.3f}  "
-                  f"启发式 {m['heuristic_in_span']:.3f}  合用 {m['at_thresholds']:.3f}")
+                  f"启发式 {m['heuristic_in_span']:.3f}  启发式摘录内由模型标注 {m['inside_in_span']:.3f}  "
+                  f"合用 {m['at_thresholds']:.3f}")
     return 0
 
 
