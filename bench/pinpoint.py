@@ -2,8 +2,11 @@
 
     python bench/pinpoint.py [--n 150] [--sets extractive,followups,ambiguity] [--context-modes boost,filter]
                              [--baseline OLD_extractive.py] [--baseline-answer OLD_answer.py]
-                             [--llm-url URL --llm-n 20] [--dump PREFIX]
+                             [--llm-url URL --llm-n 20] [--dump PREFIX] [--reader FOLDER]
 
+`--reader FOLDER` (a reader trained by services.tuning.reader, which leaves out every question and document
+these sets and bench/answers.py use) measures the extractive set without and with it; without the flag the installed
+reader, if any (WENDAO_READER_MODEL / the data dir's models/reader), is used and named in the table's title.
 `--baseline` / `--baseline-answer` take the files as they were before issue 21 (e.g.
 `git show 41fa5a8:services/answers/extractive.py > /tmp/old_extractive.py`) and print the "before" tables.
 
@@ -243,10 +246,15 @@ def old_extractive(query, hits):
 OLD = None
 
 
-def extractive_rows(plan, retrieved, pinpoint=None) -> list[dict]:
-    """Run the extractive step (services.answers.extractive.pinpoint) on each question's cached sources."""
+def extractive_rows(plan, retrieved, pinpoint=None, reader=None) -> list[dict]:
+    """Run the extractive step (services.answers.extractive.pinpoint) on each question's cached sources;
+    `reader`: None — the installed reader (WENDAO_READER_MODEL), False — the heuristics only."""
     if pinpoint is None:
-        from services.answers.extractive import pinpoint
+        from functools import partial
+
+        from services.answers.extractive import pinpoint as plain
+
+        pinpoint = partial(plain, reader=reader)
 
     rows = []
     for key, (questions, _, _) in plan.items():
@@ -388,6 +396,13 @@ def run_ambiguity(lib, kb, plan, llm=None) -> list[dict]:
 KBS: dict = {}
 
 
+def _reader_name() -> str:
+    from services.answers.reader import reader_folder
+
+    folder = reader_folder()
+    return str(folder) if folder else "none (heuristics)"
+
+
 def run_llm(lib, kbs, plan, args) -> None:
     """Follow-ups (`--llm-n` of each kind, CAIL and DRCD interleaved) and ambiguity (`--llm-n` each)
     with a real LLM: the same context rules for its rewrite and its sources. The answer check before
@@ -440,7 +455,11 @@ def main() -> None:
     p.add_argument("--llm-model", default="local")
     p.add_argument("--llm-n", type=int, default=20, help="questions or dialogues of each kind with the LLM")
     p.add_argument("--llm-sets", default="followups,ambiguity")
+    p.add_argument("--reader", help="a trained reader folder (services.tuning.reader): the extractive set is measured "
+                                    "without it and with it, the follow-ups and ambiguity sets with it")
     args = p.parse_args()
+    if args.reader:
+        os.environ["WENDAO_READER_MODEL"] = args.reader
     from services.index.library import Library
 
     plan = sample(args.n)
@@ -489,10 +508,16 @@ def main() -> None:
         return
     retrieved = retrieve_all(lib, kbs, plan, BENCH / f"pinpoint-retrieved-n{args.n}.json")
     extractive_rows({k: (v[0][:3], v[1], v[2]) for k, v in plan.items()}, retrieved)  # warm up (jieba, the tagger)
+    if args.reader:
+        rows = extractive_rows(plan, retrieved, reader=False)
+        print("extractive answers (hybrid retrieval, no LLM), heuristics only (no reader)")
+        print(table(extractive_table(rows)))
+        if args.dump:
+            Path(args.dump + ".heuristic").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
     rows = extractive_rows(plan, retrieved)
     if args.dump:
         Path(args.dump).write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
-    print("extractive answers (hybrid retrieval, no LLM)")
+    print(f"extractive answers (hybrid retrieval, no LLM), reader: {_reader_name()}")
     print(table(extractive_table(rows)))
     if args.baseline:
         import importlib.util

@@ -24,6 +24,14 @@ as one continuous piece of the document. Inside the quote the answer span is mar
 asked-for type whose clause holds most of the question's words (not a value the question itself names),
 or for other questions the best clause.
 
+Reader. Where a trained reader is installed (services.answers.reader, WENDAO_READER_MODEL or the data
+dir's models/reader) it reads the question with the first passages; when its best span scores at
+least the model's threshold, the units holding that span are the best units (their neighbours and
+further units are added as above) and the span itself is the marked answer, clipped to the quoted
+units, with its exact document offsets. Below that threshold the heuristics choose the quote, and the
+reader's best span inside it is marked when it reaches the model's `inside_threshold`. Without a
+reader, or below both, the heuristics above mark the answer.
+
 Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, scoring at
 least AMBIGUITY_RATIO of the best and covering the question) hold different values of the asked-for
 type, the extract says so ("有 2 份文档给出不同答案：…", each with its citation) instead of picking one.
@@ -31,7 +39,7 @@ A document that lacks a name the question gives (原告周0) is not another answ
 
 Support is judged against the question, never against the quote itself (`check_picks`): the key-term
 coverage a quoted passage reaches, and for a number/amount/date/title/country question only when it
-holds such a value. No embeddings, a few ms per answer. Measured by bench/pinpoint.py (README).
+holds such a value. Without the reader no embeddings, a few ms per answer. Measured by bench/pinpoint.py (README).
 """
 from __future__ import annotations
 
@@ -70,6 +78,7 @@ AMBIGUITY_PASSAGES = 6  # passages searched for other documents' answers
 # Types whose values the patterns find reliably: a unit without one does not answer such a question.
 STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
 TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
+READER_KIND = "reader"  # the kind of an answer span the reader marked for an untyped question
 
 # --- the asked-for type ----------------------------------------------------------------------
 _DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月")
@@ -328,6 +337,7 @@ class Extract:
     alternatives: list[AnswerSpan] = field(default_factory=list)  # other documents' different answers
     text: str = ""
     emphasis: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of `text` shown bold
+    reading: tuple[str, float] | None = None  # how the reader marked the span ("span" | "inside", score), if it did
 
     @property
     def ambiguous(self) -> bool:
@@ -531,20 +541,24 @@ def pick_sentences(query: str, hits: list[Hit], max_sentences: int = 3, max_char
     return _pick(scorer, max_sentences, max_chars)
 
 
-def _pick(scorer: _Scorer, max_sentences: int, max_chars: int) -> list[Pick]:
+def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int] | None = None) -> list[Pick]:
+    """The picks, best unit first chosen by the scores, or `forced`: the units holding the reader's
+    answer (all of them are quoted)."""
     c = scorer.candidates
     order = scorer.order()
     if not order:  # no usable unit in the answer's passages (those further on only serve ambiguity)
         return []
-    best = order[0]
-    if scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
+    best = forced[0] if forced else order[0]
+    if forced:
+        pass
+    elif scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
         # a question asking for a number, date, title or country: a unit holding one, if it is close
         typed = next((i for i in order if scorer.typed[i]), None)
         if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
             best = typed
     if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
         max_chars = min(max_chars, CLAUSE_MAX_CHARS)
-    group = scorer.around(best, max_chars)
+    group = sorted(set(scorer.around(best, max_chars)) | set(forced or []))
     first = max(group, key=lambda i: c[i].score)
     scorer.group, scorer.first = group, first
     picked = [c[i] for i in group]
@@ -757,20 +771,85 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     return out
 
 
+def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[int], AnswerSpan, str, float] | None:
+    """The reader's own answer (services.answers.reader) when it scores at least the model's threshold
+    for the question's type: (the candidate units holding it, the span clipped to them with exact
+    document offsets, "span", its score); None otherwise (the quote is chosen by the heuristics)."""
+    from services.answers.reader import read_spans
+
+    if not reader:
+        return None
+    top = hits[:min(reader.top, scorer.max_passages)]
+    c = scorer.candidates
+    found = read_spans(query, [h.text for h in top], reader)[:1]
+    for r in found:
+        if r.score < reader.threshold_for(scorer.kind):
+            break
+        hit = top[r.passage]
+        start, end = hit.start + r.start, hit.start + r.end
+        doc_id = getattr(hit.chunk, "doc_id", "") or ""
+        units = [i for i, u in enumerate(c) if u.doc == hit.doc and (u.doc_id or "") == doc_id
+                 and u.start < end and start < u.end and u.n <= scorer.max_passages]
+        if not units or len({c[i].n for i in units}) > 1:
+            break  # the answer is in no quotable unit (a heading, a deduplicated window)
+        units.sort(key=lambda i: c[i].start)
+        unit = c[units[0]]
+        start, end = max(start, unit.start), min(end, c[units[-1]].end)
+        base = scorer.starts[unit.n - 1]
+        text = scorer.passages[unit.n - 1][start - base:end - base]
+        a, b = _trim(text, 0, len(text))
+        if b <= a:
+            break
+        kind = scorer.kind if scorer.kind in TYPED else READER_KIND
+        return units, AnswerSpan(text[a:b], unit.doc, start + a, start + b, unit.n, kind), "span", r.score
+    return None
+
+
+def _read_inside(scorer: _Scorer, query: str, reader, span: AnswerSpan | None) -> tuple[AnswerSpan, float] | None:
+    """The reader's best span inside the units the heuristics chose (scorer.group) when it scores at
+    least the model's `inside_threshold`: (the span, its score); None otherwise."""
+    if reader is None or reader.inside_threshold is None:
+        return None
+    c = scorer.candidates
+    units = [c[i] for i in scorer.group if c[i].n <= min(reader.top, len(scorer.passages))]
+    if not units:
+        return None
+    passages = scorer.passages[:reader.top]
+    ranges = [(u.n - 1, u.start - scorer.starts[u.n - 1], u.end - scorer.starts[u.n - 1]) for u in units]
+    r = reader.best_in(query, passages, ranges)
+    if r is None or r.score < reader.inside_threshold:
+        return None
+    unit = next(u for u in units if u.n - 1 == r.passage and u.start - scorer.starts[u.n - 1] <= r.start)
+    start = scorer.starts[r.passage]
+    kind = scorer.kind if scorer.kind in TYPED else READER_KIND
+    return AnswerSpan(r.text, unit.doc, start + r.start, start + r.end, unit.n, kind), r.score
+
+
 def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
-             max_passages: int = 4, ambiguity: bool = True) -> Extract:
+             max_passages: int = 4, ambiguity: bool = True, reader=None) -> Extract:
     """The pinpointed extract for `query` from `hits` (see the module docstring); an Extract with no
     picks when no passage has a usable unit. `ambiguity=False` never reports different answers
-    (a follow-up whose document is fixed by the conversation)."""
+    (a follow-up whose document is fixed by the conversation). `reader`: None — the installed reader
+    (services.answers.reader) marks the answer when there is one, False — the heuristics only, or a
+    Reader to use."""
     scorer = _Scorer(query, hits, max_passages)
-    picks = _pick(scorer, max_sentences, max_chars)
+    if reader is None:
+        from services.answers.reader import load_reader
+
+        reader = load_reader()
+    found = _read(scorer, query, hits, reader)
+    picks = _pick(scorer, max_sentences, max_chars, forced=found[0] if found else None)
     if not picks:
         return Extract([], kind=scorer.kind)
     first = scorer.first
     best = scorer.candidates[first]
-    span = _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    reading = (found[2], found[3]) if found else None
+    span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
+    if inside:
+        span, reading = inside[0], ("inside", inside[1])
     picks = _merged(scorer, picks)
-    extract = Extract(picks, span, scorer.kind)
+    extract = Extract(picks, span, scorer.kind, reading=reading)
     others = _alternatives(scorer, first, span, max_chars) if ambiguity else []
     if others:
         primary = [p for p in picks if (p.doc_id or p.doc) == (best.doc_id or best.doc)]

@@ -416,6 +416,16 @@ class _Encoder:
         return x
 
 
+def load_encoder(folder: str | Path, precision: str = "auto", device: str = "cpu"):
+    """The plain-torch BERT encoder of a folder with this layout (config.json, model.safetensors under
+    BertModel names; extra tensors such as a reader's head are ignored): callable as
+    `encoder(ids [B, L], mask [B, L] bool or None) -> last hidden states [B, L, H]`."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[resolve_precision(precision)] if device == "cpu" else torch.float16
+    return _Encoder(Path(folder), dtype, device)
+
+
 class TorchE5:
     """The converted model on torch (CPU; CUDA in fp16 when given device="cuda")."""
 
