@@ -162,6 +162,24 @@ def test_a_follow_up_stays_on_the_case(lib, cases):
     assert "王0" in data["rewritten_query"] or "李x3" in data["rewritten_query"]
 
 
+def test_a_follow_up_after_two_judgments_carries_only_the_followed_case(lib, cases):
+    """The walkthrough's conversation: the first answer lists two judgments (different amounts), the
+    second is answered from one of them, and "他后来再婚了吗？" was rewritten with both cases' parties
+    and answered with loose mentions of the child, its one answering clause "未核实". Now only the
+    names the conversation's document holds are carried, and the extract is chosen by the words asked
+    (再婚) inside that document."""
+    retriever = Retriever(lib, cases)
+    doc_a = lib.store.find_by_filename(cases.id, "李x6抚养纠纷.txt")[0].id
+    doc_b = lib.store.find_by_filename(cases.id, "赵0离婚.txt")[0].id
+    conv = Conversation([Turn("原告每个月需要支付多少生活费？", "李x6 孙x8 那孩子现在在哪上学？",
+                  "荣昌县城西小学\n\n以下内容摘自文档：\n\n李x6现在荣昌县城西小学上学[1]", [doc_a])])
+    a = answer_question(retriever, LLMSettings(), "他后来再婚了吗？", conv)
+    assert a.rewritten_query == "李x6 他后来再婚了吗？"  # 孙x8 is the other judgment's child
+    assert "现已再婚" in a.text and a.citations
+    assert all(c.supported and c.doc == "李x6抚养纠纷.txt" for c in a.citations)
+    assert [c.doc_id for c in a.citations if c.doc_id == doc_b] == []
+
+
 def test_a_self_contained_question_is_not_rewritten_and_leaves_the_case(lib, cases):
     retriever, conv = Retriever(lib, cases), Conversation()
     conv.add(answer_question(retriever, LLMSettings(), "原告王0与被告李x3约定被告每月支付多少生活费？", conv))

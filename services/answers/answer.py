@@ -25,7 +25,7 @@ from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation,
                                 parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
 from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, entity_spans,  # noqa: F401
-                                        pinpoint)
+                                        marked_text, pinpoint)
 from services.documents.parsing import page_for_offset
 from services.answers.refusal import QUESTION_WORDS, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401
 from services.search.retrieval import Hit, Retriever
@@ -326,20 +326,35 @@ def subject_terms(text: str, shares: dict[str, float] | None = None, kinds: froz
     return list(dict.fromkeys(out))
 
 
-def heuristic_rewrite(question: str, conversation: Conversation, shares: dict[str, float] | None = None) -> str:
+def heuristic_rewrite(question: str, conversation: Conversation, shares: dict[str, float] | None = None,
+                      context_text: str | None = None) -> str:
     """Without an LLM: a follow-up (pronoun, 那/那么…, …呢, at most 4 characters) gets the previous
     turn's subject prepended — the names its standalone query gives (`subject_terms`; the previous
     query chains the subject through several follow-ups), else those of the answer it quoted —
-    never generic words. A question with no subject to carry stays as it is (the conversation's
-    documents still keep the search on the case, see `plan_context`)."""
+    never generic words. With `context_text` (the conversation's documents, comparable form), a name
+    the user did not type in the previous question is carried only while those documents hold it:
+    after a first answer that listed two judgments, the conversation narrows to the one the user
+    followed, and the other's party (carried into the previous rewrite) must not come along. Names
+    the user typed always are (bench/pinpoint.py: when the first answer came from the wrong judgment,
+    they are what finds the right one).
+    A question with no subject to carry stays as it is (the conversation's documents still keep the
+    search on the case, see `plan_context`)."""
     if not conversation.turns or not is_follow_up(question):
         return question
     last = conversation.turns[-1]
     have = comparable(question)
-    carried = [t for t in subject_terms(last.query, shares) if comparable(t) not in have]
+
+    asked_before = comparable(last.question)
+
+    def carry(names: list[str]) -> list[str]:
+        """Names not in the question already; a name the user never typed (carried by an earlier
+        rewrite, or quoted) only while the conversation's documents hold it."""
+        return [t for t in names if comparable(t) not in have and (
+            context_text is None or comparable(t) in context_text or comparable(t) in asked_before)]
+
+    carried = carry(subject_terms(last.query, shares))
     if not carried:
-        quoted = strip_markers(last.answer)
-        carried = [t for t in subject_terms(quoted, shares) if comparable(t) not in have][:2]
+        carried = carry(subject_terms(strip_markers(last.answer), shares))[:2]
     longest = [t for t in carried if not any(t != o and t in o for o in carried)]
     return (" ".join(longest) + " " + question).strip() if longest else question
 
@@ -362,32 +377,40 @@ def llm_rewrite(question: str, conversation: Conversation, client) -> str:
 
 
 def rewrite_query(question: str, conversation: Conversation, client,
-                  shares: dict[str, float] | None = None) -> tuple[str, str]:
+                  shares: dict[str, float] | None = None, context_text: str | None = None) -> tuple[str, str]:
     """(standalone query, notice): the LLM rewrites follow-ups when configured; any failure of it
-    (error, empty or unusable completion) falls back to the heuristic rewrite with a notice."""
+    (error, empty or unusable completion) falls back to the heuristic rewrite with a notice.
+    `context_text`: the conversation's documents (comparable form); only names they hold are carried."""
     if not conversation.turns or not is_follow_up(question):
         return question, ""
+
+    def heuristic() -> str:
+        return heuristic_rewrite(question, conversation, shares, context_text)
+
     if client is None:
-        return heuristic_rewrite(question, conversation, shares), ""
+        return heuristic(), ""
     try:
         rewritten = llm_rewrite(question, conversation, client)
-        if adds_only_the_subject(rewritten, question, conversation, shares):
+        if adds_only_the_subject(rewritten, question, conversation, shares, context_text):
             return rewritten, ""
-        return heuristic_rewrite(question, conversation, shares), ""  # the model added more than the subject
+        return heuristic(), ""  # the model added more than the subject
     except errors.LLMError as exc:
-        return heuristic_rewrite(question, conversation, shares), f"{exc.message_zh} 追问已按规则改写。"
+        return heuristic(), f"{exc.message_zh} 追问已按规则改写。"
     except Exception:  # noqa: BLE001 - a malformed reply must never break the answer
-        return heuristic_rewrite(question, conversation, shares), "大模型改写追问失败，追问已按规则改写。"
+        return heuristic(), "大模型改写追问失败，追问已按规则改写。"
 
 
 def adds_only_the_subject(rewritten: str, question: str, conversation: Conversation,
-                          shares: dict[str, float] | None = None) -> bool:
+                          shares: dict[str, float] | None = None, context_text: str | None = None) -> bool:
     """Whether an LLM's rewrite of a follow-up adds nothing but the previous turn's subject (the names
-    its query or its answer gives, `subject_terms`): "北京的面积呢？" for "那它的面积呢？" is kept; a
-    rewrite that carries the previous answer's content or generic words ("儒略日的使用者中以天文学家为多数，
-    它以…") is not — the heuristic rewrite is used instead."""
+    its query or its answer gives, `subject_terms`, and with `context_text` only those the
+    conversation's documents hold): "北京的面积呢？" for "那它的面积呢？" is kept; a rewrite that
+    carries the previous answer's content or generic words ("儒略日的使用者中以天文学家为多数，它以…")
+    is not — the heuristic rewrite is used instead."""
     last = conversation.turns[-1]
     names = [comparable(n) for n in subject_terms(last.query, shares) + subject_terms(strip_markers(last.answer), shares)]
+    if context_text is not None:
+        names = [n for n in names if n in context_text]
     asked = set(query_terms(question))
     added = [t for t in query_terms(rewritten) if t not in asked]
     return all(any(t in n for n in names) for t in added)
@@ -435,6 +458,7 @@ def plan_context(question: str, conversation: Conversation, retriever: Retriever
                                                         for t in query_terms(turn.query)]))
     shares = retriever.term_shares(terms)
     plan = ContextPlan(question)
+    context_text = None
     if documents:
         store, kb = retriever.lib.store, retriever.kb
         wide = retriever.search(question)
@@ -447,7 +471,7 @@ def plan_context(question: str, conversation: Conversation, retriever: Retriever
     if not follow_up:
         plan.documents, plan.reason = documents, "same-subject" if documents else "no-context"
         return plan
-    plan.query, plan.notice = rewrite_query(question, conversation, client, shares)
+    plan.query, plan.notice = rewrite_query(question, conversation, client, shares, context_text)
     plan.rewritten, plan.documents, plan.reason = plan.query != question, documents, "follow-up"
     return plan
 
@@ -628,7 +652,8 @@ def _extract(query: str, question: str, sources: list[Hit], page_of, timings, co
     question: a quote that does not answer it, or one from a document other than the conversation's
     (`context`), is not supported. Different answers from several documents are reported (not
     within a conversation's documents: they were chosen by the conversation)."""
-    result = pinpoint(query, sources, ambiguity=not context)
+    result = (_pinpoint_as_asked(query, question, sources, context) if context else None) \
+        or pinpoint(query, sources, ambiguity=not context)
     extract = Answer(result.text, "extractive", query, question, [], sources, timings)
     extract.answer_span, extract.emphasis, extract.alternatives = result.span, result.emphasis, result.alternatives
     for index, p in enumerate(result.picks):
@@ -642,6 +667,28 @@ def _extract(query: str, question: str, sources: list[Hit], page_of, timings, co
         extract.text, extract.mode = REFUSAL_TEXT + "以下是最接近的段落，供参考。", "refused"
         extract.answer_span, extract.emphasis = None, []
     return extract
+
+
+def _pinpoint_as_asked(query: str, question: str, sources: list[Hit], context: list[str]):
+    """A rewritten follow-up's extract chosen by the words the user asked, in the conversation's
+    documents: the carried subject (张x6) found the case, but inside it every clause names 张x6, so
+    choosing by it quotes the case's loose mentions instead of the clause that answers ("…现已再婚").
+    None when the question alone finds no supported clause there (a bare "那他呢？"): the rewritten
+    query is used as before. Source numbers stay those of `sources`."""
+    if query == question:
+        return None
+    own = [n for n, hit in enumerate(sources) if (getattr(hit.chunk, "doc_id", "") or "") in context]
+    if not own:
+        return None
+    result = pinpoint(question, [sources[n] for n in own], ambiguity=False)
+    if not any(p.support >= ANSWERS_THRESHOLD for p in result.picks):
+        return None
+    for p in result.picks:
+        p.n = own[p.n - 1] + 1
+    if result.span is not None:
+        result.span.n = own[result.span.n - 1] + 1
+    result.text, result.emphasis = marked_text(result.picks, result.span)
+    return result
 
 
 def _adopt(answer: Answer, extract: Answer) -> None:
