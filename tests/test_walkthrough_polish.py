@@ -1,7 +1,11 @@
 """What a new user's walkthrough of every page in Chromium found (issue 18's walkthrough, issue 22's
 polish items), where AppTest or a plain call is enough; the browser side is in
 tests/test_browser_walkthrough.py."""
+import re
+
 from services.conversations import export_markdown
+from test_app import app
+from test_ui_everyday import two_docs  # noqa: F401 - fixture
 
 
 # --- 9. the export lists each cited source once ---------------------------------------------------
@@ -19,3 +23,25 @@ def test_export_lists_each_source_once_with_its_quotes():
     assert listed[0].startswith("- [1] 《长江.txt》第1页")
     assert listed[0].count("长江全长约六千三百公里") == 1 and "它发源于青藏高原" in listed[0]
     assert listed[1].startswith("- [2] 《黄河.txt》第2–3页") and "（未核实）" in listed[1]
+
+
+# --- 7. a model's licence is written one way -----------------------------------------------------
+def test_model_cards_write_the_licence_one_way(two_docs):  # noqa: F811
+    at = app("settings")
+    shown = [str(e.value) for kind in ("markdown", "caption") for e in at.get(kind) if "许可" in str(e.value)]
+    assert len(shown) >= 2, shown  # the reranker's line and the embedding model's card
+    assert all(re.search(r"许可：(MIT|Apache|未声明|非商用|见模型卡)", s) for s in shown), shown
+    assert not [s for s in shown if re.search(r"许可[ *]", s)], shown
+
+
+# --- 8. the faster bundled model names the model it is the same as --------------------------------
+def test_the_torch_bundled_model_names_the_model_it_equals(two_docs):  # noqa: F811
+    from services.index.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER, MODELS
+
+    note = MODELS[BUNDLED_TORCH_EMBEDDER].note
+    assert "上面" not in note and f"「{BUNDLED_EMBEDDER}」" in note
+    at = app("settings")
+    picker = next(s for s in at.selectbox if s.label == "模型")
+    picker.set_value(BUNDLED_TORCH_EMBEDDER).run()
+    card = next(str(m.value) for m in at.markdown if "向量维度" in str(m.value))
+    assert f"与「{BUNDLED_EMBEDDER}」是同一个模型" in card and "上面" not in card

@@ -32,6 +32,11 @@ if kb is None:
 st.caption(f"以下设置保存在知识库「{inert(kb.name, keep_lines=False)}」中，修改后立即生效。")
 
 
+def license_zh(spec) -> str:
+    """A model's licence, written one way wherever a model is described."""
+    return f"许可：{spec.license}"
+
+
 def key(name: str) -> str:
     """A widget key scoped to the current knowledge base."""
     return f"settings_{kb.id}_{name}"
@@ -72,7 +77,7 @@ rerank_w = c4.number_input("重排权重", 0.0, 1.0, float(r.rerank_weight), ste
                                 "在本知识库上训练的重排模型，这个值由训练时的测量选定。")
 if reranker in MODELS:
     spec = MODELS[reranker]
-    st.caption(f"{spec.hf_id} · 许可：{spec.license} · {AVAILABILITY_ZH[availability(spec)]}")
+    st.caption(f"{spec.hf_id} · {license_zh(spec)} · {AVAILABILITY_ZH[availability(spec)]}")
 new_r = replace(r, mode=mode, fusion=fusion, dense_weight=float(weight), rrf_k=int(rrf_k), bm25_top_k=int(bm25_k),
                 dense_top_k=int(dense_k), top_k=int(top_k), rerank=rerank, reranker_model=reranker or r.reranker_model,
                 rerank_top_n=int(rerank_n), rerank_weight=float(rerank_w))
@@ -114,7 +119,7 @@ if choice == "自定义…":
     choice = st.text_input("Hugging Face 模型 ID 或本地目录", "" if current in names else current, key=key("embedder_path"))
 if choice in MODELS:
     spec = MODELS[choice]
-    st.markdown(f"`{spec.hf_id}` · 向量维度 **{spec.dim}** · 一段最多读入 **{spec.max_tokens}** 个词元 · 许可 **{spec.license}** · "
+    st.markdown(f"`{spec.hf_id}` · 向量维度 **{spec.dim}** · 一段最多读入 **{spec.max_tokens}** 个词元 · {license_zh(spec)} · "
                 f"**{AVAILABILITY_ZH[availability(spec)]}**" + (f"  \n{spec.note}" if spec.note else "")
                 + (f"  \n提问前自动加上：`{spec.query_prefix}`" if spec.query_prefix else ""),
                 help="词元（token）是模型切分文字的单位，一个汉字约 1 个词元；超出的部分不参与向量计算。"
