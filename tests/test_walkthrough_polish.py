@@ -2,9 +2,12 @@
 polish items), where AppTest or a plain call is enough; the browser side is in
 tests/test_browser_walkthrough.py."""
 import re
+import time
+
+import pytest
 
 from services.conversations import export_markdown
-from test_app import app
+from test_app import app, button, finish_jobs
 from test_ui_everyday import two_docs  # noqa: F401 - fixture
 
 
@@ -45,3 +48,24 @@ def test_the_torch_bundled_model_names_the_model_it_equals(two_docs):  # noqa: F
     picker.set_value(BUNDLED_TORCH_EMBEDDER).run()
     card = next(str(m.value) for m in at.markdown if "向量维度" in str(m.value))
     assert f"与「{BUNDLED_EMBEDDER}」是同一个模型" in card and "上面" not in card
+
+
+# --- 5. 评测 shows one list of its background work, under 开始评测 ----------------------------------
+@pytest.mark.slow
+def test_evaluation_page_has_one_job_list_under_its_start_button(data_dir):
+    at = app("evaluation")
+    button(at, "创建「示例」知识库").click().run()
+    finish_jobs(at)  # the sample documents, indexed by the background worker
+    labels = [b.label for b in at.button]
+    assert labels.count("清除这些记录") == 1, labels
+    assert labels.index("清除这些记录") > labels.index("开始评测")
+    assert any("示例知识库已就绪" in s.value for s in at.success)
+    at.multiselect[0].set_value(["bm25"]).run()
+    time.sleep(1.5)  # a person reads the page before starting (a new run's list starts a second before it)
+    button(at, "开始评测").click().run()
+    finish_jobs(at)
+    labels = [b.label for b in at.button]
+    assert labels.count("清除这些记录") == 1, labels
+    assert labels.index("清除这些记录") > labels.index("开始评测")
+    done = [s.value for s in at.success]
+    assert any("评测完成" in s for s in done) and not any("示例知识库已就绪" in s for s in done), done

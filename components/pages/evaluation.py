@@ -23,6 +23,9 @@ from services.views import CHUNKER_NAMES, KS, MODES, doc_key, parse_questions, s
 
 SHOWN_QUESTIONS = 20  # questions of a saved set listed on the page
 SAMPLE_KB = "示例"
+# The page's background work, shown in one panel (one list, one 清除这些记录): under 开始评测, or where
+# the page stops while the sample documents are still being imported into an empty KB.
+JOBS = ("sample", "evaluate")
 
 
 def saved_panel(kb) -> None:
@@ -68,7 +71,7 @@ elif source == "sample":
             sample, job = session().sample_kb()  # indexed by the background worker
             select_kb(sample)
             if job is not None:
-                new_batch(sample, ("sample",), "sample")
+                new_batch(sample, JOBS, "evaluate")
             st.rerun()
         except Exception as exc:
             show_error(exc)
@@ -84,11 +87,11 @@ else:
             show_error(exc if isinstance(exc, errors.WendaoError) else errors.InvalidQuestionFile())
             lines = None
 
-if kb is not None:
-    job_panel(kb, ("sample",), "sample")
 if kb is None or kb.info().chunks == 0:
     if kb is None or not jobs_running(kb, ("sample",)):
         st.info("当前知识库还没有文档。可以先创建示例知识库。")
+    if kb is not None:
+        job_panel(kb, JOBS, "evaluate")
     st.stop()
 st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**" + (f" · {len(questions)} 个问题" if questions else ""))
 saved_panel(kb)
@@ -124,14 +127,14 @@ busy = jobs_running(kb, ("evaluate",))
 if st.button("开始评测", type="primary", disabled=not (questions and lines and modes and reranks and chunkers) or busy or no_documents,
              help="评测在后台进行：可以离开本页，稍后回来查看结果" if not busy else "已有一个评测在进行，请等它完成"):
     try:
-        new_batch(kb, ("evaluate",), "evaluate")
+        new_batch(kb, JOBS, "evaluate")
         job = kb.evaluate(lines, modes, reranks, chunkers, limit=int(limit), keep=keep)
         if keep:  # shown with the results of this run
             st.session_state[f"eval_saved_note_{kb.id}"] = (job, f"已保存为本知识库的问题集（{len(questions)} 题）。")
         st.rerun()
     except Exception as exc:
         show_error(exc)
-job_panel(kb, ("evaluate",), "evaluate")
+job_panel(kb, JOBS, "evaluate")
 
 last = kb.last_result("evaluate")  # the KB's latest finished run (from its job row: survives reloads)
 if last is not None:
