@@ -78,8 +78,12 @@ def test_library_create_upload_list_delete(data_dir):
     table = at.dataframe[0].value
     assert sorted(table["文件名"]) == ["geo.pdf", "rivers.txt"] and (table["片段数"] > 0).all()
     assert at.metric[0].label == "片段数"  # chunk preview is shown
-    # delete the selected document
-    next(b for b in at.button if b.label == "删除这个文档").click().run()
+    # delete a document: tick its row in the table (the one way to delete), delete, confirm
+    assert not [b for b in at.button if b.label == "删除这个文档"]
+    at.session_state[at.dataframe[0].key] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    button(at, "删除选中的 1 个文档").click().run()
+    assert any("确定删除「" in w.value and table["文件名"][0].split(".")[0] in w.value for w in at.warning), [w.value for w in at.warning]
     next(b for b in at.button if b.label == "确认删除").click().run()
     assert len(at.dataframe[0].value) == 1
 

@@ -69,3 +69,21 @@ def test_evaluation_page_has_one_job_list_under_its_start_button(data_dir):
     assert labels.index("清除这些记录") > labels.index("开始评测")
     done = [s.value for s in at.success]
     assert any("评测完成" in s for s in done) and not any("示例知识库已就绪" in s for s in done), done
+
+
+# --- 3. 文档库 has one way to delete documents -----------------------------------------------------
+def test_library_deletes_documents_one_way_and_names_them(two_docs):  # noqa: F811
+    lib, kb = two_docs
+    at = app("library")
+    deleting = [b.label for b in at.button if "删除" in b.label and "知识库" not in b.label]
+    assert deleting == [], deleting  # nothing to delete until rows are ticked: no second way beside the table
+    assert any("勾选表格左侧的方框" in c.value for c in at.caption)
+    at.session_state[at.dataframe[0].key] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    at.run()
+    deleting = [b.label for b in at.button if "删除" in b.label and "知识库" not in b.label]
+    assert deleting == ["删除选中的 2 个文档"], deleting
+    button(at, "删除选中的 2 个文档").click().run()
+    asked = next(w.value for w in at.warning if "确定删除" in w.value)
+    assert "rivers" in asked and "制度" in asked and "它们" in asked
+    next(b for b in at.button if b.label == "确认删除").click().run()
+    assert lib.store.list_documents(kb.id) == []

@@ -109,7 +109,7 @@ table = pd.DataFrame([{
 } for d in docs])
 picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                            key=f"doc_table_{kb.id}_{len(docs)}").selection.rows
-st.caption("勾选表格左侧的方框可以选中文档，再删除选中的文档。")
+st.caption("要删除文档：勾选表格左侧的方框（可多选），再点下方出现的「删除选中的文档」。")
 chosen_rows = [docs[i] for i in picked_rows if i < len(docs)]
 if chosen_rows:
     names_shown = "、".join(f"「{inert(display_name(d.filename), keep_lines=False)}」" for d in chosen_rows[:5]) \
@@ -158,12 +158,12 @@ with st.expander("索引维护（核对 / 重建）"):
         start(kb.reindex)
 
 names = {d.id: display_name(d.filename) for d in docs}
-doc_id = st.selectbox("选择文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}")
+doc_id = st.selectbox("查看或调整的文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}",
+                      help="下方的「参与检索」、重新切分和切分预览都针对这里选的文档。删除文档请在上方表格中勾选。")
 chosen = next(d for d in docs if d.id == doc_id)
 with st.container(horizontal=True, vertical_alignment="center", gap="medium"):  # each control as wide as its words
     enabled = st.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{doc_id}",
                         help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
-    delete_one = st.button("删除这个文档", icon=":material/delete:", key=f"delete_doc_{kb.id}")
     rechunk = st.button("按上方的切分设置重新切分", icon=":material/refresh:", disabled=config is None,
                         key=f"rechunk_doc_{kb.id}", help="用「上传文档」处的切分方式重新切分这个文档（在后台进行）")
 if enabled != chosen.enabled:
@@ -173,21 +173,6 @@ if enabled != chosen.enabled:
         st.rerun()
     except Exception as exc:
         show_error(exc)
-if delete_one:
-    st.session_state["confirm_delete"] = (kb.id, doc_id)
-if st.session_state.get("confirm_delete") == (kb.id, doc_id):
-    st.warning(f"确定删除「{inert(names[doc_id], keep_lines=False)}」？它的片段和索引会一并删除。")
-    if st.button("取消", key=f"delete_doc_no_{kb.id}"):
-        st.session_state.pop("confirm_delete", None)
-        st.rerun()
-    if st.button("确认删除", type="primary"):
-        try:
-            kb.delete_document(doc_id)
-            st.session_state.pop("confirm_delete")
-            st.toast(f"已删除 {inert(names[doc_id], keep_lines=False)}")
-            st.rerun()
-        except Exception as exc:
-            show_error(exc)
 if rechunk and config:
     start(lambda: kb.rechunk(doc_id, config))
 job_panel(kb, MAINTENANCE_KINDS, "maintenance")
