@@ -12,6 +12,8 @@ from services.views import STRATEGIES, ChunkingConfig, display_name
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 PRIMARY = st.get_option("theme.primaryColor") or "#b5472a"  # charts in the theme's colour (.streamlit/config.toml)
 CHART_COLORS = (PRIMARY, "#3f7d8c", "#c98a2b", "#6b5b95")  # the theme colour first, then calm companions
+SERIES_COLORS = CHART_COLORS + ("#7a9a3a", "#c0587e", "#4a6fa5", "#8c6d46", "#2f9c8f", "#a34d6b")  # one per series
+WRAP_ROW_HEIGHT = 68  # px: a table row this tall wraps its text over three lines (Streamlit wraps above 4rem)
 
 
 def highlight(text: str, spans: list[tuple[int, int]], css: str = "background:#ffe58f") -> str:
