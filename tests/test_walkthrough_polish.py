@@ -1,6 +1,7 @@
 """What a new user's walkthrough of every page in Chromium found (issue 18's walkthrough, issue 22's
 polish items), where AppTest or a plain call is enough; the browser side is in
 tests/test_browser_walkthrough.py."""
+import json
 import re
 import time
 
@@ -87,3 +88,37 @@ def test_library_deletes_documents_one_way_and_names_them(two_docs):  # noqa: F8
     assert "rivers" in asked and "制度" in asked and "它们" in asked
     next(b for b in at.button if b.label == "确认删除").click().run()
     assert lib.store.list_documents(kb.id) == []
+
+
+# --- 4. 微调 estimates the reranker's training time too ---------------------------------------------
+def test_the_reranker_section_estimates_this_kbs_run_and_learns_the_speed(two_docs):  # noqa: F811
+    from services.tuning.finetune import models_dir
+    from services.tuning.rerank_training import REFERENCE_LOAD_S, REFERENCE_RATES, RerankSettings, estimate
+
+    lib, kb = two_docs
+    first = estimate(lib, kb, RerankSettings(max_pairs=40))
+    chunks = lib.store.count_chunks(kb.id)
+    assert not first["measured"] and first["chunks"] == chunks and first["steps"] > 0
+    assert first["stages"]["train"] == pytest.approx(REFERENCE_RATES["train"] * first["steps"] + REFERENCE_LOAD_S, abs=0.1)
+    at = app("finetune")
+    lines = [m.value for m in at.markdown if m.value.startswith("预计用时")]
+    assert len(lines) == 2, lines  # the embedding model's and the reranker's
+    assert f"本知识库 {chunks} 个片段" in lines[1] and "步训练" in lines[1]
+    at.number_input(key=f"rerank_train_{kb.id}_pairs").set_value(16).run()
+    fewer = [m.value for m in at.markdown if m.value.startswith("预计用时")][1]
+    assert fewer != lines[1] or first["pairs"] <= 16  # follows the setting at once (no form to submit)
+    # a reranker trained here records its stage times; the next estimate uses them
+    folder = models_dir(lib) / "测速重排"
+    folder.mkdir(parents=True)
+    timing = {"stages": {"data": 10.0, "before": 4.0, "train": 70.0, "after": 40.0}, "steps_s": 60.0, "pairs": 100,
+              "steps": 30, "evaluated": 20, "weights": 2, "chunks": chunks}
+    summary = {"recall@1": 0.5, "recall@5": 0.5, "mrr@10": 0.5, "coverage@1000chars": 1.0, "p50_ms": 12.0, "questions": 9}
+    card = {"name": "测速重排", "kind": "reranker", "kb": kb.name, "base_model": "e5", "created_at": 2.0,
+            "pairs": {"train": 30, "examples": 120, "heldout": 9}, "seconds": 124.0, "added_ms_p50": 40.0,
+            "results": {"heldout": {"off": summary, "on": summary}}, "better": False, "better_on": "heldout",
+            "timing": timing}
+    (folder / "wendao_card.json").write_text(json.dumps(card, ensure_ascii=False), encoding="utf-8")
+    again = estimate(lib, kb, RerankSettings(max_pairs=40))
+    assert again["measured"] and again["stages"]["train"] == pytest.approx(2.0 * again["steps"] + 10.0, abs=0.1)
+    assert again["stages"]["after"] == pytest.approx(1.0 * again["evaluated_on"], abs=0.1)
+    assert "按本机上次微调实测的速度" in [m.value for m in app("finetune").markdown if m.value.startswith("预计用时")][1]
