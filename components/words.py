@@ -57,4 +57,5 @@ METRIC_HELP = {
 QUALITY = ("recall@1", "recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@10", "doc_recall@5")
 COVERAGE = ("coverage@1000chars", "coverage@2000chars", "p50_ms", "p95_ms", "questions")
 CURVE_TITLE = "前 k 条命中率"
-CURVE_HELP = "横轴是看前几条结果，纵轴是其中有含答案片段的问题所占比例（即 Recall@k 曲线）。"
+CURVE_NOTE = "横轴是看前几条结果，纵轴是其中有含答案片段的问题所占比例。"
+CURVE_HELP = "即 Recall@k 曲线（k = 1、5、10、20）。"

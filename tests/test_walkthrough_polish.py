@@ -122,3 +122,80 @@ def test_the_reranker_section_estimates_this_kbs_run_and_learns_the_speed(two_do
     assert again["measured"] and again["stages"]["train"] == pytest.approx(2.0 * again["steps"] + 10.0, abs=0.1)
     assert again["stages"]["after"] == pytest.approx(1.0 * again["evaluated_on"], abs=0.1)
     assert "按本机上次微调实测的速度" in [m.value for m in app("finetune").markdown if m.value.startswith("预计用时")][1]
+
+
+# --- 1 and 2. plain Chinese first on 检索实验室, 评测 and 检索详情; tables that fit ----------------------
+# What the walkthrough found in labels, captions, table headers and chart titles (not in tooltips).
+JARGON = ("BM25 原始分数", "BM25 分数", "BM25 名次", "BM25 检索", "BM25 前", "BM25 第", "查询向量化", "融合", "Recall@",
+          "MRR", "nDCG", "jieba", "位置 ", "合并相邻窗口", "[0,", "\\[0,", "查询分词")
+
+
+def shown_and_helps(at) -> tuple[str, str]:
+    """(everything written on the page outside tooltips, including table headers and chart and axis
+    titles; the tooltips, including the tables' column help)."""
+    from test_ui_polish import tooltips, visible_words
+
+    shown, helps = [visible_words(at)], [tooltips(at)]
+    for frame in at.dataframe:
+        shown += list(frame.value.columns)
+        config = json.loads(frame.proto.columns or "{}")
+        helps += [c.get("help", "") for c in config.values()]
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        shown += [str(spec.get("title", ""))] + re.findall(r'"title": "([^"]*)"', json.dumps(spec, ensure_ascii=False))
+    return "\n".join(shown), "\n".join(helps)
+
+
+def test_lab_evaluation_and_details_speak_plain_chinese_with_the_terms_in_tooltips(two_docs):  # noqa: F811
+    lib, kb = two_docs
+    lab = app("lab")
+    lab.text_input[0].input("黄河 母亲河").run()
+    lab.text_input[1].input("母亲河").run()  # where the expected passage sits, with its place in the document
+    shown, helps = shown_and_helps(lab)
+    assert not [w for w in JARGON if w in shown], [w for w in JARGON if w in shown]
+    for term in ("BM25", "fusion", "RRF", "cross-encoder", "查询向量化"):
+        assert term in helps, term
+    assert re.search(r"第 \d+–\d+ 字", shown)  # a passage's place: 第 1–257 字, never [0, 257)
+    assert {"关键词", "向量", "合并", "内容"} <= set(lab.dataframe[0].value.columns)
+
+    chat = app("chat")
+    chat.chat_input[0].set_value("长江全长多少公里？").run()
+    shown, helps = shown_and_helps(chat)
+    stages = "".join(next(f for f in chat.dataframe if "阶段" in f.value.columns).value["阶段"])
+    assert "关键词检索" in stages and "合并排序" in stages
+    assert not [w for w in JARGON if w in shown + stages], [w for w in JARGON if w in shown + stages]
+    assert "BM25" in helps and "查询向量化" in helps
+
+    doc = next(d for d in lib.store.list_documents(kb.id) if d.filename == "rivers.txt")
+    start = lib.store.document_text(kb.id, doc.id).index("长江")
+    line = json.dumps({"question": "长江全长多少公里？", "doc_file": "rivers.txt",
+                       "answer_spans": [{"text": "长江", "start_in_doc": start}]}, ensure_ascii=False)
+    ev = app("evaluation")
+    ev.radio[0].set_value("upload").run()
+    ev.get("file_uploader")[0].set_value([("q.jsonl", line.encode(), "application/json")]).run()
+    button(ev, "开始评测").click().run()
+    finish_jobs(ev)
+    shown, helps = shown_and_helps(ev)
+    assert not [w for w in JARGON if w in shown], [w for w in JARGON if w in shown]
+    for term in ("Recall@1", "Recall@5", "MRR@10", "nDCG@10", "p95"):
+        assert term in helps, term
+    assert "前5条命中" in shown and "前1000字含答案" in shown
+
+
+def test_tables_are_sized_to_fit_and_wrap_their_text(two_docs):  # noqa: F811
+    """Item 1: every column has a width, the widths add up to less than the page (about 940 px at
+    1400 px; half of it side by side) and the long text columns wrap (rows above 4rem)."""
+    lab = app("lab")
+    lab.text_input[0].input("黄河 母亲河").run()
+
+    def width(frame) -> int:
+        config = {k: c for k, c in json.loads(frame.proto.columns or "{}").items() if k != "_index"}
+        sizes = {"small": 75, "medium": 200, "large": 400}
+        widths = [sizes.get(c.get("width"), c.get("width")) for c in config.values()]
+        assert len(config) == len(frame.value.columns) and all(isinstance(w, int) for w in widths), config
+        return sum(widths)
+
+    assert all(width(f) <= 930 for f in lab.dataframe)
+    assert all(f.proto.row_height > 64 for f in lab.dataframe)  # Streamlit wraps text above 4rem
+    lab.toggle(key="lab_compare").set_value(True).run()
+    assert all(width(f) <= 460 for f in lab.dataframe)

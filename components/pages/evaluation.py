@@ -18,7 +18,7 @@ from components.job_view import job_panel, jobs_running, new_batch
 from components.safe_text import inert
 from components.state import current_kb, select_kb, session, show_error
 from components.widgets import SERIES_COLORS, WRAP_ROW_HEIGHT, eval_csv
-from components.words import COVERAGE, CURVE_HELP, CURVE_TITLE, METRIC_HELP, METRIC_ZH, QUALITY
+from components.words import COVERAGE, CURVE_HELP, CURVE_NOTE, CURVE_TITLE, METRIC_HELP, METRIC_ZH, QUALITY
 from services import errors
 from services.views import CHUNKER_NAMES, KS, MODES, doc_key, parse_questions, sample_question_lines
 
@@ -109,7 +109,7 @@ def show_summaries(summaries: dict) -> None:
     st.caption("答案覆盖与用时")
     metric_table(summaries, COVERAGE)
     st.altair_chart(recall_chart(summaries), width="stretch")
-    st.caption(CURVE_HELP)
+    st.caption(CURVE_NOTE, help=CURVE_HELP)
     st.altair_chart(latency_chart(summaries), width="stretch")
 
 
