@@ -10,7 +10,8 @@ import streamlit as st
 
 from components.safe_text import inert_code_urls, inert_name
 from components.state import searchable_kb, session, show_error
-from components.widgets import CHART_COLORS, WRAP_ROW_HEIGHT, document_filter, highlight, passage_box
+from components.widgets import (CHART_COLORS, SHOWN_CHARS, WRAP_ROW_HEIGHT, document_filter, highlight, passage_box,
+                                shown_text)
 from components.words import (FUSION_HELP, METHOD_ZH, RANK_HELP, SCORE_HELP, SCORE_ZH, SPAN_HELP, STAGE_ZH,
                               TIMING_HELP, TIMING_ZH, span_zh)
 from services.config import RetrievalSettings
@@ -55,18 +56,12 @@ def run(settings: RetrievalSettings, query: str) -> SearchResult | None:
 
 
 TIMED_STAGE = {"bm25": "bm25", "dense": "dense", "fusion": "fused", "rerank": "rerank"}
-SHOWN_CHARS = 48  # of a passage in the table: within three wrapped lines (the whole passage is listed below the table)
 
 
 def stages_run(result: SearchResult) -> list[str]:
     """The stages this search ran (timed) or that ranked a hit: no rerank column when reranking is off."""
     ran = {TIMED_STAGE[k] for k in result.timings_ms if k in TIMED_STAGE}
     return [k for k in STAGES if k in ran or any(h.ranks.get(k) is not None for h in result.candidates)]
-
-
-def shown_text(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
 
 
 def score_table(hits, stages: list[str]) -> pd.DataFrame:

@@ -13,7 +13,9 @@ from components.job_view import job_panel, new_batch
 from components.safe_text import inert, inert_name
 from components.account import keys_panel, share_dialog
 from components.state import create_kb, current_kb, session, show_error, without_paths
-from components.widgets import PRIMARY, STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
+from components.widgets import (PRIMARY, SHOWN_CHARS, STRATEGY_ZH, WRAP_ROW_HEIGHT, chunk_boundaries_html, chunking_form,
+                                passage_box, shown_text)
+from components.words import SPAN_HELP, span_zh
 from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_ranges
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
@@ -213,6 +215,11 @@ if preview_config:
         if len(text) > 20000:
             st.caption("（只显示前 20000 字）")
     with tab2:
-        st.dataframe(pd.DataFrame([{"#": c.ordinal, "起": c.start, "止": c.end, "长度": len(c.text),
+        st.dataframe(pd.DataFrame([{"#": c.ordinal + 1, "位置": span_zh(c.start, c.end), "长度": len(c.text),
                                     "页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start else str(c.page_start),
-                                    "内容": c.text} for c in chunks]), hide_index=True, width="stretch")
+                                    "内容": shown_text(c.text)} for c in chunks]), hide_index=True, width="stretch",
+                     row_height=WRAP_ROW_HEIGHT,
+                     column_config={"#": st.column_config.NumberColumn(width=48), "位置": st.column_config.TextColumn(
+                         width=130, help=SPAN_HELP), "长度": st.column_config.NumberColumn(width=60),
+                         "页": st.column_config.TextColumn(width=60),
+                         "内容": st.column_config.TextColumn(width=560, help=f"片段的前 {SHOWN_CHARS} 个字；全文见「边界视图」")})
