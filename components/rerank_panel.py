@@ -36,7 +36,8 @@ def reranker_section(kb) -> None:
         max_pairs = c2.number_input("最多训练题数", 16, 50000, RerankSettings.max_pairs, step=100, key=key("pairs"))
         settings = RerankSettings(max_pairs=int(max_pairs))
         st.markdown(estimate_line(kb.finetune_estimate(settings, kind="reranker")),
-                    help="包括出题、训练前后在检验题上的比较（重排开与关各检索一遍）和训练本身；训练前后的比较要用重排模型逐条打分，占用时的大头。")
+                    help="包括出题、训练，以及训练前后在检验题上的比较（训练后要用新的重排模型给每道题的候选逐条打分，也要花不少时间）。"
+                         "2 核 CPU 上每步训练约 8 秒，每道检验题约 3 秒。")
         start = st.button("开始训练重排模型", type="primary", key=key("start"))
     if start:
         try:
