@@ -23,19 +23,17 @@ OVERFLOWING_TABLES = """() => [...document.querySelectorAll('[data-testid="stDat
     .filter(s => s && s.offsetParent && s.scrollWidth > s.clientWidth + 1)
     .map(s => [s.scrollWidth, s.clientWidth, s.closest('[data-testid="stDataFrame"]').innerText.slice(0, 80)])"""
 # Widget labels (toggles and checkboxes included) whose words Streamlit cut off with an ellipsis.
-CUT_LABELS = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stWidgetLabel"] *,
-                                                 [data-testid="stMain"] [data-testid="stCheckbox"] label *')]
+CUT_LABELS = """() => [...document.querySelectorAll(
+        '[data-testid="stMain"] [data-testid="stWidgetLabel"] *, [data-testid="stMain"] [data-testid="stCheckbox"] label *')]
     .filter(el => el.offsetParent && el.innerText && el.innerText.trim())
     .filter(el => getComputedStyle(el).textOverflow === 'ellipsis' && el.scrollWidth > el.clientWidth + 1)
     .map(el => el.innerText.trim())"""
 # The colours of a Vega chart (SVG): legend entries (label -> symbol fill), lines, points and bars.
 CHART_COLOURS = """chart => {
   const fill = el => el.getAttribute('fill') || getComputedStyle(el).fill;
-  const legend = {};
-  for (const entry of chart.querySelectorAll('g.role-legend-entry g.role-scope, g.role-legend-entry > g > g')) {
-    const label = entry.querySelector('.role-legend-label text'), symbol = entry.querySelector('.role-legend-symbol path');
-    if (label && symbol) legend[label.textContent] = fill(symbol);
-  }
+  const labels = [...chart.querySelectorAll('g.role-legend-label text')].map(t => t.textContent);
+  const symbols = [...chart.querySelectorAll('g.role-legend-symbol path')].map(fill);
+  const legend = Object.fromEntries(labels.map((label, i) => [label, symbols[i]]));
   const marks = kind => [...chart.querySelectorAll('g.mark-' + kind + '.role-mark path')];
   return {legend, lines: marks('line').map(p => p.getAttribute('stroke')),
           points: marks('symbol').map(fill), bars: marks('rect').map(fill)};
@@ -137,12 +135,15 @@ def test_evaluation_tables_fit_one_job_list_and_one_colour_per_configuration(bro
     clear = page.get_by_role("button", name="清除这些记录")
     assert clear.count() == 1
     assert clear.bounding_box()["y"] > page.get_by_role("button", name="开始评测").bounding_box()["y"]
-    # 1: the results' tables fit the page
-    assert page.locator('[data-testid="stDataFrame"] .dvn-scroller').count() == 2
-    assert page.evaluate(OVERFLOWING_TABLES) == []
     # 6: each configuration has one colour: in the curve's legend, its line and points, and its latency bars
     charts = page.locator('[data-testid="stVegaLiteChart"]')
-    charts.nth(1).locator("svg g.mark-rect").first.wait_for()
+    charts.nth(1).scroll_into_view_if_needed()
+    page.wait_for_function("""() => {
+        const charts = document.querySelectorAll('[data-testid="stVegaLiteChart"]');
+        return charts.length >= 2 && charts[0].querySelectorAll('g.role-legend-label text').length === 3
+            && charts[1].querySelectorAll('g.mark-rect.role-mark path').length === 6;
+    }""")
+    page.wait_for_timeout(1000)
     curve = charts.nth(0).evaluate(CHART_COLOURS)
     bars = charts.nth(1).evaluate(CHART_COLOURS)
     legend = curve["legend"]
@@ -150,4 +151,7 @@ def test_evaluation_tables_fit_one_job_list_and_one_colour_per_configuration(bro
     assert set(curve["lines"]) == set(legend.values()), curve
     assert set(curve["points"]) == set(legend.values()), curve
     assert set(bars["bars"]) == set(legend.values()), bars  # p50 and p95 told apart by shade, not by colour
+    # 1: the results' tables fit the page
+    assert page.locator('[data-testid="stDataFrame"] .dvn-scroller').count() == 2
+    assert page.evaluate(OVERFLOWING_TABLES) == []
     page.context.close()
