@@ -12,13 +12,11 @@ import streamlit as st
 from components.safe_text import inert, inert_code_urls, inert_name
 from components.state import show_error
 from components.widgets import highlight, passage_box
+from components.words import SCORE_ZH, TIMING_HELP, TIMING_ZH
 from services.views import display_name, page_label, parse_markers
 from services.workspace import KB
 
 MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
-TIMING_ZH = {"rewrite": "追问改写", "bm25": "BM25 检索", "embed_query": "查询向量化", "dense": "向量检索",
-             "fusion": "融合", "load": "读取片段", "rerank": "重排", "merge": "合并相邻窗口", "extractive": "摘录",
-             "llm_first_token": "大模型首字", "llm": "大模型生成", "total": "合计"}
 
 # The answer text with each [n] as a button. The text is put into the page with textContent (never
 # parsed as HTML or Markdown), so whatever the LLM or a document wrote stays inert.
@@ -188,11 +186,12 @@ def details(answer: dict, question: str) -> None:
             st.markdown(f"**引用核验：** {supported}/{len(citations)} 条引用得到原文支持（{supported / len(citations):.0%}）"
                         + (f"，其中 {corrected} 条已改指向真正支持该句的资料" if corrected else ""))
         if answer.get("timings_ms"):
-            st.dataframe(timing_table(answer["timings_ms"]), hide_index=True)
+            st.dataframe(timing_table(answer["timings_ms"]), hide_index=True,
+                         column_config={"阶段": st.column_config.TextColumn(help=TIMING_HELP)})
         for n, s in enumerate(answer.get("sources", []), start=1):
-            score = next((s["scores"][k] for k in ("rerank", "fused", "dense", "bm25") if k in s.get("scores", {})), None)
+            kind = next((k for k in ("rerank", "fused", "dense", "bm25") if k in s.get("scores", {})), None)
             st.markdown(f"**\\[{n}\\] {inert_name(s.get('doc', ''))}** · {source_pages(s)}"
-                        + (f" · 分数 {score:.3f}" if score is not None else ""))
+                        + (f" · {SCORE_ZH[kind]} {s['scores'][kind]:.3f}" if kind else ""))
             quotes = [(c["start"] - s["start"], c["end"] - s["start"]) for c in citations if c.get("n") == n]
             passage_box(highlight(s.get("text", ""), quotes))
 

@@ -7,11 +7,21 @@ from pathlib import Path
 import streamlit as st
 
 from components.safe_text import html_text, inert
+from components.words import span_zh
 from services.views import STRATEGIES, ChunkingConfig, display_name
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 PRIMARY = st.get_option("theme.primaryColor") or "#b5472a"  # charts in the theme's colour (.streamlit/config.toml)
 CHART_COLORS = (PRIMARY, "#3f7d8c", "#c98a2b", "#6b5b95")  # the theme colour first, then calm companions
+SERIES_COLORS = CHART_COLORS + ("#7a9a3a", "#c0587e", "#4a6fa5", "#8c6d46", "#2f9c8f", "#a34d6b")  # one per series
+WRAP_ROW_HEIGHT = 68  # px: a table row this tall wraps its text over three lines (Streamlit wraps above 4rem)
+SHOWN_CHARS = 48  # of a passage in a table cell: within those three wrapped lines at the column widths used
+
+
+def shown_text(text: str) -> str:
+    """A passage as a table cell shows it: whitespace as single spaces, cut to SHOWN_CHARS with "…"."""
+    text = " ".join(text.split())
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
 
 
 def highlight(text: str, spans: list[tuple[int, int]], css: str = "background:#ffe58f") -> str:
@@ -41,7 +51,7 @@ def chunk_boundaries_html(text: str, chunks) -> str:
         if start > pos:
             out.append(html_text(text[pos:start]))
         color = BOUNDARY_COLORS[i % 2]
-        out.append(f'<span title="#{c.ordinal} [{c.start},{c.end}) 页{c.page_start}" '
+        out.append(f'<span title="第 {c.ordinal + 1} 个片段 · {span_zh(c.start, c.end)} · 第{c.page_start}页" '
                    f'style="background:{color}">{html_text(text[start:c.end])}</span>'
                    f'<b style="color:#b5472a">‖</b>')
         pos = max(pos, c.end)

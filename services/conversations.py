@@ -93,8 +93,9 @@ def export_filename(title: str) -> str:
 
 
 def export_markdown(kb_name: str, turns: list[dict]) -> str:
-    """The conversation as Markdown, every kept turn included; an unsupported citation is marked
-    （未核实）, the word the chat uses."""
+    """The conversation as Markdown, every kept turn included. Each cited source is listed once
+    (its number, document and pages), followed by the passages quoted from it, each once; an
+    unsupported quote is marked （未核实）, the word the chat uses."""
     from services.documents.pageview import page_label
 
     lines = [f"# 问道对话记录 · {kb_name}\n"]
@@ -103,13 +104,21 @@ def export_markdown(kb_name: str, turns: list[dict]) -> str:
         lines.append(f"## 问：{t['question']}\n")
         lines.append(a.get("answer", "") + "\n")
         sources = a.get("sources", [])
-        if a.get("citations"):
+        cited: dict[int, list[dict]] = {}
+        for c in a.get("citations") or []:
+            cited.setdefault(c["n"], []).append(c)
+        if cited:
             lines.append("**来源**\n")
-            for c in a["citations"]:
-                s = sources[c["n"] - 1] if 1 <= c["n"] <= len(sources) else {}
+            for n, quotes in sorted(cited.items()):
+                c = quotes[0]
+                s = sources[n - 1] if 1 <= n <= len(sources) else {}
                 first, last = (s.get("pages") or [s.get("page", c.get("page", 1))] * 2)[:2] if s else [c.get("page", 1)] * 2
-                lines.append(f"- [{c['n']}] 《{c['doc']}》{page_label(int(first), int(last))}：“{c['quote']}”"
-                             + ("" if c.get("supported") else "（未核实）"))
+                said: dict[str, bool] = {}  # each quote once; unverified when any of its citations is
+                for q in quotes:
+                    said[q.get("quote", "")] = said.get(q.get("quote", ""), True) and bool(q.get("supported"))
+                shown = "；".join(f"“{q}”" + ("" if ok else "（未核实）") for q, ok in said.items() if q)
+                lines.append(f"- [{n}] 《{s.get('doc') or c.get('doc', '')}》{page_label(int(first), int(last))}"
+                             + (f"：{shown}" if shown else ""))
             lines.append("")
     return "\n".join(lines)
 

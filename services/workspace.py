@@ -770,11 +770,15 @@ class KB:
                                                            "settings": asdict(settings or RerankSettings())})
         return self.submit("finetune", name, {"name": name, "settings": asdict(settings or FinetuneSettings())})
 
-    def finetune_estimate(self, settings=None) -> dict:
-        """How long fine-tuning this KB with `settings` should take (services.tuning.finetune.estimate):
-        seconds per stage and in all, from its chunk count and the speed measured by the last run on
+    def finetune_estimate(self, settings=None, kind: str = "embedder") -> dict:
+        """How long fine-tuning this KB with `settings` should take (services.tuning.finetune.estimate;
+        kind "reranker": training a reranker, services.tuning.rerank_training.estimate): seconds per
+        stage and in all, from its chunk count and the speed measured by the last run of that kind on
         this data dir (or the reference machine's)."""
-        from services.tuning.finetune import estimate
+        if kind == "reranker":
+            from services.tuning.rerank_training import estimate
+        else:
+            from services.tuning.finetune import estimate
 
         return estimate(self.lib, self.row, settings)
 

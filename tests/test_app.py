@@ -78,8 +78,12 @@ def test_library_create_upload_list_delete(data_dir):
     table = at.dataframe[0].value
     assert sorted(table["文件名"]) == ["geo.pdf", "rivers.txt"] and (table["片段数"] > 0).all()
     assert at.metric[0].label == "片段数"  # chunk preview is shown
-    # delete the selected document
-    next(b for b in at.button if b.label == "删除这个文档").click().run()
+    # delete a document: tick its row in the table (the one way to delete), delete, confirm
+    assert not [b for b in at.button if b.label == "删除这个文档"]
+    at.session_state[at.dataframe[0].key] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    button(at, "删除选中的 1 个文档").click().run()
+    assert any("确定删除「" in w.value and table["文件名"][0].split(".")[0] in w.value for w in at.warning), [w.value for w in at.warning]
     next(b for b in at.button if b.label == "确认删除").click().run()
     assert len(at.dataframe[0].value) == 1
 
@@ -111,12 +115,12 @@ def test_lab_shows_stage_scores_and_compares(filled):
     at = app("lab")
     at.text_input[0].input("黄河 母亲河").run()
     table = at.dataframe[0].value
-    assert {"BM25 名次", "向量分数", "融合分数"} <= set(table.columns)
-    assert table.iloc[0]["文档"] == "rivers.txt"
+    assert {"关键词", "向量", "合并", "内容"} <= set(table.columns)
+    assert table.iloc[0]["文档"].startswith("rivers.txt · 第")
     at.text_input[1].input("不存在的一句话").run()
     assert any("不在任何候选中" in w.value for w in at.warning)
     at.text_input[1].input("母亲河").run()
-    assert any("BM25 第 1 名" in i.value and "最终第 1 名" in i.value for i in at.info)
+    assert any("关键词检索第 1 名" in i.value and "最终第 1 名" in i.value for i in at.info)
     at.toggle(key="lab_compare").set_value(True).run()
     assert [m.label for m in at.metric][:3] == ["两组都找到", "只有 A 找到", "只有 B 找到"]
 
@@ -132,7 +136,7 @@ def test_evaluation_sample_run(data_dir):
     assert not at.exception
     finish_jobs(at)  # so is the evaluation
     table = at.dataframe[0].value
-    assert len(table) == 2 and (table["Recall@5"] > 0.5).all()
+    assert len(table) == 2 and (table["前5条命中"] > 0.5).all()
     assert any("下载逐题结果" in b.label for b in at.get("download_button"))
 
 

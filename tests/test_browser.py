@@ -362,7 +362,7 @@ def test_retrieval_lab(page, app_url, shots):
     page.goto(app_url + "/lab")
     page.get_by_label("查询").fill("年假有几天")
     page.get_by_label("查询").press("Enter")
-    page.get_by_text("查询分词").wait_for()
+    page.get_by_text("问题切成的词").wait_for()
     wait_idle(page)
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1
     page.locator("mark").first.wait_for()

@@ -172,13 +172,13 @@ def test_evaluation_page_keeps_an_uploaded_question_set_shows_it_inert_and_remov
     assert [q.question for q in question_set(lib, kb)] == ["[点我](http://evil.example/x) 世界最高峰是哪座山"]
     assert any("已保存为本知识库的问题集（1 题）" in s.value for s in at.success)
     assert at.radio[0].value == "saved" and list(at.radio[0].options)[0] == "本知识库的问题集（1 题）"
-    assert at.dataframe[0].value["Recall@1"].iloc[0] == 1.0  # the results of the run stay on the page
+    assert at.dataframe[0].value["第1条命中"].iloc[0] == 1.0  # the results of the run stay on the page
     shown = [m.value for m in at.markdown if "点我" in m.value]
     assert shown and all("](http" not in m and "\\[点我\\]" in m for m in shown)  # inert, no live link
     button(at, "开始评测").click().run()  # the saved set runs like any other
     finish_jobs(at)
     assert len(open_library(data_dir).store.jobs.of_kb(kb.id, ("evaluate",), 0)) == 2
-    assert not at.exception and at.dataframe[0].value["题数"].iloc[0] == 1
+    assert not at.exception and at.dataframe[1].value["题数"].iloc[0] == 1
     button(at, "删除本知识库的问题集").click().run()
     assert question_set(lib, kb) is None
     assert not any(o.startswith("本知识库的问题集") for o in at.radio[0].options)

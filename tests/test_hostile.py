@@ -206,7 +206,7 @@ def test_stored_name_is_unchanged_and_pages_show_it_visibly(data_dir):
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["文件名"]) == ["invoice<U+202E>exe.txt"]
-    picker = next(s for s in at.selectbox if s.label == "选择文档")
+    picker = next(s for s in at.selectbox if s.label == "查看或调整的文档")
     assert all("\u202e" not in str(o) for o in picker.options)
 
 

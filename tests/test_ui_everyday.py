@@ -422,7 +422,7 @@ def test_lab_scores_one_panel_per_kind_and_no_none(two_docs):
     assert "None" not in table.astype(str).to_string() and "nan" not in table.astype(str).to_string()
     charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]  # one chart (own y axis) per kind
     assert len(charts) >= 2 and all("facet" not in c for c in charts)
-    caption = next(c.value for c in at.caption if c.value.startswith("查询分词"))
+    caption = next(c.value for c in at.caption if c.value.startswith("问题切成的词"))
     assert "毫秒" in caption and "ms" not in caption and "embed_query" not in caption
 
 

@@ -49,7 +49,7 @@ def test_settings_and_finetune_speak_plain_chinese_with_the_terms_in_tooltips(ti
         assert term in helps, term
     assert "困难负例" in tooltips(finetune) and "对比学习" in tooltips(finetune)
     labels = {n.label for n in settings.number_input}
-    assert "名次融合的平滑系数" in labels and "回答的最大长度（词元）" in labels
+    assert "名次合并的平滑系数" in labels and "回答的最大长度（词元）" in labels
 
 
 def test_the_bundled_models_are_described_without_package_names():

@@ -17,12 +17,16 @@ import streamlit as st
 from components.job_view import job_panel, jobs_running, new_batch
 from components.safe_text import inert
 from components.state import current_kb, select_kb, session, show_error
-from components.widgets import eval_csv
+from components.widgets import SERIES_COLORS, WRAP_ROW_HEIGHT, eval_csv
+from components.words import COVERAGE, CURVE_HELP, CURVE_NOTE, CURVE_TITLE, METRIC_HELP, METRIC_ZH, QUALITY
 from services import errors
 from services.views import CHUNKER_NAMES, KS, MODES, doc_key, parse_questions, sample_question_lines
 
 SHOWN_QUESTIONS = 20  # questions of a saved set listed on the page
 SAMPLE_KB = "示例"
+# The page's background work, shown in one panel (one list, one 清除这些记录): under 开始评测, or where
+# the page stops while the sample documents are still being imported into an empty KB.
+JOBS = ("sample", "evaluate")
 
 
 def saved_panel(kb) -> None:
@@ -48,6 +52,67 @@ def sample_kb():
     return next((k for k in session().kbs() if k.name == SAMPLE_KB), None)
 
 
+def metric_table(summaries: dict, metrics: tuple[str, ...]) -> None:
+    """One row per configuration, the `metrics` as plain-Chinese columns (the term in each tooltip),
+    sized so the table fits the page; a long configuration name wraps."""
+    table = pd.DataFrame([{"配置": name, **{METRIC_ZH[m]: s.get(m) for m in metrics}} for name, s in summaries.items()])
+    config = {"配置": st.column_config.TextColumn(width=180, help="切分方式 · 检索方式 · 是否重排")}
+    for m in metrics:
+        if m in ("p50_ms", "p95_ms"):
+            config[METRIC_ZH[m]] = st.column_config.NumberColumn(width=100, help=METRIC_HELP[m], format="%.0f 毫秒")
+        elif m == "questions":
+            config[METRIC_ZH[m]] = st.column_config.NumberColumn(width=60, help=METRIC_HELP[m])
+        else:
+            config[METRIC_ZH[m]] = st.column_config.NumberColumn(width=125 if m.startswith("coverage") else 96,
+                                                                 help=METRIC_HELP[m], format="%.3f")
+    st.dataframe(table, hide_index=True, width="stretch", column_config=config, row_height=WRAP_ROW_HEIGHT)
+
+
+def config_colors(names: list[str]) -> alt.Scale:
+    """One colour per configuration, the same in every chart of the page (and its legend)."""
+    return alt.Scale(domain=names, range=[SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(names))])
+
+
+def recall_chart(summaries: dict) -> alt.Chart:
+    """前 k 条命中率 per configuration: a line each, its colour and point shape in the one legend
+    (dashes tell overlapping lines apart; they are left out of the legend, whose symbols they garble)."""
+    names = list(summaries)
+    curve = pd.DataFrame([{"配置": name, "k": k, "命中率": s[f"recall@{k}"]} for name, s in summaries.items() for k in KS])
+    legend = alt.Legend(orient="bottom", columns=1, labelLimit=600, title=None, symbolStrokeWidth=0)
+    return alt.Chart(curve, title=CURVE_TITLE).mark_line(point=alt.OverlayMarkDef(size=70, filled=True)).encode(
+        x=alt.X("k:O", title="看前 k 条结果", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("命中率:Q", title="命中率", scale=alt.Scale(zero=False), axis=alt.Axis(format=".0%")),
+        color=alt.Color("配置:N", scale=config_colors(names), legend=legend),
+        shape=alt.Shape("配置:N", legend=legend), strokeDash=alt.StrokeDash("配置:N", legend=None),
+        tooltip=["配置", "k", alt.Tooltip("命中率:Q", format=".3f")],
+    ).configure(aria=False)  # aria off: Vega would describe the axes in English
+
+
+def latency_chart(summaries: dict) -> alt.Chart:
+    """Time per question per configuration, in the configurations' colours: the usual time (p50)
+    solid, the slower one (p95) pale."""
+    names = list(summaries)
+    data = pd.DataFrame([{"配置": name, "指标": label, "毫秒": s[m]} for name, s in summaries.items()
+                         for m, label in (("p50_ms", "通常（p50）"), ("p95_ms", "较慢时（p95）"))])
+    return alt.Chart(data, title="检索用时（毫秒）").mark_bar().encode(
+        y=alt.Y("配置:N", title=None, sort=names, axis=alt.Axis(labelLimit=600)), yOffset=alt.YOffset("指标:N", sort="descending"),
+        x=alt.X("毫秒:Q", title="毫秒", axis=alt.Axis(format="~s")),
+        color=alt.Color("配置:N", scale=config_colors(names), legend=None),
+        opacity=alt.Opacity("指标:N", sort="descending", scale=alt.Scale(range=[1.0, 0.4]),
+                            legend=alt.Legend(title=None, orient="top", symbolFillColor="#888")),
+        tooltip=["配置", "指标", alt.Tooltip("毫秒:Q", format=".1f")]).configure(aria=False)
+
+
+def show_summaries(summaries: dict) -> None:
+    st.caption("检索效果", help="命中：结果里有含标准答案的片段。鼠标停在列名上可看每一列的含义和术语。")
+    metric_table(summaries, QUALITY)
+    st.caption("答案覆盖与用时")
+    metric_table(summaries, COVERAGE)
+    st.altair_chart(recall_chart(summaries), width="stretch")
+    st.caption(CURVE_NOTE, help=CURVE_HELP)
+    st.altair_chart(latency_chart(summaries), width="stretch")
+
+
 st.title("评测")
 kb = current_kb()
 
@@ -68,7 +133,7 @@ elif source == "sample":
             sample, job = session().sample_kb()  # indexed by the background worker
             select_kb(sample)
             if job is not None:
-                new_batch(sample, ("sample",), "sample")
+                new_batch(sample, JOBS, "evaluate")
             st.rerun()
         except Exception as exc:
             show_error(exc)
@@ -84,11 +149,11 @@ else:
             show_error(exc if isinstance(exc, errors.WendaoError) else errors.InvalidQuestionFile())
             lines = None
 
-if kb is not None:
-    job_panel(kb, ("sample",), "sample")
 if kb is None or kb.info().chunks == 0:
     if kb is None or not jobs_running(kb, ("sample",)):
         st.info("当前知识库还没有文档。可以先创建示例知识库。")
+    if kb is not None:
+        job_panel(kb, JOBS, "evaluate")
     st.stop()
 st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**" + (f" · {len(questions)} 个问题" if questions else ""))
 saved_panel(kb)
@@ -124,14 +189,14 @@ busy = jobs_running(kb, ("evaluate",))
 if st.button("开始评测", type="primary", disabled=not (questions and lines and modes and reranks and chunkers) or busy or no_documents,
              help="评测在后台进行：可以离开本页，稍后回来查看结果" if not busy else "已有一个评测在进行，请等它完成"):
     try:
-        new_batch(kb, ("evaluate",), "evaluate")
+        new_batch(kb, JOBS, "evaluate")
         job = kb.evaluate(lines, modes, reranks, chunkers, limit=int(limit), keep=keep)
         if keep:  # shown with the results of this run
             st.session_state[f"eval_saved_note_{kb.id}"] = (job, f"已保存为本知识库的问题集（{len(questions)} 题）。")
         st.rerun()
     except Exception as exc:
         show_error(exc)
-job_panel(kb, ("evaluate",), "evaluate")
+job_panel(kb, JOBS, "evaluate")
 
 last = kb.last_result("evaluate")  # the KB's latest finished run (from its job row: survives reloads)
 if last is not None:
@@ -146,27 +211,6 @@ if last is not None:
                    + inert(last.result.get("match_rule", ""), keep_lines=False))
     if all(s.get("recall@20", 0) == 0 for s in summaries.values()):
         st.warning("所有配置的得分都是 0：当前知识库很可能不包含问题所针对的文档。")
-    table = pd.DataFrame([{"配置": name, **{k: v for k, v in s.items()}} for name, s in summaries.items()])
-    table = table.rename(columns={"recall@1": "Recall@1", "recall@5": "Recall@5", "recall@10": "Recall@10",
-                                  "recall@20": "Recall@20", "mrr@10": "MRR@10", "ndcg@10": "nDCG@10",
-                                  "doc_recall@5": "文档 Recall@5", "p50_ms": "延迟 p50（毫秒）", "p95_ms": "延迟 p95（毫秒）",
-                                  "coverage@1000chars": "答案覆盖@1000字", "coverage@2000chars": "答案覆盖@2000字",
-                                  "questions": "题数"})
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c not in ("配置", "题数")})
-    curve = pd.DataFrame([{"配置": name, "k": k, "召回率": s[f"recall@{k}"]} for name, s in summaries.items() for k in KS])
-    legend = alt.Legend(orient="bottom", columns=1, labelLimit=600, title=None)
-    st.altair_chart(alt.Chart(curve, title="Recall@k 曲线").mark_line(point=alt.OverlayMarkDef(size=70)).encode(
-        x=alt.X("k:O", title="前 k 个结果", axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("召回率:Q", scale=alt.Scale(zero=False), axis=alt.Axis(format=".0%")),
-        color=alt.Color("配置:N", legend=legend), strokeDash=alt.StrokeDash("配置:N", legend=legend),
-        shape=alt.Shape("配置:N", legend=legend), tooltip=["配置", "k", alt.Tooltip("召回率:Q", format=".3f")]
-    ).configure(aria=False), width="stretch")  # aria off: Vega would describe the axes in English
-    latency = table[["配置", "延迟 p50（毫秒）", "延迟 p95（毫秒）"]].melt("配置", var_name="指标", value_name="毫秒")
-    latency["指标"] = latency["指标"].map({"延迟 p50（毫秒）": "中位数 p50", "延迟 p95（毫秒）": "p95"})
-    st.altair_chart(alt.Chart(latency, title="检索延迟（毫秒）").mark_bar().encode(
-        y=alt.Y("配置:N", title=None, axis=alt.Axis(labelLimit=600)), yOffset="指标:N",
-        x=alt.X("毫秒:Q", title="毫秒", axis=alt.Axis(format="~s")), color=alt.Color("指标:N", title=None),
-        tooltip=["配置", "指标", alt.Tooltip("毫秒:Q", format=".1f")]).configure(aria=False), width="stretch")
+    show_summaries(summaries)
     csv = eval_csv(rows)
     st.download_button("下载逐题结果 CSV", csv, icon=":material/download:", file_name="wendao-eval.csv", mime="text/csv")

@@ -15,7 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from components.job_view import job_panel, jobs_running, new_batch, reembed_finished, seconds_zh
+from components.job_view import estimate_line, job_panel, jobs_running, new_batch, reembed_finished, seconds_zh
 from components.safe_text import inert
 from components.state import searchable_kb, session, show_error, without_paths
 from components.widgets import PRIMARY
@@ -47,13 +47,6 @@ def model_label(name_or_path: str) -> str:
     """A model as users know it: a fine-tuned model by its name, a registry model by its name."""
     tuned = {m["path"]: m["name"] for m in session().finetuned_models()}
     return f"微调模型「{tuned[name_or_path]}」" if name_or_path in tuned else f"「{inert(name_or_path, keep_lines=False)}」"
-
-
-def estimate_line(plan: dict) -> str:
-    """The time a run should take on this KB, before it starts (the core's estimate)."""
-    speed = "按本机上次微调实测的速度" if plan["measured"] else "按 2 核 CPU 上实测的速度；本机跑过一次后按本机的速度估算"
-    return (f"预计用时：**{seconds_zh(plan['seconds']).removeprefix('约 ')}**左右（本知识库 {plan['chunks']} 个片段 → "
-            f"约 {plan['pairs']} 道训练题、{plan['steps']} 步训练；{speed}）")
 
 
 # --- settings and start ----------------------------------------------------------------------

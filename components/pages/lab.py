@@ -10,8 +10,10 @@ import streamlit as st
 
 from components.safe_text import inert_code_urls, inert_name
 from components.state import searchable_kb, session, show_error
-from components.answer_view import TIMING_ZH
-from components.widgets import CHART_COLORS, document_filter, highlight, passage_box
+from components.widgets import (CHART_COLORS, SHOWN_CHARS, WRAP_ROW_HEIGHT, document_filter, highlight, passage_box,
+                                shown_text)
+from components.words import (FUSION_HELP, METHOD_ZH, RANK_HELP, SCORE_HELP, SCORE_ZH, SPAN_HELP, STAGE_ZH,
+                              TIMING_HELP, TIMING_ZH, span_zh)
 from services.config import RetrievalSettings
 from services.views import METHODS, MODES, SearchResult, display_name, page_label, term_spans
 
@@ -24,13 +26,14 @@ def settings_form(prefix: str, base: RetrievalSettings) -> RetrievalSettings:
     mode = st.radio("检索方式", modes, index=modes.index(base.mode), format_func=MODES.get, horizontal=True,
                     key=f"{prefix}_mode")
     c1, c2 = st.columns(2)
-    fusion = c1.selectbox("融合方法", list(METHODS), index=list(METHODS).index(base.fusion), format_func=METHODS.get,
-                          key=f"{prefix}_fusion", disabled=mode != "hybrid")
+    fusion = c1.selectbox("合并方式", list(METHODS), index=list(METHODS).index(base.fusion), format_func=METHOD_ZH.get,
+                          key=f"{prefix}_fusion", disabled=mode != "hybrid", help=FUSION_HELP)
     weight = c2.slider("向量权重", 0.0, 1.0, base.dense_weight, 0.05, key=f"{prefix}_weight",
-                       disabled=mode != "hybrid" or fusion != "weighted")
+                       disabled=mode != "hybrid" or fusion != "weighted", help="关键词权重 = 1 − 向量权重")
     c3, c4 = st.columns(2)
     top_k = c3.number_input("返回条数", 1, 50, max(base.top_k, 10), key=f"{prefix}_topk")
-    rerank = c4.toggle("重排", base.rerank, key=f"{prefix}_rerank", help="需要重排模型（离线环境默认没有）")
+    rerank = c4.toggle("重排", base.rerank, key=f"{prefix}_rerank",
+                       help="用重排模型（cross-encoder）把问题和每个候选段落放在一起重新打分排序；需要重排模型（离线环境默认没有）")
     reranker = base.reranker_model
     if rerank:  # the KB's reranker, or one trained on a KB (微调 page) that measured better
         trained = {m["path"]: f"训练：{m['name']}（{m['kb']}）" for m in session().finetuned_models("reranker") if m.get("better")}
@@ -40,8 +43,8 @@ def settings_form(prefix: str, base: RetrievalSettings) -> RetrievalSettings:
                    reranker_model=reranker)
 
 
-SCORE_KINDS = {"BM25 分数": "BM25 原始分数（无上限）", "向量分数": "向量相似度（0–1）", "融合分数": "融合分数",
-               "重排分数": "重排分数"}
+STAGES = ("bm25", "dense", "fused", "rerank")
+SCORE_KINDS = {k: SCORE_ZH[k] + ("（没有上限）" if k == "bm25" else "（0–1）" if k == "dense" else "") for k in STAGES}
 
 
 def run(settings: RetrievalSettings, query: str) -> SearchResult | None:
@@ -52,31 +55,52 @@ def run(settings: RetrievalSettings, query: str) -> SearchResult | None:
         return None
 
 
-def score_table(hits) -> pd.DataFrame:
-    """Every hit's rank and score per stage; a stage that did not find it shows "—" (never "None")."""
-    def rank(h, k):
-        return str(h.ranks[k]) if h.ranks.get(k) is not None else "—"
+TIMED_STAGE = {"bm25": "bm25", "dense": "dense", "fusion": "fused", "rerank": "rerank"}
 
-    def score(h, k):
-        return f"{h.scores[k]:.3f}" if h.scores.get(k) is not None else "—"
 
-    rows = []
-    for i, h in enumerate(hits, start=1):
-        rows.append({"名次": i, "文档": display_name(h.doc), "页": page_label(h.page_start, h.page_end),
-                     "BM25 名次": rank(h, "bm25"), "BM25 分数": score(h, "bm25"),
-                     "向量名次": rank(h, "dense"), "向量分数": score(h, "dense"),
-                     "融合分数": score(h, "fused"), "重排名次": rank(h, "rerank"), "重排分数": score(h, "rerank"),
-                     "片段": h.text[:60].replace("\n", " ")})
-    return pd.DataFrame(rows)
+def stages_run(result: SearchResult) -> list[str]:
+    """The stages this search ran (timed) or that ranked a hit: no rerank column when reranking is off."""
+    ran = {TIMED_STAGE[k] for k in result.timings_ms if k in TIMED_STAGE}
+    return [k for k in STAGES if k in ran or any(h.ranks.get(k) is not None for h in result.candidates)]
+
+
+def score_table(hits, stages: list[str]) -> pd.DataFrame:
+    """Every hit's place and score in each stage, one column per stage ("第3名·7.21"; "—" where the
+    stage did not find it, never "None"), and its text (wrapped in the table)."""
+    def cell(h, k):
+        rank, score = h.ranks.get(k), h.scores.get(k)
+        parts = ([f"第{rank}名"] if rank is not None else []) + \
+            ([f"{score:.2f}" if k == "bm25" else f"{score:.3f}"] if score is not None else [])
+        return "·".join(parts) or "—"
+
+    return pd.DataFrame([{"名次": i, "文档": f"{display_name(h.doc)} · {page_label(h.page_start, h.page_end)}",
+                          **{STAGE_ZH[k]: cell(h, k) for k in stages}, "内容": shown_text(h.text)}
+                         for i, h in enumerate(hits, start=1)])
+
+
+def table_config(stages: list[str], compact: bool, listed_below: bool) -> dict:
+    """Column widths (the whole table fits the page, or half of it side by side) and tooltips; the
+    text wraps over three lines (WRAP_ROW_HEIGHT)."""
+    return {"名次": st.column_config.NumberColumn(width=48),
+            "文档": st.column_config.TextColumn("文档", width=170 if compact else 200, help="文档和页码"),
+            **{STAGE_ZH[k]: st.column_config.TextColumn(width=90, help=f"名次·得分。{RANK_HELP[k]}{SCORE_HELP[k]}")
+               for k in stages},
+            "内容": st.column_config.TextColumn(width=220 if compact else 300,
+                                               help=f"片段的前 {SHOWN_CHARS} 个字" + ("；完整的片段列在表格下方" if listed_below else ""))}
+
+
+def show_table(hits, stages: list[str], compact: bool = False, listed_below: bool = True) -> None:
+    """The hits' table; `compact` (two results side by side): rank, document and text only."""
+    stages = [] if compact else stages
+    st.dataframe(score_table(hits, stages), hide_index=True, width="stretch", column_config=table_config(stages, compact, listed_below),
+                 row_height=WRAP_ROW_HEIGHT)
 
 
 def score_charts(result: SearchResult) -> list[tuple[str, alt.Chart]]:
     """One bar chart per score kind, each on its own axis (BM25's raw scores, 0–8 and more, would
     flatten the 0–1 similarities into identical bars on a shared one); shown side by side."""
-    rows = [{"名次": i, "分数类型": SCORE_KINDS[label], "分数": h.scores[k]}
-            for i, h in enumerate(result.hits, start=1)
-            for k, label in (("bm25", "BM25 分数"), ("dense", "向量分数"), ("fused", "融合分数"), ("rerank", "重排分数"))
-            if h.scores.get(k) is not None]
+    rows = [{"名次": i, "分数类型": SCORE_KINDS[k], "分数": h.scores[k]}
+            for i, h in enumerate(result.hits, start=1) for k in STAGES if h.scores.get(k) is not None]
     if not rows:
         return []
     data = pd.DataFrame(rows)
@@ -92,9 +116,10 @@ def score_charts(result: SearchResult) -> list[tuple[str, alt.Chart]]:
 
 def show_score_charts(result: SearchResult) -> None:
     charts = score_charts(result)
+    helps = {v: SCORE_HELP[k] for k, v in SCORE_KINDS.items()}
     for column, (kind, chart) in zip(st.columns(len(charts)) if charts else [], charts):
         with column:
-            st.caption(kind)
+            st.caption(kind, help=helps.get(kind))
             st.altair_chart(chart, width="stretch")
 
 
@@ -102,35 +127,35 @@ def explain_missing(result: SearchResult, expected: str, settings: RetrievalSett
     """Where (if anywhere) the passage the user expected sits in each stage's candidate list."""
     found = [h for h in result.candidates if expected in h.text]
     if not found:
-        st.warning(f"期望的内容不在任何候选中：既不在 BM25 前 {settings.bm25_top_k} 名，也不在向量前 {settings.dense_top_k} 名。"
+        st.warning(f"期望的内容不在任何候选中：既不在关键词检索前 {settings.bm25_top_k} 名，也不在向量检索前 {settings.dense_top_k} 名。"
                    "可以检查它是否被切分到了两个片段之间（文档库 → 切分预览），或换用更贴近原文的提问。")
         return
     for h in found:
         final = next((i for i, x in enumerate(result.hits, start=1) if set(h.chunk_ids) & set(x.chunk_ids)), None)
         where = f"最终第 {final} 名" if final else f"未进入最终前 {settings.top_k} 名"
-        stages = "，".join(f"{label}第 {h.ranks[k]} 名" for k, label in (("bm25", "BM25 "), ("dense", "向量 "),
-                                                                        ("fused", "融合后 "), ("rerank", "重排后 "))
+        stages = "，".join(f"{label}第 {h.ranks[k]} 名" for k, label in (("bm25", "关键词检索"), ("dense", "向量检索"),
+                                                                        ("fused", "合并后"), ("rerank", "重排后"))
                           if k in h.ranks)
-        st.info(f"《{inert_name(h.doc)}》\\[{h.start}, {h.end})：{stages}；{where}。")
+        st.info(f"《{inert_name(h.doc)}》{span_zh(h.start, h.end)}：{stages}；{where}。", icon=":material/search:")
 
 
-def show_result(result: SearchResult) -> None:
+def show_result(result: SearchResult, compact: bool = False) -> None:
     if result.notice:
         st.warning(inert_code_urls(result.notice))
-    st.caption("查询分词（jieba 搜索模式）：" + (" / ".join(f"`{t.replace('`', '')}`" for t in result.terms) or "（无有效词）")
-               + " · " + " · ".join(f"{TIMING_ZH.get(k, k)} {v:.1f} 毫秒" for k, v in result.timings_ms.items()))
+    st.caption("问题切成的词：" + (" / ".join(f"`{t.replace('`', '')}`" for t in result.terms) or "（无有效词）")
+               + " · " + " · ".join(f"{TIMING_ZH.get(k, k)} {v:.1f} 毫秒" for k, v in result.timings_ms.items()),
+               help="关键词检索用这些词（jieba 分词，搜索模式）。" + TIMING_HELP)
     if not result.hits:
         st.warning("没有找到候选段落。")
         return
-    table = score_table(result.hits)
-    st.dataframe(table, hide_index=True, width="stretch")
+    show_table(result.hits, stages_run(result), compact)
     show_score_charts(result)
     for i, h in enumerate(result.hits, start=1):
-        st.markdown(f"**{i}\\. {inert_name(h.doc)}** · {page_label(h.page_start, h.page_end)} · 位置 {h.start}–{h.end}")
+        st.markdown(f"**{i}\\. {inert_name(h.doc)}** · {page_label(h.page_start, h.page_end)} · {span_zh(h.start, h.end)}",
+                    help=SPAN_HELP if i == 1 else None)
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
-    with st.expander(f"全部 {len(result.candidates)} 个候选（融合后、截断前）"):
-        st.dataframe(score_table(result.candidates), hide_index=True,
-                     width="stretch")
+    with st.expander(f"全部 {len(result.candidates)} 个候选（两路合并后、取前 {len(result.hits)} 条之前）"):
+        show_table(result.candidates, stages_run(result), compact, listed_below=False)
 
 
 query = st.text_input("查询", placeholder="输入一个问题，看看每个阶段找到了什么")
@@ -161,9 +186,9 @@ if query.strip():
         m3.metric("只有 B 找到", len(ids_b - ids_a))
         left, right = st.columns(2)
         with left:
-            show_result(result_a)
+            show_result(result_a, compact=True)
         with right:
-            show_result(result_b)
+            show_result(result_b, compact=True)
     elif result_a:
         show_result(result_a)
     if result_a and expected.strip():

@@ -13,7 +13,9 @@ from components.job_view import job_panel, new_batch
 from components.safe_text import inert, inert_name
 from components.account import keys_panel, share_dialog
 from components.state import create_kb, current_kb, session, show_error, without_paths
-from components.widgets import PRIMARY, STRATEGY_ZH, chunk_boundaries_html, chunking_form, passage_box
+from components.widgets import (PRIMARY, SHOWN_CHARS, STRATEGY_ZH, WRAP_ROW_HEIGHT, chunk_boundaries_html, chunking_form,
+                                passage_box, shown_text)
+from components.words import SPAN_HELP, span_zh
 from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_ranges
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
@@ -109,7 +111,7 @@ table = pd.DataFrame([{
 } for d in docs])
 picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                            key=f"doc_table_{kb.id}_{len(docs)}").selection.rows
-st.caption("勾选表格左侧的方框可以选中文档，再删除选中的文档。")
+st.caption("要删除文档：勾选表格左侧的方框（可多选），再点下方出现的「删除选中的文档」。")
 chosen_rows = [docs[i] for i in picked_rows if i < len(docs)]
 if chosen_rows:
     names_shown = "、".join(f"「{inert(display_name(d.filename), keep_lines=False)}」" for d in chosen_rows[:5]) \
@@ -158,12 +160,12 @@ with st.expander("索引维护（核对 / 重建）"):
         start(kb.reindex)
 
 names = {d.id: display_name(d.filename) for d in docs}
-doc_id = st.selectbox("选择文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}")
+doc_id = st.selectbox("查看或调整的文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}",
+                      help="下方的「参与检索」、重新切分和切分预览都针对这里选的文档。删除文档请在上方表格中勾选。")
 chosen = next(d for d in docs if d.id == doc_id)
 with st.container(horizontal=True, vertical_alignment="center", gap="medium"):  # each control as wide as its words
     enabled = st.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{doc_id}",
                         help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
-    delete_one = st.button("删除这个文档", icon=":material/delete:", key=f"delete_doc_{kb.id}")
     rechunk = st.button("按上方的切分设置重新切分", icon=":material/refresh:", disabled=config is None,
                         key=f"rechunk_doc_{kb.id}", help="用「上传文档」处的切分方式重新切分这个文档（在后台进行）")
 if enabled != chosen.enabled:
@@ -173,21 +175,6 @@ if enabled != chosen.enabled:
         st.rerun()
     except Exception as exc:
         show_error(exc)
-if delete_one:
-    st.session_state["confirm_delete"] = (kb.id, doc_id)
-if st.session_state.get("confirm_delete") == (kb.id, doc_id):
-    st.warning(f"确定删除「{inert(names[doc_id], keep_lines=False)}」？它的片段和索引会一并删除。")
-    if st.button("取消", key=f"delete_doc_no_{kb.id}"):
-        st.session_state.pop("confirm_delete", None)
-        st.rerun()
-    if st.button("确认删除", type="primary"):
-        try:
-            kb.delete_document(doc_id)
-            st.session_state.pop("confirm_delete")
-            st.toast(f"已删除 {inert(names[doc_id], keep_lines=False)}")
-            st.rerun()
-        except Exception as exc:
-            show_error(exc)
 if rechunk and config:
     start(lambda: kb.rechunk(doc_id, config))
 job_panel(kb, MAINTENANCE_KINDS, "maintenance")
@@ -228,6 +215,11 @@ if preview_config:
         if len(text) > 20000:
             st.caption("（只显示前 20000 字）")
     with tab2:
-        st.dataframe(pd.DataFrame([{"#": c.ordinal, "起": c.start, "止": c.end, "长度": len(c.text),
+        st.dataframe(pd.DataFrame([{"#": c.ordinal + 1, "位置": span_zh(c.start, c.end), "长度": len(c.text),
                                     "页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start else str(c.page_start),
-                                    "内容": c.text} for c in chunks]), hide_index=True, width="stretch")
+                                    "内容": shown_text(c.text)} for c in chunks]), hide_index=True, width="stretch",
+                     row_height=WRAP_ROW_HEIGHT,
+                     column_config={"#": st.column_config.NumberColumn(width=48), "位置": st.column_config.TextColumn(
+                         width=130, help=SPAN_HELP), "长度": st.column_config.NumberColumn(width=60),
+                         "页": st.column_config.TextColumn(width=60),
+                         "内容": st.column_config.TextColumn(width=560, help=f"片段的前 {SHOWN_CHARS} 个字；全文见「边界视图」")})

@@ -15,6 +15,7 @@ from components.job_view import job_panel, jobs_running, new_batch, reembed_fini
 from components.safe_text import inert, inert_code_urls
 from components.state import api_key, current_kb, session, show_error, without_paths
 from components.widgets import chunking_form
+from components.words import FUSION_HELP, METHOD_ZH
 from services.config import redact_url, restore_redacted
 from services.views import (AVAILABILITY_ZH, METHODS, MODELS, MODES, availability, embedding_models, model_label,
                             reranker_models, served_embedders, served_rerankers)
@@ -32,6 +33,11 @@ if kb is None:
 st.caption(f"以下设置保存在知识库「{inert(kb.name, keep_lines=False)}」中，修改后立即生效。")
 
 
+def license_zh(spec) -> str:
+    """A model's licence, written one way wherever a model is described."""
+    return f"许可：{spec.license}"
+
+
 def key(name: str) -> str:
     """A widget key scoped to the current knowledge base."""
     return f"settings_{kb.id}_{name}"
@@ -44,22 +50,23 @@ r = kb.retrieval_settings()
 modes = list(MODES)
 c1, c2, c3 = st.columns(3)
 mode = c1.radio("检索方式", modes, index=modes.index(r.mode), format_func=MODES.get, key=key("mode"))
-fusion = c2.selectbox("融合方法", list(METHODS), index=list(METHODS).index(r.fusion), format_func=METHODS.get,
-                      disabled=mode != "hybrid", key=key("fusion"))
-weight = c3.slider("向量权重（加权融合）", 0.0, 1.0, float(r.dense_weight), 0.05,
-                   disabled=mode != "hybrid" or fusion != "weighted", help="BM25 权重 = 1 − 向量权重", key=key("weight"))
+fusion = c2.selectbox("合并方式", list(METHODS), index=list(METHODS).index(r.fusion), format_func=METHOD_ZH.get,
+                      disabled=mode != "hybrid", key=key("fusion"), help=FUSION_HELP)
+weight = c3.slider("向量权重", 0.0, 1.0, float(r.dense_weight), 0.05, disabled=mode != "hybrid" or fusion != "weighted",
+                   help="按分数加权合并时向量一路的权重；关键词（BM25）权重 = 1 − 向量权重", key=key("weight"))
 c1, c2, c3, c4 = st.columns(4)
-rrf_k = c1.number_input("名次融合的平滑系数", 1, 1000, int(r.rrf_k), disabled=fusion != "rrf", key=key("rrf_k"),
+rrf_k = c1.number_input("名次合并的平滑系数", 1, 1000, int(r.rrf_k), disabled=fusion != "rrf", key=key("rrf_k"),
                         help="RRF（倒数排名融合）的参数 k：每种检索中排第 n 名的候选得 1/(k+n) 分，再相加。"
                              "k 越大，前几名之间的差距越小；常用 60。")
-bm25_k = c2.number_input("BM25 候选数", 1, 500, int(r.bm25_top_k), key=key("bm25_k"))
+bm25_k = c2.number_input("关键词候选数", 1, 500, int(r.bm25_top_k), key=key("bm25_k"),
+                         help="关键词检索（BM25）取前多少名进入合并")
 dense_k = c3.number_input("向量候选数", 1, 500, int(r.dense_top_k), key=key("dense_k"))
 top_k = c4.number_input("最终返回条数", 1, 50, int(r.top_k), key=key("top_k"))
-c1, c2, c3, c4 = st.columns(4)
-rerank = c1.toggle("启用重排", r.rerank, key=key("rerank"),
+rerank = st.toggle("启用重排", r.rerank, key=key("rerank"),  # its own row: in a quarter column its words were cut off
                    help="逐条细读候选段落、重新排序：重排模型（cross-encoder）把问题和每个候选段落放在一起打分，"
                         "比只比较向量更准，但每次检索更慢。")
 trained = {m["path"]: f"训练：{m['name']}（{m['kb']}）" for m in session().finetuned_models("reranker") if m.get("better")}
+c2, c3, c4 = st.columns(3)
 rerankers = list(dict.fromkeys([m.name for m in reranker_models()] + list(trained) + served_rerankers(r.reranker_model)))
 custom = r.reranker_model not in rerankers
 reranker = c2.selectbox("重排模型", rerankers + ["自定义…"], index=len(rerankers) if custom else rerankers.index(r.reranker_model),
@@ -72,7 +79,7 @@ rerank_w = c4.number_input("重排权重", 0.0, 1.0, float(r.rerank_weight), ste
                                 "在本知识库上训练的重排模型，这个值由训练时的测量选定。")
 if reranker in MODELS:
     spec = MODELS[reranker]
-    st.caption(f"{spec.hf_id} · 许可：{spec.license} · {AVAILABILITY_ZH[availability(spec)]}")
+    st.caption(f"{spec.hf_id} · {license_zh(spec)} · {AVAILABILITY_ZH[availability(spec)]}")
 new_r = replace(r, mode=mode, fusion=fusion, dense_weight=float(weight), rrf_k=int(rrf_k), bm25_top_k=int(bm25_k),
                 dense_top_k=int(dense_k), top_k=int(top_k), rerank=rerank, reranker_model=reranker or r.reranker_model,
                 rerank_top_n=int(rerank_n), rerank_weight=float(rerank_w))
@@ -114,7 +121,7 @@ if choice == "自定义…":
     choice = st.text_input("Hugging Face 模型 ID 或本地目录", "" if current in names else current, key=key("embedder_path"))
 if choice in MODELS:
     spec = MODELS[choice]
-    st.markdown(f"`{spec.hf_id}` · 向量维度 **{spec.dim}** · 一段最多读入 **{spec.max_tokens}** 个词元 · 许可 **{spec.license}** · "
+    st.markdown(f"`{spec.hf_id}` · 向量维度 **{spec.dim}** · 一段最多读入 **{spec.max_tokens}** 个词元 · {license_zh(spec)} · "
                 f"**{AVAILABILITY_ZH[availability(spec)]}**" + (f"  \n{spec.note}" if spec.note else "")
                 + (f"  \n提问前自动加上：`{spec.query_prefix}`" if spec.query_prefix else ""),
                 help="词元（token）是模型切分文字的单位，一个汉字约 1 个词元；超出的部分不参与向量计算。"

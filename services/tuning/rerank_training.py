@@ -103,6 +103,71 @@ class Example:
     group: int = 0  # examples of one query share a group (the listwise loss scores them together)
 
 
+# --- how long a run takes --------------------------------------------------------------------------
+STAGES = ("data", "before", "train", "after")
+# Seconds per unit of each stage on the 2-core dev VM (data: per pseudo-query, generated and mined;
+# before: per question searched with reranking off; train: per step of `batch_size` pairs, all 12
+# layers, max_length 256; after: per question searched with the new reranker, once per weight tried),
+# measured 7 Dec 2026 on 60 CMRC trial documents (166 chunks; torch e5 embedder; max_pairs=120,
+# eval_queries=20, the rest default): data 6.2 s / 120 pairs, before 0.5 s / 20 questions, train
+# 171 s / 21 steps + 7 s loading, after 137 s / 20 questions x 2 weights; 322 s in all. A run on this
+# data dir replaces them with its own measurement (the card's "timing"), as the embedder's estimate
+# does (services.tuning.finetune.estimate).
+REFERENCE_RATES = {"data": 0.05, "before": 0.03, "train": 8.2, "after": 3.4}
+REFERENCE_LOAD_S = 7.0  # loading the model to train (once a run)
+UNIT_OF = {"data": "pairs", "before": "evaluated", "train": "steps", "after": "evaluated_on"}
+
+
+def plan(lib: Library, kb: KnowledgeBase, settings: RerankSettings) -> dict:
+    """What a run on `kb` will do: pseudo-queries, training steps, questions evaluated before and
+    after (the units the time estimate counts in)."""
+    from services.tuning.finetune import plan as embedder_plan
+
+    data = settings.data_settings()
+    chunks = lib.store.count_chunks(kb.id)
+    pairs = embedder_plan(chunks, len(lib.store.list_documents(kb.id)), data)["pairs"]
+    train = int(pairs * (1 - settings.heldout))
+    examples = train * (1 + settings.negatives)
+    steps = settings.epochs * -(-examples // settings.batch_size) if examples else 0
+    saved = question_set(lib, kb) or []
+    evaluated = min(settings.eval_queries, pairs - train) + min(settings.eval_questions, len(saved))
+    return {"chunks": chunks, "pairs": pairs, "steps": steps, "evaluated": evaluated,
+            "evaluated_on": evaluated * len(settings.weights)}
+
+
+def measured_rates(lib: Library) -> dict | None:
+    """Seconds per unit of each stage from the latest reranker trained on this data dir that recorded them."""
+    from services.tuning.finetune import finetuned_models
+
+    cards = [c for c in finetuned_models(lib, KIND) if c.get("timing")]
+    if not cards:
+        return None
+    timing = max(cards, key=lambda c: c.get("created_at", 0))["timing"]
+    stages = dict(timing.get("stages", {}))
+    load = REFERENCE_LOAD_S
+    if timing.get("steps_s") is not None and stages.get("train") is not None:
+        load = max(0.0, stages["train"] - timing["steps_s"])
+        stages["train"] = timing["steps_s"]
+    units = {**timing, "evaluated_on": (timing.get("evaluated") or 0) * (timing.get("weights") or 1)}
+    rates = {"load": load}
+    for stage in STAGES:
+        n, seconds = units.get(UNIT_OF[stage]) or 0, stages.get(stage)
+        rates[stage] = seconds / n if n and seconds is not None else REFERENCE_RATES[stage]
+    return rates
+
+
+def estimate(lib: Library, kb: KnowledgeBase, settings: RerankSettings | None = None) -> dict:
+    """How long training a reranker on `kb` should take, before starting: the same shape as
+    services.tuning.finetune.estimate ({"stages", "seconds", "measured", "chunks", "pairs", "steps"})."""
+    settings = settings or RerankSettings()
+    run = plan(lib, kb, settings)
+    rates = measured_rates(lib)
+    use = rates or {**REFERENCE_RATES, "load": REFERENCE_LOAD_S}
+    stages = {stage: round(use[stage] * run[UNIT_OF[stage]], 1) for stage in STAGES}
+    stages["train"] = round(stages["train"] + use["load"], 1)
+    return {**run, "stages": stages, "seconds": round(sum(stages.values()), 1), "measured": rates is not None}
+
+
 # --- training data -------------------------------------------------------------------------------
 def examples_from_pairs(lib: Library, kb: KnowledgeBase, pairs: list[Pair]) -> list[Example]:
     """Labelled pairs for the reranker: per pseudo-query its chunk (label 1) and its mined negatives
@@ -398,7 +463,17 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
     settings = settings or RerankSettings()
     name = valid_model_name(name)
     out = new_model_folder(lib, name)
-    stage = on_stage or (lambda *_: None)
+    timing: dict[str, float] = {}
+    marks: list = []
+
+    def stage(name: str) -> None:  # the stages' wall times go to the card (the next run's estimate)
+        now = time.time()
+        if marks:
+            timing[marks[-1][0]] = round(now - marks[-1][1], 2)
+        marks.append((name, now))
+        if on_stage and name != "done":
+            on_stage(name)
+
     started = time.time()
     base = base or bundled_base()
     data = settings.data_settings()
@@ -423,6 +498,7 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress = train_cross_encoder(base, examples, tmp, settings, on_step, cancelled)
+        steps_s = time.time() - progress.started  # the training loop (and saving), without loading the model
         (tmp / CARD).write_text(json.dumps({"name": name, "kind": KIND, "status": "evaluating"}), encoding="utf-8")
         tmp.rename(out)
         stage("after")
@@ -433,6 +509,7 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
                 if cancelled and cancelled():
                     raise Cancelled()
                 tried[weight][k] = evaluate_reranker(lib, kb, qs, str(out), weight=weight)
+        stage("done")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -450,7 +527,10 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
             "added_ms_p50": round(results[deciding]["on"]["p50_ms"] - results[deciding]["off"]["p50_ms"], 1),
             "better": is_better(results), "better_on": deciding, "rerank_weight": weight,
             "weights_tried": {str(w): {k: {m: r[m] for m in ("recall@1", "recall@5", "mrr@10")} for k, r in t.items()}
-                              for w, t in tried.items()}}
+                              for w, t in tried.items()},
+            "timing": {"stages": timing, "steps_s": round(steps_s, 2), "pairs": len(pairs), "steps": progress.steps,
+                       "evaluated": sum(len(qs) for qs in sets.values()), "weights": len(settings.weights),
+                       "chunks": lib.store.count_chunks(kb.id)}}
     if asked:
         card["questions_total"] = total
     card["applied"] = bool(card["better"] and apply)
