@@ -445,6 +445,15 @@ class KB:
         keys bound to their endpoints (services.index.kb_settings.llm_settings)."""
         return llm_settings(self.lib, self.row, session_key, server_llm_secrets(), unsaved)
 
+    def llm_unreachable(self, llm: LLMSettings) -> str:
+        """Why `llm`'s endpoint could not be connected to in the last few seconds (services.answers.llm
+        remembers a connect failure per endpoint), else "": the chat header then says answers are
+        extracts for now instead of naming a model that is not answering."""
+        from services.answers.llm import recent_failure
+
+        failed = recent_failure(llm.base_url) if llm.configured else None
+        return failed[1].message_zh if failed else ""
+
     def embedding_model(self) -> str:
         return self.lib.embedding_model(self.row)
 

@@ -465,3 +465,28 @@ def test_evaluation_csv_has_chinese_headers_and_an_english_key_row():
     assert list(frame.columns)[:3] == ["配置", "问题编号", "问题"] and "答案覆盖@1000" in frame.columns
     assert list(frame.iloc[0])[:3] == ["config", "id", "question"]  # the English keys
     assert frame.iloc[1]["相关文档名次"] == ""  # no "None"
+
+
+def test_chat_header_says_answers_are_extracts_while_the_llm_is_unreachable(two_docs, monkeypatch):
+    """Issue 22 item 3 and the walkthrough: with a saved endpoint that had just refused the
+    connection, the header still said "回答：大模型 m" while every answer fell back to an extract."""
+    import socket
+
+    from services.answers.llm import LLMClient
+    from services.config import LLMSettings
+    from services.errors import LLMError
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("WENDAO_LLM_MODEL", "qwen-test")
+    try:
+        at = app("chat")
+        assert "回答：大模型 qwen-test" in shown(at)
+        with pytest.raises(LLMError):
+            LLMClient(LLMSettings(base_url=url, model="qwen-test", timeout=5)).test_connection()
+        at = app("chat")
+        assert "回答：摘录式（大模型 qwen-test 暂时连不上）" in shown(at)
+    finally:
+        closed.close()

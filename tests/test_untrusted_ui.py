@@ -378,5 +378,5 @@ def test_hostile_document_stays_inert_in_chromium(tmp_path):
         page.goto(url + "/lab")
         page.get_by_label("查询").fill("长江 官方链接")
         page.get_by_label("查询").press("Enter")
-        page.get_by_text("查询分词").wait_for()
+        page.get_by_text("问题切成的词").wait_for()
         clean(page)

@@ -74,9 +74,14 @@ with st.sidebar:
 settings = kb.retrieval_settings()
 llm = kb.llm_settings(api_key())
 top = st.columns([3, 1, 1])
+if not llm.configured:
+    answered_by = "摘录式（未配置大模型）"
+elif kb.llm_unreachable(llm):  # the endpoint just failed to connect: answers fall back to extracts for now
+    answered_by = f"摘录式（大模型 {inert(llm.model, keep_lines=False)} 暂时连不上）"
+else:
+    answered_by = "大模型 " + inert(llm.model, keep_lines=False)
 top[0].caption(f"知识库「{inert(kb.name, keep_lines=False)}」 · 检索：{MODES[settings.mode]}"
-               + (" + 重排" if settings.rerank else "")
-               + f" · 回答：{'大模型 ' + inert(llm.model, keep_lines=False) if llm.configured else '摘录式（未配置大模型）'}")
+               + (" + 重排" if settings.rerank else "") + f" · 回答：{answered_by}")
 top[1].button("新对话", icon=":material/add_comment:", width="stretch", on_click=open_conversation, args=(None,))
 file_name, markdown = kb.export_conversation(conv) if conv else (f"问道对话-{kb.name}.md", "")
 top[2].download_button("导出", icon=":material/download:", data=markdown, file_name=file_name,
