@@ -180,6 +180,18 @@ def test_a_follow_up_after_two_judgments_carries_only_the_followed_case(lib, cas
     assert [c.doc_id for c in a.citations if c.doc_id == doc_b] == []
 
 
+def test_a_follow_up_about_two_listed_judgments_still_says_they_differ(lib, kb):
+    """After a first answer that listed two judgments, the conversation is about both: a follow-up
+    whose answer differs between them says so again instead of picking one silently (walkthrough)."""
+    ingest(lib, kb, JUDGMENT_B, "赵0离婚.txt")
+    ingest(lib, kb, JUDGMENT_C, "周0离婚.txt")
+    docs = [lib.store.find_by_filename(kb.id, n)[0].id for n in ("赵0离婚.txt", "周0离婚.txt")]
+    conv = Conversation([Turn("孩子由谁抚养？", "孩子由谁抚养？", "……", docs)])
+    a = answer_question(Retriever(lib, kb), LLMSettings(), "那原告每个月需要支付多少抚养费呢？", conv)
+    assert a.text.startswith("有 2 份文档给出不同答案：") and "1000元" in a.text and "10000元" in a.text
+    assert {c.doc for c in a.citations} == {"赵0离婚.txt", "周0离婚.txt"}
+
+
 def test_a_self_contained_question_is_not_rewritten_and_leaves_the_case(lib, cases):
     retriever, conv = Retriever(lib, cases), Conversation()
     conv.add(answer_question(retriever, LLMSettings(), "原告王0与被告李x3约定被告每月支付多少生活费？", conv))

@@ -650,10 +650,13 @@ EXTRACT_TOKENS = 3000
 def _extract(query: str, question: str, sources: list[Hit], page_of, timings, context: list[str] | None = None) -> Answer:
     """The pinpointed extract (services.answers.extractive.pinpoint), its citations judged against the
     question: a quote that does not answer it, or one from a document other than the conversation's
-    (`context`), is not supported. Different answers from several documents are reported (not
-    within a conversation's documents: they were chosen by the conversation)."""
-    result = (_pinpoint_as_asked(query, question, sources, context) if context else None) \
-        or pinpoint(query, sources, ambiguity=not context)
+    (`context`), is not supported. Different answers from several documents are reported (within a
+    conversation about one document not: it was chosen by the conversation; about several, among
+    them: the user has not chosen yet)."""
+    # one conversation document: the answer is its; several (the first answer listed two judgments):
+    # different answers among them are said out loud again
+    result = (_pinpoint_as_asked(query, question, sources, context) if context and len(context) == 1 else None) \
+        or pinpoint(query, sources, ambiguity=not context or len(context) > 1)
     extract = Answer(result.text, "extractive", query, question, [], sources, timings)
     extract.answer_span, extract.emphasis, extract.alternatives = result.span, result.emphasis, result.alternatives
     for index, p in enumerate(result.picks):
