@@ -97,7 +97,10 @@ def loss_chart(losses: list[float]) -> alt.Chart:
 def _running(job) -> None:
     """A running fine-tuning job: its stage, steps, time left and the loss curve so far (the
     panel adds the cancel button). The bar is the time spent over the time spent plus the time left."""
-    stage = "正在取消…" if job.status == "cancelling" else STAGE_ZH.get(job.stage, "准备中")
+    if job.status == "cancelling":  # the step under way finishes first (seconds): no climbing bar meanwhile
+        st.info(f"「{inert(job.filename, keep_lines=False)}」：正在取消…当前这一步算完后停止（通常几秒到半分钟），不会保存模型。")
+        return
+    stage = STAGE_ZH.get(job.stage, "准备中")
     share, left = kb.finetune_progress(job)
     text = f"「{inert(job.filename, keep_lines=False)}」：{stage}"
     if job.stage == "train" and job.total:
