@@ -288,6 +288,36 @@ def test_members_cannot_probe_or_load_server_folders_as_models(team, tmp_path):
     assert worker.wait_idle(ws.lib, 120)
 
 
+def test_deleted_text_leaves_no_cached_vectors_behind(team):
+    """Walkthrough: after a KB was deleted, uploading the same file elsewhere said "向量全部来自缓存" —
+    the embedding cache kept the deleted text's vectors, telling any member that someone once had
+    that text. Vectors of text no KB holds any more are dropped; text another KB still holds keeps them."""
+    ws, who, _ = team
+    lib = ws.lib
+    a = ws.session(who["A"])
+    secret = "机密备忘录：第三季度并购目标为某某科技有限公司，报价每股十二元。" * 3
+    shared = "公开资料：公司成立于二〇〇一年，总部位于重庆。" * 3
+    kb = a.create_kb("机密")
+    other = a.create_kb("公开")
+    kb.upload("secret.txt", secret.encode())
+    kb.upload("shared.txt", shared.encode())
+    other.upload("shared.txt", shared.encode())
+    assert worker.wait_idle(lib, 120)
+
+    def cached(keys):
+        return {k for k in keys if lib.cache.db.execute("SELECT 1 FROM vectors WHERE hash=?", (k,)).fetchone()}
+
+    secret_keys = lib.store.embed_keys_of(kb.id, lib.store.find_by_filename(kb.id, "secret.txt")[0].id)
+    shared_keys = lib.store.embed_keys_of(other.id)
+    assert secret_keys and cached(secret_keys) == secret_keys and cached(shared_keys) == shared_keys
+    kb.delete_document(lib.store.find_by_filename(kb.id, "secret.txt")[0].id)
+    assert cached(secret_keys) == set()  # a deleted document's vectors go with it
+    kb.upload("secret.txt", secret.encode())
+    assert worker.wait_idle(lib, 120)
+    kb.delete()
+    assert cached(secret_keys) == set() and cached(shared_keys) == shared_keys  # still held by 公开
+
+
 # --- 6. audit gaps ---------------------------------------------------------------------------------------------
 def test_destructive_actions_are_audited(team):
     ws, who, _ = team

@@ -31,6 +31,7 @@ class EmbeddingCache:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA secure_delete=ON")  # forgotten vectors are overwritten, not left in free pages
         self.db.execute("CREATE TABLE IF NOT EXISTS vectors(model TEXT, hash TEXT, vector BLOB, PRIMARY KEY(model, hash))")
 
     @staticmethod
@@ -61,3 +62,20 @@ class EmbeddingCache:
             self.db.executemany("INSERT OR REPLACE INTO vectors VALUES (?,?,?)",
                                 [(model, k, np.asarray(v, np.float32).tobytes()) for k, v in zip(keys, vectors)])
             self.db.execute("COMMIT")
+
+    def forget(self, keys: set[str] | list[str]) -> None:
+        """Drop the vectors of these texts under every model: text no KB holds any more must not stay
+        behind (in team mode "vectors from the cache" would tell a user that someone had the same text)."""
+        keys = list(keys)
+        if self.readonly or not keys:
+            return
+        with self._lock:
+            self.db.execute("BEGIN")
+            for i in range(0, len(keys), 900):
+                part = keys[i:i + 900]
+                self.db.execute(f"DELETE FROM vectors WHERE hash IN ({','.join('?' * len(part))})", part)
+            self.db.execute("COMMIT")
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the vectors do not linger in the log
+            except sqlite3.Error:
+                pass  # another process is reading: the log is folded in later

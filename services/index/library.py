@@ -117,11 +117,19 @@ class Library:
         with self.write_lock:
             copies = [k for k in self.store.list_kbs() if k.settings.get("source_kb") == kb.id]
             for victim in [kb, *copies]:
+                keys = self.store.embed_keys_of(victim.id)
                 self.store.delete_kb(victim.id)
                 self.keyword.forget(victim.id)
                 self.originals.remove_kb(victim.id)
                 shutil.rmtree(self.kb_folder(victim.id), ignore_errors=True)
                 self.dense.drop_kb(victim.id)
+                self._forget_vectors(keys)
+            self.store.checkpoint()
+
+    def _forget_vectors(self, keys: set[str]) -> None:
+        """Drop cached vectors of texts no chunk holds any more (services.index.embedding_cache.forget)."""
+        if self.cache is not None:
+            self.cache.forget(keys - self.store.embed_keys_in_use(keys))
 
     def kb_folder(self, kb_id: int) -> Path:
         """A folder for files kept for one KB (its saved question set); removed with the KB."""
@@ -167,8 +175,11 @@ class Library:
         with self.write_lock:
             if self.store.get_document(kb.id, doc_id) is None:
                 raise errors.DocumentNotFound()
+            keys = self.store.embed_keys_of(kb.id, doc_id)
             self.dense.drop_points(kb, self.store.delete_document(kb.id, doc_id))
             self.originals.remove(kb.id, doc_id)
+            self._forget_vectors(keys)
+            self.store.checkpoint()
 
     # --- closing --------------------------------------------------------------------------------
     def on_close(self, callback) -> None:

@@ -255,6 +255,7 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA secure_delete=ON")  # deleted documents' text is overwritten, not left in free pages
         self.migrate()
         from services.index.repositories import AccessRows, AuditRows, ConversationRows, JobRows, KeyRows, UserRows
 
@@ -505,6 +506,30 @@ class Store:
             c.id, c.doc_id = cur.lastrowid, doc_id
             ids.append(cur.lastrowid)
         return ids
+
+    def embed_keys_of(self, kb_id: int, doc_id: str | None = None) -> set[str]:
+        """The embedding-cache keys of a KB's (or one document's) chunks, live and pending."""
+        sql, args = "SELECT DISTINCT embed_key FROM chunks WHERE kb_id=? AND embed_key IS NOT NULL", [kb_id]
+        if doc_id is not None:
+            sql, args = sql + " AND doc_id=?", [kb_id, doc_id]
+        return {r[0] for r in self.db.execute(sql, args)}
+
+    def embed_keys_in_use(self, keys: set[str]) -> set[str]:
+        """Those of `keys` that some chunk of any KB still has."""
+        keys, used = list(keys), set()
+        for i in range(0, len(keys), 900):
+            part = keys[i:i + 900]
+            used.update(r[0] for r in self.db.execute(
+                f"SELECT DISTINCT embed_key FROM chunks WHERE embed_key IN ({','.join('?' * len(part))})", part))
+        return used
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file (after a deletion: the deleted text does
+        not linger in wendao.db-wal); skipped quietly while another connection reads."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
 
     def delete_document(self, kb_id: int, doc_id: str) -> list[int]:
         """Delete a document and all its chunks (live and pending); returns the chunk ids removed
