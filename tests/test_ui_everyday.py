@@ -426,6 +426,36 @@ def test_lab_scores_one_panel_per_kind_and_no_none(two_docs):
     assert "毫秒" in caption and "ms" not in caption and "embed_query" not in caption
 
 
+def _walk(block):
+    """Elements of a block in page order (AppTest keeps children by position)."""
+    for child in getattr(block, "children", {}).values():
+        if hasattr(child, "children") and type(child).__name__ not in ("Markdown", "Dataframe"):
+            yield from _walk(child)
+        else:
+            yield child
+
+
+def test_lab_explains_the_expected_passage_first_for_both_settings(two_docs):
+    """Walkthrough: the lab ran only on Enter (no button), its "why was it not found" answer sat
+    under ten full passages, and when comparing two settings it spoke of setting A only."""
+    at = app("lab")
+    assert any(b.label == "检索" for b in at.button)
+    at.text_input[0].input("黄河 母亲河")
+    at.text_input[1].input("被称为中华民族的母亲河")
+    click(at, "检索")
+    where = [m.value for m in at.markdown if m.value.startswith("**期望的内容在哪里")]
+    assert where == ["**期望的内容在哪里**"]
+    said = " ".join(i.value for i in at.info) + " ".join(w.value for w in at.warning) + " ".join(s.value for s in at.success)
+    assert "第 " in said and "名" in said, said
+    shown_in_order = [getattr(e, "value", None) if type(e).__name__ == "Markdown" else type(e).__name__
+                      for e in _walk(at.main)]
+    assert shown_in_order.index("**期望的内容在哪里**") < shown_in_order.index("Dataframe")  # above the tables
+    at.toggle[0].set_value(True).run()
+    ok(at)
+    where = [m.value for m in at.markdown if m.value.startswith("**期望的内容在哪里")]
+    assert where == ["**期望的内容在哪里**（设置 A）", "**期望的内容在哪里（设置 B）**"]
+
+
 def test_settings_show_only_the_chosen_chunkers_fields(two_docs):
     lib, kb = two_docs
     at = app("settings")

@@ -158,7 +158,9 @@ def show_result(result: SearchResult, compact: bool = False) -> None:
         show_table(result.candidates, stages_run(result), compact, listed_below=False)
 
 
-query = st.text_input("查询", placeholder="输入一个问题，看看每个阶段找到了什么")
+ask_col, go_col = st.columns([7, 1], vertical_alignment="bottom")
+query = ask_col.text_input("查询", placeholder="输入一个问题，看看每个阶段找到了什么（回车或点「检索」）")
+go_col.button("检索", type="primary", width="stretch", key="lab_go")  # a click reruns with the typed query
 doc_ids = document_filter(kb, f"lab_docs_{kb.id}")
 expected = st.text_input("期望找到的内容（可选）", placeholder="粘贴一句原文，看看它在每个阶段排第几、为什么没被找到")
 compare = st.toggle("对比两组设置", key="lab_compare")
@@ -177,6 +179,12 @@ else:
 if query.strip():
     result_a = run(a, query)
     result_b = run(b, query) if b else None
+    if result_a and expected.strip():  # the answer to "why was it not found" first, above the tables
+        st.markdown("**期望的内容在哪里**" + ("（设置 A）" if result_b else ""))
+        explain_missing(result_a, expected.strip(), a)
+        if result_b:
+            st.markdown("**期望的内容在哪里（设置 B）**")
+            explain_missing(result_b, expected.strip(), b)
     if result_a and result_b:
         ids_a = {tuple(h.chunk_ids) for h in result_a.hits}
         ids_b = {tuple(h.chunk_ids) for h in result_b.hits}
@@ -191,5 +199,3 @@ if query.strip():
             show_result(result_b, compact=True)
     elif result_a:
         show_result(result_a)
-    if result_a and expected.strip():
-        explain_missing(result_a, expected.strip(), a)
