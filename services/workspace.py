@@ -749,11 +749,11 @@ class KB:
 
         questions = parse_questions(lines)  # a bad file is refused now, not in the background
         self._need("viewer" if chunkers == ["current"] and not keep else "editor")
+        if (overrides or {}).get("reranker_model"):
+            self._check_model(str(overrides["reranker_model"]), self.retrieval_settings().reranker_model)
         parts = split_for_kb(self.lib, self.row, questions[: limit or None])
         if not parts["scored"]:
             raise errors.InvalidQuestionFile(nothing_to_score_zh(parts) + ("问题集未保存。" if keep else ""))
-        if (overrides or {}).get("reranker_model"):
-            self._check_model(str(overrides["reranker_model"]), self.retrieval_settings().reranker_model)
         if keep:
             save_question_set(self.lib, self.row, lines)
         return self.submit("evaluate", "评测", {"lines": lines, "modes": modes, "reranks": reranks,
