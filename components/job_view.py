@@ -199,7 +199,9 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
               finished: Callable | None = None, fold_when_done: bool = False,
               rerun_when: Callable[[list], object] | None = None) -> None:
     """The progress of the KB's jobs of `kinds`, polled from the job rows every second while any is
-    queued or running; finished ones stay listed (for the last hour) until cleared. `key` names
+    queued or running; finished ones stay listed (for the last hour) until cleared (the time of the
+    clearing is kept in session state `jobs_cleared_{key}_{kb.id}`: a page hides the results of
+    those runs too, e.g. 评测's tables). `key` names
     the panel (several on one page); `running` / `finished` replace the default line of a job.
     `fold_when_done`: once nothing is queued or running, the finished lines fold into one closed
     expander whose title sums them up (an upload's log does not stay open on every visit).
@@ -231,7 +233,7 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
                 for job in done:
                     (finished or RENDERERS.get(job.kind, generic_finished))(job)
                 if st.button("清除这些记录", key=f"clear_jobs_{key}_{kb.id}"):
-                    st.session_state[since_key] = time.time()
+                    st.session_state[since_key] = st.session_state[f"jobs_cleared_{key}_{kb.id}"] = time.time()
                     st.rerun()
             if active_now:
                 st.rerun()  # everything finished: show what changed on the whole page (and stop polling)
@@ -256,7 +258,7 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
             for job in done:
                 (finished or RENDERERS.get(job.kind, generic_finished))(job)
             if done and not current and not queued and st.button("清除这些记录", key=f"clear_jobs_{key}_{kb.id}"):
-                st.session_state[since_key] = time.time()
+                st.session_state[since_key] = st.session_state[f"jobs_cleared_{key}_{kb.id}"] = time.time()
                 st.rerun()
         if active_now and not current and not queued:
             st.rerun()  # everything finished: show what changed on the whole page (and stop polling)

@@ -99,15 +99,14 @@ def evaluate(ctx: JobContext) -> dict:
     from services.index.kb_settings import chunking_config, retrieval_settings
     from services.search.retrieval import MODES
     from services.tuning.evaluation import (CHUNKER_NAMES, CHUNKER_PRESETS, MATCH_RULE_ZH, EvalConfig,
-                                            chunker_variant, evaluate, parse_questions, rows_as_dicts,
-                                            split_questions)
+                                            chunker_variant, evaluate, excluded_zh, nothing_to_score_zh,
+                                            parse_questions, rows_as_dicts, split_for_kb)
 
     lib, kb, p = ctx.lib, ctx.kb, ctx.params
-    filenames = [d.filename for d in lib.store.list_documents(kb.id) if d.status == "ready" and d.enabled]
-    parts = split_questions(parse_questions(p["lines"])[: p.get("limit") or None], filenames)
+    parts = split_for_kb(lib, kb, parse_questions(p["lines"])[: p.get("limit") or None])
     questions = parts["scored"]
     if not questions:
-        raise errors.WendaoError("没有可以评测检索的问题：" + _excluded_zh(parts) + "。" + MATCH_RULE_ZH + "。")
+        raise errors.WendaoError(nothing_to_score_zh(parts))
     base = replace(retrieval_settings(lib, kb), **p.get("overrides", {}))
     combos = list(itertools.product(p["chunkers"], p["modes"], p["reranks"]))
     summaries, rows = {}, []
@@ -130,22 +129,9 @@ def evaluate(ctx: JobContext) -> dict:
         summaries.update(found)
         rows.extend(rows_as_dicts(config_rows))
     return {"summaries": summaries, "rows": rows, "questions": len(questions),
-            "excluded": {k: len(parts[k]) for k in ("yesno", "unanswerable", "missing")},
-            "missing_docs": parts["missing_docs"], "match_rule": MATCH_RULE_ZH, "excluded_zh": _excluded_zh(parts),
+            "excluded": {k: len(parts[k]) for k in ("yesno", "unanswerable", "missing", "not_found")},
+            "missing_docs": parts["missing_docs"], "match_rule": MATCH_RULE_ZH, "excluded_zh": excluded_zh(parts),
             "settings": asdict(base) | {"combos": [list(c) for c in combos]}}
-
-
-def _excluded_zh(parts: dict) -> str:
-    """Which questions a retrieval score leaves out and why, in words for the page."""
-    said = []
-    if parts["yesno"]:
-        said.append(f"{len(parts['yesno'])} 个是非题")
-    if parts["unanswerable"]:
-        said.append(f"{len(parts['unanswerable'])} 个文档中没有答案的问题（属于拒答测试，不是检索失败）")
-    if parts["missing"]:
-        names = "、".join(parts["missing_docs"][:5]) + ("等" if len(parts["missing_docs"]) > 5 else "")
-        said.append(f"{len(parts['missing'])} 个问题所针对的 {len(parts['missing_docs'])} 个文档不在知识库中（{names}）")
-    return "；".join(said) if said else "全部问题都参与评测"
 
 
 @handler("finetune")

@@ -751,13 +751,18 @@ class KB:
         """Queue an evaluation run of the question set `lines` (JSONL) over chunker x mode x rerank, on
         the KB's retrieval settings with `overrides`; `keep` saves the set as the KB's question set
         first. `names`: "zh" labels configurations for the page, "mode" as `bm25` / `hybrid+rerank`
-        (the CLI's JSON keys)."""
-        from services.tuning.evaluation import parse_questions, save_question_set
+        (the CLI's JSON keys). A set with no question a retrieval score can use (no answer, answers not
+        found in their documents, documents not in the KB) is refused now (InvalidQuestionFile) and
+        never saved."""
+        from services.tuning.evaluation import nothing_to_score_zh, parse_questions, save_question_set, split_for_kb
 
-        parse_questions(lines)  # a bad file is refused now, not in the background
+        questions = parse_questions(lines)  # a bad file is refused now, not in the background
         self._need("viewer" if chunkers == ["current"] and not keep else "editor")
         if (overrides or {}).get("reranker_model"):
             self._check_model(str(overrides["reranker_model"]), self.retrieval_settings().reranker_model)
+        parts = split_for_kb(self.lib, self.row, questions[: limit or None])
+        if not parts["scored"]:
+            raise errors.InvalidQuestionFile(nothing_to_score_zh(parts) + ("问题集未保存。" if keep else ""))
         if keep:
             save_question_set(self.lib, self.row, lines)
         return self.submit("evaluate", "评测", {"lines": lines, "modes": modes, "reranks": reranks,

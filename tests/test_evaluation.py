@@ -205,3 +205,33 @@ def test_evaluation_cannot_start_on_a_kb_without_the_questions_documents(data_di
     at.get("file_uploader")[0].set_value([("q.jsonl", line.encode(), "application/json")]).run()
     assert not any("无法评测" in w.value for w in at.warning)
     assert not button(at, "开始评测").disabled
+
+
+def test_clearing_the_evaluation_records_clears_the_results_shown(data_dir):
+    """评测's 清除这些记录 clears the finished run's results (last-run line, tables, charts) as well as
+    its job line, and they stay cleared when the page is run again; a new run shows its results."""
+    from test_app import app, button, finish_jobs
+
+    from services.index.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("问题库", create=True)
+    text = "".join(ZH_PARAGRAPHS)
+    assert ingest_bytes(lib, kb, text.encode(), "geo.txt").status == "ok"
+    line = json.dumps({"question": "世界最高峰是哪座山", "doc_file": "geo.txt", "answer": "珠穆朗玛峰"}, ensure_ascii=False)
+    at = app("evaluation")
+    at.radio[0].set_value("upload").run()
+    at.get("file_uploader")[0].set_value([("q.jsonl", line.encode(), "application/json")]).run()
+    at.multiselect[0].set_value(["bm25"]).run()
+    button(at, "开始评测").click().run()
+    finish_jobs(at)
+    assert any(c.value.startswith("最近一次评测") for c in at.caption) and len(at.dataframe) == 2
+    assert at.dataframe[0].value["第1条命中"].iloc[0] == 1.0  # the answer text was located in geo.txt
+    button(at, "清除这些记录").click().run()
+    for _ in range(2):  # cleared, and still cleared when the page runs again
+        assert not any(c.value.startswith("最近一次评测") for c in at.caption)
+        assert len(at.dataframe) == 0 and not any(b.label.startswith("清除这些记录") for b in at.button)
+        at.switch_page("components/pages/evaluation.py").run()
+    button(at, "开始评测").click().run()
+    finish_jobs(at)
+    assert any(c.value.startswith("最近一次评测") for c in at.caption) and len(at.dataframe) == 2

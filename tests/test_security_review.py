@@ -322,7 +322,8 @@ def test_deleted_text_leaves_no_cached_vectors_behind(team):
 def test_destructive_actions_are_audited(team):
     ws, who, _ = team
     kb = ws.session(who["B"]).kb("KB1", "editor")
-    kb.evaluate(['{"question": "长江有多长？", "answer": "6300"}'], ["bm25"], [False], ["current"], keep=True)
+    kb.evaluate(['{"question": "长江有多长？", "doc_file": "k1.txt", "answer": "六千三百公里"}'], ["bm25"], [False],
+                ["current"], keep=True)  # a set with no usable question is refused (and not saved)
     assert worker.wait_idle(ws.lib, 120)
     kb.delete_question_set()
     kb.reembed("multilingual-e5-small (内置)")

@@ -139,8 +139,11 @@ elif source == "sample":
             show_error(exc)
 else:
     upload = st.file_uploader("问题文件（JSONL：每行一个问题，写明问题、所在文档和答案）", type=["jsonl", "json"],
-                              help="每行一个 JSON 对象：question（问题）、doc_file（答案所在的文档）、"
-                                   "answer_spans[].start_in_doc / text（答案在文档中的位置和原文）")
+                              help="每行一个 JSON 对象，例如：\n\n"
+                                   '`{"question": "押金是多少？", "doc_file": "合同.txt", "answer": "800元"}`\n\n'
+                                   "question：问题；doc_file：答案所在的文档（按文件名对应，忽略目录和扩展名）；"
+                                   "answer：答案，须与文档原文一字不差（系统在文档中查找它的位置）。"
+                                   "也可用 answer_spans[].start_in_doc / text 直接给出答案在文档中的位置。")
     if upload:
         try:
             lines = upload.getvalue().decode("utf-8-sig").splitlines()
@@ -199,6 +202,9 @@ if st.button("开始评测", type="primary", disabled=not (questions and lines a
 job_panel(kb, JOBS, "evaluate")
 
 last = kb.last_result("evaluate")  # the KB's latest finished run (from its job row: survives reloads)
+cleared = st.session_state.get(f"jobs_cleared_evaluate_{kb.id}")  # 清除这些记录 clears the results shown too
+if last is not None and cleared is not None and last.updated_at <= cleared:
+    last = None
 if last is not None:
     summaries, rows = last.result.get("summaries", {}), last.result.get("rows", [])
     note = st.session_state.get(f"eval_saved_note_{kb.id}")

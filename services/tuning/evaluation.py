@@ -1,6 +1,7 @@
 """Retrieval evaluation over question sets (the format of shared/data/*/questions.jsonl).
 
-A question has `question`, `doc_file` and `answer_spans[].start_in_doc/text`. A retrieved passage
+A question has `question`, `doc_file` and either `answer` (the answer's text, located in the document
+by `locate_answers`) or `answer_spans[].start_in_doc/text`. A retrieved passage
 is relevant when it is from the gold document and holds a whole answer span. Reported per
 configuration: chunk Recall@1/5/10/20, MRR@10, nDCG@10, document Recall@5, latency p50/p95, and
 answer coverage within the first 1,000 / 2,000 characters of retrieved text (fair across chunk
@@ -80,8 +81,11 @@ def parse_questions(lines: list[str]) -> list[Question]:
         try:
             d = json.loads(line)
             spans = [(int(s["start_in_doc"]), int(s["start_in_doc"]) + len(s["text"])) for s in d.get("answer_spans", [])]
-            answers = d.get("answers") or [s["text"] for s in d.get("answer_spans", [])]
-            kind = str(d.get("answer_type") or ("span" if spans else "unanswerable"))
+            answers = d.get("answers") or ([d["answer"]] if d.get("answer") not in (None, "") else []) \
+                or [s["text"] for s in d.get("answer_spans", [])]
+            if isinstance(answers, str):
+                answers = [answers]
+            kind = str(d.get("answer_type") or ("span" if spans or answers else "unanswerable"))
             questions.append(Question(str(d.get("id", n)), str(d["question"]), d.get("doc_file", ""), spans,
                                       [str(a) for a in answers], kind))
         except (ValueError, KeyError, TypeError) as exc:
@@ -96,6 +100,38 @@ def load_questions(path: str) -> list[Question]:
         return parse_questions(f.read().splitlines())
 
 
+MAX_LOCATED = 50  # occurrences of one answer text kept as spans (a very common text stops there)
+
+
+def locate_answers(lib: Library, kb: KnowledgeBase, questions: list[Question]) -> list[Question]:
+    """Give each span question that has answer text but no offsets (`{"answer": "800元"}`) the spans of
+    EVERY occurrence of each answer text in its document (the KB's stored text of the first ready
+    document matched by `doc_key`): the user named the text, not which occurrence, so a passage holding
+    any of them counts as relevant. Changes the questions in place; returns those whose answer text is
+    not found in their (present) document. Questions whose document the KB lacks are left as they are
+    (`split_questions` reports them as missing)."""
+    texts: dict[str, str | None] = {}
+    not_found = []
+    for q in questions:
+        if q.answer_type != "span" or q.spans or not q.answers:
+            continue
+        if q.doc_key not in texts:
+            docs = [d for d in lib.store.list_documents(kb.id) if d.status == "ready" and doc_key(d.filename) == q.doc_key]
+            texts[q.doc_key] = lib.store.document_text(kb.id, docs[0].id) if docs else None
+        text = texts[q.doc_key]
+        if text is None:
+            continue
+        for answer in {a.strip() for a in q.answers if a.strip()}:
+            at = text.find(answer)
+            while at >= 0 and len(q.spans) < MAX_LOCATED:
+                q.spans.append((at, at + len(answer)))
+                at = text.find(answer, at + 1)
+        q.spans.sort()
+        if not q.spans:
+            not_found.append(q)
+    return not_found
+
+
 def holds_answer(doc_name: str, start: int, end: int, q: Question) -> bool:
     """The relevance rule: a passage [start, end) of the gold document (matched by `doc_key`) that holds
     a whole answer span."""
@@ -104,13 +140,16 @@ def holds_answer(doc_name: str, start: int, end: int, q: Question) -> bool:
 
 def split_questions(questions: list[Question], filenames: list[str]) -> dict:
     """The questions a retrieval score is computed on, and the rest by reason: {"scored", "yesno",
-    "unanswerable", "missing": questions whose document the KB lacks, "missing_docs": those names}."""
+    "unanswerable", "missing": questions whose document the KB lacks, "missing_docs": those names,
+    "not_found": questions with an answer text that `locate_answers` did not find in their document}."""
     held = {doc_key(f) for f in filenames}
-    out = {"scored": [], "yesno": [], "unanswerable": [], "missing": [], "missing_docs": []}
+    out = {"scored": [], "yesno": [], "unanswerable": [], "missing": [], "missing_docs": [], "not_found": []}
     for q in questions:
         if q.answer_type == "yesno":
             out["yesno"].append(q)
-        elif not q.retrievable:
+        elif q.answer_type == "span" and not q.spans and q.answers and q.doc_key in held:
+            out["not_found"].append(q)
+        elif not q.retrievable and not (q.answer_type == "span" and q.answers):
             out["unanswerable"].append(q)
         elif q.doc_key not in held:
             out["missing"].append(q)
@@ -119,6 +158,37 @@ def split_questions(questions: list[Question], filenames: list[str]) -> dict:
         else:
             out["scored"].append(q)
     return out
+
+
+def split_for_kb(lib: Library, kb: KnowledgeBase, questions: list[Question]) -> dict:
+    """`split_questions` against the KB's ready, switched-on documents, answer texts located first."""
+    filenames = [d.filename for d in lib.store.list_documents(kb.id) if d.status == "ready" and d.enabled]
+    locate_answers(lib, kb, questions)
+    return split_questions(questions, filenames)
+
+
+def excluded_zh(parts: dict) -> str:
+    """Which questions a retrieval score leaves out and why, in words for the page."""
+    said = []
+    if parts["yesno"]:
+        said.append(f"{len(parts['yesno'])} 个是非题")
+    if parts["unanswerable"]:
+        said.append(f"{len(parts['unanswerable'])} 个没有答案的问题（拒答测试或未写答案，不计入检索评分）")
+    if parts.get("not_found"):
+        names = "、".join(f"「{q.question[:30]}」" for q in parts["not_found"][:3]) + ("等" if len(parts["not_found"]) > 3 else "")
+        said.append(f"{len(parts['not_found'])} 个问题的答案在文档中找不到：{names}（答案须与文档原文一字不差）")
+    if parts["missing"]:
+        names = "、".join(parts["missing_docs"][:5]) + ("等" if len(parts["missing_docs"]) > 5 else "")
+        said.append(f"{len(parts['missing'])} 个问题所针对的 {len(parts['missing_docs'])} 个文档不在知识库中（{names}）")
+    return "；".join(said) if said else "全部问题都参与评测"
+
+
+def nothing_to_score_zh(parts: dict) -> str:
+    """Why a question set has no question a retrieval score can be computed on (the file-name rule
+    only when documents were not matched)."""
+    return ("没有可以评测检索的问题：" + excluded_zh(parts) + "。"
+            + (MATCH_RULE_ZH + "。" if parts["missing"] else "")
+            + "每个问题需要写明答案（answer：文档中的原文）。")
 
 
 def is_relevant(hit: Hit, q: Question) -> bool:
@@ -145,12 +215,15 @@ def save_question_set(lib: Library, kb: KnowledgeBase, lines: list[str]) -> list
 
 
 def question_set(lib: Library, kb: KnowledgeBase) -> list[Question] | None:
-    """The KB's saved question set, or None when it has none (or the file no longer parses)."""
+    """The KB's saved question set, or None when it has none (or the file no longer parses); answers
+    given as text only are located in the KB's documents (`locate_answers`)."""
     path = lib.kb_folder(kb.id) / QUESTION_SET_FILE
     if not path.exists():
         return None
     try:
-        return parse_questions(json.loads(path.read_text(encoding="utf-8"))["lines"])
+        questions = parse_questions(json.loads(path.read_text(encoding="utf-8"))["lines"])
+        locate_answers(lib, kb, questions)
+        return questions
     except (ValueError, KeyError, TypeError, OSError, errors.InvalidQuestionFile):
         log.warning("unreadable question set %s", path)
         return None
