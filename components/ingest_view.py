@@ -7,6 +7,7 @@ the sidebar show it) and the panel shows the vectors' progress apart until they 
 """
 from __future__ import annotations
 
+import time
 
 import streamlit as st
 
@@ -83,6 +84,14 @@ def upload_section(kb: KB, config) -> None:
 def upload_panel(kb: KB) -> None:
     """The batch's progress, polled from the job rows every second while files are queued or running."""
     job_panel(kb, UPLOAD_KINDS, "upload", fold_when_done=True, rerun_when=documents_changed)
+
+
+def dismiss_finished_uploads(kb: KB) -> None:
+    """After documents are deleted: a finished upload log ("12/12（全部完成）：12 个已索引") would
+    contradict the document list, so it is cleared (a batch still running stays listed)."""
+    since_key = f"jobs_since_upload_{kb.id}"
+    if not any(j.active for j in kb.jobs(st.session_state.get(since_key), UPLOAD_KINDS)):
+        st.session_state[since_key] = time.time()
 
 
 def documents_changed(jobs) -> tuple:

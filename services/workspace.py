@@ -694,6 +694,13 @@ class KB:
         self.row = self.lib.rename_kb(self.row, name)
         self.session.audit("kb_renamed", old, self.name)
 
+    def deletion_summary(self) -> dict:
+        """What deleting the KB removes, for the confirmation: {"documents": n, "conversations": n
+        (everyone's, not only the caller's), "question_set": bool}."""
+        return {"documents": len(self.store.list_documents(self.id)),
+                "conversations": len(conversations.list_for(self.store, self.id)),
+                "question_set": self.question_set() is not None}
+
     def delete(self) -> None:
         """Delete the KB with its documents, indexes, conversations, keys and hidden copies."""
         self._need("owner")

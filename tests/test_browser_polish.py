@@ -69,8 +69,13 @@ def english(strings: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("polish-data")
+def polish_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("polish-data")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, polish_data):
+    data = polish_data
     docs = tmp_path_factory.mktemp("polish-docs")
     for i, text in enumerate(ZH_PARAGRAPHS):
         (docs / f"地理{i + 1}.txt").write_text(text * 3, encoding="utf-8")
@@ -200,3 +205,41 @@ def test_lab_score_charts_use_the_page_width(page, server):
     assert len(boxes) >= 3
     assert len({round(b["y"]) for b in boxes}) == 1  # one row
     assert max(b["x"] + b["width"] for b in boxes) - min(b["x"] for b in boxes) > 0.8 * main["width"]
+
+
+def test_deleting_a_conversation_asks_in_view_and_names_it_in_a_900px_window(page, server, polish_data):
+    """Issue 22 item 14: with a long conversation list, the confirmation of 删除当前对话 appeared below
+    the fold of a 900 px window (the button seemed to do nothing) and did not name the conversation."""
+    from services import conversations
+    from services.index.library import open_library
+
+    lib = open_library(polish_data)
+    kb = lib.store.find_kb("地理资料")
+    keys = [f"fold{i:02d}" for i in range(30)]
+    for i, key in enumerate(keys):
+        conversations.create(lib.store, kb.id, title=f"黄河的第 {i + 1} 个问题", key=key)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    try:
+        visit(page, server + "/?c=" + keys[0])  # the oldest: its button is the last in the list
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text("管理当前对话").click()
+        sidebar.get_by_role("button", name="删除当前对话").click()
+        question = page.get_by_text("确定删除对话「黄河的第 1 个问题」？")
+        question.wait_for()
+        wait_idle(page)
+
+        def in_view(locator) -> bool:
+            box = locator.bounding_box()
+            return box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 900
+
+        assert page.get_by_role("dialog").filter(has_text="确定删除对话").is_visible()
+        assert in_view(question)  # seen without scrolling
+        confirm = page.get_by_role("dialog").get_by_role("button", name="确认删除")
+        assert in_view(confirm)
+        confirm.click()
+        page.get_by_text("已删除对话「黄河的第 1 个问题」").wait_for()
+        wait_idle(page)
+        assert [c.key for c in conversations.list_for(lib.store, kb.id)].count(keys[0]) == 0
+        assert not sidebar.get_by_role("button", name="黄河的第 1 个问题（0 问）").count()
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})

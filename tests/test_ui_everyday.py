@@ -520,3 +520,66 @@ def test_chat_header_says_answers_are_extracts_while_the_llm_is_unreachable(two_
         assert "回答：摘录式（大模型 qwen-test 暂时连不上）" in shown(at)
     finally:
         closed.close()
+
+
+# --- issue 22 items 1, 12 and 14: deletions name what they delete and say they happened --------
+def test_kb_delete_confirmation_counts_what_it_holds_and_says_it_is_done(two_docs):
+    from services import conversations
+    from services.tuning.evaluation import save_question_set
+
+    lib, kb = two_docs
+    lib.kb("另一个", create=True)
+    conversations.create(lib.store, kb.id)
+    conversations.create(lib.store, kb.id, owner="someone-else")
+    at = app("library")
+    click(at, "删除知识库")
+    assert "确定删除知识库「资料」？其中的 2 个文档 和 2 个对话（连同片段和索引）将被永久删除" in shown(at), shown(at)
+    click(at, "取消")
+    save_question_set(lib, kb, ['{"question": "长江多长？", "answer": "六千三百公里"}'])
+    at.run()
+    click(at, "删除知识库")
+    assert "其中的 2 个文档、2 个对话 和已保存的问题集" in shown(at)
+    click(at, "确认删除知识库")
+    assert lib.store.find_kb("资料") is None
+    assert "已删除知识库「资料」" in [s.value for s in at.success]
+
+
+def test_conversation_delete_asks_in_a_dialog_naming_it_and_says_it_is_done(two_docs):
+    at = app("chat")
+    ask(at, "长江全长多少公里？")
+    conv = at.query_params["c"]
+    click(at, "删除当前对话")
+    [box] = [w for w in at.warning if "确定删除对话" in w.value]
+    assert plain(box.value) == "确定删除对话「长江全长多少公里？」？删除后无法恢复。"
+    assert box not in at.sidebar.warning  # in the dialog over the page, not low in the sidebar
+    click(at, "取消")
+    assert not any("确定删除对话" in w.value for w in at.warning) and at.query_params["c"] == conv
+    click(at, "删除当前对话")
+    click(at, "确认删除")
+    assert "c" not in at.query_params and not any("确定删除对话" in w.value for w in at.warning)
+    assert any(plain(t.value) == "已删除对话「长江全长多少公里？」" for t in at.toast)
+
+
+def test_deleting_a_document_says_so_and_clears_the_finished_upload_log(data_dir):
+    from services import worker
+    from services.index.library import open_library
+
+    at = app("library")
+    at.text_input[0].input("删除测试")
+    click(at, "创建")
+    at.get("file_uploader")[0].set_value([("长江.txt", "长江是中国第一大河。".encode() * 5, "text/plain"),
+                                          ("黄河.txt", "黄河是中国第二长河。".encode() * 5, "text/plain")])
+    at.run()
+    click(at, "开始索引 2 个文件")
+    assert worker.wait_idle(open_library(), 120)
+    at.run()
+    assert any("2 个已索引" in e.label for e in at.expander)
+    names = list(at.dataframe[0].value["文件名"])
+    at.session_state[at.dataframe[0].key] = {"selection": {"rows": [names.index("黄河.txt")], "columns": [], "cells": []}}
+    at.run()
+    click(at, "删除选中的 1 个文档")
+    click(at, "确认删除")
+    assert "已删除 1 个文档：黄河.txt" in [plain(s.value) for s in at.success]
+    lib = open_library()
+    assert [d.filename for d in lib.store.list_documents(lib.kb("删除测试").id)] == ["长江.txt"]
+    assert not any("已索引" in e.label for e in at.expander)  # "2 个已索引" no longer beside 1 document

@@ -26,6 +26,27 @@ def open_conversation(key: str | None) -> None:
     st.session_state.pop("confirm_conv_delete", None)
 
 
+def forget_conv_delete() -> None:
+    st.session_state.pop("confirm_conv_delete", None)
+
+
+@st.dialog("删除对话", on_dismiss=forget_conv_delete)
+def confirm_conv_delete(key: str) -> None:
+    """The deletion's confirmation, naming the conversation (issue 22 #12: shown in the sidebar's
+    expander, it fell below the fold of a 900 px window and the button seemed to do nothing)."""
+    title = inert(kb.conversation(key).title, keep_lines=False)
+    st.warning(f"确定删除对话「{title}」？删除后无法恢复。")
+    c1, c2 = st.columns(2)
+    if c1.button("确认删除", type="primary", key="delete_conv_yes", width="stretch"):
+        kb.delete_conversation(key)
+        open_conversation(None)
+        st.session_state["flash_conv"] = f"已删除对话「{title}」"
+        st.rerun()
+    if c2.button("取消", key="delete_conv_no", width="stretch"):
+        forget_conv_delete()
+        st.rerun()
+
+
 conv = open_convs.get(kb.id)
 if conv is not None:
     try:
@@ -59,16 +80,11 @@ with st.sidebar:
                         show_error(exc)
             if st.button("删除当前对话", icon=":material/delete:", key="delete_conv"):
                 st.session_state["confirm_conv_delete"] = conv
-            if st.session_state.get("confirm_conv_delete") == conv:
-                st.warning("确定删除这个对话？删除后无法恢复。")
-                c1, c2 = st.columns(2)
-                if c1.button("确认删除", type="primary", key="delete_conv_yes"):
-                    kb.delete_conversation(conv)
-                    open_conversation(None)
-                    st.rerun()
-                if c2.button("取消", key="delete_conv_no"):
-                    st.session_state.pop("confirm_conv_delete", None)
-                    st.rerun()
+if conv is not None and st.session_state.get("confirm_conv_delete") == conv:
+    confirm_conv_delete(conv)  # a dialog over the page: in view however long the sidebar is
+
+if message := st.session_state.pop("flash_conv", None):
+    st.toast(message)
 
 # --- header: settings line, new conversation, export, document filter -------------------------
 settings = kb.retrieval_settings()

@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from components.ingest_view import upload_panel, upload_section
+from components.ingest_view import dismiss_finished_uploads, upload_panel, upload_section
 from components.job_view import job_panel, new_batch
 from components.safe_text import inert, inert_name
 from components.account import keys_panel, share_dialog
@@ -22,6 +22,32 @@ STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 MAINTENANCE_KINDS = ("rechunk", "reindex", "optimize")  # shown in one panel below the document row
 
 st.title("文档库")
+
+
+def flash(slot: str) -> None:
+    """A success message kept across the rerun that follows a deletion (a toast sent just before
+    st.rerun() is lost): shown once, where the deletion happened, and as a toast."""
+    message = st.session_state.pop(f"flash_{slot}", None)
+    if message:
+        st.success(message, icon=":material/check_circle:")
+        st.toast(message)
+
+
+def deletion_warning(kb) -> str:
+    """The KB deletion's confirmation, naming the KB and what it really holds."""
+    held = kb.deletion_summary()
+    parts = [f"{held['documents']} 个文档"]
+    if held["conversations"]:
+        parts.append(f"{held['conversations']} 个对话")
+    if held["question_set"]:
+        parts.append("已保存的问题集")
+    last = parts.pop()
+    listed = "、".join(parts) + ((" 和 " if last[0].isdigit() else " 和") if parts else "") + last
+    return (f"确定删除知识库「{inert(kb.name, keep_lines=False)}」？其中的 {listed}（连同片段和索引）将被永久删除，"
+            "无法恢复。")
+
+
+flash("kb")
 
 with st.expander("新建知识库", expanded=current_kb() is None):
     with st.form("new_kb", clear_on_submit=True):
@@ -50,7 +76,7 @@ with st.expander("重命名或删除知识库"):
     if st.button("删除知识库", icon=":material/delete_forever:", key=f"delete_kb_{kb.id}"):
         st.session_state["confirm_delete_kb"] = kb.id
     if st.session_state.get("confirm_delete_kb") == kb.id:
-        st.warning(f"确定删除知识库「{inert(kb.name, keep_lines=False)}」？其中的全部文档、片段、索引和对话记录都会删除，无法恢复。")
+        st.warning(deletion_warning(kb))
         c1, c2 = st.columns(2)
         if c1.button("确认删除知识库", type="primary", key=f"delete_kb_yes_{kb.id}"):
             try:
@@ -58,7 +84,7 @@ with st.expander("重命名或删除知识库"):
                 st.session_state.pop("confirm_delete_kb", None)
                 st.session_state.pop("kb_id", None)
                 st.session_state.get("open_conv", {}).pop(kb.id, None)
-                st.toast(f"已删除知识库 {inert(kb.name, keep_lines=False)}")
+                st.session_state["flash_kb"] = f"已删除知识库「{inert(kb.name, keep_lines=False)}」"
                 st.rerun()
             except Exception as exc:
                 show_error(exc)
@@ -98,6 +124,7 @@ def start(submit) -> None:
 
 # --- documents ----------------------------------------------------------------------------------
 st.markdown("#### 文档列表")
+flash("docs")
 docs = kb.documents()
 if not docs:
     st.info("这个知识库还没有文档。")
@@ -126,7 +153,11 @@ if chosen_rows:
                 for d in chosen_rows:
                     kb.delete_document(d.id)
                 st.session_state.pop("confirm_delete_rows", None)
-                st.toast(f"已删除 {len(chosen_rows)} 个文档")
+                st.session_state["flash_docs"] = (
+                    f"已删除 {len(chosen_rows)} 个文档："
+                    + "、".join(inert(display_name(d.filename), keep_lines=False) for d in chosen_rows[:5])
+                    + ("等" if len(chosen_rows) > 5 else ""))
+                dismiss_finished_uploads(kb)  # its "12 个已索引" would contradict the list now
                 st.rerun()
             except Exception as exc:
                 show_error(exc)
