@@ -133,23 +133,51 @@ def plan(chunks: int, documents: int, settings: FinetuneSettings) -> dict:
     return {"chunks": chunks, "pairs": pairs, "steps": steps, "mix": mix}
 
 
-def measured_rates(lib: Library) -> dict | None:
-    """Seconds per unit of each stage from the latest run on this data dir that recorded them."""
-    cards = [c for c in finetuned_models(lib) if c.get("timing")]
+def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rates: dict, reference_load: float,
+                 units: Callable[[dict], dict] = lambda timing: timing) -> dict | None:
+    """Seconds per unit of each stage from the newest card that recorded its timing (embedder
+    fine-tuning and reranker training both): the train stage's model loading ("load") apart from its
+    steps; a stage the card did not time keeps the reference machine's rate. `units(timing)`: how
+    many units each stage handled (its unit names per `unit_of`)."""
+    cards = [c for c in cards if c.get("timing")]
     if not cards:
         return None
     timing = max(cards, key=lambda c: c.get("created_at", 0))["timing"]
-    stages = dict(timing.get("stages", {}))
-    load = REFERENCE_LOAD_S
-    if timing.get("steps_s") is not None and stages.get("train") is not None:
-        load = max(0.0, stages["train"] - timing["steps_s"])
-        stages["train"] = timing["steps_s"]
+    seconds = dict(timing.get("stages", {}))
+    load = reference_load
+    if timing.get("steps_s") is not None and seconds.get("train") is not None:
+        load = max(0.0, seconds["train"] - timing["steps_s"])
+        seconds["train"] = timing["steps_s"]
+    done = units(timing)
     rates = {"load": load}
-    for stage in STAGES:
-        units = timing.get(UNIT_OF[stage]) or 0
-        seconds = stages.get(stage)
-        rates[stage] = seconds / units if units and seconds is not None else REFERENCE_RATES[stage]
+    for stage in stages:
+        n = done.get(unit_of[stage]) or 0
+        rates[stage] = seconds[stage] / n if n and seconds.get(stage) is not None else reference_rates[stage]
     return rates
+
+
+def measured_rates(lib: Library) -> dict | None:
+    """Seconds per unit of each stage from the latest run on this data dir that recorded them."""
+    return latest_rates(finetuned_models(lib), STAGES, UNIT_OF, REFERENCE_RATES, REFERENCE_LOAD_S)
+
+
+class StageClock:
+    """Times a training run's named stages, one after another: `clock("train")` ends the stage under
+    way and starts the next (telling `on_stage`, except for the final "done"); `timing` holds each
+    finished stage's wall seconds, which the model card keeps for the next run's estimate."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None = None):
+        self.timing: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+        self._on_stage = on_stage
+
+    def __call__(self, name: str) -> None:
+        now = time.time()
+        if self._current:
+            self.timing[self._current[0]] = round(now - self._current[1], 2)
+        self._current = (name, now)
+        if self._on_stage and name != "done":
+            self._on_stage(name)
 
 
 def estimate(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings | None = None) -> dict:
@@ -623,16 +651,8 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     settings = settings or FinetuneSettings()
     name = valid_model_name(name)
     out = new_model_folder(lib, name)
-    timing: dict[str, float] = {}
-    marks: list = []
-
-    def stage(name: str) -> None:  # the stages' wall times go to the card (the next run's estimate)
-        now = time.time()
-        if marks:
-            timing[marks[-1][0]] = round(now - marks[-1][1], 2)
-        marks.append((name, now))
-        if on_stage and name != "done":
-            on_stage(name)
+    stage = StageClock(on_stage)  # the stages' wall times go to the card (the next run's estimate)
+    timing = stage.timing
 
     started = time.time()
     base = trainable_base(lib, kb)

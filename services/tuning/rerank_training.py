@@ -44,7 +44,7 @@ from services.documents.text import normalize
 from services.index.library import Library
 from services.index.store import KnowledgeBase
 from services.tuning.evaluation import Question, question_set
-from services.tuning.finetune import (CARD, Cancelled, FinetuneSettings, Pair, Progress, autocast,
+from services.tuning.finetune import (CARD, Cancelled, FinetuneSettings, Pair, Progress, StageClock, autocast,
                                       current_embedder, new_model_folder, valid_model_name,
                                       generate_pairs, mine_negatives, models_dir, pair_questions,
                                       split_heldout)
@@ -137,23 +137,11 @@ def plan(lib: Library, kb: KnowledgeBase, settings: RerankSettings) -> dict:
 
 def measured_rates(lib: Library) -> dict | None:
     """Seconds per unit of each stage from the latest reranker trained on this data dir that recorded them."""
-    from services.tuning.finetune import finetuned_models
+    from services.tuning.finetune import finetuned_models, latest_rates
 
-    cards = [c for c in finetuned_models(lib, KIND) if c.get("timing")]
-    if not cards:
-        return None
-    timing = max(cards, key=lambda c: c.get("created_at", 0))["timing"]
-    stages = dict(timing.get("stages", {}))
-    load = REFERENCE_LOAD_S
-    if timing.get("steps_s") is not None and stages.get("train") is not None:
-        load = max(0.0, stages["train"] - timing["steps_s"])
-        stages["train"] = timing["steps_s"]
-    units = {**timing, "evaluated_on": (timing.get("evaluated") or 0) * (timing.get("weights") or 1)}
-    rates = {"load": load}
-    for stage in STAGES:
-        n, seconds = units.get(UNIT_OF[stage]) or 0, stages.get(stage)
-        rates[stage] = seconds / n if n and seconds is not None else REFERENCE_RATES[stage]
-    return rates
+    return latest_rates(finetuned_models(lib, KIND), STAGES, UNIT_OF, REFERENCE_RATES, REFERENCE_LOAD_S,
+                        units=lambda timing: {**timing, "evaluated_on": (timing.get("evaluated") or 0)
+                                              * (timing.get("weights") or 1)})
 
 
 def estimate(lib: Library, kb: KnowledgeBase, settings: RerankSettings | None = None) -> dict:
@@ -463,16 +451,8 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
     settings = settings or RerankSettings()
     name = valid_model_name(name)
     out = new_model_folder(lib, name)
-    timing: dict[str, float] = {}
-    marks: list = []
-
-    def stage(name: str) -> None:  # the stages' wall times go to the card (the next run's estimate)
-        now = time.time()
-        if marks:
-            timing[marks[-1][0]] = round(now - marks[-1][1], 2)
-        marks.append((name, now))
-        if on_stage and name != "done":
-            on_stage(name)
+    stage = StageClock(on_stage)  # the stages' wall times go to the card (the next run's estimate)
+    timing = stage.timing
 
     started = time.time()
     base = base or bundled_base()
