@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import zipfile
 
 ZH_PARAGRAPHS = [
@@ -115,3 +116,24 @@ def stop(proc) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def serve_geography(data, docs):
+    """`wendao serve` (a real process on 127.0.0.1, no LLM) over the KB 地理资料 of the three geography
+    paragraphs, ingested by the CLI into `data`; yields the URL (browser tests of pages; use as a
+    module fixture's body: `yield from serve_geography(data, docs)`)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    for i, text in enumerate(ZH_PARAGRAPHS):
+        (docs / f"地理{i + 1}.txt").write_text(text * 3, encoding="utf-8")
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data), "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "",
+           "WENDAO_LLM_MODEL": ""}
+    subprocess.run([sys.executable, "-m", "services", "ingest", "--kb", "地理资料", str(docs)], cwd=root, env=env,
+                   check=True, capture_output=True)
+    port = free_port()
+    proc, url = serving([sys.executable, "-m", "services", "serve", "--port", str(port)], port, env, root)
+    yield url
+    stop(proc)

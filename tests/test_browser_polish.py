@@ -5,14 +5,11 @@ document list after an upload, folds the finished upload log, deletes a document
 shows its buttons whole; the lab's score charts use the page width."""
 import os
 import re
-import subprocess
-import sys
 import urllib.request
 
 import pytest
 
-from conftest import ROOT
-from fixtures import ZH_PARAGRAPHS, free_port, serving, stop
+from fixtures import ZH_PARAGRAPHS, serve_geography
 from test_browser import ARGS, CHROMIUM, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
@@ -75,18 +72,7 @@ def polish_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, polish_data):
-    data = polish_data
-    docs = tmp_path_factory.mktemp("polish-docs")
-    for i, text in enumerate(ZH_PARAGRAPHS):
-        (docs / f"地理{i + 1}.txt").write_text(text * 3, encoding="utf-8")
-    env = {**os.environ, "WENDAO_DATA_DIR": str(data), "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "",
-           "WENDAO_LLM_MODEL": ""}
-    subprocess.run([sys.executable, "-m", "services", "ingest", "--kb", "地理资料", str(docs)], cwd=ROOT, env=env,
-                   check=True, capture_output=True)
-    port = free_port()
-    proc, url = serving([sys.executable, "-m", "services", "serve", "--port", str(port)], port, env, ROOT)
-    yield url
-    stop(proc)
+    yield from serve_geography(polish_data, tmp_path_factory.mktemp("polish-docs"))
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,10 @@ window, one list of background work on 评测, and one colour per configuration 
 lines, points and bars)."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
-from fixtures import ZH_PARAGRAPHS, free_port, serving, stop
+from fixtures import ZH_PARAGRAPHS, serve_geography
 from test_browser import ARGS, CHROMIUM, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
@@ -42,18 +39,7 @@ CHART_COLOURS = """chart => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("walk-data")
-    docs = tmp_path_factory.mktemp("walk-docs")
-    for i, text in enumerate(ZH_PARAGRAPHS):
-        (docs / f"地理{i + 1}.txt").write_text(text * 3, encoding="utf-8")
-    env = {**os.environ, "WENDAO_DATA_DIR": str(data), "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "",
-           "WENDAO_LLM_MODEL": ""}
-    subprocess.run([sys.executable, "-m", "services", "ingest", "--kb", "地理资料", str(docs)], cwd=ROOT, env=env,
-                   check=True, capture_output=True)
-    port = free_port()
-    proc, url = serving([sys.executable, "-m", "services", "serve", "--port", str(port)], port, env, ROOT)
-    yield url
-    stop(proc)
+    yield from serve_geography(tmp_path_factory.mktemp("walk-data"), tmp_path_factory.mktemp("walk-docs"))
 
 
 @pytest.fixture(scope="module")
