@@ -148,6 +148,17 @@ def wait_idle(page):
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=180_000)
 
 
+def create_kb(page, name: str):
+    """Create a KB on 文档库 (the 新建知识库 form is folded when a KB exists, open when none does)."""
+    name_box = page.get_by_label("知识库名称")
+    if not name_box.is_visible():
+        page.get_by_text("新建知识库").first.click()
+    name_box.fill(name)
+    page.get_by_role("button", name="创建").click()
+    page.get_by_text(f"知识库：{name}").wait_for()
+    wait_idle(page)
+
+
 def test_upload_pdf_and_gbk_text(page, app_url, shots, tmp_path):
     page.goto(app_url + "/library")
     page.get_by_label("知识库名称").fill("浏览器测试")
@@ -191,13 +202,7 @@ def test_upload_xlsx_and_a_scanned_pdf(page, app_url, tmp_path):
     scan.write_bytes(_text_then_scanned_page(bench))
     page.goto(app_url + "/library")
     wait_idle(page)
-    name_box = page.get_by_label("知识库名称")  # a KB of its own (the form is folded when one exists)
-    if not name_box.is_visible():
-        page.get_by_text("新建知识库").first.click()
-    name_box.fill("格式测试")
-    page.get_by_role("button", name="创建").click()
-    page.get_by_text("知识库：格式测试").wait_for()
-    wait_idle(page)
+    create_kb(page, "格式测试")  # a KB of its own
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(sheet), str(scan)])
     page.get_by_role("button", name="开始索引 2 个文件").click()
     page.get_by_text("文件 2/2（全部完成）").wait_for(timeout=240_000)

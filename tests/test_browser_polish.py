@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from fixtures import ZH_PARAGRAPHS, serve_geography
-from test_browser import ARGS, CHROMIUM, wait_idle
+from test_browser import ARGS, CHROMIUM, create_kb, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
     not CHROMIUM and not os.environ.get("WENDAO_REQUIRE_BROWSER"), reason="Debian chromium not installed")]
@@ -130,13 +130,7 @@ def test_every_page_is_zh_cn_without_english_outside_the_allow_list(page, server
 def test_library_keeps_its_list_folds_the_log_deletes_from_a_row_and_shows_whole_buttons(page, server, tmp_path):
     """Item 12."""
     visit(page, server + "/library")
-    name_box = page.get_by_label("知识库名称")
-    if not name_box.is_visible():
-        page.get_by_text("新建知识库").first.click()
-    name_box.fill("上传测试")
-    page.get_by_role("button", name="创建").click()
-    page.get_by_text("知识库：上传测试").wait_for()
-    wait_idle(page)
+    create_kb(page, "上传测试")
     files = []
     for i, text in enumerate(ZH_PARAGRAPHS[:2]):
         f = tmp_path / f"河流{i + 1}.txt"

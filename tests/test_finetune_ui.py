@@ -134,22 +134,32 @@ def test_the_result_says_which_queries_and_how_much_of_the_training_was_kept(tin
     assert not at.exception and "保留训练带来的变化的 50%" in texts(at) and "12 道验证题" in texts(at)
 
 
-def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):
-    from services.tuning import finetune
+def slow_run_under_way(tiny_kb, monkeypatch, name: str, steps: int):
+    """The 微调 page, rerun once a fine-tuning run started there (slowed to 0.1 s a step) has trained
+    `steps` steps."""
     from services import worker
+    from services.tuning import finetune
 
     lib, kb = tiny_kb
     to_device = finetune._to_device
     monkeypatch.setattr(finetune, "_to_device", lambda *a: time.sleep(0.1) or to_device(*a))  # slow steps
     at = app("finetune")
-    start(at, "慢模型", 20, 400)
+    start(at, name, 20, 400)
     deadline = time.time() + 120
     while time.time() < deadline:
         [job] = worker.jobs(lib, kb, kinds=("finetune",))
-        if job.stage == "train" and job.done >= 2:
+        if job.stage == "train" and job.done >= steps:
             break
         time.sleep(0.2)
-    at.run()  # a user coming back to the page sees the running job
+    at.run()
+    return at
+
+
+def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):
+    from services import worker
+
+    lib, kb = tiny_kb
+    at = slow_run_under_way(tiny_kb, monkeypatch, "慢模型", steps=2)  # a user coming back to the page sees it
     shown = texts(at)
     assert "「慢模型」：训练 · 第 " in shown and "剩余" in shown and "训练损失" in shown, shown
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")

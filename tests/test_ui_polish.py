@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from test_app import app, button
-from test_finetune_ui import start, tiny_kb  # noqa: F401 - fixture
+from test_finetune_ui import slow_run_under_way, start, tiny_kb  # noqa: F401 - fixture
 from test_ui_everyday import two_docs  # noqa: F401 - fixture
 
 # The words the issue found on 设置 and 微调 (item 10): not in any label or text shown, only in tooltips.
@@ -101,20 +101,9 @@ def test_the_bar_and_the_time_left_agree():
 
 def test_running_job_shows_the_same_share_in_text_and_bar_and_a_loss_chart_with_named_axes(tiny_kb, monkeypatch):  # noqa: F811
     from services import worker
-    from services.tuning import finetune
 
-    lib, kb = tiny_kb
-    to_device = finetune._to_device
-    monkeypatch.setattr(finetune, "_to_device", lambda *a: time.sleep(0.1) or to_device(*a))  # slow steps
-    at = app("finetune")
-    start(at, "进度模型", 20, 400)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        [job] = worker.jobs(lib, kb, kinds=("finetune",))
-        if job.stage == "train" and job.done >= 3:
-            break
-        time.sleep(0.2)
-    at.run()
+    lib, _ = tiny_kb
+    at = slow_run_under_way(tiny_kb, monkeypatch, "进度模型", steps=3)
     bar = next(p.proto for p in at.get("progress") if "已完成" in p.proto.text)
     shown = int(re.search(r"已完成 (\d+)%", bar.text).group(1))
     assert abs(shown - bar.value) <= 1 and 0 < bar.value < 100, (bar.text, bar.value)
