@@ -38,6 +38,20 @@ def highlight(text: str, spans: list[tuple[int, int]], css: str = "background:#f
     return "".join(out)
 
 
+def highlight_passage(text: str, passage: tuple[int, int] | None, spans: list[tuple[int, int]]) -> str:
+    """HTML of `text` (a passage in its surrounding text) with the passage [a, b) on a grey ground
+    (class wendao-cited) and the quote `spans` marked inside it; everything escaped."""
+    if not passage or passage[0] >= passage[1]:
+        return highlight(text, spans)
+    a, b = passage
+
+    def part(x: int, y: int) -> str:
+        return highlight(text[x:y], [(max(s, x) - x, min(e, y) - x) for s, e in spans])
+
+    return (part(0, a) + f'<span class="wendao-cited" style="background:#ece9e1">{part(a, b)}</span>'
+            + part(b, len(text)))
+
+
 def passage_box(inner_html: str) -> None:
     """Show HTML built by highlight()/chunk_boundaries_html() (all text escaped) in a quote box."""
     st.markdown(f'<div class="wendao-passage">{inner_html}</div>', unsafe_allow_html=True)

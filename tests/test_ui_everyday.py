@@ -172,7 +172,7 @@ def test_chip_opens_passage_in_its_surrounding_text(two_docs):
     at = app("chat")
     ask(at, "长江全长多少公里？")
     click(at, "\\[1\\] rivers\\.txt · 第1页")
-    assert "原文上下文（引用句已标出）" in [c.value for c in at.caption]
+    assert "原文上下文（灰底为引用的段落，引用句已标出）" in [c.value for c in at.caption]
     boxes = [m.value for m in at.markdown if "wendao-passage" in m.value]
     assert any("<mark" in b and "第一章 江河" in b for b in boxes)
 
