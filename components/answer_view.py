@@ -77,8 +77,9 @@ def answer_parts(text: str, sources: int, titles: dict[int, str] | None = None,
 
 
 def source_pages(source: dict) -> str:
+    """Where in its file the source is ("第3页", "第2张幻灯片"); "" for formats without pages."""
     first, last = (source.get("pages") or [source.get("page", 1)] * 2)[:2]
-    return page_label(int(first), int(last))
+    return page_label(int(first), int(last), source.get("doc", ""))
 
 
 def _quotes(answer: dict, n: int) -> list[dict]:
@@ -148,7 +149,7 @@ def citation_chips(answer: dict, key: str) -> int | None:
     for i, n in enumerate(cited):
         source = sources[n - 1]
         unverified = any(not c.get("supported", True) for c in _quotes(answer, n))
-        label = f"\\[{n}\\] {inert_name(source.get('doc', ''))} · {source_pages(source)}" \
+        label = " · ".join(filter(None, [f"\\[{n}\\] {inert_name(source.get('doc', ''))}", source_pages(source)])) \
             + ("（未核实）" if unverified else "")
         if cols[i % len(cols)].button(label, key=f"{key}_chip_{n}", width="stretch"):
             clicked = n
@@ -199,7 +200,7 @@ def details(answer: dict, question: str) -> None:
                          column_config={"阶段": st.column_config.TextColumn(help=TIMING_HELP)})
         for n, s in enumerate(answer.get("sources", []), start=1):
             kind = next((k for k in ("rerank", "fused", "dense", "bm25") if k in s.get("scores", {})), None)
-            st.markdown(f"**\\[{n}\\] {inert_name(s.get('doc', ''))}** · {source_pages(s)}"
+            st.markdown(" · ".join(filter(None, [f"**\\[{n}\\] {inert_name(s.get('doc', ''))}**", source_pages(s)]))
                         + (f" · {SCORE_ZH[kind]} {s['scores'][kind]:.3f}" if kind else ""))
             quotes = [(c["start"] - s["start"], c["end"] - s["start"]) for c in citations if c.get("n") == n]
             passage_box(highlight(s.get("text", ""), quotes))

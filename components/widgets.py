@@ -8,7 +8,7 @@ import streamlit as st
 
 from components.safe_text import html_text, inert
 from components.words import span_zh
-from services.views import STRATEGIES, ChunkingConfig, display_name
+from services.views import STRATEGIES, ChunkingConfig, display_name, page_label
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 PRIMARY = st.get_option("theme.primaryColor") or "#b5472a"  # charts in the theme's colour (.streamlit/config.toml)
@@ -57,15 +57,18 @@ def passage_box(inner_html: str) -> None:
     st.markdown(f'<div class="wendao-passage">{inner_html}</div>', unsafe_allow_html=True)
 
 
-def chunk_boundaries_html(text: str, chunks) -> str:
-    """The document with alternating colours per chunk and a ‖ marker at every boundary."""
+def chunk_boundaries_html(text: str, chunks, doc: str = "") -> str:
+    """The document with alternating colours per chunk and a ‖ marker at every boundary; each chunk's
+    tooltip says its number, span and (paged formats of file name `doc`) page."""
     out, pos = [], 0
     for i, c in enumerate(chunks):
         start = max(c.start, pos)
         if start > pos:
             out.append(html_text(text[pos:start]))
         color = BOUNDARY_COLORS[i % 2]
-        out.append(f'<span title="第 {c.ordinal + 1} 个片段 · {span_zh(c.start, c.end)} · 第{c.page_start}页" '
+        where = " · ".join(filter(None, [f"第 {c.ordinal + 1} 个片段", span_zh(c.start, c.end),
+                                         page_label(c.page_start, c.page_end, doc)]))
+        out.append(f'<span title="{where}" '
                    f'style="background:{color}">{html_text(text[start:c.end])}</span>'
                    f'<b style="color:#b5472a">‖</b>')
         pos = max(pos, c.end)

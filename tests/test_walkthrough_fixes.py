@@ -32,3 +32,50 @@ def test_citation_dialog_shows_the_passage_once_inside_its_context(two_docs):  #
     boxes = [e.value for e in shown if "wendao-passage" in e.value]
     assert len([b for b in boxes if "它发源于青藏高原" in b]) == 1, boxes  # was twice: passage, then context
     assert 'class="wendao-cited"' in boxes[0] and "<mark" in boxes[0]  # the passage shaded, the quote marked
+
+
+# --- 2. pages only where the format has them ------------------------------------------------------
+def test_page_labels_only_for_paged_formats():
+    from services.views import page_label
+
+    assert page_label(3, doc="报告.PDF") == "第3页" and page_label(2, 3, "报告.pdf") == "第2–3页"
+    assert page_label(4, doc="讲稿.pptx") == "第4张幻灯片" and page_label(2, doc="名单.xlsx") == "第2个工作表"
+    assert [page_label(1, doc=f"a.{ext}") for ext in ("txt", "md", "csv", "html", "docx")] == [""] * 5
+    assert page_label(5) == "第5页"  # a PDF page number on its own (the page picker)
+
+
+def test_a_txt_citation_names_no_page_in_chat_export_and_lab(two_docs):  # noqa: F811
+    from services.conversations import export_markdown
+
+    at = app("chat")
+    ask(at, "长江全长多少公里？")
+    chips = [b.label for b in at.button if b.label.startswith("\\[1\\]")]
+    assert chips == ["\\[1\\] rivers\\.txt"], chips  # was "… · 第1页"
+    click(at, chips[0])
+    header = next(e.value for e in dialog_elements(at) if e.value.startswith("**\\[1\\]"))
+    assert "页" not in header, header
+    answer = {"answer": "长江全长约六千三百公里[1]。", "sources": [{"doc": "rivers.txt", "pages": [1, 1]}],
+              "citations": [{"n": 1, "doc": "rivers.txt", "quote": "长江全长约六千三百公里。", "supported": True}]}
+    assert "页" not in export_markdown("资料", [{"question": "长江多长？", "answer": answer}])
+    lab = app("lab")
+    lab.text_input[0].input("黄河 母亲河").run()
+    assert set(lab.dataframe[0].value["文档"]) <= {"rivers.txt", "制度.txt"}
+    assert not [m.value for m in lab.markdown if "rivers" in m.value and "第1页" in m.value]
+
+
+def test_cli_prints_pages_only_for_paged_formats(data_dir, capsys):
+    from services import cli
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
+    from fixtures import ZH_PARAGRAPHS, make_pdf
+
+    lib = open_library(data_dir)
+    kb = lib.kb("混合", create=True)
+    ingest_bytes(lib, kb, ZH_PARAGRAPHS[0].encode(), "长江.txt")
+    ingest_bytes(lib, kb, make_pdf([ZH_PARAGRAPHS[1]]), "黄河.pdf")
+    assert cli.main(["search", "--kb", "混合", "--mode", "bm25", "长江 黄河"]) == 0
+    out = capsys.readouterr().out
+    assert "长江.txt [" in out and "黄河.pdf 第1页 [" in out, out
+    assert cli.main(["ask", "--kb", "混合", "--no-llm", "长江全长多少公里？"]) == 0
+    out = capsys.readouterr().out
+    assert "[1] 长江.txt：" in out or "[1] 长江.txt（未核实）：" in out, out

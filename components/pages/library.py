@@ -16,7 +16,7 @@ from components.state import create_kb, current_kb, session, show_error, without
 from components.widgets import (PRIMARY, SHOWN_CHARS, STRATEGY_ZH, WRAP_ROW_HEIGHT, chunk_boundaries_html, chunking_form,
                                 passage_box, shown_text)
 from components.words import SPAN_HELP, span_zh
-from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_ranges
+from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_label, page_ranges
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 MAINTENANCE_KINDS = ("rechunk", "reindex", "optimize")  # shown in one panel below the document row
@@ -242,12 +242,14 @@ if preview_config:
     st.altair_chart(length_histogram(lengths), width="stretch")
     tab1, tab2 = st.tabs(["边界视图", "片段表"])
     with tab1:
-        passage_box(chunk_boundaries_html(text[:20000], [c for c in chunks if c.start < 20000]))
+        passage_box(chunk_boundaries_html(text[:20000], [c for c in chunks if c.start < 20000], selected.filename))
         if len(text) > 20000:
             st.caption("（只显示前 20000 字）")
     with tab2:
+        paged = bool(page_label(1, doc=selected.filename))  # a TXT or DOCX has no page column
         st.dataframe(pd.DataFrame([{"#": c.ordinal + 1, "位置": span_zh(c.start, c.end), "长度": len(c.text),
-                                    "页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start else str(c.page_start),
+                                    **({"页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start
+                                        else str(c.page_start)} if paged else {}),
                                     "内容": shown_text(c.text)} for c in chunks]), hide_index=True, width="stretch",
                      row_height=WRAP_ROW_HEIGHT,
                      column_config={"#": st.column_config.NumberColumn(width=48), "位置": st.column_config.TextColumn(
