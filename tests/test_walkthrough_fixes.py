@@ -79,3 +79,35 @@ def test_cli_prints_pages_only_for_paged_formats(data_dir, capsys):
     assert cli.main(["ask", "--kb", "混合", "--no-llm", "长江全长多少公里？"]) == 0
     out = capsys.readouterr().out
     assert "[1] 长江.txt：" in out or "[1] 长江.txt（未核实）：" in out, out
+
+
+# --- 3. 评测 rows named by what differs ------------------------------------------------------------
+def test_config_labels_say_the_common_part_once():
+    from services.views import config_labels
+
+    names = ["当前知识库的切分 · 关键词 · 不重排", "当前知识库的切分 · 向量 · 不重排", "当前知识库的切分 · 向量 · 重排"]
+    assert config_labels(names) == ("当前知识库的切分", {names[0]: "关键词 · 不重排", names[1]: "向量 · 不重排",
+                                                          names[2]: "向量 · 重排"})
+    assert config_labels(names[:1]) == ("", {names[0]: names[0]})  # one configuration: its whole name
+
+
+def test_evaluation_rows_are_named_by_what_differs(data_dir):
+    import json
+
+    from fixtures import ZH_PARAGRAPHS
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
+    from test_app import button, finish_jobs
+
+    lib = open_library(data_dir)
+    kb = lib.kb("问题库", create=True)
+    ingest_bytes(lib, kb, "".join(ZH_PARAGRAPHS).encode(), "geo.txt")
+    line = json.dumps({"question": "世界最高峰是哪座山", "doc_file": "geo.txt", "answer": "珠穆朗玛峰"}, ensure_ascii=False)
+    at = app("evaluation")
+    at.radio[0].set_value("upload").run()
+    at.get("file_uploader")[0].set_value([("q.jsonl", line.encode(), "application/json")]).run()
+    at.multiselect[0].set_value(["bm25", "dense"]).run()
+    button(at, "开始评测").click().run()
+    finish_jobs(at)
+    assert list(at.dataframe[0].value["配置"]) == ["BM25 关键词", "向量"]  # was "当前知识库的切分 · …" on each row
+    assert any(c.value.startswith("所有配置相同的设置：当前知识库的切分 · 不重排") for c in at.caption)

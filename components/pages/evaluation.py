@@ -20,7 +20,7 @@ from components.state import current_kb, select_kb, session, show_error
 from components.widgets import SERIES_COLORS, WRAP_ROW_HEIGHT, eval_csv
 from components.words import COVERAGE, CURVE_HELP, CURVE_NOTE, CURVE_TITLE, METRIC_HELP, METRIC_ZH, QUALITY
 from services import errors
-from services.views import CHUNKER_NAMES, KS, MODES, doc_key, parse_questions, sample_question_lines
+from services.views import CHUNKER_NAMES, KS, MODES, config_labels, doc_key, parse_questions, sample_question_lines
 
 SHOWN_QUESTIONS = 20  # questions of a saved set listed on the page
 SAMPLE_KB = "示例"
@@ -104,6 +104,12 @@ def latency_chart(summaries: dict) -> alt.Chart:
 
 
 def show_summaries(summaries: dict) -> None:
+    """The tables and charts of a run; what every configuration shares is said once above them and
+    each row is named by what differs (services.views.config_labels)."""
+    common, labels = config_labels(list(summaries))
+    summaries = {labels[name]: s for name, s in summaries.items()}
+    if common:
+        st.caption(f"所有配置相同的设置：{common}；下面各行只写不同之处。")
     st.caption("检索效果", help="命中：结果里有含标准答案的片段。鼠标停在列名上可看每一列的含义和术语。")
     metric_table(summaries, QUALITY)
     st.caption("答案覆盖与用时")
