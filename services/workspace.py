@@ -755,6 +755,15 @@ class KB:
         self._audit("reembed", display_model(model))
         return job
 
+    def unscorable(self, questions) -> str:
+        """Why an evaluation of `questions` (parsed) would be refused, in Chinese (no question a
+        retrieval score can use: no answers, answers not found in their documents, documents not in the
+        KB); "" when it can run. The 评测 page says this as soon as a file is chosen, before any count."""
+        from services.tuning.evaluation import nothing_to_score_zh, split_for_kb
+
+        parts = split_for_kb(self.lib, self.row, list(questions))
+        return "" if parts["scored"] else nothing_to_score_zh(parts)
+
     def evaluate(self, lines: list[str], modes: list[str], reranks: list[bool], chunkers: list[str],
                  limit: int | None = None, keep: bool = False, overrides: dict | None = None,
                  names: str = "zh") -> int:

@@ -111,3 +111,31 @@ def test_evaluation_rows_are_named_by_what_differs(data_dir):
     finish_jobs(at)
     assert list(at.dataframe[0].value["配置"]) == ["BM25 关键词", "向量"]  # was "当前知识库的切分 · …" on each row
     assert any(c.value.startswith("所有配置相同的设置：当前知识库的切分 · 不重排") for c in at.caption)
+
+
+# --- 5. 评测 refuses a question file before counting its questions ---------------------------------
+def test_a_question_file_with_nothing_to_score_is_refused_before_any_count(data_dir):
+    import json
+
+    from fixtures import ZH_PARAGRAPHS
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
+    from test_app import button
+
+    lib = open_library(data_dir)
+    kb = lib.kb("问题库", create=True)
+    ingest_bytes(lib, kb, "".join(ZH_PARAGRAPHS).encode(), "geo.txt")
+    lines = [json.dumps({"question": q, "doc_file": "geo.txt", "answer": a}, ensure_ascii=False)
+             for q, a in (("长江有多长？", "一万公里"), ("世界最高峰在哪", "喜马拉雅山脉某处"))]  # answers not in the text
+    at = app("evaluation")
+    at.radio[0].set_value("upload").run()
+    at.get("file_uploader")[0].set_value([("q.jsonl", "\n".join(lines).encode(), "application/json")]).run()
+    header = next(m.value for m in at.markdown if m.value.startswith("评测知识库"))
+    assert "个问题" not in header, header  # was "· 2 个问题" as if the file were fine
+    assert any(e.value.startswith("没有可以评测检索的问题") for e in at.error), [e.value for e in at.error]
+    assert button(at, "开始评测").disabled
+    assert not [c for c in at.checkbox if c.label == "保存为本知识库的问题集"]  # nothing to keep
+    good = json.dumps({"question": "世界最高峰是哪座山", "doc_file": "geo.txt", "answer": "珠穆朗玛峰"}, ensure_ascii=False)
+    at.get("file_uploader")[0].set_value([("q.jsonl", good.encode(), "application/json")]).run()
+    assert "1 个问题" in next(m.value for m in at.markdown if m.value.startswith("评测知识库")) and not at.error
+    assert not button(at, "开始评测").disabled

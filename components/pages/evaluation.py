@@ -47,6 +47,19 @@ def saved_panel(kb) -> None:
                 show_error(exc)
 
 
+def refusal_of(kb, questions, lines) -> str:
+    """kb.unscorable for this question set, kept in the session per KB, file and document count (it
+    locates every answer in the documents: not on every rerun)."""
+    key = ("eval_refusal", kb.id, hash(tuple(lines or [q.question for q in questions])), kb.info().documents)
+    cache = st.session_state.setdefault("eval_refusals", {})
+    if key not in cache:
+        try:
+            cache[key] = kb.unscorable(questions)
+        except errors.WendaoError as exc:
+            cache[key] = exc.message_zh
+    return cache[key]
+
+
 def sample_kb():
     """The 示例 KB when it exists (a handle), else None."""
     return next((k for k in session().kbs() if k.name == SAMPLE_KB), None)
@@ -164,9 +177,11 @@ if kb is None or kb.info().chunks == 0:
     if kb is not None:
         job_panel(kb, JOBS, "evaluate")
     st.stop()
-st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**" + (f" · {len(questions)} 个问题" if questions else ""))
+refusal = refusal_of(kb, questions, lines) if questions else ""  # a set the run would refuse: said first, no count
+st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**"
+            + (f" · {len(questions)} 个问题" if questions and not refusal else ""))
 saved_panel(kb)
-keep = bool(questions and lines) and source != "saved" and st.checkbox(
+keep = bool(questions and lines) and not refusal and source != "saved" and st.checkbox(
     "保存为本知识库的问题集", value=source == "upload", key=f"eval_keep_{kb.id}_{source}",
     help="开始评测时保存。以后评测可以直接选用它；微调向量模型时也会在这些问题上比较微调前后的效果。")
 no_documents = False  # none of the questions' documents is in this KB: nothing to evaluate
@@ -184,6 +199,9 @@ if questions:
                 st.rerun()
         elif source == "sample":
             st.caption("点上方「创建「示例」知识库并导入示例文档」。")
+    elif refusal:
+        no_documents = True
+        st.error(inert(refusal, keep_lines=False))
     elif wanted - held:
         st.caption(f"问题针对的 {len(wanted)} 个文档中，当前知识库有 {len(wanted & held)} 个；其余文档的问题得分为 0。")
 
