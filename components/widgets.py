@@ -87,6 +87,7 @@ def inject_css() -> None:
                      line-height: 1.8; border-radius: 4px; margin-bottom: .5rem; font-size: .95rem}
     mark {padding: 0 .1rem; border-radius: 2px}
     [data-testid="stElementContainer"]:has(#wendao-zh) {display: none}
+    [data-testid="stFileChipName"] {white-space: normal; overflow-wrap: anywhere; line-height: 1.3}
     </style>""", unsafe_allow_html=True)
     st.html(f'<span id="wendao-zh"></span><script>{ZH_SCRIPT.read_text(encoding="utf-8")}</script>',
             unsafe_allow_javascript=True)
