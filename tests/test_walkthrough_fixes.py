@@ -63,6 +63,12 @@ def test_a_txt_citation_names_no_page_in_chat_export_and_lab(two_docs):  # noqa:
     assert not [m.value for m in lab.markdown if "rivers" in m.value and "第1页" in m.value]
 
 
+def test_library_lists_no_page_count_for_a_txt(two_docs):  # noqa: F811
+    at = app("library")
+    table = at.dataframe[0].value
+    assert list(table["页数"]) == ["—", "—"], table  # was 1 for each TXT
+
+
 def test_cli_prints_pages_only_for_paged_formats(data_dir, capsys):
     from services import cli
     from services.index.ingest import ingest_bytes
