@@ -51,3 +51,41 @@ def test_upload_chips_show_whole_file_names(browser, server, tmp_path):
         assert [c["text"] for c in chips] == names, chips  # was "2023年度上...第一审）附件.txt"
         assert [c["title"] for c in chips] == names and not any(c["cut"] for c in chips), chips
         page.context.close()
+
+
+# --- 6. curves that coincide stay visible ------------------------------------------------------------
+CURVE_MARKS = """chart => ({
+  legend: [...chart.querySelectorAll('g.role-legend-label text')].map(t => t.textContent),
+  lines: [...chart.querySelectorAll('g.mark-line.role-mark path')].map(p => [p.getAttribute('stroke'),
+          parseFloat(p.getAttribute('stroke-width') || getComputedStyle(p).strokeWidth)]),
+  points: [...chart.querySelectorAll('g.mark-symbol.role-mark path')].map(p => p.getAttribute('transform')),
+})"""
+
+
+def test_equal_recall_curves_stay_visible_and_are_named(browser, server, tmp_path):
+    """Every configuration finds every answer of the three geography questions: BM25, 向量 and 混合 give
+    the same curve, which used to hide all but the last drawn."""
+    import json
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps({"question": q, "doc_file": f"地理{i}.txt", "answer": a}, ensure_ascii=False)
+                                   for q, i, a in (("长江全长多少", 1, "六千三百公里"), ("黄河被称为什么", 2, "母亲河"),
+                                                   ("世界最高峰是哪座", 3, "珠穆朗玛峰"))), encoding="utf-8")
+    page = open_page(browser, server + "/evaluation")
+    page.get_by_text("上传 JSONL").click()
+    wait_idle(page)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(questions))
+    wait_idle(page)
+    page.get_by_role("button", name="开始评测").click()
+    page.get_by_text("最近一次评测").wait_for()
+    wait_idle(page)
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    marks = chart.evaluate(CURVE_MARKS)
+    assert len(marks["lines"]) == 3 and len(marks["points"]) == 12, marks
+    assert len(set(marks["points"])) == 12, marks["points"]  # no point hidden under another's
+    assert len({w for _, w in marks["lines"]}) == 3, marks["lines"]  # widest underneath, narrower on top
+    assert all("重合" in label for label in marks["legend"]), marks["legend"]
+    assert page.get_by_text("曲线重合", exact=False).count() == 1
+    page.context.close()
