@@ -175,3 +175,27 @@ def test_a_kb_on_the_older_engine_sees_both_named_by_their_difference(two_docs):
     assert "切换到「multilingual-e5-small（内置，推荐）」并重新向量化" in [b.label.replace("\\", "") for b in at.button]
     info = "".join(str(i.value) for i in at.info).replace("\\", "")
     assert "「multilingual-e5-small（内置，旧的运行方式）」" in info and BUNDLED_EMBEDDER not in info  # its label, not its key
+
+
+# --- 9. each quote is judged against the question ---------------------------------------------------
+@pytest.mark.parametrize("question,place,docs", [
+    ("长江发源于哪里？", "青藏高原", {"长江.txt": "长江发源于青藏高原的唐古拉山脉。",
+                                   "研究.txt": "关于长江发源的研究，学者们争论了很多年。"}),
+    ("沈x7在哪里上学？", "中心小学", {"查明.txt": "经审理查明:沈x7现在阳朔镇中心小学读书",
+                                   "认为.txt": "本院认为,沈x7上学的费用应由被告负担"}),
+])
+def test_an_off_topic_second_quote_is_not_supported(lib, kb, question, place, docs):
+    """A second quote that shares the question's words but holds no place does not answer "在哪": it
+    is left out, or shown as 未核实 — never counted as supported."""
+    from services.answers.answer import answer_question
+    from services.config import LLMSettings
+    from services.documents.chunking import ChunkingConfig
+    from services.index.ingest import ingest_bytes
+    from services.search.retrieval import Retriever
+
+    for name, text in docs.items():
+        ingest_bytes(lib, kb, text.encode(), name, ChunkingConfig("sentence", 300, 0))
+    a = answer_question(Retriever(lib, kb), LLMSettings(), question)
+    assert a.mode == "extractive" and any(c.supported for c in a.citations), a.citations
+    wrong = [c.quote for c in a.citations if c.supported and place not in c.quote]
+    assert not wrong, wrong  # was: the off-topic quote counted as supported (1/1 → 2/2 "得到原文支持")

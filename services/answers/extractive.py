@@ -611,8 +611,9 @@ def _groups(picks: list[Pick]) -> list[list[Pick]]:
 def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> list[Pick]:
     """Set each pick's `support`: how well the quoted passage it belongs to answers the question —
     key-term coverage, plus a little when it holds the expected answer type; for a question asking
-    for a number, amount, date, title or country, a passage without such a value gets at most half
-    the threshold. Judged against the question, never against the quote itself, so an off-topic
+    for a number, amount, date, title, country, person or place, a passage without such a value gets
+    at most half the threshold (each quote on its own: a second quote that only shares the question's
+    words is not supported). Judged against the question, never against the quote itself, so an off-topic
     sentence or a sentence that names the subject but not the answer is not marked supported."""
     terms = key_terms(query) or query_terms(query)
     kind = answer_type(query) if kind == "auto" else kind
@@ -624,7 +625,7 @@ def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> lis
         coverage = sum(len(t) for t in terms if t in text) / total
         typed = bool(_values(kind, Pick(0, 0, 0, joined, 0), exclude)) if kind in TYPED else has_type(kind, joined)
         support = min(1.0, coverage + (0.1 if kind and typed and coverage > 0 else 0.0))
-        if kind in STRICT_TYPES and not typed:
+        if kind in TYPED and not typed:  # a quote without the asked-for number, date, name or place
             support = min(support, ANSWERS_THRESHOLD / 2)
         for p in group:
             p.support = support
