@@ -199,3 +199,27 @@ def test_an_off_topic_second_quote_is_not_supported(lib, kb, question, place, do
     assert a.mode == "extractive" and any(c.supported for c in a.citations), a.citations
     wrong = [c.quote for c in a.citations if c.supported and place not in c.quote]
     assert not wrong, wrong  # was: the off-topic quote counted as supported (1/1 → 2/2 "得到原文支持")
+
+
+# --- 10. the marked place is the whole name ---------------------------------------------------------
+@pytest.mark.parametrize("town", ["临桂", "阳朔"])
+def test_the_marked_school_is_its_whole_name(town):
+    """jieba tags 临桂 / 阳朔 as a person's name and splits off 镇: the span was 镇中心小学."""
+    from services.answers.extractive import pinpoint
+    from test_pinpoint import make_hit
+
+    text = f"经审理查明:原告何0与被告周x2婚后育有一女周x5,周x5现在{town}镇中心小学读三年级,原告在外地务工,收入不固定"
+    extract = pinpoint("周x5在哪里上学？", [make_hit(text, "d.txt")])
+    assert extract.span.kind == "place" and extract.span.text == f"{town}镇中心小学"
+
+
+@pytest.mark.parametrize("text,places", [
+    ("孩子在北京市海淀区中关村第一小学就读", ["北京市海淀区中关村第一小学"]),
+    ("孙x8现在永川区实验小学就读", ["永川区实验小学"]),
+    ("她在湖南省长沙市雨花区人民医院工作", ["湖南省长沙市雨花区人民医院"]),
+    ("上海和北京的小学", ["上海", "北京", "小学"]),  # a conjunction or 的 joins no names
+])
+def test_place_values_span_the_institution_name(text, places):
+    from services.answers.extractive import typed_values
+
+    assert [text[a:b] for a, b in typed_values("place", text)] == places
