@@ -223,3 +223,15 @@ def test_place_values_span_the_institution_name(text, places):
     from services.answers.extractive import typed_values
 
     assert [text[a:b] for a, b in typed_values("place", text)] == places
+
+
+def test_a_place_question_quotes_the_unit_holding_a_place_first():
+    """The unit sharing most words with the question (上学) holds no place; the one naming the school
+    is quoted and marked instead (as number, date and title questions already did)."""
+    from services.answers.extractive import pinpoint
+    from test_pinpoint import make_hit
+
+    hits = [make_hit("经审理查明:沈x7现在阳朔镇中心小学读书", "s.txt"), make_hit("本院认为,沈x7上学的费用应由被告负担", "t.txt", 100)]
+    extract = pinpoint("沈x7在哪里上学？", hits)
+    assert extract.span.text == "阳朔镇中心小学" and extract.picks[0].doc == "s.txt"
+    assert all(p.support >= 0.4 for p in extract.picks), extract.picks  # the off-topic unit is not quoted

@@ -585,7 +585,7 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
     best = forced[0] if forced else order[0]
     if forced:
         pass
-    elif scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
+    elif scorer.kind in TYPED and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
         # a question asking for a number, date, title or country: a unit holding one, if it is close
         typed = next((i for i in order if scorer.typed[i]), None)
         if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
