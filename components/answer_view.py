@@ -110,11 +110,15 @@ def citation_dialog(kb: KB, answer: dict, n: int) -> None:
         original_view(source, view)
 
 
+def _page_pick(source: dict) -> str:
+    """The session key of the dialog's page radio for `source` (shown when the quotes span pages)."""
+    return f"pageview_{source.get('doc', '')}_{source.get('start', 0)}"
+
+
 def _source_view(kb: KB, source: dict, quotes: list[dict]):
     """kb.source_view for the dialog (the page picked on its radio), None when it failed (shown)."""
-    pick = f"pageview_{source.get('doc', '')}_{source.get('start', 0)}"  # the page radio's value, when shown
     try:
-        return kb.source_view(source, quotes, st.session_state.get(pick))
+        return kb.source_view(source, quotes, st.session_state.get(_page_pick(source)))
     except Exception as exc:  # a missing or unreadable original never breaks the chat
         show_error(exc)
         return None
@@ -127,9 +131,8 @@ def original_view(source: dict, view) -> None:
         st.info("原文件已不在知识库中（文档可能已删除或被停用）。")
         return
     if view.kind == "pdf":
-        pick = f"pageview_{source.get('doc', '')}_{source.get('start', 0)}"
         if len(view.pages or []) > 1:
-            st.radio("页码", view.pages, format_func=page_label, horizontal=True, key=pick)
+            st.radio("页码", view.pages, format_func=page_label, horizontal=True, key=_page_pick(source))
         st.caption(f"原文 {page_label(view.page)}（共 {view.page_count} 页）"
                    + ("，引用句已用黄色标出" if view.found else
                       "；此页是扫描件，文字由 OCR 识别（可能有错字），无法在图上标出引用句" if view.scanned else
