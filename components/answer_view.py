@@ -11,7 +11,7 @@ import streamlit as st
 
 from components.safe_text import inert, inert_code_urls, inert_name
 from components.state import show_error
-from components.widgets import highlight, passage_box
+from components.widgets import highlight, highlight_passage, passage_box
 from components.words import SCORE_ZH, TIMING_HELP, TIMING_ZH
 from services.views import display_name, page_label, parse_markers
 from services.workspace import KB
@@ -77,8 +77,9 @@ def answer_parts(text: str, sources: int, titles: dict[int, str] | None = None,
 
 
 def source_pages(source: dict) -> str:
+    """Where in its file the source is ("第3页", "第2张幻灯片"); "" for formats without pages."""
     first, last = (source.get("pages") or [source.get("page", 1)] * 2)[:2]
-    return page_label(int(first), int(last))
+    return page_label(int(first), int(last), source.get("doc", ""))
 
 
 def _quotes(answer: dict, n: int) -> list[dict]:
@@ -97,34 +98,46 @@ def citation_dialog(kb: KB, answer: dict, n: int) -> None:
     st.markdown(f"**\\[{n}\\] 《{inert_name(source.get('doc', ''))}》{source_pages(source)}**"
                 + ("" if supported else " · 有引用未能在该段落中找到支持"))
     start = int(source.get("start", 0))
-    text = source.get("text", "")
-    passage_box(highlight(text, [(c["start"] - start, c["end"] - start) for c in quotes]))
-    original_view(kb, source, quotes)
-
-
-def original_view(kb: KB, source: dict, quotes: list[dict]) -> None:
-    """The cited page rendered from the PDF with the quotes highlighted, or (other formats and files
-    kept before originals were) the passage inside its surrounding text (kb.source_view)."""
-    pick = f"pageview_{source.get('doc', '')}_{source.get('start', 0)}"  # the page radio's value, when shown
-    try:
-        view = kb.source_view(source, quotes, st.session_state.get(pick))
-        if view.kind == "missing":
-            st.info("原文件已不在知识库中（文档可能已删除或被停用）。")
-            return
-        if view.kind == "pdf":
-            if len(view.pages or []) > 1:
-                st.radio("页码", view.pages, format_func=page_label, horizontal=True, key=pick)
-            st.caption(f"原文 {page_label(view.page)}（共 {view.page_count} 页）"
-                       + ("，引用句已用黄色标出" if view.found else
-                          "；此页是扫描件，文字由 OCR 识别（可能有错字），无法在图上标出引用句" if view.scanned else
-                          "；未能在页面上定位引用句"))
-            st.image(view.png, width="stretch")
-            return
-        st.caption("原文上下文（引用句已标出）")
-        passage_box(("…" if view.cut_before else "") + highlight(view.text, view.marks or [])
+    view = _source_view(kb, source, quotes)
+    if view is not None and view.kind == "text":
+        # the passage once, inside its surrounding text (not the passage and then the same text again)
+        st.caption("原文上下文（灰底为引用的段落，引用句已标出）")
+        passage_box(("…" if view.cut_before else "") + highlight_passage(view.text, view.passage, view.marks or [])
                     + ("…" if view.cut_after else ""))
+        return
+    passage_box(highlight(source.get("text", ""), [(c["start"] - start, c["end"] - start) for c in quotes]))
+    if view is not None:
+        original_view(source, view)
+
+
+def _page_pick(source: dict) -> str:
+    """The session key of the dialog's page radio for `source` (shown when the quotes span pages)."""
+    return f"pageview_{source.get('doc', '')}_{source.get('start', 0)}"
+
+
+def _source_view(kb: KB, source: dict, quotes: list[dict]):
+    """kb.source_view for the dialog (the page picked on its radio), None when it failed (shown)."""
+    try:
+        return kb.source_view(source, quotes, st.session_state.get(_page_pick(source)))
     except Exception as exc:  # a missing or unreadable original never breaks the chat
         show_error(exc)
+        return None
+
+
+def original_view(source: dict, view) -> None:
+    """Below the passage: the cited PDF page rendered with the quotes highlighted, or a note that
+    the original is gone (text formats show the passage in its context instead, citation_dialog)."""
+    if view.kind == "missing":
+        st.info("原文件已不在知识库中（文档可能已删除或被停用）。")
+        return
+    if view.kind == "pdf":
+        if len(view.pages or []) > 1:
+            st.radio("页码", view.pages, format_func=page_label, horizontal=True, key=_page_pick(source))
+        st.caption(f"原文 {page_label(view.page)}（共 {view.page_count} 页）"
+                   + ("，引用句已用黄色标出" if view.found else
+                      "；此页是扫描件，文字由 OCR 识别（可能有错字），无法在图上标出引用句" if view.scanned else
+                      "；未能在页面上定位引用句"))
+        st.image(view.png, width="stretch")
 
 
 def citation_chips(answer: dict, key: str) -> int | None:
@@ -139,7 +152,7 @@ def citation_chips(answer: dict, key: str) -> int | None:
     for i, n in enumerate(cited):
         source = sources[n - 1]
         unverified = any(not c.get("supported", True) for c in _quotes(answer, n))
-        label = f"\\[{n}\\] {inert_name(source.get('doc', ''))} · {source_pages(source)}" \
+        label = " · ".join(filter(None, [f"\\[{n}\\] {inert_name(source.get('doc', ''))}", source_pages(source)])) \
             + ("（未核实）" if unverified else "")
         if cols[i % len(cols)].button(label, key=f"{key}_chip_{n}", width="stretch"):
             clicked = n
@@ -190,7 +203,7 @@ def details(answer: dict, question: str) -> None:
                          column_config={"阶段": st.column_config.TextColumn(help=TIMING_HELP)})
         for n, s in enumerate(answer.get("sources", []), start=1):
             kind = next((k for k in ("rerank", "fused", "dense", "bm25") if k in s.get("scores", {})), None)
-            st.markdown(f"**\\[{n}\\] {inert_name(s.get('doc', ''))}** · {source_pages(s)}"
+            st.markdown(" · ".join(filter(None, [f"**\\[{n}\\] {inert_name(s.get('doc', ''))}**", source_pages(s)]))
                         + (f" · {SCORE_ZH[kind]} {s['scores'][kind]:.3f}" if kind else ""))
             quotes = [(c["start"] - s["start"], c["end"] - s["start"]) for c in citations if c.get("n") == n]
             passage_box(highlight(s.get("text", ""), quotes))

@@ -20,7 +20,7 @@ import streamlit as st
 
 from components.safe_text import inert, inert_name
 from components.state import show_error, without_paths
-from services.views import STAGE_ZH
+from services.views import STAGE_ZH, model_label
 from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
 
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
@@ -49,7 +49,8 @@ def estimate_line(plan: dict, unit: str = "训练题") -> str:
 
 
 def _name(job) -> str:
-    return inert_name(job.filename)
+    """What the job works on: a file, or (reembed) the model as pickers name it."""
+    return inert_name(model_label(job.filename) if job.kind == "reembed" else job.filename)
 
 
 # --- running -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import streamlit as st
 
 from components.safe_text import html_text, inert
 from components.words import span_zh
-from services.views import STRATEGIES, ChunkingConfig, display_name
+from services.views import STRATEGIES, ChunkingConfig, display_name, page_label
 
 BOUNDARY_COLORS = ("#fde2d2", "#d7ecf7")
 PRIMARY = st.get_option("theme.primaryColor") or "#b5472a"  # charts in the theme's colour (.streamlit/config.toml)
@@ -38,20 +38,37 @@ def highlight(text: str, spans: list[tuple[int, int]], css: str = "background:#f
     return "".join(out)
 
 
+def highlight_passage(text: str, passage: tuple[int, int] | None, spans: list[tuple[int, int]]) -> str:
+    """HTML of `text` (a passage in its surrounding text) with the passage [a, b) on a grey ground
+    (class wendao-cited) and the quote `spans` marked inside it; everything escaped."""
+    if not passage or passage[0] >= passage[1]:
+        return highlight(text, spans)
+    a, b = passage
+
+    def part(x: int, y: int) -> str:
+        return highlight(text[x:y], [(max(s, x) - x, min(e, y) - x) for s, e in spans])
+
+    return (part(0, a) + f'<span class="wendao-cited" style="background:#ece9e1">{part(a, b)}</span>'
+            + part(b, len(text)))
+
+
 def passage_box(inner_html: str) -> None:
     """Show HTML built by highlight()/chunk_boundaries_html() (all text escaped) in a quote box."""
     st.markdown(f'<div class="wendao-passage">{inner_html}</div>', unsafe_allow_html=True)
 
 
-def chunk_boundaries_html(text: str, chunks) -> str:
-    """The document with alternating colours per chunk and a ‖ marker at every boundary."""
+def chunk_boundaries_html(text: str, chunks, doc: str = "") -> str:
+    """The document with alternating colours per chunk and a ‖ marker at every boundary; each chunk's
+    tooltip says its number, span and (paged formats of file name `doc`) page."""
     out, pos = [], 0
     for i, c in enumerate(chunks):
         start = max(c.start, pos)
         if start > pos:
             out.append(html_text(text[pos:start]))
         color = BOUNDARY_COLORS[i % 2]
-        out.append(f'<span title="第 {c.ordinal + 1} 个片段 · {span_zh(c.start, c.end)} · 第{c.page_start}页" '
+        where = " · ".join(filter(None, [f"第 {c.ordinal + 1} 个片段", span_zh(c.start, c.end),
+                                         page_label(c.page_start, c.page_end, doc)]))
+        out.append(f'<span title="{where}" '
                    f'style="background:{color}">{html_text(text[start:c.end])}</span>'
                    f'<b style="color:#b5472a">‖</b>')
         pos = max(pos, c.end)
@@ -70,6 +87,7 @@ def inject_css() -> None:
                      line-height: 1.8; border-radius: 4px; margin-bottom: .5rem; font-size: .95rem}
     mark {padding: 0 .1rem; border-radius: 2px}
     [data-testid="stElementContainer"]:has(#wendao-zh) {display: none}
+    [data-testid="stFileChipName"] {white-space: normal; overflow-wrap: anywhere; line-height: 1.3}
     </style>""", unsafe_allow_html=True)
     st.html(f'<span id="wendao-zh"></span><script>{ZH_SCRIPT.read_text(encoding="utf-8")}</script>',
             unsafe_allow_javascript=True)

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from services import errors
 from services.documents.chunking import STRATEGIES, ChunkingConfig
+from services.documents.pageview import page_label
 from services.config import RetrievalSettings
 from services.documents.text import display_name as shown  # untrusted names: controls/bidi made visible
 
@@ -136,7 +137,8 @@ def cmd_search(args) -> int:
             print(f"查询：{text}  （{ms:.0f} ms，词项：{' / '.join(result.terms)}）")
             for i, h in enumerate(result.hits, start=1):
                 scores = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
-                print(f"{i}. {shown(h.doc)} 第{h.page}页 [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
+                where = " ".join(filter(None, [shown(h.doc), page_label(h.page, doc=h.doc)]))
+                print(f"{i}. {where} [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
     return 0
 
 
@@ -182,7 +184,7 @@ def cmd_ask(args) -> int:
         print(answer.text)
         for c in answer.citations:
             mark = "" if c.supported else "（未核实）"
-            print(shown(f"[{c.n}] {c.doc} 第{c.page}页{mark}：{c.quote}"))
+            print(shown(f"[{c.n}] {c.doc} {page_label(c.page, doc=c.doc)}".rstrip() + f"{mark}：{c.quote}"))
         if stream.conversation:
             print(f"（对话 {stream.conversation}：继续追问请加 --conversation {stream.conversation}）", file=sys.stderr)
     return 0

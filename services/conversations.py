@@ -117,7 +117,7 @@ def export_markdown(kb_name: str, turns: list[dict]) -> str:
                 for q in quotes:
                     said[q.get("quote", "")] = said.get(q.get("quote", ""), True) and bool(q.get("supported"))
                 shown = "；".join(f"“{q}”" + ("" if ok else "（未核实）") for q, ok in said.items() if q)
-                lines.append(f"- [{n}] 《{s.get('doc') or c.get('doc', '')}》{page_label(int(first), int(last))}"
+                lines.append(f"- [{n}] 《{s.get('doc') or c.get('doc', '')}》{page_label(int(first), int(last), s.get('doc') or c.get('doc', ''))}"
                              + (f"：{shown}" if shown else ""))
             lines.append("")
     return "\n".join(lines)

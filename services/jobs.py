@@ -117,7 +117,7 @@ def evaluate(ctx: JobContext) -> dict:
             ctx.progress("variant", i, len(combos), force=True, config=CHUNKER_NAMES[chunker])
             target = chunker_variant(lib, kb, CHUNKER_PRESETS[chunker])
         name = (f"{mode}{'+rerank' if rerank else ''}" if p.get("names") == "mode" else
-                f"{CHUNKER_NAMES[chunker]} · {MODES[mode]}" + (" · 重排" if rerank else ""))
+                f"{CHUNKER_NAMES[chunker]} · {MODES[mode]} · {'重排' if rerank else '不重排'}")
         config = EvalConfig(name, mode, rerank, replace(base, mode=mode, rerank=rerank))
 
         def progress(done, total, i=i, name=name):

@@ -21,13 +21,14 @@ from services.index.served import display_name as model_label
 from services.index.store import Document, KnowledgeBase
 from services.search.fusion import METHODS
 from services.search.retrieval import MODES, Hit, SearchResult
-from services.tuning.evaluation import CHUNKER_NAMES, KS, MATCH_RULE_ZH, doc_key, parse_questions, sample_question_lines
+from services.tuning.evaluation import (CHUNKER_NAMES, KS, MATCH_RULE_ZH, config_labels, doc_key, parse_questions,
+                                        sample_question_lines)
 from services.tuning.finetune import FinetuneSettings
 from services.tuning.rerank_training import SET_ZH as RERANK_SET_ZH, RerankSettings
 from services.tuning.rerank_training import result_rows as rerank_result_rows
 
 __all__ = [
-    "ACTIVE", "AVAILABILITY_ZH", "ApiKey", "AuditEvent", "CHUNKER_NAMES", "Chunk", "doc_key", "ChunkingConfig", "ConversationInfo",
+    "ACTIVE", "AVAILABILITY_ZH", "ApiKey", "AuditEvent", "CHUNKER_NAMES", "Chunk", "config_labels", "doc_key", "ChunkingConfig", "ConversationInfo",
     "Document", "FinetuneSettings", "Hit", "Job", "KS", "KnowledgeBase", "LLMSettings", "MATCH_RULE_ZH", "METHODS",
     "MIB", "MODELS", "MODES", "OPTIMIZE_FROM_CHUNKS", "RetrievalSettings", "STAGE_ZH", "STRATEGIES",
     "SUPPORTED_EXTENSIONS", "unsupported", "SearchResult", "User", "availability", "display_name", "embedding_models", "format_mb",

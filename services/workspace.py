@@ -51,7 +51,8 @@ class KBInfo:
 @dataclass
 class SourceView:
     """What the citation dialog shows for a kept source: the rendered PDF page with the quotes boxed
-    (`png`), or the passage inside its surrounding text (`text`, with `marks` relative to it)."""
+    (`png`), or the passage inside its surrounding text (`text`, with the quotes' `marks` and the
+    passage's span `passage` relative to it)."""
 
     doc_id: str | None
     kind: str  # pdf | text | missing
@@ -65,6 +66,7 @@ class SourceView:
     marks: list[tuple[int, int]] | None = None
     cut_before: bool = False
     cut_after: bool = False
+    passage: tuple[int, int] | None = None
 
 
 class Workspace:
@@ -419,9 +421,10 @@ class KB:
             image = render_pdf_page(path, text, spans, page, ranges)
             return SourceView(doc_id, "pdf", page, pages, image.pages, image.png, image.found,
                               any(s.ocr and s.page == page for s in spans))
-        a, b = context_window(text, min(r[0] for r in ranges), max(r[1] for r in ranges))
+        lo, hi = int(source.get("start", ranges[0][0])), int(source.get("end", ranges[0][1]))
+        a, b = context_window(text, min([lo] + [r[0] for r in ranges]), max([hi] + [r[1] for r in ranges]))
         return SourceView(doc_id, "text", text=text[a:b], marks=[(s - a, e - a) for s, e in ranges],
-                          cut_before=a > 0, cut_after=b < len(text))
+                          cut_before=a > 0, cut_after=b < len(text), passage=(max(lo, a) - a, min(hi, b) - a))
 
     def _source_doc(self, source: dict) -> str | None:
         chunks = self.store.get_chunks(list(source.get("chunk_ids") or []))
@@ -751,6 +754,15 @@ class KB:
         job = self.submit("reembed", model, {"model": model})
         self._audit("reembed", display_model(model))
         return job
+
+    def unscorable(self, questions) -> str:
+        """Why an evaluation of `questions` (parsed) would be refused, in Chinese (no question a
+        retrieval score can use: no answers, answers not found in their documents, documents not in the
+        KB); "" when it can run. The 评测 page says this as soon as a file is chosen, before any count."""
+        from services.tuning.evaluation import nothing_to_score_zh, split_for_kb
+
+        parts = split_for_kb(self.lib, self.row, list(questions))
+        return "" if parts["scored"] else nothing_to_score_zh(parts)
 
     def evaluate(self, lines: list[str], modes: list[str], reranks: list[bool], chunkers: list[str],
                  limit: int | None = None, keep: bool = False, overrides: dict | None = None,

@@ -33,15 +33,52 @@ def test_chunks_cover_text_with_exact_offsets(text, strategy, size, overlap):
 @settings(max_examples=150, deadline=None)
 @given(texts, st.integers(5, 120), st.integers(0, 40))
 def test_sentence_chunker_cuts_only_at_sentence_ends(text, size, overlap):
+    """A chunk ends at a sentence end unless that sentence is longer than a chunk; it starts at a
+    sentence boundary, inside the previous chunk (the overlap) or inside an over-long sentence."""
     config = ChunkingConfig("sentence", size, overlap)
     ends = sentence_ends(text) | {0, len(text)}
     spans = split_sentences(text)
+    previous_end = 0
     for c in chunk_text(text, config):
         assert c.end - c.start <= size
         for edge in (c.start, c.end):
-            if edge not in ends:  # only allowed inside a single over-long sentence
+            if edge not in ends and not (edge == c.start and edge < previous_end):
                 a, b = next((a, b) for a, b in spans if a < edge < b)
                 assert b - a > size
+        previous_end = c.end
+
+
+CLAUSES = st.lists(st.tuples(st.text("甲乙丙丁戊己庚辛壬癸", min_size=1, max_size=40), st.sampled_from("，，，,；：\n")),
+                   min_size=1, max_size=60).map(lambda parts: "".join(a + b for a, b in parts))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(texts, CLAUSES), st.integers(10, 150), st.integers(1, 80))
+def test_consecutive_chunks_overlap_by_about_the_configured_amount(text, size, overlap):
+    """Text with no 。 (a judgment: clauses joined by ，) overlaps as configured too (M at most half a
+    chunk): never more than M,
+    at least M/2 unless the previous chunk is shorter than that or the next sentence, whole, would not
+    fit after M/2 of overlap (a sentence is not cut when it fits a chunk)."""
+    chunks = chunk_text(text, ChunkingConfig("sentence", size, overlap))
+    m = min(overlap, size // 2)
+    starting = {a: b for a, b in split_sentences(text)}
+    for prev, nxt in zip(chunks, chunks[1:]):
+        shared = prev.end - nxt.start
+        assert 0 <= shared <= m, (prev, nxt)
+        following = starting.get(prev.end)  # the sentence after prev, when prev ends at a sentence end
+        exempt = prev.end - prev.start - 1 < m // 2 or (following is not None and following - (prev.end - m // 2) > size)
+        assert shared >= m // 2 or exempt, (shared, m, prev, nxt)
+
+
+def test_judgment_text_without_full_stops_overlaps():
+    """A court judgment: one run of clauses joined by ， (no 。), longer than a chunk."""
+    text = "，".join(f"原告第{i}次向被告支付生活费800元" for i in range(40)) + "。"
+    chunks = chunk_text(text, ChunkingConfig("sentence", 100, 30))
+    shared = [a.end - b.start for a, b in zip(chunks, chunks[1:])]
+    assert len(chunks) > 5 and all(15 <= s <= 30 for s in shared), shared  # was 0 everywhere
+    mixed = "本院认为，" + "被告应当按月支付抚养费，" * 8 + "；\n" + "原告主张的利息，" * 10 + "！"
+    chunks = chunk_text(mixed, ChunkingConfig("sentence", 60, 20))
+    assert all(10 <= a.end - b.start <= 20 for a, b in zip(chunks, chunks[1:])), [(c.start, c.end) for c in chunks]
 
 
 @settings(max_examples=100, deadline=None)

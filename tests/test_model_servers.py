@@ -358,7 +358,7 @@ def test_lab_shows_rerank_ranks_and_scores_from_a_rerank_server(data_dir, monkey
         at.text_input[0].input("珠穆朗玛峰海拔").run()
         assert not at.exception, [e.value for e in at.exception]
         table = at.dataframe[0].value
-        assert table.iloc[0]["文档"].startswith("mountains.txt · 第")
+        assert table.iloc[0]["文档"] == "mountains.txt"
         # one column per stage, "第n名·score": the rerank server ranked every hit, in the table's order
         assert table["重排"].tolist() == [f"第{i}名·{c.split('·')[1]}" for i, c in enumerate(table["重排"], start=1)]
         assert all(len(c.split("·")) == 2 and float(c.split("·")[1]) >= -1e9 for c in table["重排"])

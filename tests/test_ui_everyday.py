@@ -165,14 +165,14 @@ def test_inline_markers_become_citation_buttons(two_docs):
     at = app("chat")
     ask(at, "长江全长多少公里？")
     parts = answers(at)[0]
-    assert any(p.get("n") == 1 for p in parts) and "《rivers.txt》第1页" in parts[-1]["title"]
+    assert any(p.get("n") == 1 for p in parts) and parts[-1]["title"] == "《rivers.txt》"
 
 
 def test_chip_opens_passage_in_its_surrounding_text(two_docs):
     at = app("chat")
     ask(at, "长江全长多少公里？")
-    click(at, "\\[1\\] rivers\\.txt · 第1页")
-    assert "原文上下文（引用句已标出）" in [c.value for c in at.caption]
+    click(at, "\\[1\\] rivers\\.txt")
+    assert "原文上下文（灰底为引用的段落，引用句已标出）" in [c.value for c in at.caption]
     boxes = [m.value for m in at.markdown if "wendao-passage" in m.value]
     assert any("<mark" in b and "第一章 江河" in b for b in boxes)
 

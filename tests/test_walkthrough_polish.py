@@ -16,17 +16,17 @@ from test_ui_everyday import two_docs  # noqa: F401 - fixture
 def test_export_lists_each_source_once_with_its_quotes():
     source = {"doc": "长江.txt", "pages": [1, 1], "text": "长江全长约六千三百公里。它发源于青藏高原。", "start": 0}
     answer = {"answer": "长江全长约六千三百公里[1]，发源于青藏高原[1]，注入东海[1]。[2]",
-              "sources": [source, {"doc": "黄河.txt", "pages": [2, 3], "text": "黄河", "start": 0}],
+              "sources": [source, {"doc": "黄河.pdf", "pages": [2, 3], "text": "黄河", "start": 0}],
               "citations": [{"n": 1, "doc": "长江.txt", "quote": "长江全长约六千三百公里。", "supported": True},
                             {"n": 1, "doc": "长江.txt", "quote": "它发源于青藏高原。", "supported": True},
                             {"n": 1, "doc": "长江.txt", "quote": "长江全长约六千三百公里。", "supported": True},
-                            {"n": 2, "doc": "黄河.txt", "quote": "注入东海。", "supported": False}]}
+                            {"n": 2, "doc": "黄河.pdf", "quote": "注入东海。", "supported": False}]}
     md = export_markdown("地理", [{"question": "长江有多长？", "answer": answer}])
     listed = [line for line in md.splitlines() if line.startswith("- [")]
     assert len(listed) == 2, md  # [1] once, [2] once
-    assert listed[0].startswith("- [1] 《长江.txt》第1页")
+    assert listed[0].startswith("- [1] 《长江.txt》：")  # a TXT has no pages
     assert listed[0].count("长江全长约六千三百公里") == 1 and "它发源于青藏高原" in listed[0]
-    assert listed[1].startswith("- [2] 《黄河.txt》第2–3页") and "（未核实）" in listed[1]
+    assert listed[1].startswith("- [2] 《黄河.pdf》第2–3页") and "（未核实）" in listed[1]
 
 
 # --- 7. a model's licence is written one way -----------------------------------------------------
@@ -39,18 +39,6 @@ def test_model_cards_write_the_licence_one_way(two_docs):  # noqa: F811
 
 
 # --- 8. the faster bundled model names the model it is the same as --------------------------------
-def test_the_torch_bundled_model_names_the_model_it_equals(two_docs):  # noqa: F811
-    from services.index.models import BUNDLED_EMBEDDER, BUNDLED_TORCH_EMBEDDER, MODELS
-
-    note = MODELS[BUNDLED_TORCH_EMBEDDER].note
-    assert "上面" not in note and f"「{BUNDLED_EMBEDDER}」" in note
-    at = app("settings")
-    picker = next(s for s in at.selectbox if s.label == "模型")
-    picker.set_value(BUNDLED_TORCH_EMBEDDER).run()
-    card = next(str(m.value) for m in at.markdown if "向量维度" in str(m.value))
-    assert f"与「{BUNDLED_EMBEDDER}」是同一个模型" in card and "上面" not in card
-
-
 # --- 5. 评测 shows one list of its background work, under 开始评测 ----------------------------------
 @pytest.mark.slow
 def test_evaluation_page_has_one_job_list_under_its_start_button(data_dir):

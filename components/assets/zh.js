@@ -3,6 +3,8 @@
 // data-table toolbar, "Help for …", "Press Enter to …", "Skip to main content", number-input steps…).
 // Loaded once per browser tab by components/widgets.py (st.html); a MutationObserver translates what
 // React renders later. Only fixed Streamlit strings are matched: user text is never touched.
+// Also (the one other fix of Streamlit's frontend): the uploader's file chips show the whole file name
+// (Streamlit cuts it to ~25 characters, "2023年度上...附件.txt"; the full name is in the chip's title).
 (function () {
   if (window.__wendaoZh) return;
   window.__wendaoZh = true;
@@ -129,9 +131,17 @@
       }
     }
   }
+  function wholeFileName(el) {
+    const full = el.getAttribute("title"), text = el.firstChild;
+    if (full && el.childNodes.length === 1 && text.nodeType === Node.TEXT_NODE && text.nodeValue !== full) {
+      text.nodeValue = full;  // the same text node React rendered: React keeps managing it
+    }
+  }
   function fixTree(root) {
     if (root.nodeType === Node.TEXT_NODE) return fixText(root);
     if (root.nodeType !== Node.ELEMENT_NODE) return;
+    if (root.matches("[data-testid='stFileChipName']")) wholeFileName(root);
+    for (const el of root.querySelectorAll("[data-testid='stFileChipName']")) wholeFileName(el);
     fixAttributes(root);
     for (const el of root.querySelectorAll("[aria-label], [title], [placeholder], [alt]")) fixAttributes(el);
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
@@ -142,7 +152,11 @@
   new MutationObserver(function (records) {
     if (document.documentElement.lang !== "zh-CN") document.documentElement.lang = "zh-CN";
     for (const r of records) {
-      if (r.type === "characterData") fixText(r.target);
+      if (r.type === "characterData") {
+        fixText(r.target);
+        const chip = r.target.parentElement;
+        if (chip && chip.matches("[data-testid='stFileChipName']")) wholeFileName(chip);
+      }
       else if (r.type === "attributes") fixAttributes(r.target);
       else r.addedNodes.forEach(fixTree);
     }

@@ -8,6 +8,7 @@ when it is run: it is then offered here for later runs and used by fine-tuning f
 before/after comparison. Its questions are shown inert; it can be removed."""
 from __future__ import annotations
 
+import json
 import time
 
 import altair as alt
@@ -20,7 +21,7 @@ from components.state import current_kb, select_kb, session, show_error
 from components.widgets import SERIES_COLORS, WRAP_ROW_HEIGHT, eval_csv
 from components.words import COVERAGE, CURVE_HELP, CURVE_NOTE, CURVE_TITLE, METRIC_HELP, METRIC_ZH, QUALITY
 from services import errors
-from services.views import CHUNKER_NAMES, KS, MODES, doc_key, parse_questions, sample_question_lines
+from services.views import CHUNKER_NAMES, KS, MODES, config_labels, doc_key, parse_questions, sample_question_lines
 
 SHOWN_QUESTIONS = 20  # questions of a saved set listed on the page
 SAMPLE_KB = "示例"
@@ -45,6 +46,19 @@ def saved_panel(kb) -> None:
                 st.rerun()
             except errors.WendaoError as exc:
                 show_error(exc)
+
+
+def refusal_of(kb, questions, lines) -> str:
+    """kb.unscorable for this question set, kept in the session per KB, file and document count (it
+    locates every answer in the documents: not on every rerun)."""
+    key = ("eval_refusal", kb.id, hash(tuple(lines or [q.question for q in questions])), kb.info().documents)
+    cache = st.session_state.setdefault("eval_refusals", {})
+    if key not in cache:
+        try:
+            cache[key] = kb.unscorable(questions)
+        except errors.WendaoError as exc:
+            cache[key] = exc.message_zh
+    return cache[key]
 
 
 def sample_kb():
@@ -73,19 +87,49 @@ def config_colors(names: list[str]) -> alt.Scale:
     return alt.Scale(domain=names, range=[SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(names))])
 
 
+def coinciding(summaries: dict) -> list[list[str]]:
+    """Groups of configurations whose 前 k 条命中率 curves are the same at every k (drawn on top of
+    each other, the later one would hide the earlier)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, s in summaries.items():
+        groups.setdefault(tuple(round(float(s[f"recall@{k}"]), 6) for k in KS), []).append(name)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 def recall_chart(summaries: dict) -> alt.Chart:
     """前 k 条命中率 per configuration: a line each, its colour and point shape in the one legend
-    (dashes tell overlapping lines apart; they are left out of the legend, whose symbols they garble)."""
+    (dashes tell overlapping lines apart; they are left out of the legend, whose symbols they garble).
+    Curves that coincide stay visible: the first of them is drawn widest and each later one narrower on
+    top of it, their points side by side, and the legend says which they equal."""
     names = list(summaries)
-    curve = pd.DataFrame([{"配置": name, "k": k, "命中率": s[f"recall@{k}"]} for name, s in summaries.items() for k in KS])
-    legend = alt.Legend(orient="bottom", columns=1, labelLimit=600, title=None, symbolStrokeWidth=0)
+    width, shift, notes = {}, {}, {}
+    for group in coinciding(summaries):
+        for j, name in enumerate(group):
+            width[name] = 2 + 3 * (len(group) - 1 - j)  # the widest underneath, the narrowest on top
+            shift[name] = (j - (len(group) - 1) / 2) * 0.07
+            notes[name] = name + "（与" + "、".join(n for n in group if n != name) + "重合）"
+    curve = pd.DataFrame([{"配置": name, "k": k, "位置": i + shift.get(name, 0.0), "命中率": s[f"recall@{k}"],
+                           "线宽": width.get(name, 2)}
+                          for name, s in sorted(summaries.items(), key=lambda item: -width.get(item[0], 2))
+                          for i, k in enumerate(KS)])
+    legend = alt.Legend(orient="bottom", columns=1, labelLimit=600, title=None, symbolStrokeWidth=0,
+                        labelExpr=f"{json.dumps(notes, ensure_ascii=False)}[datum.label] || datum.label")
     return alt.Chart(curve, title=CURVE_TITLE).mark_line(point=alt.OverlayMarkDef(size=70, filled=True)).encode(
-        x=alt.X("k:O", title="看前 k 条结果", axis=alt.Axis(labelAngle=0)),
+        x=alt.X("位置:Q", title="看前 k 条结果", scale=alt.Scale(domain=[-0.3, len(KS) - 0.7], nice=False),
+                axis=alt.Axis(values=list(range(len(KS))), labelExpr=f"{json.dumps([str(k) for k in KS])}[datum.value]",
+                              labelAngle=0, grid=False)),
+        strokeWidth=alt.StrokeWidth("线宽:Q", scale=None, legend=None),
         y=alt.Y("命中率:Q", title="命中率", scale=alt.Scale(zero=False), axis=alt.Axis(format=".0%")),
         color=alt.Color("配置:N", scale=config_colors(names), legend=legend),
         shape=alt.Shape("配置:N", legend=legend), strokeDash=alt.StrokeDash("配置:N", legend=None),
         tooltip=["配置", "k", alt.Tooltip("命中率:Q", format=".3f")],
     ).configure(aria=False)  # aria off: Vega would describe the axes in English
+
+
+def overlap_note(summaries: dict) -> str:
+    """Below the curve: which configurations score the same at every k ("" when none do)."""
+    return "".join(f"「{'」「'.join(g)}」的命中率在每个 k 上都相同，曲线重合（下层画得更粗、点左右错开）。"
+                   for g in coinciding(summaries))
 
 
 def latency_chart(summaries: dict) -> alt.Chart:
@@ -104,12 +148,18 @@ def latency_chart(summaries: dict) -> alt.Chart:
 
 
 def show_summaries(summaries: dict) -> None:
+    """The tables and charts of a run; what every configuration shares is said once above them and
+    each row is named by what differs (services.views.config_labels)."""
+    common, labels = config_labels(list(summaries))
+    summaries = {labels[name]: s for name, s in summaries.items()}
+    if common:
+        st.caption(f"所有配置相同的设置：{common}；下面各行只写不同之处。")
     st.caption("检索效果", help="命中：结果里有含标准答案的片段。鼠标停在列名上可看每一列的含义和术语。")
     metric_table(summaries, QUALITY)
     st.caption("答案覆盖与用时")
     metric_table(summaries, COVERAGE)
     st.altair_chart(recall_chart(summaries), width="stretch")
-    st.caption(CURVE_NOTE, help=CURVE_HELP)
+    st.caption(CURVE_NOTE + overlap_note(summaries), help=CURVE_HELP)
     st.altair_chart(latency_chart(summaries), width="stretch")
 
 
@@ -158,9 +208,11 @@ if kb is None or kb.info().chunks == 0:
     if kb is not None:
         job_panel(kb, JOBS, "evaluate")
     st.stop()
-st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**" + (f" · {len(questions)} 个问题" if questions else ""))
+refusal = refusal_of(kb, questions, lines) if questions else ""  # a set the run would refuse: said first, no count
+st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**"
+            + (f" · {len(questions)} 个问题" if questions and not refusal else ""))
 saved_panel(kb)
-keep = bool(questions and lines) and source != "saved" and st.checkbox(
+keep = bool(questions and lines) and not refusal and source != "saved" and st.checkbox(
     "保存为本知识库的问题集", value=source == "upload", key=f"eval_keep_{kb.id}_{source}",
     help="开始评测时保存。以后评测可以直接选用它；微调向量模型时也会在这些问题上比较微调前后的效果。")
 no_documents = False  # none of the questions' documents is in this KB: nothing to evaluate
@@ -178,6 +230,9 @@ if questions:
                 st.rerun()
         elif source == "sample":
             st.caption("点上方「创建「示例」知识库并导入示例文档」。")
+    elif refusal:
+        no_documents = True
+        st.error(inert(refusal, keep_lines=False))
     elif wanted - held:
         st.caption(f"问题针对的 {len(wanted)} 个文档中，当前知识库有 {len(wanted & held)} 个；其余文档的问题得分为 0。")
 

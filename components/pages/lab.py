@@ -73,7 +73,7 @@ def score_table(hits, stages: list[str]) -> pd.DataFrame:
             ([f"{score:.2f}" if k == "bm25" else f"{score:.3f}"] if score is not None else [])
         return "·".join(parts) or "—"
 
-    return pd.DataFrame([{"名次": i, "文档": f"{display_name(h.doc)} · {page_label(h.page_start, h.page_end)}",
+    return pd.DataFrame([{"名次": i, "文档": " · ".join(filter(None, [display_name(h.doc), page_label(h.page_start, h.page_end, h.doc)])),
                           **{STAGE_ZH[k]: cell(h, k) for k in stages}, "内容": shown_text(h.text)}
                          for i, h in enumerate(hits, start=1)])
 
@@ -82,7 +82,7 @@ def table_config(stages: list[str], compact: bool, listed_below: bool) -> dict:
     """Column widths (the whole table fits the page, or half of it side by side) and tooltips; the
     text wraps over three lines (WRAP_ROW_HEIGHT)."""
     return {"名次": st.column_config.NumberColumn(width=48),
-            "文档": st.column_config.TextColumn("文档", width=170 if compact else 200, help="文档和页码"),
+            "文档": st.column_config.TextColumn("文档", width=170 if compact else 200, help="文档和页码（PDF 的页、PPTX 的幻灯片、XLSX 的工作表；其他格式没有页码）"),
             **{STAGE_ZH[k]: st.column_config.TextColumn(width=90, help=f"名次·得分。{RANK_HELP[k]}{SCORE_HELP[k]}")
                for k in stages},
             "内容": st.column_config.TextColumn(width=220 if compact else 300,
@@ -151,7 +151,8 @@ def show_result(result: SearchResult, compact: bool = False) -> None:
     show_table(result.hits, stages_run(result), compact)
     show_score_charts(result)
     for i, h in enumerate(result.hits, start=1):
-        st.markdown(f"**{i}\\. {inert_name(h.doc)}** · {page_label(h.page_start, h.page_end)} · {span_zh(h.start, h.end)}",
+        st.markdown(" · ".join(filter(None, [f"**{i}\\. {inert_name(h.doc)}**", page_label(h.page_start, h.page_end, h.doc),
+                                             span_zh(h.start, h.end)])),
                     help=SPAN_HELP if i == 1 else None)
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
     with st.expander(f"全部 {len(result.candidates)} 个候选（两路合并后、取前 {len(result.hits)} 条之前）"):

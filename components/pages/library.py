@@ -16,7 +16,7 @@ from components.state import create_kb, current_kb, session, show_error, without
 from components.widgets import (PRIMARY, SHOWN_CHARS, STRATEGY_ZH, WRAP_ROW_HEIGHT, chunk_boundaries_html, chunking_form,
                                 passage_box, shown_text)
 from components.words import SPAN_HELP, span_zh
-from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_ranges
+from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_label, page_ranges
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 MAINTENANCE_KINDS = ("rechunk", "reindex", "optimize")  # shown in one panel below the document row
@@ -131,12 +131,14 @@ if not docs:
     st.stop()
 table = pd.DataFrame([{
     "文件名": display_name(d.filename), "启用": "是" if d.enabled else "已停用", "状态": STATUS_ZH.get(d.status, d.status),
-    "片段数": d.chunk_count, "页数": d.pages, "大小 (KB)": round(d.size / 1024, 1),
+    "片段数": d.chunk_count, "页数": str(d.pages) if page_label(1, doc=d.filename) else "—", "大小 (KB)": round(d.size / 1024, 1),
     "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
     "说明": without_paths(d.error or "") or ("跳过" + page_ranges(d.skipped_pages) if d.skipped_pages else "")
     or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
 } for d in docs])
 picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+                           column_config={"页数": st.column_config.TextColumn(
+                               help="PDF 的页数、PPTX 的幻灯片数、XLSX 的工作表数；其他格式没有页（—）")},
                            key=f"doc_table_{kb.id}_{len(docs)}").selection.rows
 st.caption("要删除文档：勾选表格左侧的方框（可多选），再点下方出现的「删除选中的文档」。")
 chosen_rows = [docs[i] for i in picked_rows if i < len(docs)]
@@ -242,12 +244,14 @@ if preview_config:
     st.altair_chart(length_histogram(lengths), width="stretch")
     tab1, tab2 = st.tabs(["边界视图", "片段表"])
     with tab1:
-        passage_box(chunk_boundaries_html(text[:20000], [c for c in chunks if c.start < 20000]))
+        passage_box(chunk_boundaries_html(text[:20000], [c for c in chunks if c.start < 20000], selected.filename))
         if len(text) > 20000:
             st.caption("（只显示前 20000 字）")
     with tab2:
+        paged = bool(page_label(1, doc=selected.filename))  # a TXT or DOCX has no page column
         st.dataframe(pd.DataFrame([{"#": c.ordinal + 1, "位置": span_zh(c.start, c.end), "长度": len(c.text),
-                                    "页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start else str(c.page_start),
+                                    **({"页": f"{c.page_start}-{c.page_end}" if c.page_end != c.page_start
+                                        else str(c.page_start)} if paged else {}),
                                     "内容": shown_text(c.text)} for c in chunks]), hide_index=True, width="stretch",
                      row_height=WRAP_ROW_HEIGHT,
                      column_config={"#": st.column_config.NumberColumn(width=48), "位置": st.column_config.TextColumn(

@@ -112,7 +112,7 @@ if new_ch is not None and new_ch != ch:
 st.subheader("向量模型")
 current = kb.embedding_model()
 tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in session().finetuned_models()}
-names = list(dict.fromkeys([m.name for m in embedding_models()] + list(tuned) + served_embedders(current)))
+names = list(dict.fromkeys([m.name for m in embedding_models(current)] + list(tuned) + served_embedders(current)))
 choice = st.selectbox("模型", names + ["自定义…"], index=names.index(current) if current in names else len(names),
                       format_func=lambda n: tuned.get(n, model_label(n)), key=key("embedder"))
 if choice in tuned:

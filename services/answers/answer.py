@@ -26,6 +26,7 @@ from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation,
 from services.config import LLMSettings
 from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, entity_spans,  # noqa: F401
                                         marked_text, pinpoint)
+from services.documents.pageview import page_label
 from services.documents.parsing import page_for_offset
 from services.answers.refusal import QUESTION_WORDS, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401
 from services.search.retrieval import Hit, Retriever
@@ -231,8 +232,8 @@ def build_messages(question: str, sources: list[Hit], structured: bool) -> list[
     """System + user messages: numbered <source> blocks (bodies neutralised, attributes escaped)."""
     blocks = []
     for n, hit in enumerate(sources, start=1):
-        pages = f"第{hit.page_start}页" if hit.page_start == hit.page_end else f"第{hit.page_start}-{hit.page_end}页"
-        blocks.append(f'<source id="{n}" doc="{_attribute(hit.doc)}" page="{pages}">\n'
+        pages = page_label(hit.page_start, hit.page_end, hit.doc)
+        blocks.append(f'<source id="{n}" doc="{_attribute(hit.doc)}"' + (f' page="{pages}"' if pages else "") + '>\n'
                       f"{neutralise(hit.text).strip()}\n</source>")
     fmt = ('以 JSON 返回 {"answerable": 资料中是否有答案, "answer": 带 [n] 标注的答案, "citations": [资料编号]}。'
            if structured else "直接给出带 [n] 标注的答案。")

@@ -242,9 +242,43 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
         word = t[w[0]:w[1]]
         return w[2] in ("ns", "nt") or bool(_PLACE_END.search(word)) and w[2] not in ("v", "vn", "d", "r", "p", "uj")
 
-    runs = [(a, b) for a, b in _runs(tags, placeish) if b - a >= 2]
+    runs = [(a, b) for a, b in _whole_places(t, tags, _runs(tags, placeish)) if b - a >= 2]
     anchored = [m.span(1) for m in _PLACE_AFTER.finditer(t)]
     return sorted(anchored + [r for r in runs if not any(a <= r[0] and r[1] <= b for a, b in anchored)])
+
+
+# The whole name of a place or an institution, where jieba splits it: a name it took for a person's before
+# a bare administrative suffix (阳朔/nr + 镇 + 中心小学), and the modifiers between a place and the
+# institution after it (中关村 + 第一 + 小学, 永川区 + 实验 + 小学, 雨花区 + 人民 + 医院).
+_ADMIN_SUFFIX = frozenset("省市县区州镇乡村")
+_NAME_BEFORE_SUFFIX = frozenset({"nr", "nrt", "nrfg", "ns", "nz", "j", "n"})
+_PLACE_BRIDGE = frozenset({"m", "mq", "vn", "n", "nz", "j", "a", "b", "nr", "ns", "nt", "nrt"})
+_PLACE_BRIDGE_CHARS = 4
+
+
+def _whole_places(t: str, tags, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Place runs (services: typed_values) widened to the whole name: a run that starts with a bare
+    administrative suffix (镇) takes the name before it, and runs joined only by a few modifier words
+    (第一, 实验, 人民) become one — 阳朔镇中心小学, not 镇中心小学."""
+    by_start = {a: i for i, (a, _b, _f) in enumerate(tags)}
+    widened = []
+    for a, b in runs:
+        i = by_start.get(a)
+        if i is not None and i > 0 and t[a:tags[i][1]] in _ADMIN_SUFFIX:
+            pa, pb, flag = tags[i - 1]
+            if pb == a and flag in _NAME_BEFORE_SUFFIX and pb - pa >= 2 and not MASKED_NAME.fullmatch(t[pa:pb]):
+                a = pa
+        widened.append((a, b))
+    out: list[tuple[int, int]] = []
+    for a, b in widened:
+        if out:
+            gap = [w for w in tags if out[-1][1] <= w[0] and w[1] <= a]
+            if (0 < a - out[-1][1] <= _PLACE_BRIDGE_CHARS and gap and gap[0][0] == out[-1][1] and gap[-1][1] == a
+                    and all(w[2] in _PLACE_BRIDGE for w in gap)):
+                out[-1] = (out[-1][0], b)
+                continue
+        out.append((a, b))
+    return out
 
 
 _ENTITY_TAGS = frozenset({"nr", "nrt", "nrfg", "ns", "nt", "nz", "j"})
@@ -551,7 +585,7 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
     best = forced[0] if forced else order[0]
     if forced:
         pass
-    elif scorer.kind in STRICT_TYPES and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
+    elif scorer.kind in TYPED and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
         # a question asking for a number, date, title or country: a unit holding one, if it is close
         typed = next((i for i in order if scorer.typed[i]), None)
         if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
@@ -611,8 +645,9 @@ def _groups(picks: list[Pick]) -> list[list[Pick]]:
 def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> list[Pick]:
     """Set each pick's `support`: how well the quoted passage it belongs to answers the question —
     key-term coverage, plus a little when it holds the expected answer type; for a question asking
-    for a number, amount, date, title or country, a passage without such a value gets at most half
-    the threshold. Judged against the question, never against the quote itself, so an off-topic
+    for a number, amount, date, title, country, person or place, a passage without such a value gets
+    at most half the threshold (each quote on its own: a second quote that only shares the question's
+    words is not supported). Judged against the question, never against the quote itself, so an off-topic
     sentence or a sentence that names the subject but not the answer is not marked supported."""
     terms = key_terms(query) or query_terms(query)
     kind = answer_type(query) if kind == "auto" else kind
@@ -624,7 +659,7 @@ def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> lis
         coverage = sum(len(t) for t in terms if t in text) / total
         typed = bool(_values(kind, Pick(0, 0, 0, joined, 0), exclude)) if kind in TYPED else has_type(kind, joined)
         support = min(1.0, coverage + (0.1 if kind and typed and coverage > 0 else 0.0))
-        if kind in STRICT_TYPES and not typed:
+        if kind in TYPED and not typed:  # a quote without the asked-for number, date, name or place
             support = min(support, ANSWERS_THRESHOLD / 2)
         for p in group:
             p.support = support

@@ -1,9 +1,11 @@
 """Chinese-aware chunking: one config object, three strategies.
 
 - fixed:    N characters with an overlap of M characters.
-- sentence: whole sentences packed up to N characters (or N tokens of the embedding model), with an
-            overlap of whole sentences up to M characters; a boundary falls inside a sentence only
-            when that one sentence is longer than N.
+- sentence: whole sentences packed up to N characters (or N tokens of the embedding model); a chunk
+            ends inside a sentence only when that one sentence is longer than N. Consecutive chunks
+            overlap by about M (between M/2 and M; M at most half of N): whole sentences where they fit,
+            else from a clause mark (，；：、), else M characters back — so text without 。 (judgments)
+            overlaps too.
 - window:   sliding windows of W sentences with stride S (the seed's Landmark-Embedding idea,
             without its training); each window records the sentences it covers so neighbouring
             hits can be merged into one passage later.
@@ -12,6 +14,7 @@ Every chunk's [start, end) are offsets into the document text, so `text[start:en
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -86,7 +89,7 @@ def chunk_text(
             spans = _window_spans(sentences, config)
         else:
             length = _length_fn(text, config, count_tokens)
-            spans = _sentence_spans(sentences, config, length)
+            spans = _sentence_spans(text, sentences, config, length)
     page_at = page_at or (lambda _offset: 1)
     chunks = []
     for a, b, s0, s1 in spans:
@@ -119,46 +122,89 @@ def _fixed_spans(n: int, config: ChunkingConfig) -> list[tuple[int, int]]:
     return spans
 
 
-def _sentence_spans(sentences: Sequence[tuple[int, int]], config: ChunkingConfig,
+def _sentence_spans(text: str, sentences: Sequence[tuple[int, int]], config: ChunkingConfig,
                     length: Callable[[int, int], int]) -> list[tuple[int, int, int, int]]:
-    """Greedy packing of whole sentences; over-long sentences are cut into N-sized pieces."""
+    """Greedy packing of whole sentences; a chunk ends at a sentence end unless one sentence is longer
+    than N (it is then cut into N-sized pieces that overlap like the chunks do). The next chunk starts
+    `overlap` back (see _overlap_start), so consecutive chunks share about M characters (tokens) also
+    where sentences are long (court judgments: runs of clauses joined by ，)."""
     limit = config.chunk_size
+    overlap = min(config.overlap, limit // 2)  # at most half a chunk: each chunk brings at least half new text
+    starts = [a for a, _ in sentences]
     spans: list[tuple[int, int, int, int]] = []
-    i = 0
-    while i < len(sentences):
-        a, b = sentences[i]
-        if length(a, b) > limit:
-            spans.extend((x, y, i, i + 1) for x, y in _cut_long_sentence(a, b, limit, length))
-            i += 1
-            continue
-        j = i + 1
-        while j < len(sentences) and length(a, sentences[j][1]) <= limit:
+    n = len(sentences)
+    i, start, prev_end, last_start = 0, sentences[0][0] if n else 0, -1, -1
+    while i < n:
+        j = i
+        while j < n and length(start, sentences[j][1]) <= limit:
             j += 1
-        spans.append((a, sentences[j - 1][1], i, j))
-        if j >= len(sentences):
+        if j > i and sentences[j - 1][1] > prev_end:  # whole sentences (after the carried overlap) fit
+            end = sentences[j - 1][1]
+            spans.append((start, end, i, j))
+            last_start = start
+        elif j < n and start < sentences[j][0] and length(sentences[j][0], sentences[j][1]) <= limit:
+            start = _tail_start(start, sentences[j][1], limit, length)  # less overlap, so sentence j fits whole
+            i = bisect_right(starts, start) - 1
+            continue
+        else:  # sentence j is longer than a chunk: overlapping pieces, from the carried overlap on
+            pieces = _cut_long_sentence(start, sentences[j][1], limit, overlap, length)
+            spans.extend((x, y, i, j + 1) for x, y in pieces)
+            end, last_start, j = sentences[j][1], pieces[-1][0], j + 1
+        if j >= n:
             break
-        i = _overlap_start(sentences, i, j, config.overlap, length)
+        prev_end = end
+        start = _overlap_start(text, starts, last_start + 1, end, overlap, length)
+        i = bisect_right(starts, start) - 1
     return spans
 
 
-def _overlap_start(sentences, i: int, j: int, overlap: int, length) -> int:
-    """First sentence of the next chunk: carry trailing whole sentences worth <= overlap."""
-    k = j
-    while k - 1 > i and length(sentences[k - 1][0], sentences[j - 1][1]) <= overlap:
-        k -= 1
-    return k
+# A clause ends after these (inside a sentence): an overlap that cannot start at a sentence starts here.
+CLAUSE_ENDS = frozenset("，,、：:；;")
 
 
-def _cut_long_sentence(a: int, b: int, limit: int, length) -> list[tuple[int, int]]:
+def _tail_start(lo: int, end: int, budget: int, length) -> int:
+    """The smallest q in [lo, end] with length(q, end) <= budget (the longest tail within budget)."""
+    if length(lo, end) <= budget:
+        return lo
+    a, b = lo, end
+    while a < b:
+        mid = (a + b) // 2
+        if length(mid, end) <= budget:
+            b = mid
+        else:
+            a = mid + 1
+    return b
+
+
+def _overlap_start(text: str, starts: list[int], lo: int, end: int, overlap: int, length) -> int:
+    """Where the chunk after one ending at `end` starts (>= lo): a tail of about `overlap` (between half
+    of it and all of it), starting at a sentence start if one is there, else after a clause mark (，；：、),
+    else `overlap` characters (tokens) back; `end` (no overlap) when overlap is 0."""
+    if overlap <= 0 or lo >= end:
+        return end
+    far = _tail_start(lo, end, overlap, length)  # the most overlap allowed
+    near = max(far, _tail_start(lo, end, max(1, overlap // 2), length))  # about half of it
+    k = bisect_left(starts, far)
+    if k < len(starts) and starts[k] <= near and starts[k] < end:
+        return starts[k]
+    for q in range(far, near + 1):
+        if q > lo - 1 and q < end and text[q - 1] in CLAUSE_ENDS:
+            return q
+    return far
+
+
+def _cut_long_sentence(a: int, b: int, limit: int, overlap: int, length) -> list[tuple[int, int]]:
+    """[a, b) in pieces of at most `limit`, each starting `overlap` before the previous one ends."""
     pieces = []
     start = a
-    while start < b:
+    while True:
         end = min(b, start + limit)
         while end > start + 1 and length(start, end) > limit:  # token units: shrink to fit
             end = start + max(1, (end - start) * 3 // 4)
         pieces.append((start, end))
-        start = end
-    return pieces
+        if end >= b:
+            return pieces
+        start = _tail_start(start + 1, end, overlap, length) if overlap > 0 else end
 
 
 def _window_spans(sentences: Sequence[tuple[int, int]], config: ChunkingConfig):

