@@ -117,6 +117,8 @@ def chunking_form(prefix: str, config: ChunkingConfig) -> ChunkingConfig | None:
                             format_func={"chars": "字符", "tokens": "模型 token"}.get, key=f"{prefix}_unit") \
             if strategy == "sentence" else "chars"
         window, stride = config.window, config.stride
+        if strategy == "sentence" and overlap > size // 2:  # services.documents.chunking._sentence_spans caps it
+            st.caption(f"按句子切分时重叠最多为片段长度的一半（这里实际为 {int(size) // 2}），保证每个片段至少一半是新内容。")
     try:
         return ChunkingConfig(strategy, int(size), int(overlap), int(window), int(stride), unit)
     except ValueError:

@@ -235,3 +235,19 @@ def test_a_place_question_quotes_the_unit_holding_a_place_first():
     extract = pinpoint("沈x7在哪里上学？", hits)
     assert extract.span.text == "阳朔镇中心小学" and extract.picks[0].doc == "s.txt"
     assert all(p.support >= 0.4 for p in extract.picks), extract.picks  # the off-topic unit is not quoted
+
+
+def test_the_chunking_form_says_when_a_sentence_overlap_is_capped():
+    """The sentence chunker caps the overlap at half a chunk; the form says so instead of silently using less."""
+    from streamlit.testing.v1 import AppTest
+
+    def form():
+        from components.widgets import chunking_form
+        from services.documents.chunking import ChunkingConfig
+
+        chunking_form("t", ChunkingConfig("sentence", 300, 200))
+
+    at = AppTest.from_function(form, default_timeout=60).run()
+    assert any("最多为片段长度的一半（这里实际为 150）" in c.value for c in at.caption)
+    at.number_input(key="t_overlap").set_value(100).run()
+    assert not any("最多为片段长度的一半" in c.value for c in at.caption)
