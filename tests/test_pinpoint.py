@@ -137,6 +137,89 @@ def test_a_question_naming_its_subject_is_not_flagged(lib, kb):
     assert "份文档给出不同答案" not in a.text and a.answer_span.text == "10000元"
 
 
+# Other judgments of the kind the ambiguity set asks about (bench/pinpoint.py): the answer differs between them.
+DRUNK_A = "经审理查明：被告人孔3某醉酒后驾驶小型轿车上路行驶。经鉴定，孔3某血液中酒精含量为191mg/100ml。"
+DRUNK_B = "经审理查明：被告人兰某醉酒驾驶机动车。经福建行健司法鉴定所鉴定，被告人兰某血液酒精含量为90mg／100ml。"
+LOAN_A = "经审理查明：被告向原告借款，双方约定借款期限一年，被告借了贷款5万元，至今未还。"
+LOAN_B = "经审理查明：被告因经营需要向原告借款，被告借了贷款50000元，约定月利率1.5%。"
+LOAN_C = "经审理查明：被告因经营需要向原告借款，被告借了贷款1800元，约定按月归还。"
+LOAN_D = "经审理查明：被告因经营需要向原告借款，被告借了贷款800元，约定按月归还。"
+
+
+def test_another_documents_answer_beyond_the_top_passages_is_found():
+    """The top passages all come from one judgment (retrieval windows of it); the other judgment's
+    best passage, further down the candidates, is read for the ambiguity check (ambiguity_passages)
+    and, when quoted, numbered after the answer's own passages."""
+    from services.answers.extractive import ambiguity_passages
+
+    own = [make_hit(JUDGMENT_C, "c.txt", i * 1000, doc_id="c") for i in range(5)]
+    other = make_hit(JUDGMENT_B, "b.txt", 0, doc_id="b")
+    candidates = own + [make_hit(JUDGMENT_C, "c.txt", 9000, doc_id="c"), other]
+    more = ambiguity_passages(candidates, own)
+    assert [h.doc for h in more] == ["b.txt"]
+    question = "原告每个月需要支付多少抚养费？"
+    assert not pinpoint(question, own).ambiguous  # the five passages hold one answer
+    extract = pinpoint(question, own, more=more)
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"10000元", "1000元"}
+    assert extract.more_sources == [other]
+    cited = [p for p in extract.picks if p.doc == "b.txt"]
+    assert cited and all(p.n == 6 for p in cited) and "[6]" in extract.text
+    assert not pinpoint("原告周0每个月需要支付多少抚养费？", own, more=more).ambiguous  # names its party
+
+
+def test_other_documents_found_by_the_answer_flow_are_added_to_its_sources(lib, kb):
+    """Through answer_question: an alternative from a passage beyond the sources is cited with its
+    own [n], and that passage is among the answer's sources."""
+    for i in range(6):  # look-alike windows of one judgment push the other one down the ranking
+        ingest(lib, kb, JUDGMENT_C.replace("周0", f"周{i}").replace("吴x5", f"吴x{i + 10}"), f"周{i}离婚.txt")
+    ingest(lib, kb, JUDGMENT_B, "赵0离婚.txt")
+    a = answer_question(Retriever(lib, kb), LLMSettings(), "原告每个月需要支付多少抚养费？")
+    assert a.text.startswith("有 2 份文档给出不同答案：") and "1000元" in a.text
+    for c in a.citations:
+        assert a.sources[c.n - 1].doc == c.doc and c.quote in a.sources[c.n - 1].text
+
+
+def test_measurements_are_values_of_a_number_question():
+    """191mg/100ml and 90mg／100ml are numbers with their unit: two judgments' different answers."""
+    extract = pinpoint("被告人血液酒精含量是多少？", [make_hit(DRUNK_A, "a.txt", doc_id="a"),
+                                                      make_hit(DRUNK_B, "b.txt", doc_id="b")])
+    assert extract.ambiguous
+    assert {extract.span.text, extract.alternatives[0].text} == {"191mg/100ml", "90mg／100ml"}
+
+
+def test_the_same_value_written_two_ways_is_one_answer():
+    """5万元 and 50000元 are the same amount: no disagreement. 800元 and 1800元 are two."""
+    hits = [make_hit(LOAN_A, "a.txt", doc_id="a"), make_hit(LOAN_B, "b.txt", doc_id="b")]
+    assert not pinpoint("被告借了多少贷款？", hits).ambiguous
+    hits = [make_hit(LOAN_C, "c.txt", doc_id="c"), make_hit(LOAN_D, "d.txt", doc_id="d")]
+    extract = pinpoint("被告借了多少贷款？", hits)
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"1800元", "800元"}
+
+
+def test_a_chosen_document_without_the_named_party_is_not_a_disagreement():
+    """The question names 孙x2; when the best-scoring passage is another judgment's, the two do not
+    disagree: one of them is simply not about 孙x2."""
+    other = JUDGMENT_A.replace("李x3", "张x3")
+    hits = [make_hit(other, "a.txt", doc_id="a"), make_hit(JUDGMENT_B, "b.txt", doc_id="b")]
+    extract = pinpoint("被告孙x2每月向原告支付多少生活费？", hits)
+    assert not extract.ambiguous
+
+
+def test_another_document_about_another_subject_is_not_a_different_answer():
+    """蓍 is the question's subject: another plant's range is no other answer to it."""
+    hits = [make_hit("蓍\n蓍分布在蒙古、伊朗、欧洲、俄罗斯以及中国大陆的东北、内蒙古等地。", "a.txt", doc_id="a"),
+            make_hit("柳叶菜\n柳叶菜分布在亚洲、大洋洲的热带和亚热带地区以及中国大陆的广西、广东等地。", "b.txt", doc_id="b")]
+    assert not pinpoint("蓍分布在哪些地区？", hits).ambiguous
+
+
+def test_role_words_are_not_names_the_documents_must_hold():
+    """原被告 (the parties' roles) is no name: judgments that write 原、被告 still disagree."""
+    hits = [make_hit("经审理查明：2014年6月10日，原、被告签订了合同，约定被告承建原告的厂房。", "a.txt", doc_id="a"),
+            make_hit("经审理查明：2000年11月17日，原、被告签订了合同，约定原告承包被告的荒山。", "b.txt", doc_id="b")]
+    extract = pinpoint("原被告何时签订合同？", hits)
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"2014年6月10日", "2000年11月17日"}
+
+
 # --- conversations --------------------------------------------------------------------------------
 @pytest.fixture
 def cases(lib, kb):

@@ -831,13 +831,13 @@ def _subject_terms(query: str, terms: list[str]) -> list[str]:
             break
         end = b
     head = comparable(t[:end])
-    return [x for x in terms if x in head]
+    return [x for x in terms if x in head and not _ROLE_WORDS.match(x)]
 
 
 def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_chars: int) -> list[tuple[AnswerSpan, list[Pick]]]:
     """Other documents' answers of the asked-for type that differ from the best one (see the module
     docstring): [(span, picks)] for each such document, best first. Both documents must hold the names
-    the question gives, and the other one the terms of the question's subject the chosen passage holds."""
+    the question gives and all but a third of the terms of its subject (`_subject_terms`)."""
     c = scorer.candidates
     if scorer.kind not in TYPED or span is None or span.kind is None:
         return []
@@ -847,10 +847,13 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         doc = next(u.doc_id or u.doc for u in c if u.n == n)
         texts[doc] = texts.get(doc, "") + comparable(scorer.passages[n - 1])
     names = _question_names(scorer.query)
-    if any(n not in texts[best_doc] for n in names):
-        return []  # the chosen document is not the one the question names: no disagreement to report
-    own = comparable(scorer.passages[c[first].n - 1])
-    subject = [t for t in _subject_terms(scorer.query, scorer.terms) if t in own]
+    subject = _subject_terms(scorer.query, scorer.terms)
+
+    def about(doc: str) -> bool:  # holds the names the question gives and (nearly) all of its subject
+        return all(n in texts[doc] for n in names) and sum(t not in texts[doc] for t in subject) <= len(subject) // 3
+
+    if not about(best_doc):
+        return []  # the chosen document is not (only) about what the question names: no disagreement to report
     out, seen_docs, values = [], {best_doc}, [span.text]
     for i in scorer.order(everywhere=True):
         u = c[i]
@@ -860,10 +863,8 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         if doc in seen_docs:
             continue
         seen_docs.add(doc)
-        if any(n not in texts[doc] for n in names):
-            continue  # the question names someone (or somewhere) this document does not: not its answer
-        if sum(t not in texts[doc] for t in subject) > len(subject) // 3:
-            continue  # not about the question's subject (蓍, 天瑞公司) as the chosen passage is
+        if not about(doc):
+            continue  # the question names someone (or something: 蓍, 天瑞公司) this document does not
         picks = [c[j] for j in scorer.around(i, max_chars)]
         check_picks(scorer.query, picks, scorer.kind)
         if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
