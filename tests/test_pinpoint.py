@@ -199,6 +199,17 @@ def test_the_same_value_written_two_ways_is_one_answer():
     assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"1800元", "800元"}
 
 
+def test_another_documents_value_in_another_unit_is_no_other_answer():
+    """A loan's term: 36个月 and 3年 are two answers (both durations); 15% (a rate in the other judgment's
+    clause) is none."""
+    term = make_hit("经审理查明：被告向原告借款，双方约定贷款期限为36个月，按月还款。", "a.txt", doc_id="a")
+    rate = make_hit("经审理查明：被告向原告借款，双方约定贷款期限内利率上浮15%，按月还款。", "b.txt", doc_id="b")
+    years = make_hit("经审理查明：被告向原告借款，双方约定贷款期限为3年，按月还款。", "c.txt", doc_id="c")
+    assert not pinpoint("被告所借贷款期限是多久？", [term, rate]).ambiguous
+    extract = pinpoint("被告所借贷款期限是多久？", [term, years])
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"36个月", "3年"}
+
+
 def test_a_chosen_document_without_the_named_party_is_not_a_disagreement():
     """The question names 徐0; when the best-scoring passage is another judgment's (it words the
     question's "每月…支付…生活费" more closely), the two do not disagree: one is not about 徐0."""

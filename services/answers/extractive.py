@@ -77,6 +77,7 @@ AMBIGUITY_SUPPORT = ANSWERS_THRESHOLD  # ... and its quote would be a supported 
 AMBIGUITY_PASSAGES = 6  # passages searched for other documents' answers
 AMBIGUITY_DEPTH = 20  # ... and the best passage of each other document among this many retrieval candidates
 AMBIGUITY_DOCUMENTS = 8  # ... at most this many documents
+AMBIGUITY_SHOWN = 3  # other documents' answers listed at most (best first)
 # Types whose values the patterns find reliably: a unit without one does not answer such a question.
 STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
 TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
@@ -872,9 +873,26 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         other = _locate(scorer, picks, u)
         if other is None or other.kind is None or any(_same_value(other.text, v) for v in values):
             continue
+        if scorer.kind in ("amount", "number") and _value_unit(other.text) != _value_unit(span.text):
+            continue  # 15% or an account number is no other answer to 36个月 or 50000元
         values.append(other.text)
         out.append((other, picks))
+        if len(out) >= AMBIGUITY_SHOWN:
+            break
     return out
+
+
+def _value_unit(value: str) -> str:
+    """The unit of a number or amount written one way (元 of 5万元, mg/100ml, 个月; "" for a bare number)."""
+    v = _normal_value(value)
+    m = re.match(r"[0-9.]+", v)
+    unit = v[m.end():] if m else v
+    if unit == "年" and m and len(m.group()) == 4:
+        return "year"  # 2014年: a date, not a duration
+    return "duration" if unit in _DURATIONS else unit
+
+
+_DURATIONS = frozenset("年 个月 月 周 星期 天 日 小时 分钟 个小时 周年 年半".split())
 
 
 def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[int], AnswerSpan, str, float] | None:
