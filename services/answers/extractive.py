@@ -32,10 +32,16 @@ units, with its exact document offsets. Below that threshold the heuristics choo
 reader's best span inside it is marked when it reaches the model's `inside_threshold`. Without a
 reader, or below both, the heuristics above mark the answer.
 
-Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, scoring at
-least AMBIGUITY_RATIO of the best and covering the question) hold different values of the asked-for
-type, the extract says so ("有 2 份文档给出不同答案：…", each with its citation) instead of picking one.
-A document that lacks a name the question gives (原告周0) is not another answer.
+Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, plus the best
+passage of each other document among the first AMBIGUITY_DEPTH retrieval candidates — `ambiguity_passages`,
+read for this only: the top passages are often windows of one or two judgments — scoring at least
+AMBIGUITY_RATIO of the best, their quote supported) hold different values of the asked-for type, the
+extract says so ("有 2 份文档给出不同答案：…", each with its citation, at most AMBIGUITY_SHOWN others)
+instead of picking one. Values are compared written one way (5万元 = 50000元 = 伍万元, 2015年07月03日 =
+2015年7月3日; 800元 is not part of 1800元); a number or amount counts only in the chosen answer's unit
+(15% is no answer to 36个月; durations are one unit). Both documents must be about what the question
+names: the names it gives (原告周0; the parties' roles are no names) and all but a third of the terms of
+its opening noun phrase (蓍, 天瑞公司) — when the chosen document lacks them, nothing is reported.
 
 Support is judged against the question, never against the quote itself (`check_picks`): the key-term
 coverage a quoted passage reaches, and for a number/amount/date/title/country question only when it
