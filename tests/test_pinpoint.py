@@ -212,11 +212,14 @@ def test_another_documents_value_in_another_unit_is_no_other_answer():
 
 def test_a_chosen_document_without_the_named_party_is_not_a_disagreement():
     """The question names 徐0; when the best-scoring passage is another judgment's (it words the
-    question's "每月…支付…生活费" more closely), the two do not disagree: one is not about 徐0."""
+    question's "每月…支付…生活费" more closely), the two do not disagree: one is not about 徐0, and the
+    answer comes from the judgment that is (a strong unit of it, with the asked-for value)."""
     hits = [make_hit(JUDGMENT_A, "a.txt", doc_id="a"),
             make_hit("依法判决:准许原告沈x2与被告徐0离婚,婚生儿子沈x7由原告沈x2抚养,跟随原告生活被告徐0每月给付儿子沈x7生活费300元,"
                      "从2015年7月起至儿子沈x7年满十八周岁之日止", "b.txt", doc_id="b")]
-    assert not pinpoint("徐0每月需要支付多少生活费？", hits).ambiguous
+    extract = pinpoint("徐0每月需要支付多少生活费？", hits)
+    assert not extract.ambiguous
+    assert extract.span.text == "300元" and {p.doc for p in extract.picks} == {"b.txt"}  # the judgment naming 徐0
 
 
 def test_another_document_about_another_subject_is_not_a_different_answer():

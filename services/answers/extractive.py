@@ -41,7 +41,9 @@ instead of picking one. Values are compared written one way (5万元 = 50000元 
 2015年7月3日; 800元 is not part of 1800元); a number or amount counts only in the chosen answer's unit
 (15% is no answer to 36个月; durations are one unit). Both documents must be about what the question
 names: the names it gives (原告周0; the parties' roles are no names) and all but a third of the terms of
-its opening noun phrase (蓍, 天瑞公司) — when the chosen document lacks them, nothing is reported.
+its opening noun phrase (蓍, 天瑞公司). When the best unit's document lacks them and a strong unit of the
+answer's own passages whose document holds them has a value of the asked-for type, the answer comes from
+that one (`_named_instead`: "徐0每月需要支付多少生活费？" from the judgment naming 徐0).
 
 Support is judged against the question, never against the quote itself (`check_picks`): the key-term
 coverage a quoted passage reaches, and for a number/amount/date/title/country question only when it
@@ -841,6 +843,48 @@ def _subject_terms(query: str, terms: list[str]) -> list[str]:
     return [x for x in terms if x in head and not _ROLE_WORDS.match(x)]
 
 
+def _about(scorer: _Scorer):
+    """Whether a document (its passages read) is about what the question names: it holds the names the
+    question gives and all but a third of the terms of its subject."""
+    texts: dict[str, str] = {}
+    for n in sorted({u.n for u in scorer.candidates}):
+        doc = next(u.doc_id or u.doc for u in scorer.candidates if u.n == n)
+        texts[doc] = texts.get(doc, "") + comparable(scorer.passages[n - 1])
+    names = _question_names(scorer.query)
+    subject = _subject_terms(scorer.query, scorer.terms)
+
+    def about(doc: str) -> bool:
+        return all(n in texts[doc] for n in names) and sum(t not in texts[doc] for t in subject) <= len(subject) // 3
+
+    return about
+
+
+def _named_instead(scorer: _Scorer, first: int, span: AnswerSpan | None, max_chars: int, n_hits: int):
+    """When the best unit's document is not about what the question names (徐0, 蓍) and a unit of one
+    that is, among the answer's own passages, scores at least AMBIGUITY_RATIO of it with a supported
+    quote holding a value of the asked-for type: (its index, its group, the marked value); else None."""
+    c = scorer.candidates
+    if scorer.kind not in TYPED or span is None or span.kind is None:
+        return None
+    about = _about(scorer)
+    if about(c[first].doc_id or c[first].doc):
+        return None
+    for i in scorer.order(everywhere=True):
+        u = c[i]
+        if u.score < AMBIGUITY_RATIO * c[first].score:
+            break
+        if u.n > n_hits or not about(u.doc_id or u.doc):
+            continue
+        group = scorer.around(i, min(max_chars, CLAUSE_MAX_CHARS) if u.clause else max_chars)
+        picks = check_picks(scorer.query, [c[j] for j in group], scorer.kind)
+        if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
+            continue
+        other = _locate(scorer, picks, u)
+        if other is not None and other.kind is not None:
+            return i, group, other
+    return None
+
+
 def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_chars: int) -> list[tuple[AnswerSpan, list[Pick]]]:
     """Other documents' answers of the asked-for type that differ from the best one (see the module
     docstring): [(span, picks)] for each such document, best first. Both documents must hold the names
@@ -849,16 +893,7 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     if scorer.kind not in TYPED or span is None or span.kind is None:
         return []
     best_doc = c[first].doc_id or c[first].doc
-    texts: dict[str, str] = {}
-    for n in sorted({u.n for u in c}):
-        doc = next(u.doc_id or u.doc for u in c if u.n == n)
-        texts[doc] = texts.get(doc, "") + comparable(scorer.passages[n - 1])
-    names = _question_names(scorer.query)
-    subject = _subject_terms(scorer.query, scorer.terms)
-
-    def about(doc: str) -> bool:  # holds the names the question gives and (nearly) all of its subject
-        return all(n in texts[doc] for n in names) and sum(t not in texts[doc] for t in subject) <= len(subject) // 3
-
+    about = _about(scorer)
     if not about(best_doc):
         return []  # the chosen document is not (only) about what the question names: no disagreement to report
     out, seen_docs, values = [], {best_doc}, [span.text]
@@ -980,9 +1015,14 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
     if inside:
         span, reading = inside[0], ("inside", inside[1])
-    picks = _merged(scorer, picks)
-    extract = Extract(picks, span, scorer.kind, reading=reading)
     wide = _Scorer(query, hits + list(more), max_passages, read_from=len(hits) + 1) if ambiguity and more else scorer
+    named = _named_instead(wide, first, span, max_chars, len(hits)) if ambiguity else None
+    if named:  # the question names its subject and the best unit's document does not: answer from one that does
+        first, group, span = named
+        best, reading = wide.candidates[first], None
+        picks = [wide.candidates[i] for i in group]
+    picks = _merged(wide, picks)
+    extract = Extract(picks, span, scorer.kind, reading=reading)
     others = _alternatives(wide, first, span, max_chars) if ambiguity else []
     if others:
         primary = [p for p in picks if (p.doc_id or p.doc) == (best.doc_id or best.doc)]
