@@ -137,6 +137,106 @@ def test_a_question_naming_its_subject_is_not_flagged(lib, kb):
     assert "份文档给出不同答案" not in a.text and a.answer_span.text == "10000元"
 
 
+# Other judgments of the kind the ambiguity set asks about (bench/pinpoint.py): the answer differs between them.
+DRUNK_A = "经审理查明：被告人孔3某醉酒后驾驶小型轿车上路行驶。经鉴定，孔3某血液中酒精含量为191mg/100ml。"
+DRUNK_B = "经审理查明：被告人兰某醉酒驾驶机动车。经福建行健司法鉴定所鉴定，被告人兰某血液酒精含量为90mg／100ml。"
+LOAN_A = "经审理查明：被告向原告借款，双方约定借款期限一年，被告借了贷款5万元，至今未还。"
+LOAN_B = "经审理查明：被告因经营需要向原告借款，被告借了贷款50000元，约定月利率1.5%。"
+LOAN_C = "经审理查明：被告因经营需要向原告借款，被告借了贷款1800元，约定按月归还。"
+LOAN_D = "经审理查明：被告因经营需要向原告借款，被告借了贷款800元，约定按月归还。"
+
+
+def test_another_documents_answer_beyond_the_top_passages_is_found():
+    """The top passages all come from one judgment (retrieval windows of it); the other judgment's
+    best passage, further down the candidates, is read for the ambiguity check (ambiguity_passages)
+    and, when quoted, numbered after the answer's own passages."""
+    from services.answers.extractive import ambiguity_passages
+
+    own = [make_hit(JUDGMENT_C, "c.txt", i * 1000, doc_id="c") for i in range(5)]
+    other = make_hit(JUDGMENT_B, "b.txt", 0, doc_id="b")
+    candidates = own + [make_hit(JUDGMENT_C, "c.txt", 9000, doc_id="c"), other]
+    more = ambiguity_passages(candidates, own)
+    assert [h.doc for h in more] == ["b.txt"]
+    question = "原告每个月需要支付多少抚养费？"
+    assert not pinpoint(question, own).ambiguous  # the five passages hold one answer
+    extract = pinpoint(question, own, more=more)
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"10000元", "1000元"}
+    assert extract.more_sources == [other]
+    cited = [p for p in extract.picks if p.doc == "b.txt"]
+    assert cited and all(p.n == 6 for p in cited) and "[6]" in extract.text
+    assert not pinpoint("原告周0每个月需要支付多少抚养费？", own, more=more).ambiguous  # names its party
+
+
+def test_other_documents_found_by_the_answer_flow_are_added_to_its_sources(lib, kb):
+    """Through answer_question with one source passage (top_k=1): the other judgment's passage among
+    the retrieval candidates is read, its different answer cited with its own [n], and the passage
+    added to the answer's sources."""
+    from services.config import RetrievalSettings
+
+    ingest(lib, kb, JUDGMENT_B, "赵0离婚.txt")
+    ingest(lib, kb, JUDGMENT_C, "周0离婚.txt")
+    a = answer_question(Retriever(lib, kb, RetrievalSettings(top_k=1)), LLMSettings(), "原告每个月需要支付多少抚养费？")
+    assert a.text.startswith("有 2 份文档给出不同答案：") and "1000元" in a.text and "10000元" in a.text
+    assert len(a.sources) == 2 and {c.doc for c in a.citations} == {"赵0离婚.txt", "周0离婚.txt"}
+    for c in a.citations:
+        assert a.sources[c.n - 1].doc == c.doc and c.quote in a.sources[c.n - 1].text
+
+
+def test_measurements_are_values_of_a_number_question():
+    """191mg/100ml and 90mg／100ml are numbers with their unit: two judgments' different answers."""
+    extract = pinpoint("被告人血液酒精含量是多少？", [make_hit(DRUNK_A, "a.txt", doc_id="a"),
+                                                      make_hit(DRUNK_B, "b.txt", doc_id="b")])
+    assert extract.ambiguous
+    assert {extract.span.text, extract.alternatives[0].text} == {"191mg/100ml", "90mg／100ml"}
+
+
+def test_the_same_value_written_two_ways_is_one_answer():
+    """5万元 and 50000元 are the same amount: no disagreement. 800元 and 1800元 are two."""
+    hits = [make_hit(LOAN_A, "a.txt", doc_id="a"), make_hit(LOAN_B, "b.txt", doc_id="b")]
+    assert not pinpoint("被告借了多少贷款？", hits).ambiguous
+    hits = [make_hit(LOAN_C, "c.txt", doc_id="c"), make_hit(LOAN_D, "d.txt", doc_id="d")]
+    extract = pinpoint("被告借了多少贷款？", hits)
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"1800元", "800元"}
+
+
+def test_another_documents_value_in_another_unit_is_no_other_answer():
+    """A loan's term: 36个月 and 3年 are two answers (both durations); 15% (a rate in the other judgment's
+    clause) is none."""
+    term = make_hit("经审理查明：被告向原告借款，双方约定贷款期限为36个月，按月还款。", "a.txt", doc_id="a")
+    rate = make_hit("经审理查明：被告向原告借款，双方约定贷款期限内利率上浮15%，按月还款。", "b.txt", doc_id="b")
+    years = make_hit("经审理查明：被告向原告借款，双方约定贷款期限为3年，按月还款。", "c.txt", doc_id="c")
+    assert not pinpoint("被告所借贷款期限是多久？", [term, rate]).ambiguous
+    extract = pinpoint("被告所借贷款期限是多久？", [term, years])
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"36个月", "3年"}
+
+
+def test_a_chosen_document_without_the_named_party_is_not_a_disagreement():
+    """The question names 徐0; when the best-scoring passage is another judgment's (it words the
+    question's "每月…支付…生活费" more closely), the two do not disagree: one is not about 徐0, and the
+    answer comes from the judgment that is (a strong unit of it, with the asked-for value)."""
+    hits = [make_hit(JUDGMENT_A, "a.txt", doc_id="a"),
+            make_hit("依法判决:准许原告沈x2与被告徐0离婚,婚生儿子沈x7由原告沈x2抚养,跟随原告生活被告徐0每月给付儿子沈x7生活费300元,"
+                     "从2015年7月起至儿子沈x7年满十八周岁之日止", "b.txt", doc_id="b")]
+    extract = pinpoint("徐0每月需要支付多少生活费？", hits)
+    assert not extract.ambiguous
+    assert extract.span.text == "300元" and {p.doc for p in extract.picks} == {"b.txt"}  # the judgment naming 徐0
+
+
+def test_another_document_about_another_subject_is_not_a_different_answer():
+    """蓍 is the question's subject: another plant's range is no other answer to it."""
+    hits = [make_hit("蓍\n蓍分布在蒙古、伊朗、欧洲、俄罗斯以及中国大陆的东北、内蒙古等地。", "a.txt", doc_id="a"),
+            make_hit("柳叶菜\n柳叶菜分布在亚洲、大洋洲的热带和亚热带地区以及中国大陆的广西、广东等地。", "b.txt", doc_id="b")]
+    assert not pinpoint("蓍分布在哪些地区？", hits).ambiguous
+
+
+def test_role_words_are_not_names_the_documents_must_hold():
+    """原被告 (the parties' roles) is no name: judgments that write 原、被告 still disagree."""
+    hits = [make_hit("经审理查明：2014年6月10日，原、被告签订了合同，约定被告承建原告的厂房。", "a.txt", doc_id="a"),
+            make_hit("经审理查明：2000年11月17日，原、被告签订了合同，约定原告承包被告的荒山。", "b.txt", doc_id="b")]
+    extract = pinpoint("原被告何时签订合同？", hits)
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"2014年6月10日", "2000年11月17日"}
+
+
 # --- conversations --------------------------------------------------------------------------------
 @pytest.fixture
 def cases(lib, kb):

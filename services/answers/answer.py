@@ -24,8 +24,8 @@ from services import errors
 from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
                                 parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
-from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, entity_spans,  # noqa: F401
-                                        marked_text, pinpoint)
+from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, ambiguity_passages,  # noqa: F401
+                                        entity_spans, marked_text, pinpoint)
 from services.documents.pageview import page_label
 from services.documents.parsing import page_for_offset
 from services.answers.refusal import QUESTION_WORDS, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401
@@ -576,7 +576,8 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         yield answer.text
         return _finish(answer, timings)
     t = time.perf_counter()
-    extract = _extract(query, question, sources, page_of, timings, plan.documents)
+    extract = _extract(query, question, sources, page_of, timings, plan.documents,
+                       more=None if plan.documents else ambiguity_passages(result.candidates, sources))
     timings["extractive"] = (time.perf_counter() - t) * 1000
     if client is None:
         _adopt(answer, extract)
@@ -629,7 +630,8 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         yield "\n\n" + answer.text
     elif not plan.documents:  # the documents disagree: say so beside the model's answer too
         wider = extract if extract.alternatives or len(sources) >= len(result.hits) else \
-            _extract(query, question, fit_sources(result.hits, EXTRACT_TOKENS), None, {})
+            _extract(query, question, fit_sources(result.hits, EXTRACT_TOKENS), None, {},
+                     more=ambiguity_passages(result.candidates, fit_sources(result.hits, EXTRACT_TOKENS)))
         if wider.alternatives:
             answer.notice = " ".join(filter(None, [answer.notice, ambiguity_notice(wider)]))
     return _finish(answer, timings)
@@ -648,16 +650,19 @@ UNSUPPORTED_LLM_NOTICE = "大模型的回答没有一条引用得到原文支持
 EXTRACT_TOKENS = 3000
 
 
-def _extract(query: str, question: str, sources: list[Hit], page_of, timings, context: list[str] | None = None) -> Answer:
+def _extract(query: str, question: str, sources: list[Hit], page_of, timings, context: list[str] | None = None,
+             more: list[Hit] | None = None) -> Answer:
     """The pinpointed extract (services.answers.extractive.pinpoint), its citations judged against the
     question: a quote that does not answer it, or one from a document other than the conversation's
     (`context`), is not supported. Different answers from several documents are reported (within a
     conversation about one document not: it was chosen by the conversation; about several, among
-    them: the user has not chosen yet)."""
+    them: the user has not chosen yet); `more`: other documents' best passages read for them only
+    (extractive.ambiguity_passages), those an answer quotes are added to the extract's sources."""
     # one conversation document: the answer is its; several (the first answer listed two judgments):
     # different answers among them are said out loud again
     result = (_pinpoint_as_asked(query, question, sources, context) if context and len(context) == 1 else None) \
-        or pinpoint(query, sources, ambiguity=not context or len(context) > 1)
+        or pinpoint(query, sources, ambiguity=not context or len(context) > 1, more=more)
+    sources = sources + result.more_sources
     extract = Answer(result.text, "extractive", query, question, [], sources, timings)
     extract.answer_span, extract.emphasis, extract.alternatives = result.span, result.emphasis, result.alternatives
     for index, p in enumerate(result.picks):
@@ -697,6 +702,7 @@ def _pinpoint_as_asked(query: str, question: str, sources: list[Hit], context: l
 
 def _adopt(answer: Answer, extract: Answer) -> None:
     answer.text, answer.mode, answer.citations = extract.text, extract.mode, extract.citations
+    answer.sources = extract.sources  # with the other documents' passages its different answers quote
     answer.answer_span, answer.emphasis, answer.alternatives = extract.answer_span, extract.emphasis, extract.alternatives
 
 

@@ -32,10 +32,18 @@ units, with its exact document offsets. Below that threshold the heuristics choo
 reader's best span inside it is marked when it reaches the model's `inside_threshold`. Without a
 reader, or below both, the heuristics above mark the answer.
 
-Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, scoring at
-least AMBIGUITY_RATIO of the best and covering the question) hold different values of the asked-for
-type, the extract says so ("有 2 份文档给出不同答案：…", each with its citation) instead of picking one.
-A document that lacks a name the question gives (原告周0) is not another answer.
+Ambiguity. When strong units of different documents (within AMBIGUITY_PASSAGES passages, plus the best
+passage of each other document among the first AMBIGUITY_DEPTH retrieval candidates — `ambiguity_passages`,
+read for this only: the top passages are often windows of one or two judgments — scoring at least
+AMBIGUITY_RATIO of the best, their quote supported) hold different values of the asked-for type, the
+extract says so ("有 2 份文档给出不同答案：…", each with its citation, at most AMBIGUITY_SHOWN others)
+instead of picking one. Values are compared written one way (5万元 = 50000元 = 伍万元, 2015年07月03日 =
+2015年7月3日; 800元 is not part of 1800元); a number or amount counts only in the chosen answer's unit
+(15% is no answer to 36个月; durations are one unit). Both documents must be about what the question
+names: the names it gives (原告周0; the parties' roles are no names) and all but a third of the terms of
+its opening noun phrase (蓍, 天瑞公司). When the best unit's document lacks them and a strong unit of the
+answer's own passages whose document holds them has a value of the asked-for type, the answer comes from
+that one (`_named_instead`: "徐0每月需要支付多少生活费？" from the judgment naming 徐0).
 
 Support is judged against the question, never against the quote itself (`check_picks`): the key-term
 coverage a quoted passage reaches, and for a number/amount/date/title/country question only when it
@@ -46,7 +54,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from services.answers.citations import quote_bounds, quote_spans
 from services.answers.refusal import key_terms
@@ -73,8 +81,11 @@ MAX_CHARS = 240  # quoted characters at most (the best unit always counts)
 CLAUSE_MAX_CHARS = 120  # ... when the best unit is a clause of a long sentence (unpunctuated text)
 # Ambiguity: another document's best unit scores at least this share of the best and covers the key terms.
 AMBIGUITY_RATIO = 0.7
-AMBIGUITY_SUPPORT = 0.5
+AMBIGUITY_SUPPORT = ANSWERS_THRESHOLD  # ... and its quote would be a supported citation
 AMBIGUITY_PASSAGES = 6  # passages searched for other documents' answers
+AMBIGUITY_DEPTH = 20  # ... and the best passage of each other document among this many retrieval candidates
+AMBIGUITY_DOCUMENTS = 8  # ... at most this many documents
+AMBIGUITY_SHOWN = 3  # other documents' answers listed at most (best first)
 # Types whose values the patterns find reliably: a unit without one does not answer such a question.
 STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
 TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
@@ -120,7 +131,9 @@ _AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万
 _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
          + "|周岁|岁|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
            "篇|册|集|章|度|℃|枚|颗|株|棵|头|匹|支|艘|架|列|幅|张|份|次|期|版|级|分|票|岁|孔|栋|块|批|处|粒|盒|瓶|袋|箱|桶|斤|升|毫升|码")
-_NUMBER = re.compile(rf"(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
+# measurements in Latin or metric units, as reports write them: 191mg/100ml, 90毫克/100毫升, 2.5kg
+_MEASURE = r"(?<![A-Za-z0-9.,])[0-9]+(?:\.[0-9]+)?(?:mg|ml|kg|km|cm|mm|g|毫克|毫升)(?:[/／][0-9]*(?:ml|毫升|L|升|kg|公斤|g))?(?![A-Za-z])"
+_NUMBER = re.compile(rf"{_MEASURE}|(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
 _DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
@@ -372,6 +385,7 @@ class Extract:
     text: str = ""
     emphasis: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of `text` shown bold
     reading: tuple[str, float] | None = None  # how the reader marked the span ("span" | "inside", score), if it did
+    more_sources: list[Hit] = field(default_factory=list)  # passages of `more` the alternatives quote, numbered after the hits
 
     @property
     def ambiguous(self) -> bool:
@@ -411,12 +425,15 @@ def _bigrams(text: str) -> set[str]:
     return {t[i:i + 2] for i in range(len(t) - 1)}
 
 
-def _candidates(hits: list[Hit], max_passages: int) -> tuple[list[Pick], list[int | None], list[int | None]]:
+def _candidates(hits: list[Hit], max_passages: int, read_from: int | None = None) -> tuple[list[Pick], list[int | None], list[int | None]]:
     """Distinct units of the top passages (clauses of long sentences, else sentences), and for each
-    the index of the unit before and after it in the same passage (None at a passage edge)."""
+    the index of the unit before and after it in the same passage (None at a passage edge).
+    `read_from`: passages from this number on are read too (those added for the ambiguity check)."""
     seen_spans, seen_text, out, previous, following = set(), set(), [], [], []
     sentence_no = 0
-    for n, hit in enumerate(hits[:max_passages], start=1):
+    for n, hit in enumerate(hits, start=1):
+        if n > max_passages and (read_from is None or n < read_from):
+            continue
         last = None
         doc_id = getattr(hit.chunk, "doc_id", "") or ""
         for sa, sb in quote_spans(hit.text):
@@ -466,12 +483,12 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
 class _Scorer:
     """Scores the candidate units of one question (see the module docstring)."""
 
-    def __init__(self, query: str, hits: list[Hit], max_passages: int):
+    def __init__(self, query: str, hits: list[Hit], max_passages: int, read_from: int | None = None):
         self.query = query
         self.passages = [h.text for h in hits]
         self.starts = [h.start for h in hits]
         self.max_passages = max_passages  # the answer's own units; ambiguity looks a little further
-        self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES))
+        self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES), read_from)
         self.kind = answer_type(query)
         self.exclude = _question_values(self.kind, query)
         self.terms = key_terms(query) or query_terms(query)
@@ -768,21 +785,153 @@ def _trim(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
+_CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2} | \
+    {c: i + 1 for i, c in enumerate("壹贰叁肆伍陆柒捌玖")}
+_CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
+_CN_BIG = {"万": 10 ** 4, "亿": 10 ** 8}
+
+
+def _number(text: str) -> float | None:
+    """The number a numeral stands for: 50,000 / 3.5 / 伍万 / 一千二百 / 5万; None if it is none."""
+    if re.fullmatch(r"[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?", text):
+        return float(text.replace(",", ""))
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([万亿千])", text)
+    if m:
+        return float(m.group(1)) * {"万": 10 ** 4, "亿": 10 ** 8, "千": 1000}[m.group(2)]
+    if not text or any(ch not in _CN_DIGITS and ch not in _CN_UNITS and ch not in _CN_BIG for ch in text):
+        return None
+    total, section, digit = 0, 0, None
+    for ch in text:
+        if ch in _CN_DIGITS:
+            digit = _CN_DIGITS[ch]
+        elif ch in _CN_UNITS:
+            section += (1 if digit is None else digit) * _CN_UNITS[ch]
+            digit = None
+        else:
+            total = (total + section + (digit or 0)) * _CN_BIG[ch]
+            section, digit = 0, None
+    return float(total + section + (digit or 0))
+
+
+_VALUE_PREFIX = re.compile(r"^(?:人民币|约|近|共|达|逾|超过|计|合计|共计)+")
+_FULL_DATE = re.compile(r"([0-9]{4})年0?([0-9]{1,2})月(?:0?([0-9]{1,2})[日号])?")
+
+
+def _normal_value(value: str) -> str:
+    """A value written one way: 5万元 / 50,000元 / 伍万元整 -> 50000元, 2015年07月03日 -> 2015年7月3日,
+    ｍｇ／１００ｍｌ -> mg/100ml; other text folded as `comparable`."""
+    v = _VALUE_PREFIX.sub("", re.sub(r"\s", "", comparable(value)))
+    v = re.sub(r"整$", "", v)
+    v = _FULL_DATE.sub(lambda m: f"{m.group(1)}年{int(m.group(2))}月" + (f"{int(m.group(3))}日" if m.group(3) else ""), v)
+    m = re.fullmatch(rf"({_NUM}(?:万|亿|千)?)(?:余|多)?(.*)", v)
+    if m:
+        n = _number(m.group(1))
+        if n is not None:
+            return ("%.6f" % n).rstrip("0").rstrip(".") + m.group(2)
+    return v
+
+
 def _same_value(x: str, y: str) -> bool:
-    strip = re.compile(r"^(?:人民币|约|近|共|达|逾|超过)|整$|\s")
-    x, y = strip.sub("", comparable(x)), strip.sub("", comparable(y))
-    return x == y or (len(x) > 1 and len(y) > 1 and (x in y or y in x))
+    """Whether two values are the same answer (one contains the other once both are written one way)."""
+    x, y = _normal_value(x), _normal_value(y)
+    return x == y or (len(x) > 1 and len(y) > 1 and (_inside(x, y) or _inside(y, x)))
+
+
+def _inside(x: str, y: str) -> bool:
+    """Whether value x is part of value y, not the tail or head of a longer number (800元 is not in 1800元)."""
+    digits = "0123456789.零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟"
+    for m in re.finditer(re.escape(x), y):
+        a, b = m.span()
+        if not (a > 0 and y[a - 1] in digits and x[0] in digits) and not (b < len(y) and y[b] in digits and x[-1] in digits):
+            return True
+    return False
+
+
+_ROLE_WORDS = re.compile(r"^[原被告人上诉申请第三双方]+$")  # 原被告, 被告人: the parties' roles, no names
+
+
+def _question_names(query: str) -> list[str]:
+    """The names a question gives (people, places, masked parties, dotted foreign names), folded."""
+    spans = entity_spans(query, frozenset({"nr", "nrt", "nrfg", "ns", "masked"}))
+    spans += [m.span() for m in _DOTTED_NAME.finditer(_aligned(query))]
+    names = [comparable(query[a:b]) for a, b in _merge(spans)]
+    return [n for n in names if not _ROLE_WORDS.match(n)]
+
+
+_SUBJECT_JOINS = frozenset("与和及同跟、·・")
+
+
+def _subject_terms(query: str, terms: list[str]) -> list[str]:
+    """The question's key terms that name its subject: those in its opening noun phrase, up to the first
+    verb, pronoun, adverb or particle ("蓍" of 蓍分布在哪些地区, "天瑞 公司 旻 12" of 天瑞公司与旻12公司
+    什么时候…, "原告 被告" of 原告和被告何时离婚)."""
+    t = _aligned(query)
+    end = 0
+    for a, b, flag in _tags(t):
+        word = t[a:b]
+        if word in _SUBJECT_JOINS or flag == "m" and word.isdigit():
+            continue
+        if flag[:1] in ("v", "r", "d", "u", "c", "p", "f", "m", "x") and flag != "vn" or flag == "vn" and a == 0:
+            break
+        end = b
+    head = comparable(t[:end])
+    return [x for x in terms if x in head and not _ROLE_WORDS.match(x)]
+
+
+def _about(scorer: _Scorer):
+    """Whether a document (its passages read) is about what the question names: it holds the names the
+    question gives and all but a third of the terms of its subject."""
+    texts: dict[str, str] = {}
+    for n in sorted({u.n for u in scorer.candidates}):
+        doc = next(u.doc_id or u.doc for u in scorer.candidates if u.n == n)
+        texts[doc] = texts.get(doc, "") + comparable(scorer.passages[n - 1])
+    names = _question_names(scorer.query)
+    subject = _subject_terms(scorer.query, scorer.terms)
+
+    def about(doc: str) -> bool:
+        return all(n in texts[doc] for n in names) and sum(t not in texts[doc] for t in subject) <= len(subject) // 3
+
+    return about
+
+
+def _named_instead(scorer: _Scorer, first: int, span: AnswerSpan | None, max_chars: int, n_hits: int):
+    """When the best unit's document is not about what the question names (徐0, 蓍) and a unit of one
+    that is, among the answer's own passages, scores at least AMBIGUITY_RATIO of it with a supported
+    quote holding a value of the asked-for type: (its index, its group, the marked value); else None."""
+    c = scorer.candidates
+    if scorer.kind not in TYPED or span is None or span.kind is None:
+        return None
+    about = _about(scorer)
+    if about(c[first].doc_id or c[first].doc):
+        return None
+    for i in scorer.order(everywhere=True):
+        u = c[i]
+        if u.score < AMBIGUITY_RATIO * c[first].score:
+            break
+        if u.n > n_hits or not about(u.doc_id or u.doc):
+            continue
+        group = scorer.around(i, min(max_chars, CLAUSE_MAX_CHARS) if u.clause else max_chars)
+        picks = check_picks(scorer.query, [c[j] for j in group], scorer.kind)
+        if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
+            continue
+        other = _locate(scorer, picks, u)
+        if other is not None and other.kind is not None:
+            return i, group, other
+    return None
 
 
 def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_chars: int) -> list[tuple[AnswerSpan, list[Pick]]]:
     """Other documents' answers of the asked-for type that differ from the best one (see the module
-    docstring): [(span, picks)] for each such document, best first."""
+    docstring): [(span, picks)] for each such document, best first. Both documents must hold the names
+    the question gives and all but a third of the terms of its subject (`_subject_terms`)."""
     c = scorer.candidates
     if scorer.kind not in TYPED or span is None or span.kind is None:
         return []
     best_doc = c[first].doc_id or c[first].doc
+    about = _about(scorer)
+    if not about(best_doc):
+        return []  # the chosen document is not (only) about what the question names: no disagreement to report
     out, seen_docs, values = [], {best_doc}, [span.text]
-    names = [comparable(scorer.query[a:b]) for a, b in entity_spans(scorer.query, frozenset({"nr", "nrt", "nrfg", "ns", "masked"}))]
     for i in scorer.order(everywhere=True):
         u = c[i]
         doc = u.doc_id or u.doc
@@ -791,9 +940,8 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         if doc in seen_docs:
             continue
         seen_docs.add(doc)
-        passage = comparable(scorer.passages[u.n - 1])
-        if any(n not in passage for n in names):
-            continue  # the question names someone (or somewhere) this passage does not: not its answer
+        if not about(doc):
+            continue  # the question names someone (or something: 蓍, 天瑞公司) this document does not
         picks = [c[j] for j in scorer.around(i, max_chars)]
         check_picks(scorer.query, picks, scorer.kind)
         if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
@@ -801,9 +949,26 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         other = _locate(scorer, picks, u)
         if other is None or other.kind is None or any(_same_value(other.text, v) for v in values):
             continue
+        if scorer.kind in ("amount", "number") and _value_unit(other.text) != _value_unit(span.text):
+            continue  # 15% or an account number is no other answer to 36个月 or 50000元
         values.append(other.text)
         out.append((other, picks))
+        if len(out) >= AMBIGUITY_SHOWN:
+            break
     return out
+
+
+def _value_unit(value: str) -> str:
+    """The unit of a number or amount written one way (元 of 5万元, mg/100ml, 个月; "" for a bare number)."""
+    v = _normal_value(value)
+    m = re.match(r"[0-9.]+", v)
+    unit = v[m.end():] if m else v
+    if unit == "年" and m and len(m.group()) == 4:
+        return "year"  # 2014年: a date, not a duration
+    return "duration" if unit in _DURATIONS else unit
+
+
+_DURATIONS = frozenset("年 个月 月 周 星期 天 日 小时 分钟 个小时 周年 年半".split())
 
 
 def _read(scorer: _Scorer, query: str, hits: list[Hit], reader) -> tuple[list[int], AnswerSpan, str, float] | None:
@@ -861,12 +1026,14 @@ def _read_inside(scorer: _Scorer, query: str, reader, span: AnswerSpan | None) -
 
 
 def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
-             max_passages: int = 4, ambiguity: bool = True, reader=None) -> Extract:
+             max_passages: int = 4, ambiguity: bool = True, reader=None, more: list[Hit] | None = None) -> Extract:
     """The pinpointed extract for `query` from `hits` (see the module docstring); an Extract with no
     picks when no passage has a usable unit. `ambiguity=False` never reports different answers
     (a follow-up whose document is fixed by the conversation). `reader`: None — the installed reader
     (services.answers.reader) marks the answer when there is one, False — the heuristics only, or a
-    Reader to use."""
+    Reader to use. `more`: further passages (one per other document, see `ambiguity_passages`) read only
+    to find other documents' answers; those quoted are numbered after `hits` and returned in
+    `Extract.more_sources`."""
     scorer = _Scorer(query, hits, max_passages)
     if reader is None:
         from services.answers.reader import load_reader
@@ -883,20 +1050,59 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
     if inside:
         span, reading = inside[0], ("inside", inside[1])
-    picks = _merged(scorer, picks)
+    wide = _Scorer(query, hits + list(more), max_passages, read_from=len(hits) + 1) if ambiguity and more else scorer
+    named = _named_instead(wide, first, span, max_chars, len(hits)) if ambiguity else None
+    if named:  # the question names its subject and the best unit's document does not: answer from one that does
+        first, group, span = named
+        best, reading = wide.candidates[first], None
+        picks = [wide.candidates[i] for i in group]
+    picks = _merged(wide, picks)
     extract = Extract(picks, span, scorer.kind, reading=reading)
-    others = _alternatives(scorer, first, span, max_chars) if ambiguity else []
+    others = _alternatives(wide, first, span, max_chars) if ambiguity else []
     if others:
         primary = [p for p in picks if (p.doc_id or p.doc) == (best.doc_id or best.doc)]
         for p in primary:
             p.support = max(p.support, ANSWERS_THRESHOLD)
-        others = [(o, _merged(scorer, ps)) for o, ps in others]
+        others = [(o, _merged(wide, ps)) for o, ps in others]
+        others, extract.more_sources = _renumbered(others, len(hits), list(more or []))
         extract.picks = sorted(primary + [p for _, ps in others for p in ps], key=lambda p: (p.n, p.start))
         extract.alternatives = [s for s, _ in others]
         extract.text, extract.emphasis = ambiguous_text(span, primary, others)
     else:
         extract.text, extract.emphasis = marked_text(picks, span)
     return extract
+
+
+def _renumbered(others: list[tuple[AnswerSpan, list[Pick]]], n_hits: int,
+                more: list[Hit]) -> tuple[list[tuple[AnswerSpan, list[Pick]]], list[Hit]]:
+    """Alternatives quoting passages of `more` renumbered n_hits + 1, n_hits + 2, … in the order they are
+    first quoted; (the alternatives, those passages)."""
+    used: dict[int, int] = {}
+    for _, ps in others:
+        for p in ps:
+            if p.n > n_hits and p.n not in used:
+                used[p.n] = n_hits + 1 + len(used)
+    if not used:
+        return others, []
+    out = [(replace(s, n=used.get(s.n, s.n)), [replace(p, n=used.get(p.n, p.n)) for p in ps]) for s, ps in others]
+    return out, [more[n - n_hits - 1] for n in used]
+
+
+def ambiguity_passages(candidates: list[Hit], hits: list[Hit], depth: int | None = None,
+                       documents: int | None = None) -> list[Hit]:
+    """The best passage of each document the answer's `hits` do not come from, among the first `depth`
+    retrieval candidates (AMBIGUITY_DEPTH), at most `documents` of them (AMBIGUITY_DOCUMENTS): where other
+    judgments' answers are, when the top passages all come from one or two documents."""
+    seen = {getattr(h.chunk, "doc_id", "") or h.doc for h in hits}
+    out = []
+    for h in candidates[:depth or AMBIGUITY_DEPTH]:
+        doc = getattr(h.chunk, "doc_id", "") or h.doc
+        if doc not in seen:
+            seen.add(doc)
+            out.append(h)
+            if len(out) >= (documents or AMBIGUITY_DOCUMENTS):
+                break
+    return out
 
 
 # --- the answer text ---------------------------------------------------------------------------------
