@@ -203,6 +203,41 @@ def test_concurrent_uploads_of_the_same_content_dedupe_without_errors(lib, kb):
     assert len(lib.store.list_documents(kb.id)) == 1 and check(lib, kb)["ok"]
 
 
+def test_a_same_content_upload_while_the_first_is_embedding_is_a_duplicate(lib, kb):
+    """The race the test above hit once under load: the second upload found the first one's document
+    'pending' (its vectors being written at that moment) and "completed" it, so two uploads said ok.
+    Now the first holds a claim on its vectors; the second is a duplicate and writes nothing."""
+    from services.index import ingest
+    from services.index.ingest import complete_pending_vectors
+
+    committed, go_on, results = threading.Event(), threading.Event(), []
+
+    def pause_after_commit(name):
+        if name == "finalized":
+            committed.set()
+            go_on.wait(30)
+
+    ingest.fault_point.hook = pause_after_commit
+    try:
+        first = threading.Thread(target=lambda: results.append(
+            ingest_bytes(lib, kb, DOCS["cities.txt"].encode(), "a.txt", SMALL)))
+        first.start()
+        assert committed.wait(30)
+        doc = lib.store.list_documents(kb.id)[0]
+        assert doc.dense_state == "pending"  # keyword-searchable, vectors being written
+        ingest.fault_point.hook = None
+        second = ingest_bytes(lib, kb, DOCS["cities.txt"].encode(), "b.txt", SMALL)
+        assert second.status == "duplicate" and "a.txt" in second.reason
+        assert complete_pending_vectors(lib, kb, doc.id) == 0  # the worker leaves it to the upload too
+        go_on.set()
+        first.join(30)
+    finally:
+        ingest.fault_point.hook = None
+        go_on.set()
+    assert [r.status for r in results] == ["ok"]
+    assert lib.store.get_document(kb.id, doc.id).dense_state == "done" and check(lib, kb)["ok"]
+
+
 def test_failed_rechunk_keeps_the_old_version_searchable(lib, kb, monkeypatch):
     r = ingest_bytes(lib, kb, DOCS["rivers.txt"].encode(), "rivers.txt", SMALL)
     before = [c.text for c in lib.store.chunks_of(kb.id, r.doc_id)]

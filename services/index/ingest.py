@@ -9,7 +9,9 @@ file is kept, and one transaction makes the document 'ready' — searchable by k
 first) and upserted, and the document's vectors are marked done. A crash before 'ready' leaves an
 'indexing' row the next owner removes (Library.reconcile); a crash after it leaves a keyword-only
 document whose vectors the worker completes ('vectors' jobs), and at most orphan points, which search
-ignores and reconcile deletes. Re-chunking stages the new chunks as pending and swaps them in one
+ignores and reconcile deletes. While an upload writes a document's vectors it holds a claim on them
+(Library.claim_embedding, taken before the commit), so a concurrent upload of the same content is told
+it is a duplicate rather than "completing" vectors that are being written. Re-chunking stages the new chunks as pending and swaps them in one
 transaction, so the old version stays searchable until then. Every failure of a file becomes a
 'failed' FileResult with a Chinese reason, never an exception. Named checkpoints (`fault_point`) are
 no-ops unless a crash test installs a hook (tests/faults.py).
@@ -146,10 +148,22 @@ def _index(lib, kb, doc, doc_id, size, config, progress, timer, original: bytes 
     # now the text and chunk count are known: refuse before the first row is written
     lib.ensure_space(estimate_ingest(size, len(doc.text.encode("utf-8")), len(prepared.chunks),
                                      getattr(prepared.embedder, "dim", 0) or 0))
-    with lib.write_lock, timer("index"):
-        committed = _commit_keywords(lib, kb, doc, doc_id, size, config, prepared, timer, original)
-    if isinstance(committed, FileResult):  # a concurrent duplicate
-        return committed
+    # claimed before the commit, so a concurrent upload of the same content that finds it 'pending'
+    # knows its vectors are being written now (complete_pending_vectors) rather than left over
+    claimed = lib.claim_embedding(kb.id, doc_id)
+    try:
+        with lib.write_lock, timer("index"):
+            committed = _commit_keywords(lib, kb, doc, doc_id, size, config, prepared, timer, original)
+        if isinstance(committed, FileResult):  # a concurrent duplicate
+            return committed
+        return _embed_committed(lib, kb, doc, doc_id, committed, prepared, progress, timer)
+    finally:
+        if claimed:
+            lib.release_embedding(kb.id, doc_id)
+
+
+def _embed_committed(lib, kb, doc, doc_id, committed, prepared, progress, timer) -> FileResult:
+    """Write the vectors of a document just committed keyword-searchable; a failure leaves it so."""
     ids, replaces = committed
     progress("keywords", len(ids), len(ids))
     warnings = list(doc.warnings)
@@ -283,13 +297,18 @@ def complete_pending_vectors(lib: Library, kb: KnowledgeBase, doc_id: str, progr
     """Write the vectors of a document left keyword-only (a crash or a failed embedding); returns how
     many chunks were embedded (0 when there was nothing to do)."""
     lib.require_owner()
-    document = lib.store.get_document(kb.id, doc_id)
-    if document is None or document.status != "ready" or document.dense_state != "pending":
-        return 0
-    chunks = lib.store.chunks_of(kb.id, doc_id)
-    title = document_title(lib.store.document_text(kb.id, doc_id), document.filename)
-    return _complete_dense(lib, kb, doc_id, [c.id for c in chunks], [index_text(title, c) for c in chunks],
-                           lib.embedder(kb), progress or (lambda *_: None), timer or _StageTimer())
+    if not lib.claim_embedding(kb.id, doc_id):
+        return 0  # its upload (or another completion) is writing them right now
+    try:
+        document = lib.store.get_document(kb.id, doc_id)
+        if document is None or document.status != "ready" or document.dense_state != "pending":
+            return 0
+        chunks = lib.store.chunks_of(kb.id, doc_id)
+        title = document_title(lib.store.document_text(kb.id, doc_id), document.filename)
+        return _complete_dense(lib, kb, doc_id, [c.id for c in chunks], [index_text(title, c) for c in chunks],
+                               lib.embedder(kb), progress or (lambda *_: None), timer or _StageTimer())
+    finally:
+        lib.release_embedding(kb.id, doc_id)
 
 
 class Checkpoints:

@@ -48,6 +48,8 @@ class Library:
         self.store = Store(self.root / "wendao.db", readonly=readonly)
         self.cache = EmbeddingCache(self.root / "embeddings.db", readonly=readonly)
         self.write_lock = threading.RLock()  # one ingest/delete/rebuild at a time per process
+        self._embedding: set[tuple[int, str]] = set()  # (kb id, doc id) whose vectors are being written now
+        self._embedding_lock = threading.Lock()
         self.keyword = KeywordIndex(self.store, lambda: self.ownership.owner)
         self.dense = DenseIndex(self.root, self.store, self.cache, self.ownership, backend)
         self.originals = Originals(self.root)
@@ -77,6 +79,21 @@ class Library:
     def require_owner(self) -> None:
         """DataDirBusy unless this process owns the dir; DiskFull / ReadOnlyStorage on a bad disk."""
         self.ownership.require_owner()
+
+    def claim_embedding(self, kb_id: int, doc_id: str) -> bool:
+        """Claim the writing of one document's vectors for this thread; False when another thread of
+        this process (the only one that writes: the owner) is writing them now. A document is
+        'pending' both while its first ingest embeds it and after that ingest died, and only the
+        second case is work left over for a re-upload or the worker."""
+        with self._embedding_lock:
+            if (kb_id, doc_id) in self._embedding:
+                return False
+            self._embedding.add((kb_id, doc_id))
+            return True
+
+    def release_embedding(self, kb_id: int, doc_id: str) -> None:
+        with self._embedding_lock:
+            self._embedding.discard((kb_id, doc_id))
 
     def ensure_space(self, needed: int) -> None:
         """DiskFull / ReadOnlyStorage (nothing written yet) unless a write of `needed` bytes fits."""
