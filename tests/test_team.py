@@ -225,6 +225,25 @@ def test_key_use_is_written_down_at_most_once_a_minute_and_revoking_still_takes_
     assert r.status_code == 401 and r.json()["error"]["type"] == "NotSignedIn"
 
 
+def test_api_rate_limit_per_key(team, monkeypatch):
+    """WENDAO_API_RATE_LIMIT per caller key: the request over the limit gets 429 with a Chinese JSON
+    error, another key keeps its own budget (the limiter runs as pure ASGI middleware)."""
+    from services.api import create_api
+
+    ws, _, keys = team
+    monkeypatch.setenv("WENDAO_API_RATE_LIMIT", "3/minute")
+    client = TestClient(create_api())
+
+    def call(key):
+        return client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"},
+                           headers={"Authorization": f"Bearer {key.key}"})
+
+    assert [call(keys["KB1-read"]).status_code for _ in range(3)] == [200, 200, 200]
+    over = call(keys["KB1-read"])
+    assert over.status_code == 429 and over.json()["error"]["type"] == "RateLimited" and "请求过于频繁" in over.json()["error"]["message"]
+    assert call(keys["KB1-write"]).status_code == 200
+
+
 def test_sign_in_page_sets_an_httponly_cookie_and_throttles(team):
     from services.api import create_api
 

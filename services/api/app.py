@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
-from slowapi.middleware import SlowAPIMiddleware
+from slowapi.middleware import SlowAPIASGIMiddleware
 
 from services import auth, errors
 from services.access import LOCAL, Principal
@@ -125,7 +125,8 @@ def create_api() -> FastAPI:
         return JSONResponse({"error": {"message": f"请求过于频繁（限额 {exc.detail}），请稍后再试。",
                                        "type": "RateLimited", "code": 429}}, status_code=429)
 
-    api.add_middleware(SlowAPIMiddleware)  # the default limit on every route, per caller key
+    api.add_middleware(SlowAPIASGIMiddleware)  # the default limit on every route, per caller key (pure ASGI:
+    # the BaseHTTPMiddleware variant re-streamed every response through a task and a queue)
     api.add_middleware(BodyLimitMiddleware)  # outermost of ours: before anything reads the body
 
     _v1_routes(api)
