@@ -227,7 +227,7 @@ def test_key_use_is_written_down_at_most_once_a_minute_and_revoking_still_takes_
 
 def test_api_rate_limit_per_key(team, monkeypatch):
     """WENDAO_API_RATE_LIMIT per caller key: the request over the limit gets 429 with a Chinese JSON
-    error, another key keeps its own budget (the limiter runs as pure ASGI middleware)."""
+    error, another key keeps its own budget."""
     from services.api import create_api
 
     ws, _, keys = team
