@@ -29,6 +29,8 @@ MODES = ("single", "local", "oidc", "none")
 COOKIE = "wendao_session"
 SESSION_DAYS = 14
 KEY_PREFIX = "wd_"
+KEY_TOUCH_EVERY_S = 60.0  # a key's last-used time is written at most this often (shown to the minute), not
+# on every request: the write lock per API call serialised concurrent callers for nothing
 MAX_FAILURES = 5  # failed sign-ins per (name, address) within FAILURE_WINDOW_S before a pause
 FAILURE_WINDOW_S = 15 * 60
 MAX_TRACKED = 10_000  # (name, address) pairs kept before those outside the window are dropped
@@ -228,10 +230,11 @@ def principal_from_key(store, key: str, address: str = "") -> Principal | None:
     """The API key's principal (bound to its KB and scope), or None for an unknown or revoked key."""
     if not key or not key.startswith(KEY_PREFIX):
         return None
-    row = store.keys.by_hash(_sha256(key))
+    row = store.keys.by_hash(_sha256(key))  # every request: a revoked key is refused at once
     if row is None:
         return None
-    store.keys.touch(row.id)
+    if row.last_used is None or time.time() - row.last_used >= KEY_TOUCH_EVERY_S:
+        store.keys.touch(row.id)
     return Principal("key", name=f"key:{row.prefix}", key_id=row.id, key_kb=row.kb_id, key_scope=row.scope,
                      address=address, key_creator=row.creator_id)
 

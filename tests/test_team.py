@@ -200,6 +200,50 @@ def test_revoked_key_and_forged_cookie_are_refused(team):
     assert auth.principal_from_cookie(ws.lib.store, ws.lib.root, good) is None  # signed out: the cookie is dead
 
 
+def test_key_use_is_written_down_at_most_once_a_minute_and_revoking_still_takes_effect_at_once(team, monkeypatch):
+    """The API's hot path: a key's last-used time is not rewritten (a SQLite write under the store's
+    lock) on every request, but the key itself is looked up every time, so revoking needs no wait."""
+    from services.api import create_api
+
+    ws, _, keys = team
+    store, key = ws.lib.store, keys["KB1-read"]
+    writes = []
+    touch = store.keys.touch
+    monkeypatch.setattr(store.keys, "touch", lambda key_id: (writes.append(key_id), touch(key_id)))
+    client = TestClient(create_api())
+    headers = {"Authorization": f"Bearer {key.key}"}
+    used = store.keys.get(key.id).last_used  # the fixture used every key once
+    assert used is not None
+    for _ in range(5):
+        assert client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"}, headers=headers).status_code == 200
+    assert writes == [] and store.keys.get(key.id).last_used == used
+    monkeypatch.setattr(auth, "KEY_TOUCH_EVERY_S", 0.0)  # as if a minute had passed
+    assert client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"}, headers=headers).status_code == 200
+    assert writes == [key.id] and store.keys.get(key.id).last_used > used
+    ws.session(LOCAL).kb("KB1").revoke_key(key.id)
+    r = client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"}, headers=headers)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "NotSignedIn"
+
+
+def test_api_rate_limit_per_key(team, monkeypatch):
+    """WENDAO_API_RATE_LIMIT per caller key: the request over the limit gets 429 with a Chinese JSON
+    error, another key keeps its own budget."""
+    from services.api import create_api
+
+    ws, _, keys = team
+    monkeypatch.setenv("WENDAO_API_RATE_LIMIT", "3/minute")
+    client = TestClient(create_api())
+
+    def call(key):
+        return client.post("/v1/retrieval", json={"kb": "KB1", "query": "长江"},
+                           headers={"Authorization": f"Bearer {key.key}"})
+
+    assert [call(keys["KB1-read"]).status_code for _ in range(3)] == [200, 200, 200]
+    over = call(keys["KB1-read"])
+    assert over.status_code == 429 and over.json()["error"]["type"] == "RateLimited" and "请求过于频繁" in over.json()["error"]["message"]
+    assert call(keys["KB1-write"]).status_code == 200
+
+
 def test_sign_in_page_sets_an_httponly_cookie_and_throttles(team):
     from services.api import create_api
 

