@@ -23,3 +23,74 @@ def test_export_shows_names_by_the_same_rule_as_the_page():
     assert "《bad<U+0007>na<U+001B>me.txt》" in md, md
     assert "库<U+001B>[31m" in md
     assert "\x07" not in md and "\x1b" not in md
+
+
+# --- 2. the 评测 page says before a run what the run does, one completion line, plain ms ----------
+def _eval_kb(data_dir):
+    from fixtures import ZH_PARAGRAPHS
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
+
+    lib = open_library(data_dir)
+    kb = lib.kb("问题库", create=True)
+    text = "".join(ZH_PARAGRAPHS)
+    assert ingest_bytes(lib, kb, text.encode(), "geo.txt").status == "ok"
+    return lib, kb, text
+
+
+def _lines(text, n, missing=0):
+    import json
+
+    start = text.index("珠穆朗玛峰")
+    q = {"question": "世界最高峰是哪座山", "doc_file": "docs/geo.txt",
+         "answer_spans": [{"text": "珠穆朗玛峰", "start_in_doc": start}]}
+    out = [json.dumps({**q, "question": f"{q['question']}{i}"}, ensure_ascii=False) for i in range(n)]
+    out += [json.dumps({"question": f"不在库里{i}", "doc_file": "nope.txt", "answer": "无"}, ensure_ascii=False)
+            for i in range(missing)]
+    return "\n".join(out).encode()
+
+
+def test_evaluation_page_messages_agree_with_the_run(data_dir):
+    import json
+
+    from test_app import app, button, finish_jobs
+
+    lib, kb, text = _eval_kb(data_dir)
+    at = app("evaluation")
+    at.radio[0].set_value("upload").run()
+    at.get("file_uploader")[0].set_value([("q.jsonl", _lines(text, 2, missing=1), "application/json")]).run()
+    before = [c.value.replace("\\", "") for c in at.caption if "当前知识库有" in c.value]
+    assert before and "得分为 0" not in before[0], before
+    assert "nope.txt" in before[0] and "1 个问题" in before[0] and "不计入检索评分" in before[0], before
+    at.multiselect[0].set_value(["bm25"]).run()
+    button(at, "开始评测").click().run()
+    finish_jobs(at)
+    assert not at.exception, [e.value for e in at.exception]
+    after = [c.value.replace("\\", "") for c in at.caption if c.value.startswith("未计入检索评分")]
+    assert after and "nope.txt" in after[0], after
+    # the latency axis reads plain milliseconds (200, 4,000), not SI "0.2k"
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    axes = [s["encoding"]["x"].get("axis", {}) for s in specs if "检索用时" in json.dumps(s.get("title"), ensure_ascii=False)]
+    assert axes and axes[0].get("format") != "~s" and "s" not in axes[0].get("format", ""), axes
+
+    # a second run: after a reload only the latest run's completion line is listed
+    button(at, "开始评测").click().run()
+    finish_jobs(at)
+    fresh = app("evaluation")  # a new session: the last hour's jobs are listed
+    done = [s.value for s in fresh.success if "评测完成" in s.value]
+    assert len(done) == 1, done
+
+
+def test_saved_and_uploaded_question_counts_are_told_apart(data_dir):
+    from services.tuning.evaluation import save_question_set
+    from test_app import app
+
+    lib, kb, text = _eval_kb(data_dir)
+    save_question_set(lib, kb, _lines(text, 9).decode().splitlines())
+    at = app("evaluation")
+    at.radio[0].set_value("upload").run()
+    at.get("file_uploader")[0].set_value([("q.jsonl", _lines(text, 6), "application/json")]).run()
+    titles = [e.label for e in at.expander if "问题集" in e.label]
+    assert titles and "9 个问题" in titles[0] and "上传的文件（6 个问题，尚未保存）" in titles[0], titles
+    keep = at.checkbox(key=f"eval_keep_{kb.id}_upload")
+    assert "替换已保存的 9 个问题" in keep.label
