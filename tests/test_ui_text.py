@@ -1,5 +1,7 @@
 """A fresh-eyes walkthrough's UI-text findings (issue 22 items 7, 12, 14 and polish): one display
 rule for untrusted names, the 评测 page's messages, the model label."""
+import pytest
+
 from services.conversations import export_markdown
 from services.documents.text import display_name
 
@@ -94,3 +96,30 @@ def test_saved_and_uploaded_question_counts_are_told_apart(data_dir):
     assert titles and "9 个问题" in titles[0] and "上传的文件（6 个问题，尚未保存）" in titles[0], titles
     keep = at.checkbox(key=f"eval_keep_{kb.id}_upload")
     assert "替换已保存的 9 个问题" in keep.label
+
+
+# --- 5. the citation dialog shows a one-chunk document's paragraph once ---------------------------
+ONE_CHUNK = ("经审理查明，原告王某与被告张某原系夫妻关系，2011年3月16日生育一女王某雯。"
+             "原告王某每月支付1000元抚养费直到婚生女王某雯满十八周岁。")
+
+
+@pytest.mark.parametrize("fmt", ["txt", "pdf"])
+def test_citation_dialog_shows_a_one_chunk_documents_paragraph_once(data_dir, fmt):
+    from fixtures import make_pdf
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
+    from test_ui_everyday import app, ask, click
+    from test_walkthrough_fixes import dialog_elements
+
+    lib = open_library(data_dir)
+    kb = lib.kb("判决书", create=True)
+    data = ONE_CHUNK.encode() if fmt == "txt" else make_pdf([ONE_CHUNK])
+    assert ingest_bytes(lib, kb, data, f"判决.{fmt}").status == "ok"
+    assert len(lib.store.list_documents(kb.id)) == 1 and lib.store.list_documents(kb.id)[0].chunk_count == 1
+    at = app("chat")
+    ask(at, "原告每月支付多少抚养费？")
+    click(at, "\\[1\\] 判决", exact=False)
+    shown = dialog_elements(at)
+    assert shown, "the dialog did not open"
+    boxes = [e.value for e in shown if "wendao-passage" in e.value]
+    assert len([b for b in boxes if "2011年3月16日" in b]) == 1, boxes
