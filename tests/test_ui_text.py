@@ -123,3 +123,26 @@ def test_citation_dialog_shows_a_one_chunk_documents_paragraph_once(data_dir, fm
     assert shown, "the dialog did not open"
     boxes = [e.value for e in shown if "wendao-passage" in e.value]
     assert len([b for b in boxes if "2011年3月16日" in b]) == 1, boxes
+
+
+# --- 6. the bundled model is named in plain Chinese, never by its engine -------------------------
+def test_no_page_names_the_bundled_models_engine(data_dir, monkeypatch):
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
+    from services.index.models import BUNDLED_TORCH_EMBEDDER
+    from test_app import app
+
+    monkeypatch.setenv("WENDAO_EMBEDDING_MODEL", BUNDLED_TORCH_EMBEDDER)  # today's default for new KBs
+    lib = open_library(data_dir)
+    kb = lib.kb("新库", create=True)
+    ingest_bytes(lib, kb, ONE_CHUNK.encode(), "判决.txt")  # the 微调 page needs a document
+    for page in ("finetune", "settings", "library", "lab", "evaluation"):
+        at = app(page)
+        assert not at.exception, (page, [e.value for e in at.exception])
+        shown = [str(e.value) for kind in ("markdown", "caption", "info", "success", "warning", "title", "subheader")
+                 for e in at.get(kind)]
+        shown += [str(o) for s in at.selectbox for o in s.options] + [b.label for b in at.button]
+        assert not [s for s in shown if "torch" in s.lower() or BUNDLED_TORCH_EMBEDDER in s], page
+    at = app("finetune")
+    assert any("当前向量模型：「multilingual\\-e5\\-small（内置，推荐）」" in str(m.value) for m in at.markdown), \
+        [str(m.value) for m in at.markdown][:5]
