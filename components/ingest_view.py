@@ -52,11 +52,16 @@ def upload_section(kb: KB, config) -> None:
     """The uploader and the button that queues its files; the uploader clears once they are queued."""
     # Streamlit writes "Upload" and "200MB per file" in English and offers no parameter for them:
     # our own Chinese words replace them (the limit is WENDAO_MAX_FILE_MB, as passed to the uploader).
+    # The chips of the chosen files: Streamlit caps their area at about two rows (a third row shows
+    # cut in half inside the box); it grows with them instead, scrolling only past half the window.
     st.markdown(f"""<style>
     [data-testid="stFileUploaderDropzone"] [data-testid="stBaseButton-secondary"] [data-testid="stMarkdownContainer"] p
         {{font-size: 0}}
     [data-testid="stFileUploaderDropzone"] [data-testid="stBaseButton-secondary"] [data-testid="stMarkdownContainer"] p::after
         {{content: "选择文件"; font-size: .875rem}}
+    [data-testid="stFileUploaderDropzone"] {{height: auto !important}}
+    [data-testid="stFileUploaderDropzone"] > div {{height: auto !important; max-height: none !important}}
+    [data-testid="stFileChips"] {{max-height: min(24rem, 50vh) !important; height: auto !important}}
     [data-testid="stFileUploaderDropzoneInstructions"] span {{font-size: 0}}
     [data-testid="stFileUploaderDropzoneInstructions"] span::after
         {{content: "或把文件拖到这里 · 单个文件不超过 {format_mb(max_file_bytes())} MB"; font-size: .875rem}}

@@ -213,7 +213,7 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
 
     @st.fragment(run_every=1 if active_now else None)
     def panel() -> None:
-        jobs = kb.jobs(st.session_state.get(since_key), kinds)
+        jobs = latest_runs(kb.jobs(st.session_state.get(since_key), kinds))
         if not jobs:
             if active_now:
                 st.rerun()  # cleared in another tab
@@ -265,6 +265,21 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
             st.rerun()  # everything finished: show what changed on the whole page (and stop polling)
 
     panel()
+
+
+# Kinds whose newer finished run replaces an older one's line (评测: the tables below are the latest run's).
+SUPERSEDED_KINDS = ("evaluate",)
+
+
+def latest_runs(jobs: list) -> list:
+    """`jobs` less the finished ones of SUPERSEDED_KINDS that a later finished job of the same kind
+    replaces: after a reload (session state gone, the last hour's jobs listed) the page shows one
+    「评测完成」 line, the run whose results are shown, not every earlier one beside it."""
+    latest: dict[str, int] = {}
+    for j in jobs:
+        if j.kind in SUPERSEDED_KINDS and not j.active:
+            latest[j.kind] = max(latest.get(j.kind, j.id), j.id)
+    return [j for j in jobs if j.active or j.kind not in latest or j.id == latest[j.kind]]
 
 
 def _cancel(kb: KB, jobs) -> None:

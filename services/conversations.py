@@ -97,8 +97,9 @@ def export_markdown(kb_name: str, turns: list[dict]) -> str:
     (its number, document and pages), followed by the passages quoted from it, each once; an
     unsupported quote is marked （未核实）, the word the chat uses."""
     from services.documents.pageview import page_label
+    from services.documents.text import display_name
 
-    lines = [f"# 问道对话记录 · {kb_name}\n"]
+    lines = [f"# 问道对话记录 · {display_name(kb_name)}\n"]
     for t in turns:
         a = t["answer"]
         lines.append(f"## 问：{t['question']}\n")
@@ -117,7 +118,8 @@ def export_markdown(kb_name: str, turns: list[dict]) -> str:
                 for q in quotes:
                     said[q.get("quote", "")] = said.get(q.get("quote", ""), True) and bool(q.get("supported"))
                 shown = "；".join(f"“{q}”" + ("" if ok else "（未核实）") for q, ok in said.items() if q)
-                lines.append(f"- [{n}] 《{s.get('doc') or c.get('doc', '')}》{page_label(int(first), int(last), s.get('doc') or c.get('doc', ''))}"
+                doc = s.get('doc') or c.get('doc', '')
+                lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(int(first), int(last), doc)}"
                              + (f"：{shown}" if shown else ""))
             lines.append("")
     return "\n".join(lines)

@@ -180,9 +180,9 @@ def test_display_name_makes_controls_and_bidi_visible():
     from services.documents.text import display_name
 
     assert display_name("invoice\u202eexe.txt") == "invoice<U+202E>exe.txt"
-    assert display_name("a\x1b[31mred.txt") == "a␛[31mred.txt"
-    assert display_name("two\nlines.txt") == "two␊lines.txt"
-    assert display_name("bell\x07\x9b2J.txt") == "bell␇<U+009B>2J.txt"
+    assert display_name("a\x1b[31mred.txt") == "a<U+001B>[31mred.txt"
+    assert display_name("two\nlines.txt") == "two<U+000A>lines.txt"
+    assert display_name("bell\x07\x9b2J.txt") == "bell<U+0007><U+009B>2J.txt"
     assert display_name("长江 报告（2024）.pdf") == "长江 报告（2024）.pdf"
     for name in HOSTILE_NAMES:
         shown = display_name(name)
@@ -225,7 +225,7 @@ def test_cli_output_never_carries_control_characters(tmp_path, data_dir):
         assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out and "\x9b" not in out
     progress = [line for line in done.stderr.splitlines() if line.startswith("[")]
     assert len(progress) == len(HOSTILE_NAMES) and all(": ok — " in line for line in progress), progress
-    assert any("two␊lines.txt" in line for line in progress)
+    assert any("two<U+000A>lines.txt" in line for line in progress)
     assert "invoice<U+202E>exe.txt" in search.stdout or "invoice<U+202E>exe.txt" in done.stderr
     stored = {r[0] for r in sqlite3.connect(data_dir / "wendao.db").execute("SELECT filename FROM documents")}
     assert stored == set(HOSTILE_NAMES)  # the names themselves are kept exactly

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from components.job_view import job_panel, jobs_running, new_batch
-from components.safe_text import inert
+from components.safe_text import inert, inert_name
 from components.state import current_kb, select_kb, session, show_error
 from components.widgets import SERIES_COLORS, WRAP_ROW_HEIGHT, eval_csv
 from components.words import COVERAGE, CURVE_HELP, CURVE_NOTE, CURVE_TITLE, METRIC_HELP, METRIC_ZH, QUALITY
@@ -30,12 +30,17 @@ SAMPLE_KB = "示例"
 JOBS = ("sample", "evaluate")
 
 
-def saved_panel(kb) -> None:
-    """The KB's saved question set: how many questions, the first few (inert), and removing it."""
+def saved_panel(kb, chosen: str = "") -> None:
+    """The KB's saved question set: how many questions, the first few (inert), and removing it.
+    `chosen`: the set picked above when it is another one (「上传的文件（6 个问题，尚未保存）」), so
+    the two counts are not mistaken for each other."""
     kept = kb.question_set()
     if not kept:
         return
-    with st.expander(f"本知识库已保存 {len(kept)} 个问题（评测时可直接选用；微调时用来比较前后效果）"):
+    title = f"本知识库已保存的问题集：{len(kept)} 个问题（评测时可直接选用；微调时用来比较前后效果）"
+    if chosen:
+        title = f"本知识库已保存的问题集：{len(kept)} 个问题（本次评测用的是{chosen}）"
+    with st.expander(title):
         st.markdown("  \n".join(f"{n}\\. {inert(q.question, keep_lines=False)}"
                                 for n, q in enumerate(kept[:SHOWN_QUESTIONS], start=1)))
         if len(kept) > SHOWN_QUESTIONS:
@@ -46,6 +51,18 @@ def saved_panel(kb) -> None:
                 st.rerun()
             except errors.WendaoError as exc:
                 show_error(exc)
+
+
+def missing_note(questions, held: set) -> str:
+    """Before a run: which documents of the question set the KB lacks (by name) and what the run
+    does with their questions — leaves them out of the retrieval scores, as its result then says."""
+    wanted = {q.doc_key for q in questions if q.doc_name}
+    missing = [q for q in questions if q.doc_name and q.doc_key not in held]
+    names = list(dict.fromkeys(q.doc_name for q in missing))
+    shown = "、".join(inert_name(n) for n in names[:5]) + ("等" if len(names) > 5 else "")
+    return (f"问题针对的 {len(wanted)} 个文档中，当前知识库有 {len(wanted & held)} 个；"
+            f"{len(missing)} 个问题所针对的 {len(names)} 个文档不在知识库中（{shown}），"
+            "这些问题不计入检索评分。")
 
 
 def refusal_of(kb, questions, lines) -> str:
@@ -140,7 +157,7 @@ def latency_chart(summaries: dict) -> alt.Chart:
                          for m, label in (("p50_ms", "通常（p50）"), ("p95_ms", "较慢时（p95）"))])
     return alt.Chart(data, title="检索用时（毫秒）").mark_bar().encode(
         y=alt.Y("配置:N", title=None, sort=names, axis=alt.Axis(labelLimit=600)), yOffset=alt.YOffset("指标:N", sort="descending"),
-        x=alt.X("毫秒:Q", title="毫秒", axis=alt.Axis(format="~s")),
+        x=alt.X("毫秒:Q", title="毫秒", axis=alt.Axis(format=",~f")),  # 200, 4,000 (not "0.2k")
         color=alt.Color("配置:N", scale=config_colors(names), legend=None),
         opacity=alt.Opacity("指标:N", sort="descending", scale=alt.Scale(range=[1.0, 0.4]),
                             legend=alt.Legend(title=None, orient="top", symbolFillColor="#888")),
@@ -211,9 +228,13 @@ if kb is None or kb.info().chunks == 0:
 refusal = refusal_of(kb, questions, lines) if questions else ""  # a set the run would refuse: said first, no count
 st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**"
             + (f" · {len(questions)} 个问题" if questions and not refusal else ""))
-saved_panel(kb)
+chosen = ""  # the set this run uses when it is not the saved one, for the saved set's title
+if questions and source != "saved":
+    chosen = f"{'上传的文件' if source == 'upload' else '内置示例'}（{len(questions)} 个问题，尚未保存）"
+saved_panel(kb, chosen)
 keep = bool(questions and lines) and not refusal and source != "saved" and st.checkbox(
-    "保存为本知识库的问题集", value=source == "upload", key=f"eval_keep_{kb.id}_{source}",
+    "保存为本知识库的问题集" + (f"（替换已保存的 {len(saved)} 个问题）" if saved else ""),
+    value=source == "upload", key=f"eval_keep_{kb.id}_{source}",
     help="开始评测时保存。以后评测可以直接选用它；微调向量模型时也会在这些问题上比较微调前后的效果。")
 no_documents = False  # none of the questions' documents is in this KB: nothing to evaluate
 if questions:
@@ -234,7 +255,7 @@ if questions:
         no_documents = True
         st.error(inert(refusal, keep_lines=False))
     elif wanted - held:
-        st.caption(f"问题针对的 {len(wanted)} 个文档中，当前知识库有 {len(wanted & held)} 个；其余文档的问题得分为 0。")
+        st.caption(missing_note(questions, held))
 
 c1, c2, c3 = st.columns(3)
 modes = c1.multiselect("检索方式", list(MODES), default=list(MODES), format_func=MODES.get)

@@ -20,6 +20,7 @@ from components.safe_text import inert
 from components.state import searchable_kb, session, show_error, without_paths
 from components.widgets import PRIMARY
 from services.views import FinetuneSettings, resolve
+from services.views import model_label as registry_label
 
 STAGE_ZH = {"data": "出题并找出容易混淆的段落", "before": "评测原模型", "train": "训练",
             "mix": "选择与原模型的混合比例", "after": "评测微调后的模型"}
@@ -44,9 +45,12 @@ def key(name: str) -> str:
 
 
 def model_label(name_or_path: str) -> str:
-    """A model as users know it: a fine-tuned model by its name, a registry model by its name."""
+    """A model as users know it: a fine-tuned model by its name, a registry model by its label (the
+    bundled one as 「multilingual-e5-small（内置，推荐）」, never its engine's name)."""
     tuned = {m["path"]: m["name"] for m in session().finetuned_models()}
-    return f"微调模型「{tuned[name_or_path]}」" if name_or_path in tuned else f"「{inert(name_or_path, keep_lines=False)}」"
+    if name_or_path in tuned:
+        return f"微调模型「{tuned[name_or_path]}」"
+    return f"「{inert(registry_label(name_or_path), keep_lines=False)}」"
 
 
 # --- settings and start ----------------------------------------------------------------------

@@ -122,6 +122,34 @@ def start(submit) -> None:
     st.rerun()
 
 
+def forget_rows_delete() -> None:
+    st.session_state.pop("confirm_delete_rows", None)
+
+
+@st.dialog("删除文档", on_dismiss=forget_rows_delete)
+def confirm_rows_delete(chosen_rows: list, names_shown: str) -> None:
+    """The deletion's confirmation in a dialog (in view at any window height: below the table and
+    its caption, 确认删除 / 取消 fell below the fold of a 1280x800 window)."""
+    st.warning(f"确定删除{names_shown}？{'它们' if len(chosen_rows) > 1 else '它'}的片段和索引会一并删除，无法恢复。")
+    y, n = st.columns(2)
+    if y.button("确认删除", type="primary", key=f"delete_rows_yes_{kb.id}", width="stretch"):
+        try:
+            for d in chosen_rows:
+                kb.delete_document(d.id)
+            forget_rows_delete()
+            st.session_state["flash_docs"] = (
+                f"已删除 {len(chosen_rows)} 个文档："
+                + "、".join(inert(display_name(d.filename), keep_lines=False) for d in chosen_rows[:5])
+                + ("等" if len(chosen_rows) > 5 else ""))
+            dismiss_finished_uploads(kb)  # its "12 个已索引" would contradict the list now
+            st.rerun()
+        except Exception as exc:
+            show_error(exc)
+    if n.button("取消", key=f"delete_rows_no_{kb.id}", width="stretch"):
+        forget_rows_delete()
+        st.rerun()
+
+
 # --- documents ----------------------------------------------------------------------------------
 st.markdown("#### 文档列表")
 flash("docs")
@@ -148,24 +176,7 @@ if chosen_rows:
     if st.button(f"删除选中的 {len(chosen_rows)} 个文档", icon=":material/delete:", key=f"delete_rows_{kb.id}"):
         st.session_state["confirm_delete_rows"] = (kb.id, [d.id for d in chosen_rows])
     if st.session_state.get("confirm_delete_rows") == (kb.id, [d.id for d in chosen_rows]):
-        st.warning(f"确定删除{names_shown}？{'它们' if len(chosen_rows) > 1 else '它'}的片段和索引会一并删除，无法恢复。")
-        y, n = st.columns(2)
-        if y.button("确认删除", type="primary", key=f"delete_rows_yes_{kb.id}"):
-            try:
-                for d in chosen_rows:
-                    kb.delete_document(d.id)
-                st.session_state.pop("confirm_delete_rows", None)
-                st.session_state["flash_docs"] = (
-                    f"已删除 {len(chosen_rows)} 个文档："
-                    + "、".join(inert(display_name(d.filename), keep_lines=False) for d in chosen_rows[:5])
-                    + ("等" if len(chosen_rows) > 5 else ""))
-                dismiss_finished_uploads(kb)  # its "12 个已索引" would contradict the list now
-                st.rerun()
-            except Exception as exc:
-                show_error(exc)
-        if n.button("取消", key=f"delete_rows_no_{kb.id}"):
-            st.session_state.pop("confirm_delete_rows", None)
-            st.rerun()
+        confirm_rows_delete(chosen_rows, names_shown)
 
 if kb.info().chunks >= OPTIMIZE_FROM_CHUNKS and st.button(
         "优化索引", icon=":material/speed:", key=f"optimize_{kb.id}",

@@ -157,17 +157,14 @@ def display_name(name: object) -> str:
 
     Untrusted names can carry ANSI escape sequences (ESC [31m recolours or clears a terminal), line
     breaks (which split a progress line or a table cell) and bidi overrides (`invoice\\u202eexe.txt`
-    displays as "invoicetxt.exe"). C0/C1 controls become visible: C0 and DEL as their Unicode control
-    pictures (ESC -> ␛, LF -> ␊), C1 as `<U+009B>`; bidi controls and Unicode line/paragraph
-    separators as `<U+202E>`. Everything else, Chinese included, is unchanged."""
+    displays as "invoicetxt.exe"). Every such character is shown as its code point, `<U+0007>`,
+    `<U+001B>`, `<U+202E>`: plain ASCII every font draws (Unicode's control pictures ␇ ␛ are
+    empty boxes in the CJK fonts), and one rule for pages, terminals and exports. Everything else,
+    Chinese included, is unchanged."""
     out = []
     for ch in str(name):
         o = ord(ch)
-        if o < 0x20:
-            out.append(chr(0x2400 + o))
-        elif o == 0x7F:
-            out.append("\u2421")
-        elif 0x80 <= o <= 0x9F or ch in _BIDI or ch in "\u2028\u2029":
+        if o < 0x20 or 0x7F <= o <= 0x9F or ch in _BIDI or ch in "\u2028\u2029":
             out.append(f"<U+{o:04X}>")
         else:
             out.append(ch)
