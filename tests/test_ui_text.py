@@ -146,3 +146,16 @@ def test_no_page_names_the_bundled_models_engine(data_dir, monkeypatch):
     at = app("finetune")
     assert any("当前向量模型：「multilingual\\-e5\\-small（内置，推荐）」" in str(m.value) for m in at.markdown), \
         [str(m.value) for m in at.markdown][:5]
+
+
+def test_an_index_built_with_another_model_is_named_by_its_label():
+    """The rebuild-index message names the model the index was built with as users know it, not by
+    its stored name with the engine in it (「(内置·torch)」)."""
+    from services import errors
+    from services.index.models import BUNDLED_LABEL, BUNDLED_TORCH_EMBEDDER
+    from services.index.vectors import IndexSpec, _check_meta
+
+    spec = IndexSpec("e5-new", dim=384, fingerprint="new-model")
+    with pytest.raises(errors.IndexMismatch) as exc:
+        _check_meta("kb1__dense", {"fingerprint": "old-model", "model": BUNDLED_TORCH_EMBEDDER}, spec)
+    assert BUNDLED_LABEL in exc.value.message_zh and "torch" not in exc.value.message_zh

@@ -72,7 +72,9 @@ def kb_prefix(kb_id: int) -> str:
 
 def _check_meta(name: str, recorded: dict, spec: IndexSpec | None) -> None:
     if spec is not None and spec.fingerprint and recorded.get("fingerprint") not in (None, spec.fingerprint):
-        raise errors.IndexMismatch(f"索引「{name}」由另一个向量模型建立（{recorded.get('model')}），与当前模型不一致。"
+        from services.index.served import display_name  # the model as users know it, not its stored name
+
+        raise errors.IndexMismatch(f"索引「{name}」由另一个向量模型建立（{display_name(recorded.get('model'))}），与当前模型不一致。"
                                    "请在文档库中“重建索引”。")
 
 
