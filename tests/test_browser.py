@@ -85,22 +85,8 @@ def new_page(browser, outside: list[str]):
 
 
 @contextlib.contextmanager
-def browser_page(outside: list[str]):
-    """A Chromium page (its own browser); every request to a host other than 127.0.0.1 is appended to
-    `outside`."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield new_page(browser, outside)
-        finally:
-            browser.close()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """One Chromium for the module's tests (Playwright's sync API allows one instance at a time)."""
+def launched_chromium():
+    """Debian's Chromium through Playwright (headless, no sandbox), closed afterwards."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -109,6 +95,38 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def browser_page(outside: list[str]):
+    """A Chromium page (its own browser); every request to a host other than 127.0.0.1 is appended to
+    `outside`."""
+    with launched_chromium() as browser:
+        yield new_page(browser, outside)
+
+
+@contextlib.contextmanager
+def sized_page(width: int = 1400, height: int = 1000):
+    """A page of its own Chromium with this viewport, speaking zh-CN."""
+    with launched_chromium() as browser:
+        page = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN").new_page()
+        page.set_default_timeout(120_000)
+        yield page
+
+
+def visit(page, url: str) -> None:
+    """Open `url` and wait until the app has rendered and finished its script run."""
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stSidebar"]')
+    wait_idle(page)
+    page.wait_for_timeout(500)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for the module's tests (Playwright's sync API allows one instance at a time)."""
+    with launched_chromium() as browser:
+        yield browser
 
 
 def is_outside(url: str) -> bool:

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from fixtures import ZH_PARAGRAPHS, serve_geography
-from test_browser import ARGS, CHROMIUM, create_kb, wait_idle
+from test_browser import CHROMIUM, create_kb, sized_page, visit, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
     not CHROMIUM and not os.environ.get("WENDAO_REQUIRE_BROWSER"), reason="Debian chromium not installed")]
@@ -77,21 +77,8 @@ def server(tmp_path_factory, polish_data):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        pg = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN").new_page()
-        pg.set_default_timeout(120_000)
+    with sized_page(1400, 1000) as pg:
         yield pg
-        browser.close()
-
-
-def visit(page, url):
-    page.goto(url)
-    page.wait_for_selector('[data-testid="stSidebar"]')
-    wait_idle(page)
-    page.wait_for_timeout(500)
 
 
 def test_every_page_is_zh_cn_without_english_outside_the_allow_list(page, server):

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from fixtures import ZH_PARAGRAPHS, serve_geography
-from test_browser import ARGS, CHROMIUM, wait_idle
+from test_browser import CHROMIUM, launched_chromium, wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
     not CHROMIUM and not os.environ.get("WENDAO_REQUIRE_BROWSER"), reason="Debian chromium not installed")]
@@ -44,12 +44,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def new_page(browser, width=1400):
