@@ -184,6 +184,8 @@ def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rate
             seconds["train"] = timing["steps_s"]
         elif timing.get("steps_s") is not None and seconds.get("train") is not None:
             seconds["train"] = timing["steps_s"]
+        if seconds.get("mix") is not None and timing.get("mix_load_s") is not None:  # the loads apart ("mix_load")
+            seconds["mix"] = max(0.0, seconds["mix"] - timing["mix_load_s"])
         done = units(timing)
         for stage in stages:
             n = done.get(unit_of[stage]) or 0
