@@ -159,3 +159,28 @@ def test_a_cancelled_run_times_the_next_estimate(lib, tmp_path):
     assert rates["data"] != ft.REFERENCE_RATES["data"] and rates["train"] != ft.REFERENCE_RATES["train"]
     assert rates["after"] == ft.REFERENCE_RATES["after"]  # a stage it never reached keeps the reference
     assert again["stages"]["train"] == pytest.approx(rates["train"] * again["steps"] + rates["load"], abs=0.2)
+
+
+def test_a_background_runs_bar_never_goes_back_as_the_page_polls_it(lib, tmp_path, monkeypatch):
+    """The worker's row read the way the page reads it (the core's finetune_progress), polled while
+    a run's steps go unevenly slow and fast: the share never drops and ends near the whole."""
+    from dataclasses import asdict
+
+    from services import worker
+
+    kb = _kb(lib, tmp_path, "轮询", 1)
+    pauses = iter([0.0, 0.0, 0.3, 0.3, 0.0, 0.4] * 50)
+    to_device = ft._to_device
+    monkeypatch.setattr(ft, "_to_device", lambda *a: time.sleep(next(pauses, 0.0)) or to_device(*a))
+    settings = FinetuneSettings(epochs=3, batch_size=4, max_pairs=40)
+    job_id = worker.submit(lib, kb, "finetune", "轮询", {"name": "轮询", "settings": asdict(settings)})
+    shares, deadline = [], time.time() + 120
+    while time.time() < deadline:
+        [job] = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == job_id]
+        if job.status not in ("queued", "running"):
+            break
+        shares.append(ft.progress_of(job)[0])
+        time.sleep(0.05)
+    assert job.status == "done" and len(shares) > 10
+    assert all(b >= a for a, b in zip(shares, shares[1:])), [round(s, 3) for s in shares]
+    assert shares[-1] > 0.5
