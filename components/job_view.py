@@ -43,7 +43,8 @@ def seconds_zh(s: float | None) -> str:
 def estimate_line(plan: dict, unit: str = "训练题") -> str:
     """The time a fine-tuning run should take on this KB, before it starts (the core's
     kb.finetune_estimate); `unit`: what one pair is called (训练题 / 训练问题)."""
-    speed = "按本机上次微调实测的速度" if plan["measured"] else "按 2 核 CPU 上实测的速度；本机跑过一次后按本机的速度估算"
+    later = "本机跑过一次后（中途取消或失败的也算，按它做完的阶段）" if plan.get("learns_from_unfinished") else "本机跑过一次后"
+    speed = "按本机上次微调实测的速度" if plan["measured"] else f"按 2 核 CPU 上实测的速度；{later}按本机的速度估算"
     return (f"预计用时：**{seconds_zh(plan['seconds']).removeprefix('约 ')}**左右（本知识库 {plan['chunks']} 个片段 → "
             f"约 {plan['pairs']} 道{unit}、{plan['steps']} 步训练；{speed}）")
 

@@ -150,19 +150,29 @@ def finetune(ctx: JobContext) -> dict:
     else:
         settings = FinetuneSettings(**{k: tuple(v) if k == "negatives_range" else v
                                        for k, v in ctx.params.get("settings", {}).items()})
-    state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None, "started": time.time()}
-    plan = None
+    state = {"stage": "data", "losses": [], "step": 0, "steps": 0, "eta": None, "started": time.time(),
+             "finished": {}, "share": 0.0}
+    plan = load = None
     if ctx.params.get("kind") != "reranker":  # the time per stage planned (services.tuning.finetune.progress_of)
-        from services.tuning.finetune import estimate
+        from services.tuning.finetune import estimate, share_done
 
-        plan = estimate(ctx.lib, ctx.kb, settings)["stages"]
+        planned = estimate(ctx.lib, ctx.kb, settings)
+        plan, load = planned["stages"], planned["load"]
 
     def save():
+        if plan:  # the share shown never goes back (the page takes the larger of this and its own)
+            share = share_done(state["stage"], time.time() - state["started"], plan, state["step"], state["steps"],
+                               load)
+            state["share"] = max(state["share"], share)
         ctx.progress(state["stage"], state["step"], state["steps"], force=True, losses=state["losses"],
-                     eta_s=state["eta"], plan=plan, stage_started=state["started"])
+                     eta_s=state["eta"], plan=plan, load=load, stage_started=state["started"],
+                     stage_seconds=state["finished"], share=state["share"])
 
     def on_stage(stage):
-        state.update(stage=stage, started=time.time())
+        now = time.time()
+        if stage != state["stage"]:  # this run's measured pace (services.tuning.finetune.pace)
+            state["finished"][state["stage"]] = round(now - state["started"], 2)
+        state.update(stage=stage, started=now)
         save()
 
     def on_step(p):

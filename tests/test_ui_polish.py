@@ -86,15 +86,19 @@ def test_the_page_estimates_this_kbs_run_before_starting_and_learns_the_speed(ti
 
 
 def test_the_bar_and_the_time_left_agree():
+    """A run going at the planned pace: the share (stage weights fixed at the start) is the time spent
+    over the time spent plus the time left. Off the plan the share never goes back and the time left
+    follows the run's pace (tests/test_finetune_progress.py)."""
     from services.tuning.finetune import progress_of, time_left
 
     plan = {"data": 100.0, "before": 20.0, "train": 300.0, "mix": 50.0, "after": 30.0}
     now = time.time()
-    job = SimpleNamespace(stage="train", updated_at=now, elapsed=260.0,
-                          result={"plan": plan, "stage_started": now - 140, "eta_s": 150.0})
+    job = SimpleNamespace(stage="train", updated_at=now, elapsed=275.0, done=8, total=16,
+                          result={"plan": plan, "load": 10.0, "stage_started": now - 155, "eta_s": 145.0,
+                                  "stage_seconds": {"data": 100.0, "before": 20.0}})
     share, left = progress_of(job)
-    assert left == pytest.approx(150 + 50 + 30, abs=1)  # the measured training ETA, then the later stages
-    assert share == pytest.approx(260 / (260 + left), abs=0.01)
+    assert left == pytest.approx(145 + 50 + 30, abs=1)  # the measured training ETA, then the later stages
+    assert share == pytest.approx(275 / (275 + left), abs=0.01)
     assert time_left("data", 30, plan) == pytest.approx(70 + 20 + 300 + 50 + 30)
     assert time_left("data", 500, plan) == pytest.approx(10 + 400)  # overrun: a tenth of the stage remains
 

@@ -115,50 +115,101 @@ STAGES = ("data", "before", "train", "mix", "after")
 # KB: 188 s data and mining for 1,600 pseudo-queries, 2.1 s a training step, 112 s choosing the mix,
 # 92 s re-embedding 3,265 chunks, the rest evaluating the base). A run on this data dir replaces them
 # with its own measurement (the card's "timing").
-REFERENCE_RATES = {"data": 0.12, "before": 0.02, "train": 2.1, "mix": 0.07, "after": 0.03}
+REFERENCE_RATES = {"data": 0.12, "before": 0.02, "train": 2.1, "mix": 0.05, "after": 0.03}
 REFERENCE_LOAD_S = 10.0  # loading the model to train (once a run, whatever its size)
-UNIT_OF = {"data": "pairs", "before": "pairs", "train": "steps", "mix": "pairs", "after": "chunks"}
+# Choosing the mix: each try loads (and, below 1.0, writes) a model, then embeds the dev documents' chunks
+# plus up to DEV_DISTRACTORS others and searches the dev queries: seconds a try to load, seconds a chunk.
+REFERENCE_MIX_LOAD_S = 10.0
+DEV_DISTRACTORS = 600
+UNIT_OF = {"data": "pairs", "before": "pairs", "train": "steps", "mix": "mix_chunks", "after": "chunks"}
 PAIRS_PER_CHUNK = 1.8  # offline pseudo-queries a chunk gives (CMRC 2.0, 200 judgments 1.6)
+TIMING_FILE = ".last_run_timing.json"  # under models/: the latest run's timing, also when cancelled or failed
 
 
 def plan(chunks: int, documents: int, settings: FinetuneSettings) -> dict:
-    """What a run on a KB of `chunks` / `documents` will do: pseudo-queries, training steps, whether
-    a mix is chosen (the units the time estimate counts in)."""
+    """What a run on a KB of `chunks` / `documents` will likely do, from its size alone (questions
+    written by an LLM; the reranker's estimate): pseudo-queries, training steps, whether a mix is
+    chosen. `run_plan` counts them exactly where the questions are written offline."""
     pairs = min(settings.max_pairs, round(chunks * (settings.queries_per_chunk * PAIRS_PER_CHUNK / 2)))
     train = pairs * (1 - settings.heldout)
     mix = len(settings.mixes) > 1 and documents * (1 - settings.heldout) >= 10
+    dev_chunks = 0
     if mix:
         train *= 1 - settings.dev
+        dev_chunks = min(chunks, round(chunks * (1 - settings.heldout) * settings.dev) + DEV_DISTRACTORS)
     steps = settings.epochs * max(1, -(-int(train) // settings.batch_size)) if pairs else 0
-    return {"chunks": chunks, "pairs": pairs, "steps": steps, "mix": mix}
+    return {"chunks": chunks, "pairs": pairs, "steps": steps, "mix": mix,
+            "mix_tries": len(settings.mixes) if mix else 0, "mix_chunks": dev_chunks * len(settings.mixes) if mix else 0}
+
+
+_PLANS: dict[tuple, dict] = {}  # run_plan's answers by KB size and settings (the page asks on every rerun)
+
+
+def run_plan(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings) -> dict:
+    """What `finetune` will do on `kb`, counted the way it counts: the offline pseudo-queries it
+    writes (seeded, so the same ones), their held-out / dev split by document and the batches of
+    every epoch, so the estimate's steps are the run's steps. Questions written by an LLM cannot be
+    counted before the run: `plan`'s guess from the KB's size."""
+    chunks, documents = lib.store.count_chunks(kb.id), len(lib.store.list_documents(kb.id))
+    if settings.method == "llm" or not chunks:
+        return plan(chunks, documents, settings)
+    key = (str(lib.root), kb.id, chunks, documents, json.dumps(asdict(settings), sort_keys=True))
+    if key not in _PLANS:
+        pairs = generate_pairs(lib, kb, settings)
+        train_pairs, _, dev_pairs = split_pairs(pairs, settings)
+        dev_chunks = len(_dev_chunks(lib, kb, dev_pairs, DEV_DISTRACTORS)) if dev_pairs else 0
+        tries = len(settings.mixes) if dev_pairs else 0
+        _PLANS.clear() if len(_PLANS) > 32 else None
+        _PLANS[key] = {"chunks": chunks, "pairs": len(pairs), "mix": bool(dev_pairs), "mix_tries": tries,
+                       "steps": sum(map(len, epoch_batches(train_pairs, settings))) if len(pairs) >= 8 else 0,
+                       "mix_chunks": dev_chunks * tries}
+    return dict(_PLANS[key])
 
 
 def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rates: dict, reference_load: float,
                  units: Callable[[dict], dict] = lambda timing: timing) -> dict | None:
-    """Seconds per unit of each stage from the newest card that recorded its timing (embedder
-    fine-tuning and reranker training both): the train stage's model loading ("load") apart from its
-    steps; a stage the card did not time keeps the reference machine's rate. `units(timing)`: how
-    many units each stage handled (its unit names per `unit_of`)."""
-    cards = [c for c in cards if c.get("timing")]
-    if not cards:
+    """Seconds per unit of each stage from the newest card (or cancelled run's record) that timed
+    it (embedder fine-tuning and reranker training both): the train stage's model loading ("load")
+    apart from its steps; a stage no card timed keeps the reference machine's rate. `units(timing)`:
+    how many units each stage handled (its unit names per `unit_of`)."""
+    timings = [c["timing"] for c in sorted((c for c in cards if c.get("timing")),
+                                           key=lambda c: -c.get("created_at", 0))]
+    if not timings:
         return None
-    timing = max(cards, key=lambda c: c.get("created_at", 0))["timing"]
-    seconds = dict(timing.get("stages", {}))
-    load = reference_load
-    if timing.get("steps_s") is not None and seconds.get("train") is not None:
-        load = max(0.0, seconds["train"] - timing["steps_s"])
-        seconds["train"] = timing["steps_s"]
-    done = units(timing)
-    rates = {"load": load}
-    for stage in stages:
-        n = done.get(unit_of[stage]) or 0
-        rates[stage] = seconds[stage] / n if n and seconds.get(stage) is not None else reference_rates[stage]
-    return rates
+    rates: dict[str, float] = {}
+    for timing in timings:  # newest first: each stage from the newest run that finished it
+        seconds = dict(timing.get("stages", {}))
+        if "load" not in rates and timing.get("steps_s") is not None and seconds.get("train") is not None:
+            rates["load"] = max(0.0, seconds["train"] - timing["steps_s"])
+            seconds["train"] = timing["steps_s"]
+        elif timing.get("steps_s") is not None and seconds.get("train") is not None:
+            seconds["train"] = timing["steps_s"]
+        if seconds.get("mix") is not None and timing.get("mix_load_s") is not None:  # the loads apart ("mix_load")
+            seconds["mix"] = max(0.0, seconds["mix"] - timing["mix_load_s"])
+        done = units(timing)
+        for stage in stages:
+            n = done.get(unit_of[stage]) or 0
+            if stage not in rates and n and seconds.get(stage) is not None:
+                rates[stage] = seconds[stage] / n
+        if "mix_load" not in rates and timing.get("mix_tries") and timing.get("mix_load_s") is not None:
+            rates["mix_load"] = timing["mix_load_s"] / timing["mix_tries"]
+    if not rates:
+        return None
+    return {"load": reference_load, **{s: reference_rates[s] for s in stages}, **rates}
 
 
 def measured_rates(lib: Library) -> dict | None:
-    """Seconds per unit of each stage from the latest run on this data dir that recorded them."""
-    return latest_rates(finetuned_models(lib), STAGES, UNIT_OF, REFERENCE_RATES, REFERENCE_LOAD_S)
+    """Seconds per unit of each stage from the latest runs on this data dir that recorded them:
+    saved models' cards and the last run's record (`TIMING_FILE`, kept when a run is cancelled or
+    fails: the stages it finished)."""
+    cards = finetuned_models(lib)
+    record = models_dir(lib) / TIMING_FILE
+    if record.exists():
+        try:
+            cards.append(json.loads(record.read_text(encoding="utf-8")))
+        except ValueError:
+            log.warning("unreadable timing record %s", record)
+    return latest_rates(cards, STAGES, UNIT_OF, REFERENCE_RATES, REFERENCE_LOAD_S)
 
 
 class StageClock:
@@ -171,6 +222,11 @@ class StageClock:
         self._current: tuple[str, float] | None = None
         self._on_stage = on_stage
 
+    @property
+    def current(self) -> tuple[str, float] | None:
+        """(the stage under way, when it started)."""
+        return self._current
+
     def __call__(self, name: str) -> None:
         now = time.time()
         if self._current:
@@ -182,38 +238,72 @@ class StageClock:
 
 def estimate(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings | None = None) -> dict:
     """How long fine-tuning `kb` with `settings` should take, before starting: {"stages": seconds per
-    stage, "seconds": the total, "measured": True when the speed is this data dir's last run (else the
-    reference machine's), and the plan (chunks, pairs, steps)}. Generating questions with an LLM is
-    not counted (its speed is the endpoint's)."""
+    stage, "seconds": the total, "load": the seconds of the train stage spent loading the model,
+    "measured": True when the speed is this data dir's last runs (else the reference machine's), and
+    the plan (chunks, pairs, steps: `run_plan`, the run's own counts)}. Generating questions with an
+    LLM is not counted (its speed is the endpoint's)."""
     settings = settings or FinetuneSettings()
-    run = plan(lib.store.count_chunks(kb.id), len(lib.store.list_documents(kb.id)), settings)
+    run = run_plan(lib, kb, settings)
     rates = measured_rates(lib)
-    use = rates or {**REFERENCE_RATES, "load": REFERENCE_LOAD_S}
+    use = {"mix_load": REFERENCE_MIX_LOAD_S, **(rates or {**REFERENCE_RATES, "load": REFERENCE_LOAD_S})}
     stages = {stage: round(use[stage] * run[UNIT_OF[stage]], 1) for stage in STAGES}
     stages["train"] = round(stages["train"] + use["load"], 1)
-    if not run["mix"]:
-        stages["mix"] = 0.0
-    return {**run, "stages": stages, "seconds": round(sum(stages.values()), 1), "measured": rates is not None}
+    stages["mix"] = round(stages["mix"] + use["mix_load"] * run["mix_tries"], 1) if run["mix"] else 0.0
+    return {**run, "stages": stages, "seconds": round(sum(stages.values()), 1), "load": round(use["load"], 1),
+            "measured": rates is not None, "learns_from_unfinished": True}
 
 
-def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float | None = None) -> float:
+def pace(stages: dict, finished: dict | None) -> float:
+    """How much slower (> 1) or faster this run goes than planned: the finished stages' measured
+    seconds over their planned seconds (1 before any finished; bounded to 0.25–10)."""
+    planned = sum(float(stages.get(s, 0.0)) for s in (finished or {}))
+    if not finished or planned <= 0:
+        return 1.0
+    return min(10.0, max(0.25, sum(finished.values()) / planned))
+
+
+def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float | None = None,
+              finished: dict | None = None) -> float:
     """Seconds left in a run that has spent `stage_seconds` in `stage`: the rest of this stage (the
-    measured ETA while training, else the estimate less the time spent, at least a tenth of it) plus
-    the estimates of the stages after it."""
+    measured ETA while training, else its estimate less the time spent, at least a tenth of it) plus
+    the estimates of the stages after it — every estimate scaled by this run's `pace` so far (the
+    measured seconds of its `finished` stages against the plan)."""
     if stage not in STAGES:
         return float(sum(stages.values()))
+    scale = pace(stages, finished)
     if stage == "train" and train_eta is not None:
         now = train_eta
     else:
-        planned = float(stages.get(stage, 0.0))
+        planned = float(stages.get(stage, 0.0)) * scale
         now = max(planned - stage_seconds, planned * 0.1)
-    return now + float(sum(stages.get(s, 0.0) for s in STAGES[STAGES.index(stage) + 1:]))
+    return now + scale * float(sum(stages.get(s, 0.0) for s in STAGES[STAGES.index(stage) + 1:]))
+
+
+def share_done(stage: str, stage_seconds: float, stages: dict, step: int = 0, steps: int = 0,
+               load: float = 0.0) -> float:
+    """The share of a run done, never less than a moment before: each stage weighs its planned
+    seconds (fixed when the run starts), the stages before `stage` count whole, `stage` by its
+    progress — training by its steps (after the model's `load`, a fixed part of the train stage),
+    the others by the time spent over the time planned, stopping at 95% of the stage until it ends."""
+    total = float(sum(stages.values()))
+    if stage not in STAGES or total <= 0:
+        return 0.0
+    before = sum(float(stages.get(s, 0.0)) for s in STAGES[:STAGES.index(stage)])
+    planned = float(stages.get(stage, 0.0))
+    by_time = min(0.95, stage_seconds / planned) if planned > 0 else 0.0
+    if stage == "train":
+        loading = min(0.5, load / planned) if planned > 0 else 0.0
+        part = loading + (1 - loading) * min(1.0, step / steps) * 0.99 if steps else min(by_time, loading)
+    else:
+        part = by_time
+    return min(1.0, (before + part * planned) / total)
 
 
 def progress_of(job) -> tuple[float, float | None]:
-    """(share done, seconds left) of a running fine-tuning job, from its row: the time left is
-    `time_left` at this moment, and the share is the time spent over the time spent plus the time
-    left, so the bar and the time left always agree. (0, None) before the run reported its plan."""
+    """(share done, seconds left) of a running fine-tuning job, from its row: the share by
+    `share_done` (stage weights fixed at the start, never below the share the worker last recorded,
+    so it never goes back) and the time left by `time_left` at this moment (this run's measured
+    speed: the training ETA, the pace of its finished stages). (0, None) before the run reported its plan."""
     r = job.result or {}
     stages = r.get("plan")
     if not stages:
@@ -221,10 +311,11 @@ def progress_of(job) -> tuple[float, float | None]:
     now = time.time()
     since_report = max(0.0, now - job.updated_at)
     eta = r.get("eta_s")
-    left = time_left(job.stage, now - r.get("stage_started", now), stages,
-                     None if eta is None else max(0.0, eta - since_report))
-    spent = job.elapsed
-    return (spent / (spent + left) if spent + left > 0 else 0.0), left
+    spent_here = max(0.0, now - r.get("stage_started", now))
+    left = time_left(job.stage, spent_here, stages, None if eta is None else max(0.0, eta - since_report),
+                     r.get("stage_seconds"))
+    share = share_done(job.stage, spent_here, stages, job.done or 0, job.total or 0, r.get("load", 0.0))
+    return max(float(r.get("share") or 0.0), share), left
 
 
 # --- training data -------------------------------------------------------------------------------
@@ -333,6 +424,22 @@ def split_heldout(pairs: list[Pair], settings: FinetuneSettings, share: float | 
     return train, test
 
 
+def split_pairs(pairs: list[Pair], settings: FinetuneSettings) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """(train, held-out, dev) queries, by document: dev queries (choosing the weight mix) only when
+    mixes are tried and the training part spans at least 10 documents."""
+    train_pairs, test_pairs = split_heldout(pairs, settings)
+    dev_pairs: list[Pair] = []
+    if len(settings.mixes) > 1 and len({p.doc_id for p in train_pairs}) >= 10:
+        train_pairs, dev_pairs = split_heldout(train_pairs, settings, settings.dev, seed=3)
+    return train_pairs, test_pairs, dev_pairs
+
+
+def epoch_batches(pairs: list[Pair], settings: FinetuneSettings) -> list[list[list[Pair]]]:
+    """Every epoch's batches (seeded): what `train` steps through and `run_plan` counts."""
+    rng = random.Random(settings.seed)
+    return [_batches(pairs, settings.batch_size, rng) for _ in range(settings.epochs)]
+
+
 # --- training ------------------------------------------------------------------------------------
 def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSettings,
           on_step: Callable[[Progress], None] | None = None, cancelled: Callable[[], bool] | None = None,
@@ -357,8 +464,7 @@ def train(base: str, pairs: list[Pair], out_dir: Path, settings: FinetuneSetting
     prefix_q, prefix_p = _prefixes(base)
     loss_fn = MultipleNegativesRankingLoss(model, scale=settings.scale)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
-    rng = random.Random(settings.seed)
-    epochs = [_batches(pairs, settings.batch_size, rng) for _ in range(settings.epochs)]
+    epochs = epoch_batches(pairs, settings)
     progress = Progress(steps=sum(map(len, epochs)))
     warmup = max(1, progress.steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -424,14 +530,17 @@ def _freeze_lower_layers(model, train_layers: int) -> None:
 
 
 def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pairs: list[Pair],
-               mixes: tuple[float, ...], distractors: int = 600,
-               cancelled: Callable[[], bool] | None = None) -> tuple[float, dict[float, float]]:
+               mixes: tuple[float, ...], distractors: int = DEV_DISTRACTORS,
+               cancelled: Callable[[], bool] | None = None,
+               timing: dict | None = None) -> tuple[float, dict[float, float]]:
     """Weight-space ensembling (WiSE-FT): score base + mix x (trained - base) for each mix on the dev
     queries (dense MRR@10 by the evaluator, services.tuning.evaluation, over their documents' chunks
     plus up to `distractors` others held in memory, so each try embeds a few hundred chunks, not the KB), leave the best mix's weights in `folder` (the trained
     model) and return (that mix, {mix: dev MRR@10}); a tie keeps more of the base. Interpolating keeps more of
     what the base knew where the KB's pseudo-queries teach little (general text) and most of the
-    gain where they teach a lot (court judgments)."""
+    gain where they teach a lot (court judgments). `timing`, when given, gets the tries, the chunks
+    embedded in all and the seconds spent loading and writing models ("mix_tries", "mix_chunks",
+    "mix_load_s": the next run's estimate of this stage)."""
     from services.index.embedding import open_embedder
 
     chunks = _dev_chunks(lib, kb, dev_pairs, distractors)
@@ -443,8 +552,14 @@ def choose_mix(lib: Library, kb: KnowledgeBase, base: str, folder: Path, dev_pai
         for mix in sorted(mixes, reverse=True):
             if cancelled and cancelled():
                 raise Cancelled()
+            loading = time.time()
             tried[mix] = folder if mix == 1.0 else _mixed_copy(folder, base, mix)
-            dense = MemoryDense(lib.store, kb.id, open_embedder(str(tried[mix])), chunks)
+            embedder = open_embedder(str(tried[mix]))
+            if timing is not None:
+                timing["mix_load_s"] = round(timing.get("mix_load_s", 0.0) + time.time() - loading, 2)
+                timing["mix_tries"] = timing.get("mix_tries", 0) + 1
+                timing["mix_chunks"] = timing.get("mix_chunks", 0) + len(chunks)
+            dense = MemoryDense(lib.store, kb.id, embedder, chunks)
             scores[mix] = evaluate(lib, kb, questions, [config], dense=dense)[0]["dev"]["mrr@10"]
         best = max(scores, key=lambda m: (scores[m], -m))
         if tried[best] != folder:
@@ -653,44 +768,55 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     out = new_model_folder(lib, name)
     stage = StageClock(on_stage)  # the stages' wall times go to the card (the next run's estimate)
     timing = stage.timing
+    counts: dict = {"chunks": lib.store.count_chunks(kb.id)}  # units each stage handled (see UNIT_OF)
+    trained: dict = {}  # the training loop's last step: a cancelled run still tells its speed
+
+    def stepped(p: Progress) -> None:
+        trained.update(step=p.step, at=time.time(), started=p.started)
+        if on_step:
+            on_step(p)
 
     started = time.time()
     base = trainable_base(lib, kb)
-    stage("data")
-    pairs = generate_pairs(lib, kb, settings, llm)
-    if len(pairs) < 8:
-        raise errors.WendaoError("知识库内容太少，无法生成足够的训练数据（至少需要几十个片段）。")
-    pairs = mine_negatives(lib, kb, pairs, settings, embedder=current_embedder(lib, kb))
-    train_pairs, test_pairs = split_heldout(pairs, settings)
-    dev_pairs: list[Pair] = []
-    if len(settings.mixes) > 1 and len({p.doc_id for p in train_pairs}) >= 10:
-        train_pairs, dev_pairs = split_heldout(train_pairs, settings, settings.dev, seed=3)
-    saved = question_set(lib, kb) or []
-    sets = {"heldout": pair_questions(lib, kb, test_pairs),
-            "questions": answerable_questions(lib, kb, saved[:QUESTION_LIMIT])}
-    stage("before")  # search as users get it: the KB's model and index (the base folder when the model won't load)
-    before = evaluate_sets(lib, kb, None if current_embedder(lib, kb) else base, sets)
-    stage("train")
-    tmp = models_dir(lib) / f".{name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        progress = train(base, train_pairs, tmp, settings, on_step, cancelled)
-        steps_s = time.time() - progress.started  # the training loop (and saving), without loading the model
-        mix, dev_mrr = 1.0, {}
-        if dev_pairs:
-            stage("mix")
-            mix, dev_mrr = choose_mix(lib, kb, base, tmp, dev_pairs, settings.mixes, cancelled=cancelled)
-        # Evaluated in its final folder (an unfinished card keeps it out of the list) so the vectors
-        # computed here are cached under the model's final identity: switching to it is then instant.
-        (tmp / CARD).write_text(json.dumps({"name": name, "base_path": base, "status": "evaluating"}), encoding="utf-8")
-        tmp.rename(out)
-        stage("after")
-        after = evaluate_sets(lib, kb, str(out), sets)
-        stage("done")
-    except BaseException:
+        stage("data")
+        pairs = generate_pairs(lib, kb, settings, llm)
+        if len(pairs) < 8:
+            raise errors.WendaoError("知识库内容太少，无法生成足够的训练数据（至少需要几十个片段）。")
+        pairs = mine_negatives(lib, kb, pairs, settings, embedder=current_embedder(lib, kb))
+        counts["pairs"] = len(pairs)
+        train_pairs, test_pairs, dev_pairs = split_pairs(pairs, settings)
+        saved = question_set(lib, kb) or []
+        sets = {"heldout": pair_questions(lib, kb, test_pairs),
+                "questions": answerable_questions(lib, kb, saved[:QUESTION_LIMIT])}
+        stage("before")  # search as users get it: the KB's model and index (the base folder when the model won't load)
+        before = evaluate_sets(lib, kb, None if current_embedder(lib, kb) else base, sets)
+        stage("train")
+        tmp = models_dir(lib) / f".{name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)
-        raise
+        try:
+            progress = train(base, train_pairs, tmp, settings, stepped, cancelled)
+            steps_s = time.time() - progress.started  # the training loop (and saving), without loading the model
+            trained.update(step=progress.step, at=time.time(), started=progress.started)
+            mix, dev_mrr = 1.0, {}
+            if dev_pairs:
+                stage("mix")
+                mix, dev_mrr = choose_mix(lib, kb, base, tmp, dev_pairs, settings.mixes, cancelled=cancelled,
+                                          timing=counts)
+            # Evaluated in its final folder (an unfinished card keeps it out of the list) so the vectors
+            # computed here are cached under the model's final identity: switching to it is then instant.
+            (tmp / CARD).write_text(json.dumps({"name": name, "base_path": base, "status": "evaluating"}),
+                                    encoding="utf-8")
+            tmp.rename(out)
+            stage("after")
+            after = evaluate_sets(lib, kb, str(out), sets)
+            stage("done")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+    finally:  # finished, cancelled or failed: the stages it finished time the next run's estimate
+        _record_timing(lib, stage, counts, trained)
     card = {"name": name, "base_model": lib.embedding_model(kb), "base_path": base, "kb": kb.name, "kb_id": kb.id,
             "created_at": time.time(), "pairs": {"train": len(train_pairs), "heldout": len(test_pairs),
                                                    "dev": len(dev_pairs),
@@ -699,8 +825,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
             "settings": asdict(settings), "before": before["heldout"], "after": after["heldout"],
             "losses": progress.losses, "seconds": round(time.time() - started, 1),
             "mix": mix, "dev_mrr": dev_mrr,
-            "timing": {"stages": timing, "steps_s": round(steps_s, 2), "pairs": len(pairs), "steps": progress.steps,
-                       "chunks": lib.store.count_chunks(kb.id)}}
+            "timing": {**counts, "stages": timing, "steps_s": round(steps_s, 2), "steps": progress.steps}}
     if sets["questions"]:  # the KB's saved question set (services.tuning.evaluation.save_question_set)
         card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
                              "before": before["questions"], "after": after["questions"]}
@@ -709,6 +834,28 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     (out / "README.md").write_text(_card_markdown(card), encoding="utf-8")
     (out / CARD).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
     return {**card, "path": str(out)}
+
+
+def _record_timing(lib: Library, clock: StageClock, counts: dict, trained: dict) -> None:
+    """Keep a run's timing in `TIMING_FILE` whatever its end (`measured_rates` reads it with the
+    cards): the stages `clock` saw finish, the units they handled (`counts`) and, from the training
+    loop's last step (`trained`), the seconds of the steps done — also when it stopped mid-training."""
+    stages = dict(clock.timing)
+    timing = {**counts, "stages": stages}
+    if trained.get("step"):
+        timing.update(steps=trained["step"], steps_s=round(trained["at"] - trained["started"], 2))
+        current = clock.current
+        if "train" not in stages and current and current[0] == "train":
+            stages["train"] = round(trained["at"] - current[1], 2)
+    if "mix" not in stages:  # cancelled while choosing the mix: its partial counts would mislead
+        for k in ("mix_tries", "mix_chunks", "mix_load_s"):
+            timing.pop(k, None)
+    try:
+        models_dir(lib).mkdir(parents=True, exist_ok=True)
+        (models_dir(lib) / TIMING_FILE).write_text(json.dumps({"created_at": time.time(), "timing": timing}),
+                                                   encoding="utf-8")
+    except OSError as exc:  # the estimate falls back to older runs; never fail a run over it
+        log.warning("could not record the run's timing: %s", exc)
 
 
 def current_embedder(lib: Library, kb: KnowledgeBase):

@@ -1,0 +1,186 @@
+"""Issue 22 item 11: the 微调 estimate counts the steps the run takes, the bar never goes back
+while the time left follows this run's measured speed, and a cancelled run still teaches the next
+estimate its speed. A tiny random BERT is the KB's model, so runs take seconds."""
+import random
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from services.index.ingest import ingest_bytes
+from services.tuning import finetune as ft
+from services.tuning.finetune import FinetuneSettings, estimate, finetune
+from test_finetune import CONFIG, TOPICS
+from tiny_models import tiny_embedder
+
+
+def _kb(lib, tmp_path, name: str, copies: int):
+    """A KB of TOPICS' documents, each `copies` times (sentences rotated, so the copies differ)."""
+    kb = lib.kb(name, create=True)
+    lib.store.update_kb_settings(kb.id, embedding_model=str(tiny_embedder(tmp_path / "base")))
+    for n in range(copies):
+        for topic, text in TOPICS.items():
+            sentences = [s + "。" for s in text.split("。") if s]
+            rotated = "".join(sentences[n % len(sentences):] + sentences[:n % len(sentences)])
+            ingest_bytes(lib, kb, rotated.encode(), f"{topic}{n}.txt", CONFIG)
+    return kb
+
+
+@pytest.mark.parametrize("copies, settings", [
+    (1, FinetuneSettings(epochs=1, batch_size=4, max_pairs=16)),
+    (1, FinetuneSettings(epochs=2, batch_size=4, max_pairs=40)),
+    (3, FinetuneSettings(epochs=1, batch_size=8, max_pairs=90)),  # 18 documents: dev queries choose a mix
+])
+def test_the_estimate_counts_the_steps_and_pairs_the_run_takes(lib, tmp_path, copies, settings):
+    kb = _kb(lib, tmp_path, f"大小{copies}", copies)
+    planned = estimate(lib, kb, settings)
+    card = finetune(lib, kb, f"步数{copies}{settings.max_pairs}", settings)
+    assert (planned["pairs"], planned["steps"]) == (card["timing"]["pairs"], card["timing"]["steps"])
+    assert len(card["losses"]) == planned["steps"]
+    assert planned["mix"] == bool(card["pairs"]["dev"])
+    if planned["mix"]:  # the mix stage counts the chunks each try embeds and its model loads
+        assert planned["mix_chunks"] == card["timing"]["mix_chunks"] > 0
+        assert card["timing"]["mix_tries"] == len(settings.mixes) and card["timing"]["mix_load_s"] > 0
+        again = estimate(lib, kb, settings)  # measured now: this run's seconds for the stage (loads counted once)
+        timing = card["timing"]
+        assert again["stages"]["mix"] == pytest.approx(timing["stages"]["mix"], abs=0.15)
+        rates = ft.measured_rates(lib)
+        assert rates["mix_load"] == pytest.approx(timing["mix_load_s"] / timing["mix_tries"])
+        assert rates["mix"] == pytest.approx((timing["stages"]["mix"] - timing["mix_load_s"]) / timing["mix_chunks"])
+
+
+def _simulate(stage_seconds: dict, step_seconds: list[float], plan: dict, load: float, polls: float = 0.5):
+    """A run whose stages take `stage_seconds` (train: `load` then `step_seconds`), its row written
+    the way the worker writes it (services.jobs.finetune), the page polling `progress_of` every
+    `polls` seconds: the (time, share, left) it shows."""
+    clock = {"now": 0.0}
+    fake = SimpleNamespace(time=lambda: clock["now"])
+    state = {"stage": "data", "started": 0.0, "finished": {}, "share": 0.0, "step": 0, "steps": 0, "eta": None}
+    job = SimpleNamespace(stage="data", done=0, total=0, updated_at=0.0, elapsed=0.0, result={})
+
+    def save():
+        share = ft.share_done(state["stage"], clock["now"] - state["started"], plan, state["step"], state["steps"], load)
+        state["share"] = max(state["share"], share)
+        job.stage, job.done, job.total, job.updated_at = state["stage"], state["step"], state["steps"], clock["now"]
+        job.result = {"plan": plan, "load": load, "stage_started": state["started"], "eta_s": state["eta"],
+                      "stage_seconds": dict(state["finished"]), "share": state["share"]}
+
+    events = []  # (when, what)
+    t = 0.0
+    for stage in ft.STAGES:
+        events.append((t, ("stage", stage)))
+        if stage == "train":
+            t += load
+            steps = len(step_seconds)
+            for i, s in enumerate(step_seconds, 1):
+                t += s
+                events.append((t, ("step", i, steps)))
+            t += stage_seconds["train"] - load - sum(step_seconds)
+        else:
+            t += stage_seconds[stage]
+    end = t
+    shown = []
+    original = ft.time
+    ft.time = fake
+    try:
+        poll = 0.0
+        for when, what in events + [(end, ("end",))]:
+            while poll < when:
+                clock["now"] = poll
+                job.elapsed = poll
+                share, left = ft.progress_of(job)
+                shown.append((poll, share, left))
+                poll += polls
+            clock["now"] = when
+            if what[0] == "stage":
+                if what[1] != state["stage"]:
+                    state["finished"][state["stage"]] = when - state["started"]
+                state.update(stage=what[1], started=when)
+                save()
+            elif what[0] == "step":
+                first = state.setdefault("train_started", when - step_seconds[0])
+                state.update(step=what[1], steps=what[2], eta=(when - first) / what[1] * (what[2] - what[1]))
+                save()
+    finally:
+        ft.time = original
+    return shown, end
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_share_shown_never_goes_back_whatever_the_stages_pace(seed):
+    """The walkthrough: on a loaded machine training slowed mid-run and the bar went 77% → 69%.
+    Stages here run 0.2–5x their plan and steps slow down and speed up; the share shown never drops."""
+    rng = random.Random(seed)
+    plan = {"data": 20.0, "before": 5.0, "train": 40.0, "mix": 15.0, "after": 10.0}
+    steps = [2.0 * rng.choice((0.3, 1, 1, 3, 6)) for _ in range(16)]
+    load = 4.0
+    actual = {s: plan[s] * rng.uniform(0.2, 5) for s in plan}
+    actual["train"] = load + sum(steps) + 1.0
+    shown, end = _simulate(actual, steps, plan, load)
+    shares = [s for _, s, _ in shown]
+    assert all(0.0 <= s <= 1.0 for s in shares)
+    assert all(b >= a for a, b in zip(shares, shares[1:])), [round(s, 3) for s in shares]
+    assert shares[-1] > 0.8
+
+
+def test_the_time_left_follows_this_runs_pace():
+    """Once stages have finished, the stages left are scaled by how this run went against the plan,
+    and training's time left is its measured ETA."""
+    plan = {"data": 100.0, "before": 20.0, "train": 300.0, "mix": 50.0, "after": 30.0}
+    assert ft.time_left("data", 30, plan) == pytest.approx(70 + 20 + 300 + 50 + 30)
+    assert ft.time_left("data", 500, plan) == pytest.approx(10 + 400)  # overrun: a tenth of the stage remains
+    slow = {"data": 300.0, "before": 60.0}  # this run goes at a third of the planned speed
+    assert ft.time_left("train", 10, plan, train_eta=150, finished=slow) == pytest.approx(150 + 3 * (50 + 30))
+    assert ft.time_left("mix", 30, plan, finished={**slow, "train": 900.0}) == pytest.approx(150 - 30 + 90)
+    now = time.time()
+    job = SimpleNamespace(stage="train", updated_at=now, elapsed=260.0, done=8, total=16,
+                          result={"plan": plan, "load": 10.0, "stage_started": now - 140, "eta_s": 150.0,
+                                  "stage_seconds": {"data": 100.0, "before": 20.0}})
+    share, left = ft.progress_of(job)
+    assert left == pytest.approx(150 + 50 + 30, abs=1)
+    assert share == pytest.approx((120 + 10 + 290 * 0.5 * 0.99) / 500, abs=0.01)  # stage weights from the plan
+    job.result["share"] = 0.9  # what the worker recorded last: never shown less
+    assert ft.progress_of(job)[0] == 0.9
+
+
+def test_a_cancelled_run_times_the_next_estimate(lib, tmp_path):
+    """A run cancelled during training still records the stages it finished and its steps' speed."""
+    kb = _kb(lib, tmp_path, "取消", 1)
+    settings = FinetuneSettings(epochs=4, batch_size=4, max_pairs=40)
+    first = estimate(lib, kb, settings)
+    assert not first["measured"]
+    steps = []
+    with pytest.raises(ft.Cancelled):
+        finetune(lib, kb, "取消模型", settings, on_step=lambda p: steps.append(p.step), cancelled=lambda: len(steps) >= 3)
+    assert not ft.finetuned_models(lib)  # nothing saved
+    again = estimate(lib, kb, settings)
+    assert again["measured"] and again["seconds"] != first["seconds"]
+    rates = ft.measured_rates(lib)
+    assert rates["data"] != ft.REFERENCE_RATES["data"] and rates["train"] != ft.REFERENCE_RATES["train"]
+    assert rates["after"] == ft.REFERENCE_RATES["after"]  # a stage it never reached keeps the reference
+    assert again["stages"]["train"] == pytest.approx(rates["train"] * again["steps"] + rates["load"], abs=0.2)
+
+
+def test_a_background_runs_bar_never_goes_back_as_the_page_polls_it(lib, tmp_path, monkeypatch):
+    """The worker's row read the way the page reads it (the core's finetune_progress), polled while
+    a run's steps go unevenly slow and fast: the share never drops and ends near the whole."""
+    from dataclasses import asdict
+
+    from services import worker
+
+    kb = _kb(lib, tmp_path, "轮询", 1)
+    pauses = iter([0.0, 0.0, 0.3, 0.3, 0.0, 0.4] * 50)
+    to_device = ft._to_device
+    monkeypatch.setattr(ft, "_to_device", lambda *a: time.sleep(next(pauses, 0.0)) or to_device(*a))
+    settings = FinetuneSettings(epochs=3, batch_size=4, max_pairs=40)
+    job_id = worker.submit(lib, kb, "finetune", "轮询", {"name": "轮询", "settings": asdict(settings)})
+    shares, deadline = [], time.time() + 120
+    while time.time() < deadline:
+        [job] = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == job_id]
+        if job.status not in ("queued", "running"):
+            break
+        shares.append(ft.progress_of(job)[0])
+        time.sleep(0.05)
+    assert job.status == "done" and len(shares) > 10
+    assert all(b >= a for a, b in zip(shares, shares[1:])), [round(s, 3) for s in shares]
+    assert shares[-1] > 0.5
