@@ -69,6 +69,7 @@ CONTEXT_WEIGHT = 0.25  # weight of the query terms named by the preceding unit
 CLAUSE_CONTEXT_WEIGHT = 0.5  # ... by the earlier clauses of a clause's sentence
 FOLLOW_RATIO = 0.6  # a further unit scores at least this share of the best one
 TYPE_BONUS = 0.15
+VERB_BONUS = 0.15  # a yes/no question: a unit holding the verb it asks about (再婚 of 原告再婚了吗？)
 TYPED_RATIO = 0.5  # for a strictly typed question, a unit with a value wins if it scores this share of the best
 LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
 CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
@@ -101,6 +102,8 @@ _PERSON_Q = re.compile(r"谁|何人|哪位|哪一位|什么人|哪个人|姓名|
 _AMOUNT_Q = re.compile(r"多少钱|多少元|多少万元|金额|价款|价格|价值多少|罚金|罚款|租金|工资|多少.{0,8}[费款金钱资价]|[费款金钱资价].{0,6}多少")
 _NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家所人只台部层届倍辆套户间]|多[大长高远重久宽深]|数量|人口|面积|价格|金额|比例|百分|几成|几何")
 _REASON_Q = re.compile(r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会|何事|什么事")
+_YES_NO_Q = re.compile(r"[了过]吗|吗[？?！!。.\s]*$|是否|有没有|有无|是不是|能否|可否|会不会|能不能")
+_AUXILIARY = frozenset("是 有 能 会 要 需要 可以 应该 应当 能够 愿意 同意".split())
 
 
 def answer_type(question: str) -> str | None:
@@ -122,6 +125,16 @@ def answer_type(question: str) -> str | None:
     if _REASON_Q.search(q):
         return "reason"
     return None
+
+
+def asked_verbs(question: str) -> list[str]:
+    """For a yes/no question (…了吗, 是否…, 有没有…), the verbs it asks about, folded (再婚 of
+    原告曹0后来再婚了吗？, 支付 of 张x1有没有支付抚养费？); [] for any other question."""
+    if not _YES_NO_Q.search(question):
+        return []
+    t = _aligned(question)
+    return [comparable(t[a:b]) for a, b, flag in _tags(t)
+            if flag in ("v", "vn") and b - a >= 2 and t[a:b] not in _AUXILIARY and not _YES_NO_Q.fullmatch(t[a:b])]
 
 
 # --- values of a type, with exact offsets ------------------------------------------------------
@@ -490,6 +503,8 @@ class _Scorer:
         self.max_passages = max_passages  # the answer's own units; ambiguity looks a little further
         self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES), read_from)
         self.kind = answer_type(query)
+        self.verbs = asked_verbs(query) if self.kind is None else []
+        self.names = _question_names(query)
         self.exclude = _question_values(self.kind, query)
         self.terms = key_terms(query) or query_terms(query)
         self.q_grams = _bigrams(comparable(query))
@@ -508,6 +523,8 @@ class _Scorer:
                 weight = CLAUSE_CONTEXT_WEIGHT if c.clause else CONTEXT_WEIGHT
                 c.score += weight * sum(self.weights[t] for t in set().union(*before) - self.covered[i]) / total
             c.score += 0.3 * len(self.q_grams & _bigrams(text)) / max(1, len(self.q_grams))
+            if self.verbs and all(v in text for v in self.verbs):
+                c.score += VERB_BONUS  # a yes/no question: the clause saying whether (现已再婚), not one sharing its nouns
             if self.typed[i]:
                 c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == "reason" else LOOSE_TYPE_BONUS
             if _novel_chars(text, self.q_grams) < 6:
@@ -555,6 +572,14 @@ class _Scorer:
 
         best = c[first]
         before, after = self.previous[first], self.following[first]
+        names = self.names
+        if before is not None and (
+                names and not all(n in self.lowered[first] for n in names) and all(n in self.lowered[before] for n in names)
+                or self.verbs and best.clause and c[before].sentence == best.sentence
+                and self.covered[before] - self.covered[first]):
+            # "…原告曹0系…职工,收入比较稳定,现已再婚": the party the question names (or, for a yes/no
+            # question, its subject) is named just before
+            add(before)
         if _CONSEQUENCE.match(best.text) and before is not None:
             add(before)
         elif (_novel_chars(self.lowered[first], self.q_grams) < 6 or len(best.text) < 12) and after is not None:
@@ -599,6 +624,9 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
     order = scorer.order()
     if not order:  # no usable unit in the answer's passages (those further on only serve ambiguity)
         return []
+    named = None if forced else _naming_documents(scorer)
+    if named:  # the question names a party (曹0): another document's unit is never the answer, nor quoted
+        order = [i for i in order if (c[i].doc_id or c[i].doc) in named]
     best = forced[0] if forced else order[0]
     if forced:
         pass
@@ -625,6 +653,8 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
             continue  # a unit that merely shares a word with the question adds nothing
         if scorer.kind in STRICT_TYPES and not scorer.typed[i]:
             continue
+        if scorer.verbs and not all(v in scorer.lowered[i] for v in scorer.verbs):
+            continue  # a yes/no question: a unit without the verb asked about says nothing about it
         picked.append(u)
         used += len(u.text)
     check_picks(scorer.query, picked)
@@ -876,6 +906,20 @@ def _subject_terms(query: str, terms: list[str]) -> list[str]:
         end = b
     head = comparable(t[:end])
     return [x for x in terms if x in head and not _ROLE_WORDS.match(x)]
+
+
+def _naming_documents(scorer: _Scorer) -> set[str] | None:
+    """The documents of the answer's own passages that hold every name the question gives (曹0, 张x6;
+    not the parties' roles), when the question gives any and some documents, not all, hold them; else None."""
+    names = scorer.names
+    if not names:
+        return None
+    texts: dict[str, str] = {}
+    for n in sorted({u.n for u in scorer.candidates if u.n <= scorer.max_passages}):
+        doc = next(u.doc_id or u.doc for u in scorer.candidates if u.n == n)
+        texts[doc] = texts.get(doc, "") + comparable(scorer.passages[n - 1])
+    named = {doc for doc, text in texts.items() if all(name in text for name in names)}
+    return named if named and len(named) < len(texts) else None
 
 
 def _about(scorer: _Scorer):
