@@ -504,7 +504,8 @@ class _Scorer:
         self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES), read_from)
         self.kind = answer_type(query)
         self.verbs = asked_verbs(query) if self.kind is None else []
-        self.names = _question_names(query)
+        self.names = question_names(query)
+        self.role = question_role(query) if self.kind in TYPED else None
         self.exclude = _question_values(self.kind, query)
         self.terms = key_terms(query) or query_terms(query)
         self.q_grams = _bigrams(comparable(query))
@@ -529,6 +530,8 @@ class _Scorer:
                 c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == "reason" else LOOSE_TYPE_BONUS
             if _novel_chars(text, self.q_grams) < 6:
                 c.score *= 0.6  # restates the question (or is a title): holds no answer
+            if _other_party(self.role, c.text):
+                c.score *= ROLE_PENALTY  # 被告…？ answered by what 原告王x0 pays: another party's value
 
     def _before(self, i: int) -> list[set[str]]:
         """The query terms named by the unit before, or, for a clause, by the clauses of its
@@ -878,9 +881,35 @@ def _inside(x: str, y: str) -> bool:
 
 
 _ROLE_WORDS = re.compile(r"^[原被告人上诉申请第三双方]+$")  # 原被告, 被告人: the parties' roles, no names
+# a party's role as a judgment names it; 原、被告 names both (被告人 is 被告, 被上诉人 is not 上诉人)
+_ROLE = re.compile(r"原、?被告|被上诉人|上诉人|被申请人|申请人|被告人?|原告|第三人")
+_QUESTION_ROLE = re.compile(r"^(?:那么?|那个|请问)?(被上诉人|上诉人|被申请人|申请人|被告人?|原告|第三人)(?![、和与及跟同])")
+ROLE_PENALTY = 0.5  # a unit naming another party and not the one the question asks about (被告 … 原告王x0每月支付1000元)
 
 
-def _question_names(query: str) -> list[str]:
+def _roles(text: str) -> set[str]:
+    out: set[str] = set()
+    for m in _ROLE.finditer(text):
+        w = m.group()
+        out |= {"原告", "被告"} if w.startswith("原") and w.endswith("被告") else {"被告" if w == "被告人" else w}
+    return out
+
+
+def question_role(query: str) -> str | None:
+    """The party a question asks about when it opens with one's role (被告 of 被告每月支付多少抚养费？)."""
+    m = _QUESTION_ROLE.match(_aligned(query).strip())
+    return None if m is None else ("被告" if m.group(1) == "被告人" else m.group(1))
+
+
+def _other_party(role: str | None, text: str) -> bool:
+    """Whether a unit names another party's role and not `role` (its value is that party's, not the asked one's)."""
+    if role is None:
+        return False
+    found = _roles(text)
+    return bool(found) and role not in found
+
+
+def question_names(query: str) -> list[str]:
     """The names a question gives (people, places, masked parties, dotted foreign names), folded."""
     spans = entity_spans(query, frozenset({"nr", "nrt", "nrfg", "ns", "masked"}))
     spans += [m.span() for m in _DOTTED_NAME.finditer(_aligned(query))]
@@ -929,7 +958,7 @@ def _about(scorer: _Scorer):
     for n in sorted({u.n for u in scorer.candidates}):
         doc = next(u.doc_id or u.doc for u in scorer.candidates if u.n == n)
         texts[doc] = texts.get(doc, "") + comparable(scorer.passages[n - 1])
-    names = _question_names(scorer.query)
+    names = question_names(scorer.query)
     subject = _subject_terms(scorer.query, scorer.terms)
 
     def about(doc: str) -> bool:
