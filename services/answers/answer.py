@@ -25,7 +25,7 @@ from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation,
                                 parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
 from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, ambiguity_passages,  # noqa: F401
-                                        entity_spans, marked_text, pinpoint, question_names)
+                                        entity_spans, marked_text, names_held, pinpoint, question_names)
 from services.documents.pageview import page_label
 from services.documents.parsing import page_for_offset
 from services.answers.refusal import QUESTION_WORDS, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401
@@ -698,6 +698,8 @@ def _pinpoint_as_asked(query: str, question: str, sources: list[Hit], context: l
     held = comparable("".join(sources[n].text for n in own))
     if not all(name in held for name in question_names(question)):
         return None  # the question names someone (孙x8) the conversation's judgment does not: not its answer
+    if query == question and not names_held(question, held):
+        return None  # a question not rewritten about another subject (洋菜胶): the whole search answers it
     result = pinpoint(question, [sources[n] for n in own], ambiguity=False)
     if not any(p.support >= ANSWERS_THRESHOLD for p in result.picks):
         return None

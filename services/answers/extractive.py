@@ -951,6 +951,17 @@ def _naming_documents(scorer: _Scorer) -> set[str] | None:
     return named if named and len(named) < len(texts) else None
 
 
+def names_held(question: str, text: str) -> bool:
+    """Whether a text (folded) holds what the question names: its names (曹0) and its subject's terms
+    (洋菜胶 of 洋菜胶由于具有什么特质…; time words such as 后来 and the parties' roles are not the subject)."""
+    if not all(n in text for n in question_names(question)):
+        return False
+    t = _aligned(question)
+    times = {comparable(t[a:b]) for a, b, flag in _tags(t) if flag == "t"}
+    subject = [x for x in _subject_terms(question, key_terms(question) or query_terms(question)) if x not in times]
+    return sum(x not in text for x in subject) <= len(subject) // 3
+
+
 def _about(scorer: _Scorer):
     """Whether a document (its passages read) is about what the question names: it holds the names the
     question gives and all but a third of the terms of its subject."""
