@@ -661,7 +661,7 @@ def _extract(query: str, question: str, sources: list[Hit], page_of, timings, co
     # one conversation document: the answer is its; several (the first answer listed two judgments):
     # different answers among them are said out loud again
     result = (_pinpoint_as_asked(query, question, sources, context) if context and len(context) == 1 else None) \
-        or pinpoint(query, sources, ambiguity=not context or len(context) > 1, more=more)
+        or pinpoint(query, sources, ambiguity=not context or len(context) > 1, more=more, asked=question)
     sources = sources + result.more_sources
     extract = Answer(result.text, "extractive", query, question, [], sources, timings)
     extract.answer_span, extract.emphasis, extract.alternatives = result.span, result.emphasis, result.alternatives

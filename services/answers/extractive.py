@@ -496,7 +496,8 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
 class _Scorer:
     """Scores the candidate units of one question (see the module docstring)."""
 
-    def __init__(self, query: str, hits: list[Hit], max_passages: int, read_from: int | None = None):
+    def __init__(self, query: str, hits: list[Hit], max_passages: int, read_from: int | None = None,
+                 asked: str | None = None):
         self.query = query
         self.passages = [h.text for h in hits]
         self.starts = [h.start for h in hits]
@@ -504,7 +505,7 @@ class _Scorer:
         self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES), read_from)
         self.kind = answer_type(query)
         self.verbs = asked_verbs(query) if self.kind is None else []
-        self.names = question_names(query)
+        self.names = question_names(query if asked is None else asked)  # those the user named, not carried ones
         self.role = question_role(query) if self.kind in TYPED else None
         self.exclude = _question_values(self.kind, query)
         self.terms = key_terms(query) or query_terms(query)
@@ -1110,15 +1111,17 @@ def _read_inside(scorer: _Scorer, query: str, reader, span: AnswerSpan | None) -
 
 
 def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
-             max_passages: int = 4, ambiguity: bool = True, reader=None, more: list[Hit] | None = None) -> Extract:
+             max_passages: int = 4, ambiguity: bool = True, reader=None, more: list[Hit] | None = None,
+             asked: str | None = None) -> Extract:
     """The pinpointed extract for `query` from `hits` (see the module docstring); an Extract with no
     picks when no passage has a usable unit. `ambiguity=False` never reports different answers
     (a follow-up whose document is fixed by the conversation). `reader`: None — the installed reader
     (services.answers.reader) marks the answer when there is one, False — the heuristics only, or a
     Reader to use. `more`: further passages (one per other document, see `ambiguity_passages`) read only
     to find other documents' answers; those quoted are numbered after `hits` and returned in
-    `Extract.more_sources`."""
-    scorer = _Scorer(query, hits, max_passages)
+    `Extract.more_sources`. `asked`: the question as the user asked it when `query` is a rewrite (the names
+    that keep the answer to the documents holding them are those the user gave, not the ones carried over)."""
+    scorer = _Scorer(query, hits, max_passages, asked=asked)
     if reader is None:
         from services.answers.reader import load_reader
 
@@ -1134,7 +1137,7 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
     if inside:
         span, reading = inside[0], ("inside", inside[1])
-    wide = _Scorer(query, hits + list(more), max_passages, read_from=len(hits) + 1) if ambiguity and more else scorer
+    wide = _Scorer(query, hits + list(more), max_passages, read_from=len(hits) + 1, asked=asked) if ambiguity and more else scorer
     named = _named_instead(wide, first, span, max_chars, len(hits)) if ambiguity else None
     if named:  # the question names its subject and the best unit's document does not: answer from one that does
         first, group, span = named
