@@ -15,7 +15,7 @@ from llm_server import FakeLLMServer
 from services import conversations, errors
 from services.answers.answer import (UNSUPPORTED_LLM_NOTICE, Conversation, Turn, answer_question,
                                      heuristic_rewrite)
-from services.answers.extractive import answer_type, pinpoint
+from services.answers.extractive import answer_type, asked_verbs, pinpoint, question_role
 from services.config import LLMSettings
 from services.documents.chunking import Chunk, ChunkingConfig
 from services.index.ingest import ingest_bytes
@@ -427,3 +427,74 @@ def test_no_usable_unit_in_the_first_passages_gives_no_extract():
     hits = [make_hit("短。", f"s{i}.txt", i * 10) for i in range(4)] + [make_hit(GUN, "gun.txt", 100)]
     extract = pinpoint("射击断续器是哪个国家发明的？", hits)
     assert extract.picks == [] and extract.text == ""
+
+
+# --- trust: the named party, yes/no questions, the asked-about party, no bold unsupported answer -----
+# Two judgments in the walkthrough's shape: the one the conversation is about says 现已再婚 once, among clauses
+# naming its party; the other words the question more closely (原告未再婚) but names another party.
+REMARRIED = ("经审理查明:原告曹0与被告张x1原系夫妻关系,2001年5月27日生育一女张x6,双方在本院调解离婚,约定张x6随原告生活,"
+             "被告每月支付生活费800元另查明:张x6现在城西小学上学,为城镇居民户口,原告曹0系本地一家压铸公司职工,收入比较稳定,"
+             "现已再婚,其与丈夫共同购买了房屋一套本院依法对张x6作了询问笔录,张x6称愿意随母亲曹0生活,上述事实有原告曹0陈述等证据证实")
+NOT_REMARRIED = ("经审理查明:原告于0与被告隋1登记结婚,共生育二女,离婚协议约定大女儿随男方生活,小女儿随女方生活,"
+                 "原、被告离婚后,被告再婚,但未再生育子女;原告未再婚离婚时大女儿20岁,后读了三年技校原告主张现在无工作,"
+                 "要求变更抚养关系被告同时表示每月可给原告300元抚养费")
+
+
+def test_a_question_naming_a_party_is_answered_from_the_document_holding_it():
+    """原告曹0后来再婚了吗？: the other judgment's 原告未再婚 shares more words, but only the first names 曹0;
+    its clause with the asked verb (现已再婚) is the answer, and the other judgment is not quoted."""
+    hits = [make_hit(NOT_REMARRIED, "b.txt", doc_id="b"), make_hit(REMARRIED, "a.txt", doc_id="a")]
+    extract = pinpoint("原告曹0后来再婚了吗？", hits, reader=False)
+    assert {p.doc for p in extract.picks} == {"a.txt"}
+    assert extract.span is not None and "现已再婚" in extract.span.text and extract.span.doc == "a.txt"
+
+
+def test_a_yes_no_question_quotes_the_clause_with_the_asked_verb():
+    """Within the named judgment every clause names 曹0; the one saying whether (现已再婚) is quoted,
+    with the clause naming the party before it, and supported."""
+    extract = pinpoint("原告曹0后来再婚了吗？", [make_hit(REMARRIED, "a.txt", doc_id="a")], reader=False)
+    assert "现已再婚" in extract.span.text
+    assert all("再婚" in p.text for p in extract.picks)  # no loose mention of 曹0 without the asked verb
+    assert all(p.support >= 0.4 for p in extract.picks)
+    assert asked_verbs("原告曹0后来再婚了吗？") == ["再婚"] and asked_verbs("张x1有没有支付抚养费？") == ["支付"]
+    assert asked_verbs("被告每月支付多少抚养费？") == []
+
+
+def test_the_party_the_question_asks_about_is_the_one_paying():
+    """被告每月支付多少抚养费？: a clause where the 原告 pays is no answer, first or alternative."""
+    hits = [make_hit("经审理查明,原告王x0与被告张1原系夫妻关系,2011年3月16日生育一女王某雯2016年1月20日,原告王x0与被告张1协议离婚,"
+                     "约定婚生女王某雯由被告张1抚养,原告王x0每月支付1000.00元抚养费直到婚生女王某雯满十八周岁另查明,婚生女王某雯随被告张1"
+                     "现居住在本市,被告张1现在一家商贸公司工作", "a.txt", doc_id="a"),
+            make_hit("经审理查明:原告于0与被告隋1登记结婚,共生育二女,离婚协议约定大女儿随男方生活,小女儿随女方生活,原告主张现在无工作,"
+                     "没有能力抚养小女儿,要求变更抚养关系被告则表示其已按协议尽到抚养大女儿的义务,不同意由其抚养小女儿被告同时表示每月可给原告"
+                     "300元抚养费", "b.txt", doc_id="b")]
+    extract = pinpoint("被告每月支付多少抚养费？", hits, reader=False)
+    assert extract.span.text == "300元" and extract.span.doc == "b.txt"
+    assert all(s.text != "1000.00元" for s in extract.alternatives)
+    assert question_role("被告每月支付多少抚养费？") == "被告" and question_role("原被告何时签订合同？") is None
+
+
+def test_a_conversation_question_is_answered_from_its_judgment(lib, kb):
+    """The walkthrough's conversation: after a question about 曹0's judgment, 原告后来再婚了吗？ (no name, not
+    a pronoun follow-up) is answered from that judgment, not from the other one's 原告未再婚."""
+    ingest(lib, kb, REMARRIED, "曹0.txt")
+    ingest(lib, kb, NOT_REMARRIED, "于0.txt")
+    retriever, conv = Retriever(lib, kb), Conversation()
+    first = answer_question(retriever, LLMSettings(), "张x6现在在哪里上学？", conv)
+    assert {c.doc for c in first.citations} == {"曹0.txt"}
+    conv.add(first)
+    for question in ("原告后来再婚了吗？", "原告曹0后来再婚了吗？"):
+        a = answer_question(retriever, LLMSettings(), question, conv)
+        assert {c.doc for c in a.citations} == {"曹0.txt"} and all(c.supported for c in a.citations)
+        assert "现已再婚" in a.answer_span.text
+
+
+def test_no_marked_answer_from_an_unsupported_quote(lib, cases):
+    """A quote from outside the conversation's judgment is 未核实: the extract shows it without a bold
+    answer line or marked span."""
+    retriever = Retriever(lib, cases)
+    doc_a = lib.store.find_by_filename(cases.id, "李x6抚养纠纷.txt")[0].id
+    conv = Conversation([Turn("原告王0每月收到多少生活费？", "原告王0每月收到多少生活费？", "800元", [doc_a])])
+    a = answer_question(retriever, LLMSettings(), "那孙x8在哪上学？", conv)  # only the other judgment says
+    assert a.citations and not any(c.supported for c in a.citations)
+    assert a.answer_span is None and a.emphasis == [] and a.text.startswith("以下内容摘自文档")

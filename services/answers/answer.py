@@ -25,7 +25,7 @@ from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation,
                                 parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
 from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, ambiguity_passages,  # noqa: F401
-                                        entity_spans, marked_text, pinpoint)
+                                        entity_spans, marked_text, names_held, pinpoint, question_names)
 from services.documents.pageview import page_label
 from services.documents.parsing import page_for_offset
 from services.answers.refusal import QUESTION_WORDS, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401
@@ -661,7 +661,7 @@ def _extract(query: str, question: str, sources: list[Hit], page_of, timings, co
     # one conversation document: the answer is its; several (the first answer listed two judgments):
     # different answers among them are said out loud again
     result = (_pinpoint_as_asked(query, question, sources, context) if context and len(context) == 1 else None) \
-        or pinpoint(query, sources, ambiguity=not context or len(context) > 1, more=more)
+        or pinpoint(query, sources, ambiguity=not context or len(context) > 1, more=more, asked=question)
     sources = sources + result.more_sources
     extract = Answer(result.text, "extractive", query, question, [], sources, timings)
     extract.answer_span, extract.emphasis, extract.alternatives = result.span, result.emphasis, result.alternatives
@@ -672,6 +672,12 @@ def _extract(query: str, question: str, sources: list[Hit], page_of, timings, co
         supported = p.support >= ANSWERS_THRESHOLD and (not context or doc_id in context)
         extract.citations.append(Citation(p.n, hit.doc, page, p.start, p.end, p.text, supported, p.support, index,
                                           hit.chunk_ids[0] if hit.chunk_ids else None, doc_id=doc_id))
+    span = result.span
+    if span is not None and not result.alternatives and not any(
+            c.supported and c.n == span.n and c.start <= span.start and span.end <= c.end for c in extract.citations):
+        # the marked answer's quote is not supported (未核实): the quotes are shown, never a bold answer from it
+        extract.text, extract.emphasis = marked_text(result.picks, None)
+        extract.answer_span = None
     if not result.picks:
         extract.text, extract.mode = REFUSAL_TEXT + "以下是最接近的段落，供参考。", "refused"
         extract.answer_span, extract.emphasis = None, []
@@ -683,12 +689,17 @@ def _pinpoint_as_asked(query: str, question: str, sources: list[Hit], context: l
     documents: the carried subject (张x6) found the case, but inside it every clause names 张x6, so
     choosing by it quotes the case's loose mentions instead of the clause that answers ("…现已再婚").
     None when the question alone finds no supported clause there (a bare "那他呢？"): the rewritten
-    query is used as before. Source numbers stay those of `sources`."""
-    if query == question:
-        return None
+    query is used as before. A question not rewritten (原告后来再婚了吗？) is answered from the conversation's
+    document the same way when it holds a supported clause: another judgment's clause sharing its words
+    would not be a supported answer to it. Source numbers stay those of `sources`."""
     own = [n for n, hit in enumerate(sources) if (getattr(hit.chunk, "doc_id", "") or "") in context]
     if not own:
         return None
+    held = comparable("".join(sources[n].text for n in own))
+    if not all(name in held for name in question_names(question)):
+        return None  # the question names someone (孙x8) the conversation's judgment does not: not its answer
+    if query == question and not names_held(question, held):
+        return None  # a question not rewritten about another subject (洋菜胶): the whole search answers it
     result = pinpoint(question, [sources[n] for n in own], ambiguity=False)
     if not any(p.support >= ANSWERS_THRESHOLD for p in result.picks):
         return None

@@ -69,6 +69,7 @@ CONTEXT_WEIGHT = 0.25  # weight of the query terms named by the preceding unit
 CLAUSE_CONTEXT_WEIGHT = 0.5  # ... by the earlier clauses of a clause's sentence
 FOLLOW_RATIO = 0.6  # a further unit scores at least this share of the best one
 TYPE_BONUS = 0.15
+VERB_BONUS = 0.15  # a yes/no question: a unit holding the verb it asks about (再婚 of 原告再婚了吗？)
 TYPED_RATIO = 0.5  # for a strictly typed question, a unit with a value wins if it scores this share of the best
 LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
 CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
@@ -101,6 +102,8 @@ _PERSON_Q = re.compile(r"谁|何人|哪位|哪一位|什么人|哪个人|姓名|
 _AMOUNT_Q = re.compile(r"多少钱|多少元|多少万元|金额|价款|价格|价值多少|罚金|罚款|租金|工资|多少.{0,8}[费款金钱资价]|[费款金钱资价].{0,6}多少")
 _NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家所人只台部层届倍辆套户间]|多[大长高远重久宽深]|数量|人口|面积|价格|金额|比例|百分|几成|几何")
 _REASON_Q = re.compile(r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会|何事|什么事")
+_YES_NO_Q = re.compile(r"[了过]吗|吗[？?！!。.\s]*$|是否|有没有|有无|是不是|能否|可否|会不会|能不能")
+_AUXILIARY = frozenset("是 有 能 会 要 需要 可以 应该 应当 能够 愿意 同意".split())
 
 
 def answer_type(question: str) -> str | None:
@@ -122,6 +125,16 @@ def answer_type(question: str) -> str | None:
     if _REASON_Q.search(q):
         return "reason"
     return None
+
+
+def asked_verbs(question: str) -> list[str]:
+    """For a yes/no question (…了吗, 是否…, 有没有…), the verbs it asks about, folded (再婚 of
+    原告曹0后来再婚了吗？, 支付 of 张x1有没有支付抚养费？); [] for any other question."""
+    if not _YES_NO_Q.search(question):
+        return []
+    t = _aligned(question)
+    return [comparable(t[a:b]) for a, b, flag in _tags(t)
+            if flag in ("v", "vn") and b - a >= 2 and t[a:b] not in _AUXILIARY and not _YES_NO_Q.fullmatch(t[a:b])]
 
 
 # --- values of a type, with exact offsets ------------------------------------------------------
@@ -483,13 +496,17 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
 class _Scorer:
     """Scores the candidate units of one question (see the module docstring)."""
 
-    def __init__(self, query: str, hits: list[Hit], max_passages: int, read_from: int | None = None):
+    def __init__(self, query: str, hits: list[Hit], max_passages: int, read_from: int | None = None,
+                 asked: str | None = None):
         self.query = query
         self.passages = [h.text for h in hits]
         self.starts = [h.start for h in hits]
         self.max_passages = max_passages  # the answer's own units; ambiguity looks a little further
         self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES), read_from)
         self.kind = answer_type(query)
+        self.verbs = asked_verbs(query) if self.kind is None else []
+        self.names = question_names(query if asked is None else asked)  # those the user named, not carried ones
+        self.role = question_role(query) if self.kind in TYPED else None
         self.exclude = _question_values(self.kind, query)
         self.terms = key_terms(query) or query_terms(query)
         self.q_grams = _bigrams(comparable(query))
@@ -508,10 +525,14 @@ class _Scorer:
                 weight = CLAUSE_CONTEXT_WEIGHT if c.clause else CONTEXT_WEIGHT
                 c.score += weight * sum(self.weights[t] for t in set().union(*before) - self.covered[i]) / total
             c.score += 0.3 * len(self.q_grams & _bigrams(text)) / max(1, len(self.q_grams))
+            if self.verbs and all(v in text for v in self.verbs):
+                c.score += VERB_BONUS  # a yes/no question: the clause saying whether (现已再婚), not one sharing its nouns
             if self.typed[i]:
                 c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == "reason" else LOOSE_TYPE_BONUS
             if _novel_chars(text, self.q_grams) < 6:
                 c.score *= 0.6  # restates the question (or is a title): holds no answer
+            if _other_party(self.role, c.text):
+                c.score *= ROLE_PENALTY  # 被告…？ answered by what 原告王x0 pays: another party's value
 
     def _before(self, i: int) -> list[set[str]]:
         """The query terms named by the unit before, or, for a clause, by the clauses of its
@@ -555,6 +576,14 @@ class _Scorer:
 
         best = c[first]
         before, after = self.previous[first], self.following[first]
+        names = self.names
+        if before is not None and (
+                names and not all(n in self.lowered[first] for n in names) and all(n in self.lowered[before] for n in names)
+                or self.verbs and best.clause and c[before].sentence == best.sentence
+                and self.covered[before] - self.covered[first]):
+            # "…原告曹0系…职工,收入比较稳定,现已再婚": the party the question names (or, for a yes/no
+            # question, its subject) is named just before
+            add(before)
         if _CONSEQUENCE.match(best.text) and before is not None:
             add(before)
         elif (_novel_chars(self.lowered[first], self.q_grams) < 6 or len(best.text) < 12) and after is not None:
@@ -599,6 +628,9 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
     order = scorer.order()
     if not order:  # no usable unit in the answer's passages (those further on only serve ambiguity)
         return []
+    named = None if forced else _naming_documents(scorer)
+    if named:  # the question names a party (曹0): another document's unit is never the answer, nor quoted
+        order = [i for i in order if (c[i].doc_id or c[i].doc) in named]
     best = forced[0] if forced else order[0]
     if forced:
         pass
@@ -625,6 +657,8 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
             continue  # a unit that merely shares a word with the question adds nothing
         if scorer.kind in STRICT_TYPES and not scorer.typed[i]:
             continue
+        if scorer.verbs and not all(v in scorer.lowered[i] for v in scorer.verbs):
+            continue  # a yes/no question: a unit without the verb asked about says nothing about it
         picked.append(u)
         used += len(u.text)
     check_picks(scorer.query, picked)
@@ -848,9 +882,35 @@ def _inside(x: str, y: str) -> bool:
 
 
 _ROLE_WORDS = re.compile(r"^[原被告人上诉申请第三双方]+$")  # 原被告, 被告人: the parties' roles, no names
+# a party's role as a judgment names it; 原、被告 names both (被告人 is 被告, 被上诉人 is not 上诉人)
+_ROLE = re.compile(r"原、?被告|被上诉人|上诉人|被申请人|申请人|被告人?|原告|第三人")
+_QUESTION_ROLE = re.compile(r"^(?:那么?|那个|请问)?(被上诉人|上诉人|被申请人|申请人|被告人?|原告|第三人)(?![、和与及跟同])")
+ROLE_PENALTY = 0.5  # a unit naming another party and not the one the question asks about (被告 … 原告王x0每月支付1000元)
 
 
-def _question_names(query: str) -> list[str]:
+def _roles(text: str) -> set[str]:
+    out: set[str] = set()
+    for m in _ROLE.finditer(text):
+        w = m.group()
+        out |= {"原告", "被告"} if w.startswith("原") and w.endswith("被告") else {"被告" if w == "被告人" else w}
+    return out
+
+
+def question_role(query: str) -> str | None:
+    """The party a question asks about when it opens with one's role (被告 of 被告每月支付多少抚养费？)."""
+    m = _QUESTION_ROLE.match(_aligned(query).strip())
+    return None if m is None else ("被告" if m.group(1) == "被告人" else m.group(1))
+
+
+def _other_party(role: str | None, text: str) -> bool:
+    """Whether a unit names another party's role and not `role` (its value is that party's, not the asked one's)."""
+    if role is None:
+        return False
+    found = _roles(text)
+    return bool(found) and role not in found
+
+
+def question_names(query: str) -> list[str]:
     """The names a question gives (people, places, masked parties, dotted foreign names), folded."""
     spans = entity_spans(query, frozenset({"nr", "nrt", "nrfg", "ns", "masked"}))
     spans += [m.span() for m in _DOTTED_NAME.finditer(_aligned(query))]
@@ -878,6 +938,31 @@ def _subject_terms(query: str, terms: list[str]) -> list[str]:
     return [x for x in terms if x in head and not _ROLE_WORDS.match(x)]
 
 
+def _naming_documents(scorer: _Scorer) -> set[str] | None:
+    """The documents of the answer's own passages that hold every name the question gives (曹0, 张x6;
+    not the parties' roles), when the question gives any and some documents, not all, hold them; else None."""
+    names = scorer.names
+    if not names:
+        return None
+    texts: dict[str, str] = {}
+    for n in sorted({u.n for u in scorer.candidates if u.n <= scorer.max_passages}):
+        doc = next(u.doc_id or u.doc for u in scorer.candidates if u.n == n)
+        texts[doc] = texts.get(doc, "") + comparable(scorer.passages[n - 1])
+    named = {doc for doc, text in texts.items() if all(name in text for name in names)}
+    return named if named and len(named) < len(texts) else None
+
+
+def names_held(question: str, text: str) -> bool:
+    """Whether a text (folded) holds what the question names: its names (曹0) and its subject's terms
+    (洋菜胶 of 洋菜胶由于具有什么特质…; time words such as 后来 and the parties' roles are not the subject)."""
+    if not all(n in text for n in question_names(question)):
+        return False
+    t = _aligned(question)
+    times = {comparable(t[a:b]) for a, b, flag in _tags(t) if flag == "t"}
+    subject = [x for x in _subject_terms(question, key_terms(question) or query_terms(question)) if x not in times]
+    return sum(x not in text for x in subject) <= len(subject) // 3
+
+
 def _about(scorer: _Scorer):
     """Whether a document (its passages read) is about what the question names: it holds the names the
     question gives and all but a third of the terms of its subject."""
@@ -885,7 +970,7 @@ def _about(scorer: _Scorer):
     for n in sorted({u.n for u in scorer.candidates}):
         doc = next(u.doc_id or u.doc for u in scorer.candidates if u.n == n)
         texts[doc] = texts.get(doc, "") + comparable(scorer.passages[n - 1])
-    names = _question_names(scorer.query)
+    names = question_names(scorer.query)
     subject = _subject_terms(scorer.query, scorer.terms)
 
     def about(doc: str) -> bool:
@@ -1026,15 +1111,17 @@ def _read_inside(scorer: _Scorer, query: str, reader, span: AnswerSpan | None) -
 
 
 def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int = MAX_CHARS,
-             max_passages: int = 4, ambiguity: bool = True, reader=None, more: list[Hit] | None = None) -> Extract:
+             max_passages: int = 4, ambiguity: bool = True, reader=None, more: list[Hit] | None = None,
+             asked: str | None = None) -> Extract:
     """The pinpointed extract for `query` from `hits` (see the module docstring); an Extract with no
     picks when no passage has a usable unit. `ambiguity=False` never reports different answers
     (a follow-up whose document is fixed by the conversation). `reader`: None — the installed reader
     (services.answers.reader) marks the answer when there is one, False — the heuristics only, or a
     Reader to use. `more`: further passages (one per other document, see `ambiguity_passages`) read only
     to find other documents' answers; those quoted are numbered after `hits` and returned in
-    `Extract.more_sources`."""
-    scorer = _Scorer(query, hits, max_passages)
+    `Extract.more_sources`. `asked`: the question as the user asked it when `query` is a rewrite (the names
+    that keep the answer to the documents holding them are those the user gave, not the ones carried over)."""
+    scorer = _Scorer(query, hits, max_passages, asked=asked)
     if reader is None:
         from services.answers.reader import load_reader
 
@@ -1050,7 +1137,7 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
     if inside:
         span, reading = inside[0], ("inside", inside[1])
-    wide = _Scorer(query, hits + list(more), max_passages, read_from=len(hits) + 1) if ambiguity and more else scorer
+    wide = _Scorer(query, hits + list(more), max_passages, read_from=len(hits) + 1, asked=asked) if ambiguity and more else scorer
     named = _named_instead(wide, first, span, max_chars, len(hits)) if ambiguity else None
     if named:  # the question names its subject and the best unit's document does not: answer from one that does
         first, group, span = named
