@@ -498,3 +498,4 @@ def test_no_marked_answer_from_an_unsupported_quote(lib, cases):
     a = answer_question(retriever, LLMSettings(), "那孙x8在哪上学？", conv)  # only the other judgment says
     assert a.citations and not any(c.supported for c in a.citations)
     assert a.answer_span is None and a.emphasis == [] and a.text.startswith("以下内容摘自文档")
+    assert "都未能核实" in a.notice  # and the answer says so, not only the chips of its quotes

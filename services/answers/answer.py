@@ -637,6 +637,9 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
     return _finish(answer, timings)
 
 
+UNVERIFIED_EXTRACT_NOTICE = "这些摘录都未能核实回答了这个问题（标为「未核实」），请对照原文判断。"
+
+
 def ambiguity_notice(extract: Answer) -> str:
     """"注意：有 N 份文档给出不同答案：800元（a.txt）、1000元（b.txt）。" for an answer whose extract found
     different answers of the asked-for type in different documents."""
@@ -681,6 +684,8 @@ def _extract(query: str, question: str, sources: list[Hit], page_of, timings, co
     if not result.picks:
         extract.text, extract.mode = REFUSAL_TEXT + "以下是最接近的段落，供参考。", "refused"
         extract.answer_span, extract.emphasis = None, []
+    elif not any(c.supported for c in extract.citations):
+        extract.notice = UNVERIFIED_EXTRACT_NOTICE  # quotes shown, none confirmed: the answer says so
     return extract
 
 
@@ -715,6 +720,7 @@ def _adopt(answer: Answer, extract: Answer) -> None:
     answer.text, answer.mode, answer.citations = extract.text, extract.mode, extract.citations
     answer.sources = extract.sources  # with the other documents' passages its different answers quote
     answer.answer_span, answer.emphasis, answer.alternatives = extract.answer_span, extract.emphasis, extract.alternatives
+    answer.notice = " ".join(filter(None, [answer.notice, extract.notice]))  # e.g. none of its quotes confirmed
 
 
 def verification_messages(query: str, sources: list[Hit]) -> list[dict]:
