@@ -96,6 +96,7 @@ def test_saved_and_uploaded_question_counts_are_told_apart(data_dir):
     assert titles and "9 个问题" in titles[0] and "上传的文件（6 个问题，尚未保存）" in titles[0], titles
     keep = at.checkbox(key=f"eval_keep_{kb.id}_upload")
     assert "替换已保存的 9 个问题" in keep.label
+    assert not keep.value  # an upload replaces the saved set only when asked (it was ticked by default)
 
 
 # --- 5. the citation dialog shows a one-chunk document's paragraph once ---------------------------

@@ -234,7 +234,7 @@ if questions and source != "saved":
 saved_panel(kb, chosen)
 keep = bool(questions and lines) and not refusal and source != "saved" and st.checkbox(
     "保存为本知识库的问题集" + (f"（替换已保存的 {len(saved)} 个问题）" if saved else ""),
-    value=source == "upload", key=f"eval_keep_{kb.id}_{source}",
+    value=source == "upload" and not saved, key=f"eval_keep_{kb.id}_{source}",  # never replace a saved set unasked
     help="开始评测时保存。以后评测可以直接选用它；微调向量模型时也会在这些问题上比较微调前后的效果。")
 no_documents = False  # none of the questions' documents is in this KB: nothing to evaluate
 if questions:
