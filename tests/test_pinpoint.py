@@ -474,6 +474,16 @@ def test_the_party_the_question_asks_about_is_the_one_paying():
     assert question_role("被告每月支付多少抚养费？") == "被告" and question_role("原被告何时签订合同？") is None
 
 
+def test_another_partys_amount_is_quoted_but_never_marked_as_the_answer():
+    """A recheck walkthrough: 被告每月支付多少抚养费？ over a judgment where only the 原告 paid (原告支付了1200元抚养费)
+    showed **1200元** as the answer. The clause may be quoted; its amount is not the asked party's, so nothing is bold."""
+    hits = [make_hit("经审理查明,原告李0与被告王1于2010年离婚,婚生子王某随原告生活,离婚后原告支付了1200元抚养费,"
+                     "现原告要求被告负担抚养费", "c.txt", doc_id="c")]
+    extract = pinpoint("被告每月支付多少抚养费？", hits, reader=False)
+    assert extract.span is None and extract.emphasis == []
+    assert "1200元" not in [extract.text[a:b] for a, b in extract.emphasis]
+
+
 def test_a_conversation_question_is_answered_from_its_judgment(lib, kb):
     """The walkthrough's conversation: after a question about 曹0's judgment, 原告后来再婚了吗？ (no name, not
     a pronoun follow-up) is answered from that judgment, not from the other one's 原告未再婚."""

@@ -896,6 +896,18 @@ def _roles(text: str) -> set[str]:
     return out
 
 
+def _clause_around(unit, span: AnswerSpan) -> str:
+    """The clause of `unit` (a Pick: text and document offsets) that holds `span`: between the clause
+    or sentence marks around it (the party paying is named in it: 离婚后原告支付了1200元抚养费)."""
+    text, a, b = unit.text, span.start - unit.start, span.end - unit.start
+    if not (0 <= a <= b <= len(text)):
+        return unit.text
+    marks = "，,；;。！？!?\n"
+    left = max(text.rfind(m, 0, a) for m in marks) + 1
+    right = min((i for i in (text.find(m, b) for m in marks) if i >= 0), default=len(text))
+    return text[left:right]
+
+
 def question_role(query: str) -> str | None:
     """The party a question asks about when it opens with one's role (被告 of 被告每月支付多少抚养费？)."""
     m = _QUESTION_ROLE.match(_aligned(query).strip())
@@ -1156,6 +1168,8 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
         extract.alternatives = [s for s, _ in others]
         extract.text, extract.emphasis = ambiguous_text(span, primary, others)
     else:
+        if span is not None and _other_party(wide.role, _clause_around(best, span)):
+            span = extract.span = None  # another party's value (原告支付了1200元 for 被告…？): quoted, never marked
         extract.text, extract.emphasis = marked_text(picks, span)
     return extract
 
