@@ -131,6 +131,10 @@ def test_the_time_left_follows_this_runs_pace():
     assert ft.time_left("data", 500, plan) == pytest.approx(10 + 400)  # overrun: a tenth of the stage remains
     slow = {"data": 300.0, "before": 60.0}  # this run goes at a third of the planned speed
     assert ft.time_left("train", 10, plan, train_eta=150, finished=slow) == pytest.approx(150 + 3 * (50 + 30))
+    # the trainer's ETA after its first step is noisy: blended with the plan's rest, trusted fully from half way
+    rest = 3 * 300 - 10
+    assert ft.time_left("train", 10, plan, 150, slow, step=1, steps=8) == pytest.approx(0.25 * 150 + 0.75 * rest + 3 * 80)
+    assert ft.time_left("train", 10, plan, 150, slow, step=4, steps=8) == pytest.approx(150 + 3 * 80)
     assert ft.time_left("mix", 30, plan, finished={**slow, "train": 900.0}) == pytest.approx(150 - 30 + 90)
     now = time.time()
     job = SimpleNamespace(stage="train", updated_at=now, elapsed=260.0, done=8, total=16,

@@ -263,19 +263,20 @@ def pace(stages: dict, finished: dict | None) -> float:
 
 
 def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float | None = None,
-              finished: dict | None = None) -> float:
-    """Seconds left in a run that has spent `stage_seconds` in `stage`: the rest of this stage (the
-    measured ETA while training, else its estimate less the time spent, at least a tenth of it) plus
-    the estimates of the stages after it — every estimate scaled by this run's `pace` so far (the
-    measured seconds of its `finished` stages against the plan)."""
+              finished: dict | None = None, step: int = 0, steps: int = 0) -> float:
+    """Seconds left in a run that has spent `stage_seconds` in `stage`: the rest of this stage (its
+    estimate less the time spent, at least a tenth of it; while training, blended into the trainer's
+    measured ETA as steps accumulate — fully from half way, since the first steps' ETA is noisy and
+    made the time left jump 16 s -> 72 s at step 1) plus the estimates of the stages after it — every
+    estimate scaled by this run's `pace` so far (its `finished` stages' measured seconds against the plan)."""
     if stage not in STAGES:
         return float(sum(stages.values()))
     scale = pace(stages, finished)
+    planned = float(stages.get(stage, 0.0)) * scale
+    now = max(planned - stage_seconds, planned * 0.1)
     if stage == "train" and train_eta is not None:
-        now = train_eta
-    else:
-        planned = float(stages.get(stage, 0.0)) * scale
-        now = max(planned - stage_seconds, planned * 0.1)
+        trust = min(1.0, 2 * step / steps) if steps else 1.0
+        now = trust * train_eta + (1 - trust) * now
     return now + scale * float(sum(stages.get(s, 0.0) for s in STAGES[STAGES.index(stage) + 1:]))
 
 
@@ -313,7 +314,7 @@ def progress_of(job) -> tuple[float, float | None]:
     eta = r.get("eta_s")
     spent_here = max(0.0, now - r.get("stage_started", now))
     left = time_left(job.stage, spent_here, stages, None if eta is None else max(0.0, eta - since_report),
-                     r.get("stage_seconds"))
+                     r.get("stage_seconds"), job.done or 0, job.total or 0)
     share = share_done(job.stage, spent_here, stages, job.done or 0, job.total or 0, r.get("load", 0.0))
     return max(float(r.get("share") or 0.0), share), left
 
