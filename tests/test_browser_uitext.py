@@ -1,6 +1,6 @@
 """A fresh-eyes walkthrough's layout findings on 文档库, in Chromium against `wendao serve` at
 1280x800: the document-delete confirmation is seen without scrolling; the uploader's file chips are
-not cut off inside the drop box."""
+not cut off inside the drop box; 评测's retrieval choices are whole."""
 import os
 
 import pytest
@@ -78,3 +78,16 @@ def test_document_delete_confirmation_is_in_view_at_1280x800(page, server):
     dialog.wait_for(state="detached", timeout=30_000)  # closed (after its closing animation)
     assert page.locator('[data-testid="stDataFrame"]').first.is_visible()  # nothing deleted
     assert page.get_by_text("3 个文档 · ").count()  # the sidebar's count
+
+
+def test_evaluation_retrieval_choices_are_not_cut_at_1280(page, server):
+    """评测's 检索方式 box holds its three chosen modes whole at 1280 px (in a third of the row the third was cut)."""
+    visit(page, server + "/evaluation")
+    box = page.locator('[data-testid="stMultiSelect"]').filter(has_text="检索方式").first
+    tags = box.locator("[data-tag]")
+    tags.first.wait_for()
+    field = box.locator('[data-testid="stMultiSelectTagsContainer"]').bounding_box()
+    shown = [tags.nth(i).bounding_box() for i in range(tags.count())]
+    cut = [t for t in shown if t["x"] + t["width"] > field["x"] + field["width"] + 0.5
+           or t["y"] + t["height"] > field["y"] + field["height"] + 0.5]
+    assert len(shown) == 3 and not cut, (field, shown)

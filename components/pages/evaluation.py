@@ -257,10 +257,10 @@ if questions:
     elif wanted - held:
         st.caption(missing_note(questions, held))
 
-c1, c2, c3 = st.columns(3)
+c1, c2 = st.columns([2, 1])  # wide enough for the three retrieval chips at 1280 px (a third of the row cut them)
 modes = c1.multiselect("检索方式", list(MODES), default=list(MODES), format_func=MODES.get)
 reranks = c2.multiselect("重排", [False, True], default=[False], format_func=lambda r: "开" if r else "关")
-chunkers = c3.multiselect("切分方式", list(CHUNKER_NAMES), default=["current"], format_func=CHUNKER_NAMES.get)
+chunkers = st.multiselect("切分方式", list(CHUNKER_NAMES), default=["current"], format_func=CHUNKER_NAMES.get)
 limit = st.slider("最多评测多少题", 5, max(5, len(questions or [])), min(100, len(questions or [5])),
                   disabled=not questions) if questions and len(questions) > 5 else len(questions or [])
 
