@@ -1,8 +1,9 @@
 """Micro-batching of query embeddings: concurrent queries share one forward pass.
 
-One e5-small query on the CPU is memory-bound (every layer's weights are read for a handful of tokens),
-so twenty queries in one padded batch cost a small multiple of one query, not twenty times as much
-(measured in bench/api.py). `QueryBatcher.encode(text)` is called from many threads (the HTTP API's
+One e5-small query on the CPU runs a handful of tokens through every layer, and a batch amortises the
+per-call overhead: on the 2-core VM one query took about 17 ms and a batch of 20 about 130 ms (packed),
+so batching saves about 2.5x under concurrency, not 20x (the model is compute-bound; see README,
+"bench/api.py"). `QueryBatcher.encode(text)` is called from many threads (the HTTP API's
 worker threads, the pages); the first caller becomes the leader: it waits at most `max_wait_s` for
 others to join (until `max_batch` are queued), runs `encode_many` on the batch outside the lock, and
 hands each waiter its row. Queries arriving while a batch runs queue up and form the next batch, led
