@@ -897,15 +897,13 @@ def _roles(text: str) -> set[str]:
 
 
 def _clause_around(unit, span: AnswerSpan) -> str:
-    """The clause of `unit` (a Pick: text and document offsets) that holds `span`: between the clause
-    or sentence marks around it (the party paying is named in it: 离婚后原告支付了1200元抚养费)."""
-    text, a, b = unit.text, span.start - unit.start, span.end - unit.start
-    if not (0 <= a <= b <= len(text)):
+    """The clause of `unit` (a Pick: text and document offsets) that holds `span` (`clause_spans`, no
+    merging of short ones): the party paying is named in it (离婚后原告支付了1200元抚养费)."""
+    a, b = span.start - unit.start, span.end - unit.start
+    if not (0 <= a <= b <= len(unit.text)):
         return unit.text
-    marks = "，,；;。！？!?\n"
-    left = max(text.rfind(m, 0, a) for m in marks) + 1
-    right = min((i for i in (text.find(m, b) for m in marks) if i >= 0), default=len(text))
-    return text[left:right]
+    return next((unit.text[x:y] for x, y in clause_spans(unit.text, 0, len(unit.text), min_clause=1)
+                 if x <= a < y), unit.text)
 
 
 def question_role(query: str) -> str | None:
