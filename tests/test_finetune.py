@@ -2,6 +2,7 @@
 training run that lowers the loss and saves a loadable model, the registry, the CLI."""
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -431,3 +432,21 @@ def test_the_saved_weights_are_the_base_trained_mix_that_scores_best_on_dev_quer
     assert ft.choose_mix(lib, kb, str(model), out, pairs[:6], (0.5, 1.0))[0] == 0.5  # (the folder held `saved`)
     again = SentenceTransformer(str(out), device="cpu").state_dict()
     assert torch.allclose(again[key], start[key] + 0.5 * (saved[key] - start[key]), atol=1e-6)
+
+
+def test_the_run_plan_follows_the_kbs_content_not_only_its_size(lib, tuned_kb):
+    """A document swapped for another of the same chunk count is planned afresh (the page asks on every
+    rerun, so the plan is cached; counts alone would keep the old KB's plan)."""
+    from services.tuning.finetune import run_plan
+
+    kb, _ = tuned_kb
+    settings = FinetuneSettings()
+    before = run_plan(lib, kb, settings)
+    doc = next(d for d in lib.store.list_documents(kb.id) if d.filename == "木星.txt")
+    chunks = lib.store.count_chunks(kb.id)
+    lib.delete_document(kb, doc.id)
+    blank = re.sub("[^。]", "一", TOPICS["木星"])  # the same sentences' lengths, nothing to ask about
+    ingest_bytes(lib, kb, blank.encode(), "木星.txt", CONFIG)
+    assert lib.store.count_chunks(kb.id) == chunks and len(lib.store.list_documents(kb.id)) == len(TOPICS)
+    after = run_plan(lib, kb, settings)
+    assert after["pairs"] == len(generate_pairs(lib, kb, settings)) != before["pairs"]

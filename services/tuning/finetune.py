@@ -142,7 +142,7 @@ def plan(chunks: int, documents: int, settings: FinetuneSettings) -> dict:
             "mix_tries": len(settings.mixes) if mix else 0, "mix_chunks": dev_chunks * len(settings.mixes) if mix else 0}
 
 
-_PLANS: dict[tuple, dict] = {}  # run_plan's answers by KB size and settings (the page asks on every rerun)
+_PLANS: dict[tuple, dict] = {}  # run_plan's answers by KB content generation and settings (asked on every rerun)
 
 
 def run_plan(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings) -> dict:
@@ -153,7 +153,9 @@ def run_plan(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings) -> dic
     chunks, documents = lib.store.count_chunks(kb.id), len(lib.store.list_documents(kb.id))
     if settings.method == "llm" or not chunks:
         return plan(chunks, documents, settings)
-    key = (str(lib.root), kb.id, chunks, documents, json.dumps(asdict(settings), sort_keys=True))
+    # the KB's generation changes with every commit that changes its searchable content, so a document
+    # replaced by another of the same size is counted afresh (its counts alone would not tell)
+    key = (str(lib.root), kb.id, lib.store.generation(kb.id), json.dumps(asdict(settings), sort_keys=True))
     if key not in _PLANS:
         pairs = generate_pairs(lib, kb, settings)
         train_pairs, _, dev_pairs = split_pairs(pairs, settings)
