@@ -197,6 +197,26 @@ def batch_summary(jobs) -> str:
     return "，".join(f"{n} 个{word}" for word, n in counts.items())
 
 
+def batch_line(jobs, current, queued, done) -> str:
+    """The batch's progress in words: how many are finished of how many, how many run and wait, and
+    (uploads) how many documents can be searched already — the finished indexed ones plus the running
+    ones past their keyword stage, whose vectors are still computing ("文件 1/12 · 2 个已可按关键词检索"
+    read as if 2 of 1 were done)."""
+    files = all(j.kind in FILE_KINDS for j in jobs)
+    unit = "个文件" if files else "项任务"
+    if not current and not queued:
+        return f"全部完成：{len(done)}/{len(jobs)} {unit}"
+    line = f"已完成 {len(done)}/{len(jobs)} {unit}"
+    line += "".join(f"，{word} {len(group)} {unit[0]}"
+                    for word, group in (("正在处理", current), ("等待", queued)) if group)
+    searchable = sum(j.keyword_searchable for j in jobs)
+    early = searchable - sum(j.keyword_searchable for j in done)  # running, found by keywords already
+    if early:
+        which = f"其中 {early} 个" if early < searchable else ""
+        line += f" · 已可检索 {searchable} 个文档（{which}向量还在计算，暂时只能按关键词检索）"
+    return line + " · 后台进行中，可以离开本页"
+
+
 def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None = None,
               finished: Callable | None = None, fold_when_done: bool = False,
               rerun_when: Callable[[list], object] | None = None) -> None:
@@ -242,11 +262,7 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
             return
         with st.container(border=True):
             if len(jobs) > 1 or all(j.kind in FILE_KINDS for j in jobs):
-                unit = "文件" if all(j.kind in FILE_KINDS for j in jobs) else "任务"
-                searchable = sum(j.keyword_searchable for j in jobs)
-                early = f" · {searchable} 个已可按关键词检索" if searchable > sum(j.keyword_searchable for j in done) else ""
-                st.progress(len(done) / len(jobs), text=f"{unit} {len(done)}/{len(jobs)}{early}"
-                            + ("（全部完成）" if not current and not queued else "（后台进行中，可以离开本页）"))
+                st.progress(len(done) / len(jobs), text=batch_line(jobs, current, queued, done))
             for job in current:
                 (running or running_line)(job)
                 if job.kind in CANCELLABLE_WHILE_RUNNING and job.status == "running" \
