@@ -16,7 +16,8 @@ from components.state import create_kb, current_kb, session, show_error, without
 from components.widgets import (PRIMARY, SHOWN_CHARS, STRATEGY_ZH, WRAP_ROW_HEIGHT, chunk_boundaries_html, chunking_form,
                                 passage_box, shown_text)
 from components.words import SPAN_HELP, span_zh
-from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_label, page_ranges
+from services.views import (OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, format_size, page_label,
+                           page_ranges)
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 MAINTENANCE_KINDS = ("rechunk", "reindex", "optimize")  # shown in one panel below the document row
@@ -31,6 +32,12 @@ def flash(slot: str) -> None:
     if message:
         st.success(message, icon=":material/check_circle:")
         st.toast(message)
+
+
+def size_base() -> int:
+    """The unit base of the uploader's file chips in this visitor's browser (Streamlit's frontend
+    counts 1 KB = 1024 B on Windows, 1000 B elsewhere): the table's sizes read as the chip's did."""
+    return 1024 if "Windows" in (st.context.headers.get("User-Agent") or "") else 1000
 
 
 def deletion_warning(kb) -> str:
@@ -159,14 +166,16 @@ if not docs:
     st.stop()
 table = pd.DataFrame([{
     "文件名": display_name(d.filename), "启用": "是" if d.enabled else "已停用", "状态": STATUS_ZH.get(d.status, d.status),
-    "片段数": d.chunk_count, "页数": str(d.pages) if page_label(1, doc=d.filename) else "—", "大小 (KB)": round(d.size / 1024, 1),
+    "片段数": d.chunk_count, "页数": str(d.pages) if page_label(1, doc=d.filename) else "—", "大小": format_size(d.size, size_base()),
     "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
     "说明": without_paths(d.error or "") or ("跳过" + page_ranges(d.skipped_pages) if d.skipped_pages else "")
     or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
 } for d in docs])
 picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                            column_config={"页数": st.column_config.TextColumn(
-                               help="PDF 的页数、PPTX 的幻灯片数、XLSX 的工作表数；其他格式没有页（—）")},
+                               help="PDF 的页数、PPTX 的幻灯片数、XLSX 的工作表数；其他格式没有页（—）"),
+                               "大小": st.column_config.TextColumn(
+                                   help=f"1 KB = {size_base()} 字节，与上传框里文件旁显示的大小一致")},
                            key=f"doc_table_{kb.id}_{len(docs)}").selection.rows
 st.caption("要删除文档：勾选表格左侧的方框（可多选），再点下方出现的「删除选中的文档」。")
 chosen_rows = [docs[i] for i in picked_rows if i < len(docs)]
