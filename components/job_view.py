@@ -26,7 +26,7 @@ from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "embed": "个片段", "index": "个片段",
               "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次", "variant": "种配置"}
-JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重算 BM25 词项", "dense": "重建向量索引", "optimize": "优化向量索引",
+JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重建关键词索引", "dense": "重建向量索引", "optimize": "优化向量索引",
                 "files": "索引文件", "variant": "按另一种切分方式重新切分文档", "questions": "检索问题"}
 KIND_ZH = {"ingest": "索引", "vectors": "补齐向量", "rechunk": "重新切分", "reindex": "重建索引", "optimize": "优化索引",
            "reembed": "重新向量化", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调",

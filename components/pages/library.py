@@ -189,20 +189,21 @@ if chosen_rows:
 
 if kb.info().chunks >= OPTIMIZE_FROM_CHUNKS and st.button(
         "优化索引", icon=":material/speed:", key=f"optimize_{kb.id}",
-        help="大知识库（2 万片段以上）构建 HNSW 图，向量检索约快一倍；10 万片段约需 1 分钟（在后台进行）"):
+        help="大知识库（2 万片段以上）为向量索引建立近邻图（HNSW），向量检索约快一倍；10 万片段约需 1 分钟（在后台进行）"):
     start(kb.optimize)
 
 with st.expander("索引维护（核对 / 重建）"):
-    st.caption("SQLite 中的文档与片段是唯一可信来源，BM25 与向量索引由它派生。“核对”比较两者；"
-               "“重建索引”从 SQLite 重新生成 BM25 词项和向量索引（已缓存的向量直接复用），期间旧索引照常可用。")
+    st.caption("文档和片段保存在数据库（SQLite）里，是唯一可信的来源；关键词索引（BM25）和向量索引都由它生成。"
+               "“核对”比较数据库和索引；“重建索引”从数据库重新生成关键词索引和向量索引（已算过的向量直接复用），"
+               "期间旧索引照常可用。")
     m1, m2 = st.columns(2)
     if m1.button("核对索引", icon=":material/fact_check:", width="stretch", key=f"check_{kb.id}"):
         try:
             report = kb.check()
-            counts = (f"SQLite {report['sqlite']['chunks']} 个片段 · BM25 {report['indexes']['bm25']['points']} · "
-                      f"向量 {report['indexes']['dense']['points']}")
+            counts = (f"数据库 {report['sqlite']['chunks']} 个片段 · 关键词索引 {report['indexes']['bm25']['points']} · "
+                      f"向量索引 {report['indexes']['dense']['points']}")
             if report["ok"]:
-                st.success(f"索引与 SQLite 一致：{counts}")
+                st.success(f"索引与数据库一致：{counts}")
             else:
                 st.error(f"发现不一致：{counts}。缺失 {report['indexes']['dense']['missing']} 个向量，"
                          f"孤立 {report['indexes']['dense']['orphans']} 个；请点“重建索引”。")
