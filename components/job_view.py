@@ -26,7 +26,7 @@ from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "embed": "个片段", "index": "个片段",
               "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次", "variant": "种配置"}
-JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重算 BM25 词项", "dense": "重建向量索引", "optimize": "优化向量索引",
+JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重建关键词索引", "dense": "重建向量索引", "optimize": "优化向量索引",
                 "files": "索引文件", "variant": "按另一种切分方式重新切分文档", "questions": "检索问题"}
 KIND_ZH = {"ingest": "索引", "vectors": "补齐向量", "rechunk": "重新切分", "reindex": "重建索引", "optimize": "优化索引",
            "reembed": "重新向量化", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调",
@@ -197,6 +197,26 @@ def batch_summary(jobs) -> str:
     return "，".join(f"{n} 个{word}" for word, n in counts.items())
 
 
+def batch_line(jobs, current, queued, done) -> str:
+    """The batch's progress in words: how many are finished of how many, how many run and wait, and
+    (uploads) how many documents can be searched already — the finished indexed ones plus the running
+    ones past their keyword stage, whose vectors are still computing ("文件 1/12 · 2 个已可按关键词检索"
+    read as if 2 of 1 were done)."""
+    files = all(j.kind in FILE_KINDS for j in jobs)
+    unit = "个文件" if files else "项任务"
+    if not current and not queued:
+        return f"全部完成：{len(done)}/{len(jobs)} {unit}"
+    line = f"已完成 {len(done)}/{len(jobs)} {unit}"
+    line += "".join(f"，{word} {len(group)} {unit[0]}"
+                    for word, group in (("正在处理", current), ("等待", queued)) if group)
+    searchable = sum(j.keyword_searchable for j in jobs)
+    early = searchable - sum(j.keyword_searchable for j in done)  # running, found by keywords already
+    if early:
+        which = f"其中 {early} 个" if early < searchable else ""
+        line += f" · 已可检索 {searchable} 个文档（{which}向量还在计算，暂时只能按关键词检索）"
+    return line + " · 后台进行中，可以离开本页"
+
+
 def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None = None,
               finished: Callable | None = None, fold_when_done: bool = False,
               rerun_when: Callable[[list], object] | None = None) -> None:
@@ -242,11 +262,7 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
             return
         with st.container(border=True):
             if len(jobs) > 1 or all(j.kind in FILE_KINDS for j in jobs):
-                unit = "文件" if all(j.kind in FILE_KINDS for j in jobs) else "任务"
-                searchable = sum(j.keyword_searchable for j in jobs)
-                early = f" · {searchable} 个已可按关键词检索" if searchable > sum(j.keyword_searchable for j in done) else ""
-                st.progress(len(done) / len(jobs), text=f"{unit} {len(done)}/{len(jobs)}{early}"
-                            + ("（全部完成）" if not current and not queued else "（后台进行中，可以离开本页）"))
+                st.progress(len(done) / len(jobs), text=batch_line(jobs, current, queued, done))
             for job in current:
                 (running or running_line)(job)
                 if job.kind in CANCELLABLE_WHILE_RUNNING and job.status == "running" \

@@ -12,11 +12,12 @@ import streamlit as st
 
 from components.job_view import estimate_line, job_panel, new_batch
 from components.safe_text import inert
+from components.words import METRIC_HELP, METRIC_ZH
 from components.state import session, show_error
 from services.views import RERANK_SET_ZH as SET_ZH, RerankSettings, rerank_result_rows as result_rows
 
-COLUMNS = {"recall@1": "R@1", "recall@5": "R@5", "mrr@10": "MRR@10", "coverage@1000chars": "前 1000 字含答案",
-           "p50_ms": "p50 毫秒"}
+# the metrics in 评测's words (components.words), the technical names in the columns' help
+COLUMNS = {m: METRIC_ZH[m] for m in ("recall@1", "recall@5", "mrr@10", "coverage@1000chars", "p50_ms")}
 KIND = "finetune_reranker"
 
 
@@ -54,7 +55,8 @@ def reranker_section(kb) -> None:
             rows = [{"问题": f"{SET_ZH.get(r['set'], r['set'])}（{r['questions']} 题）", "重排": "开" if r["rerank"] == "on" else "关",
                      **{label: r[m] for m, label in COLUMNS.items()}} for r in result_rows(card)]
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                         column_config={c: st.column_config.NumberColumn(format="%.3f") for c in list(COLUMNS.values())[:-1]})
+                         column_config={c: st.column_config.NumberColumn(format="%.0f 毫秒" if m == "p50_ms" else "%.3f",
+                                                                         help=METRIC_HELP[m]) for m, c in COLUMNS.items()})
             st.caption(f"训练题 {card['pairs']['train']} 道 · 用时 {card.get('seconds', 0):.0f} 秒 · "
                        f"每次检索多用约 {card.get('added_ms_p50', 0):.0f} 毫秒")
             c1, c2 = st.columns(2)

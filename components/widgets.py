@@ -114,7 +114,9 @@ def chunking_form(prefix: str, config: ChunkingConfig) -> ChunkingConfig | None:
         size = c2.number_input("片段长度 N（字符）", 20, 4000, config.chunk_size, step=10, key=f"{prefix}_size")
         overlap = c3.number_input("重叠 M（字符）", 0, 2000, config.overlap, step=10, key=f"{prefix}_overlap")
         unit = c4.selectbox("长度单位", ("chars", "tokens"), index=("chars", "tokens").index(config.unit),
-                            format_func={"chars": "字符", "tokens": "模型 token"}.get, key=f"{prefix}_unit") \
+                            format_func={"chars": "字符", "tokens": "模型的词"}.get, key=f"{prefix}_unit",
+                            help="字符：按字数计。模型的词：按向量模型切词后的单位（token）计，"
+                                 "一个汉字约算一个，一个英文单词常算一到三个。") \
             if strategy == "sentence" else "chars"
         window, stride = config.window, config.stride
         if strategy == "sentence" and overlap > size // 2:  # services.documents.chunking._sentence_spans caps it

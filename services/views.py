@@ -7,7 +7,7 @@ from __future__ import annotations
 from services.answers.citations import parse_markers
 from services.config import LLMSettings, RetrievalSettings, redact_url, restore_redacted
 from services.documents.chunking import STRATEGIES, Chunk, ChunkingConfig
-from services.documents.doctypes import MIB, format_mb, page_for_offset, page_ranges
+from services.documents.doctypes import MIB, format_mb, format_size, page_for_offset, page_ranges
 from services.documents.pageview import page_label
 from services.documents.parsing import SUPPORTED_EXTENSIONS, unsupported
 from services.documents.text import display_name
@@ -32,6 +32,7 @@ __all__ = [
     "Document", "FinetuneSettings", "Hit", "Job", "KS", "KnowledgeBase", "LLMSettings", "MATCH_RULE_ZH", "METHODS",
     "MIB", "MODELS", "MODES", "OPTIMIZE_FROM_CHUNKS", "RetrievalSettings", "STAGE_ZH", "STRATEGIES",
     "SUPPORTED_EXTENSIONS", "unsupported", "SearchResult", "User", "availability", "display_name", "embedding_models", "format_mb",
+    "format_size",
     "page_for_offset", "page_label", "page_ranges", "parse_markers", "parse_questions", "redact_url", "reranker_models", "resolve",
     "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
     "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows",

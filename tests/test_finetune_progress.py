@@ -128,20 +128,24 @@ def test_the_time_left_follows_this_runs_pace():
     and training's time left is its measured ETA."""
     plan = {"data": 100.0, "before": 20.0, "train": 300.0, "mix": 50.0, "after": 30.0}
     assert ft.time_left("data", 30, plan) == pytest.approx(70 + 20 + 300 + 50 + 30)
-    assert ft.time_left("data", 500, plan) == pytest.approx(10 + 400)  # overrun: a tenth of the stage remains
+    # overrun: a tenth of the stage remains, and the stages after it go at the pace it shows so far
+    assert ft.time_left("data", 500, plan) == pytest.approx(10 + 5 * 400)
     slow = {"data": 300.0, "before": 60.0}  # this run goes at a third of the planned speed
-    assert ft.time_left("train", 10, plan, train_eta=150, finished=slow) == pytest.approx(150 + 3 * (50 + 30))
+    # training: its measured ETA; the stages after it at the pace of the run with training's expected length
+    assert ft.time_left("train", 10, plan, train_eta=150, finished=slow) == pytest.approx(
+        150 + (360 + 10 + 150) / 420 * (50 + 30))
     # the trainer's ETA after its first step is noisy: blended with the plan's rest, trusted fully from half way
-    rest = 3 * 300 - 10
-    assert ft.time_left("train", 10, plan, 150, slow, step=1, steps=8) == pytest.approx(0.25 * 150 + 0.75 * rest + 3 * 80)
-    assert ft.time_left("train", 10, plan, 150, slow, step=4, steps=8) == pytest.approx(150 + 3 * 80)
+    blended = 0.25 * 150 + 0.75 * (3 * 300 - 10)
+    assert ft.time_left("train", 10, plan, 150, slow, step=1, steps=8) == pytest.approx(
+        blended + (360 + 10 + blended) / 420 * 80)
+    assert ft.time_left("train", 10, plan, 150, slow, step=4, steps=8) == pytest.approx(150 + (360 + 160) / 420 * 80)
     assert ft.time_left("mix", 30, plan, finished={**slow, "train": 900.0}) == pytest.approx(150 - 30 + 90)
     now = time.time()
     job = SimpleNamespace(stage="train", updated_at=now, elapsed=260.0, done=8, total=16,
                           result={"plan": plan, "load": 10.0, "stage_started": now - 140, "eta_s": 150.0,
                                   "stage_seconds": {"data": 100.0, "before": 20.0}})
     share, left = ft.progress_of(job)
-    assert left == pytest.approx(150 + 50 + 30, abs=1)
+    assert left == pytest.approx(150 + (120 + 140 + 150) / 420 * (50 + 30), abs=1)  # training ahead of plan
     assert share == pytest.approx((120 + 10 + 290 * 0.5 * 0.99) / 500, abs=0.01)  # stage weights from the plan
     job.result["share"] = 0.9  # what the worker recorded last: never shown less
     assert ft.progress_of(job)[0] == 0.9
@@ -188,3 +192,32 @@ def test_a_background_runs_bar_never_goes_back_as_the_page_polls_it(lib, tmp_pat
     assert job.status == "done" and len(shares) > 10
     assert all(b >= a for a, b in zip(shares, shares[1:])), [round(s, 3) for s in shares]
     assert shares[-1] > 0.5
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, 1.5, 3.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_time_left_does_not_jump_and_ends_near_zero(factor, seed):
+    """Issue 22 (walkthrough): the time left shown must not jump. A run going `factor` times its
+    plan's length (its steps unevenly slow and fast), polled the way the page polls: on plan or
+    faster the time left only goes down (within a small tolerance for a step's noise); slower, it
+    has to grow, but smoothly as the slow stage runs on — never one leap when a stage ends (it sat
+    at 72 s while a slow first stage overran, then leapt to 105 s) — and it ends near 0."""
+    rng = random.Random(seed)
+    plan = {"data": 20.0, "before": 5.0, "train": 40.0, "mix": 15.0, "after": 10.0}
+    load = 4.0
+    steps = [36 / 16 * factor * rng.choice((0.6, 1, 1.4)) for _ in range(16)]
+    actual = {s: plan[s] * factor for s in plan}
+    actual["train"] = load + sum(steps)
+    shown, end = _simulate(actual, steps, plan, load)
+    left = [l for _, _, l in shown]
+    tolerance = 0.04 * end  # a step's noise in the trainer's ETA (steps here 0.6-1.4x): 4% of the run
+    rises = [round(b - a, 1) for a, b in zip(left, left[1:]) if b - a > tolerance]
+    assert not rises, rises
+    if factor <= 1:  # never above an earlier estimate by more than the tolerance
+        lowest, worst = left[0], 0.0
+        for value in left:
+            worst, lowest = max(worst, value - lowest), min(lowest, value)
+        assert worst <= tolerance, worst
+        # the bar and the time left agree: time spent over (time spent + time left) is about the share
+        assert all(abs(share - t / (t + l)) < 0.12 for t, share, l in shown if t > 5)
+    assert left[-1] <= 0.03 * end  # about 0 at the end

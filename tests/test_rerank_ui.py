@@ -48,7 +48,7 @@ def test_a_better_reranker_is_offered_and_then_reranks_the_kb(kb_with_rerankers)
     at = app("finetune")
     tables = [t.value for t in at.dataframe]
     assert len(tables) == 2 and list(tables[0]["重排"]) == ["关", "开"]
-    assert list(tables[0].columns) == ["问题", "重排", "R@1", "R@5", "MRR@10", "前 1000 字含答案", "p50 毫秒"]
+    assert list(tables[0].columns) == ["问题", "重排", "第1条命中", "前5条命中", "名次得分", "前1000字含答案", "通常用时"]
     assert "重排后没有更好，因此不提供。" in [w.value for w in at.warning]
     assert [b.label for b in at.button if b.label == "用它重排"] == ["用它重排"]  # only the better one
     button(at, "用它重排").click().run()

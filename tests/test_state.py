@@ -505,7 +505,7 @@ def test_library_page_checks_and_rebuilds_the_index(data_dir):
     at.run()
     assert any("已重建" in s.value for s in at.success), [e.value for e in at.error]
     next(b for b in at.button if b.label == "核对索引").click().run()
-    assert any("索引与 SQLite 一致" in s.value for s in at.success)
+    assert any("索引与数据库一致：数据库 " in s.value for s in at.success)
     assert not at.exception
 
 

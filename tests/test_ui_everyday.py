@@ -273,7 +273,9 @@ def test_progress_from_job_rows(two_docs, monkeypatch):
     monkeypatch.setattr(worker.Worker, "_next", lambda self: None)  # rows as written: the worker claims none
     at = app("library")
     text = shown(at)
-    assert "文件 3/5" in text
+    # finished 3 (one failed), one running, one waiting; searchable: the 2 indexed and the running one
+    assert ("已完成 3/5 个文件，正在处理 1 个，等待 1 个 · 已可检索 3 个文档（其中 1 个向量还在计算，暂时只能按关键词检索）"
+            " · 后台进行中，可以离开本页") in text, text
     assert "正在处理「大文件.pdf」：已可按关键词检索 · 向量 40/109，语义检索稍后可用 · 12.5 片段/秒 · 剩余约 6 秒" in text
     assert "等待中：「d.docx」" in text
     assert "「a.txt」：已索引 · 5 个片段 · 1.1 秒" in text and "「a.txt」：已索引 · 5 个片段 · 1.1 秒（" not in text
@@ -301,7 +303,10 @@ def test_vectors_progress_is_shown_apart_from_keyword_search(two_docs, monkeypat
     assert "关键词可检索 30/30" not in text
     bars = {p.proto.text: p.proto.value for p in at.get("progress")}
     assert bars.get("向量 0/30") == 0, bars
-    assert "文件 1/3 · 2 个已可按关键词检索（后台进行中，可以离开本页）" in text
+    # the walkthrough read "文件 1/3 · 2 个已可按关键词检索" as 2 of 1 done: what is done, running and
+    # waiting, and which of the searchable documents are searchable by keywords only
+    assert ("已完成 1/3 个文件，正在处理 1 个，等待 1 个 · 已可检索 2 个文档（其中 1 个向量还在计算，暂时只能按关键词检索）"
+            " · 后台进行中，可以离开本页") in text, text
     # a model-server outage left a document keyword-only: its "vectors" job shows the same way
     _job(lib, kb, "旧文档.txt", "running", "embed", 12, 30, {"rate": 3.0, "eta_s": 6.0}, kind="vectors")
     at.run()

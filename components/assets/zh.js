@@ -4,7 +4,11 @@
 // Loaded once per browser tab by components/widgets.py (st.html); a MutationObserver translates what
 // React renders later. Only fixed Streamlit strings are matched: user text is never touched.
 // Also (the one other fix of Streamlit's frontend): the uploader's file chips show the whole file name
-// (Streamlit cuts it to ~25 characters, "2023年度上...附件.txt"; the full name is in the chip's title).
+// (Streamlit cuts it to ~25 characters, "2023年度上...附件.txt"; the full name is in the chip's title),
+// with control and bidi characters as their code points, U+0007 in angle brackets, the way the document table, the
+// pickers and the citations show them (services.documents.text.display_name; a chip drew a box).
+// No less-than sign may appear in this file (write \x3c): st.html drops a script holding one that reads
+// like a tag, such as the angle-bracketed code point above.
 (function () {
   if (window.__wendaoZh) return;
   window.__wendaoZh = true;
@@ -70,6 +74,7 @@
     "Hide column": "隐藏此列",
     "Format": "格式",
     "Add files": "添加文件",
+    "add icon": "添加文件",  // the uploader's + button, read to screen readers (Streamlit names icons so)
     "Close Search": "关闭搜索",
     "Collapse sidebar": "收起侧边栏",
     "Expand sidebar": "展开侧边栏",
@@ -93,7 +98,9 @@
     "Button action menu": "按钮菜单",
     "Feedback rating": "评价",
   };
-  const PATTERNS = [
+  // Words around a name ("Remove 报告.pdf"): only in attributes, where Streamlit writes them; a text node
+  // of that shape is the user's (a file named "Remove me.txt" in the document table stays as it is).
+  const ATTRIBUTE_PATTERNS = [
     [/^Help for (.+)$/s, "$1：说明"],
     [/^Remove (.+)$/s, "移除 $1"],
     [/^Delete (.+)$/s, "删除 $1"],
@@ -102,13 +109,18 @@
     [/^Chat message from (.+)$/s, "$1 的消息"],
     [/^Upload (.+)$/s, "上传 $1"],
     [/^Page (\d+)$/s, "第 $1 页"],
-    [/^(\d+(?:\.\d+)?)\s*([KMG]B) per file(.*)$/s, "单个文件不超过 $1 $2$3"],
+    [/^Cancel upload of (.+)$/s, "取消上传 $1"],
   ];
-  function zh(value) {
+  const PATTERNS = [
+    [/^(\d+(?:\.\d+)?)\s*([KMG]B) per file(.*)$/s, "单个文件不超过 $1 $2$3"],
+    [/^File must be (.+) or smaller\.$/s, "文件不能超过 $1"],  // a chip's error (over the size limit)
+    [/^Unexpected error\. Please try again\.$/s, "出错了，请重试。"],
+  ];
+  function zh(value, attribute) {
     if (!value) return null;
     const key = value.trim();
     if (Object.prototype.hasOwnProperty.call(EXACT, key)) return value.replace(key, EXACT[key]);
-    for (const [pattern, replacement] of PATTERNS) {
+    for (const [pattern, replacement] of attribute ? ATTRIBUTE_PATTERNS.concat(PATTERNS) : PATTERNS) {
       if (pattern.test(key)) return value.replace(key, key.replace(pattern, replacement));
     }
     return null;
@@ -118,23 +130,36 @@
   function fixText(node) {
     const parent = node.parentElement;
     if (!parent || SKIP.has(parent.tagName) || parent.isContentEditable) return;
-    if (parent.closest(".wendao-passage, [data-testid='stChatMessage'] .stMarkdown")) return;
+    // documents' text and names: passages, answers, chips, the tables' cells (what screen readers read)
+    if (parent.closest(".wendao-passage, [data-testid='stChatMessage'] .stMarkdown, [data-testid='stFileChipName'], "
+                       + "[data-testid='stDataFrame'] td")) return;
     const out = zh(node.nodeValue);
     if (out !== null && out !== node.nodeValue) node.nodeValue = out;
   }
   function fixAttributes(el) {
+    // a chip's file name is the user's ("Remove me.txt" stays), only made visible (React may set it again)
+    if (el.matches && el.matches("[data-testid='stFileChipName']")) return wholeFileName(el);
     for (const name of ATTRIBUTES) {
       const value = el.getAttribute && el.getAttribute(name);
       if (value) {
-        const out = zh(value);
+        const out = zh(value, true);
         if (out !== null && out !== value) el.setAttribute(name, out);
       }
     }
   }
+  // services.documents.text.display_name: C0/C1 controls, bidi embeddings, overrides, isolates and
+  // marks, and the line/paragraph separators, as U+XXXX in angle brackets.
+  const UNSEEN = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\u2028\u2029]/g;
+  function visibleName(name) {
+    return name.replace(UNSEEN, ch => "\x3cU+" + ch.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0") + ">");
+  }
   function wholeFileName(el) {
     const full = el.getAttribute("title"), text = el.firstChild;
-    if (full && el.childNodes.length === 1 && text.nodeType === Node.TEXT_NODE && text.nodeValue !== full) {
-      text.nodeValue = full;  // the same text node React rendered: React keeps managing it
+    if (!full) return;
+    const shown = visibleName(full);
+    if (shown !== full) el.setAttribute("title", shown);  // the tooltip too (an override reversed it)
+    if (el.childNodes.length === 1 && text.nodeType === Node.TEXT_NODE && text.nodeValue !== shown) {
+      text.nodeValue = shown;  // the same text node React rendered: React keeps managing it
     }
   }
   function fixTree(root) {

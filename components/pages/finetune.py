@@ -17,6 +17,7 @@ import streamlit as st
 
 from components.job_view import estimate_line, job_panel, jobs_running, new_batch, reembed_finished, seconds_zh
 from components.safe_text import inert
+from components.words import METRIC_HELP, METRIC_ZH
 from components.state import searchable_kb, session, show_error, without_paths
 from components.widgets import PRIMARY
 from services.views import FinetuneSettings, resolve
@@ -25,7 +26,8 @@ from services.views import model_label as registry_label
 STAGE_ZH = {"data": "出题并找出容易混淆的段落", "before": "评测原模型", "train": "训练",
             "mix": "选择与原模型的混合比例", "after": "评测微调后的模型"}
 KIND_ZH = {"dense": "向量检索", "hybrid": "混合检索"}
-METRICS = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr@10": "MRR@10"}
+# the metrics in 评测's words (components.words), the technical names in the columns' help
+METRICS = {m: METRIC_ZH[m] for m in ("recall@1", "recall@5", "recall@10", "mrr@10")}
 HOW_IT_WORKS = ("技术细节：从片段生成伪查询（把含日期、金额、数量、书名的句子改写成问题，其余取一句话作查询）；"
                 "困难负例（hard negatives）取自 BM25 和当前向量索引对其他文档的第 3–30 名；"
                 "以对比学习（MultipleNegativesRankingLoss）训练；前后对比用留出查询（held-out，"
@@ -147,7 +149,8 @@ def before_after(result: dict) -> pd.DataFrame:
 
 def metric_table(result: dict) -> None:
     st.dataframe(before_after(result), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in METRICS.values()})
+                 column_config={c: st.column_config.NumberColumn(format="%.3f", help=METRIC_HELP[m])
+                                for m, c in METRICS.items()})
 
 
 def questions_caption(q: dict) -> str:
@@ -208,8 +211,8 @@ if mine:
                               disabled=switching):
             switch_to(base)
     elif card.get("better"):
-        st.success("微调后的模型在本知识库的问题集上更好（向量检索 MRR@10 提高，混合检索 MRR@10 没有下降）。"
-                   if card.get("better_on") == "questions" else "微调后的模型在检验题上更好（向量检索 MRR@10 提高）。")
+        st.success("微调后的模型在本知识库的问题集上更好（向量检索的名次得分提高，混合检索的没有下降）。"
+                   if card.get("better_on") == "questions" else "微调后的模型在检验题上更好（向量检索的名次得分提高）。")
         if st.button(f"切换到微调模型「{card['name']}」并重新向量化", type="primary", key=key("switch"),
                      disabled=switching):
             switch_to(card["path"])
@@ -228,15 +231,15 @@ for m in models:
         dense_b, dense_a = m["before"]["dense"], m["after"]["dense"]
         pairs = m.get("pairs", {})
         mine_q = m.get("questions")
-        on_questions = (f" · 问题集 {mine_q['n']} 题 MRR@10 {mine_q['before']['dense']['mrr@10']:.3f} → "
+        on_questions = (f" · 问题集 {mine_q['n']} 题名次得分 {mine_q['before']['dense']['mrr@10']:.3f} → "
                         f"{mine_q['after']['dense']['mrr@10']:.3f}") if mine_q else ""
         st.markdown(f"**{m['name']}**" + ("（使用中）" if m["path"] in in_use else ""))
         st.caption(f"基础模型：{inert(resolve(m.get('base_model', '')).name, keep_lines=False)} · "
                    f"知识库：{inert(m.get('kb', ''), keep_lines=False)} · "
                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.get('created_at', 0)))} · "
                    f"训练题 {pairs.get('train', 0)} 道 / 检验题 {pairs.get('heldout', 0)} 道 · "
-                   f"向量 R@5 {dense_b['recall@5']:.3f} → {dense_a['recall@5']:.3f} · "
-                   f"MRR@10 {dense_b['mrr@10']:.3f} → {dense_a['mrr@10']:.3f}{on_questions}")
+                   f"向量检索前5条命中 {dense_b['recall@5']:.3f} → {dense_a['recall@5']:.3f} · "
+                   f"名次得分 {dense_b['mrr@10']:.3f} → {dense_a['mrr@10']:.3f}{on_questions}")
         if st.button("删除", key=f"finetune_delete_{m['name']}", disabled=m["path"] in in_use,
                      help="正在被知识库使用的模型不能删除，请先切换到其他模型" if m["path"] in in_use else None):
             try:

@@ -16,7 +16,8 @@ from components.state import create_kb, current_kb, session, show_error, without
 from components.widgets import (PRIMARY, SHOWN_CHARS, STRATEGY_ZH, WRAP_ROW_HEIGHT, chunk_boundaries_html, chunking_form,
                                 passage_box, shown_text)
 from components.words import SPAN_HELP, span_zh
-from services.views import OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, page_label, page_ranges
+from services.views import (OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, format_size, page_label,
+                           page_ranges)
 
 STATUS_ZH = {"ready": "就绪", "indexing": "索引中", "failed": "失败"}
 MAINTENANCE_KINDS = ("rechunk", "reindex", "optimize")  # shown in one panel below the document row
@@ -31,6 +32,12 @@ def flash(slot: str) -> None:
     if message:
         st.success(message, icon=":material/check_circle:")
         st.toast(message)
+
+
+def size_base() -> int:
+    """The unit base of the uploader's file chips in this visitor's browser (Streamlit's frontend
+    counts 1 KB = 1024 B on Windows, 1000 B elsewhere): the table's sizes read as the chip's did."""
+    return 1024 if "Windows" in (st.context.headers.get("User-Agent") or "") else 1000
 
 
 def deletion_warning(kb) -> str:
@@ -159,14 +166,16 @@ if not docs:
     st.stop()
 table = pd.DataFrame([{
     "文件名": display_name(d.filename), "启用": "是" if d.enabled else "已停用", "状态": STATUS_ZH.get(d.status, d.status),
-    "片段数": d.chunk_count, "页数": str(d.pages) if page_label(1, doc=d.filename) else "—", "大小 (KB)": round(d.size / 1024, 1),
+    "片段数": d.chunk_count, "页数": str(d.pages) if page_label(1, doc=d.filename) else "—", "大小": format_size(d.size, size_base()),
     "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
     "说明": without_paths(d.error or "") or ("跳过" + page_ranges(d.skipped_pages) if d.skipped_pages else "")
     or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
 } for d in docs])
 picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                            column_config={"页数": st.column_config.TextColumn(
-                               help="PDF 的页数、PPTX 的幻灯片数、XLSX 的工作表数；其他格式没有页（—）")},
+                               help="PDF 的页数、PPTX 的幻灯片数、XLSX 的工作表数；其他格式没有页（—）"),
+                               "大小": st.column_config.TextColumn(
+                                   help=f"1 KB = {size_base()} 字节，与上传框里文件旁显示的大小一致")},
                            key=f"doc_table_{kb.id}_{len(docs)}").selection.rows
 st.caption("要删除文档：勾选表格左侧的方框（可多选），再点下方出现的「删除选中的文档」。")
 chosen_rows = [docs[i] for i in picked_rows if i < len(docs)]
@@ -180,20 +189,21 @@ if chosen_rows:
 
 if kb.info().chunks >= OPTIMIZE_FROM_CHUNKS and st.button(
         "优化索引", icon=":material/speed:", key=f"optimize_{kb.id}",
-        help="大知识库（2 万片段以上）构建 HNSW 图，向量检索约快一倍；10 万片段约需 1 分钟（在后台进行）"):
+        help="大知识库（2 万片段以上）为向量索引建立近邻图（HNSW），向量检索约快一倍；10 万片段约需 1 分钟（在后台进行）"):
     start(kb.optimize)
 
 with st.expander("索引维护（核对 / 重建）"):
-    st.caption("SQLite 中的文档与片段是唯一可信来源，BM25 与向量索引由它派生。“核对”比较两者；"
-               "“重建索引”从 SQLite 重新生成 BM25 词项和向量索引（已缓存的向量直接复用），期间旧索引照常可用。")
+    st.caption("文档和片段保存在数据库（SQLite）里，是唯一可信的来源；关键词索引（BM25）和向量索引都由它生成。"
+               "“核对”比较数据库和索引；“重建索引”从数据库重新生成关键词索引和向量索引（已算过的向量直接复用），"
+               "期间旧索引照常可用。")
     m1, m2 = st.columns(2)
     if m1.button("核对索引", icon=":material/fact_check:", width="stretch", key=f"check_{kb.id}"):
         try:
             report = kb.check()
-            counts = (f"SQLite {report['sqlite']['chunks']} 个片段 · BM25 {report['indexes']['bm25']['points']} · "
-                      f"向量 {report['indexes']['dense']['points']}")
+            counts = (f"数据库 {report['sqlite']['chunks']} 个片段 · 关键词索引 {report['indexes']['bm25']['points']} · "
+                      f"向量索引 {report['indexes']['dense']['points']}")
             if report["ok"]:
-                st.success(f"索引与 SQLite 一致：{counts}")
+                st.success(f"索引与数据库一致：{counts}")
             else:
                 st.error(f"发现不一致：{counts}。缺失 {report['indexes']['dense']['missing']} 个向量，"
                          f"孤立 {report['indexes']['dense']['orphans']} 个；请点“重建索引”。")

@@ -80,6 +80,21 @@ def format_mb(size: int) -> str:
     return f"{size / MIB:.2f}".rstrip("0").rstrip(".")
 
 
+def format_size(size: int, base: int = 1000) -> str:
+    """A file's size for people: bytes under 1 KB ("43 B"), then KB / MB / GB with one decimal
+    ("1.5 KB"). `base` 1000 is what Streamlit's uploader chips use (its frontend's file-size helper:
+    1000 everywhere but on Windows, where it uses 1024 like Explorer), so the document table shows the
+    number the chip showed for the same file."""
+    if size < base:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KB", "MB", "GB"):
+        value /= base
+        if round(value, 1) < base or unit == "GB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def check_size(size: int) -> None:
     """Refuse a file over the size limit; called with the size from the upload or from `stat`,
     before the file is read."""

@@ -269,8 +269,11 @@ def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float |
     """Seconds left in a run that has spent `stage_seconds` in `stage`: the rest of this stage (its
     estimate less the time spent, at least a tenth of it; while training, blended into the trainer's
     measured ETA as steps accumulate — fully from half way, since the first steps' ETA is noisy and
-    made the time left jump 16 s -> 72 s at step 1) plus the estimates of the stages after it — every
-    estimate scaled by this run's `pace` so far (its `finished` stages' measured seconds against the plan)."""
+    made the time left jump 16 s -> 72 s at step 1) plus the estimates of the stages after it, scaled
+    by this run's `pace` so far: its `finished` stages' measured seconds against the plan, and the
+    stage under way counted at the length now expected of it. So a stage that overruns raises the
+    estimate of the stages after it as it goes (the walkthrough saw the time left sit at 72 s while a
+    slow first stage ran on, then jump to 105 s when it ended)."""
     if stage not in STAGES:
         return float(sum(stages.values()))
     scale = pace(stages, finished)
@@ -279,6 +282,9 @@ def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float |
     if stage == "train" and train_eta is not None:
         trust = min(1.0, 2 * step / steps) if steps else 1.0
         now = trust * train_eta + (1 - trust) * now
+    if stages.get(stage):  # the pace with this stage at the length now expected of it (= scale while on plan)
+        expected = stage_seconds + now if stage == "train" and train_eta is not None else max(planned, stage_seconds)
+        scale = pace(stages, {**(finished or {}), stage: expected})
     return now + scale * float(sum(stages.get(s, 0.0) for s in STAGES[STAGES.index(stage) + 1:]))
 
 
