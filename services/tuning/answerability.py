@@ -64,8 +64,9 @@ class AnswerabilitySettings:
     max_refused: float = 0.08  # answerable questions refused at most (dev), below the 10% goal
     seed: int = 0
     combine: bool = True  # fit the combiner (question n-grams + signals + the cross-encoder; see below)
-    text_c: float = 3.0  # inverse L2 strength of the question model's logistic regression
+    text_c: float = 10.0  # inverse L2 strength of the question model's logistic regression
     min_df: int = 2  # n-grams in fewer training questions are dropped
+    signal_weight: float = 3.0  # the standardised signals are multiplied by this (less L2 shrinkage)
 
 
 @dataclass
@@ -280,6 +281,7 @@ def fit_text_model(items: list[Item], passages: list[list[str]], settings: Answe
     names, raw = _signal_matrix(items, passages, signals)
     mean, scale = raw.mean(axis=0), raw.std(axis=0)
     scale[scale == 0] = 1.0
+    scale = scale / settings.signal_weight
     X = hstack([grams, csr_matrix((raw - mean) / scale)]).tocsr()
     y = np.array([i.answerable for i in items], dtype=int)
     model = LogisticRegression(C=settings.text_c, max_iter=5000).fit(X, y)
