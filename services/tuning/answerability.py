@@ -431,8 +431,9 @@ def _measure(results: dict, prefix: str, settings: AnswerabilitySettings, thresh
         metrics[f"{prefix}{part}"] = {**refusal_metrics(r[key], answerable, threshold), "threshold": threshold}
         pick = balanced(r["items"], random.Random(settings.seed))
         index = {id(i): n for n, i in enumerate(r["items"])}
-        metrics[f"{prefix}{part}_balanced"] = refusal_metrics([r[key][index[id(i)]] for i in pick],
-                                                              [i.answerable for i in pick], threshold)
+        metrics[f"{prefix}{part}_balanced"] = {**refusal_metrics([r[key][index[id(i)]] for i in pick],
+                                                                 [i.answerable for i in pick], threshold),
+                                               "threshold": threshold}
     return metrics
 
 
