@@ -5,7 +5,7 @@ the question, trained with the reranker's training code (services.tuning.rerank_
     python -m services.tuning.answerability --data ../shared/data --out <data dir>/models/answerability
                                             [--sources cail2019_dev,cmrc2018_trial,drcd_dev] [--json]
                                             [--source-questions cail2019_dev=4000,cmrc2018_trial=150,drcd_dev=150]
-                                            [--set learning_rate=1e-4,layers=12]
+                                            [--set learning_rate=1e-4,layers=12] [--reuse FOLDER] [--no-combine]
 
 Data: folders in the shared format (docs/*.txt and questions.jsonl with answer_spans, answer_type).
 Documents are chunked as the app chunks them (default settings), and per question:
@@ -20,6 +20,13 @@ Best-matching is BM25 with the app's tokenizer. Documents are split three ways (
 (the threshold: best F1 of refusing unanswerable questions with at most `max_refused` of the
 answerable ones refused) and held-out (reported, never used for a choice). A question's score is
 its best passage's among the first `top` of its pool, as the app scores its first sources.
+
+The combiner (`settings.combine`, default; services.answers.answerability.Combiner): a logistic
+regression over the question's character n-grams and `signals` of its passages, fitted on the
+questions of the evaluated set's training documents, and a second one over its logit and the
+cross-encoder's, fitted on the dev documents (neither model saw them); the threshold is then chosen
+on the dev documents' combined scores. `--reuse FOLDER` copies a cross-encoder trained earlier and
+fits only the combiner.
 
 CAIL2019 has no licence: neither its data nor a model trained on it is committed or shipped. The
 app uses the check only where this script's output folder exists (WENDAO_ANSWERABILITY_MODEL or
