@@ -2,7 +2,7 @@
 documents, report refusal on held-out CAIL2019 judgments, alone and through the real ask path.
 
     python bench/answerability.py [--cail 1600 --cmrc 400 --drcd 400] [--set layers=6,max_length=192]
-                                  [--tag T] [--e2e 300] [--threads 2]
+                                  [--tag T] [--e2e 300] [--threads 2] [--reuse FOLDER] [--no-combine]
 
 1. Data and split (services.tuning.answerability, the code `python -m services.tuning.answerability`
    runs): every question set's documents are split by a seeded shuffle into train (65%), dev (15%)
@@ -13,8 +13,15 @@ documents, report refusal on held-out CAIL2019 judgments, alone and through the 
    another document's best BM25 passage (`--cmrc`, `--drcd`).
 2. Training: services.tuning.rerank_training.train_cross_encoder from the bundled multilingual-e5-small
    (1 epoch; `--set` overrides RerankSettings, default layers=6, max_length=192 to fit ~25 min on 2 cores).
-3. Threshold: the best F1 of refusing unanswerable questions on the CAIL dev documents with at most 8%
-   of their answerable questions refused (a margin under the 10% goal).
+3. The combiner (default; `--no-combine`: the cross-encoder alone): a logistic regression over the
+   question's character n-grams and cheap text signals of its passages
+   (services.answers.answerability.signals), fitted on the CAIL training documents' questions, and
+   its logit combined with the cross-encoder's by a second logistic regression fitted on the dev
+   documents (neither model saw them). `--reuse FOLDER` copies a cross-encoder trained earlier
+   instead of training one (the combiner is fitted anew).
+   Threshold: the best balanced F1 (answerable and unanswerable weighted alike) of refusing
+   unanswerable questions on the CAIL dev documents with at most 8% of their answerable questions
+   refused (a margin under the 10% goal).
 4. Held-out report: precision / recall / F1 of refusing the unanswerable questions and the share of
    answerable ones refused — all held-out questions, and balanced (as many answerable as unanswerable,
    as issue 21 counts 16 + 16). Scored as the model card says (its document's first `top` BM25 passages).
@@ -50,12 +57,17 @@ def train_or_reuse(args, settings) -> tuple[Path, dict]:
 
     changed = "".join(f"-{k}{v}" for k, v in sorted(args.settings.items()))
     name = f"check-c{args.cail}-m{args.cmrc}-d{args.drcd}{changed}{args.tag}"
+    if args.reuse:
+        name = f"{Path(args.reuse).name}-combined{args.tag}"
+    elif not args.no_combine:
+        name += "-combined"
     out = BENCH / "models" / name
     card_file = out / "wendao_card.json"
     if card_file.is_file():
         print(f"reusing {out}", file=sys.stderr)
         return out, json.loads(card_file.read_text(encoding="utf-8"))
-    card = train_check(DATA, out, settings, log=lambda s: print(s, file=sys.stderr, flush=True))
+    card = train_check(DATA, out, settings, log=lambda s: print(s, file=sys.stderr, flush=True),
+                       reuse=Path(args.reuse) if args.reuse else None)
     return out, card
 
 
@@ -131,6 +143,8 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     parser.add_argument("--e2e", type=int, default=400, help="held-out questions asked end to end (balanced; 0: none)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse", default="", help="a check folder trained earlier: its cross-encoder, a new combiner")
+    parser.add_argument("--no-combine", action="store_true", help="the cross-encoder alone (no combiner)")
     args = parser.parse_args()
     args.settings = {k: json.loads(v) for k, v in (item.split("=") for item in args.set.split(",") if item)}
     import torch
@@ -143,15 +157,19 @@ def main() -> None:
 
     settings = AnswerabilitySettings(
         training=replace(RerankSettings(batch_size=16), **args.settings),
-        source_questions={"cail2019_dev": args.cail, "cmrc2018_trial": args.cmrc, "drcd_dev": args.drcd})
+        source_questions={"cail2019_dev": args.cail, "cmrc2018_trial": args.cmrc, "drcd_dev": args.drcd},
+        combine=not args.no_combine)
     t = time.perf_counter()
     model, card = train_or_reuse(args, settings)
     print(f"model {model}: {card['examples']} examples, trained in {card['train_seconds']} s, "
           f"whole run {card['seconds']} s, threshold {card['threshold']:.4f} (chosen on CAIL dev documents)")
+    if card.get("combination"):
+        print(f"combination: {card['combination']}")
     rows = [{"part": part, **{k: m[k] for k in ("answerable", "unanswerable", "precision", "recall", "f1",
-                                                 "answerable_refused")}}
+                                                 "answerable_refused")}, "threshold": m.get("threshold", card["threshold"])}
             for part, m in card["metrics"].items()]
-    print("\ncheck alone (question + its judgment's first passages), refusing below the threshold")
+    print("\ncheck alone (question + its judgment's first passages), refusing below the threshold "
+          "(check_*: the cross-encoder without the combiner, its own threshold)")
     print(table(rows))
     if args.e2e:
         corpus, splits = heldout_items(settings)

@@ -83,6 +83,70 @@ def test_sets_without_unanswerable_questions_pair_them_with_other_documents(tmp_
             assert owner != question_doc
 
 
+def test_threshold_weighs_answerable_and_unanswerable_questions_alike():
+    # 4 unanswerable and 100 answerable questions. Refusing below 0.8 refuses 3 of 4 unanswerable and 10 of 100
+    # answerable ones: F1 counted on all questions 0.35 (10 answerable refused weigh against 3), with the rates
+    # (as issue 21 counts: as many of each) 0.81. F1 on all questions would refuse the 0.1 one only (0.4).
+    scores = [0.1, 0.5, 0.5, 0.9] + [0.2] + [0.4] * 9 + [0.8] * 90
+    answerable = [False] * 4 + [True] * 100
+    t = choose_threshold(scores, answerable, max_refused=0.1)
+    m = refusal_metrics(scores, answerable, t)
+    assert m["recall"] == 0.75 and m["answerable_refused"] == 0.1
+
+
+def test_signals_say_whether_a_clause_holds_the_asked_for_value():
+    from services.answers.answerability import signals
+
+    question = "被告人王某于何时被抓获？"
+    stated = signals(question, ["被告人王某于2015年3月盗窃手机一部，于2015年4月2日被公安机关抓获。"])
+    absent = signals(question, ["被告人王某盗窃手机一部，价值人民币2000元，后被公安机关抓获。"])
+    assert stated["kind_date"] == 1.0 and stated["typed_absent"] == 0.0 and stated["typed_clause"] > 0.5
+    assert absent["typed_absent"] == 1.0 and absent["typed_clause"] == 0.0
+    other = signals("张三是谁？", ["被告人王某盗窃手机一部。"])
+    assert other["kind_person"] == 1.0 and other["names_missing"] >= 1.0 and other["pool"] < 0.5
+
+
+def test_the_combiner_refuses_what_the_question_model_knows_is_never_stated(tmp_path, monkeypatch):
+    """A check with a combiner: the same passages and cross-encoder score, but a question of the kind
+    the judgment never states (判决结果) scores below the threshold, another above it."""
+    from services.answers.answerability import COMBINER, Combiner, answerability, load_check
+
+    folder = tiny_cross_encoder(tmp_path / "check")
+    grams = {"判决": [1.0, -8.0], "结果": [1.0, -8.0], "金额": [1.0, 4.0], "多少": [1.0, 4.0]}
+    combiner = Combiner(grams, {"typed_absent": [0.5, 0.5, -0.5]}, 0.5, 1.0, 0.0, 0.0)
+    (folder / COMBINER).write_text(json.dumps(combiner.to_json(), ensure_ascii=False), encoding="utf-8")
+    (folder / "wendao_card.json").write_text(json.dumps({"kind": "answerability", "threshold": 0.5,
+                                                         "combiner": COMBINER}), encoding="utf-8")
+    check_module._CHECKS.clear()
+    monkeypatch.setenv("WENDAO_ANSWERABILITY_MODEL", str(folder))
+    check = load_check()
+    assert check is not None and check.combiner is not None
+    passages = [JUDGMENTS["j2.txt"]]
+    asked = answerability("被告人王某盗窃的金额是多少？", passages, check)
+    never = answerability("被告人王某的判决结果是什么？", passages, check)
+    assert asked > 0.5 > never
+    from services.answers.refusal import should_refuse
+
+    assert should_refuse({"sentence": 1.0, "pool": 1.0, "answerability": never, "answerability_threshold": 0.5})
+    assert not should_refuse({"sentence": 1.0, "pool": 1.0, "answerability": asked, "answerability_threshold": 0.5})
+    check_module._CHECKS.clear()
+
+
+def test_a_check_without_a_combiner_scores_as_before(tmp_path, monkeypatch):
+    from services.answers.answerability import answerability, load_check
+    from services.search.rerank import load_reranker
+
+    folder = tiny_cross_encoder(tmp_path / "check")
+    (folder / "wendao_card.json").write_text(json.dumps({"kind": "answerability", "threshold": 0.5}), encoding="utf-8")
+    check_module._CHECKS.clear()
+    monkeypatch.setenv("WENDAO_ANSWERABILITY_MODEL", str(folder))
+    check = load_check()
+    assert check.combiner is None
+    passages = list(JUDGMENTS.values())
+    assert answerability("金额是多少？", passages, check) == max(load_reranker(check.path).score("金额是多少？", passages[:3]))
+    check_module._CHECKS.clear()
+
+
 def test_threshold_is_the_best_f1_within_the_refusal_budget():
     scores = [0.9, 0.8, 0.7, 0.2, 0.3, 0.6, 0.1]
     answerable = [True, True, True, False, False, True, False]
@@ -104,6 +168,23 @@ def test_training_writes_a_model_folder_with_its_threshold(tmp_path):
     assert saved["threshold"] == card["threshold"] and saved["kind"] == "answerability"
     assert {"dev", "heldout", "dev_balanced", "heldout_balanced"} <= set(saved["metrics"])
     assert "CAIL2019" in saved["note"]  # says it must not be redistributed
+    # the combiner: question model on the training documents, the combination on the dev ones
+    assert saved["combiner"] == "combiner.json" and (tmp_path / "check" / "combiner.json").is_file()
+    assert {"check_dev", "check_heldout"} <= set(saved["metrics"])
+    check_module._CHECKS.clear()
+    import os
+
+    os.environ["WENDAO_ANSWERABILITY_MODEL"] = str(tmp_path / "check")
+    try:
+        check = check_module.load_check()
+        assert check.combiner is not None and check.combiner.grams
+        assert 0.0 <= check_module.answerability("金额是多少？", list(JUDGMENTS.values()), check) <= 1.0
+    finally:
+        del os.environ["WENDAO_ANSWERABILITY_MODEL"]
+        check_module._CHECKS.clear()
+    # a second run copies the cross-encoder instead of training one
+    again = train_check(root, tmp_path / "again", settings, reuse=tmp_path / "check")
+    assert again["cross_encoder_from"] == str(tmp_path / "check") and (tmp_path / "again" / "combiner.json").is_file()
 
 
 @pytest.fixture

@@ -7,20 +7,155 @@ The check is used only where its model folder exists: `WENDAO_ANSWERABILITY_MODE
 public question sets (services/tuning/answerability.py; the README says which data and why none of
 it ships): a normal sentence-transformers CrossEncoder folder whose `wendao_card.json` holds the
 threshold chosen by measurement. It runs in every retrieval mode and needs no LLM and no network.
+
+Where the folder also holds `combiner.json` (trained with it), the cross-encoder's score is one input
+of a small calibrated model: a logistic regression over the question's character n-grams (what it
+asks: CAIL's unanswerable questions follow recognisable patterns — 判决结果, 是否认罪, 有无前科 — that
+the judgment's facts section never states), cheap text signals of the passages (is a clause with the
+asked-for value type there, are the question's names and terms there: `signals`) and the
+cross-encoder's logit. A few milliseconds on top of the cross-encoder call.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 FOLDER = "answerability"
 CARD = "wendao_card.json"
+COMBINER = "combiner.json"
 TOP = 3  # passages read per question (the answer's first sources)
+KINDS = ("date", "title", "country", "place", "person", "amount", "number", "reason")  # extractive.answer_type
+GRAMS = (1, 2, 3)  # character n-grams of the question
+_TRAILING = re.compile(r"[?？。.!！\s]+$")
+
+
+def question_text(question: str) -> str:
+    """The question as its n-grams are taken: folded (NFKC, lower-case, simplified), without its final
+    punctuation (a half-width ? or a full-width ？ says nothing about the question)."""
+    from services.documents.tokenizer import comparable
+
+    return _TRAILING.sub("", comparable(question).strip())
+
+
+def question_grams(question: str) -> Counter:
+    """Counts of the question's character n-grams (GRAMS)."""
+    t = question_text(question)
+    return Counter(t[i:i + n] for n in GRAMS for i in range(len(t) - n + 1))
+
+
+def signals(question: str, passages: list[str]) -> dict[str, float]:
+    """Cheap text signals of whether the passages hold what the question asks for: its answer type
+    (extractive.answer_type; yes/no), the coverage of its key terms by the best sentence and by all
+    passages, its names and terms missing from them, and whether a clause holds a value of the asked
+    type (a date for 何时, an amount for 多少钱, a name for 谁) and how well its sentence covers the
+    question — the judgment states 身份 / 年龄 / 判决结果 or it does not."""
+    from services.answers import extractive as X
+    from services.answers.refusal import best_sentence_coverage, coverage, key_terms
+    from services.documents.text import split_sentences
+    from services.documents.tokenizer import comparable, query_terms
+
+    terms = key_terms(question) or query_terms(question)
+    kind = X.answer_type(question)
+    yesno = X.asks_yes_no(question)
+    text = comparable("\n".join(passages))
+    out = {f"kind_{k}": float(kind == k) for k in KINDS}
+    out["kind_none"] = float(kind is None and not yesno)
+    out["yesno"] = float(yesno)
+    out["sentence"] = max((best_sentence_coverage(terms, p) for p in passages), default=0.0)
+    out["pool"] = coverage(terms, text)
+    missing = [t for t in terms if t not in text]
+    out["missing"] = float(len(missing))
+    out["missing_long"] = float(sum(len(t) >= 2 for t in missing))
+    out["names_held"] = float(X.names_held(question, text))
+    names = X.question_names(question)
+    out["names"] = float(len(names))
+    out["names_missing"] = float(sum(n not in text for n in names))
+    typed = kind in X.TYPED or kind == "reason"
+    best_typed, n_typed = 0.0, 0
+    for p in passages:
+        for a, b in split_sentences(p):
+            cov = coverage(terms, p[a:b])
+            for x, y in (X.clause_spans(p, a, b) if typed else []):
+                if X.has_type(kind, p[x:y]):
+                    n_typed += 1
+                    best_typed = max(best_typed, 0.5 * cov + 0.5 * coverage(terms, p[x:y]))
+    out["typed_clause"] = best_typed
+    out["typed_count"] = math.log1p(n_typed)
+    out["typed_absent"] = float(typed and n_typed == 0)
+    # what a question copied from the text shares with it: its bigrams and trigrams found in the passages
+    # and in their best sentence, its longest run found (answerable questions are mostly written by
+    # rephrasing the sentence that answers them; the never-stated ones around it)
+    q = question_text(question)
+    for n in (2, 3):
+        grams = {q[i:i + n] for i in range(len(q) - n + 1)}
+        out[f"gram{n}_pool"] = sum(g in text for g in grams) / max(1, len(grams))
+        sentences = [comparable(p[a:b]) for p in passages for a, b in split_sentences(p)]
+        out[f"gram{n}_sentence"] = max((sum(g in s for g in grams) / max(1, len(grams)) for s in sentences), default=0.0)
+    out["longest"] = _longest_found(q, text) / max(1, len(q))
+    verbs = X.asked_verbs(question) if yesno else []
+    out["verbs_missing"] = sum(v not in text for v in verbs) / max(1, len(verbs))
+    out["q_len"] = math.log1p(len(question_text(question)))
+    out["p_len"] = math.log1p(len(text))
+    out["terms"] = math.log1p(len(terms))
+    return out
+
+
+def _longest_found(q: str, text: str) -> int:
+    """Length of the longest substring of `q` that occurs in `text`."""
+    best = 0
+    for i in range(len(q)):
+        n = best + 1
+        while i + n <= len(q) and q[i:i + n] in text:
+            best = n
+            n += 1
+    return best
+
+
+def logit(p: float) -> float:
+    p = min(1 - 1e-6, max(1e-6, p))
+    return math.log(p / (1 - p))
+
+
+@dataclass
+class Combiner:
+    """The calibrated model over the cross-encoder's score, the question's n-grams and `signals`
+    (services.tuning.answerability fits it). `text` is a logistic regression over the question's
+    TF-IDF n-grams (sublinear tf, l2-normed: {gram: [idf, weight]}) and the standardised signals
+    ({name: [mean, scale, weight]}); the combined logit is a * text + b * logit(check) + c."""
+    grams: dict[str, list[float]]
+    signals: dict[str, list[float]]
+    text_intercept: float
+    a: float
+    b: float
+    c: float
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Combiner":
+        return cls(d["grams"], d["signals"], float(d["text_intercept"]), float(d["a"]), float(d["b"]), float(d["c"]))
+
+    def to_json(self) -> dict:
+        return {"grams": self.grams, "signals": self.signals, "text_intercept": self.text_intercept,
+                "a": self.a, "b": self.b, "c": self.c}
+
+    def text_logit(self, question: str, passages: list[str]) -> float:
+        """The question-and-signals model's logit (higher: answerable)."""
+        weighted = {g: (1 + math.log(n)) * self.grams[g][0] for g, n in question_grams(question).items() if g in self.grams}
+        norm = math.sqrt(sum(v * v for v in weighted.values())) or 1.0
+        z = self.text_intercept + sum(v / norm * self.grams[g][1] for g, v in weighted.items())
+        found = signals(question, passages)
+        return z + sum((found.get(k, 0.0) - mean) / scale * w for k, (mean, scale, w) in self.signals.items())
+
+    def probability(self, question: str, passages: list[str], check_score: float) -> float:
+        z = self.a * self.text_logit(question, passages) + self.b * logit(check_score) + self.c
+        return 1 / (1 + math.exp(-max(-60.0, min(60.0, z))))
 
 
 @dataclass
@@ -28,6 +163,7 @@ class Check:
     path: str
     threshold: float
     top: int = TOP
+    combiner: Combiner | None = field(default=None, repr=False)
 
 
 def check_folder() -> Path | None:
@@ -53,7 +189,10 @@ def load_check() -> Check | None:
         if key not in _CHECKS:
             try:
                 card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-                _CHECKS[key] = Check(key, float(card["threshold"]), int(card.get("top", TOP)))
+                combiner = None
+                if card.get("combiner"):
+                    combiner = Combiner.from_json(json.loads((folder / card["combiner"]).read_text(encoding="utf-8")))
+                _CHECKS[key] = Check(key, float(card["threshold"]), int(card.get("top", TOP)), combiner)
             except (OSError, ValueError, KeyError, TypeError):
                 log.warning("unreadable answerability card in %s", folder)
                 _CHECKS[key] = None
@@ -61,8 +200,9 @@ def load_check() -> Check | None:
 
 
 def answerability(query: str, passages: list[str], check: Check | None = None) -> float | None:
-    """Probability that one of the first passages answers `query` (the best one's), or None when no
-    check is installed or its model cannot be loaded (refusal then uses its other signals)."""
+    """Probability that the first passages answer `query` — the cross-encoder's best score, or, where
+    the check has a combiner, the combiner's probability from it — or None when no check is installed
+    or its model cannot be loaded (refusal then uses its other signals)."""
     from services import errors
     from services.search.rerank import load_reranker
 
@@ -74,4 +214,6 @@ def answerability(query: str, passages: list[str], check: Check | None = None) -
     except errors.WendaoError as exc:
         log.warning("answerability check unavailable: %s", exc.message_zh)
         return None
+    if check.combiner is not None:
+        return check.combiner.probability(query, passages[:check.top], max(scores))
     return max(scores)

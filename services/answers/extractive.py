@@ -127,6 +127,11 @@ def answer_type(question: str) -> str | None:
     return None
 
 
+def asks_yes_no(question: str) -> bool:
+    """Whether a question asks yes or no (…了吗, 是否…, 有没有…, 能否…)."""
+    return bool(_YES_NO_Q.search(question))
+
+
 def asked_verbs(question: str) -> list[str]:
     """For a yes/no question (…了吗, 是否…, 有没有…), the verbs it asks about, folded (再婚 of
     原告曹0后来再婚了吗？, 支付 of 张x1有没有支付抚养费？); [] for any other question."""

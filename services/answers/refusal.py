@@ -54,6 +54,11 @@ def _coverage(terms: list[str], text: str) -> float:
     return sum(len(t) for t in terms if t in haystack) / total
 
 
+def coverage(terms: list[str], text: str) -> float:
+    """Share of `terms` (weighted by length) found in text."""
+    return _coverage(terms, text)
+
+
 def term_coverage(query: str, text: str) -> float:
     """Share of the query's key terms (weighted by length) found in text."""
     return _coverage(key_terms(query), text)

@@ -5,7 +5,7 @@ the question, trained with the reranker's training code (services.tuning.rerank_
     python -m services.tuning.answerability --data ../shared/data --out <data dir>/models/answerability
                                             [--sources cail2019_dev,cmrc2018_trial,drcd_dev] [--json]
                                             [--source-questions cail2019_dev=4000,cmrc2018_trial=150,drcd_dev=150]
-                                            [--set learning_rate=1e-4,layers=12]
+                                            [--set learning_rate=1e-4,layers=12] [--reuse FOLDER] [--no-combine]
 
 Data: folders in the shared format (docs/*.txt and questions.jsonl with answer_spans, answer_type).
 Documents are chunked as the app chunks them (default settings), and per question:
@@ -20,6 +20,13 @@ Best-matching is BM25 with the app's tokenizer. Documents are split three ways (
 (the threshold: best F1 of refusing unanswerable questions with at most `max_refused` of the
 answerable ones refused) and held-out (reported, never used for a choice). A question's score is
 its best passage's among the first `top` of its pool, as the app scores its first sources.
+
+The combiner (`settings.combine`, default; services.answers.answerability.Combiner): a logistic
+regression over the question's character n-grams and `signals` of its passages, fitted on the
+questions of the evaluated set's training documents, and a second one over its logit and the
+cross-encoder's, fitted on the dev documents (neither model saw them); the threshold is then chosen
+on the dev documents' combined scores. `--reuse FOLDER` copies a cross-encoder trained earlier and
+fits only the combiner.
 
 CAIL2019 has no licence: neither its data nor a model trained on it is committed or shipped. The
 app uses the check only where this script's output folder exists (WENDAO_ANSWERABILITY_MODEL or
@@ -42,6 +49,8 @@ from typing import Callable
 from services.tuning.rerank_training import Example, RerankSettings, bundled_base, train_cross_encoder
 
 KIND = "answerability"
+CARD_NAME = "wendao_card.json"  # services.answers.answerability.CARD
+COMBINER_NAME = "combiner.json"  # services.answers.answerability.COMBINER
 TRAINING = RerankSettings(batch_size=16, max_length=192, layers=6)
 CAIL_LIKE = "unanswerable"  # a set with real unanswerable questions (answer_type)
 
@@ -61,6 +70,10 @@ class AnswerabilitySettings:
     top: int = 3  # passages scored per question
     max_refused: float = 0.08  # answerable questions refused at most (dev), below the 10% goal
     seed: int = 0
+    combine: bool = True  # fit the combiner (question n-grams + signals + the cross-encoder; see below)
+    text_c: float = 10.0  # inverse L2 strength of the question model's logistic regression
+    min_df: int = 2  # n-grams in fewer training questions are dropped
+    signal_weight: float = 3.0  # the standardised signals are multiplied by this (less L2 shrinkage)
 
 
 @dataclass
@@ -229,13 +242,16 @@ def refusal_metrics(scores: list[float], answerable: list[bool], threshold: floa
 
 
 def choose_threshold(scores: list[float], answerable: list[bool], max_refused: float) -> float:
-    """The threshold with the best F1 among those refusing at most `max_refused` of the answerable."""
+    """The threshold with the best balanced F1 (answerable and unanswerable questions weighted alike, as
+    issue 21 counts them: 2·r / (1 + r + f) for the rates r of unanswerable and f of answerable
+    questions refused) among those refusing at most `max_refused` of the answerable."""
     candidates = sorted(set(round(s, 4) for s in scores)) + [1.01]
     best, best_f1 = 0.0, -1.0
     for t in candidates:
         m = refusal_metrics(scores, answerable, t)
-        if m["answerable_refused"] <= max_refused and m["f1"] > best_f1:
-            best, best_f1 = t, m["f1"]
+        f1 = 2 * m["recall"] / (1 + m["recall"] + m["answerable_refused"])
+        if m["answerable_refused"] <= max_refused and f1 > best_f1:
+            best, best_f1 = t, f1
     return best
 
 
@@ -246,62 +262,186 @@ def balanced(items: list[Item], rng: random.Random) -> list[Item]:
     return unanswerable + rng.sample(answerable, min(len(answerable), len(unanswerable)))
 
 
+def pools(corpus: Corpus, items: list[Item], top: int) -> list[list[str]]:
+    """Each question's first `top` passages of its document (BM25 order), as the check reads them."""
+    return [[corpus.passages[i].text for i in corpus.best(item.question, corpus.by_doc.get(item.doc, []), top)]
+            for item in items]
+
+
+def fit_text_model(items: list[Item], passages: list[list[str]], settings: AnswerabilitySettings) -> dict:
+    """The combiner's question model: a logistic regression (answerable = 1) over the questions' TF-IDF
+    character n-grams and their standardised `signals`, fitted on questions of the training documents of
+    a set with real unanswerable questions. Returns {"grams", "signals", "text_intercept"} as Combiner
+    stores them."""
+    import numpy as np
+    from scipy.sparse import csr_matrix, hstack
+    from sklearn.linear_model import LogisticRegression
+
+    from services.answers.answerability import question_grams, signals
+
+    counts = [question_grams(i.question) for i in items]
+    df = Counter(g for c in counts for g in c)
+    vocab = sorted(g for g, n in df.items() if n >= settings.min_df)
+    index = {g: n for n, g in enumerate(vocab)}
+    idf = np.array([math.log((1 + len(items)) / (1 + df[g])) + 1 for g in vocab])
+    grams = _tfidf(counts, index, idf)
+    names, raw = _signal_matrix(items, passages, signals)
+    mean, scale = raw.mean(axis=0), raw.std(axis=0)
+    scale[scale == 0] = 1.0
+    scale = scale / settings.signal_weight
+    X = hstack([grams, csr_matrix((raw - mean) / scale)]).tocsr()
+    y = np.array([i.answerable for i in items], dtype=int)
+    model = LogisticRegression(C=settings.text_c, max_iter=5000).fit(X, y)
+    w = model.coef_[0]
+    return {"grams": {g: [round(float(idf[n]), 5), round(float(w[n]), 5)] for g, n in index.items() if abs(w[n]) > 1e-4},
+            "signals": {k: [float(mean[n]), float(scale[n]), float(w[len(vocab) + n])] for n, k in enumerate(names)},
+            "text_intercept": float(model.intercept_[0])}
+
+
+def _tfidf(counts: list[Counter], index: dict[str, int], idf):
+    import numpy as np
+    from scipy.sparse import csr_matrix
+
+    rows, cols, vals = [], [], []
+    for r, c in enumerate(counts):
+        kept = [(index[g], (1 + math.log(n)) * idf[index[g]]) for g, n in c.items() if g in index]
+        norm = math.sqrt(sum(v * v for _, v in kept)) or 1.0
+        for j, v in kept:
+            rows.append(r)
+            cols.append(j)
+            vals.append(v / norm)
+    return csr_matrix((np.array(vals), (rows, cols)), shape=(len(counts), len(index)))
+
+
+def _signal_matrix(items, passages, signals):
+    import numpy as np
+
+    found = [signals(i.question, p) for i, p in zip(items, passages)]
+    names = list(found[0]) if found else []
+    return names, np.array([[f[k] for k in names] for f in found], dtype=float).reshape(len(found), len(names))
+
+
+def fit_combination(text: list[float], check: list[float], answerable: list[bool]) -> tuple[float, float, float]:
+    """(a, b, c) of the combined logit a * text + b * logit(check) + c: a logistic regression over the two
+    scores, fitted on questions neither model was trained on (the dev documents)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from services.answers.answerability import logit
+
+    X = np.array([[t, logit(c)] for t, c in zip(text, check)])
+    model = LogisticRegression(C=1.0, max_iter=2000).fit(X, np.array(answerable, dtype=int))
+    return float(model.coef_[0][0]), float(model.coef_[0][1]), float(model.intercept_[0])
+
+
 def train_check(data_root: Path, out: Path, settings: AnswerabilitySettings | None = None, base: str | None = None,
-                log: Callable[[str], None] = lambda s: None) -> dict:
-    """Build the examples, train, choose the threshold on the dev documents, measure on the held-out
-    ones, save the model folder with its card (threshold, sources, metrics). Returns the card."""
+                log: Callable[[str], None] = lambda s: None, reuse: Path | None = None) -> dict:
+    """Build the examples, train the cross-encoder (or copy the one trained earlier in `reuse`), fit
+    the combiner (`settings.combine`: the question model on the training documents, the combination on
+    the dev ones), choose the threshold on the dev documents, measure on the held-out ones, save the
+    model folder with its card (threshold, sources, metrics). Returns the card."""
+    import shutil
+
     settings = settings or AnswerabilitySettings()
     started = time.time()
     rng = random.Random(settings.seed)
     corpora = {s: Corpus(data_root / s, s) for s in dict.fromkeys((*settings.sources, settings.evaluate_on))}
     splits = {s: split_documents(c, settings) for s, c in corpora.items()}
-    examples: list[Example] = []
-    for source in settings.sources:
-        examples += training_examples(corpora[source], splits[source]["train"], settings, rng,
-                                      first_group=1 + max((e.group for e in examples), default=0))
-    rng.shuffle(examples)
-    log(f"{len(examples)} examples ({sum(e.label >= 0.5 for e in examples)} positive) from {', '.join(settings.sources)}")
     tmp = out.with_name(f".{out.name}.partial")
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
-    last = [0.0]
+    examples: list[Example] = []
+    losses: list[float] = []
+    if reuse is not None:
+        shutil.copytree(reuse, tmp)
+        (tmp / CARD_NAME).unlink(missing_ok=True)
+        (tmp / COMBINER_NAME).unlink(missing_ok=True)
+        previous = json.loads((reuse / CARD_NAME).read_text(encoding="utf-8")) if (reuse / CARD_NAME).is_file() else {}
+        log(f"cross-encoder reused from {reuse}")
+    else:
+        previous = {}
+        for source in settings.sources:
+            examples += training_examples(corpora[source], splits[source]["train"], settings, rng,
+                                          first_group=1 + max((e.group for e in examples), default=0))
+        rng.shuffle(examples)
+        log(f"{len(examples)} examples ({sum(e.label >= 0.5 for e in examples)} positive) from {', '.join(settings.sources)}")
+        last = [0.0]
 
-    def on_step(p):
-        if time.time() - last[0] > 15 or p.step == p.steps:
-            last[0] = time.time()
-            log(f"train {p.step}/{p.steps} loss {sum(p.losses[-20:]) / len(p.losses[-20:]):.3f} eta {p.eta_s or 0:.0f}s")
+        def on_step(p):
+            if time.time() - last[0] > 15 or p.step == p.steps:
+                last[0] = time.time()
+                log(f"train {p.step}/{p.steps} loss {sum(p.losses[-20:]) / len(p.losses[-20:]):.3f} eta {p.eta_s or 0:.0f}s")
 
-    progress = train_cross_encoder(base or bundled_base(), examples, tmp, settings.training, on_step)
+        losses = train_cross_encoder(base or bundled_base(), examples, tmp, settings.training, on_step).losses
     train_seconds = time.time() - started
     corpus = corpora[settings.evaluate_on]
     results = {}
     for part in ("dev", "heldout"):
         items = [i for i in corpus.items if i.doc in splits[settings.evaluate_on][part]]
-        scores = question_scores(str(tmp), corpus, items, settings.top)
-        results[part] = {"items": items, "scores": scores}
+        log(f"scoring {len(items)} {part} questions with the cross-encoder")
+        results[part] = {"items": items, "check": question_scores(str(tmp), corpus, items, settings.top)}
+        results[part]["scores"] = results[part]["check"]
+    metrics = {}
+    combiner = None
+    train_items = [i for i in corpus.items if i.doc in splits[settings.evaluate_on]["train"]]
+    if settings.combine and not all(len({i.answerable for i in part}) == 2 for part in (train_items, results["dev"]["items"])):
+        log("no combiner: the training or dev documents lack answerable or unanswerable questions")
+    elif settings.combine:
+        from services.answers.answerability import Combiner
+
+        metrics.update(_measure(results, "check_", settings,
+                                choose_threshold(results["dev"]["check"], [i.answerable for i in results["dev"]["items"]],
+                                                 settings.max_refused)))
+        log(f"question model on {len(train_items)} questions of the training documents")
+        text = fit_text_model(train_items, pools(corpus, train_items, settings.top), settings)
+        combiner = Combiner(text["grams"], text["signals"], text["text_intercept"], 1.0, 0.0, 0.0)
+        for r in results.values():
+            r["text"] = [combiner.text_logit(i.question, p) for i, p in zip(r["items"], pools(corpus, r["items"], settings.top))]
+        dev = results["dev"]
+        combiner.a, combiner.b, combiner.c = fit_combination(dev["text"], dev["check"], [i.answerable for i in dev["items"]])
+        from services.answers.answerability import logit
+
+        for r in results.values():
+            r["scores"] = [1 / (1 + math.exp(-(combiner.a * t + combiner.b * logit(c) + combiner.c)))
+                           for t, c in zip(r["text"], r["check"])]
+        log(f"combination: {combiner.a:.3f} * question model + {combiner.b:.3f} * logit(cross-encoder) + {combiner.c:.3f}")
     dev = results["dev"]
     threshold = choose_threshold(dev["scores"], [i.answerable for i in dev["items"]], settings.max_refused)
-    metrics = {}
-    for part, r in results.items():
-        answerable = [i.answerable for i in r["items"]]
-        metrics[part] = refusal_metrics(r["scores"], answerable, threshold)
-        pick = balanced(r["items"], random.Random(settings.seed))
-        index = {id(i): n for n, i in enumerate(r["items"])}
-        metrics[f"{part}_balanced"] = refusal_metrics([r["scores"][index[id(i)]] for i in pick],
-                                                      [i.answerable for i in pick], threshold)
+    metrics.update(_measure(results, "", settings, threshold))
     card = {"name": out.name, "kind": KIND, "threshold": threshold, "top": settings.top,
-            "sources": list(settings.sources), "evaluated_on": settings.evaluate_on, "examples": len(examples),
+            "sources": list(settings.sources), "evaluated_on": settings.evaluate_on,
+            "examples": len(examples) or previous.get("examples", 0),
             "settings": {**asdict(settings), "training": asdict(settings.training)}, "metrics": metrics,
-            "losses": progress.losses, "train_seconds": round(train_seconds), "seconds": round(time.time() - started),
-            "created_at": time.time(),
+            "losses": losses or previous.get("losses", []), "train_seconds": round(train_seconds),
+            "seconds": round(time.time() - started), "created_at": time.time(),
             "note": "Trained on CAIL2019 (no licence): keep private; do not redistribute." if "cail2019_dev" in settings.sources
             else "Trained on CMRC 2018 / DRCD (CC BY-SA 4.0)."}
-    (tmp / "wendao_card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+    if reuse is not None:
+        card["cross_encoder_from"] = str(reuse)
+    if combiner is not None:
+        card["combiner"] = COMBINER_NAME
+        card["combination"] = {"a": combiner.a, "b": combiner.b, "c": combiner.c, "grams": len(combiner.grams)}
+        (tmp / COMBINER_NAME).write_text(json.dumps(combiner.to_json(), ensure_ascii=False), encoding="utf-8")
+    (tmp / CARD_NAME).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     return card
+
+
+def _measure(results: dict, prefix: str, settings: AnswerabilitySettings, threshold: float) -> dict:
+    """Refusal metrics of each part's `scores` (or, with the prefix check_, the cross-encoder's alone)
+    at `threshold`, over all its questions and balanced."""
+    key = "check" if prefix else "scores"
+    metrics = {}
+    for part, r in results.items():
+        answerable = [i.answerable for i in r["items"]]
+        metrics[f"{prefix}{part}"] = {**refusal_metrics(r[key], answerable, threshold), "threshold": threshold}
+        pick = balanced(r["items"], random.Random(settings.seed))
+        index = {id(i): n for n, i in enumerate(r["items"])}
+        metrics[f"{prefix}{part}_balanced"] = {**refusal_metrics([r[key][index[id(i)]] for i in pick],
+                                                                 [i.answerable for i in pick], threshold),
+                                               "threshold": threshold}
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,17 +455,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-questions", default="", help="per-source caps, e.g. cail2019_dev=4000,drcd_dev=150")
     parser.add_argument("--set", default="", help="RerankSettings overrides, e.g. layers=6,max_length=192")
     parser.add_argument("--base", default=None, help="starting model (default: the bundled multilingual-e5-small)")
+    parser.add_argument("--reuse", default=None,
+                        help="a check folder trained earlier: copy its cross-encoder instead of training one")
+    parser.add_argument("--no-combine", action="store_true", help="the cross-encoder alone (the check before the combiner)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     overrides = {k: json.loads(v) for k, v in (item.split("=") for item in args.set.split(",") if item)}
     settings = AnswerabilitySettings(training=replace(TRAINING, **overrides),
-                                     sources=tuple(s for s in args.sources.split(",") if s), evaluate_on=args.evaluate_on)
+                                     sources=tuple(s for s in args.sources.split(",") if s), evaluate_on=args.evaluate_on,
+                                     combine=not args.no_combine)
     if args.max_questions:
         settings.max_questions = args.max_questions
         settings.source_questions = {}
     settings.source_questions.update({k: int(v) for k, v in (item.split("=") for item in args.source_questions.split(",")
                                                              if item)})
-    card = train_check(Path(args.data), Path(args.out), settings, args.base, log=lambda s: print(s, file=sys.stderr))
+    card = train_check(Path(args.data), Path(args.out), settings, args.base, log=lambda s: print(s, file=sys.stderr),
+                       reuse=Path(args.reuse) if args.reuse else None)
     if args.json:
         print(json.dumps({k: v for k, v in card.items() if k != "losses"}, ensure_ascii=False))
     else:
