@@ -68,8 +68,10 @@ def excluded_ids() -> set[str]:
     return {q.id for _, questions in sets.values() for q in questions}
 
 
-def sample(n: int):
-    """{key: (questions, kb document names)} for the extractive sets (see the module docstring)."""
+def sample(n: int, dev: bool = False):
+    """{key: (questions, kb document names)} for the extractive sets (see the module docstring).
+    `dev`: instead of the reported questions, the next `n` questions of the same documents (none of them
+    reported, none used by bench/answers.py): the sample to develop on, over the same KBs."""
     from services.tuning.evaluation import parse_questions
 
     skip = excluded_ids()
@@ -92,7 +94,7 @@ def sample(n: int):
         chosen = sorted(candidates[:asked])
         pool = [q for d in chosen for q in by_doc[d]]
         rng.shuffle(pool)
-        picked = pool[:n]
+        picked = pool[n:2 * n] if dev else pool[:n]
         others = [d for d in docs if d not in set(chosen)]
         rng.shuffle(others)
         out[key] = (picked, chosen + sorted(others[:distract]), by_doc)
@@ -445,6 +447,8 @@ def run_llm(lib, kbs, plan, args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=150)
+    p.add_argument("--dev", action="store_true", help="the development sample: other questions of the same documents "
+                                                       "(extractive set only; never the reported ones)")
     p.add_argument("--build-only", action="store_true")
     p.add_argument("--dump", help="write the extractive rows (JSONL) here, to read the misses")
     p.add_argument("--baseline", help="an older extractive.py to compare with (see old_extractive)")
@@ -462,7 +466,9 @@ def main() -> None:
         os.environ["WENDAO_READER_MODEL"] = args.reader
     from services.index.library import Library
 
-    plan = sample(args.n)
+    plan = sample(args.n, dev=args.dev)
+    if args.dev and args.sets != "extractive":
+        p.error("--dev measures the extractive set only (--sets extractive)")
     lib = Library(BENCH / "pinpoint")
     kbs = build_kbs(lib, plan)
     KBS.update(kbs)
@@ -506,7 +512,7 @@ def main() -> None:
                       "flagged": sum(r["flagged"] for r in plain) / len(plain)}]))
     if "extractive" not in sets:
         return
-    retrieved = retrieve_all(lib, kbs, plan, BENCH / f"pinpoint-retrieved-n{args.n}.json")
+    retrieved = retrieve_all(lib, kbs, plan, BENCH / f"pinpoint-retrieved{'-dev' if args.dev else ''}-n{args.n}.json")
     extractive_rows({k: (v[0][:3], v[1], v[2]) for k, v in plan.items()}, retrieved)  # warm up (jieba, the tagger)
     if args.reader:
         rows = extractive_rows(plan, retrieved, reader=False)
