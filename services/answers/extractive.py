@@ -96,12 +96,13 @@ READER_KIND = "reader"  # the kind of an answer span the reader marked for an un
 _DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月")
 _TITLE_Q = re.compile(r"哪一?[部本首篇张]|什么(?:书|作品|电影|电视剧|歌曲|歌|小说|专辑|节目|游戏|杂志|报纸|著作|剧)|书名|作品名|片名|歌名|剧名")
 _COUNTRY_Q = re.compile(r"哪一?个?国家?|何国|国籍|哪一国")
-_PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|在哪|去哪|到哪|从哪|来自哪|哪一?个?(?:城市|省份?|地方|地区|县|市|区|镇|乡|村|学校|医院|大学|州|洲|岛|国家)|"
+_PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|(?:在|去|到|从|来自)哪(?![一个种位些])|哪(?:一|些)?个?(?:城市|省份?|地方|地区|县|市|区|镇|乡|村|学校|医院|大学|州|洲|岛|国家)|"
                       r"哪一?[所座]|什么地方|地点|地址|住址|住所|什么位置|何方")
 _PERSON_Q = re.compile(r"谁|何人|哪位|哪一位|什么人|哪个人|姓名|名字叫|叫什么名字")
 _AMOUNT_Q = re.compile(r"多少钱|多少元|多少万元|金额|价款|价格|价值多少|罚金|罚款|租金|工资|多少.{0,8}[费款金钱资价]|[费款金钱资价].{0,6}多少")
 _NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家所人只台部层届倍辆套户间]|多[大长高远重久宽深]|数量|人口|面积|价格|金额|比例|百分|几成|几何")
 _REASON_Q = re.compile(r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会|何事|什么事")
+_WHAT_END = re.compile(r"为何[？?。\s]*$")  # "…中心为何?": what it is (Taiwanese usage), not why
 _YES_NO_Q = re.compile(r"[了过]吗|吗[？?！!。.\s]*$|是否|有没有|有无|是不是|能否|可否|会不会|能不能")
 _AUXILIARY = frozenset("是 有 能 会 要 需要 可以 应该 应当 能够 愿意 同意".split())
 
@@ -122,7 +123,7 @@ def answer_type(question: str) -> str | None:
         return "place"
     if _NUMBER_Q.search(q) or _AMOUNT_Q.search(q):
         return "amount" if _AMOUNT_Q.search(q) else "number"
-    if _REASON_Q.search(q):
+    if _REASON_Q.search(_WHAT_END.sub("", q)):
         return "reason"
     return None
 
