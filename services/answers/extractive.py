@@ -75,6 +75,7 @@ LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
 CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
 MIN_CLAUSE = 8  # a shorter clause joins the next one
 SHORT_QUOTE = 16  # a quote shorter than this takes its neighbouring clause, to be readable
+SPAN_BEST_BONUS = 0.2  # a value in the best unit is preferred by this much (see _locate)
 SPAN_WHOLE = 30  # a unit this short is marked whole for an untyped question
 SPAN_SIDE_WEIGHT = 0.5  # an untyped question's clause: weight of the question words beside it ...
 SPAN_NOVELTY_FLOOR = 0.3  # ... and the floor of its share of new words (see _best_clause)
@@ -93,7 +94,7 @@ TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "pl
 READER_KIND = "reader"  # the kind of an answer span the reader marked for an untyped question
 
 # --- the asked-for type ----------------------------------------------------------------------
-_DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月")
+_DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月|(?:时间|日子)[是为]?[？?。\s]*$")
 _TITLE_Q = re.compile(r"哪一?[部本首篇张]|什么(?:书|作品|电影|电视剧|歌曲|歌|小说|专辑|节目|游戏|杂志|报纸|著作|剧)|书名|作品名|片名|歌名|剧名")
 _COUNTRY_Q = re.compile(r"哪一?个?国家?|何国|国籍|哪一国")
 _PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|(?:在|去|到|从|来自)哪(?![一个种位些])|哪(?:一|些)?个?(?:城市|省份?|地方|地区|县|市|区|镇|乡|村|学校|医院|大学|州|洲|岛|国家)|"
@@ -143,18 +144,20 @@ _NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千
 _MONEY = r"(?:美元|美金|港元|港币|欧元|英镑|日元|韩元|新台币|台币|澳元|加元|越南盾|卢布|卢比|法郎|马克|比索|泰铢|里拉|元|块钱|两白银|两银子|银两)"
 _AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
 _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
-         + "|周岁|岁|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
+         + "|个小时|个钟头|个星期|个工作日|周岁|岁|年代|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
            "篇|册|集|章|度|℃|枚|颗|株|棵|头|匹|支|艘|架|列|幅|张|份|次|期|版|级|分|票|岁|孔|栋|块|批|处|粒|盒|瓶|袋|箱|桶|斤|升|毫升|码")
 # measurements in Latin or metric units, as reports write them: 191mg/100ml, 90毫克/100毫升, 2.5kg
 _MEASURE = r"(?<![A-Za-z0-9.,])[0-9]+(?:\.[0-9]+)?(?:mg|ml|kg|km|cm|mm|g|毫克|毫升)(?:[/／][0-9]*(?:ml|毫升|L|升|kg|公斤|g))?(?![A-Za-z])"
-_NUMBER = re.compile(rf"{_MEASURE}|(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
+# fractions and percentages in words: 五分之一, 百分之三十
+_FRACTION = r"[0-9零〇一二两三四五六七八九十百千]+分之[0-9零〇一二两三四五六七八九十.]+"
+_NUMBER = re.compile(rf"{_MEASURE}|{_FRACTION}|(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
 _DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
 _DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
              rf"(?:{_DAY}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?(?:{_DAY}[日号]?)?|{_DAY}日)?"
              rf"(?:(?:凌晨|上午|中午|下午|晚上|晚)?[0-9]{{1,2}}[时点](?:[0-9]{{1,2}}分?)?许?)?")
-_DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
+_DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|(?<![0-9万亿千百])[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
                    rf"[\u4e00-\u9fff]{{2,4}}时期|[上中下晚早]?[\u4e00-\u9fff]{{2}}纪(?:早期|中期|晚期|初期|末期)?|{_DATE_ONE}(?:(?:至|到|-|—|~|～|起至){_DATE_ONE})?")
 _TITLE = re.compile(r"《[^》\n]{1,40}》")
 _COUNTRIES = ("中国 美国 英国 法国 德国 日本 韩国 朝鲜 俄罗斯 苏联 意大利 西班牙 葡萄牙 荷兰 比利时 瑞士 瑞典 挪威 丹麦 芬兰 冰岛 爱尔兰 "
@@ -739,16 +742,42 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 k = next((i for i, (x, y) in enumerate(clauses) if x <= a < y), 0)
                 side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
                 distance = min((abs(h - a) for h in hits), default=60)
-                score = (scores[k] + 0.3 * side + (0.3 if p is best else 0.0) + 0.2 / (1 + distance / 10)
+                score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
                          + (0.3 if _unit_match(scorer.query, p.text[a:b]) else 0.0))
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
         _, p, a, b = best_value
+        if kind in ("person", "place"):
+            a, b = _listed(p.text, _values(kind, p, scorer.exclude), a, b, bool(_LIST_Q.search(comparable(scorer.query))))
         a, b = _trim(p.text, a, b)
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
     a, b = _best_clause(scorer, best)
     return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
+
+
+_LIST_Q = re.compile(r"哪些|哪几|有谁|都有谁|是谁们|分别|几人|几个人|成员")  # the answer may be several names
+_LIST_JOIN = re.compile(r"[、和及与跟同]|以及")
+_LIST_END = re.compile(r"等(?:人|地|国|处|地区|国家)?")
+
+
+def _listed(text: str, values: list[tuple[int, int]], a: int, b: int, several: bool) -> tuple[int, int]:
+    """The value [a, b) widened to the list it is part of — values of the same type joined by 、/和/及
+    (方某、黄某2、张某、方某1), with a closing 等(人) — when the question asks for several names (`several`:
+    哪些, 有谁) or the list closes with 等 (张某、罗某、周某等人 带来鱼叉: the answer to 谁 is all of them)."""
+    spans = sorted(values)
+    i = next((k for k, v in enumerate(spans) if v[0] <= a < v[1]), None)
+    if i is None:
+        return a, b
+    lo = hi = i
+    while hi + 1 < len(spans) and _LIST_JOIN.fullmatch(text[spans[hi][1]:spans[hi + 1][0]]):
+        hi += 1
+    while lo > 0 and _LIST_JOIN.fullmatch(text[spans[lo - 1][1]:spans[lo][0]]):
+        lo -= 1
+    m = _LIST_END.match(text, spans[hi][1])
+    if lo == hi or not (several or m):
+        return a, b
+    return spans[lo][0], m.end() if m else spans[hi][1]
 
 
 _CAUSE_NEXT = re.compile(r"^(?:因此|所以|故而|因而|于是|从而|以致|才|遂)")
