@@ -730,8 +730,13 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
     terms = [t for t in scorer.terms if len(t) >= 2] or scorer.terms
     best_value = None
     if kind in TYPED or kind == "reason":
+        # a value in the unit the question asks in (多少公里, 多少比例: 五分之一) rules out those in other units
+        in_unit = kind in ("number", "amount") and any(_unit_match(scorer.query, p.text[a:b])
+                                                       for p in picks for a, b in _values(kind, p, scorer.exclude))
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
+            if in_unit:
+                values = [(a, b) for a, b in values if _unit_match(scorer.query, p.text[a:b])]
             if not values:
                 continue
             clauses = clause_spans(p.text, 0, len(p.text), min_clause=4)
@@ -829,7 +834,7 @@ _UNIT_CUES = [(re.compile(r"多长|多远|长度|全长|距离|多宽|多深|宽
               (re.compile(r"多久|多长时间|期限|几年"), re.compile(r"(?:年|个月|天|日|小时|分钟|周|星期)$")),
               (re.compile(r"几岁|多大年纪|年龄|岁数"), re.compile(r"岁$")),
               (re.compile(r"人口|多少人|几个人|人数"), re.compile(r"(?:人|万|亿|名)$")),
-              (re.compile(r"利率|比例|百分比|税率|占比|比率|利息率"), re.compile(r"(?:%|‰|分|成)$"))]
+              (re.compile(r"利率|比例|百分比|税率|占比|比率|利息率"), re.compile(r"(?:%|‰|分|成)$|分之"))]
 
 
 def _unit_match(question: str, value: str) -> bool:
@@ -838,7 +843,11 @@ def _unit_match(question: str, value: str) -> bool:
     m = _UNIT_IN_Q.search(q)
     if m and v.endswith(m.group(1)):
         return True
-    return any(cue.search(q) and unit.search(v) for cue, unit in _UNIT_CUES)
+    # the cue nearest the question word decides (人口的多少比例: a share, not a number of people)
+    asked = re.search(r"多少|几|多[大长高远重久宽深]", q)
+    at = asked.start() if asked else 0
+    found = [(min(abs(c.start() - at) for c in cue.finditer(q)), unit) for cue, unit in _UNIT_CUES if cue.search(q)]
+    return bool(found) and bool(min(found, key=lambda f: f[0])[1].search(v))
 
 
 def _trim(text: str, a: int, b: int) -> tuple[int, int]:

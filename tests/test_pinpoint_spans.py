@@ -1,0 +1,63 @@
+"""The marked answer span of pinpointed extracts (services.answers.extractive): the asked-for type and the
+value's whole extent (issue 21, "Pinpointed extracts")."""
+from __future__ import annotations
+
+import pytest
+
+from services.answers.extractive import answer_type, pinpoint, typed_values
+from services.documents.chunking import Chunk
+from services.search.retrieval import Hit
+
+
+def make_hit(text, doc="d.txt", start=0):
+    c = Chunk(0, start, start + len(text), text, 1, 1, id=start + 1, doc_id=doc)
+    return Hit(c, doc, start, start + len(text), text, 1, 1, chunk_ids=[start + 1])
+
+
+@pytest.mark.parametrize("question,kind", [
+    ("清代时于云南所设置的迤东道在哪一个革命之后被废除？", None),  # 在哪一个革命: no place
+    ("在伯力设置黑水府是在哪个皇帝在位的期间执行？", None),
+    ("全美国第二大的学生活动中心为何？", None),  # …为何? asks what it is, not why
+    ("潘仕成逝世的时间是？", "date"),
+    ("他为何离开家乡？", "reason"), ("原告在哪里工作？", "place"), ("李x6现在在哪上学？", "place"),
+    ("黄鳍紫鱼分布在哪些地区？", "place")])
+def test_the_asked_for_type(question, kind):
+    assert answer_type(question) == kind
+
+
+@pytest.mark.parametrize("kind,text,values", [
+    ("number", "耶稣在十字架上忍受了6个小时的煎熬", ["6个小时"]),  # not 6个
+    ("number", "大多数的校园设施建成于50和60年代间", ["60年代"]),
+    ("number", "穆斯林大约占人类的五分之一，分布在许多国家", ["五分之一"]),
+    ("date", "委托被告人垫付注册资金100万元代为办理公司工商登记", []),  # 万元代为 holds no 元代
+    ("date", "在元代，蒙古人把他们纳入帝国的政治系统", ["元代"])])
+def test_values_have_their_whole_unit(kind, text, values):
+    assert [text[a:b] for a, b in typed_values(kind, text)] == values
+
+
+def test_the_value_whose_clause_asks_the_question_is_marked():
+    """An enumeration of changes in one long sentence: the clause holding the question's own words
+    (短程长话) is the answer, not the next one that only inherits them from the sentence's start."""
+    text = ("彰化市内的公用电话在日治时期为磁石式，光复后由电信局接管，1963年改为拨号式市内短程长话公用电话，"
+            "1975年改为拨号式市内长途直拨公用电话，1977年改为按钮式市内长途直拨公用电话，1990年改为卡式公用电话并开放直拨国际电话。")
+    extract = pinpoint("彰化市内的公用电话在哪一年时被改为拨号式市内短程长话公用电话？", [make_hit(text)], reader=False)
+    assert extract.span.text == "1963年"
+
+
+def test_a_fraction_answers_a_share_question():
+    text = "穆斯林的人数介于12到16亿人，大约占人类的五分之一，分布在许多不同的国家和民族群体。"
+    extract = pinpoint("穆斯林的人数占人类总人口的多少比例？", [make_hit(text)], reader=False)
+    assert extract.span.text == "五分之一"
+
+
+def test_several_names_are_marked_as_one_list():
+    """管理处成员有谁？ asks for all of them: the list, not its first name."""
+    text = ("时任村党支部书记的被告人方某担任该管理处的主任，主持公墓区的全部工作，负责公墓区的现场建设施工；"
+            "管理处成员有方某、黄某2、张某、方某1。2013年2月6日，公墓管理处主任改由村主任蔡某担任。")
+    extract = pinpoint("管理处成员有谁？", [make_hit(text)], reader=False)
+    assert extract.span.text == "方某、黄某2、张某、方某1"
+    text = "后该酒吧看场人员张某、罗某、周某等人分别拿刀和鱼叉到酒吧门口拦住被告人高某。"
+    extract = pinpoint("鱼叉是谁带来的？", [make_hit(text)], reader=False)
+    assert extract.span.text == "张某、罗某、周某等人"  # closed by 等人: they all brought it
+    text = "被告人高某在酒吧门口遇到张某，与其发生争执。"
+    assert pinpoint("被告人高某在酒吧门口遇到了谁？", [make_hit(text)], reader=False).span.text == "张某"
