@@ -61,3 +61,16 @@ def test_several_names_are_marked_as_one_list():
     assert extract.span.text == "张某、罗某、周某等人"  # closed by 等人: they all brought it
     text = "被告人高某在酒吧门口遇到张某，与其发生争执。"
     assert pinpoint("被告人高某在酒吧门口遇到了谁？", [make_hit(text)], reader=False).span.text == "张某"
+
+
+def test_a_list_question_marks_the_whole_enumeration():
+    """哪些学校: every item of the enumeration, those the place patterns miss (古亭国小) included."""
+    text = "蔡敏曾就学于台北市空军子弟学校、台北市古亭国小、台北市万华女中、台北县新店崇光女中，后赴美深造。"
+    extract = pinpoint("蔡敏就读于哪些学校？", [make_hit(text)], reader=False)
+    assert extract.span.text == "台北市空军子弟学校、台北市古亭国小、台北市万华女中、台北县新店崇光女中"
+    text = "在中国境内，分布于广东、广西、贵州、四川南部、中南半岛及云南，生长于山谷。"
+    assert pinpoint("假苹婆主要分布在哪些地方？", [make_hit(text)], reader=False).span.text == "广东、广西、贵州、四川南部、中南半岛及云南"
+
+
+def test_how_long_is_a_duration_not_a_date():
+    assert answer_type("条约的有效期是多长时间？") == "number"

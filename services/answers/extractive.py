@@ -94,7 +94,7 @@ TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "pl
 READER_KIND = "reader"  # the kind of an answer span the reader marked for an untyped question
 
 # --- the asked-for type ----------------------------------------------------------------------
-_DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月|(?:时间|日子)[是为]?[？?。\s]*$")
+_DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月|(?<![长多段])(?:时间|日子)[是为]?[？?。\s]*$")
 _TITLE_Q = re.compile(r"哪一?[部本首篇张]|什么(?:书|作品|电影|电视剧|歌曲|歌|小说|专辑|节目|游戏|杂志|报纸|著作|剧)|书名|作品名|片名|歌名|剧名")
 _COUNTRY_Q = re.compile(r"哪一?个?国家?|何国|国籍|哪一国")
 _PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|(?:在|去|到|从|来自)哪(?![一个种位些])|哪(?:一|些)?个?(?:城市|省份?|地方|地区|县|市|区|镇|乡|村|学校|医院|大学|州|洲|岛|国家)|"
@@ -763,6 +763,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
 
 _LIST_Q = re.compile(r"哪些|哪几|有谁|都有谁|是谁们|分别|几人|几个人|成员")  # the answer may be several names
 _LIST_JOIN = re.compile(r"[、和及与跟同]|以及")
+_LIST_ITEM = re.compile(r"(?:、|以及|及|和|与)[^、，,。；;：:！？!?（(及和与]{1,15}?(?=、|以及|及|和|与|等|[，,。；;：:！？!?]|$)")
+_LIST_REST = re.compile(r"[^、，,。；;：:！？!?（(及和与等]{0,12}")
 _LIST_END = re.compile(r"等(?:人|地|国|处|地区|国家)?")
 
 
@@ -779,10 +781,17 @@ def _listed(text: str, values: list[tuple[int, int]], a: int, b: int, several: b
         hi += 1
     while lo > 0 and _LIST_JOIN.fullmatch(text[spans[lo - 1][1]:spans[lo][0]]):
         lo -= 1
-    m = _LIST_END.match(text, spans[hi][1])
-    if lo == hi or not (several or m):
+    end = spans[hi][1]
+    if several:  # the rest of the enumeration, items the patterns missed included (…、台北市古亭国小、台北市万华女中)
+        rest = _LIST_REST.match(text, end)
+        if rest and rest.end() > end and text.startswith(("、", "及", "和", "与", "以及"), rest.end()):
+            end = rest.end()  # the item the value is the start of (台北市 of 台北市古亭国小)
+        while (sep := _LIST_ITEM.match(text, end)) is not None:
+            end = sep.end()
+    m = _LIST_END.match(text, end)
+    if end == b and (lo == hi or not (several or m)):
         return a, b
-    return spans[lo][0], m.end() if m else spans[hi][1]
+    return spans[lo][0], m.end() if m else end
 
 
 _CAUSE_NEXT = re.compile(r"^(?:因此|所以|故而|因而|于是|从而|以致|才|遂)")
