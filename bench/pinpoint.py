@@ -25,7 +25,9 @@ Question sets (seed 21; every question bench/answers.py uses at --n 150 — its 
   - ambiguity (`ambiguity_set`): CAIL2019 questions asking for an amount, date or number that, with the names removed
     ("被告借了多少贷款？"), are asked of two or more judgments with different answers; flagged = the answer says
     "有 N 份文档给出不同答案". False flags: on 100 extractive questions that name their subject.
-Per extractive question: gold answer in the answer, gold inside the marked answer span (`answer_span`), answer length
+Per extractive question: gold answer in the answer, gold inside the marked answer span (`answer_span`), the span
+inside a longer gold answer instead (CMRC's gold answers are often whole sentences: 2009年9月27日-10月9日 inside
+"第二届比赛于2009年9月27日-10月9日举行。"; counted apart, never as in-span), the span's median length, answer length
 in characters (the quoted text; label, answer line and markers excluded), wall and CPU ms of the extractive step
 (retrieval excluded, reported beside it). Retrieval results are cached under WENDAO_BENCH_DIR
 (pinpoint-retrieved-n*.json; delete it after changing retrieval), so re-running the extractive step takes seconds.
@@ -273,6 +275,7 @@ def extractive_rows(plan, retrieved, pinpoint=None, reader=None) -> list[dict]:
                          "kind": extract.kind if extract else None, "refused": r["refused"] or not picks,
                          "gold": bool(picks) and not r["refused"] and gold_in(quoted, q.answers),
                          "in_span": bool(span) and not r["refused"] and gold_in(span, q.answers),
+                         "span_in_gold": bool(span) and not r["refused"] and gold_in(" ".join(q.answers), [span]),
                          "typed": bool(extract and extract.span and extract.span.kind),
                          "chars": len(quoted), "ms": ms, "cpu_ms": cpu_ms, "retrieval_ms": r["retrieval_ms"],
                          "ambiguous": bool(extract and extract.ambiguous), "span": span, "quote": quoted,
@@ -290,6 +293,8 @@ def extractive_table(rows: list[dict]) -> list[dict]:
         typed = [r for r in rs if r["typed"]]
         out.append({"set": name, "n": len(rs), "gold in answer": sum(r["gold"] for r in rs) / len(rs),
                     "gold in span": sum(r["in_span"] for r in rs) / len(rs),
+                    "span in gold": sum(r["span_in_gold"] and not r["in_span"] for r in rs) / len(rs),
+                    "median span chars": statistics.median(len(r["span"]) for r in rs),
                     "typed qs": len(typed),
                     "in span (typed)": sum(r["in_span"] for r in typed) / max(1, len(typed)),
                     "median chars": statistics.median(r["chars"] for r in rs),

@@ -74,3 +74,32 @@ def test_a_list_question_marks_the_whole_enumeration():
 
 def test_how_long_is_a_duration_not_a_date():
     assert answer_type("条约的有效期是多长时间？") == "number"
+
+
+@pytest.mark.parametrize("question,kind", [
+    ("奥斯陆的人口大约减少了三分之一是由于什么病变？", None),  # 人口 is no number asked for: 什么病变 is
+    ("全台湾人口第二密集的县辖市为何？", None),
+    ("该市人口有多少？", "number"), ("被告的借款金额是？", "amount"), ("以什么价格出售？", "amount")])
+def test_a_number_noun_asks_for_a_number_only_without_another_question_word(question, kind):
+    assert answer_type(question) == kind
+
+
+@pytest.mark.parametrize("kind,text,values", [
+    ("country", "按照中国大陆1978年出版《辞海·军事分册》之定义", ["中国大陆"]),
+    ("number", "民国31年3月，为适应战时需要", ["民国31年", "3月"])])
+def test_a_value_takes_its_qualifier(kind, text, values):
+    assert [text[a:b] for a, b in typed_values(kind, text)] == values
+
+
+def test_a_name_the_question_gives_is_not_its_answer_even_with_a_character_attached():
+    """征讨黄祖以及谁: 黄祖时 (黄祖 + 时) is the question's own name, 刘表 the answer."""
+    text = "191年，孙坚征荆州刘表、黄祖时战死，年仅37岁。"
+    extract = pinpoint("孙坚是在191年时征讨黄祖以及谁时所战死？", [make_hit(text)], reader=False)
+    assert extract.span.text == "刘表"
+
+
+def test_a_place_of_the_asked_kind_is_marked():
+    """哪一所大学: the university, not the founder's name nor another place."""
+    text = "国立中山大学是一所于1980年在台湾高雄市西子湾建立的国立大学，前身为1924年由孙中山创立的国立广东大学。"
+    extract = pinpoint("国立中山大学的前身为哪一所大学？", [make_hit(text)], reader=False)
+    assert extract.span.text.endswith("广东大学")

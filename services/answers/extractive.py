@@ -102,6 +102,11 @@ _PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|(?:在|去|到|从|来自)�
 _PERSON_Q = re.compile(r"谁|何人|哪位|哪一位|什么人|哪个人|姓名|名字叫|叫什么名字")
 _AMOUNT_Q = re.compile(r"多少钱|多少元|多少万元|金额|价款|价格|价值多少|罚金|罚款|租金|工资|多少.{0,8}[费款金钱资价]|[费款金钱资价].{0,6}多少")
 _NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家所人只台部层届倍辆套户间]|多[大长高远重久宽深]|数量|人口|面积|价格|金额|比例|百分|几成|几何")
+# a number question asks with 多少/几/多大; a noun alone (人口, 金额) asks for a number only when no other question
+# word asks for something else (人口减少是由于什么病变? 人口第二密集的县辖市为何?), or that word asks for the noun (什么价格)
+_COUNT_Q = re.compile(r"多少|几|多[大长高远重久宽深]")
+_OTHER_WH = re.compile(r"什么|甚么|哪|谁|何|怎")
+_WH_NOUN = re.compile(r"(?:什么|哪一?[个种]?|何种)(?:数量|人口|面积|价格|金额|比例|价款|罚金|罚款|租金|工资)")
 _REASON_Q = re.compile(r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会|何事|什么事")
 _WHAT_END = re.compile(r"为何[？?。\s]*$")  # "…中心为何?": what it is (Taiwanese usage), not why
 _YES_NO_Q = re.compile(r"[了过]吗|吗[？?！!。.\s]*$|是否|有没有|有无|是不是|能否|可否|会不会|能不能")
@@ -122,7 +127,7 @@ def answer_type(question: str) -> str | None:
         return "person"
     if _PLACE_Q.search(q):
         return "place"
-    if _NUMBER_Q.search(q) or _AMOUNT_Q.search(q):
+    if (_NUMBER_Q.search(q) or _AMOUNT_Q.search(q)) and (_COUNT_Q.search(q) or not _OTHER_WH.search(q) or _WH_NOUN.search(q)):
         return "amount" if _AMOUNT_Q.search(q) else "number"
     if _REASON_Q.search(_WHAT_END.sub("", q)):
         return "reason"
@@ -150,7 +155,7 @@ _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|
 _MEASURE = r"(?<![A-Za-z0-9.,])[0-9]+(?:\.[0-9]+)?(?:mg|ml|kg|km|cm|mm|g|毫克|毫升)(?:[/／][0-9]*(?:ml|毫升|L|升|kg|公斤|g))?(?![A-Za-z])"
 # fractions and percentages in words: 五分之一, 百分之三十
 _FRACTION = r"[0-9零〇一二两三四五六七八九十百千]+分之[0-9零〇一二两三四五六七八九十.]+"
-_NUMBER = re.compile(rf"{_MEASURE}|{_FRACTION}|(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
+_NUMBER = re.compile(rf"{_MEASURE}|{_FRACTION}|(?:约|近|逾|超过|共|达|民国|公元前?|西元前?)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
 _DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
@@ -256,7 +261,7 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
     if kind == "title":
         return [m.span() for m in _TITLE.finditer(t)]
     if kind == "country":
-        named = [m.span() for m in _COUNTRY_NAMED.finditer(t)]
+        named = [_mainland(t, *m.span()) for m in _COUNTRY_NAMED.finditer(t)]
         return sorted(named + [m.span() for m in _COUNTRY_OTHER.finditer(t)
                                if not any(a < m.end() and m.start() < b for a, b in named)])
     if kind == "reason":
@@ -272,9 +277,15 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
         word = t[w[0]:w[1]]
         return w[2] in ("ns", "nt") or bool(_PLACE_END.search(word)) and w[2] not in ("v", "vn", "d", "r", "p", "uj")
 
-    runs = [(a, b) for a, b in _whole_places(t, tags, _runs(tags, placeish)) if b - a >= 2]
+    runs = [_mainland(t, a, b) for a, b in _whole_places(t, tags, _runs(tags, placeish)) if b - a >= 2]
     anchored = [m.span(1) for m in _PLACE_AFTER.finditer(t)]
     return sorted(anchored + [r for r in runs if not any(a <= r[0] and r[1] <= b for a, b in anchored)])
+
+
+def _mainland(t: str, a: int, b: int) -> tuple[int, int]:
+    """A country or place with the part of it that follows (中国 + 大陆, 日本 + 本土): the whole region named."""
+    m = re.compile(r"大陆|本土|内地|本岛").match(t, b)
+    return (a, m.end()) if m else (a, b)
 
 
 # The whole name of a place or an institution, where jieba splits it: a name it took for a person's before
@@ -477,9 +488,18 @@ def _candidates(hits: list[Hit], max_passages: int, read_from: int | None = None
     return out, previous, following
 
 
+class _Asked(set):
+    """The values of the type a question names itself, and its folded text (`chars`)."""
+
+    chars = ""
+
+
 def _question_values(kind: str | None, question: str) -> set[str]:
-    """Values of the type the question itself names (they are not its answer)."""
-    return {comparable(question[a:b]) for a, b in typed_values(kind, question)} if kind in TYPED else set()
+    """Values of the type the question itself names (they are not its answer), with the question's folded
+    text as `chars` (a name or place made only of the question's characters restates it: 国立大学)."""
+    out = _Asked(comparable(question[a:b]) for a, b in typed_values(kind, question)) if kind in TYPED else _Asked()
+    out.chars = comparable(question)
+    return out
 
 
 # 一座, 一种: an article, not a count; 百分 (of 百分之…): not a value
@@ -491,7 +511,10 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
     out = []
     for a, b in typed_values(kind, unit.text):
         value = comparable(unit.text[a:b])
-        if value in exclude or any(value in e for e in exclude) or kind in ("number", "amount") and _ARTICLE.match(value):
+        if value in exclude or any(value in e or kind in ("person", "place") and len(e) >= 2 and e in value
+                                   and len(value) - len(e) <= 1 for e in exclude) \
+                or kind in ("number", "amount") and _ARTICLE.match(value) \
+                or kind in ("person", "place", "country") and all(ch in getattr(exclude, "chars", "") for ch in value):
             continue
         out.append((a, b))
     return out
@@ -748,7 +771,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
                 distance = min((abs(h - a) for h in hits), default=60)
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
-                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) else 0.0))
+                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0))
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
@@ -844,6 +867,16 @@ _UNIT_CUES = [(re.compile(r"多长|多远|长度|全长|距离|多宽|多深|宽
               (re.compile(r"几岁|多大年纪|年龄|岁数"), re.compile(r"岁$")),
               (re.compile(r"人口|多少人|几个人|人数"), re.compile(r"(?:人|万|亿|名)$")),
               (re.compile(r"利率|比例|百分比|税率|占比|比率|利息率"), re.compile(r"(?:%|‰|分|成)$|分之"))]
+
+
+_PLACE_NOUN_Q = re.compile(r"哪(?:一|些)?[个所座家]?(城市|省份?|县|市|区|镇|乡|村|学校|医院|大学|学院|中学|小学|公司|法院|车站|机场|港口|寺|山|河|湖|岛|州)")
+_PLACE_NOUNS = {"城市": ("市",), "省份": ("省",), "学校": ("学校", "学院", "大学", "中学", "小学", "学堂")}
+
+
+def _noun_match(question: str, value: str) -> bool:
+    """Whether a place value is of the kind the question asks for (哪一所大学 -> …大学, 哪个城市 -> …市)."""
+    m = _PLACE_NOUN_Q.search(comparable(question))
+    return bool(m) and comparable(value).endswith(_PLACE_NOUNS.get(m.group(1), (m.group(1),)))
 
 
 def _unit_match(question: str, value: str) -> bool:
