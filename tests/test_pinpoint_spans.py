@@ -103,3 +103,10 @@ def test_a_place_of_the_asked_kind_is_marked():
     text = "国立中山大学是一所于1980年在台湾高雄市西子湾建立的国立大学，前身为1924年由孙中山创立的国立广东大学。"
     extract = pinpoint("国立中山大学的前身为哪一所大学？", [make_hit(text)], reader=False)
     assert extract.span.text.endswith("广东大学")
+
+
+def test_a_fraction_answers_only_a_share_question():
+    """百分之五十 (a penalty rate) is no answer to 贷款期限是多久？: the unit holding 36个月 is."""
+    hits = [make_hit("被告未按合同期限归还贷款本金的罚息利率为合同约定的贷款执行利率基础上上浮百分之五十", "a.txt"),
+            make_hit("贷款期限36个月(2013年7月24日至2016年7月24日),以贷款借据中的约定为准;", "a.txt", start=200)]
+    assert pinpoint("被告所借贷款期限是多久？", hits, reader=False).span.text == "36个月"

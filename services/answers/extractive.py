@@ -154,6 +154,7 @@ _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|
 # measurements in Latin or metric units, as reports write them: 191mg/100ml, 90毫克/100毫升, 2.5kg
 _MEASURE = r"(?<![A-Za-z0-9.,])[0-9]+(?:\.[0-9]+)?(?:mg|ml|kg|km|cm|mm|g|毫克|毫升)(?:[/／][0-9]*(?:ml|毫升|L|升|kg|公斤|g))?(?![A-Za-z])"
 # fractions and percentages in words: 五分之一, 百分之三十
+_SHARE_Q = re.compile(r"比例|百分|几成|占|分之|比率|利率|税率|率")  # a question a fraction (五分之一) answers
 _FRACTION = r"[0-9零〇一二两三四五六七八九十百千]+分之[0-9零〇一二两三四五六七八九十.]+"
 _NUMBER = re.compile(rf"{_MEASURE}|{_FRACTION}|(?:约|近|逾|超过|共|达|民国|公元前?|西元前?)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
@@ -514,7 +515,8 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
         if value in exclude or any(value in e or kind in ("person", "place") and len(e) >= 2 and e in value
                                    and len(value) - len(e) <= 1 for e in exclude) \
                 or kind in ("number", "amount") and _ARTICLE.match(value) \
-                or kind in ("person", "place", "country") and all(ch in getattr(exclude, "chars", "") for ch in value):
+                or kind in ("person", "place", "country") and all(ch in getattr(exclude, "chars", "") for ch in value) \
+                or "分之" in value and not _SHARE_Q.search(getattr(exclude, "chars", "")):  # 百分之五十 is no 期限
             continue
         out.append((a, b))
     return out
