@@ -110,3 +110,15 @@ def test_a_fraction_answers_only_a_share_question():
     hits = [make_hit("被告未按合同期限归还贷款本金的罚息利率为合同约定的贷款执行利率基础上上浮百分之五十", "a.txt"),
             make_hit("贷款期限36个月(2013年7月24日至2016年7月24日),以贷款借据中的约定为准;", "a.txt", start=200)]
     assert pinpoint("被告所借贷款期限是多久？", hits, reader=False).span.text == "36个月"
+
+
+def test_a_number_in_the_asked_unit_chooses_the_quote():
+    """多少公分: the sentence with 24公分 is the answer, not the one with a date (12月) that shares more words."""
+    hits = [make_hit("挪威海螯虾每年的捕获量大概有60,000多公吨。在1995年12月，生物学家在一只挪威海螯虾的嘴巴上，"
+                     "找到一种新品种的生物。", "a.txt"),
+            make_hit("牠们的体长约有24公分，身体呈橙色。", "a.txt", start=300)]
+    extract = pinpoint("挪威海螯虾的体长约是多少公分？", hits, reader=False)
+    assert extract.span.text == "24公分"
+    assert "24公分" in "".join(p.text for p in extract.picks)
+    hits = [make_hit("产后出血一般在胎盘娩出时发生，子宫口开到10公分时胎儿娩出，通常出血量不超过500毫升。")]
+    assert pinpoint("生产时胎盘排出会出血，通常血量不会超过多少？", hits, reader=False).span.text.endswith("500毫升")

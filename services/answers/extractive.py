@@ -148,7 +148,7 @@ def asked_verbs(question: str) -> list[str]:
 _NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]+)"
 _MONEY = r"(?:美元|美金|港元|港币|欧元|英镑|日元|韩元|新台币|台币|澳元|加元|越南盾|卢布|卢比|法郎|马克|比索|泰铢|里拉|元|块钱|两白银|两银子|银两)"
 _AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
-_UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
+_UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|公分|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
          + "|个小时|个钟头|个星期|个工作日|周岁|岁|年代|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
            "篇|册|集|章|度|℃|枚|颗|株|棵|头|匹|支|艘|架|列|幅|张|份|次|期|版|级|分|票|岁|孔|栋|块|批|处|粒|盒|瓶|袋|箱|桶|斤|升|毫升|码")
 # measurements in Latin or metric units, as reports write them: 191mg/100ml, 90毫克/100毫升, 2.5kg
@@ -547,6 +547,11 @@ class _Scorer:
         self.covered = [{t for t in self.terms if t in text} for text in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
                       (self.kind == "reason" and bool(_reasons(c.text))) for c in self.candidates]
+        if self.kind in ("number", "amount"):  # 多少公分: a unit with a value in 公分 answers, one with 12月 does not
+            in_unit = [any(_unit_match(query, c.text[a:b]) for a, b in _values(self.kind, c, self.exclude))
+                       for c in self.candidates]
+            if any(in_unit):
+                self.typed = in_unit
         for i, (c, text) in enumerate(zip(self.candidates, lowered)):
             c.score += sum(self.weights[t] for t in self.covered[i]) / total
             before = self._before(i)
@@ -861,7 +866,8 @@ def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
 
 
 _UNIT_IN_Q = re.compile(rf"(?:多少|几)({_UNIT})")
-_UNIT_CUES = [(re.compile(r"多长|多远|长度|全长|距离|多宽|多深|宽度|深度|身高"), re.compile(r"(?:米|公里|千米|公尺|英尺|英里|海里|公分)$")),
+_UNIT_CUES = [(re.compile(r"多长(?!时间)|多远|长度|全长|体长|身长|距离|多宽|多深|宽度|深度|身高"), re.compile(r"(?:米|公里|千米|公尺|英尺|英里|海里|公分)$")),
+              (re.compile(r"血量|容量|容积|体积|排量"), re.compile(r"(?:升|毫升|ml|立方米|立方厘米|cc)$")),
               (re.compile(r"多高|海拔|高度"), re.compile(r"(?:米|公尺|英尺|公分)$")),
               (re.compile(r"多重|重量|体重"), re.compile(r"(?:吨|公斤|千克|克|磅|斤)$")),
               (re.compile(r"面积|多大"), re.compile(r"(?:平方公里|平方千米|平方米|公顷|亩|平方英里)$")),
