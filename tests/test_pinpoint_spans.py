@@ -122,3 +122,12 @@ def test_a_number_in_the_asked_unit_chooses_the_quote():
     assert "24公分" in "".join(p.text for p in extract.picks)
     hits = [make_hit("产后出血一般在胎盘娩出时发生，子宫口开到10公分时胎儿娩出，通常出血量不超过500毫升。")]
     assert pinpoint("生产时胎盘排出会出血，通常血量不会超过多少？", hits, reader=False).span.text.endswith("500毫升")
+
+
+def test_a_unit_of_the_subjects_article_answers_without_naming_it():
+    """斯氏腔吻鳕主要以什么为食？: the article's units need not repeat its subject ("几乎是以多毛类为食"); the unit
+    that only names the subject holds no answer."""
+    article = ("斯氏腔吻鳕\n斯氏腔吻鳕为辐鳍鱼纲鳕形目鼠尾鳕科的其中一种。本鱼分布于南日本太平洋侧、中国南海、台湾、菲律宾。"
+               "本鱼头部腹面光滑无鳞，眼窝极大，口小。生活在混浊的泥沙底质上，几乎是以多毛类为食，偶在胃中发现甲壳类。")
+    extract = pinpoint("斯氏腔吻鳕主要以什么为食？", [make_hit(article, "fish.txt")], reader=False)
+    assert "以多毛类为食" in extract.span.text

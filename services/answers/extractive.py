@@ -11,7 +11,11 @@ in few candidate units are the specific ones), plus character-bigram overlap wit
 prior for the passage's rank, a bonus when it holds a value of the asked-for type (`answer_type`:
 number, amount, date, title, country; less for person and place, whose patterns are looser), and a
 share of the query terms named just before it (the previous sentence, or for a clause the earlier
-clauses of its sentence: the subject is often there). Units that only restate the question are
+clauses of its sentence: the subject is often there). When the question opens with a subject its passages name
+verbatim (斯氏腔吻鳕主要以什么为食？, `_named_subject`), every unit of a passage naming it gets SUBJECT_CONTEXT of
+the subject's weight and its bigrams: an article's units need not repeat their subject ("几乎是以多毛类为食").
+For a number question asking in a unit (多少公分, 体长, 血量, 多少比例), only units holding a value in that unit
+count as holding the asked-for type. Units that only restate the question are
 discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
 Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
@@ -21,8 +25,10 @@ in one sentence, 荷兰 in the next), and a clause too short to read alone takes
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
 themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
 as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
-asked-for type whose clause holds most of the question's words (not a value the question itself names),
-or for other questions the best clause.
+asked-for type whose clause holds most of the question's words (not a value the question itself names, nor
+a name made only of its characters: 国立大学; a value in the asked unit or of the asked kind of place —
+哪一所大学 — first), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
+for other questions the best clause.
 
 Reader. Where a trained reader is installed (services.answers.reader, WENDAO_READER_MODEL or the data
 dir's models/reader) it reads the question with the first passages; when its best span scores at
@@ -522,6 +528,21 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
     return out
 
 
+SUBJECT_CONTEXT = 0.8  # the share of the subject's weight a unit of a passage naming it gets without naming it itself
+_SUBJECT_END = re.compile(r"的|是|为|主要|在|有|以|于|被|把|将|和|与|共|曾|从|自|对|由")
+
+
+def _named_subject(q: str, passages: list[str]) -> str:
+    """The subject a question opens with when its passages name it verbatim (斯氏腔吻鳕 of 斯氏腔吻鳕主要以什么为食？):
+    the opening of the question up to a particle or verb (的, 是, 主要, 在…), 3 to 12 characters, found in a passage;
+    "" if none."""
+    m = _SUBJECT_END.search(q, 2)
+    head = (q[:m.start()] if m else "").rstrip("上中里内")  # 发票上有什么: 发票, a word, not an article's subject
+    if len(head) < 3 or len(head) > 12 or _ROLE.search(head) or MASKED_NAME.search(head) or not any(head in p for p in passages):
+        return ""  # a party of a judgment (被告人罗某甲, 李某) is named all over it: no article's subject
+    return head
+
+
 class _Scorer:
     """Scores the candidate units of one question (see the module docstring)."""
 
@@ -543,6 +564,9 @@ class _Scorer:
         self.lowered = lowered
         n = len(self.candidates)
         self.weights = {t: len(t) * math.log(1 + n / (1 + sum(t in x for x in lowered))) for t in self.terms}
+        folded = [comparable(p) for p in self.passages]
+        subject = _named_subject(comparable(query), folded[:max_passages])
+        subject_terms = {t for t in self.terms if t in subject}
         total = sum(self.weights.values()) or 1.0
         self.covered = [{t for t in self.terms if t in text} for text in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
@@ -558,7 +582,12 @@ class _Scorer:
             if before:  # the subject is often named just before ("X 是…。它于 2004 年发行。", "X（…）位于…，兴建于…")
                 weight = CLAUSE_CONTEXT_WEIGHT if c.clause else CONTEXT_WEIGHT
                 c.score += weight * sum(self.weights[t] for t in set().union(*before) - self.covered[i]) / total
-            c.score += 0.3 * len(self.q_grams & _bigrams(text)) / max(1, len(self.q_grams))
+            grams = _bigrams(text)
+            if subject and subject in folded[c.n - 1] and not subject_terms <= self.covered[i]:
+                # a passage naming the subject (斯氏腔吻鳕) is about it: its units need not repeat it ("几乎是以多毛类为食")
+                c.score += SUBJECT_CONTEXT * sum(self.weights[t] for t in subject_terms - self.covered[i]) / total
+                grams = grams | _bigrams(subject)
+            c.score += 0.3 * len(self.q_grams & grams) / max(1, len(self.q_grams))
             if self.verbs and all(v in text for v in self.verbs):
                 c.score += VERB_BONUS  # a yes/no question: the clause saying whether (现已再婚), not one sharing its nouns
             if self.typed[i]:
