@@ -131,3 +131,15 @@ def test_a_unit_of_the_subjects_article_answers_without_naming_it():
                "本鱼头部腹面光滑无鳞，眼窝极大，口小。生活在混浊的泥沙底质上，几乎是以多毛类为食，偶在胃中发现甲壳类。")
     extract = pinpoint("斯氏腔吻鳕主要以什么为食？", [make_hit(article, "fish.txt")], reader=False)
     assert "以多毛类为食" in extract.span.text
+
+
+def test_rates_written_as_fen_permille_and_percent_are_compared_as_one_unit():
+    """月利率 2分 = 2% = 20‰ (the same answer), 15‰ is another: two judgments' different rates are said out loud."""
+    from services.answers.extractive import _as_rate, _same_value, _value_unit
+
+    assert _same_value(_as_rate("2分"), _as_rate("20‰")) and not _same_value(_as_rate("2分"), _as_rate("15‰"))
+    assert _value_unit(_as_rate("15‰")) == _value_unit(_as_rate("2分")) == "%"
+    hits = [make_hit("原告与被告约定借款月利率按2分计算，按月付息。", "a.txt"),
+            make_hit("原告与被告约定借款月利率为15‰，按月付息。", "b.txt")]
+    extract = pinpoint("约定月利率是多少？", hits, reader=False)
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"2分", "15‰"}

@@ -155,7 +155,7 @@ _NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千
 _MONEY = r"(?:美元|美金|港元|港币|欧元|英镑|日元|韩元|新台币|台币|澳元|加元|越南盾|卢布|卢比|法郎|马克|比索|泰铢|里拉|元|块钱|两白银|两银子|银两)"
 _AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
 _UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|公分|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
-         + "|个小时|个钟头|个星期|个工作日|周岁|岁|年代|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
+         + "|个小时|个钟头|个星期|个工作日|周岁|岁|年代|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|‰|户|间|套|辆|层|届|场|首|"
            "篇|册|集|章|度|℃|枚|颗|株|棵|头|匹|支|艘|架|列|幅|张|份|次|期|版|级|分|票|岁|孔|栋|块|批|处|粒|盒|瓶|袋|箱|桶|斤|升|毫升|码")
 # measurements in Latin or metric units, as reports write them: 191mg/100ml, 90毫克/100毫升, 2.5kg
 _MEASURE = r"(?<![A-Za-z0-9.,])[0-9]+(?:\.[0-9]+)?(?:mg|ml|kg|km|cm|mm|g|毫克|毫升)(?:[/／][0-9]*(?:ml|毫升|L|升|kg|公斤|g))?(?![A-Za-z])"
@@ -567,6 +567,7 @@ class _Scorer:
         folded = [comparable(p) for p in self.passages]
         subject = _named_subject(comparable(query), folded[:max_passages])
         subject_terms = {t for t in self.terms if t in subject}
+        self.subject_terms = subject_terms if subject else set()
         total = sum(self.weights.values()) or 1.0
         self.covered = [{t for t in self.terms if t in text} for text in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
@@ -647,6 +648,9 @@ class _Scorer:
             # "…原告曹0系…职工,收入比较稳定,现已再婚": the party the question names (or, for a yes/no
             # question, its subject) is named just before
             add(before)
+        if before is not None and self.subject_terms and not self.subject_terms <= self.covered[first] \
+                and self.subject_terms <= self.covered[before]:
+            add(before)  # "这个由荷兰人所发明的装置…" answers; the sentence before names 射击断续器
         if _CONSEQUENCE.match(best.text) and before is not None:
             add(before)
         elif (_novel_chars(self.lowered[first], self.q_grams) < 6 or len(best.text) < 12) and after is not None:
@@ -979,7 +983,10 @@ def _normal_value(value: str) -> str:
     if m:
         n = _number(m.group(1))
         if n is not None:
-            return ("%.6f" % n).rstrip("0").rstrip(".") + m.group(2)
+            unit = m.group(2)
+            if unit == "‰":  # 20‰ = 2%
+                n, unit = n / 10, "%"
+            return ("%.6f" % n).rstrip("0").rstrip(".") + unit
     return v
 
 
@@ -1145,6 +1152,7 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     if not about(best_doc):
         return []  # the chosen document is not (only) about what the question names: no disagreement to report
     out, seen_docs, values = [], {best_doc}, [span.text]
+    rate = _as_rate if _RATE_Q.search(comparable(scorer.query)) else (lambda v: v)
     for i in scorer.order(everywhere=True):
         u = c[i]
         doc = u.doc_id or u.doc
@@ -1160,9 +1168,9 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
             continue
         other = _locate(scorer, picks, u)
-        if other is None or other.kind is None or any(_same_value(other.text, v) for v in values):
+        if other is None or other.kind is None or any(_same_value(rate(other.text), rate(v)) for v in values):
             continue
-        if scorer.kind in ("amount", "number") and _value_unit(other.text) != _value_unit(span.text):
+        if scorer.kind in ("amount", "number") and _value_unit(rate(other.text)) != _value_unit(rate(span.text)):
             continue  # 15% or an account number is no other answer to 36个月 or 50000元
         values.append(other.text)
         out.append((other, picks))
@@ -1171,8 +1179,23 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     return out
 
 
+_RATE_Q = re.compile(r"利率|利息率|年息|月息|费率|税率|比率|比例|百分")
+
+
+def _as_rate(value: str) -> str:
+    """A rate as a percentage, for a rate question (月利率 2分 = 2% = 20‰, 1.5厘 = 0.15%): 分 and 厘 read as
+    percent and tenths of a percent (‰ is read as such by `_normal_value`)."""
+    v = _normal_value(value)
+    m = re.fullmatch(r"([0-9.]+)(分|厘)", v)
+    if m:
+        n = float(m.group(1)) / (1 if m.group(2) == "分" else 10)
+        return ("%.6f" % n).rstrip("0").rstrip(".") + "%"
+    return v
+
+
 def _value_unit(value: str) -> str:
-    """The unit of a number or amount written one way (元 of 5万元, mg/100ml, 个月; "" for a bare number)."""
+    """The unit of a number or amount written one way (元 of 5万元, mg/100ml, 个月; "" for a bare number;
+    "%" for a rate in % or ‰)."""
     v = _normal_value(value)
     m = re.match(r"[0-9.]+", v)
     unit = v[m.end():] if m else v
