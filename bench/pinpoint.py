@@ -1,9 +1,11 @@
 """Pinpointed answers, follow-ups and ambiguity (issue 21), measured without an LLM (optionally with one).
 
-    python bench/pinpoint.py [--n 150] [--sets extractive,followups,ambiguity] [--context-modes boost,filter]
+    python bench/pinpoint.py [--n 150] [--dev] [--sets extractive,followups,ambiguity] [--context-modes boost,filter]
                              [--baseline OLD_extractive.py] [--baseline-answer OLD_answer.py]
                              [--llm-url URL --llm-n 20] [--dump PREFIX] [--reader FOLDER]
 
+`--dev` measures the extractive set on the development sample instead (the next `--n` questions of the same
+documents, none of them reported; retrieval cached in pinpoint-retrieved-dev-n*.json): tune there, report here.
 `--reader FOLDER` (a reader trained by services.tuning.reader, which leaves out every question and document
 these sets and bench/answers.py use) measures the extractive set without and with it; without the flag the installed
 reader, if any (WENDAO_READER_MODEL / the data dir's models/reader), is used and named in the table's title.
