@@ -1,9 +1,11 @@
 """Pinpointed answers, follow-ups and ambiguity (issue 21), measured without an LLM (optionally with one).
 
-    python bench/pinpoint.py [--n 150] [--sets extractive,followups,ambiguity] [--context-modes boost,filter]
+    python bench/pinpoint.py [--n 150] [--dev] [--sets extractive,followups,ambiguity] [--context-modes boost,filter]
                              [--baseline OLD_extractive.py] [--baseline-answer OLD_answer.py]
                              [--llm-url URL --llm-n 20] [--dump PREFIX] [--reader FOLDER]
 
+`--dev` measures the extractive set on the development sample instead (the next `--n` questions of the same
+documents, none of them reported; retrieval cached in pinpoint-retrieved-dev-n*.json): tune there, report here.
 `--reader FOLDER` (a reader trained by services.tuning.reader, which leaves out every question and document
 these sets and bench/answers.py use) measures the extractive set without and with it; without the flag the installed
 reader, if any (WENDAO_READER_MODEL / the data dir's models/reader), is used and named in the table's title.
@@ -25,7 +27,9 @@ Question sets (seed 21; every question bench/answers.py uses at --n 150 — its 
   - ambiguity (`ambiguity_set`): CAIL2019 questions asking for an amount, date or number that, with the names removed
     ("被告借了多少贷款？"), are asked of two or more judgments with different answers; flagged = the answer says
     "有 N 份文档给出不同答案". False flags: on 100 extractive questions that name their subject.
-Per extractive question: gold answer in the answer, gold inside the marked answer span (`answer_span`), answer length
+Per extractive question: gold answer in the answer, gold inside the marked answer span (`answer_span`), the span
+inside a longer gold answer instead (CMRC's gold answers are often whole sentences: 2009年9月27日-10月9日 inside
+"第二届比赛于2009年9月27日-10月9日举行。"; counted apart, never as in-span), the span's median length, answer length
 in characters (the quoted text; label, answer line and markers excluded), wall and CPU ms of the extractive step
 (retrieval excluded, reported beside it). Retrieval results are cached under WENDAO_BENCH_DIR
 (pinpoint-retrieved-n*.json; delete it after changing retrieval), so re-running the extractive step takes seconds.
@@ -68,8 +72,10 @@ def excluded_ids() -> set[str]:
     return {q.id for _, questions in sets.values() for q in questions}
 
 
-def sample(n: int):
-    """{key: (questions, kb document names)} for the extractive sets (see the module docstring)."""
+def sample(n: int, dev: bool = False):
+    """{key: (questions, kb document names)} for the extractive sets (see the module docstring).
+    `dev`: instead of the reported questions, the next `n` questions of the same documents (none of them
+    reported, none used by bench/answers.py): the sample to develop on, over the same KBs."""
     from services.tuning.evaluation import parse_questions
 
     skip = excluded_ids()
@@ -92,7 +98,7 @@ def sample(n: int):
         chosen = sorted(candidates[:asked])
         pool = [q for d in chosen for q in by_doc[d]]
         rng.shuffle(pool)
-        picked = pool[:n]
+        picked = pool[n:2 * n] if dev else pool[:n]
         others = [d for d in docs if d not in set(chosen)]
         rng.shuffle(others)
         out[key] = (picked, chosen + sorted(others[:distract]), by_doc)
@@ -271,6 +277,7 @@ def extractive_rows(plan, retrieved, pinpoint=None, reader=None) -> list[dict]:
                          "kind": extract.kind if extract else None, "refused": r["refused"] or not picks,
                          "gold": bool(picks) and not r["refused"] and gold_in(quoted, q.answers),
                          "in_span": bool(span) and not r["refused"] and gold_in(span, q.answers),
+                         "span_in_gold": bool(span) and not r["refused"] and gold_in(" ".join(q.answers), [span]),
                          "typed": bool(extract and extract.span and extract.span.kind),
                          "chars": len(quoted), "ms": ms, "cpu_ms": cpu_ms, "retrieval_ms": r["retrieval_ms"],
                          "ambiguous": bool(extract and extract.ambiguous), "span": span, "quote": quoted,
@@ -288,6 +295,8 @@ def extractive_table(rows: list[dict]) -> list[dict]:
         typed = [r for r in rs if r["typed"]]
         out.append({"set": name, "n": len(rs), "gold in answer": sum(r["gold"] for r in rs) / len(rs),
                     "gold in span": sum(r["in_span"] for r in rs) / len(rs),
+                    "span in gold": sum(r["span_in_gold"] and not r["in_span"] for r in rs) / len(rs),
+                    "median span chars": statistics.median(len(r["span"]) for r in rs),
                     "typed qs": len(typed),
                     "in span (typed)": sum(r["in_span"] for r in typed) / max(1, len(typed)),
                     "median chars": statistics.median(r["chars"] for r in rs),
@@ -445,6 +454,8 @@ def run_llm(lib, kbs, plan, args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=150)
+    p.add_argument("--dev", action="store_true", help="the development sample: other questions of the same documents "
+                                                       "(extractive set only; never the reported ones)")
     p.add_argument("--build-only", action="store_true")
     p.add_argument("--dump", help="write the extractive rows (JSONL) here, to read the misses")
     p.add_argument("--baseline", help="an older extractive.py to compare with (see old_extractive)")
@@ -462,7 +473,9 @@ def main() -> None:
         os.environ["WENDAO_READER_MODEL"] = args.reader
     from services.index.library import Library
 
-    plan = sample(args.n)
+    plan = sample(args.n, dev=args.dev)
+    if args.dev and args.sets != "extractive":
+        p.error("--dev measures the extractive set only (--sets extractive)")
     lib = Library(BENCH / "pinpoint")
     kbs = build_kbs(lib, plan)
     KBS.update(kbs)
@@ -506,7 +519,7 @@ def main() -> None:
                       "flagged": sum(r["flagged"] for r in plain) / len(plain)}]))
     if "extractive" not in sets:
         return
-    retrieved = retrieve_all(lib, kbs, plan, BENCH / f"pinpoint-retrieved-n{args.n}.json")
+    retrieved = retrieve_all(lib, kbs, plan, BENCH / f"pinpoint-retrieved{'-dev' if args.dev else ''}-n{args.n}.json")
     extractive_rows({k: (v[0][:3], v[1], v[2]) for k, v in plan.items()}, retrieved)  # warm up (jieba, the tagger)
     if args.reader:
         rows = extractive_rows(plan, retrieved, reader=False)

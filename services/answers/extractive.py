@@ -11,7 +11,11 @@ in few candidate units are the specific ones), plus character-bigram overlap wit
 prior for the passage's rank, a bonus when it holds a value of the asked-for type (`answer_type`:
 number, amount, date, title, country; less for person and place, whose patterns are looser), and a
 share of the query terms named just before it (the previous sentence, or for a clause the earlier
-clauses of its sentence: the subject is often there). Units that only restate the question are
+clauses of its sentence: the subject is often there). When the question opens with a subject its passages name
+verbatim (斯氏腔吻鳕主要以什么为食？, `_named_subject`), every unit of a passage naming it gets SUBJECT_CONTEXT of
+the subject's weight and its bigrams: an article's units need not repeat their subject ("几乎是以多毛类为食").
+For a number question asking in a unit (多少公分, 体长, 血量, 多少比例), only units holding a value in that unit
+count as holding the asked-for type. Units that only restate the question are
 discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
 Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
@@ -21,8 +25,10 @@ in one sentence, 荷兰 in the next), and a clause too short to read alone takes
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
 themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
 as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
-asked-for type whose clause holds most of the question's words (not a value the question itself names),
-or for other questions the best clause.
+asked-for type whose clause holds most of the question's words (not a value the question itself names, nor
+a name made only of its characters: 国立大学; a value in the asked unit or of the asked kind of place —
+哪一所大学 — first), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
+for other questions the best clause.
 
 Reader. Where a trained reader is installed (services.answers.reader, WENDAO_READER_MODEL or the data
 dir's models/reader) it reads the question with the first passages; when its best span scores at
@@ -75,6 +81,7 @@ LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
 CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
 MIN_CLAUSE = 8  # a shorter clause joins the next one
 SHORT_QUOTE = 16  # a quote shorter than this takes its neighbouring clause, to be readable
+SPAN_BEST_BONUS = 0.2  # a value in the best unit is preferred by this much (see _locate)
 SPAN_WHOLE = 30  # a unit this short is marked whole for an untyped question
 SPAN_SIDE_WEIGHT = 0.5  # an untyped question's clause: weight of the question words beside it ...
 SPAN_NOVELTY_FLOOR = 0.3  # ... and the floor of its share of new words (see _best_clause)
@@ -93,15 +100,21 @@ TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "pl
 READER_KIND = "reader"  # the kind of an answer span the reader marked for an untyped question
 
 # --- the asked-for type ----------------------------------------------------------------------
-_DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月")
+_DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月|(?<![长多段])(?:时间|日子)[是为]?[？?。\s]*$")
 _TITLE_Q = re.compile(r"哪一?[部本首篇张]|什么(?:书|作品|电影|电视剧|歌曲|歌|小说|专辑|节目|游戏|杂志|报纸|著作|剧)|书名|作品名|片名|歌名|剧名")
 _COUNTRY_Q = re.compile(r"哪一?个?国家?|何国|国籍|哪一国")
-_PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|在哪|去哪|到哪|从哪|来自哪|哪一?个?(?:城市|省份?|地方|地区|县|市|区|镇|乡|村|学校|医院|大学|州|洲|岛|国家)|"
+_PLACE_Q = re.compile(r"哪里|哪儿|何处|何地|(?:在|去|到|从|来自)哪(?![一个种位些])|哪(?:一|些)?个?(?:城市|省份?|地方|地区|县|市|区|镇|乡|村|学校|医院|大学|州|洲|岛|国家)|"
                       r"哪一?[所座]|什么地方|地点|地址|住址|住所|什么位置|何方")
 _PERSON_Q = re.compile(r"谁|何人|哪位|哪一位|什么人|哪个人|姓名|名字叫|叫什么名字")
 _AMOUNT_Q = re.compile(r"多少钱|多少元|多少万元|金额|价款|价格|价值多少|罚金|罚款|租金|工资|多少.{0,8}[费款金钱资价]|[费款金钱资价].{0,6}多少")
 _NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家所人只台部层届倍辆套户间]|多[大长高远重久宽深]|数量|人口|面积|价格|金额|比例|百分|几成|几何")
+# a number question asks with 多少/几/多大; a noun alone (人口, 金额) asks for a number only when no other question
+# word asks for something else (人口减少是由于什么病变? 人口第二密集的县辖市为何?), or that word asks for the noun (什么价格)
+_COUNT_Q = re.compile(r"多少|几|多[大长高远重久宽深]")
+_OTHER_WH = re.compile(r"什么|甚么|哪|谁|何|怎")
+_WH_NOUN = re.compile(r"(?:什么|哪一?[个种]?|何种)(?:数量|人口|面积|价格|金额|比例|价款|罚金|罚款|租金|工资)")
 _REASON_Q = re.compile(r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会|何事|什么事")
+_WHAT_END = re.compile(r"为何[？?。\s]*$")  # "…中心为何?": what it is (Taiwanese usage), not why
 _YES_NO_Q = re.compile(r"[了过]吗|吗[？?！!。.\s]*$|是否|有没有|有无|是不是|能否|可否|会不会|能不能")
 _AUXILIARY = frozenset("是 有 能 会 要 需要 可以 应该 应当 能够 愿意 同意".split())
 
@@ -120,9 +133,9 @@ def answer_type(question: str) -> str | None:
         return "person"
     if _PLACE_Q.search(q):
         return "place"
-    if _NUMBER_Q.search(q) or _AMOUNT_Q.search(q):
+    if (_NUMBER_Q.search(q) or _AMOUNT_Q.search(q)) and (_COUNT_Q.search(q) or not _OTHER_WH.search(q) or _WH_NOUN.search(q)):
         return "amount" if _AMOUNT_Q.search(q) else "number"
-    if _REASON_Q.search(q):
+    if _REASON_Q.search(_WHAT_END.sub("", q)):
         return "reason"
     return None
 
@@ -146,19 +159,22 @@ def asked_verbs(question: str) -> list[str]:
 _NUM = r"(?:[0-9]+(?:[.,][0-9]+)*|[零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟]+)"
 _MONEY = r"(?:美元|美金|港元|港币|欧元|英镑|日元|韩元|新台币|台币|澳元|加元|越南盾|卢布|卢比|法郎|马克|比索|泰铢|里拉|元|块钱|两白银|两银子|银两)"
 _AMOUNT = re.compile(rf"(?:人民币)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?{_MONEY}(?:整)?")
-_UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
-         + "|周岁|岁|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|户|间|套|辆|层|届|场|首|"
+_UNIT = ("平方公里|平方千米|平方米|平方英里|立方米|公顷|亩|公里|千米|公尺|公分|厘米|毫米|英尺|英里|海里|米|公斤|千克|克|吨|磅|" + _MONEY[3:-1]
+         + "|个小时|个钟头|个星期|个工作日|周岁|岁|年代|年|个月|月|周|星期|天|日|小时|分钟|秒|人次|人|名|位|个|种|座|条|项|件|本|家|所|只|台|部|倍|%|‰|户|间|套|辆|层|届|场|首|"
            "篇|册|集|章|度|℃|枚|颗|株|棵|头|匹|支|艘|架|列|幅|张|份|次|期|版|级|分|票|岁|孔|栋|块|批|处|粒|盒|瓶|袋|箱|桶|斤|升|毫升|码")
 # measurements in Latin or metric units, as reports write them: 191mg/100ml, 90毫克/100毫升, 2.5kg
 _MEASURE = r"(?<![A-Za-z0-9.,])[0-9]+(?:\.[0-9]+)?(?:mg|ml|kg|km|cm|mm|g|毫克|毫升)(?:[/／][0-9]*(?:ml|毫升|L|升|kg|公斤|g))?(?![A-Za-z])"
-_NUMBER = re.compile(rf"{_MEASURE}|(?:约|近|逾|超过|共|达)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
+# fractions and percentages in words: 五分之一, 百分之三十
+_SHARE_Q = re.compile(r"比例|百分|几成|占|分之|比率|利率|税率|率")  # a question a fraction (五分之一) answers
+_FRACTION = r"[0-9零〇一二两三四五六七八九十百千]+分之[0-9零〇一二两三四五六七八九十.]+"
+_NUMBER = re.compile(rf"{_MEASURE}|{_FRACTION}|(?:约|近|逾|超过|共|达|民国|公元前?|西元前?)?(?<![A-Za-z0-9.,]){_NUM}(?:余|多)?(?:万|亿|千)?(?:{_UNIT})|"
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
 _DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
 _DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
              rf"(?:{_DAY}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?(?:{_DAY}[日号]?)?|{_DAY}日)?"
              rf"(?:(?:凌晨|上午|中午|下午|晚上|晚)?[0-9]{{1,2}}[时点](?:[0-9]{{1,2}}分?)?许?)?")
-_DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
+_DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|(?<![0-9万亿千百])[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
                    rf"[\u4e00-\u9fff]{{2,4}}时期|[上中下晚早]?[\u4e00-\u9fff]{{2}}纪(?:早期|中期|晚期|初期|末期)?|{_DATE_ONE}(?:(?:至|到|-|—|~|～|起至){_DATE_ONE})?")
 _TITLE = re.compile(r"《[^》\n]{1,40}》")
 _COUNTRIES = ("中国 美国 英国 法国 德国 日本 韩国 朝鲜 俄罗斯 苏联 意大利 西班牙 葡萄牙 荷兰 比利时 瑞士 瑞典 挪威 丹麦 芬兰 冰岛 爱尔兰 "
@@ -257,7 +273,7 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
     if kind == "title":
         return [m.span() for m in _TITLE.finditer(t)]
     if kind == "country":
-        named = [m.span() for m in _COUNTRY_NAMED.finditer(t)]
+        named = [_mainland(t, *m.span()) for m in _COUNTRY_NAMED.finditer(t)]
         return sorted(named + [m.span() for m in _COUNTRY_OTHER.finditer(t)
                                if not any(a < m.end() and m.start() < b for a, b in named)])
     if kind == "reason":
@@ -273,9 +289,15 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
         word = t[w[0]:w[1]]
         return w[2] in ("ns", "nt") or bool(_PLACE_END.search(word)) and w[2] not in ("v", "vn", "d", "r", "p", "uj")
 
-    runs = [(a, b) for a, b in _whole_places(t, tags, _runs(tags, placeish)) if b - a >= 2]
+    runs = [_mainland(t, a, b) for a, b in _whole_places(t, tags, _runs(tags, placeish)) if b - a >= 2]
     anchored = [m.span(1) for m in _PLACE_AFTER.finditer(t)]
     return sorted(anchored + [r for r in runs if not any(a <= r[0] and r[1] <= b for a, b in anchored)])
+
+
+def _mainland(t: str, a: int, b: int) -> tuple[int, int]:
+    """A country or place with the part of it that follows (中国 + 大陆, 日本 + 本土): the whole region named."""
+    m = re.compile(r"大陆|本土|内地|本岛").match(t, b)
+    return (a, m.end()) if m else (a, b)
 
 
 # The whole name of a place or an institution, where jieba splits it: a name it took for a person's before
@@ -478,9 +500,18 @@ def _candidates(hits: list[Hit], max_passages: int, read_from: int | None = None
     return out, previous, following
 
 
+class _Asked(set):
+    """The values of the type a question names itself, and its folded text (`chars`)."""
+
+    chars = ""
+
+
 def _question_values(kind: str | None, question: str) -> set[str]:
-    """Values of the type the question itself names (they are not its answer)."""
-    return {comparable(question[a:b]) for a, b in typed_values(kind, question)} if kind in TYPED else set()
+    """Values of the type the question itself names (they are not its answer), with the question's folded
+    text as `chars` (a name or place made only of the question's characters restates it: 国立大学)."""
+    out = _Asked(comparable(question[a:b]) for a, b in typed_values(kind, question)) if kind in TYPED else _Asked()
+    out.chars = comparable(question)
+    return out
 
 
 # 一座, 一种: an article, not a count; 百分 (of 百分之…): not a value
@@ -492,10 +523,29 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
     out = []
     for a, b in typed_values(kind, unit.text):
         value = comparable(unit.text[a:b])
-        if value in exclude or any(value in e for e in exclude) or kind in ("number", "amount") and _ARTICLE.match(value):
+        if value in exclude or any(value in e or kind in ("person", "place") and len(e) >= 2 and e in value
+                                   and len(value) - len(e) <= 1 for e in exclude) \
+                or kind in ("number", "amount") and _ARTICLE.match(value) \
+                or kind in ("person", "place", "country") and all(ch in getattr(exclude, "chars", "") for ch in value) \
+                or "分之" in value and not _SHARE_Q.search(getattr(exclude, "chars", "")):  # 百分之五十 is no 期限
             continue
         out.append((a, b))
     return out
+
+
+SUBJECT_CONTEXT = 0.8  # the share of the subject's weight a unit of a passage naming it gets without naming it itself
+_SUBJECT_END = re.compile(r"的|是|为|主要|在|有|以|于|被|把|将|和|与|共|曾|从|自|对|由")
+
+
+def _named_subject(q: str, passages: list[str]) -> str:
+    """The subject a question opens with when its passages name it verbatim (斯氏腔吻鳕 of 斯氏腔吻鳕主要以什么为食？):
+    the opening of the question up to a particle or verb (的, 是, 主要, 在…), 3 to 12 characters, found in a passage;
+    "" if none."""
+    m = _SUBJECT_END.search(q, 2)
+    head = (q[:m.start()] if m else "").rstrip("上中里内")  # 发票上有什么: 发票, a word, not an article's subject
+    if len(head) < 3 or len(head) > 12 or _ROLE.search(head) or MASKED_NAME.search(head) or not any(head in p for p in passages):
+        return ""  # a party of a judgment (被告人罗某甲, 李某) is named all over it: no article's subject
+    return head
 
 
 class _Scorer:
@@ -519,17 +569,31 @@ class _Scorer:
         self.lowered = lowered
         n = len(self.candidates)
         self.weights = {t: len(t) * math.log(1 + n / (1 + sum(t in x for x in lowered))) for t in self.terms}
+        folded = [comparable(p) for p in self.passages]
+        subject = _named_subject(comparable(query), folded[:max_passages])
+        subject_terms = {t for t in self.terms if t in subject}
+        self.subject_terms = subject_terms if subject else set()
         total = sum(self.weights.values()) or 1.0
         self.covered = [{t for t in self.terms if t in text} for text in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
                       (self.kind == "reason" and bool(_reasons(c.text))) for c in self.candidates]
+        if self.kind in ("number", "amount"):  # 多少公分: a unit with a value in 公分 answers, one with 12月 does not
+            in_unit = [any(_unit_match(query, c.text[a:b]) for a, b in _values(self.kind, c, self.exclude))
+                       for c in self.candidates]
+            if any(in_unit):
+                self.typed = in_unit
         for i, (c, text) in enumerate(zip(self.candidates, lowered)):
             c.score += sum(self.weights[t] for t in self.covered[i]) / total
             before = self._before(i)
             if before:  # the subject is often named just before ("X 是…。它于 2004 年发行。", "X（…）位于…，兴建于…")
                 weight = CLAUSE_CONTEXT_WEIGHT if c.clause else CONTEXT_WEIGHT
                 c.score += weight * sum(self.weights[t] for t in set().union(*before) - self.covered[i]) / total
-            c.score += 0.3 * len(self.q_grams & _bigrams(text)) / max(1, len(self.q_grams))
+            grams = _bigrams(text)
+            if subject and subject in folded[c.n - 1] and not subject_terms <= self.covered[i]:
+                # a passage naming the subject (斯氏腔吻鳕) is about it: its units need not repeat it ("几乎是以多毛类为食")
+                c.score += SUBJECT_CONTEXT * sum(self.weights[t] for t in subject_terms - self.covered[i]) / total
+                grams = grams | _bigrams(subject)
+            c.score += 0.3 * len(self.q_grams & grams) / max(1, len(self.q_grams))
             if self.verbs and all(v in text for v in self.verbs):
                 c.score += VERB_BONUS  # a yes/no question: the clause saying whether (现已再婚), not one sharing its nouns
             if self.typed[i]:
@@ -589,6 +653,9 @@ class _Scorer:
             # "…原告曹0系…职工,收入比较稳定,现已再婚": the party the question names (or, for a yes/no
             # question, its subject) is named just before
             add(before)
+        if before is not None and self.subject_terms and not self.subject_terms <= self.covered[first] \
+                and self.subject_terms <= self.covered[before]:
+            add(before)  # "这个由荷兰人所发明的装置…" answers; the sentence before names 射击断续器
         if _CONSEQUENCE.match(best.text) and before is not None:
             add(before)
         elif (_novel_chars(self.lowered[first], self.q_grams) < 6 or len(best.text) < 12) and after is not None:
@@ -731,8 +798,13 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
     terms = [t for t in scorer.terms if len(t) >= 2] or scorer.terms
     best_value = None
     if kind in TYPED or kind == "reason":
+        # a value in the unit the question asks in (多少公里, 多少比例: 五分之一) rules out those in other units
+        in_unit = kind in ("number", "amount") and any(_unit_match(scorer.query, p.text[a:b])
+                                                       for p in picks for a, b in _values(kind, p, scorer.exclude))
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
+            if in_unit:
+                values = [(a, b) for a, b in values if _unit_match(scorer.query, p.text[a:b])]
             if not values:
                 continue
             clauses = clause_spans(p.text, 0, len(p.text), min_clause=4)
@@ -743,16 +815,51 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 k = next((i for i, (x, y) in enumerate(clauses) if x <= a < y), 0)
                 side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
                 distance = min((abs(h - a) for h in hits), default=60)
-                score = (scores[k] + 0.3 * side + (0.3 if p is best else 0.0) + 0.2 / (1 + distance / 10)
-                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) else 0.0))
+                score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
+                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0))
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
         _, p, a, b = best_value
+        if kind in ("person", "place"):
+            a, b = _listed(p.text, _values(kind, p, scorer.exclude), a, b, bool(_LIST_Q.search(comparable(scorer.query))))
         a, b = _trim(p.text, a, b)
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
     a, b = _best_clause(scorer, best)
     return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
+
+
+_LIST_Q = re.compile(r"哪些|哪几|有谁|都有谁|是谁们|分别|几人|几个人|成员")  # the answer may be several names
+_LIST_JOIN = re.compile(r"[、和及与跟同]|以及")
+_LIST_ITEM = re.compile(r"(?:、|以及|及|和|与)[^、，,。；;：:！？!?（(及和与]{1,15}?(?=、|以及|及|和|与|等|[，,。；;：:！？!?]|$)")
+_LIST_REST = re.compile(r"[^、，,。；;：:！？!?（(及和与等]{0,12}")
+_LIST_END = re.compile(r"等(?:人|地|国|处|地区|国家)?")
+
+
+def _listed(text: str, values: list[tuple[int, int]], a: int, b: int, several: bool) -> tuple[int, int]:
+    """The value [a, b) widened to the list it is part of — values of the same type joined by 、/和/及
+    (方某、黄某2、张某、方某1), with a closing 等(人) — when the question asks for several names (`several`:
+    哪些, 有谁) or the list closes with 等 (张某、罗某、周某等人 带来鱼叉: the answer to 谁 is all of them)."""
+    spans = sorted(values)
+    i = next((k for k, v in enumerate(spans) if v[0] <= a < v[1]), None)
+    if i is None:
+        return a, b
+    lo = hi = i
+    while hi + 1 < len(spans) and _LIST_JOIN.fullmatch(text[spans[hi][1]:spans[hi + 1][0]]):
+        hi += 1
+    while lo > 0 and _LIST_JOIN.fullmatch(text[spans[lo - 1][1]:spans[lo][0]]):
+        lo -= 1
+    end = spans[hi][1]
+    if several:  # the rest of the enumeration, items the patterns missed included (…、台北市古亭国小、台北市万华女中)
+        rest = _LIST_REST.match(text, end)
+        if rest and rest.end() > end and text.startswith(("、", "及", "和", "与", "以及"), rest.end()):
+            end = rest.end()  # the item the value is the start of (台北市 of 台北市古亭国小)
+        while (sep := _LIST_ITEM.match(text, end)) is not None:
+            end = sep.end()
+    m = _LIST_END.match(text, end)
+    if end == b and (lo == hi or not (several or m)):
+        return a, b
+    return spans[lo][0], m.end() if m else end
 
 
 _CAUSE_NEXT = re.compile(r"^(?:因此|所以|故而|因而|于是|从而|以致|才|遂)")
@@ -797,14 +904,25 @@ def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
 
 
 _UNIT_IN_Q = re.compile(rf"(?:多少|几)({_UNIT})")
-_UNIT_CUES = [(re.compile(r"多长|多远|长度|全长|距离|多宽|多深|宽度|深度|身高"), re.compile(r"(?:米|公里|千米|公尺|英尺|英里|海里|公分)$")),
+_UNIT_CUES = [(re.compile(r"多长(?!时间)|多远|长度|全长|体长|身长|距离|多宽|多深|宽度|深度|身高"), re.compile(r"(?:米|公里|千米|公尺|英尺|英里|海里|公分)$")),
+              (re.compile(r"血量|容量|容积|体积|排量"), re.compile(r"(?:升|毫升|ml|立方米|立方厘米|cc)$")),
               (re.compile(r"多高|海拔|高度"), re.compile(r"(?:米|公尺|英尺|公分)$")),
               (re.compile(r"多重|重量|体重"), re.compile(r"(?:吨|公斤|千克|克|磅|斤)$")),
               (re.compile(r"面积|多大"), re.compile(r"(?:平方公里|平方千米|平方米|公顷|亩|平方英里)$")),
               (re.compile(r"多久|多长时间|期限|几年"), re.compile(r"(?:年|个月|天|日|小时|分钟|周|星期)$")),
               (re.compile(r"几岁|多大年纪|年龄|岁数"), re.compile(r"岁$")),
               (re.compile(r"人口|多少人|几个人|人数"), re.compile(r"(?:人|万|亿|名)$")),
-              (re.compile(r"利率|比例|百分比|税率|占比|比率|利息率"), re.compile(r"(?:%|‰|分|成)$"))]
+              (re.compile(r"利率|比例|百分比|税率|占比|比率|利息率"), re.compile(r"(?:%|‰|分|成)$|分之"))]
+
+
+_PLACE_NOUN_Q = re.compile(r"哪(?:一|些)?[个所座家]?(城市|省份?|县|市|区|镇|乡|村|学校|医院|大学|学院|中学|小学|公司|法院|车站|机场|港口|寺|山|河|湖|岛|州)")
+_PLACE_NOUNS = {"城市": ("市",), "省份": ("省",), "学校": ("学校", "学院", "大学", "中学", "小学", "学堂")}
+
+
+def _noun_match(question: str, value: str) -> bool:
+    """Whether a place value is of the kind the question asks for (哪一所大学 -> …大学, 哪个城市 -> …市)."""
+    m = _PLACE_NOUN_Q.search(comparable(question))
+    return bool(m) and comparable(value).endswith(_PLACE_NOUNS.get(m.group(1), (m.group(1),)))
 
 
 def _unit_match(question: str, value: str) -> bool:
@@ -813,7 +931,11 @@ def _unit_match(question: str, value: str) -> bool:
     m = _UNIT_IN_Q.search(q)
     if m and v.endswith(m.group(1)):
         return True
-    return any(cue.search(q) and unit.search(v) for cue, unit in _UNIT_CUES)
+    # the cue nearest the question word decides (人口的多少比例: a share, not a number of people)
+    asked = re.search(r"多少|几|多[大长高远重久宽深]", q)
+    at = asked.start() if asked else 0
+    found = [(min(abs(c.start() - at) for c in cue.finditer(q)), unit) for cue, unit in _UNIT_CUES if cue.search(q)]
+    return bool(found) and bool(min(found, key=lambda f: f[0])[1].search(v))
 
 
 def _trim(text: str, a: int, b: int) -> tuple[int, int]:
@@ -866,7 +988,10 @@ def _normal_value(value: str) -> str:
     if m:
         n = _number(m.group(1))
         if n is not None:
-            return ("%.6f" % n).rstrip("0").rstrip(".") + m.group(2)
+            unit = m.group(2)
+            if unit == "‰":  # 20‰ = 2%
+                n, unit = n / 10, "%"
+            return ("%.6f" % n).rstrip("0").rstrip(".") + unit
     return v
 
 
@@ -1032,6 +1157,7 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     if not about(best_doc):
         return []  # the chosen document is not (only) about what the question names: no disagreement to report
     out, seen_docs, values = [], {best_doc}, [span.text]
+    rate = _as_rate if _RATE_Q.search(comparable(scorer.query)) else (lambda v: v)
     for i in scorer.order(everywhere=True):
         u = c[i]
         doc = u.doc_id or u.doc
@@ -1047,9 +1173,9 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
             continue
         other = _locate(scorer, picks, u)
-        if other is None or other.kind is None or any(_same_value(other.text, v) for v in values):
+        if other is None or other.kind is None or any(_same_value(rate(other.text), rate(v)) for v in values):
             continue
-        if scorer.kind in ("amount", "number") and _value_unit(other.text) != _value_unit(span.text):
+        if scorer.kind in ("amount", "number") and _value_unit(rate(other.text)) != _value_unit(rate(span.text)):
             continue  # 15% or an account number is no other answer to 36个月 or 50000元
         values.append(other.text)
         out.append((other, picks))
@@ -1058,8 +1184,23 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     return out
 
 
+_RATE_Q = re.compile(r"利率|利息率|年息|月息|费率|税率|比率|比例|百分")
+
+
+def _as_rate(value: str) -> str:
+    """A rate as a percentage, for a rate question (月利率 2分 = 2% = 20‰, 1.5厘 = 0.15%): 分 and 厘 read as
+    percent and tenths of a percent (‰ is read as such by `_normal_value`)."""
+    v = _normal_value(value)
+    m = re.fullmatch(r"([0-9.]+)(分|厘)", v)
+    if m:
+        n = float(m.group(1)) / (1 if m.group(2) == "分" else 10)
+        return ("%.6f" % n).rstrip("0").rstrip(".") + "%"
+    return v
+
+
 def _value_unit(value: str) -> str:
-    """The unit of a number or amount written one way (元 of 5万元, mg/100ml, 个月; "" for a bare number)."""
+    """The unit of a number or amount written one way (元 of 5万元, mg/100ml, 个月; "" for a bare number;
+    "%" for a rate in % or ‰)."""
     v = _normal_value(value)
     m = re.match(r"[0-9.]+", v)
     unit = v[m.end():] if m else v

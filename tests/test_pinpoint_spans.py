@@ -1,0 +1,145 @@
+"""The marked answer span of pinpointed extracts (services.answers.extractive): the asked-for type and the
+value's whole extent (issue 21, "Pinpointed extracts")."""
+from __future__ import annotations
+
+import pytest
+
+from services.answers.extractive import answer_type, pinpoint, typed_values
+from services.documents.chunking import Chunk
+from services.search.retrieval import Hit
+
+
+def make_hit(text, doc="d.txt", start=0):
+    c = Chunk(0, start, start + len(text), text, 1, 1, id=start + 1, doc_id=doc)
+    return Hit(c, doc, start, start + len(text), text, 1, 1, chunk_ids=[start + 1])
+
+
+@pytest.mark.parametrize("question,kind", [
+    ("清代时于云南所设置的迤东道在哪一个革命之后被废除？", None),  # 在哪一个革命: no place
+    ("在伯力设置黑水府是在哪个皇帝在位的期间执行？", None),
+    ("全美国第二大的学生活动中心为何？", None),  # …为何? asks what it is, not why
+    ("潘仕成逝世的时间是？", "date"),
+    ("他为何离开家乡？", "reason"), ("原告在哪里工作？", "place"), ("李x6现在在哪上学？", "place"),
+    ("黄鳍紫鱼分布在哪些地区？", "place")])
+def test_the_asked_for_type(question, kind):
+    assert answer_type(question) == kind
+
+
+@pytest.mark.parametrize("kind,text,values", [
+    ("number", "耶稣在十字架上忍受了6个小时的煎熬", ["6个小时"]),  # not 6个
+    ("number", "大多数的校园设施建成于50和60年代间", ["60年代"]),
+    ("number", "穆斯林大约占人类的五分之一，分布在许多国家", ["五分之一"]),
+    ("date", "委托被告人垫付注册资金100万元代为办理公司工商登记", []),  # 万元代为 holds no 元代
+    ("date", "在元代，蒙古人把他们纳入帝国的政治系统", ["元代"])])
+def test_values_have_their_whole_unit(kind, text, values):
+    assert [text[a:b] for a, b in typed_values(kind, text)] == values
+
+
+def test_the_value_whose_clause_asks_the_question_is_marked():
+    """An enumeration of changes in one long sentence: the clause holding the question's own words
+    (短程长话) is the answer, not the next one that only inherits them from the sentence's start."""
+    text = ("彰化市内的公用电话在日治时期为磁石式，光复后由电信局接管，1963年改为拨号式市内短程长话公用电话，"
+            "1975年改为拨号式市内长途直拨公用电话，1977年改为按钮式市内长途直拨公用电话，1990年改为卡式公用电话并开放直拨国际电话。")
+    extract = pinpoint("彰化市内的公用电话在哪一年时被改为拨号式市内短程长话公用电话？", [make_hit(text)], reader=False)
+    assert extract.span.text == "1963年"
+
+
+def test_a_fraction_answers_a_share_question():
+    text = "穆斯林的人数介于12到16亿人，大约占人类的五分之一，分布在许多不同的国家和民族群体。"
+    extract = pinpoint("穆斯林的人数占人类总人口的多少比例？", [make_hit(text)], reader=False)
+    assert extract.span.text == "五分之一"
+
+
+def test_several_names_are_marked_as_one_list():
+    """管理处成员有谁？ asks for all of them: the list, not its first name."""
+    text = ("时任村党支部书记的被告人方某担任该管理处的主任，主持公墓区的全部工作，负责公墓区的现场建设施工；"
+            "管理处成员有方某、黄某2、张某、方某1。2013年2月6日，公墓管理处主任改由村主任蔡某担任。")
+    extract = pinpoint("管理处成员有谁？", [make_hit(text)], reader=False)
+    assert extract.span.text == "方某、黄某2、张某、方某1"
+    text = "后该酒吧看场人员张某、罗某、周某等人分别拿刀和鱼叉到酒吧门口拦住被告人高某。"
+    extract = pinpoint("鱼叉是谁带来的？", [make_hit(text)], reader=False)
+    assert extract.span.text == "张某、罗某、周某等人"  # closed by 等人: they all brought it
+    text = "被告人高某在酒吧门口遇到张某，与其发生争执。"
+    assert pinpoint("被告人高某在酒吧门口遇到了谁？", [make_hit(text)], reader=False).span.text == "张某"
+
+
+def test_a_list_question_marks_the_whole_enumeration():
+    """哪些学校: every item of the enumeration, those the place patterns miss (古亭国小) included."""
+    text = "蔡敏曾就学于台北市空军子弟学校、台北市古亭国小、台北市万华女中、台北县新店崇光女中，后赴美深造。"
+    extract = pinpoint("蔡敏就读于哪些学校？", [make_hit(text)], reader=False)
+    assert extract.span.text == "台北市空军子弟学校、台北市古亭国小、台北市万华女中、台北县新店崇光女中"
+    text = "在中国境内，分布于广东、广西、贵州、四川南部、中南半岛及云南，生长于山谷。"
+    assert pinpoint("假苹婆主要分布在哪些地方？", [make_hit(text)], reader=False).span.text == "广东、广西、贵州、四川南部、中南半岛及云南"
+
+
+def test_how_long_is_a_duration_not_a_date():
+    assert answer_type("条约的有效期是多长时间？") == "number"
+
+
+@pytest.mark.parametrize("question,kind", [
+    ("奥斯陆的人口大约减少了三分之一是由于什么病变？", None),  # 人口 is no number asked for: 什么病变 is
+    ("全台湾人口第二密集的县辖市为何？", None),
+    ("该市人口有多少？", "number"), ("被告的借款金额是？", "amount"), ("以什么价格出售？", "amount")])
+def test_a_number_noun_asks_for_a_number_only_without_another_question_word(question, kind):
+    assert answer_type(question) == kind
+
+
+@pytest.mark.parametrize("kind,text,values", [
+    ("country", "按照中国大陆1978年出版《辞海·军事分册》之定义", ["中国大陆"]),
+    ("number", "民国31年3月，为适应战时需要", ["民国31年", "3月"])])
+def test_a_value_takes_its_qualifier(kind, text, values):
+    assert [text[a:b] for a, b in typed_values(kind, text)] == values
+
+
+def test_a_name_the_question_gives_is_not_its_answer_even_with_a_character_attached():
+    """征讨黄祖以及谁: 黄祖时 (黄祖 + 时) is the question's own name, 刘表 the answer."""
+    text = "191年，孙坚征荆州刘表、黄祖时战死，年仅37岁。"
+    extract = pinpoint("孙坚是在191年时征讨黄祖以及谁时所战死？", [make_hit(text)], reader=False)
+    assert extract.span.text == "刘表"
+
+
+def test_a_place_of_the_asked_kind_is_marked():
+    """哪一所大学: the university, not the founder's name nor another place."""
+    text = "国立中山大学是一所于1980年在台湾高雄市西子湾建立的国立大学，前身为1924年由孙中山创立的国立广东大学。"
+    extract = pinpoint("国立中山大学的前身为哪一所大学？", [make_hit(text)], reader=False)
+    assert extract.span.text.endswith("广东大学")
+
+
+def test_a_fraction_answers_only_a_share_question():
+    """百分之五十 (a penalty rate) is no answer to 贷款期限是多久？: the unit holding 36个月 is."""
+    hits = [make_hit("被告未按合同期限归还贷款本金的罚息利率为合同约定的贷款执行利率基础上上浮百分之五十", "a.txt"),
+            make_hit("贷款期限36个月(2013年7月24日至2016年7月24日),以贷款借据中的约定为准;", "a.txt", start=200)]
+    assert pinpoint("被告所借贷款期限是多久？", hits, reader=False).span.text == "36个月"
+
+
+def test_a_number_in_the_asked_unit_chooses_the_quote():
+    """多少公分: the sentence with 24公分 is the answer, not the one with a date (12月) that shares more words."""
+    hits = [make_hit("挪威海螯虾每年的捕获量大概有60,000多公吨。在1995年12月，生物学家在一只挪威海螯虾的嘴巴上，"
+                     "找到一种新品种的生物。", "a.txt"),
+            make_hit("牠们的体长约有24公分，身体呈橙色。", "a.txt", start=300)]
+    extract = pinpoint("挪威海螯虾的体长约是多少公分？", hits, reader=False)
+    assert extract.span.text == "24公分"
+    assert "24公分" in "".join(p.text for p in extract.picks)
+    hits = [make_hit("产后出血一般在胎盘娩出时发生，子宫口开到10公分时胎儿娩出，通常出血量不超过500毫升。")]
+    assert pinpoint("生产时胎盘排出会出血，通常血量不会超过多少？", hits, reader=False).span.text.endswith("500毫升")
+
+
+def test_a_unit_of_the_subjects_article_answers_without_naming_it():
+    """斯氏腔吻鳕主要以什么为食？: the article's units need not repeat its subject ("几乎是以多毛类为食"); the unit
+    that only names the subject holds no answer."""
+    article = ("斯氏腔吻鳕\n斯氏腔吻鳕为辐鳍鱼纲鳕形目鼠尾鳕科的其中一种。本鱼分布于南日本太平洋侧、中国南海、台湾、菲律宾。"
+               "本鱼头部腹面光滑无鳞，眼窝极大，口小。生活在混浊的泥沙底质上，几乎是以多毛类为食，偶在胃中发现甲壳类。")
+    extract = pinpoint("斯氏腔吻鳕主要以什么为食？", [make_hit(article, "fish.txt")], reader=False)
+    assert "以多毛类为食" in extract.span.text
+
+
+def test_rates_written_as_fen_permille_and_percent_are_compared_as_one_unit():
+    """月利率 2分 = 2% = 20‰ (the same answer), 15‰ is another: two judgments' different rates are said out loud."""
+    from services.answers.extractive import _as_rate, _same_value, _value_unit
+
+    assert _same_value(_as_rate("2分"), _as_rate("20‰")) and not _same_value(_as_rate("2分"), _as_rate("15‰"))
+    assert _value_unit(_as_rate("15‰")) == _value_unit(_as_rate("2分")) == "%"
+    hits = [make_hit("原告与被告约定借款月利率按2分计算，按月付息。", "a.txt"),
+            make_hit("原告与被告约定借款月利率为15‰，按月付息。", "b.txt")]
+    extract = pinpoint("约定月利率是多少？", hits, reader=False)
+    assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"2分", "15‰"}
