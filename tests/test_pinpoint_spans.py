@@ -131,3 +131,11 @@ def test_a_unit_of_the_subjects_article_answers_without_naming_it():
                "本鱼头部腹面光滑无鳞，眼窝极大，口小。生活在混浊的泥沙底质上，几乎是以多毛类为食，偶在胃中发现甲壳类。")
     extract = pinpoint("斯氏腔吻鳕主要以什么为食？", [make_hit(article, "fish.txt")], reader=False)
     assert "以多毛类为食" in extract.span.text
+
+
+def test_where_someone_is_now_is_the_place_they_moved_to():
+    """「目前在何处上学」 over 「从A转入B上学至今」: B, not the school left (a walkthrough's confident wrong answer)."""
+    text = "婚生女孩马62从内乡县第二小学转入沈阳大学新民师范学院附属小学上学至今,诉至法院,请求依法变更小孩马62由原告抚养"
+    assert pinpoint("马62目前在何处上学？", [make_hit(text)], reader=False).span.text == "沈阳大学新民师范学院附属小学"
+    # without "now" in the question nothing changes: where she went to school first is still answerable
+    assert pinpoint("马62原来在哪所学校上学？", [make_hit(text)], reader=False).span.text != "沈阳大学新民师范学院附属小学"

@@ -807,7 +807,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
                 distance = min((abs(h - a) for h in hits), default=60)
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
-                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0))
+                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
+                         + (_where_now(scorer.query, p.text, a) if kind == "place" else 0.0))
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
@@ -818,6 +819,22 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
     a, b = _best_clause(scorer, best)
     return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
+
+
+_NOW_Q = re.compile(r"目前|现在|如今|现今|眼下|至今|现居|现住|现就读")
+_FROM_BEFORE = re.compile(r"(?:从|由|自)$")
+_TO_BEFORE = re.compile(r"(?:转入|转到|转至|转学到|转学至|迁至|迁往|迁入|迁到|搬到|搬至|搬往|调到|调入|调至|调往|改到|去了|来到|到|至)$")
+
+
+def _where_now(question: str, text: str, a: int) -> float:
+    """For a question about where someone is now (目前在何处上学), a place that follows a move
+    (从内乡县第二小学转入沈阳…附属小学): the destination gains, the place moved from loses."""
+    if not _NOW_Q.search(comparable(question)):
+        return 0.0
+    before = text[max(0, a - 4):a]
+    if _FROM_BEFORE.search(before):
+        return -0.4
+    return 0.3 if _TO_BEFORE.search(before) else 0.0
 
 
 _LIST_Q = re.compile(r"哪些|哪几|有谁|都有谁|是谁们|分别|几人|几个人|成员")  # the answer may be several names
