@@ -817,8 +817,19 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
             a, b = _listed(p.text, _values(kind, p, scorer.exclude), a, b, bool(_LIST_Q.search(comparable(scorer.query))))
         a, b = _trim(p.text, a, b)
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
+    best = _topic_told(scorer.candidates, best)
     a, b = _best_clause(scorer, best)
     return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
+
+
+def _topic_told(units: list[Pick], best: Pick) -> Pick:
+    """The unit after `best` when `best` only introduces the topic (…双方不付抚养费关于财产, | 约定平房归男方所有):
+    what the text says about it comes next."""
+    if not _TOPIC_END.search(comparable(best.text)):
+        return best
+    end = best.start + len(best.text)
+    after = [u for u in units if u.doc == best.doc and end <= u.start <= end + 2]
+    return min(after, key=lambda p: p.start) if after else best
 
 
 _NOW_Q = re.compile(r"目前|现在|如今|现今|眼下|至今|现居|现住|现就读")
@@ -908,9 +919,13 @@ def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
     if b - a < SHORT_QUOTE and len(clauses) > 1:
         j = i + 1 if i + 1 < len(clauses) else i - 1
         a, b = min(a, clauses[j][0]), max(b, clauses[j][1])
+        i = max(i, j)
+    if _TOPIC_END.search(comparable(text[a:b])) and i + 1 < len(clauses):
+        a, b = clauses[i + 1]  # what follows "…，关于财产，" is what the text says about it
     return _trim(text, a, b)
 
 
+_TOPIC_END = re.compile(r"(?:关于|对于|至于)[^，,；;：:]{1,8}(?:问题|方面|部分)?[，,；;：:]?$")
 _UNIT_IN_Q = re.compile(rf"(?:多少|几)({_UNIT})")
 _UNIT_CUES = [(re.compile(r"多长(?!时间)|多远|长度|全长|体长|身长|距离|多宽|多深|宽度|深度|身高"), re.compile(r"(?:米|公里|千米|公尺|英尺|英里|海里|公分)$")),
               (re.compile(r"血量|容量|容积|体积|排量"), re.compile(r"(?:升|毫升|ml|立方米|立方厘米|cc)$")),
