@@ -143,3 +143,19 @@ def test_rates_written_as_fen_permille_and_percent_are_compared_as_one_unit():
             make_hit("原告与被告约定借款月利率为15‰，按月付息。", "b.txt")]
     extract = pinpoint("约定月利率是多少？", hits, reader=False)
     assert extract.ambiguous and {extract.span.text, extract.alternatives[0].text} == {"2分", "15‰"}
+
+
+def test_where_someone_is_now_is_the_place_they_moved_to():
+    """「目前在何处上学」 over 「从A转入B上学至今」: B, not the school left (a walkthrough's confident wrong answer)."""
+    text = "婚生女孩马62从内乡县第二小学转入沈阳大学新民师范学院附属小学上学至今,诉至法院,请求依法变更小孩马62由原告抚养"
+    assert pinpoint("马62目前在何处上学？", [make_hit(text)], reader=False).span.text == "沈阳大学新民师范学院附属小学"
+    # without "now" in the question nothing changes: where she went to school first is still answerable
+    assert pinpoint("马62原来在哪所学校上学？", [make_hit(text)], reader=False).span.text != "沈阳大学新民师范学院附属小学"
+
+
+def test_a_clause_that_only_introduces_the_topic_is_not_the_answer():
+    """「…双方不付抚养费关于财产，约定平房归男方所有」: asked how the property was divided, the answer is what
+    follows 关于财产, not the clause that names it (a walkthrough bolded 「双方不付抚养费关于财产」)."""
+    text = "小女儿隋星艺随女方生活,双方不付抚养费关于财产,约定东系山平房包括南厢耳房归男方所有,存款归女方所有"
+    span = pinpoint("隋星艺的父母离婚时财产是怎么分的？", [make_hit(text)], reader=False).span
+    assert span.text.startswith("约定东系山平房") and "关于财产" not in span.text

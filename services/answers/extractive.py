@@ -816,7 +816,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
                 distance = min((abs(h - a) for h in hits), default=60)
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
-                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0))
+                         + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
+                         + (_where_now(scorer.query, p.text, a) if kind == "place" else 0.0))
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
@@ -825,8 +826,35 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
             a, b = _listed(p.text, _values(kind, p, scorer.exclude), a, b, bool(_LIST_Q.search(comparable(scorer.query))))
         a, b = _trim(p.text, a, b)
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
+    best = _topic_told(scorer.candidates, best)
     a, b = _best_clause(scorer, best)
     return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
+
+
+def _topic_told(units: list[Pick], best: Pick) -> Pick:
+    """The unit after `best` when `best` only introduces the topic (…双方不付抚养费关于财产, | 约定平房归男方所有):
+    what the text says about it comes next."""
+    if not _TOPIC_END.search(comparable(best.text)):
+        return best
+    end = best.start + len(best.text)
+    after = [u for u in units if u.doc == best.doc and end <= u.start <= end + 2]
+    return min(after, key=lambda p: p.start) if after else best
+
+
+_NOW_Q = re.compile(r"目前|现在|如今|现今|眼下|至今|现居|现住|现就读")
+_FROM_BEFORE = re.compile(r"(?:从|由|自)$")
+_TO_BEFORE = re.compile(r"(?:转入|转到|转至|转学到|转学至|迁至|迁往|迁入|迁到|搬到|搬至|搬往|调到|调入|调至|调往|改到|去了|来到|到|至)$")
+
+
+def _where_now(question: str, text: str, a: int) -> float:
+    """For a question about where someone is now (目前在何处上学), a place that follows a move
+    (从内乡县第二小学转入沈阳…附属小学): the destination gains, the place moved from loses."""
+    if not _NOW_Q.search(comparable(question)):
+        return 0.0
+    before = text[max(0, a - 4):a]
+    if _FROM_BEFORE.search(before):
+        return -0.4
+    return 0.3 if _TO_BEFORE.search(before) else 0.0
 
 
 _LIST_Q = re.compile(r"哪些|哪几|有谁|都有谁|是谁们|分别|几人|几个人|成员")  # the answer may be several names
@@ -900,9 +928,13 @@ def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
     if b - a < SHORT_QUOTE and len(clauses) > 1:
         j = i + 1 if i + 1 < len(clauses) else i - 1
         a, b = min(a, clauses[j][0]), max(b, clauses[j][1])
+        i = max(i, j)
+    if _TOPIC_END.search(comparable(text[a:b])) and i + 1 < len(clauses):
+        a, b = clauses[i + 1]  # what follows "…，关于财产，" is what the text says about it
     return _trim(text, a, b)
 
 
+_TOPIC_END = re.compile(r"(?:关于|对于|至于)[^，,；;：:]{1,8}(?:问题|方面|部分)?[，,；;：:]?$")
 _UNIT_IN_Q = re.compile(rf"(?:多少|几)({_UNIT})")
 _UNIT_CUES = [(re.compile(r"多长(?!时间)|多远|长度|全长|体长|身长|距离|多宽|多深|宽度|深度|身高"), re.compile(r"(?:米|公里|千米|公尺|英尺|英里|海里|公分)$")),
               (re.compile(r"血量|容量|容积|体积|排量"), re.compile(r"(?:升|毫升|ml|立方米|立方厘米|cc)$")),
