@@ -194,6 +194,7 @@ class Worker(Runner):
     def __init__(self, lib: Library):
         super().__init__(lib)
         self._wake = threading.Event()
+        self._in_job = False  # inside run_one: a job's end state is written before its upload is removed
         self._thread = threading.Thread(target=self._loop, name="wendao-worker", daemon=True)
         self._thread.start()
         lib.on_close(self.stop)
@@ -211,7 +212,8 @@ class Worker(Runner):
                 log.warning("the worker is still inside a job step %.0f s after close was asked", timeout)
 
     def idle(self) -> bool:
-        return not self.lib.store.jobs.any_active()
+        """No job queued or running, and this worker has finished its last one (upload removed too)."""
+        return not self._in_job and not self.lib.store.jobs.any_active()
 
     def _loop(self) -> None:
         last_retry = time.monotonic()
@@ -228,7 +230,11 @@ class Worker(Runner):
                 self._wake.wait(timeout=2.0)
                 self._wake.clear()
                 continue
-            self.run_one(*job)
+            self._in_job = True
+            try:
+                self.run_one(*job)
+            finally:
+                self._in_job = False
 
     def _retry_vectors(self) -> None:
         """Queue the vectors a model server's outage left pending, once it answers again."""

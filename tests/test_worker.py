@@ -55,3 +55,30 @@ def test_many_open_close_cycles_with_a_busy_worker_never_crash(tmp_path):
         worker.start(lib)
         STARTED.wait(0.01 * cycle)
         lib.close()
+
+
+@worker.handler("test_quick")
+def _quick(ctx):
+    return {"status": "done"}
+
+
+def test_idle_means_the_last_job_is_wholly_finished_its_upload_removed_too(tmp_path, monkeypatch):
+    """A job's end state is written before its upload is removed; waiting for an idle worker must wait
+    for both (a fast-loop test saw the upload still there right after wait_idle)."""
+    remove = worker._remove_upload
+
+    def slow_remove(lib, job_id):
+        time.sleep(0.5)
+        remove(lib, job_id)
+
+    monkeypatch.setattr(worker, "_remove_upload", slow_remove)
+    lib = Library(tmp_path / "data")
+    try:
+        kb = lib.store.create_kb("库")
+        job_id = worker.submit(lib, kb, "test_quick", "quick", data=b"input bytes")
+        upload = Path(lib.store.jobs.path(job_id))
+        assert worker.wait_idle(lib, 30)
+        assert worker.get(lib, job_id).status == "done"
+        assert not upload.exists()
+    finally:
+        lib.close()
