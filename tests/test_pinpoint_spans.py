@@ -159,3 +159,29 @@ def test_a_clause_that_only_introduces_the_topic_is_not_the_answer():
     text = "小女儿隋星艺随女方生活,双方不付抚养费关于财产,约定东系山平房包括南厢耳房归男方所有,存款归女方所有"
     span = pinpoint("隋星艺的父母离婚时财产是怎么分的？", [make_hit(text)], reader=False).span
     assert span.text.startswith("约定东系山平房") and "关于财产" not in span.text
+
+
+def test_documents_that_disagree_on_a_yes_no_question_are_said_to_differ():
+    """「原告是否再婚？」 over two judgments, 「原告未再婚」 and 「现已再婚」: said out loud, each with its quote (a
+    walkthrough saw both quoted as if they agreed, the bold running across sentences)."""
+    a = "原、被告离婚后,被告再婚,但未再生育子女;原告未再婚离婚时大女儿隋星梅20岁,后读了三年技校"
+    b = "原告曹0系重庆博耐特压铸有限公司职工,收入比较稳定,现已再婚,其与丈夫何祖君共同购买了位于荣昌县昌元的住房"
+    hits = [make_hit(a, "a.txt"), make_hit(b, "b.txt", 1000)]
+    extract = pinpoint("原告是否再婚？", hits, reader=False)
+    assert extract.span.text == "原告未再婚"  # the asked verb's phrase, its negation included, not the run-on clause
+    assert extract.ambiguous and extract.alternatives[0].text == "现已再婚"
+    assert extract.text.startswith("有 2 份文档给出不同答案")
+    # naming the party picks the judgment that names her, and nothing is said to differ
+    named = pinpoint("原告曹0后来再婚了吗？", hits, reader=False)
+    assert not named.ambiguous and named.span.text == "现已再婚"
+    # two documents that say the same are no disagreement
+    same = [make_hit(a, "a.txt"), make_hit("原告离婚后一直未再婚,独自抚养孩子", "c.txt", 1000)]
+    assert not pinpoint("原告是否再婚？", same, reader=False).ambiguous
+
+
+@pytest.mark.parametrize("phrase,negative", [("原告未再婚", True), ("现已再婚", False), ("被告没有按时支付", True),
+                                             ("被告未能按时支付", True), ("被告已支付", False)])
+def test_a_yes_no_phrase_says_whether_the_verb_happened(phrase, negative):
+    from services.answers.extractive import negated
+
+    assert negated(phrase, ["再婚", "支付"]) is negative

@@ -98,6 +98,7 @@ AMBIGUITY_SHOWN = 3  # other documents' answers listed at most (best first)
 STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
 TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
 READER_KIND = "reader"  # the kind of an answer span the reader marked for an untyped question
+YES_NO_KIND = "yesno"  # the kind of the span of a yes/no question: the asked verb's phrase (原告未再婚)
 
 # --- the asked-for type ----------------------------------------------------------------------
 _DATE_Q = re.compile(r"哪一?个?时期|什么时期|哪个年代|哪一?年|何年|哪一?天|何时|什么时候|哪个时候|日期|年份|几月|几日|哪个朝代|什么时间|哪一?个?世纪|几号|何日|哪个月|(?<![长多段])(?:时间|日子)[是为]?[？?。\s]*$")
@@ -828,7 +829,39 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
     best = _topic_told(scorer.candidates, best)
     a, b = _best_clause(scorer, best)
+    said = _verb_phrase(scorer.verbs, best.text, a, b) if scorer.verbs else None
+    if said:  # a yes/no question: what the text says of the asked verb, negation included (原告未再婚)
+        a, b = said
+        return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, YES_NO_KIND)
     return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
+
+
+_NEGATED = re.compile(r"(?:未|没有|没|不|无|拒|尚未|并未|从未)(?:能|曾|得|再)?(?:按时|按约|依约|如期|及时|足额|全额|全部|再)?$")
+
+
+def _verb_phrase(verbs: list[str], text: str, a: int, b: int) -> tuple[int, int] | None:
+    """[start, end) of the phrase that says whether the asked verb happened: from its clause's start to
+    the verb's end (「原告未再婚」 of 「原告未再婚离婚时大女儿…」), inside the chosen clause [a, b) when it holds the
+    verb, else the unit's first clause that does; None when the text does not hold the verb."""
+    folded = comparable(text)
+    if len(folded) != len(text):
+        return None
+    found = [(m.start(), m.end()) for v in verbs for m in re.finditer(re.escape(v), folded)]
+    if not found:
+        return None
+    inside = [f for f in found if a <= f[0] < b]
+    at, end = min(inside or found)
+    start = max((i + 1 for i in range(at) if text[i] in "，,；;：:。！？!?\n"), default=0)
+    start = max(start, a) if inside else start
+    start, end = _trim(text, start, end)
+    return (start, end) if end > start else None
+
+
+def negated(phrase: str, verbs: list[str]) -> bool:
+    """Whether a yes/no span (`_verb_phrase`) says the verb did not happen (原告未再婚, 被告没有按时支付)."""
+    folded = comparable(phrase)
+    at = max((folded.rfind(v) for v in verbs), default=-1)
+    return at > 0 and bool(_NEGATED.search(folded[max(0, at - 6):at]))
 
 
 def _topic_told(units: list[Pick], best: Pick) -> Pick:
@@ -1182,7 +1215,8 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
     docstring): [(span, picks)] for each such document, best first. Both documents must hold the names
     the question gives and all but a third of the terms of its subject (`_subject_terms`)."""
     c = scorer.candidates
-    if scorer.kind not in TYPED or span is None or span.kind is None:
+    yes_no = span is not None and span.kind == YES_NO_KIND
+    if (scorer.kind not in TYPED and not yes_no) or span is None or span.kind is None:
         return []
     best_doc = c[first].doc_id or c[first].doc
     about = _about(scorer)
@@ -1205,7 +1239,11 @@ def _alternatives(scorer: _Scorer, first: int, span: AnswerSpan | None, max_char
         if min(p.support for p in picks) < AMBIGUITY_SUPPORT:
             continue
         other = _locate(scorer, picks, u)
-        if other is None or other.kind is None or any(_same_value(rate(other.text), rate(v)) for v in values):
+        if other is None or other.kind is None or (yes_no and other.kind != YES_NO_KIND):
+            continue
+        if yes_no and any(negated(other.text, scorer.verbs) == negated(v, scorer.verbs) for v in values):
+            continue  # says the same: both did, or both did not
+        if not yes_no and any(_same_value(rate(other.text), rate(v)) for v in values):
             continue
         if scorer.kind in ("amount", "number") and _value_unit(rate(other.text)) != _value_unit(rate(span.text)):
             continue  # 15% or an account number is no other answer to 36个月 or 50000元
