@@ -35,6 +35,18 @@ def _cheap_password_hashes(monkeypatch):
     monkeypatch.setattr(auth, "_hasher", hasher)
 
 
+@pytest.fixture(autouse=True)
+def _own_served_probe_registry(tmp_path_factory, monkeypatch):
+    """Each test gets its own served_probes.json (in-process): the shared one under the model cache
+    gains entries for every fake model server's random port, so it grew to megabytes that every probe
+    parsed and rewrote under a cross-process file lock (seconds per model-server test). Probe identity
+    within a test (a restart, a swap behind the same name) is unchanged."""
+    from services.index import served
+
+    path = tmp_path_factory.mktemp("probes") / "served_probes.json"
+    monkeypatch.setattr(served, "_probe_file", lambda: path)
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A fresh WENDAO_DATA_DIR for the test."""
