@@ -40,6 +40,7 @@ def start(at, name, epochs, max_pairs):
     assert not at.exception, [e.value for e in at.exception]
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
     from services import worker
     from services.tuning.finetune import finetuned_models
@@ -87,6 +88,7 @@ def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
     assert finetuned_models(lib) == [] and "还没有微调过的模型" in texts(at)
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_switch(tiny_kb):
     from services.tuning.evaluation import save_question_set
     from services.tuning.finetune import FinetuneSettings, finetune
@@ -115,6 +117,7 @@ def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_sw
         assert ("在本知识库的问题集上没有变好" in texts(at)) == (not better)
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_the_result_says_which_queries_and_how_much_of_the_training_was_kept(tiny_kb):
     """The settings caption counts the offline query kinds and, when a KB was big enough for dev
     queries, how much of the trained change the saved weights keep (services.tuning.finetune.choose_mix)."""
@@ -155,6 +158,7 @@ def slow_run_under_way(tiny_kb, monkeypatch, name: str, steps: int):
     return at
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):
     from services import worker
 
@@ -200,6 +204,7 @@ def test_a_fine_tuned_e5_folder_keeps_its_query_and_passage_prefixes(tmp_path):
     assert (spec.query_prefix, spec.passage_prefix) == ("query: ", "passage: ")
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_llm_queries_in_the_background_use_the_servers_endpoint(tiny_kb, monkeypatch):
     from llm_server import FakeLLMServer
     from services import worker
