@@ -51,6 +51,7 @@ def tuned_kb(lib, tmp_path):
     return kb, model
 
 
+@pytest.mark.torch
 def test_offline_pairs_come_from_the_chunk_and_negatives_from_other_documents(lib, tuned_kb):
     kb, _ = tuned_kb
     settings = FinetuneSettings(max_pairs=100)
@@ -113,6 +114,7 @@ def test_text_without_sentence_punctuation_still_gives_a_query_from_its_clauses(
     assert offline_queries("短句", "短句", random.Random(0)) == []
 
 
+@pytest.mark.torch
 def test_positive_aware_mining_skips_candidates_the_model_finds_as_close_as_the_positive(lib, tuned_kb, monkeypatch):
     """A candidate the KB's model scores at least `negative_ceiling` x the positive's score is more likely
     an unlabelled answer than a wrong one: it is never the negative."""

@@ -178,12 +178,14 @@ def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeyp
     assert not list((lib.root / "models").glob("*慢模型*"))
 
 
+@pytest.mark.torch
 def test_bad_model_name_gets_a_chinese_message(tiny_kb):
     at = app("finetune")
     start(at, "../逃逸", 1, 40)
     assert any("模型名称只能包含" in e.value for e in at.error)
 
 
+@pytest.mark.torch
 def test_llm_option_needs_an_endpoint_the_worker_can_use(tiny_kb, monkeypatch):
     at = app("finetune")
     assert at.checkbox[0].disabled  # nothing configured on the server or saved for the KB
@@ -193,6 +195,7 @@ def test_llm_option_needs_an_endpoint_the_worker_can_use(tiny_kb, monkeypatch):
     assert not at.checkbox[0].disabled
 
 
+@pytest.mark.torch
 def test_a_fine_tuned_e5_folder_keeps_its_query_and_passage_prefixes(tmp_path):
     from services.index.models import resolve
 
@@ -227,6 +230,7 @@ def test_llm_queries_in_the_background_use_the_servers_endpoint(tiny_kb, monkeyp
     assert prompts and all("用户可能会问" in p for p in prompts)  # one question-writing call per chunk
 
 
+@pytest.mark.torch
 def test_training_length_is_not_saved_with_the_model(tmp_path):
     """Training truncates at settings.max_seq_length for speed; the saved model embeds passages
     as long as the base did (before/after compare the same text)."""
@@ -241,6 +245,7 @@ def test_training_length_is_not_saved_with_the_model(tmp_path):
     assert length > 16 and SentenceTransformer(str(tmp_path / "out"), device="cpu").max_seq_length == length
 
 
+@pytest.mark.torch
 def test_token_embeddings_are_frozen_by_default(tmp_path):
     """The multilingual vocabulary's embedding matrix is most of e5-small's weights: training leaves
     it unchanged (memory and time), the rest of the network learns."""

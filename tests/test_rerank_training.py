@@ -33,6 +33,7 @@ def tiny_kb(lib, tmp_path, monkeypatch):
     return kb, str(model)
 
 
+@pytest.mark.torch
 def test_each_query_gets_its_chunk_as_positive_and_non_overlapping_chunks_as_negatives(lib, tiny_kb):
     kb, _ = tiny_kb
     data = TINY.data_settings()
@@ -133,6 +134,7 @@ def test_the_rerankers_share_of_the_order_is_chosen_by_measurement_and_saved(lib
     assert settings.rerank and settings.rerank_weight == 0.5
 
 
+@pytest.mark.torch
 def test_a_rerank_weight_below_one_blends_the_first_stage_order(lib, tiny_kb, monkeypatch):
     from dataclasses import replace
 

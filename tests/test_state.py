@@ -140,6 +140,7 @@ def tiny_models(tmp_path_factory):
     return a, b
 
 
+@pytest.mark.torch
 def test_collection_follows_the_kb_whatever_the_model_is_called(lib, kb, tiny_models):
     from services.index.reembed import reembed
 
@@ -158,6 +159,7 @@ def test_collection_follows_the_kb_whatever_the_model_is_called(lib, kb, tiny_mo
     assert lib.backend.collections(f"kb{kb.id}__") == []
 
 
+@pytest.mark.torch
 def test_model_folder_replaced_in_place_never_reuses_cached_vectors(lib, tmp_path):
     from services.index import embedding
 

@@ -37,6 +37,7 @@ def tooltips(at) -> str:
 
 
 # --- item 10 -------------------------------------------------------------------------------------
+@pytest.mark.torch
 def test_settings_and_finetune_speak_plain_chinese_with_the_terms_in_tooltips(tiny_kb):  # noqa: F811
     lib, kb = tiny_kb
     settings = app("settings")
