@@ -186,7 +186,8 @@ class FakeLLMServer:
         self.httpd.daemon_threads = True
         self.httpd.handle_error = lambda *a: None  # clients that hang up (timeout tests) are expected
         self.httpd.owner = self
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # shutdown() waits for serve_forever's next poll: 0.5 s by default, paid by every test that stops one
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:

@@ -159,7 +159,8 @@ class FakeModelServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.owner = self
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        # stop() waits for serve_forever's next poll: 0.5 s by default, paid at every stop
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def stop(self) -> None:

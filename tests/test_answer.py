@@ -266,6 +266,7 @@ def test_multi_turn_rewrite_with_llm(lib, geo_kb, server):
     assert follow.query == "北京的面积呢？" and "16410" in follow.text
 
 
+@pytest.mark.slow  # starts Python processes (issue 18 item 9: multi-process tests are slow)
 def test_ask_cli_json(tmp_path, data_dir, server):
     import json
     import subprocess

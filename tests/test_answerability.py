@@ -201,6 +201,7 @@ def installed_check(tmp_path, monkeypatch):
     check_module._CHECKS.clear()
 
 
+@pytest.mark.torch
 def test_the_check_refuses_below_its_threshold_in_every_mode(lib, kb, installed_check, monkeypatch):
     from services.answers.answer import Conversation, answer_question
     from services.config import LLMSettings
@@ -232,6 +233,7 @@ def replace_mode(retriever, mode):
     return retriever
 
 
+@pytest.mark.torch
 def test_a_data_dir_holds_the_check_in_models_answerability(tmp_path, monkeypatch):
     monkeypatch.delenv("WENDAO_ANSWERABILITY_MODEL", raising=False)
     monkeypatch.setenv("WENDAO_DATA_DIR", str(tmp_path))

@@ -329,6 +329,7 @@ def parse_in_subprocess(path: Path, name: str, **env: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # peak memory of a parse in a child process (issue 18 item 9: memory tests are slow)
 def test_small_docx_with_huge_xml_parses_in_bounded_memory(tmp_path):
     path = tmp_path / "big-xml.docx"
     path.write_bytes(docx_package(paragraphs_xml(8, VERBOSE)))  # ~8 MB of Word-like XML in ~100 KB
@@ -338,6 +339,7 @@ def test_small_docx_with_huge_xml_parses_in_bounded_memory(tmp_path):
     assert outcome["growth_mb"] < 40, outcome  # python-docx's tree: 111 MB here (2.1 GB for 60 MB)
 
 
+@pytest.mark.slow  # peak memory of a parse in a child process (issue 18 item 9: memory tests are slow)
 def test_one_giant_paragraph_is_capped_in_bounded_memory(tmp_path):
     path = tmp_path / "one-paragraph.docx"
     path.write_bytes(docx_package(one_paragraph_xml(8)))
@@ -347,6 +349,7 @@ def test_one_giant_paragraph_is_capped_in_bounded_memory(tmp_path):
     assert outcome["growth_mb"] < 60, outcome
 
 
+@pytest.mark.slow  # peak memory of a parse in a child process (issue 18 item 9: memory tests are slow)
 def test_lying_zip_directory_never_inflates_past_what_it_announces(tmp_path):
     # 100 MB of XML (~100 KB compressed) announced as 1,000 bytes: zipfile.read() inflates the
     # whole stream in one call before it truncates and fails the CRC check.
@@ -359,6 +362,7 @@ def test_lying_zip_directory_never_inflates_past_what_it_announces(tmp_path):
     assert outcome["growth_mb"] < 50, outcome
 
 
+@pytest.mark.slow  # peak memory of a parse in a child process (issue 18 item 9: memory tests are slow)
 def test_html_of_many_tiny_elements_parses_in_bounded_memory(tmp_path):
     path = tmp_path / "tags.html"
     path.write_bytes(b"<html><body>" + b"<i>x</i>" * 200_000 + b"</body></html>")  # 1.6 MB
@@ -367,6 +371,7 @@ def test_html_of_many_tiny_elements_parses_in_bounded_memory(tmp_path):
     assert outcome["growth_mb"] < 60, outcome  # a BeautifulSoup tree: ~150 bytes per byte of tags
 
 
+@pytest.mark.slow  # peak memory of a parse in a child process (issue 18 item 9: memory tests are slow)
 def test_large_text_file_is_refused_in_bounded_memory(tmp_path):
     path = tmp_path / "big.txt"
     line = (TEXT + "\n").encode("gbk")

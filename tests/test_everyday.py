@@ -94,6 +94,7 @@ def test_background_ingest_reports_progress_and_keeps_search_available(lib, kb):
     assert check(lib, kb)["ok"]
 
 
+@pytest.mark.slow  # starts Python processes (issue 18 item 9: multi-process tests are slow)
 def test_jobs_of_a_dead_owner_resume_after_restart(tmp_path):
     """A job queued (or running) in a process that died is picked up by the next owner."""
     root = tmp_path / "data"

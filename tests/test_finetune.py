@@ -52,6 +52,7 @@ def tuned_kb(lib, tmp_path):
     return kb, model
 
 
+@pytest.mark.torch
 def test_offline_pairs_come_from_the_chunk_and_negatives_from_other_documents(lib, tuned_kb):
     kb, _ = tuned_kb
     settings = FinetuneSettings(max_pairs=100)
@@ -114,6 +115,7 @@ def test_text_without_sentence_punctuation_still_gives_a_query_from_its_clauses(
     assert offline_queries("短句", "短句", random.Random(0)) == []
 
 
+@pytest.mark.torch
 def test_positive_aware_mining_skips_candidates_the_model_finds_as_close_as_the_positive(lib, tuned_kb, monkeypatch):
     """A candidate the KB's model scores at least `negative_ceiling` x the positive's score is more likely
     an unlabelled answer than a wrong one: it is never the negative."""
@@ -152,6 +154,7 @@ def test_batches_keep_one_pair_per_document_where_the_kb_allows():
     assert all(len({p.chunk_id for p in b}) == len(b) for b in batches)  # never two queries of one chunk
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib, tuned_kb):
     from services.index.embedding import load_embedder
     from services.index.reembed import reembed
@@ -183,6 +186,7 @@ def test_tiny_training_lowers_the_loss_saves_a_loadable_model_and_is_listed(lib,
         finetune(lib, kb, "小模型")  # the name is taken
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_training_checkpoints_activations_when_asked(tmp_path, monkeypatch):
     """Activation checkpointing (peak RSS 8.2 -> 2.9 GB for e5-small at 256 tokens on 2 cores) is off by
     default at the 128-token training length and on when asked; training still lowers the loss with it."""
@@ -201,6 +205,7 @@ def test_training_checkpoints_activations_when_asked(tmp_path, monkeypatch):
     assert enabled == [True]
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_only_the_top_layers_train_when_asked(tmp_path):
     """train_layers=N keeps all but the top N transformer layers as the base had them."""
     import torch
@@ -217,6 +222,7 @@ def test_only_the_top_layers_train_when_asked(tmp_path):
     assert unchanged == [True, True, False]
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_name(lib, tuned_kb, monkeypatch):
     from services.tuning import finetune as ft
 
@@ -242,6 +248,7 @@ def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_nam
     assert [m["name"] for m in finetuned_models(lib)] == ["中断"]
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_a_saved_question_set_gets_before_after_numbers_with_the_evaluation_pages_rule(lib, tuned_kb):
     """The KB's own questions are scored like the 评测 page scores them (a chunk of the gold document
     holding the answer): the base model's dense numbers equal services.tuning.evaluation's dense run."""
@@ -266,6 +273,7 @@ def test_a_saved_question_set_gets_before_after_numbers_with_the_evaluation_page
     assert "知识库的问题集（4 题）" in (Path(card["path"]) / "README.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_before_after_numbers_are_what_the_evaluation_page_reports(data_dir, tmp_path):
     """One pipeline: the fine-tuning run's numbers on the KB's question set equal what the 评测 page's
     evaluation job reports for the same questions — before: with the KB's model and index; after:
@@ -302,6 +310,7 @@ def test_before_after_numbers_are_what_the_evaluation_page_reports(data_dir, tmp
     ws.lib.close()
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monkeypatch):
     """Held-out pseudo-queries say the tuned model is better; the user's questions decide."""
     from services.tuning import finetune as ft
@@ -366,6 +375,7 @@ def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
     assert report["questions_table"][1]["mrr@10"] == round(questions["after"]["dense"]["mrr@10"], 4)
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_finetune_runs_in_the_background_with_progress_and_can_be_cancelled(lib, tuned_kb):
     from services import worker
 
@@ -407,6 +417,7 @@ def test_an_llm_question_trains_on_the_part_of_the_passage_it_asks_about():
     assert window_for(body[:100], body[:100], "长江") == body[:100]
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_the_saved_weights_are_the_base_trained_mix_that_scores_best_on_dev_queries(lib, tuned_kb, monkeypatch):
     """WiSE-FT: each mix of base and trained weights is scored on the dev queries; the folder keeps the
     best one (a tie keeps more of the base)."""

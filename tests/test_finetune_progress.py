@@ -31,6 +31,7 @@ def _kb(lib, tmp_path, name: str, copies: int):
     (1, FinetuneSettings(epochs=2, batch_size=4, max_pairs=40)),
     (3, FinetuneSettings(epochs=1, batch_size=8, max_pairs=90)),  # 18 documents: dev queries choose a mix
 ])
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_the_estimate_counts_the_steps_and_pairs_the_run_takes(lib, tmp_path, copies, settings):
     kb = _kb(lib, tmp_path, f"大小{copies}", copies)
     planned = estimate(lib, kb, settings)
@@ -151,6 +152,7 @@ def test_the_time_left_follows_this_runs_pace():
     assert ft.progress_of(job)[0] == 0.9
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_a_cancelled_run_times_the_next_estimate(lib, tmp_path):
     """A run cancelled during training still records the stages it finished and its steps' speed."""
     kb = _kb(lib, tmp_path, "取消", 1)
@@ -169,6 +171,7 @@ def test_a_cancelled_run_times_the_next_estimate(lib, tmp_path):
     assert again["stages"]["train"] == pytest.approx(rates["train"] * again["steps"] + rates["load"], abs=0.2)
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_a_background_runs_bar_never_goes_back_as_the_page_polls_it(lib, tmp_path, monkeypatch):
     """The worker's row read the way the page reads it (the core's finetune_progress), polled while
     a run's steps go unevenly slow and fast: the share never drops and ends near the whole."""

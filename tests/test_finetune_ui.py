@@ -40,6 +40,7 @@ def start(at, name, epochs, max_pairs):
     assert not at.exception, [e.value for e in at.exception]
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
     from services import worker
     from services.tuning.finetune import finetuned_models
@@ -89,6 +90,7 @@ def test_finetune_from_the_page_then_switch_only_when_better_and_back(tiny_kb):
     assert finetuned_models(lib) == [] and "还没有微调过的模型" in texts(at)
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_switch(tiny_kb):
     from services.tuning.evaluation import save_question_set
     from services.tuning.finetune import FinetuneSettings, finetune
@@ -117,6 +119,7 @@ def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_sw
         assert ("在本知识库的问题集上没有变好" in texts(at)) == (not better)
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_the_result_says_which_queries_and_how_much_of_the_training_was_kept(tiny_kb):
     """The settings caption counts the offline query kinds and, when a KB was big enough for dev
     queries, how much of the trained change the saved weights keep (services.tuning.finetune.choose_mix)."""
@@ -157,6 +160,7 @@ def slow_run_under_way(tiny_kb, monkeypatch, name: str, steps: int):
     return at
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeypatch):
     from services import worker
 
@@ -176,12 +180,14 @@ def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeyp
     assert not list((lib.root / "models").glob("*慢模型*"))
 
 
+@pytest.mark.torch
 def test_bad_model_name_gets_a_chinese_message(tiny_kb):
     at = app("finetune")
     start(at, "../逃逸", 1, 40)
     assert any("模型名称只能包含" in e.value for e in at.error)
 
 
+@pytest.mark.torch
 def test_llm_option_needs_an_endpoint_the_worker_can_use(tiny_kb, monkeypatch):
     at = app("finetune")
     assert at.checkbox[0].disabled  # nothing configured on the server or saved for the KB
@@ -191,6 +197,7 @@ def test_llm_option_needs_an_endpoint_the_worker_can_use(tiny_kb, monkeypatch):
     assert not at.checkbox[0].disabled
 
 
+@pytest.mark.torch
 def test_a_fine_tuned_e5_folder_keeps_its_query_and_passage_prefixes(tmp_path):
     from services.index.models import resolve
 
@@ -202,6 +209,7 @@ def test_a_fine_tuned_e5_folder_keeps_its_query_and_passage_prefixes(tmp_path):
     assert (spec.query_prefix, spec.passage_prefix) == ("query: ", "passage: ")
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_llm_queries_in_the_background_use_the_servers_endpoint(tiny_kb, monkeypatch):
     from llm_server import FakeLLMServer
     from services import worker
@@ -224,6 +232,7 @@ def test_llm_queries_in_the_background_use_the_servers_endpoint(tiny_kb, monkeyp
     assert prompts and all("用户可能会问" in p for p in prompts)  # one question-writing call per chunk
 
 
+@pytest.mark.torch
 def test_training_length_is_not_saved_with_the_model(tmp_path):
     """Training truncates at settings.max_seq_length for speed; the saved model embeds passages
     as long as the base did (before/after compare the same text)."""
@@ -238,6 +247,7 @@ def test_training_length_is_not_saved_with_the_model(tmp_path):
     assert length > 16 and SentenceTransformer(str(tmp_path / "out"), device="cpu").max_seq_length == length
 
 
+@pytest.mark.torch
 def test_token_embeddings_are_frozen_by_default(tmp_path):
     """The multilingual vocabulary's embedding matrix is most of e5-small's weights: training leaves
     it unchanged (memory and time), the rest of the network learns."""

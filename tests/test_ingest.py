@@ -108,6 +108,7 @@ def run_cli(args, env, **kw):
                           text=True, timeout=300, **kw)
 
 
+@pytest.mark.slow  # starts Python processes (issue 18 item 9: multi-process tests are slow)
 def test_cli_ingest_json_and_chunks(tmp_path, data_dir):
     folder = tmp_path / "docs"
     folder.mkdir()

@@ -115,6 +115,7 @@ def engine():
     return torch_e5.TorchE5(torch_e5.model_dir(), precision="fp32")
 
 
+@pytest.mark.torch
 @needs_e5
 def test_packed_forward_equals_the_padded_one(engine):
     """TorchE5 runs a batch packed (no padding in the linear layers): the same means as the padded
@@ -136,6 +137,7 @@ def test_packed_forward_equals_the_padded_one(engine):
         assert packed.shape == padded.shape and np.abs(packed - padded).max() < 1e-5
 
 
+@pytest.mark.torch
 @needs_e5
 def test_batched_query_vectors_equal_single_ones(engine):
     """The bundled model through the batcher: batches of queries of different lengths give each query
@@ -153,6 +155,7 @@ def test_batched_query_vectors_equal_single_ones(engine):
     assert np.abs(batched - single).max() < 1e-5
 
 
+@pytest.mark.torch
 @needs_e5
 def test_the_bundled_embedder_batches_concurrent_queries():
     """TorchE5Embedder.encode_query goes through its batcher: concurrent callers share forward passes."""

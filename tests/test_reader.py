@@ -59,6 +59,7 @@ def no_reader(tmp_path, monkeypatch):
     reader_module._READERS.clear()
 
 
+@pytest.mark.torch
 def test_windows_and_labels_map_tokens_to_exact_characters(tmp_path):
     base = tiny_embedder(tmp_path / "base")
     reader = Reader(str(base), 0.0, max_length=40, stride=8, load_model=False)
@@ -112,6 +113,7 @@ def test_without_a_reader_the_heuristics_mark_the_answer(no_reader, tmp_path):
     assert (again.span.text, again.span.start, again.span.end) == (plain.span.text, plain.span.start, plain.span.end)
 
 
+@pytest.mark.torch
 def test_training_features_leave_out_excluded_documents(tmp_path):
     base = tiny_embedder(tmp_path / "base")
     reader = Reader(str(base), 0.0, max_length=64, stride=16, load_model=False)

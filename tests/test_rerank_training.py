@@ -33,6 +33,7 @@ def tiny_kb(lib, tmp_path, monkeypatch):
     return kb, str(model)
 
 
+@pytest.mark.torch
 def test_each_query_gets_its_chunk_as_positive_and_non_overlapping_chunks_as_negatives(lib, tiny_kb):
     kb, _ = tiny_kb
     data = TINY.data_settings()
@@ -56,6 +57,7 @@ def test_each_query_gets_its_chunk_as_positive_and_non_overlapping_chunks_as_neg
             assert p.query not in positive.passage  # the query's own sentence is taken out
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_tiny_reranker_is_a_crossencoder_folder_the_retriever_reranks_with(lib, tiny_kb):
     from dataclasses import replace
 
@@ -86,6 +88,7 @@ def test_tiny_reranker_is_a_crossencoder_folder_the_retriever_reranks_with(lib, 
     assert hits and all("rerank" in h.scores for h in hits)
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_reranking_is_switched_on_only_when_the_reranker_is_better(lib, tiny_kb, monkeypatch):
     from services.index.kb_settings import retrieval_settings
 
@@ -110,6 +113,7 @@ def test_reranking_is_switched_on_only_when_the_reranker_is_better(lib, tiny_kb,
     assert retrieval_settings(lib, kb).reranker_model.endswith("更好")  # unchanged
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_the_rerankers_share_of_the_order_is_chosen_by_measurement_and_saved(lib, tiny_kb, monkeypatch):
     from services.index.kb_settings import retrieval_settings
 
@@ -130,6 +134,7 @@ def test_the_rerankers_share_of_the_order_is_chosen_by_measurement_and_saved(lib
     assert settings.rerank and settings.rerank_weight == 0.5
 
 
+@pytest.mark.torch
 def test_a_rerank_weight_below_one_blends_the_first_stage_order(lib, tiny_kb, monkeypatch):
     from dataclasses import replace
 
@@ -165,6 +170,7 @@ def test_a_reranker_never_worsens_any_set_it_is_offered_on():
     assert not rt.is_better({"heldout": result(0.5, 0.4), "questions": result(0.5, 0.6)})  # no set worse
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_listwise_loss_trains_too(lib, tiny_kb, tmp_path):
     kb, base = tiny_kb
     data = TINY.data_settings()
@@ -175,6 +181,7 @@ def test_listwise_loss_trains_too(lib, tiny_kb, tmp_path):
     assert rt.is_cross_encoder(str(tmp_path / "out"))
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_from_an_embedder_the_bottom_layers_are_kept_and_a_mean_pooling_layer_is_added(tmp_path):
     """An embedder trained with mean pooling leaves its first token's output the same for every input,
     so the classifier would start constant: one more layer makes that token the mean of all tokens.
@@ -202,6 +209,7 @@ def test_from_an_embedder_the_bottom_layers_are_kept_and_a_mean_pooling_layer_is
     assert type(saved.model).__name__ == "BertForSequenceClassification" and saved.model.config.num_hidden_layers == 3
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_reranker_training_runs_as_a_background_job(lib, tiny_kb):
     from services import worker
 

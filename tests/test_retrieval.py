@@ -169,6 +169,7 @@ def tiny_paths(tmp_path_factory):
     return tiny_embedder(root / "emb"), tiny_cross_encoder(root / "ce")
 
 
+@pytest.mark.torch
 def test_local_sentence_transformer_embedder_and_reembed(lib, kb, tiny_paths):
     from services.index.embedding import load_embedder
     from services.index.reembed import reembed
@@ -185,6 +186,7 @@ def test_local_sentence_transformer_embedder_and_reembed(lib, kb, tiny_paths):
     assert len(hits) == 5 and all(h.scores["dense"] <= 1.0 for h in hits)
 
 
+@pytest.mark.torch
 def test_cross_encoder_reranks_candidates(lib, kb, tiny_paths):
     _, ce_path = tiny_paths
     ingest_bytes(lib, kb, GEO.encode(), "geo.txt", ChunkingConfig("sentence", 50, 0))
@@ -195,6 +197,7 @@ def test_cross_encoder_reranks_candidates(lib, kb, tiny_paths):
     assert [h.scores["rerank"] for h in reranked] == sorted((h.scores["rerank"] for h in reranked), reverse=True)
 
 
+@pytest.mark.torch
 def test_reranker_token_budget_batches_and_oom_fallback(tiny_paths):
     from services.search.rerank import Reranker
 
@@ -216,6 +219,7 @@ def test_reranker_token_budget_batches_and_oom_fallback(tiny_paths):
     assert calls == [4096, 2048]  # retried with half the token budget
 
 
+@pytest.mark.torch
 def test_unloadable_model_fails_fast_with_chinese_error(monkeypatch):
     """An uncached hub model with the hub unreachable fails in seconds (not after the hub client's
     retries, 78 s here), naming the model and what to do."""
@@ -234,6 +238,7 @@ def test_unloadable_model_fails_fast_with_chinese_error(monkeypatch):
     assert time.perf_counter() - started < 10
 
 
+@pytest.mark.torch
 def test_search_without_reranker_model_still_answers(lib, kb, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     ingest_bytes(lib, kb, GEO.encode(), "geo.txt")

@@ -140,6 +140,7 @@ def tiny_models(tmp_path_factory):
     return a, b
 
 
+@pytest.mark.torch
 def test_collection_follows_the_kb_whatever_the_model_is_called(lib, kb, tiny_models):
     from services.index.reembed import reembed
 
@@ -158,6 +159,7 @@ def test_collection_follows_the_kb_whatever_the_model_is_called(lib, kb, tiny_mo
     assert lib.backend.collections(f"kb{kb.id}__") == []
 
 
+@pytest.mark.torch
 def test_model_folder_replaced_in_place_never_reuses_cached_vectors(lib, tmp_path):
     from services.index import embedding
 
@@ -329,6 +331,7 @@ def test_live_ingest_is_not_cleaned_by_another_process(tmp_path, data_dir):
         holder.wait()
 
 
+@pytest.mark.slow  # starts Python processes (issue 18 item 9: multi-process tests are slow)
 def test_second_process_never_breaks_the_owner(tmp_path, data_dir):
     """With the app-like owner running, CLI reads work read-only, a CLI ingest is refused before it
     parses or embeds anything, and the owner keeps ingesting without errors."""
@@ -509,6 +512,7 @@ def test_library_page_checks_and_rebuilds_the_index(data_dir):
     assert not at.exception
 
 
+@pytest.mark.slow  # starts Python processes (issue 18 item 9: multi-process tests are slow)
 def test_keyword_only_document_gets_its_vectors_after_a_crash(data_dir):
     """Killed after the document became keyword-searchable but before its vectors were written: the
     next owner's worker writes them; until then check is clean and search says so."""

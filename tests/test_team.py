@@ -289,6 +289,7 @@ def test_visitor_endpoints_cannot_reach_internal_addresses_in_team_mode(team, mo
         kb.save_llm(LLMSettings(base_url="http://169.254.169.254/", model="m"))
 
 
+@pytest.mark.slow  # starts Python processes (issue 18 item 9: multi-process tests are slow)
 def test_non_loopback_bind_without_sign_in_refuses_to_start(tmp_path):
     env = {**__import__("os").environ, "WENDAO_DATA_DIR": str(tmp_path), "WENDAO_AUTH": ""}
     out = subprocess.run([sys.executable, "-m", "services", "serve", "--address", "0.0.0.0", "--port", "9"],

