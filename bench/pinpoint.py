@@ -113,7 +113,7 @@ ISSUE_DOC = "cail2019_dev_0001.txt"  # the judgment of the issue's conversation 
 ISSUE_DIALOGUE = ("双方约定被告每月支付多少生活费？", "那孩子现在在哪上学？", ["荣昌县城西小学"])
 _ROLE = r"(原告|被告人|被告|被害人|申请人|上诉人|第三人)"
 # CAIL2019's masked names (张x6, 曹0, 刘1某, 王某甲), as the sets are built: fixed here, so that tuning the app's own
-# name patterns (services.answers.extractive.MASKED_NAME) never changes the questions it is measured on.
+# name patterns (services.answers.answer_types.MASKED_NAME) never changes the questions it is measured on.
 MASKED_NAME = re.compile(r"[\u4e00-\u9fff](?:[xX×][0-9]{1,3}|[0-9]{1,3}某?|某[甲乙丙丁戊己庚辛某0-9]?)"
                          r"(?![0-9.元万亿千百年月日号岁%个次人名位天件份米吨斤户间])")
 
@@ -167,7 +167,7 @@ def ambiguity_set() -> list[dict]:
     """CAIL2019 questions asking for an amount, number or date whose wording, once the names are
     removed, is the same in two or more judgments with different answers ("被告借了多少贷款？"):
     [{"question", "docs", "answers"}]. Their judgments are added to the CAIL KB."""
-    from services.answers.extractive import answer_type
+    from services.answers.answer_types import answer_type
 
     groups: dict[str, list[dict]] = {}
     for r in _raw("cail2019_dev"):

@@ -12,7 +12,8 @@ from services.answers.answer import (REFUSAL_TEXT, Conversation, Turn, answer_qu
 from services.documents.chunking import Chunk, ChunkingConfig
 from services.answers.citations import repair_citations
 from services.config import LLMSettings
-from services.answers.extractive import answer_type, check_picks, pick_sentences
+from services.answers.answer_types import answer_type
+from services.answers.extractive import check_picks, pick_sentences
 from services.index.ingest import ingest_bytes
 from services.search.retrieval import Hit, Retriever
 

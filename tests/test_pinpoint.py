@@ -15,7 +15,8 @@ from llm_server import FakeLLMServer
 from services import conversations, errors
 from services.answers.answer import (UNSUPPORTED_LLM_NOTICE, Conversation, Turn, answer_question,
                                      heuristic_rewrite)
-from services.answers.extractive import answer_type, asked_verbs, pinpoint, question_role
+from services.answers.answer_types import answer_type, asked_verbs
+from services.answers.extractive import pinpoint, question_role
 from services.config import LLMSettings
 from services.documents.chunking import Chunk, ChunkingConfig
 from services.index.ingest import ingest_bytes

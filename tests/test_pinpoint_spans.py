@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.answers.extractive import answer_type, pinpoint, typed_values
+from services.answers.answer_types import answer_type, typed_values
+from services.answers.extractive import pinpoint
 from services.documents.chunking import Chunk
 from services.search.retrieval import Hit
 

@@ -220,7 +220,7 @@ def test_the_marked_school_is_its_whole_name(town):
     ("上海和北京的小学", ["上海", "北京", "小学"]),  # a conjunction or 的 joins no names
 ])
 def test_place_values_span_the_institution_name(text, places):
-    from services.answers.extractive import typed_values
+    from services.answers.answer_types import typed_values
 
     assert [text[a:b] for a, b in typed_values("place", text)] == places
 

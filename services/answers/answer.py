@@ -24,8 +24,9 @@ from services import errors
 from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
                                 parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
+from services.answers.answer_types import entity_spans
 from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, ambiguity_passages,  # noqa: F401
-                                        entity_spans, marked_text, names_held, pinpoint, question_names)
+                                        marked_text, names_held, pinpoint, question_names)
 from services.documents.pageview import page_label
 from services.documents.parsing import page_for_offset
 from services.answers.refusal import QUESTION_WORDS, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401

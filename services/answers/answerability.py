@@ -32,7 +32,7 @@ FOLDER = "answerability"
 CARD = "wendao_card.json"
 COMBINER = "combiner.json"
 TOP = 3  # passages read per question (the answer's first sources)
-KINDS = ("date", "title", "country", "place", "person", "amount", "number", "reason")  # extractive.answer_type
+KINDS = ("date", "title", "country", "place", "person", "amount", "number", "reason")  # answer_types.answer_type
 GRAMS = (1, 2, 3)  # character n-grams of the question
 _TRAILING = re.compile(r"[?？。.!！\s]+$")
 
@@ -53,18 +53,19 @@ def question_grams(question: str) -> Counter:
 
 def signals(question: str, passages: list[str]) -> dict[str, float]:
     """Cheap text signals of whether the passages hold what the question asks for: its answer type
-    (extractive.answer_type; yes/no), the coverage of its key terms by the best sentence and by all
+    (answer_types.answer_type; yes/no), the coverage of its key terms by the best sentence and by all
     passages, its names and terms missing from them, and whether a clause holds a value of the asked
     type (a date for 何时, an amount for 多少钱, a name for 谁) and how well its sentence covers the
     question — the judgment states 身份 / 年龄 / 判决结果 or it does not."""
+    from services.answers import answer_types as T
     from services.answers import extractive as X
     from services.answers.refusal import best_sentence_coverage, coverage, key_terms
     from services.documents.text import split_sentences
     from services.documents.tokenizer import comparable, query_terms
 
     terms = key_terms(question) or query_terms(question)
-    kind = X.answer_type(question)
-    yesno = X.asks_yes_no(question)
+    kind = T.answer_type(question)
+    yesno = T.asks_yes_no(question)
     text = comparable("\n".join(passages))
     out = {f"kind_{k}": float(kind == k) for k in KINDS}
     out["kind_none"] = float(kind is None and not yesno)
@@ -78,13 +79,13 @@ def signals(question: str, passages: list[str]) -> dict[str, float]:
     names = X.question_names(question)
     out["names"] = float(len(names))
     out["names_missing"] = float(sum(n not in text for n in names))
-    typed = kind in X.TYPED or kind == "reason"
+    typed = kind in T.TYPED or kind == "reason"
     best_typed, n_typed = 0.0, 0
     for p in passages:
         for a, b in split_sentences(p):
             cov = coverage(terms, p[a:b])
             for x, y in (X.clause_spans(p, a, b) if typed else []):
-                if X.has_type(kind, p[x:y]):
+                if T.has_type(kind, p[x:y]):
                     n_typed += 1
                     best_typed = max(best_typed, 0.5 * cov + 0.5 * coverage(terms, p[x:y]))
     out["typed_clause"] = best_typed
@@ -100,7 +101,7 @@ def signals(question: str, passages: list[str]) -> dict[str, float]:
         sentences = [comparable(p[a:b]) for p in passages for a, b in split_sentences(p)]
         out[f"gram{n}_sentence"] = max((sum(g in s for g in grams) / max(1, len(grams)) for s in sentences), default=0.0)
     out["longest"] = _longest_found(q, text) / max(1, len(q))
-    verbs = X.asked_verbs(question) if yesno else []
+    verbs = T.asked_verbs(question) if yesno else []
     out["verbs_missing"] = sum(v not in text for v in verbs) / max(1, len(verbs))
     out["q_len"] = math.log1p(len(question_text(question)))
     out["p_len"] = math.log1p(len(text))

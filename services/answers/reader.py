@@ -74,8 +74,8 @@ def special_ids(tokenizer) -> tuple[int, int, int]:
 
 def threshold_group(kind: str | None) -> str:
     """Which of the card's thresholds applies to a question of the asked-for type `kind`
-    (services.answers.extractive.answer_type): "typed" for those the heuristics find values of."""
-    from services.answers.extractive import TYPED
+    (services.answers.answer_types.answer_type): "typed" for those the heuristics find values of."""
+    from services.answers.answer_types import TYPED
 
     return "typed" if kind in TYPED else "untyped"
 

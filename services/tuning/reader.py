@@ -259,7 +259,8 @@ def dev_rows(reader: Reader, corpus: Corpus, items: list[Item], top: int) -> lis
     """Per dev question: the reader's best span and score, and the heuristic span, over its document's
     first `top` chunks by BM25; whether each holds a gold answer."""
     from services.answers.answer import contains_gold
-    from services.answers.extractive import answer_type, pinpoint
+    from services.answers.answer_types import answer_type
+    from services.answers.extractive import pinpoint
     from services.answers.reader import threshold_group
     from services.documents.chunking import Chunk
     from services.search.retrieval import Hit
