@@ -123,7 +123,8 @@ REFERENCE_MIX_LOAD_S = 10.0
 DEV_DISTRACTORS = 600
 UNIT_OF = {"data": "pairs", "before": "pairs", "train": "steps", "mix": "mix_chunks", "after": "chunks"}
 PAIRS_PER_CHUNK = 1.8  # offline pseudo-queries a chunk gives (CMRC 2.0, 200 judgments 1.6)
-TIMING_FILE = ".last_run_timing.json"  # under models/: the latest run's timing, also when cancelled or failed
+TIMING_FILE = ".last_run_timing.json"  # under models/: the recent runs' timing, also when cancelled or failed
+KEPT_RUNS = 5
 
 
 def plan(chunks: int, documents: int, settings: FinetuneSettings) -> dict:
@@ -168,33 +169,74 @@ def run_plan(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings) -> dic
     return dict(_PLANS[key])
 
 
+RECENT_RUNS = 3  # a stage's rate pools the newest runs that timed it (a single run's spike counts less)
+# How much slower than the reference machine one run's rate is taken as it is (a loaded 2-core machine
+# measured 4-11x); beyond it the excess shrinks by the evidence: units measured n against PRIOR_UNITS k,
+# weight n / (n + k). Faster rates are taken as they are: load only slows a measurement down, and a
+# faster machine (a GPU, more cores) is faster on every step.
+TRUSTED_RATIO = 5.0
+PRIOR_UNITS = {"steps": 4, "pairs": 32, "chunks": 64, "mix_chunks": 64, "evaluated": 8, "evaluated_on": 8,
+               "load": 1, "mix_load": 1}
+
+
+def damped(rate: float, reference: float, units: float, prior: float) -> float:
+    """`rate` measured over `units` units, against the reference machine's `reference`: faster or up
+    to TRUSTED_RATIO slower as measured; beyond it the excess (in log space) weighs units / (units +
+    prior), so one slow step (a cancelled run's only step took 90 s against 2.1 s planned, and the next
+    estimate read 49.8 minutes) counts as a hint, and many such steps as the machine's speed."""
+    if rate <= 0 or reference <= 0:
+        return rate
+    slower, limit = float(np.log(rate / reference)), float(np.log(TRUSTED_RATIO))
+    if slower <= limit:
+        return rate
+    return float(reference * np.exp(limit + (slower - limit) * units / (units + prior)))
+
+
+def run_seconds(timing: dict) -> dict:
+    """A run's seconds per stage as the rates count them: the train stage's steps apart from loading
+    the model ("load"), the mix stage's chunks apart from its model loads."""
+    seconds = dict(timing.get("stages", {}))
+    if timing.get("steps_s") is not None and seconds.get("train") is not None:
+        seconds["load"] = max(0.0, seconds["train"] - timing["steps_s"])
+        seconds["train"] = timing["steps_s"]
+    if seconds.get("mix") is not None and timing.get("mix_load_s") is not None:
+        seconds["mix"] = max(0.0, seconds["mix"] - timing["mix_load_s"])
+    return seconds
+
+
 def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rates: dict, reference_load: float,
                  units: Callable[[dict], dict] = lambda timing: timing) -> dict | None:
-    """Seconds per unit of each stage from the newest card (or cancelled run's record) that timed
-    it (embedder fine-tuning and reranker training both): the train stage's model loading ("load")
-    apart from its steps; a stage no card timed keeps the reference machine's rate. `units(timing)`:
-    how many units each stage handled (its unit names per `unit_of`)."""
-    timings = [c["timing"] for c in sorted((c for c in cards if c.get("timing")),
-                                           key=lambda c: -c.get("created_at", 0))]
+    """Seconds per unit of each stage from the newest runs (cards, or cancelled runs' records) that
+    timed it (embedder fine-tuning and reranker training both): per stage the newest RECENT_RUNS runs
+    that finished it, their seconds over the units they actually handled (a cancelled run: the steps
+    it did), `damped` towards the reference machine's rate where that is far off on little evidence;
+    the train stage's model loading ("load") apart from its steps; a stage no run timed keeps the
+    reference. `units(timing)`: how many units each stage handled (its unit names per `unit_of`)."""
+    timings, seen = [], set()
+    for c in sorted((c for c in cards if c.get("timing")), key=lambda c: -c.get("created_at", 0)):
+        same = json.dumps([c["timing"].get("stages"), c["timing"].get("steps")], sort_keys=True)
+        if same not in seen:  # a finished run is in its card and in the runs' record
+            seen.add(same)
+            timings.append(c["timing"])
     if not timings:
         return None
-    rates: dict[str, float] = {}
-    for timing in timings:  # newest first: each stage from the newest run that finished it
-        seconds = dict(timing.get("stages", {}))
-        if "load" not in rates and timing.get("steps_s") is not None and seconds.get("train") is not None:
-            rates["load"] = max(0.0, seconds["train"] - timing["steps_s"])
-            seconds["train"] = timing["steps_s"]
-        elif timing.get("steps_s") is not None and seconds.get("train") is not None:
-            seconds["train"] = timing["steps_s"]
-        if seconds.get("mix") is not None and timing.get("mix_load_s") is not None:  # the loads apart ("mix_load")
-            seconds["mix"] = max(0.0, seconds["mix"] - timing["mix_load_s"])
-        done = units(timing)
-        for stage in stages:
-            n = done.get(unit_of[stage]) or 0
-            if stage not in rates and n and seconds.get(stage) is not None:
-                rates[stage] = seconds[stage] / n
-        if "mix_load" not in rates and timing.get("mix_tries") and timing.get("mix_load_s") is not None:
-            rates["mix_load"] = timing["mix_load_s"] / timing["mix_tries"]
+    references = {"load": reference_load, "mix_load": REFERENCE_MIX_LOAD_S, **reference_rates}
+    pooled: dict[str, list[float]] = {}  # stage: [seconds, units, runs]
+    for timing in timings:  # newest first
+        seconds, done = run_seconds(timing), units(timing)
+        counted = {stage: done.get(unit_of[stage]) or 0 for stage in stages}
+        counted["load"] = 1 if "load" in seconds else 0
+        if timing.get("mix_tries") and timing.get("mix_load_s") is not None:
+            seconds["mix_load"], counted["mix_load"] = timing["mix_load_s"], timing["mix_tries"]
+        for stage, n in counted.items():
+            sums = pooled.setdefault(stage, [0.0, 0.0, 0])
+            if n and seconds.get(stage) is not None and sums[2] < RECENT_RUNS:
+                sums[0] += seconds[stage]
+                sums[1] += n
+                sums[2] += 1
+    rates = {stage: damped(total / n, references[stage], n,
+                           PRIOR_UNITS.get(stage if stage in ("load", "mix_load") else unit_of[stage], 8))
+             for stage, (total, n, runs) in pooled.items() if runs and stage in references}
     if not rates:
         return None
     return {"load": reference_load, **{s: reference_rates[s] for s in stages}, **rates}
@@ -202,16 +244,25 @@ def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rate
 
 def measured_rates(lib: Library) -> dict | None:
     """Seconds per unit of each stage from the latest runs on this data dir that recorded them:
-    saved models' cards and the last run's record (`TIMING_FILE`, kept when a run is cancelled or
+    saved models' cards and the recent runs' record (`TIMING_FILE`, kept when a run is cancelled or
     fails: the stages it finished)."""
-    cards = finetuned_models(lib)
+    return latest_rates(finetuned_models(lib) + recorded_runs(lib), STAGES, UNIT_OF, REFERENCE_RATES,
+                        REFERENCE_LOAD_S)
+
+
+def recorded_runs(lib: Library) -> list[dict]:
+    """The recent runs' timing records (`TIMING_FILE`: {"runs": [...]}, newest last; an older data
+    dir's file holds one record)."""
     record = models_dir(lib) / TIMING_FILE
-    if record.exists():
-        try:
-            cards.append(json.loads(record.read_text(encoding="utf-8")))
-        except ValueError:
-            log.warning("unreadable timing record %s", record)
-    return latest_rates(cards, STAGES, UNIT_OF, REFERENCE_RATES, REFERENCE_LOAD_S)
+    if not record.exists():
+        return []
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("unreadable timing record %s", record)
+        return []
+    runs = data.get("runs", [data]) if isinstance(data, dict) else []
+    return [r for r in runs if isinstance(r, dict) and isinstance(r.get("timing"), dict)]
 
 
 class StageClock:
@@ -846,7 +897,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
 
 
 def _record_timing(lib: Library, clock: StageClock, counts: dict, trained: dict) -> None:
-    """Keep a run's timing in `TIMING_FILE` whatever its end (`measured_rates` reads it with the
+    """Keep a run's timing in `TIMING_FILE` (with the KEPT_RUNS - 1 before it) whatever its end (`measured_rates` reads it with the
     cards): the stages `clock` saw finish, the units they handled (`counts`) and, from the training
     loop's last step (`trained`), the seconds of the steps done — also when it stopped mid-training."""
     stages = dict(clock.timing)
@@ -859,10 +910,10 @@ def _record_timing(lib: Library, clock: StageClock, counts: dict, trained: dict)
     if "mix" not in stages:  # cancelled while choosing the mix: its partial counts would mislead
         for k in ("mix_tries", "mix_chunks", "mix_load_s"):
             timing.pop(k, None)
+    runs = recorded_runs(lib)[-(KEPT_RUNS - 1):] + [{"created_at": time.time(), "timing": timing}]
     try:
         models_dir(lib).mkdir(parents=True, exist_ok=True)
-        (models_dir(lib) / TIMING_FILE).write_text(json.dumps({"created_at": time.time(), "timing": timing}),
-                                                   encoding="utf-8")
+        (models_dir(lib) / TIMING_FILE).write_text(json.dumps({"runs": runs}), encoding="utf-8")
     except OSError as exc:  # the estimate falls back to older runs; never fail a run over it
         log.warning("could not record the run's timing: %s", exc)
 
