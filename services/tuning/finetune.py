@@ -316,7 +316,7 @@ def pace(stages: dict, finished: dict | None) -> float:
 
 
 def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float | None = None,
-              finished: dict | None = None, step: int = 0, steps: int = 0) -> float:
+              finished: dict | None = None, step: int = 0, steps: int = 0, load: float = 0.0) -> float:
     """Seconds left in a run that has spent `stage_seconds` in `stage`: the rest of this stage (its
     estimate less the time spent, at least a tenth of it; while training, blended into the trainer's
     measured ETA as steps accumulate — fully from half way, since the first steps' ETA is noisy and
@@ -324,39 +324,71 @@ def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float |
     by this run's `pace` so far: its `finished` stages' measured seconds against the plan, and the
     stage under way counted at the length now expected of it. So a stage that overruns raises the
     estimate of the stages after it as it goes (the walkthrough saw the time left sit at 72 s while a
-    slow first stage ran on, then jump to 105 s when it ended)."""
+    slow first stage ran on, then jump to 105 s when it ended).
+
+    Training's `steps` known before its first step (the plan's count), the steps not yet done keep
+    their planned time: a first step running long (90 s on a loaded machine against 2.1 s planned)
+    no longer counts the time left down to a few seconds while the bar, which counts steps, stands
+    still (`load`: the train stage's planned seconds of loading the model)."""
     if stage not in STAGES:
         return float(sum(stages.values()))
     scale = pace(stages, finished)
     planned = float(stages.get(stage, 0.0)) * scale
     now = max(planned - stage_seconds, planned * 0.1)
+    if stage == "train" and steps and step < steps and train_eta is None:
+        per_step = max(0.0, float(stages.get("train", 0.0)) - load) / steps * scale
+        now = max(now, (steps - step - 0.9) * per_step)
     if stage == "train" and train_eta is not None:
         trust = min(1.0, 2 * step / steps) if steps else 1.0
         now = trust * train_eta + (1 - trust) * now
     if stages.get(stage):  # the pace with this stage at the length now expected of it (= scale while on plan)
-        expected = stage_seconds + now if stage == "train" and train_eta is not None else max(planned, stage_seconds)
+        expected = stage_seconds + now if stage == "train" and (train_eta is not None or steps) \
+            else max(planned, stage_seconds)
         scale = pace(stages, {**(finished or {}), stage: expected})
     return now + scale * float(sum(stages.get(s, 0.0) for s in STAGES[STAGES.index(stage) + 1:]))
 
 
+def creep(x: float) -> float:
+    """A stage's part done from its time spent over its time expected `x`: x itself up to 0.9, then
+    on towards 1 without reaching it (0.95 at twice the time, 0.99 at ten times): a stage running
+    over its plan still moves the bar, and never fills it while work remains."""
+    x = max(0.0, x)
+    return x if x <= 0.9 else x / (x + 0.1)
+
+
 def share_done(stage: str, stage_seconds: float, stages: dict, step: int = 0, steps: int = 0,
-               load: float = 0.0) -> float:
+               load: float = 0.0, since_step: float = 0.0) -> float:
     """The share of a run done, never less than a moment before: each stage weighs its planned
     seconds (fixed when the run starts), the stages before `stage` count whole, `stage` by its
-    progress — training by its steps (after the model's `load`, a fixed part of the train stage),
-    the others by the time spent over the time planned, stopping at 95% of the stage until it ends."""
+    progress — by `creep` of the time spent over the time planned, so every stage moves the bar and
+    none fills it before it ends; training by its steps (after the model's `load`, a fixed part of
+    the train stage), the step under way by `creep` of the `since_step` seconds it has taken over a
+    step's expected time (loading and the first step together before the first, saving the model
+    after the last), so the bar moves between steps however long one takes (the walkthrough's first
+    step took 90 s: the bar stood at 39%) and the step's share is reached only when it is done."""
     total = float(sum(stages.values()))
     if stage not in STAGES or total <= 0:
         return 0.0
     before = sum(float(stages.get(s, 0.0)) for s in STAGES[:STAGES.index(stage)])
     planned = float(stages.get(stage, 0.0))
-    by_time = min(0.95, stage_seconds / planned) if planned > 0 else 0.0
-    if stage == "train":
-        loading = min(0.5, load / planned) if planned > 0 else 0.0
-        part = loading + (1 - loading) * min(1.0, step / steps) * 0.99 if steps else min(by_time, loading)
-    else:
-        part = by_time
-    return min(1.0, (before + part * planned) / total)
+    part = creep(stage_seconds / planned) if planned > 0 else 0.0
+    if stage == "train" and planned > 0:
+        loading = min(0.5, load / planned)
+        per_step = max(planned - load, 0.0) / steps if steps else 0.0
+        if steps and step:  # a step's time as this run measured it, at the last step's end
+            per_step = max(per_step * 0.1, (stage_seconds - since_step - load) / step)
+
+        def mark(k: int) -> float:  # the part of the stage done with k steps done (saving the model after)
+            return loading + (1 - loading) * 0.97 * min(k, steps) / steps
+
+        if not steps:  # steps unknown (an older row): loading by time, then nothing until the first step
+            part = min(part, loading)
+        elif step == 0:  # loading the model and the first step
+            part = mark(1) * creep(stage_seconds / (load + per_step) if load + per_step > 0 else 1.0)
+        else:
+            upper = mark(step + 1) if step < steps else 1.0
+            part = mark(step) + (upper - mark(step)) * creep(since_step / per_step if per_step > 0 else 1.0)
+    return min(0.99, (before + part * planned) / total)  # 「100%」 only when the run has ended
 
 
 def progress_of(job) -> tuple[float, float | None]:
@@ -372,9 +404,11 @@ def progress_of(job) -> tuple[float, float | None]:
     since_report = max(0.0, now - job.updated_at)
     eta = r.get("eta_s")
     spent_here = max(0.0, now - r.get("stage_started", now))
+    load = r.get("load", 0.0) or 0.0
     left = time_left(job.stage, spent_here, stages, None if eta is None else max(0.0, eta - since_report),
-                     r.get("stage_seconds"), job.done or 0, job.total or 0)
-    share = share_done(job.stage, spent_here, stages, job.done or 0, job.total or 0, r.get("load", 0.0))
+                     r.get("stage_seconds"), job.done or 0, job.total or 0, load)
+    share = share_done(job.stage, spent_here, stages, job.done or 0, job.total or 0, load,
+                       min(since_report, spent_here))
     return max(float(r.get("share") or 0.0), share), left
 
 
