@@ -43,7 +43,8 @@ from services.index.index_text import StoredIndexTexts
 from services.index.library import Library
 from services.index.served import parse_served
 from services.index.kb_settings import retrieval_settings
-from services.tuning.evaluation import EvalConfig, Question, doc_key, evaluate, holds_answer, question_set
+from services.tuning.evaluation import (EvalConfig, Question, doc_key, evaluate, holds_answer, question_set,
+                                       split_questions)
 from services.index.store import KnowledgeBase
 from services.tuning.pseudo_queries import (PseudoQuery, llm_queries, offline_queries, starts_inside_a_sentence,
                                      window_for)
@@ -767,6 +768,23 @@ def answerable_questions(lib: Library, kb: KnowledgeBase, questions: list[Questi
             any(holds_answer(names[c.doc_id], c.start, c.end, q) for c in by_key.get(q.doc_key, []))]
 
 
+LEFT_OUT = ("yesno", "unanswerable", "not_found", "missing", "no_passage", "over_limit")
+
+
+def left_out_questions(lib: Library, kb: KnowledgeBase, saved: list[Question], counted: list[Question]) -> dict:
+    """Why the saved questions not in `counted` (`answerable_questions`) were left out, with counts,
+    in 评测's reasons (services.tuning.evaluation.split_questions): yes/no, unanswerable, answer text
+    not found in its document, document not in the KB; "no_passage": no single passage holds the
+    whole answer; "over_limit": beyond QUESTION_LIMIT. Only the reasons that apply."""
+    filenames = [d.filename for d in lib.store.list_documents(kb.id) if d.status == "ready"]
+    parts = split_questions(saved[:QUESTION_LIMIT], filenames)
+    kept = {id(q) for q in counted}
+    found = {k: len(parts[k]) for k in ("yesno", "unanswerable", "not_found", "missing")}
+    found["no_passage"] = sum(id(q) not in kept for q in parts["scored"])
+    found["over_limit"] = max(0, len(saved) - QUESTION_LIMIT)
+    return {k: found[k] for k in LEFT_OUT if found[k]}
+
+
 def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str | None,
                   sets: dict[str, list[Question]]) -> dict[str, dict]:
     """For each named question set: R@1/5/10 and MRR@10, dense alone and hybrid, measured by the 评测
@@ -856,7 +874,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
              llm=None, on_stage: Callable[[str], None] | None = None) -> dict:
     """Generate data, mine negatives, evaluate the base, train, evaluate the result, save with its
     card. Returns the card (with "before", "after" and "better"; with "questions" when the KB has a
-    saved question set: {"n", "total", "before", "after"}, which then decides "better")."""
+    saved question set: {"n", "total", "left_out": reasons with counts, "before", "after"}, which then decides "better")."""
     settings = settings or FinetuneSettings()
     name = valid_model_name(name)
     out = new_model_folder(lib, name)
@@ -922,6 +940,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
             "timing": {**counts, "stages": timing, "steps_s": round(steps_s, 2), "steps": progress.steps}}
     if sets["questions"]:  # the KB's saved question set (services.tuning.evaluation.save_question_set)
         card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
+                             "left_out": left_out_questions(lib, kb, saved, sets["questions"]),
                              "before": before["questions"], "after": after["questions"]}
     card["better"] = is_better(card["before"], card["after"], card.get("questions"))
     card["better_on"] = "questions" if "questions" in card else "heldout"
