@@ -112,7 +112,8 @@ SCOPE_ZH = {"read": "只读", "write": "读写"}
 def keys_panel(kb) -> None:
     """The KB's API keys: create one (shown once), see when each was last used, revoke."""
     st.caption("API 密钥只能访问这个知识库：「只读」密钥可以提问和检索，「读写」密钥还可以上传和删除文档。"
-               "密钥只显示一次，服务器只保存它的哈希。")
+               "密钥只在创建时显示一次；服务器不保存密钥本身，丢了只能作废后重新创建。",
+               help="服务器只保存密钥的哈希值（一种不能反推出原文的指纹），用来核对请求带来的密钥。")
     shown = st.session_state.pop(f"new_key_{kb.id}", None)
     if shown:
         st.success("新密钥（只显示这一次，请立即复制保存）：")

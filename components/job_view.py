@@ -43,8 +43,9 @@ def seconds_zh(s: float | None) -> str:
 def estimate_line(plan: dict, unit: str = "训练题") -> str:
     """The time a fine-tuning run should take on this KB, before it starts (the core's
     kb.finetune_estimate); `unit`: what one pair is called (训练题 / 训练问题)."""
-    later = "本机跑过一次后（中途取消或失败的也算，按它做完的阶段）" if plan.get("learns_from_unfinished") else "本机跑过一次后"
-    speed = "按本机上次微调实测的速度" if plan["measured"] else f"按 2 核 CPU 上实测的速度；{later}按本机的速度估算"
+    later = ("在本机训练过一次后（哪怕中途取消），会改用本机实测的速度" if plan.get("learns_from_unfinished")
+             else "在本机训练过一次后，会改用本机实测的速度")
+    speed = "按本机最近几次微调实测的速度" if plan["measured"] else f"按 2 核 CPU 电脑上测得的速度估算；{later}"
     return (f"预计用时：**{seconds_zh(plan['seconds']).removeprefix('约 ')}**左右（本知识库 {plan['chunks']} 个片段 → "
             f"约 {plan['pairs']} 道{unit}、{plan['steps']} 步训练；{speed}）")
 
@@ -206,7 +207,11 @@ def batch_line(jobs, current, queued, done) -> str:
     unit = "个文件" if files else "项任务"
     if not current and not queued:
         return f"全部完成：{len(done)}/{len(jobs)} {unit}"
-    line = f"已完成 {len(done)}/{len(jobs)} {unit}"
+    stopped = sum(j.status == "cancelled" or j.status == "failed" or j.result.get("status") == "failed" for j in done)
+    if files:
+        line = f"已完成 {len(done)}/{len(jobs)} {unit}"
+    else:  # a cancelled run is not "done"; "任务 1/2" under a half-full bar read as the run's progress
+        line = f"已结束 {len(done)}/{len(jobs)} {unit}" + (f"（其中 {stopped} 项已取消或失败）" if stopped else "")
     line += "".join(f"，{word} {len(group)} {unit[0]}"
                     for word, group in (("正在处理", current), ("等待", queued)) if group)
     searchable = sum(j.keyword_searchable for j in jobs)
@@ -261,8 +266,10 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
                 st.rerun()  # everything finished: show what changed on the whole page (and stop polling)
             return
         with st.container(border=True):
-            if len(jobs) > 1 or all(j.kind in FILE_KINDS for j in jobs):
+            if all(j.kind in FILE_KINDS for j in jobs):
                 st.progress(len(done) / len(jobs), text=batch_line(jobs, current, queued, done))
+            elif len(jobs) > 1:  # a count of tasks, in words: a bar here looked like the running task's progress
+                st.caption(batch_line(jobs, current, queued, done))
             for job in current:
                 (running or running_line)(job)
                 if job.kind in CANCELLABLE_WHILE_RUNNING and job.status == "running" \

@@ -158,6 +158,7 @@ def finetune(ctx: JobContext) -> dict:
 
         planned = estimate(ctx.lib, ctx.kb, settings)
         plan, load = planned["stages"], planned["load"]
+        state["steps"] = planned["steps"]  # the bar moves through loading and the first step by it
 
     def save():
         if plan:  # the share shown never goes back (the page takes the larger of this and its own)

@@ -23,7 +23,7 @@ from services.search.fusion import METHODS
 from services.search.retrieval import MODES, Hit, SearchResult
 from services.tuning.evaluation import (CHUNKER_NAMES, KS, MATCH_RULE_ZH, config_labels, doc_key, parse_questions,
                                         sample_question_lines)
-from services.tuning.finetune import FinetuneSettings
+from services.tuning.finetune import QUESTION_LIMIT, FinetuneSettings
 from services.tuning.rerank_training import SET_ZH as RERANK_SET_ZH, RerankSettings
 from services.tuning.rerank_training import result_rows as rerank_result_rows
 
@@ -35,5 +35,5 @@ __all__ = [
     "format_size",
     "page_for_offset", "page_label", "page_ranges", "parse_markers", "parse_questions", "redact_url", "reranker_models", "resolve",
     "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
-    "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows",
+    "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows", "QUESTION_LIMIT",
 ]

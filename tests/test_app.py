@@ -122,7 +122,7 @@ def test_lab_shows_stage_scores_and_compares(filled):
     at.text_input[1].input("母亲河").run()
     assert any("关键词检索第 1 名" in i.value and "最终第 1 名" in i.value for i in at.info)
     at.toggle(key="lab_compare").set_value(True).run()
-    assert [m.label for m in at.metric][:3] == ["两组都找到", "只有 A 找到", "只有 B 找到"]
+    assert [m.label for m in at.metric][:3] == ["两组都找到的段落", "只有 A 找到的段落", "只有 B 找到的段落"]
 
 
 @pytest.mark.slow

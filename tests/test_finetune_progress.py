@@ -56,7 +56,9 @@ def _simulate(stage_seconds: dict, step_seconds: list[float], plan: dict, load: 
     `polls` seconds: the (time, share, left) it shows."""
     clock = {"now": 0.0}
     fake = SimpleNamespace(time=lambda: clock["now"])
-    state = {"stage": "data", "started": 0.0, "finished": {}, "share": 0.0, "step": 0, "steps": 0, "eta": None}
+    # the worker knows the plan's step count from the start (services.jobs.finetune)
+    state = {"stage": "data", "started": 0.0, "finished": {}, "share": 0.0, "step": 0, "steps": len(step_seconds),
+             "eta": None}
     job = SimpleNamespace(stage="data", done=0, total=0, updated_at=0.0, elapsed=0.0, result={})
 
     def save():
@@ -224,3 +226,80 @@ def test_the_time_left_does_not_jump_and_ends_near_zero(factor, seed):
         # the bar and the time left agree: time spent over (time spent + time left) is about the share
         assert all(abs(share - t / (t + l)) < 0.12 for t, share, l in shown if t > 5)
     assert left[-1] <= 0.03 * end  # about 0 at the end
+
+
+# --- the walkthrough's records (/tmp/walk2-data, a loaded 2-core VM, 146 chunks, 256 pairs, 32 steps) ----------
+_CANCELLED = {"created_at": 1.0, "timing": {"chunks": 146, "pairs": 256, "steps": 1, "steps_s": 90.0,
+                                             "stages": {"data": 33.8, "before": 35.2, "train": 110.0}}}
+_FINISHED = {"created_at": 3.0, "timing": {"chunks": 146, "pairs": 256, "steps": 32, "steps_s": 398.94,
+                                            "stages": {"data": 33.8, "before": 35.22, "train": 408.95, "after": 48.66}}}
+_RUN = {"chunks": 146, "pairs": 256, "steps": 32, "mix_chunks": 0}
+
+
+def _estimate(records) -> float:
+    rates = ft.latest_rates(records, ft.STAGES, ft.UNIT_OF, ft.REFERENCE_RATES, ft.REFERENCE_LOAD_S)
+    return sum(rates[s] * _RUN[ft.UNIT_OF[s]] for s in ft.STAGES) + rates["load"]
+
+
+def test_one_slow_step_of_a_cancelled_run_does_not_make_a_25x_estimate():
+    """Issue 22 (second walkthrough): a run cancelled after its first step (90 s on a loaded machine,
+    2.1 s planned) made the next estimate 49.8 minutes (2.0 before; the full run took 527 s). One
+    step far off the reference is a hint, not the machine's speed; 32 such steps are its speed."""
+    assert _estimate([_CANCELLED]) < 900  # was 2973 s: 32 x 90 s
+    assert _estimate([_CANCELLED]) > 2 * 120  # the machine was slower than the reference: it shows
+    rates = ft.latest_rates([_FINISHED], ft.STAGES, ft.UNIT_OF, ft.REFERENCE_RATES, ft.REFERENCE_LOAD_S)
+    assert rates["train"] == pytest.approx(398.94 / 32, rel=0.05)  # a whole run's steps: taken as measured
+    assert _estimate([_FINISHED]) == pytest.approx(527, rel=0.05)
+    # pooled with the recent runs by units done: the finished run's 32 steps outweigh the cancelled one's
+    assert _estimate([_CANCELLED, _FINISHED]) == pytest.approx(_estimate([_FINISHED]), rel=0.2)
+    # a faster machine's rate (a GPU) is taken as it is, however far from the reference
+    fast = {"created_at": 4.0, "timing": {"pairs": 256, "steps": 32, "steps_s": 3.2, "stages": {"train": 5.0}}}
+    assert ft.latest_rates([fast], ft.STAGES, ft.UNIT_OF, ft.REFERENCE_RATES, 10.0)["train"] == pytest.approx(0.1)
+
+
+def test_the_recent_runs_are_kept_and_an_old_single_record_still_read(lib, tmp_path):
+    import json
+
+    folder = ft.models_dir(lib)
+    folder.mkdir(parents=True)
+    (folder / ft.TIMING_FILE).write_text(json.dumps(_CANCELLED), encoding="utf-8")  # the earlier format
+    assert ft.recorded_runs(lib) == [_CANCELLED]
+    clock = ft.StageClock()
+    for n in range(ft.KEPT_RUNS + 2):
+        clock.timing = {"data": float(n)}
+        ft._record_timing(lib, clock, {"pairs": 10}, {})
+    runs = ft.recorded_runs(lib)
+    assert len(runs) == ft.KEPT_RUNS and runs[-1]["timing"]["stages"] == {"data": float(ft.KEPT_RUNS + 1)}
+    # the three newest that timed the data stage, pooled: (4 + 5 + 6) s over 30 pairs
+    assert ft.measured_rates(lib)["data"] == pytest.approx(15 / 30)
+
+
+def test_the_bar_moves_in_every_stage_and_never_fills_before_the_end():
+    """Issue 22 (second walkthrough, a loaded 2-core VM): the bar stood at 39% for over two minutes
+    while the time left counted 82 s -> 17 s (loading the model and a first step of 90 s against
+    2.1 s planned), and the last stage (evaluating the new model, 48 s against 4 s planned) showed
+    「已完成 100% · 剩余约 1 秒」 for 40 s. The walkthrough's plan and its run's real stage times: the
+    bar moves in every 10 seconds of every stage (the stages without steps too: questions, evaluating,
+    saving), never reaches 100% before the run ends, and while the first step runs long the time
+    left keeps the planned time of the 31 steps after it."""
+    plan = {"data": 30.7, "before": 5.1, "train": 10.0 + 32 * 2.1, "mix": 0.0, "after": 4.4}
+    steps = [90.0] + [12.5] * 31
+    load = 20.0
+    actual = {"data": 33.8, "before": 35.2, "train": load + sum(steps) + 15.0, "mix": 0.0, "after": 48.7}
+    shown, end = _simulate(actual, steps, plan, 10.0)
+    assert max(s for _, s, _ in shown) <= 0.99  # 「已完成 100%」 only when it is done
+    every = 20  # polls of 0.5 s: 10 seconds
+    final = end - actual["after"]
+    stalled = [(t, round(a, 4)) for (t, a, _), (_, b, _) in zip(shown, shown[every:]) if b <= a and t < final]
+    assert not stalled, stalled[:5]
+    train_starts = 33.8 + 35.2
+    first_step = [(t, left) for t, _, left in shown if train_starts + load < t < train_starts + load + 90]
+    assert min(left for _, left in first_step) >= 31 * 2.1, first_step[-3:]  # was 17 s
+    after = [s for t, s, _ in shown if t > final]
+    assert after[0] < after[-1] <= 0.99  # a final stage ten times its plan: the bar's last part, not 100%
+    # the next run, planned with this one's speed (the final stage weighing its 48 s): it moves to the end
+    plan = {**plan, "before": 35.0, "after": 48.0}
+    shown, end = _simulate(actual, steps, plan, 10.0)
+    stalled = [(t, round(a, 4)) for (t, a, _), (_, b, _) in zip(shown, shown[every:]) if b <= a]
+    assert not stalled, stalled[:5]
+    assert max(s for _, s, _ in shown) <= 0.99

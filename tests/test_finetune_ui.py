@@ -106,7 +106,7 @@ def test_the_kbs_question_set_gets_its_own_before_after_table_and_decides_the_sw
     q = card["questions"]
     assert list(mine["名次得分"][:2]) == [q["before"]["dense"]["mrr@10"], q["after"]["dense"]["mrr@10"]]
     assert list(mine["前5条命中"][3:5]) == [q["before"]["hybrid"]["recall@5"], q["after"]["hybrid"]["recall@5"]]
-    assert "本知识库的问题集（4 题" in texts(at) and "另有 1 题未计入" in texts(at)
+    assert "本知识库的问题集（4 题" in texts(at) and "另有 1 题未计入检索评分：所针对的文档不在知识库中 1 题" in texts(at)
     assert "问题集 4 题名次得分" in texts(at)  # in the list of models too
 
     card_file = Path(card["path"]) / "wendao_card.json"
@@ -268,3 +268,30 @@ def test_token_embeddings_are_frozen_by_default(tmp_path):
         tokens = before[0].auto_model.get_input_embeddings().weight
         assert torch.equal(tokens, after[0].auto_model.get_input_embeddings().weight) == frozen
         assert not all(same)  # the encoder layers were trained either way
+
+
+def test_the_questions_left_out_are_counted_by_their_real_reason(tiny_kb):
+    """Issue 22 (second walkthrough): 「另有 6 题未计入（所针对的文档不在知识库中，或超过评测上限）」 though
+    those 6 were 3 yes/no and 3 unanswerable questions and every document was in the KB. The reasons,
+    counted, in 评测's words."""
+    from services.tuning.evaluation import save_question_set
+    from services.tuning.finetune import FinetuneSettings, finetune
+
+    lib, kb = tiny_kb
+    doc = next(iter(TOPICS))
+    extra = [json.dumps({"id": "yn", "question": "这是真的吗？", "doc_file": f"{doc}.txt", "answer_type": "yesno",
+                         "answers": ["是"]}, ensure_ascii=False),
+             json.dumps({"id": "no1", "question": "文中没写的事？", "doc_file": f"{doc}.txt"}, ensure_ascii=False),
+             json.dumps({"id": "no2", "question": "另一件没写的事？", "doc_file": f"{doc}.txt",
+                         "answer_type": "unanswerable"}, ensure_ascii=False)]
+    save_question_set(lib, kb, question_lines() + extra)
+    card = finetune(lib, kb, "未计入", FinetuneSettings(epochs=1, batch_size=8, max_pairs=32))
+    assert card["questions"]["left_out"] == {"yesno": 1, "unanswerable": 2, "missing": 1}
+    text = texts(app("finetune"))
+    assert "另有 4 题未计入检索评分：是非题 1 题、没有答案的题 2 题、所针对的文档不在知识库中 1 题。" in text, text
+    assert "超过评测上限" not in text
+    # the training settings in plain words (the walkthrough read 「学习率 5e-05」), the terms in the help
+    at = app("finetune")
+    caption = next(c for c in at.caption if c.value.startswith("训练设置"))
+    assert "每步调整幅度 0.00005" in caption.value and "学习率" not in caption.value, caption.value
+    assert "学习率" in caption.proto.help

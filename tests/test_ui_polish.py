@@ -84,7 +84,7 @@ def test_the_page_estimates_this_kbs_run_before_starting_and_learns_the_speed(ti
     again = estimate(lib, kb, FinetuneSettings(epochs=1, max_pairs=40))
     assert again["measured"] and again["seconds"] != first["seconds"]  # this machine's speed now
     at.run()
-    assert "按本机上次微调实测的速度" in next(m.value for m in at.markdown if m.value.startswith("预计用时"))
+    assert "按本机最近几次微调实测的速度" in next(m.value for m in at.markdown if m.value.startswith("预计用时"))
 
 
 def test_the_bar_and_the_time_left_agree():

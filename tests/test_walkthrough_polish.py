@@ -109,7 +109,7 @@ def test_the_reranker_section_estimates_this_kbs_run_and_learns_the_speed(two_do
     again = estimate(lib, kb, RerankSettings(max_pairs=40))
     assert again["measured"] and again["stages"]["train"] == pytest.approx(2.0 * again["steps"] + 10.0, abs=0.1)
     assert again["stages"]["after"] == pytest.approx(1.0 * again["evaluated_on"], abs=0.1)
-    assert "按本机上次微调实测的速度" in [m.value for m in app("finetune").markdown if m.value.startswith("预计用时")][1]
+    assert "按本机最近几次微调实测的速度" in [m.value for m in app("finetune").markdown if m.value.startswith("预计用时")][1]
 
 
 # --- 1 and 2. plain Chinese first on 检索实验室, 评测 and 检索详情; tables that fit ----------------------

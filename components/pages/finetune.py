@@ -20,7 +20,7 @@ from components.safe_text import inert
 from components.words import METRIC_HELP, METRIC_ZH
 from components.state import searchable_kb, session, show_error, without_paths
 from components.widgets import PRIMARY
-from services.views import FinetuneSettings, resolve
+from services.views import QUESTION_LIMIT, FinetuneSettings, resolve
 from services.views import model_label as registry_label
 
 STAGE_ZH = {"data": "出题并找出容易混淆的段落", "before": "评测原模型", "train": "训练",
@@ -28,6 +28,8 @@ STAGE_ZH = {"data": "出题并找出容易混淆的段落", "before": "评测原
 KIND_ZH = {"dense": "向量检索", "hybrid": "混合检索"}
 # the metrics in 评测's words (components.words), the technical names in the columns' help
 METRICS = {m: METRIC_ZH[m] for m in ("recall@1", "recall@5", "recall@10", "mrr@10")}
+SETTINGS_HELP = ("每步调整幅度即学习率（learning rate）：每训练一步，模型权重朝减小损失的方向改动多少；"
+                 "每批的题数即 batch size；轮数即 epoch。")
 HOW_IT_WORKS = ("技术细节：从片段生成伪查询（把含日期、金额、数量、书名的句子改写成问题，其余取一句话作查询）；"
                 "困难负例（hard negatives）取自 BM25 和当前向量索引对其他文档的第 3–30 名；"
                 "以对比学习（MultipleNegativesRankingLoss）训练；前后对比用留出查询（held-out，"
@@ -153,10 +155,23 @@ def metric_table(result: dict) -> None:
                                 for m, c in METRICS.items()})
 
 
+# why a saved question was left out of the before/after table (services.tuning.finetune.left_out_questions),
+# in 评测's words
+LEFT_OUT_ZH = {"yesno": "是非题", "unanswerable": "没有答案的题", "not_found": "答案在文档中找不到",
+               "missing": "所针对的文档不在知识库中", "no_passage": "答案跨了两个片段（没有一个片段含有完整答案）",
+               "over_limit": f"超过每次评测 {QUESTION_LIMIT} 题的上限"}
+
+
 def questions_caption(q: dict) -> str:
     left_out = q.get("total", q["n"]) - q["n"]
-    return (f"在本知识库的问题集（{q['n']} 题，评测页保存）上的检索效果（相关片段 = 含有标准答案的片段）"
-            + (f"；另有 {left_out} 题未计入（所针对的文档不在知识库中，或超过评测上限）。" if left_out else "。"))
+    text = f"在本知识库的问题集（{q['n']} 题，评测页保存）上的检索效果（相关片段 = 含有标准答案的片段）"
+    if not left_out:
+        return text + "。"
+    reasons = q.get("left_out")
+    if reasons is None:  # a model trained before the reasons were recorded
+        return text + f"；另有 {left_out} 题未计入（是非题、没有答案的题或文档不在知识库中的题不计入检索评分）。"
+    return text + f"；另有 {left_out} 题未计入检索评分：" + "、".join(
+        f"{LEFT_OUT_ZH.get(k, k)} {n} 题" for k, n in reasons.items()) + "。"
 
 
 def settings_caption(card: dict) -> str:
@@ -165,7 +180,9 @@ def settings_caption(card: dict) -> str:
     method = "大模型出的题" if s.get("method") == "llm" else "由片段改写的问题和原句（离线）"
     if kinds.get("question") or kinds.get("cloze"):
         method += f"：问题 {kinds.get('question', 0)} 道、原句 {kinds.get('cloze', 0)} 句"
-    return (f"训练设置：{s.get('epochs')} 轮 · 每批 {s.get('batch_size')} 道题 · 学习率 {s.get('learning_rate')} · "
+    rate = s.get("learning_rate")
+    step = f"{rate:.8f}".rstrip("0").rstrip(".") if isinstance(rate, (int, float)) else rate
+    return (f"训练设置：{s.get('epochs')} 轮 · 每批 {s.get('batch_size')} 道题 · 每步调整幅度 {step} · "
             f"题目来源：{method} · 训练题 {pairs.get('train')} 道（其中 {pairs.get('with_hard_negative')} 道配有易混淆段落）· "
             f"检验题 {pairs.get('heldout')} 道（出自没参加训练的文档）" + _mix_caption(card)
             + f" · 用时 {card.get('seconds', 0):.0f} 秒")
@@ -203,7 +220,7 @@ if mine:
     if card.get("questions"):
         st.caption(questions_caption(card["questions"]))
         metric_table(card["questions"])
-    st.caption(settings_caption(card))
+    st.caption(settings_caption(card), help=SETTINGS_HELP)
     base = card.get("base_model", "")
     if current == card["path"]:
         st.info(f"知识库正在使用微调模型「{card['name']}」。")

@@ -133,9 +133,10 @@ def explain_missing(result: SearchResult, expected: str, settings: RetrievalSett
     for h in found:
         final = next((i for i, x in enumerate(result.hits, start=1) if set(h.chunk_ids) & set(x.chunk_ids)), None)
         where = f"最终第 {final} 名" if final else f"未进入最终前 {settings.top_k} 名"
+        merged = settings.mode == "hybrid"  # one kind of search alone: nothing is merged ("合并后第 1 名" misled)
         stages = "，".join(f"{label}第 {h.ranks[k]} 名" for k, label in (("bm25", "关键词检索"), ("dense", "向量检索"),
-                                                                        ("fused", "合并后"), ("rerank", "重排后"))
-                          if k in h.ranks)
+                                                                        ("fused", "两路合并后"), ("rerank", "重排后"))
+                          if k in h.ranks and (k != "fused" or merged))
         st.info(f"《{inert_name(h.doc)}》{span_zh(h.start, h.end)}：{stages}；{where}。", icon=":material/search:")
 
 
@@ -190,9 +191,9 @@ if query.strip():
         ids_a = {tuple(h.chunk_ids) for h in result_a.hits}
         ids_b = {tuple(h.chunk_ids) for h in result_b.hits}
         m1, m2, m3 = st.columns(3)
-        m1.metric("两组都找到", len(ids_a & ids_b))
-        m2.metric("只有 A 找到", len(ids_a - ids_b))
-        m3.metric("只有 B 找到", len(ids_b - ids_a))
+        m1.metric("两组都找到的段落", f"{len(ids_a & ids_b)} 条")
+        m2.metric("只有 A 找到的段落", f"{len(ids_a - ids_b)} 条")
+        m3.metric("只有 B 找到的段落", f"{len(ids_b - ids_a)} 条")
         left, right = st.columns(2)
         with left:
             show_result(result_a, compact=True)

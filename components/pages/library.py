@@ -193,9 +193,11 @@ if kb.info().chunks >= OPTIMIZE_FROM_CHUNKS and st.button(
     start(kb.optimize)
 
 with st.expander("索引维护（核对 / 重建）"):
-    st.caption("文档和片段保存在数据库（SQLite）里，是唯一可信的来源；关键词索引（BM25）和向量索引都由它生成。"
-               "“核对”比较数据库和索引；“重建索引”从数据库重新生成关键词索引和向量索引（已算过的向量直接复用），"
-               "期间旧索引照常可用。")
+    st.caption("文档和片段的原件保存在数据库里；关键词索引和向量索引都是从数据库算出来的，坏了可以随时重建。"
+               "“核对”比较数据库和两个索引是否一致；“重建索引”从数据库重新生成它们（已算过的向量直接复用），"
+               "期间旧索引照常可用。",
+               help="数据库是 SQLite，是唯一可信的数据来源（source of truth）；关键词索引是 BM25 倒排索引，"
+                    "向量索引存放各片段的向量，二者都由数据库派生。")
     m1, m2 = st.columns(2)
     if m1.button("核对索引", icon=":material/fact_check:", width="stretch", key=f"check_{kb.id}"):
         try:

