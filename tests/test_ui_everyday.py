@@ -488,18 +488,27 @@ def test_evaluation_warns_without_the_sample_documents_and_clears_on_switch(two_
     assert not any("得分都是 0" in w.value for w in at.warning)  # results belong to the KB they were run on
 
 
-def test_evaluation_csv_has_chinese_headers_and_an_english_key_row():
+def test_evaluation_csv_has_one_chinese_header_row_integer_ranks_and_rounded_times():
+    """The walkthrough of issue 22 item 2: the export had two header rows (Chinese, then
+    config,id,question,…), latencies like 15.14900999609381 and ranks like 1.0."""
     import pandas as pd
 
     from components.widgets import eval_csv
+    from components.words import METRIC_ZH
     from services.tuning.evaluation import QuestionResult, rows_as_dicts
 
-    rows = rows_as_dicts([QuestionResult("BM25", "q1", "问题一", 1, None, 1.0, 3.2, {1000: 1.0}, "a.txt")])
+    rows = rows_as_dicts([QuestionResult("BM25", "q1", "问题一", 1, None, 1.0, 15.14900999609381, {1000: 1.0},
+                                         "a.txt"),
+                          QuestionResult("BM25", "q2", "问题二", None, 3, 0.5, 6.36930600012, {1000: 0.0}, "b.txt")])
     csv = eval_csv(json.loads(json.dumps(rows)))  # as an evaluation job's result keeps them
+    text = csv.decode("utf-8-sig")
+    assert "config" not in text and "first_relevant_rank" not in text  # one header row, Chinese only
     frame = pd.read_csv(io.BytesIO(csv), encoding="utf-8-sig", dtype=str, keep_default_na=False)
-    assert list(frame.columns)[:3] == ["配置", "问题编号", "问题"] and "答案覆盖@1000" in frame.columns
-    assert list(frame.iloc[0])[:3] == ["config", "id", "question"]  # the English keys
-    assert frame.iloc[1]["相关文档名次"] == ""  # no "None"
+    assert list(frame.columns)[:3] == ["配置", "问题编号", "问题"]
+    assert METRIC_ZH["coverage@1000chars"] in frame.columns and METRIC_ZH["ndcg@10"] in frame.columns  # the page's words
+    assert list(frame["含答案片段的名次"]) == ["1", ""] and list(frame["正确文档的名次"]) == ["", "3"]  # no 1.0, no None
+    assert list(frame["用时（毫秒）"]) == ["15.1", "6.4"]
+    assert len(frame) == 2
 
 
 def test_chat_header_says_answers_are_extracts_while_the_llm_is_unreachable(two_docs, monkeypatch):
