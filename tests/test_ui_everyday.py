@@ -536,6 +536,41 @@ def test_chat_header_says_answers_are_extracts_while_the_llm_is_unreachable(two_
         closed.close()
 
 
+def test_an_endpoint_refusing_with_http_405_is_named_in_the_header_and_its_advice_keeps_the_routes(two_docs):
+    """The walkthrough of issue 22 item 3: an endpoint answering 405 was saved with its advice shown as
+    「通常以 … 结尾…该服务是否支持 …。」 (the scrubber took /v1 and /chat/completions for server file
+    paths), and after a reload the chat header said 「回答：大模型 …」 although every answer fell back."""
+    from llm_server import FakeLLMServer
+
+    with FakeLLMServer() as server:
+        at = app("settings")
+        next(t for t in at.text_input if t.label == "接口地址").input(server.url)
+        next(t for t in at.text_input if t.label == "模型名").input("fail-405")
+        click(at, "保存")
+        warned = plain(" ".join(w.value for w in at.warning))
+        assert "HTTP 405" in warned and "以 /v1 结尾" in warned and "支持 /chat/completions" in warned, warned
+        assert "…" not in warned
+        header = next(c.value for c in app("chat").caption if "回答：" in c.value)  # a reload
+        assert "回答：摘录式（大模型 fail-405 不可用：接口拒绝了请求，HTTP 405" in plain(header), header
+
+        at = app("settings")
+        next(t for t in at.text_input if t.label == "模型名").input("echo")
+        click(at, "保存")
+        assert not at.warning
+        header = next(c.value for c in app("chat").caption if "回答：" in c.value)
+        assert "回答：大模型 echo" in plain(header), header
+
+
+def test_without_paths_hides_server_files_but_keeps_the_api_routes_of_our_advice():
+    from components.state import without_paths
+
+    advice = ("请检查：接口地址是否是 OpenAI 兼容地址（通常以 /v1 结尾，例如 http://127.0.0.1:8080/v1）、"
+              "该服务是否支持 /chat/completions。OpenAI 兼容服务通常以 /v1 结尾（Infinity 默认没有 /v1）。")
+    assert without_paths(advice) == advice
+    leaked = "写入失败：/srv/wendao/data/wendao.db /v1/../../etc/passwd /models/reader/x.bin C:\\data\\x.db /tmp/x"
+    assert without_paths(leaked) == "写入失败：… … … … …"
+
+
 # --- issue 22 items 1, 12 and 14: deletions name what they delete and say they happened --------
 def test_kb_delete_confirmation_counts_what_it_holds_and_says_it_is_done(two_docs):
     from services import conversations
