@@ -108,6 +108,29 @@ def test_conversation_survives_reload_and_export_has_every_turn(two_docs):
     assert turns[1]["settings"]["retrieval"]["mode"] == "hybrid"
 
 
+def test_a_refused_answer_shows_and_exports_the_same_closest_passages_without_a_bare_score(two_docs):
+    """The walkthrough of issue 22: a question the documents do not answer showed the closest
+    passages with 「合并得分 0.950」 (a number that read like confidence), and the export said
+    「以下是最接近的段落，供参考。」 and then listed nothing."""
+    from services.workspace import open_workspace
+
+    lib, kb = two_docs
+    at = app("chat")
+    ask(at, "火星有几颗卫星？")
+    turn = kept_turns(kb, at.query_params["c"])[0]["answer"]
+    assert turn["mode"] == "refused" and turn["sources"], turn
+    page = shown(at)
+    assert "得分" not in page and not re.search(r"\d\.\d{3}", page), page
+    assert "检索第 1 名" in page  # how the closest passage was found, in words
+    name, md = open_workspace().session().kb(kb.id).export_conversation(at.query_params["c"])
+    assert "以下是最接近的段落" in md and "**最接近的段落**" in md, md
+    listed = [line for line in md.splitlines() if line.startswith("- [")]
+    assert [line.split("》")[0] for line in listed] == [f"- [{n}] 《{s['doc']}" for n, s in
+                                                        enumerate(turn["sources"], start=1)], md
+    for s in turn["sources"]:
+        assert s["text"].strip().splitlines()[0] in md
+
+
 def test_history_continue_rename_delete(two_docs):
     lib, kb = two_docs
     at = app("chat")
