@@ -92,10 +92,8 @@ llm = kb.llm_settings(api_key())
 top = st.columns([3, 1, 1])
 if not llm.configured:
     answered_by = "摘录式（未配置大模型）"
-elif (why := kb.llm_unusable(llm)) == "暂时连不上":  # just failed to connect: extracts for now
-    answered_by = f"摘录式（大模型 {inert(llm.model, keep_lines=False)} 暂时连不上）"
-elif why:  # the endpoint refuses our requests (405, key, model…): every answer falls back
-    answered_by = f"摘录式（大模型 {inert(llm.model, keep_lines=False)} 不可用：{why}，请到设置页检查）"
+elif why := kb.llm_unusable(llm):  # failed to connect just now, or refuses our requests (405, key, model…)
+    answered_by = f"摘录式（大模型 {inert(llm.model, keep_lines=False)} {why}）"
 else:
     answered_by = "大模型 " + inert(llm.model, keep_lines=False)
 top[0].caption(f"知识库「{inert(kb.name, keep_lines=False)}」 · 检索：{MODES[settings.mode]}"

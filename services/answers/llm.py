@@ -84,7 +84,8 @@ def _refusal_reason(error: errors.LLMError, status: int | None) -> str:
 
 def unusable(settings: LLMSettings) -> str:
     """Why answers from `settings`' endpoint fall back to extracts now, in a few Chinese words for the
-    chat header ("暂时连不上", "接口拒绝了请求，HTTP 405"), else "". A connect failure is remembered
+    chat header's 「摘录式（大模型 m …）」 ("暂时连不上", "不可用：接口拒绝了请求，HTTP 405，请到设置页检查"),
+    else "". A connect failure is remembered
     for RECENT_FAILURE_S; an HTTP refusal until a request with the same endpoint, model and key
     succeeds (测试连接, saving the settings, or the next question)."""
     if not settings.configured:
@@ -92,7 +93,8 @@ def unusable(settings: LLMSettings) -> str:
     if recent_failure(settings.base_url) is not None:
         return "暂时连不上"
     with _recent_lock:
-        return _refusals.get(_identity(settings), "")
+        reason = _refusals.get(_identity(settings), "")
+    return f"不可用：{reason}，请到设置页检查" if reason else ""
 
 
 def _connect_failure(exc: BaseException) -> str | None:
