@@ -105,6 +105,8 @@ def test_the_chat_address_opens_the_chat_with_its_conversation(browser, server):
         body = page.locator("body").inner_text()
         assert "页面不存在" not in body and "Page not found" not in body, body[:300]
         assert page.locator('[data-testid="stChatInput"]').count() == 1, body[:300]  # the chat itself
+        nav = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+        assert sum("问答" in t for t in nav) == 1, nav  # the /chat page itself is not listed
         if "c=" in address:
             assert "长江全长多少公里？" in body and "六千三百" in body, body[:600]
             assert new_query(page) == {"c": key}
