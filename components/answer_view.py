@@ -12,7 +12,7 @@ import streamlit as st
 from components.safe_text import inert, inert_code_urls, inert_name
 from components.state import show_error
 from components.widgets import highlight, highlight_passage, passage_box
-from components.words import SCORE_ZH, TIMING_HELP, TIMING_ZH
+from components.words import STAGE_ZH, TIMING_HELP, TIMING_ZH
 from services.views import display_name, page_label, parse_markers
 from services.workspace import KB
 
@@ -182,6 +182,14 @@ def timing_table(timings: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def found_by(source: dict) -> str:
+    """How the search found a source, in words a reader follows ("关键词检索第 3 名、向量检索第 1 名"):
+    a fused or rerank score ("合并得分 0.950") says nothing to a reader, and next to an unrelated
+    passage it read like confidence. The scores are in 检索实验室."""
+    ranks = source.get("ranks") or {}
+    return "、".join(f"{STAGE_ZH[k]}检索第 {ranks[k]} 名" for k in ("bm25", "dense") if ranks.get(k))
+
+
 def details(answer: dict, question: str) -> None:
     refused = answer.get("mode") == "refused"
     title = "最接近的段落与检索详情" if refused else "检索详情：改写后的查询、各阶段耗时、来源段落"
@@ -202,9 +210,8 @@ def details(answer: dict, question: str) -> None:
             st.dataframe(timing_table(answer["timings_ms"]), hide_index=True,
                          column_config={"阶段": st.column_config.TextColumn(help=TIMING_HELP)})
         for n, s in enumerate(answer.get("sources", []), start=1):
-            kind = next((k for k in ("rerank", "fused", "dense", "bm25") if k in s.get("scores", {})), None)
-            st.markdown(" · ".join(filter(None, [f"**\\[{n}\\] {inert_name(s.get('doc', ''))}**", source_pages(s)]))
-                        + (f" · {SCORE_ZH[kind]} {s['scores'][kind]:.3f}" if kind else ""))
+            st.markdown(" · ".join(filter(None, [f"**\\[{n}\\] {inert_name(s.get('doc', ''))}**", source_pages(s),
+                                                 found_by(s)])))
             quotes = [(c["start"] - s["start"], c["end"] - s["start"]) for c in citations if c.get("n") == n]
             passage_box(highlight(s.get("text", ""), quotes))
 

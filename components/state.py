@@ -118,9 +118,15 @@ log = logging.getLogger("wendao.ui")
 _PATH = re.compile(r"(?<![\w:/.\\])/[^\s'\"，。；、）)]+|\b[A-Za-z]:\\[^\s'\"，。；、）)]+")
 
 
+# The HTTP routes our own advice names ("通常以 /v1 结尾", "是否支持 /chat/completions"): kept.
+_ROUTE = re.compile(r"/(v\d+|chat|completions|embeddings|rerank|reranking|models|score)(/(chat|completions|"
+                    r"embeddings|rerank|reranking|models|score))*/?")
+
+
 def without_paths(text: str) -> str:
-    """`text` with server filesystem paths replaced by "…" (engine errors often quote them)."""
-    return _PATH.sub("…", text)
+    """`text` with server filesystem paths replaced by "…" (engine errors often quote them); the
+    path of an API route in our advice (/v1, /chat/completions, /embeddings…) is no file and stays."""
+    return _PATH.sub(lambda m: m.group(0) if _ROUTE.fullmatch(m.group(0)) else "…", text)
 
 
 def show_error(exc: Exception) -> None:

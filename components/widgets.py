@@ -154,17 +154,28 @@ def document_filter(kb, key: str) -> list[str] | None:
     return picked or None
 
 
-CSV_HEADERS = {"config": "配置", "id": "问题编号", "question": "问题", "first_relevant_rank": "首个相关片段名次",
-               "doc_rank": "相关文档名次", "ndcg10": "nDCG@10", "ms": "耗时（毫秒）", "top_doc": "第一名文档"}
+# The per-question CSV's columns in the 评测 page's words (see components/words.py METRIC_ZH).
+CSV_HEADERS = {"config": "配置", "id": "问题编号", "question": "问题", "first_relevant_rank": "含答案片段的名次",
+               "doc_rank": "正确文档的名次", "ndcg10": "排序质量", "ms": "用时（毫秒）", "top_doc": "第1条结果的文档"}
+CSV_RANKS = ("first_relevant_rank", "doc_rank")  # whole numbers; empty when not found in the results
 
 
 def eval_csv(rows: list[dict]) -> bytes:
-    """Per-question results (an evaluation job's result["rows"]) as CSV: Chinese headers, then one
-    row with the English keys (for scripts), then the data; UTF-8 with BOM so Excel shows the Chinese."""
+    """Per-question results (an evaluation job's result["rows"]) as CSV: one header row in the
+    page's words, then the data (ranks as whole numbers, empty when not found; times in ms to one
+    decimal); UTF-8 with BOM so Excel shows the Chinese."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
     keys = list(frame.columns)
-    headers = [CSV_HEADERS.get(k) or k.replace("coverage@", "答案覆盖@").replace("chars", "字") for k in keys]
-    body = pd.concat([pd.DataFrame([keys], columns=keys), frame.astype(object).where(frame.notna(), "")])
-    return body.to_csv(index=False, header=headers).encode("utf-8-sig")
+    headers = [CSV_HEADERS.get(k) or k.replace("coverage@", "前") + ("字含答案" if k.startswith("coverage@") else "")
+               for k in keys]
+    frame = frame.astype(object).where(frame.notna(), "")
+    for k in keys:
+        if k in CSV_RANKS:
+            frame[k] = [int(v) if v != "" else "" for v in frame[k]]
+        elif k == "ms":
+            frame[k] = [round(float(v), 1) if v != "" else "" for v in frame[k]]
+        elif k == "ndcg10" or k.startswith("coverage@"):
+            frame[k] = [round(float(v), 3) if v != "" else "" for v in frame[k]]
+    return frame.to_csv(index=False, header=headers).encode("utf-8-sig")

@@ -95,7 +95,8 @@ def export_filename(title: str) -> str:
 def export_markdown(kb_name: str, turns: list[dict]) -> str:
     """The conversation as Markdown, every kept turn included. Each cited source is listed once
     (its number, document and pages), followed by the passages quoted from it, each once; an
-    unsupported quote is marked （未核实）, the word the chat uses."""
+    unsupported quote is marked （未核实）, the word the chat uses. A refused answer (「文档中没有找到…以下是
+    最接近的段落」) lists those passages, the ones its chat turn shows."""
     from services.documents.pageview import page_label
     from services.documents.text import display_name
 
@@ -122,6 +123,14 @@ def export_markdown(kb_name: str, turns: list[dict]) -> str:
                 lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(int(first), int(last), doc)}"
                              + (f"：{shown}" if shown else ""))
             lines.append("")
+        if a.get("mode") == "refused" and sources:  # the closest passages, as the chat shows them
+            lines.append("**最接近的段落**\n")
+            for n, src in enumerate(sources, start=1):
+                first, last = (src.get("pages") or [src.get("page", 1)] * 2)[:2]
+                doc = src.get("doc", "")
+                lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(int(first), int(last), doc)}\n")
+                lines.extend("  > " + line for line in (src.get("text", "").strip() or "（空）").splitlines())
+                lines.append("")
     return "\n".join(lines)
 
 

@@ -254,6 +254,13 @@ class LLMServerError(LLMError):
     default_message = "大模型接口出错（5xx），重试后仍失败，请稍后再试。"
 
 
+class LLMRequestRejected(LLMError):
+    """The endpoint answered with an HTTP error that a retry does not fix (405, 400, 415, 422, other
+    4xx): usually a wrong address or a service without /chat/completions."""
+
+    default_message = "大模型接口拒绝了请求。请检查接口地址和模型名。"
+
+
 class LLMTimeout(LLMError):
     default_message = "大模型接口响应超时，请稍后再试或调大超时时间。"
 

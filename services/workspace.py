@@ -457,6 +457,15 @@ class KB:
         failed = recent_failure(llm.base_url) if llm.configured else None
         return failed[1].message_zh if failed else ""
 
+    def llm_unusable(self, llm: LLMSettings) -> str:
+        """Why answers from `llm` fall back to extracts now, in a few words for the chat header
+        ("暂时连不上", "不可用：接口拒绝了请求，HTTP 405，请到设置页检查"), else "": a connect failure of the last few seconds,
+        or an HTTP refusal (key, model, address, 5xx) of the last request to this endpoint, model and
+        key — saving the settings tests the endpoint, so the header is right from then on."""
+        from services.answers.llm import unusable
+
+        return unusable(llm)
+
     def embedding_model(self) -> str:
         return self.lib.embedding_model(self.row)
 

@@ -10,7 +10,7 @@ Behaviour is chosen by the requested model name:
   "empty"           an empty completion (200, no text)
   "bad-json"        accepts response_format but answers plain text (a model that ignores the schema)
   "no-json"         like echo but rejects response_format with 400 (endpoints without structured output)
-  "fail-401" / "fail-404" / "fail-500" / "fail-context"   fail every time
+  "fail-401" / "fail-404" / "fail-405" / "fail-500" / "fail-context"   fail every time
   "fail-429-N"      answer 429 for the first N requests, then behave like echo
   "stall"           send the response headers, then nothing (a hung server)
 It obeys an instruction "请只回答：X" anywhere outside <source> blocks, and it reads source blocks as
@@ -117,6 +117,8 @@ class Handler(JSONHandler):
             return self._error(401, "Incorrect API key provided: sk-secr***", "invalid_request_error", "invalid_api_key")
         if model == "fail-404":
             return self._error(404, f"The model `{model}` does not exist", code="model_not_found")
+        if model == "fail-405":  # not an OpenAI-compatible route (a wrong base_url)
+            return self._error(405, "Method Not Allowed")
         if model == "fail-500":
             return self._error(500, "internal error", "server_error")
         if model == "fail-context":

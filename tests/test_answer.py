@@ -239,6 +239,32 @@ def test_a_working_endpoint_is_not_blocked_by_an_earlier_failure(server):
     assert client.complete([{"role": "user", "content": "你好"}]) is not None
 
 
+def test_an_endpoint_refusing_requests_is_remembered_per_model_and_key_until_one_succeeds(server):
+    """Issue 22's second walkthrough: a 405 (a wrong address) was not remembered, so the chat header
+    named the model while every answer fell back. HTTP refusals are remembered per endpoint, model
+    and key (another model or key on the same server is not affected), are still retried (no
+    short-circuit), and a success clears them; a 429 that recovers is not remembered."""
+    from dataclasses import replace
+
+    from services.answers.llm import unusable
+
+    refused = llm(server, "fail-405", max_retries=0)
+    with pytest.raises(errors.LLMRequestRejected) as caught:
+        LLMClient(refused).test_connection()
+    assert "HTTP 405" in caught.value.message_zh
+    assert unusable(refused) == "不可用：接口拒绝了请求，HTTP 405，请到设置页检查"
+    assert unusable(llm(server, "echo")) == "" and unusable(replace(refused, api_key="sk-other")) == ""
+    before = len(server.requests)
+    with pytest.raises(errors.LLMRequestRejected):
+        LLMClient(refused).complete([{"role": "user", "content": "你好"}])
+    assert len(server.requests) == before + 1  # tried again: the endpoint may have been fixed
+    with pytest.raises(errors.LLMAuthError):
+        LLMClient(llm(server, "fail-401", max_retries=0)).test_connection()
+    assert unusable(llm(server, "fail-401")).startswith("不可用：API Key 被拒绝，HTTP 401")
+    assert LLMClient(llm(server, "fail-429-1", max_retries=2)).test_connection()
+    assert unusable(llm(server, "fail-429-1")) == ""
+
+
 def test_llm_failure_falls_back_to_extractive(lib, geo_kb, server):
     a = answer_question(Retriever(lib, geo_kb), llm(server, "fail-401", max_retries=0), "长江全长多少公里？")
     assert a.mode == "extractive" and "6300" in a.text and "API Key" in a.notice

@@ -85,3 +85,33 @@ def test_equal_recall_curves_stay_visible_and_are_named(browser, server, tmp_pat
     assert all("重合" in label for label in marks["legend"]), marks["legend"]
     assert page.get_by_text("曲线重合", exact=False).count() == 1
     page.context.close()
+
+
+# --- issue 22's second walkthrough: the /chat address opens the chat ----------------------------------
+def test_the_chat_address_opens_the_chat_with_its_conversation(browser, server):
+    """/library, /lab… open their pages, but /chat said 「页面不存在…已打开首页」: the chat is the default
+    page, which Streamlit serves at /. /chat (and /chat?c=<conversation>) now opens the chat."""
+    page = open_page(browser, server + "/")
+    page.get_by_role("textbox").last.fill("长江全长多少公里？")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => new URL(location.href).searchParams.get('c')")
+    wait_idle(page)
+    key = page.evaluate("() => new URL(location.href).searchParams.get('c')")
+    page.context.close()
+
+    for address in ("/chat", f"/chat?c={key}"):
+        page = open_page(browser, server + address)
+        page.wait_for_timeout(1000)
+        body = page.locator("body").inner_text()
+        assert "页面不存在" not in body and "Page not found" not in body, body[:300]
+        assert page.locator('[data-testid="stChatInput"]').count() == 1, body[:300]  # the chat itself
+        nav = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+        assert sum("问答" in t for t in nav) == 1, nav  # the /chat page itself is not listed
+        if "c=" in address:
+            assert "长江全长多少公里？" in body and "六千三百" in body, body[:600]
+            assert new_query(page) == {"c": key}
+        page.context.close()
+
+
+def new_query(page) -> dict:
+    return page.evaluate("() => Object.fromEntries(new URL(location.href).searchParams)")

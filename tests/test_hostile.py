@@ -512,6 +512,32 @@ def test_read_only_disk_opens_for_reading_and_refuses_every_write(data_dir, monk
         ro.close()
 
 
+@pytest.mark.parametrize("probe, word", [("short", "磁盘空间不足：还需约 36 MB"), ("ENOSPC", "磁盘空间不足"),
+                                         ("EROFS", "磁盘无法写入")])
+def test_a_new_data_dir_on_a_disk_that_cannot_take_it_says_why(tmp_path, monkeypatch, probe, word):
+    """The second walkthrough of issue 22: a new data dir on an empty 60 MB disk (under the 96 MB the
+    vector store needs) said 「数据目录所在的磁盘无法写入」 for every command; too little room now says
+    how much more is needed, and only a read-only disk says it cannot be written."""
+    import errno
+
+    from services.index import storage
+    from services.index.library import Library
+
+    if probe == "short":
+        monkeypatch.setattr(storage, "free_bytes", lambda root: 60 * MIB)
+    else:
+        def failing(*args, **kwargs):
+            raise OSError(getattr(errno, probe), os.strerror(getattr(errno, probe)))
+
+        monkeypatch.setattr(storage.os, "write", failing)  # the probe's test file cannot be written
+    with pytest.raises(errors.StorageError) as caught:
+        Library(tmp_path / "new")
+    assert word in caught.value.message_zh, caught.value.message_zh
+    assert isinstance(caught.value, errors.ReadOnlyStorage if probe == "EROFS" else errors.DiskFull)
+    assert "还没有知识库数据" in caught.value.message_zh
+    assert not (tmp_path / "new" / "wendao.db").exists()
+
+
 UNSHARE = shutil.which("unshare")
 
 
@@ -584,6 +610,36 @@ def test_real_full_or_read_only_disk(tmp_path, data_dir, mode, leave_mb):
         assert rc == 1 and word in stderr and "Traceback" not in stderr, (i, rc, stderr[-2000:])
     assert json.loads(results[9][1]) == before and json.loads(results[10][1])["ok"]  # nothing lost
     assert json.loads(cli(["kbs", "--json"], env).stdout) == before  # the original data dir too
+
+
+@pytest.mark.slow
+def test_real_small_disk_with_a_new_data_dir_says_how_much_room_is_missing(tmp_path):
+    """An empty 60 MB tmpfs and a data dir not yet created on it: every command said 「数据目录所在的
+    磁盘无法写入」; it now says 「磁盘空间不足：还需约 N MB」 in Chinese, without a traceback."""
+    if not _can_unshare():
+        pytest.skip("no user namespaces with mounts here (unshare -Urm)")
+    mount, out = tmp_path / "mnt", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    script = r"""
+set -u
+mount -t tmpfs -o size=60m tmpfs "$1"
+export WENDAO_DATA_DIR="$1/data"
+i=0
+for c in "kbs --json" "ingest --kb k $3"; do
+  i=$((i+1))
+  "$PYTHON" -m services $c > "$2/$i.out" 2> "$2/$i.err"
+  echo $? > "$2/$i.rc"
+done
+"""
+    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    env = {**os.environ, "PYTHON": sys.executable}
+    subprocess.run([UNSHARE, "-Urm", "bash", "-c", script, "ns", mount, out, tmp_path / "a.txt"], cwd=ROOT,
+                   env=env, timeout=300, check=True)
+    for i in (1, 2):
+        rc, err = int((out / f"{i}.rc").read_text()), (out / f"{i}.err").read_text()
+        assert rc == 1 and "磁盘空间不足：还需约 " in err and "Traceback" not in err, (i, rc, err[-2000:])
+        assert "无法写入" not in err
 
 
 @pytest.mark.slow

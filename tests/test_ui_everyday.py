@@ -108,6 +108,29 @@ def test_conversation_survives_reload_and_export_has_every_turn(two_docs):
     assert turns[1]["settings"]["retrieval"]["mode"] == "hybrid"
 
 
+def test_a_refused_answer_shows_and_exports_the_same_closest_passages_without_a_bare_score(two_docs):
+    """The walkthrough of issue 22: a question the documents do not answer showed the closest
+    passages with 「合并得分 0.950」 (a number that read like confidence), and the export said
+    「以下是最接近的段落，供参考。」 and then listed nothing."""
+    from services.workspace import open_workspace
+
+    lib, kb = two_docs
+    at = app("chat")
+    ask(at, "火星有几颗卫星？")
+    turn = kept_turns(kb, at.query_params["c"])[0]["answer"]
+    assert turn["mode"] == "refused" and turn["sources"], turn
+    page = shown(at)
+    assert "得分" not in page and not re.search(r"\d\.\d{3}", page), page
+    assert "检索第 1 名" in page  # how the closest passage was found, in words
+    name, md = open_workspace().session().kb(kb.id).export_conversation(at.query_params["c"])
+    assert "以下是最接近的段落" in md and "**最接近的段落**" in md, md
+    listed = [line for line in md.splitlines() if line.startswith("- [")]
+    assert [line.split("》")[0] for line in listed] == [f"- [{n}] 《{s['doc']}" for n, s in
+                                                        enumerate(turn["sources"], start=1)], md
+    for s in turn["sources"]:
+        assert s["text"].strip().splitlines()[0] in md
+
+
 def test_history_continue_rename_delete(two_docs):
     lib, kb = two_docs
     at = app("chat")
@@ -488,18 +511,27 @@ def test_evaluation_warns_without_the_sample_documents_and_clears_on_switch(two_
     assert not any("得分都是 0" in w.value for w in at.warning)  # results belong to the KB they were run on
 
 
-def test_evaluation_csv_has_chinese_headers_and_an_english_key_row():
+def test_evaluation_csv_has_one_chinese_header_row_integer_ranks_and_rounded_times():
+    """The walkthrough of issue 22 item 2: the export had two header rows (Chinese, then
+    config,id,question,…), latencies like 15.14900999609381 and ranks like 1.0."""
     import pandas as pd
 
     from components.widgets import eval_csv
+    from components.words import METRIC_ZH
     from services.tuning.evaluation import QuestionResult, rows_as_dicts
 
-    rows = rows_as_dicts([QuestionResult("BM25", "q1", "问题一", 1, None, 1.0, 3.2, {1000: 1.0}, "a.txt")])
+    rows = rows_as_dicts([QuestionResult("BM25", "q1", "问题一", 1, None, 1.0, 15.14900999609381, {1000: 1.0},
+                                         "a.txt"),
+                          QuestionResult("BM25", "q2", "问题二", None, 3, 0.5, 6.36930600012, {1000: 0.0}, "b.txt")])
     csv = eval_csv(json.loads(json.dumps(rows)))  # as an evaluation job's result keeps them
+    text = csv.decode("utf-8-sig")
+    assert "config" not in text and "first_relevant_rank" not in text  # one header row, Chinese only
     frame = pd.read_csv(io.BytesIO(csv), encoding="utf-8-sig", dtype=str, keep_default_na=False)
-    assert list(frame.columns)[:3] == ["配置", "问题编号", "问题"] and "答案覆盖@1000" in frame.columns
-    assert list(frame.iloc[0])[:3] == ["config", "id", "question"]  # the English keys
-    assert frame.iloc[1]["相关文档名次"] == ""  # no "None"
+    assert list(frame.columns)[:3] == ["配置", "问题编号", "问题"]
+    assert METRIC_ZH["coverage@1000chars"] in frame.columns and METRIC_ZH["ndcg@10"] in frame.columns  # the page's words
+    assert list(frame["含答案片段的名次"]) == ["1", ""] and list(frame["正确文档的名次"]) == ["", "3"]  # no 1.0, no None
+    assert list(frame["用时（毫秒）"]) == ["15.1", "6.4"]
+    assert len(frame) == 2
 
 
 def test_chat_header_says_answers_are_extracts_while_the_llm_is_unreachable(two_docs, monkeypatch):
@@ -525,6 +557,41 @@ def test_chat_header_says_answers_are_extracts_while_the_llm_is_unreachable(two_
         assert "回答：摘录式（大模型 qwen-test 暂时连不上）" in shown(at)
     finally:
         closed.close()
+
+
+def test_an_endpoint_refusing_with_http_405_is_named_in_the_header_and_its_advice_keeps_the_routes(two_docs):
+    """The walkthrough of issue 22 item 3: an endpoint answering 405 was saved with its advice shown as
+    「通常以 … 结尾…该服务是否支持 …。」 (the scrubber took /v1 and /chat/completions for server file
+    paths), and after a reload the chat header said 「回答：大模型 …」 although every answer fell back."""
+    from llm_server import FakeLLMServer
+
+    with FakeLLMServer() as server:
+        at = app("settings")
+        next(t for t in at.text_input if t.label == "接口地址").input(server.url)
+        next(t for t in at.text_input if t.label == "模型名").input("fail-405")
+        click(at, "保存")
+        warned = plain(" ".join(w.value for w in at.warning))
+        assert "HTTP 405" in warned and "以 /v1 结尾" in warned and "支持 /chat/completions" in warned, warned
+        assert "…" not in warned
+        header = next(c.value for c in app("chat").caption if "回答：" in c.value)  # a reload
+        assert "回答：摘录式（大模型 fail-405 不可用：接口拒绝了请求，HTTP 405" in plain(header), header
+
+        at = app("settings")
+        next(t for t in at.text_input if t.label == "模型名").input("echo")
+        click(at, "保存")
+        assert not at.warning
+        header = next(c.value for c in app("chat").caption if "回答：" in c.value)
+        assert "回答：大模型 echo" in plain(header), header
+
+
+def test_without_paths_hides_server_files_but_keeps_the_api_routes_of_our_advice():
+    from components.state import without_paths
+
+    advice = ("请检查：接口地址是否是 OpenAI 兼容地址（通常以 /v1 结尾，例如 http://127.0.0.1:8080/v1）、"
+              "该服务是否支持 /chat/completions。OpenAI 兼容服务通常以 /v1 结尾（Infinity 默认没有 /v1）。")
+    assert without_paths(advice) == advice
+    leaked = "写入失败：/srv/wendao/data/wendao.db /v1/../../etc/passwd /models/reader/x.bin C:\\data\\x.db /tmp/x"
+    assert without_paths(leaked) == "写入失败：… … … … …"
 
 
 # --- issue 22 items 1, 12 and 14: deletions name what they delete and say they happened --------

@@ -251,3 +251,47 @@ def test_the_chunking_form_says_when_a_sentence_overlap_is_capped():
     assert any("最多为片段长度的一半（这里实际为 150）" in c.value for c in at.caption)
     at.number_input(key="t_overlap").set_value(100).run()
     assert not any("最多为片段长度的一半" in c.value for c in at.caption)
+
+
+# --- issue 22's second walkthrough: the command line's argument errors are Chinese ---------------------
+@pytest.mark.parametrize("args, said", [
+    (["search", "问题"], "缺少必需的参数：--kb"),
+    (["search", "--kb", "k", "--mode", "zz", "问题"], "参数 --mode：没有 'zz' 这一项（可选："),
+    (["kbs", "--bogus"], "无法识别的参数：--bogus"),
+    (["frobnicate"], "命令：没有 'frobnicate' 这一项"),
+    (["search", "--kb", "k", "--top-k", "many", "问题"], "参数 --top-k：'many' 不是整数"),
+    (["search", "--kb"], "参数 --kb：需要跟一个值"),
+    ([], "缺少必需的参数：命令"),
+])
+def test_cli_argument_errors_are_chinese_with_exit_code_2(data_dir, args, said):
+    """`error: the following arguments are required: --kb`, `invalid choice`, `unrecognized
+    arguments` and the `usage:` line were English; a real process now says them in Chinese and
+    still exits with 2, the usage line first."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "services", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "WENDAO_DATA_DIR": str(data_dir)}, timeout=120)
+    assert done.returncode == 2, done
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("用法： wendao") and said in lines[-1] and "：错误：" in lines[-1], done.stderr
+    english = ("error:", "usage:", "required", "invalid", "unrecognized", "choose from", "expected")
+    assert not any(word in done.stderr for word in english), done.stderr
+    if len(lines) > 2:  # wrapped usage lines stay aligned under the first argument (「用法： 」 is 7 columns)
+        first = lines[0].replace("用法： ", " " * 7)
+        assert len(lines[1]) - len(lines[1].lstrip()) == first.index("[", first.index("wendao")), done.stderr
+
+
+def test_cli_help_is_chinese():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "services", "search", "-h"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("用法： wendao search")
+    assert "显示这段帮助后退出" in done.stdout and "选项" in done.stdout and "options" not in done.stdout

@@ -92,8 +92,8 @@ llm = kb.llm_settings(api_key())
 top = st.columns([3, 1, 1])
 if not llm.configured:
     answered_by = "摘录式（未配置大模型）"
-elif kb.llm_unreachable(llm):  # the endpoint just failed to connect: answers fall back to extracts for now
-    answered_by = f"摘录式（大模型 {inert(llm.model, keep_lines=False)} 暂时连不上）"
+elif why := kb.llm_unusable(llm):  # failed to connect just now, or refuses our requests (405, key, model…)
+    answered_by = f"摘录式（大模型 {inert(llm.model, keep_lines=False)} {why}）"
 else:
     answered_by = "大模型 " + inert(llm.model, keep_lines=False)
 top[0].caption(f"知识库「{inert(kb.name, keep_lines=False)}」 · 检索：{MODES[settings.mode]}"

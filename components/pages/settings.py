@@ -192,7 +192,7 @@ if saved:
         else:
             st.success("已保存。" + ("API Key 只保存在当前会话中。" if new_llm.key_source == "session" else ""))
         if problem:  # the core tested the endpoint while saving and says why it did not answer
-            st.warning("但这个接口现在连不上：" + inert_code_urls(without_paths(problem)))
+            st.warning("但测试没有通过，回答会改用摘录式：" + inert_code_urls(without_paths(problem)))
 if tested:  # testing never saves anything, not even the typed key in the session
     if not new_llm.configured:
         st.warning("请先填写接口地址（或 API Key）和模型名。")

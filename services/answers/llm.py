@@ -7,12 +7,16 @@ are not: a refused connection, a host name that does not resolve, no connection 
 CONNECT_TIMEOUT_S (an address that drops packets) fail at once, and a read timeout is not waited out
 twice. Such a connect failure is remembered for RECENT_FAILURE_S per endpoint, so the next call (the
 answer after the pre-check, the next question) falls back at once instead of waiting again; "测试连接"
-always tries afresh. Every failure surfaces as a typed services.errors.LLMError with a Chinese message
+always tries afresh. An endpoint that answers with an HTTP error a retry does not fix (the key refused,
+no such model, 405 / 400 for a wrong address, a 5xx after the retries) is remembered too, per endpoint,
+model and key, until a request to it succeeds: calls still try it (it may have been fixed), and the
+chat header says answers are extracts and why (unusable()). Every failure surfaces as a typed services.errors.LLMError with a Chinese message
 that says what happened. The API key is never put into messages, logs or files: error texts are
 scrubbed of it.
 """
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
@@ -29,7 +33,10 @@ RECENT_FAILURE_S = 30.0  # how long a failed connect is remembered per endpoint
 RETRY_BACKOFF_S = 0.5  # the first retry's wait; doubled each time, at most 8 s
 
 _recent_failures: dict[str, tuple[float, errors.LLMError]] = {}
+_refusals: dict[tuple[str, str, str], str] = {}  # endpoint, model, key digest -> the header's reason
 _recent_lock = threading.Lock()
+# The endpoint answered but will not answer our requests: every answer falls back to an extract.
+UNUSABLE = (errors.LLMAuthError, errors.LLMModelNotFound, errors.LLMRequestRejected, errors.LLMServerError)
 
 
 def recent_failure(base_url: str) -> tuple[float, errors.LLMError] | None:
@@ -48,6 +55,46 @@ def _remember(base_url: str, error: errors.LLMError | None) -> None:
             _recent_failures.pop(base_url or "", None)
         else:
             _recent_failures[base_url or ""] = (time.monotonic(), error)
+
+
+def _identity(settings: LLMSettings) -> tuple[str, str, str]:
+    key = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16] if settings.api_key else ""
+    return settings.base_url or "", settings.model or "", key
+
+
+def _remember_refusal(settings: LLMSettings, reason: str) -> None:
+    with _recent_lock:
+        if reason:
+            _refusals[_identity(settings)] = reason
+        else:
+            _refusals.pop(_identity(settings), None)
+
+
+def _refusal_reason(error: errors.LLMError, status: int | None) -> str:
+    """The chat header's short words for an UNUSABLE error."""
+    code = f"，HTTP {status}" if status else ""
+    if isinstance(error, errors.LLMAuthError):
+        return "API Key 被拒绝" + code
+    if isinstance(error, errors.LLMModelNotFound):
+        return "找不到这个模型" + code
+    if isinstance(error, errors.LLMServerError):
+        return "接口出错" + code
+    return "接口拒绝了请求" + code
+
+
+def unusable(settings: LLMSettings) -> str:
+    """Why answers from `settings`' endpoint fall back to extracts now, in a few Chinese words for the
+    chat header's 「摘录式（大模型 m …）」 ("暂时连不上", "不可用：接口拒绝了请求，HTTP 405，请到设置页检查"),
+    else "". A connect failure is remembered
+    for RECENT_FAILURE_S; an HTTP refusal until a request with the same endpoint, model and key
+    succeeds (测试连接, saving the settings, or the next question)."""
+    if not settings.configured:
+        return ""
+    if recent_failure(settings.base_url) is not None:
+        return "暂时连不上"
+    with _recent_lock:
+        reason = _refusals.get(_identity(settings), "")
+    return f"不可用：{reason}，请到设置页检查" if reason else ""
 
 
 def _connect_failure(exc: BaseException) -> str | None:
@@ -122,6 +169,7 @@ class LLMClient:
                         started = True
                         yield delta
                 _remember(s.base_url, None)
+                _remember_refusal(s, "")
                 return
             except Exception as exc:  # openai raises its own hierarchy; map it below
                 name = type(exc).__name__
@@ -139,7 +187,10 @@ class LLMClient:
                     time.sleep(min(8.0, RETRY_BACKOFF_S * 2 ** attempt))
                     attempt += 1
                     continue
-                raise self._translate(exc) from None
+                error = self._translate(exc)
+                if isinstance(error, UNUSABLE):
+                    _remember_refusal(s, _refusal_reason(error, getattr(exc, "status_code", None)))
+                raise error from None
 
     def complete(self, messages: list[dict], response_format: dict | None = None, max_tokens: int | None = None) -> str:
         return "".join(self.stream(messages, response_format, max_tokens))
@@ -191,9 +242,9 @@ class LLMClient:
         if name == "BadRequestError" and "response_format" in lowered:
             return errors.LLMError("接口不支持结构化输出（response_format）。")
         if status in (405, 400, 415, 422) or name in ("BadRequestError", "UnprocessableEntityError"):
-            return errors.LLMError(
+            return errors.LLMRequestRejected(
                 f"大模型接口拒绝了请求（HTTP {status or '400'}）。请检查：接口地址是否是 OpenAI 兼容地址"
                 "（通常以 /v1 结尾，例如 http://127.0.0.1:8080/v1）、模型名是否正确、该服务是否支持 /chat/completions。")
         if status:
-            return errors.LLMError(f"大模型接口返回错误（HTTP {status}）。请检查接口地址和模型名。")
+            return errors.LLMRequestRejected(f"大模型接口返回错误（HTTP {status}）。请检查接口地址和模型名。")
         return errors.LLMError(f"调用大模型失败（{name}）。请检查接口地址、模型名和网络。")

@@ -43,8 +43,11 @@ class Library:
         self.root.mkdir(parents=True, exist_ok=True)
         # A full or read-only disk: open for reading only (never the owner, no vector shards), and
         # every write says why it is refused (services.index.storage).
-        self.ownership = Ownership(self.root, storage.probe(self.root))
-        readonly = self.ownership.storage_problem is not None
+        problem = storage.probe(self.root)
+        if problem is not None and not (self.root / "wendao.db").exists():
+            raise storage.new_data_dir_error(problem)  # nothing to read here: say why nothing can be written
+        self.ownership = Ownership(self.root, problem)
+        readonly = problem is not None
         self.store = Store(self.root / "wendao.db", readonly=readonly)
         self.cache = EmbeddingCache(self.root / "embeddings.db", readonly=readonly)
         self.write_lock = threading.RLock()  # one ingest/delete/rebuild at a time per process

@@ -57,6 +57,16 @@ def probe(root: str | Path) -> errors.StorageError | None:
     return None
 
 
+def new_data_dir_error(problem: errors.StorageError) -> errors.StorageError:
+    """The error for a data dir without data yet (nothing to read) on a disk that cannot take one:
+    too little room says how much more is needed, a read-only disk says it is read-only."""
+    if isinstance(problem, errors.DiskFull):
+        head = problem.message_zh.split("。")[0]  # 磁盘空间不足：还需约 N MB（数据目录所在磁盘剩余 M MB）
+        return errors.DiskFull(f"{head}。这里还没有知识库数据，无法新建数据目录；请清理磁盘或换一个数据目录后重试。",
+                               needed_bytes=problem.needed_bytes)
+    return errors.ReadOnlyStorage("数据目录所在的磁盘无法写入，且这里还没有知识库数据，无法打开。")
+
+
 def _free_or_none(root: Path) -> int | None:
     try:
         return free_bytes(root)
