@@ -655,3 +655,21 @@ def test_deleting_a_document_says_so_and_clears_the_finished_upload_log(data_dir
     lib = open_library()
     assert [d.filename for d in lib.store.list_documents(lib.kb("删除测试").id)] == ["长江.txt"]
     assert not any("已索引" in e.label for e in at.expander)  # "2 个已索引" no longer beside 1 document
+
+
+def test_a_second_edit_of_the_llm_endpoint_in_the_same_page_view_is_saved(two_docs):
+    """A recheck walkthrough: after 保存, changing 接口地址 again and pressing 保存 kept the old value while
+    saying 「已保存。」 (the unkeyed field became a new widget once its default, the saved value, changed)."""
+    from services.workspace import open_workspace
+
+    _, kb = two_docs
+    at = app("settings")
+    next(t for t in at.text_input if t.label == "接口地址").input("http://127.0.0.1:9/v1")
+    next(t for t in at.text_input if t.label == "模型名").input("m1")
+    click(at, "保存")
+    next(t for t in at.text_input if t.label == "接口地址").input("http://127.0.0.1:8765/v1")
+    next(t for t in at.text_input if t.label == "模型名").input("m2")
+    click(at, "保存")
+    assert next(t for t in at.text_input if t.label == "接口地址").value == "http://127.0.0.1:8765/v1"
+    saved = open_workspace().session().kb(kb.id).llm_settings(None)
+    assert (saved.base_url, saved.model) == ("http://127.0.0.1:8765/v1", "m2")

@@ -149,25 +149,27 @@ with st.form(key("llm")):
     c1, c2 = st.columns(2)
     # Shown with any password / key-like query value masked (a server URL can carry credentials);
     # left unchanged, the masked form means the real URL again.
+    # Every field has a key: an unkeyed widget whose default is the saved value becomes a new widget
+    # once a save changes that value, and Streamlit then drops what was typed for the next save.
     base_url = c1.text_input("接口地址", redact_url(llm.base_url), placeholder="例如 http://127.0.0.1:8080/v1",
-                             help="OpenAI 兼容接口的 base_url，通常以 /v1 结尾")
-    model = c2.text_input("模型名", llm.model, placeholder="例如 qwen2.5-7b-instruct / deepseek-chat")
+                             help="OpenAI 兼容接口的 base_url，通常以 /v1 结尾", key=key("llm_base_url"))
+    model = c2.text_input("模型名", llm.model, placeholder="例如 qwen2.5-7b-instruct / deepseek-chat", key=key("llm_model"))
     # Never prefilled: a key configured on the server (or saved by someone else) must not reach the browser.
-    typed_key = st.text_input("API Key", "", type="password", placeholder=KEY_SOURCE_ZH.get(llm.key_source, "未设置"),
+    typed_key = st.text_input("API Key", "", type="password", placeholder=KEY_SOURCE_ZH.get(llm.key_source, "未设置"), key=key("llm_key"),
                               help="填写后只保存在当前浏览器会话中，并用于你填写的接口地址。服务器配置的 Key 只会发往服务器配置的接口地址；"
                                    "换成其他接口地址时，请填写你自己的 Key。")
     c1, c2, c3 = st.columns(3)
-    temperature = c1.slider("随机性（温度）", 0.0, 1.5, float(llm.temperature), 0.05,
+    temperature = c1.slider("随机性（温度）", 0.0, 1.5, float(llm.temperature), 0.05, key=key("llm_temperature"),
                             help="越低回答越稳定、越贴近资料；文档问答建议 0–0.3")
-    max_tokens = c2.number_input("回答的最大长度（词元）", 64, 32000, int(llm.max_tokens),
+    max_tokens = c2.number_input("回答的最大长度（词元）", 64, 32000, int(llm.max_tokens), key=key("llm_max_tokens"),
                                  help="max_tokens：大模型一次最多输出多少个词元（token），一个汉字约 1–2 个词元")
-    timeout = c3.number_input("超时（秒）", 1, 600, int(llm.timeout))
-    structured = st.checkbox("让大模型按固定格式作答（小模型的引用更准确）", llm.structured_output,
+    timeout = c3.number_input("超时（秒）", 1, 600, int(llm.timeout), key=key("llm_timeout"))
+    structured = st.checkbox("让大模型按固定格式作答（小模型的引用更准确）", llm.structured_output, key=key("llm_structured"),
                              help="使用接口的结构化输出（JSON schema）：{answerable, answer, citations}；接口不支持时自动改用行内 [n] 引用")
     verify = st.checkbox("回答前先让大模型核对资料里是否有答案（没有就拒答，减少答非所问；小模型每题多几秒）",
-                         llm.verify_answerable, help="需要结构化输出。模型要先逐字摘抄资料中回答问题的原句，摘抄不到就拒答。")
+                         llm.verify_answerable, key=key("llm_verify"), help="需要结构化输出。模型要先逐字摘抄资料中回答问题的原句，摘抄不到就拒答。")
     save_key = st.checkbox("把 API Key 也保存到本机数据目录（明文保存，不加密，能读取数据目录的人都能看到；不推荐）",
-                           llm.key_source == "saved", help="以明文 JSON 保存在数据目录的 wendao.db 中")
+                           llm.key_source == "saved", key=key("llm_save_key"), help="以明文 JSON 保存在数据目录的 wendao.db 中")
     c1, c2 = st.columns(2)
     saved = c1.form_submit_button("保存", type="primary")
     tested = c2.form_submit_button("测试连接", help="只测试，不保存任何设置")
@@ -214,11 +216,11 @@ with st.expander("使用模型服务计算向量（Infinity、TEI、vLLM、Xinfe
     with st.form(key("embedding_server")):
         c1, c2 = st.columns(2)
         es_url = c1.text_input("模型服务地址", redact_url(form["base_url"]), placeholder="例如 http://127.0.0.1:7997",
-                               help="OpenAI 兼容的向量接口（/embeddings）的 base_url")
-        es_model = c2.text_input("服务端的模型名", form["model"], placeholder="例如 bge-m3 / multilingual-e5-large")
+                               help="OpenAI 兼容的向量接口（/embeddings）的 base_url", key=key("es_url"))
+        es_model = c2.text_input("服务端的模型名", form["model"], placeholder="例如 bge-m3 / multilingual-e5-large", key=key("es_model"))
         c1, c2 = st.columns(2)
-        es_query = c1.text_input("查询前缀", form["query_prefix"], help="e5：\"query: \"；BGE 中文：检索指令；其他模型通常留空")
-        es_passage = c2.text_input("段落前缀", form["passage_prefix"], help="e5：\"passage: \"；其他模型通常留空")
+        es_query = c1.text_input("查询前缀", form["query_prefix"], key=key("es_query"), help="e5：\"query: \"；BGE 中文：检索指令；其他模型通常留空")
+        es_passage = c2.text_input("段落前缀", form["passage_prefix"], key=key("es_passage"), help="e5：\"passage: \"；其他模型通常留空")
         es_key = st.text_input("模型服务 API Key", type="password", placeholder=KEY_SOURCE_ZH.get(form["key_source"], "未设置（本地服务通常不需要）"),
                                help="后台索引要用到，所以填写后会以明文保存在数据目录，只发往这个接口地址。服务器配置的 Key 只发往服务器配置的地址。")
         c1, c2 = st.columns(2)
