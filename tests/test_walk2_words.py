@@ -37,8 +37,17 @@ def test_the_lab_merges_nothing_when_one_kind_of_search_runs(two_docs):  # noqa:
     infos = [i.value for i in at.info]
     assert any("关键词检索第 1 名" in i and "最终第 1 名" in i for i in infos), infos
     assert not [i for i in infos if "合并" in i], infos  # was 「合并后第 1 名」 with nothing merged
+    # nor anywhere else on the page: the score table, the charts' captions, the timing line, the expander
+    # (a recheck found a 「合并」 column, a 「合并得分」 chart, 「合并排序 0.0 毫秒」, 「两路合并后、取前 7 条之前」)
+    columns = [c for df in at.dataframe for c in df.value.columns]
+    assert columns and not [c for c in columns if "合并" in c], columns
+    fused = ("合并排序", "合并得分", "两路合并")  # 「合并相邻片段」 (adjacent windows joined) is another thing
+    assert not [c.value for c in at.caption if any(w in c.value for w in fused)], [c.value for c in at.caption]
+    assert not [e.label for e in at.expander if "合并" in e.label], [e.label for e in at.expander]
     at.radio(key=f"a_{two_docs[1].id}_mode").set_value("hybrid").run()
     assert any("两路合并后第" in i.value for i in at.info), [i.value for i in at.info]
+    assert any("合并" in c for df in at.dataframe for c in df.value.columns)
+    assert any("两路合并后" in e.label for e in at.expander)
     at.toggle(key="lab_compare").set_value(True).run()
     assert all(m.value.endswith(" 条") for m in at.metric[:3]), [m.value for m in at.metric]
 

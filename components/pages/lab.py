@@ -59,9 +59,16 @@ TIMED_STAGE = {"bm25": "bm25", "dense": "dense", "fusion": "fused", "rerank": "r
 
 
 def stages_run(result: SearchResult) -> list[str]:
-    """The stages this search ran (timed) or that ranked a hit: no rerank column when reranking is off."""
+    """The stages this search ran (timed) or that ranked a hit: no rerank column when reranking is off,
+    and no merged column when one kind of search ran alone (nothing was merged)."""
     ran = {TIMED_STAGE[k] for k in result.timings_ms if k in TIMED_STAGE}
-    return [k for k in STAGES if k in ran or any(h.ranks.get(k) is not None for h in result.candidates)]
+    stages = [k for k in STAGES if k in ran or any(h.ranks.get(k) is not None for h in result.candidates)]
+    return stages if merged(stages) else [k for k in stages if k != "fused"]
+
+
+def merged(stages: list[str]) -> bool:
+    """Whether both kinds of search ran, so their results were merged (hybrid)."""
+    return "bm25" in stages and "dense" in stages
 
 
 def score_table(hits, stages: list[str]) -> pd.DataFrame:
@@ -99,8 +106,9 @@ def show_table(hits, stages: list[str], compact: bool = False, listed_below: boo
 def score_charts(result: SearchResult) -> list[tuple[str, alt.Chart]]:
     """One bar chart per score kind, each on its own axis (BM25's raw scores, 0–8 and more, would
     flatten the 0–1 similarities into identical bars on a shared one); shown side by side."""
+    stages = stages_run(result)
     rows = [{"名次": i, "分数类型": SCORE_KINDS[k], "分数": h.scores[k]}
-            for i, h in enumerate(result.hits, start=1) for k in STAGES if h.scores.get(k) is not None]
+            for i, h in enumerate(result.hits, start=1) for k in stages if h.scores.get(k) is not None]
     if not rows:
         return []
     data = pd.DataFrame(rows)
@@ -143,8 +151,10 @@ def explain_missing(result: SearchResult, expected: str, settings: RetrievalSett
 def show_result(result: SearchResult, compact: bool = False) -> None:
     if result.notice:
         st.warning(inert_code_urls(result.notice))
+    both = merged(stages_run(result))
+    timings = {k: v for k, v in result.timings_ms.items() if both or k != "fusion"}
     st.caption("问题切成的词：" + (" / ".join(f"`{t.replace('`', '')}`" for t in result.terms) or "（无有效词）")
-               + " · " + " · ".join(f"{TIMING_ZH.get(k, k)} {v:.1f} 毫秒" for k, v in result.timings_ms.items()),
+               + " · " + " · ".join(f"{TIMING_ZH.get(k, k)} {v:.1f} 毫秒" for k, v in timings.items()),
                help="关键词检索用这些词（jieba 分词，搜索模式）。" + TIMING_HELP)
     if not result.hits:
         st.warning("没有找到候选段落。")
@@ -156,7 +166,7 @@ def show_result(result: SearchResult, compact: bool = False) -> None:
                                              span_zh(h.start, h.end)])),
                     help=SPAN_HELP if i == 1 else None)
         passage_box(highlight(h.text, term_spans(h.text, result.terms)))
-    with st.expander(f"全部 {len(result.candidates)} 个候选（两路合并后、取前 {len(result.hits)} 条之前）"):
+    with st.expander(f"全部 {len(result.candidates)} 个候选（{'两路合并后、' if both else ''}取前 {len(result.hits)} 条之前）"):
         show_table(result.candidates, stages_run(result), compact, listed_below=False)
 
 
