@@ -63,7 +63,7 @@ st.markdown(f"当前向量模型：{model_label(current)}")
 server_llm = kb.llm_settings()  # what the background worker can use (never a key typed in this session)
 with st.container(border=True):  # plain widgets (no form): the estimate follows every change at once
     c1, c2, c3 = st.columns(3)
-    st.session_state.setdefault(key("name"), time.strftime("微调-%Y%m%d-%H%M"))
+    st.session_state.setdefault(key("name"), time.strftime("微调-%Y%m%d-%H%M%S"))
     name = c1.text_input("新模型名称", max_chars=60, key=key("name"),
                          help="只能包含中文、字母、数字、点、下划线和短横线")
     epochs = c2.number_input("训练轮数", 1, 20, FinetuneSettings.epochs, key=key("epochs"),
@@ -78,7 +78,9 @@ with st.container(border=True):  # plain widgets (no form): the estimate follows
     settings = FinetuneSettings(epochs=int(epochs), max_pairs=int(max_pairs), method="llm" if use_llm else "sentence")
     st.markdown(estimate_line(kb.finetune_estimate(settings))
                 + ("（不含大模型出题的时间）" if use_llm else ""))
-    start = st.button("开始微调", type="primary", key=key("start"))
+    busy = jobs_running(kb, ("finetune",))  # running or being cancelled: one run at a time
+    start = st.button("开始微调", type="primary", key=key("start"), disabled=busy,
+                      help="这个知识库已有一个微调任务在进行（或正在取消），结束后才能开始新的" if busy else None)
 if start:
     if jobs_running(kb, ("finetune",)):
         st.warning("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
@@ -86,6 +88,7 @@ if start:
         try:
             new_batch(kb, ("finetune",), "finetune")
             kb.finetune(name, settings)
+            del st.session_state[key("name")]  # the next run gets a new name, not this one's again
             st.rerun()
         except Exception as exc:
             show_error(exc)
