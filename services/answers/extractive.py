@@ -49,7 +49,9 @@ instead of picking one. Values are compared written one way (5万元 = 50000元 
 names: the names it gives (原告周0; the parties' roles are no names) and all but a third of the terms of
 its opening noun phrase (蓍, 天瑞公司). When the best unit's document lacks them and a strong unit of the
 answer's own passages whose document holds them has a value of the asked-for type, the answer comes from
-that one (`_named_instead`: "徐0每月需要支付多少生活费？" from the judgment naming 徐0).
+that one (`_named_instead`: "徐0每月需要支付多少生活费？" from the judgment naming 徐0). A yes/no question's
+span is the asked verb's phrase with its negation (`_verb_phrase`: 「原告未再婚」), and documents whose phrases
+disagree (`negated`: 未再婚 vs 现已再婚) are reported the same way.
 
 Support is judged against the question, never against the quote itself (`check_picks`): the key-term
 coverage a quoted passage reaches, and for a number/amount/date/title/country question only when it
