@@ -95,15 +95,15 @@ def signals(question: str, passages: list[str]) -> dict[str, float]:
     # and in their best sentence, its longest run found (answerable questions are mostly written by
     # rephrasing the sentence that answers them; the never-stated ones around it)
     q = question_text(question)
+    sentences = [comparable(p[a:b]) for p in passages for a, b in split_sentences(p)]
     for n in (2, 3):
         grams = {q[i:i + n] for i in range(len(q) - n + 1)}
         out[f"gram{n}_pool"] = sum(g in text for g in grams) / max(1, len(grams))
-        sentences = [comparable(p[a:b]) for p in passages for a, b in split_sentences(p)]
         out[f"gram{n}_sentence"] = max((sum(g in s for g in grams) / max(1, len(grams)) for s in sentences), default=0.0)
     out["longest"] = _longest_found(q, text) / max(1, len(q))
     verbs = T.asked_verbs(question) if yesno else []
     out["verbs_missing"] = sum(v not in text for v in verbs) / max(1, len(verbs))
-    out["q_len"] = math.log1p(len(question_text(question)))
+    out["q_len"] = math.log1p(len(q))
     out["p_len"] = math.log1p(len(text))
     out["terms"] = math.log1p(len(terms))
     return out

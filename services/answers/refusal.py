@@ -46,7 +46,8 @@ def key_terms(query: str) -> list[str]:
     return [t for t in query_terms(query) if t not in QUESTION_WORDS]
 
 
-def _coverage(terms: list[str], text: str) -> float:
+def coverage(terms: list[str], text: str) -> float:
+    """Share of `terms` (weighted by length) found in text."""
     if not terms:
         return 0.0
     haystack = comparable(text)
@@ -54,22 +55,17 @@ def _coverage(terms: list[str], text: str) -> float:
     return sum(len(t) for t in terms if t in haystack) / total
 
 
-def coverage(terms: list[str], text: str) -> float:
-    """Share of `terms` (weighted by length) found in text."""
-    return _coverage(terms, text)
-
-
 def term_coverage(query: str, text: str) -> float:
     """Share of the query's key terms (weighted by length) found in text."""
-    return _coverage(key_terms(query), text)
+    return coverage(key_terms(query), text)
 
 
 def best_sentence_coverage(terms: list[str], text: str) -> float:
     """Coverage of the best sentence or pair of adjacent sentences of a passage."""
     pieces = [text[a:b] for a, b in split_sentences(text)] or [text]
-    best = max(_coverage(terms, p) for p in pieces)
+    best = max(coverage(terms, p) for p in pieces)
     for p1, p2 in zip(pieces, pieces[1:]):
-        best = max(best, _coverage(terms, p1 + p2))
+        best = max(best, coverage(terms, p1 + p2))
     return best
 
 
@@ -100,7 +96,7 @@ def evidence_strength(query: str, hits: list[Hit], candidates: list[Hit] | None 
     dense = [h.scores["dense"] for h in top if "dense" in h.scores]
     rerank = [h.scores["rerank"] for h in top if "rerank" in h.scores]
     return {"sentence": max(best_sentence_coverage(terms, h.text) for h in top),
-            "pool": _coverage(terms, pool_text),
+            "pool": coverage(terms, pool_text),
             "subject_missing": subject_missing(query, terms, pool_text),
             "bm25": max(bm25) / max(1, len(terms)) if bm25 else None,
             "dense": max(dense) if dense else None,
