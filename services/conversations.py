@@ -92,6 +92,12 @@ def export_filename(title: str) -> str:
     return f"问道对话-{stem[:60]}.md"
 
 
+def _pages(source: dict, page: int = 1) -> tuple[int, int]:
+    """A saved source's first and last page (`page` where the source names none)."""
+    first, last = (source.get("pages") or [source.get("page", page)] * 2)[:2]
+    return int(first), int(last)
+
+
 def export_markdown(kb_name: str, turns: list[dict]) -> str:
     """The conversation as Markdown, every kept turn included. Each cited source is listed once
     (its number, document and pages), followed by the passages quoted from it, each once; an
@@ -114,21 +120,21 @@ def export_markdown(kb_name: str, turns: list[dict]) -> str:
             for n, quotes in sorted(cited.items()):
                 c = quotes[0]
                 s = sources[n - 1] if 1 <= n <= len(sources) else {}
-                first, last = (s.get("pages") or [s.get("page", c.get("page", 1))] * 2)[:2] if s else [c.get("page", 1)] * 2
+                first, last = _pages(s, c.get("page", 1))
                 said: dict[str, bool] = {}  # each quote once; unverified when any of its citations is
                 for q in quotes:
                     said[q.get("quote", "")] = said.get(q.get("quote", ""), True) and bool(q.get("supported"))
                 shown = "；".join(f"“{q}”" + ("" if ok else "（未核实）") for q, ok in said.items() if q)
                 doc = s.get('doc') or c.get('doc', '')
-                lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(int(first), int(last), doc)}"
+                lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(first, last, doc)}"
                              + (f"：{shown}" if shown else ""))
             lines.append("")
         if a.get("mode") == "refused" and sources:  # the closest passages, as the chat shows them
             lines.append("**最接近的段落**\n")
             for n, src in enumerate(sources, start=1):
-                first, last = (src.get("pages") or [src.get("page", 1)] * 2)[:2]
+                first, last = _pages(src)
                 doc = src.get("doc", "")
-                lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(int(first), int(last), doc)}\n")
+                lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(first, last, doc)}\n")
                 lines.extend("  > " + line for line in (src.get("text", "").strip() or "（空）").splitlines())
                 lines.append("")
     return "\n".join(lines)

@@ -522,6 +522,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         # a value in the unit the question asks in (多少公里, 多少比例: 五分之一) rules out those in other units
         in_unit = kind in ("number", "amount") and any(_unit_match(scorer.query, p.text[a:b])
                                                        for p in picks for a, b in _values(kind, p, scorer.exclude))
+        now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
             if in_unit:
@@ -538,7 +539,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 distance = min((abs(h - a) for h in hits), default=60)
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
                          + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
-                         + (_where_now(scorer.query, p.text, a) if kind == "place" else 0.0))
+                         + (_where_now(p.text, a) if now else 0.0))
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
@@ -599,11 +600,9 @@ _FROM_BEFORE = re.compile(r"(?:从|由|自)$")
 _TO_BEFORE = re.compile(r"(?:转入|转到|转至|转学到|转学至|迁至|迁往|迁入|迁到|搬到|搬至|搬往|调到|调入|调至|调往|改到|去了|来到|到|至)$")
 
 
-def _where_now(question: str, text: str, a: int) -> float:
-    """For a question about where someone is now (目前在何处上学), a place that follows a move
-    (从内乡县第二小学转入沈阳…附属小学): the destination gains, the place moved from loses."""
-    if not _NOW_Q.search(comparable(question)):
-        return 0.0
+def _where_now(text: str, a: int) -> float:
+    """For a question about where someone is now (目前在何处上学, `_NOW_Q`), the place at `a` when it follows
+    a move (从内乡县第二小学转入沈阳…附属小学): the destination gains, the place moved from loses."""
     before = text[max(0, a - 4):a]
     if _FROM_BEFORE.search(before):
         return -0.4
