@@ -109,8 +109,8 @@ def test_citation_dialog_shows_a_one_chunk_documents_paragraph_once(data_dir, fm
     from fixtures import make_pdf
     from services.index.ingest import ingest_bytes
     from services.index.library import open_library
-    from test_ui_everyday import app, ask, click
-    from test_walkthrough_fixes import dialog_elements
+    from test_ui_everyday import app, ask
+    from test_walkthrough_fixes import cited_passage_boxes
 
     lib = open_library(data_dir)
     kb = lib.kb("判决书", create=True)
@@ -119,10 +119,7 @@ def test_citation_dialog_shows_a_one_chunk_documents_paragraph_once(data_dir, fm
     assert len(lib.store.list_documents(kb.id)) == 1 and lib.store.list_documents(kb.id)[0].chunk_count == 1
     at = app("chat")
     ask(at, "原告每月支付多少抚养费？")
-    click(at, "\\[1\\] 判决", exact=False)
-    shown = dialog_elements(at)
-    assert shown, "the dialog did not open"
-    boxes = [e.value for e in shown if "wendao-passage" in e.value]
+    boxes = cited_passage_boxes(at, "\\[1\\] 判决")
     assert len([b for b in boxes if "2011年3月16日" in b]) == 1, boxes
 
 

@@ -22,14 +22,19 @@ def dialog_elements(at) -> list:
     return found
 
 
+def cited_passage_boxes(at, label: str) -> list[str]:
+    """Open the citation button matching `label` (a regex) and return the passage boxes its dialog shows."""
+    click(at, label, exact=False)
+    shown = dialog_elements(at)
+    assert shown, "the dialog did not open"
+    return [e.value for e in shown if "wendao-passage" in e.value]
+
+
 # --- 1. the citation dialog shows the passage once -------------------------------------------------
 def test_citation_dialog_shows_the_passage_once_inside_its_context(two_docs):  # noqa: F811
     at = app("chat")
     ask(at, "长江全长多少公里？")
-    click(at, "\\[1\\] rivers\\.txt", exact=False)
-    shown = dialog_elements(at)
-    assert shown, "the dialog did not open"
-    boxes = [e.value for e in shown if "wendao-passage" in e.value]
+    boxes = cited_passage_boxes(at, "\\[1\\] rivers\\.txt")
     assert len([b for b in boxes if "它发源于青藏高原" in b]) == 1, boxes  # was twice: passage, then context
     assert 'class="wendao-cited"' in boxes[0] and "<mark" in boxes[0]  # the passage shaded, the quote marked
 
