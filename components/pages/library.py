@@ -164,9 +164,10 @@ docs = kb.documents()
 if not docs:
     st.info("这个知识库还没有文档。")
     st.stop()
+size_unit = size_base()
 table = pd.DataFrame([{
     "文件名": display_name(d.filename), "启用": "是" if d.enabled else "已停用", "状态": STATUS_ZH.get(d.status, d.status),
-    "片段数": d.chunk_count, "页数": str(d.pages) if page_label(1, doc=d.filename) else "—", "大小": format_size(d.size, size_base()),
+    "片段数": d.chunk_count, "页数": str(d.pages) if page_label(1, doc=d.filename) else "—", "大小": format_size(d.size, size_unit),
     "切分": STRATEGY_ZH.get(d.chunking.get("strategy", ""), ""),
     "说明": without_paths(d.error or "") or ("跳过" + page_ranges(d.skipped_pages) if d.skipped_pages else "")
     or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
@@ -175,7 +176,7 @@ picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="r
                            column_config={"页数": st.column_config.TextColumn(
                                help="PDF 的页数、PPTX 的幻灯片数、XLSX 的工作表数；其他格式没有页（—）"),
                                "大小": st.column_config.TextColumn(
-                                   help=f"1 KB = {size_base()} 字节，与上传框里文件旁显示的大小一致")},
+                                   help=f"1 KB = {size_unit} 字节，与上传框里文件旁显示的大小一致")},
                            key=f"doc_table_{kb.id}_{len(docs)}").selection.rows
 st.caption("要删除文档：勾选表格左侧的方框（可多选），再点下方出现的「删除选中的文档」。")
 chosen_rows = [docs[i] for i in picked_rows if i < len(docs)]
