@@ -137,7 +137,12 @@ def original_view(source: dict, view) -> None:
                    + ("，引用句已用黄色标出" if view.found else
                       "；此页是扫描件，文字由 OCR 识别（可能有错字），无法在图上标出引用句" if view.scanned else
                       "；未能在页面上定位引用句"))
-        st.image(view.png, width="stretch")
+        if view.focus_png:  # the quote readable at once; the whole page one click away
+            st.image(view.focus_png, width="stretch")
+            with st.expander("查看整页"):
+                st.image(view.png, width="stretch")
+        else:
+            st.image(view.png, width="stretch")
 
 
 def citation_chips(answer: dict, key: str) -> int | None:

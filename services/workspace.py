@@ -51,7 +51,7 @@ class KBInfo:
 @dataclass
 class SourceView:
     """What the citation dialog shows for a kept source: the rendered PDF page with the quotes boxed
-    (`png`), or the passage inside its surrounding text (`text`, with the quotes' `marks` and the
+    (`png`, and `focus_png`, the part of it around the boxes), or the passage inside its surrounding text (`text`, with the quotes' `marks` and the
     passage's span `passage` relative to it)."""
 
     doc_id: str | None
@@ -67,6 +67,7 @@ class SourceView:
     cut_before: bool = False
     cut_after: bool = False
     passage: tuple[int, int] | None = None
+    focus_png: bytes = b""
 
 
 class Workspace:
@@ -406,7 +407,7 @@ class KB:
     def source_view(self, source: dict, quotes: list[dict], page: int | None = None) -> SourceView:
         """The original behind a kept source: its PDF page rendered with the quotes boxed, or the passage
         in its surrounding text (other formats, files kept before originals were)."""
-        from services.documents.pageview import context_window, render_pdf_page
+        from services.documents.pageview import context_window, focus_crop, render_pdf_page
 
         doc_id = self._source_doc(source)
         if doc_id is None:
@@ -420,7 +421,7 @@ class KB:
             page = page if page in pages else pages[0]
             image = render_pdf_page(path, text, spans, page, ranges)
             return SourceView(doc_id, "pdf", page, pages, image.pages, image.png, image.found,
-                              any(s.ocr and s.page == page for s in spans))
+                              any(s.ocr and s.page == page for s in spans), focus_png=focus_crop(image))
         lo, hi = int(source.get("start", ranges[0][0])), int(source.get("end", ranges[0][1]))
         a, b = context_window(text, min([lo] + [r[0] for r in ranges]), max([hi] + [r[1] for r in ranges]))
         return SourceView(doc_id, "text", text=text[a:b], marks=[(s - a, e - a) for s, e in ranges],

@@ -245,6 +245,29 @@ def test_pdf_page_rendered_with_the_quote_highlighted(tmp_path):
     assert not render_pdf_page(path, doc.text, doc.pages, 1, [(other, other + 5)]).found
 
 
+def test_the_page_view_cuts_out_the_boxed_quote_readable_at_once(tmp_path):
+    """A whole A4 page scaled into the dialog made the boxes tiny and often below the fold: the view
+    also gives the band around the boxes, trimmed to the text, so the quote shows large first."""
+    from PIL import Image
+
+    from services.documents.pageview import focus_crop, render_pdf_page
+    from services.documents.parsing import parse_pdf
+
+    filler = "这一行只是用来把页面填满的说明文字。" * 40
+    data = make_pdf([filler + ZH_PARAGRAPHS[1] + filler])
+    path = tmp_path / "long.pdf"
+    path.write_bytes(data)
+    doc = parse_pdf(data, "long.pdf")
+    quote = "黄河是中国第二长河"
+    start = doc.text.find(quote)
+    page = render_pdf_page(path, doc.text, doc.pages, 1, [(start, start + len(quote))])
+    crop = Image.open(io.BytesIO(focus_crop(page))).convert("RGB")
+    assert crop.height < page.height / 3 and crop.width < page.width  # a band, trimmed to the text
+    yellow = sum(r > 200 and g > 180 and b < 180 for r, g, b in crop.getdata())
+    assert yellow > 200  # the highlight is inside the cut-out
+    assert focus_crop(render_pdf_page(path, doc.text, doc.pages, 1, [(0, 0)])) == b""  # nothing boxed
+
+
 def test_pdf_citation_opens_page_view_and_pages_agree(data_dir):
     from services.documents.chunking import ChunkingConfig
     from services.index.ingest import ingest_bytes
@@ -261,7 +284,8 @@ def test_pdf_citation_opens_page_view_and_pages_agree(data_dir):
     click(at, chips[0])
     assert any("《geo\\.pdf》第1–2页" in m.value for m in at.markdown)  # dialog title line too
     assert any(c.value.startswith("原文 第2页（共 2 页），引用句已用黄色标出") for c in at.caption)
-    assert len(at.get("image")) == 1
+    # the boxed quote cut out large first, the whole page one click away
+    assert len(at.get("image")) == 2 and "查看整页" in [e.label for e in at.expander]
 
 
 # --- 4. library: background ingestion, KB and documents ---------------------------------------

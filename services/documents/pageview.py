@@ -175,3 +175,27 @@ def context_window(doc_text: str, start: int, end: int, chars: int = 600) -> tup
         cut = doc_text.rfind("\n", end, b)
         b = cut if cut >= 0 else b
     return a, b
+
+
+def focus_crop(image: PageImage, context_px: int = 140, pad_px: int = 24) -> bytes:
+    """The rendered page cut down to the highlighted quote: the band from a few lines above the first
+    box to a few lines below the last, trimmed to the inked width of that band (and, on a wide page, to the
+    boxes' neighbourhood). A whole page scaled into
+    the dialog makes the quote tiny and often far below the fold; this crop shows it readable at once
+    (the whole page stays available beside it). b"" when nothing is boxed or the band is most of the page."""
+    if not image.boxes:
+        return b""
+    from PIL import Image, ImageChops
+
+    top = max(0, min(box[1] for box in image.boxes) - context_px)
+    bottom = min(image.height, max(box[3] for box in image.boxes) + context_px)
+    if bottom - top > 0.6 * image.height:
+        return b""
+    band = Image.open(io.BytesIO(image.png)).convert("RGB").crop((0, top, image.width, bottom))
+    inked = ImageChops.difference(band, Image.new("RGB", band.size, "white")).getbbox() or (0, 0, band.width, 0)
+    side = 3 * context_px  # a wide page (a poster, a mind map) is cut to the boxes' neighbourhood too
+    left = max(inked[0] - pad_px, min(box[0] for box in image.boxes) - side, 0)
+    right = min(inked[2] + pad_px, max(box[2] for box in image.boxes) + side, band.width)
+    out = io.BytesIO()
+    band.crop((left, 0, right, band.height)).save(out, format="PNG")
+    return out.getvalue()
