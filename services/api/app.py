@@ -1,6 +1,7 @@
 """The FastAPI application behind /api (see services.api for the routes and the rules)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -31,8 +32,17 @@ def rate_limit() -> str:
 
 
 def _caller_key(request: Request) -> str:
+    """The rate-limit bucket: the whole key as `principal` reads it (a digest), so the same key written
+    with more spaces or another case of "Bearer" is the same bucket, and one key's bucket cannot be
+    used up by anyone knowing only its first characters; else the caller's address."""
+    key = _bearer(request)
+    return "key:" + hashlib.sha256(key.encode()).hexdigest() if key is not None else "addr:" + _address(request)
+
+
+def _bearer(request: Request) -> str | None:
+    """The API key of an `Authorization: Bearer …` header (None without one)."""
     header = request.headers.get("authorization", "")
-    return "key:" + header[7:][:16] if header.lower().startswith("bearer ") else "addr:" + _address(request)
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
 
 
 def _address(request: Request) -> str:
@@ -50,9 +60,9 @@ def principal(request: Request) -> Principal:
     and explicit no-auth modes only)."""
     ws = _workspace()
     address = _address(request)
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        who = auth.principal_from_key(ws.lib.store, header[7:].strip(), address)
+    key = _bearer(request)
+    if key is not None:
+        who = auth.principal_from_key(ws.lib.store, key, address)
         if who is None:
             raise errors.NotSignedIn("API 密钥无效或已被吊销。")
         return who

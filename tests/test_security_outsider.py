@@ -1,0 +1,156 @@
+"""A second adversarial pass over team mode (issue 19), probing a running server as an outsider, a member
+without access, a viewer, an editor and API-key holders; each test is an attack that worked before its fix.
+
+- one API key dodging its rate limit by writing its `Authorization` header another way;
+- sign-in names of a megabyte (kept in the throttle's memory and written to the audit log on every
+  try) and invisible characters that pass for another user's name in the audit log;
+- password guesses spread over many source addresses (an IPv6 /64) or one password sprayed over
+  many names, never throttled;
+- user names differing only in case, width or invisible characters (an SSO user named "ａｄｍｉｎ" or
+  "A\u200b" looked exactly like the admin in the share dialog and the audit log);
+- model endpoints in ranges that are neither private nor public (100.64.0.0/10: carrier NAT,
+  Tailscale) or reaching metadata / loopback addresses through IPv6 translation (NAT64, 6to4).
+"""
+import socket
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services import auth, errors, netguard
+from services.access import LOCAL
+from services.config import LLMSettings
+from test_team import PASSWORD, team  # noqa: F401 - the shared fixture (admin A, editor B, viewer C, D; keys)
+
+
+# --- 1. one key, one rate-limit bucket ----------------------------------------------------------------------
+def test_a_key_cannot_dodge_its_rate_limit_by_rewriting_the_header(team, monkeypatch):
+    from services.api import create_api
+
+    _, _, keys = team
+    monkeypatch.setenv("WENDAO_API_RATE_LIMIT", "3/minute")
+    client = TestClient(create_api())
+    key = keys["KB1-read"].key
+    assert [client.get("/v1/kbs", headers={"Authorization": f"Bearer {key}"}).status_code
+            for _ in range(3)] == [200, 200, 200]
+    for header in (f"Bearer  {key}", f"bearer {key}", f"BEARER {key}", f"Bearer \t {key}"):
+        over = client.get("/v1/kbs", headers={"Authorization": header})
+        assert over.status_code == 429, header  # before: a fresh bucket for every spelling
+        assert over.json()["error"]["type"] == "RateLimited"
+    assert client.get("/v1/kbs", headers={"Authorization": f"Bearer {keys['KB1-write'].key}"}).status_code == 200
+
+
+def test_a_key_bucket_cannot_be_used_up_by_someone_knowing_only_its_start(team, monkeypatch):
+    from services.api import create_api
+
+    _, _, keys = team
+    monkeypatch.setenv("WENDAO_API_RATE_LIMIT", "3/minute")
+    client = TestClient(create_api())
+    key = keys["KB1-read"].key
+    for i in range(5):  # an outsider's made-up keys sharing the real key's first 16 characters
+        assert client.get("/v1/kbs", headers={"Authorization": f"Bearer {key[:16]}{i:x}fake"}).status_code == 401
+    assert client.get("/v1/kbs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+# --- 2. what a sign-in name may leave behind ----------------------------------------------------------------
+def test_an_oversized_or_invisible_sign_in_name_is_neither_kept_nor_audited(team):
+    from services.api import create_api
+
+    ws, _, _ = team
+    client = TestClient(create_api(), follow_redirects=False)
+    for name in ("x" * 500_000, "B\u200b", "B\u202e", "\u200b"):
+        bad = client.post("/auth/login", data={"name": name, "password": "wrong-password"})
+        assert bad.status_code == 401 and "用户名或密码不正确" in bad.text
+    failed = [e.actor for e in ws.session(LOCAL).audit_log() if e.action == "sign_in_failed"]
+    assert len(failed) == 4 and all(len(a) <= 64 for a in failed), [a[:80] for a in failed]
+    assert not any("\u200b" in a or "\u202e" in a or a == "B" for a in failed)  # nothing passes for user B
+    assert all(len(name) <= 64 for name, _ in auth.THROTTLE._failures), "a megabyte name kept in memory"
+
+
+# --- 3. guesses spread over addresses or names ----------------------------------------------------------------
+def test_guesses_from_many_addresses_are_throttled_per_name(team):
+    ws, _, _ = team
+    for i in range(auth.MAX_NAME_FAILURES):  # an IPv6 /64 gives an attacker as many addresses as they like
+        with pytest.raises(errors.SignInFailed):
+            auth.sign_in(ws.lib.store, ws.lib.root, "C", f"guess-{i}", f"2001:db8::{i:x}")
+    with pytest.raises(errors.SignInThrottled):  # before: every fresh address had 5 more tries
+        auth.sign_in(ws.lib.store, ws.lib.root, "C", PASSWORD, "2001:db8::ffff")
+    assert auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "2001:db8::ffff")  # other names are not locked
+
+
+def test_one_password_sprayed_over_many_names_is_throttled_per_address(team):
+    ws, _, _ = team
+    for i in range(auth.MAX_ADDRESS_FAILURES):
+        with pytest.raises(errors.SignInFailed):
+            auth.sign_in(ws.lib.store, ws.lib.root, f"user{i}", "Spring2026!", "198.51.100.7")
+    with pytest.raises(errors.SignInThrottled):
+        auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "198.51.100.7")
+    assert auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "198.51.100.8")
+
+
+def test_successful_sign_ins_do_not_count_against_a_shared_address(team):
+    ws, _, _ = team
+    for _ in range(auth.MAX_ADDRESS_FAILURES + 5):  # a whole office behind one NAT address signing in
+        assert auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "203.0.113.9")
+    with pytest.raises(errors.SignInFailed):
+        auth.sign_in(ws.lib.store, ws.lib.root, "C", "typo-typo", "203.0.113.9")
+    assert auth.sign_in(ws.lib.store, ws.lib.root, "C", PASSWORD, "203.0.113.9")
+
+
+def test_case_and_width_variants_of_a_name_share_one_counter(team):
+    ws, _, _ = team
+    for name in ("C", "c", "Ｃ", "ｃ", " C "):
+        with pytest.raises(errors.SignInFailed):
+            auth.sign_in(ws.lib.store, ws.lib.root, name, "wrong-password", "192.0.2.1")
+    with pytest.raises(errors.SignInThrottled):
+        auth.sign_in(ws.lib.store, ws.lib.root, "C", PASSWORD, "192.0.2.1")
+
+
+def test_a_full_width_name_typed_with_an_ime_signs_in(team):
+    ws, _, _ = team
+    assert auth.sign_in(ws.lib.store, ws.lib.root, "Ｂ", PASSWORD, "192.0.2.2")
+
+
+# --- 4. names that pass for another user's ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["a", "Ａ", "ａ", "A\u200b", "\u200bA", "A\u202e", "A\u00a0"])
+def test_a_name_that_looks_like_an_existing_one_is_refused(team, name):
+    ws, who, _ = team
+    with pytest.raises(errors.InvalidName):
+        ws.session(who["A"]).add_user(name, PASSWORD)
+    assert [u.name for u in ws.session(who["A"]).users()] == ["A", "B", "C", "D"]
+
+
+@pytest.mark.parametrize("shown", ["Ａ", "a", "A\u200b", "A\u2066"])
+def test_a_single_sign_on_user_cannot_take_a_name_that_looks_like_the_admins(team, shown):
+    ws, _, _ = team
+    who = ws.sso_principal(f"sub-{shown!r}", shown)
+    assert who.name.casefold().startswith("a-") and not who.admin, who.name  # told apart by a suffix
+    assert all(ch.isascii() and ch.isprintable() for ch in who.name)
+
+
+# --- 5. endpoints in ranges that are neither private nor public ---------------------------------------------------
+@pytest.mark.parametrize("address", ["100.64.0.1", "100.101.102.103", "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1",
+                                     "2002:a9fe:a9fe::1", "2002:7f00:1::1", "::7f00:1", "192.0.0.170"])
+def test_endpoints_reaching_internal_addresses_some_other_way_are_refused(team, monkeypatch, address):
+    ws, who, _ = team
+    real = socket.getaddrinfo
+
+    def resolve(host, port, *args, **kwargs):
+        if host == "models.example":
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    kb = ws.session(who["A"]).kb("KB1")
+    with pytest.raises(errors.UnsafeEndpoint):
+        kb.test_llm(LLMSettings(base_url="http://models.example/v1", model="m"))
+    with pytest.raises(errors.UnsafeEndpoint):
+        kb.try_embedding_server("http://models.example/v1", "m")
+
+
+def test_public_addresses_stay_allowed_and_operators_may_allow_private_ones():
+    assert netguard.vetted_addresses("8.8.8.8", 443, allow_private=False) == ["8.8.8.8"]
+    assert netguard.vetted_addresses("2001:4860:4860::8888", 443, allow_private=False)
+    assert netguard.vetted_addresses("100.101.102.103", 443, allow_private=True)  # a tailnet model server
+    with pytest.raises(errors.UnsafeEndpoint):  # metadata never, even where private ones are allowed
+        netguard.vetted_addresses("64:ff9b::a9fe:a9fe", 80, allow_private=True)
