@@ -32,6 +32,10 @@ from services.index.store import Document, KnowledgeBase
 INGEST_KINDS = ("ingest", "vectors", "rechunk", "reindex", "reembed", "optimize", "sample")
 CANCELLABLE_WHILE_RUNNING = worker.CANCELLABLE_WHILE_RUNNING  # other kinds: cancellable only while queued
 SAMPLE_KB = "示例"
+MAX_QUERY_CHARS = 2000  # a question or query: every character is embedded (510-token windows, averaged), so
+# without a bound one request of a megabyte kept a core busy for minutes (any viewer, any read key)
+HISTORY_TURNS = 10  # turns of a caller-given history kept (the rewrite reads the last ones only)
+MAX_HISTORY_ANSWER_CHARS = 20_000  # an earlier answer a caller sends back, kept up to this many characters
 
 
 @dataclass
@@ -343,6 +347,20 @@ class Session:
         return self.store.keys.of_kb()
 
 
+def _bounded(text: str, what: str) -> None:
+    if len(text) > MAX_QUERY_CHARS:
+        raise errors.QueryTooLong(f"{what}太长（{len(text):,} 个字符），请精简到 {MAX_QUERY_CHARS:,} 个字符以内。")
+
+
+def _bounded_history(history):
+    """A caller-given conversation (the API's earlier messages) cut to what answering reads: the last
+    HISTORY_TURNS turns, each question and query bounded like a question and each answer to
+    MAX_HISTORY_ANSWER_CHARS (a follow-up's rewrite carries names from them into the query)."""
+    turns = [replace(t, question=t.question[:MAX_QUERY_CHARS], query=t.query[:MAX_QUERY_CHARS],
+                     answer=t.answer[:MAX_HISTORY_ANSWER_CHARS]) for t in history.turns[-HISTORY_TURNS:]]
+    return replace(history, turns=turns)
+
+
 def _hidden(row: KnowledgeBase) -> bool:
     return bool(row.settings.get("hidden"))
 
@@ -626,6 +644,7 @@ class KB:
         """Hits with every stage's rank and score (the lab, the CLI, the API's retrieval endpoint)."""
         if not (query or "").strip():
             raise errors.WendaoError("请输入查询内容。")
+        _bounded(query, "查询")
         return self.retriever(settings, doc_ids).search(query)
 
     def ask(self, question: str, conversation: str | None = None, doc_ids: list[str] | None = None,
@@ -643,6 +662,9 @@ class KB:
         question = (question or "").strip()
         if not question:
             raise errors.WendaoError("请输入问题。")
+        _bounded(question, "问题")
+        if history is not None:
+            history = _bounded_history(history)
         info, new_key = None, None
         if conversation:
             try:

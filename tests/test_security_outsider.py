@@ -154,3 +154,52 @@ def test_public_addresses_stay_allowed_and_operators_may_allow_private_ones():
     assert netguard.vetted_addresses("100.101.102.103", 443, allow_private=True)  # a tailnet model server
     with pytest.raises(errors.UnsafeEndpoint):  # metadata never, even where private ones are allowed
         netguard.vetted_addresses("64:ff9b::a9fe:a9fe", 80, allow_private=True)
+
+
+# --- 6. one request must not hold a core for minutes --------------------------------------------------------------
+def test_an_overlong_question_or_query_is_refused_before_any_work(team, monkeypatch):
+    """Every character of a question is embedded (510-token windows): a 400,000-character question sent
+    by a read key kept the server's CPU busy for minutes. Refused at once now, in the core and the API."""
+    from services.api import create_api
+    from services.index import library
+
+    ws, who, keys = team
+    embedded = []
+    monkeypatch.setattr(library.Library, "embedder", lambda *a, **k: embedded.append(1) or pytest.fail("embedded"))
+    kb = ws.session(who["C"]).kb("KB1")
+    long = "长江" * 200_000
+    with pytest.raises(errors.QueryTooLong):
+        kb.ask(long)
+    with pytest.raises(errors.QueryTooLong):
+        kb.search(long)
+    client = TestClient(create_api())
+    auth_header = {"Authorization": f"Bearer {keys['KB1-read'].key}"}
+    chat = client.post("/v1/chat/completions", headers=auth_header,
+                       json={"model": "KB1", "messages": [{"role": "user", "content": long}], "no_llm": True})
+    assert chat.status_code == 413 and chat.json()["error"]["type"] == "QueryTooLong"
+    assert "问题太长" in chat.json()["error"]["message"]
+    found = client.post("/v1/retrieval", headers=auth_header, json={"kb": "KB1", "query": long})
+    assert found.status_code == 413 and "查询太长" in found.json()["error"]["message"]
+    assert not embedded
+
+
+def test_a_callers_history_is_cut_to_what_answering_reads(team, monkeypatch):
+    from services.answers import answer as answer_module
+    from services.answers.answer import Conversation, Turn
+    from services.workspace import HISTORY_TURNS, MAX_HISTORY_ANSWER_CHARS, MAX_QUERY_CHARS
+
+    ws, who, _ = team
+    seen = []
+
+    def capture(retriever, llm, question, history, **kwargs):
+        seen.append(history)
+        return iter(())
+
+    monkeypatch.setattr(answer_module, "stream_answer", capture)
+    huge = Conversation([Turn("长江" * 300_000, "长江" * 300_000, "答" * 1_000_000) for _ in range(40)])
+    ws.session(who["C"]).kb("KB1").ask("那它有多长？", history=huge, save=False)
+    (history,) = seen
+    assert len(history.turns) == HISTORY_TURNS
+    assert all(len(t.question) <= MAX_QUERY_CHARS and len(t.query) <= MAX_QUERY_CHARS
+               and len(t.answer) <= MAX_HISTORY_ANSWER_CHARS for t in history.turns)
+    assert len(huge.turns[0].answer) == 1_000_000  # the caller's object is left as it was

@@ -23,7 +23,8 @@ from services.api import pages
 STATUS = [(errors.NotSignedIn, 401), (errors.SignInFailed, 401), (errors.SignInThrottled, 429),
           (errors.PermissionDenied, 403), (errors.KnowledgeBaseNotFound, 404), (errors.DocumentNotFound, 404),
           (errors.JobNotFound, 404), (errors.ConversationNotFound, 404), (errors.DataDirBusy, 409),
-          (errors.FileTooLarge, 413), (errors.AmbiguousKnowledgeBase, 409)]
+          (errors.FileTooLarge, 413), (errors.AmbiguousKnowledgeBase, 409),
+          (errors.QueryTooLong, 413)]
 
 
 def rate_limit() -> str:
