@@ -813,6 +813,10 @@ class KB:
         parts = split_for_kb(self.lib, self.row, questions[: limit or None])
         if not parts["scored"]:
             raise errors.InvalidQuestionFile(nothing_to_score_zh(parts) + ("问题集未保存。" if keep else ""))
+        if any(j.active for j in self.jobs(kinds=("evaluate",))):
+            # one at a time per KB: the data dir has one worker, and a viewer (who may evaluate but not
+            # cancel) could otherwise queue evaluations that hold every KB's uploads for hours
+            raise errors.WendaoError("这个知识库已有一个评测在排队或进行，请等它完成（或请编辑者取消）后再开始新的评测。")
         if keep:
             save_question_set(self.lib, self.row, lines)
         return self.submit("evaluate", "评测", {"lines": lines, "modes": modes, "reranks": reranks,

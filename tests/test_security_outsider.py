@@ -203,3 +203,23 @@ def test_a_callers_history_is_cut_to_what_answering_reads(team, monkeypatch):
     assert all(len(t.question) <= MAX_QUERY_CHARS and len(t.query) <= MAX_QUERY_CHARS
                and len(t.answer) <= MAX_HISTORY_ANSWER_CHARS for t in history.turns)
     assert len(huge.turns[0].answer) == 1_000_000  # the caller's object is left as it was
+
+
+def test_a_viewer_cannot_queue_evaluations_that_hold_the_worker(team):
+    """The data dir has one worker; a viewer may evaluate but not cancel: each further evaluation of the
+    KB is refused while one is queued or running (before: any number queued, every upload waiting)."""
+    from services import worker
+
+    ws, who, _ = team
+    ws.lib.store.jobs.claim_next = lambda: None  # the worker busy elsewhere
+    viewer = ws.session(who["C"]).kb("KB1")
+    line = '{"question": "长江有多长？", "doc_file": "k1.txt", "answer": "六千三百公里"}'
+    first = viewer.evaluate([line], ["bm25"], [False], ["current"])
+    with pytest.raises(errors.WendaoError, match="已有一个评测"):
+        viewer.evaluate([line], ["bm25"], [False], ["current"])
+    assert [j.id for j in viewer.jobs(kinds=("evaluate",))] == [first]
+    del ws.lib.store.jobs.claim_next  # the class's method again
+    worker.worker_for(ws.lib).wake()
+    assert worker.wait_idle(ws.lib, 120)
+    assert viewer.evaluate([line], ["bm25"], [False], ["current"])  # once it is done, the next one runs
+    assert worker.wait_idle(ws.lib, 120)
