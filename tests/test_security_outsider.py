@@ -223,3 +223,41 @@ def test_a_viewer_cannot_queue_evaluations_that_hold_the_worker(team):
     assert worker.wait_idle(ws.lib, 120)
     assert viewer.evaluate([line], ["bm25"], [False], ["current"])  # once it is done, the next one runs
     assert worker.wait_idle(ws.lib, 120)
+
+
+# --- 7. the files behind the roles ------------------------------------------------------------------------------
+def test_a_new_data_dir_is_readable_by_its_owner_only(tmp_path, monkeypatch, capsys):
+    """Every KB's text, every conversation and saved endpoint keys are in the data dir: another account
+    on a shared machine could read them all, past sign-in and roles, from a 0755 folder."""
+    import stat
+
+    from services import serving
+    from services.config import data_dir
+    from services.workspace import open_workspace
+
+    monkeypatch.setenv("WENDAO_DATA_DIR", str(tmp_path / "made" / "by" / "wendao"))
+    assert stat.S_IMODE(data_dir().stat().st_mode) == 0o700
+    ws = open_workspace(tmp_path / "opened")
+    assert stat.S_IMODE((tmp_path / "opened").stat().st_mode) == 0o700
+    ws.lib.close()
+    monkeypatch.setenv("WENDAO_AUTH", "local")
+    serving.warn_open_data_dir()
+    assert capsys.readouterr().err == ""
+    (tmp_path / "made" / "by" / "wendao").chmod(0o755)  # one made before, or by hand
+    serving.warn_open_data_dir()
+    assert "chmod 700" in capsys.readouterr().err
+
+
+def test_another_site_cannot_sign_a_user_out_through_the_get_link(team):
+    """The user menu signs out with a GET link; SameSite=Lax sends the cookie on a top-level navigation
+    from any site, so a page elsewhere could end the user's session at will (POST was already refused)."""
+    from test_security_review import _app
+
+    client = TestClient(_app(), base_url="http://127.0.0.1:8501", follow_redirects=False)
+    ok = client.post("/api/auth/login", data={"name": "B", "password": PASSWORD})
+    assert ok.status_code == 303
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        assert client.get("/api/auth/logout", headers=headers).status_code == 403
+        assert client.get("/api/v1/kbs").status_code == 200  # still signed in
+    out = client.get("/api/auth/logout", headers={"Sec-Fetch-Site": "same-origin"})  # the app's own link
+    assert out.status_code == 303 and client.get("/api/v1/kbs").status_code == 401
