@@ -237,10 +237,14 @@ def principal_for_sso(store, subject: str, name: str, address: str = "") -> Prin
     return Principal("user", user.id, user.name, user.admin, address=address)
 
 
-def sign_out(store, root: Path, cookie: str) -> None:
+def sign_out(store, root: Path, cookie: str, address: str = "") -> None:
     token = _unsign(root, cookie)
+    user_id = store.users.session_user(_sha256(token)) if token else None
     if token:
         store.users.end_session(_sha256(token))
+    user = store.users.get(user_id) if user_id is not None else None
+    if user is not None:
+        store.audit.record(user.name, "sign_out", address=address)
 
 
 def principal_from_cookie(store, root: Path, cookie: str | None, address: str = "") -> Principal | None:

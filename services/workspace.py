@@ -493,12 +493,14 @@ class KB:
         self.lib.require_owner()
         save_settings(self.lib, self.row, "retrieval", asdict(settings))
         self.refresh()
+        self._audit("retrieval_settings_saved", f"{settings.mode} top_k={settings.top_k} rerank={settings.rerank}")
 
     def save_chunking(self, config: ChunkingConfig) -> None:
         self._need("editor")
         self.lib.require_owner()
         save_settings(self.lib, self.row, "chunking", config.to_dict())
         self.refresh()
+        self._audit("chunking_settings_saved")
 
     def save_llm(self, settings: LLMSettings, save_key: bool = False, test: bool = True) -> str:
         """Save the endpoint (the key only when asked) after testing it; "" when it answered, else the
@@ -743,7 +745,9 @@ class KB:
 
     def set_enabled(self, doc_id: str, enabled: bool) -> None:
         self._need("editor")
+        name = self.document(doc_id).filename
         self.lib.set_enabled(self.row, doc_id, enabled)
+        self._audit("document_enabled" if enabled else "document_disabled", name)
 
     def delete_document(self, doc_id: str) -> None:
         self._need("editor")
@@ -756,7 +760,9 @@ class KB:
         from services.jobs import chunking_params
 
         self._need("editor")
-        return self.submit("ingest", filename, chunking_params(config or self.chunking_config()), data)
+        job = self.submit("ingest", filename, chunking_params(config or self.chunking_config()), data)
+        self._audit("document_uploaded", f"#{job} {filename[:200]}")  # who put which text into the KB
+        return job
 
     def ingest_paths(self, paths: Iterable[str | Path], config: ChunkingConfig | None = None,
                      on_file=None, progress=None):
@@ -767,8 +773,10 @@ class KB:
         return ingest_paths(self.lib, self.row, paths, config or self.chunking_config(), on_file, progress)
 
     def rechunk(self, doc_id: str, config: ChunkingConfig) -> int:
-        self.document(doc_id)
-        return self.submit("rechunk", self.document(doc_id).filename, {"doc_id": doc_id, "config": config.to_dict()})
+        name = self.document(doc_id).filename
+        job = self.submit("rechunk", name, {"doc_id": doc_id, "config": config.to_dict()})
+        self._audit("document_rechunked", name)
+        return job
 
     def reindex(self) -> int:
         return self.submit("reindex", "重建索引", {})
@@ -819,6 +827,7 @@ class KB:
             raise errors.WendaoError("这个知识库已有一个评测在排队或进行，请等它完成（或请编辑者取消）后再开始新的评测。")
         if keep:
             save_question_set(self.lib, self.row, lines)
+            self._audit("question_set_saved", f"{len(questions)} 题")
         return self.submit("evaluate", "评测", {"lines": lines, "modes": modes, "reranks": reranks,
                                                 "chunkers": chunkers, "limit": limit, "overrides": overrides or {},
                                                 "names": names}, need="viewer")
@@ -834,9 +843,12 @@ class KB:
         if kind == "reranker":
             from services.tuning.rerank_training import RerankSettings
 
-            return self.submit("finetune_reranker", name, {"name": name, "kind": "reranker",
-                                                           "settings": asdict(settings or RerankSettings())})
-        return self.submit("finetune", name, {"name": name, "settings": asdict(settings or FinetuneSettings())})
+            job = self.submit("finetune_reranker", name, {"name": name, "kind": "reranker",
+                                                          "settings": asdict(settings or RerankSettings())})
+        else:
+            job = self.submit("finetune", name, {"name": name, "settings": asdict(settings or FinetuneSettings())})
+        self._audit("finetune_started", f"#{job} {kind} {name}")
+        return job
 
     def finetune_estimate(self, settings=None, kind: str = "embedder") -> dict:
         """How long fine-tuning this KB with `settings` should take (services.tuning.finetune.estimate;

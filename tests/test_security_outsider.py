@@ -261,3 +261,36 @@ def test_another_site_cannot_sign_a_user_out_through_the_get_link(team):
         assert client.get("/api/v1/kbs").status_code == 200  # still signed in
     out = client.get("/api/auth/logout", headers={"Sec-Fetch-Site": "same-origin"})  # the app's own link
     assert out.status_code == 303 and client.get("/api/v1/kbs").status_code == 401
+
+
+# --- 8. the audit log names who changed what the KB answers from --------------------------------------------------
+def test_uploads_switches_re_splits_settings_and_sign_outs_are_audited(team):
+    """Who put a text into a KB (a write key's upload of a planted document), who switched a document off
+    or re-split it, who changed how the KB searches, and who signed out: none was in the audit log."""
+    from dataclasses import replace as changed
+
+    from services.api import create_api
+
+    ws, who, keys = team
+    editor = ws.session(who["B"]).kb("KB1", "editor")
+    doc = editor.documents()[0]
+    editor.set_enabled(doc.id, False)
+    editor.set_enabled(doc.id, True)
+    editor.rechunk(doc.id, editor.chunking_config())
+    editor.save_retrieval(changed(editor.retrieval_settings(), top_k=7))
+    editor.save_chunking(editor.chunking_config())
+    client = TestClient(create_api(), follow_redirects=False)
+    assert client.post("/v1/kbs/KB1/documents", files={"file": ("planted.txt", "植入的内容。".encode())},
+                       headers={"Authorization": f"Bearer {keys['KB1-write'].key}"}).status_code == 202
+    assert client.post("/auth/login", data={"name": "C", "password": PASSWORD}).status_code == 303
+    assert client.get("/auth/logout").status_code == 303
+    from services import worker
+
+    assert worker.wait_idle(ws.lib, 120)
+    events = {(e.actor, e.action, e.target) for e in ws.session(who["A"]).audit_log()}
+    for action in ("document_disabled", "document_enabled", "document_rechunked", "retrieval_settings_saved",
+                   "chunking_settings_saved"):
+        assert ("B", action, "KB1") in events, action
+    key_id = keys["KB1-write"].id
+    assert (f"API 密钥 #{key_id}", "document_uploaded", "KB1") in events
+    assert ("C", "sign_out", "") in events
