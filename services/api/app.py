@@ -296,13 +296,15 @@ def _doc_ids(kb, wanted: list[str] | None) -> list[str] | None:
     if not wanted:
         return None
     docs = kb.documents()
+    by_name = {d.filename: d.id for d in reversed(docs)}  # the first document of a name, as before
+    by_name.update({d.id: d.id for d in docs})  # an id wins over a file name that looks like one
     out = []
-    for w in wanted:
-        match = next((d.id for d in docs if d.id == w or d.filename == w), None)
+    for w in dict.fromkeys(wanted):  # one look-up each (a request may list millions: no scan of the KB per item)
+        match = by_name.get(w)
         if match is None:
-            raise errors.DocumentNotFound(f"知识库中没有文档「{w}」。")
+            raise errors.DocumentNotFound(f"知识库中没有文档「{str(w)[:200]}」。")
         out.append(match)
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _text(content) -> str:
