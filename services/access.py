@@ -61,13 +61,30 @@ def role_of(store, who: Principal, kb) -> str | None:
             kb = store.get_kb(int(source))
         except errors.KnowledgeBaseNotFound:
             return None
-    if who.kind == "local" or who.admin:
+    if who.kind == "local":
         return "owner"
     if who.kind == "key":
         if who.key_kb != kb.id:
             return None
         return _within_maker(store, who.key_creator, kb, "editor" if who.key_scope == "write" else "viewer")
-    return store.access.role(kb.id, who.user_id)
+    user = store.users.get(who.user_id) if who.kind == "user" else None
+    if user is None:  # removed since the principal was made (a page's cached principal, an open dialog)
+        return None
+    if user.admin:  # as the users table says now, not as it said when the principal was made
+        return "owner"
+    return store.access.role(kb.id, user.id)
+
+
+def is_admin(store, who: Principal) -> bool:
+    """Whether the principal is an admin now: the local user; a user the users table marks admin at this
+    moment (a principal made before a demotion — the pages keep one for a few seconds, an open dialog
+    for as long as it stays open — must not keep admin rights); never an API key."""
+    if who.kind == "local":
+        return True
+    if who.kind != "user" or who.user_id is None:
+        return False
+    user = store.users.get(who.user_id)
+    return bool(user and user.admin)
 
 
 def _within_maker(store, maker_id: int | None, kb, role: str) -> str | None:

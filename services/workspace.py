@@ -226,7 +226,7 @@ class Session:
             row = self._model_kb(card)
             if row is not None and access.role_of(self.store, self.who, row) is not None:
                 out.append({**card, "kb": row.name})
-            elif row is None and (self.who.admin or self.who.kind == "local"):
+            elif row is None and access.is_admin(self.store, self.who):
                 out.append(card)
         return out
 
@@ -257,7 +257,7 @@ class Session:
         if card is None:
             raise errors.WendaoError("找不到这个微调模型。")
         row = self._model_kb(card)
-        if not self.who.admin and self.who.kind != "local":
+        if not access.is_admin(self.store, self.who):
             if row is None:
                 raise errors.WendaoError("找不到这个微调模型。")
             access.require(self.store, self.who, row, "owner")
@@ -273,7 +273,7 @@ class Session:
 
     # --- users and audit (admins) --------------------------------------------------------------------
     def _admin(self) -> None:
-        if not self.who.admin:
+        if not access.is_admin(self.store, self.who):
             raise errors.PermissionDenied("只有管理员可以管理用户和查看审计日志。")
 
     def audit(self, action: str, target: str = "", detail: str = "") -> None:
@@ -319,7 +319,8 @@ class Session:
         from services import auth
 
         user = self.store.users.find(name)
-        if not self.who.admin and not (self.who.kind == "user" and user is not None and user.id == self.who.user_id):
+        if not access.is_admin(self.store, self.who) and not (
+                self.who.kind == "user" and user is not None and user.id == self.who.user_id):
             raise errors.PermissionDenied("只有管理员可以修改别人的密码。")
         if user is None:
             raise errors.WendaoError(f"没有用户「{name}」。")
@@ -382,8 +383,10 @@ class KB:
         return self.row.name
 
     def _need(self, role: str) -> None:
-        if not access.at_least(self.role, role):
-            access.require(self.store, self.session.who, self.row, role)
+        """Check the principal's role on the KB now, not the one this handle was made with: a page keeps
+        a handle through a dialog's reruns, and an owner demoted (or a user removed) meanwhile must not
+        keep sharing, deleting or uploading through it."""
+        self.role = access.require(self.store, self.session.who, self.row, role)
 
     def _audit(self, action: str, detail: str = "") -> None:
         self.session.audit(action, self.name, detail)
@@ -624,7 +627,7 @@ class KB:
         from services.index.models import MODELS
 
         who = self.session.who
-        if who.kind == "local" or who.admin or not name or name == current or name in MODELS:
+        if not name or name == current or name in MODELS or access.is_admin(self.store, who):
             return
         if any(name == spec.hf_id for spec in MODELS.values()):
             return

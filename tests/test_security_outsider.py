@@ -317,3 +317,44 @@ def test_a_document_filter_of_a_million_entries_costs_one_look_up_each(team):
     assert time.perf_counter() - started < 5  # before: 400,000 scans of 5,001 documents (minutes)
     with pytest.raises(errors.DocumentNotFound):
         api_app._doc_ids(Many(), ["nope"])
+
+
+# --- 9. rights are read when used, not when a handle or a principal was made ----------------------------------------
+def test_a_demoted_owner_cannot_keep_sharing_through_a_handle_made_before(team):
+    """A page keeps a KB handle (and its principal) through a dialog's reruns: the share dialog stays open
+    while the owner is demoted, then its form re-grants them owner. The handle's role was trusted."""
+    ws, who, _ = team
+    a = ws.session(who["A"]).kb("KB1")
+    a.share("B", "owner")
+    handle = ws.session(who["B"]).kb("KB1", "owner")  # the open share dialog's handle
+    a.share("B", "viewer")  # demoted meanwhile
+    with pytest.raises(errors.PermissionDenied):
+        handle.share("B", "owner")
+    with pytest.raises(errors.PermissionDenied):
+        handle.create_key("write")
+    with pytest.raises(errors.PermissionDenied):
+        handle.upload("x.txt", "内容。".encode())
+    assert dict(a.members())["B"] == "viewer"
+
+
+def test_a_removed_user_or_demoted_admin_loses_rights_held_by_an_earlier_principal(team):
+    ws, who, _ = team
+    root = ws.session(LOCAL)
+    root.set_admin("B", True)
+    b_admin = ws.session(auth.principal_from_cookie(
+        ws.lib.store, ws.lib.root, auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD)))
+    kb2 = b_admin.kb("KB2", "owner")  # B sees every KB while an admin
+    root.set_admin("B", False)  # the page's principal (cached a few seconds, or held by a dialog) says admin
+    with pytest.raises(errors.PermissionDenied):
+        b_admin.add_user("mallory", PASSWORD, admin=True)
+    with pytest.raises(errors.PermissionDenied):
+        b_admin.audit_log()
+    with pytest.raises((errors.PermissionDenied, errors.KnowledgeBaseNotFound)):
+        kb2.delete()
+    with pytest.raises(errors.KnowledgeBaseNotFound):
+        b_admin.kb("KB2")
+    held = ws.session(who["C"]).kb("KB1")
+    root.remove_user("C")
+    with pytest.raises(errors.KnowledgeBaseNotFound):
+        held.evaluate(['{"question": "长江有多长？", "doc_file": "k1.txt", "answer": "六千三百公里"}'],
+                      ["bm25"], [False], ["current"])
