@@ -650,6 +650,7 @@ class KB:
         if not (query or "").strip():
             raise errors.WendaoError("请输入查询内容。")
         _bounded(query, "查询")
+        self._need("viewer")
         return self.retriever(settings, doc_ids).search(query)
 
     def ask(self, question: str, conversation: str | None = None, doc_ids: list[str] | None = None,
@@ -668,6 +669,7 @@ class KB:
         if not question:
             raise errors.WendaoError("请输入问题。")
         _bounded(question, "问题")
+        self._need("viewer")
         if history is not None:
             history = _bounded_history(history)
         info, new_key = None, None

@@ -356,5 +356,9 @@ def test_a_removed_user_or_demoted_admin_loses_rights_held_by_an_earlier_princip
     held = ws.session(who["C"]).kb("KB1")
     root.remove_user("C")
     with pytest.raises(errors.KnowledgeBaseNotFound):
+        held.search("长江")
+    with pytest.raises(errors.KnowledgeBaseNotFound):
+        held.ask("长江有多长？")
+    with pytest.raises(errors.KnowledgeBaseNotFound):
         held.evaluate(['{"question": "长江有多长？", "doc_file": "k1.txt", "answer": "六千三百公里"}'],
                       ["bm25"], [False], ["current"])
