@@ -254,7 +254,7 @@ def principal_from_cookie(store, root: Path, cookie: str | None, address: str = 
     user = store.users.get(user_id) if user_id is not None else None
     if user is None:
         return None
-    return Principal("user", user.id, user.name, user.admin, address=address)
+    return Principal("user", user.id, user.name, user.admin, address=address, session=_sha256(token))
 
 
 # --- API keys --------------------------------------------------------------------------------------

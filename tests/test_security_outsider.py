@@ -362,3 +362,20 @@ def test_a_removed_user_or_demoted_admin_loses_rights_held_by_an_earlier_princip
     with pytest.raises(errors.KnowledgeBaseNotFound):
         held.evaluate(['{"question": "长江有多长？", "doc_file": "k1.txt", "answer": "六千三百公里"}'],
                       ["bm25"], [False], ["current"])
+
+
+def test_a_session_ended_by_sign_out_or_a_new_password_stops_its_held_handles(team):
+    """An open dialog keeps its principal without the page's cookie re-check: after signing out (or a new
+    password ending every session, e.g. of a stolen cookie) the held handle must stop working."""
+    ws, _, _ = team
+    for end in ("sign out", "new password"):
+        cookie = auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD)
+        held = ws.session(auth.principal_from_cookie(ws.lib.store, ws.lib.root, cookie)).kb("KB1", "editor")
+        if end == "sign out":
+            auth.sign_out(ws.lib.store, ws.lib.root, cookie)
+        else:
+            ws.session(LOCAL).set_password("B", PASSWORD)
+        with pytest.raises(errors.KnowledgeBaseNotFound):
+            held.upload("x.txt", "内容。".encode())
+        with pytest.raises(errors.KnowledgeBaseNotFound):
+            held.search("长江")
