@@ -379,3 +379,24 @@ def test_a_session_ended_by_sign_out_or_a_new_password_stops_its_held_handles(te
             held.upload("x.txt", "内容。".encode())
         with pytest.raises(errors.KnowledgeBaseNotFound):
             held.search("长江")
+
+
+# --- 10. malformed requests get the API's Chinese error, never a 500 -----------------------------------------------------
+def test_malformed_requests_are_refused_in_chinese_without_a_server_error(team):
+    from services.api import create_api
+
+    _, _, keys = team
+    client = TestClient(create_api(), raise_server_exceptions=False)
+    h = {"Authorization": f"Bearer {keys['KB1-read'].key}"}
+
+    def chat(**extra):
+        return client.post("/v1/chat/completions", headers=h, json={
+            "model": "KB1", "messages": [{"role": "user", "content": "长江有多长？"}], "no_llm": True, **extra})
+
+    assert chat(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]).status_code == 200  # was 500
+    for reply in (chat(mode="evil"), chat(top_k=0), chat(top_k=10**12), client.get("/v1/jobs/99999999999999999999", headers=h),
+                  client.post("/v1/retrieval", headers=h, json={"kb": "KB1", "query": "长江", "mode": "evil"}),
+                  client.post("/v1/retrieval", headers=h, content=b"{bad", )):
+        assert reply.status_code == 422, reply.text
+        error = reply.json()["error"]
+        assert error["type"] == "InvalidRequest" and "请求格式不正确" in error["message"]

@@ -7,9 +7,10 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
-from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Path as PathParam, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from slowapi import Limiter
@@ -90,15 +91,15 @@ class ChatRequest(BaseModel):
     messages: list[Message]
     stream: bool = False
     documents: list[str] | None = Field(None, description="只在这些文档中检索（文档 id 或文件名）")
-    mode: str | None = Field(None, description="bm25 | dense | hybrid")
-    top_k: int | None = None
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(None, description="bm25 | dense | hybrid")
+    top_k: int | None = Field(None, ge=1, le=100)
     no_llm: bool = Field(False, description="不调用大模型，只给摘录式回答")
 
 
 class RetrievalRequest(BaseModel):
     kb: str = Field(description="知识库名称（与其他知识库重名时用 \"#编号\"）")
     query: str
-    mode: str | None = Field(None, description="bm25 | dense | hybrid（默认用知识库的设置）")
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(None, description="bm25 | dense | hybrid（默认用知识库的设置）")
     top_k: int | None = Field(None, ge=1, le=100)
     documents: list[str] | None = Field(None, description="只在这些文档中检索（文档 id 或文件名）")
 
@@ -130,6 +131,15 @@ def create_api() -> FastAPI:
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 400)
         return JSONResponse({"error": {"message": exc.message_zh, "type": type(exc).__name__, "code": status}},
                             status_code=status)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_request, exc: RequestValidationError):
+        """A malformed body or parameter: which field and why, in the API's error shape (not FastAPI's
+        English `detail` list)."""
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "请求体"
+        return JSONResponse({"error": {"message": f"请求格式不正确：字段「{where}」无效（{first.get('msg', '')}）。",
+                                       "type": "InvalidRequest", "code": 422}}, status_code=422)
 
     @api.exception_handler(RateLimitExceeded)
     def too_many(_request, exc):  # sync: SlowAPIMiddleware falls back to its English answer for an async one
@@ -282,7 +292,7 @@ def _v1_routes(api: FastAPI) -> None:
         return {"deleted": doc_id}
 
     @api.get("/v1/jobs/{job_id}", summary="任务进度与结果")
-    def job(job_id: int, me=Depends(session)):
+    def job(job_id: int = PathParam(ge=1, le=2**62), me=Depends(session)):
         return me.job(job_id).to_json()
 
 
@@ -309,7 +319,7 @@ def _doc_ids(kb, wanted: list[str] | None) -> list[str] | None:
 
 def _text(content) -> str:
     if isinstance(content, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
     return content or ""
 
 
