@@ -37,6 +37,7 @@ MAX_NAME_FAILURES = 20  # per name from any address (guesses spread over many ad
 MAX_ADDRESS_FAILURES = 50  # per address under any name (one password tried on many names)
 FAILURE_WINDOW_S = 15 * 60
 ANY = "\x00any"  # the throttle's wildcard (no name or address contains a NUL)
+KNOWN_ADDRESS_S = 30 * 86400  # an address a user signed in from lately is not locked out by others' guesses
 MAX_TRACKED = 10_000  # (name, address) pairs kept before those outside the window are dropped
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -153,10 +154,16 @@ class Throttle:
     def __init__(self):
         self._lock = threading.Lock()
         self._failures: dict[tuple[str, str], list[float]] = {}
+        self._known: dict[tuple[str, str], float] = {}  # (name, address) -> last successful sign-in
 
-    @staticmethod
-    def _limits(name: str, address: str) -> list[tuple[tuple[str, str], int]]:
-        return [((name, address), MAX_FAILURES), ((name, ANY), MAX_NAME_FAILURES), ((ANY, address), MAX_ADDRESS_FAILURES)]
+    def _limits(self, name: str, address: str, now: float | None = None) -> list[tuple[tuple[str, str], int]]:
+        """The counters an attempt is checked against. The per-name one does not apply from an address
+        the user signed in from within KNOWN_ADDRESS_S: guesses from elsewhere must not lock the user
+        out of the machine they use (the per-pair and per-address limits still apply there)."""
+        limits = [((name, address), MAX_FAILURES), ((ANY, address), MAX_ADDRESS_FAILURES)]
+        if now is None or self._known.get((name, address), 0.0) < now - KNOWN_ADDRESS_S:
+            limits.insert(1, ((name, ANY), MAX_NAME_FAILURES))
+        return limits
 
     def attempt(self, name: str, address: str) -> float:
         """Start an attempt (SignInThrottled when too many failed lately); its mark for `succeeded`."""
@@ -165,7 +172,7 @@ class Throttle:
             if len(self._failures) > MAX_TRACKED:  # made-up names must not grow this without bound
                 self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > now - FAILURE_WINDOW_S}
             counted = []
-            for key, limit in self._limits(name, address):
+            for key, limit in self._limits(name, address, now):
                 recent = [t for t in self._failures.get(key, []) if t > now - FAILURE_WINDOW_S]
                 self._failures[key] = recent
                 if len(recent) >= limit:
@@ -181,10 +188,13 @@ class Throttle:
         attempt no longer counts against the name or the address."""
         with self._lock:
             self._failures.pop((name, address), None)
-            for key, _ in self._limits(name, address)[1:]:
+            for key in ((name, ANY), (ANY, address)):
                 marks = self._failures.get(key)
                 if marks and mark in marks:
                     marks.remove(mark)
+            if len(self._known) > MAX_TRACKED:
+                self._known = {k: t for k, t in self._known.items() if t > time.time() - KNOWN_ADDRESS_S}
+            self._known[(name, address)] = time.time()
 
 
 THROTTLE = Throttle()

@@ -400,3 +400,16 @@ def test_malformed_requests_are_refused_in_chinese_without_a_server_error(team):
         assert reply.status_code == 422, reply.text
         error = reply.json()["error"]
         assert error["type"] == "InvalidRequest" and "请求格式不正确" in error["message"]
+
+
+def test_guesses_from_elsewhere_do_not_lock_a_user_out_of_an_address_they_use(team):
+    """The per-name limit would let anyone lock the admin out with 20 requests every 15 minutes; an
+    address the user signed in from lately is spared it (a new address is not)."""
+    ws, _, _ = team
+    assert auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "192.0.2.50")  # B's own machine
+    for i in range(auth.MAX_NAME_FAILURES + 3):
+        with pytest.raises((errors.SignInFailed, errors.SignInThrottled)):
+            auth.sign_in(ws.lib.store, ws.lib.root, "B", f"guess-{i}", f"2001:db8::{i:x}")
+    assert auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "192.0.2.50")
+    with pytest.raises(errors.SignInThrottled):
+        auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "192.0.2.51")
