@@ -239,8 +239,8 @@ def principal_for_sso(store, subject: str, name: str, address: str = "") -> Prin
         raise errors.SignInFailed("身份提供方没有返回用户标识（sub），无法确定您是谁。请联系管理员检查单点登录（OIDC）配置。")
     user = store.users.by_subject(subject)
     if user is None:
-        base = valid_user_name("".join(c for c in (name or subject).replace(" ", "_")
-                                       if unicodedata.category(c)[0] not in "CZ") or "sso-user")[:56]
+        shown = unicodedata.normalize("NFKC", name or subject).replace(" ", "_")
+        base = valid_user_name("".join(c for c in shown if unicodedata.category(c)[0] not in "CZ")[:56] or "sso-user")
         taken = name_taken(store, base)
         user = store.users.add(base if taken is None else f"{base}-{secrets.token_hex(3)}", None, False, subject)
         store.audit.record(user.name, "user_added_by_sso", address=address)

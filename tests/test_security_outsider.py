@@ -413,3 +413,9 @@ def test_guesses_from_elsewhere_do_not_lock_a_user_out_of_an_address_they_use(te
     assert auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "192.0.2.50")
     with pytest.raises(errors.SignInThrottled):
         auth.sign_in(ws.lib.store, ws.lib.root, "B", PASSWORD, "192.0.2.51")
+
+
+def test_a_long_or_invisible_provider_name_still_signs_in(team):
+    ws, _, _ = team
+    assert len(ws.sso_principal("sub-long", "很长的名字" * 30).name) <= 64
+    assert ws.sso_principal("sub-blank", "\u200b\u200b").name == "sso-user"
