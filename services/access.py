@@ -30,6 +30,7 @@ class Principal:
     key_scope: str = ""  # read | write
     address: str = ""
     key_creator: int | None = None  # the user who made the key (None: the server's command line)
+    session: str = ""  # the hash of the sign-in session it came from ("" : not from a session cookie)
 
     @property
     def owner_tag(self) -> str:
@@ -61,13 +62,38 @@ def role_of(store, who: Principal, kb) -> str | None:
             kb = store.get_kb(int(source))
         except errors.KnowledgeBaseNotFound:
             return None
-    if who.kind == "local" or who.admin:
+    if who.kind == "local":
         return "owner"
     if who.kind == "key":
         if who.key_kb != kb.id:
             return None
         return _within_maker(store, who.key_creator, kb, "editor" if who.key_scope == "write" else "viewer")
-    return store.access.role(kb.id, who.user_id)
+    user = live_user(store, who)
+    if user is None:  # removed or signed out since the principal was made (a page's cached one, an open dialog)
+        return None
+    if user.admin:  # as the users table says now, not as it said when the principal was made
+        return "owner"
+    return store.access.role(kb.id, user.id)
+
+
+def is_admin(store, who: Principal) -> bool:
+    """Whether the principal is an admin now: the local user; a user the users table marks admin at this
+    moment (a principal made before a demotion — the pages keep one for a few seconds, an open dialog
+    for as long as it stays open — must not keep admin rights); never an API key."""
+    if who.kind == "local":
+        return True
+    user = live_user(store, who)
+    return bool(user and user.admin)
+
+
+def live_user(store, who: Principal):
+    """The user row behind a user principal while it still stands: the user exists and, for a principal
+    made from a session cookie, that session has not ended (sign-out, a new password, expiry); else None."""
+    if who.kind != "user" or who.user_id is None:
+        return None
+    if who.session and store.users.session_user(who.session) != who.user_id:
+        return None
+    return store.users.get(who.user_id)
 
 
 def _within_maker(store, maker_id: int | None, kb, role: str) -> str | None:

@@ -19,6 +19,7 @@ import os
 import secrets
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,11 @@ KEY_PREFIX = "wd_"
 KEY_TOUCH_EVERY_S = 60.0  # a key's last-used time is written at most this often (shown to the minute), not
 # on every request: the write lock per API call serialised concurrent callers for nothing
 MAX_FAILURES = 5  # failed sign-ins per (name, address) within FAILURE_WINDOW_S before a pause
+MAX_NAME_FAILURES = 20  # per name from any address (guesses spread over many addresses, e.g. an IPv6 /64)
+MAX_ADDRESS_FAILURES = 50  # per address under any name (one password tried on many names)
 FAILURE_WINDOW_S = 15 * 60
+ANY = "\x00any"  # the throttle's wildcard (no name or address contains a NUL)
+KNOWN_ADDRESS_S = 30 * 86400  # an address a user signed in from lately is not locked out by others' guesses
 MAX_TRACKED = 10_000  # (name, address) pairs kept before those outside the window are dropped
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -104,27 +109,61 @@ def hash_password(password: str) -> str:
 
 
 def valid_user_name(name: str) -> str:
-    name = (name or "").strip()
-    if not name or len(name) > 64 or any(c.isspace() or ord(c) < 32 for c in name):
-        raise errors.InvalidName("用户名无效：1–64 个字符，不能包含空格或控制字符。")
+    """The name as stored: NFKC-normalised (full-width letters typed with a Chinese IME become the
+    ordinary ones), 1-64 characters, none of them a space, a control or an invisible format character
+    (zero-width space, bidi controls): such a name would look like another user's in the share dialog,
+    the admin page and the audit log."""
+    name = unicodedata.normalize("NFKC", name or "").strip()
+    if not name or len(name) > 64 or any(c.isspace() or unicodedata.category(c)[0] in "CZ" for c in name):
+        raise errors.InvalidName("用户名无效：1–64 个字符，不能包含空格、控制字符或不可见字符。")
     return name
 
 
+def name_key(name: str) -> str:
+    """What two user names must not share: the same letters up to case and full/half width."""
+    return unicodedata.normalize("NFKC", name or "").strip().casefold()
+
+
+def name_taken(store, name: str):
+    """The user whose name differs from `name` only in case or width ("Admin", "ａｄｍｉｎ" for
+    "admin"), or None."""
+    key = name_key(name)
+    return next((u for u in store.users.all() if name_key(u.name) == key), None)
+
+
 def add_user(store, name: str, password: str | None, admin: bool = False):
-    """A local account; `password` None only for SSO users (they sign in through the identity provider)."""
-    return store.users.add(valid_user_name(name), hash_password(password) if password is not None else None, admin)
+    """A local account; `password` None only for SSO users (they sign in through the identity provider).
+    A name that differs from an existing one only in case or width is refused (it would pass for it)."""
+    name = valid_user_name(name)
+    taken = name_taken(store, name)
+    if taken is not None:
+        raise errors.InvalidName(f"用户「{name}」已存在" + ("。" if taken.name == name else
+                                                      f"：与「{taken.name}」只差大小写或全角半角，容易混淆，请换一个名字。"))
+    return store.users.add(name, hash_password(password) if password is not None else None, admin)
 
 
 # --- failed sign-ins -----------------------------------------------------------------------------------
 class Throttle:
-    """Failed sign-ins per (name, address): after MAX_FAILURES within the window, refuse for the rest
-    of it (in memory: one server process owns the data dir). An attempt counts as failed from the
-    moment it starts until its password checks out, so parallel guesses cannot all pass the check
-    before the first failure is recorded."""
+    """Failed sign-ins within the window, counted per (name, address) (MAX_FAILURES), per name from
+    any address (MAX_NAME_FAILURES: guesses spread over many source addresses) and per address under
+    any name (MAX_ADDRESS_FAILURES: one password sprayed over many names); past a limit, refused for
+    the rest of the window (in memory: one server process owns the data dir). An attempt counts as
+    failed from the moment it starts until its password checks out, so parallel guesses cannot all
+    pass the check before the first failure is recorded."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._failures: dict[tuple[str, str], list[float]] = {}
+        self._known: dict[tuple[str, str], float] = {}  # (name, address) -> last successful sign-in
+
+    def _limits(self, name: str, address: str, now: float | None = None) -> list[tuple[tuple[str, str], int]]:
+        """The counters an attempt is checked against. The per-name one does not apply from an address
+        the user signed in from within KNOWN_ADDRESS_S: guesses from elsewhere must not lock the user
+        out of the machine they use (the per-pair and per-address limits still apply there)."""
+        limits = [((name, address), MAX_FAILURES), ((ANY, address), MAX_ADDRESS_FAILURES)]
+        if now is None or self._known.get((name, address), 0.0) < now - KNOWN_ADDRESS_S:
+            limits.insert(1, ((name, ANY), MAX_NAME_FAILURES))
+        return limits
 
     def attempt(self, name: str, address: str) -> float:
         """Start an attempt (SignInThrottled when too many failed lately); its mark for `succeeded`."""
@@ -132,17 +171,30 @@ class Throttle:
             now = time.time()
             if len(self._failures) > MAX_TRACKED:  # made-up names must not grow this without bound
                 self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > now - FAILURE_WINDOW_S}
-            recent = [t for t in self._failures.get((name, address), []) if t > now - FAILURE_WINDOW_S]
-            self._failures[(name, address)] = recent
-            if len(recent) >= MAX_FAILURES:
-                wait = int(recent[0] + FAILURE_WINDOW_S - now) // 60 + 1
-                raise errors.SignInThrottled(f"登录失败次数过多，请 {wait} 分钟后再试。")
-            recent.append(now)
+            counted = []
+            for key, limit in self._limits(name, address, now):
+                recent = [t for t in self._failures.get(key, []) if t > now - FAILURE_WINDOW_S]
+                self._failures[key] = recent
+                if len(recent) >= limit:
+                    wait = int(recent[0] + FAILURE_WINDOW_S - now) // 60 + 1
+                    raise errors.SignInThrottled(f"登录失败次数过多，请 {wait} 分钟后再试。")
+                counted.append(recent)
+            for recent in counted:
+                recent.append(now)
             return now
 
-    def succeeded(self, name: str, address: str) -> None:
+    def succeeded(self, name: str, address: str, mark: float | None = None) -> None:
+        """The attempt started at `mark` checked out: the pair's failures are forgotten, and the
+        attempt no longer counts against the name or the address."""
         with self._lock:
             self._failures.pop((name, address), None)
+            for key in ((name, ANY), (ANY, address)):
+                marks = self._failures.get(key)
+                if marks and mark in marks:
+                    marks.remove(mark)
+            if len(self._known) > MAX_TRACKED:
+                self._known = {k: t for k, t in self._known.items() if t > time.time() - KNOWN_ADDRESS_S}
+            self._known[(name, address)] = time.time()
 
 
 THROTTLE = Throttle()
@@ -153,9 +205,14 @@ def sign_in(store, root: Path, name: str, password: str, address: str = "") -> s
     failure (no hint whether the name exists); throttled per name and address; audited."""
     from argon2.exceptions import InvalidHashError, VerificationError
 
-    name = (name or "").strip()
-    THROTTLE.attempt(name, address)  # counted as failed until the password checks out
-    user = store.users.find(name)
+    try:  # what could be a user's name: anything else (a megabyte, invisible characters) is no one's,
+        name = valid_user_name(name)  # and is neither kept in the throttle nor written to the audit log
+    except errors.InvalidName:
+        name = ""
+    key = name_key(name) or "?"  # "Admin" and "ａｄｍｉｎ" are counted as "admin"
+    mark = THROTTLE.attempt(key, address)  # counted as failed until the password checks out
+    user = (store.users.find(name) or next(  # an account made before names were normalised
+        (u for u in store.users.all() if unicodedata.normalize("NFKC", u.name) == name), None)) if name else None
     stored = store.users.password_hash(user.id) if user else None
     try:
         if stored is None:
@@ -163,9 +220,9 @@ def sign_in(store, root: Path, name: str, password: str, address: str = "") -> s
             raise VerificationError()
         _hasher().verify(stored, password or "")
     except (VerificationError, InvalidHashError):
-        store.audit.record(name or "?", "sign_in_failed", address=address)
+        store.audit.record(name or "（无效的用户名）", "sign_in_failed", address=address)
         raise errors.SignInFailed() from None
-    THROTTLE.succeeded(name, address)
+    THROTTLE.succeeded(key, address, mark)
     store.audit.record(user.name, "sign_in", address=address)
     token = secrets.token_urlsafe(32)
     store.users.add_session(_sha256(token), user.id, time.time() + SESSION_DAYS * 86400)
@@ -182,17 +239,22 @@ def principal_for_sso(store, subject: str, name: str, address: str = "") -> Prin
         raise errors.SignInFailed("身份提供方没有返回用户标识（sub），无法确定您是谁。请联系管理员检查单点登录（OIDC）配置。")
     user = store.users.by_subject(subject)
     if user is None:
-        base = valid_user_name((name or subject).replace(" ", "_"))[:56]
-        taken = store.users.find(base)
+        shown = unicodedata.normalize("NFKC", name or subject).replace(" ", "_")
+        base = valid_user_name("".join(c for c in shown if unicodedata.category(c)[0] not in "CZ")[:56] or "sso-user")
+        taken = name_taken(store, base)
         user = store.users.add(base if taken is None else f"{base}-{secrets.token_hex(3)}", None, False, subject)
         store.audit.record(user.name, "user_added_by_sso", address=address)
     return Principal("user", user.id, user.name, user.admin, address=address)
 
 
-def sign_out(store, root: Path, cookie: str) -> None:
+def sign_out(store, root: Path, cookie: str, address: str = "") -> None:
     token = _unsign(root, cookie)
+    user_id = store.users.session_user(_sha256(token)) if token else None
     if token:
         store.users.end_session(_sha256(token))
+    user = store.users.get(user_id) if user_id is not None else None
+    if user is not None:
+        store.audit.record(user.name, "sign_out", address=address)
 
 
 def principal_from_cookie(store, root: Path, cookie: str | None, address: str = "") -> Principal | None:
@@ -202,7 +264,7 @@ def principal_from_cookie(store, root: Path, cookie: str | None, address: str = 
     user = store.users.get(user_id) if user_id is not None else None
     if user is None:
         return None
-    return Principal("user", user.id, user.name, user.admin, address=address)
+    return Principal("user", user.id, user.name, user.admin, address=address, session=_sha256(token))
 
 
 # --- API keys --------------------------------------------------------------------------------------

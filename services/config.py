@@ -14,9 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 def data_dir() -> Path:
-    """The data directory (`WENDAO_DATA_DIR`, default ./data), created on demand."""
+    """The data directory (`WENDAO_DATA_DIR`, default ./data), created on demand — for its owner only
+    (0700): it holds every KB's text, every conversation and saved endpoint keys, which no other
+    account on the machine may read whatever roles the app gives. An existing folder keeps its mode."""
     path = Path(os.environ.get("WENDAO_DATA_DIR", "./data")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 

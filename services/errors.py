@@ -269,6 +269,12 @@ class LLMContextTooLong(LLMError):
     default_message = "输入超过了模型的上下文长度，请减少检索片段数量或换用上下文更长的模型。"
 
 
+class QueryTooLong(WendaoError):
+    """A question or search query longer than the core takes (services.workspace.MAX_QUERY_CHARS)."""
+
+    default_message = "问题太长，请精简后再试。"
+
+
 class ConversationNotFound(WendaoError):
     default_message = "找不到这个对话（可能已被删除）。"
 

@@ -46,15 +46,38 @@ def vetted_addresses(host: str, port: int, allow_private: bool | None = None) ->
     out = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved \
-                or str(address) in ("100.100.100.200", "fd00:ec2::254"):
-            raise errors.UnsafeEndpoint(f"接口地址解析到链路本地或元数据地址（{address}），出于安全考虑不允许使用。")
-        if (address.is_loopback or address.is_private) and not allow_private:
-            raise errors.UnsafeEndpoint(
-                f"接口地址解析到本机或内网地址（{address}）。团队模式下只有管理员允许后"
-                "（服务器设置 WENDAO_ALLOW_PRIVATE_ENDPOINTS=1）才能使用，或请管理员在服务器上配置该接口。")
+        for seen in (address, embedded_ipv4(address)):
+            if seen is None:
+                continue
+            if seen.is_link_local or seen.is_multicast or seen.is_unspecified or seen.is_reserved \
+                    or str(seen) in ("100.100.100.200", "fd00:ec2::254"):
+                raise errors.UnsafeEndpoint(f"接口地址解析到链路本地或元数据地址（{address}），出于安全考虑不允许使用。")
+            # not global: loopback, private networks, and the other ranges no public server has
+            # (100.64.0.0/10 shared address space: carrier NAT, Tailscale, cloud-internal services)
+            if (seen.is_loopback or seen.is_private or not seen.is_global) and not allow_private:
+                raise errors.UnsafeEndpoint(
+                    f"接口地址解析到本机或内网地址（{address}）。团队模式下只有管理员允许后"
+                    "（服务器设置 WENDAO_ALLOW_PRIVATE_ENDPOINTS=1）才能使用，或请管理员在服务器上配置该接口。")
         out.append(str(address))
     return out
+
+
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def embedded_ipv4(address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to where the network translates or tunnels it (mapped
+    ::ffff:a.b.c.d, compatible ::a.b.c.d, 6to4, Teredo, NAT64 64:ff9b::a.b.c.d), else None: an
+    IPv6 address that is "global" by itself may still reach 169.254.169.254 or 127.0.0.1 that way."""
+    if address.version != 6:
+        return None
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if address.teredo:
+        return address.teredo[1]
+    if any(address in net for net in NAT64) or (int(address) >> 32 == 0 and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def guarded(base_url: str) -> bool:

@@ -29,6 +29,7 @@ def serve(address: str = "127.0.0.1", port: int = 8501) -> int:
     Streamlit's (same pid), so stopping `wendao serve` — a signal, a service manager — stops the
     server itself rather than leaving a child listening on the port."""
     auth.check_bind(address)
+    warn_open_data_dir()
     env = {**os.environ, "WENDAO_SERVE_ADDRESS": address}
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "components" / "server.py"),
                "--server.port", str(port), "--server.address", address, "--server.headless", "true"]
@@ -37,6 +38,18 @@ def serve(address: str = "127.0.0.1", port: int = 8501) -> int:
     os.chdir(ROOT)
     os.execve(sys.executable, command, env)
     return 0  # not reached
+
+
+def warn_open_data_dir() -> None:
+    """In team mode, say so when other accounts on this machine can read the data dir (made before
+    new data dirs were created 0700): the app's roles do not stop someone reading the files."""
+    from services.config import data_dir
+
+    if auth.team_mode():
+        root = data_dir()
+        if root.stat().st_mode & 0o077:
+            print(f"[问道] 注意：数据目录 {root} 对本机其他账号可读（权限 {oct(root.stat().st_mode & 0o777)}），"
+                  f"他们可以绕过登录和权限直接读取所有知识库与对话。建议执行 chmod 700 {root}。", file=sys.stderr, flush=True)
 
 
 def allowed_hosts(address: str) -> set[str]:
@@ -69,6 +82,7 @@ def declared_hosts() -> set[str]:
 
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+STATE_CHANGING_GETS = ("/api/auth/logout",)  # the user menu's sign-out link: another site must not sign one out
 
 
 def cross_origin(headers: dict[bytes, str], host: str) -> bool:
@@ -136,7 +150,8 @@ class GuardMiddleware:
             return
 
         headers = {k: v.decode("latin-1") for k, v in scope.get("headers", [])}
-        unsafe = scope["type"] == "websocket" or scope.get("method", "GET").upper() not in SAFE_METHODS
+        unsafe = scope["type"] == "websocket" or scope.get("method", "GET").upper() not in SAFE_METHODS \
+            or scope.get("path", "").rstrip("/") in STATE_CHANGING_GETS
         if unsafe and cross_origin(headers, host):
             log.warning("refused a cross-origin %s %s from %r", scope.get("method", "websocket"),
                         scope.get("path", ""), headers.get(b"origin", "")[:100])

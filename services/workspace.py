@@ -32,6 +32,10 @@ from services.index.store import Document, KnowledgeBase
 INGEST_KINDS = ("ingest", "vectors", "rechunk", "reindex", "reembed", "optimize", "sample")
 CANCELLABLE_WHILE_RUNNING = worker.CANCELLABLE_WHILE_RUNNING  # other kinds: cancellable only while queued
 SAMPLE_KB = "示例"
+MAX_QUERY_CHARS = 2000  # a question or query: every character is embedded (510-token windows, averaged), so
+# without a bound one request of a megabyte kept a core busy for minutes (any viewer, any read key)
+HISTORY_TURNS = 10  # turns of a caller-given history kept (the rewrite reads the last ones only)
+MAX_HISTORY_ANSWER_CHARS = 20_000  # an earlier answer a caller sends back, kept up to this many characters
 
 
 @dataclass
@@ -223,7 +227,7 @@ class Session:
             row = self._model_kb(card)
             if row is not None and access.role_of(self.store, self.who, row) is not None:
                 out.append({**card, "kb": row.name})
-            elif row is None and (self.who.admin or self.who.kind == "local"):
+            elif row is None and access.is_admin(self.store, self.who):
                 out.append(card)
         return out
 
@@ -254,7 +258,7 @@ class Session:
         if card is None:
             raise errors.WendaoError("找不到这个微调模型。")
         row = self._model_kb(card)
-        if not self.who.admin and self.who.kind != "local":
+        if not access.is_admin(self.store, self.who):
             if row is None:
                 raise errors.WendaoError("找不到这个微调模型。")
             access.require(self.store, self.who, row, "owner")
@@ -270,7 +274,7 @@ class Session:
 
     # --- users and audit (admins) --------------------------------------------------------------------
     def _admin(self) -> None:
-        if not self.who.admin:
+        if not access.is_admin(self.store, self.who):
             raise errors.PermissionDenied("只有管理员可以管理用户和查看审计日志。")
 
     def audit(self, action: str, target: str = "", detail: str = "") -> None:
@@ -316,7 +320,8 @@ class Session:
         from services import auth
 
         user = self.store.users.find(name)
-        if not self.who.admin and not (self.who.kind == "user" and user is not None and user.id == self.who.user_id):
+        if not access.is_admin(self.store, self.who) and not (
+                self.who.kind == "user" and user is not None and user.id == self.who.user_id):
             raise errors.PermissionDenied("只有管理员可以修改别人的密码。")
         if user is None:
             raise errors.WendaoError(f"没有用户「{name}」。")
@@ -344,6 +349,20 @@ class Session:
         return self.store.keys.of_kb()
 
 
+def _bounded(text: str, what: str) -> None:
+    if len(text) > MAX_QUERY_CHARS:
+        raise errors.QueryTooLong(f"{what}太长（{len(text):,} 个字符），请精简到 {MAX_QUERY_CHARS:,} 个字符以内。")
+
+
+def _bounded_history(history):
+    """A caller-given conversation (the API's earlier messages) cut to what answering reads: the last
+    HISTORY_TURNS turns, each question and query bounded like a question and each answer to
+    MAX_HISTORY_ANSWER_CHARS (a follow-up's rewrite carries names from them into the query)."""
+    turns = [replace(t, question=t.question[:MAX_QUERY_CHARS], query=t.query[:MAX_QUERY_CHARS],
+                     answer=t.answer[:MAX_HISTORY_ANSWER_CHARS]) for t in history.turns[-HISTORY_TURNS:]]
+    return replace(history, turns=turns)
+
+
 def _hidden(row: KnowledgeBase) -> bool:
     return bool(row.settings.get("hidden"))
 
@@ -365,8 +384,10 @@ class KB:
         return self.row.name
 
     def _need(self, role: str) -> None:
-        if not access.at_least(self.role, role):
-            access.require(self.store, self.session.who, self.row, role)
+        """Check the principal's role on the KB now, not the one this handle was made with: a page keeps
+        a handle through a dialog's reruns, and an owner demoted (or a user removed) meanwhile must not
+        keep sharing, deleting or uploading through it."""
+        self.role = access.require(self.store, self.session.who, self.row, role)
 
     def _audit(self, action: str, detail: str = "") -> None:
         self.session.audit(action, self.name, detail)
@@ -476,12 +497,14 @@ class KB:
         self.lib.require_owner()
         save_settings(self.lib, self.row, "retrieval", asdict(settings))
         self.refresh()
+        self._audit("retrieval_settings_saved", f"{settings.mode} top_k={settings.top_k} rerank={settings.rerank}")
 
     def save_chunking(self, config: ChunkingConfig) -> None:
         self._need("editor")
         self.lib.require_owner()
         save_settings(self.lib, self.row, "chunking", config.to_dict())
         self.refresh()
+        self._audit("chunking_settings_saved")
 
     def save_llm(self, settings: LLMSettings, save_key: bool = False, test: bool = True) -> str:
         """Save the endpoint (the key only when asked) after testing it; "" when it answered, else the
@@ -605,7 +628,7 @@ class KB:
         from services.index.models import MODELS
 
         who = self.session.who
-        if who.kind == "local" or who.admin or not name or name == current or name in MODELS:
+        if not name or name == current or name in MODELS or access.is_admin(self.store, who):
             return
         if any(name == spec.hf_id for spec in MODELS.values()):
             return
@@ -627,6 +650,8 @@ class KB:
         """Hits with every stage's rank and score (the lab, the CLI, the API's retrieval endpoint)."""
         if not (query or "").strip():
             raise errors.WendaoError("请输入查询内容。")
+        _bounded(query, "查询")
+        self._need("viewer")
         return self.retriever(settings, doc_ids).search(query)
 
     def ask(self, question: str, conversation: str | None = None, doc_ids: list[str] | None = None,
@@ -644,6 +669,10 @@ class KB:
         question = (question or "").strip()
         if not question:
             raise errors.WendaoError("请输入问题。")
+        _bounded(question, "问题")
+        self._need("viewer")
+        if history is not None:
+            history = _bounded_history(history)
         info, new_key = None, None
         if conversation:
             try:
@@ -722,7 +751,9 @@ class KB:
 
     def set_enabled(self, doc_id: str, enabled: bool) -> None:
         self._need("editor")
+        name = self.document(doc_id).filename
         self.lib.set_enabled(self.row, doc_id, enabled)
+        self._audit("document_enabled" if enabled else "document_disabled", name)
 
     def delete_document(self, doc_id: str) -> None:
         self._need("editor")
@@ -735,7 +766,9 @@ class KB:
         from services.jobs import chunking_params
 
         self._need("editor")
-        return self.submit("ingest", filename, chunking_params(config or self.chunking_config()), data)
+        job = self.submit("ingest", filename, chunking_params(config or self.chunking_config()), data)
+        self._audit("document_uploaded", f"#{job} {filename[:200]}")  # who put which text into the KB
+        return job
 
     def ingest_paths(self, paths: Iterable[str | Path], config: ChunkingConfig | None = None,
                      on_file=None, progress=None):
@@ -746,8 +779,10 @@ class KB:
         return ingest_paths(self.lib, self.row, paths, config or self.chunking_config(), on_file, progress)
 
     def rechunk(self, doc_id: str, config: ChunkingConfig) -> int:
-        self.document(doc_id)
-        return self.submit("rechunk", self.document(doc_id).filename, {"doc_id": doc_id, "config": config.to_dict()})
+        name = self.document(doc_id).filename
+        job = self.submit("rechunk", name, {"doc_id": doc_id, "config": config.to_dict()})
+        self._audit("document_rechunked", name)
+        return job
 
     def reindex(self) -> int:
         return self.submit("reindex", "重建索引", {})
@@ -792,8 +827,13 @@ class KB:
         parts = split_for_kb(self.lib, self.row, questions[: limit or None])
         if not parts["scored"]:
             raise errors.InvalidQuestionFile(nothing_to_score_zh(parts) + ("问题集未保存。" if keep else ""))
+        if any(j.active for j in self.jobs(kinds=("evaluate",))):
+            # one at a time per KB: the data dir has one worker, and a viewer (who may evaluate but not
+            # cancel) could otherwise queue evaluations that hold every KB's uploads for hours
+            raise errors.WendaoError("这个知识库已有一个评测在排队或进行，请等它完成（或请编辑者取消）后再开始新的评测。")
         if keep:
             save_question_set(self.lib, self.row, lines)
+            self._audit("question_set_saved", f"{len(questions)} 题")
         return self.submit("evaluate", "评测", {"lines": lines, "modes": modes, "reranks": reranks,
                                                 "chunkers": chunkers, "limit": limit, "overrides": overrides or {},
                                                 "names": names}, need="viewer")
@@ -809,9 +849,12 @@ class KB:
         if kind == "reranker":
             from services.tuning.rerank_training import RerankSettings
 
-            return self.submit("finetune_reranker", name, {"name": name, "kind": "reranker",
-                                                           "settings": asdict(settings or RerankSettings())})
-        return self.submit("finetune", name, {"name": name, "settings": asdict(settings or FinetuneSettings())})
+            job = self.submit("finetune_reranker", name, {"name": name, "kind": "reranker",
+                                                          "settings": asdict(settings or RerankSettings())})
+        else:
+            job = self.submit("finetune", name, {"name": name, "settings": asdict(settings or FinetuneSettings())})
+        self._audit("finetune_started", f"#{job} {kind} {name}")
+        return job
 
     def finetune_estimate(self, settings=None, kind: str = "embedder") -> dict:
         """How long fine-tuning this KB with `settings` should take (services.tuning.finetune.estimate;

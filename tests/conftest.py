@@ -64,6 +64,7 @@ def _cheap_password_hashes(monkeypatch):
         return h
 
     monkeypatch.setattr(auth, "_hasher", hasher)
+    monkeypatch.setattr(auth, "THROTTLE", auth.Throttle())  # each test's failed sign-ins are its own
 
 
 @pytest.fixture(autouse=True)

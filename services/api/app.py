@@ -1,14 +1,16 @@
 """The FastAPI application behind /api (see services.api for the routes and the rules)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
-from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Path as PathParam, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from slowapi import Limiter
@@ -22,7 +24,8 @@ from services.api import pages
 STATUS = [(errors.NotSignedIn, 401), (errors.SignInFailed, 401), (errors.SignInThrottled, 429),
           (errors.PermissionDenied, 403), (errors.KnowledgeBaseNotFound, 404), (errors.DocumentNotFound, 404),
           (errors.JobNotFound, 404), (errors.ConversationNotFound, 404), (errors.DataDirBusy, 409),
-          (errors.FileTooLarge, 413), (errors.AmbiguousKnowledgeBase, 409)]
+          (errors.FileTooLarge, 413), (errors.AmbiguousKnowledgeBase, 409),
+          (errors.QueryTooLong, 413)]
 
 
 def rate_limit() -> str:
@@ -31,8 +34,17 @@ def rate_limit() -> str:
 
 
 def _caller_key(request: Request) -> str:
+    """The rate-limit bucket: the whole key as `principal` reads it (a digest), so the same key written
+    with more spaces or another case of "Bearer" is the same bucket, and one key's bucket cannot be
+    used up by anyone knowing only its first characters; else the caller's address."""
+    key = _bearer(request)
+    return "key:" + hashlib.sha256(key.encode()).hexdigest() if key is not None else "addr:" + _address(request)
+
+
+def _bearer(request: Request) -> str | None:
+    """The API key of an `Authorization: Bearer …` header (None without one)."""
     header = request.headers.get("authorization", "")
-    return "key:" + header[7:][:16] if header.lower().startswith("bearer ") else "addr:" + _address(request)
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
 
 
 def _address(request: Request) -> str:
@@ -50,9 +62,9 @@ def principal(request: Request) -> Principal:
     and explicit no-auth modes only)."""
     ws = _workspace()
     address = _address(request)
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        who = auth.principal_from_key(ws.lib.store, header[7:].strip(), address)
+    key = _bearer(request)
+    if key is not None:
+        who = auth.principal_from_key(ws.lib.store, key, address)
         if who is None:
             raise errors.NotSignedIn("API 密钥无效或已被吊销。")
         return who
@@ -79,15 +91,15 @@ class ChatRequest(BaseModel):
     messages: list[Message]
     stream: bool = False
     documents: list[str] | None = Field(None, description="只在这些文档中检索（文档 id 或文件名）")
-    mode: str | None = Field(None, description="bm25 | dense | hybrid")
-    top_k: int | None = None
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(None, description="bm25 | dense | hybrid")
+    top_k: int | None = Field(None, ge=1, le=100)
     no_llm: bool = Field(False, description="不调用大模型，只给摘录式回答")
 
 
 class RetrievalRequest(BaseModel):
     kb: str = Field(description="知识库名称（与其他知识库重名时用 \"#编号\"）")
     query: str
-    mode: str | None = Field(None, description="bm25 | dense | hybrid（默认用知识库的设置）")
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(None, description="bm25 | dense | hybrid（默认用知识库的设置）")
     top_k: int | None = Field(None, ge=1, le=100)
     documents: list[str] | None = Field(None, description="只在这些文档中检索（文档 id 或文件名）")
 
@@ -119,6 +131,15 @@ def create_api() -> FastAPI:
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 400)
         return JSONResponse({"error": {"message": exc.message_zh, "type": type(exc).__name__, "code": status}},
                             status_code=status)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_request, exc: RequestValidationError):
+        """A malformed body or parameter: which field and why, in the API's error shape (not FastAPI's
+        English `detail` list)."""
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "请求体"
+        return JSONResponse({"error": {"message": f"请求格式不正确：字段「{where}」无效（{first.get('msg', '')}）。",
+                                       "type": "InvalidRequest", "code": 422}}, status_code=422)
 
     @api.exception_handler(RateLimitExceeded)
     def too_many(_request, exc):  # sync: SlowAPIMiddleware falls back to its English answer for an async one
@@ -271,7 +292,7 @@ def _v1_routes(api: FastAPI) -> None:
         return {"deleted": doc_id}
 
     @api.get("/v1/jobs/{job_id}", summary="任务进度与结果")
-    def job(job_id: int, me=Depends(session)):
+    def job(job_id: int = PathParam(ge=1, le=2**62), me=Depends(session)):
         return me.job(job_id).to_json()
 
 
@@ -285,18 +306,20 @@ def _doc_ids(kb, wanted: list[str] | None) -> list[str] | None:
     if not wanted:
         return None
     docs = kb.documents()
+    by_name = {d.filename: d.id for d in reversed(docs)}  # the first document of a name, as before
+    by_name.update({d.id: d.id for d in docs})  # an id wins over a file name that looks like one
     out = []
-    for w in wanted:
-        match = next((d.id for d in docs if d.id == w or d.filename == w), None)
+    for w in dict.fromkeys(wanted):  # one look-up each (a request may list millions: no scan of the KB per item)
+        match = by_name.get(w)
         if match is None:
-            raise errors.DocumentNotFound(f"知识库中没有文档「{w}」。")
+            raise errors.DocumentNotFound(f"知识库中没有文档「{str(w)[:200]}」。")
         out.append(match)
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _text(content) -> str:
     if isinstance(content, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
     return content or ""
 
 

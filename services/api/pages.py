@@ -64,7 +64,7 @@ def add_auth_routes(api: FastAPI, workspace) -> None:
     @api.post("/auth/logout", include_in_schema=False)
     def logout(request: Request):
         lib = workspace().lib
-        auth.sign_out(lib.store, lib.root, request.cookies.get(auth.COOKIE, ""))
+        auth.sign_out(lib.store, lib.root, request.cookies.get(auth.COOKIE, ""), request.client.host if request.client else "")
         target = "/api/auth/login" if auth.mode() == "local" else "/"
         return _with_cookie(RedirectResponse(target, status_code=303), request, None)
 

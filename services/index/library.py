@@ -40,7 +40,7 @@ class Library:
 
     def __init__(self, root: str | Path | None = None, backend: Backend | None = None):
         self.root = Path(root) if root else data_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # for its owner only (config.data_dir)
         # A full or read-only disk: open for reading only (never the owner, no vector shards), and
         # every write says why it is refused (services.index.storage).
         problem = storage.probe(self.root)
