@@ -160,10 +160,19 @@ CSV_HEADERS = {"config": "配置", "id": "问题编号", "question": "问题", "
 CSV_RANKS = ("first_relevant_rank", "doc_rank")  # whole numbers; empty when not found in the results
 
 
+def answer_within_zh(share: float) -> str:
+    """A question's 「前1000字含答案」 in words: 是 / 否, or 部分（40%） when only part of the answer's
+    characters lie within the budget (services.tuning.evaluation.coverage is that share)."""
+    if share >= 1:
+        return "是"
+    return "否" if share <= 0 else f"部分（{share:.0%}）"
+
+
 def eval_csv(rows: list[dict]) -> bytes:
     """Per-question results (an evaluation job's result["rows"]) as CSV: one header row in the
     page's words, then the data (ranks as whole numbers, empty when not found; times in ms to one
-    decimal); UTF-8 with BOM so Excel shows the Chinese."""
+    decimal; whether the answer lies within the first N characters as 是 / 否, `answer_within_zh`);
+    UTF-8 with BOM so Excel shows the Chinese."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
@@ -176,6 +185,8 @@ def eval_csv(rows: list[dict]) -> bytes:
             frame[k] = [int(v) if v != "" else "" for v in frame[k]]
         elif k == "ms":
             frame[k] = [round(float(v), 1) if v != "" else "" for v in frame[k]]
-        elif k == "ndcg10" or k.startswith("coverage@"):
+        elif k.startswith("coverage@"):
+            frame[k] = [answer_within_zh(float(v)) if v != "" else "" for v in frame[k]]
+        elif k == "ndcg10":
             frame[k] = [round(float(v), 3) if v != "" else "" for v in frame[k]]
     return frame.to_csv(index=False, header=headers).encode("utf-8-sig")

@@ -13,11 +13,11 @@ import argparse
 import json
 import sqlite3
 import sys
-import re
 import time
 from dataclasses import replace
 
 from services import errors
+from services.arguments import ArgumentParser
 from services.documents.chunking import STRATEGIES, ChunkingConfig
 from services.documents.pageview import page_label
 from services.config import RetrievalSettings
@@ -384,66 +384,6 @@ def cmd_serve(args) -> int:
     from services.serving import serve
 
     return serve(args.address, args.port)
-
-
-# argparse's own messages (Python 3.10-3.13 wording), as a Chinese user reads them. What matches none
-# (a message of ours) is shown as it is.
-_ARG_NAMES = {"command": "命令", "action": "操作"}  # the sub-command choices' dest
-_ARG_ERRORS = [
-    (r"the following arguments are required: (.+)",
-     lambda m: "缺少必需的参数：" + ", ".join(_ARG_NAMES.get(a, a) for a in m[1].split(", "))),
-    (r"unrecognized arguments: (.+)", lambda m: f"无法识别的参数：{m[1]}"),
-    (r"argument (\S+?): (.+)", lambda m: f"{_ARG_NAMES.get(m[1], '参数 ' + m[1])}：{_arg_error_zh(m[2])}"),
-    (r"invalid choice: (.+?) \(choose from (.+)\)", lambda m: f"没有 {m[1]} 这一项（可选：{m[2]}）"),
-    (r"invalid int value: (.+)", lambda m: f"{m[1]} 不是整数"),
-    (r"invalid float value: (.+)", lambda m: f"{m[1]} 不是数字"),
-    (r"invalid (\S+) value: (.+)", lambda m: f"无效的值：{m[2]}"),
-    (r"expected one argument", lambda m: "需要跟一个值"),
-    (r"expected at most one argument", lambda m: "最多跟一个值"),
-    (r"expected at least one argument", lambda m: "至少需要跟一个值"),
-    (r"expected (\d+) arguments?", lambda m: f"需要跟 {m[1]} 个值"),
-    (r"not allowed with argument (.+)", lambda m: f"不能与 {m[1]} 同时使用"),
-    (r"one of the arguments (.+) is required", lambda m: f"{m[1]} 中必须给出一个"),
-    (r"ambiguous option: (\S+) could match (.+)", lambda m: f"选项 {m[1]} 有歧义，可能是：{m[2]}"),
-    (r"ignored explicit argument (.+)", lambda m: f"这个选项不接受值：{m[1]}"),
-    (r"can't open '(.+)': (.+)", lambda m: f"无法打开「{m[1]}」：{m[2]}"),
-]
-
-
-def _arg_error_zh(message: str) -> str:
-    """An argparse error message in Chinese (unchanged when it is not one of argparse's)."""
-    for pattern, say in _ARG_ERRORS:
-        found = re.fullmatch(pattern, message, re.S)
-        if found:
-            return say(found)
-    return message
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    def _format_usage(self, usage, actions, groups, prefix):
-        text = super()._format_usage(usage, actions, groups, prefix)
-        # 「用法： 」 is as wide in a terminal as "usage: " (three double-width characters and a space),
-        # so the wrapped lines stay aligned under the first argument
-        return text.replace("usage: ", "用法： ", 1) if prefix is None else text
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse speaking Chinese: 「用法：wendao search …」, section titles and -h in Chinese, and its
-    errors ("the following arguments are required: --kb", "invalid choice", "unrecognized
-    arguments") translated; still exit code 2 after the usage line. Sub-command parsers are of
-    this class too (argparse makes them of the parent's class)."""
-
-    def __init__(self, *args, add_help: bool = True, **kwargs):
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, add_help=False, **kwargs)
-        self._positionals.title = "位置参数"
-        self._optionals.title = "选项"
-        if add_help:
-            self.add_argument("-h", "--help", action="help", default=argparse.SUPPRESS, help="显示这段帮助后退出")
-
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}：错误：{_arg_error_zh(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

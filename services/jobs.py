@@ -196,7 +196,7 @@ def _finetune_llm(ctx: JobContext):
     settings = llm_settings(ctx.lib, ctx.kb)
     if not settings.configured:
         raise errors.LLMError("没有可供后台任务使用的大模型接口（需在服务器配置，或在设置页保存接口地址和模型名）。")
-    return LLMClient(settings)
+    return LLMClient(settings, ctx.lib.llm_refusals)
 
 
 def chunking_params(config: ChunkingConfig) -> dict:

@@ -483,10 +483,11 @@ class KB:
         """Why answers from `llm` fall back to extracts now, in a few words for the chat header
         ("暂时连不上", "不可用：接口拒绝了请求，HTTP 405，请到设置页检查"), else "": a connect failure of the last few seconds,
         or an HTTP refusal (key, model, address, 5xx) of the last request to this endpoint, model and
-        key — saving the settings tests the endpoint, so the header is right from then on."""
+        key, as the data dir recorded it (also before this process's first request, after a restart) —
+        saving the settings tests the endpoint, so the header is right from then on."""
         from services.answers.llm import unusable
 
-        return unusable(llm)
+        return unusable(llm, self.lib.llm_refusals)
 
     def embedding_model(self) -> str:
         return self.lib.embedding_model(self.row)
@@ -518,7 +519,7 @@ class KB:
         warning = ""
         if test and settings.configured:
             try:
-                LLMClient(settings).test_connection()
+                LLMClient(settings, self.lib.llm_refusals).test_connection()
             except errors.WendaoError as exc:
                 warning = exc.message_zh
         save_llm_settings(self.lib, self.row, settings, save_key)
@@ -532,7 +533,7 @@ class KB:
 
         self._need("owner")
         self._check_endpoint(settings)
-        return LLMClient(settings).test_connection()
+        return LLMClient(settings, self.lib.llm_refusals).test_connection()
 
     def _check_endpoint(self, settings: LLMSettings) -> None:
         """In team mode, an endpoint other than the server's own must not reach internal addresses

@@ -45,6 +45,48 @@ def make_pdf(pages: list[str], encrypt_password: str | None = None) -> bytes:
     return data
 
 
+def make_pdf_text_layer(lines: list[str]) -> bytes:
+    """A one-page PDF whose text layer says exactly `lines` (any Unicode, non-BMP included; at most
+    91 distinct characters): each character is drawn as an ASCII glyph of the standard Helvetica font
+    and the font's ToUnicode map says which character it is, as PDFs typeset with math fonts (𝑄, 𝐻)
+    do. PDFium reports a non-BMP character as two character indices and a hyphen that ends a line
+    (before a letter on the next) as U+0002, as it does for real chemistry handouts."""
+    codes = [c for c in map(chr, range(0x21, 0x7F)) if c not in "()\\"]
+    table = {}
+    for line in lines:
+        for ch in line:
+            if ch != " " and ch not in table:
+                table[ch] = codes[len(table)]
+    body = ["BT /F1 14 Tf 18 TL 50 780 Td"]
+    for line in lines:
+        body.append("(" + "".join(" " if ch == " " else table[ch] for ch in line) + ") Tj T*")
+    body.append("ET")
+    content = "\n".join(body).encode("latin-1")
+    utf16 = {ch: ch.encode("utf-16-be").hex().upper() for ch in table}
+    cmap = ("/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n"
+            "/CMapName /Mapped def /CMapType 2 def\n1 begincodespacerange <00> <FF> endcodespacerange\n"
+            f"{len(table) + 1} beginbfchar\n<20> <0020>\n"
+            + "".join(f"<{ord(code):02X}> <{utf16[ch]}>\n" for ch, code in table.items())
+            + "endbfchar\nendcmap CMapName currentdict /CMap defineresource pop end end\n").encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /ToUnicode 6 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
+        b"<< /Length %d >>\nstream\n" % len(cmap) + cmap + b"\nendstream",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for n, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
 def make_docx(heading: str = "第一章 总则", paragraphs=None, table=None) -> bytes:
     import docx
 

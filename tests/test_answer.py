@@ -265,6 +265,68 @@ def test_an_endpoint_refusing_requests_is_remembered_per_model_and_key_until_one
     assert unusable(llm(server, "fail-429-1")) == ""
 
 
+def test_a_refusal_is_kept_in_the_data_dir_across_a_restart_until_a_request_succeeds(data_dir, server, monkeypatch):
+    """Refusals were kept in process memory only: after a restart the chat header named a model that
+    refused every request (HTTP 405, a wrong address) as usable until the first question failed again.
+    Now the data dir keeps the refusal with its time; the header says so after a restart (with its age
+    from a minute on), other settings (model, key) are not affected, and a success clears it."""
+    from dataclasses import replace
+
+    from services.answers import llm as llm_module
+    from services.index.library import Library
+    from services.index.vectors import close_all
+
+    monkeypatch.setattr(llm_module, "_refusals", {})
+    refused = llm(server, "fail-405", max_retries=0)
+    lib = Library(data_dir)
+    with pytest.raises(errors.LLMRequestRejected):
+        LLMClient(refused, lib.llm_refusals).test_connection()
+    lib.close()
+    close_all()
+
+    monkeypatch.setattr(llm_module, "_refusals", {})  # a restart: this process has made no request yet
+    lib = Library(data_dir)
+    assert llm_module.unusable(refused, lib.llm_refusals) == "不可用：接口拒绝了请求，HTTP 405，请到设置页检查"
+    assert llm_module.unusable(refused) == ""  # what process memory alone said before
+    assert llm_module.unusable(replace(refused, api_key="sk-other"), lib.llm_refusals) == ""
+    assert llm_module.unusable(replace(refused, model="echo"), lib.llm_refusals) == ""
+    identity = llm_module._identity(refused)
+    assert "sk-secret-key-123" not in repr(identity)  # a digest of the key is kept, never the key
+    reason, at = lib.llm_refusals.get(identity)
+    lib.llm_refusals.record(identity, reason, at - 3 * 3600)
+    assert llm_module.unusable(refused, lib.llm_refusals) == "不可用：接口拒绝了请求，HTTP 405（3 小时前），请到设置页检查"
+
+    # the same identity refused in an earlier run and answering now: the first success clears the record
+    working = llm(server, "echo")
+    lib.llm_refusals.record(llm_module._identity(working), "接口出错，HTTP 500", at)
+    assert llm_module.unusable(working, lib.llm_refusals).startswith("不可用：接口出错")
+    assert LLMClient(working, lib.llm_refusals).complete([{"role": "user", "content": "你好"}])
+    assert lib.llm_refusals.get(llm_module._identity(working)) is None
+    assert llm_module.unusable(working, lib.llm_refusals) == ""
+    lib.close()
+
+
+def test_the_chat_header_reads_the_kept_refusal_after_a_restart(data_dir, server, monkeypatch):
+    """Through the core, as the chat page asks it (KB.llm_unusable) after the app restarted."""
+    from services.answers import llm as llm_module
+    from services.index.library import Library
+    from services.index.vectors import close_all
+    from services.workspace import Workspace
+
+    monkeypatch.setattr(llm_module, "_refusals", {})
+    refused = llm(server, "fail-401", max_retries=0)
+    ws = Workspace(Library(data_dir), background=False)
+    kb = ws.session().create_kb("资料")
+    with pytest.raises(errors.LLMAuthError):
+        kb.test_llm(refused)
+    ws.lib.close()
+    close_all()
+    monkeypatch.setattr(llm_module, "_refusals", {})
+    ws = Workspace(Library(data_dir), background=False)
+    assert ws.session().kb("资料").llm_unusable(refused).startswith("不可用：API Key 被拒绝，HTTP 401")
+    ws.lib.close()
+
+
 def test_llm_failure_falls_back_to_extractive(lib, geo_kb, server):
     a = answer_question(Retriever(lib, geo_kb), llm(server, "fail-401", max_retries=0), "长江全长多少公里？")
     assert a.mode == "extractive" and "6300" in a.text and "API Key" in a.notice

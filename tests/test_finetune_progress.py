@@ -39,6 +39,9 @@ def test_the_estimate_counts_the_steps_and_pairs_the_run_takes(lib, tmp_path, co
     assert (planned["pairs"], planned["steps"]) == (card["timing"]["pairs"], card["timing"]["steps"])
     assert len(card["losses"]) == planned["steps"]
     assert planned["mix"] == bool(card["pairs"]["dev"])
+    # the final check: this run's seconds for it next time, its model load timed apart from its chunks
+    assert card["timing"]["after_load_s"] > 0
+    assert estimate(lib, kb, settings)["stages"]["after"] == pytest.approx(card["timing"]["stages"]["after"], abs=0.15)
     if planned["mix"]:  # the mix stage counts the chunks each try embeds and its model loads
         assert planned["mix_chunks"] == card["timing"]["mix_chunks"] > 0
         assert card["timing"]["mix_tries"] == len(settings.mixes) and card["timing"]["mix_load_s"] > 0
@@ -214,6 +217,10 @@ def test_the_time_left_does_not_jump_and_ends_near_zero(factor, seed):
     actual = {s: plan[s] * factor for s in plan}
     actual["train"] = load + sum(steps)
     shown, end = _simulate(actual, steps, plan, load)
+    final = end - actual["after"]
+    # a number until the final check has taken most of its expected time, then 「正在最后检查…」 (None)
+    assert all(l is not None for t, _, l in shown if t < final), [(t, l) for t, _, l in shown if l is None][:3]
+    shown = [(t, s, l) for t, s, l in shown if l is not None]
     left = [l for _, _, l in shown]
     tolerance = 0.04 * end  # a step's noise in the trainer's ETA (steps here 0.6-1.4x): 4% of the run
     rises = [round(b - a, 1) for a, b in zip(left, left[1:]) if b - a > tolerance]
@@ -225,7 +232,48 @@ def test_the_time_left_does_not_jump_and_ends_near_zero(factor, seed):
         assert worst <= tolerance, worst
         # the bar and the time left agree: time spent over (time spent + time left) is about the share
         assert all(abs(share - t / (t + l)) < 0.12 for t, share, l in shown if t > 5)
-    assert left[-1] <= 0.03 * end  # about 0 at the end
+    assert left[-1] <= max(0.03 * end, 0.1 * plan["after"] * factor + 1)  # about 0 when the numbers stop
+
+
+def test_the_final_check_running_long_says_so_instead_of_a_few_seconds_left():
+    """Leftover of issue 22: at the end of a run, during the final check, 「剩余约 2 秒」 stood for ~20 s.
+    Nothing comes after the final check to carry an estimate, so once it has taken most of the time
+    expected of it the time left is None (the page: 「正在最后检查…」), not a tenth of its plan for as
+    long as it runs on; before that it counts down as planned."""
+    plan = {"data": 20.0, "before": 5.0, "train": 40.0, "mix": 15.0, "after": 2.0}
+    load = 4.0
+    steps = [36 / 16] * 16
+    actual = {**plan, "train": load + sum(steps), "after": 22.0}  # on plan until the final check, 11x its plan
+    shown, end = _simulate(actual, steps, plan, load)
+    final = end - actual["after"]
+    during = [(round(t - final, 1), l) for t, _, l in shown if t >= final]
+    numbers = [(t, l) for t, l in during if l is not None]
+    assert numbers and all(t < ft.FINAL_KNOWN * plan["after"] for t, _ in numbers), numbers  # counted down first
+    assert all(l is None for t, l in during if t >= ft.FINAL_KNOWN * plan["after"]), during
+    assert ft.time_left("after", 1.0, plan) == pytest.approx(1.0)
+    assert ft.time_left("after", 2.0, plan) is None and ft.time_left("after", 20.0, plan) is None
+    assert ft.time_left("mix", 100.0, plan) is not None  # a stage with one after it still has a number
+
+
+def test_the_final_check_is_planned_with_loading_the_trained_model():
+    """The final check loads the trained model and then embeds every chunk: planned at 0.03 s a chunk
+    alone, a small KB's check (mostly the load) was planned at a few seconds. The load is planned apart
+    (the reference's, then this data dir's measured `after_load_s`), and the chunks' rate without it."""
+    rates = ft.latest_rates([_FINISHED], ft.STAGES, ft.UNIT_OF, ft.REFERENCE_RATES, ft.REFERENCE_LOAD_S)
+    assert "after_load" not in rates  # not measured by that run: the reference's load is planned
+    timed = {"created_at": 5.0, "timing": {**_FINISHED["timing"], "after_load_s": 40.0}}
+    rates = ft.latest_rates([timed], ft.STAGES, ft.UNIT_OF, ft.REFERENCE_RATES, ft.REFERENCE_LOAD_S)
+    assert rates["after_load"] == pytest.approx(40.0)
+    assert rates["after"] == pytest.approx((48.66 - 40.0) / 146)
+
+
+def test_the_estimate_counts_the_final_checks_model_load(lib, kb):
+    for topic, text in TOPICS.items():  # the bundled model: planning needs no torch
+        ingest_bytes(lib, kb, text.encode(), f"{topic}.txt", CONFIG)
+    planned = estimate(lib, kb, FinetuneSettings(epochs=1, batch_size=4, max_pairs=16))
+    chunks = lib.store.count_chunks(kb.id)
+    assert planned["stages"]["after"] == pytest.approx(
+        round(ft.REFERENCE_RATES["after"] * chunks + ft.REFERENCE_AFTER_LOAD_S, 1))
 
 
 # --- the walkthrough's records (/tmp/walk2-data, a loaded 2-core VM, 146 chunks, 256 pairs, 32 steps) ----------

@@ -160,6 +160,39 @@ def test_a_clause_that_only_introduces_the_topic_is_not_the_answer():
     text = "小女儿隋星艺随女方生活,双方不付抚养费关于财产,约定东系山平房包括南厢耳房归男方所有,存款归女方所有"
     span = pinpoint("隋星艺的父母离婚时财产是怎么分的？", [make_hit(text)], reader=False).span
     assert span.text.startswith("约定东系山平房") and "关于财产" not in span.text
+    assert span.text.endswith("存款归女方所有")  # the parallel clause completes the answer
+
+
+def test_a_run_of_parallel_clauses_is_marked_whole():
+    """「…约定东系山平房包括南厢耳房归男方所有,存款归女方所有」: the marked clause is one of a run dividing the
+    property (X归A所有，Y归B所有); the answer is the run, not its first half. In a judgment without 。 the
+    next clause runs on (「存款归女方所有原告后来…」): the mark stops at the frame's end, the quote holds it."""
+    text = ("婚生女王小红随女方生活,双方不付抚养费关于财产,约定北屋三间包括西厢房归男方所有,存款归女方所有"
+            "原告离婚后另行购房,现与女儿共同居住")
+    extract = pinpoint("王小红的父母离婚时财产是怎么分的？", [make_hit(text)], reader=False)
+    assert extract.span.text == "约定北屋三间包括西厢房归男方所有,存款归女方所有"
+    [quote] = [p.text for p in extract.picks if p.start <= extract.span.start]
+    assert "存款归女方所有" in quote and extract.picks[0].support >= 0.4  # quoted, and still a supported quote
+    start = extract.text.index(extract.span.text)
+    assert (start, start + len(extract.span.text)) in extract.emphasis  # the bold covers the run
+
+
+@pytest.mark.parametrize("text, marked, run", [
+    ("房屋归男方所有，存款归女方所有，汽车归男方使用，双方再无其他争议", "存款归女方所有",
+     "房屋归男方所有，存款归女方所有，汽车归男方使用"),  # both sides, the verb may differ
+    ("房屋归男方所有，存款归女方所有，债务由男方偿还", "房屋归男方所有", "房屋归男方所有，存款归女方所有"),  # another frame ends it
+    ("诉讼费由被告负担，其余由原告负担。原告不服", "诉讼费由被告负担", "诉讼费由被告负担，其余由原告负担"),
+    ("约定房屋归男方所有，双方不付抚养费", "约定房屋归男方所有", "约定房屋归男方所有"),  # nothing parallel beside it
+    ("原告要求分割夫妻共同财产，被告不同意", "原告要求分割夫妻共同财产", "原告要求分割夫妻共同财产"),  # no frame
+    ("经查明被告在婚前购买的位于本市东城区的两套房屋及一辆汽车归男方所有，存款归女方所有",  # a long subject: no run
+     "存款归女方所有", "存款归女方所有"),
+])
+def test_parallel_runs(text, marked, run):
+    from services.answers.extractive import _parallel_run
+
+    a = text.index(marked)
+    x, y = _parallel_run(text, a, a + len(marked))
+    assert text[x:y] == run
 
 
 def test_documents_that_disagree_on_a_yes_no_question_are_said_to_differ():

@@ -558,6 +558,27 @@ def test_evaluation_csv_has_one_chinese_header_row_integer_ranks_and_rounded_tim
     assert len(frame) == 2
 
 
+def test_evaluation_csv_says_whether_the_answer_is_within_the_first_1000_characters_in_words():
+    """Leftover of the walkthrough: the column 「前1000字含答案」 held 1.0 / 0.0 while the rest of the
+    export is Chinese words; it reads 是 / 否 (部分（50%） when only part of the answer is within the
+    budget), and the other columns are as they were."""
+    import pandas as pd
+
+    from components.widgets import eval_csv
+    from services.tuning.evaluation import QuestionResult, rows_as_dicts
+
+    rows = rows_as_dicts([QuestionResult("混合", "q1", "问题一", 1, 1, 1.0, 15.1, {1000: 1.0, 2000: 1.0}, "a.txt"),
+                          QuestionResult("混合", "q2", "问题二", None, None, 0.0, 6.4, {1000: 0.0, 2000: 0.5}, ""),
+                          QuestionResult("混合", "q3", "问题三", 4, 2, 0.43068, 7.0, {1000: 0.0, 2000: 0.0}, "c.txt")])
+    csv = eval_csv(json.loads(json.dumps(rows)))
+    frame = pd.read_csv(io.BytesIO(csv), encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    assert list(frame["前1000字含答案"]) == ["是", "否", "否"]
+    assert list(frame["前2000字含答案"]) == ["是", "部分（50%）", "否"]
+    assert list(frame.columns) == ["配置", "问题编号", "问题", "含答案片段的名次", "正确文档的名次", "排序质量",
+                                   "用时（毫秒）", "第1条结果的文档", "前1000字含答案", "前2000字含答案"]
+    assert list(frame["排序质量"]) == ["1.0", "0.0", "0.431"] and list(frame["含答案片段的名次"]) == ["1", "", "4"]
+
+
 def test_chat_header_says_answers_are_extracts_while_the_llm_is_unreachable(two_docs, monkeypatch):
     """Issue 22 item 3 and the walkthrough: with a saved endpoint that had just refused the
     connection, the header still said "回答：大模型 m" while every answer fell back to an extract."""

@@ -116,7 +116,10 @@ def _running(job) -> None:
     text = f"「{inert(job.filename, keep_lines=False)}」：{stage}"
     if job.stage == "train" and job.total:
         text += f" · 第 {job.done}/{job.total} 步"
-    text += f" · 已完成 {share:.0%} · 剩余{seconds_zh(left)} · 已用 {job.elapsed:.0f} 秒"
+    # no time left in the final check once it runs past its estimate (services.tuning.finetune.time_left)
+    finishing = left is None and job.stage == "after"
+    text += f" · 已完成 {share:.0%} · " + ("正在最后检查…" if finishing else f"剩余{seconds_zh(left)}")
+    text += f" · 已用 {job.elapsed:.0f} 秒"
     st.progress(min(1.0, share), text=text)
     losses = job.result.get("losses") or []
     if losses:

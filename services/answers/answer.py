@@ -517,13 +517,15 @@ def answer_question(retriever: Retriever, llm: LLMSettings, question: str,
     return stream.answer
 
 
-def _client(llm: LLMSettings):
+def _client(llm: LLMSettings, lib):
+    """The LLM client for `llm` (None and why not when it cannot be made); its refusals are recorded in
+    the library's data dir, so the chat header still says so after a restart."""
     if not llm.configured:
         return None, ""
     try:
         from services.answers.llm import LLMClient
 
-        return LLMClient(llm), ""
+        return LLMClient(llm, lib.llm_refusals), ""
     except errors.LLMError as exc:
         return None, exc.message_zh
 
@@ -554,7 +556,7 @@ def context_search(retriever: Retriever, plan: ContextPlan):
 
 def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_tokens, stream, on_preview):
     timings: dict[str, float] = {}
-    client, notice = _client(llm)
+    client, notice = _client(llm, retriever.lib)
     t = time.perf_counter()
     plan = plan_context(question, conversation, retriever, client)
     query = plan.query

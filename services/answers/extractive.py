@@ -28,7 +28,8 @@ as one continuous piece of the document. Inside the quote the answer span is mar
 asked-for type whose clause holds most of the question's words (not a value the question itself names, nor
 a name made only of its characters: 国立大学; a value in the asked unit or of the asked kind of place —
 哪一所大学 — first), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
-for other questions the best clause.
+for other questions the best clause — with the clauses beside it that follow the same frame when it is one
+of a run dividing things up (房屋归男方所有，存款归女方所有: `_parallel_run`), whose units are then quoted too.
 
 Reader. Where a trained reader is installed (services.answers.reader, WENDAO_READER_MODEL or the data
 dir's models/reader) it reads the question with the first passages; when its best span scores at
@@ -557,6 +558,57 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
     return AnswerSpan(best.text[a:b], best.doc, best.start + a, best.start + b, best.n, None)
 
 
+# Parallel clauses that divide things up (房屋归男方所有，存款归女方所有; 债务由被告偿还): one frame, each
+# clause a different thing and party. `_parallel_run` marks the whole run when the marked clause is one of them.
+_FRAMES = [re.compile(r"归[^，,；;。：:、\s]{1,8}?(?:所有|使用|管理|承担|偿还|负担|抚养|继承)"),
+           re.compile(r"由[^，,；;。：:、\s]{1,8}?(?:承担|负担|偿还|抚养|支付|继承|所有|管理|使用)")]
+_CLAUSE_MARK = "，,；;、"
+PARALLEL_SUBJECT = 20  # characters at most before a clause's frame (房屋, 东系山平房包括南厢耳房)
+
+
+def _parallel_run(text: str, a: int, b: int, limit: int = CLAUSE_MAX_CHARS) -> tuple[int, int]:
+    """[a, b) widened over the clauses beside it that follow the same frame as the marked clause
+    text[a:b] (…归男方所有，存款归女方所有): the other halves of the answer. A clause after it counts up to
+    its frame's end (「存款归女方所有」 of 「存款归女方所有原、被告离婚后」, a judgment without 。); the run
+    stays within `limit` characters. Unchanged when the marked clause does not end in a frame."""
+    frame = next((f for f in _FRAMES if any(m.end() >= b - 1 for m in f.finditer(text, a, b))), None)
+    if frame is None:
+        return a, b
+    start, end = a, b
+    while end < len(text) and text[end] in _CLAUSE_MARK:
+        m = frame.search(text, end + 1, min(len(text), end + 1 + PARALLEL_SUBJECT + 12))
+        gap = text[end + 1:m.start()] if m else ""
+        if not m or len(gap) > PARALLEL_SUBJECT or any(ch in _CLAUSE_MARK + "。：:" for ch in gap) \
+                or m.end() - start > limit:
+            break
+        end = m.end()
+    while start > 0 and text[start - 1] in _CLAUSE_MARK:
+        before = start - 1
+        begin = max((text.rfind(ch, 0, before) for ch in _CLAUSE_MARK + "。：:"), default=-1) + 1
+        ends = [m for m in frame.finditer(text, begin, before) if m.end() == before]
+        if not ends or ends[0].start() - begin > PARALLEL_SUBJECT or end - begin > limit:
+            break
+        start = begin
+    return start, end
+
+
+def _with_parallel_run(scorer: "_Scorer", span: AnswerSpan | None,
+                       picks: list[Pick]) -> tuple[AnswerSpan | None, list[Pick]]:
+    """The marked clause of an untyped question widened over its parallel clauses (`_parallel_run`),
+    and the units they are in quoted too."""
+    if span is None or span.kind not in (None, READER_KIND):
+        return span, picks
+    base, passage = scorer.starts[span.n - 1], scorer.passages[span.n - 1]
+    a, b = _parallel_run(passage, span.start - base, span.end - base)
+    if (a, b) == (span.start - base, span.end - base):
+        return span, picks
+    a, b = base + a, base + b
+    more = [u for u in scorer.candidates if u.n == span.n and u.start < b and u.end > a and u not in picks]
+    picks = sorted(picks + more, key=lambda p: (p.n, p.start))
+    check_picks(scorer.query, picks)
+    return replace(span, text=passage[a - base:b - base], start=a, end=b), picks
+
+
 _NEGATED = re.compile(r"(?:未|没有|没|不|无|拒|尚未|并未|从未)(?:能|曾|得|再)?(?:按时|按约|依约|如期|及时|足额|全额|全部|再)?$")
 
 
@@ -1082,6 +1134,7 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
     if inside:
         span, reading = inside[0], ("inside", inside[1])
+    span, picks = _with_parallel_run(scorer, span, picks)
     wide = _Scorer(query, hits + list(more), max_passages, read_from=len(hits) + 1, asked=asked) if ambiguity and more else scorer
     named = _named_instead(wide, first, span, max_chars, len(hits)) if ambiguity else None
     if named:  # the question names its subject and the best unit's document does not: answer from one that does

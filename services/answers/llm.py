@@ -9,18 +9,23 @@ twice. Such a connect failure is remembered for RECENT_FAILURE_S per endpoint, s
 answer after the pre-check, the next question) falls back at once instead of waiting again; "测试连接"
 always tries afresh. An endpoint that answers with an HTTP error a retry does not fix (the key refused,
 no such model, 405 / 400 for a wrong address, a 5xx after the retries) is remembered too, per endpoint,
-model and key, until a request to it succeeds: calls still try it (it may have been fixed), and the
-chat header says answers are extracts and why (unusable()). Every failure surfaces as a typed services.errors.LLMError with a Chinese message
+model and key, with its time, until a request to it succeeds: calls still try it (it may have been
+fixed), and the chat header says answers are extracts and why (unusable()). Given a `RefusalRecord`
+(the data dir's, services.index.repositories.LLMRefusalRows) the refusal outlives the process, so after
+a restart the header does not name a model that refused every request until it refuses once more;
+changed settings (endpoint, model or key) are another identity, with nothing recorded against it.
+Every failure surfaces as a typed services.errors.LLMError with a Chinese message
 that says what happened. The API key is never put into messages, logs or files: error texts are
 scrubbed of it.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, Protocol
 from urllib.parse import urlsplit
 
 from services import errors
@@ -32,8 +37,11 @@ CONNECT_TIMEOUT_S = 3.0  # a TCP connection (and a TLS handshake) takes far less
 RECENT_FAILURE_S = 30.0  # how long a failed connect is remembered per endpoint
 RETRY_BACKOFF_S = 0.5  # the first retry's wait; doubled each time, at most 8 s
 
+log = logging.getLogger(__name__)
 _recent_failures: dict[str, tuple[float, errors.LLMError]] = {}
-_refusals: dict[tuple[str, str, str], str] = {}  # endpoint, model, key digest -> the header's reason
+# endpoint, model, key digest -> (the header's reason, when; time.time()); reason "" once a request
+# succeeded in this process (which then overrides what a record kept from before)
+_refusals: dict[tuple[str, str, str], tuple[str, float]] = {}
 _recent_lock = threading.Lock()
 # The endpoint answered but will not answer our requests: every answer falls back to an extract.
 UNUSABLE = (errors.LLMAuthError, errors.LLMModelNotFound, errors.LLMRequestRejected, errors.LLMServerError)
@@ -57,17 +65,47 @@ def _remember(base_url: str, error: errors.LLMError | None) -> None:
             _recent_failures[base_url or ""] = (time.monotonic(), error)
 
 
+class RefusalRecord(Protocol):
+    """Where refusals are kept beyond this process, by identity (endpoint, model, key digest):
+    services.index.repositories.LLMRefusalRows, the data dir's SQLite."""
+
+    def get(self, identity: tuple[str, str, str]) -> tuple[str, float] | None: ...
+
+    def record(self, identity: tuple[str, str, str], reason: str, at: float) -> None: ...
+
+    def clear(self, identity: tuple[str, str, str]) -> None: ...
+
+
 def _identity(settings: LLMSettings) -> tuple[str, str, str]:
+    """Endpoint, model and a digest of the key (the key itself is never kept)."""
     key = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16] if settings.api_key else ""
     return settings.base_url or "", settings.model or "", key
 
 
-def _remember_refusal(settings: LLMSettings, reason: str) -> None:
+def _remember_refusal(settings: LLMSettings, reason: str, record: RefusalRecord | None) -> None:
+    """Remember that the last request to `settings` was refused (`reason`) or answered (""), in this
+    process and in `record`; a success that changes nothing writes nothing."""
+    identity = _identity(settings)
     with _recent_lock:
+        known = _refusals.get(identity)
+        _refusals[identity] = (reason, time.time())
+    if record is None or (not reason and known is not None and not known[0]):
+        return
+    try:
         if reason:
-            _refusals[_identity(settings)] = reason
+            record.record(identity, reason, time.time())
         else:
-            _refusals.pop(_identity(settings), None)
+            record.clear(identity)
+    except Exception as exc:  # a record that cannot be written (a full disk) never fails the answer
+        log.warning("LLM refusal not recorded: %s", type(exc).__name__)
+
+
+def _ago(seconds: float) -> str:
+    """"5 分钟前", "3 小时前", "2 天前"."""
+    for unit, size in (("天", 86400), ("小时", 3600), ("分钟", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f} {unit}前"
+    return "刚刚"
 
 
 def _refusal_reason(error: errors.LLMError, status: int | None) -> str:
@@ -82,19 +120,30 @@ def _refusal_reason(error: errors.LLMError, status: int | None) -> str:
     return "接口拒绝了请求" + code
 
 
-def unusable(settings: LLMSettings) -> str:
+def unusable(settings: LLMSettings, record: RefusalRecord | None = None) -> str:
     """Why answers from `settings`' endpoint fall back to extracts now, in a few Chinese words for the
     chat header's 「摘录式（大模型 m …）」 ("暂时连不上", "不可用：接口拒绝了请求，HTTP 405，请到设置页检查"),
-    else "". A connect failure is remembered
-    for RECENT_FAILURE_S; an HTTP refusal until a request with the same endpoint, model and key
-    succeeds (测试连接, saving the settings, or the next question)."""
+    else "". A connect failure is remembered for RECENT_FAILURE_S; an HTTP refusal until a request with
+    the same endpoint, model and key succeeds (测试连接, saving the settings, or the next question) —
+    in this process, and before its first request to that endpoint, as `record` kept it (a refusal
+    from an earlier run, said with its age: 「（3 小时前）」; the age is said from a minute on)."""
     if not settings.configured:
         return ""
     if recent_failure(settings.base_url) is not None:
         return "暂时连不上"
+    identity = _identity(settings)
     with _recent_lock:
-        reason = _refusals.get(_identity(settings), "")
-    return f"不可用：{reason}，请到设置页检查" if reason else ""
+        known = _refusals.get(identity)
+    if known is None and record is not None:
+        try:
+            known = record.get(identity)
+        except Exception as exc:  # an unreadable record: say what this process knows (nothing)
+            log.warning("LLM refusals not read: %s", type(exc).__name__)
+    reason, at = known or ("", 0.0)
+    if not reason:
+        return ""
+    age = time.time() - at
+    return f"不可用：{reason}" + (f"（{_ago(age)}）" if age >= 60 else "") + "，请到设置页检查"
 
 
 def _connect_failure(exc: BaseException) -> str | None:
@@ -124,7 +173,9 @@ def _connect_failure(exc: BaseException) -> str | None:
 
 
 class LLMClient:
-    def __init__(self, settings: LLMSettings):
+    def __init__(self, settings: LLMSettings, refusals: RefusalRecord | None = None):
+        """A client of `settings`' endpoint; `refusals`: where its HTTP refusals (and a success after
+        one) are recorded beyond this process (see the module docstring)."""
         if not settings.configured:
             raise errors.LLMNotConfigured()
         from openai import OpenAI
@@ -135,6 +186,7 @@ class LLMClient:
         from openai import Timeout  # the SDK's own (httpx's, or httpx2's in newer releases)
 
         self.settings = settings
+        self.refusals = refusals
         connect = min(CONNECT_TIMEOUT_S, settings.timeout)
         self.client = OpenAI(base_url=settings.base_url or None, api_key=settings.api_key or "not-needed",
                              timeout=Timeout(settings.timeout, connect=connect), max_retries=0,
@@ -169,7 +221,7 @@ class LLMClient:
                         started = True
                         yield delta
                 _remember(s.base_url, None)
-                _remember_refusal(s, "")
+                _remember_refusal(s, "", self.refusals)
                 return
             except Exception as exc:  # openai raises its own hierarchy; map it below
                 name = type(exc).__name__
@@ -189,7 +241,7 @@ class LLMClient:
                     continue
                 error = self._translate(exc)
                 if isinstance(error, UNUSABLE):
-                    _remember_refusal(s, _refusal_reason(error, getattr(exc, "status_code", None)))
+                    _remember_refusal(s, _refusal_reason(error, getattr(exc, "status_code", None)), self.refusals)
                 raise error from None
 
     def complete(self, messages: list[dict], response_format: dict | None = None, max_tokens: int | None = None) -> str:

@@ -4,18 +4,24 @@ For a PDF, the cited page is rendered with PDFium and the quoted sentence is hig
 text page's character boxes. The parser (services.documents.parsing) built the document text from PDFium's page
 text, folded (services.documents.text.fold_chars), with layout line wraps joined and each page stripped; so a
 document offset maps to the page's character index by walking both texts over their non-blank
-characters, which those steps never add, drop or reorder. For other formats (DOCX, TXT, …) the
+characters, which those steps never add, drop or reorder. The page's characters are read one PDFium
+index at a time and made what the parser made of them: a character outside the Basic Multilingual
+Plane (the math italics 𝐻 and 𝑄 of a chemistry formula) is two indices, a surrogate pair, joined into
+one character; a line-end hyphen (U+0002) is a hyphen and a soft hyphen nothing (`PDFIUM_MARKS`).
+Where the texts still disagree (a document parsed by another extractor version) the two are aligned
+character by character and the quote follows the alignment. For other formats (DOCX, TXT, …) the
 passage is shown in its surrounding document text (`context_window`).
 
 Pure Python (no streamlit): the UI shows the PNG and draws nothing itself.
 """
 from __future__ import annotations
 
+import difflib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.documents.parsing import PDFIUM_LOCK, PageSpan
+from services.documents.parsing import PDFIUM_LOCK, PDFIUM_MARKS, PageSpan
 from services.documents.text import fold_chars
 
 HIGHLIGHT_RGBA = (255, 214, 0, 110)
@@ -62,14 +68,27 @@ def _visible(text: str) -> list[int]:
 
 
 def _page_chars(textpage) -> str:
-    """The page's characters by PDFium index (one string position per character index)."""
+    """The page's characters by PDFium index (one string position per character index), each what
+    the parser made of it: a surrogate pair is one character at its first index and a blank at its
+    second, PDFium's marks are translated as the parser translates them (a dropped one is a blank),
+    and the text is folded like the document's."""
     import pypdfium2.raw as pdfium_c
 
+    codes = [pdfium_c.FPDFText_GetUnicode(textpage.raw, i) for i in range(textpage.count_chars())]
     chars = []
-    for i in range(textpage.count_chars()):
-        code = pdfium_c.FPDFText_GetUnicode(textpage.raw, i)
-        chars.append(chr(code) if 0 < code < 0x110000 else " ")
-    return fold_chars("".join(chars).replace("\x02", " ").replace("\ufffe", " "))
+    for i, code in enumerate(codes):
+        if 0xD800 <= code < 0xDC00 and i + 1 < len(codes) and 0xDC00 <= codes[i + 1] < 0xE000:
+            chars.append(chr(0x10000 + ((code - 0xD800) << 10) + (codes[i + 1] - 0xDC00)))
+        elif 0xD800 <= code < 0xE000 or not 0 < code < 0x110000:
+            chars.append(" ")  # the second half of a pair (or a lone half, or no character)
+        else:
+            ch = chr(code)
+            chars.append(PDFIUM_MARKS.get(ch, ch) or " ")
+    return fold_chars("".join(chars))
+
+
+# Below this share of a quote's characters found in the aligned page text, the quote is not there.
+MIN_ALIGNED = 0.8
 
 
 def map_to_page_chars(doc_text: str, span: PageSpan, page_chars: str, start: int, end: int) -> list[int]:
@@ -77,7 +96,9 @@ def map_to_page_chars(doc_text: str, span: PageSpan, page_chars: str, start: int
 
     The k-th non-blank character of the page's document text is the k-th non-blank character of
     PDFium's page text (see the module docstring); when the two disagree (an extractor change, a
-    re-parse) the quote is searched for on the page instead. Returns [] when it is not there."""
+    re-parse) the quote is searched for on the page, and failing that the two texts are aligned
+    (difflib, runs of two or more characters) and the quote's characters that the alignment pairs are
+    used, if they are at least `MIN_ALIGNED` of it. Returns [] when it is not there."""
     start, end = max(start, span.start), min(end, span.end)
     if start >= end:
         return []
@@ -90,7 +111,7 @@ def map_to_page_chars(doc_text: str, span: PageSpan, page_chars: str, start: int
     if len(doc_visible) == len(pdf_visible) and all(
             page_text[doc_visible[k]] == page_chars[pdf_visible[k]] for k in (wanted[0], wanted[-1])):
         return [pdf_visible[k] for k in wanted]
-    # fall back: find the quote's non-blank characters in the page's, nearest the expected place
+    # the quote's non-blank characters verbatim in the page's, nearest the expected place
     needle = "".join(page_text[doc_visible[k]] for k in wanted)
     hay = "".join(page_chars[i] for i in pdf_visible)
     best, pos = None, hay.find(needle)
@@ -98,7 +119,16 @@ def map_to_page_chars(doc_text: str, span: PageSpan, page_chars: str, start: int
         if best is None or abs(pos - wanted[0]) < abs(best - wanted[0]):
             best = pos
         pos = hay.find(needle, pos + 1)
-    return [] if best is None else pdf_visible[best:best + len(needle)]
+    if best is not None:
+        return pdf_visible[best:best + len(needle)]
+    # else align the page's document text with the page's text and follow the quote through it
+    ours = "".join(page_text[i] for i in doc_visible)
+    pairs = {}
+    for a, b, size in difflib.SequenceMatcher(None, ours, hay, autojunk=False).get_matching_blocks():
+        if size > 1:  # one character in common is no evidence of the same text
+            pairs.update((a + j, b + j) for j in range(size))
+    found = [pdf_visible[pairs[k]] for k in wanted if k in pairs]
+    return found if len(found) >= MIN_ALIGNED * len(wanted) else []
 
 
 def _line_boxes(char_boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:

@@ -237,8 +237,10 @@ _GOOD_CHAR = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbfA-Za-z0-9\s，。！？；�
 # PDFium is not thread-safe (pypdfium2 docs); Streamlit sessions and the ingest worker are threads.
 PDFIUM_LOCK = threading.Lock()
 # PDFium reports a hyphen that ends a line as U+0002 (it may be a real one: "27日-|10月", "zh-|hk",
-# so it stays a hyphen) and soft hyphens as U+FFFE (dropped).
-_PDFIUM_MARKS = str.maketrans({"\r": None, "\x02": "-", "\ufffe": None, "\x00": None})
+# so it stays a hyphen) and soft hyphens as U+FFFE (dropped). The page view reads the same marks one
+# character index at a time (services.documents.pageview) and must make the same of them.
+PDFIUM_MARKS = {"\x02": "-", "\ufffe": "", "\x00": ""}
+_PDFIUM_TEXT = str.maketrans({"\r": "", **PDFIUM_MARKS})
 
 
 def is_garbage(text: str) -> bool:
@@ -281,7 +283,7 @@ def _pdf_page_text(pdf, index: int) -> str:
     try:
         textpage = page.get_textpage()
         try:
-            return textpage.get_text_bounded().replace("\r\n", "\n").translate(_PDFIUM_MARKS)
+            return textpage.get_text_bounded().replace("\r\n", "\n").translate(_PDFIUM_TEXT)
         finally:
             textpage.close()
     except Exception as exc:

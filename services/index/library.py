@@ -10,6 +10,8 @@ collaborators that each own one concern, and holds the KB-level operations that 
 - `dense` (services.index.dense.DenseIndex): each KB's recorded collection and model identity, and
   dense search (exact over the cached vectors in a read-only process).
 - `originals` (services.index.originals): the uploaded files kept for the page view.
+- `llm_refusals` (services.index.repositories.LLMRefusalRows): LLM endpoints that refused our last request,
+  kept across restarts (services.answers.llm reads and writes it; only the owner writes).
 Per-KB settings live in services.index.kb_settings.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from services.index.keyword import KeywordIndex
 from services.index.originals import Originals
 from services.index.ownership import Ownership
 from services.index.reconcile import reconcile
+from services.index.repositories import LLMRefusalRows
 from services.index.store import KnowledgeBase, Store
 from services.index.vectors import Backend
 
@@ -56,6 +59,7 @@ class Library:
         self.keyword = KeywordIndex(self.store, lambda: self.ownership.owner)
         self.dense = DenseIndex(self.root, self.store, self.cache, self.ownership, backend)
         self.originals = Originals(self.root)
+        self.llm_refusals = LLMRefusalRows(self.store, lambda: self.ownership.owner)
         self._closed = False
         self._on_close: list = []
         self.ownership.when_owner(self.reconcile)  # first: later hooks see what a dead owner left queued

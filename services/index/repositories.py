@@ -1,5 +1,5 @@
 """Repositories over the store's SQLite file for rows that are not documents or chunks: background
-jobs and kept conversations. With services.index.store they are the only code that issues SQL.
+jobs, kept conversations, users and access, API keys, the audit log and LLM endpoint refusals. With services.index.store they are the only code that issues SQL.
 
 Each repository shares the Store's connection and its write lock (`Store.locked()`), so a write here
 and a document write never interleave inside one transaction.
@@ -502,3 +502,33 @@ class AuditRows:
     def recent(self, limit: int = 200) -> list[AuditEvent]:
         return [AuditEvent(*r) for r in self.db.execute(
             "SELECT id, at, actor, action, target, detail, address FROM audit ORDER BY id DESC LIMIT ?", (limit,))]
+
+
+class LLMRefusalRows:
+    """The `llm_refusals` table: the LLM endpoints whose last request was refused (HTTP 401, 404, 405,
+    5xx…), per (endpoint, model, key digest), with the reason the chat header gives and when. The
+    services.answers.llm refusal record: written only while `writable()` (the data dir's owner; another
+    process keeps what it learns in its memory), readable by every process."""
+
+    def __init__(self, store, writable):
+        self.store = store
+        self.db = store.db
+        self.writable = writable
+
+    def get(self, identity: tuple[str, str, str]) -> tuple[str, float] | None:
+        """(reason, when) of the refusal recorded for `identity`, else None."""
+        row = self.db.execute("SELECT reason, at FROM llm_refusals"
+                              " WHERE endpoint = ? AND model = ? AND key_digest = ?", identity).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def record(self, identity: tuple[str, str, str], reason: str, at: float) -> None:
+        if self.writable():
+            with self.store.locked():
+                self.db.execute("INSERT INTO llm_refusals(endpoint, model, key_digest, reason, at)"
+                                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(endpoint, model, key_digest)"
+                                " DO UPDATE SET reason = excluded.reason, at = excluded.at", (*identity, reason, at))
+
+    def clear(self, identity: tuple[str, str, str]) -> None:
+        if self.writable():
+            with self.store.locked():
+                self.db.execute("DELETE FROM llm_refusals WHERE endpoint = ? AND model = ? AND key_digest = ?", identity)

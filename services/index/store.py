@@ -198,6 +198,18 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX kbs_owner_name ON kbs(owner_id, name);
     CREATE INDEX kbs_name ON kbs(name)
     """,
+    # 8: an LLM endpoint that refused our last request (HTTP 401/404/405/5xx…), per endpoint, model and
+    # a digest of the key, so the chat header says so after a restart too (services.answers.llm)
+    """
+    CREATE TABLE llm_refusals(
+        endpoint TEXT NOT NULL,
+        model TEXT NOT NULL,
+        key_digest TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY(endpoint, model, key_digest)
+    )
+    """,
 ]
 
 DOC_STATUSES = ("indexing", "ready", "failed")

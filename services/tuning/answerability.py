@@ -35,17 +35,17 @@ only (the README compares both).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
+from services.arguments import ArgumentParser, existing_dir, key_values
 from services.tuning.rerank_training import Example, RerankSettings, bundled_base, train_cross_encoder
 
 KIND = "answerability"
@@ -445,32 +445,34 @@ def _measure(results: dict, prefix: str, settings: AnswerabilitySettings, thresh
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.tuning.answerability",
-                                     description="训练无需大模型的可回答性检查（拒答）模型")
-    parser.add_argument("--data", required=True, help="question sets in the shared format (e.g. ../shared/data)")
-    parser.add_argument("--out", required=True, help="model folder (e.g. <data dir>/models/answerability)")
-    parser.add_argument("--sources", default="cail2019_dev,cmrc2018_trial,drcd_dev")
-    parser.add_argument("--evaluate-on", default="cail2019_dev")
-    parser.add_argument("--max-questions", type=int, default=None)
-    parser.add_argument("--source-questions", default="", help="per-source caps, e.g. cail2019_dev=4000,drcd_dev=150")
-    parser.add_argument("--set", default="", help="RerankSettings overrides, e.g. layers=6,max_length=192")
-    parser.add_argument("--base", default=None, help="starting model (default: the bundled multilingual-e5-small)")
-    parser.add_argument("--reuse", default=None,
-                        help="a check folder trained earlier: copy its cross-encoder instead of training one")
-    parser.add_argument("--no-combine", action="store_true", help="the cross-encoder alone (the check before the combiner)")
-    parser.add_argument("--json", action="store_true")
+    parser = ArgumentParser(prog="python -m services.tuning.answerability",
+                            description="训练无需大模型的可回答性检查（拒答）模型")
+    parser.add_argument("--data", required=True, type=existing_dir,
+                        help="问题集所在的文件夹（共享格式，每个数据集一个子文件夹，例如 ../shared/data）")
+    parser.add_argument("--out", required=True, help="模型保存到的文件夹（例如 <数据目录>/models/answerability）")
+    parser.add_argument("--sources", default="cail2019_dev,cmrc2018_trial,drcd_dev",
+                        help="用来训练的数据集，逗号分隔（默认 %(default)s）")
+    parser.add_argument("--evaluate-on", default="cail2019_dev", help="在哪个数据集的验证文档上选阈值（默认 %(default)s）")
+    parser.add_argument("--max-questions", type=int, default=None, help="最多用多少个问题（不再按数据集分别限量）")
+    parser.add_argument("--source-questions", type=key_values(int, "cail2019_dev=4000,drcd_dev=150"), default={},
+                        help="各数据集最多用多少个问题，例如 cail2019_dev=4000,drcd_dev=150")
+    parser.add_argument("--set", type=key_values(json.loads, "layers=6,max_length=192",
+                                                 [f.name for f in fields(RerankSettings)]), default={},
+                        help="覆盖训练设置（RerankSettings），例如 layers=6,max_length=192")
+    parser.add_argument("--base", default=None, help="起点模型（默认：自带的 multilingual-e5-small）")
+    parser.add_argument("--reuse", type=existing_dir, default=None,
+                        help="以前训练好的检查模型文件夹：复制其中的交叉编码器，不再重新训练")
+    parser.add_argument("--no-combine", action="store_true", help="只用交叉编码器（不加组合器，组合器之前的做法）")
+    parser.add_argument("--json", action="store_true", help="输出 JSON（模型卡片，不含损失曲线）")
     args = parser.parse_args(argv)
-    overrides = {k: json.loads(v) for k, v in (item.split("=") for item in args.set.split(",") if item)}
-    settings = AnswerabilitySettings(training=replace(TRAINING, **overrides),
-                                     sources=tuple(s for s in args.sources.split(",") if s), evaluate_on=args.evaluate_on,
-                                     combine=not args.no_combine)
+    settings = AnswerabilitySettings(training=replace(TRAINING, **args.set), sources=tuple(s for s in args.sources.split(",") if s),
+                                     evaluate_on=args.evaluate_on, combine=not args.no_combine)
     if args.max_questions:
         settings.max_questions = args.max_questions
         settings.source_questions = {}
-    settings.source_questions.update({k: int(v) for k, v in (item.split("=") for item in args.source_questions.split(",")
-                                                             if item)})
-    card = train_check(Path(args.data), Path(args.out), settings, args.base, log=lambda s: print(s, file=sys.stderr),
-                       reuse=Path(args.reuse) if args.reuse else None)
+    settings.source_questions.update(args.source_questions)
+    card = train_check(args.data, Path(args.out), settings, args.base, log=lambda s: print(s, file=sys.stderr),
+                       reuse=args.reuse)
     if args.json:
         print(json.dumps({k: v for k, v in card.items() if k != "losses"}, ensure_ascii=False))
     else:

@@ -121,6 +121,10 @@ REFERENCE_LOAD_S = 10.0  # loading the model to train (once a run, whatever its 
 # Choosing the mix: each try loads (and, below 1.0, writes) a model, then embeds the dev documents' chunks
 # plus up to DEV_DISTRACTORS others and searches the dev queries: seconds a try to load, seconds a chunk.
 REFERENCE_MIX_LOAD_S = 10.0
+# The final check ("after") loads the trained model once, then embeds every chunk of the KB: its load is
+# counted apart from its chunks (a small KB's check is mostly the load: planned at 0.03 s a chunk alone,
+# 60 chunks read 「剩余约 2 秒」 for the 20 s it took).
+REFERENCE_AFTER_LOAD_S = REFERENCE_LOAD_S
 DEV_DISTRACTORS = 600
 UNIT_OF = {"data": "pairs", "before": "pairs", "train": "steps", "mix": "mix_chunks", "after": "chunks"}
 PAIRS_PER_CHUNK = 1.8  # offline pseudo-queries a chunk gives (CMRC 2.0, 200 judgments 1.6)
@@ -177,7 +181,7 @@ RECENT_RUNS = 3  # a stage's rate pools the newest runs that timed it (a single 
 # faster machine (a GPU, more cores) is faster on every step.
 TRUSTED_RATIO = 5.0
 PRIOR_UNITS = {"steps": 4, "pairs": 32, "chunks": 64, "mix_chunks": 64, "evaluated": 8, "evaluated_on": 8,
-               "load": 1, "mix_load": 1}
+               "load": 1, "mix_load": 1, "after_load": 1}
 
 
 def damped(rate: float, reference: float, units: float, prior: float) -> float:
@@ -195,13 +199,17 @@ def damped(rate: float, reference: float, units: float, prior: float) -> float:
 
 def run_seconds(timing: dict) -> dict:
     """A run's seconds per stage as the rates count them: the train stage's steps apart from loading
-    the model ("load"), the mix stage's chunks apart from its model loads."""
+    the model ("load"), the mix stage's chunks apart from its model loads, the final check's chunks
+    apart from loading the trained model ("after_load")."""
     seconds = dict(timing.get("stages", {}))
     if timing.get("steps_s") is not None and seconds.get("train") is not None:
         seconds["load"] = max(0.0, seconds["train"] - timing["steps_s"])
         seconds["train"] = timing["steps_s"]
     if seconds.get("mix") is not None and timing.get("mix_load_s") is not None:
         seconds["mix"] = max(0.0, seconds["mix"] - timing["mix_load_s"])
+    if seconds.get("after") is not None and timing.get("after_load_s") is not None:
+        seconds["after_load"] = timing["after_load_s"]
+        seconds["after"] = max(0.0, seconds["after"] - timing["after_load_s"])
     return seconds
 
 
@@ -221,12 +229,14 @@ def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rate
             timings.append(c["timing"])
     if not timings:
         return None
-    references = {"load": reference_load, "mix_load": REFERENCE_MIX_LOAD_S, **reference_rates}
+    references = {"load": reference_load, "mix_load": REFERENCE_MIX_LOAD_S, "after_load": REFERENCE_AFTER_LOAD_S,
+                  **reference_rates}
     pooled: dict[str, list[float]] = {}  # stage: [seconds, units, runs]
     for timing in timings:  # newest first
         seconds, done = run_seconds(timing), units(timing)
         counted = {stage: done.get(unit_of[stage]) or 0 for stage in stages}
         counted["load"] = 1 if "load" in seconds else 0
+        counted["after_load"] = 1 if "after_load" in seconds else 0
         if timing.get("mix_tries") and timing.get("mix_load_s") is not None:
             seconds["mix_load"], counted["mix_load"] = timing["mix_load_s"], timing["mix_tries"]
         for stage, n in counted.items():
@@ -236,7 +246,7 @@ def latest_rates(cards: list[dict], stages: tuple, unit_of: dict, reference_rate
                 sums[1] += n
                 sums[2] += 1
     rates = {stage: damped(total / n, references[stage], n,
-                           PRIOR_UNITS.get(stage if stage in ("load", "mix_load") else unit_of[stage], 8))
+                           PRIOR_UNITS.get(stage if stage in ("load", "mix_load", "after_load") else unit_of[stage], 8))
              for stage, (total, n, runs) in pooled.items() if runs and stage in references}
     if not rates:
         return None
@@ -299,9 +309,11 @@ def estimate(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings | None 
     settings = settings or FinetuneSettings()
     run = run_plan(lib, kb, settings)
     rates = measured_rates(lib)
-    use = {"mix_load": REFERENCE_MIX_LOAD_S, **(rates or {**REFERENCE_RATES, "load": REFERENCE_LOAD_S})}
+    use = {"mix_load": REFERENCE_MIX_LOAD_S, "after_load": REFERENCE_AFTER_LOAD_S,
+           **(rates or {**REFERENCE_RATES, "load": REFERENCE_LOAD_S})}
     stages = {stage: round(use[stage] * run[UNIT_OF[stage]], 1) for stage in STAGES}
     stages["train"] = round(stages["train"] + use["load"], 1)
+    stages["after"] = round(stages["after"] + use["after_load"], 1)
     stages["mix"] = round(stages["mix"] + use["mix_load"] * run["mix_tries"], 1) if run["mix"] else 0.0
     return {**run, "stages": stages, "seconds": round(sum(stages.values()), 1), "load": round(use["load"], 1),
             "measured": rates is not None, "learns_from_unfinished": True}
@@ -317,7 +329,7 @@ def pace(stages: dict, finished: dict | None) -> float:
 
 
 def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float | None = None,
-              finished: dict | None = None, step: int = 0, steps: int = 0, load: float = 0.0) -> float:
+              finished: dict | None = None, step: int = 0, steps: int = 0, load: float = 0.0) -> float | None:
     """Seconds left in a run that has spent `stage_seconds` in `stage`: the rest of this stage (its
     estimate less the time spent, at least a tenth of it; while training, blended into the trainer's
     measured ETA as steps accumulate — fully from half way, since the first steps' ETA is noisy and
@@ -330,11 +342,17 @@ def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float |
     Training's `steps` known before its first step (the plan's count), the steps not yet done keep
     their planned time: a first step running long (90 s on a loaded machine against 2.1 s planned)
     no longer counts the time left down to a few seconds while the bar, which counts steps, stands
-    still (`load`: the train stage's planned seconds of loading the model)."""
+    still (`load`: the train stage's planned seconds of loading the model).
+
+    None once the final check (the last stage) has taken FINAL_KNOWN of the time expected of it: no
+    stage comes after it to carry an estimate, and the tenth of it that an overrun keeps would read
+    「剩余约 2 秒」 for as long as it runs on, so the page says 「正在最后检查…」 instead."""
     if stage not in STAGES:
         return float(sum(stages.values()))
     scale = pace(stages, finished)
     planned = float(stages.get(stage, 0.0)) * scale
+    if stage == STAGES[-1] and stage_seconds >= FINAL_KNOWN * planned:
+        return None
     now = max(planned - stage_seconds, planned * 0.1)
     if stage == "train" and steps and step < steps and train_eta is None:
         per_step = max(0.0, float(stages.get("train", 0.0)) - load) / steps * scale
@@ -347,6 +365,9 @@ def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float |
             else max(planned, stage_seconds)
         scale = pace(stages, {**(finished or {}), stage: expected})
     return now + scale * float(sum(stages.get(s, 0.0) for s in STAGES[STAGES.index(stage) + 1:]))
+
+
+FINAL_KNOWN = 0.9  # the share of the final check's expected time up to which its time left is a number
 
 
 def creep(x: float) -> float:
@@ -396,7 +417,8 @@ def progress_of(job) -> tuple[float, float | None]:
     """(share done, seconds left) of a running fine-tuning job, from its row: the share by
     `share_done` (stage weights fixed at the start, never below the share the worker last recorded,
     so it never goes back) and the time left by `time_left` at this moment (this run's measured
-    speed: the training ETA, the pace of its finished stages). (0, None) before the run reported its plan."""
+    speed: the training ETA, the pace of its finished stages). (0, None) before the run reported its
+    plan; the time left is None too in the final check once it has run past its estimate (`time_left`)."""
     r = job.result or {}
     stages = r.get("plan")
     if not stages:
@@ -786,7 +808,7 @@ def left_out_questions(lib: Library, kb: KnowledgeBase, saved: list[Question], c
 
 
 def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str | None,
-                  sets: dict[str, list[Question]]) -> dict[str, dict]:
+                  sets: dict[str, list[Question]], timing: dict | None = None) -> dict[str, dict]:
     """For each named question set: R@1/5/10 and MRR@10, dense alone and hybrid, measured by the 评测
     page's evaluator (services.tuning.evaluation.evaluate: Retriever.search with the KB's retrieval
     settings; reranking off, so the numbers are the embedder's). Returns {set: {"dense": {...},
@@ -794,12 +816,18 @@ def evaluate_sets(lib: Library, kb: KnowledgeBase, model_path: str | None,
 
     `model_path` None: the KB's model and index, as users search today. A path: that model's vectors
     for all of the KB's chunks, held in memory (services.index.dense.MemoryDense) and searched by the
-    same pipeline; they go into the embedding cache too, so switching the KB to it embeds nothing."""
+    same pipeline; they go into the embedding cache too, so switching the KB to it embeds nothing.
+    `timing`, when given, gets the seconds spent loading that model ("after_load_s": the next run's
+    estimate of the final check)."""
     from services.index.embedding import open_embedder
 
     dense = None
     if model_path is not None:  # a fresh embedder: a run's output folder is reused by the next run
-        dense = MemoryDense(lib.store, kb.id, open_embedder(model_path), cache=lib.cache)
+        loading = time.time()
+        embedder = open_embedder(model_path)
+        if timing is not None:
+            timing["after_load_s"] = round(time.time() - loading, 2)
+        dense = MemoryDense(lib.store, kb.id, embedder, cache=lib.cache)
     base = retrieval_settings(lib, kb)
     configs = [EvalConfig(mode, mode, False, replace(base, mode=mode, rerank=False)) for mode in MODES]
     results = {}
@@ -921,7 +949,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
                                     encoding="utf-8")
             tmp.rename(out)
             stage("after")
-            after = evaluate_sets(lib, kb, str(out), sets)
+            after = evaluate_sets(lib, kb, str(out), sets, timing=counts)
             stage("done")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -963,6 +991,8 @@ def _record_timing(lib: Library, clock: StageClock, counts: dict, trained: dict)
     if "mix" not in stages:  # cancelled while choosing the mix: its partial counts would mislead
         for k in ("mix_tries", "mix_chunks", "mix_load_s"):
             timing.pop(k, None)
+    if "after" not in stages:  # stopped during the final check
+        timing.pop("after_load_s", None)
     runs = recorded_runs(lib)[-(KEPT_RUNS - 1):] + [{"created_at": time.time(), "timing": timing}]
     try:
         models_dir(lib).mkdir(parents=True, exist_ok=True)

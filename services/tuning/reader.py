@@ -40,7 +40,6 @@ uses the reader only where this script's output folder exists (WENDAO_READER_MOD
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import random
@@ -48,10 +47,11 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+from services.arguments import ArgumentParser, existing_dir, key_values
 from services.answers.reader import CARD, KIND, Reader, windows
 from services.tuning.answerability import Corpus, Item
 
@@ -441,29 +441,33 @@ def train_reader(data_root: Path, out: Path, settings: ReaderSettings | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.tuning.reader", description="训练抽取式阅读模型（答案定位）")
-    parser.add_argument("--data", required=True, help="question sets in the shared format (e.g. ../shared/data)")
-    parser.add_argument("--out", required=True, help="model folder (e.g. <data dir>/models/reader)")
-    parser.add_argument("--sources", default="cail2019_dev,cmrc2018_trial,drcd_dev")
-    parser.add_argument("--source-questions", default="", help="per-source caps, e.g. cail2019_dev=1200,drcd_dev=900")
-    parser.add_argument("--set", default="", help="ReaderSettings overrides, e.g. layers=6,max_length=256")
-    parser.add_argument("--base", default=None, help="starting model folder (default: the bundled multilingual-e5-small)")
+    parser = ArgumentParser(prog="python -m services.tuning.reader", description="训练抽取式阅读模型（答案定位）")
+    parser.add_argument("--data", required=True, type=existing_dir,
+                        help="问题集所在的文件夹（共享格式，每个数据集一个子文件夹，例如 ../shared/data）")
+    parser.add_argument("--out", required=True, help="模型保存到的文件夹（例如 <数据目录>/models/reader）")
+    parser.add_argument("--sources", default="cail2019_dev,cmrc2018_trial,drcd_dev",
+                        help="用来训练的数据集，逗号分隔（默认 %(default)s）")
+    parser.add_argument("--source-questions", type=key_values(int, "cail2019_dev=1200,drcd_dev=900"), default={},
+                        help="各数据集最多用多少个问题，例如 cail2019_dev=1200,drcd_dev=900")
+    parser.add_argument("--set", type=key_values(json.loads, "layers=6,max_length=256",
+                                                 [f.name for f in fields(ReaderSettings) if f.name != "sources"]),
+                        default={},
+                        help="覆盖训练设置（ReaderSettings），例如 layers=6,max_length=256")
+    parser.add_argument("--base", default=None, help="起点模型文件夹（默认：自带的 multilingual-e5-small）")
     parser.add_argument("--no-bench-exclusion", action="store_true",
-                        help="do not leave out the questions bench/pinpoint.py and bench/answers.py evaluate on")
+                        help="不排除 bench/pinpoint.py 和 bench/answers.py 评测用的问题")
     parser.add_argument("--evaluate-only", action="store_true",
-                        help="choose the thresholds of the reader already at --out again (no training)")
-    parser.add_argument("--json", action="store_true")
+                        help="只为 --out 中已有的阅读模型重新选阈值（不训练）")
+    parser.add_argument("--json", action="store_true", help="输出 JSON（模型卡片，不含损失曲线）")
     args = parser.parse_args(argv)
-    overrides = {k: json.loads(v) for k, v in (item.split("=") for item in args.set.split(",") if item)}
-    settings = ReaderSettings(**overrides, sources=tuple(s for s in args.sources.split(",") if s))
-    settings.source_questions.update({k: int(v) for k, v in (item.split("=") for item in args.source_questions.split(",")
-                                                             if item)})
+    settings = ReaderSettings(**args.set, sources=tuple(s for s in args.sources.split(",") if s))
+    settings.source_questions.update(args.source_questions)
     exclude = {} if args.no_bench_exclusion or not (BENCH / "pinpoint.py").is_file() else bench_heldout()
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     if args.evaluate_only:
-        card = evaluate_only(Path(args.data), Path(args.out), exclude, log)
+        card = evaluate_only(args.data, Path(args.out), exclude, log)
     else:
-        card = train_reader(Path(args.data), Path(args.out), settings, args.base, exclude, log)
+        card = train_reader(args.data, Path(args.out), settings, args.base, exclude, log)
     if args.json:
         print(json.dumps({k: v for k, v in card.items() if k != "losses"}, ensure_ascii=False))
     else:
