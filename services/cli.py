@@ -112,16 +112,44 @@ def cmd_chunks(args) -> int:
     return 0
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+QUERIES_FORMAT = ('每行一个 JSON 对象：{"id": "q1", "question": "生活费是多少？"}（也可写 "query"；'
+                  'id 可省略，省略时用行号）；空行跳过')
+
+
+def read_queries(path: str) -> list[tuple[str, str]]:
+    """`search --queries FILE`: (id, text) per non-blank line, each a JSON object with the query under
+    "question" (the question-file field, so an eval question set works as it is) or "query", and an
+    optional "id" (the line number when absent). A bad line is an InvalidQuestionFile naming its number."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidQuestionFile(f"查询文件「{path}」不是 UTF-8 编码的文本。") from exc
+    queries = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise errors.InvalidQuestionFile(f"查询文件第 {n} 行不是有效的 JSON。格式：{QUERIES_FORMAT}。") from exc
+        if not isinstance(record, dict):
+            raise errors.InvalidQuestionFile(f"查询文件第 {n} 行应是 JSON 对象（{{…}}）。格式：{QUERIES_FORMAT}。")
+        text = record.get("question", record.get("query"))
+        if not isinstance(text, str) or not text.strip():
+            field = "question" if "question" in record else "query" if "query" in record else None
+            problem = f"的 {field} 不是非空的文本" if field else "缺少 question（或 query）字段"
+            raise errors.InvalidQuestionFile(f"查询文件第 {n} 行{problem}。格式：{QUERIES_FORMAT}。")
+        queries.append((str(record.get("id", n)), text))
+    if not queries:
+        raise errors.InvalidQuestionFile(f"查询文件「{path}」里没有查询。格式：{QUERIES_FORMAT}。")
+    return queries
 
 
 def cmd_search(args) -> int:
     kb = _kb(args)
     settings = _retrieval_settings(args, kb)
-    queries = ([(str(q.get("id")), q["question"]) for q in _read_jsonl(args.queries)] if args.queries
-               else [(None, " ".join(args.query))])
+    queries = read_queries(args.queries) if args.queries else [(None, " ".join(args.query))]
     if not queries or not queries[0][1].strip():
         raise errors.WendaoError("请输入查询内容。")
     retriever = kb.retriever(settings)  # one retriever for the whole query file (models loaded once)
@@ -480,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         if name == "search":
             s.add_argument("--mode", choices=("bm25", "dense", "hybrid"))
-            s.add_argument("--queries")
+            s.add_argument("--queries", metavar="FILE",
+                           help="批量检索：从 JSONL 文件读取查询，" + QUERIES_FORMAT
+                                + "；每个查询输出一行 JSON {\"id\",\"ms\",\"hits\"}")
             s.add_argument("query", nargs="*")
         elif name == "ask":
             s.add_argument("--mode", choices=("bm25", "dense", "hybrid"))
