@@ -18,6 +18,7 @@ from slowapi.middleware import SlowAPIMiddleware
 from services import auth, errors
 from services.access import LOCAL, Principal
 from services.api import pages
+from services.documents.pageview import has_pages, public_pages
 
 STATUS = [(errors.NotSignedIn, 401), (errors.SignInFailed, 401), (errors.SignInThrottled, 429),
           (errors.PermissionDenied, 403), (errors.KnowledgeBaseNotFound, 404), (errors.DocumentNotFound, 404),
@@ -225,7 +226,7 @@ def _v1_routes(api: FastAPI) -> None:
         result = kb.search(body.query, settings, _doc_ids(kb, body.documents))
         return {"kb": kb.name, "query": body.query, "terms": result.terms,
                 "ms": round((time.perf_counter() - started) * 1000, 2),
-                "hits": [h.to_json() for h in result.hits],
+                "hits": public_pages([h.to_json() for h in result.hits]),
                 "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()}}
 
     @api.post("/v1/chat/completions", summary="OpenAI 兼容的对话：model 为知识库名称，回答带 [n] 引用")
@@ -277,7 +278,7 @@ def _v1_routes(api: FastAPI) -> None:
 
 def _document(d) -> dict:
     return {"id": d.id, "filename": d.filename, "status": d.status, "enabled": d.enabled, "chunks": d.chunk_count,
-            "pages": d.pages, "size": d.size, "created_at": d.created_at, "vectors": d.dense_state}
+            "pages": d.pages if has_pages(d.filename) else None, "size": d.size, "created_at": d.created_at, "vectors": d.dense_state}
 
 
 def _doc_ids(kb, wanted: list[str] | None) -> list[str] | None:
@@ -319,7 +320,7 @@ def _question_and_history(messages: list[Message]):
 
 
 def _extra(answer) -> dict:
-    data = answer.to_json()
+    data = public_pages(answer.to_json())  # page null for formats without pages, as in the CLI
     return {"citations": data["citations"],
             "wendao": {k: data.get(k) for k in ("mode", "query", "notice", "citation_precision", "sources")}}
 
