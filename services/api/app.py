@@ -17,7 +17,7 @@ from slowapi.middleware import SlowAPIMiddleware
 
 from services import auth, errors
 from services.access import LOCAL, Principal
-from services.api import pages
+from services.api import framework, pages
 from services.documents.pageview import has_pages, public_pages
 
 STATUS = [(errors.NotSignedIn, 401), (errors.SignInFailed, 401), (errors.SignInThrottled, 429),
@@ -125,6 +125,8 @@ def create_api() -> FastAPI:
     def too_many(_request, exc):  # sync: SlowAPIMiddleware falls back to its English answer for an async one
         return JSONResponse({"error": {"message": f"请求过于频繁（限额 {exc.detail}），请稍后再试。",
                                        "type": "RateLimited", "code": 429}}, status_code=429)
+
+    framework.install(api)  # FastAPI's own errors (422/404/405/400) in the shape above, OpenAPI auth schemes and tags
 
     api.add_middleware(SlowAPIMiddleware)  # the default limit on every route, per caller key (slowapi's pure-ASGI
     # SlowAPIASGIMiddleware was tried for speed: it cuts streamed answers off, tests/test_api_server.py)
@@ -255,7 +257,7 @@ def _v1_routes(api: FastAPI) -> None:
         return {"documents": [_document(d) for d in me.kb(kb).documents()]}
 
     @api.post("/v1/kbs/{kb}/documents", status_code=202, summary="上传文档（后台索引，返回任务）")
-    async def upload(kb: str, file: UploadFile = File(...), me=Depends(session)):
+    async def upload(kb: str, file: UploadFile = File(..., description=framework.UPLOAD_HINT), me=Depends(session)):
         from services.config import max_file_bytes
 
         handle = me.kb(kb, "editor")
