@@ -48,7 +48,21 @@ def test_upload_under_the_wrong_field_name_says_to_use_file(client):
     r = client.post("/api/v1/kbs/资料/documents", files={"files": ("a.txt", "新的内容。".encode())})
     error = error_of(r, 422)
     assert error["param"] == "file" and "file 字段" in error["message"] and "收到的字段：files" in error["message"]
+    error = error_of(client.post("/api/v1/kbs/资料/documents", data={"file": "合同.pdf"}), 422)  # -F file=合同.pdf, no @
+    assert error["param"] == "file" and "应为上传的文件" in error["message"] and "file=@" in error["message"]
     assert client.post("/api/v1/kbs/资料/documents", files={"file": ("a.txt", "新的内容。".encode())}).status_code == 202
+
+
+def test_an_unexpected_failure_is_a_500_in_the_same_shape(client, monkeypatch):
+    from services.api import app
+
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app, "_workspace", broken)
+    client = TestClient(client.app, raise_server_exceptions=False)
+    error = error_of(client.get("/api/v1/kbs"), 500)
+    assert error["type"] == "InternalError" and "boom" not in error["message"]
 
 
 @pytest.mark.parametrize("body, field, said", [

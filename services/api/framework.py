@@ -95,6 +95,8 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         if loc == ("body", UPLOAD_FIELD) and e.get("type") == "missing":
             sent = [k for k in _form_keys(exc.body) if k != UPLOAD_FIELD]
             items.append("缺少上传的文件：" + UPLOAD_HINT + (f"（收到的字段：{'、'.join(sent)}）" if sent else ""))
+        elif loc == ("body", UPLOAD_FIELD):  # `-F file=合同.pdf`: text, not a file
+            items.append("请求体字段 file：应为上传的文件，而不是文本（curl -F file=@合同.pdf，文件名前要有 @）")
         elif loc == ("body",):  # no body, or not a JSON object (a form sent to a JSON route)
             items.append(("缺少请求体" if e.get("type") == "missing" else "请求体应为 JSON 对象")
                          + "（Content-Type: application/json）")
