@@ -120,7 +120,7 @@ def cmd_chunks(args) -> int:
     else:
         for r in rows:
             where = f" {page_label(*r['pages'], doc=docs[0].filename)}" if paged else ""
-            print(f"#{r['ordinal']} [{r['start']},{r['end']}){where}: {r['text'][:60]!r}")
+            print(f"#{r['ordinal']} [{r['start']},{r['end']}){where}: {display_text(r['text'][:60])}")
     return 0
 
 
@@ -179,7 +179,7 @@ def cmd_search(args) -> int:
             for i, h in enumerate(result.hits, start=1):
                 scores = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
                 where = " ".join(filter(None, [shown(h.doc), page_label(h.page, doc=h.doc)]))
-                print(f"{i}. {where} [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
+                print(f"{i}. {where} [{h.start},{h.end}) {scores}\n   {display_text(h.text[:120])}")
     return 0
 
 

@@ -98,6 +98,20 @@ def test_quote_line_breaks_print_as_spaces_while_controls_stay_visible(data_dir,
     assert "\x1b" not in out and "\u202e" not in out
 
 
+def test_search_and_chunks_print_passages_as_text_not_python_reprs(data_dir, capsys):
+    from services import cli
+    from services.index.ingest import ingest_bytes
+    from services.index.library import open_library
+
+    lib = open_library(data_dir)
+    ingest_bytes(lib, lib.kb("k", create=True), "长江是中国第一大河，\n全长约六千三百公里。".encode(), "长江.txt")
+    assert cli.main(["search", "--kb", "k", "--mode", "bm25", "长江"]) == 0
+    assert cli.main(["chunks", "--kb", "k", "--doc", "长江.txt"]) == 0
+    out = capsys.readouterr().out
+    assert "   长江是中国第一大河， 全长约六千三百公里。" in out and ": 长江是中国第一大河， 全长" in out, out
+    assert "\\n" not in out and "'" not in out and "<U+000A>" not in out
+
+
 def test_display_text_rules():
     from services.documents.text import display_text
 
