@@ -46,6 +46,12 @@ def _arg_error_zh(message: str) -> str:
 
 
 class _HelpFormatter(argparse.HelpFormatter):
+    def _split_lines(self, text, width):
+        import textwrap
+
+        # an option named in a help line ("--chunk-size") is never cut at its hyphen
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
     def _format_usage(self, usage, actions, groups, prefix):
         text = super()._format_usage(usage, actions, groups, prefix)
         # 「用法： 」 is as wide in a terminal as "usage: " (three double-width characters and a space),

@@ -19,9 +19,10 @@ from dataclasses import replace
 from services import errors
 from services.arguments import ArgumentParser
 from services.documents.chunking import STRATEGIES, ChunkingConfig
-from services.documents.pageview import page_label
+from services.documents.pageview import has_pages, page_label, public_pages
 from services.config import RetrievalSettings
 from services.documents.text import display_name as shown  # untrusted names: controls/bidi made visible
+from services.documents.text import display_text  # document text: line breaks as spaces, controls made visible
 
 
 def _print_json(obj) -> None:
@@ -46,12 +47,16 @@ def _retrieval_settings(args, kb) -> RetrievalSettings:
                                  reranker_model=getattr(args, "reranker", None), top_k=getattr(args, "top_k", None))
 
 
+# Stages of the jobs the CLI runs with -v (reindex: services.index.maintenance; optimize: services.jobs).
+JOB_STAGE_ZH = {"bm25": "重建关键词索引", "dense": "重建向量索引", "embed": "向量化", "optimize": "优化索引"}
+
+
 def _run(kb, job_id: int, verbose: bool = False, label=None):
     """Run a queued job here (same handler as the app's worker); its result, or the job's Chinese
     failure reason as a WendaoError."""
     def listener(stage, done, total, extra):
         if verbose:
-            print(f"  {label(stage) if label else stage} {done}/{total}", file=sys.stderr)
+            print(f"  {label(stage) if label else JOB_STAGE_ZH.get(stage, stage)} {done}/{total}", file=sys.stderr)
 
     job = kb.run_now(job_id, listener)
     if job.status != "done":
@@ -59,7 +64,12 @@ def _run(kb, job_id: int, verbose: bool = False, label=None):
     return job.result
 
 
+# An ingested file's outcome on its progress line (services.index.ingest.FileResult.status).
+FILE_STATUS_ZH = {"ok": "完成", "replaced": "已替换旧版本", "duplicate": "重复，跳过", "failed": "失败"}
+
+
 def cmd_ingest(args) -> int:
+    from services.index.ingest import STAGE_ZH
     from services.index.library import OPTIMIZE_FROM_CHUNKS
 
     me = _session()
@@ -71,11 +81,11 @@ def cmd_ingest(args) -> int:
 
     def on_file(i, n, r):
         detail = f"{r.chunks} 个片段" if r.status in ("ok", "replaced") else r.reason
-        print(shown(f"[{i}/{n}] {r.file}: {r.status} — {detail}"), file=sys.stderr)
+        print(shown(f"[{i}/{n}] {r.file}：{FILE_STATUS_ZH.get(r.status, r.status)} — {detail}"), file=sys.stderr)
 
     def progress(name, stage, done, total):
         if args.verbose:
-            print(f"  {shown(name)}: {stage} {done}/{total}", file=sys.stderr)
+            print(f"  {shown(name)}：{STAGE_ZH.get(stage, stage)} {done}/{total}", file=sys.stderr)
 
     report = kb.ingest_paths(args.paths, config, on_file, progress)
     if report.documents and kb.info().chunks >= OPTIMIZE_FROM_CHUNKS:
@@ -101,27 +111,57 @@ def cmd_chunks(args) -> int:
     docs = kb.find_documents(args.doc)
     if not docs:
         raise errors.DocumentNotFound(f"知识库「{args.kb}」里没有文档「{args.doc}」。")
+    paged = has_pages(docs[0].filename)  # a TXT's chunks are all "page 1" inside: null here, as in search
     rows = [{"ordinal": c.ordinal, "text": c.text, "start": c.start, "end": c.end,
-             "pages": [c.page_start, c.page_end], "strategy": c.strategy, "params": c.params}
+             "pages": [c.page_start, c.page_end] if paged else None, "strategy": c.strategy, "params": c.params}
             for c in kb.chunks(docs[0].id)]
     if args.json:
         _print_json({"doc": args.doc, "chunks": rows})
     else:
         for r in rows:
-            print(f"#{r['ordinal']} [{r['start']},{r['end']}) 页 {r['pages'][0]}-{r['pages'][1]}: {r['text'][:60]!r}")
+            where = f" {page_label(*r['pages'], doc=docs[0].filename)}" if paged else ""
+            print(f"#{r['ordinal']} [{r['start']},{r['end']}){where}: {display_text(r['text'][:60])}")
     return 0
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+QUERIES_FORMAT = ('每行一个 JSON 对象：{"id": "q1", "question": "生活费是多少？"}（也可写 "query"；'
+                  'id 可省略，省略时用行号）；空行跳过')
+
+
+def read_queries(path: str) -> list[tuple[str, str]]:
+    """`search --queries FILE`: (id, text) per non-blank line, each a JSON object with the query under
+    "question" (the question-file field, so an eval question set works as it is) or "query", and an
+    optional "id" (the line number when absent). A bad line is an InvalidQuestionFile naming its number."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidQuestionFile(f"查询文件「{path}」不是 UTF-8 编码的文本。") from exc
+    queries = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise errors.InvalidQuestionFile(f"查询文件第 {n} 行不是有效的 JSON。格式：{QUERIES_FORMAT}。") from exc
+        if not isinstance(record, dict):
+            raise errors.InvalidQuestionFile(f"查询文件第 {n} 行应是 JSON 对象（{{…}}）。格式：{QUERIES_FORMAT}。")
+        text = record.get("question", record.get("query"))
+        if not isinstance(text, str) or not text.strip():
+            field = "question" if "question" in record else "query" if "query" in record else None
+            problem = f"的 {field} 不是非空的文本" if field else "缺少 question（或 query）字段"
+            raise errors.InvalidQuestionFile(f"查询文件第 {n} 行{problem}。格式：{QUERIES_FORMAT}。")
+        queries.append((str(record.get("id", n)), text))
+    if not queries:
+        raise errors.InvalidQuestionFile(f"查询文件「{path}」里没有查询。格式：{QUERIES_FORMAT}。")
+    return queries
 
 
 def cmd_search(args) -> int:
     kb = _kb(args)
     settings = _retrieval_settings(args, kb)
-    queries = ([(str(q.get("id")), q["question"]) for q in _read_jsonl(args.queries)] if args.queries
-               else [(None, " ".join(args.query))])
+    queries = read_queries(args.queries) if args.queries else [(None, " ".join(args.query))]
     if not queries or not queries[0][1].strip():
         raise errors.WendaoError("请输入查询内容。")
     retriever = kb.retriever(settings)  # one retriever for the whole query file (models loaded once)
@@ -130,7 +170,7 @@ def cmd_search(args) -> int:
         result = retriever.search(text)
         ms = (time.perf_counter() - start) * 1000
         if args.json or args.queries:
-            out = {"id": qid, "ms": round(ms, 2), "hits": [h.to_json() for h in result.hits]}
+            out = {"id": qid, "ms": round(ms, 2), "hits": public_pages([h.to_json() for h in result.hits])}
             if not args.queries:
                 out.update(query=text, terms=result.terms, timings_ms={k: round(v, 2) for k, v in result.timings_ms.items()})
             _print_json(out)
@@ -139,7 +179,7 @@ def cmd_search(args) -> int:
             for i, h in enumerate(result.hits, start=1):
                 scores = " ".join(f"{k}={v:.3f}" for k, v in h.scores.items())
                 where = " ".join(filter(None, [shown(h.doc), page_label(h.page, doc=h.doc)]))
-                print(f"{i}. {where} [{h.start},{h.end}) {scores}\n   {h.text[:120]!r}")
+                print(f"{i}. {where} [{h.start},{h.end}) {scores}\n   {display_text(h.text[:120])}")
     return 0
 
 
@@ -180,12 +220,13 @@ def cmd_ask(args) -> int:
                     save=args.conversation is not None, start=True)
     answer = stream.finish()
     if args.json:
-        _print_json({**answer.to_json(), **({"conversation_id": stream.conversation} if stream.conversation else {})})
+        _print_json({**public_pages(answer.to_json()),
+                     **({"conversation_id": stream.conversation} if stream.conversation else {})})
     else:
-        print(answer.text)
+        print(display_text(answer.text, keep_lines=True))
         for c in answer.citations:
             mark = "" if c.supported else "（未核实）"
-            print(shown(f"[{c.n}] {c.doc} {page_label(c.page, doc=c.doc)}".rstrip() + f"{mark}：{c.quote}"))
+            print(f"[{c.n}] {shown(c.doc)} {page_label(c.page, doc=c.doc)}".rstrip() + f"{mark}：{display_text(c.quote)}")
         if stream.conversation:
             print(f"（对话 {stream.conversation}：继续追问请加 --conversation {stream.conversation}）", file=sys.stderr)
     return 0
@@ -386,91 +427,106 @@ def cmd_serve(args) -> int:
     return serve(args.address, args.port)
 
 
+JSON_HELP = "输出 JSON（字段稳定，见 README）"
+MODE_HELP = "检索方式：bm25 关键词，dense 向量，hybrid 两者合并（默认用知识库的设置）"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="wendao", description="问道 Wendao 命令行（也可用 python -m services）")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("ingest", help="索引文件或文件夹")
     s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
-    s.add_argument("--chunker", choices=STRATEGIES, default="sentence")
-    s.add_argument("--chunk-size", type=int, default=300)
-    s.add_argument("--overlap", type=int, default=120)
-    s.add_argument("--window", type=int, default=4)
-    s.add_argument("--stride", type=int, default=2)
-    s.add_argument("--unit", choices=("chars", "tokens"), default="chars")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("-v", "--verbose", action="store_true")
+    s.add_argument("--chunker", choices=STRATEGIES, default="sentence",
+                   help="切分方式：fixed 按固定长度，sentence 按句子拼到 --chunk-size（默认），window 按 --window 句一窗滑动")
+    s.add_argument("--chunk-size", type=int, default=300, metavar="N", help="每个片段最多多少（按 --unit 计；默认 %(default)s）")
+    s.add_argument("--overlap", type=int, default=120, metavar="N",
+                   help="相邻片段重叠多少（fixed、sentence；默认 %(default)s）")
+    s.add_argument("--window", type=int, default=4, metavar="W", help="window 切分：每个片段几句（默认 %(default)s）")
+    s.add_argument("--stride", type=int, default=2, metavar="S",
+                   help="window 切分：每次向后移几句（不大于 --window；默认 %(default)s）")
+    s.add_argument("--unit", choices=("chars", "tokens"), default="chars",
+                   help="--chunk-size 的单位：chars 字符（默认），tokens 向量模型的词元（sentence 切分）")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.add_argument("-v", "--verbose", action="store_true", help="显示每个文件各阶段的进度")
     s.add_argument("--allow-failures", action="store_true", help="有文件失败时仍以 0 退出")
-    s.add_argument("paths", nargs="+")
+    s.add_argument("paths", nargs="+", metavar="文件或文件夹", help="要索引的文件或文件夹（文件夹内逐个读取，不跟随符号链接）")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("chunks", help="列出文档的片段")
     s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
-    s.add_argument("--doc", required=True)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--doc", required=True, help="文档的文件名或 id")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=cmd_chunks)
 
     for name, func, help_ in (("search", cmd_search, "检索"), ("ask", cmd_ask, "问答"), ("eval", cmd_eval, "评测")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
-        s.add_argument("--json", action="store_true")
-        s.add_argument("--rerank", action="store_true")
-        s.add_argument("--reranker")
-        s.add_argument("--top-k", type=int)
+        s.add_argument("--json", action="store_true", help=JSON_HELP)
+        s.add_argument("--rerank", action="store_true", help="打开重排（默认用知识库的设置）")
+        s.add_argument("--reranker", metavar="MODEL", help="重排模型（注册表名称、Hugging Face ID 或本地目录；默认用知识库的设置）")
+        s.add_argument("--top-k", type=int, metavar="K",
+                       help="返回（问答时交给回答）的段落数（默认用知识库的设置）" if name != "eval"
+                       else "评测时检索的段落数（默认用知识库的设置）")
         s.set_defaults(func=func)
         if name == "search":
-            s.add_argument("--mode", choices=("bm25", "dense", "hybrid"))
-            s.add_argument("--queries")
-            s.add_argument("query", nargs="*")
+            s.add_argument("--mode", choices=("bm25", "dense", "hybrid"), help=MODE_HELP)
+            s.add_argument("--queries", metavar="FILE",
+                           help="批量检索：从 JSONL 文件读取查询，" + QUERIES_FORMAT
+                                + "；每个查询输出一行 JSON {\"id\",\"ms\",\"hits\"}")
+            s.add_argument("query", nargs="*", metavar="查询", help="要检索的文字（不用 --queries 时）")
         elif name == "ask":
-            s.add_argument("--mode", choices=("bm25", "dense", "hybrid"))
-            s.add_argument("--questions")
-            s.add_argument("--limit", type=int)
+            s.add_argument("--mode", choices=("bm25", "dense", "hybrid"), help=MODE_HELP)
+            s.add_argument("--questions", metavar="FILE",
+                           help="批量问答：问题集 JSONL（与 eval 相同），输出含金答案率、拒答率、引用准确率")
+            s.add_argument("--limit", type=int, metavar="N", help="只用问题集的前 N 个问题")
             s.add_argument("--no-llm", action="store_true", help="不调用大模型，只给摘录式回答")
             s.add_argument("--conversation", metavar="ID",
                            help="在保存的对话 ID 中继续提问（追问沿用该对话的文档；ID 还不存在时以此 ID 新建，new 表示随机 ID），"
                                 "并保存这一轮")
-            s.add_argument("question", nargs="*")
+            s.add_argument("question", nargs="*", metavar="问题", help="要问的问题（不用 --questions 时）")
         else:
-            s.add_argument("--questions", required=True)
-            s.add_argument("--modes", default="bm25,dense,hybrid")
-            s.add_argument("--limit", type=int)
+            s.add_argument("--questions", required=True, metavar="FILE",
+                           help='问题集 JSONL：每行 {"question","doc_file","answer"}，或用 "answer_spans" 给出精确位置')
+            s.add_argument("--modes", default="bm25,dense,hybrid",
+                           help="要比较的检索方式，逗号分隔（默认 %(default)s）")
+            s.add_argument("--limit", type=int, metavar="N", help="只用问题集的前 N 个问题")
 
     s = sub.add_parser("kbs", help="列出知识库")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=cmd_kbs)
 
     s = sub.add_parser("reindex", help="从 SQLite 重建知识库的 BM25 与向量索引")
     s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("-v", "--verbose", action="store_true")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.add_argument("-v", "--verbose", action="store_true", help="显示各阶段的进度")
     s.set_defaults(func=cmd_reindex)
 
     s = sub.add_parser("finetune", help="用知识库自己的文档微调向量模型（或训练重排模型），输出前后对比")
     s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
-    s.add_argument("--name", required=True)
+    s.add_argument("--name", required=True, help="新模型的名称（保存在 数据目录/models/<名称>/）")
     s.add_argument("--kind", choices=("embedder", "reranker"), default="embedder",
                    help="embedder：微调向量模型（默认）；reranker：训练重排模型")
     s.add_argument("--epochs", type=int, default=None, help="训练轮数（默认同微调页）")
     s.add_argument("--max-pairs", type=int, default=None, help="最多训练查询数（默认同微调页）")
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--json", action="store_true")
-    s.add_argument("-v", "--verbose", action="store_true")
+    s.add_argument("--batch-size", type=int, default=None, help="每批训练查询数（默认同微调页）")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.add_argument("-v", "--verbose", action="store_true", help="显示每一步训练的损失和剩余时间")
     s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("user", help="管理团队模式的本地账号（add / list / remove / passwd）")
     users = s.add_subparsers(dest="action", required=True)
     u = users.add_parser("add", help="创建用户")
-    u.add_argument("name")
+    u.add_argument("name", metavar="用户名", help="新用户的用户名")
     u.add_argument("--admin", action="store_true", help="管理员")
     u.add_argument("--password-stdin", action="store_true", help="从标准输入读取密码（一行）")
-    u.add_argument("--json", action="store_true")
+    u.add_argument("--json", action="store_true", help=JSON_HELP)
     u = users.add_parser("list", help="列出用户")
-    u.add_argument("--json", action="store_true")
+    u.add_argument("--json", action="store_true", help=JSON_HELP)
     u = users.add_parser("remove", help="删除用户")
-    u.add_argument("name")
+    u.add_argument("name", metavar="用户名", help="要删除的用户")
     u = users.add_parser("passwd", help="修改密码（该用户的所有登录会话随之失效）")
-    u.add_argument("name")
+    u.add_argument("name", metavar="用户名", help="要改密码的用户")
     u.add_argument("--password-stdin", action="store_true", help="从标准输入读取密码（一行）")
     s.set_defaults(func=cmd_user, json=False)
 
@@ -478,24 +534,26 @@ def build_parser() -> argparse.ArgumentParser:
     keys = s.add_subparsers(dest="action", required=True)
     k = keys.add_parser("add", help="创建密钥（只显示一次）")
     k.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
-    k.add_argument("--scope", choices=("read", "write"), required=True)
+    k.add_argument("--scope", choices=("read", "write"), required=True,
+                   help="read：只能提问、检索；write：还能上传、删除文档")
     k.add_argument("--name", help="备注")
-    k.add_argument("--json", action="store_true")
+    k.add_argument("--json", action="store_true", help=JSON_HELP)
     k = keys.add_parser("list", help="列出密钥")
-    k.add_argument("--kb")
-    k.add_argument("--json", action="store_true")
+    k.add_argument("--kb", help="只列这个知识库的密钥（默认列出你管理的全部密钥）")
+    k.add_argument("--json", action="store_true", help=JSON_HELP)
     k = keys.add_parser("revoke", help="吊销密钥")
-    k.add_argument("id", type=int)
+    k.add_argument("id", type=int, metavar="编号", help="密钥编号（key list 中的 #编号）")
     s.set_defaults(func=cmd_key, json=False)
 
     s = sub.add_parser("serve", help="启动网页应用（同一端口提供 HTTP API）")
-    s.add_argument("--port", type=int, default=8501)
-    s.add_argument("--address", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8501, help="端口（默认 %(default)s）")
+    s.add_argument("--address", default="127.0.0.1",
+                   help="监听地址（默认 %(default)s，只有本机能访问；0.0.0.0 等网络地址需要开启登录 WENDAO_AUTH）")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("check", help="核对索引与 SQLite 是否一致（不一致时退出码为 1）")
     s.add_argument("--kb", required=True, help="知识库名称（重名时用 #编号）")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.add_argument("--strict", action="store_true", help="还有文档的向量未完成时也以 1 退出")
     s.set_defaults(func=cmd_check)
     return p
@@ -515,10 +573,38 @@ def _os_error_zh(exc: Exception) -> str:
     return str(exc)
 
 
+BROKEN_PIPE_EXIT = 128 + 13  # what a shell reports for a command killed by SIGPIPE (`wendao ask … | head`)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. When the reader of stdout goes away (`| head`), the command ends
+    quietly with BROKEN_PIPE_EXIT: nothing more is written, and no error — the pipe is not a file
+    this command failed to read (Python's documented way: the rest of stdout goes to /dev/null)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, where a broken pipe is an ignored-exception message
+        return code
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return BROKEN_PIPE_EXIT
+
+
+def _stdout_to_devnull() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests, embedding)
+        pass
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        raise
     except errors.WendaoError as exc:
         print(shown(f"错误：{exc.message_zh}"), file=sys.stderr)
         return 1

@@ -224,7 +224,7 @@ def test_cli_output_never_carries_control_characters(tmp_path, data_dir):
     for out in (done.stdout, done.stderr, search.stdout):
         assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out and "\x9b" not in out
     progress = [line for line in done.stderr.splitlines() if line.startswith("[")]
-    assert len(progress) == len(HOSTILE_NAMES) and all(": ok — " in line for line in progress), progress
+    assert len(progress) == len(HOSTILE_NAMES) and all("：完成 — " in line for line in progress), progress
     assert any("two<U+000A>lines.txt" in line for line in progress)
     assert "invoice<U+202E>exe.txt" in search.stdout or "invoice<U+202E>exe.txt" in done.stderr
     stored = {r[0] for r in sqlite3.connect(data_dir / "wendao.db").execute("SELECT filename FROM documents")}

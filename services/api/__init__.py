@@ -10,7 +10,8 @@ in the app's own process (components/server.py), so the one-owner-per-data-dir r
 
 Callers are identified by an API key (`Authorization: Bearer wd_…`, one KB, read or write) or the
 browser's session cookie; single-user mode on loopback acts as the local user. Every permission is
-checked by the core; errors are JSON {"error": {"message": <Chinese>, "type": …}} with 401/403/404.
+checked by the core; errors, FastAPI's own included (services.api.framework), are JSON
+{"error": {"message": <Chinese>, "type": …, "code": <HTTP status>}}.
 """
 from services.api.app import create_api
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 from fastapi import Depends, FastAPI, File, Path as PathParam, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from slowapi import Limiter
@@ -19,7 +18,8 @@ from slowapi.middleware import SlowAPIMiddleware
 
 from services import auth, errors
 from services.access import LOCAL, Principal
-from services.api import pages
+from services.api import framework, pages
+from services.documents.pageview import has_pages, public_pages
 
 STATUS = [(errors.NotSignedIn, 401), (errors.SignInFailed, 401), (errors.SignInThrottled, 429),
           (errors.PermissionDenied, 403), (errors.KnowledgeBaseNotFound, 404), (errors.DocumentNotFound, 404),
@@ -132,19 +132,12 @@ def create_api() -> FastAPI:
         return JSONResponse({"error": {"message": exc.message_zh, "type": type(exc).__name__, "code": status}},
                             status_code=status)
 
-    @api.exception_handler(RequestValidationError)
-    async def invalid_request(_request, exc: RequestValidationError):
-        """A malformed body or parameter: which field and why, in the API's error shape (not FastAPI's
-        English `detail` list)."""
-        first = (exc.errors() or [{}])[0]
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "请求体"
-        return JSONResponse({"error": {"message": f"请求格式不正确：字段「{where}」无效（{first.get('msg', '')}）。",
-                                       "type": "InvalidRequest", "code": 422}}, status_code=422)
-
     @api.exception_handler(RateLimitExceeded)
     def too_many(_request, exc):  # sync: SlowAPIMiddleware falls back to its English answer for an async one
         return JSONResponse({"error": {"message": f"请求过于频繁（限额 {exc.detail}），请稍后再试。",
                                        "type": "RateLimited", "code": 429}}, status_code=429)
+
+    framework.install(api)  # FastAPI's own errors (422/404/405/400) in the shape above, OpenAPI auth schemes and tags
 
     api.add_middleware(SlowAPIMiddleware)  # the default limit on every route, per caller key (slowapi's pure-ASGI
     # SlowAPIASGIMiddleware was tried for speed: it cuts streamed answers off, tests/test_api_server.py)
@@ -246,7 +239,7 @@ def _v1_routes(api: FastAPI) -> None:
         result = kb.search(body.query, settings, _doc_ids(kb, body.documents))
         return {"kb": kb.name, "query": body.query, "terms": result.terms,
                 "ms": round((time.perf_counter() - started) * 1000, 2),
-                "hits": [h.to_json() for h in result.hits],
+                "hits": public_pages([h.to_json() for h in result.hits]),
                 "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()}}
 
     @api.post("/v1/chat/completions", summary="OpenAI 兼容的对话：model 为知识库名称，回答带 [n] 引用")
@@ -275,7 +268,7 @@ def _v1_routes(api: FastAPI) -> None:
         return {"documents": [_document(d) for d in me.kb(kb).documents()]}
 
     @api.post("/v1/kbs/{kb}/documents", status_code=202, summary="上传文档（后台索引，返回任务）")
-    async def upload(kb: str, file: UploadFile = File(...), me=Depends(session)):
+    async def upload(kb: str, file: UploadFile = File(..., description=framework.UPLOAD_HINT), me=Depends(session)):
         from services.config import max_file_bytes
 
         handle = me.kb(kb, "editor")
@@ -298,7 +291,7 @@ def _v1_routes(api: FastAPI) -> None:
 
 def _document(d) -> dict:
     return {"id": d.id, "filename": d.filename, "status": d.status, "enabled": d.enabled, "chunks": d.chunk_count,
-            "pages": d.pages, "size": d.size, "created_at": d.created_at, "vectors": d.dense_state}
+            "pages": d.pages if has_pages(d.filename) else None, "size": d.size, "created_at": d.created_at, "vectors": d.dense_state}
 
 
 def _doc_ids(kb, wanted: list[str] | None) -> list[str] | None:
@@ -342,7 +335,7 @@ def _question_and_history(messages: list[Message]):
 
 
 def _extra(answer) -> dict:
-    data = answer.to_json()
+    data = public_pages(answer.to_json())  # page null for formats without pages, as in the CLI
     return {"citations": data["citations"],
             "wendao": {k: data.get(k) for k in ("mode", "query", "notice", "citation_precision", "sources")}}
 

@@ -62,6 +62,26 @@ def page_label(first: int, last: int | None = None, doc: str | None = None) -> s
     return f"第{first}{unit}" if last <= first else f"第{first}–{last}{unit}"
 
 
+def has_pages(doc: object) -> bool:
+    """Whether the file named `doc` has pages a reader sees (PDF pages, PPTX slides, XLSX sheets)."""
+    return Path(str(doc)).suffix.lower() in PAGE_UNITS
+
+
+def public_pages(data):
+    """JSON for callers outside (CLI --json, the HTTP API): a copy of `data` (a hit, citation or source,
+    or an answer, list or dict holding them) where every record naming a `doc` of a format without
+    pages has `page` and `pages` null — inside, such a document is one page 1, which the README says
+    nobody sees. The fields stay present; what the core stores (conversations) is unchanged."""
+    if isinstance(data, list):
+        return [public_pages(x) for x in data]
+    if not isinstance(data, dict):
+        return data
+    out = {k: public_pages(v) for k, v in data.items()}
+    if "doc" in out and not has_pages(out["doc"]):
+        out.update({k: None for k in ("page", "pages") if k in out})
+    return out
+
+
 def _visible(text: str) -> list[int]:
     """Positions of the non-blank characters of `text`."""
     return [i for i, ch in enumerate(text) if not ch.isspace()]

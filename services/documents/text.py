@@ -169,3 +169,18 @@ def display_name(name: object) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+_LINE_BREAKS = re.compile(r"[ \t]*(?:\r\n|[\n\r\v\f\u2028\u2029\x85])[ \t]*")
+
+
+def display_text(text: object, keep_lines: bool = False) -> str:
+    """Document or answer text as it may be printed in a terminal: line breaks and tabs are layout,
+    not danger, so a quote's breaks (a PDF's wrapped lines) become one space each — or stay real
+    line breaks (`keep_lines`, for an answer of several lines) — and tabs become spaces; every
+    other control or bidi character is made visible as in `display_name` (`<U+001B>`), so text
+    from a document can never recolour or rewrite the terminal."""
+    text = _LINE_BREAKS.sub("\n" if keep_lines else " ", str(text)).replace("\t", " ")
+    if keep_lines:
+        return "\n".join(display_name(line) for line in text.split("\n"))
+    return display_name(text)
