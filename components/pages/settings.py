@@ -30,7 +30,12 @@ if kb is None:
     st.info("先在文档库创建一个知识库。")
     st.page_link("components/pages/library.py", label="前往文档库", icon=":material/folder_open:")
     st.stop()
-st.caption(f"以下设置保存在知识库「{inert(kb.name, keep_lines=False)}」中，修改后立即生效。")
+locked = not kb.may("editor")  # the core says what this principal may change; the rest is shown, not editable
+if locked:
+    st.caption(f"以下是知识库「{inert(kb.name, keep_lines=False)}」的设置。")
+    st.info(kb.role_note("editor"), icon=":material/visibility:")
+else:
+    st.caption(f"以下设置保存在知识库「{inert(kb.name, keep_lines=False)}」中，修改后立即生效。")
 
 
 def license_zh(spec) -> str:
@@ -49,20 +54,20 @@ st.subheader("检索")
 r = kb.retrieval_settings()
 modes = list(MODES)
 c1, c2, c3 = st.columns(3)
-mode = c1.radio("检索方式", modes, index=modes.index(r.mode), format_func=MODES.get, key=key("mode"))
+mode = c1.radio("检索方式", modes, index=modes.index(r.mode), format_func=MODES.get, key=key("mode"), disabled=locked)
 fusion = c2.selectbox("合并方式", list(METHODS), index=list(METHODS).index(r.fusion), format_func=METHOD_ZH.get,
-                      disabled=mode != "hybrid", key=key("fusion"), help=FUSION_HELP)
-weight = c3.slider("向量权重", 0.0, 1.0, float(r.dense_weight), 0.05, disabled=mode != "hybrid" or fusion != "weighted",
+                      disabled=locked or mode != "hybrid", key=key("fusion"), help=FUSION_HELP)
+weight = c3.slider("向量权重", 0.0, 1.0, float(r.dense_weight), 0.05, disabled=locked or mode != "hybrid" or fusion != "weighted",
                    help="按分数加权合并时向量一路的权重；关键词（BM25）权重 = 1 − 向量权重", key=key("weight"))
 c1, c2, c3, c4 = st.columns(4)
-rrf_k = c1.number_input("名次合并的平滑系数", 1, 1000, int(r.rrf_k), disabled=fusion != "rrf", key=key("rrf_k"),
+rrf_k = c1.number_input("名次合并的平滑系数", 1, 1000, int(r.rrf_k), disabled=locked or fusion != "rrf", key=key("rrf_k"),
                         help="RRF（倒数排名融合）的参数 k：每种检索中排第 n 名的候选得 1/(k+n) 分，再相加。"
                              "k 越大，前几名之间的差距越小；常用 60。")
-bm25_k = c2.number_input("关键词候选数", 1, 500, int(r.bm25_top_k), key=key("bm25_k"),
+bm25_k = c2.number_input("关键词候选数", 1, 500, int(r.bm25_top_k), key=key("bm25_k"), disabled=locked,
                          help="关键词检索（BM25）取前多少名进入合并")
-dense_k = c3.number_input("向量候选数", 1, 500, int(r.dense_top_k), key=key("dense_k"))
-top_k = c4.number_input("最终返回条数", 1, 50, int(r.top_k), key=key("top_k"))
-rerank = st.toggle("启用重排", r.rerank, key=key("rerank"),  # its own row: in a quarter column its words were cut off
+dense_k = c3.number_input("向量候选数", 1, 500, int(r.dense_top_k), key=key("dense_k"), disabled=locked)
+top_k = c4.number_input("最终返回条数", 1, 50, int(r.top_k), key=key("top_k"), disabled=locked)
+rerank = st.toggle("启用重排", r.rerank, key=key("rerank"), disabled=locked,  # its own row: in a quarter column its words were cut off
                    help="逐条细读候选段落、重新排序：重排模型（cross-encoder）把问题和每个候选段落放在一起打分，"
                         "比只比较向量更准，但每次检索更慢。")
 trained = {m["path"]: f"训练：{m['name']}（{m['kb']}）" for m in session().finetuned_models("reranker") if m.get("better")}
@@ -70,11 +75,11 @@ c2, c3, c4 = st.columns(3)
 rerankers = list(dict.fromkeys([m.name for m in reranker_models()] + list(trained) + served_rerankers(r.reranker_model)))
 custom = r.reranker_model not in rerankers
 reranker = c2.selectbox("重排模型", rerankers + ["自定义…"], index=len(rerankers) if custom else rerankers.index(r.reranker_model),
-                        format_func=lambda n: trained.get(n, model_label(n)), key=key("reranker"))
+                        format_func=lambda n: trained.get(n, model_label(n)), key=key("reranker"), disabled=locked)
 if reranker == "自定义…":
-    reranker = c2.text_input("重排模型 ID 或本地路径", r.reranker_model if custom else "", key=key("reranker_path"))
-rerank_n = c3.number_input("重排候选数", 1, 200, int(r.rerank_top_n), key=key("rerank_n"))
-rerank_w = c4.number_input("重排权重", 0.0, 1.0, float(r.rerank_weight), step=0.1, key=key("rerank_w"),
+    reranker = c2.text_input("重排模型 ID 或本地路径", r.reranker_model if custom else "", key=key("reranker_path"), disabled=locked)
+rerank_n = c3.number_input("重排候选数", 1, 200, int(r.rerank_top_n), key=key("rerank_n"), disabled=locked)
+rerank_w = c4.number_input("重排权重", 0.0, 1.0, float(r.rerank_weight), step=0.1, key=key("rerank_w"), disabled=locked,
                            help="重排分数占多大比重：1 = 只按重排分数排序；小于 1 时与第一轮检索的名次混合（RRF）。"
                                 "在本知识库上训练的重排模型，这个值由训练时的测量选定。")
 if reranker in MODELS:
@@ -83,13 +88,13 @@ if reranker in MODELS:
 new_r = replace(r, mode=mode, fusion=fusion, dense_weight=float(weight), rrf_k=int(rrf_k), bm25_top_k=int(bm25_k),
                 dense_top_k=int(dense_k), top_k=int(top_k), rerank=rerank, reranker_model=reranker or r.reranker_model,
                 rerank_top_n=int(rerank_n), rerank_weight=float(rerank_w))
-if new_r != r:
+if new_r != r and not locked:
     try:
         kb.save_retrieval(new_r)
         st.toast("检索设置已保存")
     except Exception as exc:
         show_error(exc)
-if rerank and st.button("测试重排模型", key=key("test_reranker")):
+if rerank and not locked and st.button("测试重排模型", key=key("test_reranker")):
     with st.spinner("加载重排模型…"):
         try:
             model = kb.test_reranker(new_r.reranker_model)
@@ -100,8 +105,8 @@ if rerank and st.button("测试重排模型", key=key("test_reranker")):
 # --- chunking -------------------------------------------------------------------------------
 st.subheader("切分（用于之后上传的文档）")
 ch = kb.chunking_config()
-new_ch = chunking_form(key("chunking"), ch)  # the same form as the library's upload controls
-if new_ch is not None and new_ch != ch:
+new_ch = chunking_form(key("chunking"), ch, disabled=locked)  # the same form as the library's upload controls
+if new_ch is not None and new_ch != ch and not locked:
     try:
         kb.save_chunking(new_ch)
         st.toast("切分设置已保存")
@@ -114,11 +119,12 @@ current = kb.embedding_model()
 tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in session().finetuned_models()}
 names = list(dict.fromkeys([m.name for m in embedding_models(current)] + list(tuned) + served_embedders(current)))
 choice = st.selectbox("模型", names + ["自定义…"], index=names.index(current) if current in names else len(names),
-                      format_func=lambda n: tuned.get(n, model_label(n)), key=key("embedder"))
+                      format_func=lambda n: tuned.get(n, model_label(n)), key=key("embedder"), disabled=locked)
 if choice in tuned:
     st.caption("在本机数据目录中微调得到的模型；微调前后的对比见「微调」页。")
 if choice == "自定义…":
-    choice = st.text_input("Hugging Face 模型 ID 或本地目录", "" if current in names else current, key=key("embedder_path"))
+    choice = st.text_input("Hugging Face 模型 ID 或本地目录", "" if current in names else current, key=key("embedder_path"),
+                           disabled=locked)
 if choice in MODELS:
     spec = MODELS[choice]
     st.markdown(f"`{spec.hf_id}` · 向量维度 **{spec.dim}** · 一段最多读入 **{spec.max_tokens}** 个词元 · {license_zh(spec)} · "
@@ -145,6 +151,10 @@ job_panel(kb, ("reembed",), "reembed", finished=lambda job: reembed_finished(
 st.subheader("大模型（OpenAI 兼容接口）")
 st.caption("支持 OpenAI、DeepSeek、通义千问、Moonshot、智谱、vLLM、Ollama、llama.cpp 等。不填模型名则使用摘录式回答。")
 llm = kb.llm_settings(api_key())
+if not kb.may("owner"):  # where questions and passages are sent is the owner's decision (the core refuses others)
+    st.markdown(f"当前：{inert(llm.model, keep_lines=False) if llm.configured else '未设置（摘录式回答）'}")
+    st.caption(kb.role_note("owner") if not locked else "大模型接口和模型服务由知识库的所有者设置。")
+    st.stop()
 with st.form(key("llm")):
     c1, c2 = st.columns(2)
     # Shown with any password / key-like query value masked (a server URL can carry credentials);
