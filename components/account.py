@@ -13,6 +13,7 @@ import streamlit as st
 from components.safe_text import inert
 from services import auth, errors
 from services.access import LOCAL, ROLE_ZH, ROLES, Principal
+from services.views import SCOPE_ZH
 
 SIGN_IN = "/api/auth/login"
 SIGN_OUT = "/api/auth/logout"
@@ -104,9 +105,6 @@ def share_dialog(kb, names: dict[int, str]) -> None:
                 st.rerun()
             except errors.WendaoError as exc:
                 st.error(exc.message_zh)
-
-
-SCOPE_ZH = {"read": "只读", "write": "读写"}
 
 
 def keys_panel(kb) -> None:

@@ -61,3 +61,47 @@ def test_an_editor_edits_documents_but_not_the_kb_itself(run_as):
     owner = run_as("A", "library")
     assert {"删除知识库", "按这些设置重新切分"} <= {b.label for b in owner.button}
     assert not [i for i in owner.info if "你在此知识库中" in i.value]
+
+
+def test_the_admin_page_speaks_chinese_and_revokes_keys_through_the_core(run_as, team):  # noqa: F811
+    ws, who, keys = team
+    admin = run_as("A", "admin")
+    frames = [d.value for d in admin.dataframe]
+    key_table = next(f for f in frames if "权限" in f.columns)
+    audit = next(f for f in frames if "操作" in f.columns)
+    assert set(key_table["权限"]) == {"只读", "读写"}
+    assert {"新建知识库", "共享知识库", "创建 API 密钥", "新建用户"} <= set(audit["操作"])
+    assert not any("_" in a for a in audit["操作"])  # no code like kb_shared left
+    details = set(audit["详情"])
+    assert {"B：编辑者", "C：查看者", "管理员", "成员"} <= details
+    assert any(d.startswith("密钥 #") and d.endswith("只读") for d in details), details
+    # 吊销 through the same use case as the library's key panel
+    target = keys["KB1-read"]
+    admin.selectbox(key="admin_revoke_pick").set_value(target.id).run()
+    next(b for b in admin.button if b.label == "吊销").click().run()
+    assert ws.lib.store.keys.get(target.id).revoked_at
+    assert any(f"已吊销密钥 #{target.id}" in s.value for s in admin.success)
+    assert any(e.action == "key_revoked" and e.detail == f"#{target.id}" for e in ws.session(who["A"]).audit_log())
+
+
+def test_every_audit_action_the_code_records_has_a_chinese_label():
+    """The labels live in one place (services/audit_words.py): an action recorded anywhere without one
+    would show as its code on the admin page."""
+    import re
+
+    from services.audit_words import ACTION_ZH, detail_zh
+
+    recorded = set()
+    for path in (ROOT / "services").rglob("*.py"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if re.search(r"\b_?audit\(|audit\.record\(", line) and "def " not in line:
+                recorded |= set(re.findall(r'"([a-z]+(?:_[a-z]+)*)"', line))
+    recorded -= {"admin", "member", "kb"}  # details of user_added / user_role, a card field
+    assert recorded and recorded <= set(ACTION_ZH), recorded - set(ACTION_ZH)
+    assert detail_zh("kb_shared", "bob:viewer") == "bob：查看者"
+    assert detail_zh("kb_unshared", "所有人:") == "所有人"
+    assert detail_zh("key_created", "#3 read") == "密钥 #3 只读"
+    assert detail_zh("key_revoked", "#4 创建者「x」已被删除") == "密钥 #4（创建者「x」已被删除）"
+    assert detail_zh("job_cancelled", "#12 rechunk 合同 a.txt") == "任务 #12：重新切分 合同 a.txt"
+    assert detail_zh("document_uploaded", "#7 rechunk.txt") == "任务 #7：rechunk.txt"
+    assert detail_zh("retrieval_settings_saved", "hybrid top_k=5 rerank=False") == "混合 · 返回 5 条 · 重排关"
