@@ -105,3 +105,28 @@ def test_every_audit_action_the_code_records_has_a_chinese_label():
     assert detail_zh("job_cancelled", "#12 rechunk 合同 a.txt") == "任务 #12：重新切分 合同 a.txt"
     assert detail_zh("document_uploaded", "#7 rechunk.txt") == "任务 #7：rechunk.txt"
     assert detail_zh("retrieval_settings_saved", "hybrid top_k=5 rerank=False") == "混合 · 返回 5 条 · 重排关"
+
+
+def test_the_share_dialog_starts_from_a_user_and_a_role_confirms_and_lists_members(run_as, team):  # noqa: F811
+    ws, who, _ = team
+    owner = run_as("A", "library")
+    assert any(c.value.startswith("成员：") and "B（编辑者）" in c.value and "C（查看者）" in c.value
+               for c in owner.caption)  # the panel lists who holds a role, before any dialog
+    next(b for b in owner.button if b.label == "共享给其他人…").click().run()
+    user, role = owner.selectbox(key=f"share_user_{1}"), owner.selectbox(key=f"share_role_{1}")
+    assert user.value == "B" and role.value == "viewer"  # a user and the weakest role, not 所有人 / 移除共享
+    assert "（所有人）" not in user.options and "移除共享" not in role.options
+    user.set_value("D")
+    next(b for b in owner.button if b.label == "共享").click().run()
+    assert ws.lib.store.access.role(1, who["D"].user_id) == "viewer"
+    assert any("已共享给「D」，角色：查看者" in s.value for s in owner.success)
+    members = next(d.value for d in owner.dataframe if "成员" in d.value.columns)
+    assert ("D", "查看者") in list(zip(members["成员"], members["角色"]))
+    # removing asks first, then says so
+    owner.selectbox(key="share_remove_1").set_value("D")
+    next(b for b in owner.button if b.label == "移除").click().run()
+    assert ws.lib.store.access.role(1, who["D"].user_id) == "viewer"
+    assert any("确定移除「D」" in w.value for w in owner.warning)
+    next(b for b in owner.button if b.label == "确认移除").click().run()
+    assert ws.lib.store.access.role(1, who["D"].user_id) is None
+    assert any("已移除「D」" in s.value for s in owner.success)

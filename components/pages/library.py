@@ -11,7 +11,7 @@ import streamlit as st
 from components.ingest_view import dismiss_finished_uploads, upload_panel, upload_section
 from components.job_view import job_panel, new_batch
 from components.safe_text import inert, inert_name
-from components.account import keys_panel, share_dialog
+from components.account import keys_panel, members_line, share_dialog
 from components.state import create_kb, current_kb, session, show_error, without_paths
 from components.widgets import (PRIMARY, SHOWN_CHARS, STRATEGY_ZH, WRAP_ROW_HEIGHT, chunk_boundaries_html, chunking_form,
                                 config_zh, passage_box, shown_text)
@@ -107,8 +107,12 @@ if kb.may("owner"):
 # --- sharing and API keys (owners; team mode) ----------------------------------------------------
 if kb.may("owner") and session().who.kind == "user":
     with st.expander("共享与 API 密钥"):
-        if st.button("共享给其他人…", icon=":material/group_add:", key=f"share_{kb.id}"):
-            share_dialog(kb, session().user_names())
+        c1, c2 = st.columns([3, 1], vertical_alignment="center")
+        c1.caption(members_line(kb))
+        if c2.button("共享给其他人…", icon=":material/group_add:", key=f"share_{kb.id}", width="stretch"):
+            st.session_state["share_open"] = kb.id
+        if st.session_state.get("share_open") == kb.id:  # kept open through its own reruns until closed
+            share_dialog(kb, session().user_names(), session().who.name)
         keys_panel(kb)
 elif kb.may("owner"):
     with st.expander("API 密钥（供其他程序调用这个知识库）"):
