@@ -88,6 +88,11 @@ def inject_css() -> None:
     mark {padding: 0 .1rem; border-radius: 2px}
     [data-testid="stElementContainer"]:has(#wendao-zh) {display: none}
     [data-testid="stFileChipName"] {white-space: normal; overflow-wrap: anywhere; line-height: 1.3}
+    a.wd-sign-out, a.wd-sign-out:visited {display: inline-flex; align-items: center; justify-content: center;
+        min-height: 2.5rem; padding: .25rem .75rem; border: 1px solid rgba(49, 51, 63, .2); border-radius: .5rem;
+        background: #fff; color: inherit; text-decoration: none; font-size: 1rem; line-height: 1.6}
+    a.wd-sign-out:hover {border-color: var(--st-primary-color, #b5472a); color: var(--st-primary-color, #b5472a)}
+    a.wd-sign-out:focus-visible {outline: 2px solid var(--st-primary-color, #b5472a); outline-offset: 1px}
     </style>""", unsafe_allow_html=True)
     st.html(f'<span id="wendao-zh"></span><script>{ZH_SCRIPT.read_text(encoding="utf-8")}</script>',
             unsafe_allow_javascript=True)

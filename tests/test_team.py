@@ -259,7 +259,8 @@ def test_sign_in_page_sets_an_httponly_cookie_and_throttles(team):
     for _ in range(auth.MAX_FAILURES):
         client.post("/auth/login", data={"name": "C", "password": "nope-nope"})
     blocked = client.post("/auth/login", data={"name": "C", "password": PASSWORD})  # even the right one
-    assert blocked.status_code == 401 and "失败次数过多" in blocked.text
+    assert blocked.status_code == 429 and "失败次数过多" in blocked.text
+    assert 0 < int(blocked.headers["retry-after"]) <= auth.FAILURE_WINDOW_S
 
 
 def test_passwords_and_keys_are_never_stored_in_clear(team, capfd):
@@ -329,7 +330,8 @@ def test_first_admin_from_the_setup_token(data_dir, monkeypatch):
     assert done.status_code == 303 and auth.COOKIE in done.headers["set-cookie"]
     assert ws.lib.store.users.find("root").admin
     again = client.post("/auth/setup", data={"token": token, "name": "x2", "password": PASSWORD})
-    assert again.status_code == 400  # one time only
+    assert again.status_code == 410 and "已经用过" in again.text  # one time only, and it says so
+    assert client.get("/auth/setup", params={"token": token}).status_code == 410
     ws.lib.close()
 
 

@@ -130,3 +130,46 @@ def test_the_share_dialog_starts_from_a_user_and_a_role_confirms_and_lists_membe
     next(b for b in owner.button if b.label == "确认移除").click().run()
     assert ws.lib.store.access.role(1, who["D"].user_id) is None
     assert any("已移除「D」" in s.value for s in owner.success)
+
+
+def test_sign_in_pages_keep_the_name_say_how_to_start_and_match_the_app(team):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from services import auth
+    from services.api import create_api
+
+    client = TestClient(create_api(), follow_redirects=False)
+    page = client.get("/auth/login")
+    assert "#b5472a" in page.text and "#2f5fd0" not in page.text  # the app's colour, not another blue
+    assert "还没有任何用户" not in page.text
+    bad = client.post("/auth/login", data={"name": "B", "password": "wrong-password"})
+    assert bad.status_code == 401 and 'value="B"' in bad.text  # the name stays; the password is typed again
+    assert 'id="password" name="password" type="password" autocomplete="current-password" required autofocus' in bad.text
+    hostile = client.post("/auth/login", data={"name": '"><script>x</script>', "password": "wrong-password"})
+    assert "<script>x" not in hostile.text and "&quot;&gt;&lt;script&gt;" in hostile.text
+    for _ in range(auth.MAX_FAILURES):
+        client.post("/auth/login", data={"name": "D", "password": "nope-nope"})
+    blocked = client.post("/auth/login", data={"name": "D", "password": PASSWORD})
+    assert blocked.status_code == 429 and blocked.headers["retry-after"].isdigit() and 'value="D"' in blocked.text
+
+
+def test_with_no_user_yet_the_sign_in_page_says_how_to_make_the_first_admin(data_dir, monkeypatch, capsys):
+    from fastapi.testclient import TestClient
+
+    from services import serving
+    from services.api import create_api
+    from services.workspace import open_workspace
+
+    monkeypatch.setenv("WENDAO_AUTH", "local")
+    ws = open_workspace(data_dir)
+    client = TestClient(create_api(), follow_redirects=False)
+    page = client.get("/auth/login")
+    assert "还没有任何用户" in page.text and "wendao user add --admin" in page.text and "/api/auth/setup?token=" in page.text
+    serving.announce_setup(ws, "127.0.0.1", 8765)
+    line = capsys.readouterr().err
+    assert "http://127.0.0.1:8765/api/auth/setup?token=" in line, line  # a full link to click, not a path
+    assert serving.setup_url("t", "::1", 80) == "http://[::1]:80/api/auth/setup?token=t"
+    assert serving.setup_url("t", "0.0.0.0", 8501, "/wd/").startswith("http://")
+    assert "0.0.0.0" not in serving.setup_url("t", "0.0.0.0", 8501) and "/wd/api/auth/setup" in serving.setup_url(
+        "t", "10.1.2.3", 8501, "wd")
+    ws.lib.close()
