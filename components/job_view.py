@@ -74,7 +74,9 @@ def running_line(job) -> None:
         line += f"（{inert(str(job.result['config']), keep_lines=False)}）"
     if job.total:
         line += f" {job.done}/{job.total} {STAGE_UNIT.get(job.stage, '')}"
-    if rate and job.stage in ("embed", "dense", "keywords", "index"):
+    if job.total and job.done >= job.total and job.status == "running":
+        line += " · 这一步已完成，正在准备下一步"  # never 「剩余约 0 秒」 under a full bar while work goes on
+    elif rate and job.stage in ("embed", "dense", "keywords", "index"):
         line += f" · {rate:.1f} 片段/秒 · 剩余{seconds_zh(eta)}"
     elif rate and eta is not None:
         line += f" · 剩余{seconds_zh(eta)}"
