@@ -23,7 +23,7 @@ input:focus{{outline:none;border-color:#b5472a;box-shadow:0 0 0 2px #b5472a33}}
 button{{margin-top:1.3rem;width:100%;padding:.6rem;border:0;border-radius:.5rem;background:#b5472a;color:#fff;
 font-size:1rem;cursor:pointer}} button:hover{{background:#9c3b22}} a{{color:#b5472a}}
 .error{{color:#b3261e;margin:.6rem 0}} .note{{color:#6b6a66;font-size:.85rem;margin-top:1rem;line-height:1.6}}
-code{{background:#f3f1ec;padding:0 .25rem;border-radius:.25rem}}</style></head><body><main>
+code{{background:#f3f1ec;padding:0 .25rem;border-radius:.25rem;white-space:nowrap}}</style></head><body><main>
 <p class="brand">问道 · 文档问答</p><h1>{title}</h1>{body}</main></body></html>"""
 NO_USERS = ('<p class="note" role="note">还没有任何用户，需要先创建第一个管理员：打开服务器启动日志里打印的一次性设置链接'
             '（<code>/api/auth/setup?token=…</code>），或在服务器上运行 <code>wendao user add --admin 名字</code>。</p>')
