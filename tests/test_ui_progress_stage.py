@@ -35,3 +35,34 @@ def test_a_finished_step_of_a_running_job_never_says_zero_seconds_left():
     lines = [m.value for m in at.markdown]
     assert "剩余约 0 秒" not in lines[0] and "这一步已完成，正在准备下一步" in lines[0], lines
     assert "**切分**" in lines[1] and "剩余" not in lines[1], lines
+
+
+def test_cancel_buttons_only_for_those_the_core_lets_cancel():
+    """A viewer may start an evaluation but not cancel jobs (the core refuses): no 取消 button for them."""
+    from streamlit.testing.v1 import AppTest
+
+    def page(role):
+        import time as t
+
+        from components.job_view import job_panel
+        from services.access import at_least
+        from services.index.repositories import Job as J
+
+        class FakeKB:  # what the panel asks of the core's KB handle
+            id = 1
+
+            def jobs(self, since=None, kinds=()):
+                now = t.time()
+                return [J(1, 1, "评测", "running", "questions", 3, 10, {}, now - 5, now - 5, now, kind="evaluate"),
+                        J(2, 1, "评测", "queued", "", 0, 0, {}, now, None, now, kind="evaluate")]
+
+            def may(self, need):
+                return at_least(role, need)
+
+        job_panel(FakeKB(), ("evaluate",), "evaluate")
+
+    for role, offered in (("viewer", False), ("editor", True)):
+        at = AppTest.from_function(page, args=(role,)).run()
+        assert not at.exception, [e.value for e in at.exception]
+        cancels = [b.label for b in at.button if b.label.startswith("取消")]
+        assert bool(cancels) == offered, (role, cancels)
