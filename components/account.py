@@ -13,6 +13,7 @@ import streamlit as st
 from components.safe_text import inert
 from services import auth, errors
 from services.access import LOCAL, ROLE_ZH, ROLES, Principal
+from services.views import SCOPE_ZH
 
 SIGN_IN = "/api/auth/login"
 SIGN_OUT = "/api/auth/logout"
@@ -81,32 +82,72 @@ def user_menu(who: Principal) -> None:
         if auth.mode() == "oidc":
             st.button("退出登录", on_click=st.logout, key="sign_out")
         else:
-            st.markdown(f'<a href="{SIGN_OUT}" target="_self">退出登录</a>', unsafe_allow_html=True)
+            # A link (only an HTTP response can clear the HttpOnly cookie) drawn as the sidebar's other buttons are.
+            st.markdown(f'<a class="wd-sign-out" href="{SIGN_OUT}" target="_self">退出登录</a>', unsafe_allow_html=True)
 
 
-@st.dialog("共享知识库", width="large")
-def share_dialog(kb, names: dict[int, str]) -> None:
-    """Members of the KB with their roles; add or change a user's role, or share with everyone."""
+EVERYONE_ZH = "所有登录用户"
+
+
+def members_line(kb) -> str:
+    """Who holds a role on the KB, in one line: 「成员：alice（所有者）、bob（查看者）」."""
+    members = kb.members()
+    return "成员：" + "、".join(f"{inert(EVERYONE_ZH if name == '所有人' else name, keep_lines=False)}"
+                              f"（{ROLE_ZH.get(role, role)}）" for name, role in members) if members else "还没有成员。"
+
+
+def _forget_share() -> None:
+    st.session_state.pop("share_open", None)
+
+
+@st.dialog("共享知识库", width="large", on_dismiss=_forget_share)
+def share_dialog(kb, names: dict[int, str], me: str = "") -> None:
+    """Members of the KB with their roles; give a user (or everyone signed in) a role, or take it away.
+    Each change is confirmed in the dialog, which stays open with the updated list."""
     st.caption("新建的知识库只有创建者能看到。查看者可以提问、检索和打开原文；编辑者还可以上传、删除、重新切分、改设置和微调；"
                "所有者还可以改名、删除、共享和管理 API 密钥。")
+    done = st.session_state.pop(f"share_done_{kb.id}", None)
+    if done:
+        st.success(done, icon=":material/check_circle:")
     members = kb.members()
     if members:
-        st.dataframe(pd.DataFrame([{"成员": name, "角色": ROLE_ZH.get(role, role)} for name, role in members]),
-                     hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame([{"成员": EVERYONE_ZH if name == "所有人" else name, "角色": ROLE_ZH.get(role, role)}
+                                   for name, role in members]), hide_index=True, width="stretch")
     with st.form(f"share_{kb.id}", border=False):
         c1, c2 = st.columns(2)
-        options = ["（所有人）", *sorted(names.values())]
-        user = c1.selectbox("用户", options, format_func=lambda n: inert(n, keep_lines=False))
-        role = c2.selectbox("角色", ["", *ROLES], format_func=lambda r: ROLE_ZH.get(r, "移除共享"))
-        if st.form_submit_button("保存", type="primary"):
+        options = [n for n in sorted(names.values()) if n != me] + [EVERYONE_ZH]
+        user = c1.selectbox("共享给", options, format_func=lambda n: inert(n, keep_lines=False), key=f"share_user_{kb.id}",
+                            help=f"「{EVERYONE_ZH}」：团队里每个已登录的人")
+        role = c2.selectbox("角色", list(ROLES), format_func=ROLE_ZH.get, key=f"share_role_{kb.id}")
+        if st.form_submit_button("共享", type="primary"):
             try:
-                kb.share(None if user == "（所有人）" else user, role)
+                kb.share(None if user == EVERYONE_ZH else user, role)
+                st.session_state[f"share_done_{kb.id}"] = f"已共享给「{inert(user, keep_lines=False)}」，角色：{ROLE_ZH[role]}。"
                 st.rerun()
             except errors.WendaoError as exc:
                 st.error(exc.message_zh)
-
-
-SCOPE_ZH = {"read": "只读", "write": "读写"}
+    removable = [name for name, _ in members if name != me]
+    if removable:
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        gone = c1.selectbox("移除成员", removable, key=f"share_remove_{kb.id}",
+                            format_func=lambda n: inert(EVERYONE_ZH if n == "所有人" else n, keep_lines=False))
+        if c2.button("移除", key=f"share_remove_go_{kb.id}", width="stretch"):
+            st.session_state[f"share_confirm_{kb.id}"] = gone
+        if st.session_state.get(f"share_confirm_{kb.id}") == gone:
+            shown = inert(EVERYONE_ZH if gone == "所有人" else gone, keep_lines=False)
+            st.warning(f"确定移除「{shown}」？对方将不能再打开这个知识库（其 API 密钥随之失效）。")
+            y, n = st.columns(2)
+            if y.button("确认移除", type="primary", key=f"share_remove_yes_{kb.id}", width="stretch"):
+                try:
+                    kb.share(None if gone == "所有人" else gone, "")
+                    st.session_state.pop(f"share_confirm_{kb.id}", None)
+                    st.session_state[f"share_done_{kb.id}"] = f"已移除「{shown}」。"
+                    st.rerun()
+                except errors.WendaoError as exc:
+                    st.error(exc.message_zh)
+            if n.button("取消", key=f"share_remove_no_{kb.id}", width="stretch"):
+                st.session_state.pop(f"share_confirm_{kb.id}", None)
+                st.rerun()
 
 
 def keys_panel(kb) -> None:

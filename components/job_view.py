@@ -74,7 +74,9 @@ def running_line(job) -> None:
         line += f"（{inert(str(job.result['config']), keep_lines=False)}）"
     if job.total:
         line += f" {job.done}/{job.total} {STAGE_UNIT.get(job.stage, '')}"
-    if rate and job.stage in ("embed", "dense", "keywords", "index"):
+    if job.total and job.done >= job.total and job.status == "running":
+        line += " · 这一步已完成，正在准备下一步"  # never 「剩余约 0 秒」 under a full bar while work goes on
+    elif rate and job.stage in ("embed", "dense", "keywords", "index"):
         line += f" · {rate:.1f} 片段/秒 · 剩余{seconds_zh(eta)}"
     elif rate and eta is not None:
         line += f" · 剩余{seconds_zh(eta)}"
@@ -272,13 +274,13 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
                 st.caption(batch_line(jobs, current, queued, done))
             for job in current:
                 (running or running_line)(job)
-                if job.kind in CANCELLABLE_WHILE_RUNNING and job.status == "running" \
+                if job.kind in CANCELLABLE_WHILE_RUNNING and job.status == "running" and kb.may("editor") \
                         and st.button(f"取消{KIND_ZH.get(job.kind, '')}", key=f"cancel_{key}_{job.id}"):
                     _cancel(kb, [job])
             if queued:
                 st.markdown("等待中：" + "、".join(f"「{_name(j)}」" for j in queued))
                 label = "取消等待中的文件" if all(j.kind in FILE_KINDS for j in queued) else "取消等待中的任务"
-                if st.button(label, key=f"cancel_queued_{key}_{kb.id}"):
+                if kb.may("editor") and st.button(label, key=f"cancel_queued_{key}_{kb.id}"):  # the core's rule
                     _cancel(kb, queued)
             for job in done:
                 (finished or RENDERERS.get(job.kind, generic_finished))(job)

@@ -39,7 +39,8 @@ def reranker_section(kb) -> None:
         st.markdown(estimate_line(kb.finetune_estimate(settings, kind="reranker")),
                     help="包括出题、训练，以及训练前后在检验题上的比较（训练后要用新的重排模型给每道题的候选逐条打分，也要花不少时间）。"
                          "2 核 CPU 上每步训练约 8 秒，每道检验题约 3 秒。")
-        start = st.button("开始训练重排模型", type="primary", key=key("start"))
+        start = st.button("开始训练重排模型", type="primary", key=key("start"), disabled=not kb.may("editor"),
+                          help=kb.role_note("editor") or None)
     if start:
         try:
             new_batch(kb, (KIND,), "rerank")

@@ -18,6 +18,7 @@ from services.workspace import open_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
-announce_setup(open_workspace())
+announce_setup(open_workspace(), str(st.get_option("server.address") or ""), int(st.get_option("server.port") or 8501),
+               str(st.get_option("server.baseUrlPath") or ""))  # the setup link as a full URL on this server
 app = st.App(str(ROOT / "app.py"), routes=[Mount("/api", app=create_api())],
              middleware=[Middleware(GuardMiddleware), Middleware(SignInMiddleware), Middleware(PageLanguageMiddleware)])

@@ -88,6 +88,11 @@ def inject_css() -> None:
     mark {padding: 0 .1rem; border-radius: 2px}
     [data-testid="stElementContainer"]:has(#wendao-zh) {display: none}
     [data-testid="stFileChipName"] {white-space: normal; overflow-wrap: anywhere; line-height: 1.3}
+    a.wd-sign-out, a.wd-sign-out:visited {display: inline-flex; align-items: center; justify-content: center;
+        min-height: 2.5rem; padding: .25rem .75rem; border: 1px solid rgba(49, 51, 63, .2); border-radius: .5rem;
+        background: #fff; color: inherit; text-decoration: none; font-size: 1rem; line-height: 1.6}
+    a.wd-sign-out:hover {border-color: var(--st-primary-color, #b5472a); color: var(--st-primary-color, #b5472a)}
+    a.wd-sign-out:focus-visible {outline: 2px solid var(--st-primary-color, #b5472a); outline-offset: 1px}
     </style>""", unsafe_allow_html=True)
     st.html(f'<span id="wendao-zh"></span><script>{ZH_SCRIPT.read_text(encoding="utf-8")}</script>',
             unsafe_allow_javascript=True)
@@ -96,7 +101,15 @@ def inject_css() -> None:
 STRATEGY_ZH = {"fixed": "固定长度", "sentence": "按句子", "window": "滑动窗口"}
 
 
-def chunking_form(prefix: str, config: ChunkingConfig) -> ChunkingConfig | None:
+def config_zh(config: ChunkingConfig) -> str:
+    """Chunking settings in a few words, as the form names them: 「按句子 · 片段长度 300 字符 · 重叠 50」."""
+    if config.strategy == "window":
+        return f"{STRATEGY_ZH['window']} · 窗口 {config.window} 句 · 步长 {config.stride}"
+    unit = "个模型的词" if config.unit == "tokens" else "字符"
+    return f"{STRATEGY_ZH.get(config.strategy, config.strategy)} · 片段长度 {config.chunk_size} {unit} · 重叠 {config.overlap}"
+
+
+def chunking_form(prefix: str, config: ChunkingConfig, disabled: bool = False) -> ChunkingConfig | None:
     """Chunking controls (the one form used by the library and the settings page); returns a
     valid config or None (with a Chinese message).
 
@@ -105,16 +118,16 @@ def chunking_form(prefix: str, config: ChunkingConfig) -> ChunkingConfig | None:
     """
     c1, c2, c3, c4 = st.columns(4)
     strategy = c1.selectbox("切分方式", STRATEGIES, index=STRATEGIES.index(config.strategy),
-                            format_func=STRATEGY_ZH.get, key=f"{prefix}_strategy")
+                            format_func=STRATEGY_ZH.get, key=f"{prefix}_strategy", disabled=disabled)
     if strategy == "window":
-        window = c2.number_input("窗口句数 W", 1, 50, config.window, key=f"{prefix}_window")
-        stride = c3.number_input("步长 S", 1, 50, min(config.stride, window), key=f"{prefix}_stride")
+        window = c2.number_input("窗口句数 W", 1, 50, config.window, key=f"{prefix}_window", disabled=disabled)
+        stride = c3.number_input("步长 S", 1, 50, min(config.stride, window), key=f"{prefix}_stride", disabled=disabled)
         size, overlap, unit = config.chunk_size, config.overlap, "chars"
     else:
-        size = c2.number_input("片段长度 N（字符）", 20, 4000, config.chunk_size, step=10, key=f"{prefix}_size")
-        overlap = c3.number_input("重叠 M（字符）", 0, 2000, config.overlap, step=10, key=f"{prefix}_overlap")
+        size = c2.number_input("片段长度 N（字符）", 20, 4000, config.chunk_size, step=10, key=f"{prefix}_size", disabled=disabled)
+        overlap = c3.number_input("重叠 M（字符）", 0, 2000, config.overlap, step=10, key=f"{prefix}_overlap", disabled=disabled)
         unit = c4.selectbox("长度单位", ("chars", "tokens"), index=("chars", "tokens").index(config.unit),
-                            format_func={"chars": "字符", "tokens": "模型的词"}.get, key=f"{prefix}_unit",
+                            format_func={"chars": "字符", "tokens": "模型的词"}.get, key=f"{prefix}_unit", disabled=disabled,
                             help="字符：按字数计。模型的词：按向量模型切词后的单位（token）计，"
                                  "一个汉字约算一个，一个英文单词常算一到三个。") \
             if strategy == "sentence" else "chars"

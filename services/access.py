@@ -49,6 +49,19 @@ class Principal:
 LOCAL = Principal("local", name="local", admin=True)
 
 
+LIMIT_ZH = {"viewer": "你在此知识库中是查看者，只能提问和查看。",
+            "editor": "你在此知识库中是编辑者：改名、删除、共享、API 密钥和大模型接口由所有者管理。"}
+
+
+def limit_zh(role: str | None, need: str) -> str:
+    """Why a principal with `role` does not see the controls needing `need`, in one Chinese line."""
+    if role == "viewer" and need != "viewer":
+        return LIMIT_ZH["viewer"]
+    if role == "editor" and need == "owner":
+        return LIMIT_ZH["editor"]
+    return f"你在此知识库中是{ROLE_ZH.get(role or '', '访客')}，不能{NEED_ZH[need]}它。"
+
+
 def at_least(role: str | None, need: str) -> bool:
     return role is not None and ROLES.index(role) >= ROLES.index(need)
 

@@ -220,12 +220,26 @@ class PageLanguageMiddleware:
         await self.app(scope, receive, rewrite)
 
 
-def announce_setup(ws) -> None:
-    """In team mode with no user yet, print a one-time token for creating the first admin in the browser."""
+def setup_url(token: str, address: str = "127.0.0.1", port: int = 8501, base_path: str = "") -> str:
+    """The full address of the first-admin setup page, as a browser on this machine (loopback) or on the
+    network (a server bound to all interfaces: this machine's name) would open it."""
+    host = address or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname() or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    base = "/" + base_path.strip("/") if base_path.strip("/") else ""
+    return f"http://{host}:{port}{base}/api/auth/setup?token={token}"
+
+
+def announce_setup(ws, address: str = "", port: int = 8501, base_path: str = "") -> None:
+    """In team mode with no user yet, print a one-time link for creating the first admin in the browser:
+    a full URL on the address and port the server listens on (WENDAO_SERVE_ADDRESS when `address` is "")."""
     if auth.mode() == "local":
         token = auth.setup_token(ws.lib.store)
         if token:
-            print(f"[问道] 还没有任何用户。用这个一次性令牌在浏览器中创建第一个管理员：/api/auth/setup?token={token}"
+            url = setup_url(token, address or os.environ.get("WENDAO_SERVE_ADDRESS", "127.0.0.1"), port, base_path)
+            print(f"[问道] 还没有任何用户。在浏览器中打开这个一次性链接创建第一个管理员：{url}"
                   "（或运行 wendao user add --admin 名字）", file=sys.stderr, flush=True)
 
 

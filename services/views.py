@@ -5,6 +5,7 @@ config and errors)."""
 from __future__ import annotations
 
 from services.answers.citations import parse_markers
+from services.audit_words import SCOPE_ZH, action_zh, detail_zh
 from services.config import LLMSettings, RetrievalSettings, redact_url, restore_redacted
 from services.documents.chunking import STRATEGIES, Chunk, ChunkingConfig
 from services.documents.doctypes import MIB, format_mb, format_size, page_for_offset, page_ranges
@@ -35,5 +36,5 @@ __all__ = [
     "format_size",
     "page_for_offset", "page_label", "page_ranges", "parse_markers", "parse_questions", "redact_url", "reranker_models", "resolve",
     "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
-    "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows", "QUESTION_LIMIT",
+    "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows", "QUESTION_LIMIT", "SCOPE_ZH", "action_zh", "detail_zh",
 ]

@@ -392,6 +392,20 @@ class KB:
     def _audit(self, action: str, detail: str = "") -> None:
         self.session.audit(action, self.name, detail)
 
+    # --- what the principal may do (for pages to hide or disable controls; every use case still checks) ---
+    def may(self, need: str) -> bool:
+        """Whether the principal's role on this KB is at least `need` ("viewer", "editor", "owner"):
+        pages hide or disable the controls of what they could not do. The use cases decide on their own
+        (access.require), so a page that showed a control anyway is still refused."""
+        return access.at_least(self.role, need)
+
+    def role_note(self, need: str = "editor") -> str:
+        """One line for a page that hides the controls needing `need`, saying why ("" when the principal
+        may use them): 「你在此知识库中是查看者，只能提问和查看。」"""
+        if self.may(need):
+            return ""
+        return access.limit_zh(self.role, need)
+
     def refresh(self) -> "KB":
         """The same KB with its row read again (settings changed by another session)."""
         self.row = self.store.get_kb(self.row.id)

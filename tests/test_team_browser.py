@@ -56,7 +56,14 @@ def test_sign_in_upload_ask_sign_out_and_privacy(server, tmp_path):
         alice.get_by_label("密码").fill("wrong-password")
         alice.get_by_role("button", name="登录").click()
         alice.get_by_text("用户名或密码不正确").wait_for()
+        assert alice.get_by_label("用户名").input_value() == "alice"  # kept: only the password is typed again
+        assert alice.get_by_label("密码").input_value() == ""
+        alice.screenshot(path="/tmp/team-login-wrong.png")
         sign_in(alice, url, "alice")
+        # 退出登录 is drawn like the sidebar's buttons (it was a blue underlined link)
+        look = alice.locator("a.wd-sign-out").evaluate(
+            "e => {const s = getComputedStyle(e); return [s.textDecorationLine, s.borderTopStyle, s.color, e.offsetHeight]}")
+        assert look[0] == "none" and look[1] == "solid" and look[2] != "rgb(0, 0, 238)" and look[3] >= 36, look
         alice.goto(url + "/library")
         wait_idle(alice)
         alice.get_by_label("知识库名称").fill("爱丽丝的资料")

@@ -127,9 +127,21 @@
   }
   const ATTRIBUTES = ["aria-label", "title", "placeholder", "alt"];
   const SKIP = new Set(["SCRIPT", "STYLE", "TEXTAREA", "CODE", "PRE"]);
+  // A chip's size ("0.6KB", "43.0B") written as the document table writes it (services.documents.doctypes.
+  // format_size: "0.6 KB", "43 B"), so the two read the same.
+  const CHIP_SIZE = /^(\d+(?:\.\d+)?)(B|KB|MB|GB)$/;
+  function chipSize(node, parent) {
+    if (!parent.closest("[data-testid='stFileChip']") || parent.closest("[data-testid='stFileChipName']")) return false;
+    const m = CHIP_SIZE.exec(node.nodeValue.trim());
+    if (!m) return false;
+    const shown = m[2] === "B" ? String(Math.round(Number(m[1]))) + " B" : m[1] + " " + m[2];
+    if (node.nodeValue !== shown) node.nodeValue = shown;
+    return true;
+  }
   function fixText(node) {
     const parent = node.parentElement;
     if (!parent || SKIP.has(parent.tagName) || parent.isContentEditable) return;
+    if (chipSize(node, parent)) return;
     // documents' text and names: passages, answers, chips, the tables' cells (what screen readers read)
     if (parent.closest(".wendao-passage, [data-testid='stChatMessage'] .stMarkdown, [data-testid='stFileChipName'], "
                        + "[data-testid='stDataFrame'] td")) return;

@@ -9,6 +9,7 @@ import streamlit as st
 from components.safe_text import inert
 from components.state import session, show_error
 from services import errors
+from services.views import SCOPE_ZH, action_zh, detail_zh
 
 me = session()
 st.title("管理")
@@ -64,14 +65,36 @@ with tab_users:
 with tab_keys:
     names = {k.id: k.name for k in me.kbs()}
     keys = me.all_keys()
+    flash = st.session_state.pop("admin_key_flash", None)
+    if flash:
+        st.success(flash, icon=":material/check_circle:")
     if not keys:
         st.caption("还没有 API 密钥。在「文档库」页的知识库管理中为某个知识库创建。")
     else:
         st.dataframe(pd.DataFrame([{"编号": k.id, "前缀": k.prefix + "…", "知识库": names.get(k.kb_id, k.kb_id),
-                                    "权限": k.scope, "备注": k.name, "创建者": k.created_by, "创建时间": when(k.created_at),
-                                    "最近使用": when(k.last_used), "状态": "已吊销" if k.revoked_at else "有效"}
+                                    "权限": SCOPE_ZH.get(k.scope, k.scope), "备注": k.name, "创建者": k.created_by,
+                                    "创建时间": when(k.created_at), "最近使用": when(k.last_used),
+                                    "状态": "已吊销" if k.revoked_at else "有效"}
                                    for k in keys]), hide_index=True, width="stretch")
+        active = [k for k in keys if not k.revoked_at]
+        if active:
+            c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+            picked = c1.selectbox("吊销密钥", [k.id for k in active], key="admin_revoke_pick",
+                                  format_func=lambda i: next(
+                                      f"#{k.id} {k.prefix}… · {inert(str(names.get(k.kb_id, k.kb_id)), keep_lines=False)} · "
+                                      f"{SCOPE_ZH.get(k.scope, k.scope)}" + (f" · {inert(k.name, keep_lines=False)}" if k.name else "")
+                                      for k in active if k.id == i),
+                                  help="吊销后这个密钥立即失效，不能恢复；用它的程序需要换新密钥。")
+            if c2.button("吊销", key="admin_revoke", width="stretch"):
+                key = next(k for k in active if k.id == picked)
+                try:  # the same use case as the library's key panel (the core checks the role)
+                    me.kb(key.kb_id, "owner").revoke_key(key.id)
+                    st.session_state["admin_key_flash"] = f"已吊销密钥 #{key.id}（{key.prefix}…）。"
+                    st.rerun()
+                except errors.WendaoError as exc:
+                    show_error(exc)
 with tab_audit:
     events = me.audit_log()
-    st.dataframe(pd.DataFrame([{"时间": when(e.at), "谁": e.actor, "操作": e.action, "对象": e.target, "详情": e.detail,
-                                "来源地址": e.address} for e in events]), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame([{"时间": when(e.at), "谁": e.actor, "操作": action_zh(e.action), "对象": e.target,
+                                "详情": detail_zh(e.action, e.detail), "来源地址": e.address} for e in events]),
+                 hide_index=True, width="stretch")

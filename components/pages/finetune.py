@@ -41,6 +41,9 @@ st.caption("用当前知识库自己的文档训练向量模型，让它更懂�
            "再从其他文档里找出容易混淆的段落，让模型学会区分；训练后用没参加训练的文档出的题比较前后的检索效果"
            "（知识库在评测页保存了问题集时以这些问题为准），变好了才提供切换。"
            "训练在后台进行，可以离开本页，稍后回来查看。", help=HOW_IT_WORKS)
+locked = not kb.may("editor")  # the core says who may train; a viewer sees the results only
+if locked:
+    st.info(kb.role_note("editor"), icon=":material/visibility:")
 
 
 def key(name: str) -> str:
@@ -79,8 +82,9 @@ with st.container(border=True):  # plain widgets (no form): the estimate follows
     st.markdown(estimate_line(kb.finetune_estimate(settings))
                 + ("（不含大模型出题的时间）" if use_llm else ""))
     busy = jobs_running(kb, ("finetune",))  # running or being cancelled: one run at a time
-    start = st.button("开始微调", type="primary", key=key("start"), disabled=busy,
-                      help="这个知识库已有一个微调任务在进行（或正在取消），结束后才能开始新的" if busy else None)
+    start = st.button("开始微调", type="primary", key=key("start"), disabled=busy or locked,
+                      help="这个知识库已有一个微调任务在进行（或正在取消），结束后才能开始新的" if busy
+                      else kb.role_note("editor") or None)
 if start:
     if jobs_running(kb, ("finetune",)):
         st.warning("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
@@ -231,13 +235,13 @@ if mine:
     if current == card["path"]:
         st.info(f"知识库正在使用微调模型「{card['name']}」。")
         if base and st.button(f"切换回原模型「{inert(base, keep_lines=False)}」并重新向量化", key=key("switch_back"),
-                              disabled=switching):
+                              disabled=switching or locked):
             switch_to(base)
     elif card.get("better"):
         st.success("微调后的模型在本知识库的问题集上更好（向量检索的名次得分提高，混合检索的没有下降）。"
                    if card.get("better_on") == "questions" else "微调后的模型在检验题上更好（向量检索的名次得分提高）。")
         if st.button(f"切换到微调模型「{card['name']}」并重新向量化", type="primary", key=key("switch"),
-                     disabled=switching):
+                     disabled=switching or locked):
             switch_to(card["path"])
     else:
         where = "本知识库的问题集" if card.get("better_on") == "questions" else "检验题"

@@ -11,10 +11,10 @@ import streamlit as st
 from components.ingest_view import dismiss_finished_uploads, upload_panel, upload_section
 from components.job_view import job_panel, new_batch
 from components.safe_text import inert, inert_name
-from components.account import keys_panel, share_dialog
+from components.account import keys_panel, members_line, share_dialog
 from components.state import create_kb, current_kb, session, show_error, without_paths
 from components.widgets import (PRIMARY, SHOWN_CHARS, STRATEGY_ZH, WRAP_ROW_HEIGHT, chunk_boundaries_html, chunking_form,
-                                passage_box, shown_text)
+                                config_zh, passage_box, shown_text)
 from components.words import SPAN_HELP, span_zh
 from services.views import (OPTIMIZE_FROM_CHUNKS, ChunkingConfig, display_name, format_size, page_label,
                            page_ranges)
@@ -68,53 +68,62 @@ if kb is None:
     st.stop()
 
 st.subheader(f"知识库：{inert(kb.name, keep_lines=False)}", anchor=False)  # no anchor derived from the name
+can_edit = kb.may("editor")  # the core says what this principal may do; controls they could not use are hidden
+if note := kb.role_note("editor"):
+    st.info(note, icon=":material/visibility:")
 
 
-# --- rename / delete the knowledge base ---------------------------------------------------------
-with st.expander("重命名或删除知识库"):
-    with st.form(f"rename_kb_{kb.id}", clear_on_submit=True, border=False):
-        new_name = st.text_input("新名称", placeholder=kb.name)
-        if st.form_submit_button("重命名"):
-            try:
-                kb.rename(new_name)
-                st.rerun()
-            except Exception as exc:
-                show_error(exc)
-    if st.button("删除知识库", icon=":material/delete_forever:", key=f"delete_kb_{kb.id}"):
-        st.session_state["confirm_delete_kb"] = kb.id
-    if st.session_state.get("confirm_delete_kb") == kb.id:
-        st.warning(deletion_warning(kb))
-        c1, c2 = st.columns(2)
-        if c1.button("确认删除知识库", type="primary", key=f"delete_kb_yes_{kb.id}"):
-            try:
-                kb.delete()
+# --- rename / delete the knowledge base (owners) ----------------------------------------------------
+if kb.may("owner"):
+    with st.expander("重命名或删除知识库"):
+        with st.form(f"rename_kb_{kb.id}", clear_on_submit=True, border=False):
+            new_name = st.text_input("新名称", placeholder=kb.name)
+            if st.form_submit_button("重命名"):
+                try:
+                    kb.rename(new_name)
+                    st.rerun()
+                except Exception as exc:
+                    show_error(exc)
+        if st.button("删除知识库", icon=":material/delete_forever:", key=f"delete_kb_{kb.id}"):
+            st.session_state["confirm_delete_kb"] = kb.id
+        if st.session_state.get("confirm_delete_kb") == kb.id:
+            st.warning(deletion_warning(kb))
+            c1, c2 = st.columns(2)
+            if c1.button("确认删除知识库", type="primary", key=f"delete_kb_yes_{kb.id}"):
+                try:
+                    kb.delete()
+                    st.session_state.pop("confirm_delete_kb", None)
+                    st.session_state.pop("kb_id", None)
+                    st.session_state.get("open_conv", {}).pop(kb.id, None)
+                    st.session_state["flash_kb"] = f"已删除知识库「{inert(kb.name, keep_lines=False)}」"
+                    st.rerun()
+                except Exception as exc:
+                    show_error(exc)
+            if c2.button("取消", key=f"delete_kb_no_{kb.id}"):
                 st.session_state.pop("confirm_delete_kb", None)
-                st.session_state.pop("kb_id", None)
-                st.session_state.get("open_conv", {}).pop(kb.id, None)
-                st.session_state["flash_kb"] = f"已删除知识库「{inert(kb.name, keep_lines=False)}」"
                 st.rerun()
-            except Exception as exc:
-                show_error(exc)
-        if c2.button("取消", key=f"delete_kb_no_{kb.id}"):
-            st.session_state.pop("confirm_delete_kb", None)
-            st.rerun()
 
 
 # --- sharing and API keys (owners; team mode) ----------------------------------------------------
-if kb.role == "owner" and session().who.kind == "user":
+if kb.may("owner") and session().who.kind == "user":
     with st.expander("共享与 API 密钥"):
-        if st.button("共享给其他人…", icon=":material/group_add:", key=f"share_{kb.id}"):
-            share_dialog(kb, session().user_names())
+        c1, c2 = st.columns([3, 1], vertical_alignment="center")
+        c1.caption(members_line(kb))
+        if c2.button("共享给其他人…", icon=":material/group_add:", key=f"share_{kb.id}", width="stretch"):
+            st.session_state["share_open"] = kb.id
+        if st.session_state.get("share_open") == kb.id:  # kept open through its own reruns until closed
+            share_dialog(kb, session().user_names(), session().who.name)
         keys_panel(kb)
-elif kb.role == "owner":
+elif kb.may("owner"):
     with st.expander("API 密钥（供其他程序调用这个知识库）"):
         keys_panel(kb)
 
 
-# --- upload (queued for the background worker) and its progress ----------------------------------
-st.markdown("#### 上传文档")
-config = chunking_form(f"upload_{kb.id}", kb.chunking_config())  # keys scoped per KB
-upload_section(kb, config)
+# --- upload (queued for the background worker) and its progress (editors) ---------------------------
+if can_edit:
+    st.markdown("#### 上传文档")
+    config = chunking_form(f"upload_{kb.id}", kb.chunking_config())  # keys scoped per KB
+    upload_section(kb, config)
 upload_panel(kb)
 
 
@@ -172,13 +181,16 @@ table = pd.DataFrame([{
     "说明": without_paths(d.error or "") or ("跳过" + page_ranges(d.skipped_pages) if d.skipped_pages else "")
     or ("向量计算中，暂可按关键词检索" if d.dense_state == "pending" else ""),
 } for d in docs])
-picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+picked_rows = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun" if can_edit else "ignore",
+                           selection_mode="multi-row",
                            column_config={"页数": st.column_config.TextColumn(
                                help="PDF 的页数、PPTX 的幻灯片数、XLSX 的工作表数；其他格式没有页（—）"),
                                "大小": st.column_config.TextColumn(
                                    help=f"1 KB = {size_unit} 字节，与上传框里文件旁显示的大小一致")},
-                           key=f"doc_table_{kb.id}_{len(docs)}").selection.rows
-st.caption("要删除文档：勾选表格左侧的方框（可多选），再点下方出现的「删除选中的文档」。")
+                           key=f"doc_table_{kb.id}_{len(docs)}")
+picked_rows = picked_rows.selection.rows if can_edit else []
+if can_edit:
+    st.caption("要删除文档：勾选表格左侧的方框（可多选），再点下方出现的「删除选中的文档」。")
 chosen_rows = [docs[i] for i in picked_rows if i < len(docs)]
 if chosen_rows:
     names_shown = "、".join(f"「{inert(display_name(d.filename), keep_lines=False)}」" for d in chosen_rows[:5]) \
@@ -188,7 +200,7 @@ if chosen_rows:
     if st.session_state.get("confirm_delete_rows") == (kb.id, [d.id for d in chosen_rows]):
         confirm_rows_delete(chosen_rows, names_shown)
 
-if kb.info().chunks >= OPTIMIZE_FROM_CHUNKS and st.button(
+if can_edit and kb.info().chunks >= OPTIMIZE_FROM_CHUNKS and st.button(
         "优化索引", icon=":material/speed:", key=f"optimize_{kb.id}",
         help="大知识库（2 万片段以上）为向量索引建立近邻图（HNSW），向量检索约快一倍；10 万片段约需 1 分钟（在后台进行）"):
     start(kb.optimize)
@@ -212,28 +224,23 @@ with st.expander("索引维护（核对 / 重建）"):
                          f"孤立 {report['indexes']['dense']['orphans']} 个；请点“重建索引”。")
         except Exception as exc:
             show_error(exc)
-    if m2.button("重建索引", icon=":material/build:", width="stretch", key=f"reindex_{kb.id}",
-                 help="在后台进行：可以离开本页，进度在下方显示"):
+    if m2.button("重建索引", icon=":material/build:", width="stretch", key=f"reindex_{kb.id}", disabled=not can_edit,
+                 help="在后台进行：可以离开本页，进度在下方显示" if can_edit else kb.role_note("editor")):
         start(kb.reindex)
 
 names = {d.id: display_name(d.filename) for d in docs}
 doc_id = st.selectbox("查看或调整的文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}",
-                      help="下方的「参与检索」、重新切分和切分预览都针对这里选的文档。删除文档请在上方表格中勾选。")
+                      help="下方的「参与检索」、切分预览和重新切分都针对这里选的文档。删除文档请在上方表格中勾选。")
 chosen = next(d for d in docs if d.id == doc_id)
-with st.container(horizontal=True, vertical_alignment="center", gap="medium"):  # each control as wide as its words
-    enabled = st.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{doc_id}",
-                        help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
-    rechunk = st.button("按上方的切分设置重新切分", icon=":material/refresh:", disabled=config is None,
-                        key=f"rechunk_doc_{kb.id}", help="用「上传文档」处的切分方式重新切分这个文档（在后台进行）")
-if enabled != chosen.enabled:
+enabled = st.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{doc_id}", disabled=not can_edit,
+                    help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
+if enabled != chosen.enabled and can_edit:
     try:
         kb.set_enabled(doc_id, enabled)
         st.toast(f"{'已启用' if enabled else '已停用'} {inert_name(chosen.filename)}")
         st.rerun()
     except Exception as exc:
         show_error(exc)
-if rechunk and config:
-    start(lambda: kb.rechunk(doc_id, config))
 job_panel(kb, MAINTENANCE_KINDS, "maintenance")
 
 # --- chunk preview --------------------------------------------------------------------------------
@@ -249,14 +256,23 @@ def length_histogram(lengths: list[int]) -> alt.Chart:
 
 
 st.markdown("#### 切分预览")
-st.caption("换一种设置看看这个文档会被怎样切分（仅预览，不改索引）。满意的话，在「上传文档」处选同样的设置，"
-           "再点上方的「按上方的切分设置重新切分」。")
+st.caption("换一种设置看看这个文档会被怎样切分（仅预览，不改索引）。"
+           + ("满意的话，点下方的「按这些设置重新切分」，索引就改用这里的设置。" if can_edit else ""))
 selected = next(d for d in docs if d.id == doc_id)
 try:  # start from the settings this document was chunked with
     current = ChunkingConfig(**{k: v for k, v in selected.chunking.items() if k in ChunkingConfig.__dataclass_fields__})
 except (TypeError, ValueError):
     current = ChunkingConfig()
 preview_config = chunking_form(f"preview_{kb.id}_{doc_id}", current)
+if can_edit and preview_config:
+    with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
+        rechunk = st.button("按这些设置重新切分", icon=":material/refresh:", key=f"rechunk_doc_{kb.id}",
+                            help="用上面这组切分设置（与下方预览相同）重新切分这个文档，在后台进行；"
+                                 "其他文档和之后上传的文档不受影响。")
+        st.caption(f"将使用：{config_zh(preview_config)}"
+                   + ("（与这个文档现在的切分相同）" if preview_config == current else ""))
+    if rechunk:
+        start(lambda: kb.rechunk(doc_id, preview_config))
 if preview_config:
     text, chunks = kb.chunk_preview(doc_id, preview_config)
     lengths = [len(c.text) for c in chunks]

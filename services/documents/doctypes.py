@@ -81,18 +81,22 @@ def format_mb(size: int) -> str:
 
 
 def format_size(size: int, base: int = 1000) -> str:
-    """A file's size for people: bytes under 1 KB ("43 B"), then KB / MB / GB with one decimal
-    ("1.5 KB"). `base` 1000 is what Streamlit's uploader chips use (its frontend's file-size helper:
-    1000 everywhere but on Windows, where it uses 1024 like Explorer), so the document table shows the
-    number the chip showed for the same file."""
-    if size < base:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KB", "MB", "GB"):
+    """A file's size for people, as Streamlit's uploader chips write it (its frontend's file-size helper),
+    so the document table shows what the chip showed for the same file: bytes up to half a KB ("43 B"),
+    then the next unit as soon as the number passes half of it ("643 B" is "0.6 KB", "558,200 B" is
+    "0.6 MB"), with one decimal rounded half up as JavaScript's toFixed does. `base` 1000 is what the
+    chips count everywhere but on Windows (1024, like Explorer). components/assets/zh.js writes the
+    chip's "0.6KB" / "43.0B" with the same spacing ("0.6 KB", "43 B")."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    value, unit = float(size), 0
+    while unit < 3 and value > base / 2:
         value /= base
-        if round(value, 1) < base or unit == "GB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
+        unit += 1
+    if unit == 0:
+        return f"{size} B"
+    shown = Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)  # the float's exact value
+    return f"{shown} {('B', 'KB', 'MB', 'GB')[unit]}"
 
 
 def check_size(size: int) -> None:

@@ -227,6 +227,7 @@ def _prepare(lib, kb, doc: ParsedDocument, config, progress, timer, need_vectors
             raise
         embedder, embedder_error = None, exc
     with timer("chunk"):
+        progress("chunk", 0, 0)  # says 切分 from now on (loading the tokenizer can take seconds), not a finished 解析 1/1
         count = (embedder.count_tokens if embedder is not None else estimate_tokens) if config.unit == "tokens" else None
         chunks = chunk_text(doc.text, config, doc.page_at, count)
         if not chunks:
