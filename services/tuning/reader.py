@@ -5,6 +5,7 @@ with a passage and marks the answer in it, initialised from the bundled multilin
                                      [--sources cail2019_dev,cmrc2018_trial,drcd_dev] [--json]
                                      [--source-questions cail2019_dev=2400,drcd_dev=1800,cmrc2018_trial=400]
                                      [--set layers=6,max_length=256,epochs=2] [--no-bench-exclusion] [--evaluate-only]
+                                     [--exclude-answerability-split]
 
 Model: the bottom `layers` transformer layers of the bundled e5-small (converted to torch by
 services.index.torch_e5) with a start/end head (a linear layer, 2 logits per token), trained with
@@ -111,6 +112,19 @@ def bench_heldout(bench: Path = BENCH) -> dict[str, set[str]]:
     for key, questions in sets.values():
         out.setdefault(key, set()).update(q.doc_name for q in questions)
     return out
+
+
+def answerability_evaluation(data_root: Path) -> dict[str, set[str]]:
+    """{source: document names} of the answerability check's dev and held-out documents of the set it is
+    evaluated on (services.tuning.answerability's seeded split, default settings): a reader whose
+    no-answer score feeds the check's combiner (fitted on the dev documents, reported on the held-out
+    ones) must not have read them."""
+    from services.tuning.answerability import AnswerabilitySettings, split_documents
+
+    settings = AnswerabilitySettings()
+    corpus = Corpus(data_root / settings.evaluate_on, settings.evaluate_on)
+    parts = split_documents(corpus, settings)
+    return {settings.evaluate_on: parts["dev"] | parts["heldout"]}
 
 
 # --- examples ------------------------------------------------------------------------------------
@@ -450,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=None, help="starting model folder (default: the bundled multilingual-e5-small)")
     parser.add_argument("--no-bench-exclusion", action="store_true",
                         help="do not leave out the questions bench/pinpoint.py and bench/answers.py evaluate on")
+    parser.add_argument("--exclude-answerability-split", action="store_true",
+                        help="also leave out the answerability check's dev and held-out documents (a reader whose "
+                             "no-answer score the check's combiner uses)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="choose the thresholds of the reader already at --out again (no training)")
     parser.add_argument("--json", action="store_true")
@@ -459,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     settings.source_questions.update({k: int(v) for k, v in (item.split("=") for item in args.source_questions.split(",")
                                                              if item)})
     exclude = {} if args.no_bench_exclusion or not (BENCH / "pinpoint.py").is_file() else bench_heldout()
+    if args.exclude_answerability_split:
+        for source, docs in answerability_evaluation(Path(args.data)).items():
+            exclude[source] = exclude.get(source, set()) | docs
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     if args.evaluate_only:
         card = evaluate_only(Path(args.data), Path(args.out), exclude, log)
