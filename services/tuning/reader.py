@@ -442,6 +442,7 @@ def train_reader(data_root: Path, out: Path, settings: ReaderSettings | None = N
     card.update({**selection, "sources": list(settings.sources), "questions": questions,
                  "windows": len(features), "settings": asdict(settings),
                  "excluded_documents": {k: len(v) for k, v in exclude.items()},
+                 "excluded_names": {k: sorted(v) for k, v in exclude.items()},
                  "steps": result["steps"], "planned_steps": result["planned_steps"], "losses": result["losses"][::10],
                  "train_seconds": result["train_seconds"], "seconds": round(time.time() - started),
                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "created_at": time.time(),
