@@ -27,7 +27,10 @@ regression over the question's character n-grams and `signals` of its passages, 
 questions of the evaluated set's training documents, and a second one over its logit and the
 cross-encoder's, fitted on the dev documents (neither model saw them); the threshold is then chosen
 on the dev documents' combined scores. `--reuse FOLDER` copies a cross-encoder trained earlier and
-fits only the combiner.
+fits only the combiner. `--reader FOLDER` (a reader trained with `python -m services.tuning.reader
+--exclude-answerability-split`, so it never read the dev or held-out documents; its card lists them):
+the combiner also gets a second combination with the reader's no-answer score as a third input,
+fitted and thresholded on the dev documents, which the app uses only where that reader is installed.
 
 CAIL2019 has no licence: neither its data nor a model trained on it is committed or shipped. The
 app uses the check only where this script's output folder exists (WENDAO_ANSWERABILITY_MODEL or
