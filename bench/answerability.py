@@ -3,6 +3,7 @@ documents, report refusal on held-out CAIL2019 judgments, alone and through the 
 
     python bench/answerability.py [--cail 1600 --cmrc 400 --drcd 400] [--set layers=6,max_length=192]
                                   [--tag T] [--e2e 300] [--threads 2] [--reuse FOLDER] [--no-combine]
+                                  [--reader FOLDER] [--e2e-states off,on,reader]
 
 1. Data and split (services.tuning.answerability, the code `python -m services.tuning.answerability`
    runs): every question set's documents are split by a seeded shuffle into train (65%), dev (15%)
@@ -30,6 +31,12 @@ documents, report refusal on held-out CAIL2019 judgments, alone and through the 
    without an LLM — the path `wendao ask` and the 问答 page run — with the check off
    (WENDAO_ANSWERABILITY_MODEL pointing nowhere) and on (pointing at the trained folder): refused
    unanswerable / answerable, F1, gold answer in the answers given, ms per answer.
+6. `--reader FOLDER` (a reader trained with `python -m services.tuning.reader --exclude-answerability-split`,
+   so it never read the dev or held-out judgments): the combiner also gets the reader's no-answer score
+   (its reader combination, fitted and thresholded on dev; rows `reader_*`), and end to end the state
+   `reader` asks with that reader installed (WENDAO_READER_MODEL; it then also marks the answers).
+   The reused cross-encoder's and the reader's dev / held-out scores are cached in
+   `$WENDAO_BENCH_DIR/scores.json`, so a second run (e.g. the end to end part alone) skips them.
 
 The trained folder (`$WENDAO_BENCH_DIR/models/<name>`, default /tmp/wendao-answerability-bench) is
 reused by a later run with the same settings. CAIL2019 has no licence: the model is never shipped.
@@ -59,6 +66,8 @@ def train_or_reuse(args, settings) -> tuple[Path, dict]:
     name = f"check-c{args.cail}-m{args.cmrc}-d{args.drcd}{changed}{args.tag}"
     if args.reuse:
         name = f"{Path(args.reuse).name}-combined{args.tag}"
+        if args.reader:
+            name += f"-reader-{Path(args.reader).name}"
     elif not args.no_combine:
         name += "-combined"
     out = BENCH / "models" / name
@@ -67,7 +76,8 @@ def train_or_reuse(args, settings) -> tuple[Path, dict]:
         print(f"reusing {out}", file=sys.stderr)
         return out, json.loads(card_file.read_text(encoding="utf-8"))
     card = train_check(DATA, out, settings, log=lambda s: print(s, file=sys.stderr, flush=True),
-                       reuse=Path(args.reuse) if args.reuse else None)
+                       reuse=Path(args.reuse) if args.reuse else None, reader=Path(args.reader) if args.reader else None,
+                       score_cache=BENCH / "scores.json")
     return out, card
 
 
@@ -80,8 +90,10 @@ def heldout_items(settings):
     return corpus, splits
 
 
-def end_to_end(model: Path, corpus, heldout_docs: set[str], questions, repeat_off: bool = True) -> list[dict]:
-    """Ask the questions through the real answer path, check off and on; one row per state."""
+def end_to_end(model: Path, corpus, heldout_docs: set[str], questions, states=("off", "on"),
+               reader: Path | None = None) -> list[dict]:
+    """Ask the questions through the real answer path, check off, on, and on with `reader` installed
+    ("reader"); one row per state."""
     from services.answers import answer as A
     from services.config import LLMSettings
     from services.index.ingest import ingest_paths
@@ -103,22 +115,28 @@ def end_to_end(model: Path, corpus, heldout_docs: set[str], questions, repeat_of
             answers[str(d["id"])] = d.get("answers") or []
     retriever = Retriever(lib, kb)
     rows = []
-    for state, folder in (("off", BENCH / "no-such-model"), ("on", model)):
+    nowhere = BENCH / "no-such-model"
+    plan = {"off": (nowhere, nowhere), "on": (model, nowhere), "reader": (model, reader or nowhere)}
+    for state in states:
+        folder, read = plan[state]
         os.environ["WENDAO_ANSWERABILITY_MODEL"] = str(folder)
+        os.environ["WENDAO_READER_MODEL"] = str(read)
         A.answer_question(retriever, LLMSettings(), questions[0].question)  # load models
-        refused, ms, gold, scores = [], [], [], []
+        refused, ms, gold, scores, used = [], [], [], [], []
         for n, item in enumerate(questions, 1):
             t = time.perf_counter()
             a = A.answer_question(retriever, LLMSettings(), item.question)
             ms.append((time.perf_counter() - t) * 1000)
             refused.append(a.mode == "refused")
             scores.append(a.evidence.get("answerability"))
+            used.append(bool(a.evidence.get("answerability_reader")))
             if item.answerable and a.mode != "refused" and item.kind == "span":
                 gold.append(A.contains_gold(a.text, answers.get(item.id, [])))
             print(f"\r  ask ({state}) {n}/{len(questions)}", end="", file=sys.stderr)
         print(file=sys.stderr)
         rows.append({"check": state, **_refusal_row(refused, [i.answerable for i in questions]),
-                     "gold_in_answered": sum(gold) / max(1, len(gold)), "ms_p50": statistics.median(ms)})
+                     "gold_in_answered": sum(gold) / max(1, len(gold)), "ms_p50": statistics.median(ms),
+                     "ms_p90": statistics.quantiles(ms, n=10)[-1], "reader_used": sum(used)})
     lib.close()
     return rows
 
@@ -145,6 +163,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reuse", default="", help="a check folder trained earlier: its cross-encoder, a new combiner")
     parser.add_argument("--no-combine", action="store_true", help="the cross-encoder alone (no combiner)")
+    parser.add_argument("--reader", default="", help="a reader trained with --exclude-answerability-split: its "
+                                                     "no-answer score as a combiner input")
+    parser.add_argument("--e2e-states", default="", help="end to end states (off, on, reader); default off,on "
+                                                         "(and reader with --reader)")
     args = parser.parse_args()
     args.settings = {k: json.loads(v) for k, v in (item.split("=") for item in args.set.split(",") if item)}
     import torch
@@ -165,11 +187,14 @@ def main() -> None:
           f"whole run {card['seconds']} s, threshold {card['threshold']:.4f} (chosen on CAIL dev documents)")
     if card.get("combination"):
         print(f"combination: {card['combination']}")
+    if card.get("reader_combination"):
+        print(f"with the reader: {card['reader_combination']}")
     rows = [{"part": part, **{k: m[k] for k in ("answerable", "unanswerable", "precision", "recall", "f1",
                                                  "answerable_refused")}, "threshold": m.get("threshold", card["threshold"])}
             for part, m in card["metrics"].items()]
     print("\ncheck alone (question + its judgment's first passages), refusing below the threshold "
-          "(check_*: the cross-encoder without the combiner, its own threshold)")
+          "(check_*: the cross-encoder without the combiner, its own threshold; reader_*: the combiner with the "
+          "reader's no-answer score, its own threshold)")
     print(table(rows))
     if args.e2e:
         corpus, splits = heldout_items(settings)
@@ -177,7 +202,9 @@ def main() -> None:
         pick = balanced(items, random.Random(settings.seed))
         unanswerable = [i for i in pick if not i.answerable][:args.e2e // 2]
         answerable = [i for i in pick if i.answerable][:args.e2e // 2]
-        e2e = end_to_end(model, corpus, splits["heldout"], unanswerable + answerable)
+        states = tuple(x for x in args.e2e_states.split(",") if x) or (("off", "on", "reader") if args.reader else ("off", "on"))
+        e2e = end_to_end(model, corpus, splits["heldout"], unanswerable + answerable, states,
+                         Path(args.reader) if args.reader else None)
         print(f"\nend to end: held-out judgments ({len(splits['heldout'])}) in one KB, hybrid, no LLM, "
               f"services.answers.answer.answer_question (load {os.getloadavg()[0]:.1f})")
         print(table(e2e))

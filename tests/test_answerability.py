@@ -244,3 +244,160 @@ def test_a_data_dir_holds_the_check_in_models_answerability(tmp_path, monkeypatc
     check = check_module.load_check()
     assert check is not None and check.threshold == 0.4 and check.path == str(folder.resolve())
     check_module._CHECKS.clear()
+
+
+# --- the reader's no-answer score as an input of the combiner ----------------------------------------
+class StubReader:
+    """Stands in for an installed services.answers.reader.Reader: its identity and its best span's score."""
+
+    def __init__(self, identity: str, score: float | None):
+        self.identity, self.top, self.score, self.calls = identity, 3, score, 0
+
+    def read(self, question, passages):
+        from services.answers.reader import ReadSpan
+
+        self.calls += 1
+        return [] if self.score is None else [ReadSpan(0, 0, 2, passages[0][:2], self.score), ReadSpan(1, 0, 1, "x", -3.0)]
+
+
+def reader_check(tmp_path, monkeypatch):
+    """A check whose combiner says 0.5 without the reader and follows the reader's score with it."""
+    from services.answers.answerability import COMBINER, Combiner
+
+    folder = tiny_cross_encoder(tmp_path / "check")
+    combiner = Combiner({}, {}, 0.0, 1.0, 0.0, 0.0,
+                        reader={"a": 0.0, "b": 0.0, "c": 0.0, "d": 1.0, "threshold": 0.3, "reader": "r@1"})
+    (folder / COMBINER).write_text(json.dumps(combiner.to_json(), ensure_ascii=False), encoding="utf-8")
+    (folder / "wendao_card.json").write_text(json.dumps({"kind": "answerability", "threshold": 0.4,
+                                                         "combiner": COMBINER}), encoding="utf-8")
+    check_module._CHECKS.clear()
+    monkeypatch.setenv("WENDAO_ANSWERABILITY_MODEL", str(folder))
+    return check_module.load_check()
+
+
+def test_reader_score_is_the_best_span_against_no_answer_clipped():
+    from services.answers.answerability import READER_CLIP, reader_score
+
+    passages = list(JUDGMENTS.values())
+    assert reader_score("金额是多少？", passages, StubReader("r", 4.5)) == 4.5
+    assert reader_score("金额是多少？", passages, StubReader("r", 80.0)) == READER_CLIP
+    assert reader_score("金额是多少？", passages, StubReader("r", None)) == -READER_CLIP  # no span at all
+
+
+def test_the_combiner_reads_with_the_reader_it_was_fitted_with_and_falls_back_without_it(tmp_path, monkeypatch):
+    from services.answers import reader as reader_module
+    from services.answers.answerability import assess
+    from services.answers.refusal import evidence_strength, should_refuse
+    from services.documents.chunking import Chunk
+    from services.search.retrieval import Hit
+
+    check = reader_check(tmp_path, monkeypatch)
+    assert check.combiner.reader["threshold"] == 0.3 and check.combiner.reader["reader"] == "r@1"
+    passages = list(JUDGMENTS.values())
+    question = "被告每月支付多少生活费？"
+    installed = {"reader": None}
+    monkeypatch.setattr(reader_module, "load_reader", lambda: installed["reader"])
+    # no reader installed: today's combination and threshold, unchanged
+    p, threshold, used = assess(question, passages, check)
+    assert (round(p, 6), threshold, used) == (0.5, 0.4, False)
+    # another reader (not the one it was fitted with): the same
+    installed["reader"] = StubReader("other@2", 6.0)
+    assert assess(question, passages, check) == (p, 0.4, False) and installed["reader"].calls == 0
+    # its own reader: the reader's combination, its threshold; a span it believes in answers, none refuses
+    installed["reader"] = StubReader("r@1", 6.0)
+    p, threshold, used = assess(question, passages, check)
+    assert used and threshold == 0.3 and p > 0.99
+    installed["reader"] = StubReader("r@1", None)
+    p, threshold, used = assess(question, passages, check)
+    assert used and p < 0.01
+    hits = [Hit(Chunk(0, 0, len(t), t, 1, 1), d, 0, len(t), t, 1, 1) for d, t in JUDGMENTS.items()]
+    strength = evidence_strength(question, hits)
+    assert strength["answerability_threshold"] == 0.3 and strength["answerability_reader"] is True
+    assert should_refuse(strength)
+    installed["reader"] = StubReader("r@1", 6.0)
+    strength = evidence_strength(question, hits)
+    assert strength["answerability"] > 0.99 and not should_refuse({**strength, "sentence": 1.0, "pool": 1.0})
+    installed["reader"] = None
+    strength = evidence_strength(question, hits)
+    assert strength["answerability_threshold"] == 0.4 and "answerability_reader" not in strength
+    check_module._CHECKS.clear()
+
+
+def test_a_combiner_file_without_a_reader_part_loads_as_before():
+    from services.answers.answerability import Combiner
+
+    old = {"grams": {"金额": [1.0, 2.0]}, "signals": {}, "text_intercept": 0.1, "a": 1.0, "b": 0.5, "c": -0.2}
+    combiner = Combiner.from_json(old)
+    assert combiner.reader is None and combiner.to_json() == old
+    with_reader = Combiner.from_json({**old, "reader": {"a": 1, "b": 2, "c": 3, "d": 4, "threshold": 0.5, "reader": "r@1"}})
+    assert Combiner.from_json(with_reader.to_json()) == with_reader and with_reader.reader["d"] == 4.0
+    passages = list(JUDGMENTS.values())
+    assert combiner.probability("金额是多少？", passages, 0.7) == combiner.probability("金额是多少？", passages, 0.7, None)
+
+
+def test_the_reader_combination_is_fitted_on_reader_scores_that_separate():
+    from services.tuning.answerability import fit_combination
+
+    answerable = [True, False] * 20
+    text = [0.1 * (n % 3) for n in range(40)]
+    check = [0.5] * 40
+    reader = [3.0 if a else -3.0 for a in answerable]
+    a, b, c, d = fit_combination(text, check, answerable, reader)
+    assert d > 0.5 and abs(d) > abs(a)
+    assert len(fit_combination(text, check, answerable)) == 3
+
+
+def test_a_reader_that_may_have_read_the_evaluated_documents_is_not_used(tmp_path):
+    from services.tuning.answerability import reader_ready
+    from services.tuning.reader import answerability_evaluation
+
+    root = tmp_path / "data"
+    write_set(root)
+    evaluated = answerability_evaluation(root)["cail2019_dev"]
+    parts = split_documents(Corpus(root / "cail2019_dev", "cail2019_dev"), AnswerabilitySettings())
+    assert evaluated == parts["dev"] | parts["heldout"] and not evaluated & parts["train"]
+    folder = tmp_path / "reader"
+    folder.mkdir()
+    assert "no reader card" in reader_ready(folder, "cail2019_dev", evaluated)
+    (folder / "wendao_card.json").write_text(json.dumps({"name": "r", "excluded_names": {"cail2019_dev": []}}))
+    assert "trained on" in reader_ready(folder, "cail2019_dev", evaluated)
+    (folder / "wendao_card.json").write_text(json.dumps({"name": "r", "excluded_names": {
+        "cail2019_dev": sorted(evaluated)}}))
+    assert reader_ready(folder, "cail2019_dev", evaluated) == ""
+
+
+@pytest.mark.torch
+def test_training_with_a_reader_fits_its_combination_on_dev(tmp_path):
+    import torch
+    from transformers import BertModel
+
+    from services.tuning.reader import answerability_evaluation, save
+
+    root = tmp_path / "data"
+    write_set(root)
+    check = tiny_cross_encoder(tmp_path / "check")
+    (check / "wendao_card.json").write_text(json.dumps({"kind": "answerability", "threshold": 0.5}), encoding="utf-8")
+    base = tiny_embedder(tmp_path / "base")
+    torch.manual_seed(0)
+    reader = tmp_path / "reader"
+    save(BertModel.from_pretrained(str(base), add_pooling_layer=False), torch.nn.Linear(32, 2), str(base), reader)
+    settings = AnswerabilitySettings(sources=("cail2019_dev",), dev=0.25, heldout=0.25, min_df=1)
+    evaluated = answerability_evaluation(root)  # default split: what --exclude-answerability-split leaves out
+    split = split_documents(Corpus(root / "cail2019_dev", "cail2019_dev"), settings)
+    card = {"name": "reader", "kind": "reader", "threshold": 0.0, "created_at": 1.0,
+            "excluded_names": {"cail2019_dev": sorted(evaluated["cail2019_dev"] | split["dev"] | split["heldout"])}}
+    (reader / "wendao_card.json").write_text(json.dumps(card), encoding="utf-8")
+    cache = tmp_path / "scores.json"
+    made = train_check(root, tmp_path / "out", settings, reuse=check, reader=reader, score_cache=cache)
+    assert made["reader_combination"]["reader"] == "reader@1.0"
+    assert {"reader_dev", "reader_heldout", "reader_heldout_balanced"} <= set(made["metrics"])
+    assert made["metrics"]["dev"]["threshold"] == made["threshold"]  # today's combination and threshold stay
+    saved = json.loads((tmp_path / "out" / "combiner.json").read_text(encoding="utf-8"))
+    assert saved["reader"]["threshold"] == made["reader_combination"]["threshold"]
+    assert any(k.startswith("reader:reader@1.0") for k in json.loads(cache.read_text()))  # scores kept for a rerun
+    # a reader whose card does not leave the dev / held-out judgments out: no reader combination
+    card["excluded_names"] = {"cail2019_dev": []}
+    (reader / "wendao_card.json").write_text(json.dumps(card), encoding="utf-8")
+    plain = train_check(root, tmp_path / "plain", settings, reuse=check, reader=reader)
+    assert "reader_combination" not in plain and "reader" not in json.loads(
+        (tmp_path / "plain" / "combiner.json").read_text(encoding="utf-8"))

@@ -136,6 +136,7 @@ def test_a_trained_reader_marks_the_answer_with_exact_offsets(no_reader, tmp_pat
                               unanswerable=0.3, negative_share=0.0, dev_questions=12)
     card = train_reader(data, out, settings, base=str(base), exclude={"cail2019_dev": {"j059.txt"}})
     assert card["kind"] == "reader" and card["excluded_documents"] == {"cail2019_dev": 1}
+    assert card["excluded_names"] == {"cail2019_dev": ["j059.txt"]}  # what the answerability combiner checks
     # 60 documents, 1 excluded, 12 for dev: 47 span questions and 30 unanswerable ones trained on
     assert card["questions"]["cail2019_dev"] == 47 + 30 and (out / "model.safetensors").is_file()
     assert card["metrics"]["all"]["reader_in_span"] >= 0.75  # it learned where the amount is

@@ -14,6 +14,13 @@ asks: CAIL's unanswerable questions follow recognisable patterns — 判决结�
 the judgment's facts section never states), cheap text signals of the passages (is a clause with the
 asked-for value type there, are the question's names and terms there: `signals`) and the
 cross-encoder's logit. A few milliseconds on top of the cross-encoder call.
+
+Where an extractive reader is installed as well (services.answers.reader, optional and never shipped)
+and the combiner was fitted with that same reader (`Combiner.reader`, keyed by the reader card's name
+and creation time), its no-answer score — the best span's start + end logits minus the no-answer
+logits, over the first passages (`reader_score`) — is one more input of the combination, with its own
+threshold. The answer path then reads the same passages with the reader again to mark the answer,
+from its cache. Without the reader (or with another one) the combiner scores exactly as before.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ TOP = 3  # passages read per question (the answer's first sources)
 KINDS = ("date", "title", "country", "place", "person", "amount", "number", "reason")  # answer_types.answer_type
 GRAMS = (1, 2, 3)  # character n-grams of the question
 _TRAILING = re.compile(r"[?？。.!！\s]+$")
+READER_CLIP = 20.0  # the reader's no-answer score is clipped to ±this (no span at all: the floor)
 
 
 def question_text(question: str) -> str:
@@ -125,26 +133,43 @@ def logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
+def reader_score(question: str, passages: list[str], reader) -> float:
+    """The reader's no-answer score of the question over its first passages: its best span's start + end
+    logits minus the no-answer (<s>) logits of the same window, the best over the passages, clipped to
+    ±READER_CLIP (no span at all: -READER_CLIP). Above 0 the reader prefers an answer to none."""
+    spans = reader.read(question, passages[:reader.top])
+    best = max((s.score for s in spans), default=-READER_CLIP)
+    return max(-READER_CLIP, min(READER_CLIP, best))
+
+
 @dataclass
 class Combiner:
     """The calibrated model over the cross-encoder's score, the question's n-grams and `signals`
     (services.tuning.answerability fits it). `text` is a logistic regression over the question's
     TF-IDF n-grams (sublinear tf, l2-normed: {gram: [idf, weight]}) and the standardised signals
-    ({name: [mean, scale, weight]}); the combined logit is a * text + b * logit(check) + c."""
+    ({name: [mean, scale, weight]}); the combined logit is a * text + b * logit(check) + c. `reader`, where
+    the combiner was fitted with a reader: {"a", "b", "c", "d", "threshold", "reader"} — the combination
+    a * text + b * logit(check) + d * reader_score + c used when that reader ("reader": its card's
+    `reader_identity`) is installed, and the threshold chosen for it."""
     grams: dict[str, list[float]]
     signals: dict[str, list[float]]
     text_intercept: float
     a: float
     b: float
     c: float
+    reader: dict | None = None
 
     @classmethod
     def from_json(cls, d: dict) -> "Combiner":
-        return cls(d["grams"], d["signals"], float(d["text_intercept"]), float(d["a"]), float(d["b"]), float(d["c"]))
+        reader = d.get("reader")
+        if reader is not None:
+            reader = {**{k: float(reader[k]) for k in ("a", "b", "c", "d", "threshold")}, "reader": str(reader["reader"])}
+        return cls(d["grams"], d["signals"], float(d["text_intercept"]), float(d["a"]), float(d["b"]), float(d["c"]),
+                   reader)
 
     def to_json(self) -> dict:
         return {"grams": self.grams, "signals": self.signals, "text_intercept": self.text_intercept,
-                "a": self.a, "b": self.b, "c": self.c}
+                "a": self.a, "b": self.b, "c": self.c, **({"reader": self.reader} if self.reader else {})}
 
     def text_logit(self, question: str, passages: list[str]) -> float:
         """The question-and-signals model's logit (higher: answerable)."""
@@ -154,8 +179,16 @@ class Combiner:
         found = signals(question, passages)
         return z + sum((found.get(k, 0.0) - mean) / scale * w for k, (mean, scale, w) in self.signals.items())
 
-    def probability(self, question: str, passages: list[str], check_score: float) -> float:
-        z = self.a * self.text_logit(question, passages) + self.b * logit(check_score) + self.c
+    def probability(self, question: str, passages: list[str], check_score: float,
+                    reader_score: float | None = None) -> float:
+        """The combined probability; with `reader_score` (the reader it was fitted with), the reader's
+        combination (compare it with `reader["threshold"]`)."""
+        text = self.text_logit(question, passages)
+        if reader_score is not None and self.reader:
+            r = self.reader
+            z = r["a"] * text + r["b"] * logit(check_score) + r["d"] * reader_score + r["c"]
+        else:
+            z = self.a * text + self.b * logit(check_score) + self.c
         return 1 / (1 + math.exp(-max(-60.0, min(60.0, z))))
 
 
@@ -203,7 +236,29 @@ def load_check() -> Check | None:
 def answerability(query: str, passages: list[str], check: Check | None = None) -> float | None:
     """Probability that the first passages answer `query` — the cross-encoder's best score, or, where
     the check has a combiner, the combiner's probability from it — or None when no check is installed
-    or its model cannot be loaded (refusal then uses its other signals)."""
+    or its model cannot be loaded (refusal then uses its other signals). Compare it with `assess`'s
+    threshold: the combiner's reader combination has its own."""
+    found = assess(query, passages, check)
+    return None if found is None else found[0]
+
+
+def combiner_reader(check: Check):
+    """The installed reader when the check's combiner was fitted with it (services.answers.reader's
+    `load_reader`, the same card name and creation time), else None: the combiner then scores without it."""
+    if check.combiner is None or not check.combiner.reader:
+        return None
+    from services.answers.reader import load_reader
+
+    reader = load_reader()
+    if reader is None or reader.identity != check.combiner.reader["reader"]:
+        return None
+    return reader
+
+
+def assess(query: str, passages: list[str], check: Check | None = None) -> tuple[float, float, bool] | None:
+    """(probability that the first passages answer `query`, the threshold it is compared with, whether
+    the reader's no-answer score was used), or None when no check is installed or its model cannot be
+    loaded (see `answerability`)."""
     from services import errors
     from services.search.rerank import load_reranker
 
@@ -215,6 +270,16 @@ def answerability(query: str, passages: list[str], check: Check | None = None) -
     except errors.WendaoError as exc:
         log.warning("answerability check unavailable: %s", exc.message_zh)
         return None
-    if check.combiner is not None:
-        return check.combiner.probability(query, passages[:check.top], max(scores))
-    return max(scores)
+    if check.combiner is None:
+        return max(scores), check.threshold, False
+    reader = combiner_reader(check)
+    read = None
+    if reader is not None:
+        try:
+            read = reader_score(query, passages[:check.top], reader)
+        except Exception as exc:  # noqa: BLE001 - a failing optional reader must not break answering
+            log.warning("reader unavailable for the answerability check: %s", type(exc).__name__)
+    probability = check.combiner.probability(query, passages[:check.top], max(scores), read)
+    if read is None:
+        return probability, check.threshold, False
+    return probability, check.combiner.reader["threshold"], True

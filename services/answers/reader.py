@@ -98,6 +98,7 @@ class Reader:
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self.pad = special_ids(self.tokenizer)[2]
+        self.identity = ""  # reader_identity of its card (load_reader sets it)
         self._model = None
         self._lock = threading.Lock()
         self._recent: dict[tuple, list] = {}
@@ -206,6 +207,12 @@ def reader_folder() -> Path | None:
     return folder if (folder / CARD).is_file() else None
 
 
+def reader_identity(card: dict) -> str:
+    """Which trained reader a card is (its name and creation time): what a model fitted on this reader's
+    scores (the answerability combiner) is checked against before it uses them."""
+    return f"{card.get('name', '')}@{card.get('created_at', '')}"
+
+
 _READERS: dict[str, Reader | None] = {}
 _LOCK = threading.Lock()
 
@@ -226,6 +233,7 @@ def load_reader() -> Reader | None:
                                        thresholds={k: float(v) for k, v in (card.get("thresholds") or {}).items()},
                                        inside_threshold=None if card.get("inside_threshold") is None
                                        else float(card["inside_threshold"]))
+                _READERS[key].identity = reader_identity(card)
             except Exception as exc:  # noqa: BLE001 - a broken folder must not break answering
                 log.warning("unreadable reader model in %s: %s", folder, type(exc).__name__)
                 _READERS[key] = None

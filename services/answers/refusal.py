@@ -82,7 +82,7 @@ def subject_missing(query: str, terms: list[str], pool_text: str) -> bool:
 
 def evidence_strength(query: str, hits: list[Hit], candidates: list[Hit] | None = None) -> dict:
     """Signals the refusal decision is based on (also shown in the UI for transparency)."""
-    from services.answers.answerability import answerability, load_check
+    from services.answers.answerability import assess, load_check
 
     terms = key_terms(query) or query_terms(query)
     if not hits or not terms:
@@ -95,14 +95,16 @@ def evidence_strength(query: str, hits: list[Hit], candidates: list[Hit] | None 
     bm25 = [h.scores["bm25"] for h in top if "bm25" in h.scores]
     dense = [h.scores["dense"] for h in top if "dense" in h.scores]
     rerank = [h.scores["rerank"] for h in top if "rerank" in h.scores]
+    checked = assess(query, [h.text for h in hits], check) if check else None
     return {"sentence": max(best_sentence_coverage(terms, h.text) for h in top),
             "pool": coverage(terms, pool_text),
             "subject_missing": subject_missing(query, terms, pool_text),
             "bm25": max(bm25) / max(1, len(terms)) if bm25 else None,
             "dense": max(dense) if dense else None,
             "rerank": max(rerank) if rerank else None,
-            "answerability": answerability(query, [h.text for h in hits], check) if check else None,
-            **({"answerability_threshold": check.threshold} if check else {})}
+            "answerability": checked[0] if checked else None,
+            **({"answerability_threshold": checked[1] if checked else check.threshold} if check else {}),
+            **({"answerability_reader": True} if checked and checked[2] else {})}
 
 
 def should_refuse(strength: dict) -> bool:

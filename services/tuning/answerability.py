@@ -6,6 +6,7 @@ the question, trained with the reranker's training code (services.tuning.rerank_
                                             [--sources cail2019_dev,cmrc2018_trial,drcd_dev] [--json]
                                             [--source-questions cail2019_dev=4000,cmrc2018_trial=150,drcd_dev=150]
                                             [--set learning_rate=1e-4,layers=12] [--reuse FOLDER] [--no-combine]
+                                            [--reader FOLDER]
 
 Data: folders in the shared format (docs/*.txt and questions.jsonl with answer_spans, answer_type).
 Documents are chunked as the app chunks them (default settings), and per question:
@@ -26,7 +27,10 @@ regression over the question's character n-grams and `signals` of its passages, 
 questions of the evaluated set's training documents, and a second one over its logit and the
 cross-encoder's, fitted on the dev documents (neither model saw them); the threshold is then chosen
 on the dev documents' combined scores. `--reuse FOLDER` copies a cross-encoder trained earlier and
-fits only the combiner.
+fits only the combiner. `--reader FOLDER` (a reader trained with `python -m services.tuning.reader
+--exclude-answerability-split`, so it never read the dev or held-out documents; its card lists them):
+the combiner also gets a second combination with the reader's no-answer score as a third input,
+fitted and thresholded on the dev documents, which the app uses only where that reader is installed.
 
 CAIL2019 has no licence: neither its data nor a model trained on it is committed or shipped. The
 app uses the check only where this script's output folder exists (WENDAO_ANSWERABILITY_MODEL or
@@ -226,6 +230,35 @@ def question_scores(model_path: str, corpus: Corpus, items: list[Item], top: int
     return out
 
 
+def reader_scores(reader_path: str, corpus: Corpus, items: list[Item], top: int) -> list[float]:
+    """Each question's reader no-answer score (services.answers.answerability.reader_score) over its
+    document's first `top` passages (BM25 order), as the check reads them."""
+    from services.answers.answerability import reader_score
+    from services.answers.reader import Reader
+
+    reader = Reader(reader_path, 0.0, top)
+    return [reader_score(item.question, [corpus.passages[i].text for i in corpus.best(item.question, corpus.by_doc.get(
+        item.doc, []), top)], reader) for item in items]
+
+
+def reader_ready(folder: Path, source: str, evaluated: set[str]) -> str:
+    """Why the reader at `folder` cannot feed the combiner ("" when it can): it needs a card listing the
+    documents left out of its training (`excluded_names`, written by services.tuning.reader), and those
+    of `source` must include every `evaluated` one (the dev documents the combination is fitted on and
+    the held-out ones it is reported on: `python -m services.tuning.reader --exclude-answerability-split`)."""
+    from services.answers.reader import CARD as READER_CARD
+
+    try:
+        card = json.loads((folder / READER_CARD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"no reader card in {folder}"
+    read = evaluated - set((card.get("excluded_names") or {}).get(source, []))
+    if read:
+        return (f"the reader may have been trained on {len(read)} of the dev / held-out documents "
+                "(train it with --exclude-answerability-split)")
+    return ""
+
+
 def refusal_metrics(scores: list[float], answerable: list[bool], threshold: float) -> dict:
     """Refusing below `threshold`: F1 of refusing the unanswerable questions (precision, recall) and the
     share of answerable questions refused."""
@@ -321,25 +354,34 @@ def _signal_matrix(items, passages, signals):
     return names, np.array([[f[k] for k in names] for f in found], dtype=float).reshape(len(found), len(names))
 
 
-def fit_combination(text: list[float], check: list[float], answerable: list[bool]) -> tuple[float, float, float]:
-    """(a, b, c) of the combined logit a * text + b * logit(check) + c: a logistic regression over the two
-    scores, fitted on questions neither model was trained on (the dev documents)."""
+def fit_combination(text: list[float], check: list[float], answerable: list[bool],
+                    reader: list[float] | None = None) -> tuple[float, ...]:
+    """(a, b, c) of the combined logit a * text + b * logit(check) + c — with `reader` scores, (a, b, c, d)
+    of a * text + b * logit(check) + d * reader + c: a logistic regression over the scores, fitted on
+    questions none of the models was trained on (the dev documents)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     from services.answers.answerability import logit
 
-    X = np.array([[t, logit(c)] for t, c in zip(text, check)])
+    X = np.array([[t, logit(c), *([r] if reader is not None else [])]
+                  for t, c, r in zip(text, check, reader if reader is not None else check)])
     model = LogisticRegression(C=1.0, max_iter=2000).fit(X, np.array(answerable, dtype=int))
-    return float(model.coef_[0][0]), float(model.coef_[0][1]), float(model.intercept_[0])
+    w = [float(x) for x in model.coef_[0]]
+    return (w[0], w[1], float(model.intercept_[0]), *w[2:])
 
 
 def train_check(data_root: Path, out: Path, settings: AnswerabilitySettings | None = None, base: str | None = None,
-                log: Callable[[str], None] = lambda s: None, reuse: Path | None = None) -> dict:
+                log: Callable[[str], None] = lambda s: None, reuse: Path | None = None, reader: Path | None = None,
+                score_cache: Path | None = None) -> dict:
     """Build the examples, train the cross-encoder (or copy the one trained earlier in `reuse`), fit
     the combiner (`settings.combine`: the question model on the training documents, the combination on
     the dev ones), choose the threshold on the dev documents, measure on the held-out ones, save the
-    model folder with its card (threshold, sources, metrics). Returns the card."""
+    model folder with its card (threshold, sources, metrics). With `reader` (a reader folder trained
+    with --exclude-answerability-split), the combiner also gets the reader's combination (its no-answer
+    score as a third input, fitted on the dev documents, its own threshold; metrics `reader_*`).
+    `score_cache` (a JSON file): the reused cross-encoder's and the reader's dev / held-out scores are
+    kept there and read back by a later run. Returns the card."""
     import shutil
 
     settings = settings or AnswerabilitySettings()
@@ -375,10 +417,23 @@ def train_check(data_root: Path, out: Path, settings: AnswerabilitySettings | No
     train_seconds = time.time() - started
     corpus = corpora[settings.evaluate_on]
     results = {}
+    cache = json.loads(score_cache.read_text(encoding="utf-8")) if score_cache and score_cache.is_file() else {}
+
+    def cached(key: str | None, compute: Callable[[], list[float]]) -> list[float]:
+        if key is None or key not in cache:
+            found = compute()
+            if key is None or score_cache is None:
+                return found
+            cache[key] = found
+            score_cache.parent.mkdir(parents=True, exist_ok=True)
+            score_cache.write_text(json.dumps(cache), encoding="utf-8")
+        return cache[key]
+
     for part in ("dev", "heldout"):
         items = [i for i in corpus.items if i.doc in splits[settings.evaluate_on][part]]
         log(f"scoring {len(items)} {part} questions with the cross-encoder")
-        results[part] = {"items": items, "check": question_scores(str(tmp), corpus, items, settings.top)}
+        key = f"check:{reuse.resolve()}:{settings.seed}:{settings.top}:{part}:{len(items)}" if reuse is not None else None
+        results[part] = {"items": items, "check": cached(key, lambda: question_scores(str(tmp), corpus, items, settings.top))}
         results[part]["scores"] = results[part]["check"]
     metrics = {}
     combiner = None
@@ -407,6 +462,8 @@ def train_check(data_root: Path, out: Path, settings: AnswerabilitySettings | No
     dev = results["dev"]
     threshold = choose_threshold(dev["scores"], [i.answerable for i in dev["items"]], settings.max_refused)
     metrics.update(_measure(results, "", settings, threshold))
+    if combiner is not None and reader is not None:
+        combiner.reader = _fit_reader_combination(results, corpus, settings, reader, cached, metrics, log)
     card = {"name": out.name, "kind": KIND, "threshold": threshold, "top": settings.top,
             "sources": list(settings.sources), "evaluated_on": settings.evaluate_on,
             "examples": len(examples) or previous.get("examples", 0),
@@ -420,6 +477,8 @@ def train_check(data_root: Path, out: Path, settings: AnswerabilitySettings | No
     if combiner is not None:
         card["combiner"] = COMBINER_NAME
         card["combination"] = {"a": combiner.a, "b": combiner.b, "c": combiner.c, "grams": len(combiner.grams)}
+        if combiner.reader:
+            card["reader_combination"] = {**combiner.reader, "folder": str(reader)}
         (tmp / COMBINER_NAME).write_text(json.dumps(combiner.to_json(), ensure_ascii=False), encoding="utf-8")
     (tmp / CARD_NAME).write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
@@ -428,10 +487,40 @@ def train_check(data_root: Path, out: Path, settings: AnswerabilitySettings | No
     return card
 
 
+def _fit_reader_combination(results: dict, corpus: Corpus, settings: AnswerabilitySettings, reader: Path,
+                            cached: Callable, metrics: dict, log: Callable[[str], None]) -> dict | None:
+    """The combiner's reader combination (Combiner.reader) fitted on the dev documents with the reader's
+    no-answer scores, its threshold chosen there; adds its metrics (`reader_dev`, `reader_heldout`, …)."""
+    from services.answers.answerability import logit
+    from services.answers.reader import CARD as READER_CARD
+    from services.answers.reader import reader_identity
+
+    why = reader_ready(reader, settings.evaluate_on, {i.doc for r in results.values() for i in r["items"]})
+    if why:
+        log(f"no reader combination: {why}")
+        return None
+    card = json.loads((reader / READER_CARD).read_text(encoding="utf-8"))
+    identity = reader_identity(card)
+    for part, r in results.items():
+        log(f"reading {len(r['items'])} {part} questions with the reader")
+        key = f"reader:{identity}:{settings.seed}:{settings.top}:{part}:{len(r['items'])}"
+        r["reader"] = cached(key, lambda: reader_scores(str(reader), corpus, r["items"], settings.top))
+    dev = results["dev"]
+    a, b, c, d = fit_combination(dev["text"], dev["check"], [i.answerable for i in dev["items"]], dev["reader"])
+    for r in results.values():
+        r["with_reader"] = [1 / (1 + math.exp(-(a * t + b * logit(k) + d * x + c)))
+                            for t, k, x in zip(r["text"], r["check"], r["reader"])]
+    threshold = choose_threshold(dev["with_reader"], [i.answerable for i in dev["items"]], settings.max_refused)
+    metrics.update(_measure(results, "reader_", settings, threshold))
+    log(f"with the reader: {a:.3f} * question model + {b:.3f} * logit(cross-encoder) + {d:.3f} * reader + {c:.3f}, "
+        f"threshold {threshold}")
+    return {"a": a, "b": b, "c": c, "d": d, "threshold": threshold, "reader": identity}
+
+
 def _measure(results: dict, prefix: str, settings: AnswerabilitySettings, threshold: float) -> dict:
-    """Refusal metrics of each part's `scores` (or, with the prefix check_, the cross-encoder's alone)
-    at `threshold`, over all its questions and balanced."""
-    key = "check" if prefix else "scores"
+    """Refusal metrics of each part's `scores` (or, with the prefix check_, the cross-encoder's alone;
+    reader_, the reader's combination) at `threshold`, over all its questions and balanced."""
+    key = {"check_": "check", "reader_": "with_reader"}.get(prefix, "scores")
     metrics = {}
     for part, r in results.items():
         answerable = [i.answerable for i in r["items"]]
@@ -462,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=None, help="起点模型（默认：自带的 multilingual-e5-small）")
     parser.add_argument("--reuse", type=existing_dir, default=None,
                         help="以前训练好的检查模型文件夹：复制其中的交叉编码器，不再重新训练")
+    parser.add_argument("--reader", type=existing_dir, default=None,
+                        help="用 --exclude-answerability-split 训练的阅读模型文件夹：其「无答案」分数成为组合模型的又一个输入"
+                             "（只在装的正是这个阅读模型时使用）")
     parser.add_argument("--no-combine", action="store_true", help="只用交叉编码器（不加组合器，组合器之前的做法）")
     parser.add_argument("--json", action="store_true", help="输出 JSON（模型卡片，不含损失曲线）")
     args = parser.parse_args(argv)
@@ -472,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.source_questions = {}
     settings.source_questions.update(args.source_questions)
     card = train_check(args.data, Path(args.out), settings, args.base, log=lambda s: print(s, file=sys.stderr),
-                       reuse=args.reuse)
+                       reuse=args.reuse, reader=args.reader)
     if args.json:
         print(json.dumps({k: v for k, v in card.items() if k != "losses"}, ensure_ascii=False))
     else:

@@ -5,6 +5,7 @@ with a passage and marks the answer in it, initialised from the bundled multilin
                                      [--sources cail2019_dev,cmrc2018_trial,drcd_dev] [--json]
                                      [--source-questions cail2019_dev=2400,drcd_dev=1800,cmrc2018_trial=400]
                                      [--set layers=6,max_length=256,epochs=2] [--no-bench-exclusion] [--evaluate-only]
+                                     [--exclude-answerability-split]
 
 Model: the bottom `layers` transformer layers of the bundled e5-small (converted to torch by
 services.index.torch_e5) with a start/end head (a linear layer, 2 logits per token), trained with
@@ -111,6 +112,19 @@ def bench_heldout(bench: Path = BENCH) -> dict[str, set[str]]:
     for key, questions in sets.values():
         out.setdefault(key, set()).update(q.doc_name for q in questions)
     return out
+
+
+def answerability_evaluation(data_root: Path) -> dict[str, set[str]]:
+    """{source: document names} of the answerability check's dev and held-out documents of the set it is
+    evaluated on (services.tuning.answerability's seeded split, default settings): a reader whose
+    no-answer score feeds the check's combiner (fitted on the dev documents, reported on the held-out
+    ones) must not have read them."""
+    from services.tuning.answerability import AnswerabilitySettings, split_documents
+
+    settings = AnswerabilitySettings()
+    corpus = Corpus(data_root / settings.evaluate_on, settings.evaluate_on)
+    parts = split_documents(corpus, settings)
+    return {settings.evaluate_on: parts["dev"] | parts["heldout"]}
 
 
 # --- examples ------------------------------------------------------------------------------------
@@ -428,6 +442,7 @@ def train_reader(data_root: Path, out: Path, settings: ReaderSettings | None = N
     card.update({**selection, "sources": list(settings.sources), "questions": questions,
                  "windows": len(features), "settings": asdict(settings),
                  "excluded_documents": {k: len(v) for k, v in exclude.items()},
+                 "excluded_names": {k: sorted(v) for k, v in exclude.items()},
                  "steps": result["steps"], "planned_steps": result["planned_steps"], "losses": result["losses"][::10],
                  "train_seconds": result["train_seconds"], "seconds": round(time.time() - started),
                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "created_at": time.time(),
@@ -456,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default=None, help="起点模型文件夹（默认：自带的 multilingual-e5-small）")
     parser.add_argument("--no-bench-exclusion", action="store_true",
                         help="不排除 bench/pinpoint.py 和 bench/answers.py 评测用的问题")
+    parser.add_argument("--exclude-answerability-split", action="store_true",
+                        help="同时排除拒答检查的验证和留出判决书（拒答检查的组合模型要用其「无答案」分数时必须这样训练）")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="只为 --out 中已有的阅读模型重新选阈值（不训练）")
     parser.add_argument("--json", action="store_true", help="输出 JSON（模型卡片，不含损失曲线）")
@@ -463,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = ReaderSettings(**args.set, sources=tuple(s for s in args.sources.split(",") if s))
     settings.source_questions.update(args.source_questions)
     exclude = {} if args.no_bench_exclusion or not (BENCH / "pinpoint.py").is_file() else bench_heldout()
+    if args.exclude_answerability_split:
+        for source, docs in answerability_evaluation(Path(args.data)).items():
+            exclude[source] = exclude.get(source, set()) | docs
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     if args.evaluate_only:
         card = evaluate_only(args.data, Path(args.out), exclude, log)
