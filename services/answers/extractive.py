@@ -199,8 +199,11 @@ def _passage_units(hit: Hit) -> list[tuple[int, int, bool, int]]:
     return out
 
 
-# a passage that opens inside a formula (a window cut at "-NO2、|-SO3H等…"): the formula's tail is no unit's start
-_FORMULA_TAIL = re.compile(r"^[-−–—=+)）\]】>·]*[A-Za-z0-9][A-Za-z0-9()\-−+=]*(?=[\u4e00-\u9fff])")
+# a passage that opens inside a formula (a window cut at "-NO2、|-SO3H等…"): the formula's tail — a bond
+# or group mark before letters, or letters with digits (SO3H, C6H5), never a year (2011年) or a word (DNA) —
+# is no unit's start
+_FORMULA_TAIL = re.compile(r"^(?:[-−–—=≡]+[A-Za-z][A-Za-z0-9()]*|(?=[A-Za-z0-9()]*[A-Z])(?=[A-Za-z0-9()]*[0-9])[A-Za-z0-9()]+)"
+                           r"(?=[\u4e00-\u9fff、，,])")
 
 
 def _unit_owners(hits: list[Hit], units: list[list[tuple]], read: list[bool], answer_passages: int) -> set[tuple[int, int]]:
@@ -261,7 +264,7 @@ def _candidates(hits: list[Hit], max_passages: int, read_from: int | None = None
             if owner and hit.start > 0 and a <= len(hit.text) - len(hit.text.lstrip()) + 1:
                 cut = _FORMULA_TAIL.match(hit.text, a, b)
                 if cut and b - cut.end() >= 4:
-                    a = cut.end()
+                    a, b = quote_bounds(hit.text, cut.end(), b)
             unit = hit.text[a:b]
             key = comparable(unit)
             if not owner or len(unit) < 4 or key in seen_text:
