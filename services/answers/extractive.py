@@ -342,6 +342,7 @@ class _Scorer:
                                                                      max_passages)
         self.kind = answer_type(query)
         self.verbs = asked_verbs(query) if self.kind is None else []
+        self.why = self.kind == REASON_KIND and bool(_WHY_Q.search(comparable(query)))
         self.names = question_names(query if asked is None else asked)  # those the user named, not carried ones
         self.role = question_role(query) if self.kind in TYPED else None
         self.exclude = _question_values(self.kind, query)
@@ -442,7 +443,7 @@ class _Scorer:
             add(before)
         elif (_novel_chars(self.lowered[first], self.q_grams) < 6 or len(best.text) < 12) and after is not None:
             add(after)
-        if (kind in TYPED or kind == REASON_KIND) and not self.typed[first]:
+        if (kind in TYPED or self.why) and not self.typed[first]:
             # the unit names the subject but not the value (or cause) asked for: one unit to either side may hold it
             side = [i for i in (after, before) if i is not None and self.typed[i]]
             if side:
@@ -450,7 +451,7 @@ class _Scorer:
         if used < SHORT_QUOTE or (best.clause and used < 2 * SHORT_QUOTE):
             # a clause alone is hard to read: take the neighbour naming more of the question
             side = [i for i in (before, after) if i is not None and i not in group]
-            if kind == REASON_KIND and self.typed[first]:  # the cause is there: only a neighbour naming more of the question
+            if self.why and self.typed[first]:  # the cause is there: only a neighbour naming more of the question
                 told = set().union(*(self.covered[i] for i in group))
                 side = [i for i in side if any(len(t) >= 2 for t in self.covered[i] - told)]
             if side:
@@ -491,9 +492,10 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
     best = forced[0] if forced else order[0]
     if forced:
         pass
-    elif (scorer.kind in TYPED or scorer.kind == REASON_KIND) and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
-        # a question asking for a number, date, title or country (or why): a unit holding one, if it is close
-        typed = next((i for i in order if scorer.typed[i]), None)
+    elif (scorer.kind in TYPED or scorer.why) and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
+        # a question asking for a number, date, title or country: a unit holding one, if it is close; for a
+        # why-question a cause of what it asks about (离婚 of 因何离婚, in the cause's clause or the next)
+        typed = next((i for i in order if scorer.typed[i] and (not scorer.why or _cause_of_the_asked(scorer, i))), None)
         if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
             best = typed
     if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
@@ -512,8 +514,8 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
             continue
         if used + len(u.text) > max_chars or check_picks(scorer.query, [u])[0].support < ANSWERS_THRESHOLD:
             continue  # a unit that merely shares a word with the question adds nothing
-        if (scorer.kind in STRICT_TYPES or scorer.kind == REASON_KIND) and not scorer.typed[i]:
-            continue  # a why-question: a further unit stating no cause is no answer to it
+        if (scorer.kind in STRICT_TYPES or scorer.why and u.clause) and not scorer.typed[i]:
+            continue  # a why-question over a judgment's run of clauses: a further clause stating no cause is none
         if scorer.verbs and not all(v in scorer.lowered[i] for v in scorer.verbs):
             continue  # a yes/no question: a unit without the verb asked about says nothing about it
         picked.append(u)
@@ -569,7 +571,8 @@ def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> lis
         support = min(1.0, coverage + (0.1 if kind and typed and coverage > 0 else 0.0))
         if kind in TYPED and not typed:  # a quote without the asked-for number, date, name or place
             support = min(support, ANSWERS_THRESHOLD / 2)
-        if kind == REASON_KIND and not _reasons(joined):  # a why-question: a quote stating no cause
+        if kind == REASON_KIND and all(p.clause for p in group) and _WHY_Q.search(comparable(query)) \
+                and not _reasons(joined):  # a why-question: clauses of a judgment stating no cause
             support = min(support, ANSWERS_THRESHOLD / 2)
         for p in group:
             p.support = support
@@ -706,6 +709,23 @@ def _listed(text: str, values: list[tuple[int, int]], a: int, b: int, several: b
     if end == b and (lo == hi or not (several or m)):
         return a, b
     return spans[lo][0], m.end() if m else end
+
+
+# A why-question (REASON_KIND asks for the cause): not 名为什么 / 称为什么 (为 + 什么: "what is it called") nor
+# 什么事 (what happened).
+_WHY_Q = re.compile(r"(?<![名称作成叫译改])为什么|为何|因何|何故|为啥|怎么会|原因|缘故|由来")
+
+
+def _cause_of_the_asked(scorer: "_Scorer", i: int) -> bool:
+    """Whether unit i (stating a cause) is about what the why-question asks: it or the next unit of its
+    sentence holds a term of the question of two or more characters that is no name nor party role
+    (离婚 of 原告曹0与被告张x1因何离婚？ in 「原、被告因夫妻感情破裂,|在…调解离婚」), or the question has none."""
+    asked = [t for t in scorer.terms if len(t) >= 2 and not _ROLE_WORDS.match(t) and not _ROLE.fullmatch(t)
+             and not any(t in n or n in t for n in scorer.names)]
+    if not asked:
+        return True
+    near = [i] + [j for j in (scorer.following[i],) if j is not None and scorer.candidates[j].sentence == scorer.candidates[i].sentence]
+    return any(t in scorer.lowered[j] for j in near for t in asked)
 
 
 _CAUSE_NEXT = re.compile(r"^(?:因此|所以|故而|因而|于是|从而|以致|才|遂)")
