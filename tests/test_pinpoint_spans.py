@@ -253,3 +253,13 @@ def test_a_passage_opening_inside_a_formula_does_not_quote_the_formulas_tail():
     extract = pinpoint("哪些基团决定了有机物中的卤代烃、醇或酚、醛的化学性质？", [hit], reader=False)
     assert extract.picks and not any(p.text.startswith("-SO3H") for p in extract.picks)
     assert extract.span is None or not extract.span.text.startswith("-SO3H")
+
+
+@pytest.mark.parametrize("question,why", [("原告曹0与被告张x1因何离婚？", True), ("原告为何上诉？", True),
+                                          ("张某的最终死亡原因是什么？", True),
+                                          ("当时为什么部落的官称？", False),  # 为 + 什么部落: which tribe
+                                          ("这座城市名为什么？", False), ("什么事情改变了九龙湾的印象？", False)])
+def test_why_questions_ask_for_a_cause(question, why):
+    from services.answers.extractive import asks_why
+
+    assert asks_why(question) is why

@@ -342,7 +342,7 @@ class _Scorer:
                                                                      max_passages)
         self.kind = answer_type(query)
         self.verbs = asked_verbs(query) if self.kind is None else []
-        self.why = self.kind == REASON_KIND and bool(_WHY_Q.search(comparable(query)))
+        self.why = self.kind == REASON_KIND and asks_why(query)
         self.names = question_names(query if asked is None else asked)  # those the user named, not carried ones
         self.role = question_role(query) if self.kind in TYPED else None
         self.exclude = _question_values(self.kind, query)
@@ -571,7 +571,7 @@ def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> lis
         support = min(1.0, coverage + (0.1 if kind and typed and coverage > 0 else 0.0))
         if kind in TYPED and not typed:  # a quote without the asked-for number, date, name or place
             support = min(support, ANSWERS_THRESHOLD / 2)
-        if kind == REASON_KIND and all(p.clause for p in group) and _WHY_Q.search(comparable(query)) \
+        if kind == REASON_KIND and all(p.clause for p in group) and asks_why(query) \
                 and not _reasons(joined):  # a why-question: clauses of a judgment stating no cause
             support = min(support, ANSWERS_THRESHOLD / 2)
         for p in group:
@@ -714,6 +714,19 @@ def _listed(text: str, values: list[tuple[int, int]], a: int, b: int, several: b
 # A why-question (REASON_KIND asks for the cause): not 名为什么 / 称为什么 (为 + 什么: "what is it called") nor
 # 什么事 (what happened).
 _WHY_Q = re.compile(r"(?<![名称作成叫译改])为什么|为何|因何|何故|为啥|怎么会|原因|缘故|由来")
+
+
+def asks_why(question: str) -> bool:
+    """Whether a question asks for a cause (`_WHY_Q`): not 为 + 什么 + a noun's (当时为什么部落的官称: which tribe)."""
+    q = aligned(question)
+    if not _WHY_Q.search(comparable(q)):
+        return False
+    tags = pos_tags(q)
+    for k, (a, b, _flag) in enumerate(tags):
+        if comparable(q[a:b]) in ("为什么", "为何") and k + 2 < len(tags) and tags[k + 1][2].startswith("n") \
+                and q[tags[k + 2][0]:tags[k + 2][1]] == "的":
+            return bool(_WHY_Q.search(comparable(q[:a] + q[b:])))
+    return True
 
 
 def _cause_of_the_asked(scorer: "_Scorer", i: int) -> bool:
