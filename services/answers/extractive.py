@@ -4,7 +4,9 @@ with the answer itself marked.
 Units. A passage is cut into sentences (services.answers.citations.quote_spans); a sentence longer than
 CLAUSE_FROM characters — court judgments often have no 。 at all, so "the sentence" would be a whole
 chunk — is cut further into clauses at ，；： (not inside numbers or brackets), keeping exact document
-offsets. Clauses shorter than MIN_CLAUSE join the next one ("经审理查明：").
+offsets. Clauses shorter than MIN_CLAUSE join the next one ("经审理查明："). Units of one document that overlap
+(the windows of a sliding chunker) are read once, from the passage whose window did not cut them (`_unit_owners`),
+and a passage opening on a formula's tail (-SO3H等…) starts after it (`_FORMULA_TAIL`).
 
 Scoring. A unit scores by the query terms it contains, each weighted by length x local IDF (terms found
 in few candidate units are the specific ones), plus character-bigram overlap with the question, a small
@@ -19,7 +21,8 @@ count as holding the asked-for type. Units that only restate the question are
 discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
 Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
-value wins when it scores at least TYPED_RATIO of the best. The best unit is extended by one unit to
+value wins when it scores at least TYPED_RATIO of the best; for a why-question (`asks_why`) a unit stating a
+cause of what it asks about (`answer_types.cause_spans`, `_cause_of_the_asked`) does, and the cause is marked. The best unit is extended by one unit to
 either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
 in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. Further
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
