@@ -301,6 +301,46 @@ def test_a_self_contained_question_is_not_rewritten_and_leaves_the_case(lib, cas
     assert a.context_documents == [] and a.citations and a.citations[0].doc == "射击断续器.txt"
 
 
+MATSU = ("馬祖列島\n馬祖列島位於臺灣海峽西北方，由南竿、北竿、莒光、東引等島嶼組成。島上多花崗岩地形，海岸曲折。"
+         "1999年以馬祖列島為範圍的馬祖國家風景區成立，隸屬於交通部觀光局管理。風景區內有芹壁聚落等閩東式石屋。"
+         "每年春夏之交，海面常見藍眼淚，吸引許多遊客前來觀賞。島上居民多以漁業與觀光業為生。")
+SKELETAL = ("有机物的表示方法\n结构简式通常包括烃基及官能团两部分。官能团对有机物的性质起决定作用。"
+            "键线式也称骨架式、拓扑式、折线简式，是在纸面表示分子结构的一种方法，在表示有机化合物的立体结构时尤其常用。"
+            "用键线式表示的结构简明易懂，并且容易书写。")
+
+
+@pytest.mark.parametrize("question", ["键线式叫什么？", "什么是键线式？", "键线式也叫什么？"])
+def test_a_new_topic_after_one_turn_is_searched_over_the_whole_kb(lib, kb, question):
+    """The s26 walkthrough: after a question about 马祖, "键线式叫什么？" (a word the search tokenizer cuts
+    into 键 / 线 / 式) was kept to the 马祖 article and refused, while a new conversation answered it from
+    the chemistry document. A self-contained question its documents do not cover leaves the conversation."""
+    ingest_bytes(lib, kb, MATSU.encode(), "马祖.txt", ChunkingConfig("sentence", 60, 0))
+    ingest_bytes(lib, kb, SKELETAL.encode(), "有机物.txt", ChunkingConfig("sentence", 60, 0))
+    retriever, conv = Retriever(lib, kb), Conversation()
+    first = answer_question(retriever, LLMSettings(), "負責管理馬祖國家風景區的單位為？", conv)
+    assert {c.doc for c in first.citations} == {"马祖.txt"}
+    conv.add(first)
+    a = answer_question(retriever, LLMSettings(), question, conv)
+    assert a.mode == "extractive" and a.context_documents == []
+    assert "骨架式" in a.text and {c.doc for c in a.citations if c.supported} == {"有机物.txt"}
+
+
+def test_a_question_the_conversation_cannot_answer_is_answered_from_the_whole_kb():
+    """A self-contained question kept to the conversation's documents whose evidence there refuses is
+    answered from the whole KB's search when that one does not refuse (`widen_when_refused`)."""
+    from services.answers.answer import ContextPlan, widen_when_refused
+    from services.search.retrieval import SearchResult
+
+    question = "骨架式是什么的别称？"
+    scoped = SearchResult(question, [make_hit("馬祖國家風景區隸屬於交通部觀光局管理。", "马祖.txt")], {}, [])
+    wide = SearchResult(question, [make_hit(SKELETAL, "有机物.txt")], {}, [])
+    plan = ContextPlan(question, documents=["马祖.txt"], reason="same-subject", wide=wide)
+    assert widen_when_refused(plan, scoped, 3000) is wide and plan.documents == [] and plan.reason == "other-subject"
+    kept = ContextPlan(question, documents=["有机物.txt"], reason="same-subject", wide=scoped)
+    answered = SearchResult(question, [make_hit(SKELETAL, "有机物.txt")], {}, [])
+    assert widen_when_refused(kept, answered, 3000) is answered and kept.documents == ["有机物.txt"]
+
+
 def test_a_quote_from_another_document_does_not_support_a_follow_up(lib, cases):
     """Item 4: within a conversation about one judgment, an extract from another one is not supported."""
     retriever = Retriever(lib, cases)

@@ -219,3 +219,80 @@ def test_a_yes_no_phrase_says_whether_the_verb_happened(phrase, negative):
     from services.answers.extractive import negated
 
     assert negated(phrase, ["再婚", "支付"]) is negative
+
+
+# --- why-questions: the clause stating the cause (s26 walkthrough) ---------------------------------
+DIVORCE = ("经审理查明:原告刘0与被告陈x2原系夫妻关系2005年3月12日,婚后生育一子陈x72012年9月18日,原、被告因夫妻感情破裂,"
+           "经本院调解离婚,调解书载明陈x7随原告生活,被告每月支付抚养费600元此后,被告一直未按约定支付抚养费另查明:"
+           "陈x7现在某县实验小学上学,原告刘0系某公司职工,收入稳定")
+
+
+@pytest.mark.parametrize("question", ["原告刘0与被告陈x2因何离婚？", "原告刘0与被告陈x2为什么离婚？",
+                                      "原告刘0与被告陈x2离婚的原因是什么？"])
+def test_a_why_question_marks_the_clause_stating_the_cause(question):
+    """「…因何离婚？」 bolded 「原告曹0与被告张x1原5夫妻关系2001年5月27日」 (a date clause naming the parties) and quoted
+    three unrelated clauses as supported; the answer is the clause with the causal marker."""
+    assert answer_type(question) == "reason"
+    extract = pinpoint(question, [make_hit(DIVORCE)], reader=False)
+    assert extract.span is not None and "感情破裂" in extract.span.text
+    assert not any(ch.isdigit() for ch in extract.span.text)  # never a date or a number
+    quoted = "".join(p.text for p in extract.picks)
+    assert "2005年3月12日" not in quoted and "600元" not in quoted and "实验小学" not in quoted
+
+
+@pytest.mark.parametrize("text,question,cause", [
+    ("这座桥于1998年建成，2003年7月封闭，封闭的原因是桥墩出现裂缝。此后改建为人行桥。", "这座桥为什么封闭？", "桥墩出现裂缝"),
+    ("2010年前后，该湖面积缩小了三成，上游大量修建水库导致入湖水量减少。", "该湖面积为什么缩小？", "修建水库"),
+    ("这种病由一种基因突变引起，患者多在20岁以后发病。", "这种病因何而起？", "基因突变")])
+def test_a_cause_written_with_other_markers_is_marked(text, question, cause):
+    span = pinpoint(question, [make_hit(text)], reader=False).span
+    assert span is not None and cause in span.text and not span.text[:1].isdigit()
+
+
+def test_cause_spans_are_not_consequences_or_words_with_yin():
+    from services.answers.answer_types import cause_spans
+
+    text = "基因决定了性状因此后代相似,原因不明,由于天气原因比赛推迟"
+    assert [text[a:b] for a, b in cause_spans(text)] == ["由于天气原因比赛推迟"]
+
+
+# --- overlapping windows of one document (s26 walkthrough, item 11) -------------------------------
+CHEMISTRY = ("结构简式通常包括烃基及官能团两部分。常见官能团：碳碳双键、羟基、羧基、醛基等。官能团对有机物的性质起决定作用，"
+             "—X、—OH、—CHO、—COOH、—NO2、-SO3H等决定了有机物中的卤代烃、醇或酚、醛、羧酸、硝基化合物、磺酸类有机物的化学性质键线式"
+             "也称骨架式、拓扑式、折线简式，是在纸面表示分子结构的一种方法，在表示有机化合物的立体结构时尤其常用。"
+             "用键线式表示的结构简明易懂，并且容易书写。")
+
+
+def _windows(text, cut, end):
+    """Two overlapping windows of one document, as a sliding chunker makes them: the first-ranked one opens
+    at `cut` (inside a formula), the second holds the sentence whole and ends at `end`."""
+    return [make_hit(text[cut:], "chem.pdf", cut), make_hit(text[:end], "chem.pdf", 0)]
+
+
+def test_overlapping_windows_quote_the_same_text_once():
+    cut = CHEMISTRY.index("-SO3H")
+    hits = _windows(CHEMISTRY, cut, CHEMISTRY.index("是在纸面表示") + 6)
+    extract = pinpoint("键线式也叫什么？", hits, reader=False)
+    ranges = sorted((p.start, p.end) for p in extract.picks)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(ranges, ranges[1:]))  # no document text quoted twice
+    assert extract.text.split("以下内容摘自文档：")[-1].count("硝基化合物") == 1  # README: 同一句不会出现两次
+    assert not any(p.text.startswith("-SO3H") for p in extract.picks)
+    assert extract.span is not None and not extract.span.text.startswith("-SO3H") and "骨架式" in extract.span.text
+
+
+def test_a_passage_opening_inside_a_formula_does_not_quote_the_formulas_tail():
+    cut = CHEMISTRY.index("-SO3H")
+    hit = make_hit(CHEMISTRY[cut:], "chem.pdf", cut)
+    extract = pinpoint("哪些基团决定了有机物中的卤代烃、醇或酚、醛的化学性质？", [hit], reader=False)
+    assert extract.picks and not any(p.text.startswith("-SO3H") for p in extract.picks)
+    assert extract.span is None or not extract.span.text.startswith("-SO3H")
+
+
+@pytest.mark.parametrize("question,why", [("原告曹0与被告张x1因何离婚？", True), ("原告为何上诉？", True),
+                                          ("张某的最终死亡原因是什么？", True),
+                                          ("当时为什么部落的官称？", False),  # 为 + 什么部落: which tribe
+                                          ("这座城市名为什么？", False), ("什么事情改变了九龙湾的印象？", False)])
+def test_why_questions_ask_for_a_cause(question, why):
+    from services.answers.extractive import asks_why
+
+    assert asks_why(question) is why

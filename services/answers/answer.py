@@ -24,7 +24,7 @@ from services import errors
 from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
                                 parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
-from services.answers.answer_types import entity_spans
+from services.answers.answer_types import aligned, entity_spans, pos_tags
 from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, ambiguity_passages,  # noqa: F401
                                         marked_text, names_held, pinpoint, question_names)
 from services.documents.pageview import page_label
@@ -418,6 +418,22 @@ def adds_only_the_subject(rewritten: str, question: str, conversation: Conversat
     return all(any(t in n for n in names) for t in added)
 
 
+def content_weights(question: str, shares: dict[str, float]) -> dict[str, float]:
+    """The question's key terms the KB uses (`shares` > 0), each weighted by how specific it is there
+    (length x log(1 + 1 / share)). A word the search tokenizer cuts into single characters (键线式 of
+    键线式叫什么？ is searched as 键 / 线 / 式) counts whole, as the part-of-speech tagger reads it, weighted
+    by its most common character: a lone character says nothing about which document a question is about."""
+    terms = [t for t in key_terms(question) if t not in _FOLLOW_UP_TOKENS and shares.get(t, 0.0) > 0]
+    weight = {t: len(t) * math.log(1 + 1 / shares[t]) for t in terms if len(t) >= 2}
+    singles = {t for t in terms if len(t) == 1}
+    text = aligned(question)
+    for a, b, _flag in pos_tags(text):
+        word = comparable(text[a:b])
+        if len(word) >= 2 and word not in weight and all(ch in singles for ch in word):
+            weight[word] = len(word) * math.log(1 + 1 / max(shares[ch] for ch in word))
+    return weight
+
+
 def names_other_subject(question: str, context_text: str, other_texts: list[str], shares: dict[str, float],
                         follow_up: bool) -> bool:
     """Whether the question is about something other than the conversation's documents: another
@@ -429,10 +445,9 @@ def names_other_subject(question: str, context_text: str, other_texts: list[str]
     ("射击断续器是哪个国家发明的？那个装置有什么作用？" in a talk about a judgment). Texts are in
     comparable form (services.documents.tokenizer.comparable)."""
     # words the KB never uses say nothing about which of its documents the question is about
-    terms = [t for t in key_terms(question) if len(t) >= 2 and t not in _FOLLOW_UP_TOKENS and shares.get(t, 0.0) > 0]
-    if not terms or not other_texts:
+    weight = content_weights(question, shares)
+    if not weight or not other_texts:
         return False
-    weight = {t: len(t) * math.log(1 + 1 / shares[t]) for t in terms}
     total = sum(weight.values())
 
     def coverage(text: str) -> float:
@@ -472,6 +487,7 @@ def plan_context(question: str, conversation: Conversation, retriever: Retriever
             return plan
     if not follow_up:
         plan.documents, plan.reason = documents, "same-subject" if documents else "no-context"
+        plan.wide = wide if documents else None
         return plan
     plan.query, plan.notice = rewrite_query(question, conversation, client, shares, context_text)
     plan.rewritten, plan.documents, plan.reason = plan.query != question, documents, "follow-up"
@@ -545,13 +561,30 @@ def context_search(retriever: Retriever, plan: ContextPlan):
     result = scoped.search(plan.query)
     if CONTEXT_MODE == "filter" and result.hits:
         return result
-    wide = retriever.search(plan.query)
+    wide = plan.wide if plan.wide is not None and plan.wide.query == plan.query else retriever.search(plan.query)
     seen = {tuple(h.chunk_ids) for h in result.hits}
     result.hits = (result.hits + [h for h in wide.hits if tuple(h.chunk_ids) not in seen])[:retriever.settings.top_k]
     result.candidates = result.candidates + wide.candidates
     for k, v in wide.timings_ms.items():
         result.timings_ms[k] = result.timings_ms.get(k, 0.0) + v
     return result
+
+
+def widen_when_refused(plan: ContextPlan, result, budget: int):
+    """The search result to answer from: a self-contained question kept to the conversation's documents
+    (`plan.reason` "same-subject") that they cannot answer — its evidence there refuses — while the whole
+    KB can, is answered from the whole KB (`plan.wide`, the search plan_context ran as asked), and the plan
+    no longer keeps to the documents. The walkthrough: 键线式叫什么？ after a question about 马祖 was
+    refused from the 马祖 article although a PDF of the KB answers it."""
+    if plan.reason != "same-subject" or plan.wide is None or plan.wide.query != plan.query:
+        return result
+    if not should_refuse(evidence_strength(plan.query, fit_sources(result.hits, budget), result.candidates)):
+        return result
+    wide = fit_sources(plan.wide.hits, budget)
+    if not wide or should_refuse(evidence_strength(plan.query, wide, plan.wide.candidates)):
+        return result
+    plan.documents, plan.reason = [], "other-subject"
+    return plan.wide
 
 
 def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_tokens, stream, on_preview):
@@ -566,6 +599,7 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
     budget = context_tokens or (context_budget(llm.model, llm.max_tokens) if client else EXTRACT_TOKENS)
     if client and not context_tokens:
         budget = min(budget, time_budget(llm) or budget)
+    result = widen_when_refused(plan, result, budget)
     sources = fit_sources(result.hits, budget)
     page_of = _page_lookup(retriever)
     answer = Answer("", "refused", query, question, [], sources, timings,

@@ -113,7 +113,25 @@ _PLACE_AFTER = re.compile(r"(?:位于|坐落于|坐落在|地处|出生于|生�
                           r"居住在|居住于|住在|家住|在位于)([^，,。；;！？、（(]{2,30})")
 DOTTED_NAME = re.compile(r"[\u4e00-\u9fff]{1,6}(?:[·・][\u4e00-\u9fff]{1,8})+")
 REASON = re.compile(r"(?:因为|由于|因|为了|是为|以便|出于)[^，,；;。！？]*")
+# A clause stating a cause (services.answers.extractive, for 为什么/因何 questions): "因/由于/鉴于 …" to the end
+# of its clause — not 因此/因而 (a consequence), 基因, 原因 — "原因是 …", and a clause with the cause before
+# 导致/致使/造成/以致 (or a clause ending …所致, …的结果) or one saying a marriage broke down (感情破裂, 感情不和: the cause judgments give for a divorce).
+_CAUSE_BEFORE = re.compile(r"(?:因为|由于|鉴于|基于|出于|为了|是为|以便|(?<![基原诱起成主死病近远])因(?![此而果素子]))[^，,；;。！？]*")
+_CAUSE_AFTER = re.compile(r"原因(?:是|在于|为|系|乃)[^，,；;。！？]*|以[^，,；;。！？]{2,30}?为由")
+_CAUSE_IN_CLAUSE = re.compile(r"导致|致使|造成|以致|引起|引发|所致|的结果|的缘故|之故|感情(?:确已|已经|已)?(?:破裂|不和)")
 _REASON_HINT = re.compile(r"因为|由于|因此|所以|故|得名|导致|原因|以便|为了|因")
+
+
+def cause_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of the pieces of `text` that state a cause: "因/由于 …" and "原因是 …" to the end of their
+    clause, "以 … 为由", and the whole clause around 导致/致使/感情破裂 (clauses end at ，,；;。！？ and line breaks)."""
+    t = aligned(text)
+    spans = [m.span() for m in _CAUSE_BEFORE.finditer(t)] + [m.span() for m in _CAUSE_AFTER.finditer(t)]
+    for m in _CAUSE_IN_CLAUSE.finditer(t):
+        a = max((i + 1 for i in range(m.start()) if t[i] in "，,；;。！？!?\n"), default=0)
+        b = next((i for i in range(m.end(), len(t)) if t[i] in "，,；;。！？!?\n"), len(t))
+        spans.append((a, b))
+    return merge_spans([(a, b) for a, b in spans if b - a >= 3])
 
 
 def aligned(text: str) -> str:

@@ -4,7 +4,9 @@ with the answer itself marked.
 Units. A passage is cut into sentences (services.answers.citations.quote_spans); a sentence longer than
 CLAUSE_FROM characters — court judgments often have no 。 at all, so "the sentence" would be a whole
 chunk — is cut further into clauses at ，；： (not inside numbers or brackets), keeping exact document
-offsets. Clauses shorter than MIN_CLAUSE join the next one ("经审理查明：").
+offsets. Clauses shorter than MIN_CLAUSE join the next one ("经审理查明："). Units of one document that overlap
+(the windows of a sliding chunker) are read once, from the passage whose window did not cut them (`_unit_owners`),
+and a passage opening on a formula's tail (-SO3H等…) starts after it (`_FORMULA_TAIL`).
 
 Scoring. A unit scores by the query terms it contains, each weighted by length x local IDF (terms found
 in few candidate units are the specific ones), plus character-bigram overlap with the question, a small
@@ -19,7 +21,8 @@ count as holding the asked-for type. Units that only restate the question are
 discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
 Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
-value wins when it scores at least TYPED_RATIO of the best. The best unit is extended by one unit to
+value wins when it scores at least TYPED_RATIO of the best; for a why-question (`asks_why`) a unit stating a
+cause of what it asks about (`answer_types.cause_spans`, `_cause_of_the_asked`) does, and the cause is marked. The best unit is extended by one unit to
 either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
 in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. Further
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
@@ -64,8 +67,8 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 
-from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NUM, REASON, SHARE_Q, TYPED, UNIT, aligned,
-                                          answer_type, asked_verbs, entity_spans, has_type, merge_spans, pos_tags,
+from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NUM, SHARE_Q, TYPED, UNIT, aligned,
+                                          answer_type, asked_verbs, cause_spans, entity_spans, has_type, merge_spans, pos_tags,
                                           typed_values)
 from services.answers.citations import quote_bounds, quote_spans
 from services.answers.refusal import key_terms
@@ -101,6 +104,7 @@ AMBIGUITY_DOCUMENTS = 8  # ... at most this many documents
 AMBIGUITY_SHOWN = 3  # other documents' answers listed at most (best first)
 # Types whose values the patterns find reliably: a unit without one does not answer such a question.
 STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
+REASON_KIND = "reason"  # a why-question (为什么, 因何): the clause stating the cause is its answer
 READER_KIND = "reader"  # the kind of an answer span the reader marked for an untyped question
 YES_NO_KIND = "yesno"  # the kind of the span of a yes/no question: the asked verb's phrase (原告未再婚)
 
@@ -187,38 +191,97 @@ def _bigrams(text: str) -> set[str]:
     return {t[i:i + 2] for i in range(len(t) - 1)}
 
 
-def _candidates(hits: list[Hit], max_passages: int, read_from: int | None = None) -> tuple[list[Pick], list[int | None], list[int | None]]:
+def _passage_units(hit: Hit) -> list[tuple[int, int, bool, int]]:
+    """(start, end, is a clause, sentence index) of a passage's units, offsets in its text (see _candidates)."""
+    out = []
+    for k, (sa, sb) in enumerate(quote_spans(hit.text)):
+        long_sentence = sb - sa > CLAUSE_FROM
+        spans = clause_spans(hit.text, sa, sb) if long_sentence else [(sa, sb)]
+        for a, b in spans:
+            a, b = quote_bounds(hit.text, a, b)
+            out.append((a, b, long_sentence and (a, b) != quote_bounds(hit.text, sa, sb), k))
+    return out
+
+
+# a passage that opens inside a formula (a window cut at "-NO2、|-SO3H等…"): the formula's tail — a bond
+# or group mark before letters, or letters with digits (SO3H, C6H5), never a year (2011年) or a word (DNA) —
+# is no unit's start
+_FORMULA_TAIL = re.compile(r"^(?:[-−–—=≡]+[A-Za-z][A-Za-z0-9()]*|(?=[A-Za-z0-9()]*[A-Z])(?=[A-Za-z0-9()]*[0-9])[A-Za-z0-9()]+)"
+                           r"(?=[\u4e00-\u9fff、，,])")
+
+
+def _unit_owners(hits: list[Hit], units: list[list[tuple]], read: list[bool], answer_passages: int) -> set[tuple[int, int]]:
+    """The (passage number, unit start) of the units to read: of units of one document that overlap (windows
+    of a sliding chunker overlap, and cut a sentence at their edges differently), the first-ranked one is
+    read — unless it is cut by its window's edge (it starts where its passage starts, or ends where it ends)
+    and another passage holds more of it on that side: then that passage's unit is read instead. So the same
+    text is never quoted twice ([1] and [2] of one sentence), and a sentence is quoted whole where a passage
+    holds it whole. A unit of a passage beyond `answer_passages` (read only for ambiguity) never displaces
+    one of the answer's own passages."""
+    kept: dict[str, list[list]] = {}  # doc -> [[n, doc start, doc end, cut at start, cut at end, unit start]]
+    for n, (hit, spans) in enumerate(zip(hits, units), start=1):
+        if not read[n - 1]:
+            continue
+        body = hit.text.strip()
+        head = len(hit.text) - len(hit.text.lstrip())
+        tail = head + len(body)
+        for a, b, _clause, _k in spans:
+            if b - a < 4:
+                continue
+            unit = [n, hit.start + a, hit.start + b, hit.start > 0 and a <= head + 1, b >= tail - 1, a]
+            same = kept.setdefault(hit.doc, [])
+            overlapping = [u for u in same if u[1] < unit[2] and unit[1] < u[2]]
+            if not overlapping:
+                same.append(unit)
+                continue
+            wider = all((u[3] and unit[1] < u[1] or u[4] and unit[2] > u[2])
+                        and (n <= answer_passages or u[0] > answer_passages) for u in overlapping)
+            if wider:  # each unit it overlaps was cut by its window where this one goes on
+                for u in overlapping:
+                    same.remove(u)
+                same.append(unit)
+    return {(u[0], u[5]) for same in kept.values() for u in same}
+
+
+def _candidates(hits: list[Hit], max_passages: int, read_from: int | None = None,
+                answer_passages: int | None = None) -> tuple[list[Pick], list[int | None], list[int | None]]:
     """Distinct units of the top passages (clauses of long sentences, else sentences), and for each
     the index of the unit before and after it in the same passage (None at a passage edge).
-    `read_from`: passages from this number on are read too (those added for the ambiguity check)."""
-    seen_spans, seen_text, out, previous, following = set(), set(), [], [], []
+    `read_from`: passages from this number on are read too (those added for the ambiguity check).
+    Overlapping units of one document are read once (`_unit_owners`); a passage opening inside a formula
+    (`_FORMULA_TAIL`, a window's cut) has its first unit start after the formula's tail."""
+    read = [n <= max_passages or read_from is not None and n >= read_from for n in range(1, len(hits) + 1)]
+    units = [_passage_units(hit) for hit in hits]
+    owners = _unit_owners(hits, units, read, answer_passages or max_passages)
+    seen_text, out, previous, following = set(), [], [], []
     sentence_no = 0
-    for n, hit in enumerate(hits, start=1):
-        if n > max_passages and (read_from is None or n < read_from):
+    for n, (hit, spans) in enumerate(zip(hits, units), start=1):
+        if not read[n - 1]:
             continue
-        last = None
+        last, k_last = None, None
         doc_id = getattr(hit.chunk, "doc_id", "") or ""
-        for sa, sb in quote_spans(hit.text):
-            sentence_no += 1
-            long_sentence = sb - sa > CLAUSE_FROM
-            spans = clause_spans(hit.text, sa, sb) if long_sentence else [(sa, sb)]
-            for a, b in spans:
-                a, b = quote_bounds(hit.text, a, b)
-                unit = hit.text[a:b]
-                key = comparable(unit)
-                span = (hit.doc, hit.start + a)
-                if len(unit) < 4 or span in seen_spans or key in seen_text:
-                    last = None
-                    continue  # windows overlap: the same unit is quoted once
-                seen_spans.add(span)
-                seen_text.add(key)
-                out.append(Pick(n, hit.start + a, hit.start + b, unit, 0.12 / (n + 1), doc=hit.doc, doc_id=doc_id,
-                                clause=long_sentence and (a, b) != quote_bounds(hit.text, sa, sb), sentence=sentence_no))
-                previous.append(last)
-                following.append(None)
-                if last is not None:
-                    following[last] = len(out) - 1
-                last = len(out) - 1
+        for a, b, clause, k in spans:
+            if k != k_last:
+                sentence_no += 1
+                k_last = k
+            owner = (n, a) in owners
+            if owner and hit.start > 0 and a <= len(hit.text) - len(hit.text.lstrip()) + 1:
+                cut = _FORMULA_TAIL.match(hit.text, a, b)
+                if cut and b - cut.end() >= 4:
+                    a, b = quote_bounds(hit.text, cut.end(), b)
+            unit = hit.text[a:b]
+            key = comparable(unit)
+            if not owner or len(unit) < 4 or key in seen_text:
+                last = None
+                continue  # windows overlap: the same unit is quoted once
+            seen_text.add(key)
+            out.append(Pick(n, hit.start + a, hit.start + b, unit, 0.12 / (n + 1), doc=hit.doc, doc_id=doc_id,
+                            clause=clause, sentence=sentence_no))
+            previous.append(last)
+            following.append(None)
+            if last is not None:
+                following[last] = len(out) - 1
+            last = len(out) - 1
     return out, previous, following
 
 
@@ -279,9 +342,11 @@ class _Scorer:
         self.passages = [h.text for h in hits]
         self.starts = [h.start for h in hits]
         self.max_passages = max_passages  # the answer's own units; ambiguity looks a little further
-        self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES), read_from)
+        self.candidates, self.previous, self.following = _candidates(hits, max(max_passages, AMBIGUITY_PASSAGES), read_from,
+                                                                     max_passages)
         self.kind = answer_type(query)
         self.verbs = asked_verbs(query) if self.kind is None else []
+        self.why = self.kind == REASON_KIND and asks_why(query)
         self.names = question_names(query if asked is None else asked)  # those the user named, not carried ones
         self.role = question_role(query) if self.kind in TYPED else None
         self.exclude = _question_values(self.kind, query)
@@ -298,7 +363,7 @@ class _Scorer:
         total = sum(self.weights.values()) or 1.0
         self.covered = [{t for t in self.terms if t in text} for text in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
-                      (self.kind == "reason" and bool(_reasons(c.text))) for c in self.candidates]
+                      (self.kind == REASON_KIND and bool(_reasons(c.text))) for c in self.candidates]
         if self.kind in ("number", "amount"):  # 多少公分: a unit with a value in 公分 answers, one with 12月 does not
             in_unit = [any(_unit_match(query, c.text[a:b]) for a, b in _values(self.kind, c, self.exclude))
                        for c in self.candidates]
@@ -319,7 +384,7 @@ class _Scorer:
             if self.verbs and all(v in text for v in self.verbs):
                 c.score += VERB_BONUS  # a yes/no question: the clause saying whether (现已再婚), not one sharing its nouns
             if self.typed[i]:
-                c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == "reason" else LOOSE_TYPE_BONUS
+                c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == REASON_KIND else LOOSE_TYPE_BONUS
             if _novel_chars(text, self.q_grams) < 6:
                 c.score *= 0.6  # restates the question (or is a title): holds no answer
             if _other_party(self.role, c.text):
@@ -382,14 +447,17 @@ class _Scorer:
             add(before)
         elif (_novel_chars(self.lowered[first], self.q_grams) < 6 or len(best.text) < 12) and after is not None:
             add(after)
-        if kind in TYPED and not self.typed[first]:
-            # the unit names the subject but not the value asked for: one unit to either side may hold it
+        if (kind in TYPED or self.why) and not self.typed[first]:
+            # the unit names the subject but not the value (or cause) asked for: one unit to either side may hold it
             side = [i for i in (after, before) if i is not None and self.typed[i]]
             if side:
                 add(max(side, key=lambda i: c[i].score))
         if used < SHORT_QUOTE or (best.clause and used < 2 * SHORT_QUOTE):
             # a clause alone is hard to read: take the neighbour naming more of the question
             side = [i for i in (before, after) if i is not None and i not in group]
+            if self.why and self.typed[first]:  # the cause is there: only a neighbour naming more of the question
+                told = set().union(*(self.covered[i] for i in group))
+                side = [i for i in side if any(len(t) >= 2 for t in self.covered[i] - told)]
             if side:
                 add(max(side, key=lambda i: (len(self.covered[i]), i == before)))
         return sorted(group)
@@ -428,9 +496,10 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
     best = forced[0] if forced else order[0]
     if forced:
         pass
-    elif scorer.kind in TYPED and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
-        # a question asking for a number, date, title or country: a unit holding one, if it is close
-        typed = next((i for i in order if scorer.typed[i]), None)
+    elif (scorer.kind in TYPED or scorer.why) and not any(scorer.typed[i] for i in scorer.around(best, max_chars)):
+        # a question asking for a number, date, title or country: a unit holding one, if it is close; for a
+        # why-question a cause of what it asks about (离婚 of 因何离婚, in the cause's clause or the next)
+        typed = next((i for i in order if scorer.typed[i] and (not scorer.why or _cause_of_the_asked(scorer, i))), None)
         if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
             best = typed
     if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
@@ -449,8 +518,8 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
             continue
         if used + len(u.text) > max_chars or check_picks(scorer.query, [u])[0].support < ANSWERS_THRESHOLD:
             continue  # a unit that merely shares a word with the question adds nothing
-        if scorer.kind in STRICT_TYPES and not scorer.typed[i]:
-            continue
+        if (scorer.kind in STRICT_TYPES or scorer.why and u.clause) and not scorer.typed[i]:
+            continue  # a why-question over a judgment's run of clauses: a further clause stating no cause is none
         if scorer.verbs and not all(v in scorer.lowered[i] for v in scorer.verbs):
             continue  # a yes/no question: a unit without the verb asked about says nothing about it
         picked.append(u)
@@ -506,6 +575,9 @@ def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> lis
         support = min(1.0, coverage + (0.1 if kind and typed and coverage > 0 else 0.0))
         if kind in TYPED and not typed:  # a quote without the asked-for number, date, name or place
             support = min(support, ANSWERS_THRESHOLD / 2)
+        if kind == REASON_KIND and all(p.clause for p in group) and asks_why(query) \
+                and not _reasons(joined):  # a why-question: clauses of a judgment stating no cause
+            support = min(support, ANSWERS_THRESHOLD / 2)
         for p in group:
             p.support = support
     return picks
@@ -519,7 +591,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
     kind = scorer.kind
     terms = [t for t in scorer.terms if len(t) >= 2] or scorer.terms
     best_value = None
-    if kind in TYPED or kind == "reason":
+    if kind in TYPED or kind == REASON_KIND:
         # a value in the unit the question asks in (多少公里, 多少比例: 五分之一) rules out those in other units
         in_unit = kind in ("number", "amount") and any(_unit_match(scorer.query, p.text[a:b])
                                                        for p in picks for a, b in _values(kind, p, scorer.exclude))
@@ -694,14 +766,43 @@ def _listed(text: str, values: list[tuple[int, int]], a: int, b: int, several: b
     return spans[lo][0], m.end() if m else end
 
 
+# A why-question (REASON_KIND asks for the cause): not 名为什么 / 称为什么 (为 + 什么: "what is it called") nor
+# 什么事 (what happened).
+_WHY_Q = re.compile(r"(?<![名称作成叫译改])为什么|为何|因何|何故|为啥|怎么会|原因|缘故|由来")
+
+
+def asks_why(question: str) -> bool:
+    """Whether a question asks for a cause (`_WHY_Q`): not 为 + 什么 + a noun's (当时为什么部落的官称: which tribe)."""
+    q = aligned(question)
+    if not _WHY_Q.search(comparable(q)):
+        return False
+    tags = pos_tags(q)
+    for k, (a, b, _flag) in enumerate(tags):
+        if comparable(q[a:b]) in ("为什么", "为何") and k + 2 < len(tags) and tags[k + 1][2].startswith("n") \
+                and q[tags[k + 2][0]:tags[k + 2][1]] == "的":
+            return bool(_WHY_Q.search(comparable(q[:a] + q[b:])))
+    return True
+
+
+def _cause_of_the_asked(scorer: "_Scorer", i: int) -> bool:
+    """Whether unit i (stating a cause) is about what the why-question asks: it or the next unit of its
+    sentence holds a term of the question of two or more characters that is no name nor party role
+    (离婚 of 原告曹0与被告张x1因何离婚？ in 「原、被告因夫妻感情破裂,|在…调解离婚」), or the question has none."""
+    asked = [t for t in scorer.terms if len(t) >= 2 and not _ROLE_WORDS.match(t) and not _ROLE.fullmatch(t)
+             and not any(t in n or n in t for n in scorer.names)]
+    if not asked:
+        return True
+    near = [i] + [j for j in (scorer.following[i],) if j is not None and scorer.candidates[j].sentence == scorer.candidates[i].sentence]
+    return any(t in scorer.lowered[j] for j in near for t in asked)
+
+
 _CAUSE_NEXT = re.compile(r"^(?:因此|所以|故而|因而|于是|从而|以致|才|遂)")
 
 
 def _reasons(text: str) -> list[tuple[int, int]]:
     """Spans of a unit that state a cause: "因/由于/为了 …" to the end of its clause, and the clause
     before "因此/所以 …"."""
-    spans = [m.span() for m in REASON.finditer(aligned(text)) if m.end() - m.start() >= 3
-             and not _CAUSE_NEXT.match(aligned(text)[m.start():])]
+    spans = [(a, b) for a, b in cause_spans(text) if not _CAUSE_NEXT.match(aligned(text)[a:])]
     clauses = clause_spans(text, 0, len(text), min_clause=4)
     for i, (a, b) in enumerate(clauses[1:], start=1):
         if _CAUSE_NEXT.match(aligned(text[a:b]).lstrip()):
