@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from services import errors
 from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
-                                parse_markers, repair_citations, split_answer, strip_markers)
+                                mark_unverified, parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
 from services.answers.answer_types import entity_spans
 from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, ambiguity_passages,  # noqa: F401
@@ -590,7 +590,7 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         on_preview(extract, stream.status)
     try:
         verdict = _verify(client, llm, query, sources, timings) if llm.verify_answerable else None
-    except errors.LLMError as exc:  # the endpoint cannot be reached (or refuses the key): do not ask again
+    except errors.LLMError as exc:  # cannot be reached, refuses the key, or failed the check: do not ask again
         _adopt(answer, extract)
         answer.notice = " ".join(filter(None, [answer.notice, f"{exc.message_zh} 已改为摘录式回答。"]))
         yield "\n\n" + answer.text
@@ -625,11 +625,13 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         for c in answer.citations:
             if c.doc_id and c.doc_id not in plan.documents:
                 c.supported = False
-    if not any(c.supported for c in answer.citations) and extract.mode == "extractive":
+    if not any(c.supported for c in answer.citations):  # never an unsupported answer: the extract (or its refusal)
         _adopt(answer, extract)
         answer.notice = " ".join(filter(None, [answer.notice, UNSUPPORTED_LLM_NOTICE]))
         yield "\n\n" + answer.text
-    elif not plan.documents:  # the documents disagree: say so beside the model's answer too
+        return _finish(answer, timings)
+    answer.text = mark_unverified(answer.text, answer.citations)
+    if not plan.documents:  # the documents disagree: say so beside the model's answer too
         wider = extract if extract.alternatives or len(sources) >= len(result.hits) else \
             _extract(query, question, fit_sources(result.hits, EXTRACT_TOKENS), None, {},
                      more=ambiguity_passages(result.candidates, fit_sources(result.hits, EXTRACT_TOKENS)))
@@ -732,9 +734,12 @@ def verification_messages(query: str, sources: list[Hit]) -> list[dict]:
 
 def _verify(client, llm: LLMSettings, query: str, sources: list[Hit], timings: dict) -> bool | None:
     """The model's judgement whether the sources answer the question (False refuses), or None when
-    it could not judge (no structured output, an error of the request, unusable JSON): the answer then
-    goes ahead. An endpoint that cannot be reached, times out or refuses the key raises (LLMError):
-    asking it again for the answer would only make the user wait a second time."""
+    the endpoint cannot judge (no structured output: an error of the request, a reply that is no JSON
+    object): the answer then goes ahead. An endpoint that cannot be reached, times out or refuses the
+    key raises (LLMError): asking it again for the answer would only make the user wait a second time.
+    So does a JSON object without the schema's fields (a model that answered something else, e.g. the
+    answer's own {answerable, answer} without `evidence`): the check failed, it is no pass, and an
+    answer from that model is not asked for (the extract is shown)."""
     if not llm.structured_output:
         return None
     messages = verification_messages(query, sources)
@@ -752,8 +757,11 @@ def _verify(client, llm: LLMSettings, query: str, sources: list[Hit], timings: d
         timings["llm_verify"] = (time.perf_counter() - started) * 1000
     if first:
         _learn_speed(client.settings, sum(estimate_tokens(m["content"]) for m in messages), first - started)
-    if not isinstance(data, dict) or not isinstance(data.get("answerable"), bool):
+    if not isinstance(data, dict):
         return None
+    lacking = [k for k, kind in (("evidence", str), ("answerable", bool)) if not isinstance(data.get(k), kind)]
+    if lacking:
+        raise errors.LLMError(f"大模型核对资料时的回复缺少必需的字段（{'、'.join(lacking)}），无法确认资料回答了问题。")
     return data["answerable"]
 
 
