@@ -183,6 +183,10 @@ def cmd_ask(args) -> int:
         _print_json({**answer.to_json(), **({"conversation_id": stream.conversation} if stream.conversation else {})})
     else:
         print(answer.text)
+        from services.conversations import closest_passages
+
+        for line in closest_passages(answer.to_json()).splitlines():  # what a refusal promises
+            print(shown(line))
         for c in answer.citations:
             mark = "" if c.supported else "（未核实）"
             print(shown(f"[{c.n}] {c.doc} {page_label(c.page, doc=c.doc)}".rstrip() + f"{mark}：{c.quote}"))
