@@ -520,12 +520,26 @@ def answer_question(retriever: Retriever, llm: LLMSettings, question: str,
 def _client(llm: LLMSettings):
     if not llm.configured:
         return None, ""
-    try:
-        from services.answers.llm import LLMClient
+    return LazyClient(llm), ""
 
-        return LLMClient(llm), ""
-    except errors.LLMError as exc:
-        return None, exc.message_zh
+
+class LazyClient:
+    """The LLM client (services.answers.llm.LLMClient), built on first use: the first build imports
+    the `openai` SDK (about 2 s of CPU), and the extract preview with 「正在阅读 N 段资料…」 must not wait
+    for it (walkthrough s26 #10: the chat bubble stayed blank that long). A follow-up's rewrite
+    builds it earlier; an error building it is an LLMError where the client is first used, which
+    falls back like any other failure of the LLM."""
+
+    def __init__(self, settings: LLMSettings):
+        self.settings = settings
+        self._client = None
+
+    def __getattr__(self, name: str):
+        if self._client is None:
+            from services.answers.llm import LLMClient
+
+            self._client = LLMClient(self.settings)
+        return getattr(self._client, name)
 
 
 # With conversation context, "filter" searches only the conversation's documents (the whole KB when
