@@ -54,7 +54,10 @@ def test_values_are_compared_however_they_are_written():
     assert missing_values("罚款1800元。", "罚款800元") == ["1800"]  # 800 is no part of 1800
     assert missing_values("原告曹5每月支付800元。", "原告曹0每月支付800元") == ["曹5"]  # a name is a value too
     assert missing_values("李x6出生于2011年。", "生育一女李x62011年7月21日") == []  # a masked name runs into the year
-    assert claim_values("1. 被告一直支付生活费。") == []  # list numbering and 一直 state no number
+    assert claim_values("1. 被告一直支付生活费。") == claim_values("这是一个国家。") == []  # numbering, 一直, 一个
+    # a name the question states is the user's: a passage saying 他… supports the restated subject, numbers never are
+    assert missing_values("乔治·居维叶是19世纪初灾变论的支持者。", "他是19世纪初灾变论的支持者", asked="乔治·居维叶是谁？") == []
+    assert missing_values("被告每月支付4200元。", "被告每月支付800元", asked="被告每月支付4200元吗？") == ["4200"]
 
 
 def test_a_partly_supported_answer_marks_its_unsupported_sentences():

@@ -633,7 +633,7 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         answer.notice = " ".join(filter(None, [answer.notice, "大模型没有给出答案，已改为摘录式回答。"]))
         yield "\n\n" + answer.text
         return _finish(answer, timings)
-    answer.text, answer.citations = repair_citations(text, sources, page_of)
+    answer.text, answer.citations = repair_citations(text, sources, page_of, asked=question + "\n" + query)
     answer.mode = "llm"
     if plan.documents:  # a follow-up is about the conversation's documents: others do not support it
         for c in answer.citations:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from services.answers.answer_types import UNIT, typed_values
+from services.answers.answer_types import MASKED_NAME, UNIT, aligned, pos_tags, typed_values
 from services.search.retrieval import Hit
 from services.documents.text import normalize, split_sentences
 from services.documents.tokenizer import comparable, tokenize
@@ -181,8 +181,8 @@ def _numbers(text: str, strict: bool) -> list[tuple[str, str]]:
             out.append((m.group(), _number_text(value)))
             continue
         run = m.group("c")
-        if strict and len(run) == 1 and not _UNIT_AFTER.match(text, m.end()):
-            continue
+        if strict and len(run) == 1 and (run == "一" or not _UNIT_AFTER.match(text, m.end())):
+            continue  # 一个/一种 is an article, 三 alone (三国) no count
         if strict and run in ("万", "亿", "千", "百", "十"):
             continue
         value = _chinese_number(run)
@@ -191,28 +191,38 @@ def _numbers(text: str, strict: bool) -> list[tuple[str, str]]:
     return out
 
 
-def claim_values(claim: str) -> list[str]:
+def claim_values(claim: str, asked: str = "") -> list[str]:
     """The values a claim states, as written: its numbers (amounts, dates, counts; list numbering
-    "1." is none) and the names of people and works (张x6, 《红楼梦》); a passage that supports
-    the claim states them too (`missing_values`)."""
-    return list(dict.fromkeys(written for written, _ in _claim_values(claim)))
+    "1." and the article 一 of 一个/一种 are none) and names (masked ones as judgments write them,
+    张x6 / 曹0 / 王某甲, people's names, 《titles》); a passage that supports the claim states them
+    too (`missing_values`). A name the question `asked` states is the user's, not the claim's: an
+    answer restating its subject (喬治·居維葉…, where the passage says 他…) is not held to it. Numbers
+    always are (被告每月支付4200元吗？ is no source for 4200元)."""
+    return list(dict.fromkeys(written for written, _ in _claim_values(claim, asked)))
 
 
-def _claim_values(claim: str) -> list[tuple[str, str | None]]:
+_PERSON_TAGS = frozenset({"nr", "nrfg", "nrt"})
+
+
+def _claim_values(claim: str, asked: str = "") -> list[tuple[str, str | None]]:
     """(as written, the number's value or None for a name) of each value of the claim."""
-    text = _LIST_MARK.sub("", strip_markers(claim))
-    names = [text[a:b] for kind in ("person", "title") for a, b in typed_values(kind, text)]
+    text = aligned(_LIST_MARK.sub("", strip_markers(claim)))
+    names = [m.group() for m in MASKED_NAME.finditer(text) if m.group()[0] != "于"]  # 于16世纪: a preposition
+    names += [text[a:b] for a, b, tag in pos_tags(text) if tag in _PERSON_TAGS and b - a >= 2]
+    names += [text[a:b] for a, b in typed_values("title", text)]
     rest = text
     for name in names:  # 张x6 is a name, its 6 no number of the claim
         rest = rest.replace(name, " ")
+    given = comparable(asked)
+    names = [n for n in dict.fromkeys(names) if comparable(n) not in given]
     return [(name, None) for name in names] + _numbers(comparable(rest), strict=True)
 
 
-def missing_values(claim: str, passage: str) -> list[str]:
+def missing_values(claim: str, passage: str, asked: str = "") -> list[str]:
     """The claim's values (`claim_values`) that the passage does not state: a number is found by its
     value however it is written (800元 / 八百元 / ８００元, 1,000 / 1000, 5万 / 50000), a name as written
     (full/half width and traditional characters folded)."""
-    return _missing(_claim_values(claim), passage)
+    return _missing(_claim_values(claim, asked), passage)
 
 
 def _missing(values: list[tuple[str, str | None]], passage: str) -> list[str]:
@@ -276,15 +286,15 @@ def _clause_runs(text: str, a: int, b: int) -> list[tuple[int, int]]:
     return out
 
 
-def best_quote(claim: str, hit: Hit) -> tuple[int, int, float]:
+def best_quote(claim: str, hit: Hit, asked: str = "") -> tuple[int, int, float]:
     """The part of a passage that best supports `claim`: (start, end) in document offsets, score.
 
-    The sentence holding most of the claim's values (`claim_values`), then most of its words, wins
-    (or two adjacent ones that together support it far better); of a long sentence (a judgment's
+    The sentence holding most of the claim's words, then of its values (`claim_values`), wins (or two
+    adjacent ones that together support it far better); of a long sentence (a judgment's
     unpunctuated run), the shortest run of its clauses holding as many values with words within
     QUOTE_TOLERANCE of it. The score is the quote's word support, 0 when the passage lacks one of
     the claim's values: a number the passage does not state is no support, whatever the words."""
-    info, values, text = _Claim(claim), _claim_values(claim), hit.text
+    info, values, text = _Claim(claim), _claim_values(claim, asked), hit.text
     stated = list(dict.fromkeys(written for written, _ in values))
 
     def rate(a: int, b: int) -> tuple[float, float, int, int]:
@@ -294,14 +304,16 @@ def best_quote(claim: str, hit: Hit) -> tuple[int, int, float]:
     scored = [rate(a, b) for a, b in (quote_spans(text) or [(0, len(text))]) if text[a:b].strip()]
     if not scored:
         return hit.start, hit.end, 0.0
-    held, score, a, b = max(scored)
+    held, score, a, b = max(scored, key=lambda s: (s[1], s[0], s[2]))
     # two adjacent sentences may support together what neither does alone
     for (_, _, a1, _), (_, _, _, b2) in zip(scored, scored[1:]):
         both = rate(a1, b2)
-        if both[0] >= held and both[1] > score + 0.15:
+        if both[1] > score + 0.15:
             held, score, a, b = both
     if b - a > QUOTE_CLAUSES_FROM:
-        runs = [r for r in map(lambda s: rate(*s), _clause_runs(text, a, b)) if r[0] >= held and r[1] >= score - QUOTE_TOLERANCE]
+        floor = score - QUOTE_TOLERANCE if score - QUOTE_TOLERANCE >= SUPPORT_THRESHOLD or score < SUPPORT_THRESHOLD \
+            else SUPPORT_THRESHOLD  # a shorter quote never turns a supported claim unsupported
+        runs = [r for r in map(lambda s: rate(*s), _clause_runs(text, a, b)) if r[0] >= held and r[1] >= floor]
         if runs:
             _, score, a, b = min(runs, key=lambda r: (r[3] - r[2], -r[1], r[2]))
     a, b = quote_bounds(text, a, b)
@@ -310,20 +322,22 @@ def best_quote(claim: str, hit: Hit) -> tuple[int, int, float]:
     return hit.start + a, hit.start + b, score
 
 
-def map_citations(answer_text: str, sources: list[Hit], page_of=None, posthoc: bool = True) -> list[Citation]:
+def map_citations(answer_text: str, sources: list[Hit], page_of=None, posthoc: bool = True,
+                  asked: str = "") -> list[Citation]:
     """Citations for every [n], each judged against the claim of its sentence (see repair_citations)."""
-    return repair_citations(answer_text, sources, page_of, posthoc)[1]
+    return repair_citations(answer_text, sources, page_of, posthoc, asked)[1]
 
 
 def repair_citations(answer_text: str, sources: list[Hit], page_of=None,
-                     posthoc: bool = True) -> tuple[str, list[Citation]]:
+                     posthoc: bool = True, asked: str = "") -> tuple[str, list[Citation]]:
     """Judge, repair and complete the citations of an LLM answer; returns (text with markers
     rewritten to the repaired numbers, citations).
 
     A cited source that does not support the sentence is replaced by the best-supporting source
     (marked `corrected`) when one reaches SUPPORT_THRESHOLD, else kept and flagged unsupported.
     Numbers with no source ([9] of 3) are repaired the same way or dropped. With `posthoc`, uncited
-    sentences get the best-supporting source when it supports them.
+    sentences get the best-supporting source when it supports them. `asked`: the question (and the
+    query searched with); the names it states are not required of a passage (`claim_values`).
     """
     citations: list[Citation] = []
     renumber: dict[int, dict[int, int | None]] = {}  # marker start -> {old: new or None (drop)}
@@ -335,7 +349,7 @@ def repair_citations(answer_text: str, sources: list[Hit], page_of=None,
 
         def quotes():
             nonlocal scores
-            scores = scores or [best_quote(claim, hit) for hit in sources]
+            scores = scores or [best_quote(claim, hit, asked) for hit in sources]
             return scores
 
         chosen: dict[int, tuple[int, bool, bool, int | None]] = {}  # n -> (n, corrected, posthoc, cited)
