@@ -93,6 +93,18 @@ def test_an_answer_its_sources_contradict_is_never_shown_as_verified(lib, judgme
     assert UNVERIFIED_MARK in kept["answer"] and [c["supported"] for c in kept["citations"]] == [True, False]
 
 
+def test_without_a_supported_citation_or_an_extract_the_answer_is_refused(lib, judgments, monkeypatch):
+    """No quotable clause for the extract either: the unsupported LLM answer is never shown."""
+    from services.answers import answer as flow
+    from services.answers.extractive import Extract
+
+    monkeypatch.setattr(flow, "pinpoint", lambda *a, **k: Extract([]))
+    with FakeLLMServer(fixed=WRONG) as server:
+        a = answer_question(Retriever(lib, judgments), settings(server, verify_answerable=False), QUESTION)
+    assert a.mode == "refused" and "4200" not in a.text and a.text.startswith("文档中没有找到")
+    assert "没有一条引用得到原文支持" in a.notice and "已改为显示文档摘录" not in a.notice
+
+
 @pytest.mark.slow  # starts Python processes
 def test_cli_ask_json_does_not_pass_a_wrong_number(tmp_path, data_dir):
     (tmp_path / "李x6抚养纠纷.txt").write_text(JUDGMENT_A, encoding="utf-8")

@@ -641,7 +641,8 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
                 c.supported = False
     if not any(c.supported for c in answer.citations):  # never an unsupported answer: the extract (or its refusal)
         _adopt(answer, extract)
-        answer.notice = " ".join(filter(None, [answer.notice, UNSUPPORTED_LLM_NOTICE]))
+        answer.notice = " ".join(filter(None, [answer.notice, UNSUPPORTED_LLM_NOTICE if extract.mode == "extractive"
+                                               else UNSUPPORTED_LLM_REFUSED]))
         yield "\n\n" + answer.text
         return _finish(answer, timings)
     answer.text = mark_unverified(answer.text, answer.citations)
@@ -665,6 +666,7 @@ def ambiguity_notice(extract: Answer) -> str:
 
 
 UNSUPPORTED_LLM_NOTICE = "大模型的回答没有一条引用得到原文支持，已改为显示文档摘录。"
+UNSUPPORTED_LLM_REFUSED = "大模型的回答没有一条引用得到原文支持，文档中也没有找到能回答这个问题的句子。"
 # Sources an extract reads without an LLM (estimated tokens). A slow LLM reads fewer; whether the documents
 # disagree is still judged on this many (services.answers.extractive.pinpoint, a few ms).
 EXTRACT_TOKENS = 3000
