@@ -230,7 +230,7 @@ def _missing(values: list[tuple[str, str | None]], passage: str) -> list[str]:
         return []
     held = comparable(passage)
     numbers: set[str] = set()
-    for cut in (0, 1, 2):  # 张x62011年: the masked name 张x6 (or 张x62) runs into the year
+    for cut in (0, 1, 2) if _MASK_DIGITS.search(held) else (0,):  # 张x62011年: the name 张x6 (or 张x62) runs into the year
         split = _MASK_DIGITS.sub(lambda m: m.group()[:cut] + " " + m.group()[cut:], held) if cut else held
         numbers |= {v for _, v in _numbers(split, strict=False)}
     return list(dict.fromkeys(written for written, value in values
