@@ -224,6 +224,10 @@ def cmd_ask(args) -> int:
                      **({"conversation_id": stream.conversation} if stream.conversation else {})})
     else:
         print(display_text(answer.text, keep_lines=True))
+        from services.conversations import closest_passages
+
+        for line in closest_passages(answer.to_json()).splitlines():  # what a refusal promises
+            print(display_text(line))
         for c in answer.citations:
             mark = "" if c.supported else "（未核实）"
             print(f"[{c.n}] {shown(c.doc)} {page_label(c.page, doc=c.doc)}".rstrip() + f"{mark}：{display_text(c.quote)}")

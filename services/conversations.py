@@ -129,15 +129,29 @@ def export_markdown(kb_name: str, turns: list[dict]) -> str:
                 lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(first, last, doc)}"
                              + (f"：{shown}" if shown else ""))
             lines.append("")
-        if a.get("mode") == "refused" and sources:  # the closest passages, as the chat shows them
+        if closest := closest_passages(a):  # the closest passages, as the chat shows them
             lines.append("**最接近的段落**\n")
-            for n, src in enumerate(sources, start=1):
-                first, last = _pages(src)
-                doc = src.get("doc", "")
-                lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(first, last, doc)}\n")
-                lines.extend("  > " + line for line in (src.get("text", "").strip() or "（空）").splitlines())
-                lines.append("")
+            lines.append(closest + "\n")
     return "\n".join(lines)
+
+
+def closest_passages(answer: dict) -> str:
+    """A refused answer's closest passages (its sources) as Markdown: "- [n] 《doc》第3页" with the
+    passage quoted below it, the list the chat shows under 最接近的段落 (the export, the API's and the
+    CLI's refusal give the same); "" for an answer that is not refused or has no passages."""
+    from services.documents.pageview import page_label
+    from services.documents.text import display_name
+
+    if answer.get("mode") != "refused":
+        return ""
+    lines = []
+    for n, src in enumerate(answer.get("sources") or [], start=1):
+        first, last = _pages(src)
+        doc = src.get("doc", "")
+        lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(first, last, doc)}\n")
+        lines.extend("  > " + line for line in (src.get("text", "").strip() or "（空）").splitlines())
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def _with_doc_ids(store: Store, answer: dict) -> dict:

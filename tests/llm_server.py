@@ -13,6 +13,9 @@ Behaviour is chosen by the requested model name:
   "fail-401" / "fail-404" / "fail-405" / "fail-500" / "fail-context"   fail every time
   "fail-429-N"      answer 429 for the first N requests, then behave like echo
   "stall"           send the response headers, then nothing (a hung server)
+  "fixed"           always the server's `fixed` text (FakeLLMServer(fixed=...)), whatever was asked; with any
+                    response_format the same JSON {answerable: true, answer: fixed, citations: [1]}, also
+                    for the answerable check (a reply without its `evidence` field), as a careless model does
 It obeys an instruction "请只回答：X" anywhere outside <source> blocks, and it reads source blocks as
 leniently as a real model would: a block opens at any <source ...> tag and closes at the first
 </source> in any case or spacing (</SOURCE>, </ source >), and an opening tag ends at its first ">".
@@ -128,6 +131,8 @@ class Handler(JSONHandler):
             return self._error(429, "Rate limit reached", "rate_limit_error")
         if model == "no-json" and body.get("response_format"):
             return self._error(400, "response_format is not supported by this model")
+        if server.delay_seconds:
+            time.sleep(server.delay_seconds)
         if model == "stall":
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -136,7 +141,11 @@ class Handler(JSONHandler):
             time.sleep(server.stall_seconds)
             return
         text, cited = fake_answer(body["messages"], model)
-        if model == "empty":
+        if model == "fixed":
+            text = server.fixed
+            if body.get("response_format"):
+                text = json.dumps({"answerable": True, "answer": server.fixed, "citations": [1]}, ensure_ascii=False)
+        elif model == "empty":
             text = ""
         elif body.get("response_format") and model != "bad-json":
             answerable = not text.startswith("文档中没有找到")
@@ -181,9 +190,11 @@ class Handler(JSONHandler):
 
 
 class FakeLLMServer:
-    def __init__(self, stall_seconds: float = 5.0):
+    def __init__(self, stall_seconds: float = 5.0, fixed: str = "", delay_seconds: float = 0.0):
         self.requests: list[dict] = []
         self.stall_seconds = stall_seconds
+        self.fixed = fixed  # the "fixed" model's reply
+        self.delay_seconds = delay_seconds  # waited before every answer is sent (a slow model reading)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.handle_error = lambda *a: None  # clients that hang up (timeout tests) are expected

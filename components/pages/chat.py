@@ -112,9 +112,10 @@ if question:
     with st.chat_message("user"):
         st.markdown(inert(question))
     with st.chat_message("assistant"):
+        preview = st.empty()  # the cited extract, shown at once while the LLM reads (issue 10 #5)
+        # never a blank bubble: searching comes first (the first question of a process also loads the index)
+        preview.caption("正在检索相关段落…")
         try:
-            preview = st.empty()  # the cited extract, shown at once while the LLM reads (issue 10 #5)
-
             def show_preview(extract, status: str) -> None:
                 with preview.container(border=True):
                     st.caption(status + " 先看文档摘录：")
@@ -126,6 +127,7 @@ if question:
             stream_inert(stream)
             preview.empty()
         except Exception as exc:
+            preview.empty()
             show_error(exc)
             st.stop()
     open_conversation(stream.conversation)

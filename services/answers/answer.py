@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from services import errors
 from services.answers.citations import (NOT_CLAIMS, SUPPORT_THRESHOLD, Citation, answer_sentences, best_quote, map_citations,  # noqa: F401
-                                parse_markers, repair_citations, split_answer, strip_markers)
+                                mark_unverified, parse_markers, repair_citations, split_answer, strip_markers)
 from services.config import LLMSettings
 from services.answers.answer_types import aligned, entity_spans, pos_tags
 from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, AnswerSpan, ambiguity_passages,  # noqa: F401
@@ -534,16 +534,32 @@ def answer_question(retriever: Retriever, llm: LLMSettings, question: str,
 
 
 def _client(llm: LLMSettings, lib):
-    """The LLM client for `llm` (None and why not when it cannot be made); its refusals are recorded in
-    the library's data dir, so the chat header still says so after a restart."""
+    """The LLM client for `llm`, built on first use (LazyClient), and "" (why there is none: only when no
+    LLM is configured); its refusals are recorded in the library's data dir, so the chat header still
+    says so after a restart."""
     if not llm.configured:
         return None, ""
-    try:
-        from services.answers.llm import LLMClient
+    return LazyClient(llm, lib.llm_refusals), ""
 
-        return LLMClient(llm, lib.llm_refusals), ""
-    except errors.LLMError as exc:
-        return None, exc.message_zh
+
+class LazyClient:
+    """The LLM client (services.answers.llm.LLMClient), built on first use: the first build imports
+    the `openai` SDK (about 2 s of CPU), and the extract preview with 「正在阅读 N 段资料…」 must not wait
+    for it (walkthrough s26 #10: the chat bubble stayed blank that long). A follow-up's rewrite
+    builds it earlier; an error building it is an LLMError where the client is first used, which
+    falls back like any other failure of the LLM."""
+
+    def __init__(self, settings: LLMSettings, refusals=None):
+        self.settings = settings
+        self.refusals = refusals  # where the client records an endpoint's refusals (the data dir's table)
+        self._client = None
+
+    def __getattr__(self, name: str):
+        if self._client is None:
+            from services.answers.llm import LLMClient
+
+            self._client = LLMClient(self.settings, self.refusals)
+        return getattr(self._client, name)
 
 
 # With conversation context, "filter" searches only the conversation's documents (the whole KB when
@@ -626,7 +642,7 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         on_preview(extract, stream.status)
     try:
         verdict = _verify(client, llm, query, sources, timings) if llm.verify_answerable else None
-    except errors.LLMError as exc:  # the endpoint cannot be reached (or refuses the key): do not ask again
+    except errors.LLMError as exc:  # cannot be reached, refuses the key, or failed the check: do not ask again
         _adopt(answer, extract)
         answer.notice = " ".join(filter(None, [answer.notice, f"{exc.message_zh} 已改为摘录式回答。"]))
         yield "\n\n" + answer.text
@@ -655,17 +671,20 @@ def _answer_flow(retriever, llm: LLMSettings, question, conversation, context_to
         answer.notice = " ".join(filter(None, [answer.notice, "大模型没有给出答案，已改为摘录式回答。"]))
         yield "\n\n" + answer.text
         return _finish(answer, timings)
-    answer.text, answer.citations = repair_citations(text, sources, page_of)
+    answer.text, answer.citations = repair_citations(text, sources, page_of, asked=question + "\n" + query)
     answer.mode = "llm"
     if plan.documents:  # a follow-up is about the conversation's documents: others do not support it
         for c in answer.citations:
             if c.doc_id and c.doc_id not in plan.documents:
                 c.supported = False
-    if not any(c.supported for c in answer.citations) and extract.mode == "extractive":
+    if not any(c.supported for c in answer.citations):  # never an unsupported answer: the extract (or its refusal)
         _adopt(answer, extract)
-        answer.notice = " ".join(filter(None, [answer.notice, UNSUPPORTED_LLM_NOTICE]))
+        answer.notice = " ".join(filter(None, [answer.notice, UNSUPPORTED_LLM_NOTICE if extract.mode == "extractive"
+                                               else UNSUPPORTED_LLM_REFUSED]))
         yield "\n\n" + answer.text
-    elif not plan.documents:  # the documents disagree: say so beside the model's answer too
+        return _finish(answer, timings)
+    answer.text = mark_unverified(answer.text, answer.citations)
+    if not plan.documents:  # the documents disagree: say so beside the model's answer too
         wider = extract if extract.alternatives or len(sources) >= len(result.hits) else \
             _extract(query, question, fit_sources(result.hits, EXTRACT_TOKENS), None, {},
                      more=ambiguity_passages(result.candidates, fit_sources(result.hits, EXTRACT_TOKENS)))
@@ -685,6 +704,7 @@ def ambiguity_notice(extract: Answer) -> str:
 
 
 UNSUPPORTED_LLM_NOTICE = "大模型的回答没有一条引用得到原文支持，已改为显示文档摘录。"
+UNSUPPORTED_LLM_REFUSED = "大模型的回答没有一条引用得到原文支持，文档中也没有找到能回答这个问题的句子。"
 # Sources an extract reads without an LLM (estimated tokens). A slow LLM reads fewer; whether the documents
 # disagree is still judged on this many (services.answers.extractive.pinpoint, a few ms).
 EXTRACT_TOKENS = 3000
@@ -768,9 +788,12 @@ def verification_messages(query: str, sources: list[Hit]) -> list[dict]:
 
 def _verify(client, llm: LLMSettings, query: str, sources: list[Hit], timings: dict) -> bool | None:
     """The model's judgement whether the sources answer the question (False refuses), or None when
-    it could not judge (no structured output, an error of the request, unusable JSON): the answer then
-    goes ahead. An endpoint that cannot be reached, times out or refuses the key raises (LLMError):
-    asking it again for the answer would only make the user wait a second time."""
+    the endpoint cannot judge (no structured output: an error of the request, a reply that is no JSON
+    object): the answer then goes ahead. An endpoint that cannot be reached, times out or refuses the
+    key raises (LLMError): asking it again for the answer would only make the user wait a second time.
+    So does a JSON object without the schema's fields (a model that answered something else, e.g. the
+    answer's own {answerable, answer} without `evidence`): the check failed, it is no pass, and an
+    answer from that model is not asked for (the extract is shown)."""
     if not llm.structured_output:
         return None
     messages = verification_messages(query, sources)
@@ -788,8 +811,11 @@ def _verify(client, llm: LLMSettings, query: str, sources: list[Hit], timings: d
         timings["llm_verify"] = (time.perf_counter() - started) * 1000
     if first:
         _learn_speed(client.settings, sum(estimate_tokens(m["content"]) for m in messages), first - started)
-    if not isinstance(data, dict) or not isinstance(data.get("answerable"), bool):
+    if not isinstance(data, dict):
         return None
+    lacking = [k for k, kind in (("evidence", str), ("answerable", bool)) if not isinstance(data.get(k), kind)]
+    if lacking:
+        raise errors.LLMError(f"大模型核对资料时的回复缺少必需的字段（{'、'.join(lacking)}），无法确认资料回答了问题。")
     return data["answerable"]
 
 

@@ -258,7 +258,7 @@ def _v1_routes(api: FastAPI) -> None:
             return StreamingResponse(_sse(stream, completion_id, kb.name), media_type="text/event-stream")
         answer = stream.finish()
         return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": kb.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text + _closest(answer)},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
                 **_extra(answer)}
@@ -334,6 +334,15 @@ def _question_and_history(messages: list[Message]):
     return _text(messages[users[-1]].content), history
 
 
+def _closest(answer) -> str:
+    """What follows a refusal's 「以下是最接近的段落，供参考。」: the passages, listed as the chat and the
+    CLI list them (services.conversations.closest_passages); "" for any other answer."""
+    from services.conversations import closest_passages
+
+    listing = closest_passages(answer.to_json())
+    return "\n\n" + listing if listing else ""
+
+
 def _extra(answer) -> dict:
     data = public_pages(answer.to_json())  # page null for formats without pages, as in the CLI
     return {"citations": data["citations"],
@@ -355,5 +364,7 @@ def _sse(stream, completion_id: str, model: str) -> Iterator[str]:
         yield "data: " + json.dumps({"error": {"message": exc.message_zh, "type": type(exc).__name__}},
                                     ensure_ascii=False) + "\n\n"
         return
+    if closest := _closest(stream.answer):
+        yield chunk({"content": closest})
     yield chunk({}, "stop", **_extra(stream.answer))
     yield "data: [DONE]\n\n"
