@@ -119,3 +119,13 @@ def test_cli_ask_json_does_not_pass_a_wrong_number(tmp_path, data_dir):
     data = json.loads(out.stdout)
     assert data["mode"] == "extractive" and "4200" not in data["answer"] and data["answer_span"]["text"] == "800元"
     assert "evidence" in data["notice"] and all(c["supported"] for c in data["citations"])
+
+
+@pytest.mark.parametrize("text, value", [("50,000", 50000), ("3.5", 3.5), ("5万", 50000), ("四千二百", 4200),
+                                         ("十五", 15), ("三万", 30000), ("伍万", 50000), ("二〇〇一", 2001),
+                                         ("万", 10000), ("两", 2), ("元", None), ("", None)])
+def test_one_numeral_reader_serves_citations_and_extracts(text, value):
+    """Citations (a claim's values) and extracts (ambiguity, typed values) read numerals the same way."""
+    from services.answers.answer_types import numeral_value
+
+    assert numeral_value(text) == value

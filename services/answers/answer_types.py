@@ -311,3 +311,35 @@ def has_type(kind: str | None, sentence: str) -> bool:
     if kind == "reason":
         return bool(_REASON_HINT.search(sentence))
     return bool(typed_values(kind, sentence))
+
+
+# --- Chinese and Arabic numerals --------------------------------------------------------------
+CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2} | \
+    {c: i + 1 for i, c in enumerate("壹贰叁肆伍陆柒捌玖")}
+CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
+CN_BIG = {"万": 10 ** 4, "亿": 10 ** 8}
+
+
+def numeral_value(text: str) -> float | None:
+    """The number a numeral stands for: 50,000 / 3.5 / 5万 / 四千二百 / 十五 / 三万 / 伍万, and a run of
+    digits read digit by digit (二〇〇一 -> 2001, as years are written); None if it is not one."""
+    if re.fullmatch(r"[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?", text):
+        return float(text.replace(",", ""))
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([万亿千])", text)
+    if m:
+        return float(m.group(1)) * {"万": 10 ** 4, "亿": 10 ** 8, "千": 1000}[m.group(2)]
+    if not text or any(ch not in CN_DIGITS and ch not in CN_UNITS and ch not in CN_BIG for ch in text):
+        return None
+    if len(text) > 1 and all(ch in CN_DIGITS for ch in text):
+        return float("".join(str(CN_DIGITS[ch]) for ch in text))
+    total, section, digit = 0, 0, None
+    for ch in text:
+        if ch in CN_DIGITS:
+            digit = CN_DIGITS[ch]
+        elif ch in CN_UNITS:
+            section += (1 if digit is None else digit) * CN_UNITS[ch]
+            digit = None
+        else:  # 万 / 亿 scale what came before (alone: one of them)
+            total = (total + section + (digit or 0)) * CN_BIG[ch] if (total or section or digit) else CN_BIG[ch]
+            section, digit = 0, None
+    return float(total + section + (digit or 0))

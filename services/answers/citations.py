@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from services.answers.answer_types import MASKED_NAME, UNIT, aligned, pos_tags, typed_values
+from services.answers.answer_types import (CN_BIG, CN_DIGITS, CN_UNITS, MASKED_NAME, UNIT, aligned, numeral_value, pos_tags,
+                                          typed_values)
 from services.search.retrieval import Hit
 from services.documents.text import normalize, split_sentences
 from services.documents.tokenizer import comparable, tokenize
@@ -132,33 +133,12 @@ class _Claim:
 
 
 # --- the values a claim states: numbers, amounts, dates, names -------------------------------
-_CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2} | \
-    {c: i + 1 for i, c in enumerate("壹贰叁肆伍陆柒捌玖")}
-_CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
-_CN_BIG = {"万": 10 ** 4, "亿": 10 ** 8}
-_CN_RUN = "[" + "".join(_CN_DIGITS) + "".join(_CN_UNITS) + "".join(_CN_BIG) + "]+"
+_CN_RUN = "[" + "".join(CN_DIGITS) + "".join(CN_UNITS) + "".join(CN_BIG) + "]+"
 _DIGITS = r"[0-9]+(?:,[0-9]{3})+(?![0-9])(?:\.[0-9]+)?|[0-9]+(?:\.[0-9]+)?"
 _NUMERAL = re.compile(rf"(?P<d>{_DIGITS})(?P<big>[万亿千](?![米克瓦]))?|(?P<c>{_CN_RUN})")
 _UNIT_AFTER = re.compile(rf"(?:余|多)?(?:{UNIT})")
 _LIST_MARK = re.compile(r"^\s*(?:[0-9]{1,2}[.、)）](?![0-9])|[（(][0-9]{1,2}[)）]|[①-⑳])\s*")
 _MASK_DIGITS = re.compile(r"(?<=[xX×])[0-9]{2,}")  # 张x62011年: the name 张x6 runs into the year 2011
-
-
-def _chinese_number(run: str) -> float | None:
-    """二〇〇一 -> 2001 (digit by digit), 四千二百 -> 4200, 十五 -> 15, 三万 -> 30000."""
-    if len(run) > 1 and all(ch in _CN_DIGITS for ch in run):
-        return float("".join(str(_CN_DIGITS[ch]) for ch in run))
-    total, section, digit = 0, 0, None
-    for ch in run:
-        if ch in _CN_DIGITS:
-            digit = _CN_DIGITS[ch]
-        elif ch in _CN_UNITS:
-            section += (1 if digit is None else digit) * _CN_UNITS[ch]
-            digit = None
-        else:
-            total = (total + section + (digit or 0)) * _CN_BIG[ch] if (total or section or digit) else _CN_BIG[ch]
-            section, digit = 0, None
-    return float(total + section + (digit or 0))
 
 
 def _number_text(value: float) -> str:
@@ -185,7 +165,7 @@ def _numbers(text: str, strict: bool) -> list[tuple[str, str]]:
             continue  # 一个/一种 is an article, 三 alone (三国) no count
         if strict and run in ("万", "亿", "千", "百", "十"):
             continue
-        value = _chinese_number(run)
+        value = numeral_value(run)
         if value is not None:
             out.append((run, _number_text(value)))
     return out

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field, replace
 
 from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NUM, SHARE_Q, TYPED, UNIT, aligned,
                                           answer_type, asked_verbs, cause_spans, entity_spans, has_type, merge_spans, pos_tags,
-                                          typed_values)
+                                          numeral_value, typed_values)
 from services.answers.citations import quote_bounds, quote_spans
 from services.answers.refusal import key_terms
 from services.documents.tokenizer import comparable, query_terms
@@ -883,34 +883,6 @@ def _trim(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
-_CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2} | \
-    {c: i + 1 for i, c in enumerate("壹贰叁肆伍陆柒捌玖")}
-_CN_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
-_CN_BIG = {"万": 10 ** 4, "亿": 10 ** 8}
-
-
-def _number(text: str) -> float | None:
-    """The number a numeral stands for: 50,000 / 3.5 / 伍万 / 一千二百 / 5万; None if it is none."""
-    if re.fullmatch(r"[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?", text):
-        return float(text.replace(",", ""))
-    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([万亿千])", text)
-    if m:
-        return float(m.group(1)) * {"万": 10 ** 4, "亿": 10 ** 8, "千": 1000}[m.group(2)]
-    if not text or any(ch not in _CN_DIGITS and ch not in _CN_UNITS and ch not in _CN_BIG for ch in text):
-        return None
-    total, section, digit = 0, 0, None
-    for ch in text:
-        if ch in _CN_DIGITS:
-            digit = _CN_DIGITS[ch]
-        elif ch in _CN_UNITS:
-            section += (1 if digit is None else digit) * _CN_UNITS[ch]
-            digit = None
-        else:
-            total = (total + section + (digit or 0)) * _CN_BIG[ch]
-            section, digit = 0, None
-    return float(total + section + (digit or 0))
-
-
 _VALUE_PREFIX = re.compile(r"^(?:人民币|约|近|共|达|逾|超过|计|合计|共计)+")
 _FULL_DATE = re.compile(r"([0-9]{4})年0?([0-9]{1,2})月(?:0?([0-9]{1,2})[日号])?")
 
@@ -923,7 +895,7 @@ def _normal_value(value: str) -> str:
     v = _FULL_DATE.sub(lambda m: f"{m.group(1)}年{int(m.group(2))}月" + (f"{int(m.group(3))}日" if m.group(3) else ""), v)
     m = re.fullmatch(rf"({NUM}(?:万|亿|千)?)(?:余|多)?(.*)", v)
     if m:
-        n = _number(m.group(1))
+        n = numeral_value(m.group(1))
         if n is not None:
             unit = m.group(2)
             if unit == "‰":  # 20‰ = 2%
