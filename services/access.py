@@ -131,5 +131,8 @@ def require(store, who: Principal, kb, need: str) -> str:
     if role is None:
         raise errors.KnowledgeBaseNotFound()
     if not at_least(role, need):
+        if who.kind == "key" and who.key_scope == "read":  # the key's scope, not its maker's role, stops it
+            raise errors.PermissionDenied(f"这个 API 密钥是只读的（只能提问和检索），不能{NEED_ZH[need]}知识库「{kb.name}」；"
+                                          "上传或删除文档请用读写密钥。")
         raise errors.PermissionDenied(f"你在知识库「{kb.name}」中是{ROLE_ZH[role]}，不能{NEED_ZH[need]}它。")
     return role

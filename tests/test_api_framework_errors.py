@@ -79,8 +79,8 @@ def test_retrieval_validation_errors_name_the_field(client, body, field, said):
 def test_path_parameter_malformed_json_and_missing_body(client):
     error = error_of(client.get("/api/v1/jobs/None"), 422)
     assert "路径参数 job_id：应为整数（收到「None」）" in error["message"] and error["param"] == "job_id"
-    error = error_of(client.post("/api/v1/retrieval", content='{"kb": "资料",'.encode(), headers={"Content-Type": "application/json"}), 422)
-    assert "不是有效的 JSON" in error["message"]
+    error = error_of(client.post("/api/v1/retrieval", content='{"kb": "资料",'.encode(), headers={"Content-Type": "application/json"}), 400)
+    assert "不是有效的 JSON" in error["message"]  # cannot be parsed: 400, as the README's table says
     assert "缺少请求体" in error_of(client.post("/api/v1/retrieval"), 422)["message"]
 
 

@@ -325,6 +325,9 @@ def test_first_admin_from_the_setup_token(data_dir, monkeypatch):
     ws = open_workspace(data_dir)
     token = auth.setup_token(ws.lib.store)
     client = TestClient(create_api(), follow_redirects=False)
+    form = client.get("/auth/setup", params={"token": token}).text
+    assert 'autocomplete="new-password"' in form  # a browser offers to make a new password, not an old one
+    assert 'autocomplete="current-password"' in client.get("/auth/login").text
     assert client.post("/auth/setup", data={"token": "wrong", "name": "root", "password": PASSWORD}).status_code == 400
     done = client.post("/auth/setup", data={"token": token, "name": "root", "password": PASSWORD})
     assert done.status_code == 303 and auth.COOKIE in done.headers["set-cookie"]

@@ -45,6 +45,8 @@ def test_a_viewer_sees_no_editing_controls_and_is_told_why(run_as):
     assert not [f for f in settings.button if f.label in ("保存", "测试连接")]  # the LLM form is the owner's
     finetune = run_as("C", "finetune")
     assert next(b for b in finetune.button if b.label == "开始微调").disabled
+    fields = [*finetune.text_input, *finetune.number_input, *finetune.checkbox]
+    assert fields and all(f.disabled for f in fields)  # nothing a viewer could type into and then be refused
     assert "你在此知识库中是查看者，只能提问和查看。" in [i.value for i in finetune.info]
 
 
@@ -79,6 +81,12 @@ def test_the_admin_page_speaks_chinese_and_revokes_keys_through_the_core(run_as,
     target = keys["KB1-read"]
     admin.selectbox(key="admin_revoke_pick").set_value(target.id).run()
     next(b for b in admin.button if b.label == "吊销").click().run()
+    assert not ws.lib.store.keys.get(target.id).revoked_at  # asked first: a revoke cannot be undone
+    assert any(f"确定吊销密钥 #{target.id}" in w.value for w in admin.warning)
+    next(b for b in admin.button if b.label == "取消").click().run()
+    assert not ws.lib.store.keys.get(target.id).revoked_at and not admin.warning
+    next(b for b in admin.button if b.label == "吊销").click().run()
+    next(b for b in admin.button if b.label == "确认吊销").click().run()
     assert ws.lib.store.keys.get(target.id).revoked_at
     assert any(f"已吊销密钥 #{target.id}" in s.value for s in admin.success)
     assert any(e.action == "key_revoked" and e.detail == f"#{target.id}" for e in ws.session(who["A"]).audit_log())

@@ -86,13 +86,22 @@ with tab_keys:
                                       for k in active if k.id == i),
                                   help="吊销后这个密钥立即失效，不能恢复；用它的程序需要换新密钥。")
             if c2.button("吊销", key="admin_revoke", width="stretch"):
-                key = next(k for k in active if k.id == picked)
-                try:  # the same use case as the library's key panel (the core checks the role)
-                    me.kb(key.kb_id, "owner").revoke_key(key.id)
-                    st.session_state["admin_key_flash"] = f"已吊销密钥 #{key.id}（{key.prefix}…）。"
+                st.session_state["confirm_revoke_key"] = picked  # asked first: a revoke cannot be undone
+            key = next((k for k in active if k.id == st.session_state.get("confirm_revoke_key")), None)
+            if key is not None:
+                st.warning(f"确定吊销密钥 #{key.id}（{key.prefix}…）？吊销后立即失效、不能恢复，用它的程序需要换新密钥。")
+                y, n = st.columns(2)
+                if y.button("确认吊销", type="primary", key="admin_revoke_yes", width="stretch"):
+                    try:  # the same use case as the library's key panel (the core checks the role)
+                        me.kb(key.kb_id, "owner").revoke_key(key.id)
+                        st.session_state.pop("confirm_revoke_key", None)
+                        st.session_state["admin_key_flash"] = f"已吊销密钥 #{key.id}（{key.prefix}…）。"
+                        st.rerun()
+                    except errors.WendaoError as exc:
+                        show_error(exc)
+                if n.button("取消", key="admin_revoke_no", width="stretch"):
+                    st.session_state.pop("confirm_revoke_key", None)
                     st.rerun()
-                except errors.WendaoError as exc:
-                    show_error(exc)
 with tab_audit:
     events = me.audit_log()
     st.dataframe(pd.DataFrame([{"时间": when(e.at), "谁": e.actor, "操作": action_zh(e.action), "对象": e.target,

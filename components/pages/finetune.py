@@ -67,14 +67,15 @@ server_llm = kb.llm_settings()  # what the background worker can use (never a ke
 with st.container(border=True):  # plain widgets (no form): the estimate follows every change at once
     c1, c2, c3 = st.columns(3)
     st.session_state.setdefault(key("name"), time.strftime("微调-%Y%m%d-%H%M%S"))
-    name = c1.text_input("新模型名称", max_chars=60, key=key("name"),
+    name = c1.text_input("新模型名称", max_chars=60, key=key("name"), disabled=locked,
                          help="只能包含中文、字母、数字、点、下划线和短横线")
-    epochs = c2.number_input("训练轮数", 1, 20, FinetuneSettings.epochs, key=key("epochs"),
+    epochs = c2.number_input("训练轮数", 1, 20, FinetuneSettings.epochs, key=key("epochs"), disabled=locked,
                              help="每道训练题学习的次数；轮数越多越慢，也更容易学过头")
     max_pairs = c3.number_input("最多训练题数", 16, 50000, FinetuneSettings.max_pairs, step=100, key=key("pairs"),
+                                disabled=locked,
                                 help=f"默认 {FinetuneSettings.max_pairs} 道：2 核 CPU 上 1000 个文档的知识库约 15 分钟内完成")
     use_llm = st.checkbox("用大模型为每个片段出 2–3 道用户可能会问的题（更接近真实提问，但需要调用大模型）",
-                          False, disabled=not server_llm.configured, key=key("llm"),
+                          False, disabled=locked or not server_llm.configured, key=key("llm"),
                           help=None if server_llm.configured else
                           "后台任务只能使用服务器配置或在设置页保存的大模型接口；目前没有。不勾选时离线出题：把片段中含日期、金额、"
                           "数量或书名的句子改写成问题（去掉答案），其余片段取一句话作为题目。")
@@ -267,7 +268,7 @@ for m in models:
                    f"训练题 {pairs.get('train', 0)} 道 / 检验题 {pairs.get('heldout', 0)} 道 · "
                    f"向量检索前5条命中 {dense_b['recall@5']:.3f} → {dense_a['recall@5']:.3f} · "
                    f"名次得分 {dense_b['mrr@10']:.3f} → {dense_a['mrr@10']:.3f}{on_questions}")
-        if st.button("删除", key=f"finetune_delete_{m['name']}", disabled=m["path"] in in_use,
+        if st.button("删除", key=f"finetune_delete_{m['name']}", disabled=locked or m["path"] in in_use,
                      help="正在被知识库使用的模型不能删除，请先切换到其他模型" if m["path"] in in_use else None):
             try:
                 session().delete_finetuned_model(m["name"])

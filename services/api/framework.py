@@ -132,12 +132,15 @@ def http_message(request: Request, exc: StarletteHTTPException) -> str:
 
 def install_error_handlers(api: FastAPI) -> None:
     """FastAPI's own errors in the API's shape: validation (422), unknown routes (404), methods (405),
-    unparsable forms (400), and an unexpected failure (500, still logged by the server)."""
+    unparsable JSON bodies and forms (400), and an unexpected failure (500, still logged by the server)."""
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError):
         message, param = validation_message(exc)
-        return JSONResponse(error_body(message, "InvalidRequest", 422, param), status_code=422)
+        # a body that is not JSON at all cannot be parsed (400, as the README's table says); a parsed one
+        # with a wrong or missing field is a validation failure (422)
+        status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
+        return JSONResponse(error_body(message, "InvalidRequest", status, param), status_code=status)
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

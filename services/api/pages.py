@@ -39,10 +39,11 @@ def _form(action: str, error: str = "", fields: str = "", button: str = "登录"
     """The name and password form; after a refusal the name is kept (and the password field focused)."""
     message = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
     kept = f' value="{html.escape(name)}"' if name else " autofocus"
+    password = "current-password" if action.endswith("/login") else "new-password"  # setup: browsers offer a new one
     return (f'{message}<form method="post" action="{html.escape(action)}">{fields}'
             f'<label for="name">用户名</label><input id="name" name="name" autocomplete="username" required{kept}>'
             f'<label for="password">密码</label><input id="password" name="password" type="password" '
-            f'autocomplete="current-password" required{" autofocus" if name else ""}>'
+            f'autocomplete="{password}" required{" autofocus" if name else ""}>'
             f'<button type="submit">{button}</button></form>{extra}')
 
 
