@@ -67,6 +67,17 @@ def test_a_partly_supported_answer_marks_its_unsupported_sentences():
     assert mark_unverified(text, cits) == f"李x6现在荣昌县城西小学上学。[1]被告每月支付生活费4200元{UNVERIFIED_MARK}。[1]"
 
 
+def test_every_marker_the_model_wrote_stays_in_the_text():
+    """Two claims of one sentence citing the same source keep both markers; only a run of adjacent
+    markers that repair makes equal ("[3][1]" -> "[1]") loses its duplicate."""
+    hits = [make_hit(JUDGMENT_A, "a.txt")]
+    both = "原、被告经本院调解离婚[1]，离婚后被告每月向原告支付李x6的生活费800元[1]。"
+    text, cits = repair_citations(both, hits)
+    assert text == both and mark_unverified(text, cits) == both
+    text, _ = repair_citations("被告每月向原告支付李x6的生活费800元[3][1]。", hits)
+    assert text == "被告每月向原告支付李x6的生活费800元[1]。"
+
+
 # --- the flow, the core and the CLI -----------------------------------------------------------------
 def test_a_check_reply_without_its_fields_is_no_pass(lib, judgments):
     with FakeLLMServer(fixed=WRONG) as server:

@@ -391,14 +391,19 @@ def mark_unverified(text: str, citations: list[Citation]) -> str:
 
 
 def _rewrite_markers(text: str, renumber: dict[int, dict[int, int | None]]) -> str:
-    """The answer with each marker's numbers mapped (duplicates and dropped numbers removed)."""
-    out, pos, seen_in_sentence = [], 0, {}
+    """The answer with each marker's numbers mapped (duplicates and dropped numbers removed).
+
+    A number is a duplicate only within one run of adjacent markers ("[3][1]" with 3 repaired to 1
+    gives "[1]"): the same [n] after two claims of one sentence ("…离婚[1]，…800元[1]。") is kept,
+    so every marker the model wrote stays in the shown text."""
+    out, pos, seen, last_end = [], 0, set(), -1
     for start, end, numbers in parse_markers(text):
         mapping = renumber.get(start)
         if mapping is None:
             continue
-        key = id(mapping)
-        seen = seen_in_sentence.setdefault(key, set())
+        if text[last_end:start].strip() or last_end < 0:
+            seen = set()  # text between: a new run of markers
+        last_end = end
         new = [mapping.get(n, n) for n in numbers]
         new = [n for n in dict.fromkeys(new) if n is not None and n not in seen]
         seen.update(new)
