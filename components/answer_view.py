@@ -13,7 +13,7 @@ from components.safe_text import inert, inert_code_urls, inert_name
 from components.state import show_error
 from components.widgets import highlight, highlight_passage, passage_box
 from components.words import STAGE_ZH, TIMING_HELP, TIMING_ZH
-from services.views import display_name, page_label, parse_markers
+from services.views import display_name, page_label, parse_markers, source_claims
 from services.workspace import KB
 
 MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
@@ -94,9 +94,12 @@ def citation_dialog(kb: KB, answer: dict, n: int) -> None:
         st.warning("这个引用编号没有对应的资料。")
         return
     source, quotes = sources[n - 1], _quotes(answer, n)
-    supported = all(c.get("supported", True) for c in quotes)
+    claims = source_claims(answer, n)
+    unverified = [c for c in claims if not c["supported"]]
     st.markdown(f"**\\[{n}\\] 《{inert_name(source.get('doc', ''))}》{source_pages(source)}**"
-                + ("" if supported else " · 有引用未能在该段落中找到支持"))
+                + (f" · {len(claims) - len(unverified)}/{len(claims)} 处引用已核实" if unverified else ""))
+    for c in unverified:  # which claim the passage does not support (as text, never markup)
+        st.text(f"未核实：{c['claim']}")
     start = int(source.get("start", 0))
     view = _source_view(kb, source, quotes)
     if view is not None and view.kind == "text":
@@ -145,6 +148,11 @@ def original_view(source: dict, view) -> None:
             st.image(view.png, width="stretch")
 
 
+def unverified_count(answer: dict, n: int) -> int:
+    """How many of the claims citing source n the source does not support (citations are per claim)."""
+    return sum(not c.get("supported", True) for c in _quotes(answer, n))
+
+
 def citation_chips(answer: dict, key: str) -> int | None:
     """One chip per cited source (file and pages); returns the number of the chip clicked."""
     cited = sorted({c["n"] for c in answer.get("citations", [])})
@@ -156,9 +164,9 @@ def citation_chips(answer: dict, key: str) -> int | None:
     clicked = None
     for i, n in enumerate(cited):
         source = sources[n - 1]
-        unverified = any(not c.get("supported", True) for c in _quotes(answer, n))
+        unverified = unverified_count(answer, n)
         label = " · ".join(filter(None, [f"\\[{n}\\] {inert_name(source.get('doc', ''))}", source_pages(source)])) \
-            + ("（未核实）" if unverified else "")
+            + (f"（{unverified} 处未核实）" if unverified else "")
         if cols[i % len(cols)].button(label, key=f"{key}_chip_{n}", width="stretch"):
             clicked = n
     return clicked

@@ -145,7 +145,9 @@ def closest_passages(answer: dict) -> str:
     if answer.get("mode") != "refused":
         return ""
     lines = []
-    for n, src in enumerate(answer.get("sources") or [], start=1):
+    from services.answers.refusal import distinct_passages
+
+    for n, src in enumerate(distinct_passages(answer.get("sources") or []), start=1):  # kept turns from before
         first, last = _pages(src)
         doc = src.get("doc", "")
         lines.append(f"- [{n}] 《{display_name(doc)}》{page_label(first, last, doc)}\n")

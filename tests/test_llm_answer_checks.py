@@ -67,6 +67,17 @@ def test_a_partly_supported_answer_marks_its_unsupported_sentences():
     assert mark_unverified(text, cits) == f"李x6现在荣昌县城西小学上学。[1]被告每月支付生活费4200元{UNVERIFIED_MARK}。[1]"
 
 
+def test_every_marker_the_model_wrote_stays_in_the_text():
+    """Two claims of one sentence citing the same source keep both markers; only a run of adjacent
+    markers that repair makes equal ("[3][1]" -> "[1]") loses its duplicate."""
+    hits = [make_hit(JUDGMENT_A, "a.txt")]
+    both = "原、被告经本院调解离婚[1]，离婚后被告每月向原告支付李x6的生活费800元[1]。"
+    text, cits = repair_citations(both, hits)
+    assert text == both and mark_unverified(text, cits) == both
+    text, _ = repair_citations("被告每月向原告支付李x6的生活费800元[3][1]。", hits)
+    assert text == "被告每月向原告支付李x6的生活费800元[1]。"
+
+
 # --- the flow, the core and the CLI -----------------------------------------------------------------
 def test_a_check_reply_without_its_fields_is_no_pass(lib, judgments):
     with FakeLLMServer(fixed=WRONG) as server:
@@ -129,3 +140,34 @@ def test_one_numeral_reader_serves_citations_and_extracts(text, value):
     from services.answers.answer_types import numeral_value
 
     assert numeral_value(text) == value
+
+
+# --- the chat page: a chip counts its unverified claims ---------------------------------------------
+PARTLY = "被告每月向原告支付李x6的生活费800元。[1] 被告还需支付李x6的教育费3000元。[1]"
+
+
+def test_a_chip_says_how_many_of_its_claims_are_unverified(lib, judgments, monkeypatch):
+    """One of two claims citing [1] is unsupported: the chip says 1 处未核实 (not the whole source
+    未核实) and its dialog names the claim; the answer keeps both markers."""
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from services.index.kb_settings import save_llm_settings
+
+    with FakeLLMServer(fixed=PARTLY) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("WENDAO_LLM_MODEL", "fixed")
+        save_llm_settings(lib, judgments, settings(server, verify_answerable=False))
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page("components/pages/chat.py").run()
+        at.chat_input[0].set_value(QUESTION).run()
+        assert not at.exception, [e.value for e in at.exception]
+        chips = [b for b in at.button if b.label.startswith("\\[1\\]")]
+        assert [b.label for b in chips] == ["\\[1\\] 李x6抚养纠纷\\.txt（1 处未核实）"], [b.label for b in at.button]
+        chips[0].click().run()
+        assert not at.exception, [e.value for e in at.exception]
+    shown = [t.value for t in at.text]
+    assert "未核实：被告还需支付李x6的教育费3000元。" in shown, shown
+    assert not any("800元" in t for t in shown if t.startswith("未核实"))

@@ -29,7 +29,7 @@ from services.answers.extractive import (ANSWERS_THRESHOLD, EXTRACTIVE_LABEL, An
                                         marked_text, names_held, pinpoint, question_names)
 from services.documents.pageview import page_label
 from services.documents.parsing import page_for_offset
-from services.answers.refusal import QUESTION_WORDS, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401
+from services.answers.refusal import QUESTION_WORDS, distinct_hits, evidence_strength, key_terms, should_refuse, term_coverage  # noqa: F401
 from services.search.retrieval import Hit, Retriever
 from services.documents.text import normalize
 from services.documents.tokenizer import comparable, query_terms
@@ -862,6 +862,8 @@ def _llm_answer(client, query, sources, timings, started):
 
 
 def _finish(answer: Answer, timings: dict) -> Answer:
+    if answer.mode == "refused" and not answer.citations:  # the closest passages: no text listed twice
+        answer.sources = distinct_hits(answer.sources)
     timings["total"] = sum(v for k, v in timings.items() if not k.startswith("retrieval.") or k == "retrieval.total")
     return answer
 

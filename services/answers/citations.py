@@ -48,7 +48,8 @@ class Citation:
     def to_json(self) -> dict:
         return {"n": self.n, "doc": self.doc, "page": self.page, "start": self.start, "end": self.end,
                 "quote": self.quote, "supported": self.supported, "support": round(self.support, 3),
-                "posthoc": self.posthoc, "corrected": self.corrected, "cited_n": self.cited_n, "doc_id": self.doc_id}
+                "posthoc": self.posthoc, "corrected": self.corrected, "cited_n": self.cited_n, "doc_id": self.doc_id,
+                "sentence": self.sentence}
 
 
 @dataclass
@@ -390,15 +391,38 @@ def mark_unverified(text: str, citations: list[Citation]) -> str:
     return "".join(out)
 
 
+def source_claims(answer: dict, n: int) -> list[dict]:
+    """The claims citing source n of an answer's JSON, one per citation (citations are per claim), in
+    answer order: {"claim", "quote", "supported"}. An LLM answer's claim is its citing sentence
+    (`sentence`) without markers or UNVERIFIED_MARK; an extract's is the quote itself (its `sentence`
+    counts quotes). What a chip counts ("1 处未核实") and its dialog lists, so one unsupported claim
+    never reads as if the whole source were unverified."""
+    citations = answer.get("citations") or []
+    sentences = split_answer(answer.get("answer", "")) if answer.get("mode") == "llm" else []
+    out = []
+    for c in citations:
+        if c.get("n") != n:
+            continue
+        i = c.get("sentence", -1)
+        claim = sentences[i].claim.replace(UNVERIFIED_MARK, "") if isinstance(i, int) and 0 <= i < len(sentences) else ""
+        out.append({"claim": claim or c.get("quote", ""), "quote": c.get("quote", ""), "supported": bool(c.get("supported", True))})
+    return out
+
+
 def _rewrite_markers(text: str, renumber: dict[int, dict[int, int | None]]) -> str:
-    """The answer with each marker's numbers mapped (duplicates and dropped numbers removed)."""
-    out, pos, seen_in_sentence = [], 0, {}
+    """The answer with each marker's numbers mapped (duplicates and dropped numbers removed).
+
+    A number is a duplicate only within one run of adjacent markers ("[3][1]" with 3 repaired to 1
+    gives "[1]"): the same [n] after two claims of one sentence ("…离婚[1]，…800元[1]。") is kept,
+    so every marker the model wrote stays in the shown text."""
+    out, pos, seen, last_end = [], 0, set(), -1
     for start, end, numbers in parse_markers(text):
         mapping = renumber.get(start)
         if mapping is None:
             continue
-        key = id(mapping)
-        seen = seen_in_sentence.setdefault(key, set())
+        if text[last_end:start].strip() or last_end < 0:
+            seen = set()  # text between: a new run of markers
+        last_end = end
         new = [mapping.get(n, n) for n in numbers]
         new = [n for n in dict.fromkeys(new) if n is not None and n not in seen]
         seen.update(new)

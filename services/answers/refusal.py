@@ -127,3 +127,69 @@ def should_refuse(strength: dict) -> bool:
     if weak and strength.get("rerank") is not None:
         return strength["rerank"] < 0.5
     return weak
+
+
+# --- a refusal's closest passages ---------------------------------------------------------------------
+def _joined(a: tuple[int, int, str], b: tuple[int, int, str]) -> tuple[int, int, str] | None:
+    """Two overlapping spans (start, end, text) of one document as one; None when a text is not its
+    span's slice of the document (its length differs), so the two cannot be joined."""
+    (sa, ea, ta), (sb, eb, tb) = a, b
+    if len(ta) != ea - sa or len(tb) != eb - sb:
+        return None
+    start, end = min(sa, sb), max(ea, eb)
+    text = (tb[:sa - sb] if sb < sa else "") + ta + (tb[ea - sb:] if eb > ea else "")
+    return start, end, text
+
+
+def _distinct(items: list, span, merge) -> list:
+    """Ranked passages with those of one document that overlap merged into the better-ranked one
+    (`merge(kept, other, joined)`; `joined` None: the other is dropped), rank order kept.
+    `span(item)` gives (document, start, end, text)."""
+    out: list = []
+    for item in items:
+        doc, start, end, text = span(item)
+        for i, kept in enumerate(out):
+            kdoc, kstart, kend, ktext = span(kept)
+            if kdoc == doc and start < kend and kstart < end:
+                joined = _joined((kstart, kend, ktext), (start, end, text))
+                out[i] = merge(kept, item, joined)
+                break
+        else:
+            out.append(item)
+    return out if len(out) == len(items) else _distinct(out, span, merge)  # a merged one may now overlap another
+
+
+def distinct_hits(hits: list[Hit]) -> list[Hit]:
+    """A refusal's closest passages without any text twice: sliding-window (and overlapping sentence)
+    chunks of one document overlap by design, so [1] (characters 180–475) and [2] (0–300) of one
+    judgment become one passage 0–475 in [1]'s place; rank order is kept."""
+    from dataclasses import replace
+
+    def merge(kept: Hit, other: Hit, joined) -> Hit:
+        if joined is None:
+            return kept
+        start, end, text = joined
+        return replace(kept, start=start, end=end, text=text, page_start=min(kept.page_start, other.page_start),
+                       page_end=max(kept.page_end, other.page_end),
+                       scores={**other.scores, **{k: max(v, other.scores.get(k, v)) for k, v in kept.scores.items()}},
+                       ranks={**other.ranks, **{k: min(v, other.ranks.get(k, v)) for k, v in kept.ranks.items()}},
+                       chunk_ids=list(dict.fromkeys(kept.chunk_ids + other.chunk_ids)))
+
+    return _distinct(hits, lambda h: (h.chunk.doc_id or h.doc, h.start, h.end, h.text), merge)
+
+
+def distinct_passages(sources: list[dict]) -> list[dict]:
+    """distinct_hits for an answer's JSON sources (kept turns, the API, the CLI and the export)."""
+    def merge(kept: dict, other: dict, joined) -> dict:
+        if joined is None:
+            return kept
+        start, end, text = joined
+        pages = [kept.get("pages") or [kept.get("page", 1)] * 2, other.get("pages") or [other.get("page", 1)] * 2]
+        first, last = min(p[0] for p in pages), max(p[1] for p in pages)
+        ranks, oranks = kept.get("ranks") or {}, other.get("ranks") or {}
+        return {**kept, "start": start, "end": end, "text": text, "page": first, "pages": [first, last],
+                "ranks": {**oranks, **{k: min(v, oranks.get(k, v)) for k, v in ranks.items()}},
+                "chunk_ids": list(dict.fromkeys((kept.get("chunk_ids") or []) + (other.get("chunk_ids") or [])))}
+
+    return _distinct(sources, lambda s: (s.get("doc_id") or s.get("doc", ""), int(s.get("start", 0)),
+                                         int(s.get("end", 0)), s.get("text", "")), merge)
