@@ -319,7 +319,7 @@ def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monk
     kb, _ = tuned_kb
     scores = {"questions": (0.5, 0.5)}  # (dense, hybrid) MRR@10 of the tuned model on the user's questions
 
-    def fake_sets(lib, kb, model_path, sets):
+    def fake_sets(lib, kb, model_path, sets, **_):
         tuned = bool(model_path) and Path(model_path).parent.name == "models"  # the run's output folder
 
         def result(dense, hybrid, n):
