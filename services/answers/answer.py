@@ -309,14 +309,33 @@ class ContextPlan:
     wide: object = None  # the whole-KB search already run for the question as asked (reused)
 
 
-def subject_terms(text: str, shares: dict[str, float] | None = None, kinds: frozenset | None = None) -> list[str]:
+# Parts of speech a subject's noun phrase runs on over (nouns, names, abbreviations, Latin words).
+_PHRASE_TAGS = frozenset({"n", "ng", "nr", "nrt", "nrfg", "ns", "nt", "nz", "j", "eng"})
+MAX_PHRASE = 12
+
+
+def noun_phrase(text: str, a: int, b: int) -> tuple[int, int]:
+    """[a, b) widened over the nouns that directly follow it (at most MAX_PHRASE characters in all)."""
+    for s, e, flag in pos_tags(aligned(text)):
+        if s == b and flag in _PHRASE_TAGS and e - a <= MAX_PHRASE:
+            b = e
+    return a, b
+
+
+def subject_terms(text: str, shares: dict[str, float] | None = None, kinds: frozenset | None = None,
+                  phrases: bool = False) -> list[str]:
     """The subject a question (or quote) names: people, places, organisations, works, masked names
     (张x6, 曹0) with the nouns attached (京沪 + 高铁), found by jieba's parts of speech — never
     generic words: with `shares` (Retriever.term_shares over a KB of enough chunks), a word in more
     than GENERIC_SHARE of the chunks is not a subject. `kinds`: only names of these parts of speech
-    ("masked" for masked names and titles)."""
+    ("masked" for masked names and titles). `phrases`: each name with the nouns that follow it, the
+    noun phrase the question is about (馬祖 + 國家 + 風景區 = 馬祖國家風景區, not 馬祖 alone, which also
+    names 馬祖列島燕鷗保護區)."""
     out = []
-    for a, b in entity_spans(text, kinds):
+    spans = entity_spans(text, kinds)
+    if phrases:
+        spans = [noun_phrase(text, a, b) for a, b in spans]
+    for a, b in spans:
         term = text[a:b].strip()
         if len(term) < 2 or comparable(term) in QUESTION_WORDS or term in _FOLLOW_UP_TOKENS:
             continue
@@ -354,7 +373,7 @@ def heuristic_rewrite(question: str, conversation: Conversation, shares: dict[st
         return [t for t in names if comparable(t) not in have and (
             context_text is None or comparable(t) in context_text or comparable(t) in asked_before)]
 
-    carried = carry(subject_terms(last.query, shares))
+    carried = carry(subject_terms(last.query, shares, phrases=True))
     if not carried:
         carried = carry(subject_terms(strip_markers(last.answer), shares))[:2]
     longest = [t for t in carried if not any(t != o and t in o for o in carried)]
