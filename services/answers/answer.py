@@ -784,12 +784,36 @@ def _pinpoint_as_asked(query: str, question: str, sources: list[Hit], context: l
     result = pinpoint(question, [sources[n] for n in own], ambiguity=False)
     if not any(p.support >= ANSWERS_THRESHOLD for p in result.picks):
         return None
+    carried = [comparable(t) for t in query[:-len(question)].split()] \
+        if query != question and query.endswith(question) else []
+    if carried and not _span_names(result, carried):
+        # the question alone marked a value of a unit that does not name the carried subject (2000年成立馬祖列島
+        # 燕鷗保護區 for 它是哪一年成立的？ after 馬祖國家風景區): the rewrite's unit that names it answers
+        with_subject = pinpoint(query, [sources[n] for n in own], ambiguity=False)
+        if _span_names(with_subject, carried) and any(p.support >= ANSWERS_THRESHOLD for p in with_subject.picks):
+            result = with_subject
     for p in result.picks:
         p.n = own[p.n - 1] + 1
     if result.span is not None:
         result.span.n = own[result.span.n - 1] + 1
     result.text, result.emphasis = marked_text(result.picks, result.span)
     return result
+
+
+def _span_names(result, names: list[str]) -> bool:
+    """Whether the quoted sentence holding `result`'s marked answer names one of `names` (folded)."""
+    span = result.span
+    if span is None:
+        return False
+    for p in result.picks:
+        if p.n == span.n and p.start <= span.start and span.end <= p.end:
+            a, b = span.start - p.start, span.end - p.start  # the sentence around the span (picks may be merged)
+            head = max(p.text.rfind(c, 0, a) for c in "。！？!?\n") + 1
+            tails = [i for i in (p.text.find(c, b) for c in "。！？!?\n") if i >= 0]
+            sentence = comparable(p.text[head:min(tails) + 1 if tails else len(p.text)])
+            if any(name in sentence for name in names):
+                return True
+    return False
 
 
 def _adopt(answer: Answer, extract: Answer) -> None:
