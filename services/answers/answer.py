@@ -317,8 +317,8 @@ MAX_PHRASE = 12
 def noun_phrase(text: str, a: int, b: int) -> tuple[int, int]:
     """[a, b) widened over the nouns that directly follow it (at most MAX_PHRASE characters in all)."""
     for s, e, flag in pos_tags(aligned(text)):
-        if s == b and flag in _PHRASE_TAGS and e - a <= MAX_PHRASE:
-            b = e
+        if s == b and flag in _PHRASE_TAGS and e - s >= 2 and e - a <= MAX_PHRASE:
+            b = e  # words of one character (内, 甲) are not part of the name
     return a, b
 
 
@@ -333,8 +333,8 @@ def subject_terms(text: str, shares: dict[str, float] | None = None, kinds: froz
     names 馬祖列島燕鷗保護區)."""
     out = []
     spans = entity_spans(text, kinds)
-    if phrases:
-        spans = [noun_phrase(text, a, b) for a, b in spans]
+    if phrases and len(spans) == 1:  # one subject: the pronoun stands for its phrase (several: their names)
+        spans = [noun_phrase(text, *spans[0])]
     for a, b in spans:
         term = text[a:b].strip()
         if len(term) < 2 or comparable(term) in QUESTION_WORDS or term in _FOLLOW_UP_TOKENS:
@@ -786,9 +786,10 @@ def _pinpoint_as_asked(query: str, question: str, sources: list[Hit], context: l
         return None
     carried = [comparable(t) for t in query[:-len(question)].split()] \
         if query != question and query.endswith(question) else []
-    if carried and not _span_names(result, carried):
-        # the question alone marked a value of a unit that does not name the carried subject (2000年成立馬祖列島
-        # 燕鷗保護區 for 它是哪一年成立的？ after 馬祖國家風景區): the rewrite's unit that names it answers
+    if carried and _span_names(result, carried, partly=True) and not _span_names(result, carried):
+        # the question alone marked a value of a sentence naming another thing of the carried subject's name
+        # (2000年成立馬祖列島燕鷗保護區 for 它是哪一年成立的？ after 馬祖國家風景區): the rewrite's sentence that names
+        # the subject itself answers (a sentence naming neither may speak of it as 該校: kept)
         with_subject = pinpoint(query, [sources[n] for n in own], ambiguity=False)
         if _span_names(with_subject, carried) and any(p.support >= ANSWERS_THRESHOLD for p in with_subject.picks):
             result = with_subject
@@ -800,8 +801,11 @@ def _pinpoint_as_asked(query: str, question: str, sources: list[Hit], context: l
     return result
 
 
-def _span_names(result, names: list[str]) -> bool:
-    """Whether the quoted sentence holding `result`'s marked answer names one of `names` (folded)."""
+def _span_names(result, names: list[str], partly: bool = False) -> bool:
+    """Whether the quoted sentence holding `result`'s marked answer names one of `names` (folded);
+    `partly`: the first two characters of one (馬祖 of 馬祖國家風景區)."""
+    if partly:
+        names = [name[:2] for name in names]
     span = result.span
     if span is None:
         return False
