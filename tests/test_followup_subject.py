@@ -42,6 +42,7 @@ def test_a_name_common_in_the_kb_does_not_hand_the_subject_to_the_answers_words(
 
 def test_subject_phrases_stop_at_the_particle():
     assert subject_terms("馬祖國家風景區是哪一年成立的？", phrases=True) == ["馬祖國家風景區"]
+    assert subject_terms("保山市隸屬於哪一個省？", phrases=True) == ["保山市"]  # 隶属于: a verb tagged a noun
     assert subject_terms("原告王0与被告李x3约定被告每月支付多少生活费？", phrases=True) == ["王0", "李x3"]
 
 

@@ -316,9 +316,10 @@ MAX_PHRASE = 12
 
 def noun_phrase(text: str, a: int, b: int) -> tuple[int, int]:
     """[a, b) widened over the nouns that directly follow it (at most MAX_PHRASE characters in all)."""
-    for s, e, flag in pos_tags(aligned(text)):
-        if s == b and flag in _PHRASE_TAGS and e - s >= 2 and e - a <= MAX_PHRASE:
-            b = e  # words of one character (内, 甲) are not part of the name
+    folded = aligned(text)
+    for s, e, flag in pos_tags(folded):
+        if s == b and flag in _PHRASE_TAGS and e - s >= 2 and e - a <= MAX_PHRASE and not folded[e - 1] == "于":
+            b = e  # words of one character (内, 甲) are not part of the name, nor verbs tagged nouns (隶属于)
     return a, b
 
 
