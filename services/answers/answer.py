@@ -309,14 +309,34 @@ class ContextPlan:
     wide: object = None  # the whole-KB search already run for the question as asked (reused)
 
 
-def subject_terms(text: str, shares: dict[str, float] | None = None, kinds: frozenset | None = None) -> list[str]:
+# Parts of speech a subject's noun phrase runs on over (nouns, names, abbreviations, Latin words).
+_PHRASE_TAGS = frozenset({"n", "ng", "nr", "nrt", "nrfg", "ns", "nt", "nz", "j", "eng"})
+MAX_PHRASE = 12
+
+
+def noun_phrase(text: str, a: int, b: int) -> tuple[int, int]:
+    """[a, b) widened over the nouns that directly follow it (at most MAX_PHRASE characters in all)."""
+    folded = aligned(text)
+    for s, e, flag in pos_tags(folded):
+        if s == b and flag in _PHRASE_TAGS and e - s >= 2 and e - a <= MAX_PHRASE and not folded[e - 1] == "于":
+            b = e  # words of one character (内, 甲) are not part of the name, nor verbs tagged nouns (隶属于)
+    return a, b
+
+
+def subject_terms(text: str, shares: dict[str, float] | None = None, kinds: frozenset | None = None,
+                  phrases: bool = False) -> list[str]:
     """The subject a question (or quote) names: people, places, organisations, works, masked names
     (张x6, 曹0) with the nouns attached (京沪 + 高铁), found by jieba's parts of speech — never
     generic words: with `shares` (Retriever.term_shares over a KB of enough chunks), a word in more
     than GENERIC_SHARE of the chunks is not a subject. `kinds`: only names of these parts of speech
-    ("masked" for masked names and titles)."""
+    ("masked" for masked names and titles). `phrases`: each name with the nouns that follow it, the
+    noun phrase the question is about (馬祖 + 國家 + 風景區 = 馬祖國家風景區, not 馬祖 alone, which also
+    names 馬祖列島燕鷗保護區)."""
     out = []
-    for a, b in entity_spans(text, kinds):
+    spans = entity_spans(text, kinds)
+    if phrases and len(spans) == 1:  # one subject: the pronoun stands for its phrase (several: their names)
+        spans = [noun_phrase(text, *spans[0])]
+    for a, b in spans:
         term = text[a:b].strip()
         if len(term) < 2 or comparable(term) in QUESTION_WORDS or term in _FOLLOW_UP_TOKENS:
             continue
@@ -354,7 +374,7 @@ def heuristic_rewrite(question: str, conversation: Conversation, shares: dict[st
         return [t for t in names if comparable(t) not in have and (
             context_text is None or comparable(t) in context_text or comparable(t) in asked_before)]
 
-    carried = carry(subject_terms(last.query, shares))
+    carried = carry(subject_terms(last.query, shares, phrases=True))
     if not carried:
         carried = carry(subject_terms(strip_markers(last.answer), shares))[:2]
     longest = [t for t in carried if not any(t != o and t in o for o in carried)]
@@ -765,12 +785,40 @@ def _pinpoint_as_asked(query: str, question: str, sources: list[Hit], context: l
     result = pinpoint(question, [sources[n] for n in own], ambiguity=False)
     if not any(p.support >= ANSWERS_THRESHOLD for p in result.picks):
         return None
+    carried = [comparable(t) for t in query[:-len(question)].split()] \
+        if query != question and query.endswith(question) else []
+    if carried and _span_names(result, carried, partly=True) and not _span_names(result, carried):
+        # the question alone marked a value of a sentence naming another thing of the carried subject's name
+        # (2000年成立馬祖列島燕鷗保護區 for 它是哪一年成立的？ after 馬祖國家風景區): the rewrite's sentence that names
+        # the subject itself answers (a sentence naming neither may speak of it as 該校: kept)
+        with_subject = pinpoint(query, [sources[n] for n in own], ambiguity=False)
+        if _span_names(with_subject, carried) and any(p.support >= ANSWERS_THRESHOLD for p in with_subject.picks):
+            result = with_subject
     for p in result.picks:
         p.n = own[p.n - 1] + 1
     if result.span is not None:
         result.span.n = own[result.span.n - 1] + 1
     result.text, result.emphasis = marked_text(result.picks, result.span)
     return result
+
+
+def _span_names(result, names: list[str], partly: bool = False) -> bool:
+    """Whether the quoted sentence holding `result`'s marked answer names one of `names` (folded);
+    `partly`: the first two characters of one (馬祖 of 馬祖國家風景區)."""
+    if partly:
+        names = [name[:2] for name in names]
+    span = result.span
+    if span is None:
+        return False
+    for p in result.picks:
+        if p.n == span.n and p.start <= span.start and span.end <= p.end:
+            a, b = span.start - p.start, span.end - p.start  # the sentence around the span (picks may be merged)
+            head = max(p.text.rfind(c, 0, a) for c in "。！？!?\n") + 1
+            tails = [i for i in (p.text.find(c, b) for c in "。！？!?\n") if i >= 0]
+            sentence = comparable(p.text[head:min(tails) + 1 if tails else len(p.text)])
+            if any(name in sentence for name in names):
+                return True
+    return False
 
 
 def _adopt(answer: Answer, extract: Answer) -> None:
