@@ -1,5 +1,6 @@
-"""The 7 Dec walkthrough (s26) items about the command line: `search --queries` format (8) and the
-polish of item 14 (quote text, broken pipes, Chinese progress, help on every option, null pages)."""
+"""Command-line conventions: the `search --queries` file format, document text printed readably (line
+breaks as spaces, controls made visible), a broken pipe ending quietly, Chinese progress lines, help on
+every option, and `page` null for formats without pages."""
 import json
 
 import pytest
