@@ -77,7 +77,8 @@ def test_document_delete_confirmation_is_in_view_at_1280x800(page, server):
     wait_idle(page)
     dialog.wait_for(state="detached", timeout=30_000)  # closed (after its closing animation)
     assert page.locator('[data-testid="stDataFrame"]').first.is_visible()  # nothing deleted
-    assert page.get_by_text("3 个文档 · ").count()  # the sidebar's count
+    # the sidebar's count, written when the page's rerun ends (waited for: a loaded machine ends it later)
+    page.get_by_text("3 个文档 · ").wait_for(timeout=30_000)
 
 
 def test_evaluation_retrieval_choices_are_not_cut_at_1280(page, server):
