@@ -55,8 +55,8 @@ class KBInfo:
 @dataclass
 class SourceView:
     """What the citation dialog shows for a kept source: the rendered PDF page with the quotes boxed
-    (`png`, and `focus_png`, the part of it around the boxes), or the passage inside its surrounding text (`text`, with the quotes' `marks` and the
-    passage's span `passage` relative to it)."""
+    (`png`, and `focus_png`, the part of it around the boxes), or the passage inside its surrounding
+    text (`text`, with the quotes' `marks` and the passage's span `passage` relative to it)."""
 
     doc_id: str | None
     kind: str  # pdf | text | missing
