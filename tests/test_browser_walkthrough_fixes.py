@@ -102,6 +102,8 @@ def test_the_chat_address_opens_the_chat_with_its_conversation(browser, server):
     for address in ("/chat", f"/chat?c={key}"):
         page = open_page(browser, server + address)
         page.wait_for_timeout(1000)
+        if "c=" in address:  # the saved answer, once the page's run has drawn it (later on a loaded machine)
+            page.get_by_text("六千三百").first.wait_for(timeout=30_000)
         body = page.locator("body").inner_text()
         assert "页面不存在" not in body and "Page not found" not in body, body[:300]
         assert page.locator('[data-testid="stChatInput"]').count() == 1, body[:300]  # the chat itself
