@@ -338,26 +338,26 @@ def test_first_admin_from_the_setup_token(data_dir, monkeypatch):
     ws.lib.close()
 
 
+@pytest.fixture
+def run_as(team, monkeypatch):
+    """run_as(name, page): the app (AppTest) as the team's user `name`, on `page` when given."""
+    import components.account as account
+    from test_app import app
+
+    _, who, _ = team
+
+    def run(name, page=None):
+        monkeypatch.setattr(account, "current_principal", lambda _ws: who[name])
+        return app(page)
+    return run
+
+
 @pytest.mark.slow
-def test_permission_matrix_through_the_pages(team, monkeypatch):
+def test_permission_matrix_through_the_pages(team, run_as):
     """The same rules in the UI (AppTest): the page acts as the signed-in principal; a viewer sees KB1 and
     can ask, is not offered deleting it, and the core refuses it in Chinese (nothing is deleted); D sees no KB at all; the admin
     page is offered to admins only."""
-    from streamlit.testing.v1 import AppTest
-
-    import components.account as account
-
     ws, who, _ = team
-
-    def run_as(name, page=None):
-        monkeypatch.setattr(account, "current_principal", lambda _ws: who[name])
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-        at.run()
-        if page:
-            at.switch_page(f"components/pages/{page}.py").run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-
     viewer = run_as("C", "library")
     assert "知识库：KB1" in [s.value for s in viewer.subheader]
     assert "删除知识库" not in {b.label for b in viewer.button}  # hidden (tests/test_team_ui.py); the core refuses:

@@ -4,26 +4,7 @@ share dialog starts from a user and a role and confirms what it did. The core st
 (tests/test_team.py::test_permission_matrix_through_the_core)."""
 import pytest
 
-from test_team import PASSWORD, ROOT, team  # noqa: F401 - the fixture
-
-
-@pytest.fixture
-def run_as(team, monkeypatch):  # noqa: F811
-    from streamlit.testing.v1 import AppTest
-
-    import components.account as account
-
-    ws, who, _ = team
-
-    def run(name, page=None):
-        monkeypatch.setattr(account, "current_principal", lambda _ws: who[name])
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-        at.run()
-        if page:
-            at.switch_page(f"components/pages/{page}.py").run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-    return run
+from test_team import PASSWORD, ROOT, run_as, team  # noqa: F401 - the fixtures
 
 
 def texts(at) -> str:
