@@ -84,7 +84,7 @@ _NUMBER = re.compile(rf"{_MEASURE}|{_FRACTION}|(?:约|近|逾|超过|共|达|民
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
 _DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
-_DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
+_DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|(?<=[\u4e00-\u9fff]{{2}})(?<![币万千百亿])元|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
              rf"(?:{_DAY}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?(?:{_DAY}[日号]?)?|{_DAY}日)?"
              rf"(?:(?:凌晨|上午|中午|下午|晚上|晚)?[0-9]{{1,2}}[时点](?:[0-9]{{1,2}}分?)?许?)?")
 _DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|(?<![0-9万亿千百])[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
@@ -190,17 +190,17 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
     t = aligned(text)
     if kind == "amount":
         spans = [m.span() for m in _AMOUNT.finditer(t)]
-        return spans or [m.span() for m in _NUMBER.finditer(t) if not re.search(r"[年月日时]$", m.group())]
+        return _ranges(t, spans or [m.span() for m in _NUMBER.finditer(t) if not re.search(r"[年月日时]$", m.group())])
     if kind == "number":
-        return [m.span() for m in _NUMBER.finditer(t)] + [m.span() for m in _AMOUNT.finditer(t)]
+        return _ranges(t, [m.span() for m in _NUMBER.finditer(t)] + [m.span() for m in _AMOUNT.finditer(t)])
     if kind == "date":
         spans = []
         for m in _DATE.finditer(t):
             a = m.start() + len(m.group()) - len(m.group().lstrip("至到-—~～起"))
-            if m.end() - a >= 2 and re.search(r"[0-9零〇一二三四五六七八九十世朝代]", t[a:m.end()]) \
+            if m.end() - a >= 2 and re.search(r"[0-9零〇一二三四五六七八九十世朝代]|[\u4e00-\u9fff]{2}元年", t[a:m.end()]) \
                     and not t.startswith("级", m.end()) and not (t[a:m.end()].isdigit() or t[m.end() - 1] in "号日" and t[m.end():m.end() + 1] in ("楼", "院")):
                 spans.append((a, m.end()))
-        return spans
+        return _whole_dates(t, spans)
     if kind == "title":
         return [m.span() for m in _TITLE.finditer(t)]
     if kind == "country":
@@ -212,7 +212,7 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
     tags = pos_tags(t)
     if kind == "person":
         names = [m.span() for m in MASKED_NAME.finditer(t)]
-        names += _runs(tags, lambda w, i: w[2] in ("nr", "nrt", "nrfg") and w[1] - w[0] >= 2)
+        names += _whole_names(t, tags, _runs(tags, lambda w, i: _name_word(t, tags, i)))
         names += [m.span() for m in DOTTED_NAME.finditer(t)]
         return merge_spans(names)
     # place: runs of place names and words ending with a place suffix (荣昌县 城西 小学), or a lone ns
@@ -223,6 +223,111 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
     runs = [_mainland(t, a, b) for a, b in _whole_places(t, tags, _runs(tags, placeish)) if b - a >= 2]
     anchored = [m.span(1) for m in _PLACE_AFTER.finditer(t)]
     return sorted(anchored + [r for r in runs if not any(a <= r[0] and r[1] <= b for a, b in anchored)])
+
+
+_NAME_TAGS = frozenset({"nr", "nrt", "nrfg"})
+_NOT_IN_NAME = frozenset("的之是在于和与及或跟同把被将对为从向也都亦又还并而曾已就即乃等了着过年月日")
+_HONORIFIC = re.compile(r"女士|先生|小姐|夫人")
+_EMPEROR = re.compile(r"[帝王宗祖]$")
+
+
+def _cjk(word: str) -> bool:
+    return bool(word) and all("\u4e00" <= ch <= "\u9fff" for ch in word)
+
+
+def _name_word(t: str, tags, i: int) -> bool:
+    """Whether word i is (part of) a person's name: a name jieba tags (nr, nrt, nrfg) of two or more
+    characters, or of one beside another (姚 + 里氏), or a word jieba does not know (x) of 2-4 Chinese
+    characters opening with a surname (袁丽嫦, 黄霑)."""
+    a, b, flag = tags[i]
+    if flag in _NAME_TAGS:
+        return b - a >= 2 or any(0 <= j < len(tags) and tags[j][2] in _NAME_TAGS and tags[j][1] - tags[j][0] >= 2
+                                 and (tags[j][1] == a or tags[j][0] == b) for j in (i - 1, i + 1))
+    return flag == "x" and 2 <= b - a <= 4 and _cjk(t[a:b]) and t[a] in _SURNAMES
+
+
+def _whole_names(t: str, tags, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Name runs widened to the whole name where jieba cuts it: the surname it glued to the word before
+    (制作人伍 + 宗德 -> 伍宗德), the given name's last character it left apart (杜宇 + 麒 -> 杜宇麒), an
+    emperor's name with its temple-name character and personal name (孝 + 昭帝 + 高演 -> 孝昭帝高演), and a
+    title of address after it (阮爱馨 + 女士)."""
+    by_start = {w[0]: k for k, w in enumerate(tags)}
+    by_end = {w[1]: k for k, w in enumerate(tags)}
+    out = []
+    for a, b in runs:
+        i, j = by_start.get(a), by_end.get(b)
+        if i is None or j is None:
+            out.append((a, b))
+            continue
+        if b - a == 2 and i > 0 and tags[i - 1][1] == a and t[a - 1] in _SURNAMES and tags[i - 1][1] - tags[i - 1][0] >= 2 \
+                and tags[i - 1][2] in ("n", "nr", "ng", "vn") and t[a - 2] not in _SURNAMES:
+            a -= 1  # 制作人伍 | 宗德
+        if _EMPEROR.search(t[a:b]):
+            if i > 0 and tags[i - 1][1] == a and tags[i - 1][1] - tags[i - 1][0] == 1 and _cjk(t[a - 1]) \
+                    and t[a - 1] not in _NOT_IN_NAME and tags[i - 1][2] in ("ng", "n", "a", "nr"):
+                a -= 1  # 孝 | 昭帝
+            if j + 1 < len(tags) and tags[j + 1][0] == b and 2 <= tags[j + 1][1] - b <= 3 and t[b] in _SURNAMES \
+                    and _cjk(t[b:tags[j + 1][1]]):
+                j += 1
+                b = tags[j][1]  # 昭帝 | 高演
+        elif b - a == 2 and j + 1 < len(tags) and tags[j + 1][0] == b and tags[j + 1][1] - b == 1 \
+                and tags[j + 1][2] in ("n", "ng", "nr") and _cjk(t[b]) and t[b] not in _NOT_IN_NAME \
+                and (tags[j + 1][1] >= len(t) or not _cjk(t[tags[j + 1][1]]) or t[tags[j + 1][1]] in _NOT_IN_NAME):
+            b += 1  # 杜宇 | 麒 （
+        m = _HONORIFIC.match(t, b)
+        if m:
+            b = m.end()
+        out.append((a, b))
+    return out
+
+
+_RANGE_JOIN = re.compile(r"\s*(?:至|到|~|～|-|－|–|—|―)\s*")
+_RANGE_FROM = re.compile(rf"(?<![A-Za-z0-9.,]){NUM}\s*(?:至|到|~|～|-|－|–|—|―)\s*$")
+
+
+def _ranges(t: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Number spans joined into the range they are the ends of (50米至1,520米, 10-20万元), the bare number
+    before a range's end included (2-4厘米, 三至五年)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(set(spans)):
+        if out and a < out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+            continue
+        if out and _RANGE_JOIN.fullmatch(t, out[-1][1], a):
+            out[-1] = (out[-1][0], b)
+            continue
+        m = _RANGE_FROM.search(t, max(0, a - 16), a)
+        if m and not (out and out[-1][1] > m.start()) and not t[a:b].startswith(("约", "近", "逾", "超过", "共", "达")):
+            a = m.start()
+        out.append((a, b))
+    return out
+
+
+_DATE_GLOSS = re.compile(r"\s*[（(]")
+_DATE_GLOSS_END = re.compile(r"[）)]")
+_DATE_AFTER = re.compile(r"以后|以前|之后|之前|以来")
+
+
+def _whole_dates(t: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Date spans joined into the whole date expression: a year with the same year of another calendar in
+    brackets, and the month and day after them (永禄5年 （1562年）, 正德五年（1510年）十月, 1993年（民国82年）1月24日);
+    a decade or year with 以后/以前 (1990年代以后)."""
+    out: list[tuple[int, int]] = []
+    k = 0
+    while k < len(spans):
+        a, b = spans[k]
+        gloss = _DATE_GLOSS.match(t, b)
+        if gloss and k + 1 < len(spans) and spans[k + 1][0] == gloss.end() and re.search(r"年$", t[a:b]) \
+                and (close := _DATE_GLOSS_END.match(t, spans[k + 1][1])) is not None:
+            b, k = close.end(), k + 1
+            if k + 1 < len(spans) and spans[k + 1][0] == b:
+                b, k = spans[k + 1][1], k + 1  # …（1510年）十月
+        after = _DATE_AFTER.match(t, b)
+        if after and re.search(r"年代?$", t[a:b]):
+            b = after.end()
+        out.append((a, b))
+        k += 1
+    return out
 
 
 def _mainland(t: str, a: int, b: int) -> tuple[int, int]:
