@@ -90,7 +90,7 @@ CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clause
 MIN_CLAUSE = 8  # a shorter clause joins the next one
 SHORT_QUOTE = 16  # a quote shorter than this takes its neighbouring clause, to be readable
 SPAN_BEST_BONUS = 0.2  # a value in the best unit is preferred by this much (see _locate)
-SPAN_WHOLE = 30  # a unit this short is marked whole for an untyped question
+SPAN_WHOLE = 60  # a unit this short is marked whole for an untyped question
 SPAN_SIDE_WEIGHT = 0.5  # an untyped question's clause: weight of the question words beside it ...
 SPAN_NOVELTY_FLOOR = 0.3  # ... and the floor of its share of new words (see _best_clause)
 MAX_CHARS = 240  # quoted characters at most (the best unit always counts)
@@ -619,6 +619,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         _, p, a, b = best_value
         if kind in ("person", "place"):
             a, b = _listed(p.text, _values(kind, p, scorer.exclude), a, b, bool(_LIST_Q.search(comparable(scorer.query))))
+        elif kind == "number" and _COUNTS_Q.search(comparable(scorer.query)):
+            a, b = _counts(p.text, _values(kind, p, scorer.exclude), a, b, comparable(scorer.query))
         a, b = _trim(p.text, a, b)
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
     best = _topic_told(scorer.candidates, best)
@@ -764,6 +766,30 @@ def _listed(text: str, values: list[tuple[int, int]], a: int, b: int, several: b
     if end == b and (lo == hi or not (several or m)):
         return a, b
     return spans[lo][0], m.end() if m else end
+
+
+# a question asking for two counts at once (有几个村和社区？): the answer is the list of counts (8个村、2个社区)
+_COUNTS_Q = re.compile(r"(?:几|多少)[个座名位条所家种只台部间]?[\u4e00-\u9fff]{1,6}?(?:和|及|与|、|以及)[\u4e00-\u9fff]{1,6}")
+_COUNT_JOIN = re.compile(r"[\u4e00-\u9fff]{0,4}?(?:、|和|及|与|以及)")
+
+
+def _counts(text: str, values: list[tuple[int, int]], a: int, b: int, asked: str) -> tuple[int, int]:
+    """The count [a, b) widened to the list of counts it is part of, with the last one's noun when the
+    question (`asked`, folded) names it (8个村、2个社区), for a question asking for two counts at once (`_COUNTS_Q`)."""
+    spans = sorted(values)
+    i = next((k for k, v in enumerate(spans) if v[0] <= a < v[1]), None)
+    if i is None:
+        return a, b
+    lo = hi = i
+    while hi + 1 < len(spans) and _COUNT_JOIN.fullmatch(text, spans[hi][1], spans[hi + 1][0]):
+        hi += 1
+    while lo > 0 and _COUNT_JOIN.fullmatch(text, spans[lo - 1][1], spans[lo][0]):
+        lo -= 1
+    if lo == hi:
+        return a, b
+    end = spans[hi][1]
+    noun = next((end + k for k in range(4, 0, -1) if end + k <= len(text) and comparable(text[end:end + k]) in asked), end)
+    return spans[lo][0], noun
 
 
 # A why-question (REASON_KIND asks for the cause): not 名为什么 / 称为什么 (为 + 什么: "what is it called") nor
