@@ -619,6 +619,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         _, p, a, b = best_value
         if kind in ("person", "place"):
             a, b = _listed(p.text, _values(kind, p, scorer.exclude), a, b, bool(_LIST_Q.search(comparable(scorer.query))))
+        if kind == "place":
+            a, b = _place_phrase(p.text, a, b)
         elif kind == "number" and _COUNTS_Q.search(comparable(scorer.query)):
             a, b = _counts(p.text, _values(kind, p, scorer.exclude), a, b, comparable(scorer.query))
         a, b = _trim(p.text, a, b)
@@ -766,6 +768,33 @@ def _listed(text: str, values: list[tuple[int, int]], a: int, b: int, several: b
     if end == b and (lo == hi or not (several or m)):
         return a, b
     return spans[lo][0], m.end() if m else end
+
+
+_PLACE_PHRASE_TAGS = frozenset({"n", "ns", "nt", "nz", "nr", "nrt", "j", "s", "m", "x", "ng", "zg"})
+_PLACE_PHRASE_END = frozenset({"n", "ns", "nt", "nz", "s", "nr", "ng"})
+_PLACE_PHRASE_SUFFIX = re.compile(r"(?:公司|网吧|车间|菜馆|饭店|酒店|宾馆|商场|超市|市场|工厂|厂|医院|学校|小学|中学|大学|学院|"
+                                  r"法院|派出所|公安局|民政局|银行|小班|林班|大楼|大厦|广场|楼|室|号|路|街|巷|村|镇|乡|区|县|市|省)$")
+PLACE_PHRASE = 30  # characters at most of a place widened over the nouns after it (`_place_phrase`)
+
+
+def _place_phrase(text: str, a: int, b: int) -> tuple[int, int]:
+    """A place value [a, b) widened over the nouns that follow it, before the next verb, preposition or
+    punctuation, to the last one that names a place or an institution (成都市金牛区玉居庵东路菲城 + 网吧, 中国 +
+    人民财产保险股份有限公司: `_PLACE_PHRASE_SUFFIX`): the whole place a judgment names, at most PLACE_PHRASE characters."""
+    t = aligned(text)
+    tags = pos_tags(t)
+    k = next((i for i, w in enumerate(tags) if w[0] < b <= w[1]), None)
+    if k is None or tags[k][1] != b:
+        return a, b
+    end = b
+    for w in tags[k + 1:]:
+        word = t[w[0]:w[1]]
+        if w[1] - a > PLACE_PHRASE or w[2] not in _PLACE_PHRASE_TAGS \
+                or w[2] == "x" and not (word == "、" and w[0] > 0 and t[w[0] - 1].isdigit() or word.isdigit()):
+            break
+        if w[2] in _PLACE_PHRASE_END and _PLACE_PHRASE_SUFFIX.search(word):
+            end = w[1]
+    return a, end
 
 
 # a question asking for two counts at once (有几个村和社区？): the answer is the list of counts (8个村、2个社区)
