@@ -296,3 +296,54 @@ def test_why_questions_ask_for_a_cause(question, why):
     from services.answers.extractive import asks_why
 
     assert asks_why(question) is why
+
+
+# --- the value's whole extent (issue 21, dev misses of bench/pinpoint.py --dev) --------------------------------
+@pytest.mark.parametrize("text,names", [
+    ("另外，李晨亦是好友的儿子杜宇麒（嗯哼）的干爹。", "杜宇麒"),  # jieba: 杜宇 | 麒
+    ("在该剧播出前，制作人伍宗德一再表明", "伍宗德"),  # jieba: 人伍 | 宗德
+    ("1220年，耶律留哥死后，其妻姚里氏统治辽东。", "姚里氏"),  # 姚 | 里氏, one character each side
+    ("现任校长为阮爱馨女士。", "阮爱馨女士"),
+    ("元皇后，北齐孝昭帝高演的皇后。", "孝昭帝高演"),
+    ("同名主题曲《鳄鱼泪》，由袁丽嫦原唱。", "袁丽嫦")])  # a name jieba does not know (x)
+def test_a_person_is_marked_by_the_whole_name(text, names):
+    assert names in [text[a:b] for a, b in typed_values("person", text)]
+
+
+@pytest.mark.parametrize("text,date", [
+    ("在永禄5年 （1562年）元服，被任命为知行。", "永禄5年 （1562年）"),
+    ("正德五年（1510年）十月，刘六、刘七在霸州起义。", "正德五年（1510年）十月"),
+    ("1993年（民国82年）1月24日起，《台视周日卡通》停播", "1993年（民国82年）1月24日"),
+    ("承光元年（577年），北齐亡", "承光元年（577年）"),
+    ("1930年代已经形成繁盛的商业街，1990年代以后经过彻底改建", "1990年代以后")])
+def test_a_date_is_marked_as_the_whole_date_expression(text, date):
+    assert date in [text[a:b] for a, b in typed_values("date", text)]
+    assert [text[a:b] for a, b in typed_values("date", "人民币元年终奖")] == []
+
+
+@pytest.mark.parametrize("kind,text,value", [
+    ("number", "生长于海拔50米至1,520米的地区", "50米至1,520米"),
+    ("number", "上部叶小，长2-4厘米，宽1-2厘米", "2-4厘米"),
+    ("amount", "约定月租金3000元至5000元不等", "3000元至5000元")])
+def test_a_number_is_marked_as_the_whole_range(kind, text, value):
+    assert value in [text[a:b] for a, b in typed_values(kind, text)]
+
+
+def test_two_counts_asked_at_once_are_marked_as_their_list():
+    text = "区划调整后为8个村、2个社区。"
+    assert pinpoint("路口镇管辖下有几个村和社区？", [make_hit(text)], reader=False).span.text == "8个村、2个社区"
+
+
+def test_an_untyped_questions_short_answering_sentence_is_marked_whole():
+    """CMRC's answers to descriptive questions are whole sentences: one of up to SPAN_WHOLE characters is
+    marked whole, not its best clause."""
+    text = "城市由十个设有护城墙的城堡组成，这些城堡用作礼仪、葬礼、庙宇、贮水及居住用途。"
+    span = pinpoint("昌昌内的十个城堡的用途是什么？", [make_hit(text)], reader=False).span
+    assert span.text == text
+
+
+def test_a_place_takes_the_nouns_naming_the_institution_after_it():
+    text = "2013年6月1日18时许，被告人清某在成都市金牛区玉居庵东路菲城网吧被公安机关挡获。"
+    assert pinpoint("被告人清某在何地被抓获？", [make_hit(text)], reader=False).span.text == "成都市金牛区玉居庵东路菲城网吧"
+    text = "苏佩维埃尔生于乌拉圭蒙得维的亚。"
+    assert pinpoint("苏佩维埃尔出生于哪里？", [make_hit(text)], reader=False).span.text == "乌拉圭蒙得维的亚"

@@ -90,7 +90,8 @@ CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clause
 MIN_CLAUSE = 8  # a shorter clause joins the next one
 SHORT_QUOTE = 16  # a quote shorter than this takes its neighbouring clause, to be readable
 SPAN_BEST_BONUS = 0.2  # a value in the best unit is preferred by this much (see _locate)
-SPAN_WHOLE = 60  # a unit this short is marked whole for an untyped question
+SPAN_WHOLE = 30  # a unit this short is marked whole for an untyped question ...
+SPAN_SENTENCE = 60  # ... and one up to this long unless a clause of it only introduces a topic (关于财产，…)
 SPAN_SIDE_WEIGHT = 0.5  # an untyped question's clause: weight of the question words beside it ...
 SPAN_NOVELTY_FLOOR = 0.3  # ... and the floor of its share of new words (see _best_clause)
 MAX_CHARS = 240  # quoted characters at most (the best unit always counts)
@@ -875,6 +876,8 @@ def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
     if len(text) <= SPAN_WHOLE:
         return 0, len(text)
     clauses = clause_spans(text, 0, len(text), min_clause=4)
+    if len(text) <= SPAN_SENTENCE and not any(_TOPIC_END.search(comparable(text[a:b])) for a, b in clauses):
+        return 0, len(text)  # a short sentence answers as a whole (CMRC's answers are sentences)
     pieces = [comparable(text[a:b]) for a, b in clauses]
     near = [scorer.clause_score(p) for p in pieces]
 
