@@ -326,3 +326,13 @@ def test_questions_asking_who_raises_a_child(question, carer):
     ("原告要求被告支付抚养费", []), ("夫妻和睦生活", [])])
 def test_carers_are_read_from_the_clause_stating_the_arrangement(text, carers):
     assert [text[a:b] for a, b in carer_spans(text)] == carers
+
+
+def test_a_quote_runs_over_the_line_wraps_of_a_pdf_box():
+    """The chemistry PDF (s26 walkthrough): the answer was cut at a line wrap of a box narrower than the page,
+    「用键线式表示的结构简明易懂，并且」 without 「容易书写」. A line break inside a sentence is no boundary."""
+    from test_parsing import MIND_MAP
+
+    extract = pinpoint("用键线式表示的结构有什么特点？", [make_hit(MIND_MAP, start=40)], reader=False)
+    assert extract.span.text == "用键线式表示的结构简明易懂，并且\n容易书写"
+    assert MIND_MAP[extract.span.start - 40:extract.span.end - 40] == extract.span.text
