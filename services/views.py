@@ -4,7 +4,8 @@ plain data and pure functions re-exported in one place, so pages never import an
 config and errors)."""
 from __future__ import annotations
 
-from services.answers.citations import joined_sources, parse_markers, source_claims
+from services.answers.citations import parse_markers, source_claims
+from services.answers.refusal import joined_sources
 from services.audit_words import SCOPE_ZH, action_zh, detail_zh
 from services.config import LLMSettings, RetrievalSettings, redact_url, restore_redacted
 from services.documents.chunking import STRATEGIES, Chunk, ChunkingConfig

@@ -2,7 +2,7 @@
 overlapping chunks of one document were listed as two passages repeating the same text; the retriever joins
 only window chunks. Overlapping sources of one document are now shown once, joined ([1][2]), while the
 answer's own sources, scores and ranks (its [n], the API, the lab, the evaluator) stay as they were."""
-from services.answers.citations import joined_sources
+from services.answers.refusal import joined_sources
 
 RIVERS = ("长江是中国第一大河，全长六千三百公里，流经十一个省级行政区，最后在上海注入东海。"
           "黄河是中国第二长河，全长约五千四百六十四公里，被称为中华民族的母亲河。"

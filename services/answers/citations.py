@@ -409,46 +409,6 @@ def source_claims(answer: dict, n: int) -> list[dict]:
     return out
 
 
-def joined_sources(answer: dict) -> list[dict]:
-    """An answer's sources as a reader should see them listed (检索详情): sources of one document whose text
-    overlaps or touches (sentence chunks overlap by design; windows are joined by the retriever already) shown
-    once, joined — {"numbers": [1, 2], "doc", "doc_id", "start", "end", "text", "pages", "ranks", "quotes"} with
-    the text between the outermost offsets, the best rank per stage of any member (as for merged windows), and
-    each citation's quote relative to the joined text. The answer's own sources, scores and ranks are left as
-    they are (its [n] markers, the API and the CLI keep them); a source without offsets stands alone."""
-    sources = answer.get("sources") or []
-    groups: list[list[tuple[int, dict]]] = []
-    for n, s in sorted(enumerate(sources, start=1), key=lambda p: (str(p[1].get("doc_id") or p[1].get("doc", "")),
-                                                                   p[1].get("start", -1), p[0])):
-        last = groups[-1][-1][1] if groups else None
-        if (last is not None and isinstance(s.get("start"), int) and isinstance(last.get("end"), int)
-                and (s.get("doc_id") or s.get("doc")) == (last.get("doc_id") or last.get("doc"))
-                and s["start"] <= max(m.get("end", -1) for _, m in groups[-1])):
-            groups[-1].append((n, s))
-        else:
-            groups.append([(n, s)])
-    out = []
-    for members in sorted(groups, key=lambda g: min(n for n, _ in g)):
-        first = members[0][1]
-        text, end = first.get("text", ""), first.get("end", 0)
-        for _, m in members[1:]:
-            if m["end"] > end:
-                text += m.get("text", "")[end - m["start"]:]
-                end = m["end"]
-        numbers = sorted(n for n, _ in members)
-        ranks: dict = {}
-        for _, m in members:
-            for stage, rank in (m.get("ranks") or {}).items():
-                ranks[stage] = min(rank, ranks.get(stage, rank))
-        pages = [p for _, m in members for p in (m.get("pages") or [m.get("page", 1)] * 2)[:2]]
-        start = first.get("start", 0)
-        out.append({"numbers": numbers, "doc": first.get("doc", ""), "doc_id": first.get("doc_id"), "start": start,
-                    "end": end, "text": text, "pages": [min(pages), max(pages)], "page": min(pages), "ranks": ranks,
-                    "quotes": [(c["start"] - start, c["end"] - start) for c in answer.get("citations") or []
-                               if c.get("n") in numbers and isinstance(c.get("start"), int) and isinstance(c.get("end"), int)]})
-    return out
-
-
 def _rewrite_markers(text: str, renumber: dict[int, dict[int, int | None]]) -> str:
     """The answer with each marker's numbers mapped (duplicates and dropped numbers removed).
 
