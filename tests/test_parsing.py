@@ -235,6 +235,8 @@ def test_a_box_narrower_than_the_page_is_joined_where_its_lines_wrap():
     joined = join_wrapped_lines(MIND_MAP)
     assert "\n键线式\n" + SKELETAL + "\n线形结构\n↑" in joined
     assert "没有气体\n↓表示" in joined and "没有固体\n非结构式\n分子式" in joined
+    rules = "公司制度\n第一条 员工每天工作八小时并按时打卡签到\n第二条 员工每年享有十五天带薪年假福利\n第三条 加班需要提前申请"
+    assert join_wrapped_lines(rules) == rules  # articles of about one width are no wrapped paragraph
     # a document stored before (the newlines kept): sentences run over the box's wraps, offsets exact
     spans = split_sentences(MIND_MAP)
     assert "".join(MIND_MAP[a:b] for a, b in spans) == MIND_MAP

@@ -146,8 +146,9 @@ def display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-# A line that opens a list item: a bullet or symbol (↑, ↓, •, -), or a number (1. 2、 (3) 四、)
-_ITEM_START = re.compile(r"[^\w\s（(“\"‘'《「『【\[]|[0-9]{1,2}[.、．)）]|[（(][0-9一二三四五六七八九十]{1,2}[)）]|[一二三四五六七八九十]{1,2}、")
+# A line that opens a list item: a bullet or symbol (↑, ↓, •, -), a number (1. 2、 (3) 四、) or an article (第二条)
+_ITEM_START = re.compile(r"[^\w\s（(“\"‘'《「『【\[]|[0-9]{1,2}[.、．)）]|[（(][0-9一二三四五六七八九十]{1,2}[)）]|[一二三四五六七八九十]{1,2}、"
+                         r"|第[0-9一二三四五六七八九十百零〇]{1,4}[条章节款项篇部]")
 
 
 def _locally_full(lines: list[str], widths: list[int], i: int) -> bool:
