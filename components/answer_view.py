@@ -13,7 +13,7 @@ from components.safe_text import inert, inert_code_urls, inert_name
 from components.state import show_error
 from components.widgets import highlight, highlight_passage, passage_box
 from components.words import STAGE_ZH, TIMING_HELP, TIMING_ZH
-from services.views import display_name, page_label, parse_markers, source_claims
+from services.views import display_name, joined_sources, page_label, parse_markers, source_claims
 from services.workspace import KB
 
 MODE_ZH = {"llm": "大模型回答", "extractive": "摘录式回答（未配置或无法连接大模型）", "refused": "文档中没有答案"}
@@ -222,11 +222,11 @@ def details(answer: dict, question: str) -> None:
         if answer.get("timings_ms"):
             st.dataframe(timing_table(answer["timings_ms"]), hide_index=True,
                          column_config={"阶段": st.column_config.TextColumn(help=TIMING_HELP)})
-        for n, s in enumerate(answer.get("sources", []), start=1):
-            st.markdown(" · ".join(filter(None, [f"**\\[{n}\\] {inert_name(s.get('doc', ''))}**", source_pages(s),
+        for s in joined_sources(answer):  # overlapping passages of one document once ([1][2])
+            numbers = "".join(f"\\[{n}\\]" for n in s["numbers"])
+            st.markdown(" · ".join(filter(None, [f"**{numbers} {inert_name(s.get('doc', ''))}**", source_pages(s),
                                                  found_by(s)])))
-            quotes = [(c["start"] - s["start"], c["end"] - s["start"]) for c in citations if c.get("n") == n]
-            passage_box(highlight(s.get("text", ""), quotes))
+            passage_box(highlight(s.get("text", ""), s["quotes"]))
 
 
 def show_turn(kb: KB, question: str, answer: dict, key: str) -> None:

@@ -57,8 +57,39 @@ def add_turn(store: Store, conversation_id: int, question: str, answer: dict, se
 
 
 def turns(store: Store, conversation_id: int) -> list[dict]:
-    """[{"question", "answer": {...}, "settings": {...}, "created_at"}] in order."""
-    return store.conversations.turns(conversation_id)
+    """[{"question", "answer": {...}, "settings": {...}, "created_at"}] in order; answers kept before their
+    citations carried the citing sentence get it filled in (`with_sentences`)."""
+    return [{**t, "answer": with_sentences(t["answer"])} if isinstance(t.get("answer"), dict) else t
+            for t in store.conversations.turns(conversation_id)]
+
+
+def with_sentences(answer: dict) -> dict:
+    """The answer JSON with every citation's `sentence` (the index of the answer sentence citing it, which
+    the chips and the citation dialog name as the claim), for turns kept before citations carried it: in an
+    LLM answer the sentence holding the citation's [n] (a citation added by matching, `posthoc`: the next
+    sentence without a marker), in order, as they were made; in an extract the quote's own number. A citation
+    whose sentence is not found gets -1 (its quote then stands for the claim, as before)."""
+    citations = answer.get("citations") or []
+    if all("sentence" in c for c in citations):
+        return answer
+    from services.answers.citations import split_answer
+
+    sentences = split_answer(answer.get("answer", "")) if answer.get("mode") == "llm" else None
+    filled, at, taken = [], 0, set()  # a sentence cites a source once
+    for k, c in enumerate(citations):
+        c = dict(c)
+        if "sentence" not in c:
+            if sentences is None:
+                c["sentence"] = k
+            else:
+                found = next((i for i in range(at, len(sentences)) if (i, c.get("n")) not in taken
+                              and (not sentences[i].numbers if c.get("posthoc") else c.get("n") in sentences[i].numbers)), None)
+                c["sentence"] = -1 if found is None else found
+        if isinstance(c["sentence"], int) and c["sentence"] >= 0:
+            at = c["sentence"]
+            taken.add((at, c.get("n")))
+        filled.append(c)
+    return {**answer, "citations": filled}
 
 
 def rename(store: Store, conversation_id: int, title: str) -> None:

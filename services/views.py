@@ -5,6 +5,7 @@ config and errors)."""
 from __future__ import annotations
 
 from services.answers.citations import parse_markers, source_claims
+from services.answers.refusal import joined_sources
 from services.audit_words import SCOPE_ZH, action_zh, detail_zh
 from services.config import LLMSettings, RetrievalSettings, redact_url, restore_redacted
 from services.documents.chunking import STRATEGIES, Chunk, ChunkingConfig
@@ -34,7 +35,7 @@ __all__ = [
     "MIB", "MODELS", "MODES", "OPTIMIZE_FROM_CHUNKS", "RetrievalSettings", "STAGE_ZH", "STRATEGIES",
     "SUPPORTED_EXTENSIONS", "unsupported", "SearchResult", "User", "availability", "display_name", "embedding_models", "format_mb",
     "format_size",
-    "page_for_offset", "page_label", "page_ranges", "parse_markers", "source_claims", "parse_questions", "redact_url", "reranker_models", "resolve",
+    "joined_sources", "page_for_offset", "page_label", "page_ranges", "parse_markers", "source_claims", "parse_questions", "redact_url", "reranker_models", "resolve",
     "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
     "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows", "QUESTION_LIMIT", "SCOPE_ZH", "action_zh", "detail_zh",
 ]

@@ -30,6 +30,11 @@ from services.index.repositories import ConversationInfo, Job
 from services.index.store import Document, KnowledgeBase
 
 INGEST_KINDS = ("ingest", "vectors", "rechunk", "reindex", "reembed", "optimize", "sample")
+# The jobs a viewer may start (评测), and so see. Every other kind — uploads, re-chunking, re-embedding, index
+# upkeep, fine-tuning — is an editor's work, and its log (file names, failures and why, models) is theirs too:
+# a viewer asks, searches and opens sources (README's permission table).
+VIEWER_JOB_KINDS = ("evaluate",)
+JOB_LOG_DENIED_ZH = "上传、切分、向量化和微调等任务的记录只有编辑者和所有者能看。"
 CANCELLABLE_WHILE_RUNNING = worker.CANCELLABLE_WHILE_RUNNING  # other kinds: cancellable only while queued
 SAMPLE_KB = "示例"
 MAX_QUERY_CHARS = 2000  # a question or query: every character is embedded (510-token windows, averaged), so
@@ -267,10 +272,9 @@ class Session:
 
     # --- jobs ----------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
-        """A job of a KB the principal may see."""
+        """A job of a KB the principal may see, of a kind its role there may see (`KB.job`)."""
         job = worker.get(self.lib, job_id)
-        self.kb(job.kb_id)
-        return job
+        return self.kb(job.kb_id).job(job_id)
 
     # --- users and audit (admins) --------------------------------------------------------------------
     def _admin(self) -> None:
@@ -896,12 +900,25 @@ class KB:
         return worker.submit(self.lib, self.row, kind, name, params, data, self.session.ws.background)
 
     def jobs(self, since: float | None = None, kinds: tuple[str, ...] = INGEST_KINDS) -> list[Job]:
+        """The KB's jobs of `kinds` (all active ones, and those finished after `since`; default the last
+        hour). A viewer gets only those of VIEWER_JOB_KINDS (评测): an upload's log and the other editors'
+        jobs are not theirs to read, whatever a page asks for."""
+        self._need("viewer")
+        if not access.at_least(self.role, "editor"):
+            kinds = tuple(k for k in kinds if k in VIEWER_JOB_KINDS)
+            if not kinds:
+                return []
         return worker.jobs(self.lib, self.row, since, kinds)
 
     def job(self, job_id: int) -> Job:
+        """One job of this KB; JobNotFound for another KB's, PermissionDenied for a viewer asking for a job
+        of a kind only editors see (see `jobs`)."""
         job = worker.get(self.lib, job_id)
         if job.kb_id != self.id:
             raise errors.JobNotFound()
+        self._need("viewer")
+        if job.kind not in VIEWER_JOB_KINDS and not access.at_least(self.role, "editor"):
+            raise errors.PermissionDenied(JOB_LOG_DENIED_ZH)
         return job
 
     def cancel(self, job_id: int) -> bool:

@@ -157,3 +157,13 @@ def test_hard_wrapped_text_file_sentences_span_line_wraps():
     assert spans[1] == line + "\n" + line + "\n最后一行结束了。\n"
     chunks = chunk_text(text, ChunkingConfig("sentence", 60, 0))
     assert all(c.end in sentence_ends(text) | {len(text)} for c in chunks)
+
+
+def test_an_overlap_starts_at_a_clause_not_inside_a_list():
+    """The chemistry PDF: a chunk's overlap began after an enumeration's 、 (「醛、羧酸、…」 of 「醇或酚、醛、羧酸」), and its
+    extract was bolded from the middle of the list. A clause mark (，；：) in the overlap's range comes first."""
+    text = ("有机化合物的结构可以用多种方法来表示，各有各的用途。"
+            "官能团决定有机物的性质，常见的有羟基、羧基、醛基、硝基、磺酸基、氨基等多种，它们分别决定了醇、羧酸、醛和硝基化合物的化学性质。"
+            "键线式又称骨架式，是在纸面上表示分子结构的一种简便方法。")
+    chunks = chunk_text(text, ChunkingConfig("sentence", 80, 40))
+    assert chunks[-1].text.startswith("它们分别决定了")  # was 「硝基、磺酸基、氨基等多种，…」

@@ -210,3 +210,36 @@ def test_pdf_hyphen_at_a_line_end_is_kept():
     assert text.index("-") == 34  # the last character of the first 35-character line
     doc = parse(make_pdf([text]), "hyphen.pdf")
     assert "27日-10月" in doc.text, doc.text
+
+
+# A page laid out like a mind map: boxes of different widths (lines of 50 characters beside a box of 21), with
+# headings, a paragraph wrapped mid-word by its box (简明易|懂 would be one cut) and list items of about one width.
+SKELETAL = ("键线式又称骨架式，是在纸面上表示分子结构的一种简便方法，在表示有机化合物的立体结构时尤其常用。"
+            "用键线式表示的结构简明易懂，并且容易书写")
+SKELETAL_BOX = [SKELETAL[i:i + 21] for i in range(0, len(SKELETAL), 21)]
+MIND_MAP = "\n".join([
+    "有机物结构的表示方法", "概述",
+    "有机化合物的结构可以用多种方法来表示，常见的有分子式、结构式、结构简式和键线式等几种，它们各有各的用途。",
+    "分子式只说明分子里各种原子的数目，不能说明原子之间怎样连接，所以同一个分子式可以对应好几种不同的物质。",
+    "结构式把每一个化学键都画出来，最为完整，但书写起来比较麻烦，因此在日常学习中人们更常用结构简式来代替它。",
+    "键线式", *SKELETAL_BOX, "线形结构",
+    "↑表示生成物为气体，而且反应物中没有气体", "↓表示生成物有沉淀，而且反应物中没有固体", "非结构式", "分子式"])
+
+
+def test_a_box_narrower_than_the_page_is_joined_where_its_lines_wrap():
+    """The chemistry PDF's walkthrough: a quote cut mid-word at a line wrap of a box narrower than the page
+    (「…结构简明易」). A line filling its own box wraps; headings and list items keep their newline."""
+    from services.documents.text import join_wrapped_lines, split_sentences
+
+    assert SKELETAL_BOX[2].endswith("并且") and SKELETAL_BOX[3] == "容易书写"
+    joined = join_wrapped_lines(MIND_MAP)
+    assert "\n键线式\n" + SKELETAL + "\n线形结构\n↑" in joined
+    assert "没有气体\n↓表示" in joined and "没有固体\n非结构式\n分子式" in joined
+    rules = "公司制度\n第一条 员工每天工作八小时并按时打卡签到\n第二条 员工每年享有十五天带薪年假福利\n第三条 加班需要提前申请"
+    assert join_wrapped_lines(rules) == rules  # articles of about one width are no wrapped paragraph
+    # a document stored before (the newlines kept): sentences run over the box's wraps, offsets exact
+    spans = split_sentences(MIND_MAP)
+    assert "".join(MIND_MAP[a:b] for a, b in spans) == MIND_MAP
+    sentences = [MIND_MAP[a:b].replace("\n", "") for a, b in spans]
+    assert "用键线式表示的结构简明易懂，并且容易书写" in sentences
+    assert "键线式又称骨架式，是在纸面上表示分子结构的一种简便方法，在表示有机化合物的立体结构时尤其常用。" in sentences

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.answers.answer_types import answer_type, typed_values
+from services.answers.answer_types import answer_type, asks_carer, carer_spans, typed_values
 from services.answers.extractive import pinpoint
 from services.documents.chunking import Chunk
 from services.search.retrieval import Hit
@@ -347,3 +347,41 @@ def test_a_place_takes_the_nouns_naming_the_institution_after_it():
     assert pinpoint("被告人清某在何地被抓获？", [make_hit(text)], reader=False).span.text == "成都市金牛区玉居庵东路菲城网吧"
     text = "苏佩维埃尔生于乌拉圭蒙得维的亚。"
     assert pinpoint("苏佩维埃尔出生于哪里？", [make_hit(text)], reader=False).span.text == "乌拉圭蒙得维的亚"
+CUSTODY = ("经审理查明:原告王0与被告李x3原系夫妻关系,婚后生育一女李x6,2012年3月5日,双方经本院调解离婚,"
+           "调解书载明:“李x6随被告李x3生活”离婚后双方又自行协商,约定李x6暂由原告代管,"
+           "被告每月向原告支付李x6的生活费600元,此后李x6一直随原告生活至今,期间被告未按约定支付生活费")
+
+
+@pytest.mark.parametrize("question", ["李x6 那孩子跟谁生活？", "李x6跟谁生活？", "孩子由谁抚养？"])
+def test_who_a_child_lives_with_is_the_carer_of_the_arrangement_that_holds_now(question):
+    """The s26 walkthrough's follow-up 「那孩子跟谁生活？」 bolded the father's name from the mediation's old
+    arrangement (随被告李x3生活), while the judgment says the child has lived with the plaintiff since: a role
+    (原告) is the answer, from the clause stating the arrangement that holds now (…一直随原告生活至今)."""
+    extract = pinpoint(question, [make_hit(CUSTODY)], reader=False)
+    assert extract.span.text == "原告"
+    assert CUSTODY[extract.span.start - 6:extract.span.end + 4] == "李x6一直随原告生活至今"
+    assert "李x6一直随原告生活至今" in extract.text
+
+
+@pytest.mark.parametrize("question,carer", [("那孩子跟谁生活？", True), ("孩子由谁抚养？", True), ("抚养权归谁？", True),
+                                            ("他和谁住在一起？", True), ("谁支付抚养费？", False), ("原告与谁结婚？", False)])
+def test_questions_asking_who_raises_a_child(question, carer):
+    assert asks_carer(question) is carer
+
+
+@pytest.mark.parametrize("text,carers", [
+    ("张x6一直随原告生活至今", ["原告"]), ("约定孩子暂由原告代管", ["原告"]), ("孩子由其外婆照顾", ["外婆"]),
+    ("婚生子由其母抚养", ["其母"]), ("现在自己愿意随母亲曹0生活", ["母亲曹0"]), ("婚生女归被告抚养", ["被告"]),
+    ("原告要求被告支付抚养费", []), ("夫妻和睦生活", [])])
+def test_carers_are_read_from_the_clause_stating_the_arrangement(text, carers):
+    assert [text[a:b] for a, b in carer_spans(text)] == carers
+
+
+def test_a_quote_runs_over_the_line_wraps_of_a_pdf_box():
+    """The chemistry PDF (s26 walkthrough): the answer was cut at a line wrap of a box narrower than the page,
+    「用键线式表示的结构简明易懂，并且」 without 「容易书写」. A line break inside a sentence is no boundary."""
+    from test_parsing import MIND_MAP
+
+    extract = pinpoint("用键线式表示的结构有什么特点？", [make_hit(MIND_MAP, start=40)], reader=False)
+    assert extract.span.text == "用键线式表示的结构简明易懂，并且\n容易书写"
+    assert MIND_MAP[extract.span.start - 40:extract.span.end - 40] == extract.span.text

@@ -470,7 +470,8 @@ def test_a_new_password_ends_every_session_of_that_user(team):
 
 def test_model_server_credentials_never_reach_api_callers(team, monkeypatch):
     """An endpoint may carry credentials (http://user:pass@host/v1): the job that switches to it is
-    named after it, and jobs are readable by every viewer and read key of the KB."""
+    named after it, and jobs are readable by every editor and write key of the KB (a viewer's and a read
+    key's request is refused: re-embedding is an editor's job)."""
     from services.api import create_api
 
     ws, who, keys = team
@@ -478,9 +479,11 @@ def test_model_server_credentials_never_reach_api_callers(team, monkeypatch):
     owner = ws.session(who["A"]).kb("KB1", "owner")
     job = owner.use_embedding_server("http://svc:s3cret-pass@127.0.0.1:9/v1", "bge-m3")
     client = TestClient(create_api())
-    r = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {keys['KB1-read'].key}"})
+    r = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {keys['KB1-write'].key}"})
     assert r.status_code == 200 and "bge-m3" in r.text
     assert "s3cret-pass" not in r.text
+    r = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {keys['KB1-read'].key}"})
+    assert r.status_code == 403 and "s3cret-pass" not in r.text
     assert "s3cret-pass" not in json.dumps([e.to_json() for e in ws.session(who["A"]).audit_log()], ensure_ascii=False)
     assert worker.wait_idle(ws.lib, 120)
 

@@ -58,6 +58,7 @@ MATRIX = {
     "switch a document off": {"A", "B", "KB1-write"},
     "save retrieval settings": {"A", "B", "KB1-write"},
     "reindex": {"A", "B", "KB1-write"},
+    "read the upload log": {"A", "B", "KB1-write"},  # an editor's log (file names, failures): not a viewer's
     "save the LLM endpoint": {"A"},
     "share": {"A"},
     "create a key": {"A"},
@@ -69,7 +70,7 @@ PRINCIPALS = ["A", "B", "C", "D", "KB1-read", "KB1-write", "KB2-read", "KB2-writ
 def _use_case(ws, who, name):
     def run():
         me = ws.session(who)
-        need = "viewer" if name in ("search", "ask", "list documents") else "editor"
+        need = "viewer" if name in ("search", "ask", "list documents", "read the upload log") else "editor"
         kb = me.kb("KB1", need)
         if name == "search":
             assert kb.search("长江有多长").hits
@@ -86,6 +87,10 @@ def _use_case(ws, who, name):
             kb.save_retrieval(kb.retrieval_settings())
         elif name == "reindex":
             kb.reindex()
+        elif name == "read the upload log":
+            upload = ws.session(LOCAL).kb("KB1").jobs(since=0.0, kinds=("ingest",))[0]
+            assert me.job(upload.id).filename == "k1.txt"  # the API's GET /v1/jobs/{id}
+            assert [j.filename for j in kb.jobs(since=0.0, kinds=("ingest",))][:1] == ["k1.txt"]
         elif name == "save the LLM endpoint":
             kb.save_llm(LLMSettings())
         elif name == "share":
@@ -176,7 +181,9 @@ def test_http_api_matrix_with_keys_and_cookies(team):
     assert r.status_code == 404
     job = ws.session(LOCAL).kb("KB1").reindex()
     assert call("GET", f"/v1/jobs/{job}", "KB2-read").status_code == 404
-    assert call("GET", f"/v1/jobs/{job}", "KB1-read").status_code == 200
+    assert call("GET", f"/v1/jobs/{job}", "KB1-write").status_code == 200
+    r = call("GET", f"/v1/jobs/{job}", "KB1-read")  # an editor's job: not a read-only key's (nor a viewer's)
+    assert r.status_code == 403 and "编辑者" in r.json()["error"]["message"]
     r = call("DELETE", f"/v1/kbs/KB1/documents/{doc.id}", "KB1-read")
     assert r.status_code == 403
     assert call("DELETE", f"/v1/kbs/KB1/documents/{doc.id}", "KB1-write").status_code == 200
@@ -364,6 +371,12 @@ def test_permission_matrix_through_the_pages(team, run_as):
     with pytest.raises(errors.PermissionDenied, match="查看者"):
         ws.session(who["C"]).kb("KB1").delete()
     assert ws.lib.store.find_kb("KB1") is not None
+    # the upload log (which files, which failed and why) is the editors': the editor's page lists the upload,
+    # the viewer's does not, and the core gives the viewer no upload jobs whatever a page asks
+    editor = run_as("B", "library")
+    assert any(e.label.startswith("文件 1/1（全部完成）") for e in editor.expander), [e.label for e in editor.expander]
+    assert not any(e.label.startswith("文件") for e in viewer.expander), [e.label for e in viewer.expander]
+    assert ws.session(who["C"]).kb("KB1").jobs(since=0.0) == []
     nobody = run_as("D", "library")
     assert not [s.value for s in nobody.subheader if "KB1" in s.value or "KB2" in s.value]
     assert "先创建一个知识库" in " ".join(i.value for i in nobody.info)

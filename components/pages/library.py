@@ -124,7 +124,7 @@ if can_edit:
     st.markdown("#### 上传文档")
     config = chunking_form(f"upload_{kb.id}", kb.chunking_config())  # keys scoped per KB
     upload_section(kb, config)
-upload_panel(kb)
+    upload_panel(kb)  # the upload log is an editor's (the core gives a viewer none: KB.jobs)
 
 
 def start(submit) -> None:
@@ -241,7 +241,8 @@ if enabled != chosen.enabled and can_edit:
         st.rerun()
     except Exception as exc:
         show_error(exc)
-job_panel(kb, MAINTENANCE_KINDS, "maintenance")
+if can_edit:
+    job_panel(kb, MAINTENANCE_KINDS, "maintenance")
 
 # --- chunk preview --------------------------------------------------------------------------------
 def length_histogram(lengths: list[int]) -> alt.Chart:

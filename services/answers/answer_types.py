@@ -121,6 +121,32 @@ _CAUSE_AFTER = re.compile(r"原因(?:是|在于|为|系|乃)[^，,；;。！？]
 _CAUSE_IN_CLAUSE = re.compile(r"导致|致使|造成|以致|引起|引发|所致|的结果|的缘故|之故|感情(?:确已|已经|已)?(?:破裂|不和)")
 _REASON_HINT = re.compile(r"因为|由于|因此|所以|故|得名|导致|原因|以便|为了|因")
 
+# Who a child lives with or is raised by (那孩子跟谁生活？, 孩子由谁抚养？): the answer is often a party's role or a
+# relative (原告, 其母, 母亲曹0), which no name pattern finds. `carer_spans` finds the carer of each clause stating
+# the arrangement: 随/跟/和/与/同 Y (一起)生活/居住, 由/归 Y 抚养/监护/照顾/代管…, Y 抚养 (a role only, not 抚养费).
+_CARER_Q = re.compile(r"(?:随|跟随?|和|与|同)谁(?:一起|共同)?(?:生活|居住|住|过|长大)|(?:由|归|跟)?谁(?:来|直接|负责)?"
+                      r"(?:抚养|抚育|监护|照顾|照看|带|扶养|养育)(?!费)|(?:抚养|监护)(?:权|人)?(?:归|是|为)?谁")
+_CARER_ROLE = (r"(?:其)?(?:原告|被告|申请人|被申请人|上诉人|被上诉人|男方|女方|生母|生父|母亲|父亲|其母|其父|妈妈|爸爸|"
+               r"外祖父母|外祖母|外祖父|祖父母|祖母|祖父|爷爷|奶奶|姥姥|姥爷|外婆|外公|父母|双方)")
+_CARER = rf"(?:{_CARER_ROLE}(?:{MASKED_NAME.pattern})?|{MASKED_NAME.pattern})"
+_CARER_LIVES = re.compile(rf"(?:随|跟随?|和|与|同)({_CARER}|[\u4e00-\u9fff]{{2,4}}?)(?:一起|共同)?(?:生活|居住|长大)")
+_CARER_RAISES = re.compile(rf"(?:由|归)({_CARER}|[\u4e00-\u9fff]{{2,4}}?)(?:直接|继续|暂时|一方|负责)?"
+                           r"(?:抚养|抚育|监护|照顾|照看|代管|带养|看护|扶养|养育)(?!费)")
+_CARER_SUBJECT = re.compile(rf"({_CARER_ROLE}(?:{MASKED_NAME.pattern})?)(?:直接|继续|一直|独自)?(?:抚养|抚育|监护|扶养|养育)(?!费|义务|能力|条件|关系)")
+
+
+def asks_carer(question: str) -> bool:
+    """Whether a 谁 question asks who someone lives with or is raised by (那孩子跟谁生活？, 孩子由谁抚养？)."""
+    return bool(_CARER_Q.search(comparable(question)))
+
+
+def carer_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of the carers `text` names in a clause stating a living arrangement (张x6一直随原告生活至今 ->
+    原告, 暂由原告代管 -> 原告, 愿意随母亲曹0生活 -> 母亲曹0): a party's role, a relative or a name."""
+    t = aligned(text)
+    spans = [m.span(1) for pattern in (_CARER_LIVES, _CARER_RAISES, _CARER_SUBJECT) for m in pattern.finditer(t)]
+    return merge_spans([(a + 1 if t[a] == "其" and b - a > 2 else a, b) for a, b in spans])  # 其外婆 -> 外婆; 其母 stays
+
 
 def cause_spans(text: str) -> list[tuple[int, int]]:
     """[start, end) of the pieces of `text` that state a cause: "因/由于 …" and "原因是 …" to the end of their

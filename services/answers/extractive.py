@@ -30,7 +30,8 @@ themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). A
 as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
 asked-for type whose clause holds most of the question's words (not a value the question itself names, nor
 a name made only of its characters: 国立大学; a value in the asked unit or of the asked kind of place —
-哪一所大学 — first), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
+哪一所大学 — first; for who someone lives with or is raised by — 跟谁生活, 由谁抚养 — the carer of a clause stating
+the arrangement, a role such as 原告 included, the one that holds now — 一直随原告生活至今 — first), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
 for other questions the best clause — with the clauses beside it that follow the same frame when it is one
 of a run dividing things up (房屋归男方所有，存款归女方所有: `_parallel_run`), whose units are then quoted too.
 
@@ -68,7 +69,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NUM, SHARE_Q, TYPED, UNIT, aligned,
-                                          answer_type, asked_verbs, cause_spans, entity_spans, has_type, merge_spans, pos_tags,
+                                          answer_type, asked_verbs, asks_carer, carer_spans, cause_spans, entity_spans, has_type, merge_spans, pos_tags,
                                           numeral_value, typed_values)
 from services.answers.citations import quote_bounds, quote_spans
 from services.answers.refusal import key_terms
@@ -287,9 +288,11 @@ def _candidates(hits: list[Hit], max_passages: int, read_from: int | None = None
 
 
 class _Asked(set):
-    """The values of the type a question names itself, and its folded text (`chars`)."""
+    """The values of the type a question names itself, its folded text (`chars`), and whether it asks who
+    someone lives with or is raised by (`carer`: 那孩子跟谁生活？)."""
 
     chars = ""
+    carer = False
 
 
 def _question_values(kind: str | None, question: str) -> set[str]:
@@ -297,6 +300,7 @@ def _question_values(kind: str | None, question: str) -> set[str]:
     text as `chars` (a name or place made only of the question's characters restates it: 国立大学)."""
     out = _Asked(comparable(question[a:b]) for a, b in typed_values(kind, question)) if kind in TYPED else _Asked()
     out.chars = comparable(question)
+    out.carer = kind == "person" and asks_carer(question)
     return out
 
 
@@ -305,9 +309,14 @@ _ARTICLE = re.compile(r"^(?:其中)?[一两][个种座条位名项件家所只�
 
 
 def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, int]]:
-    """Typed values of a unit (offsets in the unit's text) that the question does not name itself."""
+    """Typed values of a unit (offsets in the unit's text) that the question does not name itself. For a
+    question asking who someone lives with (`_Asked.carer`), the carers of the unit's clauses stating the
+    arrangement (原告 of 随原告生活至今: a role is the answer) when it has any."""
     out = []
-    for a, b in typed_values(kind, unit.text):
+    found = typed_values(kind, unit.text)
+    if getattr(exclude, "carer", False):
+        found = carer_spans(unit.text) or found
+    for a, b in found:
         value = comparable(unit.text[a:b])
         if value in exclude or any(value in e or kind in ("person", "place") and len(e) >= 2 and e in value
                                    and len(value) - len(e) <= 1 for e in exclude) \
@@ -370,6 +379,10 @@ class _Scorer:
                        for c in self.candidates]
             if any(in_unit):
                 self.typed = in_unit
+        if self.exclude.carer:  # 跟谁生活: a unit stating the living arrangement (随原告生活), not one naming a party
+            arranged = [bool(carer_spans(c.text)) for c in self.candidates]
+            if any(arranged):
+                self.typed = arranged
         for i, (c, text) in enumerate(zip(self.candidates, lowered)):
             c.score += sum(self.weights[t] for t in self.covered[i]) / total
             before = self._before(i)
@@ -385,7 +398,10 @@ class _Scorer:
             if self.verbs and all(v in text for v in self.verbs):
                 c.score += VERB_BONUS  # a yes/no question: the clause saying whether (现已再婚), not one sharing its nouns
             if self.typed[i]:
-                c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == REASON_KIND else LOOSE_TYPE_BONUS
+                c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == REASON_KIND or self.exclude.carer \
+                    else LOOSE_TYPE_BONUS
+                if self.exclude.carer and _CARER_NOW.search(text):
+                    c.score += CARER_NOW_UNIT  # the arrangement that holds now (一直随原告生活至今)
             if _novel_chars(text, self.q_grams) < 6:
                 c.score *= 0.6  # restates the question (or is a title): holds no answer
             if _other_party(self.role, c.text):
@@ -597,8 +613,11 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         in_unit = kind in ("number", "amount") and any(_unit_match(scorer.query, p.text[a:b])
                                                        for p in picks for a, b in _values(kind, p, scorer.exclude))
         now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
+        carer = scorer.exclude.carer and any(carer_spans(p.text) for p in picks)
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
+            if carer:  # 跟谁生活: only a carer of a clause stating the arrangement, not a party named elsewhere
+                values = [(a, b) for a, b in values if (a, b) in carer_spans(p.text)]
             if in_unit:
                 values = [(a, b) for a, b in values if _unit_match(scorer.query, p.text[a:b])]
             if not values:
@@ -613,7 +632,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 distance = min((abs(h - a) for h in hits), default=60)
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
                          + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
-                         + (_where_now(p.text, a) if now else 0.0))
+                         + (_where_now(p.text, a) if now else 0.0)
+                         + (CARER_NOW_BONUS if carer and _CARER_NOW.search(p.text[clauses[k][0]:clauses[k][1]]) else 0.0))
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
@@ -724,6 +744,11 @@ def _topic_told(units: list[Pick], best: Pick) -> Pick:
     return min(after, key=lambda p: p.start) if after else best
 
 
+# 跟谁生活 asks about the arrangement now: the clause saying it still holds (一直随原告生活至今) over the one it replaced
+# (调解书载明…随被告张x1生活)
+_CARER_NOW = re.compile(r"至今|现在|目前|如今|现仍|仍然|一直|现随|现由")
+CARER_NOW_BONUS = 0.3  # ... for the marked carer
+CARER_NOW_UNIT = 0.1  # ... for the unit
 _NOW_Q = re.compile(r"目前|现在|如今|现今|眼下|至今|现居|现住|现就读")
 _FROM_BEFORE = re.compile(r"(?:从|由|自)$")
 _TO_BEFORE = re.compile(r"(?:转入|转到|转至|转学到|转学至|迁至|迁往|迁入|迁到|搬到|搬至|搬往|调到|调入|调至|调往|改到|去了|来到|到|至)$")

@@ -193,3 +193,27 @@ def distinct_passages(sources: list[dict]) -> list[dict]:
 
     return _distinct(sources, lambda s: (s.get("doc_id") or s.get("doc", ""), int(s.get("start", 0)),
                                          int(s.get("end", 0)), s.get("text", "")), merge)
+
+
+def joined_sources(answer: dict) -> list[dict]:
+    """An answered turn's sources as 检索详情 lists them: those of one document that overlap shown once, joined
+    as a refusal's closest passages are (`distinct_passages`; sentence chunks overlap by design, windows are
+    joined by the retriever already) — each {"numbers": [1, 2], "quotes": [(start, end)…]} plus the joined
+    source's fields (text between the outermost offsets, the best rank per stage), its citations' quotes
+    relative to the joined text, in the order of its first number. The answer's own sources, scores and
+    ranks stay as they are (its [n] markers, the API, the CLI)."""
+    items = [{**s, "numbers": [n]} for n, s in enumerate(answer.get("sources") or [], start=1)]
+
+    def merged(kept: dict, other: dict, joined) -> dict:
+        if joined is None:  # not slices of the document (cannot happen for kept sources): listed apart
+            return kept
+        return {**distinct_passages([kept, other])[0], "numbers": sorted(kept["numbers"] + other["numbers"])}
+
+    out = [dict(s) for s in _distinct(items, lambda s: (s.get("doc_id") or s.get("doc", ""), int(s.get("start", 0)),
+                                                         int(s.get("end", 0)), s.get("text", "")), merged)]
+    listed = {n for s in out for n in s["numbers"]}
+    out += [s for s in items if s["numbers"][0] not in listed]  # any source a failed join left out
+    for s in out:
+        s["quotes"] = [(c["start"] - s["start"], c["end"] - s["start"]) for c in answer.get("citations") or []
+                       if c.get("n") in s["numbers"] and isinstance(c.get("start"), int) and isinstance(c.get("end"), int)]
+    return sorted(out, key=lambda s: s["numbers"][0])

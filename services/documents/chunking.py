@@ -4,7 +4,7 @@
 - sentence: whole sentences packed up to N characters (or N tokens of the embedding model); a chunk
             ends inside a sentence only when that one sentence is longer than N. Consecutive chunks
             overlap by about M (between M/2 and M; M at most half of N): whole sentences where they fit,
-            else from a clause mark (，；：、), else M characters back — so text without 。 (judgments)
+            else from a clause mark (，；：, else 、), else M characters back — so text without 。 (judgments)
             overlaps too.
 - window:   sliding windows of W sentences with stride S (the seed's Landmark-Embedding idea,
             without its training); each window records the sentences it covers so neighbouring
@@ -143,7 +143,9 @@ def _sentence_spans(text: str, sentences: Sequence[tuple[int, int]], config: Chu
             spans.append((start, end, i, j))
             last_start = start
         elif j < n and start < sentences[j][0] and length(sentences[j][0], sentences[j][1]) <= limit:
-            start = _tail_start(start, sentences[j][1], limit, length)  # less overlap, so sentence j fits whole
+            # less overlap, so sentence j fits whole — from a clause's start where one keeps half the overlap
+            start = _clause_start(text, _tail_start(start, sentences[j][1], limit, length),
+                                  min(sentences[j][0], prev_end - overlap // 2))
             i = bisect_right(starts, start) - 1
             continue
         else:  # sentence j is longer than a chunk: overlapping pieces, from the carried overlap on
@@ -160,6 +162,15 @@ def _sentence_spans(text: str, sentences: Sequence[tuple[int, int]], config: Chu
 
 # A clause ends after these (inside a sentence): an overlap that cannot start at a sentence starts here.
 CLAUSE_ENDS = frozenset("，,、：:；;")
+LIST_MARKS = frozenset("、")  # ... the weakest: an enumeration's items (—X、OH、-CHO), used only where no other mark is
+
+
+def _clause_start(text: str, q: int, limit: int) -> int:
+    """The first clause start at or after q (after ，；：, not 、) and not after `limit`; q when there is none."""
+    for p in range(q, limit + 1):
+        if p > 0 and text[p - 1] in CLAUSE_ENDS - LIST_MARKS:
+            return p
+    return q
 
 
 def _tail_start(lo: int, end: int, budget: int, length) -> int:
@@ -178,7 +189,7 @@ def _tail_start(lo: int, end: int, budget: int, length) -> int:
 
 def _overlap_start(text: str, starts: list[int], lo: int, end: int, overlap: int, length) -> int:
     """Where the chunk after one ending at `end` starts (>= lo): a tail of about `overlap` (between half
-    of it and all of it), starting at a sentence start if one is there, else after a clause mark (，；：、),
+    of it and all of it), starting at a sentence start if one is there, else after a clause mark (，；：; else 、),
     else `overlap` characters (tokens) back; `end` (no overlap) when overlap is 0."""
     if overlap <= 0 or lo >= end:
         return end
@@ -187,9 +198,10 @@ def _overlap_start(text: str, starts: list[int], lo: int, end: int, overlap: int
     k = bisect_left(starts, far)
     if k < len(starts) and starts[k] <= near and starts[k] < end:
         return starts[k]
-    for q in range(far, near + 1):
-        if q > lo - 1 and q < end and text[q - 1] in CLAUSE_ENDS:
-            return q
+    for marks in (CLAUSE_ENDS - LIST_MARKS, LIST_MARKS):  # a clause's start before a list item's (醇或酚、|醛、羧酸…)
+        for q in range(far, near + 1):
+            if q > lo - 1 and q < end and text[q - 1] in marks:
+                return q
     return far
 
 

@@ -101,26 +101,74 @@ _CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]"
 _CELL_GAP = re.compile(r"[\u3400-\u9fff0-9%][ \t\u3000]+[\u3400-\u9fff0-9]")
 
 
+WRAP_MIN_WIDTH = 30  # display columns (a CJK character is two): a narrower line is a heading or a label
+WRAP_NEIGHBOURS = 2  # lines to either side that give a line's local column width
+WRAP_MANY_LINES = 12  # lines (not blank) that tell the text's own width: a page, not a passage of one
+WRAP_LOCAL = 0.9  # a line this full of its local column is wrapped (when a neighbour is about as wide)
+
+
 def soft_wraps(text: str) -> list[int]:
-    """Offsets of newlines that are layout line wraps, not the author's: the line before runs
-    (nearly) to the full text width (>= 85% of the 90th-percentile line length) and does not end a
-    sentence, the next line starts right away (no indent, not blank), and the two lines are not
-    table rows (both with a gap between ideographs or numbers)."""
+    """Offsets of newlines that are layout line wraps, not the author's: the line before does not
+    end a sentence, the next line starts right away (no indent, not blank), the two lines are not
+    table rows (both with a gap between ideographs or numbers), and the line runs (nearly) to the
+    width of its column — the text's (85% to 150% of the 90th-percentile line length: a line far longer
+    is a paragraph joined already, or never wrapped), or, where boxes of
+    different widths share a page (a mind map, a poster: 「是在纸面表示|分子结构的一种方法」 in a box of 21
+    characters beside lines of 60), its own box's (`_locally_full`). A much narrower next line (less than half)
+    is the paragraph's last only when the paragraph began on an earlier line or that line ends a sentence
+    (「…容易书写|线形结构」 is a paragraph, then a heading; 「↓代表…无固体|非结构式」 an item, then a heading), unless the
+    line is as wide as the text's lines and there are WRAP_MANY_LINES of them (a page, whose width is known:
+    「…单糖环形结构的一|种常用方法」)."""
     lines = text.split("\n")
     lengths = sorted(len(line.rstrip()) for line in lines if line.strip())
     if len(lengths) < 3:
         return []
     full = lengths[int(0.9 * (len(lengths) - 1))]
+    widths = [display_width(line.rstrip()) for line in lines]
     wraps, offset = [], 0
-    for line, following in zip(lines, lines[1:]):
+    for i, (line, following) in enumerate(zip(lines, lines[1:])):
         offset += len(line)
         body = line.rstrip()
-        if (body and following[:1].strip() and len(body) >= 0.85 * full
-                and body[-1] not in SENTENCE_END + CLOSERS + "：:"
+        continued = bool(wraps) and wraps[-1] == offset - len(line) - 1
+        page_wide = 0.85 * full <= len(body) <= 1.5 * full
+        if (body and following[:1].strip() and body[-1] not in SENTENCE_END + CLOSERS + "：:"
+                and (page_wide or _locally_full(lines, widths, i))
+                and (page_wide and len(lengths) >= WRAP_MANY_LINES or continued or widths[i + 1] >= widths[i] / 2
+                     or following.rstrip()[-1:] in SENTENCE_END + CLOSERS)
                 and not (_CELL_GAP.search(body) and _CELL_GAP.search(following))):
             wraps.append(offset)
         offset += 1
     return wraps
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes in a fixed-pitch layout: two for a CJK (wide or full-width) character, one otherwise."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+# A line that opens a list item: a bullet or symbol (↑, ↓, •, -), a number (1. 2、 (3) 四、) or an article (第二条)
+_ITEM_START = re.compile(r"[^\w\s（(“\"‘'《「『【\[]|[0-9]{1,2}[.、．)）]|[（(][0-9一二三四五六七八九十]{1,2}[)）]|[一二三四五六七八九十]{1,2}、"
+                         r"|第[0-9一二三四五六七八九十百零〇]{1,4}[条章节款项篇部]")
+
+
+def _locally_full(lines: list[str], widths: list[int], i: int) -> bool:
+    """Whether line i fills the width of its own box (see `soft_wraps`; `widths`: the lines' display widths):
+    it is at least WRAP_MIN_WIDTH wide, a line next to it is about
+    as wide (a paragraph's full lines), no line of its box within WRAP_NEIGHBOURS lines is wider by more than
+    1 - WRAP_LOCAL (a list of items of different lengths, 楔形线…的键 | 虚线…的键 | 波形线…即分子为, is no
+    paragraph; the box ends at a line less than half as wide: a heading or a paragraph's last line), and the
+    next line opens no list item (↓代表…, 2.如…)."""
+    width = widths[i]
+    if width < WRAP_MIN_WIDTH or i + 1 >= len(lines) or _ITEM_START.match(lines[i + 1]):
+        return False
+    box = [width]
+    for step in (-1, 1):
+        j = i + step
+        while 0 <= j < len(widths) and abs(j - i) <= WRAP_NEIGHBOURS and widths[j] >= width / 2:
+            box.append(widths[j])
+            j += step
+    beside = [widths[j] for j in (i - 1, i + 1) if 0 <= j < len(widths)]
+    return width >= WRAP_LOCAL * max(box) and any(WRAP_LOCAL * width <= w <= width / WRAP_LOCAL for w in beside)
 
 
 def _wrap_glue(line: str, after: str) -> str:
