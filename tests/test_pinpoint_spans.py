@@ -291,7 +291,8 @@ def test_a_passage_opening_inside_a_formula_does_not_quote_the_formulas_tail():
 @pytest.mark.parametrize("question,why", [("原告曹0与被告张x1因何离婚？", True), ("原告为何上诉？", True),
                                           ("张某的最终死亡原因是什么？", True),
                                           ("当时为什么部落的官称？", False),  # 为 + 什么部落: which tribe
-                                          ("这座城市名为什么？", False), ("什么事情改变了九龙湾的印象？", False)])
+                                          ("这座城市名为什么？", False), ("什么事情改变了九龙湾的印象？", False),
+                                          ("如今的赛里木湖被誉为什么？", False), ("该岛被视为什么？", False)])
 def test_why_questions_ask_for_a_cause(question, why):
     from services.answers.extractive import asks_why
 
@@ -347,3 +348,13 @@ def test_a_place_takes_the_nouns_naming_the_institution_after_it():
     assert pinpoint("被告人清某在何地被抓获？", [make_hit(text)], reader=False).span.text == "成都市金牛区玉居庵东路菲城网吧"
     text = "苏佩维埃尔生于乌拉圭蒙得维的亚。"
     assert pinpoint("苏佩维埃尔出生于哪里？", [make_hit(text)], reader=False).span.text == "乌拉圭蒙得维的亚"
+
+
+def test_what_something_is_called_is_no_why_question():
+    """被誉为什么 asks for the name it is praised as (天山的明珠), not a cause: the sentence saying so is quoted,
+    not the one with 因此 (dev sample, 7 Dec 2026)."""
+    text = ("虽然地处高山，但却位于古今交通要道上，奎屯-赛里木湖高等级公路就从湖边经过，因此赛里木湖很早就以其优美的风光而闻名于世。"
+            "如今的赛里木湖被誉为“天山的明珠”，已成为一个著名的旅游景点。")
+    assert answer_type("如今的赛里木湖被誉为什么？") is None
+    extract = pinpoint("如今的赛里木湖被誉为什么？", [make_hit(text)], reader=False)
+    assert "天山的明珠" in "".join(p.text for p in extract.picks)

@@ -26,7 +26,9 @@ _NUMBER_Q = re.compile(r"多少|几[个次位种年天名岁座条项件本家�
 _COUNT_Q = re.compile(r"多少|几|多[大长高远重久宽深]")
 _OTHER_WH = re.compile(r"什么|甚么|哪|谁|何|怎")
 _WH_NOUN = re.compile(r"(?:什么|哪一?[个种]?|何种)(?:数量|人口|面积|价格|金额|比例|价款|罚金|罚款|租金|工资)")
-_REASON_Q = re.compile(r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会|何事|什么事")
+# 为 + 什么 after a verb of naming or regarding (名为什么, 被誉为什么, 被视为什么) asks "what", not why
+NAMED_AS_WHAT = r"(?<![名称作成叫译改誉视列定奉尊封选认])"
+_REASON_Q = re.compile(NAMED_AS_WHAT + r"为什么|为何|原因|怎么来|由来|因何|何故|为啥|怎么会|何事|什么事")
 _WHAT_END = re.compile(r"为何[？?。\s]*$")  # "…中心为何?": what it is (Taiwanese usage), not why
 _YES_NO_Q = re.compile(r"[了过]吗|吗[？?！!。.\s]*$|是否|有没有|有无|是不是|能否|可否|会不会|能不能")
 _AUXILIARY = frozenset("是 有 能 会 要 需要 可以 应该 应当 能够 愿意 同意".split())

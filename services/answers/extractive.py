@@ -67,7 +67,7 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 
-from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NUM, SHARE_Q, TYPED, UNIT, aligned,
+from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NAMED_AS_WHAT, NUM, SHARE_Q, TYPED, UNIT, aligned,
                                           answer_type, asked_verbs, cause_spans, entity_spans, has_type, merge_spans, pos_tags,
                                           numeral_value, typed_values)
 from services.answers.citations import quote_bounds, quote_spans
@@ -822,9 +822,9 @@ def _counts(text: str, values: list[tuple[int, int]], a: int, b: int, asked: str
     return spans[lo][0], noun
 
 
-# A why-question (REASON_KIND asks for the cause): not 名为什么 / 称为什么 (为 + 什么: "what is it called") nor
+# A why-question (REASON_KIND asks for the cause): not 名为什么 / 称为什么 / 被誉为什么 (为 + 什么: "what is it called") nor
 # 什么事 (what happened).
-_WHY_Q = re.compile(r"(?<![名称作成叫译改])为什么|为何|因何|何故|为啥|怎么会|原因|缘故|由来")
+_WHY_Q = re.compile(NAMED_AS_WHAT + r"为什么|为何|因何|何故|为啥|怎么会|原因|缘故|由来")
 
 
 def asks_why(question: str) -> bool:
