@@ -358,3 +358,14 @@ def test_what_something_is_called_is_no_why_question():
     assert answer_type("如今的赛里木湖被誉为什么？") is None
     extract = pinpoint("如今的赛里木湖被誉为什么？", [make_hit(text)], reader=False)
     assert "天山的明珠" in "".join(p.text for p in extract.picks)
+
+
+def test_a_place_question_keeps_a_much_better_unit_without_a_recognised_place():
+    """葛家菜窖内 is no place the patterns know: the unit saying where the bodies were put (far the best) is
+    kept over another passage's address, which scores 0.58 of it (LOOSE_TYPED_RATIO; dev sample)."""
+    first = ("之后，刁1某脱下葛某某之女崔某（被害人，殁年11岁）的衣服，捆绑崔某的双手于背后，将崔某强奸。"
+             "刁1某将葛某某、崔某的尸体扔进葛家菜窖内，翻乱葛家物品，伪造被抢劫假象后逃离。")
+    second = ("（一）关于故意杀人、强奸事实1995年8月8日20时许，被告人刁1某来到位于黑龙江省呼玛县XX镇XX街XX号的被害人"
+              "葛某某（女，殁年34岁）家，欲与葛某某发生性关系。")
+    extract = pinpoint("刁1某把葛某某、崔某的尸体放在何处？", [make_hit(first), make_hit(second, start=1000)], reader=False)
+    assert "葛家菜窖内" in "".join(p.text for p in extract.picks)

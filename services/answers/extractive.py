@@ -21,7 +21,7 @@ count as holding the asked-for type. Units that only restate the question are
 discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
 Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
-value wins when it scores at least TYPED_RATIO of the best; for a why-question (`asks_why`) a unit stating a
+value wins when it scores at least TYPED_RATIO of the best (a person or place: LOOSE_TYPED_RATIO); for a why-question (`asks_why`) a unit stating a
 cause of what it asks about (`answer_types.cause_spans`, `_cause_of_the_asked`) does, and the cause is marked. The best unit is extended by one unit to
 either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
 in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. Further
@@ -85,6 +85,7 @@ FOLLOW_RATIO = 0.6  # a further unit scores at least this share of the best one
 TYPE_BONUS = 0.15
 VERB_BONUS = 0.15  # a yes/no question: a unit holding the verb it asks about (再婚 of 原告再婚了吗？)
 TYPED_RATIO = 0.5  # for a strictly typed question, a unit with a value wins if it scores this share of the best
+LOOSE_TYPED_RATIO = 0.7  # ... for a person or place question (names and places are found less reliably: 葛家菜窖内)
 LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
 CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
 MIN_CLAUSE = 8  # a shorter clause joins the next one
@@ -501,7 +502,8 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
         # a question asking for a number, date, title or country: a unit holding one, if it is close; for a
         # why-question a cause of what it asks about (离婚 of 因何离婚, in the cause's clause or the next)
         typed = next((i for i in order if scorer.typed[i] and (not scorer.why or _cause_of_the_asked(scorer, i))), None)
-        if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
+        ratio = TYPED_RATIO if scorer.kind in STRICT_TYPES or scorer.why else LOOSE_TYPED_RATIO
+        if typed is not None and c[typed].score >= ratio * c[best].score:
             best = typed
     if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
         max_chars = min(max_chars, CLAUSE_MAX_CHARS)
