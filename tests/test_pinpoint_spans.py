@@ -369,3 +369,26 @@ def test_a_place_question_keeps_a_much_better_unit_without_a_recognised_place():
               "葛某某（女，殁年34岁）家，欲与葛某某发生性关系。")
     extract = pinpoint("刁1某把葛某某、崔某的尸体放在何处？", [make_hit(first), make_hit(second, start=1000)], reader=False)
     assert "葛家菜窖内" in "".join(p.text for p in extract.picks)
+
+
+@pytest.mark.parametrize("question,text,value", [
+    # the question's 逝世 is the text's 卒 (`_ALIASES`); the birth date is another event's
+    ("潘仕成逝世的时间是？", "清嘉庆九年(1804年)，祖籍福建且家族世居广州的潘仕成出生。道光二十三年（1843年）七月，由李光铨等将制成的水雷送北京。"
+                        "清同治十二年(1873年)，卒。", "同治十二年(1873年)"),
+    ("道制在什么时候被废除？", "早期实行祖师制，在第十代祖师后被废除。民国2年2月25日，迤西、迤南更名为滇西、滇南。"
+                          "民国16年南京国民政府进驻后，道制才正式废止。", "民国16年"),
+    # 建于哪一年: the date of the building, not of the renaming the subject's sentence tells
+    ("富国银行广场建于哪一年？", "富国银行广场（Wells Fargo Bank Plaza），位于美国明尼亚波利斯。1986年，西北国家银行在原址兴建新大厦，"
+                           "并于1988年落成。1998年，西北银行收购旧富国银行，并改名为富国银行，大厦亦改名为富国银行广场。", "1988年")])
+def test_a_date_question_marks_the_date_of_the_event_it_asks_about(question, text, value):
+    extract = pinpoint(question, [make_hit(text)], reader=False)
+    assert extract.span.text == value
+
+
+def test_a_weapon_question_finds_the_knife():
+    """作案工具 / 凶器: the text names the weapon (一把尖刀), never the word 凶器."""
+    text = ("之后，刁1某脱下崔某的衣服，捆绑崔某的双手于背后。葛某某拒绝并反抗，刁1某拿起一把尖刀捅刺葛某某胸部三刀，致葛某某心脏破裂当场死亡。"
+            "刁1某将葛某某、崔某的尸体扔进葛家菜窖内，翻乱葛家物品，伪造被抢劫假象后逃离。")
+    other = "从被告人吕某身上缴获工具1袋（内有钥匙3串、自制螺丝刀头8个、套筒1个、折叠尖刀1把）。"
+    extract = pinpoint("刁1某的作案工具？", [make_hit(text), make_hit(other, doc="e.txt")], reader=False)
+    assert "一把尖刀" in "".join(p.text for p in extract.picks)

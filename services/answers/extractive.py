@@ -335,6 +335,46 @@ def _named_subject(q: str, passages: list[str]) -> str:
     return head
 
 
+# Words a question asks with and the text says otherwise (the question's 逝世, the text's 卒; 建于 and 兴建;
+# 凶器 and the 尖刀 it was): a unit holding one of a term's `_ALIASES` covers the term. Folded (simplified) forms.
+_ALIAS_GROUPS = [
+    ("逝世 去世 病逝 病故 死于 过世 辞世 身故 亡故 逝于 卒 殁 驾崩", "逝世 去世 病逝 病故 死于 过世 辞世 身故 亡故 逝于 驾崩 死亡"),
+    ("出生 生于 诞生 出世 降生", "出生 生于 诞生 出世 降生"),
+    ("兴建 建成 建造 落成 始建 修建 竣工 建于", "建于 兴建 建造 建成 修建 落成 始建 竣工"),
+    ("成立 创立 创建 创办 设立 创设", "成立 创立 创建 创办 设立 创设"),
+    ("废除 废止 撤销 裁撤 撤废 废除", "废除 废止 撤销 裁撤 撤废"),
+    ("被誉为 誉为 称为 称作 之称 美誉 美称 号称", "被誉为 誉为 称为 称作 美誉 美称 号称"),
+    ("刀 枪 棍 棒 斧 锤 匕首 铁锹 钢管 砖头 石块 凶器 作案工具", "凶器 作案工具"),
+]
+
+
+def _alias_table() -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for said, asked in _ALIAS_GROUPS:
+        for word in asked.split():
+            out[word] = tuple(w for w in said.split() if w != word)
+    return out
+
+
+_ALIASES = _alias_table()
+
+
+def _holds(term: str, text: str) -> bool:
+    """Whether folded `text` holds the query term or a word saying the same (`_ALIASES`)."""
+    return term in text or any(a in text for a in _ALIASES.get(term, ()))
+
+
+_LIGHT_VERBS = frozenset("是 有 为 进行 发生 作出 做出 开始 采取 出现 存在 成为 称为 属于 位于 需要 应当 可以".split())
+
+
+def _event_verbs(question: str) -> list[str]:
+    """The verbs of a date question naming the event it asks the date of (建于, 逝世, 废除; folded), not light
+    verbs (进行, 发生)."""
+    t = aligned(question)
+    return [comparable(t[a:b]) for a, b, flag in pos_tags(t)
+            if flag in ("v", "vn") and b - a >= 2 and comparable(t[a:b]) not in _LIGHT_VERBS]
+
+
 class _Scorer:
     """Scores the candidate units of one question (see the module docstring)."""
 
@@ -357,13 +397,13 @@ class _Scorer:
         lowered = [comparable(c.text) for c in self.candidates]
         self.lowered = lowered
         n = len(self.candidates)
-        self.weights = {t: len(t) * math.log(1 + n / (1 + sum(t in x for x in lowered))) for t in self.terms}
+        self.weights = {t: len(t) * math.log(1 + n / (1 + sum(_holds(t, x) for x in lowered))) for t in self.terms}
         folded = [comparable(p) for p in self.passages]
         subject = _named_subject(comparable(query), folded[:max_passages])
         subject_terms = {t for t in self.terms if t in subject}
         self.subject_terms = subject_terms if subject else set()
         total = sum(self.weights.values()) or 1.0
-        self.covered = [{t for t in self.terms if t in text} for text in lowered]
+        self.covered = [{t for t in self.terms if _holds(t, text)} for text in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
                       (self.kind == REASON_KIND and bool(_reasons(c.text))) for c in self.candidates]
         if self.kind in ("number", "amount"):  # 多少公分: a unit with a value in 公分 answers, one with 12月 does not
@@ -371,6 +411,11 @@ class _Scorer:
                        for c in self.candidates]
             if any(in_unit):
                 self.typed = in_unit
+        events = self.events = _event_verbs(query) if self.kind == "date" else []
+        if events:  # 建于哪一年: a date of the building (建于1988年), not of the renaming (1998年，…改名为…)
+            with_event = [t and any(_holds(v, x) for v in events) for t, x in zip(self.typed, lowered)]
+            if any(with_event):
+                self.typed = with_event
         for i, (c, text) in enumerate(zip(self.candidates, lowered)):
             c.score += sum(self.weights[t] for t in self.covered[i]) / total
             before = self._before(i)
@@ -410,7 +455,7 @@ class _Scorer:
         the unit scores) and its bigram overlap with the question."""
         folded = comparable(piece)
         total = sum(self.weights.values()) or 1.0
-        return (sum(w for t, w in self.weights.items() if t in folded) / total
+        return (sum(w for t, w in self.weights.items() if _holds(t, folded)) / total
                 + 0.3 * len(self.q_grams & _bigrams(folded)) / max(1, len(self.q_grams)))
 
     def order(self, everywhere: bool = False) -> list[int]:
@@ -573,7 +618,7 @@ def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> lis
     for group in _groups(picks):
         joined = "".join(p.text for p in group)
         text = comparable(joined)
-        coverage = sum(len(t) for t in terms if t in text) / total
+        coverage = sum(len(t) for t in terms if _holds(t, text)) / total
         typed = bool(_values(kind, Pick(0, 0, 0, joined, 0), exclude)) if kind in TYPED else has_type(kind, joined)
         support = min(1.0, coverage + (0.1 if kind and typed and coverage > 0 else 0.0))
         if kind in TYPED and not typed:  # a quote without the asked-for number, date, name or place
@@ -599,6 +644,9 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         in_unit = kind in ("number", "amount") and any(_unit_match(scorer.query, p.text[a:b])
                                                        for p in picks for a, b in _values(kind, p, scorer.exclude))
         now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
+        if scorer.events:  # a date question's event (建于): the dates of units telling it, if one does
+            told = [p for p in picks if any(_holds(v, comparable(p.text)) for v in scorer.events)]
+            picks = told if any(_values(kind, p, scorer.exclude) for p in told) else picks
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
             if in_unit:
