@@ -392,3 +392,27 @@ def test_a_weapon_question_finds_the_knife():
     other = "从被告人吕某身上缴获工具1袋（内有钥匙3串、自制螺丝刀头8个、套筒1个、折叠尖刀1把）。"
     extract = pinpoint("刁1某的作案工具？", [make_hit(text), make_hit(other, doc="e.txt")], reader=False)
     assert "一把尖刀" in "".join(p.text for p in extract.picks)
+
+
+def test_the_unit_stating_the_asked_attribute_is_quoted():
+    """X的支流有哪些？: clauses naming single tributaries (右岸支流桑曲汇入) outscore the sentence listing them
+    (主要支流有：…); a unit stating the asked attribute (Y是/为/有/：) is quoted when it scores half the best
+    (ATTRIBUTE_RATIO; dev sample)."""
+    first = ("Urlung Qu）汇合后始称拉萨河，向东南流入墨竹工卡县、经达孜县、拉萨市城关区、堆龙德庆区，至曲水县汇入雅鲁藏布江。"
+             "拉萨河流域东西长约551千米，流域面积约为3万2471平方千米。在拉萨市附近的拉萨河段，建有青藏铁路的拉萨河大桥。"
+             "主要支流有：麦曲、桑曲、拉曲、学绒藏布及堆龙曲等。")
+    second = ("拉萨河（）位于西藏自治区，藏语称为吉曲。拉萨河发源于嘉黎县北部念青唐古拉山中段北麓彭措拉孔马沟，源头海拔约5283米，"
+              "向西北流，经彭措怕尔玛和鼓措卧玛两小湖，流入澎措（Pum Co）。出澎措后称麦地藏布，向西流，进入那曲县，再折向南流回嘉黎县，"
+              "在嘉黎县措多乡古塘村附近与拉萨河左岸支流麦曲汇合后改称色绒藏布，向西南流经当雄县、林周县交界处有右岸支流桑曲汇入，"
+              "从此改称热振藏布，在林周县旁多乡与右岸支流拉曲（乌鲁龙曲；Urlung Qu）汇合后始称拉萨河，向东南流入墨竹工卡县、"
+              "经达孜县、拉萨市城关区、堆龙德庆区，至曲水县汇入雅鲁藏布江。")
+    extract = pinpoint("拉萨河的支流有哪些？", [make_hit(first), make_hit(second, start=1000)], reader=False)
+    assert "主要支流有：麦曲、桑曲、拉曲、学绒藏布及堆龙曲等。" in "".join(p.text for p in extract.picks)
+
+
+def test_the_value_after_the_stated_attribute_is_marked():
+    """华8五金厂的投资人是谁？: 邓x7 follows 投资人为, not the other party named in the best clause (龙9)."""
+    text = ("原告龙9保安公司是于2014年7月10日成立的从事保安服务的有限责任公司被告华8五金厂是于2010年7月7日成立的个人独资企业,"
+            "投资人为邓x7,经营地址为阳江市阳东区东城镇裕东三路63号")
+    extract = pinpoint("华8五金厂的投资人是谁？", [make_hit(text)], reader=False)
+    assert extract.span.text == "邓x7"

@@ -375,6 +375,22 @@ def _event_verbs(question: str) -> list[str]:
             if flag in ("v", "vn") and b - a >= 2 and comparable(t[a:b]) not in _LIGHT_VERBS]
 
 
+# "X的Y是？": the attribute Y asked about (权利范围, 投资人, 社长, 英文) and a unit stating it (权利范围是全部权利,
+# 投资人为邓x7, 英文：League…)
+_ATTRIBUTE_Q = re.compile(r"的([\u4e00-\u9fff]{2,6}?)(?:是|为|有)?(?:什么|甚么|谁|多少|哪些|哪个|何)?[？?。\s]*$")
+_STATES = r"(?:是|为|系|有|：|:)"
+ATTRIBUTE_RATIO = 0.5  # a unit stating the asked attribute wins over a best unit without it at this share
+
+
+def _asked_attribute(question: str) -> str:
+    """The attribute a "X的Y是？" question asks for (folded), or ""."""
+    m = _ATTRIBUTE_Q.search(comparable(question))
+    return m.group(1) if m and not _OTHER_WORDS.search(m.group(1)) else ""
+
+
+_OTHER_WORDS = re.compile(r"什么|哪|谁|多少|时间|时候|原因|情况|内容|结果|方式|意思")
+
+
 class _Scorer:
     """Scores the candidate units of one question (see the module docstring)."""
 
@@ -404,6 +420,8 @@ class _Scorer:
         self.subject_terms = subject_terms if subject else set()
         total = sum(self.weights.values()) or 1.0
         self.covered = [{t for t in self.terms if _holds(t, text)} for text in lowered]
+        attribute = self.attribute = _asked_attribute(query)
+        self.states = [bool(attribute) and bool(re.search(re.escape(attribute) + _STATES, x)) for x in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
                       (self.kind == REASON_KIND and bool(_reasons(c.text))) for c in self.candidates]
         if self.kind in ("number", "amount"):  # 多少公分: a unit with a value in 公分 answers, one with 12月 does not
@@ -550,6 +568,10 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
         ratio = TYPED_RATIO if scorer.kind in STRICT_TYPES or scorer.why else LOOSE_TYPED_RATIO
         if typed is not None and c[typed].score >= ratio * c[best].score:
             best = typed
+    if not forced and any(scorer.states) and not any(scorer.states[i] for i in scorer.around(best, max_chars)):
+        stated = next((i for i in order if scorer.states[i]), None)  # X的投资人是谁？ — 投资人为邓x7
+        if stated is not None and c[stated].score >= ATTRIBUTE_RATIO * c[best].score:
+            best = stated
     if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
         max_chars = min(max_chars, CLAUSE_MAX_CHARS)
     group = sorted(set(scorer.around(best, max_chars)) | set(forced or []))
@@ -657,13 +679,16 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
             scores = [scorer.clause_score(p.text[x:y]) for x, y in clauses]
             folded = comparable(p.text)
             hits = [m.start() for t in terms for m in re.finditer(re.escape(t), folded)] if len(folded) == len(p.text) else []
+            stated = [m.end() for m in re.finditer(re.escape(scorer.attribute) + _STATES, folded)] \
+                if scorer.attribute and len(folded) == len(p.text) else []
             for a, b in values:
                 k = next((i for i, (x, y) in enumerate(clauses) if x <= a < y), 0)
                 side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
                 distance = min((abs(h - a) for h in hits), default=60)
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
                          + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
-                         + (_where_now(p.text, a) if now else 0.0))
+                         + (_where_now(p.text, a) if now else 0.0)
+                         + (1.0 if any(e <= a <= e + 2 for e in stated) else 0.0))  # 投资人为邓x7: the value stated
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
