@@ -379,7 +379,7 @@ def _event_verbs(question: str) -> list[str]:
 # 投资人为邓x7, 英文：League…)
 _ATTRIBUTE_Q = re.compile(r"的([\u4e00-\u9fff]{2,6}?)(?:是|为|有)?(?:什么|甚么|谁|多少|哪些|哪个|何)?[？?。\s]*$")
 _STATES = r"(?:是|为|系|有|：|:)"
-ATTRIBUTE_RATIO = 0.5  # a unit stating the asked attribute wins over a best unit without it at this share
+ATTRIBUTE_RATIO = 0.4  # a unit stating the asked attribute wins over a best unit without it at this share
 
 
 def _asked_attribute(question: str) -> str:
@@ -388,7 +388,7 @@ def _asked_attribute(question: str) -> str:
     return m.group(1) if m and not _OTHER_WORDS.search(m.group(1)) else ""
 
 
-_OTHER_WORDS = re.compile(r"什么|哪|谁|多少|时间|时候|原因|情况|内容|结果|方式|意思")
+_OTHER_WORDS = re.compile(r"什么|哪|谁|多少|时间|时候|原因|情况|内容|结果|意思")
 
 
 class _Scorer:
@@ -577,6 +577,7 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
     group = sorted(set(scorer.around(best, max_chars)) | set(forced or []))
     first = max(group, key=lambda i: c[i].score)
     scorer.group, scorer.first = group, first
+    scorer.stated = next((i for i in group if scorer.states[i]), None)  # 权利范围是全部权利: the span's unit
     picked = [c[i] for i in group]
     used = sum(len(p.text) for p in picked)
     max_sentences += len(group) - 1
@@ -961,7 +962,8 @@ def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
         novel = _novel_chars(pieces[k], scorer.q_grams) / max(1, len(re.sub(r"\W+", "", pieces[k])))
         return (near[k] + SPAN_SIDE_WEIGHT * side) * (SPAN_NOVELTY_FLOOR + novel)
 
-    i = max(range(len(clauses)), key=score)
+    stating = [k for k, p in enumerate(pieces) if scorer.attribute and re.search(re.escape(scorer.attribute) + _STATES, p)]
+    i = stating[0] if stating else max(range(len(clauses)), key=score)  # 权利范围是全部权利: the clause stating Y
     a, b = clauses[i]
     if b - a < SHORT_QUOTE and len(clauses) > 1:
         j = i + 1 if i + 1 < len(clauses) else i - 1
@@ -1336,7 +1338,8 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     first = scorer.first
     best = scorer.candidates[first]
     reading = (found[2], found[3]) if found else None
-    span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group],
+                                          best if scorer.stated is None else scorer.candidates[scorer.stated])
     inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
     if inside:
         span, reading = inside[0], ("inside", inside[1])
