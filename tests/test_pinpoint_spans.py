@@ -430,3 +430,15 @@ def test_the_clause_stating_the_asked_attribute_is_marked(question, stated):
             "《计算机软件著作权登记证书》,载明《轩辕剑外传.汉之云》的著作权人是软")
     extract = pinpoint(question, [make_hit(text)], reader=False)
     assert stated in extract.span.text and "著作权人" not in extract.span.text
+
+
+@pytest.mark.parametrize("question,texts,answer", [
+    ("金正恩的母亲为？", ["杨亨燮同日还向媒体证实，金正恩是金正日的儿子，这也是北韩官方第一次公开确认金正恩的身份。",
+                     "据报道，金正恩身高1.75公尺。金正恩是金正日和第四任夫人高容姬所生的第二个儿子，为金正日第三子；"], "高容姬"),
+    ("类比讯号的定义是什么？", ["类比讯号的概念常常在涉及电的领域中被使用，不过经典力学、气动力学、水力学等学科有时也会使用类比讯号的概念。",
+                        "理论上，类比讯号的解析度趋近无穷大。类比讯号是指在时域上数学形式为连续函式的讯号。"], "在时域上数学形式为连续函式的讯号")])
+def test_kin_and_definition_words_the_text_says_otherwise(question, texts, answer):
+    """母亲 is said 之母 / 所生, a definition 是指 (`_ALIASES`; dev sample)."""
+    hits = [make_hit(t, start=1000 * i) for i, t in enumerate(texts)]
+    extract = pinpoint(question, hits, reader=False)
+    assert answer in extract.span.text
