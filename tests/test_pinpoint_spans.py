@@ -31,7 +31,10 @@ def test_the_asked_for_type(question, kind):
     ("number", "大多数的校园设施建成于50和60年代间", ["60年代"]),
     ("number", "穆斯林大约占人类的五分之一，分布在许多国家", ["五分之一"]),
     ("date", "委托被告人垫付注册资金100万元代为办理公司工商登记", []),  # 万元代为 holds no 元代
-    ("date", "在元代，蒙古人把他们纳入帝国的政治系统", ["元代"])])
+    ("date", "在元代，蒙古人把他们纳入帝国的政治系统", ["元代"]),
+    # CAIL2019 masks 万元 as a name (万某): after digits it is an amount
+    ("amount", "送给时任客户经理付某某人民币20万某并让其提供关照", ["人民币20万某"]),
+    ("amount", "骗取苗某某430.35万某。", ["430.35万某"]), ("amount", "被告人万某某到场", [])])
 def test_values_have_their_whole_unit(kind, text, values):
     assert [text[a:b] for a, b in typed_values(kind, text)] == values
 
