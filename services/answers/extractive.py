@@ -17,14 +17,18 @@ clauses of its sentence: the subject is often there). When the question opens wi
 verbatim (斯氏腔吻鳕主要以什么为食？, `_named_subject`), every unit of a passage naming it gets SUBJECT_CONTEXT of
 the subject's weight and its bigrams: an article's units need not repeat their subject ("几乎是以多毛类为食").
 For a number question asking in a unit (多少公分, 体长, 血量, 多少比例), only units holding a value in that unit
-count as holding the asked-for type. Units that only restate the question are
+count as holding the asked-for type; for a date question naming its event (建于, 逝世: `_event_verbs`), only units
+holding a date and the event, if any do. A unit holding a word the text uses for a question term (卒 for 逝世,
+生于 for 出生, 尖刀 for 凶器, 之母 for 母亲: `_ALIASES`) covers that term. Units that only restate the question are
 discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
 Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
 value wins when it scores at least TYPED_RATIO of the best (a person or place: LOOSE_TYPED_RATIO); for a why-question (`asks_why`) a unit stating a
 cause of what it asks about (`answer_types.cause_spans`, `_cause_of_the_asked`) does, and the cause is marked. The best unit is extended by one unit to
 either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
-in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. Further
+in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. For a "X的Y是？"
+question (`_asked_attribute`: 投资人, 权利范围) a unit stating Y (Y是/为/有/：…) wins over a best unit that does not
+when it scores ATTRIBUTE_RATIO of it; its clause is the span, and a value right after the statement. Further
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
 themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
 as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
