@@ -31,7 +31,10 @@ def test_the_asked_for_type(question, kind):
     ("number", "大多数的校园设施建成于50和60年代间", ["60年代"]),
     ("number", "穆斯林大约占人类的五分之一，分布在许多国家", ["五分之一"]),
     ("date", "委托被告人垫付注册资金100万元代为办理公司工商登记", []),  # 万元代为 holds no 元代
-    ("date", "在元代，蒙古人把他们纳入帝国的政治系统", ["元代"])])
+    ("date", "在元代，蒙古人把他们纳入帝国的政治系统", ["元代"]),
+    # CAIL2019 masks 万元 as a name (万某): after digits it is an amount
+    ("amount", "送给时任客户经理付某某人民币20万某并让其提供关照", ["人民币20万某"]),
+    ("amount", "骗取苗某某430.35万某。", ["430.35万某"]), ("amount", "被告人万某某到场", [])])
 def test_values_have_their_whole_unit(kind, text, values):
     assert [text[a:b] for a, b in typed_values(kind, text)] == values
 
@@ -291,7 +294,8 @@ def test_a_passage_opening_inside_a_formula_does_not_quote_the_formulas_tail():
 @pytest.mark.parametrize("question,why", [("原告曹0与被告张x1因何离婚？", True), ("原告为何上诉？", True),
                                           ("张某的最终死亡原因是什么？", True),
                                           ("当时为什么部落的官称？", False),  # 为 + 什么部落: which tribe
-                                          ("这座城市名为什么？", False), ("什么事情改变了九龙湾的印象？", False)])
+                                          ("这座城市名为什么？", False), ("什么事情改变了九龙湾的印象？", False),
+                                          ("如今的赛里木湖被誉为什么？", False), ("该岛被视为什么？", False)])
 def test_why_questions_ask_for_a_cause(question, why):
     from services.answers.extractive import asks_why
 
@@ -385,3 +389,97 @@ def test_a_quote_runs_over_the_line_wraps_of_a_pdf_box():
     extract = pinpoint("用键线式表示的结构有什么特点？", [make_hit(MIND_MAP, start=40)], reader=False)
     assert extract.span.text == "用键线式表示的结构简明易懂，并且\n容易书写"
     assert MIND_MAP[extract.span.start - 40:extract.span.end - 40] == extract.span.text
+
+
+def test_what_something_is_called_is_no_why_question():
+    """被誉为什么 asks for the name it is praised as (天山的明珠), not a cause: the sentence saying so is quoted,
+    not the one with 因此 (dev sample, 7 Dec 2026)."""
+    text = ("虽然地处高山，但却位于古今交通要道上，奎屯-赛里木湖高等级公路就从湖边经过，因此赛里木湖很早就以其优美的风光而闻名于世。"
+            "如今的赛里木湖被誉为“天山的明珠”，已成为一个著名的旅游景点。")
+    assert answer_type("如今的赛里木湖被誉为什么？") is None
+    extract = pinpoint("如今的赛里木湖被誉为什么？", [make_hit(text)], reader=False)
+    assert "天山的明珠" in "".join(p.text for p in extract.picks)
+
+
+def test_a_place_question_keeps_a_much_better_unit_without_a_recognised_place():
+    """葛家菜窖内 is no place the patterns know: the unit saying where the bodies were put (far the best) is
+    kept over another passage's address, which scores 0.58 of it (LOOSE_TYPED_RATIO; dev sample)."""
+    first = ("之后，刁1某脱下葛某某之女崔某（被害人，殁年11岁）的衣服，捆绑崔某的双手于背后，将崔某强奸。"
+             "刁1某将葛某某、崔某的尸体扔进葛家菜窖内，翻乱葛家物品，伪造被抢劫假象后逃离。")
+    second = ("（一）关于故意杀人、强奸事实1995年8月8日20时许，被告人刁1某来到位于黑龙江省呼玛县XX镇XX街XX号的被害人"
+              "葛某某（女，殁年34岁）家，欲与葛某某发生性关系。")
+    extract = pinpoint("刁1某把葛某某、崔某的尸体放在何处？", [make_hit(first), make_hit(second, start=1000)], reader=False)
+    assert "葛家菜窖内" in "".join(p.text for p in extract.picks)
+
+
+@pytest.mark.parametrize("question,text,value", [
+    # the question's 逝世 is the text's 卒 (`_ALIASES`); the birth date is another event's
+    ("潘仕成逝世的时间是？", "清嘉庆九年(1804年)，祖籍福建且家族世居广州的潘仕成出生。道光二十三年（1843年）七月，由李光铨等将制成的水雷送北京。"
+                        "清同治十二年(1873年)，卒。", "同治十二年(1873年)"),
+    ("道制在什么时候被废除？", "早期实行祖师制，在第十代祖师后被废除。民国2年2月25日，迤西、迤南更名为滇西、滇南。"
+                          "民国16年南京国民政府进驻后，道制才正式废止。", "民国16年"),
+    # 建于哪一年: the date of the building, not of the renaming the subject's sentence tells
+    ("富国银行广场建于哪一年？", "富国银行广场（Wells Fargo Bank Plaza），位于美国明尼亚波利斯。1986年，西北国家银行在原址兴建新大厦，"
+                           "并于1988年落成。1998年，西北银行收购旧富国银行，并改名为富国银行，大厦亦改名为富国银行广场。", "1988年")])
+def test_a_date_question_marks_the_date_of_the_event_it_asks_about(question, text, value):
+    extract = pinpoint(question, [make_hit(text)], reader=False)
+    assert extract.span.text == value
+
+
+def test_a_weapon_question_finds_the_knife():
+    """作案工具 / 凶器: the text names the weapon (一把尖刀), never the word 凶器."""
+    text = ("之后，刁1某脱下崔某的衣服，捆绑崔某的双手于背后。葛某某拒绝并反抗，刁1某拿起一把尖刀捅刺葛某某胸部三刀，致葛某某心脏破裂当场死亡。"
+            "刁1某将葛某某、崔某的尸体扔进葛家菜窖内，翻乱葛家物品，伪造被抢劫假象后逃离。")
+    other = "从被告人吕某身上缴获工具1袋（内有钥匙3串、自制螺丝刀头8个、套筒1个、折叠尖刀1把）。"
+    extract = pinpoint("刁1某的作案工具？", [make_hit(text), make_hit(other, doc="e.txt")], reader=False)
+    assert "一把尖刀" in "".join(p.text for p in extract.picks)
+
+
+def test_the_unit_stating_the_asked_attribute_is_quoted():
+    """X的支流有哪些？: clauses naming single tributaries (右岸支流桑曲汇入) outscore the sentence listing them
+    (主要支流有：…); a unit stating the asked attribute (Y是/为/有/：) is quoted when it scores half the best
+    (ATTRIBUTE_RATIO; dev sample)."""
+    first = ("Urlung Qu）汇合后始称拉萨河，向东南流入墨竹工卡县、经达孜县、拉萨市城关区、堆龙德庆区，至曲水县汇入雅鲁藏布江。"
+             "拉萨河流域东西长约551千米，流域面积约为3万2471平方千米。在拉萨市附近的拉萨河段，建有青藏铁路的拉萨河大桥。"
+             "主要支流有：麦曲、桑曲、拉曲、学绒藏布及堆龙曲等。")
+    second = ("拉萨河（）位于西藏自治区，藏语称为吉曲。拉萨河发源于嘉黎县北部念青唐古拉山中段北麓彭措拉孔马沟，源头海拔约5283米，"
+              "向西北流，经彭措怕尔玛和鼓措卧玛两小湖，流入澎措（Pum Co）。出澎措后称麦地藏布，向西流，进入那曲县，再折向南流回嘉黎县，"
+              "在嘉黎县措多乡古塘村附近与拉萨河左岸支流麦曲汇合后改称色绒藏布，向西南流经当雄县、林周县交界处有右岸支流桑曲汇入，"
+              "从此改称热振藏布，在林周县旁多乡与右岸支流拉曲（乌鲁龙曲；Urlung Qu）汇合后始称拉萨河，向东南流入墨竹工卡县、"
+              "经达孜县、拉萨市城关区、堆龙德庆区，至曲水县汇入雅鲁藏布江。")
+    extract = pinpoint("拉萨河的支流有哪些？", [make_hit(first), make_hit(second, start=1000)], reader=False)
+    assert "主要支流有：麦曲、桑曲、拉曲、学绒藏布及堆龙曲等。" in "".join(p.text for p in extract.picks)
+
+
+def test_the_value_after_the_stated_attribute_is_marked():
+    """华8五金厂的投资人是谁？: 邓x7 follows 投资人为, not the other party named in the best clause (龙9)."""
+    text = ("原告龙9保安公司是于2014年7月10日成立的从事保安服务的有限责任公司被告华8五金厂是于2010年7月7日成立的个人独资企业,"
+            "投资人为邓x7,经营地址为阳江市阳东区东城镇裕东三路63号")
+    extract = pinpoint("华8五金厂的投资人是谁？", [make_hit(text)], reader=False)
+    assert extract.span.text == "邓x7"
+
+
+@pytest.mark.parametrize("question,stated", [("《大富翁8》著作权人的权利范围是？", "权利范围是全部权利"),
+                                             ("《大富翁8》著作权人的权利取得方式是？", "权利取得方式是原始取得")])
+def test_the_clause_stating_the_asked_attribute_is_marked(question, stated):
+    """A judgment's run of clauses: the one stating the asked attribute (权利范围是…) is quoted and marked, at 0.4
+    of the best unit's score (ATTRIBUTE_RATIO), not the clause naming the copyright holders."""
+    text = ("经审理查明,2001年12月31日,国家版权局作出软著登字第0013642号《计算机软件著作权登记证书》,载明《大富翁六》的著作权人是"
+            "软xx0(北京)有限公司,并且从2001年12月20日开始在法定的期限内享有该软件的著作权2005年12月1日,国家版权局作出软著登字"
+            "第045941号《计算机软件著作权登记证书》,载明《大富翁8》的著作权人是软xx0(北京)有限公司、大宇资讯股份有限公司,"
+            "权利取得方式是原始取得,权利范围是全部权利,首次发表日期是2005年9月25日2007年11月29日,国家版权局作出软著登字第084874号"
+            "《计算机软件著作权登记证书》,载明《轩辕剑外传.汉之云》的著作权人是软")
+    extract = pinpoint(question, [make_hit(text)], reader=False)
+    assert stated in extract.span.text and "著作权人" not in extract.span.text
+
+
+@pytest.mark.parametrize("question,texts,answer", [
+    ("金正恩的母亲为？", ["杨亨燮同日还向媒体证实，金正恩是金正日的儿子，这也是北韩官方第一次公开确认金正恩的身份。",
+                     "据报道，金正恩身高1.75公尺。金正恩是金正日和第四任夫人高容姬所生的第二个儿子，为金正日第三子；"], "高容姬"),
+    ("类比讯号的定义是什么？", ["类比讯号的概念常常在涉及电的领域中被使用，不过经典力学、气动力学、水力学等学科有时也会使用类比讯号的概念。",
+                        "理论上，类比讯号的解析度趋近无穷大。类比讯号是指在时域上数学形式为连续函式的讯号。"], "在时域上数学形式为连续函式的讯号")])
+def test_kin_and_definition_words_the_text_says_otherwise(question, texts, answer):
+    """母亲 is said 之母 / 所生, a definition 是指 (`_ALIASES`; dev sample)."""
+    hits = [make_hit(t, start=1000 * i) for i, t in enumerate(texts)]
+    extract = pinpoint(question, hits, reader=False)
+    assert answer in extract.span.text

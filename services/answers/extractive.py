@@ -17,14 +17,18 @@ clauses of its sentence: the subject is often there). When the question opens wi
 verbatim (斯氏腔吻鳕主要以什么为食？, `_named_subject`), every unit of a passage naming it gets SUBJECT_CONTEXT of
 the subject's weight and its bigrams: an article's units need not repeat their subject ("几乎是以多毛类为食").
 For a number question asking in a unit (多少公分, 体长, 血量, 多少比例), only units holding a value in that unit
-count as holding the asked-for type. Units that only restate the question are
+count as holding the asked-for type; for a date question naming its event (建于, 逝世: `_event_verbs`), only units
+holding a date and the event, if any do. A unit holding a word the text uses for a question term (卒 for 逝世,
+生于 for 出生, 尖刀 for 凶器, 之母 for 母亲: `_ALIASES`) covers that term. Units that only restate the question are
 discounted and followed by the next one; a consequence ("因此，…") brings its cause.
 
 Pinpointing. For a question asking for a number, amount, date, title or country, a unit holding such a
-value wins when it scores at least TYPED_RATIO of the best; for a why-question (`asks_why`) a unit stating a
+value wins when it scores at least TYPED_RATIO of the best (a person or place: LOOSE_TYPED_RATIO); for a why-question (`asks_why`) a unit stating a
 cause of what it asks about (`answer_types.cause_spans`, `_cause_of_the_asked`) does, and the cause is marked. The best unit is extended by one unit to
 either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
-in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. Further
+in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. For a "X的Y是？"
+question (`_asked_attribute`: 投资人, 权利范围) a unit stating Y (Y是/为/有/：…) wins over a best unit that does not
+when it scores ATTRIBUTE_RATIO of it; its clause is the span, and a value right after the statement. Further
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
 themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
 as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
@@ -68,8 +72,9 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 
-from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NUM, SHARE_Q, TYPED, UNIT, aligned,
-                                          answer_type, asked_verbs, asks_carer, carer_spans, cause_spans, entity_spans, has_type, merge_spans, pos_tags,
+from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NAMED_AS_WHAT, NUM, SHARE_Q, TYPED, UNIT, aligned,
+                                          answer_type, asked_verbs, asks_carer, carer_spans, cause_spans, entity_spans, has_type,
+                                          merge_spans, pos_tags,
                                           numeral_value, typed_values)
 from services.answers.citations import quote_bounds, quote_spans
 from services.answers.refusal import key_terms
@@ -86,6 +91,7 @@ FOLLOW_RATIO = 0.6  # a further unit scores at least this share of the best one
 TYPE_BONUS = 0.15
 VERB_BONUS = 0.15  # a yes/no question: a unit holding the verb it asks about (再婚 of 原告再婚了吗？)
 TYPED_RATIO = 0.5  # for a strictly typed question, a unit with a value wins if it scores this share of the best
+LOOSE_TYPED_RATIO = 0.7  # ... for a person or place question (names and places are found less reliably: 葛家菜窖内)
 LOOSE_TYPE_BONUS = 0.05  # person and place values are found less reliably
 CLAUSE_FROM = 100  # sentences longer than this (characters) are cut into clauses
 MIN_CLAUSE = 8  # a shorter clause joins the next one
@@ -343,6 +349,65 @@ def _named_subject(q: str, passages: list[str]) -> str:
     return head
 
 
+# Words a question asks with and the text says otherwise (the question's 逝世, the text's 卒; 建于 and 兴建;
+# 凶器 and the 尖刀 it was): a unit holding one of a term's `_ALIASES` covers the term. Folded (simplified) forms.
+_ALIAS_GROUPS = [
+    ("逝世 去世 病逝 病故 死于 过世 辞世 身故 亡故 逝于 卒 殁 驾崩", "逝世 去世 病逝 病故 死于 过世 辞世 身故 亡故 逝于 驾崩 死亡"),
+    ("出生 生于 诞生 出世 降生", "出生 生于 诞生 出世 降生"),
+    ("兴建 建成 建造 落成 始建 修建 竣工 建于", "建于 兴建 建造 建成 修建 落成 始建 竣工"),
+    ("成立 创立 创建 创办 设立 创设", "成立 创立 创建 创办 设立 创设"),
+    ("废除 废止 撤销 裁撤 撤废 废除", "废除 废止 撤销 裁撤 撤废"),
+    ("被誉为 誉为 称为 称作 之称 美誉 美称 号称", "被誉为 誉为 称为 称作 美誉 美称 号称"),
+    ("刀 枪 棍 棒 斧 锤 匕首 铁锹 钢管 砖头 石块 凶器 作案工具", "凶器 作案工具"),
+    ("母亲 之母 生母 所生 妈妈", "母亲"), ("父亲 之父 生父 爸爸", "父亲"),  # 梁秀珍系张x2之母; 夫人高容姬所生
+    ("定义 是指 指的是", "定义"),  # 类比讯号的定义: 类比讯号是指…
+    ("上学 读书 就读 念书 求学", "上学"),  # 沈x7在哪里上学？ — 沈x7现在阳朔镇中心小学读书
+]
+
+
+def _alias_table() -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for said, asked in _ALIAS_GROUPS:
+        for word in asked.split():
+            out[word] = tuple(w for w in said.split() if w != word)
+    return out
+
+
+_ALIASES = _alias_table()
+
+
+def _holds(term: str, text: str) -> bool:
+    """Whether folded `text` holds the query term or a word saying the same (`_ALIASES`)."""
+    return term in text or any(a in text for a in _ALIASES.get(term, ()))
+
+
+_LIGHT_VERBS = frozenset("是 有 为 进行 发生 作出 做出 开始 采取 出现 存在 成为 称为 属于 位于 需要 应当 可以".split())
+
+
+def _event_verbs(question: str) -> list[str]:
+    """The verbs of a date question naming the event it asks the date of (建于, 逝世, 废除; folded), not light
+    verbs (进行, 发生)."""
+    t = aligned(question)
+    return [comparable(t[a:b]) for a, b, flag in pos_tags(t)
+            if flag in ("v", "vn") and b - a >= 2 and comparable(t[a:b]) not in _LIGHT_VERBS]
+
+
+# "X的Y是？": the attribute Y asked about (权利范围, 投资人, 社长, 英文) and a unit stating it (权利范围是全部权利,
+# 投资人为邓x7, 英文：League…)
+_ATTRIBUTE_Q = re.compile(r"的([\u4e00-\u9fff]{2,6}?)(?:是|为|有)?(?:什么|甚么|谁|多少|哪些|哪个|何)?[？?。\s]*$")
+_STATES = r"(?:是|为|系|有|：|:)"
+ATTRIBUTE_RATIO = 0.4  # a unit stating the asked attribute wins over a best unit without it at this share
+
+
+def _asked_attribute(question: str) -> str:
+    """The attribute a "X的Y是？" question asks for (folded), or ""."""
+    m = _ATTRIBUTE_Q.search(comparable(question))
+    return m.group(1) if m and not _OTHER_WORDS.search(m.group(1)) else ""
+
+
+_OTHER_WORDS = re.compile(r"什么|哪|谁|多少|时间|时候|原因|情况|内容|结果|意思")
+
+
 class _Scorer:
     """Scores the candidate units of one question (see the module docstring)."""
 
@@ -365,13 +430,15 @@ class _Scorer:
         lowered = [comparable(c.text) for c in self.candidates]
         self.lowered = lowered
         n = len(self.candidates)
-        self.weights = {t: len(t) * math.log(1 + n / (1 + sum(t in x for x in lowered))) for t in self.terms}
+        self.weights = {t: len(t) * math.log(1 + n / (1 + sum(_holds(t, x) for x in lowered))) for t in self.terms}
         folded = [comparable(p) for p in self.passages]
         subject = _named_subject(comparable(query), folded[:max_passages])
         subject_terms = {t for t in self.terms if t in subject}
         self.subject_terms = subject_terms if subject else set()
         total = sum(self.weights.values()) or 1.0
-        self.covered = [{t for t in self.terms if t in text} for text in lowered]
+        self.covered = [{t for t in self.terms if _holds(t, text)} for text in lowered]
+        attribute = self.attribute = _asked_attribute(query)
+        self.states = [bool(attribute) and bool(re.search(re.escape(attribute) + _STATES, x)) for x in lowered]
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
                       (self.kind == REASON_KIND and bool(_reasons(c.text))) for c in self.candidates]
         if self.kind in ("number", "amount"):  # 多少公分: a unit with a value in 公分 answers, one with 12月 does not
@@ -383,6 +450,11 @@ class _Scorer:
             arranged = [bool(carer_spans(c.text)) for c in self.candidates]
             if any(arranged):
                 self.typed = arranged
+        events = self.events = _event_verbs(query) if self.kind == "date" else []
+        if events:  # 建于哪一年: a date of the building (建于1988年), not of the renaming (1998年，…改名为…)
+            with_event = [t and any(_holds(v, x) for v in events) for t, x in zip(self.typed, lowered)]
+            if any(with_event):
+                self.typed = with_event
         for i, (c, text) in enumerate(zip(self.candidates, lowered)):
             c.score += sum(self.weights[t] for t in self.covered[i]) / total
             before = self._before(i)
@@ -425,7 +497,7 @@ class _Scorer:
         the unit scores) and its bigram overlap with the question."""
         folded = comparable(piece)
         total = sum(self.weights.values()) or 1.0
-        return (sum(w for t, w in self.weights.items() if t in folded) / total
+        return (sum(w for t, w in self.weights.items() if _holds(t, folded)) / total
                 + 0.3 * len(self.q_grams & _bigrams(folded)) / max(1, len(self.q_grams)))
 
     def order(self, everywhere: bool = False) -> list[int]:
@@ -517,13 +589,19 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
         # a question asking for a number, date, title or country: a unit holding one, if it is close; for a
         # why-question a cause of what it asks about (离婚 of 因何离婚, in the cause's clause or the next)
         typed = next((i for i in order if scorer.typed[i] and (not scorer.why or _cause_of_the_asked(scorer, i))), None)
-        if typed is not None and c[typed].score >= TYPED_RATIO * c[best].score:
+        ratio = TYPED_RATIO if scorer.kind in STRICT_TYPES or scorer.why else LOOSE_TYPED_RATIO
+        if typed is not None and c[typed].score >= ratio * c[best].score:
             best = typed
+    if not forced and any(scorer.states) and not any(scorer.states[i] for i in scorer.around(best, max_chars)):
+        stated = next((i for i in order if scorer.states[i]), None)  # X的投资人是谁？ — 投资人为邓x7
+        if stated is not None and c[stated].score >= ATTRIBUTE_RATIO * c[best].score:
+            best = stated
     if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
         max_chars = min(max_chars, CLAUSE_MAX_CHARS)
     group = sorted(set(scorer.around(best, max_chars)) | set(forced or []))
     first = max(group, key=lambda i: c[i].score)
     scorer.group, scorer.first = group, first
+    scorer.stated = next((i for i in group if scorer.states[i]), None)  # 权利范围是全部权利: the span's unit
     picked = [c[i] for i in group]
     used = sum(len(p.text) for p in picked)
     max_sentences += len(group) - 1
@@ -587,7 +665,7 @@ def check_picks(query: str, picks: list[Pick], kind: str | None = "auto") -> lis
     for group in _groups(picks):
         joined = "".join(p.text for p in group)
         text = comparable(joined)
-        coverage = sum(len(t) for t in terms if t in text) / total
+        coverage = sum(len(t) for t in terms if _holds(t, text)) / total
         typed = bool(_values(kind, Pick(0, 0, 0, joined, 0), exclude)) if kind in TYPED else has_type(kind, joined)
         support = min(1.0, coverage + (0.1 if kind and typed and coverage > 0 else 0.0))
         if kind in TYPED and not typed:  # a quote without the asked-for number, date, name or place
@@ -614,6 +692,9 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                                                        for p in picks for a, b in _values(kind, p, scorer.exclude))
         now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
         carer = scorer.exclude.carer and any(carer_spans(p.text) for p in picks)
+        if scorer.events:  # a date question's event (建于): the dates of units telling it, if one does
+            told = [p for p in picks if any(_holds(v, comparable(p.text)) for v in scorer.events)]
+            picks = told if any(_values(kind, p, scorer.exclude) for p in told) else picks
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
             if carer:  # 跟谁生活: only a carer of a clause stating the arrangement, not a party named elsewhere
@@ -626,6 +707,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
             scores = [scorer.clause_score(p.text[x:y]) for x, y in clauses]
             folded = comparable(p.text)
             hits = [m.start() for t in terms for m in re.finditer(re.escape(t), folded)] if len(folded) == len(p.text) else []
+            stated = [m.end() for m in re.finditer(re.escape(scorer.attribute) + _STATES, folded)] \
+                if scorer.attribute and len(folded) == len(p.text) else []
             for a, b in values:
                 k = next((i for i, (x, y) in enumerate(clauses) if x <= a < y), 0)
                 side = max([scores[j] for j in (k - 1, k + 1) if 0 <= j < len(scores)], default=0.0)
@@ -633,7 +716,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
                          + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
                          + (_where_now(p.text, a) if now else 0.0)
-                         + (CARER_NOW_BONUS if carer and _CARER_NOW.search(p.text[clauses[k][0]:clauses[k][1]]) else 0.0))
+                         + (CARER_NOW_BONUS if carer and _CARER_NOW.search(p.text[clauses[k][0]:clauses[k][1]]) else 0.0)
+                         + (1.0 if any(e <= a <= e + 2 for e in stated) else 0.0))  # 投资人为邓x7: the value stated
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
     if best_value is not None:
@@ -847,9 +931,9 @@ def _counts(text: str, values: list[tuple[int, int]], a: int, b: int, asked: str
     return spans[lo][0], noun
 
 
-# A why-question (REASON_KIND asks for the cause): not 名为什么 / 称为什么 (为 + 什么: "what is it called") nor
+# A why-question (REASON_KIND asks for the cause): not 名为什么 / 称为什么 / 被誉为什么 (为 + 什么: "what is it called") nor
 # 什么事 (what happened).
-_WHY_Q = re.compile(r"(?<![名称作成叫译改])为什么|为何|因何|何故|为啥|怎么会|原因|缘故|由来")
+_WHY_Q = re.compile(NAMED_AS_WHAT + r"为什么|为何|因何|何故|为啥|怎么会|原因|缘故|由来")
 
 
 def asks_why(question: str) -> bool:
@@ -911,7 +995,8 @@ def _best_clause(scorer: _Scorer, unit: Pick) -> tuple[int, int]:
         novel = _novel_chars(pieces[k], scorer.q_grams) / max(1, len(re.sub(r"\W+", "", pieces[k])))
         return (near[k] + SPAN_SIDE_WEIGHT * side) * (SPAN_NOVELTY_FLOOR + novel)
 
-    i = max(range(len(clauses)), key=score)
+    stating = [k for k, p in enumerate(pieces) if scorer.attribute and re.search(re.escape(scorer.attribute) + _STATES, p)]
+    i = stating[0] if stating else max(range(len(clauses)), key=score)  # 权利范围是全部权利: the clause stating Y
     a, b = clauses[i]
     if b - a < SHORT_QUOTE and len(clauses) > 1:
         j = i + 1 if i + 1 < len(clauses) else i - 1
@@ -1286,7 +1371,8 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     first = scorer.first
     best = scorer.candidates[first]
     reading = (found[2], found[3]) if found else None
-    span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group], best)
+    span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group],
+                                          best if scorer.stated is None else scorer.candidates[scorer.stated])
     inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
     if inside:
         span, reading = inside[0], ("inside", inside[1])
