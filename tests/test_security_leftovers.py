@@ -1,0 +1,113 @@
+"""Leftovers of the adversarial passes over team mode (issue 19), each test an attack that worked before its fix:
+
+1. X-Forwarded-For / X-Real-IP from any loopback peer were taken as the client's address (uvicorn's default), so
+   anything able to reach the port through a local proxy, or any local process, chose the address that sign-in
+   throttling, rate limits and the audit log go by; now only from proxies the operator lists
+   (WENDAO_TRUSTED_PROXIES), right-most untrusted hop first.
+"""
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from fixtures import free_port, serving, stop
+from services import auth, serving as serving_module
+from test_team import PASSWORD, team  # noqa: F401 - the shared fixture (admin A, editor B, viewer C, D; keys)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- 1. forwarded addresses -----------------------------------------------------------------------------------
+def _wendao(*args, env, stdin=None):
+    out = subprocess.run([sys.executable, "-m", "services", *args], cwd=ROOT, env=env, input=stdin,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.slow  # starts `wendao serve`
+def test_a_loopback_peer_cannot_choose_its_address_with_forwarded_headers(tmp_path):
+    """A local process (or anyone behind a proxy on this host that passes the headers on) sent a fresh
+    X-Forwarded-For with every guess: each was a new address, so the per-(name, address) pause never came,
+    and the audit log recorded whatever address the guesser made up."""
+    data = tmp_path / "data"
+    env = {**os.environ, "WENDAO_DATA_DIR": str(data), "WENDAO_AUTH": "local"}
+    env.pop("WENDAO_TRUSTED_PROXIES", None)
+    env.pop("FORWARDED_ALLOW_IPS", None)
+    _wendao("user", "add", "C", "--password-stdin", env=env, stdin=PASSWORD + "\n")
+    port = free_port()
+    proc, url = serving([sys.executable, "-m", "services", "serve", "--port", str(port)], port, env, ROOT)
+    try:
+        with httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
+            codes = [client.post("/api/auth/login", data={"name": "C", "password": f"guess-{i}"},
+                                 headers={"X-Forwarded-For": f"198.51.100.{i}", "X-Real-IP": f"203.0.113.{i}"}).status_code
+                     for i in range(auth.MAX_FAILURES + 1)]
+        assert codes == [401] * auth.MAX_FAILURES + [429], codes  # before: 401 each time, a new "address" per guess
+    finally:
+        stop(proc)
+    with sqlite3.connect(f"file:{data / 'wendao.db'}?mode=ro", uri=True) as db:
+        addresses = {a for (a,) in db.execute("SELECT address FROM audit WHERE action='sign_in_failed'")}
+    assert addresses == {"127.0.0.1"}, addresses
+
+
+def _last_failed_address() -> str:
+    from services.access import LOCAL
+    from services.workspace import open_workspace
+
+    return next(e.address for e in open_workspace().session(LOCAL).audit_log() if e.action == "sign_in_failed")
+
+
+def test_forwarded_headers_count_only_from_a_listed_proxy_right_most_untrusted_first(team, monkeypatch):
+    from test_security_review import _app
+
+    def failed_from(peer, headers) -> str:
+        client = TestClient(_app(), base_url="http://127.0.0.1:8501", client=(peer, 40000), follow_redirects=False)
+        assert client.post("/api/auth/login", data={"name": "B", "password": "wrong-password"},
+                           headers=headers).status_code == 401
+        return _last_failed_address()
+
+    spoof = {"X-Forwarded-For": "6.6.6.6, 198.51.100.7", "X-Real-IP": "6.6.6.6"}
+    monkeypatch.delenv("WENDAO_TRUSTED_PROXIES", raising=False)
+    assert failed_from("127.0.0.1", spoof) == "127.0.0.1"  # by default no proxy is trusted, loopback neither
+    monkeypatch.setenv("WENDAO_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8")
+    assert failed_from("127.0.0.1", spoof) == "198.51.100.7"  # the hop our proxy saw, not what the client wrote
+    assert failed_from("127.0.0.1", {"X-Forwarded-For": "6.6.6.6, 198.51.100.8, 10.1.2.3"}) == "198.51.100.8"
+    assert failed_from("127.0.0.1", {"X-Real-IP": "198.51.100.9"}) == "198.51.100.9"  # nginx's usual header
+    assert failed_from("192.0.2.5", spoof) == "192.0.2.5"  # a peer that is not a listed proxy is the client
+    assert failed_from("127.0.0.1", {"X-Forwarded-For": "not-an-address, 10.1.2.3"}) == "10.1.2.3"
+
+
+@pytest.mark.parametrize("peer, headers, expected", [
+    ("127.0.0.1", [(b"x-forwarded-for", b"6.6.6.6")], ("127.0.0.1", None)),  # nothing listed
+    ("::1", [(b"x-forwarded-for", b"6.6.6.6")], ("::1", None)),
+])
+def test_without_listed_proxies_the_peer_is_the_client(peer, headers, expected):
+    assert serving_module.client_address(peer, headers, []) == expected
+
+
+def test_forwarded_entries_and_the_scheme_from_a_listed_proxy():
+    import ipaddress
+
+    nets = [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")]
+    at = serving_module.client_address
+    assert at("::1", [(b"x-forwarded-for", b"1.1.1.1"), (b"x-forwarded-for", b"[2001:db8::5]:443")], nets) \
+        == ("2001:db8::5", None)  # two headers are one list; ports and brackets dropped
+    assert at("127.0.0.1", [(b"x-forwarded-for", b"198.51.100.1:5555"), (b"x-forwarded-proto", b"http, https")],
+              nets) == ("198.51.100.1", "https")
+    assert at("127.0.0.1", [(b"x-forwarded-proto", b"gopher")], nets) == ("127.0.0.1", None)
+    assert at("127.0.0.1", [(b"x-forwarded-for", b"127.0.0.1")], nets) == ("127.0.0.1", None)  # a proxy's own request
+
+
+def test_a_mistyped_trusted_proxy_refuses_to_start(monkeypatch):
+    from services import errors
+
+    monkeypatch.setenv("WENDAO_TRUSTED_PROXIES", "127.0.0.1, nginx.local")
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("the server was started"))
+    with pytest.raises(errors.WendaoError, match="WENDAO_TRUSTED_PROXIES"):
+        serving_module.serve("127.0.0.1", free_port())
+    assert [str(n) for n in serving_module.trusted_proxies()] == ["127.0.0.1/32"]  # the middleware skips it
