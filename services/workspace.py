@@ -349,6 +349,55 @@ class Session:
         return self.store.keys.of_kb()
 
 
+_UPLOADS_LOCK = threading.Lock()
+_UPLOADS_STARTING: dict[str, int] = {}  # uploads past the check whose job is not written yet, per tag
+
+
+def _upload_tags(who: Principal) -> list[str]:
+    """Whose in-flight uploads an upload counts against: the API key's and the user's who made it, or
+    the signed-in user's (none for the single local user)."""
+    if who.kind == "key":
+        return [f"k{who.key_id}"] + ([f"u{who.key_creator}"] if who.key_creator is not None else [])
+    return [f"u{who.user_id}"] if who.kind == "user" and who.user_id is not None else []
+
+
+class _upload_slot:
+    """A place for one more upload of `who`, or TooManyUploads: one write key (or user) could otherwise
+    queue any number of files, each kept on disk and indexed in turn by the data dir's one worker, while
+    everyone else's uploads wait. Counts the queued and running uploads tagged with the principal's key
+    and user (`by` in the job's parameters) plus those between this check and their job row."""
+
+    def __init__(self, store, who: Principal):
+        from services.config import max_uploads_in_flight
+
+        self.store, self.tags = store, _upload_tags(who)
+        self.limits = dict(zip(("k", "u"), max_uploads_in_flight()))
+
+    def __enter__(self) -> list[str]:
+        with _UPLOADS_LOCK:
+            if self.tags:
+                queued: dict[str, int] = {}
+                for params in self.store.jobs.active_params("ingest"):
+                    for tag in params.get("by") or []:
+                        queued[tag] = queued.get(tag, 0) + 1
+                for tag in self.tags:
+                    limit = self.limits[tag[0]]
+                    if limit and queued.get(tag, 0) + _UPLOADS_STARTING.get(tag, 0) >= limit:
+                        whose = "这个 API 密钥" if tag[0] == "k" else "你"
+                        raise errors.TooManyUploads(f"{whose}已有 {limit} 个上传正在排队或索引（上限 {limit} 个），"
+                                                    "请等前面的文件处理完再上传。")
+            for tag in self.tags:
+                _UPLOADS_STARTING[tag] = _UPLOADS_STARTING.get(tag, 0) + 1
+        return self.tags
+
+    def __exit__(self, *exc) -> None:
+        with _UPLOADS_LOCK:
+            for tag in self.tags:
+                _UPLOADS_STARTING[tag] -= 1
+                if not _UPLOADS_STARTING[tag]:
+                    del _UPLOADS_STARTING[tag]
+
+
 def _bounded(text: str, what: str) -> None:
     if len(text) > MAX_QUERY_CHARS:
         raise errors.QueryTooLong(f"{what}太长（{len(text):,} 个字符），请精简到 {MAX_QUERY_CHARS:,} 个字符以内。")
@@ -781,7 +830,9 @@ class KB:
         from services.jobs import chunking_params
 
         self._need("editor")
-        job = self.submit("ingest", filename, chunking_params(config or self.chunking_config()), data)
+        with _upload_slot(self.store, self.session.who) as by:
+            params = {**chunking_params(config or self.chunking_config()), **({"by": by} if by else {})}
+            job = self.submit("ingest", filename, params, data)
         self._audit("document_uploaded", f"#{job} {filename[:200]}")  # who put which text into the KB
         return job
 

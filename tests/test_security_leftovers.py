@@ -4,6 +4,8 @@
    anything able to reach the port through a local proxy, or any local process, chose the address that sign-in
    throttling, rate limits and the audit log go by; now only from proxies the operator lists
    (WENDAO_TRUSTED_PROXIES), right-most untrusted hop first.
+4. One write key could queue any number of uploads (disk, the one worker); now a cap per key and per user
+   (WENDAO_MAX_UPLOADS_PER_KEY / _PER_USER), a Chinese 429 in the API.
 """
 import os
 import sqlite3
@@ -17,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from fixtures import free_port, serving, stop
 from services import auth, serving as serving_module
+from services.access import LOCAL
 from test_team import PASSWORD, team  # noqa: F401 - the shared fixture (admin A, editor B, viewer C, D; keys)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,3 +114,62 @@ def test_a_mistyped_trusted_proxy_refuses_to_start(monkeypatch):
     with pytest.raises(errors.WendaoError, match="WENDAO_TRUSTED_PROXIES"):
         serving_module.serve("127.0.0.1", free_port())
     assert [str(n) for n in serving_module.trusted_proxies()] == ["127.0.0.1/32"]  # the middleware skips it
+
+
+# --- 4. uploads in flight per key and per user ---------------------------------------------------------------------
+def test_one_write_key_cannot_queue_unbounded_uploads(team, monkeypatch):
+    """Each upload through the API was queued at once, its bytes kept on disk until the data dir's one worker
+    indexed it: one write key could queue thousands, filling the disk and keeping everyone else's uploads waiting."""
+    from services import worker
+    from services.api import create_api
+
+    ws, who, keys = team
+    monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_KEY", "2")
+    monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_USER", "3")
+    ws.lib.store.jobs.claim_next = lambda: None  # the worker busy elsewhere: uploads stay queued
+    client = TestClient(create_api(), raise_server_exceptions=False)
+
+    def upload(key: str, i: int):
+        return client.post(f"/v1/kbs/{key.split('-')[0]}/documents", headers={"Authorization": f"Bearer {keys[key].key}"},
+                           files={"file": (f"f{i}.txt", f"第{i}份文件。".encode())})
+
+    assert [upload("KB1-write", i).status_code for i in range(2)] == [202, 202]
+    refused = upload("KB1-write", 2)
+    assert refused.status_code == 429, refused.text  # before: 202, any number of times
+    error = refused.json()["error"]
+    assert error["type"] == "TooManyUploads" and error["code"] == 429
+    assert "这个 API 密钥" in error["message"] and "排队" in error["message"]
+    assert upload("KB2-write", 3).status_code == 202  # another key of the same maker (A): its own budget ...
+    over = upload("KB2-write", 4)  # ... but A's keys together are held to the per-user limit
+    assert over.status_code == 429 and "你已有 3 个上传" in over.json()["error"]["message"]
+    assert ws.session(who["B"]).kb("KB1", "editor").upload("b.txt", "编辑者的文件。".encode())  # B is not A
+    del ws.lib.store.jobs.claim_next
+    worker.worker_for(ws.lib).wake()
+    assert worker.wait_idle(ws.lib, 120)
+    assert upload("KB1-write", 5).status_code == 202  # done uploads free their places
+    assert worker.wait_idle(ws.lib, 120)
+
+
+def test_parallel_uploads_of_one_key_get_no_more_places_than_the_limit(team, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services import errors, worker
+
+    ws, who, _ = team
+    monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_KEY", "2")
+    ws.lib.store.jobs.claim_next = lambda: None
+    kb = ws.session(who["KB1-write"]).kb("KB1", "editor")
+
+    def one(i):
+        try:
+            return kb.upload(f"p{i}.txt", f"并发的第{i}份。".encode())
+        except errors.TooManyUploads:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(one, range(8)))
+    assert sum(o is not None for o in outcomes) == 2, outcomes
+    assert ws.session(LOCAL).kb("KB1").upload("local.txt", "本机用户不受限。".encode())
+    del ws.lib.store.jobs.claim_next
+    worker.worker_for(ws.lib).wake()
+    assert worker.wait_idle(ws.lib, 120)
