@@ -4,6 +4,8 @@
    anything able to reach the port through a local proxy, or any local process, chose the address that sign-in
    throttling, rate limits and the audit log go by; now only from proxies the operator lists
    (WENDAO_TRUSTED_PROXIES), right-most untrusted hop first.
+3. Calls to LLM / embedding / rerank servers followed HTTPS_PROXY / HTTP_PROXY / ALL_PROXY (keys included), and a
+   visitor-chosen endpoint went through such a proxy unpinned; now only WENDAO_OUTBOUND_PROXY, with the target checked.
 4. One write key could queue any number of uploads (disk, the one worker); now a cap per key and per user
    (WENDAO_MAX_UPLOADS_PER_KEY / _PER_USER), a Chinese 429 in the API.
 """
@@ -173,3 +175,162 @@ def test_parallel_uploads_of_one_key_get_no_more_places_than_the_limit(team, mon
     del ws.lib.store.jobs.claim_next
     worker.worker_for(ws.lib).wake()
     assert worker.wait_idle(ws.lib, 120)
+
+
+# --- 3. model calls and proxies ----------------------------------------------------------------------------------
+class RecordingProxy:
+    """A forward HTTP proxy on 127.0.0.1 that records each request line and Host header it is asked to
+    forward (one request per connection, plain HTTP only; CONNECT is recorded and refused)."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.seen: list[tuple[str, str]] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        import socket
+        from urllib.parse import urlsplit
+
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                part = conn.recv(65536)
+                if not part:
+                    return
+                head += part
+            head, body = head.split(b"\r\n\r\n", 1)
+            line, *headers = head.decode("latin-1").split("\r\n")
+            fields = {h.split(":", 1)[0].strip().lower(): h.split(":", 1)[1].strip() for h in headers if ":" in h}
+            self.seen.append((line, fields.get("host", "")))
+            method, target, _ = line.split(" ", 2)
+            if method == "CONNECT":
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                return
+            while len(body) < int(fields.get("content-length", "0")):
+                body += conn.recv(65536)
+            parts = urlsplit(target)
+            kept = [h for h in headers if h.split(":", 1)[0].strip().lower() not in ("connection", "proxy-connection")]
+            request = (f"{method} {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\n"
+                       + "\r\n".join(kept + ["Connection: close"]) + "\r\n\r\n").encode("latin-1") + body
+            with socket.create_connection((parts.hostname, parts.port or 80), timeout=30) as upstream:
+                upstream.sendall(request)
+                while chunk := upstream.recv(65536):
+                    conn.sendall(chunk)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def recording_proxy(monkeypatch):
+    proxy = RecordingProxy()
+    for name in ("NO_PROXY", "no_proxy", "WENDAO_OUTBOUND_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    yield proxy
+    proxy.close()
+
+
+def _call_every_model_server(llm_url: str, model_url: str):
+    """One chat completion, one embedding and one rerank call, as the app makes them."""
+    from services.answers.llm import LLMClient
+    from services.config import LLMSettings
+    from services.index.served import ServedEmbedder, ServedModel
+    from services.search.rerank import ServedReranker
+
+    text = "".join(LLMClient(LLMSettings(base_url=llm_url, model="echo", api_key="sk-secret", max_retries=0))
+                   .stream([{"role": "user", "content": "请只回答：好"}]))
+    vector = ServedEmbedder(ServedModel(model_url, "fake-e5"), api_key="emb-secret").encode_query("长江")
+    scores = ServedReranker(ServedModel(model_url, "fake-reranker"), api_key="rr-secret").score("长江", ["长江很长。"])
+    return text, vector, scores
+
+
+def test_model_calls_ignore_the_environments_proxy_variables(recording_proxy, monkeypatch):
+    """HTTPS_PROXY / HTTP_PROXY / ALL_PROXY set for other programs on the server sent every question,
+    passage and API key through that proxy (the SDKs honour them), past the endpoint guard."""
+    from llm_server import FakeLLMServer
+    from model_server import FakeModelServer
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, recording_proxy.url)
+    with FakeLLMServer() as llm, FakeModelServer(models=["fake-e5", "fake-reranker"]) as models:
+        text, vector, scores = _call_every_model_server(llm.url, models.url)
+    assert text and vector.shape[0] > 0 and len(scores) == 1
+    assert recording_proxy.seen == []  # before: all three went through the proxy
+
+
+def test_an_explicit_outbound_proxy_carries_model_calls(recording_proxy, monkeypatch):
+    from llm_server import FakeLLMServer
+    from model_server import FakeModelServer
+
+    monkeypatch.setenv("WENDAO_OUTBOUND_PROXY", recording_proxy.url)
+    with FakeLLMServer() as llm, FakeModelServer(models=["fake-e5", "fake-reranker"]) as models:
+        text, _, scores = _call_every_model_server(llm.url, models.url)
+        assert text and len(scores) == 1
+        lines = [line for line, _ in recording_proxy.seen]
+        assert any(line.startswith(f"POST {llm.url}/chat/completions") for line in lines), lines
+        assert any(f"{models.url}/embeddings" in line for line in lines) and any("/rerank" in line for line in lines)
+        recording_proxy.seen.clear()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the usual exemption still works
+        _call_every_model_server(llm.url, models.url)
+        assert recording_proxy.seen == []
+
+
+def test_a_proxy_cannot_carry_a_visitors_endpoint_past_the_address_check(team, recording_proxy, monkeypatch):
+    """Team mode, an endpoint a KB owner typed: through a proxy the proxy resolved the name itself, so the
+    address check at connection time (DNS rebinding, redirects) was skipped. Through the environment's
+    proxy that was the old behaviour; through WENDAO_OUTBOUND_PROXY the target is resolved and checked here,
+    and plain HTTP is sent to the checked address."""
+    import socket
+
+    from llm_server import FakeLLMServer
+    from services import errors
+    from services.answers.llm import LLMClient
+    from services.config import LLMSettings
+
+    real = socket.getaddrinfo
+    target = {"ip": "169.254.169.254"}
+
+    def resolve(host, port, *args, **kwargs):
+        if host == "models.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (target["ip"], port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setenv("WENDAO_ALLOW_PRIVATE_ENDPOINTS", "1")
+
+    def ask(port):
+        client = LLMClient(LLMSettings(base_url=f"http://models.example:{port}/v1", model="echo", api_key="k",
+                                       max_retries=0, timeout=10))
+        return "".join(client.stream([{"role": "user", "content": "请只回答：好"}]))
+
+    with FakeLLMServer() as llm:
+        port = int(llm.url.split(":")[2].split("/")[0])
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):  # the environment's proxy: not used at all
+            monkeypatch.setenv(name, recording_proxy.url)
+        with pytest.raises(errors.WendaoError):
+            ask(port)  # metadata address: refused before anything is sent
+        assert recording_proxy.seen == []  # before: sent to the proxy, which would resolve the name itself
+        monkeypatch.setenv("WENDAO_OUTBOUND_PROXY", recording_proxy.url)
+        with pytest.raises(errors.WendaoError):
+            ask(port)
+        assert recording_proxy.seen == []
+        target["ip"] = "127.0.0.1"  # an allowed address: through the proxy, to the address checked here
+        assert ask(port)
+        assert recording_proxy.seen and all(line.split()[1].startswith(f"http://127.0.0.1:{port}/")
+                                            and host == f"models.example:{port}" for line, host in recording_proxy.seen)
