@@ -232,9 +232,17 @@ class Session:
         return out
 
     def _model_kb(self, card: dict) -> KnowledgeBase | None:
-        """The KB a fine-tuned model was trained on: by id (cards since the security review), else by
-        name; only a KB older than the model (a KB created later under a freed name, or a reused id,
-        is another KB). None when it is gone."""
+        """The KB a fine-tuned model was trained on: the one whose model folder holds it (models saved
+        per KB), else by id (cards since the security review), else by name; only a KB older than the
+        model (a KB created later under a freed name, or a reused id, is another KB). None when it is gone."""
+        from services.tuning.finetune import KB_FOLDER_PREFIX, kb_models_dir
+
+        if card.get("kb_folder"):
+            try:
+                row = self.store.get_kb(int(card["kb_folder"][len(KB_FOLDER_PREFIX):].split("-")[0]))
+            except (errors.KnowledgeBaseNotFound, ValueError):
+                return None
+            return row if kb_models_dir(self.lib, row).name == card["kb_folder"] else None
         try:
             if card.get("kb_id") is not None:
                 row = self.store.get_kb(int(card["kb_id"]))
@@ -248,22 +256,26 @@ class Session:
     def models_in_use(self) -> set[str]:
         return {self.lib.embedding_model(k) for k in self.store.list_kbs()}
 
-    def delete_finetuned_model(self, name: str) -> None:
-        """Delete a fine-tuned model folder (embedder or reranker): the owner of the KB it was trained
-        on, or an admin; never one a KB uses."""
+    def delete_finetuned_model(self, model: str) -> None:
+        """Delete a fine-tuned model folder (embedder or reranker), given its "path" from
+        `finetuned_models` (or its name where only one model the principal sees has it): the owner of
+        the KB it was trained on, or an admin; never one a KB uses."""
         from services.tuning.finetune import delete_model
 
-        card = next((m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)
-                     if m["name"] == name), None)
-        if card is None:
+        seen = [m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)]
+        found = [m for m in seen if m["path"] == model] or [m for m in seen if m["name"] == model]
+        if not found:
             raise errors.WendaoError("找不到这个微调模型。")
+        if len(found) > 1:
+            raise errors.WendaoError(f"有 {len(found)} 个名为「{model}」的微调模型（属于不同的知识库），请在列表中选择要删除的那个。")
+        card = found[0]
         row = self._model_kb(card)
         if not access.is_admin(self.store, self.who):
             if row is None:
                 raise errors.WendaoError("找不到这个微调模型。")
             access.require(self.store, self.who, row, "owner")
-        delete_model(self.lib, name)
-        self.audit("model_deleted", row.name if row else str(card.get("kb", "")), name)
+        delete_model(self.lib, card["path"])
+        self.audit("model_deleted", row.name if row else str(card.get("kb", "")), card["name"])
 
     # --- jobs ----------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
@@ -907,11 +919,14 @@ class KB:
     def finetune(self, name: str, settings=None, kind: str = "embedding") -> int:
         """Queue fine-tuning of the KB's embedding model, or (kind="reranker") training of a reranker on
         the KB's documents; the job id."""
-        from services.tuning.finetune import FinetuneSettings, valid_model_name
+        from services.tuning.finetune import FinetuneSettings, taken_name, valid_model_name
 
         if any(j.active for j in self.jobs(kinds=("finetune", "finetune_reranker"))):
             raise errors.WendaoError("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
-        name = valid_model_name(name)
+        name = valid_model_name(name)  # names are per KB (services.tuning.finetune.kb_models_dir)
+        self._need("editor")
+        if taken_name(self.lib, self.row, name) is not None:
+            raise errors.InvalidName(f"这个知识库已有名为「{taken_name(self.lib, self.row, name)}」的微调模型，请换一个名字或先删除它。")
         if kind == "reranker":
             from services.tuning.rerank_training import RerankSettings
 

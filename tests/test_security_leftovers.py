@@ -6,6 +6,9 @@
    (WENDAO_TRUSTED_PROXIES), right-most untrusted hop first.
 3. Calls to LLM / embedding / rerank servers followed HTTPS_PROXY / HTTP_PROXY / ALL_PROXY (keys included), and a
    visitor-chosen endpoint went through such a proxy unpinned; now only WENDAO_OUTBOUND_PROXY, with the target checked.
+2. Fine-tuned models were named for the whole data dir: one KB's owner could not use a name another KB had
+   taken (and learned it), and could delete a model of another KB still being evaluated by starting one of that name;
+   names are per KB now (models/@kb<id>-<created>/<name>), NFKC-normalised, never a path or a Windows device name.
 4. One write key could queue any number of uploads (disk, the one worker); now a cap per key and per user
    (WENDAO_MAX_UPLOADS_PER_KEY / _PER_USER), a Chinese 429 in the API.
 """
@@ -116,6 +119,118 @@ def test_a_mistyped_trusted_proxy_refuses_to_start(monkeypatch):
     with pytest.raises(errors.WendaoError, match="WENDAO_TRUSTED_PROXIES"):
         serving_module.serve("127.0.0.1", free_port())
     assert [str(n) for n in serving_module.trusted_proxies()] == ["127.0.0.1/32"]  # the middleware skips it
+
+
+# --- 2. fine-tuned model names ---------------------------------------------------------------------------------------
+def _quick_training(monkeypatch):
+    """`services.tuning.finetune.finetune` as the app runs it, with every heavy step faked (no data, no
+    training): what is left is naming, folders, cards and listing."""
+    from services.tuning import finetune as ft
+
+    pairs = [ft.Pair(f"问题{i}", f"段落{i}", i, f"doc{i % 3}", kind="question") for i in range(10)]
+    scores = {"dense": {"recall@5": 0.5, "mrr@10": 0.5}, "hybrid": {"recall@5": 0.5, "mrr@10": 0.5}}
+    monkeypatch.setattr(ft, "trainable_base", lambda lib, kb: "base")
+    monkeypatch.setattr(ft, "generate_pairs", lambda *a, **k: list(pairs))
+    monkeypatch.setattr(ft, "mine_negatives", lambda lib, kb, pairs, *a, **k: pairs)
+    monkeypatch.setattr(ft, "current_embedder", lambda lib, kb: None)
+    monkeypatch.setattr(ft, "split_pairs", lambda pairs, settings: (pairs[:6], pairs[6:], []))
+    monkeypatch.setattr(ft, "question_set", lambda lib, kb: None)
+    monkeypatch.setattr(ft, "pair_questions", lambda *a, **k: [])
+    monkeypatch.setattr(ft, "evaluate_sets", lambda *a, **k: {"heldout": scores, "questions": {}})
+
+    def train(base, pairs, out, settings, on_step=None, cancelled=None):
+        out.mkdir(parents=True)
+        (out / "weights.bin").write_text("trained", encoding="utf-8")
+        return ft.Progress(step=1, steps=1, losses=[1.0])
+
+    monkeypatch.setattr(ft, "train", train)
+
+
+def _tune(kb, name):
+    from services import worker
+
+    job = kb.finetune(name)
+    assert worker.wait_idle(kb.lib, 120)
+    return kb.job(job)
+
+
+def test_two_kbs_may_name_their_models_alike_without_touching_each_other(team, monkeypatch):
+    """Fine-tuned models were saved as models/<name>: the first KB to use a name took it for the whole
+    data dir (another KB's owner was told 「已有名为…的微调模型」, learning what someone else's KB trained),
+    and a model still being evaluated was deleted when another KB started one under the same name."""
+    _quick_training(monkeypatch)
+    ws, who, _ = team
+    kb1 = ws.session(who["A"]).kb("KB1", "owner")
+    d_kb = ws.session(who["D"]).create_kb("D的库")
+    d_kb.upload("d.txt", "丁的文档。".encode())
+    assert _tune(kb1, "薪资模型").status == "done"
+    from services.tuning import finetune as ft
+
+    evaluating = ft.model_folder(ws.lib, kb1.row, "评估中")  # KB1's run, stopped while evaluating its model
+    evaluating.mkdir(parents=True)
+    (evaluating / ft.CARD).write_text('{"name": "评估中", "status": "evaluating"}', encoding="utf-8")
+    assert _tune(d_kb, "评估中").status == "done" and evaluating.exists()  # before: D's run deleted it
+    second = _tune(d_kb, "薪资模型")
+    assert second.status == "done", second.result  # before: failed, naming KB1's model
+    a_models = {m["kb"]: m["path"] for m in ws.session(who["B"]).finetuned_models()}  # B: editor of KB1
+    d_models = [m for m in ws.session(who["D"]).finetuned_models() if m["name"] == "薪资模型"]
+    assert {m["kb"] for m in d_models} == {"D的库"} and set(a_models) == {"KB1"}  # each sees their own only
+    assert d_models[0]["path"] != a_models["KB1"]
+    assert all(Path(p).resolve().is_relative_to((ws.lib.root / "models").resolve()) for p in (*a_models.values(), d_models[0]["path"]))
+    ws.session(who["D"]).delete_finetuned_model("薪资模型")  # D's own, by name: KB1's is untouched
+    assert Path(a_models["KB1"]).exists() and not Path(d_models[0]["path"]).exists()
+    with pytest.raises(Exception):
+        ws.session(who["D"]).delete_finetuned_model(a_models["KB1"])  # nor by its path
+    assert Path(a_models["KB1"]).exists()
+    b = ws.session(who["B"]).kb("KB1", "editor")  # names in one KB still differ (also in case: one folder on Windows)
+    from services import errors
+
+    for same in ("薪资模型", "薪资模型 "):
+        with pytest.raises(errors.InvalidName, match="已有名为"):
+            b.finetune(same)
+    _tune(kb1, "Model")
+    with pytest.raises(errors.InvalidName, match="Model"):
+        b.finetune("ｍｏｄｅｌ")
+
+
+def test_a_kb_made_under_a_reused_id_does_not_inherit_the_models_folder(team, monkeypatch):
+    _quick_training(monkeypatch)
+    ws, who, _ = team
+    gone = ws.session(who["A"]).create_kb("临时")
+    gone.upload("t.txt", "临时的文档。".encode())
+    assert _tune(gone, "临时模型").status == "done"
+    gone.delete()
+    reused = ws.session(who["D"]).create_kb("新库")
+    assert reused.id == gone.id
+    reused.upload("n.txt", "新库的文档。".encode())
+    assert ws.session(who["D"]).finetuned_models() == []
+    assert _tune(reused, "临时模型").status == "done"  # its own folder: nothing to take over or to be refused by
+    assert [m["kb"] for m in ws.session(who["D"]).finetuned_models()] == ["新库"]
+    assert len(ws.session(LOCAL).finetuned_models()) == 2  # the admin still sees the orphan
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a/b", "/etc/passwd", "a\\b", "C:\\x", "C:x", "．．", "．．／x",
+                                  "a／b", "a＼b", "con", "NUL", "com1.txt", "lpt9", "a.", ".hidden", "x" * 61,
+                                  "a\u200bb", "", " ", "a\x00", "a\nb", "@kb1-1"])
+def test_a_model_name_cannot_name_a_folder_elsewhere(team, name):
+    from services import errors
+    from services.tuning.finetune import model_folder, valid_model_name
+
+    ws, who, _ = team
+    with pytest.raises(errors.InvalidName):
+        valid_model_name(name)
+    with pytest.raises(errors.InvalidName):
+        ws.session(who["B"]).kb("KB1", "editor").finetune(name)
+    with pytest.raises(errors.InvalidName):
+        model_folder(ws.lib, ws.lib.store.find_kb("KB1"), name)
+
+
+def test_look_alike_model_names_are_saved_as_their_plain_form():
+    from services.tuning.finetune import valid_model_name
+
+    assert valid_model_name("ｍｏｄｅｌ－１") == "model-1"  # full width, as an IME types it
+    assert valid_model_name("法律①") == "法律1"
+    assert valid_model_name("v1.2_法规") == "v1.2_法规"
 
 
 # --- 4. uploads in flight per key and per user ---------------------------------------------------------------------
