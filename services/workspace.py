@@ -275,7 +275,8 @@ class Session:
                 raise errors.WendaoError("找不到这个微调模型。")
             access.require(self.store, self.who, row, "owner")
         delete_model(self.lib, card["path"])
-        self.audit("model_deleted", row.name if row else str(card.get("kb", "")), card["name"])
+        shown = card["name"]
+        self.audit("model_deleted", row.name if row else str(card.get("kb", "")), shown)
 
     # --- jobs ----------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
