@@ -113,9 +113,10 @@ def _ip(text: str):
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text.split("%", 1)[0])
+        address = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
+    return getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1 on a dual-stack socket
 
 
 def client_address(peer: str, headers: list[tuple[bytes, bytes]], proxies: list) -> tuple[str, str | None]:

@@ -926,8 +926,9 @@ class KB:
             raise errors.WendaoError("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
         name = valid_model_name(name)  # names are per KB (services.tuning.finetune.kb_models_dir)
         self._need("editor")
-        if taken_name(self.lib, self.row, name) is not None:
-            raise errors.InvalidName(f"这个知识库已有名为「{taken_name(self.lib, self.row, name)}」的微调模型，请换一个名字或先删除它。")
+        taken = taken_name(self.lib, self.row, name)
+        if taken is not None:
+            raise errors.InvalidName(f"这个知识库已有名为「{taken}」的微调模型，请换一个名字或先删除它。")
         if kind == "reranker":
             from services.tuning.rerank_training import RerankSettings
 

@@ -109,6 +109,7 @@ def test_forwarded_entries_and_the_scheme_from_a_listed_proxy():
               nets) == ("198.51.100.1", "https")
     assert at("127.0.0.1", [(b"x-forwarded-proto", b"gopher")], nets) == ("127.0.0.1", None)
     assert at("127.0.0.1", [(b"x-forwarded-for", b"127.0.0.1")], nets) == ("127.0.0.1", None)  # a proxy's own request
+    assert at("::ffff:127.0.0.1", [(b"x-forwarded-for", b"198.51.100.2")], nets) == ("198.51.100.2", None)  # dual stack
 
 
 def test_a_mistyped_trusted_proxy_refuses_to_start(monkeypatch):
