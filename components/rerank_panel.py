@@ -76,7 +76,7 @@ def reranker_section(kb) -> None:
             if c2.button("删除", key=key(f"delete_{card['name']}"), disabled=locked or current.reranker_model == card["path"],
                          help="知识库设置中正在使用的模型不能删除" if current.reranker_model == card["path"] else None):
                 try:
-                    session().delete_finetuned_model(card["name"])
+                    session().delete_finetuned_model(card["path"])
                     st.rerun()
                 except Exception as exc:
                     show_error(exc)

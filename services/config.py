@@ -47,6 +47,14 @@ def max_file_bytes() -> int:
     return int(float(os.environ.get("WENDAO_MAX_FILE_MB", "200")) * 1024 * 1024)
 
 
+def max_uploads_in_flight() -> tuple[int, int]:
+    """How many uploads one API key (`WENDAO_MAX_UPLOADS_PER_KEY`, default 10) and one user, with the keys
+    they made (`WENDAO_MAX_UPLOADS_PER_USER`, default 200: a folder chosen on the upload page), may have
+    queued or being indexed at once (the single local user has no limit); 0 = no limit."""
+    return (int(os.environ.get("WENDAO_MAX_UPLOADS_PER_KEY", "10") or 0),
+            int(os.environ.get("WENDAO_MAX_UPLOADS_PER_USER", "200") or 0))
+
+
 def max_document_chars() -> int:
     """Most characters one document may hold (`WENDAO_MAX_DOC_CHARS`, default 3 million, about
     1,500 pages of Chinese); parsers stop at this cap so memory stays bounded, also in the stages

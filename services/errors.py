@@ -297,6 +297,13 @@ class SignInFailed(PermissionDenied):
     default_message = "用户名或密码不正确。"
 
 
+class TooManyUploads(WendaoError):
+    """More uploads in flight (queued or being indexed) for one API key or one user than allowed
+    (WENDAO_MAX_UPLOADS_PER_KEY / WENDAO_MAX_UPLOADS_PER_USER); HTTP 429 in the API."""
+
+    default_message = "正在排队或索引的上传太多，请等前面的文件处理完再上传。"
+
+
 class SignInThrottled(PermissionDenied):
     default_message = "登录失败次数过多，请稍后再试。"
 

@@ -91,36 +91,50 @@ def guarded(base_url: str) -> bool:
     return not any(u and same_endpoint(base_url, u) for u in own)
 
 
-def http_client(base_url: str, timeout=None):
-    """An httpx client for a visitor-chosen endpoint (None where `guarded` says no guard is needed):
-    every request, redirects included, connects only to an address checked at that moment, so
-    neither a redirect nor a DNS answer that changes after `check_endpoint` (DNS rebinding) reaches
-    link-local, metadata or (unless allowed) internal addresses."""
-    if not guarded(base_url) or _through_proxy(base_url):
-        return None
-    return httpx.Client(transport=GuardedTransport(), timeout=timeout, follow_redirects=False)
-
-
-def _through_proxy(url: str) -> bool:
-    """Whether the environment sends requests to `url` through an HTTP proxy (HTTPS_PROXY and the
-    like): the proxy resolves the name, so the connection cannot be pinned here; such endpoints keep
-    the SDK's own client (with the proxy) and `check_endpoint`'s check (when the endpoint is chosen,
-    and for the LLM before each question)."""
+def outbound_proxy(url: str = "") -> str | None:
+    """The proxy model calls go through: WENDAO_OUTBOUND_PROXY (the operator's explicit choice), except
+    for hosts NO_PROXY names; None without it. HTTPS_PROXY / HTTP_PROXY / ALL_PROXY are never used: set
+    for other programs, they would send every question, passage and key through a proxy this server
+    never chose, and the proxy, resolving the name itself, would bypass the address checks below."""
     import urllib.request
 
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies()
-    return bool(proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(parts.hostname or "")
+    proxy = os.environ.get("WENDAO_OUTBOUND_PROXY", "").strip()
+    host = urlsplit(url).hostname or ""
+    if not proxy or (host and urllib.request.proxy_bypass_environment(host)):
+        return None
+    return proxy
+
+
+def http_client(base_url: str, timeout=None) -> httpx.Client:
+    """The httpx client for calls to a model endpoint (LLM, embeddings, rerank). Proxy variables of the
+    environment and ~/.netrc are ignored (`trust_env=False`); WENDAO_OUTBOUND_PROXY, when set, is the
+    proxy. Where `guarded` says so (visitor-chosen endpoints in team mode), every request, redirects
+    included, goes only to an address checked at that moment, so neither a redirect nor a DNS answer
+    that changes after `check_endpoint` (DNS rebinding) reaches link-local, metadata or (unless
+    allowed) internal addresses; through the proxy too (the target's name is resolved and checked here
+    first; plain HTTP goes to the checked address, HTTPS by name, which the proxy resolves again)."""
+    proxy = outbound_proxy(base_url)
+    if guarded(base_url):
+        return httpx.Client(transport=GuardedTransport(proxy=proxy), timeout=timeout, follow_redirects=False,
+                            trust_env=False)
+    return httpx.Client(transport=httpx.HTTPTransport(proxy=proxy), timeout=timeout, follow_redirects=True,
+                        trust_env=False)
 
 
 class GuardedTransport(httpx.HTTPTransport):
     """httpx transport that resolves each request's host once, checks every address, and connects to
     the checked one (the Host header and the TLS server name stay the host name)."""
 
+    def __init__(self, proxy: str | None = None, **kwargs):
+        super().__init__(proxy=proxy, **kwargs)
+        self.proxied = proxy is not None
+
     def handle_request(self, request):
         url = request.url
         addresses = vetted_addresses(url.host, url.port or (443 if url.scheme == "https" else 80))
-        if addresses and addresses[0] != url.host:
+        if self.proxied and url.scheme == "https":
+            pass  # a tunnel to an address would present it as the TLS server name: sent by name, checked above
+        elif addresses and addresses[0] != url.host:
             if url.scheme == "https":
                 request.extensions = {**request.extensions, "sni_hostname": url.host}
             request.url = url.copy_with(host=addresses[0])

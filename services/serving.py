@@ -3,6 +3,7 @@ where the pages and the HTTP API share one process) and the ASGI middleware ever
 the Host check (DNS rebinding) and the security headers."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services import auth
+from services import auth, errors
 
 log = logging.getLogger("wendao.serving")
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +30,11 @@ def serve(address: str = "127.0.0.1", port: int = 8501) -> int:
     Streamlit's (same pid), so stopping `wendao serve` — a signal, a service manager — stops the
     server itself rather than leaving a child listening on the port."""
     auth.check_bind(address)
+    trusted_proxies(strict=True)  # a typo in WENDAO_TRUSTED_PROXIES refuses to start, in Chinese
     warn_open_data_dir()
-    env = {**os.environ, "WENDAO_SERVE_ADDRESS": address}
+    # uvicorn would take X-Forwarded-For from any loopback peer as the client's address (FORWARDED_ALLOW_IPS
+    # defaults to 127.0.0.1): off, so GuardMiddleware alone reads it, from WENDAO_TRUSTED_PROXIES only
+    env = {**os.environ, "WENDAO_SERVE_ADDRESS": address, "FORWARDED_ALLOW_IPS": ""}
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "components" / "server.py"),
                "--server.port", str(port), "--server.address", address, "--server.headless", "true"]
     sys.stdout.flush()
@@ -81,6 +85,74 @@ def declared_hosts() -> set[str]:
     return {h.strip().lower() for h in os.environ.get("WENDAO_ALLOWED_HOSTS", "").split(",") if h.strip()}
 
 
+def trusted_proxies(strict: bool = False) -> list:
+    """The reverse proxies whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed
+    (WENDAO_TRUSTED_PROXIES: addresses or networks, comma-separated; default none). An entry that is
+    neither is skipped with a warning, or (strict, at `wendao serve`) refuses to start."""
+    nets = []
+    for item in os.environ.get("WENDAO_TRUSTED_PROXIES", "").replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(item.strip("[]"), strict=False))
+        except ValueError:
+            if strict:
+                raise errors.WendaoError(f"WENDAO_TRUSTED_PROXIES 中的「{item[:100]}」不是 IP 地址或网段"
+                                         "（例如 127.0.0.1、::1、10.0.0.0/8，逗号分隔）。") from None
+            log.warning("WENDAO_TRUSTED_PROXIES: %r is not an address or network, ignored", item[:100])
+    return nets
+
+
+def _ip(text: str):
+    """The IP address in a forwarded-for entry ("1.2.3.4", "1.2.3.4:5678", "[2001:db8::1]:80",
+    "2001:db8::1"), or None (a name, "unknown", garbage)."""
+    text = text.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:text.find("]")] if "]" in text else text
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    return getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1 on a dual-stack socket
+
+
+def client_address(peer: str, headers: list[tuple[bytes, bytes]], proxies: list) -> tuple[str, str | None]:
+    """Who a request comes from, and the scheme the client used (None: as connected). Forwarded headers
+    count only when the connecting peer is a trusted proxy: then the client is the right-most address
+    of X-Forwarded-For that is not itself a trusted proxy (every entry left of it was written by the
+    client and may be anything), else X-Real-IP. Untrusted peers, loopback included, are the client:
+    anyone who can reach the port, or a proxy that passes the header on, would otherwise choose the
+    address that sign-in throttling, rate limits and the audit log go by."""
+    def trusted(address) -> bool:
+        return address is not None and any(address in net for net in proxies)
+
+    if not proxies or not trusted(_ip(peer or "")):
+        return peer, None
+    forwarded, real, proto = [], None, None
+    for name, value in headers:
+        if name == b"x-forwarded-for":
+            forwarded += value.decode("latin-1").split(",")
+        elif name == b"x-real-ip":
+            real = value.decode("latin-1")
+        elif name == b"x-forwarded-proto":
+            proto = value.decode("latin-1").split(",")[-1].strip().lower()  # the nearest proxy's
+    proto = proto if proto in ("http", "https") else None
+    hop = peer
+    for entry in reversed([e for e in forwarded if e.strip()]):
+        address = _ip(entry)
+        if address is None:  # not an address: written by the client, not by a proxy
+            return hop, proto
+        hop = str(address)
+        if not trusted(address):
+            return hop, proto
+    if not forwarded and real is not None and _ip(real) is not None:
+        return str(_ip(real)), proto
+    return hop, proto  # every hop a trusted proxy: the left-most of them
+
+
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 STATE_CHANGING_GETS = ("/api/auth/logout",)  # the user menu's sign-out link: another site must not sign one out
 
@@ -121,12 +193,15 @@ class GuardMiddleware:
     drive the app through DNS rebinding), state-changing requests and WebSockets that a browser says
     come from a page of another origin (cross-site request forgery: with no sign-in in single-user
     mode any web page could otherwise upload into the user's KBs; in team mode, sign in a victim as
-    the attacker), and adds the security headers to every HTTP response."""
+    the attacker), and adds the security headers to every HTTP response. The client's address
+    (`scope["client"]`, what the API, the pages and the audit log read) is the connecting peer, or
+    behind a proxy listed in WENDAO_TRUSTED_PROXIES what that proxy forwarded (`client_address`)."""
 
     def __init__(self, app, address_of=lambda: os.environ.get("WENDAO_SERVE_ADDRESS", "127.0.0.1")):
         self.app = app
         self.address_of = address_of
         self._hosts: set[str] | None = None
+        self.proxies = trusted_proxies()
 
     def hosts(self) -> set[str]:
         if self._hosts is None:
@@ -136,6 +211,12 @@ class GuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
+        peer, port = (scope.get("client") or ("", 0))[:2]
+        client, proto = client_address(peer, scope.get("headers", []), self.proxies)
+        if client != peer or proto:
+            scope = {**scope, "client": (client, port)}
+            if proto:
+                scope["scheme"] = proto if scope["type"] == "http" else proto.replace("http", "ws")
         host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), "")
         if _host_of(host) not in self.hosts():
             log.warning("refused a %s request for host %r", scope["type"], host[:100])

@@ -237,9 +237,17 @@ class Session:
         return out
 
     def _model_kb(self, card: dict) -> KnowledgeBase | None:
-        """The KB a fine-tuned model was trained on: by id (cards since the security review), else by
-        name; only a KB older than the model (a KB created later under a freed name, or a reused id,
-        is another KB). None when it is gone."""
+        """The KB a fine-tuned model was trained on: the one whose model folder holds it (models saved
+        per KB), else by id (cards since the security review), else by name; only a KB older than the
+        model (a KB created later under a freed name, or a reused id, is another KB). None when it is gone."""
+        from services.tuning.finetune import KB_FOLDER_PREFIX, kb_models_dir
+
+        if card.get("kb_folder"):
+            try:
+                row = self.store.get_kb(int(card["kb_folder"][len(KB_FOLDER_PREFIX):].split("-")[0]))
+            except (errors.KnowledgeBaseNotFound, ValueError):
+                return None
+            return row if kb_models_dir(self.lib, row).name == card["kb_folder"] else None
         try:
             if card.get("kb_id") is not None:
                 row = self.store.get_kb(int(card["kb_id"]))
@@ -253,22 +261,27 @@ class Session:
     def models_in_use(self) -> set[str]:
         return {self.lib.embedding_model(k) for k in self.store.list_kbs()}
 
-    def delete_finetuned_model(self, name: str) -> None:
-        """Delete a fine-tuned model folder (embedder or reranker): the owner of the KB it was trained
-        on, or an admin; never one a KB uses."""
+    def delete_finetuned_model(self, model: str) -> None:
+        """Delete a fine-tuned model folder (embedder or reranker), given its "path" from
+        `finetuned_models` (or its name where only one model the principal sees has it): the owner of
+        the KB it was trained on, or an admin; never one a KB uses."""
         from services.tuning.finetune import delete_model
 
-        card = next((m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)
-                     if m["name"] == name), None)
-        if card is None:
+        seen = [m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)]
+        found = [m for m in seen if m["path"] == model] or [m for m in seen if m["name"] == model]
+        if not found:
             raise errors.WendaoError("找不到这个微调模型。")
+        if len(found) > 1:
+            raise errors.WendaoError(f"有 {len(found)} 个名为「{model}」的微调模型（属于不同的知识库），请在列表中选择要删除的那个。")
+        card = found[0]
         row = self._model_kb(card)
         if not access.is_admin(self.store, self.who):
             if row is None:
                 raise errors.WendaoError("找不到这个微调模型。")
             access.require(self.store, self.who, row, "owner")
-        delete_model(self.lib, name)
-        self.audit("model_deleted", row.name if row else str(card.get("kb", "")), name)
+        delete_model(self.lib, card["path"])
+        shown = card["name"]
+        self.audit("model_deleted", row.name if row else str(card.get("kb", "")), shown)
 
     # --- jobs ----------------------------------------------------------------------------------
     def job(self, job_id: int) -> Job:
@@ -351,6 +364,55 @@ class Session:
         """Every API key of every KB (admins), newest last."""
         self._admin()
         return self.store.keys.of_kb()
+
+
+_UPLOADS_LOCK = threading.Lock()
+_UPLOADS_STARTING: dict[str, int] = {}  # uploads past the check whose job is not written yet, per tag
+
+
+def _upload_tags(who: Principal) -> list[str]:
+    """Whose in-flight uploads an upload counts against: the API key's and the user's who made it, or
+    the signed-in user's (none for the single local user)."""
+    if who.kind == "key":
+        return [f"k{who.key_id}"] + ([f"u{who.key_creator}"] if who.key_creator is not None else [])
+    return [f"u{who.user_id}"] if who.kind == "user" and who.user_id is not None else []
+
+
+class _upload_slot:
+    """A place for one more upload of `who`, or TooManyUploads: one write key (or user) could otherwise
+    queue any number of files, each kept on disk and indexed in turn by the data dir's one worker, while
+    everyone else's uploads wait. Counts the queued and running uploads tagged with the principal's key
+    and user (`by` in the job's parameters) plus those between this check and their job row."""
+
+    def __init__(self, store, who: Principal):
+        from services.config import max_uploads_in_flight
+
+        self.store, self.tags = store, _upload_tags(who)
+        self.limits = dict(zip(("k", "u"), max_uploads_in_flight()))
+
+    def __enter__(self) -> list[str]:
+        with _UPLOADS_LOCK:
+            if self.tags:
+                queued: dict[str, int] = {}
+                for params in self.store.jobs.active_params("ingest"):
+                    for tag in params.get("by") or []:
+                        queued[tag] = queued.get(tag, 0) + 1
+                for tag in self.tags:
+                    limit = self.limits[tag[0]]
+                    if limit and queued.get(tag, 0) + _UPLOADS_STARTING.get(tag, 0) >= limit:
+                        whose = "这个 API 密钥" if tag[0] == "k" else "你"
+                        raise errors.TooManyUploads(f"{whose}已有 {limit} 个上传正在排队或索引（上限 {limit} 个），"
+                                                    "请等前面的文件处理完再上传。")
+            for tag in self.tags:
+                _UPLOADS_STARTING[tag] = _UPLOADS_STARTING.get(tag, 0) + 1
+        return self.tags
+
+    def __exit__(self, *exc) -> None:
+        with _UPLOADS_LOCK:
+            for tag in self.tags:
+                _UPLOADS_STARTING[tag] -= 1
+                if not _UPLOADS_STARTING[tag]:
+                    del _UPLOADS_STARTING[tag]
 
 
 def _bounded(text: str, what: str) -> None:
@@ -785,7 +847,9 @@ class KB:
         from services.jobs import chunking_params
 
         self._need("editor")
-        job = self.submit("ingest", filename, chunking_params(config or self.chunking_config()), data)
+        with _upload_slot(self.store, self.session.who) as by:
+            params = {**chunking_params(config or self.chunking_config()), **({"by": by} if by else {})}
+            job = self.submit("ingest", filename, params, data)
         self._audit("document_uploaded", f"#{job} {filename[:200]}")  # who put which text into the KB
         return job
 
@@ -860,11 +924,15 @@ class KB:
     def finetune(self, name: str, settings=None, kind: str = "embedding") -> int:
         """Queue fine-tuning of the KB's embedding model, or (kind="reranker") training of a reranker on
         the KB's documents; the job id."""
-        from services.tuning.finetune import FinetuneSettings, valid_model_name
+        from services.tuning.finetune import FinetuneSettings, taken_name, valid_model_name
 
         if any(j.active for j in self.jobs(kinds=("finetune", "finetune_reranker"))):
             raise errors.WendaoError("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
-        name = valid_model_name(name)
+        name = valid_model_name(name)  # names are per KB (services.tuning.finetune.kb_models_dir)
+        self._need("editor")
+        taken = taken_name(self.lib, self.row, name)
+        if taken is not None:
+            raise errors.InvalidName(f"这个知识库已有名为「{taken}」的微调模型，请换一个名字或先删除它。")
         if kind == "reranker":
             from services.tuning.rerank_training import RerankSettings
 

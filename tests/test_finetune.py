@@ -231,7 +231,7 @@ def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_nam
     real = ft.evaluate_sets
 
     def crash_after(lib_, kb_, model_path, sets, *args, **kwargs):
-        if model_path and Path(model_path).parent.name == "models":
+        if model_path and ft.models_dir(lib) in Path(model_path).parents:
             assert Path(model_path).is_dir() and not finetuned_models(lib), "unfinished models stay unlisted"
             raise KeyboardInterrupt  # the process stops while evaluating the new model
         return real(lib_, kb_, model_path, sets, *args, **kwargs)
@@ -239,9 +239,9 @@ def test_a_run_stopped_while_evaluating_leaves_no_listed_model_and_frees_its_nam
     monkeypatch.setattr(ft, "evaluate_sets", crash_after)
     with pytest.raises(KeyboardInterrupt):
         finetune(lib, kb, "中断", settings)
-    assert not (ft.models_dir(lib) / "中断").exists() and not finetuned_models(lib)
-    (ft.models_dir(lib) / "中断").mkdir()  # as a kill -9 would leave it: a card without results
-    (ft.models_dir(lib) / "中断" / ft.CARD).write_text('{"name": "中断", "status": "evaluating"}')
+    assert not ft.model_folder(lib, kb, "中断").exists() and not finetuned_models(lib)
+    ft.model_folder(lib, kb, "中断").mkdir()  # as a kill -9 would leave it: a card without results
+    (ft.model_folder(lib, kb, "中断") / ft.CARD).write_text('{"name": "中断", "status": "evaluating"}')
     assert not finetuned_models(lib)
     monkeypatch.setattr(ft, "evaluate_sets", real)
     assert finetune(lib, kb, "中断", settings)["name"] == "中断"  # the leftover does not block the name
@@ -320,7 +320,7 @@ def test_better_follows_the_question_set_when_the_kb_has_one(lib, tuned_kb, monk
     scores = {"questions": (0.5, 0.5)}  # (dense, hybrid) MRR@10 of the tuned model on the user's questions
 
     def fake_sets(lib, kb, model_path, sets, **_):
-        tuned = bool(model_path) and Path(model_path).parent.name == "models"  # the run's output folder
+        tuned = bool(model_path) and ft.models_dir(lib) in Path(model_path).parents  # the run's output folder
 
         def result(dense, hybrid, n):
             return {"dense": {"recall@1": 0, "recall@5": 0, "recall@10": 0, "mrr@10": dense},
@@ -403,7 +403,7 @@ def test_finetune_runs_in_the_background_with_progress_and_can_be_cancelled(lib,
     assert worker.wait_idle(lib, 120)
     j = [j for j in worker.jobs(lib, kb, kinds=("finetune",)) if j.id == slow][0]
     assert j.status == "cancelled" and "取消" not in [m["name"] for m in finetuned_models(lib)]
-    assert not list((lib.root / "models").glob(".*partial"))
+    assert not list((lib.root / "models").rglob(".*partial"))
 
 
 def test_an_llm_question_trains_on_the_part_of_the_passage_it_asks_about():

@@ -213,7 +213,7 @@ def test_progress_loss_curve_and_cancel_are_polled_from_the_job(tiny_kb, monkeyp
     assert worker.wait_idle(lib, 120)
     at.run()
     assert "微调「慢模型」已取消" in texts(at)
-    assert not list((lib.root / "models").glob("*慢模型*"))
+    assert not list((lib.root / "models").rglob("*慢模型*"))
 
 
 @pytest.mark.torch

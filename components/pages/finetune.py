@@ -271,7 +271,7 @@ for m in models:
         if st.button("删除", key=f"finetune_delete_{m['name']}", disabled=locked or m["path"] in in_use,
                      help="正在被知识库使用的模型不能删除，请先切换到其他模型" if m["path"] in in_use else None):
             try:
-                session().delete_finetuned_model(m["name"])
+                session().delete_finetuned_model(m["path"])
                 st.rerun()
             except Exception as exc:
                 show_error(exc)

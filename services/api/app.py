@@ -25,7 +25,7 @@ STATUS = [(errors.NotSignedIn, 401), (errors.SignInFailed, 401), (errors.SignInT
           (errors.PermissionDenied, 403), (errors.KnowledgeBaseNotFound, 404), (errors.DocumentNotFound, 404),
           (errors.JobNotFound, 404), (errors.ConversationNotFound, 404), (errors.DataDirBusy, 409),
           (errors.FileTooLarge, 413), (errors.AmbiguousKnowledgeBase, 409),
-          (errors.QueryTooLong, 413)]
+          (errors.QueryTooLong, 413), (errors.TooManyUploads, 429)]
 
 
 def rate_limit() -> str:

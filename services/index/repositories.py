@@ -119,6 +119,12 @@ class JobRows:
             " AND (status IN ('queued','running','cancelling') OR updated_at>=?) ORDER BY id", (kb_id, *kinds, since))
         return [_job(r) for r in rows]
 
+    def active_params(self, kind: str) -> list[dict]:
+        """The parameters of every queued or running job of `kind` (in every KB)."""
+        rows = self.db.execute("SELECT params FROM jobs WHERE kind=? AND status IN ('queued','running','cancelling')",
+                               (kind,))
+        return [json.loads(r[0] or "{}") for r in rows]
+
     def any_active(self) -> bool:
         return self.db.execute("SELECT 1 FROM jobs WHERE status IN ('queued','running','cancelling')").fetchone() is not None
 

@@ -130,10 +130,8 @@ class ServedReranker:
         from services import netguard
 
         timeout = httpx.Timeout(self.settings.timeout, connect=min(5.0, self.settings.timeout))
-        guarded = netguard.http_client(served.base_url, timeout)  # visitor-chosen endpoints in team mode
-        if guarded is not None:
-            guarded.headers.update(headers)
-        self._http = guarded or httpx.Client(timeout=timeout, headers=headers)
+        self._http = netguard.http_client(served.base_url, timeout)  # no proxy from the environment; guarded
+        self._http.headers.update(headers)  # where a visitor chose the endpoint (team mode)
         self._down: tuple[float, Exception] | None = None  # when the server last failed to answer, and how
         self._slots = threading.BoundedSemaphore(self.settings.concurrency)
         self.shape = "cohere"  # or "tei", learnt from the server's first answer

@@ -14,7 +14,8 @@ held in memory (services.index.dense.MemoryDense), so the switch decision measur
 - Training: sentence-transformers' MultipleNegativesRankingLoss (in-batch + mined negatives; batches
   without two pairs of one document) in a plain loop with progress, a loss curve, an ETA and
   cancellation; CPU or GPU; 128-token training length.
-- Result: a normal sentence-transformers folder under `<data>/models/<name>/` with a model card
+- Result: a normal sentence-transformers folder under `<data>/models/@kb<id>-<created>/<name>/` (names are
+  per KB: see `kb_models_dir`) with a model card
   (`wendao_card.json`: base model, KB, date, data size, settings, metrics), listed by
   `finetuned_models` and selectable per KB like any model (re-embedding switches the KB to it).
   The switch is offered only when the new model is better: on the KB's saved question set when it
@@ -29,6 +30,7 @@ import random
 import re
 import shutil
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -886,14 +888,48 @@ def models_dir(lib: Library) -> Path:
     return lib.root / "models"
 
 
-def new_model_folder(lib: Library, name: str) -> Path:
-    """Where a model trained under `name` goes: free (a folder left by a run that stopped while
-    evaluating is removed), or InvalidName when a finished model already has that name."""
-    out = models_dir(lib) / valid_model_name(name)
-    if out.exists() and unfinished(out):
-        shutil.rmtree(out, ignore_errors=True)
+KB_FOLDER_PREFIX = "@kb"  # "@" is not allowed in model names: no model folder can be taken for a KB's
+
+
+def kb_models_dir(lib: Library, kb: KnowledgeBase) -> Path:
+    """The folder of one KB's fine-tuned models: names are per KB, so one KB's model can neither take
+    nor overwrite another's (the same name in two KBs is two folders), and naming one tells nothing
+    about the models of KBs one cannot see. The KB's creation time is part of it: a KB made later
+    under a reused id gets a folder of its own. (Models saved before, directly under models/, stay
+    where they are.)"""
+    return models_dir(lib) / f"{KB_FOLDER_PREFIX}{kb.id}-{int(kb.created_at * 1000)}"
+
+
+def model_folder(lib: Library, kb: KnowledgeBase, name: str) -> Path:
+    """Where the KB's model `name` lives (a checked name: always a direct child of `kb_models_dir`)."""
+    parent = kb_models_dir(lib, kb)
+    folder = parent / valid_model_name(name)
+    if folder.parent != parent or folder.resolve().parent != parent.resolve():  # belt and braces
+        raise errors.InvalidName("模型名称不能包含路径。")
+    return folder
+
+
+def taken_name(lib: Library, kb: KnowledgeBase, name: str) -> str | None:
+    """The finished model of this KB whose name equals `name` up to case (on Windows and macOS those
+    are one folder), or None."""
+    key = valid_model_name(name).casefold()
+    parent = kb_models_dir(lib, kb)
+    for folder in parent.iterdir() if parent.is_dir() else []:
+        if folder.name.casefold() == key and not folder.name.startswith(".") and not unfinished(folder):
+            return folder.name
+    return None
+
+
+def new_model_folder(lib: Library, kb: KnowledgeBase, name: str) -> Path:
+    """Where a model of the KB trained under `name` goes: free (a folder left by a run that stopped
+    while evaluating is removed), or InvalidName when a finished model of this KB already has that name."""
+    out = model_folder(lib, kb, name)
+    taken = taken_name(lib, kb, name)
+    if taken is not None:
+        raise errors.InvalidName(f"这个知识库已有名为「{taken}」的微调模型，请换一个名字或先删除它。")
     if out.exists():
-        raise errors.InvalidName(f"已有名为「{out.name}」的微调模型，请换一个名字或先删除它。")
+        shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -905,7 +941,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
     saved question set: {"n", "total", "left_out": reasons with counts, "before", "after"}, which then decides "better")."""
     settings = settings or FinetuneSettings()
     name = valid_model_name(name)
-    out = new_model_folder(lib, name)
+    out = new_model_folder(lib, kb, name)
     stage = StageClock(on_stage)  # the stages' wall times go to the card (the next run's estimate)
     timing = stage.timing
     counts: dict = {"chunks": lib.store.count_chunks(kb.id)}  # units each stage handled (see UNIT_OF)
@@ -932,7 +968,7 @@ def finetune(lib: Library, kb: KnowledgeBase, name: str, settings: FinetuneSetti
         stage("before")  # search as users get it: the KB's model and index (the base folder when the model won't load)
         before = evaluate_sets(lib, kb, None if current_embedder(lib, kb) else base, sets)
         stage("train")
-        tmp = models_dir(lib) / f".{name}.partial"
+        tmp = out.parent / f".{name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             progress = train(base, train_pairs, tmp, settings, stepped, cancelled)
@@ -1019,10 +1055,19 @@ def unfinished(folder: Path) -> bool:
         return True
 
 
+WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
 def valid_model_name(name: str) -> str:
-    name = (name or "").strip()
-    if not re.fullmatch(r"[\w\u4e00-\u9fff.-]{1,60}", name) or name.startswith("."):
-        raise errors.InvalidName("模型名称只能包含中文、字母、数字、点、下划线和短横线，且不超过 60 个字符。")
+    """A model name as saved (NFKC: full-width letters and look-alike dots are the plain ones, so
+    "ｍｏｄｅｌ" is "model" and "．．" is ".."), or InvalidName: letters, digits, CJK, ".", "_" and "-"
+    only (no separator of any system), not starting or ending with a dot, no Windows device name."""
+    name = unicodedata.normalize("NFKC", name or "").strip()
+    if not re.fullmatch(r"[\w\u4e00-\u9fff.-]{1,60}", name) or name.startswith(".") or name.endswith(".") \
+            or not name.isprintable():
+        raise errors.InvalidName("模型名称只能包含中文、字母、数字、点、下划线和短横线，不能以点开头或结尾，且不超过 60 个字符。")
+    if name.split(".")[0].casefold() in WINDOWS_DEVICES:
+        raise errors.InvalidName(f"「{name}」是 Windows 的设备名，不能用作模型名称，请换一个。")
     return name
 
 
@@ -1044,10 +1089,17 @@ def _table_markdown(before: dict, after: dict) -> str:
 
 def finetuned_models(lib: Library, kind: str = "embedding") -> list[dict]:
     """Saved fine-tuned models of `kind` (embedding; reranker: services.tuning.rerank_training), their
-    cards with "path", newest first."""
+    cards with "path", newest first; those in a KB's folder (`kb_models_dir`) with "kb_folder", the
+    folder's name, which says whose they are whatever the card says."""
     root = models_dir(lib)
+    folders = []
+    for entry in sorted(root.iterdir()) if root.exists() else []:
+        if entry.is_dir() and entry.name.startswith(KB_FOLDER_PREFIX):
+            folders += [(f, entry.name) for f in sorted(entry.iterdir())]
+        else:
+            folders.append((entry, None))  # saved before models were kept per KB
     cards = []
-    for folder in root.iterdir() if root.exists() else []:
+    for folder, kb_folder in folders:
         card_file = folder / CARD
         if folder.is_dir() and not folder.name.startswith(".") and card_file.exists() and not unfinished(folder):
             try:
@@ -1056,14 +1108,27 @@ def finetuned_models(lib: Library, kind: str = "embedding") -> list[dict]:
                 log.warning("unreadable model card %s", card_file)
                 continue
             if card.get("kind", "embedding") == kind:
-                cards.append({**card, "path": str(folder)})
+                cards.append({**card, "path": str(folder), **({"kb_folder": kb_folder} if kb_folder else {})})
     return sorted(cards, key=lambda c: -c.get("created_at", 0))
 
 
-def delete_model(lib: Library, name: str) -> None:
-    """Delete a fine-tuned model (embedder or reranker); refused while a knowledge base uses it."""
+def model_path(lib: Library, model: str) -> Path:
+    """The folder of a listed fine-tuned model (embedder or reranker), given its path, or its name
+    where only one listed model has it; WendaoError otherwise (never a folder outside the list)."""
+    cards = finetuned_models(lib, "embedding") + finetuned_models(lib, "reranker")
+    found = [c for c in cards if c["path"] == str(model)] or [c for c in cards if c["name"] == model]
+    if not found:
+        raise errors.WendaoError("找不到这个微调模型。")
+    if len(found) > 1:
+        raise errors.WendaoError(f"有 {len(found)} 个名为「{model}」的微调模型（属于不同的知识库），请在列表中选择要删除的那个。")
+    return Path(found[0]["path"])
+
+
+def delete_model(lib: Library, model: str) -> None:
+    """Delete a fine-tuned model (embedder or reranker), by its path or unique name (`model_path`);
+    refused while a knowledge base uses it."""
     lib.require_owner()
-    folder = models_dir(lib) / valid_model_name(name)
+    folder = model_path(lib, model)
     users = [kb.name for kb in lib.store.list_kbs()
              if str(folder) in (lib.embedding_model(kb), retrieval_settings(lib, kb).reranker_model)]
     if users:

@@ -46,7 +46,7 @@ from services.index.store import KnowledgeBase
 from services.tuning.evaluation import Question, question_set
 from services.tuning.finetune import (CARD, Cancelled, FinetuneSettings, Pair, Progress, StageClock, autocast,
                                       current_embedder, new_model_folder, valid_model_name,
-                                      generate_pairs, mine_negatives, models_dir, pair_questions,
+                                      generate_pairs, mine_negatives, pair_questions,
                                       split_heldout)
 
 from services.search.rerank import forget_reranker  # noqa: E402
@@ -450,7 +450,7 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
     lib.require_owner()
     settings = settings or RerankSettings()
     name = valid_model_name(name)
-    out = new_model_folder(lib, name)
+    out = new_model_folder(lib, kb, name)
     stage = StageClock(on_stage)  # the stages' wall times go to the card (the next run's estimate)
     timing = stage.timing
 
@@ -474,7 +474,7 @@ def finetune_reranker(lib: Library, kb: KnowledgeBase, name: str, settings: Rera
     examples = examples_from_pairs(lib, kb, train_pairs)
     if not examples:
         raise errors.WendaoError("没有找到可用作负例的片段，无法训练重排模型（知识库需要多个文档）。")
-    tmp = models_dir(lib) / f".{name}.partial"
+    tmp = out.parent / f".{name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         progress = train_cross_encoder(base, examples, tmp, settings, on_step, cancelled)
