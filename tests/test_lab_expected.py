@@ -152,3 +152,25 @@ def test_a_failed_rerank_lists_no_rerank_time(kb3, monkeypatch):
     assert "本次未重排" in result.notice
     assert "rerank" not in result.timings_ms, result.timings_ms
     assert result.timings_ms["total"] >= result.timings_ms["bm25"]
+
+
+# --- the page renders what the core says ---------------------------------------------------------
+def test_lab_page_finds_the_wrapped_sentence_explains_a_bm25_miss_and_marks_the_chat_cut(kb3):
+    from test_app import app
+
+    lib, kb = kb3
+    at = app("lab")
+    at.radio(key=f"a_{kb.id}_mode").set_value("bm25").run()
+    at.text_input[0].input("化学方程式是什么？").run()
+    at.text_input[1].input("类似于数学公式，注意特殊符号表达").run()
+    assert any("最终第 1 名" in i.value and "《化学" in i.value for i in at.info), [i.value for i in at.info]
+    assert not [w.value for w in at.warning if "期望" in w.value or "不在" in w.value], [w.value for w in at.warning]
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("问答使用前 5 条") or c.startswith("问答只用前 5 条") for c in captions), captions
+    at.text_input[0].input("退出会受到什么处罚？").run()
+    at.text_input[1].input("若游戏中离，则4分钟内不得进行配对").run()
+    warnings = "\n".join(w.value for w in at.warning)
+    assert "《游戏" in warnings and "没有进入候选" in warnings and "不含问题中的任何一个词" in warnings, warnings
+    assert "向量检索前" not in warnings and "向量检索：" not in warnings, warnings
+    at.text_input[1].input("这句话根本不在任何文档里").run()
+    assert any("不在知识库的任何文档中" in w.value for w in at.warning), [w.value for w in at.warning]
