@@ -81,7 +81,8 @@ def test_a_passage_sharing_no_word_suggests_vector_search(kb3):
     lib, kb = kb3
     report, _ = _explain(lib, kb, "退出会受到什么处罚？", "若游戏中离，则4分钟内不得进行配对", mode="bm25")
     text = "\n".join(report.lines)
-    assert "不含问题中的任何一个词" in text and "试试「向量」或「混合」检索" in text, text
+    assert "它不含问题中的任何一个词（「退出 / 会 / 受到 / 处罚」都不在其中）" in text, text
+    assert "试试「向量」或「混合」检索" in text, text
 
 
 def test_hybrid_miss_gives_the_chunks_dense_rank_and_similarity(kb3):
@@ -90,6 +91,13 @@ def test_hybrid_miss_gives_the_chunks_dense_rank_and_similarity(kb3):
                          bm25_top_k=1, dense_top_k=1)
     text = "\n".join(report.lines)
     assert report.state == "missed" and "向量检索：这个片段排第" in text and "相似度" in text, text
+    assert "关键词检索：这个片段" in text, text
+
+
+def test_a_hybrid_result_found_by_one_search_says_the_other_missed_it(kb3):
+    lib, kb = kb3
+    report, result = _explain(lib, kb, "退出会受到什么处罚？", "若游戏中离，则4分钟内不得进行配对", mode="hybrid", top_k=10)
+    assert report.lines and "关键词检索未进前" in report.lines[0] and "向量检索第" in report.lines[0], report.lines
 
 
 def test_a_candidate_below_the_chat_count_is_said_to_be_unseen_by_the_chat(kb3):
@@ -134,7 +142,8 @@ def test_a_merged_passage_says_how_many_chunks_it_joins():
     result = SearchResult("q", merged, {"bm25": 1.0}, ["二句"], hits, "", merged)
 
     class R:  # explain reads the KB only when the text is in no result
-        pass
+        from services.config import RetrievalSettings as _S
+        settings = _S()
 
     report = diagnosis.explain(R(), result, "二句。三句", 5)
     assert "（由相邻的 2 个片段合并）" in report.lines[0] and "最终第 1 名" in report.lines[0], report.lines

@@ -74,9 +74,11 @@ def _contains(text: str, expected: str) -> bool:
     return expected in squeezed(text)[0]
 
 
-def _stage_ranks(hit, hybrid: bool) -> str:
-    return "；".join(f"{label}第 {hit.ranks[k]} 名" for k, label in STAGE_WORDS
-                    if k in hit.ranks and (k != "fused" or hybrid))
+def _stage_ranks(hit, hybrid: bool, depth: dict[str, int]) -> str:
+    """Each stage's rank; a stage that ran without finding the passage (it came from the other) says so."""
+    return "；".join(f"{label}第 {hit.ranks[k]} 名" if k in hit.ranks else f"{label}未进前 {depth[k]} 名"
+                    for k, label in STAGE_WORDS
+                    if k in hit.ranks or (hybrid and k in depth))
 
 
 def explain(retriever, result, expected_text: str, chat_top_k: int) -> ExpectedReport:
@@ -100,7 +102,8 @@ def explain(retriever, result, expected_text: str, chat_top_k: int) -> ExpectedR
         lines, best = [], exact[0][0]
         for r, h in exact[:3]:
             prefix = "" if close is None else f"没有逐字相同的段落；最接近的是第 {r} 名（相似 {close[0]:.0%}）。"
-            stages = _stage_ranks(h, hybrid)
+            depth = {"bm25": retriever.settings.bm25_top_k, "dense": retriever.settings.dense_top_k}
+            stages = _stage_ranks(h, hybrid, depth)
             where = f"最终第 {r} 名" if r <= shown else f"最终第 {r} 名，未进入这里显示的前 {shown} 条"
             notes = "；".join(filter(None, [stages, where, chat_note(r, chat_top_k)]))
             lines.append(f"{prefix}《{h.doc}》{span_words(h.start, h.end)}{merged_note(h)}：{notes}。")
@@ -152,7 +155,7 @@ def _not_candidate(retriever, result, expected: str, ran: set[str], close) -> Ex
     if "dense" in ran:
         lines.append(_dense_line(retriever, result, ids))
     if "dense" not in ran and "bm25" in ran and not _shared(result.terms, targets, title, index_text):
-        lines.append("这个片段不含问题中的任何一个词，只按关键词检索找不到它：试试「向量」或「混合」检索，或用原文中的词提问。")
+        lines.append("只按关键词检索找不到这样的片段：试试「向量」或「混合」检索，或用原文中的词提问。")
     return ExpectedReport("missed", lines)
 
 
@@ -169,7 +172,8 @@ def _bm25_line(retriever, result, chunks, ids, title, index_text) -> str:
     mine = [(r, p.score) for r, p in enumerate(found, start=1) if p.id in ids]
     shared = _shared(result.terms, chunks, title, index_text)
     lacking = [t for t in result.terms if t not in shared]
-    words = (f"问题的词中它含有「{' / '.join(shared)}」" if shared else "它不含问题中的任何一个词") + \
+    words = (f"问题的词中它含有「{' / '.join(shared)}」" if shared
+             else f"它不含问题中的任何一个词（「{' / '.join(lacking)}」都不在其中）") + \
         (f"，缺少「{' / '.join(lacking)}」" if lacking and shared else "")
     if mine:
         r, score = mine[0]
