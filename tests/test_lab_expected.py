@@ -183,3 +183,29 @@ def test_lab_page_finds_the_wrapped_sentence_explains_a_bm25_miss_and_marks_the_
     assert "向量检索前" not in warnings and "向量检索：" not in warnings, warnings
     at.text_input[1].input("这句话根本不在任何文档里").run()
     assert any("不在知识库的任何文档中" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_lab_page_marks_results_the_chat_cannot_see_and_lists_no_rerank_time_without_a_rerank(kb3, monkeypatch):
+    from test_app import app
+
+    lib, kb = kb3
+
+    def broken(*a, **k):
+        raise errors.ModelLoadError("重排模型不在本地。")
+
+    from services.index.ingest import ingest_bytes
+
+    for n, text in enumerate(ZH_PARAGRAPHS):  # more passages than the chat's 5
+        ingest_bytes(lib, kb, f"河山{n}\n{text}".encode(), f"河山{n}.txt")
+    monkeypatch.setattr("services.search.rerank.load_reranker", broken)
+    at = app("lab")
+    at.radio(key=f"a_{kb.id}_mode").set_value("hybrid").run()
+    at.text_input[0].input("游戏 比赛 抚养费").run()
+    heads = [m.value for m in at.markdown if m.value.startswith("**") and "\\." in m.value[:8]]
+    assert len(heads) > 5, heads  # the lab lists up to 10, the chat uses the KB's 5
+    assert all(("在问答中看不到（问答只用前 5 条）" in h) == (i > 5) for i, h in enumerate(heads, start=1)), heads
+    assert any(c.value.startswith("问答只用前 5 条") for c in at.caption), [c.value for c in at.caption]
+    at.toggle(key=f"a_{kb.id}_rerank").set_value(True).run()
+    assert any("本次未重排" in w.value for w in at.warning), [w.value for w in at.warning]
+    timing = next(c.value for c in at.caption if "问题切成的词" in c.value)
+    assert "重排" not in timing, timing  # was 「重排 1.1 毫秒」 though nothing was reranked
