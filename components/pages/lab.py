@@ -151,7 +151,8 @@ def show_result(result: SearchResult, compact: bool = False) -> None:
     if result.notice:
         st.warning(inert_code_urls(result.notice))
     both = merged(stages_run(result))
-    timings = {k: v for k, v in result.timings_ms.items() if both or k != "fusion"}
+    timings = {k: v for k, v in result.timings_ms.items()  # a failed rerank attempt is no 「重排」 time (notice says 未重排)
+               if (both or k != "fusion") and k != "rerank_attempt"}
     st.caption("问题切成的词：" + (" / ".join(f"`{t.replace('`', '')}`" for t in result.terms) or "（无有效词）")
                + " · " + " · ".join(f"{TIMING_ZH.get(k, k)} {v:.1f} 毫秒" for k, v in timings.items()),
                help="关键词检索用这些词（jieba 分词，搜索模式）。" + TIMING_HELP)

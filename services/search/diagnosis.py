@@ -78,7 +78,7 @@ def _stage_ranks(hit, hybrid: bool, depth: dict[str, int]) -> str:
     """Each stage's rank; a stage that ran without finding the passage (it came from the other) says so."""
     return "；".join(f"{label}第 {hit.ranks[k]} 名" if k in hit.ranks else f"{label}未进前 {depth[k]} 名"
                     for k, label in STAGE_WORDS
-                    if k in hit.ranks or (hybrid and k in depth))
+                    if (k in hit.ranks or (hybrid and k in depth)) and (k != "fused" or hybrid))
 
 
 def explain(retriever, result, expected_text: str, chat_top_k: int) -> ExpectedReport:

@@ -147,7 +147,7 @@ class Retriever:
                     skipped = True
                 else:
                     skipped = False
-            if skipped:  # nothing was reranked: no 「重排 1.1 毫秒」 (the attempt still counts in the total)
+            if skipped:  # nothing was reranked: the attempt's time under its own name, never as 「重排 1.1 毫秒」
                 timings["rerank_attempt"] = timings.pop("rerank")
         if s.merge_windows:
             with _timed(timings, "merge"):
@@ -155,7 +155,6 @@ class Retriever:
         else:
             ranked = candidates
         timings["total"] = sum(timings.values())
-        timings.pop("rerank_attempt", None)
         return SearchResult(query, ranked[:top_k], timings, query_terms(query), candidates, notice, ranked,
                             highlight_terms(query))
 
