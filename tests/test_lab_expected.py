@@ -71,7 +71,7 @@ def test_bm25_only_miss_names_the_document_the_shared_words_and_never_vectors(kb
                          bm25_top_k=1)
     text = "\n".join(report.lines)
     assert report.state == "missed", report.lines
-    assert "在《游戏.txt》第" in text and "没有进入候选" in text, text
+    assert "在《游戏.txt》第" in text and "（所在片段第 1–" in text and "没有进入候选" in text, text
     assert "关键词检索：这个片段排第 2 名" in text and "候选只取前 1 名" in text, text
     assert "向量" not in text, text  # only BM25 ran
     assert "它含有「游戏」" in text and "缺少「比赛 / 退出 / 处罚」" in text, text

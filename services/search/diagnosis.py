@@ -15,10 +15,11 @@ counts as a close match and is reported as one. Then, case by case:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
-from services.documents.tokenizer import squeezed, tokenize
+from services.documents.tokenizer import comparable, squeezed, tokenize
 
 CLOSE = 0.8  # share of the expected text found in order in a passage for a close (not exact) match
 DENSE_DEPTH = 2000  # how deep the vector ranking is computed for a chunk that is no candidate
@@ -62,9 +63,15 @@ def chat_cut_line(chat_top_k: int, shown: int) -> str:
             f"第 {chat_top_k + 1} 名起在问答中看不到。")
 
 
+def _bigram_share(expected: str, text: str) -> float:
+    grams = {expected[i:i + 2] for i in range(len(expected) - 1)}
+    return sum(g in text for g in grams) / len(grams) if grams else float(expected in text)
+
+
 def similarity(expected: str, text: str) -> float:
-    """Share of `expected` (squeezed) found in order in `text` (squeezed), in runs of 2+ characters."""
-    if not expected:
+    """Share of `expected` (squeezed) found in order in `text` (squeezed), in runs of 2+ characters.
+    A passage sharing few of its character pairs is skipped cheaply (the alignment is quadratic)."""
+    if not expected or _bigram_share(expected, text) < 0.5:
         return 0.0
     blocks = SequenceMatcher(None, expected, text, autojunk=False).get_matching_blocks()
     return sum(b.size for b in blocks if b.size >= 2) / len(expected)
@@ -119,6 +126,8 @@ def _not_candidate(retriever, result, expected: str, ran: set[str], close) -> Ex
         if doc.status != "ready":
             continue
         text = lib.store.document_text(kb.id, doc.id)
+        if expected not in re.sub(r"[\W_]+", "", comparable(text)):  # whole-text check first: fast on big documents
+            continue
         folded, origin = squeezed(text)
         at = folded.find(expected)
         if at >= 0:
