@@ -147,6 +147,8 @@ def _not_candidate(retriever, result, expected: str, ran: set[str], close) -> Ex
     chunks = [c for c in lib.store.chunks_of(kb.id, doc.id) if c.start < b and a < c.end]
     whole = [c for c in chunks if c.start <= a and b <= c.end]
     crossing = not whole and len(chunks) > 1
+    if whole:
+        head += f"（所在片段{span_words(whole[0].start, whole[0].end)}）"
     lines = [f"{head}。" if crossing else f"{head}，但没有进入候选。"]
     if crossing:
         parts = "、".join(span_words(c.start, c.end) for c in chunks)
