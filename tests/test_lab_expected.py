@@ -14,7 +14,7 @@ from fixtures import ZH_PARAGRAPHS
 
 CHEM = ("化学方程式\n化学方程式，又称化学反应式，是用化学式来描述物质的化学反应的式子（类似于数学公\n式，注意特殊符号表达）。"
         "热化学方程式中要写上焓变。")
-GAME = ("游戏规则\n若游戏中离，则4分钟内不得进行配对。每次中离加2分钟。" + "".join(ZH_PARAGRAPHS) * 3
+GAME = ("游戏规则\n若游戏中离，则4分钟内不得进行配对。每次中离加2分钟。" + "".join(f"第{n}段：{p}" for n, p in enumerate(ZH_PARAGRAPHS * 3))
         + "比赛胜利得到积分。比赛失败扣分。退出比赛的人下次比赛排在后面。")
 FAMILY = "抚养协议\n双方约定王0每月支付抚养费1000元，于2010年11月5日前付清。王0同意孩子户口为城镇居民户口。"
 
@@ -72,7 +72,7 @@ def test_bm25_only_miss_names_the_document_the_shared_words_and_never_vectors(kb
     text = "\n".join(report.lines)
     assert report.state == "missed", report.lines
     assert "在《游戏.txt》第" in text and "（所在片段第 1–" in text and "没有进入候选" in text, text
-    assert "关键词检索：这个片段排第 2 名" in text and "候选只取前 1 名" in text, text
+    assert "关键词检索：这个片段排第 " in text and "候选只取前 1 名（第 1 名得分" in text, text
     assert "向量" not in text, text  # only BM25 ran
     assert "它含有「游戏」" in text and "缺少「比赛 / 退出 / 处罚」" in text, text
 
@@ -209,3 +209,22 @@ def test_lab_page_marks_results_the_chat_cannot_see_and_lists_no_rerank_time_wit
     assert any("本次未重排" in w.value for w in at.warning), [w.value for w in at.warning]
     timing = next(c.value for c in at.caption if "问题切成的词" in c.value)
     assert "重排" not in timing, timing  # was 「重排 1.1 毫秒」 though nothing was reranked
+
+
+def test_text_across_a_chunk_boundary_and_text_in_a_filtered_out_document_are_said_so(kb3):
+    lib, kb = kb3
+    doc = next(d for d in lib.store.list_documents(kb.id) if d.filename == "游戏.txt")
+    chunks = lib.store.chunks_of(kb.id, doc.id)
+    assert len(chunks) > 1
+    text = lib.store.document_text(kb.id, doc.id)
+    across = text[chunks[1].start - 20:chunks[0].end + 20]
+    report, _ = _explain(lib, kb, "长江 黄河 珠穆朗玛峰", across, mode="bm25")
+    # the closest passage holds most of it; the report says the whole text crosses a chunk boundary
+    assert "最接近的是第" in report.lines[0], report.lines
+    assert any("跨越了 2 个片段" in line and "没有一个片段完整包含它" in line for line in report.lines), report.lines
+    report, _ = _explain(lib, kb, "退出会受到什么处罚？", across, mode="bm25")  # no candidate close to it
+    assert report.state == "missed" and any("没有一个片段完整包含它" in line for line in report.lines), report.lines
+    other = next(d for d in lib.store.list_documents(kb.id) if d.filename != "游戏.txt")
+    retriever = Retriever(lib, kb, replace(lib_settings(lib, kb), mode="bm25"), doc_ids=[other.id])
+    report = diagnosis.explain(retriever, retriever.search("配对"), "若游戏中离，则4分钟内不得进行配对", 5)
+    assert report.state == "filtered" and "不在本次选择的检索范围内" in report.lines[0], report.lines

@@ -114,14 +114,27 @@ def explain(retriever, result, expected_text: str, chat_top_k: int) -> ExpectedR
             where = f"最终第 {r} 名" if r <= shown else f"最终第 {r} 名，未进入这里显示的前 {shown} 条"
             notes = "；".join(filter(None, [stages, where, chat_note(r, chat_top_k)]))
             lines.append(f"{prefix}《{h.doc}》{span_words(h.start, h.end)}{merged_note(h)}：{notes}。")
+        if close is not None:  # the whole text may be in a document, across a chunk boundary
+            place = _locate(retriever, expected)
+            if place:
+                doc, _text, a, b = place
+                chunks = [c for c in retriever.lib.store.chunks_of(retriever.kb.id, doc.id) if c.start < b and a < c.end]
+                if len(chunks) > 1 and not [c for c in chunks if c.start <= a and b <= c.end]:
+                    lines.append(f"完整的这段文字在《{doc.filename}》{span_words(a, b)}，" + _crossing(chunks))
         state = "found" if best <= chat_top_k else ("hidden" if best <= shown else "cut")
         return ExpectedReport(state, lines)
     return _not_candidate(retriever, result, expected, ran, close)
 
 
-def _not_candidate(retriever, result, expected: str, ran: set[str], close) -> ExpectedReport:
-    lib, kb, s = retriever.lib, retriever.kb, retriever.settings
-    place = None
+def _crossing(chunks) -> str:
+    parts = "、".join(span_words(c.start, c.end) for c in chunks)
+    return (f"它跨越了 {len(chunks)} 个片段（{parts}），没有一个片段完整包含它；可以只粘贴其中一段，"
+            "或在文档库 → 切分预览中调整切分。")
+
+
+def _locate(retriever, expected: str):
+    """(document, its text, start, end) of the first ready document holding `expected` (squeezed), or None."""
+    lib, kb = retriever.lib, retriever.kb
     for doc in lib.store.list_documents(kb.id):
         if doc.status != "ready":
             continue
@@ -131,8 +144,13 @@ def _not_candidate(retriever, result, expected: str, ran: set[str], close) -> Ex
         folded, origin = squeezed(text)
         at = folded.find(expected)
         if at >= 0:
-            place = (doc, text, origin[at][0], origin[at + len(expected) - 1][1])
-            break
+            return doc, text, origin[at][0], origin[at + len(expected) - 1][1]
+    return None
+
+
+def _not_candidate(retriever, result, expected: str, ran: set[str], close) -> ExpectedReport:
+    lib, kb = retriever.lib, retriever.kb
+    place = _locate(retriever, expected)
     if place is None:
         lines = [f"这段文字不在知识库的任何文档中（{IGNORED}）。请检查是否完整复制、文档是否已上传并处理完成。"]
         if close and close[0] >= 0.5:
@@ -151,9 +169,7 @@ def _not_candidate(retriever, result, expected: str, ran: set[str], close) -> Ex
         head += f"（所在片段{span_words(whole[0].start, whole[0].end)}）"
     lines = [f"{head}。" if crossing else f"{head}，但没有进入候选。"]
     if crossing:
-        parts = "、".join(span_words(c.start, c.end) for c in chunks)
-        lines.append(f"它跨越了 {len(chunks)} 个片段（{parts}），没有一个片段完整包含它；可以只粘贴其中一段，"
-                     "或在文档库 → 切分预览中调整切分。")
+        lines.append(_crossing(chunks))
     targets = whole or chunks
     if not targets:
         return ExpectedReport("missed", lines)
