@@ -17,7 +17,8 @@ RANK_HELP = {k: f"这个片段在{STAGE_ZH[k]}{'检索' if k in ('bm25', 'dense'
              for k in STAGE_ZH}
 
 TIMING_ZH = {"rewrite": "追问改写", "bm25": "关键词检索", "embed_query": "问题转为向量", "dense": "向量检索",
-             "fusion": "合并排序", "load": "读取片段", "rerank": "重排", "merge": "合并相邻片段", "extractive": "摘录",
+             "fusion": "合并排序", "load": "读取片段", "rerank": "重排", "rerank_attempt": "尝试重排（未成功，本次未重排）",
+             "merge": "合并相邻片段", "extractive": "摘录",
              "llm_first_token": "大模型首字", "llm": "大模型生成", "total": "合计"}
 TIMING_HELP = ("各阶段的技术名称：关键词检索 = BM25；问题转为向量 = 查询向量化（embedding）；向量检索 = 近邻搜索；"
                "合并排序 = 融合（fusion：RRF 或加权）；重排 = cross-encoder 打分；合并相邻片段 = 合并相邻窗口。")

@@ -22,6 +22,7 @@ from services.index.repositories import ACTIVE, ApiKey, AuditEvent, Conversation
 from services.index.served import display_name as model_label
 from services.index.store import Document, KnowledgeBase
 from services.search.fusion import METHODS
+from services.search.diagnosis import ExpectedReport, chat_cut_line, chat_note, merged_note
 from services.search.retrieval import MODES, Hit, SearchResult
 from services.tuning.evaluation import (CHUNKER_NAMES, KS, MATCH_RULE_ZH, config_labels, doc_key, parse_questions,
                                         sample_question_lines)
@@ -37,5 +38,6 @@ __all__ = [
     "format_size",
     "joined_sources", "page_for_offset", "page_label", "page_ranges", "parse_markers", "source_claims", "parse_questions", "redact_url", "reranker_models", "resolve",
     "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
+    "ExpectedReport", "chat_cut_line", "chat_note", "merged_note",
     "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows", "QUESTION_LIMIT", "SCOPE_ZH", "action_zh", "detail_zh",
 ]

@@ -735,6 +735,17 @@ class KB:
         self._need("viewer")
         return self.retriever(settings, doc_ids).search(query)
 
+    def explain_expected(self, result, expected: str, settings: RetrievalSettings | None = None,
+                         doc_ids: list[str] | None = None):
+        """Where the passage the user expected sits for the lab's search `result` (run with `settings` and
+        `doc_ids`) and why it was or was not found (services.search.diagnosis.ExpectedReport); the chat's
+        count is this KB's top-k."""
+        from services.search.diagnosis import explain
+
+        _bounded(expected, "期望的内容")
+        self._need("viewer")
+        return explain(self.retriever(settings, doc_ids), result, expected, self.retrieval_settings().top_k)
+
     def ask(self, question: str, conversation: str | None = None, doc_ids: list[str] | None = None,
             settings: RetrievalSettings | None = None, llm: LLMSettings | None = None, session_key: str = "",
             on_preview: Callable | None = None, save: bool = True, history=None,

@@ -118,7 +118,7 @@ def test_lab_shows_stage_scores_and_compares(filled):
     assert {"关键词", "向量", "合并", "内容"} <= set(table.columns)
     assert table.iloc[0]["文档"] == "rivers.txt"  # a TXT has no pages
     at.text_input[1].input("不存在的一句话").run()
-    assert any("不在任何候选中" in w.value for w in at.warning)
+    assert any("不在知识库的任何文档中" in w.value for w in at.warning)
     at.text_input[1].input("母亲河").run()
     assert any("关键词检索第 1 名" in i.value and "最终第 1 名" in i.value for i in at.info)
     at.toggle(key="lab_compare").set_value(True).run()

@@ -15,7 +15,8 @@ from components.widgets import (CHART_COLORS, SHOWN_CHARS, WRAP_ROW_HEIGHT, docu
 from components.words import (FUSION_HELP, METHOD_ZH, RANK_HELP, SCORE_HELP, SCORE_ZH, SPAN_HELP, STAGE_ZH,
                               TIMING_HELP, TIMING_ZH, span_zh)
 from services.config import RetrievalSettings
-from services.views import METHODS, MODES, SearchResult, display_name, page_label, term_spans
+from services.views import (METHODS, MODES, SearchResult, chat_cut_line, chat_note, display_name, merged_note, page_label,
+                            term_spans)
 
 st.title("检索实验室")
 kb = searchable_kb()
@@ -31,7 +32,8 @@ def settings_form(prefix: str, base: RetrievalSettings) -> RetrievalSettings:
     weight = c2.slider("向量权重", 0.0, 1.0, base.dense_weight, 0.05, key=f"{prefix}_weight",
                        disabled=mode != "hybrid" or fusion != "weighted", help="关键词权重 = 1 − 向量权重")
     c3, c4 = st.columns(2)
-    top_k = c3.number_input("返回条数", 1, 50, max(base.top_k, 10), key=f"{prefix}_topk")
+    top_k = c3.number_input("返回条数", 1, 50, max(base.top_k, 10), key=f"{prefix}_topk",
+                            help=f"检索实验室多列几条，便于看到排在后面的段落；问答只用前 {base.top_k} 条（设置 → 最终返回条数）")
     rerank = c4.toggle("重排", base.rerank, key=f"{prefix}_rerank",
                        help="用重排模型（cross-encoder）把问题和每个候选段落放在一起重新打分排序；需要重排模型（离线环境默认没有）")
     reranker = base.reranker_model
@@ -132,40 +134,39 @@ def show_score_charts(result: SearchResult) -> None:
 
 
 def explain_missing(result: SearchResult, expected: str, settings: RetrievalSettings) -> None:
-    """Where (if anywhere) the passage the user expected sits in each stage's candidate list."""
-    found = [h for h in result.candidates if expected in h.text]
-    if not found:
-        st.warning(f"期望的内容不在任何候选中：既不在关键词检索前 {settings.bm25_top_k} 名，也不在向量检索前 {settings.dense_top_k} 名。"
-                   "可以检查它是否被切分到了两个片段之间（文档库 → 切分预览），或换用更贴近原文的提问。")
+    """Where (if anywhere) the passage the user expected sits, and why (the core explains each case)."""
+    try:
+        report = kb.explain_expected(result, expected, settings, doc_ids)
+    except Exception as exc:
+        show_error(exc)
         return
-    for h in found:
-        final = next((i for i, x in enumerate(result.hits, start=1) if set(h.chunk_ids) & set(x.chunk_ids)), None)
-        where = f"最终第 {final} 名" if final else f"未进入最终前 {settings.top_k} 名"
-        merged = settings.mode == "hybrid"  # one kind of search alone: nothing is merged ("合并后第 1 名" misled)
-        stages = "，".join(f"{label}第 {h.ranks[k]} 名" for k, label in (("bm25", "关键词检索"), ("dense", "向量检索"),
-                                                                        ("fused", "两路合并后"), ("rerank", "重排后"))
-                          if k in h.ranks and (k != "fused" or merged))
-        st.info(f"《{inert_name(h.doc)}》{span_zh(h.start, h.end)}：{stages}；{where}。", icon=":material/search:")
+    for line in report.lines:
+        if report.found:
+            st.info(inert_code_urls(line), icon=":material/search:")
+        else:
+            st.warning(inert_code_urls(line))
 
 
 def show_result(result: SearchResult, compact: bool = False) -> None:
     if result.notice:
         st.warning(inert_code_urls(result.notice))
     both = merged(stages_run(result))
-    timings = {k: v for k, v in result.timings_ms.items() if both or k != "fusion"}
+    timings = {k: v for k, v in result.timings_ms.items()  # a failed rerank attempt is no 「重排」 time (notice says 未重排)
+               if (both or k != "fusion") and k != "rerank_attempt"}
     st.caption("问题切成的词：" + (" / ".join(f"`{t.replace('`', '')}`" for t in result.terms) or "（无有效词）")
                + " · " + " · ".join(f"{TIMING_ZH.get(k, k)} {v:.1f} 毫秒" for k, v in timings.items()),
                help="关键词检索用这些词（jieba 分词，搜索模式）。" + TIMING_HELP)
     if not result.hits:
         st.warning("没有找到候选段落。")
         return
+    st.caption(chat_cut_line(base.top_k, len(result.hits)))
     show_table(result.hits, stages_run(result), compact)
     show_score_charts(result)
     for i, h in enumerate(result.hits, start=1):
         st.markdown(" · ".join(filter(None, [f"**{i}\\. {inert_name(h.doc)}**", page_label(h.page_start, h.page_end, h.doc),
-                                             span_zh(h.start, h.end)])),
+                                             span_zh(h.start, h.end) + merged_note(h), chat_note(i, base.top_k)])),
                     help=SPAN_HELP if i == 1 else None)
-        passage_box(highlight(h.text, term_spans(h.text, result.terms)))
+        passage_box(highlight(h.text, term_spans(h.text, result.marked or result.terms)))
     with st.expander(f"全部 {len(result.candidates)} 个候选（{'两路合并后、' if both else ''}取前 {len(result.hits)} 条之前）"):
         show_table(result.candidates, stages_run(result), compact, listed_below=False)
 

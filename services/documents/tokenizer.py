@@ -176,3 +176,56 @@ def tokenize(text: str, user_dict: str | Path | None = None) -> list[str]:
 def query_terms(text: str, user_dict: str | Path | None = None) -> list[str]:
     """Distinct terms of a query in order of first appearance (for display and highlighting)."""
     return list(dict.fromkeys(tokenize(text, user_dict)))
+
+
+# Single characters that, standing alone in a query, carry no subject of their own (positions,
+# times, measure and linking words): highlighting every 「内」「中」「年」 of a passage is noise.
+_FILLER_CHARS = frozenset("中内外上下前后里间边时年月日号次若会能要可到给让向往多少大小第每各某本该去来说做用得地之其")
+
+
+@lru_cache(maxsize=1)
+def _precise_cut():
+    """jieba's precise (not search-mode) cut: every character of the text in exactly one word."""
+    try:
+        import rjieba
+
+        segmenter = rjieba.Jieba()
+        return lambda text: segmenter.cut(text, hmm=USE_HMM)
+    except ImportError:
+        import jieba
+
+        return lambda text: list(jieba.cut(text, HMM=USE_HMM))
+
+
+def highlight_terms(query: str, user_dict: str | Path | None = None) -> list[str]:
+    """The query's terms as passages highlight them (the retrieval lab): its words of two or more
+    characters (search-mode terms, as BM25 matched them); adjacent single characters of the precise
+    cut joined into one term (「尤 / 金」 -> 尤金, 「王 / 0」 -> 王0, 「中 / 离」 -> 中离), so a name is
+    marked as a whole and never character by character; and a lone single character only when it can
+    name something by itself — never a digit, a Latin letter or a filler like 「内」「中」「年」."""
+    user_dict = user_dict or os.environ.get("WENDAO_USER_DICT") or None
+    folded = comparable(query)
+    multi = [t for t in query_terms(query, user_dict) if len(t) > 1]
+    words = _precise_cut()(folded)
+    out: list[str] = list(multi)
+    run: list[str] = []
+    for w in [*(w.strip() for w in words), ""]:
+        if len(w) == 1 and w.isalnum() and w not in STOPWORDS:
+            run.append(w)
+            continue
+        if len(run) > 1:
+            out.append("".join(run))
+        elif run and not (run[0].isdigit() or run[0].isascii() or run[0] in _FILLER_CHARS):
+            out.append(run[0])
+        run = []
+    return list(dict.fromkeys(out))
+
+
+def squeezed(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """`text` in comparable form (NFKC, lower case, simplified) with whitespace, line breaks and
+    punctuation left out, and each kept character's [start, end) in `text`: what 「期望找到的内容」 is
+    matched in, so a sentence pasted from a PDF whose line wraps inside it, or typed with other
+    punctuation or full-width letters, still matches the passage."""
+    folded, owner, pieces = _folded_with_origin(text)
+    keep = [i for i, ch in enumerate(folded) if ch.isalnum()]
+    return "".join(folded[i] for i in keep), [pieces[owner[i]] for i in keep]

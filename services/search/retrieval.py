@@ -19,7 +19,7 @@ from services.config import RetrievalSettings
 from services.index.embedding import embed_query
 from services.index.library import Library
 from services.index.store import KnowledgeBase
-from services.documents.tokenizer import query_terms
+from services.documents.tokenizer import highlight_terms, query_terms
 
 MODES = {"bm25": "BM25 关键词", "dense": "向量", "hybrid": "混合"}
 
@@ -66,6 +66,8 @@ class SearchResult:
     terms: list[str]
     candidates: list[Hit] = field(default_factory=list)  # everything scored, before top-k
     notice: str = ""  # e.g. why reranking was skipped
+    ranked: list[Hit] = field(default_factory=list)  # every candidate after merging, final order (hits: its head)
+    marked: list[str] = field(default_factory=list)  # terms passages highlight (tokenizer.highlight_terms)
 
 
 class DenseStage(Protocol):
@@ -142,13 +144,19 @@ class Retriever:
                     candidates = self._rerank(query, candidates)
                 except errors.ModelLoadError as exc:  # answer without reranking rather than not at all
                     notice = (notice + " " if notice else "") + f"{exc.message_zh}（本次未重排）"
+                    skipped = True
+                else:
+                    skipped = False
+            if skipped:  # nothing was reranked: the attempt's time under its own name, never as 「重排 1.1 毫秒」
+                timings["rerank_attempt"] = timings.pop("rerank")
         if s.merge_windows:
             with _timed(timings, "merge"):
                 ranked = merge_windows(self.lib, self.kb, candidates)
         else:
             ranked = candidates
         timings["total"] = sum(timings.values())
-        return SearchResult(query, ranked[:top_k], timings, query_terms(query), candidates, notice)
+        return SearchResult(query, ranked[:top_k], timings, query_terms(query), candidates, notice, ranked,
+                            highlight_terms(query))
 
     def term_shares(self, terms: list[str]) -> dict[str, float]:
         """Share of the KB's searchable chunks that hold each term (BM25 document frequency / N), and
