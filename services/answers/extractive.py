@@ -28,7 +28,11 @@ cause of what it asks about (`answer_types.cause_spans`, `_cause_of_the_asked`) 
 either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
 in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. For a "X的Y是？"
 question (`_asked_attribute`: 投资人, 权利范围) a unit stating Y (Y是/为/有/：…) wins over a best unit that does not
-when it scores ATTRIBUTE_RATIO of it; its clause is the span, and a value right after the statement. Further
+when it scores ATTRIBUTE_RATIO of it; its clause is the span, and a value right after the statement. For a "X代表什么？"
+question (`answer_types.asked_meaning`: X表示 / 是指 / 指的是什么, X是什么意思) a unit saying what X stands for
+(`answer_types.meaning_spans`: 其中𝑄代表放出或吸收的热量; the question's Q and the text's 𝑄 meet folded) gets TYPE_BONUS and wins
+the same way, with the unit before it when that names more of the question (its heading); the words after 代表 to the
+clause's end are the span (MEANING_KIND: shown as an answer line), and further units must name X. Further
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
 themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
 as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
