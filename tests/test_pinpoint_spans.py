@@ -483,3 +483,73 @@ def test_kin_and_definition_words_the_text_says_otherwise(question, texts, answe
     hits = [make_hit(t, start=1000 * i) for i, t in enumerate(texts)]
     extract = pinpoint(question, hits, reader=False)
     assert answer in extract.span.text
+
+
+# --- what a symbol or term stands for (s27 walkthrough, item 7) ----------------------------------------------
+# The sample mineru_chemical_symbols_zh.pdf as the walkthrough's KB extracted it (PDF line wraps kept; its letters are
+# math italic: 𝑄 is U+1D444, 𝐻 U+1D43B), cut into the two passages retrieval returned first (0–299, 184–473).
+CHEM_PDF = ("化学学科常用符号公式\n及其表示\n方程式\n又称化学反应式、化学反应方程式，是用化学式来描述各种物质之间的不同化学反应的式子"
+            "（类似于数学公\n式，注意特殊符号表达）\n一般化学方程式\n各反应物与各生成物之间用“+”号连接，读作“和”，在反应物与生成物之间用"
+            "“→”连接，读作“生成”\n热化学方程式\n在配平完的方程式后根据事实写上“△𝐻=𝑄”，其中𝑄代表放出或吸收的热量（焓变）。"
+            "放热反应，𝑄<0；吸热反应，𝑄>0\n反应条件\n△代表加热\n某物质名称代表此物质为催化剂\n其他反应条件（如通电、光照）均以文字标明\n"
+            "反应现象\n↑代表此生成物为气体，且反应物中无气体\n↓代表此生成物有沉淀，且反应物中无固体\n非结构式\n分子式\n"
+            "是用元素符号及各元素个数表示物质（单质、化\n合物）分子的组成、该物质分子量的化学式；分\n子式仅能表示一个分子所含每种原子的数目，并\n"
+            "不能表明分子的结构。\n葡萄糖一个分子含 6个碳原子、12个氢原子、6个氧原子实验式（最简式）\n"
+            "实验式（empirical formula）又称简式、最简式，是一种表示化合物中各原子最简单整数比例\n的化学式。\n")
+
+
+def _chem_hits():
+    return [make_hit(CHEM_PDF[:299], "chem.pdf", 0), make_hit(CHEM_PDF[184:473], "chem.pdf", 184)]
+
+
+@pytest.mark.parametrize("question", ["热化学方程式中Q代表什么？", "热化学方程式中𝑄代表什么？", "热化学方程式中的Q表示什么？",
+                                      "热化学方程式里Q指的是什么？"])
+def test_what_a_symbol_stands_for_is_the_clause_after_daibiao(question):
+    """「热化学方程式中Q代表什么？」 bolded 「在配平完的方程式后根据事实写上“△𝐻=𝑄”」 (the clause before the answer), had no
+    answer line and quoted the definition of 方程式 first. The answer is what follows 「𝑄代表」, the plain Q of the
+    question matching the PDF's math italic 𝑄 (NFKC); offsets stay those of the document."""
+    extract = pinpoint(question, _chem_hits(), reader=False)
+    span = extract.span
+    assert span is not None and span.text == "放出或吸收的热量（焓变）"
+    assert CHEM_PDF[span.start:span.end] == span.text  # exact document offsets (citations, PDF boxes)
+    assert extract.text.startswith("放出或吸收的热量（焓变）\n\n")  # the answer line, bold, like 「4分钟」
+    assert [extract.text[a:b] for a, b in extract.emphasis] == ["放出或吸收的热量（焓变）"] * 2
+    assert "又称化学反应式" not in extract.text  # the definition of 方程式 says nothing about Q
+    assert "其中𝑄代表放出或吸收的热量（焓变）" in extract.text
+
+
+@pytest.mark.parametrize("question,meaning", [("反应条件中△代表什么？", "加热"), ("反应现象中↑代表什么？", "此生成物为气体")])
+def test_what_other_symbols_of_the_pdf_stand_for(question, meaning):
+    extract = pinpoint(question, _chem_hits(), reader=False)
+    assert extract.span is not None and extract.span.text == meaning
+
+
+@pytest.mark.parametrize("question,term", [
+    ("热化学方程式中Q代表什么？", "q"), ("热化学方程式中的Q代表的是什么？", "q"), ("路易斯结构中的点表示什么？", "点"),
+    ("SMILES是什么意思？", "smiles"), ("WLN的意思是什么？", "wln"), ("初期的75门小炮台代表了什么？", "75门小炮台"),
+    ("「五六式衝鋒鎗」指的是什麼?", "五六式冲锋鎗"),
+    ("热化学方程式是什么？", ""), ("谁代表公司出席了会议？", ""), ("原告表示什么时候还款？", "")])
+def test_the_term_whose_meaning_is_asked(question, term):
+    from services.answers.answer_types import asked_meaning
+
+    assert asked_meaning(question) == term
+
+
+@pytest.mark.parametrize("text,term,meanings", [
+    ("在配平完的方程式后根据事实写上“△𝐻=𝑄”，其中𝑄代表放出或吸收的热量（焓变）。", "q", ["放出或吸收的热量（焓变）"]),
+    ("↑代表此生成物为气体，且反应物中无气体", "↑", ["此生成物为气体"]),
+    ("SMILES是指简化分子线性输入规范", "smiles", ["简化分子线性输入规范"]),
+    ("the equation代表方程", "q", []),  # a letter inside a word is not the symbol
+    ("𝑄<0代表放热", "q", [])])  # Q<0 is another thing than Q
+def test_meaning_spans(text, term, meanings):
+    from services.answers.answer_types import meaning_spans
+
+    assert [text[a:b] for a, b in meaning_spans(text, term)] == meanings
+
+
+@pytest.mark.parametrize("question,term", [("“吾无汗马劳，徒以际会得此。\"这句话是什么意思？", "这句话"),
+                                           ("可汗意同於漢語中的什麼意思?", "")])  # which word of Chinese: no term's meaning
+def test_the_term_whose_meaning_is_asked_ends_at_a_sentence(question, term):
+    from services.answers.answer_types import asked_meaning
+
+    assert asked_meaning(question) == term

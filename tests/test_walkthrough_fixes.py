@@ -300,3 +300,26 @@ def test_cli_help_is_chinese():
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("用法： wendao search")
     assert "显示这段帮助后退出" in done.stdout and "选项" in done.stdout and "options" not in done.stdout
+
+
+# --- s27 walkthrough, item 7: what a symbol of the chemistry PDF stands for ------------------------------------
+def test_what_q_stands_for_is_answered_and_bolded(lib, kb):
+    """「热化学方程式中Q代表什么？」 over the sample chemistry PDF's text (its 𝑄 is math italic, the question's Q plain):
+    the answer line and the bold are what 𝑄代表 (放出或吸收的热量（焓变）), the span's offsets are the document's,
+    and the definition of 方程式 is not quoted first."""
+    from services.answers.answer import answer_question
+    from services.config import LLMSettings
+    from services.documents.chunking import ChunkingConfig
+    from services.index.ingest import ingest_bytes
+    from services.search.retrieval import Retriever
+    from test_pinpoint_spans import CHEM_PDF
+
+    ingest_bytes(lib, kb, CHEM_PDF.encode(), "chem.txt", ChunkingConfig("sentence", 300, 120))
+    a = answer_question(Retriever(lib, kb), LLMSettings(), "热化学方程式中Q代表什么？")
+    assert a.mode == "extractive" and a.answer_span is not None
+    assert a.answer_span.text == "放出或吸收的热量（焓变）"
+    assert CHEM_PDF[a.answer_span.start:a.answer_span.end] == a.answer_span.text
+    assert a.text.startswith("放出或吸收的热量（焓变）\n\n")
+    assert [a.text[x:y] for x, y in a.emphasis] == ["放出或吸收的热量（焓变）"] * 2
+    assert "又称化学反应式" not in a.text
+    assert all(c.supported for c in a.citations), a.citations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from services.documents.tokenizer import comparable, to_simplified
+from services.documents.tokenizer import comparable, term_matches, to_simplified
 
 TYPED = frozenset({"number", "amount", "date", "title", "country", "person", "place"})
 
@@ -162,6 +162,67 @@ def cause_spans(text: str) -> list[tuple[int, int]]:
         b = next((i for i in range(m.end(), len(t)) if t[i] in "，,；;。！？!?\n"), len(t))
         spans.append((a, b))
     return merge_spans([(a, b) for a, b in spans if b - a >= 3])
+
+
+# "X代表什么？" / "X表示什么" / "X指的是什么" / "X是什么意思": the question asks what X stands for or means, and a text
+# says it right after X (其中𝑄代表放出或吸收的热量, ↑代表此生成物为气体, SMILES是指…)
+_MEANING_VERB = r"(?:所)?(?:代表|表示|是指|指的是|指|意为|意思是|意指|意即)"
+_MEANING_Q = re.compile(_MEANING_VERB + r"(?:了|着)?(?:的是)?(?:什么|甚么|啥|何)(?:意思|含义|意义)?[？?。！!\s]*$"
+                        r"|(?:是|有)(?:什么|甚么|啥)(?:意思|含义)[？?。！!\s]*$|的(?:意思|含义)是?(?:什么|甚么|啥)[？?。！!\s]*$")
+# where the asked term starts: after the last of these words before it (热化学方程式 | 中 | Q, 路易斯结构中的 | 点)
+_MEANING_CUT = frozenset("中 里 内 上 的 之 里面 当中 之中 ， , 、 ： : 。 ！ ？ ! ? ； ;".split())
+_MEANING_QUOTES = "「」『』“”\"'‘’《》〈〉()（）[]【】 \t"
+_MEANING_STATED = re.compile(r"[”\"’」』]?\s?" + _MEANING_VERB + r"(?:的是|着)?\s?[：:]?\s?")
+_MEANING_END = "，,；;。！？!?\n"
+MEANING_MAX = 60  # characters at most of a stated meaning (longer: not a gloss, the clause is marked as before)
+
+
+def asked_meaning(question: str) -> str:
+    """The term a question asks the meaning of (`_MEANING_Q`: X代表什么？, X是什么意思？), folded (`comparable`:
+    the plain Q of 热化学方程式中Q代表什么？ is the PDF's math italic 𝑄), or "" for any other question. The term is
+    the words before the asking verb back to a place or possessive word (中, 里, 的…) or the question's start."""
+    q = aligned(question.strip())
+    m = _MEANING_Q.search(q)
+    if m is None:
+        return ""
+    head = q[:m.start()]
+    if head.endswith("的") and not m.group().startswith("的"):
+        head = head[:-1]  # 现金流量表所代表的 → 现金流量表
+    tags = pos_tags(head)
+    cut = max((b for a, b, _f in tags if head[a:b] in _MEANING_CUT and b < len(head)), default=0)
+    term = comparable(head[cut:]).strip(_MEANING_QUOTES)
+    if not term or len(term) > 16 or _OTHER_WH.search(term):
+        return ""
+    return term
+
+
+def _ascii_word(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def meaning_spans(text: str, term: str) -> list[tuple[int, int]]:
+    """[start, end) of what `text` says `term` (folded, `asked_meaning`) stands for: the words right after "term
+    代表 / 表示 / 是指 / 意为 …" to the end of their clause (其中𝑄代表|放出或吸收的热量（焓变）|。), brackets kept whole; at
+    most MEANING_MAX characters. A letter inside a word (the q of equation) or a term followed by more of an
+    expression (𝑄<0) is no occurrence. Offsets are exact in `text` (the folding maps each character back)."""
+    out = []
+    t = aligned(text)
+    for s, e, _term in term_matches(text, [term]):
+        if _ascii_word(term[0]) and s > 0 and _ascii_word(unicodedata.normalize("NFKC", text[s - 1])[-1:]) \
+                or _ascii_word(term[-1]) and e < len(text) and _ascii_word(unicodedata.normalize("NFKC", text[e])[:1]):
+            continue
+        m = _MEANING_STATED.match(t, e)
+        if m is None:
+            continue
+        a, depth, b = m.end(), 0, m.end()
+        while b < len(t) and not (depth == 0 and t[b] in _MEANING_END):
+            depth += 1 if t[b] in "（(《“「[【" else -1 if t[b] in "）)》”」]】" and depth > 0 else 0
+            b += 1
+        while b > a and t[b - 1].isspace():
+            b -= 1
+        if 0 < b - a <= MEANING_MAX:
+            out.append((a, b))
+    return out
 
 
 def aligned(text: str) -> str:

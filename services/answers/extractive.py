@@ -28,7 +28,11 @@ cause of what it asks about (`answer_types.cause_spans`, `_cause_of_the_asked`) 
 either side when it names the subject but not the asked-for type and the neighbour holds it (射击断续器
 in one sentence, 荷兰 in the next), and a clause too short to read alone takes its neighbour. For a "X的Y是？"
 question (`_asked_attribute`: 投资人, 权利范围) a unit stating Y (Y是/为/有/：…) wins over a best unit that does not
-when it scores ATTRIBUTE_RATIO of it; its clause is the span, and a value right after the statement. Further
+when it scores ATTRIBUTE_RATIO of it; its clause is the span, and a value right after the statement. For a "X代表什么？"
+question (`answer_types.asked_meaning`: X表示 / 是指 / 指的是什么, X是什么意思) a unit saying what X stands for
+(`answer_types.meaning_spans`: 其中𝑄代表放出或吸收的热量; the question's Q and the text's 𝑄 meet folded) gets TYPE_BONUS and wins
+the same way, with the unit before it when that names more of the question (its heading); the words after 代表 to the
+clause's end are the span (MEANING_KIND: shown as an answer line), and further units must name X. Further
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
 themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
 as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
@@ -73,8 +77,8 @@ import re
 from dataclasses import dataclass, field, replace
 
 from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NAMED_AS_WHAT, NUM, SHARE_Q, TYPED, UNIT, aligned,
-                                          answer_type, asked_verbs, asks_carer, carer_spans, cause_spans, entity_spans, has_type,
-                                          merge_spans, pos_tags,
+                                          answer_type, asked_meaning, asked_verbs, asks_carer, carer_spans, cause_spans,
+                                          entity_spans, has_type, meaning_spans, merge_spans, pos_tags,
                                           numeral_value, typed_values)
 from services.answers.citations import quote_bounds, quote_spans
 from services.answers.refusal import key_terms
@@ -115,6 +119,7 @@ STRICT_TYPES = frozenset({"number", "amount", "date", "title", "country"})
 REASON_KIND = "reason"  # a why-question (为什么, 因何): the clause stating the cause is its answer
 READER_KIND = "reader"  # the kind of an answer span the reader marked for an untyped question
 YES_NO_KIND = "yesno"  # the kind of the span of a yes/no question: the asked verb's phrase (原告未再婚)
+MEANING_KIND = "meaning"  # ... of a "X代表什么？" question: what the text says X stands for (放出或吸收的热量（焓变）)
 
 # --- units ---------------------------------------------------------------------------------------
 @dataclass
@@ -439,6 +444,11 @@ class _Scorer:
         self.covered = [{t for t in self.terms if _holds(t, text)} for text in lowered]
         attribute = self.attribute = _asked_attribute(query)
         self.states = [bool(attribute) and bool(re.search(re.escape(attribute) + _STATES, x)) for x in lowered]
+        # "X代表什么？" (Q of 热化学方程式中Q代表什么？): the units saying what X stands for (其中𝑄代表放出或吸收的热量)
+        meaning = self.meaning = asked_meaning(query) if self.kind is None and not self.verbs else ""
+        self.means = [bool(meaning) and meaning in x and bool(meaning_spans(c.text, meaning))
+                      for c, x in zip(self.candidates, lowered)]
+        self.meant: int | None = None  # the quoted unit saying it (set by _pick)
         self.typed = [bool(_values(self.kind, c, self.exclude)) if self.kind in TYPED else
                       (self.kind == REASON_KIND and bool(_reasons(c.text))) for c in self.candidates]
         if self.kind in ("number", "amount"):  # 多少公分: a unit with a value in 公分 answers, one with 12月 does not
@@ -467,6 +477,8 @@ class _Scorer:
                 c.score += SUBJECT_CONTEXT * sum(self.weights[t] for t in subject_terms - self.covered[i]) / total
                 grams = grams | _bigrams(subject)
             c.score += 0.3 * len(self.q_grams & grams) / max(1, len(self.q_grams))
+            if self.means[i]:
+                c.score += TYPE_BONUS  # says what the asked X stands for (△代表加热: a symbol is no query term)
             if self.verbs and all(v in text for v in self.verbs):
                 c.score += VERB_BONUS  # a yes/no question: the clause saying whether (现已再婚), not one sharing its nouns
             if self.typed[i]:
@@ -532,6 +544,8 @@ class _Scorer:
         if before is not None and self.subject_terms and not self.subject_terms <= self.covered[first] \
                 and self.subject_terms <= self.covered[before]:
             add(before)  # "这个由荷兰人所发明的装置…" answers; the sentence before names 射击断续器
+        if before is not None and self.means[first] and any(len(t) >= 2 for t in self.covered[before] - self.covered[first]):
+            add(before)  # 热化学方程式 | …其中𝑄代表…: the heading naming where the question places X (热化学方程式中Q)
         if _CONSEQUENCE.match(best.text) and before is not None:
             add(before)
         elif (_novel_chars(self.lowered[first], self.q_grams) < 6 or len(best.text) < 12) and after is not None:
@@ -596,12 +610,17 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
         stated = next((i for i in order if scorer.states[i]), None)  # X的投资人是谁？ — 投资人为邓x7
         if stated is not None and c[stated].score >= ATTRIBUTE_RATIO * c[best].score:
             best = stated
+    if not forced and any(scorer.means) and not any(scorer.means[i] for i in scorer.around(best, max_chars)):
+        meant = next((i for i in order if scorer.means[i]), None)  # 反应条件中△代表什么？ — △代表加热
+        if meant is not None and c[meant].score >= ATTRIBUTE_RATIO * c[best].score:
+            best = meant
     if c[best].clause:  # unpunctuated text (a judgment): quote the clauses, not a whole run of them
         max_chars = min(max_chars, CLAUSE_MAX_CHARS)
     group = sorted(set(scorer.around(best, max_chars)) | set(forced or []))
     first = max(group, key=lambda i: c[i].score)
     scorer.group, scorer.first = group, first
     scorer.stated = next((i for i in group if scorer.states[i]), None)  # 权利范围是全部权利: the span's unit
+    scorer.meant = next((i for i in group if scorer.means[i]), None)  # 𝑄代表放出或吸收的热量: the span's unit
     picked = [c[i] for i in group]
     used = sum(len(p.text) for p in picked)
     max_sentences += len(group) - 1
@@ -617,6 +636,8 @@ def _pick(scorer: _Scorer, max_sentences: int, max_chars: int, forced: list[int]
             continue  # a why-question over a judgment's run of clauses: a further clause stating no cause is none
         if scorer.verbs and not all(v in scorer.lowered[i] for v in scorer.verbs):
             continue  # a yes/no question: a unit without the verb asked about says nothing about it
+        if scorer.meant is not None and scorer.meaning not in scorer.lowered[i]:
+            continue  # X代表什么 is answered: a unit not naming X (the definition of 方程式 for Q) says nothing about it
         picked.append(u)
         used += len(u.text)
     check_picks(scorer.query, picked)
@@ -730,6 +751,11 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
             a, b = _counts(p.text, _values(kind, p, scorer.exclude), a, b, comparable(scorer.query))
         a, b = _trim(p.text, a, b)
         return AnswerSpan(p.text[a:b], p.doc, p.start + a, p.start + b, p.n, kind)
+    if scorer.meant is not None:  # X代表什么？: what the text says X stands for (其中𝑄代表|放出或吸收的热量（焓变）)
+        unit = scorer.candidates[scorer.meant]
+        if unit in picks:
+            a, b = meaning_spans(unit.text, scorer.meaning)[0]
+            return AnswerSpan(unit.text[a:b], unit.doc, unit.start + a, unit.start + b, unit.n, MEANING_KIND)
     best = _topic_told(scorer.candidates, best)
     a, b = _best_clause(scorer, best)
     said = _verb_phrase(scorer.verbs, best.text, a, b) if scorer.verbs else None
@@ -1373,7 +1399,8 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
     reading = (found[2], found[3]) if found else None
     span = found[1] if found else _locate(scorer, [scorer.candidates[i] for i in scorer.group],
                                           best if scorer.stated is None else scorer.candidates[scorer.stated])
-    inside = None if found or reader is False else _read_inside(scorer, query, reader, span)
+    inside = None if found or reader is False or span is not None and span.kind == MEANING_KIND \
+        else _read_inside(scorer, query, reader, span)
     if inside:
         span, reading = inside[0], ("inside", inside[1])
     span, picks = _with_parallel_run(scorer, span, picks)
