@@ -109,11 +109,15 @@ def vectors_line(job) -> None:
 def failed_or_cancelled(job) -> bool:
     """Show a cancelled or failed job's line; True when it was one of those."""
     r = job.result
+    # a file by its name; other work says what it was (a failed switch to a model server read, on the
+    # 微调 page, as if the fine-tuning had failed)
+    kind = KIND_ZH.get(job.kind, "")
+    what = f"「{_name(job)}」" if job.kind in FILE_KINDS or not kind else kind if job.filename in kind else f"{kind}「{_name(job)}」"
     if job.status == "cancelled":
-        st.caption(f"「{_name(job)}」：已取消")
+        st.caption(f"{what}：已取消")
         return True
     if job.status == "failed" or r.get("status") == "failed":
-        st.warning(f"「{_name(job)}」：失败 — {inert(without_paths(r.get('reason') or '未知原因'), keep_lines=False)}")
+        st.warning(f"{what}：失败 — {inert(without_paths(r.get('reason') or '未知原因'), keep_lines=False)}")
         return True
     return False
 
@@ -226,7 +230,8 @@ def batch_line(jobs, current, queued, done) -> str:
 
 def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None = None,
               finished: Callable | None = None, fold_when_done: bool = False,
-              rerun_when: Callable[[list], object] | None = None) -> None:
+              rerun_when: Callable[[list], object] | None = None,
+              only: Callable[[object], bool] | None = None) -> None:
     """The progress of the KB's jobs of `kinds`, polled from the job rows every second while any is
     queued or running; finished ones stay listed (for the last hour) until cleared (the time of the
     clearing is kept in session state `jobs_cleared_{key}_{kb.id}`: a page hides the results of
@@ -235,13 +240,16 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
     `fold_when_done`: once nothing is queued or running, the finished lines fold into one closed
     expander whose title sums them up (an upload's log does not stay open on every visit).
     `rerun_when(jobs)`: a value that, when it changes while jobs run, runs the whole page again (an
-    upload's documents appear in the list as each becomes keyword-searchable, not when the batch ends)."""
+    upload's documents appear in the list as each becomes keyword-searchable, not when the batch ends).
+    `only(job)`: the jobs this page started (the 微调 page lists switches to and from its models, not a
+    switch to a model server made on 设置, whose failure under 「开始微调」 read as the fine-tuning's)."""
     since_key = f"jobs_since_{key}_{kb.id}"
-    active_now = any(j.active for j in kb.jobs(st.session_state.get(since_key), kinds))
+    keep = only or (lambda job: True)
+    active_now = any(j.active for j in kb.jobs(st.session_state.get(since_key), kinds) if keep(j))
 
     @st.fragment(run_every=1 if active_now else None)
     def panel() -> None:
-        jobs = latest_runs(kb.jobs(st.session_state.get(since_key), kinds))
+        jobs = latest_runs([j for j in kb.jobs(st.session_state.get(since_key), kinds) if keep(j)])
         if not jobs:
             if active_now:
                 st.rerun()  # cleared in another tab
@@ -277,8 +285,11 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
                 if job.kind in CANCELLABLE_WHILE_RUNNING and job.status == "running" and kb.may("editor") \
                         and st.button(f"取消{KIND_ZH.get(job.kind, '')}", key=f"cancel_{key}_{job.id}"):
                     _cancel(kb, [job])
-            if queued:
-                st.markdown("等待中：" + "、".join(f"「{_name(j)}」" for j in queued))
+            if queued:  # named as users know them; what they wait for when it is not listed above (the core says)
+                ahead = "" if current else kb.waiting_for(queued[0])
+                st.markdown("等待中：" + "、".join(f"「{_name(j)}」" if j.kind in FILE_KINDS
+                                                  else inert(kb.job_label(j), keep_lines=False) for j in queued)
+                            + (f"（{inert(ahead, keep_lines=False)}）" if ahead else ""))
                 label = "取消等待中的文件" if all(j.kind in FILE_KINDS for j in queued) else "取消等待中的任务"
                 if kb.may("editor") and st.button(label, key=f"cancel_queued_{key}_{kb.id}"):  # the core's rule
                     _cancel(kb, queued)

@@ -18,13 +18,13 @@ from services.index.library import OPTIMIZE_FROM_CHUNKS
 from services.index.model_servers import served_embedders, served_rerankers
 from services.index.models import AVAILABILITY_ZH, MODELS, availability, embedding_models, reranker_models, resolve
 from services.index.repositories import ACTIVE, ApiKey, AuditEvent, ConversationInfo, Job, User
-from services.index.served import display_name as model_label
+from services.index.served import display_name as _served_label
 from services.index.store import Document, KnowledgeBase
 from services.search.fusion import METHODS
 from services.search.retrieval import MODES, Hit, SearchResult
 from services.tuning.evaluation import (CHUNKER_NAMES, KS, MATCH_RULE_ZH, config_labels, doc_key, parse_questions,
                                         sample_question_lines)
-from services.tuning.finetune import QUESTION_LIMIT, FinetuneSettings
+from services.tuning.finetune import QUESTION_LIMIT, FinetuneSettings, card_of
 from services.tuning.rerank_training import SET_ZH as RERANK_SET_ZH, RerankSettings
 from services.tuning.rerank_training import result_rows as rerank_result_rows
 
@@ -38,3 +38,13 @@ __all__ = [
     "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
     "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows", "QUESTION_LIMIT", "SCOPE_ZH", "action_zh", "detail_zh",
 ]
+
+
+def model_label(name: str) -> str:
+    """A model as users know it wherever it is named (pickers, job lines, waiting lines): a
+    fine-tuned model's folder as 「微调：名称（知识库）」, never the data dir's path; served models as
+    「模型服务 · 模型 · 地址」 (credentials masked); registry entries by their label."""
+    card = card_of(name)
+    if card is not None:
+        return f"微调：{card['name']}" + (f"（{card['kb']}）" if card.get("kb") else "")
+    return _served_label(name)
