@@ -255,3 +255,38 @@ def test_settings_says_existing_documents_keep_their_chunking(ws):
     kb = ws.session().create_kb("测试库")
     text = _shown(_settings(kb.id))
     assert "已上传的文档保持原来的切分" in text and "按这些设置重新切分" in text
+
+
+@pytest.mark.slow
+def test_finetune_page_shows_the_caveat_the_decision_and_not_a_switch_made_on_settings(ws, data_dir, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from services.index.ingest import ingest_bytes
+    from tiny_models import tiny_embedder
+
+    kb = ws.session().create_kb("测试库")
+    row = ws.lib.kb("测试库")
+    ws.lib.store.update_kb_settings(kb.id, embedding_model=str(tiny_embedder(tmp_path / "base")))
+    ingest_bytes(ws.lib, ws.lib.kb("测试库"), "长江是中国最长的河流，全长约6300公里。".encode(), "长江.txt")
+    assert row.id == kb.id
+    write_card(data_dir, kb)  # 6 held-out questions, decided on the 47 saved ones
+    from services.config import served_name
+
+    served = served_name("http://127.0.0.1:9/v1", "bge-m3")
+    failed = ws.lib.store.jobs.add(kb.id, "reembed", served, {"model": served})
+    ws.lib.store.jobs.claim(failed)
+    ws.lib.store.jobs.finish(failed, "failed", {"reason": "无法连接到向量模型服务 http://127.0.0.1:9/v1，请检查接口地址是否正确、服务是否已启动。"})
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["kb_id"] = kb.id
+    at.run()
+    at.switch_page("components/pages/finetune.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = _shown(at)
+    assert "检验题只有 6 道，差异可能只是偶然" in text, text
+    assert "没有变好（向量检索的名次得分 0.886 → 0.881），因此不提供切换" in text, text
+    assert "微调后检测变差（0.886 → 0.881），不建议使用" in text  # in the list of fine-tuned models too
+    assert "无法连接到向量模型服务" not in text, text  # a switch made on 设置 reports there, not under 开始微调
+    settings = _settings(kb.id)
+    shown = _shown(settings)  # where it was made, saying what failed: the switch, not a fine-tuning
+    assert "重新向量化「模型服务 · bge\\-m3 · http" in shown and "」：失败 — 无法连接到向量模型服务" in shown, shown
