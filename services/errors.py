@@ -347,7 +347,7 @@ def request_rejected_zh(what: str, status: int | None, api: str, where: str = ""
     """An endpoint that answered but refused the request (HTTP 400, 405, 415, 422, other 4xx), in the
     words the LLM's 「测试连接」 uses, for every kind of endpoint: `what` 大模型接口 / 向量模型服务 /
     重排模型服务, `api` the path it was asked for (/chat/completions, /embeddings, /rerank)."""
-    head = f"{what}{' ' + where if where else ''}拒绝了请求（HTTP {status or 400}）"
+    head = f"{what} {where} 拒绝了请求（HTTP {status or 400}）" if where else f"{what}拒绝了请求（HTTP {status or 400}）"
     if status == 405:
         head += f"：这个地址不提供 {api} 接口"
     return (head + f"。请检查：接口地址是否正确（OpenAI 兼容服务通常以 /v1 结尾，例如 http://127.0.0.1:8080/v1）、"

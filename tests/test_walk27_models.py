@@ -284,7 +284,7 @@ def test_finetune_page_shows_the_caveat_the_decision_and_not_a_switch_made_on_se
     assert not at.exception, [e.value for e in at.exception]
     text = _shown(at)
     assert "检验题只有 6 道，差异可能只是偶然" in text, text
-    assert "没有变好（向量检索的名次得分 0.886 → 0.881），因此不提供切换" in text, text
+    assert "没有变好，因此不提供切换（向量检索的名次得分 0.886 → 0.881）" in text, text
     assert "微调后检测变差（0.886 → 0.881），不建议使用" in text  # in the list of fine-tuned models too
     assert "无法连接到向量模型服务" not in text, text  # a switch made on 设置 reports there, not under 开始微调
     settings = _settings(kb.id)

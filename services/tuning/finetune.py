@@ -892,7 +892,7 @@ def verdict(card: dict) -> dict:
                     if on == "questions" else "微调后的模型在检验题上更好（向量检索的名次得分提高）。")
         decision += f"但{caveat}，切换后可以在评测页用更多问题核对。" if caveat else ""
     else:
-        decision = f"微调后的模型在{where}上没有变好（向量检索的名次得分 {numbers}），因此不提供切换。"
+        decision = f"微调后的模型在{where}上没有变好，因此不提供切换（向量检索的名次得分 {numbers}）。"
         decision += (f"{caveat}：可以在评测页保存更多问题（至少 {FEW_QUESTIONS} 道）后再比较，" if caveat else "") \
             + "可以增加训练轮数或训练题数后再试。"
     return {"better": better, "on": on, "before": before, "after": after, "n": n, "warning": warning,
