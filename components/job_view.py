@@ -20,12 +20,12 @@ import streamlit as st
 
 from components.safe_text import inert, inert_name
 from components.state import show_error, without_paths
-from services.views import STAGE_ZH, model_label
+from services.views import STAGE_ZH, latest_batch, model_label
 from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
 
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "embed": "个片段", "index": "个片段",
-              "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次", "variant": "种配置"}
+              "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次", "variant": "个文档"}
 JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重建关键词索引", "dense": "重建向量索引", "optimize": "优化向量索引",
                 "files": "索引文件", "variant": "按另一种切分方式重新切分文档", "questions": "检索问题"}
 KIND_ZH = {"ingest": "索引", "vectors": "补齐向量", "rechunk": "重新切分", "reindex": "重建索引", "optimize": "优化索引",
@@ -98,8 +98,8 @@ def vectors_line(job) -> None:
     rate, eta = job.result.get("rate"), job.result.get("eta_s")
     if rate and job.stage == "embed":
         line += f" · {rate:.1f} 片段/秒 · 剩余{seconds_zh(eta)}"
-    elif job.stage != "index":
-        line += " · 速度估算中"
+    elif job.stage != "index":  # the first batch of chunks is under way: say so (「速度估算中」 stood for 15 s)
+        line += " · 正在计算第一批片段，算完后显示速度和剩余时间"
     line += f" · 已用 {job.elapsed:.0f} 秒"
     st.markdown(line.replace("： · ", "："))
     st.progress(min(1.0, embedded / job.total), text=f"向量 {embedded}/{job.total}")
@@ -249,7 +249,10 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
 
     @st.fragment(run_every=1 if active_now else None)
     def panel() -> None:
-        jobs = latest_runs([j for j in kb.jobs(st.session_state.get(since_key), kinds) if keep(j)])
+        jobs = [j for j in kb.jobs(st.session_state.get(since_key), kinds) if keep(j)]
+        if st.session_state.get(since_key) is None:  # a new session: the last batch, not the last hour's
+            jobs = latest_batch(jobs)
+        jobs = latest_runs(jobs)
         if not jobs:
             if active_now:
                 st.rerun()  # cleared in another tab

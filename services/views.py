@@ -35,7 +35,7 @@ __all__ = [
     "SUPPORTED_EXTENSIONS", "unsupported", "SearchResult", "User", "availability", "display_name", "embedding_models", "format_mb",
     "format_size",
     "page_for_offset", "page_label", "page_ranges", "parse_markers", "source_claims", "parse_questions", "redact_url", "reranker_models", "resolve",
-    "restore_redacted", "sample_question_lines", "term_spans", "served_embedders", "served_rerankers", "model_label",
+    "restore_redacted", "sample_question_lines", "latest_batch", "term_spans", "served_embedders", "served_rerankers", "model_label",
     "RERANK_SET_ZH", "RerankSettings", "rerank_result_rows", "QUESTION_LIMIT", "SCOPE_ZH", "action_zh", "detail_zh",
 ]
 
@@ -48,3 +48,14 @@ def model_label(name: str) -> str:
     if card is not None:
         return f"微调：{card['name']}" + (f"（{card['kb']}）" if card.get("kb") else "")
     return _served_label(name)
+
+
+def latest_batch(jobs: list) -> list:
+    """The jobs (ordered by id) of the newest batch: a batch starts with a job submitted when every
+    earlier one had finished — what a page's 「new batch」 marks in its session — so after a reload
+    the upload summary counts the last upload's files (14/14), not the last hour's (「文件 28/28」)."""
+    start = 0
+    for i, job in enumerate(jobs):
+        if i and all(not j.active and j.updated_at <= job.created_at for j in jobs[:i]):
+            start = i
+    return jobs[start:]

@@ -851,6 +851,23 @@ class KB:
         parts = split_for_kb(self.lib, self.row, list(questions))
         return "" if parts["scored"] else nothing_to_score_zh(parts)
 
+    def chunking_summary(self) -> str:
+        """What 评测's 「当前知识库的切分」 is, in words: the documents' chunkings with their counts
+        (「13 个文档按句子 300/120，1 个滑动窗口 4/2」): a KB's documents keep the chunking they were
+        uploaded or last re-chunked with."""
+        from services.tuning.evaluation import current_chunking_zh
+
+        return current_chunking_zh(self.lib, self.row)
+
+    def unscored(self, questions) -> str:
+        """Which of `questions` (parsed) a retrieval score will leave out and why, said before the run
+        (「5 个是非题；7 个没有答案的问题…」); "" when every one is scored or none is (see `unscorable`)."""
+        from services.tuning.evaluation import excluded_zh, split_for_kb
+
+        parts = split_for_kb(self.lib, self.row, list(questions))
+        left_out = any(parts[k] for k in ("yesno", "unanswerable", "missing", "not_found"))
+        return excluded_zh(parts) if parts["scored"] and left_out else ""
+
     def evaluate(self, lines: list[str], modes: list[str], reranks: list[bool], chunkers: list[str],
                  limit: int | None = None, keep: bool = False, overrides: dict | None = None,
                  names: str = "zh") -> int:
