@@ -859,12 +859,15 @@ class KB:
 
         return current_chunking_zh(self.lib, self.row)
 
-    def unscored(self, questions) -> str:
+    def unscored(self, questions, missing: bool = True) -> str:
         """Which of `questions` (parsed) a retrieval score will leave out and why, said before the run
-        (「5 个是非题；7 个没有答案的问题…」); "" when every one is scored or none is (see `unscorable`)."""
+        (「5 个是非题；7 个没有答案的问题…」); "" when every one is scored or none is (see `unscorable`).
+        `missing`: also those whose documents are not in the KB (the 评测 page says those apart)."""
         from services.tuning.evaluation import excluded_zh, split_for_kb
 
         parts = split_for_kb(self.lib, self.row, list(questions))
+        if not missing:
+            parts = {**parts, "missing": [], "missing_docs": []}
         left_out = any(parts[k] for k in ("yesno", "unanswerable", "missing", "not_found"))
         return excluded_zh(parts) if parts["scored"] and left_out else ""
 

@@ -73,3 +73,25 @@ def test_a_new_sessions_upload_summary_counts_the_last_batch():
     running = [_job(1, 0.0, 5.0), _job(2, 20.0, 21.0, "running"), _job(3, 20.0, 20.0, "queued")]
     assert [j.id for j in latest_batch(running)] == [2, 3]
     assert latest_batch([]) == []
+
+
+@pytest.mark.slow  # an AppTest run of the 评测 page
+def test_the_evaluation_page_says_the_current_chunking_and_the_unscored_questions_before_the_run(tiny_kb):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+    from services.tuning.evaluation import save_question_set
+
+    ws, kb = tiny_kb
+    yes_no = json.dumps({"question": "长江是中国第一大河吗？", "doc_file": "docs/长江.txt", "answer": "是",
+                         "answer_type": "yesno"}, ensure_ascii=False)
+    save_question_set(ws.lib, ws.lib.kb("评测库"), question_lines() + [yes_no])  # 火星 is not in the KB
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["kb_id"] = kb.id
+    at.run()
+    at.switch_page("components/pages/evaluation.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = "\n".join(c.value for c in at.caption).replace("\\", "")
+    assert "「当前知识库的切分」：4 个文档按句子 40/0，2 个滑动窗口 2/1" in captions, captions
+    assert "其中不计入检索评分：1 个是非题。" in captions, captions  # before the run; 火星 said once, apart
+    assert captions.count("不在知识库中（火星.txt）") == 1, captions
