@@ -250,8 +250,8 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
     @st.fragment(run_every=1 if active_now else None)
     def panel() -> None:
         jobs = [j for j in kb.jobs(st.session_state.get(since_key), kinds) if keep(j)]
-        if st.session_state.get(since_key) is None:  # a new session: the last batch, not the last hour's
-            jobs = latest_batch(jobs)
+        if st.session_state.get(since_key) is None and not any(j.active for j in jobs):
+            jobs = latest_batch(jobs)  # a new session's summary: the last batch, not the last hour's (「文件 28/28」)
         jobs = latest_runs(jobs)
         if not jobs:
             if active_now:
