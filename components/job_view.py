@@ -32,6 +32,9 @@ KIND_ZH = {"ingest": "索引", "vectors": "补齐向量", "rechunk": "重新切�
            "reembed": "重新向量化", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调",
            "finetune_reranker": "训练重排模型"}
 FILE_KINDS = ("ingest", "vectors")
+# before the first batch of chunks (up to 32) is embedded there is no speed to show; 「速度估算中」 stood
+# for 15 s and read as stuck
+FIRST_BATCH_ZH = "正在计算第一批片段（算完后显示速度和剩余时间）"
 
 
 def seconds_zh(s: float | None) -> str:
@@ -81,7 +84,7 @@ def running_line(job) -> None:
     elif rate and eta is not None:
         line += f" · 剩余{seconds_zh(eta)}"
     elif job.stage == "embed":
-        line += " · 速度估算中"
+        line += " · " + FIRST_BATCH_ZH
     line += f" · 已用 {job.elapsed:.0f} 秒"
     st.markdown(line)
     st.progress(min(1.0, job.done / job.total) if job.total else 0.0)
@@ -99,7 +102,7 @@ def vectors_line(job) -> None:
     if rate and job.stage == "embed":
         line += f" · {rate:.1f} 片段/秒 · 剩余{seconds_zh(eta)}"
     elif job.stage != "index":  # the first batch of chunks is under way: say so (「速度估算中」 stood for 15 s)
-        line += " · 正在计算第一批片段，算完后显示速度和剩余时间"
+        line += " · " + FIRST_BATCH_ZH
     line += f" · 已用 {job.elapsed:.0f} 秒"
     st.markdown(line.replace("： · ", "："))
     st.progress(min(1.0, embedded / job.total), text=f"向量 {embedded}/{job.total}")
