@@ -931,6 +931,14 @@ class KB:
         return estimate(self.lib, self.row, settings)
 
     @staticmethod
+    def finetune_verdict(card: dict) -> dict:
+        """What a fine-tuned embedder's card says about using it (services.tuning.finetune.verdict):
+        better or not with the decisive numbers, the not-recommended warning, small-set caveats."""
+        from services.tuning.finetune import verdict
+
+        return verdict(card)
+
+    @staticmethod
     def finetune_progress(job: Job) -> tuple[float, float | None]:
         """(share done, seconds left) of a running fine-tuning job; the two always agree."""
         from services.tuning.finetune import progress_of
