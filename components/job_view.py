@@ -20,18 +20,21 @@ import streamlit as st
 
 from components.safe_text import inert, inert_name
 from components.state import show_error, without_paths
-from services.views import STAGE_ZH, model_label
+from services.views import STAGE_ZH, latest_batch, model_label
 from services.workspace import CANCELLABLE_WHILE_RUNNING, KB
 
 RESULT_ZH = {"ok": "已索引", "replaced": "已替换旧版本", "duplicate": "重复，已跳过", "failed": "失败"}
 STAGE_UNIT = {"parse": "步", "chunk": "个片段", "keywords": "个片段", "embed": "个片段", "index": "个片段",
-              "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次", "variant": "种配置"}
+              "bm25": "个片段", "dense": "个片段", "files": "个文件", "questions": "题次", "variant": "个文档"}
 JOB_STAGE_ZH = {**STAGE_ZH, "bm25": "重建关键词索引", "dense": "重建向量索引", "optimize": "优化向量索引",
                 "files": "索引文件", "variant": "按另一种切分方式重新切分文档", "questions": "检索问题"}
 KIND_ZH = {"ingest": "索引", "vectors": "补齐向量", "rechunk": "重新切分", "reindex": "重建索引", "optimize": "优化索引",
            "reembed": "重新向量化", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调",
            "finetune_reranker": "训练重排模型"}
 FILE_KINDS = ("ingest", "vectors")
+# before the first batch of chunks (up to 32) is embedded there is no speed to show; 「速度估算中」 stood
+# for 15 s and read as stuck
+FIRST_BATCH_ZH = "正在计算第一批片段（算完后显示速度和剩余时间）"
 
 
 def seconds_zh(s: float | None) -> str:
@@ -81,7 +84,7 @@ def running_line(job) -> None:
     elif rate and eta is not None:
         line += f" · 剩余{seconds_zh(eta)}"
     elif job.stage == "embed":
-        line += " · 速度估算中"
+        line += " · " + FIRST_BATCH_ZH
     line += f" · 已用 {job.elapsed:.0f} 秒"
     st.markdown(line)
     st.progress(min(1.0, job.done / job.total) if job.total else 0.0)
@@ -98,8 +101,8 @@ def vectors_line(job) -> None:
     rate, eta = job.result.get("rate"), job.result.get("eta_s")
     if rate and job.stage == "embed":
         line += f" · {rate:.1f} 片段/秒 · 剩余{seconds_zh(eta)}"
-    elif job.stage != "index":
-        line += " · 速度估算中"
+    elif job.stage != "index":  # the first batch of chunks is under way: say so (「速度估算中」 stood for 15 s)
+        line += " · " + FIRST_BATCH_ZH
     line += f" · 已用 {job.elapsed:.0f} 秒"
     st.markdown(line.replace("： · ", "："))
     st.progress(min(1.0, embedded / job.total), text=f"向量 {embedded}/{job.total}")
@@ -109,11 +112,15 @@ def vectors_line(job) -> None:
 def failed_or_cancelled(job) -> bool:
     """Show a cancelled or failed job's line; True when it was one of those."""
     r = job.result
+    # a file by its name; other work says what it was (a failed switch to a model server read, on the
+    # 微调 page, as if the fine-tuning had failed)
+    kind = KIND_ZH.get(job.kind, "")
+    what = f"「{_name(job)}」" if job.kind in FILE_KINDS or not kind else kind if job.filename in kind else f"{kind}「{_name(job)}」"
     if job.status == "cancelled":
-        st.caption(f"「{_name(job)}」：已取消")
+        st.caption(f"{what}：已取消")
         return True
     if job.status == "failed" or r.get("status") == "failed":
-        st.warning(f"「{_name(job)}」：失败 — {inert(without_paths(r.get('reason') or '未知原因'), keep_lines=False)}")
+        st.warning(f"{what}：失败 — {inert(without_paths(r.get('reason') or '未知原因'), keep_lines=False)}")
         return True
     return False
 
@@ -226,7 +233,8 @@ def batch_line(jobs, current, queued, done) -> str:
 
 def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None = None,
               finished: Callable | None = None, fold_when_done: bool = False,
-              rerun_when: Callable[[list], object] | None = None) -> None:
+              rerun_when: Callable[[list], object] | None = None,
+              only: Callable[[object], bool] | None = None) -> None:
     """The progress of the KB's jobs of `kinds`, polled from the job rows every second while any is
     queued or running; finished ones stay listed (for the last hour) until cleared (the time of the
     clearing is kept in session state `jobs_cleared_{key}_{kb.id}`: a page hides the results of
@@ -235,13 +243,19 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
     `fold_when_done`: once nothing is queued or running, the finished lines fold into one closed
     expander whose title sums them up (an upload's log does not stay open on every visit).
     `rerun_when(jobs)`: a value that, when it changes while jobs run, runs the whole page again (an
-    upload's documents appear in the list as each becomes keyword-searchable, not when the batch ends)."""
+    upload's documents appear in the list as each becomes keyword-searchable, not when the batch ends).
+    `only(job)`: the jobs this page started (the 微调 page lists switches to and from its models, not a
+    switch to a model server made on 设置, whose failure under 「开始微调」 read as the fine-tuning's)."""
     since_key = f"jobs_since_{key}_{kb.id}"
-    active_now = any(j.active for j in kb.jobs(st.session_state.get(since_key), kinds))
+    keep = only or (lambda job: True)
+    active_now = any(j.active for j in kb.jobs(st.session_state.get(since_key), kinds) if keep(j))
 
     @st.fragment(run_every=1 if active_now else None)
     def panel() -> None:
-        jobs = latest_runs(kb.jobs(st.session_state.get(since_key), kinds))
+        jobs = [j for j in kb.jobs(st.session_state.get(since_key), kinds) if keep(j)]
+        if st.session_state.get(since_key) is None and not any(j.active for j in jobs):
+            jobs = latest_batch(jobs)  # a new session's summary: the last batch, not the last hour's (「文件 28/28」)
+        jobs = latest_runs(jobs)
         if not jobs:
             if active_now:
                 st.rerun()  # cleared in another tab
@@ -277,8 +291,11 @@ def job_panel(kb: KB, kinds: tuple[str, ...], key: str, running: Callable | None
                 if job.kind in CANCELLABLE_WHILE_RUNNING and job.status == "running" and kb.may("editor") \
                         and st.button(f"取消{KIND_ZH.get(job.kind, '')}", key=f"cancel_{key}_{job.id}"):
                     _cancel(kb, [job])
-            if queued:
-                st.markdown("等待中：" + "、".join(f"「{_name(j)}」" for j in queued))
+            if queued:  # named as users know them; what they wait for when it is not listed above (the core says)
+                ahead = "" if current else kb.waiting_for(queued[0])
+                st.markdown("等待中：" + "、".join(f"「{_name(j)}」" if j.kind in FILE_KINDS
+                                                  else inert(kb.job_label(j), keep_lines=False) for j in queued)
+                            + (f"（{inert(ahead, keep_lines=False)}）" if ahead else ""))
                 label = "取消等待中的文件" if all(j.kind in FILE_KINDS for j in queued) else "取消等待中的任务"
                 if kb.may("editor") and st.button(label, key=f"cancel_queued_{key}_{kb.id}"):  # the core's rule
                     _cancel(kb, queued)

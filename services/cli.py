@@ -313,7 +313,8 @@ def cmd_finetune(args) -> int:
     if args.json:
         report = {"name": card["name"], "path": card["path"], "base_model": card["base_model"],
                   "pairs": card["pairs"], "better": card["better"], "seconds": card["seconds"],
-                  "before": card["before"], "after": card["after"], "table": rows, "better_on": card["better_on"]}
+                  "before": card["before"], "after": card["after"], "table": rows, "better_on": card["better_on"],
+                  "warning": kb.finetune_verdict(card)["warning"]}
         if questions:
             report.update(questions=questions, questions_table=question_rows)
         _print_json(report)
@@ -329,7 +330,10 @@ def cmd_finetune(args) -> int:
                 print(f"  {r['retrieval']:6} {r['model']:24} R@1 {r['recall@1']:.3f}  R@5 {r['recall@5']:.3f}  "
                       f"R@10 {r['recall@10']:.3f}  MRR@10 {r['mrr@10']:.3f}")
         judged = "（按知识库的问题集判断）" if questions else ""
-        print(("新模型更好，可在设置中切换到它。" if card["better"] else "新模型没有更好，不建议切换。") + judged)
+        verdict = kb.finetune_verdict(card)  # the words 设置 and the 微调 page use, with the numbers and caveats
+        caveats = "；".join(c for c in (verdict["caveats"]["heldout"], verdict["caveats"]["questions"]) if c)
+        print(("新模型更好，可在设置中切换到它。" if card["better"] else f"新模型没有更好，不建议切换（{verdict['warning']}）。")
+              + judged + (f"注意：{caveats}。" if caveats else ""))
     return 0
 
 

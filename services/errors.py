@@ -316,3 +316,46 @@ class UnsafeEndpoint(WendaoError):
     """A model endpoint pointing at a link-local, metadata or (not allowed) loopback address."""
 
     default_message = "这个接口地址指向本机或内网的特殊地址，出于安全考虑不允许使用。"
+
+
+class NeedsConfirmation(WendaoError):
+    """An action advised against (a fine-tuned model measured worse) asked for without the user's
+    explicit confirmation."""
+
+    default_message = "这个操作需要先确认。"
+
+
+class MalformedEndpoint(ModelServerError):
+    """An endpoint address that is not a URL at all ("not a url", "127.0.0.1:7997" without http://)."""
+
+    default_message = "接口地址格式不对：应是 http:// 或 https:// 开头的完整地址，例如 http://127.0.0.1:7997/v1。"
+
+
+# --- one wording for endpoints (the LLM, embedding and rerank servers) -------------------------
+def malformed_endpoint_zh(url: str, what: str = "接口") -> str:
+    """Why `url` is not an endpoint address, in Chinese; "" when it is an http(s) URL with a host
+    (whether anything answers there is another question)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit((url or "").strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in parts.netloc
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        ok = False
+    if ok:
+        return ""
+    shown = (url or "").strip()[:80]
+    return (f"{what}地址「{shown}」格式不对：应是 http:// 或 https:// 开头的完整地址，"
+            "例如 http://127.0.0.1:7997/v1。" if shown else f"请填写{what}地址。")
+
+
+def request_rejected_zh(what: str, status: int | None, api: str, where: str = "") -> str:
+    """An endpoint that answered but refused the request (HTTP 400, 405, 415, 422, other 4xx), in the
+    words the LLM's 「测试连接」 uses, for every kind of endpoint: `what` 大模型接口 / 向量模型服务 /
+    重排模型服务, `api` the path it was asked for (/chat/completions, /embeddings, /rerank)."""
+    head = f"{what} {where} 拒绝了请求（HTTP {status or 400}）" if where else f"{what}拒绝了请求（HTTP {status or 400}）"
+    if status == 405:
+        head += f"：这个地址不提供 {api} 接口"
+    return (head + f"。请检查：接口地址是否正确（OpenAI 兼容服务通常以 /v1 结尾，例如 http://127.0.0.1:8080/v1）、"
+            f"模型名是否正确、该服务是否支持 {api}。")

@@ -166,11 +166,15 @@ class Runner:
     def _progress(self, job_id: int, listener: Callable | None = None):
         last = [0.0, None]  # when the row was last written, and the stage it was written with
         stage_started: dict[str, float] = {}
+        stage_done: dict[str, int] = {}
 
         def report(stage: str, done: int, total: int, **extra) -> None:
             if listener:
                 listener(stage, done, total, extra)
             now = time.time()
+            if done < stage_done.get(stage, 0):  # the stage counts again from the start (评测's next re-chunk)
+                stage_started.pop(stage, None)
+            stage_done[stage] = done
             stage_started.setdefault(stage, now)
             # a new stage is always written (an ingest's "keywords n/n" must not stand for its embedding)
             if stage == last[1] and now - last[0] < PROGRESS_EVERY_S and done < total and not extra.get("force"):

@@ -39,6 +39,11 @@ CANCELLABLE_WHILE_RUNNING = worker.CANCELLABLE_WHILE_RUNNING  # other kinds: can
 SAMPLE_KB = "示例"
 MAX_QUERY_CHARS = 2000  # a question or query: every character is embedded (510-token windows, averaged), so
 # without a bound one request of a megabyte kept a core busy for minutes (any viewer, any read key)
+# a job's kind as users know it (KB.job_label)
+JOB_KIND_ZH = {"ingest": "上传", "vectors": "补齐向量", "rechunk": "重新切分", "reindex": "重建索引", "optimize": "优化索引",
+               "reembed": "切换向量模型", "sample": "导入示例文档", "evaluate": "评测", "finetune": "微调",
+               "finetune_reranker": "训练重排模型"}
+JOB_NAMES = ("重建索引", "优化索引", "评测", "示例")  # job names that only repeat the kind
 HISTORY_TURNS = 10  # turns of a caller-given history kept (the rewrite reads the last ones only)
 MAX_HISTORY_ANSWER_CHARS = 20_000  # an earlier answer a caller sends back, kept up to this many characters
 
@@ -225,10 +230,12 @@ class Session:
         (kind="reranker") rerankers trained on a KB. A model follows the KB it was trained on: listed
         only to those who may see that KB (its card names the KB, and it learned from its documents),
         with the KB's current name; admins also see models whose KB is gone."""
-        from services.tuning.finetune import finetuned_models
+        from services.tuning.finetune import finetuned_models, verdict
 
         out = []
         for card in finetuned_models(self.lib, kind):
+            if kind == "embedding":  # whether it measured better, in words (services.tuning.finetune.verdict)
+                card = {**card, "verdict": verdict(card)}
             row = self._model_kb(card)
             if row is not None and access.role_of(self.store, self.who, row) is not None:
                 out.append({**card, "kb": row.name})
@@ -648,13 +655,16 @@ class KB:
         from services.index.model_servers import try_embedding_server
 
         self._need("owner")
-        self._check_url(base_url)
+        self._check_url(base_url, "向量模型服务")
         return try_embedding_server(self.lib, self.row, base_url, model, query_prefix, passage_prefix, api_key)
 
     def use_embedding_server(self, base_url: str, model: str, query_prefix: str = "", passage_prefix: str = "",
                              api_key: str = "") -> int:
-        """Embed this KB through the server from now on: a typed key is tested and saved for exactly that
-        endpoint, then a re-embed job is queued (search keeps the old vectors until it is done)."""
+        """Embed this KB through the server from now on: the server is tested first (one probe: it
+        answers, with vectors of some dimension), so an address that does not work is refused here
+        with the Chinese reason instead of a background job failing later; a typed key is saved for
+        exactly that endpoint once it worked; then a re-embed job is queued (search keeps the old
+        vectors until it is done)."""
         from services.config import served_name
         from services.index.model_servers import save_server_key, try_embedding_server
 
@@ -662,9 +672,9 @@ class KB:
         self.lib.require_owner()
         if not base_url.strip() or not model.strip():
             raise errors.ModelLoadError("请填写模型服务的接口地址（base_url）和模型名。")
-        self._check_url(base_url)
+        self._check_url(base_url, "向量模型服务")
+        try_embedding_server(self.lib, self.row, base_url, model, query_prefix, passage_prefix, api_key)
         if api_key:
-            try_embedding_server(self.lib, self.row, base_url, model, query_prefix, passage_prefix, api_key)
             save_server_key(self.lib, self.row, base_url, api_key)
         self._audit("embedding_server_used", redact_url(base_url))
         return self.reembed(served_name(base_url, model, query_prefix, passage_prefix))
@@ -674,13 +684,17 @@ class KB:
         from services.search.rerank import use_rerank_server
 
         self._need("owner")
-        self._check_url(base_url)
+        self._check_url(base_url, "重排模型服务")
         result = use_rerank_server(self.lib, self.row, base_url, model, api_key)
         self.refresh()
         self._audit("rerank_server_used", redact_url(base_url))
         return result
 
-    def _check_url(self, base_url: str) -> None:
+    def _check_url(self, base_url: str, what: str = "模型服务") -> None:
+        """A model server's address: a URL at all (「not a url」 is said to be malformed, not
+        unreachable), then in team mode not towards internal addresses."""
+        if errors.malformed_endpoint_zh(base_url):
+            raise errors.MalformedEndpoint(errors.malformed_endpoint_zh(base_url, what))
         self._check_endpoint(LLMSettings(base_url=base_url))
 
     def _check_model(self, name: str, current: str = "") -> None:
@@ -884,12 +898,25 @@ class KB:
     def optimize(self) -> int:
         return self.submit("optimize", "优化索引", {})
 
-    def reembed(self, model: str) -> int:
-        """Switch the embedding model (re-embeds every chunk in the background)."""
+    def not_recommended(self, model: str) -> str:
+        """Why switching to `model` is advised against, in Chinese: a fine-tuned model its run measured
+        not better (「微调后检测变差（0.886 → 0.881），不建议使用」); "" otherwise."""
+        from services.tuning.finetune import card_of, verdict
+
+        card = card_of(model)
+        return verdict(card)["warning"] if card is not None and "after" in card and "before" in card else ""
+
+    def reembed(self, model: str, confirmed: bool = False) -> int:
+        """Switch the embedding model (re-embeds every chunk in the background). A fine-tuned model its
+        run measured not better is switched to only when `confirmed` (the user was shown
+        `not_recommended` and still chose it): NeedsConfirmation otherwise."""
         from services.index.served import display_name as display_model
 
         self._need("editor")
         self._check_model(model, self.embedding_model())
+        warning = self.not_recommended(model)
+        if warning and not confirmed:
+            raise errors.NeedsConfirmation(f"{warning}。确实要切换时，请先勾选确认。")
         job = self.submit("reembed", model, {"model": model})
         self._audit("reembed", display_model(model))
         return job
@@ -902,6 +929,26 @@ class KB:
 
         parts = split_for_kb(self.lib, self.row, list(questions))
         return "" if parts["scored"] else nothing_to_score_zh(parts)
+
+    def chunking_summary(self) -> str:
+        """What 评测's 「当前知识库的切分」 is, in words: the documents' chunkings with their counts
+        (「13 个文档按句子 300/120，1 个滑动窗口 4/2」): a KB's documents keep the chunking they were
+        uploaded or last re-chunked with."""
+        from services.tuning.evaluation import current_chunking_zh
+
+        return current_chunking_zh(self.lib, self.row)
+
+    def unscored(self, questions, missing: bool = True) -> str:
+        """Which of `questions` (parsed) a retrieval score will leave out and why, said before the run
+        (「5 个是非题；7 个没有答案的问题…」); "" when every one is scored or none is (see `unscorable`).
+        `missing`: also those whose documents are not in the KB (the 评测 page says those apart)."""
+        from services.tuning.evaluation import excluded_zh, split_for_kb
+
+        parts = split_for_kb(self.lib, self.row, list(questions))
+        if not missing:
+            parts = {**parts, "missing": [], "missing_docs": []}
+        left_out = any(parts[k] for k in ("yesno", "unanswerable", "missing", "not_found"))
+        return excluded_zh(parts) if parts["scored"] and left_out else ""
 
     def evaluate(self, lines: list[str], modes: list[str], reranks: list[bool], chunkers: list[str],
                  limit: int | None = None, keep: bool = False, overrides: dict | None = None,
@@ -967,6 +1014,14 @@ class KB:
         return estimate(self.lib, self.row, settings)
 
     @staticmethod
+    def finetune_verdict(card: dict) -> dict:
+        """What a fine-tuned embedder's card says about using it (services.tuning.finetune.verdict):
+        better or not with the decisive numbers, the not-recommended warning, small-set caveats."""
+        from services.tuning.finetune import verdict
+
+        return verdict(card)
+
+    @staticmethod
     def finetune_progress(job: Job) -> tuple[float, float | None]:
         """(share done, seconds left) of a running fine-tuning job; the two always agree."""
         from services.tuning.finetune import progress_of
@@ -999,6 +1054,33 @@ class KB:
         if job.kind not in VIEWER_JOB_KINDS and not access.at_least(self.role, "editor"):
             raise errors.PermissionDenied(JOB_LOG_DENIED_ZH)
         return job
+
+    def job_label(self, job: Job) -> str:
+        """A job as users know it, in Chinese: what it does and on what (「上传「a.pdf」」, 「切换向量模型
+        到「微调：小微调（测试库）」」, 「评测」), never a data dir path."""
+        from services.views import model_label
+
+        kind = JOB_KIND_ZH.get(job.kind, "后台任务")
+        if job.kind == "reembed":
+            return f"{kind}到「{model_label(job.filename)}」"
+        if job.kind in ("finetune", "finetune_reranker"):
+            return f"{kind}「{job.filename}」"
+        return kind if job.filename in kind or job.filename in JOB_NAMES else f"{kind}「{job.filename}」"
+
+    def waiting_for(self, job: Job) -> str:
+        """What a queued job of this KB waits for, in Chinese (「排在知识库「进度测试」的上传「a.pdf」之后」):
+        the data dir's worker runs one job at a time, whichever KB it belongs to. A job of a KB this
+        principal may not see is not named ("另一个知识库的后台任务"); "" when nothing is ahead."""
+        ahead = self.lib.store.jobs.ahead_of(job.id)
+        if ahead is None:
+            return ""
+        if ahead.kb_id == self.id:
+            return f"排在{self.job_label(ahead)}之后"
+        try:
+            other = self.session.kb(ahead.kb_id)
+        except errors.WendaoError:
+            return "排在另一个知识库的后台任务之后"
+        return f"排在知识库「{other.name}」的{other.job_label(ahead)}之后"
 
     def cancel(self, job_id: int) -> bool:
         self._need("editor")

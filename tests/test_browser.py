@@ -460,8 +460,8 @@ def test_reembed_and_chunker_evaluation_keep_running_across_a_reload(chromium, t
     browser, are background jobs (one worker runs them in turn): after a reload (a new session) and
     in a second tab the pages still show their progress from the job rows, and then their results."""
     torch_model = "multilingual-e5-small（内置，推荐）"  # the bundled torch entry as the pickers name it
-    evaluating = re.compile(r"^评测：|等待中：「评测」")  # the running line, or waiting its turn
-    switching = re.compile(f"^重新向量化「{re.escape(torch_model)}」：|等待中：「{re.escape(torch_model)}」")
+    evaluating = re.compile(r"^评测：|等待中：评测")  # the running line, or waiting its turn
+    switching = re.compile(f"^重新向量化「{re.escape(torch_model)}」：|等待中：切换向量模型到「{re.escape(torch_model)}」")
     with running_app(tmp_path / "data") as url:
         page = new_page(chromium, [])
         page.goto(url + "/evaluation")

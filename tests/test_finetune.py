@@ -373,6 +373,9 @@ def test_cli_finetune_prints_the_before_after_table(tmp_path, data_dir):
     assert [(r["retrieval"], r["model"]) for r in report["questions_table"]] == \
         [("dense", "base"), ("dense", "m1"), ("hybrid", "base"), ("hybrid", "m1")]
     assert report["questions_table"][1]["mrr@10"] == round(questions["after"]["dense"]["mrr@10"], 4)
+    # the not-recommended warning 设置 shows (walkthrough s27 #3), with the decisive set's numbers
+    assert (report["warning"] == "") == report["better"]
+    assert report["better"] or f"{questions['before']['dense']['mrr@10']:.3f} → " in report["warning"]
 
 
 @pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)

@@ -476,16 +476,19 @@ def test_model_server_credentials_never_reach_api_callers(team, monkeypatch):
 
     ws, who, keys = team
     monkeypatch.setenv("WENDAO_ALLOW_PRIVATE_ENDPOINTS", "1")
+    from model_server import FakeModelServer
+
     owner = ws.session(who["A"]).kb("KB1", "owner")
-    job = owner.use_embedding_server("http://svc:s3cret-pass@127.0.0.1:9/v1", "bge-m3")
-    client = TestClient(create_api())
-    r = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {keys['KB1-write'].key}"})
-    assert r.status_code == 200 and "bge-m3" in r.text
-    assert "s3cret-pass" not in r.text
-    r = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {keys['KB1-read'].key}"})
-    assert r.status_code == 403 and "s3cret-pass" not in r.text
-    assert "s3cret-pass" not in json.dumps([e.to_json() for e in ws.session(who["A"]).audit_log()], ensure_ascii=False)
-    assert worker.wait_idle(ws.lib, 120)
+    with FakeModelServer(models=["bge-m3"]) as server:  # the switch probes the server first (walkthrough s27 #6)
+        job = owner.use_embedding_server(server.url.replace("http://", "http://svc:s3cret-pass@"), "bge-m3")
+        client = TestClient(create_api())
+        r = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {keys['KB1-write'].key}"})
+        assert r.status_code == 200 and "bge-m3" in r.text
+        assert "s3cret-pass" not in r.text
+        r = client.get(f"/v1/jobs/{job}", headers={"Authorization": f"Bearer {keys['KB1-read'].key}"})
+        assert r.status_code == 403 and "s3cret-pass" not in r.text
+        assert "s3cret-pass" not in json.dumps([e.to_json() for e in ws.session(who["A"]).audit_log()], ensure_ascii=False)
+        assert worker.wait_idle(ws.lib, 120)
 
 
 def test_oversized_bodies_are_refused_before_they_are_read(team, monkeypatch):

@@ -347,6 +347,7 @@ def test_vectors_progress_is_shown_apart_from_keyword_search(two_docs, monkeypat
     at = app("library")
     text = shown(at)
     assert "正在处理「报告.pdf」：已可按关键词检索 · 向量 0/30，语义检索稍后可用" in text, text
+    assert "正在计算第一批片段（算完后显示速度和剩余时间）" in text and "速度估算中" not in text  # walkthrough s27 #16
     assert "关键词可检索 30/30" not in text
     bars = {p.proto.text: p.proto.value for p in at.get("progress")}
     assert bars.get("向量 0/30") == 0, bars

@@ -103,7 +103,9 @@ def test_the_bar_and_the_time_left_agree():
     assert share == pytest.approx(275 / (275 + left), abs=0.01)
     assert time_left("data", 30, plan) == pytest.approx(70 + 20 + 300 + 50 + 30)
     # overrun: a tenth of the stage remains, and the stages after it go at the pace it shows so far
-    assert time_left("data", 500, plan) == pytest.approx(10 + 5 * 400)
+    from services.tuning.finetune import pace  # trusted as far as the finished seconds go (walkthrough s27 #9)
+
+    assert time_left("data", 500, plan) == pytest.approx(10 + pace(plan, {"data": 500}) * 400)
 
 
 @pytest.mark.slow  # trains a model (issue 18 item 9: training tests are slow)

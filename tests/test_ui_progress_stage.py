@@ -59,6 +59,12 @@ def test_cancel_buttons_only_for_those_the_core_lets_cancel():
             def may(self, need):
                 return at_least(role, need)
 
+            def job_label(self, job):
+                return "评测"
+
+            def waiting_for(self, job):
+                return ""
+
         job_panel(FakeKB(), ("evaluate",), "evaluate")
 
     for role, offered in (("viewer", False), ("editor", True)):

@@ -65,6 +65,18 @@ def missing_note(questions, held: set) -> str:
             "这些问题不计入检索评分。")
 
 
+def unscored_of(kb, questions, lines) -> str:
+    """kb.unscored for this question set, kept in the session like `refusal_of`."""
+    key = ("eval_unscored", kb.id, hash(tuple(lines or [q.question for q in questions])), kb.info().documents)
+    cache = st.session_state.setdefault("eval_refusals", {})
+    if key not in cache:
+        try:
+            cache[key] = kb.unscored(questions, missing=False)  # documents not in the KB: said below
+        except errors.WendaoError:
+            cache[key] = ""
+    return cache[key]
+
+
 def refusal_of(kb, questions, lines) -> str:
     """kb.unscorable for this question set, kept in the session per KB, file and document count (it
     locates every answer in the documents: not on every rerun)."""
@@ -228,6 +240,10 @@ if kb is None or kb.info().chunks == 0:
 refusal = refusal_of(kb, questions, lines) if questions else ""  # a set the run would refuse: said first, no count
 st.markdown(f"评测知识库：**{inert(kb.name, keep_lines=False)}**"
             + (f" · {len(questions)} 个问题" if questions and not refusal else ""))
+if questions and not refusal:  # which will not be scored, before the run (it was said only after it)
+    unscored = unscored_of(kb, questions, lines)
+    if unscored:
+        st.caption(f"其中不计入检索评分：{inert(unscored, keep_lines=False)}。")
 chosen = ""  # the set this run uses when it is not the saved one, for the saved set's title
 if questions and source != "saved":
     chosen = f"{'上传的文件' if source == 'upload' else '内置示例'}（{len(questions)} 个问题，尚未保存）"
@@ -261,6 +277,8 @@ c1, c2 = st.columns([2, 1])  # wide enough for the three retrieval chips at 1280
 modes = c1.multiselect("检索方式", list(MODES), default=list(MODES), format_func=MODES.get)
 reranks = c2.multiselect("重排", [False, True], default=[False], format_func=lambda r: "开" if r else "关")
 chunkers = st.multiselect("切分方式", list(CHUNKER_NAMES), default=["current"], format_func=CHUNKER_NAMES.get)
+st.caption(f"「{CHUNKER_NAMES['current']}」：{inert(kb.chunking_summary(), keep_lines=False)}"
+           "（每个文档保持上传或上次重新切分时的设置）。")
 limit = st.slider("最多评测多少题", 5, max(5, len(questions or [])), min(100, len(questions or [5])),
                   disabled=not questions) if questions and len(questions) > 5 else len(questions or [])
 

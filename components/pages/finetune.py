@@ -226,10 +226,13 @@ if mine:
     names = [m["name"] for m in mine]
     picked = st.selectbox("微调模型", names, key=key("picked")) if len(names) > 1 else names[0]
     card = next(m for m in mine if m["name"] == picked)
-    st.caption(f"在 {card['before'].get('queries', 0)} 道检验题上的检索效果（检验题出自没参加训练的文档；相关片段 = 出题的片段）。")
+    verdict = card["verdict"]  # the core's words: better or not, with its numbers and small-set caveats
+    st.caption(f"在 {card['before'].get('queries', 0)} 道检验题上的检索效果（检验题出自没参加训练的文档；相关片段 = 出题的片段）。"
+               + (f"**{verdict['caveats']['heldout']}**。" if verdict["caveats"]["heldout"] else ""))
     metric_table(card)
     if card.get("questions"):
-        st.caption(questions_caption(card["questions"]))
+        st.caption(questions_caption(card["questions"])
+                   + (f"**{verdict['caveats']['questions']}**。" if verdict["caveats"]["questions"] else ""))
         metric_table(card["questions"])
     st.caption(settings_caption(card), help=SETTINGS_HELP)
     base = card.get("base_model", "")
@@ -239,15 +242,16 @@ if mine:
                               disabled=switching or locked):
             switch_to(base)
     elif card.get("better"):
-        st.success("微调后的模型在本知识库的问题集上更好（向量检索的名次得分提高，混合检索的没有下降）。"
-                   if card.get("better_on") == "questions" else "微调后的模型在检验题上更好（向量检索的名次得分提高）。")
+        st.success(verdict["decision"])
         if st.button(f"切换到微调模型「{card['name']}」并重新向量化", type="primary", key=key("switch"),
                      disabled=switching or locked):
             switch_to(card["path"])
     else:
-        where = "本知识库的问题集" if card.get("better_on") == "questions" else "检验题"
-        st.warning(f"微调后的模型在{where}上没有变好，因此不提供切换。可以增加训练轮数或训练题数后再试。")
-job_panel(kb, ("reembed",), "reembed", finished=lambda job: reembed_finished(job, model_label(job.filename)))
+        st.warning(verdict["decision"])
+# only switches to and from the models trained here (a switch made on 设置 reports there)
+ours = {m["path"] for m in models} | {m.get("base_model") for m in mine} | {m.get("base_path") for m in mine}
+job_panel(kb, ("reembed",), "reembed", finished=lambda job: reembed_finished(job, model_label(job.filename)),
+          only=lambda job: job.filename in ours)
 
 # --- all fine-tuned models -------------------------------------------------------------------
 st.subheader("已微调的模型")
@@ -262,6 +266,8 @@ for m in models:
         on_questions = (f" · 问题集 {mine_q['n']} 题名次得分 {mine_q['before']['dense']['mrr@10']:.3f} → "
                         f"{mine_q['after']['dense']['mrr@10']:.3f}") if mine_q else ""
         st.markdown(f"**{m['name']}**" + ("（使用中）" if m["path"] in in_use else ""))
+        if m.get("verdict", {}).get("warning"):
+            st.caption(f":orange[{m['verdict']['warning']}]")
         st.caption(f"基础模型：{inert(resolve(m.get('base_model', '')).name, keep_lines=False)} · "
                    f"知识库：{inert(m.get('kb', ''), keep_lines=False)} · "
                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.get('created_at', 0)))} · "

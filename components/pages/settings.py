@@ -104,6 +104,8 @@ if rerank and not locked and st.button("测试重排模型", key=key("test_reran
 
 # --- chunking -------------------------------------------------------------------------------
 st.subheader("切分（用于之后上传的文档）")
+st.caption("已上传的文档保持原来的切分，改这里不会改变它们；要按新设置切分已有文档，"
+           "到「文档库」的「查看或调整的文档」中选一个文档，点「按这些设置重新切分」（每次一个文档）。")
 ch = kb.chunking_config()
 new_ch = chunking_form(key("chunking"), ch, disabled=locked)  # the same form as the library's upload controls
 if new_ch is not None and new_ch != ch and not locked:
@@ -116,11 +118,17 @@ if new_ch is not None and new_ch != ch and not locked:
 # --- embedding model ------------------------------------------------------------------------
 st.subheader("向量模型")
 current = kb.embedding_model()
-tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in session().finetuned_models()}
+finetuned = session().finetuned_models()
+tuned = {m["path"]: f"微调：{m['name']}（{m['kb']}）" for m in finetuned}
+# a model its run measured not better says so wherever it is listed (the core's verdict, with its numbers)
+advised_against = {m["path"]: m["verdict"]["warning"] for m in finetuned if m.get("verdict", {}).get("warning")}
 names = list(dict.fromkeys([m.name for m in embedding_models(current)] + list(tuned) + served_embedders(current)))
 choice = st.selectbox("模型", names + ["自定义…"], index=names.index(current) if current in names else len(names),
-                      format_func=lambda n: tuned.get(n, model_label(n)), key=key("embedder"), disabled=locked)
-if choice in tuned:
+                      format_func=lambda n: tuned.get(n, model_label(n)) + ("（不建议使用）" if n in advised_against else ""),
+                      key=key("embedder"), disabled=locked)
+if choice in advised_against:
+    st.warning(f"{advised_against[choice]}。微调前后的对比见「微调」页。", icon=":material/warning:")
+elif choice in tuned:
     st.caption("在本机数据目录中微调得到的模型；微调前后的对比见「微调」页。")
 if choice == "自定义…":
     choice = st.text_input("Hugging Face 模型 ID 或本地目录", "" if current in names else current, key=key("embedder_path"),
@@ -136,11 +144,15 @@ busy = jobs_running(kb, ("reembed",))
 if choice and choice != current:
     st.info(f"当前知识库使用「{inert(tuned.get(current, model_label(current)), keep_lines=False)}」。切换模型需要把全部片段重新向量化"
             "（在后台进行：可以离开本页，期间仍用原模型检索）。")
+    confirmed = choice in advised_against and st.checkbox(
+        "我知道这个模型在检测中没有变好，仍然要切换", key=key("reembed_confirm"), disabled=locked)
     if st.button(f"切换到「{inert(tuned.get(choice, model_label(choice)), keep_lines=False)}」并重新向量化", type="primary",
-                 key=key("reembed"), disabled=busy, help="已有一个重新向量化任务在进行" if busy else None):
+                 key=key("reembed"), disabled=busy or (choice in advised_against and not confirmed),
+                 help="已有一个重新向量化任务在进行" if busy else
+                 "先勾选上面的确认" if choice in advised_against and not confirmed else None):
         try:
             new_batch(kb, ("reembed",), "reembed")
-            kb.reembed(choice)
+            kb.reembed(choice, confirmed=bool(confirmed))
             st.rerun()
         except Exception as exc:
             show_error(exc)

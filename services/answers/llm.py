@@ -284,6 +284,8 @@ class LLMClient:
             return errors.LLMRateLimited()
         if name == "APITimeoutError":
             return errors.LLMTimeout()
+        if name == "APIConnectionError" and errors.malformed_endpoint_zh(self.settings.base_url):
+            return errors.LLMUnreachable(errors.malformed_endpoint_zh(self.settings.base_url, "大模型接口"))
         if name == "APIConnectionError":
             return errors.LLMUnreachable(f"无法连接到大模型接口 {redact_url(self.settings.base_url) or '(默认 OpenAI)'}，请检查地址和服务是否已启动。")
         if name == "InternalServerError" or (status and status >= 500):
@@ -294,9 +296,8 @@ class LLMClient:
         if name == "BadRequestError" and "response_format" in lowered:
             return errors.LLMError("接口不支持结构化输出（response_format）。")
         if status in (405, 400, 415, 422) or name in ("BadRequestError", "UnprocessableEntityError"):
-            return errors.LLMRequestRejected(
-                f"大模型接口拒绝了请求（HTTP {status or '400'}）。请检查：接口地址是否是 OpenAI 兼容地址"
-                "（通常以 /v1 结尾，例如 http://127.0.0.1:8080/v1）、模型名是否正确、该服务是否支持 /chat/completions。")
+            return errors.LLMRequestRejected(errors.request_rejected_zh("大模型接口", status, "/chat/completions"))
         if status:
             return errors.LLMRequestRejected(f"大模型接口返回错误（HTTP {status}）。请检查接口地址和模型名。")
-        return errors.LLMError(f"调用大模型失败（{name}）。请检查接口地址、模型名和网络。")
+        log.warning("LLM call failed: %s", name)
+        return errors.LLMError("调用大模型失败。请检查接口地址、模型名和网络。")

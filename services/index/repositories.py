@@ -107,6 +107,14 @@ class JobRows:
         row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
 
+    def ahead_of(self, job_id: int) -> Job | None:
+        """The job a queued one waits for: the one running (the data dir's worker runs one at a time),
+        else the oldest queued before it; None when nothing is ahead."""
+        row = self.db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id<>? AND (status IN ('running','cancelling')"
+            " OR (status='queued' AND id<?)) ORDER BY status='queued', id LIMIT 1", (job_id, job_id)).fetchone()
+        return _job(row) if row else None
+
     def path(self, job_id: int) -> str | None:
         row = self.db.execute("SELECT path FROM jobs WHERE id=?", (job_id,)).fetchone()
         return row[0] if row else None

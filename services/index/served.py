@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import threading
@@ -41,6 +42,8 @@ import numpy as np
 
 from services import errors
 from services.config import SERVED, redact_url, same_endpoint, server_key_pairs
+
+log = logging.getLogger(__name__)
 
 PROBE_TEXTS = ("长江是中国最长的河流，全长约六千三百公里。", "Which court heard the appeal in 2019?")
 PROBE_COSINE = 0.9995  # the same model on another batch / GPU: >= 0.99999 measured; another model: far lower
@@ -149,10 +152,15 @@ def batches(texts: list[str], batch_size: int, max_tokens: int) -> list[list[int
     return out
 
 
-def translate(exc: Exception, base_url: str, model: str, what: str = "向量模型服务") -> errors.ModelServerError:
-    """An openai SDK / httpx failure as a typed error with a Chinese message (no key, no credentials)."""
+def translate(exc: Exception, base_url: str, model: str, what: str = "向量模型服务",
+              api: str = "/embeddings") -> errors.ModelServerError:
+    """An openai SDK / httpx failure as a typed error with a Chinese message (no key, no credentials,
+    never an exception's English name): an endpoint that refused the request is worded as the LLM's
+    (errors.request_rejected_zh, `api` the path asked for), an address that is no URL says so."""
     if isinstance(exc, errors.ModelServerError):
         return exc
+    if errors.malformed_endpoint_zh(base_url):
+        return errors.MalformedEndpoint(errors.malformed_endpoint_zh(base_url, what))
     name = type(exc).__name__
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
     where = redact_url(base_url) or "(默认 OpenAI)"
@@ -180,7 +188,10 @@ def translate(exc: Exception, base_url: str, model: str, what: str = "向量模�
                                        "（WENDAO_MODEL_SERVER_CONCURRENCY）。")
     if status and status >= 500:
         return errors.ModelServerError(f"{what} {where} 出错（{status}），重试后仍失败，请稍后再试。")
-    return errors.ModelServerError(f"{what} {where} 调用失败：{name}{f'（{status}）' if status else ''}。")
+    if status:
+        return errors.ModelServerError(errors.request_rejected_zh(what, status, api, where))
+    log.warning("%s call failed: %s", what, name)
+    return errors.ModelServerError(f"调用{what} {where} 失败，请检查接口地址、模型名和网络。")
 
 
 class ServedEmbedder:

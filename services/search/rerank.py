@@ -193,7 +193,7 @@ class ServedReranker:
                 elif name == "JSONDecodeError" or isinstance(exc, (ValueError, KeyError, TypeError)):
                     raise errors.ModelServerBadResponse("重排模型服务的返回内容无法识别（应为 results 列表或 TEI 的 [{index, score}]）。") from None
                 else:
-                    raise translate(exc, self.served.base_url, self.served.model, "重排模型服务") from None
+                    raise translate(exc, self.served.base_url, self.served.model, "重排模型服务", "/rerank") from None
             time.sleep(min(8.0, 0.5 * 2 ** attempt))
             attempt += 1
 

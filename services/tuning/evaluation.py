@@ -15,6 +15,7 @@ import logging
 import math
 import statistics
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePath
 from typing import Callable
@@ -358,6 +359,30 @@ CHUNKER_NAMES = {"current": "当前知识库的切分", "sentence": "按句子 3
                  "window": "滑动窗口 4 句 / 步长 2"}
 
 
+def chunking_short_zh(config: dict) -> str:
+    """A document's chunking (ChunkingConfig.to_dict) in the few words 评测's chunker names use:
+    「按句子 300/120」, 「固定 300/50」, 「滑动窗口 4/2」 (sentence chunks counted in model tokens: 「按句子 300 词/120」)."""
+    strategy = config.get("strategy", "sentence")
+    if strategy == "window":
+        return f"滑动窗口 {config.get('window', 4)}/{config.get('stride', 2)}"
+    word = {"sentence": "按句子", "fixed": "固定"}.get(strategy, strategy)
+    unit = " 词" if strategy == "sentence" and config.get("unit") == "tokens" else ""
+    return f"{word} {config.get('chunk_size', 300)}{unit}/{config.get('overlap', 0)}"
+
+
+def current_chunking_zh(lib: Library, kb: KnowledgeBase) -> str:
+    """What 「当前知识库的切分」 is: its ready documents' chunkings with their counts, the commonest
+    first (「13 个文档按句子 300/120，1 个滑动窗口 4/2」; 「全部 14 个文档按句子 300/120」)."""
+    counts = Counter(chunking_short_zh(d.chunking or {}) for d in lib.store.list_documents(kb.id) if d.status == "ready")
+    if not counts:
+        return "还没有文档"
+    if len(counts) == 1:
+        [(words, n)] = counts.items()
+        return f"全部 {n} 个文档{words}"
+    parts = [f"{n} 个{'文档' if i == 0 else ''}{words}" for i, (words, n) in enumerate(counts.most_common())]
+    return "，".join(parts)
+
+
 CONFIG_SEPARATOR = " · "  # between a configuration's parts: "当前知识库的切分 · 混合 · 不重排"
 
 
@@ -407,6 +432,8 @@ def chunker_variant(lib: Library, kb: KnowledgeBase, config, progress=None) -> K
             lib.delete_document(variant, d.id)
         lib.store.update_kb_settings(variant.id, embedding_model=model, hidden=True, source_kb=kb.id,
                                      source_signature=None)
+        if progress:
+            progress(0, len(docs))  # the documents to re-chunk, before the first (which may take seconds)
         for i, d in enumerate(docs, start=1):
             _copy_rechunked(lib, kb, variant, d, config)
             if progress:

@@ -321,13 +321,22 @@ def estimate(lib: Library, kb: KnowledgeBase, settings: FinetuneSettings | None 
             "measured": rates is not None, "learns_from_unfinished": True}
 
 
+PACE_PRIOR_S = 20.0  # planned seconds of finished work at which this run's measured pace counts half (log scale)
+
+
 def pace(stages: dict, finished: dict | None) -> float:
     """How much slower (> 1) or faster this run goes than planned: the finished stages' measured
-    seconds over their planned seconds (1 before any finished; bounded to 0.25–10)."""
+    seconds over their planned seconds (bounded to 0.25–10), trusted as far as the evidence goes —
+    in log scale weighted by planned / (planned + PACE_PRIOR_S), so a few seconds of finished work
+    hardly move it (the walkthrough's 80 s estimate read 「剩余约 2.7 分钟」 5 s later: a 2 s stage
+    that took 5 s scaled everything after it by 2.5) while minutes of it count nearly fully. 1
+    before any stage finished. The pre-start estimate and the time left thus come from one plan,
+    departing from it only as measured work accumulates."""
     planned = sum(float(stages.get(s, 0.0)) for s in (finished or {}))
     if not finished or planned <= 0:
         return 1.0
-    return min(10.0, max(0.25, sum(finished.values()) / planned))
+    ratio = min(10.0, max(0.25, sum(finished.values()) / planned))
+    return float(ratio ** (planned / (planned + PACE_PRIOR_S)))
 
 
 def time_left(stage: str, stage_seconds: float, stages: dict, train_eta: float | None = None,
@@ -849,6 +858,49 @@ def is_better(before: dict, after: dict, questions: dict | None = None) -> bool:
     return after["dense"]["mrr@10"] > before["dense"]["mrr@10"]
 
 
+FEW_QUESTIONS = 30  # below this many questions a before/after difference may be one question flipping
+
+
+def few_questions_zh(n: int, what: str = "检验题") -> str:
+    """The caveat under a before/after table measured on `n` questions ("" from FEW_QUESTIONS on)."""
+    return f"{what}只有 {n} 道，差异可能只是偶然" if 0 < n < FEW_QUESTIONS else ""
+
+
+def verdict(card: dict) -> dict:
+    """What a fine-tuned embedder's card says about using it, in Chinese, for every place that lists
+    or offers it (设置's model picker, the 微调 page, the core's switch): {"better": the run's decision
+    (`is_better`), "on": "questions" (the KB's saved set) or "heldout", "before" / "after": the
+    decisive dense MRR@10, "n": questions it was measured on, "warning": 「微调后检测变差（0.886 →
+    0.881），不建议使用」 ("" when better), "caveats": {"heldout", "questions"}: 「检验题只有 6 道，差异
+    可能只是偶然」 per set under FEW_QUESTIONS ("" otherwise), "decision": the sentence saying whether
+    the switch is offered, with the decisive set's caveat}."""
+    on = "questions" if card.get("questions") else "heldout"
+    decisive = card["questions"] if on == "questions" else card
+    try:
+        before = float(decisive["before"]["dense"]["mrr@10"])
+        after = float(decisive["after"]["dense"]["mrr@10"])
+    except (KeyError, TypeError, ValueError):
+        before = after = 0.0
+    n = int(card["questions"].get("n", 0)) if on == "questions" else int(card.get("before", {}).get("queries", 0) or 0)
+    caveats = {"heldout": few_questions_zh(int(card.get("before", {}).get("queries", 0) or 0)),
+               "questions": few_questions_zh(int((card.get("questions") or {}).get("n", 0)), "问题集里的题")}
+    better = bool(card.get("better"))
+    where = "本知识库的问题集" if on == "questions" else "检验题"
+    numbers = f"{before:.3f} → {after:.3f}"
+    warning = "" if better else (f"微调后检测{'变差' if after < before else '没有变好'}（{numbers}），不建议使用")
+    caveat = caveats[on]
+    if better:
+        decision = ("微调后的模型在本知识库的问题集上更好（向量检索的名次得分提高，混合检索的没有下降）。"
+                    if on == "questions" else "微调后的模型在检验题上更好（向量检索的名次得分提高）。")
+        decision += f"但{caveat}，切换后可以在评测页用更多问题核对。" if caveat else ""
+    else:
+        decision = f"微调后的模型在{where}上没有变好，因此不提供切换（向量检索的名次得分 {numbers}）。"
+        decision += (f"{caveat}：可以在评测页保存更多问题（至少 {FEW_QUESTIONS} 道）后再比较，" if caveat else "") \
+            + "可以增加训练轮数或训练题数后再试。"
+    return {"better": better, "on": on, "before": before, "after": after, "n": n, "warning": warning,
+            "caveats": caveats, "decision": decision}
+
+
 # --- the whole run -------------------------------------------------------------------------------
 def trainable_base(lib: Library, kb: KnowledgeBase) -> str:
     """A sentence-transformers folder or id for the KB's current model (the bundled 4-bit engine is
@@ -1122,6 +1174,21 @@ def model_path(lib: Library, model: str) -> Path:
     if len(found) > 1:
         raise errors.WendaoError(f"有 {len(found)} 个名为「{model}」的微调模型（属于不同的知识库），请在列表中选择要删除的那个。")
     return Path(found[0]["path"])
+
+
+def card_of(name: str) -> dict | None:
+    """The card of the fine-tuned model folder `name` (a path, as KBs and jobs name it), None when
+    `name` is no such folder (a registry name, a hub id, a served model)."""
+    if not isinstance(name, str) or not name or name.startswith("served:"):
+        return None
+    try:
+        card_file = Path(name) / CARD
+        if not card_file.is_file():
+            return None
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) and card.get("name") else None
 
 
 def delete_model(lib: Library, model: str) -> None:
