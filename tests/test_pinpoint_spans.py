@@ -325,6 +325,16 @@ def test_a_date_is_marked_as_the_whole_date_expression(text, date):
     assert [text[a:b] for a, b in typed_values("date", "人民币元年终奖")] == []
 
 
+@pytest.mark.parametrize("text", [
+    "出口额达五十亿美元年增长百分之八",
+    "贷款一百万港元年利率为百分之三",
+    "尚欠三千欧元年底结清",
+    "每人三十元年费",
+    "人民币元年终奖"])
+def test_yuan_the_currency_before_nian_is_no_first_year_of_an_era(text):
+    assert not [text[a:b] for a, b in typed_values("date", text) if "元" in text[a:b]]
+
+
 @pytest.mark.parametrize("kind,text,value", [
     ("number", "生长于海拔50米至1,520米的地区", "50米至1,520米"),
     ("number", "上部叶小，长2-4厘米，宽1-2厘米", "2-4厘米"),

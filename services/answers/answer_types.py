@@ -86,9 +86,12 @@ SHARE_Q = re.compile(r"比例|百分|几成|占|分之|比率|利率|税率|率"
 _FRACTION = r"[0-9零〇一二两三四五六七八九十百千]+分之[0-9零〇一二两三四五六七八九十.]+"
 _NUMBER = re.compile(rf"{_MEASURE}|{_FRACTION}|(?:约|近|逾|超过|共|达|民国|公元前?|西元前?)?(?<![A-Za-z0-9.,]){NUM}(?:余|多)?(?:万|亿|千)?(?:{UNIT})|"
                      rf"(?<![A-Za-z0-9])[0-9]+\.[0-9]+|(?<![A-Za-z0-9])[0-9]+(?:,[0-9]{{3}})+|(?<![A-Za-z0-9.,])[0-9]{{4,}}(?![0-9])")
+# 元年 is an era's first year (承光元年) only after an era name: never after a numeral or a currency word,
+# where 元 is the currency (五十亿美元年增长, 一百万港元年利率, 三千欧元年底, 人民币元年终奖)
+_NOT_ERA = "零〇一二两三四五六七八九十百千万亿壹贰叁肆伍陆柒捌玖拾佰仟余多美港欧日韩澳加台币金块"
 _D = r"(?:[0-9]{1,4}|[零〇一二三四五六七八九十]{1,4})"
 _DAY = r"(?:[0-9]{1,2}|[一二三四五六七八九十]{1,3})"
-_DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|(?<=[\u4e00-\u9fff]{{2}})(?<![币万千百亿])元|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
+_DATE_ONE = (rf"(?:公元前?|西元前?|民国|[\u4e00-\u9fff]{{2}}(?=[0-9一二三四五六七八九十元]{{1,3}}年))?(?:(?:{_D}|(?<=[\u4e00-\u9fff]{{2}})(?<![{_NOT_ERA}])元|同|次|当|翌|是|该|本|去|前)年(?:代)?(?:初|底|末|间|春|夏|秋|冬)?)?"
              rf"(?:{_DAY}月(?:份)?(?:初|底|末|中旬|上旬|下旬|间)?(?:{_DAY}[日号]?)?|{_DAY}日)?"
              rf"(?:(?:凌晨|上午|中午|下午|晚上|晚)?[0-9]{{1,2}}[时点](?:[0-9]{{1,2}}分?)?许?)?")
 _DATE = re.compile(rf"{_D}世纪(?:[0-9]{{2}}年代)?(?:初|末|中叶|中期)?|(?<![0-9万亿千百])[夏商周秦汉晋隋唐宋辽金元明清][朝代]|"
@@ -288,7 +291,7 @@ def typed_values(kind: str | None, text: str) -> list[tuple[int, int]]:
         spans = []
         for m in _DATE.finditer(t):
             a = m.start() + len(m.group()) - len(m.group().lstrip("至到-—~～起"))
-            if m.end() - a >= 2 and re.search(r"[0-9零〇一二三四五六七八九十世朝代]|[\u4e00-\u9fff]{2}元年", t[a:m.end()]) \
+            if m.end() - a >= 2 and re.search(rf"[0-9零〇一二三四五六七八九十世朝代]|[\u4e00-\u9fff]{{2}}(?<![{_NOT_ERA}])元年", t[a:m.end()]) \
                     and not t.startswith("级", m.end()) and not (t[a:m.end()].isdigit() or t[m.end() - 1] in "号日" and t[m.end():m.end() + 1] in ("楼", "院")):
                 spans.append((a, m.end()))
         return _whole_dates(t, spans)
