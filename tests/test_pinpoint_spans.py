@@ -557,6 +557,22 @@ def test_meaning_spans(text, term, meanings):
     assert [text[a:b] for a, b in meaning_spans(text, term)] == meanings
 
 
+def test_meaning_spans_of_a_long_unit_stop_at_the_longest_gloss():
+    """Every occurrence used to scan on to its clause's end (quadratic: seconds on a long unit)."""
+    import time
+
+    from services.answers.answer_types import MEANING_MAX, meaning_spans
+
+    text = "Q代表热量与" * 2000  # 12,000 characters, one clause
+    start = time.perf_counter()
+    spans = meaning_spans(text, "q")
+    assert time.perf_counter() - start < 1.0
+    assert spans and all(b == len(text) and b - a <= MEANING_MAX for a, b in spans)  # only the tail's glosses
+    for n, found in ((MEANING_MAX, 1), (MEANING_MAX + 1, 0)):  # the bound, trailing spaces not counted
+        gloss = "其中Q代表" + "热" * n + "   。"
+        assert len(meaning_spans(gloss, "q")) == found
+
+
 @pytest.mark.parametrize("question,term", [("“吾无汗马劳，徒以际会得此。\"这句话是什么意思？", "这句话"),
                                            ("可汗意同於漢語中的什麼意思?", "")])  # which word of Chinese: no term's meaning
 def test_the_term_whose_meaning_is_asked_ends_at_a_sentence(question, term):

@@ -217,13 +217,16 @@ def meaning_spans(text: str, term: str) -> list[tuple[int, int]]:
         m = _MEANING_STATED.match(t, e)
         if m is None:
             continue
-        a, depth, b = m.end(), 0, m.end()
+        a, depth, b, long = m.end(), 0, m.end(), False
         while b < len(t) and not (depth == 0 and t[b] in _MEANING_END):
+            if b - a >= MEANING_MAX and not t[b].isspace():  # longer than a gloss: stop (scanning on was quadratic)
+                long = True
+                break
             depth += 1 if t[b] in "（(《“「[【" else -1 if t[b] in "）)》”」]】" and depth > 0 else 0
             b += 1
         while b > a and t[b - 1].isspace():
             b -= 1
-        if 0 < b - a <= MEANING_MAX:
+        if not long and 0 < b - a <= MEANING_MAX:
             out.append((a, b))
     return out
 
