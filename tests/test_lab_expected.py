@@ -228,3 +228,95 @@ def test_text_across_a_chunk_boundary_and_text_in_a_filtered_out_document_are_sa
     retriever = Retriever(lib, kb, replace(lib_settings(lib, kb), mode="bm25"), doc_ids=[other.id])
     report = diagnosis.explain(retriever, retriever.search("配对"), "若游戏中离，则4分钟内不得进行配对", 5)
     assert report.state == "filtered" and "不在本次选择的检索范围内" in report.lines[0], report.lines
+
+
+# --- review of the lab's explanations: big documents, several copies, costly alignments, names ------------
+class _Doc:
+    def __init__(self, id, filename, text, enabled=True):
+        self.id, self.filename, self.text, self.enabled, self.status = id, filename, text, enabled, "ready"
+
+
+class _Store:
+    def __init__(self, docs):
+        self.docs = docs
+
+    def list_documents(self, kb_id):
+        return list(self.docs)
+
+    def document_text(self, kb_id, doc_id):
+        return next(d.text for d in self.docs if d.id == doc_id)
+
+    def chunks_of(self, kb_id, doc_id):
+        text = self.document_text(kb_id, doc_id)
+        return [Chunk(ordinal=0, id=0, doc_id=doc_id, text=text, start=0, end=len(text))]
+
+
+class _Retriever:
+    def __init__(self, docs, doc_ids=None):
+        self.lib = type("Lib", (), {"store": _Store(docs)})()
+        self.kb = type("Kb", (), {"id": "kb"})()
+        self.doc_ids = doc_ids
+        self.settings = type("Settings", (), {"bm25_top_k": 10, "dense_top_k": 10})()
+
+
+def test_text_in_a_document_of_millions_of_characters_is_located_quickly():
+    """The whole document used to be squeezed character by character once the cheap check passed (26 s)."""
+    import time
+
+    filler = "".join(f"第{n}段：{p}\n" for n, p in enumerate(ZH_PARAGRAPHS * 200))
+    head = (filler * (1_500_000 // len(filler) + 1))[:1_500_000]
+    wanted = "若游戏中离，则4分钟\n内不得进行配对"
+    text = head + wanted + head  # 3M characters, the text in the middle with a line break inside
+    retriever = _Retriever([_Doc("d", "大.txt", text)])
+    start = time.perf_counter()
+    place = diagnosis._locate(retriever, "若游戏中离则4分钟内不得进行配对")
+    assert time.perf_counter() - start < 3.0
+    assert place and (place[2], place[3]) == (len(head), len(head) + len(wanted))
+    for at in range(diagnosis.BLOCK - 12, diagnosis.BLOCK + 2):  # across the blocks checked one by one
+        text = "甲" * at + "，" + wanted + "。" + "乙" * 40_000
+        assert diagnosis.find_squeezed(text, "若游戏中离则4分钟内不得进行配对") == (at + 1, at + 1 + len(wanted))
+
+
+def test_a_searchable_copy_is_preferred_to_a_switched_off_or_filtered_out_one():
+    """The first document holding the text was reported: 「已停用」 although a searchable copy existed."""
+    docs = [_Doc("off", "停用.txt", FAMILY, enabled=False), _Doc("out", "筛掉.txt", "前言。" + FAMILY),
+            _Doc("in", "可检索.txt", "前言前言。" + FAMILY)]
+    assert diagnosis._locate(_Retriever(docs, doc_ids=["in"]), "王0同意孩子户口为城镇居民户口")[0].id == "in"
+    assert diagnosis._locate(_Retriever(docs[:2], doc_ids=["in"]), "王0同意孩子户口为城镇居民户口")[0].id == "out"
+    assert diagnosis._locate(_Retriever(docs), "王0同意孩子户口为城镇居民户口")[0].id == "out"
+    assert diagnosis._locate(_Retriever(docs[:1]), "王0同意孩子户口为城镇居民户口")[0].id == "off"
+
+
+def _result(hits):
+    return SearchResult(query="q", hits=hits[:5], timings_ms={"bm25": 1.0}, terms=["q"], ranked=hits)
+
+
+def _hit(doc, text):
+    return Hit(chunk=Chunk(ordinal=0, id=0, doc_id="x", text=text, start=0, end=len(text)), doc=doc, start=0,
+               end=len(text), text=text, page_start=1, page_end=1)
+
+
+def test_closest_passage_search_is_bounded_on_repetitive_text():
+    """SequenceMatcher(autojunk=False) on repetitive text: ~30 s for one 2,000-character passage, times every hit."""
+    import time
+
+    hits = [_hit(f"表{n}.txt", "甲乙丙戊" * 500) for n in range(50)]
+    start = time.perf_counter()
+    report = diagnosis.explain(_Retriever([]), _result(hits), "甲乙丙丁" * 500, 5)
+    assert time.perf_counter() - start < diagnosis.SIMILAR_BUDGET_S + 3.0
+    assert report.state == "absent", report.lines
+    # an ordinary close passage still scores as the full alignment does
+    from difflib import SequenceMatcher
+
+    expected, text = "用化学式来描写物质的化学反应的式子", "是用化学式来描述物质的化学反应的式子类似于数学公式"
+    blocks = SequenceMatcher(None, expected, text, autojunk=False).get_matching_blocks()
+    assert diagnosis.similarity(expected, text) == sum(b.size for b in blocks if b.size >= 2) / len(expected)
+
+
+def test_document_names_in_the_explanations_show_control_and_bidi_characters():
+    name = "invoice\u202eexe.txt\x1b[31m"
+    docs = [_Doc("d", name, FAMILY, enabled=False)]
+    report = diagnosis.explain(_Retriever(docs), _result([_hit(name, "王0同意孩子户口为城镇")]), "王0同意孩子户口为城镇居民户口", 5)
+    assert report.state == "filtered" and "invoice<U+202E>exe.txt<U+001B>[31m" in report.lines[0], report.lines
+    report = diagnosis.explain(_Retriever([]), _result([_hit(name, "王0同意孩子户口为城镇居民户口")]), "王0同意孩子户口", 5)
+    assert report.found and "<U+202E>" in report.lines[0] and "\u202e" not in report.lines[0], report.lines

@@ -15,15 +15,22 @@ counts as a close match and is reported as one. Then, case by case:
 """
 from __future__ import annotations
 
+import heapq
 import re
+import time
+import unicodedata
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
+from services.documents.text import display_name
 from services.documents.tokenizer import comparable, squeezed, tokenize
 
 CLOSE = 0.8  # share of the expected text found in order in a passage for a close (not exact) match
 DENSE_DEPTH = 2000  # how deep the vector ranking is computed for a chunk that is no candidate
 STAGE_WORDS = (("bm25", "关键词检索"), ("dense", "向量检索"), ("fused", "两路合并后"), ("rerank", "重排后"))
+SIMILAR_HITS = 30  # at most this many ranked passages are aligned for a close match (the alignment is costly)
+SIMILAR_BUDGET_S = 2.0  # and for at most this long in all (repetitive text: one alignment can take 30 s)
+BLOCK = 16_384  # a document is checked block by block; only the block(s) holding the text are squeezed
 IGNORED = "已忽略空白、换行、标点、全半角和繁简差异"
 
 
@@ -68,17 +75,43 @@ def _bigram_share(expected: str, text: str) -> float:
     return sum(g in text for g in grams) / len(grams) if grams else float(expected in text)
 
 
-def similarity(expected: str, text: str) -> float:
+def similarity(expected: str, text: str, beat: float = 0.0, deadline: float | None = None) -> float:
     """Share of `expected` (squeezed) found in order in `text` (squeezed), in runs of 2+ characters.
-    A passage sharing few of its character pairs is skipped cheaply (the alignment is quadratic)."""
+    A passage sharing few of its character pairs is skipped cheaply (the alignment is quadratic), and so
+    is one that cannot score above `beat` (difflib's quick ratios bound the characters in common): 0.0.
+    The alignment is difflib's (get_matching_blocks), longest regions first; past `deadline`
+    (time.monotonic()) it stops with the share aligned so far (repetitive text: ~30 s for 2,000 characters)."""
     if not expected or _bigram_share(expected, text) < 0.5:
         return 0.0
-    blocks = SequenceMatcher(None, expected, text, autojunk=False).get_matching_blocks()
-    return sum(b.size for b in blocks if b.size >= 2) / len(expected)
+    matcher = SequenceMatcher(None, expected, text, autojunk=False)
+    bound = (len(expected) + len(text)) / (2 * len(expected))  # ratio() * bound >= the share matched
+    if beat > 0 and (matcher.real_quick_ratio() * bound <= beat or matcher.quick_ratio() * bound <= beat):
+        return 0.0
+    matched, regions = 0, [(-len(expected), 0, len(expected), 0, len(text))]
+    while regions and (deadline is None or time.monotonic() < deadline):
+        _size, alo, ahi, blo, bhi = heapq.heappop(regions)
+        i, j, k = matcher.find_longest_match(alo, ahi, blo, bhi)
+        if not k:
+            continue
+        matched += k if k >= 2 else 0  # no junk: blocks are maximal, never adjacent (nothing to merge)
+        if alo < i and blo < j:
+            heapq.heappush(regions, (-(i - alo), alo, i, blo, j))
+        if i + k < ahi and j + k < bhi:
+            heapq.heappush(regions, (-(ahi - i - k), i + k, ahi, j + k, bhi))
+    return matched / len(expected)
 
 
-def _contains(text: str, expected: str) -> bool:
-    return expected in squeezed(text)[0]
+def _closest(expected: str, texts: list[str], ranked) -> tuple[float, int, object] | None:
+    """(similarity, rank, hit) of the ranked passage closest to `expected`, the best-ranked on a tie; only
+    the first SIMILAR_HITS passages, for at most SIMILAR_BUDGET_S seconds."""
+    best, deadline = None, time.monotonic() + SIMILAR_BUDGET_S
+    for r, (text, h) in enumerate(zip(texts[:SIMILAR_HITS], ranked), start=1):
+        score = similarity(expected, text, beat=best[0] if best else 0.0, deadline=deadline)
+        if best is None or score > best[0]:
+            best = (score, r, h)
+        if best[0] >= 1.0 or time.monotonic() > deadline:
+            break
+    return best
 
 
 def _stage_ranks(hit, hybrid: bool, depth: dict[str, int]) -> str:
@@ -98,11 +131,11 @@ def explain(retriever, result, expected_text: str, chat_top_k: int) -> ExpectedR
     hybrid = ran == {"bm25", "dense"}
     shown = len(result.hits)
     ranked = result.ranked or result.hits
-    exact = [(r, h) for r, h in enumerate(ranked, start=1) if _contains(h.text, expected)]
+    texts = [squeezed(h.text)[0] for h in ranked]  # once per hit
+    exact = [(r, h) for r, (text, h) in enumerate(zip(texts, ranked), start=1) if expected in text]
     close = None
     if not exact:
-        scored = [(similarity(expected, squeezed(h.text)[0]), r, h) for r, h in enumerate(ranked, start=1)]
-        close = max(scored, key=lambda x: (x[0], -x[1]), default=None)
+        close = _closest(expected, texts, ranked)
         if close and close[0] >= CLOSE:
             exact = [(close[1], close[2])]
     if exact:
@@ -113,14 +146,14 @@ def explain(retriever, result, expected_text: str, chat_top_k: int) -> ExpectedR
             stages = _stage_ranks(h, hybrid, depth)
             where = f"最终第 {r} 名" if r <= shown else f"最终第 {r} 名，未进入这里显示的前 {shown} 条"
             notes = "；".join(filter(None, [stages, where, chat_note(r, chat_top_k)]))
-            lines.append(f"{prefix}《{h.doc}》{span_words(h.start, h.end)}{merged_note(h)}：{notes}。")
+            lines.append(f"{prefix}《{display_name(h.doc)}》{span_words(h.start, h.end)}{merged_note(h)}：{notes}。")
         if close is not None:  # the whole text may be in a document, across a chunk boundary
             place = _locate(retriever, expected)
             if place:
                 doc, _text, a, b = place
                 chunks = [c for c in retriever.lib.store.chunks_of(retriever.kb.id, doc.id) if c.start < b and a < c.end]
                 if len(chunks) > 1 and not [c for c in chunks if c.start <= a and b <= c.end]:
-                    lines.append(f"完整的这段文字在《{doc.filename}》{span_words(a, b)}，" + _crossing(chunks))
+                    lines.append(f"完整的这段文字在《{display_name(doc.filename)}》{span_words(a, b)}，" + _crossing(chunks))
         state = "found" if best <= chat_top_k else ("hidden" if best <= shown else "cut")
         return ExpectedReport(state, lines)
     return _not_candidate(retriever, result, expected, ran, close)
@@ -133,18 +166,56 @@ def _crossing(chunks) -> str:
 
 
 def _locate(retriever, expected: str):
-    """(document, its text, start, end) of the first ready document holding `expected` (squeezed), or None."""
-    lib, kb = retriever.lib, retriever.kb
-    for doc in lib.store.list_documents(kb.id):
-        if doc.status != "ready":
-            continue
+    """(document, its text, start, end) of a ready document holding `expected` (squeezed), or None: a
+    searched one (switched on, inside the document filter) before one filtered out, before one switched off."""
+    lib, kb, only = retriever.lib, retriever.kb, retriever.doc_ids
+    docs = [d for d in lib.store.list_documents(kb.id) if d.status == "ready"]
+    for doc in sorted(docs, key=lambda d: (not d.enabled, only is not None and d.id not in only)):  # stable
         text = lib.store.document_text(kb.id, doc.id)
-        if expected not in re.sub(r"[\W_]+", "", comparable(text)):  # whole-text check first: fast on big documents
-            continue
-        folded, origin = squeezed(text)
-        at = folded.find(expected)
-        if at >= 0:
-            return doc, text, origin[at][0], origin[at + len(expected) - 1][1]
+        span = find_squeezed(text, expected)
+        if span:
+            return doc, text, *span
+    return None
+
+
+_CUT = re.compile(r"[\s\W]")  # a block ends before whitespace or punctuation: no fold or word spans it
+
+
+def _blocks(text: str):
+    """[start, end) blocks of about BLOCK characters covering `text`, cut where a character folds alone."""
+    pos = 0
+    while pos < len(text):
+        end = min(len(text), pos + BLOCK)
+        cut = _CUT.search(text, end, min(len(text), end + 256)) if end < len(text) else None
+        if cut:
+            end = cut.start()
+        while end < len(text) and (unicodedata.combining(text[end]) or 0x1160 <= ord(text[end]) <= 0x11FF):
+            end += 1  # never between a character and its combining marks
+        yield pos, end
+        pos = end
+
+
+def find_squeezed(text: str, expected: str) -> tuple[int, int] | None:
+    """[start, end) in `text` of the first occurrence of `expected` (squeezed form), or None. Each block is
+    folded cheaply (comparable, then letters and digits only); only the blocks holding the match are
+    squeezed with offsets (per character: ~10 s for millions of characters)."""
+    blocks, cheap, size = [], [], 0
+    for a, b in _blocks(text):
+        piece = re.sub(r"[\W_]+", "", comparable(text[a:b]))
+        blocks.append((size, a, b))
+        cheap.append(piece)
+        size += len(piece)
+    at = "".join(cheap).find(expected)
+    if at < 0:
+        return None
+    first = max(i for i, blk in enumerate(blocks) if blk[0] <= at)
+    last = max(i for i, blk in enumerate(blocks) if blk[0] <= at + len(expected) - 1)
+    start, end = blocks[max(first - 1, 0)][1], blocks[min(last + 1, len(blocks) - 1)][2]
+    for a, b in ((start, end), (0, len(text))):  # the whole text if the blocks' folds disagree with it
+        folded, origin = squeezed(text[a:b])
+        found = folded.find(expected)
+        if found >= 0:
+            return a + origin[found][0], a + origin[found + len(expected) - 1][1]
     return None
 
 
@@ -154,10 +225,10 @@ def _not_candidate(retriever, result, expected: str, ran: set[str], close) -> Ex
     if place is None:
         lines = [f"这段文字不在知识库的任何文档中（{IGNORED}）。请检查是否完整复制、文档是否已上传并处理完成。"]
         if close and close[0] >= 0.5:
-            lines.append(f"候选中最接近的是第 {close[1]} 名《{close[2].doc}》（相似 {close[0]:.0%}）。")
+            lines.append(f"候选中最接近的是第 {close[1]} 名《{display_name(close[2].doc)}》（相似 {close[0]:.0%}）。")
         return ExpectedReport("absent", lines)
     doc, text, a, b = place
-    head = f"在《{doc.filename}》{span_words(a, b)}"
+    head = f"在《{display_name(doc.filename)}》{span_words(a, b)}"
     if not doc.enabled:
         return ExpectedReport("filtered", [f"{head}，但这个文档已停用（文档库中可重新启用），所以没有被检索。"])
     if retriever.doc_ids is not None and doc.id not in retriever.doc_ids:
