@@ -373,10 +373,6 @@ class Session:
         return self.store.keys.of_kb()
 
 
-_UPLOADS_LOCK = threading.Lock()
-_UPLOADS_STARTING: dict[str, int] = {}  # uploads past the check whose job is not written yet, per tag
-
-
 def _upload_tags(who: Principal) -> list[str]:
     """Whose in-flight uploads an upload counts against: the API key's and the user's who made it, or
     the signed-in user's (none for the single local user)."""
@@ -385,41 +381,15 @@ def _upload_tags(who: Principal) -> list[str]:
     return [f"u{who.user_id}"] if who.kind == "user" and who.user_id is not None else []
 
 
-class _upload_slot:
-    """A place for one more upload of `who`, or TooManyUploads: one write key (or user) could otherwise
-    queue any number of files, each kept on disk and indexed in turn by the data dir's one worker, while
-    everyone else's uploads wait. Counts the queued and running uploads tagged with the principal's key
-    and user (`by` in the job's parameters) plus those between this check and their job row."""
+def _upload_caps(who: Principal) -> dict[str, int]:
+    """{tag: limit} for an upload of `who`: one write key (or user) could otherwise queue any number of
+    files, each kept on disk and indexed in turn by the data dir's one worker, while everyone else's
+    uploads wait. The queued and running uploads carrying a tag (`by` in the job's parameters) are
+    counted when the job row is inserted (JobRows.add, one transaction)."""
+    from services.config import max_uploads_in_flight
 
-    def __init__(self, store, who: Principal):
-        from services.config import max_uploads_in_flight
-
-        self.store, self.tags = store, _upload_tags(who)
-        self.limits = dict(zip(("k", "u"), max_uploads_in_flight()))
-
-    def __enter__(self) -> list[str]:
-        with _UPLOADS_LOCK:
-            if self.tags:
-                queued: dict[str, int] = {}
-                for params in self.store.jobs.active_params("ingest"):
-                    for tag in params.get("by") or []:
-                        queued[tag] = queued.get(tag, 0) + 1
-                for tag in self.tags:
-                    limit = self.limits[tag[0]]
-                    if limit and queued.get(tag, 0) + _UPLOADS_STARTING.get(tag, 0) >= limit:
-                        whose = "这个 API 密钥" if tag[0] == "k" else "你"
-                        raise errors.TooManyUploads(f"{whose}已有 {limit} 个上传正在排队或索引（上限 {limit} 个），"
-                                                    "请等前面的文件处理完再上传。")
-            for tag in self.tags:
-                _UPLOADS_STARTING[tag] = _UPLOADS_STARTING.get(tag, 0) + 1
-        return self.tags
-
-    def __exit__(self, *exc) -> None:
-        with _UPLOADS_LOCK:
-            for tag in self.tags:
-                _UPLOADS_STARTING[tag] -= 1
-                if not _UPLOADS_STARTING[tag]:
-                    del _UPLOADS_STARTING[tag]
+    limits = dict(zip(("k", "u"), max_uploads_in_flight()))
+    return {tag: limits[tag[0]] for tag in _upload_tags(who)}
 
 
 def _bounded(text: str, what: str) -> None:
@@ -872,11 +842,19 @@ class KB:
         from services.jobs import chunking_params
 
         self._need("editor")
-        with _upload_slot(self.store, self.session.who) as by:
-            params = {**chunking_params(config or self.chunking_config()), **({"by": by} if by else {})}
-            job = self.submit("ingest", filename, params, data)
+        caps = _upload_caps(self.session.who)
+        params = {**chunking_params(config or self.chunking_config()), **({"by": list(caps)} if caps else {})}
+        job = worker.submit(self.lib, self.row, "ingest", filename, params, data, self.session.ws.background, caps)
         self._audit("document_uploaded", f"#{job} {filename[:200]}")  # who put which text into the KB
         return job
+
+    def check_upload_slot(self) -> None:
+        """TooManyUploads when this caller may not queue another upload now (the API asks before reading
+        the file's bytes; `upload` decides atomically with the job's insert)."""
+        self._need("editor")
+        caps = _upload_caps(self.session.who)
+        if caps:
+            self.store.jobs.check_caps("ingest", caps)
 
     def ingest_paths(self, paths: Iterable[str | Path], config: ChunkingConfig | None = None,
                      on_file=None, progress=None):
