@@ -62,10 +62,8 @@ def _upload_limit(name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         value = -1
-    if value < 0:
-        from services import errors
-
-        raise errors.WendaoError(f"环境变量 {name} 应为不小于 0 的整数（0 为不限），当前为「{raw[:40]}」。")
+    if value < 0:  # the core turns it into a WendaoError (services.workspace)
+        raise ValueError(f"{name} 应为不小于 0 的整数（0 为不限），当前为「{raw[:40]}」。")
     return value
 
 

@@ -272,15 +272,9 @@ class Session:
         """Delete a fine-tuned model folder (embedder or reranker), given its "path" from
         `finetuned_models` (or its name where only one model the principal sees has it): the owner of
         the KB it was trained on, or an admin; never one a KB uses."""
-        from services.tuning.finetune import delete_model
+        from services.tuning.finetune import delete_model, pick_model
 
-        seen = [m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)]
-        found = [m for m in seen if m["path"] == model] or [m for m in seen if m["name"] == model]
-        if not found:
-            raise errors.WendaoError("找不到这个微调模型。")
-        if len(found) > 1:
-            raise errors.WendaoError(f"有 {len(found)} 个名为「{model}」的微调模型（属于不同的知识库），请在列表中选择要删除的那个。")
-        card = found[0]
+        card = pick_model([m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)], model)
         row = self._model_kb(card)
         if not access.is_admin(self.store, self.who):
             if row is None:
@@ -388,7 +382,10 @@ def _upload_caps(who: Principal) -> dict[str, int]:
     counted when the job row is inserted (JobRows.add, one transaction)."""
     from services.config import max_uploads_in_flight
 
-    limits = dict(zip(("k", "u"), max_uploads_in_flight()))
+    try:
+        limits = dict(zip(("k", "u"), max_uploads_in_flight()))
+    except ValueError as exc:  # a mistyped WENDAO_MAX_UPLOADS_PER_*: said in Chinese, nothing refused silently
+        raise errors.WendaoError(str(exc)) from None
     return {tag: limits[tag[0]] for tag in _upload_tags(who)}
 
 
@@ -960,15 +957,13 @@ class KB:
     def finetune(self, name: str, settings=None, kind: str = "embedding") -> int:
         """Queue fine-tuning of the KB's embedding model, or (kind="reranker") training of a reranker on
         the KB's documents; the job id."""
-        from services.tuning.finetune import FinetuneSettings, taken_name, valid_model_name
+        from services.tuning.finetune import FinetuneSettings, require_free_name, valid_model_name
 
         if any(j.active for j in self.jobs(kinds=("finetune", "finetune_reranker"))):
             raise errors.WendaoError("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
         name = valid_model_name(name)  # names are per KB (services.tuning.finetune.kb_models_dir)
         self._need("editor")
-        taken = taken_name(self.lib, self.row, name)
-        if taken is not None:
-            raise errors.InvalidName(f"这个知识库已有名为「{taken}」的微调模型，请换一个名字或先删除它。")
+        require_free_name(self.lib, self.row, name)
         if kind == "reranker":
             from services.tuning.rerank_training import RerankSettings
 

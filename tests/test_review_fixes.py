@@ -86,13 +86,116 @@ def test_the_api_refuses_an_upload_over_the_cap_before_reading_it(team, monkeypa
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "2.5"])
-def test_a_bad_upload_limit_is_refused_in_chinese(monkeypatch, value):
+def test_a_bad_upload_limit_is_refused_in_chinese(team, monkeypatch, value):
     """A non-numeric value raised a bare ValueError; a negative one refused every upload."""
     from services.config import max_uploads_in_flight
 
+    ws, who, _ = team
     monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_KEY", value)
-    with pytest.raises(errors.WendaoError, match="WENDAO_MAX_UPLOADS_PER_KEY"):
-        max_uploads_in_flight()
+    with pytest.raises(errors.WendaoError, match="WENDAO_MAX_UPLOADS_PER_KEY 应为不小于 0 的整数"):
+        ws.session(who["KB1-write"]).kb("KB1", "editor").upload("a.txt", "一份。".encode())
     monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_KEY", "0")
     monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_USER", " 5 ")
     assert max_uploads_in_flight() == (0, 5)
+
+
+# --- fine-tuned models of the same name ---------------------------------------------------------------------------
+def _metrics(mrr: float) -> dict:
+    return {kind: {"recall@1": 0.5, "recall@5": 0.8, "recall@10": 0.9, "mrr@10": mrr} for kind in ("dense", "hybrid")}
+
+
+def _fake_model(folder, kb, name, kind="embedding", mrr=0.9, made=None) -> str:
+    """A fine-tuned model folder as services.tuning leaves it (the card only: nothing loads it here)."""
+    import json
+    import time
+
+    folder.mkdir(parents=True)
+    card = {"name": name, "kind": kind, "base_model": "multilingual-e5-small", "kb": kb.name, "kb_id": kb.id,
+            "created_at": made or time.time() + 1, "pairs": {"train": 34, "heldout": 6, "dev": 0},
+            "settings": {"epochs": 1}, "better": False, "losses": [1.0]}
+    if kind == "embedding":
+        card.update(before={**_metrics(0.5), "queries": 6}, after={**_metrics(mrr), "queries": 6})
+    else:
+        side = {"questions": 6, "recall@1": 0.5, "recall@5": 0.8, "mrr@10": mrr, "coverage@1000chars": 0.7, "p50_ms": 10}
+        card.update(results={"heldout": {"off": side, "on": side}}, seconds=3, added_ms_p50=5)
+    (folder / "wendao_card.json").write_text(json.dumps(card, ensure_ascii=False), encoding="utf-8")
+    return str(folder)
+
+
+@pytest.fixture
+def same_names(data_dir):
+    """Two KBs that both have a fine-tuned model "m1" (per KB), the first also an old top-level "m1" and a reranker
+    "r1" both old (models/r1) and per KB."""
+    import time
+
+    from services.index.library import open_library
+    from services.tuning.finetune import kb_models_dir, models_dir
+
+    from services.index.ingest import ingest_bytes
+    from test_app import GBK_TEXT
+
+    lib = open_library(data_dir)
+    first, second = lib.kb("甲库", create=True), lib.kb("乙库", create=True)
+    ingest_bytes(lib, first, GBK_TEXT.encode("gbk"), "rivers.txt")  # the page needs a searchable KB
+    paths = {"甲-new": _fake_model(kb_models_dir(lib, first) / "m1", first, "m1", mrr=0.91),
+             "乙-new": _fake_model(kb_models_dir(lib, second) / "m1", second, "m1", mrr=0.92),
+             "甲-old": _fake_model(models_dir(lib) / "m1", first, "m1", mrr=0.93, made=time.time()),
+             "甲-r-old": _fake_model(models_dir(lib) / "r1", first, "r1", kind="reranker", made=time.time()),
+             "甲-r-new": _fake_model(kb_models_dir(lib, first) / "r1", first, "r1", kind="reranker")}
+    return lib, first, second, paths
+
+
+def test_the_finetune_page_shows_models_of_the_same_name_apart(same_names):
+    """Delete buttons were keyed by the model's name: with "m1" in two KBs (names are per KB) the page crashed with
+    StreamlitDuplicateElementKey, and the 微调前后对比 choice picked the first "m1" whichever was chosen."""
+    from test_app import app
+
+    lib, first, _, paths = same_names
+    at = app("finetune")  # the single local user sees every KB's models; 甲库 is picked
+    assert at.session_state["kb_id"] == first.id
+    deletes = [b for b in at.button if b.label == "删除"]
+    assert len(deletes) == 5  # 3 embedders (2 of 甲库, 1 of 乙库) + 甲库's 2 rerankers; before: a duplicate key
+    [choice] = [s for s in at.selectbox if s.label == "微调模型"]
+    assert len(choice.options) == 2 and len(set(choice.options)) == 2  # told apart by their time
+    assert all(label.startswith("m1（") for label in choice.options)
+    shown = {}
+    for which in ("甲-new", "甲-old"):
+        choice.set_value(paths[which]).run()
+        assert not at.exception, [e.value for e in at.exception]
+        shown[which] = at.dataframe[0].value.to_csv()
+    assert shown["甲-new"] != shown["甲-old"]  # before: the first "m1" whichever was chosen
+    assert ",0.91\n" in shown["甲-new"] and ",0.93\n" in shown["甲-old"]
+
+
+def test_an_old_top_level_model_takes_its_name_in_its_kb(same_names):
+    """`taken_name` looked only in the KB's new folder: a new "r1" could be trained beside the KB's old top-level "r1"."""
+    import shutil
+
+    from services.tuning.finetune import new_model_folder
+    from services.workspace import open_workspace
+
+    lib, first, second, paths = same_names
+    shutil.rmtree(paths["甲-r-new"])
+    kb = open_workspace(lib.root, background=False).session().kb(first.id)
+    with pytest.raises(errors.InvalidName, match="已有名为「r1」"):
+        kb.finetune("R1", kind="reranker")
+    with pytest.raises(errors.InvalidName, match="已有名为「r1」"):
+        new_model_folder(lib, lib.store.get_kb(first.id), "r1")
+    assert new_model_folder(lib, lib.store.get_kb(second.id), "r1")  # 乙库's names are its own
+
+
+def test_deleting_one_of_two_models_of_the_same_name_deletes_that_one(same_names):
+    from pathlib import Path
+
+    from services.workspace import open_workspace
+    from test_app import app
+
+    lib, first, _, paths = same_names
+    order = [m["path"] for m in open_workspace(lib.root, background=False).session().finetuned_models()]
+    at = app("finetune")
+    deletes = [b for b in at.button if b.label == "删除"]
+    deletes[order.index(paths["甲-old"])].click().run()  # the embedders' cards come first, in the core's order
+    assert not at.exception, [e.value for e in at.exception]
+    assert [k for k, p in paths.items() if not Path(p).exists()] == ["甲-old"]
+    with pytest.raises(errors.WendaoError, match="有 2 个名为「m1」"):  # by name: ambiguous, nothing deleted
+        open_workspace(lib.root, background=False).session().delete_finetuned_model("m1")
