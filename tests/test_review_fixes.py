@@ -199,3 +199,34 @@ def test_deleting_one_of_two_models_of_the_same_name_deletes_that_one(same_names
     assert [k for k, p in paths.items() if not Path(p).exists()] == ["甲-old"]
     with pytest.raises(errors.WendaoError, match="有 2 个名为「m1」"):  # by name: ambiguous, nothing deleted
         open_workspace(lib.root, background=False).session().delete_finetuned_model("m1")
+
+
+# --- bench/rerank.py ----------------------------------------------------------------------------------------------
+def test_the_rerank_benchmark_skips_queries_whose_reranking_failed(monkeypatch):
+    """A failed rerank's time is under "rerank_attempt": the benchmark read timings_ms["rerank"] and stopped (KeyError)."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from services.config import RetrievalSettings
+
+    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    monkeypatch.syspath_prepend(bench)
+    sys.modules.pop("rerank", None)
+    import rerank
+
+    timings = iter([{"rerank": 1.0}, {"rerank": 4.0}, {"rerank_attempt": 9.0}, {"rerank": 2.0}, {"rerank_attempt": 8.0}])
+
+    class FakeRetriever:
+        def __init__(self, *args):
+            pass
+
+        def search(self, question):
+            return SimpleNamespace(timings_ms=next(timings))
+
+    monkeypatch.setattr("services.search.retrieval.Retriever", FakeRetriever)
+    monkeypatch.setattr("services.index.kb_settings.retrieval_settings", lambda lib, kb: RetrievalSettings())
+    questions = [SimpleNamespace(question=f"问题{i}") for i in range(5)]
+    result = rerank.rerank_latency(None, None, "/m", questions, 4)  # the first search loads the model
+    assert result["rerank_p50_ms"] == 3.0 and result["latency_queries"] == 2 and result["rerank_failed"] == 2
+    sys.modules.pop("rerank", None)
