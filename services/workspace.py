@@ -457,14 +457,19 @@ class KB:
                       self.role)
 
     def documents(self, searchable_only: bool = False) -> list[Document]:
-        docs = self.store.list_documents(self.id)
+        docs = [self._shown(d) for d in self.store.list_documents(self.id)]
         return [d for d in docs if d.status == "ready" and d.enabled] if searchable_only else docs
 
     def document(self, doc_id: str) -> Document:
         doc = self.store.get_document(self.id, doc_id)
         if doc is None:
             raise errors.DocumentNotFound()
-        return doc
+        return self._shown(doc)
+
+    def _shown(self, doc: Document) -> Document:
+        """A document as this principal may see it: a failure reason (it may name files and folders of the
+        server) only for editors, as for upload logs (`jobs`)."""
+        return doc if doc.error is None or self.may("editor") else replace(doc, error=None)
 
     def find_documents(self, filename: str) -> list[Document]:
         return [d for d in self.store.find_by_filename(self.id, filename) if d.status == "ready"]

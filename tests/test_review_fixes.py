@@ -230,3 +230,22 @@ def test_the_rerank_benchmark_skips_queries_whose_reranking_failed(monkeypatch):
     result = rerank.rerank_latency(None, None, "/m", questions, 4)  # the first search loads the model
     assert result["rerank_p50_ms"] == 3.0 and result["latency_queries"] == 2 and result["rerank_failed"] == 2
     sys.modules.pop("rerank", None)
+
+
+# --- a document's failure reason -----------------------------------------------------------------------------------
+def test_a_viewer_does_not_see_a_documents_failure_reason(team):
+    """README: viewers see no 失败原因; the library's table still showed a document's error (which may name server
+    paths) to them."""
+    import sqlite3
+
+    from services.index.ingest import ingest_bytes
+
+    ws, who, _ = team
+    kb1 = ws.lib.store.find_kb("KB1")
+    ingest_bytes(ws.lib, kb1, "一份文档。".encode(), "a.txt")
+    [doc] = [d for d in ws.lib.store.list_documents(kb1.id) if d.filename == "a.txt"]
+    with sqlite3.connect(ws.lib.store.path) as db:  # a reason left by an older version
+        db.execute("UPDATE documents SET error=? WHERE id=?", ("读取 /srv/wendao/uploads/x 失败", doc.id))
+    assert ws.session(who["B"]).kb("KB1").document(doc.id).error == "读取 /srv/wendao/uploads/x 失败"  # editor
+    viewer = ws.session(who["C"]).kb("KB1")
+    assert not any(d.error for d in viewer.documents()) and viewer.document(doc.id).error is None
