@@ -249,3 +249,30 @@ def test_a_viewer_does_not_see_a_documents_failure_reason(team):
     assert ws.session(who["B"]).kb("KB1").document(doc.id).error == "读取 /srv/wendao/uploads/x 失败"  # editor
     viewer = ws.session(who["C"]).kb("KB1")
     assert not any(d.error for d in viewer.documents()) and viewer.document(doc.id).error is None
+
+
+# --- forwarded addresses: the two nginx setups README names -------------------------------------------------------
+def test_the_proxy_setups_readme_names_give_the_real_client():
+    """README's WENDAO_TRUSTED_PROXIES row: the proxy must append X-Forwarded-For, or, setting only X-Real-IP, clear
+    it; the client's own headers then never choose the address."""
+    import ipaddress
+
+    from services.serving import client_address
+
+    nets = [ipaddress.ip_network("127.0.0.1/32")]
+    # $proxy_add_x_forwarded_for: the client's made-up entry, then the real address; a made-up X-Real-IP passed on
+    appended = [(b"x-forwarded-for", b"6.6.6.6, 198.51.100.7"), (b"x-real-ip", b"6.6.6.7")]
+    assert client_address("127.0.0.1", appended, nets) == ("198.51.100.7", None)
+    # X-Real-IP $remote_addr with X-Forwarded-For "" (nginx drops an empty header)
+    assert client_address("127.0.0.1", [(b"x-real-ip", b"198.51.100.8")], nets) == ("198.51.100.8", None)
+    # what README warns about: X-Real-IP set, the client's X-Forwarded-For passed on unchanged, wins
+    assert client_address("127.0.0.1", [(b"x-forwarded-for", b"6.6.6.6"), (b"x-real-ip", b"198.51.100.9")],
+                          nets) == ("6.6.6.6", None)
+
+
+def test_readme_says_the_proxy_must_append_forwarded_for():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `WENDAO_TRUSTED_PROXIES`"))
+    assert "$proxy_add_x_forwarded_for" in row and 'X-Forwarded-For "";' in row
