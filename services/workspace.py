@@ -389,6 +389,12 @@ def _upload_caps(who: Principal) -> dict[str, int]:
     return {tag: limits[tag[0]] for tag in _upload_tags(who)}
 
 
+def _without_uploader(job: Job) -> Job:
+    """A job as callers get it: without the upload cap's tags (`by`: which key and user queued it; the audit
+    log says who did what, to admins)."""
+    return replace(job, params={k: v for k, v in job.params.items() if k != "by"}) if "by" in job.params else job
+
+
 def _bounded(text: str, what: str) -> None:
     if len(text) > MAX_QUERY_CHARS:
         raise errors.QueryTooLong(f"{what}太长（{len(text):,} 个字符），请精简到 {MAX_QUERY_CHARS:,} 个字符以内。")
@@ -1020,7 +1026,7 @@ class KB:
             kinds = tuple(k for k in kinds if k in VIEWER_JOB_KINDS)
             if not kinds:
                 return []
-        return worker.jobs(self.lib, self.row, since, kinds)
+        return [_without_uploader(j) for j in worker.jobs(self.lib, self.row, since, kinds)]
 
     def job(self, job_id: int) -> Job:
         """One job of this KB; JobNotFound for another KB's, PermissionDenied for a viewer asking for a job
@@ -1031,7 +1037,7 @@ class KB:
         self._need("viewer")
         if job.kind not in VIEWER_JOB_KINDS and not access.at_least(self.role, "editor"):
             raise errors.PermissionDenied(JOB_LOG_DENIED_ZH)
-        return job
+        return _without_uploader(job)
 
     def job_label(self, job: Job) -> str:
         """A job as users know it, in Chinese: what it does and on what (「上传「a.pdf」」, 「切换向量模型

@@ -276,3 +276,15 @@ def test_readme_says_the_proxy_must_append_forwarded_for():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     row = next(line for line in readme.splitlines() if line.startswith("| `WENDAO_TRUSTED_PROXIES`"))
     assert "$proxy_add_x_forwarded_for" in row and 'X-Forwarded-For "";' in row
+
+
+def test_the_upload_caps_tags_are_not_handed_out_with_the_job(team):
+    """The job's parameters carried `by` (the uploading key's and its maker's ids) to every editor reading the job."""
+    ws, who, _ = team
+    ws.lib.store.jobs.claim_next = lambda: None
+    job = ws.session(who["KB1-write"]).kb("KB1", "editor").upload("a.txt", "一份。".encode())
+    assert "by" in ws.lib.store.jobs.get(job).params  # kept for the cap
+    editor = ws.session(who["B"])
+    assert "by" not in editor.job(job).params and "by" not in editor.kb("KB1").job(job).params
+    assert all("by" not in j.params for j in editor.kb("KB1").jobs())
+    assert "params" not in editor.job(job).to_json()
