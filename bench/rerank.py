@@ -132,16 +132,21 @@ def rerank_latency(lib, kb, model_path: str, questions, n: int) -> dict:
     settings = replace(retrieval_settings(lib, kb), rerank=True, reranker_model=model_path)
     retriever = Retriever(lib, kb, settings)
     retriever.search(questions[0].question)  # load the model
-    walls, cpus = [], []
+    walls, cpus, failed = [], [], 0
     for q in questions[:n]:
         c = time.process_time()
         result = retriever.search(q.question)
         cpus.append((time.process_time() - c) * 1000)
-        walls.append(result.timings_ms["rerank"])
+        wall = result.timings_ms.get("rerank")  # "rerank_attempt" instead when reranking failed: not a rerank time
+        if wall is None:
+            failed += 1
+        else:
+            walls.append(wall)
     walls.sort()
-    return {"rerank_p50_ms": round(statistics.median(walls), 1), "rerank_p95_ms": round(walls[int(0.95 * len(walls)) - 1], 1),
+    return {"rerank_p50_ms": round(statistics.median(walls), 1) if walls else None,
+            "rerank_p95_ms": round(walls[max(int(0.95 * len(walls)) - 1, 0)], 1) if walls else None,
             "search_cpu_p50_ms": round(statistics.median(cpus), 1), "latency_queries": len(walls),
-            "load_avg": round(os.getloadavg()[0], 1)}
+            "rerank_failed": failed, "load_avg": round(os.getloadavg()[0], 1)}
 
 
 def main() -> None:

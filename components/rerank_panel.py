@@ -14,6 +14,7 @@ from components.job_view import estimate_line, job_panel, new_batch
 from components.safe_text import inert
 from components.words import METRIC_HELP, METRIC_ZH
 from components.state import session, show_error
+from components.widgets import path_key
 from services.views import RERANK_SET_ZH as SET_ZH, RerankSettings, rerank_result_rows as result_rows
 
 # the metrics in 评测's words (components.words), the technical names in the columns' help
@@ -64,16 +65,16 @@ def reranker_section(kb) -> None:
                        f"每次检索多用约 {card.get('added_ms_p50', 0):.0f} 毫秒")
             c1, c2 = st.columns(2)
             if in_use:
-                if c1.button("关闭重排", key=key(f"off_{card['name']}"), disabled=locked):
+                if c1.button("关闭重排", key=key(f"off_{path_key(card['path'])}"), disabled=locked):
                     kb.save_retrieval(replace(current, rerank=False))
                     st.rerun()
             elif card.get("better"):
-                if c1.button("用它重排", type="primary", key=key(f"use_{card['name']}"), disabled=locked):
+                if c1.button("用它重排", type="primary", key=key(f"use_{path_key(card['path'])}"), disabled=locked):
                     kb.save_retrieval(replace(current, rerank=True, reranker_model=card["path"]))
                     st.rerun()
             else:
                 c1.warning("重排后没有更好，因此不提供。")
-            if c2.button("删除", key=key(f"delete_{card['name']}"), disabled=locked or current.reranker_model == card["path"],
+            if c2.button("删除", key=key(f"delete_{path_key(card['path'])}"), disabled=locked or current.reranker_model == card["path"],
                          help="知识库设置中正在使用的模型不能删除" if current.reranker_model == card["path"] else None):
                 try:
                     session().delete_finetuned_model(card["path"])

@@ -1,6 +1,7 @@
 """Reusable widgets: highlighted passages, chunk boundaries, citation chips, score tables."""
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -203,3 +204,33 @@ def eval_csv(rows: list[dict]) -> bytes:
         elif k == "ndcg10":
             frame[k] = [round(float(v), 3) if v != "" else "" for v in frame[k]]
     return frame.to_csv(index=False, header=headers).encode("utf-8-sig")
+
+
+def path_key(path: str) -> str:
+    """A widget key part for a model folder: names repeat (per KB, and old top-level models beside
+    new per-KB ones), paths do not."""
+    return hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:16]
+
+
+def model_choice_label(cards: list[dict]):
+    """format_func over model paths: the model's name, with its KB and its time where the name alone is
+    ambiguous among `cards` (and a short mark of its folder where even those agree)."""
+    by_path = {c["path"]: c for c in cards}
+
+    def long(card: dict) -> str:
+        same = [c for c in cards if c["name"] == card["name"]]
+        extra = [inert(str(card.get("kb", "")), keep_lines=False)] if len({c.get("kb") for c in same}) > 1 else []
+        extra.append(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(card.get("created_at", 0))))
+        return f"{inert(card['name'], keep_lines=False)}（{' · '.join(extra)}）"
+
+    def label(path: str) -> str:
+        card = by_path.get(path)
+        if card is None:
+            return "（已删除）"
+        if sum(c["name"] == card["name"] for c in cards) == 1:
+            return inert(card["name"], keep_lines=False)
+        shown = long(card)
+        if sum(long(c) == shown for c in cards) > 1:
+            shown += f" #{path_key(path)[:6]}"
+        return shown
+    return label

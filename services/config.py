@@ -51,8 +51,20 @@ def max_uploads_in_flight() -> tuple[int, int]:
     """How many uploads one API key (`WENDAO_MAX_UPLOADS_PER_KEY`, default 10) and one user, with the keys
     they made (`WENDAO_MAX_UPLOADS_PER_USER`, default 200: a folder chosen on the upload page), may have
     queued or being indexed at once (the single local user has no limit); 0 = no limit."""
-    return (int(os.environ.get("WENDAO_MAX_UPLOADS_PER_KEY", "10") or 0),
-            int(os.environ.get("WENDAO_MAX_UPLOADS_PER_USER", "200") or 0))
+    return _upload_limit("WENDAO_MAX_UPLOADS_PER_KEY", 10), _upload_limit("WENDAO_MAX_UPLOADS_PER_USER", 200)
+
+
+def _upload_limit(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:  # the core turns it into a WendaoError (services.workspace)
+        raise ValueError(f"{name} 应为不小于 0 的整数（0 为不限），当前为「{raw[:40]}」。")
+    return value
 
 
 def max_document_chars() -> int:

@@ -303,6 +303,13 @@ class TooManyUploads(WendaoError):
 
     default_message = "正在排队或索引的上传太多，请等前面的文件处理完再上传。"
 
+    @classmethod
+    def of(cls, tag: str, count: int, limit: int) -> "TooManyUploads":
+        """The refusal for the uploads tagged `tag` ("k<id>" an API key's, "u<id>" a user's): `count` in
+        flight, `limit` allowed."""
+        whose = "这个 API 密钥" if tag[0] == "k" else "你"
+        return cls(f"{whose}已有 {count} 个上传正在排队或索引（上限 {limit} 个），请等前面的文件处理完再上传。")
+
 
 class SignInThrottled(PermissionDenied):
     default_message = "登录失败次数过多，请稍后再试。"

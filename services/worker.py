@@ -74,12 +74,16 @@ def handler(kind: str):
 
 # --- submitting and reading jobs -----------------------------------------------------------------
 def submit(lib: Library, kb: KnowledgeBase, kind: str, name: str, params: dict | None = None,
-           data: bytes | None = None, background: bool = True) -> int:
+           data: bytes | None = None, background: bool = True, caps: dict[str, int] | None = None) -> int:
     """Queue a job of `kind` for the KB; `data` (an upload's bytes) is kept under <data>/uploads/ until
-    the job ends. Only the data dir's owner queues jobs (DataDirBusy otherwise)."""
+    the job ends. Only the data dir's owner queues jobs (DataDirBusy otherwise). `caps` ({tag: limit}):
+    TooManyUploads when a tag already has `limit` active jobs of `kind`, checked atomically with the
+    job's insert (JobRows.add)."""
     if kind not in HANDLERS:
         raise errors.WendaoError(f"未知的任务类型：{kind}")
     lib.require_owner()
+    if caps:
+        lib.store.jobs.check_caps(kind, caps)  # refused before the bytes are written; decided at the insert
     path = None
     if data is not None:
         lib.ensure_space(2 * len(data))  # the upload waits here, then is kept as the original: refused now if short
@@ -87,7 +91,12 @@ def submit(lib: Library, kb: KnowledgeBase, kind: str, name: str, params: dict |
         folder.mkdir(exist_ok=True)
         path = folder / uuid.uuid4().hex
         path.write_bytes(data)
-    job_id = lib.store.jobs.add(kb.id, kind, name, params or {}, str(path) if path else None)
+    try:
+        job_id = lib.store.jobs.add(kb.id, kind, name, params or {}, str(path) if path else None, caps)
+    except BaseException:
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
     if background:
         worker_for(lib).wake()
     return job_id

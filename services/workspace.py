@@ -272,15 +272,9 @@ class Session:
         """Delete a fine-tuned model folder (embedder or reranker), given its "path" from
         `finetuned_models` (or its name where only one model the principal sees has it): the owner of
         the KB it was trained on, or an admin; never one a KB uses."""
-        from services.tuning.finetune import delete_model
+        from services.tuning.finetune import delete_model, pick_model
 
-        seen = [m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)]
-        found = [m for m in seen if m["path"] == model] or [m for m in seen if m["name"] == model]
-        if not found:
-            raise errors.WendaoError("找不到这个微调模型。")
-        if len(found) > 1:
-            raise errors.WendaoError(f"有 {len(found)} 个名为「{model}」的微调模型（属于不同的知识库），请在列表中选择要删除的那个。")
-        card = found[0]
+        card = pick_model([m for kind in ("embedding", "reranker") for m in self.finetuned_models(kind)], model)
         row = self._model_kb(card)
         if not access.is_admin(self.store, self.who):
             if row is None:
@@ -373,10 +367,6 @@ class Session:
         return self.store.keys.of_kb()
 
 
-_UPLOADS_LOCK = threading.Lock()
-_UPLOADS_STARTING: dict[str, int] = {}  # uploads past the check whose job is not written yet, per tag
-
-
 def _upload_tags(who: Principal) -> list[str]:
     """Whose in-flight uploads an upload counts against: the API key's and the user's who made it, or
     the signed-in user's (none for the single local user)."""
@@ -385,41 +375,24 @@ def _upload_tags(who: Principal) -> list[str]:
     return [f"u{who.user_id}"] if who.kind == "user" and who.user_id is not None else []
 
 
-class _upload_slot:
-    """A place for one more upload of `who`, or TooManyUploads: one write key (or user) could otherwise
-    queue any number of files, each kept on disk and indexed in turn by the data dir's one worker, while
-    everyone else's uploads wait. Counts the queued and running uploads tagged with the principal's key
-    and user (`by` in the job's parameters) plus those between this check and their job row."""
+def _upload_caps(who: Principal) -> dict[str, int]:
+    """{tag: limit} for an upload of `who`: one write key (or user) could otherwise queue any number of
+    files, each kept on disk and indexed in turn by the data dir's one worker, while everyone else's
+    uploads wait. The queued and running uploads carrying a tag (`by` in the job's parameters) are
+    counted when the job row is inserted (JobRows.add, one transaction)."""
+    from services.config import max_uploads_in_flight
 
-    def __init__(self, store, who: Principal):
-        from services.config import max_uploads_in_flight
+    try:
+        limits = dict(zip(("k", "u"), max_uploads_in_flight()))
+    except ValueError as exc:  # a mistyped WENDAO_MAX_UPLOADS_PER_*: said in Chinese, nothing refused silently
+        raise errors.WendaoError(str(exc)) from None
+    return {tag: limits[tag[0]] for tag in _upload_tags(who)}
 
-        self.store, self.tags = store, _upload_tags(who)
-        self.limits = dict(zip(("k", "u"), max_uploads_in_flight()))
 
-    def __enter__(self) -> list[str]:
-        with _UPLOADS_LOCK:
-            if self.tags:
-                queued: dict[str, int] = {}
-                for params in self.store.jobs.active_params("ingest"):
-                    for tag in params.get("by") or []:
-                        queued[tag] = queued.get(tag, 0) + 1
-                for tag in self.tags:
-                    limit = self.limits[tag[0]]
-                    if limit and queued.get(tag, 0) + _UPLOADS_STARTING.get(tag, 0) >= limit:
-                        whose = "这个 API 密钥" if tag[0] == "k" else "你"
-                        raise errors.TooManyUploads(f"{whose}已有 {limit} 个上传正在排队或索引（上限 {limit} 个），"
-                                                    "请等前面的文件处理完再上传。")
-            for tag in self.tags:
-                _UPLOADS_STARTING[tag] = _UPLOADS_STARTING.get(tag, 0) + 1
-        return self.tags
-
-    def __exit__(self, *exc) -> None:
-        with _UPLOADS_LOCK:
-            for tag in self.tags:
-                _UPLOADS_STARTING[tag] -= 1
-                if not _UPLOADS_STARTING[tag]:
-                    del _UPLOADS_STARTING[tag]
+def _without_uploader(job: Job) -> Job:
+    """A job as callers get it: without the upload cap's tags (`by`: which key and user queued it; the audit
+    log says who did what, to admins)."""
+    return replace(job, params={k: v for k, v in job.params.items() if k != "by"}) if "by" in job.params else job
 
 
 def _bounded(text: str, what: str) -> None:
@@ -490,14 +463,19 @@ class KB:
                       self.role)
 
     def documents(self, searchable_only: bool = False) -> list[Document]:
-        docs = self.store.list_documents(self.id)
+        docs = [self._shown(d) for d in self.store.list_documents(self.id)]
         return [d for d in docs if d.status == "ready" and d.enabled] if searchable_only else docs
 
     def document(self, doc_id: str) -> Document:
         doc = self.store.get_document(self.id, doc_id)
         if doc is None:
             raise errors.DocumentNotFound()
-        return doc
+        return self._shown(doc)
+
+    def _shown(self, doc: Document) -> Document:
+        """A document as this principal may see it: a failure reason (it may name files and folders of the
+        server) only for editors, as for upload logs (`jobs`)."""
+        return doc if doc.error is None or self.may("editor") else replace(doc, error=None)
 
     def find_documents(self, filename: str) -> list[Document]:
         return [d for d in self.store.find_by_filename(self.id, filename) if d.status == "ready"]
@@ -872,11 +850,19 @@ class KB:
         from services.jobs import chunking_params
 
         self._need("editor")
-        with _upload_slot(self.store, self.session.who) as by:
-            params = {**chunking_params(config or self.chunking_config()), **({"by": by} if by else {})}
-            job = self.submit("ingest", filename, params, data)
+        caps = _upload_caps(self.session.who)
+        params = {**chunking_params(config or self.chunking_config()), **({"by": list(caps)} if caps else {})}
+        job = worker.submit(self.lib, self.row, "ingest", filename, params, data, self.session.ws.background, caps)
         self._audit("document_uploaded", f"#{job} {filename[:200]}")  # who put which text into the KB
         return job
+
+    def check_upload_slot(self) -> None:
+        """TooManyUploads when this caller may not queue another upload now (the API asks before reading
+        the file's bytes; `upload` decides atomically with the job's insert)."""
+        self._need("editor")
+        caps = _upload_caps(self.session.who)
+        if caps:
+            self.store.jobs.check_caps("ingest", caps)
 
     def ingest_paths(self, paths: Iterable[str | Path], config: ChunkingConfig | None = None,
                      on_file=None, progress=None):
@@ -982,15 +968,13 @@ class KB:
     def finetune(self, name: str, settings=None, kind: str = "embedding") -> int:
         """Queue fine-tuning of the KB's embedding model, or (kind="reranker") training of a reranker on
         the KB's documents; the job id."""
-        from services.tuning.finetune import FinetuneSettings, taken_name, valid_model_name
+        from services.tuning.finetune import FinetuneSettings, require_free_name, valid_model_name
 
         if any(j.active for j in self.jobs(kinds=("finetune", "finetune_reranker"))):
             raise errors.WendaoError("这个知识库已有一个微调任务在进行，请等它完成或先取消。")
         name = valid_model_name(name)  # names are per KB (services.tuning.finetune.kb_models_dir)
         self._need("editor")
-        taken = taken_name(self.lib, self.row, name)
-        if taken is not None:
-            raise errors.InvalidName(f"这个知识库已有名为「{taken}」的微调模型，请换一个名字或先删除它。")
+        require_free_name(self.lib, self.row, name)
         if kind == "reranker":
             from services.tuning.rerank_training import RerankSettings
 
@@ -1042,7 +1026,7 @@ class KB:
             kinds = tuple(k for k in kinds if k in VIEWER_JOB_KINDS)
             if not kinds:
                 return []
-        return worker.jobs(self.lib, self.row, since, kinds)
+        return [_without_uploader(j) for j in worker.jobs(self.lib, self.row, since, kinds)]
 
     def job(self, job_id: int) -> Job:
         """One job of this KB; JobNotFound for another KB's, PermissionDenied for a viewer asking for a job
@@ -1053,7 +1037,7 @@ class KB:
         self._need("viewer")
         if job.kind not in VIEWER_JOB_KINDS and not access.at_least(self.role, "editor"):
             raise errors.PermissionDenied(JOB_LOG_DENIED_ZH)
-        return job
+        return _without_uploader(job)
 
     def job_label(self, job: Job) -> str:
         """A job as users know it, in Chinese: what it does and on what (「上传「a.pdf」」, 「切换向量模型

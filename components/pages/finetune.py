@@ -19,7 +19,7 @@ from components.job_view import estimate_line, job_panel, jobs_running, new_batc
 from components.safe_text import inert
 from components.words import METRIC_HELP, METRIC_ZH
 from components.state import searchable_kb, session, show_error, without_paths
-from components.widgets import PRIMARY
+from components.widgets import PRIMARY, model_choice_label, path_key
 from services.views import QUESTION_LIMIT, FinetuneSettings, resolve
 from services.views import model_label as registry_label
 
@@ -223,9 +223,10 @@ mine = [m for m in models if m.get("kb") == kb.name]
 switching = jobs_running(kb, ("reembed",))
 if mine:
     st.subheader("微调前后对比")
-    names = [m["name"] for m in mine]
-    picked = st.selectbox("微调模型", names, key=key("picked")) if len(names) > 1 else names[0]
-    card = next(m for m in mine if m["name"] == picked)
+    paths = [m["path"] for m in mine]
+    picked = (st.selectbox("微调模型", paths, format_func=model_choice_label(mine), key=key("picked_path"))
+              if len(paths) > 1 else paths[0])
+    card = next(m for m in mine if m["path"] == picked)
     verdict = card["verdict"]  # the core's words: better or not, with its numbers and small-set caveats
     st.caption(f"在 {card['before'].get('queries', 0)} 道检验题上的检索效果（检验题出自没参加训练的文档；相关片段 = 出题的片段）。"
                + (f"**{verdict['caveats']['heldout']}**。" if verdict["caveats"]["heldout"] else ""))
@@ -265,7 +266,7 @@ for m in models:
         mine_q = m.get("questions")
         on_questions = (f" · 问题集 {mine_q['n']} 题名次得分 {mine_q['before']['dense']['mrr@10']:.3f} → "
                         f"{mine_q['after']['dense']['mrr@10']:.3f}") if mine_q else ""
-        st.markdown(f"**{m['name']}**" + ("（使用中）" if m["path"] in in_use else ""))
+        st.markdown(f"**{inert(m['name'], keep_lines=False)}**" + ("（使用中）" if m["path"] in in_use else ""))
         if m.get("verdict", {}).get("warning"):
             st.caption(f":orange[{m['verdict']['warning']}]")
         st.caption(f"基础模型：{inert(resolve(m.get('base_model', '')).name, keep_lines=False)} · "
@@ -274,7 +275,7 @@ for m in models:
                    f"训练题 {pairs.get('train', 0)} 道 / 检验题 {pairs.get('heldout', 0)} 道 · "
                    f"向量检索前5条命中 {dense_b['recall@5']:.3f} → {dense_a['recall@5']:.3f} · "
                    f"名次得分 {dense_b['mrr@10']:.3f} → {dense_a['mrr@10']:.3f}{on_questions}")
-        if st.button("删除", key=f"finetune_delete_{m['name']}", disabled=locked or m["path"] in in_use,
+        if st.button("删除", key=f"finetune_delete_{path_key(m['path'])}", disabled=locked or m["path"] in in_use,
                      help="正在被知识库使用的模型不能删除，请先切换到其他模型" if m["path"] in in_use else None):
             try:
                 session().delete_finetuned_model(m["path"])

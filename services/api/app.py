@@ -272,6 +272,7 @@ def _v1_routes(api: FastAPI) -> None:
         from services.config import max_file_bytes
 
         handle = me.kb(kb, "editor")
+        handle.check_upload_slot()  # before reading up to max_file_bytes into memory
         data = await file.read(max_file_bytes() + 1)
         if len(data) > max_file_bytes():
             raise errors.FileTooLarge()

@@ -94,14 +94,45 @@ class JobRows:
         self.store = store
         self.db = store.db
 
-    def add(self, kb_id: int, kind: str, name: str, params: dict, path: str | None = None) -> int:
+    def add(self, kb_id: int, kind: str, name: str, params: dict, path: str | None = None,
+            caps: dict[str, int] | None = None) -> int:
+        """Queue a job; the id. With `caps` ({tag: limit}, the tags in `params["by"]`), the active jobs of
+        `kind` carrying each tag are counted and the row inserted in one BEGIN IMMEDIATE transaction, so two
+        uploads (threads or processes: the server and the CLI) never both take the last place:
+        TooManyUploads when a tag already has `limit` (0 = no limit)."""
         now = time.time()
         with self.store.locked():
-            cur = self.db.execute(
-                "INSERT INTO jobs(kb_id, kind, filename, path, params, status, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (kb_id, kind, name, path, json.dumps(params, ensure_ascii=False), "queued", now, now))
+            if caps:
+                self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if caps:
+                    self.check_caps(kind, caps)
+                cur = self.db.execute(
+                    "INSERT INTO jobs(kb_id, kind, filename, path, params, status, created_at, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (kb_id, kind, name, path, json.dumps(params, ensure_ascii=False), "queued", now, now))
+            except BaseException:
+                if caps:
+                    self.db.execute("ROLLBACK")
+                raise
+            if caps:
+                self.db.execute("COMMIT")
             return cur.lastrowid
+
+    def check_caps(self, kind: str, caps: dict[str, int]) -> None:
+        """TooManyUploads when a tag of `caps` ({tag: limit}) has `limit` active jobs of `kind` already."""
+        counts = self.active_tags(kind)
+        for tag, limit in caps.items():
+            if limit and counts.get(tag, 0) >= limit:
+                raise errors.TooManyUploads.of(tag, counts[tag], limit)
+
+    def active_tags(self, kind: str) -> dict[str, int]:
+        """How many queued or running jobs of `kind` carry each tag of their parameters' "by" list."""
+        counts: dict[str, int] = {}
+        for params in self.active_params(kind):
+            for tag in params.get("by") or []:
+                counts[tag] = counts.get(tag, 0) + 1
+        return counts
 
     def get(self, job_id: int) -> Job | None:
         row = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()

@@ -963,22 +963,42 @@ def model_folder(lib: Library, kb: KnowledgeBase, name: str) -> Path:
 
 def taken_name(lib: Library, kb: KnowledgeBase, name: str) -> str | None:
     """The finished model of this KB whose name equals `name` up to case (on Windows and macOS those
-    are one folder), or None."""
+    are one folder), or None: in the KB's folder, or saved before models were kept per KB (directly
+    under models/, its card naming this KB): two models of one KB listed under one name could not be told apart."""
     key = valid_model_name(name).casefold()
     parent = kb_models_dir(lib, kb)
     for folder in parent.iterdir() if parent.is_dir() else []:
         if folder.name.casefold() == key and not folder.name.startswith(".") and not unfinished(folder):
             return folder.name
+    for card in finetuned_models(lib, "embedding") + finetuned_models(lib, "reranker"):
+        if not card.get("kb_folder") and str(card.get("name", "")).casefold() == key and _old_card_of(card, kb):
+            return card["name"]
     return None
+
+
+def _old_card_of(card: dict, kb: KnowledgeBase) -> bool:
+    """Whether a model saved directly under models/ was trained on `kb`: by id (cards since the security
+    review), else by name; only a KB older than the model (a later KB under a reused id or name is another)."""
+    try:
+        made = float(card.get("created_at") or 0)
+        same = int(card["kb_id"]) == kb.id if card.get("kb_id") is not None else card.get("kb") == kb.name
+    except (TypeError, ValueError):
+        return False
+    return same and kb.created_at <= made
+
+
+def require_free_name(lib: Library, kb: KnowledgeBase, name: str) -> None:
+    """InvalidName when a finished model of this KB already has `name` (`taken_name`)."""
+    taken = taken_name(lib, kb, name)
+    if taken is not None:
+        raise errors.InvalidName(f"这个知识库已有名为「{taken}」的微调模型，请换一个名字或先删除它。")
 
 
 def new_model_folder(lib: Library, kb: KnowledgeBase, name: str) -> Path:
     """Where a model of the KB trained under `name` goes: free (a folder left by a run that stopped
     while evaluating is removed), or InvalidName when a finished model of this KB already has that name."""
     out = model_folder(lib, kb, name)
-    taken = taken_name(lib, kb, name)
-    if taken is not None:
-        raise errors.InvalidName(f"这个知识库已有名为「{taken}」的微调模型，请换一个名字或先删除它。")
+    require_free_name(lib, kb, name)
     if out.exists():
         shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1167,13 +1187,18 @@ def finetuned_models(lib: Library, kind: str = "embedding") -> list[dict]:
 def model_path(lib: Library, model: str) -> Path:
     """The folder of a listed fine-tuned model (embedder or reranker), given its path, or its name
     where only one listed model has it; WendaoError otherwise (never a folder outside the list)."""
-    cards = finetuned_models(lib, "embedding") + finetuned_models(lib, "reranker")
+    return Path(pick_model(finetuned_models(lib, "embedding") + finetuned_models(lib, "reranker"), model)["path"])
+
+
+def pick_model(cards: list[dict], model: str) -> dict:
+    """The card among `cards` whose path is `model`, or whose name is, where only one has it;
+    WendaoError otherwise (not found, or a name several KBs' models share)."""
     found = [c for c in cards if c["path"] == str(model)] or [c for c in cards if c["name"] == model]
     if not found:
         raise errors.WendaoError("找不到这个微调模型。")
     if len(found) > 1:
         raise errors.WendaoError(f"有 {len(found)} 个名为「{model}」的微调模型（属于不同的知识库），请在列表中选择要删除的那个。")
-    return Path(found[0]["path"])
+    return found[0]
 
 
 def card_of(name: str) -> dict | None:
