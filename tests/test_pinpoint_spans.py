@@ -579,3 +579,23 @@ def test_the_term_whose_meaning_is_asked_ends_at_a_sentence(question, term):
     from services.answers.answer_types import asked_meaning
 
     assert asked_meaning(question) == term
+
+
+CAIL_0002 = ("依据上述有效证据,本院确认以下案件事实:原、被告双方于××××年××月份结婚,婚后生一女孩,取名马62,2013年11月21日,"
+             "双方在新民市民政局协议离婚,协议内容为:婚生女孩马62由女方别x2抚养,男方每月给孩子抚养费1000元(从2013年12月1日起至"
+             "2020年12月止)双方离婚后,小孩马62一直随被告生活××××年××月××日,婚生女孩马62从内乡县第二小学转入沈阳大学新民师范学院"
+             "附属小学上学至今,现原告以小孩马62已年满十周岁,自愿提出与原告一起生活为由,诉至法院,请求依法变更小孩马62由原告抚养\n")
+
+
+def test_a_carer_question_naming_the_agreement_marks_the_agreed_carer():
+    """s27 walkthrough A: 离婚协议约定…由谁抚养？ asks about the agreement (协议内容为:…由女方别x2抚养), not the change the
+    plaintiff asks for (请求依法变更…由原告抚养), nor the arrangement now (一直随被告生活)."""
+    extract = pinpoint("离婚协议约定马62由谁抚养？", [make_hit(CAIL_0002)], reader=False)
+    assert extract.span.text == "女方别x2"
+
+
+@pytest.mark.parametrize("text,carers", [
+    ("诉至法院,请求依法变更小孩马62由原告抚养", []), ("自愿提出与原告一起生活为由", []),
+    ("协议内容为:婚生女孩马62由女方别x2抚养", ["女方别x2"])])
+def test_a_requested_arrangement_is_no_carer(text, carers):
+    assert [text[a:b] for a, b in carer_spans(text)] == carers

@@ -484,7 +484,7 @@ class _Scorer:
             if self.typed[i]:
                 c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == REASON_KIND or self.exclude.carer \
                     else LOOSE_TYPE_BONUS
-                if self.exclude.carer and _CARER_NOW.search(text):
+                if self.exclude.carer and _carer_held(self.query).search(text):
                     c.score += CARER_NOW_UNIT  # the arrangement that holds now (一直随原告生活至今)
             if _novel_chars(text, self.q_grams) < 6:
                 c.score *= 0.6  # restates the question (or is a title): holds no answer
@@ -713,6 +713,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                                                        for p in picks for a, b in _values(kind, p, scorer.exclude))
         now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
         carer = scorer.exclude.carer and any(carer_spans(p.text) for p in picks)
+        held = _carer_held(scorer.query)
         if scorer.events:  # a date question's event (建于): the dates of units telling it, if one does
             told = [p for p in picks if any(_holds(v, comparable(p.text)) for v in scorer.events)]
             picks = told if any(_values(kind, p, scorer.exclude) for p in told) else picks
@@ -737,7 +738,9 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
                          + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
                          + (_where_now(p.text, a) if now else 0.0)
-                         + (CARER_NOW_BONUS if carer and _CARER_NOW.search(p.text[clauses[k][0]:clauses[k][1]]) else 0.0)
+                         + (CARER_NOW_BONUS if carer and _carer_held(scorer.query).search(
+                             p.text[clauses[max(0, k - 1)][0] if held is not _CARER_NOW else clauses[k][0]:clauses[k][1]])
+                            else 0.0)
                          + (1.0 if any(e <= a <= e + 2 for e in stated) else 0.0))  # 投资人为邓x7: the value stated
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
@@ -857,8 +860,19 @@ def _topic_told(units: list[Pick], best: Pick) -> Pick:
 # 跟谁生活 asks about the arrangement now: the clause saying it still holds (一直随原告生活至今) over the one it replaced
 # (调解书载明…随被告张x1生活)
 _CARER_NOW = re.compile(r"至今|现在|目前|如今|现仍|仍然|一直|现随|现由")
+# ... unless the question names the arrangement's frame (离婚协议约定…由谁抚养？): then the clause stating that one
+# (协议内容为:婚生女孩马62由女方别x2抚养), or the clause after its introduction, over the arrangement now
+_CARER_FRAME = re.compile(r"协议|约定|调解|判决")
 CARER_NOW_BONUS = 0.3  # ... for the marked carer
 CARER_NOW_UNIT = 0.1  # ... for the unit
+
+
+def _carer_held(question: str) -> re.Pattern:
+    """The words of the arrangement a 跟谁生活 / 由谁抚养 question asks about: those of its frame when it names
+    one (协议, 约定, 调解, 判决), else those saying it holds now (至今, 一直)."""
+    return _CARER_FRAME if _CARER_FRAME.search(comparable(question)) else _CARER_NOW
+
+
 _NOW_Q = re.compile(r"目前|现在|如今|现今|眼下|至今|现居|现住|现就读")
 _FROM_BEFORE = re.compile(r"(?:从|由|自)$")
 _TO_BEFORE = re.compile(r"(?:转入|转到|转至|转学到|转学至|迁至|迁往|迁入|迁到|搬到|搬至|搬往|调到|调入|调至|调往|改到|去了|来到|到|至)$")
