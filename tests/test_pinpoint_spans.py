@@ -599,3 +599,11 @@ def test_a_carer_question_naming_the_agreement_marks_the_agreed_carer():
     ("协议内容为:婚生女孩马62由女方别x2抚养", ["女方别x2"])])
 def test_a_requested_arrangement_is_no_carer(text, carers):
     assert [text[a:b] for a, b in carer_spans(text)] == carers
+
+
+def test_who_did_it_marks_the_agent_after_you_before_the_asked_verb():
+    """s27 walkthrough B: 由谁捐献 asks for the agent of 捐献 (an organisation counts), not a road named elsewhere."""
+    text = ("乍都节公园（）位于泰国的首都曼谷的乍都节县，是拍凤裕庭路、威拍哇丽兰室路、甘烹碧路之间的一处公众游园地。"
+            "1975年由泰国国家铁路局捐献土地建筑成公园。1980年12月4日，泰国国王拉玛九世62岁生日那天，公园开放。")
+    extract = pinpoint("乍都节公园是由谁捐献土地建造出来的？", [make_hit(text)], reader=False)
+    assert extract.span.text == "泰国国家铁路局"

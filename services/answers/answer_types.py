@@ -168,6 +168,26 @@ def carer_spans(text: str) -> list[tuple[int, int]]:
     return merge_spans([(a + 1 if t[a] == "其" and b - a > 2 else a, b) for a, b in spans])  # 其外婆 -> 外婆; 其母 stays
 
 
+# 由谁 + verb (乍都节公园是由谁捐献土地建造出来的？, 由谁设计): the agent the text names right after 由 before that verb
+# (1975年由泰国国家铁路局捐献土地…) — an organisation answers a 谁 question too, which no name pattern finds
+_AGENT_Q = re.compile(r"由谁(?:来|所|负责|亲自|主持|出资)?([\u4e00-\u9fff]{2})")
+_AGENT_FILLER = r"(?:来|所|负责|亲自|主持|出资|共同|联合|独自)?"
+
+
+def asked_agent(question: str) -> str:
+    """The verb of a "由谁 V" question (捐献 of 是由谁捐献土地建造出来的？), folded; "" for any other question."""
+    m = _AGENT_Q.search(comparable(question))
+    return m.group(1) if m else ""
+
+
+def agent_spans(text: str, verb: str) -> list[tuple[int, int]]:
+    """[start, end) of the agents `text` names as 由 X (来/所/负责…) `verb` (由泰国国家铁路局捐献 -> 泰国国家铁路局)."""
+    if not verb:
+        return []
+    t = aligned(text)
+    return [m.span(1) for m in re.finditer(rf"由([^由，,；;。！？!?：:、\s（）()“”\"]{{2,15}}?){_AGENT_FILLER}{re.escape(verb)}", t)]
+
+
 def cause_spans(text: str) -> list[tuple[int, int]]:
     """[start, end) of the pieces of `text` that state a cause: "因/由于 …" and "原因是 …" to the end of their
     clause, "以 … 为由", and the whole clause around 导致/致使/感情破裂 (clauses end at ，,；;。！？ and line breaks)."""

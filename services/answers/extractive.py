@@ -77,7 +77,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NAMED_AS_WHAT, NUM, SHARE_Q, TYPED, UNIT, aligned,
-                                          answer_type, asked_meaning, asked_verbs, asks_carer, carer_spans, cause_spans,
+                                          agent_spans, answer_type, asked_agent, asked_meaning, asked_verbs, asks_carer, carer_spans, cause_spans,
                                           entity_spans, has_type, meaning_spans, merge_spans, pos_tags,
                                           numeral_value, typed_values)
 from services.answers.citations import quote_bounds, quote_spans
@@ -304,6 +304,7 @@ class _Asked(set):
 
     chars = ""
     carer = False
+    agent = ""  # the verb of a 由谁 V question (捐献): its agent is the value
 
 
 def _question_values(kind: str | None, question: str) -> set[str]:
@@ -312,6 +313,7 @@ def _question_values(kind: str | None, question: str) -> set[str]:
     out = _Asked(comparable(question[a:b]) for a, b in typed_values(kind, question)) if kind in TYPED else _Asked()
     out.chars = comparable(question)
     out.carer = kind == "person" and asks_carer(question)
+    out.agent = asked_agent(question) if kind == "person" and not out.carer else ""
     return out
 
 
@@ -327,6 +329,8 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
     found = typed_values(kind, unit.text)
     if getattr(exclude, "carer", False):
         found = carer_spans(unit.text) or found
+    elif getattr(exclude, "agent", ""):
+        found = agent_spans(unit.text, exclude.agent) or found
     for a, b in found:
         value = comparable(unit.text[a:b])
         if value in exclude or any(value in e or kind in ("person", "place") and len(e) >= 2 and e in value
@@ -460,6 +464,10 @@ class _Scorer:
             arranged = [bool(carer_spans(c.text)) for c in self.candidates]
             if any(arranged):
                 self.typed = arranged
+        if self.exclude.agent:  # 由谁捐献: a unit naming the agent of the asked verb (由泰国国家铁路局捐献), not a road's name
+            acting = [bool(agent_spans(c.text, self.exclude.agent)) for c in self.candidates]
+            if any(acting):
+                self.typed = acting
         events = self.events = _event_verbs(query) if self.kind == "date" else []
         if events:  # 建于哪一年: a date of the building (建于1988年), not of the renaming (1998年，…改名为…)
             with_event = [t and any(_holds(v, x) for v in events) for t, x in zip(self.typed, lowered)]
@@ -714,6 +722,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
         carer = scorer.exclude.carer and any(carer_spans(p.text) for p in picks)
         held = _carer_held(scorer.query)
+        agent = bool(scorer.exclude.agent) and any(agent_spans(p.text, scorer.exclude.agent) for p in picks)
         if scorer.events:  # a date question's event (建于): the dates of units telling it, if one does
             told = [p for p in picks if any(_holds(v, comparable(p.text)) for v in scorer.events)]
             picks = told if any(_values(kind, p, scorer.exclude) for p in told) else picks
@@ -721,6 +730,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
             if carer:  # 跟谁生活: only a carer of a clause stating the arrangement, not a party named elsewhere
                 values = [(a, b) for a, b in values if (a, b) in carer_spans(p.text)]
+            if agent:  # 由谁捐献: only the agent named before the asked verb
+                values = [(a, b) for a, b in values if (a, b) in agent_spans(p.text, scorer.exclude.agent)]
             if in_unit:
                 values = [(a, b) for a, b in values if _unit_match(scorer.query, p.text[a:b])]
             if not values:
