@@ -607,3 +607,18 @@ def test_who_did_it_marks_the_agent_after_you_before_the_asked_verb():
             "1975年由泰国国家铁路局捐献土地建筑成公园。1980年12月4日，泰国国王拉玛九世62岁生日那天，公园开放。")
     extract = pinpoint("乍都节公园是由谁捐献土地建造出来的？", [make_hit(text)], reader=False)
     assert extract.span.text == "泰国国家铁路局"
+
+
+def test_the_date_right_before_the_event_verb_is_marked_in_unpunctuated_text():
+    """s27 walkthrough C: 于2012年2月10日出生2013年1月14日 — the next date begins the next clause (no punctuation)."""
+    text = ("经审理查明,原、被告于2010年11月5日登记结婚,婚生子王凯翔(现改名为那8)于2012年2月10日出生2013年1月14日,"
+            "经本院主持调解,双方当事人就抚养权自愿达成如下协议:婚生子王凯翔由葛x1抚养,王0从2013年1月起每月承担抚养费10000元"
+            "至王翔凯独立生活之日止2012年9月22日,原告王0与他人孕育一男孩")
+    extract = pinpoint("婚生子王凯翔出生日期为何时？", [make_hit(text)], reader=False)
+    assert extract.span.text == "2012年2月10日"
+
+
+def test_a_date_question_marks_the_date_of_the_clause_telling_the_event():
+    """s27 walkthrough D: 何时离婚 is the date before 双方…协议离婚, not the 抚养费 period before 双方离婚后 (a time reference)."""
+    extract = pinpoint("原、被告双方于何时离婚？", [make_hit(CAIL_0002)], reader=False)
+    assert extract.span.text == "2013年11月21日"

@@ -385,6 +385,18 @@ def _alias_table() -> dict[str, tuple[str, ...]]:
 _ALIASES = _alias_table()
 
 
+_ENDS_WITH_DATE = re.compile(r"[0-9零〇一二两三四五六七八九十]+[年月日号][初底末]?[，,\s]*$")
+
+
+def _told(scorer, p: Pick) -> bool:
+    """Whether a pick tells the asked event (`_Scorer.told` of its candidate, else the event's words in it)."""
+    told = getattr(scorer, "told", None)
+    for i, c in enumerate(scorer.candidates):
+        if c is p and told is not None:
+            return told[i]
+    return any(_tells(v, comparable(p.text)) for v in scorer.events)
+
+
 def _holds(term: str, text: str) -> bool:
     """Whether folded `text` holds the query term or a word saying the same (`_ALIASES`)."""
     return term in text or any(a in text for a in _ALIASES.get(term, ()))
@@ -397,8 +409,45 @@ def _event_verbs(question: str) -> list[str]:
     """The verbs of a date question naming the event it asks the date of (建于, 逝世, 废除; folded), not light
     verbs (进行, 发生)."""
     t = aligned(question)
-    return [comparable(t[a:b]) for a, b, flag in pos_tags(t)
-            if flag in ("v", "vn") and b - a >= 2 and comparable(t[a:b]) not in _LIGHT_VERBS]
+    out = []
+    for a, b, flag in pos_tags(t):
+        word = comparable(t[a:b])
+        dated = _DATED_NOUN.match(word)  # 出生日期: the event before the date noun
+        if dated and flag.startswith("n"):
+            word, flag = dated.group(1), "v"
+        if flag in ("v", "vn") and len(word) >= 2 and word not in _LIGHT_VERBS:
+            out.append(word)
+    return out
+
+
+_DATED_NOUN = re.compile(r"^([\u4e00-\u9fff]{2,})(?:日期|时间|年份|日子)$")
+# 离婚后, 结婚以前: the event as a time reference for something else, not the event told
+_EVENT_AS_TIME = re.compile(r"^(?:以?后|之后|以?前|之前)")
+# a date governed by the event: right before it (于2012年2月10日出生) or right after the verb and 于/在 (生于1980年)
+EVENT_DATE_BONUS = 0.5
+
+
+def _tells(event: str, text: str) -> bool:
+    """Whether folded `text` tells the event (or a word saying the same), not only as a time reference (离婚后)."""
+    for word in (event, *_ALIASES.get(event, ())):
+        if any(not _EVENT_AS_TIME.match(text[m.end():]) for m in re.finditer(re.escape(word), text)):
+            return True
+    return False
+
+
+def _governs(events: list[str], text: str, a: int, b: int) -> bool:
+    """Whether the date text[a:b] is the one the event tells: the verb right after it (于2012年2月10日出生, at most
+    two characters between) or right before it with 于/在/是 (生于1980年)."""
+    folded = comparable(text)
+    if len(folded) != len(text):
+        return False
+    after, before = folded[b:b + 2 + 6], folded[max(0, a - 8):a]
+    for v in events:
+        for word in (v, *_ALIASES.get(v, ())):
+            i = after.find(word)
+            if 0 <= i <= 2 and not any(ch in "，,；;。！？：:" for ch in after[:i]) or re.search(re.escape(word) + r"(?:于|在|是|为)$", before):
+                return True
+    return False
 
 
 # "X的Y是？": the attribute Y asked about (权利范围, 投资人, 社长, 英文) and a unit stating it (权利范围是全部权利,
@@ -470,7 +519,13 @@ class _Scorer:
                 self.typed = acting
         events = self.events = _event_verbs(query) if self.kind == "date" else []
         if events:  # 建于哪一年: a date of the building (建于1988年), not of the renaming (1998年，…改名为…)
-            with_event = [t and any(_holds(v, x) for v in events) for t, x in zip(self.typed, lowered)]
+            told = [any(_tells(v, x) for v in events) for x in lowered]
+            # a date clause before the clause telling the event (2013年11月21日,|双方在…协议离婚) dates that event
+            self.told = [t or (c.clause and self.following[i] is not None and told[self.following[i]]
+                               and c.sentence == self.candidates[self.following[i]].sentence
+                               and _ENDS_WITH_DATE.search(c.text) is not None)
+                         for i, (t, c) in enumerate(zip(told, self.candidates))]
+            with_event = [t and e for t, e in zip(self.typed, self.told)]
             if any(with_event):
                 self.typed = with_event
         for i, (c, text) in enumerate(zip(self.candidates, lowered)):
@@ -724,7 +779,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         held = _carer_held(scorer.query)
         agent = bool(scorer.exclude.agent) and any(agent_spans(p.text, scorer.exclude.agent) for p in picks)
         if scorer.events:  # a date question's event (建于): the dates of units telling it, if one does
-            told = [p for p in picks if any(_holds(v, comparable(p.text)) for v in scorer.events)]
+            told = [p for p in picks if _told(scorer, p)]
             picks = told if any(_values(kind, p, scorer.exclude) for p in told) else picks
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
@@ -752,6 +807,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                          + (CARER_NOW_BONUS if carer and _carer_held(scorer.query).search(
                              p.text[clauses[max(0, k - 1)][0] if held is not _CARER_NOW else clauses[k][0]:clauses[k][1]])
                             else 0.0)
+                         + (EVENT_DATE_BONUS if scorer.events and _governs(scorer.events, p.text, a, b) else 0.0)
                          + (1.0 if any(e <= a <= e + 2 for e in stated) else 0.0))  # 投资人为邓x7: the value stated
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
