@@ -622,3 +622,22 @@ def test_a_date_question_marks_the_date_of_the_clause_telling_the_event():
     """s27 walkthrough D: 何时离婚 is the date before 双方…协议离婚, not the 抚养费 period before 双方离婚后 (a time reference)."""
     extract = pinpoint("原、被告双方于何时离婚？", [make_hit(CAIL_0002)], reader=False)
     assert extract.span.text == "2013年11月21日"
+
+
+CAIL_0001_PART = ("原告曹0系重庆博耐特压铸有限公司职工,其与丈夫何祖君共同购买了位于荣昌县昌元街道昌州大道西段的房屋一套本案在审理过程中,"
+                  "原告曹0与被告张x1于2011年7月21日经本院调解离婚,约定小孩张x6暂由原告代管,被告每月向原告支付张x6的生活费800元因此,"
+                  "张x6一直随原告生活至今,期间被告未依照约定按时向原告支付")
+
+
+def test_a_span_stops_before_the_next_clause_of_an_unpunctuated_judgment():
+    """s27 walkthrough F: 本案在审理过程中 starts the next clause though no comma precedes it."""
+    extract = pinpoint("原告曹0与其丈夫在何处购买了房产？", [make_hit(CAIL_0001_PART)], reader=False)
+    assert extract.span.text.startswith("荣昌县昌元街道昌州大道西段")
+    assert "本案" not in extract.span.text
+
+
+def test_a_quote_stops_before_the_next_clause_of_an_unpunctuated_judgment():
+    extract = pinpoint("双方约定被告每月支付多少生活费？", [make_hit(CAIL_0001_PART)], reader=False)
+    assert extract.span.text == "800元"
+    assert all(not p.text.endswith("因此") for p in extract.picks)
+    assert any(p.text.endswith("800元") for p in extract.picks)

@@ -1492,6 +1492,8 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
         best, reading = wide.candidates[first], None
         picks = [wide.candidates[i] for i in group]
     picks = _merged(wide, picks)
+    span = _span_before_next_clause(span)
+    picks = [_before_next_clause(p, span) for p in picks]
     extract = Extract(picks, span, scorer.kind, reading=reading)
     others = _alternatives(wide, first, span, max_chars) if ambiguity else []
     if others:
@@ -1508,6 +1510,40 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
             span = extract.span = None  # another party's value (原告支付了1200元 for 被告…？): quoted, never marked
         extract.text, extract.emphasis = marked_text(picks, span)
     return extract
+
+
+# Judgments without punctuation run one clause into the next (…的房屋一套本案在审理过程中, …生活费800元因此,
+# …随母亲曹0生活上述事实): words that open a new clause there, right after a character that is no punctuation
+_NEXT_CLAUSE = re.compile(r"(?<=[^\s，,；;。！？!?：:、（(“\"并而也亦就都才正又])"
+                          r"(?:本案|因此|上述事实|经审理查明|另查明|又查明|庭审中|庭审过程中|审理过程中|本院认为|综上)")
+
+
+def _next_clause_at(text: str, at_least: int = 2) -> int | None:
+    """Where a judgment's next clause starts inside `text` without punctuation before it, if it does."""
+    m = _NEXT_CLAUSE.search(text, at_least)
+    return m.start() if m else None
+
+
+def _span_before_next_clause(span: AnswerSpan | None) -> AnswerSpan | None:
+    """The marked span cut before a next clause it runs into (荣昌县…的房屋一套|本案在审理过程中)."""
+    if span is None:
+        return span
+    cut = _next_clause_at(span.text)
+    return span if cut is None else replace(span, text=span.text[:cut], end=span.start + cut)
+
+
+def _before_next_clause(pick: Pick, span: AnswerSpan | None) -> Pick:
+    """A clause's quote cut before the tail it runs into when that tail is the start of a next clause with no
+    punctuation after it (…生活费800元|因此); never before the marked span's end."""
+    if not pick.clause:
+        return pick
+    cut = _next_clause_at(pick.text)
+    if cut is None or any(ch in "，,；;。！？!?：:" for ch in pick.text[cut:]):
+        return pick
+    if span is not None and (span.doc, span.n) == (pick.doc, pick.n) and pick.start <= span.start < pick.end \
+            and span.end > pick.start + cut:
+        return pick
+    return replace(pick, text=pick.text[:cut], end=pick.start + cut)
 
 
 def _renumbered(others: list[tuple[AnswerSpan, list[Pick]]], n_hits: int,
