@@ -641,3 +641,13 @@ def test_a_quote_stops_before_the_next_clause_of_an_unpunctuated_judgment():
     assert extract.span.text == "800元"
     assert all(not p.text.endswith("因此") for p in extract.picks)
     assert any(p.text.endswith("800元") for p in extract.picks)
+
+
+def test_what_period_asks_for_the_period_name_not_a_date():
+    """s27 walkthrough E: 什么时期的武将 is 日本战国时代至安土桃山时代, not the lifespan; the same-name warrior's
+    sentence (a date, no period) is not quoted."""
+    text = ("松平康忠（1546年－1618年9月28日）是日本战国时代至安土桃山时代的武将。长泽松平家第8代当主。德川氏的家臣。"
+            "在天文9年（1540年）的安城合战中战死的同名武将松平康忠（甚六郎）是松平宗家亲忠系的松平张忠的儿子，不是同一人。")
+    extract = pinpoint("松平康忠是什么时期的武将？", [make_hit(text)], reader=False)
+    assert extract.span.text == "日本战国时代至安土桃山时代"
+    assert all("同名" not in p.text for p in extract.picks)

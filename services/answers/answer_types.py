@@ -188,6 +188,30 @@ def agent_spans(text: str, verb: str) -> list[tuple[int, int]]:
     return [m.span(1) for m in re.finditer(rf"由([^由，,；;。！？!?：:、\s（）()“”\"]{{2,15}}?){_AGENT_FILLER}{re.escape(verb)}", t)]
 
 
+# 什么时期 / 哪个时代 asks for a period's name (日本战国时代至安土桃山时代, 日治时期), not a date (a lifespan)
+_PERIOD_Q = re.compile(r"(?:什么|哪一?个?|何)(?:时期|时代|朝代)")
+_PERIOD = re.compile(r"[\u4e00-\u9fff]{2,8}?(?:时代|时期)(?:(?:至|到|和|与|、|及)[\u4e00-\u9fff]{2,8}?(?:时代|时期))?")
+_PERIOD_LEAD_CHARS = "是在于为的从自即到它他她其该此这"
+
+
+def asks_period(question: str) -> bool:
+    """Whether a date question asks for a period's name (松平康忠是什么时期的武将？)."""
+    return bool(_PERIOD_Q.search(comparable(question)))
+
+
+def period_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of the periods `text` names (…是日本战国时代至安土桃山时代的武将 -> 日本战国时代至安土桃山时代)."""
+    t = aligned(text)
+    out = []
+    for m in _PERIOD.finditer(t):
+        name_end = re.search(r"时代|时期", t[m.start():m.end()]).start() + m.start()
+        # the name starts after the last function word before it (它是|战国时期, 于|江户时代)
+        a = max([m.start()] + [i + 1 for i in range(m.start(), name_end - 2) if t[i] in _PERIOD_LEAD_CHARS])
+        if m.end() - a >= 4:
+            out.append((a, m.end()))
+    return out
+
+
 def cause_spans(text: str) -> list[tuple[int, int]]:
     """[start, end) of the pieces of `text` that state a cause: "因/由于 …" and "原因是 …" to the end of their
     clause, "以 … 为由", and the whole clause around 导致/致使/感情破裂 (clauses end at ，,；;。！？ and line breaks)."""

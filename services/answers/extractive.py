@@ -77,7 +77,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NAMED_AS_WHAT, NUM, SHARE_Q, TYPED, UNIT, aligned,
-                                          agent_spans, answer_type, asked_agent, asked_meaning, asked_verbs, asks_carer, carer_spans, cause_spans,
+                                          agent_spans, answer_type, asked_agent, asks_period, period_spans, asked_meaning, asked_verbs, asks_carer, carer_spans, cause_spans,
                                           entity_spans, has_type, meaning_spans, merge_spans, pos_tags,
                                           numeral_value, typed_values)
 from services.answers.citations import quote_bounds, quote_spans
@@ -305,6 +305,7 @@ class _Asked(set):
     chars = ""
     carer = False
     agent = ""  # the verb of a 由谁 V question (捐献): its agent is the value
+    period = False  # 什么时期: a period's name (战国时代) is the value, not a date
 
 
 def _question_values(kind: str | None, question: str) -> set[str]:
@@ -314,6 +315,7 @@ def _question_values(kind: str | None, question: str) -> set[str]:
     out.chars = comparable(question)
     out.carer = kind == "person" and asks_carer(question)
     out.agent = asked_agent(question) if kind == "person" and not out.carer else ""
+    out.period = kind == "date" and asks_period(question)
     return out
 
 
@@ -331,6 +333,8 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
         found = carer_spans(unit.text) or found
     elif getattr(exclude, "agent", ""):
         found = agent_spans(unit.text, exclude.agent) or found
+    elif getattr(exclude, "period", False):
+        found = period_spans(unit.text) or found
     for a, b in found:
         value = comparable(unit.text[a:b])
         if value in exclude or any(value in e or kind in ("person", "place") and len(e) >= 2 and e in value
@@ -513,6 +517,10 @@ class _Scorer:
             arranged = [bool(carer_spans(c.text)) for c in self.candidates]
             if any(arranged):
                 self.typed = arranged
+        if self.exclude.period:  # 什么时期的武将: a unit naming a period (战国时代), not only a lifespan
+            named = [bool(period_spans(c.text)) for c in self.candidates]
+            if any(named):
+                self.typed = named
         if self.exclude.agent:  # 由谁捐献: a unit naming the agent of the asked verb (由泰国国家铁路局捐献), not a road's name
             acting = [bool(agent_spans(c.text, self.exclude.agent)) for c in self.candidates]
             if any(acting):
@@ -777,6 +785,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
         carer = scorer.exclude.carer and any(carer_spans(p.text) for p in picks)
         held = _carer_held(scorer.query)
+        period = scorer.exclude.period and any(period_spans(p.text) for p in picks)
         agent = bool(scorer.exclude.agent) and any(agent_spans(p.text, scorer.exclude.agent) for p in picks)
         if scorer.events:  # a date question's event (建于): the dates of units telling it, if one does
             told = [p for p in picks if _told(scorer, p)]
@@ -785,6 +794,8 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
             if carer:  # 跟谁生活: only a carer of a clause stating the arrangement, not a party named elsewhere
                 values = [(a, b) for a, b in values if (a, b) in carer_spans(p.text)]
+            if period:  # 什么时期: only a period's name
+                values = [(a, b) for a, b in values if (a, b) in period_spans(p.text)]
             if agent:  # 由谁捐献: only the agent named before the asked verb
                 values = [(a, b) for a, b in values if (a, b) in agent_spans(p.text, scorer.exclude.agent)]
             if in_unit:
