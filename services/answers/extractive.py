@@ -35,11 +35,15 @@ the same way, with the unit before it when that names more of the question (its 
 clause's end are the span (MEANING_KIND: shown as an answer line), and further units must name X. Further
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
 themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
-as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
+as one continuous piece of the document; in unpunctuated judgments a quote's tail and the marked span stop before words
+opening the next clause (…800元|因此, …房屋一套|本案在审理过程中: `_NEXT_CLAUSE`). Inside the quote the answer span is marked: the value of the
 asked-for type whose clause holds most of the question's words (not a value the question itself names, nor
 a name made only of its characters: 国立大学; a value in the asked unit or of the asked kind of place —
 哪一所大学 — first; for who someone lives with or is raised by — 跟谁生活, 由谁抚养 — the carer of a clause stating
-the arrangement, a role such as 原告 included, the one that holds now — 一直随原告生活至今 — first), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
+the arrangement, a role such as 原告 included, the one that holds now — 一直随原告生活至今 — first, or the one of the
+frame the question names — 离婚协议约定…由谁抚养 —, never one a party asks for — 请求变更…由原告抚养; for 由谁 V the agent
+right after 由 before V — 由泰国国家铁路局捐献; for 什么时期 a period's name — 战国时代; for a date question's event the
+date right before its verb — 于2012年2月10日出生 —, 离婚后 being no telling of 离婚), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
 for other questions the best clause — with the clauses beside it that follow the same frame when it is one
 of a run dividing things up (房屋归男方所有，存款归女方所有: `_parallel_run`), whose units are then quoted too.
 
