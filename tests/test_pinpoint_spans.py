@@ -616,6 +616,7 @@ def test_the_date_right_before_the_event_verb_is_marked_in_unpunctuated_text():
             "至王翔凯独立生活之日止2012年9月22日,原告王0与他人孕育一男孩")
     extract = pinpoint("婚生子王凯翔出生日期为何时？", [make_hit(text)], reader=False)
     assert extract.span.text == "2012年2月10日"
+    assert all(not p.text.endswith("2013年1月14日") for p in extract.picks)  # nor is the next date quoted
 
 
 def test_a_date_question_marks_the_date_of_the_clause_telling_the_event():

@@ -1533,6 +1533,10 @@ _NEXT_CLAUSE = re.compile(r"(?<=[^\s，,；;。！？!?：:、（(“\"并而也
                           r"(?:本案|因此|上述事实|经审理查明|另查明|又查明|庭审中|庭审过程中|审理过程中|本院认为|综上)")
 
 
+_TRAILING_DATE = re.compile(r"(?<=[\u4e00-\u9fff])(?<![于在至到为是止起及和与、从自截即或满后前今])"
+                            r"[0-9]{4}年[0-9]{1,2}月[0-9]{1,2}日$")
+
+
 def _next_clause_at(text: str, at_least: int = 2) -> int | None:
     """Where a judgment's next clause starts inside `text` without punctuation before it, if it does."""
     m = _NEXT_CLAUSE.search(text, at_least)
@@ -1553,6 +1557,9 @@ def _before_next_clause(pick: Pick, span: AnswerSpan | None) -> Pick:
     if not pick.clause:
         return pick
     cut = _next_clause_at(pick.text)
+    if cut is None:  # …于2012年2月10日出生|2013年1月14日: a full date at the end right after a word opens the next clause
+        m = _TRAILING_DATE.search(pick.text)
+        cut = m.start() if m and m.start() >= 2 else None
     if cut is None or any(ch in "，,；;。！？!?：:" for ch in pick.text[cut:]):
         return pick
     if span is not None and (span.doc, span.n) == (pick.doc, pick.n) and pick.start <= span.start < pick.end \
