@@ -579,3 +579,76 @@ def test_the_term_whose_meaning_is_asked_ends_at_a_sentence(question, term):
     from services.answers.answer_types import asked_meaning
 
     assert asked_meaning(question) == term
+
+
+CAIL_0002 = ("依据上述有效证据,本院确认以下案件事实:原、被告双方于××××年××月份结婚,婚后生一女孩,取名马62,2013年11月21日,"
+             "双方在新民市民政局协议离婚,协议内容为:婚生女孩马62由女方别x2抚养,男方每月给孩子抚养费1000元(从2013年12月1日起至"
+             "2020年12月止)双方离婚后,小孩马62一直随被告生活××××年××月××日,婚生女孩马62从内乡县第二小学转入沈阳大学新民师范学院"
+             "附属小学上学至今,现原告以小孩马62已年满十周岁,自愿提出与原告一起生活为由,诉至法院,请求依法变更小孩马62由原告抚养\n")
+
+
+def test_a_carer_question_naming_the_agreement_marks_the_agreed_carer():
+    """s27 walkthrough A: 离婚协议约定…由谁抚养？ asks about the agreement (协议内容为:…由女方别x2抚养), not the change the
+    plaintiff asks for (请求依法变更…由原告抚养), nor the arrangement now (一直随被告生活)."""
+    extract = pinpoint("离婚协议约定马62由谁抚养？", [make_hit(CAIL_0002)], reader=False)
+    assert extract.span.text == "女方别x2"
+
+
+@pytest.mark.parametrize("text,carers", [
+    ("诉至法院,请求依法变更小孩马62由原告抚养", []), ("自愿提出与原告一起生活为由", []),
+    ("协议内容为:婚生女孩马62由女方别x2抚养", ["女方别x2"])])
+def test_a_requested_arrangement_is_no_carer(text, carers):
+    assert [text[a:b] for a, b in carer_spans(text)] == carers
+
+
+def test_who_did_it_marks_the_agent_after_you_before_the_asked_verb():
+    """s27 walkthrough B: 由谁捐献 asks for the agent of 捐献 (an organisation counts), not a road named elsewhere."""
+    text = ("乍都节公园（）位于泰国的首都曼谷的乍都节县，是拍凤裕庭路、威拍哇丽兰室路、甘烹碧路之间的一处公众游园地。"
+            "1975年由泰国国家铁路局捐献土地建筑成公园。1980年12月4日，泰国国王拉玛九世62岁生日那天，公园开放。")
+    extract = pinpoint("乍都节公园是由谁捐献土地建造出来的？", [make_hit(text)], reader=False)
+    assert extract.span.text == "泰国国家铁路局"
+
+
+def test_the_date_right_before_the_event_verb_is_marked_in_unpunctuated_text():
+    """s27 walkthrough C: 于2012年2月10日出生2013年1月14日 — the next date begins the next clause (no punctuation)."""
+    text = ("经审理查明,原、被告于2010年11月5日登记结婚,婚生子王凯翔(现改名为那8)于2012年2月10日出生2013年1月14日,"
+            "经本院主持调解,双方当事人就抚养权自愿达成如下协议:婚生子王凯翔由葛x1抚养,王0从2013年1月起每月承担抚养费10000元"
+            "至王翔凯独立生活之日止2012年9月22日,原告王0与他人孕育一男孩")
+    extract = pinpoint("婚生子王凯翔出生日期为何时？", [make_hit(text)], reader=False)
+    assert extract.span.text == "2012年2月10日"
+    assert all(not p.text.endswith("2013年1月14日") for p in extract.picks)  # nor is the next date quoted
+
+
+def test_a_date_question_marks_the_date_of_the_clause_telling_the_event():
+    """s27 walkthrough D: 何时离婚 is the date before 双方…协议离婚, not the 抚养费 period before 双方离婚后 (a time reference)."""
+    extract = pinpoint("原、被告双方于何时离婚？", [make_hit(CAIL_0002)], reader=False)
+    assert extract.span.text == "2013年11月21日"
+
+
+CAIL_0001_PART = ("原告曹0系重庆博耐特压铸有限公司职工,其与丈夫何祖君共同购买了位于荣昌县昌元街道昌州大道西段的房屋一套本案在审理过程中,"
+                  "原告曹0与被告张x1于2011年7月21日经本院调解离婚,约定小孩张x6暂由原告代管,被告每月向原告支付张x6的生活费800元因此,"
+                  "张x6一直随原告生活至今,期间被告未依照约定按时向原告支付")
+
+
+def test_a_span_stops_before_the_next_clause_of_an_unpunctuated_judgment():
+    """s27 walkthrough F: 本案在审理过程中 starts the next clause though no comma precedes it."""
+    extract = pinpoint("原告曹0与其丈夫在何处购买了房产？", [make_hit(CAIL_0001_PART)], reader=False)
+    assert extract.span.text.startswith("荣昌县昌元街道昌州大道西段")
+    assert "本案" not in extract.span.text
+
+
+def test_a_quote_stops_before_the_next_clause_of_an_unpunctuated_judgment():
+    extract = pinpoint("双方约定被告每月支付多少生活费？", [make_hit(CAIL_0001_PART)], reader=False)
+    assert extract.span.text == "800元"
+    assert all(not p.text.endswith("因此") for p in extract.picks)
+    assert any(p.text.endswith("800元") for p in extract.picks)
+
+
+def test_what_period_asks_for_the_period_name_not_a_date():
+    """s27 walkthrough E: 什么时期的武将 is 日本战国时代至安土桃山时代, not the lifespan; the same-name warrior's
+    sentence (a date, no period) is not quoted."""
+    text = ("松平康忠（1546年－1618年9月28日）是日本战国时代至安土桃山时代的武将。长泽松平家第8代当主。德川氏的家臣。"
+            "在天文9年（1540年）的安城合战中战死的同名武将松平康忠（甚六郎）是松平宗家亲忠系的松平张忠的儿子，不是同一人。")
+    extract = pinpoint("松平康忠是什么时期的武将？", [make_hit(text)], reader=False)
+    assert extract.span.text == "日本战国时代至安土桃山时代"
+    assert all("同名" not in p.text for p in extract.picks)

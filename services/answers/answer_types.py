@@ -135,11 +135,23 @@ _CARER_Q = re.compile(r"(?:随|跟随?|和|与|同)谁(?:一起|共同)?(?:生�
                       r"(?:抚养|抚育|监护|照顾|照看|带|扶养|养育)(?!费)|(?:抚养|监护)(?:权|人)?(?:归|是|为)?谁")
 _CARER_ROLE = (r"(?:其)?(?:原告|被告|申请人|被申请人|上诉人|被上诉人|男方|女方|生母|生父|母亲|父亲|其母|其父|妈妈|爸爸|"
                r"外祖父母|外祖母|外祖父|祖父母|祖母|祖父|爷爷|奶奶|姥姥|姥爷|外婆|外公|父母|双方)")
-_CARER = rf"(?:{_CARER_ROLE}(?:{MASKED_NAME.pattern})?|{MASKED_NAME.pattern})"
+# CAIL2019 masks names as a character and x + digits; the character need not be a known surname (女方别x2)
+_X_NAME = r"[\u4e00-\u9fff][xX×][0-9]{1,3}"
+_CARER = rf"(?:{_CARER_ROLE}(?:{MASKED_NAME.pattern}|{_X_NAME})?|{MASKED_NAME.pattern}|{_X_NAME})"
 _CARER_LIVES = re.compile(rf"(?:随|跟随?|和|与|同)({_CARER}|[\u4e00-\u9fff]{{2,4}}?)(?:一起|共同)?(?:生活|居住|长大)")
 _CARER_RAISES = re.compile(rf"(?:由|归)({_CARER}|[\u4e00-\u9fff]{{2,4}}?)(?:直接|继续|暂时|一方|负责)?"
                            r"(?:抚养|抚育|监护|照顾|照看|代管|带养|看护|扶养|养育)(?!费)")
 _CARER_SUBJECT = re.compile(rf"({_CARER_ROLE}(?:{MASKED_NAME.pattern})?)(?:直接|继续|一直|独自)?(?:抚养|抚育|监护|扶养|养育)(?!费|义务|能力|条件|关系)")
+
+
+# a change or wish a party asks for is no arrangement that holds (请求依法变更小孩马62由原告抚养, 提出与原告一起生活为由)
+_CARER_REQUESTED = re.compile(r"请求|要求|诉请|诉求|申请|提出|请判|主张")
+_CLAUSE_MARKS = "，,；;。！？!?：:\n"
+
+
+def _clause_start(text: str, i: int) -> int:
+    """Where the clause holding text[i] starts (after the last ，；。：… before it)."""
+    return max(text.rfind(ch, 0, i) for ch in _CLAUSE_MARKS) + 1
 
 
 def asks_carer(question: str) -> bool:
@@ -151,8 +163,53 @@ def carer_spans(text: str) -> list[tuple[int, int]]:
     """[start, end) of the carers `text` names in a clause stating a living arrangement (张x6一直随原告生活至今 ->
     原告, 暂由原告代管 -> 原告, 愿意随母亲曹0生活 -> 母亲曹0): a party's role, a relative or a name."""
     t = aligned(text)
-    spans = [m.span(1) for pattern in (_CARER_LIVES, _CARER_RAISES, _CARER_SUBJECT) for m in pattern.finditer(t)]
+    spans = [m.span(1) for pattern in (_CARER_LIVES, _CARER_RAISES, _CARER_SUBJECT) for m in pattern.finditer(t)
+             if not _CARER_REQUESTED.search(t, _clause_start(t, m.start()), m.start())]
     return merge_spans([(a + 1 if t[a] == "其" and b - a > 2 else a, b) for a, b in spans])  # 其外婆 -> 外婆; 其母 stays
+
+
+# 由谁 + verb (乍都节公园是由谁捐献土地建造出来的？, 由谁设计): the agent the text names right after 由 before that verb
+# (1975年由泰国国家铁路局捐献土地…) — an organisation answers a 谁 question too, which no name pattern finds
+_AGENT_Q = re.compile(r"由谁(?:来|所|负责|亲自|主持|出资)?([\u4e00-\u9fff]{2})")
+_AGENT_FILLER = r"(?:来|所|负责|亲自|主持|出资|共同|联合|独自)?"
+
+
+def asked_agent(question: str) -> str:
+    """The verb of a "由谁 V" question (捐献 of 是由谁捐献土地建造出来的？), folded; "" for any other question."""
+    m = _AGENT_Q.search(comparable(question))
+    return m.group(1) if m else ""
+
+
+def agent_spans(text: str, verb: str) -> list[tuple[int, int]]:
+    """[start, end) of the agents `text` names as 由 X (来/所/负责…) `verb` (由泰国国家铁路局捐献 -> 泰国国家铁路局)."""
+    if not verb:
+        return []
+    t = aligned(text)
+    return [m.span(1) for m in re.finditer(rf"由([^由，,；;。！？!?：:、\s（）()“”\"]{{2,15}}?){_AGENT_FILLER}{re.escape(verb)}", t)]
+
+
+# 什么时期 / 哪个时代 asks for a period's name (日本战国时代至安土桃山时代, 日治时期), not a date (a lifespan)
+_PERIOD_Q = re.compile(r"(?:什么|哪一?个?|何)(?:时期|时代|朝代)")
+_PERIOD = re.compile(r"[\u4e00-\u9fff]{2,8}?(?:时代|时期)(?:(?:至|到|和|与|、|及)[\u4e00-\u9fff]{2,8}?(?:时代|时期))?")
+_PERIOD_LEAD_CHARS = "是在于为的从自即到它他她其该此这"
+
+
+def asks_period(question: str) -> bool:
+    """Whether a date question asks for a period's name (松平康忠是什么时期的武将？)."""
+    return bool(_PERIOD_Q.search(comparable(question)))
+
+
+def period_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) of the periods `text` names (…是日本战国时代至安土桃山时代的武将 -> 日本战国时代至安土桃山时代)."""
+    t = aligned(text)
+    out = []
+    for m in _PERIOD.finditer(t):
+        name_end = re.search(r"时代|时期", t[m.start():m.end()]).start() + m.start()
+        # the name starts after the last function word before it (它是|战国时期, 于|江户时代)
+        a = max([m.start()] + [i + 1 for i in range(m.start(), name_end - 2) if t[i] in _PERIOD_LEAD_CHARS])
+        if m.end() - a >= 4:
+            out.append((a, m.end()))
+    return out
 
 
 def cause_spans(text: str) -> list[tuple[int, int]]:

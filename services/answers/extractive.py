@@ -35,11 +35,15 @@ the same way, with the unit before it when that names more of the question (its 
 clause's end are the span (MEANING_KIND: shown as an answer line), and further units must name X. Further
 units are added only when they score at least FOLLOW_RATIO of the best and answer the question
 themselves, up to MAX_CHARS (CLAUSE_MAX_CHARS when the best unit is a clause). Adjacent units are quoted
-as one continuous piece of the document. Inside the quote the answer span is marked: the value of the
+as one continuous piece of the document; in unpunctuated judgments a quote's tail and the marked span stop before words
+opening the next clause (…800元|因此, …房屋一套|本案在审理过程中: `_NEXT_CLAUSE`). Inside the quote the answer span is marked: the value of the
 asked-for type whose clause holds most of the question's words (not a value the question itself names, nor
 a name made only of its characters: 国立大学; a value in the asked unit or of the asked kind of place —
 哪一所大学 — first; for who someone lives with or is raised by — 跟谁生活, 由谁抚养 — the carer of a clause stating
-the arrangement, a role such as 原告 included, the one that holds now — 一直随原告生活至今 — first), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
+the arrangement, a role such as 原告 included, the one that holds now — 一直随原告生活至今 — first, or the one of the
+frame the question names — 离婚协议约定…由谁抚养 —, never one a party asks for — 请求变更…由原告抚养; for 由谁 V the agent
+right after 由 before V — 由泰国国家铁路局捐献; for 什么时期 a period's name — 战国时代; for a date question's event the
+date right before its verb — 于2012年2月10日出生 —, 离婚后 being no telling of 离婚), a list of names as a whole (方某、黄某2、张某、方某1; for 哪些 the whole enumeration), or
 for other questions the best clause — with the clauses beside it that follow the same frame when it is one
 of a run dividing things up (房屋归男方所有，存款归女方所有: `_parallel_run`), whose units are then quoted too.
 
@@ -77,7 +81,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from services.answers.answer_types import (DOTTED_NAME, MASKED_NAME, NAMED_AS_WHAT, NUM, SHARE_Q, TYPED, UNIT, aligned,
-                                          answer_type, asked_meaning, asked_verbs, asks_carer, carer_spans, cause_spans,
+                                          agent_spans, answer_type, asked_agent, asks_period, period_spans, asked_meaning, asked_verbs, asks_carer, carer_spans, cause_spans,
                                           entity_spans, has_type, meaning_spans, merge_spans, pos_tags,
                                           numeral_value, typed_values)
 from services.answers.citations import quote_bounds, quote_spans
@@ -304,6 +308,8 @@ class _Asked(set):
 
     chars = ""
     carer = False
+    agent = ""  # the verb of a 由谁 V question (捐献): its agent is the value
+    period = False  # 什么时期: a period's name (战国时代) is the value, not a date
 
 
 def _question_values(kind: str | None, question: str) -> set[str]:
@@ -312,6 +318,8 @@ def _question_values(kind: str | None, question: str) -> set[str]:
     out = _Asked(comparable(question[a:b]) for a, b in typed_values(kind, question)) if kind in TYPED else _Asked()
     out.chars = comparable(question)
     out.carer = kind == "person" and asks_carer(question)
+    out.agent = asked_agent(question) if kind == "person" and not out.carer else ""
+    out.period = kind == "date" and asks_period(question)
     return out
 
 
@@ -327,6 +335,10 @@ def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, 
     found = typed_values(kind, unit.text)
     if getattr(exclude, "carer", False):
         found = carer_spans(unit.text) or found
+    elif getattr(exclude, "agent", ""):
+        found = agent_spans(unit.text, exclude.agent) or found
+    elif getattr(exclude, "period", False):
+        found = period_spans(unit.text) or found
     for a, b in found:
         value = comparable(unit.text[a:b])
         if value in exclude or any(value in e or kind in ("person", "place") and len(e) >= 2 and e in value
@@ -381,6 +393,18 @@ def _alias_table() -> dict[str, tuple[str, ...]]:
 _ALIASES = _alias_table()
 
 
+_ENDS_WITH_DATE = re.compile(r"[0-9零〇一二两三四五六七八九十]+[年月日号][初底末]?[，,\s]*$")
+
+
+def _told(scorer, p: Pick) -> bool:
+    """Whether a pick tells the asked event (`_Scorer.told` of its candidate, else the event's words in it)."""
+    told = getattr(scorer, "told", None)
+    for i, c in enumerate(scorer.candidates):
+        if c is p and told is not None:
+            return told[i]
+    return any(_tells(v, comparable(p.text)) for v in scorer.events)
+
+
 def _holds(term: str, text: str) -> bool:
     """Whether folded `text` holds the query term or a word saying the same (`_ALIASES`)."""
     return term in text or any(a in text for a in _ALIASES.get(term, ()))
@@ -393,8 +417,45 @@ def _event_verbs(question: str) -> list[str]:
     """The verbs of a date question naming the event it asks the date of (建于, 逝世, 废除; folded), not light
     verbs (进行, 发生)."""
     t = aligned(question)
-    return [comparable(t[a:b]) for a, b, flag in pos_tags(t)
-            if flag in ("v", "vn") and b - a >= 2 and comparable(t[a:b]) not in _LIGHT_VERBS]
+    out = []
+    for a, b, flag in pos_tags(t):
+        word = comparable(t[a:b])
+        dated = _DATED_NOUN.match(word)  # 出生日期: the event before the date noun
+        if dated and flag.startswith("n"):
+            word, flag = dated.group(1), "v"
+        if flag in ("v", "vn") and len(word) >= 2 and word not in _LIGHT_VERBS:
+            out.append(word)
+    return out
+
+
+_DATED_NOUN = re.compile(r"^([\u4e00-\u9fff]{2,})(?:日期|时间|年份|日子)$")
+# 离婚后, 结婚以前: the event as a time reference for something else, not the event told
+_EVENT_AS_TIME = re.compile(r"^(?:以?后|之后|以?前|之前)")
+# a date governed by the event: right before it (于2012年2月10日出生) or right after the verb and 于/在 (生于1980年)
+EVENT_DATE_BONUS = 0.5
+
+
+def _tells(event: str, text: str) -> bool:
+    """Whether folded `text` tells the event (or a word saying the same), not only as a time reference (离婚后)."""
+    for word in (event, *_ALIASES.get(event, ())):
+        if any(not _EVENT_AS_TIME.match(text[m.end():]) for m in re.finditer(re.escape(word), text)):
+            return True
+    return False
+
+
+def _governs(events: list[str], text: str, a: int, b: int) -> bool:
+    """Whether the date text[a:b] is the one the event tells: the verb right after it (于2012年2月10日出生, at most
+    two characters between) or right before it with 于/在/是 (生于1980年)."""
+    folded = comparable(text)
+    if len(folded) != len(text):
+        return False
+    after, before = folded[b:b + 2 + 6], folded[max(0, a - 8):a]
+    for v in events:
+        for word in (v, *_ALIASES.get(v, ())):
+            i = after.find(word)
+            if 0 <= i <= 2 and not any(ch in "，,；;。！？：:" for ch in after[:i]) or re.search(re.escape(word) + r"(?:于|在|是|为)$", before):
+                return True
+    return False
 
 
 # "X的Y是？": the attribute Y asked about (权利范围, 投资人, 社长, 英文) and a unit stating it (权利范围是全部权利,
@@ -460,9 +521,23 @@ class _Scorer:
             arranged = [bool(carer_spans(c.text)) for c in self.candidates]
             if any(arranged):
                 self.typed = arranged
+        if self.exclude.period:  # 什么时期的武将: a unit naming a period (战国时代), not only a lifespan
+            named = [bool(period_spans(c.text)) for c in self.candidates]
+            if any(named):
+                self.typed = named
+        if self.exclude.agent:  # 由谁捐献: a unit naming the agent of the asked verb (由泰国国家铁路局捐献), not a road's name
+            acting = [bool(agent_spans(c.text, self.exclude.agent)) for c in self.candidates]
+            if any(acting):
+                self.typed = acting
         events = self.events = _event_verbs(query) if self.kind == "date" else []
         if events:  # 建于哪一年: a date of the building (建于1988年), not of the renaming (1998年，…改名为…)
-            with_event = [t and any(_holds(v, x) for v in events) for t, x in zip(self.typed, lowered)]
+            told = [any(_tells(v, x) for v in events) for x in lowered]
+            # a date clause before the clause telling the event (2013年11月21日,|双方在…协议离婚) dates that event
+            self.told = [t or (c.clause and self.following[i] is not None and told[self.following[i]]
+                               and c.sentence == self.candidates[self.following[i]].sentence
+                               and _ENDS_WITH_DATE.search(c.text) is not None)
+                         for i, (t, c) in enumerate(zip(told, self.candidates))]
+            with_event = [t and e for t, e in zip(self.typed, self.told)]
             if any(with_event):
                 self.typed = with_event
         for i, (c, text) in enumerate(zip(self.candidates, lowered)):
@@ -484,7 +559,7 @@ class _Scorer:
             if self.typed[i]:
                 c.score += TYPE_BONUS if self.kind in STRICT_TYPES or self.kind == REASON_KIND or self.exclude.carer \
                     else LOOSE_TYPE_BONUS
-                if self.exclude.carer and _CARER_NOW.search(text):
+                if self.exclude.carer and _carer_held(self.query).search(text):
                     c.score += CARER_NOW_UNIT  # the arrangement that holds now (一直随原告生活至今)
             if _novel_chars(text, self.q_grams) < 6:
                 c.score *= 0.6  # restates the question (or is a title): holds no answer
@@ -713,13 +788,20 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                                                        for p in picks for a, b in _values(kind, p, scorer.exclude))
         now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
         carer = scorer.exclude.carer and any(carer_spans(p.text) for p in picks)
+        held = _carer_held(scorer.query)
+        period = scorer.exclude.period and any(period_spans(p.text) for p in picks)
+        agent = bool(scorer.exclude.agent) and any(agent_spans(p.text, scorer.exclude.agent) for p in picks)
         if scorer.events:  # a date question's event (建于): the dates of units telling it, if one does
-            told = [p for p in picks if any(_holds(v, comparable(p.text)) for v in scorer.events)]
+            told = [p for p in picks if _told(scorer, p)]
             picks = told if any(_values(kind, p, scorer.exclude) for p in told) else picks
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
             if carer:  # 跟谁生活: only a carer of a clause stating the arrangement, not a party named elsewhere
                 values = [(a, b) for a, b in values if (a, b) in carer_spans(p.text)]
+            if period:  # 什么时期: only a period's name
+                values = [(a, b) for a, b in values if (a, b) in period_spans(p.text)]
+            if agent:  # 由谁捐献: only the agent named before the asked verb
+                values = [(a, b) for a, b in values if (a, b) in agent_spans(p.text, scorer.exclude.agent)]
             if in_unit:
                 values = [(a, b) for a, b in values if _unit_match(scorer.query, p.text[a:b])]
             if not values:
@@ -737,7 +819,10 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
                          + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
                          + (_where_now(p.text, a) if now else 0.0)
-                         + (CARER_NOW_BONUS if carer and _CARER_NOW.search(p.text[clauses[k][0]:clauses[k][1]]) else 0.0)
+                         + (CARER_NOW_BONUS if carer and _carer_held(scorer.query).search(
+                             p.text[clauses[max(0, k - 1)][0] if held is not _CARER_NOW else clauses[k][0]:clauses[k][1]])
+                            else 0.0)
+                         + (EVENT_DATE_BONUS if scorer.events and _governs(scorer.events, p.text, a, b) else 0.0)
                          + (1.0 if any(e <= a <= e + 2 for e in stated) else 0.0))  # 投资人为邓x7: the value stated
                 if best_value is None or score > best_value[0]:
                     best_value = (score, p, a, b)
@@ -857,8 +942,19 @@ def _topic_told(units: list[Pick], best: Pick) -> Pick:
 # 跟谁生活 asks about the arrangement now: the clause saying it still holds (一直随原告生活至今) over the one it replaced
 # (调解书载明…随被告张x1生活)
 _CARER_NOW = re.compile(r"至今|现在|目前|如今|现仍|仍然|一直|现随|现由")
+# ... unless the question names the arrangement's frame (离婚协议约定…由谁抚养？): then the clause stating that one
+# (协议内容为:婚生女孩马62由女方别x2抚养), or the clause after its introduction, over the arrangement now
+_CARER_FRAME = re.compile(r"协议|约定|调解|判决")
 CARER_NOW_BONUS = 0.3  # ... for the marked carer
 CARER_NOW_UNIT = 0.1  # ... for the unit
+
+
+def _carer_held(question: str) -> re.Pattern:
+    """The words of the arrangement a 跟谁生活 / 由谁抚养 question asks about: those of its frame when it names
+    one (协议, 约定, 调解, 判决), else those saying it holds now (至今, 一直)."""
+    return _CARER_FRAME if _CARER_FRAME.search(comparable(question)) else _CARER_NOW
+
+
 _NOW_Q = re.compile(r"目前|现在|如今|现今|眼下|至今|现居|现住|现就读")
 _FROM_BEFORE = re.compile(r"(?:从|由|自)$")
 _TO_BEFORE = re.compile(r"(?:转入|转到|转至|转学到|转学至|迁至|迁往|迁入|迁到|搬到|搬至|搬往|调到|调入|调至|调往|改到|去了|来到|到|至)$")
@@ -1411,6 +1507,8 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
         best, reading = wide.candidates[first], None
         picks = [wide.candidates[i] for i in group]
     picks = _merged(wide, picks)
+    span = _span_before_next_clause(span)
+    picks = [_before_next_clause(p, span) for p in picks]
     extract = Extract(picks, span, scorer.kind, reading=reading)
     others = _alternatives(wide, first, span, max_chars) if ambiguity else []
     if others:
@@ -1427,6 +1525,47 @@ def pinpoint(query: str, hits: list[Hit], max_sentences: int = 3, max_chars: int
             span = extract.span = None  # another party's value (原告支付了1200元 for 被告…？): quoted, never marked
         extract.text, extract.emphasis = marked_text(picks, span)
     return extract
+
+
+# Judgments without punctuation run one clause into the next (…的房屋一套本案在审理过程中, …生活费800元因此,
+# …随母亲曹0生活上述事实): words that open a new clause there, right after a character that is no punctuation
+_NEXT_CLAUSE = re.compile(r"(?<=[^\s，,；;。！？!?：:、（(“\"并而也亦就都才正又])"
+                          r"(?:本案|因此|上述事实|经审理查明|另查明|又查明|庭审中|庭审过程中|审理过程中|本院认为|综上)")
+
+
+_TRAILING_DATE = re.compile(r"(?<=[\u4e00-\u9fff])(?<![于在至到为是止起及和与、从自截即或满后前今])"
+                            r"[0-9]{4}年[0-9]{1,2}月[0-9]{1,2}日$")
+
+
+def _next_clause_at(text: str, at_least: int = 2) -> int | None:
+    """Where a judgment's next clause starts inside `text` without punctuation before it, if it does."""
+    m = _NEXT_CLAUSE.search(text, at_least)
+    return m.start() if m else None
+
+
+def _span_before_next_clause(span: AnswerSpan | None) -> AnswerSpan | None:
+    """The marked span cut before a next clause it runs into (荣昌县…的房屋一套|本案在审理过程中)."""
+    if span is None:
+        return span
+    cut = _next_clause_at(span.text)
+    return span if cut is None else replace(span, text=span.text[:cut], end=span.start + cut)
+
+
+def _before_next_clause(pick: Pick, span: AnswerSpan | None) -> Pick:
+    """A clause's quote cut before the tail it runs into when that tail is the start of a next clause with no
+    punctuation after it (…生活费800元|因此); never before the marked span's end."""
+    if not pick.clause:
+        return pick
+    cut = _next_clause_at(pick.text)
+    if cut is None:  # …于2012年2月10日出生|2013年1月14日: a full date at the end right after a word opens the next clause
+        m = _TRAILING_DATE.search(pick.text)
+        cut = m.start() if m and m.start() >= 2 else None
+    if cut is None or any(ch in "，,；;。！？!?：:" for ch in pick.text[cut:]):
+        return pick
+    if span is not None and (span.doc, span.n) == (pick.doc, pick.n) and pick.start <= span.start < pick.end \
+            and span.end > pick.start + cut:
+        return pick
+    return replace(pick, text=pick.text[:cut], end=pick.start + cut)
 
 
 def _renumbered(others: list[tuple[AnswerSpan, list[Pick]]], n_hits: int,
