@@ -4,6 +4,7 @@ files still wait; the embedding step shows the vectors' own progress ("向量 2/
 a full "关键词可检索 6/6" bar. The vectors come from a slow fake model server (1 s per request of 2
 texts), so each file spends a few seconds between "searchable" and "vectors in"."""
 import os
+import re
 import subprocess
 import sys
 
@@ -63,7 +64,8 @@ def test_documents_appear_as_each_file_is_searchable_and_vectors_show_apart(serv
 
         # ... and it is in the document list and the sidebar's count while the others still wait
         page.get_by_role("heading", name="文档列表").wait_for(timeout=30_000)
-        page.locator('[data-testid="stSidebar"]').get_by_text("1 个文档 · ").wait_for(timeout=30_000)
+        # (1 or 2: on a loaded machine the second file can finish before the sidebar is redrawn)
+        page.locator('[data-testid="stSidebar"]').get_by_text(re.compile(r"^[12] 个文档 · ")).wait_for(timeout=30_000)
         assert "后台进行中" in main.inner_text(), main.inner_text()
 
         # the whole batch ends with every document listed and the log folded
