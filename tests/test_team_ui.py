@@ -20,6 +20,7 @@ def test_a_viewer_sees_no_editing_controls_and_is_told_why(run_as):
     assert not viewer.get("file_uploader") and "上传文档" not in texts(viewer)
     assert all(t.disabled for t in viewer.toggle if t.label == "参与检索")
     assert "要删除文档" not in texts(viewer)
+    assert [s.label for s in viewer.selectbox if "的文档" in s.label] == ["查看的文档"]  # nothing to adjust
     settings = run_as("C", "settings")
     assert "你在此知识库中是查看者，只能提问和查看。" in [i.value for i in settings.info]
     assert settings.radio and all(r.disabled for r in settings.radio) and all(t.disabled for t in settings.toggle)
@@ -38,6 +39,7 @@ def test_an_editor_edits_documents_but_not_the_kb_itself(run_as):
     assert not [i for i in editor.info if "查看者" in i.value]
     assert not any(t.disabled for t in editor.toggle if t.label == "参与检索")
     assert "将使用：按句子" in texts(editor)  # the re-split says which settings it uses
+    assert "查看或调整的文档" in [s.label for s in editor.selectbox]
     settings = run_as("B", "settings")
     assert not any(r.disabled for r in settings.radio)
     assert "你在此知识库中是编辑者" in texts(settings)

@@ -229,8 +229,10 @@ with st.expander("索引维护（核对 / 重建）"):
         start(kb.reindex)
 
 names = {d.id: display_name(d.filename) for d in docs}
-doc_id = st.selectbox("查看或调整的文档", list(names), format_func=names.get, key=f"doc_pick_{kb.id}",
-                      help="下方的「参与检索」、切分预览和重新切分都针对这里选的文档。删除文档请在上方表格中勾选。")
+doc_id = st.selectbox("查看或调整的文档" if can_edit else "查看的文档", list(names), format_func=names.get,
+                      key=f"doc_pick_{kb.id}",
+                      help="下方的「参与检索」、切分预览和重新切分都针对这里选的文档。删除文档请在上方表格中勾选。"
+                      if can_edit else "下方的切分预览针对这里选的文档。")
 chosen = next(d for d in docs if d.id == doc_id)
 enabled = st.toggle("参与检索", chosen.enabled, key=f"doc_enabled_{kb.id}_{doc_id}", disabled=not can_edit,
                     help="关闭后文档保留在库中，但不参与问答和检索；随时可以再打开。")
