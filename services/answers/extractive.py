@@ -311,6 +311,18 @@ class _Asked(set):
     agent = ""  # the verb of a 由谁 V question (捐献): its agent is the value
     period = False  # 什么时期: a period's name (战国时代) is the value, not a date
 
+    def own_spans(self, text: str) -> list[tuple[int, int]] | None:
+        """The values of the question's own kind in `text` (offsets), for a question that has one: the carers
+        of clauses stating an arrangement (`carer`), the agent before the asked verb (`agent`), a period's
+        name (`period`); None for any other question. The three never hold together (`_question_values`)."""
+        if self.carer:
+            return carer_spans(text)
+        if self.agent:
+            return agent_spans(text, self.agent)
+        if self.period:
+            return period_spans(text)
+        return None
+
 
 def _question_values(kind: str | None, question: str) -> set[str]:
     """Values of the type the question itself names (they are not its answer), with the question's folded
@@ -327,18 +339,12 @@ def _question_values(kind: str | None, question: str) -> set[str]:
 _ARTICLE = re.compile(r"^(?:其中)?[一两][个种座条位名项件家所只部本批些类次]$|^[百千万]分$")
 
 
-def _values(kind: str | None, unit: Pick, exclude: set[str]) -> list[tuple[int, int]]:
+def _values(kind: str | None, unit: Pick, exclude: _Asked) -> list[tuple[int, int]]:
     """Typed values of a unit (offsets in the unit's text) that the question does not name itself. For a
-    question asking who someone lives with (`_Asked.carer`), the carers of the unit's clauses stating the
-    arrangement (原告 of 随原告生活至今: a role is the answer) when it has any."""
+    question with values of its own kind (`_Asked.own_spans`: 原告 of 随原告生活至今 for who someone lives
+    with, a role being the answer; the agent of 由谁 V; a period's name), those when the unit has any."""
     out = []
-    found = typed_values(kind, unit.text)
-    if getattr(exclude, "carer", False):
-        found = carer_spans(unit.text) or found
-    elif getattr(exclude, "agent", ""):
-        found = agent_spans(unit.text, exclude.agent) or found
-    elif getattr(exclude, "period", False):
-        found = period_spans(unit.text) or found
+    found = exclude.own_spans(unit.text) or typed_values(kind, unit.text)
     for a, b in found:
         value = comparable(unit.text[a:b])
         if value in exclude or any(value in e or kind in ("person", "place") and len(e) >= 2 and e in value
@@ -517,18 +523,12 @@ class _Scorer:
                        for c in self.candidates]
             if any(in_unit):
                 self.typed = in_unit
-        if self.exclude.carer:  # 跟谁生活: a unit stating the living arrangement (随原告生活), not one naming a party
-            arranged = [bool(carer_spans(c.text)) for c in self.candidates]
-            if any(arranged):
-                self.typed = arranged
-        if self.exclude.period:  # 什么时期的武将: a unit naming a period (战国时代), not only a lifespan
-            named = [bool(period_spans(c.text)) for c in self.candidates]
-            if any(named):
-                self.typed = named
-        if self.exclude.agent:  # 由谁捐献: a unit naming the agent of the asked verb (由泰国国家铁路局捐献), not a road's name
-            acting = [bool(agent_spans(c.text, self.exclude.agent)) for c in self.candidates]
-            if any(acting):
-                self.typed = acting
+        # a unit with a value of the question's own kind: 跟谁生活 one stating the living arrangement (随原告生活),
+        # not one naming a party; 由谁捐献 one naming the agent (由泰国国家铁路局捐献), not a road's name;
+        # 什么时期的武将 one naming a period (战国时代), not only a lifespan
+        own = [bool(self.exclude.own_spans(c.text)) for c in self.candidates]
+        if any(own):
+            self.typed = own
         events = self.events = _event_verbs(query) if self.kind == "date" else []
         if events:  # 建于哪一年: a date of the building (建于1988年), not of the renaming (1998年，…改名为…)
             told = [any(_tells(v, x) for v in events) for x in lowered]
@@ -787,21 +787,17 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
         in_unit = kind in ("number", "amount") and any(_unit_match(scorer.query, p.text[a:b])
                                                        for p in picks for a, b in _values(kind, p, scorer.exclude))
         now = kind == "place" and bool(_NOW_Q.search(comparable(scorer.query)))  # 目前在何处: where someone is now
-        carer = scorer.exclude.carer and any(carer_spans(p.text) for p in picks)
+        own = any(scorer.exclude.own_spans(p.text) for p in picks)
+        carer = scorer.exclude.carer and own
         held = _carer_held(scorer.query)
-        period = scorer.exclude.period and any(period_spans(p.text) for p in picks)
-        agent = bool(scorer.exclude.agent) and any(agent_spans(p.text, scorer.exclude.agent) for p in picks)
         if scorer.events:  # a date question's event (建于): the dates of units telling it, if one does
             told = [p for p in picks if _told(scorer, p)]
             picks = told if any(_values(kind, p, scorer.exclude) for p in told) else picks
         for p in picks:
             values = _values(kind, p, scorer.exclude) if kind in TYPED else _reasons(p.text)
-            if carer:  # 跟谁生活: only a carer of a clause stating the arrangement, not a party named elsewhere
-                values = [(a, b) for a, b in values if (a, b) in carer_spans(p.text)]
-            if period:  # 什么时期: only a period's name
-                values = [(a, b) for a, b in values if (a, b) in period_spans(p.text)]
-            if agent:  # 由谁捐献: only the agent named before the asked verb
-                values = [(a, b) for a, b in values if (a, b) in agent_spans(p.text, scorer.exclude.agent)]
+            if own:  # only the question's own kind of value: a carer of a clause stating the arrangement (not a
+                # party named elsewhere), the agent named before the asked verb, a period's name
+                values = [v for v in values if v in scorer.exclude.own_spans(p.text)]
             if in_unit:
                 values = [(a, b) for a, b in values if _unit_match(scorer.query, p.text[a:b])]
             if not values:
@@ -819,7 +815,7 @@ def _locate(scorer: _Scorer, picks: list[Pick], best: Pick) -> AnswerSpan | None
                 score = (scores[k] + 0.3 * side + (SPAN_BEST_BONUS if p is best else 0.0) + 0.2 / (1 + distance / 10)
                          + (0.3 if _unit_match(scorer.query, p.text[a:b]) or _noun_match(scorer.query, p.text[a:b]) else 0.0)
                          + (_where_now(p.text, a) if now else 0.0)
-                         + (CARER_NOW_BONUS if carer and _carer_held(scorer.query).search(
+                         + (CARER_NOW_BONUS if carer and held.search(
                              p.text[clauses[max(0, k - 1)][0] if held is not _CARER_NOW else clauses[k][0]:clauses[k][1]])
                             else 0.0)
                          + (EVENT_DATE_BONUS if scorer.events and _governs(scorer.events, p.text, a, b) else 0.0)
