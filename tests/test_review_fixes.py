@@ -7,14 +7,20 @@ from test_team import team  # noqa: F401 - the shared fixture (admin A, editor B
 
 
 # --- the upload cap ---------------------------------------------------------------------------------------------
+def capped(team, monkeypatch, limit: int):
+    """The team's workspace with WENDAO_MAX_UPLOADS_PER_KEY = `limit` and the worker busy elsewhere (uploads stay
+    queued), and KB1 as the write key sees it."""
+    ws, who, _ = team
+    monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_KEY", str(limit))
+    ws.lib.store.jobs.claim_next = lambda: None
+    return ws, who, ws.session(who["KB1-write"]).kb("KB1", "editor")
+
+
 def test_an_upload_whose_job_is_written_is_counted_once(team, monkeypatch):
     """The reservation of an upload was released only after its job row was written: in between, the upload
     counted as queued and as starting, so with a limit of 2 the second upload was refused while one was in flight."""
-    ws, who, _ = team
-    monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_KEY", "2")
+    ws, who, kb = capped(team, monkeypatch, 2)
     jobs = ws.lib.store.jobs
-    jobs.claim_next = lambda: None  # the worker busy elsewhere: uploads stay queued
-    kb = ws.session(who["KB1-write"]).kb("KB1", "editor")
     add, second = jobs.add, []
 
     def add_then_upload_again(*args, **kw):
@@ -34,10 +40,7 @@ def test_an_upload_whose_job_is_written_is_counted_once(team, monkeypatch):
 
 def test_the_refusal_says_how_many_are_in_flight(team, monkeypatch):
     """The message said the limit where it meant the count (「已有 {limit} 个」)."""
-    ws, who, _ = team
-    monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_KEY", "1")
-    ws.lib.store.jobs.claim_next = lambda: None
-    kb = ws.session(who["KB1-write"]).kb("KB1", "editor")
+    ws, who, kb = capped(team, monkeypatch, 1)
     kb.upload("a.txt", "第一份。".encode())
     # a job queued meanwhile by the same key (another process): the count is 2, the limit 1
     ws.lib.store.jobs.add(kb.id, "ingest", "x.txt", {"by": [f"k{who['KB1-write'].key_id}"]})
@@ -47,10 +50,7 @@ def test_the_refusal_says_how_many_are_in_flight(team, monkeypatch):
 
 
 def test_a_refused_upload_leaves_no_file_behind(team, monkeypatch):
-    ws, who, _ = team
-    monkeypatch.setenv("WENDAO_MAX_UPLOADS_PER_KEY", "1")
-    ws.lib.store.jobs.claim_next = lambda: None
-    kb = ws.session(who["KB1-write"]).kb("KB1", "editor")
+    ws, who, kb = capped(team, monkeypatch, 1)
     kb.upload("a.txt", "第一份。".encode())
     kept = set((ws.lib.root / "uploads").iterdir())
     check = ws.lib.store.jobs.check_caps  # past the pre-check (a place was free then): the insert decides
